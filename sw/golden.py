@@ -1,0 +1,62 @@
+"""The golden integer operations: the one definition of each integer op of the accelerator.
+
+Every function here is integer-only numpy. The hardware units, the ISA simulator and the compiler's
+expectations are all checked against these functions, bit for bit. Each docstring gives the formula,
+the rounding rule and the bit widths.
+"""
+
+import numpy as np
+
+__all__ = ["requantize", "linear", "INT8_MIN", "INT8_MAX"]
+
+INT8_MIN, INT8_MAX = -128, 127
+
+
+def _wrap32(x: np.ndarray) -> np.ndarray:
+    return ((x.astype(np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
+
+
+def requantize(acc, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
+    """Dyadic requantization of int32 accumulators to int8.
+
+    ``y = sat8(((wrap32(acc + bias) * mult) + round) >> shift)`` with ``round = (1 << shift) >> 1``
+    (round half up, towards +infinity) and an arithmetic right shift; ``sat8`` clamps to [-128, 127].
+    ``y`` approximates ``(acc + bias) * mult / 2**shift``, i.e. a real rescale by ``s_in*s_w/s_out``.
+
+    Widths: ``acc``, ``bias`` int32 (their sum wraps to int32); ``mult`` signed ``mult_bits``;
+    ``shift`` in 0..63; the product is exact in 64 bits. ``bias``, ``mult`` and ``shift`` broadcast
+    against ``acc`` (per output channel: shape ``(N,)`` against ``(M, N)``).
+
+    Reference: Jacob et al., "Quantization and Training of Neural Networks for Efficient
+    Integer-Arithmetic-Only Inference", CVPR 2018 (dyadic multiplier), as used by I-ViT and FQ-ViT.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    mult = np.asarray(mult, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    lo, hi = -(1 << (mult_bits - 1)), (1 << (mult_bits - 1)) - 1
+    if mult.size and (mult.min() < lo or mult.max() > hi):
+        raise ValueError(f"mult must fit in signed {mult_bits} bits [{lo}, {hi}], got range "
+                         f"[{mult.min()}, {mult.max()}]")
+    if shift.size and (shift.min() < 0 or shift.max() > 63):
+        raise ValueError(f"shift must be in 0..63, got range [{shift.min()}, {shift.max()}]")
+    total = _wrap32(acc + np.asarray(bias, dtype=np.int64))
+    rounding = (np.int64(1) << shift) >> 1
+    y = (total * mult + rounding) >> shift
+    return np.clip(y, INT8_MIN, INT8_MAX).astype(np.int8)
+
+
+def linear(x, w, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
+    """Quantized linear layer ``y = requantize(x @ w.T + bias)``.
+
+    ``x`` int8 (M, K); ``w`` int8 (N, K), symmetric per output channel; ``bias`` int32 (N,) at scale
+    ``s_x * s_w``; ``mult``, ``shift`` (N,) the dyadic rescale to the output scale. The matmul sums
+    exactly and wraps to int32 (it cannot overflow for K < 2**17). Returns int8 (M, N).
+    """
+    x = np.asarray(x)
+    w = np.asarray(w)
+    if x.dtype != np.int8 or w.dtype != np.int8:
+        raise TypeError(f"x and w must be int8, got {x.dtype} and {w.dtype}")
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"x (M, K) and w (N, K) must agree on K, got {x.shape} and {w.shape}")
+    acc = _wrap32(x.astype(np.int64) @ w.astype(np.int64).T)
+    return requantize(acc, bias, mult, shift, mult_bits=mult_bits)

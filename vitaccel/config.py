@@ -1,0 +1,280 @@
+"""AccelConfig: the single source of truth for the accelerator's hardware parameters.
+
+Every layer reads its sizes from here: the Amaranth elaboration (hw/), the compiler's tiling and the
+ISA simulator (sw/), the Verilator harness (sim/) and the board flows (boards/). Nobody retypes a
+width or a depth. Variants are made with :func:`dataclasses.replace`; presets are looked up by name.
+
+The knobs are primitive (sizes in elements or rows); everything else is a derived property.
+:meth:`AccelConfig.validate` checks every rule and names the bad value and the limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "preset", "load_config"]
+
+# Widths of the instruction fields that hold local addresses and row counts (see vitaccel/isa.py).
+LOCAL_ADDR_BITS = 16
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work. The message names the field, its value and the rule."""
+
+
+def _is_pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Hardware parameters of one accelerator instance.
+
+    Parameters
+    ----------
+    name : str
+        Human-readable name; used in build directory slugs.
+    rows, cols : int
+        Systolic array size. ``rows`` is the reduction (K) direction, ``cols`` the output-channel
+        (N) direction. The scratchpad row feeds both edges, so the array must be square for now.
+    data_width : int
+        Width of activations and weights (int8 only).
+    acc_width : int
+        Width of the accumulator memory entries (int32 only).
+    spad_rows : int
+        Depth of the int8 scratchpad, in rows of ``cols`` bytes. Power of two.
+    acc_rows : int
+        Depth of the accumulator memory, in rows of ``cols`` int32 values. Power of two.
+    param_rows : int
+        Depth of the requantization parameter memory, in rows of ``cols`` int32 values.
+    bus_bits : int
+        Data width of the external memory port. Its byte count must divide ``cols``.
+    addr_bits : int
+        Byte address width of the external memory port.
+    requant_lanes : int
+        Elements the requantizer produces per cycle; must divide ``cols``.
+    mult_bits : int
+        Width of the signed dyadic multiplier of requantization.
+    """
+
+    name: str = "custom"
+    rows: int = 4
+    cols: int = 4
+    data_width: int = 8
+    acc_width: int = 32
+    spad_rows: int = 1024
+    acc_rows: int = 256
+    param_rows: int = 64
+    bus_bits: int = 32
+    addr_bits: int = 32
+    requant_lanes: int = 4
+    mult_bits: int = 16
+
+    # ---- derived properties -------------------------------------------------------------------
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulate units in the array."""
+        return self.rows * self.cols
+
+    @property
+    def bus_bytes(self) -> int:
+        return self.bus_bits // 8
+
+    @property
+    def spad_row_bytes(self) -> int:
+        return self.cols * self.data_width // 8
+
+    @property
+    def acc_row_bytes(self) -> int:
+        return self.cols * self.acc_width // 8
+
+    @property
+    def psum_width(self) -> int:
+        """Width of a partial sum inside the array: a product plus log2(rows) bits of growth."""
+        return 2 * self.data_width + max(1, math.ceil(math.log2(self.rows)))
+
+    @property
+    def shift_bits(self) -> int:
+        """Width of the requantization shift (0 .. 63)."""
+        return 6
+
+    @property
+    def tensor_align(self) -> int:
+        """Feature dimensions of tensors in external memory are padded to this many elements."""
+        return self.cols
+
+    @property
+    def spad_bits(self) -> int:
+        return self.spad_rows * self.spad_row_bytes * 8
+
+    @property
+    def acc_bits(self) -> int:
+        return self.acc_rows * self.acc_row_bytes * 8
+
+    @property
+    def param_bits(self) -> int:
+        return self.param_rows * self.acc_row_bytes * 8
+
+    @property
+    def onchip_bits(self) -> int:
+        """Block RAM bits of the scratchpad, accumulator and parameter memories together."""
+        return self.spad_bits + self.acc_bits + self.param_bits
+
+    @property
+    def slug(self) -> str:
+        """Short, filesystem-safe identifier of this configuration (name plus a content hash)."""
+        import hashlib
+
+        digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:10]
+        return f"{self.name}-{digest}"
+
+    # ---- checks ------------------------------------------------------------------------------
+
+    def validate(self) -> "AccelConfig":
+        """Check every rule; raise :class:`ConfigError` naming the value and the limit.
+
+        Returns ``self`` so that ``AccelConfig(...).validate()`` can be chained.
+        """
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ConfigError(f"{field.name} must be an integer, not {value!r}")
+        if not isinstance(self.name, str) or not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"name must be a non-empty string of letters, digits, '-' and '_', not {self.name!r}")
+        if self.data_width != 8:
+            raise ConfigError(f"data_width must be 8 (int8 is the only supported type), not {self.data_width}")
+        if self.acc_width != 32:
+            raise ConfigError(f"acc_width must be 32 (int32 accumulation), not {self.acc_width}")
+        for knob in ("rows", "cols"):
+            value = getattr(self, knob)
+            if not 1 <= value <= 64:
+                raise ConfigError(f"{knob} must be between 1 and 64, not {value}")
+        if self.rows != self.cols:
+            raise ConfigError(
+                f"rows ({self.rows}) must equal cols ({self.cols}): the scratchpad row feeds both edges "
+                f"of the array, non-square arrays are not supported yet")
+        if self.bus_bits not in (8, 16, 32, 64, 128, 256, 512):
+            raise ConfigError(f"bus_bits must be a power of two between 8 and 512, not {self.bus_bits}")
+        if self.spad_row_bytes % self.bus_bytes:
+            raise ConfigError(
+                f"bus_bits={self.bus_bits} ({self.bus_bytes} bytes) must divide a scratchpad row of "
+                f"cols={self.cols} bytes, so that every tile starts on a bus word")
+        if not 16 <= self.addr_bits <= 32:
+            raise ConfigError(f"addr_bits must be between 16 and 32, not {self.addr_bits}")
+        for knob in ("spad_rows", "acc_rows", "param_rows"):
+            value = getattr(self, knob)
+            if not _is_pow2(value):
+                raise ConfigError(f"{knob} must be a power of two, not {value}")
+            if value > 1 << LOCAL_ADDR_BITS:
+                raise ConfigError(
+                    f"{knob}={value} exceeds {1 << LOCAL_ADDR_BITS}, the reach of a {LOCAL_ADDR_BITS}-bit "
+                    f"local address in the ISA")
+        if self.spad_rows < 2 * self.rows:
+            raise ConfigError(
+                f"spad_rows={self.spad_rows} must hold at least a weight tile and an input tile "
+                f"(2 * rows = {2 * self.rows})")
+        if self.acc_rows < self.rows:
+            raise ConfigError(f"acc_rows={self.acc_rows} must be at least rows={self.rows}")
+        if self.param_rows < 3:
+            raise ConfigError(f"param_rows={self.param_rows} must hold one parameter set (3 rows)")
+        if self.requant_lanes < 1 or self.cols % self.requant_lanes:
+            raise ConfigError(f"requant_lanes={self.requant_lanes} must divide cols={self.cols}")
+        if not 2 <= self.mult_bits <= 32:
+            raise ConfigError(f"mult_bits must be between 2 and 32, not {self.mult_bits}")
+        return self
+
+    # ---- files -------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_toml(self) -> str:
+        lines = ["# vitaccel accelerator configuration"]
+        for key, value in self.to_dict().items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AccelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(**data).validate()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config as TOML (``.toml``) or JSON (anything else), atomically."""
+        path = Path(path)
+        text = self.to_toml() if path.suffix == ".toml" else self.to_json() + "\n"
+        _atomic_write_text(path, text)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "AccelConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            if path.suffix == ".toml":
+                data = tomllib.loads(path.read_text())
+            else:
+                data = json.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a table of fields")
+        return cls.from_dict(data)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+PRESETS: dict[str, AccelConfig] = {
+    # 4x4 array: small enough for fast unit tests and an iCE40.
+    "tiny": AccelConfig(name="tiny", rows=4, cols=4, spad_rows=1024, acc_rows=256, param_rows=64,
+                        bus_bits=32, requant_lanes=4),
+    # Sized for an ECP5-85F: 144 of its 156 multipliers in the array, 8 for 4 requant lanes;
+    # about 1.7 of its 3.7 Mbit of block RAM, leaving room for on-chip program memory.
+    "default": AccelConfig(name="default", rows=12, cols=12, spad_rows=8192, acc_rows=2048,
+                           param_rows=256, bus_bits=32, requant_lanes=4),
+}
+
+
+def preset(name: str) -> AccelConfig:
+    """The preset called ``name``, validated."""
+    try:
+        return PRESETS[name].validate()
+    except KeyError:
+        raise ConfigError(f"unknown config {name!r} (presets: {', '.join(PRESETS)})") from None
+
+
+def load_config(name_or_path: str) -> AccelConfig:
+    """A preset name, or the path of a ``.toml``/``.json`` config file."""
+    if name_or_path in PRESETS:
+        return preset(name_or_path)
+    if name_or_path.endswith((".toml", ".json")) or os.sep in name_or_path:
+        return AccelConfig.load(name_or_path)
+    raise ConfigError(f"unknown config {name_or_path!r} (presets: {', '.join(PRESETS)}, or a .toml/.json file)")

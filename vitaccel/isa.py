@@ -1,0 +1,250 @@
+"""The instruction set of the accelerator: formats, opcodes, error codes, encode and decode.
+
+The formats are defined once, here, as ``amaranth.lib.data`` layouts and shaped enums. The hardware
+decoder views its instruction register through :data:`Instruction`; the compiler encodes with
+:func:`encode` and the ISA simulator decodes with :func:`decode`, both from the same layouts, so
+software and hardware cannot drift. ``docs/isa.md`` is generated from this module
+(``python -m vitaccel.isa --markdown``) and a test fails when it is stale.
+
+Every instruction is :data:`INSTR_BITS` wide and stored little-endian in external memory. Fields are
+packed from bit 0 upwards in the order they are declared. The semantics of each opcode are in the
+docstring of its layout; ``sw/isasim.py`` is their executable form.
+"""
+
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, enum
+
+__all__ = [
+    "INSTR_BITS", "INSTR_BYTES", "Opcode", "LocalMemory", "ErrorCode",
+    "DmaInstr", "MatmulInstr", "RequantInstr", "EndInstr", "Instruction",
+    "LAYOUT_OF", "Instr", "encode", "decode", "encode_program", "decode_program", "markdown",
+]
+
+INSTR_BITS = 128
+INSTR_BYTES = INSTR_BITS // 8
+
+
+class Opcode(enum.Enum, shape=8):
+    """What an instruction does. Any other value is an illegal instruction."""
+    END = 0       #: Stop: wait for every unit to finish, then raise ``done``.
+    LOAD = 1      #: External memory -> local memory, strided rows.
+    STORE = 2     #: Local memory -> external memory, strided rows.
+    MATMUL = 3    #: Weight-stationary matrix multiply into the accumulator.
+    REQUANT = 4   #: Accumulator -> int8 scratchpad rows through per-channel dyadic requantization.
+
+
+class LocalMemory(enum.Enum, shape=2):
+    """The on-chip memory a LOAD or STORE moves rows of."""
+    SPAD = 0      #: int8 scratchpad, rows of ``cols`` bytes.
+    ACC = 1       #: int32 accumulator, rows of ``cols`` int32 values.
+    PARAM = 2     #: int32 requantization parameters, rows of ``cols`` int32 values (LOAD only).
+
+
+class ErrorCode(enum.Enum, shape=8):
+    """Why a run stopped early. The first failing check, in this order, sets the code."""
+    NONE = 0
+    ILLEGAL_OPCODE = 1   #: The opcode is none of :class:`Opcode`.
+    ILLEGAL_MEMORY = 2   #: The ``mem`` field is no :class:`LocalMemory`, or STORE names PARAM.
+    MISALIGNED = 3       #: A DMA address or stride is not a multiple of the bus width in bytes.
+    LOCAL_RANGE = 4      #: An address range runs past the end of its local memory.
+
+
+class DmaInstr(data.Struct):
+    """LOAD and STORE: move ``rows`` rows between external memory and a local memory.
+
+    Row ``r`` lives at external byte address ``dram_addr + r * dram_stride`` and at local row
+    ``local_addr + r``. A row is ``cols`` bytes (SPAD) or ``4 * cols`` bytes (ACC, PARAM; int32
+    little-endian). ``dram_addr`` and ``dram_stride`` must be multiples of the bus width in bytes.
+    LOAD writes the local memory; STORE writes external memory and cannot name PARAM.
+    """
+    opcode: Opcode
+    mem: LocalMemory
+    reserved: 6
+    local_addr: 16
+    rows: 16
+    dram_addr: 32
+    dram_stride: 32
+
+
+class MatmulInstr(data.Struct):
+    """MATMUL: ``acc[c_addr + r] (+)= spad[a_addr + r] @ W`` for ``r`` in ``range(rows)``.
+
+    ``W`` is the weight tile held by the array: its row ``i`` (one value per output column) is
+    ``spad[b_addr + i]`` for ``i`` in ``range(array rows)``. The input row ``spad[a_addr + r]`` holds
+    one int8 value per array row (the reduction dimension). Products are exact; sums wrap to int32.
+    With ``accumulate`` set the result is added to the accumulator row, else it overwrites it.
+    """
+    opcode: Opcode
+    accumulate: 1
+    reserved: 7
+    a_addr: 16
+    b_addr: 16
+    c_addr: 16
+    rows: 16
+
+
+class RequantInstr(data.Struct):
+    """REQUANT: ``spad[spad_addr + r] = requantize(acc[acc_addr + r], bias, mult, shift)``.
+
+    The per-column parameters are three consecutive PARAM rows: ``bias = param[param_addr]``,
+    ``mult = param[param_addr + 1]`` (its low ``mult_bits`` bits, signed) and
+    ``shift = param[param_addr + 2]`` (its low 6 bits). ``requantize`` is ``vitaccel.sw.golden.requantize``.
+    """
+    opcode: Opcode
+    reserved: 8
+    acc_addr: 16
+    spad_addr: 16
+    rows: 16
+    param_addr: 16
+
+
+class EndInstr(data.Struct):
+    """END: the program is finished once every unit is idle; ``done`` rises."""
+    opcode: Opcode
+
+
+class Instruction(data.Union):
+    """One instruction word, viewed through the format of each opcode."""
+    end: EndInstr
+    dma: DmaInstr
+    matmul: MatmulInstr
+    requant: RequantInstr
+    bits: unsigned(INSTR_BITS)
+
+
+LAYOUT_OF = {
+    Opcode.END: EndInstr,
+    Opcode.LOAD: DmaInstr,
+    Opcode.STORE: DmaInstr,
+    Opcode.MATMUL: MatmulInstr,
+    Opcode.REQUANT: RequantInstr,
+}
+
+
+@dataclass(frozen=True)
+class Instr:
+    """A decoded instruction: its opcode and its fields as plain Python values."""
+    opcode: Opcode | int
+    fields: dict
+
+    def __getattr__(self, name):
+        try:
+            return self.__dict__["fields"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __str__(self):
+        name = self.opcode.name if isinstance(self.opcode, Opcode) else f"ILLEGAL({self.opcode})"
+        args = ", ".join(f"{k}={v.name if isinstance(v, enum.Enum) else v}"
+                         for k, v in self.fields.items() if k not in ("opcode", "reserved"))
+        return f"{name.lower()} {args}".rstrip()
+
+
+def _field_int(value) -> int:
+    return value.value if isinstance(value, enum.Enum) else int(value)
+
+
+def encode(opcode: Opcode, **fields) -> int:
+    """The instruction word (an int of :data:`INSTR_BITS` bits) for ``opcode`` and its fields.
+
+    Fields not given are zero. A value that does not fit its field raises :class:`ValueError`.
+    """
+    layout = LAYOUT_OF[opcode].as_shape()
+    init = {"opcode": opcode}
+    names = {name for name, _ in layout}
+    for name, value in fields.items():
+        if name not in names or name in ("opcode", "reserved"):
+            raise ValueError(f"{opcode.name} has no field {name!r} (fields: "
+                             f"{', '.join(n for n, _ in layout if n not in ('opcode', 'reserved'))})")
+        field = layout[name]
+        width = field.width
+        raw = _field_int(value)
+        if not 0 <= raw < (1 << width):
+            raise ValueError(f"{opcode.name}.{name}={value!r} does not fit in {width} bits")
+        init[name] = value
+    return layout.const(init).as_bits()
+
+
+def decode(word: int) -> Instr:
+    """The :class:`Instr` held in an instruction word. Illegal opcodes decode with an int opcode."""
+    raw_op = word & 0xFF
+    try:
+        opcode = Opcode(raw_op)
+    except ValueError:
+        return Instr(raw_op, {})
+    layout = LAYOUT_OF[opcode].as_shape()
+    view = layout.from_bits(word & ((1 << layout.size) - 1))
+    fields = {}
+    for name, field in layout:
+        if name in ("opcode", "reserved"):
+            continue
+        value = getattr(view, name)
+        if isinstance(value, enum.Enum):
+            fields[name] = value
+        elif isinstance(field.shape, type) and issubclass(field.shape, enum.Enum):
+            fields[name] = int(value.as_value().value) if hasattr(value, "as_value") else int(value)
+        else:
+            fields[name] = int(value)
+    return Instr(opcode, fields)
+
+
+def encode_program(words: list[int]) -> bytes:
+    """Instruction words as the bytes they occupy in external memory (little-endian)."""
+    return b"".join(w.to_bytes(INSTR_BYTES, "little") for w in words)
+
+
+def decode_program(blob: bytes) -> list[int]:
+    """The inverse of :func:`encode_program`."""
+    if len(blob) % INSTR_BYTES:
+        raise ValueError(f"program of {len(blob)} bytes is not a whole number of {INSTR_BYTES}-byte instructions")
+    return [int.from_bytes(blob[i:i + INSTR_BYTES], "little") for i in range(0, len(blob), INSTR_BYTES)]
+
+
+def markdown() -> str:
+    """docs/isa.md: the formats and codes of this module as Markdown tables."""
+    out = ["# vitaccel instruction set", "",
+           "Generated by `python -m vitaccel.isa --markdown` from `vitaccel/isa.py`; do not edit.", "",
+           f"Every instruction is {INSTR_BITS} bits, stored little-endian in external memory; fields are",
+           "packed from bit 0 upwards. Reserved bits are written as zero and ignored.", ""]
+
+    def enum_table(cls):
+        out.extend([f"## {cls.__name__} ({cls.as_shape().width} bits)", "", (cls.__doc__ or "").strip(), "",
+                    "| value | name |", "| --- | --- |"])
+        for member in cls:
+            out.append(f"| {member.value} | `{member.name}` |")
+        out.append("")
+
+    enum_table(Opcode)
+    enum_table(LocalMemory)
+    enum_table(ErrorCode)
+    for struct in (DmaInstr, MatmulInstr, RequantInstr, EndInstr):
+        users = ", ".join(op.name for op, lay in LAYOUT_OF.items() if lay is struct)
+        doc = " ".join(line.strip() for line in (struct.__doc__ or "").strip().splitlines())
+        layout = struct.as_shape()
+        out.extend([f"## {struct.__name__} ({users})", "", doc, "",
+                    "| bits | field | width | type |", "| --- | --- | --- | --- |"])
+        for name, field in layout:
+            shape = field.shape
+            kind = shape.__name__ if isinstance(shape, type) else "unsigned"
+            out.append(f"| {field.offset + field.width - 1}:{field.offset} | `{name}` | {field.width} | {kind} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m vitaccel.isa", description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="print docs/isa.md")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown() + "\n")
+    else:
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()
