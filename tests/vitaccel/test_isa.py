@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from vitaccel import isa
+from vitaccel.isa import ErrorCode, LocalMemory, Opcode, decode, encode
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "isa.md"
+
+
+def test_docs_isa_md_is_generated_from_the_layouts():
+    assert DOCS.read_text() == isa.markdown() + "\n", "docs/isa.md is stale: run `make docs`"
+
+
+def test_every_format_fits_the_instruction_word():
+    for layout in set(isa.LAYOUT_OF.values()):
+        assert layout.as_shape().size <= isa.INSTR_BITS
+    assert isa.Instruction.as_shape().size == isa.INSTR_BITS
+
+
+@pytest.mark.parametrize("opcode, fields", [
+    (Opcode.LOAD, dict(mem=LocalMemory.PARAM, local_addr=65535, rows=1, dram_addr=0xFFFF_FFFC, dram_stride=4)),
+    (Opcode.STORE, dict(mem=LocalMemory.SPAD, local_addr=7, rows=300, dram_addr=64, dram_stride=192)),
+    (Opcode.MATMUL, dict(accumulate=1, a_addr=1, b_addr=2, c_addr=3, rows=65535)),
+    (Opcode.REQUANT, dict(acc_addr=10, spad_addr=20, rows=30, param_addr=40)),
+    (Opcode.END, {}),
+])
+def test_encode_decode_round_trip(opcode, fields):
+    word = encode(opcode, **fields)
+    assert 0 <= word < 1 << isa.INSTR_BITS
+    assert word & 0xFF == opcode.value
+    instr = decode(word)
+    assert instr.opcode is opcode
+    assert instr.fields == fields | ({} if opcode is not Opcode.MATMUL else {})
+
+
+def test_fields_are_where_the_hardware_view_puts_them():
+    word = encode(Opcode.MATMUL, accumulate=1, a_addr=0x1234, rows=5)
+    view = isa.MatmulInstr.as_shape()
+    assert (word >> view["a_addr"].offset) & 0xFFFF == 0x1234
+    assert (word >> view["accumulate"].offset) & 1 == 1
+
+
+def test_encode_rejects_bad_fields():
+    with pytest.raises(ValueError, match="does not fit in 16 bits"):
+        encode(Opcode.MATMUL, rows=1 << 16)
+    with pytest.raises(ValueError, match="MATMUL has no field 'mem'"):
+        encode(Opcode.MATMUL, mem=LocalMemory.SPAD)
+
+
+def test_illegal_opcode_decodes_as_int():
+    instr = decode(0xEE)
+    assert instr.opcode == 0xEE and "illegal" in str(instr)
+
+
+def test_program_bytes_round_trip():
+    words = [encode(Opcode.MATMUL, rows=3), encode(Opcode.END)]
+    blob = isa.encode_program(words)
+    assert len(blob) == 2 * isa.INSTR_BYTES
+    assert isa.decode_program(blob) == words
+    with pytest.raises(ValueError, match="not a whole number"):
+        isa.decode_program(blob[:-1])
+
+
+def test_error_codes_are_stable():
+    # The hardware, the ISA simulator and the docs agree on these numbers; changing one is an ISA change.
+    assert [(e.name, e.value) for e in ErrorCode] == [
+        ("NONE", 0), ("ILLEGAL_OPCODE", 1), ("ILLEGAL_MEMORY", 2), ("MISALIGNED", 3), ("LOCAL_RANGE", 4)]
