@@ -1,2 +1,202 @@
-def main(argv=None):
-    raise SystemExit("vitaccel: CLI under construction")
+"""The `vitaccel` command: generate hardware, simulate it bit-exactly, report what it measured.
+
+User errors (bad config name, bad dimensions, missing files) print one line on stderr and exit with
+status 2; ``--verbose`` shows the traceback. Numbers go to stdout, as JSON with ``--json``; progress
+goes to stderr so that ``--json`` output stays machine-readable.
+"""
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from vitaccel.config import ConfigError, load_config
+
+__all__ = ["main", "UserError"]
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; reported in one line, exit status 2."""
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress(message: str, quiet: bool = False):
+    """A spinner with elapsed time on stderr while a step runs (nothing when ``quiet``)."""
+    if quiet or not sys.stderr.isatty():
+        yield
+        return
+    with _console().status(message):
+        yield
+
+
+# ---- generate --------------------------------------------------------------------------------
+
+
+def cmd_generate(args):
+    from vitaccel.hw.generate import generate_verilog
+
+    cfg = load_config(args.config)
+    with progress(f"Elaborating {cfg.name} ({cfg.rows}x{cfg.cols} array)", args.json):
+        path = generate_verilog(cfg, args.output)
+    report = {"config": cfg.name, "verilog": str(path), "config_file": str(path.parent / "config.json"),
+              "bytes": path.stat().st_size}
+    _emit(args, report, f"wrote {path} ({report['bytes']} bytes) and {report['config_file']}")
+
+
+# ---- simulate --------------------------------------------------------------------------------
+
+
+def _first_mismatch(a: np.ndarray, b: np.ndarray):
+    diff = np.argwhere(a != b)
+    if not len(diff):
+        return None
+    idx = tuple(int(i) for i in diff[0])
+    return {"index": list(idx), "expected": int(a[idx]), "got": int(b[idx])}
+
+
+def simulate_linear(cfg, m, k, n, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True):
+    """Compile a seeded random linear layer, run it on ``engine`` and check it against golden.
+
+    Returns the report dictionary of ``vitaccel simulate --op linear``.
+    """
+    from vitaccel.sw import isasim
+    from vitaccel.sw.compiler import compile_linear
+    from vitaccel.sw.workloads import random_linear
+
+    layer = random_linear(m, k, n, seed=seed, mult_bits=cfg.mult_bits)
+    expected = layer.golden()
+    with progress(f"Compiling linear ({m}, {k}, {n})", quiet):
+        program = compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult, layer.shift)
+    start = time.perf_counter()
+    isa_result = isasim.run(program)
+    isa_wall = time.perf_counter() - start
+    y_isa = program.read_tensor(isa_result.image, "y")
+    report = {"op": "linear", "shape": [m, k, n], "config": cfg.name, "engine": engine, "seed": seed,
+              "macs": layer.macs, "instructions": len(program.instructions),
+              "isa_bit_exact": bool(np.array_equal(y_isa, expected) and isa_result.error.value == 0)}
+    if engine == "isa":
+        report.update(bit_exact=report["isa_bit_exact"], wall_s=round(isa_wall, 4),
+                      first_mismatch=_first_mismatch(expected, y_isa))
+        return report
+
+    from vitaccel.sim.verilator import build, run_image
+
+    with progress(f"Building the Verilator model of {cfg.name} (cached after the first run)", quiet):
+        build(cfg)
+    with progress("Simulating in Verilator", quiet):
+        result = run_image(cfg, program.image, program.prog_addr, seed=seed, latency=latency, cmd_stall=stall)
+    y_rtl = program.read_tensor(result.image, "y")
+    report.update(
+        bit_exact=bool(report["isa_bit_exact"] and result.error.value == 0 and np.array_equal(y_rtl, expected)),
+        rtl_equals_isa=bool(result.image == isa_result.image),
+        error=result.error.name,
+        cycles=result.cycles,
+        utilization=round(layer.macs / (cfg.macs * result.cycles), 4) if result.cycles else 0.0,
+        wall_s=round(result.wall_s, 4),
+        sim_cycles_per_s=round(result.sim_cycles_per_s),
+        latency=list(latency), cmd_stall=stall,
+        first_mismatch=_first_mismatch(expected, y_rtl),
+    )
+    return report
+
+
+def cmd_simulate(args):
+    cfg = load_config(args.config)
+    if args.op != "linear":
+        raise UserError(f"--op {args.op} is not supported yet (supported: linear)")
+    dims = {"--m": args.m, "--k": args.k, "--n": args.n}
+    for flag, value in dims.items():
+        if value is None:
+            raise UserError(f"--op linear needs {flag}")
+        if value < 1:
+            raise UserError(f"{flag} must be a positive integer, not {value}")
+    lo, hi = args.latency
+    if not 1 <= lo <= hi:
+        raise UserError(f"--latency MIN MAX needs 1 <= MIN <= MAX, not {lo} {hi}")
+    if not 0.0 <= args.stall < 1.0:
+        raise UserError(f"--stall must be a probability in [0, 1), not {args.stall}")
+    report = simulate_linear(cfg, args.m, args.k, args.n, seed=args.seed, engine=args.engine,
+                             latency=(lo, hi), stall=args.stall, quiet=args.json)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:>18}: {value}")
+    return 0 if report["bit_exact"] else 1
+
+
+# ---- plumbing --------------------------------------------------------------------------------
+
+
+def _emit(args, report, text):
+    print(json.dumps(report) if getattr(args, "json", False) else text)
+
+
+EXAMPLES = {
+    "generate": "example: vitaccel generate --config default -o build/default",
+    "simulate": "example: vitaccel simulate --op linear --m 197 --k 192 --n 576 --config default --json",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vitaccel", description="Generate, simulate and estimate FPGA accelerators for quantized ViTs.",
+        epilog="\n".join(EXAMPLES.values()), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help_text):
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks of errors")
+        return p
+
+    p = command("generate", "Write the Verilog of the accelerator core and the config it came from.")
+    p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_generate)
+
+    p = command("simulate", "Compile an operation, run it cycle-accurately and check it bit for bit.")
+    p.add_argument("--op", required=True, choices=["linear"], help="operation to simulate")
+    p.add_argument("--m", type=int, help="rows of the input (tokens)")
+    p.add_argument("--k", type=int, help="input features")
+    p.add_argument("--n", type=int, help="output features")
+    p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
+    p.add_argument("--engine", choices=["rtl", "isa"], default="rtl",
+                   help="rtl: Verilator, cycle-accurate (default); isa: functional ISA simulator")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random layer and memory model")
+    p.add_argument("--latency", type=int, nargs=2, default=(1, 1), metavar=("MIN", "MAX"),
+                   help="memory read latency range in cycles (random when MIN < MAX)")
+    p.add_argument("--stall", type=float, default=0.0, help="probability that memory refuses a command")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (UserError, ConfigError, FileNotFoundError) as exc:
+        if args.verbose:
+            traceback.print_exc()
+        message = exc.args[0] if isinstance(exc, (UserError, ConfigError)) else str(exc)
+        print(f"vitaccel: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
