@@ -1,0 +1,31 @@
+"""The `vitaccel` command's contract: --help everywhere, one-line user errors with exit status 2."""
+
+import pytest
+
+from vitaccel.cli import main
+
+COMMANDS = ["generate", "simulate", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_has_an_example(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert f"example: vitaccel {command}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--config", "nope", "-o", "x"], "unknown config 'nope'"),
+    (["simulate", "--op", "linear", "--m", "0", "--k", "4", "--n", "4"], "--m must be a positive integer, not 0"),
+    (["simulate", "--op", "linear", "--k", "4", "--n", "4"], "--op linear needs --m"),
+    (["simulate", "--op", "linear", "--m", "1", "--k", "4", "--n", "4", "--latency", "3", "1"],
+     "--latency MIN MAX needs 1 <= MIN <= MAX"),
+    (["simulate", "--op", "linear", "--m", "1", "--k", "4", "--n", "4", "--stall", "1.5"], "--stall must be"),
+    (["demo", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
+])
+def test_user_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vitaccel: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
