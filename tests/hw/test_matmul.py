@@ -1,0 +1,149 @@
+"""MatmulEngine against a numpy model of MATMUL, on real Amaranth memories.
+
+Each test runs a sequence of commands in one simulation and compares the whole accumulator memory
+with the model after every command, and the busy time with :func:`matmul_cycles`.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from vitaccel.config import preset
+from vitaccel.hw.array import array_latency
+from vitaccel.hw.interfaces import acc_row, spad_row
+from vitaccel.hw.matmul import MatmulEngine, matmul_cycles
+from vitaccel.isa import Opcode, encode
+
+
+def small(name, **changes):
+    """A preset with small memories, so that the testbench compares them quickly."""
+    return dataclasses.replace(preset(name), spad_rows=64, acc_rows=32, **changes).validate()
+
+
+class MatmulBench(Elaboratable):
+    """The engine wired to a scratchpad and an accumulator memory, as the core wires it."""
+
+    def __init__(self, cfg, spad, acc):
+        self.engine = MatmulEngine(cfg)
+        self.spad = Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=spad.tolist())
+        self.acc = Memory(shape=acc_row(cfg), depth=cfg.acc_rows, init=acc.tolist())
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = self.engine
+        m.submodules.spad = self.spad
+        m.submodules.acc = self.acc
+        wiring.connect(m, self.spad.read_port(), self.engine.spad_rd)
+        wiring.connect(m, self.acc.read_port(), self.engine.acc_rd)
+        wiring.connect(m, self.acc.write_port(), self.engine.acc_wr)
+        return m
+
+
+def model(cfg, spad, acc, cmd):
+    """MATMUL on numpy arrays (``acc`` updated in place), from the ISA's definition."""
+    rows = cmd["rows"]
+    if rows == 0:
+        return
+    w = spad[cmd["b_addr"]:cmd["b_addr"] + cfg.rows].astype(np.int64)
+    a = spad[cmd["a_addr"]:cmd["a_addr"] + rows].astype(np.int64)
+    out = a @ w
+    c = slice(cmd["c_addr"], cmd["c_addr"] + rows)
+    if cmd["accumulate"]:
+        out = out + acc[c]
+    acc[c] = ((out + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+
+
+def run(cfg, spad, acc, commands, seed):
+    """Execute ``commands`` one after another; check memory and busy time after each."""
+    bench = MatmulBench(cfg, spad, acc)
+    engine = bench.engine
+    expected = acc.copy()
+
+    async def testbench(ctx):
+        for n, cmd in enumerate(commands):
+            assert ctx.get(engine.cmd.ready)
+            ctx.set(engine.cmd.payload.bits, encode(Opcode.MATMUL, **cmd))
+            ctx.set(engine.cmd.valid, 1)
+            await ctx.tick()
+            ctx.set(engine.cmd.valid, 0)
+            busy = 0
+            while ctx.get(engine.busy):
+                assert not ctx.get(engine.cmd.ready), "ready while busy"
+                busy += 1
+                await ctx.tick()
+            assert busy == matmul_cycles(cfg, cmd["rows"]) == engine.cycles(cmd["rows"]), (
+                f"seed {seed}, command {n} {cmd}: busy for {busy} cycles")
+            assert not ctx.get(engine.acc_wr.en), "accumulator write after busy fell"
+
+            model(cfg, spad, expected, cmd)
+            got = np.array([ctx.get(bench.acc.data[i]) for i in range(cfg.acc_rows)], dtype=np.int64)
+            mismatch = np.argwhere(got != expected)
+            assert np.array_equal(got, expected), (
+                f"seed {seed}, command {n} {cmd}: first mismatch at acc[row, col] = {mismatch[0]}")
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def random_memories(cfg, rng):
+    spad = rng.integers(-128, 128, (cfg.spad_rows, cfg.cols), dtype=np.int8)
+    acc = rng.integers(-(1 << 31), 1 << 31, (cfg.acc_rows, cfg.cols), dtype=np.int64).astype(np.int32)
+    acc[:2] = np.array([[np.iinfo(np.int32).max], [np.iinfo(np.int32).min]])  # accumulating wraps around
+    return spad, acc
+
+
+def cmd(a_addr, b_addr, c_addr, rows, accumulate):
+    return dict(a_addr=a_addr, b_addr=b_addr, c_addr=c_addr, rows=rows, accumulate=accumulate)
+
+
+def test_cycle_formula():
+    cfg = preset("default")
+    assert array_latency(cfg) == 24
+    assert matmul_cycles(cfg, 0) == 0
+    assert matmul_cycles(cfg, 197) == 12 + 197 + 24 + 1
+
+
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", {}, 10),
+    ("tiny", dict(rows=3, cols=3, bus_bits=8, requant_lanes=1), 11),
+    ("default", {}, 12),
+])
+def test_sequence_of_commands(name, changes, seed):
+    cfg = small(name, **changes)
+    rng = np.random.default_rng(seed)
+    spad, acc = random_memories(cfg, rng)
+    n = cfg.rows
+    run(cfg, spad, acc, [
+        cmd(a_addr=5, b_addr=40, c_addr=0, rows=19, accumulate=0),
+        cmd(a_addr=30, b_addr=20, c_addr=0, rows=19, accumulate=1),
+        cmd(a_addr=0, b_addr=64 - n, c_addr=31, rows=1, accumulate=1),
+        cmd(a_addr=3, b_addr=0, c_addr=7, rows=0, accumulate=0),
+        cmd(a_addr=63, b_addr=1, c_addr=30, rows=1, accumulate=0),
+    ], seed)
+
+
+@pytest.mark.parametrize("a,w", [(-128, -128), (127, 127), (-128, 127)])
+def test_extreme_values(a, w):
+    cfg = small("tiny")
+    spad = np.full((cfg.spad_rows, cfg.cols), a, dtype=np.int8)
+    spad[32:32 + cfg.rows] = w
+    acc = np.zeros((cfg.acc_rows, cfg.cols), dtype=np.int32)
+    acc[:3] = np.array([[np.iinfo(np.int32).max], [np.iinfo(np.int32).min], [-1]])
+    run(cfg, spad, acc, [
+        cmd(a_addr=0, b_addr=32, c_addr=0, rows=6, accumulate=1),
+        cmd(a_addr=0, b_addr=32, c_addr=8, rows=6, accumulate=0),
+    ], seed=None)
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_converts_to_verilog(name):
+    text = verilog.convert(MatmulEngine(preset(name)), name="matmul_engine")
+    assert "module matmul_engine" in text
