@@ -1,0 +1,255 @@
+"""Functional ISA simulator: the executable form of the semantics in vitaccel/isa.py and docs/architecture.md.
+
+:func:`run` executes a program on an external memory image exactly as the accelerator does, one
+instruction at a time, in order, and returns the final image together with what the CSRs would read
+(error code, PC, INSTRET). The RTL must match it bit for bit: same final image, same error code at the
+same PC. It models no timing.
+
+The data path is integer-only numpy, one vectorized operation per instruction (one MATMUL is one
+numpy matmul), so a ViT-sized layer simulates in a fraction of a second.
+
+Conventions the contract leaves to the harness, fixed here:
+
+- The local memories (SPAD, ACC, PARAM) start zeroed, as after a reset of the generated memories.
+- After END, ``pc`` is the address of the END instruction (as for an error: the last instruction
+  looked at); INSTRET counts END.
+- An access outside the image (fetch or DMA) is a harness error, :class:`IsaSimError`, not an ISA
+  error code: it means the program or image is broken. So is running more than ``max_instructions``
+  (the ISA has no branches; this only happens when a program has no END and the image wraps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vitaccel.config import AccelConfig
+from vitaccel.isa import INSTR_BYTES, LAYOUT_OF, ErrorCode, LocalMemory, Opcode
+from vitaccel.sw.golden import requantize
+from vitaccel.sw.program import Program
+
+__all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS"]
+
+DEFAULT_MAX_INSTRUCTIONS = 1_000_000
+
+# Field extraction tables built from the isa.py layouts, so the simulator cannot drift from them.
+# isa.decode is not used on the hot path: it costs ~50 us per word through amaranth's const views, and
+# it raises on an out-of-enum `mem` value, which the simulator must report as ILLEGAL_MEMORY instead.
+_OPCODES = {op.value: op for op in Opcode}
+_FIELDS = {op: tuple((name, f.offset, (1 << f.width) - 1) for name, f in layout.as_shape()
+                     if name not in ("opcode", "reserved"))
+           for op, layout in LAYOUT_OF.items()}
+_OPCODE_MASK = (1 << Opcode.as_shape().width) - 1
+_MEMORIES = {m.value: m for m in LocalMemory}
+
+
+class IsaSimError(RuntimeError):
+    """The run cannot continue for a reason outside the ISA: an access outside the image, or no END."""
+
+
+@dataclass(frozen=True)
+class IsaResult:
+    """The outcome of :func:`run`.
+
+    Attributes
+    ----------
+    image : bytes
+        The external memory image after the run.
+    error : ErrorCode
+        ``ErrorCode.NONE`` if the run reached END, else the first failing check.
+    pc : int
+        Address of the END instruction, or of the instruction that failed a check.
+    instret : int
+        Instructions executed, END included, the failing one excluded.
+    spad, acc, param : numpy.ndarray
+        Final local memories: ``(spad_rows, cols)`` int8, ``(acc_rows, cols)`` int32,
+        ``(param_rows, cols)`` int32.
+    """
+
+    image: bytes
+    error: ErrorCode
+    pc: int
+    instret: int
+    spad: np.ndarray
+    acc: np.ndarray
+    param: np.ndarray
+
+    @property
+    def ok(self) -> bool:
+        return self.error is ErrorCode.NONE
+
+
+def _wrap32(x: np.ndarray) -> np.ndarray:
+    """int64 values reduced to int32 two's complement, explicitly (astype's wrap is not a contract)."""
+    return ((x + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+
+
+class _Machine:
+    """Architectural state of one run and the execution of one instruction."""
+
+    def __init__(self, cfg: AccelConfig, image, prog_addr: int):
+        self.cfg = cfg
+        self.image = np.frombuffer(bytes(image), dtype=np.uint8).copy()
+        self.space = 1 << cfg.addr_bits
+        self.mems = {
+            LocalMemory.SPAD: np.zeros((cfg.spad_rows, cfg.cols), dtype=np.int8),
+            LocalMemory.ACC: np.zeros((cfg.acc_rows, cfg.cols), dtype=np.int32),
+            LocalMemory.PARAM: np.zeros((cfg.param_rows, cfg.cols), dtype=np.int32),
+        }
+        self.pc = prog_addr
+        self.instret = 0
+
+    # ---- external memory ----------------------------------------------------------------------
+
+    def _byte_indices(self, addr: int, rows: int, stride: int, row_bytes: int, what: str,
+                      word: int | None = None) -> np.ndarray:
+        """Image indices ``(rows, row_bytes)`` of rows at ``addr + r * stride``, in ``word``-byte pieces
+        (default: bus words).
+
+        Each word address wraps at ``2**addr_bits`` like the hardware's address adder; a word is never
+        split by the wrap because word addresses are multiples of the word size.
+        """
+        bus = word or self.cfg.bus_bytes
+        words = (addr + np.arange(rows, dtype=np.int64)[:, None] * stride
+                 + np.arange(0, row_bytes, bus, dtype=np.int64)[None, :]) % self.space
+        if words.size and words.max() + bus > self.image.size:
+            bad = int(words.max())
+            raise IsaSimError(f"{what} accesses bytes [{bad:#x}, {bad + bus:#x}) outside the image of "
+                              f"{self.image.size} bytes (pc={self.pc:#x})")
+        return (words[:, :, None] + np.arange(bus, dtype=np.int64)).reshape(rows, row_bytes)
+
+    def fetch(self) -> int:
+        # A fetch is INSTR_BYTES / bus_bytes word reads; with a bus wider than an instruction, one read.
+        chunk = min(self.cfg.bus_bytes, INSTR_BYTES)
+        idx = self._byte_indices(self.pc, 1, 0, INSTR_BYTES, "instruction fetch", word=chunk)
+        return int.from_bytes(self.image[idx.ravel()].tobytes(), "little")
+
+    # ---- one instruction ----------------------------------------------------------------------
+
+    def check(self, op: Opcode, f: dict) -> ErrorCode:
+        """The checks 2-4 of docs/architecture.md, in order (check 1, the opcode, is done by the caller)."""
+        cfg = self.cfg
+        if op in (Opcode.LOAD, Opcode.STORE):
+            mem = _MEMORIES.get(f["mem"])
+            if mem is None or (op is Opcode.STORE and mem is LocalMemory.PARAM):
+                return ErrorCode.ILLEGAL_MEMORY
+            if f["dram_addr"] % cfg.bus_bytes or f["dram_stride"] % cfg.bus_bytes:
+                return ErrorCode.MISALIGNED
+            if f["local_addr"] + f["rows"] > self.mems[mem].shape[0]:
+                return ErrorCode.LOCAL_RANGE
+        elif op is Opcode.MATMUL:
+            if (f["a_addr"] + f["rows"] > cfg.spad_rows or f["b_addr"] + cfg.rows > cfg.spad_rows
+                    or f["c_addr"] + f["rows"] > cfg.acc_rows):
+                return ErrorCode.LOCAL_RANGE
+        elif op is Opcode.REQUANT:
+            if (f["acc_addr"] + f["rows"] > cfg.acc_rows or f["spad_addr"] + f["rows"] > cfg.spad_rows
+                    or f["param_addr"] + 3 > cfg.param_rows):
+                return ErrorCode.LOCAL_RANGE
+        return ErrorCode.NONE
+
+    def load(self, f: dict) -> None:
+        mem = self.mems[_MEMORIES[f["mem"]]]
+        rows, row_bytes = f["rows"], mem.shape[1] * mem.itemsize
+        idx = self._byte_indices(f["dram_addr"], rows, f["dram_stride"], row_bytes, "LOAD")
+        data = self.image[idx].view(mem.dtype.newbyteorder("<")).reshape(rows, mem.shape[1])
+        mem[f["local_addr"]:f["local_addr"] + rows] = data
+
+    def store(self, f: dict) -> None:
+        mem = self.mems[_MEMORIES[f["mem"]]]
+        rows, row_bytes = f["rows"], mem.shape[1] * mem.itemsize
+        idx = self._byte_indices(f["dram_addr"], rows, f["dram_stride"], row_bytes, "STORE")
+        data = mem[f["local_addr"]:f["local_addr"] + rows].astype(mem.dtype.newbyteorder("<")).view(np.uint8)
+        data = data.reshape(rows, row_bytes)
+        stride = f["dram_stride"]
+        if rows > 1 and (stride < row_bytes or f["dram_addr"] + (rows - 1) * stride + row_bytes > self.space):
+            # Rows may overlap (or wrap onto each other): later rows must win, as the hardware writes
+            # them in order; numpy does not promise an order for repeated fancy-index assignments.
+            for r in range(rows):
+                self.image[idx[r]] = data[r]
+        else:
+            self.image[idx] = data
+
+    def matmul(self, f: dict) -> None:
+        rows = f["rows"]
+        if rows == 0:
+            return
+        spad, acc = self.mems[LocalMemory.SPAD], self.mems[LocalMemory.ACC]
+        a = spad[f["a_addr"]:f["a_addr"] + rows].astype(np.int64)
+        w = spad[f["b_addr"]:f["b_addr"] + self.cfg.rows].astype(np.int64)
+        out = a @ w  # input element i meets weight row i: the array is square (rows == cols)
+        c = slice(f["c_addr"], f["c_addr"] + rows)
+        if f["accumulate"]:
+            out += acc[c]
+        acc[c] = _wrap32(out)
+
+    def requant(self, f: dict) -> None:
+        cfg, rows, p = self.cfg, f["rows"], f["param_addr"]
+        param = self.mems[LocalMemory.PARAM][p:p + 3].astype(np.int64)
+        bias = param[0]
+        mult = param[1] & ((1 << cfg.mult_bits) - 1)
+        mult = np.where(mult >= 1 << (cfg.mult_bits - 1), mult - (1 << cfg.mult_bits), mult)
+        shift = param[2] & ((1 << cfg.shift_bits) - 1)
+        acc = self.mems[LocalMemory.ACC][f["acc_addr"]:f["acc_addr"] + rows]
+        self.mems[LocalMemory.SPAD][f["spad_addr"]:f["spad_addr"] + rows] = requantize(
+            acc, bias, mult, shift, mult_bits=cfg.mult_bits)
+
+
+def run(program: Program | bytes, config: AccelConfig | None = None, prog_addr: int | None = None, *,
+        max_instructions: int = DEFAULT_MAX_INSTRUCTIONS) -> IsaResult:
+    """Execute a program from ``prog_addr`` until END or the first failing check.
+
+    Parameters
+    ----------
+    program : Program or bytes-like
+        A :class:`Program` (its ``config``, ``image`` and ``prog_addr`` are used; do not pass
+        ``config`` or ``prog_addr`` then), or a raw external memory image.
+    config : AccelConfig
+        Required with a raw image.
+    prog_addr : int
+        Address of the first instruction; required with a raw image.
+    max_instructions : int
+        Stop with :class:`IsaSimError` after this many instructions without END.
+
+    Returns
+    -------
+    IsaResult
+        Never raises for an ISA error (that is ``result.error``); raises :class:`IsaSimError` for an
+        access outside the image or a run without END.
+    """
+    if isinstance(program, Program):
+        if config is not None or prog_addr is not None:
+            raise TypeError("run(program) takes config and prog_addr from the Program; pass a raw image "
+                            "to give them explicitly")
+        config, prog_addr, image = program.config, program.prog_addr, program.image
+    else:
+        if config is None or prog_addr is None:
+            raise TypeError("run(image) needs config= and prog_addr=")
+        image = program
+    if prog_addr % config.bus_bytes:
+        raise ValueError(f"prog_addr={prog_addr:#x} is not a multiple of the bus width ({config.bus_bytes} bytes)")
+    machine = _Machine(config, image, prog_addr)
+    execute = {Opcode.LOAD: machine.load, Opcode.STORE: machine.store, Opcode.MATMUL: machine.matmul,
+               Opcode.REQUANT: machine.requant}
+    error = ErrorCode.NONE
+    for _ in range(max_instructions):
+        word = machine.fetch()
+        op = _OPCODES.get(word & _OPCODE_MASK)
+        if op is None:
+            error = ErrorCode.ILLEGAL_OPCODE
+            break
+        fields = {name: (word >> offset) & mask for name, offset, mask in _FIELDS[op]}
+        error = machine.check(op, fields)
+        if error is not ErrorCode.NONE:
+            break
+        machine.instret += 1
+        if op is Opcode.END:
+            break
+        execute[op](fields)
+        machine.pc = (machine.pc + INSTR_BYTES) % machine.space
+    else:
+        raise IsaSimError(f"no END after {max_instructions} instructions (pc={machine.pc:#x}); the program "
+                          f"is missing its END or max_instructions is too small")
+    return IsaResult(machine.image.tobytes(), error, machine.pc, machine.instret,
+                     spad=machine.mems[LocalMemory.SPAD], acc=machine.mems[LocalMemory.ACC],
+                     param=machine.mems[LocalMemory.PARAM])
