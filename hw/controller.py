@@ -1,0 +1,262 @@
+"""The controller: fetch, decode, check and dispatch instructions in order; the CSR registers.
+
+This is the executable form of the "Controller" section of docs/architecture.md.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import enum, wiring
+from amaranth.lib.wiring import In, Out
+
+from vitaccel.config import AccelConfig
+from vitaccel.isa import INSTR_BITS, INSTR_BYTES, ErrorCode, Instruction, LocalMemory, Opcode
+
+from .interfaces import CSR, CsrBusSignature, MemoryPortSignature, engine_cmd_signature
+
+__all__ = ["Controller", "Engine"]
+
+
+class Engine(enum.Enum, shape=2):
+    """The unit that owns the on-chip memories (and, for DMA, the external port)."""
+    NONE = 0      #: No engine: the controller may fetch over the external port.
+    DMA = 1
+    MATMUL = 2
+    REQUANT = 3
+
+
+class Controller(wiring.Component):
+    """Runs a program: fetch, check and dispatch one instruction at a time, in order.
+
+    Contract (docs/architecture.md, "Controller"):
+
+    - Idle until CTRL bit 0 is written while not busy; then ``pc = PROG_ADDR``, CYCLES, INSTRET,
+      the error code and ``done`` are cleared and ``busy`` rises.
+    - Fetch reads the ``INSTR_BITS / bus_bits`` words of the instruction at ``pc`` with all reads in
+      flight at once (a bus wider than an instruction: the aligned word that holds it). ``pc`` must
+      be a multiple of the bus width in bytes.
+    - The checks run in the order of :class:`vitaccel.isa.ErrorCode`; the first that fails stops
+      the run: ``done`` rises, STATUS holds the code, PC the failing instruction's address, and
+      nothing of the instruction is executed or counted.
+    - A legal instruction with ``rows == 0`` is a no-op and reaches no engine. Any other is sent to
+      its engine's command stream; the controller then waits until that engine's ``busy`` is low
+      (it is high from the cycle after acceptance until the engine's last write) before it counts
+      the instruction and fetches the next at ``pc + INSTR_BYTES``.
+    - END is counted, then ``busy`` falls and ``done`` rises with error NONE; PC stays at the END.
+    - CYCLES counts the cycles from the one after the start write up to the one before ``done``.
+
+    ``engine`` names the engine that owns the local memories: it is set when an instruction is
+    decoded (before its command is offered) and cleared after the engine is idle again. While it
+    is NONE the controller may use ``mem``; while it is DMA the DMA does.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self.cfg = cfg.validate()
+        super().__init__({
+            "csr": In(CsrBusSignature()),
+            "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),
+            "dma_cmd": Out(engine_cmd_signature()),
+            "dma_busy": In(1),
+            "matmul_cmd": Out(engine_cmd_signature()),
+            "matmul_busy": In(1),
+            "requant_cmd": Out(engine_cmd_signature()),
+            "requant_busy": In(1),
+            "engine": Out(Engine),
+            "busy": Out(1),
+            "done": Out(1),
+        })
+
+    def _checks(self, m, instr):
+        """The error code of ``instr`` (a View of Instruction): the first failing check, or NONE."""
+        cfg = self.cfg
+        raw_op = instr.as_value()[:8]
+        op = instr.end.opcode
+        legal_op = Const(0)
+        for opcode in Opcode:
+            legal_op = legal_op | (raw_op == opcode.value)
+        dma = instr.dma
+        is_dma = (op == Opcode.LOAD) | (op == Opcode.STORE)
+        legal_mem = Const(0)
+        for mem in LocalMemory:
+            legal_mem = legal_mem | (dma.mem == mem)
+        legal_mem = legal_mem & ~((op == Opcode.STORE) & (dma.mem == LocalMemory.PARAM))
+        align = (cfg.bus_bytes - 1).bit_length()
+        aligned = Const(1)
+        if align:
+            aligned = (dma.dram_addr[:align] == 0) & (dma.dram_stride[:align] == 0)
+
+        def fits(base, count, depth):
+            return (base + count) <= depth
+
+        depth = Mux(dma.mem == LocalMemory.SPAD, cfg.spad_rows,
+                    Mux(dma.mem == LocalMemory.ACC, cfg.acc_rows, cfg.param_rows))
+        mm, rq = instr.matmul, instr.requant
+        in_range = Signal()
+        with m.Switch(op):
+            with m.Case(Opcode.LOAD, Opcode.STORE):
+                m.d.comb += in_range.eq(fits(dma.local_addr, dma.rows, depth))
+            with m.Case(Opcode.MATMUL):
+                m.d.comb += in_range.eq(fits(mm.a_addr, mm.rows, cfg.spad_rows)
+                                        & fits(mm.b_addr, cfg.rows, cfg.spad_rows)
+                                        & fits(mm.c_addr, mm.rows, cfg.acc_rows))
+            with m.Case(Opcode.REQUANT):
+                m.d.comb += in_range.eq(fits(rq.acc_addr, rq.rows, cfg.acc_rows)
+                                        & fits(rq.spad_addr, rq.rows, cfg.spad_rows)
+                                        & fits(rq.param_addr, 3, cfg.param_rows))
+            with m.Default():
+                m.d.comb += in_range.eq(1)
+
+        error = Signal(ErrorCode)
+        with m.If(~legal_op):
+            m.d.comb += error.eq(ErrorCode.ILLEGAL_OPCODE)
+        with m.Elif(is_dma & ~legal_mem):
+            m.d.comb += error.eq(ErrorCode.ILLEGAL_MEMORY)
+        with m.Elif(is_dma & ~aligned):
+            m.d.comb += error.eq(ErrorCode.MISALIGNED)
+        with m.Elif(~in_range):
+            m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
+        return error
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        bus = cfg.bus_bits
+        fetch_words = max(1, INSTR_BITS // bus)
+
+        m = Module()
+
+        prog_addr = Signal(32)
+        pc = Signal(cfg.addr_bits)
+        cycles = Signal(64)
+        instret = Signal(32)
+        error = Signal(ErrorCode)
+        running = Signal()
+        done = Signal()
+        engine = Signal(Engine)
+        instr = Signal(Instruction)
+
+        m.d.comb += [self.busy.eq(running), self.done.eq(done), self.engine.eq(engine)]
+
+        # ---- CSR bus ---------------------------------------------------------------------------
+        csr = self.csr
+        with m.Switch(csr.addr):
+            with m.Case(CSR.STATUS):
+                m.d.comb += csr.r_data.eq(Cat(running, done, Const(0, 6), error))
+            with m.Case(CSR.PROG_ADDR):
+                m.d.comb += csr.r_data.eq(prog_addr)
+            with m.Case(CSR.CYCLES_LO):
+                m.d.comb += csr.r_data.eq(cycles[:32])
+            with m.Case(CSR.CYCLES_HI):
+                m.d.comb += csr.r_data.eq(cycles[32:])
+            with m.Case(CSR.INSTRET):
+                m.d.comb += csr.r_data.eq(instret)
+            with m.Case(CSR.PC):
+                m.d.comb += csr.r_data.eq(pc)
+            with m.Case(CSR.ID):
+                m.d.comb += csr.r_data.eq(CSR.ID_VALUE)
+        with m.If(csr.w_en & (csr.addr == CSR.PROG_ADDR)):
+            m.d.sync += prog_addr.eq(csr.w_data)
+        start = csr.w_en & (csr.addr == CSR.CTRL) & csr.w_data[0] & ~running
+
+        with m.If(running):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # ---- fetch, check, dispatch ------------------------------------------------------------
+        issued = Signal(range(fetch_words + 1))
+        received = Signal(range(fetch_words + 1))
+        fetch_addr = Signal(cfg.addr_bits)
+        error_now = self._checks(m, instr)
+        op = instr.end.opcode
+        rows = Signal(16)
+        with m.Switch(op):
+            with m.Case(Opcode.LOAD, Opcode.STORE):
+                m.d.comb += rows.eq(instr.dma.rows)
+            with m.Case(Opcode.MATMUL):
+                m.d.comb += rows.eq(instr.matmul.rows)
+            with m.Case(Opcode.REQUANT):
+                m.d.comb += rows.eq(instr.requant.rows)
+
+        engines = {
+            Engine.DMA: (self.dma_cmd, self.dma_busy),
+            Engine.MATMUL: (self.matmul_cmd, self.matmul_busy),
+            Engine.REQUANT: (self.requant_cmd, self.requant_busy),
+        }
+        for cmd, _ in engines.values():
+            m.d.comb += cmd.payload.eq(instr)
+
+        def fetch_at(addr):
+            m.d.sync += [pc.eq(addr), issued.eq(0), received.eq(0)]
+            if bus > INSTR_BITS:
+                m.d.sync += fetch_addr.eq(addr & ~(cfg.bus_bytes - 1))
+            else:
+                m.d.sync += fetch_addr.eq(addr)
+            m.next = "FETCH"
+
+        def next_instruction():
+            m.d.sync += instret.eq(instret + 1)
+            fetch_at(pc + INSTR_BYTES)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(start):
+                    fetch_at(prog_addr[:cfg.addr_bits])
+                    m.d.sync += [
+                        cycles.eq(0),
+                        instret.eq(0),
+                        error.eq(ErrorCode.NONE),
+                        running.eq(1),
+                        done.eq(0),
+                    ]
+
+            with m.State("FETCH"):
+                m.d.comb += [
+                    self.mem.cmd_valid.eq(issued != fetch_words),
+                    self.mem.cmd_addr.eq(fetch_addr),
+                    self.mem.rsp_ready.eq(1),
+                ]
+                with m.If(self.mem.cmd_valid & self.mem.cmd_ready):
+                    m.d.sync += [issued.eq(issued + 1), fetch_addr.eq(fetch_addr + cfg.bus_bytes)]
+                with m.If(self.mem.rsp_valid):
+                    if bus > INSTR_BITS:
+                        slot = pc[(INSTR_BYTES - 1).bit_length():(cfg.bus_bytes - 1).bit_length()]
+                        m.d.sync += instr.eq(self.mem.rsp_data.word_select(slot, INSTR_BITS))
+                    elif bus == INSTR_BITS:
+                        m.d.sync += instr.eq(self.mem.rsp_data)
+                    else:
+                        m.d.sync += instr.eq(Cat(instr.as_value()[bus:], self.mem.rsp_data))
+                    m.d.sync += received.eq(received + 1)
+                    with m.If(received == fetch_words - 1):
+                        m.next = "CHECK"
+
+            with m.State("CHECK"):
+                with m.If(error_now != ErrorCode.NONE):
+                    m.d.sync += [error.eq(error_now), running.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(op == Opcode.END):
+                    m.d.sync += [instret.eq(instret + 1), running.eq(0), done.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(rows == 0):
+                    next_instruction()
+                with m.Else():
+                    with m.Switch(op):
+                        with m.Case(Opcode.LOAD, Opcode.STORE):
+                            m.d.sync += engine.eq(Engine.DMA)
+                        with m.Case(Opcode.MATMUL):
+                            m.d.sync += engine.eq(Engine.MATMUL)
+                        with m.Case(Opcode.REQUANT):
+                            m.d.sync += engine.eq(Engine.REQUANT)
+                    m.next = "DISPATCH"
+
+            with m.State("DISPATCH"):
+                for which, (cmd, _) in engines.items():
+                    with m.If(engine == which):
+                        m.d.comb += cmd.valid.eq(1)
+                        with m.If(cmd.ready):
+                            m.next = "WAIT"
+
+            with m.State("WAIT"):
+                for which, (_, busy) in engines.items():
+                    with m.If((engine == which) & ~busy):
+                        m.d.sync += engine.eq(Engine.NONE)
+                        next_instruction()
+
+        return m

@@ -1,0 +1,207 @@
+"""Controller: fetch under random latency, in-order dispatch, every check and ErrorCode, the CSRs."""
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from vitaccel.config import preset
+from vitaccel.hw.controller import Controller, Engine
+from vitaccel.hw.interfaces import CSR
+from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, encode, encode_program
+from vitaccel.sim.extmem import ExternalMemory
+
+CFG = preset("tiny")
+PROG = 0x40
+
+
+class EngineModel:
+    """A stand-in engine: takes commands after a random delay, then stays busy for a while."""
+
+    def __init__(self, which, cmd, busy, owner, log, seed):
+        self.which, self.cmd, self.busy, self.owner, self.log = which, cmd, busy, owner, log
+        self.rng = random.Random(seed)
+
+    async def testbench(self, ctx):
+        while True:
+            ctx.set(self.cmd.ready, 0)
+            for _ in range(self.rng.randint(0, 3)):
+                await ctx.tick()
+            ctx.set(self.cmd.ready, 1)
+            # (Not `until`: a background testbench must not be left inside an async generator.)
+            valid = False
+            while not valid:
+                _, _, valid, word, owner = await ctx.tick().sample(self.cmd.valid, self.cmd.payload.as_value(),
+                                                                   self.owner)
+            self.log.append((self.which, word, owner))
+            ctx.set(self.cmd.ready, 0)
+            ctx.set(self.busy, 1)
+            for _ in range(self.rng.randint(1, 6)):
+                await ctx.tick()
+            ctx.set(self.busy, 0)
+
+
+async def csr_write(ctx, ctrl, addr, value):
+    ctx.set(ctrl.csr.addr, addr)
+    ctx.set(ctrl.csr.w_data, value)
+    ctx.set(ctrl.csr.w_en, 1)
+    await ctx.tick()
+    ctx.set(ctrl.csr.w_en, 0)
+
+
+def csr_read(ctx, ctrl, addr):
+    ctx.set(ctrl.csr.addr, addr)
+    return ctx.get(ctrl.csr.r_data)
+
+
+def run_program(words, *, latency=(1, 4), cmd_stall=0.3, seed=0, max_cycles=3000, body=None):
+    """Run ``words`` at PROG; returns (state dict of CSRs, engine log, memory model)."""
+    ctrl = Controller(CFG)
+    image = bytes(PROG) + encode_program(words) + bytes(64)
+    mem = ExternalMemory(ctrl.mem, image, bus_bytes=CFG.bus_bytes, latency=latency, cmd_stall=cmd_stall, seed=seed)
+    log = []
+    models = [EngineModel(which, cmd, busy, ctrl.engine, log, seed * 10 + i)
+              for i, (which, cmd, busy) in enumerate([(Engine.DMA, ctrl.dma_cmd, ctrl.dma_busy),
+                                                      (Engine.MATMUL, ctrl.matmul_cmd, ctrl.matmul_busy),
+                                                      (Engine.REQUANT, ctrl.requant_cmd, ctrl.requant_busy)])]
+    state = {}
+
+    async def host(ctx):
+        assert csr_read(ctx, ctrl, CSR.ID) == CSR.ID_VALUE
+        await csr_write(ctx, ctrl, CSR.PROG_ADDR, PROG)
+        assert csr_read(ctx, ctrl, CSR.PROG_ADDR) == PROG
+        await csr_write(ctx, ctrl, CSR.CTRL, 1)
+        assert ctx.get(ctrl.busy) and not ctx.get(ctrl.done)
+        cycles = 0
+        while not ctx.get(ctrl.done):
+            await ctx.tick()
+            cycles += 1
+            assert cycles < max_cycles, "controller hangs"
+        assert not ctx.get(ctrl.busy)
+        status = csr_read(ctx, ctrl, CSR.STATUS)
+        state.update(
+            status=status, error=ErrorCode(status >> 8 & 0xFF), pc=csr_read(ctx, ctrl, CSR.PC),
+            instret=csr_read(ctx, ctrl, CSR.INSTRET),
+            cycles=csr_read(ctx, ctrl, CSR.CYCLES_LO) | csr_read(ctx, ctrl, CSR.CYCLES_HI) << 32,
+            host_cycles=cycles)
+        if body is not None:
+            await body(ctx, ctrl)
+
+    sim = Simulator(ctrl)
+    sim.add_clock(1e-6)
+    sim.add_testbench(mem.testbench, background=True)
+    for model in models:
+        sim.add_testbench(model.testbench, background=True)
+    sim.add_testbench(host)
+    sim.run()
+    return state, log, mem
+
+
+def load(**fields):
+    return encode(Opcode.LOAD, **{"mem": LocalMemory.SPAD, "rows": 1, **fields})
+
+
+END = encode(Opcode.END)
+
+
+@pytest.mark.parametrize("latency,stall,seed", [((1, 1), 0.0, 0), ((1, 5), 0.5, 1), ((4, 4), 0.2, 2)])
+def test_dispatches_in_order(latency, stall, seed):
+    program = [
+        load(rows=4, dram_addr=0x100, dram_stride=4),
+        encode(Opcode.MATMUL, a_addr=4, b_addr=0, c_addr=0, rows=4, accumulate=1),
+        encode(Opcode.REQUANT, acc_addr=0, spad_addr=8, rows=4, param_addr=0),
+        encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=0, dram_addr=0x200),   # no-op: no engine sees it
+        encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=8, rows=4, dram_addr=0x300, dram_stride=4),
+        END,
+        load(),   # after END: never fetched
+    ]
+    state, log, mem = run_program(program, latency=latency, cmd_stall=stall, seed=seed)
+    assert state["error"] == ErrorCode.NONE
+    assert state["status"] & 3 == 2, "done, not busy"
+    assert state["instret"] == 6
+    assert state["pc"] == PROG + 5 * INSTR_BYTES
+    assert log == [(Engine.DMA, program[0], Engine.DMA), (Engine.MATMUL, program[1], Engine.MATMUL),
+                   (Engine.REQUANT, program[2], Engine.REQUANT), (Engine.DMA, program[4], Engine.DMA)]
+    assert mem.writes == []
+    assert mem.reads == [PROG + i * CFG.bus_bytes for i in range(6 * INSTR_BYTES // CFG.bus_bytes)]
+    assert 0 < state["cycles"] <= state["host_cycles"]
+
+
+S, A, P = CFG.spad_rows, CFG.acc_rows, CFG.param_rows
+
+# (instruction word, expected error). Each first check that fails decides, even if later ones fail too.
+BAD = [
+    (5, ErrorCode.ILLEGAL_OPCODE),
+    (0xFF | 1 << 100, ErrorCode.ILLEGAL_OPCODE),
+    (load() | 3 << 8, ErrorCode.ILLEGAL_MEMORY),
+    (encode(Opcode.STORE, mem=LocalMemory.PARAM, rows=1, dram_addr=2), ErrorCode.ILLEGAL_MEMORY),
+    (load(dram_addr=2), ErrorCode.MISALIGNED),
+    (load(dram_stride=1), ErrorCode.MISALIGNED),
+    (encode(Opcode.STORE, mem=LocalMemory.ACC, rows=A + 1, dram_stride=6), ErrorCode.MISALIGNED),
+    (load(local_addr=S - 1, rows=2), ErrorCode.LOCAL_RANGE),
+    (load(mem=LocalMemory.ACC, local_addr=A, rows=1), ErrorCode.LOCAL_RANGE),
+    (load(mem=LocalMemory.PARAM, local_addr=P - 2, rows=3), ErrorCode.LOCAL_RANGE),
+    (load(mem=LocalMemory.PARAM, local_addr=P + 1, rows=0), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=0xFFFF, rows=0xFFFF), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.MATMUL, a_addr=S - 3, rows=4), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.MATMUL, b_addr=S - CFG.rows + 1, rows=0), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.MATMUL, c_addr=A - 3, rows=4), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.REQUANT, acc_addr=A - 1, rows=2), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.REQUANT, spad_addr=S - 1, rows=2), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.REQUANT, param_addr=P - 2, rows=1), ErrorCode.LOCAL_RANGE),
+]
+
+
+@pytest.mark.parametrize("word,error", BAD, ids=[f"{e.name}-{i}" for i, (_, e) in enumerate(BAD)])
+def test_failing_check_stops_with_its_error(word, error):
+    """The bad instruction (the second) stops the run: done, its code, its PC, not executed."""
+    first = load(rows=2)
+    state, log, mem = run_program([first, word, END], seed=word % 1000)
+    assert state["error"] == error
+    assert state["status"] == 2 | error.value << 8
+    assert state["pc"] == PROG + INSTR_BYTES
+    assert state["instret"] == 1
+    assert log == [(Engine.DMA, first, Engine.DMA)]
+    assert mem.reads[-1] == PROG + 2 * INSTR_BYTES - CFG.bus_bytes, "nothing fetched after the bad one"
+
+
+# Exact fits at the top of each memory are legal.
+EDGES = [
+    load(local_addr=S - 2, rows=2),
+    load(mem=LocalMemory.ACC, local_addr=A - 1, rows=1),
+    load(mem=LocalMemory.PARAM, local_addr=P - 3, rows=3),
+    encode(Opcode.STORE, mem=LocalMemory.ACC, local_addr=A, rows=0),
+    encode(Opcode.MATMUL, a_addr=S - 4, b_addr=S - CFG.rows, c_addr=A - 4, rows=4),
+    encode(Opcode.REQUANT, acc_addr=A - 2, spad_addr=S - 2, param_addr=P - 3, rows=2),
+]
+
+
+def test_exact_fits_are_legal():
+    state, log, _ = run_program(EDGES + [END], latency=(1, 2), cmd_stall=0.1, seed=7)
+    assert state["error"] == ErrorCode.NONE
+    assert state["instret"] == len(EDGES) + 1
+    assert [word for _, word, _ in log] == [w for w in EDGES if w != EDGES[3]]
+
+
+def test_illegal_first_instruction_never_hangs():
+    state, log, _ = run_program([0x77], max_cycles=50)
+    assert state["error"] == ErrorCode.ILLEGAL_OPCODE
+    assert state["pc"] == PROG and state["instret"] == 0 and log == []
+
+
+def test_restart_clears_and_start_is_ignored_while_busy():
+    """A second start after done runs again from PROG_ADDR with cleared counters."""
+    async def again(ctx, ctrl):
+        await csr_write(ctx, ctrl, CSR.CTRL, 1)
+        assert ctx.get(ctrl.busy) and not ctx.get(ctrl.done)
+        await csr_write(ctx, ctrl, CSR.PROG_ADDR, PROG + INSTR_BYTES)
+        await csr_write(ctx, ctrl, CSR.CTRL, 1)    # ignored: still running from PROG
+        while not ctx.get(ctrl.done):
+            await ctx.tick()
+        assert csr_read(ctx, ctrl, CSR.INSTRET) == 3
+        assert csr_read(ctx, ctrl, CSR.PC) == PROG + 2 * INSTR_BYTES
+        assert csr_read(ctx, ctrl, CSR.STATUS) == 2
+
+    state, log, _ = run_program([load(), load(), END], body=again)
+    assert state["instret"] == 3
+    assert len(log) == 4
