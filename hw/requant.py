@@ -1,0 +1,260 @@
+"""Requantization: int32 accumulator rows to int8 scratchpad rows, bit-exact with the golden model.
+
+:class:`Requantizer` is one lane of :func:`vitaccel.sw.golden.requantize`; :class:`RequantEngine`
+executes REQUANT with ``requant_lanes`` of them, in a busy time given by :func:`requant_cycles`,
+which the performance model uses.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from vitaccel.config import AccelConfig
+from vitaccel.hw.interfaces import (acc_read_signature, engine_cmd_signature, param_read_signature,
+                                    spad_write_signature)
+from vitaccel.sw.golden import INT8_MAX, INT8_MIN
+
+__all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
+
+
+class Requantizer(wiring.Component):
+    """One requantization lane: ``y = requantize(acc, bias, mult, shift)``, fully pipelined.
+
+    Equal, bit for bit, to :func:`vitaccel.sw.golden.requantize`:
+    ``sat8((wrap32(acc + bias) * mult + ((1 << shift) >> 1)) >> shift)``, with one signed
+    ``32 x mult_bits`` multiplier.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+        Uses ``acc_width``, ``mult_bits``, ``shift_bits`` and ``data_width``.
+
+    Attributes
+    ----------
+    acc, bias : In(signed(acc_width))
+        The accumulator value and the bias; their sum wraps to ``acc_width`` bits.
+    mult : In(signed(mult_bits))
+        The dyadic multiplier.
+    shift : In(shift_bits)
+        The right shift, 0 to 63.
+    y : Out(signed(data_width))
+        The result for the inputs presented :attr:`LATENCY` cycles earlier.
+
+    Notes
+    -----
+    Throughput one result per cycle. Stages: sum, product, shift, round and saturate.
+    """
+
+    #: Cycles from the inputs to ``y``.
+    LATENCY = 4
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = cfg
+        super().__init__({
+            "acc": In(signed(cfg.acc_width)),
+            "bias": In(signed(cfg.acc_width)),
+            "mult": In(signed(cfg.mult_bits)),
+            "shift": In(unsigned(cfg.shift_bits)),
+            "y": Out(signed(cfg.data_width)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+
+        total = Signal(signed(cfg.acc_width))
+        mult = Signal.like(self.mult)
+        shift = [Signal.like(self.shift, name=f"shift_{stage}") for stage in range(2)]
+        m.d.sync += [
+            total.eq(self.acc + self.bias),  # truncating the sum is the int32 wraparound
+            mult.eq(self.mult),
+            shift[0].eq(self.shift),
+        ]
+
+        product = Signal(signed(cfg.acc_width + cfg.mult_bits))
+        m.d.sync += [product.eq(total * mult), shift[1].eq(shift[0])]
+
+        # Rounding half up as (p + 2**(s-1)) >> s == ((p << 1 >> s) + 1) >> 1 needs no rounding
+        # constant, and holds for s == 0 too: ((2p + 1) >> 1) == p.
+        halves = Signal(signed(product.shape().width + 1))
+        m.d.sync += halves.eq((product << 1) >> shift[1])
+
+        rounded = (halves + 1) >> 1
+        m.d.sync += self.y.eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded)))
+        return m
+
+
+def requant_cycles(cfg: AccelConfig, rows: int) -> int:
+    """Cycles a REQUANT of ``rows`` rows keeps :attr:`RequantEngine.busy` high.
+
+    ``0`` for ``rows == 0``, else ``rows * cols / requant_lanes + 4 + Requantizer.LATENCY``: three
+    parameter reads, one read per chunk of ``requant_lanes`` elements, and one cycle of read latency
+    plus the lane pipeline for the last chunk. The engine accepts its next command in the cycle
+    after ``busy`` falls.
+    """
+    return 0 if rows == 0 else rows * (cfg.cols // cfg.requant_lanes) + 4 + Requantizer.LATENCY
+
+
+class RequantEngine(wiring.Component):
+    """Executes REQUANT: ``spad[spad_addr + r] = requantize(acc[acc_addr + r], bias, mult, shift)``.
+
+    ``bias = param[param_addr]``, ``mult`` is the low ``mult_bits`` bits (signed) of
+    ``param[param_addr + 1]`` and ``shift`` the low 6 bits of ``param[param_addr + 2]``, per column.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+        Uses ``cols``, ``requant_lanes``, the widths and the memory depths.
+
+    Attributes
+    ----------
+    cmd : In(engine_cmd_signature())
+        The instruction, viewed as ``cmd.payload.requant``. ``cmd.ready`` is high only when idle.
+        A command with ``rows == 0`` is accepted and does nothing: ``busy`` stays low.
+    busy : Out(1)
+        High from the cycle after a command with ``rows > 0`` is accepted to the cycle of the last
+        scratchpad write, inclusive: :func:`requant_cycles` cycles.
+    acc_rd : In(acc_read_signature(cfg))
+        Accumulator read port: row ``acc_addr + r`` is read once per chunk of ``requant_lanes``
+        columns, ``cols / requant_lanes`` times in consecutive cycles.
+    param_rd : In(param_read_signature(cfg))
+        Parameter read port: rows ``param_addr``, ``+ 1``, ``+ 2`` in the three cycles after the
+        command is accepted.
+    spad_wr : In(spad_write_signature(cfg))
+        Scratchpad write port: row ``spad_addr + r``, in order, ``1 + Requantizer.LATENCY`` cycles
+        after the read of its last chunk.
+
+    Notes
+    -----
+    Throughput: one row per ``cols / requant_lanes`` cycles, rows back to back. Uses
+    ``requant_lanes`` multipliers (:class:`Requantizer`).
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self._cfg = cfg
+        super().__init__({
+            "cmd": In(engine_cmd_signature()),
+            "busy": Out(1),
+            "acc_rd": In(acc_read_signature(cfg)),
+            "param_rd": In(param_read_signature(cfg)),
+            "spad_wr": In(spad_write_signature(cfg)),
+        })
+
+    def cycles(self, rows: int) -> int:
+        """:func:`requant_cycles` for this engine's config."""
+        return requant_cycles(self._cfg, rows)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        lanes = cfg.requant_lanes
+        chunks = cfg.cols // lanes
+        m = Module()
+
+        def chunked(shape):
+            """A row of ``cols`` elements viewed as ``chunks`` groups of ``lanes``: same bits."""
+            return data.ArrayLayout(data.ArrayLayout(shape, lanes), chunks)
+
+        instr = self.cmd.payload.requant
+        acc_addr = Signal.like(instr.acc_addr)
+        spad_addr = Signal.like(instr.spad_addr)
+        param_addr = Signal.like(instr.param_addr)
+        rows = Signal.like(instr.rows)
+        param_index = Signal(range(3))
+        row = Signal.like(instr.rows)       # accumulator rows read
+        chunk = Signal(range(chunks))       # chunk of `row` read in this cycle
+        written = Signal.like(instr.rows)   # scratchpad rows written
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid & (instr.rows != 0)):
+                    m.d.sync += [
+                        acc_addr.eq(instr.acc_addr),
+                        spad_addr.eq(instr.spad_addr),
+                        param_addr.eq(instr.param_addr),
+                        rows.eq(instr.rows),
+                        param_index.eq(0),
+                        row.eq(0),
+                        chunk.eq(0),
+                        written.eq(0),
+                    ]
+                    m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.sync += param_index.eq(param_index + 1)
+                with m.If(param_index == 2):
+                    m.next = "STREAM"
+            with m.State("STREAM"):
+                m.d.sync += chunk.eq(chunk + 1)
+                with m.If(chunk == chunks - 1):
+                    m.d.sync += [chunk.eq(0), row.eq(row + 1)]
+                    with m.If(row + 1 == rows):
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):
+                with m.If(self.spad_wr.en & (written + 1 == rows)):
+                    m.next = "IDLE"
+
+        reading_params = fsm.ongoing("PARAMS")
+        streaming = fsm.ongoing("STREAM")
+        m.d.comb += [
+            self.busy.eq(~fsm.ongoing("IDLE")),
+            self.param_rd.en.eq(reading_params),
+            self.param_rd.addr.eq(param_addr + param_index),
+            self.acc_rd.en.eq(streaming),
+            self.acc_rd.addr.eq(acc_addr + row),
+        ]
+
+        # Per-column parameters, held for the whole command. Read data arrives one cycle after
+        # the address, hence the delayed strobe and index.
+        bias = Signal(chunked(signed(cfg.acc_width)))
+        mult = Signal(chunked(signed(cfg.mult_bits)))
+        shift = Signal(chunked(unsigned(cfg.shift_bits)))
+        param_valid = Signal()
+        param_loaded = Signal.like(param_index)
+        m.d.sync += [param_valid.eq(reading_params), param_loaded.eq(param_index)]
+        with m.If(param_valid):
+            with m.Switch(param_loaded):
+                with m.Case(0):
+                    m.d.sync += bias.eq(self.param_rd.data)
+                with m.Case(1):
+                    m.d.sync += [mult[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.mult_bits])
+                                 for j in range(cfg.cols)]
+                with m.Case(2):
+                    m.d.sync += [shift[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.shift_bits])
+                                 for j in range(cfg.cols)]
+
+        # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k of the lanes: stage 0
+        # is the lane inputs (the read data), stage LATENCY its results.
+        stage = Signal(1 + Requantizer.LATENCY)
+        in_chunk = Signal.like(chunk)
+        m.d.sync += [stage.eq(Cat(streaming, stage[:-1])), in_chunk.eq(chunk)]
+        acc_chunks = data.View(chunked(signed(cfg.acc_width)), self.acc_rd.data)
+        results = []
+        for lane in range(lanes):
+            m.submodules[f"lane_{lane}"] = requantizer = Requantizer(cfg)
+            m.d.comb += [
+                requantizer.acc.eq(acc_chunks[in_chunk][lane]),
+                requantizer.bias.eq(bias[in_chunk][lane]),
+                requantizer.mult.eq(mult[in_chunk][lane]),
+                requantizer.shift.eq(shift[in_chunk][lane]),
+            ]
+            results.append(requantizer.y)
+
+        # Chunks come out in order: all but the last of a row wait in `held`, the last completes
+        # the row and it is written.
+        out_valid = stage[-1]
+        out_chunk = Signal.like(chunk)
+        held = Signal(data.ArrayLayout(data.ArrayLayout(signed(cfg.data_width), lanes), chunks - 1))
+        with m.If(out_valid):
+            m.d.sync += out_chunk.eq(Mux(out_chunk == chunks - 1, 0, out_chunk + 1))
+            with m.Switch(out_chunk):
+                for k in range(chunks - 1):
+                    with m.Case(k):
+                        m.d.sync += held[k].eq(Cat(*results))
+        m.d.comb += [
+            self.spad_wr.en.eq(out_valid & (out_chunk == chunks - 1)),
+            self.spad_wr.addr.eq(spad_addr + written),
+            self.spad_wr.data.eq(Cat(held, *results)),
+        ]
+        with m.If(self.spad_wr.en):
+            m.d.sync += written.eq(written + 1)
+        return m

@@ -1,0 +1,195 @@
+"""Requantizer and RequantEngine against ``vitaccel.sw.golden.requantize``, bit for bit."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from vitaccel.config import preset
+from vitaccel.hw.interfaces import acc_row, spad_row
+from vitaccel.hw.requant import Requantizer, RequantEngine, requant_cycles
+from vitaccel.isa import Opcode, encode
+from vitaccel.sw.golden import requantize
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def exact_requantize(acc, bias, mult, shift):
+    """The formula of ``golden.requantize``'s docstring in Python integers, broadcast like it.
+
+    ``golden.requantize`` computes its rounding constant ``(1 << shift) >> 1`` in int64, which
+    overflows to ``-2**62`` at shift 63 (``requantize(0, 0, 1, 63) == -1``); the hardware follows
+    the documented formula, which this reference checks against golden at every other shift.
+    """
+    acc, bias, mult, shift = np.broadcast_arrays(*(np.asarray(x, dtype=np.int64) for x in (acc, bias, mult, shift)))
+    out = np.empty(acc.shape, dtype=np.int64)
+    for index in np.ndindex(acc.shape):
+        total = (int(acc[index]) + int(bias[index]) - INT32_MIN) % (1 << 32) + INT32_MIN
+        s = int(shift[index])
+        out[index] = min(max((total * int(mult[index]) + ((1 << s) >> 1)) >> s, -128), 127)
+    golden = requantize(acc, bias, mult, shift, mult_bits=64)
+    assert np.array_equal(out[shift < 63], golden[shift < 63]), "reference differs from golden"
+    return out
+
+
+def random_params(rng, n, mult_bits):
+    """Random (bias, mult, shift) with the corner cases first: shift 0 and 63, extreme mults."""
+    lo, hi = -(1 << (mult_bits - 1)), (1 << (mult_bits - 1)) - 1
+    bias = rng.integers(INT32_MIN, INT32_MAX + 1, n, dtype=np.int64)
+    mult = rng.integers(lo, hi + 1, n, dtype=np.int64)
+    shift = np.where(rng.random(n) < 0.5, rng.integers(0, 64, n), rng.integers(28, 50, n))
+    mult[:4] = [lo, hi, -1, 0][:n]
+    shift[:6] = [0, 63, 0, 63, 1, 47][:n]
+    return bias, mult, shift
+
+
+def test_requantizer_lane():
+    cfg = preset("tiny")
+    seed = 20
+    rng = np.random.default_rng(seed)
+    n = 3000
+    acc = rng.integers(INT32_MIN, INT32_MAX + 1, n, dtype=np.int64)
+    bias, mult, shift = random_params(rng, n, cfg.mult_bits)
+    # acc + bias wraps both ways; small totals with shift 0 hit saturation and the exact range
+    acc[10:14], bias[10:14] = [INT32_MAX, INT32_MIN, INT32_MAX, 100], [1, -1, INT32_MAX, -100]
+    acc[20:30], bias[20:30], shift[20:30] = np.arange(-150, 150, 30), 0, 0
+    mult[20:30] = 1
+    expected = exact_requantize(acc, bias, mult, shift)
+
+    dut = Requantizer(cfg)
+    got = []
+
+    async def testbench(ctx):
+        for t in range(n + dut.LATENCY):
+            if t < n:
+                ctx.set(dut.acc, int(acc[t]))
+                ctx.set(dut.bias, int(bias[t]))
+                ctx.set(dut.mult, int(mult[t]))
+                ctx.set(dut.shift, int(shift[t]))
+            await ctx.tick()
+            if t + 1 >= dut.LATENCY:
+                got.append(ctx.get(dut.y))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    got = np.array(got[:n])
+    bad = np.flatnonzero(got != expected)
+    assert np.array_equal(got, expected), (
+        f"seed {seed}: first mismatch at {bad[0]}: acc={acc[bad[0]]} bias={bias[bad[0]]} "
+        f"mult={mult[bad[0]]} shift={shift[bad[0]]} got {got[bad[0]]} want {expected[bad[0]]}")
+    assert (expected == -128).any() and (expected == 127).any() and (np.abs(expected) < 100).any()
+
+
+class RequantBench(Elaboratable):
+    """The engine wired to accumulator, parameter and scratchpad memories, as the core wires it."""
+
+    def __init__(self, cfg, acc, param):
+        self.engine = RequantEngine(cfg)
+        self.acc = Memory(shape=acc_row(cfg), depth=cfg.acc_rows, init=acc.tolist())
+        self.param = Memory(shape=acc_row(cfg), depth=cfg.param_rows, init=param.tolist())
+        self.spad = Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=[])
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = self.engine
+        m.submodules.acc = self.acc
+        m.submodules.param = self.param
+        m.submodules.spad = self.spad
+        wiring.connect(m, self.acc.read_port(), self.engine.acc_rd)
+        wiring.connect(m, self.param.read_port(), self.engine.param_rd)
+        wiring.connect(m, self.spad.write_port(), self.engine.spad_wr)
+        return m
+
+
+def small(name, **changes):
+    return dataclasses.replace(preset(name), spad_rows=64, acc_rows=32, param_rows=16, **changes).validate()
+
+
+def cmd(acc_addr, spad_addr, param_addr, rows):
+    return dict(acc_addr=acc_addr, spad_addr=spad_addr, param_addr=param_addr, rows=rows)
+
+
+def run(cfg, commands, seed):
+    """Execute ``commands`` on random memories; check the scratchpad and busy time after each."""
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(INT32_MIN, INT32_MAX + 1, (cfg.acc_rows, cfg.cols), dtype=np.int64)
+    acc[0, :2] = [INT32_MAX, INT32_MIN]
+    param = rng.integers(INT32_MIN, INT32_MAX + 1, (cfg.param_rows, cfg.cols), dtype=np.int64)
+    params = {}
+    for p in {c["param_addr"] for c in commands}:
+        bias, mult, shift = random_params(rng, cfg.cols, cfg.mult_bits)
+        # The engine must ignore the high bits of the mult and shift rows.
+        param[p] = bias
+        param[p + 1] = ((mult & ((1 << cfg.mult_bits) - 1)) | (param[p + 1] << cfg.mult_bits)).astype(np.int32)
+        param[p + 2] = ((shift & 63) | (param[p + 2] << 6)).astype(np.int32)
+        params[p] = bias, mult, shift
+    bench = RequantBench(cfg, acc.astype(np.int32), param.astype(np.int32))
+    engine = bench.engine
+    expected = np.zeros((cfg.spad_rows, cfg.cols), dtype=np.int64)
+
+    async def testbench(ctx):
+        for n, c in enumerate(commands):
+            assert ctx.get(engine.cmd.ready)
+            ctx.set(engine.cmd.payload.bits, encode(Opcode.REQUANT, **c))
+            ctx.set(engine.cmd.valid, 1)
+            await ctx.tick()
+            ctx.set(engine.cmd.valid, 0)
+            busy = 0
+            while ctx.get(engine.busy):
+                assert not ctx.get(engine.cmd.ready), "ready while busy"
+                busy += 1
+                await ctx.tick()
+            assert busy == requant_cycles(cfg, c["rows"]) == engine.cycles(c["rows"]), (
+                f"seed {seed}, command {n} {c}: busy for {busy} cycles")
+            assert not ctx.get(engine.spad_wr.en), "scratchpad write after busy fell"
+
+            if c["rows"]:
+                rows = acc[c["acc_addr"]:c["acc_addr"] + c["rows"]].astype(np.int32)
+                expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = exact_requantize(
+                    rows, *params[c["param_addr"]])
+            got = np.array([ctx.get(bench.spad.data[i]) for i in range(cfg.spad_rows)], dtype=np.int64)
+            mismatch = np.argwhere(got != expected)
+            assert np.array_equal(got, expected), (
+                f"seed {seed}, command {n} {c}: first mismatch at spad[row, col] = {mismatch[0]}")
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_cycle_formula():
+    assert Requantizer.LATENCY == 4
+    cfg = preset("default")
+    assert requant_cycles(cfg, 0) == 0
+    assert requant_cycles(cfg, 197) == 197 * 3 + 8
+
+
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", {}, 30),                      # lanes == cols
+    ("tiny", dict(requant_lanes=2), 31),
+    ("tiny", dict(requant_lanes=1), 32),
+    ("default", {}, 33),                   # 12 columns, 4 lanes
+    ("default", dict(requant_lanes=12), 34),
+])
+def test_sequence_of_commands(name, changes, seed):
+    cfg = small(name, **changes)
+    run(cfg, [
+        cmd(acc_addr=0, spad_addr=3, param_addr=0, rows=13),
+        cmd(acc_addr=20, spad_addr=40, param_addr=5, rows=1),
+        cmd(acc_addr=5, spad_addr=0, param_addr=0, rows=0),
+        cmd(acc_addr=31, spad_addr=63, param_addr=13, rows=1),
+    ], seed)
+
+
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_converts_to_verilog(name):
+    text = verilog.convert(RequantEngine(preset(name)), name="requant_engine")
+    assert "module requant_engine" in text
