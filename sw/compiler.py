@@ -1,0 +1,377 @@
+"""Compiler: maps a quantized linear layer onto the accelerator and emits a :class:`Program`.
+
+:func:`compile_linear` produces a program computing ``y = golden.linear(x, w, bias, mult, shift)``
+for any ``M, K, N >= 1``; :func:`plan_linear` is its schedule and cost summary without the data
+(what the performance model needs). Tensor layout: docs/architecture.md, "Tensors in external memory".
+
+Schedule (weight-stationary, in-order machine). With ``C = cols``, ``Kt = ceil(K / C)`` input tiles
+and ``Nt = ceil(N / C)`` output tiles, the plan picks ``Mc`` (rows per M chunk), ``Kc`` (input tiles
+per K chunk) and ``Ng`` (output tiles per group; 1 unless K is chunked)::
+
+    LOAD PARAM all 3*Nt parameter rows                 (once, if they fit; else 3 rows before each REQUANT)
+    for each M chunk (<= Mc rows):
+      for each group of Ng output tiles:
+        for each K chunk (Kc tiles):
+          LOAD SPAD x tiles of the chunk, one LOAD per tile   (once per M chunk when K is not chunked)
+          for each output tile n of the group:
+            LOAD SPAD the Kc weight tiles of column n of W.T   (one strided LOAD)
+            MATMUL per tile: all chunk rows through one tile, accumulating from the second tile of K on
+        for each output tile n of the group: REQUANT -> SPAD, STORE SPAD -> y
+    END
+
+Each MATMUL streams a whole M chunk (``rows`` = up to ``Mc``), so the fixed cost of loading a weight
+tile is paid once per chunk rows; x is loaded once per M chunk and reused by every output tile; W
+once per M chunk. On-chip: SPAD holds the x chunk (kt-major, so one tile's rows are consecutive) and
+one weight column, which the REQUANT output reuses (the weights are dead by then); ACC holds the
+group's ``Ng`` output tiles of ``Mc`` rows. Among the schedules that fit, the one with the fewest
+estimated cycles (:data:`CostModel`) wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vitaccel.config import AccelConfig
+from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
+from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
+
+__all__ = ["compile_linear", "plan_linear", "LinearPlan", "CostModel", "CompileError", "MAX_ROWS"]
+
+#: The largest ``rows`` an instruction can hold (a 16-bit field).
+MAX_ROWS = (1 << 16) - 1
+
+
+class CompileError(ValueError):
+    """A layer that cannot be mapped, or invalid layer data. The message names the layer, the
+    dimension or tensor, and the limit."""
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Approximate cycles of one instruction, used to choose among schedules and to summarise them.
+
+    Not the performance model: it is only as exact as needed to rank schedules. Every instruction
+    costs its fetch (``INSTR_BYTES / bus_bytes`` bus reads) plus ``dispatch`` cycles; a DMA moves one
+    bus word per cycle after ``dma_latency``; a MATMUL of ``R`` rows costs ``R + 3 * cols + 1``
+    (weight tile reads, rows, the array's ``rows + cols`` latency, the accumulator read; as
+    hw/matmul.py's ``matmul_cycles``); a REQUANT costs ``R * cols / requant_lanes`` plus
+    ``requant_overhead`` (its three parameter rows).
+    """
+
+    dispatch: int = 2
+    dma_latency: int = 2
+    requant_overhead: int = 3
+
+    def fetch(self, cfg: AccelConfig) -> int:
+        return max(1, INSTR_BYTES // cfg.bus_bytes) + self.dispatch
+
+    def dma(self, cfg: AccelConfig, rows: int, row_bytes: int) -> int:
+        return rows * row_bytes // cfg.bus_bytes + self.dma_latency
+
+    def matmul(self, cfg: AccelConfig, rows: int) -> int:
+        return rows + 3 * cfg.cols + 1 if rows else 0
+
+    def requant(self, cfg: AccelConfig, rows: int) -> int:
+        return math.ceil(rows * cfg.cols / cfg.requant_lanes) + self.requant_overhead
+
+
+@dataclass(frozen=True)
+class LinearPlan:
+    """The schedule of one linear layer and what it costs.
+
+    Attributes
+    ----------
+    m, k, n : int
+        Layer shape: x (M, K), w (N, K), y (M, N).
+    k_tiles, n_tiles : int
+        ``ceil(K / cols)``, ``ceil(N / cols)``.
+    m_chunk, m_chunks : int
+        Largest rows per M chunk (rows of every MATMUL) and the number of M chunks (balanced sizes).
+    k_chunk, k_chunks : int
+        Input tiles per K chunk and the number of K chunks (1: x stays resident for all outputs).
+    n_group, n_groups : int
+        Output tiles accumulated together in ACC, and the number of groups.
+    params_resident : bool
+        All ``3 * n_tiles`` parameter rows are loaded once; else 3 rows before each REQUANT.
+    spad_x_rows, spad_w_rows, acc_rows_used : int
+        On-chip footprint: x chunk region, weight/output region, accumulator rows.
+    instructions : dict
+        Instruction count by opcode name (END included).
+    dma_bytes : dict
+        External bytes moved by tensor: ``x``, ``w_t``, ``params`` loaded, ``y`` stored.
+    matmul_rows : int
+        Rows streamed through the array by all MATMULs.
+    cycles : int
+        Estimated cycles (:class:`CostModel`), strictly in order.
+    """
+
+    m: int
+    k: int
+    n: int
+    k_tiles: int
+    n_tiles: int
+    m_chunk: int
+    m_chunks: int
+    k_chunk: int
+    k_chunks: int
+    n_group: int
+    n_groups: int
+    params_resident: bool
+    spad_x_rows: int
+    spad_w_rows: int
+    acc_rows_used: int
+    instructions: dict = field(default_factory=dict)
+    dma_bytes: dict = field(default_factory=dict)
+    matmul_rows: int = 0
+    cycles: int = 0
+    macs: int = 0
+    array_macs: int = 0
+
+    @property
+    def instruction_count(self) -> int:
+        return sum(self.instructions.values())
+
+    @property
+    def utilization(self) -> float:
+        """Useful MACs (``M*K*N``) per array MAC-slot over the estimated cycles."""
+        return self.macs / (self.array_macs * self.cycles)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{n} {op}" for op, n in self.instructions.items())
+        moved = ", ".join(f"{name} {b}" for name, b in self.dma_bytes.items())
+        return (f"linear ({self.m}, {self.k}, {self.n}): {self.k_tiles}x{self.n_tiles} tiles; "
+                f"M chunks {self.m_chunks} x <= {self.m_chunk} rows, K chunks {self.k_chunks} x {self.k_chunk} "
+                f"tiles, groups of {self.n_group} output tiles, params "
+                f"{'resident' if self.params_resident else 'per tile'}\n"
+                f"  instructions: {self.instruction_count} ({counts})\n"
+                f"  DMA bytes: {moved}\n"
+                f"  estimated {self.cycles} cycles, utilization {self.utilization:.1%}")
+
+
+def _balanced(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` sizes that differ by at most one, larger first."""
+    q, r = divmod(total, parts)
+    return [q + 1] * r + [q] * (parts - r)
+
+
+def _distinct_chunk_sizes(total: int) -> list[int]:
+    """Every chunk size ``ceil(total / parts)`` for ``parts`` in ``1..total``, without repeats."""
+    return sorted({-(-total // parts) for parts in range(1, total + 1)}, reverse=True)
+
+
+def _max_m_chunk(cfg: AccelConfig, m: int, x_tiles: int, w_rows: int, n_group: int) -> int:
+    """Largest M chunk for which SPAD holds ``x_tiles * Mc + max(w_rows, Mc)`` rows and ACC ``n_group * Mc``."""
+    s = cfg.spad_rows
+    below = min(w_rows, (s - w_rows) // x_tiles) if s >= w_rows else 0     # output fits the weight region
+    above = s // (x_tiles + 1)                                             # output region larger
+    spad_limit = max(below, above if above > w_rows else 0)
+    return min(spad_limit, cfg.acc_rows // n_group, m, MAX_ROWS)
+
+
+def _plan(cfg: AccelConfig, m: int, k: int, n: int, k_chunk: int, n_group: int,
+          cost: CostModel) -> LinearPlan | None:
+    """The plan with these K-chunk and group sizes and the largest M chunk that fits, or None."""
+    c = cfg.cols
+    kt, nt = -(-k // c), -(-n // c)
+    k_chunks, n_groups = -(-kt // k_chunk), -(-nt // n_group)
+    x_tiles = kt if k_chunks == 1 else k_chunk
+    w_rows = k_chunk * c
+    if w_rows > MAX_ROWS:
+        return None
+    m_max = _max_m_chunk(cfg, m, x_tiles, w_rows, n_group)
+    if m_max < 1:
+        return None
+    m_chunks = -(-m // m_max)
+    m_chunk = -(-m // m_chunks)
+    params_resident = 3 * nt <= cfg.param_rows
+    spad_b, acc_b = cfg.spad_row_bytes, cfg.acc_row_bytes
+
+    # x is reloaded for every group only when K is chunked (it cannot stay resident then).
+    x_passes = 1 if k_chunks == 1 else n_groups
+    n_load_x = m_chunks * kt * x_passes
+    n_load_w = m_chunks * nt * k_chunks
+    n_matmul = m_chunks * kt * nt
+    n_requant = n_store = m_chunks * nt
+    n_load_p = 1 if params_resident else m_chunks * nt
+    dma_bytes = {"x": x_passes * m * kt * spad_b, "w_t": m_chunks * nt * kt * c * spad_b,
+                 "params": (1 if params_resident else m_chunks) * 3 * nt * acc_b, "y": nt * m * spad_b}
+    instructions = {"LOAD": n_load_x + n_load_w + n_load_p, "MATMUL": n_matmul, "REQUANT": n_requant,
+                    "STORE": n_store, "END": 1}
+    n_dma = instructions["LOAD"] + n_store
+    chunks = _balanced(m, m_chunks)
+    cycles = (sum(instructions.values()) * cost.fetch(cfg)
+              + sum(dma_bytes.values()) // cfg.bus_bytes + n_dma * cost.dma_latency
+              + sum(cost.matmul(cfg, rows) for rows in chunks) * kt * nt
+              + sum(cost.requant(cfg, rows) for rows in chunks) * nt)
+    return LinearPlan(
+        m=m, k=k, n=n, k_tiles=kt, n_tiles=nt, m_chunk=m_chunk, m_chunks=m_chunks, k_chunk=k_chunk,
+        k_chunks=k_chunks, n_group=n_group, n_groups=n_groups, params_resident=params_resident,
+        spad_x_rows=x_tiles * m_chunk, spad_w_rows=max(w_rows, m_chunk), acc_rows_used=n_group * m_chunk,
+        instructions=instructions, dma_bytes=dma_bytes, matmul_rows=kt * nt * m, cycles=cycles,
+        macs=m * k * n, array_macs=cfg.macs)
+
+
+def plan_linear(cfg: AccelConfig, m: int, k: int, n: int, *, name: str = "linear",
+                cost: CostModel = CostModel()) -> LinearPlan:
+    """The schedule :func:`compile_linear` uses for a layer of shape ``(m, k, n)``, and its costs.
+
+    Tries every K-chunk size and output-group size, each with the largest M chunk that fits SPAD,
+    ACC and the 16-bit ``rows`` field, and returns the one with the fewest estimated cycles (then the
+    fewest instructions). Raises :class:`CompileError` for a non-positive dimension.
+    """
+    cfg = cfg.validate()
+    for dim, value in (("M", m), ("K", k), ("N", n)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise CompileError(f"{name}: dimension {dim} must be a positive integer, not {value!r}")
+    kt, nt = -(-k // cfg.cols), -(-n // cfg.cols)
+    best = None
+    for k_chunk in _distinct_chunk_sizes(kt):
+        # Without K chunks, one output tile at a time needs the least ACC and loses nothing.
+        groups = [1] if k_chunk == kt else _distinct_chunk_sizes(nt)
+        for n_group in groups:
+            plan = _plan(cfg, int(m), int(k), int(n), k_chunk, n_group, cost)
+            if plan and (best is None or (plan.cycles, plan.instruction_count) < (best.cycles, best.instruction_count)):
+                best = plan
+    # k_chunk = n_group = 1 always fits a validated config (spad_rows >= 2 * rows, acc_rows >= rows).
+    assert best is not None
+    return best
+
+
+def _check_int_array(name: str, what: str, array, shape: tuple, lo: int, hi: int) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype.kind not in "iu":
+        raise CompileError(f"{name}: {what} must hold integers, not {array.dtype}")
+    if array.shape != shape:
+        raise CompileError(f"{name}: {what} must have shape {shape}, not {array.shape}")
+    if array.size and (array.min() < lo or array.max() > hi):
+        raise CompileError(f"{name}: {what} values [{array.min()}, {array.max()}] must lie in [{lo}, {hi}]")
+    return array.astype(np.int64)
+
+
+def _align(value: int) -> int:
+    return -(-value // TENSOR_ALIGN) * TENSOR_ALIGN
+
+
+def compile_linear(cfg: AccelConfig, x, w, bias, mult, shift, *, name: str = "linear",
+                   prog_addr: int = 0) -> Program:
+    """A program computing ``y = golden.linear(x, w, bias, mult, shift, mult_bits=cfg.mult_bits)``.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+    x : int8 array (M, K)
+    w : int8 array (N, K)
+    bias : int array (N,), int32 range
+    mult : int array (N,), signed ``cfg.mult_bits`` range
+    shift : int array (N,), 0..63
+    name : str
+        Layer name, used in error messages and as the program name.
+    prog_addr : int
+        Address of the first instruction (a multiple of the bus width); the tensors follow it.
+
+    Returns
+    -------
+    Program
+        Symbols: ``x`` (M, K) input; ``w_t`` (K, N) weight, the transposed ``w``; ``params``
+        (3 * Nt, cols) int32, per output tile the rows bias, mult, shift (padded channels 0);
+        ``y`` (M, N) output. Every row is padded to a multiple of ``cols`` elements with zeros.
+
+    Raises
+    ------
+    CompileError
+        Invalid data, or an image that does not fit the ``addr_bits`` address space; raised before
+        any instruction is generated.
+    """
+    cfg = cfg.validate()
+    c = cfg.cols
+    x, w = np.asarray(x), np.asarray(w)
+    if x.dtype != np.int8 or w.dtype != np.int8:
+        raise CompileError(f"{name}: x and w must be int8, not {x.dtype} and {w.dtype}")
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise CompileError(f"{name}: x (M, K) and w (N, K) must agree on K, got {x.shape} and {w.shape}")
+    (m, k), n = x.shape, w.shape[0]
+    bias = _check_int_array(name, "bias", bias, (n,), -2**31, 2**31 - 1)
+    mult = _check_int_array(name, "mult", mult, (n,), -2**(cfg.mult_bits - 1), 2**(cfg.mult_bits - 1) - 1)
+    shift = _check_int_array(name, "shift", shift, (n,), 0, (1 << cfg.shift_bits) - 1)
+    if prog_addr < 0 or prog_addr % cfg.bus_bytes:
+        raise CompileError(f"{name}: prog_addr={prog_addr:#x} must be a non-negative multiple of "
+                           f"{cfg.bus_bytes} (the bus width in bytes)")
+    plan = plan_linear(cfg, m, k, n, name=name)
+    kt, nt = plan.k_tiles, plan.n_tiles
+    kp, np_ = kt * c, nt * c
+
+    # Layout: the program, then the tensors, each on a TENSOR_ALIGN boundary.
+    specs = {"x": ((m, k), kp, "int8", "input"), "w_t": ((k, n), np_, "int8", "weight"),
+             "params": ((3 * nt, c), cfg.acc_row_bytes, "int32", "param"), "y": ((m, n), np_, "int8", "output")}
+    addr = _align(prog_addr + plan.instruction_count * INSTR_BYTES)
+    symbols = {}
+    for tensor, (shape, stride, dtype, role) in specs.items():
+        symbols[tensor] = TensorSymbol(addr, shape, stride, dtype, role)
+        addr = _align(addr + symbols[tensor].nbytes)
+    if addr > 1 << cfg.addr_bits:
+        raise CompileError(f"{name}: layer ({m}, {k}, {n}) needs {addr} bytes of external memory, more than "
+                           f"the {1 << cfg.addr_bits} bytes that addr_bits={cfg.addr_bits} can address")
+
+    words = [encode(op, **fields) for op, fields in _schedule(cfg, plan, symbols)]
+    assert len(words) == plan.instruction_count, "plan_linear and _schedule disagree"
+    params = np.zeros((nt * 3, c), dtype=np.int64)
+    for row, values in enumerate((bias, mult, shift)):
+        padded = np.zeros(np_, dtype=np.int64)
+        padded[:n] = values
+        params[row::3] = padded.reshape(nt, c)
+    image = bytearray(addr)
+    code = encode_program(words)
+    image[prog_addr:prog_addr + len(code)] = code
+    for tensor, value in (("x", x), ("w_t", w.T), ("params", params)):
+        image[symbols[tensor].addr:symbols[tensor].end] = symbols[tensor].pack(value)
+    return Program(cfg, words, bytes(image), symbols, prog_addr=prog_addr, name=name)
+
+
+def _schedule(cfg: AccelConfig, plan: LinearPlan, symbols: dict):
+    """The instructions of ``plan`` as ``(Opcode, fields)``, in program order (see the module docstring)."""
+    c = cfg.cols
+    kt, nt = plan.k_tiles, plan.n_tiles
+    x, w_t, params, y = (symbols[s] for s in ("x", "w_t", "params", "y"))
+    spad_b, acc_b = cfg.spad_row_bytes, cfg.acc_row_bytes
+    k_starts = range(0, kt, plan.k_chunk)
+    n_starts = range(0, nt, plan.n_group)
+    x_region = 0
+    w_region = plan.spad_x_rows        # also the REQUANT output region: the weights are dead by then
+
+    def load(mem, local_addr, rows, dram_addr, dram_stride):
+        return Opcode.LOAD, dict(mem=mem, local_addr=local_addr, rows=rows, dram_addr=dram_addr,
+                                 dram_stride=dram_stride)
+
+    if plan.params_resident:
+        yield load(LocalMemory.PARAM, 0, 3 * nt, params.addr, acc_b)
+    m0 = 0
+    for rows in _balanced(plan.m, plan.m_chunks):
+        for g0 in n_starts:
+            group = range(g0, min(g0 + plan.n_group, nt))
+            for k0 in k_starts:
+                k_tiles = range(k0, min(k0 + plan.k_chunk, kt))
+                # Without K chunks the x chunk holds all Kt tiles and is loaded once per M chunk.
+                if plan.k_chunks > 1 or g0 == 0:
+                    for kk in k_tiles:
+                        yield load(LocalMemory.SPAD, x_region + (kk - k0) * rows, rows,
+                                   x.addr + m0 * x.row_stride + kk * spad_b, x.row_stride)
+                for j, nn in enumerate(group):
+                    yield load(LocalMemory.SPAD, w_region, len(k_tiles) * c,
+                               w_t.addr + k0 * c * w_t.row_stride + nn * spad_b, w_t.row_stride)
+                    for kk in k_tiles:
+                        yield Opcode.MATMUL, dict(a_addr=x_region + (kk - k0) * rows, b_addr=w_region + (kk - k0) * c,
+                                                  c_addr=j * rows, rows=rows, accumulate=int(kk > 0))
+            for j, nn in enumerate(group):
+                if plan.params_resident:
+                    param_addr = 3 * nn
+                else:
+                    param_addr = 0
+                    yield load(LocalMemory.PARAM, 0, 3, params.addr + 3 * nn * acc_b, acc_b)
+                yield Opcode.REQUANT, dict(acc_addr=j * rows, spad_addr=w_region, rows=rows, param_addr=param_addr)
+                yield Opcode.STORE, dict(mem=LocalMemory.SPAD, local_addr=w_region, rows=rows,
+                                         dram_addr=y.addr + m0 * y.row_stride + nn * spad_b, dram_stride=y.row_stride)
+        m0 += rows
+    yield Opcode.END, {}
