@@ -30,7 +30,7 @@ estimated cycles (:data:`CostModel`) wins.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -106,6 +106,8 @@ class LinearPlan:
         Rows streamed through the array by all MATMULs.
     cycles : int
         Estimated cycles (:class:`CostModel`), strictly in order.
+    macs, array_macs : int
+        Useful multiply-accumulates ``M * K * N``; MAC units of the array.
     """
 
     m: int
@@ -123,12 +125,12 @@ class LinearPlan:
     spad_x_rows: int
     spad_w_rows: int
     acc_rows_used: int
-    instructions: dict = field(default_factory=dict)
-    dma_bytes: dict = field(default_factory=dict)
-    matmul_rows: int = 0
-    cycles: int = 0
-    macs: int = 0
-    array_macs: int = 0
+    instructions: dict
+    dma_bytes: dict
+    matmul_rows: int
+    cycles: int
+    macs: int
+    array_macs: int
 
     @property
     def instruction_count(self) -> int:
@@ -144,7 +146,7 @@ class LinearPlan:
         moved = ", ".join(f"{name} {b}" for name, b in self.dma_bytes.items())
         return (f"linear ({self.m}, {self.k}, {self.n}): {self.k_tiles}x{self.n_tiles} tiles; "
                 f"M chunks {self.m_chunks} x <= {self.m_chunk} rows, K chunks {self.k_chunks} x {self.k_chunk} "
-                f"tiles, groups of {self.n_group} output tiles, params "
+                f"tiles, {self.n_groups} output groups of {self.n_group} tiles, params "
                 f"{'resident' if self.params_resident else 'per tile'}\n"
                 f"  instructions: {self.instruction_count} ({counts})\n"
                 f"  DMA bytes: {moved}\n"
