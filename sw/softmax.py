@@ -1,0 +1,219 @@
+"""Golden integer softmax: SOLE E2Softmax and I-ViT Shiftmax, and the rule that consumes their output.
+
+Both variants share the input stage, the normalizer and the output format:
+
+* **Input.** One row of int8 logits per softmax (last axis, length ``L``, ``1 <= L < 2**16``): the
+  ``Q @ K.T`` accumulator requantized to int8 by the requant unit, at the calibrated scale ``s``
+  (``1/sqrt(d_head)`` folded in). int8 is what the scratchpad buffers while the row's maximum is
+  found, as in SOLE.
+* **Log2 domain.** ``d = x - max(x)`` (9 bits, ``-255..0``) is brought to natural-log units of
+  ``2**-LOG_FRAC`` by a dyadic pre-multiply ``u = round_shift(d*mult, shift)`` (the only multiplier
+  of E2Softmax, 9x16 bits), then to log2 units by SOLE's shift-add ``t = u + (u>>1) - (u>>4)``
+  (``1.4375 ~= log2 e``). :func:`softmax_params` folds the exact input scale, and the 0.36 % error
+  of 1.4375, into ``mult``: the exponent uses the true scale. Rounding the scale to whole shift
+  steps instead (a pure shift, SOLE's power-of-two input scale) multiplies every logit by
+  ``2**round(log2 s)/s``, anywhere in ``[0.71, 1.41]``: a softmax temperature (the published
+  pipelines land near 0.89). ``benchmarks/nonlinear_error.py`` measures that effect.
+* **Normalizer.** ``S = sum(E)`` of the row's fixed-point exponentials ``E`` (``E = 2**15`` at the
+  maximum), ``n = leading_one(S)``, the 7 bits after the leading one index a 128-entry table
+  ``RECIP`` of 15-bit reciprocals; then ``p_i ~= E_i*RECIP/2**(n+15)``. No divider.
+* **Output format** (:class:`Probabilities`): int8 mantissas ``mant`` in ``0..127`` and one
+  exponent per row ``row_exp`` (``7 <= row_exp <= 23``): ``p_i ~= mant_i * 2**-row_exp``. The
+  row's largest probability has a mantissa in ``64..127``: every row keeps 7 significant bits at
+  its top, however flat (a uniform 197-long row is ``83 * 2**-14`` per entry, not 0 as with a
+  fixed ``2**-7`` step). ``mant`` feeds the int8 systolic array unchanged; the row exponent is
+  added to the shift of the requantization that follows (:func:`attention_matmul`).
+
+References: W. Wang et al., "SOLE: Hardware-Software Co-design of Softmax and LayerNorm for
+Efficient Transformer Inference", ICCAD 2023 (E2Softmax); Z. Li and Q. Gu, "I-ViT: Integer-only
+Quantization for Efficient Vision Transformer Inference", ICCV 2023 (Shiftmax).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .golden import requantize
+from .residual import _finish, dyadic, int_array, leading_one, like, round_shift, saturate
+
+__all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabilities",
+           "attention_matmul", "log2_exponent", "shift_exp", "LOG_FRAC", "EXP_BITS", "RECIP"]
+
+LOG_FRAC = 8
+"""Fraction bits of the log-domain exponent ``u`` and ``t``."""
+LOG_RANGE = 32
+"""``u`` is clamped to ``[-LOG_RANGE, 0]`` natural-log units (e**-32 is far below any output step)."""
+EXP_BITS = 15
+"""``E = 2**EXP_BITS`` represents exp(0) = 1."""
+K_MAX = 15
+"""E2Softmax exponents are 4 bits: ``k`` in ``0..K_MAX``."""
+RECIP_BITS = 7
+"""The normalizer's table is indexed by the ``RECIP_BITS`` bits after the leading one of the sum."""
+SHIFT_ADD_LOG2E = 1.4375
+"""``u + (u>>1) - (u>>4)`` multiplies by 1 + 1/2 - 1/16."""
+
+
+def _recip_table() -> np.ndarray:
+    # Entry j: 2**15 / (1 + (j + 1/2) / 2**RECIP_BITS), the reciprocal at the middle of its
+    # interval, rounded half up, in exact integers: 2**(15+B+1) / (2**(B+1) + 2j + 1).
+    den = (1 << (RECIP_BITS + 1)) + 2 * np.arange(1 << RECIP_BITS, dtype=np.int64) + 1
+    num = 1 << (15 + RECIP_BITS + 1)
+    return (2 * num + den) // (2 * den)
+
+
+RECIP = _recip_table()
+"""uint15[128]: ``RECIP[j] = round(2**15 / (1 + (j + 0.5)/128))``, 32640 down to 16448."""
+
+
+class SoftmaxParams(NamedTuple):
+    """The dyadic pre-multiply: ``mult / 2**shift ~= s * 2**LOG_FRAC * log2(e) / 1.4375``."""
+    mult: int
+    shift: int
+
+
+class Probabilities(NamedTuple):
+    """Softmax output: ``p ~= mant * 2.0**-row_exp``.
+
+    ``mant``: int8 ``(..., L)``, values ``0..127``. ``row_exp``: uint8 ``(..., 1)``, ``7..23``.
+    """
+    mant: np.ndarray
+    row_exp: np.ndarray
+
+    def to_float(self) -> np.ndarray:
+        """The probabilities as float64 (for measurement, never on a data path)."""
+        return np.asarray(self.mant, dtype=np.float64) * np.exp2(
+            -np.asarray(self.row_exp, dtype=np.float64))
+
+
+def softmax_params(scale: float, mult_bits: int = 16) -> SoftmaxParams:
+    """Integer parameters of :func:`e2softmax` and :func:`shiftmax` for int8 logits at ``scale``.
+
+    ``scale`` is the real value of one logit step (``s_q * s_k / sqrt(d_head)`` after the requant).
+    The 1.4375 of the shift-add is compensated, so the exponent is ``d * scale * log2(e)``
+    to within the 16-bit multiplier's ``2**-14`` relative error.
+    """
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite float, got {scale!r}")
+    ratio = scale * (1 << LOG_FRAC) * math.log2(math.e) / SHIFT_ADD_LOG2E
+    return SoftmaxParams(*dyadic(ratio, mult_bits))
+
+
+def _check_logits(x, mult, shift, mult_bits: int = 16):
+    x = int_array(x, "x")
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"x must have at least one element on its last axis, got shape {x.shape}")
+    if x.shape[-1] >= 1 << 16:
+        raise ValueError(f"rows must be shorter than 65536, got length {x.shape[-1]}")
+    if np.min(x) < -128 or np.max(x) > 127:
+        raise ValueError(f"x must hold int8 logits, got range [{np.min(x)}, {np.max(x)}]")
+    if not 0 < int(mult) < 1 << (mult_bits - 1):
+        raise ValueError(f"mult must be in 1..{(1 << (mult_bits - 1)) - 1}, got {mult!r}")
+    if not 0 <= int(shift) <= 40:
+        raise ValueError(f"shift must be in 0..40, got {shift!r}")
+    return x
+
+
+def log2_exponent(d, mult: int, shift: int) -> np.ndarray:
+    """Non-positive int ``d`` (logit steps) to the log2 domain: ``t ~= d*s*log2(e) * 2**LOG_FRAC``.
+
+    ``u = max(round_shift(d*mult, shift), -LOG_RANGE << LOG_FRAC)`` then
+    ``t = u + (u >> 1) - (u >> 4)`` (arithmetic shifts). Widths: ``d`` 9 bits signed, ``mult``
+    16, product 25, ``u`` 14 bits signed (clamped), ``t`` 15 bits signed, ``t <= 0``.
+    """
+    u = round_shift(d * like(mult, d), like(shift, d))
+    u = np.maximum(u, -(LOG_RANGE << LOG_FRAC))
+    return u + (u >> 1) - (u >> 4)
+
+
+def shift_exp(t) -> np.ndarray:
+    """I-ViT's shift exponential: ``E ~= 2**EXP_BITS * 2**(t / 2**LOG_FRAC)`` for ``t <= 0``.
+
+    With ``a = -t = q*2**LOG_FRAC + f``: ``2**-(q + f/2**F) ~= 2**-q * (1 - f/2**(F+1))`` (linear
+    in the fraction, error below 6.1 %), so
+    ``E = round_shift((2**(F+1) - f) << (EXP_BITS - F - 1), q)``: a subtraction, a constant left
+    shift and a rounding right shift by ``q``, clamped to ``EXP_BITS + 2`` where ``E`` is 0.
+    Widths: ``q`` 5 bits (0..17), ``f`` 8 bits, ``E`` 16 bits unsigned (``0..2**15``).
+    """
+    a = -t
+    q = np.minimum(a >> LOG_FRAC, EXP_BITS + 2)
+    f = a & ((1 << LOG_FRAC) - 1)
+    return round_shift(((2 << LOG_FRAC) - f) << (EXP_BITS - LOG_FRAC - 1), q)
+
+
+def _normalize(e) -> Probabilities:
+    # p_i = E_i / S with S = 2**n * (1 + frac): RECIP ~= 2**15/(1 + frac), so
+    # p_i * 2**(n-8) ~= E_i * RECIP / 2**23. The row maximum has E = 2**15, hence S >= 2**15,
+    # n >= 15 and a top mantissa of 64..127 (128 saturates to 127 when S is just above 2**n).
+    s = np.sum(e, axis=-1, keepdims=True)
+    n = leading_one(s, bits=32)
+    idx = (s >> (n - RECIP_BITS)) & ((1 << RECIP_BITS) - 1)
+    r = like(RECIP, e)[np.asarray(idx, dtype=np.int64)]
+    mant = saturate(round_shift(e * r, like(2 * EXP_BITS - 7, e)))
+    return Probabilities(_finish(mant, np.int8), _finish(n - (EXP_BITS - 7), np.uint8))
+
+
+def e2softmax(x, mult: int, shift: int) -> Probabilities:
+    """SOLE E2Softmax over the last axis of int8 logits ``x``; returns :class:`Probabilities`.
+
+    1. ``d = x - max(x)``; ``t = log2_exponent(d, mult, shift)`` (see :func:`softmax_params`).
+    2. Log2 quantization of the exponential to 4 bits:
+       ``k = min(-round_shift(t, LOG_FRAC), 15)``, ``exp(d*s) ~= 2**-k``. SOLE floors
+       (``k = -floor(t)``); rounding half up instead keeps ``2**-k`` within ``2**0.5`` of the true
+       value with no bias against the maximum, whose ``k = 0`` is exact.
+    3. Log-domain division: ``S = sum(2**(15-k))`` (one-hot terms, 16 bits, sum ``< 2**31``),
+       leading one ``n`` of ``S`` and the ``RECIP`` table give the row factor
+       ``R = RECIP[(S >> (n-7)) & 127]``; ``mant = sat8(round_shift(R, 8 + k))``,
+       ``row_exp = n - 8``. Each probability is the row's ``R`` shifted right by its own 4-bit
+       ``k``: no multiplier in the division (SOLE's ALDivision with the sum's mantissa taken
+       from a table rather than dropped).
+
+    Hardware: one 9x16 multiplier per lane (the pre-multiply; a shift when ``mult`` is a power of
+    two), otherwise adders, shifters, a 32-bit leading-one detector and a 128x15-bit ROM.
+    Inputs: ``x`` int8 ``(..., L)``; ``mult`` 1..32767; ``shift`` 0..40.
+    """
+    x = _check_logits(x, mult, shift)
+    t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
+    k = np.minimum(-round_shift(t, like(LOG_FRAC, t)), K_MAX)
+    return _normalize(like(1, k) << (EXP_BITS - k))
+
+
+def shiftmax(x, mult: int, shift: int) -> Probabilities:
+    """I-ViT Shiftmax over the last axis of int8 logits ``x``; returns :class:`Probabilities`.
+
+    1. ``d = x - max(x)``; ``t = log2_exponent(d, mult, shift)`` (I-ViT's shift-add for log2 e,
+       behind a dyadic pre-multiply instead of I-ViT's ``floor(-1/s)``, which rounds the scale).
+    2. ``E = shift_exp(t)``: ``2**15 * 2**(t/256)`` with a linear fraction, 16 bits.
+    3. ``S = sum(E)`` (``< 2**31``); I-ViT divides ``(2**31 - 1) // S`` once per row; here the
+       leading one ``n`` of ``S`` and the ``RECIP`` table give ``R`` with no divider, and
+       ``mant = sat8(round_shift(E*R, 23))``, ``row_exp = n - 8``. I-ViT's 8-bit output at a
+       fixed ``2**-7`` is replaced by the row-exponent format (see the module docstring).
+
+    Hardware: the 9x16 pre-multiply and a 16x15 multiplier per lane (``E*R``), adders, shifters,
+    a 32-bit leading-one detector and the 128x15-bit ROM.
+    Inputs: ``x`` int8 ``(..., L)``; ``mult`` 1..32767; ``shift`` 0..40.
+    """
+    x = _check_logits(x, mult, shift)
+    t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
+    return _normalize(shift_exp(t))
+
+
+def attention_matmul(p: Probabilities, v, mult, shift) -> np.ndarray:
+    """The rule for ``softmax @ V``: ``requantize(p.mant @ v, 0, mult, shift + p.row_exp)``.
+
+    ``p.mant`` (M, L) int8 and ``v`` (L, N) int8 go through the int8 systolic array unchanged
+    (exact int32 sums); the requantization of row ``r`` adds ``p.row_exp[r]`` (5 bits) to its
+    shift. ``mult / 2**shift ~= s_v / s_out`` per output column, as for any layer.
+    ``requantize`` is :func:`vitaccel.sw.golden.requantize`; ``shift + row_exp`` must stay <= 63.
+    """
+    mant = np.asarray(p.mant)
+    v = np.asarray(v)
+    if mant.dtype != np.int8 or v.dtype != np.int8:
+        raise TypeError(f"p.mant and v must be int8, got {mant.dtype} and {v.dtype}")
+    if mant.ndim != 2 or v.ndim != 2 or mant.shape[1] != v.shape[0]:
+        raise ValueError(f"p.mant (M, L) and v (L, N) must agree on L, got {mant.shape} and {v.shape}")
+    acc = mant.astype(np.int64) @ v.astype(np.int64)
+    total_shift = np.asarray(shift, dtype=np.int64) + np.asarray(p.row_exp, dtype=np.int64)
+    return requantize(acc, 0, mult, total_shift)
