@@ -285,7 +285,11 @@ class Program:
             raise ProgramError(f"{str(path)!r} was compiled for config {file_config.name!r}, not "
                                f"{config.name!r}: {', '.join(diffs)}")
         instructions = [int.from_bytes(row.tobytes(), "little") for row in arrays["instructions"]]
-        symbols = {name: TensorSymbol(addr=s["addr"], shape=tuple(s["shape"]), row_stride=s["row_stride"],
-                                      dtype=s["dtype"], role=s["role"])
-                   for name, s in meta["symbols"].items()}
-        return cls(file_config, instructions, arrays["image"].tobytes(), symbols, meta["prog_addr"], meta["name"])
+        try:
+            symbols = {name: TensorSymbol(addr=s["addr"], shape=tuple(s["shape"]), row_stride=s["row_stride"],
+                                          dtype=s["dtype"], role=s["role"])
+                       for name, s in meta["symbols"].items()}
+            prog_addr, name = meta["prog_addr"], meta["name"]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ProgramError(f"{str(path)!r}: malformed meta record ({type(exc).__name__}: {exc})") from None
+        return cls(file_config, instructions, arrays["image"].tobytes(), symbols, prog_addr, name)

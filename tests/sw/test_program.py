@@ -119,6 +119,12 @@ def test_load_refuses_other_files(tmp_path):
              instructions=np.zeros((0, INSTR_BYTES), np.uint8))
     with pytest.raises(ProgramError, match="format 'something else', expected 'vitaccel.program'"):
         Program.load(other)
+    meta = make_program().meta()
+    del meta["symbols"]
+    np.savez(other, meta=np.array(json.dumps(meta)), image=np.frombuffer(make_program().image, np.uint8),
+             instructions=np.zeros((0, INSTR_BYTES), np.uint8))
+    with pytest.raises(ProgramError, match=r"malformed meta record \(KeyError: 'symbols'\)"):
+        Program.load(other)
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
