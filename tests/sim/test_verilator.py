@@ -1,0 +1,145 @@
+"""The Verilator full-system simulator on `tiny`: exact DMA round trips under random memory timing,
+ISA errors, harness errors, the build cache, and a hand-assembled layer checked against numpy."""
+
+import random
+
+import numpy as np
+import pytest
+
+from vitaccel.config import preset
+from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, encode, encode_program
+from vitaccel.sim import verilator
+from vitaccel.sim.verilator import HarnessError, SimTimeout, build, run_image
+from vitaccel.sw.golden import requantize
+
+CFG = preset("tiny")
+PROG = 0x40
+END = encode(Opcode.END)
+
+
+@pytest.fixture(scope="module")
+def binary():
+    return build(CFG)
+
+
+def image_with(program, size, **regions):
+    """A zeroed image of ``size`` bytes with the program at PROG and ``regions`` {addr: bytes}."""
+    image = bytearray(size)
+    blob = encode_program(program)
+    image[PROG:PROG + len(blob)] = blob
+    for addr, data in regions.values():
+        image[addr:addr + len(data)] = data
+    return image
+
+
+@pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC])
+@pytest.mark.parametrize("latency,stall,seed", [((1, 1), 0.0, 0), ((1, 9), 0.5, 1), ((5, 5), 0.8, 2)])
+def test_load_store_round_trip(binary, mem, latency, stall, seed):
+    """Strided LOAD then STORE elsewhere moves exactly the row bytes and touches nothing else."""
+    row = CFG.spad_row_bytes if mem == LocalMemory.SPAD else CFG.acc_row_bytes
+    rows, src, dst = 37, 0x1000, 0x3000
+    src_stride, dst_stride = 2 * row + 4, row + 12
+    program = [
+        encode(Opcode.LOAD, mem=mem, local_addr=9, rows=rows, dram_addr=src, dram_stride=src_stride),
+        encode(Opcode.STORE, mem=mem, local_addr=9, rows=rows, dram_addr=dst, dram_stride=dst_stride),
+        END,
+    ]
+    image = image_with(program, 0x6000, data=(src, random.Random(seed).randbytes(rows * src_stride)))
+    result = run_image(CFG, bytes(image), PROG, seed=seed, latency=latency, cmd_stall=stall)
+    expected = bytearray(image)
+    for r in range(rows):
+        expected[dst + r * dst_stride:dst + r * dst_stride + row] = image[src + r * src_stride:src + r * src_stride + row]
+    assert result.image == bytes(expected)
+    assert result.error == ErrorCode.NONE
+    assert (result.instret, result.pc) == (3, PROG + 2 * INSTR_BYTES)
+    assert 0 < result.cycles < result.sim_cycles and result.wall_s > 0
+
+
+def test_same_seed_same_cycles(binary):
+    program = [encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=50, dram_addr=0x400, dram_stride=16), END]
+    image = bytes(image_with(program, 0x800))
+    runs = [run_image(CFG, image, PROG, seed=s, latency=(1, 6), cmd_stall=0.4) for s in (7, 7, 8)]
+    assert runs[0].cycles == runs[1].cycles != runs[2].cycles
+
+
+@pytest.mark.parametrize("word,error", [
+    (0x99, ErrorCode.ILLEGAL_OPCODE),
+    (encode(Opcode.STORE, mem=LocalMemory.PARAM, rows=1), ErrorCode.ILLEGAL_MEMORY),
+    (encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=1, dram_addr=0x402), ErrorCode.MISALIGNED),
+    (encode(Opcode.REQUANT, rows=1, param_addr=CFG.param_rows - 2), ErrorCode.LOCAL_RANGE),
+])
+def test_illegal_instruction_stops_with_error(binary, word, error):
+    program = [encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=2, dram_addr=0x400, dram_stride=4), word, END]
+    result = run_image(CFG, bytes(image_with(program, 0x800)), PROG, max_cycles=500)
+    assert result.error == error
+    assert (result.instret, result.pc) == (1, PROG + INSTR_BYTES)
+
+
+def test_access_outside_the_image_is_a_harness_error(binary):
+    program = [encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=4, dram_addr=0x7F8, dram_stride=4), END]
+    with pytest.raises(HarnessError, match=r"read of 4 bytes at address 0x800 .*outside the image"):
+        run_image(CFG, bytes(image_with(program, 0x800)), PROG)
+
+
+def test_no_done_within_max_cycles_times_out(binary):
+    program = [encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=200, dram_addr=0x400, dram_stride=0), END]
+    with pytest.raises(SimTimeout, match="no done within 100 cycles"):
+        run_image(CFG, bytes(image_with(program, 0x800)), PROG, max_cycles=100)
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="latency"):
+        run_image(CFG, bytes(64), latency=(0, 1))
+    with pytest.raises(ValueError, match="cmd_stall"):
+        run_image(CFG, bytes(64), cmd_stall=1.0)
+    with pytest.raises(ValueError, match="prog_addr"):
+        run_image(CFG, bytes(64), prog_addr=64)
+
+
+def test_second_build_is_cached(binary, monkeypatch):
+    """A fresh process (no in-memory cache) finds the build on disk and compiles nothing."""
+    mtime = binary.stat().st_mtime_ns
+    monkeypatch.setattr(verilator, "_built", {})
+
+    def no_compile(*args):
+        raise AssertionError("rebuilt")
+
+    monkeypatch.setattr(verilator, "_compile", no_compile)
+    assert build(CFG) == binary
+    assert binary.stat().st_mtime_ns == mtime
+    assert {p.name for p in binary.parent.iterdir()} >= {"Vvitaccel_core", "vitaccel_core.v", "config.json"}
+
+
+def test_linear_layer_matches_numpy(binary):
+    """LOAD weights, inputs and parameters; MATMUL twice (overwrite, then accumulate); REQUANT;
+    STORE the int8 outputs and the int32 accumulators; compare with numpy and golden.requantize."""
+    rng = np.random.default_rng(11)
+    n = CFG.cols
+    m = 9
+    x = rng.integers(-128, 128, (m, CFG.rows), dtype=np.int8)
+    wt = rng.integers(-128, 128, (CFG.rows, n), dtype=np.int8)        # W.T: row i = input channel i
+    bias = rng.integers(-5000, 5000, n).astype(np.int32)
+    mult = rng.integers(-(1 << (CFG.mult_bits - 1)), 1 << (CFG.mult_bits - 1), n).astype(np.int32)
+    shift = rng.integers(10, 24, n).astype(np.int32)
+    X, W, P, Y, C = 0x200, 0x300, 0x400, 0x500, 0x600
+    program = [
+        encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=0, rows=CFG.rows, dram_addr=W, dram_stride=n),
+        encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=20, rows=m, dram_addr=X, dram_stride=CFG.rows),
+        encode(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=5, rows=3, dram_addr=P, dram_stride=4 * n),
+        encode(Opcode.MATMUL, a_addr=20, b_addr=0, c_addr=30, rows=m),
+        encode(Opcode.MATMUL, a_addr=20, b_addr=0, c_addr=30, rows=m, accumulate=1),
+        encode(Opcode.REQUANT, acc_addr=30, spad_addr=100, rows=m, param_addr=5),
+        encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=100, rows=m, dram_addr=Y, dram_stride=n),
+        encode(Opcode.STORE, mem=LocalMemory.ACC, local_addr=30, rows=m, dram_addr=C, dram_stride=4 * n),
+        END,
+    ]
+    params = np.stack([bias, mult, shift]).astype("<i4").tobytes()
+    image = image_with(program, 0x800, x=(X, x.tobytes()), w=(W, wt.tobytes()), p=(P, params))
+    result = run_image(CFG, bytes(image), PROG, seed=3, latency=(1, 4), cmd_stall=0.2)
+    assert result.error == ErrorCode.NONE and result.instret == len(program)
+    acc = 2 * (x.astype(np.int64) @ wt.astype(np.int64))
+    got_acc = np.frombuffer(result.image[C:C + 4 * m * n], dtype="<i4").reshape(m, n)
+    np.testing.assert_array_equal(got_acc, acc)
+    expected = requantize(acc, bias, mult, shift, mult_bits=CFG.mult_bits)
+    got = np.frombuffer(result.image[Y:Y + m * n], dtype=np.int8).reshape(m, n)
+    np.testing.assert_array_equal(got, expected)
