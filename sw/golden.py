@@ -40,7 +40,8 @@ def requantize(acc, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
     if shift.size and (shift.min() < 0 or shift.max() > 63):
         raise ValueError(f"shift must be in 0..63, got range [{shift.min()}, {shift.max()}]")
     total = _wrap32(acc + np.asarray(bias, dtype=np.int64))
-    rounding = (np.int64(1) << shift) >> 1
+    # 2**(shift-1), or 0 for shift 0; written so that shift 63 does not overflow int64.
+    rounding = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)
     y = (total * mult + rounding) >> shift
     return np.clip(y, INT8_MIN, INT8_MAX).astype(np.int8)
 

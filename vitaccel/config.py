@@ -165,8 +165,9 @@ class AccelConfig:
             raise ConfigError(
                 f"rows ({self.rows}) must equal cols ({self.cols}): the scratchpad row feeds both edges "
                 f"of the array, non-square arrays are not supported yet")
-        if self.bus_bits not in (8, 16, 32, 64, 128, 256, 512):
-            raise ConfigError(f"bus_bits must be a power of two between 8 and 512, not {self.bus_bits}")
+        if self.bus_bits not in (8, 16, 32, 64, 128):
+            # At most one instruction per bus word: fetch reads INSTR_BITS / bus_bits whole words.
+            raise ConfigError(f"bus_bits must be a power of two between 8 and 128, not {self.bus_bits}")
         if self.spad_row_bytes % self.bus_bytes:
             raise ConfigError(
                 f"bus_bits={self.bus_bits} ({self.bus_bytes} bytes) must divide a scratchpad row of "

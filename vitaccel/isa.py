@@ -178,18 +178,19 @@ def decode(word: int) -> Instr:
     except ValueError:
         return Instr(raw_op, {})
     layout = LAYOUT_OF[opcode].as_shape()
-    view = layout.from_bits(word & ((1 << layout.size) - 1))
     fields = {}
     for name, field in layout:
         if name in ("opcode", "reserved"):
             continue
-        value = getattr(view, name)
-        if isinstance(value, enum.Enum):
-            fields[name] = value
-        elif isinstance(field.shape, type) and issubclass(field.shape, enum.Enum):
-            fields[name] = int(value.as_value().value) if hasattr(value, "as_value") else int(value)
+        raw = (word >> field.offset) & ((1 << field.width) - 1)
+        if isinstance(field.shape, type) and issubclass(field.shape, enum.Enum):
+            # A value outside the enum (e.g. mem=3) stays an int: the checks report it as an error.
+            try:
+                fields[name] = field.shape(raw)
+            except ValueError:
+                fields[name] = raw
         else:
-            fields[name] = int(value)
+            fields[name] = raw
     return Instr(opcode, fields)
 
 

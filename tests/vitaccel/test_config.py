@@ -23,7 +23,7 @@ def test_default_fits_ecp5_85f():
     ({"rows": 8, "cols": 4}, "rows (8) must equal cols (4)"),
     ({"spad_rows": 1000}, "spad_rows must be a power of two, not 1000"),
     ({"acc_rows": 1 << 17}, "acc_rows=131072 exceeds 65536"),
-    ({"bus_bits": 24}, "bus_bits must be a power of two between 8 and 512, not 24"),
+    ({"bus_bits": 24}, "bus_bits must be a power of two between 8 and 128, not 24"),
     ({"bus_bits": 64, "rows": 12, "cols": 12}, "bus_bits=64 (8 bytes) must divide a scratchpad row of cols=12"),
     ({"requant_lanes": 3}, "requant_lanes=3 must divide cols=4"),
     ({"data_width": 4}, "data_width must be 8"),

@@ -48,6 +48,11 @@ def test_encode_rejects_bad_fields():
         encode(Opcode.MATMUL, mem=LocalMemory.SPAD)
 
 
+def test_illegal_memory_decodes_as_int():
+    word = encode(Opcode.LOAD, rows=1) | (3 << isa.DmaInstr.as_shape()["mem"].offset)
+    assert decode(word).mem == 3
+
+
 def test_illegal_opcode_decodes_as_int():
     instr = decode(0xEE)
     assert instr.opcode == 0xEE and "illegal" in str(instr)
