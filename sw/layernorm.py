@@ -1,0 +1,253 @@
+"""Golden integer LayerNorm: SOLE AILayerNorm (default) and I-ViT I-LayerNorm (alternative).
+
+Both normalize each row (last axis, ``C`` channels, ``2 <= C <= 4096``) of an int8 tensor and end
+in the same per-channel affine stage, so they share :func:`layernorm_params`:
+
+* the normalized value leaves the statistics stage as ``z ~= (v - mean) / std * 2**15 / sqrt(C)``,
+  signed 17 bits (``|z| <= 2**15`` since ``|v - mean| <= sqrt(C) * std``);
+* ``q = sat8(round_shift(z * mult_c + bias_c, shift_c))`` with
+  ``mult_c / 2**shift_c ~= gamma_c * sqrt(C) / (2**15 * s_out)`` (signed 16 bits, shift 0..24) and
+  ``bias_c = round(beta_c / s_out * 2**shift_c)`` (int32): a 17x16 multiplier per lane.
+
+The mean is a sum times a per-layer constant ``MEAN_MULT = round(2**28 / C)`` (the division by
+the constant ``C`` folded into a multiplier, once per row), rounded by ``round_shift``.
+
+References: W. Wang et al., "SOLE: Hardware-Software Co-design of Softmax and LayerNorm for
+Efficient Transformer Inference", ICCAD 2023 (AILayerNorm); Y. Lin et al., "FQ-ViT: Post-Training
+Quantization for Fully Quantized Vision Transformer", IJCAI 2022 (power-of-two factors);
+Z. Li and Q. Gu, "I-ViT: Integer-only Quantization for Efficient Vision Transformer Inference",
+ICCV 2023 (I-LayerNorm).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .residual import _finish, dyadic, int_array, leading_one, like, round_shift, saturate
+
+__all__ = ["ailayernorm", "i_layernorm", "layernorm_params", "LayerNormParams", "ptf_alpha",
+           "isqrt_newton", "rsqrt", "mean_mult", "squares", "MAG_BITS", "RSQRT_SEED", "MEAN_SHIFT",
+           "ISQRT_STEPS", "MAX_ALPHA"]
+
+MAX_ALPHA = 3
+"""Power-of-two factors are 2 bits: ``alpha`` in ``0..3`` (FQ-ViT's K = 3)."""
+MEAN_SHIFT = 28
+"""``mean * 2**f = round_shift(sum * mean_mult(C), MEAN_SHIFT - f)``."""
+MEAN_FRAC = 4
+"""AILayerNorm keeps the mean with 4 fraction bits (an integer mean is off by up to half a step)."""
+Z_FRAC = 15
+"""``z`` carries the normalized value times ``2**Z_FRAC / sqrt(C)``."""
+ISQRT_STEPS = 5
+"""Newton steps of :func:`isqrt_newton` from the leading-one seed; enough for any ``var < 2**32``."""
+MAX_OUT_SHIFT = 24
+
+
+MAG_BITS = 4
+"""AILayerNorm's compressed magnitudes have 4-bit mantissas (SOLE); ``mag_bits`` overrides it."""
+
+
+def squares(mag_bits: int = MAG_BITS) -> np.ndarray:
+    """The ROM ``SQUARES[c] = c*c`` for ``c`` in ``0..2**(mag_bits+1)-1`` (32 x 10 bits for 4 bits).
+
+    ``c = 2m + [e > 0]`` is a compressed magnitude (see :func:`ailayernorm`).
+    """
+    return np.arange(1 << (mag_bits + 1), dtype=np.int64) ** 2
+
+
+def _rsqrt_seed() -> np.ndarray:
+    # Entry i (16 <= i < 64): 2**16 / sqrt((i + 1/2) / 16) = sqrt(2**37 / (2i + 1)), rounded half
+    # up, in exact integers: floor(sqrt(r)) == isqrt(floor(r)) and round(v) = (floor(2v) + 1) >> 1.
+    return np.array([(math.isqrt((1 << 39) // (2 * i + 1)) + 1) >> 1 for i in range(16, 64)],
+                    dtype=np.int64)
+
+
+RSQRT_SEED = _rsqrt_seed()
+"""uint16[48]: ``RSQRT_SEED[i - 16] = round(2**16 / sqrt((i + 0.5)/16))`` for ``i = 16..63``."""
+
+
+def mean_mult(c: int) -> int:
+    """``round(2**MEAN_SHIFT / c)`` (half up): the per-layer constant of the mean, ``<= 2**27``."""
+    return ((1 << (MEAN_SHIFT + 1)) + c) // (2 * c)
+
+
+class LayerNormParams(NamedTuple):
+    """Per-channel output stage of both LayerNorms: ``sat8(round_shift(z*mult + bias, shift))``."""
+    mult: np.ndarray
+    bias: np.ndarray
+    shift: np.ndarray
+
+
+def layernorm_params(gamma, beta, scale_out: float, mult_bits: int = 16) -> LayerNormParams:
+    """Derive :class:`LayerNormParams` (int64 arrays of shape ``(C,)``) from the float affine
+    ``gamma``, ``beta`` and the output scale ``scale_out``.
+
+    ``mult_c / 2**shift_c ~= gamma_c * sqrt(C) / (2**15 * scale_out)``, each channel with the
+    largest shift up to 24 that keeps ``mult_c`` in signed ``mult_bits`` bits;
+    ``bias_c = floor(beta_c / scale_out * 2**shift_c + 1/2)``, which must fit int32.
+    """
+    gamma = np.asarray(gamma, dtype=np.float64)
+    beta = np.asarray(beta, dtype=np.float64)
+    if gamma.ndim != 1 or gamma.shape != beta.shape or gamma.size < 2:
+        raise ValueError(f"gamma and beta must be 1-D of the same length >= 2, got {gamma.shape} "
+                         f"and {beta.shape}")
+    if not (math.isfinite(scale_out) and scale_out > 0):
+        raise ValueError(f"scale_out must be a positive finite float, got {scale_out!r}")
+    if not (np.isfinite(gamma).all() and np.isfinite(beta).all()):
+        raise ValueError("gamma and beta must be finite")
+    c = gamma.size
+    pairs = [dyadic(float(g) * math.sqrt(c) / ((1 << Z_FRAC) * scale_out), mult_bits,
+                    MAX_OUT_SHIFT) for g in gamma]
+    mult = np.array([m for m, _ in pairs], dtype=np.int64)
+    shift = np.array([s for _, s in pairs], dtype=np.int64)
+    bias = np.floor(beta / scale_out * np.exp2(shift) + 0.5)
+    if np.abs(bias).max() >= 2**31:
+        raise ValueError(f"beta / scale_out = {np.abs(beta).max() / scale_out:g} is too large for an "
+                         f"int32 bias at shift {int(shift[np.abs(bias).argmax()])}")
+    return LayerNormParams(mult, bias.astype(np.int64), shift)
+
+
+def ptf_alpha(channel_max, scale: float) -> np.ndarray:
+    """FQ-ViT power-of-two factors: the smallest ``alpha_c`` in ``0..3`` with
+    ``channel_max_c <= 127 * scale * 2**alpha_c`` (3 where even that clips).
+
+    ``scale`` is the base step (fit to the ordinary channels), ``channel_max`` the calibrated
+    ``max |x_c|`` per channel. Channel ``c`` is then quantized at ``scale * 2**alpha_c``.
+    """
+    m = np.asarray(channel_max, dtype=np.float64)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite float, got {scale!r}")
+    ratio = np.maximum(m / (127 * scale), 1.0)
+    return np.clip(np.ceil(np.log2(ratio) - 1e-12), 0, MAX_ALPHA).astype(np.int64)
+
+
+def _check(x, params: LayerNormParams):
+    x = int_array(x, "x")
+    if x.ndim < 1 or not 2 <= x.shape[-1] <= 4096:
+        raise ValueError(f"rows must have 2..4096 channels, got shape {x.shape}")
+    if np.min(x) < -128 or np.max(x) > 127:
+        raise ValueError(f"x must hold int8 values, got range [{np.min(x)}, {np.max(x)}]")
+    if not isinstance(params, LayerNormParams):
+        raise TypeError(f"params must be LayerNormParams, got {type(params).__name__}")
+    for name, v in params._asdict().items():
+        if np.shape(v) not in ((x.shape[-1],), ()):
+            raise ValueError(f"params.{name} must have shape ({x.shape[-1]},), got {np.shape(v)}")
+    return x
+
+
+def _affine(z, params: LayerNormParams):
+    mult, bias, shift = (like(int_array(v, n), z) for n, v in params._asdict().items())
+    if np.min(shift) < 0 or np.max(shift) > MAX_OUT_SHIFT:
+        raise ValueError(f"params.shift must be in 0..{MAX_OUT_SHIFT}, got range "
+                         f"[{np.min(shift)}, {np.max(shift)}]")
+    if np.min(mult) < -(1 << 15) or np.max(mult) >= 1 << 15:
+        raise ValueError(f"params.mult must fit signed 16 bits, got range [{np.min(mult)}, {np.max(mult)}]")
+    return _finish(saturate(round_shift(z * mult + bias, shift)), np.int8)
+
+
+def rsqrt(q) -> tuple[np.ndarray, np.ndarray]:
+    """Integer reciprocal square root: ``(y, j)`` with ``1/sqrt(q) ~= y * 2**(-23 - j)``, ``q >= 1``.
+
+    Normalize: ``n = leading_one(q)``, ``j = (n - 14) >> 1`` (``-7..``), ``u = q >> 2j`` (or
+    ``q << -2j``) in ``[2**14, 2**16)``, truncated. Seed: ``y0 = RSQRT_SEED[(u >> 10) - 16]``
+    (48 entries, ``1/sqrt(u/2**14)`` at ``2**16``). One Newton step, all rounded by ``round_shift``:
+    ``h = round_shift(u * round_shift(y0*y0, 16), 14)``, ``y = round_shift(y0 * (3*2**16 - h), 17)``.
+    Relative error below ``2**-11`` (tested). Widths: ``u`` 16 bits, ``y0`` 16, ``y0*y0`` 32,
+    ``h`` 18, ``y`` 17 bits; three multiplies per row (one multiplier, time-shared).
+    """
+    n = leading_one(q)
+    j = (n - 14) >> 1
+    u = np.where(j >= 0, q >> np.maximum(2 * j, 0), q << np.maximum(-2 * j, 0))
+    y0 = like(RSQRT_SEED, q)[np.asarray((u >> 10) - 16, dtype=np.int64)]
+    h = round_shift(u * round_shift(y0 * y0, like(16, q)), like(14, q))
+    return round_shift(y0 * (3 * (1 << 16) - h), like(17, q)), j
+
+
+def ailayernorm(x, alpha, params: LayerNormParams, *, mag_bits: int = MAG_BITS) -> np.ndarray:
+    """SOLE AILayerNorm over the last axis of int8 ``x`` with FQ-ViT power-of-two factors.
+
+    ``x_c`` is at scale ``s * 2**alpha_c`` (``alpha`` uint2, shape ``(C,)``, see
+    :func:`ptf_alpha`); output int8 at ``s_out`` via ``params`` (:func:`layernorm_params`).
+
+    1. ``a = x << alpha`` (11 bits signed, all channels at the base scale ``s``).
+    2. ``mean16 = round_shift(sum(a) * mean_mult(C), MEAN_SHIFT - 4)``: the mean with 4 fraction
+       bits (sum 23 bits, times the 28-bit constant, once per row).
+    3. ``D = (a << 4) - mean16``, exact centering, 16 bits signed.
+    4. Variance from compressed squares: ``e = max(leading_one(|D|) - (mag_bits-1), 0)``
+       (0..11 for 4 bits), ``m = |D| >> e`` (``mag_bits`` = 4 bits), ``c = 2m + [e > 0]`` (the
+       middle of the truncated interval, which removes the truncation's bias),
+       ``Q = sum(squares(mag_bits)[c] << 2e)`` ``~= 4 * sum(D**2)`` (each term ``< 2**33``,
+       ``Q < 2**45``). No multiplier: a 32x10-bit ROM and a shifter. A few outlier channels
+       dominate the variance, so their 4-bit mantissas set its error (measured in
+       docs/numerics.md, with ``mag_bits`` 5 and 6 for comparison).
+    5. ``(y, j) = rsqrt(Q)`` (``Q == 0`` only for a constant row, where ``D == 0``).
+    6. ``z = round_shift(D * y, 7 + j)`` ``~= D / sqrt(Q) * 2**16`` (16x17-bit multiplier), which
+       is the normalized value times ``2**15 / sqrt(C)``; then the shared affine output stage.
+
+    Centering before squaring keeps the compressed variance accurate whatever the row's mean.
+    Hardware per lane: a 16x17 and a 17x16 multiplier; per row: the mean multiply and rsqrt.
+    """
+    x = _check(x, params)
+    if not 2 <= mag_bits <= 16:
+        raise ValueError(f"mag_bits must be in 2..16, got {mag_bits!r}")
+    alpha = int_array(alpha, "alpha")
+    c = x.shape[-1]
+    if alpha.shape != (c,) or np.min(alpha) < 0 or np.max(alpha) > MAX_ALPHA:
+        raise ValueError(f"alpha must have shape ({c},) with values in 0..{MAX_ALPHA}, got shape "
+                         f"{alpha.shape} and range [{np.min(alpha)}, {np.max(alpha)}]")
+    a = x << like(alpha, x)
+    s1 = np.sum(a, axis=-1, keepdims=True)
+    mean16 = round_shift(s1 * like(mean_mult(c), x), like(MEAN_SHIFT - MEAN_FRAC, x))
+    d = (a << MEAN_FRAC) - mean16
+    mag = np.abs(d)
+    e = np.maximum(leading_one(mag, bits=16) - (mag_bits - 1), 0)
+    code = 2 * (mag >> e) + (e > 0)
+    q = np.sum(like(squares(mag_bits), x)[np.asarray(code, dtype=np.int64)] << (2 * e), axis=-1, keepdims=True)
+    y, j = rsqrt(np.where(q == 0, 1 << 14, q))
+    return _affine(round_shift(d * y, 7 + j), params)
+
+
+def isqrt_newton(v) -> np.ndarray:
+    """``floor(sqrt(v))`` for ``0 <= v < 2**32`` by integer Newton steps from a leading-one seed.
+
+    ``k0 = 1 << ((leading_one(v) >> 1) + 1)`` is above ``sqrt(v)`` by less than a factor 2; each of
+    the ``ISQRT_STEPS`` steps is ``k = min(k, (k + v // k) >> 1)``, which reaches the floor of the
+    square root (tested exhaustively to ``2**20`` and on random and edge values to ``2**32``).
+    I-ViT starts at ``2**16`` for 10 steps, which has not converged for int8-sized variances.
+    Each step divides (a 32/17-bit integer divider, sequential, once per row).
+    """
+    v = int_array(v, "v")
+    if v.size and (np.min(v) < 0 or np.max(v) >= 1 << 32):
+        raise ValueError(f"v must be in 0..2**32-1, got range [{np.min(v)}, {np.max(v)}]")
+    # v == 0 runs as v == 1 (no division by a zero k) and is answered 0 at the end.
+    w = np.maximum(v, 1)
+    k = like(1, w) << ((leading_one(w, bits=33) >> 1) + 1)
+    for _ in range(ISQRT_STEPS):
+        k = np.minimum(k, (k + w // k) >> 1)
+    return np.where(v == 0, 0, k)
+
+
+def i_layernorm(x, params: LayerNormParams) -> np.ndarray:
+    """I-ViT I-LayerNorm over the last axis of int8 ``x`` (one scale for all channels).
+
+    1. ``mean = round_shift(sum(x) * mean_mult(C), MEAN_SHIFT)`` (integer mean, as I-ViT).
+    2. ``y = x - mean`` (9 bits); ``var = sum(y*y)`` (< 2**28).
+    3. ``std = isqrt_newton(var)`` (leading-one seed, converged: not I-ViT's 2**16 start).
+    4. ``factor = (2**31 - 1) // std`` (I-ViT's per-row integer division; 31 bits).
+    5. ``z = round_shift(y * factor, 16)`` ``~= y / std * 2**15`` (9x31-bit multiplier), the same
+       ``z`` as :func:`ailayernorm`; then the shared affine output stage.
+
+    Hardware per lane: 9x9 (square), 9x31 and 17x16 multipliers; per row: an integer divider
+    (Newton steps and ``factor``). Its single input scale is what AILayerNorm's power-of-two
+    factors fix for rows with outlier channels.
+    """
+    x = _check(x, params)
+    c = x.shape[-1]
+    mean = round_shift(np.sum(x, axis=-1, keepdims=True) * like(mean_mult(c), x),
+                       like(MEAN_SHIFT, x))
+    y = x - mean
+    std = isqrt_newton(np.sum(y * y, axis=-1, keepdims=True))
+    factor = ((1 << 31) - 1) // np.maximum(std, 1)
+    return _affine(round_shift(y * factor, like(16, x)), params)
