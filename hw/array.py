@@ -61,13 +61,15 @@ class SystolicArray(wiring.Component):
     Notes
     -----
     Throughput is one row per cycle with no back-pressure; rows may arrive with or without gaps.
-    Input row ``i`` meets PE row ``i`` ``i`` cycles after it is presented, so the weights must stay
-    unchanged while an input is in flight: a weight row loaded in cycle ``t`` is used by the inputs
-    presented in cycle ``t + 1`` or later, and must not be loaded while earlier inputs are in flight.
+    Element ``i`` of an input row reaches PE row ``i`` ``i`` cycles after it is presented, so a
+    weight row loaded in cycle ``t`` is used by the inputs presented in cycle ``t + 1`` or later;
+    loading weights while earlier inputs are still in the array mixes old and new weights for them.
     """
 
     def __init__(self, cfg: AccelConfig):
-        self._cfg = cfg
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self._cfg = cfg.validate()
         super().__init__({
             "w_en": In(1),
             "w_index": In(range(cfg.rows)),

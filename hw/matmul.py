@@ -63,7 +63,9 @@ class MatmulEngine(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        self._cfg = cfg
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self._cfg = cfg.validate()
         super().__init__({
             "cmd": In(engine_cmd_signature()),
             "busy": Out(1),

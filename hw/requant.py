@@ -43,13 +43,19 @@ class Requantizer(wiring.Component):
     Notes
     -----
     Throughput one result per cycle. Stages: sum, product, shift, round and saturate.
+
+    At shift 63 the result is that of the documented formula (0 for every input), whereas
+    ``golden.requantize`` computes its rounding constant ``(1 << 63) >> 1`` in int64, where it
+    overflows to ``-2**62`` and makes the result -1.
     """
 
     #: Cycles from the inputs to ``y``.
     LATENCY = 4
 
     def __init__(self, cfg: AccelConfig):
-        self._cfg = cfg
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self._cfg = cfg.validate()
         super().__init__({
             "acc": In(signed(cfg.acc_width)),
             "bias": In(signed(cfg.acc_width)),
@@ -131,7 +137,9 @@ class RequantEngine(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        self._cfg = cfg
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self._cfg = cfg.validate()
         super().__init__({
             "cmd": In(engine_cmd_signature()),
             "busy": Out(1),

@@ -1,3 +1,6 @@
+# amaranth: UnusedElaboratable=no
+# Components rejected by their constructor are never elaborated: no warning for them.
+
 """SystolicArray against numpy: every output row equals ``a @ W`` exactly, ``latency`` cycles late."""
 
 import dataclasses
@@ -88,3 +91,8 @@ def test_extreme_values_fit_psum(a, w):
 def test_converts_to_verilog(name):
     text = verilog.convert(SystolicArray(preset(name)), name="systolic_array")
     assert "module systolic_array" in text
+
+
+def test_rejects_what_is_not_a_config():
+    with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
+        SystolicArray("tiny")

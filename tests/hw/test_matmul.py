@@ -1,3 +1,6 @@
+# amaranth: UnusedElaboratable=no
+# Components rejected by their constructor are never elaborated: no warning for them.
+
 """MatmulEngine against a numpy model of MATMUL, on real Amaranth memories.
 
 Each test runs a sequence of commands in one simulation and compares the whole accumulator memory
@@ -147,3 +150,8 @@ def test_extreme_values(a, w):
 def test_converts_to_verilog(name):
     text = verilog.convert(MatmulEngine(preset(name)), name="matmul_engine")
     assert "module matmul_engine" in text
+
+
+def test_rejects_what_is_not_a_config():
+    with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
+        MatmulEngine("tiny")

@@ -1,3 +1,6 @@
+# amaranth: UnusedElaboratable=no
+# Components rejected by their constructor are never elaborated: no warning for them.
+
 """Requantizer and RequantEngine against ``vitaccel.sw.golden.requantize``, bit for bit."""
 
 import dataclasses
@@ -193,3 +196,9 @@ def test_sequence_of_commands(name, changes, seed):
 def test_converts_to_verilog(name):
     text = verilog.convert(RequantEngine(preset(name)), name="requant_engine")
     assert "module requant_engine" in text
+
+
+@pytest.mark.parametrize("component", [Requantizer, RequantEngine])
+def test_rejects_what_is_not_a_config(component):
+    with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
+        component("tiny")
