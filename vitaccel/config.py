@@ -192,8 +192,9 @@ class AccelConfig:
             raise ConfigError(f"param_rows={self.param_rows} must hold one parameter set (3 rows)")
         if self.requant_lanes < 1 or self.cols % self.requant_lanes:
             raise ConfigError(f"requant_lanes={self.requant_lanes} must divide cols={self.cols}")
-        if not 2 <= self.mult_bits <= 32:
-            raise ConfigError(f"mult_bits must be between 2 and 32, not {self.mult_bits}")
+        if not 2 <= self.mult_bits <= 31:
+            # (int32 * mult + 2**62) must stay inside int64 at shift 63.
+            raise ConfigError(f"mult_bits must be between 2 and 31, not {self.mult_bits}")
         return self
 
     # ---- files -------------------------------------------------------------------------------
