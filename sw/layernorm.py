@@ -41,7 +41,9 @@ MEAN_FRAC = 4
 Z_FRAC = 15
 """``z`` carries the normalized value times ``2**Z_FRAC / sqrt(C)``."""
 ISQRT_STEPS = 5
-"""Newton steps of :func:`isqrt_newton` from the leading-one seed; enough for any ``var < 2**32``."""
+"""Newton steps of :func:`isqrt_newton` from the leading-one seed; enough for any ``v < 2**48``."""
+STD_FRAC = 8
+"""I-LayerNorm's standard deviation keeps 8 fraction bits (``isqrt(var << 16)``)."""
 MAX_OUT_SHIFT = 24
 
 
@@ -210,20 +212,20 @@ def ailayernorm(x, alpha, params: LayerNormParams, *, mag_bits: int = MAG_BITS) 
 
 
 def isqrt_newton(v) -> np.ndarray:
-    """``floor(sqrt(v))`` for ``0 <= v < 2**32`` by integer Newton steps from a leading-one seed.
+    """``floor(sqrt(v))`` for ``0 <= v < 2**48`` by integer Newton steps from a leading-one seed.
 
     ``k0 = 1 << ((leading_one(v) >> 1) + 1)`` is above ``sqrt(v)`` by less than a factor 2; each of
     the ``ISQRT_STEPS`` steps is ``k = min(k, (k + v // k) >> 1)``, which reaches the floor of the
-    square root (tested exhaustively to ``2**20`` and on random and edge values to ``2**32``).
+    square root (tested exhaustively to ``2**20`` and on random and edge values to ``2**48``).
     I-ViT starts at ``2**16`` for 10 steps, which has not converged for int8-sized variances.
-    Each step divides (a 32/17-bit integer divider, sequential, once per row).
+    Each step divides (a 48/25-bit integer divider, sequential, once per row).
     """
     v = int_array(v, "v")
-    if v.size and (np.min(v) < 0 or np.max(v) >= 1 << 32):
-        raise ValueError(f"v must be in 0..2**32-1, got range [{np.min(v)}, {np.max(v)}]")
+    if v.size and (np.min(v) < 0 or np.max(v) >= 1 << 48):
+        raise ValueError(f"v must be in 0..2**48-1, got range [{np.min(v)}, {np.max(v)}]")
     # v == 0 runs as v == 1 (no division by a zero k) and is answered 0 at the end.
     w = np.maximum(v, 1)
-    k = like(1, w) << ((leading_one(w, bits=33) >> 1) + 1)
+    k = like(1, w) << ((leading_one(w, bits=49) >> 1) + 1)
     for _ in range(ISQRT_STEPS):
         k = np.minimum(k, (k + w // k) >> 1)
     return np.where(v == 0, 0, k)
@@ -234,12 +236,14 @@ def i_layernorm(x, params: LayerNormParams) -> np.ndarray:
 
     1. ``mean = round_shift(sum(x) * mean_mult(C), MEAN_SHIFT)`` (integer mean, as I-ViT).
     2. ``y = x - mean`` (9 bits); ``var = sum(y*y)`` (< 2**28).
-    3. ``std = isqrt_newton(var)`` (leading-one seed, converged: not I-ViT's 2**16 start).
-    4. ``factor = (2**31 - 1) // std`` (I-ViT's per-row integer division; 31 bits).
-    5. ``z = round_shift(y * factor, 16)`` ``~= y / std * 2**15`` (9x31-bit multiplier), the same
+    3. ``std = isqrt_newton(var << 16)`` ``~= sqrt(var) * 2**8`` (leading-one seed, converged:
+       not I-ViT's 2**16 start; 8 fraction bits, where I-ViT's integer ``std`` is off by up to a
+       whole step, several per cent for small variances). ``std`` is 22 bits.
+    4. ``factor = (2**31 - 1) // std`` (I-ViT's per-row integer division; 23 bits).
+    5. ``z = round_shift(y * factor, 8)`` ``~= y / std * 2**15`` (9x23-bit multiplier), the same
        ``z`` as :func:`ailayernorm`; then the shared affine output stage.
 
-    Hardware per lane: 9x9 (square), 9x31 and 17x16 multipliers; per row: an integer divider
+    Hardware per lane: 9x9 (square), 9x23 and 17x16 multipliers; per row: an integer divider
     (Newton steps and ``factor``). Its single input scale is what AILayerNorm's power-of-two
     factors fix for rows with outlier channels.
     """
@@ -248,6 +252,6 @@ def i_layernorm(x, params: LayerNormParams) -> np.ndarray:
     mean = round_shift(np.sum(x, axis=-1, keepdims=True) * like(mean_mult(c), x),
                        like(MEAN_SHIFT, x))
     y = x - mean
-    std = isqrt_newton(np.sum(y * y, axis=-1, keepdims=True))
+    std = isqrt_newton(np.sum(y * y, axis=-1, keepdims=True) << (2 * STD_FRAC))
     factor = ((1 << 31) - 1) // np.maximum(std, 1)
-    return _affine(round_shift(y * factor, like(16, x)), params)
+    return _affine(round_shift(y * factor, like(16 - STD_FRAC, x)), params)
