@@ -9,8 +9,8 @@ in the same per-channel affine stage, so they share :func:`layernorm_params`:
   ``mult_c / 2**shift_c ~= gamma_c * sqrt(C) / (2**15 * s_out)`` (signed 16 bits, shift 0..24) and
   ``bias_c = round(beta_c / s_out * 2**shift_c)`` (int32): a 17x16 multiplier per lane.
 
-The mean is a sum times a per-layer constant ``MEAN_MULT = round(2**28 / C)`` (the division by
-the constant ``C`` folded into a multiplier, once per row), rounded by ``round_shift``.
+The mean is exact: a sum, then a division by the constant ``C`` folded into a multiply and a
+shift once per row (:func:`row_mean`).
 
 References: W. Wang et al., "SOLE: Hardware-Software Co-design of Softmax and LayerNorm for
 Efficient Transformer Inference", ICCAD 2023 (AILayerNorm); Y. Lin et al., "FQ-ViT: Post-Training
@@ -29,13 +29,11 @@ import numpy as np
 from .residual import _finish, dyadic, int_array, leading_one, like, round_shift, saturate
 
 __all__ = ["ailayernorm", "i_layernorm", "layernorm_params", "LayerNormParams", "ptf_alpha",
-           "isqrt_newton", "rsqrt", "mean_mult", "squares", "MAG_BITS", "RSQRT_SEED", "MEAN_SHIFT",
+           "isqrt_newton", "rsqrt", "row_mean", "squares", "MAG_BITS", "RSQRT_SEED",
            "ISQRT_STEPS", "MAX_ALPHA"]
 
 MAX_ALPHA = 3
 """Power-of-two factors are 2 bits: ``alpha`` in ``0..3`` (FQ-ViT's K = 3)."""
-MEAN_SHIFT = 28
-"""``mean * 2**f = round_shift(sum * mean_mult(C), MEAN_SHIFT - f)``."""
 MEAN_FRAC = 4
 """AILayerNorm keeps the mean with 4 fraction bits (an integer mean is off by up to half a step)."""
 Z_FRAC = 15
@@ -70,9 +68,24 @@ RSQRT_SEED = _rsqrt_seed()
 """uint16[48]: ``RSQRT_SEED[i - 16] = round(2**16 / sqrt((i + 0.5)/16))`` for ``i = 16..63``."""
 
 
-def mean_mult(c: int) -> int:
-    """``round(2**MEAN_SHIFT / c)`` (half up): the per-layer constant of the mean, ``<= 2**27``."""
-    return ((1 << (MEAN_SHIFT + 1)) + c) // (2 * c)
+def row_mean(s1, c: int, frac: int, in_bits: int):
+    """The row mean with ``frac`` fraction bits, exactly rounded half up: ``floor(s1*2**frac/c + 1/2)``.
+
+    ``s1`` is the row sum of ``c`` values of magnitude at most ``2**in_bits``. The division by the
+    constant ``2c`` is a multiply by ``m = ceil(2**k / 2c)`` and a shift by ``k``, exact for every
+    numerator below ``2**w`` when ``k = w + bit_length(2c)`` (Granlund and Montgomery, PLDI 1994);
+    an offset ``b = 2**(in_bits + frac)`` makes the numerator non-negative:
+    ``mean = ((((s1 << (frac+1)) + c + 2c*b) * m) >> k) - b``. Exact, so a constant added to every
+    value of a row moves the mean by exactly that constant. Per-layer constants ``m`` (<= 29 bits)
+    and ``k`` (for ``c = 192``: 25-bit ``m``; up to 31 bits at ``c = 4096``); one multiply per row
+    (numerator up to 29 bits).
+    """
+    b = 1 << (in_bits + frac)
+    w = (2 * c * (2 * b + 1)).bit_length()
+    k = w + (2 * c).bit_length()
+    m = -((-1 << k) // (2 * c))
+    num = (s1 << (frac + 1)) + like(c + 2 * c * b, s1)
+    return ((num * like(m, s1)) >> like(k, s1)) - like(b, s1)
 
 
 class LayerNormParams(NamedTuple):
@@ -174,8 +187,8 @@ def ailayernorm(x, alpha, params: LayerNormParams, *, mag_bits: int = MAG_BITS) 
     :func:`ptf_alpha`); output int8 at ``s_out`` via ``params`` (:func:`layernorm_params`).
 
     1. ``a = x << alpha`` (11 bits signed, all channels at the base scale ``s``).
-    2. ``mean16 = round_shift(sum(a) * mean_mult(C), MEAN_SHIFT - 4)``: the mean with 4 fraction
-       bits (sum 23 bits, times the 28-bit constant, once per row).
+    2. ``mean16 = row_mean(sum(a), C, 4, 10)``: the mean with 4 fraction bits, exactly rounded
+       (sum 23 bits; one multiply by a per-layer constant per row).
     3. ``D = (a << 4) - mean16``, exact centering, 16 bits signed.
     4. Variance from compressed squares: ``e = max(leading_one(|D|) - (mag_bits-1), 0)``
        (0..11 for 4 bits), ``m = |D| >> e`` (``mag_bits`` = 4 bits), ``c = 2m + [e > 0]`` (the
@@ -201,7 +214,7 @@ def ailayernorm(x, alpha, params: LayerNormParams, *, mag_bits: int = MAG_BITS) 
                          f"{alpha.shape} and range [{np.min(alpha)}, {np.max(alpha)}]")
     a = x << like(alpha, x)
     s1 = np.sum(a, axis=-1, keepdims=True)
-    mean16 = round_shift(s1 * like(mean_mult(c), x), like(MEAN_SHIFT - MEAN_FRAC, x))
+    mean16 = row_mean(s1, c, MEAN_FRAC, 10)
     d = (a << MEAN_FRAC) - mean16
     mag = np.abs(d)
     e = np.maximum(leading_one(mag, bits=16) - (mag_bits - 1), 0)
@@ -234,7 +247,7 @@ def isqrt_newton(v) -> np.ndarray:
 def i_layernorm(x, params: LayerNormParams) -> np.ndarray:
     """I-ViT I-LayerNorm over the last axis of int8 ``x`` (one scale for all channels).
 
-    1. ``mean = round_shift(sum(x) * mean_mult(C), MEAN_SHIFT)`` (integer mean, as I-ViT).
+    1. ``mean = row_mean(sum(x), C, 0, 7)``: the integer mean, rounded (as I-ViT).
     2. ``y = x - mean`` (9 bits); ``var = sum(y*y)`` (< 2**28).
     3. ``std = isqrt_newton(var << 16)`` ``~= sqrt(var) * 2**8`` (leading-one seed, converged:
        not I-ViT's 2**16 start; 8 fraction bits, where I-ViT's integer ``std`` is off by up to a
@@ -249,8 +262,7 @@ def i_layernorm(x, params: LayerNormParams) -> np.ndarray:
     """
     x = _check(x, params)
     c = x.shape[-1]
-    mean = round_shift(np.sum(x, axis=-1, keepdims=True) * like(mean_mult(c), x),
-                       like(MEAN_SHIFT, x))
+    mean = row_mean(np.sum(x, axis=-1, keepdims=True), c, 0, 7)
     y = x - mean
     std = isqrt_newton(np.sum(y * y, axis=-1, keepdims=True) << (2 * STD_FRAC))
     factor = ((1 << 31) - 1) // np.maximum(std, 1)
