@@ -22,9 +22,9 @@ Both variants share the input stage, the normalizer and the output format:
   with ``W_i = w_0 + ... + w_i`` (``W_(-1) = 0``): the running sum is rounded, so the mantissas of
   a row add up to its rounded total (the row keeps its mass to one step) and each differs from
   ``w_i / 2**23`` by less than one step. Rounding each entry on its own instead drops the many
-  entries below half a step: up to a quarter of the mass of a row with an attention sink
-  (measured). In hardware this is a carry register, in row order: ``c = 2**22`` at the row start,
-  then ``t = c + w_i``, ``mant_i = sat8(t >> 23)``, ``c = t & (2**23 - 1)`` (23-bit carry,
+  entries below half a step, which in a row with an attention sink hold much of its mass. In
+  hardware this is a carry register, in row order: ``c = 2**22`` at the row start, then
+  ``t = c + w_i``, ``mant_i = sat8(t >> 23)``, ``c = t & (2**23 - 1)`` (23-bit carry,
   32-bit adder); lanes that take several entries per cycle use a prefix sum.
 * **Output format** (:class:`Probabilities`): int8 mantissas ``mant`` in ``0..127`` and one
   exponent per row ``row_exp`` (``7 <= row_exp <= 23``): ``p_i ~= mant_i * 2**-row_exp``. The
