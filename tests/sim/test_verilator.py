@@ -110,21 +110,23 @@ def test_second_build_is_cached(binary, monkeypatch):
     assert {p.name for p in binary.parent.iterdir()} >= {"Vvitaccel_core", "vitaccel_core.v", "config.json"}
 
 
-def test_linear_layer_matches_numpy(binary):
+@pytest.mark.parametrize("cfg", [CFG, pytest.param(preset("default"), marks=pytest.mark.slow, id="default")],
+                         ids=lambda cfg: cfg.name)
+def test_linear_layer_matches_numpy(cfg):
     """LOAD weights, inputs and parameters; MATMUL twice (overwrite, then accumulate); REQUANT;
     STORE the int8 outputs and the int32 accumulators; compare with numpy and golden.requantize."""
     rng = np.random.default_rng(11)
-    n = CFG.cols
+    n = cfg.cols
     m = 9
-    x = rng.integers(-128, 128, (m, CFG.rows), dtype=np.int8)
-    wt = rng.integers(-128, 128, (CFG.rows, n), dtype=np.int8)        # W.T: row i = input channel i
+    x = rng.integers(-128, 128, (m, cfg.rows), dtype=np.int8)
+    wt = rng.integers(-128, 128, (cfg.rows, n), dtype=np.int8)        # W.T: row i = input channel i
     bias = rng.integers(-5000, 5000, n).astype(np.int32)
-    mult = rng.integers(-(1 << (CFG.mult_bits - 1)), 1 << (CFG.mult_bits - 1), n).astype(np.int32)
+    mult = rng.integers(-(1 << (cfg.mult_bits - 1)), 1 << (cfg.mult_bits - 1), n).astype(np.int32)
     shift = rng.integers(10, 24, n).astype(np.int32)
     X, W, P, Y, C = 0x200, 0x300, 0x400, 0x500, 0x600
     program = [
-        encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=0, rows=CFG.rows, dram_addr=W, dram_stride=n),
-        encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=20, rows=m, dram_addr=X, dram_stride=CFG.rows),
+        encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=0, rows=cfg.rows, dram_addr=W, dram_stride=n),
+        encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=20, rows=m, dram_addr=X, dram_stride=cfg.rows),
         encode(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=5, rows=3, dram_addr=P, dram_stride=4 * n),
         encode(Opcode.MATMUL, a_addr=20, b_addr=0, c_addr=30, rows=m),
         encode(Opcode.MATMUL, a_addr=20, b_addr=0, c_addr=30, rows=m, accumulate=1),
@@ -135,11 +137,11 @@ def test_linear_layer_matches_numpy(binary):
     ]
     params = np.stack([bias, mult, shift]).astype("<i4").tobytes()
     image = image_with(program, 0x800, x=(X, x.tobytes()), w=(W, wt.tobytes()), p=(P, params))
-    result = run_image(CFG, bytes(image), PROG, seed=3, latency=(1, 4), cmd_stall=0.2)
+    result = run_image(cfg, bytes(image), PROG, seed=3, latency=(1, 4), cmd_stall=0.2)
     assert result.error == ErrorCode.NONE and result.instret == len(program)
     acc = 2 * (x.astype(np.int64) @ wt.astype(np.int64))
     got_acc = np.frombuffer(result.image[C:C + 4 * m * n], dtype="<i4").reshape(m, n)
     np.testing.assert_array_equal(got_acc, acc)
-    expected = requantize(acc, bias, mult, shift, mult_bits=CFG.mult_bits)
+    expected = requantize(acc, bias, mult, shift, mult_bits=cfg.mult_bits)
     got = np.frombuffer(result.image[Y:Y + m * n], dtype=np.int8).reshape(m, n)
     np.testing.assert_array_equal(got, expected)
