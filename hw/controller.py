@@ -31,8 +31,8 @@ class Controller(wiring.Component):
     - Idle until CTRL bit 0 is written while not busy; then ``pc = PROG_ADDR``, CYCLES, INSTRET,
       the error code and ``done`` are cleared and ``busy`` rises.
     - Fetch reads the ``INSTR_BITS / bus_bits`` words of the instruction at ``pc`` with all reads in
-      flight at once (a bus wider than an instruction: the aligned word that holds it). ``pc`` must
-      be a multiple of the bus width in bytes.
+      flight at once. ``PROG_ADDR`` must be a multiple of the bus width in bytes (no ErrorCode
+      covers it: the fetch would issue misaligned reads).
     - The checks run in the order of :class:`vitaccel.isa.ErrorCode`; the first that fails stops
       the run: ``done`` rises, STATUS holds the code, PC the failing instruction's address, and
       nothing of the instruction is executed or counted.
@@ -120,7 +120,7 @@ class Controller(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         bus = cfg.bus_bits
-        fetch_words = max(1, INSTR_BITS // bus)
+        fetch_words = INSTR_BITS // bus     # AccelConfig caps bus_bits at INSTR_BITS
 
         m = Module()
 
@@ -185,10 +185,7 @@ class Controller(wiring.Component):
 
         def fetch_at(addr):
             m.d.sync += [pc.eq(addr), issued.eq(0), received.eq(0)]
-            if bus > INSTR_BITS:
-                m.d.sync += fetch_addr.eq(addr & ~(cfg.bus_bytes - 1))
-            else:
-                m.d.sync += fetch_addr.eq(addr)
+            m.d.sync += fetch_addr.eq(addr)
             m.next = "FETCH"
 
         def next_instruction():
@@ -216,10 +213,7 @@ class Controller(wiring.Component):
                 with m.If(self.mem.cmd_valid & self.mem.cmd_ready):
                     m.d.sync += [issued.eq(issued + 1), fetch_addr.eq(fetch_addr + cfg.bus_bytes)]
                 with m.If(self.mem.rsp_valid):
-                    if bus > INSTR_BITS:
-                        slot = pc[(INSTR_BYTES - 1).bit_length():(cfg.bus_bytes - 1).bit_length()]
-                        m.d.sync += instr.eq(self.mem.rsp_data.word_select(slot, INSTR_BITS))
-                    elif bus == INSTR_BITS:
+                    if bus == INSTR_BITS:
                         m.d.sync += instr.eq(self.mem.rsp_data)
                     else:
                         m.d.sync += instr.eq(Cat(instr.as_value()[bus:], self.mem.rsp_data))

@@ -5,7 +5,7 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from vitaccel.config import preset
+from vitaccel.config import AccelConfig, preset
 from vitaccel.hw.controller import Controller, Engine
 from vitaccel.hw.interfaces import CSR
 from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, encode, encode_program
@@ -54,11 +54,11 @@ def csr_read(ctx, ctrl, addr):
     return ctx.get(ctrl.csr.r_data)
 
 
-def run_program(words, *, latency=(1, 4), cmd_stall=0.3, seed=0, max_cycles=3000, body=None):
+def run_program(words, *, cfg=CFG, latency=(1, 4), cmd_stall=0.3, seed=0, max_cycles=3000, body=None):
     """Run ``words`` at PROG; returns (state dict of CSRs, engine log, memory model)."""
-    ctrl = Controller(CFG)
+    ctrl = Controller(cfg)
     image = bytes(PROG) + encode_program(words) + bytes(64)
-    mem = ExternalMemory(ctrl.mem, image, bus_bytes=CFG.bus_bytes, latency=latency, cmd_stall=cmd_stall, seed=seed)
+    mem = ExternalMemory(ctrl.mem, image, bus_bytes=cfg.bus_bytes, latency=latency, cmd_stall=cmd_stall, seed=seed)
     log = []
     models = [EngineModel(which, cmd, busy, ctrl.engine, log, seed * 10 + i)
               for i, (which, cmd, busy) in enumerate([(Engine.DMA, ctrl.dma_cmd, ctrl.dma_busy),
@@ -104,18 +104,25 @@ def load(**fields):
 END = encode(Opcode.END)
 
 
-@pytest.mark.parametrize("latency,stall,seed", [((1, 1), 0.0, 0), ((1, 5), 0.5, 1), ((4, 4), 0.2, 2)])
-def test_dispatches_in_order(latency, stall, seed):
+# An instruction is 1 word of a 128-bit bus, 16 words of an 8-bit one.
+WIDE = AccelConfig(name="bus128", rows=16, cols=16, bus_bits=128)
+NARROW = AccelConfig(name="bus8", bus_bits=8)
+
+
+@pytest.mark.parametrize("latency,stall,seed,cfg", [((1, 1), 0.0, 0, CFG), ((1, 5), 0.5, 1, CFG), ((4, 4), 0.2, 2, CFG),
+                                                    ((1, 3), 0.3, 3, WIDE), ((2, 3), 0.3, 4, NARROW)],
+                         ids=lambda v: v.name if isinstance(v, AccelConfig) else None)
+def test_dispatches_in_order(latency, stall, seed, cfg):
     program = [
-        load(rows=4, dram_addr=0x100, dram_stride=4),
+        load(rows=4, dram_addr=0x100, dram_stride=16),
         encode(Opcode.MATMUL, a_addr=4, b_addr=0, c_addr=0, rows=4, accumulate=1),
         encode(Opcode.REQUANT, acc_addr=0, spad_addr=8, rows=4, param_addr=0),
         encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=0, dram_addr=0x200),   # no-op: no engine sees it
-        encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=8, rows=4, dram_addr=0x300, dram_stride=4),
+        encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=8, rows=4, dram_addr=0x300, dram_stride=16),
         END,
         load(),   # after END: never fetched
     ]
-    state, log, mem = run_program(program, latency=latency, cmd_stall=stall, seed=seed)
+    state, log, mem = run_program(program, cfg=cfg, latency=latency, cmd_stall=stall, seed=seed)
     assert state["error"] == ErrorCode.NONE
     assert state["status"] & 3 == 2, "done, not busy"
     assert state["instret"] == 6
@@ -123,7 +130,7 @@ def test_dispatches_in_order(latency, stall, seed):
     assert log == [(Engine.DMA, program[0], Engine.DMA), (Engine.MATMUL, program[1], Engine.MATMUL),
                    (Engine.REQUANT, program[2], Engine.REQUANT), (Engine.DMA, program[4], Engine.DMA)]
     assert mem.writes == []
-    assert mem.reads == [PROG + i * CFG.bus_bytes for i in range(6 * INSTR_BYTES // CFG.bus_bytes)]
+    assert mem.reads == [PROG + i * cfg.bus_bytes for i in range(6 * INSTR_BYTES // cfg.bus_bytes)]
     assert 0 < state["cycles"] <= state["host_cycles"]
 
 

@@ -8,12 +8,15 @@ from amaranth.lib import memory, wiring
 from amaranth.sim import Simulator
 
 from vitaccel.sim.extmem import ExternalMemory
-from vitaccel.config import preset
+from vitaccel.config import AccelConfig, preset
 from vitaccel.hw.dma import DMA
 from vitaccel.hw.interfaces import acc_row, spad_row
 from vitaccel.isa import LocalMemory, Opcode, encode
 
 CFG = preset("tiny")
+# A row is 4 (SPAD) or 16 (ACC) words of an 8-bit bus, 1 or 4 words of a 128-bit one.
+NARROW = AccelConfig(name="bus8", bus_bits=8)
+WIDE = AccelConfig(name="bus128", rows=16, cols=16, bus_bits=128)
 
 
 class Bench(Elaboratable):
@@ -74,15 +77,17 @@ def simulate(bench, mem_model, body):
 
 
 @pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC])
-@pytest.mark.parametrize("latency,stall,seed", [((1, 1), 0.0, 1), ((1, 6), 0.4, 2), ((3, 3), 0.7, 3)])
-def test_load_then_store_round_trips(mem, latency, stall, seed):
+@pytest.mark.parametrize("latency,stall,seed,cfg", [
+    ((1, 1), 0.0, 1, CFG), ((1, 6), 0.4, 2, CFG), ((3, 3), 0.7, 3, CFG),
+    ((1, 4), 0.3, 4, NARROW), ((1, 4), 0.3, 5, WIDE),
+], ids=lambda v: v.name if isinstance(v, AccelConfig) else None)
+def test_load_then_store_round_trips(mem, latency, stall, seed, cfg):
     """LOAD rows with a stride, check local memory, STORE them elsewhere with another stride."""
-    cfg = CFG
     rng = random.Random(seed)
     nbytes = row_bytes(cfg, mem)
     rows, local = 7, 5
-    src, src_stride = 64, 3 * nbytes + 4
-    dst, dst_stride = 1024, nbytes + 8
+    src, src_stride = 64, 3 * nbytes + cfg.bus_bytes
+    dst, dst_stride = 1024, nbytes + 2 * cfg.bus_bytes
     image = bytearray(rng.randbytes(2048))
     bench = Bench(cfg)
     dma = bench.dma
@@ -135,8 +140,9 @@ def test_one_word_per_cycle_on_fast_memory(mem):
     taken = {}
 
     async def body(ctx):
-        taken["load"] = await run_instr(ctx, bench.dma, encode(Opcode.LOAD, mem=mem, rows=rows, dram_stride=row_bytes(cfg, mem)))
-        taken["store"] = await run_instr(ctx, bench.dma, encode(Opcode.STORE, mem=mem, rows=rows, dram_stride=row_bytes(cfg, mem)))
+        stride = row_bytes(cfg, mem)
+        taken["load"] = await run_instr(ctx, bench.dma, encode(Opcode.LOAD, mem=mem, rows=rows, dram_stride=stride))
+        taken["store"] = await run_instr(ctx, bench.dma, encode(Opcode.STORE, mem=mem, rows=rows, dram_stride=stride))
 
     simulate(bench, mem_model, body)
     assert taken["load"] <= words + 4 + 2, taken

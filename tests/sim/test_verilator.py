@@ -48,7 +48,8 @@ def test_load_store_round_trip(binary, mem, latency, stall, seed):
     result = run_image(CFG, bytes(image), PROG, seed=seed, latency=latency, cmd_stall=stall)
     expected = bytearray(image)
     for r in range(rows):
-        expected[dst + r * dst_stride:dst + r * dst_stride + row] = image[src + r * src_stride:src + r * src_stride + row]
+        to, fro = dst + r * dst_stride, src + r * src_stride
+        expected[to:to + row] = image[fro:fro + row]
     assert result.image == bytes(expected)
     assert result.error == ErrorCode.NONE
     assert (result.instret, result.pc) == (3, PROG + 2 * INSTR_BYTES)
