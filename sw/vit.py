@@ -362,9 +362,13 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_heads: int | None =
             raise CheckpointError(f"cannot tell the number of heads for embed_dim {dim} (no preset "
                                   f"has it): pass num_heads, or a config")
         num_heads = matches.pop()
+    mlp_ratio = hidden / dim
+    if int(dim * mlp_ratio) != hidden:
+        # timm truncates dim * mlp_ratio; the nearest double to hidden / dim can land just below.
+        mlp_ratio = math.nextafter(mlp_ratio, math.inf)
     return ViTConfig(img_size=grid * ph, patch_size=ph, in_chans=in_chans, num_classes=num_classes,
                      embed_dim=dim, depth=depth, num_heads=num_heads,
-                     mlp_ratio=hidden / dim).validate()
+                     mlp_ratio=mlp_ratio).validate()
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -166,6 +166,15 @@ def test_infer_config_recovers_deit_tiny():
     assert infer_config(sd) == PRESETS["deit-tiny"]
 
 
+def test_infer_config_keeps_an_odd_mlp_width():
+    # 30 / 22 as a double times 22 is just below 30: a naive mlp_ratio would build 29 hidden units.
+    cfg = dataclasses.replace(SMALL, embed_dim=22, mlp_ratio=30 / 22 + 1e-9)
+    assert cfg.mlp_hidden == 30
+    inferred = infer_config(timm_state_dict(cfg), num_heads=2)
+    assert inferred.mlp_hidden == 30
+    assert infer_config(VisionTransformer(inferred).state_dict(), num_heads=2) == inferred
+
+
 def test_load_checkpoint_rejects_unknown_format(tmp_path):
     (tmp_path / "w.npz").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"unknown checkpoint format '\.npz'"):
