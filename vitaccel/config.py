@@ -29,6 +29,13 @@ __all__ = ["AccelConfig", "ConfigError", "PRESETS", "preset", "load_config"]
 LOCAL_ADDR_BITS = 16
 
 
+VARIANTS = {
+    "softmax": ("e2softmax", "shiftmax"),
+    "layernorm": ("ailayernorm", "i_layernorm"),
+    "gelu": ("table", "shift"),
+}
+
+
 class ConfigError(ValueError):
     """A configuration that cannot work. The message names the field, its value and the rule."""
 
@@ -66,6 +73,14 @@ class AccelConfig:
         Elements the requantizer produces per cycle; must divide ``cols``.
     mult_bits : int
         Width of the signed dyadic multiplier of requantization.
+    softmax, layernorm, gelu : str
+        The variant each nonlinear unit implements (see docs/numerics.md): softmax ``e2softmax``
+        (SOLE) or ``shiftmax`` (I-ViT); layernorm ``ailayernorm`` (SOLE) or ``i_layernorm`` (I-ViT);
+        gelu ``table`` (int8 -> int8 table) or ``shift`` (I-ViT ShiftGELU).
+    vector_lanes : int
+        Elements per cycle of the nonlinear units; must divide ``cols``.
+    max_row : int
+        Longest softmax or LayerNorm row (the units buffer one row). Power of two.
     """
 
     name: str = "custom"
@@ -80,6 +95,11 @@ class AccelConfig:
     addr_bits: int = 32
     requant_lanes: int = 4
     mult_bits: int = 16
+    softmax: str = "e2softmax"
+    layernorm: str = "ailayernorm"
+    gelu: str = "table"
+    vector_lanes: int = 4
+    max_row: int = 256
 
     # ---- derived properties -------------------------------------------------------------------
 
@@ -149,6 +169,8 @@ class AccelConfig:
         """
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if field.type == "str" and not isinstance(value, str):
+                raise ConfigError(f"{field.name} must be a string, not {value!r}")
             if field.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
                 raise ConfigError(f"{field.name} must be an integer, not {value!r}")
         if not isinstance(self.name, str) or not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
@@ -192,6 +214,13 @@ class AccelConfig:
             raise ConfigError(f"param_rows={self.param_rows} must hold one parameter set (3 rows)")
         if self.requant_lanes < 1 or self.cols % self.requant_lanes:
             raise ConfigError(f"requant_lanes={self.requant_lanes} must divide cols={self.cols}")
+        for knob, choices in VARIANTS.items():
+            if getattr(self, knob) not in choices:
+                raise ConfigError(f"{knob} must be one of {', '.join(choices)}, not {getattr(self, knob)!r}")
+        if self.vector_lanes < 1 or self.cols % self.vector_lanes:
+            raise ConfigError(f"vector_lanes={self.vector_lanes} must divide cols={self.cols}")
+        if not _is_pow2(self.max_row) or not 8 <= self.max_row <= 4096:
+            raise ConfigError(f"max_row must be a power of two between 8 and 4096, not {self.max_row}")
         if not 2 <= self.mult_bits <= 31:
             # (int32 * mult + 2**62) must stay inside int64 at shift 63.
             raise ConfigError(f"mult_bits must be between 2 and 31, not {self.mult_bits}")
@@ -257,11 +286,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
 PRESETS: dict[str, AccelConfig] = {
     # 4x4 array: small enough for fast unit tests and an iCE40.
     "tiny": AccelConfig(name="tiny", rows=4, cols=4, spad_rows=1024, acc_rows=256, param_rows=64,
-                        bus_bits=32, requant_lanes=4),
+                        bus_bits=32, requant_lanes=4, vector_lanes=4, max_row=256),
     # Sized for an ECP5-85F: 144 of its 156 multipliers in the array, 8 for 4 requant lanes;
     # about 1.7 of its 3.7 Mbit of block RAM, leaving room for on-chip program memory.
     "default": AccelConfig(name="default", rows=12, cols=12, spad_rows=8192, acc_rows=2048,
-                           param_rows=256, bus_bits=32, requant_lanes=4),
+                           param_rows=256, bus_bits=32, requant_lanes=4, vector_lanes=4, max_row=1024),
 }
 
 

@@ -21,7 +21,7 @@ from amaranth.lib import data, enum
 
 __all__ = [
     "INSTR_BITS", "INSTR_BYTES", "Opcode", "LocalMemory", "ErrorCode",
-    "DmaInstr", "MatmulInstr", "RequantInstr", "EndInstr", "Instruction",
+    "DmaInstr", "MatmulInstr", "RequantInstr", "VectorInstr", "EndInstr", "Instruction",
     "LAYOUT_OF", "Instr", "encode", "decode", "encode_program", "decode_program", "markdown",
 ]
 
@@ -36,6 +36,10 @@ class Opcode(enum.Enum, shape=8):
     STORE = 2     #: Local memory -> external memory, strided rows.
     MATMUL = 3    #: Weight-stationary matrix multiply into the accumulator.
     REQUANT = 4   #: Accumulator -> int8 scratchpad rows through per-channel dyadic requantization.
+    SOFTMAX = 5   #: Row softmax of int8 logits into probability mantissas and row exponents.
+    LAYERNORM = 6 #: Row LayerNorm of int8 activations with per-channel affine output.
+    GELU = 7      #: Element-wise GELU of int8 activations.
+    ADD = 8       #: Element-wise residual add of two int8 tensors into one output scale.
 
 
 class LocalMemory(enum.Enum, shape=2):
@@ -52,6 +56,7 @@ class ErrorCode(enum.Enum, shape=8):
     ILLEGAL_MEMORY = 2   #: The ``mem`` field is no :class:`LocalMemory`, or STORE names PARAM.
     MISALIGNED = 3       #: A DMA address or stride is not a multiple of the bus width in bytes.
     LOCAL_RANGE = 4      #: An address range runs past the end of its local memory.
+    ROW_LENGTH = 5       #: SOFTMAX/LAYERNORM ``length`` exceeds the unit's row buffer (``max_row``).
 
 
 class DmaInstr(data.Struct):
@@ -89,17 +94,57 @@ class MatmulInstr(data.Struct):
 
 
 class RequantInstr(data.Struct):
-    """REQUANT: ``spad[spad_addr + r] = requantize(acc[acc_addr + r], bias, mult, shift)``.
+    """REQUANT: ``spad[spad_addr + r] = requantize(acc[acc_addr + r], bias, mult, shift_r)``.
 
     The per-column parameters are three consecutive PARAM rows: ``bias = param[param_addr]``,
     ``mult = param[param_addr + 1]`` (its low ``mult_bits`` bits, signed) and
     ``shift = param[param_addr + 2]`` (its low 6 bits). ``requantize`` is ``vitaccel.sw.golden.requantize``.
+    ``shift_r = shift``, or with ``row_shift`` set ``min(shift + e_r, 63)`` where ``e_r`` is the low 6
+    bits of ``param[exp_addr + r // cols][r % cols]``: the per-row exponent a SOFTMAX wrote, which
+    scales ``probabilities @ V`` (see docs/numerics.md).
     """
     opcode: Opcode
-    reserved: 8
+    row_shift: 1
+    reserved: 7
     acc_addr: 16
     spad_addr: 16
     rows: 16
+    param_addr: 16
+    exp_addr: 16
+
+
+class VectorInstr(data.Struct):
+    """SOFTMAX, LAYERNORM, GELU, ADD: row operations on int8 tensors in the scratchpad.
+
+    A tensor of ``rows`` rows of ``length`` elements is stored tile by tile: element ``e`` of row
+    ``r`` is element ``e % cols`` of scratchpad row ``base + (e // cols) * tile_stride + r`` (the
+    layout REQUANT produces). The input is at ``src`` (ADD: ``a`` at ``src``, ``b`` at ``src2``),
+    the output at ``dst`` in the same layout; output elements past ``length`` in the last tile are 0.
+    Parameters are PARAM rows at ``param_addr`` (int32 per element; ``T = ceil(length / cols)``):
+
+    - SOFTMAX (variant ``AccelConfig.softmax``): ``param[param_addr][0:2] = mult, shift``. The
+      output is the probability mantissas (int8, 0..127); row ``r``'s exponent goes to
+      ``param[src2 + r // cols][r % cols]``: the ``ceil(rows / cols)`` PARAM rows from ``src2`` are
+      overwritten, zero past ``rows``. ``length <= max_row``.
+    - LAYERNORM (variant ``AccelConfig.layernorm``): per-channel planes ``alpha``, ``mult``,
+      ``bias``, ``shift`` at ``param_addr + p*T + t`` (p = 0..3, ``alpha`` unused by i_layernorm),
+      then ``param[param_addr + 4T][0:2] = m, k``, the row-mean constants. ``length <= max_row``.
+    - GELU (variant ``AccelConfig.gelu``): ``table``: entry ``x + 128`` of the 256-entry table at
+      ``param[param_addr + (x+128) // cols][(x+128) % cols]``; ``shift``:
+      ``param[param_addr][0:4] = exp_mult, exp_shift, out_mult, out_shift``.
+    - ADD: ``param[param_addr][0:3] = mult_a, mult_b, shift``.
+
+    ``rows == 0`` or ``length == 0`` is a no-op. The golden functions are in sw/softmax.py,
+    sw/layernorm.py, sw/gelu.py and sw/residual.py; sw/isasim.py is the executable semantics.
+    """
+    opcode: Opcode
+    reserved: 8
+    src: 16
+    src2: 16
+    dst: 16
+    rows: 16
+    length: 16
+    tile_stride: 16
     param_addr: 16
 
 
@@ -114,6 +159,7 @@ class Instruction(data.Union):
     dma: DmaInstr
     matmul: MatmulInstr
     requant: RequantInstr
+    vector: VectorInstr
     bits: unsigned(INSTR_BITS)
 
 
@@ -123,6 +169,10 @@ LAYOUT_OF = {
     Opcode.STORE: DmaInstr,
     Opcode.MATMUL: MatmulInstr,
     Opcode.REQUANT: RequantInstr,
+    Opcode.SOFTMAX: VectorInstr,
+    Opcode.LAYERNORM: VectorInstr,
+    Opcode.GELU: VectorInstr,
+    Opcode.ADD: VectorInstr,
 }
 
 
@@ -223,7 +273,7 @@ def markdown() -> str:
     enum_table(Opcode)
     enum_table(LocalMemory)
     enum_table(ErrorCode)
-    for struct in (DmaInstr, MatmulInstr, RequantInstr, EndInstr):
+    for struct in (DmaInstr, MatmulInstr, RequantInstr, VectorInstr, EndInstr):
         users = ", ".join(op.name for op, lay in LAYOUT_OF.items() if lay is struct)
         doc = " ".join(line.strip() for line in (struct.__doc__ or "").strip().splitlines())
         layout = struct.as_shape()

@@ -17,7 +17,7 @@ TINY = preset("tiny")
 
 
 def square(n):
-    return dataclasses.replace(TINY, rows=n, cols=n, bus_bits=8, requant_lanes=1).validate()
+    return dataclasses.replace(TINY, rows=n, cols=n, bus_bits=8, requant_lanes=1, vector_lanes=1).validate()
 
 
 def run_array(cfg, weights, inputs, valid):

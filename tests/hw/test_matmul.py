@@ -116,7 +116,7 @@ def test_cycle_formula():
 
 @pytest.mark.parametrize("name,changes,seed", [
     ("tiny", {}, 10),
-    ("tiny", dict(rows=3, cols=3, bus_bits=8, requant_lanes=1), 11),
+    ("tiny", dict(rows=3, cols=3, bus_bits=8, requant_lanes=1, vector_lanes=1), 11),
     ("default", {}, 12),
 ])
 def test_sequence_of_commands(name, changes, seed):
