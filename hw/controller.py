@@ -184,8 +184,7 @@ class Controller(wiring.Component):
             m.d.comb += cmd.payload.eq(instr)
 
         def fetch_at(addr):
-            m.d.sync += [pc.eq(addr), issued.eq(0), received.eq(0)]
-            m.d.sync += fetch_addr.eq(addr)
+            m.d.sync += [pc.eq(addr), fetch_addr.eq(addr), issued.eq(0), received.eq(0)]
             m.next = "FETCH"
 
         def next_instruction():

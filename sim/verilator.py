@@ -133,8 +133,10 @@ def _compile(cfg, text, flags, root, final):
         (work / f"{TOP_NAME}.v").write_text(text)
         cfg.save(work / "config.json")
         shutil.copy(HARNESS, work / HARNESS.name)
-        env = dict(os.environ, PATH=os.pathsep.join([str(Path(_verilator()).parent), os.environ.get("PATH", "")]))
-        cmd = [_verilator(), *flags, "--Mdir", "obj_dir", "-o", BINARY, f"{TOP_NAME}.v", HARNESS.name]
+        tool = _verilator()
+        # Verilator's wrapper runs its helpers (verilator_bin, verilator_includer) through PATH.
+        env = dict(os.environ, PATH=os.pathsep.join([str(Path(tool).parent), os.environ.get("PATH", "")]))
+        cmd = [tool, *flags, "--Mdir", "obj_dir", "-o", BINARY, f"{TOP_NAME}.v", HARNESS.name]
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
         (work / "build.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
