@@ -20,16 +20,21 @@ Conventions the contract leaves to the harness, fixed here:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BYTES, LAYOUT_OF, ErrorCode, LocalMemory, Opcode
+from vitaccel.sw.gelu import ShiftGeluParams, apply_gelu_table, shift_gelu
 from vitaccel.sw.golden import requantize
+from vitaccel.sw.layernorm import LayerNormParams, ailayernorm, i_layernorm
+from vitaccel.sw.residual import residual_add
+from vitaccel.sw.softmax import e2softmax, shiftmax
 from vitaccel.sw.program import Program
 
-__all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS"]
+__all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS", "VECTOR_OPS", "param_rows"]
 
 DEFAULT_MAX_INSTRUCTIONS = 1_000_000
 
@@ -132,7 +137,7 @@ class _Machine:
         cfg = self.cfg
         if op in (Opcode.LOAD, Opcode.STORE):
             mem = _MEMORIES.get(f["mem"])
-            if mem is None or (op is Opcode.STORE and mem is LocalMemory.PARAM):
+            if mem is None:
                 return ErrorCode.ILLEGAL_MEMORY
             if f["dram_addr"] % cfg.bus_bytes or f["dram_stride"] % cfg.bus_bytes:
                 return ErrorCode.MISALIGNED
@@ -144,8 +149,19 @@ class _Machine:
                 return ErrorCode.LOCAL_RANGE
         elif op is Opcode.REQUANT:
             if (f["acc_addr"] + f["rows"] > cfg.acc_rows or f["spad_addr"] + f["rows"] > cfg.spad_rows
-                    or f["param_addr"] + 3 > cfg.param_rows):
+                    or f["param_addr"] + 3 > cfg.param_rows
+                    or (f["row_shift"] and f["exp_addr"] + _ceil(f["rows"], cfg.cols) > cfg.param_rows)):
                 return ErrorCode.LOCAL_RANGE
+        elif op in VECTOR_OPS and f["rows"] and f["length"]:
+            tiles = _ceil(f["length"], cfg.cols)
+            span = (tiles - 1) * f["tile_stride"] + f["rows"]
+            bases = [f["src"], f["dst"]] + ([f["src2"]] if op is Opcode.ADD else [])
+            if (any(base + span > cfg.spad_rows for base in bases)
+                    or f["param_addr"] + param_rows(cfg, op, f["length"]) > cfg.param_rows
+                    or (op is Opcode.SOFTMAX and f["src2"] + _ceil(f["rows"], cfg.cols) > cfg.param_rows)):
+                return ErrorCode.LOCAL_RANGE
+            if op in (Opcode.SOFTMAX, Opcode.LAYERNORM) and f["length"] > cfg.max_row:
+                return ErrorCode.ROW_LENGTH
         return ErrorCode.NONE
 
     def load(self, f: dict) -> None:
@@ -190,9 +206,81 @@ class _Machine:
         mult = param[1] & ((1 << cfg.mult_bits) - 1)
         mult = np.where(mult >= 1 << (cfg.mult_bits - 1), mult - (1 << cfg.mult_bits), mult)
         shift = param[2] & ((1 << cfg.shift_bits) - 1)
+        if f["row_shift"]:
+            exps = self.mems[LocalMemory.PARAM][f["exp_addr"]:].reshape(-1)[:rows].astype(np.int64)
+            shift = np.minimum(shift[None, :] + (exps[:, None] & ((1 << cfg.shift_bits) - 1)),
+                               (1 << cfg.shift_bits) - 1)
         acc = self.mems[LocalMemory.ACC][f["acc_addr"]:f["acc_addr"] + rows]
         self.mems[LocalMemory.SPAD][f["spad_addr"]:f["spad_addr"] + rows] = requantize(
             acc, bias, mult, shift, mult_bits=cfg.mult_bits)
+
+
+    # ---- vector operations (SOFTMAX, LAYERNORM, GELU, ADD) ---------------------------------------
+
+    def _gather(self, base: int, f: dict) -> np.ndarray:
+        """The (rows, length) int8 tensor stored tile by tile from scratchpad row ``base``."""
+        cols, rows, tiles = self.cfg.cols, f["rows"], _ceil(f["length"], self.cfg.cols)
+        index = base + np.arange(tiles)[:, None] * f["tile_stride"] + np.arange(rows)[None, :]
+        tensor = self.mems[LocalMemory.SPAD][index]                    # (tiles, rows, cols)
+        return tensor.transpose(1, 0, 2).reshape(rows, tiles * cols)[:, :f["length"]].astype(np.int64)
+
+    def _scatter(self, base: int, f: dict, values: np.ndarray) -> None:
+        cols, rows, tiles = self.cfg.cols, f["rows"], _ceil(f["length"], self.cfg.cols)
+        padded = np.zeros((rows, tiles * cols), dtype=np.int8)
+        padded[:, :f["length"]] = values
+        index = base + np.arange(tiles)[:, None] * f["tile_stride"] + np.arange(rows)[None, :]
+        self.mems[LocalMemory.SPAD][index] = padded.reshape(rows, tiles, cols).transpose(1, 0, 2)
+
+    def _params(self, f: dict, count: int) -> np.ndarray:
+        """``count`` int32 parameters read row-major from PARAM row ``param_addr`` on."""
+        return self.mems[LocalMemory.PARAM][f["param_addr"]:].reshape(-1)[:count].astype(np.int64)
+
+    def vector(self, op: Opcode, f: dict) -> None:
+        cfg, length = self.cfg, f["length"]
+        if not f["rows"] or not length:
+            return
+        x = self._gather(f["src"], f)
+        if op is Opcode.SOFTMAX:
+            mult, shift = (int(v) for v in self._params(f, 2))
+            probs = (e2softmax if cfg.softmax == "e2softmax" else shiftmax)(x, mult, shift)
+            y = probs.mant
+            exps = np.zeros(_ceil(f["rows"], cfg.cols) * cfg.cols, dtype=np.int32)
+            exps[:f["rows"]] = np.asarray(probs.row_exp).reshape(-1)
+            self.mems[LocalMemory.PARAM][f["src2"]:f["src2"] + len(exps) // cfg.cols] = exps.reshape(-1, cfg.cols)
+        elif op is Opcode.LAYERNORM:
+            tiles = _ceil(length, cfg.cols)
+            planes = self._params(f, 4 * tiles * cfg.cols).reshape(4, tiles * cfg.cols)[:, :length]
+            params = LayerNormParams(mult=planes[1], bias=planes[2], shift=planes[3])
+            if cfg.layernorm == "ailayernorm":
+                y = ailayernorm(x, planes[0], params)
+            else:
+                y = i_layernorm(x, params)
+        elif op is Opcode.GELU:
+            if cfg.gelu == "table":
+                table = self._params(f, 256).astype(np.uint32).astype(np.uint8).view(np.int8)
+                y = apply_gelu_table(x, table)
+            else:
+                y = shift_gelu(x, ShiftGeluParams(*(int(v) for v in self._params(f, 4))))
+        else:
+            mult_a, mult_b, shift = (int(v) for v in self._params(f, 3))
+            y = residual_add(x, self._gather(f["src2"], f), mult_a, mult_b, shift, mult_bits=cfg.mult_bits)
+        self._scatter(f["dst"], f, y)
+
+
+VECTOR_OPS = (Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.GELU, Opcode.ADD)
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def param_rows(cfg: AccelConfig, op: Opcode, length: int) -> int:
+    """PARAM rows a vector instruction reads from ``param_addr`` (see isa.VectorInstr)."""
+    if op is Opcode.LAYERNORM:
+        return 4 * _ceil(length, cfg.cols) + 1
+    if op is Opcode.GELU and cfg.gelu == "table":
+        return _ceil(256, cfg.cols)
+    return 1
 
 
 def run(program: Program | bytes, config: AccelConfig | None = None, prog_addr: int | None = None, *,
@@ -231,6 +319,8 @@ def run(program: Program | bytes, config: AccelConfig | None = None, prog_addr: 
     machine = _Machine(config, image, prog_addr)
     execute = {Opcode.LOAD: machine.load, Opcode.STORE: machine.store, Opcode.MATMUL: machine.matmul,
                Opcode.REQUANT: machine.requant}
+    for op in VECTOR_OPS:
+        execute[op] = functools.partial(machine.vector, op)
     error = ErrorCode.NONE
     for _ in range(max_instructions):
         word = machine.fetch()

@@ -46,14 +46,14 @@ class LocalMemory(enum.Enum, shape=2):
     """The on-chip memory a LOAD or STORE moves rows of."""
     SPAD = 0      #: int8 scratchpad, rows of ``cols`` bytes.
     ACC = 1       #: int32 accumulator, rows of ``cols`` int32 values.
-    PARAM = 2     #: int32 requantization parameters, rows of ``cols`` int32 values (LOAD only).
+    PARAM = 2     #: int32 parameters (requantization, nonlinear units, softmax row exponents).
 
 
 class ErrorCode(enum.Enum, shape=8):
     """Why a run stopped early. The first failing check, in this order, sets the code."""
     NONE = 0
     ILLEGAL_OPCODE = 1   #: The opcode is none of :class:`Opcode`.
-    ILLEGAL_MEMORY = 2   #: The ``mem`` field is no :class:`LocalMemory`, or STORE names PARAM.
+    ILLEGAL_MEMORY = 2   #: The ``mem`` field is no :class:`LocalMemory`.
     MISALIGNED = 3       #: A DMA address or stride is not a multiple of the bus width in bytes.
     LOCAL_RANGE = 4      #: An address range runs past the end of its local memory.
     ROW_LENGTH = 5       #: SOFTMAX/LAYERNORM ``length`` exceeds the unit's row buffer (``max_row``).
@@ -65,7 +65,7 @@ class DmaInstr(data.Struct):
     Row ``r`` lives at external byte address ``dram_addr + r * dram_stride`` and at local row
     ``local_addr + r``. A row is ``cols`` bytes (SPAD) or ``4 * cols`` bytes (ACC, PARAM; int32
     little-endian). ``dram_addr`` and ``dram_stride`` must be multiples of the bus width in bytes.
-    LOAD writes the local memory; STORE writes external memory and cannot name PARAM.
+    LOAD writes the local memory; STORE writes external memory.
     """
     opcode: Opcode
     mem: LocalMemory
@@ -134,7 +134,8 @@ class VectorInstr(data.Struct):
       ``param[param_addr][0:4] = exp_mult, exp_shift, out_mult, out_shift``.
     - ADD: ``param[param_addr][0:3] = mult_a, mult_b, shift``.
 
-    ``rows == 0`` or ``length == 0`` is a no-op. The golden functions are in sw/softmax.py,
+    ``rows == 0`` or ``length == 0`` is a no-op (and its ranges are not checked). The output must
+    not overlap an input except exactly in place (``dst == src`` or ``dst == src2``). The golden functions are in sw/softmax.py,
     sw/layernorm.py, sw/gelu.py and sw/residual.py; sw/isasim.py is the executable semantics.
     """
     opcode: Opcode

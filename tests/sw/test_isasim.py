@@ -177,13 +177,14 @@ def bad_mem(opcode, mem_value, **fields):
 
 # (instruction, error): the instruction fails exactly that check, placed after two good instructions.
 ERROR_CASES = [
-    pytest.param(5, ErrorCode.ILLEGAL_OPCODE, id="opcode5"),
+    pytest.param(0x20, ErrorCode.ILLEGAL_OPCODE, id="opcode0x20"),
     pytest.param(0xFF | (1 << 100), ErrorCode.ILLEGAL_OPCODE, id="opcode255"),
     pytest.param(bad_mem(Opcode.LOAD, 3, rows=1, dram_addr=DATA), ErrorCode.ILLEGAL_MEMORY, id="load-mem3"),
     pytest.param(bad_mem(Opcode.STORE, 3, rows=1, dram_addr=DATA), ErrorCode.ILLEGAL_MEMORY, id="store-mem3"),
-    pytest.param(store(PARAM, 0, 1, DATA, 0), ErrorCode.ILLEGAL_MEMORY, id="store-param"),
     # order: ILLEGAL_MEMORY before MISALIGNED before LOCAL_RANGE
-    pytest.param(store(PARAM, 64, 1, DATA + 1, 3), ErrorCode.ILLEGAL_MEMORY, id="store-param-misaligned"),
+    pytest.param(bad_mem(Opcode.STORE, 3, local_addr=1024, rows=1, dram_addr=DATA + 1, dram_stride=3),
+                 ErrorCode.ILLEGAL_MEMORY, id="store-mem3-misaligned"),
+    pytest.param(store(PARAM, 64, 1, DATA, 16), ErrorCode.LOCAL_RANGE, id="store-param"),
     pytest.param(load(SPAD, 0, 1, DATA + 2, 0), ErrorCode.MISALIGNED, id="load-addr"),
     pytest.param(store(ACC, 0, 2, DATA, 6), ErrorCode.MISALIGNED, id="store-stride"),
     pytest.param(load(SPAD, 1024, 1, DATA + 1, 0), ErrorCode.MISALIGNED, id="misaligned-and-range"),
