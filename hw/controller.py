@@ -12,7 +12,11 @@ from vitaccel.isa import INSTR_BITS, INSTR_BYTES, ErrorCode, Instruction, LocalM
 
 from .interfaces import CSR, CsrBusSignature, MemoryPortSignature, engine_cmd_signature
 
-__all__ = ["Controller", "Engine"]
+__all__ = ["Controller", "Engine", "EXECUTED_OPCODES"]
+
+#: The opcodes this core has an engine for. The vector opcodes of the ISA (SOFTMAX, LAYERNORM,
+#: GELU, ADD) have none yet: here they fail the first check, ILLEGAL_OPCODE.
+EXECUTED_OPCODES = (Opcode.END, Opcode.LOAD, Opcode.STORE, Opcode.MATMUL, Opcode.REQUANT)
 
 
 class Engine(enum.Enum, shape=2):
@@ -35,7 +39,9 @@ class Controller(wiring.Component):
       covers it: the fetch would issue misaligned reads).
     - The checks run in the order of :class:`vitaccel.isa.ErrorCode`; the first that fails stops
       the run: ``done`` rises, STATUS holds the code, PC the failing instruction's address, and
-      nothing of the instruction is executed or counted.
+      nothing of the instruction is executed or counted. An opcode outside
+      :data:`EXECUTED_OPCODES` is ILLEGAL_OPCODE. REQUANT with ``row_shift`` also needs
+      ``exp_addr + ceil(rows / cols) <= param_rows`` (LOCAL_RANGE), as in ``sw/isasim.py``.
     - A legal instruction with ``rows == 0`` is a no-op and reaches no engine. Any other is sent to
       its engine's command stream; the controller then waits until that engine's ``busy`` is low
       (it is high from the cycle after acceptance until the engine's last write) before it counts
@@ -72,14 +78,13 @@ class Controller(wiring.Component):
         raw_op = instr.as_value()[:8]
         op = instr.end.opcode
         legal_op = Const(0)
-        for opcode in Opcode:
+        for opcode in EXECUTED_OPCODES:
             legal_op = legal_op | (raw_op == opcode.value)
         dma = instr.dma
         is_dma = (op == Opcode.LOAD) | (op == Opcode.STORE)
         legal_mem = Const(0)
         for mem in LocalMemory:
             legal_mem = legal_mem | (dma.mem == mem)
-        legal_mem = legal_mem & ~((op == Opcode.STORE) & (dma.mem == LocalMemory.PARAM))
         align = (cfg.bus_bytes - 1).bit_length()
         aligned = Const(1)
         if align:
@@ -100,9 +105,13 @@ class Controller(wiring.Component):
                                         & fits(mm.b_addr, cfg.rows, cfg.spad_rows)
                                         & fits(mm.c_addr, mm.rows, cfg.acc_rows))
             with m.Case(Opcode.REQUANT):
+                # ceil(rows / cols) <= param_rows - exp_addr, without a divider.
+                exponents_fit = ((rq.exp_addr <= cfg.param_rows)
+                                 & (rq.rows <= (cfg.param_rows - rq.exp_addr) * cfg.cols))
                 m.d.comb += in_range.eq(fits(rq.acc_addr, rq.rows, cfg.acc_rows)
                                         & fits(rq.spad_addr, rq.rows, cfg.spad_rows)
-                                        & fits(rq.param_addr, 3, cfg.param_rows))
+                                        & fits(rq.param_addr, 3, cfg.param_rows)
+                                        & (~rq.row_shift | exponents_fit))
             with m.Default():
                 m.d.comb += in_range.eq(1)
 

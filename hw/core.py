@@ -100,6 +100,6 @@ class Core(wiring.Component):
         _share(m, spad.write_port(), [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)])
         _share(m, acc.read_port(), [(by_dma, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
         _share(m, acc.write_port(), [(by_dma, dma.acc_wr), (by_mm, mm.acc_wr)])
-        _share(m, param.read_port(), [(by_rq, rq.param_rd)])
+        _share(m, param.read_port(), [(by_dma, dma.param_rd), (by_rq, rq.param_rd)])
         _share(m, param.write_port(), [(by_dma, dma.param_wr)])
         return m

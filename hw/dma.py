@@ -15,8 +15,8 @@ from vitaccel.config import AccelConfig
 from vitaccel.isa import LocalMemory, Opcode
 
 from .interfaces import (MemoryPortSignature, acc_read_signature, acc_write_signature,
-                         engine_cmd_signature, param_write_signature, spad_read_signature,
-                         spad_write_signature)
+                         engine_cmd_signature, param_read_signature, param_write_signature,
+                         spad_read_signature, spad_write_signature)
 
 __all__ = ["DMA"]
 
@@ -60,6 +60,7 @@ class DMA(wiring.Component):
             "param_wr": In(param_write_signature(cfg)),
             "spad_rd": In(spad_read_signature(cfg)),
             "acc_rd": In(acc_read_signature(cfg)),
+            "param_rd": In(param_read_signature(cfg)),
         })
 
     def elaborate(self, platform):
@@ -192,7 +193,14 @@ class DMA(wiring.Component):
         buf_last = cmd_go & (c_word == last_word)
         buf_free = ~buf_valid | buf_last
         slots_used = (buf_valid & ~buf_last) + nxt_valid + rd_inflight
-        rd_data = Mux(mem_sel == LocalMemory.SPAD, self.spad_rd.data.as_value(), self.acc_rd.data.as_value())
+        rd_data = Signal(acc_bits)
+        with m.Switch(mem_sel):
+            with m.Case(LocalMemory.SPAD):
+                m.d.comb += rd_data.eq(self.spad_rd.data.as_value())
+            with m.Case(LocalMemory.ACC):
+                m.d.comb += rd_data.eq(self.acc_rd.data.as_value())
+            with m.Case(LocalMemory.PARAM):
+                m.d.comb += rd_data.eq(self.param_rd.data.as_value())
         rd_addr = local + rd_row
 
         m.d.comb += [
@@ -201,6 +209,8 @@ class DMA(wiring.Component):
             self.spad_rd.en.eq(rd_issue & (mem_sel == LocalMemory.SPAD)),
             self.acc_rd.addr.eq(rd_addr),
             self.acc_rd.en.eq(rd_issue & (mem_sel == LocalMemory.ACC)),
+            self.param_rd.addr.eq(rd_addr),
+            self.param_rd.en.eq(rd_issue & (mem_sel == LocalMemory.PARAM)),
         ]
         m.d.sync += rd_inflight.eq(rd_issue)
         with m.If(rd_issue):

@@ -6,7 +6,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from vitaccel.config import AccelConfig, preset
-from vitaccel.hw.controller import Controller, Engine
+from vitaccel.hw.controller import EXECUTED_OPCODES, Controller, Engine
 from vitaccel.hw.interfaces import CSR
 from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sim.extmem import ExternalMemory
@@ -140,8 +140,9 @@ S, A, P = CFG.spad_rows, CFG.acc_rows, CFG.param_rows
 BAD = [
     (5, ErrorCode.ILLEGAL_OPCODE),
     (0xFF | 1 << 100, ErrorCode.ILLEGAL_OPCODE),
+    *[(encode(op, rows=1), ErrorCode.ILLEGAL_OPCODE) for op in Opcode if op not in EXECUTED_OPCODES],
     (load() | 3 << 8, ErrorCode.ILLEGAL_MEMORY),
-    (encode(Opcode.STORE, mem=LocalMemory.PARAM, rows=1, dram_addr=2), ErrorCode.ILLEGAL_MEMORY),
+    (encode(Opcode.STORE, rows=1, dram_addr=2) | 3 << 8, ErrorCode.ILLEGAL_MEMORY),
     (load(dram_addr=2), ErrorCode.MISALIGNED),
     (load(dram_stride=1), ErrorCode.MISALIGNED),
     (encode(Opcode.STORE, mem=LocalMemory.ACC, rows=A + 1, dram_stride=6), ErrorCode.MISALIGNED),
@@ -156,6 +157,9 @@ BAD = [
     (encode(Opcode.REQUANT, acc_addr=A - 1, rows=2), ErrorCode.LOCAL_RANGE),
     (encode(Opcode.REQUANT, spad_addr=S - 1, rows=2), ErrorCode.LOCAL_RANGE),
     (encode(Opcode.REQUANT, param_addr=P - 2, rows=1), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.REQUANT, rows=1, row_shift=1, exp_addr=P), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.REQUANT, rows=CFG.cols + 1, row_shift=1, exp_addr=P - 1), ErrorCode.LOCAL_RANGE),
+    (encode(Opcode.REQUANT, rows=1, row_shift=1, exp_addr=0xFFFF), ErrorCode.LOCAL_RANGE),
 ]
 
 
@@ -180,6 +184,9 @@ EDGES = [
     encode(Opcode.STORE, mem=LocalMemory.ACC, local_addr=A, rows=0),
     encode(Opcode.MATMUL, a_addr=S - 4, b_addr=S - CFG.rows, c_addr=A - 4, rows=4),
     encode(Opcode.REQUANT, acc_addr=A - 2, spad_addr=S - 2, param_addr=P - 3, rows=2),
+    encode(Opcode.REQUANT, rows=2 * CFG.cols, row_shift=1, exp_addr=P - 2),
+    encode(Opcode.REQUANT, rows=1, exp_addr=0xFFFF),    # exp_addr unused without row_shift
+    encode(Opcode.STORE, mem=LocalMemory.PARAM, local_addr=P - 1, rows=1),
 ]
 
 

@@ -39,6 +39,7 @@ class Bench(Elaboratable):
         wiring.connect(m, self.acc.write_port(), dma.acc_wr)
         wiring.connect(m, self.acc.read_port(), dma.acc_rd)
         wiring.connect(m, self.param.write_port(), dma.param_wr)
+        wiring.connect(m, self.param.read_port(), dma.param_rd)
         return m
 
 
@@ -76,7 +77,7 @@ def simulate(bench, mem_model, body):
     sim.run()
 
 
-@pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC])
+@pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC, LocalMemory.PARAM])
 @pytest.mark.parametrize("latency,stall,seed,cfg", [
     ((1, 1), 0.0, 1, CFG), ((1, 6), 0.4, 2, CFG), ((3, 3), 0.7, 3, CFG),
     ((1, 4), 0.3, 4, NARROW), ((1, 4), 0.3, 5, WIDE),
@@ -113,7 +114,7 @@ def test_load_then_store_round_trips(mem, latency, stall, seed, cfg):
     assert mem_model.writes == [dst + r * dst_stride + w * cfg.bus_bytes for r in range(rows) for w in range(words)]
 
 
-def test_load_param():
+def test_load_param_at_the_top():
     cfg = CFG
     image = random.Random(4).randbytes(512)
     bench = Bench(cfg)

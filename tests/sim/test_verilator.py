@@ -32,7 +32,7 @@ def image_with(program, size, **regions):
     return image
 
 
-@pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC])
+@pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC, LocalMemory.PARAM])
 @pytest.mark.parametrize("latency,stall,seed", [((1, 1), 0.0, 0), ((1, 9), 0.5, 1), ((5, 5), 0.8, 2)])
 def test_load_store_round_trip(binary, mem, latency, stall, seed):
     """Strided LOAD then STORE elsewhere moves exactly the row bytes and touches nothing else."""
@@ -65,7 +65,8 @@ def test_same_seed_same_cycles(binary):
 
 @pytest.mark.parametrize("word,error", [
     (0x99, ErrorCode.ILLEGAL_OPCODE),
-    (encode(Opcode.STORE, mem=LocalMemory.PARAM, rows=1), ErrorCode.ILLEGAL_MEMORY),
+    (encode(Opcode.SOFTMAX, rows=1, length=4), ErrorCode.ILLEGAL_OPCODE),
+    (encode(Opcode.STORE, rows=1) | 3 << 8, ErrorCode.ILLEGAL_MEMORY),
     (encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=1, dram_addr=0x402), ErrorCode.MISALIGNED),
     (encode(Opcode.REQUANT, rows=1, param_addr=CFG.param_rows - 2), ErrorCode.LOCAL_RANGE),
 ])
