@@ -6,13 +6,18 @@ cycle out, :attr:`SystolicArray.latency` cycles apart. Skewing the inputs and de
 happens inside, so its users see plain rows.
 """
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import C, Cat, ClockSignal, Instance, Module, ResetSignal, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
 
-__all__ = ["SystolicArray", "array_latency"]
+__all__ = ["SystolicArray", "array_latency", "MULTIPLIERS", "Mult18x18D"]
+
+#: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
+#: device), ``"mult18x18d"`` (an ECP5 MULT18X18D holding the weight, the input and the product in
+#: its own registers), ``"auto"`` (``"mult18x18d"`` when elaborated for an ECP5 platform).
+MULTIPLIERS = ("auto", "inferred", "mult18x18d")
 
 
 def array_latency(cfg: AccelConfig) -> int:
@@ -38,6 +43,11 @@ class SystolicArray(wiring.Component):
     ----------
     cfg : AccelConfig
         Uses ``rows``, ``cols``, ``data_width`` and ``psum_width``.
+    multiplier : str
+        How each PE multiplies (:data:`MULTIPLIERS`); every choice has the same ports, latency and
+        results. ``"mult18x18d"`` puts the weight, the input and the product registers of a PE
+        inside one ECP5 MULT18X18D (:class:`Mult18x18D`), which is what lets an ECP5 array run
+        above 100 MHz: yosys never moves fabric registers into the DSP.
 
     Attributes
     ----------
@@ -66,10 +76,13 @@ class SystolicArray(wiring.Component):
     loading weights while earlier inputs are still in the array mixes old and new weights for them.
     """
 
-    def __init__(self, cfg: AccelConfig):
+    def __init__(self, cfg: AccelConfig, *, multiplier: str = "auto"):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        if multiplier not in MULTIPLIERS:
+            raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, not {multiplier!r}")
         self._cfg = cfg.validate()
+        self._multiplier = multiplier
         super().__init__({
             "w_en": In(1),
             "w_index": In(range(cfg.rows)),
@@ -96,27 +109,105 @@ class SystolicArray(wiring.Component):
                 value = register
             return value
 
-        weight = [[Signal(signed(cfg.data_width), name=f"w_{i}_{j}") for j in range(cfg.cols)]
-                  for i in range(cfg.rows)]
-        for i in range(cfg.rows):
-            with m.If(self.w_en & (self.w_index == i)):
-                m.d.sync += [weight[i][j].eq(self.w_row[j]) for j in range(cfg.cols)]
+        multiplier = self._multiplier
+        if multiplier == "auto":
+            from amaranth.vendor import LatticeECP5Platform
+
+            multiplier = "mult18x18d" if isinstance(platform, LatticeECP5Platform) else "inferred"
 
         psum_above = [None] * cfg.cols
         for i in range(cfg.rows):
-            a_in = delayed(self.a_row[i], i, name=f"skew_{i}")
+            load = self.w_en & (self.w_index == i)
+            # a_in is what PE (i, j) multiplies; a_src is what its register sampled a cycle earlier
+            # (None while a_in is still the input port itself).
+            a_in, a_src = self.a_row[i], None
+            for stage in range(i):
+                a_in, a_src = delayed(a_in, 1, name=f"skew_{i}_{stage}"), a_in
             for j in range(cfg.cols):
                 if j > 0:
-                    a_in = delayed(a_in, 1, name=f"a_{i}_{j}")
-                product = Signal(signed(2 * cfg.data_width), name=f"product_{i}_{j}")
+                    a_in, a_src = delayed(a_in, 1, name=f"a_{i}_{j}"), a_in
+                if multiplier == "mult18x18d":
+                    # The DSP's A register duplicates a_in's register by sampling its source.
+                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(register_a=a_src is not None)
+                    m.d.comb += [
+                        mult.a.eq(a_in if a_src is None else a_src),
+                        mult.b.eq(self.w_row[j]),
+                        mult.b_load.eq(load),
+                    ]
+                    product = mult.p
+                else:
+                    weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")
+                    with m.If(load):
+                        m.d.sync += weight.eq(self.w_row[j])
+                    product = Signal(signed(2 * cfg.data_width), name=f"product_{i}_{j}")
+                    m.d.sync += product.eq(a_in * weight)
                 psum = Signal(signed(cfg.psum_width), name=f"psum_{i}_{j}")
-                m.d.sync += [
-                    product.eq(a_in * weight[i][j]),
-                    psum.eq(product if i == 0 else psum_above[j] + product),
-                ]
+                m.d.sync += psum.eq(product if i == 0 else psum_above[j] + product)
                 psum_above[j] = psum
 
         for j in range(cfg.cols):
             m.d.comb += self.out_row[j].eq(delayed(psum_above[j], cfg.cols - 1 - j, name=f"deskew_{j}"))
         m.d.comb += self.out_valid.eq(delayed(self.a_valid, self.latency, name="valid"))
+        return m
+
+
+class Mult18x18D(wiring.Component):
+    """A PE's int8 multiply on one ECP5 MULT18X18D, with its registers in the DSP block.
+
+    Contract (cycle by cycle, in the ``sync`` domain; reset clears every register to 0):
+
+    - the B register takes ``b`` in a cycle with ``b_load`` and holds otherwise;
+    - with ``register_a``, the A register takes ``a`` every cycle; without, A is ``a`` itself;
+    - ``p`` in cycle ``t + 1`` is ``A * B`` of cycle ``t`` (the output register), signed, exact.
+
+    Elaborated for a platform (synthesis), this is the primitive: ``REG_INPUTA`` (if
+    ``register_a``), ``REG_INPUTB`` (clock enable ``CE1 = b_load``) and ``REG_OUTPUT`` on ``CLK0``,
+    synchronous reset ``RST0``, both operands signed and sign-extended to 18 bits; Lattice TN1267
+    (ECP5 sysDSP Usage Guide) describes these registers. Elaborated without a platform
+    (Amaranth's simulator, which cannot run an ``Instance``), it is a behavioural model of exactly
+    that configuration, so that the array's simulation covers the register placement.
+    """
+
+    WIDTH = 18
+
+    a: In(signed(8))
+    b: In(signed(8))
+    b_load: In(1)
+    p: Out(signed(16))
+
+    def __init__(self, *, register_a: bool):
+        self._register_a = bool(register_a)
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        if platform is None:
+            a = self.a
+            if self._register_a:
+                a = Signal(signed(8))
+                m.d.sync += a.eq(self.a)
+            b = Signal(signed(8))
+            with m.If(self.b_load):
+                m.d.sync += b.eq(self.b)
+            m.d.sync += self.p.eq(a * b)
+            return m
+
+        def bits(prefix, value):
+            wide = Cat(value, *([value[-1]] * (self.WIDTH - len(value))))
+            return {f"i_{prefix}{k}": wide[k] for k in range(self.WIDTH)}
+
+        product = Signal(36)
+        m.submodules.dsp = Instance(
+            "MULT18X18D",
+            p_REG_INPUTA_CLK="CLK0" if self._register_a else "NONE", p_REG_INPUTA_CE="CE0",
+            p_REG_INPUTA_RST="RST0",
+            p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE1", p_REG_INPUTB_RST="RST0",
+            p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
+            p_RESETMODE="SYNC", p_GSR="DISABLED", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
+            **bits("A", self.a), **bits("B", self.b), **bits("C", C(0, 18)),
+            i_SIGNEDA=C(1, 1), i_SIGNEDB=C(1, 1), i_SOURCEA=C(0, 1), i_SOURCEB=C(0, 1),
+            i_CLK0=ClockSignal(), i_CE0=C(1, 1), i_CE1=self.b_load, i_RST0=ResetSignal(),
+            **{f"o_P{k}": product[k] for k in range(36)},
+        )
+        m.d.comb += self.p.eq(product[:16])
         return m
