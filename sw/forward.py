@@ -1,0 +1,223 @@
+"""The golden integer forward of a whole :class:`~vitaccel.sw.intvit.IntViT`, and its float twin.
+
+:func:`forward` is THE reference the compiler, the ISA simulator and the RTL are held to on whole
+models. It is built only from the golden integer ops (``golden.linear``, ``golden.requantize``'s
+rounding through them, ``softmax``, ``layernorm``, ``gelu``, ``residual``), in the order and with
+the parameters documented in ``sw/intvit.py``, vectorised over the batch. The image is quantized
+once at the input (:func:`quantize_input`); after that every tensor on the data path is an integer
+array and no float parameter is read (the tests run it with every float scale set to NaN).
+
+:func:`trace` returns the same run's intermediate integer tensors by name, for op-by-op comparison.
+:func:`fake_quant_forward` is a float torch forward that rounds each activation to the same grid
+(exact softmax, LayerNorm and GELU in between): the gap between it and :func:`forward` is the cost
+of the integer nonlinear units, the gap between it and the float model the cost of the grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .gelu import apply_gelu_table, shift_gelu
+from .golden import linear
+from .intvit import IntViT, LayerNorm
+from .layernorm import ailayernorm, i_layernorm
+from .residual import residual_add
+from .softmax import Probabilities, attention_matmul, e2softmax, shiftmax
+
+__all__ = ["quantize_input", "patches", "forward", "trace", "fake_quant_forward"]
+
+
+def quantize_input(intvit: IntViT, images) -> np.ndarray:
+    """Images ``(B, C, H, W)`` as int8 at ``intvit.input_scale``.
+
+    Integer images (numpy, any integer dtype, values in -128..127) are taken as already quantized.
+    Float images (numpy or torch) are quantized by ``q = sat8(floor(x / input_scale + 1/2))``
+    (round half up, the golden rounding rule) in float64: the only float op of the forward, done
+    once per image before the data path (on the host, for the accelerator).
+    """
+    if hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
+    x = np.asarray(images)
+    cfg = intvit.config
+    expected = (cfg.in_chans, cfg.img_size, cfg.img_size)
+    if x.ndim != 4 or x.shape[1:] != expected:
+        raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), got {x.shape}")
+    if x.dtype.kind in "iu":
+        if x.size and (x.min() < -128 or x.max() > 127):
+            raise ValueError(f"integer images must hold int8 values, got range [{x.min()}, {x.max()}]")
+        return x.astype(np.int8)
+    if x.dtype.kind != "f":
+        raise TypeError(f"images must be integer or float, got dtype {x.dtype}")
+    q = np.floor(x.astype(np.float64) / intvit.input_scale + 0.5)
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def patches(images: np.ndarray, patch_size: int) -> np.ndarray:
+    """``(B, C, H, W)`` to ``(B, num_patches, C*p*p)``: patches in row-major grid order, each
+    flattened ``(c, ky, kx)`` like timm's conv weight (a reshape, no arithmetic)."""
+    b, c, h, w = images.shape
+    p = patch_size
+    x = images.reshape(b, c, h // p, p, w // p, p).transpose(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def _layernorm(intvit: IntViT, ln: LayerNorm, x: np.ndarray) -> np.ndarray:
+    if intvit.layernorm == "ailayernorm":
+        return ailayernorm(x, ln.alpha, ln.params)
+    return i_layernorm(x, ln.params)
+
+
+def _linear(intvit: IntViT, layer, x: np.ndarray) -> np.ndarray:
+    # golden.linear is 2-D: tokens of all images are rows of one GEMM, as on the accelerator.
+    y = linear(x.reshape(-1, x.shape[-1]), layer.weight, layer.bias, layer.mult, layer.shift,
+               mult_bits=intvit.mult_bits)
+    return y.reshape(*x.shape[:-1], -1)
+
+
+def _attention(intvit: IntViT, block, x: np.ndarray, keep) -> np.ndarray:
+    cfg = intvit.config
+    b, t, d = x.shape
+    h, dh = cfg.num_heads, cfg.head_dim
+    qkv = _linear(intvit, block.qkv, x)
+    keep("qkv", qkv)
+    q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(b, t, h, dh) for i in range(3))
+    a = block.attn
+    logits = np.stack([np.stack([linear(q[i, :, j], k[i, :, j], 0, a.logit_mult[j], a.logit_shift[j],
+                                        mult_bits=intvit.mult_bits) for j in range(h)])
+                       for i in range(b)])
+    keep("attn.logits", logits)
+    softmax = e2softmax if intvit.softmax == "e2softmax" else shiftmax
+    probs = [softmax(logits[:, j], int(a.softmax_mult[j]), int(a.softmax_shift[j])) for j in range(h)]
+    mant = np.stack([p.mant for p in probs], axis=1)
+    row_exp = np.stack([p.row_exp for p in probs], axis=1)
+    keep("attn.mant", mant)
+    keep("attn.row_exp", row_exp)
+    # Heads side by side, [head 0 | head 1 | ...], the layout proj's weight expects (timm's).
+    out = np.stack([np.concatenate([
+        attention_matmul(Probabilities(mant[i, j], row_exp[i, j]), v[i, :, j], a.av_mult[j],
+                         a.av_shift[j]) for j in range(h)], axis=-1) for i in range(b)])
+    keep("attn.out", out)
+    return out
+
+
+def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
+    cfg = intvit.config
+    tensors: dict[str, np.ndarray] = {}
+
+    def keeper(prefix):
+        def keep(name, value):
+            if capture:
+                tensors[prefix + name] = value
+        return keep
+
+    keep = keeper("")
+    x = quantize_input(intvit, images)
+    keep("input", x)
+    b = x.shape[0]
+    pe = _linear(intvit, intvit.patch, patches(x, cfg.patch_size))
+    keep("patch", pe)
+    embedded = residual_add(pe, np.broadcast_to(intvit.pos, pe.shape), *intvit.embed_add)
+    x = np.concatenate([np.broadcast_to(intvit.cls_pos, (b, 1, cfg.embed_dim)), embedded], axis=1)
+    keep("x0", x)
+    for i, block in enumerate(intvit.blocks):
+        keep = keeper(f"blocks.{i}.")
+        n1 = _layernorm(intvit, block.norm1, x)
+        keep("norm1", n1)
+        proj = _linear(intvit, block.proj, _attention(intvit, block, n1, keep))
+        keep("proj", proj)
+        x = residual_add(x, proj, *block.add1)
+        keep("add1", x)
+        n2 = _layernorm(intvit, block.norm2, x)
+        keep("norm2", n2)
+        f1 = _linear(intvit, block.fc1, n2)
+        keep("fc1", f1)
+        g = (apply_gelu_table(f1, block.gelu) if intvit.gelu == "table"
+             else shift_gelu(f1, block.gelu_params))
+        keep("gelu", g)
+        f2 = _linear(intvit, block.fc2, g)
+        keep("fc2", f2)
+        x = residual_add(x, f2, *block.add2)
+        keep("add2", x)
+    keep = keeper("")
+    xn = _layernorm(intvit, intvit.norm, x)
+    keep("norm", xn)
+    # The head is exact: int8 x int8 products summed in int32 (|sum| < 2**15 * D), plus the bias.
+    logits = (xn[:, 0].astype(np.int64) @ intvit.head.weight.astype(np.int64).T
+              + intvit.head.bias).astype(np.int32)
+    keep("logits", logits)
+    return logits, tensors
+
+
+def forward(intvit: IntViT, images) -> np.ndarray:
+    """Integer logits ``(B, num_classes)`` int32 of ``images`` (see :func:`quantize_input`)."""
+    return _run(intvit, images, capture=False)[0]
+
+
+def trace(intvit: IntViT, images) -> dict[str, np.ndarray]:
+    """Every intermediate integer tensor of :func:`forward`, by name, in execution order.
+
+    ``input`` (B, C, H, W) int8; ``patch`` (B, T-1, D); ``x0`` (B, T, D); per block ``blocks.i.``
+    ``norm1``, ``qkv`` (B, T, 3D), ``attn.logits`` (B, H, T, T), ``attn.mant`` (B, H, T, T) int8,
+    ``attn.row_exp`` (B, H, T, 1) uint8, ``attn.out`` (B, T, D), ``proj``, ``add1``, ``norm2``,
+    ``fc1`` (B, T, F), ``gelu``, ``fc2``, ``add2``; ``norm`` (B, T, D); ``logits`` (B, classes)
+    int32. All int8 unless stated.
+    """
+    return _run(intvit, images, capture=True)[1]
+
+
+def fake_quant_forward(model, intvit: IntViT, images):
+    """Float logits (torch float64, ``(B, num_classes)``) of a simulated quantized model.
+
+    Uses the float model's LayerNorm affine and the IntViT's dequantized int8 weights, int32
+    biases and float scales (``intvit.scales``); every activation the integer forward holds as
+    int8 is rounded to the same grid (``floor(x/s + 1/2)``, saturated), but softmax, LayerNorm and
+    GELU are exact and the probabilities are not rounded. For comparison and debugging only.
+    """
+    import torch
+
+    cfg = intvit.config
+    sc = {k: torch.as_tensor(np.asarray(v, dtype=np.float64)) for k, v in intvit.scales.items()}
+    pow2 = torch.as_tensor(np.exp2(intvit.alpha.astype(np.float64)))
+
+    def fq(x, s):
+        return torch.clamp(torch.floor(x / s + 0.5), -128, 127) * s
+
+    def dense(x, layer, name, s_in):
+        w = torch.as_tensor(layer.weight.astype(np.float64)) * sc[f"{name}.weight"][:, None]
+        bias = torch.as_tensor(layer.bias.astype(np.float64)) * s_in * sc[f"{name}.weight"]
+        return x @ w.T + bias
+
+    def per_head(s):
+        return s.repeat_interleave(cfg.head_dim)
+
+    def layernorm(x, module, s_out):
+        return fq(torch.nn.functional.layer_norm(x, (cfg.embed_dim,), module.weight.double(),
+                                                 module.bias.double(), module.eps), s_out)
+
+    x = torch.as_tensor(quantize_input(intvit, images).astype(np.float64)) * intvit.input_scale
+    b = x.shape[0]
+    pe = fq(dense(torch.as_tensor(patches(x.numpy(), cfg.patch_size)), intvit.patch, "patch",
+                  intvit.input_scale), sc["patch"] * pow2)
+    s_x = sc["x0"] * pow2
+    cls = torch.as_tensor(intvit.cls_pos.astype(np.float64)) * s_x
+    pos = torch.as_tensor(intvit.pos.astype(np.float64)) * sc["pos"] * pow2
+    x = torch.cat([cls.expand(b, 1, -1), fq(pe + pos, s_x)], dim=1)
+    h, dh = cfg.num_heads, cfg.head_dim
+    for i, (block, module) in enumerate(zip(intvit.blocks, model.blocks)):
+        p = f"blocks.{i}."
+        n1 = layernorm(x, module.norm1, sc[p + "norm1"])
+        s_qkv = torch.cat([per_head(sc[p + "q"]), per_head(sc[p + "k"]), per_head(sc[p + "v"])])
+        qkv = fq(dense(n1, block.qkv, p + "qkv", sc[p + "norm1"]), s_qkv)
+        q, k, v = qkv.reshape(b, -1, 3, h, dh).permute(2, 0, 3, 1, 4)
+        logits = fq((q @ k.transpose(-2, -1)) * dh ** -0.5, sc[p + "logits"][:, None, None])
+        o = fq((torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(b, -1, cfg.embed_dim),
+               sc[p + "attn"])
+        proj = fq(dense(o, block.proj, p + "proj", sc[p + "attn"]), sc[p + "proj"] * pow2)
+        x = fq(x + proj, sc[p + "add1"] * pow2)
+        n2 = layernorm(x, module.norm2, sc[p + "norm2"])
+        f1 = fq(dense(n2, block.fc1, p + "fc1", sc[p + "norm2"]), sc[p + "fc1"])
+        g = fq(torch.nn.functional.gelu(f1), sc[p + "gelu"])
+        f2 = fq(dense(g, block.fc2, p + "fc2", sc[p + "gelu"]), sc[p + "fc2"] * pow2)
+        x = fq(x + f2, sc[p + "add2"] * pow2)
+    xn = layernorm(x, model.norm, sc["norm"])
+    return dense(xn[:, 0], intvit.head, "head", sc["norm"])

@@ -1,0 +1,531 @@
+"""Post-training quantization: a float ViT (sw/vit.py) to an integer-only IntViT (sw/intvit.py).
+
+Recipe (docs/numerics.md, DESIGN.md "Numerics"):
+
+* **Calibration** (:func:`calibrate`): the float model runs on the calibration images (batches,
+  one torch thread); for every activation the IntViT holds as int8 the exact per-channel maximum
+  of ``|x|`` and a seeded sample of up to :data:`SAMPLE_ELEMENTS` values (whole rows) are kept.
+* **Weights**: int8, symmetric, per output channel, ``s_w = max|w| / 127``, rounded half up.
+  Biases int32 at ``s_in * s_w``.
+* **Activations**: int8, symmetric, per tensor (``q``, ``k``, ``v`` and the attention logits per
+  head, which costs nothing: the REQUANT multipliers are per channel and SOFTMAX takes its
+  parameters per head). The threshold comes from an observer (:data:`OBSERVERS`): ``minmax``
+  (the largest ``|x|``), ``percentile`` (that percentile of ``|x|``) or ``mse`` (the threshold
+  among 64 candidates from 0.3 to 1.0 times the maximum with the least squared rounding and
+  clipping error). The input image always uses ``minmax`` (clipping pixels gains nothing).
+* **Power-of-two factors** (``ailayernorm``): FQ-ViT's factors per channel of the residual
+  stream, ``alpha_c = max_p ptf_alpha(max_c |x_p|, max|x_p| / (127 * 8))`` over every LayerNorm
+  input ``p``, one vector for the whole stream because the ISA's ADD has scalar parameters (see
+  sw/intvit.py); observers see ``x_c / 2**alpha_c``.
+* **Rescales**: every REQUANT is ``golden.dyadic`` with ``mult_bits`` from the AccelConfig; the
+  nonlinear units use their ``*_params`` helpers (16-bit multipliers, their hardware width) and
+  ``attention x V`` a 16-bit multiplier with ``shift <= 40`` (the row exponent adds up to 23).
+
+:func:`quantize_model` is the whole flow behind ``vitaccel quantize``: it checks its arguments
+before any work, loads a built-in model or a checkpoint, calibrates, quantizes, measures float and
+integer accuracy on held-out images and writes the IntViT file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitaccel.config import VARIANTS, AccelConfig, load_config
+
+from . import vit
+from .digits import digits_split
+from .gelu import gelu_table, shift_gelu_params
+from .golden import dyadic
+from .intvit import Attention, Block, Head, IntViT, LayerNorm, Linear
+from .layernorm import MAX_ALPHA, layernorm_params, ptf_alpha
+from .residual import dyadic as dyadic_capped
+from .residual import residual_params
+from .softmax import softmax_params
+
+__all__ = ["OBSERVERS", "DEFAULT_PERCENTILE", "SAMPLE_ELEMENTS", "QuantizeError", "TensorStats",
+           "Calibration", "calibrate", "check_supported", "activation_scale", "quantize",
+           "evaluate", "quantize_model"]
+
+OBSERVERS = ("minmax", "percentile", "mse")
+DEFAULT_PERCENTILE = 99.99
+SAMPLE_ELEMENTS = 1 << 17
+"""At most this many values (whole rows) of each activation are kept for percentile and mse."""
+MSE_CANDIDATES = 64
+DIGITS_MODEL = "tiny-digits"
+RANDOM_CALIB = 8
+RANDOM_TEST = 2
+ROW_EXP_MAX = 23  # the largest row exponent a softmax emits (sw/softmax.py)
+
+
+class QuantizeError(ValueError):
+    """A request the quantizer cannot serve; the message names the value and what is allowed."""
+
+
+# ---- calibration -----------------------------------------------------------------------------
+
+
+@dataclass
+class TensorStats:
+    """What calibration keeps of one activation, viewed as rows of its last axis (``C`` values).
+
+    ``absmax``: float64 (C,), the exact ``max |x|`` per channel over all calibration images;
+    ``sample``: float32 (R, C), seeded random rows, ``R * C <= SAMPLE_ELEMENTS``.
+    """
+    absmax: np.ndarray
+    sample: np.ndarray
+
+
+class Calibration(dict):
+    """Activation name -> :class:`TensorStats`, plus ``images``, the number of images seen."""
+    images: int = 0
+
+
+def _activations(model: vit.VisionTransformer, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    cfg = model.config
+    names = ["patch_embed", "blocks.0.norm1", "norm"]
+    for i in range(cfg.depth):
+        names += [f"blocks.{i}{m}" for m in (".norm1", ".attn.qkv", ".attn.softmax", ".attn.proj",
+                                             ".norm2", ".mlp.act", ".mlp.fc2", "")]
+    seen = vit.capture_activations(model, images, set(names))
+    out = {"patch": seen["patch_embed"].output, "x0": seen["blocks.0.norm1"].input,
+           "norm": seen["norm"].output}
+    d, dh = cfg.embed_dim, cfg.head_dim
+    for i in range(cfg.depth):
+        p = f"blocks.{i}."
+        out[p + "norm1"] = seen[p + "norm1"].output
+        qkv = seen[p + "attn.qkv"].output
+        logits = seen[p + "attn.softmax"].input
+        for h in range(cfg.num_heads):
+            for j, part in enumerate("qkv"):
+                out[f"{p}{part}.{h}"] = qkv[..., j * d + h * dh:j * d + (h + 1) * dh]
+            out[f"{p}logits.{h}"] = logits[:, h]
+        out[p + "attn"] = seen[p + "attn.proj"].input
+        out[p + "proj"] = seen[p + "attn.proj"].output
+        out[p + "add1"] = seen[p + "norm2"].input
+        out[p + "norm2"] = seen[p + "norm2"].output
+        out[p + "fc1"] = seen[p + "mlp.act"].input
+        out[p + "gelu"] = seen[p + "mlp.act"].output
+        out[p + "fc2"] = seen[p + "mlp.fc2"].output
+        out[p + "add2"] = seen[f"blocks.{i}"].output
+    return out
+
+
+@contextlib.contextmanager
+def _one_thread():
+    # The machine is shared; the calibration and evaluation forwards are the heavy steps.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def calibrate(model: vit.VisionTransformer, images: torch.Tensor, *, batch_size: int = 32,
+              seed: int = 0, progress: Callable[[str], None] | None = None) -> Calibration:
+    """Run the float ``model`` on ``images`` ``(N, C, H, W)`` and keep :class:`TensorStats` of
+    every activation the IntViT quantizes (names as :attr:`IntViT.scales`, per head
+    ``blocks.i.q.h``, ``k.h``, ``v.h``, ``logits.h``) and of the ``input`` images."""
+    if len(images) == 0:
+        raise QuantizeError("the calibration set is empty: calibrate on at least one image")
+    rng = np.random.default_rng(seed)
+    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    absmax: dict[str, np.ndarray] = {}
+    rows: dict[str, list[np.ndarray]] = {}
+    with _one_thread():
+        for n, batch in enumerate(batches):
+            if progress:
+                progress(f"calibrating: batch {n + 1}/{len(batches)}")
+            acts = _activations(model, batch) | {"input": batch}
+            for name, t in acts.items():
+                x = t.detach().double().numpy()
+                x = x.reshape(-1, x.shape[-1])
+                m = np.abs(x).max(axis=0)
+                absmax[name] = np.maximum(absmax[name], m) if name in absmax else m
+                keep = max(1, SAMPLE_ELEMENTS // (x.shape[1] * len(batches)))
+                pick = rng.choice(len(x), size=keep, replace=False) if keep < len(x) else slice(None)
+                rows.setdefault(name, []).append(x[pick].astype(np.float32))
+    calib = Calibration({k: TensorStats(absmax[k], np.concatenate(rows[k])) for k in absmax})
+    calib.images = len(images)
+    return calib
+
+
+def activation_scale(stats: TensorStats, observer: str = "mse", *,
+                     percentile: float = DEFAULT_PERCENTILE, divisor: np.ndarray | None = None) -> float:
+    """The int8 step ``threshold / 127`` of one activation for ``observer``.
+
+    ``divisor`` (per channel, e.g. ``2**alpha``) divides the values first. An all-zero tensor gets
+    1.0 (any step represents it).
+    """
+    absmax, sample = stats.absmax, stats.sample.astype(np.float64)
+    if divisor is not None:
+        absmax, sample = absmax / divisor, sample / divisor
+    top = float(absmax.max())
+    if top == 0:
+        return 1.0
+    mags = np.abs(sample).ravel()
+    if observer == "minmax":
+        threshold = top
+    elif observer == "percentile":
+        threshold = min(top, float(np.percentile(mags, percentile))) or top
+    elif observer == "mse":
+        candidates = top * np.linspace(0.3, 1.0, MSE_CANDIDATES)
+        x = mags[np.random.default_rng(0).permutation(len(mags))[:1 << 15]]
+        errors = [np.mean((x - np.minimum(np.floor(x / (c / 127) + 0.5), 127) * (c / 127)) ** 2)
+                  for c in candidates]
+        threshold = float(candidates[int(np.argmin(errors))])
+    else:
+        raise QuantizeError(f"unknown observer {observer!r} (observers: {', '.join(OBSERVERS)})")
+    return threshold / 127
+
+
+# ---- the model check ---------------------------------------------------------------------------
+
+_MODULE_TYPES = [
+    (r"", vit.VisionTransformer), (r"patch_embed", vit.PatchEmbed), (r"patch_embed\.proj", nn.Conv2d),
+    (r"blocks", nn.Sequential), (r"blocks\.\d+", vit.Block), (r"blocks\.\d+\.norm[12]|norm", nn.LayerNorm),
+    (r"blocks\.\d+\.attn", vit.Attention), (r"blocks\.\d+\.attn\.softmax", nn.Softmax),
+    (r"blocks\.\d+\.mlp", vit.Mlp), (r"blocks\.\d+\.mlp\.act", nn.GELU),
+    (r"blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])|head", nn.Linear),
+]
+
+_UNSUPPORTED_KEYS = [
+    (r"^(dist_token|head_dist\.)", "the DeiT distillation token"),
+    (r"\.ls[12]\.", "LayerScale"),
+    (r"^fc_norm\.", "average pooling with fc_norm"),
+    (r"^reg_token", "register tokens"),
+    (r"\.attn\.[qk]_norm\.", "QK normalization"),
+    (r"^norm_pre\.", "a pre-norm before the blocks"),
+]
+
+
+def check_supported(model: nn.Module) -> vit.VisionTransformer:
+    """``model`` if every submodule is one the quantizer maps onto the ISA, else QuantizeError
+    naming the first module that is not (its path and type)."""
+    for name, module in model.named_modules():
+        expected = next((t for pattern, t in _MODULE_TYPES if re.fullmatch(pattern, name)), None)
+        if expected is None or type(module) is not expected:
+            raise QuantizeError(f"unsupported module {name or '<root>'!r} of type "
+                                f"{type(module).__name__}: the quantizer supports the plain ViT/DeiT "
+                                f"of sw/vit.py (expected {expected.__name__ if expected else 'none here'})")
+    if model.blocks[0].mlp.act.approximate != "none":
+        raise QuantizeError("unsupported GELU approximation "
+                            f"{model.blocks[0].mlp.act.approximate!r}: the quantizer expects the exact GELU")
+    return model
+
+
+# ---- PTQ -----------------------------------------------------------------------------------------
+
+
+def _round(x) -> np.ndarray:
+    # Parameter derivation only: round half up, the golden rule.
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
+
+
+def _int8(x: np.ndarray, scale) -> np.ndarray:
+    return np.clip(_round(x / scale), -128, 127).astype(np.int8)
+
+
+def _weight_scale(w: np.ndarray) -> np.ndarray:
+    m = np.abs(w).max(axis=1) / 127
+    return np.where(m > 0, m, 1.0)
+
+
+def _bias(b: np.ndarray, scale: np.ndarray, name: str) -> np.ndarray:
+    q = _round(b / scale)
+    if np.abs(q).max(initial=0) >= 2 ** 31:
+        raise QuantizeError(f"{name}: bias / (s_in * s_w) reaches {np.abs(q).max():g}, beyond int32")
+    return q.astype(np.int32)
+
+
+def _linear(module: nn.Linear, s_in: float, s_out: np.ndarray, mult_bits: int, name: str,
+            scales: dict) -> Linear:
+    w = module.weight.detach().double().numpy().reshape(module.weight.shape[0], -1)
+    s_w = _weight_scale(w)
+    s_out = np.broadcast_to(np.asarray(s_out, dtype=np.float64), s_w.shape)
+    pairs = [dyadic(float(s_in * sw / so), mult_bits=mult_bits) for sw, so in zip(s_w, s_out)]
+    scales[f"{name}.weight"] = s_w
+    return Linear(weight=_int8(w, s_w[:, None]),
+                  bias=_bias(module.bias.detach().double().numpy(), s_in * s_w, name),
+                  mult=np.array([m for m, _ in pairs], dtype=np.int32),
+                  shift=np.array([s for _, s in pairs], dtype=np.int32))
+
+
+def _layernorm(module: nn.LayerNorm, alpha: np.ndarray, s_out: float) -> LayerNorm:
+    params = layernorm_params(module.weight.detach().double().numpy(),
+                              module.bias.detach().double().numpy(), s_out)
+    return LayerNorm(alpha.astype(np.int32), *(v.astype(np.int32) for v in params))
+
+
+def _stream_alpha(calib: Calibration, depth: int) -> np.ndarray:
+    points = ["x0"] + [f"blocks.{i}.{a}" for i in range(depth) for a in ("add1", "add2")]
+    alpha = np.zeros_like(calib["x0"].absmax, dtype=np.int64)
+    for p in points:
+        m = calib[p].absmax
+        if m.max() > 0:
+            alpha = np.maximum(alpha, ptf_alpha(m, m.max() / (127 * 2 ** MAX_ALPHA)))
+    return alpha
+
+
+def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str = "mse",
+             percentile: float = DEFAULT_PERCENTILE, config: AccelConfig | None = None,
+             softmax: str | None = None, layernorm: str | None = None,
+             gelu: str | None = None) -> IntViT:
+    """The :class:`IntViT` of ``model`` from calibration statistics (see the module docstring).
+
+    Variants and ``mult_bits`` come from ``config`` (default ``AccelConfig()``); ``softmax``,
+    ``layernorm`` and ``gelu`` override its variants.
+    """
+    check_supported(model)
+    config = _variant_config(config, softmax, layernorm, gelu)
+    if observer not in OBSERVERS:
+        raise QuantizeError(f"unknown observer {observer!r} (observers: {', '.join(OBSERVERS)})")
+    cfg = model.config
+    mb = config.mult_bits
+    h, dh = cfg.num_heads, cfg.head_dim
+    alpha = _stream_alpha(calib, cfg.depth) if config.layernorm == "ailayernorm" else \
+        np.zeros(cfg.embed_dim, dtype=np.int64)
+    pow2 = np.exp2(alpha.astype(np.float64))
+    scales: dict[str, np.ndarray] = {}
+
+    def scale(name, stream=False):
+        s = activation_scale(calib[name], observer, percentile=percentile,
+                             divisor=pow2 if stream else None)
+        scales[name] = np.float64(s)
+        return s
+
+    def per_head(prefix, part):
+        s = np.array([activation_scale(calib[f"{prefix}{part}.{j}"], observer, percentile=percentile)
+                      for j in range(h)])
+        scales[prefix + part] = s
+        return s
+
+    s_in = activation_scale(calib["input"], "minmax")
+    scales["input"] = np.float64(s_in)
+    s_patch = scale("patch", stream=True)
+    s_x = scale("x0", stream=True)
+    pos = model.pos_embed.detach().double().numpy()[0]
+    cls_pos = model.cls_token.detach().double().numpy()[0, 0] + pos[0]
+    s_pos = float(np.abs(pos[1:] / pow2).max()) / 127 or 1.0
+    scales["pos"] = np.float64(s_pos)
+    patch = _linear(model.patch_embed.proj, s_in, s_patch * pow2, mb, "patch", scales)
+
+    blocks = []
+    for i, module in enumerate(model.blocks):
+        p = f"blocks.{i}."
+        s_n1 = scale(p + "norm1")
+        s_q, s_k, s_v, s_logits = (per_head(p, part) for part in ("q", "k", "v", "logits"))
+        s_attn = scale(p + "attn")
+        s_proj, s_add1 = scale(p + "proj", stream=True), scale(p + "add1", stream=True)
+        s_n2, s_fc1, s_gelu = scale(p + "norm2"), scale(p + "fc1"), scale(p + "gelu")
+        s_fc2, s_add2 = scale(p + "fc2", stream=True), scale(p + "add2", stream=True)
+
+        s_qkv_out = np.concatenate([np.repeat(s, dh) for s in (s_q, s_k, s_v)])
+        logit_pairs = [dyadic(float(s_q[j] * s_k[j] * dh ** -0.5 / s_logits[j]), mult_bits=mb)
+                       for j in range(h)]
+        soft = [softmax_params(float(s)) for s in s_logits]
+        # attention_matmul's requantize is 16-bit; its shift grows by the row exponent (<= 23).
+        av = [dyadic_capped(float(s_v[j] / s_attn), 16, 63 - ROW_EXP_MAX) for j in range(h)]
+        attn = Attention(*(np.array(col, dtype=np.int32) for col in
+                           zip(*[(lm, ls, sm, ss, am, ash) for (lm, ls), (sm, ss), (am, ash)
+                                 in zip(logit_pairs, soft, av)])))
+        gelu_params = (gelu_table(s_fc1, s_gelu) if config.gelu == "table"
+                       else np.array(shift_gelu_params(s_fc1, s_gelu), dtype=np.int32))
+        blocks.append(Block(
+            norm1=_layernorm(module.norm1, alpha, s_n1),
+            qkv=_linear(module.attn.qkv, s_n1, s_qkv_out, mb, p + "qkv", scales),
+            attn=attn,
+            proj=_linear(module.attn.proj, s_attn, s_proj * pow2, mb, p + "proj", scales),
+            add1=np.array(residual_params(s_x, s_proj, s_add1), dtype=np.int32),
+            norm2=_layernorm(module.norm2, alpha, s_n2),
+            fc1=_linear(module.mlp.fc1, s_n2, s_fc1, mb, p + "fc1", scales),
+            gelu=gelu_params,
+            fc2=_linear(module.mlp.fc2, s_gelu, s_fc2 * pow2, mb, p + "fc2", scales),
+            add2=np.array(residual_params(s_add1, s_fc2, s_add2), dtype=np.int32)))
+        s_x = s_add2
+
+    s_norm = scale("norm")
+    head_w = model.head.weight.detach().double().numpy()
+    s_head = _weight_scale(head_w)
+    scales["head.weight"] = s_head
+    return IntViT(
+        config=cfg, softmax=config.softmax, layernorm=config.layernorm, gelu=config.gelu,
+        mult_bits=mb, input_scale=s_in, patch=patch,
+        cls_pos=_int8(cls_pos, scales["x0"] * pow2), pos=_int8(pos[1:], s_pos * pow2),
+        embed_add=np.array(residual_params(s_patch, s_pos, float(scales["x0"])), dtype=np.int32),
+        alpha=alpha.astype(np.int32), blocks=blocks,
+        norm=_layernorm(model.norm, alpha, s_norm),
+        head=Head(weight=_int8(head_w, s_head[:, None]),
+                  bias=_bias(model.head.bias.detach().double().numpy(), s_norm * s_head, "head")),
+        scales=scales,
+        info={"observer": observer, "percentile": percentile if observer == "percentile" else None,
+              "calibration_images": calib.images}).validate()
+
+
+def _variant_config(config: AccelConfig | str | None, softmax, layernorm, gelu) -> AccelConfig:
+    if config is None:
+        config = AccelConfig()
+    elif isinstance(config, str):
+        config = load_config(config)
+    overrides = {k: v for k, v in (("softmax", softmax), ("layernorm", layernorm), ("gelu", gelu))
+                 if v is not None}
+    for knob, value in overrides.items():
+        if value not in VARIANTS[knob]:
+            raise QuantizeError(f"unknown {knob} variant {value!r} ({knob} variants: "
+                                f"{', '.join(VARIANTS[knob])})")
+    return dataclasses.replace(config, **overrides).validate()
+
+
+# ---- evaluation and the whole flow -----------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: vit.VisionTransformer, intvit: IntViT, images: torch.Tensor,
+             labels: torch.Tensor | None = None, *, batch_size: int = 128) -> dict:
+    """Float and integer predictions on ``images``: ``fp_top1`` and ``int_top1`` (None without
+    ``labels``), ``agreement`` (share of images where both predict the same class), and the
+    predictions themselves (``fp_pred``, ``int_pred``, int64 arrays)."""
+    from .forward import forward
+
+    with _one_thread():
+        fp = np.concatenate([model(images[i:i + batch_size]).argmax(1).numpy()
+                             for i in range(0, len(images), batch_size)])
+    integer = np.concatenate([forward(intvit, images[i:i + batch_size]).argmax(1)
+                              for i in range(0, len(images), batch_size)])
+    out = {"fp_pred": fp, "int_pred": integer, "agreement": float(np.mean(fp == integer)),
+           "fp_top1": None, "int_top1": None}
+    if labels is not None:
+        y = labels.numpy()
+        out |= {"fp_top1": float(np.mean(fp == y)), "int_top1": float(np.mean(integer == y))}
+    return out
+
+
+def _resolve_model(model) -> tuple[str, Callable[[], vit.VisionTransformer]]:
+    if isinstance(model, nn.Module):
+        return "custom", lambda: check_supported(model)
+    name = str(model)
+    if isinstance(model, str) and name in vit.PRESETS:
+        return name, lambda: vit.load_builtin(name)
+    path = Path(model)
+    if path.is_file():
+        return str(path), lambda: check_supported(_load_checkpoint(path))
+    raise QuantizeError(f"unknown model {name!r}: neither a built-in model "
+                        f"({', '.join(vit.PRESETS)}) nor an existing checkpoint file")
+
+
+def _load_checkpoint(path: Path) -> vit.VisionTransformer:
+    state_dict = vit.load_checkpoint(path)
+    for key in state_dict:
+        for pattern, feature in _UNSUPPORTED_KEYS:
+            if re.search(pattern, key):
+                raise QuantizeError(f"{path}: unsupported ViT variant, {feature} (key {key!r}); the "
+                                    f"quantizer supports timm's plain ViT/DeiT (class token, pre-norm "
+                                    f"blocks, LayerNorm, exact GELU)")
+    model = vit.VisionTransformer(vit.infer_config(state_dict))
+    vit.load_state_dict_checked(model, state_dict)
+    return model.eval()
+
+
+def _data(model: vit.VisionTransformer, calib: int | None, test: int | None):
+    cfg = model.config
+    if cfg == vit.PRESETS[DIGITS_MODEL]:
+        calib_images = digits_split("calib")[0][:calib]
+        test_images, test_labels = digits_split("test")
+        return "digits", calib_images, test_images[:test], test_labels[:test]
+    shape = (cfg.in_chans, cfg.img_size, cfg.img_size)
+    calib_images = torch.randn((calib or RANDOM_CALIB, *shape), generator=torch.Generator().manual_seed(0))
+    n_test = RANDOM_TEST if test is None else test
+    test_images = torch.randn((n_test, *shape), generator=torch.Generator().manual_seed(1))
+    return "random", calib_images, test_images, None
+
+
+def quantize_model(model: str | Path | nn.Module, *, calib: int | None = None,
+                   observer: str = "mse", percentile: float = DEFAULT_PERCENTILE,
+                   config: AccelConfig | str | None = None, softmax: str | None = None,
+                   layernorm: str | None = None, gelu: str | None = None, test: int | None = None,
+                   output: str | Path | None = None,
+                   progress: Callable[[str], None] | None = None) -> dict:
+    """Quantize ``model`` and report what it cost and how accurate it is (a JSON-able dict).
+
+    ``model``: a built-in name (``'tiny-digits'``, ``'deit-tiny'``, any sw/vit.py preset), a
+    checkpoint path (``.pth``/``.pt``/``.safetensors``, timm names) or a VisionTransformer.
+    Calibration: models of the tiny-digits shape use the first ``calib`` images of
+    ``digits_split('calib')`` (all 180 by default) and are tested on ``digits_split('test')`` (the
+    first ``test``, all 360 by default); other models use seeded ``torch.randn`` images (``calib``
+    default 8, ``test`` default 2) and have no labels (top-1 is None, agreement is measured).
+    ``config``/``softmax``/``layernorm``/``gelu`` choose the variants and ``mult_bits``
+    (:func:`quantize`). ``output``: where to save the IntViT (atomically); None saves nothing.
+    ``progress(message)`` is called as each step starts.
+
+    Every argument is checked before any work (QuantizeError, or CheckpointError naming the key
+    and shapes of a checkpoint that does not fit). Report keys: ``model``, ``vit``, ``variants``,
+    ``mult_bits``, ``observer``, ``percentile``, ``dataset``, ``calib_images``, ``test_images``,
+    ``fp_top1``, ``int_top1``, ``agreement``, ``int_model_bytes``, ``output``, ``file_bytes``,
+    ``seconds`` (``load``, ``calibrate``, ``quantize``, ``evaluate``, ``save``, ``total``).
+    """
+    start = time.perf_counter()
+    say = progress or (lambda message: None)
+    for name, value in (("calib", calib), ("test", test)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise QuantizeError(f"{name} must be a non-negative integer number of images, not {value!r}")
+    if calib == 0:
+        raise QuantizeError("calib=0: the calibration set is empty, calibrate on at least one image")
+    if observer not in OBSERVERS:
+        raise QuantizeError(f"unknown observer {observer!r} (observers: {', '.join(OBSERVERS)})")
+    if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
+        raise QuantizeError(f"percentile must be in (0, 100], not {percentile!r}")
+    accel = _variant_config(config, softmax, layernorm, gelu)
+    if output is not None and Path(output).is_dir():
+        raise QuantizeError(f"output {str(output)!r} is a directory, not a file path")
+    label, load = _resolve_model(model)
+    seconds = {}
+
+    say(f"loading {label}")
+    t = time.perf_counter()
+    float_model = load()
+    dataset, calib_images, test_images, test_labels = _data(float_model, calib, test)
+    if dataset == "digits" and calib is not None and calib > len(calib_images):
+        raise QuantizeError(f"calib={calib}: the digits calibration split has {len(calib_images)} images")
+    seconds["load"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    stats = calibrate(float_model, calib_images, progress=say)
+    seconds["calibrate"] = time.perf_counter() - t
+
+    say("quantizing")
+    t = time.perf_counter()
+    intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel)
+    intvit.info["source"] = label
+    seconds["quantize"] = time.perf_counter() - t
+
+    say(f"evaluating on {len(test_images)} images")
+    t = time.perf_counter()
+    result = evaluate(float_model, intvit, test_images, test_labels) if len(test_images) else \
+        {"fp_top1": None, "int_top1": None, "agreement": None}
+    seconds["evaluate"] = time.perf_counter() - t
+
+    file_bytes = None
+    t = time.perf_counter()
+    if output is not None:
+        say(f"writing {output}")
+        file_bytes = intvit.save(output).stat().st_size
+    seconds["save"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - start
+    return {"model": label, "vit": dataclasses.asdict(float_model.config), "variants": intvit.variants,
+            "mult_bits": intvit.mult_bits, "observer": observer,
+            "percentile": percentile if observer == "percentile" else None, "dataset": dataset,
+            "calib_images": len(calib_images), "test_images": len(test_images),
+            "fp_top1": result["fp_top1"], "int_top1": result["int_top1"],
+            "agreement": result["agreement"], "int_model_bytes": intvit.int_bytes(),
+            "output": None if output is None else str(output), "file_bytes": file_bytes,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()}}
