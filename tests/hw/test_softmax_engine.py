@@ -1,0 +1,184 @@
+# amaranth: UnusedElaboratable=no
+# Components rejected by their constructor are never elaborated: no warning for them.
+
+"""SoftmaxEngine against a numpy model of SOFTMAX (the VectorInstr docstring with the golden
+``e2softmax``/``shiftmax``), on real Amaranth memories, for both variants.
+
+Each test runs a sequence of commands in one simulation and compares the whole scratchpad and PARAM
+memories with the model after every command, and the busy time with :func:`softmax_cycles`.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from vitaccel.config import preset
+from vitaccel.hw.interfaces import acc_row, spad_row
+from vitaccel.hw.softmax import SoftmaxEngine, SoftmaxUnit, softmax_beats, softmax_cycles
+from vitaccel.isa import Opcode, encode
+from vitaccel.sw.softmax import e2softmax, shiftmax, softmax_params
+
+
+def reference(cfg, spad, param, c):
+    """SOFTMAX ``c`` on copies of ``spad`` and ``param``, as the VectorInstr docstring states it."""
+    spad, param = spad.copy(), param.copy()
+    rows, length, cols = c["rows"], c["length"], cfg.cols
+    if rows == 0 or length == 0:
+        return spad, param
+    tiles = -(-length // cols)
+    x = np.zeros((rows, tiles * cols), dtype=np.int64)
+    for r in range(rows):
+        for t in range(tiles):
+            x[r, t * cols:(t + 1) * cols] = spad[c["src"] + t * c["tile_stride"] + r]
+    mult, shift = (int(v) for v in param[c["param_addr"], :2])
+    golden = e2softmax if cfg.softmax == "e2softmax" else shiftmax
+    p = golden(x[:, :length], mult, shift)
+    out = np.zeros((rows, tiles * cols), dtype=np.int64)
+    out[:, :length] = p.mant
+    for r in range(rows):
+        for t in range(tiles):
+            spad[c["dst"] + t * c["tile_stride"] + r] = out[r, t * cols:(t + 1) * cols]
+    exps = np.zeros(-(-rows // cols) * cols, dtype=np.int64)
+    exps[:rows] = p.row_exp[:, 0]
+    param[c["src2"]:c["src2"] + len(exps) // cols] = exps.reshape(-1, cols)
+    return spad, param
+
+
+class SoftmaxBench(Elaboratable):
+    """The engine wired to scratchpad and PARAM memories, as the core wires it."""
+
+    def __init__(self, cfg, spad, param):
+        self.engine = SoftmaxEngine(cfg)
+        self.spad = Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=spad.tolist())
+        self.param = Memory(shape=acc_row(cfg), depth=cfg.param_rows, init=param.tolist())
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = self.engine
+        m.submodules.spad = self.spad
+        m.submodules.param = self.param
+        wiring.connect(m, self.spad.read_port(), self.engine.spad_rd)
+        wiring.connect(m, self.spad.write_port(), self.engine.spad_wr)
+        wiring.connect(m, self.param.read_port(), self.engine.param_rd)
+        wiring.connect(m, self.param.write_port(), self.engine.param_wr)
+        return m
+
+
+def small(name, **changes):
+    """A preset with small memories and rows, so that the testbench compares them quickly."""
+    return dataclasses.replace(preset(name), spad_rows=512, param_rows=16, max_row=64, **changes).validate()
+
+
+def commands(cfg):
+    """SOFTMAX commands laid out one after another in the scratchpad (``tile_stride`` one more
+    than ``rows``), each with the kind of logits it tests."""
+    specs = [  # rows, length, param_addr, src2, logits
+        (13, 30, 0, 8, "random"),
+        (5, 7, 1, 12, "degenerate"),
+        (4, 1, 2, 15, "in place"),
+        (0, 9, 0, 0, "random"),      # no-ops
+        (3, 0, 0, 0, "random"),
+        (2, cfg.max_row, 3, 4, "low"),
+    ]
+    out, free = [], 0
+    for rows, length, param_addr, src2, kind in specs:
+        stride = rows + 1
+        size = max(1, -(-length // cfg.cols)) * stride
+        src = free
+        dst = src if kind == "in place" else src + size
+        free = dst + size
+        out.append((dict(src=src, dst=dst, rows=rows, length=length, tile_stride=stride,
+                         param_addr=param_addr, src2=src2), kind))
+    assert free <= cfg.spad_rows
+    return out
+
+
+def run(cfg, seed):
+    """Execute :func:`commands` on random memories; check both memories and the busy time after each."""
+    rng = np.random.default_rng(seed)
+    spad = rng.integers(-128, 128, (cfg.spad_rows, cfg.cols), dtype=np.int64)
+    todo = commands(cfg)
+    for c, kind in todo:
+        if kind in ("degenerate", "low"):
+            x = np.minimum(rng.integers(-128, 128, (c["rows"], c["length"])), -100)
+            if kind == "degenerate":
+                x[0], x[1], x[2] = -128, 5, -128   # all minimum, all equal, one huge value
+                x[2, 3] = 127
+            tiles = -(-c["length"] // cfg.cols)
+            padded = np.zeros((c["rows"], tiles * cfg.cols), dtype=np.int64)
+            padded[:, :c["length"]] = x
+            for t in range(tiles):
+                spad[c["src"] + t * c["tile_stride"]:][:c["rows"]] = padded[:, t * cfg.cols:(t + 1) * cfg.cols]
+    param = rng.integers(-(1 << 31), 1 << 31, (cfg.param_rows, cfg.cols), dtype=np.int64)
+    for p, scale in ((0, 0.09), (1, 0.02), (2, 1.5)):
+        param[p, :2] = softmax_params(scale)
+    param[3, :2] = 1 << 14, 12                  # a pure shift: mult a power of two
+    bench = SoftmaxBench(cfg, spad.astype(np.int8), param.astype(np.int32))
+    engine = bench.engine
+
+    async def testbench(ctx):
+        nonlocal spad, param
+        for n, (c, _) in enumerate(todo):
+            assert ctx.get(engine.cmd.ready)
+            ctx.set(engine.cmd.payload.bits, encode(Opcode.SOFTMAX, **c))
+            ctx.set(engine.cmd.valid, 1)
+            await ctx.tick()
+            ctx.set(engine.cmd.valid, 0)
+            busy = 0
+            while ctx.get(engine.busy):
+                assert not ctx.get(engine.cmd.ready), "ready while busy"
+                busy += 1
+                await ctx.tick()
+            assert busy == softmax_cycles(cfg, c["rows"], c["length"]) == engine.cycles(c["rows"], c["length"]), (
+                f"seed {seed}, command {n} {c}: busy for {busy} cycles")
+            assert not ctx.get(engine.spad_wr.en) and not ctx.get(engine.param_wr.en), "write after busy fell"
+            spad, param = reference(cfg, spad, param, c)
+            for name, memory, want in (("spad", bench.spad, spad), ("param", bench.param, param)):
+                got = np.array([ctx.get(memory.data[i]) for i in range(memory.depth)], dtype=np.int64)
+                mismatch = np.argwhere(got != want)
+                assert np.array_equal(got, want), (
+                    f"seed {seed}, command {n} {c}: first mismatch at {name}[row, col] = "
+                    f"{mismatch[0]}: got {got[tuple(mismatch[0])]}, want {want[tuple(mismatch[0])]}")
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+@pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", {}, 40),                      # lanes == cols
+    ("tiny", dict(vector_lanes=1), 41),
+    ("default", {}, 42),                   # 12 columns, 4 lanes
+    ("default", dict(vector_lanes=3), 43),
+])
+def test_sequence_of_commands(name, changes, seed, softmax):
+    run(small(name, softmax=softmax, **changes), seed)
+
+
+def test_cycle_formula():
+    cfg = preset("default")
+    assert (SoftmaxUnit.LATENCY, SoftmaxUnit.ROW_OVERHEAD) == (19, 8)
+    assert softmax_beats(cfg, 197) == 50
+    assert softmax_cycles(cfg, 0, 197) == softmax_cycles(cfg, 197, 0) == 0
+    assert softmax_cycles(cfg, 197, 197) == 197 * (2 * 50 + 8) + 50 + 11
+
+
+@pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
+def test_converts_to_verilog(softmax):
+    cfg = dataclasses.replace(preset("default"), softmax=softmax)
+    text = verilog.convert(SoftmaxEngine(cfg), name="softmax_engine")
+    assert "module softmax_engine" in text
+
+
+@pytest.mark.parametrize("component", [SoftmaxUnit, SoftmaxEngine])
+def test_rejects_what_is_not_a_config(component):
+    with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
+        component("tiny")
