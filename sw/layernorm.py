@@ -29,8 +29,9 @@ import numpy as np
 from .residual import _finish, dyadic, int_array, leading_one, like, round_shift, saturate
 
 __all__ = ["ailayernorm", "i_layernorm", "layernorm_params", "LayerNormParams", "ptf_alpha",
-           "isqrt_newton", "rsqrt", "row_mean", "squares", "MAG_BITS", "RSQRT_SEED",
-           "ISQRT_STEPS", "MAX_ALPHA"]
+           "isqrt_newton", "rsqrt", "row_mean", "row_mean_constants", "MEAN_FORMAT",
+           "pack_layernorm_params", "squares", "MAG_BITS", "RSQRT_SEED", "ISQRT_STEPS", "MAX_ALPHA",
+           "MAX_OUT_SHIFT"]
 
 MAX_ALPHA = 3
 """Power-of-two factors are 2 bits: ``alpha`` in ``0..3`` (FQ-ViT's K = 3)."""
@@ -43,6 +44,9 @@ ISQRT_STEPS = 5
 STD_FRAC = 8
 """I-LayerNorm's standard deviation keeps 8 fraction bits (``isqrt(var << 16)``)."""
 MAX_OUT_SHIFT = 24
+MEAN_FORMAT = {"ailayernorm": (MEAN_FRAC, 10), "i_layernorm": (0, 7)}
+"""``(frac, in_bits)`` of each variant's :func:`row_mean`: AILayerNorm averages ``x << alpha``
+(magnitude up to ``2**10``) with 4 fraction bits, I-LayerNorm averages int8 to an integer."""
 
 
 MAG_BITS = 4
@@ -68,22 +72,37 @@ RSQRT_SEED = _rsqrt_seed()
 """uint16[48]: ``RSQRT_SEED[i - 16] = round(2**16 / sqrt((i + 0.5)/16))`` for ``i = 16..63``."""
 
 
+def row_mean_constants(c: int, frac: int, in_bits: int) -> tuple[int, int]:
+    """The multiply-shift pair ``(m, k)`` of :func:`row_mean` for rows of ``c >= 1`` values.
+
+    ``k = w + bit_length(2c)`` with ``w = bit_length(2c * (2**(in_bits+frac+1) + 1))`` (the width
+    of the largest numerator) and ``m = ceil(2**k / 2c)``. The compiler stores them in the
+    LAYERNORM parameter row (:func:`pack_layernorm_params`); the hardware multiplies by ``m`` and
+    shifts by ``k`` once per row.
+    """
+    if not isinstance(c, int) or c < 1:
+        raise ValueError(f"c must be a positive integer, got {c!r}")
+    b = 1 << (in_bits + frac)
+    w = (2 * c * (2 * b + 1)).bit_length()
+    k = w + (2 * c).bit_length()
+    return -((-1 << k) // (2 * c)), k
+
+
 def row_mean(s1, c: int, frac: int, in_bits: int):
     """The row mean with ``frac`` fraction bits, exactly rounded half up: ``floor(s1*2**frac/c + 1/2)``.
 
     ``s1`` is the row sum of ``c`` values of magnitude at most ``2**in_bits``. The division by the
-    constant ``2c`` is a multiply by ``m = ceil(2**k / 2c)`` and a shift by ``k``, exact for every
-    numerator below ``2**w`` when ``k = w + bit_length(2c)`` (Granlund and Montgomery, PLDI 1994);
-    an offset ``b = 2**(in_bits + frac)`` makes the numerator non-negative:
+    constant ``2c`` is a multiply by ``m = ceil(2**k / 2c)`` and a shift by ``k``
+    (:func:`row_mean_constants`), exact for every numerator below ``2**w`` when
+    ``k = w + bit_length(2c)`` (Granlund and Montgomery, PLDI 1994); an offset
+    ``b = 2**(in_bits + frac)`` makes the numerator non-negative:
     ``mean = ((((s1 << (frac+1)) + c + 2c*b) * m) >> k) - b``. Exact, so a constant added to every
     value of a row moves the mean by exactly that constant. Per-layer constants ``m`` (<= 29 bits)
     and ``k`` (for ``c = 192``: 25-bit ``m``; up to 31 bits at ``c = 4096``); one multiply per row
     (numerator up to 29 bits).
     """
     b = 1 << (in_bits + frac)
-    w = (2 * c * (2 * b + 1)).bit_length()
-    k = w + (2 * c).bit_length()
-    m = -((-1 << k) // (2 * c))
+    m, k = row_mean_constants(c, frac, in_bits)
     num = (s1 << (frac + 1)) + like(c + 2 * c * b, s1)
     return ((num * like(m, s1)) >> like(k, s1)) - like(b, s1)
 
@@ -267,3 +286,47 @@ def i_layernorm(x, params: LayerNormParams) -> np.ndarray:
     std = isqrt_newton(np.sum(y * y, axis=-1, keepdims=True) << (2 * STD_FRAC))
     factor = ((1 << 31) - 1) // np.maximum(std, 1)
     return _affine(round_shift(y * factor, like(16 - STD_FRAC, x)), params)
+
+
+def pack_layernorm_params(cols: int, alpha, params: LayerNormParams, length: int,
+                          variant: str) -> np.ndarray:
+    """The PARAM rows of a LAYERNORM over rows of ``length`` channels: int32 ``(4T + 1, cols)``.
+
+    ``T = ceil(length / cols)``. Row ``p*T + t`` (plane ``p`` = alpha, mult, bias, shift) holds
+    that parameter for channels ``t*cols .. t*cols + cols - 1``, zero past ``length``; row ``4T``
+    is ``[m, k, 0, ...]`` from :func:`row_mean_constants` with the variant's :data:`MEAN_FORMAT`.
+    ``alpha`` (``0..MAX_ALPHA``, shape ``(length,)``) is ignored for ``i_layernorm`` (its plane is
+    zero) and may be ``None`` there. This is the layout of :class:`vitaccel.isa.VectorInstr`; the
+    compiler, the ISA simulator and the hardware tests all build it here.
+    """
+    if variant not in MEAN_FORMAT:
+        raise ValueError(f"variant must be one of {', '.join(MEAN_FORMAT)}, got {variant!r}")
+    if not isinstance(cols, int) or cols < 1:
+        raise ValueError(f"cols must be a positive integer, got {cols!r}")
+    if not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be a positive integer, got {length!r}")
+    if not isinstance(params, LayerNormParams):
+        raise TypeError(f"params must be LayerNormParams, got {type(params).__name__}")
+    tiles = -(-length // cols)
+    planes = np.zeros((4, tiles * cols), dtype=np.int64)
+    if variant == "ailayernorm":
+        alpha = int_array(alpha, "alpha")
+        if alpha.shape != (length,) or np.min(alpha) < 0 or np.max(alpha) > MAX_ALPHA:
+            raise ValueError(f"alpha must have shape ({length},) with values in 0..{MAX_ALPHA}, got "
+                             f"shape {alpha.shape}")
+        planes[0, :length] = alpha
+    for p, (name, v) in enumerate(params._asdict().items(), start=1):
+        v = int_array(v, f"params.{name}")
+        if v.shape not in ((length,), ()):
+            raise ValueError(f"params.{name} must have shape ({length},), got {v.shape}")
+        planes[p, :length] = v
+    if np.min(planes[3]) < 0 or np.max(planes[3]) > MAX_OUT_SHIFT:
+        raise ValueError(f"params.shift must be in 0..{MAX_OUT_SHIFT}")
+    if np.min(planes[1]) < -(1 << 15) or np.max(planes[1]) >= 1 << 15:
+        raise ValueError("params.mult must fit signed 16 bits")
+    if np.min(planes[2]) < -(1 << 31) or np.max(planes[2]) >= 1 << 31:
+        raise ValueError("params.bias must fit int32")
+    rows = np.zeros((4 * tiles + 1, cols), dtype=np.int64)
+    rows[:4 * tiles] = planes.reshape(4 * tiles, cols)
+    rows[4 * tiles, :2] = row_mean_constants(length, *MEAN_FORMAT[variant])
+    return rows.astype(np.int32)

@@ -1,0 +1,466 @@
+"""LayerNorm hardware: :class:`LayerNormUnit` (a row-streaming core) and :class:`LayerNormEngine`
+(executes LAYERNORM), both bit-exact with :mod:`vitaccel.sw.layernorm`.
+
+``cfg.layernorm`` selects the variant: ``ailayernorm`` (SOLE, per-channel power-of-two factors,
+compressed squares, seed table and one Newton step for the reciprocal square root) or
+``i_layernorm`` (I-ViT, a leading-one-seeded integer Newton square root and a per-row integer
+division). Per-row arithmetic (the mean's multiply-shift, rsqrt, square root and division) runs on
+one sequential shift-add multiplier and one restoring divider, a bit per cycle, so the statistics
+need no DSP multiplier; the per-lane data path has the multipliers docs/numerics.md lists.
+:func:`layernorm_cycles` is the engine's exact busy time, for the performance model.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from vitaccel.config import AccelConfig
+from vitaccel.hw.interfaces import (engine_cmd_signature, param_read_signature, spad_read_signature,
+                                    spad_write_signature)
+from vitaccel.sw.golden import INT8_MAX, INT8_MIN
+from vitaccel.sw.layernorm import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT, RSQRT_SEED, STD_FRAC,
+                                   row_mean_constants, squares)
+
+__all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
+           "unit_row_cycles"]
+
+# Widths fixed by the golden definitions (sw/layernorm.py): the per-channel output stage.
+MULT_BITS = 16      # LayerNormParams.mult, signed
+SHIFT_BITS = 5      # LayerNormParams.shift, 0..24 (the low 5 bits are used)
+ALPHA_BITS = (MAX_ALPHA).bit_length()
+Z_BITS = 18         # |z| < 2**16 (docs in LayerNormUnit), one bit of margin: an 18x16 multiply
+# AILayerNorm: D = 16a - mean16 is 16 bits signed; rsqrt normalizes to u in [2**14, 2**16).
+D_BITS = 16
+U_LO, U_HI = 1 << 14, 1 << 16
+# I-LayerNorm: factor = (2**31 - 1) // std < 2**23, since std >= 2**STD_FRAC when var >= 1.
+FACTOR_DIVIDEND = (1 << 31) - 1
+FACTOR_BITS = 23
+Z_SHIFT_I = 16 - STD_FRAC   # z = round_shift(y * factor, 8)
+
+
+def _bits(value: int) -> int:
+    return max(1, int(value).bit_length())
+
+
+class _Sizes:
+    """Widths and fixed cycle counts of one unit, derived from ``cfg`` (``max_row``, lanes, variant)."""
+
+    def __init__(self, cfg: AccelConfig):
+        self.lanes = cfg.vector_lanes
+        self.max_row = cfg.max_row
+        self.beats = -(-cfg.max_row // cfg.vector_lanes)      # row buffer depth
+        self.ai = cfg.layernorm == "ailayernorm"
+        self.frac, self.in_bits = MEAN_FORMAT[cfg.layernorm]
+        self.offset = 1 << (self.in_bits + self.frac)          # row_mean's b
+        self.elem_bits = self.in_bits + 1                      # a = x << alpha (11) or x (8)
+        self.sum_bits = _bits(cfg.max_row << self.in_bits) + 1
+        self.num_bits = _bits(2 * cfg.max_row * (2 * self.offset + 1))
+        consts = [row_mean_constants(c, self.frac, self.in_bits) for c in (1, cfg.max_row)]
+        self.m_bits = max(_bits(m) for m, _ in consts)
+        self.k_max = max(k for _, k in consts)
+        self.mean_bits = self.in_bits + self.frac + 2
+        if self.ai:
+            max_term = int(squares(MAG_BITS)[-1]) << 2 * (D_BITS - 1 - MAG_BITS)
+            self.stat_bits = _bits(cfg.max_row * max_term)    # Q
+            # Right steps for the largest Q, left steps for Q = 1: u lands in [2**14, 2**16).
+            self.norm_steps = max((self.stat_bits - 15) >> 1, 7)
+        else:
+            self.stat_bits = _bits(cfg.max_row * 255 * 255)   # var = sum(y*y), |y| <= 255
+            self.w_bits = self.stat_bits + 2 * STD_FRAC        # w = var << 16
+            self.seed_steps = (self.w_bits - 1) >> 1
+            self.k_bits = self.seed_steps + 2                  # k0 = 2 << (leading_one(w) >> 1)
+            # Every Newton iterate is >= isqrt(w), so w // k <= isqrt(w) + 3.
+            self.q_bits = max(FACTOR_BITS, (self.w_bits + 1) // 2 + 1)
+        # The serial multiplier's operands: the mean's numerator by m, or rsqrt's (up to 19 bits).
+        self.mul_a_bits = max(self.num_bits, 19)
+        self.mul_b_bits = max(self.m_bits, 17)
+        self.mul_n_bits = _bits(max(self.k_max, 17))
+
+
+def layernorm_param_signature(cfg: AccelConfig) -> wiring.Signature:
+    """The parameter write port of :class:`LayerNormUnit`, from the writer's side.
+
+    With ``en``, ``data`` (``vector_lanes`` int32 values) is stored for channels
+    ``addr*lanes .. addr*lanes + lanes - 1`` of plane ``plane``: 0 alpha, 1 mult, 2 bias, 3 shift
+    (the plane order of :class:`vitaccel.isa.VectorInstr`). The unit keeps the low bits it uses:
+    alpha 2, mult 16 (signed), bias 32, shift 5.
+    """
+    sizes = _Sizes(cfg)
+    return wiring.Signature({
+        "en": Out(1),
+        "plane": Out(2),
+        "addr": Out(range(sizes.beats)),
+        "data": Out(data.ArrayLayout(signed(32), cfg.vector_lanes)),
+    })
+
+
+def unit_stats_cycles(cfg: AccelConfig, length: int) -> int:
+    """Cycles of :class:`LayerNormUnit` from its first input beat of a row to the issue of the
+    first read of the output pass (the row's statistics), with input beats back to back."""
+    s = _Sizes(cfg)
+    beats = -(-length // s.lanes)
+    _, k = row_mean_constants(length, s.frac, s.in_bits)
+    stats = beats + (1 + k + 1) + (beats + LayerNormUnit.VAR_LATENCY) + 1
+    if s.ai:
+        # NORM, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
+        return stats + s.norm_steps + (1 + 16) + (1 + 17) + (1 + 17) + 1
+    # SEED, then ISQRT_STEPS Newton steps and the factor: a load, a division and an update each.
+    return stats + s.seed_steps + (ISQRT_STEPS + 1) * (s.q_bits + 2) + 1
+
+
+def unit_row_cycles(cfg: AccelConfig, length: int) -> int:
+    """Cycles from a row's first input beat to the next row's, with input beats back to back and
+    the output always ready: the row period of :class:`LayerNormUnit`."""
+    return unit_stats_cycles(cfg, length) + -(-length // cfg.vector_lanes) + LayerNormUnit.OUT_LATENCY
+
+
+class LayerNormUnit(wiring.Component):
+    """LayerNorm of one row at a time, streamed ``vector_lanes`` int8 values per beat.
+
+    Computes :func:`vitaccel.sw.layernorm.ailayernorm` (``cfg.layernorm == "ailayernorm"``) or
+    :func:`~vitaccel.sw.layernorm.i_layernorm` of each row of ``length`` channels, bit for bit.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+        Uses ``layernorm``, ``vector_lanes`` (``L``) and ``max_row``.
+
+    Attributes
+    ----------
+    inp : In(stream.Signature(ArrayLayout(signed(8), L)))
+        The rows, ``ceil(length / L)`` beats each; beat ``i`` holds channels ``i*L .. i*L + L-1``.
+        Lanes past ``length`` in a row's last beat are ignored. Ready only while a row is being
+        received: after a row's last input beat, ``ready`` stays low until that row's last output
+        beat has been transferred (one row buffer).
+    out : Out(stream.Signature(ArrayLayout(signed(8), L)))
+        The normalized rows, in the same beats; lanes past ``length`` are 0. Back-pressure stalls
+        the output pipeline.
+    length : In(range(max_row + 1))
+        Channels per row, ``1 .. max_row`` (1 yields the bias of a constant row). Held constant
+        while a row is in flight, like the three inputs below.
+    mean_mult, mean_shift : In
+        ``m, k = row_mean_constants(length, *MEAN_FORMAT[cfg.layernorm])``: the row mean is
+        ``floor(num * m / 2**k)`` computed in ``k`` cycles.
+    params : In(layernorm_param_signature(cfg))
+        Writes the per-channel parameters (alpha, mult, bias, shift) into the unit's planes
+        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight; they
+        apply to every following row.
+
+    Notes
+    -----
+    Timing, with the input valid and the output ready whenever the unit wants them: a row takes
+    :func:`unit_row_cycles` cycles from its first input beat to the next row's first input beat,
+    ``3 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row`` (e.g.
+    AILayerNorm, ``max_row`` 1024: 79; I-LayerNorm: 187). Passes per row: receive (one beat per
+    cycle; sum), ``k`` cycles for the mean, a pass over the row buffer for the variance
+    (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic, and the output pass, whose
+    first beat appears :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle).
+
+    Per-row arithmetic (fixed cycle counts, independent of the data): AILayerNorm normalizes ``Q``
+    two bits per cycle (``max((Qbits - 15) >> 1, 7)`` cycles) and runs rsqrt's three multiplies on
+    the serial multiplier (16, 17, 17 cycles); I-LayerNorm finds the leading-one seed two bits per
+    cycle, then each of the ``ISQRT_STEPS`` Newton steps and the factor are one restoring division
+    (23 quotient bits for ``max_row <= 1024``).
+
+    Widths: ``|z| < 2**16`` in both variants (AILayerNorm: ``Q >= 0.89 * 4 * sum(D**2)`` since each
+    compressed square is at least ``(8.5/9)**2`` of ``4 D**2``; I-LayerNorm: ``std >= 256 sqrt(var)
+    - 1``), so ``z`` is held in 18 bits. Multipliers per lane: AILayerNorm ``D * y`` (16x17) and
+    ``z * mult`` (18x16); I-LayerNorm ``y * y`` (9x9), ``y * factor`` (9x23) and ``z * mult``.
+    """
+
+    #: Cycles from a read of the variance pass to its term being summed.
+    VAR_LATENCY = 3
+    #: Cycles from the output pass's first read to its first output beat (output ready).
+    OUT_LATENCY = 7
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self._cfg = cfg.validate()
+        self._sizes = s = _Sizes(cfg)
+        lanes = data.ArrayLayout(signed(cfg.data_width), cfg.vector_lanes)
+        super().__init__({
+            "inp": In(stream.Signature(lanes)),
+            "out": Out(stream.Signature(lanes)),
+            "length": In(range(cfg.max_row + 1)),
+            "mean_mult": In(unsigned(s.m_bits)),
+            "mean_shift": In(range(s.k_max + 1)),
+            "params": In(layernorm_param_signature(cfg)),
+        })
+
+    def row_cycles(self, length: int) -> int:
+        """:func:`unit_row_cycles` for this unit's config."""
+        return unit_row_cycles(self._cfg, length)
+
+    def elaborate(self, platform):
+        cfg, s = self._cfg, self._sizes
+        L = s.lanes
+        m = Module()
+
+        def lanes_of(shape):
+            return data.ArrayLayout(shape, L)
+
+        # ---- storage: the row buffer and the parameter planes -----------------------------------
+        m.submodules.row_buffer = row_buffer = Memory(shape=lanes_of(signed(s.elem_bits)), depth=s.beats, init=[])
+        buf_wr, buf_rd = row_buffer.write_port(), row_buffer.read_port()
+        plane_shapes = {1: signed(MULT_BITS), 2: signed(32), 3: unsigned(SHIFT_BITS)}
+        if s.ai:
+            plane_shapes[0] = unsigned(ALPHA_BITS)
+        plane_rd = {}
+        for p, shape in plane_shapes.items():
+            m.submodules[f"plane_{p}"] = plane = Memory(shape=lanes_of(shape), depth=s.beats, init=[])
+            wr = plane.write_port()
+            plane_rd[p] = plane.read_port()
+            m.d.comb += [
+                wr.en.eq(self.params.en & (self.params.plane == p)),
+                wr.addr.eq(self.params.addr),
+                *(wr.data[i].eq(self.params.data[i][:shape.width]) for i in range(L)),
+            ]
+
+        # ---- the sequential multiplier and divider ---------------------------------------------
+        # mul: acc <- (acc + (b & 1) * a) >> 1, n times: acc = floor((c + a*b) / 2**n) for b < 2**n.
+        mul_acc = Signal(max(s.mul_a_bits, 17) + 1)
+        mul_a = Signal(s.mul_a_bits)
+        mul_b = Signal(s.mul_b_bits)
+        mul_n = Signal(s.mul_n_bits)
+
+        def mul_load(a, b, n, c=0):
+            return [mul_acc.eq(c), mul_a.eq(a), mul_b.eq(b), mul_n.eq(n)]
+
+        def mul_step(next_state):
+            m.d.sync += [mul_acc.eq((mul_acc + Mux(mul_b[0], mul_a, 0)) >> 1),
+                         mul_b.eq(mul_b >> 1), mul_n.eq(mul_n - 1)]
+            with m.If(mul_n <= 1):
+                m.next = next_state
+
+        length = self.length
+        # Row progress: `left` channels of the row at and after the current beat of a pass.
+        count = lambda name: Signal(range(s.beats + 1), name=name)   # noqa: E731
+        in_beat, in_left = count("in_beat"), Signal(range(cfg.max_row + 1))
+        issue, issue_left = count("issue"), Signal(range(cfg.max_row + 1))
+        sent = count("sent")
+        drain = Signal(range(self.VAR_LATENCY))
+        s1 = Signal(signed(s.sum_bits))
+        mean = Signal(signed(s.mean_bits))
+        stat = Signal(s.stat_bits)                 # Q (AILayerNorm) or var (I-LayerNorm)
+
+        if s.ai:
+            u = Signal(max(s.stat_bits, 17))
+            j = Signal(signed(6))
+            y0 = Signal(16)
+            z_shift = Signal(range(7 + 16))
+            seed = Array(Const(int(v), 16) for v in RSQRT_SEED)
+        else:
+            w = Signal(s.w_bits)
+            t = Signal(s.w_bits)
+            k = Signal(s.k_bits)
+            step = Signal(range(ISQRT_STEPS + 1))
+            div_r = Signal(s.w_bits)
+            div_d = Signal(s.k_bits + s.q_bits - 1)
+            div_q = Signal(s.q_bits)
+            div_n = Signal(range(max(s.q_bits, s.seed_steps) + 1))
+
+        # ---- control ------------------------------------------------------------------------------
+        row_left = Mux(in_beat == 0, length, in_left)   # a row starts at beat 0 with `length`
+        accept = self.inp.valid & self.inp.ready
+        reading = Signal()    # a read of the variance or output pass is issued this cycle
+        in_var = Signal()
+        in_out = Signal()
+        advance = Signal()    # the output pipeline moves: its last stage is empty or being read
+
+        def start_pass():
+            return [issue.eq(0), issue_left.eq(length), sent.eq(0), drain.eq(0)]
+
+        next_issue = [issue.eq(issue + 1), issue_left.eq(Mux(issue_left > L, issue_left - L, 0))]
+        with m.FSM():
+            with m.State("IN"):
+                m.d.comb += self.inp.ready.eq(1)
+                with m.If(accept):
+                    m.d.sync += [in_beat.eq(in_beat + 1), in_left.eq(row_left - L)]
+                    with m.If(row_left <= L):
+                        m.next = "MEAN_LOAD"
+            with m.State("MEAN_LOAD"):
+                num = (s1 << (s.frac + 1)) + (length << (s.in_bits + s.frac + 1)) + length
+                m.d.sync += mul_load(num, self.mean_mult, self.mean_shift)
+                m.next = "MEAN_MUL"
+            with m.State("MEAN_MUL"):
+                mul_step("MEAN_DONE")
+            with m.State("MEAN_DONE"):
+                m.d.sync += [mean.eq(mul_acc - s.offset), stat.eq(0), *start_pass()]
+                m.next = "VAR"
+            with m.State("VAR"):
+                m.d.comb += [in_var.eq(1), reading.eq(issue_left != 0)]
+                with m.If(issue_left != 0):
+                    m.d.sync += next_issue
+                with m.Else():
+                    # The last read's term reaches `stat` VAR_LATENCY cycles after it.
+                    m.d.sync += drain.eq(drain + 1)
+                    with m.If(drain == self.VAR_LATENCY - 1):
+                        m.next = "STAT_LOAD"
+            if s.ai:
+                with m.State("STAT_LOAD"):
+                    m.d.sync += [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul_n.eq(s.norm_steps)]
+                    m.next = "NORM"
+                with m.State("NORM"):
+                    # u = Q >> 2j (or Q << -2j) in [2**14, 2**16): two bits per cycle.
+                    with m.If(u >= U_HI):
+                        m.d.sync += [u.eq(u >> 2), j.eq(j + 1)]
+                    with m.Elif(u < U_LO):
+                        m.d.sync += [u.eq(u << 2), j.eq(j - 1)]
+                    m.d.sync += mul_n.eq(mul_n - 1)
+                    with m.If(mul_n <= 1):
+                        m.next = "MUL1_LOAD"
+                with m.State("MUL1_LOAD"):
+                    # t1 = round_shift(y0 * y0, 16)
+                    y0_value = seed[((u >> 10) - 16)[:6]]
+                    m.d.sync += [y0.eq(y0_value), z_shift.eq(7 + j),
+                                 *mul_load(y0_value, y0_value, 16, 1 << 15)]
+                    m.next = "MUL1"
+                with m.State("MUL1"):
+                    mul_step("MUL2_LOAD")
+                with m.State("MUL2_LOAD"):
+                    # h = round_shift(u * t1, 14): t1 <= 2**16 needs 17 steps, so (8u) * t1 >> 17.
+                    m.d.sync += mul_load(u << 3, mul_acc, 17, 1 << 16)
+                    m.next = "MUL2"
+                with m.State("MUL2"):
+                    mul_step("MUL3_LOAD")
+                with m.State("MUL3_LOAD"):
+                    # y = round_shift(y0 * (3 * 2**16 - h), 17), left in mul_acc for the output pass.
+                    m.d.sync += mul_load(3 * (1 << 16) - mul_acc, y0, 17, 1 << 16)
+                    m.next = "MUL3"
+                with m.State("MUL3"):
+                    mul_step("OUT_LOAD")
+            else:
+                with m.State("STAT_LOAD"):
+                    # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
+                    # so its factor does not matter.
+                    w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
+                    m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(s.seed_steps)]
+                    m.next = "SEED"
+                with m.State("SEED"):
+                    # k0 = 2 << (leading_one(w) >> 1), two bits of w per cycle.
+                    with m.If(t >= 4):
+                        m.d.sync += [t.eq(t >> 2), k.eq(k << 1)]
+                    m.d.sync += div_n.eq(div_n - 1)
+                    with m.If(div_n <= 1):
+                        m.next = "DIV_LOAD"
+                with m.State("DIV_LOAD"):
+                    # Each Newton step divides w by k; then the factor is (2**31 - 1) // std.
+                    m.d.sync += [div_r.eq(Mux(step == ISQRT_STEPS, FACTOR_DIVIDEND, w)),
+                                 div_d.eq(k << (s.q_bits - 1)), div_q.eq(0), div_n.eq(s.q_bits)]
+                    m.next = "DIV"
+                with m.State("DIV"):
+                    # Restoring division, one quotient bit per cycle (the quotient is < 2**q_bits).
+                    fits = div_r >= div_d
+                    m.d.sync += [div_r.eq(Mux(fits, div_r - div_d, div_r)), div_q.eq(Cat(fits, div_q)),
+                                 div_d.eq(div_d >> 1), div_n.eq(div_n - 1)]
+                    with m.If(div_n <= 1):
+                        m.next = "NEWTON"
+                with m.State("NEWTON"):
+                    with m.If(step == ISQRT_STEPS):
+                        m.next = "OUT_LOAD"
+                    with m.Else():
+                        halfway = (k + div_q) >> 1
+                        m.d.sync += [k.eq(Mux(halfway < k, halfway, k)), step.eq(step + 1)]
+                        m.next = "DIV_LOAD"
+            with m.State("OUT_LOAD"):
+                m.d.sync += start_pass()
+                m.next = "OUT"
+            with m.State("OUT"):
+                m.d.comb += [in_out.eq(1), reading.eq(advance & (issue_left != 0))]
+                with m.If(reading):
+                    m.d.sync += next_issue
+                with m.If(self.out.valid & self.out.ready):
+                    m.d.sync += sent.eq(sent + 1)
+                    with m.If((issue_left == 0) & (sent + 1 == issue)):
+                        m.d.sync += [in_beat.eq(0), s1.eq(0)]
+                        m.next = "IN"
+
+        # ---- receive: a = x << alpha into the row buffer, s1 = sum(a) ---------------------------
+        # The alpha plane is read one beat ahead, so that its data matches the beat on `inp`.
+        in_mask = Cat(row_left > i for i in range(L))
+        a_in = []
+        for i in range(L):
+            x = self.inp.payload[i]
+            a_in.append(Mux(in_mask[i], x << plane_rd[0].data[i] if s.ai else x, 0))
+        if s.ai:
+            m.d.comb += plane_rd[0].addr.eq(Mux(self.inp.ready, in_beat + accept, 0))
+        m.d.comb += [buf_wr.en.eq(accept), buf_wr.addr.eq(in_beat), buf_wr.data.eq(Cat(*a_in))]
+        with m.If(accept):
+            m.d.sync += s1.eq(s1 + sum(a_in))
+
+        # ---- variance pass: stat += sum of squares -----------------------------------------------
+        read_mask = Cat(issue_left > i for i in range(L))
+        m.d.comb += [buf_rd.addr.eq(issue), buf_rd.en.eq(in_var | advance)]
+        var_valid = Signal(self.VAR_LATENCY)
+        var_mask = Signal(L)
+        m.d.sync += [var_valid.eq(Cat(in_var & reading, var_valid[:-1])), var_mask.eq(read_mask)]
+        centered = Signal(lanes_of(signed(D_BITS if s.ai else s.elem_bits + 1)))
+        term = Signal(lanes_of(unsigned(32 if s.ai else 16)))
+        for i in range(L):
+            elem = buf_rd.data[i]
+            if s.ai:
+                m.d.sync += centered[i].eq(Mux(var_mask[i], (elem << s.frac) - mean, 0))
+                mag = abs(centered[i])
+                e = Const(0, range(D_BITS - MAG_BITS))
+                for b in range(MAG_BITS, D_BITS - 1):
+                    e = Mux(mag[b:] != 0, b - (MAG_BITS - 1), e)
+                code = Cat(e != 0, (mag >> e)[:MAG_BITS])
+                table = Array(Const(int(v), 2 * MAG_BITS + 2) for v in squares(MAG_BITS))
+                m.d.sync += term[i].eq(table[code] << (e << 1))
+            else:
+                m.d.sync += [centered[i].eq(Mux(var_mask[i], elem - mean, 0)),
+                             term[i].eq(centered[i] * centered[i])]
+        with m.If(var_valid[-1]):
+            m.d.sync += stat.eq(stat + sum(term))
+
+        # ---- output pass: z, then the affine stage --------------------------------------------
+        # Every stage moves only with `advance`; the plane reads are issued at the stage before
+        # their data is used, addressed by the beat index travelling with the data.
+        m.d.comb += advance.eq(~self.out.valid | self.out.ready)
+        depth = self.OUT_LATENCY - 1
+        valid = Signal(depth, name="out_stage_valid")
+        masks = [Signal(L, name=f"out_mask_{n}") for n in range(depth)]
+        beat = [Signal.like(issue, name=f"out_beat_{n}") for n in range(depth)]
+        with m.If(advance):
+            m.d.sync += [valid.eq(Cat(in_out & reading, valid[:-1])), masks[0].eq(read_mask), beat[0].eq(issue)]
+            m.d.sync += [masks[n].eq(masks[n - 1]) for n in range(1, depth)]
+            m.d.sync += [beat[n].eq(beat[n - 1]) for n in range(1, depth)]
+        for p, stage in ((1, 3), (2, 4), (3, 4)):
+            m.d.comb += [plane_rd[p].addr.eq(beat[stage - 1]), plane_rd[p].en.eq(advance)]
+
+        if s.ai:
+            scale = mul_acc[:17]                         # y of rsqrt
+            centered_out = Signal(lanes_of(signed(D_BITS)))
+            product = Signal(lanes_of(signed(D_BITS + 18)))
+        else:
+            scale = div_q[:FACTOR_BITS]                  # factor
+            centered_out = Signal(lanes_of(signed(s.elem_bits + 1)))
+            product = Signal(lanes_of(signed(s.elem_bits + 1 + FACTOR_BITS + 1)))
+        z = Signal(lanes_of(signed(Z_BITS)))
+        affine = Signal(lanes_of(signed(Z_BITS + MULT_BITS)))
+        halves = Signal(lanes_of(signed(Z_BITS + MULT_BITS + 2)))
+        result = Signal(lanes_of(signed(cfg.data_width)))
+        for i in range(L):
+            elem = buf_rd.data[i]
+            if s.ai:
+                z_value = (((product[i] << 1) >> z_shift) + 1) >> 1
+            else:
+                z_value = (product[i] + (1 << (Z_SHIFT_I - 1))) >> Z_SHIFT_I
+            rounded = (halves[i] + 1) >> 1
+            with m.If(advance):
+                m.d.sync += [
+                    centered_out[i].eq((elem << s.frac) - mean),
+                    product[i].eq(centered_out[i] * scale),
+                    z[i].eq(z_value),
+                    affine[i].eq(z[i] * plane_rd[1].data[i]),
+                    halves[i].eq(((affine[i] + plane_rd[2].data[i]) << 1) >> plane_rd[3].data[i]),
+                    result[i].eq(Mux(~masks[-1][i], 0,
+                                     Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded)))),
+                ]
+        out_valid = Signal()
+        with m.If(advance):
+            m.d.sync += out_valid.eq(valid[-1])
+        m.d.comb += [self.out.valid.eq(out_valid), self.out.payload.eq(result)]
+        return m
