@@ -90,22 +90,25 @@ class Requantizer(wiring.Component):
         return m
 
 
-def requant_cycles(cfg: AccelConfig, rows: int) -> int:
+def requant_cycles(cfg: AccelConfig, rows: int, row_shift: bool = False) -> int:
     """Cycles a REQUANT of ``rows`` rows keeps :attr:`RequantEngine.busy` high.
 
     ``0`` for ``rows == 0``, else ``rows * cols / requant_lanes + 4 + Requantizer.LATENCY``: three
-    parameter reads, one read per chunk of ``requant_lanes`` elements, and one cycle of read latency
-    plus the lane pipeline for the last chunk. The engine accepts its next command in the cycle
+    parameter reads (four with ``row_shift``: the first row of exponents), one read per chunk of
+    ``requant_lanes`` elements, and one cycle of read latency plus the lane pipeline for the last
+    chunk. Later rows of exponents are read while the accumulator is streamed, at no cost. The engine accepts its next command in the cycle
     after ``busy`` falls.
     """
-    return 0 if rows == 0 else rows * (cfg.cols // cfg.requant_lanes) + 4 + Requantizer.LATENCY
+    return 0 if rows == 0 else rows * (cfg.cols // cfg.requant_lanes) + 4 + Requantizer.LATENCY + row_shift
 
 
 class RequantEngine(wiring.Component):
-    """Executes REQUANT: ``spad[spad_addr + r] = requantize(acc[acc_addr + r], bias, mult, shift)``.
+    """Executes REQUANT: ``spad[spad_addr + r] = requantize(acc[acc_addr + r], bias, mult, shift_r)``.
 
     ``bias = param[param_addr]``, ``mult`` is the low ``mult_bits`` bits (signed) of
     ``param[param_addr + 1]`` and ``shift`` the low 6 bits of ``param[param_addr + 2]``, per column.
+    With ``row_shift`` set, ``shift_r = min(shift + e_r, 63)`` where ``e_r`` is the low 6 bits of
+    ``param[exp_addr + r // cols][r % cols]`` (softmax row exponents, see vitaccel.isa.RequantInstr).
 
     Parameters
     ----------
@@ -124,8 +127,9 @@ class RequantEngine(wiring.Component):
         Accumulator read port: row ``acc_addr + r`` is read once per chunk of ``requant_lanes``
         columns, ``cols / requant_lanes`` times in consecutive cycles.
     param_rd : In(param_read_signature(cfg))
-        Parameter read port: rows ``param_addr``, ``+ 1``, ``+ 2`` in the three cycles after the
-        command is accepted.
+        Parameter read port: rows ``param_addr``, ``+ 1``, ``+ 2`` (and ``exp_addr`` with
+        ``row_shift``) in the cycles after the command is accepted; with ``row_shift``, row
+        ``exp_addr + g`` in the cycle the last chunk of row ``g * cols - 1`` is read.
     spad_wr : In(spad_write_signature(cfg))
         Scratchpad write port: row ``spad_addr + r``, in order, ``1 + Requantizer.LATENCY`` cycles
         after the read of its last chunk.
@@ -148,9 +152,9 @@ class RequantEngine(wiring.Component):
             "spad_wr": In(spad_write_signature(cfg)),
         })
 
-    def cycles(self, rows: int) -> int:
+    def cycles(self, rows: int, row_shift: bool = False) -> int:
         """:func:`requant_cycles` for this engine's config."""
-        return requant_cycles(self._cfg, rows)
+        return requant_cycles(self._cfg, rows, row_shift)
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -166,9 +170,13 @@ class RequantEngine(wiring.Component):
         acc_addr = Signal.like(instr.acc_addr)
         spad_addr = Signal.like(instr.spad_addr)
         param_addr = Signal.like(instr.param_addr)
+        exp_addr = Signal.like(instr.exp_addr)
+        row_shift = Signal()
         rows = Signal.like(instr.rows)
-        param_index = Signal(range(3))
+        param_index = Signal(range(4))
         row = Signal.like(instr.rows)       # accumulator rows read
+        group_pos = Signal(range(cfg.cols))  # row % cols: its column in the current row of exponents
+        exp_next = Signal.like(instr.exp_addr)  # the next row of exponents to read
         chunk = Signal(range(chunks))       # chunk of `row` read in this cycle
         written = Signal.like(instr.rows)   # scratchpad rows written
 
@@ -180,21 +188,28 @@ class RequantEngine(wiring.Component):
                         acc_addr.eq(instr.acc_addr),
                         spad_addr.eq(instr.spad_addr),
                         param_addr.eq(instr.param_addr),
+                        exp_addr.eq(instr.exp_addr),
+                        exp_next.eq(instr.exp_addr + 1),
+                        row_shift.eq(instr.row_shift),
                         rows.eq(instr.rows),
                         param_index.eq(0),
                         row.eq(0),
+                        group_pos.eq(0),
                         chunk.eq(0),
                         written.eq(0),
                     ]
                     m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.sync += param_index.eq(param_index + 1)
-                with m.If(param_index == 2):
+                with m.If(param_index == Mux(row_shift, 3, 2)):
                     m.next = "STREAM"
             with m.State("STREAM"):
                 m.d.sync += chunk.eq(chunk + 1)
                 with m.If(chunk == chunks - 1):
-                    m.d.sync += [chunk.eq(0), row.eq(row + 1)]
+                    m.d.sync += [chunk.eq(0), row.eq(row + 1),
+                                 group_pos.eq(Mux(group_pos == cfg.cols - 1, 0, group_pos + 1))]
+                    with m.If(group_pos == cfg.cols - 1):
+                        m.d.sync += exp_next.eq(exp_next + 1)
                     with m.If(row + 1 == rows):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
@@ -203,10 +218,15 @@ class RequantEngine(wiring.Component):
 
         reading_params = fsm.ongoing("PARAMS")
         streaming = fsm.ongoing("STREAM")
+        # The next row of exponents is read with the last chunk of a group's last row, so that it
+        # is in `exps` when the first chunk of the next row reaches the lanes.
+        reading_exps = (streaming & row_shift & (chunk == chunks - 1) & (group_pos == cfg.cols - 1)
+                        & (row + 1 != rows))
         m.d.comb += [
             self.busy.eq(~fsm.ongoing("IDLE")),
-            self.param_rd.en.eq(reading_params),
-            self.param_rd.addr.eq(param_addr + param_index),
+            self.param_rd.en.eq(reading_params | reading_exps),
+            self.param_rd.addr.eq(Mux(reading_exps, exp_next,
+                                      Mux(param_index == 3, exp_addr, param_addr + param_index))),
             self.acc_rd.en.eq(streaming),
             self.acc_rd.addr.eq(acc_addr + row),
         ]
@@ -216,9 +236,13 @@ class RequantEngine(wiring.Component):
         bias = Signal(chunked(signed(cfg.acc_width)))
         mult = Signal(chunked(signed(cfg.mult_bits)))
         shift = Signal(chunked(unsigned(cfg.shift_bits)))
+        exps = Signal(data.ArrayLayout(unsigned(cfg.shift_bits), cfg.cols))
         param_valid = Signal()
         param_loaded = Signal.like(param_index)
-        m.d.sync += [param_valid.eq(reading_params), param_loaded.eq(param_index)]
+        exps_valid = Signal()
+        m.d.sync += [param_valid.eq(reading_params), param_loaded.eq(param_index), exps_valid.eq(reading_exps)]
+        with m.If(exps_valid):
+            m.d.sync += [exps[j].eq(self.param_rd.data[j][:cfg.shift_bits]) for j in range(cfg.cols)]
         with m.If(param_valid):
             with m.Switch(param_loaded):
                 with m.Case(0):
@@ -229,12 +253,18 @@ class RequantEngine(wiring.Component):
                 with m.Case(2):
                     m.d.sync += [shift[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.shift_bits])
                                  for j in range(cfg.cols)]
+                with m.Case(3):
+                    m.d.sync += [exps[j].eq(self.param_rd.data[j][:cfg.shift_bits]) for j in range(cfg.cols)]
 
         # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k of the lanes: stage 0
         # is the lane inputs (the read data), stage LATENCY its results.
         stage = Signal(1 + Requantizer.LATENCY)
         in_chunk = Signal.like(chunk)
-        m.d.sync += [stage.eq(Cat(streaming, stage[:-1])), in_chunk.eq(chunk)]
+        in_pos = Signal.like(group_pos)
+        m.d.sync += [stage.eq(Cat(streaming, stage[:-1])), in_chunk.eq(chunk), in_pos.eq(group_pos)]
+        # The row's exponent raises every column's shift, saturating at the largest shift.
+        max_shift = (1 << cfg.shift_bits) - 1
+        row_exp = Mux(row_shift, exps[in_pos], 0)
         acc_chunks = data.View(chunked(signed(cfg.acc_width)), self.acc_rd.data)
         results = []
         for lane in range(lanes):
@@ -243,7 +273,8 @@ class RequantEngine(wiring.Component):
                 requantizer.acc.eq(acc_chunks[in_chunk][lane]),
                 requantizer.bias.eq(bias[in_chunk][lane]),
                 requantizer.mult.eq(mult[in_chunk][lane]),
-                requantizer.shift.eq(shift[in_chunk][lane]),
+                requantizer.shift.eq(Mux(shift[in_chunk][lane] + row_exp > max_shift, max_shift,
+                                         shift[in_chunk][lane] + row_exp)),
             ]
             results.append(requantizer.y)
 

@@ -111,8 +111,11 @@ def small(name, **changes):
     return dataclasses.replace(preset(name), spad_rows=64, acc_rows=32, param_rows=16, **changes).validate()
 
 
-def cmd(acc_addr, spad_addr, param_addr, rows):
-    return dict(acc_addr=acc_addr, spad_addr=spad_addr, param_addr=param_addr, rows=rows)
+def cmd(acc_addr, spad_addr, param_addr, rows, exp_addr=None):
+    fields = dict(acc_addr=acc_addr, spad_addr=spad_addr, param_addr=param_addr, rows=rows)
+    if exp_addr is not None:
+        fields.update(row_shift=1, exp_addr=exp_addr)
+    return fields
 
 
 def run(cfg, commands, seed):
@@ -145,14 +148,18 @@ def run(cfg, commands, seed):
                 assert not ctx.get(engine.cmd.ready), "ready while busy"
                 busy += 1
                 await ctx.tick()
-            assert busy == requant_cycles(cfg, c["rows"]) == engine.cycles(c["rows"]), (
+            row_shift = c.get("row_shift", 0)
+            assert busy == requant_cycles(cfg, c["rows"], row_shift) == engine.cycles(c["rows"], row_shift), (
                 f"seed {seed}, command {n} {c}: busy for {busy} cycles")
             assert not ctx.get(engine.spad_wr.en), "scratchpad write after busy fell"
 
             if c["rows"]:
                 rows = acc[c["acc_addr"]:c["acc_addr"] + c["rows"]].astype(np.int32)
-                expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = exact_requantize(
-                    rows, *params[c["param_addr"]])
+                bias, mult, shift = params[c["param_addr"]]
+                if row_shift:
+                    exps = param[c["exp_addr"]:].reshape(-1)[:c["rows"]] & 63
+                    shift = np.minimum(shift[None, :] + exps[:, None], 63)
+                expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = exact_requantize(rows, bias, mult, shift)
             got = np.array([ctx.get(bench.spad.data[i]) for i in range(cfg.spad_rows)], dtype=np.int64)
             mismatch = np.argwhere(got != expected)
             assert np.array_equal(got, expected), (
@@ -185,6 +192,22 @@ def test_sequence_of_commands(name, changes, seed):
         cmd(acc_addr=20, spad_addr=40, param_addr=5, rows=1),
         cmd(acc_addr=5, spad_addr=0, param_addr=0, rows=0),
         cmd(acc_addr=31, spad_addr=63, param_addr=13, rows=1),
+    ], seed)
+
+
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", {}, 40),
+    ("tiny", dict(requant_lanes=1), 41),
+    ("default", {}, 42),
+    ("default", dict(requant_lanes=12), 43),
+])
+def test_row_shift_adds_each_rows_exponent(name, changes, seed):
+    """Softmax row exponents (several PARAM rows of them) raise each row's shift, saturating at 63."""
+    cfg = small(name, **changes)
+    run(cfg, [
+        cmd(acc_addr=0, spad_addr=0, param_addr=0, rows=2 * cfg.cols + 3, exp_addr=4),
+        cmd(acc_addr=3, spad_addr=40, param_addr=0, rows=1, exp_addr=9),
+        cmd(acc_addr=1, spad_addr=50, param_addr=12, rows=cfg.cols, exp_addr=8),
     ], seed)
 
 
