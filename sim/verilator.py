@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitaccel.config import AccelConfig
+from vitaccel.hw.generate import TOP_NAME, verilog_text
 from vitaccel.isa import ErrorCode
 
 __all__ = ["SimResult", "SimulationError", "BuildError", "HarnessError", "SimTimeout",
@@ -107,8 +108,6 @@ def build(cfg: AccelConfig) -> Path:
     cfg = cfg.validate()
     if cfg in _built and _built[cfg].exists():
         return _built[cfg]
-    from vitaccel.hw.generate import TOP_NAME, verilog_text
-
     text = verilog_text(cfg)
     harness = HARNESS.read_text()
     flags = [*VERILATOR_FLAGS, "-CFLAGS", f"-DVITACCEL_BUS_BYTES={cfg.bus_bytes}", "--top-module", TOP_NAME]
@@ -126,8 +125,6 @@ def build(cfg: AccelConfig) -> Path:
 
 
 def _compile(cfg, text, flags, root, final):
-    from vitaccel.hw.generate import TOP_NAME
-
     work = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
     try:
         (work / f"{TOP_NAME}.v").write_text(text)
@@ -144,6 +141,8 @@ def _compile(cfg, text, flags, root, final):
             raise BuildError(f"Verilator build of {cfg.name} failed (exit {proc.returncode}):\n{tail}")
         os.replace(work / "obj_dir" / BINARY, work / BINARY)
         shutil.rmtree(work / "obj_dir")
+        # A directory without its binary is the remains of a build interrupted by hand: replace it.
+        shutil.rmtree(final, ignore_errors=True)
         os.replace(work, final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
