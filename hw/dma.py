@@ -25,9 +25,9 @@ class DMA(wiring.Component):
     """Moves rows between the external memory port and the SPAD, ACC and PARAM memories.
 
     Follows the engine convention of ``hw/interfaces.py``: ``cmd.ready`` is high exactly when the
-    engine is idle; ``busy`` is high from the cycle after a command is accepted until the cycle in
-    which its last write is performed (a local write for LOAD, an accepted external write command
-    for STORE), and for at least one cycle (also for ``rows == 0``).
+    engine is idle; ``busy`` is high from the cycle after a command is accepted up to the cycle in
+    which its last local write is performed (LOAD) or the cycle after its last external write
+    command is accepted (STORE), and for at least one cycle (also for ``rows == 0``).
 
     LOAD issues the read commands of all words of all rows back to back, without limiting the reads
     in flight: responses are accepted whenever they come (``rsp_ready`` is high throughout a LOAD), so
