@@ -152,7 +152,7 @@ class LayerNormUnit(wiring.Component):
     Timing, with the input valid and the output ready whenever the unit wants them: a row takes
     :func:`unit_row_cycles` cycles from its first input beat to the next row's first input beat,
     ``3 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row`` (e.g.
-    AILayerNorm, ``max_row`` 1024: 79; I-LayerNorm: 187). Passes per row: receive (one beat per
+    AILayerNorm, ``max_row`` 1024: 80; I-LayerNorm: 184). Passes per row: receive (one beat per
     cycle; sum), ``k`` cycles for the mean, a pass over the row buffer for the variance
     (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic, and the output pass, whose
     first beat appears :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle).
@@ -463,4 +463,196 @@ class LayerNormUnit(wiring.Component):
         with m.If(advance):
             m.d.sync += out_valid.eq(valid[-1])
         m.d.comb += [self.out.valid.eq(out_valid), self.out.payload.eq(result)]
+        return m
+
+
+def layernorm_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
+    """Cycles a LAYERNORM of ``rows`` rows of ``length`` channels keeps :attr:`LayerNormEngine.busy`
+    high.
+
+    ``0`` if ``rows == 0`` or ``length == 0``, else ``4 * ceil(length / L) + 2 +
+    rows * unit_row_cycles(cfg, length)``: the four parameter planes, one beat of ``L`` channels
+    per cycle, the row-mean constants and the first input read, then the rows back to back (the
+    last row's last output beat is written in the cycle it leaves the unit). The engine accepts its
+    next command in the cycle after ``busy`` falls.
+    """
+    if rows == 0 or length == 0:
+        return 0
+    return 4 * -(-length // cfg.vector_lanes) + 2 + rows * unit_row_cycles(cfg, length)
+
+
+class LayerNormEngine(wiring.Component):
+    """Executes LAYERNORM (:class:`vitaccel.isa.VectorInstr`) with one :class:`LayerNormUnit`.
+
+    Element ``e`` of row ``r`` is element ``e % cols`` of scratchpad row
+    ``base + (e // cols) * tile_stride + r``, input at ``src``, output at ``dst`` (zeros past
+    ``length`` in the last tile). The parameters come from PARAM rows ``param_addr + p*T + t``
+    (alpha, mult, bias, shift) and ``param_addr + 4T`` (``m, k``), ``T = ceil(length / cols)``; the
+    unit uses their low bits (alpha 2, mult 16 signed, bias 32, shift 5, ``m`` the unit's width, ``k``
+    its range), as :func:`vitaccel.sw.layernorm.pack_layernorm_params` lays them out.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+        Uses ``cols``, ``vector_lanes``, ``max_row``, ``layernorm`` and the memory depths.
+
+    Attributes
+    ----------
+    cmd : In(engine_cmd_signature())
+        The instruction, viewed as ``cmd.payload.vector``. ``cmd.ready`` is high only when idle.
+        A command with ``rows == 0`` or ``length == 0`` is accepted and does nothing: ``busy``
+        stays low. ``length <= max_row`` (the controller checks it).
+    busy : Out(1)
+        High from the cycle after a command is accepted to the cycle of the last scratchpad write,
+        inclusive: :func:`layernorm_cycles` cycles.
+    param_rd : In(param_read_signature(cfg))
+        PARAM read port: the planes' rows, each once per beat of ``L`` channels, from the cycle
+        after acceptance, then the ``m, k`` row.
+    spad_rd : In(spad_read_signature(cfg))
+        Scratchpad read port: the input rows, each tile once per beat, as the unit takes them.
+    spad_wr : In(spad_write_signature(cfg))
+        Scratchpad write port: each output tile once, in the cycle its last beat leaves the unit.
+
+    Notes
+    -----
+    Rows go through the unit one at a time (see :class:`LayerNormUnit`); the input of the next
+    row is read while the current one is finishing. The output may overwrite the input in place
+    (``dst == src``) when ``tile_stride >= rows``; otherwise the input and output tiles must not
+    overlap, since a row's output is written before the next rows are read.
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self._cfg = cfg.validate()
+        super().__init__({
+            "cmd": In(engine_cmd_signature()),
+            "busy": Out(1),
+            "spad_rd": In(spad_read_signature(cfg)),
+            "spad_wr": In(spad_write_signature(cfg)),
+            "param_rd": In(param_read_signature(cfg)),
+        })
+
+    def cycles(self, rows: int, length: int) -> int:
+        """:func:`layernorm_cycles` for this engine's config."""
+        return layernorm_cycles(self._cfg, rows, length)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        L = cfg.vector_lanes
+        chunks = cfg.cols // L
+        m = Module()
+        m.submodules.unit = unit = LayerNormUnit(cfg)
+
+        def chunked(shape):
+            """A row of ``cols`` elements viewed as ``chunks`` beats of ``L``: same bits."""
+            return data.ArrayLayout(data.ArrayLayout(shape, L), chunks)
+
+        instr = self.cmd.payload.vector
+        src, dst, stride = Signal.like(instr.src), Signal.like(instr.dst), Signal.like(instr.tile_stride)
+        rows, length = Signal.like(instr.rows), Signal.like(instr.length)
+        m.d.comb += unit.length.eq(length)
+
+        # A walk over the beats of a row, tile by tile: `left` channels at and after the beat.
+        def walker(name):
+            return (Signal(range(chunks), name=f"{name}_chunk"), Signal.like(length, name=f"{name}_left"))
+
+        # ---- parameters: PARAM rows -> the unit's planes ----------------------------------------
+        p_row = Signal.like(instr.param_addr)
+        p_plane = Signal(range(4))
+        p_beat = Signal.like(unit.params.addr)
+        p_chunk, p_left = walker("param")
+        # ---- feeder (scratchpad tiles -> unit input) and collector (unit output -> tiles) ------
+        f_row, f_base = Signal.like(rows), Signal.like(src)
+        f_chunk, f_left = walker("feed")
+        f_done = Signal()
+        o_row, o_base = Signal.like(rows), Signal.like(dst)
+        o_chunk, o_left = walker("collect")
+        row_end = unit.out.valid & (o_left <= L)
+
+        mk_read = Signal()
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
+                    m.d.sync += [
+                        src.eq(instr.src), dst.eq(instr.dst), stride.eq(instr.tile_stride),
+                        rows.eq(instr.rows), length.eq(instr.length),
+                        p_row.eq(instr.param_addr), p_plane.eq(0), p_beat.eq(0), p_chunk.eq(0),
+                        p_left.eq(instr.length),
+                        f_row.eq(0), f_base.eq(instr.src), f_chunk.eq(0), f_left.eq(instr.length),
+                        f_done.eq(0),
+                        o_row.eq(0), o_base.eq(instr.dst), o_chunk.eq(0), o_left.eq(instr.length),
+                    ]
+                    m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.sync += [p_beat.eq(p_beat + 1), p_left.eq(p_left - L), p_chunk.eq(p_chunk + 1)]
+                with m.If(p_left <= L):
+                    # The plane's last beat; the next plane starts on the next PARAM row.
+                    m.d.sync += [p_row.eq(p_row + 1), p_plane.eq(p_plane + 1), p_beat.eq(0),
+                                 p_chunk.eq(0), p_left.eq(length)]
+                    with m.If(p_plane == 3):
+                        m.next = "MEAN_CONSTANTS"
+                with m.Elif(p_chunk == chunks - 1):
+                    m.d.sync += [p_row.eq(p_row + 1), p_chunk.eq(0)]
+            with m.State("MEAN_CONSTANTS"):
+                m.d.comb += mk_read.eq(1)
+                m.next = "ROWS"
+            with m.State("ROWS"):
+                with m.If(row_end & (o_row + 1 == rows)):
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+
+        # The plane writes and the capture of m, k follow their reads by one cycle.
+        reading_params = fsm.ongoing("PARAMS")
+        m.d.comb += [self.param_rd.en.eq(reading_params | mk_read), self.param_rd.addr.eq(p_row)]
+        written = Signal()
+        w_plane, w_beat, w_chunk = Signal.like(p_plane), Signal.like(p_beat), Signal.like(p_chunk)
+        mk_valid = Signal()
+        m.d.sync += [written.eq(reading_params), w_plane.eq(p_plane), w_beat.eq(p_beat),
+                     w_chunk.eq(p_chunk), mk_valid.eq(mk_read)]
+        param_chunks = data.View(chunked(signed(cfg.acc_width)), self.param_rd.data)
+        m.d.comb += [unit.params.en.eq(written), unit.params.plane.eq(w_plane),
+                     unit.params.addr.eq(w_beat), unit.params.data.eq(param_chunks[w_chunk])]
+        with m.If(mk_valid):
+            m.d.sync += [unit.mean_mult.eq(self.param_rd.data[0]), unit.mean_shift.eq(self.param_rd.data[1])]
+
+        # Feeder: the read port's data register is the input beat; it holds while the unit waits.
+        in_valid, in_chunk = Signal(), Signal.like(f_chunk)
+        take = ~in_valid | unit.inp.ready
+        feed = take & ~f_done & fsm.ongoing("ROWS")
+        with m.If(take):
+            m.d.sync += [in_valid.eq(feed), in_chunk.eq(f_chunk)]
+        with m.If(feed):
+            m.d.sync += [f_chunk.eq(f_chunk + 1), f_left.eq(f_left - L)]
+            with m.If(f_left <= L):
+                m.d.sync += [f_row.eq(f_row + 1), f_base.eq(src), f_chunk.eq(0), f_left.eq(length)]
+                with m.If(f_row + 1 == rows):
+                    m.d.sync += f_done.eq(1)
+            with m.Elif(f_chunk == chunks - 1):
+                m.d.sync += [f_base.eq(f_base + stride), f_chunk.eq(0)]
+        m.d.comb += [
+            self.spad_rd.en.eq(take),
+            self.spad_rd.addr.eq(f_base + f_row),
+            unit.inp.valid.eq(in_valid),
+            unit.inp.payload.eq(data.View(chunked(signed(cfg.data_width)), self.spad_rd.data)[in_chunk]),
+        ]
+
+        # Collector: a tile is written when its last beat arrives, or the row's last beat (the
+        # chunks after it are zero).
+        held = Signal(chunked(signed(cfg.data_width)))
+        beat = unit.out.payload.as_value()
+        m.d.comb += [
+            unit.out.ready.eq(1),
+            self.spad_wr.en.eq(unit.out.valid & ((o_chunk == chunks - 1) | (o_left <= L))),
+            self.spad_wr.addr.eq(o_base + o_row),
+            self.spad_wr.data.eq(Cat(*(Mux(k < o_chunk, held[k].as_value(), Mux(k == o_chunk, beat, 0))
+                                       for k in range(chunks)))),
+        ]
+        with m.If(unit.out.valid):
+            m.d.sync += [held[o_chunk].eq(beat), o_chunk.eq(o_chunk + 1), o_left.eq(o_left - L)]
+            with m.If(row_end):
+                m.d.sync += [o_row.eq(o_row + 1), o_base.eq(dst), o_chunk.eq(0), o_left.eq(length)]
+            with m.Elif(o_chunk == chunks - 1):
+                m.d.sync += [o_base.eq(o_base + stride), o_chunk.eq(0)]
         return m

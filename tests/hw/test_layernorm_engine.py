@@ -1,0 +1,168 @@
+# amaranth: UnusedElaboratable=no
+# Components rejected by their constructor are never elaborated: no warning for them.
+
+"""LayerNormEngine on real memories (Amaranth simulator) against the LAYERNORM semantics of
+``vitaccel.isa.VectorInstr`` computed with ``vitaccel.sw.layernorm``, for both variants."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from vitaccel.config import preset
+from vitaccel.hw.interfaces import acc_row, spad_row
+from vitaccel.hw.layernorm import LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_row_cycles
+from vitaccel.isa import Opcode, encode
+from vitaccel.sw import layernorm as ln
+
+SEED = int(os.environ.get("VITACCEL_SEED", "7"))
+
+
+def isa_layernorm(cfg, spad, param, f):
+    """LAYERNORM as the VectorInstr docstring states it, on numpy copies of SPAD and PARAM."""
+    rows, length, cols = f["rows"], f["length"], cfg.cols
+    if rows == 0 or length == 0:
+        return
+    tiles = -(-length // cols)
+    tile_rows = lambda base: (base + np.arange(tiles)[:, None] * f["tile_stride"]  # noqa: E731
+                              + np.arange(rows)[None, :]) % cfg.spad_rows
+    x = spad[tile_rows(f["src"])].transpose(1, 0, 2).reshape(rows, tiles * cols)[:, :length]
+    p = f["param_addr"]
+    planes = param[p:p + 4 * tiles].reshape(4, tiles * cols)[:, :length].astype(np.int64)
+    assert tuple(param[p + 4 * tiles, :2]) == ln.row_mean_constants(length, *ln.MEAN_FORMAT[cfg.layernorm])
+    params = ln.LayerNormParams(planes[1], planes[2], planes[3])
+    if cfg.layernorm == "ailayernorm":
+        y = ln.ailayernorm(x, planes[0], params)
+    else:
+        y = ln.i_layernorm(x, params)
+    out = np.zeros((rows, tiles * cols), dtype=np.int8)
+    out[:, :length] = y
+    spad[tile_rows(f["dst"])] = out.reshape(rows, tiles, cols).transpose(1, 0, 2)
+
+
+class LayerNormBench(Elaboratable):
+    """The engine wired to scratchpad and parameter memories, as the core wires it."""
+
+    def __init__(self, cfg, spad, param):
+        self.engine = LayerNormEngine(cfg)
+        self.spad = Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=spad.tolist())
+        self.param = Memory(shape=acc_row(cfg), depth=cfg.param_rows, init=param.tolist())
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = self.engine
+        m.submodules.spad = self.spad
+        m.submodules.param = self.param
+        wiring.connect(m, self.spad.read_port(), self.engine.spad_rd)
+        wiring.connect(m, self.spad.write_port(), self.engine.spad_wr)
+        wiring.connect(m, self.param.read_port(), self.engine.param_rd)
+        return m
+
+
+def small(variant, cols, lanes):
+    return dataclasses.replace(preset("tiny"), rows=cols, cols=cols, spad_rows=64, param_rows=64,
+                               acc_rows=max(32, cols), requant_lanes=cols, vector_lanes=lanes,
+                               max_row=64, layernorm=variant).validate()
+
+
+def layer_params(rng, length, variant):
+    """Realistic per-channel parameters (``layernorm_params``) and PTF factors."""
+    params = ln.layernorm_params(rng.normal(1, 0.3, length), rng.normal(0, 0.5, length), 3.0 / 127)
+    alpha = rng.integers(0, ln.MAX_ALPHA + 1, length) if variant == "ailayernorm" else None
+    return alpha, params
+
+
+def run(cfg, commands, seed):
+    """Execute LAYERNORM ``commands`` (each with the ``length`` whose parameters it uses) on
+    random memories; check the whole scratchpad and the busy time after each."""
+    rng = np.random.default_rng(seed)
+    spad = rng.integers(-128, 128, (cfg.spad_rows, cfg.cols)).astype(np.int8)
+    spad[5:9] = 17    # constant rows for commands that read there
+    param = rng.integers(-2**31, 2**31, (cfg.param_rows, cfg.cols), dtype=np.int64).astype(np.int32)
+    for c in commands:
+        if c["rows"] and c["length"]:
+            alpha, params = layer_params(rng, c["length"], cfg.layernorm)
+            packed = ln.pack_layernorm_params(cfg.cols, alpha, params, c["length"], cfg.layernorm)
+            param[c["param_addr"]:c["param_addr"] + len(packed)] = packed
+    bench = LayerNormBench(cfg, spad, param)
+    engine = bench.engine
+    expected = spad.copy()
+
+    async def testbench(ctx):
+        for n, c in enumerate(commands):
+            assert ctx.get(engine.cmd.ready)
+            ctx.set(engine.cmd.payload.bits, encode(Opcode.LAYERNORM, **c))
+            ctx.set(engine.cmd.valid, 1)
+            await ctx.tick()
+            ctx.set(engine.cmd.valid, 0)
+            busy = 0
+            while ctx.get(engine.busy):
+                assert not ctx.get(engine.cmd.ready), "ready while busy"
+                busy += 1
+                await ctx.tick()
+            want = layernorm_cycles(cfg, c["rows"], c["length"])
+            assert busy == want == engine.cycles(c["rows"], c["length"]), (
+                f"seed {seed}, command {n} {c}: busy for {busy} cycles, model {want}")
+            assert not ctx.get(engine.spad_wr.en), "scratchpad write after busy fell"
+            isa_layernorm(cfg, expected, param, c)
+            got = np.array([ctx.get(bench.spad.data[i]) for i in range(cfg.spad_rows)], dtype=np.int8)
+            bad = np.argwhere(got != expected)
+            assert np.array_equal(got, expected), (
+                f"seed {seed}, command {n} {c}: first mismatch at spad[row, col] = {bad[0]}: "
+                f"got {got[tuple(bad[0])]}, want {expected[tuple(bad[0])]}")
+
+    sim = Simulator(bench)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def cmd(src, dst, rows, length, tile_stride, param_addr):
+    return dict(src=src, dst=dst, rows=rows, length=length, tile_stride=tile_stride, param_addr=param_addr)
+
+
+@pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
+@pytest.mark.parametrize("cols,lanes", [(4, 4), (12, 4), (4, 1)])
+def test_sequence_of_commands(variant, cols, lanes):
+    cfg = small(variant, cols, lanes)
+    t = lambda length: -(-length // cols)   # noqa: E731
+    seed = SEED + 10 * cols + lanes
+    print(f"seed {seed}")
+    run(cfg, [
+        cmd(src=0, dst=40, rows=3, length=2 * cols + 1, tile_stride=4, param_addr=0),   # partial tile
+        cmd(src=5, dst=20, rows=2, length=cols, tile_stride=9, param_addr=40),          # constant rows
+        cmd(src=20, dst=20, rows=2, length=cols, tile_stride=9, param_addr=40),         # in place
+        cmd(src=3, dst=0, rows=0, length=7, tile_stride=1, param_addr=0),               # no-ops
+        cmd(src=3, dst=0, rows=4, length=0, tile_stride=1, param_addr=0),
+        cmd(src=60, dst=50, rows=1, length=2, tile_stride=2, param_addr=4 * t(2 * cols + 1) + 1),
+    ], seed)
+
+
+def test_cycle_formula():
+    cfg = preset("default")
+    assert LayerNormUnit.OUT_LATENCY == 7 and LayerNormUnit.VAR_LATENCY == 3
+    assert layernorm_cycles(cfg, 0, 192) == layernorm_cycles(cfg, 197, 0) == 0
+    # AILayerNorm at max_row 1024: 3 passes of 48 beats, k = 33 for the mean, 80 cycles of the rest.
+    assert unit_row_cycles(cfg, 192) == 3 * 48 + 33 + 80
+    assert layernorm_cycles(cfg, 197, 192) == 4 * 48 + 2 + 197 * unit_row_cycles(cfg, 192)
+    ilnorm = dataclasses.replace(cfg, layernorm="i_layernorm")
+    assert unit_row_cycles(ilnorm, 192) == 3 * 48 + 26 + 184
+
+
+@pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
+def test_converts_to_verilog(variant):
+    cfg = dataclasses.replace(preset("tiny"), layernorm=variant)
+    text = verilog.convert(LayerNormEngine(cfg), name="layernorm_engine")
+    assert "module layernorm_engine" in text
+
+
+@pytest.mark.parametrize("component", [LayerNormUnit, LayerNormEngine])
+def test_rejects_what_is_not_a_config(component):
+    with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
+        component("tiny")
