@@ -6,7 +6,7 @@ cycle out, :attr:`SystolicArray.latency` cycles apart. Skewing the inputs and de
 happens inside, so its users see plain rows.
 """
 
-from amaranth.hdl import C, Cat, ClockSignal, Instance, Module, ResetSignal, Signal, signed
+from amaranth.hdl import C, Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -55,7 +55,9 @@ class SystolicArray(wiring.Component):
         Load a weight row: in a cycle with ``w_en`` high, ``W[w_index][j] = w_row[j]`` for every
         ``j`` from the next cycle on.
     w_index : In(range(rows))
-        The PE row loaded.
+        The PE row loaded (the PE column, with ``w_transpose``).
+    w_transpose : In(1)
+        With ``w_en``: load a weight column instead, ``W[i][w_index] = w_row[i]`` for every ``i``.
     w_row : In(ArrayLayout(signed(data_width), cols))
         The weights of that PE row, one per column.
     a_valid : In(1)
@@ -86,6 +88,7 @@ class SystolicArray(wiring.Component):
         super().__init__({
             "w_en": In(1),
             "w_index": In(range(cfg.rows)),
+            "w_transpose": In(1),
             "w_row": In(data.ArrayLayout(signed(cfg.data_width), cfg.cols)),
             "a_valid": In(1),
             "a_row": In(data.ArrayLayout(signed(cfg.data_width), cfg.rows)),
@@ -117,7 +120,7 @@ class SystolicArray(wiring.Component):
 
         psum_above = [None] * cfg.cols
         for i in range(cfg.rows):
-            load = self.w_en & (self.w_index == i)
+            row_load = self.w_en & ~self.w_transpose & (self.w_index == i)
             # a_in is what PE (i, j) multiplies; a_src is what its register sampled a cycle earlier
             # (None while a_in is still the input port itself).
             a_in, a_src = self.a_row[i], None
@@ -126,19 +129,21 @@ class SystolicArray(wiring.Component):
             for j in range(cfg.cols):
                 if j > 0:
                     a_in, a_src = delayed(a_in, 1, name=f"a_{i}_{j}"), a_in
+                load = row_load | (self.w_en & self.w_transpose & (self.w_index == j))
+                w_in = Mux(self.w_transpose, self.w_row[i], self.w_row[j])
                 if multiplier == "mult18x18d":
                     # The DSP's A register duplicates a_in's register by sampling its source.
                     m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(register_a=a_src is not None)
                     m.d.comb += [
                         mult.a.eq(a_in if a_src is None else a_src),
-                        mult.b.eq(self.w_row[j]),
+                        mult.b.eq(w_in),
                         mult.b_load.eq(load),
                     ]
                     product = mult.p
                 else:
                     weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")
                     with m.If(load):
-                        m.d.sync += weight.eq(self.w_row[j])
+                        m.d.sync += weight.eq(w_in)
                     product = Signal(signed(2 * cfg.data_width), name=f"product_{i}_{j}")
                     m.d.sync += product.eq(a_in * weight)
                 psum = Signal(signed(cfg.psum_width), name=f"psum_{i}_{j}")

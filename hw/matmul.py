@@ -89,6 +89,7 @@ class MatmulEngine(wiring.Component):
         c_addr = Signal.like(instr.c_addr)
         rows = Signal.like(instr.rows)
         accumulate = Signal()
+        transpose_b = Signal()
         issued = Signal.like(instr.rows)   # rows read in the current phase
         written = Signal.like(instr.rows)  # accumulator rows written
 
@@ -102,6 +103,7 @@ class MatmulEngine(wiring.Component):
                         c_addr.eq(instr.c_addr),
                         rows.eq(instr.rows),
                         accumulate.eq(instr.accumulate),
+                        transpose_b.eq(instr.transpose_b),
                         issued.eq(0),
                         written.eq(0),
                     ]
@@ -134,6 +136,7 @@ class MatmulEngine(wiring.Component):
         ]
         m.d.sync += [
             array.w_en.eq(loading),
+            array.w_transpose.eq(transpose_b),
             array.w_index.eq(issued),
             array.a_valid.eq(streaming),
         ]

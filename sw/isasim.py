@@ -193,6 +193,8 @@ class _Machine:
         spad, acc = self.mems[LocalMemory.SPAD], self.mems[LocalMemory.ACC]
         a = spad[f["a_addr"]:f["a_addr"] + rows].astype(np.int64)
         w = spad[f["b_addr"]:f["b_addr"] + self.cfg.rows].astype(np.int64)
+        if f["transpose_b"]:
+            w = w.T
         out = a @ w  # input element i meets weight row i: the array is square (rows == cols)
         c = slice(f["c_addr"], f["c_addr"] + rows)
         if f["accumulate"]:

@@ -80,13 +80,16 @@ class MatmulInstr(data.Struct):
     """MATMUL: ``acc[c_addr + r] (+)= spad[a_addr + r] @ W`` for ``r`` in ``range(rows)``.
 
     ``W`` is the weight tile held by the array: its row ``i`` (one value per output column) is
-    ``spad[b_addr + i]`` for ``i`` in ``range(array rows)``. The input row ``spad[a_addr + r]`` holds
+    ``spad[b_addr + i]`` for ``i`` in ``range(array rows)``; with ``transpose_b`` set, its column
+    ``j`` is ``spad[b_addr + j]`` (``W[i][j] = spad[b_addr + j][i]``: ``Q @ K.T`` with ``K`` stored
+    row by row). The input row ``spad[a_addr + r]`` holds
     one int8 value per array row (the reduction dimension). Products are exact; sums wrap to int32.
     With ``accumulate`` set the result is added to the accumulator row, else it overwrites it.
     """
     opcode: Opcode
     accumulate: 1
-    reserved: 7
+    transpose_b: 1
+    reserved: 6
     a_addr: 16
     b_addr: 16
     c_addr: 16

@@ -54,6 +54,8 @@ def model(cfg, spad, acc, cmd):
     if rows == 0:
         return
     w = spad[cmd["b_addr"]:cmd["b_addr"] + cfg.rows].astype(np.int64)
+    if cmd.get("transpose_b"):
+        w = w.T
     a = spad[cmd["a_addr"]:cmd["a_addr"] + rows].astype(np.int64)
     out = a @ w
     c = slice(cmd["c_addr"], cmd["c_addr"] + rows)
@@ -103,8 +105,9 @@ def random_memories(cfg, rng):
     return spad, acc
 
 
-def cmd(a_addr, b_addr, c_addr, rows, accumulate):
-    return dict(a_addr=a_addr, b_addr=b_addr, c_addr=c_addr, rows=rows, accumulate=accumulate)
+def cmd(a_addr, b_addr, c_addr, rows, accumulate, transpose_b=0):
+    return dict(a_addr=a_addr, b_addr=b_addr, c_addr=c_addr, rows=rows, accumulate=accumulate,
+                transpose_b=transpose_b)
 
 
 def test_cycle_formula():
@@ -130,6 +133,19 @@ def test_sequence_of_commands(name, changes, seed):
         cmd(a_addr=0, b_addr=64 - n, c_addr=31, rows=1, accumulate=1),
         cmd(a_addr=3, b_addr=0, c_addr=7, rows=0, accumulate=0),
         cmd(a_addr=63, b_addr=1, c_addr=30, rows=1, accumulate=0),
+    ], seed)
+
+
+@pytest.mark.parametrize("name,seed", [("tiny", 20), ("default", 21)])
+def test_transposed_weights(name, seed):
+    """transpose_b loads spad rows as weight columns (Q @ K.T); mixed with untransposed commands."""
+    cfg = small(name)
+    rng = np.random.default_rng(seed)
+    spad, acc = random_memories(cfg, rng)
+    run(cfg, spad, acc, [
+        cmd(a_addr=5, b_addr=40, c_addr=0, rows=9, accumulate=0, transpose_b=1),
+        cmd(a_addr=5, b_addr=40, c_addr=10, rows=9, accumulate=0),
+        cmd(a_addr=30, b_addr=17, c_addr=0, rows=9, accumulate=1, transpose_b=1),
     ], seed)
 
 

@@ -247,3 +247,15 @@ def test_run_takes_a_program():
     with pytest.raises(TypeError, match="takes config and prog_addr from the Program"):
         run(program, CFG)
     assert isasim.DEFAULT_MAX_INSTRUCTIONS > 0
+
+
+def test_matmul_transpose_b_uses_scratchpad_rows_as_weight_columns():
+    rng = np.random.default_rng(7)
+    a = rng.integers(-128, 128, size=(3, C), dtype=np.int8)
+    k = rng.integers(-128, 128, size=(C, C), dtype=np.int8)
+    words = [load(SPAD, 0, 3, DATA, C), load(SPAD, 8, C, DATA + 0x100, C),
+             encode(Opcode.MATMUL, a_addr=0, b_addr=8, c_addr=0, rows=3, transpose_b=1),
+             store(ACC, 0, 3, DATA + 0x200, 4 * C), END]
+    res = sim(words, {DATA: a.tobytes(), DATA + 0x100: k.tobytes()})
+    got = np.frombuffer(res.image, "<i4")[(DATA + 0x200) // 4:(DATA + 0x200) // 4 + 3 * C].reshape(3, C)
+    assert np.array_equal(got, a.astype(np.int64) @ k.astype(np.int64).T)
