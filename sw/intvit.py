@@ -309,10 +309,12 @@ class IntViT:
         if not path.is_file():
             raise IntViTError(f"IntViT file {str(path)!r} does not exist")
         try:
-            with np.load(path, allow_pickle=False) as npz:
+            # Our own handle: np.load leaks its file when the zip directory is unreadable.
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
                 payload = {k: npz[k] for k in npz.files}
             meta = json.loads(payload.pop("meta").tobytes().decode())
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, UnicodeDecodeError,
+                EOFError) as exc:
             raise IntViTError(f"{str(path)!r} is not a readable IntViT file (corrupt, truncated or "
                               f"another format): {exc}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:

@@ -218,9 +218,9 @@ def check_supported(model: nn.Module) -> vit.VisionTransformer:
             raise QuantizeError(f"unsupported module {name or '<root>'!r} of type "
                                 f"{type(module).__name__}: the quantizer supports the plain ViT/DeiT "
                                 f"of sw/vit.py (expected {expected.__name__ if expected else 'none here'})")
-    if model.blocks[0].mlp.act.approximate != "none":
-        raise QuantizeError("unsupported GELU approximation "
-                            f"{model.blocks[0].mlp.act.approximate!r}: the quantizer expects the exact GELU")
+        if isinstance(module, nn.GELU) and module.approximate != "none":
+            raise QuantizeError(f"unsupported GELU approximation {module.approximate!r} in {name!r}: "
+                                f"the quantizer expects the exact (erf) GELU")
     return model
 
 
