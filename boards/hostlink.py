@@ -1,0 +1,221 @@
+"""The UART host link: a PC reads and writes the board's memory and the core's registers over a
+serial line (8 data bits, no parity, 1 stop bit).
+
+Protocol (all multi-byte fields little-endian; ``W = bus_bits / 8`` bytes per memory word):
+
+======== ============================== ===========================================
+request  bytes after the command byte   reply
+======== ============================== ===========================================
+``0x01`` address (4), word (W)          ``0x01`` once the word is written
+``0x02`` address (4)                    the word at ``address`` (W bytes)
+``0x03`` register index (1), value (4)  ``0x03`` once the CSR is written
+``0x04`` register index (1)             the CSR's value (4 bytes)
+other    (none)                         ``0xFF``
+======== ============================== ===========================================
+
+Addresses are byte addresses of whole words (their low bits are ignored). Register indices are
+:class:`vitaccel.hw.interfaces.CSR`: a run is started by writing 1 to CTRL (``0x03 0x00 01 00 00 00``)
+and polled by reading STATUS (``0x04 0x01``). One request is served at a time; the host waits for
+each reply before sending the next request, so no receive buffer is needed.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from vitaccel.hw.interfaces import CsrBusSignature, MemoryPortSignature
+
+__all__ = ["HostLink", "UartRx", "UartTx", "WRITE_WORD", "READ_WORD", "WRITE_CSR", "READ_CSR", "NAK"]
+
+WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR = 0x01, 0x02, 0x03, 0x04
+NAK = 0xFF
+
+
+def _divisor(clk_hz: int, baud: int) -> int:
+    divisor = round(clk_hz / baud)
+    if divisor < 4:
+        raise ValueError(f"baud {baud} is too fast for a {clk_hz} Hz clock (at least 4 clocks per bit)")
+    return divisor
+
+
+class UartRx(wiring.Component):
+    """UART receiver: ``valid`` is high for one cycle with each received byte on ``data``.
+
+    ``rx`` is synchronized by two flip-flops; each bit is sampled at its middle. A byte whose stop
+    bit is low (a framing error or a break) is dropped.
+    """
+
+    rx: In(1, init=1)
+    data: Out(8)
+    valid: Out(1)
+
+    def __init__(self, divisor: int):
+        self._divisor = divisor
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        sync = [Signal(init=1, name=f"rx_sync{k}") for k in range(2)]
+        m.d.sync += [sync[0].eq(self.rx), sync[1].eq(sync[0])]
+        rx = sync[1]
+
+        timer = Signal(range(self._divisor * 3 // 2 + 1))
+        bits = Signal(range(10))
+        shift = Signal(9)
+        m.d.sync += self.valid.eq(0)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~rx):
+                    # The first sample is the middle of the start bit.
+                    m.d.sync += [timer.eq(self._divisor // 2), bits.eq(0)]
+                    m.next = "BITS"
+            with m.State("BITS"):
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.Else():
+                    m.d.sync += [timer.eq(self._divisor - 1), shift.eq(Cat(shift[1:], rx)), bits.eq(bits + 1)]
+                    with m.If(bits == 9):
+                        m.d.sync += [self.data.eq(shift[1:]), self.valid.eq(rx)]
+                        m.next = "IDLE"
+        return m
+
+
+class UartTx(wiring.Component):
+    """UART transmitter: a byte is taken when ``valid & ready`` and sent, LSB first."""
+
+    tx: Out(1, init=1)
+    data: In(8)
+    valid: In(1)
+    ready: Out(1)
+
+    def __init__(self, divisor: int):
+        self._divisor = divisor
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        timer = Signal(range(self._divisor))
+        shift = Signal(10)
+        bits = Signal(range(11))
+        # Each bit, the stop bit included, holds the line for a whole bit time before the next.
+        m.d.comb += self.ready.eq((bits == 0) & (timer == 0))
+        with m.If(timer != 0):
+            m.d.sync += timer.eq(timer - 1)
+        with m.Elif(bits != 0):
+            m.d.sync += [self.tx.eq(shift[0]), shift.eq(shift >> 1), bits.eq(bits - 1),
+                         timer.eq(self._divisor - 1)]
+        with m.Elif(self.valid):
+            m.d.sync += [shift.eq(Cat(Const(0, 1), self.data, Const(1, 1))), bits.eq(10)]
+        return m
+
+
+class HostLink(wiring.Component):
+    """Serves the protocol of this module's docstring on ``rx``/``tx``.
+
+    Parameters
+    ----------
+    addr_bits, bus_bits : int
+        The memory port's address and data widths (those of the core's port).
+    clk_hz, baud : int
+        Clock frequency and line rate; at least 4 clocks per bit.
+
+    Ports
+    -----
+    rx : In(1), tx : Out(1)
+        The serial line (idle high).
+    mem : Out(MemoryPortSignature(addr_bits, bus_bits))
+        Word reads and writes, one outstanding at a time.
+    csr : Out(CsrBusSignature())
+        Register reads and writes of the core.
+    """
+
+    def __init__(self, addr_bits: int, bus_bits: int, *, clk_hz: int, baud: int = 115200):
+        self._bus_bits = bus_bits
+        self._divisor = _divisor(clk_hz, baud)
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+            "mem": Out(MemoryPortSignature(addr_bits, bus_bits)),
+            "csr": Out(CsrBusSignature()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        word_bytes = self._bus_bits // 8
+        m.submodules.uart_rx = urx = UartRx(self._divisor)
+        m.submodules.uart_tx = utx = UartTx(self._divisor)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
+
+        command = Signal(8)
+        # Argument bytes land at fixed positions: address/index in byte 0.., word/value after it.
+        args = Signal(8 * (4 + max(word_bytes, 4)))
+        count = Signal(range(len(args) // 8 + 1))
+        needed = Signal.like(count)
+        with m.Switch(command):
+            with m.Case(WRITE_WORD):
+                m.d.comb += needed.eq(4 + word_bytes)
+            with m.Case(READ_WORD):
+                m.d.comb += needed.eq(4)
+            with m.Case(WRITE_CSR):
+                m.d.comb += needed.eq(5)
+            with m.Case(READ_CSR):
+                m.d.comb += needed.eq(1)
+
+        reply = Signal(8 * max(word_bytes, 4))
+        reply_bytes = Signal(range(len(reply) // 8 + 1))
+        m.d.comb += [
+            self.mem.cmd_addr.eq(args[:32]),
+            self.mem.cmd_wdata.eq(args[32:32 + self._bus_bits]),
+            self.csr.addr.eq(args[:8]),
+            self.csr.w_data.eq(args[8:40]),
+            utx.data.eq(reply[:8]),
+        ]
+
+        with m.FSM():
+            with m.State("COMMAND"):
+                m.d.sync += count.eq(0)
+                with m.If(urx.valid):
+                    m.d.sync += command.eq(urx.data)
+                    with m.If(urx.data.matches(WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR)):
+                        m.next = "ARGS"
+                    with m.Else():
+                        m.d.sync += [reply.eq(NAK), reply_bytes.eq(1)]
+                        m.next = "REPLY"
+            with m.State("ARGS"):
+                with m.If(count == needed):
+                    m.next = "EXECUTE"
+                with m.Elif(urx.valid):
+                    with m.Switch(count):
+                        for k in range(len(args) // 8):
+                            with m.Case(k):
+                                m.d.sync += args[8 * k:8 * k + 8].eq(urx.data)
+                    m.d.sync += count.eq(count + 1)
+            with m.State("EXECUTE"):
+                with m.Switch(command):
+                    with m.Case(WRITE_WORD, READ_WORD):
+                        m.d.comb += [self.mem.cmd_valid.eq(1), self.mem.cmd_write.eq(command == WRITE_WORD)]
+                        with m.If(self.mem.cmd_ready):
+                            with m.If(command == WRITE_WORD):
+                                m.d.sync += [reply.eq(command), reply_bytes.eq(1)]
+                                m.next = "REPLY"
+                            with m.Else():
+                                m.next = "READ"
+                    with m.Case(WRITE_CSR):
+                        m.d.comb += self.csr.w_en.eq(1)
+                        m.d.sync += [reply.eq(command), reply_bytes.eq(1)]
+                        m.next = "REPLY"
+                    with m.Case(READ_CSR):
+                        m.d.sync += [reply.eq(self.csr.r_data), reply_bytes.eq(4)]
+                        m.next = "REPLY"
+            with m.State("READ"):
+                m.d.comb += self.mem.rsp_ready.eq(1)
+                with m.If(self.mem.rsp_valid):
+                    m.d.sync += [reply.eq(self.mem.rsp_data), reply_bytes.eq(word_bytes)]
+                    m.next = "REPLY"
+            with m.State("REPLY"):
+                m.d.comb += utx.valid.eq(1)
+                with m.If(utx.ready):
+                    m.d.sync += [reply.eq(reply >> 8), reply_bytes.eq(reply_bytes - 1)]
+                    with m.If(reply_bytes == 1):
+                        m.next = "COMMAND"
+        return m

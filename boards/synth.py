@@ -1,0 +1,198 @@
+"""Estimates from real tools: resources from yosys synthesis, Fmax from nextpnr place-and-route.
+
+:func:`estimate` synthesizes the board top of a configuration (the core, its on-chip memory and
+the UART host link; :mod:`vitaccel.boards.top`) and reports LUT, FF, DSP and block RAM use with the
+percentage of the device, and the Fmax nextpnr reaches (ECP5, iCE40) or ``None`` with the reason
+(Artix-7: no open place-and-route). Every number carries its source. Results are cached under
+``build/estimate/`` by a hash of the board, the generated design and the tool options, so a change
+to any hardware source is a new entry and never a stale one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from vitaccel.config import AccelConfig, _atomic_write_text
+from vitaccel.sim.verilator import build_root
+
+from .build import TOP, BuildFailed, Progress, make_plan, run_plan, tool_env
+from .targets import Board, board, board_mem_bytes, check_fit, resource_need
+from .top import System
+
+__all__ = ["estimate", "parse_stat", "count_resources", "CELL_WEIGHTS", "FIELDS"]
+
+#: Cells of each resource class and what one counts for, per family (yosys ``stat`` cell types).
+#: A CCU2C carry cell occupies two LUT4s; a distributed RAM cell the LUTs of its slices.
+CELL_WEIGHTS = {
+    "ecp5": {
+        "lut": {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 4},
+        "ff": {"TRELLIS_FF": 1},
+        "dsp": {"MULT18X18D": 1, "ALU54B": 1},
+        "bram": {"DP16KD": 1, "PDPW16KD": 1},
+    },
+    "ice40": {
+        "lut": {"SB_LUT4": 1},
+        "ff": {name: 1 for name in ("SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR", "SB_DFFS", "SB_DFFESR",
+                                    "SB_DFFER", "SB_DFFES", "SB_DFFSS", "SB_DFFESS")},
+        "dsp": {"SB_MAC16": 1},
+        "bram": {"SB_RAM40_4K": 1},
+    },
+    "xilinx7": {
+        "lut": {"LUT1": 1, "LUT2": 1, "LUT3": 1, "LUT4": 1, "LUT5": 1, "LUT6": 1, "LUT6_2": 1,
+                "SRL16E": 1, "SRLC32E": 1, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32M": 4,
+                "RAM64M": 4},
+        "ff": {"FDRE": 1, "FDSE": 1, "FDCE": 1, "FDPE": 1},
+        "dsp": {"DSP48E1": 1},
+        "bram": {"RAMB18E1": 1, "RAMB36E1": 2},   # in RAMB18 units
+    },
+}
+
+#: The keys of the dict :func:`estimate` returns.
+FIELDS = ("board", "part", "config", "config_slug", "mem_bytes", "clk_hz", "resources", "modelled",
+          "fmax_mhz", "fmax_source", "timing_met", "placed", "memory_bandwidth", "capacity_source",
+          "seconds", "cache_key")
+
+_SYNTH_COMMAND = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp", "xilinx7": "synth_xilinx -family xc7"}
+
+
+def parse_stat(path: Path) -> dict[str, int]:
+    """Cell counts by type from a yosys ``stat -json`` file (the whole design)."""
+    stat = json.loads(Path(path).read_text())
+    if "design" in stat:
+        cells = stat["design"]["num_cells_by_type"]
+    else:
+        (module,) = stat["modules"].values()
+        cells = module["num_cells_by_type"]
+    return {name: count for name, count in cells.items() if not name.startswith("$scopeinfo")}
+
+
+def count_resources(target: Board, cells: dict[str, int]) -> dict:
+    """LUT, FF, DSP and block RAM use from yosys cell counts, with the device's capacity."""
+    device = target.device
+    available = {"lut": device.luts, "ff": device.ffs, "dsp": device.dsps, "bram": device.bram_blocks}
+    synth = _SYNTH_COMMAND[device.family].split()[0]
+    resources = {}
+    for kind, weights in CELL_WEIGHTS[device.family].items():
+        used_cells = {name: cells[name] for name in weights if cells.get(name)}
+        used = sum(weights[name] * count for name, count in used_cells.items())
+        rule = " + ".join(f"{weights[n]} x {n}" if weights[n] != 1 else n for n in weights)
+        resources[kind] = {
+            "used": used, "available": available[kind], "percent": round(100 * used / available[kind], 1),
+            "cells": used_cells, "source": f"yosys {synth} stat ({kind} = {rule})",
+        }
+    return resources
+
+
+def _cache_key(target: Board, design_text: str, options: str) -> str:
+    digest = hashlib.sha256()
+    for part in (target.name, target.device.part, options, design_text):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,
+             seed: int = 1, cache: bool = True, progress: Progress = None) -> dict:
+    """Resources and Fmax of ``cfg`` on the board, from yosys and nextpnr; keys :data:`FIELDS`.
+
+    ``resources[kind]`` (``lut``, ``ff``, ``dsp``, ``bram``) holds ``used``, ``available``,
+    ``percent``, the yosys ``cells`` it counts and its ``source``. ``modelled`` is the fit check's
+    prediction (:func:`~vitaccel.boards.targets.resource_need`). ``fmax_mhz`` is nextpnr's
+    achieved frequency of the accelerator's clock for placement ``seed`` (``None`` for Artix-7,
+    with the reason in ``fmax_source``); ``timing_met`` whether it reaches ``clk_hz``; ``placed``
+    is nextpnr's own utilisation. ``seconds`` are the tool run times of the run that produced the
+    numbers (a cached result keeps them). The fit check runs first and raises ``FitError``.
+    """
+    target = board(board_name)
+    family = target.device.family
+    mem_bytes = board_mem_bytes(board_name, mem_bytes)
+    clk_hz = target.clk_hz if clk_hz is None else clk_hz
+    modelled = dict(check_fit(board_name, cfg, mem_bytes), source="modelled from AccelConfig "
+                    "(vitaccel.boards.targets.resource_need), before synthesis")
+    root = build_root() / "estimate"
+    root.mkdir(parents=True, exist_ok=True)
+    if progress:
+        progress(f"elaborating {cfg.name} for {board_name}")
+
+    if family == "xilinx7":
+        system = System(cfg, mem_bytes=mem_bytes, clk_hz=clk_hz)
+        design = verilog.convert(system, name=TOP, emit_src=False)
+        options = f"{_SYNTH_COMMAND[family]} hierarchy-flatten-rename"
+    else:
+        plan = make_plan(board_name, cfg, mem_bytes=mem_bytes, clk_hz=clk_hz,
+                         script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
+                         nextpnr_opts=f"--report {TOP}.report.json --timing-allow-fail --seed {seed}")
+        design = "".join(plan.files[name] if isinstance(plan.files[name], str) else plan.files[name].decode()
+                         for name in sorted(plan.files))
+        options = f"seed {seed}"
+    key = _cache_key(target, design, options)
+    run_dir = root / f"{board_name}-{cfg.slug}-{key}"
+    report_path = run_dir / "estimate.json"
+    if cache and report_path.is_file():
+        return json.loads(report_path.read_text())
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    seconds = {}
+    if family == "xilinx7":
+        (run_dir / f"{TOP}.v").write_text(design)
+        script = (f"read_verilog {TOP}.v; hierarchy -top {TOP}; flatten; rename -hide w:*; "
+                  f"{_SYNTH_COMMAND[family]} -top {TOP}; tee -q -o {TOP}.stat.json stat -json")
+        if progress:
+            progress("yosys ...")
+        start = time.monotonic()
+        result = subprocess.run([tool_env()["YOSYS"], "-q", "-l", f"{TOP}.rpt", "-p", script], cwd=run_dir,
+                                capture_output=True, text=True)
+        seconds["synthesis"] = round(time.monotonic() - start, 1)
+        if result.returncode:
+            raise BuildFailed(f"yosys failed in {run_dir}:\n{(result.stdout + result.stderr)[-3000:]}")
+        fmax, fmax_source, timing_met, placed = None, (
+            "null: no open place-and-route for Xilinx 7-series here (nextpnr-xilinx is not packaged); "
+            f"run build_{TOP}.sh from `build` with Vivado for timing"), None, None
+    else:
+        plan.extract(run_dir)
+        steps = {}
+
+        def timed(message):
+            now = time.monotonic()
+            steps[message] = now
+            if progress:
+                progress(message)
+
+        run_plan(run_dir, skip=("ECPPACK", "ICEPACK"), progress=timed)
+        marks = sorted(steps.values()) + [time.monotonic()]
+        seconds["synthesis"] = round(marks[1] - marks[0], 1)
+        seconds["place_route"] = round(marks[2] - marks[1], 1)
+        report = json.loads((run_dir / f"{TOP}.report.json").read_text())
+        clocks = report.get("fmax", {})
+        if not clocks:
+            raise BuildFailed(f"nextpnr reported no clock in {run_dir / (TOP + '.report.json')}")
+        achieved = min(entry["achieved"] for entry in clocks.values())
+        fmax = round(achieved, 2)
+        tool = "nextpnr-ecp5" if family == "ecp5" else "nextpnr-ice40"
+        fmax_source = f"{tool} place-and-route, seed {seed}, constraint {clk_hz / 1e6:g} MHz"
+        timing_met = achieved >= clk_hz / 1e6
+        placed = {name: {"used": entry["used"], "available": entry["available"]}
+                  for name, entry in report.get("utilization", {}).items() if entry["used"]}
+    cells = parse_stat(run_dir / f"{TOP}.stat.json")
+    result = {
+        "board": target.name, "part": target.device.part, "config": cfg.name, "config_slug": cfg.slug,
+        "mem_bytes": mem_bytes, "clk_hz": clk_hz,
+        "resources": count_resources(target, cells),
+        "modelled": modelled,
+        "fmax_mhz": fmax, "fmax_source": fmax_source, "timing_met": timing_met, "placed": placed,
+        "memory_bandwidth": {"bytes_per_s": target.memory_bandwidth, "memory": target.memory,
+                             "source": target.memory_source},
+        "capacity_source": target.device.source,
+        "seconds": seconds, "cache_key": key,
+    }
+    _atomic_write_text(report_path, json.dumps(result, indent=2) + "\n")
+    return result
+

@@ -1,0 +1,190 @@
+"""Board tops: the core with on-chip program and data memory and the UART host link.
+
+:class:`System` is the whole accelerator with a serial port: a :class:`~vitaccel.hw.core.Core`,
+an :class:`OnChipMemory` that serves as its external memory, and a
+:class:`~vitaccel.boards.hostlink.HostLink` through which a PC loads the program and the tensors,
+starts a run, polls STATUS and reads the results back. It has four ports (``rx``, ``tx``, ``busy``,
+``done``) besides its clock and reset, so that it places on any package.
+
+:class:`BoardTop` puts a :class:`System` on an amaranth-boards platform: the UART pins, ``busy`` and
+``done`` on LEDs 0 and 1, and on ECP5 a PLL that makes the accelerator's clock from the board's.
+"""
+
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
+from amaranth.lib import memory, wiring
+from amaranth.lib.cdc import ResetSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from vitaccel.config import AccelConfig
+from vitaccel.hw.core import Core
+from vitaccel.hw.interfaces import MemoryPortSignature
+
+from .hostlink import HostLink
+from .targets import board, board_mem_bytes
+
+__all__ = ["OnChipMemory", "System", "BoardTop", "ecp5_pll_params"]
+
+
+class OnChipMemory(wiring.Component):
+    """Block RAM behind a :class:`~vitaccel.hw.interfaces.MemoryPortSignature` port (the slave side).
+
+    ``size`` bytes in words of ``bus_bits``; byte address ``a`` selects word ``(a // bus_bytes) %
+    (size // bus_bytes)``: addresses wrap at ``size``. A command is accepted in any cycle in which no
+    read response is waiting to be taken; a read's response is valid the next cycle and stays until
+    taken. Contents are not reset.
+    """
+
+    def __init__(self, addr_bits: int, bus_bits: int, size: int):
+        if size * 8 % bus_bits or size & (size - 1):
+            raise ValueError(f"size must be a power of two number of {bus_bits}-bit words, not {size!r}")
+        self._bus_bits = bus_bits
+        self._size = size
+        super().__init__({"bus": In(MemoryPortSignature(addr_bits, bus_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._size * 8 // self._bus_bits
+        m.submodules.data = data = memory.Memory(shape=self._bus_bits, depth=depth, init=[])
+        rd, wr = data.read_port(), data.write_port()
+        bus = self.bus
+        offset = (self._bus_bits // 8 - 1).bit_length()
+        index = bus.cmd_addr[offset:offset + (depth - 1).bit_length()]
+
+        accept = bus.cmd_valid & bus.cmd_ready
+        m.d.comb += [
+            bus.cmd_ready.eq(~bus.rsp_valid | bus.rsp_ready),
+            wr.addr.eq(index),
+            wr.data.eq(bus.cmd_wdata),
+            wr.en.eq(accept & bus.cmd_write),
+            # A read port without en holds its data: a response waiting to be taken stays put.
+            rd.addr.eq(index),
+            rd.en.eq(accept & ~bus.cmd_write),
+            bus.rsp_data.eq(rd.data),
+        ]
+        m.d.sync += bus.rsp_valid.eq(accept & ~bus.cmd_write | bus.rsp_valid & ~bus.rsp_ready)
+        return m
+
+
+class System(wiring.Component):
+    """The core, ``mem_bytes`` of on-chip memory and the UART host link (module docstring).
+
+    The memory belongs to the core while it is busy and to the host link otherwise: host requests
+    for memory wait until the run is done (CSR requests do not: STATUS can be polled). Every
+    response goes to the master that asked for it, since neither switches owner with a read
+    outstanding (the core finishes all its reads before ``busy`` falls; the host link waits for
+    its reply before it takes the next request).
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    busy: Out(1)
+    done: Out(1)
+
+    def __init__(self, cfg: AccelConfig, *, mem_bytes: int, clk_hz: int, baud: int = 115200):
+        if not isinstance(cfg, AccelConfig):
+            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+        self.cfg = cfg.validate()
+        self.mem_bytes = mem_bytes
+        self.clk_hz = clk_hz
+        self.baud = baud
+        super().__init__()
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        m.submodules.core = core = Core(cfg)
+        m.submodules.memory = mem = OnChipMemory(cfg.addr_bits, cfg.bus_bits, self.mem_bytes)
+        m.submodules.host = host = HostLink(cfg.addr_bits, cfg.bus_bits, clk_hz=self.clk_hz, baud=self.baud)
+
+        wiring.connect(m, host.csr, core.csr)
+        m.d.comb += [host.rx.eq(self.rx), self.tx.eq(host.tx), self.busy.eq(core.busy), self.done.eq(core.done)]
+
+        bus = mem.bus
+        for name, member in bus.signature.members.items():
+            core_side, host_side = getattr(core.mem, name), getattr(host.mem, name)
+            if member.flow == In:      # driven by the masters
+                m.d.comb += getattr(bus, name).eq(Mux(core.busy, core_side, host_side))
+            else:                      # driven by the memory; handshakes only to the owner
+                value = getattr(bus, name)
+                if name in ("cmd_ready", "rsp_valid"):
+                    m.d.comb += [core_side.eq(value & core.busy), host_side.eq(value & ~core.busy)]
+                else:
+                    m.d.comb += [core_side.eq(value), host_side.eq(value)]
+        return m
+
+
+def ecp5_pll_params(in_hz: int, out_hz: int) -> dict:
+    """EHXPLLL dividers for ``out_hz`` from ``in_hz`` exactly, within the ECP5's VCO (400-800 MHz)
+    and phase detector (3.125-400 MHz) ranges; :class:`ValueError` if no setting is exact.
+
+    Returns ``CLKI_DIV``, ``CLKFB_DIV``, ``CLKOP_DIV`` and ``CLKOP_CPHASE`` for feedback from CLKOP:
+    the lowest input divider, and the VCO nearest the middle of its range (600 MHz).
+    """
+    for clki_div in range(1, 129):
+        if not 3.125e6 <= in_hz / clki_div <= 400e6:
+            continue
+        for clkfb_div in range(1, 81):
+            if in_hz * clkfb_div != out_hz * clki_div:
+                continue
+            dividers = [d for d in range(1, 129) if 400e6 <= out_hz * d <= 800e6]
+            if dividers:
+                clkop_div = min(dividers, key=lambda d: abs(out_hz * d - 600e6))
+                return {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
+                        "CLKOP_CPHASE": (clkop_div - 1) // 2}
+    raise ValueError(f"the ECP5 PLL cannot make exactly {out_hz} Hz from {in_hz} Hz")
+
+
+class BoardTop(Elaboratable):
+    """A :class:`System` on a board's amaranth-boards platform.
+
+    Parameters
+    ----------
+    cfg : AccelConfig
+    board_name : str
+        A key of :data:`~vitaccel.boards.targets.BOARDS`.
+    mem_bytes : int or None
+        On-chip memory; ``None`` for the board's default.
+    clk_hz : int or None
+        The accelerator's clock; ``None`` for the board's default. On ECP5 a PLL makes it from the
+        board oscillator (and it is the clock constraint nextpnr works to); elsewhere it must be
+        the board's own clock.
+    """
+
+    def __init__(self, cfg: AccelConfig, board_name: str, *, mem_bytes=None, clk_hz=None, baud=115200):
+        self.board = board(board_name)
+        self.clk_hz = self.board.clk_hz if clk_hz is None else clk_hz
+        self.system = System(cfg, mem_bytes=board_mem_bytes(board_name, mem_bytes), clk_hz=self.clk_hz, baud=baud)
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.board.device.family == "ecp5":
+            self._ecp5_clock(m, platform)
+        elif platform.default_clk_frequency != self.clk_hz:
+            raise ValueError(f"{self.board.name} runs the accelerator on its {platform.default_clk_frequency:.0f} Hz "
+                             f"clock, not {self.clk_hz} Hz")
+        m.submodules.system = system = self.system
+        uart = platform.request("uart", 0)
+        m.d.comb += [system.rx.eq(uart.rx.i), uart.tx.o.eq(system.tx)]
+        m.d.comb += [platform.request("led", 0).o.eq(system.busy), platform.request("led", 1).o.eq(system.done)]
+        return m
+
+    def _ecp5_clock(self, m, platform):
+        clk_in = platform.request(platform.default_clk)
+        params = ecp5_pll_params(int(platform.default_clk_frequency), self.clk_hz)
+        m.domains.sync = sync = ClockDomain("sync")
+        locked = Signal()
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+            p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            **{f"p_{key}": value for key, value in params.items()},
+            a_FREQUENCY_PIN_CLKI=str(platform.default_clk_frequency / 1e6),
+            a_FREQUENCY_PIN_CLKOP=str(self.clk_hz / 1e6),
+            i_CLKI=clk_in.i, i_CLKFB=ClockSignal("sync"), o_CLKOP=ClockSignal("sync"),
+            i_RST=Const(0), i_STDBY=Const(0), i_PHASESEL0=Const(0), i_PHASESEL1=Const(0),
+            i_PHASEDIR=Const(1), i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0),
+            i_ENCLKOP=Const(0), o_LOCK=locked,
+        )
+        platform.add_clock_constraint(sync.clk, self.clk_hz)
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")

@@ -1,0 +1,122 @@
+"""The board System over its UART: the host link's protocol, the on-chip memory and a run.
+
+A simulated PC talks to :class:`System` through its ``rx``/``tx`` pins at 4 clocks per bit: it
+writes and reads memory words, reads the ID register, and runs a program (a single END at address
+0) by writing CTRL and polling STATUS.
+"""
+
+import dataclasses
+
+import pytest
+from amaranth.sim import Simulator
+
+from vitaccel.boards.hostlink import NAK, READ_CSR, READ_WORD, WRITE_CSR, WRITE_WORD
+from vitaccel.boards.top import System, ecp5_pll_params
+from vitaccel.config import preset
+from vitaccel.hw.interfaces import CSR
+
+BAUD = 1_000_000
+CLK_HZ = 4 * BAUD
+BIT = CLK_HZ // BAUD
+
+
+def run(cfg, conversation):
+    """Simulate ``System(cfg)``; ``conversation(send, recv)`` is an async function of the PC's side."""
+    dut = System(cfg, mem_bytes=256, clk_hz=CLK_HZ, baud=BAUD)
+    received = []
+
+    async def listener(ctx):
+        # Decodes every frame on tx, so that a reply starting during a request's stop bit is seen.
+        while True:
+            while ctx.get(dut.tx):
+                await ctx.tick()
+            await ctx.tick().repeat(BIT // 2)
+            bits = [ctx.get(dut.tx)]
+            for _ in range(9):
+                await ctx.tick().repeat(BIT)
+                bits.append(ctx.get(dut.tx))
+            assert bits[0] == 0 and bits[9] == 1, f"bad frame {bits}"
+            received.append(sum(b << k for k, b in enumerate(bits[1:9])))
+
+    async def testbench(ctx):
+        async def send(*data):
+            for byte in data:
+                for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
+                    ctx.set(dut.rx, bit)
+                    await ctx.tick().repeat(BIT)
+
+        async def recv(count):
+            for _ in range(2000 * BIT):
+                if len(received) >= count:
+                    break
+                await ctx.tick()
+            else:
+                raise AssertionError(f"the host link replied {received}, not {count} bytes")
+            await ctx.tick().repeat(BIT)   # no byte beyond the reply
+            assert len(received) == count, f"the host link replied {received}, {count} bytes expected"
+            out = bytes(received)
+            received.clear()
+            return out
+
+        ctx.set(dut.rx, 1)
+        await ctx.tick().repeat(4)
+        await conversation(send, recv)
+
+    sim = Simulator(dut)
+    sim.add_clock(1 / CLK_HZ)
+    sim.add_testbench(testbench)
+    sim.add_testbench(listener, background=True)
+    sim.run()
+
+
+def le(value, n):
+    return list(value.to_bytes(n, "little"))
+
+
+@pytest.mark.parametrize("bus_bits", [32, 8])
+def test_memory_and_registers(bus_bits):
+    cfg = dataclasses.replace(preset("tiny"), bus_bits=bus_bits).validate()
+    word = cfg.bus_bytes
+    values = {8: 0x1122334455667788, 24: 0xA5C3E1F00F1E3C5A}
+
+    async def conversation(send, recv):
+        for addr, value in values.items():
+            await send(WRITE_WORD, *le(addr, 4), *le(value % (1 << bus_bits), word))
+            assert await recv(1) == bytes([WRITE_WORD])
+        for addr, value in values.items():
+            await send(READ_WORD, *le(addr, 4))
+            assert await recv(word) == (value % (1 << bus_bits)).to_bytes(word, "little")
+        await send(READ_CSR, CSR.ID)
+        assert await recv(4) == CSR.ID_VALUE.to_bytes(4, "little")
+        await send(WRITE_CSR, CSR.PROG_ADDR, *le(0x40, 4))
+        assert await recv(1) == bytes([WRITE_CSR])
+        await send(READ_CSR, CSR.PROG_ADDR)
+        assert await recv(4) == (0x40).to_bytes(4, "little")
+        await send(0x7E)
+        assert await recv(1) == bytes([NAK])
+
+    run(cfg, conversation)
+
+
+def test_run_end_program():
+    """Memory is zero, and an all-zero instruction is END: a run at address 0 ends at once."""
+    async def conversation(send, recv):
+        await send(WRITE_CSR, CSR.CTRL, *le(1, 4))
+        assert await recv(1) == bytes([WRITE_CSR])
+        for _ in range(10):
+            await send(READ_CSR, CSR.STATUS)
+            status = int.from_bytes(await recv(4), "little")
+            if status & 2:
+                break
+        assert status == 2, f"STATUS {status:#x}: expected done, not busy, no error"
+        await send(READ_CSR, CSR.INSTRET)
+        assert int.from_bytes(await recv(4), "little") == 1
+
+    run(preset("tiny"), conversation)
+
+
+def test_ecp5_pll_params():
+    assert ecp5_pll_params(25_000_000, 100_000_000) == {
+        "CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6, "CLKOP_CPHASE": 2}   # as ecppll -i 25 -o 100
+    with pytest.raises(ValueError, match="cannot make exactly 100000001 Hz from 25000000 Hz"):
+        ecp5_pll_params(25_000_000, 100_000_001)
