@@ -45,8 +45,9 @@ class GeluUnit(wiring.Component):
         Input beats.
     o : Out(stream.Signature(lanes_layout(cfg)))
         Result beats, in order.
-    table_wr : In(memory.WritePort.Signature(addr_width=8, shape=signed(8)))
-        ``table`` only: the table's write port.
+    table_wr : Out(memory.WritePort.Signature(addr_width=8, shape=signed(8)))
+        ``table`` only: the table's write port, facing like the port of a memory (its ``en``,
+        ``addr`` and ``data`` are inputs of the unit).
     exp_mult, out_mult : In(signed(mult_bits))
         ``shift`` only: the sigmoid exponent's and the output's multipliers.
     exp_shift, out_shift : In(shift_bits)
@@ -71,7 +72,8 @@ class GeluUnit(wiring.Component):
         beat = lanes_layout(cfg)
         members = {"i": In(stream.Signature(beat)), "o": Out(stream.Signature(beat))}
         if cfg.gelu == "table":
-            members["table_wr"] = In(memory.WritePort.Signature(
+            # Out, as a memory presents its write port: whoever writes the table drives it.
+            members["table_wr"] = Out(memory.WritePort.Signature(
                 addr_width=(TABLE_ENTRIES - 1).bit_length(), shape=signed(cfg.data_width)))
         else:
             members.update({
