@@ -85,9 +85,14 @@ class TensorStats:
     sample: np.ndarray
 
 
-class Calibration(dict):
-    """Activation name -> :class:`TensorStats`, plus ``images``, the number of images seen."""
-    images: int = 0
+@dataclass
+class Calibration:
+    """``stats``: activation name -> :class:`TensorStats`; ``images``: how many images were seen."""
+    stats: dict[str, TensorStats]
+    images: int
+
+    def __getitem__(self, name: str) -> TensorStats:
+        return self.stats[name]
 
 
 def _activations(model: vit.VisionTransformer, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -155,9 +160,7 @@ def calibrate(model: vit.VisionTransformer, images: torch.Tensor, *, batch_size:
                 keep = max(1, SAMPLE_ELEMENTS // (x.shape[1] * len(batches)))
                 pick = rng.choice(len(x), size=keep, replace=False) if keep < len(x) else slice(None)
                 rows.setdefault(name, []).append(x[pick].astype(np.float32))
-    calib = Calibration({k: TensorStats(absmax[k], np.concatenate(rows[k])) for k in absmax})
-    calib.images = len(images)
-    return calib
+    return Calibration({k: TensorStats(absmax[k], np.concatenate(rows[k])) for k in absmax}, len(images))
 
 
 def activation_scale(stats: TensorStats, observer: str = "mse", *,
