@@ -316,7 +316,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     s_in = activation_scale(calib["input"], "minmax")
     scales["input"] = np.float64(s_in)
     s_patch = scale("patch", stream=True)
-    s_x = scale("x0", stream=True)
+    s_x0 = s_x = scale("x0", stream=True)
     pos = model.pos_embed.detach().double().numpy()[0]
     cls_pos = model.cls_token.detach().double().numpy()[0, 0] + pos[0]
     s_pos = float(np.abs(pos[1:] / pow2).max()) / 127 or 1.0
@@ -339,9 +339,10 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         soft = [softmax_params(float(s)) for s in s_logits]
         # attention_matmul's requantize is 16-bit; its shift grows by the row exponent (<= 23).
         av = [dyadic_capped(float(s_v[j] / s_attn), 16, 63 - ROW_EXP_MAX) for j in range(h)]
-        attn = Attention(*(np.array(col, dtype=np.int32) for col in
-                           zip(*[(lm, ls, sm, ss, am, ash) for (lm, ls), (sm, ss), (am, ash)
-                                 in zip(logit_pairs, soft, av)])))
+        mults, shifts = ([np.array([pair[k] for pair in pairs], dtype=np.int32)
+                          for pairs in (logit_pairs, soft, av)] for k in (0, 1))
+        attn = Attention(logit_mult=mults[0], logit_shift=shifts[0], softmax_mult=mults[1],
+                         softmax_shift=shifts[1], av_mult=mults[2], av_shift=shifts[2])
         gelu_params = (gelu_table(s_fc1, s_gelu) if config.gelu == "table"
                        else np.array(shift_gelu_params(s_fc1, s_gelu), dtype=np.int32))
         blocks.append(Block(
@@ -364,8 +365,8 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     return IntViT(
         config=cfg, softmax=config.softmax, layernorm=config.layernorm, gelu=config.gelu,
         mult_bits=mb, input_scale=s_in, patch=patch,
-        cls_pos=_int8(cls_pos, scales["x0"] * pow2), pos=_int8(pos[1:], s_pos * pow2),
-        embed_add=np.array(residual_params(s_patch, s_pos, float(scales["x0"])), dtype=np.int32),
+        cls_pos=_int8(cls_pos, s_x0 * pow2), pos=_int8(pos[1:], s_pos * pow2),
+        embed_add=np.array(residual_params(s_patch, s_pos, s_x0), dtype=np.int32),
         alpha=alpha.astype(np.int32), blocks=blocks,
         norm=_layernorm(model.norm, alpha, s_norm),
         head=Head(weight=_int8(head_w, s_head[:, None]),
