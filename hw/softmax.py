@@ -44,7 +44,7 @@ class SoftmaxUnit(wiring.Component):
 
     Each row of ``length`` logits enters as :func:`softmax_beats` beats on :attr:`logits`; element
     ``e`` of the row is lane ``e % lanes`` of beat ``e // lanes``, lanes past ``length`` in the last
-    beat are ignored. The row leaves as as many beats on :attr:`probs`, each carrying ``lanes``
+    beat are ignored. The row leaves as many beats on :attr:`probs`, each carrying ``lanes``
     mantissas (0 past ``length``), the row exponent and a last-of-row flag, equal to
     ``e2softmax(row, mult, shift)`` or ``shiftmax(row, mult, shift)``. Rows leave in order.
 
@@ -112,7 +112,6 @@ class SoftmaxUnit(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         lanes = cfg.vector_lanes
-        e2 = cfg.softmax == "e2softmax"
         m = Module()
 
         beat_bits = max(1, (softmax_beats(cfg, cfg.max_row) - 1).bit_length())
@@ -161,6 +160,9 @@ class SoftmaxUnit(wiring.Component):
                         m.d.sync += row_max[b].eq(new_max)
 
         # ---- read and normalize: one pipeline, stalled as a whole by output back-pressure ----
+        # tags[k] describes the beat read k cycles earlier (when advancing): stage 1 is the read
+        # data, then d (2), d * mult (3), u (4), t (5), E and the sum (6), w (7), the prefix sums
+        # of w (8) and the output (9).
         tag = data.StructLayout({"valid": 1, "norm": 1, "first": 1, "last": 1, "live": lanes})
         tags = [Signal(tag, name=f"tag_{k}") for k in range(self.PIPELINE + 1)]
         advance = Signal()
@@ -195,10 +197,11 @@ class SoftmaxUnit(wiring.Component):
                 m.d.comb += leading.eq(b - RECIP_BITS)
         m.d.comb += recip_rd.addr.eq((total >> lead)[:RECIP_BITS])
 
+        this_full = Mux(rb, full[1], full[0])
         other_full = Mux(rb, full[0], full[1])
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(advance & Mux(rb, full[1], full[0])):
+                with m.If(advance & this_full):
                     m.next = "SUM"
             with m.State("SUM"):
                 m.d.comb += issue.eq(1)
@@ -292,13 +295,13 @@ class SoftmaxUnit(wiring.Component):
         if self._cfg.softmax == "e2softmax":
             # k = min(-round_shift(t, 8), 15); E = 2**(15-k) and w = R << (15-k) are shifts.
             k = Signal(range(K_MAX + 1), name=f"k_{j}")
-            live6 = tags[6].live[j]
+            live = tags[6].live[j]
             neg = -((t + (1 << (LOG_FRAC - 1))) >> LOG_FRAC)
             w = Signal(2 * EXP_BITS, name=f"w_{j}")
             with m.If(advance):
                 m.d.sync += [k.eq(Mux(neg > K_MAX, K_MAX, neg)),
-                             w.eq(Mux(live6, (recip_r << EXP_BITS) >> k, 0))]
-            exp = Mux(live6, Const(1 << EXP_BITS, EXP_BITS + 1) >> k, 0)
+                             w.eq(Mux(live, (recip_r << EXP_BITS) >> k, 0))]
+            exp = Mux(live, Const(1 << EXP_BITS, EXP_BITS + 1) >> k, 0)
             return exp, w
         # shift_exp: a = -t = q * 2**8 + f, E = round_shift((512 - f) << 6, min(q, 17)).
         a = Signal(LOG_FRAC + 7, name=f"a_{j}")
@@ -398,7 +401,6 @@ class SoftmaxEngine(wiring.Component):
         m.submodules.unit = unit = SoftmaxUnit(cfg)
 
         instr = self.cmd.payload.vector
-        src2 = Signal.like(instr.src2)
         rows = Signal.like(instr.rows)
         length = Signal.like(instr.length)
         stride = Signal.like(instr.tile_stride)
@@ -488,7 +490,7 @@ class SoftmaxEngine(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
                     m.d.sync += [
-                        src2.eq(instr.src2), rows.eq(instr.rows), length.eq(instr.length),
+                        rows.eq(instr.rows), length.eq(instr.length),
                         stride.eq(instr.tile_stride), param_addr.eq(instr.param_addr),
                         in_base.eq(instr.src), in_addr.eq(instr.src), in_chunk.eq(0), in_pos.eq(0),
                         in_row.eq(0), out_base.eq(instr.dst), out_addr.eq(instr.dst),
