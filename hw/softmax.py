@@ -64,8 +64,8 @@ class SoftmaxUnit(wiring.Component):
         first input beat of a row to the last output beat of the last row that uses them (the
         engine holds them for a command).
     logits : In(stream.Signature(data.ArrayLayout(signed(8), lanes)))
-        Input beats. ``ready`` is a register: high unless both row buffers hold a row not yet
-        normalized.
+        Input beats. ``ready`` depends on registers only: high unless both row buffers hold a row
+        not yet normalized.
     probs : Out(stream.Signature(StructLayout({"mant", "row_exp", "last"})))
         Output beats: ``mant`` (``lanes`` x int8, 0..127), ``row_exp`` (5 bits, the row's exponent,
         the same on every beat of the row), ``last`` (the row's last beat). Back-pressure
@@ -76,7 +76,8 @@ class SoftmaxUnit(wiring.Component):
     Timing, with ``B = softmax_beats(cfg, length)`` and no back-pressure:
 
     - Input: one beat per cycle. A second row is accepted while the first is normalized (two row
-      buffers, ``2 * max_row`` int8 entries in one memory).
+      buffers in one memory of ``2 * 2**ceil(log2(ceil(max_row / lanes)))`` words of ``lanes``
+      int8: 512 x 32 bits, one ECP5 block RAM, for ``default``).
     - Latency: the first output beat of a row is valid :attr:`LATENCY` ``+ B`` cycles after the
       cycle that accepted its last input beat, if the unit was not busy with an earlier row.
     - Throughput: one row per ``2 * B +`` :attr:`ROW_OVERHEAD` cycles, its ``B`` output beats in
