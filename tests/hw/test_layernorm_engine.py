@@ -20,6 +20,7 @@ from vitaccel.hw.interfaces import acc_row, spad_row
 from vitaccel.hw.layernorm import LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_row_cycles
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw import layernorm as ln
+from vitaccel.sw.residual import round_shift, saturate
 
 SEED = int(os.environ.get("VITACCEL_SEED", "7"))
 
@@ -37,7 +38,10 @@ def isa_layernorm(cfg, spad, param, f):
     planes = param[p:p + 4 * tiles].reshape(4, tiles * cols)[:, :length].astype(np.int64)
     assert tuple(param[p + 4 * tiles, :2]) == ln.row_mean_constants(length, *ln.MEAN_FORMAT[cfg.layernorm])
     params = ln.LayerNormParams(planes[1], planes[2], planes[3])
-    if cfg.layernorm == "ailayernorm":
+    if length == 1:
+        # Golden needs two channels; the formulas give a one-channel row z = 0 (it equals its mean).
+        y = np.broadcast_to(saturate(round_shift(planes[2], planes[3])), (rows, 1))
+    elif cfg.layernorm == "ailayernorm":
         y = ln.ailayernorm(x, planes[0], params)
     else:
         y = ln.i_layernorm(x, params)
@@ -73,6 +77,10 @@ def small(variant, cols, lanes):
 
 def layer_params(rng, length, variant):
     """Realistic per-channel parameters (``layernorm_params``) and PTF factors."""
+    if length == 1:
+        params = ln.LayerNormParams(rng.integers(-2**15, 2**15, 1), rng.integers(-2**20, 2**20, 1),
+                                    rng.integers(10, 25, 1))
+        return rng.integers(0, ln.MAX_ALPHA + 1, 1), params
     params = ln.layernorm_params(rng.normal(1, 0.3, length), rng.normal(0, 0.5, length), 3.0 / 127)
     alpha = rng.integers(0, ln.MAX_ALPHA + 1, length) if variant == "ailayernorm" else None
     return alpha, params
@@ -141,6 +149,7 @@ def test_sequence_of_commands(variant, cols, lanes):
         cmd(src=3, dst=0, rows=0, length=7, tile_stride=1, param_addr=0),               # no-ops
         cmd(src=3, dst=0, rows=4, length=0, tile_stride=1, param_addr=0),
         cmd(src=60, dst=50, rows=1, length=2, tile_stride=2, param_addr=4 * t(2 * cols + 1) + 1),
+        cmd(src=30, dst=33, rows=3, length=1, tile_stride=3, param_addr=50),
     ], seed)
 
 

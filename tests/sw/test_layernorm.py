@@ -144,3 +144,48 @@ def test_errors():
         ln.ailayernorm(x, np.zeros(C, int), params, mag_bits=1)
     with pytest.raises(ValueError, match="same length"):
         ln.layernorm_params(np.ones(3), np.ones(4), 0.1)
+
+
+@pytest.mark.parametrize("c", [1, 2, 192, 1024, 4096])
+@pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
+def test_row_mean_constants(c, variant):
+    frac, in_bits = ln.MEAN_FORMAT[variant]
+    m, k = ln.row_mean_constants(c, frac, in_bits)
+    assert m == -((-1 << k) // (2 * c)) and 0 < m < 2**31 and k <= 43
+    lim = c << in_bits
+    s1 = np.array([-lim, -1, 0, 1, lim])
+    b = 1 << (in_bits + frac)
+    by_constants = ((((s1 << (frac + 1)) + c + 2 * c * b) * m) >> k) - b
+    assert ln.row_mean(s1, c, frac, in_bits).tolist() == by_constants.tolist()
+    with pytest.raises(ValueError, match="positive integer"):
+        ln.row_mean_constants(0, frac, in_bits)
+
+
+@pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
+def test_pack_layernorm_params_layout(variant):
+    cols, length = 12, 30
+    rng = np.random.default_rng(8)
+    params = ln.layernorm_params(rng.normal(1, 0.3, length), rng.normal(0, 1, length), 0.05)
+    alpha = rng.integers(0, 4, length)
+    rows = ln.pack_layernorm_params(cols, alpha, params, length, variant)
+    tiles = 3
+    assert rows.dtype == np.int32 and rows.shape == (4 * tiles + 1, cols)
+    planes = rows[:4 * tiles].reshape(4, tiles * cols)
+    assert not planes[:, length:].any()
+    want_alpha = alpha if variant == "ailayernorm" else np.zeros(length)
+    for p, plane in enumerate([want_alpha, params.mult, params.bias, params.shift]):
+        assert planes[p, :length].tolist() == list(plane)
+    assert tuple(rows[4 * tiles, :2]) == ln.row_mean_constants(length, *ln.MEAN_FORMAT[variant])
+    assert not rows[4 * tiles, 2:].any()
+
+
+def test_pack_layernorm_params_errors():
+    params = ln.layernorm_params(np.ones(8), np.zeros(8), 0.1)
+    with pytest.raises(ValueError, match="variant"):
+        ln.pack_layernorm_params(4, np.zeros(8, int), params, 8, "layernorm")
+    with pytest.raises(ValueError, match="alpha"):
+        ln.pack_layernorm_params(4, np.full(8, 4), params, 8, "ailayernorm")
+    with pytest.raises(ValueError, match="params.mult"):
+        ln.pack_layernorm_params(4, None, params, 7, "i_layernorm")
+    with pytest.raises(ValueError, match="params.shift"):
+        ln.pack_layernorm_params(4, None, params._replace(shift=np.full(8, 25)), 8, "i_layernorm")
