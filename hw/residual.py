@@ -5,7 +5,9 @@ tile walk shared by the element-wise engines (ADD here, GELU in ``hw/gelu.py``).
 pairs per cycle. :class:`ElementwiseEngine` executes a :class:`vitaccel.isa.VectorInstr` through
 such a unit: it walks the tile-major tensor(s), streams their rows through the unit and writes the
 results tile-major, zero past ``length``. :class:`ResidualAddEngine` executes ADD in the busy time
-given by :func:`add_cycles`, which the performance model uses.
+given by :func:`add_cycles`, which the performance model uses. :func:`valid_pipeline` and
+:func:`saturating_round_shift` are the stallable-pipeline and output-rounding pieces the stream
+units share.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
@@ -17,8 +19,8 @@ from vitaccel.hw.interfaces import (engine_cmd_signature, local_addr_width, para
                                     spad_read_signature, spad_write_signature)
 from vitaccel.sw.golden import INT8_MAX, INT8_MIN
 
-__all__ = ["lanes_layout", "saturating_round_shift", "ResidualAddUnit", "ElementwiseEngine",
-           "ResidualAddEngine", "add_cycles", "tiles"]
+__all__ = ["lanes_layout", "saturating_round_shift", "valid_pipeline", "ResidualAddUnit",
+           "ElementwiseEngine", "ResidualAddEngine", "add_cycles", "tiles"]
 
 
 def lanes_layout(cfg: AccelConfig) -> data.ArrayLayout:
