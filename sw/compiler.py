@@ -38,7 +38,8 @@ from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
-__all__ = ["compile_linear", "plan_linear", "LinearPlan", "CostModel", "CompileError", "MAX_ROWS"]
+__all__ = ["compile_linear", "plan_linear", "schedule_linear", "pack_linear_params", "LinearPlan", "CostModel",
+           "CompileError", "MAX_ROWS"]
 
 #: The largest ``rows`` an instruction can hold (a 16-bit field).
 MAX_ROWS = (1 << 16) - 1
@@ -317,13 +318,10 @@ def compile_linear(cfg: AccelConfig, x, w, bias, mult, shift, *, name: str = "li
         raise CompileError(f"{name}: layer ({m}, {k}, {n}) needs {addr} bytes of external memory, more than "
                            f"the {1 << cfg.addr_bits} bytes that addr_bits={cfg.addr_bits} can address")
 
-    words = [encode(op, **fields) for op, fields in _schedule(cfg, plan, symbols)]
-    assert len(words) == plan.instruction_count, "plan_linear and _schedule disagree"
-    params = np.zeros((nt * 3, c), dtype=np.int64)
-    for row, values in enumerate((bias, mult, shift)):
-        padded = np.zeros(np_, dtype=np.int64)
-        padded[:n] = values
-        params[row::3] = padded.reshape(nt, c)
+    schedule = schedule_linear(cfg, plan, *(symbols[s] for s in ("x", "w_t", "params", "y")))
+    words = [encode(op, **fields) for op, fields in schedule] + [encode(Opcode.END)]
+    assert len(words) == plan.instruction_count, "plan_linear and schedule_linear disagree"
+    params = pack_linear_params(cfg, bias, mult, shift)
     image = bytearray(addr)
     code = encode_program(words)
     image[prog_addr:prog_addr + len(code)] = code
@@ -332,11 +330,34 @@ def compile_linear(cfg: AccelConfig, x, w, bias, mult, shift, *, name: str = "li
     return Program(cfg, words, bytes(image), symbols, prog_addr=prog_addr, name=name)
 
 
-def _schedule(cfg: AccelConfig, plan: LinearPlan, symbols: dict):
-    """The instructions of ``plan`` as ``(Opcode, fields)``, in program order (see the module docstring)."""
+def pack_linear_params(cfg: AccelConfig, bias, mult, shift) -> np.ndarray:
+    """The parameter rows of a linear layer: int64 ``(3 * Nt, cols)``, per output tile the rows bias,
+    mult, shift (the three PARAM rows a REQUANT reads), zero for the padded channels."""
+    c = cfg.cols
+    n = len(bias)
+    nt = -(-n // c)
+    params = np.zeros((nt * 3, c), dtype=np.int64)
+    for row, values in enumerate((bias, mult, shift)):
+        padded = np.zeros(nt * c, dtype=np.int64)
+        padded[:n] = values
+        params[row::3] = padded.reshape(nt, c)
+    return params
+
+
+def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: TensorSymbol,
+                    params: TensorSymbol, y: TensorSymbol):
+    """The instructions of ``plan`` as ``(Opcode, fields)``, in program order (module docstring), END
+    excluded, so that a layer can be emitted into a larger program.
+
+    ``x`` (M, K), ``w_t`` (K or more rows, N), ``params`` (:func:`pack_linear_params`) and ``y`` (M, N)
+    are where the tensors live in external memory; every row stride must be ``ceil(cols / C) * C``
+    elements (``params``: ACC rows). A weight LOAD reads ``Kc * C`` rows of ``w_t`` from tile row
+    ``k0 * C``, so the last K chunk reads up to ``C - 1`` rows past ``K`` (multiplied by the zero
+    padding of ``x``): pad ``w_t`` to ``Kt * C`` rows to keep every read inside it. The schedule uses
+    the whole scratchpad, accumulator and, from row 0, PARAM: nothing on chip survives it.
+    """
     c = cfg.cols
     kt, nt = plan.k_tiles, plan.n_tiles
-    x, w_t, params, y = (symbols[s] for s in ("x", "w_t", "params", "y"))
     spad_b, acc_b = cfg.spad_row_bytes, cfg.acc_row_bytes
     k_starts = range(0, kt, plan.k_chunk)
     n_starts = range(0, nt, plan.n_group)
@@ -376,4 +397,3 @@ def _schedule(cfg: AccelConfig, plan: LinearPlan, symbols: dict):
                 yield Opcode.STORE, dict(mem=LocalMemory.SPAD, local_addr=w_region, rows=rows,
                                          dram_addr=y.addr + m0 * y.row_stride + nn * spad_b, dram_stride=y.row_stride)
         m0 += rows
-    yield Opcode.END, {}

@@ -14,7 +14,7 @@ File format: one ``.npz`` archive (written atomically: temp file, then :func:`os
 
 - ``meta``: a JSON string ``{"format": "vitaccel.program", "version": FORMAT_VERSION, "name",
   "config" (AccelConfig fields), "prog_addr", "symbols": {name: {"addr", "shape", "row_stride",
-  "dtype", "role"}}}``;
+  "dtype", "role"}}, "layers": [[start, stop, name], ...]}`` (``layers`` may be absent: none);
 - ``image``: uint8, the external memory image;
 - ``instructions``: uint8 ``(n, INSTR_BYTES)``, the instruction words little-endian.
 
@@ -142,9 +142,13 @@ class TensorSymbol:
 class Program:
     """A compiled program: config, instructions, external memory image and symbol table.
 
+    ``layers`` names ranges of instructions for listings and per-layer reports: ``(start, stop,
+    name)`` covers instructions ``start .. stop - 1``.
+
     Invariants (checked on construction): the image holds ``encode_program(instructions)`` at
     ``prog_addr`` (a multiple of the bus width in bytes), every tensor lies inside the image and no two
-    of the program and the tensors overlap, and the image fits the ``addr_bits`` address space.
+    of the program and the tensors overlap, the image fits the ``addr_bits`` address space, and the
+    layer ranges are non-empty, in order, disjoint and inside the program.
     """
 
     config: AccelConfig
@@ -153,10 +157,22 @@ class Program:
     symbols: dict = field(default_factory=dict)
     prog_addr: int = 0
     name: str = "program"
+    layers: tuple = ()
 
     def __post_init__(self):
         cfg = self.config
         object.__setattr__(self, "instructions", [int(w) for w in self.instructions])
+        try:
+            layers = tuple((int(start), int(stop), str(name)) for start, stop, name in self.layers)
+        except (TypeError, ValueError) as exc:
+            raise ProgramError(f"layers must be (start, stop, name) triples: {exc}") from None
+        object.__setattr__(self, "layers", layers)
+        previous = 0
+        for start, stop, name in layers:
+            if not previous <= start < stop <= len(self.instructions):
+                raise ProgramError(f"layer {name!r} covers instructions [{start}, {stop}), which is empty, out "
+                                   f"of order or outside the {len(self.instructions)} instructions")
+            previous = stop
         object.__setattr__(self, "image", bytes(self.image))
         object.__setattr__(self, "symbols", dict(self.symbols))
         if self.prog_addr < 0 or self.prog_addr % cfg.bus_bytes:
@@ -207,14 +223,26 @@ class Program:
         image = bytearray(self.image)
         for name, array in tensors.items():
             self.write_tensor(image, name, array)
-        return Program(self.config, self.instructions, bytes(image), self.symbols, self.prog_addr, self.name)
+        return Program(self.config, self.instructions, bytes(image), self.symbols, self.prog_addr, self.name,
+                       self.layers)
 
     # ---- text ---------------------------------------------------------------------------------
 
+    def layer_of(self) -> list:
+        """The name of each instruction's layer (``None`` outside every layer), by index."""
+        names = [None] * len(self.instructions)
+        for start, stop, name in self.layers:
+            names[start:stop] = [name] * (stop - start)
+        return names
+
     def listing(self) -> str:
-        """One line per instruction: its byte address in hex, then its decoded form."""
+        """One line per instruction: its byte address in hex, then its decoded form; each layer's
+        instructions are preceded by a line ``; <name>``."""
         lines = []
+        starts = {start: name for start, _, name in self.layers}
         for i, word in enumerate(self.instructions):
+            if i in starts:
+                lines.append(f"; {starts[i]}")
             addr = self.prog_addr + i * INSTR_BYTES
             try:
                 text = str(decode(word))
@@ -229,7 +257,8 @@ class Program:
     def meta(self) -> dict:
         return {"format": FORMAT, "version": FORMAT_VERSION, "name": self.name, "config": self.config.to_dict(),
                 "prog_addr": self.prog_addr,
-                "symbols": {name: sym.to_dict() for name, sym in self.symbols.items()}}
+                "symbols": {name: sym.to_dict() for name, sym in self.symbols.items()},
+                "layers": [list(layer) for layer in self.layers]}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the program to ``path`` (an ``.npz`` archive, see the module docstring), atomically:
@@ -290,6 +319,7 @@ class Program:
                                           dtype=s["dtype"], role=s["role"])
                        for name, s in meta["symbols"].items()}
             prog_addr, name = meta["prog_addr"], meta["name"]
+            layers = [tuple(layer) for layer in meta.get("layers", [])]
         except (KeyError, TypeError, AttributeError) as exc:
             raise ProgramError(f"{str(path)!r}: malformed meta record ({type(exc).__name__}: {exc})") from None
-        return cls(file_config, instructions, arrays["image"].tobytes(), symbols, prog_addr, name)
+        return cls(file_config, instructions, arrays["image"].tobytes(), symbols, prog_addr, name, layers)

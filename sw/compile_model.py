@@ -1,0 +1,501 @@
+"""Whole-model compiler: one instruction stream for the integer forward of one image of an IntViT.
+
+:func:`compile_model` maps every op of :func:`vitaccel.sw.forward.forward` onto the ISA and returns
+a :class:`~vitaccel.sw.program.Program` whose input tensor ``input`` is the image's int8 patch
+matrix ``(num_patches, C*p*p)`` (:func:`vitaccel.sw.forward.patches`; set it per image with
+``program.with_tensors(input=...)``) and whose output ``logits`` is the int32 ``(1, num_classes)``
+row, bit-exact to ``forward``.
+
+Program structure. Every op reads its operands from external memory and writes its result there
+(``T`` tokens, ``C = cols``; "chunk" = as many rows as fit the scratchpad)::
+
+    patch_embed      linear (sw/compiler.py schedule) input -> patch
+    pos_embed        ADD patch + pos -> x0 rows 1..T-1 (x0 row 0 is cls_pos, written at compile time)
+    blocks.i.norm1   LAYERNORM per chunk: LOAD tiles, LAYERNORM in place, STORE tiles
+    blocks.i.qkv     linear -> qkv, each head's q, k, v padded to dhp = ceil(dh / C) * C features
+    blocks.i.attn.h  per head: LOAD PARAM its 7 rows; LOAD k_h and v_h tiles (resident); per
+                     query chunk: LOAD q_h tiles, per key tile MATMUL transpose_b (+accumulate over
+                     the dhp/C feature tiles) and REQUANT -> int8 logits; SOFTMAX in place (row
+                     exponents to PARAM); per feature tile MATMUL (v_h as weights, +accumulate over
+                     the key tiles) and REQUANT row_shift -> into q_h's rows; STORE -> attn
+    blocks.i.proj    linear attn (T, H*dhp) -> proj (its weight's K rows padded to match)
+    blocks.i.add1    ADD x + proj per chunk
+    blocks.i.norm2, fc1, gelu (in place), fc2, add2   as above
+    norm             LAYERNORM of the class token's row only (the head reads nothing else)
+    head             LOAD ACC the bias; per output tile LOAD the weight column, MATMUL accumulate
+                     over the feature tiles; STORE ACC -> logits (exact int32)
+    END
+
+Memory plan: constants (weights, parameter rows, ``pos``) each have a symbol named after their
+layer (``blocks.0.qkv.w_t``, ``blocks.0.qkv.params``, ...). Activations live in scratch buffers
+``scratch.N`` (symbols of shape ``(1, bytes)``): a buffer is reused as soon as the tensor in it is
+dead, GELU and the residual ADDs write in place. ``x0`` and ``input`` are never reused, so a
+program can be rerun with only ``input`` rewritten. With ``keep_intermediates=True`` every
+activation gets its own symbol named as in :func:`vitaccel.sw.forward.trace` (``blocks.0.qkv``
+in the padded per-head layout), for op-by-op debugging. On chip, each op uses the memories from
+row 0: nothing stays resident between ops.
+
+:attr:`Program.layers` names the instruction range of every op (the names above);
+``sw/perf.py`` reports cycles per layer from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from vitaccel.config import AccelConfig
+from vitaccel.isa import INSTR_BYTES, LAYOUT_OF, LocalMemory, Opcode, encode_program
+from vitaccel.sw.compile_ops import vector_param_rows
+from vitaccel.sw.compiler import MAX_ROWS, CompileError, pack_linear_params, plan_linear, schedule_linear
+from vitaccel.sw.intvit import IntViT, IntViTError
+from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
+
+__all__ = ["compile_model", "encode_fast", "ATTENTION_PARAM_ROWS"]
+
+#: PARAM rows of one head's attention constants: logits REQUANT (bias 0, mult, shift), the SOFTMAX
+#: row (mult, shift), and the attention x V REQUANT (bias 0, mult, shift).
+ATTENTION_PARAM_ROWS = 7
+
+_FIELDS = {op: {name: (f.offset, f.width) for name, f in layout.as_shape() if name not in ("opcode", "reserved")}
+           for op, layout in LAYOUT_OF.items()}
+
+
+def encode_fast(op: Opcode, fields: dict) -> int:
+    """``vitaccel.isa.encode(op, **fields)`` for valid fields, without amaranth's const views.
+
+    ``isa.encode`` costs ~170 us per word, several seconds for a ViT; this uses the same layouts'
+    offsets and widths. A value that does not fit its field raises :class:`CompileError`.
+    """
+    word = op.value
+    layout = _FIELDS[op]
+    for name, value in fields.items():
+        offset, width = layout[name]
+        raw = value.value if isinstance(value, (LocalMemory, Opcode)) else int(value)
+        if not 0 <= raw < 1 << width:
+            raise CompileError(f"{op.name}.{name}={raw} does not fit its {width}-bit field")
+        word |= raw << offset
+    return word
+
+
+def _ceil(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _align(value: int) -> int:
+    return _ceil(value, TENSOR_ALIGN) * TENSOR_ALIGN
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """A 2-D int8 activation in external memory: ``rows`` rows of ``cols`` elements from ``addr``
+    (relative to the data region), ``stride`` bytes apart; ``buffer`` is the allocation holding it."""
+    name: str
+    addr: int
+    rows: int
+    cols: int
+    stride: int
+    buffer: tuple
+
+    def symbol(self, role: str = "output") -> TensorSymbol:
+        return TensorSymbol(self.addr, (self.rows, self.cols), self.stride, "int8", role)
+
+    def rows_from(self, first: int, rows: int) -> "_Tensor":
+        """The view of rows ``first .. first + rows - 1``."""
+        return _Tensor(self.name, self.addr + first * self.stride, rows, self.cols, self.stride, self.buffer)
+
+
+class _Builder:
+    """Instructions, layer names and the external memory plan of one program being compiled.
+
+    Addresses of tensors are relative to the data region, which follows the code; :meth:`program`
+    relocates every LOAD and STORE once the code size is known.
+    """
+
+    def __init__(self, cfg: AccelConfig, keep_intermediates: bool):
+        self.cfg = cfg
+        self.keep = keep_intermediates
+        self.ops: list[tuple[Opcode, dict]] = []
+        self.layers: list[tuple[int, int, str]] = []
+        self.layer_name = "program"
+        self.size = 0                                     # bytes of the data region so far
+        self.symbols: dict[str, TensorSymbol] = {}        # relative addresses
+        self.data: list[tuple[str, np.ndarray]] = []      # initial contents of symbols
+        self.free: list[tuple[int, int]] = []             # dead scratch buffers (addr, bytes)
+        self.pinned: set[tuple[int, int]] = set()
+        self.scratch = 0                                  # scratch buffers so far
+
+    # ---- instructions -------------------------------------------------------------------------
+
+    def emit(self, op: Opcode, **fields) -> None:
+        self.ops.append((op, fields))
+
+    @contextlib.contextmanager
+    def layer(self, name: str):
+        self.layer_name, start = name, len(self.ops)
+        yield
+        self.layers.append((start, len(self.ops), name))
+
+    def fail(self, message: str):
+        raise CompileError(f"{self.layer_name}: {message}")
+
+    # ---- external memory ----------------------------------------------------------------------
+
+    def _allocate(self, nbytes: int) -> int:
+        addr = self.size
+        self.size = _align(addr + nbytes)
+        return addr
+
+    def constant(self, name: str, array, dtype: str = "int8", role: str = "weight") -> TensorSymbol:
+        """A compile-time tensor: int8 padded to whole tiles, or int32 rows of ``cols`` (PARAM/ACC rows)."""
+        array = np.asarray(array)
+        stride = (_ceil(array.shape[1], self.cfg.cols) * self.cfg.spad_row_bytes if dtype == "int8"
+                  else array.shape[1] * 4)
+        sym = TensorSymbol(self._allocate(array.shape[0] * stride), array.shape, stride, dtype, role)
+        self.symbols[name] = sym
+        self.data.append((name, array))
+        return sym
+
+    def activation(self, name: str, rows: int, cols: int, *, pinned: str | None = None) -> _Tensor:
+        """A new int8 activation ``(rows, cols)``: a dead scratch buffer if one is large enough, or
+        with ``pinned`` (a symbol role) a buffer of its own, symbol ``name``, never reused."""
+        stride = _ceil(cols, self.cfg.cols) * self.cfg.spad_row_bytes
+        nbytes = rows * stride
+        if self.keep or pinned:
+            addr = self._allocate(nbytes)
+            self.symbols[name] = TensorSymbol(addr, (rows, cols), stride, "int8", pinned or "output")
+            buffer = (addr, nbytes)
+            if pinned:
+                self.pinned.add(buffer)
+        else:
+            fits = [b for b in self.free if b[1] >= nbytes]
+            if fits:
+                buffer = min(fits, key=lambda b: b[1])
+                self.free.remove(buffer)
+            else:
+                buffer = (self._allocate(nbytes), nbytes)
+                self.symbols[f"scratch.{self.scratch}"] = TensorSymbol(
+                    buffer[0], (1, nbytes), nbytes, "int8", "output")
+                self.scratch += 1
+        return _Tensor(name, buffer[0], rows, cols, stride, buffer)
+
+    def release(self, dead: _Tensor, result: _Tensor | None = None) -> None:
+        """``dead`` is dead: its buffer may hold the next activations, unless ``result`` was
+        written over it in place."""
+        if (not self.keep and dead.buffer not in self.pinned and dead.buffer not in self.free
+                and (result is None or result.buffer != dead.buffer)):
+            self.free.append(dead.buffer)
+
+    def reuse(self, tensor: _Tensor, name: str) -> _Tensor:
+        """The tensor an in-place op writes over ``tensor``: the same buffer, or with
+        ``keep_intermediates`` (or a pinned input) a new one."""
+        if self.keep or tensor.buffer in self.pinned:
+            return self.activation(name, tensor.rows, tensor.cols)
+        return _Tensor(name, tensor.addr, tensor.rows, tensor.cols, tensor.stride, tensor.buffer)
+
+    # ---- the program --------------------------------------------------------------------------
+
+    def program(self, name: str) -> Program:
+        cfg = self.cfg
+        self.ops.append((Opcode.END, {}))
+        self.layers.append((len(self.ops) - 1, len(self.ops), "end"))
+        base = _align(len(self.ops) * INSTR_BYTES)
+        total = base + self.size
+        if total > 1 << cfg.addr_bits:
+            raise CompileError(f"{name}: the program and its tensors need {total} bytes of external memory, "
+                               f"more than the {1 << cfg.addr_bits} bytes addr_bits={cfg.addr_bits} can address")
+        words = []
+        for op, fields in self.ops:
+            if op in (Opcode.LOAD, Opcode.STORE):
+                fields = dict(fields, dram_addr=fields["dram_addr"] + base)
+            words.append(encode_fast(op, fields))
+        symbols = {n: TensorSymbol(s.addr + base, s.shape, s.row_stride, s.dtype, s.role)
+                   for n, s in self.symbols.items()}
+        image = bytearray(total)
+        code = encode_program(words)
+        image[:len(code)] = code
+        for tensor, array in self.data:
+            sym = symbols[tensor]
+            image[sym.addr:sym.end] = sym.pack(array)
+        return Program(cfg, words, bytes(image), symbols, prog_addr=0, name=name, layers=self.layers)
+
+
+# ---- ops -----------------------------------------------------------------------------------------
+
+def _linear(b: _Builder, name: str, x: _Tensor, w: np.ndarray, bias, mult, shift) -> _Tensor:
+    """``golden.linear(x, w, bias, mult, shift)`` with the weight-stationary schedule of sw/compiler.py."""
+    cfg, c = b.cfg, b.cfg.cols
+    n, k = w.shape
+    kp = _ceil(k, c) * c
+    w_t = np.zeros((kp, n), dtype=np.int8)
+    w_t[:k] = w.T
+    w_sym = b.constant(f"{name}.w_t", w_t)
+    p_sym = b.constant(f"{name}.params", pack_linear_params(cfg, bias, mult, shift), "int32", "param")
+    y = b.activation(name, x.rows, n)
+    plan = plan_linear(cfg, x.rows, k, n, name=name)
+    for op, fields in schedule_linear(cfg, plan, x.symbol("input"), w_sym, p_sym, y.symbol()):
+        b.emit(op, **fields)
+    return y
+
+
+def _load_tiles(b: _Builder, local: int, t: _Tensor, row0: int, rows: int, tile0: int, tiles: int,
+                stride: int, op: Opcode = Opcode.LOAD) -> None:
+    """LOAD (or STORE) tiles ``tile0 ..`` of rows ``row0 ..`` of ``t``, tile-major from SPAD row
+    ``local``, ``stride`` rows from one tile to the next."""
+    for i in range(tiles):
+        b.emit(op, mem=LocalMemory.SPAD, local_addr=local + i * stride, rows=rows,
+               dram_addr=t.addr + row0 * t.stride + (tile0 + i) * b.cfg.spad_row_bytes, dram_stride=t.stride)
+
+
+def _vector(b: _Builder, name: str, opcode: Opcode, srcs: list[_Tensor], dst: _Tensor, params) -> None:
+    """One vector op over all rows of ``srcs`` into ``dst``, in row chunks that fit the scratchpad,
+    computed in place on chip."""
+    cfg = b.cfg
+    rows, length = srcs[0].rows, srcs[0].cols
+    tiles = _ceil(length, cfg.cols)
+    if opcode in (Opcode.SOFTMAX, Opcode.LAYERNORM) and length > cfg.max_row:
+        b.fail(f"rows of {length} elements exceed max_row={cfg.max_row}, the row buffer of the "
+               f"{opcode.name.lower()} unit")
+    rows_p = vector_param_rows(cfg, opcode, length, params)
+    if len(rows_p) > cfg.param_rows:
+        b.fail(f"{len(rows_p)} parameter rows exceed param_rows={cfg.param_rows}")
+    chunk = min(rows, MAX_ROWS, cfg.spad_rows // (len(srcs) * tiles))
+    if chunk < 1:
+        b.fail(f"one row of {length} elements ({tiles} tiles, {len(srcs)} operands) exceeds "
+               f"spad_rows={cfg.spad_rows}")
+    p_sym = b.constant(f"{name}.params", rows_p, "int32", "param")
+    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=len(rows_p), dram_addr=p_sym.addr,
+           dram_stride=cfg.acc_row_bytes)
+    for r0 in range(0, rows, chunk):
+        n = min(chunk, rows - r0)
+        for j, src in enumerate(srcs):
+            _load_tiles(b, j * tiles * n, src, r0, n, 0, tiles, n)
+        b.emit(opcode, src=0, src2=tiles * n if len(srcs) > 1 else 0, dst=0, rows=n, length=length,
+               tile_stride=n, param_addr=0)
+        _load_tiles(b, 0, dst, r0, n, 0, tiles, n, Opcode.STORE)
+
+
+def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
+                    p_sym: TensorSymbol) -> None:
+    """Head ``h``: ``attention_matmul(softmax(requantize(q_h @ k_h.T)), v_h)`` into ``out``'s tiles
+    of the head (see the module docstring)."""
+    cfg, c = b.cfg, b.cfg.cols
+    a = block.attn
+    t = qkv.rows
+    heads = len(a.logit_mult)
+    dt, tt, tp = dhp // c, _ceil(t, c), _ceil(t, c) * c
+    if t > cfg.max_row:
+        b.fail(f"softmax rows of {t} tokens exceed max_row={cfg.max_row}, the row buffer of the softmax unit")
+    k_base, v_base, q_base = 0, dt * tp, 2 * dt * tp
+    # Keys and values stay resident; per query row: dt tiles of q (later of the output), tt of logits.
+    chunk = min(t, MAX_ROWS, cfg.acc_rows, (cfg.spad_rows - q_base) // (dt + tt),
+                (cfg.param_rows - ATTENTION_PARAM_ROWS) * c)
+    if chunk < 1:
+        b.fail(f"{t} keys and values of {dhp} features ({2 * dt * tp} rows) and one query row "
+               f"({dt + tt} rows) exceed spad_rows={cfg.spad_rows} (or param_rows={cfg.param_rows})")
+    l_base = q_base + dt * chunk
+    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=ATTENTION_PARAM_ROWS,
+           dram_addr=p_sym.addr + h * ATTENTION_PARAM_ROWS * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
+    q_tile, k_tile, v_tile = (part * heads * dt + h * dt for part in range(3))
+    _load_tiles(b, k_base, qkv, 0, t, k_tile, dt, tp)
+    _load_tiles(b, v_base, qkv, 0, t, v_tile, dt, tp)
+    exp_addr = ATTENTION_PARAM_ROWS
+    for q0 in range(0, t, chunk):
+        n = min(chunk, t - q0)
+        _load_tiles(b, q_base, qkv, q0, n, q_tile, dt, n)
+        for kt in range(tt):
+            for i in range(dt):
+                # Logit columns past the T keys come from stale rows of the key region: SOFTMAX
+                # reads only `length` = T of them.
+                b.emit(Opcode.MATMUL, a_addr=q_base + i * n, b_addr=k_base + i * tp + kt * c, c_addr=0,
+                       rows=n, accumulate=int(i > 0), transpose_b=1)
+            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=l_base + kt * n, rows=n, param_addr=0)
+        b.emit(Opcode.SOFTMAX, src=l_base, src2=exp_addr, dst=l_base, rows=n, length=t, tile_stride=n,
+               param_addr=3)
+        for j in range(dt):
+            for kt in range(tt):
+                # Mantissas past T are 0 (SOFTMAX zeroes them), so stale value rows add nothing.
+                b.emit(Opcode.MATMUL, a_addr=l_base + kt * n, b_addr=v_base + j * tp + kt * c, c_addr=0,
+                       rows=n, accumulate=int(kt > 0))
+            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=q_base + j * n, rows=n, param_addr=4, row_shift=1,
+                   exp_addr=exp_addr)
+        _load_tiles(b, q_base, out, q0, n, h * dt, dt, n, Opcode.STORE)
+
+
+def _attention_params(cfg: AccelConfig, attn) -> np.ndarray:
+    """Per head the :data:`ATTENTION_PARAM_ROWS` PARAM rows of :func:`_attention_head`."""
+    c = cfg.cols
+    rows = np.zeros((len(attn.logit_mult) * ATTENTION_PARAM_ROWS, c), dtype=np.int64)
+    for h in range(len(attn.logit_mult)):
+        r = h * ATTENTION_PARAM_ROWS
+        rows[r + 1], rows[r + 2] = attn.logit_mult[h], attn.logit_shift[h]
+        rows[r + 3, :2] = attn.softmax_mult[h], attn.softmax_shift[h]
+        # Padded features of v are exactly 0 (zero weights and parameters in qkv), so their outputs
+        # are requantize(0) = 0 with any mult: one parameter set serves every tile of the head.
+        rows[r + 5], rows[r + 6] = attn.av_mult[h], attn.av_shift[h]
+    return rows
+
+
+def _head_layout(w: np.ndarray, heads: int, dh: int, dhp: int, axis: int) -> np.ndarray:
+    """``w`` with its ``heads`` groups of ``dh`` entries along ``axis`` each padded with zeros to ``dhp``."""
+    shape = list(w.shape)
+    groups = shape[axis] // (heads * dh)
+    parts = np.moveaxis(w, axis, 0).reshape(groups * heads, dh, *np.moveaxis(w, axis, 0).shape[1:])
+    padded = np.zeros((groups * heads, dhp, *parts.shape[2:]), dtype=w.dtype)
+    padded[:, :dh] = parts
+    return np.moveaxis(padded.reshape(groups * heads * dhp, *parts.shape[2:]), 0, axis)
+
+
+def _check(intvit: IntViT, cfg: AccelConfig, name: str) -> None:
+    try:
+        intvit.validate()
+    except IntViTError as exc:
+        raise CompileError(f"{name}: invalid IntViT: {exc}") from None
+    for knob in ("softmax", "layernorm", "gelu", "mult_bits"):
+        if getattr(intvit, knob) != getattr(cfg, knob):
+            raise CompileError(f"{name}: the model's {knob}={getattr(intvit, knob)!r} differs from the "
+                               f"accelerator's {knob}={getattr(cfg, knob)!r}")
+
+
+def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
+                  keep_intermediates: bool = False) -> Program:
+    """The program of :func:`vitaccel.sw.forward.forward` for one image on ``cfg``.
+
+    Parameters
+    ----------
+    intvit : IntViT
+        Its variants and ``mult_bits`` must equal ``cfg``'s.
+    cfg : AccelConfig
+    name : str
+        The program's name, used in error messages.
+    keep_intermediates : bool
+        Give every activation its own buffer and symbol, named as in :func:`vitaccel.sw.forward.trace`
+        (``x0``, ``blocks.i.norm1``, ...; ``blocks.i.qkv`` and ``blocks.i.attn.out`` with each head
+        padded to ``ceil(head_dim / cols) * cols`` features; ``norm`` the class token's row only), instead
+        of reusing dead buffers.
+
+    Returns
+    -------
+    Program
+        Input symbol ``input`` (num_patches, C*p*p) int8 (zeros until set), output ``logits``
+        (1, num_classes) int32, layer names in :attr:`Program.layers` (module docstring).
+
+    Raises
+    ------
+    CompileError
+        Naming the layer and the limit: a softmax or LayerNorm row longer than ``max_row``, a
+        layer whose rows or parameters do not fit the scratchpad or PARAM, a program larger than
+        the ``addr_bits`` address space, or a model that does not match ``cfg``.
+    """
+    cfg = cfg.validate()
+    _check(intvit, cfg, name)
+    vit = intvit.config
+    c = cfg.cols
+    t, d, heads, dh = vit.num_tokens, vit.embed_dim, vit.num_heads, vit.head_dim
+    dhp = _ceil(dh, c) * c
+    b = _Builder(cfg, keep_intermediates)
+
+    def layernorm(lname, ln, x, rows=None):
+        src = x if rows is None else x.rows_from(0, rows)
+        y = b.activation(lname, src.rows, d)
+        _vector(b, lname, Opcode.LAYERNORM, [src], y, (ln.alpha, ln.params))
+        return y
+
+    def residual(lname, x, branch, params):
+        y = b.reuse(x, lname)
+        _vector(b, lname, Opcode.ADD, [x, branch], y, [int(v) for v in params])
+        b.release(x, y)
+        b.release(branch)
+        return y
+
+    patches = b.activation("input", vit.num_patches, vit.in_chans * vit.patch_size ** 2, pinned="input")
+    with b.layer("patch_embed"):
+        pe = _linear(b, "patch", patches, intvit.patch.weight, intvit.patch.bias, intvit.patch.mult,
+                     intvit.patch.shift)
+    x = b.activation("x0", t, d, pinned="output")
+    b.data.append(("x0", np.concatenate([intvit.cls_pos[None], np.zeros((t - 1, d), np.int8)])))
+    with b.layer("pos_embed"):
+        pos = b.constant("pos", intvit.pos)
+        pos_t = _Tensor("pos", pos.addr, pos.shape[0], d, pos.row_stride, (pos.addr, pos.nbytes))
+        _vector(b, "pos_embed", Opcode.ADD, [pe, pos_t], x.rows_from(1, t - 1), list(intvit.embed_add))
+        b.release(pe)
+
+    for i, blk in enumerate(intvit.blocks):
+        p = f"blocks.{i}."
+        with b.layer(p + "norm1"):
+            n1 = layernorm(p + "norm1", blk.norm1, x)
+        with b.layer(p + "qkv"):
+            qkv = _linear(b, p + "qkv", n1, _head_layout(blk.qkv.weight, heads, dh, dhp, 0),
+                          *(_head_layout(v, heads, dh, dhp, 0) for v in (blk.qkv.bias, blk.qkv.mult, blk.qkv.shift)))
+            b.release(n1)
+        attn = b.activation(p + "attn.out", t, heads * dhp)
+        a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn), "int32", "param")
+        for h in range(heads):
+            with b.layer(f"{p}attn.{h}"):
+                _attention_head(b, blk, h, qkv, attn, dhp, a_sym)
+        b.release(qkv)
+        with b.layer(p + "proj"):
+            proj = _linear(b, p + "proj", attn, _head_layout(blk.proj.weight, heads, dh, dhp, 1),
+                           blk.proj.bias, blk.proj.mult, blk.proj.shift)
+            b.release(attn)
+        with b.layer(p + "add1"):
+            x = residual(p + "add1", x, proj, blk.add1)
+        with b.layer(p + "norm2"):
+            n2 = layernorm(p + "norm2", blk.norm2, x)
+        with b.layer(p + "fc1"):
+            f1 = _linear(b, p + "fc1", n2, blk.fc1.weight, blk.fc1.bias, blk.fc1.mult, blk.fc1.shift)
+            b.release(n2)
+        with b.layer(p + "gelu"):
+            g = b.reuse(f1, p + "gelu")
+            gelu_params = blk.gelu if intvit.gelu == "table" else blk.gelu_params
+            _vector(b, p + "gelu", Opcode.GELU, [f1], g, gelu_params)
+            b.release(f1, g)
+        with b.layer(p + "fc2"):
+            f2 = _linear(b, p + "fc2", g, blk.fc2.weight, blk.fc2.bias, blk.fc2.mult, blk.fc2.shift)
+            b.release(g)
+        with b.layer(p + "add2"):
+            x = residual(p + "add2", x, f2, blk.add2)
+
+    with b.layer("norm"):
+        xn = layernorm("norm", intvit.norm, x, rows=1)
+        b.release(x)
+    with b.layer("head"):
+        _head(b, intvit.head, xn)
+    return b.program(name)
+
+
+def _head(b: _Builder, head, xn: _Tensor) -> None:
+    """``logits = xn[0] @ weight.T + bias`` exactly in int32: bias rows into ACC, MATMUL accumulate
+    per (output tile, feature tile), STORE ACC."""
+    cfg, c = b.cfg, b.cfg.cols
+    classes, d = head.weight.shape
+    dt, nt = _ceil(d, c), _ceil(classes, c)
+    w_t = np.zeros((dt * c, classes), dtype=np.int8)
+    w_t[:d] = head.weight.T
+    w_sym = b.constant("head.w_t", w_t)
+    bias = np.zeros((nt, c), dtype=np.int64)
+    bias.reshape(-1)[:classes] = head.bias
+    bias_sym = b.constant("head.bias", bias, "int32", "param")
+    logits = TensorSymbol(b._allocate(nt * cfg.acc_row_bytes), (1, classes), nt * cfg.acc_row_bytes, "int32",
+                          "output")
+    b.symbols["logits"] = logits
+    if dt * c + dt > cfg.spad_rows:
+        b.fail(f"{d} features need {dt * c + dt} scratchpad rows, more than spad_rows={cfg.spad_rows}")
+    x_base, w_base = 0, dt
+    # The class token's tiles are consecutive bytes of its row: one LOAD, one SPAD row per tile.
+    b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=x_base, rows=dt, dram_addr=xn.addr,
+           dram_stride=cfg.spad_row_bytes)
+    group = min(nt, cfg.acc_rows)
+    for g0 in range(0, nt, group):
+        g = min(group, nt - g0)
+        b.emit(Opcode.LOAD, mem=LocalMemory.ACC, local_addr=0, rows=g,
+               dram_addr=bias_sym.addr + g0 * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
+        for j in range(g):
+            b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=w_base, rows=dt * c,
+                   dram_addr=w_sym.addr + (g0 + j) * cfg.spad_row_bytes, dram_stride=w_sym.row_stride)
+            for k in range(dt):
+                b.emit(Opcode.MATMUL, a_addr=x_base + k, b_addr=w_base + k * c, c_addr=j, rows=1, accumulate=1)
+        b.emit(Opcode.STORE, mem=LocalMemory.ACC, local_addr=0, rows=g,
+               dram_addr=logits.addr + g0 * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
