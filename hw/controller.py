@@ -14,17 +14,23 @@ from .interfaces import CSR, CsrBusSignature, MemoryPortSignature, engine_cmd_si
 
 __all__ = ["Controller", "Engine", "EXECUTED_OPCODES"]
 
-#: The opcodes this core has an engine for. The vector opcodes of the ISA (SOFTMAX, LAYERNORM,
-#: GELU, ADD) have none yet: here they fail the first check, ILLEGAL_OPCODE.
-EXECUTED_OPCODES = (Opcode.END, Opcode.LOAD, Opcode.STORE, Opcode.MATMUL, Opcode.REQUANT)
+#: The opcodes this core executes (every opcode of the ISA).
+EXECUTED_OPCODES = tuple(Opcode)
+
+#: The vector opcodes (vitaccel.isa.VectorInstr), each with an engine of its own.
+VECTOR_OPCODES = (Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.GELU, Opcode.ADD)
 
 
-class Engine(enum.Enum, shape=2):
+class Engine(enum.Enum, shape=3):
     """The unit that owns the on-chip memories (and, for DMA, the external port)."""
     NONE = 0      #: No engine: the controller may fetch over the external port.
     DMA = 1
     MATMUL = 2
     REQUANT = 3
+    SOFTMAX = 4
+    LAYERNORM = 5
+    GELU = 6
+    ADD = 7
 
 
 class Controller(wiring.Component):
@@ -67,6 +73,14 @@ class Controller(wiring.Component):
             "matmul_busy": In(1),
             "requant_cmd": Out(engine_cmd_signature()),
             "requant_busy": In(1),
+            "softmax_cmd": Out(engine_cmd_signature()),
+            "softmax_busy": In(1),
+            "layernorm_cmd": Out(engine_cmd_signature()),
+            "layernorm_busy": In(1),
+            "gelu_cmd": Out(engine_cmd_signature()),
+            "gelu_busy": In(1),
+            "add_cmd": Out(engine_cmd_signature()),
+            "add_busy": In(1),
             "engine": Out(Engine),
             "busy": Out(1),
             "done": Out(1),
@@ -126,6 +140,57 @@ class Controller(wiring.Component):
             m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
         return error
 
+    def _vector_checks(self, m, instr, start):
+        """LOCAL_RANGE and ROW_LENGTH of a vector instruction, over several cycles.
+
+        The last tile of a row starts ``(tiles - 1) * tile_stride`` rows after the first, with
+        ``tiles = ceil(length / cols)``: rather than a divider and a multiplier, a walk subtracts
+        ``cols`` from the length and adds ``tile_stride`` once per tile, one tile per cycle. Starting
+        in a cycle with ``start``, it raises ``ready`` (for one cycle) when ``error`` is valid.
+        """
+        cfg = self.cfg
+        v = instr.vector
+        op = instr.end.opcode
+        remaining = Signal(17)
+        span = Signal(34)       # (tiles - 1) * tile_stride + rows, the extent of a tiled tensor
+        tiles = Signal(17)
+        walking = Signal()
+        ready = Signal()
+        with m.If(start):
+            m.d.sync += [remaining.eq(v.length), span.eq(v.rows), tiles.eq(1), walking.eq(1)]
+        with m.Elif(walking):
+            with m.If(remaining > cfg.cols):
+                m.d.sync += [remaining.eq(remaining - cfg.cols), span.eq(span + v.tile_stride),
+                             tiles.eq(tiles + 1)]
+            with m.Else():
+                m.d.sync += walking.eq(0)
+                m.d.comb += ready.eq(1)
+
+        def fits(base, count, depth):
+            return (base + count) <= depth
+
+        param_rows = Signal(20)
+        with m.Switch(op):
+            with m.Case(Opcode.LAYERNORM):
+                m.d.comb += param_rows.eq((tiles << 2) + 1)
+            with m.Case(Opcode.GELU):
+                m.d.comb += param_rows.eq(-(-256 // cfg.cols) if cfg.gelu == "table" else 1)
+            with m.Default():
+                m.d.comb += param_rows.eq(1)
+        # ceil(rows / cols) <= param_rows - src2, without a divider (as REQUANT's exponents).
+        exponents_fit = (v.src2 <= cfg.param_rows) & (v.rows <= (cfg.param_rows - v.src2) * cfg.cols)
+        in_range = (fits(v.src, span, cfg.spad_rows) & fits(v.dst, span, cfg.spad_rows)
+                    & ((op != Opcode.ADD) | fits(v.src2, span, cfg.spad_rows))
+                    & fits(v.param_addr, param_rows, cfg.param_rows)
+                    & ((op != Opcode.SOFTMAX) | exponents_fit))
+        row_buffered = (op == Opcode.SOFTMAX) | (op == Opcode.LAYERNORM)
+        error = Signal(ErrorCode)
+        with m.If(~in_range):
+            m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
+        with m.Elif(row_buffered & (v.length > cfg.max_row)):
+            m.d.comb += error.eq(ErrorCode.ROW_LENGTH)
+        return ready, error
+
     def elaborate(self, platform):
         cfg = self.cfg
         bus = cfg.bus_bits
@@ -183,12 +248,34 @@ class Controller(wiring.Component):
                 m.d.comb += rows.eq(instr.matmul.rows)
             with m.Case(Opcode.REQUANT):
                 m.d.comb += rows.eq(instr.requant.rows)
+            with m.Case(*VECTOR_OPCODES):
+                # An empty vector instruction (no rows or no elements) is a no-op.
+                m.d.comb += rows.eq(Mux(instr.vector.length == 0, 0, instr.vector.rows))
+        is_vector = Const(0)
+        for opcode in VECTOR_OPCODES:
+            is_vector = is_vector | (op == opcode)
+        vector_start = Signal()
+        vector_ready, vector_error = self._vector_checks(m, instr, vector_start)
 
         engines = {
             Engine.DMA: (self.dma_cmd, self.dma_busy),
             Engine.MATMUL: (self.matmul_cmd, self.matmul_busy),
             Engine.REQUANT: (self.requant_cmd, self.requant_busy),
+            Engine.SOFTMAX: (self.softmax_cmd, self.softmax_busy),
+            Engine.LAYERNORM: (self.layernorm_cmd, self.layernorm_busy),
+            Engine.GELU: (self.gelu_cmd, self.gelu_busy),
+            Engine.ADD: (self.add_cmd, self.add_busy),
         }
+        engine_of = {Opcode.LOAD: Engine.DMA, Opcode.STORE: Engine.DMA, Opcode.MATMUL: Engine.MATMUL,
+                     Opcode.REQUANT: Engine.REQUANT, Opcode.SOFTMAX: Engine.SOFTMAX,
+                     Opcode.LAYERNORM: Engine.LAYERNORM, Opcode.GELU: Engine.GELU, Opcode.ADD: Engine.ADD}
+
+        def dispatch():
+            with m.Switch(op):
+                for opcode, which in engine_of.items():
+                    with m.Case(opcode):
+                        m.d.sync += engine.eq(which)
+            m.next = "DISPATCH"
         for cmd, _ in engines.values():
             m.d.comb += cmd.payload.eq(instr)
 
@@ -238,15 +325,19 @@ class Controller(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(rows == 0):
                     next_instruction()
+                with m.Elif(is_vector):
+                    m.d.comb += vector_start.eq(1)
+                    m.next = "VECTOR_CHECK"
                 with m.Else():
-                    with m.Switch(op):
-                        with m.Case(Opcode.LOAD, Opcode.STORE):
-                            m.d.sync += engine.eq(Engine.DMA)
-                        with m.Case(Opcode.MATMUL):
-                            m.d.sync += engine.eq(Engine.MATMUL)
-                        with m.Case(Opcode.REQUANT):
-                            m.d.sync += engine.eq(Engine.REQUANT)
-                    m.next = "DISPATCH"
+                    dispatch()
+
+            with m.State("VECTOR_CHECK"):
+                with m.If(vector_ready):
+                    with m.If(vector_error != ErrorCode.NONE):
+                        m.d.sync += [error.eq(vector_error), running.eq(0), done.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        dispatch()
 
             with m.State("DISPATCH"):
                 for which, (cmd, _) in engines.items():

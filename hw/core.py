@@ -1,4 +1,4 @@
-"""The accelerator core: controller, DMA, matmul and requant engines around the on-chip memories.
+"""The accelerator core: controller, DMA, matmul, requant and nonlinear engines around the on-chip memories.
 
 This is the top of the hardware (docs/architecture.md, "The machine"); ``hw/generate.py`` turns it
 into Verilog and board tops wrap it.
@@ -12,9 +12,13 @@ from vitaccel.config import AccelConfig
 
 from .controller import Controller, Engine
 from .dma import DMA
+from .gelu import GeluEngine
 from .interfaces import CsrBusSignature, MemoryPortSignature, acc_row, spad_row
+from .layernorm import LayerNormEngine
 from .matmul import MatmulEngine
 from .requant import RequantEngine
+from .residual import ResidualAddEngine
+from .softmax import SoftmaxEngine
 
 __all__ = ["Core"]
 
@@ -75,6 +79,11 @@ class Core(wiring.Component):
         m.submodules.dma = dma = DMA(cfg)
         m.submodules.matmul = mm = MatmulEngine(cfg)
         m.submodules.requant = rq = RequantEngine(cfg)
+        m.submodules.softmax = sm = SoftmaxEngine(cfg)
+        m.submodules.layernorm = ln = LayerNormEngine(cfg)
+        m.submodules.gelu = ge = GeluEngine(cfg)
+        m.submodules.add = ad = ResidualAddEngine(cfg)
+        vector = [(Engine.SOFTMAX, sm), (Engine.LAYERNORM, ln), (Engine.GELU, ge), (Engine.ADD, ad)]
 
         m.submodules.spad = spad = memory.Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=[])
         m.submodules.acc = acc = memory.Memory(shape=acc_row(cfg), depth=cfg.acc_rows, init=[])
@@ -84,6 +93,10 @@ class Core(wiring.Component):
         wiring.connect(m, ctrl.dma_cmd, dma.cmd)
         wiring.connect(m, ctrl.matmul_cmd, mm.cmd)
         wiring.connect(m, ctrl.requant_cmd, rq.cmd)
+        for which, engine in vector:
+            name = which.name.lower()
+            wiring.connect(m, getattr(ctrl, f"{name}_cmd"), engine.cmd)
+            m.d.comb += getattr(ctrl, f"{name}_busy").eq(engine.busy)
         m.d.comb += [
             ctrl.dma_busy.eq(dma.busy),
             ctrl.matmul_busy.eq(mm.busy),
@@ -96,10 +109,14 @@ class Core(wiring.Component):
         by_dma, by_mm, by_rq = (owner == Engine.DMA), (owner == Engine.MATMUL), (owner == Engine.REQUANT)
         _share(m, wiring.flipped(self.mem), [(by_dma, dma.mem), (~by_dma, ctrl.mem)],
                handshake=("cmd_ready", "rsp_valid"))
-        _share(m, spad.read_port(), [(by_dma, dma.spad_rd), (by_mm, mm.spad_rd)])
-        _share(m, spad.write_port(), [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)])
+        by_vec = [(owner == which, engine) for which, engine in vector]
+        _share(m, spad.read_port(), [(by_dma, dma.spad_rd), (by_mm, mm.spad_rd)]
+               + [(sel, e.spad_rd) for sel, e in by_vec])
+        _share(m, spad.write_port(), [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
+               + [(sel, e.spad_wr) for sel, e in by_vec])
         _share(m, acc.read_port(), [(by_dma, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
         _share(m, acc.write_port(), [(by_dma, dma.acc_wr), (by_mm, mm.acc_wr)])
-        _share(m, param.read_port(), [(by_dma, dma.param_rd), (by_rq, rq.param_rd)])
-        _share(m, param.write_port(), [(by_dma, dma.param_wr)])
+        _share(m, param.read_port(), [(by_dma, dma.param_rd), (by_rq, rq.param_rd)]
+               + [(sel, e.param_rd) for sel, e in by_vec])
+        _share(m, param.write_port(), [(by_dma, dma.param_wr), (owner == Engine.SOFTMAX, sm.param_wr)])
         return m

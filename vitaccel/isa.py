@@ -137,6 +137,8 @@ class VectorInstr(data.Struct):
       ``param[param_addr][0:4] = exp_mult, exp_shift, out_mult, out_shift``.
     - ADD: ``param[param_addr][0:3] = mult_a, mult_b, shift``.
 
+    Parameter values must lie in the domain of the golden function (as the ``*_params`` helpers of
+    sw/ produce them); the engines read only the bits that domain needs.
     ``rows == 0`` or ``length == 0`` is a no-op (and its ranges are not checked). The output must
     not overlap an input except exactly in place (``dst == src`` or ``dst == src2``). The golden functions are in sw/softmax.py,
     sw/layernorm.py, sw/gelu.py and sw/residual.py; sw/isasim.py is the executable semantics.

@@ -6,7 +6,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from vitaccel.config import AccelConfig, preset
-from vitaccel.hw.controller import EXECUTED_OPCODES, Controller, Engine
+from vitaccel.hw.controller import Controller, Engine
+from vitaccel.sw import isasim
 from vitaccel.hw.interfaces import CSR
 from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sim.extmem import ExternalMemory
@@ -60,10 +61,9 @@ def run_program(words, *, cfg=CFG, latency=(1, 4), cmd_stall=0.3, seed=0, max_cy
     image = bytes(PROG) + encode_program(words) + bytes(64)
     mem = ExternalMemory(ctrl.mem, image, bus_bytes=cfg.bus_bytes, latency=latency, cmd_stall=cmd_stall, seed=seed)
     log = []
-    models = [EngineModel(which, cmd, busy, ctrl.engine, log, seed * 10 + i)
-              for i, (which, cmd, busy) in enumerate([(Engine.DMA, ctrl.dma_cmd, ctrl.dma_busy),
-                                                      (Engine.MATMUL, ctrl.matmul_cmd, ctrl.matmul_busy),
-                                                      (Engine.REQUANT, ctrl.requant_cmd, ctrl.requant_busy)])]
+    models = [EngineModel(which, getattr(ctrl, f"{which.name.lower()}_cmd"),
+                          getattr(ctrl, f"{which.name.lower()}_busy"), ctrl.engine, log, seed * 10 + i)
+              for i, which in enumerate(e for e in Engine if e is not Engine.NONE)]
     state = {}
 
     async def host(ctx):
@@ -136,11 +136,14 @@ def test_dispatches_in_order(latency, stall, seed, cfg):
 
 S, A, P = CFG.spad_rows, CFG.acc_rows, CFG.param_rows
 
+
+def vec(op, **fields):
+    return encode(op, **{"tile_stride": fields.get("rows", 1), **fields})
+
 # (instruction word, expected error). Each first check that fails decides, even if later ones fail too.
 BAD = [
-    (5, ErrorCode.ILLEGAL_OPCODE),
+    (0x20, ErrorCode.ILLEGAL_OPCODE),
     (0xFF | 1 << 100, ErrorCode.ILLEGAL_OPCODE),
-    *[(encode(op, rows=1), ErrorCode.ILLEGAL_OPCODE) for op in Opcode if op not in EXECUTED_OPCODES],
     (load() | 3 << 8, ErrorCode.ILLEGAL_MEMORY),
     (encode(Opcode.STORE, rows=1, dram_addr=2) | 3 << 8, ErrorCode.ILLEGAL_MEMORY),
     (load(dram_addr=2), ErrorCode.MISALIGNED),
@@ -159,6 +162,14 @@ BAD = [
     (encode(Opcode.REQUANT, param_addr=P - 2, rows=1), ErrorCode.LOCAL_RANGE),
     (encode(Opcode.REQUANT, rows=1, row_shift=1, exp_addr=P), ErrorCode.LOCAL_RANGE),
     (encode(Opcode.REQUANT, rows=CFG.cols + 1, row_shift=1, exp_addr=P - 1), ErrorCode.LOCAL_RANGE),
+    # Vector instructions: the last tile of a row is (tiles - 1) * tile_stride rows after the first.
+    (vec(Opcode.GELU, src=S - 3 * 8 - 5, rows=6, length=3 * CFG.cols + 1, tile_stride=8), ErrorCode.LOCAL_RANGE),
+    (vec(Opcode.ADD, src2=S - 5, rows=6, length=1), ErrorCode.LOCAL_RANGE),
+    (vec(Opcode.SOFTMAX, dst=S - 1, rows=2, length=CFG.cols), ErrorCode.LOCAL_RANGE),
+    (vec(Opcode.SOFTMAX, src2=P - 1, rows=CFG.cols + 1, length=1), ErrorCode.LOCAL_RANGE),
+    (vec(Opcode.LAYERNORM, param_addr=P - 4 * 2, rows=1, length=CFG.cols + 1), ErrorCode.LOCAL_RANGE),
+    (vec(Opcode.ADD, param_addr=P, rows=1, length=1), ErrorCode.LOCAL_RANGE),
+    (vec(Opcode.SOFTMAX, rows=1, length=CFG.max_row + 1, tile_stride=1), ErrorCode.ROW_LENGTH),
     (encode(Opcode.REQUANT, rows=1, row_shift=1, exp_addr=0xFFFF), ErrorCode.LOCAL_RANGE),
 ]
 
@@ -174,6 +185,8 @@ def test_failing_check_stops_with_its_error(word, error):
     assert state["instret"] == 1
     assert log == [(Engine.DMA, first, Engine.DMA)]
     assert mem.reads[-1] == PROG + 2 * INSTR_BYTES - CFG.bus_bytes, "nothing fetched after the bad one"
+    image = bytes(PROG) + encode_program([first, word, END]) + bytes(1024)
+    assert isasim.run(image, config=CFG, prog_addr=PROG).error == error, "the ISA simulator disagrees"
 
 
 # Exact fits at the top of each memory are legal.
@@ -187,6 +200,11 @@ EDGES = [
     encode(Opcode.REQUANT, rows=2 * CFG.cols, row_shift=1, exp_addr=P - 2),
     encode(Opcode.REQUANT, rows=1, exp_addr=0xFFFF),    # exp_addr unused without row_shift
     encode(Opcode.STORE, mem=LocalMemory.PARAM, local_addr=P - 1, rows=1),
+    vec(Opcode.GELU, src=S - 3 * 8 - 6, dst=S - 3 * 8 - 6, rows=6, length=3 * CFG.cols + 1, tile_stride=8),
+    vec(Opcode.LAYERNORM, param_addr=P - 4 * 2 - 1, rows=1, length=CFG.cols + 1),
+    vec(Opcode.SOFTMAX, rows=1, length=CFG.max_row, tile_stride=1),
+    vec(Opcode.SOFTMAX, src=S + 5, rows=0, length=4),     # empty: not range-checked
+    vec(Opcode.ADD, src2=S + 5, rows=3, length=0),
 ]
 
 
@@ -194,7 +212,8 @@ def test_exact_fits_are_legal():
     state, log, _ = run_program(EDGES + [END], latency=(1, 2), cmd_stall=0.1, seed=7)
     assert state["error"] == ErrorCode.NONE
     assert state["instret"] == len(EDGES) + 1
-    assert [word for _, word, _ in log] == [w for w in EDGES if w != EDGES[3]]
+    empty = {EDGES[3], EDGES[-2], EDGES[-1]}    # no rows or no elements: never dispatched
+    assert [word for _, word, _ in log] == [w for w in EDGES if w not in empty]
 
 
 def test_illegal_first_instruction_never_hangs():
