@@ -103,7 +103,9 @@ def build(board_name: str, cfg: AccelConfig, out_dir: str | os.PathLike, bitstre
     out_dir = Path(out_dir)
     if progress:
         progress(f"elaborating {cfg.name} for {board_name}")
-    plan = make_plan(board_name, cfg, mem_bytes=mem_bytes, clk_hz=clk_hz)
+    # Vivado reads Verilog anyway; the Lattice flows read RTLIL, so ask for Verilog beside it.
+    verilog = {} if target.device.family == "xilinx7" else {"debug_verilog": True}
+    plan = make_plan(board_name, cfg, mem_bytes=mem_bytes, clk_hz=clk_hz, **verilog)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     plan.extract(staging)

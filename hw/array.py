@@ -15,17 +15,18 @@ from vitaccel.config import AccelConfig
 __all__ = ["SystolicArray", "array_latency", "MULTIPLIERS", "Mult18x18D"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
-#: device), ``"mult18x18d"`` (an ECP5 MULT18X18D holding the weight, the input and the product in
-#: its own registers), ``"auto"`` (``"mult18x18d"`` when elaborated for an ECP5 platform).
+#: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the product register inside the DSP),
+#: ``"auto"`` (``"mult18x18d"`` when elaborated for an ECP5 platform).
 MULTIPLIERS = ("auto", "inferred", "mult18x18d")
 
 
 def array_latency(cfg: AccelConfig) -> int:
     """Cycles from an input row entering a :class:`SystolicArray` to its output row: ``rows + cols``.
 
-    Input element ``i`` spends ``i`` cycles in the skew registers and ``j`` cycles moving right to
-    reach PE ``(i, j)``, two cycles there (product, then sum), and the bottom of column ``j`` waits
-    ``cols - 1 - j`` cycles in the deskew registers: ``(rows - 1) + 2 + (cols - 1)`` in all.
+    Input element ``i`` spends ``max(i, 1)`` cycles in the skew registers and ``j`` cycles moving
+    right to reach PE ``(i, j)``, two cycles there (product, then sum; row 0's product is its
+    sum), and the bottom of column ``j`` waits ``cols - 1 - j`` cycles in the deskew registers:
+    ``(rows - 1) + 2 + (cols - 1)`` in all.
     A function of the config alone, so that performance models need not build the hardware.
     """
     return cfg.rows + cfg.cols
@@ -45,9 +46,9 @@ class SystolicArray(wiring.Component):
         Uses ``rows``, ``cols``, ``data_width`` and ``psum_width``.
     multiplier : str
         How each PE multiplies (:data:`MULTIPLIERS`); every choice has the same ports, latency and
-        results. ``"mult18x18d"`` puts the weight, the input and the product registers of a PE
-        inside one ECP5 MULT18X18D (:class:`Mult18x18D`), which is what lets an ECP5 array run
-        above 100 MHz: yosys never moves fabric registers into the DSP.
+        results. ``"mult18x18d"`` puts each PE's product register inside one ECP5 MULT18X18D
+        (:class:`Mult18x18D`), which is what lets an ECP5 array run above 100 MHz: yosys never
+        moves a fabric register into the DSP.
 
     Attributes
     ----------
@@ -121,34 +122,29 @@ class SystolicArray(wiring.Component):
         psum_above = [None] * cfg.cols
         for i in range(cfg.rows):
             row_load = self.w_en & ~self.w_transpose & (self.w_index == i)
-            # a_in is what PE (i, j) multiplies; a_src is what its register sampled a cycle earlier
-            # (None while a_in is still the input port itself).
-            a_in, a_src = self.a_row[i], None
-            for stage in range(i):
-                a_in, a_src = delayed(a_in, 1, name=f"skew_{i}_{stage}"), a_in
+            # Every multiplier operand comes from a register: row 0 gets one too, paid for by
+            # taking its product as the partial sum, with no register in between.
+            a_in = delayed(self.a_row[i], max(i, 1), name=f"skew_{i}")
             for j in range(cfg.cols):
                 if j > 0:
-                    a_in, a_src = delayed(a_in, 1, name=f"a_{i}_{j}"), a_in
+                    a_in = delayed(a_in, 1, name=f"a_{i}_{j}")
                 load = row_load | (self.w_en & self.w_transpose & (self.w_index == j))
-                w_in = Mux(self.w_transpose, self.w_row[i], self.w_row[j])
+                weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")
+                with m.If(load):
+                    m.d.sync += weight.eq(Mux(self.w_transpose, self.w_row[i], self.w_row[j]))
                 if multiplier == "mult18x18d":
-                    # The DSP's A register duplicates a_in's register by sampling its source.
-                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(register_a=a_src is not None)
-                    m.d.comb += [
-                        mult.a.eq(a_in if a_src is None else a_src),
-                        mult.b.eq(w_in),
-                        mult.b_load.eq(load),
-                    ]
+                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D()
+                    m.d.comb += [mult.a.eq(a_in), mult.b.eq(weight)]
                     product = mult.p
                 else:
-                    weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")
-                    with m.If(load):
-                        m.d.sync += weight.eq(w_in)
                     product = Signal(signed(2 * cfg.data_width), name=f"product_{i}_{j}")
                     m.d.sync += product.eq(a_in * weight)
-                psum = Signal(signed(cfg.psum_width), name=f"psum_{i}_{j}")
-                m.d.sync += psum.eq(product if i == 0 else psum_above[j] + product)
-                psum_above[j] = psum
+                if i == 0:
+                    psum_above[j] = product
+                else:
+                    psum = Signal(signed(cfg.psum_width), name=f"psum_{i}_{j}")
+                    m.d.sync += psum.eq(psum_above[j] + product)
+                    psum_above[j] = psum
 
         for j in range(cfg.cols):
             m.d.comb += self.out_row[j].eq(delayed(psum_above[j], cfg.cols - 1 - j, name=f"deskew_{j}"))
@@ -157,44 +153,28 @@ class SystolicArray(wiring.Component):
 
 
 class Mult18x18D(wiring.Component):
-    """A PE's int8 multiply on one ECP5 MULT18X18D, with its registers in the DSP block.
+    """A PE's int8 multiply on one ECP5 MULT18X18D, with the product register in the DSP block.
 
-    Contract (cycle by cycle, in the ``sync`` domain; reset clears every register to 0):
+    Contract: ``p`` in cycle ``t + 1`` is ``a * b`` of cycle ``t`` (signed, exact); reset clears it.
 
-    - the B register takes ``b`` in a cycle with ``b_load`` and holds otherwise;
-    - with ``register_a``, the A register takes ``a`` every cycle; without, A is ``a`` itself;
-    - ``p`` in cycle ``t + 1`` is ``A * B`` of cycle ``t`` (the output register), signed, exact.
-
-    Elaborated for a platform (synthesis), this is the primitive: ``REG_INPUTA`` (if
-    ``register_a``), ``REG_INPUTB`` (clock enable ``CE1 = b_load``) and ``REG_OUTPUT`` on ``CLK0``,
-    synchronous reset ``RST0``, both operands signed and sign-extended to 18 bits; Lattice TN1267
-    (ECP5 sysDSP Usage Guide) describes these registers. Elaborated without a platform
-    (Amaranth's simulator, which cannot run an ``Instance``), it is a behavioural model of exactly
-    that configuration, so that the array's simulation covers the register placement.
+    Elaborated for a platform (synthesis), this is the primitive with ``REG_OUTPUT`` on ``CLK0``,
+    synchronous reset ``RST0`` and unregistered, sign-extended signed inputs (Lattice TN1267, ECP5
+    sysDSP Usage Guide). yosys never moves a fabric register into the DSP; with the product
+    register inside, the multiplier's output needs no route to the fabric within the cycle. Without
+    a platform (Amaranth's simulator cannot run an ``Instance``) it is a behavioural model of that
+    configuration.
     """
 
     WIDTH = 18
 
     a: In(signed(8))
     b: In(signed(8))
-    b_load: In(1)
     p: Out(signed(16))
-
-    def __init__(self, *, register_a: bool):
-        self._register_a = bool(register_a)
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
         if platform is None:
-            a = self.a
-            if self._register_a:
-                a = Signal(signed(8))
-                m.d.sync += a.eq(self.a)
-            b = Signal(signed(8))
-            with m.If(self.b_load):
-                m.d.sync += b.eq(self.b)
-            m.d.sync += self.p.eq(a * b)
+            m.d.sync += self.p.eq(self.a * self.b)
             return m
 
         def bits(prefix, value):
@@ -204,14 +184,12 @@ class Mult18x18D(wiring.Component):
         product = Signal(36)
         m.submodules.dsp = Instance(
             "MULT18X18D",
-            p_REG_INPUTA_CLK="CLK0" if self._register_a else "NONE", p_REG_INPUTA_CE="CE0",
-            p_REG_INPUTA_RST="RST0",
-            p_REG_INPUTB_CLK="CLK0", p_REG_INPUTB_CE="CE1", p_REG_INPUTB_RST="RST0",
+            p_REG_INPUTA_CLK="NONE", p_REG_INPUTB_CLK="NONE",
             p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
             p_RESETMODE="SYNC", p_GSR="DISABLED", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
             **bits("A", self.a), **bits("B", self.b), **bits("C", C(0, 18)),
             i_SIGNEDA=C(1, 1), i_SIGNEDB=C(1, 1), i_SOURCEA=C(0, 1), i_SOURCEB=C(0, 1),
-            i_CLK0=ClockSignal(), i_CE0=C(1, 1), i_CE1=self.b_load, i_RST0=ResetSignal(),
+            i_CLK0=ClockSignal(), i_CE0=C(1, 1), i_RST0=ResetSignal(),
             **{f"o_P{k}": product[k] for k in range(36)},
         )
         m.d.comb += self.p.eq(product[:16])
