@@ -23,7 +23,7 @@ from vitaccel.sw.layernorm import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT
                                    row_mean_constants, squares)
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
-           "unit_row_cycles"]
+           "unit_row_cycles", "unit_stats_cycles"]
 
 # Widths fixed by the golden definitions (sw/layernorm.py): the per-channel output stage.
 MULT_BITS = 16      # LayerNormParams.mult, signed
@@ -56,7 +56,7 @@ class _Sizes:
         self.elem_bits = self.in_bits + 1                      # a = x << alpha (11) or x (8)
         self.sum_bits = _bits(cfg.max_row << self.in_bits) + 1
         self.num_bits = _bits(2 * cfg.max_row * (2 * self.offset + 1))
-        consts = [row_mean_constants(c, self.frac, self.in_bits) for c in (1, cfg.max_row)]
+        consts = [row_mean_constants(c, self.frac, self.in_bits) for c in range(1, cfg.max_row + 1)]
         self.m_bits = max(_bits(m) for m, _ in consts)
         self.k_max = max(k for _, k in consts)
         self.mean_bits = self.in_bits + self.frac + 2
@@ -144,8 +144,9 @@ class LayerNormUnit(wiring.Component):
         ``floor(num * m / 2**k)`` computed in ``k`` cycles.
     params : In(layernorm_param_signature(cfg))
         Writes the per-channel parameters (alpha, mult, bias, shift) into the unit's planes
-        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight; they
-        apply to every following row.
+        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight, and
+        alpha at least one cycle before the next row's first beat; they apply to every
+        following row.
 
     Notes
     -----
@@ -155,7 +156,10 @@ class LayerNormUnit(wiring.Component):
     AILayerNorm, ``max_row`` 1024: 80; I-LayerNorm: 184). Passes per row: receive (one beat per
     cycle; sum), ``k`` cycles for the mean, a pass over the row buffer for the variance
     (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic, and the output pass, whose
-    first beat appears :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle).
+    first beat appears :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle). So a
+    row's first output beat comes ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its
+    first input beat. With gaps in the input or back-pressure on the output the passes wait; the
+    statistics take the same cycles.
 
     Per-row arithmetic (fixed cycle counts, independent of the data): AILayerNorm normalizes ``Q``
     two bits per cycle (``max((Qbits - 15) >> 1, 7)`` cycles) and runs rsqrt's three multiplies on
