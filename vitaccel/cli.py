@@ -64,29 +64,33 @@ def _first_mismatch(a: np.ndarray, b: np.ndarray):
     return {"index": list(idx), "expected": int(a[idx]), "got": int(b[idx])}
 
 
-def simulate_linear(cfg, m, k, n, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True):
-    """Compile a seeded random linear layer, run it on ``engine`` and check it against golden.
+def run_program(cfg, program, expected: dict, *, engine="rtl", seed=0, latency=(1, 1), stall=0.0,
+                quiet=True) -> dict:
+    """Run ``program`` on the ISA simulator and (``engine="rtl"``) in Verilator; compare every tensor
+    of ``expected`` (name -> golden array) with what each left in memory, whole tensors.
 
-    Returns the report dictionary of ``vitaccel simulate --op linear``.
+    Returns the report fields shared by every ``simulate`` job.
     """
     from vitaccel.sw import isasim
-    from vitaccel.sw.compiler import compile_linear
-    from vitaccel.sw.workloads import random_linear
 
-    layer = random_linear(m, k, n, seed=seed, mult_bits=cfg.mult_bits)
-    expected = layer.golden()
-    with progress(f"Compiling linear ({m}, {k}, {n})", quiet):
-        program = compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult, layer.shift)
     start = time.perf_counter()
     isa_result = isasim.run(program)
     isa_wall = time.perf_counter() - start
-    y_isa = program.read_tensor(isa_result.image, "y")
-    report = {"op": "linear", "shape": [m, k, n], "config": cfg.name, "engine": engine, "seed": seed,
-              "macs": layer.macs, "instructions": len(program.instructions),
-              "isa_bit_exact": bool(np.array_equal(y_isa, expected) and isa_result.error.value == 0)}
+
+    def compare(image):
+        for name, want in expected.items():
+            got = program.read_tensor(image, name)
+            mismatch = _first_mismatch(want, got)
+            if mismatch is not None:
+                return {"tensor": name, **mismatch}
+        return None
+
+    isa_mismatch = compare(isa_result.image)
+    report = {"config": cfg.name, "engine": engine, "seed": seed, "instructions": len(program.instructions),
+              "isa_bit_exact": isa_mismatch is None and isa_result.ok}
     if engine == "isa":
-        report.update(bit_exact=report["isa_bit_exact"], wall_s=round(isa_wall, 4),
-                      first_mismatch=_first_mismatch(expected, y_isa))
+        report.update(bit_exact=report["isa_bit_exact"], error=isa_result.error.name,
+                      wall_s=round(isa_wall, 4), first_mismatch=isa_mismatch)
         return report
 
     from vitaccel.sim.verilator import build, run_image
@@ -95,43 +99,101 @@ def simulate_linear(cfg, m, k, n, *, seed=0, engine="rtl", latency=(1, 1), stall
         build(cfg)
     with progress("Simulating in Verilator", quiet):
         result = run_image(cfg, program.image, program.prog_addr, seed=seed, latency=latency, cmd_stall=stall)
-    y_rtl = program.read_tensor(result.image, "y")
+    rtl_mismatch = compare(result.image)
     report.update(
-        bit_exact=bool(report["isa_bit_exact"] and result.error.value == 0 and np.array_equal(y_rtl, expected)),
+        bit_exact=bool(report["isa_bit_exact"] and result.error.value == 0 and rtl_mismatch is None),
         rtl_equals_isa=bool(result.image == isa_result.image),
         error=result.error.name,
         cycles=result.cycles,
-        utilization=round(layer.macs / (cfg.macs * result.cycles), 4) if result.cycles else 0.0,
         wall_s=round(result.wall_s, 4),
         sim_cycles_per_s=round(result.sim_cycles_per_s),
         latency=list(latency), cmd_stall=stall,
-        first_mismatch=_first_mismatch(expected, y_rtl),
+        first_mismatch=rtl_mismatch,
     )
     return report
 
 
-def cmd_simulate(args):
-    cfg = load_config(args.config)
-    if args.op != "linear":
-        raise UserError(f"--op {args.op} is not supported yet (supported: linear)")
-    dims = {"--m": args.m, "--k": args.k, "--n": args.n}
-    for flag, value in dims.items():
-        if value is None:
-            raise UserError(f"--op linear needs {flag}")
-        if value < 1:
-            raise UserError(f"{flag} must be a positive integer, not {value}")
+def simulate_linear(cfg, m, k, n, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True):
+    """Compile a seeded random linear layer, run it on ``engine`` and check it against golden.
+
+    Returns the report dictionary of ``vitaccel simulate --op linear``.
+    """
+    from vitaccel.sw.compiler import compile_linear
+    from vitaccel.sw.workloads import random_linear
+
+    layer = random_linear(m, k, n, seed=seed, mult_bits=cfg.mult_bits)
+    with progress(f"Compiling linear ({m}, {k}, {n})", quiet):
+        program = compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult, layer.shift)
+    report = {"op": "linear", "shape": [m, k, n], "macs": layer.macs}
+    report.update(run_program(cfg, program, {"y": layer.golden()}, engine=engine, seed=seed,
+                              latency=latency, stall=stall, quiet=quiet))
+    if "cycles" in report:
+        report["utilization"] = round(layer.macs / (cfg.macs * report["cycles"]), 4) if report["cycles"] else 0.0
+    return report
+
+
+def simulate_vector(cfg, op, rows, length, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True):
+    """Compile a seeded random nonlinear op (softmax, layernorm, gelu, add), run it, check it."""
+    from vitaccel.sw.compile_ops import compile_vector_op
+    from vitaccel.sw.workloads import random_vector_op
+
+    work = random_vector_op(cfg, op, rows, length, seed=seed)
+    program = compile_vector_op(cfg, op, work.x, work.params, x2=work.x2)
+    expected = {"y": work.expected}
+    if work.row_exp is not None:
+        padded = np.zeros(program.symbol("row_exp").shape, dtype=np.int32).reshape(-1)
+        padded[:rows] = work.row_exp
+        expected["row_exp"] = padded.reshape(program.symbol("row_exp").shape)
+    variant = {"softmax": cfg.softmax, "layernorm": cfg.layernorm, "gelu": cfg.gelu, "add": "dyadic"}[op]
+    report = {"op": op, "variant": variant, "shape": [rows, length], "elements": work.elements}
+    report.update(run_program(cfg, program, expected, engine=engine, seed=seed, latency=latency, stall=stall,
+                              quiet=quiet))
+    if report.get("cycles"):
+        report["elements_per_cycle"] = round(work.elements / report["cycles"], 4)
+    return report
+
+
+def _check_common(args):
     lo, hi = args.latency
     if not 1 <= lo <= hi:
         raise UserError(f"--latency MIN MAX needs 1 <= MIN <= MAX, not {lo} {hi}")
     if not 0.0 <= args.stall < 1.0:
         raise UserError(f"--stall must be a probability in [0, 1), not {args.stall}")
-    report = simulate_linear(cfg, args.m, args.k, args.n, seed=args.seed, engine=args.engine,
-                             latency=(lo, hi), stall=args.stall, quiet=args.json)
+
+
+def _need_positive(args, flags):
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-"))
+        if value is None:
+            raise UserError(f"--op {args.op} needs {flag}")
+        if value < 1:
+            raise UserError(f"{flag} must be a positive integer, not {value}")
+
+
+def _print_report(args, report):
     if args.json:
         print(json.dumps(report))
     else:
         for key, value in report.items():
             print(f"{key:>18}: {value}")
+
+
+def cmd_simulate(args):
+    cfg = load_config(args.config)
+    _check_common(args)
+    common = dict(seed=args.seed, engine=args.engine, latency=tuple(args.latency), stall=args.stall,
+                  quiet=args.json)
+    if args.op == "linear":
+        _need_positive(args, ["--m", "--k", "--n"])
+        report = simulate_linear(cfg, args.m, args.k, args.n, **common)
+    else:
+        _need_positive(args, ["--rows", "--length"])
+        if args.op in ("softmax", "layernorm") and args.length > cfg.max_row:
+            raise UserError(f"--length {args.length} exceeds max_row={cfg.max_row} of config {cfg.name}")
+        if args.op == "layernorm" and args.length < 2:
+            raise UserError("--op layernorm needs --length of at least 2")
+        report = simulate_vector(cfg, args.op, args.rows, args.length, **common)
+    _print_report(args, report)
     return 0 if report["bit_exact"] else 1
 
 
@@ -179,7 +241,8 @@ def _emit(args, report, text):
 
 EXAMPLES = {
     "generate": "example: vitaccel generate --config default -o build/default",
-    "simulate": "example: vitaccel simulate --op linear --m 197 --k 192 --n 576 --config default --json",
+    "simulate": "example: vitaccel simulate --op linear --m 197 --k 192 --n 576 --config default --json\n"
+                "         vitaccel simulate --op softmax --rows 197 --length 197 --config default --json",
     "demo": "example: vitaccel demo --config tiny",
 }
 
@@ -205,10 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = command("simulate", "Compile an operation, run it cycle-accurately and check it bit for bit.")
-    p.add_argument("--op", required=True, choices=["linear"], help="operation to simulate")
-    p.add_argument("--m", type=int, help="rows of the input (tokens)")
-    p.add_argument("--k", type=int, help="input features")
-    p.add_argument("--n", type=int, help="output features")
+    p.add_argument("--op", required=True, choices=["linear", "softmax", "layernorm", "gelu", "add"],
+                   help="operation to simulate (a seeded random workload)")
+    p.add_argument("--m", type=int, help="linear: rows of the input (tokens)")
+    p.add_argument("--k", type=int, help="linear: input features")
+    p.add_argument("--n", type=int, help="linear: output features")
+    p.add_argument("--rows", type=int, help="softmax/layernorm/gelu/add: rows (queries or tokens)")
+    p.add_argument("--length", type=int, help="softmax/layernorm/gelu/add: elements per row")
     p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
     p.add_argument("--engine", choices=["rtl", "isa"], default="rtl",
                    help="rtl: Verilator, cycle-accurate (default); isa: functional ISA simulator")

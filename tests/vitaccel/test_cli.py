@@ -19,6 +19,8 @@ def test_help_has_an_example(command, capsys):
     (["generate", "--config", "nope", "-o", "x"], "unknown config 'nope'"),
     (["simulate", "--op", "linear", "--m", "0", "--k", "4", "--n", "4"], "--m must be a positive integer, not 0"),
     (["simulate", "--op", "linear", "--k", "4", "--n", "4"], "--op linear needs --m"),
+    (["simulate", "--op", "softmax", "--rows", "4"], "--op softmax needs --length"),
+    (["simulate", "--op", "softmax", "--rows", "1", "--length", "5000"], "--length 5000 exceeds max_row=1024"),
     (["simulate", "--op", "linear", "--m", "1", "--k", "4", "--n", "4", "--latency", "3", "1"],
      "--latency MIN MAX needs 1 <= MIN <= MAX"),
     (["simulate", "--op", "linear", "--m", "1", "--k", "4", "--n", "4", "--stall", "1.5"], "--stall must be"),
