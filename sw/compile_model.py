@@ -22,6 +22,7 @@ Program structure. Every op reads its operands from external memory and writes i
     blocks.i.add1    ADD x + proj per chunk
     blocks.i.norm2, fc1, gelu (in place), fc2, add2   as above
     norm             LAYERNORM of the class token's row only (the head reads nothing else)
+                     (likewise the last block computes queries, proj, MLP and adds for row 0 only)
     head             LOAD ACC the bias; per output tile LOAD the weight column, MATMUL accumulate
                      over the feature tiles; STORE ACC -> logits (exact int32)
     END
@@ -279,8 +280,8 @@ def _vector(b: _Builder, name: str, opcode: Opcode, srcs: list[_Tensor], dst: _T
 
 def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
                     p_sym: TensorSymbol) -> None:
-    """Head ``h``: ``attention_matmul(softmax(requantize(q_h @ k_h.T)), v_h)`` into ``out``'s tiles
-    of the head (see the module docstring)."""
+    """Head ``h``: ``attention_matmul(softmax(requantize(q_h @ k_h.T)), v_h)`` for the first
+    ``out.rows`` queries and all keys, into ``out``'s tiles of the head (module docstring)."""
     cfg, c = b.cfg, b.cfg.cols
     a = block.attn
     t = qkv.rows
@@ -302,8 +303,8 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     _load_tiles(b, k_base, qkv, 0, t, k_tile, dt, tp)
     _load_tiles(b, v_base, qkv, 0, t, v_tile, dt, tp)
     exp_addr = ATTENTION_PARAM_ROWS
-    for q0 in range(0, t, chunk):
-        n = min(chunk, t - q0)
+    for q0 in range(0, out.rows, chunk):
+        n = min(chunk, out.rows - q0)
         _load_tiles(b, q_base, qkv, q0, n, q_tile, dt, n)
         for kt in range(tt):
             for i in range(dt):
@@ -373,8 +374,8 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     keep_intermediates : bool
         Give every activation its own buffer and symbol, named as in :func:`vitaccel.sw.forward.trace`
         (``x0``, ``blocks.i.norm1``, ...; ``blocks.i.qkv`` and ``blocks.i.attn.out`` with each head
-        padded to ``ceil(head_dim / cols) * cols`` features; ``norm`` the class token's row only), instead
-        of reusing dead buffers.
+        padded to ``ceil(head_dim / cols) * cols`` features; ``norm`` and the last block's tensors
+        from ``attn.out`` on hold the class token's row only), instead of reusing dead buffers.
 
     Returns
     -------
@@ -424,13 +425,15 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
 
     for i, blk in enumerate(intvit.blocks):
         p = f"blocks.{i}."
+        # After the last block's keys and values only the class token's row reaches the head.
+        m = 1 if i == len(intvit.blocks) - 1 else t
         with b.layer(p + "norm1"):
             n1 = layernorm(p + "norm1", blk.norm1, x)
         with b.layer(p + "qkv"):
             qkv = _linear(b, p + "qkv", n1, _head_layout(blk.qkv.weight, heads, dh, dhp, 0),
                           *(_head_layout(v, heads, dh, dhp, 0) for v in (blk.qkv.bias, blk.qkv.mult, blk.qkv.shift)))
             b.release(n1)
-        attn = b.activation(p + "attn.out", t, heads * dhp)
+        attn = b.activation(p + "attn.out", m, heads * dhp)
         a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn), "int32", "param")
         for h in range(heads):
             with b.layer(f"{p}attn.{h}"):
@@ -441,7 +444,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                            blk.proj.bias, blk.proj.mult, blk.proj.shift)
             b.release(attn)
         with b.layer(p + "add1"):
-            x = residual(p + "add1", x, proj, blk.add1)
+            x = residual(p + "add1", x.rows_from(0, m), proj, blk.add1)
         with b.layer(p + "norm2"):
             n2 = layernorm(p + "norm2", blk.norm2, x)
         with b.layer(p + "fc1"):
