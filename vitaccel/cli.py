@@ -26,7 +26,7 @@ class UserError(Exception):
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, log_path=False)
 
 
 @contextlib.contextmanager
@@ -197,6 +197,42 @@ def cmd_simulate(args):
     return 0 if report["bit_exact"] else 1
 
 
+# ---- quantize --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def step_progress(quiet: bool):
+    """A ``progress(message)`` callback showing the current step on stderr (a spinner on a terminal)."""
+    if quiet:
+        yield lambda message: None
+        return
+    console = _console()
+    if not sys.stderr.isatty():
+        yield lambda message: console.log(message)
+        return
+    with console.status("starting") as status:
+        yield lambda message: status.update(message)
+
+
+def cmd_quantize(args):
+    from vitaccel.sw.quantize import quantize_model
+
+    with step_progress(args.json) as say:
+        report = quantize_model(args.model, calib=args.calib, observer=args.observer, config=args.config,
+                                softmax=args.softmax, layernorm=args.layernorm, gelu=args.gelu,
+                                output=args.output, progress=say)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        def pct(value):
+            return "n/a (no labelled test set)" if value is None else f"{100 * value:.2f}%"
+
+        print(f"{report['model']}: float top-1 {pct(report['fp_top1'])}, integer top-1 {pct(report['int_top1'])}, "
+              f"agreement {pct(report['agreement'])}")
+        print(f"variants {report['variants']}, integer model {report['int_model_bytes']:,} bytes -> {report['output']}")
+    return 0
+
+
 # ---- demo ------------------------------------------------------------------------------------
 
 DEMO_LAYERS = [(1, 4, 4), (7, 13, 5), (64, 96, 80), (197, 192, 576)]
@@ -244,6 +280,7 @@ EXAMPLES = {
     "simulate": "example: vitaccel simulate --op linear --m 197 --k 192 --n 576 --config default --json\n"
                 "         vitaccel simulate --op softmax --rows 197 --length 197 --config default --json",
     "demo": "example: vitaccel demo --config tiny",
+    "quantize": "example: vitaccel quantize --model tiny-digits -o build/tiny_digits.intvit.npz --json",
 }
 
 
@@ -285,6 +322,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_simulate)
 
+    p = command("quantize", "Calibrate and quantize a ViT into an integer-only IntViT; report its accuracy.")
+    p.add_argument("--model", required=True,
+                   help="tiny-digits, deit-tiny (random weights), or a timm/DeiT checkpoint (.pth/.safetensors)")
+    p.add_argument("--calib", type=int, help="calibration images (default: all 180 for tiny-digits, 8 otherwise)")
+    p.add_argument("--observer", default="mse", choices=["minmax", "percentile", "mse"],
+                   help="activation range observer (default: mse)")
+    p.add_argument("--config", default="default",
+                   help="AccelConfig whose softmax/layernorm/gelu variants to use (default: default)")
+    p.add_argument("--softmax", choices=["e2softmax", "shiftmax"], help="override the softmax variant")
+    p.add_argument("--layernorm", choices=["ailayernorm", "i_layernorm"], help="override the LayerNorm variant")
+    p.add_argument("--gelu", choices=["table", "shift"], help="override the GELU variant")
+    p.add_argument("-o", "--output", required=True, help="IntViT file to write (.npz)")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_quantize)
+
     p = command("demo", "Run the main job end to end on built-in workloads and print a summary.")
     p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
@@ -292,15 +344,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _domain_errors() -> tuple:
+    """The errors of the library that mean bad user input (reported in one line, exit status 2)."""
+    from vitaccel.sw.compiler import CompileError
+    from vitaccel.sw.intvit import IntViTError
+    from vitaccel.sw.program import ProgramError
+    from vitaccel.sw.quantize import QuantizeError
+    from vitaccel.sw.vit import CheckpointError
+
+    return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
-    except (UserError, ConfigError, FileNotFoundError) as exc:
+    except (UserError, ConfigError, FileNotFoundError, *_domain_errors()) as exc:
         if args.verbose:
             traceback.print_exc()
-        message = exc.args[0] if isinstance(exc, (UserError, ConfigError)) else str(exc)
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
         print(f"vitaccel: error: {message}", file=sys.stderr)
         return 2
 

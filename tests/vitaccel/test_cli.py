@@ -4,7 +4,7 @@ import pytest
 
 from vitaccel.cli import main
 
-COMMANDS = ["generate", "simulate", "demo"]
+COMMANDS = ["generate", "simulate", "quantize", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -25,6 +25,8 @@ def test_help_has_an_example(command, capsys):
      "--latency MIN MAX needs 1 <= MIN <= MAX"),
     (["simulate", "--op", "linear", "--m", "1", "--k", "4", "--n", "4", "--stall", "1.5"], "--stall must be"),
     (["demo", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
+    (["quantize", "--model", "nope.pth", "-o", "x.npz"], "nope.pth"),
+    (["quantize", "--model", "tiny-digits", "--calib", "0", "-o", "x.npz"], "calibration set is empty"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
