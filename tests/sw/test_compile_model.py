@@ -16,7 +16,7 @@ from vitaccel.sw.compile_model import compile_model, encode_fast
 from vitaccel.sw.compiler import CompileError
 from vitaccel.sw.digits import digits_split
 from vitaccel.sw.forward import forward, patches, quantize_input, trace
-from vitaccel.sw.program import Program
+from vitaccel.sw.program import Program, ProgramError
 from vitaccel.sw.quantize import calibrate, quantize
 from vitaccel.sw.vit import VisionTransformer, ViTConfig, load_builtin
 
@@ -205,3 +205,11 @@ def test_model_and_accelerator_must_agree(digits):
     with pytest.raises(CompileError, match=r"the model's softmax='e2softmax' differs from the accelerator's "
                                            r"softmax='shiftmax'"):
         compile_model(digits["sole"], dataclasses.replace(preset("tiny"), softmax="shiftmax"))
+
+
+def test_program_layers_are_checked(digits):
+    program = compile_model(digits["sole"], preset("tiny"))
+    n = len(program.instructions)
+    for bad in ([(0, 0, "empty")], [(5, 9, "a"), (8, 10, "b")], [(0, n + 1, "past the end")], [(0, 1)]):
+        with pytest.raises(ProgramError, match="layer"):
+            dataclasses.replace(program, layers=bad)
