@@ -22,9 +22,15 @@ from vitaccel.config import AccelConfig
 from .targets import board, check_fit
 from .top import BoardTop
 
-__all__ = ["build", "BuildFailed", "make_plan", "run_plan", "TOP", "tool_env"]
+__all__ = ["build", "BuildFailed", "make_plan", "run_plan", "TOP", "YOSYS_PRELUDE", "tool_env"]
 
 TOP = "top"
+
+#: Run before synthesis in every flow: yosys 0.70 (YoWASP) fails an assertion in ABC's
+#: reintegration on Amaranth's hierarchical, richly named netlists (and sometimes exits without a
+#: word); flattening and hiding the internal names first avoids it. Port names stay: they are the
+#: pins of the constraint files.
+YOSYS_PRELUDE = "hierarchy -top {top}; flatten; rename -hide w:* i:* %d o:* %d"
 Progress = Callable[[str], None] | None
 
 
@@ -52,12 +58,14 @@ def make_plan(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None
     """The amaranth-boards build plan of :class:`BoardTop` for the board (nothing is run).
 
     ``overrides`` are the platform's toolchain overrides (``synth_opts``, ``nextpnr_opts``, ...).
-    iCE40 synthesis gets ``-dsp`` (amaranth leaves it out), so that multipliers use the SB_MAC16s.
+    iCE40 synthesis gets ``-dsp`` (amaranth leaves it out), so that multipliers use the SB_MAC16s;
+    every flow runs :data:`YOSYS_PRELUDE` before synthesis.
     """
     target = board(board_name)
     platform = target.platform_class()()
     if target.device.family == "ice40":
         overrides["synth_opts"] = ("-dsp " + overrides.get("synth_opts", "")).strip()
+    overrides.setdefault("script_after_read", YOSYS_PRELUDE.format(top=TOP))
     top = BoardTop(cfg, board_name, mem_bytes=mem_bytes, clk_hz=clk_hz)
     return platform.build(top, name=TOP, do_build=False, **overrides)
 

@@ -10,6 +10,7 @@ to any hardware source is a new entry and never a stale one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -19,11 +20,11 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from vitaccel.config import AccelConfig, _atomic_write_text
+from vitaccel.config import AccelConfig
 from vitaccel.sim.verilator import build_root
 
-from .build import TOP, BuildFailed, Progress, make_plan, run_plan, tool_env
-from .targets import Board, board, board_mem_bytes, check_fit, resource_need
+from .build import TOP, YOSYS_PRELUDE, BuildFailed, Progress, make_plan, run_plan, tool_env
+from .targets import Board, board, board_mem_bytes, check_fit
 from .top import System
 
 __all__ = ["estimate", "parse_stat", "count_resources", "CELL_WEIGHTS", "FIELDS"]
@@ -124,7 +125,8 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     if family == "xilinx7":
         system = System(cfg, mem_bytes=mem_bytes, clk_hz=clk_hz)
         design = verilog.convert(system, name=TOP, emit_src=False)
-        options = f"{_SYNTH_COMMAND[family]} hierarchy-flatten-rename"
+        plan = None
+        options = f"{YOSYS_PRELUDE} {_SYNTH_COMMAND[family]}"
     else:
         plan = make_plan(board_name, cfg, mem_bytes=mem_bytes, clk_hz=clk_hz,
                          script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
@@ -134,6 +136,17 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
         options = f"seed {seed}"
     key = _cache_key(target, design, options)
     run_dir = root / f"{board_name}-{cfg.slug}-{key}"
+    # One run per key at a time: a second caller waits, then finds the first one's result.
+    with open(root / f"{run_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _estimate_locked(target, cfg, run_dir, key, cache, design, plan,
+                                mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed, modelled=modelled,
+                                progress=progress)
+
+
+def _estimate_locked(target, cfg, run_dir, key, cache, design, plan, *, mem_bytes, clk_hz, seed, modelled,
+                     progress):
+    family = target.device.family
     report_path = run_dir / "estimate.json"
     if cache and report_path.is_file():
         return json.loads(report_path.read_text())
@@ -143,7 +156,7 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     seconds = {}
     if family == "xilinx7":
         (run_dir / f"{TOP}.v").write_text(design)
-        script = (f"read_verilog {TOP}.v; hierarchy -top {TOP}; flatten; rename -hide w:*; "
+        script = (f"read_verilog {TOP}.v; {YOSYS_PRELUDE.format(top=TOP)}; "
                   f"{_SYNTH_COMMAND[family]} -top {TOP}; tee -q -o {TOP}.stat.json stat -json")
         if progress:
             progress("yosys ...")
@@ -193,6 +206,9 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
         "capacity_source": target.device.source,
         "seconds": seconds, "cache_key": key,
     }
-    _atomic_write_text(report_path, json.dumps(result, indent=2) + "\n")
+    # Written last and atomically: an interrupted run leaves no estimate.json for the cache to trust.
+    partial = report_path.with_suffix(".partial")
+    partial.write_text(json.dumps(result, indent=2) + "\n")
+    partial.replace(report_path)
     return result
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from vitaccel.config import AccelConfig
 
 __all__ = ["Device", "Board", "BOARDS", "FitError", "board", "board_config", "resource_need", "check_fit",
-           "dsps_per_multiply", "bram_blocks", "board_mem_bytes", "ICEBREAKER_CONFIG"]
+           "dsps_per_multiply", "vector_lane_multipliers", "bram_blocks", "board_mem_bytes", "BOARD_CONFIGS"]
 
 
 class FitError(ValueError):
@@ -130,11 +130,21 @@ BOARDS: dict[str, Board] = {
         clk_hz=100_000_000, mem_bytes=64 * 1024, **_ARTY_MEMORY),
 }
 
-# The iCE40UP5K's 8 DSPs hold a 2x2 array (4) and one requant lane (2); its 30 EBR hold these
-# memories (SPAD 1, ACC 4, PARAM 4 blocks) and the board top's 4 KiB (8 blocks).
-ICEBREAKER_CONFIG = AccelConfig(
-    name="icebreaker", rows=2, cols=2, spad_rows=256, acc_rows=256, param_rows=16, bus_bits=16,
-    requant_lanes=1, vector_lanes=1, max_row=256)
+# Configurations sized for a board where the presets do not fit it.
+BOARD_CONFIGS = {
+    # The `default` preset with fewer lanes: with the vector units it needs 174 MULT18X18D (yosys),
+    # 18 more than the 156 the LFE5U-85F has; 144 (array) + 4 (2 requant lanes) + 5 (1 vector
+    # lane) + 2 (not lane multipliers) fit.
+    "ulx3s-85f": AccelConfig(
+        name="ulx3s", rows=12, cols=12, spad_rows=8192, acc_rows=2048, param_rows=256, bus_bits=32,
+        requant_lanes=2, vector_lanes=1, max_row=1024),
+    # The iCE40UP5K's 8 DSPs hold a 2x2 array (4) and one requant lane (3 SB_MAC16); its 30 EBR hold
+    # these memories (SPAD 1, ACC 4, PARAM 4 blocks) and the board top's 4 KiB (8 blocks). The
+    # vector units need more multipliers than are left: see check_fit.
+    "icebreaker": AccelConfig(
+        name="icebreaker", rows=2, cols=2, spad_rows=256, acc_rows=256, param_rows=16, bus_bits=16,
+        requant_lanes=1, vector_lanes=1, max_row=256),
+}
 
 
 def board(name: str) -> Board:
@@ -146,8 +156,11 @@ def board(name: str) -> Board:
 
 
 def board_config(name: str) -> AccelConfig | None:
-    """A configuration sized for the board, where the presets do not fit it (``icebreaker``)."""
-    return ICEBREAKER_CONFIG.validate() if board(name).device.family == "ice40" else None
+    """A configuration sized for the board where the presets do not fit it (:data:`BOARD_CONFIGS`),
+    else ``None``."""
+    board(name)
+    config = BOARD_CONFIGS.get(name)
+    return config.validate() if config else None
 
 
 def dsps_per_multiply(device: Device, a_bits: int, b_bits: int) -> int:
@@ -169,23 +182,41 @@ def bram_blocks(device: Device, depth: int, width: int) -> int:
     return min(math.ceil(width / w) * math.ceil(depth / d) for d, w in device.bram_shapes)
 
 
+def vector_lane_multipliers(cfg: AccelConfig) -> list[tuple[int, int]]:
+    """The (a_bits, b_bits) multiplies of one vector lane: those of the configured softmax,
+    LayerNorm and GELU variants and of the residual add, as each unit's docstring lists them
+    (hw/softmax.py, hw/layernorm.py, hw/gelu.py, hw/residual.py)."""
+    mb = cfg.mult_bits
+    per_variant = {
+        "e2softmax": [(9, 16)], "shiftmax": [(9, 16), (16, 15)],
+        "ailayernorm": [(16, 17), (18, mb)], "i_layernorm": [(9, 9), (9, 23), (18, mb)],
+        "table": [], "shift": [(9, mb), (16, 15), (8, 16), (24, mb)],
+    }
+    return per_variant[cfg.softmax] + per_variant[cfg.layernorm] + per_variant[cfg.gelu] + [(8, mb)] * 2
+
+
 def resource_need(device: Device, cfg: AccelConfig, mem_bytes: int = 0) -> dict:
     """The modelled DSP and block RAM need of ``cfg`` (and a board top's ``mem_bytes`` of
     on-chip memory, ``bus_bits`` wide) on ``device``.
 
-    DSPs: one per array multiplier (int8 x int8) plus, per requant lane, the DSPs of one
-    ``acc_width x mult_bits`` multiply. Block RAM: the SPAD, ACC and PARAM memories and the board
-    memory, each mapped on its own to the device's block RAM aspect ratios.
+    DSPs: one per array multiplier (int8 x int8), per requant lane the DSPs of one
+    ``acc_width x mult_bits`` multiply, per vector lane those of :func:`vector_lane_multipliers`.
+    Block RAM: the SPAD, ACC and PARAM memories and the board memory, each mapped on its own to
+    the device's block RAM aspect ratios; the vector units' row buffers and tables (a few blocks)
+    are not modelled, :func:`~vitaccel.boards.synth.estimate` measures them.
     """
     cfg = cfg.validate()
-    dsp = (cfg.macs * dsps_per_multiply(device, cfg.data_width, cfg.data_width)
-           + cfg.requant_lanes * dsps_per_multiply(device, cfg.acc_width, cfg.mult_bits))
+    array = cfg.macs * dsps_per_multiply(device, cfg.data_width, cfg.data_width)
+    requant = cfg.requant_lanes * dsps_per_multiply(device, cfg.acc_width, cfg.mult_bits)
+    vector = cfg.vector_lanes * sum(dsps_per_multiply(device, a, b) for a, b in vector_lane_multipliers(cfg))
+    dsp = array + requant + vector
     memories = [(cfg.spad_rows, cfg.cols * cfg.data_width), (cfg.acc_rows, cfg.cols * cfg.acc_width),
                 (cfg.param_rows, cfg.cols * cfg.acc_width)]
     if mem_bytes:
         memories.append((mem_bytes // cfg.bus_bytes, cfg.bus_bits))
     blocks = sum(bram_blocks(device, depth, width) for depth, width in memories)
-    return {"dsp": dsp, "bram_blocks": blocks, "bram_bits": cfg.onchip_bits + 8 * mem_bytes}
+    return {"dsp": dsp, "dsp_array": array, "dsp_requant": requant, "dsp_vector": vector,
+            "bram_blocks": blocks, "bram_bits": cfg.onchip_bits + 8 * mem_bytes}
 
 
 def check_fit(board_name: str, cfg: AccelConfig, mem_bytes: int | None = None) -> dict:
@@ -202,7 +233,8 @@ def check_fit(board_name: str, cfg: AccelConfig, mem_bytes: int | None = None) -
     if need["dsp"] > device.dsps:
         raise FitError(
             f"config {cfg.name!r} does not fit {target.name}: it needs {need['dsp']} {device.dsp_cell} DSPs "
-            f"({cfg.macs} for the {cfg.rows}x{cfg.cols} array, the rest for {cfg.requant_lanes} requant lanes) "
+            f"({need['dsp_array']} for the {cfg.rows}x{cfg.cols} array, {need['dsp_requant']} for "
+            f"{cfg.requant_lanes} requant lanes, {need['dsp_vector']} for {cfg.vector_lanes} vector lanes) "
             f"but the {device.part} has {device.dsps}")
     if need["bram_blocks"] > device.bram_blocks:
         raise FitError(

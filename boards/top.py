@@ -11,7 +11,7 @@ starts a run, polls STATUS and reads the results back. It has four ports (``rx``
 """
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import io, memory, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -163,13 +163,16 @@ class BoardTop(Elaboratable):
             raise ValueError(f"{self.board.name} runs the accelerator on its {platform.default_clk_frequency:.0f} Hz "
                              f"clock, not {self.clk_hz} Hz")
         m.submodules.system = system = self.system
-        uart = platform.request("uart", 0)
-        m.d.comb += [system.rx.eq(uart.rx.i), uart.tx.o.eq(system.tx)]
-        m.d.comb += [platform.request("led", 0).o.eq(system.busy), platform.request("led", 1).o.eq(system.done)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.submodules.led_busy = led_busy = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.led_done = led_done = io.Buffer("o", platform.request("led", 1, dir="-"))
+        m.d.comb += [system.rx.eq(rx.i), tx.o.eq(system.tx), led_busy.o.eq(system.busy), led_done.o.eq(system.done)]
         return m
 
     def _ecp5_clock(self, m, platform):
-        clk_in = platform.request(platform.default_clk)
+        m.submodules.clk_in = clk_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
         params = ecp5_pll_params(int(platform.default_clk_frequency), self.clk_hz)
         m.domains.sync = sync = ClockDomain("sync")
         locked = Signal()

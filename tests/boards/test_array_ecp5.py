@@ -17,7 +17,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.sim import Simulator
 
-from vitaccel.boards.build import tool_env
+from vitaccel.boards.build import YOSYS_PRELUDE, tool_env
 from vitaccel.boards.targets import board
 
 from vitaccel.config import preset
@@ -88,9 +88,7 @@ def test_mult18x18d_instance_synthesizes(tmp_path):
     platform = board("ulx3s-85f").platform_class()()
     array = SystolicArray(square(n))      # "auto": the ECP5 platform selects MULT18X18D
     (tmp_path / "array.il").write_text(rtlil.convert(array, name="array", platform=platform))
-    # Up to LUT mapping only: DSPs and flip-flops are mapped by then, and YoWASP yosys 0.70's ABC
-    # exits without a word on this small netlist (the whole System maps fine).
-    script = (f"read_rtlil array.il; synth_ecp5 -top array -run begin:map_luts; "
+    script = (f"read_rtlil array.il; {YOSYS_PRELUDE.format(top='array')}; synth_ecp5 -top array; "
               f"select -assert-count {n * n} t:MULT18X18D; "
               f"select -assert-count {n * n} t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i; "
               f"select -assert-none t:$mul t:$__MUL* %u")
