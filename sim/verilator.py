@@ -96,11 +96,38 @@ def _verilator() -> str:
 _built: dict[AccelConfig, Path] = {}
 
 
+def hardware_digest() -> str:
+    """A hash of everything the generated hardware and its harness depend on besides the config:
+    the sources of vitaccel.hw, the ISA and config modules, the harness, and the tool versions.
+    Hashing sources rather than the Verilog keeps a cache hit free of elaboration."""
+    import amaranth
+
+    from vitaccel import config, isa
+    from vitaccel import hw as hw_package
+
+    digest = hashlib.sha256()
+    sources = sorted(Path(hw_package.__file__).parent.glob("*.py")) + [Path(isa.__file__), Path(config.__file__),
+                                                                        HARNESS]
+    for source in sources:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    digest.update(f"amaranth {amaranth.__version__}; verilator {_verilator_version()}".encode())
+    return digest.hexdigest()
+
+
+def _verilator_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("verilator")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build(cfg: AccelConfig) -> Path:
     """Path of the simulator binary for ``cfg``, compiling it unless a cached build exists.
 
     A build lives in ``build/verilator/<cfg.slug>-<hash>/`` where the hash covers the config, the
-    Verilog, the harness source and the Verilator flags. It is compiled in a temporary directory
+    hardware sources (:func:`hardware_digest`) and the Verilator flags. It is compiled in a temporary directory
     and renamed into place; a file lock makes concurrent callers wait for one build.
     """
     if not isinstance(cfg, AccelConfig):
@@ -108,10 +135,8 @@ def build(cfg: AccelConfig) -> Path:
     cfg = cfg.validate()
     if cfg in _built and _built[cfg].exists():
         return _built[cfg]
-    text = verilog_text(cfg)
-    harness = HARNESS.read_text()
     flags = [*VERILATOR_FLAGS, "-CFLAGS", f"-DVITACCEL_BUS_BYTES={cfg.bus_bytes}", "--top-module", TOP_NAME]
-    digest = hashlib.sha256("\0".join([cfg.to_json(), text, harness, " ".join(flags)]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256("\0".join([cfg.to_json(), hardware_digest(), " ".join(flags)]).encode()).hexdigest()[:12]
     root = build_root() / "verilator"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{cfg.slug}-{digest}"
@@ -119,7 +144,7 @@ def build(cfg: AccelConfig) -> Path:
     with open(root / f"{final.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not binary.exists():
-            _compile(cfg, text, flags, root, final)
+            _compile(cfg, verilog_text(cfg), flags, root, final)
     _built[cfg] = binary
     return binary
 

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 
@@ -181,6 +182,12 @@ def _print_report(args, report):
 def cmd_simulate(args):
     cfg = load_config(args.config)
     _check_common(args)
+    if (args.op is None) == (args.model is None):
+        raise UserError("give either --op (one operation) or --model (a whole ViT)")
+    if args.model is not None:
+        return _simulate_model(args, cfg)
+    if args.engine == "perf":
+        raise UserError("--engine perf runs whole models only (--model)")
     common = dict(seed=args.seed, engine=args.engine, latency=tuple(args.latency), stall=args.stall,
                   quiet=args.json)
     if args.op == "linear":
@@ -195,6 +202,91 @@ def cmd_simulate(args):
         report = simulate_vector(cfg, args.op, args.rows, args.length, **common)
     _print_report(args, report)
     return 0 if report["bit_exact"] else 1
+
+
+def _simulate_model(args, cfg):
+    from vitaccel.sim.model import load_intvit, simulate_model, test_images
+
+    if args.images < 1:
+        raise UserError(f"--images must be a positive integer, not {args.images}")
+    with step_progress(args.json) as say:
+        intvit = load_intvit(args.model, cfg, say)
+        images, labels = test_images(intvit, args.images, seed=args.seed)
+        report = simulate_model(intvit, cfg, images, labels, engine=args.engine, seed=args.seed,
+                                latency=tuple(args.latency), stall=args.stall, progress=say)
+    if args.json:
+        print(json.dumps(report))
+        return 0 if report["bit_exact"] is not False else 1
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']} on '{cfg.name}', engine {args.engine} (cycles: {report['cycles_source']})")
+    for column in ("image", "label", "predicted", "golden", "bit-exact", "cycles"):
+        table.add_column(column, justify="right")
+    for r in report["runs"]:
+        exact = {True: "yes", False: "NO", None: "-"}[r["bit_exact"]]
+        table.add_row(str(r["image"]), str(r["label"]), str(r["predicted"]), str(r.get("golden")), exact,
+                      f"{r['cycles']:,}" if r["cycles"] is not None else "-")
+    Console().print(table)
+    print(f"{report['instructions']} instructions, {report['cycles']:,} cycles per image, MAC utilization "
+          f"{report['utilization']:.1%}, wall {report['wall_s']} s"
+          + (f", {report['sim_cycles_per_s']:,} simulated cycles/s, perf model error {report['perf_error']:+.2%}"
+             if report.get("sim_cycles_per_s") else ""))
+    if args.report:
+        print()
+        print(_layer_table(report))
+    return 0 if report["bit_exact"] is not False else 1
+
+
+def _layer_table(report) -> str:
+    lines = [f"{'layer':<14} {'cycles':>12} {'share':>6} {'MACs':>13} {'util':>6}  bound   (modelled)"]
+    total = sum(layer["cycles"] for layer in report["layers_modelled"]) or 1
+    for layer in report["layers_modelled"]:
+        lines.append(f"{layer['layer']:<14} {layer['cycles']:>12,} {layer['cycles'] / total:>6.1%} "
+                     f"{layer['macs']:>13,} {layer['utilization']:>6.1%}  {layer['bound']}")
+    return "\n".join(lines)
+
+
+# ---- compile ---------------------------------------------------------------------------------
+
+
+def cmd_compile(args):
+    from vitaccel.sim.model import load_intvit
+    from vitaccel.sw import perf
+    from vitaccel.sw.compile_model import compile_model
+
+    cfg = load_config(args.config)
+    with step_progress(args.json) as say:
+        intvit = load_intvit(args.model, cfg, say)
+        say("compiling")
+        start = time.perf_counter()
+        program = compile_model(intvit, cfg)
+        seconds = time.perf_counter() - start
+        program.save(args.output)
+    model = perf.estimate(program)
+    counts: dict[str, int] = {}
+    for word in program.instructions:
+        from vitaccel.isa import Opcode
+
+        name = Opcode(word & 0xFF).name
+        counts[name] = counts.get(name, 0) + 1
+    report = {"model": intvit.info.get("source", args.model), "config": cfg.name, "program": args.output,
+              "instructions": len(program.instructions), "by_opcode": counts, "image_bytes": len(program.image),
+              "compile_s": round(seconds, 3), "cycles_modelled": model.cycles,
+              "utilization_modelled": round(model.macs / (cfg.macs * model.cycles), 4)}
+    if args.listing:
+        listing = Path(args.output).with_suffix(".lst")
+        listing.write_text(program.listing() + "\n")
+        report["listing"] = str(listing)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['instructions']:,} instructions ({', '.join(f'{k} {v:,}' for k, v in counts.items())}), "
+              f"{report['image_bytes']:,}-byte memory image, compiled in {report['compile_s']} s -> {args.output}")
+        print(f"modelled: {model.cycles:,} cycles per image, MAC utilization {report['utilization_modelled']:.1%}")
+        if args.listing:
+            print(f"listing: {report['listing']}")
+    return 0
 
 
 # ---- quantize --------------------------------------------------------------------------------
@@ -277,8 +369,10 @@ def _emit(args, report, text):
 
 EXAMPLES = {
     "generate": "example: vitaccel generate --config default -o build/default",
-    "simulate": "example: vitaccel simulate --op linear --m 197 --k 192 --n 576 --config default --json\n"
+    "simulate": "example: vitaccel simulate --model tiny-digits --config default --images 8 --json\n"
+                "         vitaccel simulate --op linear --m 197 --k 192 --n 576 --config default --json\n"
                 "         vitaccel simulate --op softmax --rows 197 --length 197 --config default --json",
+    "compile": "example: vitaccel compile --model tiny-digits --config default -o build/tiny.prog.npz --listing",
     "demo": "example: vitaccel demo --config tiny",
     "quantize": "example: vitaccel quantize --model tiny-digits -o build/tiny_digits.intvit.npz --json",
 }
@@ -305,22 +399,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = command("simulate", "Compile an operation, run it cycle-accurately and check it bit for bit.")
-    p.add_argument("--op", required=True, choices=["linear", "softmax", "layernorm", "gelu", "add"],
-                   help="operation to simulate (a seeded random workload)")
+    p.add_argument("--op", choices=["linear", "softmax", "layernorm", "gelu", "add"],
+                   help="one operation to simulate (a seeded random workload)")
+    p.add_argument("--model", help="a whole ViT: tiny-digits, deit-tiny or an IntViT file")
+    p.add_argument("--images", type=int, default=1, help="--model: images to run (default 1)")
+    p.add_argument("--report", action="store_true", help="--model: print the per-layer table")
     p.add_argument("--m", type=int, help="linear: rows of the input (tokens)")
     p.add_argument("--k", type=int, help="linear: input features")
     p.add_argument("--n", type=int, help="linear: output features")
     p.add_argument("--rows", type=int, help="softmax/layernorm/gelu/add: rows (queries or tokens)")
     p.add_argument("--length", type=int, help="softmax/layernorm/gelu/add: elements per row")
     p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
-    p.add_argument("--engine", choices=["rtl", "isa"], default="rtl",
-                   help="rtl: Verilator, cycle-accurate (default); isa: functional ISA simulator")
+    p.add_argument("--engine", choices=["rtl", "isa", "perf"], default="rtl",
+                   help="rtl: Verilator, cycle-accurate (default); isa: functional ISA simulator; "
+                        "perf: analytic cycle model (--model only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random layer and memory model")
     p.add_argument("--latency", type=int, nargs=2, default=(1, 1), metavar=("MIN", "MAX"),
                    help="memory read latency range in cycles (random when MIN < MAX)")
     p.add_argument("--stall", type=float, default=0.0, help="probability that memory refuses a command")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_simulate)
+
+    p = command("compile", "Compile a quantized ViT into a program for an accelerator config.")
+    p.add_argument("--model", required=True, help="tiny-digits, deit-tiny or an IntViT file (vitaccel quantize)")
+    p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
+    p.add_argument("-o", "--output", required=True, help="program file to write (.npz)")
+    p.add_argument("--listing", action="store_true", help="also write a readable listing beside it (.lst)")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_compile)
 
     p = command("quantize", "Calibrate and quantize a ViT into an integer-only IntViT; report its accuracy.")
     p.add_argument("--model", required=True,

@@ -4,7 +4,7 @@ import pytest
 
 from vitaccel.cli import main
 
-COMMANDS = ["generate", "simulate", "quantize", "demo"]
+COMMANDS = ["generate", "simulate", "compile", "quantize", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
