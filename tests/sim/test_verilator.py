@@ -65,7 +65,8 @@ def test_same_seed_same_cycles(binary):
 
 @pytest.mark.parametrize("word,error", [
     (0x99, ErrorCode.ILLEGAL_OPCODE),
-    (encode(Opcode.SOFTMAX, rows=1, length=4), ErrorCode.ILLEGAL_OPCODE),
+    (encode(Opcode.SOFTMAX, rows=1, length=CFG.max_row + 1, tile_stride=1), ErrorCode.ROW_LENGTH),
+    (encode(Opcode.ADD, rows=4, length=1, src2=CFG.spad_rows - 3, tile_stride=4), ErrorCode.LOCAL_RANGE),
     (encode(Opcode.STORE, rows=1) | 3 << 8, ErrorCode.ILLEGAL_MEMORY),
     (encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=1, dram_addr=0x402), ErrorCode.MISALIGNED),
     (encode(Opcode.REQUANT, rows=1, param_addr=CFG.param_rows - 2), ErrorCode.LOCAL_RANGE),
