@@ -1,7 +1,7 @@
 """Whole-model runs: a quantized ViT compiled for an AccelConfig and executed image by image.
 
 :func:`load_intvit` resolves what the user names (an IntViT file, or a built-in model, quantized
-on first use and cached under ``build/models/``); :func:`test_images` gives the images a model is
+on first use and cached under ``build/models/``); :func:`model_images` gives the images a model is
 run on; :func:`simulate_model` runs them on one engine and checks every logit vector against the
 golden integer forward:
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from vitaccel.config import AccelConfig
 
-__all__ = ["ENGINES", "load_intvit", "test_images", "simulate_model", "builtin_models"]
+__all__ = ["ENGINES", "load_intvit", "model_images", "simulate_model", "builtin_models"]
 
 ENGINES = ("rtl", "isa", "perf")
 
@@ -61,7 +61,7 @@ def load_intvit(model: str, cfg: AccelConfig, progress: Callable[[str], None] | 
     return IntViT.load(cached)
 
 
-def test_images(intvit, count: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+def model_images(intvit, count: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
     """``count`` int8 images ``(B, C, H, W)`` for ``intvit`` and their labels (None without a data set).
 
     Models of the tiny-digits shape run on the held-out digits test split; others on seeded random

@@ -205,13 +205,13 @@ def cmd_simulate(args):
 
 
 def _simulate_model(args, cfg):
-    from vitaccel.sim.model import load_intvit, simulate_model, test_images
+    from vitaccel.sim.model import load_intvit, simulate_model, model_images
 
     if args.images < 1:
         raise UserError(f"--images must be a positive integer, not {args.images}")
     with step_progress(args.json) as say:
         intvit = load_intvit(args.model, cfg, say)
-        images, labels = test_images(intvit, args.images, seed=args.seed)
+        images, labels = model_images(intvit, args.images, seed=args.seed)
         report = simulate_model(intvit, cfg, images, labels, engine=args.engine, seed=args.seed,
                                 latency=tuple(args.latency), stall=args.stall, progress=say)
     if args.json:

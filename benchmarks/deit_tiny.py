@@ -1,0 +1,72 @@
+"""Benchmark: DeiT-Tiny (224x224, patch 16, dim 192, 12 blocks, 3 heads; seeded random weights)
+quantized, compiled for an AccelConfig and run on the ISA simulator and in cycle-accurate Verilator.
+
+Prints: quantization, compile and ISA-simulation wall times; RTL cycles, bit-exactness of the whole
+logit vector against the golden integer forward, RTL wall time and simulated cycles per second;
+MAC utilization over the whole inference; the performance model's cycles and its error against RTL.
+
+    python benchmarks/deit_tiny.py                 # default config, one image
+    python benchmarks/deit_tiny.py --json --skip-rtl
+"""
+
+import argparse
+import json
+import sys
+import time
+
+from vitaccel.config import load_config
+from vitaccel.sim.model import load_intvit, model_images, simulate_model
+from vitaccel.sw import isasim
+from vitaccel.sw.compile_model import compile_model
+from vitaccel.sw.forward import forward, patches
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="default")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-rtl", action="store_true", help="ISA simulator and performance model only")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config)
+    say = (lambda m: None) if args.json else (lambda m: print(f"  {m}", file=sys.stderr))
+
+    start = time.perf_counter()
+    intvit = load_intvit("deit-tiny", cfg, say)
+    quantize_s = time.perf_counter() - start
+    images, _ = model_images(intvit, 1, seed=args.seed)
+
+    start = time.perf_counter()
+    program = compile_model(intvit, cfg)
+    compile_s = time.perf_counter() - start
+
+    golden = forward(intvit, images)[0]
+    start = time.perf_counter()
+    run = program.with_tensors(input=patches(images, intvit.config.patch_size)[0])
+    isa = isasim.run(run)
+    isa_s = time.perf_counter() - start
+    isa_exact = bool(isa.ok and (run.read_tensor(isa.image, "logits")[0] == golden).all())
+
+    figures = {"config": cfg.name, "model": "deit-tiny (random weights)", "instructions": len(program.instructions),
+               "quantize_or_load_s": round(quantize_s, 2), "compile_s": round(compile_s, 2),
+               "isa_sim_s": round(isa_s, 2), "isa_bit_exact": isa_exact}
+    report = simulate_model(intvit, cfg, images, engine="perf" if args.skip_rtl else "rtl", seed=args.seed,
+                            program=program, progress=say)
+    figures.update(perf_cycles=report["perf_cycles"], macs=report["macs"])
+    if args.skip_rtl:
+        figures.update(utilization_modelled=report["utilization"])
+    else:
+        figures.update(rtl_bit_exact=report["bit_exact"], rtl_cycles=report["cycles"],
+                       utilization=report["utilization"], rtl_wall_s=report["wall_s"],
+                       sim_cycles_per_s=report["sim_cycles_per_s"], perf_error=report["perf_error"])
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:>20}: {value}")
+    exact = figures["isa_bit_exact"] and figures.get("rtl_bit_exact", True)
+    return 0 if exact else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
