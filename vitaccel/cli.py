@@ -327,37 +327,44 @@ def cmd_quantize(args):
 
 # ---- demo ------------------------------------------------------------------------------------
 
-DEMO_LAYERS = [(1, 4, 4), (7, 13, 5), (64, 96, 80), (197, 192, 576)]
-
-
 def cmd_demo(args):
-    """The main job as far as it exists: linear layers compiled for a config, run in Verilator
-    (random memory latency and back-pressure on the last run), checked bit for bit."""
-    from rich.table import Table
+    """The main job end to end on the built-in model (vitaccel/demo.py)."""
+    from vitaccel.demo import run_demo
 
     cfg = load_config(args.config)
-    rows = []
-    for i, shape in enumerate(DEMO_LAYERS):
-        stressed = i == len(DEMO_LAYERS) - 1
-        latency, stall = ((1, 8), 0.2) if stressed else ((1, 1), 0.0)
-        rows.append(simulate_linear(cfg, *shape, seed=i, latency=latency, stall=stall, quiet=args.json))
-        if not args.json:
-            _console().log(f"linear {shape}: bit_exact={rows[-1]['bit_exact']} cycles={rows[-1]['cycles']}")
+    if args.images < 1:
+        raise UserError(f"--images must be a positive integer, not {args.images}")
+    board = None if args.board == "none" else args.board
+    with step_progress(args.json) as say:
+        report = run_demo(cfg, images=args.images, board=board, out_dir=args.output, progress=say)
     if args.json:
-        print(json.dumps({"config": cfg.name, "runs": rows}))
-    else:
-        table = Table(title=f"vitaccel demo: int8 linear layers on '{cfg.name}' ({cfg.rows}x{cfg.cols} array), "
-                            "Verilator vs golden model")
-        for column in ("M, K, N", "memory", "bit-exact", "cycles", "utilization", "sim cycles/s"):
-            table.add_column(column, justify="right")
-        for r in rows:
-            memory = "ideal" if r["latency"] == [1, 1] else f"latency {r['latency'][0]}-{r['latency'][1]}, stall {r['cmd_stall']}"
-            table.add_row(", ".join(map(str, r["shape"])), memory, "yes" if r["bit_exact"] else "NO",
-                          str(r["cycles"]), f"{r['utilization']:.1%}", f"{r['sim_cycles_per_s']:,}")
-        from rich.console import Console
+        print(json.dumps(report))
+        return 0 if report["bit_exact"] else 1
+    from rich.console import Console
+    from rich.table import Table
 
-        Console().print(table)
-    return 0 if all(r["bit_exact"] for r in rows) else 1
+    def pct(value):
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    table = Table(title=f"vitaccel demo: tiny-digits on '{cfg.name}' ({cfg.rows}x{cfg.cols} int8 array)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("source")
+    table.add_row("float top-1", pct(report["fp_top1"]), f"{report['test_images']} held-out digits")
+    table.add_row("integer top-1", pct(report["int_top1"]), "golden integer forward")
+    table.add_row("RTL bit-exact", "yes" if report["bit_exact"] else "NO",
+                  f"{report['rtl_images']} images, whole logit vectors, Verilator")
+    table.add_row("cycles per image", f"{report['cycles']:,}", report["cycles_source"])
+    table.add_row("simulation speed", f"{report['sim_cycles_per_s']:,} cycles/s", "measured")
+    board = report.get("board")
+    if board:
+        res = board.get("resources", {})
+        table.add_row("Fmax", f"{board.get('fmax_mhz')} MHz", f"{board.get('fmax_source')} ({board.get('board')})")
+        table.add_row("FPS", f"{board.get('fps')}", "measured cycles at Fmax")
+        table.add_row("resources", ", ".join(f"{k} {v}" for k, v in res.items()), "yosys")
+    Console().print(table)
+    print(f"report: {Path(args.output) / 'report.md'}")
+    return 0 if report["bit_exact"] else 1
 
 
 # ---- plumbing --------------------------------------------------------------------------------
@@ -373,7 +380,7 @@ EXAMPLES = {
                 "         vitaccel simulate --op linear --m 197 --k 192 --n 576 --config default --json\n"
                 "         vitaccel simulate --op softmax --rows 197 --length 197 --config default --json",
     "compile": "example: vitaccel compile --model tiny-digits --config default -o build/tiny.prog.npz --listing",
-    "demo": "example: vitaccel demo --config tiny",
+    "demo": "example: vitaccel demo --config default --images 8",
     "quantize": "example: vitaccel quantize --model tiny-digits -o build/tiny_digits.intvit.npz --json",
 }
 
@@ -443,8 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_quantize)
 
-    p = command("demo", "Run the main job end to end on built-in workloads and print a summary.")
+    p = command("demo", "Quantize, compile, simulate (bit-exact, Verilator) and estimate the built-in model.")
     p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
+    p.add_argument("--images", type=int, default=8, help="test images run in Verilator (default 8)")
+    p.add_argument("--board", default="ulx3s-85f", help="board to estimate for, or 'none' (default ulx3s-85f)")
+    p.add_argument("-o", "--output", default="build/demo", help="report directory (default build/demo)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_demo)
     return parser
