@@ -108,6 +108,21 @@ class _Tensor:
         return _Tensor(self.name, self.addr + first * self.stride, rows, self.cols, self.stride, self.buffer)
 
 
+@dataclass(frozen=True)
+class _Local:
+    """A 2-D int8 activation resident in the scratchpad, tile-major: element ``e`` of row ``r`` is
+    element ``e % C`` of SPAD row ``addr + (e // C) * rows + r`` (the vector ops' layout with
+    ``tile_stride = rows``, and the x layout the linear schedule's MATMULs read)."""
+    addr: int
+    rows: int
+    cols: int
+    tiles: int
+
+    @property
+    def end(self) -> int:
+        return self.addr + self.tiles * self.rows
+
+
 class _Builder:
     """Instructions, layer names and the external memory plan of one program being compiled.
 
@@ -227,18 +242,80 @@ class _Builder:
 
 def _linear(b: _Builder, name: str, x: _Tensor, w: np.ndarray, bias, mult, shift) -> _Tensor:
     """``golden.linear(x, w, bias, mult, shift)`` with the weight-stationary schedule of sw/compiler.py."""
-    cfg, c = b.cfg, b.cfg.cols
+    cfg = b.cfg
     n, k = w.shape
-    kp = _ceil(k, c) * c
-    w_t = np.zeros((kp, n), dtype=np.int8)
-    w_t[:k] = w.T
-    w_sym = b.constant(f"{name}.w_t", w_t)
-    p_sym = b.constant(f"{name}.params", pack_linear_params(cfg, bias, mult, shift), "int32", "param")
+    w_sym, p_sym = _linear_constants(b, name, w, bias, mult, shift)
     y = b.activation(name, x.rows, n)
     plan = plan_linear(cfg, x.rows, k, n, name=name)
     for op, fields in schedule_linear(cfg, plan, x.symbol("input"), w_sym, p_sym, y.symbol()):
         b.emit(op, **fields)
     return y
+
+
+def _linear_constants(b: _Builder, name: str, w: np.ndarray, bias, mult, shift) -> tuple:
+    """The symbols of ``w.T`` (K padded to whole tiles, see :func:`schedule_linear`) and of the
+    parameter rows of a linear layer."""
+    c = b.cfg.cols
+    n, k = w.shape
+    w_t = np.zeros((_ceil(k, c) * c, n), dtype=np.int8)
+    w_t[:k] = w.T
+    return (b.constant(f"{name}.w_t", w_t),
+            b.constant(f"{name}.params", pack_linear_params(b.cfg, bias, mult, shift), "int32", "param"))
+
+
+def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
+                  out: int | None = None, y: _Tensor | None = None, gelu=None,
+                  pre: _Tensor | None = None) -> _Local | None:
+    """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
+
+    Per output tile: LOAD SPAD its weight column at row ``free`` (one strided LOAD), one MATMUL per
+    K tile into ACC 0 (accumulating from the second), REQUANT. With ``out`` the result stays on
+    chip, tile-major from SPAD row ``out`` (returned). Otherwise it goes to ``y`` in external
+    memory: the REQUANTs fill a staging group of tiles after the weights, as many as fit; with
+    ``gelu`` (its parameters) one GELU over the group in place, then one STORE per tile. ``pre``
+    additionally receives the tiles before the GELU (``keep_intermediates``). The GELU parameters
+    sit in PARAM from row 0, the layer's 3 rows per tile after them: all at once if they fit,
+    else each tile's before its REQUANT. The caller checks that the regions fit (:func:`_fused_fits`).
+    """
+    cfg, c = b.cfg, b.cfg.cols
+    n, k = w.shape
+    m, kt, nt = x.rows, _ceil(k, c), _ceil(n, c)
+    w_sym, p_sym = _linear_constants(b, name, w, bias, mult, shift)
+    base = 0
+    if gelu is not None:
+        g_rows = vector_param_rows(cfg, Opcode.GELU, n, gelu)
+        g_sym = b.constant(f"{name}.gelu_params", g_rows, "int32", "param")
+        b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=len(g_rows), dram_addr=g_sym.addr,
+               dram_stride=cfg.acc_row_bytes)
+        base = len(g_rows)
+    resident = base + 3 * nt <= cfg.param_rows
+    if resident:
+        b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=base, rows=3 * nt, dram_addr=p_sym.addr,
+               dram_stride=cfg.acc_row_bytes)
+    stage = free + kt * c
+    group = 1 if gelu is None else max(1, min(nt, (cfg.spad_rows - stage) // m))
+    for g0 in range(0, nt, group):
+        tiles = range(g0, min(g0 + group, nt))
+        for j in tiles:
+            b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=free, rows=kt * c,
+                   dram_addr=w_sym.addr + j * cfg.spad_row_bytes, dram_stride=w_sym.row_stride)
+            for kk in range(kt):
+                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=free + kk * c, c_addr=0, rows=m,
+                       accumulate=int(kk > 0))
+            if not resident:
+                b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=base, rows=3,
+                       dram_addr=p_sym.addr + 3 * j * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
+            dst = out + j * m if out is not None else stage + (j - g0) * m
+            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=dst, rows=m, param_addr=base + 3 * j * resident)
+        if out is not None:
+            continue
+        if pre is not None:
+            _load_tiles(b, stage, pre, 0, m, g0, len(tiles), m, Opcode.STORE)
+        if gelu is not None:
+            b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m, length=min(n, tiles.stop * c) - g0 * c,
+                   tile_stride=m, param_addr=0)
+        _load_tiles(b, stage, y, 0, m, g0, len(tiles), m, Opcode.STORE)
+    return None if out is None else _Local(out, m, n, nt)
 
 
 def _load_tiles(b: _Builder, local: int, t: _Tensor, row0: int, rows: int, tile0: int, tiles: int,
@@ -250,25 +327,31 @@ def _load_tiles(b: _Builder, local: int, t: _Tensor, row0: int, rows: int, tile0
                dram_addr=t.addr + row0 * t.stride + (tile0 + i) * b.cfg.spad_row_bytes, dram_stride=t.stride)
 
 
-def _vector(b: _Builder, name: str, opcode: Opcode, srcs: list[_Tensor], dst: _Tensor, params) -> None:
-    """One vector op over all rows of ``srcs`` into ``dst``, in row chunks that fit the scratchpad,
-    computed in place on chip."""
+def _vector_params(b: _Builder, name: str, opcode: Opcode, length: int, params) -> None:
+    """Check a vector op's row length and parameters and LOAD PARAM them from row 0."""
     cfg = b.cfg
-    rows, length = srcs[0].rows, srcs[0].cols
-    tiles = _ceil(length, cfg.cols)
     if opcode in (Opcode.SOFTMAX, Opcode.LAYERNORM) and length > cfg.max_row:
         b.fail(f"rows of {length} elements exceed max_row={cfg.max_row}, the row buffer of the "
                f"{opcode.name.lower()} unit")
     rows_p = vector_param_rows(cfg, opcode, length, params)
     if len(rows_p) > cfg.param_rows:
         b.fail(f"{len(rows_p)} parameter rows exceed param_rows={cfg.param_rows}")
+    p_sym = b.constant(f"{name}.params", rows_p, "int32", "param")
+    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=len(rows_p), dram_addr=p_sym.addr,
+           dram_stride=cfg.acc_row_bytes)
+
+
+def _vector(b: _Builder, name: str, opcode: Opcode, srcs: list[_Tensor], dst: _Tensor, params) -> None:
+    """One vector op over all rows of ``srcs`` into ``dst``, in row chunks that fit the scratchpad,
+    computed in place on chip."""
+    cfg = b.cfg
+    rows, length = srcs[0].rows, srcs[0].cols
+    tiles = _ceil(length, cfg.cols)
+    _vector_params(b, name, opcode, length, params)
     chunk = min(rows, MAX_ROWS, cfg.spad_rows // (len(srcs) * tiles))
     if chunk < 1:
         b.fail(f"one row of {length} elements ({tiles} tiles, {len(srcs)} operands) exceeds "
                f"spad_rows={cfg.spad_rows}")
-    p_sym = b.constant(f"{name}.params", rows_p, "int32", "param")
-    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=len(rows_p), dram_addr=p_sym.addr,
-           dram_stride=cfg.acc_row_bytes)
     for r0 in range(0, rows, chunk):
         n = min(chunk, rows - r0)
         for j, src in enumerate(srcs):
@@ -276,6 +359,25 @@ def _vector(b: _Builder, name: str, opcode: Opcode, srcs: list[_Tensor], dst: _T
         b.emit(opcode, src=0, src2=tiles * n if len(srcs) > 1 else 0, dst=0, rows=n, length=length,
                tile_stride=n, param_addr=0)
         _load_tiles(b, 0, dst, r0, n, 0, tiles, n, Opcode.STORE)
+
+
+def _vector_local(b: _Builder, name: str, opcode: Opcode, srcs: list[_Local], dst: _Local, params) -> None:
+    """One vector op over the resident ``srcs`` (same rows) into ``dst``, one instruction."""
+    _vector_params(b, name, opcode, srcs[0].cols, params)
+    b.emit(opcode, src=srcs[0].addr, src2=srcs[1].addr if len(srcs) > 1 else 0, dst=dst.addr, rows=dst.rows,
+           length=dst.cols, tile_stride=dst.rows, param_addr=0)
+
+
+def _spad_in(b: _Builder, t: _Tensor, addr: int) -> _Local:
+    """LOAD all of ``t`` into the scratchpad from row ``addr``, tile-major."""
+    tiles = _ceil(t.cols, b.cfg.cols)
+    _load_tiles(b, addr, t, 0, t.rows, 0, tiles, t.rows)
+    return _Local(addr, t.rows, t.cols, tiles)
+
+
+def _spad_out(b: _Builder, x: _Local, t: _Tensor) -> None:
+    """STORE the resident ``x`` to ``t``."""
+    _load_tiles(b, x.addr, t, 0, x.rows, 0, x.tiles, x.rows, Opcode.STORE)
 
 
 def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
@@ -323,6 +425,19 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
             b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=q_base + j * n, rows=n, param_addr=4, row_shift=1,
                    exp_addr=exp_addr)
         _load_tiles(b, q_base, out, q0, n, h * dt, dt, n, Opcode.STORE)
+
+
+def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, attn_cols: int, gelu_rows: int) -> bool:
+    """Whether a block's activations fit the memories for the fused schedule (module docstring):
+    ``t`` tokens through norm1 and qkv, ``m`` through proj and the MLP, ``d`` features,
+    ``attn_cols`` attention output features, ``gelu_rows`` GELU parameter rows."""
+    c = cfg.cols
+    dt, at = _ceil(d, c), _ceil(attn_cols, c)
+    return (t <= min(cfg.acc_rows, MAX_ROWS) and gelu_rows + 3 <= cfg.param_rows
+            and dt * t + dt * c + t <= cfg.spad_rows            # norm1, qkv (x, weights, one output tile)
+            and at * m + at * c + dt * m <= cfg.spad_rows       # proj (x, weights, output)
+            and dt * m + dt * c + m <= cfg.spad_rows            # norm2, fc1 (x, weights, one output tile)
+            and 2 * dt * m <= cfg.spad_rows)                    # add2
 
 
 def _attention_params(cfg: AccelConfig, attn) -> np.ndarray:
@@ -404,6 +519,12 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         _vector(b, lname, Opcode.LAYERNORM, [src], y, (ln.alpha, ln.params))
         return y
 
+    def kept(lname, xl):
+        """With ``keep_intermediates``, STORE the resident ``xl`` that the fused schedule never
+        writes to external memory."""
+        if b.keep:
+            _spad_out(b, xl, b.activation(lname, xl.rows, xl.cols))
+
     def residual(lname, x, branch, params):
         y = b.reuse(x, lname)
         _vector(b, lname, Opcode.ADD, [x, branch], y, [int(v) for v in params])
@@ -423,46 +544,100 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         _vector(b, "pos_embed", Opcode.ADD, [pe, pos_t], x.rows_from(1, t - 1), list(intvit.embed_add))
         b.release(pe)
 
+    resident = None     # the previous fused add2's result, still in SPAD from row 0
     for i, blk in enumerate(intvit.blocks):
         p = f"blocks.{i}."
         # After the last block's keys and values only the class token's row reaches the head.
         m = 1 if i == len(intvit.blocks) - 1 else t
-        with b.layer(p + "norm1"):
-            n1 = layernorm(p + "norm1", blk.norm1, x)
-        with b.layer(p + "qkv"):
-            qkv = _linear(b, p + "qkv", n1, _head_layout(blk.qkv.weight, heads, dh, dhp, 0),
-                          *(_head_layout(v, heads, dh, dhp, 0) for v in (blk.qkv.bias, blk.qkv.mult, blk.qkv.shift)))
-            b.release(n1)
+        hidden = blk.fc1.weight.shape[0]
+        gelu_params = blk.gelu if intvit.gelu == "table" else blk.gelu_params
+        fused = _fused_fits(cfg, t, m, d, heads * dhp, len(vector_param_rows(cfg, Opcode.GELU, hidden, gelu_params)))
+        qkv_args = (_head_layout(blk.qkv.weight, heads, dh, dhp, 0),
+                    *(_head_layout(v, heads, dh, dhp, 0) for v in (blk.qkv.bias, blk.qkv.mult, blk.qkv.shift)))
+        proj_args = (_head_layout(blk.proj.weight, heads, dh, dhp, 1), blk.proj.bias, blk.proj.mult, blk.proj.shift)
+        fc1_args = (blk.fc1.weight, blk.fc1.bias, blk.fc1.mult, blk.fc1.shift)
+        if fused:
+            with b.layer(p + "norm1"):
+                xl = resident or _spad_in(b, x, 0)
+                _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl, (blk.norm1.alpha, blk.norm1.params))
+                kept(p + "norm1", xl)
+            with b.layer(p + "qkv"):
+                qkv = b.activation(p + "qkv", t, 3 * heads * dhp)
+                _linear_local(b, p + "qkv", xl, *qkv_args, free=xl.end, y=qkv)
+        else:
+            with b.layer(p + "norm1"):
+                n1 = layernorm(p + "norm1", blk.norm1, x)
+            with b.layer(p + "qkv"):
+                qkv = _linear(b, p + "qkv", n1, *qkv_args)
+                b.release(n1)
         attn = b.activation(p + "attn.out", m, heads * dhp)
         a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn), "int32", "param")
         for h in range(heads):
             with b.layer(f"{p}attn.{h}"):
                 _attention_head(b, blk, h, qkv, attn, dhp, a_sym)
         b.release(qkv)
-        with b.layer(p + "proj"):
-            proj = _linear(b, p + "proj", attn, _head_layout(blk.proj.weight, heads, dh, dhp, 1),
-                           blk.proj.bias, blk.proj.mult, blk.proj.shift)
-            b.release(attn)
-        with b.layer(p + "add1"):
-            x = residual(p + "add1", x.rows_from(0, m), proj, blk.add1)
-        with b.layer(p + "norm2"):
-            n2 = layernorm(p + "norm2", blk.norm2, x)
-        with b.layer(p + "fc1"):
-            f1 = _linear(b, p + "fc1", n2, blk.fc1.weight, blk.fc1.bias, blk.fc1.mult, blk.fc1.shift)
-            b.release(n2)
-        with b.layer(p + "gelu"):
-            g = b.reuse(f1, p + "gelu")
-            gelu_params = blk.gelu if intvit.gelu == "table" else blk.gelu_params
-            _vector(b, p + "gelu", Opcode.GELU, [f1], g, gelu_params)
-            b.release(f1, g)
+        if fused:
+            with b.layer(p + "proj"):
+                al = _spad_in(b, attn, 0)
+                b.release(attn)
+                pl = _linear_local(b, p + "proj", al, *proj_args, free=al.end, out=al.end + al.tiles * c)
+                kept(p + "proj", pl)
+            with b.layer(p + "add1"):
+                # x over the dead attention output; the sum stays there for norm2.
+                xl = _spad_in(b, x.rows_from(0, m), 0)
+                x1 = b.reuse(x.rows_from(0, m), p + "add1")
+                _vector_local(b, p + "add1", Opcode.ADD, [xl, pl], xl, [int(v) for v in blk.add1])
+                _spad_out(b, xl, x1)
+                b.release(x, x1)
+                x = x1
+            with b.layer(p + "norm2"):
+                _vector_local(b, p + "norm2", Opcode.LAYERNORM, [xl], xl, (blk.norm2.alpha, blk.norm2.params))
+                kept(p + "norm2", xl)
+            with b.layer(p + "fc1+gelu"):
+                g = b.activation(p + "gelu", m, hidden)
+                _linear_local(b, p + "fc1", xl, *fc1_args, free=xl.end, y=g, gelu=gelu_params,
+                              pre=b.activation(p + "fc1", m, hidden) if b.keep else None)
+        else:
+            with b.layer(p + "proj"):
+                proj = _linear(b, p + "proj", attn, *proj_args)
+                b.release(attn)
+            with b.layer(p + "add1"):
+                x = residual(p + "add1", x.rows_from(0, m), proj, blk.add1)
+            with b.layer(p + "norm2"):
+                n2 = layernorm(p + "norm2", blk.norm2, x)
+            with b.layer(p + "fc1"):
+                f1 = _linear(b, p + "fc1", n2, *fc1_args)
+                b.release(n2)
+            with b.layer(p + "gelu"):
+                g = b.reuse(f1, p + "gelu")
+                _vector(b, p + "gelu", Opcode.GELU, [f1], g, gelu_params)
+                b.release(f1, g)
         with b.layer(p + "fc2"):
             f2 = _linear(b, p + "fc2", g, blk.fc2.weight, blk.fc2.bias, blk.fc2.mult, blk.fc2.shift)
             b.release(g)
         with b.layer(p + "add2"):
-            x = residual(p + "add2", x, f2, blk.add2)
+            if fused:
+                # The sum stays in SPAD for the next norm1 (or the final norm).
+                resident = _spad_in(b, x, 0)
+                y = b.reuse(x, p + "add2")
+                _vector_local(b, p + "add2", Opcode.ADD, [resident, _spad_in(b, f2, resident.end)], resident,
+                              [int(v) for v in blk.add2])
+                _spad_out(b, resident, y)
+                b.release(x, y)
+                b.release(f2)
+                x = y
+            else:
+                x = residual(p + "add2", x, f2, blk.add2)
+                resident = None
 
     with b.layer("norm"):
-        xn = layernorm("norm", intvit.norm, x, rows=1)
+        if resident:
+            xl = _Local(resident.addr, 1, d, resident.tiles) if resident.rows > 1 else resident
+            _vector_local(b, "norm", Opcode.LAYERNORM, [xl], xl, (intvit.norm.alpha, intvit.norm.params))
+            xn = b.activation("norm", 1, d)
+            _spad_out(b, xl, xn)
+        else:
+            xn = layernorm("norm", intvit.norm, x, rows=1)
         b.release(x)
     with b.layer("head"):
         _head(b, intvit.head, xn)
