@@ -264,58 +264,118 @@ def _linear_constants(b: _Builder, name: str, w: np.ndarray, bias, mult, shift) 
 
 
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
-                  out: int | None = None, y: _Tensor | None = None, gelu=None,
-                  pre: _Tensor | None = None) -> _Local | None:
+                  out: int | None = None, y: _Tensor | None = None) -> _Local | None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
-    Per output tile: LOAD SPAD its weight column at row ``free`` (one strided LOAD), one MATMUL per
-    K tile into ACC 0 (accumulating from the second), REQUANT. With ``out`` the result stays on
-    chip, tile-major from SPAD row ``out`` (returned). Otherwise it goes to ``y`` in external
-    memory: the REQUANTs fill a staging group of tiles after the weights, as many as fit; with
-    ``gelu`` (its parameters) one GELU over the group in place, then one STORE per tile. ``pre``
-    additionally receives the tiles before the GELU (``keep_intermediates``). The GELU parameters
-    sit in PARAM from row 0, the layer's 3 rows per tile after them: all at once if they fit,
-    else each tile's before its REQUANT. The caller checks that the regions fit (:func:`_fused_fits`).
+    LOAD PARAM all 3 rows per output tile; per output tile: LOAD SPAD its weight column at row
+    ``free`` (one strided LOAD), one MATMUL per K tile into ACC 0 (accumulating from the second),
+    REQUANT. With ``out`` the result stays on chip, tile-major from SPAD row ``out`` (returned);
+    otherwise each tile is REQUANTized after the weights and STOREd to ``y``. The caller checks
+    that the regions and parameters fit (:func:`_fused_fits`).
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
     m, kt, nt = x.rows, _ceil(k, c), _ceil(n, c)
     w_sym, p_sym = _linear_constants(b, name, w, bias, mult, shift)
-    base = 0
-    if gelu is not None:
-        g_rows = vector_param_rows(cfg, Opcode.GELU, n, gelu)
-        g_sym = b.constant(f"{name}.gelu_params", g_rows, "int32", "param")
-        b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=len(g_rows), dram_addr=g_sym.addr,
-               dram_stride=cfg.acc_row_bytes)
-        base = len(g_rows)
-    resident = base + 3 * nt <= cfg.param_rows
-    if resident:
-        b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=base, rows=3 * nt, dram_addr=p_sym.addr,
-               dram_stride=cfg.acc_row_bytes)
+    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3 * nt, dram_addr=p_sym.addr,
+           dram_stride=cfg.acc_row_bytes)
     stage = free + kt * c
-    group = 1 if gelu is None else max(1, min(nt, (cfg.spad_rows - stage) // m))
-    for g0 in range(0, nt, group):
-        tiles = range(g0, min(g0 + group, nt))
-        for j in tiles:
-            b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=free, rows=kt * c,
-                   dram_addr=w_sym.addr + j * cfg.spad_row_bytes, dram_stride=w_sym.row_stride)
-            for kk in range(kt):
-                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=free + kk * c, c_addr=0, rows=m,
-                       accumulate=int(kk > 0))
-            if not resident:
-                b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=base, rows=3,
-                       dram_addr=p_sym.addr + 3 * j * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
-            dst = out + j * m if out is not None else stage + (j - g0) * m
-            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=dst, rows=m, param_addr=base + 3 * j * resident)
-        if out is not None:
-            continue
-        if pre is not None:
-            _load_tiles(b, stage, pre, 0, m, g0, len(tiles), m, Opcode.STORE)
-        if gelu is not None:
-            b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m, length=min(n, tiles.stop * c) - g0 * c,
-                   tile_stride=m, param_addr=0)
-        _load_tiles(b, stage, y, 0, m, g0, len(tiles), m, Opcode.STORE)
+    for j in range(nt):
+        b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=free, rows=kt * c,
+               dram_addr=w_sym.addr + j * cfg.spad_row_bytes, dram_stride=w_sym.row_stride)
+        for kk in range(kt):
+            b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=free + kk * c, c_addr=0, rows=m,
+                   accumulate=int(kk > 0))
+        b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=stage if out is None else out + j * m, rows=m,
+               param_addr=3 * j)
+        if out is None:
+            _load_tiles(b, stage, y, 0, m, j, 1, m, Opcode.STORE)
     return None if out is None else _Local(out, m, n, nt)
+
+
+def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tensor | None) -> _Local:
+    """``fc2(gelu(fc1(x)))`` of the resident ``x`` (norm2's output) into ``x``'s rows, as layers
+    ``p + "mlp"`` and ``p + "fc2"`` (module docstring).
+
+    ACC holds one fc1 output tile (rows 0 ..) and the first ``nA`` fc2 output tiles after it. Pass
+    A, per group of hidden tiles that fits SPAD after ``x`` and an fc1 weight column: per hidden
+    tile LOAD its fc1 weight column, MATMUL over ``x``'s tiles, REQUANT into the group; GELU over
+    the group in place; STORE it to ``g`` (when pass B needs it, or ``keep_intermediates``; ``pre``
+    receives the tiles before the GELU); per fc2 output tile ``< nA`` LOAD its weights for the
+    group's hidden rows and MATMUL-accumulate the group into its ACC tile. Then REQUANT those into
+    ``x``'s rows (dead by then). Pass B (the layer ``fc2``): the other fc2 output tiles as
+    :func:`schedule_linear` with K chunks, ``g`` loaded per chunk after ``x``, REQUANT into ``x``'s
+    rows. The caller checks that everything fits (:func:`_fused_fits`).
+    """
+    cfg, c = b.cfg, b.cfg.cols
+    m, dt = x.rows, x.tiles
+    hidden, d = blk.fc1.weight.shape[0], blk.fc2.weight.shape[0]
+    ht, ot = _ceil(hidden, c), _ceil(d, c)
+    acc_a = min(ot, cfg.acc_rows // m - 1)
+    w1_sym, p1_sym = _linear_constants(b, p + "fc1", blk.fc1.weight, blk.fc1.bias, blk.fc1.mult, blk.fc1.shift)
+    w2_sym, p2_sym = _linear_constants(b, p + "fc2", blk.fc2.weight, blk.fc2.bias, blk.fc2.mult, blk.fc2.shift)
+    g_rows = vector_param_rows(cfg, Opcode.GELU, hidden, gelu)
+    g_sym = b.constant(p + "gelu.params", g_rows, "int32", "param")
+
+    def load(mem, local, rows, addr, stride):
+        b.emit(Opcode.LOAD, mem=mem, local_addr=local, rows=rows, dram_addr=addr, dram_stride=stride)
+
+    def requant(tiles, acc0):
+        """LOAD PARAM fc2's rows (fc1's are dead); REQUANT its output ``tiles`` from ACC tile ``acc0`` on."""
+        load(LocalMemory.PARAM, 0, 3 * ot, p2_sym.addr, cfg.acc_row_bytes)
+        for i, n in enumerate(tiles):
+            b.emit(Opcode.REQUANT, acc_addr=(acc0 + i) * m, spad_addr=x.addr + n * m, rows=m, param_addr=3 * n)
+
+    with b.layer(p + "mlp"):
+        gp = len(g_rows)
+        load(LocalMemory.PARAM, 0, gp, g_sym.addr, cfg.acc_row_bytes)
+        load(LocalMemory.PARAM, gp, 3 * ht, p1_sym.addr, cfg.acc_row_bytes)
+        w1 = x.end
+        stage = w1 + dt * c
+        group = min(ht, (cfg.spad_rows - stage) // (m + c))
+        w2 = stage + group * m
+        for h0 in range(0, ht, group):
+            tiles = range(h0, min(h0 + group, ht))
+            for j in tiles:
+                load(LocalMemory.SPAD, w1, dt * c, w1_sym.addr + j * cfg.spad_row_bytes, w1_sym.row_stride)
+                for kk in range(dt):
+                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w1 + kk * c, c_addr=0, rows=m,
+                           accumulate=int(kk > 0))
+                b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=stage + (j - h0) * m, rows=m, param_addr=gp + 3 * j)
+            if pre is not None:
+                _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
+            b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m, length=min(hidden, tiles.stop * c) - h0 * c,
+                   tile_stride=m, param_addr=0)
+            if acc_a < ot or b.keep:
+                _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
+            for n in range(acc_a):
+                load(LocalMemory.SPAD, w2, len(tiles) * c, w2_sym.addr + h0 * c * w2_sym.row_stride + n * cfg.spad_row_bytes,
+                     w2_sym.row_stride)
+                for j in tiles:
+                    b.emit(Opcode.MATMUL, a_addr=stage + (j - h0) * m, b_addr=w2 + (j - h0) * c, c_addr=(1 + n) * m,
+                           rows=m, accumulate=int(j > 0))
+        requant(range(acc_a), 1)
+
+    if acc_a == ot:
+        return _Local(x.addr, m, d, ot)
+    with b.layer(p + "fc2"):
+        x_b = x.end
+        chunk = (cfg.spad_rows - x_b) // (m + c)
+        w_b = x_b + chunk * m
+        per_group = cfg.acc_rows // m
+        for n0 in range(acc_a, ot, per_group):
+            outs = range(n0, min(n0 + per_group, ot))
+            for k0 in range(0, ht, chunk):
+                ks = range(k0, min(k0 + chunk, ht))
+                _load_tiles(b, x_b, g, 0, m, k0, len(ks), m)
+                for n in outs:
+                    load(LocalMemory.SPAD, w_b, len(ks) * c, w2_sym.addr + k0 * c * w2_sym.row_stride
+                         + n * cfg.spad_row_bytes, w2_sym.row_stride)
+                    for kk in ks:
+                        b.emit(Opcode.MATMUL, a_addr=x_b + (kk - k0) * m, b_addr=w_b + (kk - k0) * c,
+                               c_addr=(n - n0) * m, rows=m, accumulate=int(kk > 0))
+            requant(outs, 0)
+    return _Local(x.addr, m, d, ot)
 
 
 def _load_tiles(b: _Builder, local: int, t: _Tensor, row0: int, rows: int, tile0: int, tiles: int,
@@ -427,17 +487,20 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
         _load_tiles(b, q_base, out, q0, n, h * dt, dt, n, Opcode.STORE)
 
 
-def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, attn_cols: int, gelu_rows: int) -> bool:
-    """Whether a block's activations fit the memories for the fused schedule (module docstring):
-    ``t`` tokens through norm1 and qkv, ``m`` through proj and the MLP, ``d`` features,
-    ``attn_cols`` attention output features, ``gelu_rows`` GELU parameter rows."""
-    c = cfg.cols
-    dt, at = _ceil(d, c), _ceil(attn_cols, c)
-    return (t <= min(cfg.acc_rows, MAX_ROWS) and gelu_rows + 3 <= cfg.param_rows
-            and dt * t + dt * c + t <= cfg.spad_rows            # norm1, qkv (x, weights, one output tile)
-            and at * m + at * c + dt * m <= cfg.spad_rows       # proj (x, weights, output)
-            and dt * m + dt * c + m <= cfg.spad_rows            # norm2, fc1 (x, weights, one output tile)
-            and 2 * dt * m <= cfg.spad_rows)                    # add2
+def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, qkv_cols: int, attn_cols: int, hidden: int,
+                gelu_rows: int) -> bool:
+    """Whether a block fits the memories for the fused schedule (module docstring): ``t`` tokens
+    through norm1 and qkv, ``m`` through proj and the MLP, ``d`` features, ``qkv_cols`` and
+    ``attn_cols`` (padded) qkv and attention output features, ``hidden`` MLP features,
+    ``gelu_rows`` GELU parameter rows."""
+    c, s = cfg.cols, cfg.spad_rows
+    dt, qt, at, ht = (_ceil(v, c) for v in (d, qkv_cols, attn_cols, hidden))
+    return (t <= min(cfg.acc_rows // 2, MAX_ROWS)                # one fc1 and >= one fc2 output tile
+            and max(3 * qt, 3 * at, 3 * dt, gelu_rows + 3 * ht) <= cfg.param_rows
+            and 2 * dt * t + dt * c + t <= s                       # x1 + norm1, qkv weights, one output tile
+            and at * m + at * c + dt * m <= s                      # proj: x, weights, output
+            and dt * m + dt * c + m + c <= s                       # mlp: x, fc1 weights, one tile, fc2 weights
+            and 2 * dt * m <= s)                                   # add2
 
 
 def _attention_params(cfg: AccelConfig, attn) -> np.ndarray:
@@ -551,7 +614,8 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         m = 1 if i == len(intvit.blocks) - 1 else t
         hidden = blk.fc1.weight.shape[0]
         gelu_params = blk.gelu if intvit.gelu == "table" else blk.gelu_params
-        fused = _fused_fits(cfg, t, m, d, heads * dhp, len(vector_param_rows(cfg, Opcode.GELU, hidden, gelu_params)))
+        fused = _fused_fits(cfg, t, m, d, 3 * heads * dhp, heads * dhp, hidden,
+                            len(vector_param_rows(cfg, Opcode.GELU, hidden, gelu_params)))
         qkv_args = (_head_layout(blk.qkv.weight, heads, dh, dhp, 0),
                     *(_head_layout(v, heads, dh, dhp, 0) for v in (blk.qkv.bias, blk.qkv.mult, blk.qkv.shift)))
         proj_args = (_head_layout(blk.proj.weight, heads, dh, dhp, 1), blk.proj.bias, blk.proj.mult, blk.proj.shift)
@@ -593,10 +657,10 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
             with b.layer(p + "norm2"):
                 _vector_local(b, p + "norm2", Opcode.LAYERNORM, [xl], xl, (blk.norm2.alpha, blk.norm2.params))
                 kept(p + "norm2", xl)
-            with b.layer(p + "fc1+gelu"):
-                g = b.activation(p + "gelu", m, hidden)
-                _linear_local(b, p + "fc1", xl, *fc1_args, free=xl.end, y=g, gelu=gelu_params,
-                              pre=b.activation(p + "fc1", m, hidden) if b.keep else None)
+            g = b.activation(p + "gelu", m, hidden)
+            f2l = _mlp_local(b, p, xl, blk, gelu_params, g, b.activation(p + "fc1", m, hidden) if b.keep else None)
+            b.release(g)
+            kept(p + "fc2", f2l)
         else:
             with b.layer(p + "proj"):
                 proj = _linear(b, p + "proj", attn, *proj_args)
@@ -612,19 +676,17 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 g = b.reuse(f1, p + "gelu")
                 _vector(b, p + "gelu", Opcode.GELU, [f1], g, gelu_params)
                 b.release(f1, g)
-        with b.layer(p + "fc2"):
-            f2 = _linear(b, p + "fc2", g, blk.fc2.weight, blk.fc2.bias, blk.fc2.mult, blk.fc2.shift)
-            b.release(g)
+            with b.layer(p + "fc2"):
+                f2 = _linear(b, p + "fc2", g, blk.fc2.weight, blk.fc2.bias, blk.fc2.mult, blk.fc2.shift)
+                b.release(g)
         with b.layer(p + "add2"):
             if fused:
-                # The sum stays in SPAD for the next norm1 (or the final norm).
-                resident = _spad_in(b, x, 0)
+                # x1 after fc2's output; the sum stays there for the next norm1 (or the final norm).
+                resident = _spad_in(b, x, f2l.end)
                 y = b.reuse(x, p + "add2")
-                _vector_local(b, p + "add2", Opcode.ADD, [resident, _spad_in(b, f2, resident.end)], resident,
-                              [int(v) for v in blk.add2])
+                _vector_local(b, p + "add2", Opcode.ADD, [resident, f2l], resident, [int(v) for v in blk.add2])
                 _spad_out(b, resident, y)
                 b.release(x, y)
-                b.release(f2)
                 x = y
             else:
                 x = residual(p + "add2", x, f2, blk.add2)
