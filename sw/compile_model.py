@@ -6,23 +6,42 @@ matrix ``(num_patches, C*p*p)`` (:func:`vitaccel.sw.forward.patches`; set it per
 ``program.with_tensors(input=...)``) and whose output ``logits`` is the int32 ``(1, num_classes)``
 row, bit-exact to ``forward``.
 
-Program structure. Every op reads its operands from external memory and writes its result there
-(``T`` tokens, ``C = cols``; "chunk" = as many rows as fit the scratchpad)::
+Program structure (``T`` tokens, ``C = cols``, ``M`` rows a block computes after its keys: ``T``,
+or 1 in the last block; "chunk" = as many rows as fit the scratchpad). A block whose activations
+fit the memories (:func:`_fused_fits`) runs the *fused* schedule, which keeps them in SPAD between
+ops, tile-major (tile ``j`` of row ``r`` at row ``base + j * rows + r``, the layout both the vector
+ops and the MATMULs read); the others, and everything outside the blocks, run the *unfused* one,
+where every op LOADs its operands from and STOREs its result to external memory::
 
     patch_embed      linear (sw/compiler.py schedule) input -> patch
     pos_embed        ADD patch + pos -> x0 rows 1..T-1 (x0 row 0 is cls_pos, written at compile time)
+  fused block:
+    blocks.i.norm1   LOAD x (unless the previous add2 left it in SPAD); LAYERNORM in place
+    blocks.i.qkv     LOAD PARAM; per output tile LOAD the weight column, MATMUL per input tile,
+                     REQUANT, STORE -> qkv, each head's q, k, v padded to dhp = ceil(dh / C) * C
+    blocks.i.attn.h  as unfused
+    blocks.i.proj    LOAD attn; linear as qkv, the output tiles stay in SPAD
+    blocks.i.add1    LOAD x over the dead attn tiles; ADD in place; STORE -> x1
+    blocks.i.norm2   LAYERNORM in place
+    blocks.i.mlp     per group of hidden tiles: fc1 tiles as qkv's into SPAD, GELU over the group,
+                     STORE -> gelu (if fc2 needs it again), and fc2's first output tiles (as many
+                     as ACC holds besides fc1's tile) MATMUL-accumulate the group; REQUANT them
+    blocks.i.fc2     (only if ACC could not hold every output tile) the other output tiles, K
+                     chunks of gelu LOADed, REQUANT
+    blocks.i.add2    LOAD x1 after fc2's output; ADD in place; STORE -> x2 (stays in SPAD)
+  unfused block:
     blocks.i.norm1   LAYERNORM per chunk: LOAD tiles, LAYERNORM in place, STORE tiles
-    blocks.i.qkv     linear -> qkv, each head's q, k, v padded to dhp = ceil(dh / C) * C features
+    blocks.i.qkv     linear (sw/compiler.py schedule) -> qkv, per-head padded as above
     blocks.i.attn.h  per head: LOAD PARAM its 7 rows; LOAD k_h and v_h tiles (resident); per
                      query chunk: LOAD q_h tiles, per key tile MATMUL transpose_b (+accumulate over
                      the dhp/C feature tiles) and REQUANT -> int8 logits; SOFTMAX in place (row
                      exponents to PARAM); per feature tile MATMUL (v_h as weights, +accumulate over
                      the key tiles) and REQUANT row_shift -> into q_h's rows; STORE -> attn
-    blocks.i.proj    linear attn (T, H*dhp) -> proj (its weight's K rows padded to match)
+    blocks.i.proj    linear attn (M, H*dhp) -> proj (its weight's K rows padded to match)
     blocks.i.add1    ADD x + proj per chunk
     blocks.i.norm2, fc1, gelu (in place), fc2, add2   as above
-    norm             LAYERNORM of the class token's row only (the head reads nothing else)
-                     (likewise the last block computes queries, proj, MLP and adds for row 0 only)
+    norm             LAYERNORM of the class token's row only (the head reads nothing else; from
+                     SPAD after a fused last block)
     head             LOAD ACC the bias; per output tile LOAD the weight column, MATMUL accumulate
                      over the feature tiles; STORE ACC -> logits (exact int32)
     END
@@ -33,8 +52,9 @@ layer (``blocks.0.qkv.w_t``, ``blocks.0.qkv.params``, ...). Activations live in 
 dead, GELU and the residual ADDs write in place. ``x0`` and ``input`` are never reused, so a
 program can be rerun with only ``input`` rewritten. With ``keep_intermediates=True`` every
 activation gets its own symbol named as in :func:`vitaccel.sw.forward.trace` (``blocks.0.qkv``
-in the padded per-head layout), for op-by-op debugging. On chip, each op uses the memories from
-row 0: nothing stays resident between ops.
+in the padded per-head layout), for op-by-op debugging: the fused schedule then also STOREs the
+tensors it otherwise keeps on chip (norm1, proj, norm2, fc1, gelu, fc2). Between blocks only the
+fused add2's result stays on chip; otherwise each op uses the memories from row 0.
 
 :attr:`Program.layers` names the instruction range of every op (the names above);
 ``sw/perf.py`` reports cycles per layer from it.
@@ -693,11 +713,10 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 resident = None
 
     with b.layer("norm"):
-        if resident:
-            xl = _Local(resident.addr, 1, d, resident.tiles) if resident.rows > 1 else resident
-            _vector_local(b, "norm", Opcode.LAYERNORM, [xl], xl, (intvit.norm.alpha, intvit.norm.params))
+        if resident:    # the last block's add2 computed the class token's row only
+            _vector_local(b, "norm", Opcode.LAYERNORM, [resident], resident, (intvit.norm.alpha, intvit.norm.params))
             xn = b.activation("norm", 1, d)
-            _spad_out(b, xl, xn)
+            _spad_out(b, resident, xn)
         else:
             xn = layernorm("norm", intvit.norm, x, rows=1)
         b.release(x)

@@ -110,12 +110,35 @@ def test_deit_tiny_blocks_on_default():
     # blocks: the first computes every token, the last only the class token after its keys.
     iv = random_intvit(ViTConfig(depth=2), seed=0)
     image = torch.randn((1, 3, 224, 224), generator=torch.Generator().manual_seed(7))
+    # Both blocks run fused; the first block's fc2 has more output tiles (16 of 197 rows) than ACC
+    # holds besides fc1's tile (9), so it needs the second pass, the last block's (1 row) does not.
     cfg = preset("default")
-    assert_logits(compile_model(iv, cfg), iv, image, seed=7)
+    program = compile_model(iv, cfg)
+    names = {name for _, _, name in program.layers}
+    assert {"blocks.0.mlp", "blocks.0.fc2", "blocks.1.mlp"} <= names
+    assert not names & {"blocks.0.fc1", "blocks.0.gelu", "blocks.1.fc2"}
+    assert_logits(program, iv, image, seed=7)
     program = compile_model(iv, cfg, keep_intermediates=True)
     assert program.symbol("blocks.0.qkv").shape == (197, 3 * 3 * 72)
+    # The tensors the fused schedule keeps on chip are stored as well.
+    assert {f"blocks.{i}.{op}" for i in (0, 1) for op in ("norm1", "proj", "norm2", "fc1", "gelu", "fc2")
+            } <= set(program.symbols)
     _, results = run_images(program, iv, image)
     assert_intermediates(program, results, iv, image)
+
+
+@pytest.mark.parametrize("variant", ["sole", "i-vit"])
+@pytest.mark.parametrize("param_rows, fused", [(64, False), (128, True)])
+def test_fused_schedule_only_where_it_fits(digits, images, variant, param_rows, fused):
+    # On tiny, qkv's 27 output tiles need 81 PARAM rows to stay resident, more than its 64: the
+    # blocks run the unfused schedule there.
+    iv = digits[variant]
+    cfg = dataclasses.replace(accel("tiny", iv), param_rows=param_rows)
+    program = compile_model(iv, cfg, keep_intermediates=True)
+    names = {name for _, _, name in program.layers}
+    assert ("blocks.0.mlp" in names) == fused and ("blocks.0.gelu" in names) != fused
+    _, results = run_images(program, iv, images[:2])
+    assert_intermediates(program, results, iv, images[:2])
 
 
 def test_rerun_with_only_the_input_rewritten(digits, images):
