@@ -106,15 +106,16 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     ``resources[kind]`` (``lut``, ``ff``, ``dsp``, ``bram``) holds ``used``, ``available``,
     ``percent``, the yosys ``cells`` it counts and its ``source``. ``modelled`` is the fit check's
     prediction (:func:`~vitaccel.boards.targets.resource_need`). ``fmax_mhz`` is nextpnr's
-    achieved frequency of the accelerator's clock for placement ``seed`` (``None`` for Artix-7,
-    with the reason in ``fmax_source``); ``timing_met`` whether it reaches ``clk_hz``; ``placed``
+    achieved frequency of the accelerator's clock for placement ``seed``, constrained to
+    ``clk_hz`` (default: the board's :attr:`~vitaccel.boards.targets.Board.target_hz`; ``None``
+    for Artix-7, with the reason in ``fmax_source``); ``timing_met`` whether it reaches ``clk_hz``; ``placed``
     is nextpnr's own utilisation. ``seconds`` are the tool run times of the run that produced the
     numbers (a cached result keeps them). The fit check runs first and raises ``FitError``.
     """
     target = board(board_name)
     family = target.device.family
     mem_bytes = board_mem_bytes(board_name, mem_bytes)
-    clk_hz = target.clk_hz if clk_hz is None else clk_hz
+    clk_hz = target.target_hz if clk_hz is None else clk_hz
     modelled = dict(check_fit(board_name, cfg, mem_bytes), source="modelled from AccelConfig "
                     "(vitaccel.boards.targets.resource_need), before synthesis")
     root = build_root() / "estimate"

@@ -153,22 +153,24 @@ class BoardTop(Elaboratable):
     def __init__(self, cfg: AccelConfig, board_name: str, *, mem_bytes=None, clk_hz=None, baud=115200):
         self.board = board(board_name)
         self.clk_hz = self.board.clk_hz if clk_hz is None else clk_hz
-        self.system = System(cfg, mem_bytes=board_mem_bytes(board_name, mem_bytes), clk_hz=self.clk_hz, baud=baud)
+        if self.board.device.family != "ecp5" and self.clk_hz != self.board.clk_hz:
+            raise ValueError(f"{self.board.name} runs the accelerator on its {self.board.clk_hz} Hz clock, "
+                             f"not {self.clk_hz} Hz")
+        self.system = System(cfg, mem_bytes=board_mem_bytes(board_name, mem_bytes), clk_hz=self.clk_hz,
+                             baud=baud)
 
     def elaborate(self, platform):
         m = Module()
         if self.board.device.family == "ecp5":
             self._ecp5_clock(m, platform)
-        elif platform.default_clk_frequency != self.clk_hz:
-            raise ValueError(f"{self.board.name} runs the accelerator on its {platform.default_clk_frequency:.0f} Hz "
-                             f"clock, not {self.clk_hz} Hz")
         m.submodules.system = system = self.system
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx = rx = io.Buffer("i", uart.rx)
         m.submodules.tx = tx = io.Buffer("o", uart.tx)
         m.submodules.led_busy = led_busy = io.Buffer("o", platform.request("led", 0, dir="-"))
         m.submodules.led_done = led_done = io.Buffer("o", platform.request("led", 1, dir="-"))
-        m.d.comb += [system.rx.eq(rx.i), tx.o.eq(system.tx), led_busy.o.eq(system.busy), led_done.o.eq(system.done)]
+        m.d.comb += [system.rx.eq(rx.i), tx.o.eq(system.tx),
+                     led_busy.o.eq(system.busy), led_done.o.eq(system.done)]
         return m
 
     def _ecp5_clock(self, m, platform):

@@ -92,5 +92,6 @@ def test_mult18x18d_instance_synthesizes(tmp_path):
               f"select -assert-count {n * n} t:MULT18X18D; "
               f"select -assert-count {n * n} t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i; "
               f"select -assert-none t:$mul t:$__MUL* %u")
-    result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
