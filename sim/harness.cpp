@@ -4,7 +4,12 @@
 // the core runs to `done` with no Python in the loop, and the final image is written back.
 //
 //   harness --image IN --out OUT [--prog-addr A] [--seed S] [--latency MIN MAX] [--cmd-stall P]
-//           [--max-cycles N]
+//           [--max-cycles N] [--trace FILE.vcd] [--trace-instructions FILE.csv]
+//
+// --trace writes a VCD waveform of every signal (only in a build made with --trace: VM_TRACE). VCD
+// rather than FST: Verilator's FST writer needs liblz4's headers, which a fresh machine lacks.
+// --trace-instructions writes one CSV line "pc,start,end" per instruction the controller fetched:
+// the cycles [start, end) (counted from the start write, as CYCLES) in which CSR PC held that address.
 //
 // Memory model: a read command accepted in cycle t is answered from cycle t + L on, L uniform in
 // [MIN, MAX] (MIN >= 1), in command order; `mem_cmd_ready` is low with probability P in each cycle.
@@ -20,6 +25,9 @@
 
 #include "Vvitaccel_core.h"
 #include "verilated.h"
+#if VM_TRACE
+#include "verilated_vcd_c.h"
+#endif
 
 #include <chrono>
 #include <cstdint>
@@ -96,7 +104,7 @@ struct Response {
 };
 
 struct Options {
-    std::string image_path, out_path;
+    std::string image_path, out_path, trace_path, instr_path;
     uint64_t prog_addr = 0, seed = 0, max_cycles = 100000000;
     uint64_t lat_min = 1, lat_max = 1;
     double cmd_stall = 0.0;
@@ -151,6 +159,8 @@ Options parse(int argc, char** argv) {
         else if (a == "--prog-addr") { need(1); o.prog_addr = parse_uint(argv[++i], "--prog-addr"); }
         else if (a == "--seed") { need(1); o.seed = parse_uint(argv[++i], "--seed"); }
         else if (a == "--max-cycles") { need(1); o.max_cycles = parse_uint(argv[++i], "--max-cycles"); }
+        else if (a == "--trace") { need(1); o.trace_path = argv[++i]; }
+        else if (a == "--trace-instructions") { need(1); o.instr_path = argv[++i]; }
         else if (a == "--latency") {
             need(2);
             o.lat_min = parse_uint(argv[++i], "--latency");
@@ -163,6 +173,9 @@ Options parse(int argc, char** argv) {
         } else usage("unknown argument " + a);
     }
     if (o.image_path.empty() || o.out_path.empty()) usage("--image and --out are required");
+#if !VM_TRACE
+    if (!o.trace_path.empty()) usage("--trace needs a harness built with --trace");
+#endif
     if (o.lat_min < 1 || o.lat_max < o.lat_min) usage("--latency needs 1 <= MIN <= MAX");
     return o;
 }
@@ -174,10 +187,25 @@ class System {
         // P(ready low) = stall: compare 32 random bits against a threshold.
         stall_threshold_ = static_cast<uint64_t>(o.cmd_stall * 4294967296.0);
         ctx_.reset(new VerilatedContext);
+#if VM_TRACE
+        if (!o.trace_path.empty()) ctx_->traceEverOn(true);
+#endif
         top_.reset(new Vvitaccel_core{ctx_.get()});
+#if VM_TRACE
+        if (!o.trace_path.empty()) {
+            wave_.reset(new VerilatedVcdC);
+            top_->trace(wave_.get(), 99);
+            wave_->open(o.trace_path.c_str());
+        }
+#endif
     }
 
-    ~System() { top_->final(); }
+    ~System() {
+        top_->final();
+#if VM_TRACE
+        if (wave_) wave_->close();
+#endif
+    }
 
     // One clock cycle: the memory model's inputs for this cycle, the handshakes, the rising edge.
     // Returns false after a harness error (message in error_).
@@ -189,10 +217,12 @@ class System {
         if (offer) put_word(t.mem_rsp_data, pending_.front().data);
         t.clk = 0;
         t.eval();
+        dump(2 * now_);
         if (t.mem_cmd_valid && t.mem_cmd_ready && !command()) return false;
         if (offer && t.mem_rsp_ready) pending_.pop_front();
         t.clk = 1;
         t.eval();
+        dump(2 * now_ + 1);
         ++now_;
         return true;
     }
@@ -223,6 +253,14 @@ class System {
     const std::vector<uint8_t>& image() const { return image_; }
 
   private:
+    void dump(uint64_t time) {
+#if VM_TRACE
+        if (wave_) wave_->dump(time);
+#else
+        (void)time;
+#endif
+    }
+
     bool command() {
         Vvitaccel_core& t = *top_;
         uint64_t addr = t.mem_cmd_addr;
@@ -258,6 +296,9 @@ class System {
     std::string error_;
     std::unique_ptr<VerilatedContext> ctx_;
     std::unique_ptr<Vvitaccel_core> top_;
+#if VM_TRACE
+    std::unique_ptr<VerilatedVcdC> wave_;
+#endif
 };
 
 }  // namespace
@@ -281,8 +322,27 @@ int main(int argc, char** argv) {
 
     uint64_t first = sys.now();
     bool ok = true;
-    while (!sys.done() && sys.now() - first < opt.max_cycles) {
-        if (!sys.cycle()) { ok = false; break; }
+    if (opt.instr_path.empty()) {
+        while (!sys.done() && sys.now() - first < opt.max_cycles) {
+            if (!sys.cycle()) { ok = false; break; }
+        }
+    } else {
+        // CSR reads are combinational: with the address held at PC, csr_r_data follows the
+        // controller's PC every cycle without disturbing the run.
+        std::ofstream trace(opt.instr_path);
+        trace << "pc,start,end\n";
+        uint32_t pc = sys.csr_read(PC);
+        uint64_t since = 0;
+        while (!sys.done() && sys.now() - first < opt.max_cycles) {
+            if (!sys.cycle()) { ok = false; break; }
+            uint32_t now_pc = sys.csr_read(PC);
+            if (now_pc != pc) {
+                trace << pc << ',' << since << ',' << (sys.now() - first - 1) << '\n';
+                pc = now_pc;
+                since = sys.now() - first - 1;
+            }
+        }
+        trace << pc << ',' << since << ',' << (sys.now() - first - 1) << '\n';
     }
     uint32_t lo = sys.csr_read(CYCLES_LO), hi = sys.csr_read(CYCLES_HI);
     st.cycles = (static_cast<uint64_t>(hi) << 32) | lo;

@@ -85,14 +85,15 @@ def model_images(intvit, count: int, *, seed: int = 0) -> tuple[np.ndarray, np.n
 
 def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *, engine: str = "rtl",
                    seed: int = 0, latency=(1, 1), stall: float = 0.0, program=None,
-                   progress: Callable[[str], None] | None = None) -> dict:
+                   progress: Callable[[str], None] | None = None, trace=None, trace_instructions=None) -> dict:
     """Run ``images`` (int8, ``(B, C, H, W)``) through ``intvit`` compiled for ``cfg`` on ``engine``.
 
     Returns a JSON-able report: per image the predicted class, the golden model's class, the label,
     ``bit_exact`` (the whole logit vector equals the golden forward's) and ``cycles``; overall
     ``wall_s``, ``sim_cycles_per_s`` (rtl), ``cycles_source``, the per-unit busy cycles and
     per-layer figures of the performance model (labelled modelled), and for ``rtl`` the error of
-    the performance model against the measured cycles.
+    the performance model against the measured cycles. ``trace`` (a .vcd path) and
+    ``trace_instructions`` (a .csv path) record the first image's run (``rtl`` only).
     """
     from vitaccel.sw import isasim, perf
     from vitaccel.sw.compile_model import compile_model
@@ -131,7 +132,14 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
             result = isasim.run(run)
             image, error, cycles = result.image, result.error, None
         else:
-            result = run_image(cfg, run.image, run.prog_addr, seed=seed + i, latency=latency, cmd_stall=stall)
+            first = i == 0
+            result = run_image(cfg, run.image, run.prog_addr, seed=seed + i, latency=latency, cmd_stall=stall,
+                               trace=trace if first else None,
+                               trace_instructions=first and trace_instructions is not None)
+            if first and trace_instructions is not None:
+                from vitaccel.cli import write_instruction_trace
+
+                write_instruction_trace(run, result.instructions, trace_instructions)
             image, error, cycles = result.image, result.error, result.cycles
             sim_cycles += result.sim_cycles
         wall += time.perf_counter() - start

@@ -66,6 +66,8 @@ class SimResult:
     pc: int
     sim_cycles: int
     wall_s: float
+    #: With ``trace_instructions``: ``(pc, start, end)`` per instruction fetched, in cycles from the start.
+    instructions: tuple = ()
 
     @property
     def sim_cycles_per_s(self) -> float:
@@ -93,7 +95,7 @@ def _verilator() -> str:
     return found
 
 
-_built: dict[AccelConfig, Path] = {}
+_built: dict[tuple, Path] = {}
 
 
 def hardware_digest() -> str:
@@ -123,29 +125,31 @@ def _verilator_version() -> str:
         return "unknown"
 
 
-def build(cfg: AccelConfig) -> Path:
+def build(cfg: AccelConfig, *, trace: bool = False) -> Path:
     """Path of the simulator binary for ``cfg``, compiling it unless a cached build exists.
 
     A build lives in ``build/verilator/<cfg.slug>-<hash>/`` where the hash covers the config, the
-    hardware sources (:func:`hardware_digest`) and the Verilator flags. It is compiled in a temporary directory
+    hardware sources (:func:`hardware_digest`) and the Verilator flags. ``trace`` selects a separate
+    build with VCD waveform support (slower: use it only to write waveforms). It is compiled in a temporary directory
     and renamed into place; a file lock makes concurrent callers wait for one build.
     """
     if not isinstance(cfg, AccelConfig):
         raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
     cfg = cfg.validate()
-    if cfg in _built and _built[cfg].exists():
-        return _built[cfg]
-    flags = [*VERILATOR_FLAGS, "-CFLAGS", f"-DVITACCEL_BUS_BYTES={cfg.bus_bytes}", "--top-module", TOP_NAME]
+    if (cfg, trace) in _built and _built[cfg, trace].exists():
+        return _built[cfg, trace]
+    flags = [*VERILATOR_FLAGS, "-CFLAGS", f"-DVITACCEL_BUS_BYTES={cfg.bus_bytes}", "--top-module", TOP_NAME,
+             *(["--trace"] if trace else [])]
     digest = hashlib.sha256("\0".join([cfg.to_json(), hardware_digest(), " ".join(flags)]).encode()).hexdigest()[:12]
     root = build_root() / "verilator"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{cfg.slug}-{digest}"
+    final = root / f"{cfg.slug}{'-trace' if trace else ''}-{digest}"
     binary = final / BINARY
     with open(root / f"{final.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not binary.exists():
             _compile(cfg, verilog_text(cfg), flags, root, final)
-    _built[cfg] = binary
+    _built[cfg, trace] = binary
     return binary
 
 
@@ -176,7 +180,8 @@ def _compile(cfg, text, flags, root, final):
 
 def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, seed: int = 0,
               latency: tuple[int, int] = (1, 1), cmd_stall: float = 0.0,
-              max_cycles: int = DEFAULT_MAX_CYCLES) -> SimResult:
+              max_cycles: int = DEFAULT_MAX_CYCLES, trace: str | os.PathLike | None = None,
+              trace_instructions: bool = False) -> SimResult:
     """Run the program at ``prog_addr`` of ``image`` (external memory from address 0) to ``done``.
 
     The memory model answers reads after ``latency = (min, max)`` cycles (uniform, ``min >= 1``) and
@@ -184,6 +189,9 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, seed: int =
     :class:`SimTimeout` after ``max_cycles`` cycles without ``done``, :class:`HarnessError` when the
     core accesses memory outside the image or misaligned. An ISA error is no exception: it is
     ``SimResult.error``.
+
+    ``trace``: write a VCD waveform of the run there (GTKWave opens it; a separate, slower build).
+    ``trace_instructions``: fill ``SimResult.instructions`` with each instruction's cycles.
     """
     image = bytes(image)
     lo, hi = latency
@@ -195,7 +203,7 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, seed: int =
         raise ValueError(f"prog_addr {prog_addr:#x} is outside the image of {len(image)} bytes")
     if max_cycles < 1:
         raise ValueError(f"max_cycles must be positive, not {max_cycles}")
-    binary = build(cfg)
+    binary = build(cfg, trace=trace is not None)
     runs = build_root() / "tmp"
     runs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=runs, prefix="run-") as tmp:
@@ -204,6 +212,10 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, seed: int =
         cmd = [str(binary), "--image", str(src), "--out", str(dst), "--prog-addr", str(prog_addr),
                "--seed", str(seed), "--latency", str(lo), str(hi), "--cmd-stall", repr(float(cmd_stall)),
                "--max-cycles", str(max_cycles)]
+        if trace is not None:
+            cmd += ["--trace", str(Path(trace).resolve())]
+        if trace_instructions:
+            cmd += ["--trace-instructions", str(Path(tmp) / "instructions.csv")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode == 1 or not lines:
@@ -216,5 +228,10 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, seed: int =
             raise SimTimeout(f"{cfg.name}: no done within {max_cycles} cycles (pc {stats['pc']:#x}, "
                              f"{stats['instret']} instructions retired)")
         final = dst.read_bytes()
+        instructions = ()
+        if trace_instructions:
+            rows = (Path(tmp) / "instructions.csv").read_text().splitlines()[1:]
+            instructions = tuple(tuple(int(v) for v in row.split(",")) for row in rows)
     return SimResult(image=final, cycles=stats["cycles"], instret=stats["instret"], error=ErrorCode(stats["error"]),
-                     pc=stats["pc"], sim_cycles=stats["sim_cycles"], wall_s=stats["wall_s"])
+                     pc=stats["pc"], sim_cycles=stats["sim_cycles"], wall_s=stats["wall_s"],
+                     instructions=instructions)

@@ -66,7 +66,7 @@ def _first_mismatch(a: np.ndarray, b: np.ndarray):
 
 
 def run_program(cfg, program, expected: dict, *, engine="rtl", seed=0, latency=(1, 1), stall=0.0,
-                quiet=True) -> dict:
+                quiet=True, trace=None, trace_instructions=None) -> dict:
     """Run ``program`` on the ISA simulator and (``engine="rtl"``) in Verilator; compare every tensor
     of ``expected`` (name -> golden array) with what each left in memory, whole tensors.
 
@@ -99,7 +99,10 @@ def run_program(cfg, program, expected: dict, *, engine="rtl", seed=0, latency=(
     with progress(f"Building the Verilator model of {cfg.name} (cached after the first run)", quiet):
         build(cfg)
     with progress("Simulating in Verilator", quiet):
-        result = run_image(cfg, program.image, program.prog_addr, seed=seed, latency=latency, cmd_stall=stall)
+        result = run_image(cfg, program.image, program.prog_addr, seed=seed, latency=latency, cmd_stall=stall,
+                           trace=trace, trace_instructions=trace_instructions is not None)
+    if trace_instructions is not None:
+        write_instruction_trace(program, result.instructions, trace_instructions)
     rtl_mismatch = compare(result.image)
     report.update(
         bit_exact=bool(report["isa_bit_exact"] and result.error.value == 0 and rtl_mismatch is None),
@@ -114,7 +117,27 @@ def run_program(cfg, program, expected: dict, *, engine="rtl", seed=0, latency=(
     return report
 
 
-def simulate_linear(cfg, m, k, n, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True):
+def write_instruction_trace(program, spans, path) -> None:
+    """``path`` (CSV): per instruction the controller fetched, its address, listing text, layer, the
+    cycle it was fetched from (``start``, from the start as CYCLES), the cycle the next one was
+    (``end``, exclusive) and their difference."""
+    import csv
+
+    from vitaccel.isa import INSTR_BYTES, decode
+
+    layers = program.layer_of() if program.layers else [""] * len(program.instructions)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "pc", "instruction", "layer", "start", "end", "cycles"])
+        for pc, start, end in spans:
+            index = (pc - program.prog_addr) // INSTR_BYTES
+            text = str(decode(program.instructions[index])) if 0 <= index < len(program.instructions) else "?"
+            writer.writerow([index, f"{pc:#x}", text, layers[index] if 0 <= index < len(layers) else "",
+                             start, end, end - start])
+
+
+def simulate_linear(cfg, m, k, n, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True,
+                    trace=None, trace_instructions=None):
     """Compile a seeded random linear layer, run it on ``engine`` and check it against golden.
 
     Returns the report dictionary of ``vitaccel simulate --op linear``.
@@ -127,13 +150,15 @@ def simulate_linear(cfg, m, k, n, *, seed=0, engine="rtl", latency=(1, 1), stall
         program = compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult, layer.shift)
     report = {"op": "linear", "shape": [m, k, n], "macs": layer.macs}
     report.update(run_program(cfg, program, {"y": layer.golden()}, engine=engine, seed=seed,
-                              latency=latency, stall=stall, quiet=quiet))
+                              latency=latency, stall=stall, quiet=quiet, trace=trace,
+                              trace_instructions=trace_instructions))
     if "cycles" in report:
         report["utilization"] = round(layer.macs / (cfg.macs * report["cycles"]), 4) if report["cycles"] else 0.0
     return report
 
 
-def simulate_vector(cfg, op, rows, length, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True):
+def simulate_vector(cfg, op, rows, length, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True,
+                    trace=None, trace_instructions=None):
     """Compile a seeded random nonlinear op (softmax, layernorm, gelu, add), run it, check it."""
     from vitaccel.sw.compile_ops import compile_vector_op
     from vitaccel.sw.workloads import random_vector_op
@@ -148,7 +173,7 @@ def simulate_vector(cfg, op, rows, length, *, seed=0, engine="rtl", latency=(1, 
     variant = {"softmax": cfg.softmax, "layernorm": cfg.layernorm, "gelu": cfg.gelu, "add": "dyadic"}[op]
     report = {"op": op, "variant": variant, "shape": [rows, length], "elements": work.elements}
     report.update(run_program(cfg, program, expected, engine=engine, seed=seed, latency=latency, stall=stall,
-                              quiet=quiet))
+                              quiet=quiet, trace=trace, trace_instructions=trace_instructions))
     if report.get("cycles"):
         report["elements_per_cycle"] = round(work.elements / report["cycles"], 4)
     return report
@@ -184,12 +209,16 @@ def cmd_simulate(args):
     _check_common(args)
     if (args.op is None) == (args.model is None):
         raise UserError("give either --op (one operation) or --model (a whole ViT)")
+    if (args.trace or args.trace_instructions) and args.engine != "rtl":
+        raise UserError("--trace and --trace-instructions need --engine rtl")
+    if args.trace and not args.trace.endswith(".vcd"):
+        raise UserError(f"--trace writes a VCD waveform: give a .vcd file name, not {args.trace!r}")
     if args.model is not None:
         return _simulate_model(args, cfg)
     if args.engine == "perf":
         raise UserError("--engine perf runs whole models only (--model)")
     common = dict(seed=args.seed, engine=args.engine, latency=tuple(args.latency), stall=args.stall,
-                  quiet=args.json)
+                  quiet=args.json, trace=args.trace, trace_instructions=args.trace_instructions)
     if args.op == "linear":
         _need_positive(args, ["--m", "--k", "--n"])
         report = simulate_linear(cfg, args.m, args.k, args.n, **common)
@@ -213,7 +242,8 @@ def _simulate_model(args, cfg):
         intvit = load_intvit(args.model, cfg, say)
         images, labels = model_images(intvit, args.images, seed=args.seed)
         report = simulate_model(intvit, cfg, images, labels, engine=args.engine, seed=args.seed,
-                                latency=tuple(args.latency), stall=args.stall, progress=say)
+                                latency=tuple(args.latency), stall=args.stall, progress=say, trace=args.trace,
+                                trace_instructions=args.trace_instructions)
     if args.json:
         print(json.dumps(report))
         return 0 if report["bit_exact"] is not False else 1
@@ -424,6 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=int, nargs=2, default=(1, 1), metavar=("MIN", "MAX"),
                    help="memory read latency range in cycles (random when MIN < MAX)")
     p.add_argument("--stall", type=float, default=0.0, help="probability that memory refuses a command")
+    p.add_argument("--trace", metavar="FILE.vcd",
+                   help="rtl: write a VCD waveform (GTKWave opens it; --model: of the first image)")
+    p.add_argument("--trace-instructions", metavar="FILE.csv",
+                   help="rtl: write each instruction's start and end cycles (--model: first image)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_simulate)
 
