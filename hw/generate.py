@@ -7,15 +7,13 @@ The ports are ``clk``, ``rst`` (synchronous, active high) and every member of
 ``busy``, ``done``. The text is deterministic (no source locations), so its hash identifies a build.
 """
 
-import os
-import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import wiring
 
-from vitaccel.config import AccelConfig
+from vitaccel.config import AccelConfig, atomic_write_text
 
 from .core import Core
 
@@ -59,17 +57,7 @@ def generate_verilog(cfg: AccelConfig, out_dir: str | os.PathLike) -> Path:
     Both files are written atomically (a reader sees the old file or the new one, never a part).
     Returns the path of the Verilog file.
     """
-    text = verilog_text(cfg)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{TOP_NAME}.v"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    cfg.save(out_dir / "config.json")
+    path = Path(out_dir) / f"{TOP_NAME}.v"
+    atomic_write_text(path, verilog_text(cfg))
+    cfg.save(path.parent / "config.json")
     return path

@@ -23,7 +23,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-__all__ = ["AccelConfig", "ConfigError", "PRESETS", "preset", "load_config"]
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "preset", "load_config", "atomic_write_text"]
 
 # Widths of the instruction fields that hold local addresses and row counts (see vitaccel/isa.py).
 LOCAL_ADDR_BITS = 16
@@ -252,7 +252,7 @@ class AccelConfig:
         """Write the config as TOML (``.toml``) or JSON (anything else), atomically."""
         path = Path(path)
         text = self.to_toml() if path.suffix == ".toml" else self.to_json() + "\n"
-        _atomic_write_text(path, text)
+        atomic_write_text(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "AccelConfig":
@@ -271,7 +271,9 @@ class AccelConfig:
         return cls.from_dict(data)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename, so that
+    a reader never sees a half-written file and a failure leaves nothing behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
