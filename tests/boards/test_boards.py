@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from vitaccel.boards.build import build
-from vitaccel.boards.synth import FIELDS, estimate
+from vitaccel.boards.synth import FIELDS, count_resources, estimate, parse_stat
 from vitaccel.boards.targets import BOARDS, FitError, board_config, check_fit, resource_need
 from vitaccel.config import preset
 from vitaccel.sim.verilator import build_root
@@ -83,6 +83,20 @@ def test_build_checks_fit_before_anything(tmp_path):
 def test_no_xilinx_bitstream(tmp_path):
     with pytest.raises(ValueError, match="no open toolchain"):
         build("arty-a7-35", preset("tiny"), tmp_path / "x", bitstream=True)
+
+
+def test_count_resources(tmp_path):
+    stat = {"design": {"num_cells_by_type": {"$scopeinfo": 3, "LUT4": 100, "CCU2C": 10, "TRELLIS_FF": 50,
+                                             "MULT18X18D": 4, "DP16KD": 2, "TRELLIS_DPR16X4": 1}}}
+    (tmp_path / "stat.json").write_text(json.dumps(stat))
+    cells = parse_stat(tmp_path / "stat.json")
+    assert "$scopeinfo" not in cells
+    resources = count_resources(BOARDS["ulx3s-85f"], cells)
+    assert {kind: entry["used"] for kind, entry in resources.items()} == {"lut": 124, "ff": 50, "dsp": 4, "bram": 2}
+    assert resources["dsp"]["percent"] == round(100 * 4 / 156, 1)
+    assert resources["lut"]["cells"] == {"LUT4": 100, "CCU2C": 10, "TRELLIS_DPR16X4": 1}
+    xilinx = count_resources(BOARDS["arty-a7-35"], {"RAMB36E1": 3, "RAMB18E1": 1, "LUT6": 7, "RAM64M": 2})
+    assert xilinx["bram"]["used"] == 7 and xilinx["lut"]["used"] == 15
 
 
 def yosys_log_cells(log: Path) -> dict[str, int]:
