@@ -7,6 +7,7 @@ The ports are ``clk``, ``rst`` (synchronous, active high) and every member of
 ``busy``, ``done``. The text is deterministic (no source locations), so its hash identifies a build.
 """
 
+import os
 from pathlib import Path
 
 from amaranth.back import verilog
