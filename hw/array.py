@@ -74,8 +74,8 @@ class SystolicArray(wiring.Component):
     Notes
     -----
     Throughput is one row per cycle with no back-pressure; rows may arrive with or without gaps.
-    Element ``i`` of an input row reaches PE row ``i`` ``i`` cycles after it is presented, so a
-    weight row loaded in cycle ``t`` is used by the inputs presented in cycle ``t + 1`` or later;
+    Element ``i`` of an input row reaches PE row ``i`` ``max(i, 1)`` cycles after it is presented, so
+    a weight row loaded in cycle ``t`` is used by the inputs presented in cycle ``t + 1`` or later;
     loading weights while earlier inputs are still in the array mixes old and new weights for them.
     """
 
