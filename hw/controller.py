@@ -1,4 +1,5 @@
-"""The controller: fetch, decode, check and dispatch instructions in order; the CSR registers.
+"""The controller: fetch, decode, check and dispatch instructions in order, with a scoreboard that
+lets a scratchpad LOAD and a MATMUL run together; the CSR registers.
 
 This is the executable form of the "Controller" section of docs/architecture.md.
 """
@@ -21,9 +22,8 @@ EXECUTED_OPCODES = tuple(Opcode)
 VECTOR_OPCODES = (Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.GELU, Opcode.ADD)
 
 
-class Engine(enum.Enum, shape=3):
-    """The unit that owns the on-chip memories (and, for DMA, the external port)."""
-    NONE = 0      #: No engine: the controller may fetch over the external port.
+class Engine(enum.Enum):
+    """The units the controller dispatches to, one command stream and ``busy`` input each."""
     DMA = 1
     MATMUL = 2
     REQUANT = 3
@@ -34,7 +34,8 @@ class Engine(enum.Enum, shape=3):
 
 
 class Controller(wiring.Component):
-    """Runs a program: fetch, check and dispatch one instruction at a time, in order.
+    """Runs a program: fetch, check and dispatch instructions in order, overlapping a scratchpad
+    LOAD with a MATMUL when a scoreboard finds them independent.
 
     Contract (docs/architecture.md, "Controller"):
 
@@ -42,22 +43,34 @@ class Controller(wiring.Component):
       the error code and ``done`` are cleared and ``busy`` rises.
     - Fetch reads the ``INSTR_BITS / bus_bits`` words of the instruction at ``pc`` with all reads in
       flight at once. ``PROG_ADDR`` must be a multiple of the bus width in bytes (no ErrorCode
-      covers it: the fetch would issue misaligned reads).
+      covers it: the fetch would issue misaligned reads). The next instruction is fetched right
+      after an instruction is dispatched, while its engine works, except while a STORE is in flight
+      (it may write the program): then the fetch's reads wait until the DMA is idle.
     - The checks run in the order of :class:`vitaccel.isa.ErrorCode`; the first that fails stops
-      the run: ``done`` rises, STATUS holds the code, PC the failing instruction's address, and
-      nothing of the instruction is executed or counted. An opcode outside
-      :data:`EXECUTED_OPCODES` is ILLEGAL_OPCODE. REQUANT with ``row_shift`` also needs
-      ``exp_addr + ceil(rows / cols) <= param_rows`` (LOCAL_RANGE), as in ``sw/isasim.py``.
-    - A legal instruction with ``rows == 0`` is a no-op and reaches no engine. Any other is sent to
-      its engine's command stream; the controller then waits until that engine's ``busy`` is low
-      (it is high from the cycle after acceptance until the engine's last write) before it counts
-      the instruction and fetches the next at ``pc + INSTR_BYTES``.
-    - END is counted, then ``busy`` falls and ``done`` rises with error NONE; PC stays at the END.
+      the run once the instructions in flight have finished: ``done`` rises, STATUS holds the code,
+      PC the failing instruction's address, and nothing of the instruction is executed or counted.
+      An opcode outside :data:`EXECUTED_OPCODES` is ILLEGAL_OPCODE. REQUANT with ``row_shift`` also
+      needs ``exp_addr + ceil(rows / cols) <= param_rows`` (LOCAL_RANGE), as in ``sw/isasim.py``.
+    - A legal instruction with ``rows == 0`` is a no-op: it reaches no engine and is counted.
+    - Any other instruction is offered on its engine's command stream once the scoreboard allows,
+      and counted when accepted. A LOAD into SPAD and a MATMUL may be in flight together: each is
+      offered while the other's engine is busy if no other engine is busy and the scratchpad rows
+      the LOAD writes, ``[local_addr, local_addr + rows)``, meet none the MATMUL reads,
+      ``[a_addr, a_addr + rows)`` and ``[b_addr, b_addr + cfg.rows)`` (else it waits for the other
+      to finish: read after write, or write after read). An instruction is never offered to a busy
+      engine, and every other instruction waits until no engine is busy. So at most one instruction
+      per engine is in flight and the program's effect is that of sequential execution.
+    - END waits until no engine is busy, is counted, then ``busy`` falls and ``done`` rises with
+      error NONE; PC stays at the END.
+    - PC is the address of the instruction being fetched, checked or offered.
     - CYCLES counts the cycles from the one after the start write up to the one before ``done``.
 
-    ``engine`` names the engine that owns the local memories: it is set when an instruction is
-    decoded (before its command is offered) and cleared after the engine is idle again. While it
-    is NONE the controller may use ``mem``; while it is DMA the DMA does.
+    ``mem`` is meant to share the external port with the DMA through a
+    :class:`~vitaccel.hw.arbiter.MemoryArbiter`: the controller's reads never depend on the DMA's
+    except through the STORE rule above. An engine owns the local memory ports it uses from the
+    cycle its command is offered until its ``busy`` falls (``hw/core.py``); the rules above keep
+    two owners of one port apart, since a SPAD LOAD uses only the SPAD write port and a MATMUL only
+    the SPAD read and ACC ports.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -81,7 +94,6 @@ class Controller(wiring.Component):
             "gelu_busy": In(1),
             "add_cmd": Out(engine_cmd_signature()),
             "add_busy": In(1),
-            "engine": Out(Engine),
             "busy": Out(1),
             "done": Out(1),
         })
@@ -205,10 +217,9 @@ class Controller(wiring.Component):
         error = Signal(ErrorCode)
         running = Signal()
         done = Signal()
-        engine = Signal(Engine)
         instr = Signal(Instruction)
 
-        m.d.comb += [self.busy.eq(running), self.done.eq(done), self.engine.eq(engine)]
+        m.d.comb += [self.busy.eq(running), self.done.eq(done)]
 
         # ---- CSR bus ---------------------------------------------------------------------------
         csr = self.csr
@@ -269,15 +280,48 @@ class Controller(wiring.Component):
         engine_of = {Opcode.LOAD: Engine.DMA, Opcode.STORE: Engine.DMA, Opcode.MATMUL: Engine.MATMUL,
                      Opcode.REQUANT: Engine.REQUANT, Opcode.SOFTMAX: Engine.SOFTMAX,
                      Opcode.LAYERNORM: Engine.LAYERNORM, Opcode.GELU: Engine.GELU, Opcode.ADD: Engine.ADD}
-
-        def dispatch():
-            with m.Switch(op):
-                for opcode, which in engine_of.items():
-                    with m.Case(opcode):
-                        m.d.sync += engine.eq(which)
-            m.next = "DISPATCH"
         for cmd, _ in engines.values():
             m.d.comb += cmd.payload.eq(instr)
+
+        # ---- scoreboard: the DMA's and the matmul engine's latest instruction -----------------
+        # Only the latest instruction of an engine can be in flight (none is offered to a busy
+        # engine), so one record per engine suffices; it matters only while that engine is busy.
+        dma_store = Signal()        # the DMA's latest instruction is a STORE
+        dma_spad_load = Signal()    # ... a LOAD into SPAD, writing rows [load_lo, load_hi)
+        load_lo, load_hi = Signal(17), Signal(17)
+        mm_a_lo, mm_a_hi, mm_b_lo, mm_b_hi = Signal(17), Signal(17), Signal(17), Signal(17)
+        dma, mm = instr.dma, instr.matmul
+        new_load = (dma.local_addr, dma.local_addr + dma.rows)
+        new_a = (mm.a_addr, mm.a_addr + mm.rows)
+        new_b = (mm.b_addr, mm.b_addr + cfg.rows)
+
+        def meet(x, y):
+            return (x[0] < y[1]) & (y[0] < x[1])
+
+        def busy_except(*which):
+            busy = Const(0)
+            for engine, (_, engine_busy) in engines.items():
+                if engine not in which:
+                    busy = busy | engine_busy
+            return busy
+
+        is_spad_load = (op == Opcode.LOAD) & (dma.mem == LocalMemory.SPAD)
+        may_offer = Signal()
+        with m.If(op == Opcode.MATMUL):
+            raw = meet(new_a, (load_lo, load_hi)) | meet(new_b, (load_lo, load_hi))
+            m.d.comb += may_offer.eq(~busy_except(Engine.DMA)
+                                     & (~self.dma_busy | (dma_spad_load & ~raw)))
+        with m.Elif(is_spad_load):
+            war = meet(new_load, (mm_a_lo, mm_a_hi)) | meet(new_load, (mm_b_lo, mm_b_hi))
+            m.d.comb += may_offer.eq(~busy_except(Engine.MATMUL) & (~self.matmul_busy | ~war))
+        with m.Else():
+            m.d.comb += may_offer.eq(~busy_except())
+
+        with m.If(self.dma_cmd.valid & self.dma_cmd.ready):
+            m.d.sync += [dma_store.eq(op == Opcode.STORE), dma_spad_load.eq(is_spad_load),
+                         load_lo.eq(new_load[0]), load_hi.eq(new_load[1])]
+        with m.If(self.matmul_cmd.valid & self.matmul_cmd.ready):
+            m.d.sync += [mm_a_lo.eq(new_a[0]), mm_a_hi.eq(new_a[1]), mm_b_lo.eq(new_b[0]), mm_b_hi.eq(new_b[1])]
 
         def fetch_at(addr):
             m.d.sync += [pc.eq(addr), fetch_addr.eq(addr), issued.eq(0), received.eq(0)]
@@ -301,7 +345,8 @@ class Controller(wiring.Component):
 
             with m.State("FETCH"):
                 m.d.comb += [
-                    self.mem.cmd_valid.eq(issued != fetch_words),
+                    # A STORE in flight may be writing the words about to be fetched.
+                    self.mem.cmd_valid.eq((issued != fetch_words) & ~(self.dma_busy & dma_store)),
                     self.mem.cmd_addr.eq(fetch_addr),
                     self.mem.rsp_ready.eq(1),
                 ]
@@ -318,38 +363,41 @@ class Controller(wiring.Component):
 
             with m.State("CHECK"):
                 with m.If(error_now != ErrorCode.NONE):
-                    m.d.sync += [error.eq(error_now), running.eq(0), done.eq(1)]
-                    m.next = "IDLE"
+                    m.d.sync += error.eq(error_now)
+                    m.next = "STOP"
                 with m.Elif(op == Opcode.END):
-                    m.d.sync += [instret.eq(instret + 1), running.eq(0), done.eq(1)]
-                    m.next = "IDLE"
+                    m.next = "STOP"
                 with m.Elif(rows == 0):
                     next_instruction()
                 with m.Elif(is_vector):
                     m.d.comb += vector_start.eq(1)
                     m.next = "VECTOR_CHECK"
                 with m.Else():
-                    dispatch()
+                    m.next = "OFFER"
 
             with m.State("VECTOR_CHECK"):
                 with m.If(vector_ready):
                     with m.If(vector_error != ErrorCode.NONE):
-                        m.d.sync += [error.eq(vector_error), running.eq(0), done.eq(1)]
-                        m.next = "IDLE"
+                        m.d.sync += error.eq(vector_error)
+                        m.next = "STOP"
                     with m.Else():
-                        dispatch()
+                        m.next = "OFFER"
 
-            with m.State("DISPATCH"):
-                for which, (cmd, _) in engines.items():
-                    with m.If(engine == which):
-                        m.d.comb += cmd.valid.eq(1)
-                        with m.If(cmd.ready):
-                            m.next = "WAIT"
+            with m.State("OFFER"):
+                with m.Switch(op):
+                    for opcode, which in engine_of.items():
+                        with m.Case(opcode):
+                            cmd, _ = engines[which]
+                            m.d.comb += cmd.valid.eq(may_offer)
+                            with m.If(cmd.valid & cmd.ready):
+                                next_instruction()
 
-            with m.State("WAIT"):
-                for which, (_, busy) in engines.items():
-                    with m.If((engine == which) & ~busy):
-                        m.d.sync += engine.eq(Engine.NONE)
-                        next_instruction()
+            with m.State("STOP"):
+                # END or an error: the run ends once the instructions in flight have finished.
+                with m.If(~busy_except()):
+                    m.d.sync += [running.eq(0), done.eq(1)]
+                    with m.If(error == ErrorCode.NONE):
+                        m.d.sync += instret.eq(instret + 1)
+                    m.next = "IDLE"
 
         return m

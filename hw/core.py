@@ -10,7 +10,8 @@ from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
 
-from .controller import Controller, Engine
+from .arbiter import MemoryArbiter
+from .controller import Controller
 from .dma import DMA
 from .gelu import GeluEngine
 from .interfaces import CsrBusSignature, MemoryPortSignature, acc_row, spad_row
@@ -23,13 +24,12 @@ from .softmax import SoftmaxEngine
 __all__ = ["Core"]
 
 
-def _share(m, target, sources, *, handshake=()):
+def _share(m, target, sources):
     """Connect ``target`` (a port interface) to the one of ``sources`` that is selected.
 
     ``sources`` is a list of ``(select, interface)``; at most one ``select`` is high in a cycle. The
     members the sources drive are multiplexed onto ``target`` (left at their reset values when none
-    is selected); the members ``target`` drives reach every source, except the ``handshake`` ones,
-    which an unselected source sees low so that it never counts a transfer that was not its own.
+    is selected); the members ``target`` drives reach every source.
     """
     for name, member in sources[0][1].signature.members.items():
         if member.flow == Out:
@@ -37,9 +37,8 @@ def _share(m, target, sources, *, handshake=()):
                 with (m.If if i == 0 else m.Elif)(select):
                     m.d.comb += getattr(target, name).eq(getattr(source, name))
         else:
-            for select, source in sources:
-                value = getattr(target, name)
-                m.d.comb += getattr(source, name).eq(value & select if name in handshake else value)
+            for _, source in sources:
+                m.d.comb += getattr(source, name).eq(getattr(target, name))
 
 
 class Core(wiring.Component):
@@ -48,16 +47,19 @@ class Core(wiring.Component):
     Ports
     -----
     mem : Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits))
-        External memory (program and tensors); the controller fetches over it when no instruction
-        is executing, the DMA uses it during LOAD and STORE.
+        External memory (program and tensors), shared by the controller's fetches and the DMA
+        through a :class:`~vitaccel.hw.arbiter.MemoryArbiter` (fetches first).
     csr : In(CsrBusSignature())
         Host registers (``hw.interfaces.CSR``).
     busy, done : Out(1)
         STATUS bits 0 and 1: a run is in progress; the last run has finished (END or an error).
 
-    The SPAD, ACC and PARAM memories have one synchronous read port and one write port each; every
-    port belongs to the engine of the instruction being executed (the controller's ``engine``), so
-    the engines never contend. Memory contents are not reset: they persist across runs.
+    The SPAD, ACC and PARAM memories have one synchronous read port and one write port each. An
+    engine is active from the cycle the controller offers it a command until its ``busy`` falls,
+    and owns the ports it uses meanwhile. Only a SPAD LOAD and a MATMUL are ever active together
+    (the controller's scoreboard); then the DMA owns the SPAD write port and the matmul engine the
+    SPAD read and ACC ports, which are all each uses. Memory contents are not reset: they persist
+    across runs.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -83,7 +85,7 @@ class Core(wiring.Component):
         m.submodules.layernorm = ln = LayerNormEngine(cfg)
         m.submodules.gelu = ge = GeluEngine(cfg)
         m.submodules.add = ad = ResidualAddEngine(cfg)
-        vector = [(Engine.SOFTMAX, sm), (Engine.LAYERNORM, ln), (Engine.GELU, ge), (Engine.ADD, ad)]
+        vector = [("softmax", sm), ("layernorm", ln), ("gelu", ge), ("add", ad)]
 
         m.submodules.spad = spad = memory.Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=[])
         m.submodules.acc = acc = memory.Memory(shape=acc_row(cfg), depth=cfg.acc_rows, init=[])
@@ -93,8 +95,7 @@ class Core(wiring.Component):
         wiring.connect(m, ctrl.dma_cmd, dma.cmd)
         wiring.connect(m, ctrl.matmul_cmd, mm.cmd)
         wiring.connect(m, ctrl.requant_cmd, rq.cmd)
-        for which, engine in vector:
-            name = which.name.lower()
+        for name, engine in vector:
             wiring.connect(m, getattr(ctrl, f"{name}_cmd"), engine.cmd)
             m.d.comb += getattr(ctrl, f"{name}_busy").eq(engine.busy)
         m.d.comb += [
@@ -105,18 +106,27 @@ class Core(wiring.Component):
             self.done.eq(ctrl.done),
         ]
 
-        owner = ctrl.engine
-        by_dma, by_mm, by_rq = (owner == Engine.DMA), (owner == Engine.MATMUL), (owner == Engine.REQUANT)
-        _share(m, wiring.flipped(self.mem), [(by_dma, dma.mem), (~by_dma, ctrl.mem)],
-               handshake=("cmd_ready", "rsp_valid"))
-        by_vec = [(owner == which, engine) for which, engine in vector]
-        _share(m, spad.read_port(), [(by_dma, dma.spad_rd), (by_mm, mm.spad_rd)]
+        def active(engine, cmd):
+            return cmd.valid | engine.busy
+
+        by_dma, by_mm, by_rq = active(dma, ctrl.dma_cmd), active(mm, ctrl.matmul_cmd), active(rq, ctrl.requant_cmd)
+        # With a MATMUL alongside, the DMA runs a SPAD LOAD: the ports the engine reads through
+        # are the matmul engine's.
+        by_dma_alone = by_dma & ~by_mm
+        by_vec = [(active(engine, getattr(ctrl, f"{name}_cmd")), engine) for name, engine in vector]
+        by_sm = by_vec[0][0]
+
+        m.submodules.arbiter = arbiter = MemoryArbiter(cfg.addr_bits, cfg.bus_bits)
+        wiring.connect(m, wiring.flipped(self.mem), arbiter.mem)
+        wiring.connect(m, ctrl.mem, arbiter.requesters[0])
+        wiring.connect(m, dma.mem, arbiter.requesters[1])
+        _share(m, spad.read_port(), [(by_dma_alone, dma.spad_rd), (by_mm, mm.spad_rd)]
                + [(sel, e.spad_rd) for sel, e in by_vec])
         _share(m, spad.write_port(), [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
                + [(sel, e.spad_wr) for sel, e in by_vec])
-        _share(m, acc.read_port(), [(by_dma, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
-        _share(m, acc.write_port(), [(by_dma, dma.acc_wr), (by_mm, mm.acc_wr)])
+        _share(m, acc.read_port(), [(by_dma_alone, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
+        _share(m, acc.write_port(), [(by_dma_alone, dma.acc_wr), (by_mm, mm.acc_wr)])
         _share(m, param.read_port(), [(by_dma, dma.param_rd), (by_rq, rq.param_rd)]
                + [(sel, e.param_rd) for sel, e in by_vec])
-        _share(m, param.write_port(), [(by_dma, dma.param_wr), (owner == Engine.SOFTMAX, sm.param_wr)])
+        _share(m, param.write_port(), [(by_dma, dma.param_wr), (by_sm, sm.param_wr)])
         return m

@@ -4,7 +4,7 @@
 for any ``M, K, N >= 1``; :func:`plan_linear` is its schedule and cost summary without the data
 (what the performance model needs). Tensor layout: docs/architecture.md, "Tensors in external memory".
 
-Schedule (weight-stationary, in-order machine). With ``C = cols``, ``Kt = ceil(K / C)`` input tiles
+Schedule (weight-stationary; the controller overlaps a SPAD LOAD with independent MATMULs). With ``C = cols``, ``Kt = ceil(K / C)`` input tiles
 and ``Nt = ceil(N / C)`` output tiles, the plan picks ``Mc`` (rows per M chunk), ``Kc`` (input tiles
 per K chunk) and ``Ng`` (output tiles per group; 1 unless K is chunked)::
 
@@ -14,7 +14,7 @@ per K chunk) and ``Ng`` (output tiles per group; 1 unless K is chunked)::
         for each K chunk (Kc tiles):
           LOAD SPAD x tiles of the chunk, one LOAD per tile   (once per M chunk when K is not chunked)
           for each output tile n of the group:
-            LOAD SPAD the Kc weight tiles of column n of W.T   (one strided LOAD)
+            LOAD SPAD the Kc weight tiles of column n of W.T   (one strided LOAD, moved up: below)
             MATMUL per tile: all chunk rows through one tile, accumulating from the second tile of K on
         for each output tile n of the group: REQUANT -> SPAD, STORE SPAD -> y
     END
@@ -22,8 +22,10 @@ per K chunk) and ``Ng`` (output tiles per group; 1 unless K is chunked)::
 Each MATMUL streams a whole M chunk (``rows`` = up to ``Mc``), so the fixed cost of loading a weight
 tile is paid once per chunk rows; x is loaded once per M chunk and reused by every output tile; W
 once per M chunk. On-chip: SPAD holds the x chunk (kt-major, so one tile's rows are consecutive) and
-one weight column, which the REQUANT output reuses (the weights are dead by then); ACC holds the
-group's ``Ng`` output tiles of ``Mc`` rows. Among the schedules that fit, the one with the fewest
+two weight regions used in turn (one when two do not fit); the REQUANT output reuses the region of
+the group's last weight column (dead by then); ACC holds the group's ``Ng`` output tiles of ``Mc``
+rows. With two regions, every weight LOAD but the first is issued just before the previous
+column's MATMULs, so that it runs during them (docs/architecture.md, "Controller"). Among the schedules that fit, the one with the fewest
 estimated cycles (:data:`CostModel`) wins.
 """
 
@@ -97,8 +99,11 @@ class LinearPlan:
         Output tiles accumulated together in ACC, and the number of groups.
     params_resident : bool
         All ``3 * n_tiles`` parameter rows are loaded once; else 3 rows before each REQUANT.
+    w_buffers : int
+        Weight regions in SPAD, each ``max(k_chunk * cols, m_chunk)`` rows: 2 (double buffering: the
+        next column's LOAD overlaps this column's MATMULs) when they fit, else 1.
     spad_x_rows, spad_w_rows, acc_rows_used : int
-        On-chip footprint: x chunk region, weight/output region, accumulator rows.
+        On-chip footprint: x chunk region, weight/output regions (all buffers), accumulator rows.
     instructions : dict
         Instruction count by opcode name (END included).
     dma_bytes : dict
@@ -106,7 +111,7 @@ class LinearPlan:
     matmul_rows : int
         Rows streamed through the array by all MATMULs.
     cycles : int
-        Estimated cycles (:class:`CostModel`), strictly in order.
+        Estimated cycles (:class:`CostModel`), weight LOADs hidden behind MATMULs with two buffers.
     macs, array_macs : int
         Useful multiply-accumulates ``M * K * N``; MAC units of the array.
     """
@@ -123,6 +128,7 @@ class LinearPlan:
     n_group: int
     n_groups: int
     params_resident: bool
+    w_buffers: int
     spad_x_rows: int
     spad_w_rows: int
     acc_rows_used: int
@@ -165,18 +171,20 @@ def _distinct_chunk_sizes(total: int) -> list[int]:
     return sorted({-(-total // parts) for parts in range(1, total + 1)}, reverse=True)
 
 
-def _max_m_chunk(cfg: AccelConfig, m: int, x_tiles: int, w_rows: int, n_group: int) -> int:
-    """Largest M chunk for which SPAD holds ``x_tiles * Mc + max(w_rows, Mc)`` rows and ACC ``n_group * Mc``."""
+def _max_m_chunk(cfg: AccelConfig, m: int, x_tiles: int, w_rows: int, n_group: int, buffers: int) -> int:
+    """Largest M chunk for which SPAD holds ``x_tiles * Mc + buffers * max(w_rows, Mc)`` rows and ACC
+    ``n_group * Mc``."""
     s = cfg.spad_rows
-    below = min(w_rows, (s - w_rows) // x_tiles) if s >= w_rows else 0     # output fits the weight region
-    above = s // (x_tiles + 1)                                             # output region larger
+    below = min(w_rows, (s - buffers * w_rows) // x_tiles) if s >= buffers * w_rows else 0  # output fits a weight region
+    above = s // (x_tiles + buffers)                                                         # output region larger
     spad_limit = max(below, above if above > w_rows else 0)
     return min(spad_limit, cfg.acc_rows // n_group, m, MAX_ROWS)
 
 
-def _plan(cfg: AccelConfig, m: int, k: int, n: int, k_chunk: int, n_group: int,
+def _plan(cfg: AccelConfig, m: int, k: int, n: int, k_chunk: int, n_group: int, buffers: int,
           cost: CostModel) -> LinearPlan | None:
-    """The plan with these K-chunk and group sizes and the largest M chunk that fits, or None."""
+    """The plan with these K-chunk and group sizes and weight buffers and the largest M chunk that
+    fits, or None."""
     c = cfg.cols
     kt, nt = -(-k // c), -(-n // c)
     k_chunks, n_groups = -(-kt // k_chunk), -(-nt // n_group)
@@ -184,7 +192,7 @@ def _plan(cfg: AccelConfig, m: int, k: int, n: int, k_chunk: int, n_group: int,
     w_rows = k_chunk * c
     if w_rows > MAX_ROWS:
         return None
-    m_max = _max_m_chunk(cfg, m, x_tiles, w_rows, n_group)
+    m_max = _max_m_chunk(cfg, m, x_tiles, w_rows, n_group, buffers)
     if m_max < 1:
         return None
     m_chunks = -(-m // m_max)
@@ -209,10 +217,15 @@ def _plan(cfg: AccelConfig, m: int, k: int, n: int, k_chunk: int, n_group: int,
               + sum(dma_bytes.values()) // cfg.bus_bytes + n_dma * cost.dma_latency
               + sum(cost.matmul(cfg, rows) for rows in chunks) * kt * nt
               + sum(cost.requant(cfg, rows) for rows in chunks) * nt)
+    if buffers == 2:
+        # A weight LOAD runs during the previous column's MATMULs: it costs only what they do not hide.
+        w_load = cost.dma(cfg, w_rows, spad_b)
+        cycles -= sum(min(w_load, k_chunk * cost.matmul(cfg, rows)) for rows in chunks) * nt * k_chunks
     return LinearPlan(
         m=m, k=k, n=n, k_tiles=kt, n_tiles=nt, m_chunk=m_chunk, m_chunks=m_chunks, k_chunk=k_chunk,
         k_chunks=k_chunks, n_group=n_group, n_groups=n_groups, params_resident=params_resident,
-        spad_x_rows=x_tiles * m_chunk, spad_w_rows=max(w_rows, m_chunk), acc_rows_used=n_group * m_chunk,
+        w_buffers=buffers, spad_x_rows=x_tiles * m_chunk, spad_w_rows=buffers * max(w_rows, m_chunk),
+        acc_rows_used=n_group * m_chunk,
         instructions=instructions, dma_bytes=dma_bytes, matmul_rows=kt * nt * m, cycles=cycles,
         macs=m * k * n, array_macs=cfg.macs)
 
@@ -231,14 +244,16 @@ def plan_linear(cfg: AccelConfig, m: int, k: int, n: int, *, name: str = "linear
             raise CompileError(f"{name}: dimension {dim} must be a positive integer, not {value!r}")
     kt, nt = -(-k // cfg.cols), -(-n // cfg.cols)
     best = None
-    for k_chunk in _distinct_chunk_sizes(kt):
-        # Without K chunks, one output tile at a time needs the least ACC and loses nothing.
-        groups = [1] if k_chunk == kt else _distinct_chunk_sizes(nt)
-        for n_group in groups:
-            plan = _plan(cfg, int(m), int(k), int(n), k_chunk, n_group, cost)
-            if plan and (best is None or (plan.cycles, plan.instruction_count) < (best.cycles, best.instruction_count)):
-                best = plan
-    # k_chunk = n_group = 1 always fits a validated config (spad_rows >= 2 * rows, acc_rows >= rows).
+    for buffers in (2, 1):
+        for k_chunk in _distinct_chunk_sizes(kt):
+            # Without K chunks, one output tile at a time needs the least ACC and loses nothing.
+            groups = [1] if k_chunk == kt else _distinct_chunk_sizes(nt)
+            for n_group in groups:
+                plan = _plan(cfg, int(m), int(k), int(n), k_chunk, n_group, buffers, cost)
+                if plan and (best is None or (plan.cycles, plan.instruction_count) < (best.cycles, best.instruction_count)):
+                    best = plan
+    # k_chunk = n_group = 1 with one buffer always fits a validated config (spad_rows >= 2 * rows,
+    # acc_rows >= rows).
     assert best is not None
     return best
 
@@ -354,7 +369,9 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
     elements (``params``: ACC rows). A weight LOAD reads ``Kc * C`` rows of ``w_t`` from tile row
     ``k0 * C``, so the last K chunk reads up to ``C - 1`` rows past ``K`` (multiplied by the zero
     padding of ``x``): pad ``w_t`` to ``Kt * C`` rows to keep every read inside it. The schedule uses
-    the whole scratchpad, accumulator and, from row 0, PARAM: nothing on chip survives it.
+    the whole scratchpad, accumulator and, from row 0, PARAM: nothing on chip survives it. Executed
+    sequentially (sw/isasim.py) the order is correct on its own; the hardware runs the moved weight
+    LOADs alongside MATMULs.
     """
     c = cfg.cols
     kt, nt = plan.k_tiles, plan.n_tiles
@@ -362,14 +379,22 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
     k_starts = range(0, kt, plan.k_chunk)
     n_starts = range(0, nt, plan.n_group)
     x_region = 0
-    w_region = plan.spad_x_rows        # also the REQUANT output region: the weights are dead by then
+    w_size = plan.spad_w_rows // plan.w_buffers
 
     def load(mem, local_addr, rows, dram_addr, dram_stride):
         return Opcode.LOAD, dict(mem=mem, local_addr=local_addr, rows=rows, dram_addr=dram_addr,
                                  dram_stride=dram_stride)
 
+    # In program order, then with every weight LOAD but the first moved up to just before the first
+    # MATMUL of the previous weight column: with two buffers it writes the other region, so the
+    # controller runs it alongside those MATMULs. Everything it moves past leaves its region alone:
+    # the previous column's MATMULs read the other region and x, and the outputs of a group's
+    # REQUANTs (and their STOREs) go to the region of the group's last column, whose weights are dead.
+    ops = []
+    w_loads = []            # index in ops of each weight LOAD
+    first_matmuls = []      # index in ops of the first MATMUL after each weight LOAD
     if plan.params_resident:
-        yield load(LocalMemory.PARAM, 0, 3 * nt, params.addr, acc_b)
+        ops.append(load(LocalMemory.PARAM, 0, 3 * nt, params.addr, acc_b))
     m0 = 0
     for rows in _balanced(plan.m, plan.m_chunks):
         for g0 in n_starts:
@@ -379,21 +404,38 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
                 # Without K chunks the x chunk holds all Kt tiles and is loaded once per M chunk.
                 if plan.k_chunks > 1 or g0 == 0:
                     for kk in k_tiles:
-                        yield load(LocalMemory.SPAD, x_region + (kk - k0) * rows, rows,
-                                   x.addr + m0 * x.row_stride + kk * spad_b, x.row_stride)
+                        ops.append(load(LocalMemory.SPAD, x_region + (kk - k0) * rows, rows,
+                                        x.addr + m0 * x.row_stride + kk * spad_b, x.row_stride))
                 for j, nn in enumerate(group):
-                    yield load(LocalMemory.SPAD, w_region, len(k_tiles) * c,
-                               w_t.addr + k0 * c * w_t.row_stride + nn * spad_b, w_t.row_stride)
+                    w_region = plan.spad_x_rows + len(w_loads) % plan.w_buffers * w_size
+                    w_loads.append(len(ops))
+                    ops.append(load(LocalMemory.SPAD, w_region, len(k_tiles) * c,
+                                    w_t.addr + k0 * c * w_t.row_stride + nn * spad_b, w_t.row_stride))
+                    first_matmuls.append(len(ops))
                     for kk in k_tiles:
-                        yield Opcode.MATMUL, dict(a_addr=x_region + (kk - k0) * rows, b_addr=w_region + (kk - k0) * c,
-                                                  c_addr=j * rows, rows=rows, accumulate=int(kk > 0))
+                        ops.append((Opcode.MATMUL, dict(a_addr=x_region + (kk - k0) * rows,
+                                                        b_addr=w_region + (kk - k0) * c,
+                                                        c_addr=j * rows, rows=rows, accumulate=int(kk > 0))))
             for j, nn in enumerate(group):
                 if plan.params_resident:
                     param_addr = 3 * nn
                 else:
                     param_addr = 0
-                    yield load(LocalMemory.PARAM, 0, 3, params.addr + 3 * nn * acc_b, acc_b)
-                yield Opcode.REQUANT, dict(acc_addr=j * rows, spad_addr=w_region, rows=rows, param_addr=param_addr)
-                yield Opcode.STORE, dict(mem=LocalMemory.SPAD, local_addr=w_region, rows=rows,
-                                         dram_addr=y.addr + m0 * y.row_stride + nn * spad_b, dram_stride=y.row_stride)
+                    ops.append(load(LocalMemory.PARAM, 0, 3, params.addr + 3 * nn * acc_b, acc_b))
+                ops.append((Opcode.REQUANT, dict(acc_addr=j * rows, spad_addr=w_region, rows=rows,
+                                                 param_addr=param_addr)))
+                ops.append((Opcode.STORE, dict(mem=LocalMemory.SPAD, local_addr=w_region, rows=rows,
+                                               dram_addr=y.addr + m0 * y.row_stride + nn * spad_b,
+                                               dram_stride=y.row_stride)))
         m0 += rows
+    if plan.w_buffers == 1:
+        return iter(ops)
+    moved = {first_matmuls[i - 1]: w_loads[i] for i in range(1, len(w_loads))}
+    hoisted = set(moved.values())
+    order = []
+    for index, op in enumerate(ops):
+        if index in moved:
+            order.append(ops[moved[index]])
+        if index not in hoisted:
+            order.append(op)
+    return iter(order)

@@ -1,29 +1,38 @@
 """Analytic performance model: cycles per instruction and per layer of a :class:`Program`, without simulating.
 
-The accelerator runs strictly in order (docs/architecture.md): the controller fetches an
-instruction, checks it, dispatches it and waits until its engine is idle before fetching the next.
-So a program's cycles are the sum over its instructions of
+The controller dispatches in order (docs/architecture.md, "Controller"): it fetches an instruction
+while the previous ones run, checks it, and offers it to its engine as soon as the scoreboard
+allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together, every other
+instruction waits until no engine is busy, and no engine takes a command while busy. The model
+replays that timeline instruction by instruction with
 
 - **control**: ``F + L + 1`` to fetch (``F = INSTR_BITS / bus_bits`` bus reads, the last answered
-  after the memory latency ``L``) and check, plus 2 to dispatch and see the engine idle; a vector
-  instruction has ``ceil(length / cols)`` more (the controller's range check walks the tiles of a
-  row, one per cycle); END costs ``F + L + 1``; an instruction with ``rows == 0`` (or a vector one
-  with ``length == 0``) ``F + L + 2``;
+  after the memory latency ``L``) and check, plus 1 to dispatch; a vector instruction has
+  ``ceil(length / cols)`` more (the controller's range check walks the tiles of a row, one per
+  cycle); an instruction with ``rows == 0`` (or a vector one with ``length == 0``) ``F + L + 2``;
+  END ``F + L + 2`` and then waits until no engine is busy. The fetch starts in the cycle after
+  the previous instruction's dispatch, its reads wait for a STORE in flight to finish;
 - **engine**: the busy time of its engine, from the engines' own cycle formulas:
   LOAD ``W + L + 1`` and STORE ``W + 3`` (``W`` = bus words moved, hw/dma.py); MATMUL
   ``hw.matmul.matmul_cycles``; REQUANT ``hw.requant.requant_cycles``; SOFTMAX
   ``hw.softmax.softmax_cycles``; LAYERNORM ``hw.layernorm.layernorm_cycles``; GELU
-  ``hw.gelu.gelu_cycles``; ADD ``hw.residual.add_cycles``.
+  ``hw.gelu.gelu_cycles``; ADD ``hw.residual.add_cycles``. A LOAD shares the external port with
+  the fetches, which go first: every fetch read issued while the LOAD still has reads to issue
+  delays it by one cycle.
 
 The control and DMA terms were fitted to the Verilator model of the core (``run_image`` with
-memory latency 1, 3 and 5 on ``tiny``); tests/sw/test_perf.py holds compile_linear programs to
-the RTL's CYCLES exactly and standalone vector-op programs (sw/compile_ops.py) within 0.1 %. The memory is assumed to accept a command every cycle
-(no back-pressure) with a fixed read latency.
+memory latency 1, 3 and 5 on ``tiny``); tests/sw/test_perf.py holds compile_linear programs and the
+whole tiny-digits model to the RTL's CYCLES exactly and standalone vector-op programs
+(sw/compile_ops.py) within 0.1 %. The memory is assumed to accept a command every cycle (no
+back-pressure) with a fixed read latency.
 
 Per layer (:attr:`Program.layers`): cycles, array MACs (``rows * cfg.rows * cfg.cols`` per MATMUL,
 padding included), utilization (MACs over ``cycles * cfg.macs``) and the bound: the class of
 work that takes the most cycles, ``compute`` (MATMUL, REQUANT), ``memory`` (LOAD, STORE),
-``nonlinear`` (SOFTMAX, LAYERNORM, GELU, ADD) or ``control`` (fetch, check, dispatch).
+``nonlinear`` (SOFTMAX, LAYERNORM, GELU, ADD) or ``control`` (fetch, check, dispatch). A layer's
+cycles are the timeline's advance over its instructions: each instruction's own control cycles,
+plus the cycles the controller waited for it to finish (before fetching or dispatching a later
+instruction), in its class.
 """
 
 from __future__ import annotations
@@ -40,7 +49,8 @@ from vitaccel.hw.softmax import softmax_cycles
 from vitaccel.isa import INSTR_BITS, LAYOUT_OF, LocalMemory, Opcode
 from vitaccel.sw.program import Program
 
-__all__ = ["InstructionCost", "LayerPerf", "PerfReport", "instruction_cost", "estimate", "BOUNDS"]
+__all__ = ["InstructionCost", "InstructionTime", "LayerPerf", "PerfReport", "instruction_cost", "estimate",
+           "BOUNDS"]
 
 BOUNDS = ("compute", "memory", "nonlinear", "control")
 
@@ -53,13 +63,25 @@ _OPCODES = {op.value: op for op in Opcode}
 _FIELDS = {op: tuple((name, f.offset, (1 << f.width) - 1) for name, f in layout.as_shape()
                      if name not in ("opcode", "reserved"))
            for op, layout in LAYOUT_OF.items()}
-#: Cycles from the end of the check to the fetch of the next instruction, besides the engine's busy time.
-DISPATCH = 2
+#: Cycles from the end of the check to the fetch of the next instruction when nothing holds up the dispatch.
+DISPATCH = 1
+
+
+def _decode(word: int) -> tuple[Opcode, dict]:
+    op = _OPCODES.get(word & 0xFF)
+    if op is None:
+        raise ValueError(f"illegal opcode {word & 0xFF} in instruction word {word:#x}")
+    return op, {name: (word >> offset) & mask for name, offset, mask in _FIELDS[op]}
+
+
+def _no_op(op: Opcode, f: dict) -> bool:
+    return op is not Opcode.END and (f["rows"] == 0 or (op in _VECTOR and f["length"] == 0))
 
 
 @dataclass(frozen=True)
 class InstructionCost:
-    """The cycles of one instruction: ``control`` (fetch, check, dispatch) plus ``engine`` (busy)."""
+    """The cycles of one instruction on its own: ``control`` (fetch, check, dispatch) and ``engine``
+    (its engine's busy time; a LOAD's without fetches competing for the port)."""
     opcode: Opcode
     control: int
     engine: int
@@ -74,15 +96,12 @@ def instruction_cost(cfg: AccelConfig, word: int, *, mem_latency: int = 1) -> In
     """The cost of the instruction ``word`` on ``cfg`` with an external memory of read latency
     ``mem_latency`` cycles (the module docstring gives the formulas). Raises ValueError for an
     illegal opcode (a program that stops with an error has no meaningful cycle count)."""
-    op = _OPCODES.get(word & 0xFF)
-    if op is None:
-        raise ValueError(f"illegal opcode {word & 0xFF} in instruction word {word:#x}")
-    f = {name: (word >> offset) & mask for name, offset, mask in _FIELDS[op]}
+    op, f = _decode(word)
     fetch = INSTR_BITS // cfg.bus_bits + mem_latency + 1
     if op is Opcode.END:
-        return InstructionCost(op, fetch, 0, 0)
-    if f["rows"] == 0 or (op in _VECTOR and f["length"] == 0):
         return InstructionCost(op, fetch + 1, 0, 0)
+    if _no_op(op, f):
+        return InstructionCost(op, fetch, 0, 0)
     control = fetch + DISPATCH
     if op in _VECTOR:
         # The controller's range check walks the tiles of a row, one per cycle (VECTOR_CHECK).
@@ -100,6 +119,128 @@ def instruction_cost(cfg: AccelConfig, word: int, *, mem_latency: int = 1) -> In
     else:
         engine = _VECTOR[op](cfg, f["rows"], f["length"])
     return InstructionCost(op, control, engine, macs)
+
+
+@dataclass(frozen=True)
+class InstructionTime:
+    """One instruction's share of a program's cycles: its own ``control`` cycles (fetch, check,
+    dispatch; END: also done) and the cycles the controller ``waited`` for it to finish before it
+    could fetch or dispatch a later instruction (or raise done). ``macs`` are its array MACs."""
+    opcode: Opcode
+    control: int
+    waited: int
+    macs: int
+
+    @property
+    def cycles(self) -> int:
+        return self.control + self.waited
+
+
+_ENGINE = {Opcode.LOAD: "dma", Opcode.STORE: "dma", Opcode.MATMUL: "matmul", Opcode.REQUANT: "requant",
+           Opcode.SOFTMAX: "softmax", Opcode.LAYERNORM: "layernorm", Opcode.GELU: "gelu", Opcode.ADD: "add"}
+
+
+class _Timeline:
+    """The controller's and the engines' cycles as hw/controller.py schedules them (module docstring).
+
+    Cycle 1 is the first fetch cycle. ``end[engine]`` is the last busy cycle of the engine's latest
+    instruction, ``latest[engine]`` that instruction's opcode and fields. A LOAD's end depends on the
+    fetch reads issued while it runs, so it is settled only when something waits for it.
+    """
+
+    def __init__(self, cfg: AccelConfig, mem_latency: int):
+        self.cfg, self.latency = cfg, mem_latency
+        self.end = dict.fromkeys(_ENGINE.values(), 0)
+        self.latest = {}            # engine -> (index, opcode, fields) of its latest instruction
+        self.load = None            # (first cycle its reads may issue, words) of an unsettled LOAD
+        self.fetch_reads = []       # (first, last) cycles of fetch reads since that LOAD's dispatch
+
+    def engine_end(self, engine: str) -> int:
+        if engine == "dma" and self.load is not None:
+            cycle, words = self.load
+            for first, last in self.fetch_reads:
+                if last < cycle:
+                    continue
+                if first - cycle >= words:
+                    break
+                words -= max(0, first - cycle)
+                cycle = max(cycle, last + 1)
+            self.end["dma"] = cycle + words - 1 + self.latency + 1
+            self.load = None
+        return self.end[engine]
+
+    def fetch(self, f: int, reads: int) -> int:
+        """The first cycle of the reads of a fetch whose state is entered in cycle ``f``."""
+        first = f
+        if self.latest.get("dma", (0, None))[1] is Opcode.STORE:
+            first = max(f, self.engine_end("dma") + 1)
+        if self.load is not None:
+            self.fetch_reads.append((first, first + reads - 1))
+        return first
+
+    def blockers(self, op: Opcode, f: dict) -> list[str]:
+        """The engines whose latest instruction must finish before ``op`` is offered."""
+        if op is Opcode.MATMUL:
+            a, b = (f["a_addr"], f["a_addr"] + f["rows"]), (f["b_addr"], f["b_addr"] + self.cfg.rows)
+            _, latest, g = self.latest.get("dma", (0, None, None))
+            independent = (latest is Opcode.LOAD and g["mem"] == LocalMemory.SPAD.value
+                           and not any(_meet(r, _written(g)) for r in (a, b)))
+            return [e for e in self.end if e != "dma" or not independent]
+        if op is Opcode.LOAD and f["mem"] == LocalMemory.SPAD.value:
+            _, _, g = self.latest.get("matmul", (0, None, None))
+            independent = g is None or not any(
+                _meet(_written(f), r) for r in ((g["a_addr"], g["a_addr"] + g["rows"]),
+                                                (g["b_addr"], g["b_addr"] + self.cfg.rows)))
+            return [e for e in self.end if e != "matmul" or not independent]
+        return list(self.end)
+
+    def dispatch(self, index: int, op: Opcode, f: dict, d: int, engine_cycles: int) -> None:
+        engine = _ENGINE[op]
+        self.latest[engine] = (index, op, f)
+        if op is Opcode.LOAD:
+            self.load, self.fetch_reads = (d + 1, engine_cycles - self.latency - 1), []
+        else:
+            self.end[engine] = d + engine_cycles
+
+
+def _written(f: dict) -> tuple[int, int]:
+    return f["local_addr"], f["local_addr"] + f["rows"]
+
+
+def _meet(x: tuple[int, int], y: tuple[int, int]) -> bool:
+    return x[0] < y[1] and y[0] < x[1]
+
+
+def _timeline(cfg: AccelConfig, words: list[int], mem_latency: int) -> list[InstructionTime]:
+    reads = INSTR_BITS // cfg.bus_bits
+    timeline = _Timeline(cfg, mem_latency)
+    control, waited, macs, ops = [], [], [], []
+    f = 1
+    for index, word in enumerate(words):
+        op, fields = _decode(word)
+        cost = instruction_cost(cfg, word, mem_latency=mem_latency)
+        ops.append(op)
+        control.append(cost.control)
+        waited.append(0)
+        macs.append(cost.macs)
+        first = timeline.fetch(f, reads)
+        if first > f:
+            waited[timeline.latest["dma"][0]] += first - f
+        ready = first + cost.control - 1     # the dispatch (END: done) cycle if nothing is waited for
+        if _no_op(op, fields):
+            f = ready + 1
+            continue
+        d = ready
+        for engine in (timeline.blockers(op, fields) if op is not Opcode.END else list(timeline.end)):
+            free = timeline.engine_end(engine) + 1
+            if free > d:
+                waited[timeline.latest[engine][0]] += free - d
+                d = free
+        if op is Opcode.END:
+            break
+        timeline.dispatch(index, op, fields, d, cost.engine)
+        f = d + 1
+    return [InstructionTime(*row) for row in zip(ops, control, waited, macs)]
 
 
 @dataclass(frozen=True)
@@ -131,7 +272,7 @@ class LayerPerf:
 
 @dataclass(frozen=True)
 class PerfReport:
-    """:func:`estimate`'s result: per-instruction cycles and per-layer totals."""
+    """:func:`estimate`'s result: per-instruction cycles (:class:`InstructionTime`) and per-layer totals."""
     config: AccelConfig
     mem_latency: int
     instructions: list
@@ -184,10 +325,11 @@ class PerfReport:
 
 
 def estimate(program: Program, *, mem_latency: int = 1) -> PerfReport:
-    """Cycles of every instruction of ``program`` and of every layer of :attr:`Program.layers`
-    (instructions outside every layer form a layer named ``(unnamed)``)."""
+    """The timeline of ``program`` (module docstring): every instruction's share of the cycles and
+    every layer of :attr:`Program.layers` (instructions outside every layer form a layer named
+    ``(unnamed)``). Instructions after the first END are never fetched and not reported."""
     cfg = program.config
-    costs = [instruction_cost(cfg, w, mem_latency=mem_latency) for w in program.instructions]
+    costs = _timeline(cfg, list(program.instructions), mem_latency)
     spans, previous = [], 0
     for start, stop, name in program.layers:
         if start > previous:
@@ -202,7 +344,7 @@ def estimate(program: Program, *, mem_latency: int = 1) -> PerfReport:
         by_opcode: dict[str, int] = {}
         for cost in costs[start:stop]:
             by_class["control"] += cost.control
-            by_class[_CLASS[cost.opcode]] += cost.engine
+            by_class[_CLASS[cost.opcode]] += cost.waited
             by_opcode[cost.opcode.name] = by_opcode.get(cost.opcode.name, 0) + 1
         layers.append(LayerPerf(name, start, stop, sum(by_class.values()),
                                 sum(c.macs for c in costs[start:stop]), cfg.macs, by_class, by_opcode))

@@ -1,4 +1,5 @@
-"""Controller: fetch under random latency, in-order dispatch, every check and ErrorCode, the CSRs."""
+"""Controller: fetch under random latency, in-order dispatch, the LOAD/MATMUL scoreboard (overlap,
+read-after-write, write-after-read), every check and ErrorCode, the CSRs."""
 
 import random
 
@@ -19,27 +20,34 @@ PROG = 0x40
 class EngineModel:
     """A stand-in engine: takes commands after a random delay, then stays busy for a while."""
 
-    def __init__(self, which, cmd, busy, owner, log, seed):
-        self.which, self.cmd, self.busy, self.owner, self.log = which, cmd, busy, owner, log
+    def __init__(self, which, cmd, busy, log, seed, busy_cycles=(1, 6)):
+        self.which, self.cmd, self.busy, self.log = which, cmd, busy, log
+        self.busy_cycles = busy_cycles
+        self.spans = []     # (engine, word, accepting cycle, last busy cycle)
         self.rng = random.Random(seed)
 
     async def testbench(self, ctx):
+        cycle = 0
         while True:
             ctx.set(self.cmd.ready, 0)
             for _ in range(self.rng.randint(0, 3)):
                 await ctx.tick()
+                cycle += 1
             ctx.set(self.cmd.ready, 1)
             # (Not `until`: a background testbench must not be left inside an async generator.)
             valid = False
             while not valid:
-                _, _, valid, word, owner = await ctx.tick().sample(self.cmd.valid, self.cmd.payload.as_value(),
-                                                                   self.owner)
-            self.log.append((self.which, word, owner))
+                _, _, valid, word = await ctx.tick().sample(self.cmd.valid, self.cmd.payload.as_value())
+                cycle += 1
+            self.log.append((self.which, word))
+            accepted = cycle - 1
             ctx.set(self.cmd.ready, 0)
             ctx.set(self.busy, 1)
-            for _ in range(self.rng.randint(1, 6)):
+            for _ in range(self.rng.randint(*self.busy_cycles)):
                 await ctx.tick()
+                cycle += 1
             ctx.set(self.busy, 0)
+            self.spans.append((self.which, word, accepted, cycle - 1))
 
 
 async def csr_write(ctx, ctrl, addr, value):
@@ -55,15 +63,18 @@ def csr_read(ctx, ctrl, addr):
     return ctx.get(ctrl.csr.r_data)
 
 
-def run_program(words, *, cfg=CFG, latency=(1, 4), cmd_stall=0.3, seed=0, max_cycles=3000, body=None):
-    """Run ``words`` at PROG; returns (state dict of CSRs, engine log, memory model)."""
+def run_program(words, *, cfg=CFG, latency=(1, 4), cmd_stall=0.3, seed=0, max_cycles=3000, body=None,
+                busy_cycles=(1, 6)):
+    """Run ``words`` at PROG; returns (state dict of CSRs and ``spans``, engine log, memory model).
+
+    ``state["spans"]`` lists every command as (engine, word, accepting cycle, last busy cycle)."""
     ctrl = Controller(cfg)
     image = bytes(PROG) + encode_program(words) + bytes(64)
     mem = ExternalMemory(ctrl.mem, image, bus_bytes=cfg.bus_bytes, latency=latency, cmd_stall=cmd_stall, seed=seed)
     log = []
     models = [EngineModel(which, getattr(ctrl, f"{which.name.lower()}_cmd"),
-                          getattr(ctrl, f"{which.name.lower()}_busy"), ctrl.engine, log, seed * 10 + i)
-              for i, which in enumerate(e for e in Engine if e is not Engine.NONE)]
+                          getattr(ctrl, f"{which.name.lower()}_busy"), log, seed * 10 + i, busy_cycles)
+              for i, which in enumerate(Engine)]
     state = {}
 
     async def host(ctx):
@@ -94,6 +105,7 @@ def run_program(words, *, cfg=CFG, latency=(1, 4), cmd_stall=0.3, seed=0, max_cy
         sim.add_testbench(model.testbench, background=True)
     sim.add_testbench(host)
     sim.run()
+    state["spans"] = sorted((span for model in models for span in model.spans), key=lambda span: span[2])
     return state, log, mem
 
 
@@ -127,8 +139,8 @@ def test_dispatches_in_order(latency, stall, seed, cfg):
     assert state["status"] & 3 == 2, "done, not busy"
     assert state["instret"] == 6
     assert state["pc"] == PROG + 5 * INSTR_BYTES
-    assert log == [(Engine.DMA, program[0], Engine.DMA), (Engine.MATMUL, program[1], Engine.MATMUL),
-                   (Engine.REQUANT, program[2], Engine.REQUANT), (Engine.DMA, program[4], Engine.DMA)]
+    assert log == [(Engine.DMA, program[0]), (Engine.MATMUL, program[1]), (Engine.REQUANT, program[2]),
+                   (Engine.DMA, program[4])]
     assert mem.writes == []
     assert mem.reads == [PROG + i * cfg.bus_bytes for i in range(6 * INSTR_BYTES // cfg.bus_bytes)]
     assert 0 < state["cycles"] <= state["host_cycles"]
@@ -183,7 +195,7 @@ def test_failing_check_stops_with_its_error(word, error):
     assert state["status"] == 2 | error.value << 8
     assert state["pc"] == PROG + INSTR_BYTES
     assert state["instret"] == 1
-    assert log == [(Engine.DMA, first, Engine.DMA)]
+    assert log == [(Engine.DMA, first)]
     assert mem.reads[-1] == PROG + 2 * INSTR_BYTES - CFG.bus_bytes, "nothing fetched after the bad one"
     image = bytes(PROG) + encode_program([first, word, END]) + bytes(1024)
     assert isasim.run(image, config=CFG, prog_addr=PROG).error == error, "the ISA simulator disagrees"
@@ -213,7 +225,7 @@ def test_exact_fits_are_legal():
     assert state["error"] == ErrorCode.NONE
     assert state["instret"] == len(EDGES) + 1
     empty = {EDGES[3], EDGES[-2], EDGES[-1]}    # no rows or no elements: never dispatched
-    assert [word for _, word, _ in log] == [w for w in EDGES if w not in empty]
+    assert [word for _, word in log] == [w for w in EDGES if w not in empty]
 
 
 def test_illegal_first_instruction_never_hangs():
@@ -238,3 +250,83 @@ def test_restart_clears_and_start_is_ignored_while_busy():
     state, log, _ = run_program([load(), load(), END], body=again)
     assert state["instret"] == 3
     assert len(log) == 4
+
+
+def mm(**fields):
+    return encode(Opcode.MATMUL, **{"a_addr": 100, "b_addr": 200, "c_addr": 0, "rows": 8, **fields})
+
+
+def in_flight_together(spans, first, second):
+    """Whether the commands ``first`` and ``second`` (words) were ever in flight in the same cycle."""
+    (_, _, a0, a1), = [s for s in spans if s[1] == first]
+    (_, _, b0, b1), = [s for s in spans if s[1] == second]
+    return a0 <= b1 and b0 <= a1
+
+
+SLOW = (30, 40)     # engines busy long enough for the next instruction to be fetched meanwhile
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spad_load_and_matmul_overlap_both_ways(seed):
+    """A SPAD LOAD and an independent MATMUL run together in either order; the next MATMUL waits only
+    for the matmul engine, and the next DMA instruction only for the DMA."""
+    program = [load(local_addr=0, rows=8), mm(), mm(c_addr=8), load(local_addr=8, rows=8), END]
+    state, log, _ = run_program(program, seed=seed, busy_cycles=SLOW)
+    assert state["error"] == ErrorCode.NONE and state["instret"] == 5
+    assert [word for _, word in log] == program[:4], "dispatched in program order"
+    spans = state["spans"]
+    assert in_flight_together(spans, program[0], program[1])
+    assert in_flight_together(spans, program[2], program[3])
+    assert not in_flight_together(spans, program[1], program[2]), "one MATMUL at a time"
+    assert not in_flight_together(spans, program[0], program[3]), "one DMA instruction at a time"
+
+
+@pytest.mark.parametrize("name,first,second", [
+    ("raw-a", load(local_addr=107, rows=1), mm()),              # MATMUL reads the input row being loaded
+    ("raw-b", load(local_addr=195, rows=6), mm()),              # ... or a weight row (b_addr .. b_addr + rows)
+    ("war-a", mm(), load(local_addr=90, rows=11)),              # LOAD over rows the MATMUL streams
+    ("war-b", mm(), load(local_addr=200 + CFG.rows - 1, rows=1)),
+])
+def test_dependent_load_and_matmul_do_not_overlap(name, first, second):
+    state, log, _ = run_program([first, second, END], busy_cycles=SLOW)
+    assert state["error"] == ErrorCode.NONE and [word for _, word in log] == [first, second]
+    assert not in_flight_together(state["spans"], first, second), name
+
+
+@pytest.mark.parametrize("name,first,second", [
+    ("adjacent", load(local_addr=92, rows=8), mm()),            # [92, 100) ends where a_addr starts
+    ("weights-after", mm(), load(local_addr=200 + CFG.rows, rows=4)),
+])
+def test_adjacent_ranges_are_independent(name, first, second):
+    state, _, _ = run_program([first, second, END], busy_cycles=SLOW)
+    assert in_flight_together(state["spans"], first, second), name
+
+
+@pytest.mark.parametrize("second", [
+    encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=1),            # only SPAD LOADs overlap
+    encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=500, rows=1),
+    encode(Opcode.REQUANT, acc_addr=100, spad_addr=500, rows=1),
+    vec(Opcode.GELU, src=500, dst=500, rows=1, length=4),
+], ids=["load-acc", "store", "requant", "gelu"])
+def test_other_instructions_wait_for_all_engines(second):
+    state, _, _ = run_program([mm(), second, END], busy_cycles=SLOW)
+    assert not in_flight_together(state["spans"], mm(), second)
+
+
+def test_no_fetch_while_a_store_is_in_flight():
+    """A STORE may write the program: the next instruction is read only after it has finished, while
+    it is read during a LOAD (END then only waits for the LOAD)."""
+    store = encode(Opcode.STORE, mem=LocalMemory.SPAD, rows=1, dram_addr=0x100)
+    runs = [run_program([word, END], latency=(1, 1), cmd_stall=0.0, busy_cycles=(35, 35))[0] for word in (store, load())]
+    fetch = INSTR_BYTES // CFG.bus_bytes + 1
+    assert runs[0]["cycles"] - runs[1]["cycles"] >= fetch
+
+
+def test_error_stops_after_the_instructions_in_flight():
+    """The failing check is found while the LOAD runs; done rises only after it has finished."""
+    first = load(rows=2)
+    state, log, _ = run_program([first, 0x77, END], latency=(1, 1), cmd_stall=0.0, busy_cycles=SLOW)
+    assert state["error"] == ErrorCode.ILLEGAL_OPCODE
+    assert (state["instret"], state["pc"]) == (1, PROG + INSTR_BYTES)
+    (_, _, accepted, last_busy), = state["spans"]
+    assert state["host_cycles"] > last_busy - accepted

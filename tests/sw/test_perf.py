@@ -75,15 +75,15 @@ def test_instruction_formulas():
         return instruction_cost(cfg, encode(op, **fields), mem_latency=2)
 
     load = cost(Opcode.LOAD, mem=LocalMemory.SPAD, rows=10, dram_stride=12)
-    assert (load.control, load.engine) == (fetch + 2, 30 + 2 + 1)
+    assert (load.control, load.engine) == (fetch + 1, 30 + 2 + 1)
     assert cost(Opcode.STORE, mem=LocalMemory.ACC, rows=2).engine == 24 + 3
     mm = cost(Opcode.MATMUL, rows=197, transpose_b=1)
     assert (mm.engine, mm.macs) == (matmul_cycles(cfg, 197), 197 * 144)
     assert cost(Opcode.REQUANT, rows=5, row_shift=1).engine == requant_cycles(cfg, 5, True)
     ln = cost(Opcode.LAYERNORM, rows=3, length=192, tile_stride=3)
-    assert (ln.control, ln.engine) == (fetch + 2 + 16, layernorm_cycles(cfg, 3, 192))
-    assert cost(Opcode.MATMUL, rows=0).cycles == fetch + 1
-    assert cost(Opcode.END).cycles == fetch
+    assert (ln.control, ln.engine) == (fetch + 1 + 16, layernorm_cycles(cfg, 3, 192))
+    assert cost(Opcode.MATMUL, rows=0).cycles == fetch
+    assert cost(Opcode.END).cycles == fetch + 1
     with pytest.raises(ValueError, match="illegal opcode 99"):
         instruction_cost(cfg, 99)
 
@@ -95,13 +95,14 @@ def test_report(digits):
         c.cycles for c in report.instructions)
     assert [layer.name for layer in report.layers] == [name for _, _, name in program.layers]
     qkv = next(layer for layer in report.layers if layer.name == "blocks.0.qkv")
-    assert qkv.bound == "compute" and qkv.macs > 0 and 0 < qkv.utilization < 1
+    # With 17 tokens a weight column's LOAD outlasts the MATMULs it overlaps: the DMA's wait dominates.
+    assert qkv.bound == "memory" and qkv.by_class["compute"] > 0 and qkv.macs > 0 and 0 < qkv.utilization < 1
     assert next(layer for layer in report.layers if layer.name == "blocks.0.norm1").bound == "nonlinear"
     assert all(layer.bound in BOUNDS for layer in report.layers)
     attn = next(layer for layer in report.grouped() if layer.name == "blocks.0.attn")
     assert attn.cycles == sum(layer.cycles for layer in report.layers if layer.name.startswith("blocks.0.attn."))
     kinds = {layer.name: layer for layer in report.grouped(per_block=False)}
-    assert kinds["fc1"].cycles == sum(layer.cycles for layer in report.layers if layer.name.endswith(".fc1"))
+    assert kinds["qkv"].cycles == sum(layer.cycles for layer in report.layers if layer.name.endswith(".qkv"))
     table = report.table().splitlines()
     assert table[0].split()[:3] == ["layer", "instrs", "cycles"] and table[-1].startswith("total")
     assert report.seconds(100e6) == report.cycles / 100e6
