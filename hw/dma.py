@@ -29,9 +29,10 @@ class DMA(wiring.Component):
     which its last local write is performed (LOAD) or the cycle after its last external write
     command is accepted (STORE), and for at least one cycle (also for ``rows == 0``).
 
-    LOAD issues the read commands of all words of all rows back to back, without limiting the reads
-    in flight: responses are accepted whenever they come (``rsp_ready`` is high throughout a LOAD), so
-    the engine sustains one word per cycle when the memory does. A row is written to local memory in
+    LOAD issues the read commands of all words of all rows back to back; the engine itself does not
+    limit the reads in flight (in the core, ``hw/arbiter.py`` allows 16) and accepts responses
+    whenever they come (``rsp_ready`` is high throughout a LOAD), so it sustains one word per cycle
+    when the memory does. A row is written to local memory in
     the cycle after its last word arrives.
 
     STORE reads local rows ahead into a two-row buffer and issues one write command per word; it
