@@ -283,15 +283,40 @@ def _linear_constants(b: _Builder, name: str, w: np.ndarray, bias, mult, shift) 
             b.constant(f"{name}.params", pack_linear_params(b.cfg, bias, mult, shift), "int32", "param"))
 
 
+def _weight_stream(b: _Builder, region: int, steps: list) -> None:
+    """Weight tiles through two SPAD regions, from row ``region`` (``rows`` of the largest step
+    apart), the next step's LOAD issued before this step's MATMULs.
+
+    ``steps`` holds ``(rows, dram_addr, dram_stride, body)``: LOAD ``rows`` SPAD rows, then
+    ``body(addr)`` emits what uses them at ``addr``. In order the cost is that of loading right
+    before use; a controller that runs a SPAD LOAD beside a MATMUL reading other rows (the double-
+    buffered weight regions of sw/compiler.py's schedule) overlaps each LOAD with the step before.
+    """
+    size = max(rows for rows, _, _, _ in steps)
+
+    def load(i):
+        rows, addr, stride, _ = steps[i]
+        b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=region + i % 2 * size, rows=rows, dram_addr=addr,
+               dram_stride=stride)
+
+    load(0)
+    for i, (_, _, _, body) in enumerate(steps):
+        if i + 1 < len(steps):
+            load(i + 1)
+        body(region + i % 2 * size)
+
+
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
-                  out: int | None = None, y: _Tensor | None = None) -> _Local | None:
+                  out: int | None = None, y: _Tensor | None = None, short: tuple = (0, 0)) -> _Local | None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
-    LOAD PARAM all 3 rows per output tile; per output tile: LOAD SPAD its weight column at row
-    ``free`` (one strided LOAD), one MATMUL per K tile into ACC 0 (accumulating from the second),
-    REQUANT. With ``out`` the result stays on chip, tile-major from SPAD row ``out`` (returned);
-    otherwise each tile is REQUANTized after the weights and STOREd to ``y``. The caller checks
-    that the regions and parameters fit (:func:`_fused_fits`).
+    LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
+    :func:`_weight_stream` from SPAD row ``free``), one MATMUL per K tile into ACC 0 (accumulating
+    from the second), REQUANT. With ``out`` the result stays on chip, tile-major from SPAD row
+    ``out`` (returned); otherwise each tile is REQUANTized after the weights and STOREd to ``y``.
+    ``short = (tiles, rows)``: the first ``tiles`` output tiles only for the first ``rows`` rows
+    (the last block's queries). The caller checks that the regions and parameters fit
+    (:func:`_fused_fits`).
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
@@ -299,17 +324,22 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     w_sym, p_sym = _linear_constants(b, name, w, bias, mult, shift)
     b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3 * nt, dram_addr=p_sym.addr,
            dram_stride=cfg.acc_row_bytes)
-    stage = free + kt * c
-    for j in range(nt):
-        b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=free, rows=kt * c,
-               dram_addr=w_sym.addr + j * cfg.spad_row_bytes, dram_stride=w_sym.row_stride)
-        for kk in range(kt):
-            b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=free + kk * c, c_addr=0, rows=m,
-                   accumulate=int(kk > 0))
-        b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=stage if out is None else out + j * m, rows=m,
-               param_addr=3 * j)
-        if out is None:
-            _load_tiles(b, stage, y, 0, m, j, 1, m, Opcode.STORE)
+    stage = free + 2 * kt * c
+
+    def tile(j):
+        rows = short[1] if j < short[0] else m
+
+        def body(addr):
+            for kk in range(kt):
+                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=0, rows=rows,
+                       accumulate=int(kk > 0))
+            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=stage if out is None else out + j * m, rows=rows,
+                   param_addr=3 * j)
+            if out is None:
+                _load_tiles(b, stage, y, 0, rows, j, 1, m, Opcode.STORE)
+        return kt * c, w_sym.addr + j * cfg.spad_row_bytes, w_sym.row_stride, body
+
+    _weight_stream(b, free, [tile(j) for j in range(nt)])
     return None if out is None else _Local(out, m, n, nt)
 
 
@@ -318,14 +348,15 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     ``p + "mlp"`` and ``p + "fc2"`` (module docstring).
 
     ACC holds one fc1 output tile (rows 0 ..) and the first ``nA`` fc2 output tiles after it. Pass
-    A, per group of hidden tiles that fits SPAD after ``x`` and an fc1 weight column: per hidden
-    tile LOAD its fc1 weight column, MATMUL over ``x``'s tiles, REQUANT into the group; GELU over
-    the group in place; STORE it to ``g`` (when pass B needs it, or ``keep_intermediates``; ``pre``
-    receives the tiles before the GELU); per fc2 output tile ``< nA`` LOAD its weights for the
-    group's hidden rows and MATMUL-accumulate the group into its ACC tile. Then REQUANT those into
-    ``x``'s rows (dead by then). Pass B (the layer ``fc2``): the other fc2 output tiles as
+    A, per group of hidden tiles that fits SPAD after ``x`` and two fc1 weight columns: per hidden
+    tile its fc1 weight column, MATMUL over ``x``'s tiles, REQUANT into the group; GELU over the
+    group in place; STORE it to ``g`` (when pass B needs it, or ``keep_intermediates``; ``pre``
+    receives the tiles before the GELU); per fc2 output tile ``< nA`` its weights for the group's
+    hidden rows, MATMUL-accumulating the group into its ACC tile. Then REQUANT those into ``x``'s
+    rows (dead by then). Pass B (the layer ``fc2``): the other fc2 output tiles as
     :func:`schedule_linear` with K chunks, ``g`` loaded per chunk after ``x``, REQUANT into ``x``'s
-    rows. The caller checks that everything fits (:func:`_fused_fits`).
+    rows. Weights go through :func:`_weight_stream`. The caller checks that everything fits
+    (:func:`_fused_fits`).
     """
     cfg, c = b.cfg, b.cfg.cols
     m, dt = x.rows, x.tiles
@@ -337,64 +368,69 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     g_rows = vector_param_rows(cfg, Opcode.GELU, hidden, gelu)
     g_sym = b.constant(p + "gelu.params", g_rows, "int32", "param")
 
-    def load(mem, local, rows, addr, stride):
-        b.emit(Opcode.LOAD, mem=mem, local_addr=local, rows=rows, dram_addr=addr, dram_stride=stride)
+    def load_param(local, rows, addr):
+        b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=local, rows=rows, dram_addr=addr,
+               dram_stride=cfg.acc_row_bytes)
+
+    def fc2_step(k0, ks, n, a_base, acc0):
+        """fc2's weights of hidden tiles ``ks`` for output tile ``n``; MATMUL the tiles at ``a_base``."""
+        def body(addr):
+            for kk in ks:
+                b.emit(Opcode.MATMUL, a_addr=a_base + (kk - k0) * m, b_addr=addr + (kk - k0) * c,
+                       c_addr=(acc0 + n) * m, rows=m, accumulate=int(kk > 0))
+        return (len(ks) * c, w2_sym.addr + k0 * c * w2_sym.row_stride + n * cfg.spad_row_bytes, w2_sym.row_stride,
+                body)
 
     def requant(tiles, acc0):
-        """LOAD PARAM fc2's rows (fc1's are dead); REQUANT its output ``tiles`` from ACC tile ``acc0`` on."""
-        load(LocalMemory.PARAM, 0, 3 * ot, p2_sym.addr, cfg.acc_row_bytes)
-        for i, n in enumerate(tiles):
-            b.emit(Opcode.REQUANT, acc_addr=(acc0 + i) * m, spad_addr=x.addr + n * m, rows=m, param_addr=3 * n)
+        """LOAD PARAM fc2's rows (fc1's are dead); REQUANT its output ``tiles`` from ACC tile ``acc0 + n``."""
+        load_param(0, 3 * ot, p2_sym.addr)
+        for n in tiles:
+            b.emit(Opcode.REQUANT, acc_addr=(acc0 + n) * m, spad_addr=x.addr + n * m, rows=m, param_addr=3 * n)
 
     with b.layer(p + "mlp"):
         gp = len(g_rows)
-        load(LocalMemory.PARAM, 0, gp, g_sym.addr, cfg.acc_row_bytes)
-        load(LocalMemory.PARAM, gp, 3 * ht, p1_sym.addr, cfg.acc_row_bytes)
-        w1 = x.end
-        stage = w1 + dt * c
-        group = min(ht, (cfg.spad_rows - stage) // (m + c))
+        load_param(0, gp, g_sym.addr)
+        load_param(gp, 3 * ht, p1_sym.addr)
+        stage = x.end + 2 * dt * c
+        group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
         w2 = stage + group * m
-        for h0 in range(0, ht, group):
+
+        def fc1_step(j):
+            h0 = j - j % group
             tiles = range(h0, min(h0 + group, ht))
-            for j in tiles:
-                load(LocalMemory.SPAD, w1, dt * c, w1_sym.addr + j * cfg.spad_row_bytes, w1_sym.row_stride)
+
+            def body(addr):
                 for kk in range(dt):
-                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w1 + kk * c, c_addr=0, rows=m,
+                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=0, rows=m,
                            accumulate=int(kk > 0))
                 b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=stage + (j - h0) * m, rows=m, param_addr=gp + 3 * j)
-            if pre is not None:
-                _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
-            b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m, length=min(hidden, tiles.stop * c) - h0 * c,
-                   tile_stride=m, param_addr=0)
-            if acc_a < ot or b.keep:
-                _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
-            for n in range(acc_a):
-                load(LocalMemory.SPAD, w2, len(tiles) * c, w2_sym.addr + h0 * c * w2_sym.row_stride + n * cfg.spad_row_bytes,
-                     w2_sym.row_stride)
-                for j in tiles:
-                    b.emit(Opcode.MATMUL, a_addr=stage + (j - h0) * m, b_addr=w2 + (j - h0) * c, c_addr=(1 + n) * m,
-                           rows=m, accumulate=int(j > 0))
-        requant(range(acc_a), 1)
+                if j + 1 < tiles.stop:
+                    return
+                if pre is not None:
+                    _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
+                b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m,
+                       length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
+                if acc_a < ot or b.keep:
+                    _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
+                if acc_a:
+                    _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, 1) for n in range(acc_a)])
+            return dt * c, w1_sym.addr + j * cfg.spad_row_bytes, w1_sym.row_stride, body
 
+        _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
+        requant(range(acc_a), 1)
     if acc_a == ot:
         return _Local(x.addr, m, d, ot)
     with b.layer(p + "fc2"):
         x_b = x.end
-        chunk = (cfg.spad_rows - x_b) // (m + c)
-        w_b = x_b + chunk * m
+        chunk = (cfg.spad_rows - x_b) // (m + 2 * c)
         per_group = cfg.acc_rows // m
         for n0 in range(acc_a, ot, per_group):
             outs = range(n0, min(n0 + per_group, ot))
             for k0 in range(0, ht, chunk):
                 ks = range(k0, min(k0 + chunk, ht))
                 _load_tiles(b, x_b, g, 0, m, k0, len(ks), m)
-                for n in outs:
-                    load(LocalMemory.SPAD, w_b, len(ks) * c, w2_sym.addr + k0 * c * w2_sym.row_stride
-                         + n * cfg.spad_row_bytes, w2_sym.row_stride)
-                    for kk in ks:
-                        b.emit(Opcode.MATMUL, a_addr=x_b + (kk - k0) * m, b_addr=w_b + (kk - k0) * c,
-                               c_addr=(n - n0) * m, rows=m, accumulate=int(kk > 0))
-            requant(outs, 0)
+                _weight_stream(b, x_b + len(ks) * m, [fc2_step(k0, ks, n, x_b, -n0) for n in outs])
+            requant(outs, -n0)
     return _Local(x.addr, m, d, ot)
 
 
@@ -517,9 +553,9 @@ def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, qkv_cols: int, attn_co
     dt, qt, at, ht = (_ceil(v, c) for v in (d, qkv_cols, attn_cols, hidden))
     return (t <= min(cfg.acc_rows // 2, MAX_ROWS)                # one fc1 and >= one fc2 output tile
             and max(3 * qt, 3 * at, 3 * dt, gelu_rows + 3 * ht) <= cfg.param_rows
-            and 2 * dt * t + dt * c + t <= s                       # x1 + norm1, qkv weights, one output tile
-            and at * m + at * c + dt * m <= s                      # proj: x, weights, output
-            and dt * m + dt * c + m + c <= s                       # mlp: x, fc1 weights, one tile, fc2 weights
+            and 2 * dt * t + 2 * dt * c + t <= s                   # x1 + norm1, qkv weights x2, one output tile
+            and at * m + 2 * at * c + dt * m <= s                  # proj: x, weights x2, output
+            and dt * m + 2 * dt * c + m + 2 * c <= s               # mlp: x, fc1 weights x2, a tile, fc2's x2
             and 2 * dt * m <= s)                                   # add2
 
 
@@ -647,7 +683,9 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 kept(p + "norm1", xl)
             with b.layer(p + "qkv"):
                 qkv = b.activation(p + "qkv", t, 3 * heads * dhp)
-                _linear_local(b, p + "qkv", xl, *qkv_args, free=xl.end, y=qkv)
+                # Only the attention's m query rows are needed (all of them for keep_intermediates).
+                _linear_local(b, p + "qkv", xl, *qkv_args, free=xl.end, y=qkv,
+                              short=(0, 0) if b.keep else (heads * dhp // c, m))
         else:
             with b.layer(p + "norm1"):
                 n1 = layernorm(p + "norm1", blk.norm1, x)
@@ -664,7 +702,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
             with b.layer(p + "proj"):
                 al = _spad_in(b, attn, 0)
                 b.release(attn)
-                pl = _linear_local(b, p + "proj", al, *proj_args, free=al.end, out=al.end + al.tiles * c)
+                pl = _linear_local(b, p + "proj", al, *proj_args, free=al.end, out=al.end + 2 * al.tiles * c)
                 kept(p + "proj", pl)
             with b.layer(p + "add1"):
                 # x over the dead attention output; the sum stays there for norm2.
