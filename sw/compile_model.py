@@ -15,11 +15,15 @@ where every op LOADs its operands from and STOREs its result to external memory:
 
     patch_embed      linear (sw/compiler.py schedule) input -> patch
     pos_embed        ADD patch + pos -> x0 rows 1..T-1 (x0 row 0 is cls_pos, written at compile time)
-  fused block:
-    blocks.i.norm1   LOAD x (unless the previous add2 left it in SPAD); LAYERNORM in place
+  fused block (weights stream through two SPAD regions: the LOAD of the next tile's weights comes
+  before this tile's MATMULs, see _weight_stream):
+    blocks.i.norm1   LOAD x to the top of SPAD (unless the previous add2 left it there); LAYERNORM
+                     in place
     blocks.i.qkv     LOAD PARAM; per output tile LOAD the weight column, MATMUL per input tile,
-                     REQUANT, STORE -> qkv, each head's q, k, v padded to dhp = ceil(dh / C) * C
-    blocks.i.attn.h  as unfused
+                     REQUANT, STORE -> qkv, each head's q, k, v padded to dhp = ceil(dh / C) * C;
+                     head 0's tiles instead stay where its attention reads them (if one query
+                     chunk and qkv's weights fit below x); queries for the M rows only
+    blocks.i.attn.h  as unfused; head 0 loads nothing but its PARAM rows when qkv left its tiles
     blocks.i.proj    LOAD attn; linear as qkv, the output tiles stay in SPAD
     blocks.i.add1    LOAD x over the dead attn tiles; ADD in place; STORE -> x1
     blocks.i.norm2   LAYERNORM in place
@@ -28,7 +32,7 @@ where every op LOADs its operands from and STOREs its result to external memory:
                      as ACC holds besides fc1's tile) MATMUL-accumulate the group; REQUANT them
     blocks.i.fc2     (only if ACC could not hold every output tile) the other output tiles, K
                      chunks of gelu LOADed, REQUANT
-    blocks.i.add2    LOAD x1 after fc2's output; ADD in place; STORE -> x2 (stays in SPAD)
+    blocks.i.add2    LOAD x1 to the top of SPAD; ADD fc2's output in place; STORE -> x2 (stays)
   unfused block:
     blocks.i.norm1   LAYERNORM per chunk: LOAD tiles, LAYERNORM in place, STORE tiles
     blocks.i.qkv     linear (sw/compiler.py schedule) -> qkv, per-head padded as above
@@ -307,14 +311,14 @@ def _weight_stream(b: _Builder, region: int, steps: list) -> None:
 
 
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
-                  out: int | None = None, y: _Tensor | None = None, short: tuple = (0, 0)) -> _Local | None:
+                  local: dict, y: _Tensor | None = None, short: tuple = (0, 0)) -> None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
     LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
     :func:`_weight_stream` from SPAD row ``free``), one MATMUL per K tile into ACC 0 (accumulating
-    from the second), REQUANT. With ``out`` the result stays on chip, tile-major from SPAD row
-    ``out`` (returned); otherwise each tile is REQUANTized after the weights and STOREd to ``y``.
-    ``short = (tiles, rows)``: the first ``tiles`` output tiles only for the first ``rows`` rows
+    from the second), REQUANT. Output tile ``j`` in ``local`` stays on chip from SPAD row
+    ``local[j]``; the others are REQUANTized after the weights and STOREd to ``y`` (with
+    ``keep_intermediates`` every tile is). ``short = (tiles, rows)``: the first ``tiles`` output tiles only for the first ``rows`` rows
     (the last block's queries). The caller checks that the regions and parameters fit
     (:func:`_fused_fits`).
     """
@@ -333,14 +337,13 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
             for kk in range(kt):
                 b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=0, rows=rows,
                        accumulate=int(kk > 0))
-            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=stage if out is None else out + j * m, rows=rows,
-                   param_addr=3 * j)
-            if out is None:
-                _load_tiles(b, stage, y, 0, rows, j, 1, m, Opcode.STORE)
+            dst = local.get(j, stage)
+            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=dst, rows=rows, param_addr=3 * j)
+            if y is not None and (j not in local or b.keep):
+                _load_tiles(b, dst, y, 0, rows, j, 1, m, Opcode.STORE)
         return kt * c, w_sym.addr + j * cfg.spad_row_bytes, w_sym.row_stride, body
 
     _weight_stream(b, free, [tile(j) for j in range(nt)])
-    return None if out is None else _Local(out, m, n, nt)
 
 
 def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tensor | None) -> _Local:
@@ -496,10 +499,23 @@ def _spad_out(b: _Builder, x: _Local, t: _Tensor) -> None:
     _load_tiles(b, x.addr, t, 0, x.rows, 0, x.tiles, x.rows, Opcode.STORE)
 
 
+def _attention_regions(cfg: AccelConfig, t: int, dhp: int) -> tuple:
+    """SPAD rows of one head's keys, values and query chunk, and the query chunk's rows (< 1: the
+    keys and values do not fit) for ``t`` tokens of ``dhp`` (padded) features."""
+    dt, tp = dhp // cfg.cols, _ceil(t, cfg.cols) * cfg.cols
+    q_base = 2 * dt * tp
+    # Keys and values stay resident; per query row: dt tiles of q (later of the output), tt of logits.
+    chunk = min(t, MAX_ROWS, cfg.acc_rows, (cfg.spad_rows - q_base) // (dt + tp // cfg.cols),
+                (cfg.param_rows - ATTENTION_PARAM_ROWS) * cfg.cols)
+    return 0, dt * tp, q_base, chunk
+
+
 def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
-                    p_sym: TensorSymbol) -> None:
+                    p_sym: TensorSymbol, on_chip: bool = False) -> None:
     """Head ``h``: ``attention_matmul(softmax(requantize(q_h @ k_h.T)), v_h)`` for the first
-    ``out.rows`` queries and all keys, into ``out``'s tiles of the head (module docstring)."""
+    ``out.rows`` queries and all keys, into ``out``'s tiles of the head (module docstring).
+    ``on_chip``: qkv left the head's keys, values and (one chunk of) queries in their regions
+    (:func:`_attention_regions`), so nothing is loaded."""
     cfg, c = b.cfg, b.cfg.cols
     a = block.attn
     t = qkv.rows
@@ -507,10 +523,7 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     dt, tt, tp = dhp // c, _ceil(t, c), _ceil(t, c) * c
     if t > cfg.max_row:
         b.fail(f"softmax rows of {t} tokens exceed max_row={cfg.max_row}, the row buffer of the softmax unit")
-    k_base, v_base, q_base = 0, dt * tp, 2 * dt * tp
-    # Keys and values stay resident; per query row: dt tiles of q (later of the output), tt of logits.
-    chunk = min(t, MAX_ROWS, cfg.acc_rows, (cfg.spad_rows - q_base) // (dt + tt),
-                (cfg.param_rows - ATTENTION_PARAM_ROWS) * c)
+    k_base, v_base, q_base, chunk = _attention_regions(cfg, t, dhp)
     if chunk < 1:
         b.fail(f"{t} keys and values of {dhp} features ({2 * dt * tp} rows) and one query row "
                f"({dt + tt} rows) exceed spad_rows={cfg.spad_rows} (or param_rows={cfg.param_rows})")
@@ -518,12 +531,14 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=ATTENTION_PARAM_ROWS,
            dram_addr=p_sym.addr + h * ATTENTION_PARAM_ROWS * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
     q_tile, k_tile, v_tile = (part * heads * dt + h * dt for part in range(3))
-    _load_tiles(b, k_base, qkv, 0, t, k_tile, dt, tp)
-    _load_tiles(b, v_base, qkv, 0, t, v_tile, dt, tp)
+    if not on_chip:
+        _load_tiles(b, k_base, qkv, 0, t, k_tile, dt, tp)
+        _load_tiles(b, v_base, qkv, 0, t, v_tile, dt, tp)
     exp_addr = ATTENTION_PARAM_ROWS
     for q0 in range(0, out.rows, chunk):
         n = min(chunk, out.rows - q0)
-        _load_tiles(b, q_base, qkv, q0, n, q_tile, dt, n)
+        if not on_chip:
+            _load_tiles(b, q_base, qkv, q0, n, q_tile, dt, n)
         for kt in range(tt):
             for i in range(dt):
                 # Logit columns past the T keys come from stale rows of the key region: SOFTMAX
@@ -630,6 +645,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     c = cfg.cols
     t, d, heads, dh = vit.num_tokens, vit.embed_dim, vit.num_heads, vit.head_dim
     dhp = _ceil(dh, c) * c
+    dt, hdt, tp = _ceil(d, c), dhp // c, _ceil(t, c) * c
     b = _Builder(cfg, keep_intermediates)
 
     def layernorm(lname, ln, x, rows=None):
@@ -678,14 +694,23 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         fc1_args = (blk.fc1.weight, blk.fc1.bias, blk.fc1.mult, blk.fc1.shift)
         if fused:
             with b.layer(p + "norm1"):
-                xl = resident or _spad_in(b, x, 0)
+                # At the top of SPAD, where the previous add2 left x, out of the attention's way.
+                xl = resident or _spad_in(b, x, cfg.spad_rows - dt * t)
                 _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl, (blk.norm1.alpha, blk.norm1.params))
                 kept(p + "norm1", xl)
             with b.layer(p + "qkv"):
                 qkv = b.activation(p + "qkv", t, 3 * heads * dhp)
+                # Head 0's keys, values and queries (one chunk of them) go straight to where its
+                # attention reads them, if the weights and an output tile fit between them and x
+                # (and, with keep_intermediates, the queries computed are the ones it reads).
+                k_base, v_base, q_base, chunk = _attention_regions(cfg, t, dhp)
+                free = q_base + hdt * m
+                on_chip = chunk >= m and free + 2 * dt * c + t <= xl.addr and (m == t or not b.keep)
+                local = {part * heads * hdt + i: base + i * stride for part, base, stride in
+                         ((0, q_base, m), (1, k_base, tp), (2, v_base, tp)) for i in range(hdt)} if on_chip else {}
                 # Only the attention's m query rows are needed (all of them for keep_intermediates).
-                _linear_local(b, p + "qkv", xl, *qkv_args, free=xl.end, y=qkv,
-                              short=(0, 0) if b.keep else (heads * dhp // c, m))
+                _linear_local(b, p + "qkv", xl, *qkv_args, free=free if on_chip else 0, local=local, y=qkv,
+                              short=(0, 0) if b.keep else (heads * hdt, m))
         else:
             with b.layer(p + "norm1"):
                 n1 = layernorm(p + "norm1", blk.norm1, x)
@@ -696,13 +721,14 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn), "int32", "param")
         for h in range(heads):
             with b.layer(f"{p}attn.{h}"):
-                _attention_head(b, blk, h, qkv, attn, dhp, a_sym)
+                _attention_head(b, blk, h, qkv, attn, dhp, a_sym, on_chip=fused and on_chip and h == 0)
         b.release(qkv)
         if fused:
             with b.layer(p + "proj"):
                 al = _spad_in(b, attn, 0)
                 b.release(attn)
-                pl = _linear_local(b, p + "proj", al, *proj_args, free=al.end, out=al.end + 2 * al.tiles * c)
+                pl = _Local(al.end + 2 * al.tiles * c, m, d, dt)
+                _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: pl.addr + j * m for j in range(dt)})
                 kept(p + "proj", pl)
             with b.layer(p + "add1"):
                 # x over the dead attention output; the sum stays there for norm2.
@@ -739,8 +765,9 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 b.release(g)
         with b.layer(p + "add2"):
             if fused:
-                # x1 after fc2's output; the sum stays there for the next norm1 (or the final norm).
-                resident = _spad_in(b, x, f2l.end)
+                # x1 at the top, apart from fc2's output; the sum stays there for the next norm1
+                # (or the final norm).
+                resident = _spad_in(b, x, cfg.spad_rows - dt * m)
                 y = b.reuse(x, p + "add2")
                 _vector_local(b, p + "add2", Opcode.ADD, [resident, f2l], resident, [int(v) for v in blk.add2])
                 _spad_out(b, resident, y)
