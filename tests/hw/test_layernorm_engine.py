@@ -6,21 +6,23 @@
 
 import dataclasses
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from vitaccel.config import preset
-from vitaccel.hw.interfaces import acc_row, spad_row
 from vitaccel.hw.layernorm import LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_row_cycles
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw import layernorm as ln
 from vitaccel.sw.residual import round_shift, saturate
+
+# The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
+# does not put on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_bench import EngineBench, run_commands  # noqa: E402
 
 SEED = int(os.environ.get("VITACCEL_SEED", "7"))
 
@@ -48,25 +50,6 @@ def isa_layernorm(cfg, spad, param, f):
     out = np.zeros((rows, tiles * cols), dtype=np.int8)
     out[:, :length] = y
     spad[tile_rows(f["dst"])] = out.reshape(rows, tiles, cols).transpose(1, 0, 2)
-
-
-class LayerNormBench(Elaboratable):
-    """The engine wired to scratchpad and parameter memories, as the core wires it."""
-
-    def __init__(self, cfg, spad, param):
-        self.engine = LayerNormEngine(cfg)
-        self.spad = Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=spad.tolist())
-        self.param = Memory(shape=acc_row(cfg), depth=cfg.param_rows, init=param.tolist())
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.engine = self.engine
-        m.submodules.spad = self.spad
-        m.submodules.param = self.param
-        wiring.connect(m, self.spad.read_port(), self.engine.spad_rd)
-        wiring.connect(m, self.spad.write_port(), self.engine.spad_wr)
-        wiring.connect(m, self.param.read_port(), self.engine.param_rd)
-        return m
 
 
 def small(variant, cols, lanes):
@@ -98,37 +81,12 @@ def run(cfg, commands, seed):
             alpha, params = layer_params(rng, c["length"], cfg.layernorm)
             packed = ln.pack_layernorm_params(cfg.cols, alpha, params, c["length"], cfg.layernorm)
             param[c["param_addr"]:c["param_addr"] + len(packed)] = packed
-    bench = LayerNormBench(cfg, spad, param)
-    engine = bench.engine
+    engine = LayerNormEngine(cfg)
     expected = spad.copy()
-
-    async def testbench(ctx):
-        for n, c in enumerate(commands):
-            assert ctx.get(engine.cmd.ready)
-            ctx.set(engine.cmd.payload.bits, encode(Opcode.LAYERNORM, **c))
-            ctx.set(engine.cmd.valid, 1)
-            await ctx.tick()
-            ctx.set(engine.cmd.valid, 0)
-            busy = 0
-            while ctx.get(engine.busy):
-                assert not ctx.get(engine.cmd.ready), "ready while busy"
-                busy += 1
-                await ctx.tick()
-            want = layernorm_cycles(cfg, c["rows"], c["length"])
-            assert busy == want == engine.cycles(c["rows"], c["length"]), (
-                f"seed {seed}, command {n} {c}: busy for {busy} cycles, model {want}")
-            assert not ctx.get(engine.spad_wr.en), "scratchpad write after busy fell"
-            isa_layernorm(cfg, expected, param, c)
-            got = np.array([ctx.get(bench.spad.data[i]) for i in range(cfg.spad_rows)], dtype=np.int8)
-            bad = np.argwhere(got != expected)
-            assert np.array_equal(got, expected), (
-                f"seed {seed}, command {n} {c}: first mismatch at spad[row, col] = {bad[0]}: "
-                f"got {got[tuple(bad[0])]}, want {expected[tuple(bad[0])]}")
-
-    sim = Simulator(bench)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    run_commands(EngineBench(engine, cfg, spad=spad, param=param), commands,
+                 lambda c: encode(Opcode.LAYERNORM, **c),
+                 lambda c: (layernorm_cycles(cfg, c["rows"], c["length"]), engine.cycles(c["rows"], c["length"])),
+                 lambda c: isa_layernorm(cfg, expected, param, c), {"spad": expected}, seed)
 
 
 def cmd(src, dst, rows, length, tile_stride, param_addr):

@@ -8,44 +8,27 @@ with the model after every command, and the busy time with :func:`matmul_cycles`
 """
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from vitaccel.config import preset
 from vitaccel.hw.array import array_latency
-from vitaccel.hw.interfaces import acc_row, spad_row
 from vitaccel.hw.matmul import MatmulEngine, matmul_cycles
 from vitaccel.isa import Opcode, encode
+
+# The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
+# does not put on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_bench import EngineBench, run_commands  # noqa: E402
 
 
 def small(name, **changes):
     """A preset with small memories, so that the testbench compares them quickly."""
     return dataclasses.replace(preset(name), spad_rows=64, acc_rows=32, **changes).validate()
-
-
-class MatmulBench(Elaboratable):
-    """The engine wired to a scratchpad and an accumulator memory, as the core wires it."""
-
-    def __init__(self, cfg, spad, acc):
-        self.engine = MatmulEngine(cfg)
-        self.spad = Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=spad.tolist())
-        self.acc = Memory(shape=acc_row(cfg), depth=cfg.acc_rows, init=acc.tolist())
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.engine = self.engine
-        m.submodules.spad = self.spad
-        m.submodules.acc = self.acc
-        wiring.connect(m, self.spad.read_port(), self.engine.spad_rd)
-        wiring.connect(m, self.acc.read_port(), self.engine.acc_rd)
-        wiring.connect(m, self.acc.write_port(), self.engine.acc_wr)
-        return m
 
 
 def model(cfg, spad, acc, cmd):
@@ -66,36 +49,12 @@ def model(cfg, spad, acc, cmd):
 
 def run(cfg, spad, acc, commands, seed):
     """Execute ``commands`` one after another; check memory and busy time after each."""
-    bench = MatmulBench(cfg, spad, acc)
-    engine = bench.engine
+    engine = MatmulEngine(cfg)
     expected = acc.copy()
-
-    async def testbench(ctx):
-        for n, cmd in enumerate(commands):
-            assert ctx.get(engine.cmd.ready)
-            ctx.set(engine.cmd.payload.bits, encode(Opcode.MATMUL, **cmd))
-            ctx.set(engine.cmd.valid, 1)
-            await ctx.tick()
-            ctx.set(engine.cmd.valid, 0)
-            busy = 0
-            while ctx.get(engine.busy):
-                assert not ctx.get(engine.cmd.ready), "ready while busy"
-                busy += 1
-                await ctx.tick()
-            assert busy == matmul_cycles(cfg, cmd["rows"]) == engine.cycles(cmd["rows"]), (
-                f"seed {seed}, command {n} {cmd}: busy for {busy} cycles")
-            assert not ctx.get(engine.acc_wr.en), "accumulator write after busy fell"
-
-            model(cfg, spad, expected, cmd)
-            got = np.array([ctx.get(bench.acc.data[i]) for i in range(cfg.acc_rows)], dtype=np.int64)
-            mismatch = np.argwhere(got != expected)
-            assert np.array_equal(got, expected), (
-                f"seed {seed}, command {n} {cmd}: first mismatch at acc[row, col] = {mismatch[0]}")
-
-    sim = Simulator(bench)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    run_commands(EngineBench(engine, cfg, spad=spad, acc=acc), commands,
+                 lambda cmd: encode(Opcode.MATMUL, **cmd),
+                 lambda cmd: (matmul_cycles(cfg, cmd["rows"]), engine.cycles(cmd["rows"])),
+                 lambda cmd: model(cfg, spad, expected, cmd), {"acc": expected}, seed)
 
 
 def random_memories(cfg, rng):

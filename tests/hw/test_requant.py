@@ -4,20 +4,22 @@
 """Requantizer and RequantEngine against ``vitaccel.sw.golden.requantize``, bit for bit."""
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from vitaccel.config import preset
-from vitaccel.hw.interfaces import acc_row, spad_row
 from vitaccel.hw.requant import Requantizer, RequantEngine, requant_cycles
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw.golden import requantize
+
+# The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
+# does not put on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_bench import EngineBench, run_commands, simulate  # noqa: E402
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -74,37 +76,13 @@ def test_requantizer_lane():
             if t + 1 >= dut.LATENCY:
                 got.append(ctx.get(dut.y))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    simulate(dut, testbench)
     got = np.array(got[:n])
     bad = np.flatnonzero(got != expected)
     assert np.array_equal(got, expected), (
         f"seed {seed}: first mismatch at {bad[0]}: acc={acc[bad[0]]} bias={bias[bad[0]]} "
         f"mult={mult[bad[0]]} shift={shift[bad[0]]} got {got[bad[0]]} want {expected[bad[0]]}")
     assert (expected == -128).any() and (expected == 127).any() and (np.abs(expected) < 100).any()
-
-
-class RequantBench(Elaboratable):
-    """The engine wired to accumulator, parameter and scratchpad memories, as the core wires it."""
-
-    def __init__(self, cfg, acc, param):
-        self.engine = RequantEngine(cfg)
-        self.acc = Memory(shape=acc_row(cfg), depth=cfg.acc_rows, init=acc.tolist())
-        self.param = Memory(shape=acc_row(cfg), depth=cfg.param_rows, init=param.tolist())
-        self.spad = Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=[])
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.engine = self.engine
-        m.submodules.acc = self.acc
-        m.submodules.param = self.param
-        m.submodules.spad = self.spad
-        wiring.connect(m, self.acc.read_port(), self.engine.acc_rd)
-        wiring.connect(m, self.param.read_port(), self.engine.param_rd)
-        wiring.connect(m, self.spad.write_port(), self.engine.spad_wr)
-        return m
 
 
 def small(name, **changes):
@@ -132,43 +110,24 @@ def run(cfg, commands, seed):
         param[p + 1] = ((mult & ((1 << cfg.mult_bits) - 1)) | (param[p + 1] << cfg.mult_bits)).astype(np.int32)
         param[p + 2] = ((shift & 63) | (param[p + 2] << 6)).astype(np.int32)
         params[p] = bias, mult, shift
-    bench = RequantBench(cfg, acc.astype(np.int32), param.astype(np.int32))
-    engine = bench.engine
+    engine = RequantEngine(cfg)
     expected = np.zeros((cfg.spad_rows, cfg.cols), dtype=np.int64)
 
-    async def testbench(ctx):
-        for n, c in enumerate(commands):
-            assert ctx.get(engine.cmd.ready)
-            ctx.set(engine.cmd.payload.bits, encode(Opcode.REQUANT, **c))
-            ctx.set(engine.cmd.valid, 1)
-            await ctx.tick()
-            ctx.set(engine.cmd.valid, 0)
-            busy = 0
-            while ctx.get(engine.busy):
-                assert not ctx.get(engine.cmd.ready), "ready while busy"
-                busy += 1
-                await ctx.tick()
-            row_shift = c.get("row_shift", 0)
-            assert busy == requant_cycles(cfg, c["rows"], row_shift) == engine.cycles(c["rows"], row_shift), (
-                f"seed {seed}, command {n} {c}: busy for {busy} cycles")
-            assert not ctx.get(engine.spad_wr.en), "scratchpad write after busy fell"
+    def model(c):
+        if c["rows"]:
+            rows = acc[c["acc_addr"]:c["acc_addr"] + c["rows"]].astype(np.int32)
+            bias, mult, shift = params[c["param_addr"]]
+            if c.get("row_shift", 0):
+                exps = param[c["exp_addr"]:].reshape(-1)[:c["rows"]] & 63
+                shift = np.minimum(shift[None, :] + exps[:, None], 63)
+            expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = exact_requantize(rows, bias, mult, shift)
 
-            if c["rows"]:
-                rows = acc[c["acc_addr"]:c["acc_addr"] + c["rows"]].astype(np.int32)
-                bias, mult, shift = params[c["param_addr"]]
-                if row_shift:
-                    exps = param[c["exp_addr"]:].reshape(-1)[:c["rows"]] & 63
-                    shift = np.minimum(shift[None, :] + exps[:, None], 63)
-                expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = exact_requantize(rows, bias, mult, shift)
-            got = np.array([ctx.get(bench.spad.data[i]) for i in range(cfg.spad_rows)], dtype=np.int64)
-            mismatch = np.argwhere(got != expected)
-            assert np.array_equal(got, expected), (
-                f"seed {seed}, command {n} {c}: first mismatch at spad[row, col] = {mismatch[0]}")
+    def cycles(c):
+        row_shift = c.get("row_shift", 0)
+        return requant_cycles(cfg, c["rows"], row_shift), engine.cycles(c["rows"], row_shift)
 
-    sim = Simulator(bench)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    run_commands(EngineBench(engine, cfg, acc=acc.astype(np.int32), param=param.astype(np.int32)),
+                 commands, lambda c: encode(Opcode.REQUANT, **c), cycles, model, {"spad": expected}, seed)
 
 
 def test_cycle_formula():

@@ -18,10 +18,10 @@ from vitaccel.hw.residual import ResidualAddEngine, ResidualAddUnit, add_cycles
 from vitaccel.isa import Opcode
 from vitaccel.sw.residual import residual_add
 
-# The helpers shared with test_gelu_hw.py sit beside this file, which pytest (importlib mode)
+# The helpers shared with the other engine tests sit beside this file, which pytest (importlib mode)
 # does not put on sys.path.
 sys.path.insert(0, str(Path(__file__).parent))
-from elementwise_bench import gather, run_cocotb, run_engine, scatter, verilator_build  # noqa: E402
+from engine_bench import gather, run_cocotb, run_engine, scatter, verilator_build  # noqa: E402
 
 UNIT_CFG = preset("tiny")
 

@@ -9,20 +9,22 @@ memories with the model after every command, and the busy time with :func:`softm
 """
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
-from amaranth.sim import Simulator
 
 from vitaccel.config import preset
-from vitaccel.hw.interfaces import acc_row, spad_row
 from vitaccel.hw.softmax import SoftmaxEngine, SoftmaxUnit, softmax_beats, softmax_cycles
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw.softmax import e2softmax, shiftmax, softmax_params
+
+# The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
+# does not put on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_bench import EngineBench, run_commands  # noqa: E402
 
 
 def reference(cfg, spad, param, c):
@@ -48,26 +50,6 @@ def reference(cfg, spad, param, c):
     exps[:rows] = p.row_exp[:, 0]
     param[c["src2"]:c["src2"] + len(exps) // cols] = exps.reshape(-1, cols)
     return spad, param
-
-
-class SoftmaxBench(Elaboratable):
-    """The engine wired to scratchpad and PARAM memories, as the core wires it."""
-
-    def __init__(self, cfg, spad, param):
-        self.engine = SoftmaxEngine(cfg)
-        self.spad = Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=spad.tolist())
-        self.param = Memory(shape=acc_row(cfg), depth=cfg.param_rows, init=param.tolist())
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.engine = self.engine
-        m.submodules.spad = self.spad
-        m.submodules.param = self.param
-        wiring.connect(m, self.spad.read_port(), self.engine.spad_rd)
-        wiring.connect(m, self.spad.write_port(), self.engine.spad_wr)
-        wiring.connect(m, self.param.read_port(), self.engine.param_rd)
-        wiring.connect(m, self.param.write_port(), self.engine.param_wr)
-        return m
 
 
 def small(name, **changes):
@@ -119,37 +101,16 @@ def run(cfg, seed):
     for p, scale in ((0, 0.09), (1, 0.02), (2, 1.5)):
         param[p, :2] = softmax_params(scale)
     param[3, :2] = 1 << 14, 12                  # a pure shift: mult a power of two
-    bench = SoftmaxBench(cfg, spad.astype(np.int8), param.astype(np.int32))
-    engine = bench.engine
+    engine = SoftmaxEngine(cfg)
+    expected = {"spad": spad, "param": param}
 
-    async def testbench(ctx):
-        nonlocal spad, param
-        for n, (c, _) in enumerate(todo):
-            assert ctx.get(engine.cmd.ready)
-            ctx.set(engine.cmd.payload.bits, encode(Opcode.SOFTMAX, **c))
-            ctx.set(engine.cmd.valid, 1)
-            await ctx.tick()
-            ctx.set(engine.cmd.valid, 0)
-            busy = 0
-            while ctx.get(engine.busy):
-                assert not ctx.get(engine.cmd.ready), "ready while busy"
-                busy += 1
-                await ctx.tick()
-            assert busy == softmax_cycles(cfg, c["rows"], c["length"]) == engine.cycles(c["rows"], c["length"]), (
-                f"seed {seed}, command {n} {c}: busy for {busy} cycles")
-            assert not ctx.get(engine.spad_wr.en) and not ctx.get(engine.param_wr.en), "write after busy fell"
-            spad, param = reference(cfg, spad, param, c)
-            for name, memory, want in (("spad", bench.spad, spad), ("param", bench.param, param)):
-                got = np.array([ctx.get(memory.data[i]) for i in range(memory.depth)], dtype=np.int64)
-                mismatch = np.argwhere(got != want)
-                assert np.array_equal(got, want), (
-                    f"seed {seed}, command {n} {c}: first mismatch at {name}[row, col] = "
-                    f"{mismatch[0]}: got {got[tuple(mismatch[0])]}, want {want[tuple(mismatch[0])]}")
+    def model(c):
+        expected["spad"], expected["param"] = reference(cfg, expected["spad"], expected["param"], c)
 
-    sim = Simulator(bench)
-    sim.add_clock(1e-8)
-    sim.add_testbench(testbench)
-    sim.run()
+    run_commands(EngineBench(engine, cfg, spad=spad.astype(np.int8), param=param.astype(np.int32)),
+                 [c for c, _ in todo], lambda c: encode(Opcode.SOFTMAX, **c),
+                 lambda c: (softmax_cycles(cfg, c["rows"], c["length"]), engine.cycles(c["rows"], c["length"])),
+                 model, expected, seed)
 
 
 @pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
