@@ -31,7 +31,8 @@ where every op LOADs its operands from and STOREs its result to external memory:
                      STORE -> gelu (if fc2 needs it again), and fc2's first output tiles (as many
                      as ACC holds besides fc1's tile) MATMUL-accumulate the group; REQUANT them
     blocks.i.fc2     (only if ACC could not hold every output tile) the other output tiles, K
-                     chunks of gelu LOADed, REQUANT
+                     chunks of gelu through two regions (the next chunk's LOADs between this
+                     chunk's MATMULs), REQUANT
     blocks.i.add2    LOAD x1 to the top of SPAD; ADD fc2's output in place; STORE -> x2 (stays)
   unfused block:
     blocks.i.norm1   LAYERNORM per chunk: LOAD tiles, LAYERNORM in place, STORE tiles
@@ -375,12 +376,20 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=local, rows=rows, dram_addr=addr,
                dram_stride=cfg.acc_row_bytes)
 
-    def fc2_step(k0, ks, n, a_base, acc0):
-        """fc2's weights of hidden tiles ``ks`` for output tile ``n``; MATMUL the tiles at ``a_base``."""
+    def fc2_step(k0, ks, n, a_base, acc0, loads=()):
+        """fc2's weights of hidden tiles ``ks`` for output tile ``n``; MATMUL the tiles at ``a_base``.
+        ``loads`` (LOADs of the next K chunk) go between the MATMULs, from the fifth on every
+        third: by then the DMA has loaded the next weights and is idle, and a tile of x loads in
+        about the time of three MATMULs, so each overlaps MATMULs and none holds them up."""
         def body(addr):
-            for kk in ks:
+            pending = list(loads)
+            for i, kk in enumerate(ks):
                 b.emit(Opcode.MATMUL, a_addr=a_base + (kk - k0) * m, b_addr=addr + (kk - k0) * c,
                        c_addr=(acc0 + n) * m, rows=m, accumulate=int(kk > 0))
+                if pending and i >= 4 and (i - 4) % 3 == 0:
+                    pending.pop(0)()
+            for load in pending:
+                load()
         return (len(ks) * c, w2_sym.addr + k0 * c * w2_sym.row_stride + n * cfg.spad_row_bytes, w2_sym.row_stride,
                 body)
 
@@ -424,15 +433,26 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     if acc_a == ot:
         return _Local(x.addr, m, d, ot)
     with b.layer(p + "fc2"):
-        x_b = x.end
-        chunk = (cfg.spad_rows - x_b) // (m + 2 * c)
+        # K chunks of g through two regions after x: the next chunk's tiles load during this
+        # chunk's MATMULs.
+        chunk = (cfg.spad_rows - x.end) // (2 * m + 2 * c)
+        regions = (x.end, x.end + chunk * m)
+        w_b = x.end + 2 * chunk * m
         per_group = cfg.acc_rows // m
+        ks_all = [range(k0, min(k0 + chunk, ht)) for k0 in range(0, ht, chunk)]
+
+        def x_load(ci, kk):
+            return lambda: _load_tiles(b, regions[ci % 2] + (kk - ks_all[ci].start) * m, g, 0, m, kk, 1, m)
+
         for n0 in range(acc_a, ot, per_group):
             outs = range(n0, min(n0 + per_group, ot))
-            for k0 in range(0, ht, chunk):
-                ks = range(k0, min(k0 + chunk, ht))
-                _load_tiles(b, x_b, g, 0, m, k0, len(ks), m)
-                _weight_stream(b, x_b + len(ks) * m, [fc2_step(k0, ks, n, x_b, -n0) for n in outs])
+            for kk in ks_all[0]:
+                x_load(0, kk)()
+            for ci, ks in enumerate(ks_all):
+                nxt = [x_load(ci + 1, kk) for kk in ks_all[ci + 1]] if ci + 1 < len(ks_all) else []
+                share = _ceil(len(nxt), len(outs))
+                _weight_stream(b, w_b, [fc2_step(ks.start, ks, n, regions[ci % 2], -n0, nxt[i * share:(i + 1) * share])
+                                        for i, n in enumerate(outs)])
             requant(outs, -n0)
     return _Local(x.addr, m, d, ot)
 
@@ -571,6 +591,7 @@ def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, qkv_cols: int, attn_co
             and 2 * dt * t + 2 * dt * c + t <= s                   # x1 + norm1, qkv weights x2, one output tile
             and at * m + 2 * at * c + dt * m <= s                  # proj: x, weights x2, output
             and dt * m + 2 * dt * c + m + 2 * c <= s               # mlp: x, fc1 weights x2, a tile, fc2's x2
+            and dt * m + 2 * m + 2 * c <= s                        # fc2: out, two x chunks, weights x2
             and 2 * dt * m <= s)                                   # add2
 
 
