@@ -41,7 +41,10 @@ where every op LOADs its operands from and STOREs its result to external memory:
                      query chunk: LOAD q_h tiles, per key tile MATMUL transpose_b (+accumulate over
                      the dhp/C feature tiles) and REQUANT -> int8 logits; SOFTMAX in place (row
                      exponents to PARAM); per feature tile MATMUL (v_h as weights, +accumulate over
-                     the key tiles) and REQUANT row_shift -> into q_h's rows; STORE -> attn
+                     the key tiles) and REQUANT row_shift -> into q_h's rows (after the logits
+                     if they fit); STORE -> attn. With one query chunk, the next head's k (and q,
+                     if the outputs went after the logits) tiles LOAD between the attention x V
+                     MATMULs, where the scoreboard overlaps them
     blocks.i.proj    linear attn (M, H*dhp) -> proj (its weight's K rows padded to match)
     blocks.i.add1    ADD x + proj per chunk
     blocks.i.norm2, fc1, gelu (in place), fc2, add2   as above
@@ -531,11 +534,16 @@ def _attention_regions(cfg: AccelConfig, t: int, dhp: int) -> tuple:
 
 
 def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
-                    p_sym: TensorSymbol, on_chip: bool = False) -> None:
+                    p_sym: TensorSymbol, have: frozenset = frozenset()) -> frozenset:
     """Head ``h``: ``attention_matmul(softmax(requantize(q_h @ k_h.T)), v_h)`` for the first
     ``out.rows`` queries and all keys, into ``out``'s tiles of the head (module docstring).
-    ``on_chip``: qkv left the head's keys, values and (one chunk of) queries in their regions
-    (:func:`_attention_regions`), so nothing is loaded."""
+
+    ``have`` names what is already in its region (:func:`_attention_regions`): ``"k"``, ``"v"``,
+    ``"q"`` (one chunk of queries), left by qkv or by the previous head. With one query chunk and
+    a next head, the keys' region is dead once the logits are computed, and so is the queries' if
+    the outputs fit after the logits (they go there then): the next head's keys (and queries) load
+    between this head's attention x V MATMULs, where they overlap them. Returns what it loaded so.
+    """
     cfg, c = b.cfg, b.cfg.cols
     a = block.attn
     t = qkv.rows
@@ -548,16 +556,22 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
         b.fail(f"{t} keys and values of {dhp} features ({2 * dt * tp} rows) and one query row "
                f"({dt + tt} rows) exceed spad_rows={cfg.spad_rows} (or param_rows={cfg.param_rows})")
     l_base = q_base + dt * chunk
+    single = chunk >= out.rows
+    o_base = l_base + tt * out.rows if single and l_base + (tt + dt) * out.rows <= cfg.spad_rows else q_base
     b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=ATTENTION_PARAM_ROWS,
            dram_addr=p_sym.addr + h * ATTENTION_PARAM_ROWS * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
     q_tile, k_tile, v_tile = (part * heads * dt + h * dt for part in range(3))
-    if not on_chip:
+    if "k" not in have:
         _load_tiles(b, k_base, qkv, 0, t, k_tile, dt, tp)
+    if "v" not in have:
         _load_tiles(b, v_base, qkv, 0, t, v_tile, dt, tp)
+    ahead = frozenset()
+    if single and h + 1 < heads:
+        ahead = frozenset("kq" if o_base != q_base else "k")
     exp_addr = ATTENTION_PARAM_ROWS
     for q0 in range(0, out.rows, chunk):
         n = min(chunk, out.rows - q0)
-        if not on_chip:
+        if "q" not in have:
             _load_tiles(b, q_base, qkv, q0, n, q_tile, dt, n)
         for kt in range(tt):
             for i in range(dt):
@@ -568,14 +582,23 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
             b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=l_base + kt * n, rows=n, param_addr=0)
         b.emit(Opcode.SOFTMAX, src=l_base, src2=exp_addr, dst=l_base, rows=n, length=t, tile_stride=n,
                param_addr=3)
+        # The next head's tiles, one LOAD every third MATMUL (a tile loads in about three).
+        loads = [(k_base + i * tp, t, k_tile + dt + i) for i in range(dt) if "k" in ahead]
+        loads += [(q_base + i * n, n, q_tile + dt + i) for i in range(dt) if "q" in ahead]
         for j in range(dt):
             for kt in range(tt):
                 # Mantissas past T are 0 (SOFTMAX zeroes them), so stale value rows add nothing.
                 b.emit(Opcode.MATMUL, a_addr=l_base + kt * n, b_addr=v_base + j * tp + kt * c, c_addr=0,
                        rows=n, accumulate=int(kt > 0))
-            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=q_base + j * n, rows=n, param_addr=4, row_shift=1,
+                if loads and (j * tt + kt) % 3 == 0:
+                    local, rows, tile = loads.pop(0)
+                    _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
+            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=o_base + j * n, rows=n, param_addr=4, row_shift=1,
                    exp_addr=exp_addr)
-        _load_tiles(b, q_base, out, q0, n, h * dt, dt, n, Opcode.STORE)
+        for local, rows, tile in loads:
+            _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
+        _load_tiles(b, o_base, out, q0, n, h * dt, dt, n, Opcode.STORE)
+    return ahead
 
 
 def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, qkv_cols: int, attn_cols: int, hidden: int,
@@ -740,9 +763,10 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 b.release(n1)
         attn = b.activation(p + "attn.out", m, heads * dhp)
         a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn), "int32", "param")
+        have = frozenset("kvq" if fused and on_chip else "")
         for h in range(heads):
             with b.layer(f"{p}attn.{h}"):
-                _attention_head(b, blk, h, qkv, attn, dhp, a_sym, on_chip=fused and on_chip and h == 0)
+                have = _attention_head(b, blk, h, qkv, attn, dhp, a_sym, have)
         b.release(qkv)
         if fused:
             with b.layer(p + "proj"):
