@@ -61,8 +61,9 @@ dead, GELU and the residual ADDs write in place. ``x0`` and ``input`` are never 
 program can be rerun with only ``input`` rewritten. With ``keep_intermediates=True`` every
 activation gets its own symbol named as in :func:`vitaccel.sw.forward.trace` (``blocks.0.qkv``
 in the padded per-head layout), for op-by-op debugging: the fused schedule then also STOREs the
-tensors it otherwise keeps on chip (norm1, proj, norm2, fc1, gelu, fc2). Between blocks only the
-fused add2's result stays on chip; otherwise each op uses the memories from row 0.
+tensors it otherwise keeps on chip (norm1, proj, norm2, fc1, gelu, fc2; and the last block's qkv
+for every row). On chip, fused ops use the regions above and between blocks only the fused add2's
+result stays; unfused ops use the memories from row 0.
 
 :attr:`Program.layers` names the instruction range of every op (the names above);
 ``sw/perf.py`` reports cycles per layer from it.
@@ -668,7 +669,8 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         Give every activation its own buffer and symbol, named as in :func:`vitaccel.sw.forward.trace`
         (``x0``, ``blocks.i.norm1``, ...; ``blocks.i.qkv`` and ``blocks.i.attn.out`` with each head
         padded to ``ceil(head_dim / cols) * cols`` features; ``norm`` and the last block's tensors
-        from ``attn.out`` on hold the class token's row only), instead of reusing dead buffers.
+        from ``attn.out`` on hold the class token's row only), instead of reusing dead buffers;
+        the fused schedule then also STOREs the tensors it keeps on chip.
 
     Returns
     -------
