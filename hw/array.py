@@ -54,7 +54,7 @@ class SystolicArray(wiring.Component):
     ----------
     w_en : In(1)
         Load a weight row: in a cycle with ``w_en`` high, ``W[w_index][j] = w_row[j]`` for every
-        ``j`` from the next cycle on.
+        ``j``, for the input rows presented from the next cycle on.
     w_index : In(range(rows))
         The PE row loaded (the PE column, with ``w_transpose``).
     w_transpose : In(1)
@@ -74,8 +74,9 @@ class SystolicArray(wiring.Component):
     Notes
     -----
     Throughput is one row per cycle with no back-pressure; rows may arrive with or without gaps.
-    Element ``i`` of an input row reaches PE row ``i`` ``max(i, 1)`` cycles after it is presented, so
-    a weight row loaded in cycle ``t`` is used by the inputs presented in cycle ``t + 1`` or later;
+    Element ``i`` of an input row reaches PE row ``i`` ``max(i, 1)`` cycles after it is presented,
+    and a weight loaded in cycle ``t`` is in its PE from cycle ``t + 2`` (the load is decoded a
+    cycle ahead), so it is used by the inputs presented in cycle ``t + 1`` or later;
     loading weights while earlier inputs are still in the array mixes old and new weights for them.
     """
 
@@ -119,19 +120,30 @@ class SystolicArray(wiring.Component):
 
             multiplier = "mult18x18d" if isinstance(platform, LatticeECP5Platform) else "inferred"
 
+        # The weight load is decoded a cycle ahead: its enables and data fan out to every PE, and
+        # row 0's input register leaves that cycle free (see the class notes).
+        row_load = Signal(cfg.rows)
+        col_load = Signal(cfg.cols)
+        w_row = Signal.like(self.w_row)
+        w_transpose = Signal()
+        m.d.sync += [
+            row_load.eq(Mux(self.w_en & ~self.w_transpose, 1 << self.w_index, 0)),
+            col_load.eq(Mux(self.w_en & self.w_transpose, 1 << self.w_index, 0)),
+            w_row.eq(self.w_row),
+            w_transpose.eq(self.w_transpose),
+        ]
+
         psum_above = [None] * cfg.cols
         for i in range(cfg.rows):
-            row_load = self.w_en & ~self.w_transpose & (self.w_index == i)
             # Every multiplier operand comes from a register: row 0 gets one too, paid for by
             # taking its product as the partial sum, with no register in between.
             a_in = delayed(self.a_row[i], max(i, 1), name=f"skew_{i}")
             for j in range(cfg.cols):
                 if j > 0:
                     a_in = delayed(a_in, 1, name=f"a_{i}_{j}")
-                load = row_load | (self.w_en & self.w_transpose & (self.w_index == j))
                 weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")
-                with m.If(load):
-                    m.d.sync += weight.eq(Mux(self.w_transpose, self.w_row[i], self.w_row[j]))
+                with m.If(row_load[i] | col_load[j]):
+                    m.d.sync += weight.eq(Mux(w_transpose, w_row[i], w_row[j]))
                 if multiplier == "mult18x18d":
                     m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D()
                     m.d.comb += [mult.a.eq(a_in), mult.b.eq(weight)]
