@@ -319,6 +319,104 @@ def cmd_compile(args):
     return 0
 
 
+# ---- boards: build and estimate ---------------------------------------------------------------
+
+
+def _board_config(args):
+    """--config, or the board's own config when --config is 'board'."""
+    from vitaccel.boards.targets import board, board_config
+
+    try:
+        board(args.board)
+    except KeyError as exc:
+        raise UserError(exc.args[0]) from None
+    if args.config == "board":
+        cfg = board_config(args.board)
+        if cfg is None:
+            raise UserError(f"board {args.board} has no config of its own: give --config")
+        return cfg
+    return load_config(args.config)
+
+
+def cmd_build(args):
+    from vitaccel.boards.build import build
+
+    cfg = _board_config(args)
+    with step_progress(args.json) as say:
+        path = build(args.board, cfg, args.output, bitstream=args.bitstream, progress=say)
+    files = sorted(str(p.relative_to(args.output)) for p in Path(args.output).rglob("*") if p.is_file())
+    report = {"board": args.board, "config": cfg.name, "output": args.output,
+              "bitstream": str(path) if args.bitstream else None, "files": files}
+    _emit(args, report, f"{args.board} / {cfg.name}: {len(files)} files in {args.output}"
+          + (f", bitstream {path}" if args.bitstream else ""))
+    return 0
+
+
+def cmd_estimate(args):
+    """Resources (yosys), Fmax (nextpnr), cycles (perf model or RTL), FPS and GOPS of a model."""
+    from vitaccel.boards.synth import estimate
+    from vitaccel.boards.targets import board
+    from vitaccel.sim.model import load_intvit, model_images, simulate_model
+    from vitaccel.sw.compile_model import compile_model
+
+    cfg = _board_config(args)
+    target = board(args.board)
+    with step_progress(args.json) as say:
+        result = estimate(args.board, cfg, progress=say)
+        intvit = load_intvit(args.model, cfg, say)
+        say("compiling " + args.model)
+        program = compile_model(intvit, cfg)
+        images, labels = model_images(intvit, 1)
+        sim = simulate_model(intvit, cfg, images, labels, engine=args.engine, program=program, progress=say)
+    cycles = sim["cycles"]
+    fmax = result.get("fmax_mhz")
+    clock_mhz = fmax if fmax else target.target_hz / 1e6
+    weights_bytes = sum(s.nbytes for s in program.symbols.values() if s.role in ("weight", "param"))
+    fps = clock_mhz * 1e6 / cycles
+    report = dict(result, model=args.model, cycles=cycles, cycles_source=sim["cycles_source"],
+                  clock_mhz_for_fps=clock_mhz,
+                  clock_source="nextpnr Fmax" if fmax else "board target clock (no Fmax from an open tool)",
+                  fps=round(fps, 3), gops=round(2 * sim["macs"] * fps / 1e9, 3),
+                  peak_gops=round(2 * cfg.macs * clock_mhz * 1e6 / 1e9, 3),
+                  memory_bound_fps=round(target.memory_bandwidth / weights_bytes, 3),
+                  memory_bound_note="every weight and parameter byte read once per image at the board's "
+                                    "peak external bandwidth")
+    if args.json:
+        print(json.dumps(report))
+    else:
+        res = report["resources"]
+        print(f"{args.board} ({report['part']}), config {cfg.name}:")
+        for kind in ("lut", "ff", "dsp", "bram"):
+            r = res[kind]
+            print(f"  {kind:<5} {r['used']:>8} of {r['available']:<8} ({r['percent']:.1f} %)  [{r['source']}]")
+        print(f"  Fmax  {fmax} MHz [{report['fmax_source']}]")
+        print(f"  {args.model}: {cycles:,} cycles [{report['cycles_source']}] -> {report['fps']} FPS at "
+              f"{clock_mhz:.1f} MHz [{report['clock_source']}], {report['gops']} GOPS of {report['peak_gops']} peak; "
+              f"memory-bandwidth bound {report['memory_bound_fps']} FPS")
+    if args.report:
+        _write_estimate_report(report, sim, Path(args.report))
+    return 0
+
+
+def _write_estimate_report(report, sim, out_dir: Path) -> None:
+    """``out_dir/estimate.md`` and ``out_dir/layers.png`` (per-layer modelled cycles)."""
+    from vitaccel.demo import plot_layers
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_layers(sim["layers_modelled"], out_dir / "layers.png", f"{report['model']} on {report['config']}")
+    lines = [f"# Estimate: {report['model']} on {report['board']} ({report['part']})", "",
+             "| figure | value | source |", "| --- | --- | --- |"]
+    for kind, r in report["resources"].items():
+        lines.append(f"| {kind} | {r['used']} of {r['available']} ({r['percent']:.1f} %) | {r['source']} |")
+    lines += [f"| Fmax | {report['fmax_mhz']} MHz | {report['fmax_source']} |",
+              f"| cycles per image | {report['cycles']:,} | {report['cycles_source']} |",
+              f"| FPS | {report['fps']} | at {report['clock_mhz_for_fps']:.1f} MHz ({report['clock_source']}) |",
+              f"| GOPS (peak) | {report['gops']} ({report['peak_gops']}) | 2 x MACs x FPS |",
+              f"| memory-bandwidth bound | {report['memory_bound_fps']} FPS | {report['memory_bound_note']} |",
+              "", "![cycles per layer](layers.png)", ""]
+    (out_dir / "estimate.md").write_text("\n".join(lines))
+
+
 # ---- quantize --------------------------------------------------------------------------------
 
 
@@ -409,6 +507,8 @@ EXAMPLES = {
     "simulate": "example: vitaccel simulate --model tiny-digits --config default --images 8 --json\n"
                 "         vitaccel simulate --op linear --m 197 --k 192 --n 576 --config default --json\n"
                 "         vitaccel simulate --op softmax --rows 197 --length 197 --config default --json",
+    "build": "example: vitaccel build --board ulx3s-85f -o build/ulx3s --bitstream",
+    "estimate": "example: vitaccel estimate --board ulx3s-85f --model deit-tiny --json",
     "compile": "example: vitaccel compile --model tiny-digits --config default -o build/tiny.prog.npz --listing",
     "demo": "example: vitaccel demo --config default --images 8",
     "quantize": "example: vitaccel quantize --model tiny-digits -o build/tiny_digits.intvit.npz --json",
@@ -461,6 +561,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_simulate)
 
+    p = command("build", "Write Verilog, constraints and the build script for a board (and a bitstream).")
+    p.add_argument("--board", required=True, help="ulx3s-85f, icebreaker, arty-a7-35 or arty-a7-100")
+    p.add_argument("--config", default="board",
+                   help="preset or .toml/.json file, or 'board' for the board's own config (default)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--bitstream", action="store_true", help="run yosys/nextpnr/pack (ECP5 and iCE40)")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_build)
+
+    p = command("estimate", "Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of a model on a board.")
+    p.add_argument("--board", required=True, help="ulx3s-85f, icebreaker, arty-a7-35 or arty-a7-100")
+    p.add_argument("--config", default="board",
+                   help="preset or .toml/.json file, or 'board' for the board's own config (default)")
+    p.add_argument("--model", default="tiny-digits", help="tiny-digits, deit-tiny or an IntViT file")
+    p.add_argument("--engine", choices=["perf", "rtl"], default="perf",
+                   help="where the cycles come from: the performance model (default) or Verilator")
+    p.add_argument("--report", metavar="DIR", help="also write DIR/estimate.md and a per-layer plot")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_estimate)
+
     p = command("compile", "Compile a quantized ViT into a program for an accelerator config.")
     p.add_argument("--model", required=True, help="tiny-digits, deit-tiny or an IntViT file (vitaccel quantize)")
     p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
@@ -501,8 +621,9 @@ def _domain_errors() -> tuple:
     from vitaccel.sw.program import ProgramError
     from vitaccel.sw.quantize import QuantizeError
     from vitaccel.sw.vit import CheckpointError
+    from vitaccel.boards.targets import FitError
 
-    return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError)
+    return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError, FitError)
 
 
 def main(argv=None) -> int:

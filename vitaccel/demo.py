@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["run_demo", "write_report"]
+__all__ = ["run_demo", "write_report", "plot_layers"]
 
 
 def run_demo(cfg, *, images: int = 8, board: str | None = "ulx3s-85f", out_dir: str | Path = "build/demo",
@@ -66,23 +66,28 @@ def _estimate(board: str, cfg, cycles: int, say) -> dict:
                                              "fmax_source", "fps", "fits", "notes") if key in result}
 
 
-def write_report(report: dict, out_dir: Path) -> Path:
-    """``out_dir/report.md`` and ``out_dir/layers.png`` (per-layer modelled cycles)."""
+def plot_layers(layers: list, path: Path, title: str) -> Path:
+    """A bar chart of the modelled cycles per layer kind (``layers_modelled`` of a simulate report)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers = report["layers_modelled"]
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.bar([layer["layer"] for layer in layers], [layer["cycles"] for layer in layers], color="#4477aa")
     ax.set_ylabel("cycles (modelled, = RTL)")
-    ax.set_title(f"tiny-digits on {report['config']} ({report['array']} array): cycles per layer kind")
+    ax.set_title(title)
     ax.tick_params(axis="x", rotation=60)
     fig.tight_layout()
-    plot = out_dir / "layers.png"
-    fig.savefig(plot, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
+
+
+def write_report(report: dict, out_dir: Path) -> Path:
+    """``out_dir/report.md`` and ``out_dir/layers.png`` (per-layer modelled cycles)."""
+    plot_layers(report["layers_modelled"], out_dir / "layers.png",
+                f"tiny-digits on {report['config']} ({report['array']} array): cycles per layer kind")
 
     def pct(value):
         return "n/a" if value is None else f"{100 * value:.2f}%"

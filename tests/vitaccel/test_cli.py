@@ -4,7 +4,7 @@ import pytest
 
 from vitaccel.cli import main
 
-COMMANDS = ["generate", "simulate", "compile", "quantize", "demo"]
+COMMANDS = ["generate", "simulate", "compile", "quantize", "build", "estimate", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -33,3 +33,16 @@ def test_user_errors_are_one_line(argv, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith("vitaccel: error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["estimate", "--board", "nope"], "unknown board 'nope'"),
+    (["build", "--board", "ulx3s-85f", "--config", "default", "-o", "x"],
+     "config 'default' does not fit ulx3s-85f: it needs 172 MULT18X18D"),
+    (["simulate", "--model", "missing.npz"], "'missing.npz' is neither a built-in model"),
+    (["compile", "--model", "tiny-digits", "--config", "nope", "-o", "x"], "unknown config 'nope'"),
+])
+def test_board_and_model_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vitaccel: error: ") and message in err and err.count("\n") == 1
