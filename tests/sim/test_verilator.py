@@ -148,3 +148,18 @@ def test_linear_layer_matches_numpy(cfg):
     expected = requantize(acc, bias, mult, shift, mult_bits=cfg.mult_bits)
     got = np.frombuffer(result.image[Y:Y + m * n], dtype=np.int8).reshape(m, n)
     np.testing.assert_array_equal(got, expected)
+
+
+def test_changing_a_config_field_or_the_hardware_rebuilds(binary, monkeypatch):
+    """The cache key covers every config field and the hardware sources: either change compiles anew."""
+    import dataclasses
+
+    compiled = []
+    monkeypatch.setattr(verilator, "_built", {})
+    monkeypatch.setattr(verilator, "_compile", lambda cfg, text, flags, root, final: compiled.append(final))
+    build(dataclasses.replace(CFG, acc_rows=2 * CFG.acc_rows))
+    assert len(compiled) == 1 and compiled[0] != binary.parent
+    monkeypatch.setattr(verilator, "_built", {})
+    monkeypatch.setattr(verilator, "hardware_digest", lambda: "another hardware source")
+    build(CFG)
+    assert len(compiled) == 2 and compiled[1] not in (binary.parent, compiled[0])
