@@ -486,10 +486,8 @@ def cmd_demo(args):
     table.add_row("simulation speed", f"{report['sim_cycles_per_s']:,} cycles/s", "measured")
     board = report.get("board")
     if board:
-        res = board.get("resources", {})
-        table.add_row("Fmax", f"{board.get('fmax_mhz')} MHz", f"{board.get('fmax_source')} ({board.get('board')})")
-        table.add_row("FPS", f"{board.get('fps')}", "measured cycles at Fmax")
-        table.add_row("resources", ", ".join(f"{k} {v}" for k, v in res.items()), "yosys")
+        table.add_row(f"fits {board['board']}", "yes" if board["fits"] else "no",
+                      board.get("next") or board["reason"])
     Console().print(table)
     print(f"report: {Path(args.output) / 'report.md'}")
     return 0 if report["bit_exact"] else 1
@@ -604,10 +602,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_quantize)
 
-    p = command("demo", "Quantize, compile, simulate (bit-exact, Verilator) and estimate the built-in model.")
+    p = command("demo", "Quantize, compile, simulate (bit-exact, Verilator) the built-in model; check a board fit.")
     p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
     p.add_argument("--images", type=int, default=8, help="test images run in Verilator (default 8)")
-    p.add_argument("--board", default="ulx3s-85f", help="board to estimate for, or 'none' (default ulx3s-85f)")
+    p.add_argument("--board", default="ulx3s-85f", help="board to check the fit on, or 'none' (default ulx3s-85f)")
     p.add_argument("-o", "--output", default="build/demo", help="report directory (default build/demo)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_demo)

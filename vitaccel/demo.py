@@ -4,8 +4,8 @@
 2. compile it for the config;
 3. run test images cycle-accurately in Verilator, every logit vector checked against the golden
    integer forward;
-4. estimate the design for a board (resources from yosys, Fmax from nextpnr) when the board flow
-   is available, and derive FPS from the measured cycles;
+4. check that the config fits a board (the modelled DSP and block-RAM need against the device;
+   synthesis and place-and-route take many minutes, so they are left to `vitaccel estimate`);
 5. print a summary table and write ``<out>/report.md`` with a per-layer cycle plot.
 
 Every figure in the report comes from this run, labelled measured or modelled.
@@ -50,20 +50,22 @@ def run_demo(cfg, *, images: int = 8, board: str | None = "ulx3s-85f", out_dir: 
         "layers_modelled": sim["layers_modelled"], "board": None,
     }
     if board is not None:
-        report["board"] = _estimate(board, cfg, sim["cycles"], say)
+        report["board"] = _fit(board, cfg)
     report["wall_s"] = round(time.perf_counter() - start, 1)
     write_report(report, out_dir)
     return report
 
 
-def _estimate(board: str, cfg, cycles: int, say) -> dict:
-    """Resources and Fmax of ``cfg`` on ``board`` from the real tools, and the FPS they imply."""
-    from vitaccel.boards.synth import estimate
+def _fit(board: str, cfg) -> dict:
+    """Whether ``cfg`` fits ``board`` (modelled need vs device capacity), with the reason if not."""
+    from vitaccel.boards.targets import FitError, check_fit
 
-    say(f"estimating for {board}: yosys synthesis and nextpnr place-and-route (cached after the first run)")
-    result = estimate(board, cfg, cycles=cycles, progress=say)
-    return {key: result.get(key) for key in ("board", "device", "resources", "utilization", "fmax_mhz",
-                                             "fmax_source", "fps", "fits", "notes") if key in result}
+    try:
+        need = check_fit(board, cfg)
+    except FitError as exc:
+        return {"board": board, "fits": False, "reason": str(exc)}
+    return {"board": board, "fits": True, "need": need,
+            "next": f"vitaccel estimate --board {board} --config {cfg.name} for yosys/nextpnr figures"}
 
 
 def plot_layers(layers: list, path: Path, title: str) -> Path:
@@ -108,13 +110,9 @@ def write_report(report: dict, out_dir: Path) -> Path:
     ]
     board = report.get("board")
     if board:
-        res = board.get("resources", {})
-        lines += [
-            f"| board | {board.get('board')} ({board.get('device', '')}) | |",
-            f"| resources | {', '.join(f'{k} {v}' for k, v in res.items())} | yosys |",
-            f"| Fmax | {board.get('fmax_mhz')} MHz | {board.get('fmax_source')} |",
-            f"| FPS | {board.get('fps')} | cycles (measured) at Fmax |",
-        ]
+        verdict = (f"fits ({board['need']['dsp']} DSPs, {board['need']['bram_blocks']} block RAMs)"
+                   if board["fits"] else f"does not fit: {board['reason']}")
+        lines.append(f"| fit on {board['board']} | {verdict} | modelled (boards.targets.check_fit) |")
     lines += ["", "![cycles per layer](layers.png)", "", "```", json.dumps(report, indent=1), "```", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
