@@ -21,7 +21,10 @@ from .requant import RequantEngine
 from .residual import ResidualAddEngine
 from .softmax import SoftmaxEngine
 
-__all__ = ["Core"]
+__all__ = ["Core", "MIN_COLS"]
+
+#: ShiftGELU's four scalars (exp_mult, exp_shift, out_mult, out_shift) share one PARAM row.
+MIN_COLS = 4
 
 
 def _share(m, target, sources):
@@ -66,6 +69,9 @@ class Core(wiring.Component):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
         self.cfg = cfg.validate()
+        if cfg.cols < MIN_COLS:
+            raise ValueError(f"cols={cfg.cols}: the core needs at least {MIN_COLS} columns (the nonlinear engines "
+                             f"read their scalar parameters, up to {MIN_COLS}, from one PARAM row)")
         super().__init__({
             "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),
             "csr": In(CsrBusSignature()),

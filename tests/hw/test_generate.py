@@ -36,3 +36,16 @@ def test_generate_writes_verilog_and_config(tmp_path):
 def test_generate_refuses_a_non_config(tmp_path):
     with pytest.raises(TypeError, match="cfg must be an AccelConfig"):
         generate_verilog({"rows": 4}, tmp_path)
+
+
+def test_core_needs_four_columns():
+    import dataclasses
+
+    import pytest
+
+    from vitaccel.config import preset
+    from vitaccel.hw.core import Core
+
+    cfg = dataclasses.replace(preset("tiny"), rows=2, cols=2, bus_bits=16, requant_lanes=1, vector_lanes=1)
+    with pytest.raises(ValueError, match="cols=2: the core needs at least 4 columns"):
+        Core(cfg)
