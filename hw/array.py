@@ -12,6 +12,8 @@ from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
 
+from .interfaces import checked_config
+
 __all__ = ["SystolicArray", "array_latency", "MULTIPLIERS", "Mult18x18D"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
@@ -81,11 +83,9 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig, *, multiplier: str = "auto"):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
         if multiplier not in MULTIPLIERS:
             raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, not {multiplier!r}")
-        self._cfg = cfg.validate()
+        self._cfg = checked_config(cfg)
         self._multiplier = multiplier
         super().__init__({
             "w_en": In(1),

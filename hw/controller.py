@@ -11,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BITS, INSTR_BYTES, ErrorCode, Instruction, LocalMemory, Opcode
 
-from .interfaces import CSR, CsrBusSignature, MemoryPortSignature, engine_cmd_signature
+from .interfaces import checked_config, CSR, CsrBusSignature, MemoryPortSignature, engine_cmd_signature
 
 __all__ = ["Controller", "Engine", "EXECUTED_OPCODES"]
 
@@ -74,9 +74,7 @@ class Controller(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self.cfg = cfg.validate()
+        self.cfg = checked_config(cfg)
         super().__init__({
             "csr": In(CsrBusSignature()),
             "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),

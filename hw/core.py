@@ -14,7 +14,7 @@ from .arbiter import MemoryArbiter
 from .controller import Controller
 from .dma import DMA
 from .gelu import GeluEngine
-from .interfaces import CsrBusSignature, MemoryPortSignature, acc_row, spad_row
+from .interfaces import checked_config, CsrBusSignature, MemoryPortSignature, acc_row, spad_row
 from .layernorm import LayerNormEngine
 from .matmul import MatmulEngine
 from .requant import RequantEngine
@@ -66,9 +66,7 @@ class Core(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self.cfg = cfg.validate()
+        self.cfg = checked_config(cfg)
         if cfg.cols < MIN_COLS:
             raise ValueError(f"cols={cfg.cols}: the core needs at least {MIN_COLS} columns (the nonlinear engines "
                              f"read their scalar parameters, up to {MIN_COLS}, from one PARAM row)")

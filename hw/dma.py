@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 from vitaccel.isa import LocalMemory, Opcode
 
-from .interfaces import (MemoryPortSignature, acc_read_signature, acc_write_signature,
+from .interfaces import (checked_config, MemoryPortSignature, acc_read_signature, acc_write_signature,
                          engine_cmd_signature, param_read_signature, param_write_signature,
                          spad_read_signature, spad_write_signature)
 
@@ -49,9 +49,7 @@ class DMA(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self.cfg = cfg.validate()
+        self.cfg = checked_config(cfg)
         super().__init__({
             "cmd": In(engine_cmd_signature()),
             "busy": Out(1),

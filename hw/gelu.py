@@ -17,6 +17,8 @@ from vitaccel.hw.residual import (ElementwiseEngine, lanes_layout, saturating_ro
 from vitaccel.sw.gelu import SIGMOID_BITS
 from vitaccel.sw.softmax import EXP_BITS, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
 
+from vitaccel.hw.interfaces import checked_config
+
 __all__ = ["GeluUnit", "GeluEngine", "gelu_cycles", "TABLE_ENTRIES"]
 
 #: Entries of the GELU table: one per int8 input, entry ``x + 128`` for input ``x``.
@@ -66,9 +68,7 @@ class GeluUnit(wiring.Component):
     LATENCY = {"table": 1, "shift": 11}
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg.validate()
+        self._cfg = checked_config(cfg)
         beat = lanes_layout(cfg)
         members = {"i": In(stream.Signature(beat)), "o": Out(stream.Signature(beat))}
         if cfg.gelu == "table":

@@ -17,6 +17,7 @@ from amaranth.lib import wiring
 from vitaccel.config import AccelConfig, atomic_write_text
 
 from .core import Core
+from .interfaces import checked_config
 
 __all__ = ["TOP_NAME", "verilog_text", "generate_verilog"]
 
@@ -46,9 +47,7 @@ class _FlatTop(Elaboratable):
 
 def verilog_text(cfg: AccelConfig) -> str:
     """The Verilog of the core for ``cfg`` (module :data:`TOP_NAME`, flat ports)."""
-    if not isinstance(cfg, AccelConfig):
-        raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-    top = _FlatTop(cfg.validate())
+    top = _FlatTop(checked_config(cfg))
     return verilog.convert(top, name=TOP_NAME, ports=top.ports, emit_src=False)
 
 

@@ -12,7 +12,7 @@ Conventions (see docs/architecture.md):
   address presented with ``en`` in cycle t is on ``data`` in cycle t+1.
 """
 
-from amaranth.hdl import signed, unsigned
+from amaranth.hdl import signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,7 +23,7 @@ __all__ = [
     "MemoryPortSignature", "CsrBusSignature", "engine_cmd_signature",
     "spad_row", "acc_row", "local_addr_width",
     "spad_read_signature", "spad_write_signature", "acc_read_signature", "acc_write_signature",
-    "param_read_signature", "param_write_signature", "CSR",
+    "param_read_signature", "param_write_signature", "CSR", "checked_config", "engine_members",
 ]
 
 
@@ -134,3 +134,25 @@ def param_read_signature(cfg):
 
 def param_write_signature(cfg):
     return memory.WritePort.Signature(addr_width=local_addr_width(cfg.param_rows), shape=acc_row(cfg))
+
+
+def checked_config(cfg) -> AccelConfig:
+    """``cfg`` validated; a :class:`TypeError` for anything that is not an :class:`AccelConfig`.
+    Every component's constructor starts with it, so a bad parameter fails before elaboration."""
+    if not isinstance(cfg, AccelConfig):
+        raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
+    return cfg.validate()
+
+
+_PORT_SIGNATURES = {
+    "spad_rd": spad_read_signature, "spad_wr": spad_write_signature,
+    "acc_rd": acc_read_signature, "acc_wr": acc_write_signature,
+    "param_rd": param_read_signature, "param_wr": param_write_signature,
+}
+
+
+def engine_members(cfg: AccelConfig, *ports: str) -> dict:
+    """The members of an engine: ``cmd``, ``busy`` and the named memory ports (``spad_rd``,
+    ``spad_wr``, ``acc_rd``, ``acc_wr``, ``param_rd``, ``param_wr``), each ``In`` its signature."""
+    return {"cmd": In(engine_cmd_signature()), "busy": Out(1),
+            **{port: In(_PORT_SIGNATURES[port](cfg)) for port in ports}}

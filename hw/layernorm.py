@@ -16,11 +16,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.interfaces import (engine_cmd_signature, param_read_signature, spad_read_signature,
-                                    spad_write_signature)
 from vitaccel.sw.golden import INT8_MAX, INT8_MIN
 from vitaccel.sw.layernorm import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT, RSQRT_SEED, STD_FRAC,
                                    row_mean_constants, squares)
+
+from .interfaces import checked_config, engine_members
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
            "unit_row_cycles", "unit_stats_cycles"]
@@ -179,9 +179,7 @@ class LayerNormUnit(wiring.Component):
     OUT_LATENCY = 7
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg.validate()
+        self._cfg = checked_config(cfg)
         self._sizes = s = _Sizes(cfg)
         lanes = data.ArrayLayout(signed(cfg.data_width), cfg.vector_lanes)
         super().__init__({
@@ -526,16 +524,8 @@ class LayerNormEngine(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg.validate()
-        super().__init__({
-            "cmd": In(engine_cmd_signature()),
-            "busy": Out(1),
-            "spad_rd": In(spad_read_signature(cfg)),
-            "spad_wr": In(spad_write_signature(cfg)),
-            "param_rd": In(param_read_signature(cfg)),
-        })
+        self._cfg = checked_config(cfg)
+        super().__init__(engine_members(cfg, "spad_rd", "spad_wr", "param_rd"))
 
     def cycles(self, rows: int, length: int) -> int:
         """:func:`layernorm_cycles` for this engine's config."""

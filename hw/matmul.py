@@ -6,12 +6,11 @@ weight load, and a busy time given by :func:`matmul_cycles`, which the performan
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
 from vitaccel.hw.array import SystolicArray, array_latency
-from vitaccel.hw.interfaces import (acc_read_signature, acc_write_signature, engine_cmd_signature,
-                                    spad_read_signature)
+
+from vitaccel.hw.interfaces import checked_config, engine_members
 
 __all__ = ["MatmulEngine", "matmul_cycles"]
 
@@ -63,16 +62,8 @@ class MatmulEngine(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg.validate()
-        super().__init__({
-            "cmd": In(engine_cmd_signature()),
-            "busy": Out(1),
-            "spad_rd": In(spad_read_signature(cfg)),
-            "acc_rd": In(acc_read_signature(cfg)),
-            "acc_wr": In(acc_write_signature(cfg)),
-        })
+        self._cfg = checked_config(cfg)
+        super().__init__(engine_members(cfg, "spad_rd", "acc_rd", "acc_wr"))
 
     def cycles(self, rows: int) -> int:
         """:func:`matmul_cycles` for this engine's config."""

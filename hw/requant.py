@@ -10,9 +10,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.interfaces import (acc_read_signature, engine_cmd_signature, param_read_signature,
-                                    spad_write_signature)
 from vitaccel.sw.golden import INT8_MAX, INT8_MIN
+
+from .interfaces import checked_config, engine_members
 
 __all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
 
@@ -53,9 +53,7 @@ class Requantizer(wiring.Component):
     LATENCY = 4
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg.validate()
+        self._cfg = checked_config(cfg)
         super().__init__({
             "acc": In(signed(cfg.acc_width)),
             "bias": In(signed(cfg.acc_width)),
@@ -141,16 +139,8 @@ class RequantEngine(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg.validate()
-        super().__init__({
-            "cmd": In(engine_cmd_signature()),
-            "busy": Out(1),
-            "acc_rd": In(acc_read_signature(cfg)),
-            "param_rd": In(param_read_signature(cfg)),
-            "spad_wr": In(spad_write_signature(cfg)),
-        })
+        self._cfg = checked_config(cfg)
+        super().__init__(engine_members(cfg, "acc_rd", "param_rd", "spad_wr"))
 
     def cycles(self, rows: int, row_shift: bool = False) -> int:
         """:func:`requant_cycles` for this engine's config."""

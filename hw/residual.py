@@ -15,9 +15,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.interfaces import (engine_cmd_signature, local_addr_width, param_read_signature,
-                                    spad_read_signature, spad_write_signature)
+from vitaccel.hw.interfaces import local_addr_width
 from vitaccel.sw.golden import INT8_MAX, INT8_MIN
+
+from vitaccel.hw.interfaces import checked_config, engine_members
 
 __all__ = ["lanes_layout", "saturating_round_shift", "valid_pipeline", "ResidualAddUnit",
            "ElementwiseEngine", "ResidualAddEngine", "add_cycles", "tiles"]
@@ -93,9 +94,7 @@ class ResidualAddUnit(wiring.Component):
     LATENCY = 4
 
     def __init__(self, cfg: AccelConfig):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg.validate()
+        self._cfg = checked_config(cfg)
         beat = lanes_layout(cfg)
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({"a": beat, "b": beat}))),
@@ -183,17 +182,9 @@ class ElementwiseEngine(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig, *, operands: int):
-        if not isinstance(cfg, AccelConfig):
-            raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-        self._cfg = cfg.validate()
+        self._cfg = checked_config(cfg)
         self._operands = operands
-        super().__init__({
-            "cmd": In(engine_cmd_signature()),
-            "busy": Out(1),
-            "spad_rd": In(spad_read_signature(cfg)),
-            "spad_wr": In(spad_write_signature(cfg)),
-            "param_rd": In(param_read_signature(cfg)),
-        })
+        super().__init__(engine_members(cfg, "spad_rd", "spad_wr", "param_rd"))
 
     def make_unit(self):
         """The stream unit of this engine (elaborated as submodule ``unit``)."""

@@ -13,9 +13,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.interfaces import (engine_cmd_signature, param_read_signature, param_write_signature,
-                                    spad_read_signature, spad_write_signature)
 from vitaccel.sw.softmax import EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
+
+from .interfaces import checked_config, engine_members
 
 __all__ = ["SoftmaxUnit", "SoftmaxEngine", "softmax_beats", "softmax_cycles"]
 
@@ -31,12 +31,6 @@ _STEP = 2 * EXP_BITS - 7
 def softmax_beats(cfg: AccelConfig, length: int) -> int:
     """Stream beats of one row of ``length`` elements: ``ceil(length / vector_lanes)``."""
     return -(-length // cfg.vector_lanes)
-
-
-def _check_cfg(cfg):
-    if not isinstance(cfg, AccelConfig):
-        raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
-    return cfg.validate()
 
 
 class SoftmaxUnit(wiring.Component):
@@ -96,7 +90,7 @@ class SoftmaxUnit(wiring.Component):
     PIPELINE = 9
 
     def __init__(self, cfg: AccelConfig):
-        self._cfg = cfg = _check_cfg(cfg)
+        self._cfg = cfg = checked_config(cfg)
         lanes = cfg.vector_lanes
         super().__init__({
             "mult": In(signed(MULT_BITS)),
@@ -380,15 +374,8 @@ class SoftmaxEngine(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig):
-        self._cfg = cfg = _check_cfg(cfg)
-        super().__init__({
-            "cmd": In(engine_cmd_signature()),
-            "busy": Out(1),
-            "spad_rd": In(spad_read_signature(cfg)),
-            "spad_wr": In(spad_write_signature(cfg)),
-            "param_rd": In(param_read_signature(cfg)),
-            "param_wr": In(param_write_signature(cfg)),
-        })
+        self._cfg = cfg = checked_config(cfg)
+        super().__init__(engine_members(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr"))
 
     def cycles(self, rows: int, length: int) -> int:
         """:func:`softmax_cycles` for this engine's config."""

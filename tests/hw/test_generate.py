@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# A Core rejected by its constructor is never elaborated: no warning for it.
 """Verilog generation: module name, flat ports, deterministic text, both files written."""
 
 import re
