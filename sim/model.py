@@ -23,7 +23,8 @@ import numpy as np
 
 from vitaccel.config import AccelConfig
 
-__all__ = ["ENGINES", "load_intvit", "model_images", "simulate_model", "builtin_models"]
+__all__ = ["ENGINES", "load_intvit", "model_images", "simulate_model", "builtin_models",
+           "write_instruction_trace"]
 
 ENGINES = ("rtl", "isa", "perf")
 
@@ -137,8 +138,6 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
                                trace=trace if first else None,
                                trace_instructions=first and trace_instructions is not None)
             if first and trace_instructions is not None:
-                from vitaccel.cli import write_instruction_trace
-
                 write_instruction_trace(run, result.instructions, trace_instructions)
             image, error, cycles = result.image, result.error, result.cycles
             sim_cycles += result.sim_cycles
@@ -179,3 +178,22 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
     if labels is not None and engine != "perf":
         report["top1"] = round(sum(r["predicted"] == r["label"] for r in runs) / len(runs), 4)
     return report
+
+
+def write_instruction_trace(program, spans, path) -> None:
+    """``path`` (CSV): per instruction the controller fetched, its address, listing text, layer, the
+    cycle it was fetched from (``start``, from the start as CYCLES), the cycle the next one was
+    (``end``, exclusive) and their difference."""
+    import csv
+
+    from vitaccel.isa import INSTR_BYTES, decode
+
+    layers = program.layer_of() if program.layers else [""] * len(program.instructions)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "pc", "instruction", "layer", "start", "end", "cycles"])
+        for pc, start, end in spans:
+            index = (pc - program.prog_addr) // INSTR_BYTES
+            text = str(decode(program.instructions[index])) if 0 <= index < len(program.instructions) else "?"
+            writer.writerow([index, f"{pc:#x}", text, layers[index] if 0 <= index < len(layers) else "",
+                             start, end, end - start])

@@ -102,6 +102,8 @@ def run_program(cfg, program, expected: dict, *, engine="rtl", seed=0, latency=(
         result = run_image(cfg, program.image, program.prog_addr, seed=seed, latency=latency, cmd_stall=stall,
                            trace=trace, trace_instructions=trace_instructions is not None)
     if trace_instructions is not None:
+        from vitaccel.sim.model import write_instruction_trace
+
         write_instruction_trace(program, result.instructions, trace_instructions)
     rtl_mismatch = compare(result.image)
     report.update(
@@ -115,25 +117,6 @@ def run_program(cfg, program, expected: dict, *, engine="rtl", seed=0, latency=(
         first_mismatch=rtl_mismatch,
     )
     return report
-
-
-def write_instruction_trace(program, spans, path) -> None:
-    """``path`` (CSV): per instruction the controller fetched, its address, listing text, layer, the
-    cycle it was fetched from (``start``, from the start as CYCLES), the cycle the next one was
-    (``end``, exclusive) and their difference."""
-    import csv
-
-    from vitaccel.isa import INSTR_BYTES, decode
-
-    layers = program.layer_of() if program.layers else [""] * len(program.instructions)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["index", "pc", "instruction", "layer", "start", "end", "cycles"])
-        for pc, start, end in spans:
-            index = (pc - program.prog_addr) // INSTR_BYTES
-            text = str(decode(program.instructions[index])) if 0 <= index < len(program.instructions) else "?"
-            writer.writerow([index, f"{pc:#x}", text, layers[index] if 0 <= index < len(layers) else "",
-                             start, end, end - start])
 
 
 def simulate_linear(cfg, m, k, n, *, seed=0, engine="rtl", latency=(1, 1), stall=0.0, quiet=True,
