@@ -16,7 +16,7 @@ from amaranth.back import verilog
 from vitaccel.config import preset
 from vitaccel.hw.gelu import GeluEngine, GeluUnit, gelu_cycles
 from vitaccel.isa import Opcode
-from vitaccel.sw.gelu import ShiftGeluParams, apply_gelu_table, gelu_table, shift_gelu, shift_gelu_params
+from vitaccel.sw.gelu import apply_gelu_table, gelu_table, shift_gelu, shift_gelu_params
 
 # The helpers shared with the other engine tests sit beside this file, which pytest (importlib mode)
 # does not put on sys.path.
