@@ -3,32 +3,49 @@ serial line (8 data bits, no parity, 1 stop bit).
 
 Protocol (all multi-byte fields little-endian; ``W = bus_bits / 8`` bytes per memory word):
 
-======== ============================== ===========================================
-request  bytes after the command byte   reply
-======== ============================== ===========================================
-``0x01`` address (4), word (W)          ``0x01`` once the word is written
-``0x02`` address (4)                    the word at ``address`` (W bytes)
-``0x03`` register index (1), value (4)  ``0x03`` once the CSR is written
-``0x04`` register index (1)             the CSR's value (4 bytes)
-other    (none)                         ``0xFF``
-======== ============================== ===========================================
+======== =============================================== ===========================================
+request  bytes after the command byte                    reply
+======== =============================================== ===========================================
+``0x01`` address (4), word (W)                           ``0x01`` once the word is written
+``0x02`` address (4)                                     the word at ``address`` (W bytes)
+``0x03`` register index (1), value (4)                   ``0x03`` once the CSR is written
+``0x04`` register index (1)                              the CSR's value (4 bytes)
+``0x05`` address (4), count (2), then ``count`` words    ``0x05`` once the last word is written
+``0x06`` address (4), count (2)                          the ``count`` words from ``address`` on
+                                                         (``count * W`` bytes)
+other    (none)                                          ``0xFF``
+======== =============================================== ===========================================
 
-Addresses are byte addresses of whole words (their low bits are ignored). Register indices are
-:class:`vitaccel.hw.interfaces.CSR`: a run is started by writing 1 to CTRL (``0x03 0x00 01 00 00 00``)
-and polled by reading STATUS (``0x04 0x01``). One request is served at a time; the host waits for
-each reply before sending the next request, so no receive buffer is needed.
+Addresses are byte addresses of whole words (their low bits are ignored); the block commands
+``0x05`` (write block) and ``0x06`` (read block) move ``count`` consecutive words from ``address``
+on, at ``address + k * W`` for word ``k``, so that a block costs 7 bytes of overhead instead of 5 or 6
+per word. A block of ``count = 0`` moves nothing: a write block still replies ``0x05``, a read
+block replies nothing. Register indices are :class:`vitaccel.hw.interfaces.CSR`: a run is started by
+writing 1 to CTRL (``0x03 0x00 01 00 00 00``) and polled by reading STATUS (``0x04 0x01``).
+
+One request is served at a time; the host waits for each reply before sending the next request,
+so no receive buffer is needed. Within a request the bytes must follow each other without a pause
+of ``timeout_s`` (a quarter of a second by default): after one, the link drops the request and
+waits for a new command byte, so that a host that died half-way through a request does not leave
+the link waiting for the rest. Memory requests wait while a run is busy (the memory belongs to the
+core then: :class:`~vitaccel.boards.top.System`); the words of a block write arrive regardless,
+so send memory requests only while no run is busy (STATUS bit 0 clear), as the host driver
+(``boards/host.py``) does.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.hw.interfaces import CsrBusSignature, MemoryPortSignature
 
-__all__ = ["HostLink", "UartRx", "UartTx", "WRITE_WORD", "READ_WORD", "WRITE_CSR", "READ_CSR", "NAK"]
+__all__ = ["HostLink", "UartRx", "UartTx", "WRITE_WORD", "READ_WORD", "WRITE_CSR", "READ_CSR", "WRITE_BLOCK",
+           "READ_BLOCK", "NAK", "MAX_BLOCK_WORDS"]
 
-WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR = 0x01, 0x02, 0x03, 0x04
+WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR, WRITE_BLOCK, READ_BLOCK = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 NAK = 0xFF
+#: The largest ``count`` of a block command (a 2-byte field).
+MAX_BLOCK_WORDS = 0xFFFF
 
 
 def _divisor(clk_hz: int, baud: int) -> int:
@@ -118,6 +135,8 @@ class HostLink(wiring.Component):
         The memory port's address and data widths (those of the core's port).
     clk_hz, baud : int
         Clock frequency and line rate; at least 4 clocks per bit.
+    timeout_s : float
+        A request whose next byte does not come within this time is dropped (module docstring).
 
     Ports
     -----
@@ -129,9 +148,11 @@ class HostLink(wiring.Component):
         Register reads and writes of the core.
     """
 
-    def __init__(self, addr_bits: int, bus_bits: int, *, clk_hz: int, baud: int = 115200):
+    def __init__(self, addr_bits: int, bus_bits: int, *, clk_hz: int, baud: int = 115200, timeout_s: float = 0.25):
         self._bus_bits = bus_bits
         self._divisor = _divisor(clk_hz, baud)
+        # Never shorter than two bytes on the line, so that a request's bytes can always follow.
+        self._timeout = max(round(timeout_s * clk_hz), 20 * self._divisor)
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
@@ -147,8 +168,14 @@ class HostLink(wiring.Component):
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
 
         command = Signal(8)
-        # Argument bytes land at fixed positions: address/index in byte 0.., word/value after it.
+        # A block command is served as a run of word commands: once its header is in, ``command``
+        # becomes WRITE_WORD or READ_WORD, ``block`` is set and ``remaining`` counts the words left.
+        block = Signal()
+        remaining = Signal(16)
+        # Argument bytes land at fixed positions: address/index in byte 0.., word/value/count after it.
         args = Signal(8 * (4 + max(word_bytes, 4)))
+        address = args[:32]
+        block_count = args[32:48]
         count = Signal(range(len(args) // 8 + 1))
         needed = Signal.like(count)
         with m.Switch(command):
@@ -160,23 +187,29 @@ class HostLink(wiring.Component):
                 m.d.comb += needed.eq(5)
             with m.Case(READ_CSR):
                 m.d.comb += needed.eq(1)
+            with m.Case(WRITE_BLOCK, READ_BLOCK):
+                m.d.comb += needed.eq(6)
+        # Clocks since the last byte of a request that is not complete yet.
+        idle = Signal(range(self._timeout + 1))
+        m.d.sync += idle.eq(0)
 
         reply = Signal(8 * max(word_bytes, 4))
         reply_bytes = Signal(range(len(reply) // 8 + 1))
         m.d.comb += [
-            self.mem.cmd_addr.eq(args[:32]),
+            self.mem.cmd_addr.eq(address),
             self.mem.cmd_wdata.eq(args[32:32 + self._bus_bits]),
             self.csr.addr.eq(args[:8]),
             self.csr.w_data.eq(args[8:40]),
             utx.data.eq(reply[:8]),
         ]
+        last = remaining == 1
 
         with m.FSM():
             with m.State("COMMAND"):
-                m.d.sync += count.eq(0)
+                m.d.sync += [count.eq(0), block.eq(0)]
                 with m.If(urx.valid):
                     m.d.sync += command.eq(urx.data)
-                    with m.If(urx.data.matches(WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR)):
+                    with m.If(urx.data.matches(WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR, WRITE_BLOCK, READ_BLOCK)):
                         m.next = "ARGS"
                     with m.Else():
                         m.d.sync += [reply.eq(NAK), reply_bytes.eq(1)]
@@ -190,16 +223,25 @@ class HostLink(wiring.Component):
                             with m.Case(k):
                                 m.d.sync += args[8 * k:8 * k + 8].eq(urx.data)
                     m.d.sync += count.eq(count + 1)
+                with m.Elif(idle == self._timeout):
+                    m.next = "COMMAND"      # the rest of the request never came: drop it
+                with m.Else():
+                    m.d.sync += idle.eq(idle + 1)
             with m.State("EXECUTE"):
                 with m.Switch(command):
                     with m.Case(WRITE_WORD, READ_WORD):
                         m.d.comb += [self.mem.cmd_valid.eq(1), self.mem.cmd_write.eq(command == WRITE_WORD)]
                         with m.If(self.mem.cmd_ready):
-                            with m.If(command == WRITE_WORD):
-                                m.d.sync += [reply.eq(command), reply_bytes.eq(1)]
-                                m.next = "REPLY"
-                            with m.Else():
+                            with m.If(command == READ_WORD):
                                 m.next = "READ"
+                            with m.Elif(block & ~last):
+                                # The next word of the block: its bytes land after the address again.
+                                m.d.sync += [remaining.eq(remaining - 1), address.eq(address + word_bytes),
+                                             count.eq(4)]
+                                m.next = "ARGS"
+                            with m.Else():
+                                m.d.sync += [reply.eq(Mux(block, WRITE_BLOCK, WRITE_WORD)), reply_bytes.eq(1)]
+                                m.next = "REPLY"
                     with m.Case(WRITE_CSR):
                         m.d.comb += self.csr.w_en.eq(1)
                         m.d.sync += [reply.eq(command), reply_bytes.eq(1)]
@@ -207,6 +249,17 @@ class HostLink(wiring.Component):
                     with m.Case(READ_CSR):
                         m.d.sync += [reply.eq(self.csr.r_data), reply_bytes.eq(4)]
                         m.next = "REPLY"
+                    with m.Case(WRITE_BLOCK):
+                        m.d.sync += [block.eq(1), remaining.eq(block_count), command.eq(WRITE_WORD), count.eq(4)]
+                        with m.If(block_count == 0):
+                            m.d.sync += [reply.eq(WRITE_BLOCK), reply_bytes.eq(1)]
+                            m.next = "REPLY"
+                        with m.Else():
+                            m.next = "ARGS"
+                    with m.Case(READ_BLOCK):
+                        m.d.sync += [block.eq(1), remaining.eq(block_count), command.eq(READ_WORD)]
+                        with m.If(block_count == 0):
+                            m.next = "COMMAND"
             with m.State("READ"):
                 m.d.comb += self.mem.rsp_ready.eq(1)
                 with m.If(self.mem.rsp_valid):
@@ -217,5 +270,10 @@ class HostLink(wiring.Component):
                 with m.If(utx.ready):
                     m.d.sync += [reply.eq(reply >> 8), reply_bytes.eq(reply_bytes - 1)]
                     with m.If(reply_bytes == 1):
-                        m.next = "COMMAND"
+                        with m.If(block & (command == READ_WORD) & ~last):
+                            # The next word of a block read, read while this one goes out.
+                            m.d.sync += [remaining.eq(remaining - 1), address.eq(address + word_bytes)]
+                            m.next = "EXECUTE"
+                        with m.Else():
+                            m.next = "COMMAND"
         return m
