@@ -400,6 +400,46 @@ def _write_estimate_report(report, sim, out_dir: Path) -> None:
     (out_dir / "estimate.md").write_text("\n".join(lines))
 
 
+# ---- boards: run -----------------------------------------------------------------------------
+
+
+def cmd_run(args):
+    """A model on a real board over its UART host link (boards/host.py), checked against golden."""
+    from vitaccel.boards.host import LinkError, run_model
+
+    cfg = _board_config(args)
+    if args.images < 1:
+        raise UserError(f"--images must be a positive integer, not {args.images}")
+    if args.baud < 1:
+        raise UserError(f"--baud must be a positive integer, not {args.baud}")
+    try:
+        with step_progress(args.json) as say:
+            report = run_model(args.board, args.port, args.model, cfg, images=args.images, baud=args.baud,
+                               progress=say)
+    except LinkError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report))
+        return 0 if report["bit_exact"] else 1
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']} on {report['board']} ({cfg.name}) via {args.port}")
+    for column in ("image", "label", "pred", "golden", "bit-exact", "cycles", "compute ms", "link ms"):
+        table.add_column(column, justify="right")
+    for r in report["runs"]:
+        exact = "yes" if r["bit_exact"] else ("NO" if r["error"] == "NONE" else f"NO: {r['error']} at {r['pc']:#x}")
+        table.add_row(str(r["image"]), str(r["label"]), str(r["predicted"]), str(r["golden"]), exact,
+                      f"{r['cycles']:,}", f"{1e3 * r['compute_s']:.3f}", f"{1e3 * r['transfer_s']:.1f}")
+    Console().print(table)
+    accuracy = (f", top-1 {report['top1']:.2%} (golden {report['golden_top1']:.2%})" if "top1" in report else "")
+    print(f"bit-exact: {'yes' if report['bit_exact'] else 'NO'}{accuracy}; {report['cycles']:,} cycles per image "
+          f"= {1e3 * report['compute_s']:.3f} ms at {report['clk_hz'] / 1e6:g} MHz; per image {1e3 * report['transfer_s']:.1f} "
+          f"ms of transfer, {1e3 * report['wall_s']:.1f} ms in all; program and weights "
+          f"({report['image_bytes']:,} bytes) written in {report['upload_s']:.2f} s")
+    return 0 if report["bit_exact"] else 1
+
+
 # ---- quantize --------------------------------------------------------------------------------
 
 
@@ -490,6 +530,8 @@ EXAMPLES = {
                 "         vitaccel simulate --op softmax --rows 197 --length 197 --config default --json",
     "build": "example: vitaccel build --board ulx3s-85f -o build/ulx3s --bitstream",
     "estimate": "example: vitaccel estimate --board ulx3s-85f --model deit-tiny --json",
+    "run": "example: vitaccel run --board ulx3s-85f --port /dev/ttyUSB0 --model tiny-digits --images 8\n"
+           "         (the board runs the bitstream of: vitaccel build --board ulx3s-85f -o DIR --bitstream)",
     "compile": "example: vitaccel compile --model tiny-digits --config default -o build/tiny.prog.npz --listing",
     "demo": "example: vitaccel demo --config default --images 8",
     "quantize": "example: vitaccel quantize --model tiny-digits -o build/tiny_digits.intvit.npz --json",
@@ -561,6 +603,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="also write DIR/estimate.md and a per-layer plot")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_estimate)
+
+    p = command("run", "Run a model on a real board over its UART host link and check it against the golden model.")
+    p.add_argument("--board", required=True, help="ulx3s-85f, icebreaker, arty-a7-35 or arty-a7-100")
+    p.add_argument("--port", required=True,
+                   help="serial device (/dev/ttyUSB0, COM3) or a pyserial URL (socket://HOST:PORT, rfc2217://...)")
+    p.add_argument("--model", required=True, help="tiny-digits, deit-tiny or an IntViT file (vitaccel quantize)")
+    p.add_argument("--config", default="board",
+                   help="the config the board's bitstream was built with: preset or .toml/.json file, or "
+                        "'board' for the board's own config (default)")
+    p.add_argument("--images", type=int, default=8, help="images to run (default 8)")
+    p.add_argument("--baud", type=int, default=115200, help="line rate of the host link (default 115200)")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_run)
 
     p = command("compile", "Compile a quantized ViT into a program for an accelerator config.")
     p.add_argument("--model", required=True, help="tiny-digits, deit-tiny or an IntViT file (vitaccel quantize)")
