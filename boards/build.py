@@ -22,7 +22,7 @@ from vitaccel.config import AccelConfig
 from .targets import board, check_fit
 from .top import BoardTop
 
-__all__ = ["build", "BuildFailed", "make_plan", "run_plan", "TOP", "YOSYS_PRELUDE", "tool_env"]
+__all__ = ["build", "BuildFailed", "make_plan", "run_plan", "TOP", "YOSYS_PRELUDE", "ECP5_SYNTH_OPTS", "tool_env"]
 
 TOP = "top"
 
@@ -31,6 +31,10 @@ TOP = "top"
 #: word); flattening and hiding the internal names first avoids it. Port names stay: they are the
 #: pins of the constraint files.
 YOSYS_PRELUDE = "hierarchy -top {top}; flatten; rename -hide w:* i:* %d o:* %d"
+#: ECP5 synthesis options: only the MULT18X18Ds the design instantiates (array PEs and requant
+#: partial products, :class:`vitaccel.hw.array.Mult18x18D`) are DSPs; every other multiply is
+#: built from LUTs, so that `default` fits the 156 multipliers of the LFE5U-85F.
+ECP5_SYNTH_OPTS = "-nodsp"
 Progress = Callable[[str], None] | None
 
 
@@ -65,6 +69,8 @@ def make_plan(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None
     platform = target.platform_class()()
     if target.device.family == "ice40":
         overrides["synth_opts"] = ("-dsp " + overrides.get("synth_opts", "")).strip()
+    if target.device.family == "ecp5":
+        overrides["synth_opts"] = (ECP5_SYNTH_OPTS + " " + overrides.get("synth_opts", "")).strip()
     overrides.setdefault("script_after_read", YOSYS_PRELUDE.format(top=TOP))
     top = BoardTop(cfg, board_name, mem_bytes=mem_bytes, clk_hz=clk_hz)
     return platform.build(top, name=TOP, do_build=False, **overrides)

@@ -6,6 +6,11 @@ percentage of the device, and the Fmax nextpnr reaches (ECP5, iCE40) or ``None``
 (Artix-7: no open place-and-route). Every number carries its source. Results are cached under
 ``build/estimate/`` by a hash of the board, the generated design and the tool options, so a change
 to any hardware source is a new entry and never a stale one.
+
+Place-and-route of `default` takes tens of minutes, so estimates measured here are also shipped in
+``vitaccel/boards/measured/`` (:data:`MEASURED_DIR`, written by ``benchmarks/fmax.py --record``),
+under the same key: a design identical to the one measured finds its record (``provenance`` says
+so), any other design misses it and runs the tools.
 """
 
 from __future__ import annotations
@@ -27,7 +32,11 @@ from .build import TOP, YOSYS_PRELUDE, BuildFailed, Progress, make_plan, run_pla
 from .targets import Board, board, board_mem_bytes, check_fit
 from .top import System
 
-__all__ = ["estimate", "parse_stat", "count_resources", "CELL_WEIGHTS", "FIELDS"]
+__all__ = ["estimate", "parse_stat", "count_resources", "record_estimate", "CELL_WEIGHTS", "FIELDS",
+           "MEASURED_DIR"]
+
+#: Estimates measured with the tools and shipped with the package, one JSON file per design.
+MEASURED_DIR = Path(__file__).with_name("measured")
 
 #: Cells of each resource class and what one counts for, per family (yosys ``stat`` cell types).
 #: A CCU2C carry cell occupies two LUT4s; a distributed RAM cell the LUTs of its slices.
@@ -58,7 +67,7 @@ CELL_WEIGHTS = {
 #: The keys of the dict :func:`estimate` returns.
 FIELDS = ("board", "part", "config", "config_slug", "mem_bytes", "clk_hz", "resources", "modelled",
           "fmax_mhz", "fmax_source", "timing_met", "placed", "memory_bandwidth", "capacity_source",
-          "seconds", "cache_key")
+          "seconds", "cache_key", "provenance")
 
 _SYNTH_COMMAND = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp", "xilinx7": "synth_xilinx -family xc7"}
 
@@ -100,7 +109,7 @@ def _cache_key(target: Board, design_text: str, options: str) -> str:
 
 
 def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,
-             seed: int = 1, cache: bool = True, progress: Progress = None) -> dict:
+             seed: int = 1, cache: bool = True, run_tools: bool = True, progress: Progress = None) -> dict | None:
     """Resources and Fmax of ``cfg`` on the board, from yosys and nextpnr; keys :data:`FIELDS`.
 
     ``resources[kind]`` (``lut``, ``ff``, ``dsp``, ``bram``) holds ``used``, ``available``,
@@ -110,7 +119,10 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     ``clk_hz`` (default: the board's :attr:`~vitaccel.boards.targets.Board.target_hz`; ``None``
     for Artix-7, with the reason in ``fmax_source``); ``timing_met`` whether it reaches ``clk_hz``; ``placed``
     is nextpnr's own utilisation. ``seconds`` are the tool run times of the run that produced the
-    numbers (a cached result keeps them). The fit check runs first and raises ``FitError``.
+    numbers (a cached result keeps them). ``provenance`` says where the numbers come from: this
+    machine's run (cached under ``build/estimate/``) or a record in :data:`MEASURED_DIR` of the
+    identical design. With ``run_tools=False`` it returns ``None`` instead of running the tools when
+    neither has the design. The fit check runs first and raises ``FitError``.
     """
     target = board(board_name)
     family = target.device.family
@@ -140,17 +152,41 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     # One run per key at a time: a second caller waits, then finds the first one's result.
     with open(root / f"{run_dir.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _estimate_locked(target, cfg, run_dir, key, cache, design, plan,
+        if cache:
+            found = _cached(run_dir / "estimate.json", key)
+            if found is not None or not run_tools:
+                return found
+        return _estimate_locked(target, cfg, run_dir, key, design, plan,
                                 mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed, modelled=modelled,
                                 progress=progress)
 
 
-def _estimate_locked(target, cfg, run_dir, key, cache, design, plan, *, mem_bytes, clk_hz, seed, modelled,
-                     progress):
+def _cached(report_path: Path, key: str) -> dict | None:
+    """This machine's estimate of the design with ``key``, else the shipped record of it, else None."""
+    if report_path.is_file():
+        return json.loads(report_path.read_text())
+    records = sorted(MEASURED_DIR.glob(f"*-{key}.json"))
+    return json.loads(records[0].read_text()) if records else None
+
+
+def record_estimate(result: dict, command: str) -> Path:
+    """Ship ``result`` (an :func:`estimate` of this machine) in :data:`MEASURED_DIR`, replacing the
+    records of earlier designs of the same board and config; ``command`` is what measured it."""
+    name = f"{result['board']}-{result['config']}"
+    for old in MEASURED_DIR.glob(f"{name}-*.json"):
+        old.unlink()
+    MEASURED_DIR.mkdir(exist_ok=True)
+    path = MEASURED_DIR / f"{name}-{result['cache_key']}.json"
+    record = dict(result, provenance=f"recorded: measured by `{command}` on {time.strftime('%Y-%m-%d')} for "
+                                     f"the identical design (cache key {result['cache_key']}), shipped in "
+                                     f"vitaccel/boards/measured/")
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def _estimate_locked(target, cfg, run_dir, key, design, plan, *, mem_bytes, clk_hz, seed, modelled, progress):
     family = target.device.family
     report_path = run_dir / "estimate.json"
-    if cache and report_path.is_file():
-        return json.loads(report_path.read_text())
 
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -206,6 +242,8 @@ def _estimate_locked(target, cfg, run_dir, key, cache, design, plan, *, mem_byte
                              "source": target.memory_source},
         "capacity_source": target.device.source,
         "seconds": seconds, "cache_key": key,
+        "provenance": f"measured on this machine (yosys{', nextpnr' if fmax is not None else ''}), "
+                      f"cached in {run_dir}",
     }
     # Written last and atomically: an interrupted run leaves no estimate.json for the cache to trust.
     partial = report_path.with_suffix(".partial")

@@ -44,6 +44,10 @@ class Device:
     bram_cell: str
     bram_shapes: tuple[tuple[int, int], ...]
     source: str
+    #: Whether the vector units' multiplies use DSPs. The ECP5 flow synthesizes with ``-nodsp``
+    #: (:data:`vitaccel.boards.build.ECP5_SYNTH_OPTS`): only the array's and the requantizers'
+    #: instantiated MULT18X18Ds are DSPs, the vector units multiply in LUTs.
+    vector_dsps: bool = True
 
     @property
     def bram_bits(self) -> int:
@@ -89,7 +93,8 @@ ECP5_85F = Device(
     family="ecp5", part="LFE5U-85F-6BG381C", luts=83640, ffs=83640, dsps=156, dsp_cell="MULT18X18D",
     dsp_width=(18, 18), bram_blocks=208, bram_block_bits=18432, bram_cell="DP16KD", bram_shapes=_SHAPES_18K,
     source="Lattice ECP5 and ECP5-5G Family Data Sheet (FPGA-DS-02012), Table 1.1: LFE5U-85: 84k LUTs "
-           "(41,820 slices of 2 LUT4 + 2 FF), 208 EBR of 18 kbit (3,744 kbit), 156 18x18 multipliers")
+           "(41,820 slices of 2 LUT4 + 2 FF), 208 EBR of 18 kbit (3,744 kbit), 156 18x18 multipliers",
+    vector_dsps=False)
 ICE40_UP5K = Device(
     family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, dsps=8, dsp_cell="SB_MAC16",
     dsp_width=(16, 16), bram_blocks=30, bram_block_bits=4096, bram_cell="SB_RAM40_4K", bram_shapes=_SHAPES_4K,
@@ -139,12 +144,6 @@ BOARDS: dict[str, Board] = {
 
 # Configurations sized for a board where the presets do not fit it.
 BOARD_CONFIGS = {
-    # The `default` preset with fewer lanes: with the vector units it needs 174 MULT18X18D (yosys),
-    # 18 more than the 156 the LFE5U-85F has; 144 (array) + 4 (2 requant lanes) + 5 (1 vector
-    # lane) + 2 (not lane multipliers) fit.
-    "ulx3s-85f": AccelConfig(
-        name="ulx3s", rows=12, cols=12, spad_rows=8192, acc_rows=2048, param_rows=256, bus_bits=32,
-        requant_lanes=2, vector_lanes=1, max_row=1024),
     # The iCE40UP5K's 8 DSPs hold a 2x2 array (4) and one requant lane (3 SB_MAC16); its 30 EBR hold
     # these memories (SPAD 1, ACC 4, PARAM 4 blocks) and the board top's 4 KiB (8 blocks). The
     # vector units need more multipliers than are left: see check_fit.
@@ -207,7 +206,8 @@ def resource_need(device: Device, cfg: AccelConfig, mem_bytes: int = 0) -> dict:
     on-chip memory, ``bus_bits`` wide) on ``device``.
 
     DSPs: one per array multiplier (int8 x int8), per requant lane the DSPs of one
-    ``acc_width x mult_bits`` multiply, per vector lane those of :func:`vector_lane_multipliers`.
+    ``acc_width x mult_bits`` multiply, per vector lane those of :func:`vector_lane_multipliers`
+    (none where :attr:`Device.vector_dsps` is false: those multiplies are in LUTs there).
     Block RAM: the SPAD, ACC and PARAM memories and the board memory, each mapped on its own to
     the device's block RAM aspect ratios; the vector units' row buffers and tables (a few blocks)
     are not modelled, :func:`~vitaccel.boards.synth.estimate` measures them.
@@ -216,6 +216,8 @@ def resource_need(device: Device, cfg: AccelConfig, mem_bytes: int = 0) -> dict:
     array = cfg.macs * dsps_per_multiply(device, cfg.data_width, cfg.data_width)
     requant = cfg.requant_lanes * dsps_per_multiply(device, cfg.acc_width, cfg.mult_bits)
     vector = cfg.vector_lanes * sum(dsps_per_multiply(device, a, b) for a, b in vector_lane_multipliers(cfg))
+    if not device.vector_dsps:
+        vector = 0
     dsp = array + requant + vector
     memories = [(cfg.spad_rows, cfg.cols * cfg.data_width), (cfg.acc_rows, cfg.cols * cfg.acc_width),
                 (cfg.param_rows, cfg.cols * cfg.acc_width)]

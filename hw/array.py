@@ -14,7 +14,7 @@ from vitaccel.config import AccelConfig
 
 from .interfaces import checked_config
 
-__all__ = ["SystolicArray", "array_latency", "MULTIPLIERS", "Mult18x18D"]
+__all__ = ["SystolicArray", "array_latency", "MULTIPLIERS", "Mult18x18D", "is_ecp5"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
 #: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the product register inside the DSP),
@@ -116,9 +116,7 @@ class SystolicArray(wiring.Component):
 
         multiplier = self._multiplier
         if multiplier == "auto":
-            from amaranth.vendor import LatticeECP5Platform
-
-            multiplier = "mult18x18d" if isinstance(platform, LatticeECP5Platform) else "inferred"
+            multiplier = "mult18x18d" if is_ecp5(platform) else "inferred"
 
         # The weight load is decoded a cycle ahead: its enables and data fan out to every PE, and
         # row 0's input register leaves that cycle free (see the class notes).
@@ -164,24 +162,35 @@ class SystolicArray(wiring.Component):
         return m
 
 
-class Mult18x18D(wiring.Component):
-    """A PE's int8 multiply on one ECP5 MULT18X18D, with the product register in the DSP block.
+def is_ecp5(platform) -> bool:
+    """Whether ``platform`` is an ECP5 platform: where :class:`Mult18x18D` instances are used."""
+    from amaranth.vendor import LatticeECP5Platform
 
-    Contract: ``p`` in cycle ``t + 1`` is ``a * b`` of cycle ``t`` (signed, exact); reset clears it.
+    return isinstance(platform, LatticeECP5Platform)
+
+
+class Mult18x18D(wiring.Component):
+    """A signed ``a_bits x b_bits`` multiply (each at most 18) on one ECP5 MULT18X18D, with the
+    product register in the DSP block.
+
+    Contract: ``p`` in cycle ``t + 1`` is ``a * b`` of cycle ``t`` (signed, exact, ``a_bits +
+    b_bits`` bits); reset clears it.
 
     Elaborated for a platform (synthesis), this is the primitive with ``REG_OUTPUT`` on ``CLK0``,
     synchronous reset ``RST0`` and unregistered, sign-extended signed inputs (Lattice TN1267, ECP5
     sysDSP Usage Guide). yosys never moves a fabric register into the DSP; with the product
     register inside, the multiplier's output needs no route to the fabric within the cycle. Without
     a platform (Amaranth's simulator cannot run an ``Instance``) it is a behavioural model of that
-    configuration.
+    configuration. Instantiated DSPs are the only ones an ECP5 build uses: it synthesizes with
+    ``-nodsp`` (:data:`vitaccel.boards.build.ECP5_SYNTH_OPTS`), every other multiply in LUTs.
     """
 
     WIDTH = 18
 
-    a: In(signed(8))
-    b: In(signed(8))
-    p: Out(signed(16))
+    def __init__(self, a_bits: int = 8, b_bits: int = 8):
+        if not (1 <= a_bits <= self.WIDTH and 1 <= b_bits <= self.WIDTH):
+            raise ValueError(f"a MULT18X18D multiplies at most 18 x 18 bits, not {a_bits} x {b_bits}")
+        super().__init__({"a": In(signed(a_bits)), "b": In(signed(b_bits)), "p": Out(signed(a_bits + b_bits))})
 
     def elaborate(self, platform):
         m = Module()
@@ -204,5 +213,5 @@ class Mult18x18D(wiring.Component):
             i_CLK0=ClockSignal(), i_CE0=C(1, 1), i_RST0=ResetSignal(),
             **{f"o_P{k}": product[k] for k in range(36)},
         )
-        m.d.comb += self.p.eq(product[:16])
+        m.d.comb += self.p.eq(product[:len(self.p)])
         return m

@@ -46,6 +46,9 @@ class Controller(wiring.Component):
       covers it: the fetch would issue misaligned reads). The next instruction is fetched right
       after an instruction is dispatched, while its engine works, except while a STORE is in flight
       (it may write the program): then the fetch's reads wait until the DMA is idle.
+    - An instruction is checked :attr:`CHECK_CYCLES` cycles after its last word arrives: a DECODE
+      cycle registers the checks' results and the scoreboard's row ranges, so that no path runs
+      from the instruction register through the checks to the dispatch in one cycle.
     - The checks run in the order of :class:`vitaccel.isa.ErrorCode`; the first that fails stops
       the run once the instructions in flight have finished: ``done`` rises, STATUS holds the code,
       PC the failing instruction's address, and nothing of the instruction is executed or counted.
@@ -72,6 +75,9 @@ class Controller(wiring.Component):
     two owners of one port apart, since a SPAD LOAD uses only the SPAD write port and a MATMUL only
     the SPAD read and ACC ports.
     """
+
+    #: Cycles from the arrival of an instruction's last word to the end of its check (DECODE, CHECK).
+    CHECK_CYCLES = 2
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
@@ -247,7 +253,8 @@ class Controller(wiring.Component):
         issued = Signal(range(fetch_words + 1))
         received = Signal(range(fetch_words + 1))
         fetch_addr = Signal(cfg.addr_bits)
-        error_now = self._checks(m, instr)
+        error_now = Signal(ErrorCode)    # registered in DECODE
+        error_checked = self._checks(m, instr)
         op = instr.end.opcode
         rows = Signal(16)
         with m.Switch(op):
@@ -289,9 +296,11 @@ class Controller(wiring.Component):
         load_lo, load_hi = Signal(17), Signal(17)
         mm_a_lo, mm_a_hi, mm_b_lo, mm_b_hi = Signal(17), Signal(17), Signal(17), Signal(17)
         dma, mm = instr.dma, instr.matmul
-        new_load = (dma.local_addr, dma.local_addr + dma.rows)
-        new_a = (mm.a_addr, mm.a_addr + mm.rows)
-        new_b = (mm.b_addr, mm.b_addr + cfg.rows)
+        # The row ranges of the instruction being checked, registered in DECODE.
+        new_load = (Signal(17, name="new_load_lo"), Signal(17, name="new_load_hi"))
+        new_a = (Signal(17, name="new_a_lo"), Signal(17, name="new_a_hi"))
+        new_b = (Signal(17, name="new_b_lo"), Signal(17, name="new_b_hi"))
+        rows_zero = Signal()
 
         def meet(x, y):
             return (x[0] < y[1]) & (y[0] < x[1])
@@ -357,7 +366,16 @@ class Controller(wiring.Component):
                         m.d.sync += instr.eq(Cat(instr.as_value()[bus:], self.mem.rsp_data))
                     m.d.sync += received.eq(received + 1)
                     with m.If(received == fetch_words - 1):
-                        m.next = "CHECK"
+                        m.next = "DECODE"
+
+            with m.State("DECODE"):
+                m.d.sync += [
+                    error_now.eq(error_checked), rows_zero.eq(rows == 0),
+                    new_load[0].eq(dma.local_addr), new_load[1].eq(dma.local_addr + dma.rows),
+                    new_a[0].eq(mm.a_addr), new_a[1].eq(mm.a_addr + mm.rows),
+                    new_b[0].eq(mm.b_addr), new_b[1].eq(mm.b_addr + cfg.rows),
+                ]
+                m.next = "CHECK"
 
             with m.State("CHECK"):
                 with m.If(error_now != ErrorCode.NONE):
@@ -365,7 +383,7 @@ class Controller(wiring.Component):
                     m.next = "STOP"
                 with m.Elif(op == Opcode.END):
                     m.next = "STOP"
-                with m.Elif(rows == 0):
+                with m.Elif(rows_zero):
                     next_instruction()
                 with m.Elif(is_vector):
                     m.d.comb += vector_start.eq(1)

@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 from vitaccel.sw.golden import INT8_MAX, INT8_MIN
 
+from .array import Mult18x18D, is_ecp5
 from .interfaces import checked_config, engine_members
 
 __all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
@@ -42,7 +43,11 @@ class Requantizer(wiring.Component):
 
     Notes
     -----
-    Throughput one result per cycle. Stages: sum, product, shift, round and saturate.
+    Throughput one result per cycle. Stages: sum; two partial products; product; shift; round and
+    saturate. The ``acc_width x mult_bits`` multiply is split at bit :attr:`LOW_BITS` of the sum,
+    ``p = (hi * mult << LOW_BITS) + lo * mult``, so that on ECP5 each partial product is one
+    MULT18X18D with its register inside (:class:`~vitaccel.hw.array.Mult18x18D`); elsewhere
+    (simulation, other devices) the same two products are inferred, with the same timing.
 
     At shift 63 the result is that of the documented formula (0 for every input), whereas
     ``golden.requantize`` computes its rounding constant ``(1 << 63) >> 1`` in int64, where it
@@ -50,7 +55,9 @@ class Requantizer(wiring.Component):
     """
 
     #: Cycles from the inputs to ``y``.
-    LATENCY = 4
+    LATENCY = 5
+    #: The low part of the sum (unsigned) in the split multiply.
+    LOW_BITS = 17
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -68,23 +75,42 @@ class Requantizer(wiring.Component):
 
         total = Signal(signed(cfg.acc_width))
         mult = Signal.like(self.mult)
-        shift = [Signal.like(self.shift, name=f"shift_{stage}") for stage in range(2)]
+        shift = [Signal.like(self.shift, name=f"shift_{stage}") for stage in range(4)]
         m.d.sync += [
             total.eq(self.acc + self.bias),  # truncating the sum is the int32 wraparound
             mult.eq(self.mult),
             shift[0].eq(self.shift),
         ]
+        m.d.sync += [shift[k + 1].eq(shift[k]) for k in range(3)]
+
+        # Partial products: lo (LOW_BITS, unsigned: a non-negative signed operand) and hi (signed).
+        lo = Cat(total[:self.LOW_BITS], 0).as_signed()
+        hi = total[self.LOW_BITS:].as_signed()
+        partials = []
+        for name, operand in (("lo", lo), ("hi", hi)):
+            width = len(operand) + cfg.mult_bits
+            if is_ecp5(platform) and max(len(operand), cfg.mult_bits) <= Mult18x18D.WIDTH:
+                m.submodules[f"mult_{name}"] = dsp = Mult18x18D(len(operand), cfg.mult_bits)
+                m.d.comb += [dsp.a.eq(operand), dsp.b.eq(mult)]
+                partials.append(dsp.p)
+            else:
+                partial = Signal(signed(width), name=f"partial_{name}")
+                m.d.sync += partial.eq(operand * mult)
+                partials.append(partial)
 
         product = Signal(signed(cfg.acc_width + cfg.mult_bits))
-        m.d.sync += [product.eq(total * mult), shift[1].eq(shift[0])]
+        m.d.sync += product.eq((partials[1] << self.LOW_BITS) + partials[0])
 
         # Rounding half up as (p + 2**(s-1)) >> s == ((p << 1 >> s) + 1) >> 1 needs no rounding
         # constant, and holds for s == 0 too: ((2p + 1) >> 1) == p.
         halves = Signal(signed(product.shape().width + 1))
-        m.d.sync += halves.eq((product << 1) >> shift[1])
+        m.d.sync += halves.eq((product << 1) >> shift[2])
 
-        rounded = (halves + 1) >> 1
-        m.d.sync += self.y.eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded)))
+        # rounded = (halves + 1) >> 1 saturates below -128 iff halves < -257, above 127 iff
+        # halves > 254; in between its low 8 bits come from the low 10 bits of halves.
+        rounded = ((halves[:10] + 1) >> 1)[:cfg.data_width]
+        m.d.sync += self.y.eq(Mux(halves < 2 * INT8_MIN - 1, INT8_MIN,
+                                  Mux(halves > 2 * INT8_MAX, INT8_MAX, rounded)))
         return m
 
 

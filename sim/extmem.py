@@ -53,19 +53,20 @@ class ExternalMemory:
             offer = bool(pending) and pending[0][0] <= cycle
             ctx.set(port.rsp_valid, offer)
             ctx.set(port.rsp_data, pending[0][1] if offer else 0)
-            if ready and ctx.get(port.cmd_valid):
-                addr = ctx.get(port.cmd_addr)
+            # The master's signals as they are at the clock edge, after every other testbench
+            # (engine models driving the master's inputs) has run for this cycle.
+            _, _, valid, addr, write, wdata, rsp_ready = await ctx.tick().sample(
+                port.cmd_valid, port.cmd_addr, port.cmd_write, port.cmd_wdata, port.rsp_ready)
+            if ready and valid:
                 self._check(addr)
-                if ctx.get(port.cmd_write):
-                    data = ctx.get(port.cmd_wdata)
-                    self.image[addr:addr + self.bus_bytes] = data.to_bytes(self.bus_bytes, "little")
+                if write:
+                    self.image[addr:addr + self.bus_bytes] = wdata.to_bytes(self.bus_bytes, "little")
                     self.writes.append(addr)
                 else:
                     word = int.from_bytes(self.image[addr:addr + self.bus_bytes], "little")
                     pending.append((cycle + self.rng.randint(*self.latency), word))
                     self.reads.append(addr)
-            if offer and ctx.get(port.rsp_ready):
+            if offer and rsp_ready:
                 pending.popleft()
             self.max_outstanding = max(self.max_outstanding, len(pending))
-            await ctx.tick()
             cycle += 1

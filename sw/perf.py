@@ -6,11 +6,12 @@ allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together,
 instruction waits until no engine is busy, and no engine takes a command while busy. The model
 replays that timeline instruction by instruction with
 
-- **control**: ``F + L + 1`` to fetch (``F = INSTR_BITS / bus_bits`` bus reads, the last answered
-  after the memory latency ``L``) and check, plus 1 to dispatch; a vector instruction has
-  ``ceil(length / cols)`` more (the controller's range check walks the tiles of a row, one per
-  cycle); an instruction with ``rows == 0`` (or a vector one with ``length == 0``) ``F + L + 2``;
-  END ``F + L + 2`` and then waits until no engine is busy. The fetch starts in the cycle after
+- **control**: ``F + L + C`` to fetch (``F = INSTR_BITS / bus_bits`` bus reads, the last answered
+  after the memory latency ``L``) and check (``C = Controller.CHECK_CYCLES``: decode, check),
+  plus 1 to dispatch; a vector instruction has ``ceil(length / cols)`` more (the controller's
+  range check walks the tiles of a row, one per cycle); an instruction with ``rows == 0`` (or a
+  vector one with ``length == 0``) ``F + L + C``; END ``F + L + C + 1`` and then waits until no
+  engine is busy. The fetch starts in the cycle after
   the previous instruction's dispatch, its reads wait for a STORE in flight to finish;
 - **engine**: the busy time of its engine, from the engines' own cycle formulas:
   LOAD ``W + L + 1`` and STORE ``W + 3`` (``W`` = bus words moved, hw/dma.py); MATMUL
@@ -40,6 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vitaccel.config import AccelConfig
+from vitaccel.hw.controller import Controller
 from vitaccel.hw.gelu import gelu_cycles
 from vitaccel.hw.layernorm import layernorm_cycles
 from vitaccel.hw.matmul import matmul_cycles
@@ -97,7 +99,7 @@ def instruction_cost(cfg: AccelConfig, word: int, *, mem_latency: int = 1) -> In
     ``mem_latency`` cycles (the module docstring gives the formulas). Raises ValueError for an
     illegal opcode (a program that stops with an error has no meaningful cycle count)."""
     op, f = _decode(word)
-    fetch = INSTR_BITS // cfg.bus_bits + mem_latency + 1
+    fetch = INSTR_BITS // cfg.bus_bits + mem_latency + Controller.CHECK_CYCLES
     if op is Opcode.END:
         return InstructionCost(op, fetch + 1, 0, 0)
     if _no_op(op, f):

@@ -4,8 +4,11 @@
 2. compile it for the config;
 3. run test images cycle-accurately in Verilator, every logit vector checked against the golden
    integer forward;
-4. check that the config fits a board (the modelled DSP and block-RAM need against the device;
-   synthesis and place-and-route take many minutes, so they are left to `vitaccel estimate`);
+4. estimate for a board: the fit check (modelled DSP and block-RAM need against the device), then
+   the resources and Fmax yosys and nextpnr measured for this exact design, from this machine's
+   estimate cache or the record shipped with the package (``vitaccel/boards/measured/``), and the
+   FPS at that Fmax from the measured cycles. Place-and-route takes tens of minutes, so the demo
+   never runs it: a design with neither says so and names the command that measures it;
 5. print a summary table and write ``<out>/report.md`` with a per-layer cycle plot.
 
 Every figure in the report comes from this run, labelled measured or modelled.
@@ -50,22 +53,37 @@ def run_demo(cfg, *, images: int = 8, board: str | None = "ulx3s-85f", out_dir: 
         "layers_modelled": sim["layers_modelled"], "board": None,
     }
     if board is not None:
-        report["board"] = _fit(board, cfg)
+        report["board"] = _board_estimate(board, cfg, sim["cycles"], say)
     report["wall_s"] = round(time.perf_counter() - start, 1)
     write_report(report, out_dir)
     return report
 
 
-def _fit(board: str, cfg) -> dict:
-    """Whether ``cfg`` fits ``board`` (modelled need vs device capacity), with the reason if not."""
+def _board_estimate(board: str, cfg, cycles: int, progress) -> dict:
+    """Whether ``cfg`` fits ``board`` (modelled need vs device capacity), with the reason if not;
+    if it fits, the measured estimate of the identical design when there is one (never running the
+    tools) and the FPS of ``cycles`` per image at its Fmax."""
+    from vitaccel.boards.synth import estimate
     from vitaccel.boards.targets import FitError, check_fit
 
     try:
         need = check_fit(board, cfg)
     except FitError as exc:
         return {"board": board, "fits": False, "reason": str(exc)}
-    return {"board": board, "fits": True, "need": need,
-            "next": f"vitaccel estimate --board {board} --config {cfg.name} for yosys/nextpnr figures"}
+    command = f"vitaccel estimate --board {board} --config {cfg.name} --model tiny-digits"
+    found = estimate(board, cfg, run_tools=False, progress=progress)
+    result = {"board": board, "fits": True, "need": need, "measured": found is not None, "command": command}
+    if found is None:
+        result["next"] = f"not measured for this design: `{command}` runs yosys and nextpnr (tens of minutes)"
+        return result
+    fmax = found["fmax_mhz"]
+    result.update(
+        resources={kind: {k: entry[k] for k in ("used", "available", "percent")}
+                   for kind, entry in found["resources"].items()},
+        fmax_mhz=fmax, fmax_source=found["fmax_source"], provenance=found["provenance"],
+        fps=round(fmax * 1e6 / cycles, 1) if fmax else None,
+    )
+    return result
 
 
 def plot_layers(layers: list, path: Path, title: str) -> Path:
@@ -113,6 +131,17 @@ def write_report(report: dict, out_dir: Path) -> Path:
         verdict = (f"fits ({board['need']['dsp']} DSPs, {board['need']['bram_blocks']} block RAMs)"
                    if board["fits"] else f"does not fit: {board['reason']}")
         lines.append(f"| fit on {board['board']} | {verdict} | modelled (boards.targets.check_fit) |")
+        if board.get("measured"):
+            res = board["resources"]
+            lines += [
+                f"| {board['board']} resources | " + ", ".join(
+                    f"{kind.upper()} {r['used']:,} ({r['percent']:g}%)" for kind, r in res.items())
+                + f" | yosys; {board['provenance']} |",
+                f"| {board['board']} Fmax | {board['fmax_mhz']} MHz | {board['fmax_source']} |",
+                f"| {board['board']} FPS (tiny-digits) | {board['fps']} | measured cycles per image at Fmax |",
+            ]
+        elif board["fits"]:
+            lines.append(f"| {board['board']} resources, Fmax, FPS | not measured | {board['next']} |")
     lines += ["", "![cycles per layer](layers.png)", "", "```", json.dumps(report, indent=1), "```", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -1,4 +1,5 @@
-"""The ECP5 MULT18X18D multiply path of the systolic array equals the inferred ``*`` path.
+"""The ECP5 MULT18X18D multiply paths: the systolic array's equals the inferred ``*`` path, and the
+requantizer's split multiply maps to two DSPs.
 
 Both arrays get the same stimulus (weight loads between and during input rows, rows with gaps,
 a reset in the middle) and must agree on every output bit in every cycle. Without a platform the
@@ -17,11 +18,12 @@ from amaranth.back import rtlil
 from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.sim import Simulator
 
-from vitaccel.boards.build import YOSYS_PRELUDE, tool_env
+from vitaccel.boards.build import ECP5_SYNTH_OPTS, YOSYS_PRELUDE, tool_env
 from vitaccel.boards.targets import board
 
 from vitaccel.config import preset
 from vitaccel.hw.array import SystolicArray
+from vitaccel.hw.requant import Requantizer
 
 
 def square(n):
@@ -92,6 +94,20 @@ def test_mult18x18d_instance_synthesizes(tmp_path):
               f"select -assert-count {n * n} t:MULT18X18D; "
               f"select -assert-count {n * n} t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i; "
               f"select -assert-none t:$mul t:$__MUL* %u")
+    result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_requantizer_uses_two_mult18x18d(tmp_path):
+    """On ECP5 a requant lane's 32 x 16 multiply is two MULT18X18Ds (the split product of
+    ``Requantizer``), product registers inside; with ``-nodsp`` nothing else becomes a DSP."""
+    platform = board("ulx3s-85f").platform_class()()
+    lane = Requantizer(preset("default"))
+    (tmp_path / "lane.il").write_text(rtlil.convert(lane, name="lane", platform=platform))
+    script = (f"read_rtlil lane.il; {YOSYS_PRELUDE.format(top='lane')}; synth_ecp5 {ECP5_SYNTH_OPTS} -top lane; "
+              "select -assert-count 2 t:MULT18X18D; "
+              "select -assert-count 2 t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i")
     result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

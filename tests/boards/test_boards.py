@@ -54,19 +54,22 @@ def test_capacities_cite_datasheets():
 def test_dsp_model():
     need = check_fit("arty-a7-100", preset("default"))
     assert (need["dsp_array"], need["dsp_requant"], need["dsp_vector"]) == (144, 8, 20)
-    assert check_fit("ulx3s-85f", board_config("ulx3s-85f"))["dsp"] == 144 + 2 * 2 + 5
+    # ECP5: the vector units multiply in LUTs (-nodsp); the array and the requantizers' split
+    # multiplies (2 MULT18X18D per lane) are the DSPs.
+    assert check_fit("ulx3s-85f", preset("default"))["dsp"] == 144 + 4 * 2
 
 
 def test_fit_error_names_dsps():
-    with pytest.raises(FitError, match=r"needs 172 MULT18X18D DSPs \(144 for the 12x12 array, 8 for 4 requant "
-                                       r"lanes, 20 for 4 vector lanes\) but the LFE5U-85F-6BG381C has 156"):
-        check_fit("ulx3s-85f", preset("default"))
+    big = dataclasses.replace(preset("default"), rows=16, cols=16).validate()
+    with pytest.raises(FitError, match=r"needs 264 MULT18X18D DSPs \(256 for the 16x16 array, 8 for 4 requant "
+                                       r"lanes, 0 for 4 vector lanes\) but the LFE5U-85F-6BG381C has 156"):
+        check_fit("ulx3s-85f", big)
     with pytest.raises(FitError, match=r"needs 172 DSP48E1 DSPs .* but the xc7a35ticsg324-1L has 90"):
         check_fit("arty-a7-35", preset("default"))
 
 
 def test_fit_error_names_block_ram():
-    big = dataclasses.replace(board_config("ulx3s-85f"), spad_rows=32768).validate()
+    big = dataclasses.replace(preset("default"), spad_rows=32768).validate()
     blocks = resource_need(BOARDS["ulx3s-85f"].device, big, BOARDS["ulx3s-85f"].mem_bytes)["bram_blocks"]
     with pytest.raises(FitError, match=rf"needs {blocks} DP16KD block RAMs .* but the LFE5U-85F-6BG381C has 208"):
         check_fit("ulx3s-85f", big)
@@ -76,7 +79,7 @@ def test_fit_error_names_block_ram():
 
 def test_build_checks_fit_before_anything(tmp_path):
     with pytest.raises(FitError):
-        build("ulx3s-85f", preset("default"), tmp_path / "x")
+        build("ulx3s-85f", dataclasses.replace(preset("default"), rows=16, cols=16).validate(), tmp_path / "x")
     assert not list(tmp_path.iterdir())
 
 
@@ -155,3 +158,21 @@ def test_estimate_ulx3s_tiny():
 def test_ecp5_bitstream_tiny(tmp_path):
     bit = build("ulx3s-85f", preset("tiny"), tmp_path / "ulx3s", bitstream=True)
     assert bit.is_file() and bit.stat().st_size > 100_000
+
+
+def test_recorded_estimates(tmp_path, monkeypatch):
+    """A shipped record is found by its design's key only; without tools and without a cache or a
+    record, estimate() returns None rather than a number from somewhere else."""
+    from vitaccel.boards import synth
+
+    monkeypatch.setattr(synth, "MEASURED_DIR", tmp_path / "measured")
+    monkeypatch.setattr(synth, "build_root", lambda: tmp_path / "build")
+    assert synth.estimate("ulx3s-85f", preset("tiny"), run_tools=False) is None
+    result = {"board": "ulx3s-85f", "config": "tiny", "cache_key": "0123456789abcdef", "fmax_mhz": 50.0}
+    old = synth.record_estimate(dict(result, cache_key="fedcba9876543210"), "old command")
+    path = synth.record_estimate(result, "python benchmarks/fmax.py --record")
+    assert not old.exists(), "a new record of the same board and config replaces the old one"
+    record = json.loads(path.read_text())
+    assert record["fmax_mhz"] == 50.0 and "python benchmarks/fmax.py --record" in record["provenance"]
+    assert synth._cached(tmp_path / "none.json", "0123456789abcdef") == record
+    assert synth._cached(tmp_path / "none.json", "fedcba9876543210") is None

@@ -131,10 +131,10 @@ def run(cfg, commands, seed):
 
 
 def test_cycle_formula():
-    assert Requantizer.LATENCY == 4
+    assert Requantizer.LATENCY == 5
     cfg = preset("default")
     assert requant_cycles(cfg, 0) == 0
-    assert requant_cycles(cfg, 197) == 197 * 3 + 8
+    assert requant_cycles(cfg, 197) == 197 * 3 + 9
 
 
 @pytest.mark.parametrize("name,changes,seed", [

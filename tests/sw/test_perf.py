@@ -69,7 +69,7 @@ def test_whole_model_on_the_rtl(binary, digits):
 
 def test_instruction_formulas():
     cfg = preset("default")       # 32-bit bus: 4 fetch reads; SPAD rows 3 words, ACC rows 12
-    fetch = 4 + 2 + 1             # reads, latency 2, check
+    fetch = 4 + 2 + 2             # reads, latency 2, decode and check
 
     def cost(op, **fields):
         return instruction_cost(cfg, encode(op, **fields), mem_latency=2)
