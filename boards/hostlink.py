@@ -76,15 +76,17 @@ class UartRx(wiring.Component):
         m.d.sync += [sync[0].eq(self.rx), sync[1].eq(sync[0])]
         rx = sync[1]
 
-        timer = Signal(range(self._divisor * 3 // 2 + 1))
+        timer = Signal(range(self._divisor))
         bits = Signal(range(10))
         shift = Signal(9)
         m.d.sync += self.valid.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
-                    # The first sample is the middle of the start bit.
-                    m.d.sync += [timer.eq(self._divisor // 2), bits.eq(0)]
+                    # Each bit is sampled in its middle, its cycle ``divisor // 2``: the synchronizer
+                    # and the cycle after the timer runs out add to the count. (A cycle later is the
+                    # last cycle of a bit at 4 clocks per bit: no margin for the line's phase.)
+                    m.d.sync += [timer.eq(self._divisor // 2 - 1), bits.eq(0)]
                     m.next = "BITS"
             with m.State("BITS"):
                 with m.If(timer != 0):

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 from amaranth.sim import Simulator
 
-from vitaccel.boards.hostlink import NAK, READ_BLOCK, READ_CSR, READ_WORD, WRITE_BLOCK, WRITE_CSR, WRITE_WORD
+from vitaccel.boards.hostlink import NAK, UartRx, READ_BLOCK, READ_CSR, READ_WORD, WRITE_BLOCK, WRITE_CSR, WRITE_WORD
 from vitaccel.boards.top import System, ecp5_pll_params
 from vitaccel.config import preset
 from vitaccel.hw.interfaces import CSR
@@ -173,6 +173,34 @@ def test_unfinished_request_dropped():
         assert await recv(8) == bytes([0x77] * 4) + bytes(4)    # the first word was written
 
     run(preset("tiny"), conversation, clk_hz=clk_hz)
+
+
+@pytest.mark.parametrize("divisor", [4, 5, 8, 16])
+def test_uart_rx_samples_mid_bit(divisor):
+    """Each data bit holds its value only in its middle cycle (``divisor // 2`` clocks after its
+    start; the inverse in every other cycle): the receiver samples there, at 4 clocks per bit too,
+    where a sample a cycle later would fall in the bit's last cycle, and one more in the next bit."""
+    dut = UartRx(divisor)
+    data = [0x55, 0xA3, 0x00, 0xFF, 0x1E]
+    levels = [1] * 5
+    for byte in data:
+        for k, bit in enumerate([0] + [(byte >> k) & 1 for k in range(8)] + [1]):
+            levels += [bit if k in (0, 9) or j == divisor // 2 else 1 - bit for j in range(divisor)]
+    levels += [1] * 2 * divisor
+    got = []
+
+    async def testbench(ctx):
+        for level in levels:
+            ctx.set(dut.rx, level)
+            await ctx.tick()
+            if ctx.get(dut.valid):
+                got.append(ctx.get(dut.data))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert got == data
 
 
 def test_ecp5_pll_params():
