@@ -78,6 +78,9 @@ class Controller(wiring.Component):
 
     #: Cycles from the arrival of an instruction's last word to the end of its check (DECODE, CHECK).
     CHECK_CYCLES = 2
+    #: Cycles a vector instruction's range check takes beyond its walk over the tiles of a row
+    #: (one per tile): the verdict is registered before it decides (VECTOR_VERDICT).
+    VECTOR_CHECK_CYCLES = 1
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
@@ -156,54 +159,60 @@ class Controller(wiring.Component):
             m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
         return error
 
-    def _vector_checks(self, m, instr, start):
+    def _vector_checks(self, m, instr, decode, start):
         """LOCAL_RANGE and ROW_LENGTH of a vector instruction, over several cycles.
 
         The last tile of a row starts ``(tiles - 1) * tile_stride`` rows after the first, with
         ``tiles = ceil(length / cols)``: rather than a divider and a multiplier, a walk subtracts
-        ``cols`` from the length and adds ``tile_stride`` once per tile, one tile per cycle. Starting
-        in a cycle with ``start``, it raises ``ready`` (for one cycle) when ``error`` is valid.
+        ``cols`` from the length and adds ``tile_stride`` once per tile, one tile per cycle, to
+        the end row of every tensor (and 4 PARAM rows per tile to LayerNorm's). Starting in a
+        cycle with ``start``, it raises ``ready`` (for one cycle) when ``error`` is valid; then
+        ``error`` compares registers with constants only.
         """
         cfg = self.cfg
         v = instr.vector
         op = instr.end.opcode
         remaining = Signal(17)
-        span = Signal(34)       # (tiles - 1) * tile_stride + rows, the extent of a tiled tensor
-        tiles = Signal(17)
         walking = Signal()
         ready = Signal()
+        # End rows (exclusive) of the tiled tensors: base + (tiles - 1) * tile_stride + rows.
+        src_end, dst_end, src2_end = (Signal(35, name=f"{name}_end") for name in ("src", "dst", "src2"))
+        param_end = Signal(20)
+        exponents_fit = Signal()
+        too_long = Signal()
+        exp_room = Signal(range(cfg.param_rows + 1))
+        exp_room_ok = Signal()
+        with m.If(decode):
+            m.d.sync += [exp_room_ok.eq(v.src2 <= cfg.param_rows), exp_room.eq(cfg.param_rows - v.src2)]
+        gelu_params = -(-256 // cfg.cols) if cfg.gelu == "table" else 1
+        first_params = Mux(op == Opcode.LAYERNORM, 5, Mux(op == Opcode.GELU, gelu_params, 1))  # first tile's
         with m.If(start):
-            m.d.sync += [remaining.eq(v.length), span.eq(v.rows), tiles.eq(1), walking.eq(1)]
+            m.d.sync += [
+                remaining.eq(v.length), walking.eq(1),
+                src_end.eq(v.src + v.rows), dst_end.eq(v.dst + v.rows), src2_end.eq(v.src2 + v.rows),
+                param_end.eq(v.param_addr + first_params),
+                # ceil(rows / cols) <= param_rows - src2, without a divider (as REQUANT's exponents);
+                # the difference was registered in DECODE.
+                exponents_fit.eq(exp_room_ok & (v.rows <= exp_room * cfg.cols)),
+                too_long.eq(((op == Opcode.SOFTMAX) | (op == Opcode.LAYERNORM)) & (v.length > cfg.max_row)),
+            ]
         with m.Elif(walking):
             with m.If(remaining > cfg.cols):
-                m.d.sync += [remaining.eq(remaining - cfg.cols), span.eq(span + v.tile_stride),
-                             tiles.eq(tiles + 1)]
+                m.d.sync += [remaining.eq(remaining - cfg.cols), src_end.eq(src_end + v.tile_stride),
+                             dst_end.eq(dst_end + v.tile_stride), src2_end.eq(src2_end + v.tile_stride),
+                             param_end.eq(param_end + Mux(op == Opcode.LAYERNORM, 4, 0))]
             with m.Else():
                 m.d.sync += walking.eq(0)
                 m.d.comb += ready.eq(1)
 
-        def fits(base, count, depth):
-            return (base + count) <= depth
-
-        param_rows = Signal(20)
-        with m.Switch(op):
-            with m.Case(Opcode.LAYERNORM):
-                m.d.comb += param_rows.eq((tiles << 2) + 1)
-            with m.Case(Opcode.GELU):
-                m.d.comb += param_rows.eq(-(-256 // cfg.cols) if cfg.gelu == "table" else 1)
-            with m.Default():
-                m.d.comb += param_rows.eq(1)
-        # ceil(rows / cols) <= param_rows - src2, without a divider (as REQUANT's exponents).
-        exponents_fit = (v.src2 <= cfg.param_rows) & (v.rows <= (cfg.param_rows - v.src2) * cfg.cols)
-        in_range = (fits(v.src, span, cfg.spad_rows) & fits(v.dst, span, cfg.spad_rows)
-                    & ((op != Opcode.ADD) | fits(v.src2, span, cfg.spad_rows))
-                    & fits(v.param_addr, param_rows, cfg.param_rows)
+        in_range = ((src_end <= cfg.spad_rows) & (dst_end <= cfg.spad_rows)
+                    & ((op != Opcode.ADD) | (src2_end <= cfg.spad_rows))
+                    & (param_end <= cfg.param_rows)
                     & ((op != Opcode.SOFTMAX) | exponents_fit))
-        row_buffered = (op == Opcode.SOFTMAX) | (op == Opcode.LAYERNORM)
         error = Signal(ErrorCode)
         with m.If(~in_range):
             m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
-        with m.Elif(row_buffered & (v.length > cfg.max_row)):
+        with m.Elif(too_long):
             m.d.comb += error.eq(ErrorCode.ROW_LENGTH)
         return ready, error
 
@@ -271,7 +280,9 @@ class Controller(wiring.Component):
         for opcode in VECTOR_OPCODES:
             is_vector = is_vector | (op == opcode)
         vector_start = Signal()
-        vector_ready, vector_error = self._vector_checks(m, instr, vector_start)
+        decoding = Signal()
+        vector_ready, vector_error = self._vector_checks(m, instr, decoding, vector_start)
+        vector_verdict = Signal(ErrorCode)
 
         engines = {
             Engine.DMA: (self.dma_cmd, self.dma_busy),
@@ -313,13 +324,18 @@ class Controller(wiring.Component):
             return busy
 
         is_spad_load = (op == Opcode.LOAD) & (dma.mem == LocalMemory.SPAD)
+        # The hazards are registered in CHECK: the ranges they compare were registered in DECODE
+        # (this instruction's) or when the DMA or the matmul engine took its command (an earlier
+        # instruction's, before this one's fetch), so they hold still until this one is offered.
+        raw, war = Signal(), Signal()
+        # The instruction's class and engine, registered in DECODE.
+        is_matmul, is_spad_load_r = Signal(), Signal()
+        to_engine = {which: Signal(name=f"to_{which.name.lower()}") for which in engines}
         may_offer = Signal()
-        with m.If(op == Opcode.MATMUL):
-            raw = meet(new_a, (load_lo, load_hi)) | meet(new_b, (load_lo, load_hi))
+        with m.If(is_matmul):
             m.d.comb += may_offer.eq(~busy_except(Engine.DMA)
                                      & (~self.dma_busy | (dma_spad_load & ~raw)))
-        with m.Elif(is_spad_load):
-            war = meet(new_load, (mm_a_lo, mm_a_hi)) | meet(new_load, (mm_b_lo, mm_b_hi))
+        with m.Elif(is_spad_load_r):
             m.d.comb += may_offer.eq(~busy_except(Engine.MATMUL) & (~self.matmul_busy | ~war))
         with m.Else():
             m.d.comb += may_offer.eq(~busy_except())
@@ -369,7 +385,14 @@ class Controller(wiring.Component):
                         m.next = "DECODE"
 
             with m.State("DECODE"):
+                m.d.comb += decoding.eq(1)
+                m.d.sync += [to_engine[which].eq(0) for which in to_engine]
+                with m.Switch(op):
+                    for opcode, which in engine_of.items():
+                        with m.Case(opcode):
+                            m.d.sync += to_engine[which].eq(1)
                 m.d.sync += [
+                    is_matmul.eq(op == Opcode.MATMUL), is_spad_load_r.eq(is_spad_load),
                     error_now.eq(error_checked), rows_zero.eq(rows == 0),
                     new_load[0].eq(dma.local_addr), new_load[1].eq(dma.local_addr + dma.rows),
                     new_a[0].eq(mm.a_addr), new_a[1].eq(mm.a_addr + mm.rows),
@@ -378,6 +401,10 @@ class Controller(wiring.Component):
                 m.next = "CHECK"
 
             with m.State("CHECK"):
+                m.d.sync += [
+                    raw.eq(meet(new_a, (load_lo, load_hi)) | meet(new_b, (load_lo, load_hi))),
+                    war.eq(meet(new_load, (mm_a_lo, mm_a_hi)) | meet(new_load, (mm_b_lo, mm_b_hi))),
+                ]
                 with m.If(error_now != ErrorCode.NONE):
                     m.d.sync += error.eq(error_now)
                     m.next = "STOP"
@@ -393,20 +420,24 @@ class Controller(wiring.Component):
 
             with m.State("VECTOR_CHECK"):
                 with m.If(vector_ready):
-                    with m.If(vector_error != ErrorCode.NONE):
-                        m.d.sync += error.eq(vector_error)
-                        m.next = "STOP"
-                    with m.Else():
-                        m.next = "OFFER"
+                    m.d.sync += vector_verdict.eq(vector_error)
+                    m.next = "VECTOR_VERDICT"
+
+            with m.State("VECTOR_VERDICT"):
+                with m.If(vector_verdict != ErrorCode.NONE):
+                    m.d.sync += error.eq(vector_verdict)
+                    m.next = "STOP"
+                with m.Else():
+                    m.next = "OFFER"
 
             with m.State("OFFER"):
-                with m.Switch(op):
-                    for opcode, which in engine_of.items():
-                        with m.Case(opcode):
-                            cmd, _ = engines[which]
-                            m.d.comb += cmd.valid.eq(may_offer)
-                            with m.If(cmd.valid & cmd.ready):
-                                next_instruction()
+                accepted = Const(0)
+                for which, selected in to_engine.items():
+                    cmd, _ = engines[which]
+                    m.d.comb += cmd.valid.eq(selected & may_offer)
+                    accepted = accepted | (cmd.valid & cmd.ready)
+                with m.If(accepted):
+                    next_instruction()
 
             with m.State("STOP"):
                 # END or an error: the run ends once the instructions in flight have finished.

@@ -8,8 +8,8 @@ replays that timeline instruction by instruction with
 
 - **control**: ``F + L + C`` to fetch (``F = INSTR_BITS / bus_bits`` bus reads, the last answered
   after the memory latency ``L``) and check (``C = Controller.CHECK_CYCLES``: decode, check),
-  plus 1 to dispatch; a vector instruction has ``ceil(length / cols)`` more (the controller's
-  range check walks the tiles of a row, one per cycle); an instruction with ``rows == 0`` (or a
+  plus 1 to dispatch; a vector instruction has ``ceil(length / cols) + 1`` more (the controller's
+  range check walks the tiles of a row, one per cycle, then registers its verdict); an instruction with ``rows == 0`` (or a
   vector one with ``length == 0``) ``F + L + C``; END ``F + L + C + 1`` and then waits until no
   engine is busy. The fetch starts in the cycle after
   the previous instruction's dispatch, its reads wait for a STORE in flight to finish;
@@ -107,7 +107,7 @@ def instruction_cost(cfg: AccelConfig, word: int, *, mem_latency: int = 1) -> In
     control = fetch + DISPATCH
     if op in _VECTOR:
         # The controller's range check walks the tiles of a row, one per cycle (VECTOR_CHECK).
-        control += -(-f["length"] // cfg.cols)
+        control += -(-f["length"] // cfg.cols) + Controller.VECTOR_CHECK_CYCLES
     macs = 0
     if op in (Opcode.LOAD, Opcode.STORE):
         row_bytes = cfg.spad_row_bytes if f["mem"] == LocalMemory.SPAD.value else cfg.acc_row_bytes

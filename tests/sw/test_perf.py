@@ -81,7 +81,7 @@ def test_instruction_formulas():
     assert (mm.engine, mm.macs) == (matmul_cycles(cfg, 197), 197 * 144)
     assert cost(Opcode.REQUANT, rows=5, row_shift=1).engine == requant_cycles(cfg, 5, True)
     ln = cost(Opcode.LAYERNORM, rows=3, length=192, tile_stride=3)
-    assert (ln.control, ln.engine) == (fetch + 1 + 16, layernorm_cycles(cfg, 3, 192))
+    assert (ln.control, ln.engine) == (fetch + 1 + 16 + 1, layernorm_cycles(cfg, 3, 192))
     assert cost(Opcode.MATMUL, rows=0).cycles == fetch
     assert cost(Opcode.END).cycles == fetch + 1
     with pytest.raises(ValueError, match="illegal opcode 99"):
