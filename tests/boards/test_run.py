@@ -186,3 +186,22 @@ def test_run_silent_port(capsys):
     assert code == 2 and out == ""
     assert err.startswith(f"vitaccel: error: no reply from the board on {port} (0 of 4 bytes")
     assert "is the vitaccel bitstream loaded" in err and err.count("\n") == 1
+
+
+def test_run_help_has_an_example(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    assert "example: vitaccel run --board ulx3s-85f --port /dev/ttyUSB0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--board", "nope", "--port", "x", "--model", "tiny-digits"], "unknown board 'nope'"),
+    (["--board", BOARD, "--config", "default", "--port", "x", "--model", "tiny-digits", "--images", "0"],
+     "--images must be a positive integer, not 0"),
+    (["--board", BOARD, "--config", "default", "--port", "x", "--model", "nope.npz"], "model 'nope.npz' is neither"),
+])
+def test_run_user_errors(argv, message, capsys):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("vitaccel: error: ") and message in err and err.count("\n") == 1
