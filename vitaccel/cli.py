@@ -510,7 +510,15 @@ def cmd_demo(args):
     board = report.get("board")
     if board:
         table.add_row(f"fits {board['board']}", "yes" if board["fits"] else "no",
-                      board.get("next") or board["reason"])
+                      "modelled DSP and block RAM need" if board["fits"] else board["reason"])
+        if board.get("measured"):
+            res = board["resources"]
+            table.add_row("resources", ", ".join(f"{k.upper()} {r['used']:,} ({r['percent']:g}%)" for k, r in res.items()),
+                          "yosys, " + board["provenance"].split(":")[0])
+            table.add_row("Fmax", f"{board['fmax_mhz']} MHz", board["fmax_source"])
+            table.add_row(f"FPS on {board['board']}", f"{board['fps']:,}", "cycles per image at Fmax")
+        elif board["fits"]:
+            table.add_row("resources, Fmax, FPS", "not measured", board["next"])
     Console().print(table)
     print(f"report: {Path(args.output) / 'report.md'}")
     return 0 if report["bit_exact"] else 1
@@ -640,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_quantize)
 
-    p = command("demo", "Quantize, compile, simulate (bit-exact, Verilator) the built-in model; check a board fit.")
+    p = command("demo", "Quantize, compile, simulate (bit-exact, Verilator) the built-in model; estimate for a board.")
     p.add_argument("--config", default="default", help="preset name or .toml/.json file (default: default)")
     p.add_argument("--images", type=int, default=8, help="test images run in Verilator (default 8)")
     p.add_argument("--board", default="ulx3s-85f", help="board to check the fit on, or 'none' (default ulx3s-85f)")
