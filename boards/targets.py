@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from vitaccel.config import AccelConfig
+from vitaccel.config import AccelConfig, preset
 
 __all__ = ["Device", "Board", "BOARDS", "FitError", "board", "board_config", "resource_need", "check_fit",
            "dsps_per_multiply", "vector_lane_multipliers", "bram_blocks", "board_mem_bytes", "BOARD_CONFIGS"]
@@ -142,8 +142,11 @@ BOARDS: dict[str, Board] = {
         clk_hz=100_000_000, target_hz=100_000_000, mem_bytes=64 * 1024, **_ARTY_MEMORY),
 }
 
-# Configurations sized for a board where the presets do not fit it.
+# The configuration `--config board` means for each board: a preset, or one sized for a board the
+# presets do not fit.
 BOARD_CONFIGS = {
+    # The `default` preset: 144 + 8 of the 156 MULT18X18D (the vector units multiply in LUTs).
+    "ulx3s-85f": preset("default"),
     # The iCE40UP5K's 8 DSPs hold a 2x2 array (4) and one requant lane (3 SB_MAC16); its 30 EBR hold
     # these memories (SPAD 1, ACC 4, PARAM 4 blocks) and the board top's 4 KiB (8 blocks). The
     # vector units need more multipliers than are left: see check_fit.
@@ -162,8 +165,8 @@ def board(name: str) -> Board:
 
 
 def board_config(name: str) -> AccelConfig | None:
-    """A configuration sized for the board where the presets do not fit it (:data:`BOARD_CONFIGS`),
-    else ``None``."""
+    """The board's own configuration (:data:`BOARD_CONFIGS`: a preset that fits it, or one sized
+    for it), else ``None``."""
     board(name)
     config = BOARD_CONFIGS.get(name)
     return config.validate() if config else None
