@@ -227,8 +227,15 @@ def main(argv=None):
     def progress(message):
         print(f"  {message}", file=sys.stderr, flush=True)
 
-    results = []
+    results, seen = [], set()
     for name in args.configs:
+        if not (args.engine or args.array) and name == "board":
+            own = board_config(args.board)
+            if own is not None and own.name in args.configs:
+                continue        # the board's own config is one of the presets asked for
+        if name in seen:
+            continue
+        seen.add(name)
         print(f"{name} on {args.board}:", file=sys.stderr, flush=True)
         if args.engine:
             results.append(measure_engine(name, args.engine, args.seeds, progress))
