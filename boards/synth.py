@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -100,7 +101,15 @@ def count_resources(target: Board, cells: dict[str, int]) -> dict:
     return resources
 
 
+#: Source-location attributes of the generated RTLIL: they name the checkout's absolute path and
+#: line numbers, which say nothing about the design.
+_SRC_ATTRIBUTE = re.compile(r'^\s*attribute \\src ".*"\n', re.MULTILINE)
+
+
 def _cache_key(target: Board, design_text: str, options: str) -> str:
+    """A hash of the board, the generated design (source locations left out, so that the key is
+    the same in any checkout) and the tool options."""
+    design_text = _SRC_ATTRIBUTE.sub("", design_text)
     digest = hashlib.sha256()
     for part in (target.name, target.device.part, options, design_text):
         digest.update(part.encode())

@@ -176,3 +176,15 @@ def test_recorded_estimates(tmp_path, monkeypatch):
     assert record["fmax_mhz"] == 50.0 and "python benchmarks/fmax.py --record" in record["provenance"]
     assert synth._cached(tmp_path / "none.json", "0123456789abcdef") == record
     assert synth._cached(tmp_path / "none.json", "fedcba9876543210") is None
+
+
+def test_cache_key_ignores_source_locations():
+    """The same design generated in another checkout (other paths and line numbers) has the same
+    key, so a shipped record applies there; a change to the design does not."""
+    from vitaccel.boards.synth import _cache_key
+
+    target = BOARDS["ulx3s-85f"]
+    here = 'module \\top\n  attribute \\src "/work/main/hw/core.py:12"\n  wire width 8 \\a\nend\n'
+    there = 'module \\top\n  attribute \\src "/home/ci/vitaccel/hw/core.py:14"\n  wire width 8 \\a\nend\n'
+    assert _cache_key(target, here, "seed 1") == _cache_key(target, there, "seed 1")
+    assert _cache_key(target, here, "seed 1") != _cache_key(target, here.replace("8", "9"), "seed 1")
