@@ -34,7 +34,7 @@ from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In
 
 from vitaccel.boards import BOARDS, FitError, board_config, check_fit, estimate
-from vitaccel.boards.synth import record_estimate
+from vitaccel.boards.synth import NEXTPNR_ROUTER, record_estimate
 from vitaccel.boards.build import ECP5_SYNTH_OPTS, tool_env
 from vitaccel.hw import core as core_module
 from vitaccel.hw.array import SystolicArray
@@ -141,6 +141,13 @@ class EngineProbe(Elaboratable):
                 if path[0] != name:
                     continue
                 (inputs if sub.flow == In else outputs).append(value)
+        # Every memory gets a write port from the shift register (else one the engine only reads
+        # holds its constant init) and a read port into the output XOR (else nothing observes what
+        # the engine writes): without them synthesis folds the datapath away.
+        for mem in memories.values():
+            writer, reader = mem.write_port(), mem.read_port()
+            inputs += [writer.addr, writer.data, writer.en, reader.addr]
+            outputs.append(reader.data)
         inputs_bits = Cat(*[v.as_value() if hasattr(v, "as_value") else v for v in inputs])
         outputs_bits = Cat(*[v.as_value() if hasattr(v, "as_value") else v for v in outputs])
         shift = Signal(len(inputs_bits))
@@ -200,6 +207,7 @@ def _place_probe(probe, cfg, slug, label, seeds, progress, *, freq_mhz):
         progress(f"nextpnr-ecp5 seed {seed}")
         subprocess.run([env["NEXTPNR_ECP5"], "--quiet", "--85k", "--package", "CABGA381", "--speed", "6",
                         "--json", "probe.json", "--freq", str(freq_mhz), "--timing-allow-fail", "--seed", str(seed),
+                        *NEXTPNR_ROUTER.split(),
                         "--report", f"report{seed}.json"], cwd=run_dir, check=True, capture_output=True)
         report = json.loads((run_dir / f"report{seed}.json").read_text())
         fmaxes.append(round(min(entry["achieved"] for entry in report["fmax"].values()), 2))
