@@ -122,7 +122,8 @@ def _cache_key(target: Board, design_text: str, options: str) -> str:
 
 
 def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,
-             seed: int = 1, cache: bool = True, run_tools: bool = True, progress: Progress = None) -> dict | None:
+             seed: int = 1, route: bool = True, cache: bool = True, run_tools: bool = True,
+             progress: Progress = None) -> dict | None:
     """Resources and Fmax of ``cfg`` on the board, from yosys and nextpnr; keys :data:`FIELDS`.
 
     ``resources[kind]`` (``lut``, ``ff``, ``dsp``, ``bram``) holds ``used``, ``available``,
@@ -135,7 +136,9 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     numbers (a cached result keeps them). ``provenance`` says where the numbers come from: this
     machine's run (cached under ``build/estimate/``) or a record in :data:`MEASURED_DIR` of the
     identical design. With ``run_tools=False`` it returns ``None`` instead of running the tools when
-    neither has the design. The fit check runs first and raises ``FitError``.
+    neither has the design. With ``route=False`` nextpnr places without routing (``--no-route``)
+    and ``fmax_mhz`` is its estimate from the placement (labelled so in ``fmax_source``): minutes
+    instead of the router's tens of minutes on `default`. The fit check runs first and raises ``FitError``.
     """
     target = board(board_name)
     family = target.device.family
@@ -157,10 +160,10 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
         plan = make_plan(board_name, cfg, mem_bytes=mem_bytes, clk_hz=clk_hz,
                          script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
                          nextpnr_opts=f"--report {TOP}.report.json --timing-allow-fail --seed {seed} "
-                                      f"{NEXTPNR_ROUTER}")
+                                      f"{NEXTPNR_ROUTER if route else '--no-route'}")
         design = "".join(plan.files[name] if isinstance(plan.files[name], str) else plan.files[name].decode()
                          for name in sorted(plan.files))
-        options = f"seed {seed} {NEXTPNR_ROUTER}"
+        options = f"seed {seed} {NEXTPNR_ROUTER if route else '--no-route'}"
     key = _cache_key(target, design, options)
     run_dir = root / f"{board_name}-{cfg.slug}-{key}"
     # One run per key at a time: a second caller waits, then finds the first one's result.
@@ -170,7 +173,7 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
             found = _cached(run_dir / "estimate.json", key)
             if found is not None or not run_tools:
                 return found
-        return _estimate_locked(target, cfg, run_dir, key, design, plan,
+        return _estimate_locked(target, cfg, run_dir, key, design, plan, route=route,
                                 mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed, modelled=modelled,
                                 progress=progress)
 
@@ -198,7 +201,8 @@ def record_estimate(result: dict, command: str) -> Path:
     return path
 
 
-def _estimate_locked(target, cfg, run_dir, key, design, plan, *, mem_bytes, clk_hz, seed, modelled, progress):
+def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_bytes, clk_hz, seed, modelled,
+                     progress):
     family = target.device.family
     report_path = run_dir / "estimate.json"
 
@@ -241,7 +245,9 @@ def _estimate_locked(target, cfg, run_dir, key, design, plan, *, mem_bytes, clk_
         achieved = min(entry["achieved"] for entry in clocks.values())
         fmax = round(achieved, 2)
         tool = "nextpnr-ecp5" if family == "ecp5" else "nextpnr-ice40"
-        fmax_source = f"{tool} place-and-route, seed {seed}, constraint {clk_hz / 1e6:g} MHz"
+        fmax_source = (f"{tool} place-and-route, seed {seed}, constraint {clk_hz / 1e6:g} MHz" if route else
+                       f"{tool} placement estimate (not routed: --no-route), seed {seed}, constraint "
+                       f"{clk_hz / 1e6:g} MHz")
         timing_met = achieved >= clk_hz / 1e6
         placed = {name: {"used": entry["used"], "available": entry["available"]}
                   for name, entry in report.get("utilization", {}).items() if entry["used"]}

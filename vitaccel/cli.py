@@ -345,7 +345,7 @@ def cmd_estimate(args):
     cfg = _board_config(args)
     target = board(args.board)
     with step_progress(args.json) as say:
-        result = estimate(args.board, cfg, progress=say)
+        result = estimate(args.board, cfg, route=not args.no_route, progress=say)
         intvit = load_intvit(args.model, cfg, say)
         say("compiling " + args.model)
         program = compile_model(intvit, cfg)
@@ -609,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["perf", "rtl"], default="perf",
                    help="where the cycles come from: the performance model (default) or Verilator")
     p.add_argument("--report", metavar="DIR", help="also write DIR/estimate.md and a per-layer plot")
+    p.add_argument("--no-route", action="store_true",
+                   help="Fmax from nextpnr's placement estimate, without routing (minutes instead of tens of minutes)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_estimate)
 
