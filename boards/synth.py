@@ -122,7 +122,7 @@ def _cache_key(target: Board, design_text: str, options: str) -> str:
 
 
 def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,
-             seed: int = 1, route: bool = True, cache: bool = True, run_tools: bool = True,
+             seed: int = 1, route: bool | None = True, cache: bool = True, run_tools: bool = True,
              progress: Progress = None) -> dict | None:
     """Resources and Fmax of ``cfg`` on the board, from yosys and nextpnr; keys :data:`FIELDS`.
 
@@ -138,8 +138,12 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     identical design. With ``run_tools=False`` it returns ``None`` instead of running the tools when
     neither has the design. With ``route=False`` nextpnr places without routing (``--no-route``)
     and ``fmax_mhz`` is its estimate from the placement (labelled so in ``fmax_source``): minutes
-    instead of the router's tens of minutes on `default`. The fit check runs first and raises ``FitError``.
+    instead of the router's tens of minutes on `default`; ``route=None`` (only with
+    ``run_tools=False``) looks for a routed estimate, then for a placement one. The fit check runs
+    first and raises ``FitError``.
     """
+    if route is None and run_tools:
+        raise ValueError("route=None only looks estimates up: it needs run_tools=False")
     target = board(board_name)
     family = target.device.family
     mem_bytes = board_mem_bytes(board_name, mem_bytes)
@@ -151,31 +155,38 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     if progress:
         progress(f"elaborating {cfg.name} for {board_name}")
 
+    def nextpnr_options(routed):
+        return f"--seed {seed} {NEXTPNR_ROUTER if routed else '--no-route'}"
+
     if family == "xilinx7":
         system = System(cfg, mem_bytes=mem_bytes, clk_hz=clk_hz)
         design = verilog.convert(system, name=TOP, emit_src=False)
         plan = None
-        options = f"{YOSYS_PRELUDE} {_SYNTH_COMMAND[family]}"
+        options = {True: f"{YOSYS_PRELUDE} {_SYNTH_COMMAND[family]}"}
+        route = True
     else:
         plan = make_plan(board_name, cfg, mem_bytes=mem_bytes, clk_hz=clk_hz,
                          script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
-                         nextpnr_opts=f"--report {TOP}.report.json --timing-allow-fail --seed {seed} "
-                                      f"{NEXTPNR_ROUTER if route else '--no-route'}")
+                         nextpnr_opts=f"--report {TOP}.report.json --timing-allow-fail "
+                                      f"{nextpnr_options(route is not False)}")
+        # The build scripts only repeat the options, which the key holds apart from the design.
         design = "".join(plan.files[name] if isinstance(plan.files[name], str) else plan.files[name].decode()
-                         for name in sorted(plan.files))
-        options = f"seed {seed} {NEXTPNR_ROUTER if route else '--no-route'}"
-    key = _cache_key(target, design, options)
-    run_dir = root / f"{board_name}-{cfg.slug}-{key}"
-    # One run per key at a time: a second caller waits, then finds the first one's result.
-    with open(root / f"{run_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if cache:
-            found = _cached(run_dir / "estimate.json", key)
-            if found is not None or not run_tools:
+                         for name in sorted(plan.files) if not name.startswith("build_"))
+        options = {routed: nextpnr_options(routed) for routed in (True, False)}
+    for routed in ((True, False) if route is None else (route,)):
+        key = _cache_key(target, design, options[routed])
+        run_dir = root / f"{board_name}-{cfg.slug}-{key}"
+        # One run per key at a time: a second caller waits, then finds the first one's result.
+        with open(root / f"{run_dir.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            found = _cached(run_dir / "estimate.json", key) if cache else None
+            if found is not None:
                 return found
-        return _estimate_locked(target, cfg, run_dir, key, design, plan, route=route,
-                                mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed, modelled=modelled,
-                                progress=progress)
+            if run_tools:
+                return _estimate_locked(target, cfg, run_dir, key, design, plan, route=routed,
+                                        mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed, modelled=modelled,
+                                        progress=progress)
+    return None
 
 
 def _cached(report_path: Path, key: str) -> dict | None:

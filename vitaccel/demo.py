@@ -71,7 +71,7 @@ def _board_estimate(board: str, cfg, cycles: int, progress) -> dict:
     except FitError as exc:
         return {"board": board, "fits": False, "reason": str(exc)}
     command = f"vitaccel estimate --board {board} --config {cfg.name} --model tiny-digits"
-    found = estimate(board, cfg, run_tools=False, progress=progress)
+    found = estimate(board, cfg, route=None, run_tools=False, progress=progress)
     result = {"board": board, "fits": True, "need": need, "measured": found is not None, "command": command}
     if found is None:
         result["next"] = f"not measured for this design: `{command}` runs yosys and nextpnr (tens of minutes)"

@@ -188,3 +188,10 @@ def test_cache_key_ignores_source_locations():
     there = 'module \\top\n  attribute \\src "/home/ci/vitaccel/hw/core.py:14"\n  wire width 8 \\a\nend\n'
     assert _cache_key(target, here, "seed 1") == _cache_key(target, there, "seed 1")
     assert _cache_key(target, here, "seed 1") != _cache_key(target, here.replace("8", "9"), "seed 1")
+
+
+def test_route_none_only_looks_up():
+    from vitaccel.boards import synth
+
+    with pytest.raises(ValueError, match="route=None only looks estimates up"):
+        synth.estimate("ulx3s-85f", preset("tiny"), route=None)

@@ -35,7 +35,7 @@ def test_demo_board_figures_come_from_the_estimate(monkeypatch):
                 "resources": {k: {"used": 1, "available": 2, "percent": 50.0, "cells": {}, "source": "yosys"}
                               for k in ("lut", "ff", "dsp", "bram")}}
 
-    def fake_estimate(board, cfg, *, run_tools=True, progress=None):
+    def fake_estimate(board, cfg, *, route=True, run_tools=True, progress=None):
         calls.append(run_tools)
         return measured
 
