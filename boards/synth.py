@@ -215,8 +215,6 @@ def record_estimate(result: dict, command: str) -> Path:
 def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_bytes, clk_hz, seed, modelled,
                      progress):
     family = target.device.family
-    report_path = run_dir / "estimate.json"
-
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     seconds = {}
@@ -232,9 +230,6 @@ def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_byte
         seconds["synthesis"] = round(time.monotonic() - start, 1)
         if result.returncode:
             raise BuildFailed(f"yosys failed in {run_dir}:\n{(result.stdout + result.stderr)[-3000:]}")
-        fmax, fmax_source, timing_met, placed = None, (
-            "null: no open place-and-route for Xilinx 7-series here (nextpnr-xilinx is not packaged); "
-            f"run build_{TOP}.sh from `build` with Vivado for timing"), None, None
     else:
         plan.extract(run_dir)
         steps = {}
@@ -248,18 +243,39 @@ def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_byte
         run_plan(run_dir, skip=("ECPPACK", "ICEPACK"), progress=timed)
         marks = sorted(steps.values()) + [time.monotonic()]
         seconds["synthesis"] = round(marks[1] - marks[0], 1)
-        seconds["place_route"] = round(marks[2] - marks[1], 1)
+        seconds["place_route" if route else "place"] = round(marks[2] - marks[1], 1)
+    return _collect(target, cfg, run_dir, key, route=route, mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed,
+                    modelled=modelled, seconds=seconds)
+
+
+#: nextpnr's timing summary line in its log (after placement, and after routing).
+_MAX_FREQUENCY = re.compile(r"Max frequency for clock '([^']+)': ([0-9.]+) MHz")
+
+
+def _collect(target, cfg, run_dir, key, *, route, mem_bytes, clk_hz, seed, modelled, seconds):
+    """The estimate from the tools' outputs in ``run_dir``, written to its ``estimate.json``."""
+    family = target.device.family
+    report_path = run_dir / "estimate.json"
+    if family == "xilinx7":
+        fmax, fmax_source, timing_met, placed = None, (
+            "null: no open place-and-route for Xilinx 7-series here (nextpnr-xilinx is not packaged); "
+            f"run build_{TOP}.sh from `build` with Vivado for timing"), None, None
+    else:
         report = json.loads((run_dir / f"{TOP}.report.json").read_text())
-        clocks = report.get("fmax", {})
-        if not clocks:
-            raise BuildFailed(f"nextpnr reported no clock in {run_dir / (TOP + '.report.json')}")
-        achieved = min(entry["achieved"] for entry in clocks.values())
-        fmax = round(achieved, 2)
+        if route:
+            achieved = [entry["achieved"] for entry in report.get("fmax", {}).values()]
+        else:
+            # Without routing the report has no timing: the log's last summary is the placer's.
+            last = {clock: float(mhz) for clock, mhz in _MAX_FREQUENCY.findall((run_dir / f"{TOP}.tim").read_text())}
+            achieved = list(last.values())
+        if not achieved:
+            raise BuildFailed(f"nextpnr reported no clock in {run_dir}")
+        fmax = round(min(achieved), 2)
         tool = "nextpnr-ecp5" if family == "ecp5" else "nextpnr-ice40"
         fmax_source = (f"{tool} place-and-route, seed {seed}, constraint {clk_hz / 1e6:g} MHz" if route else
                        f"{tool} placement estimate (not routed: --no-route), seed {seed}, constraint "
                        f"{clk_hz / 1e6:g} MHz")
-        timing_met = achieved >= clk_hz / 1e6
+        timing_met = fmax >= clk_hz / 1e6
         placed = {name: {"used": entry["used"], "available": entry["available"]}
                   for name, entry in report.get("utilization", {}).items() if entry["used"]}
     cells = parse_stat(run_dir / f"{TOP}.stat.json")
