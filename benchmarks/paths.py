@@ -1,0 +1,236 @@
+"""Rank the long register-to-register paths of a synthesized ECP5 netlist, in seconds, before any
+place-and-route.
+
+    python benchmarks/paths.py build/estimate/<run>/top.json            # worst 25 endpoints
+    python benchmarks/paths.py top.json --top 60 --group                # worst path per register
+
+nextpnr prints one critical path, and only after routing (tens of minutes for ``default``). This
+reads yosys' ``write_json`` netlist (``synth_ecp5``'s cells: LUT4, PFUMX, L6MUX21, CCU2C,
+TRELLIS_FF, DP16KD, MULT18X18D) and computes every endpoint's arrival time with a fixed delay per
+cell and per net, so all the deep paths show at once, named by the registers they start and end
+at. The delays are rough averages of nextpnr's ECP5 (-6 grade) timing after placement, not a
+sign-off: use the ranking, then measure Fmax with nextpnr (``vitaccel estimate``).
+"""
+
+import argparse
+import collections
+import re
+import json
+import sys
+
+#: Nanoseconds: the delay of a routed net, and of each cell arc.
+NET = 0.6
+LUT = 0.4
+MUX = 0.25          # PFUMX / L6MUX21
+CARRY_IN = 0.45     # CCU2C: an operand to the carry out
+CARRY_BIT = 0.03    # CCU2C: carry in to carry out (two bits)
+CARRY_SUM = 0.4     # CCU2C: carry in or operand to a sum
+FF_CLK_Q = 0.5
+BRAM_CLK_Q = 4.3    # DP16KD without its output register
+MULT_CLK_Q = 0.6    # MULT18X18D output register
+MULT_SETUP = 3.0    # MULT18X18D inputs to its output register
+SETUP = 0.15
+
+_COMB = {
+    "LUT4": ({"A", "B", "C", "D"}, {"Z"}),
+    "PFUMX": ({"ALUT", "BLUT", "C0"}, {"Z"}),
+    "L6MUX21": ({"D0", "D1", "SD"}, {"Z"}),
+}
+
+
+def _arcs(cell):
+    """The combinational arcs (input port, output port, delay) of a cell."""
+    kind = cell["type"]
+    if kind in _COMB:
+        ins, outs = _COMB[kind]
+        delay = LUT if kind == "LUT4" else MUX
+        return [(i, o, delay) for i in ins for o in outs]
+    if kind == "CCU2C":
+        arcs = [("CIN", "COUT", CARRY_BIT), ("CIN", "S0", CARRY_SUM), ("CIN", "S1", CARRY_SUM)]
+        for bit in "01":
+            for op in "ABCD":
+                arcs.append((op + bit, "COUT", CARRY_IN))
+                arcs.append((op + bit, "S" + bit, CARRY_SUM))
+                if bit == "0":
+                    arcs.append((op + bit, "S1", CARRY_SUM + CARRY_BIT))
+        return arcs
+    if kind == "TRELLIS_DPR16X4":
+        return [(f"RAD{i}", f"DO{j}", LUT) for i in range(4) for j in range(4)]
+    return []
+
+
+def _launch(cell):
+    """Output ports that start a path, with their clock-to-output delay."""
+    kind = cell["type"]
+    if kind == "TRELLIS_FF":
+        return {"Q": FF_CLK_Q}
+    if kind == "DP16KD":
+        return {p: BRAM_CLK_Q for p, d in cell["port_directions"].items() if d == "output"}
+    if kind == "MULT18X18D":
+        return {p: MULT_CLK_Q for p, d in cell["port_directions"].items() if d == "output"}
+    if kind in ("TRELLIS_IO", "EHXPLLL"):
+        return {p: 0.0 for p, d in cell["port_directions"].items() if d == "output"}
+    return {}
+
+
+def _capture(cell):
+    """Input ports that end a path, with their setup time."""
+    kind = cell["type"]
+    if kind == "TRELLIS_FF":
+        return {p: SETUP for p in ("DI", "CE", "LSR", "M") if p in cell["connections"]}
+    if kind == "DP16KD":
+        return {p: SETUP for p, d in cell["port_directions"].items()
+                if d == "input" and not p.startswith("CLK")}
+    if kind == "MULT18X18D":
+        return {p: MULT_SETUP for p, d in cell["port_directions"].items()
+                if d == "input" and p[0] in "AB" and p[1:].isdigit()}
+    if kind == "TRELLIS_DPR16X4":
+        return {p: SETUP for p in cell["connections"] if p.startswith(("WAD", "DI", "WRE"))}
+    return {}
+
+
+def analyse(netlist):
+    """``(endpoints, names)``: every endpoint as ``(arrival + setup, cell, port, path)`` with the
+    path a list of ``(net bit, arrival)`` from its launch, worst first; ``names`` maps net bits to
+    their most readable name."""
+    modules = netlist["modules"]
+    top = next(m for m in modules.values() if m.get("attributes", {}).get("top"))
+    names = {}
+    for name, net in top["netnames"].items():
+        for bit in net["bits"]:
+            if isinstance(bit, int) and (bit not in names or (names[bit][0] and not net["hide_name"])):
+                names[bit] = (net["hide_name"], name)
+    names = {bit: name for bit, (_, name) in names.items()}
+
+    drivers = {}       # net bit -> list of (cell, input port -> [(output port, delay)])
+    readers = collections.defaultdict(list)   # net bit -> [(cell name, port)]
+    arrival, parent, source = {}, {}, {}
+    for cname, cell in top["cells"].items():
+        conns = cell["connections"]
+        src = cell.get("attributes", {}).get("src", "").split("|")[0]
+        src = src.rsplit("/", 1)[-1] if src and not src.startswith("/share") else ""
+        for port, delay in _launch(cell).items():
+            for bit in conns.get(port, []):
+                if isinstance(bit, int):
+                    arrival[bit], parent[bit] = delay, None
+                    source[bit] = src
+        for port, d in cell.get("port_directions", {}).items():
+            if d == "output" and src:
+                for bit in conns.get(port, []):
+                    if isinstance(bit, int):
+                        source[bit] = src
+        for i, o, delay in _arcs(cell):
+            for ibit in conns.get(i, []):
+                for obit in conns.get(o, []):
+                    if isinstance(ibit, int) and isinstance(obit, int):
+                        readers[ibit].append((obit, delay))
+                        drivers.setdefault(obit, []).append(ibit)
+
+    # Longest arrival over the combinational DAG (Kahn's order).
+    pending = {bit: len(srcs) for bit, srcs in drivers.items()}
+    # Nets no arc drives: launched by a register or memory, else constant or a top-level input.
+    ready = [bit for bit in readers if bit not in pending]
+    order = []
+    while ready:
+        bit = ready.pop()
+        order.append(bit)
+        for obit, delay in readers.get(bit, []):
+            t = arrival.get(bit, 0.0) + NET + delay
+            if t > arrival.get(obit, -1.0):
+                arrival[obit], parent[obit] = t, bit
+            pending[obit] -= 1
+            if pending[obit] == 0:
+                ready.append(obit)
+    loops = [bit for bit, n in pending.items() if n > 0]
+
+    endpoints = []
+    for cname, cell in top["cells"].items():
+        for port, setup in _capture(cell).items():
+            for bit in cell["connections"].get(port, []):
+                if isinstance(bit, int) and bit in arrival:
+                    endpoints.append((arrival[bit] + NET + setup, cname, port, bit))
+    endpoints.sort(reverse=True)
+
+    def path(bit):
+        steps = []
+        while bit is not None:
+            steps.append((bit, arrival[bit]))
+            bit = parent.get(bit)
+        return steps[::-1]
+
+    for bit, name in names.items():
+        if source.get(bit):
+            names[bit] = f"{source[bit]} {name}"
+    ends = {}
+    for cname, cell in top["cells"].items():
+        src = cell.get("attributes", {}).get("src", "").split("|")[0].rsplit("/", 1)[-1]
+        ends[cname] = f"{src} {cname}" if src and not src.startswith("cells_") else cname
+    return [(t, ends[c], p, path(b)) for t, c, p, b in endpoints], names, loops
+
+
+def _where(label):
+    """A label's source line, or for an unattributed memory output its memory's name."""
+    head = label.split(" ")[0]
+    if ".py:" in head:
+        return head
+    return re.sub(r"(\.\d+)+_DO[AB]\d+$", "", label)
+
+
+def _ends(start_label, end_cell, path_labels):
+    """Where a path starts and ends: source lines, else memory names."""
+    end = _where(end_cell)
+    if ".py:" not in end.split(" ")[0]:
+        on_path = [label for label in path_labels[::-1] if ".py:" in label.split(" ")[0]]
+        end = "~" + on_path[0] if on_path else _where(path_labels[-1])
+    return _where(start_label).split(" ")[0], end.split(" ")[0]
+
+
+def _short(name, width=110):
+    return name if len(name) <= width else "..." + name[-width + 3:]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("netlist", help="yosys write_json output of synth_ecp5")
+    parser.add_argument("--top", type=int, default=25, help="endpoints to list (default 25)")
+    parser.add_argument("--group", action="store_true",
+                        help="one line per (start, end) register pair: the worst")
+    parser.add_argument("--paths", type=int, default=5, help="print the full path of the worst N")
+    parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    args = parser.parse_args()
+    with open(args.netlist) as f:
+        endpoints, names, loops = analyse(json.load(f))
+    if loops:
+        print(f"warning: {len(loops)} nets on combinational loops were left out", file=sys.stderr)
+
+    def label(bit):
+        return names.get(bit, f"${bit}")
+
+    rows, seen = [], set()
+    for t, cell, port, steps in endpoints:
+        key = _ends(label(steps[0][0]), cell, [label(b) for b, _ in steps]) if args.group else None
+        if args.group and key in seen:
+            continue
+        seen.add(key)
+        rows.append({"ns": round(t, 2), "mhz": round(1000 / t, 1), "levels": len(steps) - 1,
+                     "from": label(steps[0][0]), "to_cell": cell, "to_port": port,
+                     "path": [(label(b), round(a, 2)) for b, a in steps]})
+        if len(rows) == args.top:
+            break
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(f"{len(endpoints)} endpoints; model: net {NET} ns, LUT {LUT} ns, BRAM clk-to-out {BRAM_CLK_Q} ns")
+    for row in rows:
+        start, end = _ends(row["from"], row["to_cell"], [name for name, _ in row["path"]])
+        print(f"{row['ns']:6.2f} ns {row['mhz']:6.1f} MHz {row['levels']:3d} lvl  {_short(start, 40):>40} -> "
+              f"{_short(end, 40)}")
+    for row in rows[:args.paths]:
+        print(f"\n{row['ns']} ns:")
+        for name, at in row["path"]:
+            print(f"  {at:6.2f}  {_short(name)}")
+
+
+if __name__ == "__main__":
+    main()
