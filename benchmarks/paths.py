@@ -3,6 +3,7 @@ place-and-route.
 
     python benchmarks/paths.py build/estimate/<run>/top.json            # worst 25 endpoints
     python benchmarks/paths.py top.json --top 60 --group                # worst path per register
+    python benchmarks/paths.py --engine softmax --config default --group  # synthesize one engine first
 
 nextpnr prints one critical path, and only after routing (tens of minutes for ``default``). This
 reads yosys' ``write_json`` netlist (``synth_ecp5``'s cells: LUT4, PFUMX, L6MUX21, CCU2C,
@@ -123,7 +124,8 @@ def analyse(netlist):
             for ibit in conns.get(i, []):
                 for obit in conns.get(o, []):
                     if isinstance(ibit, int) and isinstance(obit, int):
-                        readers[ibit].append((obit, delay))
+                        # A carry chain's CIN comes by dedicated wire, not general routing.
+                        readers[ibit].append((obit, delay - (NET if i == "CIN" else 0)))
                         drivers.setdefault(obit, []).append(ibit)
 
     # Longest arrival over the combinational DAG (Kahn's order).
@@ -170,8 +172,10 @@ def analyse(netlist):
 
 def _where(label):
     """A label's source line, or for an unattributed memory output its memory's name."""
-    head = label.split(" ")[0]
+    head, _, name = label.partition(" ")
     if ".py:" in head:
+        if head.startswith(("contextlib.py", "fifo.py", "memory.py", "stream.py")):   # amaranth's own
+            return head + "@" + ".".join(name.split(".")[:-1])[:48]
         return head
     return re.sub(r"(\.\d+)+_DO[AB]\d+$", "", label)
 
@@ -189,16 +193,57 @@ def _short(name, width=110):
     return name if len(name) <= width else "..." + name[-width + 3:]
 
 
+def synthesize_engine(name, config_name):
+    """yosys ``synth_ecp5`` of one engine in :class:`fmax.EngineProbe` (real memories on its
+    ports); returns the netlist's path under ``build/paths/``."""
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from amaranth.back import rtlil
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fmax import EngineProbe, ENGINES   # noqa: E402
+    from vitaccel.boards import BOARDS
+    from vitaccel.boards.build import ECP5_SYNTH_OPTS, tool_env
+    from vitaccel.config import load_config
+    from vitaccel.sim.verilator import build_root
+
+    if name not in ENGINES:
+        sys.exit(f"unknown engine {name!r}: one of {', '.join(ENGINES)}")
+    cfg = load_config(config_name)
+    probe = EngineProbe(cfg, name)
+    run_dir = build_root() / "paths" / f"{name}-{cfg.slug}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    platform = BOARDS["ulx3s-85f"].platform_class()()
+    (run_dir / "probe.il").write_text(rtlil.convert(probe, name="probe", platform=platform,
+                                                    ports=[probe.din, probe.dout]))
+    start = time.monotonic()
+    print(f"yosys synth_ecp5 {ECP5_SYNTH_OPTS} of {name} ({cfg.name}) in {run_dir} ...", file=sys.stderr, flush=True)
+    subprocess.run([tool_env()["YOSYS"], "-q", "-p", "read_rtlil probe.il; hierarchy -top probe; flatten; "
+                    f"synth_ecp5 {ECP5_SYNTH_OPTS} -top probe; write_json probe.json"], cwd=run_dir, check=True)
+    print(f"  {time.monotonic() - start:.0f} s", file=sys.stderr)
+    return run_dir / "probe.json"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("netlist", help="yosys write_json output of synth_ecp5")
+    parser.add_argument("netlist", nargs="?", help="yosys write_json output of synth_ecp5")
+    parser.add_argument("--engine", help="synthesize this engine alone (as benchmarks/fmax.py --engine) "
+                                         "and analyse it: controller, dma, matmul, requant, softmax, layernorm, "
+                                         "gelu, add or core")
+    parser.add_argument("--config", default="default", help="with --engine: the configuration (default)")
     parser.add_argument("--top", type=int, default=25, help="endpoints to list (default 25)")
     parser.add_argument("--group", action="store_true",
                         help="one line per (start, end) register pair: the worst")
     parser.add_argument("--paths", type=int, default=5, help="print the full path of the worst N")
     parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
     args = parser.parse_args()
+    if args.engine:
+        args.netlist = synthesize_engine(args.engine, args.config)
+    elif not args.netlist:
+        parser.error("give a netlist or --engine")
     with open(args.netlist) as f:
         endpoints, names, loops = analyse(json.load(f))
     if loops:
