@@ -11,7 +11,7 @@ starts a run, polls STATUS and reads the results back. It has four ports (``rx``
 """
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
-from amaranth.lib import io, memory, wiring
+from amaranth.lib import fifo, io, memory, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -29,10 +29,16 @@ class OnChipMemory(wiring.Component):
     """Block RAM behind a :class:`~vitaccel.hw.interfaces.MemoryPortSignature` port (the slave side).
 
     ``size`` bytes in words of ``bus_bits``; byte address ``a`` selects word ``(a // bus_bytes) %
-    (size // bus_bytes)``: addresses wrap at ``size``. A command is accepted in any cycle in which no
-    read response is waiting to be taken; a read's response is valid the next cycle and stays until
-    taken. Contents are not reset.
+    (size // bus_bytes)``: addresses wrap at ``size``. A read's response is valid two cycles after
+    the command is accepted: the block RAM's data goes into a small response FIFO first, so that
+    ``rsp_valid`` and ``rsp_data`` come from registers and ``cmd_ready`` does not depend on
+    ``rsp_ready`` (no combinational path from a master's ready back to its command). A command is
+    accepted while the FIFO has room for every read in flight: one read per cycle is sustained
+    when the master takes a response per cycle. Contents are not reset.
     """
+
+    #: Response FIFO depth: two reads in flight and one response waiting sustain a read per cycle.
+    RESPONSES = 3
 
     def __init__(self, addr_bits: int, bus_bits: int, size: int):
         if size * 8 % bus_bits or size & (size - 1):
@@ -45,23 +51,28 @@ class OnChipMemory(wiring.Component):
         m = Module()
         depth = self._size * 8 // self._bus_bits
         m.submodules.data = data = memory.Memory(shape=self._bus_bits, depth=depth, init=[])
+        m.submodules.responses = responses = fifo.SyncFIFO(width=self._bus_bits, depth=self.RESPONSES)
         rd, wr = data.read_port(), data.write_port()
         bus = self.bus
         offset = (self._bus_bits // 8 - 1).bit_length()
         index = bus.cmd_addr[offset:offset + (depth - 1).bit_length()]
 
+        reading = Signal()      # a read was accepted in the previous cycle: its data is on rd.data
         accept = bus.cmd_valid & bus.cmd_ready
+        m.d.sync += reading.eq(accept & ~bus.cmd_write)
         m.d.comb += [
-            bus.cmd_ready.eq(~bus.rsp_valid | bus.rsp_ready),
+            bus.cmd_ready.eq(responses.level + reading < self.RESPONSES),
             wr.addr.eq(index),
             wr.data.eq(bus.cmd_wdata),
             wr.en.eq(accept & bus.cmd_write),
-            # A read port without en holds its data: a response waiting to be taken stays put.
             rd.addr.eq(index),
             rd.en.eq(accept & ~bus.cmd_write),
-            bus.rsp_data.eq(rd.data),
+            responses.w_en.eq(reading),
+            responses.w_data.eq(rd.data),
+            bus.rsp_valid.eq(responses.r_rdy),
+            bus.rsp_data.eq(responses.r_data),
+            responses.r_en.eq(bus.rsp_ready),
         ]
-        m.d.sync += bus.rsp_valid.eq(accept & ~bus.cmd_write | bus.rsp_valid & ~bus.rsp_ready)
         return m
 
 

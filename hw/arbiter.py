@@ -5,13 +5,49 @@ The controller fetches instructions while the DMA may be running a LOAD (docs/ar
 returns in command order, must go back to whoever issued each read.
 """
 
-from amaranth.hdl import Module, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .interfaces import MemoryPortSignature
 
 __all__ = ["MemoryArbiter"]
+
+
+class _TagQueue(Elaboratable):
+    """A first-in first-out queue of small tags whose outputs all come from registers.
+
+    The same ports as :class:`amaranth.lib.fifo.SyncFIFO` (``w_data``, ``w_en``, ``w_rdy``,
+    ``r_data``, ``r_en``, ``r_rdy``; a written tag is readable from the next cycle), but the head
+    lives in register 0 and the entries shift towards it on a read, so ``r_data``, ``r_rdy`` and
+    ``w_rdy`` are flip-flop outputs: what the arbiter routes responses by is not behind a LUT RAM
+    read and a pointer comparison (the longest path of the core at 30 MHz).
+    """
+
+    def __init__(self, width, depth):
+        self.depth = depth
+        self.w_data, self.w_en, self.w_rdy = Signal(width), Signal(), Signal(init=1)
+        self.r_data, self.r_en, self.r_rdy = Signal(width), Signal(), Signal()
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self.depth
+        entries = [self.r_data] + [Signal.like(self.r_data, name=f"entry{i}") for i in range(1, depth)]
+        count = Signal(range(depth + 1))
+        push = self.w_en & self.w_rdy
+        pop = self.r_en & self.r_rdy
+        after = Signal.like(count)      # the count once this cycle's read has happened
+        m.d.comb += after.eq(count - pop)
+        for i, entry in enumerate(entries):
+            shifted = entries[i + 1] if i + 1 < depth else entry
+            with m.If(push & (after == i)):
+                m.d.sync += entry.eq(self.w_data)
+            with m.Elif(pop):
+                m.d.sync += entry.eq(shifted)
+        following = Signal.like(count)
+        m.d.comb += following.eq(after + push)
+        m.d.sync += [count.eq(following), self.r_rdy.eq(following != 0), self.w_rdy.eq(following != depth)]
+        return m
 
 
 class MemoryArbiter(wiring.Component):
@@ -50,7 +86,7 @@ class MemoryArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         mem, reqs = self.mem, self.requesters
-        m.submodules.tags = tags = fifo.SyncFIFO(width=(len(reqs) - 1).bit_length(), depth=self.max_outstanding)
+        m.submodules.tags = tags = _TagQueue((len(reqs) - 1).bit_length(), self.max_outstanding)
 
         earlier = None         # some requester before this one has a command
         for index, req in enumerate(reqs):
