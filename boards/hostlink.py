@@ -179,18 +179,12 @@ class HostLink(wiring.Component):
         address = args[:32]
         block_count = args[32:48]
         count = Signal(range(len(args) // 8 + 1))
+        # The argument bytes of ``command``, registered with it (off the path from ``count``).
         needed = Signal.like(count)
-        with m.Switch(command):
-            with m.Case(WRITE_WORD):
-                m.d.comb += needed.eq(4 + word_bytes)
-            with m.Case(READ_WORD):
-                m.d.comb += needed.eq(4)
-            with m.Case(WRITE_CSR):
-                m.d.comb += needed.eq(5)
-            with m.Case(READ_CSR):
-                m.d.comb += needed.eq(1)
-            with m.Case(WRITE_BLOCK, READ_BLOCK):
-                m.d.comb += needed.eq(6)
+
+        def arguments_of(byte):
+            return Mux(byte == WRITE_WORD, 4 + word_bytes, Mux(byte == READ_WORD, 4, Mux(
+                byte == WRITE_CSR, 5, Mux(byte == READ_CSR, 1, 6))))
         # Clocks since the last byte of a request that is not complete yet.
         idle = Signal(range(self._timeout + 1))
         m.d.sync += idle.eq(0)
@@ -210,7 +204,7 @@ class HostLink(wiring.Component):
             with m.State("COMMAND"):
                 m.d.sync += [count.eq(0), block.eq(0)]
                 with m.If(urx.valid):
-                    m.d.sync += command.eq(urx.data)
+                    m.d.sync += [command.eq(urx.data), needed.eq(arguments_of(urx.data))]
                     with m.If(urx.data.matches(WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR, WRITE_BLOCK, READ_BLOCK)):
                         m.next = "ARGS"
                     with m.Else():
@@ -252,14 +246,16 @@ class HostLink(wiring.Component):
                         m.d.sync += [reply.eq(self.csr.r_data), reply_bytes.eq(4)]
                         m.next = "REPLY"
                     with m.Case(WRITE_BLOCK):
-                        m.d.sync += [block.eq(1), remaining.eq(block_count), command.eq(WRITE_WORD), count.eq(4)]
+                        m.d.sync += [block.eq(1), remaining.eq(block_count), command.eq(WRITE_WORD), count.eq(4),
+                                     needed.eq(arguments_of(WRITE_WORD))]
                         with m.If(block_count == 0):
                             m.d.sync += [reply.eq(WRITE_BLOCK), reply_bytes.eq(1)]
                             m.next = "REPLY"
                         with m.Else():
                             m.next = "ARGS"
                     with m.Case(READ_BLOCK):
-                        m.d.sync += [block.eq(1), remaining.eq(block_count), command.eq(READ_WORD)]
+                        m.d.sync += [block.eq(1), remaining.eq(block_count), command.eq(READ_WORD),
+                                     needed.eq(arguments_of(READ_WORD))]
                         with m.If(block_count == 0):
                             m.next = "COMMAND"
             with m.State("READ"):
