@@ -4,7 +4,7 @@ This is the top of the hardware (docs/architecture.md, "The machine"); ``hw/gene
 into Verilog and board tops wrap it.
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import Const, Module, Mux, Value
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,14 +31,17 @@ def _share(m, target, sources):
     """Connect ``target`` (a port interface) to the one of ``sources`` that is selected.
 
     ``sources`` is a list of ``(select, interface)``; at most one ``select`` is high in a cycle. The
-    members the sources drive are multiplexed onto ``target`` (left at their reset values when none
-    is selected); the members ``target`` drives reach every source.
+    members the sources drive reach ``target`` through an AND-OR multiplexer (zero when none is
+    selected): two LUT levels for six sources, where a priority chain would take one per source.
+    The members ``target`` drives reach every source.
     """
     for name, member in sources[0][1].signature.members.items():
         if member.flow == Out:
-            for i, (select, source) in enumerate(sources):
-                with (m.If if i == 0 else m.Elif)(select):
-                    m.d.comb += getattr(target, name).eq(getattr(source, name))
+            width = len(Value.cast(getattr(target, name)))
+            merged = Const(0, width)
+            for select, source in sources:
+                merged = merged | Mux(select, Value.cast(getattr(source, name)), 0)
+            m.d.comb += Value.cast(getattr(target, name)).eq(merged)
         else:
             for _, source in sources:
                 m.d.comb += getattr(source, name).eq(getattr(target, name))
@@ -58,8 +61,8 @@ class Core(wiring.Component):
         STATUS bits 0 and 1: a run is in progress; the last run has finished (END or an error).
 
     The SPAD, ACC and PARAM memories have one synchronous read port and one write port each. An
-    engine is active from the cycle the controller offers it a command until its ``busy`` falls,
-    and owns the ports it uses meanwhile. Only a SPAD LOAD and a MATMUL are ever active together
+    engine owns the ports it uses while its ``busy`` is high (from the cycle after it accepts a
+    command: no engine touches a port in the cycle of acceptance). Only a SPAD LOAD and a MATMUL are ever active together
     (the controller's scoreboard); then the DMA owns the SPAD write port and the matmul engine the
     SPAD read and ACC ports, which are all each uses. Memory contents are not reset: they persist
     across runs.
@@ -110,8 +113,11 @@ class Core(wiring.Component):
             self.done.eq(ctrl.done),
         ]
 
+        # An engine owns its ports while busy: none uses them in the cycle it accepts a command
+        # (busy rises in the next), so the selects come from the engines' state registers alone
+        # and not from the controller's offer.
         def active(engine, cmd):
-            return cmd.valid | engine.busy
+            return engine.busy
 
         by_dma, by_mm, by_rq = active(dma, ctrl.dma_cmd), active(mm, ctrl.matmul_cmd), active(rq, ctrl.requant_cmd)
         # With a MATMUL alongside, the DMA runs a SPAD LOAD: the ports the engine reads through
