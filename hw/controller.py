@@ -55,8 +55,9 @@ class Controller(wiring.Component):
       An opcode outside :data:`EXECUTED_OPCODES` is ILLEGAL_OPCODE. REQUANT with ``row_shift`` also
       needs ``exp_addr + ceil(rows / cols) <= param_rows`` (LOCAL_RANGE), as in ``sw/isasim.py``.
     - A legal instruction with ``rows == 0`` is a no-op: it reaches no engine and is counted.
-    - Any other instruction is offered on its engine's command stream once the scoreboard allows,
-      and counted when accepted. A LOAD into SPAD and a MATMUL may be in flight together: each is
+    - Any other instruction is offered on its engine's command stream once the scoreboard allows
+      (judging the engines idle :attr:`BUSY_LAG` cycle after their ``busy`` falls), and counted
+      when accepted. A LOAD into SPAD and a MATMUL may be in flight together: each is
       offered while the other's engine is busy if no other engine is busy and the scratchpad rows
       the LOAD writes, ``[local_addr, local_addr + rows)``, meet none the MATMUL reads,
       ``[a_addr, a_addr + rows)`` and ``[b_addr, b_addr + cfg.rows)`` (else it waits for the other
@@ -70,8 +71,8 @@ class Controller(wiring.Component):
 
     ``mem`` is meant to share the external port with the DMA through a
     :class:`~vitaccel.hw.arbiter.MemoryArbiter`: the controller's reads never depend on the DMA's
-    except through the STORE rule above. An engine owns the local memory ports it uses from the
-    cycle its command is offered until its ``busy`` falls (``hw/core.py``); the rules above keep
+    except through the STORE rule above. An engine owns the local memory ports it uses while its
+    ``busy`` is high (``hw/core.py``); the rules above keep
     two owners of one port apart, since a SPAD LOAD uses only the SPAD write port and a MATMUL only
     the SPAD read and ACC ports.
     """
@@ -81,6 +82,10 @@ class Controller(wiring.Component):
     #: Cycles a vector instruction's range check takes beyond its walk over the tiles of a row
     #: (one per tile): the verdict is registered before it decides (VECTOR_VERDICT).
     VECTOR_CHECK_CYCLES = 1
+    #: Cycles from an engine's ``busy`` falling to an offer that waited for it: the offer decides
+    #: from registered copies of the engines' ``busy`` (off the path into the engines' command
+    #: registers). A rising ``busy`` needs no such care: the next offer comes at least a fetch later.
+    BUSY_LAG = 1
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
@@ -331,14 +336,25 @@ class Controller(wiring.Component):
         # The instruction's class and engine, registered in DECODE.
         is_matmul, is_spad_load_r = Signal(), Signal()
         to_engine = {which: Signal(name=f"to_{which.name.lower()}") for which in engines}
+        # The engines' busy, registered (BUSY_LAG), for the offer.
+        busy_r = {engine: Signal(name=f"{engine.name.lower()}_busy_r") for engine in engines}
+        m.d.sync += [busy_r[engine].eq(engine_busy) for engine, (_, engine_busy) in engines.items()]
+
+        def busy_r_except(*which):
+            busy = Const(0)
+            for engine, registered in busy_r.items():
+                if engine not in which:
+                    busy = busy | registered
+            return busy
+
         may_offer = Signal()
         with m.If(is_matmul):
-            m.d.comb += may_offer.eq(~busy_except(Engine.DMA)
-                                     & (~self.dma_busy | (dma_spad_load & ~raw)))
+            m.d.comb += may_offer.eq(~busy_r_except(Engine.DMA)
+                                     & (~busy_r[Engine.DMA] | (dma_spad_load & ~raw)))
         with m.Elif(is_spad_load_r):
-            m.d.comb += may_offer.eq(~busy_except(Engine.MATMUL) & (~self.matmul_busy | ~war))
+            m.d.comb += may_offer.eq(~busy_r_except(Engine.MATMUL) & (~busy_r[Engine.MATMUL] | ~war))
         with m.Else():
-            m.d.comb += may_offer.eq(~busy_except())
+            m.d.comb += may_offer.eq(~busy_r_except())
 
         with m.If(self.dma_cmd.valid & self.dma_cmd.ready):
             m.d.sync += [dma_store.eq(op == Opcode.STORE), dma_spad_load.eq(is_spad_load),

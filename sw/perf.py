@@ -3,7 +3,8 @@
 The controller dispatches in order (docs/architecture.md, "Controller"): it fetches an instruction
 while the previous ones run, checks it, and offers it to its engine as soon as the scoreboard
 allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together, every other
-instruction waits until no engine is busy, and no engine takes a command while busy. The model
+instruction waits until no engine is busy, and no engine takes a command while busy (an offer
+that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls). The model
 replays that timeline instruction by instruction with
 
 - **control**: ``F + L + C`` to fetch (``F = INSTR_BITS / bus_bits`` bus reads, the last answered
@@ -234,7 +235,8 @@ def _timeline(cfg: AccelConfig, words: list[int], mem_latency: int) -> list[Inst
             continue
         d = ready
         for engine in (timeline.blockers(op, fields) if op is not Opcode.END else list(timeline.end)):
-            free = timeline.engine_end(engine) + 1
+            # The controller sees an engine idle BUSY_LAG cycles after its busy falls (END: at once).
+            free = timeline.engine_end(engine) + 1 + (Controller.BUSY_LAG if op is not Opcode.END else 0)
             if free > d:
                 waited[timeline.latest[engine][0]] += free - d
                 d = free
