@@ -82,10 +82,13 @@ class Controller(wiring.Component):
     #: Cycles a vector instruction's range check takes beyond its walk over the tiles of a row
     #: (one per tile): the verdict is registered before it decides (VECTOR_VERDICT).
     VECTOR_CHECK_CYCLES = 1
-    #: Cycles from an engine's ``busy`` falling to an offer that waited for it: the offer decides
-    #: from registered copies of the engines' ``busy`` (off the path into the engines' command
+    #: Cycles from an engine's ``busy`` falling to an offer that waited for it. The offer's
+    #: verdict is registered, from registered copies of the engines' ``busy``, so that nothing but
+    #: flip-flops drive the command streams' ``valid`` (whose fan-out is every engine's command
     #: registers). A rising ``busy`` needs no such care: the next offer comes at least a fetch later.
-    BUSY_LAG = 1
+    BUSY_LAG = 2
+    #: Cycles from entering OFFER to the earliest offer: one for the verdict to settle.
+    DISPATCH_CYCLES = 2
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
@@ -347,7 +350,10 @@ class Controller(wiring.Component):
                     busy = busy | registered
             return busy
 
-        may_offer = Signal()
+        may_offer = Signal()      # from registers; registered as `offer_ok` for the next cycle
+        offer_ok = Signal()
+        settled = Signal()        # OFFER's first cycle has passed: offer_ok saw this instruction
+        m.d.sync += offer_ok.eq(may_offer)
         with m.If(is_matmul):
             m.d.comb += may_offer.eq(~busy_r_except(Engine.DMA)
                                      & (~busy_r[Engine.DMA] | (dma_spad_load & ~raw)))
@@ -447,12 +453,14 @@ class Controller(wiring.Component):
                     m.next = "OFFER"
 
             with m.State("OFFER"):
+                m.d.sync += settled.eq(1)
                 accepted = Const(0)
                 for which, selected in to_engine.items():
                     cmd, _ = engines[which]
-                    m.d.comb += cmd.valid.eq(selected & may_offer)
+                    m.d.comb += cmd.valid.eq(selected & offer_ok & settled)
                     accepted = accepted | (cmd.valid & cmd.ready)
                 with m.If(accepted):
+                    m.d.sync += settled.eq(0)
                     next_instruction()
 
             with m.State("STOP"):

@@ -9,7 +9,7 @@ replays that timeline instruction by instruction with
 
 - **control**: ``F + L + C`` to fetch (``F = INSTR_BITS / bus_bits`` bus reads, the last answered
   after the memory latency ``L``) and check (``C = Controller.CHECK_CYCLES``: decode, check),
-  plus 1 to dispatch; a vector instruction has ``ceil(length / cols) + 1`` more (the controller's
+  plus ``Controller.DISPATCH_CYCLES`` (2) to dispatch; a vector instruction has ``ceil(length / cols) + 1`` more (the controller's
   range check walks the tiles of a row, one per cycle, then registers its verdict); an instruction with ``rows == 0`` (or a
   vector one with ``length == 0``) ``F + L + C``; END ``F + L + C + 1`` and then waits until no
   engine is busy. The fetch starts in the cycle after
@@ -66,8 +66,9 @@ _OPCODES = {op.value: op for op in Opcode}
 _FIELDS = {op: tuple((name, f.offset, (1 << f.width) - 1) for name, f in layout.as_shape()
                      if name not in ("opcode", "reserved"))
            for op, layout in LAYOUT_OF.items()}
-#: Cycles from the end of the check to the fetch of the next instruction when nothing holds up the dispatch.
-DISPATCH = 1
+#: Cycles from the end of the check to the fetch of the next instruction when nothing holds up the
+#: dispatch: the offer's verdict is registered before it is offered.
+DISPATCH = Controller.DISPATCH_CYCLES
 
 
 def _decode(word: int) -> tuple[Opcode, dict]:

@@ -69,19 +69,19 @@ def test_whole_model_on_the_rtl(binary, digits):
 
 def test_instruction_formulas():
     cfg = preset("default")       # 32-bit bus: 4 fetch reads; SPAD rows 3 words, ACC rows 12
-    fetch = 4 + 2 + 2             # reads, latency 2, decode and check
+    fetch = 4 + 2 + 2             # reads, latency 2, decode and check; dispatch takes 2 more
 
     def cost(op, **fields):
         return instruction_cost(cfg, encode(op, **fields), mem_latency=2)
 
     load = cost(Opcode.LOAD, mem=LocalMemory.SPAD, rows=10, dram_stride=12)
-    assert (load.control, load.engine) == (fetch + 1, 30 + 2 + 1)
+    assert (load.control, load.engine) == (fetch + 2, 30 + 2 + 1)
     assert cost(Opcode.STORE, mem=LocalMemory.ACC, rows=2).engine == 24 + 3
     mm = cost(Opcode.MATMUL, rows=197, transpose_b=1)
     assert (mm.engine, mm.macs) == (matmul_cycles(cfg, 197), 197 * 144)
     assert cost(Opcode.REQUANT, rows=5, row_shift=1).engine == requant_cycles(cfg, 5, True)
     ln = cost(Opcode.LAYERNORM, rows=3, length=192, tile_stride=3)
-    assert (ln.control, ln.engine) == (fetch + 1 + 16 + 1, layernorm_cycles(cfg, 3, 192))
+    assert (ln.control, ln.engine) == (fetch + 2 + 16 + 1, layernorm_cycles(cfg, 3, 192))
     assert cost(Opcode.MATMUL, rows=0).cycles == fetch
     assert cost(Opcode.END).cycles == fetch + 1
     with pytest.raises(ValueError, match="illegal opcode 99"):
