@@ -5,7 +5,7 @@ The controller fetches instructions while the DMA may be running a LOAD (docs/ar
 returns in command order, must go back to whoever issued each read.
 """
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Elaboratable, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,20 +33,22 @@ class _TagQueue(Elaboratable):
         m = Module()
         depth = self.depth
         entries = [self.r_data] + [Signal.like(self.r_data, name=f"entry{i}") for i in range(1, depth)]
-        count = Signal(range(depth + 1))
+        # The number of entries, one-hot (bit n: n entries), shifted rather than decoded.
+        level = Signal(depth + 1, init=1)
         push = self.w_en & self.w_rdy
         pop = self.r_en & self.r_rdy
-        after = Signal.like(count)      # the count once this cycle's read has happened
-        m.d.comb += after.eq(count - pop)
         for i, entry in enumerate(entries):
             shifted = entries[i + 1] if i + 1 < depth else entry
-            with m.If(push & (after == i)):
+            # The written tag lands behind the entries that stay: at `level` after this read.
+            with m.If(push & Mux(pop, level[i + 1], level[i])):
                 m.d.sync += entry.eq(self.w_data)
             with m.Elif(pop):
                 m.d.sync += entry.eq(shifted)
-        following = Signal.like(count)
-        m.d.comb += following.eq(after + push)
-        m.d.sync += [count.eq(following), self.r_rdy.eq(following != 0), self.w_rdy.eq(following != depth)]
+        grow, shrink = push & ~pop, pop & ~push
+        with m.If(grow):
+            m.d.sync += [level.eq(level << 1), self.r_rdy.eq(1), self.w_rdy.eq(~level[depth - 1])]
+        with m.Elif(shrink):
+            m.d.sync += [level.eq(level >> 1), self.r_rdy.eq(~level[1]), self.w_rdy.eq(1)]
         return m
 
 

@@ -9,9 +9,8 @@ from amaranth.sim import Simulator
 from vitaccel.hw.arbiter import _TagQueue
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_tag_queue_matches_a_deque(seed):
-    depth = 4
+@pytest.mark.parametrize("seed,depth", [(1, 4), (2, 4), (3, 1), (4, 16)])
+def test_tag_queue_matches_a_deque(seed, depth):
     dut = _TagQueue(2, depth)
     rng = random.Random(seed)
 
