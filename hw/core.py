@@ -27,21 +27,23 @@ __all__ = ["Core", "MIN_COLS"]
 MIN_COLS = 4
 
 
-def _share(m, target, sources):
+def _share(m, target, sources, *, registered=False):
     """Connect ``target`` (a port interface) to the one of ``sources`` that is selected.
 
     ``sources`` is a list of ``(select, interface)``; at most one ``select`` is high in a cycle. The
     members the sources drive reach ``target`` through an AND-OR multiplexer (zero when none is
     selected): two LUT levels for six sources, where a priority chain would take one per source.
-    The members ``target`` drives reach every source.
+    With ``registered`` they reach it a cycle later, through flip-flops. The members ``target``
+    drives reach every source.
     """
+    domain = m.d.sync if registered else m.d.comb
     for name, member in sources[0][1].signature.members.items():
         if member.flow == Out:
             width = len(Value.cast(getattr(target, name)))
             merged = Const(0, width)
             for select, source in sources:
                 merged = merged | Mux(select, Value.cast(getattr(source, name)), 0)
-            m.d.comb += Value.cast(getattr(target, name)).eq(merged)
+            domain += Value.cast(getattr(target, name)).eq(merged)
         else:
             for _, source in sources:
                 m.d.comb += getattr(source, name).eq(getattr(target, name))
@@ -126,6 +128,10 @@ class Core(wiring.Component):
         by_vec = [(active(engine, getattr(ctrl, f"{name}_cmd")), engine) for name, engine in vector]
         by_sm = by_vec[0][0]
 
+        # The write ports are registered (the engines' write logic and the multiplexer end at
+        # flip-flops, not at the block RAMs' setup): a write lands one cycle after the engine
+        # issues it. No engine reads a row in the cycle after writing it, and the next instruction
+        # starts reading at least Controller.BUSY_LAG + 2 cycles after the last write's cycle.
         m.submodules.arbiter = arbiter = MemoryArbiter(cfg.addr_bits, cfg.bus_bits)
         wiring.connect(m, wiring.flipped(self.mem), arbiter.mem)
         wiring.connect(m, ctrl.mem, arbiter.requesters[0])
@@ -133,10 +139,10 @@ class Core(wiring.Component):
         _share(m, spad.read_port(), [(by_dma_alone, dma.spad_rd), (by_mm, mm.spad_rd)]
                + [(sel, e.spad_rd) for sel, e in by_vec])
         _share(m, spad.write_port(), [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
-               + [(sel, e.spad_wr) for sel, e in by_vec])
+               + [(sel, e.spad_wr) for sel, e in by_vec], registered=True)
         _share(m, acc.read_port(), [(by_dma_alone, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
-        _share(m, acc.write_port(), [(by_dma_alone, dma.acc_wr), (by_mm, mm.acc_wr)])
+        _share(m, acc.write_port(), [(by_dma_alone, dma.acc_wr), (by_mm, mm.acc_wr)], registered=True)
         _share(m, param.read_port(), [(by_dma, dma.param_rd), (by_rq, rq.param_rd)]
                + [(sel, e.param_rd) for sel, e in by_vec])
-        _share(m, param.write_port(), [(by_dma, dma.param_wr), (by_sm, sm.param_wr)])
+        _share(m, param.write_port(), [(by_dma, dma.param_wr), (by_sm, sm.param_wr)], registered=True)
         return m
