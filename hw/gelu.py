@@ -8,7 +8,7 @@ uses.
 """
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
@@ -59,13 +59,15 @@ class GeluUnit(wiring.Component):
     -----
     Fully pipelined: a beat accepted in cycle t is offered on ``o`` in cycle ``t + latency``
     (``LATENCY[cfg.gelu]``) if ``o`` was never refused in between; one beat per cycle while
-    ``o.ready`` is high. A refused output stalls the whole pipeline. ``shift`` uses per lane
-    the 128 x 15-bit reciprocal ROM of the softmax and multipliers of 9 x ``mult_bits``,
+    ``o.ready`` is high. A refused output stalls the whole pipeline. Both variants register the
+    input first. ``table``: the registered table index, the table read, the output register (no
+    path from a block RAM's output into another's input, or to the output). ``shift`` uses per
+    lane the 128 x 15-bit reciprocal ROM of the softmax and multipliers of 9 x ``mult_bits``,
     16 x 15, 8 x 16 and 24 x ``mult_bits`` bits; ``table`` uses no multiplier.
     """
 
     #: Cycles from an accepted input beat to its output beat, without back-pressure, per variant.
-    LATENCY = {"table": 1, "shift": 11}
+    LATENCY = {"table": 3, "shift": 13}
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -107,12 +109,14 @@ class GeluUnit(wiring.Component):
                      write.data.eq(self.table_wr.data)]
         for lane in range(cfg.vector_lanes):
             port = table.read_port()
-            # x + 128 as an 8-bit index is x with its sign bit flipped.
-            m.d.comb += [
-                port.en.eq(advance),
-                port.addr.eq(self.i.payload[lane].as_unsigned() ^ 0x80),
-                self.o.payload[lane].eq(port.data),
-            ]
+            index = Signal(8, name=f"index_{lane}")
+            y = Signal(signed(cfg.data_width), name=f"y_{lane}")
+            with m.If(advance):
+                # x + 128 as an 8-bit index is x with its sign bit flipped.
+                m.d.sync += [index.eq(self.i.payload[lane].as_unsigned() ^ 0x80),   # 1
+                             y.eq(port.data)]                                       # 3
+            m.d.comb += [port.en.eq(advance), port.addr.eq(index),                  # 2
+                         self.o.payload[lane].eq(y)]
 
     def _elaborate_shift(self, m, advance):
         cfg = self._cfg
@@ -121,10 +125,14 @@ class GeluUnit(wiring.Component):
         for lane in range(cfg.vector_lanes):
             rom = recip.read_port()
             m.d.comb += rom.en.eq(advance)
-            m.d.comb += self.o.payload[lane].eq(self._shift_lane(m, lane, self.i.payload[lane], rom, advance))
+            x_in = Signal(signed(cfg.data_width), name=f"x_in_{lane}")
+            with m.If(advance):
+                m.d.sync += x_in.eq(self.i.payload[lane])
+            m.d.comb += self.o.payload[lane].eq(self._shift_lane(m, lane, x_in, rom, advance))
 
     def _shift_lane(self, m, lane, x_in, rom, advance):
-        """One lane of :func:`vitaccel.sw.gelu.shift_gelu`; returns its output register."""
+        """One lane of :func:`vitaccel.sw.gelu.shift_gelu` from the input register ``x_in``
+        (stage 0); returns its output register (stage 12)."""
         cfg = self._cfg
 
         def reg(shape, name):
@@ -170,23 +178,24 @@ class GeluUnit(wiring.Component):
                 x_sig.eq(x[7] * sig),                                                  # 8
                 y.eq(x_sig * self.out_mult),                                           # 9
             ]
-        return saturating_round_shift(m, y, self.out_shift, advance)                   # 10, 11
+        return saturating_round_shift(m, y, self.out_shift, advance)                   # 10 to 12
 
 
 def gelu_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """Cycles a GELU of ``rows`` x ``length`` keeps :attr:`GeluEngine.busy` high.
 
     ``0`` if ``rows == 0`` or ``length == 0``, else ``P + rows * ceil(length / cols) * cols /
-    vector_lanes + GeluUnit.LATENCY[cfg.gelu] + 1``: the parameter phase (``P = 256`` cycles
+    vector_lanes + GeluUnit.LATENCY[cfg.gelu] + 4``: the parameter phase (``P = 256`` cycles
     writing the table, one entry per cycle, for ``table``; ``P = 1`` parameter read for ``shift``),
-    one read per beat, the unit, and the cycle of the read latency. The engine accepts its next
-    command in the cycle after ``busy`` falls.
+    one read per beat, the unit, and four cycles: the registered read port, the read latency, the
+    registered scratchpad row and the registered write port. The engine accepts its next command
+    in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
     params = TABLE_ENTRIES if cfg.gelu == "table" else 1
     beats = rows * tiles(cfg, length) * (cfg.cols // cfg.vector_lanes)
-    return params + beats + GeluUnit.LATENCY[cfg.gelu] + 1
+    return params + beats + GeluUnit.LATENCY[cfg.gelu] + 4
 
 
 class GeluEngine(ElementwiseEngine):
@@ -210,8 +219,10 @@ class GeluEngine(ElementwiseEngine):
     cmd, busy, spad_rd, spad_wr, param_rd
         As :class:`~vitaccel.hw.residual.ElementwiseEngine`. ``busy`` lasts :func:`gelu_cycles`
         cycles. ``param_rd``: ``table`` reads the ``ceil(256 / cols)`` rows from ``param_addr``
-        one every ``cols`` cycles while writing the table (256 cycles after the command is
-        accepted); ``shift`` reads row ``param_addr`` in the cycle after the command is accepted.
+        one every ``cols`` cycles in the 256 cycles after the command is accepted, each entry
+        written to the table two cycles after its phase cycle (through a registered shift
+        register of the row's low bytes, so no multiplexer sits between the PARAM and the table
+        block RAMs); ``shift`` reads row ``param_addr`` in the cycle after the command is accepted.
 
     Notes
     -----
@@ -228,7 +239,7 @@ class GeluEngine(ElementwiseEngine):
     def make_unit(self):
         return GeluUnit(self._cfg)
 
-    def load_params(self, m, unit, start, active, param_addr):
+    def load_params(self, m, unit, idle, active, param_addr):
         cfg = self._cfg
         if cfg.gelu == "shift":
             loaded = Signal()
@@ -243,23 +254,34 @@ class GeluEngine(ElementwiseEngine):
                 ]
             return active
 
-        # One table entry per cycle: entry k is column `col` of PARAM row `param_row`, read when
-        # col == 0 (the read port holds it while the rest of the row is written) and written a
-        # cycle later, when the read data is there.
+        # One table entry per cycle, entry k in phase cycle k: column `col` of PARAM row
+        # `read_addr`. The row is read when col == 0; its low bytes go to the shift register
+        # `row` in the cycle its data arrives, which then moves one entry down per cycle, so that
+        # entry k is `row[0]` two cycles after its phase cycle, when it is written (the walk's
+        # first table read comes later still). No path from the PARAM output to the table's
+        # input but one register.
         entry = Signal(range(TABLE_ENTRIES))
+        entry_last = Signal()                     # entry == TABLE_ENTRIES - 1
         col = Signal(range(cfg.cols))
-        param_row = Signal.like(param_addr)
-        with m.If(start):
-            m.d.sync += [entry.eq(0), col.eq(0), param_row.eq(0)]
+        read_addr = Signal.like(self.param_rd.addr)
+        with m.If(idle):
+            m.d.sync += [entry.eq(0), entry_last.eq(0), col.eq(0), read_addr.eq(self.cmd.payload.vector.param_addr)]
         with m.Elif(active):
-            m.d.sync += [entry.eq(entry + 1), col.eq(col + 1)]
+            m.d.sync += [entry.eq(entry + 1), col.eq(col + 1), entry_last.eq(entry == TABLE_ENTRIES - 2)]
             with m.If(col == cfg.cols - 1):
-                m.d.sync += [col.eq(0), param_row.eq(param_row + 1)]
-        m.d.comb += [
-            self.param_rd.en.eq(active & (col == 0)),
-            self.param_rd.addr.eq(param_addr + param_row),
-        ]
-        write_col = Signal.like(col)
-        m.d.sync += [unit.table_wr.en.eq(active), unit.table_wr.addr.eq(entry), write_col.eq(col)]
-        m.d.comb += unit.table_wr.data.eq(self.param_rd.data[write_col][:cfg.data_width])
-        return active & (entry == TABLE_ENTRIES - 1)
+                m.d.sync += col.eq(0)
+            with m.If(col == 0):
+                m.d.sync += read_addr.eq(read_addr + 1)
+        m.d.comb += [self.param_rd.en.eq(active & (col == 0)), self.param_rd.addr.eq(read_addr)]
+        row = Signal(data.ArrayLayout(signed(cfg.data_width), cfg.cols))
+        arrived = Signal()
+        m.d.sync += arrived.eq(self.param_rd.en)
+        with m.If(arrived):
+            m.d.sync += [row[j].eq(self.param_rd.data[j][:cfg.data_width]) for j in range(cfg.cols)]
+        with m.Else():
+            m.d.sync += row.eq(row.as_value() >> cfg.data_width)
+        write_en, write_addr = Signal(), Signal.like(entry)
+        m.d.sync += [write_en.eq(active), write_addr.eq(entry),
+                     unit.table_wr.en.eq(write_en), unit.table_wr.addr.eq(write_addr)]
+        m.d.comb += unit.table_wr.data.eq(row[0])
+        return active & entry_last

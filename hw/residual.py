@@ -30,18 +30,25 @@ def lanes_layout(cfg: AccelConfig) -> data.ArrayLayout:
 
 
 def saturating_round_shift(m: Module, value, shift, enable) -> Signal:
-    """``sat8(round_shift(value, shift))`` in two register stages (two cycles), advancing on ``enable``.
+    """``sat8(round_shift(value, shift))`` in three register stages (three cycles), advancing on
+    ``enable``.
 
     ``round_shift(p, s) = (p + ((1 << s) >> 1)) >> s`` is computed as ``((p << 1 >> s) + 1) >> 1``,
     which needs no rounding constant and holds for ``s == 0``; for every ``s`` up to 63 it is the
-    formula's value (``golden.requantize``'s int64 overflow at 63 does not happen here).
+    formula's value (``golden.requantize``'s int64 overflow at 63 does not happen here). The shift
+    is split in two stages (by ``s & 0o70``, then by ``s & 7``); the third rounds and saturates,
+    deciding the saturation on ``h = p << 1 >> s`` directly (``(h + 1) >> 1 > 127`` iff ``h >= 255``,
+    ``< -128`` iff ``h < -257``) beside the 9-bit increment that gives the low byte.
     """
+    coarse = Signal(signed(len(value) + 1))
     halves = Signal(signed(len(value) + 1))
     y = Signal(signed(8))
     with m.If(enable):
-        m.d.sync += halves.eq((value << 1) >> shift)
-        rounded = (halves + 1) >> 1
-        m.d.sync += y.eq(Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded)))
+        m.d.sync += coarse.eq((value << 1) >> (shift & 0o70))
+        m.d.sync += halves.eq(coarse >> shift[:3])
+        low = (halves[:9] + 1)[1:9]
+        m.d.sync += y.eq(Mux(halves >= 2 * INT8_MAX + 1, INT8_MAX,
+                             Mux(halves < 2 * INT8_MIN - 1, INT8_MIN, low)))
     return y
 
 
@@ -86,12 +93,15 @@ class ResidualAddUnit(wiring.Component):
     -----
     Fully pipelined: a beat accepted in cycle t is offered on ``o`` in cycle ``t + LATENCY`` if
     ``o`` was never refused in between; one beat per cycle while ``o.ready`` is high. A refused
-    output stalls the whole pipeline (``i.ready = o.ready | ~o.valid``). Two ``8 x mult_bits``
-    multipliers per lane.
+    output stalls the whole pipeline (``i.ready = o.ready | ~o.valid``). Stages: the operands are
+    registered (1); each ``8 x mult_bits`` product is split into the products of its operand's
+    low and high nibble, each a sum of four shifted copies of the multiplier (2); the sum
+    ``a*mult_a + b*mult_b`` of the four nibble products (3); :func:`saturating_round_shift`
+    (4 to 6). No multiplier cells: two adder levels at most between registers.
     """
 
     #: Cycles from an accepted input beat to its output beat, without back-pressure.
-    LATENCY = 4
+    LATENCY = 6
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -104,20 +114,37 @@ class ResidualAddUnit(wiring.Component):
             "shift": In(unsigned(cfg.shift_bits)),
         })
 
+    @property
+    def latency(self) -> int:
+        """:attr:`LATENCY`."""
+        return self.LATENCY
+
+    @staticmethod
+    def nibble_products(x, mult):
+        """``(x[0:4] * mult, x[4:8].as_signed() * mult)`` of an int8 ``x`` as two balanced adder
+        trees of ``mult`` gated by the bits of ``x`` (their sum ``lo + (hi << 4)`` is ``x * mult``)."""
+        t = [Mux(x[k], mult, 0) for k in range(8)]
+        lo = (t[0] + (t[1] << 1)) + ((t[2] + (t[3] << 1)) << 2)
+        hi = (t[4] + (t[5] << 1)) + ((t[6] - (t[7] << 1)) << 2)
+        return lo, hi
+
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
         advance = valid_pipeline(m, self, self.LATENCY)
+        width = cfg.mult_bits + 4
         for lane in range(cfg.vector_lanes):
-            products = [Signal(signed(cfg.data_width + cfg.mult_bits), name=f"product_{name}_{lane}")
-                        for name in "ab"]
+            operands = [Signal(signed(cfg.data_width), name=f"{name}_in_{lane}") for name in "ab"]
+            nibbles = [Signal(signed(width), name=f"{name}_{half}_{lane}")
+                       for name in "ab" for half in ("lo", "hi")]
             total = Signal(signed(cfg.data_width + cfg.mult_bits + 1), name=f"total_{lane}")
             with m.If(advance):
-                m.d.sync += [
-                    products[0].eq(self.i.payload.a[lane] * self.mult_a),
-                    products[1].eq(self.i.payload.b[lane] * self.mult_b),
-                    total.eq(products[0] + products[1]),
-                ]
+                m.d.sync += [operands[0].eq(self.i.payload.a[lane]), operands[1].eq(self.i.payload.b[lane])]
+                for k, mult in enumerate((self.mult_a, self.mult_b)):
+                    lo, hi = self.nibble_products(operands[k], mult)
+                    m.d.sync += [nibbles[2 * k].eq(lo), nibbles[2 * k + 1].eq(hi)]
+                a_lo, a_hi, b_lo, b_hi = nibbles
+                m.d.sync += total.eq((a_lo + b_lo) + ((a_hi + b_hi) << 4))
             m.d.comb += self.o.payload[lane].eq(saturating_round_shift(m, total, self.shift, advance))
         return m
 
@@ -131,16 +158,16 @@ def add_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """Cycles an ADD of ``rows`` x ``length`` keeps :attr:`ResidualAddEngine.busy` high.
 
     ``0`` if ``rows == 0`` or ``length == 0``, else ``(R - 1) * P + cols / lanes +
-    ResidualAddUnit.LATENCY + 4`` with ``R = rows * ceil(length / cols)`` output rows and
+    ResidualAddUnit.LATENCY + 6`` with ``R = rows * ceil(length / cols)`` output rows and
     ``P = max(2, cols / lanes)`` cycles per row: two scratchpad reads (``a``, ``b``) or the
-    row's beats through the unit, whichever is longer. The 4 are the parameter read, the read
-    latency, the operand latch and the write. The engine accepts its next command in the cycle
-    after ``busy`` falls.
+    row's beats through the unit, whichever is longer. The 6 are the parameter read, the
+    registered read port, the read latency, the operand latch, the registered write port and the
+    write. The engine accepts its next command in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
     chunks = cfg.cols // cfg.vector_lanes
-    return (rows * tiles(cfg, length) - 1) * max(2, chunks) + chunks + ResidualAddUnit.LATENCY + 4
+    return (rows * tiles(cfg, length) - 1) * max(2, chunks) + chunks + ResidualAddUnit.LATENCY + 6
 
 
 class ElementwiseEngine(wiring.Component):
@@ -179,6 +206,14 @@ class ElementwiseEngine(wiring.Component):
     reads of its inputs, so ``dst`` may equal ``src`` or ``src2`` (in place); other overlaps of
     the output with an input not yet read are not supported. The unit is never refused
     (``o.ready`` is tied high: the write port takes a row every cycle).
+
+    Timing: both scratchpad ports are driven from registers (the read port's address and enable
+    one cycle after the walk's step, the write port's row, address and enable one cycle after the
+    unit's last beat of the row); read data goes straight into registers (two operands:
+    ``a_held``, ``b_row``; one operand: the whole row) before any multiplexer. The walk keeps
+    row addresses by increment and its end-of-tile and end-of-walk tests as flags set a step
+    ahead, and ``cmd.valid`` only moves the state: an offered command is always accepted while
+    waiting, the emptiness of it registered beside.
     """
 
     def __init__(self, cfg: AccelConfig, *, operands: int):
@@ -190,12 +225,14 @@ class ElementwiseEngine(wiring.Component):
         """The stream unit of this engine (elaborated as submodule ``unit``)."""
         raise NotImplementedError
 
-    def load_params(self, m: Module, unit, start, active, param_addr) -> Signal:
+    def load_params(self, m: Module, unit, idle, active, param_addr) -> Signal:
         """Add the parameter phase to ``m``; return a signal high in its last cycle.
 
-        ``start`` is high in the cycle a non-empty command is accepted, ``active`` in every cycle
-        of the phase (which begins the cycle after); ``param_addr`` holds the command's field.
-        The unit's parameters must be in place by the cycle after the phase ends.
+        ``idle`` is high in every cycle the engine waits for a command (the phase begins the
+        cycle after a non-empty one is accepted), ``active`` in every cycle of the phase;
+        ``param_addr`` holds the command's field from the first cycle of the phase. The unit's
+        parameters must be in place by the second cycle after the phase ends (the first beat
+        enters the unit later still).
         """
         raise NotImplementedError
 
@@ -210,88 +247,125 @@ class ElementwiseEngine(wiring.Component):
 
         instr = self.cmd.payload.vector
         addr_width = local_addr_width(cfg.spad_rows)
-        rows = Signal.like(instr.rows)
         stride = Signal(addr_width)
         param_addr = Signal.like(instr.param_addr)
-        start = Signal()
+        idle = Signal()
         in_params = Signal()
-        params_done = self.load_params(m, unit, start, in_params, param_addr)
+        params_done = self.load_params(m, unit, idle, in_params, param_addr)
 
-        # Read side: row `rd_row` of the tile at `rd_base` (one base per operand); `rd_left` is
-        # `length` minus the elements of the tiles before it, so the tile is the last one when
-        # `rd_left <= cols` (no division by cols in hardware).
-        rd_base = [Signal(addr_width, name=f"rd_base_{k}") for k in range(self._operands)]
-        rd_row = Signal.like(instr.rows)
-        rd_left = Signal.like(instr.length)
+        # Every comparison the walk needs is a registered flag, set a step ahead from a
+        # comparison of a register with a constant: no adder feeds a comparator and no
+        # comparator the next-state logic in the same cycle.
+        rows_m1 = Signal.like(instr.rows)               # rows - 1
+        rows_one = Signal()                             # rows == 1
+
+        class Walk:
+            """One walk over the output rows, tile by tile, row by row within a tile: the
+            address of the current row of each of ``n`` tensors, the rows left in the tile, the
+            elements left from the tile's first (``left``, so that the tile is the last one
+            when ``left <= cols``: no division by cols in hardware)."""
+
+            def __init__(self, name, n):
+                self.addr = [Signal(addr_width, name=f"{name}_addr_{k}") for k in range(n)]
+                self.base = [Signal(addr_width, name=f"{name}_base_{k}") for k in range(n)]
+                self.rows_left = Signal.like(instr.rows, name=f"{name}_rows_left")   # after this row
+                self.last_row = Signal(name=f"{name}_last_row")     # rows_left == 0
+                self.left = Signal.like(instr.length, name=f"{name}_left")
+                self.last_tile = Signal(name=f"{name}_last_tile")   # left <= cols
+
+            def begin(self, bases):
+                return [*(a.eq(b) for a, b in zip(self.addr, bases)),
+                        *(a.eq(b) for a, b in zip(self.base, bases)),
+                        self.rows_left.eq(instr.rows - 1), self.last_row.eq(instr.rows == 1),
+                        self.left.eq(instr.length), self.last_tile.eq(instr.length <= cols)]
+
+            def step(self, m):
+                """Statements (under the caller's condition) that move to the next row."""
+                with m.If(self.last_row):
+                    m.d.sync += [self.rows_left.eq(rows_m1), self.last_row.eq(rows_one),
+                                 self.left.eq(self.left - cols), self.last_tile.eq(self.left <= 2 * cols)]
+                    for addr, base in zip(self.addr, self.base):
+                        m.d.sync += [addr.eq(base + stride), base.eq(base + stride)]
+                with m.Else():
+                    m.d.sync += [self.rows_left.eq(self.rows_left - 1), self.last_row.eq(self.rows_left == 1)]
+                    m.d.sync += [addr.eq(addr + 1) for addr in self.addr]
+
+        rd = Walk("rd", self._operands)
+        wr = Walk("wr", 1)
         slot = Signal(range(period))
-        # Write side: the same walk over the output rows, one step per write.
-        wr_base = Signal(addr_width)
-        wr_row = Signal.like(instr.rows)
-        wr_left = Signal.like(instr.length)
+        wr_final = Signal()             # the write port holds the last row
 
+        # A command is accepted whenever one is offered while waiting, empty or not: `valid`
+        # only moves the state (no comparator behind it). Whether the command is empty is
+        # registered beside it; after an empty one the engine keeps waiting in PARAMS.
+        nonempty = Signal()
+        waiting = Signal()
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
-                    m.d.comb += start.eq(1)
-                    m.d.sync += [
-                        rows.eq(instr.rows),
-                        stride.eq(instr.tile_stride),
-                        param_addr.eq(instr.param_addr),
-                        rd_base[0].eq(instr.src),
-                        rd_row.eq(0),
-                        rd_left.eq(instr.length),
-                        slot.eq(0),
-                        wr_base.eq(instr.dst),
-                        wr_row.eq(0),
-                        wr_left.eq(instr.length),
-                    ]
-                    if two:
-                        m.d.sync += rd_base[1].eq(instr.src2)
+                with m.If(self.cmd.valid):
                     m.next = "PARAMS"
             with m.State("PARAMS"):
-                with m.If(params_done):
+                with m.If(~nonempty):
+                    with m.If(~self.cmd.valid):
+                        m.next = "IDLE"
+                with m.Elif(params_done):
                     m.next = "WALK"
             with m.State("WALK"):
                 m.d.sync += slot.eq(slot + 1)
                 with m.If(slot == period - 1):
-                    m.d.sync += [slot.eq(0), rd_row.eq(rd_row + 1)]
-                    with m.If(rd_row + 1 == rows):
-                        m.d.sync += [rd_row.eq(0), rd_left.eq(rd_left - cols)]
-                        m.d.sync += [base.eq(base + stride) for base in rd_base]
-                        with m.If(rd_left <= cols):
-                            m.next = "DRAIN"
+                    m.d.sync += slot.eq(0)
+                    rd.step(m)
+                    with m.If(rd.last_row & rd.last_tile):
+                        m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(self.spad_wr.en & (wr_row + 1 == rows) & (wr_left <= cols)):
+                with m.If(wr_final):
                     m.next = "IDLE"
+        m.d.comb += waiting.eq(fsm.ongoing("IDLE") | (fsm.ongoing("PARAMS") & ~nonempty))
+        with m.If(waiting):
+            # The walk's registers follow the payload while waiting.
+            m.d.comb += [self.cmd.ready.eq(1), idle.eq(1)]
+            m.d.sync += [
+                nonempty.eq((instr.rows != 0) & (instr.length != 0)),
+                rows_m1.eq(instr.rows - 1),
+                rows_one.eq(instr.rows == 1),
+                stride.eq(instr.tile_stride),
+                param_addr.eq(instr.param_addr),
+                slot.eq(0),
+                *rd.begin([instr.src, instr.src2][:self._operands]),
+                *wr.begin([instr.dst]),
+            ]
 
         walking = fsm.ongoing("WALK")
-        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE")), in_params.eq(fsm.ongoing("PARAMS"))]
+        m.d.comb += [self.busy.eq(~waiting), in_params.eq(fsm.ongoing("PARAMS") & nonempty)]
 
         def chunk_of(row, index):
             return data.View(data.ArrayLayout(lanes_layout(cfg), chunks), row)[index]
 
-        # Operand beats into the unit. Read data arrives one cycle after the address.
+        # Operand beats into the unit. The read port is registered (address and enable one cycle
+        # after the walk step) and its data arrives one cycle after that.
         beat_valid = Signal()
         beat_chunk = Signal(range(chunks))
+        rd_addr = Signal(addr_width)
+        read = Signal()
+        m.d.comb += [self.spad_rd.en.eq(read), self.spad_rd.addr.eq(rd_addr)]
         if not two:
             # One operand: the row is read again in each of its `chunks` cycles, chunk = slot.
-            m.d.comb += [
-                self.spad_rd.en.eq(walking),
-                self.spad_rd.addr.eq(rd_base[0] + rd_row),
-            ]
-            m.d.sync += [beat_valid.eq(walking), beat_chunk.eq(slot)]
-            m.d.comb += unit.i.payload.eq(chunk_of(self.spad_rd.data, beat_chunk))
+            # The row is registered whole before the chunk's multiplexer.
+            read_chunk, got_chunk, got = Signal.like(slot), Signal.like(slot), Signal()
+            row = Signal.like(self.spad_rd.data)
+            m.d.sync += [read.eq(walking), read_chunk.eq(slot), rd_addr.eq(rd.addr[0]),
+                         got.eq(read), got_chunk.eq(read_chunk), row.eq(self.spad_rd.data),
+                         beat_valid.eq(got), beat_chunk.eq(got_chunk)]
+            m.d.comb += unit.i.payload.eq(chunk_of(row, beat_chunk))
         else:
             # Two operands: a at slot 0, b at slot 1. `a_held` keeps a while b is read; both move
             # to `a_row`/`b_row`, which feed the row's beats while the next row is being read
             # (period >= chunks leaves them in place for all of them).
-            m.d.comb += [
-                self.spad_rd.en.eq(walking & (slot < 2)),
-                self.spad_rd.addr.eq(Mux(slot == 0, rd_base[0], rd_base[1]) + rd_row),
-            ]
-            got_a, got_b = Signal(), Signal()
-            m.d.sync += [got_a.eq(walking & (slot == 0)), got_b.eq(walking & (slot == 1))]
+            read_a, read_b, got_a, got_b = Signal(), Signal(), Signal(), Signal()
+            m.d.sync += [read_a.eq(walking & (slot == 0)), read_b.eq(walking & (slot == 1)),
+                         got_a.eq(read_a), got_b.eq(read_b),
+                         rd_addr.eq(Mux(slot == 0, rd.addr[0], rd.addr[1]))]
+            m.d.comb += read.eq(read_a | read_b)
             a_held, a_row, b_row = (Signal.like(self.spad_rd.data, name=name)
                                     for name in ("a_held", "a_row", "b_row"))
             with m.If(got_a):
@@ -310,9 +384,15 @@ class ElementwiseEngine(wiring.Component):
         m.d.comb += [unit.i.valid.eq(beat_valid), unit.o.ready.eq(1)]
 
         # Result beats come out in order: all but the last chunk of a row wait in `held`, the last
-        # completes the row, which is written with the elements past `length` zeroed.
+        # completes the row, which goes to the registered write port with the elements past
+        # `length` zeroed. The unit is never refused, so its last beat of a row comes out
+        # exactly `latency` cycles after it went in: `row_done` is that beat's entry, delayed.
         out_chunk = Signal(range(chunks))
         held = Signal(data.ArrayLayout(lanes_layout(cfg), chunks - 1))
+        row_done = Signal()
+        last_in = Signal(unit.latency)
+        m.d.sync += last_in.eq(Cat(beat_valid & (beat_chunk == chunks - 1), last_in[:-1]))
+        m.d.comb += row_done.eq(last_in[-1])
         with m.If(unit.o.valid):
             m.d.sync += out_chunk.eq(Mux(out_chunk == chunks - 1, 0, out_chunk + 1))
             with m.Switch(out_chunk):
@@ -320,15 +400,18 @@ class ElementwiseEngine(wiring.Component):
                     with m.Case(k):
                         m.d.sync += held[k].eq(unit.o.payload)
         result = data.View(data.ArrayLayout(signed(cfg.data_width), cols), Cat(held, unit.o.payload))
-        m.d.comb += [
-            self.spad_wr.en.eq(unit.o.valid & (out_chunk == chunks - 1)),
-            self.spad_wr.addr.eq(wr_base + wr_row),
+        wr_en, wr_addr = Signal(), Signal(addr_width)
+        wr_data = Signal.like(self.spad_wr.data)
+        m.d.sync += [
+            wr_en.eq(row_done),
+            wr_addr.eq(wr.addr[0]),
+            wr_final.eq(row_done & wr.last_row & wr.last_tile),
         ]
-        m.d.comb += [self.spad_wr.data[j].eq(Mux(wr_left > j, result[j], 0)) for j in range(cols)]
-        with m.If(self.spad_wr.en):
-            m.d.sync += wr_row.eq(wr_row + 1)
-            with m.If(wr_row + 1 == rows):
-                m.d.sync += [wr_row.eq(0), wr_left.eq(wr_left - cols), wr_base.eq(wr_base + stride)]
+        # `wr.left` exceeds cols except in the last tile: only there are elements zeroed.
+        m.d.sync += [wr_data[j].eq(Mux(wr.left > j, result[j], 0)) for j in range(cols)]
+        m.d.comb += [self.spad_wr.en.eq(wr_en), self.spad_wr.addr.eq(wr_addr), self.spad_wr.data.eq(wr_data)]
+        with m.If(row_done):
+            wr.step(m)
         return m
 
 
@@ -354,7 +437,7 @@ class ResidualAddEngine(ElementwiseEngine):
     -----
     Throughput: one output row per ``max(2, cols / vector_lanes)`` cycles (the single read port
     takes ``a`` and ``b`` in two cycles; with ``cols / vector_lanes >= 2`` the unit is the limit).
-    Uses ``2 * vector_lanes`` multipliers (:class:`ResidualAddUnit`).
+    Uses ``2 * vector_lanes`` LUT multipliers, pipelined (:class:`ResidualAddUnit`).
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -367,7 +450,7 @@ class ResidualAddEngine(ElementwiseEngine):
     def make_unit(self):
         return ResidualAddUnit(self._cfg)
 
-    def load_params(self, m, unit, start, active, param_addr):
+    def load_params(self, m, unit, idle, active, param_addr):
         cfg = self._cfg
         loaded = Signal()
         m.d.comb += [self.param_rd.en.eq(active), self.param_rd.addr.eq(param_addr)]

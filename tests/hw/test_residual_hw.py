@@ -27,7 +27,7 @@ UNIT_CFG = preset("tiny")
 
 
 def test_unit_all_pairs(monkeypatch, tmp_path):
-    assert ResidualAddUnit.LATENCY == 4
+    assert ResidualAddUnit.LATENCY == 6
     build_dir = verilator_build(monkeypatch, ResidualAddUnit(UNIT_CFG), "residual_add_unit", UNIT_CFG)
     run_cocotb(tmp_path, "cocotb_residual", "residual_add_unit", build_dir, {
         "VITACCEL_SEED": os.environ.get("VITACCEL_SEED", "11"),
@@ -92,8 +92,8 @@ def test_engine(name, changes, seed):
 def test_cycle_formula():
     cfg = preset("default")
     assert add_cycles(cfg, 0, 197) == add_cycles(cfg, 3, 0) == 0
-    assert add_cycles(cfg, 197, 768) == (197 * 64 - 1) * 3 + 3 + ResidualAddUnit.LATENCY + 4
-    assert add_cycles(preset("tiny"), 1, 1) == 1 + ResidualAddUnit.LATENCY + 4
+    assert add_cycles(cfg, 197, 768) == (197 * 64 - 1) * 3 + 3 + ResidualAddUnit.LATENCY + 6
+    assert add_cycles(preset("tiny"), 1, 1) == 1 + ResidualAddUnit.LATENCY + 6
 
 
 @pytest.mark.parametrize("component", [ResidualAddUnit, ResidualAddEngine])
