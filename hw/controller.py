@@ -56,8 +56,9 @@ class Controller(wiring.Component):
       needs ``exp_addr + ceil(rows / cols) <= param_rows`` (LOCAL_RANGE), as in ``sw/isasim.py``.
     - A legal instruction with ``rows == 0`` is a no-op: it reaches no engine and is counted.
     - Any other instruction is offered on its engine's command stream once the scoreboard allows
-      (judging the engines idle :attr:`BUSY_LAG` cycle after their ``busy`` falls), and counted
-      when accepted. A LOAD into SPAD and a MATMUL may be in flight together: each is
+      (judging the engines idle :attr:`BUSY_LAG` cycles after their ``busy`` falls), and counted
+      when accepted. An engine must accept a command in any cycle its ``busy`` is low (every
+      engine's ``cmd.ready`` is ``~busy``): the controller counts an offer as accepted. A LOAD into SPAD and a MATMUL may be in flight together: each is
       offered while the other's engine is busy if no other engine is busy and the scratchpad rows
       the LOAD writes, ``[local_addr, local_addr + rows)``, meet none the MATMUL reads,
       ``[a_addr, a_addr + rows)`` and ``[b_addr, b_addr + cfg.rows)`` (else it waits for the other
@@ -113,8 +114,13 @@ class Controller(wiring.Component):
             "done": Out(1),
         })
 
-    def _checks(self, m, instr):
-        """The error code of ``instr`` (a View of Instruction): the first failing check, or NONE."""
+    def _checks(self, m, instr, decode):
+        """The error code of ``instr`` (a View of Instruction): the first failing check, or NONE.
+
+        Each check is registered in the cycle ``decode`` is high (DECODE), except that REQUANT's
+        exponent room, ``(param_rows - exp_addr) * cols``, is registered there and compared with
+        ``rows`` after it; the code is valid from the next cycle (CHECK), while ``instr`` holds.
+        """
         cfg = self.cfg
         raw_op = instr.as_value()[:8]
         op = instr.end.opcode
@@ -134,34 +140,44 @@ class Controller(wiring.Component):
         def fits(base, count, depth):
             return (base + count) <= depth
 
-        depth = Mux(dma.mem == LocalMemory.SPAD, cfg.spad_rows,
-                    Mux(dma.mem == LocalMemory.ACC, cfg.acc_rows, cfg.param_rows))
+        dma_end = dma.local_addr + dma.rows     # compared with each memory's depth, then chosen
+        dma_fits = Mux(dma.mem == LocalMemory.SPAD, dma_end <= cfg.spad_rows,
+                       Mux(dma.mem == LocalMemory.ACC, dma_end <= cfg.acc_rows, dma_end <= cfg.param_rows))
         mm, rq = instr.matmul, instr.requant
-        in_range = Signal()
+        fits_now = Signal()
         with m.Switch(op):
             with m.Case(Opcode.LOAD, Opcode.STORE):
-                m.d.comb += in_range.eq(fits(dma.local_addr, dma.rows, depth))
+                m.d.comb += fits_now.eq(dma_fits)
             with m.Case(Opcode.MATMUL):
-                m.d.comb += in_range.eq(fits(mm.a_addr, mm.rows, cfg.spad_rows)
+                m.d.comb += fits_now.eq(fits(mm.a_addr, mm.rows, cfg.spad_rows)
                                         & fits(mm.b_addr, cfg.rows, cfg.spad_rows)
                                         & fits(mm.c_addr, mm.rows, cfg.acc_rows))
             with m.Case(Opcode.REQUANT):
-                # ceil(rows / cols) <= param_rows - exp_addr, without a divider.
-                exponents_fit = ((rq.exp_addr <= cfg.param_rows)
-                                 & (rq.rows <= (cfg.param_rows - rq.exp_addr) * cfg.cols))
-                m.d.comb += in_range.eq(fits(rq.acc_addr, rq.rows, cfg.acc_rows)
+                m.d.comb += fits_now.eq(fits(rq.acc_addr, rq.rows, cfg.acc_rows)
                                         & fits(rq.spad_addr, rq.rows, cfg.spad_rows)
-                                        & fits(rq.param_addr, 3, cfg.param_rows)
-                                        & (~rq.row_shift | exponents_fit))
+                                        & fits(rq.param_addr, 3, cfg.param_rows))
             with m.Default():
-                m.d.comb += in_range.eq(1)
+                m.d.comb += fits_now.eq(1)
+
+        # ceil(rows / cols) <= param_rows - exp_addr, without a divider: rows <= room * cols.
+        room_ok, room = Signal(), Signal(range(cfg.param_rows * cfg.cols + 1))
+        bad_op, bad_mem, misaligned, fits_r, needs_room = Signal(), Signal(), Signal(), Signal(), Signal()
+        with m.If(decode):
+            m.d.sync += [
+                bad_op.eq(~legal_op), bad_mem.eq(is_dma & ~legal_mem), misaligned.eq(is_dma & ~aligned),
+                fits_r.eq(fits_now),
+                needs_room.eq((op == Opcode.REQUANT) & rq.row_shift),
+                room_ok.eq(rq.exp_addr <= cfg.param_rows),
+                room.eq((cfg.param_rows - rq.exp_addr[:len(room)]) * cfg.cols),
+            ]
+        in_range = fits_r & (~needs_room | (room_ok & (rq.rows <= room)))
 
         error = Signal(ErrorCode)
-        with m.If(~legal_op):
+        with m.If(bad_op):
             m.d.comb += error.eq(ErrorCode.ILLEGAL_OPCODE)
-        with m.Elif(is_dma & ~legal_mem):
+        with m.Elif(bad_mem):
             m.d.comb += error.eq(ErrorCode.ILLEGAL_MEMORY)
-        with m.Elif(is_dma & ~aligned):
+        with m.Elif(misaligned):
             m.d.comb += error.eq(ErrorCode.MISALIGNED)
         with m.Elif(~in_range):
             m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
@@ -270,8 +286,8 @@ class Controller(wiring.Component):
         issued = Signal(range(fetch_words + 1))
         received = Signal(range(fetch_words + 1))
         fetch_addr = Signal(cfg.addr_bits)
-        error_now = Signal(ErrorCode)    # registered in DECODE
-        error_checked = self._checks(m, instr)
+        decoding = Signal()
+        error_now = self._checks(m, instr, decoding)    # from checks registered in DECODE
         op = instr.end.opcode
         rows = Signal(16)
         with m.Switch(op):
@@ -288,7 +304,6 @@ class Controller(wiring.Component):
         for opcode in VECTOR_OPCODES:
             is_vector = is_vector | (op == opcode)
         vector_start = Signal()
-        decoding = Signal()
         vector_ready, vector_error = self._vector_checks(m, instr, decoding, vector_start)
         vector_verdict = Signal(ErrorCode)
 
@@ -415,7 +430,7 @@ class Controller(wiring.Component):
                             m.d.sync += to_engine[which].eq(1)
                 m.d.sync += [
                     is_matmul.eq(op == Opcode.MATMUL), is_spad_load_r.eq(is_spad_load),
-                    error_now.eq(error_checked), rows_zero.eq(rows == 0),
+                    rows_zero.eq(rows == 0),
                     new_load[0].eq(dma.local_addr), new_load[1].eq(dma.local_addr + dma.rows),
                     new_a[0].eq(mm.a_addr), new_a[1].eq(mm.a_addr + mm.rows),
                     new_b[0].eq(mm.b_addr), new_b[1].eq(mm.b_addr + cfg.rows),
@@ -454,12 +469,12 @@ class Controller(wiring.Component):
 
             with m.State("OFFER"):
                 m.d.sync += settled.eq(1)
-                accepted = Const(0)
                 for which, selected in to_engine.items():
                     cmd, _ = engines[which]
                     m.d.comb += cmd.valid.eq(selected & offer_ok & settled)
-                    accepted = accepted | (cmd.valid & cmd.ready)
-                with m.If(accepted):
+                # The engine offered to is idle (offer_ok), and an idle engine takes a command at
+                # once: the offer is its acceptance, without a path through the engines' ready.
+                with m.If(offer_ok & settled):
                     m.d.sync += settled.eq(0)
                     next_instruction()
 

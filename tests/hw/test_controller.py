@@ -18,7 +18,8 @@ PROG = 0x40
 
 
 class EngineModel:
-    """A stand-in engine: takes commands after a random delay, then stays busy for a while."""
+    """A stand-in engine: takes a command whenever idle (the engine convention of
+    ``hw/interfaces.py``: ``cmd.ready`` is ``~busy``), then stays busy for a while."""
 
     def __init__(self, which, cmd, busy, log, seed, busy_cycles=(1, 6)):
         self.which, self.cmd, self.busy, self.log = which, cmd, busy, log
@@ -29,10 +30,6 @@ class EngineModel:
     async def testbench(self, ctx):
         cycle = 0
         while True:
-            ctx.set(self.cmd.ready, 0)
-            for _ in range(self.rng.randint(0, 3)):
-                await ctx.tick()
-                cycle += 1
             ctx.set(self.cmd.ready, 1)
             # (Not `until`: a background testbench must not be left inside an async generator.)
             valid = False
