@@ -121,6 +121,7 @@ class EngineProbe(Elaboratable):
         m = Module()
         m.submodules.engine = engine = self.engine
         memories = {}
+        used = set()        # (memory, "rd" | "wr") the engine has
         inputs, outputs = [], []
         for name, member in engine.signature.members.items():
             kind, _, port = name.partition("_")
@@ -129,6 +130,7 @@ class EngineProbe(Elaboratable):
                     shape, depth = self.MEMORIES[kind]
                     memories[kind] = memory.Memory(shape=shape(self.cfg), depth=getattr(self.cfg, depth), init=[])
                     m.submodules[kind] = memories[kind]
+                used.add((kind, port))
                 mem_port = memories[kind].read_port() if port == "rd" else memories[kind].write_port()
                 for field in member.signature.members:
                     source, sink = getattr(getattr(engine, name), field), getattr(mem_port, field)
@@ -141,13 +143,18 @@ class EngineProbe(Elaboratable):
                 if path[0] != name:
                     continue
                 (inputs if sub.flow == In else outputs).append(value)
-        # Every memory gets a write port from the shift register (else one the engine only reads
-        # holds its constant init) and a read port into the output XOR (else nothing observes what
-        # the engine writes): without them synthesis folds the datapath away.
-        for mem in memories.values():
-            writer, reader = mem.write_port(), mem.read_port()
-            inputs += [writer.addr, writer.data, writer.en, reader.addr]
-            outputs.append(reader.data)
+        # A memory the engine only reads gets a write port from the shift register (else it holds
+        # its constant init), one it only writes a read port into the output XOR (else nothing
+        # observes what the engine writes): without them synthesis folds the datapath away. Only
+        # these: a second write port would make yosys build the memory from flip-flops.
+        for kind, mem in memories.items():
+            if (kind, "wr") not in used:
+                writer = mem.write_port()
+                inputs += [writer.addr, writer.data, writer.en]
+            if (kind, "rd") not in used:
+                reader = mem.read_port()
+                inputs.append(reader.addr)
+                outputs.append(reader.data)
         inputs_bits = Cat(*[v.as_value() if hasattr(v, "as_value") else v for v in inputs])
         outputs_bits = Cat(*[v.as_value() if hasattr(v, "as_value") else v for v in outputs])
         shift = Signal(len(inputs_bits))
