@@ -18,7 +18,20 @@ from .interfaces import (checked_config, MemoryPortSignature, acc_read_signature
                          engine_cmd_signature, param_read_signature, param_write_signature,
                          spad_read_signature, spad_write_signature)
 
-__all__ = ["DMA"]
+__all__ = ["DMA", "load_cycles", "store_cycles"]
+
+
+def load_cycles(words: int, mem_latency: int) -> int:
+    """Cycles a LOAD of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that accepts a
+    command every cycle and answers each read ``mem_latency`` cycles after accepting it:
+    ``words + mem_latency + DMA.LOAD_EXTRA``."""
+    return words + mem_latency + DMA.LOAD_EXTRA
+
+
+def store_cycles(words: int) -> int:
+    """Cycles a STORE of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that accepts a
+    command every cycle: ``words + DMA.STORE_EXTRA``."""
+    return words + DMA.STORE_EXTRA
 
 
 class DMA(wiring.Component):
@@ -29,15 +42,27 @@ class DMA(wiring.Component):
     which its last local write is performed (LOAD) or the cycle after its last external write
     command is accepted (STORE), and for at least one cycle (also for ``rows == 0``).
 
+    Every external command leaves from a register: the engine offers its commands, one per cycle,
+    to a two-entry output buffer whose head drives the port, so that ``mem.cmd_ready`` only moves
+    that buffer (no path from the port's handshake into the engine's counters or data). A command
+    made in cycle ``t`` is on the port from cycle ``t + 1``; the first one in the second cycle after
+    the instruction is accepted (:attr:`ISSUE_DELAY` cycles after it).
+
     LOAD issues the read commands of all words of all rows back to back; the engine itself does not
     limit the reads in flight (in the core, ``hw/arbiter.py`` allows 16) and accepts responses
     whenever they come (``rsp_ready`` is high throughout a LOAD), so it sustains one word per cycle
-    when the memory does. A row is written to local memory in
-    the cycle after its last word arrives.
+    when the memory does. Every response is registered before it is used (``rsp_valid`` and
+    ``rsp_data`` reach flip-flops directly); a row is written to local memory two cycles after its
+    last word arrives.
 
-    STORE reads local rows ahead into a two-row buffer and issues one write command per word; it
-    sustains one word per cycle while ``cmd_ready`` is high. The engine never reads a local memory
-    during a LOAD nor writes one during a STORE.
+    STORE reads local rows ahead into two row registers (the row being sent and the next) and issues
+    one write command per word; it sustains one word per cycle while ``cmd_ready`` is high. Read data
+    reaches those registers through at most one multiplexer (ACC or PARAM). The engine never reads
+    a local memory during a LOAD nor writes one during a STORE.
+
+    Busy time when the memory accepts a command every cycle and answers a read ``L`` cycles after
+    accepting it: ``W + L + LOAD_EXTRA`` for a LOAD, ``W + STORE_EXTRA`` for a STORE of ``W`` words
+    (:func:`load_cycles`, :func:`store_cycles`; ``sw/perf.py`` models this).
 
     Every external command address is a multiple of ``bus_bytes`` when ``dram_addr`` and
     ``dram_stride`` are (the controller's MISALIGNED check).
@@ -47,6 +72,17 @@ class DMA(wiring.Component):
     cfg : AccelConfig
         Sizes of the bus, the rows and the local memories.
     """
+
+    #: Cycles from the cycle a LOAD is accepted to the first cycle its first read command can be on
+    #: the port (one to make it, one in the output buffer).
+    ISSUE_DELAY = 2
+    #: A LOAD's busy time beyond its words and the memory latency: the first read is on the port
+    #: in cycle :attr:`ISSUE_DELAY`; the cycle after the last response registers it and shifts it
+    #: into the row, the next writes the row.
+    LOAD_EXTRA = 3
+    #: A STORE's busy time beyond its words: the local read, the row register, the output buffer and
+    #: the cycle after the last command.
+    STORE_EXTRA = 4
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
@@ -71,169 +107,241 @@ class DMA(wiring.Component):
         acc_words = cfg.acc_row_bytes // cfg.bus_bytes
 
         m = Module()
+        accept = Signal()
+        m.d.comb += accept.eq(self.cmd.valid & self.cmd.ready)
+        instr = self.cmd.payload.dma
 
-        # The instruction, latched on acceptance.
+        # The instruction, latched on acceptance. `loading` and `storing` are registers of their
+        # own, so that the port's rsp_ready and the engine's busy come straight from flip-flops.
         busy = Signal()
-        is_store = Signal()
-        mem_sel = Signal(LocalMemory)
-        local = Signal(16)
-        rows = Signal(16)
+        loading = Signal()
+        storing = Signal()
+        sel_spad = Signal()
+        sel_acc = Signal()
+        sel_param = Signal()
         stride = Signal(cfg.addr_bits)
         last_word = Signal(range(acc_words))
-
-        # External command issue: word c_word of row c_row, at c_addr; c_base is the row's address.
-        c_row = Signal(16)
-        c_word = Signal(range(acc_words))
-        c_addr = Signal(cfg.addr_bits)
-        c_base = Signal(cfg.addr_bits)
-        cmd_go = Signal()
-
-        # A row buffer shared by both directions (one row of the widest kind). LOAD shifts words in
-        # at the top, so a complete SPAD row sits in its top spad_bits; STORE shifts words out at the
-        # bottom.
-        buf = Signal(acc_bits)
+        one_word = Signal()             # last_word == 0: every word is the last of its row
 
         m.d.comb += [
             self.busy.eq(busy),
             self.cmd.ready.eq(~busy),
-            cmd_go.eq(self.mem.cmd_valid & self.mem.cmd_ready),
-            self.mem.cmd_addr.eq(c_addr),
-            self.mem.cmd_write.eq(is_store),
-            self.mem.cmd_wdata.eq(buf[:bus]),
         ]
-
-        with m.If(self.cmd.valid & self.cmd.ready):
-            instr = self.cmd.payload.dma
+        with m.If(accept):
+            is_store = instr.opcode == Opcode.STORE
+            to_spad = instr.mem == LocalMemory.SPAD
             m.d.sync += [
                 busy.eq(1),
-                is_store.eq(instr.opcode == Opcode.STORE),
-                mem_sel.eq(instr.mem),
-                local.eq(instr.local_addr),
-                rows.eq(instr.rows),
+                loading.eq(~is_store),
+                storing.eq(is_store),
+                sel_spad.eq(to_spad),
+                sel_acc.eq(instr.mem == LocalMemory.ACC),
+                sel_param.eq(instr.mem == LocalMemory.PARAM),
                 stride.eq(instr.dram_stride),
-                last_word.eq(Mux(instr.mem == LocalMemory.SPAD, spad_words - 1, acc_words - 1)),
-                c_row.eq(0),
+                last_word.eq(Mux(to_spad, spad_words - 1, acc_words - 1)),
+                one_word.eq(Mux(to_spad, spad_words == 1, acc_words == 1)),
+            ]
+
+        # ---- External commands -------------------------------------------------------------
+        # The generator offers word c_word of the current row (at c_addr; c_base is the row's
+        # address; c_left rows are left, this one included) to a two-entry output buffer: `out`
+        # is the command on the port, `skid` the one behind it when the port stalls. The generator
+        # only sees whether `skid` is free (a register), so mem.cmd_ready moves nothing but the
+        # buffer, and commands still flow one per cycle.
+        c_left = Signal(16)
+        c_word = Signal(range(acc_words))
+        c_last = Signal()               # c_word == last_word
+        c_more = Signal()               # c_left != 0
+        c_addr = Signal(cfg.addr_bits)
+        c_base = Signal(cfg.addr_bits)
+        gen_valid = Signal()
+        gen_wdata = Signal(bus)
+        gen_go = Signal()
+
+        out_valid = Signal()
+        out_addr = Signal(cfg.addr_bits)
+        out_wdata = Signal(bus)
+        skid_valid = Signal()
+        skid_addr = Signal(cfg.addr_bits)
+        skid_wdata = Signal(bus)
+
+        m.d.comb += [
+            gen_go.eq(gen_valid & ~skid_valid),
+            self.mem.cmd_valid.eq(out_valid),
+            self.mem.cmd_addr.eq(out_addr),
+            self.mem.cmd_write.eq(storing),
+            self.mem.cmd_wdata.eq(out_wdata),
+        ]
+        with m.If(~out_valid | self.mem.cmd_ready):
+            with m.If(skid_valid):
+                m.d.sync += [out_valid.eq(1), out_addr.eq(skid_addr), out_wdata.eq(skid_wdata), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [out_valid.eq(gen_valid), out_addr.eq(c_addr), out_wdata.eq(gen_wdata)]
+        with m.Elif(gen_go):
+            m.d.sync += [skid_valid.eq(1), skid_addr.eq(c_addr), skid_wdata.eq(gen_wdata)]
+
+        with m.If(accept):
+            m.d.sync += [
+                c_left.eq(instr.rows),
                 c_word.eq(0),
+                c_last.eq(Mux(instr.mem == LocalMemory.SPAD, spad_words == 1, acc_words == 1)),
+                c_more.eq(instr.rows != 0),
                 c_addr.eq(instr.dram_addr),
                 c_base.eq(instr.dram_addr),
             ]
-
-        with m.If(cmd_go):
-            with m.If(c_word == last_word):
+        with m.Elif(gen_go):
+            with m.If(c_last):
                 m.d.sync += [
                     c_word.eq(0),
-                    c_row.eq(c_row + 1),
+                    c_last.eq(one_word),
+                    c_left.eq(c_left - 1),
+                    c_more.eq(c_left != 1),
                     c_base.eq(c_base + stride),
                     c_addr.eq(c_base + stride),
                 ]
             with m.Else():
                 m.d.sync += [
                     c_word.eq(c_word + 1),
+                    c_last.eq(c_word + 1 == last_word),
                     c_addr.eq(c_addr + cfg.bus_bytes),
                 ]
 
-        # ---- LOAD: read commands, responses assembled into rows, one local write per row ------
-        r_row = Signal(16)
+        # ---- LOAD: read commands; each response is registered, then shifted into `asm` ------
+        r_left = Signal(16)             # rows still to receive, the current one included
         r_word = Signal(range(acc_words))
-        wr_valid = Signal()
-        wr_row = Signal(16)
-        rsp_go = Signal()
+        r_last = Signal()               # r_word == last_word
+        r_more = Signal()               # r_left != 0
+        rsp_valid = Signal()
+        rsp_data = Signal(bus)
+        asm = Signal(acc_bits)          # a SPAD row ends up in its top spad_bits
+        wr_addr = Signal(16)            # the local row written next
+        wr_spad = Signal()
+        wr_acc = Signal()
+        wr_param = Signal()
 
-        with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [r_row.eq(0), r_word.eq(0)]
-
-        loading = busy & ~is_store
-        m.d.comb += [
-            self.mem.rsp_ready.eq(loading),
-            rsp_go.eq(self.mem.rsp_valid & self.mem.rsp_ready),
+        m.d.comb += self.mem.rsp_ready.eq(loading)
+        m.d.sync += [
+            rsp_valid.eq(self.mem.rsp_valid & loading),
+            rsp_data.eq(self.mem.rsp_data),
         ]
         with m.If(loading):
-            m.d.comb += self.mem.cmd_valid.eq(c_row != rows)
-            # The last row is written in the cycle after its last word, which is the first cycle
-            # in which r_row == rows: busy may drop at the following clock edge.
-            with m.If(r_row == rows):
-                m.d.sync += busy.eq(0)
+            m.d.comb += gen_valid.eq(c_more)
+            # The last row is written in the cycle after its last word is shifted in, the first
+            # cycle in which r_more is low: busy may drop at the following clock edge.
+            with m.If(~r_more):
+                m.d.sync += [busy.eq(0), loading.eq(0)]
 
-        m.d.sync += wr_valid.eq(rsp_go & (r_word == last_word))
-        with m.If(rsp_go):
-            m.d.sync += buf.eq(Cat(buf[bus:], self.mem.rsp_data))
-            with m.If(r_word == last_word):
-                m.d.sync += [r_word.eq(0), r_row.eq(r_row + 1), wr_row.eq(r_row)]
+        with m.If(accept):
+            m.d.sync += [
+                r_left.eq(instr.rows),
+                r_word.eq(0),
+                r_last.eq(Mux(instr.mem == LocalMemory.SPAD, spad_words == 1, acc_words == 1)),
+                r_more.eq(instr.rows != 0),
+            ]
+        row_done = rsp_valid & r_last
+        m.d.sync += [
+            wr_spad.eq(row_done & sel_spad),
+            wr_acc.eq(row_done & sel_acc),
+            wr_param.eq(row_done & sel_param),
+        ]
+        with m.If(rsp_valid):
+            m.d.sync += asm.eq(Cat(asm[bus:], rsp_data))
+            with m.If(r_last):
+                m.d.sync += [
+                    r_word.eq(0),
+                    r_last.eq(one_word),
+                    r_left.eq(r_left - 1),
+                    r_more.eq(r_left != 1),
+                ]
             with m.Else():
-                m.d.sync += r_word.eq(r_word + 1)
+                m.d.sync += [r_word.eq(r_word + 1), r_last.eq(r_word + 1 == last_word)]
 
-        wr_addr = local + wr_row
+        with m.If(accept):
+            m.d.sync += wr_addr.eq(instr.local_addr)
+        with m.Elif(wr_spad | wr_acc | wr_param):
+            m.d.sync += wr_addr.eq(wr_addr + 1)
         m.d.comb += [
             self.spad_wr.addr.eq(wr_addr),
-            self.spad_wr.data.eq(buf[acc_bits - spad_bits:]),
-            self.spad_wr.en.eq(wr_valid & (mem_sel == LocalMemory.SPAD)),
+            self.spad_wr.data.eq(asm[acc_bits - spad_bits:]),
+            self.spad_wr.en.eq(wr_spad),
             self.acc_wr.addr.eq(wr_addr),
-            self.acc_wr.data.eq(buf),
-            self.acc_wr.en.eq(wr_valid & (mem_sel == LocalMemory.ACC)),
+            self.acc_wr.data.eq(asm),
+            self.acc_wr.en.eq(wr_acc),
             self.param_wr.addr.eq(wr_addr),
-            self.param_wr.data.eq(buf),
-            self.param_wr.en.eq(wr_valid & (mem_sel == LocalMemory.PARAM)),
+            self.param_wr.data.eq(asm),
+            self.param_wr.en.eq(wr_param),
         ]
 
-        # ---- STORE: local reads run ahead into `buf` (the row being sent) and `nxt` -----------
-        # A read is issued only when its row will have a free slot on arrival: the slots are buf,
-        # nxt and the read in flight, minus buf if its last word is sent this cycle.
-        rd_row = Signal(16)
+        # ---- STORE: local reads run ahead into two row registers, sent word by word ---------
+        # Rows arrive in order into row[fill] and leave in order, alternately; `held` counts the
+        # full ones. A read is issued only when its row will have a free register on arrival (the
+        # next cycle): held rows plus the read in flight, minus the row whose last word is made
+        # this cycle, must leave one free. SPAD rows get registers of their own, so that every
+        # read data bit reaches a register through at most one multiplexer.
+        rd_left = Signal(16)
+        rd_more = Signal()              # rd_left != 0
+        rd_addr = Signal(16)
         rd_inflight = Signal()
-        buf_valid = Signal()
-        nxt = Signal(acc_bits)
-        nxt_valid = Signal()
         rd_issue = Signal()
+        held = Signal(range(3))
+        fill = Signal()
+        row_s = [Signal(spad_bits, name=f"row_s{k}") for k in range(2)]
+        row_w = [Signal(acc_bits, name=f"row_w{k}") for k in range(2)]
 
-        with m.If(self.cmd.valid & self.cmd.ready):
-            m.d.sync += [rd_row.eq(0), rd_inflight.eq(0), buf_valid.eq(0), nxt_valid.eq(0)]
+        with m.If(accept):
+            m.d.sync += [
+                rd_left.eq(instr.rows),
+                rd_more.eq(instr.rows != 0),
+                rd_addr.eq(instr.local_addr),
+                held.eq(0),
+                fill.eq(0),
+            ]
 
-        storing = busy & is_store
-        buf_last = cmd_go & (c_word == last_word)
-        buf_free = ~buf_valid | buf_last
-        slots_used = (buf_valid & ~buf_last) + nxt_valid + rd_inflight
-        rd_data = Signal(acc_bits)
-        with m.Switch(mem_sel):
-            with m.Case(LocalMemory.SPAD):
-                m.d.comb += rd_data.eq(self.spad_rd.data.as_value())
-            with m.Case(LocalMemory.ACC):
-                m.d.comb += rd_data.eq(self.acc_rd.data.as_value())
-            with m.Case(LocalMemory.PARAM):
-                m.d.comb += rd_data.eq(self.param_rd.data.as_value())
-        rd_addr = local + rd_row
-
+        finishing = gen_go & c_last
+        in_use = held + rd_inflight
         m.d.comb += [
-            rd_issue.eq(storing & (rd_row != rows) & (slots_used < 2)),
+            rd_issue.eq(storing & rd_more & Mux(finishing, in_use <= 2, in_use <= 1)),
             self.spad_rd.addr.eq(rd_addr),
-            self.spad_rd.en.eq(rd_issue & (mem_sel == LocalMemory.SPAD)),
+            self.spad_rd.en.eq(rd_issue & sel_spad),
             self.acc_rd.addr.eq(rd_addr),
-            self.acc_rd.en.eq(rd_issue & (mem_sel == LocalMemory.ACC)),
+            self.acc_rd.en.eq(rd_issue & sel_acc),
             self.param_rd.addr.eq(rd_addr),
-            self.param_rd.en.eq(rd_issue & (mem_sel == LocalMemory.PARAM)),
+            self.param_rd.en.eq(rd_issue & sel_param),
         ]
         m.d.sync += rd_inflight.eq(rd_issue)
         with m.If(rd_issue):
-            m.d.sync += rd_row.eq(rd_row + 1)
+            m.d.sync += [rd_addr.eq(rd_addr + 1), rd_left.eq(rd_left - 1), rd_more.eq(rd_left != 1)]
+
+        wide_data = Mux(sel_acc, self.acc_rd.data.as_value(), self.param_rd.data.as_value())
+        with m.If(rd_inflight):
+            m.d.sync += fill.eq(~fill)
+            for k in range(2):
+                with m.If(fill == k):
+                    m.d.sync += [row_s[k].eq(self.spad_rd.data.as_value()), row_w[k].eq(wide_data)]
 
         with m.If(storing):
-            m.d.comb += self.mem.cmd_valid.eq(buf_valid)
-            with m.If(c_row == rows):
-                m.d.sync += busy.eq(0)
-            with m.If(buf_free):
-                with m.If(nxt_valid):
-                    m.d.sync += [buf.eq(nxt), buf_valid.eq(1)]
-                    with m.If(rd_inflight):
-                        m.d.sync += nxt.eq(rd_data)
-                    with m.Else():
-                        m.d.sync += nxt_valid.eq(0)
-                with m.Elif(rd_inflight):
-                    m.d.sync += [buf.eq(rd_data), buf_valid.eq(1)]
-                with m.Else():
-                    m.d.sync += buf_valid.eq(0)
-            with m.Else():
-                with m.If(cmd_go):
-                    m.d.sync += buf.eq(buf >> bus)
-                with m.If(rd_inflight):
-                    m.d.sync += [nxt.eq(rd_data), nxt_valid.eq(1)]
+            m.d.comb += gen_valid.eq(held != 0)
+            m.d.sync += held.eq(held + rd_inflight - finishing)
+            with m.If(~c_more & ~out_valid & ~skid_valid):
+                m.d.sync += [busy.eq(0), storing.eq(0)]
+
+        # The word sent: a one-hot position over (row register, word), rotating by one per
+        # command (rows leave in order, alternately from row 0 and row 1): an AND-OR of
+        # registers, with no decoder in front.
+        pos_s = Signal(2 * spad_words)
+        pos_w = Signal(2 * acc_words)
+        with m.If(accept):
+            to_spad = instr.mem == LocalMemory.SPAD
+            m.d.sync += [pos_s.eq(Mux(to_spad, 1, 0)), pos_w.eq(Mux(to_spad, 0, 1))]
+        with m.Elif(gen_go):
+            m.d.sync += [pos_s.eq(pos_s.rotate_left(1)), pos_w.eq(pos_w.rotate_left(1))]
+        terms = [Mux(pos_s[k], row_s[k // spad_words].word_select(k % spad_words, bus), 0)
+                 for k in range(2 * spad_words)]
+        terms += [Mux(pos_w[k], row_w[k // acc_words].word_select(k % acc_words, bus), 0)
+                  for k in range(2 * acc_words)]
+        wdata = terms[0]
+        for term in terms[1:]:
+            wdata = wdata | term
+        m.d.comb += gen_wdata.eq(wdata)
 
         return m

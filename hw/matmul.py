@@ -19,7 +19,8 @@ def matmul_cycles(cfg: AccelConfig, rows: int) -> int:
     """Cycles a MATMUL of ``rows`` rows keeps :attr:`MatmulEngine.busy` high.
 
     ``0`` for ``rows == 0``, else ``cfg.rows + rows + array_latency(cfg) + 1``: the weight tile
-    reads, the input row reads, the array, and the cycle of the accumulator read. The engine accepts
+    reads, the input row reads, the scratchpad's read latency and the array; the accumulator is read
+    ahead (:attr:`MatmulEngine.ACC_READ_AHEAD`) and written in the cycle the array's output appears. The engine accepts
     its next command in the cycle after ``busy`` falls.
     """
     return 0 if rows == 0 else cfg.rows + rows + array_latency(cfg) + 1
@@ -48,7 +49,8 @@ class MatmulEngine(wiring.Component):
     spad_rd : In(spad_read_signature(cfg))
         Scratchpad read port: ``cfg.rows`` weight rows, then ``rows`` input rows, one per cycle.
     acc_rd : In(acc_read_signature(cfg))
-        Accumulator read port, for ``accumulate``: row ``c_addr + r`` one cycle before its write.
+        Accumulator read port, for ``accumulate``: row ``c_addr + r`` :attr:`ACC_READ_AHEAD` cycles
+        before its write (its read data is registered before the add).
     acc_wr : In(acc_write_signature(cfg))
         Accumulator write port: row ``c_addr + r``, one per cycle, in order.
 
@@ -60,6 +62,9 @@ class MatmulEngine(wiring.Component):
     distinct (no wrap-around past ``acc_rows``; the controller checks it), since a row is read
     before the previous row's write is performed.
     """
+
+    #: Cycles from an accumulator row's read to its write: its read data is registered, then added.
+    ACC_READ_AHEAD = 2
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -76,42 +81,44 @@ class MatmulEngine(wiring.Component):
 
         instr = self.cmd.payload.matmul
         a_addr = Signal.like(instr.a_addr)
-        b_addr = Signal.like(instr.b_addr)
-        c_addr = Signal.like(instr.c_addr)
         rows = Signal.like(instr.rows)
         accumulate = Signal()
         transpose_b = Signal()
-        issued = Signal.like(instr.rows)   # rows read in the current phase
-        written = Signal.like(instr.rows)  # accumulator rows written
+        spad_addr = Signal.like(instr.a_addr)  # the scratchpad row read in this cycle
+        issued = Signal(range(cfg.rows))       # weight rows read
+        left = Signal.like(instr.rows)         # input rows still to read after this cycle's
+        last = Signal()                        # left == 0
+        wr_left = Signal.like(instr.rows)      # accumulator rows still to write
+        wr_last = Signal()                     # wr_left == 1
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
+                # The command's fields are taken in every idle cycle (no enable from the handshake);
+                # the ones of the accepted command are the last taken.
+                m.d.sync += [
+                    a_addr.eq(instr.a_addr),
+                    rows.eq(instr.rows),
+                    accumulate.eq(instr.accumulate),
+                    transpose_b.eq(instr.transpose_b),
+                    spad_addr.eq(instr.b_addr),
+                    issued.eq(0),
+                    wr_left.eq(instr.rows),
+                    wr_last.eq(instr.rows == 1),
+                ]
                 with m.If(self.cmd.valid & (instr.rows != 0)):
-                    m.d.sync += [
-                        a_addr.eq(instr.a_addr),
-                        b_addr.eq(instr.b_addr),
-                        c_addr.eq(instr.c_addr),
-                        rows.eq(instr.rows),
-                        accumulate.eq(instr.accumulate),
-                        transpose_b.eq(instr.transpose_b),
-                        issued.eq(0),
-                        written.eq(0),
-                    ]
                     m.next = "LOAD_WEIGHTS"
             with m.State("LOAD_WEIGHTS"):
-                m.d.comb += self.spad_rd.addr.eq(b_addr + issued)
-                m.d.sync += issued.eq(issued + 1)
+                m.d.sync += [issued.eq(issued + 1), spad_addr.eq(spad_addr + 1)]
                 with m.If(issued == cfg.rows - 1):
-                    m.d.sync += issued.eq(0)
+                    m.d.sync += [spad_addr.eq(a_addr), left.eq(rows - 1), last.eq(rows == 1)]
                     m.next = "STREAM"
             with m.State("STREAM"):
-                m.d.comb += self.spad_rd.addr.eq(a_addr + issued)
-                m.d.sync += issued.eq(issued + 1)
-                with m.If(issued + 1 == rows):
+                m.d.sync += [spad_addr.eq(spad_addr + 1), left.eq(left - 1), last.eq(left == 1)]
+                with m.If(last):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(array.out_valid & (written + 1 == rows)):
+                with m.If(array.out_valid & wr_last):
                     m.next = "IDLE"
 
         loading = fsm.ongoing("LOAD_WEIGHTS")
@@ -119,6 +126,7 @@ class MatmulEngine(wiring.Component):
         m.d.comb += [
             self.busy.eq(~fsm.ongoing("IDLE")),
             self.spad_rd.en.eq(loading | streaming),
+            self.spad_rd.addr.eq(spad_addr),
             # Read data arrives one cycle after the address: the array sees it with strobes
             # delayed by one cycle. A scratchpad row is both a weight row and an input row
             # because the array is square.
@@ -132,17 +140,32 @@ class MatmulEngine(wiring.Component):
             array.a_valid.eq(streaming),
         ]
 
-        # Read-modify-write: the accumulator row is read the cycle before the array's output for it
-        # appears. Outputs come in order, so that row is the next one to be written: `written`, or
-        # `written + 1` if a write is under way in this cycle.
+        # Read-modify-write: the accumulator row is read two cycles before the array's output for
+        # it appears (`early` is the array's out_valid two cycles ahead), and its read data is
+        # registered, so that the read data meets only that register (no adder) in its cycle.
+        # Outputs come in order: rows are read and written at running addresses.
+        early = array.a_valid
+        for stage in range(array.latency - self.ACC_READ_AHEAD):
+            register = Signal(name=f"early_d{stage}")
+            m.d.sync += register.eq(early)
+            early = register
+        rd_addr = Signal.like(instr.c_addr)
+        wr_addr = Signal.like(instr.c_addr)
+        acc_in = Signal.like(self.acc_rd.data)
+        with m.If(fsm.ongoing("IDLE")):
+            m.d.sync += [rd_addr.eq(instr.c_addr), wr_addr.eq(instr.c_addr)]
+        with m.If(early):
+            m.d.sync += rd_addr.eq(rd_addr + 1)
+        with m.If(array.out_valid):
+            m.d.sync += [wr_addr.eq(wr_addr + 1), wr_left.eq(wr_left - 1), wr_last.eq(wr_left == 2)]
+        for j in range(cfg.cols):
+            m.d.sync += acc_in[j].eq(Mux(accumulate, self.acc_rd.data[j], 0))
         m.d.comb += [
             self.acc_rd.en.eq(accumulate),
-            self.acc_rd.addr.eq(c_addr + written + array.out_valid),
+            self.acc_rd.addr.eq(rd_addr),
             self.acc_wr.en.eq(array.out_valid),
-            self.acc_wr.addr.eq(c_addr + written),
+            self.acc_wr.addr.eq(wr_addr),
         ]
         for j in range(cfg.cols):
-            m.d.comb += self.acc_wr.data[j].eq(array.out_row[j] + Mux(accumulate, self.acc_rd.data[j], 0))
-        with m.If(array.out_valid):
-            m.d.sync += written.eq(written + 1)
+            m.d.comb += self.acc_wr.data[j].eq(array.out_row[j] + acc_in[j])
         return m

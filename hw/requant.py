@@ -5,7 +5,7 @@ executes REQUANT with ``requant_lanes`` of them, in a busy time given by :func:`
 which the performance model uses.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,8 +43,8 @@ class Requantizer(wiring.Component):
 
     Notes
     -----
-    Throughput one result per cycle. Stages: sum; two partial products; product; shift; round and
-    saturate. The ``acc_width x mult_bits`` multiply is split at bit :attr:`LOW_BITS` of the sum,
+    Throughput one result per cycle. Stages: sum; two partial products; product; shift by the
+    multiple of 8 in ``shift``; shift by the rest; round and saturate. The ``acc_width x mult_bits`` multiply is split at bit :attr:`LOW_BITS` of the sum,
     ``p = (hi * mult << LOW_BITS) + lo * mult``, so that on ECP5 each partial product is one
     MULT18X18D with its register inside (:class:`~vitaccel.hw.array.Mult18x18D`); elsewhere
     (simulation, other devices) the same two products are inferred, with the same timing.
@@ -55,7 +55,7 @@ class Requantizer(wiring.Component):
     """
 
     #: Cycles from the inputs to ``y``.
-    LATENCY = 5
+    LATENCY = 6
     #: The low part of the sum (unsigned) in the split multiply.
     LOW_BITS = 17
 
@@ -102,9 +102,15 @@ class Requantizer(wiring.Component):
         m.d.sync += product.eq((partials[1] << self.LOW_BITS) + partials[0])
 
         # Rounding half up as (p + 2**(s-1)) >> s == ((p << 1 >> s) + 1) >> 1 needs no rounding
-        # constant, and holds for s == 0 too: ((2p + 1) >> 1) == p.
+        # constant, and holds for s == 0 too: ((2p + 1) >> 1) == p. The shift takes two stages,
+        # by the multiple of 8 in s, then by the rest (floor division twice is floor division by
+        # the product), so that each is one 8-way multiplexer.
+        coarse = Signal(signed(product.shape().width + 1))
         halves = Signal(signed(product.shape().width + 1))
-        m.d.sync += halves.eq((product << 1) >> shift[2])
+        m.d.sync += [
+            coarse.eq((product << 1) >> Cat(C(0, 3), shift[2][3:])),
+            halves.eq(coarse >> shift[3][:3]),
+        ]
 
         # rounded = (halves + 1) >> 1 saturates below -128 iff halves < -257, above 127 iff
         # halves > 254; in between its low 8 bits come from the low 10 bits of halves.
@@ -117,13 +123,17 @@ class Requantizer(wiring.Component):
 def requant_cycles(cfg: AccelConfig, rows: int, row_shift: bool = False) -> int:
     """Cycles a REQUANT of ``rows`` rows keeps :attr:`RequantEngine.busy` high.
 
-    ``0`` for ``rows == 0``, else ``rows * cols / requant_lanes + 4 + Requantizer.LATENCY``: three
-    parameter reads (four with ``row_shift``: the first row of exponents), one read per chunk of
-    ``requant_lanes`` elements, and one cycle of read latency plus the lane pipeline for the last
-    chunk. Later rows of exponents are read while the accumulator is streamed, at no cost. The engine accepts its next command in the cycle
-    after ``busy`` falls.
+    ``0`` for ``rows == 0``, else ``rows * cols / requant_lanes + 4 + RequantEngine.INPUT_STAGES +
+    Requantizer.LATENCY`` (``+ 1`` with ``row_shift``): three parameter reads (four with
+    ``row_shift``: the first row of exponents), one read per chunk of ``requant_lanes`` elements,
+    and for the last chunk one cycle of read latency, the input register and the lane pipeline.
+    Later rows of exponents are read while the accumulator is streamed, at no cost. The engine
+    accepts its next command in the cycle after ``busy`` falls.
     """
-    return 0 if rows == 0 else rows * (cfg.cols // cfg.requant_lanes) + 4 + Requantizer.LATENCY + row_shift
+    if rows == 0:
+        return 0
+    return (rows * (cfg.cols // cfg.requant_lanes) + 4 + RequantEngine.INPUT_STAGES + Requantizer.LATENCY
+            + row_shift)
 
 
 class RequantEngine(wiring.Component):
@@ -155,14 +165,20 @@ class RequantEngine(wiring.Component):
         ``row_shift``) in the cycles after the command is accepted; with ``row_shift``, row
         ``exp_addr + g`` in the cycle the last chunk of row ``g * cols - 1`` is read.
     spad_wr : In(spad_write_signature(cfg))
-        Scratchpad write port: row ``spad_addr + r``, in order, ``1 + Requantizer.LATENCY`` cycles
-        after the read of its last chunk.
+        Scratchpad write port: row ``spad_addr + r``, in order, ``1 + INPUT_STAGES +
+        Requantizer.LATENCY`` cycles after the read of its last chunk.
 
     Notes
     -----
     Throughput: one row per ``cols / requant_lanes`` cycles, rows back to back. Uses
-    ``requant_lanes`` multipliers (:class:`Requantizer`).
+    ``requant_lanes`` multipliers (:class:`Requantizer`). The accumulator's read data is
+    registered whole before a chunk of it is picked for the lanes (:attr:`INPUT_STAGES`), so that no
+    logic follows the block RAM in its cycle; the loop ends and the addresses are registers
+    (running addresses, flags computed a cycle ahead).
     """
+
+    #: Register stages between the accumulator's read data and the lanes' inputs.
+    INPUT_STAGES = 1
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -183,68 +199,82 @@ class RequantEngine(wiring.Component):
             return data.ArrayLayout(data.ArrayLayout(shape, lanes), chunks)
 
         instr = self.cmd.payload.requant
-        acc_addr = Signal.like(instr.acc_addr)
-        spad_addr = Signal.like(instr.spad_addr)
-        param_addr = Signal.like(instr.param_addr)
+        spad_addr = Signal.like(instr.spad_addr)  # the next scratchpad row written
+        param_addr = Signal.like(instr.param_addr)  # the parameter row read in this cycle, if any
         exp_addr = Signal.like(instr.exp_addr)
         row_shift = Signal()
         rows = Signal.like(instr.rows)
         param_index = Signal(range(4))
+        params_last = Signal()              # param_index is the last parameter row to read
+        acc_addr = Signal.like(instr.acc_addr)  # the accumulator row read in this cycle
         row = Signal.like(instr.rows)       # accumulator rows read
+        row_last = Signal()                 # row + 1 == rows: reading the last row
         group_pos = Signal(range(cfg.cols))  # row % cols: its column in the current row of exponents
         exp_next = Signal.like(instr.exp_addr)  # the next row of exponents to read
         chunk = Signal(range(chunks))       # chunk of `row` read in this cycle
-        written = Signal.like(instr.rows)   # scratchpad rows written
+        chunk_last = Signal()               # chunk == chunks - 1
+        wr_left = Signal.like(instr.rows)   # scratchpad rows still to write
+        wr_last = Signal()                  # wr_left == 1
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
+                # The command's fields are taken in every idle cycle (no enable from the handshake);
+                # the ones of the accepted command are the last taken.
+                m.d.sync += [
+                    acc_addr.eq(instr.acc_addr),
+                    spad_addr.eq(instr.spad_addr),
+                    param_addr.eq(instr.param_addr),
+                    exp_addr.eq(instr.exp_addr),
+                    exp_next.eq(instr.exp_addr + 1),
+                    row_shift.eq(instr.row_shift),
+                    rows.eq(instr.rows),
+                    param_index.eq(0),
+                    params_last.eq(0),
+                    row.eq(0),
+                    row_last.eq(instr.rows == 1),
+                    group_pos.eq(0),
+                    chunk.eq(0),
+                    chunk_last.eq(chunks == 1),
+                    wr_left.eq(instr.rows),
+                    wr_last.eq(instr.rows == 1),
+                ]
                 with m.If(self.cmd.valid & (instr.rows != 0)):
-                    m.d.sync += [
-                        acc_addr.eq(instr.acc_addr),
-                        spad_addr.eq(instr.spad_addr),
-                        param_addr.eq(instr.param_addr),
-                        exp_addr.eq(instr.exp_addr),
-                        exp_next.eq(instr.exp_addr + 1),
-                        row_shift.eq(instr.row_shift),
-                        rows.eq(instr.rows),
-                        param_index.eq(0),
-                        row.eq(0),
-                        group_pos.eq(0),
-                        chunk.eq(0),
-                        written.eq(0),
-                    ]
                     m.next = "PARAMS"
             with m.State("PARAMS"):
-                m.d.sync += param_index.eq(param_index + 1)
-                with m.If(param_index == Mux(row_shift, 3, 2)):
+                m.d.sync += [param_index.eq(param_index + 1),
+                             params_last.eq(param_index + 1 == Mux(row_shift, 3, 2))]
+                # The parameter read address is a register: bias, mult, shift, then the first row
+                # of exponents; after them, the next row of exponents.
+                m.d.sync += param_addr.eq(Mux(param_index == 2, exp_addr, param_addr + 1))
+                with m.If(params_last):
+                    m.d.sync += param_addr.eq(exp_next)
                     m.next = "STREAM"
             with m.State("STREAM"):
-                m.d.sync += chunk.eq(chunk + 1)
-                with m.If(chunk == chunks - 1):
-                    m.d.sync += [chunk.eq(0), row.eq(row + 1),
+                m.d.sync += [chunk.eq(chunk + 1), chunk_last.eq(chunk + 1 == chunks - 1)]
+                with m.If(chunk_last):
+                    m.d.sync += [chunk.eq(0), chunk_last.eq(chunks == 1), row.eq(row + 1),
+                                 row_last.eq(row + 2 == rows), acc_addr.eq(acc_addr + 1),
                                  group_pos.eq(Mux(group_pos == cfg.cols - 1, 0, group_pos + 1))]
                     with m.If(group_pos == cfg.cols - 1):
-                        m.d.sync += exp_next.eq(exp_next + 1)
-                    with m.If(row + 1 == rows):
+                        m.d.sync += param_addr.eq(param_addr + 1)
+                    with m.If(row_last):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(self.spad_wr.en & (written + 1 == rows)):
+                with m.If(self.spad_wr.en & wr_last):
                     m.next = "IDLE"
 
         reading_params = fsm.ongoing("PARAMS")
         streaming = fsm.ongoing("STREAM")
         # The next row of exponents is read with the last chunk of a group's last row, so that it
         # is in `exps` when the first chunk of the next row reaches the lanes.
-        reading_exps = (streaming & row_shift & (chunk == chunks - 1) & (group_pos == cfg.cols - 1)
-                        & (row + 1 != rows))
+        reading_exps = streaming & row_shift & chunk_last & (group_pos == cfg.cols - 1) & ~row_last
         m.d.comb += [
             self.busy.eq(~fsm.ongoing("IDLE")),
             self.param_rd.en.eq(reading_params | reading_exps),
-            self.param_rd.addr.eq(Mux(reading_exps, exp_next,
-                                      Mux(param_index == 3, exp_addr, param_addr + param_index))),
+            self.param_rd.addr.eq(param_addr),
             self.acc_rd.en.eq(streaming),
-            self.acc_rd.addr.eq(acc_addr + row),
+            self.acc_rd.addr.eq(acc_addr),
         ]
 
         # Per-column parameters, held for the whole command. Read data arrives one cycle after
@@ -257,7 +287,7 @@ class RequantEngine(wiring.Component):
         param_loaded = Signal.like(param_index)
         exps_valid = Signal()
         m.d.sync += [param_valid.eq(reading_params), param_loaded.eq(param_index), exps_valid.eq(reading_exps)]
-        with m.If(exps_valid):
+        with m.If(exps_valid | (param_valid & (param_loaded == 3))):
             m.d.sync += [exps[j].eq(self.param_rd.data[j][:cfg.shift_bits]) for j in range(cfg.cols)]
         with m.If(param_valid):
             with m.Switch(param_loaded):
@@ -269,28 +299,36 @@ class RequantEngine(wiring.Component):
                 with m.Case(2):
                     m.d.sync += [shift[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.shift_bits])
                                  for j in range(cfg.cols)]
-                with m.Case(3):
-                    m.d.sync += [exps[j].eq(self.param_rd.data[j][:cfg.shift_bits]) for j in range(cfg.cols)]
 
-        # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k of the lanes: stage 0
-        # is the lane inputs (the read data), stage LATENCY its results.
-        stage = Signal(1 + Requantizer.LATENCY)
+        # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k: stage 0 is the read
+        # data, which is registered whole (`acc_row`, with the chunk index and the row's exponent)
+        # so that it meets no logic in its cycle; stage INPUT_STAGES is the lane inputs, stage
+        # INPUT_STAGES + LATENCY the lanes' results.
+        depth = self.INPUT_STAGES + Requantizer.LATENCY
+        stage = Signal(1 + depth)
+        read_chunk = Signal.like(chunk)     # the chunk whose read data is on acc_rd.data
+        read_pos = Signal.like(group_pos)
+        m.d.sync += [stage.eq(Cat(streaming, stage[:-1])), read_chunk.eq(chunk), read_pos.eq(group_pos)]
+        acc_row = Signal(chunked(signed(cfg.acc_width)))
         in_chunk = Signal.like(chunk)
-        in_pos = Signal.like(group_pos)
-        m.d.sync += [stage.eq(Cat(streaming, stage[:-1])), in_chunk.eq(chunk), in_pos.eq(group_pos)]
-        # The row's exponent raises every column's shift, saturating at the largest shift.
+        row_exp = Signal(unsigned(cfg.shift_bits))
+        m.d.sync += [
+            acc_row.as_value().eq(self.acc_rd.data.as_value()),
+            in_chunk.eq(read_chunk),
+            # The row's exponent raises every column's shift.
+            row_exp.eq(Mux(row_shift, exps[read_pos], 0)),
+        ]
+        # The shift saturates at the largest shift.
         max_shift = (1 << cfg.shift_bits) - 1
-        row_exp = Mux(row_shift, exps[in_pos], 0)
-        acc_chunks = data.View(chunked(signed(cfg.acc_width)), self.acc_rd.data)
         results = []
         for lane in range(lanes):
             m.submodules[f"lane_{lane}"] = requantizer = Requantizer(cfg)
+            raised = shift[in_chunk][lane] + row_exp
             m.d.comb += [
-                requantizer.acc.eq(acc_chunks[in_chunk][lane]),
+                requantizer.acc.eq(acc_row[in_chunk][lane]),
                 requantizer.bias.eq(bias[in_chunk][lane]),
                 requantizer.mult.eq(mult[in_chunk][lane]),
-                requantizer.shift.eq(Mux(shift[in_chunk][lane] + row_exp > max_shift, max_shift,
-                                         shift[in_chunk][lane] + row_exp)),
+                requantizer.shift.eq(Mux(raised > max_shift, max_shift, raised)),
             ]
             results.append(requantizer.y)
 
@@ -307,9 +345,9 @@ class RequantEngine(wiring.Component):
                         m.d.sync += held[k].eq(Cat(*results))
         m.d.comb += [
             self.spad_wr.en.eq(out_valid & (out_chunk == chunks - 1)),
-            self.spad_wr.addr.eq(spad_addr + written),
+            self.spad_wr.addr.eq(spad_addr),
             self.spad_wr.data.eq(Cat(held, *results)),
         ]
         with m.If(self.spad_wr.en):
-            m.d.sync += written.eq(written + 1)
+            m.d.sync += [spad_addr.eq(spad_addr + 1), wr_left.eq(wr_left - 1), wr_last.eq(wr_left == 2)]
         return m

@@ -15,7 +15,9 @@ replays that timeline instruction by instruction with
   engine is busy. The fetch starts in the cycle after
   the previous instruction's dispatch, its reads wait for a STORE in flight to finish;
 - **engine**: the busy time of its engine, from the engines' own cycle formulas:
-  LOAD ``W + L + 1`` and STORE ``W + 3`` (``W`` = bus words moved, hw/dma.py); MATMUL
+  LOAD ``W + L + DMA.LOAD_EXTRA`` and STORE ``W + DMA.STORE_EXTRA`` (``W`` = bus words moved,
+  ``hw.dma.load_cycles`` and ``store_cycles``; its first read can be on the port
+  ``DMA.ISSUE_DELAY`` cycles after the dispatch); MATMUL
   ``hw.matmul.matmul_cycles``; REQUANT ``hw.requant.requant_cycles``; SOFTMAX
   ``hw.softmax.softmax_cycles``; LAYERNORM ``hw.layernorm.layernorm_cycles``; GELU
   ``hw.gelu.gelu_cycles``; ADD ``hw.residual.add_cycles``. A LOAD shares the external port with
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 
 from vitaccel.config import AccelConfig
 from vitaccel.hw.controller import Controller
+from vitaccel.hw.dma import DMA, load_cycles, store_cycles
 from vitaccel.hw.gelu import gelu_cycles
 from vitaccel.hw.layernorm import layernorm_cycles
 from vitaccel.hw.matmul import matmul_cycles
@@ -114,7 +117,7 @@ def instruction_cost(cfg: AccelConfig, word: int, *, mem_latency: int = 1) -> In
     if op in (Opcode.LOAD, Opcode.STORE):
         row_bytes = cfg.spad_row_bytes if f["mem"] == LocalMemory.SPAD.value else cfg.acc_row_bytes
         words = f["rows"] * row_bytes // cfg.bus_bytes
-        engine = words + (mem_latency + 1 if op is Opcode.LOAD else 3)
+        engine = load_cycles(words, mem_latency) if op is Opcode.LOAD else store_cycles(words)
     elif op is Opcode.MATMUL:
         engine = matmul_cycles(cfg, f["rows"])
         macs = f["rows"] * cfg.macs
@@ -169,7 +172,9 @@ class _Timeline:
                     break
                 words -= max(0, first - cycle)
                 cycle = max(cycle, last + 1)
-            self.end["dma"] = cycle + words - 1 + self.latency + 1
+            # The last read issues in cycle + words - 1; its row is written LOAD_EXTRA - ISSUE_DELAY
+            # cycles after its response.
+            self.end["dma"] = cycle + words - 1 + self.latency + DMA.LOAD_EXTRA - DMA.ISSUE_DELAY + 1
             self.load = None
         return self.end[engine]
 
@@ -202,7 +207,7 @@ class _Timeline:
         engine = _ENGINE[op]
         self.latest[engine] = (index, op, f)
         if op is Opcode.LOAD:
-            self.load, self.fetch_reads = (d + 1, engine_cycles - self.latency - 1), []
+            self.load, self.fetch_reads = (d + DMA.ISSUE_DELAY, engine_cycles - self.latency - DMA.LOAD_EXTRA), []
         else:
             self.end[engine] = d + engine_cycles
 

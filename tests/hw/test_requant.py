@@ -131,10 +131,10 @@ def run(cfg, commands, seed):
 
 
 def test_cycle_formula():
-    assert Requantizer.LATENCY == 5
+    assert Requantizer.LATENCY == 6
     cfg = preset("default")
     assert requant_cycles(cfg, 0) == 0
-    assert requant_cycles(cfg, 197) == 197 * 3 + 9
+    assert requant_cycles(cfg, 197) == 197 * 3 + 11
 
 
 @pytest.mark.parametrize("name,changes,seed", [
