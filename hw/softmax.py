@@ -71,23 +71,42 @@ class SoftmaxUnit(wiring.Component):
 
     - Input: one beat per cycle. A second row is accepted while the first is normalized (two row
       buffers in one memory of ``2 * 2**ceil(log2(ceil(max_row / lanes)))`` words of ``lanes``
-      int8: 512 x 32 bits, one ECP5 block RAM, for ``default``).
+      int8: 512 x 32 bits, one ECP5 block RAM, for ``default``). An accepted beat is registered,
+      then written to its buffer while the row maximum is found in :attr:`FILL` cycles.
     - Latency: the first output beat of a row is valid :attr:`LATENCY` ``+ B`` cycles after the
       cycle that accepted its last input beat, if the unit was not busy with an earlier row.
     - Throughput: one row per ``2 * B +`` :attr:`ROW_OVERHEAD` cycles, its ``B`` output beats in
       consecutive cycles. Each row is read twice from its buffer: once to find the sum of its
-      exponentials, once to normalize them (they are recomputed rather than stored).
+      exponentials, once to normalize them (they are recomputed rather than stored). The
+      normalizing reads start before the row's factor ``R`` is known: it is needed only when the
+      first of them reaches the exponential stage.
 
-    Multipliers: per lane, the 9x16-bit pre-multiply; shiftmax also ``E * R`` (16x15 bits).
-    E2Softmax needs none in the exponential or the division (shifts of the row's ``R``).
+    The datapath is pipelined for 100 MHz on an ECP5 (timing holds for up to 4 lanes; more lanes
+    deepen the adder and comparator trees within the same stages): block RAM data is registered
+    before any arithmetic, the pre-multiply ``d * mult`` is four radix-4 partial products chosen
+    from registered multiples ``0, -mult, -2 mult, -3 mult`` (``mult`` is fixed for a command), and
+    the row maximum, the lane sums and the prefix sums are trees with registers between levels.
+
+    Multipliers: none for E2Softmax (shifts of the row's ``R``). Shiftmax multiplies ``E * R``
+    (16x15 bits) per lane, from LUTs, in one cycle (not pipelined for 100 MHz).
     """
 
-    #: Cycles from accepting the last input beat of a row to its first output beat, minus ``B``.
-    LATENCY = 19
-    #: Cycles per row beyond the ``2 * B`` buffer reads: last read to complete sum (6), normalizer (2).
-    ROW_OVERHEAD = 8
+    #: Cycles from accepting a row's last input beat until the read side may start on it.
+    FILL = 4
+    #: Pipeline stage (cycles after a buffer read) of the exponential: ``k`` (E2Softmax) or ``E``.
+    EXP_STAGE = 11
+    #: Stage at which a beat's lane sum is added to the row sum (the row sum is final one cycle
+    #: later); the leading one, the table index and ``R`` then take three cycles.
+    SUM_STAGE = 13
     #: Cycles from a normalizing buffer read to the output beat it produces.
-    PIPELINE = 9
+    PIPELINE = 15
+    #: Cycles per row beyond the ``2 * B`` buffer reads: the reads pause between the two passes
+    #: until ``R`` (ready 3 cycles after the row sum) arrives in time for the first normalizing
+    #: beat at the exponential stage: ``SUM_STAGE + 3 - EXP_STAGE``.
+    ROW_OVERHEAD = SUM_STAGE + 3 - EXP_STAGE
+    #: Cycles from accepting the last input beat of a row to its first output beat, minus ``B``:
+    #: ``FILL``, a cycle to start reading, ``ROW_OVERHEAD`` and ``PIPELINE``.
+    LATENCY = FILL + 1 + ROW_OVERHEAD + PIPELINE
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = cfg = checked_config(cfg)
@@ -118,82 +137,107 @@ class SoftmaxUnit(wiring.Component):
                                             init=[int(r) for r in RECIP])
         recip_rd = recip.read_port(domain="comb")
 
-        # full[b]: buffer b holds a whole row whose normalizing reads have not all been issued.
+        # taken[b]: buffer b has received a whole row whose normalizing reads have not all been
+        # issued; full[b]: its maximum is known too (FILL cycles after the last beat's acceptance).
+        taken = [Signal(name=f"taken_{b}") for b in range(2)]
         full = [Signal(name=f"full_{b}") for b in range(2)]
         row_max = [Signal(signed(8), name=f"row_max_{b}") for b in range(2)]
         fill_done = Signal()
-        release = Signal()
-        wb = Signal()   # buffer being filled
-        rb = Signal()   # buffer being read
-        for b in range(2):
-            m.d.sync += full[b].eq((full[b] | (fill_done & (wb == b))) & ~(release & (rb == b)))
-
-        # ---- fill: store the row, track its maximum ----
-        pos_bits = range(cfg.max_row + lanes)
-        fill_beat = Signal(beat_bits)
-        fill_pos = Signal(pos_bits)   # elements of the row before this beat
-        run_max = Signal(signed(8), init=-128)
         accept = self.logits.valid & self.logits.ready
-        m.d.comb += [
-            self.logits.ready.eq(~Mux(wb, full[1], full[0])),
-            buf_wr.en.eq(accept),
-            buf_wr.addr.eq(Cat(fill_beat, wb)),
-            buf_wr.data.eq(self.logits.payload),
-            fill_done.eq(accept & (fill_pos + lanes >= self.length)),
-        ]
-        beat_max = Const(-128, signed(8))
-        for j in range(lanes):
-            x = Mux(fill_pos + j < self.length, self.logits.payload[j], -128)
-            beat_max = Mux(x > beat_max, x, beat_max)
-        new_max = Mux(beat_max > run_max, beat_max, run_max)
+        fill_buf = Signal()
+        release = Signal()
+        wb = Signal()   # buffer being filled (input side)
+        rb = Signal()   # buffer being read
+
+        # ---- fill: count the row's beats (down-counter of the elements left), register each
+        # accepted beat, write it to the buffer, find the maximum in a registered tree ----
+        fill_beat = Signal(beat_bits)
+        fill_first = Signal(init=1)
+        fill_left = Signal(range(cfg.max_row + 1))   # elements of the row from this beat on
+        left = Mux(fill_first, self.length, fill_left)
+        fill_last = left <= lanes
+        m.d.comb += self.logits.ready.eq(~Mux(wb, taken[1], taken[0]))
+        for b in range(2):
+            m.d.sync += [
+                taken[b].eq((taken[b] | (accept & fill_last & (wb == b))) & ~(release & (rb == b))),
+                full[b].eq((full[b] | (fill_done & (fill_buf == b))) & ~(release & (rb == b))),
+            ]
         with m.If(accept):
-            m.d.sync += [fill_beat.eq(fill_beat + 1), fill_pos.eq(fill_pos + lanes), run_max.eq(new_max)]
-            with m.If(fill_done):
-                m.d.sync += [fill_beat.eq(0), fill_pos.eq(0), run_max.eq(-128), wb.eq(~wb)]
+            m.d.sync += [fill_beat.eq(fill_beat + 1), fill_left.eq(left - lanes), fill_first.eq(0)]
+            with m.If(fill_last):
+                m.d.sync += [fill_beat.eq(0), fill_first.eq(1), wb.eq(~wb)]
+
+        f1 = Signal(data.StructLayout({"valid": 1, "last": 1, "buf": 1, "live": lanes}))
+        f1_data = Signal.like(self.logits.payload)
+        f1_addr = Signal.like(buf_wr.addr)
+        m.d.sync += [
+            f1.valid.eq(accept), f1.last.eq(fill_last), f1.buf.eq(wb),
+            f1.live.eq(Cat(left > j for j in range(lanes))),
+            f1_data.eq(self.logits.payload), f1_addr.eq(Cat(fill_beat, wb)),
+        ]
+        m.d.comb += [buf_wr.en.eq(f1.valid), buf_wr.addr.eq(f1_addr), buf_wr.data.eq(f1_data)]
+
+        def bigger(a, b):
+            return Mux(a > b, a, b)
+
+        levels = (lanes - 1).bit_length()
+        masked = [Mux(f1.live[j], f1_data[j], -128) for j in range(lanes)]
+        f2 = Signal.like(f1)
+        f3 = Signal.like(f1)
+        half_max = _tree(masked, bigger, (levels + 1) // 2)
+        f2_max = [Signal(signed(8), name=f"f2_max_{i}") for i in range(len(half_max))]
+        f3_max = Signal(signed(8))
+        m.d.sync += [f2.eq(f1), f3.eq(f2), *(r.eq(v) for r, v in zip(f2_max, half_max))]
+        m.d.sync += f3_max.eq(_tree(f2_max, bigger, levels)[0])
+        run_max = Signal(signed(8), init=-128)
+        new_max = bigger(f3_max, run_max)
+        m.d.comb += [fill_done.eq(f3.valid & f3.last), fill_buf.eq(f3.buf)]
+        with m.If(f3.valid):
+            m.d.sync += run_max.eq(new_max)
+            with m.If(f3.last):
+                m.d.sync += run_max.eq(-128)
                 for b in range(2):
-                    with m.If(wb == b):
+                    with m.If(f3.buf == b):
                         m.d.sync += row_max[b].eq(new_max)
 
         # ---- read and normalize: one pipeline, stalled as a whole by output back-pressure ----
-        # tags[k] describes the beat read k cycles earlier (when advancing): stage 1 is the read
-        # data, then d (2), d * mult (3), u (4), t (5), E and the sum (6), w (7), the prefix sums
-        # of w (8) and the output (9).
+        # tags[k] describes the beat read k cycles earlier (when advancing): its stage-k registers
+        # hold 1 the block RAM data, 2 x, 3 a = max - x, 4 the radix-4 partial products of
+        # a * mult, 5 their pair sums, 6 d * mult, 7 its shift, 8 u, 9 t, 10 and 11 the exponential
+        # (k or E), 12 w and the lane pair sums of E, 13 the prefix sums of w and the beat's sum
+        # of E (added to the row sum in that cycle), 14 the rounded running sums and 15 the output.
+        # The row sum's normalizer follows the row's last summing beat in tags[14 .. 16].
         tag = data.StructLayout({"valid": 1, "norm": 1, "first": 1, "last": 1, "live": lanes})
-        tags = [Signal(tag, name=f"tag_{k}") for k in range(self.PIPELINE + 1)]
+        n_tags = max(self.PIPELINE, self.SUM_STAGE + 3) + 1
+        tags = [Signal(tag, name=f"tag_{k}") for k in range(n_tags)]
         advance = Signal()
         m.d.comb += advance.eq(~(self.probs.valid & ~self.probs.ready))
         with m.If(advance):
-            m.d.sync += [tags[k + 1].eq(tags[k]) for k in range(self.PIPELINE)]
+            m.d.sync += [tags[k + 1].eq(tags[k]) for k in range(n_tags - 1)]
 
-        beat = Signal(beat_bits)
-        pos = Signal(pos_bits)
-        total = Signal(EXP_BITS + 1 + (cfg.max_row - 1).bit_length())  # S <= max_row * 2**15
-        lead = Signal(range(total.shape().width))   # leading one of S, minus RECIP_BITS
-        recip_r = Signal(EXP_BITS)
-        row_exp = Signal(ROW_EXP_BITS)
+        rd_beat = Signal(beat_bits)
+        rd_first = Signal(init=1)
+        rd_left = Signal(range(cfg.max_row + 1))   # elements of the row from this beat on
         issue = Signal()
-        last_beat = pos + lanes >= self.length
+        last_beat = rd_left <= lanes
         m.d.comb += [
             tags[0].valid.eq(issue),
-            tags[0].first.eq(pos == 0),
+            tags[0].first.eq(rd_first),
             tags[0].last.eq(last_beat),
-            tags[0].live.eq(Cat(pos + j < self.length for j in range(lanes))),
+            tags[0].live.eq(Cat(rd_left > j for j in range(lanes))),
             buf_rd.en.eq(advance),
-            buf_rd.addr.eq(Cat(beat, rb)),
+            buf_rd.addr.eq(Cat(rd_beat, rb)),
         ]
+        with m.If(~issue):
+            m.d.sync += rd_left.eq(self.length)
         with m.If(advance & issue):
-            m.d.sync += [beat.eq(beat + 1), pos.eq(pos + lanes)]
+            m.d.sync += [rd_beat.eq(rd_beat + 1), rd_left.eq(rd_left - lanes), rd_first.eq(0)]
             with m.If(last_beat):
-                m.d.sync += [beat.eq(0), pos.eq(0)]
-
-        leading = Signal.like(lead)
-        for b in range(RECIP_BITS, total.shape().width):
-            with m.If(total[b]):
-                m.d.comb += leading.eq(b - RECIP_BITS)
-        m.d.comb += recip_rd.addr.eq((total >> lead)[:RECIP_BITS])
+                m.d.sync += [rd_beat.eq(0), rd_left.eq(self.length), rd_first.eq(1)]
 
         this_full = Mux(rb, full[1], full[0])
         other_full = Mux(rb, full[0], full[1])
+        gap = Signal(range(max(1, self.ROW_OVERHEAD)))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(advance & this_full):
@@ -201,20 +245,13 @@ class SoftmaxUnit(wiring.Component):
             with m.State("SUM"):
                 m.d.comb += issue.eq(1)
                 with m.If(advance & last_beat):
-                    m.next = "WAIT"
-            with m.State("WAIT"):
-                # S is complete once the row's last beat has been added (the stage of `tags[6]`).
-                with m.If(advance & tags[6].valid & ~tags[6].norm & tags[6].last):
-                    m.next = "LEAD"
-            with m.State("LEAD"):
+                    m.d.sync += gap.eq(self.ROW_OVERHEAD - 1)
+                    m.next = "GAP" if self.ROW_OVERHEAD else "NORM"
+            with m.State("GAP"):
                 with m.If(advance):
-                    m.d.sync += lead.eq(leading)
-                    m.next = "RECIP"
-            with m.State("RECIP"):
-                with m.If(advance):
-                    # n - 8 = (n - RECIP_BITS) - 1: the exponent of the mantissas' step.
-                    m.d.sync += [recip_r.eq(recip_rd.data), row_exp.eq(lead - 1)]
-                    m.next = "NORM"
+                    m.d.sync += gap.eq(gap - 1)
+                    with m.If(gap == 0):
+                        m.next = "NORM"
             with m.State("NORM"):
                 m.d.comb += [issue.eq(1), tags[0].norm.eq(1)]
                 with m.If(advance & last_beat):
@@ -225,109 +262,203 @@ class SoftmaxUnit(wiring.Component):
                     with m.If(other_full):
                         m.next = "SUM"
 
-        # Stage 1 (read data): d = x - max. The maximum travels with the beat: by the time a stall
-        # ends, the fill side may have replaced the buffer's maximum with the next row's.
-        beat_row_max = Signal(signed(8))
+        # Multiples of -mult for the radix-4 partial products (mult holds still for a command).
+        neg_mult = [Signal(signed(MULT_BITS + 2), name=f"neg_mult_{i}") for i in range(1, 4)]
+        m.d.sync += [neg_mult[0].eq(-self.mult), neg_mult[1].eq(-(self.mult << 1)),
+                     neg_mult[2].eq(-(self.mult + (self.mult << 1)))]
+        multiples = [Const(0, signed(MULT_BITS + 2)), *neg_mult]
+
+        # Stage 1: the maximum travels with the beat: by the time a stall ends, the fill side may
+        # have replaced the buffer's maximum with the next row's.
+        max_1 = Signal(signed(8))
+        max_2 = Signal(signed(8))
         with m.If(advance):
-            m.d.sync += beat_row_max.eq(Mux(rb, row_max[1], row_max[0]))
+            m.d.sync += [max_1.eq(Mux(rb, row_max[1], row_max[0])), max_2.eq(max_1)]
         results = []
         for j in range(lanes):
-            d = Signal(signed(9), name=f"d_{j}")
+            x = Signal(signed(8), name=f"x_{j}")
+            a = Signal(8, name=f"a_{j}")        # -d = max - x (0 .. 255 on live lanes)
+            pp = [Signal(signed(MULT_BITS + 2), name=f"pp_{j}_{i}") for i in range(4)]
+            pair = [Signal(signed(MULT_BITS + 5), name=f"pair_{j}_{i}") for i in range(2)]
             product = Signal(signed(9 + MULT_BITS), name=f"product_{j}")
+            shifted = Signal(signed(10 + MULT_BITS), name=f"shifted_{j}")
             u = Signal(signed(LOG_FRAC + 7), name=f"u_{j}")
             t = Signal(signed(LOG_FRAC + 8), name=f"t_{j}")
+            floor = -(LOG_RANGE << LOG_FRAC)
             with m.If(advance):
                 m.d.sync += [
-                    d.eq(buf_rd.data[j] - beat_row_max),
-                    product.eq(d * self.mult),
-                ]
-                # round_shift(p, s) == ((2p >> s) + 1) >> 1, s == 0 included; clamp at -LOG_RANGE.
-                rounded = (((product << 1) >> self.shift) + 1) >> 1
-                floor = -(LOG_RANGE << LOG_FRAC)
-                m.d.sync += [
-                    u.eq(Mux(rounded < floor, floor, rounded)),
+                    x.eq(buf_rd.data[j]),
+                    a.eq(max_2 - x),
+                    *(pp[i].eq(Mux(a[2 * i + 1], Mux(a[2 * i], multiples[3], multiples[2]),
+                                   Mux(a[2 * i], multiples[1], multiples[0]))) for i in range(4)),
+                    pair[0].eq(pp[0] + (pp[1] << 2)),
+                    pair[1].eq(pp[2] + (pp[3] << 2)),
+                    product.eq(pair[0] + (pair[1] << 4)),   # d * mult
+                    shifted.eq((product << 1) >> self.shift),
+                    # round_shift(p, s) == ((2p >> s) + 1) >> 1, s == 0 included; clamp at
+                    # -LOG_RANGE: ((2p >> s) + 1) >> 1 < floor exactly when 2p >> s < 2 floor - 1.
+                    u.eq(Mux(shifted < 2 * floor - 1, floor, (shifted + 1) >> 1)),
                     t.eq(u + (u >> 1) - (u >> 4)),
                 ]
-            results.append(self._exponential(m, advance, t, tags, recip_r, j))
+            results.append(self._exponential(m, advance, t, tags, j))
 
-        # Stage 6: the row sum of the exponentials (first read pass).
+        # Stages 12 and 13: the beat's sum of the exponentials; the row sum (first read pass).
+        s = self.SUM_STAGE
+        total = Signal(EXP_BITS + 1 + (cfg.max_row - 1).bit_length())  # S <= max_row * 2**15
         exps = [e for e, _ in results]
-        with m.If(advance & tags[6].valid & ~tags[6].norm):
-            m.d.sync += total.eq(Mux(tags[6].first, 0, total) + sum(exps))
-
-        # Stage 7 -> 8: prefix sums of w within the beat, off the carry loop.
-        weights = [w for _, w in results]
-        prefix = [Signal(weights[0].shape().width + (lanes - 1).bit_length(), name=f"prefix_{j}")
-                  for j in range(lanes)]
+        sum_shape = unsigned(EXP_BITS + 1 + levels)
+        half_sum = _tree(exps, _add, (levels + 1) // 2)
+        exp_pairs = [Signal(sum_shape, name=f"exp_pair_{i}") for i in range(len(half_sum))]
+        beat_sum = Signal(sum_shape)
         with m.If(advance):
-            running = 0
-            for j in range(lanes):
-                running = running + weights[j]
-                m.d.sync += prefix[j].eq(running)
+            m.d.sync += [*(r.eq(v) for r, v in zip(exp_pairs, half_sum)),
+                         beat_sum.eq(_tree(exp_pairs, _add, levels)[0])]
+            with m.If(tags[s].valid & ~tags[s].norm):
+                m.d.sync += total.eq(Mux(tags[s].first, 0, total) + beat_sum)
 
-        # Stage 8 -> 9: cumulative rounding with the 23-bit carry, c = 2**22 at the row start.
+        # Normalizer, in the three cycles after the row sum is final: the leading one of S (one-
+        # hot over bits RECIP_BITS .. of S, bit RECIP_BITS also when S < 2**(RECIP_BITS + 1)),
+        # then lead = n - RECIP_BITS and the table index, then R and the row exponent.
+        width = total.shape().width
+        one_hot = Signal(width - RECIP_BITS)
+        lead = Signal(range(width))
+        index = Signal(RECIP_BITS)
+        recip_r = Signal(EXP_BITS)
+        row_exp = Signal(ROW_EXP_BITS)
+        sum_done = [tags[s + i].valid & ~tags[s + i].norm & tags[s + i].last for i in (1, 2, 3)]
+        m.d.comb += recip_rd.addr.eq(index)
+        with m.If(advance):
+            with m.If(sum_done[0]):
+                m.d.sync += one_hot.eq(Cat(
+                    total[b] & ~total[b + 1:].any() if b > RECIP_BITS else ~total[b + 1:].any()
+                    for b in range(RECIP_BITS, width)))
+            with m.If(sum_done[1]):
+                m.d.sync += [
+                    index.eq(_or(Mux(hot, total[i:i + RECIP_BITS], 0) for i, hot in enumerate(one_hot))),
+                    lead.eq(_or(Mux(hot, i, 0) for i, hot in enumerate(one_hot))),
+                ]
+            with m.If(sum_done[2]):
+                # n - 8 = (n - RECIP_BITS) - 1: the exponent of the mantissas' step.
+                m.d.sync += [recip_r.eq(recip_rd.data), row_exp.eq(lead - 1)]
+        # Stage 12 -> 13: prefix sums of w within the beat (a tree of adders, one cycle).
+        weights = [w(recip_r) for _, w in results]
+        prefix = [Signal(weights[0].shape().width + levels, name=f"prefix_{j}") for j in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [p.eq(v) for p, v in zip(prefix, _prefix_sums(weights))]
+
+        # Stage 13 -> 14: the running sums with the 23-bit carry, c = 2**22 at the row start: their
+        # bits from 2**23 up (modulo 2**9: mantissas are 0 .. 129 before saturation) and the carry.
         carry = Signal(_STEP)
-        start = Mux(tags[8].first, 1 << (_STEP - 1), carry)
+        start = Mux(tags[13].first, 1 << (_STEP - 1), carry)
         sums = [start + p for p in prefix]
+        steps = [Signal(9, name=f"rounded_{j}") for j in range(lanes)]
         with m.If(advance):
-            below = 0
+            m.d.sync += [r.eq(v >> _STEP) for r, v in zip(steps, sums)]
+            with m.If(tags[13].valid & tags[13].norm):
+                m.d.sync += carry.eq(sums[-1][:_STEP])
+
+        # Stage 14 -> 15: the mantissas, differences of the rounded running sums, saturated.
+        with m.If(advance):
             for j in range(lanes):
-                step = (sums[j] >> _STEP) - below
-                below = sums[j] >> _STEP
+                step = (steps[j] - (steps[j - 1] if j else 0))[:9]
                 m.d.sync += self.probs.payload.mant[j].eq(Mux(step > 127, 127, step))
             m.d.sync += self.probs.payload.row_exp.eq(row_exp)
-            with m.If(tags[8].valid & tags[8].norm):
-                m.d.sync += carry.eq(sums[-1][:_STEP])
         m.d.comb += [
-            self.probs.valid.eq(tags[9].valid & tags[9].norm),
-            self.probs.payload.last.eq(tags[9].last),
+            self.probs.valid.eq(tags[15].valid & tags[15].norm),
+            self.probs.payload.last.eq(tags[15].last),
         ]
         return m
 
-    def _exponential(self, m, advance, t, tags, recip_r, j):
-        """Stages 5 and 6 of lane ``j``: from ``t`` (log2 domain) to ``E`` (at stage 6, zero on
-        lanes past the row) and ``w = E * R`` (registered at stage 7)."""
+    def _exponential(self, m, advance, t, tags, j):
+        """Stages 10 and 11 of lane ``j``: from ``t`` (log2 domain, stage 9) to the exponential at
+        stage 11. Returns ``E`` (from the stage-11 registers, zero on lanes past the row) and a
+        function of ``R`` giving ``w = E * R`` (registered at stage 12)."""
+        live = tags[self.EXP_STAGE].live[j]
         if self._cfg.softmax == "e2softmax":
-            # k = min(-round_shift(t, 8), 15); E = 2**(15-k) and w = R << (15-k) are shifts.
+            # k = min(-round_shift(t, 8), 15), -round_shift(t, 8) = (127 - t) >> 8;
+            # E = 2**(15-k) and w = R << (15-k) are shifts.
+            neg = Signal(signed(LOG_FRAC + 9), name=f"neg_{j}")
             k = Signal(range(K_MAX + 1), name=f"k_{j}")
-            live = tags[6].live[j]
-            neg = -((t + (1 << (LOG_FRAC - 1))) >> LOG_FRAC)
-            w = Signal(2 * EXP_BITS, name=f"w_{j}")
             with m.If(advance):
-                m.d.sync += [k.eq(Mux(neg > K_MAX, K_MAX, neg)),
-                             w.eq(Mux(live, (recip_r << EXP_BITS) >> k, 0))]
+                m.d.sync += [neg.eq(((1 << (LOG_FRAC - 1)) - 1 - t) >> LOG_FRAC),
+                             k.eq(Mux(neg > K_MAX, K_MAX, neg))]
             exp = Mux(live, Const(1 << EXP_BITS, EXP_BITS + 1) >> k, 0)
-            return exp, w
+
+            def weight(recip_r):
+                w = Signal(2 * EXP_BITS, name=f"w_{j}")
+                with m.If(advance):
+                    m.d.sync += w.eq(Mux(live, (recip_r << EXP_BITS) >> k, 0))
+                return w
+            return exp, weight
         # shift_exp: a = -t = q * 2**8 + f, E = round_shift((512 - f) << 6, min(q, 17)).
-        a = Signal(LOG_FRAC + 7, name=f"a_{j}")
-        m.d.comb += a.eq(-t)
-        q = a >> LOG_FRAC
-        q = Mux(q > EXP_BITS + 2, EXP_BITS + 2, q)
-        base = ((2 << LOG_FRAC) - a[:LOG_FRAC]) << (EXP_BITS - LOG_FRAC - 1)
+        a = Signal(LOG_FRAC + 8, name=f"a_{j}")
+        q = Signal(range(EXP_BITS + 3), name=f"q_{j}")
+        base = Signal(EXP_BITS + 2, name=f"base_{j}")
         exp = Signal(EXP_BITS + 1, name=f"exp_{j}")
-        w = Signal(2 * EXP_BITS + 1, name=f"w_{j}")
+        m.d.comb += a.eq(-t)
         with m.If(advance):
-            m.d.sync += [exp.eq(Mux(tags[5].live[j], (((base << 1) >> q) + 1) >> 1, 0)),
-                         w.eq(exp * recip_r)]
-        return exp, w
+            m.d.sync += [
+                q.eq(Mux((a >> LOG_FRAC) > EXP_BITS + 2, EXP_BITS + 2, a >> LOG_FRAC)),
+                base.eq(((2 << LOG_FRAC) - a[:LOG_FRAC]) << (EXP_BITS - LOG_FRAC - 1)),
+                exp.eq(Mux(tags[self.EXP_STAGE - 1].live[j], (((base << 1) >> q) + 1) >> 1, 0)),
+            ]
+
+        def weight(recip_r):
+            w = Signal(2 * EXP_BITS + 1, name=f"w_{j}")
+            with m.If(advance):
+                m.d.sync += w.eq(exp * recip_r)
+            return w
+        return exp, weight
+
+
+def _add(a, b):
+    return a + b
+
+
+def _tree(values, op, levels):
+    """``values`` reduced pairwise by ``op`` through ``levels`` levels of a balanced tree."""
+    values = list(values)
+    for _ in range(levels):
+        values = [op(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values
+
+
+def _or(values):
+    values = list(values)
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
+
+
+def _prefix_sums(values):
+    """Inclusive prefix sums of ``values``, a Sklansky tree: ``ceil(log2(n))`` adders deep."""
+    values = list(values)
+    if len(values) == 1:
+        return values
+    half = (len(values) + 1) // 2
+    low, high = _prefix_sums(values[:half]), _prefix_sums(values[half:])
+    return low + [low[-1] + h for h in high]
 
 
 def softmax_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """Cycles a SOFTMAX of ``rows`` rows of ``length`` keeps :attr:`SoftmaxEngine.busy` high.
 
     ``0`` if ``rows`` or ``length`` is 0, else
-    ``rows * (2 * B + SoftmaxUnit.ROW_OVERHEAD) + B + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD``
-    with ``B = softmax_beats(cfg, length)``, that is ``(1 + B)`` for the PARAM read and the first
-    row's input, ``LATENCY + B`` to its first output beat, one row per ``2 * B + ROW_OVERHEAD``
-    cycles after it (the unit's throughput: the next row is read while one is normalized), and the
-    last row's other ``B - 1`` beats. The engine accepts its next command in the cycle after
-    ``busy`` falls.
+    ``rows * (2 * B + SoftmaxUnit.ROW_OVERHEAD) + B + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD + 1``
+    with ``B = softmax_beats(cfg, length)``, that is ``(2 + B)`` for the PARAM read (with the
+    first scratchpad read), the copy of the first scratchpad row into the engine's row register and
+    the first row's input, ``LATENCY + B`` to its first output beat, one row per
+    ``2 * B + ROW_OVERHEAD`` cycles after it (the unit's throughput: the next row is read while one
+    is normalized), and the last row's other ``B - 1`` beats. The engine accepts its next command
+    in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
     beats = softmax_beats(cfg, length)
     period = 2 * beats + SoftmaxUnit.ROW_OVERHEAD
-    return rows * period + beats + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD
+    return rows * period + beats + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD + 1
 
 
 class SoftmaxEngine(wiring.Component):
@@ -357,7 +488,8 @@ class SoftmaxEngine(wiring.Component):
         scratchpad and PARAM writes, inclusive: :func:`softmax_cycles` cycles.
     spad_rd : In(spad_read_signature(cfg))
         Scratchpad read port: the input rows, row ``r``'s tiles in order, then row ``r + 1``'s;
-        each scratchpad row is read once (the first in the cycle after acceptance).
+        each scratchpad row is read once (the first in the cycle after acceptance), at most two
+        ahead of the unit: one in the port's data register, one in the engine's row register.
     spad_wr : In(spad_write_signature(cfg))
         Scratchpad write port: the output rows in the same order.
     param_rd : In(param_read_signature(cfg))
@@ -370,7 +502,8 @@ class SoftmaxEngine(wiring.Component):
     -----
     Input row ``r + 1`` is read while row ``r`` is normalized, so ``src`` and ``dst`` may be equal
     (in place) but must not otherwise overlap: an output row could overwrite an input row not yet
-    read. Throughput: the unit's, one row per ``2 * ceil(length / lanes) + 8`` cycles.
+    read. Throughput: the unit's, one row per ``2 * ceil(length / lanes) +``
+    :attr:`SoftmaxUnit.ROW_OVERHEAD` cycles.
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -389,7 +522,6 @@ class SoftmaxEngine(wiring.Component):
         m.submodules.unit = unit = SoftmaxUnit(cfg)
 
         instr = self.cmd.payload.vector
-        rows = Signal.like(instr.rows)
         length = Signal.like(instr.length)
         stride = Signal.like(instr.tile_stride)
         param_addr = Signal.like(instr.param_addr)
@@ -400,45 +532,55 @@ class SoftmaxEngine(wiring.Component):
             m.d.sync += [unit.mult.eq(self.param_rd.data[0][:MULT_BITS]),
                          unit.shift.eq(self.param_rd.data[1][:SHIFT_BITS])]
 
-        # Input side: the read port's data register holds the scratchpad row until its last chunk
-        # is accepted; the next row is read in that same cycle, so chunks flow without a bubble.
-        in_base = Signal.like(instr.src)     # src + r
-        in_addr = Signal.like(instr.src)     # src + t * tile_stride + r
+        # Input side: scratchpad rows are read ahead into a row register, from which the unit takes
+        # them a chunk at a time; the read port's data register holds the next row until the row
+        # register frees (a read port's `en` stays low between reads), so chunks flow without a
+        # bubble and block RAM data meets only a register. Every count is a down-counter or a
+        # registered flag: no comparison with `length` or `rows` on the way to an address.
+        rd_more = Signal()                   # scratchpad rows remain to be read
+        rd_addr = Signal.like(instr.src)     # src + t * tile_stride + r: the next read
+        rd_base = Signal.like(instr.src)     # src + r
+        rd_left = Signal(range(cfg.max_row + 1))   # elements of row r from tile t on
+        rd_last_tile = Signal()              # rd_left <= cols
+        rd_rows = Signal.like(instr.rows)    # rows still to read after row r
+        pending = Signal()                   # spad_rd.data holds a row not yet in the row register
+        have = Signal()                      # the row register holds chunks to feed
+        row = Signal(data.ArrayLayout(unit.logits.payload.shape(), chunks))
         in_chunk = Signal(range(chunks))
-        in_pos = Signal(range(cfg.max_row + lanes))
-        in_row = Signal.like(instr.rows)
-        have = Signal()                      # spad_rd.data holds a row with chunks to feed
-        first_read = Signal()
-        chunked_in = data.View(data.ArrayLayout(unit.logits.payload.shape(), chunks), self.spad_rd.data)
+        in_left = Signal(range(cfg.max_row + 1))   # elements of the row from this chunk on
+        in_last = Signal()                   # in_left <= lanes: the row's last chunk
         in_accept = unit.logits.valid & unit.logits.ready
-        in_row_end = in_pos + lanes >= length
-        in_read_end = in_row_end | (in_chunk == chunks - 1)
-        m.d.comb += [unit.logits.valid.eq(have), unit.logits.payload.eq(chunked_in[in_chunk])]
-        next_addr = Mux(in_row_end, in_base + 1, in_addr + stride)
-        read_next = Signal()
+        in_read_end = in_last | (in_chunk == chunks - 1)
+        m.d.comb += [unit.logits.valid.eq(have), unit.logits.payload.eq(row[in_chunk])]
         with m.If(in_accept):
-            m.d.sync += [in_chunk.eq(in_chunk + 1), in_pos.eq(in_pos + lanes)]
+            m.d.sync += [in_chunk.eq(in_chunk + 1), in_left.eq(in_left - lanes),
+                         in_last.eq(in_left <= 2 * lanes)]
             with m.If(in_read_end):
-                m.d.sync += in_chunk.eq(0)
-                with m.If(in_row_end):
-                    m.d.sync += [in_pos.eq(0), in_row.eq(in_row + 1), in_base.eq(in_base + 1)]
-                with m.If(in_row_end & (in_row + 1 == rows)):
-                    m.d.sync += have.eq(0)
-                with m.Else():
-                    m.d.comb += read_next.eq(1)
-                    m.d.sync += in_addr.eq(next_addr)
-        with m.If(first_read):
-            m.d.sync += have.eq(1)
-        # A read port's `en` must stay low between reads: its data register is the held row.
-        m.d.comb += [self.spad_rd.en.eq(first_read | read_next),
-                     self.spad_rd.addr.eq(Mux(first_read, in_addr, next_addr))]
+                m.d.sync += [in_chunk.eq(0), have.eq(0)]
+            with m.If(in_last):
+                m.d.sync += [in_left.eq(length), in_last.eq(length <= lanes)]
+        copy = pending & (~have | (in_accept & in_read_end))
+        issue = rd_more & (~pending | copy)
+        with m.If(copy):
+            m.d.sync += [row.eq(self.spad_rd.data), have.eq(1)]
+        m.d.sync += pending.eq(issue | (pending & ~copy))
+        m.d.comb += [self.spad_rd.en.eq(issue), self.spad_rd.addr.eq(rd_addr)]
+        with m.If(issue):
+            m.d.sync += [rd_addr.eq(rd_addr + stride), rd_left.eq(rd_left - cfg.cols),
+                         rd_last_tile.eq(rd_left <= 2 * cfg.cols)]
+            with m.If(rd_last_tile):
+                m.d.sync += [rd_addr.eq(rd_base + 1), rd_base.eq(rd_base + 1), rd_left.eq(length),
+                             rd_last_tile.eq(length <= cfg.cols), rd_rows.eq(rd_rows - 1)]
+                with m.If(rd_rows == 0):
+                    m.d.sync += rd_more.eq(0)
 
         # Output side: chunks gather into a scratchpad row, written after its last chunk; chunks
         # past the row's last beat are zero. Row exponents gather into a PARAM row likewise.
         out_base = Signal.like(instr.dst)
         out_addr = Signal.like(instr.dst)
         out_chunk = Signal(range(chunks))
-        out_row = Signal.like(instr.rows)
+        out_rows = Signal.like(instr.rows)   # output rows after this one
+        last_row = Signal()                  # out_rows == 0
         exp_addr = Signal.like(instr.src2)
         exp_index = Signal(range(cfg.cols))
         held = Signal(data.ArrayLayout(unit.logits.payload.shape(), chunks))
@@ -454,7 +596,6 @@ class SoftmaxEngine(wiring.Component):
                                      for k in range(chunks))),
         ]
         row_done = out_accept & beat.last
-        last_row = out_row + 1 == rows
         m.d.comb += [
             self.param_wr.en.eq(row_done & (last_row | (exp_index == cfg.cols - 1))),
             self.param_wr.addr.eq(exp_addr),
@@ -467,9 +608,9 @@ class SoftmaxEngine(wiring.Component):
             with m.If(self.spad_wr.en):
                 m.d.sync += [out_chunk.eq(0), out_addr.eq(out_addr + stride)]
             with m.If(beat.last):
-                m.d.sync += [out_row.eq(out_row + 1), out_base.eq(out_base + 1),
-                             out_addr.eq(out_base + 1), exp_index.eq(exp_index + 1),
-                             held_exps[exp_index].eq(beat.row_exp)]
+                m.d.sync += [out_rows.eq(out_rows - 1), last_row.eq(out_rows == 1),
+                             out_base.eq(out_base + 1), out_addr.eq(out_base + 1),
+                             exp_index.eq(exp_index + 1), held_exps[exp_index].eq(beat.row_exp)]
                 with m.If(self.param_wr.en):
                     m.d.sync += [exp_index.eq(0), exp_addr.eq(exp_addr + 1)]
 
@@ -478,19 +619,22 @@ class SoftmaxEngine(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
                     m.d.sync += [
-                        rows.eq(instr.rows), length.eq(instr.length),
+                        length.eq(instr.length),
                         stride.eq(instr.tile_stride), param_addr.eq(instr.param_addr),
-                        in_base.eq(instr.src), in_addr.eq(instr.src), in_chunk.eq(0), in_pos.eq(0),
-                        in_row.eq(0), out_base.eq(instr.dst), out_addr.eq(instr.dst),
-                        out_chunk.eq(0), out_row.eq(0), exp_addr.eq(instr.src2), exp_index.eq(0),
+                        rd_more.eq(1), rd_addr.eq(instr.src), rd_base.eq(instr.src),
+                        rd_left.eq(instr.length), rd_last_tile.eq(instr.length <= cfg.cols),
+                        rd_rows.eq(instr.rows - 1), in_chunk.eq(0), in_left.eq(instr.length),
+                        in_last.eq(instr.length <= lanes), out_base.eq(instr.dst), out_addr.eq(instr.dst),
+                        out_chunk.eq(0), out_rows.eq(instr.rows - 1),
+                        last_row.eq(instr.rows == 1), exp_addr.eq(instr.src2), exp_index.eq(0),
                     ]
                     m.next = "PARAM"
             with m.State("PARAM"):
-                m.d.comb += [self.param_rd.addr.eq(param_addr), first_read.eq(1)]
+                m.d.comb += [self.param_rd.addr.eq(param_addr), self.param_rd.en.eq(1)]
                 m.d.sync += loading.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(row_done & last_row):
                     m.next = "IDLE"
-        m.d.comb += [self.busy.eq(~fsm.ongoing("IDLE")), self.param_rd.en.eq(first_read)]
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
