@@ -339,9 +339,19 @@ class DMA(wiring.Component):
                  for k in range(2 * spad_words)]
         terms += [Mux(pos_w[k], row_w[k // acc_words].word_select(k % acc_words, bus), 0)
                   for k in range(2 * acc_words)]
-        wdata = terms[0]
-        for term in terms[1:]:
-            wdata = wdata | term
-        m.d.comb += gen_wdata.eq(wdata)
+        # A balanced OR tree, each level kept as wires so that synthesis maps it as such (two
+        # AND-ed terms per LUT, then 4-input ORs), not as a chain.
+        group, level = 2, 0
+        while len(terms) > 1:
+            merged = []
+            for k in range(0, len(terms), group):
+                node = Signal(bus, name=f"wdata_or{level}_{k // group}", attrs={"keep": 1})
+                part = terms[k]
+                for term in terms[k + 1:k + group]:
+                    part = part | term
+                m.d.comb += node.eq(part)
+                merged.append(node)
+            terms, group, level = merged, 4, level + 1
+        m.d.comb += gen_wdata.eq(terms[0])
 
         return m

@@ -203,12 +203,11 @@ class RequantEngine(wiring.Component):
         param_addr = Signal.like(instr.param_addr)  # the parameter row read in this cycle, if any
         exp_addr = Signal.like(instr.exp_addr)
         row_shift = Signal()
-        rows = Signal.like(instr.rows)
         param_index = Signal(range(4))
         params_last = Signal()              # param_index is the last parameter row to read
         acc_addr = Signal.like(instr.acc_addr)  # the accumulator row read in this cycle
-        row = Signal.like(instr.rows)       # accumulator rows read
-        row_last = Signal()                 # row + 1 == rows: reading the last row
+        row_left = Signal.like(instr.rows)  # accumulator rows still to read, this one included
+        row_last = Signal()                 # row_left == 1: reading the last row
         group_pos = Signal(range(cfg.cols))  # row % cols: its column in the current row of exponents
         exp_next = Signal.like(instr.exp_addr)  # the next row of exponents to read
         chunk = Signal(range(chunks))       # chunk of `row` read in this cycle
@@ -228,10 +227,9 @@ class RequantEngine(wiring.Component):
                     exp_addr.eq(instr.exp_addr),
                     exp_next.eq(instr.exp_addr + 1),
                     row_shift.eq(instr.row_shift),
-                    rows.eq(instr.rows),
                     param_index.eq(0),
                     params_last.eq(0),
-                    row.eq(0),
+                    row_left.eq(instr.rows),
                     row_last.eq(instr.rows == 1),
                     group_pos.eq(0),
                     chunk.eq(0),
@@ -253,8 +251,8 @@ class RequantEngine(wiring.Component):
             with m.State("STREAM"):
                 m.d.sync += [chunk.eq(chunk + 1), chunk_last.eq(chunk + 1 == chunks - 1)]
                 with m.If(chunk_last):
-                    m.d.sync += [chunk.eq(0), chunk_last.eq(chunks == 1), row.eq(row + 1),
-                                 row_last.eq(row + 2 == rows), acc_addr.eq(acc_addr + 1),
+                    m.d.sync += [chunk.eq(0), chunk_last.eq(chunks == 1), row_left.eq(row_left - 1),
+                                 row_last.eq(row_left == 2), acc_addr.eq(acc_addr + 1),
                                  group_pos.eq(Mux(group_pos == cfg.cols - 1, 0, group_pos + 1))]
                     with m.If(group_pos == cfg.cols - 1):
                         m.d.sync += param_addr.eq(param_addr + 1)
