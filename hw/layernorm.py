@@ -101,10 +101,10 @@ def unit_stats_cycles(cfg: AccelConfig, length: int) -> int:
     s = _Sizes(cfg)
     beats = -(-length // s.lanes)
     _, k = row_mean_constants(length, s.frac, s.in_bits)
-    stats = beats + (1 + k + 1) + (beats + LayerNormUnit.VAR_LATENCY) + 1
+    stats = beats + LayerNormUnit.IN_LATENCY + (1 + k + 1) + (beats + LayerNormUnit.VAR_LATENCY) + 1
     if s.ai:
-        # NORM, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
-        return stats + s.norm_steps + (1 + 16) + (1 + 17) + (1 + 17) + 1
+        # NORM, the seed, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
+        return stats + s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1
     # SEED, then ISQRT_STEPS Newton steps and the factor: a load, a division and an update each.
     return stats + s.seed_steps + (ISQRT_STEPS + 1) * (s.q_bits + 2) + 1
 
@@ -137,8 +137,9 @@ class LayerNormUnit(wiring.Component):
         The normalized rows, in the same beats; lanes past ``length`` are 0. Back-pressure stalls
         the output pipeline.
     length : In(range(max_row + 1))
-        Channels per row, ``1 .. max_row`` (1 yields the bias of a constant row). Held constant
-        while a row is in flight, like the three inputs below.
+        Channels per row, ``1 .. max_row`` (1 yields the bias of a constant row). Set at least a
+        cycle before a row's first beat and held constant while the row is in flight, like the
+        three inputs below.
     mean_mult, mean_shift : In
         ``m, k = row_mean_constants(length, *MEAN_FORMAT[cfg.layernorm])``: the row mean is
         ``floor(num * m / 2**k)`` computed in ``k`` cycles.
@@ -153,10 +154,11 @@ class LayerNormUnit(wiring.Component):
     Timing, with the input valid and the output ready whenever the unit wants them: a row takes
     :func:`unit_row_cycles` cycles from its first input beat to the next row's first input beat,
     ``3 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row`` (e.g.
-    AILayerNorm, ``max_row`` 1024: 80; I-LayerNorm: 184). Passes per row: receive (one beat per
-    cycle; sum), ``k`` cycles for the mean, a pass over the row buffer for the variance
-    (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic, and the output pass, whose
-    first beat appears :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle). So a
+    AILayerNorm, ``max_row`` 1024: 93; I-LayerNorm: 197). Passes per row: receive (one beat per
+    cycle; sum, :attr:`IN_LATENCY` cycles of drain), ``k`` cycles for the mean, a pass over the
+    row buffer for the variance (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic,
+    and the output pass, whose first beat appears :attr:`OUT_LATENCY` cycles after the pass
+    starts (one beat per cycle). So a
     row's first output beat comes ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its
     first input beat. With gaps in the input or back-pressure on the output the passes wait; the
     statistics take the same cycles.
@@ -170,13 +172,24 @@ class LayerNormUnit(wiring.Component):
     Widths: ``|z| < 2**16`` in both variants (AILayerNorm: ``Q >= 0.89 * 4 * sum(D**2)`` since each
     compressed square is at least ``(8.5/9)**2`` of ``4 D**2``; I-LayerNorm: ``std >= 256 sqrt(var)
     - 1``), so ``z`` is held in 18 bits. Multipliers per lane: AILayerNorm ``D * y`` (16x17) and
-    ``z * mult`` (18x16); I-LayerNorm ``y * y`` (9x9), ``y * factor`` (9x23) and ``z * mult``.
+    ``z * mult`` (18x16); I-LayerNorm ``y * y`` (8x8 on ``|y|``), ``y * factor`` (9x23) and
+    ``z * mult``.
+
+    Pipelining (for 100 MHz on an ECP5 without DSPs): every block RAM read is registered before
+    any arithmetic; the per-lane multipliers are radix-4 (digits of ``D``, ``y`` or ``mult``
+    select 0, 1, 2 or 3 times the other operand, or -1 and -2 for a signed top digit; the
+    multiples of a row's scale are registered when the output pass starts, those of ``z`` a stage
+    before use), two products summed per stage, then two pair sums, then the rest; the lane sums
+    are registered adder trees; the variable shifts are split into a coarse (multiple of 8) and a
+    fine stage.
     """
 
-    #: Cycles from a read of the variance pass to its term being summed.
-    VAR_LATENCY = 3
+    #: Cycles from the acceptance of an input beat to its values being in the row sum.
+    IN_LATENCY = 3
+    #: Cycles from a read of the variance pass to its lanes' summed term being added to the statistic.
+    VAR_LATENCY = 8
     #: Cycles from the output pass's first read to its first output beat (output ready).
-    OUT_LATENCY = 7
+    OUT_LATENCY = 13
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -203,6 +216,23 @@ class LayerNormUnit(wiring.Component):
         def lanes_of(shape):
             return data.ArrayLayout(shape, L)
 
+        def staged(expr, name, en=None):
+            """A register of ``expr`` (its exact shape), loaded every cycle or when ``en``."""
+            reg = Signal(expr.shape(), name=name)
+            if en is None:
+                m.d.sync += reg.eq(expr)
+            else:
+                with m.If(en):
+                    m.d.sync += reg.eq(expr)
+            return reg
+
+        def chain(first, stages, name, en=None):
+            """``first`` delayed by 1 .. ``stages`` cycles: a list of registers, index 0 after one."""
+            regs = []
+            for n in range(stages):
+                regs.append(staged(first if n == 0 else regs[-1], f"{name}_{n}", en))
+            return regs
+
         # ---- storage: the row buffer and the parameter planes -----------------------------------
         m.submodules.row_buffer = row_buffer = Memory(shape=lanes_of(signed(s.elem_bits)), depth=s.beats, init=[])
         buf_wr, buf_rd = row_buffer.write_port(), row_buffer.read_port()
@@ -227,32 +257,39 @@ class LayerNormUnit(wiring.Component):
         mul_b = Signal(s.mul_b_bits)
         mul_n = Signal(s.mul_n_bits)
 
+        mul_last = Signal()     # mul_n <= 1: the last step (or NORM's), registered
+        # The multiplier steps every cycle unless a state loads it (before a multiply or NORM);
+        # its states only wait for the last step. A product is read in the cycle after it.
+        m.d.sync += [mul_acc.eq((mul_acc + Mux(mul_b[0], mul_a, 0)) >> 1), mul_b.eq(mul_b >> 1),
+                     mul_n.eq(mul_n - 1), mul_last.eq(mul_n <= 2)]
+
         def mul_load(a, b, n, c=0):
-            return [mul_acc.eq(c), mul_a.eq(a), mul_b.eq(b), mul_n.eq(n)]
+            return [mul_acc.eq(c), mul_a.eq(a), mul_b.eq(b), mul_n.eq(n), mul_last.eq(n <= 1)]
 
         def mul_step(next_state):
-            m.d.sync += [mul_acc.eq((mul_acc + Mux(mul_b[0], mul_a, 0)) >> 1),
-                         mul_b.eq(mul_b >> 1), mul_n.eq(mul_n - 1)]
-            with m.If(mul_n <= 1):
+            with m.If(mul_last):
                 m.next = next_state
 
         length = self.length
         # Row progress: `left` channels of the row at and after the current beat of a pass.
         count = lambda name: Signal(range(s.beats + 1), name=name)   # noqa: E731
         in_beat, in_left = count("in_beat"), Signal(range(cfg.max_row + 1))
+        in_first = Signal(init=1)     # the next input beat is a row's first
         issue, issue_left = count("issue"), Signal(range(cfg.max_row + 1))
-        sent = count("sent")
-        drain = Signal(range(self.VAR_LATENCY))
+        drain = Signal(range(max(self.IN_LATENCY, self.VAR_LATENCY)))
         s1 = Signal(signed(s.sum_bits))
         mean = Signal(signed(s.mean_bits))
         stat = Signal(s.stat_bits)                 # Q (AILayerNorm) or var (I-LayerNorm)
+        # The mean's numerator without the sum: length * (2 * offset + 1), registered.
+        len_term = staged((length << (s.in_bits + s.frac + 1)) + length, "len_term")
 
         if s.ai:
             u = Signal(max(s.stat_bits, 17))
             j = Signal(signed(6))
             y0 = Signal(16)
             z_shift = Signal(range(7 + 16))
-            seed = Array(Const(int(v), 16) for v in RSQRT_SEED)
+            seed = Array(Const(int(RSQRT_SEED[i - 16]) if i >= 16 else 0, 16) for i in range(64))
+            scale_bits = 17
         else:
             w = Signal(s.w_bits)
             t = Signal(s.w_bits)
@@ -262,29 +299,52 @@ class LayerNormUnit(wiring.Component):
             div_d = Signal(s.k_bits + s.q_bits - 1)
             div_q = Signal(s.q_bits)
             div_n = Signal(range(max(s.q_bits, s.seed_steps) + 1))
+            div_last = Signal()     # div_n <= 1, registered
+            scale_bits = FACTOR_BITS
+        # The output pass multiplies by the row's scale (rsqrt's y or I-LayerNorm's factor) in
+        # radix 4: its multiples, registered when the pass starts.
+        scale_x = [Signal(signed(scale_bits + 3), name=f"scale_x{n}") for n in (1, 3, -1, -2)]
 
         # ---- control ------------------------------------------------------------------------------
-        row_left = Mux(in_beat == 0, length, in_left)   # a row starts at beat 0 with `length`
-        accept = self.inp.valid & self.inp.ready
+        row_left = Mux(in_first, length, in_left)   # a row starts with `length` channels left
+        # Registered comparisons of the channels left: the beat on `inp` is the row's last
+        # (`in_end`), and which of its lanes are in the row (`in_mask`).
+        len_end, len_mask = staged(length <= L, "len_end"), staged(Cat(length > i for i in range(L)), "len_mask")
+        left_end, left_mask = Signal(), Signal(L)
+        in_end = Mux(in_first, len_end, left_end)
+        in_mask = Mux(in_first, len_mask, left_mask)
+        issue_more = Signal()   # issue_left != 0
+        in_ready = Signal(init=1)   # in state IN, registered
+        m.d.comb += self.inp.ready.eq(in_ready)
+        accept = self.inp.valid & in_ready
         reading = Signal()    # a read of the variance or output pass is issued this cycle
         in_var = Signal()
         in_out = Signal()
         advance = Signal()    # the output pipeline moves: its last stage is empty or being read
+        out_last = Signal()   # the output beat is its row's last
 
         def start_pass():
-            return [issue.eq(0), issue_left.eq(length), sent.eq(0), drain.eq(0)]
+            return [issue.eq(0), issue_left.eq(length), issue_more.eq(length != 0), drain.eq(0)]
 
-        next_issue = [issue.eq(issue + 1), issue_left.eq(Mux(issue_left > L, issue_left - L, 0))]
+        next_issue = [issue.eq(issue + 1), issue_left.eq(Mux(issue_left > L, issue_left - L, 0)),
+                      issue_more.eq(issue_left > L)]
         with m.FSM():
             with m.State("IN"):
-                m.d.comb += self.inp.ready.eq(1)
+                m.d.sync += drain.eq(0)
                 with m.If(accept):
-                    m.d.sync += [in_beat.eq(in_beat + 1), in_left.eq(row_left - L)]
-                    with m.If(row_left <= L):
-                        m.next = "MEAN_LOAD"
+                    m.d.sync += [in_beat.eq(in_beat + 1), in_left.eq(row_left - L), in_first.eq(0),
+                                 left_end.eq(row_left <= 2 * L),
+                                 left_mask.eq(Cat(row_left > L + i for i in range(L)))]
+                    with m.If(in_end):
+                        m.d.sync += in_ready.eq(0)
+                        m.next = "IN_DRAIN"
+            with m.State("IN_DRAIN"):
+                # The last beat's values reach s1 IN_LATENCY cycles after it is accepted.
+                m.d.sync += drain.eq(drain + 1)
+                with m.If(drain == self.IN_LATENCY - 1):
+                    m.next = "MEAN_LOAD"
             with m.State("MEAN_LOAD"):
-                num = (s1 << (s.frac + 1)) + (length << (s.in_bits + s.frac + 1)) + length
-                m.d.sync += mul_load(num, self.mean_mult, self.mean_shift)
+                m.d.sync += mul_load((s1 << (s.frac + 1)) + len_term, self.mean_mult, self.mean_shift)
                 m.next = "MEAN_MUL"
             with m.State("MEAN_MUL"):
                 mul_step("MEAN_DONE")
@@ -292,8 +352,8 @@ class LayerNormUnit(wiring.Component):
                 m.d.sync += [mean.eq(mul_acc - s.offset), stat.eq(0), *start_pass()]
                 m.next = "VAR"
             with m.State("VAR"):
-                m.d.comb += [in_var.eq(1), reading.eq(issue_left != 0)]
-                with m.If(issue_left != 0):
+                m.d.comb += [in_var.eq(1), reading.eq(issue_more)]
+                with m.If(issue_more):
                     m.d.sync += next_issue
                 with m.Else():
                     # The last read's term reaches `stat` VAR_LATENCY cycles after it.
@@ -302,7 +362,8 @@ class LayerNormUnit(wiring.Component):
                         m.next = "STAT_LOAD"
             if s.ai:
                 with m.State("STAT_LOAD"):
-                    m.d.sync += [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul_n.eq(s.norm_steps)]
+                    m.d.sync += [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul_n.eq(s.norm_steps),
+                                 mul_last.eq(s.norm_steps <= 1)]
                     m.next = "NORM"
                 with m.State("NORM"):
                     # u = Q >> 2j (or Q << -2j) in [2**14, 2**16): two bits per cycle.
@@ -310,14 +371,14 @@ class LayerNormUnit(wiring.Component):
                         m.d.sync += [u.eq(u >> 2), j.eq(j + 1)]
                     with m.Elif(u < U_LO):
                         m.d.sync += [u.eq(u << 2), j.eq(j - 1)]
-                    m.d.sync += mul_n.eq(mul_n - 1)
-                    with m.If(mul_n <= 1):
-                        m.next = "MUL1_LOAD"
+                    with m.If(mul_last):
+                        m.next = "SEED"
+                with m.State("SEED"):
+                    m.d.sync += [y0.eq(seed[(u >> 10)[:6]]), z_shift.eq(7 + j)]
+                    m.next = "MUL1_LOAD"
                 with m.State("MUL1_LOAD"):
                     # t1 = round_shift(y0 * y0, 16)
-                    y0_value = seed[((u >> 10) - 16)[:6]]
-                    m.d.sync += [y0.eq(y0_value), z_shift.eq(7 + j),
-                                 *mul_load(y0_value, y0_value, 16, 1 << 15)]
+                    m.d.sync += mul_load(y0, y0, 16, 1 << 15)
                     m.next = "MUL1"
                 with m.State("MUL1"):
                     mul_step("MUL2_LOAD")
@@ -333,31 +394,34 @@ class LayerNormUnit(wiring.Component):
                     m.next = "MUL3"
                 with m.State("MUL3"):
                     mul_step("OUT_LOAD")
+                scale = mul_acc[:17]                         # y of rsqrt
             else:
                 with m.State("STAT_LOAD"):
                     # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
                     # so its factor does not matter.
                     w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
-                    m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(s.seed_steps)]
+                    m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(s.seed_steps),
+                                 div_last.eq(s.seed_steps <= 1)]
                     m.next = "SEED"
                 with m.State("SEED"):
                     # k0 = 2 << (leading_one(w) >> 1), two bits of w per cycle.
                     with m.If(t >= 4):
                         m.d.sync += [t.eq(t >> 2), k.eq(k << 1)]
-                    m.d.sync += div_n.eq(div_n - 1)
-                    with m.If(div_n <= 1):
+                    m.d.sync += [div_n.eq(div_n - 1), div_last.eq(div_n <= 2)]
+                    with m.If(div_last):
                         m.next = "DIV_LOAD"
                 with m.State("DIV_LOAD"):
                     # Each Newton step divides w by k; then the factor is (2**31 - 1) // std.
                     m.d.sync += [div_r.eq(Mux(step == ISQRT_STEPS, FACTOR_DIVIDEND, w)),
-                                 div_d.eq(k << (s.q_bits - 1)), div_q.eq(0), div_n.eq(s.q_bits)]
+                                 div_d.eq(k << (s.q_bits - 1)), div_q.eq(0), div_n.eq(s.q_bits),
+                                 div_last.eq(s.q_bits <= 1)]
                     m.next = "DIV"
                 with m.State("DIV"):
                     # Restoring division, one quotient bit per cycle (the quotient is < 2**q_bits).
                     fits = div_r >= div_d
                     m.d.sync += [div_r.eq(Mux(fits, div_r - div_d, div_r)), div_q.eq(Cat(fits, div_q)),
-                                 div_d.eq(div_d >> 1), div_n.eq(div_n - 1)]
-                    with m.If(div_n <= 1):
+                                 div_d.eq(div_d >> 1), div_n.eq(div_n - 1), div_last.eq(div_n <= 2)]
+                    with m.If(div_last):
                         m.next = "NEWTON"
                 with m.State("NEWTON"):
                     with m.If(step == ISQRT_STEPS):
@@ -366,104 +430,173 @@ class LayerNormUnit(wiring.Component):
                         halfway = (k + div_q) >> 1
                         m.d.sync += [k.eq(Mux(halfway < k, halfway, k)), step.eq(step + 1)]
                         m.next = "DIV_LOAD"
+                scale = div_q[:FACTOR_BITS]                  # factor
             with m.State("OUT_LOAD"):
-                m.d.sync += start_pass()
+                m.d.sync += [*start_pass(), scale_x[0].eq(scale), scale_x[1].eq(scale * 3),
+                             scale_x[2].eq(-scale), scale_x[3].eq(-(scale << 1))]
                 m.next = "OUT"
             with m.State("OUT"):
-                m.d.comb += [in_out.eq(1), reading.eq(advance & (issue_left != 0))]
+                m.d.comb += [in_out.eq(1), reading.eq(advance & issue_more)]
                 with m.If(reading):
                     m.d.sync += next_issue
-                with m.If(self.out.valid & self.out.ready):
-                    m.d.sync += sent.eq(sent + 1)
-                    with m.If((issue_left == 0) & (sent + 1 == issue)):
-                        m.d.sync += [in_beat.eq(0), s1.eq(0)]
-                        m.next = "IN"
+                with m.If(self.out.valid & self.out.ready & out_last):
+                    m.d.sync += [in_beat.eq(0), in_first.eq(1), s1.eq(0), in_ready.eq(1)]
+                    m.next = "IN"
 
         # ---- receive: a = x << alpha into the row buffer, s1 = sum(a) ---------------------------
-        # The alpha plane is read one beat ahead, so that its data matches the beat on `inp`.
-        in_mask = Cat(row_left > i for i in range(L))
-        a_in = []
-        for i in range(L):
-            x = self.inp.payload[i]
-            a_in.append(Mux(in_mask[i], x << plane_rd[0].data[i] if s.ai else x, 0))
+        # Stage 1 holds the accepted beat (lanes past the row masked next), while the alpha plane
+        # is read at its index; stage 2 the masked beat and its alpha; stage 3 a, written to the
+        # row buffer and added to s1 (IN_LATENCY stages).
+        rx_valid = chain(accept, self.IN_LATENCY, "rx_valid")
+        rx_beat = chain(in_beat, self.IN_LATENCY, "rx_beat")
+        rx_x = staged(self.inp.payload, "rx_x", accept)
+        rx_mask = staged(in_mask, "rx_mask", accept)
+        rx_masked = staged(Cat(Mux(rx_mask[i], rx_x[i], 0) for i in range(L)), "rx_masked")
+        rx_masked = data.View(lanes_of(signed(cfg.data_width)), rx_masked)
         if s.ai:
-            m.d.comb += plane_rd[0].addr.eq(Mux(self.inp.ready, in_beat + accept, 0))
-        m.d.comb += [buf_wr.en.eq(accept), buf_wr.addr.eq(in_beat), buf_wr.data.eq(Cat(*a_in))]
-        with m.If(accept):
-            m.d.sync += s1.eq(s1 + sum(a_in))
+            m.d.comb += plane_rd[0].addr.eq(in_beat)
+            rx_alpha = staged(plane_rd[0].data, "rx_alpha")
+            a_value = Cat((rx_masked[i] << rx_alpha[i])[:s.elem_bits] for i in range(L))
+        else:
+            a_value = rx_masked.as_value()
+        a = data.View(lanes_of(signed(s.elem_bits)), staged(a_value, "rx_a"))
+        m.d.comb += [buf_wr.en.eq(rx_valid[-1]), buf_wr.addr.eq(rx_beat[-1]), buf_wr.data.eq(a)]
+        with m.If(rx_valid[-1]):
+            m.d.sync += s1.eq(s1 + ((a[0] + a[1]) + (a[2] + a[3]) if L == 4 else sum(a[i] for i in range(L))))
 
-        # ---- variance pass: stat += sum of squares -----------------------------------------------
+        # ---- variance pass: stat += sum of terms -------------------------------------------------
+        # Stage 1 is the row buffer's data, 2 its register, 3 the centered magnitude, 4..7 the
+        # term (AILayerNorm: exponent, code, compressed square; I-LayerNorm: a square), 8 the
+        # sum of the lanes' terms, which stat adds (VAR_LATENCY stages).
         read_mask = Cat(issue_left > i for i in range(L))
         m.d.comb += [buf_rd.addr.eq(issue), buf_rd.en.eq(in_var | advance)]
-        var_valid = Signal(self.VAR_LATENCY)
-        var_mask = Signal(L)
-        m.d.sync += [var_valid.eq(Cat(in_var & reading, var_valid[:-1])), var_mask.eq(read_mask)]
-        centered = Signal(lanes_of(signed(D_BITS if s.ai else s.elem_bits + 1)))
-        term = Signal(lanes_of(unsigned(32 if s.ai else 16)))
+        var_valid = chain(in_var & reading, self.VAR_LATENCY, "var_valid")
+        var_mask = chain(read_mask, 5, "var_mask")
+        elem_v = data.View(lanes_of(signed(s.elem_bits)), staged(buf_rd.data.as_value(), "var_elem"))
+        terms = []
         for i in range(L):
-            elem = buf_rd.data[i]
             if s.ai:
-                m.d.sync += centered[i].eq(Mux(var_mask[i], (elem << s.frac) - mean, 0))
-                mag = abs(centered[i])
+                # 3: |D|; 4: which of |D| >> b are non-zero; 5: e = max(leading_one(|D|) - (MAG_BITS
+                # - 1), 0); 6: the code of |D| >> e (0 past the row); 7: the compressed square << 2e
+                mag = staged(abs((elem_v[i] << s.frac) - mean)[:D_BITS], f"var_mag_{i}")
+                # mag < 2**15: bits 4..14 in groups of four from bit 4 (e = 4g + 1 + the leading one's
+                # place in group g, the highest non-zero group), else e = 0.
+                assert MAG_BITS == 4 and D_BITS == 16
+                groups = [(4, 8), (8, 12), (12, 15)]
+                nonzero = staged(Cat(mag[lo:hi] != 0 for lo, hi in groups), f"var_groups_{i}")
+                mag4 = staged(mag, f"var_mag4_{i}")
                 e = Const(0, range(D_BITS - MAG_BITS))
-                for b in range(MAG_BITS, D_BITS - 1):
-                    e = Mux(mag[b:] != 0, b - (MAG_BITS - 1), e)
-                code = Cat(e != 0, (mag >> e)[:MAG_BITS])
+                for g, (lo, hi) in enumerate(groups):
+                    place = Const(0, 2)
+                    for b in range(1, hi - lo):
+                        place = Mux(mag4[lo + b], b, place)
+                    e = Mux(nonzero[g], Array(Const(4 * g + 1 + b, 4) for b in range(4))[place], e)
+                e5, mag5 = staged(e, f"var_e5_{i}"), staged(mag4, f"var_mag5_{i}")
+                code = staged(Mux(var_mask[4][i], Cat(e5 != 0, (mag5 >> e5)[:MAG_BITS]), 0), f"var_code_{i}")
+                e6 = staged(e5, f"var_e6_{i}")
                 table = Array(Const(int(v), 2 * MAG_BITS + 2) for v in squares(MAG_BITS))
-                m.d.sync += term[i].eq(table[code] << (e << 1))
+                terms.append(staged((table[code] << (e6 << 1))[:32], f"var_term_{i}"))
             else:
-                m.d.sync += [centered[i].eq(Mux(var_mask[i], elem - mean, 0)),
-                             term[i].eq(centered[i] * centered[i])]
+                # 3: |y| <= 255; 4: masked, and 3|y|; 5: y*y as two sums of radix-4 products
+                mag = staged(abs(elem_v[i] - mean)[:8], f"var_mag_{i}")
+                mag4 = staged(Mux(var_mask[2][i], mag, 0), f"var_mag4_{i}")
+                mag3 = staged(Mux(var_mask[2][i], mag * 3, 0), f"var_mag3_{i}")
+                pps = [Mux(mag4[2 * n + 1], Mux(mag4[2 * n], mag3, mag4 << 1), Mux(mag4[2 * n], mag4, 0))
+                       for n in range(4)]
+                pairs = [staged(pps[n] + (pps[n + 1] << 2), f"var_pair{n}_{i}") for n in (0, 2)]
+                # 6: the square; 7: registered again, in step with AILayerNorm's term
+                square = staged((pairs[0] + (pairs[1] << 4))[:16], f"var_square_{i}")
+                terms.append(staged(square, f"var_term_{i}"))
+        tsum = staged((terms[0] + terms[1]) + (terms[2] + terms[3]) if L == 4 else sum(terms), "var_sum")
         with m.If(var_valid[-1]):
-            m.d.sync += stat.eq(stat + sum(term))
+            m.d.sync += stat.eq(stat + tsum)
 
         # ---- output pass: z, then the affine stage --------------------------------------------
         # Every stage moves only with `advance`; the plane reads are issued at the stage before
-        # their data is used, addressed by the beat index travelling with the data.
+        # their data is registered, addressed by the beat index travelling with the data.
         m.d.comb += advance.eq(~self.out.valid | self.out.ready)
         depth = self.OUT_LATENCY - 1
-        valid = Signal(depth, name="out_stage_valid")
-        masks = [Signal(L, name=f"out_mask_{n}") for n in range(depth)]
-        beat = [Signal.like(issue, name=f"out_beat_{n}") for n in range(depth)]
-        with m.If(advance):
-            m.d.sync += [valid.eq(Cat(in_out & reading, valid[:-1])), masks[0].eq(read_mask), beat[0].eq(issue)]
-            m.d.sync += [masks[n].eq(masks[n - 1]) for n in range(1, depth)]
-            m.d.sync += [beat[n].eq(beat[n - 1]) for n in range(1, depth)]
-        for p, stage in ((1, 3), (2, 4), (3, 4)):
-            m.d.comb += [plane_rd[p].addr.eq(beat[stage - 1]), plane_rd[p].en.eq(advance)]
+        out_first = in_out & reading
+        valid = chain(out_first, depth, "out_stage_valid", advance)
+        masks = chain(read_mask, depth, "out_mask", advance)
+        lasts = chain(out_first & (issue_left <= L), depth, "out_last", advance)
+        beat = [issue] + chain(issue, 8, "out_beat", advance)
+        for p, at in ((1, 7), (2, 8), (3, 9)):
+            # plane p's data is at stage `at`, registered at the next
+            m.d.comb += [plane_rd[p].addr.eq(beat[at - 1]), plane_rd[p].en.eq(advance)]
 
-        if s.ai:
-            scale = mul_acc[:17]                         # y of rsqrt
-            centered_out = Signal(lanes_of(signed(D_BITS)))
-            product = Signal(lanes_of(signed(D_BITS + 18)))
-        else:
-            scale = div_q[:FACTOR_BITS]                  # factor
-            centered_out = Signal(lanes_of(signed(s.elem_bits + 1)))
-            product = Signal(lanes_of(signed(s.elem_bits + 1 + FACTOR_BITS + 1)))
-        z = Signal(lanes_of(signed(Z_BITS)))
-        affine = Signal(lanes_of(signed(Z_BITS + MULT_BITS)))
-        halves = Signal(lanes_of(signed(Z_BITS + MULT_BITS + 2)))
+        def stage(expr, name):
+            return staged(expr, name, advance)
+
+        def radix4(multiplicand, selector, sel_signed):
+            """The products ``digit * multiplicand`` of the radix-4 digits of ``selector`` (low
+            first), from the multiples ``(1, 3, -1, -2) * multiplicand``."""
+            width = len(selector) + len(selector) % 2
+            sel = Cat(selector, selector[-1] if sel_signed else Const(0, 1)) if len(selector) % 2 else selector
+            x1, x3, xn1, xn2 = multiplicand
+            pps = []
+            for n in range(width // 2):
+                d0, d1 = sel[2 * n], sel[2 * n + 1]
+                if sel_signed and n == width // 2 - 1:
+                    pps.append(Mux(d1, Mux(d0, xn1, xn2), Mux(d0, x1, 0)))
+                else:
+                    pps.append(Mux(d1, Mux(d0, x3, x1 << 1), Mux(d0, x1, 0)))
+            return pps
+
+        def pair_sums(pps):
+            """Registered sums of two consecutive radix-4 products: ``p_2g + (p_2g+1 << 2)``."""
+            return [sum(pp << 2 * n for n, pp in enumerate(pps[g:g + 2])) for g in range(0, len(pps), 2)]
+
+        def quad_sums(pairs):
+            """Sums of two consecutive pair sums: ``q_2h + (q_2h+1 << 4)``, at most two of them."""
+            quads = [sum(q << 4 * n for n, q in enumerate(pairs[h:h + 2])) for h in range(0, len(pairs), 2)]
+            assert len(quads) == 2
+            return quads
+
         result = Signal(lanes_of(signed(cfg.data_width)))
+        elem_o = data.View(lanes_of(signed(s.elem_bits)), stage(buf_rd.data.as_value(), "out_elem"))
         for i in range(L):
-            elem = buf_rd.data[i]
+            # 3: D = (a << frac) - mean (y in I-LayerNorm)
+            d = stage((elem_o[i] << s.frac) - mean, f"out_d_{i}")
+            d = d[:D_BITS].as_signed() if s.ai else d[:s.elem_bits + 1].as_signed()
+            # 4: D * scale as sums of pairs of radix-4 products; 5: two partial sums
+            pairs = [stage(v, f"out_dp{n}_{i}") for n, v in enumerate(pair_sums(radix4(scale_x, d, True)))]
+            pa, pb = (stage(v, f"out_dq{n}_{i}") for n, v in enumerate(quad_sums(pairs)))
+            # 6: the product, shifted by 8 * z_shift[3:] (AILayerNorm)
+            product = pa + (pb << 8)
             if s.ai:
-                z_value = (((product[i] << 1) >> z_shift) + 1) >> 1
+                coarse = stage(((product << 1) >> Cat(Const(0, 3), z_shift[3:]))[:26], f"out_coarse_{i}")
+                shifted = coarse.as_signed() >> z_shift[:3]
             else:
-                z_value = (product[i] + (1 << (Z_SHIFT_I - 1))) >> Z_SHIFT_I
-            rounded = (halves[i] + 1) >> 1
+                coarse = stage(product, f"out_coarse_{i}")
+                shifted = coarse >> (Z_SHIFT_I - 1)
+            # 7: z = round_shift(D * scale, z_shift) and -z (floor((s+1)/2) = -floor((~s+1)/2))
+            z = stage(((shifted + 1) >> 1)[:Z_BITS], f"out_z_{i}").as_signed()
+            nz = stage(((~shifted + 1) >> 1)[:Z_BITS], f"out_nz_{i}").as_signed()
+            # 8: 3z; the mult plane's data registered
+            z8, nz8 = stage(z, f"out_z8_{i}"), stage(nz, f"out_nz8_{i}")
+            z3 = stage(z * 3, f"out_z3_{i}")
+            mult = stage(plane_rd[1].data[i], f"out_mult_{i}")
+            # 9: z * mult as sums of pairs of radix-4 products; the bias plane's data registered
+            pairs = [stage(v, f"out_zp{n}_{i}")
+                     for n, v in enumerate(pair_sums(radix4((z8, z3, nz8, nz8 << 1), mult, True)))]
+            bias = stage(plane_rd[2].data[i], f"out_bias_{i}")
+            # 10: two partial sums, the bias in the low one; the shift plane's data registered
+            qa, qb = quad_sums(pairs)
+            qa, qb = stage(qa + bias, f"out_zq0_{i}"), stage(qb, f"out_zq1_{i}")
+            shift10 = stage(plane_rd[3].data[i], f"out_shift10_{i}")
+            # 11: ((z * mult + bias) << 1) >> shift for the shift's high bits; 12: its low bits, rounded
+            coarse2 = stage(((qa + (qb << 8)) << 1) >> Cat(Const(0, 3), shift10[3:]), f"out_coarse2_{i}")
+            shift11 = stage(shift10[:3], f"out_shift11_{i}")
+            rounded = stage(((coarse2 >> shift11) + 1) >> 1, f"out_rounded_{i}")
+            # 13: saturated, and 0 past the row
             with m.If(advance):
-                m.d.sync += [
-                    centered_out[i].eq((elem << s.frac) - mean),
-                    product[i].eq(centered_out[i] * scale),
-                    z[i].eq(z_value),
-                    affine[i].eq(z[i] * plane_rd[1].data[i]),
-                    halves[i].eq(((affine[i] + plane_rd[2].data[i]) << 1) >> plane_rd[3].data[i]),
-                    result[i].eq(Mux(~masks[-1][i], 0,
-                                     Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded)))),
-                ]
+                m.d.sync += result[i].eq(Mux(~masks[-1][i], 0,
+                                             Mux(rounded < INT8_MIN, INT8_MIN,
+                                                 Mux(rounded > INT8_MAX, INT8_MAX, rounded))))
         out_valid = Signal()
         with m.If(advance):
-            m.d.sync += out_valid.eq(valid[-1])
+            m.d.sync += [out_valid.eq(valid[-1]), out_last.eq(lasts[-1])]
         m.d.comb += [self.out.valid.eq(out_valid), self.out.payload.eq(result)]
         return m
 
@@ -472,15 +605,16 @@ def layernorm_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """Cycles a LAYERNORM of ``rows`` rows of ``length`` channels keeps :attr:`LayerNormEngine.busy`
     high.
 
-    ``0`` if ``rows == 0`` or ``length == 0``, else ``4 * ceil(length / L) + 2 +
+    ``0`` if ``rows == 0`` or ``length == 0``, else ``4 * ceil(length / L) + 3 +
     rows * unit_row_cycles(cfg, length)``: the four parameter planes, one beat of ``L`` channels
-    per cycle, the row-mean constants and the first input read, then the rows back to back (the
+    per cycle, the row-mean constants and the first input read and its register, then the rows
+    back to back (the
     last row's last output beat is written in the cycle it leaves the unit). The engine accepts its
     next command in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
-    return 4 * -(-length // cfg.vector_lanes) + 2 + rows * unit_row_cycles(cfg, length)
+    return 4 * -(-length // cfg.vector_lanes) + 3 + rows * unit_row_cycles(cfg, length)
 
 
 class LayerNormEngine(wiring.Component):
@@ -562,74 +696,99 @@ class LayerNormEngine(wiring.Component):
         f_done = Signal()
         o_row, o_base = Signal.like(rows), Signal.like(dst)
         o_chunk, o_left = walker("collect")
-        row_end = unit.out.valid & (o_left <= L)
+        # Registered comparisons: the param walk's, the feeder's and the collector's beat is the
+        # last of its row (`left <= L`), and the feeder's and collector's row is the last.
+        p_end, f_end, o_end = Signal(), Signal(), Signal()
+        f_last_row, o_last_row = Signal(), Signal()
+        len_end = Signal()      # length <= L
+        rows_m2 = Signal.like(rows)     # rows - 2: the row before is the second to last
+        f_wrap = Signal()               # f_chunk == chunks - 1
+        feed_ok = Signal()              # in ROWS with rows left to feed
+        row_end = unit.out.valid & o_end
 
         mk_read = Signal()
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
+                # The command's fields are loaded while idle; a command with work starts.
+                m.d.sync += [
+                    src.eq(instr.src), dst.eq(instr.dst), stride.eq(instr.tile_stride),
+                    rows.eq(instr.rows), rows_m2.eq(instr.rows - 2), length.eq(instr.length),
+                    len_end.eq(instr.length <= L),
+                    p_row.eq(instr.param_addr), p_plane.eq(0), p_beat.eq(0), p_chunk.eq(0),
+                    p_left.eq(instr.length), p_end.eq(instr.length <= L),
+                    f_row.eq(0), f_base.eq(instr.src), f_chunk.eq(0), f_left.eq(instr.length),
+                    f_end.eq(instr.length <= L), f_last_row.eq(instr.rows == 1), f_done.eq(0),
+                    f_wrap.eq(chunks == 1), feed_ok.eq(0),
+                    o_row.eq(0), o_base.eq(instr.dst), o_chunk.eq(0), o_left.eq(instr.length),
+                    o_end.eq(instr.length <= L), o_last_row.eq(instr.rows == 1),
+                ]
                 with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
-                    m.d.sync += [
-                        src.eq(instr.src), dst.eq(instr.dst), stride.eq(instr.tile_stride),
-                        rows.eq(instr.rows), length.eq(instr.length),
-                        p_row.eq(instr.param_addr), p_plane.eq(0), p_beat.eq(0), p_chunk.eq(0),
-                        p_left.eq(instr.length),
-                        f_row.eq(0), f_base.eq(instr.src), f_chunk.eq(0), f_left.eq(instr.length),
-                        f_done.eq(0),
-                        o_row.eq(0), o_base.eq(instr.dst), o_chunk.eq(0), o_left.eq(instr.length),
-                    ]
                     m.next = "PARAMS"
             with m.State("PARAMS"):
-                m.d.sync += [p_beat.eq(p_beat + 1), p_left.eq(p_left - L), p_chunk.eq(p_chunk + 1)]
-                with m.If(p_left <= L):
+                m.d.sync += [p_beat.eq(p_beat + 1), p_left.eq(p_left - L), p_end.eq(p_left <= 2 * L),
+                             p_chunk.eq(p_chunk + 1)]
+                with m.If(p_end):
                     # The plane's last beat; the next plane starts on the next PARAM row.
                     m.d.sync += [p_row.eq(p_row + 1), p_plane.eq(p_plane + 1), p_beat.eq(0),
-                                 p_chunk.eq(0), p_left.eq(length)]
+                                 p_chunk.eq(0), p_left.eq(length), p_end.eq(len_end)]
                     with m.If(p_plane == 3):
                         m.next = "MEAN_CONSTANTS"
                 with m.Elif(p_chunk == chunks - 1):
                     m.d.sync += [p_row.eq(p_row + 1), p_chunk.eq(0)]
             with m.State("MEAN_CONSTANTS"):
                 m.d.comb += mk_read.eq(1)
+                m.d.sync += feed_ok.eq(1)
                 m.next = "ROWS"
             with m.State("ROWS"):
-                with m.If(row_end & (o_row + 1 == rows)):
+                with m.If(row_end & o_last_row):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        # The plane writes and the capture of m, k follow their reads by one cycle.
+        # The PARAM row is registered, then the plane writes follow their reads by two cycles;
+        # the capture of m, k by one.
         reading_params = fsm.ongoing("PARAMS")
         m.d.comb += [self.param_rd.en.eq(reading_params | mk_read), self.param_rd.addr.eq(p_row)]
-        written = Signal()
-        w_plane, w_beat, w_chunk = Signal.like(p_plane), Signal.like(p_beat), Signal.like(p_chunk)
+        written = Signal(2)
+        w_plane = [Signal.like(p_plane, name=f"w_plane_{n}") for n in range(2)]
+        w_beat = [Signal.like(p_beat, name=f"w_beat_{n}") for n in range(2)]
+        w_chunk = [Signal.like(p_chunk, name=f"w_chunk_{n}") for n in range(2)]
         mk_valid = Signal()
-        m.d.sync += [written.eq(reading_params), w_plane.eq(p_plane), w_beat.eq(p_beat),
-                     w_chunk.eq(p_chunk), mk_valid.eq(mk_read)]
-        param_chunks = data.View(chunked(signed(cfg.acc_width)), self.param_rd.data)
-        m.d.comb += [unit.params.en.eq(written), unit.params.plane.eq(w_plane),
-                     unit.params.addr.eq(w_beat), unit.params.data.eq(param_chunks[w_chunk])]
+        param_q = Signal(chunked(signed(cfg.acc_width)))
+        m.d.sync += [written.eq(Cat(reading_params, written[0])), mk_valid.eq(mk_read),
+                     param_q.eq(self.param_rd.data),
+                     w_plane[0].eq(p_plane), w_plane[1].eq(w_plane[0]), w_beat[0].eq(p_beat),
+                     w_beat[1].eq(w_beat[0]), w_chunk[0].eq(p_chunk), w_chunk[1].eq(w_chunk[0])]
+        m.d.comb += [unit.params.en.eq(written[1]), unit.params.plane.eq(w_plane[1]),
+                     unit.params.addr.eq(w_beat[1]), unit.params.data.eq(param_q[w_chunk[1]])]
         with m.If(mk_valid):
             m.d.sync += [unit.mean_mult.eq(self.param_rd.data[0]), unit.mean_shift.eq(self.param_rd.data[1])]
 
-        # Feeder: the read port's data register is the input beat; it holds while the unit waits.
+        # Feeder: a two-stage pipeline moved by `take`: the read port's data register, then the
+        # registered row, whose beat is the unit's input; both hold while the unit waits.
+        read_valid, read_chunk = Signal(), Signal.like(f_chunk)
         in_valid, in_chunk = Signal(), Signal.like(f_chunk)
+        spad_q = Signal(chunked(signed(cfg.data_width)))
         take = ~in_valid | unit.inp.ready
-        feed = take & ~f_done & fsm.ongoing("ROWS")
+        feed = take & feed_ok
         with m.If(take):
-            m.d.sync += [in_valid.eq(feed), in_chunk.eq(f_chunk)]
+            m.d.sync += [read_valid.eq(feed), read_chunk.eq(f_chunk), in_valid.eq(read_valid),
+                         in_chunk.eq(read_chunk), spad_q.eq(self.spad_rd.data)]
         with m.If(feed):
-            m.d.sync += [f_chunk.eq(f_chunk + 1), f_left.eq(f_left - L)]
-            with m.If(f_left <= L):
-                m.d.sync += [f_row.eq(f_row + 1), f_base.eq(src), f_chunk.eq(0), f_left.eq(length)]
-                with m.If(f_row + 1 == rows):
-                    m.d.sync += f_done.eq(1)
-            with m.Elif(f_chunk == chunks - 1):
-                m.d.sync += [f_base.eq(f_base + stride), f_chunk.eq(0)]
+            m.d.sync += [f_chunk.eq(f_chunk + 1), f_left.eq(f_left - L), f_end.eq(f_left <= 2 * L),
+                         f_wrap.eq(f_chunk == chunks - 2)]
+            with m.If(f_end):
+                m.d.sync += [f_row.eq(f_row + 1), f_base.eq(src), f_chunk.eq(0), f_left.eq(length),
+                             f_end.eq(len_end), f_last_row.eq(f_row == rows_m2), f_wrap.eq(chunks == 1)]
+                with m.If(f_last_row):
+                    m.d.sync += [f_done.eq(1), feed_ok.eq(0)]
+            with m.Elif(f_wrap):
+                m.d.sync += [f_base.eq(f_base + stride), f_chunk.eq(0), f_wrap.eq(chunks == 1)]
         m.d.comb += [
             self.spad_rd.en.eq(take),
             self.spad_rd.addr.eq(f_base + f_row),
             unit.inp.valid.eq(in_valid),
-            unit.inp.payload.eq(data.View(chunked(signed(cfg.data_width)), self.spad_rd.data)[in_chunk]),
+            unit.inp.payload.eq(spad_q[in_chunk]),
         ]
 
         # Collector: a tile is written when its last beat arrives, or the row's last beat (the
@@ -638,15 +797,17 @@ class LayerNormEngine(wiring.Component):
         beat = unit.out.payload.as_value()
         m.d.comb += [
             unit.out.ready.eq(1),
-            self.spad_wr.en.eq(unit.out.valid & ((o_chunk == chunks - 1) | (o_left <= L))),
+            self.spad_wr.en.eq(unit.out.valid & ((o_chunk == chunks - 1) | o_end)),
             self.spad_wr.addr.eq(o_base + o_row),
             self.spad_wr.data.eq(Cat(*(Mux(k < o_chunk, held[k].as_value(), Mux(k == o_chunk, beat, 0))
                                        for k in range(chunks)))),
         ]
         with m.If(unit.out.valid):
-            m.d.sync += [held[o_chunk].eq(beat), o_chunk.eq(o_chunk + 1), o_left.eq(o_left - L)]
+            m.d.sync += [held[o_chunk].eq(beat), o_chunk.eq(o_chunk + 1), o_left.eq(o_left - L),
+                         o_end.eq(o_left <= 2 * L)]
             with m.If(row_end):
-                m.d.sync += [o_row.eq(o_row + 1), o_base.eq(dst), o_chunk.eq(0), o_left.eq(length)]
+                m.d.sync += [o_row.eq(o_row + 1), o_base.eq(dst), o_chunk.eq(0), o_left.eq(length),
+                             o_end.eq(len_end), o_last_row.eq(o_row == rows_m2)]
             with m.Elif(o_chunk == chunks - 1):
                 m.d.sync += [o_base.eq(o_base + stride), o_chunk.eq(0)]
         return m
