@@ -47,8 +47,9 @@ class Controller(wiring.Component):
       after an instruction is dispatched, while its engine works, except while a STORE is in flight
       (it may write the program): then the fetch's reads wait until the DMA is idle.
     - An instruction is checked :attr:`CHECK_CYCLES` cycles after its last word arrives: a DECODE
-      cycle registers the checks' results and the scoreboard's row ranges, so that no path runs
-      from the instruction register through the checks to the dispatch in one cycle.
+      cycle registers the checks' sums and the scoreboard's row ranges, a CHECK cycle their
+      compares and the hazards, and a DECIDE cycle acts on them, so that no path runs from the
+      instruction register through the checks to the dispatch in one cycle.
     - The checks run in the order of :class:`vitaccel.isa.ErrorCode`; the first that fails stops
       the run once the instructions in flight have finished: ``done`` rises, STATUS holds the code,
       PC the failing instruction's address, and nothing of the instruction is executed or counted.
@@ -78,8 +79,9 @@ class Controller(wiring.Component):
     the SPAD read and ACC ports.
     """
 
-    #: Cycles from the arrival of an instruction's last word to the end of its check (DECODE, CHECK).
-    CHECK_CYCLES = 2
+    #: Cycles from the arrival of an instruction's last word to the end of its check (DECODE,
+    #: CHECK, DECIDE: the checks' sums, then their compares, are registered before the decision).
+    CHECK_CYCLES = 3
     #: Cycles a vector instruction's range check takes beyond its walk over the tiles of a row
     #: (one per tile): the verdict is registered before it decides (VECTOR_VERDICT).
     VECTOR_CHECK_CYCLES = 1
@@ -115,11 +117,13 @@ class Controller(wiring.Component):
         })
 
     def _checks(self, m, instr, decode):
-        """The error code of ``instr`` (a View of Instruction): the first failing check, or NONE.
+        """``(error, failing)``: the error code of ``instr`` (a View of Instruction), the first
+        failing check or NONE, and whether it is not NONE.
 
-        Each check is registered in the cycle ``decode`` is high (DECODE), except that REQUANT's
-        exponent room, ``(param_rows - exp_addr) * cols``, is registered there and compared with
-        ``rows`` after it; the code is valid from the next cycle (CHECK), while ``instr`` holds.
+        The sums the checks compare (range ends, REQUANT's exponent room ``(param_rows - exp_addr)
+        * cols``) and the other checks' results are registered in the cycle ``decode`` is high
+        (DECODE); the compares follow, so the code is valid from the next cycle (CHECK), while
+        ``instr`` holds.
         """
         cfg = self.cfg
         raw_op = instr.as_value()[:8]
@@ -137,40 +141,39 @@ class Controller(wiring.Component):
         if align:
             aligned = (dma.dram_addr[:align] == 0) & (dma.dram_stride[:align] == 0)
 
-        def fits(base, count, depth):
-            return (base + count) <= depth
-
-        dma_end = dma.local_addr + dma.rows     # compared with each memory's depth, then chosen
-        dma_fits = Mux(dma.mem == LocalMemory.SPAD, dma_end <= cfg.spad_rows,
-                       Mux(dma.mem == LocalMemory.ACC, dma_end <= cfg.acc_rows, dma_end <= cfg.param_rows))
         mm, rq = instr.matmul, instr.requant
-        fits_now = Signal()
-        with m.Switch(op):
-            with m.Case(Opcode.LOAD, Opcode.STORE):
-                m.d.comb += fits_now.eq(dma_fits)
-            with m.Case(Opcode.MATMUL):
-                m.d.comb += fits_now.eq(fits(mm.a_addr, mm.rows, cfg.spad_rows)
-                                        & fits(mm.b_addr, cfg.rows, cfg.spad_rows)
-                                        & fits(mm.c_addr, mm.rows, cfg.acc_rows))
-            with m.Case(Opcode.REQUANT):
-                m.d.comb += fits_now.eq(fits(rq.acc_addr, rq.rows, cfg.acc_rows)
-                                        & fits(rq.spad_addr, rq.rows, cfg.spad_rows)
-                                        & fits(rq.param_addr, 3, cfg.param_rows))
-            with m.Default():
-                m.d.comb += fits_now.eq(1)
-
+        # The end rows (exclusive) of the ranges, registered in DECODE, compared in CHECK.
+        ends = {name: Signal(18, name=f"{name}_end_r") for name in
+                ("dma", "mm_a", "mm_b", "mm_c", "rq_acc", "rq_spad", "rq_param")}
+        sums = {"dma": dma.local_addr + dma.rows, "mm_a": mm.a_addr + mm.rows, "mm_b": mm.b_addr + cfg.rows,
+                "mm_c": mm.c_addr + mm.rows, "rq_acc": rq.acc_addr + rq.rows, "rq_spad": rq.spad_addr + rq.rows,
+                "rq_param": rq.param_addr + 3}
         # ceil(rows / cols) <= param_rows - exp_addr, without a divider: rows <= room * cols.
         room_ok, room = Signal(), Signal(range(cfg.param_rows * cfg.cols + 1))
-        bad_op, bad_mem, misaligned, fits_r, needs_room = Signal(), Signal(), Signal(), Signal(), Signal()
+        bad_op, bad_mem, misaligned, needs_room = Signal(), Signal(), Signal(), Signal()
         with m.If(decode):
+            m.d.sync += [ends[name].eq(value) for name, value in sums.items()]
             m.d.sync += [
                 bad_op.eq(~legal_op), bad_mem.eq(is_dma & ~legal_mem), misaligned.eq(is_dma & ~aligned),
-                fits_r.eq(fits_now),
                 needs_room.eq((op == Opcode.REQUANT) & rq.row_shift),
                 room_ok.eq(rq.exp_addr <= cfg.param_rows),
                 room.eq((cfg.param_rows - rq.exp_addr[:len(room)]) * cfg.cols),
             ]
-        in_range = fits_r & (~needs_room | (room_ok & (rq.rows <= room)))
+        in_range = Signal()
+        with m.Switch(op):
+            with m.Case(Opcode.LOAD, Opcode.STORE):
+                m.d.comb += in_range.eq(Mux(dma.mem == LocalMemory.SPAD, ends["dma"] <= cfg.spad_rows,
+                                            Mux(dma.mem == LocalMemory.ACC, ends["dma"] <= cfg.acc_rows,
+                                                ends["dma"] <= cfg.param_rows)))
+            with m.Case(Opcode.MATMUL):
+                m.d.comb += in_range.eq((ends["mm_a"] <= cfg.spad_rows) & (ends["mm_b"] <= cfg.spad_rows)
+                                        & (ends["mm_c"] <= cfg.acc_rows))
+            with m.Case(Opcode.REQUANT):
+                m.d.comb += in_range.eq((ends["rq_acc"] <= cfg.acc_rows) & (ends["rq_spad"] <= cfg.spad_rows)
+                                        & (ends["rq_param"] <= cfg.param_rows)
+                                        & (~needs_room | (room_ok & (rq.rows <= room))))
+            with m.Default():
+                m.d.comb += in_range.eq(1)
 
         error = Signal(ErrorCode)
         with m.If(bad_op):
@@ -181,7 +184,9 @@ class Controller(wiring.Component):
             m.d.comb += error.eq(ErrorCode.MISALIGNED)
         with m.Elif(~in_range):
             m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
-        return error
+        # Whether any check fails, without the priority encoder.
+        failing = bad_op | bad_mem | misaligned | ~in_range
+        return error, failing
 
     def _vector_checks(self, m, instr, decode, start):
         """LOCAL_RANGE and ROW_LENGTH of a vector instruction, over several cycles.
@@ -287,7 +292,8 @@ class Controller(wiring.Component):
         received = Signal(range(fetch_words + 1))
         fetch_addr = Signal(cfg.addr_bits)
         decoding = Signal()
-        error_now = self._checks(m, instr, decoding)    # from checks registered in DECODE
+        error_now, failing = self._checks(m, instr, decoding)    # from checks registered in DECODE
+        error_r, failed = Signal(ErrorCode), Signal()   # ... and registered in CHECK
         op = instr.end.opcode
         rows = Signal(16)
         with m.Switch(op):
@@ -383,8 +389,10 @@ class Controller(wiring.Component):
         with m.If(self.matmul_cmd.valid & self.matmul_cmd.ready):
             m.d.sync += [mm_a_lo.eq(new_a[0]), mm_a_hi.eq(new_a[1]), mm_b_lo.eq(new_b[0]), mm_b_hi.eq(new_b[1])]
 
+        more = Signal()     # issued != fetch_words, registered
+
         def fetch_at(addr):
-            m.d.sync += [pc.eq(addr), fetch_addr.eq(addr), issued.eq(0), received.eq(0)]
+            m.d.sync += [pc.eq(addr), fetch_addr.eq(addr), issued.eq(0), received.eq(0), more.eq(1)]
             m.next = "FETCH"
 
         def next_instruction():
@@ -406,12 +414,13 @@ class Controller(wiring.Component):
             with m.State("FETCH"):
                 m.d.comb += [
                     # A STORE in flight may be writing the words about to be fetched.
-                    self.mem.cmd_valid.eq((issued != fetch_words) & ~(self.dma_busy & dma_store)),
+                    self.mem.cmd_valid.eq(more & ~(self.dma_busy & dma_store)),
                     self.mem.cmd_addr.eq(fetch_addr),
                     self.mem.rsp_ready.eq(1),
                 ]
                 with m.If(self.mem.cmd_valid & self.mem.cmd_ready):
-                    m.d.sync += [issued.eq(issued + 1), fetch_addr.eq(fetch_addr + cfg.bus_bytes)]
+                    m.d.sync += [issued.eq(issued + 1), fetch_addr.eq(fetch_addr + cfg.bus_bytes),
+                                 more.eq(issued + 1 != fetch_words)]
                 with m.If(self.mem.rsp_valid):
                     if bus == INSTR_BITS:
                         m.d.sync += instr.eq(self.mem.rsp_data)
@@ -441,9 +450,13 @@ class Controller(wiring.Component):
                 m.d.sync += [
                     raw.eq(meet(new_a, (load_lo, load_hi)) | meet(new_b, (load_lo, load_hi))),
                     war.eq(meet(new_load, (mm_a_lo, mm_a_hi)) | meet(new_load, (mm_b_lo, mm_b_hi))),
+                    error_r.eq(error_now), failed.eq(failing),
                 ]
-                with m.If(error_now != ErrorCode.NONE):
-                    m.d.sync += error.eq(error_now)
+                m.next = "DECIDE"
+
+            with m.State("DECIDE"):
+                with m.If(failed):
+                    m.d.sync += error.eq(error_r)
                     m.next = "STOP"
                 with m.Elif(op == Opcode.END):
                     m.next = "STOP"

@@ -69,7 +69,7 @@ def test_whole_model_on_the_rtl(binary, digits):
 
 def test_instruction_formulas():
     cfg = preset("default")       # 32-bit bus: 4 fetch reads; SPAD rows 3 words, ACC rows 12
-    fetch = 4 + 2 + 2             # reads, latency 2, decode and check; dispatch takes 2 more
+    fetch = 4 + 2 + 3             # reads, latency 2, decode, check and decide; dispatch takes 2 more
 
     def cost(op, **fields):
         return instruction_cost(cfg, encode(op, **fields), mem_latency=2)
