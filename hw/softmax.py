@@ -94,12 +94,12 @@ class SoftmaxUnit(wiring.Component):
     #: Cycles from accepting a row's last input beat until the read side may start on it.
     FILL = 4
     #: Pipeline stage (cycles after a buffer read) of the exponential: ``k`` (E2Softmax) or ``E``.
-    EXP_STAGE = 11
+    EXP_STAGE = 12
     #: Stage at which a beat's lane sum is added to the row sum (the row sum is final one cycle
     #: later); the leading one, the table index and ``R`` then take three cycles.
-    SUM_STAGE = 13
+    SUM_STAGE = 14
     #: Cycles from a normalizing buffer read to the output beat it produces.
-    PIPELINE = 15
+    PIPELINE = 16
     #: Cycles per row beyond the ``2 * B`` buffer reads: the reads pause between the two passes
     #: until ``R`` (ready 3 cycles after the row sum) arrives in time for the first normalizing
     #: beat at the exponential stage: ``SUM_STAGE + 3 - EXP_STAGE``.
@@ -203,10 +203,11 @@ class SoftmaxUnit(wiring.Component):
         # ---- read and normalize: one pipeline, stalled as a whole by output back-pressure ----
         # tags[k] describes the beat read k cycles earlier (when advancing): its stage-k registers
         # hold 1 the block RAM data, 2 x, 3 a = max - x, 4 the radix-4 partial products of
-        # a * mult, 5 their pair sums, 6 d * mult, 7 its shift, 8 u, 9 t, 10 and 11 the exponential
-        # (k or E), 12 w and the lane pair sums of E, 13 the prefix sums of w and the beat's sum
-        # of E (added to the row sum in that cycle), 14 the rounded running sums and 15 the output.
-        # The row sum's normalizer follows the row's last summing beat in tags[14 .. 16].
+        # a * mult, 5 their pair sums, 6 d * mult, 7 and 8 its shift (by multiples of 8, then by
+        # the rest), 9 u, 10 t, 11 and 12 the exponential
+        # (k or E), 13 w and the lane pair sums of E, 14 the prefix sums of w and the beat's sum
+        # of E (added to the row sum in that cycle), 15 the rounded running sums and 16 the output.
+        # The row sum's normalizer follows the row's last summing beat in tags[15 .. 17].
         tag = data.StructLayout({"valid": 1, "norm": 1, "first": 1, "last": 1, "live": lanes})
         n_tags = max(self.PIPELINE, self.SUM_STAGE + 3) + 1
         tags = [Signal(tag, name=f"tag_{k}") for k in range(n_tags)]
@@ -219,7 +220,7 @@ class SoftmaxUnit(wiring.Component):
         rd_first = Signal(init=1)
         rd_left = Signal(range(cfg.max_row + 1))   # elements of the row from this beat on
         issue = Signal()
-        last_beat = rd_left <= lanes
+        last_beat = Signal()                       # rd_left <= lanes
         m.d.comb += [
             tags[0].valid.eq(issue),
             tags[0].first.eq(rd_first),
@@ -229,11 +230,13 @@ class SoftmaxUnit(wiring.Component):
             buf_rd.addr.eq(Cat(rd_beat, rb)),
         ]
         with m.If(~issue):
-            m.d.sync += rd_left.eq(self.length)
+            m.d.sync += [rd_left.eq(self.length), last_beat.eq(self.length <= lanes)]
         with m.If(advance & issue):
-            m.d.sync += [rd_beat.eq(rd_beat + 1), rd_left.eq(rd_left - lanes), rd_first.eq(0)]
+            m.d.sync += [rd_beat.eq(rd_beat + 1), rd_left.eq(rd_left - lanes), rd_first.eq(0),
+                         last_beat.eq(rd_left <= 2 * lanes)]
             with m.If(last_beat):
-                m.d.sync += [rd_beat.eq(0), rd_left.eq(self.length), rd_first.eq(1)]
+                m.d.sync += [rd_beat.eq(0), rd_left.eq(self.length), rd_first.eq(1),
+                             last_beat.eq(self.length <= lanes)]
 
         this_full = Mux(rb, full[1], full[0])
         other_full = Mux(rb, full[0], full[1])
@@ -281,6 +284,7 @@ class SoftmaxUnit(wiring.Component):
             pp = [Signal(signed(MULT_BITS + 2), name=f"pp_{j}_{i}") for i in range(4)]
             pair = [Signal(signed(MULT_BITS + 5), name=f"pair_{j}_{i}") for i in range(2)]
             product = Signal(signed(9 + MULT_BITS), name=f"product_{j}")
+            coarse = Signal(signed(10 + MULT_BITS), name=f"coarse_{j}")
             shifted = Signal(signed(10 + MULT_BITS), name=f"shifted_{j}")
             u = Signal(signed(LOG_FRAC + 7), name=f"u_{j}")
             t = Signal(signed(LOG_FRAC + 8), name=f"t_{j}")
@@ -294,7 +298,8 @@ class SoftmaxUnit(wiring.Component):
                     pair[0].eq(pp[0] + (pp[1] << 2)),
                     pair[1].eq(pp[2] + (pp[3] << 2)),
                     product.eq(pair[0] + (pair[1] << 4)),   # d * mult
-                    shifted.eq((product << 1) >> self.shift),
+                    coarse.eq((product << 1) >> (self.shift[3:] << 3)),
+                    shifted.eq(coarse >> self.shift[:3]),
                     # round_shift(p, s) == ((2p >> s) + 1) >> 1, s == 0 included; clamp at
                     # -LOG_RANGE: ((2p >> s) + 1) >> 1 < floor exactly when 2p >> s < 2 floor - 1.
                     u.eq(Mux(shifted < 2 * floor - 1, floor, (shifted + 1) >> 1)),
@@ -302,7 +307,7 @@ class SoftmaxUnit(wiring.Component):
                 ]
             results.append(self._exponential(m, advance, t, tags, j))
 
-        # Stages 12 and 13: the beat's sum of the exponentials; the row sum (first read pass).
+        # Stages 13 and 14: the beat's sum of the exponentials; the row sum (first read pass).
         s = self.SUM_STAGE
         total = Signal(EXP_BITS + 1 + (cfg.max_row - 1).bit_length())  # S <= max_row * 2**15
         exps = [e for e, _ in results]
@@ -340,39 +345,39 @@ class SoftmaxUnit(wiring.Component):
             with m.If(sum_done[2]):
                 # n - 8 = (n - RECIP_BITS) - 1: the exponent of the mantissas' step.
                 m.d.sync += [recip_r.eq(recip_rd.data), row_exp.eq(lead - 1)]
-        # Stage 12 -> 13: prefix sums of w within the beat (a tree of adders, one cycle).
+        # Stage 13 -> 14: prefix sums of w within the beat (a tree of adders, one cycle).
         weights = [w(recip_r) for _, w in results]
         prefix = [Signal(weights[0].shape().width + levels, name=f"prefix_{j}") for j in range(lanes)]
         with m.If(advance):
             m.d.sync += [p.eq(v) for p, v in zip(prefix, _prefix_sums(weights))]
 
-        # Stage 13 -> 14: the running sums with the 23-bit carry, c = 2**22 at the row start: their
+        # Stage 14 -> 15: the running sums with the 23-bit carry, c = 2**22 at the row start: their
         # bits from 2**23 up (modulo 2**9: mantissas are 0 .. 129 before saturation) and the carry.
         carry = Signal(_STEP)
-        start = Mux(tags[13].first, 1 << (_STEP - 1), carry)
+        start = Mux(tags[self.PIPELINE - 2].first, 1 << (_STEP - 1), carry)
         sums = [start + p for p in prefix]
         steps = [Signal(9, name=f"rounded_{j}") for j in range(lanes)]
         with m.If(advance):
             m.d.sync += [r.eq(v >> _STEP) for r, v in zip(steps, sums)]
-            with m.If(tags[13].valid & tags[13].norm):
+            with m.If(tags[self.PIPELINE - 2].valid & tags[self.PIPELINE - 2].norm):
                 m.d.sync += carry.eq(sums[-1][:_STEP])
 
-        # Stage 14 -> 15: the mantissas, differences of the rounded running sums, saturated.
+        # Stage 15 -> 16: the mantissas, differences of the rounded running sums, saturated.
         with m.If(advance):
             for j in range(lanes):
                 step = (steps[j] - (steps[j - 1] if j else 0))[:9]
                 m.d.sync += self.probs.payload.mant[j].eq(Mux(step > 127, 127, step))
             m.d.sync += self.probs.payload.row_exp.eq(row_exp)
         m.d.comb += [
-            self.probs.valid.eq(tags[15].valid & tags[15].norm),
-            self.probs.payload.last.eq(tags[15].last),
+            self.probs.valid.eq(tags[self.PIPELINE].valid & tags[self.PIPELINE].norm),
+            self.probs.payload.last.eq(tags[self.PIPELINE].last),
         ]
         return m
 
     def _exponential(self, m, advance, t, tags, j):
-        """Stages 10 and 11 of lane ``j``: from ``t`` (log2 domain, stage 9) to the exponential at
-        stage 11. Returns ``E`` (from the stage-11 registers, zero on lanes past the row) and a
-        function of ``R`` giving ``w = E * R`` (registered at stage 12)."""
+        """Stages 11 and 12 of lane ``j``: from ``t`` (log2 domain, stage 10) to the exponential at
+        stage 12. Returns ``E`` (from the stage-12 registers, zero on lanes past the row) and a
+        function of ``R`` giving ``w = E * R`` (registered at stage 13)."""
         live = tags[self.EXP_STAGE].live[j]
         if self._cfg.softmax == "e2softmax":
             # k = min(-round_shift(t, 8), 15), -round_shift(t, 8) = (127 - t) >> 8;

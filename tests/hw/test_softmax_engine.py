@@ -126,10 +126,10 @@ def test_sequence_of_commands(name, changes, seed, softmax):
 
 def test_cycle_formula():
     cfg = preset("default")
-    assert (SoftmaxUnit.LATENCY, SoftmaxUnit.ROW_OVERHEAD) == (25, 5)
+    assert (SoftmaxUnit.LATENCY, SoftmaxUnit.ROW_OVERHEAD) == (26, 5)
     assert softmax_beats(cfg, 197) == 50
     assert softmax_cycles(cfg, 0, 197) == softmax_cycles(cfg, 197, 0) == 0
-    assert softmax_cycles(cfg, 197, 197) == 197 * (2 * 50 + 5) + 50 + 21
+    assert softmax_cycles(cfg, 197, 197) == 197 * (2 * 50 + 5) + 50 + 22
 
 
 @pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
