@@ -4,7 +4,7 @@ This is the top of the hardware (docs/architecture.md, "The machine"); ``hw/gene
 into Verilog and board tops wrap it.
 """
 
-from amaranth.hdl import Const, Module, Mux, Value
+from amaranth.hdl import Const, Module, Mux, Signal, Value
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,9 +40,14 @@ def _share(m, target, sources, *, registered=False):
     for name, member in sources[0][1].signature.members.items():
         if member.flow == Out:
             width = len(Value.cast(getattr(target, name)))
+            # Pairs of sources in one LUT4 each, kept (ABC would otherwise fold the selects and
+            # the memory's own enable logic into mux trees six levels deep), then their OR.
+            terms = [Mux(select, Value.cast(getattr(source, name)), 0) for select, source in sources]
             merged = Const(0, width)
-            for select, source in sources:
-                merged = merged | Mux(select, Value.cast(getattr(source, name)), 0)
+            for k in range(0, len(terms), 2):
+                pair = Signal(width, name=f"{name}_pair{k // 2}", attrs={"keep": 1})
+                m.d.comb += pair.eq(terms[k] | (terms[k + 1] if k + 1 < len(terms) else 0))
+                merged = merged | pair
             domain += Value.cast(getattr(target, name)).eq(merged)
         else:
             for _, source in sources:
