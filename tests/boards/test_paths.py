@@ -1,0 +1,40 @@
+"""benchmarks/paths.py on a small synthesized design: it finds the register-to-register paths and
+names their source lines."""
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+from amaranth.back import rtlil
+from amaranth.hdl import Module, Signal
+
+from vitaccel.boards.build import tool_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _paths_module():
+    spec = importlib.util.spec_from_file_location("paths", ROOT / "benchmarks" / "paths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paths_ranks_a_deep_path_above_a_shallow_one(tmp_path):
+    m = Module()
+    a, b, deep, shallow, x = Signal(16), Signal(16), Signal(16), Signal(16), Signal(16)
+    m.d.sync += [a.eq(a + x), b.eq(b ^ x)]
+    m.d.sync += deep.eq((a * b)[:16])          # a 16x16 LUT multiplier (no DSPs with -nodsp)
+    m.d.sync += shallow.eq(a ^ b)
+    (tmp_path / "t.il").write_text(rtlil.convert(m, ports=[x, deep, shallow]))
+    subprocess.run([tool_env()["YOSYS"], "-q", "-p", "read_rtlil t.il; synth_ecp5 -nodsp -top top; write_json t.json"],
+                   cwd=tmp_path, check=True)
+    paths = _paths_module()
+    endpoints, names, loops = paths.analyse(json.loads((tmp_path / "t.json").read_text()))
+    assert not loops and endpoints
+    worst_ns, worst_cell, _, worst_path = endpoints[0]
+    assert worst_ns > 5 and len(worst_path) > 4, "the multiplier is the deepest path"
+    assert "test_paths.py" in names.get(worst_path[0][0], ""), "named by the source line of its start"
+    shallow_ends = [ns for ns, cell, _, path in endpoints if len(path) == 2]
+    assert shallow_ends and max(shallow_ends) < worst_ns
