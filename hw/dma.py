@@ -180,15 +180,15 @@ class DMA(wiring.Component):
         with m.Elif(gen_go):
             m.d.sync += [skid_valid.eq(1), skid_addr.eq(c_addr), skid_wdata.eq(gen_wdata)]
 
+        def walk_start(left, word, last, more):
+            """A row/word walk's registers at the command: all its rows to go, word 0."""
+            return [left.eq(instr.rows), word.eq(0),
+                    last.eq(Mux(instr.mem == LocalMemory.SPAD, spad_words == 1, acc_words == 1)),
+                    more.eq(instr.rows != 0)]
+
         with m.If(accept):
-            m.d.sync += [
-                c_left.eq(instr.rows),
-                c_word.eq(0),
-                c_last.eq(Mux(instr.mem == LocalMemory.SPAD, spad_words == 1, acc_words == 1)),
-                c_more.eq(instr.rows != 0),
-                c_addr.eq(instr.dram_addr),
-                c_base.eq(instr.dram_addr),
-            ]
+            m.d.sync += walk_start(c_left, c_word, c_last, c_more)
+            m.d.sync += [c_addr.eq(instr.dram_addr), c_base.eq(instr.dram_addr)]
         with m.Elif(gen_go):
             with m.If(c_last):
                 m.d.sync += [
@@ -232,12 +232,7 @@ class DMA(wiring.Component):
                 m.d.sync += [busy.eq(0), loading.eq(0)]
 
         with m.If(accept):
-            m.d.sync += [
-                r_left.eq(instr.rows),
-                r_word.eq(0),
-                r_last.eq(Mux(instr.mem == LocalMemory.SPAD, spad_words == 1, acc_words == 1)),
-                r_more.eq(instr.rows != 0),
-            ]
+            m.d.sync += walk_start(r_left, r_word, r_last, r_more)
         row_done = rsp_valid & r_last
         m.d.sync += [
             wr_spad.eq(row_done & sel_spad),
