@@ -186,19 +186,17 @@ class DMA(wiring.Component):
                     last.eq(Mux(instr.mem == LocalMemory.SPAD, spad_words == 1, acc_words == 1)),
                     more.eq(instr.rows != 0)]
 
+        def walk_next_row(left, word, last, more):
+            """A walk's registers after the last word of a row."""
+            return [word.eq(0), last.eq(one_word), left.eq(left - 1), more.eq(left != 1)]
+
         with m.If(accept):
             m.d.sync += walk_start(c_left, c_word, c_last, c_more)
             m.d.sync += [c_addr.eq(instr.dram_addr), c_base.eq(instr.dram_addr)]
         with m.Elif(gen_go):
             with m.If(c_last):
-                m.d.sync += [
-                    c_word.eq(0),
-                    c_last.eq(one_word),
-                    c_left.eq(c_left - 1),
-                    c_more.eq(c_left != 1),
-                    c_base.eq(c_base + stride),
-                    c_addr.eq(c_base + stride),
-                ]
+                m.d.sync += walk_next_row(c_left, c_word, c_last, c_more)
+                m.d.sync += [c_base.eq(c_base + stride), c_addr.eq(c_base + stride)]
             with m.Else():
                 m.d.sync += [
                     c_word.eq(c_word + 1),
@@ -242,12 +240,7 @@ class DMA(wiring.Component):
         with m.If(rsp_valid):
             m.d.sync += asm.eq(Cat(asm[bus:], rsp_data))
             with m.If(r_last):
-                m.d.sync += [
-                    r_word.eq(0),
-                    r_last.eq(one_word),
-                    r_left.eq(r_left - 1),
-                    r_more.eq(r_left != 1),
-                ]
+                m.d.sync += walk_next_row(r_left, r_word, r_last, r_more)
             with m.Else():
                 m.d.sync += [r_word.eq(r_word + 1), r_last.eq(r_word + 1 == last_word)]
 
