@@ -148,8 +148,9 @@ BOARD_CONFIGS = {
     # The `default` preset: 144 + 8 of the 156 MULT18X18D (the vector units multiply in LUTs).
     "ulx3s-85f": preset("default"),
     # The iCE40UP5K's 8 DSPs hold a 2x2 array (4) and one requant lane (3 SB_MAC16); its 30 EBR hold
-    # these memories (SPAD 1, ACC 4, PARAM 4 blocks) and the board top's 4 KiB (8 blocks). The
-    # vector units need more multipliers than are left: see check_fit.
+    # these memories (SPAD 1, ACC 4, PARAM 4 blocks) and the board top's 4 KiB (8 blocks). Its 5,280
+    # LUTs, which check_fit does not model, are another matter: the vector units alone take about
+    # 3,200 LUT4 at one lane (benchmarks/nonlinear.py), before their engines, the DMA and the rest.
     "icebreaker": AccelConfig(
         name="icebreaker", rows=2, cols=2, spad_rows=256, acc_rows=256, param_rows=16, bus_bits=16,
         requant_lanes=1, vector_lanes=1, max_row=256),
@@ -196,12 +197,14 @@ def vector_lane_multipliers(cfg: AccelConfig) -> list[tuple[int, int]]:
     LayerNorm and GELU variants and of the residual add, as each unit's docstring lists them
     (hw/softmax.py, hw/layernorm.py, hw/gelu.py, hw/residual.py)."""
     mb = cfg.mult_bits
+    # Softmax's d * mult, LayerNorm's products and the residual add's are radix-4 or nibble
+    # partial products summed in LUTs (pipelined for timing): no DSP is inferred for them.
     per_variant = {
-        "e2softmax": [(9, 16)], "shiftmax": [(9, 16), (16, 15)],
-        "ailayernorm": [(16, 17), (18, mb)], "i_layernorm": [(9, 9), (9, 23), (18, mb)],
+        "e2softmax": [], "shiftmax": [(16, 15)],
+        "ailayernorm": [], "i_layernorm": [],
         "table": [], "shift": [(9, mb), (16, 15), (8, 16), (24, mb)],
     }
-    return per_variant[cfg.softmax] + per_variant[cfg.layernorm] + per_variant[cfg.gelu] + [(8, mb)] * 2
+    return per_variant[cfg.softmax] + per_variant[cfg.layernorm] + per_variant[cfg.gelu]
 
 
 def resource_need(device: Device, cfg: AccelConfig, mem_bytes: int = 0) -> dict:

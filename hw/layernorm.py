@@ -432,7 +432,7 @@ class LayerNormUnit(wiring.Component):
                         m.next = "DIV_LOAD"
                 scale = div_q[:FACTOR_BITS]                  # factor
             with m.State("OUT_LOAD"):
-                m.d.sync += [*start_pass(), scale_x[0].eq(scale), scale_x[1].eq(scale * 3),
+                m.d.sync += [*start_pass(), scale_x[0].eq(scale), scale_x[1].eq((scale << 1) + scale),
                              scale_x[2].eq(-scale), scale_x[3].eq(-(scale << 1))]
                 m.next = "OUT"
             with m.State("OUT"):
@@ -500,7 +500,7 @@ class LayerNormUnit(wiring.Component):
                 # 3: |y| <= 255; 4: masked, and 3|y|; 5: y*y as two sums of radix-4 products
                 mag = staged(abs(elem_v[i] - mean)[:8], f"var_mag_{i}")
                 mag4 = staged(Mux(var_mask[2][i], mag, 0), f"var_mag4_{i}")
-                mag3 = staged(Mux(var_mask[2][i], mag * 3, 0), f"var_mag3_{i}")
+                mag3 = staged(Mux(var_mask[2][i], (mag << 1) + mag, 0), f"var_mag3_{i}")
                 pps = [Mux(mag4[2 * n + 1], Mux(mag4[2 * n], mag3, mag4 << 1), Mux(mag4[2 * n], mag4, 0))
                        for n in range(4)]
                 pairs = [staged(pps[n] + (pps[n + 1] << 2), f"var_pair{n}_{i}") for n in (0, 2)]
@@ -575,7 +575,7 @@ class LayerNormUnit(wiring.Component):
             nz = stage(((~shifted + 1) >> 1)[:Z_BITS], f"out_nz_{i}").as_signed()
             # 8: 3z; the mult plane's data registered
             z8, nz8 = stage(z, f"out_z8_{i}"), stage(nz, f"out_nz8_{i}")
-            z3 = stage(z * 3, f"out_z3_{i}")
+            z3 = stage((z << 1) + z, f"out_z3_{i}")
             mult = stage(plane_rd[1].data[i], f"out_mult_{i}")
             # 9: z * mult as sums of pairs of radix-4 products; the bias plane's data registered
             pairs = [stage(v, f"out_zp{n}_{i}")
