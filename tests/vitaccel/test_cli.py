@@ -38,7 +38,7 @@ def test_user_errors_are_one_line(argv, message, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["estimate", "--board", "nope"], "unknown board 'nope'"),
     (["build", "--board", "arty-a7-35", "--config", "default", "-o", "x"],
-     "config 'default' does not fit arty-a7-35: it needs 172 DSP48E1"),
+     "config 'default' does not fit arty-a7-35: it needs 152 DSP48E1"),
     (["simulate", "--model", "missing.npz"], "'missing.npz' is neither a built-in model"),
     (["compile", "--model", "tiny-digits", "--config", "nope", "-o", "x"], "unknown config 'nope'"),
 ])
