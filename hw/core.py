@@ -5,7 +5,7 @@ into Verilog and board tops wrap it.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, Value
-from amaranth.lib import memory, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
@@ -17,6 +17,7 @@ from .gelu import GeluEngine
 from .interfaces import checked_config, CsrBusSignature, MemoryPortSignature, acc_row, spad_row
 from .layernorm import LayerNormEngine
 from .matmul import MatmulEngine
+from .memories import SharedMemory
 from .requant import RequantEngine
 from .residual import ResidualAddEngine
 from .softmax import SoftmaxEngine
@@ -27,16 +28,14 @@ __all__ = ["Core", "MIN_COLS"]
 MIN_COLS = 4
 
 
-def _share(m, target, sources, *, registered=False):
+def _share(m, target, sources):
     """Connect ``target`` (a port interface) to the one of ``sources`` that is selected.
 
     ``sources`` is a list of ``(select, interface)``; at most one ``select`` is high in a cycle. The
     members the sources drive reach ``target`` through an AND-OR multiplexer (zero when none is
     selected): two LUT levels for six sources, where a priority chain would take one per source.
-    With ``registered`` they reach it a cycle later, through flip-flops. The members ``target``
-    drives reach every source.
+    The members ``target`` drives reach every source.
     """
-    domain = m.d.sync if registered else m.d.comb
     for name, member in sources[0][1].signature.members.items():
         if member.flow == Out:
             width = len(Value.cast(getattr(target, name)))
@@ -48,7 +47,7 @@ def _share(m, target, sources, *, registered=False):
                 pair = Signal(width, name=f"{name}_pair{k // 2}", attrs={"keep": 1})
                 m.d.comb += pair.eq(terms[k] | (terms[k + 1] if k + 1 < len(terms) else 0))
                 merged = merged | pair
-            domain += Value.cast(getattr(target, name)).eq(merged)
+            m.d.comb += Value.cast(getattr(target, name)).eq(merged)
         else:
             for _, source in sources:
                 m.d.comb += getattr(source, name).eq(getattr(target, name))
@@ -67,7 +66,9 @@ class Core(wiring.Component):
     busy, done : Out(1)
         STATUS bits 0 and 1: a run is in progress; the last run has finished (END or an error).
 
-    The SPAD, ACC and PARAM memories have one synchronous read port and one write port each. An
+    The SPAD, ACC and PARAM memories (:class:`~vitaccel.hw.memories.SharedMemory`) have one read
+    port, :data:`~vitaccel.hw.memories.READ_LATENCY` cycles from address to data, and one write
+    port each. An
     engine owns the ports it uses while its ``busy`` is high (from the cycle after it accepts a
     command: no engine touches a port in the cycle of acceptance). Only a SPAD LOAD and a MATMUL are ever active together
     (the controller's scoreboard); then the DMA owns the SPAD write port and the matmul engine the
@@ -101,9 +102,9 @@ class Core(wiring.Component):
         m.submodules.add = ad = ResidualAddEngine(cfg)
         vector = [("softmax", sm), ("layernorm", ln), ("gelu", ge), ("add", ad)]
 
-        m.submodules.spad = spad = memory.Memory(shape=spad_row(cfg), depth=cfg.spad_rows, init=[])
-        m.submodules.acc = acc = memory.Memory(shape=acc_row(cfg), depth=cfg.acc_rows, init=[])
-        m.submodules.param = param = memory.Memory(shape=acc_row(cfg), depth=cfg.param_rows, init=[])
+        m.submodules.spad = spad = SharedMemory(spad_row(cfg), cfg.spad_rows)
+        m.submodules.acc = acc = SharedMemory(acc_row(cfg), cfg.acc_rows)
+        m.submodules.param = param = SharedMemory(acc_row(cfg), cfg.param_rows)
 
         wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
         wiring.connect(m, ctrl.dma_cmd, dma.cmd)
@@ -133,21 +134,20 @@ class Core(wiring.Component):
         by_vec = [(active(engine, getattr(ctrl, f"{name}_cmd")), engine) for name, engine in vector]
         by_sm = by_vec[0][0]
 
-        # The write ports are registered (the engines' write logic and the multiplexer end at
-        # flip-flops, not at the block RAMs' setup): a write lands one cycle after the engine
-        # issues it. No engine reads a row in the cycle after writing it, and the next instruction
-        # starts reading at least Controller.BUSY_LAG + 2 cycles after the last write's cycle.
+        # The memories register both sides of their block RAMs (hw/memories.py): reads take
+        # READ_LATENCY cycles and a write lands one cycle after the engine issues it, in time for
+        # any read issued from the next cycle on.
         m.submodules.arbiter = arbiter = MemoryArbiter(cfg.addr_bits, cfg.bus_bits)
         wiring.connect(m, wiring.flipped(self.mem), arbiter.mem)
         wiring.connect(m, ctrl.mem, arbiter.requesters[0])
         wiring.connect(m, dma.mem, arbiter.requesters[1])
-        _share(m, spad.read_port(), [(by_dma_alone, dma.spad_rd), (by_mm, mm.spad_rd)]
+        _share(m, spad.read, [(by_dma_alone, dma.spad_rd), (by_mm, mm.spad_rd)]
                + [(sel, e.spad_rd) for sel, e in by_vec])
-        _share(m, spad.write_port(), [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
-               + [(sel, e.spad_wr) for sel, e in by_vec], registered=True)
-        _share(m, acc.read_port(), [(by_dma_alone, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
-        _share(m, acc.write_port(), [(by_dma_alone, dma.acc_wr), (by_mm, mm.acc_wr)], registered=True)
-        _share(m, param.read_port(), [(by_dma, dma.param_rd), (by_rq, rq.param_rd)]
+        _share(m, spad.write, [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
+               + [(sel, e.spad_wr) for sel, e in by_vec])
+        _share(m, acc.read, [(by_dma_alone, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
+        _share(m, acc.write, [(by_dma_alone, dma.acc_wr), (by_mm, mm.acc_wr)])
+        _share(m, param.read, [(by_dma, dma.param_rd), (by_rq, rq.param_rd)]
                + [(sel, e.param_rd) for sel, e in by_vec])
-        _share(m, param.write_port(), [(by_dma, dma.param_wr), (by_sm, sm.param_wr)], registered=True)
+        _share(m, param.write, [(by_dma, dma.param_wr), (by_sm, sm.param_wr)])
         return m

@@ -8,8 +8,10 @@ Conventions (see docs/architecture.md):
   idle, and holds ``busy: Out(1)`` high from the cycle after it accepts a command until its last
   write to any memory has been performed (external writes: accepted by the port).
 - A unit that reads an on-chip memory has a member ``In(memory.ReadPort.Signature(...))``; one that
-  writes has ``In(memory.WritePort.Signature(...))``. Read ports are synchronous: data for the
-  address presented with ``en`` in cycle t is on ``data`` in cycle t+1.
+  writes has ``In(memory.WritePort.Signature(...))``. The core's shared memories are pipelined
+  (:class:`vitaccel.hw.memories.SharedMemory`): data for the address presented with ``en`` in cycle
+  t is on ``data`` in cycle ``t + READ_LATENCY`` and holds while no read is presented; a write
+  presented in cycle t is seen by reads presented from cycle t+1 on.
 """
 
 from amaranth.hdl import signed

@@ -17,11 +17,11 @@ import numpy as np
 from amaranth.back import verilog
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 from cocotb_tools import runner as cocotb_runner
 
 from vitaccel.hw.interfaces import acc_row, spad_row
+from vitaccel.hw.memories import WRITE_LATENCY, SharedMemory
 from vitaccel.isa import encode
 from vitaccel.sim.verilator import build_root
 
@@ -67,7 +67,8 @@ MEMORIES = {  # memory name: (row shape, depth), as the core sizes them
 
 class EngineBench(Elaboratable):
     """``engine`` wired to the memories its ports name (``spad_rd``, ``acc_wr``, ``param_rd``, ...),
-    as the core wires it; ``init`` gives a memory's initial contents by name (zeros if absent).
+    as the core wires it (:class:`SharedMemory`: reads take ``READ_LATENCY`` cycles, writes land
+    ``WRITE_LATENCY`` cycle after the engine issues them); ``init`` gives a memory's initial contents by name (zeros if absent).
     ``write_ports`` lists the (memory name, engine write port) pairs."""
 
     def __init__(self, engine, cfg, **init):
@@ -77,8 +78,8 @@ class EngineBench(Elaboratable):
         for name, (shape, depth) in MEMORIES.items():
             if f"{name}_rd" in ports or f"{name}_wr" in ports:
                 rows = init.pop(name, None)
-                self.memories[name] = Memory(shape=shape(cfg), depth=depth(cfg),
-                                             init=[] if rows is None else rows.tolist())
+                self.memories[name] = SharedMemory(shape(cfg), depth(cfg),
+                                                   init=() if rows is None else rows.tolist())
         assert not init, f"the engine has no ports for memories {sorted(init)}"
         self.write_ports = [(name, getattr(engine, f"{name}_wr"))
                             for name in self.memories if f"{name}_wr" in ports]
@@ -90,9 +91,9 @@ class EngineBench(Elaboratable):
         for name, memory in self.memories.items():
             m.submodules[name] = memory
             if f"{name}_rd" in ports:
-                wiring.connect(m, memory.read_port(), getattr(self.engine, f"{name}_rd"))
+                wiring.connect(m, memory.read, getattr(self.engine, f"{name}_rd"))
             if f"{name}_wr" in ports:
-                wiring.connect(m, memory.write_port(), getattr(self.engine, f"{name}_wr"))
+                wiring.connect(m, memory.write, getattr(self.engine, f"{name}_wr"))
         return m
 
 
@@ -113,7 +114,9 @@ async def issue(ctx, engine, bits):
 
 
 def contents(ctx, memory):
-    """The whole of ``memory`` as a (depth, cols) int64 array."""
+    """The whole of ``memory`` (a :class:`SharedMemory` or a plain ``Memory``) as a (depth, cols)
+    int64 array."""
+    memory = getattr(memory, "memory", memory)
     return np.array([list(ctx.get(memory.data[i])) for i in range(memory.depth)], dtype=np.int64)
 
 
@@ -135,6 +138,7 @@ def run_commands(bench, commands, bits, cycles, model, expected, seed):
         for n, c in enumerate(commands):
             where = f"seed {seed}, command {n} {c}"
             busy = await issue(ctx, engine, bits(c))
+            await ctx.tick().repeat(WRITE_LATENCY)      # the last write lands
             models = tuple(cycles(c))
             assert all(busy == m for m in models), f"{where}: busy for {busy} cycles, models {models}"
             for name, port in bench.write_ports:
