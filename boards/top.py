@@ -10,7 +10,7 @@ starts a run, polls STATUS and reads the results back. It has four ports (``rx``
 ``done`` on LEDs 0 and 1, and on ECP5 a PLL that makes the accelerator's clock from the board's.
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
 from amaranth.lib import fifo, io, memory, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -22,7 +22,47 @@ from vitaccel.hw.interfaces import MemoryPortSignature
 from .hostlink import HostLink
 from .targets import board, board_mem_bytes
 
-__all__ = ["OnChipMemory", "System", "BoardTop", "ecp5_pll_params"]
+__all__ = ["OnChipMemory", "MemorySlice", "System", "BoardTop", "ecp5_pll_params"]
+
+
+class MemorySlice(wiring.Component):
+    """A register slice on a :class:`~vitaccel.hw.interfaces.MemoryPortSignature` link: commands
+    and responses each pass through a two-entry FIFO, so that no signal crosses it within a cycle
+    (the handshakes included: each side's ready comes from the FIFO's own registers).
+
+    ``up`` faces the masters, ``down`` the memory. It adds one cycle to a command and one to a
+    response, and sustains one of each per cycle. On a large device the memory and the core's
+    arbiter sit far apart; without the slice the memory's ``cmd_ready`` ran across the die and
+    through the arbiter into the DMA's state logic in one cycle.
+    """
+
+    DEPTH = 2
+
+    def __init__(self, addr_bits: int, bus_bits: int):
+        super().__init__({"up": In(MemoryPortSignature(addr_bits, bus_bits)),
+                          "down": Out(MemoryPortSignature(addr_bits, bus_bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        up, down = self.up, self.down
+        cmd_layout = [up.cmd_addr, up.cmd_write, up.cmd_wdata]
+        m.submodules.cmds = cmds = fifo.SyncFIFO(width=sum(len(v) for v in cmd_layout), depth=self.DEPTH)
+        m.submodules.rsps = rsps = fifo.SyncFIFO(width=len(up.rsp_data), depth=self.DEPTH)
+        m.d.comb += [
+            cmds.w_data.eq(Cat(*cmd_layout)),
+            cmds.w_en.eq(up.cmd_valid),
+            up.cmd_ready.eq(cmds.w_rdy),
+            Cat(down.cmd_addr, down.cmd_write, down.cmd_wdata).eq(cmds.r_data),
+            down.cmd_valid.eq(cmds.r_rdy),
+            cmds.r_en.eq(down.cmd_ready),
+            rsps.w_data.eq(down.rsp_data),
+            rsps.w_en.eq(down.rsp_valid),
+            down.rsp_ready.eq(rsps.w_rdy),
+            up.rsp_data.eq(rsps.r_data),
+            up.rsp_valid.eq(rsps.r_rdy),
+            rsps.r_en.eq(up.rsp_ready),
+        ]
+        return m
 
 
 class OnChipMemory(wiring.Component):
@@ -83,7 +123,9 @@ class System(wiring.Component):
     for memory wait until the run is done (CSR requests do not: STATUS can be polled). Every
     response goes to the master that asked for it, since neither switches owner with a read
     outstanding (the core finishes all its reads before ``busy`` falls; the host link waits for
-    its reply before it takes the next request).
+    its reply before it takes the next request). Both reach the memory through a
+    :class:`MemorySlice`: a write of the core's still in it when ``busy`` falls is performed
+    before any later command of the host link's, since the slice keeps command order.
     """
 
     rx: In(1, init=1)
@@ -105,12 +147,14 @@ class System(wiring.Component):
         m = Module()
         m.submodules.core = core = Core(cfg)
         m.submodules.memory = mem = OnChipMemory(cfg.addr_bits, cfg.bus_bits, self.mem_bytes)
+        m.submodules.slice = mem_slice = MemorySlice(cfg.addr_bits, cfg.bus_bits)
+        wiring.connect(m, mem_slice.down, mem.bus)
         m.submodules.host = host = HostLink(cfg.addr_bits, cfg.bus_bits, clk_hz=self.clk_hz, baud=self.baud)
 
         wiring.connect(m, host.csr, core.csr)
         m.d.comb += [host.rx.eq(self.rx), self.tx.eq(host.tx), self.busy.eq(core.busy), self.done.eq(core.done)]
 
-        bus = mem.bus
+        bus = mem_slice.up
         for name, member in bus.signature.members.items():
             core_side, host_side = getattr(core.mem, name), getattr(host.mem, name)
             if member.flow == In:      # driven by the masters

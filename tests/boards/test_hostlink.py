@@ -208,3 +208,65 @@ def test_ecp5_pll_params():
         "CLKI_DIV": 1, "CLKFB_DIV": 4, "CLKOP_DIV": 6, "CLKOP_CPHASE": 2}   # as ecppll -i 25 -o 100
     with pytest.raises(ValueError, match="cannot make exactly 100000001 Hz from 25000000 Hz"):
         ecp5_pll_params(25_000_000, 100_000_001)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_memory_slice_keeps_order_and_rate(seed):
+    """Writes then reads through a MemorySlice into an OnChipMemory: every read returns the word
+    last written there, in command order, under random stalls of the master; with no stall, one
+    command and one response per cycle (a fixed latency from the first command to the last
+    response)."""
+    import random
+
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+
+    from vitaccel.boards.top import MemorySlice, OnChipMemory
+
+    rng = random.Random(seed)
+    m = Module()
+    m.submodules.mem = mem = OnChipMemory(16, 64, 1024)
+    m.submodules.slice = ms = MemorySlice(16, 64)
+    wiring.connect(m, ms.down, mem.bus)
+    bus = ms.up
+    words = 128
+    values = [rng.getrandbits(64) for _ in range(words)]
+    order = rng.sample(range(words), words)
+
+    async def master(ctx, stalls):
+        for write in (True, False):
+            expected = []
+            sent = got = cycles = 0
+            while sent < words or (not write and got < words):
+                send = sent < words and (not stalls or rng.random() < 0.7)
+                take = not write and (not stalls or rng.random() < 0.7)
+                index = order[sent] if sent < words else 0
+                ctx.set(bus.cmd_valid, send)
+                ctx.set(bus.cmd_write, write)
+                ctx.set(bus.cmd_addr, 8 * index)
+                ctx.set(bus.cmd_wdata, values[index])
+                ctx.set(bus.rsp_ready, take)
+                await ctx.delay(1e-9)
+                if send and ctx.get(bus.cmd_ready):
+                    if not write:
+                        expected.append(values[index])
+                    sent += 1
+                if take and ctx.get(bus.rsp_valid):
+                    assert not write, "a response to a write"
+                    assert ctx.get(bus.rsp_data) == expected[got], f"seed {seed}: read {got} returned the wrong word"
+                    got += 1
+                await ctx.tick()
+                cycles += 1
+            ctx.set(bus.cmd_valid, 0)
+            if not stalls:
+                # One per cycle: the last response comes a fixed number of cycles after the last command.
+                assert cycles <= words + 2 + OnChipMemory.RESPONSES + 2 * MemorySlice.DEPTH, cycles
+
+    async def testbench(ctx):
+        await master(ctx, stalls=True)
+        await master(ctx, stalls=False)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
