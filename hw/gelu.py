@@ -12,8 +12,9 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.residual import (ElementwiseEngine, lanes_layout, saturating_round_shift, tiles,
-                                  valid_pipeline)
+from vitaccel.hw.memories import READ_LATENCY
+from vitaccel.hw.residual import (ElementwiseEngine, delayed, lanes_layout, saturating_round_shift,
+                                  tiles, valid_pipeline)
 from vitaccel.sw.gelu import SIGMOID_BITS
 from vitaccel.sw.softmax import EXP_BITS, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
 
@@ -185,17 +186,19 @@ def gelu_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """Cycles a GELU of ``rows`` x ``length`` keeps :attr:`GeluEngine.busy` high.
 
     ``0`` if ``rows == 0`` or ``length == 0``, else ``P + rows * ceil(length / cols) * cols /
-    vector_lanes + GeluUnit.LATENCY[cfg.gelu] + 4``: the parameter phase (``P = 256`` cycles
-    writing the table, one entry per cycle, for ``table``; ``P = 1`` parameter read for ``shift``),
-    one read per beat, the unit, and four cycles: the registered read port, the read latency, the
-    registered scratchpad row and the registered write port. The engine accepts its next command
-    in the cycle after ``busy`` falls.
+    vector_lanes + GeluUnit.LATENCY[cfg.gelu] + READ_LATENCY + 3``: the parameter phase
+    (``P = 256`` cycles reading the table's entries, one per cycle, for ``table``; ``P = 1``
+    parameter read for ``shift``; the parameters' ``READ_LATENCY`` is hidden under the
+    scratchpad's), one read per beat, the unit, the registered read port, the scratchpad's
+    ``READ_LATENCY`` (:data:`vitaccel.hw.memories.READ_LATENCY`), the registered scratchpad row
+    and the registered write port. The engine accepts its next command in the cycle after
+    ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
     params = TABLE_ENTRIES if cfg.gelu == "table" else 1
     beats = rows * tiles(cfg, length) * (cfg.cols // cfg.vector_lanes)
-    return params + beats + GeluUnit.LATENCY[cfg.gelu] + 4
+    return params + beats + GeluUnit.LATENCY[cfg.gelu] + READ_LATENCY + 3
 
 
 class GeluEngine(ElementwiseEngine):
@@ -220,9 +223,12 @@ class GeluEngine(ElementwiseEngine):
         As :class:`~vitaccel.hw.residual.ElementwiseEngine`. ``busy`` lasts :func:`gelu_cycles`
         cycles. ``param_rd``: ``table`` reads the ``ceil(256 / cols)`` rows from ``param_addr``
         one every ``cols`` cycles in the 256 cycles after the command is accepted, each entry
-        written to the table two cycles after its phase cycle (through a registered shift
-        register of the row's low bytes, so no multiplexer sits between the PARAM and the table
-        block RAMs); ``shift`` reads row ``param_addr`` in the cycle after the command is accepted.
+        written to the table ``READ_LATENCY + 1`` cycles after its phase cycle (through a
+        registered shift register of the row's low bytes, so no multiplexer sits between the
+        PARAM and the table block RAMs); ``shift`` reads row ``param_addr`` in the cycle after the
+        command is accepted and latches it when its data arrives, ``READ_LATENCY`` cycles later.
+        The table's own block RAM and the ``shift`` reciprocal ROM are private to the unit and
+        keep their one-cycle read.
 
     Notes
     -----
@@ -242,9 +248,8 @@ class GeluEngine(ElementwiseEngine):
     def load_params(self, m, unit, idle, active, param_addr):
         cfg = self._cfg
         if cfg.gelu == "shift":
-            loaded = Signal()
             m.d.comb += [self.param_rd.en.eq(active), self.param_rd.addr.eq(param_addr)]
-            m.d.sync += loaded.eq(active)
+            loaded = delayed(m, active, READ_LATENCY, "loaded")
             with m.If(loaded):
                 m.d.sync += [
                     unit.exp_mult.eq(self.param_rd.data[0][:cfg.mult_bits]),
@@ -256,8 +261,9 @@ class GeluEngine(ElementwiseEngine):
 
         # One table entry per cycle, entry k in phase cycle k: column `col` of PARAM row
         # `read_addr`. The row is read when col == 0; its low bytes go to the shift register
-        # `row` in the cycle its data arrives, which then moves one entry down per cycle, so that
-        # entry k is `row[0]` two cycles after its phase cycle, when it is written (the walk's
+        # `row` in the cycle its data arrives (READ_LATENCY cycles later), which then moves one
+        # entry down per cycle, so that entry k is `row[0]` READ_LATENCY + 1 cycles after its
+        # phase cycle, when it is written (its write address and enable delayed alike; the walk's
         # first table read comes later still). No path from the PARAM output to the table's
         # input but one register.
         entry = Signal(range(TABLE_ENTRIES))
@@ -274,14 +280,13 @@ class GeluEngine(ElementwiseEngine):
                 m.d.sync += read_addr.eq(read_addr + 1)
         m.d.comb += [self.param_rd.en.eq(active & (col == 0)), self.param_rd.addr.eq(read_addr)]
         row = Signal(data.ArrayLayout(signed(cfg.data_width), cfg.cols))
-        arrived = Signal()
-        m.d.sync += arrived.eq(self.param_rd.en)
+        arrived = delayed(m, self.param_rd.en, READ_LATENCY, "arrived")
         with m.If(arrived):
             m.d.sync += [row[j].eq(self.param_rd.data[j][:cfg.data_width]) for j in range(cfg.cols)]
         with m.Else():
             m.d.sync += row.eq(row.as_value() >> cfg.data_width)
-        write_en, write_addr = Signal(), Signal.like(entry)
-        m.d.sync += [write_en.eq(active), write_addr.eq(entry),
-                     unit.table_wr.en.eq(write_en), unit.table_wr.addr.eq(write_addr)]
+        write_en = delayed(m, active, READ_LATENCY, "write_en")
+        write_addr = delayed(m, entry, READ_LATENCY, "write_addr")
+        m.d.sync += [unit.table_wr.en.eq(write_en), unit.table_wr.addr.eq(write_addr)]
         m.d.comb += unit.table_wr.data.eq(row[0])
         return active & entry_last

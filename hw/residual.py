@@ -16,11 +16,12 @@ from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
 from vitaccel.hw.interfaces import local_addr_width
+from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.sw.golden import INT8_MAX, INT8_MIN
 
 from vitaccel.hw.interfaces import checked_config, engine_members
 
-__all__ = ["lanes_layout", "saturating_round_shift", "valid_pipeline", "ResidualAddUnit",
+__all__ = ["lanes_layout", "saturating_round_shift", "valid_pipeline", "delayed", "ResidualAddUnit",
            "ElementwiseEngine", "ResidualAddEngine", "add_cycles", "tiles"]
 
 
@@ -50,6 +51,16 @@ def saturating_round_shift(m: Module, value, shift, enable) -> Signal:
         m.d.sync += y.eq(Mux(halves >= 2 * INT8_MAX + 1, INT8_MAX,
                              Mux(halves < 2 * INT8_MIN - 1, INT8_MIN, low)))
     return y
+
+
+def delayed(m: Module, value, cycles: int, name: str) -> Signal:
+    """``value`` delayed by ``cycles`` (>= 1) cycles through a chain of plain registers (no logic
+    between them), e.g. a read's strobe or metadata travelling alongside the read for
+    ``READ_LATENCY`` cycles."""
+    stages = [Signal.like(value, name=f"{name}_d{k + 1}") for k in range(cycles)]
+    m.d.sync += stages[0].eq(value)
+    m.d.sync += [stages[k + 1].eq(stages[k]) for k in range(cycles - 1)]
+    return stages[-1]
 
 
 def valid_pipeline(m: Module, unit, latency: int) -> Signal:
@@ -158,16 +169,19 @@ def add_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """Cycles an ADD of ``rows`` x ``length`` keeps :attr:`ResidualAddEngine.busy` high.
 
     ``0`` if ``rows == 0`` or ``length == 0``, else ``(R - 1) * P + cols / lanes +
-    ResidualAddUnit.LATENCY + 6`` with ``R = rows * ceil(length / cols)`` output rows and
-    ``P = max(2, cols / lanes)`` cycles per row: two scratchpad reads (``a``, ``b``) or the
-    row's beats through the unit, whichever is longer. The 6 are the parameter read, the
-    registered read port, the read latency, the operand latch, the registered write port and the
-    write. The engine accepts its next command in the cycle after ``busy`` falls.
+    ResidualAddUnit.LATENCY + READ_LATENCY + 5`` with ``R = rows * ceil(length / cols)`` output
+    rows and ``P = max(2, cols / lanes)`` cycles per row: two scratchpad reads (``a``, ``b``) or
+    the row's beats through the unit, whichever is longer. Besides the unit, the fixed part is
+    the parameter read (one cycle; its ``READ_LATENCY`` is hidden under the scratchpad's), the
+    registered read port, the scratchpad's ``READ_LATENCY``
+    (:data:`vitaccel.hw.memories.READ_LATENCY`), the operand latch, the registered write port and
+    the write. The engine accepts its next command in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
     chunks = cfg.cols // cfg.vector_lanes
-    return (rows * tiles(cfg, length) - 1) * max(2, chunks) + chunks + ResidualAddUnit.LATENCY + 6
+    return ((rows * tiles(cfg, length) - 1) * max(2, chunks) + chunks + ResidualAddUnit.LATENCY
+            + READ_LATENCY + 5)
 
 
 class ElementwiseEngine(wiring.Component):
@@ -209,10 +223,11 @@ class ElementwiseEngine(wiring.Component):
 
     Timing: both scratchpad ports are driven from registers (the read port's address and enable
     one cycle after the walk's step, the write port's row, address and enable one cycle after the
-    unit's last beat of the row); read data goes straight into registers (two operands:
-    ``a_held``, ``b_row``; one operand: the whole row) before any multiplexer. The walk keeps
-    row addresses by increment and its end-of-tile and end-of-walk tests as flags set a step
-    ahead, and ``cmd.valid`` only moves the state: an offered command is always accepted while
+    unit's last beat of the row); read data, ``READ_LATENCY`` cycles after its read (the read's
+    strobe and chunk travel alongside in plain shift registers), goes straight into registers
+    (two operands: ``a_held``, ``b_row``; one operand: the whole row) before any multiplexer. The
+    walk keeps row addresses by increment and its end-of-tile and end-of-walk tests as flags set a
+    step ahead, and ``cmd.valid`` only moves the state: an offered command is always accepted while
     waiting, the emptiness of it registered beside.
     """
 
@@ -231,8 +246,10 @@ class ElementwiseEngine(wiring.Component):
         ``idle`` is high in every cycle the engine waits for a command (the phase begins the
         cycle after a non-empty one is accepted), ``active`` in every cycle of the phase;
         ``param_addr`` holds the command's field from the first cycle of the phase. The unit's
-        parameters must be in place by the second cycle after the phase ends (the first beat
-        enters the unit later still).
+        parameters must be in place by cycle ``READ_LATENCY + 2`` after the phase's last cycle
+        (the first beat enters the unit in cycle ``READ_LATENCY + 3``), so a parameter row read
+        in the phase's last cycle, latched when its data arrives (``READ_LATENCY`` cycles later),
+        is in time.
         """
         raise NotImplementedError
 
@@ -342,7 +359,8 @@ class ElementwiseEngine(wiring.Component):
             return data.View(data.ArrayLayout(lanes_layout(cfg), chunks), row)[index]
 
         # Operand beats into the unit. The read port is registered (address and enable one cycle
-        # after the walk step) and its data arrives one cycle after that.
+        # after the walk step) and its data arrives READ_LATENCY cycles after that: the read's
+        # strobe (`got*`) and chunk travel alongside it through plain shift registers.
         beat_valid = Signal()
         beat_chunk = Signal(range(chunks))
         rd_addr = Signal(addr_width)
@@ -351,19 +369,21 @@ class ElementwiseEngine(wiring.Component):
         if not two:
             # One operand: the row is read again in each of its `chunks` cycles, chunk = slot.
             # The row is registered whole before the chunk's multiplexer.
-            read_chunk, got_chunk, got = Signal.like(slot), Signal.like(slot), Signal()
+            read_chunk = Signal.like(slot)
+            got = delayed(m, read, READ_LATENCY, "got")
+            got_chunk = delayed(m, read_chunk, READ_LATENCY, "got_chunk")
             row = Signal.like(self.spad_rd.data)
             m.d.sync += [read.eq(walking), read_chunk.eq(slot), rd_addr.eq(rd.addr[0]),
-                         got.eq(read), got_chunk.eq(read_chunk), row.eq(self.spad_rd.data),
-                         beat_valid.eq(got), beat_chunk.eq(got_chunk)]
+                         row.eq(self.spad_rd.data), beat_valid.eq(got), beat_chunk.eq(got_chunk)]
             m.d.comb += unit.i.payload.eq(chunk_of(row, beat_chunk))
         else:
             # Two operands: a at slot 0, b at slot 1. `a_held` keeps a while b is read; both move
             # to `a_row`/`b_row`, which feed the row's beats while the next row is being read
             # (period >= chunks leaves them in place for all of them).
-            read_a, read_b, got_a, got_b = Signal(), Signal(), Signal(), Signal()
+            read_a, read_b = Signal(), Signal()
+            got_a = delayed(m, read_a, READ_LATENCY, "got_a")
+            got_b = delayed(m, read_b, READ_LATENCY, "got_b")
             m.d.sync += [read_a.eq(walking & (slot == 0)), read_b.eq(walking & (slot == 1)),
-                         got_a.eq(read_a), got_b.eq(read_b),
                          rd_addr.eq(Mux(slot == 0, rd.addr[0], rd.addr[1]))]
             m.d.comb += read.eq(read_a | read_b)
             a_held, a_row, b_row = (Signal.like(self.spad_rd.data, name=name)
@@ -431,7 +451,8 @@ class ResidualAddEngine(ElementwiseEngine):
     ----------
     cmd, busy, spad_rd, spad_wr, param_rd
         As :class:`ElementwiseEngine`. ``busy`` lasts :func:`add_cycles` cycles; ``param_rd``
-        reads row ``param_addr`` in the cycle after the command is accepted.
+        reads row ``param_addr`` in the cycle after the command is accepted (its data, latched
+        ``READ_LATENCY`` cycles later, is in place before the first beat reaches the multipliers).
 
     Notes
     -----
@@ -452,9 +473,8 @@ class ResidualAddEngine(ElementwiseEngine):
 
     def load_params(self, m, unit, idle, active, param_addr):
         cfg = self._cfg
-        loaded = Signal()
         m.d.comb += [self.param_rd.en.eq(active), self.param_rd.addr.eq(param_addr)]
-        m.d.sync += loaded.eq(active)
+        loaded = delayed(m, active, READ_LATENCY, "loaded")
         with m.If(loaded):
             m.d.sync += [
                 unit.mult_a.eq(self.param_rd.data[0][:cfg.mult_bits]),

@@ -15,6 +15,7 @@ from amaranth.back import verilog
 
 from vitaccel.config import preset
 from vitaccel.hw.gelu import GeluEngine, GeluUnit, gelu_cycles
+from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode
 from vitaccel.sw.gelu import apply_gelu_table, gelu_table, shift_gelu, shift_gelu_params
 
@@ -113,7 +114,10 @@ def test_cycle_formula():
     for variant, params in (("table", 256), ("shift", 1)):
         cfg = dataclasses.replace(preset("default"), gelu=variant)
         assert gelu_cycles(cfg, 0, 768) == gelu_cycles(cfg, 197, 0) == 0
-        assert gelu_cycles(cfg, 197, 3072) == params + 197 * 256 * 3 + GeluUnit.LATENCY[variant] + 4
+        assert gelu_cycles(cfg, 197, 3072) == (params + 197 * 256 * 3 + GeluUnit.LATENCY[variant]
+                                               + READ_LATENCY + 3)
+        # At READ_LATENCY 3: two cycles more than at 1.
+        assert gelu_cycles(cfg, 197, 3072) == params + 197 * 256 * 3 + GeluUnit.LATENCY[variant] + 6
 
 
 @pytest.mark.parametrize("variant", ["table", "shift"])

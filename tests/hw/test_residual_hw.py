@@ -14,6 +14,7 @@ import pytest
 from amaranth.back import verilog
 
 from vitaccel.config import preset
+from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.hw.residual import ResidualAddEngine, ResidualAddUnit, add_cycles
 from vitaccel.isa import Opcode
 from vitaccel.sw.residual import residual_add
@@ -92,8 +93,10 @@ def test_engine(name, changes, seed):
 def test_cycle_formula():
     cfg = preset("default")
     assert add_cycles(cfg, 0, 197) == add_cycles(cfg, 3, 0) == 0
-    assert add_cycles(cfg, 197, 768) == (197 * 64 - 1) * 3 + 3 + ResidualAddUnit.LATENCY + 6
-    assert add_cycles(preset("tiny"), 1, 1) == 1 + ResidualAddUnit.LATENCY + 6
+    assert add_cycles(cfg, 197, 768) == ((197 * 64 - 1) * 3 + 3 + ResidualAddUnit.LATENCY
+                                         + READ_LATENCY + 5)
+    assert add_cycles(preset("tiny"), 1, 1) == 1 + ResidualAddUnit.LATENCY + READ_LATENCY + 5
+    assert add_cycles(preset("tiny"), 1, 1) == 1 + ResidualAddUnit.LATENCY + 8     # READ_LATENCY 3
 
 
 @pytest.mark.parametrize("component", [ResidualAddUnit, ResidualAddEngine])
