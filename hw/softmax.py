@@ -16,6 +16,8 @@ from vitaccel.config import AccelConfig
 from vitaccel.sw.softmax import EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
 
 from .interfaces import checked_config, engine_members
+from .memories import READ_LATENCY
+from .residual import delayed
 
 __all__ = ["SoftmaxUnit", "SoftmaxEngine", "softmax_beats", "softmax_cycles"]
 
@@ -451,10 +453,12 @@ def softmax_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """Cycles a SOFTMAX of ``rows`` rows of ``length`` keeps :attr:`SoftmaxEngine.busy` high.
 
     ``0`` if ``rows`` or ``length`` is 0, else
-    ``rows * (2 * B + SoftmaxUnit.ROW_OVERHEAD) + B + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD + 1``
-    with ``B = softmax_beats(cfg, length)``, that is ``(2 + B)`` for the PARAM read (with the
-    first scratchpad read), the copy of the first scratchpad row into the engine's row register and
-    the first row's input, ``LATENCY + B`` to its first output beat, one row per
+    ``rows * (2 * B + SoftmaxUnit.ROW_OVERHEAD) + B + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD
+    + READ_LATENCY + 1`` with ``B = softmax_beats(cfg, length)``, that is
+    ``(READ_LATENCY + 2 + B)`` for the PARAM read (with the first scratchpad read), the
+    scratchpad's :data:`~vitaccel.hw.memories.READ_LATENCY` to the first row's data (the PARAM
+    row's arrives with it), its registering in the engine's input FIFO, its copy into the engine's
+    row register and the first row's input, ``LATENCY + B`` to its first output beat, one row per
     ``2 * B + ROW_OVERHEAD`` cycles after it (the unit's throughput: the next row is read while one
     is normalized), and the last row's other ``B - 1`` beats. The engine accepts its next command
     in the cycle after ``busy`` falls.
@@ -463,7 +467,7 @@ def softmax_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
         return 0
     beats = softmax_beats(cfg, length)
     period = 2 * beats + SoftmaxUnit.ROW_OVERHEAD
-    return rows * period + beats + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD + 1
+    return rows * period + beats + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD + READ_LATENCY + 1
 
 
 class SoftmaxEngine(wiring.Component):
@@ -492,13 +496,17 @@ class SoftmaxEngine(wiring.Component):
         High from the cycle after a command with work is accepted to the cycle of the last
         scratchpad and PARAM writes, inclusive: :func:`softmax_cycles` cycles.
     spad_rd : In(spad_read_signature(cfg))
-        Scratchpad read port: the input rows, row ``r``'s tiles in order, then row ``r + 1``'s;
-        each scratchpad row is read once (the first in the cycle after acceptance), at most two
-        ahead of the unit: one in the port's data register, one in the engine's row register.
+        Scratchpad read port (data :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the
+        read): the input rows, row ``r``'s tiles in order, then row ``r + 1``'s; each scratchpad
+        row is read once (the first in the cycle after acceptance), at most
+        :attr:`INPUT_SLOTS` ``+ 1`` ahead of the unit: :attr:`INPUT_SLOTS` in flight or in the
+        engine's input FIFO, one in its row register.
     spad_wr : In(spad_write_signature(cfg))
         Scratchpad write port: the output rows in the same order.
     param_rd : In(param_read_signature(cfg))
-        PARAM read port: row ``param_addr`` in the cycle after acceptance.
+        PARAM read port: row ``param_addr`` in the cycle after acceptance, latched into the unit's
+        ``mult`` and ``shift`` when its data arrives, ``READ_LATENCY`` cycles later (with the first
+        scratchpad row's, before the unit takes its first beat).
     param_wr : In(param_write_signature(cfg))
         PARAM write port: row ``src2 + k`` once the exponents of rows ``k * cols .. k * cols +
         cols - 1`` (or the last row) are known, in the cycle of that row's last scratchpad write.
@@ -509,7 +517,19 @@ class SoftmaxEngine(wiring.Component):
     (in place) but must not otherwise overlap: an output row could overwrite an input row not yet
     read. Throughput: the unit's, one row per ``2 * ceil(length / lanes) +``
     :attr:`SoftmaxUnit.ROW_OVERHEAD` cycles.
+
+    Timing: the scratchpad read's strobe and address come from registers (``rd_more`` and the
+    registered FIFO room flag; the read address by increment); read data goes straight into a
+    FIFO slot (a clock enable, no multiplexer), the PARAM row straight into the unit's ``mult``
+    and ``shift`` registers. The unit's own row buffer and reciprocal table are private to it
+    and keep their one-cycle read.
     """
+
+    #: Scratchpad rows the input FIFO holds: reads in flight count, so a read is issued only while
+    #: its row has a slot. ``READ_LATENCY + 2`` keeps one row per cycle flowing with the room flag
+    #: registered (a slot frees in the cycle its row moves to the row register, is seen free the
+    #: cycle after, and its next row arrives ``READ_LATENCY`` cycles after that).
+    INPUT_SLOTS = READ_LATENCY + 2
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = cfg = checked_config(cfg)
@@ -530,25 +550,35 @@ class SoftmaxEngine(wiring.Component):
         length = Signal.like(instr.length)
         stride = Signal.like(instr.tile_stride)
         param_addr = Signal.like(instr.param_addr)
-        loading = Signal()   # the PARAM row is on param_rd.data in this cycle
-        m.d.sync += loading.eq(0)
+        param_read = Signal()   # the PARAM row is read in this cycle
+        loading = delayed(m, param_read, READ_LATENCY, "loading")   # ... and is on param_rd.data
         m.d.comb += unit.length.eq(length)
         with m.If(loading):
             m.d.sync += [unit.mult.eq(self.param_rd.data[0][:MULT_BITS]),
                          unit.shift.eq(self.param_rd.data[1][:SHIFT_BITS])]
 
-        # Input side: scratchpad rows are read ahead into a row register, from which the unit takes
-        # them a chunk at a time; the read port's data register holds the next row until the row
-        # register frees (a read port's `en` stays low between reads), so chunks flow without a
-        # bubble and block RAM data meets only a register. Every count is a down-counter or a
-        # registered flag: no comparison with `length` or `rows` on the way to an address.
+        # Input side: scratchpad rows are read ahead into a FIFO of INPUT_SLOTS rows, each read's
+        # data registered in its slot in the cycle it arrives (READ_LATENCY cycles after the read,
+        # told by the read's strobe travelling alongside it in a plain shift register); the head
+        # slot moves to a row register, from which the unit takes the row a chunk at a time. A read
+        # is issued only while the FIFO has room for it (`room`, a register: reads in flight
+        # count), so block RAM data meets only a register (clock enable, no multiplexer), the read
+        # strobe and address come from registers, and chunks flow without a bubble. Every count is
+        # a down-counter or a registered flag: no comparison with `length` or `rows` on the way to
+        # an address.
+        slots = self.INPUT_SLOTS
         rd_more = Signal()                   # scratchpad rows remain to be read
         rd_addr = Signal.like(instr.src)     # src + t * tile_stride + r: the next read
         rd_base = Signal.like(instr.src)     # src + r
         rd_left = Signal(range(cfg.max_row + 1))   # elements of row r from tile t on
         rd_last_tile = Signal()              # rd_left <= cols
         rd_rows = Signal.like(instr.rows)    # rows still to read after row r
-        pending = Signal()                   # spad_rd.data holds a row not yet in the row register
+        fifo = Signal(data.ArrayLayout(self.spad_rd.data.shape(), slots))
+        fifo_in = Signal(range(slots))       # the slot of the next read's data
+        fifo_out = Signal(range(slots))      # the head slot
+        fifo_rows = Signal(range(slots + 1))   # rows arrived in the FIFO, not yet in `row`
+        issued = Signal(range(slots + 1))    # reads issued whose rows are not yet in `row`
+        room = Signal(init=1)                # issued < slots
         have = Signal()                      # the row register holds chunks to feed
         row = Signal(data.ArrayLayout(unit.logits.payload.shape(), chunks))
         in_chunk = Signal(range(chunks))
@@ -564,11 +594,18 @@ class SoftmaxEngine(wiring.Component):
                 m.d.sync += [in_chunk.eq(0), have.eq(0)]
             with m.If(in_last):
                 m.d.sync += [in_left.eq(length), in_last.eq(length <= lanes)]
-        copy = pending & (~have | (in_accept & in_read_end))
-        issue = rd_more & (~pending | copy)
+        issue = rd_more & room
+        arrived = delayed(m, issue, READ_LATENCY, "arrived")
+        with m.If(arrived):
+            m.d.sync += [fifo[fifo_in].eq(self.spad_rd.data),
+                         fifo_in.eq(Mux(fifo_in == slots - 1, 0, fifo_in + 1))]
+        copy = (fifo_rows != 0) & (~have | (in_accept & in_read_end))
         with m.If(copy):
-            m.d.sync += [row.eq(self.spad_rd.data), have.eq(1)]
-        m.d.sync += pending.eq(issue | (pending & ~copy))
+            m.d.sync += [row.eq(fifo[fifo_out]), have.eq(1),
+                         fifo_out.eq(Mux(fifo_out == slots - 1, 0, fifo_out + 1))]
+        m.d.sync += fifo_rows.eq(fifo_rows + arrived - copy)
+        next_issued = issued + issue - copy
+        m.d.sync += [issued.eq(next_issued), room.eq(next_issued < slots)]
         m.d.comb += [self.spad_rd.en.eq(issue), self.spad_rd.addr.eq(rd_addr)]
         with m.If(issue):
             m.d.sync += [rd_addr.eq(rd_addr + stride), rd_left.eq(rd_left - cfg.cols),
@@ -635,8 +672,8 @@ class SoftmaxEngine(wiring.Component):
                     ]
                     m.next = "PARAM"
             with m.State("PARAM"):
-                m.d.comb += [self.param_rd.addr.eq(param_addr), self.param_rd.en.eq(1)]
-                m.d.sync += loading.eq(1)
+                m.d.comb += [self.param_rd.addr.eq(param_addr), self.param_rd.en.eq(1),
+                             param_read.eq(1)]
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(row_done & last_row):

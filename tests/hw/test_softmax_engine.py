@@ -17,6 +17,7 @@ import pytest
 from amaranth.back import verilog
 
 from vitaccel.config import preset
+from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.hw.softmax import SoftmaxEngine, SoftmaxUnit, softmax_beats, softmax_cycles
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw.softmax import e2softmax, shiftmax, softmax_params
@@ -129,7 +130,8 @@ def test_cycle_formula():
     assert (SoftmaxUnit.LATENCY, SoftmaxUnit.ROW_OVERHEAD) == (26, 5)
     assert softmax_beats(cfg, 197) == 50
     assert softmax_cycles(cfg, 0, 197) == softmax_cycles(cfg, 197, 0) == 0
-    assert softmax_cycles(cfg, 197, 197) == 197 * (2 * 50 + 5) + 50 + 22
+    assert softmax_cycles(cfg, 197, 197) == 197 * (2 * 50 + 5) + 50 + 22 + READ_LATENCY
+    assert SoftmaxEngine.INPUT_SLOTS == READ_LATENCY + 2
 
 
 @pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
