@@ -9,6 +9,8 @@ from amaranth.lib import wiring
 
 from vitaccel.config import AccelConfig
 from vitaccel.hw.array import SystolicArray, array_latency
+from vitaccel.hw.memories import READ_LATENCY
+from vitaccel.hw.residual import delayed
 
 from vitaccel.hw.interfaces import checked_config, engine_members
 
@@ -18,12 +20,13 @@ __all__ = ["MatmulEngine", "matmul_cycles"]
 def matmul_cycles(cfg: AccelConfig, rows: int) -> int:
     """Cycles a MATMUL of ``rows`` rows keeps :attr:`MatmulEngine.busy` high.
 
-    ``0`` for ``rows == 0``, else ``cfg.rows + rows + array_latency(cfg) + 1``: the weight tile
-    reads, the input row reads, the scratchpad's read latency and the array; the accumulator is read
-    ahead (:attr:`MatmulEngine.ACC_READ_AHEAD`) and written in the cycle the array's output appears. The engine accepts
-    its next command in the cycle after ``busy`` falls.
+    ``0`` for ``rows == 0``, else ``cfg.rows + rows + array_latency(cfg) + READ_LATENCY``: the
+    weight tile reads, the input row reads, the scratchpad's read latency
+    (:data:`vitaccel.hw.memories.READ_LATENCY`) and the array; the accumulator is read ahead
+    (:attr:`MatmulEngine.ACC_READ_AHEAD`) and written in the cycle the array's output appears. The
+    engine accepts its next command in the cycle after ``busy`` falls.
     """
-    return 0 if rows == 0 else cfg.rows + rows + array_latency(cfg) + 1
+    return 0 if rows == 0 else cfg.rows + rows + array_latency(cfg) + READ_LATENCY
 
 
 class MatmulEngine(wiring.Component):
@@ -47,10 +50,13 @@ class MatmulEngine(wiring.Component):
         High from the cycle after a command with ``rows > 0`` is accepted to the cycle of the last
         accumulator write, inclusive: :func:`matmul_cycles` cycles.
     spad_rd : In(spad_read_signature(cfg))
-        Scratchpad read port: ``cfg.rows`` weight rows, then ``rows`` input rows, one per cycle.
+        Scratchpad read port: ``cfg.rows`` weight rows, then ``rows`` input rows, one per cycle;
+        the array's strobes (weight load and index, input valid) follow each read by
+        ``READ_LATENCY`` cycles, with its data.
     acc_rd : In(acc_read_signature(cfg))
         Accumulator read port, for ``accumulate``: row ``c_addr + r`` :attr:`ACC_READ_AHEAD` cycles
-        before its write (its read data is registered before the add).
+        before its write (its read data, ``READ_LATENCY`` cycles after the read, is registered
+        before the add).
     acc_wr : In(acc_write_signature(cfg))
         Accumulator write port: row ``c_addr + r``, one per cycle, in order.
 
@@ -58,13 +64,15 @@ class MatmulEngine(wiring.Component):
     -----
     Throughput: one row per cycle, no bubbles. Input row ``r`` is read in the cycle
     ``cfg.rows + 1 + r`` counted from the accepting cycle and written to the accumulator
-    ``array_latency(cfg) + 1`` cycles later. The rows ``c_addr .. c_addr + rows - 1`` must be
-    distinct (no wrap-around past ``acc_rows``; the controller checks it), since a row is read
-    before the previous row's write is performed.
+    ``READ_LATENCY + array_latency(cfg)`` cycles later (:data:`vitaccel.hw.memories.READ_LATENCY`:
+    the scratchpad's read latency). The rows ``c_addr .. c_addr + rows - 1`` must be distinct (no
+    wrap-around past ``acc_rows``; the controller checks it), since a row is read before the
+    previous rows' writes are performed.
     """
 
-    #: Cycles from an accumulator row's read to its write: its read data is registered, then added.
-    ACC_READ_AHEAD = 2
+    #: Cycles from an accumulator row's read to its write: the shared memory's read latency, then
+    #: its read data is registered, then added.
+    ACC_READ_AHEAD = READ_LATENCY + 1
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -123,32 +131,36 @@ class MatmulEngine(wiring.Component):
 
         loading = fsm.ongoing("LOAD_WEIGHTS")
         streaming = fsm.ongoing("STREAM")
+        # `streamed[k]` is `streaming` delayed by k cycles, through plain registers: its taps are
+        # the array's input valid and the accumulator's read strobe (`early`).
+        streamed = [streaming]
+        for k in range(max(READ_LATENCY, array.latency + READ_LATENCY - self.ACC_READ_AHEAD)):
+            register = Signal(name=f"streamed_d{k + 1}")
+            m.d.sync += register.eq(streamed[-1])
+            streamed.append(register)
         m.d.comb += [
             self.busy.eq(~fsm.ongoing("IDLE")),
             self.spad_rd.en.eq(loading | streaming),
             self.spad_rd.addr.eq(spad_addr),
-            # Read data arrives one cycle after the address: the array sees it with strobes
-            # delayed by one cycle. A scratchpad row is both a weight row and an input row
-            # because the array is square.
+            # Read data arrives READ_LATENCY cycles after the address: the array sees it with
+            # strobes delayed alike (plain shift registers). A scratchpad row is both a weight
+            # row and an input row because the array is square.
             array.w_row.eq(self.spad_rd.data),
             array.a_row.eq(self.spad_rd.data),
+            array.w_en.eq(delayed(m, loading, READ_LATENCY, "w_en")),
+            array.w_index.eq(delayed(m, issued, READ_LATENCY, "w_index")),
+            array.a_valid.eq(streamed[READ_LATENCY]),
         ]
-        m.d.sync += [
-            array.w_en.eq(loading),
-            array.w_transpose.eq(transpose_b),
-            array.w_index.eq(issued),
-            array.a_valid.eq(streaming),
-        ]
+        # transpose_b holds from the cycle after the command is accepted to the end of it: one
+        # register is enough to be in place for every delayed weight load.
+        m.d.sync += array.w_transpose.eq(transpose_b)
 
-        # Read-modify-write: the accumulator row is read two cycles before the array's output for
-        # it appears (`early` is the array's out_valid two cycles ahead), and its read data is
-        # registered, so that the read data meets only that register (no adder) in its cycle.
-        # Outputs come in order: rows are read and written at running addresses.
-        early = array.a_valid
-        for stage in range(array.latency - self.ACC_READ_AHEAD):
-            register = Signal(name=f"early_d{stage}")
-            m.d.sync += register.eq(early)
-            early = register
+        # Read-modify-write: the accumulator row is read ACC_READ_AHEAD cycles before the array's
+        # output for it appears (`early` is the array's out_valid that far ahead), its data
+        # arrives READ_LATENCY cycles after the read and is registered, so that the read data
+        # meets only that register (no adder) in its cycle. Outputs come in order: rows are read
+        # and written at running addresses.
+        early = streamed[array.latency + READ_LATENCY - self.ACC_READ_AHEAD]
         rd_addr = Signal.like(instr.c_addr)
         wr_addr = Signal.like(instr.c_addr)
         acc_in = Signal.like(self.acc_rd.data)

@@ -14,6 +14,8 @@ from vitaccel.sw.golden import INT8_MAX, INT8_MIN
 
 from .array import Mult18x18D, is_ecp5
 from .interfaces import checked_config, engine_members
+from .memories import READ_LATENCY
+from .residual import delayed
 
 __all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
 
@@ -123,17 +125,19 @@ class Requantizer(wiring.Component):
 def requant_cycles(cfg: AccelConfig, rows: int, row_shift: bool = False) -> int:
     """Cycles a REQUANT of ``rows`` rows keeps :attr:`RequantEngine.busy` high.
 
-    ``0`` for ``rows == 0``, else ``rows * cols / requant_lanes + 4 + RequantEngine.INPUT_STAGES +
-    Requantizer.LATENCY`` (``+ 1`` with ``row_shift``): three parameter reads (four with
-    ``row_shift``: the first row of exponents), one read per chunk of ``requant_lanes`` elements,
-    and for the last chunk one cycle of read latency, the input register and the lane pipeline.
-    Later rows of exponents are read while the accumulator is streamed, at no cost. The engine
-    accepts its next command in the cycle after ``busy`` falls.
+    ``0`` for ``rows == 0``, else ``rows * cols / requant_lanes + 3 + READ_LATENCY +
+    RequantEngine.INPUT_STAGES + Requantizer.LATENCY`` (``+ 1`` with ``row_shift``): three
+    parameter reads (four with ``row_shift``: the first row of exponents), one read per chunk of
+    ``requant_lanes`` elements, and for the last chunk the accumulator's read latency
+    (:data:`vitaccel.hw.memories.READ_LATENCY`), the input register and the lane pipeline. The
+    parameters' read latency is hidden under the accumulator's, and later rows of exponents are
+    read while the accumulator is streamed, at no cost. The engine accepts its next command in the
+    cycle after ``busy`` falls.
     """
     if rows == 0:
         return 0
-    return (rows * (cfg.cols // cfg.requant_lanes) + 4 + RequantEngine.INPUT_STAGES + Requantizer.LATENCY
-            + row_shift)
+    return (rows * (cfg.cols // cfg.requant_lanes) + 3 + READ_LATENCY + RequantEngine.INPUT_STAGES
+            + Requantizer.LATENCY + row_shift)
 
 
 class RequantEngine(wiring.Component):
@@ -163,18 +167,22 @@ class RequantEngine(wiring.Component):
     param_rd : In(param_read_signature(cfg))
         Parameter read port: rows ``param_addr``, ``+ 1``, ``+ 2`` (and ``exp_addr`` with
         ``row_shift``) in the cycles after the command is accepted; with ``row_shift``, row
-        ``exp_addr + g`` in the cycle the last chunk of row ``g * cols - 1`` is read.
+        ``exp_addr + g`` in the cycle the last chunk of row ``g * cols - 1`` is read. Each row is
+        latched when its data arrives, ``READ_LATENCY`` cycles after its read: in time for the
+        first chunk whose read follows it, since that chunk's data arrives as late.
     spad_wr : In(spad_write_signature(cfg))
-        Scratchpad write port: row ``spad_addr + r``, in order, ``1 + INPUT_STAGES +
+        Scratchpad write port: row ``spad_addr + r``, in order, ``READ_LATENCY + INPUT_STAGES +
         Requantizer.LATENCY`` cycles after the read of its last chunk.
 
     Notes
     -----
     Throughput: one row per ``cols / requant_lanes`` cycles, rows back to back. Uses
-    ``requant_lanes`` multipliers (:class:`Requantizer`). The accumulator's read data is
-    registered whole before a chunk of it is picked for the lanes (:attr:`INPUT_STAGES`), so that no
-    logic follows the block RAM in its cycle; the loop ends and the addresses are registers
-    (running addresses, flags computed a cycle ahead).
+    ``requant_lanes`` multipliers (:class:`Requantizer`). The accumulator's read data, which
+    arrives ``READ_LATENCY`` cycles after its read (the read's strobe, chunk index and column of
+    exponents travel alongside in plain shift registers), is registered whole before a chunk of it
+    is picked for the lanes (:attr:`INPUT_STAGES`), so that no logic follows the shared memory's
+    output in its cycle; the loop ends and the addresses are registers (running addresses, flags
+    computed a cycle ahead).
     """
 
     #: Register stages between the accumulator's read data and the lanes' inputs.
@@ -275,16 +283,15 @@ class RequantEngine(wiring.Component):
             self.acc_rd.addr.eq(acc_addr),
         ]
 
-        # Per-column parameters, held for the whole command. Read data arrives one cycle after
-        # the address, hence the delayed strobe and index.
+        # Per-column parameters, held for the whole command. Read data arrives READ_LATENCY
+        # cycles after the address, hence the delayed strobes and index.
         bias = Signal(chunked(signed(cfg.acc_width)))
         mult = Signal(chunked(signed(cfg.mult_bits)))
         shift = Signal(chunked(unsigned(cfg.shift_bits)))
         exps = Signal(data.ArrayLayout(unsigned(cfg.shift_bits), cfg.cols))
-        param_valid = Signal()
-        param_loaded = Signal.like(param_index)
-        exps_valid = Signal()
-        m.d.sync += [param_valid.eq(reading_params), param_loaded.eq(param_index), exps_valid.eq(reading_exps)]
+        param_valid = delayed(m, reading_params, READ_LATENCY, "param_valid")
+        param_loaded = delayed(m, param_index, READ_LATENCY, "param_loaded")
+        exps_valid = delayed(m, reading_exps, READ_LATENCY, "exps_valid")
         with m.If(exps_valid | (param_valid & (param_loaded == 3))):
             m.d.sync += [exps[j].eq(self.param_rd.data[j][:cfg.shift_bits]) for j in range(cfg.cols)]
         with m.If(param_valid):
@@ -298,15 +305,17 @@ class RequantEngine(wiring.Component):
                     m.d.sync += [shift[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.shift_bits])
                                  for j in range(cfg.cols)]
 
-        # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k: stage 0 is the read
-        # data, which is registered whole (`acc_row`, with the chunk index and the row's exponent)
-        # so that it meets no logic in its cycle; stage INPUT_STAGES is the lane inputs, stage
-        # INPUT_STAGES + LATENCY the lanes' results.
+        # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k: stage
+        # READ_LATENCY - 1 is the read data, which is registered whole (`acc_row`, with the chunk
+        # index and the row's exponent) so that it meets no logic in its cycle; stage
+        # READ_LATENCY - 1 + INPUT_STAGES is the lane inputs, stage READ_LATENCY - 1 + INPUT_STAGES
+        # + LATENCY the lanes' results.
         depth = self.INPUT_STAGES + Requantizer.LATENCY
-        stage = Signal(1 + depth)
-        read_chunk = Signal.like(chunk)     # the chunk whose read data is on acc_rd.data
-        read_pos = Signal.like(group_pos)
-        m.d.sync += [stage.eq(Cat(streaming, stage[:-1])), read_chunk.eq(chunk), read_pos.eq(group_pos)]
+        stage = Signal(READ_LATENCY + depth)
+        m.d.sync += stage.eq(Cat(streaming, stage[:-1]))
+        # The chunk whose read data is on acc_rd.data, and its row's column of exponents.
+        read_chunk = delayed(m, chunk, READ_LATENCY, "read_chunk")
+        read_pos = delayed(m, group_pos, READ_LATENCY, "read_pos")
         acc_row = Signal(chunked(signed(cfg.acc_width)))
         in_chunk = Signal.like(chunk)
         row_exp = Signal(unsigned(cfg.shift_bits))

@@ -18,6 +18,7 @@ from amaranth.back import verilog
 from vitaccel.config import preset
 from vitaccel.hw.array import array_latency
 from vitaccel.hw.matmul import MatmulEngine, matmul_cycles
+from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
@@ -73,7 +74,8 @@ def test_cycle_formula():
     cfg = preset("default")
     assert array_latency(cfg) == 24
     assert matmul_cycles(cfg, 0) == 0
-    assert matmul_cycles(cfg, 197) == 12 + 197 + 24 + 1
+    assert matmul_cycles(cfg, 197) == 12 + 197 + 24 + 3  # + READ_LATENCY
+    assert MatmulEngine.ACC_READ_AHEAD == READ_LATENCY + 1
 
 
 @pytest.mark.parametrize("name,changes,seed", [
