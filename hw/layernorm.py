@@ -21,6 +21,8 @@ from vitaccel.sw.layernorm import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT
                                    row_mean_constants, squares)
 
 from .interfaces import checked_config, engine_members
+from .memories import READ_LATENCY
+from .residual import delayed
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
            "unit_row_cycles", "unit_stats_cycles"]
@@ -605,16 +607,17 @@ def layernorm_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """Cycles a LAYERNORM of ``rows`` rows of ``length`` channels keeps :attr:`LayerNormEngine.busy`
     high.
 
-    ``0`` if ``rows == 0`` or ``length == 0``, else ``4 * ceil(length / L) + 3 +
+    ``0`` if ``rows == 0`` or ``length == 0``, else ``4 * ceil(length / L) + READ_LATENCY + 2 +
     rows * unit_row_cycles(cfg, length)``: the four parameter planes, one beat of ``L`` channels
-    per cycle, the row-mean constants and the first input read and its register, then the rows
-    back to back (the
-    last row's last output beat is written in the cycle it leaves the unit). The engine accepts its
-    next command in the cycle after ``busy`` falls.
+    per cycle; then the first input read (issued with the row-mean constants' read), the
+    scratchpad's :data:`~vitaccel.hw.memories.READ_LATENCY` to its data, its registering in the
+    engine's input FIFO and its move to the input register; then the rows back to back (the last
+    row's last output beat is written in the cycle it leaves the unit). The engine accepts its next
+    command in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
-    return 4 * -(-length // cfg.vector_lanes) + 3 + rows * unit_row_cycles(cfg, length)
+    return 4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + rows * unit_row_cycles(cfg, length)
 
 
 class LayerNormEngine(wiring.Component):
@@ -642,10 +645,16 @@ class LayerNormEngine(wiring.Component):
         High from the cycle after a command is accepted to the cycle of the last scratchpad write,
         inclusive: :func:`layernorm_cycles` cycles.
     param_rd : In(param_read_signature(cfg))
-        PARAM read port: the planes' rows, each once per beat of ``L`` channels, from the cycle
-        after acceptance, then the ``m, k`` row.
+        PARAM read port (data :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the read):
+        the planes' rows, each once per beat of ``L`` channels, from the cycle after acceptance,
+        written into the unit's planes ``READ_LATENCY + 1`` cycles after their reads; then the
+        ``m, k`` row, latched into the unit ``READ_LATENCY`` cycles after its read (a cycle before
+        the unit takes the first input beat).
     spad_rd : In(spad_read_signature(cfg))
-        Scratchpad read port: the input rows, each tile once per beat, as the unit takes them.
+        Scratchpad read port (data ``READ_LATENCY`` cycles after the read): the input rows, each
+        tile once per beat, from the cycle of the ``m, k`` read on, read ahead of the unit: at most
+        :attr:`INPUT_SLOTS` beats in flight or in the engine's input FIFO, one in its input
+        register.
     spad_wr : In(spad_write_signature(cfg))
         Scratchpad write port: each output tile once, in the cycle its last beat leaves the unit.
 
@@ -655,7 +664,20 @@ class LayerNormEngine(wiring.Component):
     row is read while the current one is finishing. The output may overwrite the input in place
     (``dst == src``) when ``tile_stride >= rows``; otherwise the input and output tiles must not
     overlap, since a row's output is written before the next rows are read.
+
+    Timing: the shared memories' reads are registered on both sides
+    (:class:`~vitaccel.hw.memories.SharedMemory`); here a PARAM row is registered before its
+    chunk is selected for a plane write, scratchpad data goes straight into a FIFO slot (a clock
+    enable, no multiplexer), and the scratchpad read strobe is an AND of two registers. The unit's
+    own row buffer and planes are private to it and keep their one-cycle read.
     """
+
+    #: Scratchpad beats the input FIFO holds: reads in flight count, so a read is issued only while
+    #: its beat has a slot. ``READ_LATENCY + 2`` keeps one beat per cycle flowing with the room
+    #: flag registered (a slot frees in the cycle its beat moves to the input register, is seen
+    #: free the cycle after, and its next beat arrives ``READ_LATENCY`` cycles after that), so the
+    #: next row's first beats are ready when the unit is.
+    INPUT_SLOTS = READ_LATENCY + 2
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -733,47 +755,70 @@ class LayerNormEngine(wiring.Component):
                     m.d.sync += [p_row.eq(p_row + 1), p_plane.eq(p_plane + 1), p_beat.eq(0),
                                  p_chunk.eq(0), p_left.eq(length), p_end.eq(len_end)]
                     with m.If(p_plane == 3):
+                        # The feeder starts with the m, k read (on the other port).
+                        m.d.sync += feed_ok.eq(1)
                         m.next = "MEAN_CONSTANTS"
                 with m.Elif(p_chunk == chunks - 1):
                     m.d.sync += [p_row.eq(p_row + 1), p_chunk.eq(0)]
             with m.State("MEAN_CONSTANTS"):
                 m.d.comb += mk_read.eq(1)
-                m.d.sync += feed_ok.eq(1)
                 m.next = "ROWS"
             with m.State("ROWS"):
                 with m.If(row_end & o_last_row):
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
 
-        # The PARAM row is registered, then the plane writes follow their reads by two cycles;
-        # the capture of m, k by one.
+        # A PARAM row's data arrives READ_LATENCY cycles after its read and is registered
+        # (`param_q`), so the plane writes follow their reads by READ_LATENCY + 1 cycles, their
+        # plane, beat and chunk travelling alongside in plain shift registers; m, k are captured
+        # from the port READ_LATENCY cycles after their read.
         reading_params = fsm.ongoing("PARAMS")
         m.d.comb += [self.param_rd.en.eq(reading_params | mk_read), self.param_rd.addr.eq(p_row)]
-        written = Signal(2)
-        w_plane = [Signal.like(p_plane, name=f"w_plane_{n}") for n in range(2)]
-        w_beat = [Signal.like(p_beat, name=f"w_beat_{n}") for n in range(2)]
-        w_chunk = [Signal.like(p_chunk, name=f"w_chunk_{n}") for n in range(2)]
-        mk_valid = Signal()
+        written = delayed(m, reading_params, READ_LATENCY + 1, "written")
+        w_plane = delayed(m, p_plane, READ_LATENCY + 1, "w_plane")
+        w_beat = delayed(m, p_beat, READ_LATENCY + 1, "w_beat")
+        w_chunk = delayed(m, p_chunk, READ_LATENCY + 1, "w_chunk")
+        mk_valid = delayed(m, mk_read, READ_LATENCY, "mk_valid")
         param_q = Signal(chunked(signed(cfg.acc_width)))
-        m.d.sync += [written.eq(Cat(reading_params, written[0])), mk_valid.eq(mk_read),
-                     param_q.eq(self.param_rd.data),
-                     w_plane[0].eq(p_plane), w_plane[1].eq(w_plane[0]), w_beat[0].eq(p_beat),
-                     w_beat[1].eq(w_beat[0]), w_chunk[0].eq(p_chunk), w_chunk[1].eq(w_chunk[0])]
-        m.d.comb += [unit.params.en.eq(written[1]), unit.params.plane.eq(w_plane[1]),
-                     unit.params.addr.eq(w_beat[1]), unit.params.data.eq(param_q[w_chunk[1]])]
+        m.d.sync += param_q.eq(self.param_rd.data)
+        m.d.comb += [unit.params.en.eq(written), unit.params.plane.eq(w_plane),
+                     unit.params.addr.eq(w_beat), unit.params.data.eq(param_q[w_chunk])]
         with m.If(mk_valid):
             m.d.sync += [unit.mean_mult.eq(self.param_rd.data[0]), unit.mean_shift.eq(self.param_rd.data[1])]
 
-        # Feeder: a two-stage pipeline moved by `take`: the read port's data register, then the
-        # registered row, whose beat is the unit's input; both hold while the unit waits.
-        read_valid, read_chunk = Signal(), Signal.like(f_chunk)
+        # Feeder: the beats' scratchpad rows are read ahead into a FIFO of INPUT_SLOTS rows; each
+        # read's data is registered in its slot in the cycle it arrives (READ_LATENCY cycles after
+        # the read, told by its strobe and chunk travelling alongside in plain shift registers).
+        # The head slot moves to the input register, whose beat is the unit's input and which
+        # holds while the unit waits. A read is issued only while the FIFO has room for it
+        # (`room`, a register: reads in flight count), so the read strobe is an AND of two
+        # registers and block RAM data meets only a register (clock enable, no multiplexer).
+        slots = self.INPUT_SLOTS
+        fifo = Signal(data.ArrayLayout(self.spad_rd.data.shape(), slots))
+        fifo_chunk = Signal(data.ArrayLayout(unsigned(max(1, len(f_chunk))), slots))   # (1 bit if chunks == 1)
+        fifo_in = Signal(range(slots))          # the slot of the next read's data
+        fifo_out = Signal(range(slots))         # the head slot
+        fifo_rows = Signal(range(slots + 1))    # rows arrived in the FIFO, not yet in the input register
+        issued = Signal(range(slots + 1))       # reads issued whose rows are not yet in the input register
+        room = Signal(init=1)                   # issued < slots, registered
         in_valid, in_chunk = Signal(), Signal.like(f_chunk)
         spad_q = Signal(chunked(signed(cfg.data_width)))
+        feed = feed_ok & room
+        arrived = delayed(m, feed, READ_LATENCY, "arrived")
+        arrived_chunk = delayed(m, f_chunk, READ_LATENCY, "arrived_chunk")
+        with m.If(arrived):
+            m.d.sync += [fifo[fifo_in].eq(self.spad_rd.data), fifo_chunk[fifo_in].eq(arrived_chunk),
+                         fifo_in.eq(Mux(fifo_in == slots - 1, 0, fifo_in + 1))]
         take = ~in_valid | unit.inp.ready
-        feed = take & feed_ok
+        copy = take & (fifo_rows != 0)
         with m.If(take):
-            m.d.sync += [read_valid.eq(feed), read_chunk.eq(f_chunk), in_valid.eq(read_valid),
-                         in_chunk.eq(read_chunk), spad_q.eq(self.spad_rd.data)]
+            m.d.sync += [in_valid.eq(fifo_rows != 0), in_chunk.eq(fifo_chunk[fifo_out]),
+                         spad_q.eq(fifo[fifo_out])]
+        with m.If(copy):
+            m.d.sync += fifo_out.eq(Mux(fifo_out == slots - 1, 0, fifo_out + 1))
+        m.d.sync += fifo_rows.eq(fifo_rows + arrived - copy)
+        next_issued = issued + feed - copy
+        m.d.sync += [issued.eq(next_issued), room.eq(next_issued < slots)]
         with m.If(feed):
             m.d.sync += [f_chunk.eq(f_chunk + 1), f_left.eq(f_left - L), f_end.eq(f_left <= 2 * L),
                          f_wrap.eq(f_chunk == chunks - 2)]
@@ -785,7 +830,7 @@ class LayerNormEngine(wiring.Component):
             with m.Elif(f_wrap):
                 m.d.sync += [f_base.eq(f_base + stride), f_chunk.eq(0), f_wrap.eq(chunks == 1)]
         m.d.comb += [
-            self.spad_rd.en.eq(take),
+            self.spad_rd.en.eq(feed),
             self.spad_rd.addr.eq(f_base + f_row),
             unit.inp.valid.eq(in_valid),
             unit.inp.payload.eq(spad_q[in_chunk]),

@@ -15,6 +15,7 @@ from amaranth.back import verilog
 
 from vitaccel.config import preset
 from vitaccel.hw.layernorm import LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_row_cycles
+from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw import layernorm as ln
 from vitaccel.sw.residual import round_shift, saturate
@@ -117,7 +118,8 @@ def test_cycle_formula():
     assert layernorm_cycles(cfg, 0, 192) == layernorm_cycles(cfg, 197, 0) == 0
     # AILayerNorm at max_row 1024: 3 passes of 48 beats, k = 33 for the mean, 95 cycles of the rest.
     assert unit_row_cycles(cfg, 192) == 3 * 48 + 33 + 95
-    assert layernorm_cycles(cfg, 197, 192) == 4 * 48 + 3 + 197 * unit_row_cycles(cfg, 192)
+    assert READ_LATENCY == 3
+    assert layernorm_cycles(cfg, 197, 192) == 4 * 48 + READ_LATENCY + 2 + 197 * unit_row_cycles(cfg, 192)
     ilnorm = dataclasses.replace(cfg, layernorm="i_layernorm")
     assert unit_row_cycles(ilnorm, 192) == 3 * 48 + 26 + 198
 
