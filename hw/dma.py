@@ -17,6 +17,7 @@ from vitaccel.isa import LocalMemory, Opcode
 from .interfaces import (checked_config, MemoryPortSignature, acc_read_signature, acc_write_signature,
                          engine_cmd_signature, param_read_signature, param_write_signature,
                          spad_read_signature, spad_write_signature)
+from .memories import READ_LATENCY
 
 __all__ = ["DMA", "load_cycles", "store_cycles"]
 
@@ -30,7 +31,7 @@ def load_cycles(words: int, mem_latency: int) -> int:
 
 def store_cycles(words: int) -> int:
     """Cycles a STORE of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that accepts a
-    command every cycle: ``words + DMA.STORE_EXTRA``."""
+    command every cycle: ``words + DMA.STORE_EXTRA`` (``STORE_EXTRA = READ_LATENCY + 3``)."""
     return words + DMA.STORE_EXTRA
 
 
@@ -39,8 +40,9 @@ class DMA(wiring.Component):
 
     Follows the engine convention of ``hw/interfaces.py``: ``cmd.ready`` is high exactly when the
     engine is idle; ``busy`` is high from the cycle after a command is accepted up to the cycle in
-    which its last local write is performed (LOAD) or the cycle after its last external write
-    command is accepted (STORE), and for at least one cycle (also for ``rows == 0``).
+    which its last local write is presented (LOAD; the shared memory performs it ``WRITE_LATENCY``
+    cycle later) or the cycle after its last external write command is accepted (STORE), and for at
+    least one cycle (also for ``rows == 0``).
 
     Every external command leaves from a register: the engine offers its commands, one per cycle,
     to a two-entry output buffer whose head drives the port, so that ``mem.cmd_ready`` only moves
@@ -55,10 +57,14 @@ class DMA(wiring.Component):
     ``rsp_data`` reach flip-flops directly); a row is written to local memory two cycles after its
     last word arrives.
 
-    STORE reads local rows ahead into two row registers (the row being sent and the next) and issues
-    one write command per word; it sustains one word per cycle while ``cmd_ready`` is high. Read data
-    reaches those registers through at most one multiplexer (ACC or PARAM). The engine never reads
-    a local memory during a LOAD nor writes one during a STORE.
+    STORE reads local rows ahead into a ring of row registers and issues one write command per
+    word; it sustains one word per cycle while ``cmd_ready`` is high. A local read's data arrives
+    :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the read, so a read is issued only when
+    a row register is reserved for its data (the port's back-pressure never stops data in flight):
+    a row of ``w`` words occupies its register for ``READ_LATENCY + w`` cycles, so the ring has
+    ``1 + ceil(READ_LATENCY / w)`` registers (SPAD rows and ACC/PARAM rows have rings of their own).
+    Read data reaches those registers through at most one multiplexer (ACC or PARAM). The engine
+    never reads a local memory during a LOAD nor writes one during a STORE.
 
     Busy time when the memory accepts a command every cycle and answers a read ``L`` cycles after
     accepting it: ``W + L + LOAD_EXTRA`` for a LOAD, ``W + STORE_EXTRA`` for a STORE of ``W`` words
@@ -80,9 +86,10 @@ class DMA(wiring.Component):
     #: in cycle :attr:`ISSUE_DELAY`; the cycle after the last response registers it and shifts it
     #: into the row, the next writes the row.
     LOAD_EXTRA = 3
-    #: A STORE's busy time beyond its words: the local read, the row register, the output buffer and
-    #: the cycle after the last command.
-    STORE_EXTRA = 4
+    #: A STORE's busy time beyond its words: the local read (issued in the first busy cycle, its
+    #: data on the port READ_LATENCY cycles later), the row register, the output buffer and the
+    #: cycle after the last command.
+    STORE_EXTRA = READ_LATENCY + 3
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
@@ -260,73 +267,85 @@ class DMA(wiring.Component):
             self.param_wr.en.eq(wr_param),
         ]
 
-        # ---- STORE: local reads run ahead into two row registers, sent word by word ---------
-        # Rows arrive in order into row[fill] and leave in order, alternately; `held` counts the
-        # full ones. A read is issued only when its row will have a free register on arrival (the
-        # next cycle): held rows plus the read in flight, minus the row whose last word is made
-        # this cycle, must leave one free. SPAD rows get registers of their own, so that every
-        # read data bit reaches a register through at most one multiplexer.
+        # ---- STORE: local reads run ahead into rings of row registers, sent word by word -----
+        # Rows arrive in order into the ring's register marked by the one-hot `fill_*` and leave in
+        # order. `free` counts the registers neither full nor reserved for a read in flight; a read
+        # is issued only when one is free, or when the row whose last word is made this cycle frees
+        # one, so data in flight always has a register to land in. `held` counts the full ones.
+        # `arrive` is the read strobe delayed by READ_LATENCY: the cycle its data is on the port.
+        # SPAD rows get registers of their own, so that every read data bit reaches a register
+        # through at most one multiplexer.
+        rings_s = 1 + -(-READ_LATENCY // spad_words)
+        rings_w = 1 + -(-READ_LATENCY // acc_words)
         rd_left = Signal(16)
         rd_more = Signal()              # rd_left != 0
         rd_addr = Signal(16)
-        rd_inflight = Signal()
         rd_issue = Signal()
-        held = Signal(range(3))
-        fill = Signal()
-        row_s = [Signal(spad_bits, name=f"row_s{k}") for k in range(2)]
-        row_w = [Signal(acc_bits, name=f"row_w{k}") for k in range(2)]
+        inflight = Signal(READ_LATENCY)
+        arrive = Signal()
+        free = Signal(range(max(rings_s, rings_w) + 1))
+        held = Signal(range(max(rings_s, rings_w) + 1))
+        fill_s = Signal(rings_s)
+        fill_w = Signal(rings_w)
+        row_s = [Signal(spad_bits, name=f"row_s{k}") for k in range(rings_s)]
+        row_w = [Signal(acc_bits, name=f"row_w{k}") for k in range(rings_w)]
 
         with m.If(accept):
             m.d.sync += [
                 rd_left.eq(instr.rows),
                 rd_more.eq(instr.rows != 0),
                 rd_addr.eq(instr.local_addr),
+                free.eq(Mux(instr.mem == LocalMemory.SPAD, rings_s, rings_w)),
                 held.eq(0),
-                fill.eq(0),
+                fill_s.eq(1),
+                fill_w.eq(1),
             ]
 
         finishing = gen_go & c_last
-        in_use = held + rd_inflight
         m.d.comb += [
-            rd_issue.eq(storing & rd_more & Mux(finishing, in_use <= 2, in_use <= 1)),
+            rd_issue.eq(storing & rd_more & ((free != 0) | finishing)),
             self.spad_rd.addr.eq(rd_addr),
             self.spad_rd.en.eq(rd_issue & sel_spad),
             self.acc_rd.addr.eq(rd_addr),
             self.acc_rd.en.eq(rd_issue & sel_acc),
             self.param_rd.addr.eq(rd_addr),
             self.param_rd.en.eq(rd_issue & sel_param),
+            arrive.eq(inflight[-1]),
         ]
-        m.d.sync += rd_inflight.eq(rd_issue)
+        m.d.sync += inflight.eq(Cat(rd_issue, inflight[:-1]))
         with m.If(rd_issue):
             m.d.sync += [rd_addr.eq(rd_addr + 1), rd_left.eq(rd_left - 1), rd_more.eq(rd_left != 1)]
 
         wide_data = Mux(sel_acc, self.acc_rd.data.as_value(), self.param_rd.data.as_value())
-        with m.If(rd_inflight):
-            m.d.sync += fill.eq(~fill)
-            for k in range(2):
-                with m.If(fill == k):
-                    m.d.sync += [row_s[k].eq(self.spad_rd.data.as_value()), row_w[k].eq(wide_data)]
+        with m.If(arrive):
+            m.d.sync += [fill_s.eq(fill_s.rotate_left(1)), fill_w.eq(fill_w.rotate_left(1))]
+            for k in range(rings_s):
+                with m.If(fill_s[k]):
+                    m.d.sync += row_s[k].eq(self.spad_rd.data.as_value())
+            for k in range(rings_w):
+                with m.If(fill_w[k]):
+                    m.d.sync += row_w[k].eq(wide_data)
 
         with m.If(storing):
             m.d.comb += gen_valid.eq(held != 0)
-            m.d.sync += held.eq(held + rd_inflight - finishing)
+            m.d.sync += [held.eq(held + arrive - finishing), free.eq(free - rd_issue + finishing)]
             with m.If(~c_more & ~out_valid & ~skid_valid):
                 m.d.sync += [busy.eq(0), storing.eq(0)]
 
         # The word sent: a one-hot position over (row register, word), rotating by one per
-        # command (rows leave in order, alternately from row 0 and row 1): an AND-OR of
-        # registers, with no decoder in front.
-        pos_s = Signal(2 * spad_words)
-        pos_w = Signal(2 * acc_words)
+        # command (rows leave in order, around the ring): an AND-OR of registers, with no decoder
+        # in front.
+        pos_s = Signal(rings_s * spad_words)
+        pos_w = Signal(rings_w * acc_words)
         with m.If(accept):
             to_spad = instr.mem == LocalMemory.SPAD
             m.d.sync += [pos_s.eq(Mux(to_spad, 1, 0)), pos_w.eq(Mux(to_spad, 0, 1))]
         with m.Elif(gen_go):
             m.d.sync += [pos_s.eq(pos_s.rotate_left(1)), pos_w.eq(pos_w.rotate_left(1))]
         terms = [Mux(pos_s[k], row_s[k // spad_words].word_select(k % spad_words, bus), 0)
-                 for k in range(2 * spad_words)]
+                 for k in range(rings_s * spad_words)]
         terms += [Mux(pos_w[k], row_w[k // acc_words].word_select(k % acc_words, bus), 0)
-                  for k in range(2 * acc_words)]
+                  for k in range(rings_w * acc_words)]
         # A balanced OR tree, each level kept as wires so that synthesis maps it as such (two
         # AND-ed terms per LUT, then 4-input ORs), not as a chain.
         group, level = 2, 0
