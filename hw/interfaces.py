@@ -6,7 +6,7 @@ Conventions (see docs/architecture.md):
 - An engine receives its instruction on ``cmd: In(engine_cmd_signature())``: a valid/ready stream
   whose payload is the whole :data:`vitaccel.isa.Instruction`. It raises ``cmd.ready`` only when
   idle, and holds ``busy: Out(1)`` high from the cycle after it accepts a command until its last
-  write to any memory has been performed (external writes: accepted by the port).
+  write to any memory has been presented (external writes: accepted by the port).
 - A unit that reads an on-chip memory has a member ``In(memory.ReadPort.Signature(...))``; one that
   writes has ``In(memory.WritePort.Signature(...))``. The core's shared memories are pipelined
   (:class:`vitaccel.hw.memories.SharedMemory`): data for the address presented with ``en`` in cycle
