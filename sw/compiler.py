@@ -59,8 +59,9 @@ class CostModel:
     Not the performance model: it is only as exact as needed to rank schedules. Every instruction
     costs its fetch (``INSTR_BYTES / bus_bytes`` bus reads) plus ``dispatch`` cycles; a DMA moves one
     bus word per cycle after ``dma_latency``; a MATMUL of ``R`` rows costs ``R + 3 * cols + 1``
-    (weight tile reads, rows, the array's ``rows + cols`` latency, the accumulator read; as
-    hw/matmul.py's ``matmul_cycles``); a REQUANT costs ``R * cols / requant_lanes`` plus
+    (weight tile reads, rows, the array's ``rows + cols`` latency, the accumulator read: hw/matmul.py's
+    ``matmul_cycles`` less the shared memories' extra read latency, a constant that does not change
+    a ranking); a REQUANT costs ``R * cols / requant_lanes`` plus
     ``requant_overhead`` (its three parameter rows).
     """
 
