@@ -7,6 +7,7 @@ import pytest
 from vitaccel.config import preset
 from vitaccel.hw.layernorm import layernorm_cycles
 from vitaccel.hw.matmul import matmul_cycles
+from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.hw.requant import requant_cycles
 from vitaccel.isa import LocalMemory, Opcode, encode
 from vitaccel.sim.verilator import build, run_image
@@ -76,7 +77,7 @@ def test_instruction_formulas():
 
     load = cost(Opcode.LOAD, mem=LocalMemory.SPAD, rows=10, dram_stride=12)
     assert (load.control, load.engine) == (fetch + 2, 30 + 2 + 3)
-    assert cost(Opcode.STORE, mem=LocalMemory.ACC, rows=2).engine == 24 + 4
+    assert cost(Opcode.STORE, mem=LocalMemory.ACC, rows=2).engine == 24 + READ_LATENCY + 3
     mm = cost(Opcode.MATMUL, rows=197, transpose_b=1)
     assert (mm.engine, mm.macs) == (matmul_cycles(cfg, 197), 197 * 144)
     assert cost(Opcode.REQUANT, rows=5, row_shift=1).engine == requant_cycles(cfg, 5, True)
