@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 
 from .interfaces import checked_config
+from .memories import delayed
 
 __all__ = ["SystolicArray", "array_latency", "MULTIPLIERS", "Mult18x18D", "is_ecp5"]
 
@@ -107,13 +108,6 @@ class SystolicArray(wiring.Component):
         cfg = self._cfg
         m = Module()
 
-        def delayed(value, cycles, name):
-            for stage in range(cycles):
-                register = Signal.like(value, name=f"{name}_d{stage}")
-                m.d.sync += register.eq(value)
-                value = register
-            return value
-
         multiplier = self._multiplier
         if multiplier == "auto":
             multiplier = "mult18x18d" if is_ecp5(platform) else "inferred"
@@ -135,10 +129,10 @@ class SystolicArray(wiring.Component):
         for i in range(cfg.rows):
             # Every multiplier operand comes from a register: row 0 gets one too, paid for by
             # taking its product as the partial sum, with no register in between.
-            a_in = delayed(self.a_row[i], max(i, 1), name=f"skew_{i}")
+            a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}")
             for j in range(cfg.cols):
                 if j > 0:
-                    a_in = delayed(a_in, 1, name=f"a_{i}_{j}")
+                    a_in = delayed(m, a_in, 1, name=f"a_{i}_{j}")
                 weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")
                 with m.If(row_load[i] | col_load[j]):
                     m.d.sync += weight.eq(Mux(w_transpose, w_row[i], w_row[j]))
@@ -157,8 +151,8 @@ class SystolicArray(wiring.Component):
                     psum_above[j] = psum
 
         for j in range(cfg.cols):
-            m.d.comb += self.out_row[j].eq(delayed(psum_above[j], cfg.cols - 1 - j, name=f"deskew_{j}"))
-        m.d.comb += self.out_valid.eq(delayed(self.a_valid, self.latency, name="valid"))
+            m.d.comb += self.out_row[j].eq(delayed(m, psum_above[j], cfg.cols - 1 - j, name=f"deskew_{j}"))
+        m.d.comb += self.out_valid.eq(delayed(m, self.a_valid, self.latency, name="valid"))
         return m
 
 

@@ -12,8 +12,8 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.memories import READ_LATENCY
-from vitaccel.hw.residual import (ElementwiseEngine, delayed, lanes_layout, saturating_round_shift,
+from vitaccel.hw.memories import READ_LATENCY, delayed
+from vitaccel.hw.residual import (ElementwiseEngine, lanes_layout, saturating_round_shift,
                                   tiles, valid_pipeline)
 from vitaccel.sw.gelu import SIGMOID_BITS
 from vitaccel.sw.softmax import EXP_BITS, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS

@@ -21,8 +21,7 @@ from vitaccel.sw.layernorm import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT
                                    row_mean_constants, squares)
 
 from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY
-from .residual import delayed
+from .memories import READ_LATENCY, delayed
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
            "unit_row_cycles", "unit_stats_cycles"]

@@ -9,8 +9,7 @@ from amaranth.lib import wiring
 
 from vitaccel.config import AccelConfig
 from vitaccel.hw.array import SystolicArray, array_latency
-from vitaccel.hw.memories import READ_LATENCY
-from vitaccel.hw.residual import delayed
+from vitaccel.hw.memories import READ_LATENCY, delayed
 
 from vitaccel.hw.interfaces import checked_config, engine_members
 

@@ -20,7 +20,7 @@ from amaranth.lib.wiring import Out
 
 from .interfaces import local_addr_width
 
-__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY"]
+__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY", "delayed"]
 
 #: Cycles from a read's ``en``/``addr`` to its ``data`` on a :class:`SharedMemory` read port.
 READ_LATENCY = 3
@@ -78,3 +78,14 @@ class SharedMemory(wiring.Component):
         m.d.sync += self.read.data.eq(rd.data)
         m.d.sync += [wr.en.eq(self.write.en), wr.addr.eq(self.write.addr), wr.data.eq(self.write.data)]
         return m
+
+
+def delayed(m: Module, value, cycles: int, name: str):
+    """``value`` delayed by ``cycles`` (>= 0) cycles through a chain of plain registers (no logic
+    between them), e.g. a read's strobe or metadata travelling alongside the read for
+    :data:`READ_LATENCY` cycles."""
+    for stage in range(cycles):
+        register = Signal.like(value, name=f"{name}_d{stage + 1}")
+        m.d.sync += register.eq(value)
+        value = register
+    return value

@@ -14,8 +14,7 @@ from vitaccel.sw.golden import INT8_MAX, INT8_MIN
 
 from .array import Mult18x18D, is_ecp5
 from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY
-from .residual import delayed
+from .memories import READ_LATENCY, delayed
 
 __all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
 

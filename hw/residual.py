@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
 from vitaccel.hw.interfaces import local_addr_width
-from vitaccel.hw.memories import READ_LATENCY
+from vitaccel.hw.memories import READ_LATENCY, delayed
 from vitaccel.sw.golden import INT8_MAX, INT8_MIN
 
 from vitaccel.hw.interfaces import checked_config, engine_members
@@ -51,16 +51,6 @@ def saturating_round_shift(m: Module, value, shift, enable) -> Signal:
         m.d.sync += y.eq(Mux(halves >= 2 * INT8_MAX + 1, INT8_MAX,
                              Mux(halves < 2 * INT8_MIN - 1, INT8_MIN, low)))
     return y
-
-
-def delayed(m: Module, value, cycles: int, name: str) -> Signal:
-    """``value`` delayed by ``cycles`` (>= 1) cycles through a chain of plain registers (no logic
-    between them), e.g. a read's strobe or metadata travelling alongside the read for
-    ``READ_LATENCY`` cycles."""
-    stages = [Signal.like(value, name=f"{name}_d{k + 1}") for k in range(cycles)]
-    m.d.sync += stages[0].eq(value)
-    m.d.sync += [stages[k + 1].eq(stages[k]) for k in range(cycles - 1)]
-    return stages[-1]
 
 
 def valid_pipeline(m: Module, unit, latency: int) -> Signal:

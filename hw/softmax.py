@@ -16,8 +16,7 @@ from vitaccel.config import AccelConfig
 from vitaccel.sw.softmax import EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
 
 from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY
-from .residual import delayed
+from .memories import READ_LATENCY, delayed
 
 __all__ = ["SoftmaxUnit", "SoftmaxEngine", "softmax_beats", "softmax_cycles"]
 
