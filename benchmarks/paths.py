@@ -92,8 +92,8 @@ def _capture(cell):
 
 def placed_locations(placed, netlist):
     """Tile ``(x, y)`` of every cell of the yosys ``netlist``, from nextpnr's ``--write`` output
-    ``placed``. nextpnr keeps the names of LUTs, flip-flops, block RAMs and DSPs; a cell it renamed
-    while packing (carry cells, LUT multiplexers) takes the tile of a connected cell it kept."""
+    ``placed``. nextpnr keeps the names of LUTs, flip-flops, block RAMs and DSPs, and names a carry
+    cell's two halves after it; a LUT multiplexer takes the tile of a LUT that drives it."""
     top = next(m for m in placed["modules"].values() if m.get("attributes", {}).get("top")) \
         if any(m.get("attributes", {}).get("top") for m in placed["modules"].values()) \
         else next(iter(placed["modules"].values()))
@@ -104,23 +104,25 @@ def placed_locations(placed, netlist):
         if found:
             where[name] = (int(found[1]), int(found[2]))
     cells = next(m for m in netlist["modules"].values() if m.get("attributes", {}).get("top"))["cells"]
-    by_bit = collections.defaultdict(list)
+    driver = {}
     for name, cell in cells.items():
-        for bits in cell["connections"].values():
-            for bit in bits:
-                if isinstance(bit, int):
-                    by_bit[bit].append(name)
+        for port, bits in cell["connections"].items():
+            if cell.get("port_directions", {}).get(port) == "output":
+                driver.update((bit, name) for bit in bits if isinstance(bit, int))
     locations = {}
     for name, cell in cells.items():
-        if name in where:
-            locations[name] = where[name]
-            continue
-        kept = [where[other] for bits in cell["connections"].values() for bit in bits if isinstance(bit, int)
-                for other in by_bit[bit] if other in where]
-        if not kept:      # a carry cell: nextpnr names its halves after it
-            kept = [loc for other, loc in where.items() if other.startswith(name)][:1]
-        if kept:
-            locations[name] = kept[0]
+        # Carry cells become two slices named after them; LUT multiplexers (PFUMX, L6MUX21) share
+        # a slice with the LUTs that drive them.
+        for kept in (name, name + "$CCU2_COMB0"):
+            if kept in where:
+                locations[name] = where[kept]
+                break
+        else:
+            inputs = [driver.get(bit) for port, bits in cell["connections"].items()
+                      if cell.get("port_directions", {}).get(port) == "input" for bit in bits]
+            kept = [where[d] for d in inputs if d in where]
+            if kept:
+                locations[name] = kept[0]
     return locations
 
 
@@ -333,7 +335,7 @@ def main():
     for row in rows[:args.paths]:
         print(f"\n{row['ns']} ns:")
         for name, at in row["path"]:
-            print(f"  {at:6.2f}  {_short(name)}")
+            print(f"  {at:6.2f}  {name[:110]}")     # its source line and where in the hierarchy
 
 
 if __name__ == "__main__":
