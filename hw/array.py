@@ -18,21 +18,22 @@ from .memories import delayed
 __all__ = ["SystolicArray", "array_latency", "MULTIPLIERS", "Mult18x18D", "is_ecp5"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
-#: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the product register inside the DSP),
+#: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the operand and product registers inside),
 #: ``"auto"`` (``"mult18x18d"`` when elaborated for an ECP5 platform).
 MULTIPLIERS = ("auto", "inferred", "mult18x18d")
 
 
 def array_latency(cfg: AccelConfig) -> int:
-    """Cycles from an input row entering a :class:`SystolicArray` to its output row: ``rows + cols``.
+    """Cycles from an input row entering a :class:`SystolicArray` to its output row:
+    ``rows + cols + 2``.
 
     Input element ``i`` spends ``max(i, 1)`` cycles in the skew registers and ``j`` cycles moving
-    right to reach PE ``(i, j)``, two cycles there (product, then sum; row 0's product is its
-    sum), and the bottom of column ``j`` waits ``cols - 1 - j`` cycles in the deskew registers:
-    ``(rows - 1) + 2 + (cols - 1)`` in all.
+    right to reach PE ``(i, j)``, four cycles there (operand register, product, product copy, then
+    sum; row 0's product copy is its sum), and the bottom of column ``j`` waits ``cols - 1 - j``
+    cycles in the deskew registers: ``(rows - 1) + 4 + (cols - 1)`` in all.
     A function of the config alone, so that performance models need not build the hardware.
     """
-    return cfg.rows + cfg.cols
+    return cfg.rows + cfg.cols + 2
 
 
 class SystolicArray(wiring.Component):
@@ -40,8 +41,10 @@ class SystolicArray(wiring.Component):
 
     PE ``(i, j)`` holds weight ``W[i][j]``. Element ``i`` of an input row enters array row ``i`` and
     moves right one PE per cycle; partial sums of :attr:`AccelConfig.psum_width` bits move down each
-    column one PE per cycle. Every PE registers its product before adding it to the partial sum
-    from above, so that no multiplier feeds an adder in the same cycle.
+    column one PE per cycle. Every PE registers its operands, its product and a copy of the
+    product before adding it to the partial sum from above: on a large device the DSP blocks are
+    spread over the die, and each long wire (operands to the DSP, product to the adder) then has a
+    cycle of its own.
 
     Parameters
     ----------
@@ -49,9 +52,8 @@ class SystolicArray(wiring.Component):
         Uses ``rows``, ``cols``, ``data_width`` and ``psum_width``.
     multiplier : str
         How each PE multiplies (:data:`MULTIPLIERS`); every choice has the same ports, latency and
-        results. ``"mult18x18d"`` puts each PE's product register inside one ECP5 MULT18X18D
-        (:class:`Mult18x18D`), which is what lets an ECP5 array run above 100 MHz: yosys never
-        moves a fabric register into the DSP.
+        results. ``"mult18x18d"`` puts each PE's operand registers and product register inside one
+        ECP5 MULT18X18D (:class:`Mult18x18D`): yosys never moves a fabric register into the DSP.
 
     Attributes
     ----------
@@ -137,12 +139,14 @@ class SystolicArray(wiring.Component):
                 with m.If(row_load[i] | col_load[j]):
                     m.d.sync += weight.eq(Mux(w_transpose, w_row[i], w_row[j]))
                 if multiplier == "mult18x18d":
-                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D()
+                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(registered_inputs=True)
                     m.d.comb += [mult.a.eq(a_in), mult.b.eq(weight)]
                     product = mult.p
                 else:
                     product = Signal(signed(2 * cfg.data_width), name=f"product_{i}_{j}")
-                    m.d.sync += product.eq(a_in * weight)
+                    m.d.sync += product.eq(delayed(m, a_in, 1, name=f"operand_a_{i}_{j}")
+                                           * delayed(m, weight, 1, name=f"operand_w_{i}_{j}"))
+                product = delayed(m, product, 1, name=f"product_copy_{i}_{j}")
                 if i == 0:
                     psum_above[j] = product
                 else:
@@ -168,11 +172,15 @@ class Mult18x18D(wiring.Component):
     product register in the DSP block.
 
     Contract: ``p`` in cycle ``t + 1`` is ``a * b`` of cycle ``t`` (signed, exact, ``a_bits +
-    b_bits`` bits); reset clears it.
+    b_bits`` bits); reset clears it. With ``registered_inputs`` the DSP's operand registers are
+    used too: ``p`` in cycle ``t + 2`` is ``a * b`` of cycle ``t``. Every register of the block
+    uses the same clock, enable (always) and reset, so DSPs that share a slice's control signals
+    can always be paired.
 
     Elaborated for a platform (synthesis), this is the primitive with ``REG_OUTPUT`` on ``CLK0``,
-    synchronous reset ``RST0`` and unregistered, sign-extended signed inputs (Lattice TN1267, ECP5
-    sysDSP Usage Guide). yosys never moves a fabric register into the DSP; with the product
+    synchronous reset ``RST0`` and sign-extended signed inputs, unregistered or (``REG_INPUTA``,
+    ``REG_INPUTB`` on ``CLK0``, ``CE0``, ``RST0``) registered (Lattice TN1267, ECP5 sysDSP Usage
+    Guide). yosys never moves a fabric register into the DSP; with the product
     register inside, the multiplier's output needs no route to the fabric within the cycle. Without
     a platform (Amaranth's simulator cannot run an ``Instance``) it is a behavioural model of that
     configuration. Instantiated DSPs are the only ones an ECP5 build uses: it synthesizes with
@@ -181,15 +189,21 @@ class Mult18x18D(wiring.Component):
 
     WIDTH = 18
 
-    def __init__(self, a_bits: int = 8, b_bits: int = 8):
+    def __init__(self, a_bits: int = 8, b_bits: int = 8, *, registered_inputs: bool = False):
         if not (1 <= a_bits <= self.WIDTH and 1 <= b_bits <= self.WIDTH):
             raise ValueError(f"a MULT18X18D multiplies at most 18 x 18 bits, not {a_bits} x {b_bits}")
+        self._registered_inputs = registered_inputs
         super().__init__({"a": In(signed(a_bits)), "b": In(signed(b_bits)), "p": Out(signed(a_bits + b_bits))})
 
     def elaborate(self, platform):
         m = Module()
+        registered = self._registered_inputs
         if platform is None:
-            m.d.sync += self.p.eq(self.a * self.b)
+            a, b = self.a, self.b
+            if registered:
+                a, b = Signal.like(self.a, name="a_reg"), Signal.like(self.b, name="b_reg")
+                m.d.sync += [a.eq(self.a), b.eq(self.b)]
+            m.d.sync += self.p.eq(a * b)
             return m
 
         def bits(prefix, value):
@@ -199,7 +213,9 @@ class Mult18x18D(wiring.Component):
         product = Signal(36)
         m.submodules.dsp = Instance(
             "MULT18X18D",
-            p_REG_INPUTA_CLK="NONE", p_REG_INPUTB_CLK="NONE",
+            **({"p_REG_INPUTA_CLK": "CLK0", "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",
+                "p_REG_INPUTB_CLK": "CLK0", "p_REG_INPUTB_CE": "CE0", "p_REG_INPUTB_RST": "RST0"}
+               if registered else {"p_REG_INPUTA_CLK": "NONE", "p_REG_INPUTB_CLK": "NONE"}),
             p_REG_OUTPUT_CLK="CLK0", p_REG_OUTPUT_CE="CE0", p_REG_OUTPUT_RST="RST0",
             p_RESETMODE="SYNC", p_GSR="DISABLED", p_SOURCEB_MODE="B_SHIFT", p_MULT_BYPASS="DISABLED",
             **bits("A", self.a), **bits("B", self.b), **bits("C", C(0, 18)),

@@ -72,9 +72,9 @@ def cmd(a_addr, b_addr, c_addr, rows, accumulate, transpose_b=0):
 
 def test_cycle_formula():
     cfg = preset("default")
-    assert array_latency(cfg) == 24
+    assert array_latency(cfg) == 12 + 12 + 2
     assert matmul_cycles(cfg, 0) == 0
-    assert matmul_cycles(cfg, 197) == 12 + 197 + 24 + 3  # + READ_LATENCY
+    assert matmul_cycles(cfg, 197) == 12 + 197 + 26 + 3  # + READ_LATENCY
     assert MatmulEngine.ACC_READ_AHEAD == READ_LATENCY + 1
 
 
