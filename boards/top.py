@@ -10,7 +10,7 @@ starts a run, polls STATUS and reads the results back. It has four ports (``rx``
 ``done`` on LEDs 0 and 1, and on ECP5 a PLL that makes the accelerator's clock from the board's.
 """
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import fifo, io, memory, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -247,4 +247,11 @@ class BoardTop(Elaboratable):
             i_ENCLKOP=Const(0), o_LOCK=locked,
         )
         platform.add_clock_constraint(sync.clk, self.clk_hz)
-        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        # The reset is synchronized in a domain of its own on the same clock, then reaches the
+        # accelerator's flip-flops over a global network (a DCCA, as a clock would): it fans out to
+        # every corner of the die, which general routing does not cross in a cycle at 100 MHz.
+        m.domains.reset_gen = ClockDomain("reset_gen", local=True)
+        m.d.comb += ClockSignal("reset_gen").eq(ClockSignal("sync"))
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="reset_gen")
+        m.submodules.reset_buf = Instance("DCCA", i_CLKI=ResetSignal("reset_gen"), i_CE=Const(1),
+                                          o_CLKO=ResetSignal("sync"))
