@@ -421,7 +421,10 @@ def run_model(board_name: str, port: str, model: str, cfg, *, images: int = 8, b
     ``label``, ``bit_exact`` (and ``first_mismatch``), ``error`` and ``pc``, ``cycles`` (the CYCLES
     CSR), ``compute_s`` (cycles / ``clk_hz``, the board's clock by default), ``transfer_s`` (input
     written and logits read, measured on the host) and ``wall_s``; overall ``bit_exact``, ``top1``
-    (with labels), ``upload_s`` for the image and the bytes sent and received.
+    (with labels), ``upload_s`` for the image and the bytes sent and received, and
+    ``cycles_modelled``: the perf model's cycles at the board top's memory latency
+    (``mem_latency_modelled``, :attr:`~vitaccel.boards.top.System.MEM_LATENCY`), which the CYCLES
+    CSR should equal.
     """
     from vitaccel.sim.model import load_intvit, model_images
     from vitaccel.sw import perf
@@ -429,6 +432,7 @@ def run_model(board_name: str, port: str, model: str, cfg, *, images: int = 8, b
     from vitaccel.sw.forward import forward, patches
 
     from .targets import FitError, board, board_mem_bytes
+    from .top import System
 
     say = progress or (lambda message: None)
     target = board(board_name)
@@ -442,7 +446,7 @@ def run_model(board_name: str, port: str, model: str, cfg, *, images: int = 8, b
         raise FitError(f"{model} compiled for config {cfg.name!r} needs {need:,} bytes of board memory (program, "
                        f"weights and tensors) but the {target.name} board top has {mem_bytes:,} bytes "
                        f"({mem_bytes // 1024} KiB) of on-chip memory")
-    modelled = perf.estimate(program).cycles
+    modelled = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
     if timeout_s is None:
         timeout_s = 5.0 + 20 * modelled / clk_hz
     pictures, labels = model_images(intvit, images)
@@ -500,6 +504,7 @@ def run_model(board_name: str, port: str, model: str, cfg, *, images: int = 8, b
         "cycles": round(sum(cycles) / len(cycles)),
         "cycles_source": "measured (CYCLES CSR of the board)",
         "cycles_modelled": modelled,
+        "mem_latency_modelled": System.MEM_LATENCY,
         "clk_hz": clk_hz,
         "compute_s": sum(cycles) / len(cycles) / clk_hz,
         "compute_note": f"CYCLES / {clk_hz / 1e6:g} MHz (the clock `vitaccel build` gives {target.name})",

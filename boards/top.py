@@ -133,6 +133,11 @@ class System(wiring.Component):
     busy: Out(1)
     done: Out(1)
 
+    #: Cycles from the core's accepted read command to its response on the board (``mem_latency`` of
+    #: ``perf.estimate``): the slice's command FIFO 1, the :class:`OnChipMemory` 2, the slice's
+    #: response FIFO 1; one read per cycle, no back-pressure while the core takes every response.
+    MEM_LATENCY = 1 + 2 + 1
+
     def __init__(self, cfg: AccelConfig, *, mem_bytes: int, clk_hz: int, baud: int = 115200):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")

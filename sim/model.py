@@ -95,6 +95,11 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
     per-layer figures of the performance model (labelled modelled), and for ``rtl`` the error of
     the performance model against the measured cycles. ``trace`` (a .vcd path) and
     ``trace_instructions`` (a .csv path) record the first image's run (``rtl`` only).
+
+    ``latency = (MIN, MAX)`` is the memory's read latency in cycles: the RTL's memory model answers
+    after a uniform random latency in that range; the performance model assumes a fixed latency of
+    MIN (exact when MIN == MAX), reported as ``perf_mem_latency``. A board's cycles are those at
+    ``(System.MEM_LATENCY,) * 2`` (boards/top.py).
     """
     from vitaccel.sw import isasim, perf
     from vitaccel.sw.compile_model import compile_model
@@ -102,6 +107,9 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    lo, hi = latency
+    if not 1 <= lo <= hi:
+        raise ValueError(f"latency must be (min, max) with 1 <= min <= max, not {latency!r}")
     say = progress or (lambda message: None)
     if program is None:
         say("compiling")
@@ -110,7 +118,7 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         compile_s = time.perf_counter() - start
     else:
         compile_s = 0.0
-    model = perf.estimate(program)
+    model = perf.estimate(program, mem_latency=lo)
     golden = forward(intvit, images) if engine != "perf" else None
     inputs = patches(images, intvit.config.patch_size)
     if engine == "rtl":
@@ -160,6 +168,7 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         "cycles_source": {"rtl": "measured (Verilator)", "isa": "modelled (perf)",
                           "perf": "modelled (perf)"}[engine],
         "perf_cycles": model.cycles,
+        "perf_mem_latency": lo,
         "macs": model.macs,
         "wall_s": round(wall, 3),
         "busy_cycles_modelled": busy,

@@ -336,9 +336,11 @@ def cmd_build(args):
 
 
 def cmd_estimate(args):
-    """Resources (yosys), Fmax (nextpnr), cycles (perf model or RTL), FPS and GOPS of a model."""
+    """Resources (yosys), Fmax (nextpnr), cycles (perf model or RTL, at the board top's memory
+    latency), FPS and GOPS of a model."""
     from vitaccel.boards.synth import estimate
     from vitaccel.boards.targets import board
+    from vitaccel.boards.top import System
     from vitaccel.sim.model import load_intvit, model_images, simulate_model
     from vitaccel.sw.compile_model import compile_model
 
@@ -350,14 +352,16 @@ def cmd_estimate(args):
         say("compiling " + args.model)
         program = compile_model(intvit, cfg)
         images, labels = model_images(intvit, 1)
-        sim = simulate_model(intvit, cfg, images, labels, engine=args.engine, program=program, progress=say)
+        # The core's memory on the board answers System.MEM_LATENCY cycles after a read command.
+        sim = simulate_model(intvit, cfg, images, labels, engine=args.engine, program=program, progress=say,
+                             latency=(System.MEM_LATENCY, System.MEM_LATENCY))
     cycles = sim["cycles"]
     fmax = result.get("fmax_mhz")
     clock_mhz = fmax if fmax else target.target_hz / 1e6
     weights_bytes = sum(s.nbytes for s in program.symbols.values() if s.role in ("weight", "param"))
     fps = clock_mhz * 1e6 / cycles
     report = dict(result, model=args.model, cycles=cycles, cycles_source=sim["cycles_source"],
-                  clock_mhz_for_fps=clock_mhz,
+                  mem_latency=System.MEM_LATENCY, clock_mhz_for_fps=clock_mhz,
                   clock_source="nextpnr Fmax" if fmax else "board target clock (no Fmax from an open tool)",
                   fps=round(fps, 3), gops=round(2 * sim["macs"] * fps / 1e9, 3),
                   peak_gops=round(2 * cfg.macs * clock_mhz * 1e6 / 1e9, 3),
@@ -373,7 +377,8 @@ def cmd_estimate(args):
             r = res[kind]
             print(f"  {kind:<5} {r['used']:>8} of {r['available']:<8} ({r['percent']:.1f} %)  [{r['source']}]")
         print(f"  Fmax  {fmax} MHz [{report['fmax_source']}]")
-        print(f"  {args.model}: {cycles:,} cycles [{report['cycles_source']}] -> {report['fps']} FPS at "
+        print(f"  {args.model}: {cycles:,} cycles [{report['cycles_source']}, memory latency "
+              f"{report['mem_latency']}] -> {report['fps']} FPS at "
               f"{clock_mhz:.1f} MHz [{report['clock_source']}], {report['gops']} GOPS of {report['peak_gops']} peak; "
               f"memory-bandwidth bound {report['memory_bound_fps']} FPS")
     if args.report:
@@ -392,7 +397,8 @@ def _write_estimate_report(report, sim, out_dir: Path) -> None:
     for kind, r in report["resources"].items():
         lines.append(f"| {kind} | {r['used']} of {r['available']} ({r['percent']:.1f} %) | {r['source']} |")
     lines += [f"| Fmax | {report['fmax_mhz']} MHz | {report['fmax_source']} |",
-              f"| cycles per image | {report['cycles']:,} | {report['cycles_source']} |",
+              f"| cycles per image | {report['cycles']:,} | {report['cycles_source']}, memory latency "
+              f"{report['mem_latency']} (the board top's) |",
               f"| FPS | {report['fps']} | at {report['clock_mhz_for_fps']:.1f} MHz ({report['clock_source']}) |",
               f"| GOPS (peak) | {report['gops']} ({report['peak_gops']}) | 2 x MACs x FPS |",
               f"| memory-bandwidth bound | {report['memory_bound_fps']} FPS | {report['memory_bound_note']} |",

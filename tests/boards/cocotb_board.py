@@ -5,7 +5,9 @@ The PC's end of the line is :class:`SimUart`: it drives ``rx`` bit by bit (8 dat
 1 stop bit, with random idle gaps between bytes) and decodes every frame on ``tx``. Through it the
 host driver's own conversations (``vitaccel.boards.host``: the code ``vitaccel run`` uses) write
 the compiled program's whole memory image, then per image write the input, start, poll STATUS and
-read the logits, which must equal the golden integer model's, whole vectors.
+read the logits, which must equal the golden integer model's, whole vectors, and the CYCLES the
+board reports, which must equal the perf model's at the board's memory latency
+(``System.MEM_LATENCY``) exactly.
 
 Settings: VITACCEL_PROGRAM (a program file), VITACCEL_INPUTS and VITACCEL_GOLDEN (``.npy``: the
 images' patches and the golden logits), VITACCEL_IMAGES (the images' indices in the digits test
@@ -23,6 +25,8 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, FallingEdge, Timer
 
 from vitaccel.boards import host
+from vitaccel.boards.top import System
+from vitaccel.sw import perf
 from vitaccel.sw.program import Program
 
 
@@ -87,6 +91,7 @@ async def tiny_digits_over_uart(dut):
     inputs = np.load(os.environ["VITACCEL_INPUTS"])
     golden = np.load(os.environ["VITACCEL_GOLDEN"])
     images = [int(i) for i in os.environ["VITACCEL_IMAGES"].split(",")]
+    modelled = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
 
     cocotb.start_soon(Clock(dut.clk, clock_ns, unit="ns").start())
     dut.rx.value = 1
@@ -113,8 +118,12 @@ async def tiny_digits_over_uart(dut):
             j = int(np.flatnonzero(got != want)[0])
             raise AssertionError(f"seed {seed}: image {index} (digits test split): logits {got.tolist()} != golden "
                                  f"{want.tolist()}; first mismatch at logit {j}: {got[j]} != {want[j]}")
-        dut._log.info(f"image {index}: bit-exact, class {int(np.argmax(got))}, {result.cycles:,} cycles, "
-                      f"{result.instret:,} instructions")
+        assert result.cycles == modelled, (
+            f"seed {seed}: image {k} ({index} in the digits test split): the board counted {result.cycles:,} "
+            f"cycles, the perf model at memory latency {System.MEM_LATENCY} {modelled:,} "
+            f"({result.cycles - modelled:+,})")
+        dut._log.info(f"image {index}: bit-exact, class {int(np.argmax(got))}, {result.cycles:,} cycles "
+                      f"(= perf model at memory latency {System.MEM_LATENCY}), {result.instret:,} instructions")
     assert uart.frame_errors == 0, f"{uart.frame_errors} bad frames on tx"
     assert not uart.received, f"the board top sent {len(uart.received)} bytes nobody asked for"
     dut._log.info(f"{get_sim_time('ms'):.1f} simulated ms, {time.perf_counter() - wall:.1f} s")

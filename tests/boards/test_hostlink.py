@@ -270,3 +270,47 @@ def test_memory_slice_keeps_order_and_rate(seed):
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
+
+
+def test_system_mem_latency():
+    """``System.MEM_LATENCY`` (the perf model's memory latency for a board's cycles) is what the
+    System's memory path does: through a MemorySlice into an OnChipMemory, reads in bursts and
+    alone, with the master always taking responses, are never refused and each is answered exactly
+    ``MEM_LATENCY`` cycles after its command was accepted (latency L: accepted in cycle t, valid in
+    cycle t + L, as the Verilator memory model's)."""
+    import random
+
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+
+    from vitaccel.boards.top import MemorySlice, OnChipMemory
+
+    rng = random.Random(0)
+    m = Module()
+    m.submodules.mem = mem = OnChipMemory(16, 64, 1024)
+    m.submodules.slice = ms = MemorySlice(16, 64)
+    wiring.connect(m, ms.down, mem.bus)
+    bus = ms.up
+    pattern = [1] * 20 + [rng.random() < 0.5 for _ in range(200)] + [1, 0, 0, 0, 0, 0, 1] + [0] * 10
+    accepted, answered = [], []
+
+    async def testbench(ctx):
+        ctx.set(bus.rsp_ready, 1)
+        for cycle, send in enumerate(pattern):
+            ctx.set(bus.cmd_valid, send)
+            ctx.set(bus.cmd_write, 0)
+            ctx.set(bus.cmd_addr, 8 * (cycle % 128))
+            await ctx.delay(1e-9)
+            if send:
+                assert ctx.get(bus.cmd_ready), f"read refused in cycle {cycle}"
+                accepted.append(cycle)
+            if ctx.get(bus.rsp_valid):
+                answered.append(cycle)
+            await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert [a - c for c, a in zip(accepted, answered)] == [System.MEM_LATENCY] * len(accepted), (accepted, answered)
+    assert len(answered) == len(accepted)

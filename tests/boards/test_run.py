@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from vitaccel.boards import host
+from vitaccel.boards.top import System
 from vitaccel.cli import main
 from vitaccel.config import preset
 from vitaccel.hw.interfaces import CSR
@@ -111,6 +112,19 @@ def golden_logits(config, count):
     return forward(intvit, images)
 
 
+def board_cycles(config):
+    """tiny-digits' cycles on a board top: the perf model at ``System.MEM_LATENCY`` (which
+    test_board_uart.py holds the Verilator board top's CYCLES to), checked to differ from latency 1's."""
+    from vitaccel.sim.model import load_intvit
+    from vitaccel.sw import perf
+    from vitaccel.sw.compile_model import compile_model
+
+    program = compile_model(load_intvit("tiny-digits", config), config)
+    cycles = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
+    assert cycles > perf.estimate(program).cycles
+    return cycles
+
+
 def test_run_json(capsys):
     cfg = preset("default")
     with BoardEmulator(cfg, MEM_BYTES, cycles=123_456) as board:
@@ -127,6 +141,8 @@ def test_run_json(capsys):
     # The cycles are the CYCLES CSR (the emulator's stand-in number), the compute time at the 25 MHz board clock.
     assert report["cycles"] == 123_456 and report["clk_hz"] == 25_000_000
     assert report["compute_s"] == pytest.approx(123_456 / 25e6)
+    # What the board should count: the perf model at the board top's memory latency (not the simulator's 1).
+    assert report["cycles_modelled"] == board_cycles(cfg) and report["mem_latency_modelled"] == System.MEM_LATENCY
     assert report["image_bytes"] == 47_552 and report["mem_bytes"] == MEM_BYTES
     # The image went over once in blocks (7 bytes of overhead per 1024 words), then per image the input.
     assert report["bytes_sent"] == board.received

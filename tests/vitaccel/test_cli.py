@@ -1,5 +1,7 @@
 """The `vitaccel` command's contract: --help everywhere, one-line user errors with exit status 2."""
 
+import json
+
 import pytest
 
 from vitaccel.cli import main
@@ -46,3 +48,28 @@ def test_board_and_model_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("vitaccel: error: ") and message in err and err.count("\n") == 1
+
+
+def test_estimate_cycles_at_the_board_memory_latency(monkeypatch, capsys):
+    """`vitaccel estimate` models a board's cycles at its board top's memory latency
+    (``System.MEM_LATENCY``), not at the simulator's 1, and says which; FPS follow from them. The
+    tools' numbers are stood in for (estimate() is tested in tests/boards/test_boards.py)."""
+    from vitaccel.boards import synth
+    from vitaccel.boards.top import System
+    from vitaccel.config import preset
+    from vitaccel.sim.model import load_intvit
+    from vitaccel.sw import perf
+    from vitaccel.sw.compile_model import compile_model
+
+    measured = {"board": "ulx3s-85f", "part": "test", "config": "tiny", "fmax_mhz": 50.0,
+                "fmax_source": "test", "resources": {}}
+    monkeypatch.setattr(synth, "estimate", lambda board, cfg, *, route=True, progress=None: measured)
+    assert main(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--model", "tiny-digits", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cfg = preset("tiny")
+    program = compile_model(load_intvit("tiny-digits", cfg), cfg)
+    cycles = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
+    assert cycles != perf.estimate(program).cycles
+    assert report["cycles"] == cycles and report["mem_latency"] == System.MEM_LATENCY
+    assert report["cycles_source"] == "modelled (perf)"
+    assert report["fps"] == round(50e6 / cycles, 3)
