@@ -511,7 +511,8 @@ def cmd_demo(args):
     table.add_row("integer top-1", pct(report["int_top1"]), "golden integer forward")
     table.add_row("RTL bit-exact", "yes" if report["bit_exact"] else "NO",
                   f"{report['rtl_images']} images, whole logit vectors, Verilator")
-    table.add_row("cycles per image", f"{report['cycles']:,}", report["cycles_source"])
+    table.add_row("cycles per image", f"{report['cycles']:,}",
+                  f"{report['cycles_source']}, memory latency {report['mem_latency']}")
     table.add_row("simulation speed", f"{report['sim_cycles_per_s']:,} cycles/s", "measured")
     board = report.get("board")
     if board:

@@ -12,6 +12,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert report["bit_exact"] is True and report["rtl_images"] == 2
     assert report["int_top1"] > 0.97 and report["fp_top1"] > 0.98
     assert report["cycles"] > 0 and report["perf_error"] == 0.0
+    # With a board, the RTL ran at the board's memory latency: the cycles are the board's.
+    from vitaccel.boards.top import System
+    assert report["mem_latency"] == System.MEM_LATENCY
     text = (out / "report.md").read_text()
     assert "RTL bit-exact on 2 images" in text and "| yes |" in text
     assert report["board"]["fits"] is True and "fit on arty-a7-35 | fits" in text
