@@ -209,7 +209,7 @@ def analyse(netlist, net_delay=None):
     def path(bit):
         steps = []
         while bit is not None:
-            steps.append((bit, arrival[bit]))
+            steps.append((bit, arrival.get(bit, 0.0)))   # a top-level input or constant: 0
             bit = parent.get(bit)
         return steps[::-1]
 

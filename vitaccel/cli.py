@@ -216,14 +216,29 @@ def cmd_simulate(args):
     return 0 if report["bit_exact"] else 1
 
 
+def _check_images(images: int, model: str) -> None:
+    """``--images`` is positive and, for the built-in tiny-digits, within its test split (checked
+    before the model is loaded or quantized)."""
+    if images < 1:
+        raise UserError(f"--images must be a positive integer, not {images}")
+    if model == "tiny-digits":
+        from vitaccel.sw.digits import SPLITS
+
+        start, stop = SPLITS["test"]
+        if images > stop - start:
+            raise UserError(f"--images {images}: the tiny-digits test split has {stop - start} images")
+
+
 def _simulate_model(args, cfg):
     from vitaccel.sim.model import load_intvit, simulate_model, model_images
 
-    if args.images < 1:
-        raise UserError(f"--images must be a positive integer, not {args.images}")
+    _check_images(args.images, args.model)
     with step_progress(args.json) as say:
         intvit = load_intvit(args.model, cfg, say)
-        images, labels = model_images(intvit, args.images, seed=args.seed)
+        try:
+            images, labels = model_images(intvit, args.images, seed=args.seed)
+        except ValueError as exc:       # a model file of the tiny-digits shape: the digits test split
+            raise UserError(f"--images {args.images}: {exc}") from None
         report = simulate_model(intvit, cfg, images, labels, engine=args.engine, seed=args.seed,
                                 latency=tuple(args.latency), stall=args.stall, progress=say, trace=args.trace,
                                 trace_instructions=args.trace_instructions)
@@ -414,8 +429,7 @@ def cmd_run(args):
     from vitaccel.boards.host import LinkError, run_model
 
     cfg = _board_config(args)
-    if args.images < 1:
-        raise UserError(f"--images must be a positive integer, not {args.images}")
+    _check_images(args.images, args.model)
     if args.baud < 1:
         raise UserError(f"--baud must be a positive integer, not {args.baud}")
     try:
@@ -489,8 +503,7 @@ def cmd_demo(args):
     from vitaccel.demo import run_demo
 
     cfg = load_config(args.config)
-    if args.images < 1:
-        raise UserError(f"--images must be a positive integer, not {args.images}")
+    _check_images(args.images, "tiny-digits")
     board = None if args.board == "none" else args.board
     with step_progress(args.json) as say:
         report = run_demo(cfg, images=args.images, board=board, out_dir=args.output, progress=say)

@@ -215,6 +215,8 @@ def test_run_help_has_an_example(capsys):
     (["--board", "nope", "--port", "x", "--model", "tiny-digits"], "unknown board 'nope'"),
     (["--board", BOARD, "--config", "default", "--port", "x", "--model", "tiny-digits", "--images", "0"],
      "--images must be a positive integer, not 0"),
+    (["--board", BOARD, "--config", "default", "--port", "x", "--model", "tiny-digits", "--images", "361"],
+     "--images 361: the tiny-digits test split has 360 images"),
     (["--board", BOARD, "--config", "default", "--port", "x", "--model", "nope.npz"], "model 'nope.npz' is neither"),
 ])
 def test_run_user_errors(argv, message, capsys):

@@ -27,6 +27,8 @@ def test_help_has_an_example(command, capsys):
      "--latency MIN MAX needs 1 <= MIN <= MAX"),
     (["simulate", "--op", "linear", "--m", "1", "--k", "4", "--n", "4", "--stall", "1.5"], "--stall must be"),
     (["demo", "--config", "missing.toml"], "config file 'missing.toml' does not exist"),
+    (["demo", "--images", "400"], "--images 400: the tiny-digits test split has 360 images"),
+    (["simulate", "--model", "tiny-digits", "--images", "361"], "--images 361: the tiny-digits test split has 360"),
     (["quantize", "--model", "nope.pth", "-o", "x.npz"], "nope.pth"),
     (["quantize", "--model", "tiny-digits", "--calib", "0", "-o", "x.npz"], "calibration set is empty"),
 ])
