@@ -48,6 +48,10 @@ class Device:
     #: (:data:`vitaccel.boards.build.ECP5_SYNTH_OPTS`): only the array's and the requantizers'
     #: instantiated MULT18X18Ds are DSPs, the vector units multiply in LUTs.
     vector_dsps: bool = True
+    #: The DSP sites, one tuple per row of DSP blocks, each left to right, as nextpnr names their
+    #: BELs: the systolic array's floorplan (:func:`vitaccel.hw.array.dsp_floorplan`). Empty: the
+    #: placer places the DSPs.
+    dsp_sites: tuple[tuple[str, ...], ...] = ()
 
     @property
     def bram_bits(self) -> int:
@@ -89,12 +93,22 @@ class Board:
 _SHAPES_18K = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 _SHAPES_4K = ((2048, 2), (1024, 4), (512, 8), (256, 16))
 
+def _ecp5_85f_dsp_sites() -> tuple[tuple[str, ...], ...]:
+    """The LFE5U-85F's 156 MULT18X18D sites: three rows of DSP blocks (Y10, Y34, Y58), each of 13
+    blocks of four multipliers across the die; as nextpnr-ecp5 0.11 names them (the BELs its placer
+    used for `default`, and the 4 it left free)."""
+    columns = []
+    for x in (4, 13, 22, 31, 40, 49, 58, 69, 78, 87, 96, 105, 114):
+        columns += [(x, 0), (x + 1, 1), (x + 4, 4), (x + 5, 5)]
+    return tuple(tuple(f"X{x}/Y{y}/MULT18_{k}" for x, k in columns) for y in (10, 34, 58))
+
+
 ECP5_85F = Device(
     family="ecp5", part="LFE5U-85F-6BG381C", luts=83640, ffs=83640, dsps=156, dsp_cell="MULT18X18D",
     dsp_width=(18, 18), bram_blocks=208, bram_block_bits=18432, bram_cell="DP16KD", bram_shapes=_SHAPES_18K,
     source="Lattice ECP5 and ECP5-5G Family Data Sheet (FPGA-DS-02012), Table 1.1: LFE5U-85: 84k LUTs "
            "(41,820 slices of 2 LUT4 + 2 FF), 208 EBR of 18 kbit (3,744 kbit), 156 18x18 multipliers",
-    vector_dsps=False)
+    vector_dsps=False, dsp_sites=_ecp5_85f_dsp_sites())
 ICE40_UP5K = Device(
     family="ice40", part="iCE40UP5K-SG48", luts=5280, ffs=5280, dsps=8, dsp_cell="SB_MAC16",
     dsp_width=(16, 16), bram_blocks=30, bram_block_bits=4096, bram_cell="SB_RAM40_4K", bram_shapes=_SHAPES_4K,

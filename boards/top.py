@@ -133,15 +133,18 @@ class System(wiring.Component):
     busy: Out(1)
     done: Out(1)
 
+    # ``dsp_sites``: the device's DSP sites for the array's floorplan (:class:`~vitaccel.hw.core.Core`).
+
     #: Cycles from the core's accepted read command to its response on the board (``mem_latency`` of
     #: ``perf.estimate``): the slice's command FIFO 1, the :class:`OnChipMemory` 2, the slice's
     #: response FIFO 1; one read per cycle, no back-pressure while the core takes every response.
     MEM_LATENCY = 1 + 2 + 1
 
-    def __init__(self, cfg: AccelConfig, *, mem_bytes: int, clk_hz: int, baud: int = 115200):
+    def __init__(self, cfg: AccelConfig, *, mem_bytes: int, clk_hz: int, baud: int = 115200, dsp_sites=()):
         if not isinstance(cfg, AccelConfig):
             raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
         self.cfg = cfg.validate()
+        self.dsp_sites = dsp_sites
         self.mem_bytes = mem_bytes
         self.clk_hz = clk_hz
         self.baud = baud
@@ -150,7 +153,7 @@ class System(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
-        m.submodules.core = core = Core(cfg)
+        m.submodules.core = core = Core(cfg, dsp_sites=self.dsp_sites)
         m.submodules.memory = mem = OnChipMemory(cfg.addr_bits, cfg.bus_bits, self.mem_bytes)
         m.submodules.slice = mem_slice = MemorySlice(cfg.addr_bits, cfg.bus_bits)
         wiring.connect(m, mem_slice.down, mem.bus)
@@ -217,7 +220,7 @@ class BoardTop(Elaboratable):
             raise ValueError(f"{self.board.name} runs the accelerator on its {self.board.clk_hz} Hz clock, "
                              f"not {self.clk_hz} Hz")
         self.system = System(cfg, mem_bytes=board_mem_bytes(board_name, mem_bytes), clk_hz=self.clk_hz,
-                             baud=baud)
+                             baud=baud, dsp_sites=self.board.device.dsp_sites)
 
     def elaborate(self, platform):
         m = Module()

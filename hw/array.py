@@ -15,7 +15,7 @@ from vitaccel.config import AccelConfig
 from .interfaces import checked_config
 from .memories import delayed
 
-__all__ = ["SystolicArray", "array_latency", "MULTIPLIERS", "Mult18x18D", "is_ecp5"]
+__all__ = ["SystolicArray", "array_latency", "dsp_floorplan", "MULTIPLIERS", "Mult18x18D", "is_ecp5"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
 #: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the operand and product registers inside),
@@ -36,6 +36,25 @@ def array_latency(cfg: AccelConfig) -> int:
     return cfg.rows + cfg.cols + 2
 
 
+def dsp_floorplan(rows: int, cols: int, site_rows) -> dict[tuple[int, int], str] | None:
+    """A DSP site for each PE ``(i, j)`` that follows the array's wiring, or None if it does not fit.
+
+    ``site_rows`` are the device's DSP sites, one sequence per row of DSP blocks, each left to
+    right. Array rows go to the DSP rows in order, ``per = ceil(rows / len(site_rows))`` to each; in
+    a DSP row, PE ``(i, j)`` takes site ``per * j + i % per``. So a column's partial sums move to
+    the next site (or straight down to the next DSP row), and an input moves ``per`` sites per
+    column. Without it the placer spreads the PEs over every site of a nearly full device, and
+    neighbouring PEs can end up across the die from each other.
+    """
+    site_rows = [list(r) for r in site_rows]
+    if not site_rows:
+        return None
+    per = -(-rows // len(site_rows))
+    if any(per * cols > len(r) for r in site_rows):
+        return None
+    return {(i, j): site_rows[i // per][per * j + i % per] for i in range(rows) for j in range(cols)}
+
+
 class SystolicArray(wiring.Component):
     """Weight-stationary ``rows x cols`` array of int8 processing elements.
 
@@ -54,6 +73,10 @@ class SystolicArray(wiring.Component):
         How each PE multiplies (:data:`MULTIPLIERS`); every choice has the same ports, latency and
         results. ``"mult18x18d"`` puts each PE's operand registers and product register inside one
         ECP5 MULT18X18D (:class:`Mult18x18D`): yosys never moves a fabric register into the DSP.
+    dsp_sites : sequence of sequences of str
+        With ``"mult18x18d"``: the device's DSP sites by row (nextpnr BEL names, as
+        :attr:`vitaccel.boards.targets.Device.dsp_sites`); each PE is placed by
+        :func:`dsp_floorplan` when the array fits it. Empty (the default): the placer chooses.
 
     Attributes
     ----------
@@ -83,13 +106,17 @@ class SystolicArray(wiring.Component):
     and a weight loaded in cycle ``t`` is in its PE from cycle ``t + 2`` (the load is decoded a
     cycle ahead), so it is used by the inputs presented in cycle ``t + 1`` or later;
     loading weights while earlier inputs are still in the array mixes old and new weights for them.
+    Reset clears ``out_valid``, the weights and the multiplier registers; the data registers
+    (skew, inputs moving right, product copies, partial sums, deskew) have no reset, so ``out_row``
+    means something only with ``out_valid``.
     """
 
-    def __init__(self, cfg: AccelConfig, *, multiplier: str = "auto"):
+    def __init__(self, cfg: AccelConfig, *, multiplier: str = "auto", dsp_sites=()):
         if multiplier not in MULTIPLIERS:
             raise ValueError(f"multiplier must be one of {', '.join(MULTIPLIERS)}, not {multiplier!r}")
         self._cfg = checked_config(cfg)
         self._multiplier = multiplier
+        self._floorplan = dsp_floorplan(cfg.rows, cfg.cols, dsp_sites) or {}
         super().__init__({
             "w_en": In(1),
             "w_index": In(range(cfg.rows)),
@@ -131,31 +158,33 @@ class SystolicArray(wiring.Component):
         for i in range(cfg.rows):
             # Every multiplier operand comes from a register: row 0 gets one too, paid for by
             # taking its product as the partial sum, with no register in between.
-            a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}")
+            a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}", reset_less=True)
             for j in range(cfg.cols):
                 if j > 0:
-                    a_in = delayed(m, a_in, 1, name=f"a_{i}_{j}")
+                    a_in = delayed(m, a_in, 1, name=f"a_{i}_{j}", reset_less=True)
                 weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")
                 with m.If(row_load[i] | col_load[j]):
                     m.d.sync += weight.eq(Mux(w_transpose, w_row[i], w_row[j]))
                 if multiplier == "mult18x18d":
-                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(registered_inputs=True)
+                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(registered_inputs=True,
+                                                                      site=self._floorplan.get((i, j)))
                     m.d.comb += [mult.a.eq(a_in), mult.b.eq(weight)]
                     product = mult.p
                 else:
                     product = Signal(signed(2 * cfg.data_width), name=f"product_{i}_{j}")
                     m.d.sync += product.eq(delayed(m, a_in, 1, name=f"operand_a_{i}_{j}")
                                            * delayed(m, weight, 1, name=f"operand_w_{i}_{j}"))
-                product = delayed(m, product, 1, name=f"product_copy_{i}_{j}")
+                product = delayed(m, product, 1, name=f"product_copy_{i}_{j}", reset_less=True)
                 if i == 0:
                     psum_above[j] = product
                 else:
-                    psum = Signal(signed(cfg.psum_width), name=f"psum_{i}_{j}")
+                    psum = Signal(signed(cfg.psum_width), name=f"psum_{i}_{j}", reset_less=True)
                     m.d.sync += psum.eq(psum_above[j] + product)
                     psum_above[j] = psum
 
         for j in range(cfg.cols):
-            m.d.comb += self.out_row[j].eq(delayed(m, psum_above[j], cfg.cols - 1 - j, name=f"deskew_{j}"))
+            m.d.comb += self.out_row[j].eq(delayed(m, psum_above[j], cfg.cols - 1 - j, name=f"deskew_{j}",
+                                                   reset_less=True))
         m.d.comb += self.out_valid.eq(delayed(m, self.a_valid, self.latency, name="valid"))
         return m
 
@@ -189,10 +218,13 @@ class Mult18x18D(wiring.Component):
 
     WIDTH = 18
 
-    def __init__(self, a_bits: int = 8, b_bits: int = 8, *, registered_inputs: bool = False):
+    def __init__(self, a_bits: int = 8, b_bits: int = 8, *, registered_inputs: bool = False,
+                 site: str | None = None):
         if not (1 <= a_bits <= self.WIDTH and 1 <= b_bits <= self.WIDTH):
             raise ValueError(f"a MULT18X18D multiplies at most 18 x 18 bits, not {a_bits} x {b_bits}")
         self._registered_inputs = registered_inputs
+        #: The DSP site (nextpnr BEL name, ``BEL`` attribute) the block is placed at, or None.
+        self.site = site
         super().__init__({"a": In(signed(a_bits)), "b": In(signed(b_bits)), "p": Out(signed(a_bits + b_bits))})
 
     def elaborate(self, platform):
@@ -213,6 +245,7 @@ class Mult18x18D(wiring.Component):
         product = Signal(36)
         m.submodules.dsp = Instance(
             "MULT18X18D",
+            **({"a_BEL": self.site} if self.site else {}),
             **({"p_REG_INPUTA_CLK": "CLK0", "p_REG_INPUTA_CE": "CE0", "p_REG_INPUTA_RST": "RST0",
                 "p_REG_INPUTB_CLK": "CLK0", "p_REG_INPUTB_CE": "CE0", "p_REG_INPUTB_RST": "RST0"}
                if registered else {"p_REG_INPUTA_CLK": "NONE", "p_REG_INPUTB_CLK": "NONE"}),

@@ -66,6 +66,9 @@ class Core(wiring.Component):
     busy, done : Out(1)
         STATUS bits 0 and 1: a run is in progress; the last run has finished (END or an error).
 
+    ``dsp_sites`` (a board's :attr:`~vitaccel.boards.targets.Device.dsp_sites`) floorplans the
+    systolic array's DSP blocks (:func:`~vitaccel.hw.array.dsp_floorplan`); empty: no floorplan.
+
     The SPAD, ACC and PARAM memories (:class:`~vitaccel.hw.memories.SharedMemory`) have one read
     port, :data:`~vitaccel.hw.memories.READ_LATENCY` cycles from address to data, and one write
     port each. An
@@ -76,8 +79,9 @@ class Core(wiring.Component):
     across runs.
     """
 
-    def __init__(self, cfg: AccelConfig):
+    def __init__(self, cfg: AccelConfig, *, dsp_sites=()):
         self.cfg = checked_config(cfg)
+        self._dsp_sites = dsp_sites
         if cfg.cols < MIN_COLS:
             raise ValueError(f"cols={cfg.cols}: the core needs at least {MIN_COLS} columns (the nonlinear engines "
                              f"read their scalar parameters, up to {MIN_COLS}, from one PARAM row)")
@@ -94,7 +98,7 @@ class Core(wiring.Component):
 
         m.submodules.controller = ctrl = Controller(cfg)
         m.submodules.dma = dma = DMA(cfg)
-        m.submodules.matmul = mm = MatmulEngine(cfg)
+        m.submodules.matmul = mm = MatmulEngine(cfg, dsp_sites=self._dsp_sites)
         m.submodules.requant = rq = RequantEngine(cfg)
         m.submodules.softmax = sm = SoftmaxEngine(cfg)
         m.submodules.layernorm = ln = LayerNormEngine(cfg)

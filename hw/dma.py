@@ -218,7 +218,7 @@ class DMA(wiring.Component):
         r_more = Signal()               # r_left != 0
         rsp_valid = Signal()
         rsp_data = Signal(bus)
-        asm = Signal(acc_bits)          # a SPAD row ends up in its top spad_bits
+        asm = Signal(acc_bits, reset_less=True)   # a SPAD row ends up in its top spad_bits (data: no reset)
         wr_addr = Signal(16)            # the local row written next
         wr_spad = Signal()
         wr_acc = Signal()
@@ -287,8 +287,9 @@ class DMA(wiring.Component):
         held = Signal(range(max(rings_s, rings_w) + 1))
         fill_s = Signal(rings_s)
         fill_w = Signal(rings_w)
-        row_s = [Signal(spad_bits, name=f"row_s{k}") for k in range(rings_s)]
-        row_w = [Signal(acc_bits, name=f"row_w{k}") for k in range(rings_w)]
+        # Row data registers: meaningful only with their fill flags, so without reset.
+        row_s = [Signal(spad_bits, name=f"row_s{k}", reset_less=True) for k in range(rings_s)]
+        row_w = [Signal(acc_bits, name=f"row_w{k}", reset_less=True) for k in range(rings_w)]
 
         with m.If(accept):
             m.d.sync += [

@@ -793,7 +793,7 @@ class LayerNormEngine(wiring.Component):
         # (`room`, a register: reads in flight count), so the read strobe is an AND of two
         # registers and block RAM data meets only a register (clock enable, no multiplexer).
         slots = self.INPUT_SLOTS
-        fifo = Signal(data.ArrayLayout(self.spad_rd.data.shape(), slots))
+        fifo = Signal(data.ArrayLayout(self.spad_rd.data.shape(), slots), reset_less=True)   # data: no reset
         fifo_chunk = Signal(data.ArrayLayout(unsigned(max(1, len(f_chunk))), slots))   # (1 bit if chunks == 1)
         fifo_in = Signal(range(slots))          # the slot of the next read's data
         fifo_out = Signal(range(slots))         # the head slot

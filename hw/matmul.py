@@ -39,6 +39,8 @@ class MatmulEngine(wiring.Component):
     ----------
     cfg : AccelConfig
         Array size and memory depths.
+    dsp_sites : sequence of sequences of str
+        The device's DSP sites for the array's floorplan (:class:`~vitaccel.hw.array.SystolicArray`).
 
     Attributes
     ----------
@@ -73,8 +75,9 @@ class MatmulEngine(wiring.Component):
     #: its read data is registered, then added.
     ACC_READ_AHEAD = READ_LATENCY + 1
 
-    def __init__(self, cfg: AccelConfig):
+    def __init__(self, cfg: AccelConfig, *, dsp_sites=()):
         self._cfg = checked_config(cfg)
+        self._dsp_sites = dsp_sites
         super().__init__(engine_members(cfg, "spad_rd", "acc_rd", "acc_wr"))
 
     def cycles(self, rows: int) -> int:
@@ -84,7 +87,7 @@ class MatmulEngine(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        m.submodules.array = array = SystolicArray(cfg)
+        m.submodules.array = array = SystolicArray(cfg, dsp_sites=self._dsp_sites)
 
         instr = self.cmd.payload.matmul
         a_addr = Signal.like(instr.a_addr)
@@ -162,7 +165,7 @@ class MatmulEngine(wiring.Component):
         early = streamed[array.latency + READ_LATENCY - self.ACC_READ_AHEAD]
         rd_addr = Signal.like(instr.c_addr)
         wr_addr = Signal.like(instr.c_addr)
-        acc_in = Signal.like(self.acc_rd.data)
+        acc_in = Signal.like(self.acc_rd.data, reset_less=True)     # used only with out_valid
         with m.If(fsm.ongoing("IDLE")):
             m.d.sync += [rd_addr.eq(instr.c_addr), wr_addr.eq(instr.c_addr)]
         with m.If(early):

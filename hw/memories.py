@@ -69,23 +69,31 @@ class SharedMemory(wiring.Component):
         rd, wr = self.memory.read_port(), self.memory.write_port()
         # The read's address stage: the engines' multiplexer ends here, the fan-out to the block
         # RAMs starts here.
+        # Only the enables are reset: addresses and data matter only with them.
         rd_en = Signal(name="rd_en_q")
-        rd_addr = Signal.like(rd.addr, name="rd_addr_q")
+        rd_addr = Signal.like(rd.addr, name="rd_addr_q", reset_less=True)
         m.d.sync += [rd_en.eq(self.read.en), rd_addr.eq(self.read.addr)]
         m.d.comb += [rd.en.eq(rd_en), rd.addr.eq(rd_addr)]
         # The data stage: next to the block RAMs (and their cascade multiplexer); it follows the
         # RAM's output, which holds while no read is performed.
-        m.d.sync += self.read.data.eq(rd.data)
-        m.d.sync += [wr.en.eq(self.write.en), wr.addr.eq(self.write.addr), wr.data.eq(self.write.data)]
+        rd_data = Signal.like(self.read.data, name="rd_data_q", reset_less=True)
+        m.d.sync += rd_data.eq(rd.data)
+        m.d.comb += self.read.data.eq(rd_data)
+        wr_addr = Signal.like(wr.addr, name="wr_addr_q", reset_less=True)
+        wr_data = Signal.like(wr.data, name="wr_data_q", reset_less=True)
+        m.d.sync += [wr.en.eq(self.write.en), wr_addr.eq(self.write.addr), wr_data.eq(self.write.data)]
+        m.d.comb += [wr.addr.eq(wr_addr), wr.data.eq(wr_data)]
         return m
 
 
-def delayed(m: Module, value, cycles: int, name: str):
+def delayed(m: Module, value, cycles: int, name: str, *, reset_less: bool = False):
     """``value`` delayed by ``cycles`` (>= 0) cycles through a chain of plain registers (no logic
     between them), e.g. a read's strobe or metadata travelling alongside the read for
-    :data:`READ_LATENCY` cycles."""
+    :data:`READ_LATENCY` cycles. ``reset_less`` for data whose users ignore it until a strobe that
+    does reset says it is valid: such registers need no reset wire (on a large device, thousands
+    of them would otherwise hang on the reset network and take its control sets)."""
     for stage in range(cycles):
-        register = Signal.like(value, name=f"{name}_d{stage + 1}")
+        register = Signal.like(value, name=f"{name}_d{stage + 1}", reset_less=reset_less)
         m.d.sync += register.eq(value)
         value = register
     return value

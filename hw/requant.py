@@ -315,7 +315,7 @@ class RequantEngine(wiring.Component):
         # The chunk whose read data is on acc_rd.data, and its row's column of exponents.
         read_chunk = delayed(m, chunk, READ_LATENCY, "read_chunk")
         read_pos = delayed(m, group_pos, READ_LATENCY, "read_pos")
-        acc_row = Signal(chunked(signed(cfg.acc_width)))
+        acc_row = Signal(chunked(signed(cfg.acc_width)), reset_less=True)    # used only with `stage`
         in_chunk = Signal.like(chunk)
         row_exp = Signal(unsigned(cfg.shift_bits))
         m.d.sync += [

@@ -572,7 +572,7 @@ class SoftmaxEngine(wiring.Component):
         rd_left = Signal(range(cfg.max_row + 1))   # elements of row r from tile t on
         rd_last_tile = Signal()              # rd_left <= cols
         rd_rows = Signal.like(instr.rows)    # rows still to read after row r
-        fifo = Signal(data.ArrayLayout(self.spad_rd.data.shape(), slots))
+        fifo = Signal(data.ArrayLayout(self.spad_rd.data.shape(), slots), reset_less=True)   # data: no reset
         fifo_in = Signal(range(slots))       # the slot of the next read's data
         fifo_out = Signal(range(slots))      # the head slot
         fifo_rows = Signal(range(slots + 1))   # rows arrived in the FIFO, not yet in `row`

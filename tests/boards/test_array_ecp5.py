@@ -111,3 +111,40 @@ def test_requantizer_uses_two_mult18x18d(tmp_path):
     result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_floorplan_follows_the_array():
+    """On the LFE5U-85F's three rows of 52 DSP sites, `default`'s 12x12 PEs take four array rows per
+    DSP row: a column's PEs on neighbouring sites, each column 4 sites right of the last."""
+    from vitaccel.hw.array import dsp_floorplan
+
+    sites = board("ulx3s-85f").device.dsp_sites
+    assert [len(row) for row in sites] == [52, 52, 52] and len({s for row in sites for s in row}) == 156
+    cfg = preset("default")
+    plan = dsp_floorplan(cfg.rows, cfg.cols, sites)
+    assert len(set(plan.values())) == cfg.rows * cfg.cols
+    for (i, j), site in plan.items():
+        row = sites[i // 4]
+        assert site == row[4 * j + i % 4], (i, j, site)
+    assert plan[(0, 0)] == "X4/Y10/MULT18_0" and plan[(4, 0)] == "X4/Y34/MULT18_0"
+    assert plan[(11, 11)] == sites[2][47]
+    # An array wider than a DSP row has no floorplan (the placer places it).
+    assert dsp_floorplan(4, 53, sites) is None and dsp_floorplan(4, 4, ()) is None
+
+
+def test_floorplan_reaches_the_netlist(tmp_path):
+    """Each PE's MULT18X18D carries its site as a BEL attribute through yosys, for nextpnr (2x2 on
+    three DSP rows: one array row per DSP row)."""
+    n = 2
+    platform = board("ulx3s-85f").platform_class()()
+    sites = board("ulx3s-85f").device.dsp_sites
+    array = SystolicArray(square(n), dsp_sites=sites)
+    (tmp_path / "array.il").write_text(rtlil.convert(array, name="array", platform=platform))
+    script = (f"read_rtlil array.il; {YOSYS_PRELUDE.format(top='array')}; synth_ecp5 {ECP5_SYNTH_OPTS} -top array; "
+              f"select -assert-count {n * n} t:MULT18X18D; "
+              f"select -assert-count 1 t:MULT18X18D a:BEL=X4/Y10/MULT18_0 %i; "
+              f"select -assert-count 1 t:MULT18X18D a:BEL=X5/Y10/MULT18_1 %i; "
+              f"select -assert-count 1 t:MULT18X18D a:BEL=X4/Y34/MULT18_0 %i")
+    result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
