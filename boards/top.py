@@ -69,16 +69,19 @@ class OnChipMemory(wiring.Component):
     """Block RAM behind a :class:`~vitaccel.hw.interfaces.MemoryPortSignature` port (the slave side).
 
     ``size`` bytes in words of ``bus_bits``; byte address ``a`` selects word ``(a // bus_bytes) %
-    (size // bus_bytes)``: addresses wrap at ``size``. A read's response is valid two cycles after
-    the command is accepted: the block RAM's data goes into a small response FIFO first, so that
-    ``rsp_valid`` and ``rsp_data`` come from registers and ``cmd_ready`` does not depend on
-    ``rsp_ready`` (no combinational path from a master's ready back to its command). A command is
-    accepted while the FIFO has room for every read in flight: one read per cycle is sustained
-    when the master takes a response per cycle. Contents are not reset.
+    (size // bus_bytes)``: addresses wrap at ``size``. A read's response is valid :attr:`LATENCY`
+    (3) cycles after the command is accepted: the block RAM's data is registered (its block RAMs
+    are spread over the die's rows, so that wire gets a cycle of its own), then goes into a small
+    response FIFO, so that ``rsp_valid`` and ``rsp_data`` come from registers and ``cmd_ready``
+    does not depend on ``rsp_ready`` (no combinational path from a master's ready back to its
+    command). A command is accepted while the FIFO has room for every read in flight: one read
+    per cycle is sustained when the master takes a response per cycle. Contents are not reset.
     """
 
-    #: Response FIFO depth: two reads in flight and one response waiting sustain a read per cycle.
-    RESPONSES = 3
+    #: Cycles from an accepted read command to its response.
+    LATENCY = 3
+    #: Response FIFO depth: three reads in flight and one response waiting sustain a read per cycle.
+    RESPONSES = 4
 
     def __init__(self, addr_bits: int, bus_bits: int, size: int):
         if size * 8 % bus_bits or size & (size - 1):
@@ -98,17 +101,19 @@ class OnChipMemory(wiring.Component):
         index = bus.cmd_addr[offset:offset + (depth - 1).bit_length()]
 
         reading = Signal()      # a read was accepted in the previous cycle: its data is on rd.data
+        loaded = Signal()       # ... two cycles ago: its data is in `rd_data`
+        rd_data = Signal.like(rd.data, reset_less=True)
         accept = bus.cmd_valid & bus.cmd_ready
-        m.d.sync += reading.eq(accept & ~bus.cmd_write)
+        m.d.sync += [reading.eq(accept & ~bus.cmd_write), loaded.eq(reading), rd_data.eq(rd.data)]
         m.d.comb += [
-            bus.cmd_ready.eq(responses.level + reading < self.RESPONSES),
+            bus.cmd_ready.eq(responses.level + reading + loaded < self.RESPONSES),
             wr.addr.eq(index),
             wr.data.eq(bus.cmd_wdata),
             wr.en.eq(accept & bus.cmd_write),
             rd.addr.eq(index),
             rd.en.eq(accept & ~bus.cmd_write),
-            responses.w_en.eq(reading),
-            responses.w_data.eq(rd.data),
+            responses.w_en.eq(loaded),
+            responses.w_data.eq(rd_data),
             bus.rsp_valid.eq(responses.r_rdy),
             bus.rsp_data.eq(responses.r_data),
             responses.r_en.eq(bus.rsp_ready),
@@ -126,6 +131,8 @@ class System(wiring.Component):
     its reply before it takes the next request). Both reach the memory through a
     :class:`MemorySlice`: a write of the core's still in it when ``busy`` falls is performed
     before any later command of the host link's, since the slice keeps command order.
+    ``dsp_sites`` are the device's DSP sites for the systolic array's floorplan
+    (:class:`~vitaccel.hw.core.Core`).
     """
 
     rx: In(1, init=1)
@@ -133,12 +140,10 @@ class System(wiring.Component):
     busy: Out(1)
     done: Out(1)
 
-    # ``dsp_sites``: the device's DSP sites for the array's floorplan (:class:`~vitaccel.hw.core.Core`).
-
     #: Cycles from the core's accepted read command to its response on the board (``mem_latency`` of
-    #: ``perf.estimate``): the slice's command FIFO 1, the :class:`OnChipMemory` 2, the slice's
+    #: ``perf.estimate``): the slice's command FIFO 1, the :class:`OnChipMemory` 3, the slice's
     #: response FIFO 1; one read per cycle, no back-pressure while the core takes every response.
-    MEM_LATENCY = 1 + 2 + 1
+    MEM_LATENCY = 1 + OnChipMemory.LATENCY + 1
 
     def __init__(self, cfg: AccelConfig, *, mem_bytes: int, clk_hz: int, baud: int = 115200, dsp_sites=()):
         if not isinstance(cfg, AccelConfig):

@@ -37,22 +37,33 @@ def array_latency(cfg: AccelConfig) -> int:
 
 
 def dsp_floorplan(rows: int, cols: int, site_rows) -> dict[tuple[int, int], str] | None:
-    """A DSP site for each PE ``(i, j)`` that follows the array's wiring, or None if it does not fit.
+    """A DSP site for each PE ``(i, j)`` that follows the array's wiring, or None.
 
     ``site_rows`` are the device's DSP sites, one sequence per row of DSP blocks, each left to
-    right. Array rows go to the DSP rows in order, ``per = ceil(rows / len(site_rows))`` to each; in
-    a DSP row, PE ``(i, j)`` takes site ``per * j + i % per``. So a column's partial sums move to
-    the next site (or straight down to the next DSP row), and an input moves ``per`` sites per
-    column. Without it the placer spreads the PEs over every site of a nearly full device, and
-    neighbouring PEs can end up across the die from each other.
+    right (all rows the same length). Without a floorplan the placer spreads the PEs of an array
+    that takes most of the device's DSPs over all of them, and neighbouring PEs can end up across
+    the die from each other; so an array that takes more than half of the sites gets one (a
+    smaller one is left to the placer: None). Array rows go to as few DSP rows as hold them,
+    ``per`` consecutive array rows to each; in a DSP row, PE ``(i, j)`` takes the
+    ``per * j + i % per``-th site used, and the sites left over are in the middle of the row
+    (for the other DSPs, e.g. the requantizers', near the middle of the die where the engines
+    are). So a column's partial sums move to the next site (or straight down to the next DSP row),
+    and an input moves ``per`` sites per column. None if the array does not fit that pattern.
     """
     site_rows = [list(r) for r in site_rows]
-    if not site_rows:
+    if not site_rows or 2 * rows * cols <= sum(len(r) for r in site_rows):
         return None
-    per = -(-rows // len(site_rows))
-    if any(per * cols > len(r) for r in site_rows):
+    length = min(len(r) for r in site_rows)
+    per = min(rows, length // cols)
+    if per == 0 or -(-rows // per) > len(site_rows):
         return None
-    return {(i, j): site_rows[i // per][per * j + i % per] for i in range(rows) for j in range(cols)}
+    used = per * cols
+    half = used // 2 // per * per           # the first half of the columns, then the spare sites
+
+    def site(row, k):
+        return row[k if k < half else k + len(row) - used]
+
+    return {(i, j): site(site_rows[i // per], per * j + i % per) for i in range(rows) for j in range(cols)}
 
 
 class SystolicArray(wiring.Component):

@@ -115,7 +115,8 @@ def test_requantizer_uses_two_mult18x18d(tmp_path):
 
 def test_floorplan_follows_the_array():
     """On the LFE5U-85F's three rows of 52 DSP sites, `default`'s 12x12 PEs take four array rows per
-    DSP row: a column's PEs on neighbouring sites, each column 4 sites right of the last."""
+    DSP row: a column's PEs on neighbouring sites (one block of four), each column 4 sites right of
+    the last, with the middle block of each row (sites 24-27) left for the requantizers."""
     from vitaccel.hw.array import dsp_floorplan
 
     sites = board("ulx3s-85f").device.dsp_sites
@@ -125,19 +126,23 @@ def test_floorplan_follows_the_array():
     assert len(set(plan.values())) == cfg.rows * cfg.cols
     for (i, j), site in plan.items():
         row = sites[i // 4]
-        assert site == row[4 * j + i % 4], (i, j, site)
+        assert site == row[4 * j + i % 4 + (4 if j >= 6 else 0)], (i, j, site)
     assert plan[(0, 0)] == "X4/Y10/MULT18_0" and plan[(4, 0)] == "X4/Y34/MULT18_0"
-    assert plan[(11, 11)] == sites[2][47]
-    # An array wider than a DSP row has no floorplan (the placer places it).
-    assert dsp_floorplan(4, 53, sites) is None and dsp_floorplan(4, 4, ()) is None
+    assert plan[(11, 11)] == sites[2][51]
+    free = {s for row in sites for s in row} - set(plan.values())
+    assert free == {row[k] for row in sites for k in range(24, 28)}
+    # An array that takes at most half the sites, or does not fit the pattern, is left to the placer.
+    assert dsp_floorplan(4, 4, sites) is None and dsp_floorplan(8, 9, sites) is None
+    assert dsp_floorplan(4, 4, ()) is None and dsp_floorplan(2, 53, sites) is None
+    assert dsp_floorplan(9, 9, sites) is not None
 
 
 def test_floorplan_reaches_the_netlist(tmp_path):
     """Each PE's MULT18X18D carries its site as a BEL attribute through yosys, for nextpnr (2x2 on
-    three DSP rows: one array row per DSP row)."""
+    two DSP rows of two sites: one array row per DSP row)."""
     n = 2
     platform = board("ulx3s-85f").platform_class()()
-    sites = board("ulx3s-85f").device.dsp_sites
+    sites = [row[:2] for row in board("ulx3s-85f").device.dsp_sites[:2]]     # 4 sites: 2x2 takes them all
     array = SystolicArray(square(n), dsp_sites=sites)
     (tmp_path / "array.il").write_text(rtlil.convert(array, name="array", platform=platform))
     script = (f"read_rtlil array.il; {YOSYS_PRELUDE.format(top='array')}; synth_ecp5 {ECP5_SYNTH_OPTS} -top array; "
