@@ -361,8 +361,10 @@ def cmd_estimate(args):
 
     cfg = _board_config(args)
     target = board(args.board)
+    if args.seed < 1:
+        raise UserError(f"--seed must be a positive integer, not {args.seed}")
     with step_progress(args.json) as say:
-        result = estimate(args.board, cfg, route=not args.no_route, progress=say)
+        result = estimate(args.board, cfg, route=not args.no_route, seed=args.seed, progress=say)
         intvit = load_intvit(args.model, cfg, say)
         say("compiling " + args.model)
         program = compile_model(intvit, cfg)
@@ -631,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="DIR", help="also write DIR/estimate.md and a per-layer plot")
     p.add_argument("--no-route", action="store_true",
                    help="Fmax from nextpnr's placement estimate, without routing (minutes instead of tens of minutes)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_estimate)
 

@@ -41,6 +41,7 @@ def test_user_errors_are_one_line(argv, message, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["estimate", "--board", "nope"], "unknown board 'nope'"),
+    (["estimate", "--board", "ulx3s-85f", "--config", "default", "--seed", "0"], "--seed must be a positive integer"),
     (["build", "--board", "arty-a7-35", "--config", "default", "-o", "x"],
      "config 'default' does not fit arty-a7-35: it needs 152 DSP48E1"),
     (["simulate", "--model", "missing.npz"], "'missing.npz' is neither a built-in model"),
@@ -65,7 +66,7 @@ def test_estimate_cycles_at_the_board_memory_latency(monkeypatch, capsys):
 
     measured = {"board": "ulx3s-85f", "part": "test", "config": "tiny", "fmax_mhz": 50.0,
                 "fmax_source": "test", "resources": {}}
-    monkeypatch.setattr(synth, "estimate", lambda board, cfg, *, route=True, progress=None: measured)
+    monkeypatch.setattr(synth, "estimate", lambda board, cfg, *, route=True, seed=1, progress=None: measured)
     assert main(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--model", "tiny-digits", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     cfg = preset("tiny")
