@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,10 +77,13 @@ def make_plan(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None
     return platform.build(top, name=TOP, do_build=False, **overrides)
 
 
-def run_plan(out_dir: Path, *, skip: tuple[str, ...] = (), progress: Progress = None) -> None:
+def run_plan(out_dir: Path, *, skip: tuple[str, ...] = (), progress: Progress = None,
+             timeout: dict[str, float] | None = None) -> None:
     """Run the build script in ``out_dir`` one tool at a time, calling ``progress`` before each.
 
     Steps whose command line names a variable in ``skip`` (e.g. ``"ECPPACK"``) are not run.
+    ``timeout`` maps a step's variable (e.g. ``"NEXTPNR_ECP5"``) to a wall-clock limit in seconds:
+    a step that overruns it is killed with everything it started, and :class:`BuildFailed` says so.
     The YoWASP tools cannot see /tmp: ``out_dir`` must be elsewhere (they run with it as cwd).
     """
     lines = (out_dir / f"build_{TOP}.sh").read_text().splitlines()
@@ -92,11 +96,22 @@ def run_plan(out_dir: Path, *, skip: tuple[str, ...] = (), progress: Progress = 
             continue
         if progress:
             progress(f"{variable.lower().replace('_', '-')} ...")
-        result = subprocess.run(["sh", "-c", prelude + "\n" + step], cwd=out_dir, env=env,
-                                capture_output=True, text=True)
-        if result.returncode:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-            raise BuildFailed(f"{variable} failed in {out_dir} (exit {result.returncode}):\n{tail}")
+        limit = (timeout or {}).get(variable)
+        # A session of its own, so that a step over its limit is killed with the tool it runs.
+        process = subprocess.Popen(["sh", "-c", prelude + "\n" + step], cwd=out_dir, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = process.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise BuildFailed(f"{variable} did not finish within {limit:.0f} s in {out_dir}; stopped it") from None
+        except BaseException:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+        if process.returncode:
+            tail = "\n".join(output.splitlines()[-30:])
+            raise BuildFailed(f"{variable} failed in {out_dir} (exit {process.returncode}):\n{tail}")
 
 
 def build(board_name: str, cfg: AccelConfig, out_dir: str | os.PathLike, bitstream: bool = False, *,

@@ -72,6 +72,10 @@ NEXTPNR_ROUTER = "--router router2"
 #: its placement needed 30 % less wire than the default HeAP placer's (413k against 579k), and
 #: router2 brought it to a single overused wire where HeAP's placement stalled at 25,000.
 NEXTPNR_PLACER = "--placer static"
+#: Wall-clock limit of nextpnr in an estimate (seconds). router2 never gives up on its own: on a
+#: congested placement it can iterate for hours over a handful of overused wires. `default`
+#: routes on the LFE5U-85F in about 17 minutes when it routes at all.
+NEXTPNR_TIMEOUT = 3600.0
 
 #: The keys of the dict :func:`estimate` returns.
 FIELDS = ("board", "part", "config", "config_slug", "mem_bytes", "clk_hz", "resources", "modelled",
@@ -127,7 +131,7 @@ def _cache_key(target: Board, design_text: str, options: str) -> str:
 
 def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,
              seed: int = 1, route: bool | None = True, cache: bool = True, run_tools: bool = True,
-             progress: Progress = None) -> dict | None:
+             timeout: float | None = NEXTPNR_TIMEOUT, progress: Progress = None) -> dict | None:
     """Resources and Fmax of ``cfg`` on the board, from yosys and nextpnr; keys :data:`FIELDS`.
 
     ``resources[kind]`` (``lut``, ``ff``, ``dsp``, ``bram``) holds ``used``, ``available``,
@@ -143,8 +147,9 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     neither has the design. With ``route=False`` nextpnr places without routing (``--no-route``)
     and ``fmax_mhz`` is its estimate from the placement (labelled so in ``fmax_source``): minutes
     instead of the router's tens of minutes on `default`; ``route=None`` (only with
-    ``run_tools=False``) looks for a routed estimate, then for a placement one. The fit check runs
-    first and raises ``FitError``.
+    ``run_tools=False``) looks for a routed estimate, then for a placement one. nextpnr is stopped
+    after ``timeout`` seconds (``None``: no limit) and ``BuildFailed`` says so; nothing is cached
+    then. The fit check runs first and raises ``FitError``.
     """
     if route is None and run_tools:
         raise ValueError("route=None only looks estimates up: it needs run_tools=False")
@@ -189,7 +194,7 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
             if run_tools:
                 return _estimate_locked(target, cfg, run_dir, key, design, plan, route=routed,
                                         mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed, modelled=modelled,
-                                        progress=progress)
+                                        timeout=timeout, progress=progress)
     return None
 
 
@@ -217,7 +222,7 @@ def record_estimate(result: dict, command: str) -> Path:
 
 
 def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_bytes, clk_hz, seed, modelled,
-                     progress):
+                     timeout, progress):
     family = target.device.family
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
@@ -244,7 +249,16 @@ def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_byte
             if progress:
                 progress(message)
 
-        run_plan(run_dir, skip=("ECPPACK", "ICEPACK"), progress=timed)
+        limits = {"NEXTPNR_ECP5": timeout, "NEXTPNR_ICE40": timeout} if timeout else None
+        try:
+            run_plan(run_dir, skip=("ECPPACK", "ICEPACK"), progress=timed, timeout=limits)
+        except BuildFailed as error:
+            if "did not finish" not in str(error):
+                raise
+            raise BuildFailed(f"{error}: nextpnr {'placed and routed' if route else 'placed'} {cfg.name} on "
+                              f"{target.name} for longer than the limit. router2 keeps iterating while wires "
+                              f"stay overused; try another seed, a placement estimate (no routing), or a "
+                              f"longer limit") from None
         marks = sorted(steps.values()) + [time.monotonic()]
         seconds["synthesis"] = round(marks[1] - marks[0], 1)
         seconds["place_route" if route else "place"] = round(marks[2] - marks[1], 1)

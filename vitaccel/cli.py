@@ -353,7 +353,7 @@ def cmd_build(args):
 def cmd_estimate(args):
     """Resources (yosys), Fmax (nextpnr), cycles (perf model or RTL, at the board top's memory
     latency), FPS and GOPS of a model."""
-    from vitaccel.boards.synth import estimate
+    from vitaccel.boards.synth import NEXTPNR_TIMEOUT, estimate
     from vitaccel.boards.targets import board
     from vitaccel.boards.top import System
     from vitaccel.sim.model import load_intvit, model_images, simulate_model
@@ -363,8 +363,12 @@ def cmd_estimate(args):
     target = board(args.board)
     if args.seed < 1:
         raise UserError(f"--seed must be a positive integer, not {args.seed}")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    timeout = NEXTPNR_TIMEOUT if args.timeout is None else args.timeout
     with step_progress(args.json) as say:
-        result = estimate(args.board, cfg, route=not args.no_route, seed=args.seed, progress=say)
+        result = estimate(args.board, cfg, route=not args.no_route, seed=args.seed, timeout=timeout,
+                          progress=say)
         intvit = load_intvit(args.model, cfg, say)
         say("compiling " + args.model)
         program = compile_model(intvit, cfg)
@@ -634,6 +638,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-route", action="store_true",
                    help="Fmax from nextpnr's placement estimate, without routing (minutes instead of tens of minutes)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="stop nextpnr after this long with an error (default: an hour, "
+                        "vitaccel.boards.synth.NEXTPNR_TIMEOUT; its router never gives up by itself on a "
+                        "congested placement)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_estimate)
 

@@ -196,3 +196,23 @@ def test_route_none_only_looks_up():
 
     with pytest.raises(ValueError, match="route=None only looks estimates up"):
         synth.estimate("ulx3s-85f", preset("tiny"), route=None)
+
+
+def test_run_plan_stops_a_step_over_its_limit(tmp_path):
+    """A step over its wall-clock limit is killed with the processes it started (here a background
+    sleep that holds the output pipe: were it left running, the call would wait for it), the error
+    names the step, and the steps after it do not run."""
+    import time
+
+    from vitaccel.boards.build import BuildFailed, run_plan
+
+    (tmp_path / "build_top.sh").write_text(
+        "#!/bin/sh\nset -e\n: ${SLOW:=sh}\n: ${AFTER:=touch}\n"
+        "\"$SLOW\" -c 'sleep 60 & sleep 60'\n\"$AFTER\" after\n")
+    start = time.monotonic()
+    with pytest.raises(BuildFailed, match=r"SLOW did not finish within 1 s"):
+        run_plan(tmp_path, timeout={"SLOW": 1.0})
+    assert time.monotonic() - start < 20
+    assert not (tmp_path / "after").exists()
+    run_plan(tmp_path, timeout={"SLOW": 1.0}, skip=("SLOW",))
+    assert (tmp_path / "after").exists()
