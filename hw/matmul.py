@@ -9,7 +9,7 @@ from amaranth.lib import wiring
 
 from vitaccel.config import AccelConfig
 from vitaccel.hw.array import SystolicArray, array_latency
-from vitaccel.hw.memories import READ_LATENCY, delayed
+from vitaccel.hw.memories import READ_LATENCY, delayed, fanned_out
 
 from vitaccel.hw.interfaces import checked_config, engine_members
 
@@ -172,8 +172,13 @@ class MatmulEngine(wiring.Component):
             m.d.sync += rd_addr.eq(rd_addr + 1)
         with m.If(array.out_valid):
             m.d.sync += [wr_addr.eq(wr_addr + 1), wr_left.eq(wr_left - 1), wr_last.eq(wr_left == 2)]
+        # The clear of acc_in (a synchronous reset of 32 * cols flip-flops) comes from one register
+        # per column: copy j lags j + 1 cycles, while the first output row comes rows + latency
+        # cycles after `accumulate` is taken.
+        assert cfg.cols < cfg.rows + array.latency
+        clear = fanned_out(m, ~accumulate, cfg.cols, "acc_clear")
         for j in range(cfg.cols):
-            m.d.sync += acc_in[j].eq(Mux(accumulate, self.acc_rd.data[j], 0))
+            m.d.sync += acc_in[j].eq(Mux(clear[j], 0, self.acc_rd.data[j]))
         m.d.comb += [
             self.acc_rd.en.eq(accumulate),
             self.acc_rd.addr.eq(rd_addr),

@@ -20,7 +20,7 @@ from amaranth.lib.wiring import Out
 
 from .interfaces import local_addr_width
 
-__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY", "delayed"]
+__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY", "delayed", "fanned_out"]
 
 #: Cycles from a read's ``en``/``addr`` to its ``data`` on a :class:`SharedMemory` read port.
 READ_LATENCY = 3
@@ -97,3 +97,22 @@ def delayed(m: Module, value, cycles: int, name: str, *, reset_less: bool = Fals
         m.d.sync += register.eq(value)
         value = register
     return value
+
+
+def fanned_out(m: Module, value, copies: int, name: str):
+    """``copies`` registered copies of a control ``value`` for a wide fan-out: copy ``k`` is
+    ``value`` delayed by ``k + 1`` cycles, each copy the previous one registered.
+
+    A single register driving hundreds of loads (e.g. the synchronous clear of a whole row of
+    accumulators) becomes one net spread over the die, slow to route. Synthesis merges identical
+    registers, so plain copies of one register would come back as that one net; a chain of
+    distinct registers keeps each copy on a net of its own with its share of the loads. Only for
+    a value that holds for at least ``copies`` cycles before its loads use it (a command's field
+    latched when it is accepted and used later), since copy ``k`` lags ``k + 1`` cycles.
+    """
+    chain = []
+    for k in range(copies):
+        value = delayed(m, value, 1, f"{name}{k}")
+        chain.append(value)
+    return chain
+
