@@ -4,6 +4,7 @@ place-and-route.
     python benchmarks/paths.py build/estimate/<run>/top.json            # worst 25 endpoints
     python benchmarks/paths.py top.json --top 60 --group                # worst path per register
     python benchmarks/paths.py --engine softmax --config default --group  # synthesize one engine first
+    python benchmarks/paths.py top.json --routed top.report.json --group  # routed net delays
 
 nextpnr prints one critical path, and only after routing (tens of minutes for ``default``). This
 reads yosys' ``write_json`` netlist (``synth_ecp5``'s cells: LUT4, PFUMX, L6MUX21, CCU2C,
@@ -134,6 +135,23 @@ def placed_net_delay(locations):
         if a is None or b is None:
             return NET
         return 0.25 + 0.1 * (abs(a[0] - b[0]) + abs(a[1] - b[1]))
+    return delay
+
+
+def routed_net_delay(report):
+    """Net delays of a routed design, from nextpnr's ``--report`` written with
+    ``--detailed-timing-report``: the worst routed delay from a driver to a sink cell. nextpnr names
+    the halves of carry cells and LUT RAMs after the yosys cell with a ``$...`` suffix; nets the
+    report does not time (clocks, constants) cost :data:`NET`."""
+    delays = {}
+    for net in report["detailed_net_timings"]:
+        driver = net["driver"].split("$")[0]
+        for end in net["endpoints"]:
+            key = (driver, end["cell"].split("$")[0])
+            delays[key] = max(delays.get(key, 0.0), max(end["delay"]))
+
+    def delay(driver, sink):
+        return delays.get((driver, sink), NET)
     return delay
 
 
@@ -293,8 +311,12 @@ def main():
     parser.add_argument("--paths", type=int, default=5, help="print the full path of the worst N")
     parser.add_argument("--placed", help="nextpnr's --write output for this netlist: net delays from "
                                          "the placement (0.25 ns + 0.1 ns per tile) instead of a fixed one")
+    parser.add_argument("--routed", help="nextpnr's --report of this netlist routed, written with "
+                                         "--detailed-timing-report: each net's routed delay")
     parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
     args = parser.parse_args()
+    if args.placed and args.routed:
+        parser.error("--placed and --routed are alternatives: give one")
     if args.engine:
         args.netlist = synthesize_engine(args.engine, args.config)
     elif not args.netlist:
@@ -305,6 +327,12 @@ def main():
     if args.placed:
         with open(args.placed) as f:
             net_delay = placed_net_delay(placed_locations(json.load(f), netlist))
+    if args.routed:
+        with open(args.routed) as f:
+            report = json.load(f)
+        if "detailed_net_timings" not in report:
+            parser.error(f"{args.routed} has no net timings: run nextpnr with --detailed-timing-report")
+        net_delay = routed_net_delay(report)
     endpoints, names, loops = analyse(netlist, net_delay)
     if loops:
         print(f"warning: {len(loops)} nets on combinational loops were left out", file=sys.stderr)
@@ -326,7 +354,7 @@ def main():
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    nets = "from the placement" if args.placed else f"{NET} ns"
+    nets = "from the placement" if args.placed else "routed" if args.routed else f"{NET} ns"
     print(f"{len(endpoints)} endpoints; model: net {nets}, LUT {LUT} ns, BRAM clk-to-out {BRAM_CLK_Q} ns")
     for row in rows:
         start, end = _ends(row["from"], row["to_cell"], [name for name, _ in row["path"]])

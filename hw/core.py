@@ -34,10 +34,18 @@ def _share(m, target, sources):
     ``sources`` is a list of ``(select, interface)``; at most one ``select`` is high in a cycle. The
     members the sources drive reach ``target`` through an AND-OR multiplexer (zero when none is
     selected): two LUT levels for six sources, where a priority chain would take one per source.
+    With two sources, the members other than the enable (address, data: they matter only with
+    it) take the second source's value when the first is not selected: a 2:1 multiplexer with no
+    zero, because synthesis turns "zero unless selected" in front of the memory's registers into
+    a synchronous reset, one LUT driving the reset pins of hundreds of flip-flops across the die.
     The members ``target`` drives reach every source.
     """
     for name, member in sources[0][1].signature.members.items():
-        if member.flow == Out:
+        if member.flow == Out and name != "en" and len(sources) == 2:
+            (first, a), (_, b) = sources
+            m.d.comb += Value.cast(getattr(target, name)).eq(Mux(first, Value.cast(getattr(a, name)),
+                                                                      Value.cast(getattr(b, name))))
+        elif member.flow == Out:
             width = len(Value.cast(getattr(target, name)))
             # Pairs of sources in one LUT4 each, kept (ABC would otherwise fold the selects and
             # the memory's own enable logic into mux trees six levels deep), then their OR.

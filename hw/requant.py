@@ -44,11 +44,14 @@ class Requantizer(wiring.Component):
 
     Notes
     -----
-    Throughput one result per cycle. Stages: sum; two partial products; product; shift by the
-    multiple of 8 in ``shift``; shift by the rest; round and saturate. The ``acc_width x mult_bits`` multiply is split at bit :attr:`LOW_BITS` of the sum,
+    Throughput one result per cycle. Stages: sum; the multipliers' operand registers; two partial
+    products; product; shift by the multiple of 8 in ``shift``; shift by the rest; round and
+    saturate. The ``acc_width x mult_bits`` multiply is split at bit :attr:`LOW_BITS` of the sum,
     ``p = (hi * mult << LOW_BITS) + lo * mult``, so that on ECP5 each partial product is one
-    MULT18X18D with its register inside (:class:`~vitaccel.hw.array.Mult18x18D`); elsewhere
-    (simulation, other devices) the same two products are inferred, with the same timing.
+    MULT18X18D with its operand and output registers inside
+    (:class:`~vitaccel.hw.array.Mult18x18D`): the sum's register can sit by its adder and the wire
+    to the DSP gets a cycle of its own. Elsewhere (simulation, other devices) the same two
+    products are inferred, with the same timing.
 
     At shift 63 the result is that of the documented formula (0 for every input), whereas
     ``golden.requantize`` computes its rounding constant ``(1 << 63) >> 1`` in int64, where it
@@ -56,12 +59,15 @@ class Requantizer(wiring.Component):
     """
 
     #: Cycles from the inputs to ``y``.
-    LATENCY = 6
+    LATENCY = 7
     #: The low part of the sum (unsigned) in the split multiply.
     LOW_BITS = 17
 
-    def __init__(self, cfg: AccelConfig):
+    def __init__(self, cfg: AccelConfig, *, multiplier: str = "auto"):
+        if multiplier not in ("auto", "mult18x18d", "inferred"):
+            raise ValueError(f"multiplier must be 'auto', 'mult18x18d' or 'inferred', not {multiplier!r}")
         self._cfg = checked_config(cfg)
+        self._multiplier = multiplier
         super().__init__({
             "acc": In(signed(cfg.acc_width)),
             "bias": In(signed(cfg.acc_width)),
@@ -76,27 +82,33 @@ class Requantizer(wiring.Component):
 
         total = Signal(signed(cfg.acc_width))
         mult = Signal.like(self.mult)
-        shift = [Signal.like(self.shift, name=f"shift_{stage}") for stage in range(4)]
+        shift = [Signal.like(self.shift, name=f"shift_{stage}") for stage in range(5)]
         m.d.sync += [
             total.eq(self.acc + self.bias),  # truncating the sum is the int32 wraparound
             mult.eq(self.mult),
             shift[0].eq(self.shift),
         ]
-        m.d.sync += [shift[k + 1].eq(shift[k]) for k in range(3)]
+        m.d.sync += [shift[k + 1].eq(shift[k]) for k in range(4)]
 
         # Partial products: lo (LOW_BITS, unsigned: a non-negative signed operand) and hi (signed).
         lo = Cat(total[:self.LOW_BITS], 0).as_signed()
         hi = total[self.LOW_BITS:].as_signed()
+        multiplier = self._multiplier
+        if multiplier == "auto":
+            multiplier = "mult18x18d" if is_ecp5(platform) else "inferred"
         partials = []
         for name, operand in (("lo", lo), ("hi", hi)):
             width = len(operand) + cfg.mult_bits
-            if is_ecp5(platform) and max(len(operand), cfg.mult_bits) <= Mult18x18D.WIDTH:
-                m.submodules[f"mult_{name}"] = dsp = Mult18x18D(len(operand), cfg.mult_bits)
+            if multiplier == "mult18x18d" and max(len(operand), cfg.mult_bits) <= Mult18x18D.WIDTH:
+                m.submodules[f"mult_{name}"] = dsp = Mult18x18D(len(operand), cfg.mult_bits,
+                                                                registered_inputs=True)
                 m.d.comb += [dsp.a.eq(operand), dsp.b.eq(mult)]
                 partials.append(dsp.p)
             else:
+                # The same two stages as the DSP with its operand registers.
                 partial = Signal(signed(width), name=f"partial_{name}")
-                m.d.sync += partial.eq(operand * mult)
+                m.d.sync += partial.eq(delayed(m, operand, 1, f"operand_{name}", reset_less=True)
+                                       * delayed(m, mult, 1, f"mult_{name}", reset_less=True))
                 partials.append(partial)
 
         product = Signal(signed(cfg.acc_width + cfg.mult_bits))
@@ -109,8 +121,8 @@ class Requantizer(wiring.Component):
         coarse = Signal(signed(product.shape().width + 1))
         halves = Signal(signed(product.shape().width + 1))
         m.d.sync += [
-            coarse.eq((product << 1) >> Cat(C(0, 3), shift[2][3:])),
-            halves.eq(coarse >> shift[3][:3]),
+            coarse.eq((product << 1) >> Cat(C(0, 3), shift[3][3:])),
+            halves.eq(coarse >> shift[4][:3]),
         ]
 
         # rounded = (halves + 1) >> 1 saturates below -128 iff halves < -257, above 127 iff
@@ -288,21 +300,29 @@ class RequantEngine(wiring.Component):
         mult = Signal(chunked(signed(cfg.mult_bits)))
         shift = Signal(chunked(unsigned(cfg.shift_bits)))
         exps = Signal(data.ArrayLayout(unsigned(cfg.shift_bits), cfg.cols))
-        param_valid = delayed(m, reading_params, READ_LATENCY, "param_valid")
-        param_loaded = delayed(m, param_index, READ_LATENCY, "param_loaded")
-        exps_valid = delayed(m, reading_exps, READ_LATENCY, "exps_valid")
-        with m.If(exps_valid | (param_valid & (param_loaded == 3))):
+        # One load strobe per parameter register, decoded a cycle ahead of the data: each is a
+        # flip-flop driving the enables of up to 32 * cols flip-flops (no LUT in between).
+        param_ahead = delayed(m, reading_params, READ_LATENCY - 1, "param_ahead")
+        index_ahead = delayed(m, param_index, READ_LATENCY - 1, "index_ahead")
+        exps_ahead = delayed(m, reading_exps, READ_LATENCY - 1, "exps_ahead")
+        load_bias, load_mult, load_shift, load_exps = (Signal(name=f"load_{name}")
+                                                       for name in ("bias", "mult", "shift", "exps"))
+        m.d.sync += [
+            load_bias.eq(param_ahead & (index_ahead == 0)),
+            load_mult.eq(param_ahead & (index_ahead == 1)),
+            load_shift.eq(param_ahead & (index_ahead == 2)),
+            load_exps.eq(exps_ahead | (param_ahead & (index_ahead == 3))),
+        ]
+        with m.If(load_exps):
             m.d.sync += [exps[j].eq(self.param_rd.data[j][:cfg.shift_bits]) for j in range(cfg.cols)]
-        with m.If(param_valid):
-            with m.Switch(param_loaded):
-                with m.Case(0):
-                    m.d.sync += bias.eq(self.param_rd.data)
-                with m.Case(1):
-                    m.d.sync += [mult[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.mult_bits])
-                                 for j in range(cfg.cols)]
-                with m.Case(2):
-                    m.d.sync += [shift[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.shift_bits])
-                                 for j in range(cfg.cols)]
+        with m.If(load_bias):
+            m.d.sync += bias.eq(self.param_rd.data)
+        with m.If(load_mult):
+            m.d.sync += [mult[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.mult_bits])
+                         for j in range(cfg.cols)]
+        with m.If(load_shift):
+            m.d.sync += [shift[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.shift_bits])
+                         for j in range(cfg.cols)]
 
         # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k: stage
         # READ_LATENCY - 1 is the read data, which is registered whole (`acc_row`, with the chunk

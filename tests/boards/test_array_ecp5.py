@@ -99,15 +99,59 @@ def test_mult18x18d_instance_synthesizes(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+class RequantPair(Elaboratable):
+    def __init__(self, cfg):
+        self.inferred = Requantizer(cfg, multiplier="inferred")
+        self.dsp = Requantizer(cfg, multiplier="mult18x18d")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inferred = self.inferred
+        m.submodules.dsp = self.dsp
+        return m
+
+
+def test_requantizer_mult18x18d_path_equals_inferred():
+    """The requantizer's MULT18X18D path (behavioural model of the DSP, operand and product
+    registers) gives the inferred path's output in every cycle, for random inputs that change
+    every cycle, extreme values included."""
+    seed = 5
+    cfg = preset("default")
+    pair = RequantPair(cfg)
+    rng = np.random.default_rng(seed)
+    edges = [-(1 << 31), (1 << 31) - 1, 0, -1, 1]
+
+    def value(low, high):
+        return int(rng.choice(edges)) if rng.random() < 0.1 else int(rng.integers(low, high))
+
+    async def testbench(ctx):
+        for t in range(400):
+            inputs = dict(acc=value(-(1 << 31), 1 << 31), bias=value(-(1 << 20), 1 << 20),
+                          mult=int(rng.integers(-(1 << 15), 1 << 15)), shift=int(rng.integers(0, 64)))
+            for dut in (pair.inferred, pair.dsp):
+                for name, v in inputs.items():
+                    ctx.set(getattr(dut, name), v)
+            want, got = ctx.get(pair.inferred.y), ctx.get(pair.dsp.y)
+            assert got == want, f"seed {seed}: cycle {t}: mult18x18d path {got}, inferred {want}"
+            await ctx.tick()
+
+    sim = Simulator(pair)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
 def test_requantizer_uses_two_mult18x18d(tmp_path):
     """On ECP5 a requant lane's 32 x 16 multiply is two MULT18X18Ds (the split product of
-    ``Requantizer``), product registers inside; with ``-nodsp`` nothing else becomes a DSP."""
+    ``Requantizer``), operand and product registers inside; with ``-nodsp`` nothing else becomes a
+    DSP."""
     platform = board("ulx3s-85f").platform_class()()
     lane = Requantizer(preset("default"))
     (tmp_path / "lane.il").write_text(rtlil.convert(lane, name="lane", platform=platform))
     script = (f"read_rtlil lane.il; {YOSYS_PRELUDE.format(top='lane')}; synth_ecp5 {ECP5_SYNTH_OPTS} -top lane; "
               "select -assert-count 2 t:MULT18X18D; "
-              "select -assert-count 2 t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i")
+              "select -assert-count 2 t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i; "
+              "select -assert-count 2 t:MULT18X18D r:REG_INPUTA_CLK=CLK0 %i r:REG_INPUTB_CLK=CLK0 %i")
     result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -131,12 +131,12 @@ def run(cfg, commands, seed):
 
 
 def test_cycle_formula():
-    assert Requantizer.LATENCY == 6
+    assert Requantizer.LATENCY == 7
     cfg = preset("default")
     assert requant_cycles(cfg, 0) == 0
     assert RequantEngine.INPUT_STAGES == 1
-    assert requant_cycles(cfg, 197) == 197 * 3 + 13  # 3 params + READ_LATENCY 3 + 1 + 6
-    assert requant_cycles(cfg, 197, row_shift=True) == 197 * 3 + 14
+    assert requant_cycles(cfg, 197) == 197 * 3 + 14  # 3 params + READ_LATENCY 3 + 1 + 7
+    assert requant_cycles(cfg, 197, row_shift=True) == 197 * 3 + 15
 
 
 @pytest.mark.parametrize("name,changes,seed", [
