@@ -35,9 +35,10 @@ def _share(m, target, sources):
     members the sources drive reach ``target`` through an AND-OR multiplexer (zero when none is
     selected): two LUT levels for six sources, where a priority chain would take one per source.
     With two sources, the members other than the enable (address, data: they matter only with
-    it) take the second source's value when the first is not selected: a 2:1 multiplexer with no
-    zero, because synthesis turns "zero unless selected" in front of the memory's registers into
-    a synchronous reset, one LUT driving the reset pins of hundreds of flip-flops across the die.
+    it) take the second source's value when the first is not selected: a 2:1 multiplexer, whose
+    select is the first source's alone. (Synthesis turns "zero unless selected" in front of the
+    memory's registers into a synchronous reset: with the AND-OR form, a LUT of both selects
+    drove the reset pins of hundreds of flip-flops across the die.)
     The members ``target`` drives reach every source.
     """
     for name, member in sources[0][1].signature.members.items():
@@ -158,8 +159,12 @@ class Core(wiring.Component):
         _share(m, spad.write, [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
                + [(sel, e.spad_wr) for sel, e in by_vec])
         _share(m, acc.read, [(by_dma_alone, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
-        _share(m, acc.write, [(by_dma_alone, dma.acc_wr), (by_mm, mm.acc_wr)])
+        # Two-source ports: the first select drives the address and data multiplexer (see _share),
+        # so it is a flip-flop (by_mm, not by_dma_alone, which is a LUT), and the softmax's exponent
+        # rows, zero above each column's low bits, come first: those bits then become a reset
+        # driven straight by the softmax's busy flip-flop.
+        _share(m, acc.write, [(by_mm, mm.acc_wr), (by_dma_alone, dma.acc_wr)])
         _share(m, param.read, [(by_dma, dma.param_rd), (by_rq, rq.param_rd)]
                + [(sel, e.param_rd) for sel, e in by_vec])
-        _share(m, param.write, [(by_dma, dma.param_wr), (by_sm, sm.param_wr)])
+        _share(m, param.write, [(by_sm, sm.param_wr), (by_dma, dma.param_wr)])
         return m

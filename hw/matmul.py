@@ -101,6 +101,9 @@ class MatmulEngine(wiring.Component):
         wr_left = Signal.like(instr.rows)      # accumulator rows still to write
         wr_last = Signal()                     # wr_left == 1
 
+        # busy is ~fsm.ongoing("IDLE") kept in a flip-flop of its own: the core selects this
+        # engine's memory ports with it (hw/core.py).
+        busy = Signal()
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -117,6 +120,7 @@ class MatmulEngine(wiring.Component):
                     wr_last.eq(instr.rows == 1),
                 ]
                 with m.If(self.cmd.valid & (instr.rows != 0)):
+                    m.d.sync += busy.eq(1)
                     m.next = "LOAD_WEIGHTS"
             with m.State("LOAD_WEIGHTS"):
                 m.d.sync += [issued.eq(issued + 1), spad_addr.eq(spad_addr + 1)]
@@ -129,6 +133,7 @@ class MatmulEngine(wiring.Component):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(array.out_valid & wr_last):
+                    m.d.sync += busy.eq(0)
                     m.next = "IDLE"
 
         loading = fsm.ongoing("LOAD_WEIGHTS")
@@ -141,7 +146,7 @@ class MatmulEngine(wiring.Component):
             m.d.sync += register.eq(streamed[-1])
             streamed.append(register)
         m.d.comb += [
-            self.busy.eq(~fsm.ongoing("IDLE")),
+            self.busy.eq(busy),
             self.spad_rd.en.eq(loading | streaming),
             self.spad_rd.addr.eq(spad_addr),
             # Read data arrives READ_LATENCY cycles after the address: the array sees it with

@@ -655,7 +655,10 @@ class SoftmaxEngine(wiring.Component):
                 with m.If(self.param_wr.en):
                     m.d.sync += [exp_index.eq(0), exp_addr.eq(exp_addr + 1)]
 
-        with m.FSM() as fsm:
+        # busy is ~fsm.ongoing("IDLE") kept in a flip-flop of its own: the core selects this
+        # engine's memory ports with it (hw/core.py).
+        busy = Signal()
+        with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
@@ -668,6 +671,7 @@ class SoftmaxEngine(wiring.Component):
                         in_last.eq(instr.length <= lanes), out_base.eq(instr.dst), out_addr.eq(instr.dst),
                         out_chunk.eq(0), out_rows.eq(instr.rows - 1),
                         last_row.eq(instr.rows == 1), exp_addr.eq(instr.src2), exp_index.eq(0),
+                        busy.eq(1),
                     ]
                     m.next = "PARAM"
             with m.State("PARAM"):
@@ -676,6 +680,7 @@ class SoftmaxEngine(wiring.Component):
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(row_done & last_row):
+                    m.d.sync += busy.eq(0)
                     m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        m.d.comb += self.busy.eq(busy)
         return m
