@@ -16,6 +16,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
+from vitaccel.hw.arbiter import RegisteredFIFO
 from vitaccel.hw.core import Core
 from vitaccel.hw.interfaces import MemoryPortSignature
 
@@ -28,7 +29,8 @@ __all__ = ["OnChipMemory", "MemorySlice", "System", "BoardTop", "ecp5_pll_params
 class MemorySlice(wiring.Component):
     """A register slice on a :class:`~vitaccel.hw.interfaces.MemoryPortSignature` link: commands
     and responses each pass through a two-entry FIFO, so that no signal crosses it within a cycle
-    (the handshakes included: each side's ready comes from the FIFO's own registers).
+    (the handshakes included: each side's ready and valid is a flip-flop of the FIFO,
+    :class:`~vitaccel.hw.arbiter.RegisteredFIFO`).
 
     ``up`` faces the masters, ``down`` the memory. It adds one cycle to a command and one to a
     response, and sustains one of each per cycle. On a large device the memory and the core's
@@ -46,8 +48,8 @@ class MemorySlice(wiring.Component):
         m = Module()
         up, down = self.up, self.down
         cmd_layout = [up.cmd_addr, up.cmd_write, up.cmd_wdata]
-        m.submodules.cmds = cmds = fifo.SyncFIFO(width=sum(len(v) for v in cmd_layout), depth=self.DEPTH)
-        m.submodules.rsps = rsps = fifo.SyncFIFO(width=len(up.rsp_data), depth=self.DEPTH)
+        m.submodules.cmds = cmds = RegisteredFIFO(sum(len(v) for v in cmd_layout), self.DEPTH)
+        m.submodules.rsps = rsps = RegisteredFIFO(len(up.rsp_data), self.DEPTH)
         m.d.comb += [
             cmds.w_data.eq(Cat(*cmd_layout)),
             cmds.w_en.eq(up.cmd_valid),

@@ -11,17 +11,19 @@ from amaranth.lib.wiring import In, Out
 
 from .interfaces import MemoryPortSignature
 
-__all__ = ["MemoryArbiter"]
+__all__ = ["MemoryArbiter", "RegisteredFIFO"]
 
 
-class _TagQueue(Elaboratable):
-    """A first-in first-out queue of small tags whose outputs all come from registers.
+class RegisteredFIFO(Elaboratable):
+    """A first-in first-out queue whose outputs all come from registers.
 
     The same ports as :class:`amaranth.lib.fifo.SyncFIFO` (``w_data``, ``w_en``, ``w_rdy``,
-    ``r_data``, ``r_en``, ``r_rdy``; a written tag is readable from the next cycle), but the head
-    lives in register 0 and the entries shift towards it on a read, so ``r_data``, ``r_rdy`` and
-    ``w_rdy`` are flip-flop outputs: what the arbiter routes responses by is not behind a LUT RAM
-    read and a pointer comparison (the longest path of the core at 30 MHz).
+    ``r_data``, ``r_en``, ``r_rdy``; an entry written is readable from the next cycle, and a full
+    queue takes no write, even in a cycle it is read), but the head lives in register 0 and the
+    entries shift towards it on a read, so ``r_data``, ``r_rdy`` and ``w_rdy`` are flip-flop
+    outputs: what the arbiter routes responses by is not behind a LUT RAM read and a pointer
+    comparison (the longest path of the core at 30 MHz), and a board's memory slice offers
+    ``w_rdy`` and ``r_rdy`` to wires that cross the die.
     """
 
     def __init__(self, width, depth):
@@ -88,7 +90,7 @@ class MemoryArbiter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         mem, reqs = self.mem, self.requesters
-        m.submodules.tags = tags = _TagQueue((len(reqs) - 1).bit_length(), self.max_outstanding)
+        m.submodules.tags = tags = RegisteredFIFO((len(reqs) - 1).bit_length(), self.max_outstanding)
 
         earlier = None         # some requester before this one has a command
         for index, req in enumerate(reqs):

@@ -6,12 +6,12 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from vitaccel.hw.arbiter import _TagQueue
+from vitaccel.hw.arbiter import RegisteredFIFO
 
 
 @pytest.mark.parametrize("seed,depth", [(1, 4), (2, 4), (3, 1), (4, 16)])
 def test_tag_queue_matches_a_deque(seed, depth):
-    dut = _TagQueue(2, depth)
+    dut = RegisteredFIFO(2, depth)
     rng = random.Random(seed)
 
     async def bench(ctx):
