@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 
 from .interfaces import checked_config
-from .memories import delayed
+from .memories import delayed, fanned_out
 
 __all__ = ["SystolicArray", "array_latency", "dsp_floorplan", "MULTIPLIERS", "Mult18x18D", "is_ecp5"]
 
@@ -153,23 +153,24 @@ class SystolicArray(wiring.Component):
             multiplier = "mult18x18d" if is_ecp5(platform) else "inferred"
 
         # The weight load is decoded a cycle ahead: its enables and data fan out to every PE, and
-        # row 0's input register leaves that cycle free (see the class notes).
+        # row 0's input register leaves that cycle free (see the class notes). Each array row
+        # gets its own registered copy of the weight row, the column enables and the transpose
+        # flag (fanned_out): on a large device a row's PEs sit together (dsp_floorplan), so the
+        # copy's wires stay short and the long ones, from the inputs to the copies, have a cycle.
         row_load = Signal(cfg.rows)
-        col_load = Signal(cfg.cols)
-        w_row = Signal.like(self.w_row)
-        w_transpose = Signal()
-        m.d.sync += [
-            row_load.eq(Mux(self.w_en & ~self.w_transpose, 1 << self.w_index, 0)),
-            col_load.eq(Mux(self.w_en & self.w_transpose, 1 << self.w_index, 0)),
-            w_row.eq(self.w_row),
-            w_transpose.eq(self.w_transpose),
-        ]
+        m.d.sync += row_load.eq(Mux(self.w_en & ~self.w_transpose, 1 << self.w_index, 0))
+        # A copy holds Cat(column enables, transpose flag, weight row).
+        copies = fanned_out(m, Cat(Mux(self.w_en & self.w_transpose, 1 << self.w_index, 0)[:cfg.cols],
+                                   self.w_transpose, self.w_row), cfg.rows, "w_load")
 
         psum_above = [None] * cfg.cols
         for i in range(cfg.rows):
             # Every multiplier operand comes from a register: row 0 gets one too, paid for by
             # taking its product as the partial sum, with no register in between.
             a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}", reset_less=True)
+            col_load = copies[i][:cfg.cols]
+            w_transpose = copies[i][cfg.cols]
+            w_row = self.w_row.shape()(copies[i][cfg.cols + 1:])
             for j in range(cfg.cols):
                 if j > 0:
                     a_in = delayed(m, a_in, 1, name=f"a_{i}_{j}", reset_less=True)

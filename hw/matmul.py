@@ -178,9 +178,8 @@ class MatmulEngine(wiring.Component):
         with m.If(array.out_valid):
             m.d.sync += [wr_addr.eq(wr_addr + 1), wr_left.eq(wr_left - 1), wr_last.eq(wr_left == 2)]
         # The clear of acc_in (a synchronous reset of 32 * cols flip-flops) comes from one register
-        # per column: copy j lags j + 1 cycles, while the first output row comes rows + latency
-        # cycles after `accumulate` is taken.
-        assert cfg.cols < cfg.rows + array.latency
+        # per column; it lags `accumulate` by a cycle, while the first output row comes rows +
+        # latency cycles after `accumulate` is taken.
         clear = fanned_out(m, ~accumulate, cfg.cols, "acc_clear")
         for j in range(cfg.cols):
             m.d.sync += acc_in[j].eq(Mux(clear[j], 0, self.acc_rd.data[j]))

@@ -100,19 +100,20 @@ def delayed(m: Module, value, cycles: int, name: str, *, reset_less: bool = Fals
 
 
 def fanned_out(m: Module, value, copies: int, name: str):
-    """``copies`` registered copies of a control ``value`` for a wide fan-out: copy ``k`` is
-    ``value`` delayed by ``k + 1`` cycles, each copy the previous one registered.
+    """``copies`` registers, each ``value`` delayed by one cycle, for a wide fan-out: give each
+    group of loads its own copy.
 
-    A single register driving hundreds of loads (e.g. the synchronous clear of a whole row of
-    accumulators) becomes one net spread over the die, slow to route. Synthesis merges identical
-    registers, so plain copies of one register would come back as that one net; a chain of
-    distinct registers keeps each copy on a net of its own with its share of the loads. Only for
-    a value that holds for at least ``copies`` cycles before its loads use it (a command's field
-    latched when it is accepted and used later), since copy ``k`` lags ``k + 1`` cycles.
+    A single register driving hundreds of loads spread over the die (the synchronous clear of a
+    row of accumulators, the weights broadcast to every PE) is one long, slow net; copies placed
+    by their loads turn it into short ones, and the long wires from ``value`` to the copies get a
+    cycle with no logic. Synthesis merges identical registers, so the copies' wires are named
+    ``{name}_fanout_copy{k}`` and carry ``keep``: the boards' yosys script
+    (:data:`vitaccel.boards.build.YOSYS_PRELUDE`) keeps the flip-flops that drive them, and other
+    tools keep a signal with ``keep``.
     """
-    chain = []
+    result = []
     for k in range(copies):
-        value = delayed(m, value, 1, f"{name}{k}")
-        chain.append(value)
-    return chain
-
+        copy = Signal.like(value, name=f"{name}_fanout_copy{k}", attrs={"keep": 1})
+        m.d.sync += copy.eq(value)
+        result.append(copy)
+    return result

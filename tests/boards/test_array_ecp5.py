@@ -197,3 +197,30 @@ def test_floorplan_reaches_the_netlist(tmp_path):
     result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fanned_out_copies_survive_synthesis(tmp_path):
+    """fanned_out's copies are identical registers, which yosys would merge into one: with the
+    boards' prelude each stays a flip-flop of its own (4 copies + 64 outputs), without it they
+    merge (1 + 64)."""
+    from amaranth.hdl import Mux, Signal
+
+    from vitaccel.hw.memories import fanned_out
+
+    class Fan(Elaboratable):
+        def __init__(self):
+            self.a, self.d, self.o = Signal(), Signal(64), Signal(64)
+
+        def elaborate(self, platform):
+            m = Module()
+            copies = fanned_out(m, self.a, 4, "clear")
+            m.d.sync += [self.o[j].eq(Mux(copies[j // 16], 0, self.d[j])) for j in range(64)]
+            return m
+
+    fan = Fan()
+    (tmp_path / "fan.il").write_text(rtlil.convert(fan, name="fan", ports=[fan.a, fan.d, fan.o]))
+    for prelude, flip_flops in ((YOSYS_PRELUDE.format(top="fan"), 4 + 64), ("hierarchy -top fan; flatten", 1 + 64)):
+        script = f"read_rtlil fan.il; {prelude}; synth_ecp5 -top fan; select -assert-count {flip_flops} t:TRELLIS_FF"
+        result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"{prelude}: expected {flip_flops} flip-flops\n" + result.stdout + result.stderr
