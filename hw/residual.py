@@ -96,13 +96,14 @@ class ResidualAddUnit(wiring.Component):
     ``o`` was never refused in between; one beat per cycle while ``o.ready`` is high. A refused
     output stalls the whole pipeline (``i.ready = o.ready | ~o.valid``). Stages: the operands are
     registered (1); each ``8 x mult_bits`` product is split into the products of its operand's
-    low and high nibble, each a sum of four shifted copies of the multiplier (2); the sum
-    ``a*mult_a + b*mult_b`` of the four nibble products (3); :func:`saturating_round_shift`
-    (4 to 6). No multiplier cells: two adder levels at most between registers.
+    low and high nibble, each a sum of four shifted copies of the multiplier, added in pairs (2)
+    and then the pairs (3); the sum ``a*mult_a + b*mult_b`` of the four nibble products (4);
+    :func:`saturating_round_shift` (5 to 7). No multiplier cells: two adder levels at most
+    between registers, and one where a LUT gates the multiplier.
     """
 
     #: Cycles from an accepted input beat to its output beat, without back-pressure.
-    LATENCY = 6
+    LATENCY = 7
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -121,13 +122,12 @@ class ResidualAddUnit(wiring.Component):
         return self.LATENCY
 
     @staticmethod
-    def nibble_products(x, mult):
-        """``(x[0:4] * mult, x[4:8].as_signed() * mult)`` of an int8 ``x`` as two balanced adder
-        trees of ``mult`` gated by the bits of ``x`` (their sum ``lo + (hi << 4)`` is ``x * mult``)."""
+    def nibble_pairs(x, mult):
+        """The four pair sums of ``mult`` gated by the bits of an int8 ``x``: ``p[0] + (p[1] << 2)``
+        is ``x[0:4] * mult`` and ``p[2] + (p[3] << 2)`` is ``x[4:8].as_signed() * mult`` (their
+        sum ``lo + (hi << 4)`` is ``x * mult``)."""
         t = [Mux(x[k], mult, 0) for k in range(8)]
-        lo = (t[0] + (t[1] << 1)) + ((t[2] + (t[3] << 1)) << 2)
-        hi = (t[4] + (t[5] << 1)) + ((t[6] - (t[7] << 1)) << 2)
-        return lo, hi
+        return [t[0] + (t[1] << 1), t[2] + (t[3] << 1), t[4] + (t[5] << 1), t[6] - (t[7] << 1)]
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -138,12 +138,16 @@ class ResidualAddUnit(wiring.Component):
             operands = [Signal(signed(cfg.data_width), name=f"{name}_in_{lane}") for name in "ab"]
             nibbles = [Signal(signed(width), name=f"{name}_{half}_{lane}")
                        for name in "ab" for half in ("lo", "hi")]
+            # |t[k] + 2 t[k + 1]| <= 3 * 2**(mult_bits - 1): mult_bits + 2 bits, signed.
+            pairs = [Signal(signed(cfg.mult_bits + 2), name=f"{name}_pair{p}_{lane}")
+                     for name in "ab" for p in range(4)]
             total = Signal(signed(cfg.data_width + cfg.mult_bits + 1), name=f"total_{lane}")
             with m.If(advance):
                 m.d.sync += [operands[0].eq(self.i.payload.a[lane]), operands[1].eq(self.i.payload.b[lane])]
                 for k, mult in enumerate((self.mult_a, self.mult_b)):
-                    lo, hi = self.nibble_products(operands[k], mult)
-                    m.d.sync += [nibbles[2 * k].eq(lo), nibbles[2 * k + 1].eq(hi)]
+                    p = pairs[4 * k:4 * k + 4]
+                    m.d.sync += [q.eq(v) for q, v in zip(p, self.nibble_pairs(operands[k], mult))]
+                    m.d.sync += [nibbles[2 * k].eq(p[0] + (p[1] << 2)), nibbles[2 * k + 1].eq(p[2] + (p[3] << 2))]
                 a_lo, a_hi, b_lo, b_hi = nibbles
                 m.d.sync += total.eq((a_lo + b_lo) + ((a_hi + b_hi) << 4))
             m.d.comb += self.o.payload[lane].eq(saturating_round_shift(m, total, self.shift, advance))

@@ -28,7 +28,7 @@ UNIT_CFG = preset("tiny")
 
 
 def test_unit_all_pairs(monkeypatch, tmp_path):
-    assert ResidualAddUnit.LATENCY == 6
+    assert ResidualAddUnit.LATENCY == 7
     build_dir = verilator_build(monkeypatch, ResidualAddUnit(UNIT_CFG), "residual_add_unit", UNIT_CFG)
     run_cocotb(tmp_path, "cocotb_residual", "residual_add_unit", build_dir, {
         "VITACCEL_SEED": os.environ.get("VITACCEL_SEED", "11"),
