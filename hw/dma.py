@@ -17,7 +17,7 @@ from vitaccel.isa import LocalMemory, Opcode
 from .interfaces import (checked_config, MemoryPortSignature, acc_read_signature, acc_write_signature,
                          engine_cmd_signature, param_read_signature, param_write_signature,
                          spad_read_signature, spad_write_signature)
-from .memories import READ_LATENCY
+from .memories import READ_LATENCY, fanned_out
 
 __all__ = ["DMA", "load_cycles", "store_cycles"]
 
@@ -323,9 +323,19 @@ class DMA(wiring.Component):
             for k in range(rings_s):
                 with m.If(fill_s[k]):
                     m.d.sync += row_s[k].eq(self.spad_rd.data.as_value())
-            for k in range(rings_w):
-                with m.If(fill_w[k]):
-                    m.d.sync += row_w[k].eq(wide_data)
+        # A wide ring register loads `arrive & fill_w[k]`, decoded a cycle ahead (`arrive` is then
+        # inflight[-2], fill_w its next value as assigned above and at the command) into one
+        # flip-flop per quarter of the register (fanned_out): no LUT between them and the
+        # enables of 32 * cols flip-flops.
+        assert READ_LATENCY >= 2
+        fill_w_next = Mux(arrive, fill_w.rotate_left(1), Mux(accept, 1, fill_w))
+        quarters = 4 if acc_bits % 4 == 0 else 1
+        part = acc_bits // quarters
+        for k in range(rings_w):
+            loads = fanned_out(m, inflight[-2] & fill_w_next[k], quarters, f"row_w{k}_load")
+            for q, load in enumerate(loads):
+                with m.If(load):
+                    m.d.sync += row_w[k][q * part:(q + 1) * part].eq(wide_data[q * part:(q + 1) * part])
 
         with m.If(storing):
             m.d.comb += gen_valid.eq(held != 0)

@@ -661,16 +661,22 @@ class SoftmaxEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
+                # The command's addresses and counts are taken in every idle cycle (no enable
+                # from the handshake, whose valid comes late from the controller's checks); the
+                # ones of the accepted command are the last taken. Nothing reads them while idle.
+                m.d.sync += [
+                    length.eq(instr.length),
+                    stride.eq(instr.tile_stride), param_addr.eq(instr.param_addr),
+                    rd_addr.eq(instr.src), rd_base.eq(instr.src),
+                    rd_left.eq(instr.length), rd_last_tile.eq(instr.length <= cfg.cols),
+                    rd_rows.eq(instr.rows - 1), in_left.eq(instr.length),
+                    in_last.eq(instr.length <= lanes), out_base.eq(instr.dst), out_addr.eq(instr.dst),
+                    out_rows.eq(instr.rows - 1), exp_addr.eq(instr.src2),
+                ]
                 with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
                     m.d.sync += [
-                        length.eq(instr.length),
-                        stride.eq(instr.tile_stride), param_addr.eq(instr.param_addr),
-                        rd_more.eq(1), rd_addr.eq(instr.src), rd_base.eq(instr.src),
-                        rd_left.eq(instr.length), rd_last_tile.eq(instr.length <= cfg.cols),
-                        rd_rows.eq(instr.rows - 1), in_chunk.eq(0), in_left.eq(instr.length),
-                        in_last.eq(instr.length <= lanes), out_base.eq(instr.dst), out_addr.eq(instr.dst),
-                        out_chunk.eq(0), out_rows.eq(instr.rows - 1),
-                        last_row.eq(instr.rows == 1), exp_addr.eq(instr.src2), exp_index.eq(0),
+                        rd_more.eq(1), in_chunk.eq(0), out_chunk.eq(0),
+                        last_row.eq(instr.rows == 1), exp_index.eq(0),
                         busy.eq(1),
                     ]
                     m.next = "PARAM"
