@@ -38,3 +38,18 @@ def test_paths_ranks_a_deep_path_above_a_shallow_one(tmp_path):
     assert "test_paths.py" in names.get(worst_path[0][0], ""), "named by the source line of its start"
     shallow_ends = [ns for ns, cell, _, path in endpoints if len(path) == 2]
     assert shallow_ends and max(shallow_ends) < worst_ns
+
+
+def test_routed_net_delays_from_nextpnr_report():
+    """--routed takes each net's delay from nextpnr's detailed report: the worst over a sink's
+    ports, the halves of a carry cell under the yosys cell's name, NET for nets it does not time."""
+    paths = _paths_module()
+    report = {"detailed_net_timings": [
+        {"driver": "ff1", "port": "Q", "net": "n1", "endpoints": [
+            {"cell": "lut1", "port": "A", "delay": [0.9, 1.1]},
+            {"cell": "lut1", "port": "B", "delay": [2.0, 2.5]},
+            {"cell": "add$CCU2_COMB1", "port": "A1", "delay": [3.0, 3.25]}]}]}
+    delay = paths.routed_net_delay(report)
+    assert delay("ff1", "lut1") == 2.5
+    assert delay("ff1", "add") == 3.25
+    assert delay("ff1", "elsewhere") == paths.NET
