@@ -4,7 +4,7 @@ place-and-route.
     python benchmarks/paths.py build/estimate/<run>/top.json            # worst 25 endpoints
     python benchmarks/paths.py top.json --top 60 --group                # worst path per register
     python benchmarks/paths.py --engine softmax --config default --group  # synthesize one engine first
-    python benchmarks/paths.py top.json --routed top.report.json --group  # routed net delays
+    python benchmarks/paths.py top.json --routed top.report.json --group  # routed arrival times
 
 nextpnr prints one critical path, and only after routing (tens of minutes for ``default``). This
 reads yosys' ``write_json`` netlist (``synth_ecp5``'s cells: LUT4, PFUMX, L6MUX21, CCU2C,
@@ -138,21 +138,19 @@ def placed_net_delay(locations):
     return delay
 
 
-def routed_net_delay(report):
-    """Net delays of a routed design, from nextpnr's ``--report`` written with
-    ``--detailed-timing-report``: the worst routed delay from a driver to a sink cell. nextpnr names
-    the halves of carry cells and LUT RAMs after the yosys cell with a ``$...`` suffix; nets the
-    report does not time (clocks, constants) cost :data:`NET`."""
-    delays = {}
+def routed_arrivals(report):
+    """``{(cell, port): ns}``: the routed arrival time at every timing endpoint (register and
+    block input) of a design, from nextpnr's ``--report`` written with
+    ``--detailed-timing-report``. That report lists, for each net that reaches an endpoint, the
+    endpoint's arrival (clock-to-out, logic and routed wires from the launching clock edge, setup
+    not included), not the net's own delay. nextpnr names the halves of carry cells and LUT RAMs
+    after the yosys cell with a suffix such as ``$CCU2_COMB0`` (yosys names may hold ``$`` too)."""
+    arrivals = {}
     for net in report["detailed_net_timings"]:
-        driver = net["driver"].split("$")[0]
         for end in net["endpoints"]:
-            key = (driver, end["cell"].split("$")[0])
-            delays[key] = max(delays.get(key, 0.0), max(end["delay"]))
-
-    def delay(driver, sink):
-        return delays.get((driver, sink), NET)
-    return delay
+            key = (re.sub(r"\$(CCU2_COMB\d|DPRAM_COMB\d|RAMW_SLICE)$", "", end["cell"]), end["port"])
+            arrivals[key] = max(arrivals.get(key, 0.0), max(end["delay"]))
+    return arrivals
 
 
 def analyse(netlist, net_delay=None):
@@ -312,7 +310,8 @@ def main():
     parser.add_argument("--placed", help="nextpnr's --write output for this netlist: net delays from "
                                          "the placement (0.25 ns + 0.1 ns per tile) instead of a fixed one")
     parser.add_argument("--routed", help="nextpnr's --report of this netlist routed, written with "
-                                         "--detailed-timing-report: each net's routed delay")
+                                         "--detailed-timing-report: rank the endpoints by their routed "
+                                         "arrival times; the paths shown are the model's worst into each")
     parser.add_argument("--json", action="store_true", help="print the ranking as JSON")
     args = parser.parse_args()
     if args.placed and args.routed:
@@ -332,8 +331,18 @@ def main():
             report = json.load(f)
         if "detailed_net_timings" not in report:
             parser.error(f"{args.routed} has no net timings: run nextpnr with --detailed-timing-report")
-        net_delay = routed_net_delay(report)
     endpoints, names, loops = analyse(netlist, net_delay)
+    if args.routed:
+        # nextpnr times the endpoints; the model's worst path into each shows where it starts.
+        arrivals = routed_arrivals(report)
+        # (A flip-flop's data input is DI, or M once nextpnr packs it apart from its LUT.)
+        routed = []
+        for _, cell, port, steps in endpoints:
+            name = cell.rsplit(" ", 1)[-1]
+            times = [arrivals[name, p] for p in ((port, "M") if port == "DI" else (port,)) if (name, p) in arrivals]
+            if times:
+                routed.append((max(times), cell, port, steps))
+        endpoints = sorted(routed, key=lambda e: -e[0])
     if loops:
         print(f"warning: {len(loops)} nets on combinational loops were left out", file=sys.stderr)
 
@@ -354,8 +363,12 @@ def main():
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    nets = "from the placement" if args.placed else "routed" if args.routed else f"{NET} ns"
-    print(f"{len(endpoints)} endpoints; model: net {nets}, LUT {LUT} ns, BRAM clk-to-out {BRAM_CLK_Q} ns")
+    if args.routed:
+        print(f"{len(endpoints)} endpoints, by routed arrival (nextpnr); paths and their times: the model's, "
+              f"net {NET} ns")
+    else:
+        nets = "from the placement" if args.placed else f"{NET} ns"
+        print(f"{len(endpoints)} endpoints; model: net {nets}, LUT {LUT} ns, BRAM clk-to-out {BRAM_CLK_Q} ns")
     for row in rows:
         start, end = _ends(row["from"], row["to_cell"], [name for name, _ in row["path"]])
         print(f"{row['ns']:6.2f} ns {row['mhz']:6.1f} MHz {row['levels']:3d} lvl  {_short(start, 40):>40} -> "

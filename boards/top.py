@@ -166,7 +166,14 @@ class System(wiring.Component):
         wiring.connect(m, mem_slice.down, mem.bus)
         m.submodules.host = host = HostLink(cfg.addr_bits, cfg.bus_bits, clk_hz=self.clk_hz, baud=self.baud)
 
-        wiring.connect(m, host.csr, core.csr)
+        # A register stage on the CSR bus, so that the host link's decode does not reach the
+        # core's counters and program counter, across the die, in the cycle it is made: a write
+        # lands one cycle late, and a read shows the register at the address presented a cycle
+        # earlier (the host link's address holds from its request's last byte on, and requests
+        # are UART bytes apart).
+        for name in ("addr", "w_en", "w_data"):
+            m.d.sync += getattr(core.csr, name).eq(getattr(host.csr, name))
+        m.d.comb += host.csr.r_data.eq(core.csr.r_data)
         m.d.comb += [host.rx.eq(self.rx), self.tx.eq(host.tx), self.busy.eq(core.busy), self.done.eq(core.done)]
 
         bus = mem_slice.up

@@ -12,6 +12,7 @@ from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BITS, INSTR_BYTES, ErrorCode, Instruction, LocalMemory, Opcode
 
 from .interfaces import checked_config, CSR, CsrBusSignature, MemoryPortSignature, engine_cmd_signature
+from .memories import fanned_out
 
 __all__ = ["Controller", "Engine", "EXECUTED_OPCODES"]
 
@@ -58,7 +59,8 @@ class Controller(wiring.Component):
     - A legal instruction with ``rows == 0`` is a no-op: it reaches no engine and is counted.
     - Any other instruction is offered on its engine's command stream once the scoreboard allows
       (judging the engines idle :attr:`BUSY_LAG` cycles after their ``busy`` falls), and counted
-      when accepted. An engine must accept a command in any cycle its ``busy`` is low (every
+      when accepted. Each command stream's payload is a register of its own, loaded from the
+      instruction register every cycle (it is the instruction from DECODE on). An engine must accept a command in any cycle its ``busy`` is low (every
       engine's ``cmd.ready`` is ``~busy``): the controller counts an offer as accepted. A LOAD into SPAD and a MATMUL may be in flight together: each is
       offered while the other's engine is busy if no other engine is busy and the scratchpad rows
       the LOAD writes, ``[local_addr, local_addr + rows)``, meet none the MATMUL reads,
@@ -325,8 +327,14 @@ class Controller(wiring.Component):
         engine_of = {Opcode.LOAD: Engine.DMA, Opcode.STORE: Engine.DMA, Opcode.MATMUL: Engine.MATMUL,
                      Opcode.REQUANT: Engine.REQUANT, Opcode.SOFTMAX: Engine.SOFTMAX,
                      Opcode.LAYERNORM: Engine.LAYERNORM, Opcode.GELU: Engine.GELU, Opcode.ADD: Engine.ADD}
-        for cmd, _ in engines.values():
-            m.d.comb += cmd.payload.eq(instr)
+        # Each engine reads the instruction from a registered copy of its own, placed by the engine:
+        # the instruction register would otherwise drive the command registers of every engine,
+        # across the die, through the engines' acceptance logic. A copy lags `instr` by a cycle;
+        # `instr` holds from its last word's arrival through DECODE, CHECK and DECIDE to the offer,
+        # so the copy equals it by then (and while the engine takes it).
+        copies = fanned_out(m, instr.as_value(), len(engines), "instr")
+        for (cmd, _), copy in zip(engines.values(), copies):
+            m.d.comb += cmd.payload.eq(copy)
 
         # ---- scoreboard: the DMA's and the matmul engine's latest instruction -----------------
         # Only the latest instruction of an engine can be in flight (none is offered to a busy
@@ -399,6 +407,9 @@ class Controller(wiring.Component):
             m.d.sync += instret.eq(instret + 1)
             fetch_at(pc + INSTR_BYTES)
 
+        # Responses are taken in any state: they come only in FETCH, which waits for all of its
+        # reads (a constant ready keeps the FSM's state out of the arbiter's response routing).
+        m.d.comb += self.mem.rsp_ready.eq(1)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(start):
@@ -416,7 +427,6 @@ class Controller(wiring.Component):
                     # A STORE in flight may be writing the words about to be fetched.
                     self.mem.cmd_valid.eq(more & ~(self.dma_busy & dma_store)),
                     self.mem.cmd_addr.eq(fetch_addr),
-                    self.mem.rsp_ready.eq(1),
                 ]
                 with m.If(self.mem.cmd_valid & self.mem.cmd_ready):
                     m.d.sync += [issued.eq(issued + 1), fetch_addr.eq(fetch_addr + cfg.bus_bytes),

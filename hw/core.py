@@ -24,6 +24,8 @@ from .softmax import SoftmaxEngine
 
 __all__ = ["Core", "MIN_COLS"]
 
+#: The shared memories' slices (SharedMemory), at most.
+MEMORY_SLICES = 4
 #: ShiftGELU's four scalars (exp_mult, exp_shift, out_mult, out_shift) share one PARAM row.
 MIN_COLS = 4
 
@@ -115,9 +117,12 @@ class Core(wiring.Component):
         m.submodules.add = ad = ResidualAddEngine(cfg)
         vector = [("softmax", sm), ("layernorm", ln), ("gelu", ge), ("add", ad)]
 
-        m.submodules.spad = spad = SharedMemory(spad_row(cfg), cfg.spad_rows)
-        m.submodules.acc = acc = SharedMemory(acc_row(cfg), cfg.acc_rows)
-        m.submodules.param = param = SharedMemory(acc_row(cfg), cfg.param_rows)
+        # Each memory in MEMORY_SLICES slices side by side (fewer if cols has no such divisor),
+        # each with its own address registers: about a dozen block RAMs per address net.
+        slices = next(n for n in range(MEMORY_SLICES, 0, -1) if cfg.cols % n == 0)
+        m.submodules.spad = spad = SharedMemory(spad_row(cfg), cfg.spad_rows, slices=slices)
+        m.submodules.acc = acc = SharedMemory(acc_row(cfg), cfg.acc_rows, slices=slices)
+        m.submodules.param = param = SharedMemory(acc_row(cfg), cfg.param_rows, slices=slices)
 
         wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
         wiring.connect(m, ctrl.dma_cmd, dma.cmd)

@@ -151,10 +151,11 @@ class DMA(wiring.Component):
 
         # ---- External commands -------------------------------------------------------------
         # The generator offers word c_word of the current row (at c_addr; c_base is the row's
-        # address; c_left rows are left, this one included) to a two-entry output buffer: `out`
-        # is the command on the port, `skid` the one behind it when the port stalls. The generator
-        # only sees whether `skid` is free (a register), so mem.cmd_ready moves nothing but the
-        # buffer, and commands still flow one per cycle.
+        # address; c_left rows are left, this one included) to a two-slot output queue, whose
+        # head is the command on the port. The slots are written in turn (`w_slot`) and sent in
+        # turn (`r_slot`); the generator only sees whether the queue is full (a register), and
+        # mem.cmd_ready moves only the queue's pointer and flags, never the enables of the wide
+        # slot registers, so commands still flow one per cycle.
         c_left = Signal(16)
         c_word = Signal(range(acc_words))
         c_last = Signal()               # c_word == last_word
@@ -165,27 +166,32 @@ class DMA(wiring.Component):
         gen_wdata = Signal(bus)
         gen_go = Signal()
 
-        out_valid = Signal()
-        out_addr = Signal(cfg.addr_bits)
-        out_wdata = Signal(bus)
-        skid_valid = Signal()
-        skid_addr = Signal(cfg.addr_bits)
-        skid_wdata = Signal(bus)
+        slot_addr = [Signal(cfg.addr_bits, name=f"slot{k}_addr", reset_less=True) for k in range(2)]
+        slot_wdata = [Signal(bus, name=f"slot{k}_wdata", reset_less=True) for k in range(2)]
+        w_slot = Signal()
+        r_slot = Signal()
+        out_valid = Signal()            # the queue holds a command
+        full = Signal()                 # ... two
+        pop = out_valid & self.mem.cmd_ready
 
         m.d.comb += [
-            gen_go.eq(gen_valid & ~skid_valid),
+            gen_go.eq(gen_valid & ~full),
             self.mem.cmd_valid.eq(out_valid),
-            self.mem.cmd_addr.eq(out_addr),
+            self.mem.cmd_addr.eq(Mux(r_slot, slot_addr[1], slot_addr[0])),
             self.mem.cmd_write.eq(storing),
-            self.mem.cmd_wdata.eq(out_wdata),
+            self.mem.cmd_wdata.eq(Mux(r_slot, slot_wdata[1], slot_wdata[0])),
         ]
-        with m.If(~out_valid | self.mem.cmd_ready):
-            with m.If(skid_valid):
-                m.d.sync += [out_valid.eq(1), out_addr.eq(skid_addr), out_wdata.eq(skid_wdata), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [out_valid.eq(gen_valid), out_addr.eq(c_addr), out_wdata.eq(gen_wdata)]
-        with m.Elif(gen_go):
-            m.d.sync += [skid_valid.eq(1), skid_addr.eq(c_addr), skid_wdata.eq(gen_wdata)]
+        for k in range(2):
+            with m.If(gen_go & (w_slot == k)):
+                m.d.sync += [slot_addr[k].eq(c_addr), slot_wdata[k].eq(gen_wdata)]
+        with m.If(gen_go):
+            m.d.sync += w_slot.eq(~w_slot)
+        with m.If(pop):
+            m.d.sync += r_slot.eq(~r_slot)
+        with m.If(gen_go & ~pop):
+            m.d.sync += [out_valid.eq(1), full.eq(out_valid)]
+        with m.Elif(pop & ~gen_go):
+            m.d.sync += [out_valid.eq(full), full.eq(0)]
 
         def walk_start(left, word, last, more):
             """A row/word walk's registers at the command: all its rows to go, word 0."""
@@ -340,7 +346,7 @@ class DMA(wiring.Component):
         with m.If(storing):
             m.d.comb += gen_valid.eq(held != 0)
             m.d.sync += [held.eq(held + arrive - finishing), free.eq(free - rd_issue + finishing)]
-            with m.If(~c_more & ~out_valid & ~skid_valid):
+            with m.If(~c_more & ~out_valid):
                 m.d.sync += [busy.eq(0), storing.eq(0)]
 
         # The word sent: a one-hot position over (row register, word), rotating by one per

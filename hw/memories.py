@@ -15,7 +15,7 @@ Like a plain synchronous read port, ``data`` holds its value while no read is pr
 """
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import memory, wiring
+from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import Out
 
 from .interfaces import local_addr_width
@@ -33,12 +33,18 @@ class SharedMemory(wiring.Component):
 
     Parameters
     ----------
-    shape : ShapeLike
-        A row.
+    shape : ArrayLayout
+        A row: ``shape.length`` elements.
     depth : int
         Rows.
     init : list
-        Initial contents (tests); the core's memories start empty and are not reset.
+        Initial contents (tests), a list of rows of element values; the core's memories start
+        empty and are not reset.
+    slices : int
+        The row is stored in this many memories side by side (it must divide ``shape.length``),
+        each with registered copies of the address, enables and data of its own: a slice's block
+        RAMs hang on their own address registers (one register fanned out to every block RAM of
+        a wide memory, spread over the die's rows, was a long net). Same ports, same timing.
 
     Attributes
     ----------
@@ -47,13 +53,20 @@ class SharedMemory(wiring.Component):
         cycles from address to data.
     write : Out(memory.WritePort.Signature)
         The write port, memory side, performed :data:`WRITE_LATENCY` cycle later.
-    memory : amaranth.lib.memory.Memory
-        The storage, for tests that read or preset it.
+    slices : list of amaranth.lib.memory.Memory
+        The storage, for tests that read or preset it (:meth:`row`).
     """
 
-    def __init__(self, shape, depth: int, *, init=()):
+    def __init__(self, shape, depth: int, *, init=(), slices: int = 1):
+        if not isinstance(slices, int) or slices < 1 or shape.length % slices:
+            raise ValueError(f"slices must be a positive integer dividing the row's {shape.length} elements, "
+                             f"not {slices!r}")
         addr_width = local_addr_width(depth)
-        self.memory = memory.Memory(shape=shape, depth=depth, init=list(init))
+        width = shape.length // slices
+        init = [list(row) for row in init]
+        self.slices = [memory.Memory(shape=data.ArrayLayout(shape.elem_shape, width), depth=depth,
+                                     init=[row[k * width:(k + 1) * width] for row in init])
+                       for k in range(slices)]
         super().__init__({
             "read": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape)),
             "write": Out(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
@@ -61,28 +74,37 @@ class SharedMemory(wiring.Component):
 
     @property
     def depth(self):
-        return self.memory.depth
+        return self.slices[0].depth
+
+    def row(self, ctx, addr):
+        """Row ``addr``'s element values, read in a simulation testbench (``ctx``)."""
+        return [value for mem in self.slices for value in ctx.get(mem.data[addr])]
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.memory = self.memory
-        rd, wr = self.memory.read_port(), self.memory.write_port()
+        slices = len(self.slices)
+        width = len(self.read.data.as_value()) // slices
         # The read's address stage: the engines' multiplexer ends here, the fan-out to the block
-        # RAMs starts here.
-        # Only the enables are reset: addresses and data matter only with them.
-        rd_en = Signal(name="rd_en_q")
-        rd_addr = Signal.like(rd.addr, name="rd_addr_q", reset_less=True)
-        m.d.sync += [rd_en.eq(self.read.en), rd_addr.eq(self.read.addr)]
-        m.d.comb += [rd.en.eq(rd_en), rd.addr.eq(rd_addr)]
-        # The data stage: next to the block RAMs (and their cascade multiplexer); it follows the
-        # RAM's output, which holds while no read is performed.
-        rd_data = Signal.like(self.read.data, name="rd_data_q", reset_less=True)
-        m.d.sync += rd_data.eq(rd.data)
-        m.d.comb += self.read.data.eq(rd_data)
-        wr_addr = Signal.like(wr.addr, name="wr_addr_q", reset_less=True)
-        wr_data = Signal.like(wr.data, name="wr_data_q", reset_less=True)
-        m.d.sync += [wr.en.eq(self.write.en), wr_addr.eq(self.write.addr), wr_data.eq(self.write.data)]
-        m.d.comb += [wr.addr.eq(wr_addr), wr.data.eq(wr_data)]
+        # RAMs starts here, from each slice's copies. Only the enables are reset: addresses and
+        # data matter only with them. (The copies are named for fanned_out so that synthesis
+        # keeps them apart.)
+        rd_ens = fanned_out(m, self.read.en, slices, "rd_en")
+        rd_addrs = fanned_out(m, self.read.addr, slices, "rd_addr", reset_less=True)
+        wr_ens = fanned_out(m, self.write.en, slices, "wr_en")
+        wr_addrs = fanned_out(m, self.write.addr, slices, "wr_addr", reset_less=True)
+        for k, mem in enumerate(self.slices):
+            m.submodules[f"slice{k}"] = mem
+            rd, wr = mem.read_port(), mem.write_port()
+            bits = slice(k * width, (k + 1) * width)
+            m.d.comb += [rd.en.eq(rd_ens[k]), rd.addr.eq(rd_addrs[k])]
+            # The data stage: next to the block RAMs (and their cascade multiplexer); it follows
+            # the RAM's output, which holds while no read is performed.
+            rd_data = Signal(width, name=f"rd_data_q{k}", reset_less=True)
+            m.d.sync += rd_data.eq(rd.data)
+            m.d.comb += self.read.data.as_value()[bits].eq(rd_data)
+            wr_data = Signal(width, name=f"wr_data_q{k}", reset_less=True)
+            m.d.sync += wr_data.eq(self.write.data.as_value()[bits])
+            m.d.comb += [wr.en.eq(wr_ens[k]), wr.addr.eq(wr_addrs[k]), wr.data.eq(wr_data)]
         return m
 
 
@@ -99,7 +121,7 @@ def delayed(m: Module, value, cycles: int, name: str, *, reset_less: bool = Fals
     return value
 
 
-def fanned_out(m: Module, value, copies: int, name: str):
+def fanned_out(m: Module, value, copies: int, name: str, *, reset_less: bool = False):
     """``copies`` registers, each ``value`` delayed by one cycle, for a wide fan-out: give each
     group of loads its own copy.
 
@@ -109,11 +131,11 @@ def fanned_out(m: Module, value, copies: int, name: str):
     cycle with no logic. Synthesis merges identical registers, so the copies' wires are named
     ``{name}_fanout_copy{k}`` and carry ``keep``: the boards' yosys script
     (:data:`vitaccel.boards.build.YOSYS_PRELUDE`) keeps the flip-flops that drive them, and other
-    tools keep a signal with ``keep``.
+    tools keep a signal with ``keep``. ``reset_less`` as for :func:`delayed`.
     """
     result = []
     for k in range(copies):
-        copy = Signal.like(value, name=f"{name}_fanout_copy{k}", attrs={"keep": 1})
+        copy = Signal.like(value, name=f"{name}_fanout_copy{k}", attrs={"keep": 1}, reset_less=reset_less)
         m.d.sync += copy.eq(value)
         result.append(copy)
     return result

@@ -14,7 +14,7 @@ from vitaccel.sw.golden import INT8_MAX, INT8_MIN
 
 from .array import Mult18x18D, is_ecp5
 from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY, delayed
+from .memories import READ_LATENCY, delayed, fanned_out
 
 __all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
 
@@ -336,18 +336,19 @@ class RequantEngine(wiring.Component):
         read_chunk = delayed(m, chunk, READ_LATENCY, "read_chunk")
         read_pos = delayed(m, group_pos, READ_LATENCY, "read_pos")
         acc_row = Signal(chunked(signed(cfg.acc_width)), reset_less=True)    # used only with `stage`
-        in_chunk = Signal.like(chunk)
         row_exp = Signal(unsigned(cfg.shift_bits))
         m.d.sync += [
             acc_row.as_value().eq(self.acc_rd.data.as_value()),
-            in_chunk.eq(read_chunk),
             # The row's exponent raises every column's shift.
             row_exp.eq(Mux(row_shift, exps[read_pos], 0)),
         ]
         # The shift saturates at the largest shift.
         max_shift = (1 << cfg.shift_bits) - 1
         results = []
-        for lane in range(lanes):
+        # The chunk at the lanes' inputs, one register per lane: each selects its lane's operands
+        # (a hundred multiplexers), where one register drove them all across the lanes.
+        in_chunks = fanned_out(m, read_chunk, lanes, "in_chunk")
+        for lane, in_chunk in enumerate(in_chunks):
             m.submodules[f"lane_{lane}"] = requantizer = Requantizer(cfg)
             raised = shift[in_chunk][lane] + row_exp
             m.d.comb += [

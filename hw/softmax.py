@@ -672,13 +672,11 @@ class SoftmaxEngine(wiring.Component):
                     rd_rows.eq(instr.rows - 1), in_left.eq(instr.length),
                     in_last.eq(instr.length <= lanes), out_base.eq(instr.dst), out_addr.eq(instr.dst),
                     out_rows.eq(instr.rows - 1), exp_addr.eq(instr.src2),
+                    in_chunk.eq(0), out_chunk.eq(0), last_row.eq(instr.rows == 1), exp_index.eq(0),
                 ]
+                # Acceptance moves only the state, the read flag and busy: a handful of loads.
                 with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
-                    m.d.sync += [
-                        rd_more.eq(1), in_chunk.eq(0), out_chunk.eq(0),
-                        last_row.eq(instr.rows == 1), exp_index.eq(0),
-                        busy.eq(1),
-                    ]
+                    m.d.sync += [rd_more.eq(1), busy.eq(1)]
                     m.next = "PARAM"
             with m.State("PARAM"):
                 m.d.comb += [self.param_rd.addr.eq(param_addr), self.param_rd.en.eq(1),

@@ -40,16 +40,15 @@ def test_paths_ranks_a_deep_path_above_a_shallow_one(tmp_path):
     assert shallow_ends and max(shallow_ends) < worst_ns
 
 
-def test_routed_net_delays_from_nextpnr_report():
-    """--routed takes each net's delay from nextpnr's detailed report: the worst over a sink's
-    ports, the halves of a carry cell under the yosys cell's name, NET for nets it does not time."""
+def test_routed_arrivals_from_nextpnr_report():
+    """--routed reads nextpnr's detailed report as it is: arrival times at endpoints (the worst over
+    the nets reaching one), the halves of a carry cell under the yosys cell's name (which may hold
+    a ``$`` of its own)."""
     paths = _paths_module()
     report = {"detailed_net_timings": [
         {"driver": "ff1", "port": "Q", "net": "n1", "endpoints": [
-            {"cell": "lut1", "port": "A", "delay": [0.9, 1.1]},
-            {"cell": "lut1", "port": "B", "delay": [2.0, 2.5]},
-            {"cell": "add$CCU2_COMB1", "port": "A1", "delay": [3.0, 3.25]}]}]}
-    delay = paths.routed_net_delay(report)
-    assert delay("ff1", "lut1") == 2.5
-    assert delay("ff1", "add") == 3.25
-    assert delay("ff1", "elsewhere") == paths.NET
+            {"cell": "ff2", "port": "DI", "delay": [0.9, 1.1]},
+            {"cell": "rx$24.add$CCU2_COMB1", "port": "A1", "delay": [3.0, 3.25]}]},
+        {"driver": "lut1", "port": "F", "net": "n2", "endpoints": [
+            {"cell": "ff2", "port": "DI", "delay": [4.0, 4.5]}]}]}
+    assert paths.routed_arrivals(report) == {("ff2", "DI"): 4.5, ("rx$24.add", "A1"): 3.25}

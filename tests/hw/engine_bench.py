@@ -116,7 +116,8 @@ async def issue(ctx, engine, bits):
 def contents(ctx, memory):
     """The whole of ``memory`` (a :class:`SharedMemory` or a plain ``Memory``) as a (depth, cols)
     int64 array."""
-    memory = getattr(memory, "memory", memory)
+    if isinstance(memory, SharedMemory):
+        return np.array([memory.row(ctx, i) for i in range(memory.depth)], dtype=np.int64)
     return np.array([list(ctx.get(memory.data[i])) for i in range(memory.depth)], dtype=np.int64)
 
 

@@ -26,9 +26,10 @@ class Bench(Elaboratable):
 
     def __init__(self, cfg):
         self.dma = DMA(cfg)
-        self.spad = SharedMemory(spad_row(cfg), cfg.spad_rows)
-        self.acc = SharedMemory(acc_row(cfg), cfg.acc_rows)
-        self.param = SharedMemory(acc_row(cfg), cfg.param_rows)
+        # Sliced as in the core (two slices: both the default's 12 and WIDE's 16 columns divide).
+        self.spad = SharedMemory(spad_row(cfg), cfg.spad_rows, slices=2)
+        self.acc = SharedMemory(acc_row(cfg), cfg.acc_rows, slices=2)
+        self.param = SharedMemory(acc_row(cfg), cfg.param_rows, slices=2)
 
     def elaborate(self, platform):
         m = Module()
@@ -49,7 +50,8 @@ def row_bytes(cfg, mem):
 def local_row(ctx, bench, mem, addr):
     """The bytes of a local memory row, little-endian as in external memory."""
     store = {LocalMemory.SPAD: bench.spad, LocalMemory.ACC: bench.acc, LocalMemory.PARAM: bench.param}[mem]
-    bits = ctx.get(store.memory.data[addr]).as_value().value
+    width = len(store.read.data.as_value()) // store.read.data.shape().length
+    bits = sum((value % (1 << width)) << (k * width) for k, value in enumerate(store.row(ctx, addr)))
     return (bits % (1 << (8 * row_bytes(bench.dma.cfg, mem)))).to_bytes(row_bytes(bench.dma.cfg, mem), "little")
 
 
