@@ -27,18 +27,25 @@ __all__ = ["OnChipMemory", "MemorySlice", "System", "BoardTop", "ecp5_pll_params
 
 
 class MemorySlice(wiring.Component):
-    """A register slice on a :class:`~vitaccel.hw.interfaces.MemoryPortSignature` link: commands
-    and responses each pass through a two-entry FIFO, so that no signal crosses it within a cycle
-    (the handshakes included: each side's ready and valid is a flip-flop of the FIFO,
-    :class:`~vitaccel.hw.arbiter.RegisteredFIFO`).
+    """A register slice on a :class:`~vitaccel.hw.interfaces.MemoryPortSignature` link: no signal
+    crosses it within a cycle, the handshakes included.
 
-    ``up`` faces the masters, ``down`` the memory. It adds one cycle to a command and one to a
-    response, and sustains one of each per cycle. On a large device the memory and the core's
+    ``up`` faces the masters, ``down`` the memory. A command accepted from ``up`` is registered
+    (a stage loaded every cycle, so that the masters' late ``cmd_valid`` meets only a flip-flop)
+    and then queued in a FIFO (:class:`~vitaccel.hw.arbiter.RegisteredFIFO`) whose head is
+    ``down``'s command; ``up.cmd_ready`` is a flip-flop too, high while the stage and the queue
+    hold fewer than :attr:`DEPTH` commands. Responses pass through a two-entry
+    :class:`~vitaccel.hw.arbiter.RegisteredFIFO`. The slice adds two cycles to a command and one to
+    a response, and sustains one of each per cycle. On a large device the memory and the core's
     arbiter sit far apart; without the slice the memory's ``cmd_ready`` ran across the die and
     through the arbiter into the DMA's state logic in one cycle.
     """
 
-    DEPTH = 2
+    #: Commands the stage and the command queue hold at most.
+    DEPTH = 3
+    #: Cycles the slice adds to a command (stage, queue) and to a response (queue).
+    CMD_LATENCY = 2
+    RSP_LATENCY = 1
 
     def __init__(self, addr_bits: int, bus_bits: int):
         super().__init__({"up": In(MemoryPortSignature(addr_bits, bus_bits)),
@@ -49,11 +56,20 @@ class MemorySlice(wiring.Component):
         up, down = self.up, self.down
         cmd_layout = [up.cmd_addr, up.cmd_write, up.cmd_wdata]
         m.submodules.cmds = cmds = RegisteredFIFO(sum(len(v) for v in cmd_layout), self.DEPTH)
-        m.submodules.rsps = rsps = RegisteredFIFO(len(up.rsp_data), self.DEPTH)
+        m.submodules.rsps = rsps = RegisteredFIFO(len(up.rsp_data), 2)
+        staged_valid = Signal()
+        staged = Signal(len(cmds.w_data), reset_less=True)
+        ready = Signal(init=1)
+        held = Signal(range(self.DEPTH + 1))       # commands in the stage and the queue
+        accept = up.cmd_valid & ready
+        pop = down.cmd_valid & down.cmd_ready
+        held_next = held + accept - pop
+        m.d.sync += [staged_valid.eq(accept), staged.eq(Cat(*cmd_layout)),
+                     held.eq(held_next), ready.eq(held_next < self.DEPTH)]
         m.d.comb += [
-            cmds.w_data.eq(Cat(*cmd_layout)),
-            cmds.w_en.eq(up.cmd_valid),
-            up.cmd_ready.eq(cmds.w_rdy),
+            cmds.w_data.eq(staged),
+            cmds.w_en.eq(staged_valid),
+            up.cmd_ready.eq(ready),
             Cat(down.cmd_addr, down.cmd_write, down.cmd_wdata).eq(cmds.r_data),
             down.cmd_valid.eq(cmds.r_rdy),
             cmds.r_en.eq(down.cmd_ready),
@@ -107,8 +123,15 @@ class OnChipMemory(wiring.Component):
         rd_data = Signal.like(rd.data, reset_less=True)
         accept = bus.cmd_valid & bus.cmd_ready
         m.d.sync += [reading.eq(accept & ~bus.cmd_write), loaded.eq(reading), rd_data.eq(rd.data)]
+        # Reads accepted and not yet taken from the FIFO (its level + reading + loaded), counted
+        # in a register of their own; cmd_ready (pending < RESPONSES) is a flip-flop too, so that
+        # the slice's queue in front takes it without an adder and a compare in the way.
+        pending = Signal(range(self.RESPONSES + 1))
+        ready = Signal(init=1)
+        pending_next = pending + (accept & ~bus.cmd_write) - (responses.r_en & responses.r_rdy)
+        m.d.sync += [pending.eq(pending_next), ready.eq(pending_next < self.RESPONSES)]
         m.d.comb += [
-            bus.cmd_ready.eq(responses.level + reading + loaded < self.RESPONSES),
+            bus.cmd_ready.eq(ready),
             wr.addr.eq(index),
             wr.data.eq(bus.cmd_wdata),
             wr.en.eq(accept & bus.cmd_write),
@@ -143,9 +166,10 @@ class System(wiring.Component):
     done: Out(1)
 
     #: Cycles from the core's accepted read command to its response on the board (``mem_latency`` of
-    #: ``perf.estimate``): the slice's command FIFO 1, the :class:`OnChipMemory` 3, the slice's
-    #: response FIFO 1; one read per cycle, no back-pressure while the core takes every response.
-    MEM_LATENCY = 1 + OnChipMemory.LATENCY + 1
+    #: ``perf.estimate``): the slice's command stage and queue 2, the :class:`OnChipMemory` 3, the
+    #: slice's response queue 1; one read per cycle, no back-pressure while the core takes every
+    #: response.
+    MEM_LATENCY = MemorySlice.CMD_LATENCY + OnChipMemory.LATENCY + MemorySlice.RSP_LATENCY
 
     def __init__(self, cfg: AccelConfig, *, mem_bytes: int, clk_hz: int, baud: int = 115200, dsp_sites=()):
         if not isinstance(cfg, AccelConfig):

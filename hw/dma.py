@@ -22,6 +22,14 @@ from .memories import READ_LATENCY, fanned_out
 __all__ = ["DMA", "load_cycles", "store_cycles"]
 
 
+def _one_hot_select(select, values):
+    """The one of ``values`` whose bit of the one-hot ``select`` is set: an AND-OR."""
+    result = 0
+    for k, value in enumerate(values):
+        result = result | Mux(select[k], value, 0)
+    return result
+
+
 def load_cycles(words: int, mem_latency: int) -> int:
     """Cycles a LOAD of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that accepts a
     command every cycle and answers each read ``mem_latency`` cycles after accepting it:
@@ -31,7 +39,7 @@ def load_cycles(words: int, mem_latency: int) -> int:
 
 def store_cycles(words: int) -> int:
     """Cycles a STORE of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that accepts a
-    command every cycle: ``words + DMA.STORE_EXTRA`` (``STORE_EXTRA = READ_LATENCY + 3``)."""
+    command every cycle: ``words + DMA.STORE_EXTRA`` (``STORE_EXTRA = READ_LATENCY + 4``)."""
     return words + DMA.STORE_EXTRA
 
 
@@ -44,15 +52,17 @@ class DMA(wiring.Component):
     cycle later) or the cycle after its last external write command is accepted (STORE), and for at
     least one cycle (also for ``rows == 0``).
 
-    Every external command leaves from a register: the engine offers its commands, one per cycle,
-    to a two-entry output buffer whose head drives the port, so that ``mem.cmd_ready`` only moves
-    that buffer (no path from the port's handshake into the engine's counters or data). A command
-    made in cycle ``t`` is on the port from cycle ``t + 1``; the first one in the second cycle after
-    the instruction is accepted (:attr:`ISSUE_DELAY` cycles after it).
+    Every external command leaves from a register: the engine makes its commands, one per cycle,
+    through a register stage (which also holds a STORE's write data half-way through its word
+    multiplexer) into a three-slot output queue whose head drives the port, so that
+    ``mem.cmd_ready`` only moves that queue's pointers (no path from the port's handshake into the
+    engine's counters or data). A command made in cycle ``t`` is on the port from cycle ``t + 2``;
+    the first one in the third cycle after the instruction is accepted (:attr:`ISSUE_DELAY` cycles
+    after it).
 
     LOAD issues the read commands of all words of all rows back to back; the engine itself does not
     limit the reads in flight (in the core, ``hw/arbiter.py`` allows 16) and accepts responses
-    whenever they come (``rsp_ready`` is high throughout a LOAD), so it sustains one word per cycle
+    whenever they come (``rsp_ready`` is always high), so it sustains one word per cycle
     when the memory does. Every response is registered before it is used (``rsp_valid`` and
     ``rsp_data`` reach flip-flops directly); a row is written to local memory two cycles after its
     last word arrives.
@@ -80,16 +90,16 @@ class DMA(wiring.Component):
     """
 
     #: Cycles from the cycle a LOAD is accepted to the first cycle its first read command can be on
-    #: the port (one to make it, one in the output buffer).
-    ISSUE_DELAY = 2
+    #: the port (one to make it, one in the stage, one in the output queue).
+    ISSUE_DELAY = 3
     #: A LOAD's busy time beyond its words and the memory latency: the first read is on the port
     #: in cycle :attr:`ISSUE_DELAY`; the cycle after the last response registers it and shifts it
     #: into the row, the next writes the row.
-    LOAD_EXTRA = 3
+    LOAD_EXTRA = 4
     #: A STORE's busy time beyond its words: the local read (issued in the first busy cycle, its
-    #: data on the port READ_LATENCY cycles later), the row register, the output buffer and the
-    #: cycle after the last command.
-    STORE_EXTRA = READ_LATENCY + 3
+    #: data on the port READ_LATENCY cycles later), the row register, the stage, the output queue
+    #: and the cycle after the last command.
+    STORE_EXTRA = READ_LATENCY + 4
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
@@ -118,8 +128,8 @@ class DMA(wiring.Component):
         m.d.comb += accept.eq(self.cmd.valid & self.cmd.ready)
         instr = self.cmd.payload.dma
 
-        # The instruction, latched on acceptance. `loading` and `storing` are registers of their
-        # own, so that the port's rsp_ready and the engine's busy come straight from flip-flops.
+        # The instruction, registered. `loading` and `storing` are registers of their own, so that
+        # the engine's busy and activity come straight from flip-flops.
         busy = Signal()
         loading = Signal()
         storing = Signal()
@@ -134,13 +144,15 @@ class DMA(wiring.Component):
             self.busy.eq(busy),
             self.cmd.ready.eq(~busy),
         ]
+        # Acceptance sets only busy, loading and storing; every other register of the command is
+        # loaded from the payload in every idle cycle (the controller's payload holds still before
+        # its offer), so that the controller's late `valid` has three loads here, not hundreds.
+        is_store = instr.opcode == Opcode.STORE
         with m.If(accept):
-            is_store = instr.opcode == Opcode.STORE
+            m.d.sync += [busy.eq(1), loading.eq(~is_store), storing.eq(is_store)]
+        with m.If(~busy):
             to_spad = instr.mem == LocalMemory.SPAD
             m.d.sync += [
-                busy.eq(1),
-                loading.eq(~is_store),
-                storing.eq(is_store),
                 sel_spad.eq(to_spad),
                 sel_acc.eq(instr.mem == LocalMemory.ACC),
                 sel_param.eq(instr.mem == LocalMemory.PARAM),
@@ -150,12 +162,15 @@ class DMA(wiring.Component):
             ]
 
         # ---- External commands -------------------------------------------------------------
-        # The generator offers word c_word of the current row (at c_addr; c_base is the row's
-        # address; c_left rows are left, this one included) to a two-slot output queue, whose
-        # head is the command on the port. The slots are written in turn (`w_slot`) and sent in
-        # turn (`r_slot`); the generator only sees whether the queue is full (a register), and
-        # mem.cmd_ready moves only the queue's pointer and flags, never the enables of the wide
-        # slot registers, so commands still flow one per cycle.
+        # The generator makes word c_word of the current row (at c_addr; c_base is the row's
+        # address; c_left rows are left, this one included) in a cycle with `gen_go`. A command
+        # made in cycle t goes through one stage (`made_*`: its address, and its write data
+        # selected through the first levels of the word multiplexer) and into a three-slot
+        # output queue at the end of t + 1; the queue's head is the command on the port. The
+        # slots are written in turn (`w_slot`) and sent in turn (`r_slot`), both one-hot; the
+        # generator goes on while the queue has room for its command and the one in the stage
+        # (`room`, from registers), and mem.cmd_ready moves only the queue's pointer and
+        # flags, never the enables of the wide slot registers. Commands flow one per cycle.
         c_left = Signal(16)
         c_word = Signal(range(acc_words))
         c_last = Signal()               # c_word == last_word
@@ -163,35 +178,41 @@ class DMA(wiring.Component):
         c_addr = Signal(cfg.addr_bits)
         c_base = Signal(cfg.addr_bits)
         gen_valid = Signal()
-        gen_wdata = Signal(bus)
         gen_go = Signal()
 
-        slot_addr = [Signal(cfg.addr_bits, name=f"slot{k}_addr", reset_less=True) for k in range(2)]
-        slot_wdata = [Signal(bus, name=f"slot{k}_wdata", reset_less=True) for k in range(2)]
-        w_slot = Signal()
-        r_slot = Signal()
-        out_valid = Signal()            # the queue holds a command
-        full = Signal()                 # ... two
+        made_valid = Signal()
+        made_addr = Signal(cfg.addr_bits, reset_less=True)
+        made_wdata = Signal(bus)        # the last level of the word multiplexer, on `made_*`
+        m.d.sync += [made_valid.eq(gen_go), made_addr.eq(c_addr)]
+
+        slots = 3
+        slot_addr = [Signal(cfg.addr_bits, name=f"slot{k}_addr", reset_less=True) for k in range(slots)]
+        slot_wdata = [Signal(bus, name=f"slot{k}_wdata", reset_less=True) for k in range(slots)]
+        w_slot = Signal(slots, init=1)
+        r_slot = Signal(slots, init=1)
+        held_cmds = Signal(slots)       # thermometer: bit k set when the queue holds more than k
+        out_valid = held_cmds[0]
         pop = out_valid & self.mem.cmd_ready
+        room = ~held_cmds[2] & ~(held_cmds[1] & made_valid)
 
         m.d.comb += [
-            gen_go.eq(gen_valid & ~full),
+            gen_go.eq(gen_valid & room),
             self.mem.cmd_valid.eq(out_valid),
-            self.mem.cmd_addr.eq(Mux(r_slot, slot_addr[1], slot_addr[0])),
+            self.mem.cmd_addr.eq(_one_hot_select(r_slot, slot_addr)),
             self.mem.cmd_write.eq(storing),
-            self.mem.cmd_wdata.eq(Mux(r_slot, slot_wdata[1], slot_wdata[0])),
+            self.mem.cmd_wdata.eq(_one_hot_select(r_slot, slot_wdata)),
         ]
-        for k in range(2):
-            with m.If(gen_go & (w_slot == k)):
-                m.d.sync += [slot_addr[k].eq(c_addr), slot_wdata[k].eq(gen_wdata)]
-        with m.If(gen_go):
-            m.d.sync += w_slot.eq(~w_slot)
+        for k in range(slots):
+            with m.If(made_valid & w_slot[k]):
+                m.d.sync += [slot_addr[k].eq(made_addr), slot_wdata[k].eq(made_wdata)]
+        with m.If(made_valid):
+            m.d.sync += w_slot.eq(w_slot.rotate_left(1))
         with m.If(pop):
-            m.d.sync += r_slot.eq(~r_slot)
-        with m.If(gen_go & ~pop):
-            m.d.sync += [out_valid.eq(1), full.eq(out_valid)]
-        with m.Elif(pop & ~gen_go):
-            m.d.sync += [out_valid.eq(full), full.eq(0)]
+            m.d.sync += r_slot.eq(r_slot.rotate_left(1))
+        with m.If(made_valid & ~pop):
+            m.d.sync += held_cmds.eq(Cat(1, held_cmds[:-1]))
+        with m.Elif(pop & ~made_valid):
+            m.d.sync += held_cmds.eq(held_cmds[1:])
 
         def walk_start(left, word, last, more):
             """A row/word walk's registers at the command: all its rows to go, word 0."""
@@ -203,7 +224,7 @@ class DMA(wiring.Component):
             """A walk's registers after the last word of a row."""
             return [word.eq(0), last.eq(one_word), left.eq(left - 1), more.eq(left != 1)]
 
-        with m.If(accept):
+        with m.If(~busy):
             m.d.sync += walk_start(c_left, c_word, c_last, c_more)
             m.d.sync += [c_addr.eq(instr.dram_addr), c_base.eq(instr.dram_addr)]
         with m.Elif(gen_go):
@@ -230,11 +251,17 @@ class DMA(wiring.Component):
         wr_acc = Signal()
         wr_param = Signal()
 
-        m.d.comb += self.mem.rsp_ready.eq(loading)
+        # Responses come only for a LOAD's reads, all before it ends: taken in any cycle (a
+        # constant ready keeps the engine's state out of the arbiter's response routing).
+        m.d.comb += self.mem.rsp_ready.eq(1)
         m.d.sync += [
             rsp_valid.eq(self.mem.rsp_valid & loading),
             rsp_data.eq(self.mem.rsp_data),
         ]
+        # The row shift register's enable, one copy of rsp_valid per quarter (fanned_out): one
+        # flip-flop drove 32 * cols enables.
+        asm_parts = 4 if acc_bits % 4 == 0 else 1
+        shifts = fanned_out(m, self.mem.rsp_valid & loading, asm_parts, "asm_shift")
         with m.If(loading):
             m.d.comb += gen_valid.eq(c_more)
             # The last row is written in the cycle after its last word is shifted in, the first
@@ -242,7 +269,7 @@ class DMA(wiring.Component):
             with m.If(~r_more):
                 m.d.sync += [busy.eq(0), loading.eq(0)]
 
-        with m.If(accept):
+        with m.If(~busy):
             m.d.sync += walk_start(r_left, r_word, r_last, r_more)
         row_done = rsp_valid & r_last
         m.d.sync += [
@@ -250,14 +277,18 @@ class DMA(wiring.Component):
             wr_acc.eq(row_done & sel_acc),
             wr_param.eq(row_done & sel_param),
         ]
+        shifted = Cat(asm[bus:], rsp_data)
+        asm_part = acc_bits // asm_parts
+        for q, shift in enumerate(shifts):
+            with m.If(shift):
+                m.d.sync += asm[q * asm_part:(q + 1) * asm_part].eq(shifted[q * asm_part:(q + 1) * asm_part])
         with m.If(rsp_valid):
-            m.d.sync += asm.eq(Cat(asm[bus:], rsp_data))
             with m.If(r_last):
                 m.d.sync += walk_next_row(r_left, r_word, r_last, r_more)
             with m.Else():
                 m.d.sync += [r_word.eq(r_word + 1), r_last.eq(r_word + 1 == last_word)]
 
-        with m.If(accept):
+        with m.If(~busy):
             m.d.sync += wr_addr.eq(instr.local_addr)
         with m.Elif(wr_spad | wr_acc | wr_param):
             m.d.sync += wr_addr.eq(wr_addr + 1)
@@ -297,7 +328,7 @@ class DMA(wiring.Component):
         row_s = [Signal(spad_bits, name=f"row_s{k}", reset_less=True) for k in range(rings_s)]
         row_w = [Signal(acc_bits, name=f"row_w{k}", reset_less=True) for k in range(rings_w)]
 
-        with m.If(accept):
+        with m.If(~busy):
             m.d.sync += [
                 rd_left.eq(instr.rows),
                 rd_more.eq(instr.rows != 0),
@@ -330,11 +361,11 @@ class DMA(wiring.Component):
                 with m.If(fill_s[k]):
                     m.d.sync += row_s[k].eq(self.spad_rd.data.as_value())
         # A wide ring register loads `arrive & fill_w[k]`, decoded a cycle ahead (`arrive` is then
-        # inflight[-2], fill_w its next value as assigned above and at the command) into one
+        # inflight[-2], fill_w its next value as assigned above and while idle) into one
         # flip-flop per quarter of the register (fanned_out): no LUT between them and the
         # enables of 32 * cols flip-flops.
         assert READ_LATENCY >= 2
-        fill_w_next = Mux(arrive, fill_w.rotate_left(1), Mux(accept, 1, fill_w))
+        fill_w_next = Mux(arrive, fill_w.rotate_left(1), Mux(~busy, 1, fill_w))
         quarters = 4 if acc_bits % 4 == 0 else 1
         part = acc_bits // quarters
         for k in range(rings_w):
@@ -346,7 +377,7 @@ class DMA(wiring.Component):
         with m.If(storing):
             m.d.comb += gen_valid.eq(held != 0)
             m.d.sync += [held.eq(held + arrive - finishing), free.eq(free - rd_issue + finishing)]
-            with m.If(~c_more & ~out_valid):
+            with m.If(~c_more & ~made_valid & ~out_valid):
                 m.d.sync += [busy.eq(0), storing.eq(0)]
 
         # The word sent: a one-hot position over (row register, word), rotating by one per
@@ -354,7 +385,7 @@ class DMA(wiring.Component):
         # in front.
         pos_s = Signal(rings_s * spad_words)
         pos_w = Signal(rings_w * acc_words)
-        with m.If(accept):
+        with m.If(~busy):
             to_spad = instr.mem == LocalMemory.SPAD
             m.d.sync += [pos_s.eq(Mux(to_spad, 1, 0)), pos_w.eq(Mux(to_spad, 0, 1))]
         with m.Elif(gen_go):
@@ -364,18 +395,28 @@ class DMA(wiring.Component):
         terms += [Mux(pos_w[k], row_w[k // acc_words].word_select(k % acc_words, bus), 0)
                   for k in range(rings_w * acc_words)]
         # A balanced OR tree, each level kept as wires so that synthesis maps it as such (two
-        # AND-ed terms per LUT, then 4-input ORs), not as a chain.
+        # AND-ed terms per LUT, then 4-input ORs), not as a chain. Its first two levels end in the
+        # `made` stage's registers (loaded every cycle: they matter only with made_valid), the
+        # rest follows them.
         group, level = 2, 0
         while len(terms) > 1:
             merged = []
             for k in range(0, len(terms), group):
-                node = Signal(bus, name=f"wdata_or{level}_{k // group}", attrs={"keep": 1})
+                node = Signal(bus, name=f"wdata_or{level}_{k // group}", attrs={"keep": 1},
+                              reset_less=level == 1)
                 part = terms[k]
                 for term in terms[k + 1:k + group]:
                     part = part | term
-                m.d.comb += node.eq(part)
+                if level == 1:
+                    m.d.sync += node.eq(part)
+                else:
+                    m.d.comb += node.eq(part)
                 merged.append(node)
             terms, group, level = merged, 4, level + 1
-        m.d.comb += gen_wdata.eq(terms[0])
+        if level < 2:       # too few words for two levels: register what there is
+            staged = Signal(bus, name="wdata_made", reset_less=True)
+            m.d.sync += staged.eq(terms[0])
+            terms = [staged]
+        m.d.comb += made_wdata.eq(terms[0])
 
         return m

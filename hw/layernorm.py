@@ -190,7 +190,7 @@ class LayerNormUnit(wiring.Component):
     #: Cycles from a read of the variance pass to its lanes' summed term being added to the statistic.
     VAR_LATENCY = 8
     #: Cycles from the output pass's first read to its first output beat (output ready).
-    OUT_LATENCY = 13
+    OUT_LATENCY = 15
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
@@ -521,8 +521,8 @@ class LayerNormUnit(wiring.Component):
         valid = chain(out_first, depth, "out_stage_valid", advance)
         masks = chain(read_mask, depth, "out_mask", advance)
         lasts = chain(out_first & (issue_left <= L), depth, "out_last", advance)
-        beat = [issue] + chain(issue, 8, "out_beat", advance)
-        for p, at in ((1, 7), (2, 8), (3, 9)):
+        beat = [issue] + chain(issue, 9, "out_beat", advance)
+        for p, at in ((1, 8), (2, 9), (3, 10)):
             # plane p's data is at stage `at`, registered at the next
             m.d.comb += [plane_rd[p].addr.eq(beat[at - 1]), plane_rd[p].en.eq(advance)]
 
@@ -571,26 +571,30 @@ class LayerNormUnit(wiring.Component):
             else:
                 coarse = stage(product, f"out_coarse_{i}")
                 shifted = coarse >> (Z_SHIFT_I - 1)
-            # 7: z = round_shift(D * scale, z_shift) and -z (floor((s+1)/2) = -floor((~s+1)/2))
+            # 7: the fine shift; 8: z = round_shift(D * scale, z_shift) and -z
+            # (floor((s+1)/2) = -floor((~s+1)/2))
+            shifted = stage(shifted, f"out_shifted_{i}")
             z = stage(((shifted + 1) >> 1)[:Z_BITS], f"out_z_{i}").as_signed()
             nz = stage(((~shifted + 1) >> 1)[:Z_BITS], f"out_nz_{i}").as_signed()
-            # 8: 3z; the mult plane's data registered
+            # 9: 3z; the mult plane's data registered
             z8, nz8 = stage(z, f"out_z8_{i}"), stage(nz, f"out_nz8_{i}")
             z3 = stage((z << 1) + z, f"out_z3_{i}")
             mult = stage(plane_rd[1].data[i], f"out_mult_{i}")
-            # 9: z * mult as sums of pairs of radix-4 products; the bias plane's data registered
+            # 10: z * mult as sums of pairs of radix-4 products; the bias plane's data registered
             pairs = [stage(v, f"out_zp{n}_{i}")
                      for n, v in enumerate(pair_sums(radix4((z8, z3, nz8, nz8 << 1), mult, True)))]
             bias = stage(plane_rd[2].data[i], f"out_bias_{i}")
-            # 10: two partial sums, the bias in the low one; the shift plane's data registered
+            # 11: two partial sums, the bias in the low one; the shift plane's data registered
             qa, qb = quad_sums(pairs)
             qa, qb = stage(qa + bias, f"out_zq0_{i}"), stage(qb, f"out_zq1_{i}")
             shift10 = stage(plane_rd[3].data[i], f"out_shift10_{i}")
-            # 11: ((z * mult + bias) << 1) >> shift for the shift's high bits; 12: its low bits, rounded
+            # 12: ((z * mult + bias) << 1) >> shift for the shift's high bits; 13: its low bits;
+            # 14: rounded
             coarse2 = stage(((qa + (qb << 8)) << 1) >> Cat(Const(0, 3), shift10[3:]), f"out_coarse2_{i}")
             shift11 = stage(shift10[:3], f"out_shift11_{i}")
-            rounded = stage(((coarse2 >> shift11) + 1) >> 1, f"out_rounded_{i}")
-            # 13: saturated, and 0 past the row
+            fine2 = stage(coarse2 >> shift11, f"out_fine2_{i}")
+            rounded = stage((fine2 + 1) >> 1, f"out_rounded_{i}")
+            # 15: saturated, and 0 past the row
             with m.If(advance):
                 m.d.sync += result[i].eq(Mux(~masks[-1][i], 0,
                                              Mux(rounded < INT8_MIN, INT8_MIN,

@@ -76,8 +76,8 @@ def test_instruction_formulas():
         return instruction_cost(cfg, encode(op, **fields), mem_latency=2)
 
     load = cost(Opcode.LOAD, mem=LocalMemory.SPAD, rows=10, dram_stride=12)
-    assert (load.control, load.engine) == (fetch + 2, 30 + 2 + 3)
-    assert cost(Opcode.STORE, mem=LocalMemory.ACC, rows=2).engine == 24 + READ_LATENCY + 3
+    assert (load.control, load.engine) == (fetch + 2, 30 + 2 + 4)
+    assert cost(Opcode.STORE, mem=LocalMemory.ACC, rows=2).engine == 24 + READ_LATENCY + 4
     mm = cost(Opcode.MATMUL, rows=197, transpose_b=1)
     assert (mm.engine, mm.macs) == (matmul_cycles(cfg, 197), 197 * 144)
     assert cost(Opcode.REQUANT, rows=5, row_shift=1).engine == requant_cycles(cfg, 5, True)
