@@ -227,17 +227,9 @@ class HostLink(wiring.Component):
                 with m.Switch(command):
                     with m.Case(WRITE_WORD, READ_WORD):
                         m.d.comb += [self.mem.cmd_valid.eq(1), self.mem.cmd_write.eq(command == WRITE_WORD)]
+                        # The memory's ready (from across the die) moves only the state.
                         with m.If(self.mem.cmd_ready):
-                            with m.If(command == READ_WORD):
-                                m.next = "READ"
-                            with m.Elif(block & ~last):
-                                # The next word of the block: its bytes land after the address again.
-                                m.d.sync += [remaining.eq(remaining - 1), address.eq(address + word_bytes),
-                                             count.eq(4)]
-                                m.next = "ARGS"
-                            with m.Else():
-                                m.d.sync += [reply.eq(Mux(block, WRITE_BLOCK, WRITE_WORD)), reply_bytes.eq(1)]
-                                m.next = "REPLY"
+                            m.next = "ISSUED"
                     with m.Case(WRITE_CSR):
                         m.d.comb += self.csr.w_en.eq(1)
                         m.d.sync += [reply.eq(command), reply_bytes.eq(1)]
@@ -258,6 +250,16 @@ class HostLink(wiring.Component):
                                      needed.eq(arguments_of(READ_WORD))]
                         with m.If(block_count == 0):
                             m.next = "COMMAND"
+            with m.State("ISSUED"):
+                with m.If(command == READ_WORD):
+                    m.next = "READ"
+                with m.Elif(block & ~last):
+                    # The next word of the block: its bytes land after the address again.
+                    m.d.sync += [remaining.eq(remaining - 1), address.eq(address + word_bytes), count.eq(4)]
+                    m.next = "ARGS"
+                with m.Else():
+                    m.d.sync += [reply.eq(Mux(block, WRITE_BLOCK, WRITE_WORD)), reply_bytes.eq(1)]
+                    m.next = "REPLY"
             with m.State("READ"):
                 m.d.comb += self.mem.rsp_ready.eq(1)
                 with m.If(self.mem.rsp_valid):

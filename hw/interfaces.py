@@ -4,9 +4,13 @@ command stream and the shapes of the on-chip memories. All widths come from :cla
 Conventions (see docs/architecture.md):
 
 - An engine receives its instruction on ``cmd: In(engine_cmd_signature())``: a valid/ready stream
-  whose payload is the whole :data:`vitaccel.isa.Instruction`. It raises ``cmd.ready`` only when
-  idle, and holds ``busy: Out(1)`` high from the cycle after it accepts a command until its last
-  write to any memory has been presented (external writes: accepted by the port).
+  whose payload is the whole :data:`vitaccel.isa.Instruction`. The payload holds still from the
+  cycle before ``valid`` rises until the command is accepted (the controller's payload registers
+  follow an instruction register that holds from DECODE on), so an engine may act on decodes of
+  the payload registered a cycle ahead (whether the command is empty, say) rather than on the
+  payload itself. It raises ``cmd.ready`` only when idle, and holds ``busy: Out(1)`` high from the
+  cycle after it accepts a command until its last write to any memory has been presented
+  (external writes: accepted by the port).
 - A unit that reads an on-chip memory has a member ``In(memory.ReadPort.Signature(...))``; one that
   writes has ``In(memory.WritePort.Signature(...))``. The core's shared memories are pipelined
   (:class:`vitaccel.hw.memories.SharedMemory`): data for the address presented with ``en`` in cycle

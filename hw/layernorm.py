@@ -732,6 +732,8 @@ class LayerNormEngine(wiring.Component):
         row_end = unit.out.valid & o_end
 
         mk_read = Signal()
+        nonempty = Signal()
+        m.d.sync += nonempty.eq((instr.rows != 0) & (instr.length != 0))
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -748,7 +750,8 @@ class LayerNormEngine(wiring.Component):
                     o_row.eq(0), o_base.eq(instr.dst), o_chunk.eq(0), o_left.eq(instr.length),
                     o_end.eq(instr.length <= L), o_last_row.eq(instr.rows == 1),
                 ]
-                with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
+                # A registered decode: the payload holds from the cycle before valid.
+                with m.If(self.cmd.valid & nonempty):
                     m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.sync += [p_beat.eq(p_beat + 1), p_left.eq(p_left - L), p_end.eq(p_left <= 2 * L),

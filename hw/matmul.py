@@ -104,6 +104,8 @@ class MatmulEngine(wiring.Component):
         # busy is ~fsm.ongoing("IDLE") kept in a flip-flop of its own: the core selects this
         # engine's memory ports with it (hw/core.py).
         busy = Signal()
+        nonempty = Signal()
+        m.d.sync += nonempty.eq(instr.rows != 0)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -119,7 +121,8 @@ class MatmulEngine(wiring.Component):
                     wr_left.eq(instr.rows),
                     wr_last.eq(instr.rows == 1),
                 ]
-                with m.If(self.cmd.valid & (instr.rows != 0)):
+                # A registered decode: the payload holds from the cycle before valid.
+                with m.If(self.cmd.valid & nonempty):
                     m.d.sync += busy.eq(1)
                     m.next = "LOAD_WEIGHTS"
             with m.State("LOAD_WEIGHTS"):

@@ -234,6 +234,8 @@ class RequantEngine(wiring.Component):
         wr_left = Signal.like(instr.rows)   # scratchpad rows still to write
         wr_last = Signal()                  # wr_left == 1
 
+        nonempty = Signal()
+        m.d.sync += nonempty.eq(instr.rows != 0)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -256,7 +258,8 @@ class RequantEngine(wiring.Component):
                     wr_left.eq(instr.rows),
                     wr_last.eq(instr.rows == 1),
                 ]
-                with m.If(self.cmd.valid & (instr.rows != 0)):
+                # A registered decode: the payload holds from the cycle before valid.
+                with m.If(self.cmd.valid & nonempty):
                     m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.sync += [param_index.eq(param_index + 1),

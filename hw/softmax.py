@@ -658,6 +658,8 @@ class SoftmaxEngine(wiring.Component):
         # busy is ~fsm.ongoing("IDLE") kept in a flip-flop of its own: the core selects this
         # engine's memory ports with it (hw/core.py).
         busy = Signal()
+        nonempty = Signal()
+        m.d.sync += nonempty.eq((instr.rows != 0) & (instr.length != 0))
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
@@ -674,8 +676,9 @@ class SoftmaxEngine(wiring.Component):
                     out_rows.eq(instr.rows - 1), exp_addr.eq(instr.src2),
                     in_chunk.eq(0), out_chunk.eq(0), last_row.eq(instr.rows == 1), exp_index.eq(0),
                 ]
-                # Acceptance moves only the state, the read flag and busy: a handful of loads.
-                with m.If(self.cmd.valid & (instr.rows != 0) & (instr.length != 0)):
+                # Acceptance moves only the state, the read flag and busy: a handful of loads, behind
+                # the valid and a registered decode (the payload holds from the cycle before valid).
+                with m.If(self.cmd.valid & nonempty):
                     m.d.sync += [rd_more.eq(1), busy.eq(1)]
                     m.next = "PARAM"
             with m.State("PARAM"):

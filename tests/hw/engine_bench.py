@@ -102,6 +102,7 @@ async def issue(ctx, engine, bits):
     checking that ``cmd.ready`` stays low meanwhile; return the number of busy cycles."""
     assert ctx.get(engine.cmd.ready)
     ctx.set(engine.cmd.payload.bits, bits)
+    await ctx.tick()            # the payload holds from the cycle before valid (hw/interfaces.py)
     ctx.set(engine.cmd.valid, 1)
     await ctx.tick()
     ctx.set(engine.cmd.valid, 0)
