@@ -11,7 +11,7 @@ starts a run, polls STATUS and reads the results back. It has four ports (``rx``
 """
 
 from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Mux, ResetSignal, Signal
-from amaranth.lib import fifo, io, memory, wiring
+from amaranth.lib import io, memory, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -112,7 +112,8 @@ class OnChipMemory(wiring.Component):
         m = Module()
         depth = self._size * 8 // self._bus_bits
         m.submodules.data = data = memory.Memory(shape=self._bus_bits, depth=depth, init=[])
-        m.submodules.responses = responses = fifo.SyncFIFO(width=self._bus_bits, depth=self.RESPONSES)
+        # Its outputs (rsp_valid, rsp_data) from registers, not behind a LUT RAM and a level.
+        m.submodules.responses = responses = RegisteredFIFO(self._bus_bits, self.RESPONSES)
         rd, wr = data.read_port(), data.write_port()
         bus = self.bus
         offset = (self._bus_bits // 8 - 1).bit_length()

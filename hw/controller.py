@@ -367,6 +367,7 @@ class Controller(wiring.Component):
         raw, war = Signal(), Signal()
         # The instruction's class and engine, registered in DECODE.
         is_matmul, is_spad_load_r = Signal(), Signal()
+        is_end, is_vector_r = Signal(), Signal()
         to_engine = {which: Signal(name=f"to_{which.name.lower()}") for which in engines}
         # The engines' busy, registered (BUSY_LAG), for the offer.
         busy_r = {engine: Signal(name=f"{engine.name.lower()}_busy_r") for engine in engines}
@@ -403,9 +404,14 @@ class Controller(wiring.Component):
             m.d.sync += [pc.eq(addr), fetch_addr.eq(addr), issued.eq(0), received.eq(0), more.eq(1)]
             m.next = "FETCH"
 
+        # The next instruction's address, from registers (pc holds from its fetch on), so that
+        # the decision to move on is not followed by a carry chain in its cycle.
+        pc_next = Signal.like(pc)
+        m.d.sync += pc_next.eq(pc + INSTR_BYTES)
+
         def next_instruction():
             m.d.sync += instret.eq(instret + 1)
-            fetch_at(pc + INSTR_BYTES)
+            fetch_at(pc_next)
 
         # Responses are taken in any state: they come only in FETCH, which waits for all of its
         # reads (a constant ready keeps the FSM's state out of the arbiter's response routing).
@@ -448,6 +454,7 @@ class Controller(wiring.Component):
                         with m.Case(opcode):
                             m.d.sync += to_engine[which].eq(1)
                 m.d.sync += [
+                    is_end.eq(op == Opcode.END), is_vector_r.eq(is_vector),
                     is_matmul.eq(op == Opcode.MATMUL), is_spad_load_r.eq(is_spad_load),
                     rows_zero.eq(rows == 0),
                     new_load[0].eq(dma.local_addr), new_load[1].eq(dma.local_addr + dma.rows),
@@ -468,11 +475,11 @@ class Controller(wiring.Component):
                 with m.If(failed):
                     m.d.sync += error.eq(error_r)
                     m.next = "STOP"
-                with m.Elif(op == Opcode.END):
+                with m.Elif(is_end):
                     m.next = "STOP"
                 with m.Elif(rows_zero):
                     next_instruction()
-                with m.Elif(is_vector):
+                with m.Elif(is_vector_r):
                     m.d.comb += vector_start.eq(1)
                     m.next = "VECTOR_CHECK"
                 with m.Else():

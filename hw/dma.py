@@ -147,7 +147,9 @@ class DMA(wiring.Component):
         # Acceptance sets only busy, loading and storing; every other register of the command is
         # loaded from the payload in every idle cycle (the controller's payload holds still before
         # its offer), so that the controller's late `valid` has three loads here, not hundreds.
-        is_store = instr.opcode == Opcode.STORE
+        # (A registered decode: the payload holds from the cycle before valid, hw/interfaces.py.)
+        is_store = Signal()
+        m.d.sync += is_store.eq(instr.opcode == Opcode.STORE)
         with m.If(accept):
             m.d.sync += [busy.eq(1), loading.eq(~is_store), storing.eq(is_store)]
         with m.If(~busy):

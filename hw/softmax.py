@@ -619,41 +619,52 @@ class SoftmaxEngine(wiring.Component):
         # past the row's last beat are zero. Row exponents gather into a PARAM row likewise.
         out_base = Signal.like(instr.dst)
         out_addr = Signal.like(instr.dst)
-        out_chunk = Signal(range(chunks))
+        # The chunk of the row being gathered and the column of the row exponent, each one-hot
+        # (`*_at`) with a thermometer of the ones before it (`*_below`): registers that select
+        # the write data directly, no comparator with a count in the way.
+        out_at = Signal(chunks, init=1)
+        out_below = Signal(chunks)
         out_rows = Signal.like(instr.rows)   # output rows after this one
         last_row = Signal()                  # out_rows == 0
         exp_addr = Signal.like(instr.src2)
-        exp_index = Signal(range(cfg.cols))
+        exp_at = Signal(cfg.cols, init=1)
+        exp_below = Signal(cfg.cols)
         held = Signal(data.ArrayLayout(unit.logits.payload.shape(), chunks))
         held_exps = Signal(data.ArrayLayout(unsigned(ROW_EXP_BITS), cfg.cols))
         beat = unit.probs.payload
         out_accept = unit.probs.valid   # probs.ready is always high: the write ports never wait
         m.d.comb += unit.probs.ready.eq(1)
         m.d.comb += [
-            self.spad_wr.en.eq(out_accept & (beat.last | (out_chunk == chunks - 1))),
+            self.spad_wr.en.eq(out_accept & (beat.last | out_at[-1])),
             self.spad_wr.addr.eq(out_addr),
-            self.spad_wr.data.eq(Cat(Mux(k < out_chunk, held[k].as_value(),
-                                         Mux(k == out_chunk, beat.mant.as_value(), 0))
+            self.spad_wr.data.eq(Cat(Mux(out_below[k], held[k].as_value(),
+                                         Mux(out_at[k], beat.mant.as_value(), 0))
                                      for k in range(chunks))),
         ]
         row_done = out_accept & beat.last
         m.d.comb += [
-            self.param_wr.en.eq(row_done & (last_row | (exp_index == cfg.cols - 1))),
+            self.param_wr.en.eq(row_done & (last_row | exp_at[-1])),
             self.param_wr.addr.eq(exp_addr),
-            *(self.param_wr.data[j].eq(Mux(j < exp_index, held_exps[j],
-                                           Mux(j == exp_index, beat.row_exp, 0)))
+            *(self.param_wr.data[j].eq(Mux(exp_below[j], held_exps[j],
+                                           Mux(exp_at[j], beat.row_exp, 0)))
               for j in range(cfg.cols)),
         ]
         with m.If(out_accept):
-            m.d.sync += [out_chunk.eq(out_chunk + 1), held[out_chunk].eq(beat.mant)]
+            m.d.sync += [out_at.eq(out_at.rotate_left(1)), out_below.eq(out_below | out_at)]
+            for k in range(chunks):
+                with m.If(out_at[k]):
+                    m.d.sync += held[k].eq(beat.mant)
             with m.If(self.spad_wr.en):
-                m.d.sync += [out_chunk.eq(0), out_addr.eq(out_addr + stride)]
+                m.d.sync += [out_at.eq(1), out_below.eq(0), out_addr.eq(out_addr + stride)]
             with m.If(beat.last):
                 m.d.sync += [out_rows.eq(out_rows - 1), last_row.eq(out_rows == 1),
                              out_base.eq(out_base + 1), out_addr.eq(out_base + 1),
-                             exp_index.eq(exp_index + 1), held_exps[exp_index].eq(beat.row_exp)]
+                             exp_at.eq(exp_at.rotate_left(1)), exp_below.eq(exp_below | exp_at)]
+                for j in range(cfg.cols):
+                    with m.If(exp_at[j]):
+                        m.d.sync += held_exps[j].eq(beat.row_exp)
                 with m.If(self.param_wr.en):
-                    m.d.sync += [exp_index.eq(0), exp_addr.eq(exp_addr + 1)]
+                    m.d.sync += [exp_at.eq(1), exp_below.eq(0), exp_addr.eq(exp_addr + 1)]
 
         # busy is ~fsm.ongoing("IDLE") kept in a flip-flop of its own: the core selects this
         # engine's memory ports with it (hw/core.py).
@@ -674,7 +685,8 @@ class SoftmaxEngine(wiring.Component):
                     rd_rows.eq(instr.rows - 1), in_left.eq(instr.length),
                     in_last.eq(instr.length <= lanes), out_base.eq(instr.dst), out_addr.eq(instr.dst),
                     out_rows.eq(instr.rows - 1), exp_addr.eq(instr.src2),
-                    in_chunk.eq(0), out_chunk.eq(0), last_row.eq(instr.rows == 1), exp_index.eq(0),
+                    in_chunk.eq(0), out_at.eq(1), out_below.eq(0), last_row.eq(instr.rows == 1),
+                    exp_at.eq(1), exp_below.eq(0),
                 ]
                 # Acceptance moves only the state, the read flag and busy: a handful of loads, behind
                 # the valid and a registered decode (the payload holds from the cycle before valid).

@@ -60,6 +60,7 @@ async def run_instr(ctx, dma, word):
     landed (WRITE_LATENCY more cycles); returns the cycles taken: the busy cycles and the first idle
     one."""
     ctx.set(dma.cmd.payload.as_value(), word)
+    await ctx.tick()            # the payload holds from the cycle before valid (hw/interfaces.py)
     ctx.set(dma.cmd.valid, 1)
     await ctx.tick().until(dma.cmd.ready)
     ctx.set(dma.cmd.valid, 0)
