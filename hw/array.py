@@ -153,25 +153,29 @@ class SystolicArray(wiring.Component):
             multiplier = "mult18x18d" if is_ecp5(platform) else "inferred"
 
         # The weight load is decoded a cycle ahead: its enables and data fan out to every PE, and
-        # row 0's input register leaves that cycle free (see the class notes). Each array row
-        # gets its own registered copy of the weight row, the column enables and the transpose
-        # flag (fanned_out): on a large device a row's PEs sit together (dsp_floorplan), so the
-        # copy's wires stay short and the long ones, from the inputs to the copies, have a cycle.
+        # row 0's input register leaves that cycle free (see the class notes). Each half of an
+        # array row gets its own registered copy of the weight row, the column enables and the
+        # transpose flag (fanned_out): on a large device a row's PEs sit together (dsp_floorplan),
+        # so the copy's wires stay short and the long ones, from the inputs to the copies, have a
+        # cycle.
         row_load = Signal(cfg.rows)
         m.d.sync += row_load.eq(Mux(self.w_en & ~self.w_transpose, 1 << self.w_index, 0))
-        # A copy holds Cat(column enables, transpose flag, weight row).
+        # A copy holds Cat(column enables, transpose flag, weight row); each half of an array row
+        # (columns below and from cols // 2) has one (a row of DSPs spans much of the die).
+        halves = 2 if cfg.cols >= 2 else 1
         copies = fanned_out(m, Cat(Mux(self.w_en & self.w_transpose, 1 << self.w_index, 0)[:cfg.cols],
-                                   self.w_transpose, self.w_row), cfg.rows, "w_load")
+                                   self.w_transpose, self.w_row), halves * cfg.rows, "w_load")
 
         psum_above = [None] * cfg.cols
         for i in range(cfg.rows):
             # Every multiplier operand comes from a register: row 0 gets one too, paid for by
             # taking its product as the partial sum, with no register in between.
             a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}", reset_less=True)
-            col_load = copies[i][:cfg.cols]
-            w_transpose = copies[i][cfg.cols]
-            w_row = self.w_row.shape()(copies[i][cfg.cols + 1:])
             for j in range(cfg.cols):
+                copy = copies[halves * i + (j * halves // cfg.cols)]
+                col_load = copy[:cfg.cols]
+                w_transpose = copy[cfg.cols]
+                w_row = self.w_row.shape()(copy[cfg.cols + 1:])
                 if j > 0:
                     a_in = delayed(m, a_in, 1, name=f"a_{i}_{j}", reset_less=True)
                 weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")

@@ -3,11 +3,12 @@ register stage on each side, so that no long wire shares a clock cycle with logi
 
 On a large device the memories' block RAMs sit in rows across the die, far from most engines. A
 read then crosses the die twice: the address from the engine's multiplexer to every block RAM, and
-the data from the RAMs to the engines. :class:`SharedMemory` gives each crossing a cycle of its own:
+the data from the RAMs to the engines. :class:`SharedMemory` gives the address crossing a cycle of
+its own and the data crossing two:
 
 - a read presented (``en``, ``addr``) in cycle t is registered at the end of t, read from the block
-  RAM at the end of t+1, registered again at the end of t+2, and is on ``data`` in cycle
-  ``t + READ_LATENCY`` (3);
+  RAM at the end of t+1, registered again at the end of t+2 (by the RAMs) and t+3, and is on
+  ``data`` in cycle ``t + READ_LATENCY`` (4);
 - a write presented in cycle t is registered at the end of t and performed at the end of t+1
   (``WRITE_LATENCY`` 1): a read presented in cycle t+1 or later sees it.
 
@@ -23,7 +24,7 @@ from .interfaces import local_addr_width
 __all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY", "delayed", "fanned_out"]
 
 #: Cycles from a read's ``en``/``addr`` to its ``data`` on a :class:`SharedMemory` read port.
-READ_LATENCY = 3
+READ_LATENCY = 4
 #: Cycles from a write's ``en`` to the write being performed (readable by a read presented then).
 WRITE_LATENCY = 1
 
@@ -101,7 +102,11 @@ class SharedMemory(wiring.Component):
             # the RAM's output, which holds while no read is performed.
             rd_data = Signal(width, name=f"rd_data_q{k}", reset_less=True)
             m.d.sync += rd_data.eq(rd.data)
-            m.d.comb += self.read.data.as_value()[bits].eq(rd_data)
+            # A second data stage: the wire from the block RAMs to the engines, spread over the
+            # die, gets two cycles.
+            rd_data2 = Signal(width, name=f"rd_data_qq{k}", reset_less=True)
+            m.d.sync += rd_data2.eq(rd_data)
+            m.d.comb += self.read.data.as_value()[bits].eq(rd_data2)
             wr_data = Signal(width, name=f"wr_data_q{k}", reset_less=True)
             m.d.sync += wr_data.eq(self.write.data.as_value()[bits])
             m.d.comb += [wr.en.eq(wr_ens[k]), wr.addr.eq(wr_addrs[k]), wr.data.eq(wr_data)]

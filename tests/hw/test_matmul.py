@@ -74,7 +74,7 @@ def test_cycle_formula():
     cfg = preset("default")
     assert array_latency(cfg) == 12 + 12 + 2
     assert matmul_cycles(cfg, 0) == 0
-    assert matmul_cycles(cfg, 197) == 12 + 197 + 26 + 3  # + READ_LATENCY
+    assert matmul_cycles(cfg, 197) == 12 + 197 + 26 + 4  # + READ_LATENCY
     assert MatmulEngine.ACC_READ_AHEAD == READ_LATENCY + 1
 
 

@@ -135,8 +135,8 @@ def test_cycle_formula():
     cfg = preset("default")
     assert requant_cycles(cfg, 0) == 0
     assert RequantEngine.INPUT_STAGES == 1
-    assert requant_cycles(cfg, 197) == 197 * 3 + 14  # 3 params + READ_LATENCY 3 + 1 + 7
-    assert requant_cycles(cfg, 197, row_shift=True) == 197 * 3 + 15
+    assert requant_cycles(cfg, 197) == 197 * 3 + 15  # 3 params + READ_LATENCY 4 + 1 + 7
+    assert requant_cycles(cfg, 197, row_shift=True) == 197 * 3 + 16
 
 
 @pytest.mark.parametrize("name,changes,seed", [

@@ -96,7 +96,7 @@ def test_cycle_formula():
     assert add_cycles(cfg, 197, 768) == ((197 * 64 - 1) * 3 + 3 + ResidualAddUnit.LATENCY
                                          + READ_LATENCY + 5)
     assert add_cycles(preset("tiny"), 1, 1) == 1 + ResidualAddUnit.LATENCY + READ_LATENCY + 5
-    assert add_cycles(preset("tiny"), 1, 1) == 1 + ResidualAddUnit.LATENCY + 8     # READ_LATENCY 3
+    assert add_cycles(preset("tiny"), 1, 1) == 1 + ResidualAddUnit.LATENCY + 9     # READ_LATENCY 4
 
 
 @pytest.mark.parametrize("component", [ResidualAddUnit, ResidualAddEngine])
