@@ -198,13 +198,16 @@ class HostLink(wiring.Component):
             self.csr.w_data.eq(args[8:40]),
             utx.data.eq(reply[:8]),
         ]
-        last = remaining == 1
+        # remaining == 1 and command == READ_WORD, registered with them.
+        last = Signal()
+        reading_word = Signal()
 
         with m.FSM():
             with m.State("COMMAND"):
                 m.d.sync += [count.eq(0), block.eq(0)]
                 with m.If(urx.valid):
-                    m.d.sync += [command.eq(urx.data), needed.eq(arguments_of(urx.data))]
+                    m.d.sync += [command.eq(urx.data), needed.eq(arguments_of(urx.data)),
+                                 reading_word.eq(urx.data == READ_WORD)]
                     with m.If(urx.data.matches(WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR, WRITE_BLOCK, READ_BLOCK)):
                         m.next = "ARGS"
                     with m.Else():
@@ -238,7 +241,8 @@ class HostLink(wiring.Component):
                         m.d.sync += [reply.eq(self.csr.r_data), reply_bytes.eq(4)]
                         m.next = "REPLY"
                     with m.Case(WRITE_BLOCK):
-                        m.d.sync += [block.eq(1), remaining.eq(block_count), command.eq(WRITE_WORD), count.eq(4),
+                        m.d.sync += [block.eq(1), remaining.eq(block_count), last.eq(block_count == 1),
+                                     command.eq(WRITE_WORD), reading_word.eq(0), count.eq(4),
                                      needed.eq(arguments_of(WRITE_WORD))]
                         with m.If(block_count == 0):
                             m.d.sync += [reply.eq(WRITE_BLOCK), reply_bytes.eq(1)]
@@ -246,16 +250,18 @@ class HostLink(wiring.Component):
                         with m.Else():
                             m.next = "ARGS"
                     with m.Case(READ_BLOCK):
-                        m.d.sync += [block.eq(1), remaining.eq(block_count), command.eq(READ_WORD),
+                        m.d.sync += [block.eq(1), remaining.eq(block_count), last.eq(block_count == 1),
+                                     command.eq(READ_WORD), reading_word.eq(1),
                                      needed.eq(arguments_of(READ_WORD))]
                         with m.If(block_count == 0):
                             m.next = "COMMAND"
             with m.State("ISSUED"):
-                with m.If(command == READ_WORD):
+                with m.If(reading_word):
                     m.next = "READ"
                 with m.Elif(block & ~last):
                     # The next word of the block: its bytes land after the address again.
-                    m.d.sync += [remaining.eq(remaining - 1), address.eq(address + word_bytes), count.eq(4)]
+                    m.d.sync += [remaining.eq(remaining - 1), last.eq(remaining == 2),
+                                 address.eq(address + word_bytes), count.eq(4)]
                     m.next = "ARGS"
                 with m.Else():
                     m.d.sync += [reply.eq(Mux(block, WRITE_BLOCK, WRITE_WORD)), reply_bytes.eq(1)]
@@ -270,9 +276,10 @@ class HostLink(wiring.Component):
                 with m.If(utx.ready):
                     m.d.sync += [reply.eq(reply >> 8), reply_bytes.eq(reply_bytes - 1)]
                     with m.If(reply_bytes == 1):
-                        with m.If(block & (command == READ_WORD) & ~last):
+                        with m.If(block & reading_word & ~last):
                             # The next word of a block read, read while this one goes out.
-                            m.d.sync += [remaining.eq(remaining - 1), address.eq(address + word_bytes)]
+                            m.d.sync += [remaining.eq(remaining - 1), last.eq(remaining == 2),
+                                         address.eq(address + word_bytes)]
                             m.next = "EXECUTE"
                         with m.Else():
                             m.next = "COMMAND"

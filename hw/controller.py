@@ -204,6 +204,7 @@ class Controller(wiring.Component):
         v = instr.vector
         op = instr.end.opcode
         remaining = Signal(17)
+        more_tiles = Signal()      # remaining > cols, registered with it
         walking = Signal()
         ready = Signal()
         # End rows (exclusive) of the tiled tensors: base + (tiles - 1) * tile_stride + rows.
@@ -219,7 +220,7 @@ class Controller(wiring.Component):
         first_params = Mux(op == Opcode.LAYERNORM, 5, Mux(op == Opcode.GELU, gelu_params, 1))  # first tile's
         with m.If(start):
             m.d.sync += [
-                remaining.eq(v.length), walking.eq(1),
+                remaining.eq(v.length), more_tiles.eq(v.length > cfg.cols), walking.eq(1),
                 src_end.eq(v.src + v.rows), dst_end.eq(v.dst + v.rows), src2_end.eq(v.src2 + v.rows),
                 param_end.eq(v.param_addr + first_params),
                 # ceil(rows / cols) <= param_rows - src2, without a divider (as REQUANT's exponents);
@@ -228,8 +229,9 @@ class Controller(wiring.Component):
                 too_long.eq(((op == Opcode.SOFTMAX) | (op == Opcode.LAYERNORM)) & (v.length > cfg.max_row)),
             ]
         with m.Elif(walking):
-            with m.If(remaining > cfg.cols):
-                m.d.sync += [remaining.eq(remaining - cfg.cols), src_end.eq(src_end + v.tile_stride),
+            with m.If(more_tiles):
+                m.d.sync += [remaining.eq(remaining - cfg.cols), more_tiles.eq(remaining > 2 * cfg.cols),
+                             src_end.eq(src_end + v.tile_stride),
                              dst_end.eq(dst_end + v.tile_stride), src2_end.eq(src2_end + v.tile_stride),
                              param_end.eq(param_end + Mux(op == Opcode.LAYERNORM, 4, 0))]
             with m.Else():
