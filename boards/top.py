@@ -207,9 +207,11 @@ class System(wiring.Component):
             if member.flow == In:      # driven by the masters
                 m.d.comb += getattr(bus, name).eq(Mux(core.busy, core_side, host_side))
             else:                      # driven by the memory; handshakes only to the owner
+                # The core sees them ungated (no LUT in its arbiter's paths): it issues nothing
+                # while idle, and its arbiter takes no response without a read of its own.
                 value = getattr(bus, name)
                 if name in ("cmd_ready", "rsp_valid"):
-                    m.d.comb += [core_side.eq(value & core.busy), host_side.eq(value & ~core.busy)]
+                    m.d.comb += [core_side.eq(value), host_side.eq(value & ~core.busy)]
                 else:
                     m.d.comb += [core_side.eq(value), host_side.eq(value)]
         return m

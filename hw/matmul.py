@@ -96,6 +96,7 @@ class MatmulEngine(wiring.Component):
         transpose_b = Signal()
         spad_addr = Signal.like(instr.a_addr)  # the scratchpad row read in this cycle
         issued = Signal(range(cfg.rows))       # weight rows read
+        issued_last = Signal()                 # issued == rows - 1, registered with it
         left = Signal.like(instr.rows)         # input rows still to read after this cycle's
         last = Signal()                        # left == 0
         wr_left = Signal.like(instr.rows)      # accumulator rows still to write
@@ -118,6 +119,7 @@ class MatmulEngine(wiring.Component):
                     transpose_b.eq(instr.transpose_b),
                     spad_addr.eq(instr.b_addr),
                     issued.eq(0),
+                    issued_last.eq(cfg.rows == 1),
                     wr_left.eq(instr.rows),
                     wr_last.eq(instr.rows == 1),
                 ]
@@ -126,8 +128,9 @@ class MatmulEngine(wiring.Component):
                     m.d.sync += busy.eq(1)
                     m.next = "LOAD_WEIGHTS"
             with m.State("LOAD_WEIGHTS"):
-                m.d.sync += [issued.eq(issued + 1), spad_addr.eq(spad_addr + 1)]
-                with m.If(issued == cfg.rows - 1):
+                m.d.sync += [issued.eq(issued + 1), issued_last.eq(issued == cfg.rows - 2),
+                             spad_addr.eq(spad_addr + 1)]
+                with m.If(issued_last):
                     m.d.sync += [spad_addr.eq(a_addr), left.eq(rows - 1), last.eq(rows == 1)]
                     m.next = "STREAM"
             with m.State("STREAM"):
