@@ -23,7 +23,10 @@ class RegisteredFIFO(Elaboratable):
     entries shift towards it on a read, so ``r_data``, ``r_rdy`` and ``w_rdy`` are flip-flop
     outputs: what the arbiter routes responses by is not behind a LUT RAM read and a pointer
     comparison (the longest path of the core at 30 MHz), and a board's memory slice offers
-    ``w_rdy`` and ``r_rdy`` to wires that cross the die.
+    ``w_rdy`` and ``r_rdy`` to wires that cross the die. ``w_data`` is written to the first free
+    entry in every cycle, pushed or not (a free entry holds nothing): the entries' enables come
+    from registers and ``r_en`` only, not from ``w_en``, which in the arbiter is the end of the
+    grant logic.
     """
 
     def __init__(self, width, depth):
@@ -41,8 +44,11 @@ class RegisteredFIFO(Elaboratable):
         pop = self.r_en & self.r_rdy
         for i, entry in enumerate(entries):
             shifted = entries[i + 1] if i + 1 < depth else entry
-            # The written tag lands behind the entries that stay: at `level` after this read.
-            with m.If(push & Mux(pop, level[i + 1], level[i])):
+            # `w_data` is written to the tail slot (the first free one, at `level` after this
+            # cycle's read) in every cycle, pushed or not: a slot past the last entry holds nothing,
+            # so only the level's move needs the push, and the entries' enables come from the
+            # level register and the read alone.
+            with m.If(Mux(pop, level[i + 1], level[i])):
                 m.d.sync += entry.eq(self.w_data)
             with m.Elif(pop):
                 m.d.sync += entry.eq(shifted)

@@ -293,7 +293,7 @@ class Controller(wiring.Component):
 
         # ---- fetch, check, dispatch ------------------------------------------------------------
         issued = Signal(range(fetch_words + 1))
-        received = Signal(range(fetch_words + 1))
+        word_at = Signal(fetch_words)   # the instruction word whose response comes next, one-hot
         fetch_addr = Signal(cfg.addr_bits)
         decoding = Signal()
         error_now, failing = self._checks(m, instr, decoding)    # from checks registered in DECODE
@@ -352,8 +352,13 @@ class Controller(wiring.Component):
         new_b = (Signal(17, name="new_b_lo"), Signal(17, name="new_b_hi"))
         rows_zero = Signal()
 
-        def meet(x, y):
-            return (x[0] < y[1]) & (y[0] < x[1])
+        def meet(x, y, name):
+            """Whether row ranges ``x`` and ``y`` overlap, from its two comparisons, each
+            registered in CHECK (a 17-bit comparison fills a cycle of its own at 100 MHz)."""
+            below = [Signal(name=f"{name}_below{k}") for k in range(2)]
+            with m.If(checking):
+                m.d.sync += [below[0].eq(x[0] < y[1]), below[1].eq(y[0] < x[1])]
+            return below[0] & below[1]
 
         def busy_except(*which):
             busy = Const(0)
@@ -366,7 +371,9 @@ class Controller(wiring.Component):
         # The hazards are registered in CHECK: the ranges they compare were registered in DECODE
         # (this instruction's) or when the DMA or the matmul engine took its command (an earlier
         # instruction's, before this one's fetch), so they hold still until this one is offered.
-        raw, war = Signal(), Signal()
+        checking = Signal()
+        raw = meet(new_a, (load_lo, load_hi), "raw_a") | meet(new_b, (load_lo, load_hi), "raw_b")
+        war = meet(new_load, (mm_a_lo, mm_a_hi), "war_a") | meet(new_load, (mm_b_lo, mm_b_hi), "war_b")
         # The instruction's class and engine, registered in DECODE.
         is_matmul, is_spad_load_r = Signal(), Signal()
         is_end, is_vector_r = Signal(), Signal()
@@ -403,7 +410,7 @@ class Controller(wiring.Component):
         more = Signal()     # issued != fetch_words, registered
 
         def fetch_at(addr):
-            m.d.sync += [pc.eq(addr), fetch_addr.eq(addr), issued.eq(0), received.eq(0), more.eq(1)]
+            m.d.sync += [pc.eq(addr), fetch_addr.eq(addr), issued.eq(0), word_at.eq(1), more.eq(1)]
             m.next = "FETCH"
 
         # The next instruction's address, from registers (pc holds from its fetch on), so that
@@ -439,13 +446,15 @@ class Controller(wiring.Component):
                 with m.If(self.mem.cmd_valid & self.mem.cmd_ready):
                     m.d.sync += [issued.eq(issued + 1), fetch_addr.eq(fetch_addr + cfg.bus_bytes),
                                  more.eq(issued + 1 != fetch_words)]
+                # The word expected next (one-hot `word_at`) takes the response data in every
+                # cycle and keeps the last, taken with `rsp_valid`: the instruction register's
+                # enables come from registers, not from the response routing across the die.
+                for k in range(fetch_words):
+                    with m.If(word_at[k]):
+                        m.d.sync += instr.as_value().word_select(k, bus).eq(self.mem.rsp_data)
                 with m.If(self.mem.rsp_valid):
-                    if bus == INSTR_BITS:
-                        m.d.sync += instr.eq(self.mem.rsp_data)
-                    else:
-                        m.d.sync += instr.eq(Cat(instr.as_value()[bus:], self.mem.rsp_data))
-                    m.d.sync += received.eq(received + 1)
-                    with m.If(received == fetch_words - 1):
+                    m.d.sync += word_at.eq(word_at << 1)
+                    with m.If(word_at[-1]):
                         m.next = "DECODE"
 
             with m.State("DECODE"):
@@ -466,11 +475,8 @@ class Controller(wiring.Component):
                 m.next = "CHECK"
 
             with m.State("CHECK"):
-                m.d.sync += [
-                    raw.eq(meet(new_a, (load_lo, load_hi)) | meet(new_b, (load_lo, load_hi))),
-                    war.eq(meet(new_load, (mm_a_lo, mm_a_hi)) | meet(new_load, (mm_b_lo, mm_b_hi))),
-                    error_r.eq(error_now), failed.eq(failing),
-                ]
+                m.d.comb += checking.eq(1)
+                m.d.sync += [error_r.eq(error_now), failed.eq(failing)]
                 m.next = "DECIDE"
 
             with m.State("DECIDE"):

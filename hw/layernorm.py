@@ -21,7 +21,7 @@ from vitaccel.sw.layernorm import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT
                                    row_mean_constants, squares)
 
 from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY, delayed
+from .memories import READ_LATENCY, delayed, read_room
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
            "unit_row_cycles", "unit_stats_cycles"]
@@ -805,8 +805,7 @@ class LayerNormEngine(wiring.Component):
         fifo_in = Signal(range(slots))          # the slot of the next read's data
         fifo_out = Signal(range(slots))         # the head slot
         fifo_rows = Signal(range(slots + 1))    # rows arrived in the FIFO, not yet in the input register
-        issued = Signal(range(slots + 1))       # reads issued whose rows are not yet in the input register
-        room = Signal(init=1)                   # issued < slots, registered
+        room = Signal()     # fewer than `slots` reads whose rows are not in the input register yet
         in_valid, in_chunk = Signal(), Signal.like(f_chunk)
         spad_q = Signal(chunked(signed(cfg.data_width)))
         feed = feed_ok & room
@@ -823,8 +822,7 @@ class LayerNormEngine(wiring.Component):
         with m.If(copy):
             m.d.sync += fifo_out.eq(Mux(fifo_out == slots - 1, 0, fifo_out + 1))
         m.d.sync += fifo_rows.eq(fifo_rows + arrived - copy)
-        next_issued = issued + feed - copy
-        m.d.sync += [issued.eq(next_issued), room.eq(next_issued < slots)]
+        m.d.comb += room.eq(read_room(m, feed, copy, slots, "feed"))
         with m.If(feed):
             m.d.sync += [f_chunk.eq(f_chunk + 1), f_left.eq(f_left - L), f_end.eq(f_left <= 2 * L),
                          f_wrap.eq(f_chunk == chunks - 2)]

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import Out
 
 from .interfaces import local_addr_width
 
-__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY", "delayed", "fanned_out"]
+__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY", "delayed", "fanned_out", "read_room"]
 
 #: Cycles from a read's ``en``/``addr`` to its ``data`` on a :class:`SharedMemory` read port.
 READ_LATENCY = 4
@@ -124,6 +124,21 @@ def delayed(m: Module, value, cycles: int, name: str, *, reset_less: bool = Fals
         m.d.sync += register.eq(value)
         value = register
     return value
+
+
+def read_room(m: Module, issue, release, slots: int, name: str):
+    """The registered flag "fewer than ``slots`` reads in flight" of a read-ahead FIFO: ``issue``
+    starts a read (only while the flag is high), ``release`` frees one (only while one is in
+    flight). The flag is decided without the count's adder and comparison behind ``release``
+    (which ends a path of its own): it is high after a release, or while two or more slots are
+    free, or one is free and no read starts."""
+    issued = Signal(range(slots + 1), name=f"{name}_issued")
+    room = Signal(init=1, name=f"{name}_room")
+    m.d.sync += [
+        issued.eq(issued + issue - release),
+        room.eq(release | (issued < slots - 1) | ((issued == slots - 1) & ~issue)),
+    ]
+    return room
 
 
 def fanned_out(m: Module, value, copies: int, name: str, *, reset_less: bool = False):

@@ -364,17 +364,19 @@ class RequantEngine(wiring.Component):
 
         # Chunks come out in order: all but the last of a row wait in `held`, the last completes
         # the row and it is written.
+        # The output chunk is one-hot (`out_at`); a chunk's `held` register takes the results in
+        # every cycle while its bit is set and keeps the last, those of the chunk's valid cycle
+        # (which moves the bit on): its enable is a register, not the pipeline's valid.
         out_valid = stage[-1]
-        out_chunk = Signal.like(chunk)
+        out_at = Signal(chunks, init=1)
         held = Signal(data.ArrayLayout(data.ArrayLayout(signed(cfg.data_width), lanes), chunks - 1))
         with m.If(out_valid):
-            m.d.sync += out_chunk.eq(Mux(out_chunk == chunks - 1, 0, out_chunk + 1))
-            with m.Switch(out_chunk):
-                for k in range(chunks - 1):
-                    with m.Case(k):
-                        m.d.sync += held[k].eq(Cat(*results))
+            m.d.sync += out_at.eq(out_at.rotate_left(1))
+        for k in range(chunks - 1):
+            with m.If(out_at[k]):
+                m.d.sync += held[k].eq(Cat(*results))
         m.d.comb += [
-            self.spad_wr.en.eq(out_valid & (out_chunk == chunks - 1)),
+            self.spad_wr.en.eq(out_valid & out_at[-1]),
             self.spad_wr.addr.eq(spad_addr),
             self.spad_wr.data.eq(Cat(held, *results)),
         ]

@@ -86,7 +86,8 @@ class ResidualAddUnit(wiring.Component):
     o : Out(stream.Signature(lanes_layout(cfg)))
         Result beats, in order.
     mult_a, mult_b : In(signed(mult_bits))
-        The two dyadic multipliers; must be stable while beats are in the unit.
+        The two dyadic multipliers; must be stable while beats are in the unit (from the cycle
+        that accepts the first beat on; the unit registers them).
     shift : In(shift_bits)
         The shared right shift, 0 to 63; stable while beats are in the unit.
 
@@ -96,10 +97,11 @@ class ResidualAddUnit(wiring.Component):
     ``o`` was never refused in between; one beat per cycle while ``o.ready`` is high. A refused
     output stalls the whole pipeline (``i.ready = o.ready | ~o.valid``). Stages: the operands are
     registered (1); each ``8 x mult_bits`` product is split into the products of its operand's
-    low and high nibble, each a sum of four shifted copies of the multiplier, added in pairs (2)
-    and then the pairs (3); the sum ``a*mult_a + b*mult_b`` of the four nibble products (4);
-    :func:`saturating_round_shift` (5 to 7). No multiplier cells: two adder levels at most
-    between registers, and one where a LUT gates the multiplier.
+    low and high nibble, each the sum of two bit pairs' products; a pair's product is one of the
+    registered multiples ``0, m, 2m, 3m`` (``0, m, -2m, -m`` for the sign bit's pair), chosen by
+    its two bits (2), and the pairs are added (3); the sum ``a*mult_a + b*mult_b`` of the four
+    nibble products (4); :func:`saturating_round_shift` (5 to 7). No multiplier cells: two adder
+    levels at most between registers, and none where the multiples are chosen.
     """
 
     #: Cycles from an accepted input beat to its output beat, without back-pressure.
@@ -122,18 +124,30 @@ class ResidualAddUnit(wiring.Component):
         return self.LATENCY
 
     @staticmethod
-    def nibble_pairs(x, mult):
-        """The four pair sums of ``mult`` gated by the bits of an int8 ``x``: ``p[0] + (p[1] << 2)``
-        is ``x[0:4] * mult`` and ``p[2] + (p[3] << 2)`` is ``x[4:8].as_signed() * mult`` (their
-        sum ``lo + (hi << 4)`` is ``x * mult``)."""
-        t = [Mux(x[k], mult, 0) for k in range(8)]
-        return [t[0] + (t[1] << 1), t[2] + (t[3] << 1), t[4] + (t[5] << 1), t[6] - (t[7] << 1)]
+    def nibble_pairs(x, multiples):
+        """The four pair sums of the multiplier gated by the bits of an int8 ``x``: ``p[0] + (p[1]
+        << 2)`` is ``x[0:4] * mult`` and ``p[2] + (p[3] << 2)`` is ``x[4:8].as_signed() * mult``
+        (their sum ``lo + (hi << 4)`` is ``x * mult``). ``multiples`` are ``mult``, ``3 * mult``
+        and ``-mult``: each pair is one of four multiples, chosen by two bits of ``x`` (no adder)."""
+        one, three, minus = multiples
+        two, minus_two = one << 1, minus << 1
+        pairs = [Mux(x[k + 1], Mux(x[k], three, two), Mux(x[k], one, 0)) for k in (0, 2, 4)]
+        # The high bit weighs -2: x[6] - 2 x[7] is 0, 1, -2 or -1.
+        pairs.append(Mux(x[7], Mux(x[6], minus, minus_two), Mux(x[6], one, 0)))
+        return pairs
 
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
         advance = valid_pipeline(m, self, self.LATENCY)
         width = cfg.mult_bits + 4
+        # mult, 3 mult and -mult of each multiplier, registered: read a cycle after the beat's
+        # acceptance, when they hold the multipliers of that cycle.
+        multiples = []
+        for name, mult in (("a", self.mult_a), ("b", self.mult_b)):
+            regs = [Signal(signed(cfg.mult_bits + 2), name=f"mult_{name}_x{k}") for k in ("1", "3", "m1")]
+            m.d.sync += [regs[0].eq(mult), regs[1].eq(mult * 3), regs[2].eq(-mult)]
+            multiples.append(regs)
         for lane in range(cfg.vector_lanes):
             operands = [Signal(signed(cfg.data_width), name=f"{name}_in_{lane}") for name in "ab"]
             nibbles = [Signal(signed(width), name=f"{name}_{half}_{lane}")
@@ -144,9 +158,9 @@ class ResidualAddUnit(wiring.Component):
             total = Signal(signed(cfg.data_width + cfg.mult_bits + 1), name=f"total_{lane}")
             with m.If(advance):
                 m.d.sync += [operands[0].eq(self.i.payload.a[lane]), operands[1].eq(self.i.payload.b[lane])]
-                for k, mult in enumerate((self.mult_a, self.mult_b)):
+                for k in range(2):
                     p = pairs[4 * k:4 * k + 4]
-                    m.d.sync += [q.eq(v) for q, v in zip(p, self.nibble_pairs(operands[k], mult))]
+                    m.d.sync += [q.eq(v) for q, v in zip(p, self.nibble_pairs(operands[k], multiples[k]))]
                     m.d.sync += [nibbles[2 * k].eq(p[0] + (p[1] << 2)), nibbles[2 * k + 1].eq(p[2] + (p[3] << 2))]
                 a_lo, a_hi, b_lo, b_hi = nibbles
                 m.d.sync += total.eq((a_lo + b_lo) + ((a_hi + b_hi) << 4))
@@ -401,18 +415,19 @@ class ElementwiseEngine(wiring.Component):
         # completes the row, which goes to the registered write port with the elements past
         # `length` zeroed. The unit is never refused, so its last beat of a row comes out
         # exactly `latency` cycles after it went in: `row_done` is that beat's entry, delayed.
-        out_chunk = Signal(range(chunks))
+        out_at = Signal(chunks, init=1)     # the output chunk, one-hot
         held = Signal(data.ArrayLayout(lanes_layout(cfg), chunks - 1))
         row_done = Signal()
         last_in = Signal(unit.latency)
         m.d.sync += last_in.eq(Cat(beat_valid & (beat_chunk == chunks - 1), last_in[:-1]))
         m.d.comb += row_done.eq(last_in[-1])
+        # A chunk's `held` register takes the unit's output while its bit is set and keeps the
+        # last, that of the valid beat that moves the bit on: its enable is a register.
         with m.If(unit.o.valid):
-            m.d.sync += out_chunk.eq(Mux(out_chunk == chunks - 1, 0, out_chunk + 1))
-            with m.Switch(out_chunk):
-                for k in range(chunks - 1):
-                    with m.Case(k):
-                        m.d.sync += held[k].eq(unit.o.payload)
+            m.d.sync += out_at.eq(out_at.rotate_left(1))
+        for k in range(chunks - 1):
+            with m.If(out_at[k]):
+                m.d.sync += held[k].eq(unit.o.payload)
         result = data.View(data.ArrayLayout(signed(cfg.data_width), cols), Cat(held, unit.o.payload))
         wr_en, wr_addr = Signal(), Signal(addr_width)
         wr_data = Signal.like(self.spad_wr.data)

@@ -16,7 +16,7 @@ from vitaccel.config import AccelConfig
 from vitaccel.sw.softmax import EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
 
 from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY, delayed
+from .memories import READ_LATENCY, delayed, read_room
 
 __all__ = ["SoftmaxUnit", "SoftmaxEngine", "softmax_beats", "softmax_cycles"]
 
@@ -369,8 +369,13 @@ class SoftmaxUnit(wiring.Component):
                 step = (steps[j] - (steps[j - 1] if j else 0))[:9]
                 m.d.sync += self.probs.payload.mant[j].eq(Mux(step > 127, 127, step))
             m.d.sync += self.probs.payload.row_exp.eq(row_exp)
+        # `valid` is tags[PIPELINE].valid & .norm, from a flip-flop of its own (it moves with the
+        # tags): the engine's output side hangs on it.
+        out_valid = Signal()
+        with m.If(advance):
+            m.d.sync += out_valid.eq(tags[self.PIPELINE - 1].valid & tags[self.PIPELINE - 1].norm)
         m.d.comb += [
-            self.probs.valid.eq(tags[self.PIPELINE].valid & tags[self.PIPELINE].norm),
+            self.probs.valid.eq(out_valid),
             self.probs.payload.last.eq(tags[self.PIPELINE].last),
         ]
         return m
@@ -576,8 +581,7 @@ class SoftmaxEngine(wiring.Component):
         fifo_in = Signal(range(slots))       # the slot of the next read's data
         fifo_out = Signal(range(slots))      # the head slot
         fifo_rows = Signal(range(slots + 1))   # rows arrived in the FIFO, not yet in `row`
-        issued = Signal(range(slots + 1))    # reads issued whose rows are not yet in `row`
-        room = Signal(init=1)                # issued < slots
+        room = Signal()                      # fewer than `slots` reads whose rows are not yet in `row`
         have = Signal()                      # the row register holds chunks to feed
         row = Signal(data.ArrayLayout(unit.logits.payload.shape(), chunks))
         in_chunk = Signal(range(chunks))
@@ -603,8 +607,7 @@ class SoftmaxEngine(wiring.Component):
             m.d.sync += [row.eq(fifo[fifo_out]), have.eq(1),
                          fifo_out.eq(Mux(fifo_out == slots - 1, 0, fifo_out + 1))]
         m.d.sync += fifo_rows.eq(fifo_rows + arrived - copy)
-        next_issued = issued + issue - copy
-        m.d.sync += [issued.eq(next_issued), room.eq(next_issued < slots)]
+        m.d.comb += room.eq(read_room(m, issue, copy, slots, "read"))
         m.d.comb += [self.spad_rd.en.eq(issue), self.spad_rd.addr.eq(rd_addr)]
         with m.If(issue):
             m.d.sync += [rd_addr.eq(rd_addr + stride), rd_left.eq(rd_left - cfg.cols),
@@ -649,20 +652,23 @@ class SoftmaxEngine(wiring.Component):
                                            Mux(exp_at[j], beat.row_exp, 0)))
               for j in range(cfg.cols)),
         ]
+        # A chunk's (a column's) held register takes the beat (its row exponent) in every cycle
+        # while its one-hot bit is set and keeps the last, that of the beat (the row's last beat)
+        # that moves the bit on: their enables are registers, not the unit's output handshake.
+        for k in range(chunks):
+            with m.If(out_at[k]):
+                m.d.sync += held[k].eq(beat.mant)
+        for j in range(cfg.cols):
+            with m.If(exp_at[j]):
+                m.d.sync += held_exps[j].eq(beat.row_exp)
         with m.If(out_accept):
             m.d.sync += [out_at.eq(out_at.rotate_left(1)), out_below.eq(out_below | out_at)]
-            for k in range(chunks):
-                with m.If(out_at[k]):
-                    m.d.sync += held[k].eq(beat.mant)
             with m.If(self.spad_wr.en):
                 m.d.sync += [out_at.eq(1), out_below.eq(0), out_addr.eq(out_addr + stride)]
             with m.If(beat.last):
                 m.d.sync += [out_rows.eq(out_rows - 1), last_row.eq(out_rows == 1),
                              out_base.eq(out_base + 1), out_addr.eq(out_base + 1),
                              exp_at.eq(exp_at.rotate_left(1)), exp_below.eq(exp_below | exp_at)]
-                for j in range(cfg.cols):
-                    with m.If(exp_at[j]):
-                        m.d.sync += held_exps[j].eq(beat.row_exp)
                 with m.If(self.param_wr.en):
                     m.d.sync += [exp_at.eq(1), exp_below.eq(0), exp_addr.eq(exp_addr + 1)]
 
