@@ -38,25 +38,26 @@ class RegisteredFIFO(Elaboratable):
         m = Module()
         depth = self.depth
         entries = [self.r_data] + [Signal.like(self.r_data, name=f"entry{i}") for i in range(1, depth)]
-        # The number of entries, one-hot (bit n: n entries), shifted rather than decoded.
-        level = Signal(depth + 1, init=1)
+        # The number of entries: a binary count, so that a push moves few flip-flops (the count,
+        # `r_rdy`, `w_rdy`); the entries decode it from the register.
+        count = Signal(range(depth + 1))
         push = self.w_en & self.w_rdy
         pop = self.r_en & self.r_rdy
         for i, entry in enumerate(entries):
             shifted = entries[i + 1] if i + 1 < depth else entry
-            # `w_data` is written to the tail slot (the first free one, at `level` after this
+            # `w_data` is written to the tail slot (the first free one, at `count` after this
             # cycle's read) in every cycle, pushed or not: a slot past the last entry holds nothing,
-            # so only the level's move needs the push, and the entries' enables come from the
-            # level register and the read alone.
-            with m.If(Mux(pop, level[i + 1], level[i])):
+            # so only the count's move needs the push, and the entries' enables come from the
+            # count register and the read alone.
+            with m.If(Mux(pop, count == i + 1, count == i)):
                 m.d.sync += entry.eq(self.w_data)
             with m.Elif(pop):
                 m.d.sync += entry.eq(shifted)
         grow, shrink = push & ~pop, pop & ~push
         with m.If(grow):
-            m.d.sync += [level.eq(level << 1), self.r_rdy.eq(1), self.w_rdy.eq(~level[depth - 1])]
+            m.d.sync += [count.eq(count + 1), self.r_rdy.eq(1), self.w_rdy.eq(count != depth - 1)]
         with m.Elif(shrink):
-            m.d.sync += [level.eq(level >> 1), self.r_rdy.eq(~level[1]), self.w_rdy.eq(1)]
+            m.d.sync += [count.eq(count - 1), self.r_rdy.eq(count != 1), self.w_rdy.eq(1)]
         return m
 
 

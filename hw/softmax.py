@@ -663,13 +663,14 @@ class SoftmaxEngine(wiring.Component):
                 m.d.sync += held_exps[j].eq(beat.row_exp)
         with m.If(out_accept):
             m.d.sync += [out_at.eq(out_at.rotate_left(1)), out_below.eq(out_below | out_at)]
-            with m.If(self.spad_wr.en):
+            # (spad_wr.en and param_wr.en, without the handshake they are already under.)
+            with m.If(beat.last | out_at[-1]):
                 m.d.sync += [out_at.eq(1), out_below.eq(0), out_addr.eq(out_addr + stride)]
             with m.If(beat.last):
                 m.d.sync += [out_rows.eq(out_rows - 1), last_row.eq(out_rows == 1),
                              out_base.eq(out_base + 1), out_addr.eq(out_base + 1),
                              exp_at.eq(exp_at.rotate_left(1)), exp_below.eq(exp_below | exp_at)]
-                with m.If(self.param_wr.en):
+                with m.If(last_row | exp_at[-1]):
                     m.d.sync += [exp_at.eq(1), exp_below.eq(0), exp_addr.eq(exp_addr + 1)]
 
         # busy is ~fsm.ongoing("IDLE") kept in a flip-flop of its own: the core selects this
