@@ -201,21 +201,13 @@ class HostLink(wiring.Component):
         # remaining == 1 and command == READ_WORD, registered with them.
         last = Signal()
         reading_word = Signal()
-        # The command's kind, one-hot, registered with it: EXECUTE acts on flip-flops, not on
-        # comparisons of the command byte.
-        kinds = {"word": (WRITE_WORD, READ_WORD), "write_csr": (WRITE_CSR,), "read_csr": (READ_CSR,),
-                 "write_block": (WRITE_BLOCK,), "read_block": (READ_BLOCK,)}
-        kind = {name: Signal(name=f"is_{name}") for name in kinds}
-
-        def set_kind(byte):
-            return [flag.eq(byte.matches(*kinds[name])) for name, flag in kind.items()]
 
         with m.FSM():
             with m.State("COMMAND"):
                 m.d.sync += [count.eq(0), block.eq(0)]
                 with m.If(urx.valid):
                     m.d.sync += [command.eq(urx.data), needed.eq(arguments_of(urx.data)),
-                                 reading_word.eq(urx.data == READ_WORD), *set_kind(urx.data)]
+                                 reading_word.eq(urx.data == READ_WORD)]
                     with m.If(urx.data.matches(WRITE_WORD, READ_WORD, WRITE_CSR, READ_CSR, WRITE_BLOCK, READ_BLOCK)):
                         m.next = "ARGS"
                     with m.Else():
@@ -235,33 +227,34 @@ class HostLink(wiring.Component):
                 with m.Else():
                     m.d.sync += idle.eq(idle + 1)
             with m.State("EXECUTE"):
-                with m.If(kind["word"]):
-                    m.d.comb += [self.mem.cmd_valid.eq(1), self.mem.cmd_write.eq(~reading_word)]
-                    # The memory's ready (from across the die) moves only the state.
-                    with m.If(self.mem.cmd_ready):
-                        m.next = "ISSUED"
-                with m.Elif(kind["write_csr"]):
-                    m.d.comb += self.csr.w_en.eq(1)
-                    m.d.sync += [reply.eq(command), reply_bytes.eq(1)]
-                    m.next = "REPLY"
-                with m.Elif(kind["read_csr"]):
-                    m.d.sync += [reply.eq(self.csr.r_data), reply_bytes.eq(4)]
-                    m.next = "REPLY"
-                with m.Elif(kind["write_block"]):
-                    m.d.sync += [block.eq(1), remaining.eq(block_count), last.eq(block_count == 1),
-                                 command.eq(WRITE_WORD), reading_word.eq(0), count.eq(4),
-                                 needed.eq(arguments_of(WRITE_WORD)), *set_kind(Const(WRITE_WORD, 8))]
-                    with m.If(block_count == 0):
-                        m.d.sync += [reply.eq(WRITE_BLOCK), reply_bytes.eq(1)]
+                with m.Switch(command):
+                    with m.Case(WRITE_WORD, READ_WORD):
+                        m.d.comb += [self.mem.cmd_valid.eq(1), self.mem.cmd_write.eq(command == WRITE_WORD)]
+                        # The memory's ready (from across the die) moves only the state.
+                        with m.If(self.mem.cmd_ready):
+                            m.next = "ISSUED"
+                    with m.Case(WRITE_CSR):
+                        m.d.comb += self.csr.w_en.eq(1)
+                        m.d.sync += [reply.eq(command), reply_bytes.eq(1)]
                         m.next = "REPLY"
-                    with m.Else():
-                        m.next = "ARGS"
-                with m.Elif(kind["read_block"]):
-                    m.d.sync += [block.eq(1), remaining.eq(block_count), last.eq(block_count == 1),
-                                 command.eq(READ_WORD), reading_word.eq(1),
-                                 needed.eq(arguments_of(READ_WORD)), *set_kind(Const(READ_WORD, 8))]
-                    with m.If(block_count == 0):
-                        m.next = "COMMAND"
+                    with m.Case(READ_CSR):
+                        m.d.sync += [reply.eq(self.csr.r_data), reply_bytes.eq(4)]
+                        m.next = "REPLY"
+                    with m.Case(WRITE_BLOCK):
+                        m.d.sync += [block.eq(1), remaining.eq(block_count), last.eq(block_count == 1),
+                                     command.eq(WRITE_WORD), reading_word.eq(0), count.eq(4),
+                                     needed.eq(arguments_of(WRITE_WORD))]
+                        with m.If(block_count == 0):
+                            m.d.sync += [reply.eq(WRITE_BLOCK), reply_bytes.eq(1)]
+                            m.next = "REPLY"
+                        with m.Else():
+                            m.next = "ARGS"
+                    with m.Case(READ_BLOCK):
+                        m.d.sync += [block.eq(1), remaining.eq(block_count), last.eq(block_count == 1),
+                                     command.eq(READ_WORD), reading_word.eq(1),
+                                     needed.eq(arguments_of(READ_WORD))]
+                        with m.If(block_count == 0):
+                            m.next = "COMMAND"
             with m.State("ISSUED"):
                 with m.If(reading_word):
                     m.next = "READ"
