@@ -639,9 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Fmax from nextpnr's placement estimate, without routing (minutes instead of tens of minutes)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1)")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="stop nextpnr after this long with an error (default: an hour, "
+                   help="stop nextpnr after this long with an error (default: two hours, "
                         "vitaccel.boards.synth.NEXTPNR_TIMEOUT; its router never gives up by itself on a "
-                        "congested placement)")
+                        "congested placement, and re-routes arcs that miss the constraint for up to "
+                        "1,500 iterations)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_estimate)
 
