@@ -146,7 +146,8 @@ class ResidualAddUnit(wiring.Component):
         multiples = []
         for name, mult in (("a", self.mult_a), ("b", self.mult_b)):
             regs = [Signal(signed(cfg.mult_bits + 2), name=f"mult_{name}_x{k}") for k in ("1", "3", "m1")]
-            m.d.sync += [regs[0].eq(mult), regs[1].eq(mult * 3), regs[2].eq(-mult)]
+            # 3 mult as a shift and an add: `mult * 3` would be a multiplier (a DSP48 on Xilinx).
+            m.d.sync += [regs[0].eq(mult), regs[1].eq((mult << 1) + mult), regs[2].eq(-mult)]
             multiples.append(regs)
         for lane in range(cfg.vector_lanes):
             operands = [Signal(signed(cfg.data_width), name=f"{name}_in_{lane}") for name in "ab"]
