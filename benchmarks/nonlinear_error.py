@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from vitaccel import numerics
 from vitaccel.sw import gelu, layernorm, residual, softmax
 
 L_TOKENS, D_HEAD, C_MODEL = 197, 64, 192
@@ -55,7 +56,7 @@ def bench_softmax(rng, rows=64):
         p_ref = _softmax_float(z)
         o_ref = p_ref @ v_float
         s_o = np.abs(o_ref).max() / 127
-        mult, shift = residual.dyadic(s_v / s_o)
+        mult, shift = numerics.signed_dyadic(s_v / s_o)
         params = softmax.softmax_params(scale)
         k = round(math.log2(scale * 256 * math.log2(math.e) / 1.4375))
         pow2 = softmax.SoftmaxParams(1 << max(k, 0), max(-k, 0))
@@ -103,7 +104,7 @@ def bench_layernorm(rng, rows=256):
     s_out = np.abs(ref).max() / 127
     params = layernorm.layernorm_params(gamma, beta, s_out)
     cmax = np.abs(x).max(0)
-    s_ptf = max(np.percentile(cmax, 90) / 127, cmax.max() / (127 * 2**layernorm.MAX_ALPHA))
+    s_ptf = max(np.percentile(cmax, 90) / 127, cmax.max() / (127 * 2**numerics.MAX_ALPHA))
     alpha = layernorm.ptf_alpha(cmax, s_ptf)
     x_ptf = np.clip(np.round(x / (s_ptf * 2.0**alpha)), -128, 127).astype(np.int8)
     s_one = np.abs(x).max() / 127

@@ -15,8 +15,7 @@ from vitaccel.config import AccelConfig
 from vitaccel.hw.memories import READ_LATENCY, delayed
 from vitaccel.hw.residual import (ElementwiseEngine, lanes_layout, saturating_round_shift,
                                   tiles, valid_pipeline)
-from vitaccel.sw.gelu import SIGMOID_BITS
-from vitaccel.sw.softmax import EXP_BITS, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
+from vitaccel.numerics import EXP_BITS, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS, SIGMOID_BITS
 
 from vitaccel.hw.interfaces import checked_config
 

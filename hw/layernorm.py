@@ -16,9 +16,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.sw.golden import INT8_MAX, INT8_MIN
-from vitaccel.sw.layernorm import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT, RSQRT_SEED, STD_FRAC,
-                                   row_mean_constants, squares)
+from vitaccel.numerics import (INT8_MAX, INT8_MIN, ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT, RSQRT_SEED,
+                               STD_FRAC, row_mean_constants, squares)
 
 from .interfaces import checked_config, engine_members
 from .memories import READ_LATENCY, delayed, read_room

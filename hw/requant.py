@@ -10,7 +10,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.sw.golden import INT8_MAX, INT8_MIN
+from vitaccel.numerics import INT8_MAX, INT8_MIN
 
 from .array import Mult18x18D, is_ecp5
 from .interfaces import checked_config, engine_members

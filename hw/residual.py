@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 from vitaccel.hw.interfaces import local_addr_width
 from vitaccel.hw.memories import READ_LATENCY, delayed
-from vitaccel.sw.golden import INT8_MAX, INT8_MIN
+from vitaccel.numerics import INT8_MAX, INT8_MIN
 
 from vitaccel.hw.interfaces import checked_config, engine_members
 

@@ -13,7 +13,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.sw.softmax import EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
+from vitaccel.numerics import EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
 
 from .interfaces import checked_config, engine_members
 from .memories import READ_LATENCY, delayed, read_room

@@ -15,14 +15,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .residual import _finish, dyadic, int_array, like, round_shift, saturate
-from .softmax import EXP_BITS, LOG_FRAC, RECIP, RECIP_BITS, SHIFT_ADD_LOG2E, log2_exponent, shift_exp
+from vitaccel.numerics import (EXP_BITS, LOG_FRAC, RECIP, RECIP_BITS, SHIFT_ADD_LOG2E, SIGMOID_BITS, finish,
+                               int_array, like, round_shift, saturate, signed_dyadic)
 
-__all__ = ["shift_gelu", "shift_gelu_params", "ShiftGeluParams", "gelu_table", "apply_gelu_table",
-           "SIGMOID_BITS"]
+from .softmax import log2_exponent, shift_exp
 
-SIGMOID_BITS = 15
-"""The sigmoid is computed as an unsigned fixed-point fraction ``sig / 2**15``, ``0..2**15``."""
+__all__ = ["shift_gelu", "shift_gelu_params", "ShiftGeluParams", "gelu_table", "apply_gelu_table"]
+
 GELU_SIGMOID_SLOPE = 1.702
 
 
@@ -45,8 +44,8 @@ def shift_gelu_params(scale_in: float, scale_out: float, mult_bits: int = 16) ->
         if not (math.isfinite(s) and s > 0):
             raise ValueError(f"{name} must be a positive finite float, got {s!r}")
     exp_ratio = GELU_SIGMOID_SLOPE * scale_in * (1 << LOG_FRAC) * math.log2(math.e) / SHIFT_ADD_LOG2E
-    return ShiftGeluParams(*dyadic(exp_ratio, mult_bits),
-                           *dyadic(scale_in / (scale_out * (1 << SIGMOID_BITS)), mult_bits))
+    return ShiftGeluParams(*signed_dyadic(exp_ratio, mult_bits),
+                           *signed_dyadic(scale_in / (scale_out * (1 << SIGMOID_BITS)), mult_bits))
 
 
 def shift_gelu(x, params: ShiftGeluParams) -> np.ndarray:
@@ -81,7 +80,7 @@ def shift_gelu(x, params: ShiftGeluParams) -> np.ndarray:
     sig_neg = round_shift(e * like(RECIP, x)[idx], n)
     sig = np.where(x < 0, sig_neg, (1 << SIGMOID_BITS) - sig_neg)
     y = round_shift(x * sig * like(params.out_mult, x), like(params.out_shift, x))
-    return _finish(saturate(y), np.int8)
+    return finish(saturate(y), np.int8)
 
 
 def gelu_table(scale_in: float, scale_out: float) -> np.ndarray:
@@ -110,4 +109,4 @@ def apply_gelu_table(x, table) -> np.ndarray:
         raise ValueError(f"table must be int8 of shape (256,), got {table.dtype} {table.shape}")
     if x.size and (np.min(x) < -128 or np.max(x) > 127):
         raise ValueError(f"x must hold int8 values, got range [{np.min(x)}, {np.max(x)}]")
-    return _finish(like(table, x)[np.asarray(x, dtype=np.int64) + 128], np.int8)
+    return finish(like(table, x)[np.asarray(x, dtype=np.int64) + 128], np.int8)

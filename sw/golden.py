@@ -7,13 +7,9 @@ the rounding rule and the bit widths.
 
 import numpy as np
 
-__all__ = ["requantize", "linear", "dyadic", "INT8_MIN", "INT8_MAX"]
+from vitaccel.numerics import INT8_MAX, INT8_MIN, wrap32
 
-INT8_MIN, INT8_MAX = -128, 127
-
-
-def _wrap32(x: np.ndarray) -> np.ndarray:
-    return ((x.astype(np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
+__all__ = ["requantize", "linear"]
 
 
 def requantize(acc, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
@@ -39,7 +35,7 @@ def requantize(acc, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
                          f"[{mult.min()}, {mult.max()}]")
     if shift.size and (shift.min() < 0 or shift.max() > 63):
         raise ValueError(f"shift must be in 0..63, got range [{shift.min()}, {shift.max()}]")
-    total = _wrap32(acc + np.asarray(bias, dtype=np.int64))
+    total = wrap32(acc + np.asarray(bias, dtype=np.int64))
     # 2**(shift-1), or 0 for shift 0; written so that shift 63 does not overflow int64.
     rounding = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)
     y = (total * mult + rounding) >> shift
@@ -59,28 +55,5 @@ def linear(x, w, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
         raise TypeError(f"x and w must be int8, got {x.dtype} and {w.dtype}")
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"x (M, K) and w (N, K) must agree on K, got {x.shape} and {w.shape}")
-    acc = _wrap32(x.astype(np.int64) @ w.astype(np.int64).T)
+    acc = wrap32(x.astype(np.int64) @ w.astype(np.int64).T)
     return requantize(acc, bias, mult, shift, mult_bits=mult_bits)
-
-
-def dyadic(scale: float, *, mult_bits: int = 16) -> tuple[int, int]:
-    """The ``(mult, shift)`` whose ``mult / 2**shift`` best approximates a positive real ``scale``.
-
-    ``mult`` is normalised into ``[2**(mult_bits-2), 2**(mult_bits-1))`` (the largest positive
-    signed ``mult_bits`` values, for the most precision) unless ``shift`` would leave 0..63, where it is
-    clamped. This is the only place a float scale becomes an integer rescale.
-    """
-    if not scale > 0 or scale != scale or scale == float("inf"):
-        raise ValueError(f"scale must be a positive finite number, not {scale!r}")
-    import math
-
-    top = 1 << (mult_bits - 1)
-    shift = (mult_bits - 1) - math.frexp(scale)[1]  # scale * 2**shift in [top/2, top)
-    shift = min(max(shift, 0), 63)
-    mult = int(round(scale * (1 << shift)))
-    if mult >= top:  # rounding reached the next power of two, or scale too large for shift 0
-        if shift > 0 and mult == top:
-            mult, shift = top >> 1, shift - 1
-        else:
-            raise ValueError(f"scale {scale!r} is too large for a signed {mult_bits}-bit multiplier")
-    return mult, shift

@@ -68,7 +68,9 @@ import numpy as np
 from vitaccel.config import VARIANTS
 
 from .gelu import ShiftGeluParams
-from .layernorm import MAX_ALPHA, LayerNormParams
+from vitaccel.numerics import MAX_ALPHA
+
+from .layernorm import LayerNormParams
 from .residual import ResidualParams
 from .vit import ViTConfig
 

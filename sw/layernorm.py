@@ -26,66 +26,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .residual import _finish, dyadic, int_array, leading_one, like, round_shift, saturate
+from vitaccel.numerics import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MAX_OUT_SHIFT, MEAN_FRAC, RSQRT_SEED, STD_FRAC,
+                               Z_FRAC, finish, int_array, leading_one, like, round_shift, row_mean_constants,
+                               MEAN_FORMAT, saturate, signed_dyadic, squares)
 
 __all__ = ["ailayernorm", "i_layernorm", "layernorm_params", "LayerNormParams", "ptf_alpha",
-           "isqrt_newton", "rsqrt", "row_mean", "row_mean_constants", "MEAN_FORMAT",
-           "pack_layernorm_params", "squares", "MAG_BITS", "RSQRT_SEED", "ISQRT_STEPS", "MAX_ALPHA",
-           "MAX_OUT_SHIFT"]
-
-MAX_ALPHA = 3
-"""Power-of-two factors are 2 bits: ``alpha`` in ``0..3`` (FQ-ViT's K = 3)."""
-MEAN_FRAC = 4
-"""AILayerNorm keeps the mean with 4 fraction bits (an integer mean is off by up to half a step)."""
-Z_FRAC = 15
-"""``z`` carries the normalized value times ``2**Z_FRAC / sqrt(C)``."""
-ISQRT_STEPS = 5
-"""Newton steps of :func:`isqrt_newton` from the leading-one seed; enough for any ``v < 2**48``."""
-STD_FRAC = 8
-"""I-LayerNorm's standard deviation keeps 8 fraction bits (``isqrt(var << 16)``)."""
-MAX_OUT_SHIFT = 24
-MEAN_FORMAT = {"ailayernorm": (MEAN_FRAC, 10), "i_layernorm": (0, 7)}
-"""``(frac, in_bits)`` of each variant's :func:`row_mean`: AILayerNorm averages ``x << alpha``
-(magnitude up to ``2**10``) with 4 fraction bits, I-LayerNorm averages int8 to an integer."""
-
-
-MAG_BITS = 4
-"""AILayerNorm's compressed magnitudes have 4-bit mantissas (SOLE); ``mag_bits`` overrides it."""
-
-
-def squares(mag_bits: int = MAG_BITS) -> np.ndarray:
-    """The ROM ``SQUARES[c] = c*c`` for ``c`` in ``0..2**(mag_bits+1)-1`` (32 x 10 bits for 4 bits).
-
-    ``c = 2m + [e > 0]`` is a compressed magnitude (see :func:`ailayernorm`).
-    """
-    return np.arange(1 << (mag_bits + 1), dtype=np.int64) ** 2
-
-
-def _rsqrt_seed() -> np.ndarray:
-    # Entry i (16 <= i < 64): 2**16 / sqrt((i + 1/2) / 16) = sqrt(2**37 / (2i + 1)), rounded half
-    # up, in exact integers: floor(sqrt(r)) == isqrt(floor(r)) and round(v) = (floor(2v) + 1) >> 1.
-    return np.array([(math.isqrt((1 << 39) // (2 * i + 1)) + 1) >> 1 for i in range(16, 64)],
-                    dtype=np.int64)
-
-
-RSQRT_SEED = _rsqrt_seed()
-"""uint16[48]: ``RSQRT_SEED[i - 16] = round(2**16 / sqrt((i + 0.5)/16))`` for ``i = 16..63``."""
-
-
-def row_mean_constants(c: int, frac: int, in_bits: int) -> tuple[int, int]:
-    """The multiply-shift pair ``(m, k)`` of :func:`row_mean` for rows of ``c >= 1`` values.
-
-    ``k = w + bit_length(2c)`` with ``w = bit_length(2c * (2**(in_bits+frac+1) + 1))`` (the width
-    of the largest numerator) and ``m = ceil(2**k / 2c)``. The compiler stores them in the
-    LAYERNORM parameter row (:func:`pack_layernorm_params`); the hardware multiplies by ``m`` and
-    shifts by ``k`` once per row.
-    """
-    if not isinstance(c, int) or c < 1:
-        raise ValueError(f"c must be a positive integer, got {c!r}")
-    b = 1 << (in_bits + frac)
-    w = (2 * c * (2 * b + 1)).bit_length()
-    k = w + (2 * c).bit_length()
-    return -((-1 << k) // (2 * c)), k
+           "isqrt_newton", "rsqrt", "row_mean", "pack_layernorm_params"]
 
 
 def row_mean(s1, c: int, frac: int, in_bits: int):
@@ -132,7 +78,7 @@ def layernorm_params(gamma, beta, scale_out: float, mult_bits: int = 16) -> Laye
     if not (np.isfinite(gamma).all() and np.isfinite(beta).all()):
         raise ValueError("gamma and beta must be finite")
     c = gamma.size
-    pairs = [dyadic(float(g) * math.sqrt(c) / ((1 << Z_FRAC) * scale_out), mult_bits,
+    pairs = [signed_dyadic(float(g) * math.sqrt(c) / ((1 << Z_FRAC) * scale_out), mult_bits,
                     MAX_OUT_SHIFT) for g in gamma]
     mult = np.array([m for m, _ in pairs], dtype=np.int64)
     shift = np.array([s for _, s in pairs], dtype=np.int64)
@@ -178,7 +124,7 @@ def _affine(z, params: LayerNormParams):
                          f"[{np.min(shift)}, {np.max(shift)}]")
     if np.min(mult) < -(1 << 15) or np.max(mult) >= 1 << 15:
         raise ValueError(f"params.mult must fit signed 16 bits, got range [{np.min(mult)}, {np.max(mult)}]")
-    return _finish(saturate(round_shift(z * mult + bias, shift)), np.int8)
+    return finish(saturate(round_shift(z * mult + bias, shift)), np.int8)
 
 
 def rsqrt(q) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ Recipe (docs/numerics.md, DESIGN.md "Numerics"):
   stream, ``alpha_c = max_p ptf_alpha(max_c |x_p|, max|x_p| / (127 * 8))`` over every LayerNorm
   input ``p``, one vector for the whole stream because the ISA's ADD has scalar parameters (see
   sw/intvit.py); observers see ``x_c / 2**alpha_c``.
-* **Rescales**: every REQUANT is ``golden.dyadic`` with ``mult_bits`` from the AccelConfig; the
+* **Rescales**: every REQUANT is ``numerics.requant_dyadic`` with ``mult_bits`` from the AccelConfig; the
   nonlinear units use their ``*_params`` helpers (16-bit multipliers, their hardware width) and
   ``attention x V`` a 16-bit multiplier with ``shift <= 40`` (the row exponent adds up to 23).
 
@@ -41,14 +41,13 @@ import torch
 from torch import nn
 
 from vitaccel.config import VARIANTS, AccelConfig, load_config
+from vitaccel.numerics import MAX_ALPHA, requant_dyadic, signed_dyadic
 
 from . import vit
 from .digits import digits_split
 from .gelu import gelu_table, shift_gelu_params
-from .golden import dyadic
 from .intvit import Attention, Block, Head, IntViT, LayerNorm, Linear
-from .layernorm import MAX_ALPHA, layernorm_params, ptf_alpha
-from .residual import dyadic as dyadic_capped
+from .layernorm import layernorm_params, ptf_alpha
 from .residual import residual_params
 from .softmax import softmax_params
 
@@ -256,7 +255,7 @@ def _linear(module: nn.Linear, s_in: float, s_out: np.ndarray, mult_bits: int, n
     w = module.weight.detach().double().numpy().reshape(module.weight.shape[0], -1)
     s_w = _weight_scale(w)
     s_out = np.broadcast_to(np.asarray(s_out, dtype=np.float64), s_w.shape)
-    pairs = [dyadic(float(s_in * sw / so), mult_bits=mult_bits) for sw, so in zip(s_w, s_out)]
+    pairs = [requant_dyadic(float(s_in * sw / so), mult_bits=mult_bits) for sw, so in zip(s_w, s_out)]
     scales[f"{name}.weight"] = s_w
     return Linear(weight=_int8(w, s_w[:, None]),
                   bias=_bias(module.bias.detach().double().numpy(), s_in * s_w, name),
@@ -334,11 +333,11 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         s_fc2, s_add2 = scale(p + "fc2", stream=True), scale(p + "add2", stream=True)
 
         s_qkv_out = np.concatenate([np.repeat(s, dh) for s in (s_q, s_k, s_v)])
-        logit_pairs = [dyadic(float(s_q[j] * s_k[j] * dh ** -0.5 / s_logits[j]), mult_bits=mb)
+        logit_pairs = [requant_dyadic(float(s_q[j] * s_k[j] * dh ** -0.5 / s_logits[j]), mult_bits=mb)
                        for j in range(h)]
         soft = [softmax_params(float(s)) for s in s_logits]
         # attention_matmul's requantize is 16-bit; its shift grows by the row exponent (<= 23).
-        av = [dyadic_capped(float(s_v[j] / s_attn), 16, 63 - ROW_EXP_MAX) for j in range(h)]
+        av = [signed_dyadic(float(s_v[j] / s_attn), 16, 63 - ROW_EXP_MAX) for j in range(h)]
         mults, shifts = ([np.array([pair[k] for pair in pairs], dtype=np.int32)
                           for pairs in (logit_pairs, soft, av)] for k in (0, 1))
         attn = Attention(logit_mult=mults[0], logit_shift=shifts[0], softmax_mult=mults[1],

@@ -1,17 +1,7 @@
-"""Residual add, and the fixed-point primitives shared by the nonlinear units.
+"""Golden residual add: two int8 tensors at different scales into one int8 tensor at the output scale.
 
-The primitives (:func:`round_shift`, :func:`saturate`, :func:`leading_one`, :func:`dyadic`) are
-the building blocks of every golden nonlinear op (``softmax``, ``layernorm``, ``gelu`` and
-``residual_add`` here). :func:`round_shift` is the rounding rule of
-:func:`vitaccel.sw.golden.requantize`, factored out: ``(x + ((1 << s) >> 1)) >> s``, round half
-up (towards +infinity) with an arithmetic right shift. There is no other rounding rule on a data path.
-
-Integer-only contract. Every data-path function accepts integer numpy arrays (any integer dtype)
-and computes in int64, or, given ``dtype=object`` arrays of Python ints, computes exactly in
-arbitrary precision and returns object arrays. The tests run both and compare them: a float op
-anywhere on the path would leave floats in the object result, an int64 overflow would make the two
-disagree. Floats appear only in the ``*_params`` helpers, which derive integer parameters from the
-calibrated float scales.
+The fixed-point primitives it is built from (``round_shift``, ``saturate``, the dyadic multipliers)
+are in :mod:`vitaccel.numerics`, shared with the other golden ops and the hardware.
 """
 
 from __future__ import annotations
@@ -21,93 +11,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["round_shift", "saturate", "leading_one", "dyadic", "int_array", "like",
-           "residual_add", "residual_params", "ResidualParams"]
+from vitaccel.numerics import INT8_MAX, INT8_MIN, finish, int_array, like, round_shift, saturate, signed_dyadic
 
-INT8_MIN, INT8_MAX = -128, 127
-
-
-def int_array(x, name: str) -> np.ndarray:
-    """``x`` as an int64 array, or, if it is an object array, as an object array of Python ints.
-
-    Raises ``TypeError`` naming ``name`` for a float, bool or complex array.
-    """
-    a = np.asarray(x)
-    if a.dtype == object:
-        for v in a.flat:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must hold integers, got an element {v!r} of type "
-                                f"{type(v).__name__}")
-        return np.frompyfunc(int, 1, 1)(a).astype(object) if a.size else a
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
-    return a.astype(np.int64)
-
-
-def like(value, ref: np.ndarray) -> np.ndarray:
-    """An integer parameter (table, multiplier, shift) in the arithmetic mode of ``ref``."""
-    a = np.asarray(value, dtype=np.int64)
-    return a.astype(object) if ref.dtype == object else a
-
-
-def _finish(y: np.ndarray, dtype) -> np.ndarray:
-    # Object mode stays exact Python ints so that the tests can inspect it; otherwise the
-    # documented output dtype.
-    return y if y.dtype == object else y.astype(dtype)
-
-
-def round_shift(x, s):
-    """``(x + ((1 << s) >> 1)) >> s``: divide by ``2**s``, round half up (towards +infinity).
-
-    The rounding rule of :func:`vitaccel.sw.golden.requantize`; ``s >= 0`` (``s == 0`` is the
-    identity). ``>>`` is an arithmetic (flooring) shift, so ``round_shift(-3, 1) == -1`` and
-    ``round_shift(3, 1) == 2``.
-    """
-    one = 1 if not isinstance(s, np.ndarray) else like(1, s)
-    return (x + ((one << s) >> 1)) >> s
-
-
-def saturate(x, bits: int = 8, *, signed: bool = True):
-    """Clamp to the range of a ``bits``-wide signed (or unsigned) integer."""
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    return np.clip(x, lo, hi)
-
-
-def leading_one(x: np.ndarray, bits: int = 63) -> np.ndarray:
-    """Position of the most significant set bit of ``x`` (``x >= 1``), ``-1`` for ``x == 0``.
-
-    ``leading_one(1) == 0``, ``leading_one(2**n + k) == n`` for ``0 <= k < 2**n``: the
-    leading-one detector (priority encoder) of the hardware. ``x`` must be below ``2**bits``.
-    """
-    if x.size and np.min(x) < 0:
-        raise ValueError(f"leading_one needs non-negative values, got minimum {np.min(x)}")
-    n = like(np.full(x.shape, -1), x)
-    for b in range(bits):
-        n = n + ((x >> b) > 0)
-    return n
-
-
-def dyadic(ratio: float, mult_bits: int = 16, max_shift: int = 62) -> tuple[int, int]:
-    """The dyadic pair ``(mult, shift)`` with ``mult / 2**shift ~= ratio``, ``|mult| < 2**(mult_bits-1)``.
-
-    ``shift`` is the largest that keeps ``|mult|`` in signed ``mult_bits`` (at most ``max_shift``),
-    so the relative error is below ``2**-(mult_bits-2)`` unless ``max_shift`` binds. ``mult`` is
-    ``ratio * 2**shift`` rounded half away from zero. Raises ``ValueError`` when ``ratio`` is not
-    finite or too large for ``shift >= 0``.
-    """
-    if not math.isfinite(ratio):
-        raise ValueError(f"ratio must be finite, got {ratio!r}")
-    limit = (1 << (mult_bits - 1)) - 1
-    if ratio == 0:
-        return 0, 0
-    if abs(ratio) > limit:
-        raise ValueError(f"ratio {ratio!r} does not fit a signed {mult_bits}-bit multiplier "
-                         f"with a non-negative shift (limit {limit})")
-    shift = max_shift
-    while shift > 0 and math.floor(abs(ratio) * 2.0 ** shift + 0.5) > limit:
-        shift -= 1
-    mult = int(math.floor(abs(ratio) * 2.0 ** shift + 0.5))
-    return (mult if ratio > 0 else -mult), shift
+__all__ = ["residual_add", "residual_params", "ResidualParams"]
 
 
 class ResidualParams(NamedTuple):
@@ -128,7 +34,7 @@ def residual_params(scale_a: float, scale_b: float, scale_out: float,
         if not (math.isfinite(s) and s > 0):
             raise ValueError(f"{name} must be a positive finite float, got {s!r}")
     big = max(scale_a, scale_b) / scale_out
-    _, shift = dyadic(big, mult_bits)
+    _, shift = signed_dyadic(big, mult_bits)
     mult_a = int(math.floor(scale_a / scale_out * 2.0 ** shift + 0.5))
     mult_b = int(math.floor(scale_b / scale_out * 2.0 ** shift + 0.5))
     return ResidualParams(mult_a, mult_b, shift)
@@ -168,4 +74,4 @@ def residual_add(a, b, mult_a, mult_b, shift, *, mult_bits: int = 16) -> np.ndar
                              f"[{np.min(m)}, {np.max(m)}]")
     if sh.size and (np.min(sh) < 0 or np.max(sh) > 62):
         raise ValueError(f"shift must be in 0..62, got range [{np.min(sh)}, {np.max(sh)}]")
-    return _finish(saturate(round_shift(a * ma + b * mb, sh)), np.int8)
+    return finish(saturate(round_shift(a * ma + b * mb, sh)), np.int8)

@@ -46,36 +46,11 @@ from typing import NamedTuple
 import numpy as np
 
 from .golden import requantize
-from .residual import _finish, dyadic, int_array, leading_one, like, round_shift, saturate
+from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS, SHIFT_ADD_LOG2E, finish,
+                               int_array, leading_one, like, round_shift, saturate, signed_dyadic)
 
 __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabilities",
-           "attention_matmul", "log2_exponent", "shift_exp", "LOG_FRAC", "EXP_BITS", "RECIP"]
-
-LOG_FRAC = 8
-"""Fraction bits of the log-domain exponent ``u`` and ``t``."""
-LOG_RANGE = 32
-"""``u`` is clamped to ``[-LOG_RANGE, 0]`` natural-log units (e**-32 is far below any output step)."""
-EXP_BITS = 15
-"""``E = 2**EXP_BITS`` represents exp(0) = 1."""
-K_MAX = 15
-"""E2Softmax exponents are 4 bits: ``k`` in ``0..K_MAX``."""
-RECIP_BITS = 7
-"""The normalizer's table is indexed by the ``RECIP_BITS`` bits after the leading one of the sum."""
-SHIFT_ADD_LOG2E = 1.4375
-"""``u + (u>>1) - (u>>4)`` multiplies by 1 + 1/2 - 1/16."""
-
-
-def _recip_table() -> np.ndarray:
-    # Entry j: 2**15 / (1 + (j + 1/2) / 2**RECIP_BITS), the reciprocal at the middle of its
-    # interval, rounded half up, in exact integers: 2**(15+B+1) / (2**(B+1) + 2j + 1).
-    den = (1 << (RECIP_BITS + 1)) + 2 * np.arange(1 << RECIP_BITS, dtype=np.int64) + 1
-    num = 1 << (15 + RECIP_BITS + 1)
-    return (2 * num + den) // (2 * den)
-
-
-RECIP = _recip_table()
-"""uint15[128]: ``RECIP[j] = round(2**15 / (1 + (j + 0.5)/128))``, 32640 down to 16448."""
-
+           "attention_matmul", "log2_exponent", "shift_exp"]
 
 class SoftmaxParams(NamedTuple):
     """The dyadic pre-multiply: ``mult / 2**shift ~= s * 2**LOG_FRAC * log2(e) / 1.4375``."""
@@ -107,7 +82,7 @@ def softmax_params(scale: float, mult_bits: int = 16) -> SoftmaxParams:
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite float, got {scale!r}")
     ratio = scale * (1 << LOG_FRAC) * math.log2(math.e) / SHIFT_ADD_LOG2E
-    return SoftmaxParams(*dyadic(ratio, mult_bits))
+    return SoftmaxParams(*signed_dyadic(ratio, mult_bits))
 
 
 def _check_logits(x, mult, shift, mult_bits: int = 16):
@@ -164,7 +139,7 @@ def _normalize(e) -> Probabilities:
     # (rounding each term to 0 or 1 step would drop every entry below half a step).
     rounded = round_shift(np.cumsum(e * r, axis=-1), like(2 * EXP_BITS - 7, e))
     mant = saturate(np.diff(rounded, axis=-1, prepend=like(0, e) * rounded[..., :1]))
-    return Probabilities(_finish(mant, np.int8), _finish(n - (EXP_BITS - 7), np.uint8))
+    return Probabilities(finish(mant, np.int8), finish(n - (EXP_BITS - 7), np.uint8))
 
 
 def e2softmax(x, mult: int, shift: int) -> Probabilities:

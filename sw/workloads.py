@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vitaccel.sw.golden import dyadic, linear
+from vitaccel.numerics import requant_dyadic
+from vitaccel.sw.golden import linear
 
 __all__ = ["LinearLayer", "random_linear", "VectorWorkload", "random_vector_op"]
 
@@ -51,7 +52,7 @@ def random_linear(m: int, k: int, n: int, *, seed: int = 0, mult_bits: int = 16)
     mult, shift = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for j in range(n):
         # Per-channel output scales spread over a factor of 4 around "std -> 40".
-        mult[j], shift[j] = dyadic(40.0 / acc_std * 2.0 ** rng.uniform(-1, 1), mult_bits=mult_bits)
+        mult[j], shift[j] = requant_dyadic(40.0 / acc_std * 2.0 ** rng.uniform(-1, 1), mult_bits=mult_bits)
     return LinearLayer(x, w, bias, mult, shift, mult_bits)
 
 

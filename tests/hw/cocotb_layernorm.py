@@ -15,6 +15,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
+from vitaccel import numerics
 from vitaccel.config import preset
 from vitaccel.hw.layernorm import LayerNormUnit, unit_row_cycles, unit_stats_cycles
 from vitaccel.sw import layernorm as ln
@@ -52,7 +53,7 @@ def case(rng, length):
     rows.append(np.stack([np.full(length, rng.integers(-128, 128)), spike, np.full(length, -128)]))
     x = np.concatenate(rows).astype(np.int8)
     params = ln.layernorm_params(rng.normal(1, 0.5, length), rng.normal(0, 1, length), rng.uniform(0.02, 0.1))
-    alpha = rng.integers(0, ln.MAX_ALPHA + 1, length)
+    alpha = rng.integers(0, numerics.MAX_ALPHA + 1, length)
     alpha[: length // 2] = 0     # most channels at the base scale, as PTF picks them
     return x, alpha, params
 
@@ -72,7 +73,7 @@ class Bench:
 
     async def write_params(self, length, alpha, params):
         dut = self.dut
-        m, k = ln.row_mean_constants(length, *ln.MEAN_FORMAT[VARIANT])
+        m, k = numerics.row_mean_constants(length, *numerics.MEAN_FORMAT[VARIANT])
         dut.length.value, dut.mean_mult.value, dut.mean_shift.value = length, m, k
         planes = [alpha, params.mult, params.bias, params.shift]
         for p, plane in enumerate(planes):

@@ -18,7 +18,8 @@ from vitaccel.hw.layernorm import LayerNormEngine, LayerNormUnit, layernorm_cycl
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw import layernorm as ln
-from vitaccel.sw.residual import round_shift, saturate
+from vitaccel import numerics
+from vitaccel.numerics import round_shift, saturate
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
@@ -39,7 +40,7 @@ def isa_layernorm(cfg, spad, param, f):
     x = spad[tile_rows(f["src"])].transpose(1, 0, 2).reshape(rows, tiles * cols)[:, :length]
     p = f["param_addr"]
     planes = param[p:p + 4 * tiles].reshape(4, tiles * cols)[:, :length].astype(np.int64)
-    assert tuple(param[p + 4 * tiles, :2]) == ln.row_mean_constants(length, *ln.MEAN_FORMAT[cfg.layernorm])
+    assert tuple(param[p + 4 * tiles, :2]) == numerics.row_mean_constants(length, *numerics.MEAN_FORMAT[cfg.layernorm])
     params = ln.LayerNormParams(planes[1], planes[2], planes[3])
     if length == 1:
         # Golden needs two channels; the formulas give a one-channel row z = 0 (it equals its mean).
@@ -64,9 +65,9 @@ def layer_params(rng, length, variant):
     if length == 1:
         params = ln.LayerNormParams(rng.integers(-2**15, 2**15, 1), rng.integers(-2**20, 2**20, 1),
                                     rng.integers(10, 25, 1))
-        return rng.integers(0, ln.MAX_ALPHA + 1, 1), params
+        return rng.integers(0, numerics.MAX_ALPHA + 1, 1), params
     params = ln.layernorm_params(rng.normal(1, 0.3, length), rng.normal(0, 0.5, length), 3.0 / 127)
-    alpha = rng.integers(0, ln.MAX_ALPHA + 1, length) if variant == "ailayernorm" else None
+    alpha = rng.integers(0, numerics.MAX_ALPHA + 1, length) if variant == "ailayernorm" else None
     return alpha, params
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from vitaccel import numerics
 from vitaccel.sw import layernorm as ln
 
 C = 192
@@ -119,8 +120,8 @@ def test_row_mean_is_exact(c, frac, in_bits):
 
 def test_tables():
     i = np.arange(16, 64)
-    assert np.abs(ln.RSQRT_SEED - 2**16 / np.sqrt((i + 0.5) / 16)).max() <= 0.5
-    assert ln.squares().tolist() == [c * c for c in range(32)]
+    assert np.abs(numerics.RSQRT_SEED - 2**16 / np.sqrt((i + 0.5) / 16)).max() <= 0.5
+    assert numerics.squares().tolist() == [c * c for c in range(32)]
 
 
 def test_ptf_alpha():
@@ -149,8 +150,8 @@ def test_errors():
 @pytest.mark.parametrize("c", [1, 2, 192, 1024, 4096])
 @pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
 def test_row_mean_constants(c, variant):
-    frac, in_bits = ln.MEAN_FORMAT[variant]
-    m, k = ln.row_mean_constants(c, frac, in_bits)
+    frac, in_bits = numerics.MEAN_FORMAT[variant]
+    m, k = numerics.row_mean_constants(c, frac, in_bits)
     assert m == -((-1 << k) // (2 * c)) and 0 < m < 2**31 and k <= 43
     lim = c << in_bits
     s1 = np.array([-lim, -1, 0, 1, lim])
@@ -158,7 +159,7 @@ def test_row_mean_constants(c, variant):
     by_constants = ((((s1 << (frac + 1)) + c + 2 * c * b) * m) >> k) - b
     assert ln.row_mean(s1, c, frac, in_bits).tolist() == by_constants.tolist()
     with pytest.raises(ValueError, match="positive integer"):
-        ln.row_mean_constants(0, frac, in_bits)
+        numerics.row_mean_constants(0, frac, in_bits)
 
 
 @pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
@@ -175,7 +176,7 @@ def test_pack_layernorm_params_layout(variant):
     want_alpha = alpha if variant == "ailayernorm" else np.zeros(length)
     for p, plane in enumerate([want_alpha, params.mult, params.bias, params.shift]):
         assert planes[p, :length].tolist() == list(plane)
-    assert tuple(rows[4 * tiles, :2]) == ln.row_mean_constants(length, *ln.MEAN_FORMAT[variant])
+    assert tuple(rows[4 * tiles, :2]) == numerics.row_mean_constants(length, *numerics.MEAN_FORMAT[variant])
     assert not rows[4 * tiles, 2:].any()
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from vitaccel.sw import softmax as sm
 from vitaccel.sw.golden import requantize
-from vitaccel.sw.residual import dyadic, leading_one
+from vitaccel import numerics
+from vitaccel.numerics import leading_one, signed_dyadic
 
 VARIANTS = [sm.e2softmax, sm.shiftmax]
 SEEDS = [0, 1, 2]
@@ -101,7 +102,7 @@ def test_cumulative_rounding_equals_carry_register():
     e = sm.shift_exp(t)
     s = e.sum(-1, keepdims=True)
     n = leading_one(s)
-    w = e * sm.RECIP[(s >> (n - 7)) & 127]
+    w = e * numerics.RECIP[(s >> (n - 7)) & 127]
     mant = sm.shiftmax(x, *params).mant
     for row in range(2):
         carry, out = 1 << 22, []
@@ -113,15 +114,15 @@ def test_cumulative_rounding_equals_carry_register():
 
 
 def test_recip_table():
-    assert sm.RECIP.shape == (128,) and sm.RECIP.max() < 2**15
+    assert numerics.RECIP.shape == (128,) and numerics.RECIP.max() < 2**15
     j = np.arange(128)
-    assert np.abs(sm.RECIP - 2**15 / (1 + (j + 0.5) / 128)).max() <= 0.5
+    assert np.abs(numerics.RECIP - 2**15 / (1 + (j + 0.5) / 128)).max() <= 0.5
 
 
 def test_params_fold_the_shift_add_error():
     for scale in (0.003, 0.05, 0.4, 3.0):
         mult, shift = sm.softmax_params(scale)
-        got = mult / 2**shift * sm.SHIFT_ADD_LOG2E / (2**sm.LOG_FRAC * math.log2(math.e))
+        got = mult / 2**shift * numerics.SHIFT_ADD_LOG2E / (2**numerics.LOG_FRAC * math.log2(math.e))
         assert abs(got / scale - 1) <= 2**-13
 
 
@@ -129,7 +130,7 @@ def test_attention_matmul_rule():
     x, scale, _ = _rows(4, n=8)
     p = sm.shiftmax(x, *sm.softmax_params(scale))
     v = np.random.default_rng(4).integers(-128, 128, (197, 5)).astype(np.int8)
-    mult, shift = dyadic(0.9)
+    mult, shift = signed_dyadic(0.9)
     acc = p.mant.astype(np.int64) @ v.astype(np.int64)
     expect = requantize(acc, 0, mult, shift + p.row_exp.astype(np.int64))
     assert np.array_equal(sm.attention_matmul(p, v, mult, shift), expect)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from vitaccel.sw.golden import dyadic, linear, requantize
+from vitaccel.numerics import requant_dyadic
+from vitaccel.sw.golden import linear, requantize
 
 
 def reference(acc, bias, mult, shift):
@@ -43,7 +44,7 @@ def test_requantize_rejects_out_of_range_parameters():
 
 @pytest.mark.parametrize("scale", [1.0, 0.5, 1e-5, 3.7e-3, 0.9999999, 2.0**-60])
 def test_dyadic_approximates_the_scale(scale):
-    mult, shift = dyadic(scale)
+    mult, shift = requant_dyadic(scale)
     assert 0 < mult < 2**15 and 0 <= shift <= 63
     assert abs(mult / 2**shift - scale) <= scale * 2**-14 or shift == 63
 
