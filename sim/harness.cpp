@@ -25,6 +25,7 @@
 
 #include "Vvitaccel_core.h"
 #include "verilated.h"
+#include "vitaccel_csr.h"  // the CSR map: written into the build directory by sim/csr_header.py
 #if VM_TRACE
 #include "verilated_vcd_c.h"
 #endif
@@ -52,10 +53,6 @@
 namespace {
 
 constexpr std::size_t kBusBytes = VITACCEL_BUS_BYTES;
-
-// CSR word indices (hw/interfaces.py, class CSR).
-enum Csr : uint32_t { CTRL = 0, STATUS = 1, PROG_ADDR = 2, CYCLES_LO = 3, CYCLES_HI = 4, INSTRET = 5, PC = 6, ID = 7 };
-constexpr uint32_t kIdValue = 0x56495441;
 
 // Bus words travel as Verilator port types: CData/SData/IData/QData up to 64 bits, VlWide beyond.
 template <typename T>
@@ -314,7 +311,9 @@ int main(int argc, char** argv) {
     Stats st;
     sys.reset();
     if (sys.csr_read(ID) != kIdValue) {
-        report("harness_error", st, "CSR ID does not read 0x56495441: not a vitaccel core");
+        char buf[80];
+        std::snprintf(buf, sizeof buf, "CSR ID does not read 0x%08x: not a vitaccel core", kIdValue);
+        report("harness_error", st, buf);
         return 2;
     }
     sys.csr_write(PROG_ADDR, static_cast<uint32_t>(opt.prog_addr));
@@ -348,7 +347,7 @@ int main(int argc, char** argv) {
     st.cycles = (static_cast<uint64_t>(hi) << 32) | lo;
     st.instret = sys.csr_read(INSTRET);
     st.status = sys.csr_read(STATUS);
-    st.error = (st.status >> 8) & 0xFF;
+    st.error = (st.status >> 8) & ((1u << kErrorBits) - 1);  // STATUS bits 15:8 (hw/controller.py)
     st.pc = sys.csr_read(PC);
     st.sim_cycles = sys.now();
     st.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

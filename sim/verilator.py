@@ -1,12 +1,16 @@
 """The fast full-system simulator: the core's Verilog compiled by Verilator with ``sim/harness.cpp``.
 
-:func:`build` compiles one binary per configuration and caches it under ``build/verilator/``;
+:func:`build` compiles one binary per configuration, with the CSR header the harness includes
+generated from the Python definitions (:mod:`vitaccel.sim.csr_header`), and caches it under
+``build/verilator/``, keyed by everything the generated hardware imports (:func:`hardware_sources`);
 :func:`run_image` loads a memory image into the harness's memory model, runs the program to
 ``done`` with no Python in the loop and returns the final image and the counters.
 """
 
+import ast
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -19,9 +23,10 @@ from pathlib import Path
 from vitaccel.config import AccelConfig
 from vitaccel.hw.generate import TOP_NAME, verilog_text
 from vitaccel.isa import ErrorCode
+from vitaccel.sim.csr_header import HEADER_NAME, csr_header
 
 __all__ = ["SimResult", "SimulationError", "BuildError", "HarnessError", "SimTimeout",
-           "build_root", "build", "run_image"]
+           "build_root", "hardware_sources", "hardware_digest", "build", "run_image"]
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 BINARY = "Vvitaccel_core"
@@ -98,20 +103,66 @@ def _verilator() -> str:
 _built: dict[tuple, Path] = {}
 
 
+def hardware_sources() -> list[Path]:
+    """The source files of every vitaccel module the generated Verilog can depend on, sorted.
+
+    The import graph is walked statically from the module of :func:`verilog_text`: each module's
+    ``import`` statements (at any depth: imports inside functions too) are read with :mod:`ast`, and
+    every target inside the ``vitaccel`` namespace is followed, with the packages it runs on the
+    way. This over-approximates what elaboration executes, which can only cost a rebuild, and it
+    is the same in every process: hashing the vitaccel modules found in ``sys.modules`` instead
+    would depend on what the caller happened to import first, and ``modulefinder`` would also
+    walk amaranth and numpy, which the key covers by their versions.
+    """
+    found: dict[str, Path] = {}
+    pending = [verilog_text.__module__]
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        spec = _module_spec(name)
+        if spec is not None:
+            found[name] = Path(spec.origin)
+            pending += _vitaccel_imports(name, spec)
+    return sorted(set(found.values()))
+
+
+def _module_spec(name: str):
+    """The spec of module ``name`` if it has a source file, else None (``name`` may be a class
+    named in ``from module import name``)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:
+        return None
+    return spec if spec is not None and spec.has_location else None
+
+
+def _vitaccel_imports(name: str, spec) -> list[str]:
+    """The vitaccel names module ``name`` may import: the packages above it, the target of each of
+    its import statements and, for ``from package import x``, ``package.x`` (it may be a module)."""
+    package = name if spec.submodule_search_locations is not None else name.rpartition(".")[0]
+    parts = name.split(".")
+    targets = [".".join(parts[:k]) for k in range(1, len(parts))]
+    for node in ast.walk(ast.parse(Path(spec.origin).read_bytes(), filename=spec.origin)):
+        if isinstance(node, ast.Import):
+            targets += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            targets += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return [target for target in targets if target.split(".")[0] == "vitaccel"]
+
+
 def hardware_digest() -> str:
     """A hash of everything the generated hardware and its harness depend on besides the config:
-    the sources of vitaccel.hw, the ISA and config modules, the harness, and the tool versions.
-    Hashing sources rather than the Verilog keeps a cache hit free of elaboration."""
+    the sources of :func:`hardware_sources`, the harness, its generated CSR header and the
+    versions of amaranth and Verilator. Hashing sources rather than the Verilog keeps a cache hit
+    free of elaboration."""
     import amaranth
 
-    from vitaccel import config, isa
-    from vitaccel import hw as hw_package
-
     digest = hashlib.sha256()
-    sources = sorted(Path(hw_package.__file__).parent.glob("*.py")) + [Path(isa.__file__), Path(config.__file__),
-                                                                        HARNESS]
-    for source in sources:
+    for source in [*hardware_sources(), HARNESS]:
         digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    digest.update(csr_header().encode() + b"\0")
     digest.update(f"amaranth {amaranth.__version__}; verilator {_verilator_version()}".encode())
     return digest.hexdigest()
 
@@ -159,6 +210,7 @@ def _compile(cfg, text, flags, root, final):
         (work / f"{TOP_NAME}.v").write_text(text)
         cfg.save(work / "config.json")
         shutil.copy(HARNESS, work / HARNESS.name)
+        (work / HEADER_NAME).write_text(csr_header())
         tool = _verilator()
         # Verilator's wrapper runs its helpers (verilator_bin, verilator_includer) through PATH.
         env = dict(os.environ, PATH=os.pathsep.join([str(Path(tool).parent), os.environ.get("PATH", "")]))

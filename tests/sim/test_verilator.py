@@ -1,7 +1,10 @@
 """The Verilator full-system simulator on `tiny`: exact DMA round trips under random memory timing,
-ISA errors, harness errors, the build cache, and a hand-assembled layer checked against numpy."""
+ISA errors, harness errors, the build cache and its key, and a hand-assembled layer checked against
+numpy."""
 
+import importlib.util
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +166,38 @@ def test_changing_a_config_field_or_the_hardware_rebuilds(binary, monkeypatch):
     monkeypatch.setattr(verilator, "hardware_digest", lambda: "another hardware source")
     build(CFG)
     assert len(compiled) == 2 and compiled[1] not in (binary.parent, compiled[0])
+
+
+def source_of(module):
+    return Path(importlib.util.find_spec(module).origin)
+
+
+def digest_with_source(monkeypatch, path, extra):
+    """:func:`verilator.hardware_digest` as if ``extra`` were appended to the file ``path``."""
+    read_bytes = Path.read_bytes
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "read_bytes", lambda self: read_bytes(self) + (extra if self == path else b""))
+        return verilator.hardware_digest()
+
+
+def test_the_key_covers_what_the_hardware_imports():
+    """The hashed sources are the import graph of the Verilog generator: all of vitaccel.hw and
+    the spec layer it stands on, nothing of the CLI or the quantizer."""
+    sources = set(verilator.hardware_sources())
+    hw = {source_of("vitaccel.hw.generate").parent / name for name in ("core.py", "controller.py", "layernorm.py")}
+    spec = {source_of(f"vitaccel.{name}") for name in ("config", "isa", "numerics")}
+    assert hw | spec <= sources
+    assert source_of("vitaccel.cli") not in sources and source_of("vitaccel.sw.quantize") not in sources
+
+
+def test_changing_a_spec_table_changes_the_key(monkeypatch):
+    before = verilator.hardware_digest()
+    after = digest_with_source(monkeypatch, source_of("vitaccel.numerics"), b"\nRSQRT_SEED = (1, 2, 3)\n")
+    assert after != before
+    assert verilator.hardware_digest() == before
+
+
+@pytest.mark.parametrize("module", ["vitaccel.cli", "vitaccel.sw.quantize"])
+def test_changing_an_unrelated_file_keeps_the_key(monkeypatch, module):
+    before = verilator.hardware_digest()
+    assert digest_with_source(monkeypatch, source_of(module), b"\nUNRELATED = 1\n") == before
