@@ -23,10 +23,12 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from vitaccel.isa import DmaInstr
+
 __all__ = ["AccelConfig", "ConfigError", "PRESETS", "preset", "load_config", "atomic_write_text"]
 
-# Widths of the instruction fields that hold local addresses and row counts (see vitaccel/isa.py).
-LOCAL_ADDR_BITS = 16
+#: Width of the instruction fields that hold local addresses and row counts.
+LOCAL_ADDR_BITS = DmaInstr.as_shape()["local_addr"].width
 
 
 VARIANTS = {
