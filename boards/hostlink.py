@@ -55,7 +55,15 @@ def _divisor(clk_hz: int, baud: int) -> int:
     return divisor
 
 
-class UartRx(wiring.Component):
+class _UartDirection(wiring.Component):
+    """One direction of the serial line, ``divisor`` clock cycles per bit."""
+
+    def __init__(self, divisor: int):
+        self._divisor = divisor
+        super().__init__()
+
+
+class UartRx(_UartDirection):
     """UART receiver: ``valid`` is high for one cycle with each received byte on ``data``.
 
     ``rx`` is synchronized by two flip-flops; each bit is sampled at its middle. A byte whose stop
@@ -65,10 +73,6 @@ class UartRx(wiring.Component):
     rx: In(1, init=1)
     data: Out(8)
     valid: Out(1)
-
-    def __init__(self, divisor: int):
-        self._divisor = divisor
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -99,17 +103,13 @@ class UartRx(wiring.Component):
         return m
 
 
-class UartTx(wiring.Component):
+class UartTx(_UartDirection):
     """UART transmitter: a byte is taken when ``valid & ready`` and sent, LSB first."""
 
     tx: Out(1, init=1)
     data: In(8)
     valid: In(1)
     ready: Out(1)
-
-    def __init__(self, divisor: int):
-        self._divisor = divisor
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()

@@ -85,18 +85,24 @@ def test_mult18x18d_path_equals_inferred(n, seed):
     assert compared > cycles // 4, "too few non-zero outputs: the stimulus does not exercise the array"
 
 
-def test_mult18x18d_instance_synthesizes(tmp_path):
-    n = 2
+def synthesize_ecp5(tmp_path, design, name, checks, synth_opts=""):
+    """Synthesize ``design`` for the ULX3S's ECP5 with the boards' prelude, then run the yosys
+    ``select -assert-...`` commands ``checks``: the test fails with yosys' output unless all hold."""
     platform = board("ulx3s-85f").platform_class()()
-    array = SystolicArray(square(n))      # "auto": the ECP5 platform selects MULT18X18D
-    (tmp_path / "array.il").write_text(rtlil.convert(array, name="array", platform=platform))
-    script = (f"read_rtlil array.il; {YOSYS_PRELUDE.format(top='array')}; synth_ecp5 -top array; "
-              f"select -assert-count {n * n} t:MULT18X18D; "
-              f"select -assert-count {n * n} t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i; "
-              f"select -assert-none t:$mul t:$__MUL* %u")
+    (tmp_path / f"{name}.il").write_text(rtlil.convert(design, name=name, platform=platform))
+    script = (f"read_rtlil {name}.il; {YOSYS_PRELUDE.format(top=name)}; synth_ecp5 {synth_opts} -top {name}; "
+              + "; ".join(checks))
     result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mult18x18d_instance_synthesizes(tmp_path):
+    n = 2
+    array = SystolicArray(square(n))      # "auto": the ECP5 platform selects MULT18X18D
+    synthesize_ecp5(tmp_path, array, "array", [f"select -assert-count {n * n} t:MULT18X18D",
+                                               f"select -assert-count {n * n} t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i",
+                                               "select -assert-none t:$mul t:$__MUL* %u"])
 
 
 class RequantPair(Elaboratable):
@@ -145,16 +151,11 @@ def test_requantizer_uses_two_mult18x18d(tmp_path):
     """On ECP5 a requant lane's 32 x 16 multiply is two MULT18X18Ds (the split product of
     ``Requantizer``), operand and product registers inside; with ``-nodsp`` nothing else becomes a
     DSP."""
-    platform = board("ulx3s-85f").platform_class()()
-    lane = Requantizer(preset("default"))
-    (tmp_path / "lane.il").write_text(rtlil.convert(lane, name="lane", platform=platform))
-    script = (f"read_rtlil lane.il; {YOSYS_PRELUDE.format(top='lane')}; synth_ecp5 {ECP5_SYNTH_OPTS} -top lane; "
-              "select -assert-count 2 t:MULT18X18D; "
-              "select -assert-count 2 t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i; "
-              "select -assert-count 2 t:MULT18X18D r:REG_INPUTA_CLK=CLK0 %i r:REG_INPUTB_CLK=CLK0 %i")
-    result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    synthesize_ecp5(tmp_path, Requantizer(preset("default")), "lane", [
+        "select -assert-count 2 t:MULT18X18D",
+        "select -assert-count 2 t:MULT18X18D r:REG_OUTPUT_CLK=CLK0 %i",
+        "select -assert-count 2 t:MULT18X18D r:REG_INPUTA_CLK=CLK0 %i r:REG_INPUTB_CLK=CLK0 %i"],
+        synth_opts=ECP5_SYNTH_OPTS)
 
 
 def test_floorplan_follows_the_array():
@@ -185,18 +186,12 @@ def test_floorplan_reaches_the_netlist(tmp_path):
     """Each PE's MULT18X18D carries its site as a BEL attribute through yosys, for nextpnr (2x2 on
     two DSP rows of two sites: one array row per DSP row)."""
     n = 2
-    platform = board("ulx3s-85f").platform_class()()
     sites = [row[:2] for row in board("ulx3s-85f").device.dsp_sites[:2]]     # 4 sites: 2x2 takes them all
-    array = SystolicArray(square(n), dsp_sites=sites)
-    (tmp_path / "array.il").write_text(rtlil.convert(array, name="array", platform=platform))
-    script = (f"read_rtlil array.il; {YOSYS_PRELUDE.format(top='array')}; synth_ecp5 {ECP5_SYNTH_OPTS} -top array; "
-              f"select -assert-count {n * n} t:MULT18X18D; "
-              f"select -assert-count 1 t:MULT18X18D a:BEL=X4/Y10/MULT18_0 %i; "
-              f"select -assert-count 1 t:MULT18X18D a:BEL=X5/Y10/MULT18_1 %i; "
-              f"select -assert-count 1 t:MULT18X18D a:BEL=X4/Y34/MULT18_0 %i")
-    result = subprocess.run([tool_env()["YOSYS"], "-q", "-p", script], cwd=tmp_path,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    synthesize_ecp5(tmp_path, SystolicArray(square(n), dsp_sites=sites), "array", [
+        f"select -assert-count {n * n} t:MULT18X18D",
+        "select -assert-count 1 t:MULT18X18D a:BEL=X4/Y10/MULT18_0 %i",
+        "select -assert-count 1 t:MULT18X18D a:BEL=X5/Y10/MULT18_1 %i",
+        "select -assert-count 1 t:MULT18X18D a:BEL=X4/Y34/MULT18_0 %i"], synth_opts=ECP5_SYNTH_OPTS)
 
 
 def test_fanned_out_copies_survive_synthesis(tmp_path):
