@@ -47,7 +47,7 @@ from vitaccel.hw.matmul import MatmulEngine
 from vitaccel.hw.requant import RequantEngine
 from vitaccel.hw.residual import ResidualAddEngine
 from vitaccel.hw.softmax import SoftmaxEngine
-from vitaccel.sim.verilator import build_root
+from vitaccel.files import build_root
 from vitaccel.config import load_config
 
 

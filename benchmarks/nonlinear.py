@@ -29,7 +29,7 @@ from vitaccel.hw.gelu import gelu_cycles
 from vitaccel.hw.layernorm import layernorm_cycles
 from vitaccel.hw.residual import add_cycles
 from vitaccel.hw.softmax import softmax_cycles
-from vitaccel.sim.verilator import build_root
+from vitaccel.files import build_root
 
 sys.path.insert(0, str(Path(__file__).parent))
 import nonlinear_error  # noqa: E402  (a sibling script: the error measurements live there)

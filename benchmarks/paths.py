@@ -276,7 +276,7 @@ def synthesize_engine(name, config_name):
     from vitaccel.boards import BOARDS
     from vitaccel.boards.build import ECP5_SYNTH_OPTS, tool_env
     from vitaccel.config import load_config
-    from vitaccel.sim.verilator import build_root
+    from vitaccel.files import build_root
 
     if name not in ENGINES:
         sys.exit(f"unknown engine {name!r}: one of {', '.join(ENGINES)}")

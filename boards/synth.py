@@ -27,7 +27,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from vitaccel.config import AccelConfig
-from vitaccel.sim.verilator import build_root
+from vitaccel.files import build_root
 
 from .build import TOP, YOSYS_PRELUDE, BuildFailed, Progress, make_plan, run_plan, tool_env
 from .targets import Board, board, board_mem_bytes, check_fit

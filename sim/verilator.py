@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitaccel.config import AccelConfig
+from vitaccel.files import build_root
 from vitaccel.hw.generate import TOP_NAME, verilog_text
 from vitaccel.isa import ErrorCode
 from vitaccel.sim.csr_header import HEADER_NAME, csr_header
 
 __all__ = ["SimResult", "SimulationError", "BuildError", "HarnessError", "SimTimeout",
-           "build_root", "hardware_sources", "hardware_digest", "build", "run_image"]
+           "hardware_sources", "hardware_digest", "build", "run_image"]
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 BINARY = "Vvitaccel_core"
@@ -77,15 +78,6 @@ class SimResult:
     @property
     def sim_cycles_per_s(self) -> float:
         return self.sim_cycles / self.wall_s if self.wall_s > 0 else 0.0
-
-
-def build_root() -> Path:
-    """Where builds and run files go: ``$VITACCEL_BUILD_DIR``, else ``build/`` of the source
-    checkout (or of the working directory for an installed package)."""
-    if "VITACCEL_BUILD_DIR" in os.environ:
-        return Path(os.environ["VITACCEL_BUILD_DIR"])
-    checkout = Path(__file__).resolve().parent.parent
-    return (checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()) / "build"
 
 
 def _verilator() -> str:

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +22,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from vitaccel.files import atomic_write_text
 from vitaccel.isa import DmaInstr
 
-__all__ = ["AccelConfig", "ConfigError", "PRESETS", "preset", "load_config", "atomic_write_text"]
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "preset", "load_config"]
 
 #: Width of the instruction fields that hold local addresses and row counts.
 LOCAL_ADDR_BITS = DmaInstr.as_shape()["local_addr"].width
@@ -271,20 +271,6 @@ class AccelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a table of fields")
         return cls.from_dict(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename, so that
-    a reader never sees a half-written file and a failure leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 PRESETS: dict[str, AccelConfig] = {

@@ -16,7 +16,7 @@ from vitaccel.boards.build import build
 from vitaccel.boards.synth import FIELDS, count_resources, estimate, parse_stat
 from vitaccel.boards.targets import BOARDS, FitError, board_config, check_fit, resource_need
 from vitaccel.config import preset
-from vitaccel.sim.verilator import build_root
+from vitaccel.files import build_root
 
 EXPECTED_FILES = {
     "ecp5": ["top.il", "top.debug.v", "top.lpf", "top.ys", "build_top.sh", "config.json"],

@@ -15,7 +15,8 @@ from cocotb_tools import runner as cocotb_runner
 from vitaccel.config import preset
 from vitaccel.hw.generate import TOP_NAME, generate_verilog, verilog_text
 from vitaccel.isa import ErrorCode, LocalMemory, Opcode, encode, encode_program
-from vitaccel.sim.verilator import build_root, run_image
+from vitaccel.files import build_root
+from vitaccel.sim.verilator import run_image
 from vitaccel.sw.golden import requantize
 
 CFG = preset("tiny")
