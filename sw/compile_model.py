@@ -77,37 +77,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitaccel.config import AccelConfig
-from vitaccel.isa import INSTR_BYTES, LAYOUT_OF, LocalMemory, Opcode, encode_program
+from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.compile_ops import vector_param_rows
 from vitaccel.sw.compiler import MAX_ROWS, CompileError, pack_linear_params, plan_linear, schedule_linear
 from vitaccel.sw.intvit import IntViT, IntViTError
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
-__all__ = ["compile_model", "encode_fast", "ATTENTION_PARAM_ROWS"]
+__all__ = ["compile_model", "ATTENTION_PARAM_ROWS"]
 
 #: PARAM rows of one head's attention constants: logits REQUANT (bias 0, mult, shift), the SOFTMAX
 #: row (mult, shift), and the attention x V REQUANT (bias 0, mult, shift).
 ATTENTION_PARAM_ROWS = 7
-
-_FIELDS = {op: {name: (f.offset, f.width) for name, f in layout.as_shape() if name not in ("opcode", "reserved")}
-           for op, layout in LAYOUT_OF.items()}
-
-
-def encode_fast(op: Opcode, fields: dict) -> int:
-    """``vitaccel.isa.encode(op, **fields)`` for valid fields, without amaranth's const views.
-
-    ``isa.encode`` costs ~170 us per word, several seconds for a ViT; this uses the same layouts'
-    offsets and widths. A value that does not fit its field raises :class:`CompileError`.
-    """
-    word = op.value
-    layout = _FIELDS[op]
-    for name, value in fields.items():
-        offset, width = layout[name]
-        raw = value.value if isinstance(value, (LocalMemory, Opcode)) else int(value)
-        if not 0 <= raw < 1 << width:
-            raise CompileError(f"{op.name}.{name}={raw} does not fit its {width}-bit field")
-        word |= raw << offset
-    return word
 
 
 def _ceil(a: int, b: int) -> int:
@@ -252,10 +232,13 @@ class _Builder:
             raise CompileError(f"{name}: the program and its tensors need {total} bytes of external memory, "
                                f"more than the {1 << cfg.addr_bits} bytes addr_bits={cfg.addr_bits} can address")
         words = []
-        for op, fields in self.ops:
-            if op in (Opcode.LOAD, Opcode.STORE):
-                fields = dict(fields, dram_addr=fields["dram_addr"] + base)
-            words.append(encode_fast(op, fields))
+        try:
+            for op, fields in self.ops:
+                if op in (Opcode.LOAD, Opcode.STORE):
+                    fields = dict(fields, dram_addr=fields["dram_addr"] + base)
+                words.append(encode(op, **fields))
+        except ValueError as exc:
+            raise CompileError(f"{name}: {exc}") from None
         symbols = {n: TensorSymbol(s.addr + base, s.shape, s.row_stride, s.dtype, s.role)
                    for n, s in self.symbols.items()}
         image = bytearray(total)

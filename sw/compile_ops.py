@@ -27,8 +27,7 @@ import numpy as np
 from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.compiler import MAX_ROWS, CompileError
-from vitaccel.sw.isasim import param_rows
-from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
+from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol, param_rows
 
 __all__ = ["compile_vector_op", "vector_param_rows", "VECTOR_OPCODES"]
 

@@ -9,7 +9,22 @@ import numpy as np
 
 from vitaccel.numerics import INT8_MAX, INT8_MIN, wrap32
 
-__all__ = ["requantize", "linear"]
+__all__ = ["matmul", "requantize", "linear"]
+
+
+def matmul(a, b, acc=None, *, transpose_b: bool = False) -> np.ndarray:
+    """The MATMUL instruction's arithmetic (isa.MatmulInstr): ``wrap32(a @ W (+ acc))``.
+
+    ``a`` int8 (M, K): one input row per output row. ``b`` int8: the weight tile as stored, ``W = b``
+    (K, N), or with ``transpose_b`` its transpose ``W = b.T`` (``b`` then (N, K), one row per output
+    column: ``x @ w.T`` with ``w`` stored row by row). ``acc`` int32 (M, N): added when given
+    (``accumulate``). Products are exact; the sum wraps to int32. Returns int32 (M, N).
+    """
+    w = np.asarray(b, dtype=np.int64)
+    out = np.asarray(a, dtype=np.int64) @ (w.T if transpose_b else w)
+    if acc is not None:
+        out += np.asarray(acc, dtype=np.int64)
+    return wrap32(out).astype(np.int32)
 
 
 def requantize(acc, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
@@ -55,5 +70,4 @@ def linear(x, w, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
         raise TypeError(f"x and w must be int8, got {x.dtype} and {w.dtype}")
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"x (M, K) and w (N, K) must agree on K, got {x.shape} and {w.shape}")
-    acc = wrap32(x.astype(np.int64) @ w.astype(np.int64).T)
-    return requantize(acc, bias, mult, shift, mult_bits=mult_bits)
+    return requantize(matmul(x, w, transpose_b=True), bias, mult, shift, mult_bits=mult_bits)

@@ -26,26 +26,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitaccel.config import AccelConfig
-from vitaccel.isa import INSTR_BYTES, LAYOUT_OF, ErrorCode, LocalMemory, Opcode
+from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, decode_fields
 from vitaccel.sw.gelu import ShiftGeluParams, apply_gelu_table, shift_gelu
-from vitaccel.sw.golden import requantize
+from vitaccel.sw.golden import matmul, requantize
 from vitaccel.sw.layernorm import LayerNormParams, ailayernorm, i_layernorm
 from vitaccel.sw.residual import residual_add
 from vitaccel.sw.softmax import e2softmax, shiftmax
-from vitaccel.sw.program import Program
+from vitaccel.sw.program import Program, param_rows
 
-__all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS", "VECTOR_OPS", "param_rows"]
+__all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS", "VECTOR_OPS"]
 
 DEFAULT_MAX_INSTRUCTIONS = 1_000_000
 
-# Field extraction tables built from the isa.py layouts, so the simulator cannot drift from them.
-# isa.decode is not used on the hot path: it costs ~50 us per word through amaranth's const views, and
-# it raises on an out-of-enum `mem` value, which the simulator must report as ILLEGAL_MEMORY instead.
-_OPCODES = {op.value: op for op in Opcode}
-_FIELDS = {op: tuple((name, f.offset, (1 << f.width) - 1) for name, f in layout.as_shape()
-                     if name not in ("opcode", "reserved"))
-           for op, layout in LAYOUT_OF.items()}
-_OPCODE_MASK = (1 << Opcode.as_shape().width) - 1
 _MEMORIES = {m.value: m for m in LocalMemory}
 
 
@@ -83,11 +75,6 @@ class IsaResult:
     @property
     def ok(self) -> bool:
         return self.error is ErrorCode.NONE
-
-
-def _wrap32(x: np.ndarray) -> np.ndarray:
-    """int64 values reduced to int32 two's complement, explicitly (astype's wrap is not a contract)."""
-    return ((x + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
 
 
 class _Machine:
@@ -191,15 +178,9 @@ class _Machine:
         if rows == 0:
             return
         spad, acc = self.mems[LocalMemory.SPAD], self.mems[LocalMemory.ACC]
-        a = spad[f["a_addr"]:f["a_addr"] + rows].astype(np.int64)
-        w = spad[f["b_addr"]:f["b_addr"] + self.cfg.rows].astype(np.int64)
-        if f["transpose_b"]:
-            w = w.T
-        out = a @ w  # input element i meets weight row i: the array is square (rows == cols)
         c = slice(f["c_addr"], f["c_addr"] + rows)
-        if f["accumulate"]:
-            out += acc[c]
-        acc[c] = _wrap32(out)
+        acc[c] = matmul(spad[f["a_addr"]:f["a_addr"] + rows], spad[f["b_addr"]:f["b_addr"] + self.cfg.rows],
+                        acc[c] if f["accumulate"] else None, transpose_b=f["transpose_b"])
 
     def requant(self, f: dict) -> None:
         cfg, rows, p = self.cfg, f["rows"], f["param_addr"]
@@ -276,15 +257,6 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def param_rows(cfg: AccelConfig, op: Opcode, length: int) -> int:
-    """PARAM rows a vector instruction reads from ``param_addr`` (see isa.VectorInstr)."""
-    if op is Opcode.LAYERNORM:
-        return 4 * _ceil(length, cfg.cols) + 1
-    if op is Opcode.GELU and cfg.gelu == "table":
-        return _ceil(256, cfg.cols)
-    return 1
-
-
 def run(program: Program | bytes, config: AccelConfig | None = None, prog_addr: int | None = None, *,
         max_instructions: int = DEFAULT_MAX_INSTRUCTIONS) -> IsaResult:
     """Execute a program from ``prog_addr`` until END or the first failing check.
@@ -326,11 +298,10 @@ def run(program: Program | bytes, config: AccelConfig | None = None, prog_addr: 
     error = ErrorCode.NONE
     for _ in range(max_instructions):
         word = machine.fetch()
-        op = _OPCODES.get(word & _OPCODE_MASK)
-        if op is None:
+        op, fields = decode_fields(word)
+        if not isinstance(op, Opcode):
             error = ErrorCode.ILLEGAL_OPCODE
             break
-        fields = {name: (word >> offset) & mask for name, offset, mask in _FIELDS[op]}
         error = machine.check(op, fields)
         if error is not ErrorCode.NONE:
             break

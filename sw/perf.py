@@ -52,7 +52,7 @@ from vitaccel.hw.matmul import matmul_cycles
 from vitaccel.hw.requant import requant_cycles
 from vitaccel.hw.residual import add_cycles
 from vitaccel.hw.softmax import softmax_cycles
-from vitaccel.isa import INSTR_BITS, LAYOUT_OF, LocalMemory, Opcode
+from vitaccel.isa import INSTR_BITS, LocalMemory, Opcode, decode_fields
 from vitaccel.sw.program import Program
 
 __all__ = ["InstructionCost", "InstructionTime", "LayerPerf", "PerfReport", "instruction_cost", "estimate",
@@ -65,20 +65,16 @@ _CLASS = {Opcode.LOAD: "memory", Opcode.STORE: "memory", Opcode.MATMUL: "compute
           Opcode.ADD: "nonlinear", Opcode.END: "control"}
 _VECTOR = {Opcode.SOFTMAX: softmax_cycles, Opcode.LAYERNORM: layernorm_cycles, Opcode.GELU: gelu_cycles,
            Opcode.ADD: add_cycles}
-_OPCODES = {op.value: op for op in Opcode}
-_FIELDS = {op: tuple((name, f.offset, (1 << f.width) - 1) for name, f in layout.as_shape()
-                     if name not in ("opcode", "reserved"))
-           for op, layout in LAYOUT_OF.items()}
 #: Cycles from the end of the check to the fetch of the next instruction when nothing holds up the
 #: dispatch: the offer's verdict is registered before it is offered.
 DISPATCH = Controller.DISPATCH_CYCLES
 
 
 def _decode(word: int) -> tuple[Opcode, dict]:
-    op = _OPCODES.get(word & 0xFF)
-    if op is None:
-        raise ValueError(f"illegal opcode {word & 0xFF} in instruction word {word:#x}")
-    return op, {name: (word >> offset) & mask for name, offset, mask in _FIELDS[op]}
+    op, fields = decode_fields(word)
+    if not isinstance(op, Opcode):
+        raise ValueError(f"illegal opcode {op} in instruction word {word:#x}")
+    return op, fields
 
 
 def _no_op(op: Opcode, f: dict) -> bool:

@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from vitaccel.config import AccelConfig, ConfigError
-from vitaccel.isa import INSTR_BYTES, decode, encode_program
+from vitaccel.isa import INSTR_BYTES, Opcode, decode, encode_program
 
 __all__ = ["Program", "TensorSymbol", "ProgramError", "FORMAT", "FORMAT_VERSION", "TENSOR_ALIGN",
-           "DTYPES", "ROLES"]
+           "DTYPES", "ROLES", "param_rows"]
 
 FORMAT = "vitaccel.program"
 #: Bumped whenever the file layout or the meaning of a field changes.
@@ -48,6 +48,16 @@ TENSOR_ALIGN = 64
 #: Element types a tensor may have, and their little-endian numpy dtypes.
 DTYPES = {"int8": np.dtype("<i1"), "int32": np.dtype("<i4")}
 ROLES = ("input", "weight", "param", "output")
+
+
+def param_rows(cfg: AccelConfig, op: Opcode, length: int) -> int:
+    """PARAM rows a vector instruction of rows ``length`` long reads from ``param_addr`` (see
+    isa.VectorInstr): what a program loads for it and what the controller's range check covers."""
+    if op is Opcode.LAYERNORM:
+        return 4 * -(-length // cfg.cols) + 1
+    if op is Opcode.GELU and cfg.gelu == "table":
+        return -(-256 // cfg.cols)
+    return 1
 
 
 class ProgramError(ValueError):
@@ -244,12 +254,7 @@ class Program:
             if i in starts:
                 lines.append(f"; {starts[i]}")
             addr = self.prog_addr + i * INSTR_BYTES
-            try:
-                text = str(decode(word))
-            except ValueError as exc:
-                # isa.decode refuses a field value outside its enum (e.g. mem=3); show the raw word.
-                text = f".word {word:#034x}  ; undecodable: {exc}"
-            lines.append(f"{addr:#010x}  {text}")
+            lines.append(f"{addr:#010x}  {decode(word)}")
         return "\n".join(lines)
 
     # ---- files --------------------------------------------------------------------------------

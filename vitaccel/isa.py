@@ -1,9 +1,10 @@
 """The instruction set of the accelerator: formats, opcodes, error codes, encode and decode.
 
 The formats are defined once, here, as ``amaranth.lib.data`` layouts and shaped enums. The hardware
-decoder views its instruction register through :data:`Instruction`; the compiler encodes with
-:func:`encode` and the ISA simulator decodes with :func:`decode`, both from the same layouts, so
-software and hardware cannot drift. ``docs/isa.md`` is generated from this module
+decoder views its instruction register through :data:`Instruction`; software encodes with
+:func:`encode` and decodes with :func:`decode` (or :func:`decode_fields`, plain ints for the ISA
+simulator's and the performance model's loops), from tables read out of the same layouts at import,
+so software and hardware cannot drift. ``docs/isa.md`` is generated from this module
 (``python -m vitaccel.isa --markdown``) and a test fails when it is stale.
 
 Every instruction is :data:`INSTR_BITS` wide and stored little-endian in external memory. Fields are
@@ -15,6 +16,7 @@ docstring of its layout; ``sw/isasim.py`` is their executable form.
 import argparse
 import sys
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from amaranth.hdl import unsigned
 from amaranth.lib import data, enum
@@ -22,7 +24,7 @@ from amaranth.lib import data, enum
 __all__ = [
     "INSTR_BITS", "INSTR_BYTES", "Opcode", "LocalMemory", "ErrorCode",
     "DmaInstr", "MatmulInstr", "RequantInstr", "VectorInstr", "EndInstr", "Instruction",
-    "LAYOUT_OF", "Instr", "encode", "decode", "encode_program", "decode_program", "markdown",
+    "LAYOUT_OF", "Instr", "encode", "decode", "decode_fields", "encode_program", "decode_program", "markdown",
 ]
 
 INSTR_BITS = 128
@@ -201,53 +203,76 @@ class Instr:
         return f"{name.lower()} {args}".rstrip()
 
 
-def _field_int(value) -> int:
-    return value.value if isinstance(value, enum.Enum) else int(value)
+class _Field(NamedTuple):
+    """Where a field sits in the word and what it holds, read once from its layout."""
+    offset: int
+    width: int
+    mask: int
+    members: dict | None   #: an enum field's members by value; None for a plain unsigned field
+
+
+def _fields(layout: type) -> dict[str, _Field]:
+    out = {}
+    for name, field in layout.as_shape():
+        if name in ("opcode", "reserved"):
+            continue
+        shape = field.shape
+        members = ({m.value: m for m in shape} if isinstance(shape, type) and issubclass(shape, enum.Enum)
+                   else None)
+        out[name] = _Field(field.offset, field.width, (1 << field.width) - 1, members)
+    return out
+
+
+# The codec works from these tables, not from amaranth's const views (which cost ~50-170 us a word,
+# seconds for a ViT-sized program); tests/vitaccel/test_isa.py holds them equal to Layout.const.
+_FIELDS = {op: _fields(layout) for op, layout in LAYOUT_OF.items()}
+_FIELD_MASKS = {op: tuple((name, f.offset, f.mask) for name, f in fields.items())
+                for op, fields in _FIELDS.items()}
+_OPCODES = {op.value: op for op in Opcode}
+_OPCODE_MASK = (1 << Opcode.as_shape().width) - 1
 
 
 def encode(opcode: Opcode, **fields) -> int:
     """The instruction word (an int of :data:`INSTR_BITS` bits) for ``opcode`` and its fields.
 
-    Fields not given are zero. A value that does not fit its field raises :class:`ValueError`.
+    Fields not given are zero; an enum field takes its member or the member's value. A field the
+    format does not have, or a value that does not fit its field, raises :class:`ValueError`
+    naming the field.
     """
-    layout = LAYOUT_OF[opcode].as_shape()
-    init = {"opcode": opcode}
-    names = {name for name, _ in layout}
+    table = _FIELDS[opcode]
+    word = opcode.value
     for name, value in fields.items():
-        if name not in names or name in ("opcode", "reserved"):
-            raise ValueError(f"{opcode.name} has no field {name!r} (fields: "
-                             f"{', '.join(n for n, _ in layout if n not in ('opcode', 'reserved'))})")
-        field = layout[name]
-        width = field.width
-        raw = _field_int(value)
-        if not 0 <= raw < (1 << width):
-            raise ValueError(f"{opcode.name}.{name}={value!r} does not fit in {width} bits")
-        init[name] = value
-    return layout.const(init).as_bits()
+        field = table.get(name)
+        if field is None:
+            raise ValueError(f"{opcode.name} has no field {name!r} (fields: {', '.join(table)})")
+        raw = value.value if isinstance(value, enum.Enum) else int(value)
+        if not 0 <= raw <= field.mask:
+            raise ValueError(f"{opcode.name}.{name}={value!r} does not fit in {field.width} bits")
+        word |= raw << field.offset
+    return word
+
+
+def decode_fields(word: int) -> tuple[Opcode | int, dict[str, int]]:
+    """The opcode of an instruction word and its fields as plain unsigned ints (enum fields too).
+
+    The fast form of :func:`decode` for the ISA simulator and the performance model. An illegal
+    opcode comes back as its int value, with no fields.
+    """
+    op = _OPCODES.get(word & _OPCODE_MASK)
+    if op is None:
+        return word & _OPCODE_MASK, {}
+    return op, {name: (word >> offset) & mask for name, offset, mask in _FIELD_MASKS[op]}
 
 
 def decode(word: int) -> Instr:
-    """The :class:`Instr` held in an instruction word. Illegal opcodes decode with an int opcode."""
-    raw_op = word & 0xFF
-    try:
-        opcode = Opcode(raw_op)
-    except ValueError:
-        return Instr(raw_op, {})
-    layout = LAYOUT_OF[opcode].as_shape()
-    fields = {}
-    for name, field in layout:
-        if name in ("opcode", "reserved"):
-            continue
-        raw = (word >> field.offset) & ((1 << field.width) - 1)
-        if isinstance(field.shape, type) and issubclass(field.shape, enum.Enum):
-            # A value outside the enum (e.g. mem=3) stays an int: the checks report it as an error.
-            try:
-                fields[name] = field.shape(raw)
-            except ValueError:
-                fields[name] = raw
-        else:
-            fields[name] = raw
-    return Instr(opcode, fields)
+    """The :class:`Instr` held in an instruction word. Illegal opcodes decode with an int opcode;
+    an enum field's value outside its enum (e.g. ``mem=3``) stays an int, for the checks to report."""
+    op, raw = decode_fields(word)
+    if not raw:
+        return Instr(op, raw)
+    table = _FIELDS[op]
+    return Instr(op, {name: value if table[name].members is None else table[name].members.get(value, value)
+                      for name, value in raw.items()})
 
 
 def encode_program(words: list[int]) -> bytes:

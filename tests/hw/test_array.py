@@ -12,6 +12,7 @@ from amaranth.sim import Simulator
 
 from vitaccel.config import preset
 from vitaccel.hw.array import SystolicArray, array_latency
+from vitaccel.sw.golden import matmul
 
 TINY = preset("tiny")
 
@@ -52,7 +53,7 @@ def run_array(cfg, weights, inputs, valid):
 
 def check(cfg, weights, inputs, valid, seed):
     latency, seen = run_array(cfg, weights, inputs, valid)
-    expected = inputs.astype(np.int64) @ weights.astype(np.int64)
+    expected = matmul(inputs, weights)
     out_valid = np.array([v for v, _ in seen], dtype=bool)
     want_valid = np.zeros(len(seen), dtype=bool)
     want_valid[latency:latency + len(inputs)] = valid

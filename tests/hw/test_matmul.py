@@ -20,6 +20,7 @@ from vitaccel.hw.array import array_latency
 from vitaccel.hw.matmul import MatmulEngine, matmul_cycles
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
+from vitaccel.sw.golden import matmul
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
@@ -33,19 +34,13 @@ def small(name, **changes):
 
 
 def model(cfg, spad, acc, cmd):
-    """MATMUL on numpy arrays (``acc`` updated in place), from the ISA's definition."""
+    """MATMUL on numpy arrays (``acc`` updated in place), through the golden :func:`matmul`."""
     rows = cmd["rows"]
     if rows == 0:
         return
-    w = spad[cmd["b_addr"]:cmd["b_addr"] + cfg.rows].astype(np.int64)
-    if cmd.get("transpose_b"):
-        w = w.T
-    a = spad[cmd["a_addr"]:cmd["a_addr"] + rows].astype(np.int64)
-    out = a @ w
     c = slice(cmd["c_addr"], cmd["c_addr"] + rows)
-    if cmd["accumulate"]:
-        out = out + acc[c]
-    acc[c] = ((out + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int32)
+    acc[c] = matmul(spad[cmd["a_addr"]:cmd["a_addr"] + rows], spad[cmd["b_addr"]:cmd["b_addr"] + cfg.rows],
+                    acc[c] if cmd["accumulate"] else None, transpose_b=cmd.get("transpose_b", 0))
 
 
 def run(cfg, spad, acc, commands, seed):

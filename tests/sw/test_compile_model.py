@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from vitaccel.config import preset
-from vitaccel.isa import LAYOUT_OF, LocalMemory, Opcode, encode
+from vitaccel.isa import Opcode
 from vitaccel.sw import isasim
-from vitaccel.sw.compile_model import compile_model, encode_fast
+from vitaccel.sw.compile_model import _Builder, compile_model
 from vitaccel.sw.compiler import CompileError
 from vitaccel.sw.digits import digits_split
 from vitaccel.sw.forward import forward, patches, quantize_input, trace
@@ -189,19 +189,11 @@ def test_layers_name_every_instruction(digits, tmp_path):
     assert Program.load(tmp_path / "vit.npz").layers == layers
 
 
-def test_encode_fast_is_isa_encode():
-    rng = np.random.default_rng(0)
-    for op, layout in LAYOUT_OF.items():
-        for _ in range(20):
-            fields = {}
-            for name, f in layout.as_shape():
-                if name in ("opcode", "reserved"):
-                    continue
-                fields[name] = (LocalMemory(int(rng.integers(3))) if name == "mem"
-                                else int(rng.integers(1 << min(f.width, 62))) % (1 << f.width))
-            assert encode_fast(op, fields) == encode(op, **fields)
-    with pytest.raises(CompileError, match=r"MATMUL.rows=65536 does not fit its 16-bit field"):
-        encode_fast(Opcode.MATMUL, {"rows": 1 << 16})
+def test_a_field_that_does_not_fit_is_a_compile_error():
+    builder = _Builder(preset("tiny"), keep_intermediates=False)
+    builder.emit(Opcode.MATMUL, rows=1 << 16)
+    with pytest.raises(CompileError, match=r"^p: MATMUL.rows=65536 does not fit in 16 bits$"):
+        builder.program("p")
 
 
 def test_row_too_long_for_the_units(digits):

@@ -1,6 +1,8 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
+from amaranth.lib import enum
 
 from vitaccel import isa
 from vitaccel.isa import ErrorCode, LocalMemory, Opcode, decode, encode
@@ -74,3 +76,26 @@ def test_error_codes_are_stable():
     assert [(e.name, e.value) for e in ErrorCode] == [
         ("NONE", 0), ("ILLEGAL_OPCODE", 1), ("ILLEGAL_MEMORY", 2), ("MISALIGNED", 3), ("LOCAL_RANGE", 4),
         ("ROW_LENGTH", 5)]
+
+
+@pytest.mark.parametrize("opcode", list(Opcode))
+def test_codec_is_the_layouts_const(opcode):
+    """encode and decode agree with amaranth's Layout.const on random values of every field."""
+    layout = isa.LAYOUT_OF[opcode].as_shape()
+    fields = {name: f for name, f in layout if name not in ("opcode", "reserved")}
+    rng = np.random.default_rng(opcode.value)
+    for _ in range(50):
+        values = {}
+        for name, f in fields.items():
+            if isinstance(f.shape, type) and issubclass(f.shape, enum.Enum):
+                values[name] = list(f.shape)[rng.integers(len(f.shape))]
+            else:
+                values[name] = int(rng.integers(0, 1 << f.width, dtype=np.uint64))
+        word = encode(opcode, **values)
+        assert word == layout.const({"opcode": opcode, **values}).as_bits()
+        assert decode(word).fields == values
+        assert isa.decode_fields(word) == (opcode, {name: getattr(v, "value", v) for name, v in values.items()})
+
+
+def test_decode_fields_of_an_illegal_opcode():
+    assert isa.decode_fields(0x1_00EE) == (0xEE, {})
