@@ -15,10 +15,9 @@ import sys
 import time
 
 from vitaccel.config import load_config
-from vitaccel.sim.model import load_intvit, model_images, simulate_model
-from vitaccel.sw import isasim
+from vitaccel.run import simulate_model
 from vitaccel.sw.compile_model import compile_model
-from vitaccel.sw.forward import forward, patches
+from vitaccel.sw.zoo import load_intvit, model_images
 
 
 def main(argv=None):
@@ -40,16 +39,10 @@ def main(argv=None):
     program = compile_model(intvit, cfg)
     compile_s = time.perf_counter() - start
 
-    golden = forward(intvit, images)[0]
-    start = time.perf_counter()
-    run = program.with_tensors(input=patches(images, intvit.config.patch_size)[0])
-    isa = isasim.run(run)
-    isa_s = time.perf_counter() - start
-    isa_exact = bool(isa.ok and (run.read_tensor(isa.image, "logits")[0] == golden).all())
-
+    isa = simulate_model(intvit, cfg, images, engine="isa", program=program, progress=say)
     figures = {"config": cfg.name, "model": "deit-tiny (random weights)", "instructions": len(program.instructions),
                "quantize_or_load_s": round(quantize_s, 2), "compile_s": round(compile_s, 2),
-               "isa_sim_s": round(isa_s, 2), "isa_bit_exact": isa_exact}
+               "isa_sim_s": round(isa["wall_s"], 2), "isa_bit_exact": isa.bit_exact}
     report = simulate_model(intvit, cfg, images, engine="perf" if args.skip_rtl else "rtl", seed=args.seed,
                             program=program, progress=say)
     figures.update(perf_cycles=report["perf_cycles"], macs=report["macs"])

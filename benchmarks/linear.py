@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from vitaccel.cli import simulate_linear
+from vitaccel.run import simulate_linear
 from vitaccel.config import load_config
 
 
@@ -23,7 +23,7 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     cfg = load_config(args.config)
-    report = simulate_linear(cfg, *args.shape, seed=args.seed, engine="rtl", quiet=args.json)
+    report = simulate_linear(cfg, *args.shape, seed=args.seed, engine="rtl")
     keys = ["config", "shape", "bit_exact", "cycles", "macs", "utilization", "instructions", "wall_s",
             "sim_cycles_per_s"]
     figures = {key: report[key] for key in keys}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from amaranth.back import verilog
 
-from vitaccel.cli import simulate_vector
+from vitaccel.run import simulate_vector
 from vitaccel.config import load_config
 from vitaccel.hw.gelu import gelu_cycles
 from vitaccel.hw.layernorm import layernorm_cycles

@@ -12,11 +12,10 @@ Three layers, so that the simulated board in the tests and a real board hear the
    port: :func:`drive` runs one over a synchronous byte transport (``write(bytes)``,
    ``read(n) -> bytes``), :func:`drive_async` over an asynchronous one (the cocotb test's simulated
    UART pins).
-3. **The tool**: :class:`SerialTransport` (pyserial: a device such as ``/dev/ttyUSB0`` or any URL
-   ``serial.serial_for_url`` accepts), :func:`open_link` and :func:`run_model`, which ``vitaccel
-   run`` calls: compile a model for the board's config, check that its image fits the board's
-   on-chip memory, load it, and for each image write the input, start, poll STATUS, read the logits
-   and compare them with the golden integer model.
+3. **The port**: :class:`SerialTransport` (pyserial: a device such as ``/dev/ttyUSB0`` or any URL
+   ``serial.serial_for_url`` accepts) and :func:`open_link`. Running a model on a board and
+   checking it against the golden model is the run service's (``vitaccel/run.py``, its board
+   backend), which ``vitaccel run`` calls.
 
 A run on the board (CSR map: :class:`vitaccel.hw.interfaces.CSR`): write PROG_ADDR, write 1 to
 CTRL, poll STATUS until bit 1 (done); STATUS bits 15:8 hold the :class:`vitaccel.isa.ErrorCode`,
@@ -30,8 +29,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Generator
 
-import numpy as np
-
 from vitaccel.hw.interfaces import CSR
 from vitaccel.isa import ErrorCode
 
@@ -44,7 +41,7 @@ __all__ = [
     "write_block_request", "read_block_request",
     "ask", "write_memory", "read_memory", "write_csr", "read_csr", "identify", "read_status", "start",
     "wait_done", "read_counters", "load_program", "write_tensor", "execute", "read_tensor", "infer",
-    "drive", "drive_async", "SerialTransport", "open_link", "image_bytes", "run_model", "error_name",
+    "drive", "drive_async", "SerialTransport", "open_link", "image_bytes", "error_name",
 ]
 
 #: Words per block request (4 KiB on a 32-bit bus): 7 bytes of overhead per block.
@@ -402,118 +399,3 @@ def open_link(transport, *, settle_s: float = 0.3) -> None:
         time.sleep(settle_s)
         transport.discard_input()
         drive(identify(), transport)
-
-
-def run_model(board_name: str, port: str, model: str, cfg, *, images: int = 8, baud: int = 115200,
-              mem_bytes: int | None = None, clk_hz: int | None = None, timeout_s: float | None = None,
-              transport=None, progress: Callable[[str], None] | None = None) -> dict:
-    """Run ``images`` images of ``model`` on the board ``board_name`` at ``port`` and check them.
-
-    ``model`` is what :func:`vitaccel.sim.model.load_intvit` takes (a built-in model or an IntViT
-    file); it is compiled for ``cfg``, which must be the config the board's bitstream was built with
-    (the board cannot tell). :class:`~vitaccel.boards.targets.FitError`, before the port is opened,
-    when the image does not fit the board top's on-chip memory (``mem_bytes``, the board's default
-    when ``None``). The program image is written once; then per image the input tensor is written,
-    the run started and polled, and the logits read back and compared, whole, with the golden
-    integer forward.
-
-    Returns a JSON-able report: per image ``logits`` (as read back), ``predicted``, ``golden``,
-    ``label``, ``bit_exact`` (and ``first_mismatch``), ``error`` and ``pc``, ``cycles`` (the CYCLES
-    CSR), ``compute_s`` (cycles / ``clk_hz``, the board's clock by default), ``transfer_s`` (input
-    written and logits read, measured on the host) and ``wall_s``; overall ``bit_exact``, ``top1``
-    (with labels), ``upload_s`` for the image and the bytes sent and received, and
-    ``cycles_modelled``: the perf model's cycles at the board top's memory latency
-    (``mem_latency_modelled``, :attr:`~vitaccel.boards.top.System.MEM_LATENCY`), which the CYCLES
-    CSR should equal.
-    """
-    from vitaccel.sim.model import load_intvit, model_images
-    from vitaccel.sw import perf
-    from vitaccel.sw.compile_model import compile_model
-    from vitaccel.sw.forward import forward, patches
-
-    from .targets import FitError, board, board_mem_bytes
-    from .top import System
-
-    say = progress or (lambda message: None)
-    target = board(board_name)
-    mem_bytes = board_mem_bytes(board_name, mem_bytes)
-    clk_hz = target.clk_hz if clk_hz is None else clk_hz
-    intvit = load_intvit(model, cfg, say)
-    say(f"compiling {model} for {cfg.name}")
-    program = compile_model(intvit, cfg)
-    need = image_bytes(program)
-    if need > mem_bytes:
-        raise FitError(f"{model} compiled for config {cfg.name!r} needs {need:,} bytes of board memory (program, "
-                       f"weights and tensors) but the {target.name} board top has {mem_bytes:,} bytes "
-                       f"({mem_bytes // 1024} KiB) of on-chip memory")
-    modelled = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
-    if timeout_s is None:
-        timeout_s = 5.0 + 20 * modelled / clk_hz
-    pictures, labels = model_images(intvit, images)
-    golden = forward(intvit, pictures)
-    inputs = patches(pictures, intvit.config.patch_size)
-
-    own = transport is None
-    if own:
-        say(f"opening {port} at {baud} baud")
-        transport = SerialTransport(port, baud)
-    try:
-        open_link(transport)
-        status = drive(read_status(), transport)
-        if status.busy:      # a run a previous host started: memory is the core's until it is done
-            say("waiting for the board's current run to finish")
-            drive(wait_done(timeout_s), transport)
-        start_time = time.perf_counter()
-        drive(load_program(program, progress=lambda done, total: say(f"writing the program and weights: "
-                                                                      f"{done:,} of {total:,} bytes")), transport)
-        upload_s = time.perf_counter() - start_time
-        runs = []
-        for i in range(images):
-            say(f"image {i + 1}/{images} on {target.name}")
-            t0 = time.perf_counter()
-            drive(write_tensor(program, "input", inputs[i]), transport)
-            t1 = time.perf_counter()
-            result = drive(execute(program.prog_addr, timeout_s), transport)
-            t2 = time.perf_counter()
-            logits = drive(read_tensor(program, "logits"), transport)[0]
-            t3 = time.perf_counter()
-            diff = np.flatnonzero(logits != golden[i])
-            entry = {"image": i, "label": None if labels is None else int(labels[i]),
-                     "predicted": int(np.argmax(logits)), "golden": int(np.argmax(golden[i])),
-                     "bit_exact": bool(result.ok and not len(diff)), "error": result.error_name,
-                     "pc": result.pc, "cycles": result.cycles, "instret": result.instret,
-                     "compute_s": result.cycles / clk_hz, "transfer_s": round((t1 - t0) + (t3 - t2), 6),
-                     "wall_s": round(t3 - t0, 6), "logits": [int(v) for v in logits]}
-            if len(diff):
-                j = int(diff[0])
-                entry["first_mismatch"] = {"logit": j, "expected": int(golden[i][j]), "got": int(logits[j])}
-            runs.append(entry)
-        sent = getattr(transport, "bytes_sent", None)
-        received = getattr(transport, "bytes_received", None)
-    finally:
-        if own:
-            transport.close()
-
-    cycles = [r["cycles"] for r in runs]
-    report = {
-        "board": target.name, "port": port, "baud": baud, "model": intvit.info.get("source", model),
-        "config": cfg.name, "images": images, "instructions": len(program.instructions),
-        "image_bytes": need, "mem_bytes": mem_bytes,
-        "bit_exact": all(r["bit_exact"] for r in runs),
-        "runs": runs,
-        "cycles": round(sum(cycles) / len(cycles)),
-        "cycles_source": "measured (CYCLES CSR of the board)",
-        "cycles_modelled": modelled,
-        "mem_latency_modelled": System.MEM_LATENCY,
-        "clk_hz": clk_hz,
-        "compute_s": sum(cycles) / len(cycles) / clk_hz,
-        "compute_note": f"CYCLES / {clk_hz / 1e6:g} MHz (the clock `vitaccel build` gives {target.name})",
-        "upload_s": round(upload_s, 4),
-        "transfer_s": round(sum(r["transfer_s"] for r in runs) / len(runs), 6),
-        "wall_s": round(sum(r["wall_s"] for r in runs) / len(runs), 6),
-        "bytes_sent": sent, "bytes_received": received,
-    }
-    if labels is not None:
-        report["top1"] = round(sum(r["predicted"] == r["label"] for r in runs) / len(runs), 4)
-        report["golden_top1"] = round(sum(r["golden"] == r["label"] for r in runs) / len(runs), 4)
-    return report

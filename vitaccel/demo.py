@@ -21,15 +21,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["run_demo", "write_report", "plot_layers"]
+__all__ = ["run_demo", "summary", "write_report", "plot_layers"]
 
 
 def run_demo(cfg, *, images: int = 8, board: str | None = "ulx3s-85f", out_dir: str | Path = "build/demo",
              progress: Callable[[str], None] | None = None) -> dict:
     """Run the demo and return its report (JSON-able); also writes ``out_dir/report.md``."""
-    from vitaccel.sim.model import load_intvit, model_images, simulate_model
+    from vitaccel.run import simulate_model
     from vitaccel.sw.compile_model import compile_model
     from vitaccel.sw.quantize import quantize_model
+    from vitaccel.sw.zoo import load_intvit, model_images
 
     say = progress or (lambda message: None)
     out_dir = Path(out_dir)
@@ -50,7 +51,7 @@ def run_demo(cfg, *, images: int = 8, board: str | None = "ulx3s-85f", out_dir: 
         from vitaccel.boards.top import System
         mem_latency = System.MEM_LATENCY
     sim = simulate_model(intvit, cfg, test, labels, engine="rtl", program=program,
-                         latency=(mem_latency, mem_latency), progress=say)
+                         latency=(mem_latency, mem_latency), progress=say).to_json()
     report = {
         "config": cfg.name, "array": f"{cfg.rows}x{cfg.cols}",
         "fp_top1": quant["fp_top1"], "int_top1": quant["int_top1"], "agreement": quant["agreement"],
@@ -93,6 +94,32 @@ def _board_estimate(board: str, cfg, cycles: int, progress) -> dict:
         fps=round(fmax * 1e6 / cycles, 1) if fmax else None,
     )
     return result
+
+
+def summary(report: dict) -> list[tuple[str, str, str]]:
+    """The figures of a demo ``report`` for the terminal: (figure, value, where it comes from)."""
+    def pct(value):
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    rows = [("float top-1", pct(report["fp_top1"]), f"{report['test_images']} held-out digits"),
+            ("integer top-1", pct(report["int_top1"]), "golden integer forward"),
+            ("RTL bit-exact", "yes" if report["bit_exact"] else "NO",
+             f"{report['rtl_images']} images, whole logit vectors, Verilator"),
+            ("cycles per image", f"{report['cycles']:,}",
+             f"{report['cycles_source']}, memory latency {report['mem_latency']}"),
+            ("simulation speed", f"{report['sim_cycles_per_s']:,} cycles/s", "measured")]
+    board = report.get("board")
+    if board:
+        rows.append((f"fits {board['board']}", "yes" if board["fits"] else "no",
+                     "modelled DSP and block RAM need" if board["fits"] else board["reason"]))
+        if board.get("measured"):
+            res = ", ".join(f"{k.upper()} {r['used']:,} ({r['percent']:g}%)" for k, r in board["resources"].items())
+            rows += [("resources", res, "yosys, " + board["provenance"].split(":")[0]),
+                     ("Fmax", f"{board['fmax_mhz']} MHz", board["fmax_source"]),
+                     (f"FPS on {board['board']}", f"{board['fps']:,}", "cycles per image at Fmax")]
+        elif board["fits"]:
+            rows.append(("resources, Fmax, FPS", "not measured", board["next"]))
+    return rows
 
 
 def plot_layers(layers: list, path: Path, title: str) -> Path:

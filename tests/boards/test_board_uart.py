@@ -18,7 +18,7 @@ from cocotb_tools.check_results import get_results
 from vitaccel.boards import host
 from vitaccel.boards.top import System
 from vitaccel.config import preset
-from vitaccel.sim.model import load_intvit, model_images
+from vitaccel.sw.zoo import load_intvit, model_images
 from vitaccel.sw.compile_model import compile_model
 from vitaccel.sw.forward import forward, patches
 

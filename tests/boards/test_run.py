@@ -104,7 +104,7 @@ def run_cli(capsys, *argv):
 
 
 def golden_logits(config, count):
-    from vitaccel.sim.model import load_intvit, model_images
+    from vitaccel.sw.zoo import load_intvit, model_images
     from vitaccel.sw.forward import forward
 
     intvit = load_intvit("tiny-digits", config)
@@ -115,7 +115,7 @@ def golden_logits(config, count):
 def board_cycles(config):
     """tiny-digits' cycles on a board top: the perf model at ``System.MEM_LATENCY`` (which
     test_board_uart.py holds the Verilator board top's CYCLES to), checked to differ from latency 1's."""
-    from vitaccel.sim.model import load_intvit
+    from vitaccel.sw.zoo import load_intvit
     from vitaccel.sw import perf
     from vitaccel.sw.compile_model import compile_model
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from vitaccel.cli import simulate_linear
+from vitaccel.run import simulate_linear
 from vitaccel.config import preset
 
 SEED = int(os.environ.get("VITACCEL_SEED", "0"))

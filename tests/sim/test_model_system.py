@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from vitaccel.config import preset
-from vitaccel.sim.model import load_intvit, simulate_model, model_images
+from vitaccel.run import simulate_model
 from vitaccel.sw.forward import quantize_input
 from vitaccel.sw.quantize import calibrate, quantize
 from vitaccel.sw.vit import VisionTransformer, ViTConfig
+from vitaccel.sw.zoo import load_intvit, model_images
 
 SEED = int(os.environ.get("VITACCEL_SEED", "0"))
 

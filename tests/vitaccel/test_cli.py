@@ -60,7 +60,7 @@ def test_estimate_cycles_at_the_board_memory_latency(monkeypatch, capsys):
     from vitaccel.boards import synth
     from vitaccel.boards.top import System
     from vitaccel.config import preset
-    from vitaccel.sim.model import load_intvit
+    from vitaccel.sw.zoo import load_intvit
     from vitaccel.sw import perf
     from vitaccel.sw.compile_model import compile_model
 

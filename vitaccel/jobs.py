@@ -1,0 +1,113 @@
+"""The jobs of the `vitaccel` command that compile or estimate rather than run: ``vitaccel compile``
+and ``vitaccel estimate``. Runs are the run service's (vitaccel/run.py), the demo is
+vitaccel/demo.py. Each job returns the JSON-able report the command prints.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from vitaccel.config import AccelConfig
+
+__all__ = ["compile_program", "estimate_model", "write_estimate_report"]
+
+
+def compile_program(model: str, cfg: AccelConfig, output: str, *, listing: bool = False,
+                    progress: Callable[[str], None] | None = None) -> dict:
+    """Compile ``model`` (what :func:`vitaccel.sw.zoo.load_intvit` takes) for ``cfg`` into the
+    program file ``output``, and with ``listing`` its listing beside it (``.lst``).
+
+    The report: instruction counts (all, and ``by_opcode``), the image size, the compile time and
+    the performance model's cycles and MAC utilization (labelled modelled).
+    """
+    from vitaccel.isa import Opcode
+    from vitaccel.sw import perf
+    from vitaccel.sw.compile_model import compile_model
+    from vitaccel.sw.zoo import load_intvit
+
+    say = progress or (lambda message: None)
+    intvit = load_intvit(model, cfg, say)
+    say("compiling")
+    start = time.perf_counter()
+    program = compile_model(intvit, cfg)
+    seconds = time.perf_counter() - start
+    program.save(output)
+    modelled = perf.estimate(program)
+    counts: dict[str, int] = {}
+    for word in program.instructions:
+        name = Opcode(word & 0xFF).name
+        counts[name] = counts.get(name, 0) + 1
+    report = {"model": intvit.info.get("source", model), "config": cfg.name, "program": output,
+              "instructions": len(program.instructions), "by_opcode": counts, "image_bytes": len(program.image),
+              "compile_s": round(seconds, 3), "cycles_modelled": modelled.cycles,
+              "utilization_modelled": round(modelled.macs / (cfg.macs * modelled.cycles), 4)}
+    if listing:
+        path = Path(output).with_suffix(".lst")
+        path.write_text(program.listing() + "\n")
+        report["listing"] = str(path)
+    return report
+
+
+def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str = "perf", route: bool = True,
+                   seed: int = 1, timeout: float | None = None,
+                   progress: Callable[[str], None] | None = None) -> tuple[dict, dict]:
+    """Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of ``model`` on ``board_name``.
+
+    The cycles come from ``engine`` (the performance model or the RTL, :func:`vitaccel.run.simulate_model`)
+    at the board top's memory latency (:attr:`~vitaccel.boards.top.System.MEM_LATENCY`); the FPS
+    at the Fmax, or at the board's target clock where no open tool gives one (said in
+    ``clock_source``). Returns the report and the simulate report it took its cycles from.
+    """
+    from vitaccel.boards.synth import NEXTPNR_TIMEOUT, estimate
+    from vitaccel.boards.targets import board
+    from vitaccel.boards.top import System
+    from vitaccel.run import simulate_model
+    from vitaccel.sw.compile_model import compile_model
+    from vitaccel.sw.zoo import load_intvit, model_images
+
+    say = progress or (lambda message: None)
+    target = board(board_name)
+    result = estimate(board_name, cfg, route=route, seed=seed, timeout=NEXTPNR_TIMEOUT if timeout is None else timeout,
+                      progress=say)
+    intvit = load_intvit(model, cfg, say)
+    say("compiling " + model)
+    program = compile_model(intvit, cfg)
+    images, labels = model_images(intvit, 1)
+    sim = simulate_model(intvit, cfg, images, labels, engine=engine, program=program, progress=say,
+                         latency=(System.MEM_LATENCY, System.MEM_LATENCY))
+    cycles = sim["cycles"]
+    fmax = result.get("fmax_mhz")
+    clock_mhz = fmax if fmax else target.target_hz / 1e6
+    weights_bytes = sum(s.nbytes for s in program.symbols.values() if s.role in ("weight", "param"))
+    fps = clock_mhz * 1e6 / cycles
+    report = dict(result, model=model, cycles=cycles, cycles_source=sim["cycles_source"],
+                  mem_latency=System.MEM_LATENCY, clock_mhz_for_fps=clock_mhz,
+                  clock_source="nextpnr Fmax" if fmax else "board target clock (no Fmax from an open tool)",
+                  fps=round(fps, 3), gops=round(2 * sim["macs"] * fps / 1e9, 3),
+                  peak_gops=round(2 * cfg.macs * clock_mhz * 1e6 / 1e9, 3),
+                  memory_bound_fps=round(target.memory_bandwidth / weights_bytes, 3),
+                  memory_bound_note="every weight and parameter byte read once per image at the board's "
+                                    "peak external bandwidth")
+    return report, sim.to_json()
+
+
+def write_estimate_report(report: dict, sim: dict, out_dir: Path) -> None:
+    """``out_dir/estimate.md`` and ``out_dir/layers.png`` (per-layer modelled cycles of ``sim``)."""
+    from vitaccel.demo import plot_layers
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_layers(sim["layers_modelled"], out_dir / "layers.png", f"{report['model']} on {report['config']}")
+    lines = [f"# Estimate: {report['model']} on {report['board']} ({report['part']})", "",
+             "| figure | value | source |", "| --- | --- | --- |"]
+    for kind, r in report["resources"].items():
+        lines.append(f"| {kind} | {r['used']} of {r['available']} ({r['percent']:.1f} %) | {r['source']} |")
+    lines += [f"| Fmax | {report['fmax_mhz']} MHz | {report['fmax_source']} |",
+              f"| cycles per image | {report['cycles']:,} | {report['cycles_source']}, memory latency "
+              f"{report['mem_latency']} (the board top's) |",
+              f"| FPS | {report['fps']} | at {report['clock_mhz_for_fps']:.1f} MHz ({report['clock_source']}) |",
+              f"| GOPS (peak) | {report['gops']} ({report['peak_gops']}) | 2 x MACs x FPS |",
+              f"| memory-bandwidth bound | {report['memory_bound_fps']} FPS | {report['memory_bound_note']} |",
+              "", "![cycles per layer](layers.png)", ""]
+    (out_dir / "estimate.md").write_text("\n".join(lines))

@@ -1,0 +1,596 @@
+"""The run service: run a program on a backend, compare it with the golden model, report.
+
+Every job that executes accelerator programs goes through here: ``vitaccel simulate`` (one
+operation or a whole model), the cycles of ``vitaccel estimate`` and ``vitaccel demo``, and
+``vitaccel run`` on a board. A backend executes a :class:`~vitaccel.sw.program.Program` and hands
+back the tensors it was asked for:
+
+- ``isa``: the functional ISA simulator (sw/isasim.py; no cycles);
+- ``rtl``: the Verilator model of the core (sim/verilator.py), cycle-accurate; the program and
+  image are loaded into the simulation once per run, no Python runs per clock;
+- ``board``: a board over its UART host link (boards/host.py), cycles from its CYCLES CSR;
+- ``perf`` (whole models only): the analytic cycle model; nothing executes, so nothing is checked
+  and ``bit_exact`` is None.
+
+Outputs are compared with the golden expectation as whole tensors; :func:`first_mismatch` is the
+one place that finds where they first differ. Every job returns a :class:`Report`, whose
+:meth:`Report.to_json` is what ``vitaccel ... --json`` prints, and says which engine its cycles
+came from.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from vitaccel.config import AccelConfig
+
+__all__ = ["ENGINES", "Mismatch", "first_mismatch", "Execution", "Backend", "IsaBackend", "RtlBackend",
+           "BoardBackend", "backend", "ImageRun", "Report", "run_program", "run_images", "simulate_linear",
+           "simulate_vector", "simulate_model", "run_board", "write_instruction_trace"]
+
+ENGINES = ("rtl", "isa", "perf")
+
+Progress = Callable[[str], None]
+
+
+def _silent(message: str) -> None:
+    """A progress callback that shows nothing."""
+
+
+# ---- comparison ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The first element where an output differs from its golden expectation."""
+    tensor: str
+    index: tuple[int, ...]
+    expected: int
+    got: int
+
+    def to_json(self) -> dict:
+        return {"tensor": self.tensor, "index": list(self.index), "expected": self.expected, "got": self.got}
+
+
+def first_mismatch(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> Mismatch | None:
+    """Where ``got`` first differs from ``expected``: tensors in the order of ``expected``, elements
+    in row-major order. None when every tensor equals its expectation whole.
+
+    ``ValueError`` when a tensor of ``got`` has another shape than its expectation.
+    """
+    for name, want in expected.items():
+        want, have = np.asarray(want), np.asarray(got[name])
+        if want.shape != have.shape:
+            raise ValueError(f"tensor {name!r} has shape {have.shape}, its expectation {want.shape}")
+        diff = np.argwhere(want != have)
+        if len(diff):
+            index = tuple(int(i) for i in diff[0])
+            return Mismatch(name, index, int(want[index]), int(have[index]))
+    return None
+
+
+# ---- backends --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One run of a program on a backend: the :class:`~vitaccel.isa.ErrorCode` name it stopped
+    with (``"NONE"`` when it reached END), the tensors read back, its wall time, and what the
+    backend counts: ``cycles`` (None without timing), the final memory ``image`` (simulators
+    only), ``sim_cycles`` (every clock a simulator ran) and per-run ``details`` for the report."""
+    error: str
+    outputs: dict[str, np.ndarray]
+    wall_s: float
+    cycles: int | None = None
+    image: bytes | None = None
+    sim_cycles: int = 0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error == "NONE"
+
+
+class Backend:
+    """Where programs run. :meth:`prepare` readies it for ``program`` (a build, an upload) once;
+    :meth:`execute` writes ``inputs`` (tensor name -> array), runs to END or the first error and
+    reads back the tensors named in ``outputs``."""
+    name = ""
+    #: What progress messages call it.
+    label = ""
+
+    def prepare(self, program) -> None:
+        """Nothing to ready by default."""
+
+    def execute(self, program, inputs: Mapping[str, np.ndarray], outputs: Iterable[str]) -> Execution:
+        raise NotImplementedError
+
+    def conditions(self) -> dict:
+        """The conditions of its runs that an operation's report names (none by default)."""
+        return {}
+
+
+class IsaBackend(Backend):
+    """The functional ISA simulator: exact outputs, no cycles."""
+    name = label = "isa"
+
+    def execute(self, program, inputs, outputs):
+        from vitaccel.sw import isasim
+
+        run = program.with_tensors(**inputs) if inputs else program
+        start = time.perf_counter()
+        result = isasim.run(run)
+        wall = time.perf_counter() - start
+        return Execution(result.error.name, {name: run.read_tensor(result.image, name) for name in outputs}, wall,
+                         image=result.image)
+
+
+class RtlBackend(Backend):
+    """The Verilator model of ``cfg``'s core. Its memory answers a read after a uniform random
+    latency in ``latency = (MIN, MAX)`` cycles and refuses a command with probability ``stall``,
+    drawn from ``seed + k`` on the ``k``-th execution; ``trace`` (a .vcd path) and
+    ``trace_instructions`` (a .csv path, :func:`write_instruction_trace`) record the first."""
+    name = label = "rtl"
+
+    def __init__(self, cfg: AccelConfig, *, seed: int = 0, latency=(1, 1), stall: float = 0.0, trace=None,
+                 trace_instructions=None, progress: Progress = _silent):
+        self.cfg, self.seed, self.latency, self.stall = cfg, seed, tuple(latency), stall
+        self.trace, self.trace_instructions, self.progress = trace, trace_instructions, progress
+        self.executions = 0
+
+    def prepare(self, program) -> None:
+        from vitaccel.sim.verilator import build
+
+        self.progress(f"building the Verilator model of {self.cfg.name} (cached after the first run)")
+        build(self.cfg)
+
+    def execute(self, program, inputs, outputs):
+        from vitaccel.sim.verilator import run_image
+
+        run = program.with_tensors(**inputs) if inputs else program
+        first = self.executions == 0
+        result = run_image(self.cfg, run.image, run.prog_addr, seed=self.seed + self.executions,
+                           latency=self.latency, cmd_stall=self.stall, trace=self.trace if first else None,
+                           trace_instructions=first and self.trace_instructions is not None)
+        if first and self.trace_instructions is not None:
+            write_instruction_trace(run, result.instructions, self.trace_instructions)
+        self.executions += 1
+        return Execution(result.error.name, {name: run.read_tensor(result.image, name) for name in outputs},
+                         result.wall_s, cycles=result.cycles, image=result.image, sim_cycles=result.sim_cycles)
+
+    def conditions(self) -> dict:
+        return {"latency": list(self.latency), "cmd_stall": self.stall}
+
+
+class BoardBackend(Backend):
+    """A board over its host link (``transport``: ``write(bytes)``, ``read(n)``, see
+    :mod:`vitaccel.boards.host`), named ``label``, clocked at ``clk_hz``. :meth:`prepare` checks
+    that a vitaccel board answers, waits for a run a previous host left, and writes the program's
+    whole image (taking ``upload_s``); each execution writes its inputs, runs (:class:`BoardTimeout`
+    after ``timeout_s``) and reads its outputs back over the line. Its details: ``pc``,
+    ``instret``, ``compute_s`` (CYCLES at ``clk_hz``), ``transfer_s`` (inputs written and outputs
+    read), ``wall_s`` and the outputs read back, flattened."""
+    name = "board"
+
+    def __init__(self, transport, label: str, clk_hz: int, timeout_s: float, progress: Progress = _silent):
+        self.transport, self.label, self.clk_hz, self.timeout_s = transport, label, clk_hz, timeout_s
+        self.progress = progress
+        self.upload_s = 0.0
+
+    def prepare(self, program) -> None:
+        from vitaccel.boards import host
+
+        host.open_link(self.transport)
+        if host.drive(host.read_status(), self.transport).busy:
+            # A run a previous host started: memory is the core's until it is done.
+            self.progress("waiting for the board's current run to finish")
+            host.drive(host.wait_done(self.timeout_s), self.transport)
+        start = time.perf_counter()
+        host.drive(host.load_program(program, progress=lambda done, total: self.progress(
+            f"writing the program and weights: {done:,} of {total:,} bytes")), self.transport)
+        self.upload_s = time.perf_counter() - start
+
+    def execute(self, program, inputs, outputs):
+        from vitaccel.boards import host
+
+        t0 = time.perf_counter()
+        for name, array in inputs.items():
+            host.drive(host.write_tensor(program, name, array), self.transport)
+        t1 = time.perf_counter()
+        result = host.drive(host.execute(program.prog_addr, self.timeout_s), self.transport)
+        t2 = time.perf_counter()
+        read = {name: host.drive(host.read_tensor(program, name), self.transport) for name in outputs}
+        t3 = time.perf_counter()
+        details = {"pc": result.pc, "instret": result.instret, "compute_s": result.cycles / self.clk_hz,
+                   "transfer_s": round((t1 - t0) + (t3 - t2), 6), "wall_s": round(t3 - t0, 6),
+                   **{name: [int(v) for v in array.reshape(-1)] for name, array in read.items()}}
+        return Execution(result.error_name, read, t3 - t0, cycles=result.cycles, details=details)
+
+
+def backend(engine: str, cfg: AccelConfig, *, seed: int = 0, latency=(1, 1), stall: float = 0.0, trace=None,
+            trace_instructions=None, progress: Progress = _silent) -> Backend:
+    """The simulator backend ``engine`` (``isa`` or ``rtl``) for ``cfg``; the memory conditions and
+    traces apply to ``rtl``."""
+    if engine == "isa":
+        return IsaBackend()
+    if engine == "rtl":
+        return RtlBackend(cfg, seed=seed, latency=latency, stall=stall, trace=trace,
+                          trace_instructions=trace_instructions, progress=progress)
+    raise ValueError(f"engine must be isa or rtl to run a program, not {engine!r}")
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageRun:
+    """One image of a model job: its ``label`` (None without a data set), the ``predicted`` and
+    the ``golden`` class, the error name and the first :class:`Mismatch` of its whole logit vector,
+    its ``cycles`` and the backend's ``details``. ``error`` is None when nothing executed (the
+    perf engine): then only the modelled cycles are known."""
+    image: int
+    label: int | None
+    cycles: int | None
+    predicted: int | None = None
+    golden: int | None = None
+    error: str | None = None
+    mismatch: Mismatch | None = None
+    details: dict = field(default_factory=dict)
+
+    _KEYS = ("image", "label", "predicted", "golden", "bit_exact", "error", "cycles", "first_mismatch")
+
+    @property
+    def bit_exact(self) -> bool | None:
+        """The run ended without error and its whole logit vector equals golden's (None: not run)."""
+        return None if self.error is None else self.error == "NONE" and self.mismatch is None
+
+    def to_json(self) -> dict:
+        if self.error is None:
+            return {"image": self.image, "label": self.label, "cycles": self.cycles, "bit_exact": None,
+                    "predicted": None}
+        entry = {"image": self.image, "label": self.label, "predicted": self.predicted, "golden": self.golden,
+                 "bit_exact": self.bit_exact, "error": self.error, "cycles": self.cycles, **self.details}
+        if self.mismatch is not None:
+            m = self.mismatch
+            entry["first_mismatch"] = {"logit": m.index[-1], "expected": m.expected, "got": m.got}
+        return entry
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ImageRun:
+        m = data.get("first_mismatch")
+        return cls(image=data["image"], label=data["label"], cycles=data["cycles"], predicted=data["predicted"],
+                   golden=data.get("golden"), error=data.get("error"),
+                   mismatch=m and Mismatch("logits", (m["logit"],), m["expected"], m["got"]),
+                   details={k: v for k, v in data.items() if k not in cls._KEYS})
+
+
+@dataclass
+class Report:
+    """What a job reports, the one type every job returns.
+
+    ``head``: what ran and how (the operation or model, config, engine, setup); ``bit_exact``:
+    every output equalled its golden expectation, whole tensors (None when nothing was checked);
+    ``runs``: per image, for model jobs (None for an operation); ``figures``: what was measured
+    and modelled, each labelled so. :meth:`to_json` lays them out in that order; ``report[key]``
+    reads one of its fields.
+    """
+    head: dict
+    bit_exact: bool | None
+    runs: list[ImageRun] | None = None
+    figures: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out = {**self.head, "bit_exact": self.bit_exact}
+        if self.runs is not None:
+            out["runs"] = [run.to_json() for run in self.runs]
+        out.update(self.figures)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Report:
+        """The report whose :meth:`to_json` is ``data``."""
+        keys = list(data)
+        cut = keys.index("bit_exact")
+        rest = keys[cut + 1:]
+        runs = None
+        if rest[:1] == ["runs"]:
+            runs, rest = [ImageRun.from_json(r) for r in data["runs"]], rest[1:]
+        return cls({k: data[k] for k in keys[:cut]}, data["bit_exact"], runs, {k: data[k] for k in rest})
+
+    def __getitem__(self, key: str):
+        return self.to_json()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_json().get(key, default)
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+def run_program(program, expected: Mapping[str, np.ndarray], engine: Backend, *, subject: dict | None = None,
+                seed: int = 0) -> Report:
+    """Run ``program`` on the ISA simulator and, unless ``engine`` is it, on ``engine``; compare
+    every tensor of ``expected`` (name -> golden array) with what each left, whole tensors.
+
+    The report's head is ``subject`` (what ran), the config, the engine, ``seed``, the instruction
+    count and ``isa_bit_exact``; its figures the engine's error name, cycles, wall time, its
+    :meth:`~Backend.conditions` and ``first_mismatch``, and for a simulator ``rtl_equals_isa`` (the
+    whole final memory images are equal).
+    """
+    isa = IsaBackend().execute(program, {}, expected)
+    isa_mismatch = first_mismatch(expected, isa.outputs)
+    head = {**(subject or {}), "config": program.config.name, "engine": engine.name, "seed": seed,
+            "instructions": len(program.instructions), "isa_bit_exact": isa.ok and isa_mismatch is None}
+    if engine.name == "isa":
+        return Report(head, head["isa_bit_exact"], figures={
+            "error": isa.error, "wall_s": round(isa.wall_s, 4),
+            "first_mismatch": isa_mismatch and isa_mismatch.to_json()})
+    engine.prepare(program)
+    run = engine.execute(program, {}, expected)
+    mismatch = first_mismatch(expected, run.outputs)
+    figures = {} if run.image is None else {"rtl_equals_isa": run.image == isa.image}
+    figures.update(error=run.error, cycles=run.cycles, wall_s=round(run.wall_s, 4))
+    if run.sim_cycles:
+        figures["sim_cycles_per_s"] = round(run.sim_cycles / run.wall_s) if run.wall_s > 0 else 0
+    figures.update(engine.conditions(), first_mismatch=mismatch and mismatch.to_json())
+    return Report(head, bool(head["isa_bit_exact"] and run.ok and mismatch is None), figures=figures)
+
+
+def run_images(program, engine: Backend, inputs: np.ndarray, golden: np.ndarray, labels=None, *,
+               progress: Progress = _silent) -> tuple[list[ImageRun], float, int]:
+    """Run a compiled model on ``engine`` (already prepared) once per image: ``inputs[i]`` (the
+    image's patches) into tensor ``input``, the whole ``logits`` compared with ``golden[i]``.
+
+    Returns the runs, their wall time and the clocks a simulator ran for them.
+    """
+    runs, wall, sim_cycles = [], 0.0, 0
+    for i in range(len(inputs)):
+        progress(f"image {i + 1}/{len(inputs)} on {engine.label}")
+        start = time.perf_counter()
+        run = engine.execute(program, {"input": inputs[i]}, ["logits"])
+        wall += time.perf_counter() - start
+        sim_cycles += run.sim_cycles
+        logits = run.outputs["logits"]
+        runs.append(ImageRun(image=i, label=None if labels is None else int(labels[i]), cycles=run.cycles,
+                             predicted=int(np.argmax(logits[0])), golden=int(np.argmax(golden[i])),
+                             error=run.error, mismatch=first_mismatch({"logits": golden[i:i + 1]}, run.outputs),
+                             details=run.details))
+    return runs, wall, sim_cycles
+
+
+def _top1(runs: list[ImageRun], key: str) -> float:
+    return round(sum(getattr(r, key) == r.label for r in runs) / len(runs), 4)
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+
+
+def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, engine: str = "rtl",
+                    latency=(1, 1), stall: float = 0.0, progress: Progress = _silent, trace=None,
+                    trace_instructions=None) -> Report:
+    """A seeded random linear layer ``(m, k) x (k, n)`` compiled for ``cfg``, run on ``engine``
+    (:func:`run_program`) and checked against golden; with cycles, its MAC ``utilization``.
+    The report of ``vitaccel simulate --op linear``."""
+    from vitaccel.sw.compiler import compile_linear
+    from vitaccel.sw.workloads import random_linear
+
+    layer = random_linear(m, k, n, seed=seed, mult_bits=cfg.mult_bits)
+    progress(f"compiling linear ({m}, {k}, {n})")
+    program = compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult, layer.shift)
+    report = run_program(program, {"y": layer.golden()},
+                         backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
+                                 trace_instructions=trace_instructions, progress=progress),
+                         subject={"op": "linear", "shape": [m, k, n], "macs": layer.macs}, seed=seed)
+    if "cycles" in report.figures:
+        cycles = report.figures["cycles"]
+        report.figures["utilization"] = round(layer.macs / (cfg.macs * cycles), 4) if cycles else 0.0
+    return report
+
+
+def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: int = 0, engine: str = "rtl",
+                    latency=(1, 1), stall: float = 0.0, progress: Progress = _silent, trace=None,
+                    trace_instructions=None) -> Report:
+    """A seeded random nonlinear op (``softmax``, ``layernorm``, ``gelu``, ``add``) of ``rows`` x
+    ``length`` compiled for ``cfg``, run on ``engine`` and checked (softmax: its row exponents
+    too); with cycles, ``elements_per_cycle``. The report of ``vitaccel simulate --op OP``."""
+    from vitaccel.sw.compile_ops import compile_vector_op
+    from vitaccel.sw.workloads import random_vector_op
+
+    work = random_vector_op(cfg, op, rows, length, seed=seed)
+    progress(f"compiling {op} ({rows}, {length})")
+    program = compile_vector_op(cfg, op, work.x, work.params, x2=work.x2)
+    expected = {"y": work.expected}
+    if work.row_exp is not None:
+        shape = program.symbol("row_exp").shape
+        padded = np.zeros(shape, dtype=np.int32).reshape(-1)
+        padded[:rows] = work.row_exp
+        expected["row_exp"] = padded.reshape(shape)
+    variant = {"softmax": cfg.softmax, "layernorm": cfg.layernorm, "gelu": cfg.gelu, "add": "dyadic"}[op]
+    report = run_program(program, expected,
+                         backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
+                                 trace_instructions=trace_instructions, progress=progress),
+                         subject={"op": op, "variant": variant, "shape": [rows, length], "elements": work.elements},
+                         seed=seed)
+    if report.figures.get("cycles"):
+        report.figures["elements_per_cycle"] = round(work.elements / report.figures["cycles"], 4)
+    return report
+
+
+def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *, engine: str = "rtl",
+                   seed: int = 0, latency=(1, 1), stall: float = 0.0, program=None, progress: Progress | None = None,
+                   trace=None, trace_instructions=None) -> Report:
+    """Run ``images`` (int8, ``(B, C, H, W)``) through ``intvit`` compiled for ``cfg`` (or the
+    given ``program``) on ``engine`` (one of :data:`ENGINES`), every logit vector checked whole
+    against the golden integer forward. The report of ``vitaccel simulate --model``.
+
+    Per image: the predicted and golden class, the label, ``bit_exact`` and ``cycles``; overall
+    ``wall_s``, ``sim_cycles_per_s`` (rtl), ``cycles_source``, the per-unit busy cycles and
+    per-layer figures of the performance model (labelled modelled), ``top1`` with labels, and for
+    ``rtl`` the error of the performance model against the measured cycles. ``trace`` (a .vcd path)
+    and ``trace_instructions`` (a .csv path) record the first image's run (``rtl`` only).
+
+    ``latency = (MIN, MAX)`` is the memory's read latency in cycles: the RTL's memory model answers
+    after a uniform random latency in that range; the performance model assumes a fixed latency of
+    MIN (exact when MIN == MAX), reported as ``perf_mem_latency``. A board's cycles are those at
+    ``(System.MEM_LATENCY,) * 2`` (boards/top.py).
+    """
+    from vitaccel.sw import perf
+    from vitaccel.sw.compile_model import compile_model
+    from vitaccel.sw.forward import forward, patches
+
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    lo, hi = latency
+    if not 1 <= lo <= hi:
+        raise ValueError(f"latency must be (min, max) with 1 <= min <= max, not {latency!r}")
+    say = progress or _silent
+    compile_s = 0.0
+    if program is None:
+        say("compiling")
+        start = time.perf_counter()
+        program = compile_model(intvit, cfg)
+        compile_s = time.perf_counter() - start
+    model = perf.estimate(program, mem_latency=lo)
+    if engine == "perf":
+        runs, wall, sim_cycles = [ImageRun(i, None if labels is None else int(labels[i]), model.cycles)
+                                  for i in range(len(images))], 0.0, 0
+    else:
+        runner = backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
+                         trace_instructions=trace_instructions, progress=say)
+        runner.prepare(program)
+        runs, wall, sim_cycles = run_images(program, runner, patches(images, intvit.config.patch_size),
+                                            forward(intvit, images), labels, progress=say)
+
+    head = {"model": intvit.info.get("source", "intvit"), "config": cfg.name, "engine": engine,
+            "images": len(images), "instructions": len(program.instructions), "compile_s": round(compile_s, 3)}
+    figures = {
+        "cycles_source": {"rtl": "measured (Verilator)", "isa": "modelled (perf)", "perf": "modelled (perf)"}[engine],
+        "perf_cycles": model.cycles,
+        "perf_mem_latency": lo,
+        "macs": model.macs,
+        "wall_s": round(wall, 3),
+        "busy_cycles_modelled": {name: sum(layer.by_class.get(name, 0) for layer in model.layers)
+                                 for name in perf.BOUNDS},
+        "layers_modelled": [{"layer": layer.name, "cycles": layer.cycles, "macs": layer.macs,
+                             "utilization": round(layer.utilization, 4), "bound": layer.bound}
+                            for layer in model.grouped(per_block=False)],
+    }
+    if engine == "rtl":
+        mean = sum(r.cycles for r in runs) / len(runs)
+        figures.update(cycles=round(mean), utilization=round(model.macs / (cfg.macs * mean), 4),
+                       sim_cycles_per_s=round(sim_cycles / wall) if wall else None,
+                       perf_error=round((model.cycles - mean) / mean, 5))
+    else:
+        figures.update(cycles=model.cycles, utilization=round(model.macs / (cfg.macs * model.cycles), 4))
+    if labels is not None and engine != "perf":
+        figures["top1"] = _top1(runs, "predicted")
+    bit_exact = None if engine == "perf" else all(r.bit_exact for r in runs)
+    return Report(head, bit_exact, runs, figures)
+
+
+def run_board(board_name: str, port: str, model: str, cfg: AccelConfig, *, images: int = 8, baud: int = 115200,
+              mem_bytes: int | None = None, clk_hz: int | None = None, timeout_s: float | None = None,
+              transport=None, progress: Progress | None = None) -> Report:
+    """Run ``images`` images of ``model`` on the board ``board_name`` at ``port`` and check them.
+    The report of ``vitaccel run``.
+
+    ``model`` is what :func:`vitaccel.sw.zoo.load_intvit` takes; it is compiled for ``cfg``, which
+    must be the config the board's bitstream was built with (the board cannot tell).
+    :class:`~vitaccel.boards.targets.FitError`, before the port is opened, when the image does not
+    fit the board top's on-chip memory (``mem_bytes``, the board's default when ``None``). The
+    program image is written once (:class:`BoardBackend`, over ``transport`` or a
+    :class:`~vitaccel.boards.host.SerialTransport` it opens and closes); then per image the input
+    is written, the run started and polled, and the logits read back and compared, whole, with the
+    golden integer forward.
+
+    Per image: ``logits`` (as read back), ``predicted``, ``golden``, ``label``, ``bit_exact`` (and
+    ``first_mismatch``), ``error``, ``pc``, ``cycles`` (the CYCLES CSR), ``compute_s`` (cycles /
+    ``clk_hz``, the board's clock by default), ``transfer_s`` and ``wall_s``; overall ``top1`` and
+    ``golden_top1`` (with labels), ``upload_s``, the bytes sent and received, and
+    ``cycles_modelled``: the perf model's cycles at the board top's memory latency
+    (``mem_latency_modelled``, :attr:`~vitaccel.boards.top.System.MEM_LATENCY`), which the CYCLES
+    CSR should equal.
+    """
+    from vitaccel.boards.host import SerialTransport, image_bytes
+    from vitaccel.boards.targets import FitError, board, board_mem_bytes
+    from vitaccel.boards.top import System
+    from vitaccel.sw import perf
+    from vitaccel.sw.compile_model import compile_model
+    from vitaccel.sw.forward import forward, patches
+    from vitaccel.sw.zoo import load_intvit, model_images
+
+    say = progress or _silent
+    target = board(board_name)
+    mem_bytes = board_mem_bytes(board_name, mem_bytes)
+    clk_hz = target.clk_hz if clk_hz is None else clk_hz
+    intvit = load_intvit(model, cfg, say)
+    say(f"compiling {model} for {cfg.name}")
+    program = compile_model(intvit, cfg)
+    need = image_bytes(program)
+    if need > mem_bytes:
+        raise FitError(f"{model} compiled for config {cfg.name!r} needs {need:,} bytes of board memory (program, "
+                       f"weights and tensors) but the {target.name} board top has {mem_bytes:,} bytes "
+                       f"({mem_bytes // 1024} KiB) of on-chip memory")
+    modelled = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
+    if timeout_s is None:
+        timeout_s = 5.0 + 20 * modelled / clk_hz
+    pictures, labels = model_images(intvit, images)
+    golden = forward(intvit, pictures)
+
+    own = transport is None
+    if own:
+        say(f"opening {port} at {baud} baud")
+        transport = SerialTransport(port, baud)
+    try:
+        runner = BoardBackend(transport, target.name, clk_hz, timeout_s, say)
+        runner.prepare(program)
+        runs, _, _ = run_images(program, runner, patches(pictures, intvit.config.patch_size), golden, labels,
+                                progress=say)
+    finally:
+        if own:
+            transport.close()
+
+    cycles = sum(r.cycles for r in runs) / len(runs)
+    head = {"board": target.name, "port": port, "baud": baud, "model": intvit.info.get("source", model),
+            "config": cfg.name, "images": images, "instructions": len(program.instructions),
+            "image_bytes": need, "mem_bytes": mem_bytes}
+    figures = {
+        "cycles": round(cycles),
+        "cycles_source": "measured (CYCLES CSR of the board)",
+        "cycles_modelled": modelled,
+        "mem_latency_modelled": System.MEM_LATENCY,
+        "clk_hz": clk_hz,
+        "compute_s": cycles / clk_hz,
+        "compute_note": f"CYCLES / {clk_hz / 1e6:g} MHz (the clock `vitaccel build` gives {target.name})",
+        "upload_s": round(runner.upload_s, 4),
+        "transfer_s": round(sum(r.details["transfer_s"] for r in runs) / len(runs), 6),
+        "wall_s": round(sum(r.details["wall_s"] for r in runs) / len(runs), 6),
+        "bytes_sent": getattr(transport, "bytes_sent", None),
+        "bytes_received": getattr(transport, "bytes_received", None),
+    }
+    if labels is not None:
+        figures.update(top1=_top1(runs, "predicted"), golden_top1=_top1(runs, "golden"))
+    return Report(head, all(r.bit_exact for r in runs), runs, figures)
+
+
+def write_instruction_trace(program, spans, path) -> None:
+    """``path`` (CSV): per instruction the controller fetched, its address, listing text, layer, the
+    cycle it was fetched from (``start``, from the start as CYCLES), the cycle the next one was
+    (``end``, exclusive) and their difference."""
+    import csv
+
+    from vitaccel.isa import INSTR_BYTES, decode
+
+    layers = program.layer_of() if program.layers else [""] * len(program.instructions)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "pc", "instruction", "layer", "start", "end", "cycles"])
+        for pc, start, end in spans:
+            index = (pc - program.prog_addr) // INSTR_BYTES
+            text = str(decode(program.instructions[index])) if 0 <= index < len(program.instructions) else "?"
+            writer.writerow([index, f"{pc:#x}", text, layers[index] if 0 <= index < len(layers) else "",
+                             start, end, end - start])
