@@ -4,6 +4,8 @@ lets a scratchpad LOAD and a MATMUL run together; the CSR registers.
 This is the executable form of the "Controller" section of docs/architecture.md.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import enum, wiring
 from amaranth.lib.wiring import In, Out
@@ -33,6 +35,11 @@ class Engine(enum.Enum):
     GELU = 6
     ADD = 7
 
+
+#: The engine that executes each opcode but END.
+_ENGINE_OF = {Opcode.LOAD: Engine.DMA, Opcode.STORE: Engine.DMA, Opcode.MATMUL: Engine.MATMUL,
+              Opcode.REQUANT: Engine.REQUANT, Opcode.SOFTMAX: Engine.SOFTMAX,
+              Opcode.LAYERNORM: Engine.LAYERNORM, Opcode.GELU: Engine.GELU, Opcode.ADD: Engine.ADD}
 
 class Controller(wiring.Component):
     """Runs a program: fetch, check and dispatch instructions in order, overlapping a scratchpad
@@ -100,20 +107,8 @@ class Controller(wiring.Component):
         super().__init__({
             "csr": In(CsrBusSignature()),
             "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),
-            "dma_cmd": Out(engine_cmd_signature()),
-            "dma_busy": In(1),
-            "matmul_cmd": Out(engine_cmd_signature()),
-            "matmul_busy": In(1),
-            "requant_cmd": Out(engine_cmd_signature()),
-            "requant_busy": In(1),
-            "softmax_cmd": Out(engine_cmd_signature()),
-            "softmax_busy": In(1),
-            "layernorm_cmd": Out(engine_cmd_signature()),
-            "layernorm_busy": In(1),
-            "gelu_cmd": Out(engine_cmd_signature()),
-            "gelu_busy": In(1),
-            "add_cmd": Out(engine_cmd_signature()),
-            "add_busy": In(1),
+            **{f"{engine.name.lower()}_{member}": flow for engine in Engine
+               for member, flow in (("cmd", Out(engine_cmd_signature())), ("busy", In(1)))},
             "busy": Out(1),
             "done": Out(1),
         })
@@ -251,53 +246,137 @@ class Controller(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self.cfg
-        bus = cfg.bus_bits
-        fetch_words = INSTR_BITS // bus     # AccelConfig caps bus_bits at INSTR_BITS
-
         m = Module()
+        run = _RunRegisters(cfg)
+        m.d.comb += [self.busy.eq(run.running), self.done.eq(run.done)]
+        start = self._csr_bus(m, run)
+        with m.If(run.running):
+            m.d.sync += run.cycles.eq(run.cycles + 1)
 
-        prog_addr = Signal(32)
-        pc = Signal(cfg.addr_bits)
-        cycles = Signal(64)
-        instret = Signal(32)
-        error = Signal(ErrorCode)
-        running = Signal()
-        done = Signal()
         instr = Signal(Instruction)
+        engines = {engine: (getattr(self, f"{engine.name.lower()}_cmd"), getattr(self, f"{engine.name.lower()}_busy"))
+                   for engine in Engine}
+        # Each engine reads the instruction from a registered copy of its own, placed by the engine:
+        # the instruction register would otherwise drive the command registers of every engine,
+        # across the die, through the engines' acceptance logic. A copy lags `instr` by a cycle;
+        # `instr` holds from its last word's arrival through DECODE, CHECK and DECIDE to the offer,
+        # so the copy equals it by then (and while the engine takes it).
+        copies = fanned_out(m, instr.as_value(), len(engines), "instr")
+        for (cmd, _), copy in zip(engines.values(), copies):
+            m.d.comb += cmd.payload.eq(copy)
 
-        m.d.comb += [self.busy.eq(running), self.done.eq(done)]
+        decoding, checking = Signal(), Signal()
+        decoded = self._decode(m, instr, decoding)
+        offer_ok, dma_store = self._scoreboard(m, instr, engines, decoded, decoding, checking)
+        fetch = _Fetch(cfg)
+        m.d.comb += self.mem.rsp_ready.eq(1)     # responses in any cycle (_Fetch says why)
+        error_now, failing = self._checks(m, instr, decoding)    # from checks registered in DECODE
+        error_r, failed = Signal(ErrorCode), Signal()   # ... and registered in CHECK
+        vector_start = Signal()
+        vector_ready, vector_error = self._vector_checks(m, instr, decoding, vector_start)
+        vector_verdict = Signal(ErrorCode)
+        settled = Signal()        # OFFER's first cycle has passed: offer_ok saw this instruction
 
-        # ---- CSR bus ---------------------------------------------------------------------------
+        def fetch_at(addr):
+            m.d.sync += [run.pc.eq(addr), *fetch.restart(addr)]
+            m.next = "FETCH"
+
+        # The next instruction's address, from registers (pc holds from its fetch on), so that
+        # the decision to move on is not followed by a carry chain in its cycle.
+        pc_next = Signal.like(run.pc)
+        m.d.sync += pc_next.eq(run.pc + INSTR_BYTES)
+
+        def next_instruction():
+            m.d.sync += run.instret.eq(run.instret + 1)
+            fetch_at(pc_next)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(start):
+                    fetch_at(run.prog_addr[:cfg.addr_bits])
+                    m.d.sync += [run.cycles.eq(0), run.instret.eq(0), run.error.eq(ErrorCode.NONE),
+                                 run.running.eq(1), run.done.eq(0)]
+            with m.State("FETCH"):
+                # A STORE in flight may be writing the words about to be fetched.
+                fetch.step(m, self.mem, instr, hold=self.dma_busy & dma_store, then="DECODE")
+            with m.State("DECODE"):
+                m.d.comb += decoding.eq(1)
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += checking.eq(1)
+                m.d.sync += [error_r.eq(error_now), failed.eq(failing)]
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(failed):
+                    m.d.sync += run.error.eq(error_r)
+                    m.next = "STOP"
+                with m.Elif(decoded.is_end):
+                    m.next = "STOP"
+                with m.Elif(decoded.rows_zero):
+                    next_instruction()
+                with m.Elif(decoded.is_vector):
+                    m.d.comb += vector_start.eq(1)
+                    m.next = "VECTOR_CHECK"
+                with m.Else():
+                    m.next = "OFFER"
+            with m.State("VECTOR_CHECK"):
+                with m.If(vector_ready):
+                    m.d.sync += vector_verdict.eq(vector_error)
+                    m.next = "VECTOR_VERDICT"
+            with m.State("VECTOR_VERDICT"):
+                with m.If(vector_verdict != ErrorCode.NONE):
+                    m.d.sync += run.error.eq(vector_verdict)
+                    m.next = "STOP"
+                with m.Else():
+                    m.next = "OFFER"
+            with m.State("OFFER"):
+                m.d.sync += settled.eq(1)
+                for which, selected in decoded.to_engine.items():
+                    cmd, _ = engines[which]
+                    m.d.comb += cmd.valid.eq(selected & offer_ok & settled)
+                # The engine offered to is idle (offer_ok), and an idle engine takes a command at
+                # once: the offer is its acceptance, without a path through the engines' ready.
+                with m.If(offer_ok & settled):
+                    m.d.sync += settled.eq(0)
+                    next_instruction()
+            with m.State("STOP"):
+                # END or an error: the run ends once the instructions in flight have finished.
+                with m.If(~_any_except({engine: busy for engine, (_, busy) in engines.items()})):
+                    m.d.sync += [run.running.eq(0), run.done.eq(1)]
+                    with m.If(run.error == ErrorCode.NONE):
+                        m.d.sync += run.instret.eq(run.instret + 1)
+                    m.next = "IDLE"
+        return m
+
+    def _csr_bus(self, m, run):
+        """The CSR bus: the registers of ``run`` read at ``csr.addr`` (STATUS packs running, done
+        and the error code), PROG_ADDR written; returns the start strobe (CTRL bit 0 written while
+        not running)."""
         csr = self.csr
         with m.Switch(csr.addr):
             with m.Case(CSR.STATUS):
-                m.d.comb += csr.r_data.eq(Cat(running, done, Const(0, 6), error))
+                m.d.comb += csr.r_data.eq(Cat(run.running, run.done, Const(0, 6), run.error))
             with m.Case(CSR.PROG_ADDR):
-                m.d.comb += csr.r_data.eq(prog_addr)
+                m.d.comb += csr.r_data.eq(run.prog_addr)
             with m.Case(CSR.CYCLES_LO):
-                m.d.comb += csr.r_data.eq(cycles[:32])
+                m.d.comb += csr.r_data.eq(run.cycles[:32])
             with m.Case(CSR.CYCLES_HI):
-                m.d.comb += csr.r_data.eq(cycles[32:])
+                m.d.comb += csr.r_data.eq(run.cycles[32:])
             with m.Case(CSR.INSTRET):
-                m.d.comb += csr.r_data.eq(instret)
+                m.d.comb += csr.r_data.eq(run.instret)
             with m.Case(CSR.PC):
-                m.d.comb += csr.r_data.eq(pc)
+                m.d.comb += csr.r_data.eq(run.pc)
             with m.Case(CSR.ID):
                 m.d.comb += csr.r_data.eq(CSR.ID_VALUE)
         with m.If(csr.w_en & (csr.addr == CSR.PROG_ADDR)):
-            m.d.sync += prog_addr.eq(csr.w_data)
-        start = csr.w_en & (csr.addr == CSR.CTRL) & csr.w_data[0] & ~running
+            m.d.sync += run.prog_addr.eq(csr.w_data)
+        return csr.w_en & (csr.addr == CSR.CTRL) & csr.w_data[0] & ~run.running
 
-        with m.If(running):
-            m.d.sync += cycles.eq(cycles + 1)
-
-        # ---- fetch, check, dispatch ------------------------------------------------------------
-        issued = Signal(range(fetch_words + 1))
-        word_at = Signal(fetch_words)   # the instruction word whose response comes next, one-hot
-        fetch_addr = Signal(cfg.addr_bits)
-        decoding = Signal()
-        error_now, failing = self._checks(m, instr, decoding)    # from checks registered in DECODE
-        error_r, failed = Signal(ErrorCode), Signal()   # ... and registered in CHECK
+    def _decode(self, m, instr, decoding):
+        """The instruction's class, registered in the cycle ``decoding`` is high (DECODE), as a
+        namespace: ``to_engine`` (one flag per :class:`Engine`, set for the engine that executes
+        it), ``is_end``, ``is_vector``, ``is_matmul``, ``is_spad_load`` (a LOAD into SPAD) and
+        ``rows_zero`` (it is a no-op: no rows, or a vector instruction without elements)."""
         op = instr.end.opcode
         rows = Signal(16)
         with m.Switch(op):
@@ -313,32 +392,35 @@ class Controller(wiring.Component):
         is_vector = Const(0)
         for opcode in VECTOR_OPCODES:
             is_vector = is_vector | (op == opcode)
-        vector_start = Signal()
-        vector_ready, vector_error = self._vector_checks(m, instr, decoding, vector_start)
-        vector_verdict = Signal(ErrorCode)
+        decoded = SimpleNamespace(
+            to_engine={which: Signal(name=f"to_{which.name.lower()}") for which in Engine},
+            is_end=Signal(name="is_end"), is_vector=Signal(name="is_vector_r"), is_matmul=Signal(name="is_matmul"),
+            is_spad_load=Signal(name="is_spad_load_r"), rows_zero=Signal(name="rows_zero"))
+        with m.If(decoding):
+            m.d.sync += [flag.eq(0) for flag in decoded.to_engine.values()]
+            with m.Switch(op):
+                for opcode, which in _ENGINE_OF.items():
+                    with m.Case(opcode):
+                        m.d.sync += decoded.to_engine[which].eq(1)
+            m.d.sync += [
+                decoded.is_end.eq(op == Opcode.END), decoded.is_vector.eq(is_vector),
+                decoded.is_matmul.eq(op == Opcode.MATMUL), decoded.is_spad_load.eq(_is_spad_load(instr)),
+                decoded.rows_zero.eq(rows == 0),
+            ]
+        return decoded
 
-        engines = {
-            Engine.DMA: (self.dma_cmd, self.dma_busy),
-            Engine.MATMUL: (self.matmul_cmd, self.matmul_busy),
-            Engine.REQUANT: (self.requant_cmd, self.requant_busy),
-            Engine.SOFTMAX: (self.softmax_cmd, self.softmax_busy),
-            Engine.LAYERNORM: (self.layernorm_cmd, self.layernorm_busy),
-            Engine.GELU: (self.gelu_cmd, self.gelu_busy),
-            Engine.ADD: (self.add_cmd, self.add_busy),
-        }
-        engine_of = {Opcode.LOAD: Engine.DMA, Opcode.STORE: Engine.DMA, Opcode.MATMUL: Engine.MATMUL,
-                     Opcode.REQUANT: Engine.REQUANT, Opcode.SOFTMAX: Engine.SOFTMAX,
-                     Opcode.LAYERNORM: Engine.LAYERNORM, Opcode.GELU: Engine.GELU, Opcode.ADD: Engine.ADD}
-        # Each engine reads the instruction from a registered copy of its own, placed by the engine:
-        # the instruction register would otherwise drive the command registers of every engine,
-        # across the die, through the engines' acceptance logic. A copy lags `instr` by a cycle;
-        # `instr` holds from its last word's arrival through DECODE, CHECK and DECIDE to the offer,
-        # so the copy equals it by then (and while the engine takes it).
-        copies = fanned_out(m, instr.as_value(), len(engines), "instr")
-        for (cmd, _), copy in zip(engines.values(), copies):
-            m.d.comb += cmd.payload.eq(copy)
+    def _scoreboard(self, m, instr, engines, decoded, decoding, checking):
+        """``(offer_ok, dma_store)``: whether the instruction in OFFER may be offered, registered
+        (from registered copies of the engines' ``busy``, :attr:`BUSY_LAG`), and whether the DMA's
+        latest instruction is a STORE.
 
-        # ---- scoreboard: the DMA's and the matmul engine's latest instruction -----------------
+        A MATMUL may be offered while the DMA is busy with a LOAD into SPAD whose rows its reads
+        do not meet (read after write), a LOAD into SPAD while the matmul engine is busy with a
+        MATMUL whose reads its rows do not meet (write after read); anything else only while no
+        engine is busy. The instruction's row ranges are registered in DECODE (``decoding``), the
+        hazards' comparisons in CHECK (``checking``).
+        """
+        cfg = self.cfg
         # Only the latest instruction of an engine can be in flight (none is offered to a busy
         # engine), so one record per engine suffices; it matters only while that engine is busy.
         dma_store = Signal()        # the DMA's latest instruction is a STORE
@@ -350,7 +432,12 @@ class Controller(wiring.Component):
         new_load = (Signal(17, name="new_load_lo"), Signal(17, name="new_load_hi"))
         new_a = (Signal(17, name="new_a_lo"), Signal(17, name="new_a_hi"))
         new_b = (Signal(17, name="new_b_lo"), Signal(17, name="new_b_hi"))
-        rows_zero = Signal()
+        with m.If(decoding):
+            m.d.sync += [
+                new_load[0].eq(dma.local_addr), new_load[1].eq(dma.local_addr + dma.rows),
+                new_a[0].eq(mm.a_addr), new_a[1].eq(mm.a_addr + mm.rows),
+                new_b[0].eq(mm.b_addr), new_b[1].eq(mm.b_addr + cfg.rows),
+            ]
 
         def meet(x, y, name):
             """Whether row ranges ``x`` and ``y`` overlap, from its two comparisons, each
@@ -360,168 +447,101 @@ class Controller(wiring.Component):
                 m.d.sync += [below[0].eq(x[0] < y[1]), below[1].eq(y[0] < x[1])]
             return below[0] & below[1]
 
-        def busy_except(*which):
-            busy = Const(0)
-            for engine, (_, engine_busy) in engines.items():
-                if engine not in which:
-                    busy = busy | engine_busy
-            return busy
-
-        is_spad_load = (op == Opcode.LOAD) & (dma.mem == LocalMemory.SPAD)
         # The hazards are registered in CHECK: the ranges they compare were registered in DECODE
         # (this instruction's) or when the DMA or the matmul engine took its command (an earlier
         # instruction's, before this one's fetch), so they hold still until this one is offered.
-        checking = Signal()
         raw = meet(new_a, (load_lo, load_hi), "raw_a") | meet(new_b, (load_lo, load_hi), "raw_b")
         war = meet(new_load, (mm_a_lo, mm_a_hi), "war_a") | meet(new_load, (mm_b_lo, mm_b_hi), "war_b")
-        # The instruction's class and engine, registered in DECODE.
-        is_matmul, is_spad_load_r = Signal(), Signal()
-        is_end, is_vector_r = Signal(), Signal()
-        to_engine = {which: Signal(name=f"to_{which.name.lower()}") for which in engines}
         # The engines' busy, registered (BUSY_LAG), for the offer.
         busy_r = {engine: Signal(name=f"{engine.name.lower()}_busy_r") for engine in engines}
         m.d.sync += [busy_r[engine].eq(engine_busy) for engine, (_, engine_busy) in engines.items()]
 
-        def busy_r_except(*which):
-            busy = Const(0)
-            for engine, registered in busy_r.items():
-                if engine not in which:
-                    busy = busy | registered
-            return busy
-
         may_offer = Signal()      # from registers; registered as `offer_ok` for the next cycle
         offer_ok = Signal()
-        settled = Signal()        # OFFER's first cycle has passed: offer_ok saw this instruction
         m.d.sync += offer_ok.eq(may_offer)
-        with m.If(is_matmul):
-            m.d.comb += may_offer.eq(~busy_r_except(Engine.DMA)
+        with m.If(decoded.is_matmul):
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.DMA)
                                      & (~busy_r[Engine.DMA] | (dma_spad_load & ~raw)))
-        with m.Elif(is_spad_load_r):
-            m.d.comb += may_offer.eq(~busy_r_except(Engine.MATMUL) & (~busy_r[Engine.MATMUL] | ~war))
+        with m.Elif(decoded.is_spad_load):
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL) & (~busy_r[Engine.MATMUL] | ~war))
         with m.Else():
-            m.d.comb += may_offer.eq(~busy_r_except())
+            m.d.comb += may_offer.eq(~_any_except(busy_r))
 
-        with m.If(self.dma_cmd.valid & self.dma_cmd.ready):
-            m.d.sync += [dma_store.eq(op == Opcode.STORE), dma_spad_load.eq(is_spad_load),
+        dma_cmd, matmul_cmd = engines[Engine.DMA][0], engines[Engine.MATMUL][0]
+        with m.If(dma_cmd.valid & dma_cmd.ready):
+            m.d.sync += [dma_store.eq(instr.end.opcode == Opcode.STORE), dma_spad_load.eq(_is_spad_load(instr)),
                          load_lo.eq(new_load[0]), load_hi.eq(new_load[1])]
-        with m.If(self.matmul_cmd.valid & self.matmul_cmd.ready):
+        with m.If(matmul_cmd.valid & matmul_cmd.ready):
             m.d.sync += [mm_a_lo.eq(new_a[0]), mm_a_hi.eq(new_a[1]), mm_b_lo.eq(new_b[0]), mm_b_hi.eq(new_b[1])]
+        return offer_ok, dma_store
 
-        more = Signal()     # issued != fetch_words, registered
 
-        def fetch_at(addr):
-            m.d.sync += [pc.eq(addr), fetch_addr.eq(addr), issued.eq(0), word_at.eq(1), more.eq(1)]
-            m.next = "FETCH"
+class _RunRegisters:
+    """The registers of a run that the CSRs show: ``prog_addr``, ``pc``, ``cycles``,
+    ``instret``, ``error``, ``running`` and ``done``."""
 
-        # The next instruction's address, from registers (pc holds from its fetch on), so that
-        # the decision to move on is not followed by a carry chain in its cycle.
-        pc_next = Signal.like(pc)
-        m.d.sync += pc_next.eq(pc + INSTR_BYTES)
+    def __init__(self, cfg: AccelConfig):
+        self.prog_addr = Signal(32, name="prog_addr")
+        self.pc = Signal(cfg.addr_bits, name="pc")
+        self.cycles = Signal(64, name="cycles")
+        self.instret = Signal(32, name="instret")
+        self.error = Signal(ErrorCode, name="error")
+        self.running = Signal(name="running")
+        self.done = Signal(name="done")
 
-        def next_instruction():
-            m.d.sync += instret.eq(instret + 1)
-            fetch_at(pc_next)
 
-        # Responses are taken in any state: they come only in FETCH, which waits for all of its
-        # reads (a constant ready keeps the FSM's state out of the arbiter's response routing).
-        m.d.comb += self.mem.rsp_ready.eq(1)
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(start):
-                    fetch_at(prog_addr[:cfg.addr_bits])
-                    m.d.sync += [
-                        cycles.eq(0),
-                        instret.eq(0),
-                        error.eq(ErrorCode.NONE),
-                        running.eq(1),
-                        done.eq(0),
-                    ]
+class _Fetch:
+    """The fetch of one instruction: its ``INSTR_BITS / bus_bits`` words (AccelConfig caps
+    ``bus_bits`` at ``INSTR_BITS``) read with all reads in flight at once, their responses
+    written to the instruction register in order.
 
-            with m.State("FETCH"):
-                m.d.comb += [
-                    # A STORE in flight may be writing the words about to be fetched.
-                    self.mem.cmd_valid.eq(more & ~(self.dma_busy & dma_store)),
-                    self.mem.cmd_addr.eq(fetch_addr),
-                ]
-                with m.If(self.mem.cmd_valid & self.mem.cmd_ready):
-                    m.d.sync += [issued.eq(issued + 1), fetch_addr.eq(fetch_addr + cfg.bus_bytes),
-                                 more.eq(issued + 1 != fetch_words)]
-                # The word expected next (one-hot `word_at`) takes the response data in every
-                # cycle and keeps the last, taken with `rsp_valid`: the instruction register's
-                # enables come from registers, not from the response routing across the die.
-                for k in range(fetch_words):
-                    with m.If(word_at[k]):
-                        m.d.sync += instr.as_value().word_select(k, bus).eq(self.mem.rsp_data)
-                with m.If(self.mem.rsp_valid):
-                    m.d.sync += word_at.eq(word_at << 1)
-                    with m.If(word_at[-1]):
-                        m.next = "DECODE"
+    :meth:`restart` aims it at an address (statements for the caller's condition), :meth:`step`
+    runs it (in the controller's fetch state). The memory port's responses are taken in any
+    cycle (``rsp_ready`` is high): they come only in the fetch state, which waits for all of its
+    reads (a constant ready keeps the controller's state out of the arbiter's response routing).
+    """
 
-            with m.State("DECODE"):
-                m.d.comb += decoding.eq(1)
-                m.d.sync += [to_engine[which].eq(0) for which in to_engine]
-                with m.Switch(op):
-                    for opcode, which in engine_of.items():
-                        with m.Case(opcode):
-                            m.d.sync += to_engine[which].eq(1)
-                m.d.sync += [
-                    is_end.eq(op == Opcode.END), is_vector_r.eq(is_vector),
-                    is_matmul.eq(op == Opcode.MATMUL), is_spad_load_r.eq(is_spad_load),
-                    rows_zero.eq(rows == 0),
-                    new_load[0].eq(dma.local_addr), new_load[1].eq(dma.local_addr + dma.rows),
-                    new_a[0].eq(mm.a_addr), new_a[1].eq(mm.a_addr + mm.rows),
-                    new_b[0].eq(mm.b_addr), new_b[1].eq(mm.b_addr + cfg.rows),
-                ]
-                m.next = "CHECK"
+    def __init__(self, cfg: AccelConfig):
+        self.words = INSTR_BITS // cfg.bus_bits
+        self.bus_bytes = cfg.bus_bytes
+        self.issued = Signal(range(self.words + 1), name="issued")
+        self.word_at = Signal(self.words, name="word_at")   # the word whose response comes next, one-hot
+        self.addr = Signal(cfg.addr_bits, name="fetch_addr")
+        self.more = Signal(name="more")     # issued != words, registered
 
-            with m.State("CHECK"):
-                m.d.comb += checking.eq(1)
-                m.d.sync += [error_r.eq(error_now), failed.eq(failing)]
-                m.next = "DECIDE"
+    def restart(self, addr):
+        """Statements that start the fetch of the instruction at ``addr``."""
+        return [self.addr.eq(addr), self.issued.eq(0), self.word_at.eq(1), self.more.eq(1)]
 
-            with m.State("DECIDE"):
-                with m.If(failed):
-                    m.d.sync += error.eq(error_r)
-                    m.next = "STOP"
-                with m.Elif(is_end):
-                    m.next = "STOP"
-                with m.Elif(rows_zero):
-                    next_instruction()
-                with m.Elif(is_vector_r):
-                    m.d.comb += vector_start.eq(1)
-                    m.next = "VECTOR_CHECK"
-                with m.Else():
-                    m.next = "OFFER"
+    def step(self, m, mem, instr, hold, then):
+        """A cycle of the fetch, in the controller's fetch state: issue the next read on ``mem``
+        unless ``hold``, write a response to its word of ``instr``, and go to state ``then``
+        after the last (``instr`` holds the whole instruction from then on)."""
+        m.d.comb += [mem.cmd_valid.eq(self.more & ~hold), mem.cmd_addr.eq(self.addr)]
+        with m.If(mem.cmd_valid & mem.cmd_ready):
+            m.d.sync += [self.issued.eq(self.issued + 1), self.addr.eq(self.addr + self.bus_bytes),
+                         self.more.eq(self.issued + 1 != self.words)]
+        # The word expected next (one-hot `word_at`) takes the response data in every cycle and
+        # keeps the last, taken with `rsp_valid`: the instruction register's enables come from
+        # registers, not from the response routing across the die.
+        for k in range(self.words):
+            with m.If(self.word_at[k]):
+                m.d.sync += instr.as_value().word_select(k, len(mem.rsp_data)).eq(mem.rsp_data)
+        with m.If(mem.rsp_valid):
+            m.d.sync += self.word_at.eq(self.word_at << 1)
+            with m.If(self.word_at[-1]):
+                m.next = then
 
-            with m.State("VECTOR_CHECK"):
-                with m.If(vector_ready):
-                    m.d.sync += vector_verdict.eq(vector_error)
-                    m.next = "VECTOR_VERDICT"
 
-            with m.State("VECTOR_VERDICT"):
-                with m.If(vector_verdict != ErrorCode.NONE):
-                    m.d.sync += error.eq(vector_verdict)
-                    m.next = "STOP"
-                with m.Else():
-                    m.next = "OFFER"
+def _is_spad_load(instr):
+    """Whether ``instr`` is a LOAD into SPAD."""
+    return (instr.end.opcode == Opcode.LOAD) & (instr.dma.mem == LocalMemory.SPAD)
 
-            with m.State("OFFER"):
-                m.d.sync += settled.eq(1)
-                for which, selected in to_engine.items():
-                    cmd, _ = engines[which]
-                    m.d.comb += cmd.valid.eq(selected & offer_ok & settled)
-                # The engine offered to is idle (offer_ok), and an idle engine takes a command at
-                # once: the offer is its acceptance, without a path through the engines' ready.
-                with m.If(offer_ok & settled):
-                    m.d.sync += settled.eq(0)
-                    next_instruction()
 
-            with m.State("STOP"):
-                # END or an error: the run ends once the instructions in flight have finished.
-                with m.If(~busy_except()):
-                    m.d.sync += [running.eq(0), done.eq(1)]
-                    with m.If(error == ErrorCode.NONE):
-                        m.d.sync += instret.eq(instret + 1)
-                    m.next = "IDLE"
-
-        return m
+def _any_except(flags, *which):
+    """The OR of ``flags`` (a dict by :class:`Engine`) but those of the engines ``which``."""
+    result = Const(0)
+    for engine, flag in flags.items():
+        if engine not in which:
+            result = result | flag
+    return result
