@@ -7,6 +7,8 @@ A row is ``spad_row_bytes / bus_bytes`` bus words (SPAD) or ``acc_row_bytes / bu
 (ACC, PARAM), word ``k`` of a row at byte offset ``k * bus_bytes`` (little-endian).
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -116,34 +118,34 @@ class DMA(wiring.Component):
         })
 
     def elaborate(self, platform):
+        m = Module()
+        command = self._command(m)
+        gen = self._generator(m, command)
+        self._load(m, command, gen)
+        rows = self._store(m, command, gen)
+        self._store_words(m, command, gen, *rows)
+        return m
+
+    def _command(self, m):
+        """The command, registered, as a namespace: ``instr`` (the payload's DMA view), the state
+        registers ``busy``, ``loading`` and ``storing`` (set on acceptance, cleared by the LOAD and
+        STORE sides), the memory selects ``sel_spad``, ``sel_acc``, ``sel_param``, the row
+        ``stride``, ``last_word`` (of a row) and ``one_word`` (``last_word == 0``), the row sizes
+        in bus words ``spad_words`` and ``acc_words``."""
         cfg = self.cfg
-        bus = cfg.bus_bits
-        spad_bits = cfg.spad_row_bytes * 8
-        acc_bits = cfg.acc_row_bytes * 8
         spad_words = cfg.spad_row_bytes // cfg.bus_bytes
         acc_words = cfg.acc_row_bytes // cfg.bus_bytes
-
-        m = Module()
+        instr = self.cmd.payload.dma
         accept = Signal()
         m.d.comb += accept.eq(self.cmd.valid & self.cmd.ready)
-        instr = self.cmd.payload.dma
-
-        # The instruction, registered. `loading` and `storing` are registers of their own, so that
-        # the engine's busy and activity come straight from flip-flops.
-        busy = Signal()
-        loading = Signal()
-        storing = Signal()
-        sel_spad = Signal()
-        sel_acc = Signal()
-        sel_param = Signal()
-        stride = Signal(cfg.addr_bits)
-        last_word = Signal(range(acc_words))
-        one_word = Signal()             # last_word == 0: every word is the last of its row
-
-        m.d.comb += [
-            self.busy.eq(busy),
-            self.cmd.ready.eq(~busy),
-        ]
+        # `loading` and `storing` are registers of their own, so that the engine's busy and
+        # activity come straight from flip-flops.
+        command = SimpleNamespace(
+            instr=instr, busy=Signal(name="busy"), loading=Signal(name="loading"), storing=Signal(name="storing"),
+            sel_spad=Signal(name="sel_spad"), sel_acc=Signal(name="sel_acc"), sel_param=Signal(name="sel_param"),
+            stride=Signal(cfg.addr_bits, name="stride"), last_word=Signal(range(acc_words), name="last_word"),
+            one_word=Signal(name="one_word"), spad_words=spad_words, acc_words=acc_words)
+        m.d.comb += [self.busy.eq(command.busy), self.cmd.ready.eq(~command.busy)]
         # Acceptance sets only busy, loading and storing; every other register of the command is
         # loaded from the payload in every idle cycle (the controller's payload holds still before
         # its offer), so that the controller's late `valid` has three loads here, not hundreds.
@@ -151,57 +153,74 @@ class DMA(wiring.Component):
         is_store = Signal()
         m.d.sync += is_store.eq(instr.opcode == Opcode.STORE)
         with m.If(accept):
-            m.d.sync += [busy.eq(1), loading.eq(~is_store), storing.eq(is_store)]
-        with m.If(~busy):
+            m.d.sync += [command.busy.eq(1), command.loading.eq(~is_store), command.storing.eq(is_store)]
+        with m.If(~command.busy):
             to_spad = instr.mem == LocalMemory.SPAD
             m.d.sync += [
-                sel_spad.eq(to_spad),
-                sel_acc.eq(instr.mem == LocalMemory.ACC),
-                sel_param.eq(instr.mem == LocalMemory.PARAM),
-                stride.eq(instr.dram_stride),
-                last_word.eq(Mux(to_spad, spad_words - 1, acc_words - 1)),
-                one_word.eq(Mux(to_spad, spad_words == 1, acc_words == 1)),
+                command.sel_spad.eq(to_spad),
+                command.sel_acc.eq(instr.mem == LocalMemory.ACC),
+                command.sel_param.eq(instr.mem == LocalMemory.PARAM),
+                command.stride.eq(instr.dram_stride),
+                command.last_word.eq(Mux(to_spad, spad_words - 1, acc_words - 1)),
+                command.one_word.eq(Mux(to_spad, spad_words == 1, acc_words == 1)),
             ]
+        return command
 
-        # ---- External commands -------------------------------------------------------------
-        # The generator makes word c_word of the current row (at c_addr; c_base is the row's
-        # address; c_left rows are left, this one included) in a cycle with `gen_go`. A command
-        # made in cycle t goes through one stage (`made_*`: its address, and its write data
-        # selected through the first levels of the word multiplexer) and into a three-slot
-        # output queue at the end of t + 1; the queue's head is the command on the port. The
-        # slots are written in turn (`w_slot`) and sent in turn (`r_slot`), both one-hot; the
-        # generator goes on while the queue has room for its command and the one in the stage
-        # (`room`, from registers), and mem.cmd_ready moves only the queue's pointer and
-        # flags, never the enables of the wide slot registers. Commands flow one per cycle.
-        c_left = Signal(16)
-        c_word = Signal(range(acc_words))
-        c_last = Signal()               # c_word == last_word
-        c_more = Signal()               # c_left != 0
+    def _generator(self, m, command):
+        """The external commands, as a namespace: a walk (``walk``, :class:`_RowWalk`) makes word
+        ``walk.word`` of the current row in a cycle with ``go`` (``valid``, driven by the LOAD or
+        STORE side, and room in the queue); a command made in cycle t goes through one stage
+        (``made_valid``; its write data ``made_wdata``, driven by the STORE side, is registered by
+        then) into the output queue at the end of t + 1 (:meth:`_output_queue`, ``out_valid``)."""
+        cfg = self.cfg
+        instr = command.instr
+        # The walk's current word is at c_addr; c_base is the row's address.
+        gen = SimpleNamespace(walk=_RowWalk("c", command.acc_words), valid=Signal(name="gen_valid"),
+                              go=Signal(name="gen_go"), made_valid=Signal(name="made_valid"),
+                              made_wdata=Signal(cfg.bus_bits, name="made_wdata"))
+        walk = gen.walk
         c_addr = Signal(cfg.addr_bits)
         c_base = Signal(cfg.addr_bits)
-        gen_valid = Signal()
-        gen_go = Signal()
-
-        made_valid = Signal()
         made_addr = Signal(cfg.addr_bits, reset_less=True)
-        made_wdata = Signal(bus)        # the last level of the word multiplexer, on `made_*`
-        m.d.sync += [made_valid.eq(gen_go), made_addr.eq(c_addr)]
+        m.d.sync += [gen.made_valid.eq(gen.go), made_addr.eq(c_addr)]
+        room, gen.out_valid = self._output_queue(m, gen.made_valid, made_addr, gen.made_wdata, command.storing)
+        m.d.comb += gen.go.eq(gen.valid & room)
+        with m.If(~command.busy):
+            m.d.sync += walk.start(instr, command)
+            m.d.sync += [c_addr.eq(instr.dram_addr), c_base.eq(instr.dram_addr)]
+        with m.Elif(gen.go):
+            with m.If(walk.last):
+                m.d.sync += walk.next_row(command)
+                m.d.sync += [c_base.eq(c_base + command.stride), c_addr.eq(c_base + command.stride)]
+            with m.Else():
+                m.d.sync += walk.next_word(command)
+                m.d.sync += c_addr.eq(c_addr + cfg.bus_bytes)
+        return gen
 
+    def _output_queue(self, m, made_valid, made_addr, made_wdata, write):
+        """The three-slot output queue whose head drives ``mem``'s command (a write while
+        ``write``), filled from the stage's ``made_*``. Returns ``(room, out_valid)``: whether the
+        queue has room for a command made now and the one in the stage (from registers), and
+        whether it holds a command.
+
+        The slots are written in turn (`w_slot`) and sent in turn (`r_slot`), both one-hot, so
+        that mem.cmd_ready moves only the queue's pointer and flags, never the enables of the
+        wide slot registers. Commands flow one per cycle.
+        """
+        cfg = self.cfg
         slots = 3
         slot_addr = [Signal(cfg.addr_bits, name=f"slot{k}_addr", reset_less=True) for k in range(slots)]
-        slot_wdata = [Signal(bus, name=f"slot{k}_wdata", reset_less=True) for k in range(slots)]
+        slot_wdata = [Signal(cfg.bus_bits, name=f"slot{k}_wdata", reset_less=True) for k in range(slots)]
         w_slot = Signal(slots, init=1)
         r_slot = Signal(slots, init=1)
         held_cmds = Signal(slots)       # thermometer: bit k set when the queue holds more than k
         out_valid = held_cmds[0]
         pop = out_valid & self.mem.cmd_ready
         room = ~held_cmds[2] & ~(held_cmds[1] & made_valid)
-
         m.d.comb += [
-            gen_go.eq(gen_valid & room),
             self.mem.cmd_valid.eq(out_valid),
             self.mem.cmd_addr.eq(_one_hot_select(r_slot, slot_addr)),
-            self.mem.cmd_write.eq(storing),
+            self.mem.cmd_write.eq(write),
             self.mem.cmd_wdata.eq(_one_hot_select(r_slot, slot_wdata)),
         ]
         for k in range(slots):
@@ -215,36 +234,18 @@ class DMA(wiring.Component):
             m.d.sync += held_cmds.eq(Cat(1, held_cmds[:-1]))
         with m.Elif(pop & ~made_valid):
             m.d.sync += held_cmds.eq(held_cmds[1:])
+        return room, out_valid
 
-        def walk_start(left, word, last, more):
-            """A row/word walk's registers at the command: all its rows to go, word 0."""
-            return [left.eq(instr.rows), word.eq(0),
-                    last.eq(Mux(instr.mem == LocalMemory.SPAD, spad_words == 1, acc_words == 1)),
-                    more.eq(instr.rows != 0)]
-
-        def walk_next_row(left, word, last, more):
-            """A walk's registers after the last word of a row."""
-            return [word.eq(0), last.eq(one_word), left.eq(left - 1), more.eq(left != 1)]
-
-        with m.If(~busy):
-            m.d.sync += walk_start(c_left, c_word, c_last, c_more)
-            m.d.sync += [c_addr.eq(instr.dram_addr), c_base.eq(instr.dram_addr)]
-        with m.Elif(gen_go):
-            with m.If(c_last):
-                m.d.sync += walk_next_row(c_left, c_word, c_last, c_more)
-                m.d.sync += [c_base.eq(c_base + stride), c_addr.eq(c_base + stride)]
-            with m.Else():
-                m.d.sync += [
-                    c_word.eq(c_word + 1),
-                    c_last.eq(c_word + 1 == last_word),
-                    c_addr.eq(c_addr + cfg.bus_bytes),
-                ]
-
-        # ---- LOAD: read commands; each response is registered, then shifted into `asm` ------
-        r_left = Signal(16)             # rows still to receive, the current one included
-        r_word = Signal(range(acc_words))
-        r_last = Signal()               # r_word == last_word
-        r_more = Signal()               # r_left != 0
+    def _load(self, m, command, gen):
+        """LOAD: the read commands of every word; each response is registered, then shifted into
+        the row register `asm`, which is written to the local memory two cycles after its last
+        word arrives. Ends the command the cycle after its last row is written."""
+        cfg = self.cfg
+        bus = cfg.bus_bits
+        spad_bits = cfg.spad_row_bytes * 8
+        acc_bits = cfg.acc_row_bytes * 8
+        instr = command.instr
+        walk = _RowWalk("r", command.acc_words)     # rows still to receive, the current one included
         rsp_valid = Signal()
         rsp_data = Signal(bus)
         asm = Signal(acc_bits, reset_less=True)   # a SPAD row ends up in its top spad_bits (data: no reset)
@@ -257,27 +258,27 @@ class DMA(wiring.Component):
         # constant ready keeps the engine's state out of the arbiter's response routing).
         m.d.comb += self.mem.rsp_ready.eq(1)
         m.d.sync += [
-            rsp_valid.eq(self.mem.rsp_valid & loading),
+            rsp_valid.eq(self.mem.rsp_valid & command.loading),
             rsp_data.eq(self.mem.rsp_data),
         ]
         # The row shift register's enable, one copy of rsp_valid per quarter (fanned_out): one
         # flip-flop drove 32 * cols enables.
         asm_parts = 4 if acc_bits % 4 == 0 else 1
-        shifts = fanned_out(m, self.mem.rsp_valid & loading, asm_parts, "asm_shift")
-        with m.If(loading):
-            m.d.comb += gen_valid.eq(c_more)
+        shifts = fanned_out(m, self.mem.rsp_valid & command.loading, asm_parts, "asm_shift")
+        with m.If(command.loading):
+            m.d.comb += gen.valid.eq(gen.walk.more)
             # The last row is written in the cycle after its last word is shifted in, the first
             # cycle in which r_more is low: busy may drop at the following clock edge.
-            with m.If(~r_more):
-                m.d.sync += [busy.eq(0), loading.eq(0)]
+            with m.If(~walk.more):
+                m.d.sync += [command.busy.eq(0), command.loading.eq(0)]
 
-        with m.If(~busy):
-            m.d.sync += walk_start(r_left, r_word, r_last, r_more)
-        row_done = rsp_valid & r_last
+        with m.If(~command.busy):
+            m.d.sync += walk.start(instr, command)
+        row_done = rsp_valid & walk.last
         m.d.sync += [
-            wr_spad.eq(row_done & sel_spad),
-            wr_acc.eq(row_done & sel_acc),
-            wr_param.eq(row_done & sel_param),
+            wr_spad.eq(row_done & command.sel_spad),
+            wr_acc.eq(row_done & command.sel_acc),
+            wr_param.eq(row_done & command.sel_param),
         ]
         shifted = Cat(asm[bus:], rsp_data)
         asm_part = acc_bits // asm_parts
@@ -285,12 +286,12 @@ class DMA(wiring.Component):
             with m.If(shift):
                 m.d.sync += asm[q * asm_part:(q + 1) * asm_part].eq(shifted[q * asm_part:(q + 1) * asm_part])
         with m.If(rsp_valid):
-            with m.If(r_last):
-                m.d.sync += walk_next_row(r_left, r_word, r_last, r_more)
+            with m.If(walk.last):
+                m.d.sync += walk.next_row(command)
             with m.Else():
-                m.d.sync += [r_word.eq(r_word + 1), r_last.eq(r_word + 1 == last_word)]
+                m.d.sync += walk.next_word(command)
 
-        with m.If(~busy):
+        with m.If(~command.busy):
             m.d.sync += wr_addr.eq(instr.local_addr)
         with m.Elif(wr_spad | wr_acc | wr_param):
             m.d.sync += wr_addr.eq(wr_addr + 1)
@@ -306,16 +307,24 @@ class DMA(wiring.Component):
             self.param_wr.en.eq(wr_param),
         ]
 
-        # ---- STORE: local reads run ahead into rings of row registers, sent word by word -----
-        # Rows arrive in order into the ring's register marked by the one-hot `fill_*` and leave in
-        # order. `free` counts the registers neither full nor reserved for a read in flight; a read
-        # is issued only when one is free, or when the row whose last word is made this cycle frees
-        # one, so data in flight always has a register to land in. `held` counts the full ones.
-        # `arrive` is the read strobe delayed by READ_LATENCY: the cycle its data is on the port.
-        # SPAD rows get registers of their own, so that every read data bit reaches a register
-        # through at most one multiplexer.
-        rings_s = 1 + -(-READ_LATENCY // spad_words)
-        rings_w = 1 + -(-READ_LATENCY // acc_words)
+    def _store(self, m, command, gen):
+        """STORE: local reads run ahead into rings of row registers (SPAD rows and ACC/PARAM rows
+        have rings of their own, so that every read data bit reaches a register through at most
+        one multiplexer). Returns the rings ``(row_s, row_w)``, filled and emptied in order; ends
+        the command once its last write command has left the queue.
+
+        Rows arrive into the ring's register marked by the one-hot `fill_*`. `free` counts the
+        registers neither full nor reserved for a read in flight; a read is issued only when one
+        is free, or when the row whose last word is made this cycle frees one, so data in flight
+        always has a register to land in. `held` counts the full ones. `arrive` is the read
+        strobe delayed by READ_LATENCY: the cycle its data is on the port.
+        """
+        cfg = self.cfg
+        spad_bits = cfg.spad_row_bytes * 8
+        acc_bits = cfg.acc_row_bytes * 8
+        instr = command.instr
+        rings_s = 1 + -(-READ_LATENCY // command.spad_words)
+        rings_w = 1 + -(-READ_LATENCY // command.acc_words)
         rd_left = Signal(16)
         rd_more = Signal()              # rd_left != 0
         rd_addr = Signal(16)
@@ -330,7 +339,7 @@ class DMA(wiring.Component):
         row_s = [Signal(spad_bits, name=f"row_s{k}", reset_less=True) for k in range(rings_s)]
         row_w = [Signal(acc_bits, name=f"row_w{k}", reset_less=True) for k in range(rings_w)]
 
-        with m.If(~busy):
+        with m.If(~command.busy):
             m.d.sync += [
                 rd_left.eq(instr.rows),
                 rd_more.eq(instr.rows != 0),
@@ -341,22 +350,22 @@ class DMA(wiring.Component):
                 fill_w.eq(1),
             ]
 
-        finishing = gen_go & c_last
+        finishing = gen.go & gen.walk.last
         m.d.comb += [
-            rd_issue.eq(storing & rd_more & ((free != 0) | finishing)),
+            rd_issue.eq(command.storing & rd_more & ((free != 0) | finishing)),
             self.spad_rd.addr.eq(rd_addr),
-            self.spad_rd.en.eq(rd_issue & sel_spad),
+            self.spad_rd.en.eq(rd_issue & command.sel_spad),
             self.acc_rd.addr.eq(rd_addr),
-            self.acc_rd.en.eq(rd_issue & sel_acc),
+            self.acc_rd.en.eq(rd_issue & command.sel_acc),
             self.param_rd.addr.eq(rd_addr),
-            self.param_rd.en.eq(rd_issue & sel_param),
+            self.param_rd.en.eq(rd_issue & command.sel_param),
             arrive.eq(inflight[-1]),
         ]
         m.d.sync += inflight.eq(Cat(rd_issue, inflight[:-1]))
         with m.If(rd_issue):
             m.d.sync += [rd_addr.eq(rd_addr + 1), rd_left.eq(rd_left - 1), rd_more.eq(rd_left != 1)]
 
-        wide_data = Mux(sel_acc, self.acc_rd.data.as_value(), self.param_rd.data.as_value())
+        wide_data = Mux(command.sel_acc, self.acc_rd.data.as_value(), self.param_rd.data.as_value())
         with m.If(arrive):
             m.d.sync += [fill_s.eq(fill_s.rotate_left(1)), fill_w.eq(fill_w.rotate_left(1))]
             for k in range(rings_s):
@@ -367,7 +376,7 @@ class DMA(wiring.Component):
         # flip-flop per quarter of the register (fanned_out): no LUT between them and the
         # enables of 32 * cols flip-flops.
         assert READ_LATENCY >= 2
-        fill_w_next = Mux(arrive, fill_w.rotate_left(1), Mux(~busy, 1, fill_w))
+        fill_w_next = Mux(arrive, fill_w.rotate_left(1), Mux(~command.busy, 1, fill_w))
         quarters = 4 if acc_bits % 4 == 0 else 1
         part = acc_bits // quarters
         for k in range(rings_w):
@@ -376,26 +385,33 @@ class DMA(wiring.Component):
                 with m.If(load):
                     m.d.sync += row_w[k][q * part:(q + 1) * part].eq(wide_data[q * part:(q + 1) * part])
 
-        with m.If(storing):
-            m.d.comb += gen_valid.eq(held != 0)
+        with m.If(command.storing):
+            m.d.comb += gen.valid.eq(held != 0)
             m.d.sync += [held.eq(held + arrive - finishing), free.eq(free - rd_issue + finishing)]
-            with m.If(~c_more & ~made_valid & ~out_valid):
-                m.d.sync += [busy.eq(0), storing.eq(0)]
+            with m.If(~gen.walk.more & ~gen.made_valid & ~gen.out_valid):
+                m.d.sync += [command.busy.eq(0), command.storing.eq(0)]
+        return row_s, row_w
 
-        # The word sent: a one-hot position over (row register, word), rotating by one per
-        # command (rows leave in order, around the ring): an AND-OR of registers, with no decoder
-        # in front.
-        pos_s = Signal(rings_s * spad_words)
-        pos_w = Signal(rings_w * acc_words)
-        with m.If(~busy):
-            to_spad = instr.mem == LocalMemory.SPAD
+    def _store_words(self, m, command, gen, row_s, row_w):
+        """STORE's write data: the word of the rings ``row_s`` and ``row_w`` that each command
+        sends, into ``gen.made_wdata``.
+
+        The word is a one-hot position over (row register, word), rotating by one per command
+        (rows leave in order, around the ring): an AND-OR of registers, with no decoder in front.
+        """
+        bus = self.cfg.bus_bits
+        spad_words, acc_words = command.spad_words, command.acc_words
+        pos_s = Signal(len(row_s) * spad_words)
+        pos_w = Signal(len(row_w) * acc_words)
+        with m.If(~command.busy):
+            to_spad = command.instr.mem == LocalMemory.SPAD
             m.d.sync += [pos_s.eq(Mux(to_spad, 1, 0)), pos_w.eq(Mux(to_spad, 0, 1))]
-        with m.Elif(gen_go):
+        with m.Elif(gen.go):
             m.d.sync += [pos_s.eq(pos_s.rotate_left(1)), pos_w.eq(pos_w.rotate_left(1))]
         terms = [Mux(pos_s[k], row_s[k // spad_words].word_select(k % spad_words, bus), 0)
-                 for k in range(rings_s * spad_words)]
+                 for k in range(len(pos_s))]
         terms += [Mux(pos_w[k], row_w[k // acc_words].word_select(k % acc_words, bus), 0)
-                  for k in range(rings_w * acc_words)]
+                  for k in range(len(pos_w))]
         # A balanced OR tree, each level kept as wires so that synthesis maps it as such (two
         # AND-ed terms per LUT, then 4-input ORs), not as a chain. Its first two levels end in the
         # `made` stage's registers (loaded every cycle: they matter only with made_valid), the
@@ -419,6 +435,32 @@ class DMA(wiring.Component):
             staged = Signal(bus, name="wdata_made", reset_less=True)
             m.d.sync += staged.eq(terms[0])
             terms = [staged]
-        m.d.comb += made_wdata.eq(terms[0])
+        m.d.comb += gen.made_wdata.eq(terms[0])
 
-        return m
+
+class _RowWalk:
+    """A walk over a command's rows and their bus words: ``left`` rows to go (the current one
+    included), ``word`` the current word of the row, and the flags ``last`` (``word`` is the
+    row's last) and ``more`` (``left != 0``), kept beside them so that no comparison follows
+    the counters. The methods return the statements of a step, for the caller's condition."""
+
+    def __init__(self, name, words):
+        self.left = Signal(16, name=f"{name}_left")
+        self.word = Signal(range(words), name=f"{name}_word")
+        self.last = Signal(name=f"{name}_last")
+        self.more = Signal(name=f"{name}_more")
+
+    def start(self, instr, command):
+        """The walk at the command ``instr``: all its rows to go, word 0."""
+        return [self.left.eq(instr.rows), self.word.eq(0),
+                self.last.eq(Mux(instr.mem == LocalMemory.SPAD, command.spad_words == 1, command.acc_words == 1)),
+                self.more.eq(instr.rows != 0)]
+
+    def next_row(self, command):
+        """After the last word of a row."""
+        return [self.word.eq(0), self.last.eq(command.one_word), self.left.eq(self.left - 1),
+                self.more.eq(self.left != 1)]
+
+    def next_word(self, command):
+        """After another word."""
+        return [self.word.eq(self.word + 1), self.last.eq(self.word + 1 == command.last_word)]
