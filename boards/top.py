@@ -16,7 +16,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.arbiter import RegisteredFIFO
+from vitaccel.hw.lib import RegisteredFIFO
 from vitaccel.hw.core import Core
 from vitaccel.hw.interfaces import MemoryPortSignature
 
@@ -32,10 +32,10 @@ class MemorySlice(wiring.Component):
 
     ``up`` faces the masters, ``down`` the memory. A command accepted from ``up`` is registered
     (a stage loaded every cycle, so that the masters' late ``cmd_valid`` meets only a flip-flop)
-    and then queued in a FIFO (:class:`~vitaccel.hw.arbiter.RegisteredFIFO`) whose head is
+    and then queued in a FIFO (:class:`~vitaccel.hw.lib.RegisteredFIFO`) whose head is
     ``down``'s command; ``up.cmd_ready`` is a flip-flop too, high while the stage and the queue
     hold fewer than :attr:`DEPTH` commands. Responses pass through a two-entry
-    :class:`~vitaccel.hw.arbiter.RegisteredFIFO`. The slice adds two cycles to a command and one to
+    :class:`~vitaccel.hw.lib.RegisteredFIFO`. The slice adds two cycles to a command and one to
     a response, and sustains one of each per cycle. On a large device the memory and the core's
     arbiter sit far apart; without the slice the memory's ``cmd_ready`` ran across the die and
     through the arbiter into the DMA's state logic in one cycle.

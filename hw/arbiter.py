@@ -5,60 +5,14 @@ The controller fetches instructions while the DMA may be running a LOAD (docs/ar
 returns in command order, must go back to whoever issued each read.
 """
 
-from amaranth.hdl import Elaboratable, Module, Mux, Signal
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .interfaces import MemoryPortSignature
+from .lib import RegisteredFIFO
 
 __all__ = ["MemoryArbiter", "RegisteredFIFO"]
-
-
-class RegisteredFIFO(Elaboratable):
-    """A first-in first-out queue whose outputs all come from registers.
-
-    The same ports as :class:`amaranth.lib.fifo.SyncFIFO` (``w_data``, ``w_en``, ``w_rdy``,
-    ``r_data``, ``r_en``, ``r_rdy``; an entry written is readable from the next cycle, and a full
-    queue takes no write, even in a cycle it is read), but the head lives in register 0 and the
-    entries shift towards it on a read, so ``r_data``, ``r_rdy`` and ``w_rdy`` are flip-flop
-    outputs: what the arbiter routes responses by is not behind a LUT RAM read and a pointer
-    comparison (the longest path of the core at 30 MHz), and a board's memory slice offers
-    ``w_rdy`` and ``r_rdy`` to wires that cross the die. ``w_data`` is written to the first free
-    entry in every cycle, pushed or not (a free entry holds nothing): the entries' enables come
-    from registers and ``r_en`` only, not from ``w_en``, which in the arbiter is the end of the
-    grant logic.
-    """
-
-    def __init__(self, width, depth):
-        self.depth = depth
-        self.w_data, self.w_en, self.w_rdy = Signal(width), Signal(), Signal(init=1)
-        self.r_data, self.r_en, self.r_rdy = Signal(width), Signal(), Signal()
-
-    def elaborate(self, platform):
-        m = Module()
-        depth = self.depth
-        entries = [self.r_data] + [Signal.like(self.r_data, name=f"entry{i}") for i in range(1, depth)]
-        # The number of entries: a binary count, so that a push moves few flip-flops (the count,
-        # `r_rdy`, `w_rdy`); the entries decode it from the register.
-        count = Signal(range(depth + 1))
-        push = self.w_en & self.w_rdy
-        pop = self.r_en & self.r_rdy
-        for i, entry in enumerate(entries):
-            shifted = entries[i + 1] if i + 1 < depth else entry
-            # `w_data` is written to the tail slot (the first free one, at `count` after this
-            # cycle's read) in every cycle, pushed or not: a slot past the last entry holds nothing,
-            # so only the count's move needs the push, and the entries' enables come from the
-            # count register and the read alone.
-            with m.If(Mux(pop, count == i + 1, count == i)):
-                m.d.sync += entry.eq(self.w_data)
-            with m.Elif(pop):
-                m.d.sync += entry.eq(shifted)
-        grow, shrink = push & ~pop, pop & ~push
-        with m.If(grow):
-            m.d.sync += [count.eq(count + 1), self.r_rdy.eq(1), self.w_rdy.eq(count != depth - 1)]
-        with m.Elif(shrink):
-            m.d.sync += [count.eq(count - 1), self.r_rdy.eq(count != 1), self.w_rdy.eq(1)]
-        return m
 
 
 class MemoryArbiter(wiring.Component):

@@ -200,7 +200,7 @@ def test_fanned_out_copies_survive_synthesis(tmp_path):
     merge (1 + 64)."""
     from amaranth.hdl import Mux, Signal
 
-    from vitaccel.hw.memories import fanned_out
+    from vitaccel.hw.lib import fanned_out
 
     class Fan(Elaboratable):
         def __init__(self):
