@@ -1,10 +1,9 @@
-"""The `vitaccel` command: generate hardware, simulate it bit-exactly, report what it measured.
+"""The `vitaccel` command: parse arguments, call the run service (vitaccel/run.py) and the jobs
+(vitaccel/jobs.py, demo.py, boards/), print their reports.
 
-This module parses arguments, checks them, calls the run service (vitaccel/run.py) and the jobs
-(vitaccel/jobs.py, vitaccel/demo.py, vitaccel/boards/) and prints their reports. User errors (bad
-config name, bad dimensions, missing files) print one line on stderr and exit with status 2;
-``--verbose`` shows the traceback. Numbers go to stdout, as JSON with ``--json``; progress goes to
-stderr so that ``--json`` output stays machine-readable.
+User errors (bad config name, bad dimensions, missing files) print one line on stderr and exit with
+status 2 (``--verbose``: with the traceback). Numbers go to stdout, as one JSON object with
+``--json``; progress goes to stderr, so that ``--json`` output stays machine-readable.
 """
 
 import argparse
@@ -26,25 +25,18 @@ class UserError(Exception):
 @contextlib.contextmanager
 def step_progress(quiet: bool):
     """A ``progress(message)`` callback showing the current step on stderr (a spinner on a terminal)."""
-    if quiet:
-        yield lambda message: None
-        return
     from rich.console import Console
 
     console = Console(stderr=True, log_path=False)
-    if not sys.stderr.isatty():
-        yield lambda message: console.log(message)
+    if quiet or not sys.stderr.isatty():
+        yield (lambda message: None) if quiet else console.log
         return
     with console.status("starting") as status:
-        yield lambda message: status.update(message)
+        yield status.update
 
 
-def _print(args, report: dict, text: str) -> None:
-    print(json.dumps(report) if args.json else text)
-
-
-def _table(title: str, columns, rows, justify=None) -> None:
-    """A rich table on stdout; each column justified as ``justify`` says (default: right)."""
+def _table(title: str, columns, rows, justify=None) -> str:
+    """A rich table as stdout shows it; each column justified as ``justify`` says (default: right)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -53,148 +45,39 @@ def _table(title: str, columns, rows, justify=None) -> None:
         table.add_column(column, justify=side)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    with console.capture() as text:
+        console.print(table)
+    return text.get().removesuffix("\n")
 
 
-def _pct(value, missing: str = "n/a") -> str:
-    return missing if value is None else f"{100 * value:.2f}%"
+def _runs_table(title: str, runs: list, extra=()) -> str:
+    """The per-image table of a model run; ``extra``: (column, text of a run) after the cycles."""
+    def exact(r):
+        error = "" if r.get("error") in (None, "NONE") else f": {r['error']}"
+        error += f" at {r['pc']:#x}" if error and "pc" in r else ""
+        return {None: "-", True: "yes", False: "NO" + error}[r["bit_exact"]]
+
+    return _table(title, ("image", "label", "predicted", "golden", "bit-exact", "cycles", *(c for c, _ in extra)),
+                  [(str(r["image"]), str(r["label"]), str(r["predicted"]), str(r.get("golden")), exact(r),
+                    "-" if r["cycles"] is None else f"{r['cycles']:,}", *(text(r) for _, text in extra))
+                   for r in runs])
 
 
-# ---- generate --------------------------------------------------------------------------------
-
-
-def cmd_generate(args):
-    from vitaccel.hw.generate import generate_verilog
-
-    cfg = load_config(args.config)
-    with step_progress(args.json) as say:
-        say(f"Elaborating {cfg.name} ({cfg.rows}x{cfg.cols} array)")
-        path = generate_verilog(cfg, args.output)
-    report = {"config": cfg.name, "verilog": str(path), "config_file": str(path.parent / "config.json"),
-              "bytes": path.stat().st_size}
-    _print(args, report, f"wrote {path} ({report['bytes']} bytes) and {report['config_file']}")
-
-
-# ---- simulate --------------------------------------------------------------------------------
-
-
-def _need_positive(args, flags):
-    for flag in flags:
-        value = getattr(args, flag.lstrip("-"))
-        if value is None:
-            raise UserError(f"--op {args.op} needs {flag}")
-        if value < 1:
-            raise UserError(f"{flag} must be a positive integer, not {value}")
+def _require(ok: bool, message: str) -> None:
+    """:class:`UserError` with ``message`` unless ``ok``."""
+    if not ok:
+        raise UserError(message)
 
 
 def _check_images(images: int, model: str) -> None:
-    """``--images`` is positive and, for the built-in tiny-digits, within its test split (checked
-    before the model is loaded or quantized)."""
-    if images < 1:
-        raise UserError(f"--images must be a positive integer, not {images}")
-    if model == "tiny-digits":
-        from vitaccel.sw.digits import SPLITS
+    """``--images`` is positive and, for tiny-digits, within its test split (before loading the model)."""
+    from vitaccel.sw.digits import SPLITS
 
-        start, stop = SPLITS["test"]
-        if images > stop - start:
-            raise UserError(f"--images {images}: the tiny-digits test split has {stop - start} images")
-
-
-def cmd_simulate(args):
-    from vitaccel import run
-
-    cfg = load_config(args.config)
-    lo, hi = args.latency
-    if not 1 <= lo <= hi:
-        raise UserError(f"--latency MIN MAX needs 1 <= MIN <= MAX, not {lo} {hi}")
-    if not 0.0 <= args.stall < 1.0:
-        raise UserError(f"--stall must be a probability in [0, 1), not {args.stall}")
-    if (args.op is None) == (args.model is None):
-        raise UserError("give either --op (one operation) or --model (a whole ViT)")
-    if (args.trace or args.trace_instructions) and args.engine != "rtl":
-        raise UserError("--trace and --trace-instructions need --engine rtl")
-    if args.trace and not args.trace.endswith(".vcd"):
-        raise UserError(f"--trace writes a VCD waveform: give a .vcd file name, not {args.trace!r}")
-    if args.model is not None:
-        return _simulate_model(args, cfg)
-    if args.engine == "perf":
-        raise UserError("--engine perf runs whole models only (--model)")
-    common = dict(seed=args.seed, engine=args.engine, latency=(lo, hi), stall=args.stall, trace=args.trace,
-                  trace_instructions=args.trace_instructions)
-    if args.op == "linear":
-        _need_positive(args, ["--m", "--k", "--n"])
-        with step_progress(args.json) as say:
-            report = run.simulate_linear(cfg, args.m, args.k, args.n, progress=say, **common)
-    else:
-        _need_positive(args, ["--rows", "--length"])
-        if args.op in ("softmax", "layernorm") and args.length > cfg.max_row:
-            raise UserError(f"--length {args.length} exceeds max_row={cfg.max_row} of config {cfg.name}")
-        if args.op == "layernorm" and args.length < 2:
-            raise UserError("--op layernorm needs --length of at least 2")
-        with step_progress(args.json) as say:
-            report = run.simulate_vector(cfg, args.op, args.rows, args.length, progress=say, **common)
-    report = report.to_json()
-    _print(args, report, "\n".join(f"{key:>18}: {value}" for key, value in report.items()))
-    return 0 if report["bit_exact"] else 1
-
-
-def _simulate_model(args, cfg):
-    from vitaccel.run import simulate_model
-    from vitaccel.sw.zoo import load_intvit, model_images
-
-    _check_images(args.images, args.model)
-    with step_progress(args.json) as say:
-        intvit = load_intvit(args.model, cfg, say)
-        try:
-            images, labels = model_images(intvit, args.images, seed=args.seed)
-        except ValueError as exc:       # a model file of the tiny-digits shape: the digits test split
-            raise UserError(f"--images {args.images}: {exc}") from None
-        report = simulate_model(intvit, cfg, images, labels, engine=args.engine, seed=args.seed,
-                                latency=tuple(args.latency), stall=args.stall, progress=say, trace=args.trace,
-                                trace_instructions=args.trace_instructions).to_json()
-    status = 0 if report["bit_exact"] is not False else 1
-    if args.json:
-        print(json.dumps(report))
-        return status
-    _table(f"{report['model']} on '{cfg.name}', engine {args.engine} (cycles: {report['cycles_source']})",
-           ("image", "label", "predicted", "golden", "bit-exact", "cycles"),
-           [(str(r["image"]), str(r["label"]), str(r["predicted"]), str(r.get("golden")),
-             {True: "yes", False: "NO", None: "-"}[r["bit_exact"]],
-             f"{r['cycles']:,}" if r["cycles"] is not None else "-") for r in report["runs"]])
-    print(f"{report['instructions']} instructions, {report['cycles']:,} cycles per image, MAC utilization "
-          f"{report['utilization']:.1%}, wall {report['wall_s']} s"
-          + (f", {report['sim_cycles_per_s']:,} simulated cycles/s, perf model error {report['perf_error']:+.2%}"
-             if report.get("sim_cycles_per_s") else ""))
-    if args.report:
-        lines = [f"{'layer':<14} {'cycles':>12} {'share':>6} {'MACs':>13} {'util':>6}  bound   (modelled)"]
-        total = sum(layer["cycles"] for layer in report["layers_modelled"]) or 1
-        for layer in report["layers_modelled"]:
-            lines.append(f"{layer['layer']:<14} {layer['cycles']:>12,} {layer['cycles'] / total:>6.1%} "
-                         f"{layer['macs']:>13,} {layer['utilization']:>6.1%}  {layer['bound']}")
-        print()
-        print("\n".join(lines))
-    return status
-
-
-# ---- compile ---------------------------------------------------------------------------------
-
-
-def cmd_compile(args):
-    from vitaccel.jobs import compile_program
-
-    cfg = load_config(args.config)
-    with step_progress(args.json) as say:
-        report = compile_program(args.model, cfg, args.output, listing=args.listing, progress=say)
-    counts = ", ".join(f"{k} {v:,}" for k, v in report["by_opcode"].items())
-    _print(args, report, "\n".join([
-        f"{report['instructions']:,} instructions ({counts}), {report['image_bytes']:,}-byte memory image, "
-        f"compiled in {report['compile_s']} s -> {args.output}",
-        f"modelled: {report['cycles_modelled']:,} cycles per image, MAC utilization "
-        f"{report['utilization_modelled']:.1%}"] + ([f"listing: {report['listing']}"] if args.listing else [])))
-    return 0
-
-
-# ---- boards: build, estimate, run ------------------------------------------------------------
+    _require(images >= 1, f"--images must be a positive integer, not {images}")
+    start, stop = SPLITS["test"]
+    _require(model != "tiny-digits" or images <= stop - start,
+             f"--images {images}: the tiny-digits test split has {stop - start} images")
 
 
 def _board_config(args):
@@ -205,128 +88,164 @@ def _board_config(args):
         board(args.board)
     except KeyError as exc:
         raise UserError(exc.args[0]) from None
-    if args.config == "board":
-        cfg = board_config(args.board)
-        if cfg is None:
-            raise UserError(f"board {args.board} has no config of its own: give --config")
-        return cfg
-    return load_config(args.config)
+    cfg = load_config(args.config) if args.config != "board" else board_config(args.board)
+    _require(cfg is not None, f"board {args.board} has no config of its own: give --config")
+    return cfg
 
 
-def cmd_build(args):
-    from vitaccel.boards.build import build
+# Each command checks its arguments, calls the service or a job with ``say`` (its progress) and
+# returns the JSON report and, for people, the lines to print instead (tables rendered as text).
+
+
+def cmd_generate(args, say):
+    from vitaccel.jobs import generate
+
+    report = generate(load_config(args.config), args.output, progress=say)
+    return report, [f"wrote {report['verilog']} ({report['bytes']} bytes) and {report['config_file']}"]
+
+
+def cmd_simulate(args, say):
+    from vitaccel import run
+    from vitaccel.sw.zoo import load_intvit, model_images
+
+    cfg = load_config(args.config)
+    lo, hi = args.latency
+    _require(1 <= lo <= hi, f"--latency MIN MAX needs 1 <= MIN <= MAX, not {lo} {hi}")
+    _require(0.0 <= args.stall < 1.0, f"--stall must be a probability in [0, 1), not {args.stall}")
+    _require((args.op is None) != (args.model is None), "give either --op (one operation) or --model (a whole ViT)")
+    _require(args.engine == "rtl" or not (args.trace or args.trace_instructions),
+             "--trace and --trace-instructions need --engine rtl")
+    _require(not args.trace or args.trace.endswith(".vcd"),
+             f"--trace writes a VCD waveform: give a .vcd file name, not {args.trace!r}")
+    common = dict(seed=args.seed, engine=args.engine, latency=(lo, hi), stall=args.stall, trace=args.trace,
+                  trace_instructions=args.trace_instructions, progress=say)
+    if args.model is not None:
+        _check_images(args.images, args.model)
+        intvit = load_intvit(args.model, cfg, say)
+        try:
+            images, labels = model_images(intvit, args.images, seed=args.seed)
+        except ValueError as exc:       # a model file of the tiny-digits shape: the digits test split
+            raise UserError(f"--images {args.images}: {exc}") from None
+        report = run.simulate_model(intvit, cfg, images, labels, **common).to_json()
+        return report, _model_lines(args, cfg, report)
+    _require(args.engine != "perf", "--engine perf runs whole models only (--model)")
+    for flag in ("--m", "--k", "--n") if args.op == "linear" else ("--rows", "--length"):
+        value = getattr(args, flag[2:])
+        _require(value is not None, f"--op {args.op} needs {flag}")
+        _require(value >= 1, f"{flag} must be a positive integer, not {value}")
+    _require(args.op not in ("softmax", "layernorm") or args.length <= cfg.max_row,
+             f"--length {args.length} exceeds max_row={cfg.max_row} of config {cfg.name}")
+    _require(args.op != "layernorm" or args.length >= 2, "--op layernorm needs --length of at least 2")
+    report = (run.simulate_linear(cfg, args.m, args.k, args.n, **common) if args.op == "linear"
+              else run.simulate_vector(cfg, args.op, args.rows, args.length, **common)).to_json()
+    return report, [f"{key:>18}: {value}" for key, value in report.items()]
+
+
+def _model_lines(args, cfg, report: dict) -> list:
+    """What ``simulate --model`` prints: the per-image table, a summary line (and the layers)."""
+    title = f"{report['model']} on '{cfg.name}', engine {args.engine} (cycles: {report['cycles_source']})"
+    lines = [_runs_table(title, report["runs"]),
+             f"{report['instructions']} instructions, {report['cycles']:,} cycles per image, MAC utilization "
+             f"{report['utilization']:.1%}, wall {report['wall_s']} s"
+             + (f", {report['sim_cycles_per_s']:,} simulated cycles/s, perf model error {report['perf_error']:+.2%}"
+                if report.get("sim_cycles_per_s") else "")]
+    if args.report:
+        total = sum(layer["cycles"] for layer in report["layers_modelled"]) or 1
+        lines += ["", f"{'layer':<14} {'cycles':>12} {'share':>6} {'MACs':>13} {'util':>6}  bound   (modelled)"]
+        lines += [f"{layer['layer']:<14} {layer['cycles']:>12,} {layer['cycles'] / total:>6.1%} {layer['macs']:>13,} "
+                  f"{layer['utilization']:>6.1%}  {layer['bound']}" for layer in report["layers_modelled"]]
+    return lines
+
+
+def cmd_compile(args, say):
+    from vitaccel.jobs import compile_program
+
+    report = compile_program(args.model, load_config(args.config), args.output, listing=args.listing, progress=say)
+    counts = ", ".join(f"{k} {v:,}" for k, v in report["by_opcode"].items())
+    lines = [f"{report['instructions']:,} instructions ({counts}), {report['image_bytes']:,}-byte memory image, "
+             f"compiled in {report['compile_s']} s -> {args.output}",
+             f"modelled: {report['cycles_modelled']:,} cycles per image, MAC utilization "
+             f"{report['utilization_modelled']:.1%}"]
+    return report, lines + ([f"listing: {report['listing']}"] if args.listing else [])
+
+
+def cmd_build(args, say):
+    from vitaccel.jobs import build_board
 
     cfg = _board_config(args)
-    with step_progress(args.json) as say:
-        path = build(args.board, cfg, args.output, bitstream=args.bitstream, progress=say)
-    files = sorted(str(p.relative_to(args.output)) for p in Path(args.output).rglob("*") if p.is_file())
-    report = {"board": args.board, "config": cfg.name, "output": args.output,
-              "bitstream": str(path) if args.bitstream else None, "files": files}
-    _print(args, report, f"{args.board} / {cfg.name}: {len(files)} files in {args.output}"
-           + (f", bitstream {path}" if args.bitstream else ""))
-    return 0
+    report = build_board(args.board, cfg, args.output, bitstream=args.bitstream, progress=say)
+    return report, [f"{args.board} / {cfg.name}: {len(report['files'])} files in {args.output}"
+                    + (f", bitstream {report['bitstream']}" if args.bitstream else "")]
 
 
-def cmd_estimate(args):
-    """Resources (yosys), Fmax (nextpnr), cycles (perf model or RTL, at the board top's memory
-    latency), FPS and GOPS of a model (vitaccel/jobs.py)."""
+def cmd_estimate(args, say):
+    """Resources, Fmax, cycles (at the board top's memory latency), FPS and GOPS (vitaccel/jobs.py)."""
     from vitaccel.jobs import estimate_model, write_estimate_report
 
     cfg = _board_config(args)
-    if args.seed < 1:
-        raise UserError(f"--seed must be a positive integer, not {args.seed}")
+    _require(args.seed >= 1, f"--seed must be a positive integer, not {args.seed}")
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-    with step_progress(args.json) as say:
-        report, sim = estimate_model(args.board, cfg, args.model, engine=args.engine, route=not args.no_route,
-                                     seed=args.seed, timeout=args.timeout, progress=say)
-    if args.json:
-        print(json.dumps(report))
-    else:
-        res = report["resources"]
-        print(f"{args.board} ({report['part']}), config {cfg.name}:")
-        for kind in ("lut", "ff", "dsp", "bram"):
-            r = res[kind]
-            print(f"  {kind:<5} {r['used']:>8} of {r['available']:<8} ({r['percent']:.1f} %)  [{r['source']}]")
-        print(f"  Fmax  {report['fmax_mhz']} MHz [{report['fmax_source']}]")
-        print(f"  {args.model}: {report['cycles']:,} cycles [{report['cycles_source']}, memory latency "
-              f"{report['mem_latency']}] -> {report['fps']} FPS at "
-              f"{report['clock_mhz_for_fps']:.1f} MHz [{report['clock_source']}], {report['gops']} GOPS of "
-              f"{report['peak_gops']} peak; memory-bandwidth bound {report['memory_bound_fps']} FPS")
+    report, sim = estimate_model(args.board, cfg, args.model, engine=args.engine, route=not args.no_route,
+                                 seed=args.seed, timeout=args.timeout, progress=say)
     if args.report:
         write_estimate_report(report, sim, Path(args.report))
-    return 0
+    return report, (
+        [f"{args.board} ({report['part']}), config {cfg.name}:"]
+        + [f"  {kind:<5} {r['used']:>8} of {r['available']:<8} ({r['percent']:.1f} %)  [{r['source']}]"
+           for kind, r in report["resources"].items()]
+        + [f"  Fmax  {report['fmax_mhz']} MHz [{report['fmax_source']}]",
+           f"  {args.model}: {report['cycles']:,} cycles [{report['cycles_source']}, memory latency "
+           f"{report['mem_latency']}] -> {report['fps']} FPS at {report['clock_mhz_for_fps']:.1f} MHz "
+           f"[{report['clock_source']}], {report['gops']} GOPS of {report['peak_gops']} peak; "
+           f"memory-bandwidth bound {report['memory_bound_fps']} FPS"])
 
 
-def cmd_run(args):
-    """A model on a real board over its UART host link (run service, board backend), checked against golden."""
-    from vitaccel.boards.host import LinkError
+def cmd_run(args, say):
+    """A model on a real board over its UART host link (the run service's board backend), checked."""
     from vitaccel.run import run_board
 
     cfg = _board_config(args)
     _check_images(args.images, args.model)
-    if args.baud < 1:
-        raise UserError(f"--baud must be a positive integer, not {args.baud}")
-    try:
-        with step_progress(args.json) as say:
-            report = run_board(args.board, args.port, args.model, cfg, images=args.images, baud=args.baud,
-                               progress=say).to_json()
-    except LinkError as exc:
-        raise UserError(str(exc)) from None
-    if args.json:
-        print(json.dumps(report))
-        return 0 if report["bit_exact"] else 1
-    _table(f"{report['model']} on {report['board']} ({cfg.name}) via {args.port}",
-           ("image", "label", "pred", "golden", "bit-exact", "cycles", "compute ms", "link ms"),
-           [(str(r["image"]), str(r["label"]), str(r["predicted"]), str(r["golden"]),
-             "yes" if r["bit_exact"] else ("NO" if r["error"] == "NONE" else f"NO: {r['error']} at {r['pc']:#x}"),
-             f"{r['cycles']:,}", f"{1e3 * r['compute_s']:.3f}", f"{1e3 * r['transfer_s']:.1f}")
-            for r in report["runs"]])
-    accuracy = (f", top-1 {report['top1']:.2%} (golden {report['golden_top1']:.2%})" if "top1" in report else "")
-    print(f"bit-exact: {'yes' if report['bit_exact'] else 'NO'}{accuracy}; {report['cycles']:,} cycles per image "
-          f"= {1e3 * report['compute_s']:.3f} ms at {report['clk_hz'] / 1e6:g} MHz; per image {1e3 * report['transfer_s']:.1f} "
-          f"ms of transfer, {1e3 * report['wall_s']:.1f} ms in all; program and weights "
-          f"({report['image_bytes']:,} bytes) written in {report['upload_s']:.2f} s")
-    return 0 if report["bit_exact"] else 1
+    _require(args.baud >= 1, f"--baud must be a positive integer, not {args.baud}")
+    report = run_board(args.board, args.port, args.model, cfg, images=args.images, baud=args.baud,
+                       progress=say).to_json()
+    accuracy = f", top-1 {report['top1']:.2%} (golden {report['golden_top1']:.2%})" if "top1" in report else ""
+    return report, [
+        _runs_table(f"{report['model']} on {report['board']} ({cfg.name}) via {args.port}", report["runs"],
+                    [("compute ms", lambda r: f"{1e3 * r['compute_s']:.3f}"),
+                     ("link ms", lambda r: f"{1e3 * r['transfer_s']:.1f}")]),
+        f"bit-exact: {'yes' if report['bit_exact'] else 'NO'}{accuracy}; {report['cycles']:,} cycles per image = "
+        f"{1e3 * report['compute_s']:.3f} ms at {report['clk_hz'] / 1e6:g} MHz; per image "
+        f"{1e3 * report['transfer_s']:.1f} ms of transfer, {1e3 * report['wall_s']:.1f} ms in all; program and "
+        f"weights ({report['image_bytes']:,} bytes) written in {report['upload_s']:.2f} s"]
 
 
-# ---- quantize and demo -----------------------------------------------------------------------
-
-
-def cmd_quantize(args):
+def cmd_quantize(args, say):
     from vitaccel.sw.quantize import quantize_model
 
-    with step_progress(args.json) as say:
-        report = quantize_model(args.model, calib=args.calib, observer=args.observer, config=args.config,
-                                softmax=args.softmax, layernorm=args.layernorm, gelu=args.gelu,
-                                output=args.output, progress=say)
-    labelled = "n/a (no labelled test set)"
-    _print(args, report,
-           f"{report['model']}: float top-1 {_pct(report['fp_top1'], labelled)}, integer top-1 "
-           f"{_pct(report['int_top1'], labelled)}, agreement {_pct(report['agreement'], labelled)}\n"
-           f"variants {report['variants']}, integer model {report['int_model_bytes']:,} bytes -> {report['output']}")
-    return 0
+    report = quantize_model(args.model, calib=args.calib, observer=args.observer, config=args.config,
+                            softmax=args.softmax, layernorm=args.layernorm, gelu=args.gelu, output=args.output,
+                            progress=say)
+    pct = {key: "n/a (no labelled test set)" if report[key] is None else f"{100 * report[key]:.2f}%"
+           for key in ("fp_top1", "int_top1", "agreement")}
+    return report, [f"{report['model']}: float top-1 {pct['fp_top1']}, integer top-1 {pct['int_top1']}, "
+                    f"agreement {pct['agreement']}",
+                    f"variants {report['variants']}, integer model {report['int_model_bytes']:,} bytes -> "
+                    f"{report['output']}"]
 
 
-def cmd_demo(args):
+def cmd_demo(args, say):
     """The main job end to end on the built-in model (vitaccel/demo.py)."""
     from vitaccel.demo import run_demo, summary
 
     cfg = load_config(args.config)
     _check_images(args.images, "tiny-digits")
-    with step_progress(args.json) as say:
-        report = run_demo(cfg, images=args.images, board=None if args.board == "none" else args.board,
-                          out_dir=args.output, progress=say)
-    if args.json:
-        print(json.dumps(report))
-        return 0 if report["bit_exact"] else 1
-    _table(f"vitaccel demo: tiny-digits on '{cfg.name}' ({cfg.rows}x{cfg.cols} int8 array)",
-           ("figure", "value", "source"), summary(report), ("left", "right", "left"))
-    print(f"report: {Path(args.output) / 'report.md'}")
-    return 0 if report["bit_exact"] else 1
-
-
-# ---- parsing ---------------------------------------------------------------------------------
+    report = run_demo(cfg, images=args.images, board=None if args.board == "none" else args.board,
+                      out_dir=args.output, progress=say)
+    return report, [_table(f"vitaccel demo: tiny-digits on '{cfg.name}' ({cfg.rows}x{cfg.cols} int8 array)",
+                           ("figure", "value", "source"), summary(report), ("left", "right", "left")),
+                    f"report: {Path(args.output) / 'report.md'}"]
 
 
 EXAMPLES = {
@@ -355,21 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name, help_text, func, *, config="default", config_help=CONFIG_HELP, board=False):
-        """A subcommand with --verbose, --json, --config (and --board); runs ``func``."""
+    def command(name, help_text, func, *, config="default", config_help=CONFIG_HELP, board=False, output=None):
+        """A subcommand running ``func`` with --verbose, --json, --config (--board, -o/--output: ``output``)."""
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES.get(name),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                       help="show tracebacks of errors")
+        p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
         p.add_argument("--json", action="store_true", help="print a JSON report")
         if board:
             p.add_argument("--board", required=True, help=BOARDS_HELP)
         p.add_argument("--config", default=config, help=config_help)
+        if output:
+            p.add_argument("-o", "--output", required=True, help=output)
         p.set_defaults(func=func)
         return p
 
-    p = command("generate", "Write the Verilog of the accelerator core and the config it came from.", cmd_generate)
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    command("generate", "Write the Verilog of the accelerator core and the config it came from.", cmd_generate,
+            output="output directory")
 
     p = command("simulate", "Compile an operation, run it cycle-accurately and check it bit for bit.", cmd_simulate)
     p.add_argument("--op", choices=["linear", "softmax", "layernorm", "gelu", "add"],
@@ -382,9 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, help="linear: output features")
     p.add_argument("--rows", type=int, help="softmax/layernorm/gelu/add: rows (queries or tokens)")
     p.add_argument("--length", type=int, help="softmax/layernorm/gelu/add: elements per row")
-    p.add_argument("--engine", choices=["rtl", "isa", "perf"], default="rtl",
-                   help="rtl: Verilator, cycle-accurate (default); isa: functional ISA simulator; "
-                        "perf: analytic cycle model (--model only)")
+    p.add_argument("--engine", choices=["rtl", "isa", "perf"], default="rtl", help="rtl: Verilator, cycle-accurate "
+                   "(default); isa: functional ISA simulator; perf: analytic cycle model (--model only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random layer and memory model")
     p.add_argument("--latency", type=int, nargs=2, default=(1, 1), metavar=("MIN", "MAX"),
                    help="memory read latency range in cycles (random when MIN < MAX)")
@@ -395,8 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rtl: write each instruction's start and end cycles (--model: first image)")
 
     p = command("build", "Write Verilog, constraints and the build script for a board (and a bitstream).", cmd_build,
-                config="board", config_help=BOARD_CONFIG_HELP, board=True)
-    p.add_argument("-o", "--output", required=True, help="output directory")
+                config="board", config_help=BOARD_CONFIG_HELP, board=True, output="output directory")
     p.add_argument("--bitstream", action="store_true", help="run yosys/nextpnr/pack (ECP5 and iCE40)")
 
     p = command("estimate", "Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of a model on a board.",
@@ -408,11 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-route", action="store_true",
                    help="Fmax from nextpnr's placement estimate, without routing (minutes instead of tens of minutes)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1)")
-    p.add_argument("--timeout", type=float, metavar="SECONDS",
-                   help="stop nextpnr after this long with an error (default: two hours, "
-                        "vitaccel.boards.synth.NEXTPNR_TIMEOUT; its router never gives up by itself on a "
-                        "congested placement, and re-routes arcs that miss the constraint for up to "
-                        "1,500 iterations)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help=(
+        "stop nextpnr after this long with an error (default: two hours, vitaccel.boards.synth.NEXTPNR_TIMEOUT; "
+        "its router never gives up by itself on a congested placement, and re-routes arcs that miss the "
+        "constraint for up to 1,500 iterations)"))
 
     p = command("run", "Run a model on a real board over its UART host link and check it against the golden model.",
                 cmd_run, config="board", board=True,
@@ -424,13 +341,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=8, help="images to run (default 8)")
     p.add_argument("--baud", type=int, default=115200, help="line rate of the host link (default 115200)")
 
-    p = command("compile", "Compile a quantized ViT into a program for an accelerator config.", cmd_compile)
+    p = command("compile", "Compile a quantized ViT into a program for an accelerator config.", cmd_compile,
+                output="program file to write (.npz)")
     p.add_argument("--model", required=True, help=f"{MODEL_HELP} (vitaccel quantize)")
-    p.add_argument("-o", "--output", required=True, help="program file to write (.npz)")
     p.add_argument("--listing", action="store_true", help="also write a readable listing beside it (.lst)")
 
     p = command("quantize", "Calibrate and quantize a ViT into an integer-only IntViT; report its accuracy.",
-                cmd_quantize, config_help="AccelConfig whose softmax/layernorm/gelu variants to use (default: default)")
+                cmd_quantize, config_help="AccelConfig whose softmax/layernorm/gelu variants to use (default: default)",
+                output="IntViT file to write (.npz)")
     p.add_argument("--model", required=True,
                    help="tiny-digits, deit-tiny (random weights), or a timm/DeiT checkpoint (.pth/.safetensors)")
     p.add_argument("--calib", type=int, help="calibration images (default: all 180 for tiny-digits, 8 otherwise)")
@@ -439,7 +357,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--softmax", choices=["e2softmax", "shiftmax"], help="override the softmax variant")
     p.add_argument("--layernorm", choices=["ailayernorm", "i_layernorm"], help="override the LayerNorm variant")
     p.add_argument("--gelu", choices=["table", "shift"], help="override the GELU variant")
-    p.add_argument("-o", "--output", required=True, help="IntViT file to write (.npz)")
 
     p = command("demo", "Quantize, compile, simulate (bit-exact, Verilator) the built-in model; estimate for a board.",
                 cmd_demo)
@@ -451,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _domain_errors() -> tuple:
     """The errors of the library that mean bad user input (reported in one line, exit status 2)."""
+    from vitaccel.boards.host import LinkError
     from vitaccel.boards.targets import FitError
     from vitaccel.sw.compiler import CompileError
     from vitaccel.sw.intvit import IntViTError
@@ -458,20 +376,23 @@ def _domain_errors() -> tuple:
     from vitaccel.sw.quantize import QuantizeError
     from vitaccel.sw.vit import CheckpointError
 
-    return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError, FitError)
+    return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError, FitError, LinkError)
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command ``argv`` asks for; its exit status: 0, 1 when a run was not bit-exact, 2 on a user error."""
+    args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        with step_progress(args.json) as say:
+            report, lines = args.func(args, say)
     except (UserError, ConfigError, FileNotFoundError, *_domain_errors()) as exc:
         if args.verbose:
             traceback.print_exc()
         message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
         print(f"vitaccel: error: {message}", file=sys.stderr)
         return 2
+    print(json.dumps(report) if args.json else "\n".join(lines))
+    return 1 if report.get("bit_exact") is False else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The jobs of the `vitaccel` command that compile or estimate rather than run: ``vitaccel compile``
-and ``vitaccel estimate``. Runs are the run service's (vitaccel/run.py), the demo is
-vitaccel/demo.py. Each job returns the JSON-able report the command prints.
+"""The jobs of the `vitaccel` command that build, compile or estimate rather than run:
+``vitaccel generate``, ``build``, ``compile`` and ``estimate``. Runs are the run service's
+(vitaccel/run.py), the demo is vitaccel/demo.py. Each job returns the JSON-able report the command
+prints.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Callable
 
 from vitaccel.config import AccelConfig
 
-__all__ = ["compile_program", "estimate_model", "write_estimate_report"]
+__all__ = ["generate", "build_board", "compile_program", "estimate_model", "write_estimate_report"]
 
 
 def compile_program(model: str, cfg: AccelConfig, output: str, *, listing: bool = False,
@@ -111,3 +112,25 @@ def write_estimate_report(report: dict, sim: dict, out_dir: Path) -> None:
               f"| memory-bandwidth bound | {report['memory_bound_fps']} FPS | {report['memory_bound_note']} |",
               "", "![cycles per layer](layers.png)", ""]
     (out_dir / "estimate.md").write_text("\n".join(lines))
+
+
+def generate(cfg: AccelConfig, output: str, *, progress: Callable[[str], None] | None = None) -> dict:
+    """Write the Verilog of ``cfg``'s core and the config it came from into ``output``; report the files."""
+    from vitaccel.hw.generate import generate_verilog
+
+    (progress or (lambda message: None))(f"Elaborating {cfg.name} ({cfg.rows}x{cfg.cols} array)")
+    path = generate_verilog(cfg, output)
+    return {"config": cfg.name, "verilog": str(path), "config_file": str(path.parent / "config.json"),
+            "bytes": path.stat().st_size}
+
+
+def build_board(board_name: str, cfg: AccelConfig, output: str, *, bitstream: bool = False,
+                progress: Callable[[str], None] | None = None) -> dict:
+    """Write the build files of ``cfg`` on ``board_name`` into ``output`` (with ``bitstream``, run the
+    tools that make one); report the files written."""
+    from vitaccel.boards.build import build
+
+    path = build(board_name, cfg, output, bitstream=bitstream, progress=progress)
+    files = sorted(str(p.relative_to(output)) for p in Path(output).rglob("*") if p.is_file())
+    return {"board": board_name, "config": cfg.name, "output": output, "bitstream": str(path) if bitstream else None,
+            "files": files}
