@@ -12,12 +12,12 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.memories import READ_LATENCY, delayed
-from vitaccel.hw.residual import (ElementwiseEngine, lanes_layout, saturating_round_shift,
-                                  tiles, valid_pipeline)
 from vitaccel.numerics import EXP_BITS, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS, SIGMOID_BITS
 
-from vitaccel.hw.interfaces import checked_config
+from .interfaces import checked_config
+from .lib import delayed
+from .memories import READ_LATENCY
+from .residual import ElementwiseEngine, lanes_layout, saturating_round_shift, tiles, valid_pipeline
 
 __all__ = ["GeluUnit", "GeluEngine", "gelu_cycles", "TABLE_ENTRIES"]
 
@@ -234,12 +234,10 @@ class GeluEngine(ElementwiseEngine):
     Throughput: one scratchpad row per ``cols / vector_lanes`` cycles after the parameter phase.
     """
 
+    busy_cycles = staticmethod(gelu_cycles)
+
     def __init__(self, cfg: AccelConfig):
         super().__init__(cfg, operands=1)
-
-    def cycles(self, rows: int, length: int) -> int:
-        """:func:`gelu_cycles` for this engine's config."""
-        return gelu_cycles(self._cfg, rows, length)
 
     def make_unit(self):
         return GeluUnit(self._cfg)
@@ -247,16 +245,9 @@ class GeluEngine(ElementwiseEngine):
     def load_params(self, m, unit, idle, active, param_addr):
         cfg = self._cfg
         if cfg.gelu == "shift":
-            m.d.comb += [self.param_rd.en.eq(active), self.param_rd.addr.eq(param_addr)]
-            loaded = delayed(m, active, READ_LATENCY, "loaded")
-            with m.If(loaded):
-                m.d.sync += [
-                    unit.exp_mult.eq(self.param_rd.data[0][:cfg.mult_bits]),
-                    unit.exp_shift.eq(self.param_rd.data[1][:cfg.shift_bits]),
-                    unit.out_mult.eq(self.param_rd.data[2][:cfg.mult_bits]),
-                    unit.out_shift.eq(self.param_rd.data[3][:cfg.shift_bits]),
-                ]
-            return active
+            return self.load_param_row(m, active, param_addr,
+                                       [(unit.exp_mult, cfg.mult_bits), (unit.exp_shift, cfg.shift_bits),
+                                        (unit.out_mult, cfg.mult_bits), (unit.out_shift, cfg.shift_bits)])
 
         # One table entry per cycle, entry k in phase cycle k: column `col` of PARAM row
         # `read_addr`. The row is read when col == 0; its low bytes go to the shift register

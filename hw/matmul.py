@@ -5,13 +5,12 @@ weight load, and a busy time given by :func:`matmul_cycles`, which the performan
 """
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import wiring
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.array import SystolicArray, array_latency
-from vitaccel.hw.memories import READ_LATENCY, delayed, fanned_out
 
-from vitaccel.hw.interfaces import checked_config, engine_members
+from .array import SystolicArray, array_latency
+from .lib import Engine, delayed, fanned_out
+from .memories import READ_LATENCY
 
 __all__ = ["MatmulEngine", "matmul_cycles"]
 
@@ -28,7 +27,7 @@ def matmul_cycles(cfg: AccelConfig, rows: int) -> int:
     return 0 if rows == 0 else cfg.rows + rows + array_latency(cfg) + READ_LATENCY
 
 
-class MatmulEngine(wiring.Component):
+class MatmulEngine(Engine):
     """Executes MATMUL: ``acc[c_addr + r] (+)= spad[a_addr + r] @ W`` for ``r < rows``.
 
     The weight tile ``W`` is ``spad[b_addr + i]`` for ``i < cfg.rows`` (row ``i`` for array row
@@ -75,14 +74,11 @@ class MatmulEngine(wiring.Component):
     #: its read data is registered, then added.
     ACC_READ_AHEAD = READ_LATENCY + 1
 
-    def __init__(self, cfg: AccelConfig, *, dsp_sites=()):
-        self._cfg = checked_config(cfg)
-        self._dsp_sites = dsp_sites
-        super().__init__(engine_members(cfg, "spad_rd", "acc_rd", "acc_wr"))
+    busy_cycles = staticmethod(matmul_cycles)
 
-    def cycles(self, rows: int) -> int:
-        """:func:`matmul_cycles` for this engine's config."""
-        return matmul_cycles(self._cfg, rows)
+    def __init__(self, cfg: AccelConfig, *, dsp_sites=()):
+        self._dsp_sites = dsp_sites
+        super().__init__(cfg, "spad_rd", "acc_rd", "acc_wr")
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -102,31 +98,15 @@ class MatmulEngine(wiring.Component):
         wr_left = Signal.like(instr.rows)      # accumulator rows still to write
         wr_last = Signal()                     # wr_left == 1
 
-        # busy is ~fsm.ongoing("IDLE") kept in a flip-flop of its own: the core selects this
-        # engine's memory ports with it (hw/core.py).
-        busy = Signal()
-        nonempty = Signal()
-        m.d.sync += nonempty.eq(instr.rows != 0)
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                # The command's fields are taken in every idle cycle (no enable from the handshake);
-                # the ones of the accepted command are the last taken.
-                m.d.sync += [
-                    a_addr.eq(instr.a_addr),
-                    rows.eq(instr.rows),
-                    accumulate.eq(instr.accumulate),
-                    transpose_b.eq(instr.transpose_b),
-                    spad_addr.eq(instr.b_addr),
-                    issued.eq(0),
-                    issued_last.eq(cfg.rows == 1),
-                    wr_left.eq(instr.rows),
-                    wr_last.eq(instr.rows == 1),
-                ]
-                # A registered decode: the payload holds from the cycle before valid.
-                with m.If(self.cmd.valid & nonempty):
-                    m.d.sync += busy.eq(1)
-                    m.next = "LOAD_WEIGHTS"
+        taken = [
+            a_addr.eq(instr.a_addr), rows.eq(instr.rows), accumulate.eq(instr.accumulate),
+            transpose_b.eq(instr.transpose_b), spad_addr.eq(instr.b_addr), issued.eq(0),
+            issued_last.eq(cfg.rows == 1), wr_left.eq(instr.rows), wr_last.eq(instr.rows == 1),
+        ]
+        # busy is a flip-flop of its own: the core selects this engine's memory ports with it
+        # (hw/core.py).
+        with self.command_fsm(m, work=instr.rows != 0, taken=taken, start="LOAD_WEIGHTS",
+                              busy_register=True) as fsm:
             with m.State("LOAD_WEIGHTS"):
                 m.d.sync += [issued.eq(issued + 1), issued_last.eq(issued == cfg.rows - 2),
                              spad_addr.eq(spad_addr + 1)]
@@ -139,8 +119,7 @@ class MatmulEngine(wiring.Component):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
                 with m.If(array.out_valid & wr_last):
-                    m.d.sync += busy.eq(0)
-                    m.next = "IDLE"
+                    fsm.finish()
 
         loading = fsm.ongoing("LOAD_WEIGHTS")
         streaming = fsm.ongoing("STREAM")
@@ -152,7 +131,6 @@ class MatmulEngine(wiring.Component):
             m.d.sync += register.eq(streamed[-1])
             streamed.append(register)
         m.d.comb += [
-            self.busy.eq(busy),
             self.spad_rd.en.eq(loading | streaming),
             self.spad_rd.addr.eq(spad_addr),
             # Read data arrives READ_LATENCY cycles after the address: the array sees it with

@@ -5,6 +5,8 @@ executes REQUANT with ``requant_lanes`` of them, in a busy time given by :func:`
 which the performance model uses.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -12,9 +14,9 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 from vitaccel.numerics import INT8_MAX, INT8_MIN
 
-from .array import Mult18x18D, is_ecp5
-from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY, delayed, fanned_out
+from .interfaces import checked_config
+from .lib import Engine, Mult18x18D, RowGatherer, delayed, fanned_out, is_ecp5
+from .memories import READ_LATENCY
 
 __all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
 
@@ -49,7 +51,7 @@ class Requantizer(wiring.Component):
     saturate. The ``acc_width x mult_bits`` multiply is split at bit :attr:`LOW_BITS` of the sum,
     ``p = (hi * mult << LOW_BITS) + lo * mult``, so that on ECP5 each partial product is one
     MULT18X18D with its operand and output registers inside
-    (:class:`~vitaccel.hw.array.Mult18x18D`): the sum's register can sit by its adder and the wire
+    (:class:`~vitaccel.hw.lib.Mult18x18D`): the sum's register can sit by its adder and the wire
     to the DSP gets a cycle of its own. Elsewhere (simulation, other devices) the same two
     products are inferred, with the same timing.
 
@@ -151,7 +153,7 @@ def requant_cycles(cfg: AccelConfig, rows: int, row_shift: bool = False) -> int:
             + Requantizer.LATENCY + row_shift)
 
 
-class RequantEngine(wiring.Component):
+class RequantEngine(Engine):
     """Executes REQUANT: ``spad[spad_addr + r] = requantize(acc[acc_addr + r], bias, mult, shift_r)``.
 
     ``bias = param[param_addr]``, ``mult`` is the low ``mult_bits`` bits (signed) of
@@ -198,72 +200,72 @@ class RequantEngine(wiring.Component):
 
     #: Register stages between the accumulator's read data and the lanes' inputs.
     INPUT_STAGES = 1
+    busy_cycles = staticmethod(requant_cycles)
 
     def __init__(self, cfg: AccelConfig):
-        self._cfg = checked_config(cfg)
-        super().__init__(engine_members(cfg, "acc_rd", "param_rd", "spad_wr"))
+        super().__init__(cfg, "acc_rd", "param_rd", "spad_wr")
 
-    def cycles(self, rows: int, row_shift: bool = False) -> int:
-        """:func:`requant_cycles` for this engine's config."""
-        return requant_cycles(self._cfg, rows, row_shift)
+    def _chunked(self, shape):
+        """A row of ``cols`` elements viewed as chunks of ``requant_lanes``: same bits."""
+        cfg = self._cfg
+        return data.ArrayLayout(data.ArrayLayout(shape, cfg.requant_lanes), cfg.cols // cfg.requant_lanes)
 
     def elaborate(self, platform):
-        cfg = self._cfg
-        lanes = cfg.requant_lanes
-        chunks = cfg.cols // lanes
         m = Module()
+        walk = self._walk(m)
+        params = self._parameters(m, walk)
+        results = self._lanes(m, walk, params)
+        # Chunks come out in order: all but the last of a row wait in the gatherer, the last
+        # completes the row and it is written.
+        out = RowGatherer(m, Cat(*results), walk.stage[-1], self._cfg.cols // self._cfg.requant_lanes, "out")
+        m.d.comb += [
+            self.spad_wr.en.eq(out.complete),
+            self.spad_wr.addr.eq(walk.spad_addr),
+            self.spad_wr.data.eq(out.row),
+        ]
+        with m.If(self.spad_wr.en):
+            m.d.sync += [walk.spad_addr.eq(walk.spad_addr + 1), walk.wr_left.eq(walk.wr_left - 1),
+                         walk.wr_last.eq(walk.wr_left == 2)]
+        return m
 
-        def chunked(shape):
-            """A row of ``cols`` elements viewed as ``chunks`` groups of ``lanes``: same bits."""
-            return data.ArrayLayout(data.ArrayLayout(shape, lanes), chunks)
-
+    def _walk(self, m):
+        """The command's FSM (IDLE, PARAMS, STREAM, DRAIN) and its running addresses, as a
+        namespace: it drives ``cmd``, ``busy`` and both read ports; ``stage`` (bit k: a chunk
+        read k + 1 cycles ago is at stage k) tells the later stages what is where. The
+        scratchpad's running address and write count (``spad_addr``, ``wr_left``, ``wr_last``)
+        are the caller's to advance with each write."""
+        cfg = self._cfg
+        chunks = cfg.cols // cfg.requant_lanes
         instr = self.cmd.payload.requant
-        spad_addr = Signal.like(instr.spad_addr)  # the next scratchpad row written
+        walk = SimpleNamespace(
+            spad_addr=Signal.like(instr.spad_addr, name="spad_addr"),  # the next scratchpad row written
+            wr_left=Signal.like(instr.rows, name="wr_left"),           # scratchpad rows still to write
+            wr_last=Signal(name="wr_last"),                            # wr_left == 1
+            row_shift=Signal(name="row_shift"),
+            param_index=Signal(range(4), name="param_index"),
+            chunk=Signal(range(chunks), name="chunk"),                 # chunk of `row` read in this cycle
+            group_pos=Signal(range(cfg.cols), name="group_pos"),       # row % cols: its column of exponents
+        )
         param_addr = Signal.like(instr.param_addr)  # the parameter row read in this cycle, if any
         exp_addr = Signal.like(instr.exp_addr)
-        row_shift = Signal()
-        param_index = Signal(range(4))
         params_last = Signal()              # param_index is the last parameter row to read
         acc_addr = Signal.like(instr.acc_addr)  # the accumulator row read in this cycle
         row_left = Signal.like(instr.rows)  # accumulator rows still to read, this one included
         row_last = Signal()                 # row_left == 1: reading the last row
-        group_pos = Signal(range(cfg.cols))  # row % cols: its column in the current row of exponents
         exp_next = Signal.like(instr.exp_addr)  # the next row of exponents to read
-        chunk = Signal(range(chunks))       # chunk of `row` read in this cycle
         chunk_last = Signal()               # chunk == chunks - 1
-        wr_left = Signal.like(instr.rows)   # scratchpad rows still to write
-        wr_last = Signal()                  # wr_left == 1
-
-        nonempty = Signal()
-        m.d.sync += nonempty.eq(instr.rows != 0)
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                # The command's fields are taken in every idle cycle (no enable from the handshake);
-                # the ones of the accepted command are the last taken.
-                m.d.sync += [
-                    acc_addr.eq(instr.acc_addr),
-                    spad_addr.eq(instr.spad_addr),
-                    param_addr.eq(instr.param_addr),
-                    exp_addr.eq(instr.exp_addr),
-                    exp_next.eq(instr.exp_addr + 1),
-                    row_shift.eq(instr.row_shift),
-                    param_index.eq(0),
-                    params_last.eq(0),
-                    row_left.eq(instr.rows),
-                    row_last.eq(instr.rows == 1),
-                    group_pos.eq(0),
-                    chunk.eq(0),
-                    chunk_last.eq(chunks == 1),
-                    wr_left.eq(instr.rows),
-                    wr_last.eq(instr.rows == 1),
-                ]
-                # A registered decode: the payload holds from the cycle before valid.
-                with m.If(self.cmd.valid & nonempty):
-                    m.next = "PARAMS"
+        chunk, group_pos, param_index = walk.chunk, walk.group_pos, walk.param_index
+        taken = [
+            acc_addr.eq(instr.acc_addr), walk.spad_addr.eq(instr.spad_addr), param_addr.eq(instr.param_addr),
+            exp_addr.eq(instr.exp_addr), exp_next.eq(instr.exp_addr + 1), walk.row_shift.eq(instr.row_shift),
+            param_index.eq(0), params_last.eq(0), row_left.eq(instr.rows), row_last.eq(instr.rows == 1),
+            group_pos.eq(0), chunk.eq(0), chunk_last.eq(chunks == 1),
+            walk.wr_left.eq(instr.rows), walk.wr_last.eq(instr.rows == 1),
+        ]
+        with self.command_fsm(m, work=instr.rows != 0, taken=taken, start="PARAMS") as fsm:
             with m.State("PARAMS"):
                 m.d.sync += [param_index.eq(param_index + 1),
-                             params_last.eq(param_index + 1 == Mux(row_shift, 3, 2))]
+                             params_last.eq(param_index + 1 == Mux(walk.row_shift, 3, 2))]
                 # The parameter read address is a register: bias, mult, shift, then the first row
                 # of exponents; after them, the next row of exponents.
                 m.d.sync += param_addr.eq(Mux(param_index == 2, exp_addr, param_addr + 1))
@@ -281,33 +283,46 @@ class RequantEngine(wiring.Component):
                     with m.If(row_last):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(self.spad_wr.en & wr_last):
-                    m.next = "IDLE"
+                with m.If(self.spad_wr.en & walk.wr_last):
+                    fsm.finish()
 
-        reading_params = fsm.ongoing("PARAMS")
+        walk.reading_params = fsm.ongoing("PARAMS")
         streaming = fsm.ongoing("STREAM")
         # The next row of exponents is read with the last chunk of a group's last row, so that it
         # is in `exps` when the first chunk of the next row reaches the lanes.
-        reading_exps = streaming & row_shift & chunk_last & (group_pos == cfg.cols - 1) & ~row_last
+        walk.reading_exps = streaming & walk.row_shift & chunk_last & (group_pos == cfg.cols - 1) & ~row_last
         m.d.comb += [
-            self.busy.eq(~fsm.ongoing("IDLE")),
-            self.param_rd.en.eq(reading_params | reading_exps),
+            self.param_rd.en.eq(walk.reading_params | walk.reading_exps),
             self.param_rd.addr.eq(param_addr),
             self.acc_rd.en.eq(streaming),
             self.acc_rd.addr.eq(acc_addr),
         ]
+        # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k: stage
+        # READ_LATENCY - 1 is the read data, which is registered whole (`acc_row`, with the chunk
+        # index and the row's exponent) so that it meets no logic in its cycle; stage
+        # READ_LATENCY - 1 + INPUT_STAGES is the lane inputs, stage READ_LATENCY - 1 + INPUT_STAGES
+        # + LATENCY the lanes' results.
+        walk.stage = Signal(READ_LATENCY + self.INPUT_STAGES + Requantizer.LATENCY, name="stage")
+        m.d.sync += walk.stage.eq(Cat(streaming, walk.stage[:-1]))
+        return walk
 
-        # Per-column parameters, held for the whole command. Read data arrives READ_LATENCY
-        # cycles after the address, hence the delayed strobes and index.
-        bias = Signal(chunked(signed(cfg.acc_width)))
-        mult = Signal(chunked(signed(cfg.mult_bits)))
-        shift = Signal(chunked(unsigned(cfg.shift_bits)))
-        exps = Signal(data.ArrayLayout(unsigned(cfg.shift_bits), cfg.cols))
+    def _parameters(self, m, walk):
+        """The per-column parameters, held for the whole command, latched from ``param_rd`` as
+        the walk reads them: a namespace of ``bias``, ``mult``, ``shift`` (chunked) and ``exps``
+        (the current row of exponents)."""
+        cfg = self._cfg
+        lanes = cfg.requant_lanes
+        # Read data arrives READ_LATENCY cycles after the address, hence the delayed strobes and index.
+        params = SimpleNamespace(
+            bias=Signal(self._chunked(signed(cfg.acc_width)), name="bias"),
+            mult=Signal(self._chunked(signed(cfg.mult_bits)), name="mult"),
+            shift=Signal(self._chunked(unsigned(cfg.shift_bits)), name="shift"),
+            exps=Signal(data.ArrayLayout(unsigned(cfg.shift_bits), cfg.cols), name="exps"))
         # One load strobe per parameter register, decoded a cycle ahead of the data: each is a
         # flip-flop driving the enables of up to 32 * cols flip-flops (no LUT in between).
-        param_ahead = delayed(m, reading_params, READ_LATENCY - 1, "param_ahead")
-        index_ahead = delayed(m, param_index, READ_LATENCY - 1, "index_ahead")
-        exps_ahead = delayed(m, reading_exps, READ_LATENCY - 1, "exps_ahead")
+        param_ahead = delayed(m, walk.reading_params, READ_LATENCY - 1, "param_ahead")
+        index_ahead = delayed(m, walk.param_index, READ_LATENCY - 1, "index_ahead")
+        exps_ahead = delayed(m, walk.reading_exps, READ_LATENCY - 1, "exps_ahead")
         load_bias, load_mult, load_shift, load_exps = (Signal(name=f"load_{name}")
                                                        for name in ("bias", "mult", "shift", "exps"))
         m.d.sync += [
@@ -316,70 +331,46 @@ class RequantEngine(wiring.Component):
             load_shift.eq(param_ahead & (index_ahead == 2)),
             load_exps.eq(exps_ahead | (param_ahead & (index_ahead == 3))),
         ]
+        data_in = self.param_rd.data
         with m.If(load_exps):
-            m.d.sync += [exps[j].eq(self.param_rd.data[j][:cfg.shift_bits]) for j in range(cfg.cols)]
+            m.d.sync += [params.exps[j].eq(data_in[j][:cfg.shift_bits]) for j in range(cfg.cols)]
         with m.If(load_bias):
-            m.d.sync += bias.eq(self.param_rd.data)
+            m.d.sync += params.bias.eq(data_in)
         with m.If(load_mult):
-            m.d.sync += [mult[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.mult_bits])
-                         for j in range(cfg.cols)]
+            m.d.sync += [params.mult[j // lanes][j % lanes].eq(data_in[j][:cfg.mult_bits]) for j in range(cfg.cols)]
         with m.If(load_shift):
-            m.d.sync += [shift[j // lanes][j % lanes].eq(self.param_rd.data[j][:cfg.shift_bits])
-                         for j in range(cfg.cols)]
+            m.d.sync += [params.shift[j // lanes][j % lanes].eq(data_in[j][:cfg.shift_bits]) for j in range(cfg.cols)]
+        return params
 
-        # `stage[k]` is high when a chunk read k + 1 cycles ago is at stage k: stage
-        # READ_LATENCY - 1 is the read data, which is registered whole (`acc_row`, with the chunk
-        # index and the row's exponent) so that it meets no logic in its cycle; stage
-        # READ_LATENCY - 1 + INPUT_STAGES is the lane inputs, stage READ_LATENCY - 1 + INPUT_STAGES
-        # + LATENCY the lanes' results.
-        depth = self.INPUT_STAGES + Requantizer.LATENCY
-        stage = Signal(READ_LATENCY + depth)
-        m.d.sync += stage.eq(Cat(streaming, stage[:-1]))
+    def _lanes(self, m, walk, params):
+        """The ``requant_lanes`` :class:`Requantizer` lanes, fed the chunk whose read data has
+        arrived (registered whole first) with its parameters; returns their results, one chunk
+        ``Requantizer.LATENCY`` cycles after its inputs."""
+        cfg = self._cfg
         # The chunk whose read data is on acc_rd.data, and its row's column of exponents.
-        read_chunk = delayed(m, chunk, READ_LATENCY, "read_chunk")
-        read_pos = delayed(m, group_pos, READ_LATENCY, "read_pos")
-        acc_row = Signal(chunked(signed(cfg.acc_width)), reset_less=True)    # used only with `stage`
+        read_chunk = delayed(m, walk.chunk, READ_LATENCY, "read_chunk")
+        read_pos = delayed(m, walk.group_pos, READ_LATENCY, "read_pos")
+        acc_row = Signal(self._chunked(signed(cfg.acc_width)), reset_less=True)    # used only with `stage`
         row_exp = Signal(unsigned(cfg.shift_bits))
         m.d.sync += [
             acc_row.as_value().eq(self.acc_rd.data.as_value()),
             # The row's exponent raises every column's shift.
-            row_exp.eq(Mux(row_shift, exps[read_pos], 0)),
+            row_exp.eq(Mux(walk.row_shift, params.exps[read_pos], 0)),
         ]
         # The shift saturates at the largest shift.
         max_shift = (1 << cfg.shift_bits) - 1
         results = []
         # The chunk at the lanes' inputs, one register per lane: each selects its lane's operands
         # (a hundred multiplexers), where one register drove them all across the lanes.
-        in_chunks = fanned_out(m, read_chunk, lanes, "in_chunk")
+        in_chunks = fanned_out(m, read_chunk, cfg.requant_lanes, "in_chunk")
         for lane, in_chunk in enumerate(in_chunks):
             m.submodules[f"lane_{lane}"] = requantizer = Requantizer(cfg)
-            raised = shift[in_chunk][lane] + row_exp
+            raised = params.shift[in_chunk][lane] + row_exp
             m.d.comb += [
                 requantizer.acc.eq(acc_row[in_chunk][lane]),
-                requantizer.bias.eq(bias[in_chunk][lane]),
-                requantizer.mult.eq(mult[in_chunk][lane]),
+                requantizer.bias.eq(params.bias[in_chunk][lane]),
+                requantizer.mult.eq(params.mult[in_chunk][lane]),
                 requantizer.shift.eq(Mux(raised > max_shift, max_shift, raised)),
             ]
             results.append(requantizer.y)
-
-        # Chunks come out in order: all but the last of a row wait in `held`, the last completes
-        # the row and it is written.
-        # The output chunk is one-hot (`out_at`); a chunk's `held` register takes the results in
-        # every cycle while its bit is set and keeps the last, those of the chunk's valid cycle
-        # (which moves the bit on): its enable is a register, not the pipeline's valid.
-        out_valid = stage[-1]
-        out_at = Signal(chunks, init=1)
-        held = Signal(data.ArrayLayout(data.ArrayLayout(signed(cfg.data_width), lanes), chunks - 1))
-        with m.If(out_valid):
-            m.d.sync += out_at.eq(out_at.rotate_left(1))
-        for k in range(chunks - 1):
-            with m.If(out_at[k]):
-                m.d.sync += held[k].eq(Cat(*results))
-        m.d.comb += [
-            self.spad_wr.en.eq(out_valid & out_at[-1]),
-            self.spad_wr.addr.eq(spad_addr),
-            self.spad_wr.data.eq(Cat(held, *results)),
-        ]
-        with m.If(self.spad_wr.en):
-            m.d.sync += [spad_addr.eq(spad_addr + 1), wr_left.eq(wr_left - 1), wr_last.eq(wr_left == 2)]
-        return m
+        return results

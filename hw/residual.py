@@ -10,18 +10,20 @@ given by :func:`add_cycles`, which the performance model uses. :func:`valid_pipe
 units share.
 """
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.hw.interfaces import local_addr_width
-from vitaccel.hw.memories import READ_LATENCY, delayed
 from vitaccel.numerics import INT8_MAX, INT8_MIN
 
-from vitaccel.hw.interfaces import checked_config, engine_members
+from .interfaces import checked_config, local_addr_width
+from .lib import Engine, RowGatherer, delayed, radix4_pair_sums, radix4_products
+from .memories import READ_LATENCY
 
-__all__ = ["lanes_layout", "saturating_round_shift", "valid_pipeline", "delayed", "ResidualAddUnit",
+__all__ = ["lanes_layout", "saturating_round_shift", "valid_pipeline", "ResidualAddUnit",
            "ElementwiseEngine", "ResidualAddEngine", "add_cycles", "tiles"]
 
 
@@ -123,19 +125,6 @@ class ResidualAddUnit(wiring.Component):
         """:attr:`LATENCY`."""
         return self.LATENCY
 
-    @staticmethod
-    def nibble_pairs(x, multiples):
-        """The four pair sums of the multiplier gated by the bits of an int8 ``x``: ``p[0] + (p[1]
-        << 2)`` is ``x[0:4] * mult`` and ``p[2] + (p[3] << 2)`` is ``x[4:8].as_signed() * mult``
-        (their sum ``lo + (hi << 4)`` is ``x * mult``). ``multiples`` are ``mult``, ``3 * mult``
-        and ``-mult``: each pair is one of four multiples, chosen by two bits of ``x`` (no adder)."""
-        one, three, minus = multiples
-        two, minus_two = one << 1, minus << 1
-        pairs = [Mux(x[k + 1], Mux(x[k], three, two), Mux(x[k], one, 0)) for k in (0, 2, 4)]
-        # The high bit weighs -2: x[6] - 2 x[7] is 0, 1, -2 or -1.
-        pairs.append(Mux(x[7], Mux(x[6], minus, minus_two), Mux(x[6], one, 0)))
-        return pairs
-
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
@@ -160,9 +149,13 @@ class ResidualAddUnit(wiring.Component):
             with m.If(advance):
                 m.d.sync += [operands[0].eq(self.i.payload.a[lane]), operands[1].eq(self.i.payload.b[lane])]
                 for k in range(2):
+                    # Each pair is one of four multiples, chosen by two bits of the operand (no
+                    # adder): x * mult is p[0] + (p[1] << 2) + ((p[2] + (p[3] << 2)) << 4).
+                    one, three, minus = multiples[k]
                     p = pairs[4 * k:4 * k + 4]
-                    m.d.sync += [q.eq(v) for q, v in zip(p, self.nibble_pairs(operands[k], multiples[k]))]
-                    m.d.sync += [nibbles[2 * k].eq(p[0] + (p[1] << 2)), nibbles[2 * k + 1].eq(p[2] + (p[3] << 2))]
+                    m.d.sync += [q.eq(v) for q, v in zip(p, radix4_products(
+                        operands[k], one, one << 1, three, minus=(minus, minus << 1)))]
+                    m.d.sync += [nibble.eq(v) for nibble, v in zip(nibbles[2 * k:2 * k + 2], radix4_pair_sums(p))]
                 a_lo, a_hi, b_lo, b_hi = nibbles
                 m.d.sync += total.eq((a_lo + b_lo) + ((a_hi + b_hi) << 4))
             m.d.comb += self.o.payload[lane].eq(saturating_round_shift(m, total, self.shift, advance))
@@ -193,7 +186,7 @@ def add_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
             + READ_LATENCY + 5)
 
 
-class ElementwiseEngine(wiring.Component):
+class ElementwiseEngine(Engine):
     """Executes an element-wise :class:`vitaccel.isa.VectorInstr` through a stream unit.
 
     The instruction is ``cmd.payload.vector``. The ``rows x length`` tensor at ``src`` (and, with
@@ -241,9 +234,8 @@ class ElementwiseEngine(wiring.Component):
     """
 
     def __init__(self, cfg: AccelConfig, *, operands: int):
-        self._cfg = checked_config(cfg)
         self._operands = operands
-        super().__init__(engine_members(cfg, "spad_rd", "spad_wr", "param_rd"))
+        super().__init__(cfg, "spad_rd", "spad_wr", "param_rd")
 
     def make_unit(self):
         """The stream unit of this engine (elaborated as submodule ``unit``)."""
@@ -262,18 +254,35 @@ class ElementwiseEngine(wiring.Component):
         """
         raise NotImplementedError
 
+    def load_param_row(self, m: Module, active, param_addr, fields) -> Signal:
+        """A parameter phase of one cycle (:meth:`load_params`): PARAM row ``param_addr`` is read
+        in it and latched when its data arrives, ``READ_LATENCY`` cycles later: ``fields`` are
+        ``(target, bits)`` pairs, target ``k`` taking the low ``bits`` bits of column ``k``."""
+        m.d.comb += [self.param_rd.en.eq(active), self.param_rd.addr.eq(param_addr)]
+        loaded = delayed(m, active, READ_LATENCY, "loaded")
+        with m.If(loaded):
+            m.d.sync += [target.eq(self.param_rd.data[k][:bits]) for k, (target, bits) in enumerate(fields)]
+        return active
+
     def elaborate(self, platform):
-        cfg = self._cfg
-        lanes, cols = cfg.vector_lanes, cfg.cols
-        chunks = cols // lanes
-        two = self._operands == 2
-        period = max(2, chunks) if two else chunks   # cycles per output row
         m = Module()
         m.submodules.unit = unit = self.make_unit()
+        walk = self._walk(m, unit)
+        self._operands_in(m, unit, walk)
+        self._results_out(m, unit, walk)
+        return m
 
+    def _walk(self, m, unit):
+        """The command's FSM (IDLE, PARAMS, WALK, DRAIN), the parameter phase and the walks over
+        the tiles, as a namespace: ``rd`` (over the input rows, stepped here once per
+        ``period`` cycles, ``slot`` counting them) and ``wr`` (over the output rows, for the
+        caller to step with each write), ``walking`` (in WALK) and ``wr_final`` (for the caller
+        to set when the write port holds the last row: it ends the command)."""
+        cfg = self._cfg
+        chunks = cfg.cols // cfg.vector_lanes
+        period = max(2, chunks) if self._operands == 2 else chunks   # cycles per output row
         instr = self.cmd.payload.vector
         addr_width = local_addr_width(cfg.spad_rows)
-        stride = Signal(addr_width)
         param_addr = Signal.like(instr.param_addr)
         idle = Signal()
         in_params = Signal()
@@ -282,44 +291,12 @@ class ElementwiseEngine(wiring.Component):
         # Every comparison the walk needs is a registered flag, set a step ahead from a
         # comparison of a register with a constant: no adder feeds a comparator and no
         # comparator the next-state logic in the same cycle.
-        rows_m1 = Signal.like(instr.rows)               # rows - 1
-        rows_one = Signal()                             # rows == 1
-
-        class Walk:
-            """One walk over the output rows, tile by tile, row by row within a tile: the
-            address of the current row of each of ``n`` tensors, the rows left in the tile, the
-            elements left from the tile's first (``left``, so that the tile is the last one
-            when ``left <= cols``: no division by cols in hardware)."""
-
-            def __init__(self, name, n):
-                self.addr = [Signal(addr_width, name=f"{name}_addr_{k}") for k in range(n)]
-                self.base = [Signal(addr_width, name=f"{name}_base_{k}") for k in range(n)]
-                self.rows_left = Signal.like(instr.rows, name=f"{name}_rows_left")   # after this row
-                self.last_row = Signal(name=f"{name}_last_row")     # rows_left == 0
-                self.left = Signal.like(instr.length, name=f"{name}_left")
-                self.last_tile = Signal(name=f"{name}_last_tile")   # left <= cols
-
-            def begin(self, bases):
-                return [*(a.eq(b) for a, b in zip(self.addr, bases)),
-                        *(a.eq(b) for a, b in zip(self.base, bases)),
-                        self.rows_left.eq(instr.rows - 1), self.last_row.eq(instr.rows == 1),
-                        self.left.eq(instr.length), self.last_tile.eq(instr.length <= cols)]
-
-            def step(self, m):
-                """Statements (under the caller's condition) that move to the next row."""
-                with m.If(self.last_row):
-                    m.d.sync += [self.rows_left.eq(rows_m1), self.last_row.eq(rows_one),
-                                 self.left.eq(self.left - cols), self.last_tile.eq(self.left <= 2 * cols)]
-                    for addr, base in zip(self.addr, self.base):
-                        m.d.sync += [addr.eq(base + stride), base.eq(base + stride)]
-                with m.Else():
-                    m.d.sync += [self.rows_left.eq(self.rows_left - 1), self.last_row.eq(self.rows_left == 1)]
-                    m.d.sync += [addr.eq(addr + 1) for addr in self.addr]
-
-        rd = Walk("rd", self._operands)
-        wr = Walk("wr", 1)
-        slot = Signal(range(period))
-        wr_final = Signal()             # the write port holds the last row
+        again = SimpleNamespace(rows_m1=Signal.like(instr.rows, name="rows_m1"),     # rows - 1
+                                rows_one=Signal(name="rows_one"),                    # rows == 1
+                                stride=Signal(addr_width, name="stride"))
+        walk = SimpleNamespace(rd=_TileWalk("rd", self._operands, instr, addr_width, again),
+                               wr=_TileWalk("wr", 1, instr, addr_width, again),
+                               slot=Signal(range(period), name="slot"), wr_final=Signal(name="wr_final"))
 
         # A command is accepted whenever one is offered while waiting, empty or not: `valid`
         # only moves the state (no comparator behind it). Whether the command is empty is
@@ -337,14 +314,14 @@ class ElementwiseEngine(wiring.Component):
                 with m.Elif(params_done):
                     m.next = "WALK"
             with m.State("WALK"):
-                m.d.sync += slot.eq(slot + 1)
-                with m.If(slot == period - 1):
-                    m.d.sync += slot.eq(0)
-                    rd.step(m)
-                    with m.If(rd.last_row & rd.last_tile):
+                m.d.sync += walk.slot.eq(walk.slot + 1)
+                with m.If(walk.slot == period - 1):
+                    m.d.sync += walk.slot.eq(0)
+                    walk.rd.step(m, cfg.cols)
+                    with m.If(walk.rd.last_row & walk.rd.last_tile):
                         m.next = "DRAIN"
             with m.State("DRAIN"):
-                with m.If(wr_final):
+                with m.If(walk.wr_final):
                     m.next = "IDLE"
         m.d.comb += waiting.eq(fsm.ongoing("IDLE") | (fsm.ongoing("PARAMS") & ~nonempty))
         with m.If(waiting):
@@ -352,39 +329,47 @@ class ElementwiseEngine(wiring.Component):
             m.d.comb += [self.cmd.ready.eq(1), idle.eq(1)]
             m.d.sync += [
                 nonempty.eq((instr.rows != 0) & (instr.length != 0)),
-                rows_m1.eq(instr.rows - 1),
-                rows_one.eq(instr.rows == 1),
-                stride.eq(instr.tile_stride),
+                again.rows_m1.eq(instr.rows - 1),
+                again.rows_one.eq(instr.rows == 1),
+                again.stride.eq(instr.tile_stride),
                 param_addr.eq(instr.param_addr),
-                slot.eq(0),
-                *rd.begin([instr.src, instr.src2][:self._operands]),
-                *wr.begin([instr.dst]),
+                walk.slot.eq(0),
+                *walk.rd.begin([instr.src, instr.src2][:self._operands], cfg.cols),
+                *walk.wr.begin([instr.dst], cfg.cols),
             ]
 
-        walking = fsm.ongoing("WALK")
+        walk.walking = fsm.ongoing("WALK")
         m.d.comb += [self.busy.eq(~waiting), in_params.eq(fsm.ongoing("PARAMS") & nonempty)]
+        return walk
 
-        def chunk_of(row, index):
-            return data.View(data.ArrayLayout(lanes_layout(cfg), chunks), row)[index]
+    def _chunk_of(self, row, index):
+        """Chunk ``index`` (``vector_lanes`` elements) of the scratchpad row ``row``."""
+        cfg = self._cfg
+        return data.View(data.ArrayLayout(lanes_layout(cfg), cfg.cols // cfg.vector_lanes), row)[index]
 
-        # Operand beats into the unit. The read port is registered (address and enable one cycle
-        # after the walk step) and its data arrives READ_LATENCY cycles after that: the read's
-        # strobe (`got*`) and chunk travel alongside it through plain shift registers.
+    def _operands_in(self, m, unit, walk):
+        """The operand beats into the unit, from the reads of the rows ``walk.rd`` walks over.
+
+        The read port is registered (address and enable one cycle after the walk step) and its
+        data arrives READ_LATENCY cycles after that: the read's strobe (`got*`) and chunk travel
+        alongside it through plain shift registers."""
+        cfg = self._cfg
+        chunks = cfg.cols // cfg.vector_lanes
         beat_valid = Signal()
         beat_chunk = Signal(range(chunks))
-        rd_addr = Signal(addr_width)
+        rd_addr = Signal(local_addr_width(cfg.spad_rows))
         read = Signal()
         m.d.comb += [self.spad_rd.en.eq(read), self.spad_rd.addr.eq(rd_addr)]
-        if not two:
+        if self._operands == 1:
             # One operand: the row is read again in each of its `chunks` cycles, chunk = slot.
             # The row is registered whole before the chunk's multiplexer.
-            read_chunk = Signal.like(slot)
+            read_chunk = Signal.like(walk.slot)
             got = delayed(m, read, READ_LATENCY, "got")
             got_chunk = delayed(m, read_chunk, READ_LATENCY, "got_chunk")
             row = Signal.like(self.spad_rd.data)
-            m.d.sync += [read.eq(walking), read_chunk.eq(slot), rd_addr.eq(rd.addr[0]),
+            m.d.sync += [read.eq(walk.walking), read_chunk.eq(walk.slot), rd_addr.eq(walk.rd.addr[0]),
                          row.eq(self.spad_rd.data), beat_valid.eq(got), beat_chunk.eq(got_chunk)]
-            m.d.comb += unit.i.payload.eq(chunk_of(row, beat_chunk))
+            m.d.comb += unit.i.payload.eq(self._chunk_of(row, beat_chunk))
         else:
             # Two operands: a at slot 0, b at slot 1. `a_held` keeps a while b is read; both move
             # to `a_row`/`b_row`, which feed the row's beats while the next row is being read
@@ -392,8 +377,8 @@ class ElementwiseEngine(wiring.Component):
             read_a, read_b = Signal(), Signal()
             got_a = delayed(m, read_a, READ_LATENCY, "got_a")
             got_b = delayed(m, read_b, READ_LATENCY, "got_b")
-            m.d.sync += [read_a.eq(walking & (slot == 0)), read_b.eq(walking & (slot == 1)),
-                         rd_addr.eq(Mux(slot == 0, rd.addr[0], rd.addr[1]))]
+            m.d.sync += [read_a.eq(walk.walking & (walk.slot == 0)), read_b.eq(walk.walking & (walk.slot == 1)),
+                         rd_addr.eq(Mux(walk.slot == 0, walk.rd.addr[0], walk.rd.addr[1]))]
             m.d.comb += read.eq(read_a | read_b)
             a_held, a_row, b_row = (Signal.like(self.spad_rd.data, name=name)
                                     for name in ("a_held", "a_row", "b_row"))
@@ -407,42 +392,78 @@ class ElementwiseEngine(wiring.Component):
                 m.d.sync += [a_row.eq(a_held), b_row.eq(self.spad_rd.data),
                              beat_valid.eq(1), beat_chunk.eq(0)]
             m.d.comb += [
-                unit.i.payload.a.eq(chunk_of(a_row, beat_chunk)),
-                unit.i.payload.b.eq(chunk_of(b_row, beat_chunk)),
+                unit.i.payload.a.eq(self._chunk_of(a_row, beat_chunk)),
+                unit.i.payload.b.eq(self._chunk_of(b_row, beat_chunk)),
             ]
         m.d.comb += [unit.i.valid.eq(beat_valid), unit.o.ready.eq(1)]
+        walk.last_beat = beat_valid & (beat_chunk == chunks - 1)
 
-        # Result beats come out in order: all but the last chunk of a row wait in `held`, the last
-        # completes the row, which goes to the registered write port with the elements past
-        # `length` zeroed. The unit is never refused, so its last beat of a row comes out
-        # exactly `latency` cycles after it went in: `row_done` is that beat's entry, delayed.
-        out_at = Signal(chunks, init=1)     # the output chunk, one-hot
-        held = Signal(data.ArrayLayout(lanes_layout(cfg), chunks - 1))
+    def _results_out(self, m, unit, walk):
+        """The unit's result beats, gathered into rows and written to the rows ``walk.wr`` walks
+        over, with the elements past ``length`` zeroed."""
+        cfg = self._cfg
+        cols = cfg.cols
+        # Result beats come out in order: all but the last chunk of a row wait in the gatherer,
+        # the last completes the row, which goes to the registered write port. The unit is never
+        # refused, so its last beat of a row comes out exactly `latency` cycles after it went
+        # in: `row_done` is that beat's entry, delayed.
+        out = RowGatherer(m, unit.o.payload, unit.o.valid, cols // cfg.vector_lanes, "out")
         row_done = Signal()
         last_in = Signal(unit.latency)
-        m.d.sync += last_in.eq(Cat(beat_valid & (beat_chunk == chunks - 1), last_in[:-1]))
+        m.d.sync += last_in.eq(Cat(walk.last_beat, last_in[:-1]))
         m.d.comb += row_done.eq(last_in[-1])
-        # A chunk's `held` register takes the unit's output while its bit is set and keeps the
-        # last, that of the valid beat that moves the bit on: its enable is a register.
-        with m.If(unit.o.valid):
-            m.d.sync += out_at.eq(out_at.rotate_left(1))
-        for k in range(chunks - 1):
-            with m.If(out_at[k]):
-                m.d.sync += held[k].eq(unit.o.payload)
-        result = data.View(data.ArrayLayout(signed(cfg.data_width), cols), Cat(held, unit.o.payload))
-        wr_en, wr_addr = Signal(), Signal(addr_width)
+        result = data.View(data.ArrayLayout(signed(cfg.data_width), cols), out.row)
+        wr_en, wr_addr = Signal(), Signal(local_addr_width(cfg.spad_rows))
         wr_data = Signal.like(self.spad_wr.data)
+        wr = walk.wr
         m.d.sync += [
             wr_en.eq(row_done),
             wr_addr.eq(wr.addr[0]),
-            wr_final.eq(row_done & wr.last_row & wr.last_tile),
+            walk.wr_final.eq(row_done & wr.last_row & wr.last_tile),
         ]
         # `wr.left` exceeds cols except in the last tile: only there are elements zeroed.
         m.d.sync += [wr_data[j].eq(Mux(wr.left > j, result[j], 0)) for j in range(cols)]
         m.d.comb += [self.spad_wr.en.eq(wr_en), self.spad_wr.addr.eq(wr_addr), self.spad_wr.data.eq(wr_data)]
         with m.If(row_done):
-            wr.step(m)
-        return m
+            wr.step(m, cols)
+
+
+class _TileWalk:
+    """One walk over the output rows, tile by tile, row by row within a tile: the address of
+    the current row of each of ``n`` tensors, the rows left in the tile, the elements left from
+    the tile's first (``left``, so that the tile is the last one when ``left <= cols``: no
+    division by cols in hardware). ``again`` holds the command's ``rows_m1``, ``rows_one`` and
+    ``stride`` registers, which a new tile starts from."""
+
+    def __init__(self, name, n, instr, addr_width, again):
+        self._again = again
+        self._instr = instr
+        self.addr = [Signal(addr_width, name=f"{name}_addr_{k}") for k in range(n)]
+        self.base = [Signal(addr_width, name=f"{name}_base_{k}") for k in range(n)]
+        self.rows_left = Signal.like(instr.rows, name=f"{name}_rows_left")   # after this row
+        self.last_row = Signal(name=f"{name}_last_row")     # rows_left == 0
+        self.left = Signal.like(instr.length, name=f"{name}_left")
+        self.last_tile = Signal(name=f"{name}_last_tile")   # left <= cols
+
+    def begin(self, bases, cols):
+        """Statements that start the walk at the command, from the tensors' ``bases``."""
+        instr = self._instr
+        return [*(a.eq(b) for a, b in zip(self.addr, bases)),
+                *(a.eq(b) for a, b in zip(self.base, bases)),
+                self.rows_left.eq(instr.rows - 1), self.last_row.eq(instr.rows == 1),
+                self.left.eq(instr.length), self.last_tile.eq(instr.length <= cols)]
+
+    def step(self, m, cols):
+        """Statements (under the caller's condition) that move to the next row."""
+        again = self._again
+        with m.If(self.last_row):
+            m.d.sync += [self.rows_left.eq(again.rows_m1), self.last_row.eq(again.rows_one),
+                         self.left.eq(self.left - cols), self.last_tile.eq(self.left <= 2 * cols)]
+            for addr, base in zip(self.addr, self.base):
+                m.d.sync += [addr.eq(base + again.stride), base.eq(base + again.stride)]
+        with m.Else():
+            m.d.sync += [self.rows_left.eq(self.rows_left - 1), self.last_row.eq(self.rows_left == 1)]
+            m.d.sync += [addr.eq(addr + 1) for addr in self.addr]
 
 
 class ResidualAddEngine(ElementwiseEngine):
@@ -471,24 +492,16 @@ class ResidualAddEngine(ElementwiseEngine):
     Uses ``2 * vector_lanes`` LUT multipliers, pipelined (:class:`ResidualAddUnit`).
     """
 
+    busy_cycles = staticmethod(add_cycles)
+
     def __init__(self, cfg: AccelConfig):
         super().__init__(cfg, operands=2)
-
-    def cycles(self, rows: int, length: int) -> int:
-        """:func:`add_cycles` for this engine's config."""
-        return add_cycles(self._cfg, rows, length)
 
     def make_unit(self):
         return ResidualAddUnit(self._cfg)
 
     def load_params(self, m, unit, idle, active, param_addr):
         cfg = self._cfg
-        m.d.comb += [self.param_rd.en.eq(active), self.param_rd.addr.eq(param_addr)]
-        loaded = delayed(m, active, READ_LATENCY, "loaded")
-        with m.If(loaded):
-            m.d.sync += [
-                unit.mult_a.eq(self.param_rd.data[0][:cfg.mult_bits]),
-                unit.mult_b.eq(self.param_rd.data[1][:cfg.mult_bits]),
-                unit.shift.eq(self.param_rd.data[2][:cfg.shift_bits]),
-            ]
-        return active
+        return self.load_param_row(m, active, param_addr,
+                                   [(unit.mult_a, cfg.mult_bits), (unit.mult_b, cfg.mult_bits),
+                                    (unit.shift, cfg.shift_bits)])
