@@ -14,7 +14,7 @@ from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BITS, INSTR_BYTES, ErrorCode, Instruction, LocalMemory, Opcode
 
 from .interfaces import checked_config, CSR, CsrBusSignature, MemoryPortSignature, engine_cmd_signature
-from .memories import fanned_out
+from .lib import fanned_out
 
 __all__ = ["Controller", "Engine", "EXECUTED_OPCODES"]
 

@@ -19,17 +19,10 @@ from vitaccel.isa import LocalMemory, Opcode
 from .interfaces import (checked_config, MemoryPortSignature, acc_read_signature, acc_write_signature,
                          engine_cmd_signature, param_read_signature, param_write_signature,
                          spad_read_signature, spad_write_signature)
-from .memories import READ_LATENCY, fanned_out
+from .lib import fanned_out, one_hot_select
+from .memories import READ_LATENCY
 
 __all__ = ["DMA", "load_cycles", "store_cycles"]
-
-
-def _one_hot_select(select, values):
-    """The one of ``values`` whose bit of the one-hot ``select`` is set: an AND-OR."""
-    result = 0
-    for k, value in enumerate(values):
-        result = result | Mux(select[k], value, 0)
-    return result
 
 
 def load_cycles(words: int, mem_latency: int) -> int:
@@ -219,9 +212,9 @@ class DMA(wiring.Component):
         room = ~held_cmds[2] & ~(held_cmds[1] & made_valid)
         m.d.comb += [
             self.mem.cmd_valid.eq(out_valid),
-            self.mem.cmd_addr.eq(_one_hot_select(r_slot, slot_addr)),
+            self.mem.cmd_addr.eq(one_hot_select(r_slot, slot_addr)),
             self.mem.cmd_write.eq(write),
-            self.mem.cmd_wdata.eq(_one_hot_select(r_slot, slot_wdata)),
+            self.mem.cmd_wdata.eq(one_hot_select(r_slot, slot_wdata)),
         ]
         for k in range(slots):
             with m.If(made_valid & w_slot[k]):
