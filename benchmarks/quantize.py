@@ -68,6 +68,21 @@ def bench_deit(calib: int, observer: str) -> dict:
             "forward_seconds_per_image": round(time.perf_counter() - start, 3)}
 
 
+def print_figures(res: dict) -> None:
+    """The figures of ``main``'s measurements as text tables."""
+    print("tiny-digits, calibrated on 180 'calib' images, tested on 360 'test' images")
+    print(f"  {'observer':10s} {'softmax':9s} {'layernorm':11s} {'gelu':5s} {'float':>6s} {'int':>6s} "
+          f"{'agree':>6s} {'fq':>6s} {'fq agr':>6s} {'fwd s':>5s}")
+    for r in res["tiny_digits"]:
+        print(f"  {r['observer']:10s} {r['softmax']:9s} {r['layernorm']:11s} {r['gelu']:5s} "
+              f"{r['fp_top1']:6.2%} {r['int_top1']:6.2%} {r['agreement']:6.2%} "
+              f"{r['fake_quant_top1']:6.2%} {r['fake_quant_agreement']:6.2%} {r['forward_seconds']:5.2f}")
+    d = res["deit_tiny"]
+    print(f"\ndeit-tiny (random weights), {d['calib_images']} random calibration images, observer "
+          f"{d['observer']}: quantize_model seconds {d['seconds']}; integer model "
+          f"{d['int_model_bytes']} bytes; golden forward {d['forward_seconds_per_image']} s/image")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
@@ -80,18 +95,8 @@ def main(argv=None):
            "deit_tiny": bench_deit(args.deit_calib, args.deit_observer)}
     if args.json:
         print(json.dumps(res, indent=1))
-        return
-    print("tiny-digits, calibrated on 180 'calib' images, tested on 360 'test' images")
-    print(f"  {'observer':10s} {'softmax':9s} {'layernorm':11s} {'gelu':5s} {'float':>6s} {'int':>6s} "
-          f"{'agree':>6s} {'fq':>6s} {'fq agr':>6s} {'fwd s':>5s}")
-    for r in res["tiny_digits"]:
-        print(f"  {r['observer']:10s} {r['softmax']:9s} {r['layernorm']:11s} {r['gelu']:5s} "
-              f"{r['fp_top1']:6.2%} {r['int_top1']:6.2%} {r['agreement']:6.2%} "
-              f"{r['fake_quant_top1']:6.2%} {r['fake_quant_agreement']:6.2%} {r['forward_seconds']:5.2f}")
-    d = res["deit_tiny"]
-    print(f"\ndeit-tiny (random weights), {d['calib_images']} random calibration images, observer "
-          f"{d['observer']}: quantize_model seconds {d['seconds']}; integer model "
-          f"{d['int_model_bytes']} bytes; golden forward {d['forward_seconds_per_image']} s/image")
+    else:
+        print_figures(res)
 
 
 if __name__ == "__main__":

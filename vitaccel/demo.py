@@ -96,13 +96,14 @@ def _board_estimate(board: str, cfg, cycles: int, progress) -> dict:
     return result
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
 def summary(report: dict) -> list[tuple[str, str, str]]:
     """The figures of a demo ``report`` for the terminal: (figure, value, where it comes from)."""
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.2f}%"
-
-    rows = [("float top-1", pct(report["fp_top1"]), f"{report['test_images']} held-out digits"),
-            ("integer top-1", pct(report["int_top1"]), "golden integer forward"),
+    rows = [("float top-1", _pct(report["fp_top1"]), f"{report['test_images']} held-out digits"),
+            ("integer top-1", _pct(report["int_top1"]), "golden integer forward"),
             ("RTL bit-exact", "yes" if report["bit_exact"] else "NO",
              f"{report['rtl_images']} images, whole logit vectors, Verilator"),
             ("cycles per image", f"{report['cycles']:,}",
@@ -144,18 +145,14 @@ def write_report(report: dict, out_dir: Path) -> Path:
     """``out_dir/report.md`` and ``out_dir/layers.png`` (per-layer modelled cycles)."""
     plot_layers(report["layers_modelled"], out_dir / "layers.png",
                 f"tiny-digits on {report['config']} ({report['array']} array): cycles per layer kind")
-
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.2f}%"
-
     lines = [
         "# vitaccel demo report", "",
         f"Config `{report['config']}` ({report['array']} int8 systolic array), model tiny-digits "
         f"(variants {report['variants']}).", "",
         "| figure | value | source |", "| --- | --- | --- |",
-        f"| float top-1 ({report['test_images']} test images) | {pct(report['fp_top1'])} | measured (torch) |",
-        f"| integer top-1 | {pct(report['int_top1'])} | measured (golden integer forward) |",
-        f"| agreement integer vs float | {pct(report['agreement'])} | measured |",
+        f"| float top-1 ({report['test_images']} test images) | {_pct(report['fp_top1'])} | measured (torch) |",
+        f"| integer top-1 | {_pct(report['int_top1'])} | measured (golden integer forward) |",
+        f"| agreement integer vs float | {_pct(report['agreement'])} | measured |",
         f"| RTL bit-exact on {report['rtl_images']} images (whole logit vectors) | "
         f"{'yes' if report['bit_exact'] else 'NO'} | measured (Verilator vs golden) |",
         f"| cycles per image (memory latency {report['mem_latency']}) | {report['cycles']:,} | {report['cycles_source']} |",

@@ -79,10 +79,12 @@ def first_mismatch(expected: Mapping[str, np.ndarray], got: Mapping[str, np.ndar
 @dataclass(frozen=True)
 class Execution:
     """One run of a program on a backend: the :class:`~vitaccel.isa.ErrorCode` name it stopped
-    with (``"NONE"`` when it reached END), the tensors read back, its wall time, and what the
-    backend counts: ``cycles`` (None without timing), the final memory ``image`` (simulators
-    only), ``sim_cycles`` (every clock a simulator ran) and per-run ``details`` for the report."""
+    with (``"NONE"`` when it reached END) and the ``pc`` of the instruction it stopped at, the
+    tensors read back, its wall time, and what the backend counts: ``cycles`` (None without
+    timing), the final memory ``image`` (simulators only), ``sim_cycles`` (every clock a simulator
+    ran) and per-run ``details`` for the report."""
     error: str
+    pc: int
     outputs: dict[str, np.ndarray]
     wall_s: float
     cycles: int | None = None
@@ -125,8 +127,8 @@ class IsaBackend(Backend):
         start = time.perf_counter()
         result = isasim.run(run)
         wall = time.perf_counter() - start
-        return Execution(result.error.name, {name: run.read_tensor(result.image, name) for name in outputs}, wall,
-                         image=result.image)
+        return Execution(result.error.name, result.pc, {name: run.read_tensor(result.image, name) for name in outputs},
+                         wall, image=result.image)
 
 
 class RtlBackend(Backend):
@@ -159,7 +161,7 @@ class RtlBackend(Backend):
         if first and self.trace_instructions is not None:
             write_instruction_trace(run, result.instructions, self.trace_instructions)
         self.executions += 1
-        return Execution(result.error.name, {name: run.read_tensor(result.image, name) for name in outputs},
+        return Execution(result.error.name, result.pc, {name: run.read_tensor(result.image, name) for name in outputs},
                          result.wall_s, cycles=result.cycles, image=result.image, sim_cycles=result.sim_cycles)
 
     def conditions(self) -> dict:
@@ -208,7 +210,7 @@ class BoardBackend(Backend):
         details = {"pc": result.pc, "instret": result.instret, "compute_s": result.cycles / self.clk_hz,
                    "transfer_s": round((t1 - t0) + (t3 - t2), 6), "wall_s": round(t3 - t0, 6),
                    **{name: [int(v) for v in array.reshape(-1)] for name, array in read.items()}}
-        return Execution(result.error_name, read, t3 - t0, cycles=result.cycles, details=details)
+        return Execution(result.error_name, result.pc, read, t3 - t0, cycles=result.cycles, details=details)
 
 
 def backend(engine: str, cfg: AccelConfig, *, seed: int = 0, latency=(1, 1), stall: float = 0.0, trace=None,

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from vitaccel.config import preset
-from vitaccel.isa import ErrorCode
-from vitaccel.sim.verilator import build, run_image
-from vitaccel.sw import isasim
+from vitaccel.run import IsaBackend, RtlBackend, first_mismatch
+from vitaccel.sim.verilator import build
 from vitaccel.sw.compile_ops import compile_vector_op
 from vitaccel.sw.gelu import gelu_table, shift_gelu_params
 from vitaccel.sw.residual import residual_params
@@ -29,18 +28,14 @@ def binary():
 
 
 def check(program, seed, latency=(1, 6), stall=0.2):
-    expected = isasim.run(program)
-    assert expected.error is ErrorCode.NONE
-    result = run_image(program.config, program.image, program.prog_addr, seed=seed, latency=latency,
-                       cmd_stall=stall)
-    assert result.error is ErrorCode.NONE, f"seed {seed}: RTL stopped with {result.error.name} at {result.pc:#x}"
-    for name, symbol in program.symbols.items():
-        if symbol.role != "output":
-            continue
-        want, got = program.read_tensor(expected.image, name), program.read_tensor(result.image, name)
-        diff = np.argwhere(want != got)
-        assert not len(diff), (f"seed {seed}: {name} differs first at {tuple(diff[0])}: "
-                               f"ISA {want[tuple(diff[0])]}, RTL {got[tuple(diff[0])]}")
+    """``program`` in Verilator equals the ISA simulator: every output tensor, then the whole final image."""
+    outputs = [name for name, symbol in program.symbols.items() if symbol.role == "output"]
+    expected = IsaBackend().execute(program, {}, outputs)
+    assert expected.ok
+    result = RtlBackend(program.config, seed=seed, latency=latency, stall=stall).execute(program, {}, outputs)
+    assert result.ok, f"seed {seed}: RTL stopped with {result.error} at {result.pc:#x}"
+    mismatch = first_mismatch(expected.outputs, result.outputs)
+    assert mismatch is None, f"seed {seed}: {mismatch} (expected: the ISA simulator's, got: the RTL's)"
     assert result.image == expected.image, f"seed {seed}: images differ outside the outputs"
     return result
 
