@@ -21,6 +21,7 @@ came from.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -97,7 +98,7 @@ class Execution:
         return self.error == "NONE"
 
 
-class Backend:
+class Backend(ABC):
     """Where programs run. :meth:`prepare` readies it for ``program`` (a build, an upload) once;
     :meth:`execute` writes ``inputs`` (tensor name -> array), runs to END or the first error and
     reads back the tensors named in ``outputs``."""
@@ -108,8 +109,9 @@ class Backend:
     def prepare(self, program) -> None:
         """Nothing to ready by default."""
 
+    @abstractmethod
     def execute(self, program, inputs: Mapping[str, np.ndarray], outputs: Iterable[str]) -> Execution:
-        raise NotImplementedError
+        """Run ``program`` once with ``inputs``; the :class:`Execution` holds ``outputs``."""
 
     def conditions(self) -> dict:
         """The conditions of its runs that an operation's report names (none by default)."""
@@ -243,6 +245,7 @@ class ImageRun:
     mismatch: Mismatch | None = None
     details: dict = field(default_factory=dict)
 
+    #: The keys :meth:`to_json` writes itself; any other key of a run is one of its details.
     _KEYS = ("image", "label", "predicted", "golden", "bit_exact", "error", "cycles", "first_mismatch")
 
     @property
@@ -251,18 +254,21 @@ class ImageRun:
         return None if self.error is None else self.error == "NONE" and self.mismatch is None
 
     def to_json(self) -> dict:
+        """The run as ``runs[i]`` of ``vitaccel simulate --model`` and ``vitaccel run`` print it."""
         if self.error is None:
             return {"image": self.image, "label": self.label, "cycles": self.cycles, "bit_exact": None,
                     "predicted": None}
         entry = {"image": self.image, "label": self.label, "predicted": self.predicted, "golden": self.golden,
                  "bit_exact": self.bit_exact, "error": self.error, "cycles": self.cycles, **self.details}
         if self.mismatch is not None:
+            # Named by the logit's place in the vector: the form these commands have always printed.
             m = self.mismatch
             entry["first_mismatch"] = {"logit": m.index[-1], "expected": m.expected, "got": m.got}
         return entry
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ImageRun:
+        """The run whose :meth:`to_json` is ``data``."""
         m = data.get("first_mismatch")
         return cls(image=data["image"], label=data["label"], cycles=data["cycles"], predicted=data["predicted"],
                    golden=data.get("golden"), error=data.get("error"),
@@ -372,7 +378,7 @@ def _top1(runs: list[ImageRun], key: str) -> float:
 
 
 def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, engine: str = "rtl",
-                    latency=(1, 1), stall: float = 0.0, progress: Progress = _silent, trace=None,
+                    latency=(1, 1), stall: float = 0.0, progress: Progress | None = None, trace=None,
                     trace_instructions=None) -> Report:
     """A seeded random linear layer ``(m, k) x (k, n)`` compiled for ``cfg``, run on ``engine``
     (:func:`run_program`) and checked against golden; with cycles, its MAC ``utilization``.
@@ -380,12 +386,13 @@ def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, 
     from vitaccel.sw.compiler import compile_linear
     from vitaccel.sw.workloads import random_linear
 
+    say = progress or _silent
     layer = random_linear(m, k, n, seed=seed, mult_bits=cfg.mult_bits)
-    progress(f"compiling linear ({m}, {k}, {n})")
+    say(f"compiling linear ({m}, {k}, {n})")
     program = compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult, layer.shift)
     report = run_program(program, {"y": layer.golden()},
                          backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
-                                 trace_instructions=trace_instructions, progress=progress),
+                                 trace_instructions=trace_instructions, progress=say),
                          subject={"op": "linear", "shape": [m, k, n], "macs": layer.macs}, seed=seed)
     if "cycles" in report.figures:
         cycles = report.figures["cycles"]
@@ -394,7 +401,7 @@ def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, 
 
 
 def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: int = 0, engine: str = "rtl",
-                    latency=(1, 1), stall: float = 0.0, progress: Progress = _silent, trace=None,
+                    latency=(1, 1), stall: float = 0.0, progress: Progress | None = None, trace=None,
                     trace_instructions=None) -> Report:
     """A seeded random nonlinear op (``softmax``, ``layernorm``, ``gelu``, ``add``) of ``rows`` x
     ``length`` compiled for ``cfg``, run on ``engine`` and checked (softmax: its row exponents
@@ -402,8 +409,9 @@ def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: 
     from vitaccel.sw.compile_ops import compile_vector_op
     from vitaccel.sw.workloads import random_vector_op
 
+    say = progress or _silent
     work = random_vector_op(cfg, op, rows, length, seed=seed)
-    progress(f"compiling {op} ({rows}, {length})")
+    say(f"compiling {op} ({rows}, {length})")
     program = compile_vector_op(cfg, op, work.x, work.params, x2=work.x2)
     expected = {"y": work.expected}
     if work.row_exp is not None:
@@ -414,7 +422,7 @@ def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: 
     variant = {"softmax": cfg.softmax, "layernorm": cfg.layernorm, "gelu": cfg.gelu, "add": "dyadic"}[op]
     report = run_program(program, expected,
                          backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
-                                 trace_instructions=trace_instructions, progress=progress),
+                                 trace_instructions=trace_instructions, progress=say),
                          subject={"op": op, "variant": variant, "shape": [rows, length], "elements": work.elements},
                          seed=seed)
     if report.figures.get("cycles"):
