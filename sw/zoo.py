@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 
 from vitaccel.config import AccelConfig
+from vitaccel.files import build_root
 
 __all__ = ["builtin_models", "load_intvit", "model_images"]
 
@@ -26,9 +27,6 @@ def builtin_models() -> tuple[str, ...]:
 
 
 def _cache_dir() -> Path:
-    # The build folder every generated file goes to, so that one setting moves them all.
-    from vitaccel.sim.verilator import build_root
-
     return build_root() / "models"
 
 
