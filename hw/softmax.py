@@ -7,7 +7,7 @@ SOFTMAX instruction with it on the scratchpad and parameter memories, in a busy 
 :func:`softmax_cycles`, which the performance model uses.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -15,8 +15,9 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 from vitaccel.numerics import EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
 
-from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY, delayed, read_room
+from .interfaces import checked_config
+from .lib import Engine, RowGatherer, delayed, one_hot_select, radix4_pair_sums, radix4_products, read_room
+from .memories import READ_LATENCY
 
 __all__ = ["SoftmaxUnit", "SoftmaxEngine", "softmax_beats", "softmax_cycles"]
 
@@ -125,39 +126,89 @@ class SoftmaxUnit(wiring.Component):
         })
 
     def elaborate(self, platform):
-        cfg = self._cfg
-        lanes = cfg.vector_lanes
         m = Module()
+        # The normalizing pipeline moves as a whole unless its output is refused.
+        advance = Signal()
+        m.d.comb += advance.eq(~(self.probs.valid & ~self.probs.ready))
+        m.submodules.buffers = buffers = _RowBuffers(self._cfg, self.logits, self.length, advance)
+        # tags[k] describes the beat read k cycles earlier (when advancing): its stage-k registers
+        # hold 1 the block RAM data, 2 x, 3 a = max - x, 4 the radix-4 partial products of
+        # a * mult, 5 their pair sums, 6 d * mult, 7 and 8 its shift (by multiples of 8, then by
+        # the rest), 9 u, 10 t, 11 and 12 the exponential
+        # (k or E), 13 w and the lane pair sums of E, 14 the prefix sums of w and the beat's sum
+        # of E (added to the row sum in that cycle), 15 the rounded running sums and 16 the output.
+        # The row sum's normalizer follows the row's last summing beat in tags[15 .. 17].
+        n_tags = max(self.PIPELINE, self.SUM_STAGE + 3) + 1
+        tags = [buffers.tag] + [Signal.like(buffers.tag, name=f"tag_{k}") for k in range(1, n_tags)]
+        with m.If(advance):
+            m.d.sync += [tags[k + 1].eq(tags[k]) for k in range(n_tags - 1)]
+        m.submodules.exponent = exponent = _Exponent(self._cfg, advance, tags, buffers.data, buffers.row_max,
+                                                     self.mult, self.shift)
+        m.submodules.normalizer = normalizer = _Normalizer(self._cfg, advance, tags, exponent.exps)
+        m.submodules.output = _OutputStage(self._cfg, advance, tags, exponent, normalizer, self.probs)
+        return m
 
-        beat_bits = max(1, (softmax_beats(cfg, cfg.max_row) - 1).bit_length())
-        m.submodules.rows = rows = Memory(shape=data.ArrayLayout(signed(8), lanes),
-                                          depth=2 << beat_bits, init=[])
-        buf_wr = rows.write_port()
-        buf_rd = rows.read_port()
-        m.submodules.recip = recip = Memory(shape=unsigned(EXP_BITS), depth=1 << RECIP_BITS,
-                                            init=[int(r) for r in RECIP])
-        recip_rd = recip.read_port(domain="comb")
+
+class _RowBuffers(Elaboratable):
+    """The :class:`SoftmaxUnit`'s two row buffers and the reads of the normalizing pipeline.
+
+    Takes ``logits`` beats (rows of ``length``) into one buffer while the other is read, finding
+    each row's maximum on the way in (:attr:`SoftmaxUnit.FILL` cycles after its last beat). A
+    full buffer is read twice, beat by beat, in the cycles with ``advance``: the summing pass,
+    :attr:`SoftmaxUnit.ROW_OVERHEAD` cycles of gap, the normalizing pass; the buffer is released
+    in the cycle its last normalizing read is issued, and the other buffer's row follows.
+
+    Attributes
+    ----------
+    tag : Signal(tag layout)
+        The read issued in this cycle (``valid``; which pass: ``norm``; the row's ``first`` and
+        ``last`` beat; the lanes in the row, ``live``): the pipeline's stage 0.
+    data : Value
+        The buffer's read data, a cycle after the read (stage 1).
+    row_max : Value
+        The maximum of the row being read (it changes when the buffer is released).
+    """
+
+    def __init__(self, cfg: AccelConfig, logits, length, advance):
+        self._cfg = cfg
+        self._logits, self._length, self._advance = logits, length, advance
+        lanes = cfg.vector_lanes
+        self._beat_bits = max(1, (softmax_beats(cfg, cfg.max_row) - 1).bit_length())
+        self._rows = Memory(shape=data.ArrayLayout(signed(8), lanes), depth=2 << self._beat_bits, init=[])
+        self._buf_rd = self._rows.read_port()
+        self.tag = Signal(data.StructLayout({"valid": 1, "norm": 1, "first": 1, "last": 1, "live": lanes}),
+                          name="tag_0")
+        self.data = self._buf_rd.data
+        self._row_max = [Signal(signed(8), name=f"row_max_{b}") for b in range(2)]
+        self._rb = Signal()   # buffer being read
+        self.row_max = Mux(self._rb, self._row_max[1], self._row_max[0])
+
+    def elaborate(self, platform):
+        cfg, length, advance = self._cfg, self._length, self._advance
+        lanes, beat_bits = cfg.vector_lanes, self._beat_bits
+        m = Module()
+        m.submodules.rows = self._rows
+        buf_wr, buf_rd = self._rows.write_port(), self._buf_rd
+        row_max, rb = self._row_max, self._rb
 
         # taken[b]: buffer b has received a whole row whose normalizing reads have not all been
         # issued; full[b]: its maximum is known too (FILL cycles after the last beat's acceptance).
         taken = [Signal(name=f"taken_{b}") for b in range(2)]
         full = [Signal(name=f"full_{b}") for b in range(2)]
-        row_max = [Signal(signed(8), name=f"row_max_{b}") for b in range(2)]
         fill_done = Signal()
-        accept = self.logits.valid & self.logits.ready
+        accept = self._logits.valid & self._logits.ready
         fill_buf = Signal()
         release = Signal()
         wb = Signal()   # buffer being filled (input side)
-        rb = Signal()   # buffer being read
 
         # ---- fill: count the row's beats (down-counter of the elements left), register each
         # accepted beat, write it to the buffer, find the maximum in a registered tree ----
         fill_beat = Signal(beat_bits)
         fill_first = Signal(init=1)
         fill_left = Signal(range(cfg.max_row + 1))   # elements of the row from this beat on
-        left = Mux(fill_first, self.length, fill_left)
+        left = Mux(fill_first, length, fill_left)
         fill_last = left <= lanes
-        m.d.comb += self.logits.ready.eq(~Mux(wb, taken[1], taken[0]))
+        m.d.comb += self._logits.ready.eq(~Mux(wb, taken[1], taken[0]))
         for b in range(2):
             m.d.sync += [
                 taken[b].eq((taken[b] | (accept & fill_last & (wb == b))) & ~(release & (rb == b))),
@@ -169,29 +220,26 @@ class SoftmaxUnit(wiring.Component):
                 m.d.sync += [fill_beat.eq(0), fill_first.eq(1), wb.eq(~wb)]
 
         f1 = Signal(data.StructLayout({"valid": 1, "last": 1, "buf": 1, "live": lanes}))
-        f1_data = Signal.like(self.logits.payload)
+        f1_data = Signal.like(self._logits.payload)
         f1_addr = Signal.like(buf_wr.addr)
         m.d.sync += [
             f1.valid.eq(accept), f1.last.eq(fill_last), f1.buf.eq(wb),
             f1.live.eq(Cat(left > j for j in range(lanes))),
-            f1_data.eq(self.logits.payload), f1_addr.eq(Cat(fill_beat, wb)),
+            f1_data.eq(self._logits.payload), f1_addr.eq(Cat(fill_beat, wb)),
         ]
         m.d.comb += [buf_wr.en.eq(f1.valid), buf_wr.addr.eq(f1_addr), buf_wr.data.eq(f1_data)]
-
-        def bigger(a, b):
-            return Mux(a > b, a, b)
 
         levels = (lanes - 1).bit_length()
         masked = [Mux(f1.live[j], f1_data[j], -128) for j in range(lanes)]
         f2 = Signal.like(f1)
         f3 = Signal.like(f1)
-        half_max = _tree(masked, bigger, (levels + 1) // 2)
+        half_max = _tree(masked, _bigger, (levels + 1) // 2)
         f2_max = [Signal(signed(8), name=f"f2_max_{i}") for i in range(len(half_max))]
         f3_max = Signal(signed(8))
         m.d.sync += [f2.eq(f1), f3.eq(f2), *(r.eq(v) for r, v in zip(f2_max, half_max))]
-        m.d.sync += f3_max.eq(_tree(f2_max, bigger, levels)[0])
+        m.d.sync += f3_max.eq(_tree(f2_max, _bigger, levels)[0])
         run_max = Signal(signed(8), init=-128)
-        new_max = bigger(f3_max, run_max)
+        new_max = _bigger(f3_max, run_max)
         m.d.comb += [fill_done.eq(f3.valid & f3.last), fill_buf.eq(f3.buf)]
         with m.If(f3.valid):
             m.d.sync += run_max.eq(new_max)
@@ -201,47 +249,33 @@ class SoftmaxUnit(wiring.Component):
                     with m.If(f3.buf == b):
                         m.d.sync += row_max[b].eq(new_max)
 
-        # ---- read and normalize: one pipeline, stalled as a whole by output back-pressure ----
-        # tags[k] describes the beat read k cycles earlier (when advancing): its stage-k registers
-        # hold 1 the block RAM data, 2 x, 3 a = max - x, 4 the radix-4 partial products of
-        # a * mult, 5 their pair sums, 6 d * mult, 7 and 8 its shift (by multiples of 8, then by
-        # the rest), 9 u, 10 t, 11 and 12 the exponential
-        # (k or E), 13 w and the lane pair sums of E, 14 the prefix sums of w and the beat's sum
-        # of E (added to the row sum in that cycle), 15 the rounded running sums and 16 the output.
-        # The row sum's normalizer follows the row's last summing beat in tags[15 .. 17].
-        tag = data.StructLayout({"valid": 1, "norm": 1, "first": 1, "last": 1, "live": lanes})
-        n_tags = max(self.PIPELINE, self.SUM_STAGE + 3) + 1
-        tags = [Signal(tag, name=f"tag_{k}") for k in range(n_tags)]
-        advance = Signal()
-        m.d.comb += advance.eq(~(self.probs.valid & ~self.probs.ready))
-        with m.If(advance):
-            m.d.sync += [tags[k + 1].eq(tags[k]) for k in range(n_tags - 1)]
-
+        # ---- read: two passes over a full buffer, one read per advancing cycle ----
         rd_beat = Signal(beat_bits)
         rd_first = Signal(init=1)
         rd_left = Signal(range(cfg.max_row + 1))   # elements of the row from this beat on
         issue = Signal()
         last_beat = Signal()                       # rd_left <= lanes
         m.d.comb += [
-            tags[0].valid.eq(issue),
-            tags[0].first.eq(rd_first),
-            tags[0].last.eq(last_beat),
-            tags[0].live.eq(Cat(rd_left > j for j in range(lanes))),
+            self.tag.valid.eq(issue),
+            self.tag.first.eq(rd_first),
+            self.tag.last.eq(last_beat),
+            self.tag.live.eq(Cat(rd_left > j for j in range(lanes))),
             buf_rd.en.eq(advance),
             buf_rd.addr.eq(Cat(rd_beat, rb)),
         ]
         with m.If(~issue):
-            m.d.sync += [rd_left.eq(self.length), last_beat.eq(self.length <= lanes)]
+            m.d.sync += [rd_left.eq(length), last_beat.eq(length <= lanes)]
         with m.If(advance & issue):
             m.d.sync += [rd_beat.eq(rd_beat + 1), rd_left.eq(rd_left - lanes), rd_first.eq(0),
                          last_beat.eq(rd_left <= 2 * lanes)]
             with m.If(last_beat):
-                m.d.sync += [rd_beat.eq(0), rd_left.eq(self.length), rd_first.eq(1),
-                             last_beat.eq(self.length <= lanes)]
+                m.d.sync += [rd_beat.eq(0), rd_left.eq(length), rd_first.eq(1),
+                             last_beat.eq(length <= lanes)]
 
         this_full = Mux(rb, full[1], full[0])
         other_full = Mux(rb, full[0], full[1])
-        gap = Signal(range(max(1, self.ROW_OVERHEAD)))
+        overhead = SoftmaxUnit.ROW_OVERHEAD
+        gap = Signal(range(max(1, overhead)))
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(advance & this_full):
@@ -249,15 +283,15 @@ class SoftmaxUnit(wiring.Component):
             with m.State("SUM"):
                 m.d.comb += issue.eq(1)
                 with m.If(advance & last_beat):
-                    m.d.sync += gap.eq(self.ROW_OVERHEAD - 1)
-                    m.next = "GAP" if self.ROW_OVERHEAD else "NORM"
+                    m.d.sync += gap.eq(overhead - 1)
+                    m.next = "GAP" if overhead else "NORM"
             with m.State("GAP"):
                 with m.If(advance):
                     m.d.sync += gap.eq(gap - 1)
                     with m.If(gap == 0):
                         m.next = "NORM"
             with m.State("NORM"):
-                m.d.comb += [issue.eq(1), tags[0].norm.eq(1)]
+                m.d.comb += [issue.eq(1), self.tag.norm.eq(1)]
                 with m.If(advance & last_beat):
                     # The last read is issued: the buffer may be refilled from the next cycle.
                     m.d.comb += release.eq(1)
@@ -265,21 +299,45 @@ class SoftmaxUnit(wiring.Component):
                     m.next = "IDLE"
                     with m.If(other_full):
                         m.next = "SUM"
+        return m
 
+
+class _Exponent(Elaboratable):
+    """Stages 1 to 12 of the :class:`SoftmaxUnit`'s normalizing pipeline, lane by lane: from the
+    row buffer's data to the exponential of ``d = x - max`` in the log2 domain.
+
+    Every stage moves with ``advance``; ``row_max`` travels with the beat (by the time a stall
+    ends, the fill side may have replaced the buffer's maximum with the next row's). ``mult`` and
+    ``shift`` hold still for a command.
+
+    Attributes
+    ----------
+    exps : list of Value
+        Lane ``j``'s exponential ``E`` of the beat at stage 12 (``2**(15 - k)`` for E2Softmax),
+        0 on lanes past the row.
+    ks : list of Signal
+        E2Softmax only: lane ``j``'s ``k`` at stage 12 (``w = R << (15 - k)`` is a shift).
+    """
+
+    def __init__(self, cfg: AccelConfig, advance, tags, buf_data, row_max, mult, shift):
+        self._cfg = cfg
+        self._advance, self._tags = advance, tags
+        self._data, self._row_max, self._mult, self._shift = buf_data, row_max, mult, shift
+        self.exps, self.ks = [], []
+
+    def elaborate(self, platform):
+        advance, mult, shift = self._advance, self._mult, self._shift
+        m = Module()
         # Multiples of -mult for the radix-4 partial products (mult holds still for a command).
         neg_mult = [Signal(signed(MULT_BITS + 2), name=f"neg_mult_{i}") for i in range(1, 4)]
-        m.d.sync += [neg_mult[0].eq(-self.mult), neg_mult[1].eq(-(self.mult << 1)),
-                     neg_mult[2].eq(-(self.mult + (self.mult << 1)))]
-        multiples = [Const(0, signed(MULT_BITS + 2)), *neg_mult]
+        m.d.sync += [neg_mult[0].eq(-mult), neg_mult[1].eq(-(mult << 1)), neg_mult[2].eq(-(mult + (mult << 1)))]
 
-        # Stage 1: the maximum travels with the beat: by the time a stall ends, the fill side may
-        # have replaced the buffer's maximum with the next row's.
         max_1 = Signal(signed(8))
         max_2 = Signal(signed(8))
         with m.If(advance):
-            m.d.sync += [max_1.eq(Mux(rb, row_max[1], row_max[0])), max_2.eq(max_1)]
-        results = []
-        for j in range(lanes):
+            m.d.sync += [max_1.eq(self._row_max), max_2.eq(max_1)]
+        floor = -(LOG_RANGE << LOG_FRAC)
+        for j in range(self._cfg.vector_lanes):
             x = Signal(signed(8), name=f"x_{j}")
             a = Signal(8, name=f"a_{j}")        # -d = max - x (0 .. 255 on live lanes)
             pp = [Signal(signed(MULT_BITS + 2), name=f"pp_{j}_{i}") for i in range(4)]
@@ -289,102 +347,27 @@ class SoftmaxUnit(wiring.Component):
             shifted = Signal(signed(10 + MULT_BITS), name=f"shifted_{j}")
             u = Signal(signed(LOG_FRAC + 7), name=f"u_{j}")
             t = Signal(signed(LOG_FRAC + 8), name=f"t_{j}")
-            floor = -(LOG_RANGE << LOG_FRAC)
             with m.If(advance):
                 m.d.sync += [
-                    x.eq(buf_rd.data[j]),
+                    x.eq(self._data[j]),
                     a.eq(max_2 - x),
-                    *(pp[i].eq(Mux(a[2 * i + 1], Mux(a[2 * i], multiples[3], multiples[2]),
-                                   Mux(a[2 * i], multiples[1], multiples[0]))) for i in range(4)),
-                    pair[0].eq(pp[0] + (pp[1] << 2)),
-                    pair[1].eq(pp[2] + (pp[3] << 2)),
+                    *(r.eq(v) for r, v in zip(pp, radix4_products(a, *neg_mult))),
+                    *(r.eq(v) for r, v in zip(pair, radix4_pair_sums(pp))),
                     product.eq(pair[0] + (pair[1] << 4)),   # d * mult
-                    coarse.eq((product << 1) >> (self.shift[3:] << 3)),
-                    shifted.eq(coarse >> self.shift[:3]),
+                    coarse.eq((product << 1) >> (shift[3:] << 3)),
+                    shifted.eq(coarse >> shift[:3]),
                     # round_shift(p, s) == ((2p >> s) + 1) >> 1, s == 0 included; clamp at
                     # -LOG_RANGE: ((2p >> s) + 1) >> 1 < floor exactly when 2p >> s < 2 floor - 1.
                     u.eq(Mux(shifted < 2 * floor - 1, floor, (shifted + 1) >> 1)),
                     t.eq(u + (u >> 1) - (u >> 4)),
                 ]
-            results.append(self._exponential(m, advance, t, tags, j))
-
-        # Stages 13 and 14: the beat's sum of the exponentials; the row sum (first read pass).
-        s = self.SUM_STAGE
-        total = Signal(EXP_BITS + 1 + (cfg.max_row - 1).bit_length())  # S <= max_row * 2**15
-        exps = [e for e, _ in results]
-        sum_shape = unsigned(EXP_BITS + 1 + levels)
-        half_sum = _tree(exps, _add, (levels + 1) // 2)
-        exp_pairs = [Signal(sum_shape, name=f"exp_pair_{i}") for i in range(len(half_sum))]
-        beat_sum = Signal(sum_shape)
-        with m.If(advance):
-            m.d.sync += [*(r.eq(v) for r, v in zip(exp_pairs, half_sum)),
-                         beat_sum.eq(_tree(exp_pairs, _add, levels)[0])]
-            with m.If(tags[s].valid & ~tags[s].norm):
-                m.d.sync += total.eq(Mux(tags[s].first, 0, total) + beat_sum)
-
-        # Normalizer, in the three cycles after the row sum is final: the leading one of S (one-
-        # hot over bits RECIP_BITS .. of S, bit RECIP_BITS also when S < 2**(RECIP_BITS + 1)),
-        # then lead = n - RECIP_BITS and the table index, then R and the row exponent.
-        width = total.shape().width
-        one_hot = Signal(width - RECIP_BITS)
-        lead = Signal(range(width))
-        index = Signal(RECIP_BITS)
-        recip_r = Signal(EXP_BITS)
-        row_exp = Signal(ROW_EXP_BITS)
-        sum_done = [tags[s + i].valid & ~tags[s + i].norm & tags[s + i].last for i in (1, 2, 3)]
-        m.d.comb += recip_rd.addr.eq(index)
-        with m.If(advance):
-            with m.If(sum_done[0]):
-                m.d.sync += one_hot.eq(Cat(
-                    total[b] & ~total[b + 1:].any() if b > RECIP_BITS else ~total[b + 1:].any()
-                    for b in range(RECIP_BITS, width)))
-            with m.If(sum_done[1]):
-                m.d.sync += [
-                    index.eq(_or(Mux(hot, total[i:i + RECIP_BITS], 0) for i, hot in enumerate(one_hot))),
-                    lead.eq(_or(Mux(hot, i, 0) for i, hot in enumerate(one_hot))),
-                ]
-            with m.If(sum_done[2]):
-                # n - 8 = (n - RECIP_BITS) - 1: the exponent of the mantissas' step.
-                m.d.sync += [recip_r.eq(recip_rd.data), row_exp.eq(lead - 1)]
-        # Stage 13 -> 14: prefix sums of w within the beat (a tree of adders, one cycle).
-        weights = [w(recip_r) for _, w in results]
-        prefix = [Signal(weights[0].shape().width + levels, name=f"prefix_{j}") for j in range(lanes)]
-        with m.If(advance):
-            m.d.sync += [p.eq(v) for p, v in zip(prefix, _prefix_sums(weights))]
-
-        # Stage 14 -> 15: the running sums with the 23-bit carry, c = 2**22 at the row start: their
-        # bits from 2**23 up (modulo 2**9: mantissas are 0 .. 129 before saturation) and the carry.
-        carry = Signal(_STEP)
-        start = Mux(tags[self.PIPELINE - 2].first, 1 << (_STEP - 1), carry)
-        sums = [start + p for p in prefix]
-        steps = [Signal(9, name=f"rounded_{j}") for j in range(lanes)]
-        with m.If(advance):
-            m.d.sync += [r.eq(v >> _STEP) for r, v in zip(steps, sums)]
-            with m.If(tags[self.PIPELINE - 2].valid & tags[self.PIPELINE - 2].norm):
-                m.d.sync += carry.eq(sums[-1][:_STEP])
-
-        # Stage 15 -> 16: the mantissas, differences of the rounded running sums, saturated.
-        with m.If(advance):
-            for j in range(lanes):
-                step = (steps[j] - (steps[j - 1] if j else 0))[:9]
-                m.d.sync += self.probs.payload.mant[j].eq(Mux(step > 127, 127, step))
-            m.d.sync += self.probs.payload.row_exp.eq(row_exp)
-        # `valid` is tags[PIPELINE].valid & .norm, from a flip-flop of its own (it moves with the
-        # tags): the engine's output side hangs on it.
-        out_valid = Signal()
-        with m.If(advance):
-            m.d.sync += out_valid.eq(tags[self.PIPELINE - 1].valid & tags[self.PIPELINE - 1].norm)
-        m.d.comb += [
-            self.probs.valid.eq(out_valid),
-            self.probs.payload.last.eq(tags[self.PIPELINE].last),
-        ]
+            self._exponential(m, t, j)
         return m
 
-    def _exponential(self, m, advance, t, tags, j):
-        """Stages 11 and 12 of lane ``j``: from ``t`` (log2 domain, stage 10) to the exponential at
-        stage 12. Returns ``E`` (from the stage-12 registers, zero on lanes past the row) and a
-        function of ``R`` giving ``w = E * R`` (registered at stage 13)."""
-        live = tags[self.EXP_STAGE].live[j]
+    def _exponential(self, m, t, j):
+        """Stages 11 and 12 of lane ``j``: from ``t`` (log2 domain, stage 10) to ``E`` (and ``k``)."""
+        advance, tags = self._advance, self._tags
+        live = tags[SoftmaxUnit.EXP_STAGE].live[j]
         if self._cfg.softmax == "e2softmax":
             # k = min(-round_shift(t, 8), 15), -round_shift(t, 8) = (127 - t) >> 8;
             # E = 2**(15-k) and w = R << (15-k) are shifts.
@@ -393,14 +376,9 @@ class SoftmaxUnit(wiring.Component):
             with m.If(advance):
                 m.d.sync += [neg.eq(((1 << (LOG_FRAC - 1)) - 1 - t) >> LOG_FRAC),
                              k.eq(Mux(neg > K_MAX, K_MAX, neg))]
-            exp = Mux(live, Const(1 << EXP_BITS, EXP_BITS + 1) >> k, 0)
-
-            def weight(recip_r):
-                w = Signal(2 * EXP_BITS, name=f"w_{j}")
-                with m.If(advance):
-                    m.d.sync += w.eq(Mux(live, (recip_r << EXP_BITS) >> k, 0))
-                return w
-            return exp, weight
+            self.ks.append(k)
+            self.exps.append(Mux(live, Const(1 << EXP_BITS, EXP_BITS + 1) >> k, 0))
+            return
         # shift_exp: a = -t = q * 2**8 + f, E = round_shift((512 - f) << 6, min(q, 17)).
         a = Signal(LOG_FRAC + 8, name=f"a_{j}")
         q = Signal(range(EXP_BITS + 3), name=f"q_{j}")
@@ -411,15 +389,141 @@ class SoftmaxUnit(wiring.Component):
             m.d.sync += [
                 q.eq(Mux((a >> LOG_FRAC) > EXP_BITS + 2, EXP_BITS + 2, a >> LOG_FRAC)),
                 base.eq(((2 << LOG_FRAC) - a[:LOG_FRAC]) << (EXP_BITS - LOG_FRAC - 1)),
-                exp.eq(Mux(tags[self.EXP_STAGE - 1].live[j], (((base << 1) >> q) + 1) >> 1, 0)),
+                exp.eq(Mux(tags[SoftmaxUnit.EXP_STAGE - 1].live[j], (((base << 1) >> q) + 1) >> 1, 0)),
             ]
+        self.exps.append(exp)
 
-        def weight(recip_r):
-            w = Signal(2 * EXP_BITS + 1, name=f"w_{j}")
+
+class _Normalizer(Elaboratable):
+    """The row sum of the exponentials and its reciprocal: stages 13 and 14 of the summing pass,
+    then three cycles.
+
+    The lanes' ``exps`` are summed in a registered tree (stage 13) and added to the row sum at
+    :attr:`SoftmaxUnit.SUM_STAGE`; in the three cycles after the row's last summing beat, the
+    leading one of the sum ``S`` is found (one-hot), then the reciprocal table's index and
+    ``lead``, then ``R`` and the row exponent.
+
+    Attributes
+    ----------
+    recip_r : Signal(EXP_BITS)
+        ``R``, the reciprocal of the row's normalized sum, from ``SUM_STAGE + 3`` on.
+    row_exp : Signal(ROW_EXP_BITS)
+        The row's exponent, with it.
+    """
+
+    def __init__(self, cfg: AccelConfig, advance, tags, exps):
+        self._cfg = cfg
+        self._advance, self._tags, self._exps = advance, tags, exps
+        self.recip_r = Signal(EXP_BITS)
+        self.row_exp = Signal(ROW_EXP_BITS)
+
+    def elaborate(self, platform):
+        advance, tags, cfg = self._advance, self._tags, self._cfg
+        m = Module()
+        m.submodules.recip = recip = Memory(shape=unsigned(EXP_BITS), depth=1 << RECIP_BITS,
+                                            init=[int(r) for r in RECIP])
+        recip_rd = recip.read_port(domain="comb")
+        s = SoftmaxUnit.SUM_STAGE
+        levels = (cfg.vector_lanes - 1).bit_length()
+        total = Signal(EXP_BITS + 1 + (cfg.max_row - 1).bit_length())  # S <= max_row * 2**15
+        sum_shape = unsigned(EXP_BITS + 1 + levels)
+        half_sum = _tree(self._exps, _add, (levels + 1) // 2)
+        exp_pairs = [Signal(sum_shape, name=f"exp_pair_{i}") for i in range(len(half_sum))]
+        beat_sum = Signal(sum_shape)
+        with m.If(advance):
+            m.d.sync += [*(r.eq(v) for r, v in zip(exp_pairs, half_sum)),
+                         beat_sum.eq(_tree(exp_pairs, _add, levels)[0])]
+            with m.If(tags[s].valid & ~tags[s].norm):
+                m.d.sync += total.eq(Mux(tags[s].first, 0, total) + beat_sum)
+
+        # The leading one of S (one-hot over bits RECIP_BITS .. of S, bit RECIP_BITS also when
+        # S < 2**(RECIP_BITS + 1)), then lead = n - RECIP_BITS and the table index, then R.
+        width = total.shape().width
+        one_hot = Signal(width - RECIP_BITS)
+        lead = Signal(range(width))
+        index = Signal(RECIP_BITS)
+        sum_done = [tags[s + i].valid & ~tags[s + i].norm & tags[s + i].last for i in (1, 2, 3)]
+        m.d.comb += recip_rd.addr.eq(index)
+        with m.If(advance):
+            with m.If(sum_done[0]):
+                m.d.sync += one_hot.eq(Cat(
+                    total[b] & ~total[b + 1:].any() if b > RECIP_BITS else ~total[b + 1:].any()
+                    for b in range(RECIP_BITS, width)))
+            with m.If(sum_done[1]):
+                m.d.sync += [
+                    index.eq(one_hot_select(one_hot, [total[i:i + RECIP_BITS] for i in range(len(one_hot))])),
+                    lead.eq(one_hot_select(one_hot, range(len(one_hot)))),
+                ]
+            with m.If(sum_done[2]):
+                # n - 8 = (n - RECIP_BITS) - 1: the exponent of the mantissas' step.
+                m.d.sync += [self.recip_r.eq(recip_rd.data), self.row_exp.eq(lead - 1)]
+        return m
+
+
+class _OutputStage(Elaboratable):
+    """Stages 13 to 16 of the normalizing pass: the mantissas from ``w = E * R``.
+
+    Stage 13 registers ``w`` per lane, 14 the prefix sums of ``w`` within the beat (a tree of
+    adders, one cycle), 15 the running sums rounded to mantissa steps (a carry of ``_STEP`` bits
+    across the row's beats, ``2**(_STEP - 1)`` at its start), 16 the mantissas, differences of
+    the rounded running sums, saturated at 127. Drives ``probs`` (``valid`` from a flip-flop
+    of its own that moves with the tags: the engine's output side hangs on it).
+    """
+
+    def __init__(self, cfg: AccelConfig, advance, tags, exponent, normalizer, probs):
+        self._cfg = cfg
+        self._advance, self._tags, self._exponent, self._normalizer = advance, tags, exponent, normalizer
+        self._probs = probs
+
+    def elaborate(self, platform):
+        cfg, advance, tags, probs = self._cfg, self._advance, self._tags, self._probs
+        lanes = cfg.vector_lanes
+        recip_r = self._normalizer.recip_r
+        m = Module()
+        weights = []
+        for j in range(lanes):
+            if cfg.softmax == "e2softmax":
+                w = Signal(2 * EXP_BITS, name=f"w_{j}")
+                live = tags[SoftmaxUnit.EXP_STAGE].live[j]
+                value = Mux(live, (recip_r << EXP_BITS) >> self._exponent.ks[j], 0)
+            else:
+                w = Signal(2 * EXP_BITS + 1, name=f"w_{j}")
+                value = self._exponent.exps[j] * recip_r
             with m.If(advance):
-                m.d.sync += w.eq(exp * recip_r)
-            return w
-        return exp, weight
+                m.d.sync += w.eq(value)
+            weights.append(w)
+        levels = (lanes - 1).bit_length()
+        prefix = [Signal(weights[0].shape().width + levels, name=f"prefix_{j}") for j in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [p.eq(v) for p, v in zip(prefix, _prefix_sums(weights))]
+
+        # Stage 14 -> 15: the running sums with the 23-bit carry, c = 2**22 at the row start: their
+        # bits from 2**23 up (modulo 2**9: mantissas are 0 .. 129 before saturation) and the carry.
+        pipeline = SoftmaxUnit.PIPELINE
+        carry = Signal(_STEP)
+        start = Mux(tags[pipeline - 2].first, 1 << (_STEP - 1), carry)
+        sums = [start + p for p in prefix]
+        steps = [Signal(9, name=f"rounded_{j}") for j in range(lanes)]
+        with m.If(advance):
+            m.d.sync += [r.eq(v >> _STEP) for r, v in zip(steps, sums)]
+            with m.If(tags[pipeline - 2].valid & tags[pipeline - 2].norm):
+                m.d.sync += carry.eq(sums[-1][:_STEP])
+
+        # Stage 15 -> 16: the mantissas, differences of the rounded running sums, saturated.
+        with m.If(advance):
+            for j in range(lanes):
+                step = (steps[j] - (steps[j - 1] if j else 0))[:9]
+                m.d.sync += probs.payload.mant[j].eq(Mux(step > 127, 127, step))
+            m.d.sync += probs.payload.row_exp.eq(self._normalizer.row_exp)
+        out_valid = Signal()
+        with m.If(advance):
+            m.d.sync += out_valid.eq(tags[pipeline - 1].valid & tags[pipeline - 1].norm)
+        m.d.comb += [probs.valid.eq(out_valid), probs.payload.last.eq(tags[pipeline].last)]
+        return m
+
+
+def _bigger(a, b):
+    return Mux(a > b, a, b)
 
 
 def _add(a, b):
@@ -433,14 +537,6 @@ def _tree(values, op, levels):
         values = [op(values[i], values[i + 1]) if i + 1 < len(values) else values[i]
                   for i in range(0, len(values), 2)]
     return values
-
-
-def _or(values):
-    values = list(values)
-    out = values[0]
-    for v in values[1:]:
-        out = out | v
-    return out
 
 
 def _prefix_sums(values):
@@ -474,7 +570,7 @@ def softmax_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     return rows * period + beats + SoftmaxUnit.LATENCY - SoftmaxUnit.ROW_OVERHEAD + READ_LATENCY + 1
 
 
-class SoftmaxEngine(wiring.Component):
+class SoftmaxEngine(Engine):
     """Executes SOFTMAX (see :class:`vitaccel.isa.VectorInstr`) with one :class:`SoftmaxUnit`.
 
     For each row ``r < rows``: the logits ``x[e] = spad[src + (e // cols) * tile_stride + r][e % cols]``
@@ -492,13 +588,11 @@ class SoftmaxEngine(wiring.Component):
 
     Attributes
     ----------
-    cmd : In(engine_cmd_signature())
-        The instruction, viewed as ``cmd.payload.vector``. ``cmd.ready`` is high only when idle.
-        A command with ``rows == 0`` or ``length == 0`` is accepted and does nothing: ``busy`` stays
-        low. ``length <= max_row`` is the controller's check (ROW_LENGTH).
-    busy : Out(1)
-        High from the cycle after a command with work is accepted to the cycle of the last
-        scratchpad and PARAM writes, inclusive: :func:`softmax_cycles` cycles.
+    cmd, busy
+        As :class:`~vitaccel.hw.lib.Engine`: the instruction is ``cmd.payload.vector``; one with
+        ``rows == 0`` or ``length == 0`` has no work (``length <= max_row`` is the controller's
+        check, ROW_LENGTH). ``busy`` lasts to the cycle of the last scratchpad and PARAM writes,
+        inclusive: :func:`softmax_cycles` cycles.
     spad_rd : In(spad_read_signature(cfg))
         Scratchpad read port (data :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the
         read): the input rows, row ``r``'s tiles in order, then row ``r + 1``'s; each scratchpad
@@ -535,18 +629,13 @@ class SoftmaxEngine(wiring.Component):
     #: cycle after, and its next row arrives ``READ_LATENCY`` cycles after that).
     INPUT_SLOTS = READ_LATENCY + 2
 
-    def __init__(self, cfg: AccelConfig):
-        self._cfg = cfg = checked_config(cfg)
-        super().__init__(engine_members(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr"))
+    busy_cycles = staticmethod(softmax_cycles)
 
-    def cycles(self, rows: int, length: int) -> int:
-        """:func:`softmax_cycles` for this engine's config."""
-        return softmax_cycles(self._cfg, rows, length)
+    def __init__(self, cfg: AccelConfig):
+        super().__init__(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr")
 
     def elaborate(self, platform):
         cfg = self._cfg
-        lanes = cfg.vector_lanes
-        chunks = cfg.cols // lanes
         m = Module()
         m.submodules.unit = unit = SoftmaxUnit(cfg)
 
@@ -554,24 +643,45 @@ class SoftmaxEngine(wiring.Component):
         length = Signal.like(instr.length)
         stride = Signal.like(instr.tile_stride)
         param_addr = Signal.like(instr.param_addr)
+        rd_more = Signal()                   # scratchpad rows remain to be read
         param_read = Signal()   # the PARAM row is read in this cycle
         loading = delayed(m, param_read, READ_LATENCY, "loading")   # ... and is on param_rd.data
         m.d.comb += unit.length.eq(length)
         with m.If(loading):
             m.d.sync += [unit.mult.eq(self.param_rd.data[0][:MULT_BITS]),
                          unit.shift.eq(self.param_rd.data[1][:SHIFT_BITS])]
+        feed_taken = self._feed(m, unit, instr, length, stride, rd_more)
+        collect_taken, row_done, last_row = self._collect(m, unit, instr, stride)
 
-        # Input side: scratchpad rows are read ahead into a FIFO of INPUT_SLOTS rows, each read's
-        # data registered in its slot in the cycle it arrives (READ_LATENCY cycles after the read,
-        # told by the read's strobe travelling alongside it in a plain shift register); the head
-        # slot moves to a row register, from which the unit takes the row a chunk at a time. A read
-        # is issued only while the FIFO has room for it (`room`, a register: reads in flight
-        # count), so block RAM data meets only a register (clock enable, no multiplexer), the read
-        # strobe and address come from registers, and chunks flow without a bubble. Every count is
-        # a down-counter or a registered flag: no comparison with `length` or `rows` on the way to
-        # an address.
+        with self.command_fsm(m, work=(instr.rows != 0) & (instr.length != 0), start="PARAM",
+                              taken=[length.eq(instr.length), stride.eq(instr.tile_stride),
+                                     param_addr.eq(instr.param_addr), *feed_taken, *collect_taken],
+                              started=[rd_more.eq(1)], busy_register=True) as fsm:
+            with m.State("PARAM"):
+                m.d.comb += [self.param_rd.addr.eq(param_addr), self.param_rd.en.eq(1),
+                             param_read.eq(1)]
+                m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(row_done & last_row):
+                    fsm.finish()
+        return m
+
+    def _feed(self, m, unit, instr, length, stride, rd_more):
+        """The input side; returns the statements that take a command's fields into it.
+
+        Scratchpad rows are read ahead into a FIFO of INPUT_SLOTS rows, each read's data
+        registered in its slot in the cycle it arrives (READ_LATENCY cycles after the read, told
+        by the read's strobe travelling alongside it in a plain shift register); the head slot
+        moves to a row register, from which the unit takes the row a chunk at a time. A read is
+        issued only while the FIFO has room for it (`room`, a register: reads in flight count),
+        so block RAM data meets only a register (clock enable, no multiplexer), the read strobe
+        and address come from registers, and chunks flow without a bubble. Every count is a
+        down-counter or a registered flag: no comparison with `length` or `rows` on the way to an
+        address."""
+        cfg = self._cfg
+        lanes = cfg.vector_lanes
+        chunks = cfg.cols // lanes
         slots = self.INPUT_SLOTS
-        rd_more = Signal()                   # scratchpad rows remain to be read
         rd_addr = Signal.like(instr.src)     # src + t * tile_stride + r: the next read
         rd_base = Signal.like(instr.src)     # src + r
         rd_left = Signal(range(cfg.max_row + 1))   # elements of row r from tile t on
@@ -617,96 +727,45 @@ class SoftmaxEngine(wiring.Component):
                              rd_last_tile.eq(length <= cfg.cols), rd_rows.eq(rd_rows - 1)]
                 with m.If(rd_rows == 0):
                     m.d.sync += rd_more.eq(0)
+        return [rd_addr.eq(instr.src), rd_base.eq(instr.src), rd_left.eq(instr.length),
+                rd_last_tile.eq(instr.length <= cfg.cols), rd_rows.eq(instr.rows - 1),
+                in_left.eq(instr.length), in_last.eq(instr.length <= lanes), in_chunk.eq(0)]
 
-        # Output side: chunks gather into a scratchpad row, written after its last chunk; chunks
-        # past the row's last beat are zero. Row exponents gather into a PARAM row likewise.
+    def _collect(self, m, unit, instr, stride):
+        """The output side; returns the statements that take a command's fields into it, the
+        row's last beat (``row_done``) and whether its row is the command's last (a register).
+
+        Chunks gather into a scratchpad row, written after its last chunk (chunks past the
+        row's last beat are zero); row exponents gather into a PARAM row likewise, each by a
+        :class:`~vitaccel.hw.lib.RowGatherer`: registers select the write data directly, no
+        comparator with a count in the way."""
+        cfg = self._cfg
         out_base = Signal.like(instr.dst)
         out_addr = Signal.like(instr.dst)
-        # The chunk of the row being gathered and the column of the row exponent, each one-hot
-        # (`*_at`) with a thermometer of the ones before it (`*_below`): registers that select
-        # the write data directly, no comparator with a count in the way.
-        out_at = Signal(chunks, init=1)
-        out_below = Signal(chunks)
         out_rows = Signal.like(instr.rows)   # output rows after this one
         last_row = Signal()                  # out_rows == 0
         exp_addr = Signal.like(instr.src2)
-        exp_at = Signal(cfg.cols, init=1)
-        exp_below = Signal(cfg.cols)
-        held = Signal(data.ArrayLayout(unit.logits.payload.shape(), chunks))
-        held_exps = Signal(data.ArrayLayout(unsigned(ROW_EXP_BITS), cfg.cols))
         beat = unit.probs.payload
         out_accept = unit.probs.valid   # probs.ready is always high: the write ports never wait
-        m.d.comb += unit.probs.ready.eq(1)
-        m.d.comb += [
-            self.spad_wr.en.eq(out_accept & (beat.last | out_at[-1])),
-            self.spad_wr.addr.eq(out_addr),
-            self.spad_wr.data.eq(Cat(Mux(out_below[k], held[k].as_value(),
-                                         Mux(out_at[k], beat.mant.as_value(), 0))
-                                     for k in range(chunks))),
-        ]
         row_done = out_accept & beat.last
+        m.d.comb += unit.probs.ready.eq(1)
+        spad_row = RowGatherer(m, beat.mant, out_accept, cfg.cols // cfg.vector_lanes, "out", end=beat.last)
+        exps = RowGatherer(m, beat.row_exp, row_done, cfg.cols, "exp", end=last_row)
         m.d.comb += [
-            self.param_wr.en.eq(row_done & (last_row | exp_at[-1])),
+            self.spad_wr.en.eq(spad_row.complete),
+            self.spad_wr.addr.eq(out_addr),
+            self.spad_wr.data.eq(spad_row.row),
+            self.param_wr.en.eq(exps.complete),
             self.param_wr.addr.eq(exp_addr),
-            *(self.param_wr.data[j].eq(Mux(exp_below[j], held_exps[j],
-                                           Mux(exp_at[j], beat.row_exp, 0)))
-              for j in range(cfg.cols)),
+            *(self.param_wr.data[j].eq(part) for j, part in enumerate(exps.parts)),
         ]
-        # A chunk's (a column's) held register takes the beat (its row exponent) in every cycle
-        # while its one-hot bit is set and keeps the last, that of the beat (the row's last beat)
-        # that moves the bit on: their enables are registers, not the unit's output handshake.
-        for k in range(chunks):
-            with m.If(out_at[k]):
-                m.d.sync += held[k].eq(beat.mant)
-        for j in range(cfg.cols):
-            with m.If(exp_at[j]):
-                m.d.sync += held_exps[j].eq(beat.row_exp)
-        with m.If(out_accept):
-            m.d.sync += [out_at.eq(out_at.rotate_left(1)), out_below.eq(out_below | out_at)]
-            # (spad_wr.en and param_wr.en, without the handshake they are already under.)
-            with m.If(beat.last | out_at[-1]):
-                m.d.sync += [out_at.eq(1), out_below.eq(0), out_addr.eq(out_addr + stride)]
-            with m.If(beat.last):
-                m.d.sync += [out_rows.eq(out_rows - 1), last_row.eq(out_rows == 1),
-                             out_base.eq(out_base + 1), out_addr.eq(out_base + 1),
-                             exp_at.eq(exp_at.rotate_left(1)), exp_below.eq(exp_below | exp_at)]
-                with m.If(last_row | exp_at[-1]):
-                    m.d.sync += [exp_at.eq(1), exp_below.eq(0), exp_addr.eq(exp_addr + 1)]
-
-        # busy is ~fsm.ongoing("IDLE") kept in a flip-flop of its own: the core selects this
-        # engine's memory ports with it (hw/core.py).
-        busy = Signal()
-        nonempty = Signal()
-        m.d.sync += nonempty.eq((instr.rows != 0) & (instr.length != 0))
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                # The command's addresses and counts are taken in every idle cycle (no enable
-                # from the handshake, whose valid comes late from the controller's checks); the
-                # ones of the accepted command are the last taken. Nothing reads them while idle.
-                m.d.sync += [
-                    length.eq(instr.length),
-                    stride.eq(instr.tile_stride), param_addr.eq(instr.param_addr),
-                    rd_addr.eq(instr.src), rd_base.eq(instr.src),
-                    rd_left.eq(instr.length), rd_last_tile.eq(instr.length <= cfg.cols),
-                    rd_rows.eq(instr.rows - 1), in_left.eq(instr.length),
-                    in_last.eq(instr.length <= lanes), out_base.eq(instr.dst), out_addr.eq(instr.dst),
-                    out_rows.eq(instr.rows - 1), exp_addr.eq(instr.src2),
-                    in_chunk.eq(0), out_at.eq(1), out_below.eq(0), last_row.eq(instr.rows == 1),
-                    exp_at.eq(1), exp_below.eq(0),
-                ]
-                # Acceptance moves only the state, the read flag and busy: a handful of loads, behind
-                # the valid and a registered decode (the payload holds from the cycle before valid).
-                with m.If(self.cmd.valid & nonempty):
-                    m.d.sync += [rd_more.eq(1), busy.eq(1)]
-                    m.next = "PARAM"
-            with m.State("PARAM"):
-                m.d.comb += [self.param_rd.addr.eq(param_addr), self.param_rd.en.eq(1),
-                             param_read.eq(1)]
-                m.next = "RUN"
-            with m.State("RUN"):
-                with m.If(row_done & last_row):
-                    m.d.sync += busy.eq(0)
-                    m.next = "IDLE"
-        m.d.comb += self.busy.eq(busy)
-        return m
+        with m.If(spad_row.complete):
+            m.d.sync += out_addr.eq(out_addr + stride)
+        with m.If(row_done):
+            m.d.sync += [out_rows.eq(out_rows - 1), last_row.eq(out_rows == 1),
+                         out_base.eq(out_base + 1), out_addr.eq(out_base + 1)]
+        with m.If(exps.complete):
+            m.d.sync += exp_addr.eq(exp_addr + 1)
+        taken = [out_base.eq(instr.dst), out_addr.eq(instr.dst), out_rows.eq(instr.rows - 1),
+                 exp_addr.eq(instr.src2), last_row.eq(instr.rows == 1), *spad_row.restart(), *exps.restart()]
+        return taken, row_done, last_row

@@ -68,7 +68,7 @@ class Engine(wiring.Component):
         return type(self).busy_cycles(self._cfg, *args)
 
     @contextmanager
-    def command_fsm(self, m: Module, *, work, taken, start: str, busy_register: bool = False):
+    def command_fsm(self, m: Module, *, work, taken, start: str, started=(), busy_register: bool = False):
         """Open the engine's FSM with its IDLE state; yields a :class:`CommandFSM`. Add the
         command's states inside the ``with`` block and leave the last with
         :meth:`CommandFSM.finish`; ``busy`` is driven when the block closes.
@@ -78,8 +78,9 @@ class Engine(wiring.Component):
         ``valid`` comes late from the controller's checks: the fields of the accepted command
         are the last taken, and nothing reads them while idle. ``work`` (whether the payload has
         work) is registered a cycle ahead (``nonempty``), since the payload holds from the cycle
-        before ``valid``; acceptance of a command with work moves the state to ``start`` (and
-        sets ``busy``'s flip-flop): a handful of loads behind ``valid`` and a register.
+        before ``valid``; acceptance of a command with work moves the state to ``start``, runs
+        the statements ``started`` and sets ``busy``'s flip-flop: a handful of loads behind
+        ``valid`` and a register.
 
         ``busy_register``: ``busy`` is a flip-flop of its own (set on acceptance, cleared by
         :meth:`CommandFSM.finish`), for an engine whose ``busy`` the core selects memory ports
@@ -94,6 +95,7 @@ class Engine(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(1)
                 m.d.sync += taken
                 with m.If(self.cmd.valid & nonempty):
+                    m.d.sync += started
                     if busy is not None:
                         m.d.sync += busy.eq(1)
                     m.next = start
