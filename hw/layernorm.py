@@ -10,7 +10,7 @@ need no DSP multiplier; the per-lane data path has the multipliers docs/numerics
 :func:`layernorm_cycles` is the engine's exact busy time, for the performance model.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -20,7 +20,8 @@ from vitaccel.numerics import (INT8_MAX, INT8_MIN, ISQRT_STEPS, MAG_BITS, MAX_AL
                                STD_FRAC, row_mean_constants, squares)
 
 from .interfaces import checked_config, engine_members
-from .memories import READ_LATENCY, delayed, read_room
+from .lib import delayed, radix4_pair_sums, radix4_products, read_room
+from .memories import READ_LATENCY
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
            "unit_row_cycles", "unit_stats_cycles"]
@@ -213,35 +214,16 @@ class LayerNormUnit(wiring.Component):
         L = s.lanes
         m = Module()
 
-        def lanes_of(shape):
-            return data.ArrayLayout(shape, L)
-
-        def staged(expr, name, en=None):
-            """A register of ``expr`` (its exact shape), loaded every cycle or when ``en``."""
-            reg = Signal(expr.shape(), name=name)
-            if en is None:
-                m.d.sync += reg.eq(expr)
-            else:
-                with m.If(en):
-                    m.d.sync += reg.eq(expr)
-            return reg
-
-        def chain(first, stages, name, en=None):
-            """``first`` delayed by 1 .. ``stages`` cycles: a list of registers, index 0 after one."""
-            regs = []
-            for n in range(stages):
-                regs.append(staged(first if n == 0 else regs[-1], f"{name}_{n}", en))
-            return regs
-
         # ---- storage: the row buffer and the parameter planes -----------------------------------
-        m.submodules.row_buffer = row_buffer = Memory(shape=lanes_of(signed(s.elem_bits)), depth=s.beats, init=[])
+        m.submodules.row_buffer = row_buffer = Memory(shape=_lanes_of(L, signed(s.elem_bits)), depth=s.beats,
+                                                      init=[])
         buf_wr, buf_rd = row_buffer.write_port(), row_buffer.read_port()
         plane_shapes = {1: signed(MULT_BITS), 2: signed(32), 3: unsigned(SHIFT_BITS)}
         if s.ai:
             plane_shapes[0] = unsigned(ALPHA_BITS)
         plane_rd = {}
         for p, shape in plane_shapes.items():
-            m.submodules[f"plane_{p}"] = plane = Memory(shape=lanes_of(shape), depth=s.beats, init=[])
+            m.submodules[f"plane_{p}"] = plane = Memory(shape=_lanes_of(L, shape), depth=s.beats, init=[])
             wr = plane.write_port()
             plane_rd[p] = plane.read_port()
             m.d.comb += [
@@ -250,78 +232,144 @@ class LayerNormUnit(wiring.Component):
                 *(wr.data[i].eq(self.params.data[i][:shape.width]) for i in range(L)),
             ]
 
-        # ---- the sequential multiplier and divider ---------------------------------------------
-        # mul: acc <- (acc + (b & 1) * a) >> 1, n times: acc = floor((c + a*b) / 2**n) for b < 2**n.
-        mul_acc = Signal(max(s.mul_a_bits, 17) + 1)
-        mul_a = Signal(s.mul_a_bits)
-        mul_b = Signal(s.mul_b_bits)
-        mul_n = Signal(s.mul_n_bits)
-
-        mul_last = Signal()     # mul_n <= 1: the last step (or NORM's), registered
-        # The multiplier steps every cycle unless a state loads it (before a multiply or NORM);
-        # its states only wait for the last step. A product is read in the cycle after it.
-        m.d.sync += [mul_acc.eq((mul_acc + Mux(mul_b[0], mul_a, 0)) >> 1), mul_b.eq(mul_b >> 1),
-                     mul_n.eq(mul_n - 1), mul_last.eq(mul_n <= 2)]
-
-        def mul_load(a, b, n, c=0):
-            return [mul_acc.eq(c), mul_a.eq(a), mul_b.eq(b), mul_n.eq(n), mul_last.eq(n <= 1)]
-
-        def mul_step(next_state):
-            with m.If(mul_last):
-                m.next = next_state
-
-        length = self.length
-        # Row progress: `left` channels of the row at and after the current beat of a pass.
-        count = lambda name: Signal(range(s.beats + 1), name=name)   # noqa: E731
-        in_beat, in_left = count("in_beat"), Signal(range(cfg.max_row + 1))
-        in_first = Signal(init=1)     # the next input beat is a row's first
-        issue, issue_left = count("issue"), Signal(range(cfg.max_row + 1))
-        drain = Signal(range(max(self.IN_LATENCY, self.VAR_LATENCY)))
+        # The row sum and the variance statistic, kept by the passes that add to them and cleared
+        # by the control; the output pipeline's flow and its last beat's flag.
         s1 = Signal(signed(s.sum_bits))
-        mean = Signal(signed(s.mean_bits))
         stat = Signal(s.stat_bits)                 # Q (AILayerNorm) or var (I-LayerNorm)
-        # The mean's numerator without the sum: length * (2 * offset + 1), registered.
-        len_term = staged((length << (s.in_bits + s.frac + 1)) + length, "len_term")
+        advance = Signal()    # the output pipeline moves: its last stage is empty or being read
+        out_last = Signal()   # the output beat is its row's last
+        m.d.comb += advance.eq(~self.out.valid | self.out.ready)
+        m.submodules.control = control = _RowControl(cfg, s, self, s1, stat, advance, out_last)
+        m.submodules.receive = _Receive(cfg, s, self.inp.payload, control, plane_rd.get(0), buf_wr, s1)
+        m.d.comb += [buf_rd.addr.eq(control.issue), buf_rd.en.eq(control.in_var | advance)]
+        m.submodules.variance = _VariancePass(s, buf_rd.data, control, stat)
+        m.submodules.output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.out, out_last)
+        return m
 
-        if s.ai:
-            u = Signal(max(s.stat_bits, 17))
-            j = Signal(signed(6))
-            y0 = Signal(16)
-            z_shift = Signal(range(7 + 16))
-            seed = Array(Const(int(RSQRT_SEED[i - 16]) if i >= 16 else 0, 16) for i in range(64))
-            scale_bits = 17
-        else:
-            w = Signal(s.w_bits)
-            t = Signal(s.w_bits)
-            k = Signal(s.k_bits)
-            step = Signal(range(ISQRT_STEPS + 1))
-            div_r = Signal(s.w_bits)
-            div_d = Signal(s.k_bits + s.q_bits - 1)
-            div_q = Signal(s.q_bits)
-            div_n = Signal(range(max(s.q_bits, s.seed_steps) + 1))
-            div_last = Signal()     # div_n <= 1, registered
-            scale_bits = FACTOR_BITS
+
+def _lanes_of(lanes, shape):
+    return data.ArrayLayout(shape, lanes)
+
+
+def _staged(m, expr, name, en=None):
+    """A register of ``expr`` (its exact shape), loaded every cycle or when ``en``."""
+    reg = Signal(expr.shape(), name=name)
+    if en is None:
+        m.d.sync += reg.eq(expr)
+    else:
+        with m.If(en):
+            m.d.sync += reg.eq(expr)
+    return reg
+
+
+def _chain(m, first, stages, name, en=None):
+    """``first`` delayed by 1 .. ``stages`` cycles: a list of registers, index 0 after one."""
+    regs = []
+    for n in range(stages):
+        regs.append(_staged(m, first if n == 0 else regs[-1], f"{name}_{n}", en))
+    return regs
+
+
+class _SerialMultiplier:
+    """The unit's sequential shift-add multiplier, added to ``m``: ``acc <- (acc + (b & 1) * a) >> 1``
+    in every cycle, ``n`` steps after a load give ``acc = floor((c + a*b) / 2**n)`` for ``b < 2**n``.
+
+    Its users load it (:meth:`load`, from an FSM state: a later assignment than the step) and
+    wait for the last step (:meth:`wait`); a product is read in the cycle after it. ``last``
+    (``n <= 1``, registered) also times AILayerNorm's NORM."""
+
+    def __init__(self, m, s):
+        self._m = m
+        self.acc = Signal(max(s.mul_a_bits, 17) + 1, name="mul_acc")
+        self.a = Signal(s.mul_a_bits, name="mul_a")
+        self.b = Signal(s.mul_b_bits, name="mul_b")
+        self.n = Signal(s.mul_n_bits, name="mul_n")
+        self.last = Signal(name="mul_last")
+        m.d.sync += [self.acc.eq((self.acc + Mux(self.b[0], self.a, 0)) >> 1), self.b.eq(self.b >> 1),
+                     self.n.eq(self.n - 1), self.last.eq(self.n <= 2)]
+
+    def load(self, a, b, n, c=0):
+        """Statements that start ``floor((c + a*b) / 2**n)``."""
+        return [self.acc.eq(c), self.a.eq(a), self.b.eq(b), self.n.eq(n), self.last.eq(n <= 1)]
+
+    def wait(self, next_state):
+        """In a state waiting for the product: to ``next_state`` after the last step."""
+        with self._m.If(self.last):
+            self._m.next = next_state
+
+
+class _RowControl(Elaboratable):
+    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic, one FSM.
+
+    Receives the row (``inp.ready`` high in state IN; the accepted beat's index ``in_beat`` and
+    lanes in the row ``in_mask``), waits :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum
+    ``s1``, computes the mean on the serial multiplier (``k`` cycles), issues the variance pass's
+    reads (``in_var``, ``reading``: one beat per cycle), waits
+    :attr:`LayerNormUnit.VAR_LATENCY` cycles for ``stat``, computes the row's scale (AILayerNorm:
+    rsqrt of ``Q`` with its shift ``z_shift``; I-LayerNorm: the factor after an integer square
+    root), registers its radix-4 multiples (``scale_x``) and issues the output pass's reads
+    (``in_out``, ``reading`` with ``advance``) until the row's last output beat is taken. Clears
+    ``s1`` (``s1_clear``, at the row's end) and ``stat`` (``stat_clear``, when the mean is known).
+
+    Attributes
+    ----------
+    accept, in_beat, in_mask, s1_clear, stat_clear, in_var, in_out, reading : Value
+        As above, in this cycle.
+    issue : Signal
+        The row buffer index of the pass's read; ``issue_left`` the channels at and after it,
+        ``read_mask`` which of its lanes are in the row.
+    mean : Signal
+        The row mean (in the variant's fixed point), from the variance pass on.
+    scale_x : list of Signal
+        ``(1, 3, -1, -2)`` times the row's scale, from the output pass on.
+    z_shift : Signal
+        AILayerNorm only: the output's shift, ``7 + j``.
+    """
+
+    def __init__(self, cfg: AccelConfig, s: _Sizes, unit, s1, stat, advance, out_last):
+        self._cfg, self._s = cfg, s
+        self._unit, self._s1, self._stat, self._advance, self._out_last = unit, s1, stat, advance, out_last
+        count = lambda name: Signal(range(s.beats + 1), name=name)   # noqa: E731
+        self.in_beat = count("in_beat")
+        self.issue = count("issue")
+        self.issue_left = Signal(range(cfg.max_row + 1), name="issue_left")
+        self.read_mask = Cat(self.issue_left > i for i in range(s.lanes))
+        self.accept, self.s1_clear, self.stat_clear = (Signal(name=n) for n in ("accept", "s1_clear", "stat_clear"))
+        # A read of the variance or output pass is issued this cycle (`reading`), in which pass.
+        self.in_var, self.in_out, self.reading = (Signal(name=n) for n in ("in_var", "in_out", "reading"))
+        self.in_mask = Signal(s.lanes)
+        self.mean = Signal(signed(s.mean_bits))
+        scale_bits = 17 if s.ai else FACTOR_BITS
         # The output pass multiplies by the row's scale (rsqrt's y or I-LayerNorm's factor) in
         # radix 4: its multiples, registered when the pass starts.
-        scale_x = [Signal(signed(scale_bits + 3), name=f"scale_x{n}") for n in (1, 3, -1, -2)]
+        self.scale_x = [Signal(signed(scale_bits + 3), name=f"scale_x{n}") for n in (1, 3, -1, -2)]
+        self.z_shift = Signal(range(7 + 16)) if s.ai else None
 
-        # ---- control ------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        cfg, s, unit = self._cfg, self._s, self._unit
+        L = s.lanes
+        m = Module()
+        mul = _SerialMultiplier(m, s)
+        length = unit.length
+        # Row progress: `left` channels of the row at and after the current beat of a pass.
+        in_beat, in_left = self.in_beat, Signal(range(cfg.max_row + 1))
+        in_first = Signal(init=1)     # the next input beat is a row's first
+        issue, issue_left = self.issue, self.issue_left
+        drain = Signal(range(max(LayerNormUnit.IN_LATENCY, LayerNormUnit.VAR_LATENCY)))
+        # The mean's numerator without the sum: length * (2 * offset + 1), registered.
+        len_term = _staged(m, (length << (s.in_bits + s.frac + 1)) + length, "len_term")
+
         row_left = Mux(in_first, length, in_left)   # a row starts with `length` channels left
         # Registered comparisons of the channels left: the beat on `inp` is the row's last
         # (`in_end`), and which of its lanes are in the row (`in_mask`).
-        len_end, len_mask = staged(length <= L, "len_end"), staged(Cat(length > i for i in range(L)), "len_mask")
+        len_end = _staged(m, length <= L, "len_end")
+        len_mask = _staged(m, Cat(length > i for i in range(L)), "len_mask")
         left_end, left_mask = Signal(), Signal(L)
         in_end = Mux(in_first, len_end, left_end)
-        in_mask = Mux(in_first, len_mask, left_mask)
+        m.d.comb += self.in_mask.eq(Mux(in_first, len_mask, left_mask))
         issue_more = Signal()   # issue_left != 0
         in_ready = Signal(init=1)   # in state IN, registered
-        m.d.comb += self.inp.ready.eq(in_ready)
-        accept = self.inp.valid & in_ready
-        reading = Signal()    # a read of the variance or output pass is issued this cycle
-        in_var = Signal()
-        in_out = Signal()
-        advance = Signal()    # the output pipeline moves: its last stage is empty or being read
-        out_last = Signal()   # the output beat is its row's last
+        m.d.comb += [unit.inp.ready.eq(in_ready), self.accept.eq(unit.inp.valid & in_ready)]
 
         def start_pass():
             return [issue.eq(0), issue_left.eq(length), issue_more.eq(length != 0), drain.eq(0)]
@@ -331,7 +379,7 @@ class LayerNormUnit(wiring.Component):
         with m.FSM():
             with m.State("IN"):
                 m.d.sync += drain.eq(0)
-                with m.If(accept):
+                with m.If(self.accept):
                     m.d.sync += [in_beat.eq(in_beat + 1), in_left.eq(row_left - L), in_first.eq(0),
                                  left_end.eq(row_left <= 2 * L),
                                  left_mask.eq(Cat(row_left > L + i for i in range(L)))]
@@ -341,211 +389,268 @@ class LayerNormUnit(wiring.Component):
             with m.State("IN_DRAIN"):
                 # The last beat's values reach s1 IN_LATENCY cycles after it is accepted.
                 m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == self.IN_LATENCY - 1):
+                with m.If(drain == LayerNormUnit.IN_LATENCY - 1):
                     m.next = "MEAN_LOAD"
             with m.State("MEAN_LOAD"):
-                m.d.sync += mul_load((s1 << (s.frac + 1)) + len_term, self.mean_mult, self.mean_shift)
+                m.d.sync += mul.load((self._s1 << (s.frac + 1)) + len_term, unit.mean_mult, unit.mean_shift)
                 m.next = "MEAN_MUL"
             with m.State("MEAN_MUL"):
-                mul_step("MEAN_DONE")
+                mul.wait("MEAN_DONE")
             with m.State("MEAN_DONE"):
-                m.d.sync += [mean.eq(mul_acc - s.offset), stat.eq(0), *start_pass()]
+                m.d.comb += self.stat_clear.eq(1)
+                m.d.sync += [self.mean.eq(mul.acc - s.offset), *start_pass()]
                 m.next = "VAR"
             with m.State("VAR"):
-                m.d.comb += [in_var.eq(1), reading.eq(issue_more)]
+                m.d.comb += [self.in_var.eq(1), self.reading.eq(issue_more)]
                 with m.If(issue_more):
                     m.d.sync += next_issue
                 with m.Else():
                     # The last read's term reaches `stat` VAR_LATENCY cycles after it.
                     m.d.sync += drain.eq(drain + 1)
-                    with m.If(drain == self.VAR_LATENCY - 1):
+                    with m.If(drain == LayerNormUnit.VAR_LATENCY - 1):
                         m.next = "STAT_LOAD"
-            if s.ai:
-                with m.State("STAT_LOAD"):
-                    m.d.sync += [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul_n.eq(s.norm_steps),
-                                 mul_last.eq(s.norm_steps <= 1)]
-                    m.next = "NORM"
-                with m.State("NORM"):
-                    # u = Q >> 2j (or Q << -2j) in [2**14, 2**16): two bits per cycle.
-                    with m.If(u >= U_HI):
-                        m.d.sync += [u.eq(u >> 2), j.eq(j + 1)]
-                    with m.Elif(u < U_LO):
-                        m.d.sync += [u.eq(u << 2), j.eq(j - 1)]
-                    with m.If(mul_last):
-                        m.next = "SEED"
-                with m.State("SEED"):
-                    m.d.sync += [y0.eq(seed[(u >> 10)[:6]]), z_shift.eq(7 + j)]
-                    m.next = "MUL1_LOAD"
-                with m.State("MUL1_LOAD"):
-                    # t1 = round_shift(y0 * y0, 16)
-                    m.d.sync += mul_load(y0, y0, 16, 1 << 15)
-                    m.next = "MUL1"
-                with m.State("MUL1"):
-                    mul_step("MUL2_LOAD")
-                with m.State("MUL2_LOAD"):
-                    # h = round_shift(u * t1, 14): t1 <= 2**16 needs 17 steps, so (8u) * t1 >> 17.
-                    m.d.sync += mul_load(u << 3, mul_acc, 17, 1 << 16)
-                    m.next = "MUL2"
-                with m.State("MUL2"):
-                    mul_step("MUL3_LOAD")
-                with m.State("MUL3_LOAD"):
-                    # y = round_shift(y0 * (3 * 2**16 - h), 17), left in mul_acc for the output pass.
-                    m.d.sync += mul_load(3 * (1 << 16) - mul_acc, y0, 17, 1 << 16)
-                    m.next = "MUL3"
-                with m.State("MUL3"):
-                    mul_step("OUT_LOAD")
-                scale = mul_acc[:17]                         # y of rsqrt
-            else:
-                with m.State("STAT_LOAD"):
-                    # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
-                    # so its factor does not matter.
-                    w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
-                    m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(s.seed_steps),
-                                 div_last.eq(s.seed_steps <= 1)]
-                    m.next = "SEED"
-                with m.State("SEED"):
-                    # k0 = 2 << (leading_one(w) >> 1), two bits of w per cycle.
-                    with m.If(t >= 4):
-                        m.d.sync += [t.eq(t >> 2), k.eq(k << 1)]
-                    m.d.sync += [div_n.eq(div_n - 1), div_last.eq(div_n <= 2)]
-                    with m.If(div_last):
-                        m.next = "DIV_LOAD"
-                with m.State("DIV_LOAD"):
-                    # Each Newton step divides w by k; then the factor is (2**31 - 1) // std.
-                    m.d.sync += [div_r.eq(Mux(step == ISQRT_STEPS, FACTOR_DIVIDEND, w)),
-                                 div_d.eq(k << (s.q_bits - 1)), div_q.eq(0), div_n.eq(s.q_bits),
-                                 div_last.eq(s.q_bits <= 1)]
-                    m.next = "DIV"
-                with m.State("DIV"):
-                    # Restoring division, one quotient bit per cycle (the quotient is < 2**q_bits).
-                    fits = div_r >= div_d
-                    m.d.sync += [div_r.eq(Mux(fits, div_r - div_d, div_r)), div_q.eq(Cat(fits, div_q)),
-                                 div_d.eq(div_d >> 1), div_n.eq(div_n - 1), div_last.eq(div_n <= 2)]
-                    with m.If(div_last):
-                        m.next = "NEWTON"
-                with m.State("NEWTON"):
-                    with m.If(step == ISQRT_STEPS):
-                        m.next = "OUT_LOAD"
-                    with m.Else():
-                        halfway = (k + div_q) >> 1
-                        m.d.sync += [k.eq(Mux(halfway < k, halfway, k)), step.eq(step + 1)]
-                        m.next = "DIV_LOAD"
-                scale = div_q[:FACTOR_BITS]                  # factor
+            scale = self._rsqrt_states(m, mul) if s.ai else self._isqrt_states(m)
             with m.State("OUT_LOAD"):
-                m.d.sync += [*start_pass(), scale_x[0].eq(scale), scale_x[1].eq((scale << 1) + scale),
-                             scale_x[2].eq(-scale), scale_x[3].eq(-(scale << 1))]
+                x1, x3, xn1, xn2 = self.scale_x
+                m.d.sync += [*start_pass(), x1.eq(scale), x3.eq((scale << 1) + scale), xn1.eq(-scale),
+                             xn2.eq(-(scale << 1))]
                 m.next = "OUT"
             with m.State("OUT"):
-                m.d.comb += [in_out.eq(1), reading.eq(advance & issue_more)]
-                with m.If(reading):
+                m.d.comb += [self.in_out.eq(1), self.reading.eq(self._advance & issue_more)]
+                with m.If(self.reading):
                     m.d.sync += next_issue
-                with m.If(self.out.valid & self.out.ready & out_last):
-                    m.d.sync += [in_beat.eq(0), in_first.eq(1), s1.eq(0), in_ready.eq(1)]
+                with m.If(unit.out.valid & unit.out.ready & self._out_last):
+                    m.d.comb += self.s1_clear.eq(1)
+                    m.d.sync += [in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
                     m.next = "IN"
+        return m
 
-        # ---- receive: a = x << alpha into the row buffer, s1 = sum(a) ---------------------------
-        # Stage 1 holds the accepted beat (lanes past the row masked next), while the alpha plane
-        # is read at its index; stage 2 the masked beat and its alpha; stage 3 a, written to the
-        # row buffer and added to s1 (IN_LATENCY stages).
-        rx_valid = chain(accept, self.IN_LATENCY, "rx_valid")
-        rx_beat = chain(in_beat, self.IN_LATENCY, "rx_beat")
-        rx_x = staged(self.inp.payload, "rx_x", accept)
-        rx_mask = staged(in_mask, "rx_mask", accept)
-        rx_masked = staged(Cat(Mux(rx_mask[i], rx_x[i], 0) for i in range(L)), "rx_masked")
-        rx_masked = data.View(lanes_of(signed(cfg.data_width)), rx_masked)
+    def _rsqrt_states(self, m, mul):
+        """AILayerNorm's states from STAT_LOAD to OUT_LOAD: ``y = rsqrt(Q)``; returns ``y``."""
+        s = self._s
+        u = Signal(max(s.stat_bits, 17))
+        j = Signal(signed(6))
+        y0 = Signal(16)
+        seed = Array(Const(int(RSQRT_SEED[i - 16]) if i >= 16 else 0, 16) for i in range(64))
+        stat = self._stat
+        with m.State("STAT_LOAD"):
+            m.d.sync += [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul.n.eq(s.norm_steps),
+                         mul.last.eq(s.norm_steps <= 1)]
+            m.next = "NORM"
+        with m.State("NORM"):
+            # u = Q >> 2j (or Q << -2j) in [2**14, 2**16): two bits per cycle.
+            with m.If(u >= U_HI):
+                m.d.sync += [u.eq(u >> 2), j.eq(j + 1)]
+            with m.Elif(u < U_LO):
+                m.d.sync += [u.eq(u << 2), j.eq(j - 1)]
+            with m.If(mul.last):
+                m.next = "SEED"
+        with m.State("SEED"):
+            m.d.sync += [y0.eq(seed[(u >> 10)[:6]]), self.z_shift.eq(7 + j)]
+            m.next = "MUL1_LOAD"
+        with m.State("MUL1_LOAD"):
+            # t1 = round_shift(y0 * y0, 16)
+            m.d.sync += mul.load(y0, y0, 16, 1 << 15)
+            m.next = "MUL1"
+        with m.State("MUL1"):
+            mul.wait("MUL2_LOAD")
+        with m.State("MUL2_LOAD"):
+            # h = round_shift(u * t1, 14): t1 <= 2**16 needs 17 steps, so (8u) * t1 >> 17.
+            m.d.sync += mul.load(u << 3, mul.acc, 17, 1 << 16)
+            m.next = "MUL2"
+        with m.State("MUL2"):
+            mul.wait("MUL3_LOAD")
+        with m.State("MUL3_LOAD"):
+            # y = round_shift(y0 * (3 * 2**16 - h), 17), left in mul.acc for the output pass.
+            m.d.sync += mul.load(3 * (1 << 16) - mul.acc, y0, 17, 1 << 16)
+            m.next = "MUL3"
+        with m.State("MUL3"):
+            mul.wait("OUT_LOAD")
+        return mul.acc[:17]
+
+    def _isqrt_states(self, m):
+        """I-LayerNorm's states from STAT_LOAD to OUT_LOAD: the factor ``(2**31 - 1) // std`` after
+        a leading-one seed and ``ISQRT_STEPS`` Newton steps, on a restoring divider; returns it."""
+        s = self._s
+        w = Signal(s.w_bits)
+        t = Signal(s.w_bits)
+        k = Signal(s.k_bits)
+        step = Signal(range(ISQRT_STEPS + 1))
+        div_r = Signal(s.w_bits)
+        div_d = Signal(s.k_bits + s.q_bits - 1)
+        div_q = Signal(s.q_bits)
+        div_n = Signal(range(max(s.q_bits, s.seed_steps) + 1))
+        div_last = Signal()     # div_n <= 1, registered
+        stat = self._stat
+        with m.State("STAT_LOAD"):
+            # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
+            # so its factor does not matter.
+            w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
+            m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(s.seed_steps),
+                         div_last.eq(s.seed_steps <= 1)]
+            m.next = "SEED"
+        with m.State("SEED"):
+            # k0 = 2 << (leading_one(w) >> 1), two bits of w per cycle.
+            with m.If(t >= 4):
+                m.d.sync += [t.eq(t >> 2), k.eq(k << 1)]
+            m.d.sync += [div_n.eq(div_n - 1), div_last.eq(div_n <= 2)]
+            with m.If(div_last):
+                m.next = "DIV_LOAD"
+        with m.State("DIV_LOAD"):
+            # Each Newton step divides w by k; then the factor is (2**31 - 1) // std.
+            m.d.sync += [div_r.eq(Mux(step == ISQRT_STEPS, FACTOR_DIVIDEND, w)),
+                         div_d.eq(k << (s.q_bits - 1)), div_q.eq(0), div_n.eq(s.q_bits),
+                         div_last.eq(s.q_bits <= 1)]
+            m.next = "DIV"
+        with m.State("DIV"):
+            # Restoring division, one quotient bit per cycle (the quotient is < 2**q_bits).
+            fits = div_r >= div_d
+            m.d.sync += [div_r.eq(Mux(fits, div_r - div_d, div_r)), div_q.eq(Cat(fits, div_q)),
+                         div_d.eq(div_d >> 1), div_n.eq(div_n - 1), div_last.eq(div_n <= 2)]
+            with m.If(div_last):
+                m.next = "NEWTON"
+        with m.State("NEWTON"):
+            with m.If(step == ISQRT_STEPS):
+                m.next = "OUT_LOAD"
+            with m.Else():
+                halfway = (k + div_q) >> 1
+                m.d.sync += [k.eq(Mux(halfway < k, halfway, k)), step.eq(step + 1)]
+                m.next = "DIV_LOAD"
+        return div_q[:FACTOR_BITS]
+
+
+class _Receive(Elaboratable):
+    """The receiving pass of :class:`LayerNormUnit`: ``a = x << alpha`` into the row buffer and
+    ``s1 = sum(a)``, :attr:`LayerNormUnit.IN_LATENCY` cycles after a beat's acceptance.
+
+    Stage 1 holds the accepted beat (lanes past the row masked next), while the alpha plane is
+    read at its index; stage 2 the masked beat and its alpha; stage 3 ``a``, written to the row
+    buffer (at the beat's index) and added to ``s1``, which the control's ``s1_clear`` zeroes.
+    """
+
+    def __init__(self, cfg: AccelConfig, s: _Sizes, payload, control, alpha_rd, buf_wr, s1):
+        self._cfg, self._s = cfg, s
+        self._payload, self._control, self._alpha_rd, self._buf_wr, self._s1 = payload, control, alpha_rd, buf_wr, s1
+
+    def elaborate(self, platform):
+        cfg, s, control, s1 = self._cfg, self._s, self._control, self._s1
+        L = s.lanes
+        m = Module()
+        rx_valid = _chain(m, control.accept, LayerNormUnit.IN_LATENCY, "rx_valid")
+        rx_beat = _chain(m, control.in_beat, LayerNormUnit.IN_LATENCY, "rx_beat")
+        rx_x = _staged(m, self._payload, "rx_x", control.accept)
+        rx_mask = _staged(m, control.in_mask, "rx_mask", control.accept)
+        rx_masked = _staged(m, Cat(Mux(rx_mask[i], rx_x[i], 0) for i in range(L)), "rx_masked")
+        rx_masked = data.View(_lanes_of(L, signed(cfg.data_width)), rx_masked)
         if s.ai:
-            m.d.comb += plane_rd[0].addr.eq(in_beat)
-            rx_alpha = staged(plane_rd[0].data, "rx_alpha")
+            m.d.comb += self._alpha_rd.addr.eq(control.in_beat)
+            rx_alpha = _staged(m, self._alpha_rd.data, "rx_alpha")
             a_value = Cat((rx_masked[i] << rx_alpha[i])[:s.elem_bits] for i in range(L))
         else:
             a_value = rx_masked.as_value()
-        a = data.View(lanes_of(signed(s.elem_bits)), staged(a_value, "rx_a"))
-        m.d.comb += [buf_wr.en.eq(rx_valid[-1]), buf_wr.addr.eq(rx_beat[-1]), buf_wr.data.eq(a)]
+        a = data.View(_lanes_of(L, signed(s.elem_bits)), _staged(m, a_value, "rx_a"))
+        m.d.comb += [self._buf_wr.en.eq(rx_valid[-1]), self._buf_wr.addr.eq(rx_beat[-1]),
+                     self._buf_wr.data.eq(a)]
+        with m.If(control.s1_clear):
+            m.d.sync += s1.eq(0)
         with m.If(rx_valid[-1]):
             m.d.sync += s1.eq(s1 + ((a[0] + a[1]) + (a[2] + a[3]) if L == 4 else sum(a[i] for i in range(L))))
+        return m
 
-        # ---- variance pass: stat += sum of terms -------------------------------------------------
-        # Stage 1 is the row buffer's data, 2 its register, 3 the centered magnitude, 4..7 the
-        # term (AILayerNorm: exponent, code, compressed square; I-LayerNorm: a square), 8 the
-        # sum of the lanes' terms, which stat adds (VAR_LATENCY stages).
-        read_mask = Cat(issue_left > i for i in range(L))
-        m.d.comb += [buf_rd.addr.eq(issue), buf_rd.en.eq(in_var | advance)]
-        var_valid = chain(in_var & reading, self.VAR_LATENCY, "var_valid")
-        var_mask = chain(read_mask, 5, "var_mask")
-        elem_v = data.View(lanes_of(signed(s.elem_bits)), staged(buf_rd.data.as_value(), "var_elem"))
+
+class _VariancePass(Elaboratable):
+    """The variance pass of :class:`LayerNormUnit`: ``stat += `` the lanes' terms of each beat
+    read (``in_var & reading``), :attr:`LayerNormUnit.VAR_LATENCY` cycles after its read; the
+    control's ``stat_clear`` zeroes it.
+
+    Stage 1 is the row buffer's data, 2 its register, 3 the centered magnitude, 4..7 the term
+    (AILayerNorm: exponent, code, compressed square; I-LayerNorm: a square), 8 the sum of the
+    lanes' terms, which ``stat`` adds.
+    """
+
+    def __init__(self, s: _Sizes, buf_data, control, stat):
+        self._s, self._buf_data, self._control, self._stat = s, buf_data, control, stat
+
+    def elaborate(self, platform):
+        s, control, stat = self._s, self._control, self._stat
+        L = s.lanes
+        m = Module()
+        mean = control.mean
+        var_valid = _chain(m, control.in_var & control.reading, LayerNormUnit.VAR_LATENCY, "var_valid")
+        var_mask = _chain(m, control.read_mask, 5, "var_mask")
+        elem_v = data.View(_lanes_of(L, signed(s.elem_bits)), _staged(m, self._buf_data.as_value(), "var_elem"))
         terms = []
         for i in range(L):
             if s.ai:
                 # 3: |D|; 4: which of |D| >> b are non-zero; 5: e = max(leading_one(|D|) - (MAG_BITS
                 # - 1), 0); 6: the code of |D| >> e (0 past the row); 7: the compressed square << 2e
-                mag = staged(abs((elem_v[i] << s.frac) - mean)[:D_BITS], f"var_mag_{i}")
+                mag = _staged(m, abs((elem_v[i] << s.frac) - mean)[:D_BITS], f"var_mag_{i}")
                 # mag < 2**15: bits 4..14 in groups of four from bit 4 (e = 4g + 1 + the leading one's
                 # place in group g, the highest non-zero group), else e = 0.
                 assert MAG_BITS == 4 and D_BITS == 16
                 groups = [(4, 8), (8, 12), (12, 15)]
-                nonzero = staged(Cat(mag[lo:hi] != 0 for lo, hi in groups), f"var_groups_{i}")
-                mag4 = staged(mag, f"var_mag4_{i}")
+                nonzero = _staged(m, Cat(mag[lo:hi] != 0 for lo, hi in groups), f"var_groups_{i}")
+                mag4 = _staged(m, mag, f"var_mag4_{i}")
                 e = Const(0, range(D_BITS - MAG_BITS))
                 for g, (lo, hi) in enumerate(groups):
                     place = Const(0, 2)
                     for b in range(1, hi - lo):
                         place = Mux(mag4[lo + b], b, place)
                     e = Mux(nonzero[g], Array(Const(4 * g + 1 + b, 4) for b in range(4))[place], e)
-                e5, mag5 = staged(e, f"var_e5_{i}"), staged(mag4, f"var_mag5_{i}")
-                code = staged(Mux(var_mask[4][i], Cat(e5 != 0, (mag5 >> e5)[:MAG_BITS]), 0), f"var_code_{i}")
-                e6 = staged(e5, f"var_e6_{i}")
+                e5, mag5 = _staged(m, e, f"var_e5_{i}"), _staged(m, mag4, f"var_mag5_{i}")
+                code = _staged(m, Mux(var_mask[4][i], Cat(e5 != 0, (mag5 >> e5)[:MAG_BITS]), 0), f"var_code_{i}")
+                e6 = _staged(m, e5, f"var_e6_{i}")
                 table = Array(Const(int(v), 2 * MAG_BITS + 2) for v in squares(MAG_BITS))
-                terms.append(staged((table[code] << (e6 << 1))[:32], f"var_term_{i}"))
+                terms.append(_staged(m, (table[code] << (e6 << 1))[:32], f"var_term_{i}"))
             else:
                 # 3: |y| <= 255; 4: masked, and 3|y|; 5: y*y as two sums of radix-4 products
-                mag = staged(abs(elem_v[i] - mean)[:8], f"var_mag_{i}")
-                mag4 = staged(Mux(var_mask[2][i], mag, 0), f"var_mag4_{i}")
-                mag3 = staged(Mux(var_mask[2][i], (mag << 1) + mag, 0), f"var_mag3_{i}")
-                pps = [Mux(mag4[2 * n + 1], Mux(mag4[2 * n], mag3, mag4 << 1), Mux(mag4[2 * n], mag4, 0))
-                       for n in range(4)]
-                pairs = [staged(pps[n] + (pps[n + 1] << 2), f"var_pair{n}_{i}") for n in (0, 2)]
+                mag = _staged(m, abs(elem_v[i] - mean)[:8], f"var_mag_{i}")
+                mag4 = _staged(m, Mux(var_mask[2][i], mag, 0), f"var_mag4_{i}")
+                mag3 = _staged(m, Mux(var_mask[2][i], (mag << 1) + mag, 0), f"var_mag3_{i}")
+                pps = radix4_products(mag4, mag4, mag4 << 1, mag3)
+                pairs = [_staged(m, pps[n] + (pps[n + 1] << 2), f"var_pair{n}_{i}") for n in (0, 2)]
                 # 6: the square; 7: registered again, in step with AILayerNorm's term
-                square = staged((pairs[0] + (pairs[1] << 4))[:16], f"var_square_{i}")
-                terms.append(staged(square, f"var_term_{i}"))
-        tsum = staged((terms[0] + terms[1]) + (terms[2] + terms[3]) if L == 4 else sum(terms), "var_sum")
+                square = _staged(m, (pairs[0] + (pairs[1] << 4))[:16], f"var_square_{i}")
+                terms.append(_staged(m, square, f"var_term_{i}"))
+        tsum = _staged(m, (terms[0] + terms[1]) + (terms[2] + terms[3]) if L == 4 else sum(terms), "var_sum")
+        with m.If(control.stat_clear):
+            m.d.sync += stat.eq(0)
         with m.If(var_valid[-1]):
             m.d.sync += stat.eq(stat + tsum)
+        return m
 
-        # ---- output pass: z, then the affine stage --------------------------------------------
-        # Every stage moves only with `advance`; the plane reads are issued at the stage before
-        # their data is registered, addressed by the beat index travelling with the data.
-        m.d.comb += advance.eq(~self.out.valid | self.out.ready)
-        depth = self.OUT_LATENCY - 1
-        out_first = in_out & reading
-        valid = chain(out_first, depth, "out_stage_valid", advance)
-        masks = chain(read_mask, depth, "out_mask", advance)
-        lasts = chain(out_first & (issue_left <= L), depth, "out_last", advance)
-        beat = [issue] + chain(issue, 9, "out_beat", advance)
+
+class _OutputStage(Elaboratable):
+    """The output pass of :class:`LayerNormUnit`: ``z = round_shift(D * scale, z_shift)``, then the
+    per-channel affine ``sat8(round_shift(z * mult + bias, shift))``, 0 past the row, on ``out``
+    :attr:`LayerNormUnit.OUT_LATENCY` cycles after the pass's read (when no stage stalls).
+
+    Every stage moves only with ``advance``; the plane reads are issued at the stage before
+    their data is registered, addressed by the beat index travelling with the data. Drives
+    ``out`` and ``out_last`` (the output beat is its row's last).
+    """
+
+    def __init__(self, cfg: AccelConfig, s: _Sizes, buf_data, plane_rd, control, advance, out, out_last):
+        self._cfg, self._s = cfg, s
+        self._buf_data, self._plane_rd, self._control = buf_data, plane_rd, control
+        self._advance, self._out, self._out_last = advance, out, out_last
+
+    def elaborate(self, platform):
+        cfg, s, control, advance, plane_rd = self._cfg, self._s, self._control, self._advance, self._plane_rd
+        L = s.lanes
+        m = Module()
+        depth = LayerNormUnit.OUT_LATENCY - 1
+        out_first = control.in_out & control.reading
+        valid = _chain(m, out_first, depth, "out_stage_valid", advance)
+        masks = _chain(m, control.read_mask, depth, "out_mask", advance)
+        lasts = _chain(m, out_first & (control.issue_left <= L), depth, "out_last", advance)
+        beat = [control.issue] + _chain(m, control.issue, 9, "out_beat", advance)
         for p, at in ((1, 8), (2, 9), (3, 10)):
             # plane p's data is at stage `at`, registered at the next
             m.d.comb += [plane_rd[p].addr.eq(beat[at - 1]), plane_rd[p].en.eq(advance)]
 
         def stage(expr, name):
-            return staged(expr, name, advance)
-
-        def radix4(multiplicand, selector, sel_signed):
-            """The products ``digit * multiplicand`` of the radix-4 digits of ``selector`` (low
-            first), from the multiples ``(1, 3, -1, -2) * multiplicand``."""
-            width = len(selector) + len(selector) % 2
-            sel = Cat(selector, selector[-1] if sel_signed else Const(0, 1)) if len(selector) % 2 else selector
-            x1, x3, xn1, xn2 = multiplicand
-            pps = []
-            for n in range(width // 2):
-                d0, d1 = sel[2 * n], sel[2 * n + 1]
-                if sel_signed and n == width // 2 - 1:
-                    pps.append(Mux(d1, Mux(d0, xn1, xn2), Mux(d0, x1, 0)))
-                else:
-                    pps.append(Mux(d1, Mux(d0, x3, x1 << 1), Mux(d0, x1, 0)))
-            return pps
-
-        def pair_sums(pps):
-            """Registered sums of two consecutive radix-4 products: ``p_2g + (p_2g+1 << 2)``."""
-            return [sum(pp << 2 * n for n, pp in enumerate(pps[g:g + 2])) for g in range(0, len(pps), 2)]
+            return _staged(m, expr, name, advance)
 
         def quad_sums(pairs):
             """Sums of two consecutive pair sums: ``q_2h + (q_2h+1 << 4)``, at most two of them."""
@@ -553,14 +658,17 @@ class LayerNormUnit(wiring.Component):
             assert len(quads) == 2
             return quads
 
-        result = Signal(lanes_of(signed(cfg.data_width)))
-        elem_o = data.View(lanes_of(signed(s.elem_bits)), stage(buf_rd.data.as_value(), "out_elem"))
+        x1, x3, xn1, xn2 = control.scale_x
+        z_shift = control.z_shift
+        result = Signal(_lanes_of(L, signed(cfg.data_width)))
+        elem_o = data.View(_lanes_of(L, signed(s.elem_bits)), stage(self._buf_data.as_value(), "out_elem"))
         for i in range(L):
             # 3: D = (a << frac) - mean (y in I-LayerNorm)
-            d = stage((elem_o[i] << s.frac) - mean, f"out_d_{i}")
+            d = stage((elem_o[i] << s.frac) - control.mean, f"out_d_{i}")
             d = d[:D_BITS].as_signed() if s.ai else d[:s.elem_bits + 1].as_signed()
             # 4: D * scale as sums of pairs of radix-4 products; 5: two partial sums
-            pairs = [stage(v, f"out_dp{n}_{i}") for n, v in enumerate(pair_sums(radix4(scale_x, d, True)))]
+            pps = radix4_products(d, x1, x1 << 1, x3, minus=(xn1, xn2))
+            pairs = [stage(v, f"out_dp{n}_{i}") for n, v in enumerate(radix4_pair_sums(pps))]
             pa, pb = (stage(v, f"out_dq{n}_{i}") for n, v in enumerate(quad_sums(pairs)))
             # 6: the product, shifted by 8 * z_shift[3:] (AILayerNorm)
             product = pa + (pb << 8)
@@ -580,8 +688,8 @@ class LayerNormUnit(wiring.Component):
             z3 = stage((z << 1) + z, f"out_z3_{i}")
             mult = stage(plane_rd[1].data[i], f"out_mult_{i}")
             # 10: z * mult as sums of pairs of radix-4 products; the bias plane's data registered
-            pairs = [stage(v, f"out_zp{n}_{i}")
-                     for n, v in enumerate(pair_sums(radix4((z8, z3, nz8, nz8 << 1), mult, True)))]
+            pps = radix4_products(mult, z8, z8 << 1, z3, minus=(nz8, nz8 << 1))
+            pairs = [stage(v, f"out_zp{n}_{i}") for n, v in enumerate(radix4_pair_sums(pps))]
             bias = stage(plane_rd[2].data[i], f"out_bias_{i}")
             # 11: two partial sums, the bias in the low one; the shift plane's data registered
             qa, qb = quad_sums(pairs)
@@ -600,8 +708,8 @@ class LayerNormUnit(wiring.Component):
                                                  Mux(rounded > INT8_MAX, INT8_MAX, rounded))))
         out_valid = Signal()
         with m.If(advance):
-            m.d.sync += [out_valid.eq(valid[-1]), out_last.eq(lasts[-1])]
-        m.d.comb += [self.out.valid.eq(out_valid), self.out.payload.eq(result)]
+            m.d.sync += [out_valid.eq(valid[-1]), self._out_last.eq(lasts[-1])]
+        m.d.comb += [self._out.valid.eq(out_valid), self._out.payload.eq(result)]
         return m
 
 
