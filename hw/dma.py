@@ -11,14 +11,12 @@ from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 
 from vitaccel.config import AccelConfig
 from vitaccel.isa import LocalMemory, Opcode
 
-from .interfaces import (checked_config, MemoryPortSignature, acc_read_signature, acc_write_signature,
-                         engine_cmd_signature, param_read_signature, param_write_signature,
-                         spad_read_signature, spad_write_signature)
+from .interfaces import MemoryPortSignature, checked_config, engine_members
 from .lib import fanned_out, one_hot_select
 from .memories import READ_LATENCY
 
@@ -99,15 +97,8 @@ class DMA(wiring.Component):
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
         super().__init__({
-            "cmd": In(engine_cmd_signature()),
-            "busy": Out(1),
+            **engine_members(cfg, "spad_wr", "acc_wr", "param_wr", "spad_rd", "acc_rd", "param_rd"),
             "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),
-            "spad_wr": In(spad_write_signature(cfg)),
-            "acc_wr": In(acc_write_signature(cfg)),
-            "param_wr": In(param_write_signature(cfg)),
-            "spad_rd": In(spad_read_signature(cfg)),
-            "acc_rd": In(acc_read_signature(cfg)),
-            "param_rd": In(param_read_signature(cfg)),
         })
 
     def elaborate(self, platform):

@@ -235,12 +235,8 @@ class GeluEngine(ElementwiseEngine):
     """
 
     busy_cycles = staticmethod(gelu_cycles)
-
-    def __init__(self, cfg: AccelConfig):
-        super().__init__(cfg, operands=1)
-
-    def make_unit(self):
-        return GeluUnit(self._cfg)
+    operands = 1
+    unit_class = GeluUnit
 
     def load_params(self, m, unit, idle, active, param_addr):
         cfg = self._cfg

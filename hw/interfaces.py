@@ -28,8 +28,7 @@ from vitaccel.isa import Instruction
 __all__ = [
     "MemoryPortSignature", "CsrBusSignature", "engine_cmd_signature",
     "spad_row", "acc_row", "local_addr_width",
-    "spad_read_signature", "spad_write_signature", "acc_read_signature", "acc_write_signature",
-    "param_read_signature", "param_write_signature", "CSR", "checked_config", "engine_members",
+    "local_port_signature", "CSR", "checked_config", "engine_members",
 ]
 
 
@@ -118,28 +117,18 @@ def acc_row(cfg: AccelConfig) -> data.ArrayLayout:
     return data.ArrayLayout(signed(cfg.acc_width), cfg.cols)
 
 
-def spad_read_signature(cfg):
-    return memory.ReadPort.Signature(addr_width=local_addr_width(cfg.spad_rows), shape=spad_row(cfg))
-
-
-def spad_write_signature(cfg):
-    return memory.WritePort.Signature(addr_width=local_addr_width(cfg.spad_rows), shape=spad_row(cfg))
-
-
-def acc_read_signature(cfg):
-    return memory.ReadPort.Signature(addr_width=local_addr_width(cfg.acc_rows), shape=acc_row(cfg))
-
-
-def acc_write_signature(cfg):
-    return memory.WritePort.Signature(addr_width=local_addr_width(cfg.acc_rows), shape=acc_row(cfg))
-
-
-def param_read_signature(cfg):
-    return memory.ReadPort.Signature(addr_width=local_addr_width(cfg.param_rows), shape=acc_row(cfg))
-
-
-def param_write_signature(cfg):
-    return memory.WritePort.Signature(addr_width=local_addr_width(cfg.param_rows), shape=acc_row(cfg))
+def local_port_signature(cfg: AccelConfig, port: str) -> wiring.Signature:
+    """The signature of an on-chip memory port, from the memory's side (what
+    ``Memory.read_port()`` or ``write_port()`` returns): ``port`` is ``{memory}_{side}``, memory
+    ``spad`` (rows :func:`spad_row`), ``acc`` or ``param`` (rows :func:`acc_row`), side ``rd``
+    (a ``ReadPort``) or ``wr`` (a ``WritePort``)."""
+    memories = {"spad": (cfg.spad_rows, spad_row), "acc": (cfg.acc_rows, acc_row), "param": (cfg.param_rows, acc_row)}
+    sides = {"rd": memory.ReadPort, "wr": memory.WritePort}
+    name, _, side = port.partition("_")
+    if name not in memories or side not in sides:
+        raise ValueError(f"port must be one of spad_rd, spad_wr, acc_rd, acc_wr, param_rd, param_wr, not {port!r}")
+    depth, row = memories[name]
+    return sides[side].Signature(addr_width=local_addr_width(depth), shape=row(cfg))
 
 
 def checked_config(cfg) -> AccelConfig:
@@ -150,15 +139,9 @@ def checked_config(cfg) -> AccelConfig:
     return cfg.validate()
 
 
-_PORT_SIGNATURES = {
-    "spad_rd": spad_read_signature, "spad_wr": spad_write_signature,
-    "acc_rd": acc_read_signature, "acc_wr": acc_write_signature,
-    "param_rd": param_read_signature, "param_wr": param_write_signature,
-}
-
-
 def engine_members(cfg: AccelConfig, *ports: str) -> dict:
     """The members of an engine: ``cmd``, ``busy`` and the named memory ports (``spad_rd``,
-    ``spad_wr``, ``acc_rd``, ``acc_wr``, ``param_rd``, ``param_wr``), each ``In`` its signature."""
+    ``spad_wr``, ``acc_rd``, ``acc_wr``, ``param_rd``, ``param_wr``), each ``In`` its
+    :func:`local_port_signature`."""
     return {"cmd": In(engine_cmd_signature()), "busy": Out(1),
-            **{port: In(_PORT_SIGNATURES[port](cfg)) for port in ports}}
+            **{port: In(local_port_signature(cfg, port)) for port in ports}}

@@ -43,21 +43,18 @@ class MatmulEngine(Engine):
 
     Attributes
     ----------
-    cmd : In(engine_cmd_signature())
-        The instruction, viewed as ``cmd.payload.matmul``. ``cmd.ready`` is high only when idle.
-        A command with ``rows == 0`` is accepted and does nothing: ``busy`` stays low.
-    busy : Out(1)
-        High from the cycle after a command with ``rows > 0`` is accepted to the cycle of the last
-        accumulator write, inclusive: :func:`matmul_cycles` cycles.
-    spad_rd : In(spad_read_signature(cfg))
+    cmd, busy
+        As :class:`~vitaccel.hw.lib.Engine`: the instruction is ``cmd.payload.matmul``, its work
+        ``rows > 0``; ``busy`` ends with the last accumulator write, :func:`matmul_cycles` cycles.
+    spad_rd : In(local_port_signature(cfg, "spad_rd"))
         Scratchpad read port: ``cfg.rows`` weight rows, then ``rows`` input rows, one per cycle;
         the array's strobes (weight load and index, input valid) follow each read by
         ``READ_LATENCY`` cycles, with its data.
-    acc_rd : In(acc_read_signature(cfg))
+    acc_rd : In(local_port_signature(cfg, "acc_rd"))
         Accumulator read port, for ``accumulate``: row ``c_addr + r`` :attr:`ACC_READ_AHEAD` cycles
         before its write (its read data, ``READ_LATENCY`` cycles after the read, is registered
         before the add).
-    acc_wr : In(acc_write_signature(cfg))
+    acc_wr : In(local_port_signature(cfg, "acc_wr"))
         Accumulator write port: row ``c_addr + r``, one per cycle, in order.
 
     Notes

@@ -168,22 +168,19 @@ class RequantEngine(Engine):
 
     Attributes
     ----------
-    cmd : In(engine_cmd_signature())
-        The instruction, viewed as ``cmd.payload.requant``. ``cmd.ready`` is high only when idle.
-        A command with ``rows == 0`` is accepted and does nothing: ``busy`` stays low.
-    busy : Out(1)
-        High from the cycle after a command with ``rows > 0`` is accepted to the cycle of the last
-        scratchpad write, inclusive: :func:`requant_cycles` cycles.
-    acc_rd : In(acc_read_signature(cfg))
+    cmd, busy
+        As :class:`~vitaccel.hw.lib.Engine`: the instruction is ``cmd.payload.requant``, its work
+        ``rows > 0``; ``busy`` ends with the last scratchpad write, :func:`requant_cycles` cycles.
+    acc_rd : In(local_port_signature(cfg, "acc_rd"))
         Accumulator read port: row ``acc_addr + r`` is read once per chunk of ``requant_lanes``
         columns, ``cols / requant_lanes`` times in consecutive cycles.
-    param_rd : In(param_read_signature(cfg))
+    param_rd : In(local_port_signature(cfg, "param_rd"))
         Parameter read port: rows ``param_addr``, ``+ 1``, ``+ 2`` (and ``exp_addr`` with
         ``row_shift``) in the cycles after the command is accepted; with ``row_shift``, row
         ``exp_addr + g`` in the cycle the last chunk of row ``g * cols - 1`` is read. Each row is
         latched when its data arrives, ``READ_LATENCY`` cycles after its read: in time for the
         first chunk whose read follows it, since that chunk's data arrives as late.
-    spad_wr : In(spad_write_signature(cfg))
+    spad_wr : In(local_port_signature(cfg, "spad_wr"))
         Scratchpad write port: row ``spad_addr + r``, in order, ``READ_LATENCY + INPUT_STAGES +
         Requantizer.LATENCY`` cycles after the read of its last chunk.
 

@@ -195,9 +195,9 @@ class ElementwiseEngine(Engine):
     goes to ``dst + t * tile_stride + r``, whole, with the elements past ``length`` of the last
     tile set to 0. Scratchpad addresses wrap at ``spad_rows`` (the controller keeps ranges inside).
 
-    A subclass provides the unit (:meth:`make_unit`, a component with stream ``i`` and ``o`` of
-    ``vector_lanes`` elements per beat and a fixed ``latency``) and the parameter phase
-    (:meth:`load_params`), which reads PARAM before the walk starts.
+    A subclass sets :attr:`operands` and :attr:`unit_class` (a component taking the config, with
+    stream ``i`` and ``o`` of ``vector_lanes`` elements per beat and a fixed ``latency``) and
+    provides the parameter phase (:meth:`load_params`), which reads PARAM before the walk starts.
 
     Attributes
     ----------
@@ -207,13 +207,13 @@ class ElementwiseEngine(Engine):
     busy : Out(1)
         High from the cycle after a non-empty command is accepted to the cycle of the last
         scratchpad write, inclusive.
-    spad_rd : In(spad_read_signature(cfg))
+    spad_rd : In(local_port_signature(cfg, "spad_rd"))
         Scratchpad read port. One operand: the row being processed in each of its ``cols /
         vector_lanes`` cycles. Two operands: ``a`` then ``b`` of each row in two consecutive
         cycles, one row every ``max(2, cols / vector_lanes)`` cycles.
-    spad_wr : In(spad_write_signature(cfg))
+    spad_wr : In(local_port_signature(cfg, "spad_wr"))
         Scratchpad write port: the output rows in the order tile by tile, row by row within a tile.
-    param_rd : In(param_read_signature(cfg))
+    param_rd : In(local_port_signature(cfg, "param_rd"))
         Parameter read port, used in the parameter phase only.
 
     Notes
@@ -233,13 +233,13 @@ class ElementwiseEngine(Engine):
     waiting, the emptiness of it registered beside.
     """
 
-    def __init__(self, cfg: AccelConfig, *, operands: int):
-        self._operands = operands
-        super().__init__(cfg, "spad_rd", "spad_wr", "param_rd")
+    #: The input tensors: 1 (``src``) or 2 (``src`` and ``src2``).
+    operands = None
+    #: The stream unit's class (elaborated as submodule ``unit``).
+    unit_class = None
 
-    def make_unit(self):
-        """The stream unit of this engine (elaborated as submodule ``unit``)."""
-        raise NotImplementedError
+    def __init__(self, cfg: AccelConfig):
+        super().__init__(cfg, "spad_rd", "spad_wr", "param_rd")
 
     def load_params(self, m: Module, unit, idle, active, param_addr) -> Signal:
         """Add the parameter phase to ``m``; return a signal high in its last cycle.
@@ -266,7 +266,7 @@ class ElementwiseEngine(Engine):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.unit = unit = self.make_unit()
+        m.submodules.unit = unit = self.unit_class(self._cfg)
         walk = self._walk(m, unit)
         self._operands_in(m, unit, walk)
         self._results_out(m, unit, walk)
@@ -280,7 +280,7 @@ class ElementwiseEngine(Engine):
         to set when the write port holds the last row: it ends the command)."""
         cfg = self._cfg
         chunks = cfg.cols // cfg.vector_lanes
-        period = max(2, chunks) if self._operands == 2 else chunks   # cycles per output row
+        period = max(2, chunks) if self.operands == 2 else chunks   # cycles per output row
         instr = self.cmd.payload.vector
         addr_width = local_addr_width(cfg.spad_rows)
         param_addr = Signal.like(instr.param_addr)
@@ -294,7 +294,7 @@ class ElementwiseEngine(Engine):
         again = SimpleNamespace(rows_m1=Signal.like(instr.rows, name="rows_m1"),     # rows - 1
                                 rows_one=Signal(name="rows_one"),                    # rows == 1
                                 stride=Signal(addr_width, name="stride"))
-        walk = SimpleNamespace(rd=_TileWalk("rd", self._operands, instr, addr_width, again),
+        walk = SimpleNamespace(rd=_TileWalk("rd", self.operands, instr, addr_width, again),
                                wr=_TileWalk("wr", 1, instr, addr_width, again),
                                slot=Signal(range(period), name="slot"), wr_final=Signal(name="wr_final"))
 
@@ -334,7 +334,7 @@ class ElementwiseEngine(Engine):
                 again.stride.eq(instr.tile_stride),
                 param_addr.eq(instr.param_addr),
                 walk.slot.eq(0),
-                *walk.rd.begin([instr.src, instr.src2][:self._operands], cfg.cols),
+                *walk.rd.begin([instr.src, instr.src2][:self.operands], cfg.cols),
                 *walk.wr.begin([instr.dst], cfg.cols),
             ]
 
@@ -360,7 +360,7 @@ class ElementwiseEngine(Engine):
         rd_addr = Signal(local_addr_width(cfg.spad_rows))
         read = Signal()
         m.d.comb += [self.spad_rd.en.eq(read), self.spad_rd.addr.eq(rd_addr)]
-        if self._operands == 1:
+        if self.operands == 1:
             # One operand: the row is read again in each of its `chunks` cycles, chunk = slot.
             # The row is registered whole before the chunk's multiplexer.
             read_chunk = Signal.like(walk.slot)
@@ -493,12 +493,8 @@ class ResidualAddEngine(ElementwiseEngine):
     """
 
     busy_cycles = staticmethod(add_cycles)
-
-    def __init__(self, cfg: AccelConfig):
-        super().__init__(cfg, operands=2)
-
-    def make_unit(self):
-        return ResidualAddUnit(self._cfg)
+    operands = 2
+    unit_class = ResidualAddUnit
 
     def load_params(self, m, unit, idle, active, param_addr):
         cfg = self._cfg
