@@ -100,6 +100,12 @@ def instruction_cost(cfg: AccelConfig, word: int, *, mem_latency: int = 1) -> In
     ``mem_latency`` cycles (the module docstring gives the formulas). Raises ValueError for an
     illegal opcode (a program that stops with an error has no meaningful cycle count)."""
     op, f = _decode(word)
+    return _op_cost(cfg, op, f, mem_latency=mem_latency)
+
+
+def _op_cost(cfg: AccelConfig, op: Opcode, f: dict, *, mem_latency: int = 1) -> InstructionCost:
+    """:func:`instruction_cost` of the instruction ``op`` with fields ``f`` (plain ints, as
+    ``isa.decode_fields`` returns them)."""
     fetch = INSTR_BITS // cfg.bus_bits + mem_latency + Controller.CHECK_CYCLES
     if op is Opcode.END:
         return InstructionCost(op, fetch + 1, 0, 0)
@@ -223,7 +229,7 @@ def _timeline(cfg: AccelConfig, words: list[int], mem_latency: int) -> list[Inst
     f = 1
     for index, word in enumerate(words):
         op, fields = _decode(word)
-        cost = instruction_cost(cfg, word, mem_latency=mem_latency)
+        cost = _op_cost(cfg, op, fields, mem_latency=mem_latency)
         ops.append(op)
         control.append(cost.control)
         waited.append(0)

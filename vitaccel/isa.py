@@ -206,7 +206,6 @@ class Instr:
 class _Field(NamedTuple):
     """Where a field sits in the word and what it holds, read once from its layout."""
     offset: int
-    width: int
     mask: int
     members: dict | None   #: an enum field's members by value; None for a plain unsigned field
 
@@ -219,15 +218,15 @@ def _fields(layout: type) -> dict[str, _Field]:
         shape = field.shape
         members = ({m.value: m for m in shape} if isinstance(shape, type) and issubclass(shape, enum.Enum)
                    else None)
-        out[name] = _Field(field.offset, field.width, (1 << field.width) - 1, members)
+        out[name] = _Field(field.offset, (1 << field.width) - 1, members)
     return out
 
 
-# The codec works from these tables, not from amaranth's const views (which cost ~50-170 us a word,
-# seconds for a ViT-sized program); tests/vitaccel/test_isa.py holds them equal to Layout.const.
-_FIELDS = {op: _fields(layout) for op, layout in LAYOUT_OF.items()}
-_FIELD_MASKS = {op: tuple((name, f.offset, f.mask) for name, f in fields.items())
-                for op, fields in _FIELDS.items()}
+# The codec works from these tables, keyed by opcode value (an enum member hashes in Python code),
+# not from amaranth's const views (which cost ~50-170 us a word, seconds for a ViT-sized program);
+# tests/vitaccel/test_isa.py holds them equal to Layout.const.
+_FIELDS = {op.value: _fields(layout) for op, layout in LAYOUT_OF.items()}
+_FIELD_MASKS = {op: tuple((name, f.offset, f.mask) for name, f in fields.items()) for op, fields in _FIELDS.items()}
 _OPCODES = {op.value: op for op in Opcode}
 _OPCODE_MASK = (1 << Opcode.as_shape().width) - 1
 
@@ -239,16 +238,17 @@ def encode(opcode: Opcode, **fields) -> int:
     format does not have, or a value that does not fit its field, raises :class:`ValueError`
     naming the field.
     """
-    table = _FIELDS[opcode]
-    word = opcode.value
+    word = opcode._value_
+    places = _FIELDS[word]
     for name, value in fields.items():
-        field = table.get(name)
-        if field is None:
-            raise ValueError(f"{opcode.name} has no field {name!r} (fields: {', '.join(table)})")
-        raw = value.value if isinstance(value, enum.Enum) else int(value)
-        if not 0 <= raw <= field.mask:
-            raise ValueError(f"{opcode.name}.{name}={value!r} does not fit in {field.width} bits")
-        word |= raw << field.offset
+        try:
+            offset, mask, _ = places[name]
+        except KeyError:
+            raise ValueError(f"{opcode.name} has no field {name!r} (fields: {', '.join(places)})") from None
+        raw = value if type(value) is int else value.value if isinstance(value, enum.Enum) else int(value)
+        if not 0 <= raw <= mask:
+            raise ValueError(f"{opcode.name}.{name}={value!r} does not fit in {mask.bit_length()} bits")
+        word |= raw << offset
     return word
 
 
@@ -258,10 +258,11 @@ def decode_fields(word: int) -> tuple[Opcode | int, dict[str, int]]:
     The fast form of :func:`decode` for the ISA simulator and the performance model. An illegal
     opcode comes back as its int value, with no fields.
     """
-    op = _OPCODES.get(word & _OPCODE_MASK)
+    value = word & _OPCODE_MASK
+    op = _OPCODES.get(value)
     if op is None:
-        return word & _OPCODE_MASK, {}
-    return op, {name: (word >> offset) & mask for name, offset, mask in _FIELD_MASKS[op]}
+        return value, {}
+    return op, {name: (word >> offset) & mask for name, offset, mask in _FIELD_MASKS[value]}
 
 
 def decode(word: int) -> Instr:
@@ -270,7 +271,7 @@ def decode(word: int) -> Instr:
     op, raw = decode_fields(word)
     if not raw:
         return Instr(op, raw)
-    table = _FIELDS[op]
+    table = _FIELDS[op.value]
     return Instr(op, {name: value if table[name].members is None else table[name].members.get(value, value)
                       for name, value in raw.items()})
 
