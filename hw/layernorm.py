@@ -19,8 +19,8 @@ from vitaccel.config import AccelConfig
 from vitaccel.numerics import (INT8_MAX, INT8_MIN, ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT, RSQRT_SEED,
                                STD_FRAC, row_mean_constants, squares)
 
-from .interfaces import checked_config, engine_members
-from .lib import delayed, radix4_pair_sums, radix4_products, read_room
+from .interfaces import checked_config
+from .lib import Engine, delayed, radix4_pair_sums, radix4_products, read_room
 from .memories import READ_LATENCY
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
@@ -730,7 +730,7 @@ def layernorm_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     return 4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + rows * unit_row_cycles(cfg, length)
 
 
-class LayerNormEngine(wiring.Component):
+class LayerNormEngine(Engine):
     """Executes LAYERNORM (:class:`vitaccel.isa.VectorInstr`) with one :class:`LayerNormUnit`.
 
     Element ``e`` of row ``r`` is element ``e % cols`` of scratchpad row
@@ -747,13 +747,11 @@ class LayerNormEngine(wiring.Component):
 
     Attributes
     ----------
-    cmd : In(engine_cmd_signature())
-        The instruction, viewed as ``cmd.payload.vector``. ``cmd.ready`` is high only when idle.
-        A command with ``rows == 0`` or ``length == 0`` is accepted and does nothing: ``busy``
-        stays low. ``length <= max_row`` (the controller checks it).
-    busy : Out(1)
-        High from the cycle after a command is accepted to the cycle of the last scratchpad write,
-        inclusive: :func:`layernorm_cycles` cycles.
+    cmd, busy
+        As :class:`~vitaccel.hw.lib.Engine`: the instruction is ``cmd.payload.vector``; one with
+        ``rows == 0`` or ``length == 0`` has no work (``length <= max_row``: the controller checks
+        it). ``busy`` lasts to the cycle of the last scratchpad write, inclusive:
+        :func:`layernorm_cycles` cycles.
     param_rd : In(param_read_signature(cfg))
         PARAM read port (data :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the read):
         the planes' rows, each once per beat of ``L`` channels, from the cycle after acceptance,
@@ -789,13 +787,10 @@ class LayerNormEngine(wiring.Component):
     #: next row's first beats are ready when the unit is.
     INPUT_SLOTS = READ_LATENCY + 2
 
-    def __init__(self, cfg: AccelConfig):
-        self._cfg = checked_config(cfg)
-        super().__init__(engine_members(cfg, "spad_rd", "spad_wr", "param_rd"))
+    busy_cycles = staticmethod(layernorm_cycles)
 
-    def cycles(self, rows: int, length: int) -> int:
-        """:func:`layernorm_cycles` for this engine's config."""
-        return layernorm_cycles(self._cfg, rows, length)
+    def __init__(self, cfg: AccelConfig):
+        super().__init__(cfg, "spad_rd", "spad_wr", "param_rd")
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -804,82 +799,46 @@ class LayerNormEngine(wiring.Component):
         m = Module()
         m.submodules.unit = unit = LayerNormUnit(cfg)
 
-        def chunked(shape):
-            """A row of ``cols`` elements viewed as ``chunks`` beats of ``L``: same bits."""
-            return data.ArrayLayout(data.ArrayLayout(shape, L), chunks)
-
         instr = self.cmd.payload.vector
-        src, dst, stride = Signal.like(instr.src), Signal.like(instr.dst), Signal.like(instr.tile_stride)
-        rows, length = Signal.like(instr.rows), Signal.like(instr.length)
-        m.d.comb += unit.length.eq(length)
-
-        # A walk over the beats of a row, tile by tile: `left` channels at and after the beat.
-        def walker(name):
-            return (Signal(range(chunks), name=f"{name}_chunk"), Signal.like(length, name=f"{name}_left"))
-
+        cmd = _Command(instr)
+        m.d.comb += unit.length.eq(cmd.length)
         # ---- parameters: PARAM rows -> the unit's planes ----------------------------------------
         p_row = Signal.like(instr.param_addr)
         p_plane = Signal(range(4))
         p_beat = Signal.like(unit.params.addr)
-        p_chunk, p_left = walker("param")
+        param = _Walk("param", chunks, instr)
         # ---- feeder (scratchpad tiles -> unit input) and collector (unit output -> tiles) ------
-        f_row, f_base = Signal.like(rows), Signal.like(src)
-        f_chunk, f_left = walker("feed")
+        feed = _Walk("feed", chunks, instr, instr.src)
         f_done = Signal()
-        o_row, o_base = Signal.like(rows), Signal.like(dst)
-        o_chunk, o_left = walker("collect")
-        # Registered comparisons: the param walk's, the feeder's and the collector's beat is the
-        # last of its row (`left <= L`), and the feeder's and collector's row is the last.
-        p_end, f_end, o_end = Signal(), Signal(), Signal()
-        f_last_row, o_last_row = Signal(), Signal()
-        len_end = Signal()      # length <= L
-        rows_m2 = Signal.like(rows)     # rows - 2: the row before is the second to last
-        f_wrap = Signal()               # f_chunk == chunks - 1
+        f_wrap = Signal()               # feed.chunk == chunks - 1
         feed_ok = Signal()              # in ROWS with rows left to feed
-        row_end = unit.out.valid & o_end
+        collect = _Walk("collect", chunks, instr, instr.dst)
+        row_end = unit.out.valid & collect.end
 
         mk_read = Signal()
-        nonempty = Signal()
-        m.d.sync += nonempty.eq((instr.rows != 0) & (instr.length != 0))
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                # The command's fields are loaded while idle; a command with work starts.
-                m.d.sync += [
-                    src.eq(instr.src), dst.eq(instr.dst), stride.eq(instr.tile_stride),
-                    rows.eq(instr.rows), rows_m2.eq(instr.rows - 2), length.eq(instr.length),
-                    len_end.eq(instr.length <= L),
-                    p_row.eq(instr.param_addr), p_plane.eq(0), p_beat.eq(0), p_chunk.eq(0),
-                    p_left.eq(instr.length), p_end.eq(instr.length <= L),
-                    f_row.eq(0), f_base.eq(instr.src), f_chunk.eq(0), f_left.eq(instr.length),
-                    f_end.eq(instr.length <= L), f_last_row.eq(instr.rows == 1), f_done.eq(0),
-                    f_wrap.eq(chunks == 1), feed_ok.eq(0),
-                    o_row.eq(0), o_base.eq(instr.dst), o_chunk.eq(0), o_left.eq(instr.length),
-                    o_end.eq(instr.length <= L), o_last_row.eq(instr.rows == 1),
-                ]
-                # A registered decode: the payload holds from the cycle before valid.
-                with m.If(self.cmd.valid & nonempty):
-                    m.next = "PARAMS"
+        with self.command_fsm(m, work=(instr.rows != 0) & (instr.length != 0), start="PARAMS", taken=[
+            *cmd.take(instr, L), p_row.eq(instr.param_addr), p_plane.eq(0), p_beat.eq(0), *param.begin(instr, L),
+            *feed.begin(instr, L), f_done.eq(0), f_wrap.eq(chunks == 1), feed_ok.eq(0), *collect.begin(instr, L),
+        ]) as fsm:
             with m.State("PARAMS"):
-                m.d.sync += [p_beat.eq(p_beat + 1), p_left.eq(p_left - L), p_end.eq(p_left <= 2 * L),
-                             p_chunk.eq(p_chunk + 1)]
-                with m.If(p_end):
+                m.d.sync += [p_beat.eq(p_beat + 1), param.left.eq(param.left - L),
+                             param.end.eq(param.left <= 2 * L), param.chunk.eq(param.chunk + 1)]
+                with m.If(param.end):
                     # The plane's last beat; the next plane starts on the next PARAM row.
                     m.d.sync += [p_row.eq(p_row + 1), p_plane.eq(p_plane + 1), p_beat.eq(0),
-                                 p_chunk.eq(0), p_left.eq(length), p_end.eq(len_end)]
+                                 param.chunk.eq(0), param.left.eq(cmd.length), param.end.eq(cmd.len_end)]
                     with m.If(p_plane == 3):
                         # The feeder starts with the m, k read (on the other port).
                         m.d.sync += feed_ok.eq(1)
                         m.next = "MEAN_CONSTANTS"
-                with m.Elif(p_chunk == chunks - 1):
-                    m.d.sync += [p_row.eq(p_row + 1), p_chunk.eq(0)]
+                with m.Elif(param.chunk == chunks - 1):
+                    m.d.sync += [p_row.eq(p_row + 1), param.chunk.eq(0)]
             with m.State("MEAN_CONSTANTS"):
                 m.d.comb += mk_read.eq(1)
                 m.next = "ROWS"
             with m.State("ROWS"):
-                with m.If(row_end & o_last_row):
-                    m.next = "IDLE"
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+                with m.If(row_end & collect.last_row):
+                    fsm.finish()
 
         # A PARAM row's data arrives READ_LATENCY cycles after its read and is registered
         # (`param_q`), so the plane writes follow their reads by READ_LATENCY + 1 cycles, their
@@ -890,34 +849,43 @@ class LayerNormEngine(wiring.Component):
         written = delayed(m, reading_params, READ_LATENCY + 1, "written")
         w_plane = delayed(m, p_plane, READ_LATENCY + 1, "w_plane")
         w_beat = delayed(m, p_beat, READ_LATENCY + 1, "w_beat")
-        w_chunk = delayed(m, p_chunk, READ_LATENCY + 1, "w_chunk")
+        w_chunk = delayed(m, param.chunk, READ_LATENCY + 1, "w_chunk")
         mk_valid = delayed(m, mk_read, READ_LATENCY, "mk_valid")
-        param_q = Signal(chunked(signed(cfg.acc_width)))
+        param_q = Signal(_chunked(cfg, signed(cfg.acc_width)))
         m.d.sync += param_q.eq(self.param_rd.data)
         m.d.comb += [unit.params.en.eq(written), unit.params.plane.eq(w_plane),
                      unit.params.addr.eq(w_beat), unit.params.data.eq(param_q[w_chunk])]
         with m.If(mk_valid):
             m.d.sync += [unit.mean_mult.eq(self.param_rd.data[0]), unit.mean_shift.eq(self.param_rd.data[1])]
+        self._feed(m, unit, cmd, feed, f_done, f_wrap, feed_ok)
+        self._collect(m, unit, cmd, collect, row_end)
+        return m
 
-        # Feeder: the beats' scratchpad rows are read ahead into a FIFO of INPUT_SLOTS rows; each
-        # read's data is registered in its slot in the cycle it arrives (READ_LATENCY cycles after
-        # the read, told by its strobe and chunk travelling alongside in plain shift registers).
-        # The head slot moves to the input register, whose beat is the unit's input and which
-        # holds while the unit waits. A read is issued only while the FIFO has room for it
-        # (`room`, a register: reads in flight count), so the read strobe is an AND of two
-        # registers and block RAM data meets only a register (clock enable, no multiplexer).
+    def _feed(self, m, unit, cmd, feed, f_done, f_wrap, feed_ok):
+        """The feeder.
+
+        The beats' scratchpad rows are read ahead into a FIFO of INPUT_SLOTS rows; each read's
+        data is registered in its slot in the cycle it arrives (READ_LATENCY cycles after the
+        read, told by its strobe and chunk travelling alongside in plain shift registers). The
+        head slot moves to the input register, whose beat is the unit's input and which holds
+        while the unit waits. A read is issued only while the FIFO has room for it (`room`, a
+        register: reads in flight count), so the read strobe is an AND of two registers and block
+        RAM data meets only a register (clock enable, no multiplexer)."""
+        cfg = self._cfg
+        L = cfg.vector_lanes
+        chunks = cfg.cols // L
         slots = self.INPUT_SLOTS
         fifo = Signal(data.ArrayLayout(self.spad_rd.data.shape(), slots), reset_less=True)   # data: no reset
-        fifo_chunk = Signal(data.ArrayLayout(unsigned(max(1, len(f_chunk))), slots))   # (1 bit if chunks == 1)
+        fifo_chunk = Signal(data.ArrayLayout(unsigned(max(1, len(feed.chunk))), slots))   # (1 bit if chunks == 1)
         fifo_in = Signal(range(slots))          # the slot of the next read's data
         fifo_out = Signal(range(slots))         # the head slot
         fifo_rows = Signal(range(slots + 1))    # rows arrived in the FIFO, not yet in the input register
         room = Signal()     # fewer than `slots` reads whose rows are not in the input register yet
-        in_valid, in_chunk = Signal(), Signal.like(f_chunk)
-        spad_q = Signal(chunked(signed(cfg.data_width)))
-        feed = feed_ok & room
-        arrived = delayed(m, feed, READ_LATENCY, "arrived")
-        arrived_chunk = delayed(m, f_chunk, READ_LATENCY, "arrived_chunk")
+        in_valid, in_chunk = Signal(), Signal.like(feed.chunk)
+        spad_q = Signal(_chunked(cfg, signed(cfg.data_width)))
+        issue = feed_ok & room
+        arrived = delayed(m, issue, READ_LATENCY, "arrived")
+        arrived_chunk = delayed(m, feed.chunk, READ_LATENCY, "arrived_chunk")
         with m.If(arrived):
             m.d.sync += [fifo[fifo_in].eq(self.spad_rd.data), fifo_chunk[fifo_in].eq(arrived_chunk),
                          fifo_in.eq(Mux(fifo_in == slots - 1, 0, fifo_in + 1))]
@@ -929,41 +897,93 @@ class LayerNormEngine(wiring.Component):
         with m.If(copy):
             m.d.sync += fifo_out.eq(Mux(fifo_out == slots - 1, 0, fifo_out + 1))
         m.d.sync += fifo_rows.eq(fifo_rows + arrived - copy)
-        m.d.comb += room.eq(read_room(m, feed, copy, slots, "feed"))
-        with m.If(feed):
-            m.d.sync += [f_chunk.eq(f_chunk + 1), f_left.eq(f_left - L), f_end.eq(f_left <= 2 * L),
-                         f_wrap.eq(f_chunk == chunks - 2)]
-            with m.If(f_end):
-                m.d.sync += [f_row.eq(f_row + 1), f_base.eq(src), f_chunk.eq(0), f_left.eq(length),
-                             f_end.eq(len_end), f_last_row.eq(f_row == rows_m2), f_wrap.eq(chunks == 1)]
-                with m.If(f_last_row):
+        m.d.comb += room.eq(read_room(m, issue, copy, slots, "feed"))
+        with m.If(issue):
+            m.d.sync += [feed.chunk.eq(feed.chunk + 1), feed.left.eq(feed.left - L),
+                         feed.end.eq(feed.left <= 2 * L), f_wrap.eq(feed.chunk == chunks - 2)]
+            with m.If(feed.end):
+                m.d.sync += [*feed.next_row(cmd, cmd.src), f_wrap.eq(chunks == 1)]
+                with m.If(feed.last_row):
                     m.d.sync += [f_done.eq(1), feed_ok.eq(0)]
             with m.Elif(f_wrap):
-                m.d.sync += [f_base.eq(f_base + stride), f_chunk.eq(0), f_wrap.eq(chunks == 1)]
+                m.d.sync += [feed.base.eq(feed.base + cmd.stride), feed.chunk.eq(0), f_wrap.eq(chunks == 1)]
         m.d.comb += [
-            self.spad_rd.en.eq(feed),
-            self.spad_rd.addr.eq(f_base + f_row),
+            self.spad_rd.en.eq(issue),
+            self.spad_rd.addr.eq(feed.base + feed.row),
             unit.inp.valid.eq(in_valid),
             unit.inp.payload.eq(spad_q[in_chunk]),
         ]
 
-        # Collector: a tile is written when its last beat arrives, or the row's last beat (the
-        # chunks after it are zero).
-        held = Signal(chunked(signed(cfg.data_width)))
+    def _collect(self, m, unit, cmd, collect, row_end):
+        """The collector: a tile is written when its last beat arrives, or the row's last beat (the
+        chunks after it are zero)."""
+        cfg = self._cfg
+        L = cfg.vector_lanes
+        chunks = cfg.cols // L
+        held = Signal(_chunked(cfg, signed(cfg.data_width)))
         beat = unit.out.payload.as_value()
+        o_chunk = collect.chunk
         m.d.comb += [
             unit.out.ready.eq(1),
-            self.spad_wr.en.eq(unit.out.valid & ((o_chunk == chunks - 1) | o_end)),
-            self.spad_wr.addr.eq(o_base + o_row),
+            self.spad_wr.en.eq(unit.out.valid & ((o_chunk == chunks - 1) | collect.end)),
+            self.spad_wr.addr.eq(collect.base + collect.row),
             self.spad_wr.data.eq(Cat(*(Mux(k < o_chunk, held[k].as_value(), Mux(k == o_chunk, beat, 0))
                                        for k in range(chunks)))),
         ]
         with m.If(unit.out.valid):
-            m.d.sync += [held[o_chunk].eq(beat), o_chunk.eq(o_chunk + 1), o_left.eq(o_left - L),
-                         o_end.eq(o_left <= 2 * L)]
+            m.d.sync += [held[o_chunk].eq(beat), o_chunk.eq(o_chunk + 1), collect.left.eq(collect.left - L),
+                         collect.end.eq(collect.left <= 2 * L)]
             with m.If(row_end):
-                m.d.sync += [o_row.eq(o_row + 1), o_base.eq(dst), o_chunk.eq(0), o_left.eq(length),
-                             o_end.eq(len_end), o_last_row.eq(o_row == rows_m2)]
+                m.d.sync += collect.next_row(cmd, cmd.dst)
             with m.Elif(o_chunk == chunks - 1):
-                m.d.sync += [o_base.eq(o_base + stride), o_chunk.eq(0)]
-        return m
+                m.d.sync += [collect.base.eq(collect.base + cmd.stride), o_chunk.eq(0)]
+
+
+def _chunked(cfg, shape):
+    """A row of ``cols`` elements viewed as ``chunks`` beats of ``L``: same bits."""
+    return data.ArrayLayout(data.ArrayLayout(shape, cfg.vector_lanes), cfg.cols // cfg.vector_lanes)
+
+
+class _Command:
+    """A LAYERNORM command's fields in the engine's registers (taken while idle), and the
+    comparisons the walks need, registered: ``len_end`` (``length <= L``) and ``rows_m2``
+    (``rows - 2``: the row before is the second to last)."""
+
+    def __init__(self, instr):
+        self.src, self.dst, self.stride = Signal.like(instr.src), Signal.like(instr.dst), Signal.like(instr.tile_stride)
+        self.length = Signal.like(instr.length)
+        self.len_end = Signal(name="len_end")
+        self.rows_m2 = Signal.like(instr.rows, name="rows_m2")
+
+    def take(self, instr, L):
+        return [self.src.eq(instr.src), self.dst.eq(instr.dst), self.stride.eq(instr.tile_stride),
+                self.rows_m2.eq(instr.rows - 2), self.length.eq(instr.length),
+                self.len_end.eq(instr.length <= L)]
+
+
+class _Walk:
+    """A walk over the beats of a command's rows, tile by tile: ``chunk`` (the beat in its tile),
+    ``left`` (channels at and after the beat) and ``end`` (``left <= L``, a registered
+    comparison); with a ``first`` base address, also the ``row``, the tile's ``base`` address
+    and ``last_row`` (registered)."""
+
+    def __init__(self, name, chunks, instr, first=None):
+        self.chunk = Signal(range(chunks), name=f"{name}_chunk")
+        self.left = Signal.like(instr.length, name=f"{name}_left")
+        self.end = Signal(name=f"{name}_end")
+        self._first = first
+        if first is not None:
+            self.row, self.base = Signal.like(instr.rows, name=f"{name}_row"), Signal.like(first, name=f"{name}_base")
+            self.last_row = Signal(name=f"{name}_last_row")
+
+    def begin(self, instr, L):
+        """Statements that start the walk at the command's first beat."""
+        start = [self.chunk.eq(0), self.left.eq(instr.length), self.end.eq(instr.length <= L)]
+        if self._first is None:
+            return start
+        return [self.row.eq(0), self.base.eq(self._first), *start, self.last_row.eq(instr.rows == 1)]
+
+    def next_row(self, cmd, first):
+        """Statements that move the walk to the next row's first beat (``first``: the command's base)."""
+        return [self.row.eq(self.row + 1), self.base.eq(first), self.chunk.eq(0), self.left.eq(cmd.length),
+                self.end.eq(cmd.len_end), self.last_row.eq(self.row == cmd.rows_m2)]

@@ -180,7 +180,7 @@ class _RowBuffers(Elaboratable):
                           name="tag_0")
         self.data = self._buf_rd.data
         self._row_max = [Signal(signed(8), name=f"row_max_{b}") for b in range(2)]
-        self._rb = Signal()   # buffer being read
+        self._rb = Signal(name="rb")   # buffer being read
         self.row_max = Mux(self._rb, self._row_max[1], self._row_max[0])
 
     def elaborate(self, platform):
