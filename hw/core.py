@@ -125,32 +125,20 @@ class Core(wiring.Component):
         m.submodules.param = param = SharedMemory(acc_row(cfg), cfg.param_rows, slices=slices)
 
         wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
-        wiring.connect(m, ctrl.dma_cmd, dma.cmd)
-        wiring.connect(m, ctrl.matmul_cmd, mm.cmd)
-        wiring.connect(m, ctrl.requant_cmd, rq.cmd)
-        for name, engine in vector:
+        for name, engine in [("dma", dma), ("matmul", mm), ("requant", rq), *vector]:
             wiring.connect(m, getattr(ctrl, f"{name}_cmd"), engine.cmd)
             m.d.comb += getattr(ctrl, f"{name}_busy").eq(engine.busy)
-        m.d.comb += [
-            ctrl.dma_busy.eq(dma.busy),
-            ctrl.matmul_busy.eq(mm.busy),
-            ctrl.requant_busy.eq(rq.busy),
-            self.busy.eq(ctrl.busy),
-            self.done.eq(ctrl.done),
-        ]
+        m.d.comb += [self.busy.eq(ctrl.busy), self.done.eq(ctrl.done)]
 
         # An engine owns its ports while busy: none uses them in the cycle it accepts a command
         # (busy rises in the next), so the selects come from the engines' state registers alone
         # and not from the controller's offer.
-        def active(engine, cmd):
-            return engine.busy
-
-        by_dma, by_mm, by_rq = active(dma, ctrl.dma_cmd), active(mm, ctrl.matmul_cmd), active(rq, ctrl.requant_cmd)
+        by_dma, by_mm, by_rq = dma.busy, mm.busy, rq.busy
         # With a MATMUL alongside, the DMA runs a SPAD LOAD: the ports the engine reads through
         # are the matmul engine's.
         by_dma_alone = by_dma & ~by_mm
-        by_vec = [(active(engine, getattr(ctrl, f"{name}_cmd")), engine) for name, engine in vector]
-        by_sm = by_vec[0][0]
+        by_vec = [(engine.busy, engine) for _, engine in vector]
+        by_sm = sm.busy
 
         # The memories register both sides of their block RAMs (hw/memories.py): reads take
         # READ_LATENCY cycles and a write lands one cycle after the engine issues it, in time for
