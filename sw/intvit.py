@@ -58,7 +58,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,13 +65,12 @@ from pathlib import Path
 import numpy as np
 
 from vitaccel.config import VARIANTS
-
-from .gelu import ShiftGeluParams
+from vitaccel.files import atomic_open, format_error
 from vitaccel.numerics import MAX_ALPHA
-
-from .layernorm import LayerNormParams
-from .residual import ResidualParams
-from .vit import ViTConfig
+from vitaccel.sw.gelu import ShiftGeluParams
+from vitaccel.sw.layernorm import LayerNormParams
+from vitaccel.sw.residual import ResidualParams
+from vitaccel.sw.vit import ViTConfig
 
 __all__ = ["FORMAT", "VERSION", "IntViTError", "Linear", "LayerNorm", "Attention", "Block", "Head",
            "IntViT", "schema"]
@@ -292,15 +290,8 @@ class IntViT:
         payload = dict(self.arrays())
         payload |= {f"scales.{k}": np.asarray(v, dtype=np.float64) for k, v in self.scales.items()}
         payload["meta"] = np.frombuffer(json.dumps(self.meta()).encode(), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **payload)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_open(path) as f:
+            np.savez(f, **payload)
         return path
 
     @classmethod
@@ -319,12 +310,9 @@ class IntViT:
                 EOFError) as exc:
             raise IntViTError(f"{str(path)!r} is not a readable IntViT file (corrupt, truncated or "
                               f"another format): {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise IntViTError(f"{str(path)!r} is not an IntViT file (format "
-                              f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-        if meta.get("version") != VERSION:
-            raise IntViTError(f"{str(path)!r} is IntViT version {meta.get('version')!r}; this vitaccel "
-                              f"reads version {VERSION}: quantize the model again")
+        problem = format_error(meta, path, FORMAT, VERSION, "an IntViT file", "quantize the model again")
+        if problem:
+            raise IntViTError(problem)
         try:
             config = ViTConfig(**meta["config"]).validate()
             gelu = meta["gelu"]

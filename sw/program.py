@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from vitaccel.config import AccelConfig, ConfigError
+from vitaccel.files import atomic_open, format_error
 from vitaccel.isa import INSTR_BYTES, Opcode, decode, encode_program
 
 __all__ = ["Program", "TensorSymbol", "ProgramError", "FORMAT", "FORMAT_VERSION", "TENSOR_ALIGN",
@@ -269,17 +269,10 @@ class Program:
         """Write the program to ``path`` (an ``.npz`` archive, see the module docstring), atomically:
         either the complete new file replaces ``path`` or ``path`` is left as it was."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         words = np.frombuffer(encode_program(self.instructions), dtype=np.uint8).reshape(-1, INSTR_BYTES)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(self.meta())),
-                         image=np.frombuffer(self.image, dtype=np.uint8), instructions=words)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_open(path) as f:
+            np.savez(f, meta=np.array(json.dumps(self.meta())), image=np.frombuffer(self.image, dtype=np.uint8),
+                     instructions=words)
 
     @classmethod
     def load(cls, path: str | os.PathLike, config: AccelConfig | None = None) -> "Program":
@@ -303,12 +296,9 @@ class Program:
             meta = json.loads(str(arrays["meta"]))
         except json.JSONDecodeError as exc:
             raise ProgramError(f"{str(path)!r}: the meta record is not JSON: {exc}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ProgramError(f"{str(path)!r} is not a vitaccel program file (format "
-                               f"{meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r})")
-        if meta.get("version") != FORMAT_VERSION:
-            raise ProgramError(f"{str(path)!r} has program format version {meta.get('version')!r}, but this "
-                               f"vitaccel reads version {FORMAT_VERSION}; recompile the program")
+        problem = format_error(meta, path, FORMAT, FORMAT_VERSION, "a vitaccel program file", "recompile the program")
+        if problem:
+            raise ProgramError(problem)
         try:
             file_config = AccelConfig.from_dict(meta["config"])
         except ConfigError as exc:

@@ -1,14 +1,16 @@
 """Where vitaccel writes, and how: the build folder and atomic file writes.
 
-Every layer that writes files uses these two, so that builds land in one place and a failed or
-interrupted write never leaves a half-written file that a later run would trust.
+Every layer that writes files uses these, so that builds land in one place and a failed or
+interrupted write never leaves a half-written file that a later run would trust. Files written
+get the mode the user's umask gives, as ``open()`` would.
 """
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["build_root", "atomic_write_text"]
+__all__ = ["build_root", "atomic_open", "atomic_write_text", "new_file_mode"]
 
 
 def build_root() -> Path:
@@ -20,15 +22,37 @@ def build_root() -> Path:
     return (checkout if (checkout / "pyproject.toml").is_file() else Path.cwd()) / "build"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename, so that
-    a reader never sees a half-written file and a failure leaves nothing behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process's umask."""
+    # The umask can only be read by setting it; set it straight back.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "w"):
+    """A file object (``mode`` ``"w"`` or ``"wb"``) whose content appears at ``path`` whole when
+    the block ends: written to a temporary file in the same directory, given the mode of a new file
+    (:func:`new_file_mode`), then renamed. An exception (an interruption too) removes the temporary
+    file and leaves ``path`` as it was. An ``OSError`` about the temporary file names ``path``."""
+    path = Path(path)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_open`."""
+    with atomic_open(path) as f:
+        f.write(text)

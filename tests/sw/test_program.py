@@ -95,8 +95,8 @@ def test_load_refuses_another_format_version(tmp_path):
     meta = {**program.meta(), "version": FORMAT_VERSION + 1}
     np.savez(path, meta=np.array(json.dumps(meta)), image=np.frombuffer(program.image, np.uint8),
              instructions=np.zeros((2, INSTR_BYTES), np.uint8))
-    with pytest.raises(ProgramError, match=f"format version {FORMAT_VERSION + 1}, but this vitaccel reads "
-                                           f"version {FORMAT_VERSION}; recompile"):
+    with pytest.raises(ProgramError, match=f"of version {FORMAT_VERSION + 1}, but this vitaccel reads "
+                                           f"version {FORMAT_VERSION}: recompile"):
         Program.load(path)
 
 
@@ -128,6 +128,7 @@ def test_load_refuses_other_files(tmp_path):
 
 
 def test_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
+    """vitaccel.files.atomic_open, which every saved file format writes through."""
     path = tmp_path / "p.npz"
     make_program().save(path)
     before = path.read_bytes()
