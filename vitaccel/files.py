@@ -8,9 +8,12 @@ get the mode the user's umask gives, as ``open()`` would.
 import contextlib
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
-__all__ = ["build_root", "atomic_open", "atomic_write_text", "new_file_mode"]
+import numpy as np
+
+__all__ = ["build_root", "atomic_open", "atomic_write_text", "new_file_mode", "format_error"]
 
 
 def build_root() -> Path:
@@ -31,8 +34,8 @@ def new_file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode: str = "w"):
-    """A file object (``mode`` ``"w"`` or ``"wb"``) whose content appears at ``path`` whole when
+def atomic_open(path, mode: str = "wb"):
+    """A file object (``mode`` ``"wb"`` or ``"w"``) whose content appears at ``path`` whole when
     the block ends: written to a temporary file in the same directory, given the mode of a new file
     (:func:`new_file_mode`), then renamed. An exception (an interruption too) removes the temporary
     file and leaves ``path`` as it was. An ``OSError`` about the temporary file names ``path``."""
@@ -54,5 +57,31 @@ def atomic_open(path, mode: str = "w"):
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through :func:`atomic_open`."""
-    with atomic_open(path) as f:
+    with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def read_npz(path: Path, kind: str, error: type[Exception]) -> dict[str, np.ndarray]:
+    """The arrays of the ``.npz`` archive ``path``; ``error`` naming ``kind`` (e.g. "IntViT file")
+    when the file is missing, or is no readable archive (corrupt, truncated or another format)."""
+    if not path.is_file():
+        raise error(f"{kind} {str(path)!r} does not exist")
+    try:
+        # Our own handle: np.load leaks its file when the zip directory is unreadable.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise error(f"{str(path)!r} is not a readable {kind} (corrupt, truncated or another format): "
+                    f"{exc}") from None
+
+
+def format_error(meta, path, fmt: str, version: int, what: str, remedy: str) -> str | None:
+    """Why the ``meta`` record read from ``path`` is not ``what`` (format ``fmt``) of ``version``,
+    ending with ``remedy`` for another version; None when it is."""
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != fmt:
+        return f"{str(path)!r} is not {what} (format {found!r}, expected {fmt!r})"
+    if meta.get("version") != version:
+        return (f"{str(path)!r} is {what} of version {meta.get('version')!r}, but this vitaccel reads "
+                f"version {version}: {remedy}")
+    return None
