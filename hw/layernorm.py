@@ -129,12 +129,12 @@ class LayerNormUnit(wiring.Component):
 
     Attributes
     ----------
-    inp : In(stream.Signature(ArrayLayout(signed(8), L)))
+    i : In(stream.Signature(ArrayLayout(signed(8), L)))
         The rows, ``ceil(length / L)`` beats each; beat ``i`` holds channels ``i*L .. i*L + L-1``.
         Lanes past ``length`` in a row's last beat are ignored. Ready only while a row is being
         received: after a row's last input beat, ``ready`` stays low until that row's last output
         beat has been transferred (one row buffer).
-    out : Out(stream.Signature(ArrayLayout(signed(8), L)))
+    o : Out(stream.Signature(ArrayLayout(signed(8), L)))
         The normalized rows, in the same beats; lanes past ``length`` are 0. Back-pressure stalls
         the output pipeline.
     length : In(range(max_row + 1))
@@ -197,8 +197,8 @@ class LayerNormUnit(wiring.Component):
         self._sizes = s = _Sizes(cfg)
         lanes = data.ArrayLayout(signed(cfg.data_width), cfg.vector_lanes)
         super().__init__({
-            "inp": In(stream.Signature(lanes)),
-            "out": Out(stream.Signature(lanes)),
+            "i": In(stream.Signature(lanes)),
+            "o": Out(stream.Signature(lanes)),
             "length": In(range(cfg.max_row + 1)),
             "mean_mult": In(unsigned(s.m_bits)),
             "mean_shift": In(range(s.k_max + 1)),
@@ -238,12 +238,12 @@ class LayerNormUnit(wiring.Component):
         stat = Signal(s.stat_bits)                 # Q (AILayerNorm) or var (I-LayerNorm)
         advance = Signal()    # the output pipeline moves: its last stage is empty or being read
         out_last = Signal()   # the output beat is its row's last
-        m.d.comb += advance.eq(~self.out.valid | self.out.ready)
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
         m.submodules.control = control = _RowControl(cfg, s, self, s1, stat, advance, out_last)
-        m.submodules.receive = _Receive(cfg, s, self.inp.payload, control, plane_rd.get(0), buf_wr, s1)
+        m.submodules.receive = _Receive(cfg, s, self.i.payload, control, plane_rd.get(0), buf_wr, s1)
         m.d.comb += [buf_rd.addr.eq(control.issue), buf_rd.en.eq(control.in_var | advance)]
         m.submodules.variance = _VariancePass(s, buf_rd.data, control, stat)
-        m.submodules.output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.out, out_last)
+        m.submodules.output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.o, out_last)
         return m
 
 
@@ -301,7 +301,7 @@ class _SerialMultiplier:
 class _RowControl(Elaboratable):
     """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic, one FSM.
 
-    Receives the row (``inp.ready`` high in state IN; the accepted beat's index ``in_beat`` and
+    Receives the row (``i.ready`` high in state IN; the accepted beat's index ``in_beat`` and
     lanes in the row ``in_mask``), waits :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum
     ``s1``, computes the mean on the serial multiplier (``k`` cycles), issues the variance pass's
     reads (``in_var``, ``reading``: one beat per cycle), waits
@@ -360,7 +360,7 @@ class _RowControl(Elaboratable):
         len_term = _staged(m, (length << (s.in_bits + s.frac + 1)) + length, "len_term")
 
         row_left = Mux(in_first, length, in_left)   # a row starts with `length` channels left
-        # Registered comparisons of the channels left: the beat on `inp` is the row's last
+        # Registered comparisons of the channels left: the beat on `i` is the row's last
         # (`in_end`), and which of its lanes are in the row (`in_mask`).
         len_end = _staged(m, length <= L, "len_end")
         len_mask = _staged(m, Cat(length > i for i in range(L)), "len_mask")
@@ -369,7 +369,7 @@ class _RowControl(Elaboratable):
         m.d.comb += self.in_mask.eq(Mux(in_first, len_mask, left_mask))
         issue_more = Signal()   # issue_left != 0
         in_ready = Signal(init=1)   # in state IN, registered
-        m.d.comb += [unit.inp.ready.eq(in_ready), self.accept.eq(unit.inp.valid & in_ready)]
+        m.d.comb += [unit.i.ready.eq(in_ready), self.accept.eq(unit.i.valid & in_ready)]
 
         def start_pass():
             return [issue.eq(0), issue_left.eq(length), issue_more.eq(length != 0), drain.eq(0)]
@@ -419,7 +419,7 @@ class _RowControl(Elaboratable):
                 m.d.comb += [self.in_out.eq(1), self.reading.eq(self._advance & issue_more)]
                 with m.If(self.reading):
                     m.d.sync += next_issue
-                with m.If(unit.out.valid & unit.out.ready & self._out_last):
+                with m.If(unit.o.valid & unit.o.ready & self._out_last):
                     m.d.comb += self.s1_clear.eq(1)
                     m.d.sync += [in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
                     m.next = "IN"
@@ -622,12 +622,12 @@ class _VariancePass(Elaboratable):
 
 class _OutputStage(Elaboratable):
     """The output pass of :class:`LayerNormUnit`: ``z = round_shift(D * scale, z_shift)``, then the
-    per-channel affine ``sat8(round_shift(z * mult + bias, shift))``, 0 past the row, on ``out``
+    per-channel affine ``sat8(round_shift(z * mult + bias, shift))``, 0 past the row, on ``o``
     :attr:`LayerNormUnit.OUT_LATENCY` cycles after the pass's read (when no stage stalls).
 
     Every stage moves only with ``advance``; the plane reads are issued at the stage before
     their data is registered, addressed by the beat index travelling with the data. Drives
-    ``out`` and ``out_last`` (the output beat is its row's last).
+    ``o`` and ``out_last`` (the output beat is its row's last).
     """
 
     def __init__(self, cfg: AccelConfig, s: _Sizes, buf_data, plane_rd, control, advance, out, out_last):
@@ -813,7 +813,7 @@ class LayerNormEngine(Engine):
         f_wrap = Signal()               # feed.chunk == chunks - 1
         feed_ok = Signal()              # in ROWS with rows left to feed
         collect = _Walk("collect", chunks, instr, instr.dst)
-        row_end = unit.out.valid & collect.end
+        row_end = unit.o.valid & collect.end
 
         mk_read = Signal()
         with self.command_fsm(m, work=(instr.rows != 0) & (instr.length != 0), start="PARAMS", taken=[
@@ -889,7 +889,7 @@ class LayerNormEngine(Engine):
         with m.If(arrived):
             m.d.sync += [fifo[fifo_in].eq(self.spad_rd.data), fifo_chunk[fifo_in].eq(arrived_chunk),
                          fifo_in.eq(Mux(fifo_in == slots - 1, 0, fifo_in + 1))]
-        take = ~in_valid | unit.inp.ready
+        take = ~in_valid | unit.i.ready
         copy = take & (fifo_rows != 0)
         with m.If(take):
             m.d.sync += [in_valid.eq(fifo_rows != 0), in_chunk.eq(fifo_chunk[fifo_out]),
@@ -910,8 +910,8 @@ class LayerNormEngine(Engine):
         m.d.comb += [
             self.spad_rd.en.eq(issue),
             self.spad_rd.addr.eq(feed.base + feed.row),
-            unit.inp.valid.eq(in_valid),
-            unit.inp.payload.eq(spad_q[in_chunk]),
+            unit.i.valid.eq(in_valid),
+            unit.i.payload.eq(spad_q[in_chunk]),
         ]
 
     def _collect(self, m, unit, cmd, collect, row_end):
@@ -921,16 +921,16 @@ class LayerNormEngine(Engine):
         L = cfg.vector_lanes
         chunks = cfg.cols // L
         held = Signal(_chunked(cfg, signed(cfg.data_width)))
-        beat = unit.out.payload.as_value()
+        beat = unit.o.payload.as_value()
         o_chunk = collect.chunk
         m.d.comb += [
-            unit.out.ready.eq(1),
-            self.spad_wr.en.eq(unit.out.valid & ((o_chunk == chunks - 1) | collect.end)),
+            unit.o.ready.eq(1),
+            self.spad_wr.en.eq(unit.o.valid & ((o_chunk == chunks - 1) | collect.end)),
             self.spad_wr.addr.eq(collect.base + collect.row),
             self.spad_wr.data.eq(Cat(*(Mux(k < o_chunk, held[k].as_value(), Mux(k == o_chunk, beat, 0))
                                        for k in range(chunks)))),
         ]
-        with m.If(unit.out.valid):
+        with m.If(unit.o.valid):
             m.d.sync += [held[o_chunk].eq(beat), o_chunk.eq(o_chunk + 1), collect.left.eq(collect.left - L),
                          collect.end.eq(collect.left <= 2 * L)]
             with m.If(row_end):

@@ -38,9 +38,9 @@ def softmax_beats(cfg: AccelConfig, length: int) -> int:
 class SoftmaxUnit(wiring.Component):
     """Row softmax of int8 logits, ``cfg.vector_lanes`` elements per beat, ``cfg.softmax`` variant.
 
-    Each row of ``length`` logits enters as :func:`softmax_beats` beats on :attr:`logits`; element
+    Each row of ``length`` logits enters as :func:`softmax_beats` beats on :attr:`i`; element
     ``e`` of the row is lane ``e % lanes`` of beat ``e // lanes``, lanes past ``length`` in the last
-    beat are ignored. The row leaves as many beats on :attr:`probs`, each carrying ``lanes``
+    beat are ignored. The row leaves as many beats on :attr:`o`, each carrying ``lanes``
     mantissas (0 past ``length``), the row exponent and a last-of-row flag, equal to
     ``e2softmax(row, mult, shift)`` or ``shiftmax(row, mult, shift)``. Rows leave in order.
 
@@ -59,10 +59,10 @@ class SoftmaxUnit(wiring.Component):
         Row length, 1 .. ``max_row``. ``mult``, ``shift`` and ``length`` must hold still from the
         first input beat of a row to the last output beat of the last row that uses them (the
         engine holds them for a command).
-    logits : In(stream.Signature(data.ArrayLayout(signed(8), lanes)))
+    i : In(stream.Signature(data.ArrayLayout(signed(8), lanes)))
         Input beats. ``ready`` depends on registers only: high unless both row buffers hold a row
         not yet normalized.
-    probs : Out(stream.Signature(StructLayout({"mant", "row_exp", "last"})))
+    o : Out(stream.Signature(StructLayout({"mant", "row_exp", "last"})))
         Output beats: ``mant`` (``lanes`` x int8, 0..127), ``row_exp`` (5 bits, the row's exponent,
         the same on every beat of the row), ``last`` (the row's last beat). Back-pressure
         (``ready`` low) stalls the normalizing pipeline; ``valid`` and ``payload`` then hold.
@@ -117,8 +117,8 @@ class SoftmaxUnit(wiring.Component):
             "mult": In(signed(MULT_BITS)),
             "shift": In(unsigned(SHIFT_BITS)),
             "length": In(range(cfg.max_row + 1)),
-            "logits": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
-            "probs": Out(stream.Signature(data.StructLayout({
+            "i": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
+            "o": Out(stream.Signature(data.StructLayout({
                 "mant": data.ArrayLayout(signed(8), lanes),
                 "row_exp": unsigned(ROW_EXP_BITS),
                 "last": unsigned(1),
@@ -129,8 +129,8 @@ class SoftmaxUnit(wiring.Component):
         m = Module()
         # The normalizing pipeline moves as a whole unless its output is refused.
         advance = Signal()
-        m.d.comb += advance.eq(~(self.probs.valid & ~self.probs.ready))
-        m.submodules.buffers = buffers = _RowBuffers(self._cfg, self.logits, self.length, advance)
+        m.d.comb += advance.eq(~(self.o.valid & ~self.o.ready))
+        m.submodules.buffers = buffers = _RowBuffers(self._cfg, self.i, self.length, advance)
         # tags[k] describes the beat read k cycles earlier (when advancing): its stage-k registers
         # hold 1 the block RAM data, 2 x, 3 a = max - x, 4 the radix-4 partial products of
         # a * mult, 5 their pair sums, 6 d * mult, 7 and 8 its shift (by multiples of 8, then by
@@ -145,14 +145,14 @@ class SoftmaxUnit(wiring.Component):
         m.submodules.exponent = exponent = _Exponent(self._cfg, advance, tags, buffers.data, buffers.row_max,
                                                      self.mult, self.shift)
         m.submodules.normalizer = normalizer = _Normalizer(self._cfg, advance, tags, exponent.exps)
-        m.submodules.output = _OutputStage(self._cfg, advance, tags, exponent, normalizer, self.probs)
+        m.submodules.output = _OutputStage(self._cfg, advance, tags, exponent, normalizer, self.o)
         return m
 
 
 class _RowBuffers(Elaboratable):
     """The :class:`SoftmaxUnit`'s two row buffers and the reads of the normalizing pipeline.
 
-    Takes ``logits`` beats (rows of ``length``) into one buffer while the other is read, finding
+    Takes ``i`` beats (logits, rows of ``length``) into one buffer while the other is read, finding
     each row's maximum on the way in (:attr:`SoftmaxUnit.FILL` cycles after its last beat). A
     full buffer is read twice, beat by beat, in the cycles with ``advance``: the summing pass,
     :attr:`SoftmaxUnit.ROW_OVERHEAD` cycles of gap, the normalizing pass; the buffer is released
@@ -466,7 +466,7 @@ class _OutputStage(Elaboratable):
     Stage 13 registers ``w`` per lane, 14 the prefix sums of ``w`` within the beat (a tree of
     adders, one cycle), 15 the running sums rounded to mantissa steps (a carry of ``_STEP`` bits
     across the row's beats, ``2**(_STEP - 1)`` at its start), 16 the mantissas, differences of
-    the rounded running sums, saturated at 127. Drives ``probs`` (``valid`` from a flip-flop
+    the rounded running sums, saturated at 127. Drives ``o`` (``valid`` from a flip-flop
     of its own that moves with the tags: the engine's output side hangs on it).
     """
 
@@ -693,13 +693,13 @@ class SoftmaxEngine(Engine):
         fifo_rows = Signal(range(slots + 1))   # rows arrived in the FIFO, not yet in `row`
         room = Signal()                      # fewer than `slots` reads whose rows are not yet in `row`
         have = Signal()                      # the row register holds chunks to feed
-        row = Signal(data.ArrayLayout(unit.logits.payload.shape(), chunks))
+        row = Signal(data.ArrayLayout(unit.i.payload.shape(), chunks))
         in_chunk = Signal(range(chunks))
         in_left = Signal(range(cfg.max_row + 1))   # elements of the row from this chunk on
         in_last = Signal()                   # in_left <= lanes: the row's last chunk
-        in_accept = unit.logits.valid & unit.logits.ready
+        in_accept = unit.i.valid & unit.i.ready
         in_read_end = in_last | (in_chunk == chunks - 1)
-        m.d.comb += [unit.logits.valid.eq(have), unit.logits.payload.eq(row[in_chunk])]
+        m.d.comb += [unit.i.valid.eq(have), unit.i.payload.eq(row[in_chunk])]
         with m.If(in_accept):
             m.d.sync += [in_chunk.eq(in_chunk + 1), in_left.eq(in_left - lanes),
                          in_last.eq(in_left <= 2 * lanes)]
@@ -745,10 +745,10 @@ class SoftmaxEngine(Engine):
         out_rows = Signal.like(instr.rows)   # output rows after this one
         last_row = Signal()                  # out_rows == 0
         exp_addr = Signal.like(instr.src2)
-        beat = unit.probs.payload
-        out_accept = unit.probs.valid   # probs.ready is always high: the write ports never wait
+        beat = unit.o.payload
+        out_accept = unit.o.valid   # o.ready is always high: the write ports never wait
         row_done = out_accept & beat.last
-        m.d.comb += unit.probs.ready.eq(1)
+        m.d.comb += unit.o.ready.eq(1)
         spad_row = RowGatherer(m, beat.mant, out_accept, cfg.cols // cfg.vector_lanes, "out", end=beat.last)
         exps = RowGatherer(m, beat.row_exp, row_done, cfg.cols, "exp", end=last_row)
         m.d.comb += [

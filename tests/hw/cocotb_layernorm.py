@@ -3,7 +3,7 @@ monitor, the golden model (vitaccel.sw.layernorm) and a checker.
 
 Run by tests/hw/test_layernorm_unit.py, which passes VITACCEL_VARIANT, VITACCEL_LANES,
 VITACCEL_MAX_ROW and VITACCEL_SEED. Inputs are driven and outputs sampled at the falling edge; the
-unit's ``inp.ready`` and ``out.valid`` are registered or depend on its state only, so the
+unit's ``i.ready`` and ``o.valid`` are registered or depend on its state only, so the
 transfer at the next rising edge is known then.
 """
 
@@ -96,14 +96,14 @@ class Bench:
             while beat < beats:
                 await FallingEdge(dut.clk)
                 valid = rng.random() < p_valid
-                dut.inp__valid.value = int(valid)
-                dut.inp__payload.value = pack(row[beat * LANES:(beat + 1) * LANES], 8)
-                if valid and int(dut.inp__ready.value):
+                dut.i__valid.value = int(valid)
+                dut.i__payload.value = pack(row[beat * LANES:(beat + 1) * LANES], 8)
+                if valid and int(dut.i__ready.value):
                     if beat == 0:
                         self.starts.append(self.cycle)
                     beat += 1
         await FallingEdge(dut.clk)
-        dut.inp__valid.value = 0
+        dut.i__valid.value = 0
 
     async def monitor(self, count, beats, rng, p_ready):
         dut = self.dut
@@ -111,11 +111,11 @@ class Bench:
         while len(got) < count * beats * LANES:
             await FallingEdge(dut.clk)
             ready = rng.random() < p_ready
-            dut.out__ready.value = int(ready)
-            if ready and int(dut.out__valid.value):
+            dut.o__ready.value = int(ready)
+            if ready and int(dut.o__valid.value):
                 if len(got) % (beats * LANES) == 0:
                     self.firsts.append(self.cycle)
-                got.extend(unpack_int8(dut.out__payload.value.to_unsigned()))
+                got.extend(unpack_int8(dut.o__payload.value.to_unsigned()))
         return np.array(got).reshape(count, beats * LANES)
 
     async def run_case(self, x, alpha, params, rng, p_valid, p_ready):
@@ -139,8 +139,8 @@ async def setup(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     bench = Bench(dut)
     cocotb.start_soon(bench.clock())
-    dut.inp__valid.value = 0
-    dut.out__ready.value = 0
+    dut.i__valid.value = 0
+    dut.o__ready.value = 0
     dut.params__en.value = 0
     dut.rst.value = 1
     await ClockCycles(dut.clk, 2)

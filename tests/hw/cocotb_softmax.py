@@ -49,8 +49,8 @@ def decode(word):
 
 async def start(dut):
     Clock(dut.clk, PERIOD_NS, unit="ns").start()
-    dut.logits__valid.value = 0
-    dut.probs__ready.value = 0
+    dut.i__valid.value = 0
+    dut.o__ready.value = 0
     dut.rst.value = 1
     await RisingEdge(dut.clk)
     await RisingEdge(dut.clk)
@@ -64,16 +64,16 @@ async def drive(dut, rows, rng, p_valid, accepted):
         for word in beats_of(row):
             while True:
                 offer = rng.random() < p_valid
-                dut.logits__valid.value = offer
-                dut.logits__payload.value = word
+                dut.i__valid.value = offer
+                dut.i__payload.value = word
                 await ReadOnly()
-                taken = offer and dut.logits__ready.value
+                taken = offer and dut.i__ready.value
                 now = cycle()
                 await FallingEdge(dut.clk)
                 if taken:
                     break
         accepted.append(now)
-    dut.logits__valid.value = 0
+    dut.i__valid.value = 0
 
 
 async def collect(dut, n_rows, rng, p_ready, firsts):
@@ -82,10 +82,10 @@ async def collect(dut, n_rows, rng, p_ready, firsts):
     rows, mant, exps, held = [], [], set(), None
     while len(rows) < n_rows:
         take = rng.random() < p_ready
-        dut.probs__ready.value = take
+        dut.o__ready.value = take
         await ReadOnly()
-        if dut.probs__valid.value:
-            word = dut.probs__payload.value.to_unsigned()
+        if dut.o__valid.value:
+            word = dut.o__payload.value.to_unsigned()
             assert held is None or word == held, f"seed {SEED}: payload changed while not taken"
             if take:
                 if not mant:
@@ -100,7 +100,7 @@ async def collect(dut, n_rows, rng, p_ready, firsts):
         else:
             assert held is None, f"seed {SEED}: valid fell before the beat was taken"
         await FallingEdge(dut.clk)
-    dut.probs__ready.value = 0
+    dut.o__ready.value = 0
     return rows
 
 

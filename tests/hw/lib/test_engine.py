@@ -1,12 +1,16 @@
+# amaranth: UnusedElaboratable=no
 """Engine's command opening: ready only when idle, empty commands do nothing, busy from the cycle
-after acceptance to the command's last cycle, with or without a busy flip-flop."""
+after acceptance to the command's last cycle, with or without a busy flip-flop; the statements
+``started`` run once per command with work."""
 
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
 from vitaccel.config import AccelConfig
+from vitaccel.hw.layernorm import LayerNormEngine, LayerNormUnit
 from vitaccel.hw.lib import Engine
+from vitaccel.hw.softmax import SoftmaxEngine, SoftmaxUnit
 
 
 def _ticks(cfg, rows):
@@ -26,8 +30,9 @@ class CountingEngine(Engine):
         m = Module()
         instr = self.cmd.payload.matmul
         left = Signal.like(instr.rows)
+        self.runs = Signal(4)
         with self.command_fsm(m, work=instr.rows != 0, taken=[left.eq(instr.rows)], start="START",
-                              busy_register=self._busy_register) as fsm:
+                              started=[self.runs.eq(self.runs + 1)], busy_register=self._busy_register) as fsm:
             with m.State("START"):
                 m.next = "COUNT"
             with m.State("COUNT"):
@@ -56,8 +61,15 @@ def test_busy_window(busy_register):
                 assert ctx.get(dut.cmd.ready) != ctx.get(dut.busy)
                 await ctx.tick()
             assert busy == (dut.cycles(rows) if rows else 0), rows
+        assert ctx.get(dut.runs) == 2
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("component", [SoftmaxUnit, SoftmaxEngine, LayerNormUnit, LayerNormEngine])
+def test_rejects_what_is_not_a_config(component):
+    with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
+        component("tiny")
