@@ -74,7 +74,7 @@ class AccelConfig:
     requant_lanes : int
         Elements the requantizer produces per cycle; must divide ``cols``.
     mult_bits : int
-        Width of the signed dyadic multiplier of requantization.
+        Width of the signed dyadic multiplier of requantization, 16 to 31.
     softmax, layernorm, gelu : str
         The variant each nonlinear unit implements (see docs/numerics.md): softmax ``e2softmax``
         (SOLE) or ``shiftmax`` (I-ViT); layernorm ``ailayernorm`` (SOLE) or ``i_layernorm`` (I-ViT);
@@ -223,9 +223,12 @@ class AccelConfig:
             raise ConfigError(f"vector_lanes={self.vector_lanes} must divide cols={self.cols}")
         if not _is_pow2(self.max_row) or not 8 <= self.max_row <= 4096:
             raise ConfigError(f"max_row must be a power of two between 8 and 4096, not {self.max_row}")
-        if not 2 <= self.mult_bits <= 31:
-            # (int32 * mult + 2**62) must stay inside int64 at shift 63.
-            raise ConfigError(f"mult_bits must be between 2 and 31, not {self.mult_bits}")
+        if not 16 <= self.mult_bits <= 31:
+            # Checked end to end (quantize, compile, ISA simulator) for 16..31 with every variant.
+            raise ConfigError(
+                f"mult_bits must be between 16 and 31, not {self.mult_bits}: the quantizer fits the residual "
+                f"adds' multipliers to 16 bits, which narrower ones cannot hold, and int32 * mult + 2**62 "
+                f"must stay inside int64")
         return self
 
     # ---- files -------------------------------------------------------------------------------

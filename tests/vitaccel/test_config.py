@@ -29,6 +29,8 @@ def test_default_fits_ecp5_85f():
     ({"data_width": 4}, "data_width must be 8"),
     ({"rows": 2.5}, "rows must be an integer, not 2.5"),
     ({"name": "a b"}, "name must be a non-empty string"),
+    ({"mult_bits": 12}, "mult_bits must be between 16 and 31, not 12: the quantizer fits the residual adds"),
+    ({"mult_bits": 32}, "mult_bits must be between 16 and 31, not 32"),
 ])
 def test_bad_values_are_named(change, message):
     with pytest.raises(ConfigError) as info:
