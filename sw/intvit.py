@@ -58,14 +58,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vitaccel.config import VARIANTS
-from vitaccel.files import atomic_open, format_error
+from vitaccel.files import atomic_open, format_error, read_npz
 from vitaccel.numerics import MAX_ALPHA
 from vitaccel.sw.gelu import ShiftGeluParams
 from vitaccel.sw.layernorm import LayerNormParams
@@ -299,17 +298,11 @@ class IntViT:
         """Read an IntViT written by :meth:`save`; :class:`IntViTError` for a missing, corrupt,
         foreign or other-version file, or one whose arrays do not fit its shape."""
         path = Path(path)
-        if not path.is_file():
-            raise IntViTError(f"IntViT file {str(path)!r} does not exist")
+        payload = read_npz(path, "IntViT file", IntViTError)
         try:
-            # Our own handle: np.load leaks its file when the zip directory is unreadable.
-            with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
-                payload = {k: npz[k] for k in npz.files}
             meta = json.loads(payload.pop("meta").tobytes().decode())
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, UnicodeDecodeError,
-                EOFError) as exc:
-            raise IntViTError(f"{str(path)!r} is not a readable IntViT file (corrupt, truncated or "
-                              f"another format): {exc}") from None
+        except (ValueError, KeyError) as exc:
+            raise IntViTError(f"{str(path)!r} has no readable meta record: {exc!r}") from None
         problem = format_error(meta, path, FORMAT, VERSION, "an IntViT file", "quantize the model again")
         if problem:
             raise IntViTError(problem)

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from vitaccel.config import AccelConfig, ConfigError
-from vitaccel.files import atomic_open, format_error
+from vitaccel.files import atomic_open, format_error, read_npz
 from vitaccel.isa import INSTR_BYTES, Opcode, decode, encode_program
 
 __all__ = ["Program", "TensorSymbol", "ProgramError", "FORMAT", "FORMAT_VERSION", "TENSOR_ALIGN",
@@ -282,13 +281,7 @@ class Program:
         :class:`ProgramError` for a missing or corrupt file, another format or version, or a config mismatch.
         """
         path = Path(path)
-        if not path.is_file():
-            raise ProgramError(f"program file {str(path)!r} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                arrays = {key: npz[key] for key in npz.files}
-        except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise ProgramError(f"{str(path)!r} is not a vitaccel program file (.npz): {exc}") from None
+        arrays = read_npz(path, "vitaccel program file", ProgramError)
         missing = sorted({"meta", "image", "instructions"} - set(arrays))
         if missing:
             raise ProgramError(f"{str(path)!r} is not a vitaccel program file: it lacks {', '.join(missing)}")

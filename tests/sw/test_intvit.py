@@ -59,6 +59,7 @@ def test_validate_names_the_bad_array(intvits):
 
 
 def test_missing_and_corrupt_files(intvits, tmp_path):
+    """Through vitaccel.files.read_npz, which reads every file format (programs too)."""
     with pytest.raises(IntViTError, match="does not exist"):
         IntViT.load(tmp_path / "nope.npz")
     garbage = tmp_path / "garbage.npz"

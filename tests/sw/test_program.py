@@ -108,12 +108,7 @@ def test_load_refuses_a_config_mismatch(tmp_path):
 
 
 def test_load_refuses_other_files(tmp_path):
-    with pytest.raises(ProgramError, match="does not exist"):
-        Program.load(tmp_path / "missing.npz")
-    junk = tmp_path / "junk.npz"
-    junk.write_bytes(b"not a zip")
-    with pytest.raises(ProgramError, match="is not a vitaccel program file"):
-        Program.load(junk)
+    """Missing and corrupt files: read_npz, tested in tests/sw/test_intvit.py."""
     other = tmp_path / "other.npz"
     np.savez(other, meta=np.array(json.dumps({"format": "something else"})), image=np.zeros(1, np.uint8),
              instructions=np.zeros((0, INSTR_BYTES), np.uint8))
