@@ -31,13 +31,13 @@ TOP = "top"
 #: reintegration on Amaranth's hierarchical, richly named netlists (and sometimes exits without a
 #: word); flattening and hiding the internal names first avoids it. Port names stay: they are the
 #: pins of the constraint files. Before the names go, the flip-flops that drive a register copy
-#: made for fan-out (:func:`vitaccel.hw.memories.fanned_out`, wires named ``*_fanout_copy*``) get
+#: made for fan-out (:func:`vitaccel.hw.lib.fanned_out`, wires named ``*_fanout_copy*``) get
 #: ``keep``, so that yosys does not merge the identical copies back into one register.
 YOSYS_PRELUDE = ("hierarchy -top {top}; proc; flatten; "
                  "setattr -set keep 1 w:*_fanout_copy* %ci1:+$dff[Q] w:* %d; "
                  "rename -hide w:* i:* %d o:* %d")
 #: ECP5 synthesis options: only the MULT18X18Ds the design instantiates (array PEs and requant
-#: partial products, :class:`vitaccel.hw.array.Mult18x18D`) are DSPs; every other multiply is
+#: partial products, :class:`vitaccel.hw.lib.Mult18x18D`) are DSPs; every other multiply is
 #: built from LUTs, so that `default` fits the 156 multipliers of the LFE5U-85F.
 ECP5_SYNTH_OPTS = "-nodsp"
 Progress = Callable[[str], None] | None

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from .interfaces import MemoryPortSignature
 from .lib import RegisteredFIFO
 
-__all__ = ["MemoryArbiter", "RegisteredFIFO"]
+__all__ = ["MemoryArbiter"]
 
 
 class MemoryArbiter(wiring.Component):

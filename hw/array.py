@@ -15,7 +15,7 @@ from vitaccel.config import AccelConfig
 from .interfaces import checked_config
 from .lib import Mult18x18D, delayed, fanned_out, is_ecp5
 
-__all__ = ["SystolicArray", "array_latency", "dsp_floorplan", "MULTIPLIERS", "Mult18x18D", "is_ecp5"]
+__all__ = ["SystolicArray", "array_latency", "dsp_floorplan", "MULTIPLIERS"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
 #: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the operand and product registers inside),
@@ -83,7 +83,7 @@ class SystolicArray(wiring.Component):
     multiplier : str
         How each PE multiplies (:data:`MULTIPLIERS`); every choice has the same ports, latency and
         results. ``"mult18x18d"`` puts each PE's operand registers and product register inside one
-        ECP5 MULT18X18D (:class:`Mult18x18D`): yosys never moves a fabric register into the DSP.
+        ECP5 MULT18X18D (:class:`~vitaccel.hw.lib.Mult18x18D`): yosys never moves a fabric register into the DSP.
     dsp_sites : sequence of sequences of str
         With ``"mult18x18d"``: the device's DSP sites by row (nextpnr BEL names, as
         :attr:`vitaccel.boards.targets.Device.dsp_sites`); each PE is placed by

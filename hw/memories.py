@@ -20,9 +20,9 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import Out
 
 from .interfaces import local_addr_width
-from .lib import delayed, fanned_out, read_room
+from .lib import fanned_out
 
-__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY", "delayed", "fanned_out", "read_room"]
+__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY"]
 
 #: Cycles from a read's ``en``/``addr`` to its ``data`` on a :class:`SharedMemory` read port.
 READ_LATENCY = 4

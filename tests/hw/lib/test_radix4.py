@@ -1,9 +1,9 @@
-"""Radix-4 partial products: their weighted sum is the product, for every 8-bit selector."""
+"""Radix-4 partial products: their weighted sum is the product, for every 7- and 8-bit selector,
+signed or not."""
 
 import pytest
-from amaranth.hdl import Const, signed, unsigned
+from amaranth.hdl import Const, Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
-from amaranth.hdl import Module, Signal
 
 from vitaccel.hw.lib import radix4_pair_sums, radix4_products
 
