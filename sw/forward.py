@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gelu import apply_gelu_table, shift_gelu
-from .golden import linear
-from .intvit import IntViT, LayerNorm
-from .layernorm import ailayernorm, i_layernorm
-from .residual import residual_add
-from .softmax import Probabilities, attention_matmul, e2softmax, shiftmax
+from vitaccel.sw.gelu import apply_gelu_table, shift_gelu
+from vitaccel.sw.golden import linear, matmul
+from vitaccel.sw.intvit import IntViT, LayerNorm
+from vitaccel.sw.layernorm import ailayernorm, i_layernorm
+from vitaccel.sw.residual import residual_add
+from vitaccel.sw.softmax import Probabilities, attention_matmul, e2softmax, shiftmax
 
 __all__ = ["quantize_input", "patches", "forward", "trace", "fake_quant_forward"]
 
@@ -141,9 +141,9 @@ def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
     keep = keeper("")
     xn = _layernorm(intvit, intvit.norm, x)
     keep("norm", xn)
-    # The head is exact: int8 x int8 products summed in int32 (|sum| < 2**15 * D), plus the bias.
-    logits = (xn[:, 0].astype(np.int64) @ intvit.head.weight.astype(np.int64).T
-              + intvit.head.bias).astype(np.int32)
+    # The head is exact: int8 x int8 products summed in int32 (|sum| < 2**15 * D) onto the bias, as
+    # its MATMULs accumulate onto the bias loaded into ACC.
+    logits = matmul(xn[:, 0], intvit.head.weight, intvit.head.bias, transpose_b=True)
     keep("logits", logits)
     return logits, tensors
 

@@ -17,8 +17,8 @@ def matmul(a, b, acc=None, *, transpose_b: bool = False) -> np.ndarray:
 
     ``a`` int8 (M, K): one input row per output row. ``b`` int8: the weight tile as stored, ``W = b``
     (K, N), or with ``transpose_b`` its transpose ``W = b.T`` (``b`` then (N, K), one row per output
-    column: ``x @ w.T`` with ``w`` stored row by row). ``acc`` int32 (M, N): added when given
-    (``accumulate``). Products are exact; the sum wraps to int32. Returns int32 (M, N).
+    column: ``x @ w.T`` with ``w`` stored row by row). ``acc`` int32 (M, N), or broadcast to it:
+    added when given (``accumulate``). Products are exact; the sum wraps to int32. Returns int32 (M, N).
     """
     w = np.asarray(b, dtype=np.int64)
     out = np.asarray(a, dtype=np.int64) @ (w.T if transpose_b else w)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vitaccel.numerics import requant_dyadic
-from vitaccel.sw.golden import linear, requantize
+from vitaccel.sw.golden import linear, matmul, requantize
 
 
 def reference(acc, bias, mult, shift):
@@ -54,3 +54,16 @@ def test_linear_checks_its_inputs():
         linear(np.zeros((2, 3)), np.zeros((4, 3), np.int8), 0, 1, 0)
     with pytest.raises(ValueError, match="must agree on K"):
         linear(np.zeros((2, 3), np.int8), np.zeros((4, 5), np.int8), 0, 1, 0)
+
+
+def test_matmul_is_exact_then_wraps_to_int32():
+    rng = np.random.default_rng(5)
+    a = rng.integers(-128, 128, (7, 4), dtype=np.int8)
+    b = rng.integers(-128, 128, (4, 4), dtype=np.int8)
+    exact = [[sum(int(a[r, i]) * int(b[i, j]) for i in range(4)) for j in range(4)] for r in range(7)]
+    assert matmul(a, b).tolist() == exact
+    assert matmul(a, b.T, transpose_b=True).tolist() == exact
+    acc = np.full((7, 4), np.iinfo(np.int32).max, dtype=np.int32)
+    wrapped = [[(v + 2**31 - 1 + 2**31) % 2**32 - 2**31 for v in row] for row in exact]
+    got = matmul(a, b, acc)
+    assert got.dtype == np.int32 and got.tolist() == wrapped
