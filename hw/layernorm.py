@@ -752,18 +752,18 @@ class LayerNormEngine(Engine):
         ``rows == 0`` or ``length == 0`` has no work (``length <= max_row``: the controller checks
         it). ``busy`` lasts to the cycle of the last scratchpad write, inclusive:
         :func:`layernorm_cycles` cycles.
-    param_rd : In(param_read_signature(cfg))
+    param_rd : In(local_port_signature(cfg, "param_rd"))
         PARAM read port (data :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the read):
         the planes' rows, each once per beat of ``L`` channels, from the cycle after acceptance,
         written into the unit's planes ``READ_LATENCY + 1`` cycles after their reads; then the
         ``m, k`` row, latched into the unit ``READ_LATENCY`` cycles after its read (a cycle before
         the unit takes the first input beat).
-    spad_rd : In(spad_read_signature(cfg))
+    spad_rd : In(local_port_signature(cfg, "spad_rd"))
         Scratchpad read port (data ``READ_LATENCY`` cycles after the read): the input rows, each
         tile once per beat, from the cycle of the ``m, k`` read on, read ahead of the unit: at most
         :attr:`INPUT_SLOTS` beats in flight or in the engine's input FIFO, one in its input
         register.
-    spad_wr : In(spad_write_signature(cfg))
+    spad_wr : In(local_port_signature(cfg, "spad_wr"))
         Scratchpad write port: each output tile once, in the cycle its last beat leaves the unit.
 
     Notes

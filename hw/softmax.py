@@ -593,19 +593,19 @@ class SoftmaxEngine(Engine):
         ``rows == 0`` or ``length == 0`` has no work (``length <= max_row`` is the controller's
         check, ROW_LENGTH). ``busy`` lasts to the cycle of the last scratchpad and PARAM writes,
         inclusive: :func:`softmax_cycles` cycles.
-    spad_rd : In(spad_read_signature(cfg))
+    spad_rd : In(local_port_signature(cfg, "spad_rd"))
         Scratchpad read port (data :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the
         read): the input rows, row ``r``'s tiles in order, then row ``r + 1``'s; each scratchpad
         row is read once (the first in the cycle after acceptance), at most
         :attr:`INPUT_SLOTS` ``+ 1`` ahead of the unit: :attr:`INPUT_SLOTS` in flight or in the
         engine's input FIFO, one in its row register.
-    spad_wr : In(spad_write_signature(cfg))
+    spad_wr : In(local_port_signature(cfg, "spad_wr"))
         Scratchpad write port: the output rows in the same order.
-    param_rd : In(param_read_signature(cfg))
+    param_rd : In(local_port_signature(cfg, "param_rd"))
         PARAM read port: row ``param_addr`` in the cycle after acceptance, latched into the unit's
         ``mult`` and ``shift`` when its data arrives, ``READ_LATENCY`` cycles later (with the first
         scratchpad row's, before the unit takes its first beat).
-    param_wr : In(param_write_signature(cfg))
+    param_wr : In(local_port_signature(cfg, "param_wr"))
         PARAM write port: row ``src2 + k`` once the exponents of rows ``k * cols .. k * cols +
         cols - 1`` (or the last row) are known, in the cycle of that row's last scratchpad write.
 
