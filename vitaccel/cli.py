@@ -1,8 +1,8 @@
 """The `vitaccel` command: parse arguments, call the run service (vitaccel/run.py) and the jobs
 (vitaccel/jobs.py, demo.py, boards/), print their reports.
 
-User errors (bad config name, bad dimensions, missing files) print one line on stderr and exit with
-status 2 (``--verbose``: with the traceback). Numbers go to stdout, as one JSON object with
+User errors (bad config name, bad dimensions, missing or unwritable files) print one line on stderr
+and exit with status 2 (``--verbose``: with the traceback); Ctrl-C prints one line and exits with 130. Numbers go to stdout, as one JSON object with
 ``--json``; progress goes to stderr, so that ``--json`` output stays machine-readable.
 """
 
@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -80,6 +81,19 @@ def _check_images(images: int, model: str) -> None:
              f"--images {images}: the tiny-digits test split has {stop - start} images")
 
 
+def _check_writable(path: str, flag: str) -> None:
+    """``flag``'s file can be created (its folder, or the nearest one that exists, takes a new
+    file), checked by making one there: before the run, not after it."""
+    folder = Path(path).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
 def _board_config(args):
     """--config, or the board's own config when --config is 'board'."""
     from vitaccel.boards.targets import board, board_config
@@ -117,6 +131,9 @@ def cmd_simulate(args, say):
              "--trace and --trace-instructions need --engine rtl")
     _require(not args.trace or args.trace.endswith(".vcd"),
              f"--trace writes a VCD waveform: give a .vcd file name, not {args.trace!r}")
+    for flag, path in (("--trace", args.trace), ("--trace-instructions", args.trace_instructions)):
+        if path is not None:
+            _check_writable(path, flag)
     common = dict(seed=args.seed, engine=args.engine, latency=(lo, hi), stall=args.stall, trace=args.trace,
                   trace_instructions=args.trace_instructions, progress=say)
     if args.model is not None:
@@ -146,7 +163,7 @@ def _model_lines(args, cfg, report: dict) -> list:
     title = f"{report['model']} on '{cfg.name}', engine {args.engine} (cycles: {report['cycles_source']})"
     lines = [_runs_table(title, report["runs"]),
              f"{report['instructions']} instructions, {report['cycles']:,} cycles per image, MAC utilization "
-             f"{report['utilization']:.1%}, wall {report['wall_s']} s"
+             f"{report['utilization']:.1%}, wall {report['wall_s']} s (building the simulator: {report['build_s']} s)"
              + (f", {report['sim_cycles_per_s']:,} simulated cycles/s, perf model error {report['perf_error']:+.2%}"
                 if report.get("sim_cycles_per_s") else "")]
     if args.report:
@@ -379,17 +396,29 @@ def _domain_errors() -> tuple:
     return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError, FitError, LinkError)
 
 
+def _message(exc: Exception) -> str:
+    """The line that reports ``exc``: its message; for a file the system refused, the file and why."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+
+
 def main(argv=None) -> int:
-    """Run the command ``argv`` asks for; its exit status: 0, 1 when a run was not bit-exact, 2 on a user error."""
+    """Run the command ``argv`` asks for; its exit status: 0, 1 when a run was not bit-exact, 2 on a user
+    error (bad input, or a file the system refuses), 130 when interrupted (Ctrl-C)."""
     args = build_parser().parse_args(argv)
     try:
         with step_progress(args.json) as say:
             report, lines = args.func(args, say)
-    except (UserError, ConfigError, FileNotFoundError, *_domain_errors()) as exc:
+    except KeyboardInterrupt:
         if args.verbose:
             traceback.print_exc()
-        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-        print(f"vitaccel: error: {message}", file=sys.stderr)
+        print("vitaccel: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, ConfigError, OSError, *_domain_errors()) as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"vitaccel: error: {_message(exc)}", file=sys.stderr)
         return 2
     print(json.dumps(report) if args.json else "\n".join(lines))
     return 1 if report.get("bit_exact") is False else 0

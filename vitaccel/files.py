@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["build_root", "atomic_open", "atomic_write_text", "new_file_mode", "format_error"]
+__all__ = ["build_root", "atomic_path", "atomic_open", "atomic_write_text", "new_file_mode", "format_error"]
 
 
 def build_root() -> Path:
@@ -34,25 +34,34 @@ def new_file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode: str = "wb"):
-    """A file object (``mode`` ``"wb"`` or ``"w"``) whose content appears at ``path`` whole when
-    the block ends: written to a temporary file in the same directory, given the mode of a new file
-    (:func:`new_file_mode`), then renamed. An exception (an interruption too) removes the temporary
-    file and leaves ``path`` as it was. An ``OSError`` about the temporary file names ``path``."""
+def atomic_path(path):
+    """A temporary file beside ``path`` for a writer that wants a file name (a simulator writing a
+    waveform, say), renamed to ``path`` when the block ends, with the mode of a new file
+    (:func:`new_file_mode`). An exception (an interruption too) removes it and leaves ``path`` as it
+    was. An ``OSError`` about the temporary file names ``path``: it is the one the user knows."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
+        yield Path(tmp)
         os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode: str = "wb"):
+    """A file object (``mode`` ``"wb"`` or ``"w"``) whose content appears at ``path`` whole when
+    the block ends (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -67,6 +76,9 @@ def read_npz(path: Path, kind: str, error: type[Exception]) -> dict[str, np.ndar
     if not path.is_file():
         raise error(f"{kind} {str(path)!r} does not exist")
     try:
+        if not zipfile.is_zipfile(path):
+            # np.load would read it as a pickle and advise allow_pickle, which is no help here.
+            raise zipfile.BadZipFile("not an .npz archive")
         # Our own handle: np.load leaks its file when the zip directory is unreadable.
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}

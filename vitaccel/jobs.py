@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from vitaccel.config import AccelConfig
+from vitaccel.files import atomic_write_text
 
 __all__ = ["generate", "build_board", "compile_program", "estimate_model", "write_estimate_report"]
 
@@ -46,7 +47,7 @@ def compile_program(model: str, cfg: AccelConfig, output: str, *, listing: bool 
               "utilization_modelled": round(modelled.macs / (cfg.macs * modelled.cycles), 4)}
     if listing:
         path = Path(output).with_suffix(".lst")
-        path.write_text(program.listing() + "\n")
+        atomic_write_text(path, program.listing() + "\n")
         report["listing"] = str(path)
     return report
 
@@ -70,9 +71,10 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
 
     say = progress or (lambda message: None)
     target = board(board_name)
+    # The model first: a bad model file fails in a second, not after the elaboration and the tools.
+    intvit = load_intvit(model, cfg, say)
     result = estimate(board_name, cfg, route=route, seed=seed, timeout=NEXTPNR_TIMEOUT if timeout is None else timeout,
                       progress=say)
-    intvit = load_intvit(model, cfg, say)
     say("compiling " + model)
     program = compile_model(intvit, cfg)
     images, labels = model_images(intvit, 1)
@@ -111,7 +113,7 @@ def write_estimate_report(report: dict, sim: dict, out_dir: Path) -> None:
               f"| GOPS (peak) | {report['gops']} ({report['peak_gops']}) | 2 x MACs x FPS |",
               f"| memory-bandwidth bound | {report['memory_bound_fps']} FPS | {report['memory_bound_note']} |",
               "", "![cycles per layer](layers.png)", ""]
-    (out_dir / "estimate.md").write_text("\n".join(lines))
+    atomic_write_text(out_dir / "estimate.md", "\n".join(lines))
 
 
 def generate(cfg: AccelConfig, output: str, *, progress: Callable[[str], None] | None = None) -> dict:

@@ -20,6 +20,7 @@ came from.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from vitaccel.config import AccelConfig
+from vitaccel.files import atomic_open, atomic_path
 
 __all__ = ["ENGINES", "Mismatch", "first_mismatch", "Execution", "Backend", "IsaBackend", "RtlBackend",
            "BoardBackend", "backend", "ImageRun", "Report", "run_program", "run_images", "simulate_linear",
@@ -105,6 +107,8 @@ class Backend(ABC):
     name = ""
     #: What progress messages call it.
     label = ""
+    #: Seconds :meth:`prepare` spent building a simulator (reported apart from the run's wall time).
+    build_s = 0.0
 
     def prepare(self, program) -> None:
         """Nothing to ready by default."""
@@ -137,7 +141,9 @@ class RtlBackend(Backend):
     """The Verilator model of ``cfg``'s core. Its memory answers a read after a uniform random
     latency in ``latency = (MIN, MAX)`` cycles and refuses a command with probability ``stall``,
     drawn from ``seed + k`` on the ``k``-th execution; ``trace`` (a .vcd path) and
-    ``trace_instructions`` (a .csv path, :func:`write_instruction_trace`) record the first."""
+    ``trace_instructions`` (a .csv path, :func:`write_instruction_trace`) record the first; the
+    waveform is written under a temporary name beside ``trace`` and renamed when the run ends
+    (removed when it fails or is interrupted). :meth:`prepare` builds the models the runs need."""
     name = label = "rtl"
 
     def __init__(self, cfg: AccelConfig, *, seed: int = 0, latency=(1, 1), stall: float = 0.0, trace=None,
@@ -150,16 +156,23 @@ class RtlBackend(Backend):
         from vitaccel.sim.verilator import build
 
         self.progress(f"building the Verilator model of {self.cfg.name} (cached after the first run)")
+        start = time.perf_counter()
         build(self.cfg)
+        if self.trace is not None:
+            self.progress(f"building the tracing Verilator model of {self.cfg.name} (cached after the first run)")
+            build(self.cfg, trace=True)
+        self.build_s = time.perf_counter() - start
 
     def execute(self, program, inputs, outputs):
         from vitaccel.sim.verilator import run_image
 
         run = program.with_tensors(**inputs) if inputs else program
         first = self.executions == 0
-        result = run_image(self.cfg, run.image, run.prog_addr, seed=self.seed + self.executions,
-                           latency=self.latency, cmd_stall=self.stall, trace=self.trace if first else None,
-                           trace_instructions=first and self.trace_instructions is not None)
+        traced = first and self.trace is not None
+        with atomic_path(self.trace) if traced else contextlib.nullcontext() as wave:
+            result = run_image(self.cfg, run.image, run.prog_addr, seed=self.seed + self.executions,
+                               latency=self.latency, cmd_stall=self.stall, trace=wave,
+                               trace_instructions=first and self.trace_instructions is not None)
         if first and self.trace_instructions is not None:
             write_instruction_trace(run, result.instructions, self.trace_instructions)
         self.executions += 1
@@ -325,7 +338,8 @@ def run_program(program, expected: Mapping[str, np.ndarray], engine: Backend, *,
     every tensor of ``expected`` (name -> golden array) with what each left, whole tensors.
 
     The report's head is ``subject`` (what ran), the config, the engine, ``seed``, the instruction
-    count and ``isa_bit_exact``; its figures the engine's error name, cycles, wall time, its
+    count and ``isa_bit_exact``; its figures the engine's error name, cycles, wall time (the run),
+    ``build_s`` (building the simulator, apart from the run), its
     :meth:`~Backend.conditions` and ``first_mismatch``, and for a simulator ``rtl_equals_isa`` (the
     whole final memory images are equal).
     """
@@ -335,13 +349,14 @@ def run_program(program, expected: Mapping[str, np.ndarray], engine: Backend, *,
             "instructions": len(program.instructions), "isa_bit_exact": isa.ok and isa_mismatch is None}
     if engine.name == "isa":
         return Report(head, head["isa_bit_exact"], figures={
-            "error": isa.error, "wall_s": round(isa.wall_s, 4),
+            "error": isa.error, "wall_s": round(isa.wall_s, 4), "build_s": 0.0,
             "first_mismatch": isa_mismatch and isa_mismatch.to_json()})
     engine.prepare(program)
     run = engine.execute(program, {}, expected)
     mismatch = first_mismatch(expected, run.outputs)
     figures = {} if run.image is None else {"rtl_equals_isa": run.image == isa.image}
-    figures.update(error=run.error, cycles=run.cycles, wall_s=round(run.wall_s, 4))
+    figures.update(error=run.error, cycles=run.cycles, wall_s=round(run.wall_s, 4),
+                   build_s=round(engine.build_s, 3))
     if run.sim_cycles:
         figures["sim_cycles_per_s"] = round(run.sim_cycles / run.wall_s) if run.wall_s > 0 else 0
     figures.update(engine.conditions(), first_mismatch=mismatch and mismatch.to_json())
@@ -438,7 +453,8 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
     against the golden integer forward. The report of ``vitaccel simulate --model``.
 
     Per image: the predicted and golden class, the label, ``bit_exact`` and ``cycles``; overall
-    ``wall_s``, ``sim_cycles_per_s`` (rtl), ``cycles_source``, the per-unit busy cycles and
+    ``wall_s`` (the runs), ``build_s`` (building the simulator, apart from them), ``sim_cycles_per_s``
+    (rtl), ``cycles_source``, the per-unit busy cycles and
     per-layer figures of the performance model (labelled modelled), ``top1`` with labels, and for
     ``rtl`` the error of the performance model against the measured cycles. ``trace`` (a .vcd path)
     and ``trace_instructions`` (a .csv path) record the first image's run (``rtl`` only).
@@ -465,6 +481,7 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         program = compile_model(intvit, cfg)
         compile_s = time.perf_counter() - start
     model = perf.estimate(program, mem_latency=lo)
+    build_s = 0.0
     if engine == "perf":
         runs, wall, sim_cycles = [ImageRun(i, None if labels is None else int(labels[i]), model.cycles)
                                   for i in range(len(images))], 0.0, 0
@@ -472,6 +489,7 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         runner = backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
                          trace_instructions=trace_instructions, progress=say)
         runner.prepare(program)
+        build_s = runner.build_s
         runs, wall, sim_cycles = run_images(program, runner, patches(images, intvit.config.patch_size),
                                             forward(intvit, images), labels, progress=say)
 
@@ -483,6 +501,7 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         "perf_mem_latency": lo,
         "macs": model.macs,
         "wall_s": round(wall, 3),
+        "build_s": round(build_s, 3),
         "busy_cycles_modelled": {name: sum(layer.by_class.get(name, 0) for layer in model.layers)
                                  for name in perf.BOUNDS},
         "layers_modelled": [{"layer": layer.name, "cycles": layer.cycles, "macs": layer.macs,
@@ -596,7 +615,7 @@ def write_instruction_trace(program, spans, path) -> None:
     from vitaccel.isa import INSTR_BYTES, decode
 
     layers = program.layer_of() if program.layers else [""] * len(program.instructions)
-    with open(path, "w", newline="") as f:
+    with atomic_open(path, "w") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "pc", "instruction", "layer", "start", "end", "cycles"])
         for pc, start, end in spans:
