@@ -60,7 +60,6 @@ class RowGatherer:
 
     def __init__(self, m: Module, beat, step, parts: int, name: str, *, end=None):
         beat = Value.cast(beat)
-        self._m = m
         self.at = at = Signal(parts, init=1, name=f"{name}_at")
         if end is None:
             held = Signal(data.ArrayLayout(unsigned(len(beat)), parts - 1), name=f"{name}_held")
