@@ -154,8 +154,9 @@ class DMA(wiring.Component):
         """The external commands, as a namespace: a walk (``walk``, :class:`_RowWalk`) makes word
         ``walk.word`` of the current row in a cycle with ``go`` (``valid``, driven by the LOAD or
         STORE side, and room in the queue); a command made in cycle t goes through one stage
-        (``made_valid``; its write data ``made_wdata``, driven by the STORE side, is registered by
-        then) into the output queue at the end of t + 1 (:meth:`_output_queue`, ``out_valid``)."""
+        (``made_valid``, its address, and its write data ``made_wdata``, which the STORE side
+        drives from that stage's registers) into the output queue at the end of t + 1
+        (:meth:`_output_queue`; ``out_valid``: the queue holds a command)."""
         cfg = self.cfg
         instr = command.instr
         # The walk's current word is at c_addr; c_base is the row's address.

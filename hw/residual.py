@@ -268,8 +268,8 @@ class ElementwiseEngine(Engine):
         m = Module()
         m.submodules.unit = unit = self.unit_class(self._cfg)
         walk = self._walk(m, unit)
-        self._operands_in(m, unit, walk)
-        self._results_out(m, unit, walk)
+        last_beat = self._operands_in(m, unit, walk)
+        self._results_out(m, unit, walk, last_beat)
         return m
 
     def _walk(self, m, unit):
@@ -291,11 +291,11 @@ class ElementwiseEngine(Engine):
         # Every comparison the walk needs is a registered flag, set a step ahead from a
         # comparison of a register with a constant: no adder feeds a comparator and no
         # comparator the next-state logic in the same cycle.
-        again = SimpleNamespace(rows_m1=Signal.like(instr.rows, name="rows_m1"),     # rows - 1
-                                rows_one=Signal(name="rows_one"),                    # rows == 1
-                                stride=Signal(addr_width, name="stride"))
-        walk = SimpleNamespace(rd=_TileWalk("rd", self.operands, instr, addr_width, again),
-                               wr=_TileWalk("wr", 1, instr, addr_width, again),
+        next_tile = SimpleNamespace(rows_m1=Signal.like(instr.rows, name="rows_m1"),     # rows - 1
+                                    rows_one=Signal(name="rows_one"),                    # rows == 1
+                                    stride=Signal(addr_width, name="stride"))
+        walk = SimpleNamespace(rd=_TileWalk("rd", self.operands, instr, addr_width, next_tile),
+                               wr=_TileWalk("wr", 1, instr, addr_width, next_tile),
                                slot=Signal(range(period), name="slot"), wr_final=Signal(name="wr_final"))
 
         # A command is accepted whenever one is offered while waiting, empty or not: `valid`
@@ -329,9 +329,9 @@ class ElementwiseEngine(Engine):
             m.d.comb += [self.cmd.ready.eq(1), idle.eq(1)]
             m.d.sync += [
                 nonempty.eq((instr.rows != 0) & (instr.length != 0)),
-                again.rows_m1.eq(instr.rows - 1),
-                again.rows_one.eq(instr.rows == 1),
-                again.stride.eq(instr.tile_stride),
+                next_tile.rows_m1.eq(instr.rows - 1),
+                next_tile.rows_one.eq(instr.rows == 1),
+                next_tile.stride.eq(instr.tile_stride),
                 param_addr.eq(instr.param_addr),
                 walk.slot.eq(0),
                 *walk.rd.begin([instr.src, instr.src2][:self.operands], cfg.cols),
@@ -348,7 +348,8 @@ class ElementwiseEngine(Engine):
         return data.View(data.ArrayLayout(lanes_layout(cfg), cfg.cols // cfg.vector_lanes), row)[index]
 
     def _operands_in(self, m, unit, walk):
-        """The operand beats into the unit, from the reads of the rows ``walk.rd`` walks over.
+        """The operand beats into the unit, from the reads of the rows ``walk.rd`` walks over;
+        returns the strobe of a row's last beat entering the unit.
 
         The read port is registered (address and enable one cycle after the walk step) and its
         data arrives READ_LATENCY cycles after that: the read's strobe (`got*`) and chunk travel
@@ -396,11 +397,12 @@ class ElementwiseEngine(Engine):
                 unit.i.payload.b.eq(self._chunk_of(b_row, beat_chunk)),
             ]
         m.d.comb += [unit.i.valid.eq(beat_valid), unit.o.ready.eq(1)]
-        walk.last_beat = beat_valid & (beat_chunk == chunks - 1)
+        return beat_valid & (beat_chunk == chunks - 1)
 
-    def _results_out(self, m, unit, walk):
+    def _results_out(self, m, unit, walk, last_beat):
         """The unit's result beats, gathered into rows and written to the rows ``walk.wr`` walks
-        over, with the elements past ``length`` zeroed."""
+        over, with the elements past ``length`` zeroed; ``last_beat`` marks a row's last beat
+        entering the unit."""
         cfg = self._cfg
         cols = cfg.cols
         # Result beats come out in order: all but the last chunk of a row wait in the gatherer,
@@ -410,7 +412,7 @@ class ElementwiseEngine(Engine):
         out = RowGatherer(m, unit.o.payload, unit.o.valid, cols // cfg.vector_lanes, "out")
         row_done = Signal()
         last_in = Signal(unit.latency)
-        m.d.sync += last_in.eq(Cat(walk.last_beat, last_in[:-1]))
+        m.d.sync += last_in.eq(Cat(last_beat, last_in[:-1]))
         m.d.comb += row_done.eq(last_in[-1])
         result = data.View(data.ArrayLayout(signed(cfg.data_width), cols), out.row)
         wr_en, wr_addr = Signal(), Signal(local_addr_width(cfg.spad_rows))
@@ -432,11 +434,11 @@ class _TileWalk:
     """One walk over the output rows, tile by tile, row by row within a tile: the address of
     the current row of each of ``n`` tensors, the rows left in the tile, the elements left from
     the tile's first (``left``, so that the tile is the last one when ``left <= cols``: no
-    division by cols in hardware). ``again`` holds the command's ``rows_m1``, ``rows_one`` and
-    ``stride`` registers, which a new tile starts from."""
+    division by cols in hardware). ``next_tile`` holds the command's ``rows_m1``, ``rows_one``
+    and ``stride`` registers, which a new tile starts from."""
 
-    def __init__(self, name, n, instr, addr_width, again):
-        self._again = again
+    def __init__(self, name, n, instr, addr_width, next_tile):
+        self._next_tile = next_tile
         self._instr = instr
         self.addr = [Signal(addr_width, name=f"{name}_addr_{k}") for k in range(n)]
         self.base = [Signal(addr_width, name=f"{name}_base_{k}") for k in range(n)]
@@ -455,12 +457,12 @@ class _TileWalk:
 
     def step(self, m, cols):
         """Statements (under the caller's condition) that move to the next row."""
-        again = self._again
+        next_tile = self._next_tile
         with m.If(self.last_row):
-            m.d.sync += [self.rows_left.eq(again.rows_m1), self.last_row.eq(again.rows_one),
+            m.d.sync += [self.rows_left.eq(next_tile.rows_m1), self.last_row.eq(next_tile.rows_one),
                          self.left.eq(self.left - cols), self.last_tile.eq(self.left <= 2 * cols)]
             for addr, base in zip(self.addr, self.base):
-                m.d.sync += [addr.eq(base + again.stride), base.eq(base + again.stride)]
+                m.d.sync += [addr.eq(base + next_tile.stride), base.eq(base + next_tile.stride)]
         with m.Else():
             m.d.sync += [self.rows_left.eq(self.rows_left - 1), self.last_row.eq(self.rows_left == 1)]
             m.d.sync += [addr.eq(addr + 1) for addr in self.addr]
