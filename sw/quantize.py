@@ -151,6 +151,10 @@ def calibrate(model: vit.VisionTransformer, images: torch.Tensor, *, batch_size:
             if progress:
                 progress(f"calibrating: batch {n + 1}/{len(batches)}")
             acts = _activations(model, batch) | {"input": batch}
+            # The first activation in forward order that overflowed names the culprit (the blocks'
+            # keep their order in the dict; the input, embedding and final norm are placed).
+            for name in sorted(acts, key=lambda a: {"input": 0, "patch": 1, "x0": 2, "norm": 4}.get(a, 3)):
+                _check_finite(acts[name], f"calibration activation {name!r} (batch {n + 1})")
             for name, t in acts.items():
                 x = t.detach().double().numpy()
                 x = x.reshape(-1, x.shape[-1])
@@ -212,8 +216,9 @@ _UNSUPPORTED_KEYS = [
 
 
 def check_supported(model: nn.Module) -> vit.VisionTransformer:
-    """``model`` if every submodule is one the quantizer maps onto the ISA, else QuantizeError
-    naming the first module that is not (its path and type)."""
+    """``model`` if every submodule is one the quantizer maps onto the ISA and every weight is
+    finite, else QuantizeError naming the first module that is not (its path and type) or the
+    first tensor holding a NaN or an infinity."""
     for name, module in model.named_modules():
         expected = next((t for pattern, t in _MODULE_TYPES if re.fullmatch(pattern, name)), None)
         if expected is None or type(module) is not expected:
@@ -223,7 +228,17 @@ def check_supported(model: nn.Module) -> vit.VisionTransformer:
         if isinstance(module, nn.GELU) and module.approximate != "none":
             raise QuantizeError(f"unsupported GELU approximation {module.approximate!r} in {name!r}: "
                                 f"the quantizer expects the exact (erf) GELU")
+    for name, tensor in model.state_dict().items():
+        _check_finite(tensor, f"weight {name!r}")
     return model
+
+
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    """QuantizeError naming ``what`` when ``tensor`` holds a NaN or an infinity: no scale fits it."""
+    bad = ~torch.isfinite(tensor)
+    if bad.any():
+        raise QuantizeError(f"{what} is not finite ({int(bad.sum())} of {tensor.numel()} values are NaN or "
+                            f"infinite): no int8 scale can represent it")
 
 
 # ---- PTQ -----------------------------------------------------------------------------------------
@@ -423,7 +438,7 @@ def _resolve_model(model) -> tuple[str, Callable[[], vit.VisionTransformer]]:
     if path.is_file():
         return str(path), lambda: check_supported(_load_checkpoint(path))
     raise QuantizeError(f"unknown model {name!r}: neither a built-in model "
-                        f"({', '.join(vit.PRESETS)}) nor an existing checkpoint file")
+                        f"({', '.join(vit.NAMED_MODELS)}) nor an existing checkpoint file")
 
 
 def _load_checkpoint(path: Path) -> vit.VisionTransformer:

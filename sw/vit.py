@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 __all__ = [
-    "ViTConfig", "PRESETS", "preset", "VisionTransformer", "Activation", "capture_activations",
+    "ViTConfig", "PRESETS", "NAMED_MODELS", "preset", "VisionTransformer", "Activation", "capture_activations",
     "CheckpointError", "load_checkpoint", "infer_config", "load_state_dict_checked",
     "vit_from_checkpoint", "load_builtin", "BUILTIN_WEIGHTS", "MODELS_DIR",
 ]
@@ -123,6 +123,11 @@ PRESETS: dict[str, ViTConfig] = {
     # three heads like DeiT-Tiny; 17 tokens (16 patches of 2x2 + class).
     "tiny-digits": ViTConfig(8, 2, 1, 10, 36, 2, 3, 2.0),
 }
+
+
+#: The built-in models the README and ``vitaccel --help`` name, and errors list; the other presets
+#: (timm's ViT-S and ViT-B shapes, random weights) load too but are not run or documented here.
+NAMED_MODELS = ("tiny-digits", "deit-tiny")
 
 
 def preset(name: str) -> ViTConfig:
@@ -296,17 +301,27 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     Torch files are read with ``weights_only=True`` (no arbitrary code runs); a dict that wraps the
     state dict under ``'model'`` or ``'state_dict'`` (as DeiT's releases and most training loops
     save) is unwrapped. Tensors are returned on the CPU. Raises CheckpointError for an unknown file
-    suffix or a file that holds something other than a mapping of names to tensors.
+    suffix, a file its reader cannot read (corrupt, or not a checkpoint) or one that holds something
+    other than a mapping of names to tensors.
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(path, device="cpu")
-    if suffix not in (".pth", ".pt"):
+    if suffix not in (".pth", ".pt", ".safetensors"):
         raise CheckpointError(f"{path}: unknown checkpoint format {suffix!r} "
                               f"(expected .pth, .pt or .safetensors)")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(path, device="cpu")
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:
+        # The readers raise whatever their parser meets first (KeyError, UnpicklingError,
+        # RuntimeError, SafetensorError, ...), with messages that advise unsafe loading or name
+        # internals: the kind of error is all that helps.
+        raise CheckpointError(f"{path}: not a readable {suffix} checkpoint (corrupt, another kind of file, "
+                              f"or Python objects besides tensors; {type(exc).__name__})") from None
     for wrapper in ("model", "state_dict"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
@@ -359,8 +374,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], num_heads: int | None =
     if num_heads is None:
         matches = {c.num_heads for c in PRESETS.values() if c.embed_dim == dim}
         if len(matches) != 1:
-            raise CheckpointError(f"cannot tell the number of heads for embed_dim {dim} (no preset "
-                                  f"has it): pass num_heads, or a config")
+            widths = ", ".join(f"{c.embed_dim} ({c.num_heads} heads)" for c in PRESETS.values())
+            raise CheckpointError(f"cannot tell the number of heads for embed_dim {dim}: a checkpoint does "
+                                  f"not record it and only the built-in widths are known: {widths}")
         num_heads = matches.pop()
     mlp_ratio = hidden / dim
     if int(dim * mlp_ratio) != hidden:

@@ -38,12 +38,13 @@ def load_intvit(model: str, cfg: AccelConfig, progress: Callable[[str], None] | 
     """
     from vitaccel.sw.intvit import IntViT
     from vitaccel.sw.quantize import QuantizeError, quantize_model
+    from vitaccel.sw.vit import NAMED_MODELS
 
     say = progress or (lambda message: None)
     path = Path(model)
     if model not in builtin_models():
         if not path.is_file():
-            raise QuantizeError(f"model {model!r} is neither a built-in model ({', '.join(builtin_models())}) "
+            raise QuantizeError(f"model {model!r} is neither a built-in model ({', '.join(NAMED_MODELS)}) "
                                 f"nor an IntViT file")
         return IntViT.load(path)
     variants = f"{cfg.softmax}-{cfg.layernorm}-{cfg.gelu}-m{cfg.mult_bits}"

@@ -177,6 +177,7 @@ def _model_lines(args, cfg, report: dict) -> list:
 def cmd_compile(args, say):
     from vitaccel.jobs import compile_program
 
+    _check_writable(args.output, "-o")
     report = compile_program(args.model, load_config(args.config), args.output, listing=args.listing, progress=say)
     counts = ", ".join(f"{k} {v:,}" for k, v in report["by_opcode"].items())
     lines = [f"{report['instructions']:,} instructions ({counts}), {report['image_bytes']:,}-byte memory image, "
@@ -241,13 +242,17 @@ def cmd_run(args, say):
 def cmd_quantize(args, say):
     from vitaccel.sw.quantize import quantize_model
 
+    _check_writable(args.output, "-o")
     report = quantize_model(args.model, calib=args.calib, observer=args.observer, config=args.config,
                             softmax=args.softmax, layernorm=args.layernorm, gelu=args.gelu, output=args.output,
                             progress=say)
-    pct = {key: "n/a (no labelled test set)" if report[key] is None else f"{100 * report[key]:.2f}%"
+    pct = {key: "n/a" if report[key] is None else f"{100 * report[key]:.2f}%"
            for key in ("fp_top1", "int_top1", "agreement")}
-    return report, [f"{report['model']}: float top-1 {pct['fp_top1']}, integer top-1 {pct['int_top1']}, "
-                    f"agreement {pct['agreement']}",
+    accuracy = (f"float top-1 {pct['fp_top1']}, integer top-1 {pct['int_top1']}, agreement {pct['agreement']}"
+                if report["dataset"] != "random" else
+                f"no labelled test set (top-1 n/a); float and integer predictions agree on {pct['agreement']} "
+                f"of {report['test_images']} random images, which means nothing for random weights (deit-tiny's)")
+    return report, [f"{report['model']}: {accuracy}",
                     f"variants {report['variants']}, integer model {report['int_model_bytes']:,} bytes -> "
                     f"{report['output']}"]
 
