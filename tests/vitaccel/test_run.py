@@ -1,6 +1,9 @@
 """The run service (vitaccel/run.py): whole-tensor comparison, the report type, the isa backend."""
 
 import json
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,3 +75,73 @@ def test_isa_backend_on_a_model():
     assert report.bit_exact is True and len(report.runs) == 2
     assert all(r.predicted == r.golden and r.cycles is None for r in report.runs)
     assert report["cycles_source"] == "modelled (perf)" and report["top1"] in (0.0, 0.5, 1.0)
+
+
+class _FakeVerilator:
+    """Stands in for sim/verilator.py: ``build`` takes ``seconds`` and records its calls; ``run_image``
+    writes a waveform to the trace path it is given, then returns, or raises ``fail`` (Ctrl-C, say)."""
+
+    def __init__(self, monkeypatch, seconds=0.0, fail=None):
+        from vitaccel.sim import verilator
+
+        self.builds, self.traces, self.seconds, self.fail = [], [], seconds, fail
+        monkeypatch.setattr(verilator, "build", self.build)
+        monkeypatch.setattr(verilator, "run_image", self.run_image)
+
+    def build(self, cfg, *, trace=False):
+        time.sleep(self.seconds)
+        self.builds.append(trace)
+
+    def run_image(self, cfg, image, prog_addr, *, trace=None, **kwargs):
+        from vitaccel.isa import ErrorCode
+        from vitaccel.sim.verilator import SimResult
+
+        self.traces.append(trace)
+        if trace is not None:
+            Path(trace).write_text("$date\n")
+        if self.fail is not None:
+            raise self.fail
+        return SimResult(image=image, cycles=10, instret=1, error=ErrorCode.NONE, pc=prog_addr,
+                         sim_cycles=12, wall_s=0.001, instructions=())
+
+
+def test_rtl_build_time_is_reported_apart_from_the_run(monkeypatch):
+    from vitaccel.run import RtlBackend
+
+    fake = _FakeVerilator(monkeypatch, seconds=0.05)
+    runner = RtlBackend(preset("tiny"))
+    runner.prepare(None)
+    assert fake.builds == [False] and runner.build_s >= 0.05
+    report = simulate_linear(preset("tiny"), 1, 4, 4, engine="isa")
+    assert report["build_s"] == 0.0 and list(report.to_json())[-2:] == ["build_s", "first_mismatch"]
+
+
+def test_trace_is_renamed_into_place_at_the_end(tmp_path, monkeypatch):
+    from vitaccel.run import RtlBackend
+
+    fake = _FakeVerilator(monkeypatch)
+    runner = RtlBackend(preset("tiny"), trace=tmp_path / "run.vcd")
+    runner.prepare(None)
+    assert fake.builds == [False, True]        # the tracing model is built before the run, not in it
+    program = _linear_program()
+    runner.execute(program, {}, [])
+    assert fake.traces[0] != tmp_path / "run.vcd" and fake.traces[0].parent == tmp_path
+    assert os.listdir(tmp_path) == ["run.vcd"] and (tmp_path / "run.vcd").read_text() == "$date\n"
+
+
+def test_interrupted_trace_leaves_nothing(tmp_path, monkeypatch):
+    from vitaccel.run import RtlBackend
+
+    _FakeVerilator(monkeypatch, fail=KeyboardInterrupt())
+    runner = RtlBackend(preset("tiny"), trace=tmp_path / "run.vcd")
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(_linear_program(), {}, [])
+    assert os.listdir(tmp_path) == []
+
+
+def _linear_program():
+    from vitaccel.sw.compiler import compile_linear
+    from vitaccel.sw.workloads import random_linear
+
+    layer = random_linear(1, 4, 4, mult_bits=preset("tiny").mult_bits)
+    return compile_linear(preset("tiny"), layer.x, layer.w, layer.bias, layer.mult, layer.shift)
