@@ -6,9 +6,11 @@
    integer forward;
 4. estimate for a board: the fit check (modelled DSP and block-RAM need against the device), then
    the resources and Fmax yosys and nextpnr measured for this exact design, from this machine's
-   estimate cache or the record shipped with the package (``vitaccel/boards/measured/``), and the
-   FPS at that Fmax from the measured cycles. Place-and-route takes tens of minutes, so the demo
-   never runs it: a design with neither says so and names the command that measures it;
+   estimate cache (placement seed 1, ``vitaccel estimate``'s default) or a record shipped with the
+   package (``vitaccel/boards/measured/``, at the seed it was measured with; when the netlist has
+   changed since, that record, labelled as measured on an earlier netlist), and the FPS at that
+   Fmax from the measured cycles. Place-and-route takes tens of minutes, so the demo never runs it:
+   a design with neither says so and names the command that measures it in minutes (placement only);
 5. print a summary table and write ``<out>/report.md`` with a per-layer cycle plot.
 
 Every figure in the report comes from this run, labelled measured or modelled.
@@ -17,6 +19,7 @@ Every figure in the report comes from this run, labelled measured or modelled.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -80,11 +83,22 @@ def _board_estimate(board: str, cfg, cycles: int, progress) -> dict:
         need = check_fit(board, cfg)
     except FitError as exc:
         return {"board": board, "fits": False, "reason": str(exc)}
-    command = f"vitaccel estimate --board {board} --config {cfg.name} --model tiny-digits"
-    found = estimate(board, cfg, route=None, run_tools=False, progress=progress)
-    result = {"board": board, "fits": True, "need": need, "measured": found is not None, "command": command}
+    shipped = _shipped_records(board, cfg.name)
+    for seed in dict.fromkeys([1, *shipped]):
+        found = estimate(board, cfg, seed=seed, route=None, run_tools=False, progress=progress)
+        if found is not None:
+            break
+    same_design = found is not None
+    if found is None and shipped:
+        # The netlist changed since the record was measured: show it, labelled as such.
+        seed, found = next(iter(shipped.items()))
+    command = (f"vitaccel estimate --board {board} --config {cfg.name} --model tiny-digits"
+               + (f" --seed {seed}" if found is not None and seed != 1 else ""))
+    result = {"board": board, "fits": True, "need": need, "measured": found is not None, "command": command,
+              "same_design": same_design}
     if found is None:
-        result["next"] = f"not measured for this design: `{command}` runs yosys and nextpnr (tens of minutes)"
+        result["next"] = (f"not measured for this design: `{command} --no-route` runs yosys and nextpnr's "
+                          f"placement (minutes); without --no-route, routing takes tens of minutes")
         return result
     fmax = found["fmax_mhz"]
     result.update(
@@ -94,6 +108,21 @@ def _board_estimate(board: str, cfg, cycles: int, progress) -> dict:
         fps=round(fmax * 1e6 / cycles, 1) if fmax else None,
     )
     return result
+
+
+def _shipped_records(board: str, config: str) -> dict[int, dict]:
+    """The records shipped for ``board`` and ``config``, by the placement seed they were measured
+    with (their ``fmax_source`` names it)."""
+    from vitaccel.boards.synth import MEASURED_DIR
+
+    records = (json.loads(path.read_text()) for path in sorted(MEASURED_DIR.glob(f"{board}-{config}-*.json")))
+    return {int(m.group(1)): record for record in records
+            if (m := re.search(r"\bseed (\d+)\b", record.get("fmax_source") or ""))}
+
+
+def _netlist(board: dict) -> str:
+    """What a board estimate's source adds when it was measured on another netlist of the config."""
+    return "" if board["same_design"] else "; measured on an earlier netlist of this config, not this one"
 
 
 def _pct(value) -> str:
@@ -115,8 +144,8 @@ def summary(report: dict) -> list[tuple[str, str, str]]:
                      "modelled DSP and block RAM need" if board["fits"] else board["reason"]))
         if board.get("measured"):
             res = ", ".join(f"{k.upper()} {r['used']:,} ({r['percent']:g}%)" for k, r in board["resources"].items())
-            rows += [("resources", res, "yosys, " + board["provenance"].split(":")[0]),
-                     ("Fmax", f"{board['fmax_mhz']} MHz", board["fmax_source"]),
+            rows += [("resources", res, "yosys, " + board["provenance"].split(":")[0] + _netlist(board)),
+                     ("Fmax", f"{board['fmax_mhz']} MHz", board["fmax_source"] + _netlist(board)),
                      (f"FPS on {board['board']}", f"{board['fps']:,}", "cycles per image at Fmax")]
         elif board["fits"]:
             rows.append(("resources, Fmax, FPS", "not measured", board["next"]))
@@ -169,8 +198,8 @@ def write_report(report: dict, out_dir: Path) -> Path:
             lines += [
                 f"| {board['board']} resources | " + ", ".join(
                     f"{kind.upper()} {r['used']:,} ({r['percent']:g}%)" for kind, r in res.items())
-                + f" | yosys; {board['provenance']} |",
-                f"| {board['board']} Fmax | {board['fmax_mhz']} MHz | {board['fmax_source']} |",
+                + f" | yosys; {board['provenance']}{_netlist(board)} |",
+                f"| {board['board']} Fmax | {board['fmax_mhz']} MHz | {board['fmax_source']}{_netlist(board)} |",
                 f"| {board['board']} FPS (tiny-digits) | {board['fps']} | measured cycles per image at Fmax |",
             ]
         elif board["fits"]:

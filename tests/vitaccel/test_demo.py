@@ -28,8 +28,8 @@ def test_demo_end_to_end(tmp_path, capsys):
 
 
 def test_demo_board_figures_come_from_the_estimate(monkeypatch):
-    """The demo's board figures are those of estimate() for the design, FPS at its Fmax; it never
-    runs the tools itself."""
+    """The demo's board figures are those of estimate() for the design, FPS at its Fmax, looked up at
+    seed 1 and then at the seeds of the shipped records; it never runs the tools itself."""
     from vitaccel import demo
     from vitaccel.boards import synth
     from vitaccel.config import preset
@@ -39,12 +39,36 @@ def test_demo_board_figures_come_from_the_estimate(monkeypatch):
                 "resources": {k: {"used": 1, "available": 2, "percent": 50.0, "cells": {}, "source": "yosys"}
                               for k in ("lut", "ff", "dsp", "bram")}}
 
-    def fake_estimate(board, cfg, *, route=True, run_tools=True, progress=None):
-        calls.append(run_tools)
-        return measured
+    def fake_estimate(board, cfg, *, seed=1, route=True, run_tools=True, progress=None):
+        calls.append((seed, run_tools))
+        return measured if seed == 2 else None
 
     monkeypatch.setattr(synth, "estimate", fake_estimate)
+    monkeypatch.setattr(demo, "_shipped_records", lambda board, config: {2: measured})
     result = demo._board_estimate("ulx3s-85f", preset("tiny"), 10_000, None)
-    assert calls == [False]
+    assert calls == [(1, False), (2, False)]
     assert result["measured"] and result["fmax_mhz"] == 50.0 and result["fps"] == 5000.0
     assert result["resources"]["lut"] == {"used": 1, "available": 2, "percent": 50.0}
+    assert result["command"].endswith("--seed 2") and result["same_design"]
+    # A record of an earlier netlist of the config is shown, labelled so.
+    monkeypatch.setattr(demo, "_shipped_records", lambda board, config: {3: measured})
+    result = demo._board_estimate("ulx3s-85f", preset("tiny"), 10_000, None)
+    assert result["measured"] and not result["same_design"] and result["command"].endswith("--seed 3")
+    assert "an earlier netlist" in dict((f, s) for f, _, s in demo.summary(_report(result)))["Fmax"]
+    monkeypatch.setattr(demo, "_shipped_records", lambda board, config: {})
+    result = demo._board_estimate("ulx3s-85f", preset("tiny"), 10_000, None)
+    assert not result["measured"] and "--no-route` runs yosys and nextpnr's placement (minutes)" in result["next"]
+
+
+def _report(board: dict) -> dict:
+    """A demo report around ``board`` (the figures summary() reads)."""
+    return {"fp_top1": 1.0, "int_top1": 1.0, "test_images": 1, "bit_exact": True, "rtl_images": 1, "cycles": 1,
+            "cycles_source": "test", "mem_latency": 1, "sim_cycles_per_s": 1, "board": board}
+
+
+def test_demo_finds_the_seed_of_the_shipped_record():
+    """The ULX3S record shipped for `default` was measured with seed 2, not the default seed 1."""
+    from vitaccel import demo
+
+    assert list(demo._shipped_records("ulx3s-85f", "default")) == [2]
+    assert demo._shipped_records("ulx3s-85f", "tiny") == {}
