@@ -2,8 +2,9 @@
 (vitaccel/jobs.py, demo.py, boards/), print their reports.
 
 User errors (bad config name, bad dimensions, missing or unwritable files) print one line on stderr
-and exit with status 2 (``--verbose``: with the traceback); Ctrl-C prints one line and exits with 130. Numbers go to stdout, as one JSON object with
-``--json``; progress goes to stderr, so that ``--json`` output stays machine-readable.
+and exit with status 2 (``--verbose``: with the traceback); Ctrl-C prints one line and exits with
+status 130. Numbers go to stdout, as one JSON object with ``--json``; progress goes to stderr, so
+that ``--json`` output stays machine-readable.
 """
 
 import argparse
