@@ -16,8 +16,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.numerics import (INT8_MAX, INT8_MIN, ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MEAN_FORMAT, RSQRT_SEED,
-                               STD_FRAC, row_mean_constants, squares)
+from vitaccel.numerics import (INT8_MAX, INT8_MIN, ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MAX_OUT_SHIFT, MEAN_FORMAT,
+                               RSQRT_SEED, STD_FRAC, UNIT_MULT_BITS, row_mean_constants, squares)
 
 from .interfaces import checked_config
 from .lib import Engine, delayed, radix4_pair_sums, radix4_products, read_room
@@ -27,8 +27,8 @@ __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "lay
            "unit_row_cycles", "unit_stats_cycles"]
 
 # Widths fixed by the golden definitions (sw/layernorm.py): the per-channel output stage.
-MULT_BITS = 16      # LayerNormParams.mult, signed
-SHIFT_BITS = 5      # LayerNormParams.shift, 0..24 (the low 5 bits are used)
+MULT_BITS = UNIT_MULT_BITS              # LayerNormParams.mult, signed
+SHIFT_BITS = MAX_OUT_SHIFT.bit_length()  # LayerNormParams.shift, 0..24 (the low 5 bits are used)
 ALPHA_BITS = (MAX_ALPHA).bit_length()
 Z_BITS = 18         # |z| < 2**16 (docs in LayerNormUnit), one bit of margin: an 18x16 multiply
 # AILayerNorm: D = 16a - mean16 is 16 bits signed; rsqrt normalizes to u in [2**14, 2**16).

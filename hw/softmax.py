@@ -13,7 +13,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.numerics import EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS
+from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS, ROW_EXP_MAX, SOFTMAX_MAX_SHIFT,
+                               UNIT_MULT_BITS)
 
 from .interfaces import checked_config
 from .lib import Engine, RowGatherer, delayed, one_hot_select, radix4_pair_sums, radix4_products, read_room
@@ -22,10 +23,10 @@ from .memories import READ_LATENCY
 __all__ = ["SoftmaxUnit", "SoftmaxEngine", "softmax_beats", "softmax_cycles"]
 
 #: Width of the dyadic pre-multiplier ``mult`` (1 .. 32767) and of the shift (0 .. 40).
-MULT_BITS = 16
-SHIFT_BITS = 6
-#: Width of the row exponent (7 .. 7 + log2(max_row) <= 19).
-ROW_EXP_BITS = 5
+MULT_BITS = UNIT_MULT_BITS
+SHIFT_BITS = SOFTMAX_MAX_SHIFT.bit_length()
+#: Width of the row exponent (ROW_EXP_MIN .. ROW_EXP_MAX; at most 7 + log2(max_row) <= 19 in this unit).
+ROW_EXP_BITS = ROW_EXP_MAX.bit_length()
 #: ``2 * EXP_BITS - 7``: the fraction bits of ``w = E * R`` above a mantissa step.
 _STEP = 2 * EXP_BITS - 7
 

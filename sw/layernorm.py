@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from vitaccel.numerics import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MAX_OUT_SHIFT, MEAN_FRAC, RSQRT_SEED, STD_FRAC,
-                               Z_FRAC, finish, int_array, leading_one, like, round_shift, row_mean_constants,
+                               UNIT_MULT_BITS, Z_FRAC, finish, int_array, leading_one, like, round_shift, row_mean_constants,
                                MEAN_FORMAT, saturate, signed_dyadic, squares)
 
 __all__ = ["ailayernorm", "i_layernorm", "layernorm_params", "LayerNormParams", "ptf_alpha",
@@ -60,7 +60,7 @@ class LayerNormParams(NamedTuple):
     shift: np.ndarray
 
 
-def layernorm_params(gamma, beta, scale_out: float, mult_bits: int = 16) -> LayerNormParams:
+def layernorm_params(gamma, beta, scale_out: float, mult_bits: int = UNIT_MULT_BITS) -> LayerNormParams:
     """Derive :class:`LayerNormParams` (int64 arrays of shape ``(C,)``) from the float affine
     ``gamma``, ``beta`` and the output scale ``scale_out``.
 

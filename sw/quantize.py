@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from vitaccel.config import VARIANTS, AccelConfig, load_config
-from vitaccel.numerics import MAX_ALPHA, requant_dyadic, signed_dyadic
+from vitaccel.numerics import MAX_ALPHA, ROW_EXP_MAX, requant_dyadic, signed_dyadic
 
 from . import vit
 from .digits import digits_split
@@ -63,7 +63,6 @@ MSE_CANDIDATES = 64
 DIGITS_MODEL = "tiny-digits"
 RANDOM_CALIB = 8
 RANDOM_TEST = 2
-ROW_EXP_MAX = 23  # the largest row exponent a softmax emits (sw/softmax.py)
 
 
 class QuantizeError(ValueError):

@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vitaccel.numerics import INT8_MAX, INT8_MIN, finish, int_array, like, round_shift, saturate, signed_dyadic
+from vitaccel.numerics import (INT8_MAX, INT8_MIN, UNIT_MULT_BITS, finish, int_array, like, round_shift, saturate,
+                               signed_dyadic)
 
 __all__ = ["residual_add", "residual_params", "ResidualParams"]
 
@@ -24,7 +25,7 @@ class ResidualParams(NamedTuple):
 
 
 def residual_params(scale_a: float, scale_b: float, scale_out: float,
-                    mult_bits: int = 16) -> ResidualParams:
+                    mult_bits: int = UNIT_MULT_BITS) -> ResidualParams:
     """Derive :class:`ResidualParams` from the float scales of the two inputs and the output.
 
     One shift serves both multipliers: it is the largest that keeps the larger of
@@ -40,7 +41,7 @@ def residual_params(scale_a: float, scale_b: float, scale_out: float,
     return ResidualParams(mult_a, mult_b, shift)
 
 
-def residual_add(a, b, mult_a, mult_b, shift, *, mult_bits: int = 16) -> np.ndarray:
+def residual_add(a, b, mult_a, mult_b, shift, *, mult_bits: int = UNIT_MULT_BITS) -> np.ndarray:
     """Add two int8 tensors held at different scales into one int8 tensor at the output scale.
 
     ``y = sat8(round_shift(a*mult_a + b*mult_b, shift))``, with ``round_shift`` the rounding of

@@ -46,7 +46,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .golden import requantize
-from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS, SHIFT_ADD_LOG2E, finish,
+from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS, SHIFT_ADD_LOG2E, SOFTMAX_MAX_SHIFT,
+                               UNIT_MULT_BITS, finish,
                                int_array, leading_one, like, round_shift, saturate, signed_dyadic)
 
 __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabilities",
@@ -72,7 +73,7 @@ class Probabilities(NamedTuple):
             -np.asarray(self.row_exp, dtype=np.float64))
 
 
-def softmax_params(scale: float, mult_bits: int = 16) -> SoftmaxParams:
+def softmax_params(scale: float, mult_bits: int = UNIT_MULT_BITS) -> SoftmaxParams:
     """Integer parameters of :func:`e2softmax` and :func:`shiftmax` for int8 logits at ``scale``.
 
     ``scale`` is the real value of one logit step (``s_q * s_k / sqrt(d_head)`` after the requant).
@@ -85,7 +86,7 @@ def softmax_params(scale: float, mult_bits: int = 16) -> SoftmaxParams:
     return SoftmaxParams(*signed_dyadic(ratio, mult_bits))
 
 
-def _check_logits(x, mult, shift, mult_bits: int = 16):
+def _check_logits(x, mult, shift, mult_bits: int = UNIT_MULT_BITS):
     x = int_array(x, "x")
     if x.ndim < 1 or x.shape[-1] < 1:
         raise ValueError(f"x must have at least one element on its last axis, got shape {x.shape}")
@@ -95,8 +96,8 @@ def _check_logits(x, mult, shift, mult_bits: int = 16):
         raise ValueError(f"x must hold int8 logits, got range [{np.min(x)}, {np.max(x)}]")
     if not 0 < int(mult) < 1 << (mult_bits - 1):
         raise ValueError(f"mult must be in 1..{(1 << (mult_bits - 1)) - 1}, got {mult!r}")
-    if not 0 <= int(shift) <= 40:
-        raise ValueError(f"shift must be in 0..40, got {shift!r}")
+    if not 0 <= int(shift) <= SOFTMAX_MAX_SHIFT:
+        raise ValueError(f"shift must be in 0..{SOFTMAX_MAX_SHIFT}, got {shift!r}")
     return x
 
 

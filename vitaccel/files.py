@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["build_root", "atomic_path", "atomic_open", "atomic_write_text", "new_file_mode", "format_error"]
+__all__ = ["build_root", "atomic_path", "atomic_open", "atomic_write_text", "new_file_mode", "read_npz", "format_error"]
 
 
 def build_root() -> Path:

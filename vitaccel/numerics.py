@@ -24,8 +24,9 @@ import numpy as np
 
 __all__ = [
     "INT8_MIN", "INT8_MAX", "int_array", "like", "finish", "wrap32", "round_shift", "saturate", "leading_one",
-    "requant_dyadic", "signed_dyadic",
-    "LOG_FRAC", "LOG_RANGE", "EXP_BITS", "K_MAX", "RECIP_BITS", "SHIFT_ADD_LOG2E", "RECIP",
+    "requant_dyadic", "signed_dyadic", "UNIT_MULT_BITS",
+    "LOG_FRAC", "LOG_RANGE", "EXP_BITS", "K_MAX", "RECIP_BITS", "SHIFT_ADD_LOG2E", "RECIP", "SOFTMAX_MAX_SHIFT",
+    "ROW_EXP_MIN", "ROW_EXP_MAX",
     "MAX_ALPHA", "MEAN_FRAC", "Z_FRAC", "ISQRT_STEPS", "STD_FRAC", "MAX_OUT_SHIFT", "MEAN_FORMAT", "MAG_BITS",
     "squares", "RSQRT_SEED", "row_mean_constants", "SIGMOID_BITS",
 ]
@@ -150,6 +151,11 @@ def signed_dyadic(ratio: float, mult_bits: int = 16, max_shift: int = 62) -> tup
     return (mult if ratio > 0 else -mult), shift
 
 
+UNIT_MULT_BITS = 16
+"""Width of the signed dyadic multipliers of the softmax pre-multiply, the LayerNorm output stage and
+the residual add (their ``*_params`` defaults): the multipliers the units are built with."""
+
+
 # ---- softmax (SOLE E2Softmax, I-ViT Shiftmax) and ShiftGELU's exponential -------------------------
 
 LOG_FRAC = 8
@@ -164,6 +170,10 @@ RECIP_BITS = 7
 """The normalizer's table is indexed by the ``RECIP_BITS`` bits after the leading one of the sum."""
 SHIFT_ADD_LOG2E = 1.4375
 """``u + (u>>1) - (u>>4)`` multiplies by 1 + 1/2 - 1/16."""
+SOFTMAX_MAX_SHIFT = 40
+"""The softmax pre-multiply's shift lies in ``0..SOFTMAX_MAX_SHIFT``."""
+ROW_EXP_MIN, ROW_EXP_MAX = 7, 23
+"""A softmax row exponent lies in ``ROW_EXP_MIN..ROW_EXP_MAX``: ``p ~= mant * 2**-row_exp``."""
 
 
 def _recip_table() -> np.ndarray:
