@@ -8,7 +8,6 @@ that ``--json`` output stays machine-readable.
 """
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
@@ -16,54 +15,13 @@ import traceback
 from pathlib import Path
 
 from vitaccel.config import ConfigError, load_config
+from vitaccel.console import runs_table, step_progress, table
 
 __all__ = ["main", "UserError"]
 
 
 class UserError(Exception):
     """A mistake in what the user asked for; reported in one line, exit status 2."""
-
-
-@contextlib.contextmanager
-def step_progress(quiet: bool):
-    """A ``progress(message)`` callback showing the current step on stderr (a spinner on a terminal)."""
-    from rich.console import Console
-
-    console = Console(stderr=True, log_path=False)
-    if quiet or not sys.stderr.isatty():
-        yield (lambda message: None) if quiet else console.log
-        return
-    with console.status("starting") as status:
-        yield status.update
-
-
-def _table(title: str, columns, rows, justify=None) -> str:
-    """A rich table as stdout shows it; each column justified as ``justify`` says (default: right)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column, side in zip(columns, justify or ["right"] * len(columns)):
-        table.add_column(column, justify=side)
-    for row in rows:
-        table.add_row(*row)
-    console = Console()
-    with console.capture() as text:
-        console.print(table)
-    return text.get().removesuffix("\n")
-
-
-def _runs_table(title: str, runs: list, extra=()) -> str:
-    """The per-image table of a model run; ``extra``: (column, text of a run) after the cycles."""
-    def exact(r):
-        error = "" if r.get("error") in (None, "NONE") else f": {r['error']}"
-        error += f" at {r['pc']:#x}" if error and "pc" in r else ""
-        return {None: "-", True: "yes", False: "NO" + error}[r["bit_exact"]]
-
-    return _table(title, ("image", "label", "predicted", "golden", "bit-exact", "cycles", *(c for c, _ in extra)),
-                  [(str(r["image"]), str(r["label"]), str(r["predicted"]), str(r.get("golden")), exact(r),
-                    "-" if r["cycles"] is None else f"{r['cycles']:,}", *(text(r) for _, text in extra))
-                   for r in runs])
 
 
 def _require(ok: bool, message: str) -> None:
@@ -162,7 +120,7 @@ def cmd_simulate(args, say):
 def _model_lines(args, cfg, report: dict) -> list:
     """What ``simulate --model`` prints: the per-image table, a summary line (and the layers)."""
     title = f"{report['model']} on '{cfg.name}', engine {args.engine} (cycles: {report['cycles_source']})"
-    lines = [_runs_table(title, report["runs"]),
+    lines = [runs_table(title, report["runs"]),
              f"{report['instructions']} instructions, {report['cycles']:,} cycles per image, MAC utilization "
              f"{report['utilization']:.1%}, wall {report['wall_s']} s (building the simulator: {report['build_s']} s)"
              + (f", {report['sim_cycles_per_s']:,} simulated cycles/s, perf model error {report['perf_error']:+.2%}"
@@ -231,7 +189,7 @@ def cmd_run(args, say):
                        progress=say).to_json()
     accuracy = f", top-1 {report['top1']:.2%} (golden {report['golden_top1']:.2%})" if "top1" in report else ""
     return report, [
-        _runs_table(f"{report['model']} on {report['board']} ({cfg.name}) via {args.port}", report["runs"],
+        runs_table(f"{report['model']} on {report['board']} ({cfg.name}) via {args.port}", report["runs"],
                     [("compute ms", lambda r: f"{1e3 * r['compute_s']:.3f}"),
                      ("link ms", lambda r: f"{1e3 * r['transfer_s']:.1f}")]),
         f"bit-exact: {'yes' if report['bit_exact'] else 'NO'}{accuracy}; {report['cycles']:,} cycles per image = "
@@ -266,7 +224,7 @@ def cmd_demo(args, say):
     _check_images(args.images, "tiny-digits")
     report = run_demo(cfg, images=args.images, board=None if args.board == "none" else args.board,
                       out_dir=args.output, progress=say)
-    return report, [_table(f"vitaccel demo: tiny-digits on '{cfg.name}' ({cfg.rows}x{cfg.cols} int8 array)",
+    return report, [table(f"vitaccel demo: tiny-digits on '{cfg.name}' ({cfg.rows}x{cfg.cols} int8 array)",
                            ("figure", "value", "source"), summary(report), ("left", "right", "left")),
                     f"report: {Path(args.output) / 'report.md'}"]
 
