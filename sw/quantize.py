@@ -466,10 +466,32 @@ def _data(model: vit.VisionTransformer, calib: int | None, test: int | None):
     return "random", calib_images, test_images, None
 
 
-def quantize_model(model: str | Path | nn.Module, *, calib: int | None = None,
+def _is_path(value) -> bool:
+    return isinstance(value, (str, Path)) and not (isinstance(value, str) and value.isdigit())
+
+
+def _count(value):
+    return int(value) if isinstance(value, str) and value.isdigit() else value
+
+
+def _user_data(model: vit.VisionTransformer, label: str, calib, test, labels, preprocess: dict):
+    """The calibration and test sets when the user gives files (sw/datasets.py), else None each;
+    with the preprocessing used and where the images came from."""
+    from .datasets import default_preprocess, load_images
+
+    checkpoint = label if Path(label).is_file() else None
+    pre = default_preprocess(model.config, checkpoint, **preprocess)
+    cal = load_images(calib, pre) if _is_path(calib) else None
+    tst = load_images(test, pre, labels=labels) if _is_path(test) else None
+    return pre, cal, tst
+
+
+def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | None = None,
                    observer: str = "mse", percentile: float = DEFAULT_PERCENTILE,
                    config: AccelConfig | str | None = None, softmax: str | None = None,
-                   layernorm: str | None = None, gelu: str | None = None, test: int | None = None,
+                   layernorm: str | None = None, gelu: str | None = None,
+                   test: int | str | Path | None = None, labels: str | Path | None = None,
+                   mean=None, std=None, crop_pct: float | None = None,
                    output: str | Path | None = None,
                    progress: Callable[[str], None] | None = None) -> dict:
     """Quantize ``model`` and report what it cost and how accurate it is (a JSON-able dict).
@@ -480,6 +502,9 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | None = None,
     ``digits_split('calib')`` (all 180 by default) and are tested on ``digits_split('test')`` (the
     first ``test``, all 360 by default); other models use seeded ``torch.randn`` images (``calib``
     default 8, ``test`` default 2) and have no labels (top-1 is None, agreement is measured).
+    ``calib`` and ``test`` may instead be the user's images, a folder or an ``.npy``/``.npz`` file
+    (:func:`vitaccel.sw.datasets.load_images`, preprocessed as timm's evaluation transform, whose
+    defaults ``mean``/``std``/``crop_pct`` override); ``labels`` (a file) are those of ``test``.
     ``config``/``softmax``/``layernorm``/``gelu`` choose the variants and ``mult_bits``
     (:func:`quantize`). ``output``: where to save the IntViT (atomically); None saves nothing.
     ``progress(message)`` is called as each step starts.
@@ -488,13 +513,19 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | None = None,
     and shapes of a checkpoint that does not fit). Report keys: ``model``, ``vit``, ``variants``,
     ``mult_bits``, ``observer``, ``percentile``, ``dataset``, ``calib_images``, ``test_images``,
     ``fp_top1``, ``int_top1``, ``agreement``, ``int_model_bytes``, ``output``, ``file_bytes``,
-    ``seconds`` (``load``, ``calibrate``, ``quantize``, ``evaluate``, ``save``, ``total``).
+    ``calib_source`` and ``test_source`` (where the images came from, how many, the
+    preprocessing; ``dataset`` is ``'user'`` when either is the user's), ``seconds`` (``load``, ``calibrate``, ``quantize``, ``evaluate``, ``save``, ``total``).
     """
     start = time.perf_counter()
     say = progress or (lambda message: None)
+    calib, test = _count(calib), _count(test)
     for name, value in (("calib", calib), ("test", test)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-            raise QuantizeError(f"{name} must be a non-negative integer number of images, not {value!r}")
+        if value is not None and not _is_path(value) and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise QuantizeError(f"{name} must be a non-negative integer number of images or a path "
+                                f"(a folder of images, an .npy/.npz), not {value!r}")
+    if labels is not None and not _is_path(test):
+        raise QuantizeError("labels are those of the test images: give test (--test PATH) with them")
     if calib == 0:
         raise QuantizeError("calib=0: the calibration set is empty, calibrate on at least one image")
     if observer not in OBSERVERS:
@@ -510,9 +541,22 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | None = None,
     say(f"loading {label}")
     t = time.perf_counter()
     float_model = load()
-    dataset, calib_images, test_images, test_labels = _data(float_model, calib, test)
-    if dataset == "digits" and calib is not None and calib > len(calib_images):
+    pre, user_calib, user_test = _user_data(float_model, label, calib, test, labels,
+                                            {"mean": mean, "std": std, "crop_pct": crop_pct})
+    dataset, calib_images, test_images, test_labels = _data(
+        float_model, None if user_calib else calib, None if user_test else test)
+    sources = {"calib_source": {"kind": dataset, "images": len(calib_images)},
+               "test_source": {"kind": dataset, "images": len(test_images)}}
+    if dataset == "digits" and isinstance(calib, int) and calib > len(calib_images):
         raise QuantizeError(f"calib={calib}: the digits calibration split has {len(calib_images)} images")
+    if user_calib:
+        calib_images, sources["calib_source"] = user_calib.images, user_calib.source
+    if user_test:
+        test_images, test_labels, sources["test_source"] = user_test.images, user_test.labels, user_test.source
+    if user_calib or user_test:
+        dataset = "user"
+    if len(calib_images) == 0:
+        raise QuantizeError("the calibration set is empty: calibrate on at least one image")
     seconds["load"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -523,6 +567,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | None = None,
     t = time.perf_counter()
     intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel)
     intvit.info["source"] = label
+    intvit.info["preprocess"] = pre.to_json()
     seconds["quantize"] = time.perf_counter() - t
 
     say(f"evaluating on {len(test_images)} images")
@@ -543,6 +588,6 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | None = None,
             "percentile": percentile if observer == "percentile" else None, "dataset": dataset,
             "calib_images": len(calib_images), "test_images": len(test_images),
             "fp_top1": result["fp_top1"], "int_top1": result["int_top1"],
-            "agreement": result["agreement"], "int_model_bytes": intvit.int_bytes(),
+            "agreement": result["agreement"], **sources, "int_model_bytes": intvit.int_bytes(),
             "output": None if output is None else str(output), "file_bytes": file_bytes,
             "seconds": {k: round(v, 3) for k, v in seconds.items()}}

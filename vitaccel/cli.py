@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vitaccel.config import ConfigError, load_config
 from vitaccel.console import runs_table, step_progress, table
+from vitaccel.data_options import add_quantize_options, add_simulate_images, describe_images
 
 __all__ = ["main", "UserError"]
 
@@ -79,7 +80,8 @@ def cmd_generate(args, say):
 
 def cmd_simulate(args, say):
     from vitaccel import run
-    from vitaccel.sw.zoo import load_intvit, model_images
+    from vitaccel.data_options import images_count, simulate_images
+    from vitaccel.sw.zoo import load_intvit
 
     cfg = load_config(args.config)
     lo, hi = args.latency
@@ -96,13 +98,11 @@ def cmd_simulate(args, say):
     common = dict(seed=args.seed, engine=args.engine, latency=(lo, hi), stall=args.stall, trace=args.trace,
                   trace_instructions=args.trace_instructions, progress=say)
     if args.model is not None:
-        _check_images(args.images, args.model)
+        if images_count(args.images) is not None:
+            _check_images(images_count(args.images), args.model)
         intvit = load_intvit(args.model, cfg, say)
-        try:
-            images, labels = model_images(intvit, args.images, seed=args.seed)
-        except ValueError as exc:       # a model file of the tiny-digits shape: the digits test split
-            raise UserError(f"--images {args.images}: {exc}") from None
-        report = run.simulate_model(intvit, cfg, images, labels, **common).to_json()
+        images, labels, source = simulate_images(intvit, args)
+        report = run.simulate_model(intvit, cfg, images, labels, **common).to_json() | {"images_source": source}
         return report, _model_lines(args, cfg, report)
     _require(args.engine != "perf", "--engine perf runs whole models only (--model)")
     for flag in ("--m", "--k", "--n") if args.op == "linear" else ("--rows", "--length"):
@@ -119,7 +119,8 @@ def cmd_simulate(args, say):
 
 def _model_lines(args, cfg, report: dict) -> list:
     """What ``simulate --model`` prints: the per-image table, a summary line (and the layers)."""
-    title = f"{report['model']} on '{cfg.name}', engine {args.engine} (cycles: {report['cycles_source']})"
+    title = (f"{report['model']} on '{cfg.name}', engine {args.engine} (cycles: {report['cycles_source']}); "
+             f"{describe_images(report['images_source'])}")
     lines = [runs_table(title, report["runs"]),
              f"{report['instructions']} instructions, {report['cycles']:,} cycles per image, MAC utilization "
              f"{report['utilization']:.1%}, wall {report['wall_s']} s (building the simulator: {report['build_s']} s)"
@@ -199,12 +200,14 @@ def cmd_run(args, say):
 
 
 def cmd_quantize(args, say):
+    from vitaccel.data_options import describe_sources
     from vitaccel.sw.quantize import quantize_model
 
     _check_writable(args.output, "-o")
     report = quantize_model(args.model, calib=args.calib, observer=args.observer, config=args.config,
                             softmax=args.softmax, layernorm=args.layernorm, gelu=args.gelu, output=args.output,
-                            progress=say)
+                            test=args.test, labels=args.labels, mean=args.mean, std=args.std,
+                            crop_pct=args.crop_pct, progress=say)
     pct = {key: "n/a" if report[key] is None else f"{100 * report[key]:.2f}%"
            for key in ("fp_top1", "int_top1", "agreement")}
     accuracy = (f"float top-1 {pct['fp_top1']}, integer top-1 {pct['int_top1']}, agreement {pct['agreement']}"
@@ -213,7 +216,7 @@ def cmd_quantize(args, say):
                 f"of {report['test_images']} random images, which means nothing for random weights (deit-tiny's)")
     return report, [f"{report['model']}: {accuracy}",
                     f"variants {report['variants']}, integer model {report['int_model_bytes']:,} bytes -> "
-                    f"{report['output']}"]
+                    f"{report['output']}", describe_sources(report)]
 
 
 def cmd_demo(args, say):
@@ -276,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--op", choices=["linear", "softmax", "layernorm", "gelu", "add"],
                    help="one operation to simulate (a seeded random workload)")
     p.add_argument("--model", help="a whole ViT: tiny-digits, deit-tiny or an IntViT file")
-    p.add_argument("--images", type=int, default=1, help="--model: images to run (default 1)")
+    add_simulate_images(p)
     p.add_argument("--report", action="store_true", help="--model: print the per-layer table")
     p.add_argument("--m", type=int, help="linear: rows of the input (tokens)")
     p.add_argument("--k", type=int, help="linear: input features")
@@ -332,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                 output="IntViT file to write (.npz)")
     p.add_argument("--model", required=True,
                    help="tiny-digits, deit-tiny (random weights), or a timm/DeiT checkpoint (.pth/.safetensors)")
-    p.add_argument("--calib", type=int, help="calibration images (default: all 180 for tiny-digits, 8 otherwise)")
+    add_quantize_options(p)
     p.add_argument("--observer", default="mse", choices=["minmax", "percentile", "mse"],
                    help="activation range observer (default: mse)")
     p.add_argument("--softmax", choices=["e2softmax", "shiftmax"], help="override the softmax variant")

@@ -1,0 +1,96 @@
+"""The command-line options that bring the user's images in (``vitaccel quantize``, ``vitaccel
+simulate``), and the images ``simulate`` runs: kept out of vitaccel/cli.py, which only calls them.
+
+Images are read and checked by :mod:`vitaccel.sw.datasets`; its :class:`DataError` is a quantizer
+error, so the CLI reports it in one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+__all__ = ["add_preprocess_options", "add_quantize_options", "add_simulate_images", "describe_images", "describe_sources",
+           "images_count",
+           "simulate_images"]
+
+IMAGES_HELP = ("--model: a number of images (the digits test split for tiny-digits, seeded random images "
+               "otherwise; default 1), or a folder of PNG/JPEG images or an .npy/.npz array (NCHW or NHWC, "
+               "uint8 or float in [0, 1])")
+
+
+def _floats(text: str) -> tuple:
+    return tuple(float(v) for v in text.replace(",", " ").split())
+
+
+def add_preprocess_options(p, what: str) -> None:
+    """--labels, --mean, --std, --crop-pct: how the user's image files are read (timm's eval transform)."""
+    p.add_argument("--labels", help=f"labels of {what}: a text file of one integer per line, or an .npy")
+    p.add_argument("--mean", type=_floats, help="per-channel mean of the normalization, e.g. '0.485,0.456,0.406' "
+                   "(default: the checkpoint's config.json, else DeiT's; tiny-digits: 0.5)")
+    p.add_argument("--std", type=_floats, help="per-channel std of the normalization (defaults as --mean)")
+    p.add_argument("--crop-pct", type=float, help="center-crop fraction: the shorter side is resized to "
+                   "img_size / crop_pct, bicubic, then cropped (default 0.875; 1.0 for tiny-digits)")
+
+
+def add_simulate_images(p) -> None:
+    p.add_argument("--images", default="1", help=IMAGES_HELP)
+    add_preprocess_options(p, "--images PATH")
+
+
+def add_quantize_options(p) -> None:
+    p.add_argument("--calib", help="calibration images: a number (default: all 180 digits for tiny-digits, 8 "
+                   "random images otherwise), or a folder of PNG/JPEG images or an .npy/.npz array")
+    p.add_argument("--test", help="images to measure accuracy on (a number, a folder or an .npy/.npz; default: "
+                   "the digits test split for tiny-digits, 2 random images otherwise); --labels gives their classes")
+    add_preprocess_options(p, "--test PATH")
+
+
+def images_count(images: str) -> int | None:
+    """``--images`` as a count, or None when it names a path (checked by :func:`simulate_images`)."""
+    from vitaccel.sw.datasets import DataError
+
+    text = str(images).strip()
+    if text.lstrip("-").isdigit():
+        if int(text) < 1:
+            raise DataError(f"--images must be a positive integer or a path, not {text}")
+        return int(text)
+    return None
+
+
+def simulate_images(intvit, args):
+    """``(int8 images, labels or None, source)`` that ``simulate --model`` runs: ``args.images``
+    images of the built-in set (:func:`vitaccel.sw.zoo.model_images`) or the user's files,
+    preprocessed with the IntViT's recorded preprocessing (its quantization's) unless flags override."""
+    from vitaccel.sw.datasets import DataError, default_preprocess, load_images
+    from vitaccel.sw.forward import quantize_input
+    from vitaccel.sw.zoo import model_images
+
+    count = images_count(args.images)
+    if count is not None:
+        if args.labels is not None:
+            raise DataError("--labels go with --images PATH (the built-in images carry their own labels)")
+        try:
+            images, labels = model_images(intvit, count, seed=args.seed)
+        except ValueError as exc:       # a model file of the tiny-digits shape: the digits test split
+            raise DataError(f"--images {count}: {exc}") from None
+        return images, labels, {"kind": "built-in", "images": count}
+    recorded = intvit.info.get("preprocess") or {}
+    pre = default_preprocess(intvit.config, mean=args.mean or recorded.get("mean"),
+                             std=args.std or recorded.get("std"),
+                             crop_pct=args.crop_pct if args.crop_pct is not None else recorded.get("crop_pct"))
+    data = load_images(args.images, pre, labels=args.labels)
+    if len(data.images) == 0:
+        raise DataError(f"{args.images}: no images")
+    labels = None if data.labels is None else data.labels.numpy()
+    return quantize_input(intvit, data.images.numpy()), labels, data.source
+
+
+def describe_images(source: dict) -> str:
+    """How many images, and from where (a line of a report)."""
+    if "path" in source:
+        return f"{source['images']} images from {source['path']}" + (
+            f" (labels {source['labels']})" if source.get("labels") else "")
+    return f"{source['images']} {source['kind']} images"
+
+
+def describe_sources(report: dict) -> str:
+    """The line of ``quantize``'s output that says which images calibrated and tested the model."""
+    return f"calibrated on {describe_images(report['calib_source'])}; tested on {describe_images(report['test_source'])}"
