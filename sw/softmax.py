@@ -51,7 +51,8 @@ from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECI
                                int_array, leading_one, like, round_shift, saturate, signed_dyadic)
 
 __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabilities",
-           "attention_matmul", "log2_exponent", "shift_exp"]
+           "attention_matmul", "log2_exponent", "shift_exp", "shiftmax16", "LogProbabilities",
+           "log_int_softmax", "log_attention_matmul", "LOG2_TABLE", "LIS_ROUND", "row_log2_sum"]
 
 class SoftmaxParams(NamedTuple):
     """The dyadic pre-multiply: ``mult / 2**shift ~= s * 2**LOG_FRAC * log2(e) / 1.4375``."""
@@ -128,7 +129,7 @@ def shift_exp(t) -> np.ndarray:
     return round_shift(((2 << LOG_FRAC) - f) << (EXP_BITS - LOG_FRAC - 1), q)
 
 
-def _normalize(e) -> Probabilities:
+def _normalize(e, out_bits: int = 8) -> Probabilities:
     # p_i = E_i / S with S = 2**n * (1 + frac): RECIP ~= 2**15/(1 + frac), so
     # p_i * 2**(n-8) ~= E_i * RECIP / 2**23. The row maximum has E = 2**15, hence S >= 2**15,
     # n >= 15 and a top mantissa of 64..127 (128 saturates to 127 when S is just above 2**n).
@@ -138,9 +139,12 @@ def _normalize(e) -> Probabilities:
     r = like(RECIP, e)[np.asarray(idx, dtype=np.int64)]
     # Cumulative rounding: round the running sum, not each term, so that the row keeps its mass
     # (rounding each term to 0 or 1 step would drop every entry below half a step).
-    rounded = round_shift(np.cumsum(e * r, axis=-1), like(2 * EXP_BITS - 7, e))
-    mant = saturate(np.diff(rounded, axis=-1, prepend=like(0, e) * rounded[..., :1]))
-    return Probabilities(finish(mant, np.int8), finish(n - (EXP_BITS - 7), np.uint8))
+    # out_bits 8: w / 2**23, row_exp n - 8; out_bits 16: w / 2**15, row_exp n (8 more bits kept).
+    extra = out_bits - 8
+    rounded = round_shift(np.cumsum(e * r, axis=-1), like(2 * EXP_BITS - 7 - extra, e))
+    mant = saturate(np.diff(rounded, axis=-1, prepend=like(0, e) * rounded[..., :1]), out_bits)
+    return Probabilities(finish(mant, np.int8 if out_bits == 8 else np.int16),
+                         finish(n - (EXP_BITS - 7) + extra, np.uint8))
 
 
 def e2softmax(x, mult: int, shift: int) -> Probabilities:
@@ -196,13 +200,131 @@ def attention_matmul(p: Probabilities, v, mult, shift) -> np.ndarray:
     (exact int32 sums); the requantization of row ``r`` adds ``p.row_exp[r]`` (5 bits) to its
     shift. ``mult / 2**shift ~= s_v / s_out`` per output column, as for any layer.
     ``requantize`` is :func:`vitaccel.sw.golden.requantize`; ``shift + row_exp`` must stay <= 63.
+    :func:`shiftmax16`'s int16 mantissas are taken too (not by today's int8 array; issue 23), their
+    sums exact in int32 for rows shorter than 512.
     """
     mant = np.asarray(p.mant)
     v = np.asarray(v)
-    if mant.dtype != np.int8 or v.dtype != np.int8:
-        raise TypeError(f"p.mant and v must be int8, got {mant.dtype} and {v.dtype}")
+    if mant.dtype not in (np.int8, np.int16) or v.dtype != np.int8:
+        raise TypeError(f"p.mant must be int8 (or int16, shiftmax16) and v int8, got {mant.dtype} and {v.dtype}")
     if mant.ndim != 2 or v.ndim != 2 or mant.shape[1] != v.shape[0]:
         raise ValueError(f"p.mant (M, L) and v (L, N) must agree on L, got {mant.shape} and {v.shape}")
     acc = mant.astype(np.int64) @ v.astype(np.int64)
     total_shift = np.asarray(shift, dtype=np.int64) + np.asarray(p.row_exp, dtype=np.int64)
     return requantize(acc, 0, mult, total_shift)
+
+
+# ---- outputs that keep small probabilities (issue 22 item 5; no hardware yet, issue 23) -----------
+
+
+def shiftmax16(x, mult: int, shift: int) -> Probabilities:
+    """I-ViT Shiftmax with a 16-bit output: :func:`shiftmax` with 15-bit mantissas.
+
+    The same exponentials ``E`` (16 bits), sum, leading one ``n`` and ``RECIP`` factor as
+    :func:`shiftmax`, but the cumulative rounding keeps ``w / 2**15`` instead of ``w / 2**23``:
+    ``mant`` int16 in ``0..32767`` (the row's largest in ``2**14..32767``), ``row_exp = n``
+    (``15..31``), ``p_i ~= mant_i * 2**-row_exp``. Entries down to ``2**-15`` of the row's
+    maximum survive (``2**-7`` with int8 mantissas), which is what I-ViT's 16-bit output variant
+    buys; I-ViT's divider is still replaced by the table (see :func:`shiftmax`).
+    ``attention_matmul`` takes these mantissas (a 16 x 8-bit product; exact in int32 for rows
+    shorter than 512). Reference: Z. Li and Q. Gu, "I-ViT", ICCV 2023, Shiftmax.
+    """
+    x = _check_logits(x, mult, shift)
+    t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
+    return _normalize(shift_exp(t), out_bits=16)
+
+
+def _log2_table() -> np.ndarray:
+    # log2(1 + f) in 2**-LOG_FRAC units at the middle of each of the 2**RECIP_BITS intervals of f.
+    f = (np.arange(1 << RECIP_BITS) + 0.5) / (1 << RECIP_BITS)
+    return np.floor(np.log2(1 + f) * (1 << LOG_FRAC) + 0.5).astype(np.int64)
+
+
+LOG2_TABLE = _log2_table()
+"""128 x 8-bit ROM: ``log2(1 + (i + 1/2)/128) * 2**8`` rounded half up (a parameter, like RECIP)."""
+
+LIS_ROUND = 1 << (LOG_FRAC - 1)
+"""Rounding offset of :func:`log_int_softmax` in ``2**-8`` log2 units: ``k = (a + LIS_ROUND) >> 8``,
+round half up in the log domain (the golden rule), i.e. at the geometric midpoint ``sqrt(2)``.
+FQ-ViT's ``log_round`` rounds at ``log2(1.5) = 0.585`` (offset 106); on the rows of
+``benchmarks/softmax_kl.py`` that gave a worst mean KL of 0.029 (near-uniform rows) against 0.022."""
+
+
+class LogProbabilities(NamedTuple):
+    """Log2 softmax output: ``p ~= 2.0**-k``, ``k`` uint8 in ``0..2**bits - 2``; ``k == 2**bits - 1``
+    (:attr:`zero`) means ``p = 0``."""
+    k: np.ndarray
+    bits: int
+
+    @property
+    def zero(self) -> int:
+        return (1 << self.bits) - 1
+
+    def to_float(self) -> np.ndarray:
+        """The probabilities as float64 (for measurement, never on a data path)."""
+        k = np.asarray(self.k, dtype=np.float64)
+        return np.where(self.k == self.zero, 0.0, np.exp2(-k))
+
+
+def row_log2_sum(e) -> np.ndarray:
+    """``log2(sum(e))`` over the last axis in ``2**-LOG_FRAC`` units, integer-only: the leading one
+    ``n`` of the sum and :data:`LOG2_TABLE` at the 7 bits after it, ``n * 2**8 + LOG2_TABLE[...]``
+    (within 0.004 of the true log2). ``e`` non-negative, sums below ``2**32``, not all zero."""
+    s = np.sum(e, axis=-1, keepdims=True)
+    n = leading_one(s, bits=32)
+    # Rows whose sum is below 2**7 would index with a negative shift: E's maximum is 2**15.
+    idx = (s >> (n - RECIP_BITS)) & ((1 << RECIP_BITS) - 1)
+    return (n << LOG_FRAC) + like(LOG2_TABLE, e)[np.asarray(idx, dtype=np.int64)]
+
+
+def log_int_softmax(x, mult: int, shift: int, bits: int = 4) -> LogProbabilities:
+    """FQ-ViT's Log-Int-Softmax: softmax probabilities as ``bits``-bit powers of two.
+
+    1. ``d = x - max(x)``; ``t = log2_exponent(d, mult, shift)`` (``log2 exp(d*s)`` in
+       ``2**-8`` units), ``E = shift_exp(t)`` (16 bits) as :func:`shiftmax`.
+    2. ``L = row_log2_sum(E)``: ``log2(sum E)`` in ``2**-8`` units, by leading one and table.
+    3. ``a = L - (EXP_BITS << 8) - t``: ``-log2 p`` in ``2**-8`` units (``t`` is the exact log2
+       of the exponential, not of its linear-fraction approximation); ``k = (a + LIS_ROUND) >> 8``.
+    4. ``k > 2**bits - 2`` becomes :attr:`LogProbabilities.zero` (``p = 0``), the rest are
+       ``p ~= 2**-k``. FQ-ViT (``QIntSoftmax.log_round``) rounds at ``log2(1.5)`` (see
+       :data:`LIS_ROUND`) and keeps levels ``0..2**bits - 1`` plus a
+       mask for zero; here the zero is one of the ``2**bits`` codes, so the output is ``bits`` wide.
+
+    FQ-ViT computes ``round(sum / E)`` with a divider and an I-BERT polynomial exponential; this
+    takes the log2 of the sum from a table and the entries' log2 from the exponent stage, so no
+    divider and no multiplier follow the pre-multiply. ``attention x V`` is then shifts and adds
+    (:func:`log_attention_matmul`). Hardware: the 9x16 pre-multiply, a 32-bit leading-one detector,
+    the 128 x 8-bit ROM, adders and shifters.
+
+    Reference: Y. Lin et al., "FQ-ViT: Post-Training Quantization for Fully Quantized Vision
+    Transformer", IJCAI 2022, section 3.3 (Log-Int-Softmax).
+    """
+    if bits not in (3, 4, 5):
+        raise ValueError(f"bits must be 3, 4 or 5, got {bits!r}")
+    x = _check_logits(x, mult, shift)
+    t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
+    a = row_log2_sum(shift_exp(t)) - like(EXP_BITS << LOG_FRAC, t) - t
+    k = np.maximum(a + like(LIS_ROUND, a), 0) >> like(LOG_FRAC, a)
+    zero = (1 << bits) - 1
+    return LogProbabilities(finish(np.minimum(k, zero), np.uint8), bits)
+
+
+def log_attention_matmul(p: LogProbabilities, v, mult, shift) -> np.ndarray:
+    """``softmax @ V`` with log2 probabilities: ``requantize(sum_j (v_j << (Z - 1 - k_j)), 0, mult,
+    shift + Z - 1)`` with ``Z = 2**bits - 1`` and zero-coded entries skipped.
+
+    Each product ``2**-k * v`` is a left shift of ``v`` by ``Z - 1 - k`` (int8 ``v``, up to 13
+    bits of shift for 4-bit ``k``), summed exactly (``|sum| < 2**21 * L``), then requantized by the
+    ordinary rule with the shift raised by ``Z - 1``. ``p.k`` (M, L) uint8, ``v`` (L, N) int8;
+    ``mult / 2**shift ~= s_v / s_out``; ``shift + Z - 1 <= 63``. Reference: FQ-ViT, section 3.3.
+    """
+    k = np.asarray(p.k)
+    v = np.asarray(v)
+    if k.dtype != np.uint8 or v.dtype != np.int8:
+        raise TypeError(f"p.k must be uint8 and v int8, got {k.dtype} and {v.dtype}")
+    if k.ndim != 2 or v.ndim != 2 or k.shape[1] != v.shape[0]:
+        raise ValueError(f"p.k (M, L) and v (L, N) must agree on L, got {k.shape} and {v.shape}")
+    top = p.zero - 1
+    weight = np.where(k == p.zero, 0, np.int64(1) << (top - np.minimum(k.astype(np.int64), top)))
+    acc = weight @ v.astype(np.int64)
+    return requantize(acc, 0, mult, np.asarray(shift, dtype=np.int64) + top)

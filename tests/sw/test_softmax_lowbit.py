@@ -1,0 +1,93 @@
+"""Softmax outputs that keep small probabilities: shiftmax16 (15-bit mantissas) and FQ-ViT's
+Log-Int-Softmax (4-bit log2), with the attention x V rules that consume them."""
+
+import numpy as np
+import pytest
+
+from vitaccel.sw import softmax as sm
+from vitaccel.sw.golden import requantize
+
+
+def _rows(seed, length=197, n=16, std=3.0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, std, (n, length))
+    scale = np.abs(z).max() / 127
+    return np.clip(np.floor(z / scale + 0.5), -128, 127).astype(np.int8), scale
+
+
+def _float(x, scale):
+    z = x.astype(np.float64) * scale
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_shiftmax16_is_shiftmax_with_eight_more_bits(seed):
+    x, scale = _rows(seed)
+    params = sm.softmax_params(scale)
+    p16, p8 = sm.shiftmax16(x, *params), sm.shiftmax(x, *params)
+    assert p16.mant.dtype == np.int16 and p16.mant.min() >= 0
+    assert np.array_equal(p16.row_exp, p8.row_exp + 8)
+    assert (p16.mant.max(-1) >= 1 << 14).all()
+    assert np.abs(p16.to_float().sum(-1) - 1).max() <= 0.004 + 2.0 ** -15
+    # Both round the same running sum: the 16-bit one at 2**-8 of the other's step.
+    assert np.abs(p16.to_float() - p8.to_float()).max() <= 2.0 ** -int(p8.row_exp.min()) + 2.0 ** -int(p16.row_exp.min())
+    assert np.abs(p16.to_float() - _float(x, scale)).mean() < np.abs(p8.to_float() - _float(x, scale)).mean()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_log_int_softmax_rounds_minus_log2_p(seed):
+    x, scale = _rows(seed)
+    p = sm.log_int_softmax(x, *sm.softmax_params(scale))
+    assert p.k.dtype == np.uint8 and p.k.max() <= p.zero == 15
+    ref = -np.log2(_float(x, scale))
+    kept = p.k != p.zero
+    # log2 of the sum from a 7-bit table (<= 0.006), of each entry from the pre-multiply (2**-8
+    # steps), the exponentials' linear fraction in the sum (<= 0.09): within half a step plus that.
+    assert np.abs(p.k[kept] - ref[kept]).max() <= 0.5 + 0.1
+    assert (ref[~kept] >= 14.5 - 0.1).all()
+
+
+@pytest.mark.parametrize("f", [sm.shiftmax16, sm.log_int_softmax])
+def test_integer_only_and_shift_invariant(f):
+    x, scale = _rows(0, n=4)
+    params = sm.softmax_params(scale)
+    exact, fast = f(x.astype(object), *params), f(x, *params)
+    for a, b in zip(exact, fast):
+        if isinstance(a, np.ndarray):
+            assert all(type(v) is int for v in a.flat)
+            assert np.array_equal(a.astype(np.int64), b)
+    shifted = f((x.astype(np.int16) - 20).clip(-128, 127).astype(np.int8) if x.max() < 100 else x, *params)
+    if x.min() >= -108:
+        assert np.array_equal(shifted[0], fast[0])
+
+
+def test_log_attention_matmul_is_shifts_of_v():
+    rng = np.random.default_rng(5)
+    x, scale = _rows(4, length=40, n=6)
+    p = sm.log_int_softmax(x, *sm.softmax_params(scale))
+    v = rng.integers(-128, 128, (40, 8)).astype(np.int8)
+    got = sm.log_attention_matmul(p, v, 300, 20)
+    acc = np.zeros((6, 8), dtype=np.int64)
+    for i in range(6):
+        for j in range(40):
+            if p.k[i, j] != p.zero:
+                acc[i] += v[j].astype(np.int64) * 2 ** (14 - int(p.k[i, j]))
+    assert np.array_equal(got, requantize(acc, 0, 300, 34))
+    with pytest.raises(TypeError, match="uint8"):
+        sm.log_attention_matmul(sm.LogProbabilities(p.k.astype(np.int8), 4), v, 1, 0)
+
+
+def test_attention_matmul_takes_16_bit_mantissas():
+    x, scale = _rows(2, length=197, n=3)
+    p = sm.shiftmax16(x, *sm.softmax_params(scale))
+    v = np.random.default_rng(0).integers(-128, 128, (197, 4)).astype(np.int8)
+    got = sm.attention_matmul(p, v, 1 << 14, 10)
+    want = requantize(p.mant.astype(np.int64) @ v.astype(np.int64), 0, 1 << 14, 10 + p.row_exp.astype(np.int64))
+    assert np.array_equal(got, want)
+
+
+def test_log2_table_and_row_sum():
+    assert sm.LOG2_TABLE.shape == (128,) and sm.LOG2_TABLE.max() < 256
+    e = np.array([[1 << 15, 1 << 15, 3 << 13]], dtype=np.int64)
+    assert abs(sm.row_log2_sum(e)[0, 0] / 256 - np.log2(e.sum())) < 0.006
