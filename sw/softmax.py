@@ -52,7 +52,8 @@ from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECI
 
 __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabilities",
            "attention_matmul", "log2_exponent", "shift_exp", "shiftmax16", "LogProbabilities",
-           "log_int_softmax", "log_attention_matmul", "LOG2_TABLE", "LIS_ROUND", "row_log2_sum"]
+           "log_int_softmax", "log_sqrt2_softmax", "log_attention_matmul", "LOG2_TABLE", "LIS_ROUND",
+           "SQRT1_2", "row_log2_sum"]
 
 class SoftmaxParams(NamedTuple):
     """The dyadic pre-multiply: ``mult / 2**shift ~= s * 2**LOG_FRAC * log2(e) / 1.4375``."""
@@ -251,10 +252,11 @@ FQ-ViT's ``log_round`` rounds at ``log2(1.5) = 0.585`` (offset 106); on the rows
 
 
 class LogProbabilities(NamedTuple):
-    """Log2 softmax output: ``p ~= 2.0**-k``, ``k`` uint8 in ``0..2**bits - 2``; ``k == 2**bits - 1``
-    (:attr:`zero`) means ``p = 0``."""
+    """Log-domain softmax output: ``p ~= 2.0**-k`` (``2.0**(-k/2)`` when ``sqrt2``), ``k`` uint8 in
+    ``0..2**bits - 2``; ``k == 2**bits - 1`` (:attr:`zero`) means ``p = 0``."""
     k: np.ndarray
     bits: int
+    sqrt2: bool = False
 
     @property
     def zero(self) -> int:
@@ -263,7 +265,7 @@ class LogProbabilities(NamedTuple):
     def to_float(self) -> np.ndarray:
         """The probabilities as float64 (for measurement, never on a data path)."""
         k = np.asarray(self.k, dtype=np.float64)
-        return np.where(self.k == self.zero, 0.0, np.exp2(-k))
+        return np.where(self.k == self.zero, 0.0, np.exp2(-k / 2 if self.sqrt2 else -k))
 
 
 def row_log2_sum(e) -> np.ndarray:
@@ -302,21 +304,55 @@ def log_int_softmax(x, mult: int, shift: int, bits: int = 4) -> LogProbabilities
     if bits not in (3, 4, 5):
         raise ValueError(f"bits must be 3, 4 or 5, got {bits!r}")
     x = _check_logits(x, mult, shift)
-    t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
-    a = row_log2_sum(shift_exp(t)) - like(EXP_BITS << LOG_FRAC, t) - t
+    a = _minus_log2_p(x, mult, shift)
     k = np.maximum(a + like(LIS_ROUND, a), 0) >> like(LOG_FRAC, a)
     zero = (1 << bits) - 1
     return LogProbabilities(finish(np.minimum(k, zero), np.uint8), bits)
 
 
-def log_attention_matmul(p: LogProbabilities, v, mult, shift) -> np.ndarray:
-    """``softmax @ V`` with log2 probabilities: ``requantize(sum_j (v_j << (Z - 1 - k_j)), 0, mult,
-    shift + Z - 1)`` with ``Z = 2**bits - 1`` and zero-coded entries skipped.
+SQRT1_2 = 181
+"""``1/sqrt(2)`` in ``2**-8`` units (0.70703, 0.01 % low): the odd half-octave of :func:`log_sqrt2_softmax`."""
 
-    Each product ``2**-k * v`` is a left shift of ``v`` by ``Z - 1 - k`` (int8 ``v``, up to 13
-    bits of shift for 4-bit ``k``), summed exactly (``|sum| < 2**21 * L``), then requantized by the
-    ordinary rule with the shift raised by ``Z - 1``. ``p.k`` (M, L) uint8, ``v`` (L, N) int8;
-    ``mult / 2**shift ~= s_v / s_out``; ``shift + Z - 1 <= 63``. Reference: FQ-ViT, section 3.3.
+
+def _minus_log2_p(x, mult: int, shift: int) -> np.ndarray:
+    # -log2 p in 2**-LOG_FRAC units: log2 of the row sum (table) minus each entry's exact exponent.
+    t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
+    return row_log2_sum(shift_exp(t)) - like(EXP_BITS << LOG_FRAC, t) - t
+
+
+def log_sqrt2_softmax(x, mult: int, shift: int, bits: int = 4) -> LogProbabilities:
+    """RepQ-ViT's log-sqrt2 quantizer of the attention probabilities, integer-only.
+
+    ``a`` is ``-log2 p`` in ``2**-8`` units as in :func:`log_int_softmax`; ``k = (2a + 2**7) >> 8``
+    (``-log_sqrt2 p`` rounded half up), ``p ~= 2**(-k/2)``; ``k > 2**bits - 2`` becomes the zero code.
+    Half-octave steps halve the log2 code's worst relative error (``2**0.25`` against ``2**0.5``) at
+    the cost of range (4 bits reach ``2**-7``, 5 bits ``2**-15``). RepQ-ViT quantizes the float
+    softmax output this way and reparameterizes the scale into ``2**-k/2`` for the matmul; here the
+    codes come from the integer exponent and log tables (no float, no divider).
+
+    Reference: Z. Li et al., "RepQ-ViT: Scale Reparameterization for Post-Training Quantization of
+    Vision Transformers", ICCV 2023, section 3.3 (log-sqrt2 quantizer for post-Softmax activations).
+    """
+    if bits not in (4, 5):
+        raise ValueError(f"bits must be 4 or 5, got {bits!r}")
+    x = _check_logits(x, mult, shift)
+    a = _minus_log2_p(x, mult, shift)
+    k = np.maximum(2 * a + like(1 << (LOG_FRAC - 1), a), 0) >> like(LOG_FRAC, a)
+    return LogProbabilities(finish(np.minimum(k, (1 << bits) - 1), np.uint8), bits, True)
+
+
+def log_attention_matmul(p: LogProbabilities, v, mult, shift) -> np.ndarray:
+    """``softmax @ V`` with log-domain probabilities, as shifts and adds.
+
+    Log2 codes (:func:`log_int_softmax`): ``requantize(sum_j (v_j << (Z - 1 - k_j)), 0, mult,
+    shift + Z - 1)`` with ``Z = 2**bits - 1`` and zero-coded entries skipped: each ``2**-k * v``
+    is a left shift of int8 ``v`` (up to 13 bits for 4-bit ``k``), summed exactly.
+    Log-sqrt2 codes (:func:`log_sqrt2_softmax`): ``2**(-k/2) = 2**-(k>>1) * (1/sqrt2 if k odd)``,
+    so the term is ``(v_j * (SQRT1_2 if k_j odd else 256)) << (H - (k_j >> 1))`` with
+    ``H = (Z - 1) >> 1`` and the shift raised by ``H + 8`` (one 8x8-bit constant multiply per term,
+    a shift-add ``128 + 32 + 16 + 4 + 1`` in hardware).
+    ``p.k`` (M, L) uint8, ``v`` (L, N) int8; ``mult / 2**shift ~= s_v / s_out``; the total shift
+    must stay <= 63. Reference: FQ-ViT section 3.3; RepQ-ViT section 3.3.
     """
     k = np.asarray(p.k)
     v = np.asarray(v)
@@ -325,6 +361,13 @@ def log_attention_matmul(p: LogProbabilities, v, mult, shift) -> np.ndarray:
     if k.ndim != 2 or v.ndim != 2 or k.shape[1] != v.shape[0]:
         raise ValueError(f"p.k (M, L) and v (L, N) must agree on L, got {k.shape} and {v.shape}")
     top = p.zero - 1
-    weight = np.where(k == p.zero, 0, np.int64(1) << (top - np.minimum(k.astype(np.int64), top)))
+    kk = np.minimum(k.astype(np.int64), top)
+    if p.sqrt2:
+        top >>= 1
+        weight = np.where(kk & 1, SQRT1_2, 1 << LOG_FRAC) << (top - (kk >> 1))
+        extra = top + LOG_FRAC
+    else:
+        weight, extra = np.int64(1) << (top - kk), top
+    weight = np.where(k == p.zero, 0, weight)
     acc = weight @ v.astype(np.int64)
-    return requantize(acc, 0, mult, np.asarray(shift, dtype=np.int64) + top)
+    return requantize(acc, 0, mult, np.asarray(shift, dtype=np.int64) + extra)

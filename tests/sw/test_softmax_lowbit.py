@@ -91,3 +91,28 @@ def test_log2_table_and_row_sum():
     assert sm.LOG2_TABLE.shape == (128,) and sm.LOG2_TABLE.max() < 256
     e = np.array([[1 << 15, 1 << 15, 3 << 13]], dtype=np.int64)
     assert abs(sm.row_log2_sum(e)[0, 0] / 256 - np.log2(e.sum())) < 0.006
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_log_sqrt2_softmax_rounds_half_octaves(seed):
+    x, scale = _rows(seed, std=1.0)
+    p = sm.log_sqrt2_softmax(x, *sm.softmax_params(scale), bits=5)
+    assert p.sqrt2 and p.zero == 31 and p.k.dtype == np.uint8
+    ref = -2 * np.log2(_float(x, scale))
+    kept = p.k != p.zero
+    assert np.abs(p.k[kept] - ref[kept]).max() <= 0.5 + 0.2
+    exact = sm.log_sqrt2_softmax(x.astype(object), *sm.softmax_params(scale), bits=5)
+    assert np.array_equal(exact.k.astype(np.int64), p.k)
+
+
+def test_log_sqrt2_attention_matmul():
+    x, scale = _rows(6, length=30, n=5, std=1.0)
+    p = sm.log_sqrt2_softmax(x, *sm.softmax_params(scale), bits=5)
+    v = np.random.default_rng(1).integers(-128, 128, (30, 6)).astype(np.int8)
+    acc = np.zeros((5, 6), dtype=np.int64)
+    for i in range(5):
+        for j in range(30):
+            k = int(p.k[i, j])
+            if k != p.zero:
+                acc[i] += v[j].astype(np.int64) * (sm.SQRT1_2 if k % 2 else 256) * 2 ** (14 - k // 2)
+    assert np.array_equal(sm.log_attention_matmul(p, v, 999, 12), requantize(acc, 0, 999, 12 + 14 + 8))
