@@ -1,30 +1,30 @@
-"""The external memory arbiter: several requesters share the core's one external memory port.
+"""The read arbiter: the controller's fetches and the DMA's LOADs share the core's AXI4 read channels.
 
 The controller fetches instructions while the DMA may be running a LOAD (docs/architecture.md,
-"Controller"), so both issue reads over the same port and the read responses, which the port
-returns in command order, must go back to whoever issued each read.
+"Controller"), so both issue read bursts on the same AR channel, and the R beats, which the slave
+returns in burst order (one ID), must go back to whoever issued each burst.
 """
 
 from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .interfaces import MemoryPortSignature
+from .axi import AxiReadSignature, BURST_INCR, CACHE, burst_size
 from .lib import RegisteredFIFO
 
-__all__ = ["MemoryArbiter"]
+__all__ = ["ReadArbiter"]
 
 
-class MemoryArbiter(wiring.Component):
-    """Shares ``mem`` between ``requesters`` memory ports with fixed priority (index 0 first).
+class ReadArbiter(wiring.Component):
+    """Shares ``axi`` (AR and R) between ``requesters`` with fixed priority (index 0 first).
 
-    Each requester sees a ``MemoryPortSignature`` port with the same contract as ``mem``: its
-    commands reach ``mem`` in its order, and its read responses come back in the order of its reads.
-    In a cycle, the command of the lowest-numbered requester with ``cmd_valid`` is offered to
-    ``mem``; the others see ``cmd_ready`` low. A read is issued only while fewer than
-    ``max_outstanding`` reads are unanswered: the arbiter remembers the requester of each read in a
-    FIFO of that depth and routes every response (and that requester's ``rsp_ready``) by its head.
-    A memory whose latency exceeds ``max_outstanding`` cycles still works, at lower throughput.
+    Each requester drives ``araddr``, ``arlen`` and ``arvalid`` and sees the bursts' R beats in its
+    own order; the arbiter drives the constant AR fields (INCR, full-width beats, ``AxCACHE``
+    :data:`~vitaccel.hw.axi.CACHE`) and ignores the requesters' values of them. In a cycle, the
+    burst of the lowest-numbered requester with ``arvalid`` is offered; the others see ``arready``
+    low. A burst is issued only while fewer than ``max_outstanding`` bursts are unanswered: the
+    arbiter remembers the requester of each burst in a FIFO of that depth, routes every R beat
+    (and that requester's ``rready``) by its head, and pops it with the burst's last beat.
 
     Parameters
     ----------
@@ -33,49 +33,51 @@ class MemoryArbiter(wiring.Component):
     requesters : int
         Number of requester ports, at least 2.
     max_outstanding : int
-        Unanswered reads allowed at once, at least 1.
+        Unanswered bursts allowed at once, at least 1.
     """
 
     def __init__(self, addr_bits: int, data_bits: int, *, requesters: int = 2, max_outstanding: int = 16):
         if not isinstance(requesters, int) or requesters < 2:
             raise ValueError(f"Requester count must be an integer of at least 2, not {requesters!r}")
         if not isinstance(max_outstanding, int) or max_outstanding < 1:
-            raise ValueError(f"Outstanding read limit must be a positive integer, not {max_outstanding!r}")
+            raise ValueError(f"Outstanding burst limit must be a positive integer, not {max_outstanding!r}")
         self.max_outstanding = max_outstanding
-        signature = MemoryPortSignature(addr_bits, data_bits)
+        self._size = burst_size(data_bits)
+        signature = AxiReadSignature(addr_bits, data_bits)
         super().__init__({
-            "mem": Out(signature),
+            "axi": Out(signature),
             "requesters": In(signature).array(requesters),
         })
 
     def elaborate(self, platform):
         m = Module()
-        mem, reqs = self.mem, self.requesters
+        axi, reqs = self.axi, self.requesters
         m.submodules.tags = tags = RegisteredFIFO((len(reqs) - 1).bit_length(), self.max_outstanding)
+        m.d.comb += [axi.arsize.eq(self._size), axi.arburst.eq(BURST_INCR), axi.arcache.eq(CACHE),
+                     axi.arlock.eq(0), axi.arprot.eq(0)]
 
-        earlier = None         # some requester before this one has a command
+        earlier = None         # some requester before this one has a burst
         for index, req in enumerate(reqs):
             grant = Signal(name=f"grant{index}")
-            m.d.comb += grant.eq(req.cmd_valid if earlier is None else req.cmd_valid & ~earlier)
-            earlier = req.cmd_valid if earlier is None else earlier | req.cmd_valid
-            issuable = req.cmd_write | tags.w_rdy
+            m.d.comb += grant.eq(req.arvalid if earlier is None else req.arvalid & ~earlier)
+            earlier = req.arvalid if earlier is None else earlier | req.arvalid
             with m.If(grant):
                 m.d.comb += [
-                    mem.cmd_valid.eq(issuable),
-                    mem.cmd_addr.eq(req.cmd_addr),
-                    mem.cmd_write.eq(req.cmd_write),
-                    mem.cmd_wdata.eq(req.cmd_wdata),
+                    axi.arvalid.eq(tags.w_rdy),
+                    axi.araddr.eq(req.araddr),
+                    axi.arlen.eq(req.arlen),
                     tags.w_data.eq(index),
                 ]
-            m.d.comb += req.cmd_ready.eq(grant & issuable & mem.cmd_ready)
+            m.d.comb += req.arready.eq(grant & tags.w_rdy & axi.arready)
 
             owner = tags.r_rdy & (tags.r_data == index)
-            m.d.comb += [req.rsp_valid.eq(mem.rsp_valid & owner), req.rsp_data.eq(mem.rsp_data)]
+            m.d.comb += [req.rvalid.eq(axi.rvalid & owner), req.rdata.eq(axi.rdata), req.rresp.eq(axi.rresp),
+                         req.rlast.eq(axi.rlast)]
             with m.If(owner):
-                m.d.comb += mem.rsp_ready.eq(req.rsp_ready)
+                m.d.comb += axi.rready.eq(req.rready)
 
         m.d.comb += [
-            tags.w_en.eq(mem.cmd_valid & mem.cmd_ready & ~mem.cmd_write),
-            tags.r_en.eq(mem.rsp_valid & mem.rsp_ready),
+            tags.w_en.eq(axi.arvalid & axi.arready),
+            tags.r_en.eq(axi.rvalid & axi.rready & axi.rlast),
         ]
         return m

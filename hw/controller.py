@@ -13,7 +13,8 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BITS, INSTR_BYTES, ErrorCode, Instruction, LocalMemory, Opcode
 
-from .interfaces import checked_config, CSR, CsrBusSignature, MemoryPortSignature, engine_cmd_signature
+from .axi import AxiReadSignature, BURST_INCR, CACHE, burst_size
+from .interfaces import checked_config, CSR, CsrBusSignature, engine_cmd_signature
 from .lib import fanned_out
 
 __all__ = ["Controller", "Engine", "EXECUTED_OPCODES"]
@@ -49,11 +50,12 @@ class Controller(wiring.Component):
 
     - Idle until CTRL bit 0 is written while not busy; then ``pc = PROG_ADDR``, CYCLES, INSTRET,
       the error code and ``done`` are cleared and ``busy`` rises.
-    - Fetch reads the ``INSTR_BITS / bus_bits`` words of the instruction at ``pc`` with all reads in
-      flight at once. ``PROG_ADDR`` must be a multiple of the bus width in bytes (no ErrorCode
-      covers it: the fetch would issue misaligned reads). The next instruction is fetched right
+    - Fetch reads the ``INSTR_BITS / bus_bits`` words of the instruction at ``pc`` in one AXI4
+      burst. ``PROG_ADDR`` must be a multiple of ``INSTR_BYTES`` (no ErrorCode covers it: the
+      burst would be misaligned or cross a 4 KiB boundary). The next instruction is fetched right
       after an instruction is dispatched, while its engine works, except while a STORE is in flight
-      (it may write the program): then the fetch's reads wait until the DMA is idle.
+      (it may write the program): then the fetch's burst waits until the DMA is idle (a STORE is
+      over once its writes are answered).
     - An instruction is checked :attr:`CHECK_CYCLES` cycles after its last word arrives: a DECODE
       cycle registers the checks' sums and the scoreboard's row ranges, a CHECK cycle their
       compares and the hazards, and a DECIDE cycle acts on them, so that no path runs from the
@@ -106,7 +108,7 @@ class Controller(wiring.Component):
         self.cfg = checked_config(cfg)
         super().__init__({
             "csr": In(CsrBusSignature()),
-            "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),
+            "mem": Out(AxiReadSignature(cfg.addr_bits, cfg.bus_bits)),
             **{f"{engine.name.lower()}_{member}": flow for engine in Engine
                for member, flow in (("cmd", Out(engine_cmd_signature())), ("busy", In(1)))},
             "busy": Out(1),
@@ -269,7 +271,7 @@ class Controller(wiring.Component):
         decoded = self._decode(m, instr, decoding)
         offer_ok, dma_store = self._scoreboard(m, instr, engines, decoded, decoding, checking)
         fetch = _Fetch(cfg)
-        m.d.comb += self.mem.rsp_ready.eq(1)     # responses in any cycle (_Fetch says why)
+        m.d.comb += self.mem.rready.eq(1)     # beats in any cycle (_Fetch says why)
         error_now, failing = self._checks(m, instr, decoding)    # from checks registered in DECODE
         error_r, failed = Signal(ErrorCode), Signal()   # ... and registered in CHECK
         vector_start = Signal()
@@ -492,42 +494,40 @@ class _RunRegisters:
 
 class _Fetch:
     """The fetch of one instruction: its ``INSTR_BITS / bus_bits`` words (AccelConfig caps
-    ``bus_bits`` at ``INSTR_BITS``) read with all reads in flight at once, their responses
-    written to the instruction register in order.
+    ``bus_bits`` at ``INSTR_BITS``) read in one AXI4 burst, its beats written to the instruction
+    register in order.
 
     :meth:`restart` aims it at an address (statements for the caller's condition), :meth:`step`
-    runs it (in the controller's fetch state). The memory port's responses are taken in any
-    cycle (``rsp_ready`` is high): they come only in the fetch state, which waits for all of its
-    reads (a constant ready keeps the controller's state out of the arbiter's response routing).
+    runs it (in the controller's fetch state). The read channel's beats are taken in any cycle
+    (``rready`` is high): they come only in the fetch state, which waits for all of its beats (a
+    constant ready keeps the controller's state out of the arbiter's beat routing).
     """
 
     def __init__(self, cfg: AccelConfig):
         self.words = INSTR_BITS // cfg.bus_bits
-        self.bus_bytes = cfg.bus_bytes
-        self.issued = Signal(range(self.words + 1), name="issued")
-        self.word_at = Signal(self.words, name="word_at")   # the word whose response comes next, one-hot
         self.addr = Signal(cfg.addr_bits, name="fetch_addr")
-        self.more = Signal(name="more")     # issued != words, registered
+        self.word_at = Signal(self.words, name="word_at")   # the word whose beat comes next, one-hot
+        self.more = Signal(name="more")     # the burst is still to be issued
 
     def restart(self, addr):
         """Statements that start the fetch of the instruction at ``addr``."""
-        return [self.addr.eq(addr), self.issued.eq(0), self.word_at.eq(1), self.more.eq(1)]
+        return [self.addr.eq(addr), self.word_at.eq(1), self.more.eq(1)]
 
     def step(self, m, mem, instr, hold, then):
-        """A cycle of the fetch, in the controller's fetch state: issue the next read on ``mem``
-        unless ``hold``, write a response to its word of ``instr``, and go to state ``then``
-        after the last (``instr`` holds the whole instruction from then on)."""
-        m.d.comb += [mem.cmd_valid.eq(self.more & ~hold), mem.cmd_addr.eq(self.addr)]
-        with m.If(mem.cmd_valid & mem.cmd_ready):
-            m.d.sync += [self.issued.eq(self.issued + 1), self.addr.eq(self.addr + self.bus_bytes),
-                         self.more.eq(self.issued + 1 != self.words)]
-        # The word expected next (one-hot `word_at`) takes the response data in every cycle and
-        # keeps the last, taken with `rsp_valid`: the instruction register's enables come from
-        # registers, not from the response routing across the die.
+        """A cycle of the fetch, in the controller's fetch state: issue the burst on ``mem``
+        unless ``hold``, write a beat to its word of ``instr``, and go to state ``then`` after the
+        last (``instr`` holds the whole instruction from then on)."""
+        m.d.comb += [mem.arvalid.eq(self.more & ~hold), mem.araddr.eq(self.addr), mem.arlen.eq(self.words - 1),
+                     mem.arsize.eq(burst_size(len(mem.rdata))), mem.arburst.eq(BURST_INCR), mem.arcache.eq(CACHE)]
+        with m.If(mem.arvalid & mem.arready):
+            m.d.sync += self.more.eq(0)
+        # The word expected next (one-hot `word_at`) takes the beat's data in every cycle and
+        # keeps the last, taken with `rvalid`: the instruction register's enables come from
+        # registers, not from the beat routing across the die.
         for k in range(self.words):
             with m.If(self.word_at[k]):
-                m.d.sync += instr.as_value().word_select(k, len(mem.rsp_data)).eq(mem.rsp_data)
-        with m.If(mem.rsp_valid):
+                m.d.sync += instr.as_value().word_select(k, len(mem.rdata)).eq(mem.rdata)
+        with m.If(mem.rvalid):
             m.d.sync += self.word_at.eq(self.word_at << 1)
             with m.If(self.word_at[-1]):
                 m.next = then

@@ -10,11 +10,12 @@ from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
 
-from .arbiter import MemoryArbiter
+from .arbiter import ReadArbiter
+from .axi import Axi4Signature, AxiLiteCsr, AxiLiteSignature, connect_members
 from .controller import Controller
 from .dma import DMA
 from .gelu import GeluEngine
-from .interfaces import checked_config, CsrBusSignature, MemoryPortSignature, acc_row, spad_row
+from .interfaces import CSR_INDEX_BITS, checked_config, acc_row, spad_row
 from .layernorm import LayerNormEngine
 from .matmul import MatmulEngine
 from .memories import SharedMemory
@@ -69,11 +70,13 @@ class Core(wiring.Component):
 
     Ports
     -----
-    mem : Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits))
-        External memory (program and tensors), shared by the controller's fetches and the DMA
-        through a :class:`~vitaccel.hw.arbiter.MemoryArbiter` (fetches first).
-    csr : In(CsrBusSignature())
-        Host registers (``hw.interfaces.CSR``).
+    m_axi : Out(Axi4Signature(cfg.addr_bits, cfg.bus_bits))
+        AXI4 master into external memory (program and tensors): the controller's fetches and the
+        DMA's LOADs share its read channels through a :class:`~vitaccel.hw.arbiter.ReadArbiter`
+        (fetches first); the write channels are the DMA's (STORE).
+    s_axi : In(AxiLiteSignature())
+        AXI4-Lite slave of the host registers (``hw.interfaces.CSR``, register ``k`` at byte
+        ``4 * k``) through a :class:`~vitaccel.hw.axi.AxiLiteCsr`.
     busy, done : Out(1)
         STATUS bits 0 and 1: a run is in progress; the last run has finished (END or an error).
 
@@ -97,8 +100,8 @@ class Core(wiring.Component):
             raise ValueError(f"cols={cfg.cols}: the core needs at least {MIN_COLS} columns (the nonlinear engines "
                              f"read their scalar parameters, up to {MIN_COLS}, from one PARAM row)")
         super().__init__({
-            "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),
-            "csr": In(CsrBusSignature()),
+            "m_axi": Out(Axi4Signature(cfg.addr_bits, cfg.bus_bits)),
+            "s_axi": In(AxiLiteSignature()),
             "busy": Out(1),
             "done": Out(1),
         })
@@ -124,7 +127,9 @@ class Core(wiring.Component):
         m.submodules.acc = acc = SharedMemory(acc_row(cfg), cfg.acc_rows, slices=slices)
         m.submodules.param = param = SharedMemory(acc_row(cfg), cfg.param_rows, slices=slices)
 
-        wiring.connect(m, wiring.flipped(self.csr), ctrl.csr)
+        m.submodules.csr = csr = AxiLiteCsr(CSR_INDEX_BITS)
+        wiring.connect(m, wiring.flipped(self.s_axi), csr.s_axi)
+        wiring.connect(m, csr.csr, ctrl.csr)
         for name, engine in [("dma", dma), ("matmul", mm), ("requant", rq), *vector]:
             wiring.connect(m, getattr(ctrl, f"{name}_cmd"), engine.cmd)
             m.d.comb += getattr(ctrl, f"{name}_busy").eq(engine.busy)
@@ -143,10 +148,11 @@ class Core(wiring.Component):
         # The memories register both sides of their block RAMs (hw/memories.py): reads take
         # READ_LATENCY cycles and a write lands one cycle after the engine issues it, in time for
         # any read issued from the next cycle on.
-        m.submodules.arbiter = arbiter = MemoryArbiter(cfg.addr_bits, cfg.bus_bits)
-        wiring.connect(m, wiring.flipped(self.mem), arbiter.mem)
+        m.submodules.arbiter = arbiter = ReadArbiter(cfg.addr_bits, cfg.bus_bits)
         wiring.connect(m, ctrl.mem, arbiter.requesters[0])
-        wiring.connect(m, dma.mem, arbiter.requesters[1])
+        wiring.connect(m, dma.rd, arbiter.requesters[1])
+        connect_members(m, arbiter.axi, self.m_axi, arbiter.axi.signature.members.keys())
+        connect_members(m, dma.wr, self.m_axi, dma.wr.signature.members.keys())
         _share(m, spad.read, [(by_dma_alone, dma.spad_rd), (by_mm, mm.spad_rd)]
                + [(sel, e.spad_rd) for sel, e in by_vec])
         _share(m, spad.write, [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]

@@ -16,65 +16,92 @@ from amaranth.lib.wiring import Out
 from vitaccel.config import AccelConfig
 from vitaccel.isa import LocalMemory, Opcode
 
-from .interfaces import MemoryPortSignature, checked_config, engine_members
+from .axi import AxiReadSignature, AxiWriteSignature, BURST_INCR, CACHE, MAX_BURST, burst_size
+from .interfaces import checked_config, engine_members
 from .lib import fanned_out, one_hot_select
 from .memories import READ_LATENCY
 
-__all__ = ["DMA", "load_cycles", "store_cycles"]
+__all__ = ["DMA", "bursts", "load_cycles", "store_cycles"]
+
+
+def bursts(cfg: AccelConfig, dram_addr: int, rows: int, stride: int, row_bytes: int) -> list[tuple[int, int]]:
+    """The AXI4 bursts ``(address, beats)`` in which the DMA moves ``rows`` rows of ``row_bytes``
+    bytes, row ``r`` at ``dram_addr + r * stride`` (wrapping at ``2**addr_bits``), in order.
+
+    The words form segments: all of them when the rows are back to back (``stride == row_bytes``),
+    else one per row; a segment is cut at every ``MAX_BURST * bus_bytes``-byte boundary of the
+    address (at most 4 KiB), so a burst has at most MAX_BURST beats and never crosses 4 KiB.
+    """
+    words = row_bytes // cfg.bus_bytes
+    wrap = (1 << cfg.addr_bits) - 1
+    if rows and stride & wrap == row_bytes:
+        segments = [(dram_addr, rows * words)]
+    else:
+        segments = [((dram_addr + r * stride) & wrap, words) for r in range(rows)]
+    block = MAX_BURST * cfg.bus_bytes
+    out = []
+    for addr, left in segments:
+        while left:
+            beats = min(left, (block - addr % block) // cfg.bus_bytes)
+            out.append((addr, beats))
+            addr, left = (addr + beats * cfg.bus_bytes) & wrap, left - beats
+    return out
 
 
 def load_cycles(words: int, mem_latency: int) -> int:
     """Cycles a LOAD of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that accepts a
-    command every cycle and answers each read ``mem_latency`` cycles after accepting it:
-    ``words + mem_latency + DMA.LOAD_EXTRA``."""
+    burst every cycle, answers its first beat ``mem_latency`` cycles after accepting it and moves a
+    beat every cycle: ``words + mem_latency + DMA.LOAD_EXTRA``."""
     return words + mem_latency + DMA.LOAD_EXTRA
 
 
-def store_cycles(words: int) -> int:
-    """Cycles a STORE of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that accepts a
-    command every cycle: ``words + DMA.STORE_EXTRA`` (``STORE_EXTRA = READ_LATENCY + 4``)."""
-    return words + DMA.STORE_EXTRA
+def store_cycles(words: int, write_latency: int = 1) -> int:
+    """Cycles a STORE of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that takes a
+    beat every cycle and answers a burst's last beat ``write_latency`` cycles later:
+    ``words + DMA.STORE_EXTRA + write_latency`` (``STORE_EXTRA = READ_LATENCY + 4``)."""
+    return words + DMA.STORE_EXTRA + write_latency
 
 
 class DMA(wiring.Component):
-    """Moves rows between the external memory port and the SPAD, ACC and PARAM memories.
+    """Moves rows between the AXI4 master ports and the SPAD, ACC and PARAM memories.
 
     Follows the engine convention of ``hw/interfaces.py``: ``cmd.ready`` is high exactly when the
     engine is idle; ``busy`` is high from the cycle after a command is accepted up to the cycle in
     which its last local write is presented (LOAD; the shared memory performs it ``WRITE_LATENCY``
-    cycle later) or the cycle after its last external write command is accepted (STORE), and for at
+    cycle later) or the cycle after the B response of its last write burst (STORE), and for at
     least one cycle (also for ``rows == 0``).
 
-    Every external command leaves from a register: the engine makes its commands, one per cycle,
-    through a register stage (which also holds a STORE's write data half-way through its word
-    multiplexer) into a three-slot output queue whose head drives the port, so that
-    ``mem.cmd_ready`` only moves that queue's pointers (no path from the port's handshake into the
-    engine's counters or data). A command made in cycle ``t`` is on the port from cycle ``t + 2``;
-    the first one in the third cycle after the instruction is accepted (:attr:`ISSUE_DELAY` cycles
-    after it).
+    The bursts (:func:`bursts`, :meth:`_bursts`): rows back to back in external memory are one
+    segment, other rows one each; a segment is cut at every ``MAX_BURST * bus_bytes``-byte
+    boundary, so bursts have at most 256 beats and never cross 4 KiB. A burst leaves from the
+    channel's registers (AR for a LOAD, AW for a STORE), the first in the second cycle after the
+    instruction is accepted (:attr:`ISSUE_DELAY`), then one per cycle while the channel takes them.
 
-    LOAD issues the read commands of all words of all rows back to back; the engine itself does not
-    limit the reads in flight (in the core, ``hw/arbiter.py`` allows 16) and accepts responses
-    whenever they come (``rsp_ready`` is always high), so it sustains one word per cycle
-    when the memory does. Every response is registered before it is used (``rsp_valid`` and
-    ``rsp_data`` reach flip-flops directly); a row is written to local memory two cycles after its
-    last word arrives.
+    LOAD issues all its read bursts back to back; the engine itself does not limit the bursts in
+    flight (in the core, ``hw/arbiter.py`` allows 16) and takes beats whenever they come
+    (``rready`` is always high), so it sustains one word per cycle when the memory does. Every beat
+    is registered before it is used (``rvalid`` and ``rdata`` reach flip-flops directly); a row is
+    written to local memory two cycles after its last word arrives.
 
-    STORE reads local rows ahead into a ring of row registers and issues one write command per
-    word; it sustains one word per cycle while ``cmd_ready`` is high. A local read's data arrives
-    :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the read, so a read is issued only when
-    a row register is reserved for its data (the port's back-pressure never stops data in flight):
-    a row of ``w`` words occupies its register for ``READ_LATENCY + w`` cycles, so the ring has
-    ``1 + ceil(READ_LATENCY / w)`` registers (SPAD rows and ACC/PARAM rows have rings of their own).
-    Read data reaches those registers through at most one multiplexer (ACC or PARAM). The engine
-    never reads a local memory during a LOAD nor writes one during a STORE.
+    STORE reads local rows ahead into a ring of row registers and makes one write beat per word,
+    through a register stage (which also holds the beat's data half-way through its word
+    multiplexer) into a three-slot queue whose head drives the W channel, so that ``wready`` only
+    moves that queue's pointers; it sustains one beat per cycle while ``wready`` is high. A local
+    read's data arrives :data:`~vitaccel.hw.memories.READ_LATENCY` cycles after the read, so a read
+    is issued only when a row register is reserved for its data (back-pressure never stops data in
+    flight): a row of ``w`` words occupies its register for ``READ_LATENCY + w`` cycles, so the
+    ring has ``1 + ceil(READ_LATENCY / w)`` registers (SPAD rows and ACC/PARAM rows have rings of
+    their own). Read data reaches those registers through at most one multiplexer (ACC or PARAM).
+    Every B response is taken at once (``bready`` is high); the STORE is over when every burst is
+    answered. The engine never reads a local memory during a LOAD nor writes one during a STORE.
 
-    Busy time when the memory accepts a command every cycle and answers a read ``L`` cycles after
-    accepting it: ``W + L + LOAD_EXTRA`` for a LOAD, ``W + STORE_EXTRA`` for a STORE of ``W`` words
-    (:func:`load_cycles`, :func:`store_cycles`; ``sw/perf.py`` models this).
+    Busy time on a memory that takes a burst and a beat every cycle, answers a read burst ``L``
+    cycles after taking it and a write burst ``Lw`` cycles after its last beat:
+    ``W + L + LOAD_EXTRA`` for a LOAD, ``W + STORE_EXTRA + Lw`` for a STORE of ``W`` words
+    (:func:`load_cycles`, :func:`store_cycles`; ``sw/perf.py`` models slower memories).
 
-    Every external command address is a multiple of ``bus_bytes`` when ``dram_addr`` and
-    ``dram_stride`` are (the controller's MISALIGNED check).
+    Every burst address is a multiple of ``bus_bytes`` when ``dram_addr`` and ``dram_stride``
+    are (the controller's MISALIGNED check).
 
     Parameters
     ----------
@@ -82,31 +109,33 @@ class DMA(wiring.Component):
         Sizes of the bus, the rows and the local memories.
     """
 
-    #: Cycles from the cycle a LOAD is accepted to the first cycle its first read command can be on
-    #: the port (one to make it, one in the stage, one in the output queue).
-    ISSUE_DELAY = 3
-    #: A LOAD's busy time beyond its words and the memory latency: the first read is on the port
-    #: in cycle :attr:`ISSUE_DELAY`; the cycle after the last response registers it and shifts it
-    #: into the row, the next writes the row.
-    LOAD_EXTRA = 4
-    #: A STORE's busy time beyond its words: the local read (issued in the first busy cycle, its
-    #: data on the port READ_LATENCY cycles later), the row register, the stage, the output queue
-    #: and the cycle after the last command.
+    #: Cycles from the cycle a LOAD or STORE is accepted to the first cycle its first burst can be
+    #: on the channel (one to load the command, one to plan the burst into the channel's registers).
+    ISSUE_DELAY = 2
+    #: A LOAD's busy time beyond its words and the memory latency: the first burst is on the
+    #: channel in cycle :attr:`ISSUE_DELAY`; the cycle after the last beat registers it and shifts
+    #: it into the row, the next writes the row.
+    LOAD_EXTRA = 3
+    #: A STORE's busy time beyond its words and the write latency: the local read (issued in the
+    #: first busy cycle, its data READ_LATENCY cycles later), the row register, the stage, the
+    #: output queue, the B response's count and the cycle after it.
     STORE_EXTRA = READ_LATENCY + 4
 
     def __init__(self, cfg: AccelConfig):
         self.cfg = checked_config(cfg)
         super().__init__({
             **engine_members(cfg, "spad_wr", "acc_wr", "param_wr", "spad_rd", "acc_rd", "param_rd"),
-            "mem": Out(MemoryPortSignature(cfg.addr_bits, cfg.bus_bits)),
+            "rd": Out(AxiReadSignature(cfg.addr_bits, cfg.bus_bits)),
+            "wr": Out(AxiWriteSignature(cfg.addr_bits, cfg.bus_bits)),
         })
 
     def elaborate(self, platform):
         m = Module()
         command = self._command(m)
+        bursts = self._bursts(m, command)
         gen = self._generator(m, command)
         self._load(m, command, gen)
-        rows = self._store(m, command, gen)
+        rows = self._store(m, command, gen, bursts)
         self._store_words(m, command, gen, *rows)
         return m
 
@@ -128,7 +157,8 @@ class DMA(wiring.Component):
             instr=instr, busy=Signal(name="busy"), loading=Signal(name="loading"), storing=Signal(name="storing"),
             sel_spad=Signal(name="sel_spad"), sel_acc=Signal(name="sel_acc"), sel_param=Signal(name="sel_param"),
             stride=Signal(cfg.addr_bits, name="stride"), last_word=Signal(range(acc_words), name="last_word"),
-            one_word=Signal(name="one_word"), spad_words=spad_words, acc_words=acc_words)
+            one_word=Signal(name="one_word"), spad_words=spad_words, acc_words=acc_words,
+            row_words=Signal(range(acc_words + 1), name="row_words"), contiguous=Signal(name="contiguous"))
         m.d.comb += [self.busy.eq(command.busy), self.cmd.ready.eq(~command.busy)]
         # Acceptance sets only busy, loading and storing; every other register of the command is
         # loaded from the payload in every idle cycle (the controller's payload holds still before
@@ -147,18 +177,87 @@ class DMA(wiring.Component):
                 command.stride.eq(instr.dram_stride),
                 command.last_word.eq(Mux(to_spad, spad_words - 1, acc_words - 1)),
                 command.one_word.eq(Mux(to_spad, spad_words == 1, acc_words == 1)),
+                command.row_words.eq(Mux(to_spad, spad_words, acc_words)),
+                # Rows back to back in external memory: one segment, walked in long bursts.
+                command.contiguous.eq(instr.dram_stride == Mux(to_spad, cfg.spad_row_bytes, cfg.acc_row_bytes)),
             ]
         return command
 
-    def _generator(self, m, command):
-        """The external commands, as a namespace: a walk (``walk``, :class:`_RowWalk`) makes word
-        ``walk.word`` of the current row in a cycle with ``go`` (``valid``, driven by the LOAD or
-        STORE side, and room in the queue); a command made in cycle t goes through one stage
-        (``made_valid``, its address, and its write data ``made_wdata``, which the STORE side
-        drives from that stage's registers) into the output queue at the end of t + 1
-        (:meth:`_output_queue`; ``out_valid``: the queue holds a command)."""
+    def _bursts(self, m, command):
+        """The command's bursts, on AR (LOAD) or AW (STORE), as a namespace: ``more`` (bursts left
+        to plan) and ``out_valid`` (one on the channel), ``answered`` (every write burst issued
+        has its B response).
+
+        The command's words form segments: all of them when the rows are contiguous (``stride``
+        equals the row's bytes), else one per row. A segment is cut into bursts at every
+        ``MAX_BURST * bus_bytes``-byte boundary (at most 4 KiB, so no burst crosses 4 KiB and none
+        has more than MAX_BURST beats). A burst is planned into the channel's registers in any
+        cycle in which the channel's slot is free or taken; the first is on the channel in the
+        second cycle after the command is accepted (:attr:`ISSUE_DELAY`).
+        """
         cfg = self.cfg
         instr = command.instr
+        size = burst_size(cfg.bus_bits)
+        assert MAX_BURST * cfg.bus_bytes <= 4096
+        rows_bits = len(instr.rows)
+        addr = Signal(cfg.addr_bits, name="b_addr")
+        base = Signal(cfg.addr_bits, name="b_base")
+        seg = Signal(rows_bits + command.acc_words.bit_length(), name="b_seg")   # words left in the segment
+        left = Signal(rows_bits, name="b_left")     # segments left, the current one included
+        bursts = SimpleNamespace(more=Signal(name="b_more"), out_valid=Signal(name="a_valid"),
+                                 answered=Signal(name="answered"))
+        out_addr = Signal(cfg.addr_bits, name="a_addr", reset_less=True)
+        out_len = Signal(8, name="a_len", reset_less=True)
+        rd, wr = self.rd, self.wr
+        m.d.comb += [
+            rd.arvalid.eq(bursts.out_valid & command.loading), rd.araddr.eq(out_addr), rd.arlen.eq(out_len),
+            rd.arsize.eq(size), rd.arburst.eq(BURST_INCR), rd.arcache.eq(CACHE),
+            wr.awvalid.eq(bursts.out_valid & command.storing), wr.awaddr.eq(out_addr), wr.awlen.eq(out_len),
+            wr.awsize.eq(size), wr.awburst.eq(BURST_INCR), wr.awcache.eq(CACHE),
+        ]
+        taken = Mux(command.storing, wr.awready, rd.arready)
+        room = Signal(9)          # beats to the next boundary
+        m.d.comb += room.eq(MAX_BURST - addr[size:size + 8])
+        ends = seg <= room
+        beats = Mux(ends, seg, room)
+        with m.If(~command.busy):
+            row_words = Mux(instr.mem == LocalMemory.SPAD, command.spad_words, command.acc_words)
+            contiguous = instr.dram_stride == row_words * cfg.bus_bytes
+            m.d.sync += [
+                addr.eq(instr.dram_addr), base.eq(instr.dram_addr),
+                seg.eq(Mux(contiguous, instr.rows * row_words, row_words)),
+                left.eq(Mux(contiguous, 1, instr.rows)),
+                bursts.more.eq(instr.rows != 0), bursts.out_valid.eq(0),
+            ]
+        with m.Elif(~bursts.out_valid | taken):
+            m.d.sync += bursts.out_valid.eq(bursts.more)
+            with m.If(bursts.more):
+                m.d.sync += [out_addr.eq(addr), out_len.eq(beats - 1)]
+                with m.If(ends):
+                    m.d.sync += [left.eq(left - 1), bursts.more.eq(left != 1), seg.eq(command.row_words),
+                                 base.eq(base + command.stride), addr.eq(base + command.stride)]
+                with m.Else():
+                    m.d.sync += [seg.eq(seg - beats), addr.eq(addr + (beats << size))]
+
+        # Write bursts issued and not yet answered; every B response is taken at once.
+        pending = Signal(rows_bits + 1, name="b_pending")
+        m.d.comb += wr.bready.eq(1)
+        m.d.sync += pending.eq(pending + (wr.awvalid & wr.awready) - wr.bvalid)
+        m.d.comb += bursts.answered.eq(pending == 0)
+        return bursts
+
+    def _generator(self, m, command):
+        """A STORE's write beats, as a namespace: a walk (``walk``, :class:`_RowWalk`) makes word
+        ``walk.word`` of the current row in a cycle with ``go`` (``valid``, driven by the STORE
+        side, and room in the queue); a beat made in cycle t goes through one stage
+        (``made_valid``, whether it ends its burst, and its data ``made_wdata``, which the STORE
+        side drives from that stage's registers) into the output queue at the end of t + 1
+        (:meth:`_output_queue`; ``out_valid``: the queue holds a beat). A beat ends its burst
+        where :meth:`_bursts` cuts: at the end of its segment or before a ``MAX_BURST``-beat
+        boundary of the address."""
+        cfg = self.cfg
+        instr = command.instr
+        size = burst_size(cfg.bus_bits)
         # The walk's current word is at c_addr; c_base is the row's address.
         gen = SimpleNamespace(walk=_RowWalk("c", command.acc_words), valid=Signal(name="gen_valid"),
                               go=Signal(name="gen_go"), made_valid=Signal(name="made_valid"),
@@ -166,9 +265,11 @@ class DMA(wiring.Component):
         walk = gen.walk
         c_addr = Signal(cfg.addr_bits)
         c_base = Signal(cfg.addr_bits)
-        made_addr = Signal(cfg.addr_bits, reset_less=True)
-        m.d.sync += [gen.made_valid.eq(gen.go), made_addr.eq(c_addr)]
-        room, gen.out_valid = self._output_queue(m, gen.made_valid, made_addr, gen.made_wdata, command.storing)
+        made_last = Signal(reset_less=True)
+        segment_ends = walk.last & (~command.contiguous | walk.last_row)
+        m.d.sync += [gen.made_valid.eq(gen.go),
+                     made_last.eq(segment_ends | (c_addr[size:size + 8] == MAX_BURST - 1))]
+        room, gen.out_valid = self._output_queue(m, gen.made_valid, made_last, gen.made_wdata)
         m.d.comb += gen.go.eq(gen.valid & room)
         with m.If(~command.busy):
             m.d.sync += walk.start(instr, command)
@@ -182,35 +283,34 @@ class DMA(wiring.Component):
                 m.d.sync += c_addr.eq(c_addr + cfg.bus_bytes)
         return gen
 
-    def _output_queue(self, m, made_valid, made_addr, made_wdata, write):
-        """The three-slot output queue whose head drives ``mem``'s command (a write while
-        ``write``), filled from the stage's ``made_*``. Returns ``(room, out_valid)``: whether the
-        queue has room for a command made now and the one in the stage (from registers), and
-        whether it holds a command.
+    def _output_queue(self, m, made_valid, made_last, made_wdata):
+        """The three-slot output queue whose head drives the W channel, filled from the stage's
+        ``made_*``. Returns ``(room, out_valid)``: whether the queue has room for a beat made now
+        and the one in the stage (from registers), and whether it holds a beat.
 
         The slots are written in turn (`w_slot`) and sent in turn (`r_slot`), both one-hot, so
-        that mem.cmd_ready moves only the queue's pointer and flags, never the enables of the
-        wide slot registers. Commands flow one per cycle.
+        that ``wready`` moves only the queue's pointer and flags, never the enables of the wide
+        slot registers. Beats flow one per cycle.
         """
         cfg = self.cfg
         slots = 3
-        slot_addr = [Signal(cfg.addr_bits, name=f"slot{k}_addr", reset_less=True) for k in range(slots)]
+        slot_last = [Signal(name=f"slot{k}_last", reset_less=True) for k in range(slots)]
         slot_wdata = [Signal(cfg.bus_bits, name=f"slot{k}_wdata", reset_less=True) for k in range(slots)]
         w_slot = Signal(slots, init=1)
         r_slot = Signal(slots, init=1)
         held_cmds = Signal(slots)       # thermometer: bit k set when the queue holds more than k
         out_valid = held_cmds[0]
-        pop = out_valid & self.mem.cmd_ready
+        pop = out_valid & self.wr.wready
         room = ~held_cmds[2] & ~(held_cmds[1] & made_valid)
         m.d.comb += [
-            self.mem.cmd_valid.eq(out_valid),
-            self.mem.cmd_addr.eq(one_hot_select(r_slot, slot_addr)),
-            self.mem.cmd_write.eq(write),
-            self.mem.cmd_wdata.eq(one_hot_select(r_slot, slot_wdata)),
+            self.wr.wvalid.eq(out_valid),
+            self.wr.wlast.eq(one_hot_select(r_slot, slot_last)),
+            self.wr.wdata.eq(one_hot_select(r_slot, slot_wdata)),
+            self.wr.wstrb.eq(-1),       # whole words only
         ]
         for k in range(slots):
             with m.If(made_valid & w_slot[k]):
-                m.d.sync += [slot_addr[k].eq(made_addr), slot_wdata[k].eq(made_wdata)]
+                m.d.sync += [slot_last[k].eq(made_last), slot_wdata[k].eq(made_wdata)]
         with m.If(made_valid):
             m.d.sync += w_slot.eq(w_slot.rotate_left(1))
         with m.If(pop):
@@ -222,9 +322,10 @@ class DMA(wiring.Component):
         return room, out_valid
 
     def _load(self, m, command, gen):
-        """LOAD: the read commands of every word; each response is registered, then shifted into
-        the row register `asm`, which is written to the local memory two cycles after its last
-        word arrives. Ends the command the cycle after its last row is written."""
+        """LOAD: the read bursts (:meth:`_bursts`) bring every word in order; each beat is
+        registered, then shifted into the row register `asm`, which is written to the local memory
+        two cycles after its last word arrives. Ends the command the cycle after its last row is
+        written."""
         cfg = self.cfg
         bus = cfg.bus_bits
         spad_bits = cfg.spad_row_bytes * 8
@@ -239,19 +340,18 @@ class DMA(wiring.Component):
         wr_acc = Signal()
         wr_param = Signal()
 
-        # Responses come only for a LOAD's reads, all before it ends: taken in any cycle (a
-        # constant ready keeps the engine's state out of the arbiter's response routing).
-        m.d.comb += self.mem.rsp_ready.eq(1)
+        # Beats come only for a LOAD's bursts, all before it ends: taken in any cycle (a
+        # constant ready keeps the engine's state out of the arbiter's beat routing).
+        m.d.comb += self.rd.rready.eq(1)
         m.d.sync += [
-            rsp_valid.eq(self.mem.rsp_valid & command.loading),
-            rsp_data.eq(self.mem.rsp_data),
+            rsp_valid.eq(self.rd.rvalid & command.loading),
+            rsp_data.eq(self.rd.rdata),
         ]
         # The row shift register's enable, one copy of rsp_valid per quarter (fanned_out): one
         # flip-flop drove 32 * cols enables.
         asm_parts = 4 if acc_bits % 4 == 0 else 1
-        shifts = fanned_out(m, self.mem.rsp_valid & command.loading, asm_parts, "asm_shift")
+        shifts = fanned_out(m, self.rd.rvalid & command.loading, asm_parts, "asm_shift")
         with m.If(command.loading):
-            m.d.comb += gen.valid.eq(gen.walk.more)
             # The last row is written in the cycle after its last word is shifted in, the first
             # cycle in which r_more is low: busy may drop at the following clock edge.
             with m.If(~walk.more):
@@ -292,7 +392,7 @@ class DMA(wiring.Component):
             self.param_wr.en.eq(wr_param),
         ]
 
-    def _store(self, m, command, gen):
+    def _store(self, m, command, gen, bursts):
         """STORE: local reads run ahead into rings of row registers (SPAD rows and ACC/PARAM rows
         have rings of their own, so that every read data bit reaches a register through at most
         one multiplexer). Returns the rings ``(row_s, row_w)``, filled and emptied in order; ends
@@ -373,7 +473,9 @@ class DMA(wiring.Component):
         with m.If(command.storing):
             m.d.comb += gen.valid.eq(held != 0)
             m.d.sync += [held.eq(held + arrive - finishing), free.eq(free - rd_issue + finishing)]
-            with m.If(~gen.walk.more & ~gen.made_valid & ~gen.out_valid):
+            # Over once every beat has left and every burst is issued and answered.
+            with m.If(~gen.walk.more & ~gen.made_valid & ~gen.out_valid & ~bursts.more & ~bursts.out_valid
+                      & bursts.answered):
                 m.d.sync += [command.busy.eq(0), command.storing.eq(0)]
         return row_s, row_w
 
@@ -434,17 +536,18 @@ class _RowWalk:
         self.word = Signal(range(words), name=f"{name}_word")
         self.last = Signal(name=f"{name}_last")
         self.more = Signal(name=f"{name}_more")
+        self.last_row = Signal(name=f"{name}_last_row")    # left == 1
 
     def start(self, instr, command):
         """The walk at the command ``instr``: all its rows to go, word 0."""
-        return [self.left.eq(instr.rows), self.word.eq(0),
+        return [self.left.eq(instr.rows), self.word.eq(0), self.last_row.eq(instr.rows == 1),
                 self.last.eq(Mux(instr.mem == LocalMemory.SPAD, command.spad_words == 1, command.acc_words == 1)),
                 self.more.eq(instr.rows != 0)]
 
     def next_row(self, command):
         """After the last word of a row."""
         return [self.word.eq(0), self.last.eq(command.one_word), self.left.eq(self.left - 1),
-                self.more.eq(self.left != 1)]
+                self.more.eq(self.left != 1), self.last_row.eq(self.left == 2)]
 
     def next_word(self, command):
         """After another word."""

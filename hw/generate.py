@@ -1,23 +1,23 @@
 """Verilog of the core: module ``vitaccel_core`` with flat, stable port names.
 
-The ports are ``clk``, ``rst`` (synchronous, active high) and every member of
-:class:`~vitaccel.hw.core.Core` with ``_`` between interface and member: ``mem_cmd_valid``,
-``mem_cmd_ready``, ``mem_cmd_addr``, ``mem_cmd_write``, ``mem_cmd_wdata``, ``mem_rsp_valid``,
-``mem_rsp_ready``, ``mem_rsp_data``, ``csr_addr``, ``csr_w_en``, ``csr_w_data``, ``csr_r_data``,
-``busy``, ``done``. The text is deterministic (no source locations), so its hash identifies a build.
+The ports follow the names Vivado's IP packager and cocotbext-axi infer interfaces from: ``aclk``,
+``aresetn`` (synchronous, active low), the AXI4 master ``m_axi_*`` (``m_axi_arvalid``, ...: the
+AMBA names, no ID signals), the AXI4-Lite CSR slave ``s_axi_*`` and the status outputs ``busy`` and
+``done``. The text is deterministic (no source locations), so its hash identifies a build.
 """
 
+import json
 import os
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import wiring
 
 from vitaccel.config import AccelConfig, atomic_write_text
 
 from .core import Core
-from .interfaces import checked_config
+from .interfaces import checked_config, csr_map, csr_map_markdown
 
 __all__ = ["TOP_NAME", "verilog_text", "generate_verilog"]
 
@@ -25,11 +25,14 @@ TOP_NAME = "vitaccel_core"
 
 
 class _FlatTop(Elaboratable):
-    """The core with each interface member brought out as a plain signal (``mem_cmd_valid``, ...)."""
+    """The core with each interface member brought out as a plain signal (``m_axi_arvalid``, ...)
+    and its clock and reset as ``aclk`` and ``aresetn``."""
 
     def __init__(self, cfg: AccelConfig):
         self.core = Core(cfg)
-        self.ports = []
+        self.aclk = Signal(name="aclk")
+        self.aresetn = Signal(name="aresetn")
+        self.ports = [self.aclk, self.aresetn]
         self._wires = []
         for path, member, value in self.core.signature.flatten(self.core):
             name = "_".join(str(part) for part in path)
@@ -40,6 +43,8 @@ class _FlatTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = self.core
+        m.domains.sync = sync = ClockDomain("sync")
+        m.d.comb += [sync.clk.eq(self.aclk), sync.rst.eq(~self.aresetn)]
         for is_output, flat, value in self._wires:
             m.d.comb += flat.eq(value) if is_output else value.eq(flat)
         return m
@@ -52,12 +57,15 @@ def verilog_text(cfg: AccelConfig) -> str:
 
 
 def generate_verilog(cfg: AccelConfig, out_dir: str | os.PathLike) -> Path:
-    """Write ``vitaccel_core.v`` and ``config.json`` (the config it came from) into ``out_dir``.
+    """Write ``vitaccel_core.v``, ``config.json`` (the config it came from) and the CSR map
+    (``csr_map.json``, ``csr_map.md``: :func:`~vitaccel.hw.interfaces.csr_map`) into ``out_dir``.
 
-    Both files are written atomically (a reader sees the old file or the new one, never a part).
+    The files are written atomically (a reader sees the old file or the new one, never a part).
     Returns the path of the Verilog file.
     """
     path = Path(out_dir) / f"{TOP_NAME}.v"
     atomic_write_text(path, verilog_text(cfg))
     cfg.save(path.parent / "config.json")
+    atomic_write_text(path.parent / "csr_map.json", json.dumps(csr_map(), indent=2) + "\n")
+    atomic_write_text(path.parent / "csr_map.md", csr_map_markdown())
     return path

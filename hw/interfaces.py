@@ -1,5 +1,5 @@
-"""Signatures shared by the hardware units: the external memory port, the CSR bus, the engine
-command stream and the shapes of the on-chip memories. All widths come from :class:`AccelConfig`.
+"""Signatures shared by the hardware units: the CSR bus, the engine command stream and the shapes
+of the on-chip memories (the AXI4 ports are in ``hw/axi.py``). All widths come from :class:`AccelConfig`.
 
 Conventions (see docs/architecture.md):
 
@@ -10,7 +10,7 @@ Conventions (see docs/architecture.md):
   the payload registered a cycle ahead (whether the command is empty, say) rather than on the
   payload itself. It raises ``cmd.ready`` only when idle, and holds ``busy: Out(1)`` high from the
   cycle after it accepts a command until its last write to any memory has been presented
-  (external writes: accepted by the port).
+  (external writes: answered on the AXI4 B channel).
 - A unit that reads an on-chip memory has a member ``In(memory.ReadPort.Signature(...))``; one that
   writes has ``In(memory.WritePort.Signature(...))``. The core's shared memories are pipelined
   (:class:`vitaccel.hw.memories.SharedMemory`): data for the address presented with ``en`` in cycle
@@ -26,60 +26,25 @@ from vitaccel.config import AccelConfig
 from vitaccel.isa import Instruction
 
 __all__ = [
-    "MemoryPortSignature", "CsrBusSignature", "engine_cmd_signature",
+    "CSR_INDEX_BITS", "CsrBusSignature", "engine_cmd_signature",
     "spad_row", "acc_row", "local_addr_width",
-    "local_port_signature", "CSR", "checked_config", "engine_members",
+    "local_port_signature", "CSR", "CSR_DOC", "csr_map", "csr_map_markdown", "checked_config", "engine_members",
 ]
 
 
-class MemoryPortSignature(wiring.Signature):
-    """External memory port, from the master's side (the accelerator drives commands).
-
-    A command is transferred when ``cmd_valid & cmd_ready``. A write (``cmd_write=1``) stores the
-    whole ``cmd_wdata`` word at byte address ``cmd_addr`` (a multiple of the word size in bytes; byte
-    ``k`` of the word is ``cmd_wdata[8k:8k+8]``) and is complete once accepted: it gets no response.
-    A read returns one ``rsp_data`` word, transferred when ``rsp_valid & rsp_ready``; responses come
-    back in the order of their commands, after any latency.
-    """
-
-    def __init__(self, addr_bits: int, data_bits: int):
-        self._addr_bits = addr_bits
-        self._data_bits = data_bits
-        super().__init__({
-            "cmd_valid": Out(1),
-            "cmd_ready": In(1),
-            "cmd_addr": Out(addr_bits),
-            "cmd_write": Out(1),
-            "cmd_wdata": Out(data_bits),
-            "rsp_valid": In(1),
-            "rsp_ready": Out(1),
-            "rsp_data": In(data_bits),
-        })
-
-    @property
-    def addr_bits(self):
-        return self._addr_bits
-
-    @property
-    def data_bits(self):
-        return self._data_bits
-
-    def __eq__(self, other):
-        return (isinstance(other, MemoryPortSignature) and self.addr_bits == other.addr_bits
-                and self.data_bits == other.data_bits)
-
-    def __repr__(self):
-        return f"MemoryPortSignature({self.addr_bits}, {self.data_bits})"
+#: Bits of a CSR index (:class:`CSR`).
+CSR_INDEX_BITS = 4
 
 
 class CsrBusSignature(wiring.Signature):
     """Control/status register bus, from the host's side. 32-bit registers at word indices
     :class:`CSR`. A write happens on a cycle with ``w_en``; ``r_data`` shows the register at ``addr``
-    in the same cycle (combinational read)."""
+    in the same cycle (combinational read). The core serves it to the outside as AXI4-Lite
+    (:class:`vitaccel.hw.axi.AxiLiteCsr`)."""
 
     def __init__(self):
         super().__init__({
-            "addr": Out(4),
+            "addr": Out(CSR_INDEX_BITS),
             "w_en": Out(1),
             "w_data": Out(32),
             "r_data": In(32),
@@ -87,16 +52,54 @@ class CsrBusSignature(wiring.Signature):
 
 
 class CSR:
-    """Register map of the CSR bus (word indices)."""
-    CTRL = 0        #: W: bit 0 starts a run at PROG_ADDR (ignored while busy).
-    STATUS = 1      #: R: bit 0 busy, bit 1 done, bits 15:8 error code (vitaccel.isa.ErrorCode).
-    PROG_ADDR = 2   #: RW: byte address of the first instruction.
-    CYCLES_LO = 3   #: R: cycles from start to done (low word).
-    CYCLES_HI = 4   #: R: (high word).
-    INSTRET = 5     #: R: instructions executed (END included).
-    PC = 6          #: R: byte address of the instruction being executed, or that failed.
-    ID = 7          #: R: 0x56495441 ("VITA").
+    """Register map of the CSR bus (word indices; :data:`CSR_DOC` says what each holds). Over
+    AXI4-Lite, register ``k`` is at byte offset ``4 * k``."""
+    CTRL = 0
+    STATUS = 1
+    PROG_ADDR = 2
+    CYCLES_LO = 3
+    CYCLES_HI = 4
+    INSTRET = 5
+    PC = 6
+    ID = 7
     ID_VALUE = 0x56495441
+
+
+#: Access and meaning of each register of :class:`CSR` (the CSR map's single description).
+CSR_DOC = {
+    "CTRL": ("W", "bit 0: start a run at PROG_ADDR (ignored while busy)"),
+    "STATUS": ("R", "bit 0 busy, bit 1 done, bits 15:8 error code (vitaccel.isa.ErrorCode)"),
+    "PROG_ADDR": ("RW", "byte address of the first instruction (a multiple of 16)"),
+    "CYCLES_LO": ("R", "cycles from start to done, low word"),
+    "CYCLES_HI": ("R", "cycles from start to done, high word"),
+    "INSTRET": ("R", "instructions executed (END included)"),
+    "PC": ("R", "byte address of the instruction being executed, or that failed"),
+    "ID": ("R", 'reads 0x56495441 ("VITA")'),
+}
+
+
+def csr_map() -> dict:
+    """The CSR map as data (what ``vitaccel generate`` writes as ``csr_map.json``): the bus, its
+    widths, and per register its name, byte offset, access, reset value (the constant ID only)
+    and description, in offset order."""
+    from .axi import CSR_ADDR_BITS
+
+    registers = sorted((value, name) for name, value in vars(CSR).items()
+                       if name.isupper() and isinstance(value, int) and name != "ID_VALUE")
+    return {
+        "bus": "AXI4-Lite", "data_bits": 32, "addr_bits": CSR_ADDR_BITS, "port_prefix": "s_axi_",
+        "registers": [{"name": name, "offset": 4 * index, "access": CSR_DOC[name][0],
+                       "reset": CSR.ID_VALUE if name == "ID" else None, "description": CSR_DOC[name][1]}
+                      for index, name in registers],
+    }
+
+
+def csr_map_markdown() -> str:
+    """:func:`csr_map` as a Markdown table."""
+    lines = ["| offset | register | access | description |", "| --- | --- | --- | --- |"]
+    lines += [f"| {reg['offset']:#04x} | {reg['name']} | {reg['access']} | {reg['description']} |"
+              for reg in csr_map()["registers"]]
+    return "\n".join(lines) + "\n"
 
 
 def engine_cmd_signature() -> stream.Signature:

@@ -67,7 +67,7 @@ def run_program(words, *, cfg=CFG, latency=(1, 4), cmd_stall=0.3, seed=0, max_cy
     ``state["spans"]`` lists every command as (engine, word, accepting cycle, last busy cycle)."""
     ctrl = Controller(cfg)
     image = bytes(PROG) + encode_program(words) + bytes(64)
-    mem = ExternalMemory(ctrl.mem, image, bus_bytes=cfg.bus_bytes, latency=latency, cmd_stall=cmd_stall, seed=seed)
+    mem = ExternalMemory(ctrl.mem, image, bus_bytes=cfg.bus_bytes, latency=latency, stall=cmd_stall, seed=seed)
     log = []
     models = [EngineModel(which, getattr(ctrl, f"{which.name.lower()}_cmd"),
                           getattr(ctrl, f"{which.name.lower()}_busy"), log, seed * 10 + i, busy_cycles)

@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 
 from vitaccel.sim.extmem import ExternalMemory
 from vitaccel.config import AccelConfig, preset
-from vitaccel.hw.dma import DMA, load_cycles, store_cycles
+from vitaccel.hw.dma import DMA, bursts, load_cycles, store_cycles
 from vitaccel.hw.interfaces import acc_row, spad_row
 from vitaccel.hw.memories import WRITE_LATENCY, SharedMemory
 from vitaccel.isa import LocalMemory, Opcode, encode
@@ -97,8 +97,8 @@ def test_load_then_store_round_trips(mem, latency, stall, seed, cfg):
     image = bytearray(rng.randbytes(2048))
     bench = Bench(cfg)
     dma = bench.dma
-    mem_model = ExternalMemory(dma.mem, image, bus_bytes=cfg.bus_bytes, latency=latency,
-                               cmd_stall=stall, seed=seed)
+    mem_model = ExternalMemory(dma.rd, image, write=dma.wr, bus_bytes=cfg.bus_bytes, latency=latency,
+                               stall=stall, seed=seed)
 
     async def body(ctx):
         await run_instr(ctx, dma, encode(Opcode.LOAD, mem=mem, local_addr=local, rows=rows,
@@ -117,13 +117,46 @@ def test_load_then_store_round_trips(mem, latency, stall, seed, cfg):
     words = nbytes // cfg.bus_bytes
     assert mem_model.reads == [src + r * src_stride + w * cfg.bus_bytes for r in range(rows) for w in range(words)]
     assert mem_model.writes == [dst + r * dst_stride + w * cfg.bus_bytes for r in range(rows) for w in range(words)]
+    assert mem_model.bursts == ([("read", *b) for b in bursts(cfg, src, rows, src_stride, nbytes)]
+                                + [("write", *b) for b in bursts(cfg, dst, rows, dst_stride, nbytes)])
+
+
+@pytest.mark.parametrize("cfg", [CFG, NARROW, WIDE], ids=lambda cfg: cfg.name)
+@pytest.mark.parametrize("start", [0, 4096 - 48, 3 * 4096 - 16])
+def test_contiguous_rows_go_in_long_bursts_that_never_cross_4k(cfg, start):
+    """Rows back to back (stride = row bytes) are one segment: bursts of up to 256 beats, cut at
+    every 256-beat boundary of the address, so none crosses 4 KiB (the memory model checks), and
+    the data round-trips through ACC."""
+    rng = random.Random(start)
+    nbytes = cfg.acc_row_bytes
+    rows = min(cfg.acc_rows, 8192 // nbytes)
+    image = bytearray(rng.randbytes(8 * 4096))
+    bench = Bench(cfg)
+    mem_model = ExternalMemory(bench.dma.rd, image, write=bench.dma.wr, bus_bytes=cfg.bus_bytes, latency=(1, 3),
+                               stall=0.2, seed=start)
+    dst = start + rows * nbytes + 3 * cfg.bus_bytes
+
+    async def body(ctx):
+        await run_instr(ctx, bench.dma, encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=rows, dram_addr=start,
+                                               dram_stride=nbytes))
+        await run_instr(ctx, bench.dma, encode(Opcode.STORE, mem=LocalMemory.ACC, rows=rows, dram_addr=dst,
+                                               dram_stride=nbytes))
+
+    simulate(bench, mem_model, body)
+    expected = bytearray(image)
+    expected[dst:dst + rows * nbytes] = image[start:start + rows * nbytes]
+    assert mem_model.image == expected
+    planned = bursts(cfg, start, rows, nbytes, nbytes)
+    assert mem_model.bursts == [("read", *b) for b in planned] + [("write", *b) for b in bursts(cfg, dst, rows, nbytes, nbytes)]
+    assert sum(beats for _, beats in planned) == rows * nbytes // cfg.bus_bytes
 
 
 def test_load_param_at_the_top():
     cfg = CFG
     image = random.Random(4).randbytes(512)
     bench = Bench(cfg)
-    mem_model = ExternalMemory(bench.dma.mem, image, bus_bytes=cfg.bus_bytes, latency=(2, 5), cmd_stall=0.3, seed=4)
+    mem_model = ExternalMemory(bench.dma.rd, image, write=bench.dma.wr, bus_bytes=cfg.bus_bytes, latency=(2, 5), stall=0.3,
+                               seed=4)
 
     async def body(ctx):
         await run_instr(ctx, bench.dma, encode(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=cfg.param_rows - 3,
@@ -135,34 +168,41 @@ def test_load_param_at_the_top():
     simulate(bench, mem_model, body)
 
 
+@pytest.mark.parametrize("gap", [0, 1], ids=["contiguous", "gapped"])
 @pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC])
 @pytest.mark.parametrize("cfg", [CFG, NARROW, WIDE], ids=lambda cfg: cfg.name)
-def test_one_word_per_cycle_on_fast_memory(mem, cfg):
+def test_one_word_per_cycle_on_fast_memory(mem, cfg, gap):
     """Without back-pressure a transfer takes one cycle per word, plus the documented overhead,
-    also with rows of one word (tiny's and bus128's SPAD rows), where a STORE keeps
-    READ_LATENCY + 1 rows in flight or held."""
+    in one long burst (rows back to back) or a burst per row (rows with a gap), also with rows of
+    one word (tiny's and bus128's SPAD rows), where a STORE keeps READ_LATENCY + 1 rows in flight
+    or held."""
     rows = 16
     words = rows * row_bytes(cfg, mem) // cfg.bus_bytes
     bench = Bench(cfg)
-    mem_model = ExternalMemory(bench.dma.mem, bytes(4096), bus_bytes=cfg.bus_bytes, latency=(4, 4))
+    mem_model = ExternalMemory(bench.dma.rd, bytes(4096), write=bench.dma.wr, bus_bytes=cfg.bus_bytes, latency=(4, 4))
     taken = {}
 
     async def body(ctx):
-        stride = row_bytes(cfg, mem)
+        stride = row_bytes(cfg, mem) + gap * cfg.bus_bytes
         taken["load"] = await run_instr(ctx, bench.dma, encode(Opcode.LOAD, mem=mem, rows=rows, dram_stride=stride))
         taken["store"] = await run_instr(ctx, bench.dma, encode(Opcode.STORE, mem=mem, rows=rows, dram_stride=stride))
 
     simulate(bench, mem_model, body)
     assert taken["load"] == load_cycles(words, 4) + 1, taken
     assert taken["store"] == store_cycles(words) + 1, taken
-    assert mem_model.max_outstanding >= 4, "reads must be pipelined across the latency"
+    planned = bursts(cfg, 0, rows, row_bytes(cfg, mem) + gap * cfg.bus_bytes, row_bytes(cfg, mem))
+    assert mem_model.bursts == [("read", *b) for b in planned] + [("write", *b) for b in planned]
+    if not gap:
+        assert len(planned) == -(-words // 256), "rows back to back go in bursts of 256 beats"
+    if gap:
+        assert mem_model.max_outstanding >= 4, "read bursts must be pipelined across the latency"
 
 
 @pytest.mark.parametrize("opcode", [Opcode.LOAD, Opcode.STORE])
 def test_zero_rows_is_a_no_op(opcode):
     cfg = CFG
     bench = Bench(cfg)
-    mem_model = ExternalMemory(bench.dma.mem, bytes(64), bus_bytes=cfg.bus_bytes)
+    mem_model = ExternalMemory(bench.dma.rd, bytes(64), write=bench.dma.wr, bus_bytes=cfg.bus_bytes)
 
     async def body(ctx):
         assert await run_instr(ctx, bench.dma, encode(opcode, mem=LocalMemory.ACC, rows=0, dram_addr=1 << 20)) <= 3
@@ -176,7 +216,7 @@ def test_address_wraps():
     cfg = CFG
     bench = Bench(cfg)
     image = random.Random(5).randbytes(64)
-    mem_model = ExternalMemory(bench.dma.mem, image, bus_bytes=cfg.bus_bytes, latency=(1, 3), seed=5)
+    mem_model = ExternalMemory(bench.dma.rd, image, write=bench.dma.wr, bus_bytes=cfg.bus_bytes, latency=(1, 3), seed=5)
 
     async def body(ctx):
         await run_instr(ctx, bench.dma, encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=3,
