@@ -1,5 +1,5 @@
 """Who may import whom (docs/architecture.md, "Layers"), read from the import statements of the
-sources with ast, imports inside functions included: the spec layer (config, isa, numerics, files)
+sources with ast, imports inside functions included: the spec layer (config, isa, numerics, files, memory)
 imports no other layer; hw/ imports the spec layer and itself only; sw/ imports no layer above it,
 and of hw/ only sw/perf.py reads the hardware's cycle formulas."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SPEC = ("vitaccel.config", "vitaccel.isa", "vitaccel.numerics", "vitaccel.files")
+SPEC = ("vitaccel.config", "vitaccel.isa", "vitaccel.numerics", "vitaccel.files", "vitaccel.memory")
 LAYERS = ("vitaccel.hw", "vitaccel.sw", "vitaccel.sim", "vitaccel.boards", "vitaccel.run", "vitaccel.jobs",
           "vitaccel.cli", "vitaccel.console", "vitaccel.demo")
 
