@@ -10,8 +10,9 @@ What the core's master does (docs/architecture.md, "External memory"):
 - INCR bursts only (``AxBURST = 1``), full-width beats (``AxSIZE = log2(bus bytes)``), every strobe
   bit set (the DMA moves whole bus words), at most :data:`MAX_BURST` beats, never across a
   :data:`BOUNDARY`-byte boundary.
-- One ID (no ID signals: the slave answers reads in order), several reads in flight, writes
-  complete when their B response arrives. ``AxCACHE = 0b0011`` (normal, non-cacheable,
+- One ID (``AxID`` is :data:`ID_BITS` wide and always 0, so the slave answers reads in order;
+  the signals are there because cocotbext-axi and many interconnects require them), several
+  reads in flight, writes complete when their B response arrives. ``AxCACHE = 0b0011`` (normal, non-cacheable,
   bufferable), ``AxPROT = 0``, ``AxLOCK = 0``.
 - A response other than OKAY stops the run with :class:`vitaccel.isa.ErrorCode` ``BUS_ERROR``
   where the controller supports it.
@@ -23,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = [
     "AxiReadSignature", "AxiWriteSignature", "Axi4Signature", "AxiLiteSignature", "AxiLiteCsr",
-    "MAX_BURST", "BOUNDARY", "BURST_INCR", "RESP_OKAY", "RESP_SLVERR", "CACHE", "CSR_ADDR_BITS",
+    "MAX_BURST", "BOUNDARY", "ID_BITS", "BURST_INCR", "RESP_OKAY", "RESP_SLVERR", "CACHE", "CSR_ADDR_BITS",
     "burst_size", "connect_members",
 ]
 
@@ -38,6 +39,8 @@ RESP_OKAY = 0b00
 RESP_SLVERR = 0b10
 #: AxCACHE: normal, non-cacheable, bufferable (what Xilinx's interconnect recommends for masters).
 CACHE = 0b0011
+#: Width of the ID signals (always driven 0).
+ID_BITS = 1
 #: The CSR slave's address width: a 4 KiB window, register ``k`` at byte ``4 * k``.
 CSR_ADDR_BITS = 12
 
@@ -51,18 +54,18 @@ def burst_size(data_bits: int) -> int:
 
 def _read_members(addr_bits: int, data_bits: int) -> dict:
     return {
-        "araddr": Out(addr_bits), "arlen": Out(8), "arsize": Out(3), "arburst": Out(2), "arlock": Out(1),
+        "arid": Out(ID_BITS), "araddr": Out(addr_bits), "arlen": Out(8), "arsize": Out(3), "arburst": Out(2), "arlock": Out(1),
         "arcache": Out(4), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
-        "rdata": In(data_bits), "rresp": In(2), "rlast": In(1), "rvalid": In(1), "rready": Out(1),
+        "rid": In(ID_BITS), "rdata": In(data_bits), "rresp": In(2), "rlast": In(1), "rvalid": In(1), "rready": Out(1),
     }
 
 
 def _write_members(addr_bits: int, data_bits: int) -> dict:
     return {
-        "awaddr": Out(addr_bits), "awlen": Out(8), "awsize": Out(3), "awburst": Out(2), "awlock": Out(1),
+        "awid": Out(ID_BITS), "awaddr": Out(addr_bits), "awlen": Out(8), "awsize": Out(3), "awburst": Out(2), "awlock": Out(1),
         "awcache": Out(4), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
         "wdata": Out(data_bits), "wstrb": Out(data_bits // 8), "wlast": Out(1), "wvalid": Out(1), "wready": In(1),
-        "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+        "bid": In(ID_BITS), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
     }
 
 
@@ -105,7 +108,7 @@ class AxiWriteSignature(_AxiSignature):
 
 
 class Axi4Signature(_AxiSignature):
-    """A whole AXI4 interface without IDs (AW, W, B, AR, R), from the master's side."""
+    """A whole AXI4 interface (AW, W, B, AR, R), from the master's side."""
 
     def __init__(self, addr_bits: int, data_bits: int):
         super().__init__(addr_bits, data_bits,

@@ -12,14 +12,14 @@ from vitaccel.hw.generate import TOP_NAME, generate_verilog, verilog_text
 from vitaccel.hw.interfaces import CSR
 
 CFG = preset("tiny")
-AXI4 = ["awaddr", "awlen", "awsize", "awburst", "awlock", "awcache", "awprot", "awvalid", "awready",
-        "wdata", "wstrb", "wlast", "wvalid", "wready", "bresp", "bvalid", "bready",
-        "araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot", "arvalid", "arready",
-        "rdata", "rresp", "rlast", "rvalid", "rready"]
+AXI4 = ["awid", "awaddr", "awlen", "awsize", "awburst", "awlock", "awcache", "awprot", "awvalid", "awready",
+        "wdata", "wstrb", "wlast", "wvalid", "wready", "bid", "bresp", "bvalid", "bready",
+        "arid", "araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot", "arvalid", "arready",
+        "rid", "rdata", "rresp", "rlast", "rvalid", "rready"]
 AXI_LITE = ["awaddr", "awprot", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready", "bresp", "bvalid",
             "bready", "araddr", "arprot", "arvalid", "arready", "rdata", "rresp", "rvalid", "rready"]
 # The master drives these; the slave the rest.
-MASTER_DRIVES = {"awaddr", "awlen", "awsize", "awburst", "awlock", "awcache", "awprot", "awvalid", "wdata", "wstrb",
+MASTER_DRIVES = {"awid", "arid", "awaddr", "awlen", "awsize", "awburst", "awlock", "awcache", "awprot", "awvalid", "wdata", "wstrb",
                  "wlast", "wvalid", "bready", "araddr", "arlen", "arsize", "arburst", "arlock", "arcache", "arprot",
                  "arvalid", "rready"}
 PORTS = {
