@@ -631,6 +631,9 @@ def _check(intvit: IntViT, cfg: AccelConfig, name: str) -> None:
         intvit.validate()
     except IntViTError as exc:
         raise CompileError(f"{name}: invalid IntViT: {exc}") from None
+    from vitaccel.sw.recipes import hardware_gap     # issue 22: recipes the hardware lacks (issue 23)
+    if hardware_gap(intvit):
+        raise CompileError(f"{name}: {hardware_gap(intvit)}")
     for knob in ("softmax", "layernorm", "gelu", "mult_bits"):
         if getattr(intvit, knob) != getattr(cfg, knob):
             raise CompileError(f"{name}: the model's {knob}={getattr(intvit, knob)!r} differs from the "

@@ -47,7 +47,7 @@ import numpy as np
 
 from .quantize import QuantizeError
 
-__all__ = ["DataError", "Preprocess", "ImageSet", "default_preprocess", "load_images", "load_labels",
+__all__ = ["DataError", "Preprocess", "ImageSet", "default_preprocess", "load_images", "load_labels", "precheck",
            "export_digits", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -181,6 +181,43 @@ def load_images(path: str | Path, pre: Preprocess, *, labels: str | Path | None 
     if names is not None:
         source["first"], source["last"] = names[0], names[len(x) - 1]
     return ImageSet(torch.from_numpy(x), None if y is None else torch.from_numpy(y.astype(np.int64)), source)
+
+
+def precheck(path: str | Path, labels: str | Path | None = None, in_chans: int | None = None) -> int:
+    """The number of images at ``path``, checked without preprocessing (before a model is loaded):
+    the path exists, a folder holds images that open (each one's header is read) with ``in_chans``
+    channels when given, an array file reads, and ``labels`` match the count. :class:`DataError`
+    otherwise. :func:`load_images` checks the same again, and the rest."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder of images")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: no images in the folder (expected {', '.join(IMAGE_SUFFIXES)} files)")
+        for f in files:
+            try:
+                with Image.open(f) as img:
+                    mode, bands = img.mode, len(img.getbands())
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+                raise DataError(f"{f}: not a readable image ({type(exc).__name__})") from None
+            if in_chans == 1 and mode not in _GRAY_MODES:
+                raise DataError(f"{f}: a {bands}-channel {mode} image; the model takes 1-channel grayscale "
+                                f"images (convert them, e.g. Pillow's convert('L'))")
+        count = len(files)
+    elif path.suffix.lower() in (".npy", ".npz"):
+        pre = Preprocess(1, in_chans or 1, (0.5,) * (in_chans or 1), (0.5,) * (in_chans or 1), 1.0)
+        if in_chans is None:
+            return len(np.load(path, mmap_mode="r")) if path.suffix.lower() == ".npy" else 0
+        _, npz_labels, count = _read_array(path, pre, 0)
+    else:
+        raise DataError(f"{path}: expected a folder of images or an .npy/.npz array, not a "
+                        f"{path.suffix or 'suffix-less'} file")
+    if labels is not None and len(load_labels(labels)) != count:
+        raise DataError(f"{labels}: {len(load_labels(labels))} labels for {count} images")
+    return count
 
 
 def load_labels(path: str | Path, count: int | None = None) -> np.ndarray:

@@ -22,7 +22,9 @@ from vitaccel.sw.golden import linear, matmul
 from vitaccel.sw.intvit import IntViT, LayerNorm
 from vitaccel.sw.layernorm import ailayernorm, i_layernorm
 from vitaccel.sw.residual import residual_add
-from vitaccel.sw.softmax import Probabilities, attention_matmul, e2softmax, shiftmax
+from vitaccel.sw.recipes import recipe, softmax_bits
+from vitaccel.sw.softmax import (Probabilities, attention_matmul, e2softmax, log_attention_matmul,
+                                 log_int_softmax, log_sqrt2_softmax, shiftmax)
 
 __all__ = ["quantize_input", "patches", "forward", "trace", "fake_quant_forward"]
 
@@ -61,6 +63,12 @@ def patches(images: np.ndarray, patch_size: int) -> np.ndarray:
     return x.reshape(b, (h // p) * (w // p), c * p * p)
 
 
+def _narrow(intvit: IntViT, x: np.ndarray) -> np.ndarray:
+    """Activations that feed a matmul, saturated to ``bits['activations']`` (a no-op at 8)."""
+    b = intvit.bits["activations"]
+    return x if b == 8 else np.clip(x, -(1 << (b - 1)), (1 << (b - 1)) - 1).astype(x.dtype)
+
+
 def _layernorm(intvit: IntViT, ln: LayerNorm, x: np.ndarray) -> np.ndarray:
     if intvit.layernorm == "ailayernorm":
         return ailayernorm(x, ln.alpha, ln.params)
@@ -78,7 +86,7 @@ def _attention(intvit: IntViT, block, x: np.ndarray, keep) -> np.ndarray:
     cfg = intvit.config
     b, t, d = x.shape
     h, dh = cfg.num_heads, cfg.head_dim
-    qkv = _linear(intvit, block.qkv, x)
+    qkv = _narrow(intvit, _linear(intvit, block.qkv, x))
     keep("qkv", qkv)
     q, k, v = (qkv[..., i * d:(i + 1) * d].reshape(b, t, h, dh) for i in range(3))
     a = block.attn
@@ -86,6 +94,9 @@ def _attention(intvit: IntViT, block, x: np.ndarray, keep) -> np.ndarray:
                                         mult_bits=intvit.mult_bits) for j in range(h)])
                        for i in range(b)])
     keep("attn.logits", logits)
+    output = recipe(intvit.recipe).softmax_output
+    if output != "mantissa":
+        return _log_attention(intvit, a, logits, v, output, keep)
     softmax = e2softmax if intvit.softmax == "e2softmax" else shiftmax
     probs = [softmax(logits[:, j], int(a.softmax_mult[j]), int(a.softmax_shift[j])) for j in range(h)]
     mant = np.stack([p.mant for p in probs], axis=1)
@@ -96,6 +107,24 @@ def _attention(intvit: IntViT, block, x: np.ndarray, keep) -> np.ndarray:
     out = np.stack([np.concatenate([
         attention_matmul(Probabilities(mant[i, j], row_exp[i, j]), v[i, :, j], a.av_mult[j],
                          a.av_shift[j]) for j in range(h)], axis=-1) for i in range(b)])
+    out = _narrow(intvit, out)
+    keep("attn.out", out)
+    return out
+
+
+def _log_attention(intvit: IntViT, a, logits: np.ndarray, v: np.ndarray, output: str, keep) -> np.ndarray:
+    """The attention core of the log-domain recipes: FQ-ViT's Log-Int-Softmax (``log2``) or
+    RepQ-ViT's log-sqrt2 codes (``log_sqrt2``), then ``attention x V`` as shifts and adds."""
+    b, h = logits.shape[:2]
+    f = log_int_softmax if output == "log2" else log_sqrt2_softmax
+    bits = softmax_bits(intvit.recipe, intvit.bits["activations"])
+    probs = [f(logits[:, j], int(a.softmax_mult[j]), int(a.softmax_shift[j]), bits) for j in range(h)]
+    codes = np.stack([p.k for p in probs], axis=1)
+    keep("attn.codes", codes)
+    out = np.stack([np.concatenate([
+        log_attention_matmul(probs[j]._replace(k=codes[i, j]), v[i, :, j], a.av_mult[j], a.av_shift[j])
+        for j in range(h)], axis=-1) for i in range(b)])
+    out = _narrow(intvit, out)
     keep("attn.out", out)
     return out
 
@@ -121,18 +150,18 @@ def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
     keep("x0", x)
     for i, block in enumerate(intvit.blocks):
         keep = keeper(f"blocks.{i}.")
-        n1 = _layernorm(intvit, block.norm1, x)
+        n1 = _narrow(intvit, _layernorm(intvit, block.norm1, x))
         keep("norm1", n1)
         proj = _linear(intvit, block.proj, _attention(intvit, block, n1, keep))
         keep("proj", proj)
         x = residual_add(x, proj, *block.add1)
         keep("add1", x)
-        n2 = _layernorm(intvit, block.norm2, x)
+        n2 = _narrow(intvit, _layernorm(intvit, block.norm2, x))
         keep("norm2", n2)
         f1 = _linear(intvit, block.fc1, n2)
         keep("fc1", f1)
-        g = (apply_gelu_table(f1, block.gelu) if intvit.gelu == "table"
-             else shift_gelu(f1, block.gelu_params))
+        g = _narrow(intvit, apply_gelu_table(f1, block.gelu) if intvit.gelu == "table"
+                    else shift_gelu(f1, block.gelu_params))
         keep("gelu", g)
         f2 = _linear(intvit, block.fc2, g)
         keep("fc2", f2)
@@ -158,7 +187,8 @@ def trace(intvit: IntViT, images) -> dict[str, np.ndarray]:
 
     ``input`` (B, C, H, W) int8; ``patch`` (B, T-1, D); ``x0`` (B, T, D); per block ``blocks.i.``
     ``norm1``, ``qkv`` (B, T, 3D), ``attn.logits`` (B, H, T, T), ``attn.mant`` (B, H, T, T) int8,
-    ``attn.row_exp`` (B, H, T, 1) uint8, ``attn.out`` (B, T, D), ``proj``, ``add1``, ``norm2``,
+    ``attn.row_exp`` (B, H, T, 1) uint8 (the log-domain recipes: ``attn.codes`` (B, H, T, T) uint8
+    instead of both), ``attn.out`` (B, T, D), ``proj``, ``add1``, ``norm2``,
     ``fc1`` (B, T, F), ``gelu``, ``fc2``, ``add2``; ``norm`` (B, T, D); ``logits`` (B, classes)
     int32. All int8 unless stated.
     """

@@ -75,8 +75,11 @@ __all__ = ["FORMAT", "VERSION", "IntViTError", "Linear", "LayerNorm", "Attention
            "IntViT", "schema"]
 
 FORMAT = "vitaccel-intvit"
-VERSION = 1
-"""Bumped whenever a field, a layout or a meaning changes; :meth:`IntViT.load` refuses others."""
+VERSION = 2
+"""Bumped whenever a field, a layout or a meaning changes; :meth:`IntViT.load` refuses others.
+Version 2 added ``recipe`` and ``bits`` (sw/recipes.py); a ``base`` W8A8 model is still written
+as version 1, which it is, so that readers of version 1 keep reading it and refuse the others."""
+READS = (1, 2)
 
 
 class IntViTError(ValueError):
@@ -197,6 +200,11 @@ class IntViT:
     blocks : list[Block]
     norm : LayerNorm
     head : Head
+    recipe : str
+        The quantization recipe (:data:`vitaccel.sw.recipes.RECIPES`): it decides the softmax
+        output format and what the golden forward does with it.
+    bits : dict
+        ``{"weights": 8|6|4, "activations": 8|6|4}`` (sw/recipes.py says which tensors).
     scales : dict[str, np.ndarray]
         float64 scales (0-d per tensor, (H,) per head, (N,) per weight channel, without the
         ``2**alpha`` factors); for reporting and :func:`vitaccel.sw.forward.fake_quant_forward`.
@@ -219,6 +227,13 @@ class IntViT:
     head: Head
     scales: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    recipe: str = "base"
+    bits: dict = field(default_factory=lambda: {"weights": 8, "activations": 8})
+
+    @property
+    def version(self) -> int:
+        """The file version this model needs: 1 for ``base`` at W8A8, else 2."""
+        return 1 if self.recipe == "base" and self.bits == {"weights": 8, "activations": 8} else VERSION
 
     @property
     def variants(self) -> dict[str, str]:
@@ -242,6 +257,13 @@ class IntViT:
             if getattr(self, knob) not in choices:
                 raise IntViTError(f"{knob} must be one of {', '.join(choices)}, not "
                                   f"{getattr(self, knob)!r}")
+        from vitaccel.sw.recipes import BITS, RECIPES
+
+        if self.recipe not in RECIPES:
+            raise IntViTError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
+        if not (isinstance(self.bits, dict) and set(self.bits) == {"weights", "activations"}
+                and all(v in BITS for v in self.bits.values())):
+            raise IntViTError(f"bits must be {{'weights': b, 'activations': b}} with b in {BITS}, not {self.bits!r}")
         if not 2 <= self.mult_bits <= 31:
             raise IntViTError(f"mult_bits must be between 2 and 31, not {self.mult_bits!r}")
         if not (np.isfinite(self.input_scale) and self.input_scale > 0):
@@ -278,9 +300,10 @@ class IntViT:
     # ---- files ---------------------------------------------------------------------------------
 
     def meta(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, "config": dataclasses.asdict(self.config),
+        meta = {"format": FORMAT, "version": self.version, "config": dataclasses.asdict(self.config),
                 "softmax": self.softmax, "layernorm": self.layernorm, "gelu": self.gelu,
                 "mult_bits": self.mult_bits, "input_scale": self.input_scale, "info": self.info}
+        return meta | ({"recipe": self.recipe, "bits": self.bits} if self.version > 1 else {})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Validate, then write to ``path`` atomically (a temporary file, then ``os.replace``)."""
@@ -303,7 +326,8 @@ class IntViT:
             meta = json.loads(payload.pop("meta").tobytes().decode())
         except (ValueError, KeyError) as exc:
             raise IntViTError(f"{str(path)!r} has no readable meta record: {exc!r}") from None
-        problem = format_error(meta, path, FORMAT, VERSION, "an IntViT file", "quantize the model again")
+        readable = meta.get("version") if isinstance(meta, dict) and meta.get("version") in READS else VERSION
+        problem = format_error(meta, path, FORMAT, readable, "an IntViT file", "quantize the model again")
         if problem:
             raise IntViTError(problem)
         try:
@@ -381,4 +405,6 @@ def _unflatten(a: dict, config: ViTConfig, meta: dict, scales: dict) -> IntViT:
                   input_scale=float(meta["input_scale"]), patch=build(Linear, "patch"),
                   cls_pos=a["cls_pos"], pos=a["pos"], embed_add=a["embed_add"], alpha=a["alpha"],
                   blocks=[block(i) for i in range(config.depth)], norm=build(LayerNorm, "norm"),
-                  head=build(Head, "head"), scales=scales, info=dict(meta.get("info", {})))
+                  head=build(Head, "head"), scales=scales, info=dict(meta.get("info", {})),
+                  recipe=meta.get("recipe", "base"),
+                  bits=dict(meta.get("bits", {"weights": 8, "activations": 8})))

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ import torch
 from torch import nn
 
 from vitaccel.config import VARIANTS, AccelConfig, load_config
-from vitaccel.numerics import MAX_ALPHA, ROW_EXP_MAX, requant_dyadic, signed_dyadic
+from vitaccel.numerics import LOG_FRAC, MAX_ALPHA, ROW_EXP_MAX, requant_dyadic, signed_dyadic
 
 from . import vit
 from .digits import digits_split
@@ -49,6 +50,7 @@ from .gelu import gelu_table, shift_gelu_params
 from .intvit import Attention, Block, Head, IntViT, LayerNorm, Linear
 from .layernorm import layernorm_params, ptf_alpha
 from .residual import residual_params
+from .recipes import softmax_bits
 from .softmax import softmax_params
 
 __all__ = ["OBSERVERS", "DEFAULT_PERCENTILE", "SAMPLE_ELEMENTS", "QuantizeError", "TensorStats",
@@ -60,6 +62,8 @@ DEFAULT_PERCENTILE = 99.99
 SAMPLE_ELEMENTS = 1 << 17
 """At most this many values (whole rows) of each activation are kept for percentile and mse."""
 MSE_CANDIDATES = 64
+REPARAM_RANGE = 4
+"""RepQ-ViT's factors r_c are clamped to 2**-4..2**4 (a dead channel must not blow up the affine)."""
 DIGITS_MODEL = "tiny-digits"
 RANDOM_CALIB = 8
 RANDOM_TEST = 2
@@ -166,11 +170,14 @@ def calibrate(model: vit.VisionTransformer, images: torch.Tensor, *, batch_size:
 
 
 def activation_scale(stats: TensorStats, observer: str = "mse", *,
-                     percentile: float = DEFAULT_PERCENTILE, divisor: np.ndarray | None = None) -> float:
-    """The int8 step ``threshold / 127`` of one activation for ``observer``.
+                     percentile: float = DEFAULT_PERCENTILE, divisor: np.ndarray | None = None,
+                     qmax: int = 127, power_of_two: bool = False) -> float:
+    """The step ``threshold / qmax`` of one activation for ``observer`` (``qmax`` 127 for int8,
+    ``2**(b-1) - 1`` for ``b`` bits).
 
-    ``divisor`` (per channel, e.g. ``2**alpha``) divides the values first. An all-zero tensor gets
-    1.0 (any step represents it).
+    ``divisor`` (per channel, e.g. ``2**alpha``) divides the values first. ``power_of_two``: the
+    power of two just below or just above that step, whichever has the smaller squared rounding
+    and clipping error on the sample (P^2-ViT). An all-zero tensor gets 1.0 (any step represents it).
     """
     absmax, sample = stats.absmax, stats.sample.astype(np.float64)
     if divisor is not None:
@@ -185,13 +192,27 @@ def activation_scale(stats: TensorStats, observer: str = "mse", *,
         threshold = min(top, float(np.percentile(mags, percentile))) or top
     elif observer == "mse":
         candidates = top * np.linspace(0.3, 1.0, MSE_CANDIDATES)
-        x = mags[np.random.default_rng(0).permutation(len(mags))[:1 << 15]]
-        errors = [np.mean((x - np.minimum(np.floor(x / (c / 127) + 0.5), 127) * (c / 127)) ** 2)
+        x = _mse_sample(mags)
+        errors = [np.mean((x - np.minimum(np.floor(x / (c / qmax) + 0.5), qmax) * (c / qmax)) ** 2)
                   for c in candidates]
         threshold = float(candidates[int(np.argmin(errors))])
     else:
         raise QuantizeError(f"unknown observer {observer!r} (observers: {', '.join(OBSERVERS)})")
-    return threshold / 127
+    if power_of_two:
+        return _power_of_two_step(threshold / qmax, _mse_sample(mags), qmax)
+    return threshold / qmax
+
+
+def _mse_sample(mags: np.ndarray) -> np.ndarray:
+    return mags[np.random.default_rng(0).permutation(len(mags))[:1 << 15]]
+
+
+def _power_of_two_step(step: float, x: np.ndarray, qmax: int) -> float:
+    """``2**floor(log2 step)`` or ``2**ceil(...)``, the one with the smaller squared error on ``x``."""
+    low = 2.0 ** math.floor(math.log2(step))
+    candidates = (low, 2 * low)
+    errors = [np.mean((x - np.minimum(np.floor(x / c + 0.5), qmax) * c) ** 2) for c in candidates]
+    return candidates[int(np.argmin(errors))]
 
 
 # ---- the model check ---------------------------------------------------------------------------
@@ -248,13 +269,15 @@ def _round(x) -> np.ndarray:
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
 
 
-def _int8(x: np.ndarray, scale) -> np.ndarray:
-    return np.clip(_round(x / scale), -128, 127).astype(np.int8)
+def _int8(x: np.ndarray, scale, qmax: int = 127) -> np.ndarray:
+    return np.clip(_round(x / scale), -128 if qmax == 127 else -qmax, qmax).astype(np.int8)
 
 
-def _weight_scale(w: np.ndarray) -> np.ndarray:
-    m = np.abs(w).max(axis=1) / 127
-    return np.where(m > 0, m, 1.0)
+def _weight_scale(w: np.ndarray, qmax: int = 127, power_of_two: bool = False) -> np.ndarray:
+    m = np.abs(w).max(axis=1) / qmax
+    m = np.where(m > 0, m, 1.0)
+    # Power-of-two steps round up: a weight never clips (P^2-ViT's per-channel weight scales).
+    return np.exp2(np.ceil(np.log2(m))) if power_of_two else m
 
 
 def _bias(b: np.ndarray, scale: np.ndarray, name: str) -> np.ndarray:
@@ -265,21 +288,30 @@ def _bias(b: np.ndarray, scale: np.ndarray, name: str) -> np.ndarray:
 
 
 def _linear(module: nn.Linear, s_in: float, s_out: np.ndarray, mult_bits: int, name: str,
-            scales: dict) -> Linear:
+            scales: dict, *, wbits: int = 8, power_of_two: bool = False,
+            columns: np.ndarray | None = None) -> Linear:
+    """``columns``: factors of the input channels folded into the weight (RepQ-ViT's
+    reparameterization of the LayerNorm before it)."""
     w = module.weight.detach().double().numpy().reshape(module.weight.shape[0], -1)
-    s_w = _weight_scale(w)
+    if columns is not None:
+        w = w * columns[None, :]
+    qmax = (1 << (wbits - 1)) - 1
+    s_w = _weight_scale(w, qmax, power_of_two)
     s_out = np.broadcast_to(np.asarray(s_out, dtype=np.float64), s_w.shape)
     pairs = [requant_dyadic(float(s_in * sw / so), mult_bits=mult_bits) for sw, so in zip(s_w, s_out)]
     scales[f"{name}.weight"] = s_w
-    return Linear(weight=_int8(w, s_w[:, None]),
+    return Linear(weight=_int8(w, s_w[:, None], qmax),
                   bias=_bias(module.bias.detach().double().numpy(), s_in * s_w, name),
                   mult=np.array([m for m, _ in pairs], dtype=np.int32),
                   shift=np.array([s for _, s in pairs], dtype=np.int32))
 
 
-def _layernorm(module: nn.LayerNorm, alpha: np.ndarray, s_out: float) -> LayerNorm:
-    params = layernorm_params(module.weight.detach().double().numpy(),
-                              module.bias.detach().double().numpy(), s_out)
+def _layernorm(module: nn.LayerNorm, alpha: np.ndarray, s_out: float,
+               reparam: np.ndarray | None = None) -> LayerNorm:
+    """``reparam``: RepQ-ViT's per-channel ``r_c`` dividing the affine (the next layer multiplies)."""
+    r = 1.0 if reparam is None else reparam
+    params = layernorm_params(module.weight.detach().double().numpy() / r,
+                              module.bias.detach().double().numpy() / r, s_out)
     return LayerNorm(alpha.astype(np.int32), *(v.astype(np.int32) for v in params))
 
 
@@ -296,14 +328,16 @@ def _stream_alpha(calib: Calibration, depth: int) -> np.ndarray:
 def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str = "mse",
              percentile: float = DEFAULT_PERCENTILE, config: AccelConfig | None = None,
              softmax: str | None = None, layernorm: str | None = None,
-             gelu: str | None = None) -> IntViT:
+             gelu: str | None = None, recipe: str = "base", wbits: int = 8, abits: int = 8) -> IntViT:
     """The :class:`IntViT` of ``model`` from calibration statistics (see the module docstring).
 
     Variants and ``mult_bits`` come from ``config`` (default ``AccelConfig()``); ``softmax``,
-    ``layernorm`` and ``gelu`` override its variants.
+    ``layernorm`` and ``gelu`` override its variants. ``recipe`` (sw/recipes.py), ``wbits`` and
+    ``abits`` (8, 6 or 4) choose the recipe and the widths; ``base`` at 8/8 is the recipe above.
     """
     check_supported(model)
     config = _variant_config(config, softmax, layernorm, gelu)
+    rec = _recipe(recipe, wbits, abits)
     if observer not in OBSERVERS:
         raise QuantizeError(f"unknown observer {observer!r} (observers: {', '.join(OBSERVERS)})")
     cfg = model.config
@@ -312,46 +346,71 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     alpha = _stream_alpha(calib, cfg.depth) if config.layernorm == "ailayernorm" else \
         np.zeros(cfg.embed_dim, dtype=np.int64)
     pow2 = np.exp2(alpha.astype(np.float64))
+    p2 = rec.power_of_two
+    qa = (1 << (abits - 1)) - 1
     scales: dict[str, np.ndarray] = {}
 
-    def scale(name, stream=False):
+    def scale(name, stream=False, low=False, divisor=None):
         s = activation_scale(calib[name], observer, percentile=percentile,
-                             divisor=pow2 if stream else None)
+                             divisor=pow2 if stream else divisor, qmax=qa if low else 127, power_of_two=p2)
         scales[name] = np.float64(s)
         return s
 
-    def per_head(prefix, part):
-        s = np.array([activation_scale(calib[f"{prefix}{part}.{j}"], observer, percentile=percentile)
-                      for j in range(h)])
+    def per_head(prefix, part, low=True):
+        s = np.array([activation_scale(calib[f"{prefix}{part}.{j}"], observer, percentile=percentile,
+                                       qmax=qa if low else 127, power_of_two=p2) for j in range(h)])
         scales[prefix + part] = s
         return s
 
-    s_in = activation_scale(calib["input"], "minmax")
+    def linear(module, s_in, s_out, name, *, weights=wbits, columns=None):
+        return _linear(module, s_in, s_out, mb, name, scales, wbits=weights, power_of_two=p2, columns=columns)
+
+    def reparam(name):
+        # RepQ-ViT: per-channel steps s_c of the LayerNorm output, r_c = s_c / mean(s_c).
+        if not rec.ln_reparam:
+            return None
+        m = calib[name].absmax
+        r = m / m.mean() if m.mean() > 0 else np.ones_like(m)
+        return np.clip(np.where(r > 0, r, 1.0), 2.0 ** -REPARAM_RANGE, 2.0 ** REPARAM_RANGE)
+
+    s_in = activation_scale(calib["input"], "minmax", power_of_two=p2)
     scales["input"] = np.float64(s_in)
     s_patch = scale("patch", stream=True)
     s_x0 = s_x = scale("x0", stream=True)
     pos = model.pos_embed.detach().double().numpy()[0]
     cls_pos = model.cls_token.detach().double().numpy()[0, 0] + pos[0]
     s_pos = float(np.abs(pos[1:] / pow2).max()) / 127 or 1.0
+    if p2:
+        s_pos = 2.0 ** math.ceil(math.log2(s_pos))
     scales["pos"] = np.float64(s_pos)
-    patch = _linear(model.patch_embed.proj, s_in, s_patch * pow2, mb, "patch", scales)
+    patch = linear(model.patch_embed.proj, s_in, s_patch * pow2, "patch", weights=8)
+    sm_bits = softmax_bits(rec.name, abits)
+    # attention x V requantizes with its shift raised by the probabilities' exponent: <= 63 in all.
+    av_room = {"mantissa": ROW_EXP_MAX, "log2": (1 << sm_bits) - 2,
+               "log_sqrt2": (((1 << sm_bits) - 2) >> 1) + LOG_FRAC}[rec.softmax_output]
 
     blocks = []
     for i, module in enumerate(model.blocks):
         p = f"blocks.{i}."
-        s_n1 = scale(p + "norm1")
-        s_q, s_k, s_v, s_logits = (per_head(p, part) for part in ("q", "k", "v", "logits"))
-        s_attn = scale(p + "attn")
+        r1, r2 = reparam(p + "norm1"), reparam(p + "norm2")
+        s_n1 = scale(p + "norm1", low=True, divisor=r1)
+        s_q, s_k, s_v = (per_head(p, part) for part in ("q", "k", "v"))
+        s_logits = per_head(p, "logits", low=False)
+        if p2:
+            # The logits' step makes the Q K^T requantization a power of two (1/sqrt(dh) folded in).
+            s_logits = np.array([s_q[j] * s_k[j] * dh ** -0.5 / 2.0 ** round(math.log2(
+                s_q[j] * s_k[j] * dh ** -0.5 / s_logits[j])) for j in range(h)])
+            scales[p + "logits"] = s_logits
+        s_attn = scale(p + "attn", low=True)
         s_proj, s_add1 = scale(p + "proj", stream=True), scale(p + "add1", stream=True)
-        s_n2, s_fc1, s_gelu = scale(p + "norm2"), scale(p + "fc1"), scale(p + "gelu")
+        s_n2, s_fc1, s_gelu = scale(p + "norm2", low=True, divisor=r2), scale(p + "fc1"), scale(p + "gelu", low=True)
         s_fc2, s_add2 = scale(p + "fc2", stream=True), scale(p + "add2", stream=True)
 
         s_qkv_out = np.concatenate([np.repeat(s, dh) for s in (s_q, s_k, s_v)])
         logit_pairs = [requant_dyadic(float(s_q[j] * s_k[j] * dh ** -0.5 / s_logits[j]), mult_bits=mb)
                        for j in range(h)]
         soft = [softmax_params(float(s)) for s in s_logits]
-        # attention_matmul's requantize is 16-bit; its shift grows by the row exponent (<= 23).
-        av = [signed_dyadic(float(s_v[j] / s_attn), 16, 63 - ROW_EXP_MAX) for j in range(h)]
+        av = [signed_dyadic(float(s_v[j] / s_attn), 16, 63 - av_room) for j in range(h)]
         mults, shifts = ([np.array([pair[k] for pair in pairs], dtype=np.int32)
                           for pairs in (logit_pairs, soft, av)] for k in (0, 1))
         attn = Attention(logit_mult=mults[0], logit_shift=shifts[0], softmax_mult=mults[1],
@@ -359,21 +418,21 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         gelu_params = (gelu_table(s_fc1, s_gelu) if config.gelu == "table"
                        else np.array(shift_gelu_params(s_fc1, s_gelu), dtype=np.int32))
         blocks.append(Block(
-            norm1=_layernorm(module.norm1, alpha, s_n1),
-            qkv=_linear(module.attn.qkv, s_n1, s_qkv_out, mb, p + "qkv", scales),
+            norm1=_layernorm(module.norm1, alpha, s_n1, r1),
+            qkv=linear(module.attn.qkv, s_n1, s_qkv_out, p + "qkv", columns=r1),
             attn=attn,
-            proj=_linear(module.attn.proj, s_attn, s_proj * pow2, mb, p + "proj", scales),
+            proj=linear(module.attn.proj, s_attn, s_proj * pow2, p + "proj"),
             add1=np.array(residual_params(s_x, s_proj, s_add1), dtype=np.int32),
-            norm2=_layernorm(module.norm2, alpha, s_n2),
-            fc1=_linear(module.mlp.fc1, s_n2, s_fc1, mb, p + "fc1", scales),
+            norm2=_layernorm(module.norm2, alpha, s_n2, r2),
+            fc1=linear(module.mlp.fc1, s_n2, s_fc1, p + "fc1", columns=r2),
             gelu=gelu_params,
-            fc2=_linear(module.mlp.fc2, s_gelu, s_fc2 * pow2, mb, p + "fc2", scales),
+            fc2=linear(module.mlp.fc2, s_gelu, s_fc2 * pow2, p + "fc2"),
             add2=np.array(residual_params(s_add1, s_fc2, s_add2), dtype=np.int32)))
         s_x = s_add2
 
     s_norm = scale("norm")
     head_w = model.head.weight.detach().double().numpy()
-    s_head = _weight_scale(head_w)
+    s_head = _weight_scale(head_w, 127, p2)
     scales["head.weight"] = s_head
     return IntViT(
         config=cfg, softmax=config.softmax, layernorm=config.layernorm, gelu=config.gelu,
@@ -386,7 +445,18 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
                   bias=_bias(model.head.bias.detach().double().numpy(), s_norm * s_head, "head")),
         scales=scales,
         info={"observer": observer, "percentile": percentile if observer == "percentile" else None,
-              "calibration_images": calib.images}).validate()
+              "calibration_images": calib.images},
+        recipe=rec.name, bits={"weights": wbits, "activations": abits}).validate()
+
+
+def _recipe(name: str, wbits: int, abits: int):
+    from .recipes import RecipeError, check_bits, recipe
+
+    try:
+        check_bits(wbits, abits)
+        return recipe(name)
+    except RecipeError as exc:
+        raise QuantizeError(str(exc)) from None
 
 
 def _variant_config(config: AccelConfig | str | None, softmax, layernorm, gelu) -> AccelConfig:
@@ -474,6 +544,17 @@ def _count(value):
     return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
+def _precheck_files(model, calib, test, labels) -> None:
+    """The user's image files checked before the model loads (channels too for built-in models)."""
+    from .datasets import precheck
+
+    in_chans = vit.PRESETS[model].in_chans if isinstance(model, str) and model in vit.PRESETS else None
+    if _is_path(calib):
+        precheck(calib, None, in_chans)
+    if _is_path(test):
+        precheck(test, labels, in_chans)
+
+
 def _user_data(model: vit.VisionTransformer, label: str, calib, test, labels, preprocess: dict):
     """The calibration and test sets when the user gives files (sw/datasets.py), else None each;
     with the preprocessing used and where the images came from."""
@@ -492,6 +573,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
                    layernorm: str | None = None, gelu: str | None = None,
                    test: int | str | Path | None = None, labels: str | Path | None = None,
                    mean=None, std=None, crop_pct: float | None = None,
+                   recipe: str = "base", wbits: int = 8, abits: int = 8,
                    output: str | Path | None = None,
                    progress: Callable[[str], None] | None = None) -> dict:
     """Quantize ``model`` and report what it cost and how accurate it is (a JSON-able dict).
@@ -506,11 +588,13 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     (:func:`vitaccel.sw.datasets.load_images`, preprocessed as timm's evaluation transform, whose
     defaults ``mean``/``std``/``crop_pct`` override); ``labels`` (a file) are those of ``test``.
     ``config``/``softmax``/``layernorm``/``gelu`` choose the variants and ``mult_bits``
-    (:func:`quantize`). ``output``: where to save the IntViT (atomically); None saves nothing.
+    (:func:`quantize`); ``recipe``, ``wbits``, ``abits`` the recipe and widths (sw/recipes.py).
+    ``output``: where to save the IntViT (atomically); None saves nothing.
     ``progress(message)`` is called as each step starts.
 
     Every argument is checked before any work (QuantizeError, or CheckpointError naming the key
     and shapes of a checkpoint that does not fit). Report keys: ``model``, ``vit``, ``variants``,
+    ``recipe``, ``bits``,
     ``mult_bits``, ``observer``, ``percentile``, ``dataset``, ``calib_images``, ``test_images``,
     ``fp_top1``, ``int_top1``, ``agreement``, ``int_model_bytes``, ``output``, ``file_bytes``,
     ``calib_source`` and ``test_source`` (where the images came from, how many, the
@@ -533,9 +617,11 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
         raise QuantizeError(f"percentile must be in (0, 100], not {percentile!r}")
     accel = _variant_config(config, softmax, layernorm, gelu)
+    _recipe(recipe, wbits, abits)
     if output is not None and Path(output).is_dir():
         raise QuantizeError(f"output {str(output)!r} is a directory, not a file path")
     label, load = _resolve_model(model)
+    _precheck_files(model, calib, test, labels)
     seconds = {}
 
     say(f"loading {label}")
@@ -565,7 +651,8 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
 
     say("quantizing")
     t = time.perf_counter()
-    intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel)
+    intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel,
+                      recipe=recipe, wbits=wbits, abits=abits)
     intvit.info["source"] = label
     intvit.info["preprocess"] = pre.to_json()
     seconds["quantize"] = time.perf_counter() - t
@@ -584,6 +671,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     seconds["save"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
     return {"model": label, "vit": dataclasses.asdict(float_model.config), "variants": intvit.variants,
+            "recipe": intvit.recipe, "bits": intvit.bits,
             "mult_bits": intvit.mult_bits, "observer": observer,
             "percentile": percentile if observer == "percentile" else None, "dataset": dataset,
             "calib_images": len(calib_images), "test_images": len(test_images),

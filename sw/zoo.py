@@ -34,7 +34,10 @@ def load_intvit(model: str, cfg: AccelConfig, progress: Callable[[str], None] | 
     """The IntViT a user names: a saved IntViT file, or a built-in model (quantized with ``cfg``'s
     variants on first use, then cached by name and variants).
 
-    :class:`~vitaccel.sw.quantize.QuantizeError` when ``model`` is neither.
+    :class:`~vitaccel.sw.quantize.QuantizeError` when ``model`` is neither;
+    :class:`~vitaccel.sw.intvit.IntViTError` naming the recipe and the missing features when the
+    file's recipe or bits need hardware that does not exist yet (every caller compiles it; golden-only
+    use goes through :meth:`IntViT.load`).
     """
     from vitaccel.sw.intvit import IntViT
     from vitaccel.sw.quantize import QuantizeError, quantize_model
@@ -46,13 +49,23 @@ def load_intvit(model: str, cfg: AccelConfig, progress: Callable[[str], None] | 
         if not path.is_file():
             raise QuantizeError(f"model {model!r} is neither a built-in model ({', '.join(NAMED_MODELS)}) "
                                 f"nor an IntViT file")
-        return IntViT.load(path)
+        return _for_hardware(IntViT.load(path), path)
     variants = f"{cfg.softmax}-{cfg.layernorm}-{cfg.gelu}-m{cfg.mult_bits}"
     cached = _cache_dir() / f"{model}-{variants}.intvit.npz"
     if not cached.is_file():
         say(f"quantizing {model} ({variants}); cached for later runs")
         quantize_model(model, config=cfg, output=cached, progress=say)
     return IntViT.load(cached)
+
+
+def _for_hardware(intvit, path: Path):
+    from vitaccel.sw.intvit import IntViTError
+    from vitaccel.sw.recipes import hardware_gap
+
+    gap = hardware_gap(intvit)
+    if gap:
+        raise IntViTError(f"{path}: {gap}")
+    return intvit
 
 
 def model_images(intvit, count: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:

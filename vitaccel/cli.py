@@ -98,8 +98,7 @@ def cmd_simulate(args, say):
     common = dict(seed=args.seed, engine=args.engine, latency=(lo, hi), stall=args.stall, trace=args.trace,
                   trace_instructions=args.trace_instructions, progress=say)
     if args.model is not None:
-        if images_count(args.images) is not None:
-            _check_images(images_count(args.images), args.model)
+        images_count(args.images, args.model)
         intvit = load_intvit(args.model, cfg, say)
         images, labels, source = simulate_images(intvit, args)
         report = run.simulate_model(intvit, cfg, images, labels, **common).to_json() | {"images_source": source}
@@ -200,14 +199,13 @@ def cmd_run(args, say):
 
 
 def cmd_quantize(args, say):
-    from vitaccel.data_options import describe_sources
+    from vitaccel.data_options import describe_sources, quantize_options
     from vitaccel.sw.quantize import quantize_model
 
     _check_writable(args.output, "-o")
     report = quantize_model(args.model, calib=args.calib, observer=args.observer, config=args.config,
                             softmax=args.softmax, layernorm=args.layernorm, gelu=args.gelu, output=args.output,
-                            test=args.test, labels=args.labels, mean=args.mean, std=args.std,
-                            crop_pct=args.crop_pct, progress=say)
+                            progress=say, **quantize_options(args))
     pct = {key: "n/a" if report[key] is None else f"{100 * report[key]:.2f}%"
            for key in ("fp_top1", "int_top1", "agreement")}
     accuracy = (f"float top-1 {pct['fp_top1']}, integer top-1 {pct['int_top1']}, agreement {pct['agreement']}"

@@ -8,7 +8,7 @@ error, so the CLI reports it in one line with exit status 2.
 from __future__ import annotations
 
 __all__ = ["add_preprocess_options", "add_quantize_options", "add_simulate_images", "describe_images", "describe_sources",
-           "images_count",
+           "images_count", "quantize_options",
            "simulate_images"]
 
 IMAGES_HELP = ("--model: a number of images (the digits test split for tiny-digits, seeded random images "
@@ -41,18 +41,41 @@ def add_quantize_options(p) -> None:
     p.add_argument("--test", help="images to measure accuracy on (a number, a folder or an .npy/.npz; default: "
                    "the digits test split for tiny-digits, 2 random images otherwise); --labels gives their classes")
     add_preprocess_options(p, "--test PATH")
+    from vitaccel.sw.recipes import BITS, RECIPES
+
+    p.add_argument("--recipe", default="base", choices=list(RECIPES),
+                   help="PTQ recipe: base (default), fqvit, p2vit, repq (sw/recipes.py says what each does)")
+    p.add_argument("--wbits", type=int, default=8, choices=BITS, help="weight bits, per output channel (default 8)")
+    p.add_argument("--abits", type=int, default=8, choices=BITS, help="bits of the activations that feed matmuls "
+                   "(default 8)")
 
 
-def images_count(images: str) -> int | None:
-    """``--images`` as a count, or None when it names a path (checked by :func:`simulate_images`)."""
+def images_count(images: str, model: str | None = None) -> int | None:
+    """``--images`` as a count, or None when it names a path (checked by :func:`simulate_images`);
+    a count is positive and, for tiny-digits, within its test split (checked before any long step)."""
     from vitaccel.sw.datasets import DataError
+    from vitaccel.sw.digits import SPLITS
 
     text = str(images).strip()
-    if text.lstrip("-").isdigit():
-        if int(text) < 1:
-            raise DataError(f"--images must be a positive integer or a path, not {text}")
-        return int(text)
-    return None
+    if not text.lstrip("-").isdigit():
+        from vitaccel.sw.datasets import precheck
+        from vitaccel.sw.vit import PRESETS
+
+        if model is not None:
+            precheck(text, None, PRESETS[model].in_chans if model in PRESETS else None)
+        return None
+    count = int(text)
+    if count < 1:
+        raise DataError(f"--images must be a positive integer or a path, not {text}")
+    start, stop = SPLITS["test"]
+    if model == "tiny-digits" and count > stop - start:
+        raise DataError(f"--images {count}: the tiny-digits test split has {stop - start} images")
+    return count
+
+
+def quantize_options(args) -> dict:
+    """The keyword arguments of :func:`vitaccel.sw.quantize.quantize_model` that this module's options give."""
+    return {k: getattr(args, k) for k in ("test", "labels", "mean", "std", "crop_pct", "recipe", "wbits", "abits")}
 
 
 def simulate_images(intvit, args):
@@ -93,4 +116,5 @@ def describe_images(source: dict) -> str:
 
 def describe_sources(report: dict) -> str:
     """The line of ``quantize``'s output that says which images calibrated and tested the model."""
-    return f"calibrated on {describe_images(report['calib_source'])}; tested on {describe_images(report['test_source'])}"
+    recipe = f"recipe {report['recipe']} W{report['bits']['weights']}A{report['bits']['activations']}; "
+    return recipe + f"calibrated on {describe_images(report['calib_source'])}; tested on {describe_images(report['test_source'])}"

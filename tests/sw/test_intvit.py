@@ -112,5 +112,5 @@ def test_file_is_a_plain_npz(intvits, tmp_path):
     assert zipfile.is_zipfile(path)
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(npz["meta"].tobytes())
-    assert meta["format"] == "vitaccel-intvit" and meta["version"] == VERSION
+    assert meta["format"] == "vitaccel-intvit" and meta["version"] == 1 and "recipe" not in meta  # base W8A8 stays version 1
     assert meta["softmax"] == "e2softmax" and meta["layernorm"] == "ailayernorm"

@@ -84,3 +84,15 @@ def test_mismatched_labels(digits, tmp_path, capsys):
     argv = ["simulate", "--model", "tiny-digits", "--images", str(digits), "--labels", str(tmp_path / "y.txt")]
     assert main(argv) == 2
     assert "2 labels for 180 images" in capsys.readouterr().err
+
+
+def test_quantize_recipe_then_compile_refuses_it(tmp_path, capsys):
+    out = tmp_path / "f.npz"
+    assert main(["quantize", "--model", "tiny-digits", "--recipe", "fqvit", "--wbits", "6", "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["recipe"] == "fqvit" and report["bits"] == {"weights": 6, "activations": 8}
+    assert report["int_top1"] is not None and report["agreement"] is not None
+    assert main(["compile", "--model", str(out), "-o", str(tmp_path / "p.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "recipe fqvit (W6A8) needs 4-bit log2 softmax output" in err and "not supported by the hardware yet" in err
+    assert err.count("\n") == 1

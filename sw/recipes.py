@@ -1,0 +1,108 @@
+"""The post-training quantization recipes of the seed papers, by name (``vitaccel quantize --recipe``).
+
+A :class:`Recipe` is a set of choices that :func:`vitaccel.sw.quantize.quantize` applies and that
+the golden forward (``sw/forward.py``) follows; every recipe's integer model is integer-only and
+deterministic. Bits are separate from the recipe (:data:`BITS`): weights per output channel at 8,
+6 or 4 bits (stored in int8; the patch embedding and the head stay at 8), activations that feed a
+matmul (LayerNorm outputs, ``q``, ``k``, ``v``, the attention output, the GELU output) at 8, 6 or 4
+bits (saturated to that width after their requantization); the residual stream and the attention
+logits stay int8.
+
+=========  ==========================================================================================
+recipe     what changes (paper)
+=========  ==========================================================================================
+base       today's: per-tensor activations (observer), per-channel weights, FQ-ViT power-of-two
+           factors on the residual stream (``ailayernorm``), int8 softmax mantissas + row exponent.
+fqvit      FQ-ViT (Lin et al., IJCAI 2022): Power-of-Two Factor on LayerNorm inputs (as ``base``) and
+           Log-Int-Softmax, 4-bit log2 attention probabilities (``softmax.log_int_softmax``) with
+           ``attention x V`` as shifts (``softmax.log_attention_matmul``).
+p2vit      P^2-ViT (Shi et al., 2024): every activation and weight scale a power of two, so every
+           requantization (linear layers, Q K^T, attention x V, residual adds) multiplies by a power of
+           two: a shift. The nonlinear units keep their own parameters.
+repq       RepQ-ViT (Li et al., ICCV 2023): per-channel scales of the post-LayerNorm activations,
+           reparameterized into one per-tensor scale by dividing LayerNorm's affine by
+           ``r_c = s_c / mean(s)`` and multiplying the next layer's input columns (qkv, fc1) by
+           ``r_c``; log-sqrt2 attention probabilities (``softmax.log_sqrt2_softmax``).
+=========  ==========================================================================================
+
+PTQ4ViT (twin uniform quantization, Hessian-guided scale search) is not implemented (issue 22).
+
+The hardware implements ``base`` and ``p2vit`` at W8A8 and any weight width (int8 storage);
+:func:`hardware_gap` names what else a model needs (issue 23), and compiling such a model fails
+with that one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Recipe", "RECIPES", "BITS", "LOW_BIT_ACTIVATIONS", "recipe", "hardware_gap", "check_bits"]
+
+BITS = (8, 6, 4)
+"""Weight and activation widths a recipe may be quantized at."""
+
+LOW_BIT_ACTIVATIONS = ("norm1", "q", "k", "v", "attn", "norm2", "gelu")
+"""Per block, the activations that ``abits`` narrows (the inputs of matmuls)."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One recipe's choices (see the module docstring)."""
+    name: str
+    paper: str
+    softmax_output: str = "mantissa"
+    """``mantissa`` (int8 + row exponent), ``log2`` (FQ-ViT LIS) or ``log_sqrt2`` (RepQ-ViT)."""
+    power_of_two: bool = False
+    ln_reparam: bool = False
+
+
+RECIPES = {
+    "base": Recipe("base", "SOLE (ICCAD 2023) units, FQ-ViT power-of-two factors"),
+    "fqvit": Recipe("fqvit", "FQ-ViT, IJCAI 2022", softmax_output="log2"),
+    "p2vit": Recipe("p2vit", "P^2-ViT, arXiv 2405.19915", power_of_two=True),
+    "repq": Recipe("repq", "RepQ-ViT, ICCV 2023", softmax_output="log_sqrt2", ln_reparam=True),
+}
+
+
+class RecipeError(ValueError):
+    """An unknown recipe or bit width; the message lists the choices."""
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called ``name``; :class:`RecipeError` listing the recipes otherwise."""
+    try:
+        return RECIPES[name]
+    except (KeyError, TypeError):
+        raise RecipeError(f"unknown recipe {name!r} (recipes: {', '.join(RECIPES)})") from None
+
+
+def check_bits(wbits, abits) -> None:
+    """:class:`RecipeError` unless both are one of :data:`BITS`."""
+    for flag, value in (("wbits", wbits), ("abits", abits)):
+        if value not in BITS or isinstance(value, bool):
+            raise RecipeError(f"{flag} must be one of {', '.join(map(str, BITS))}, not {value!r}")
+
+
+def softmax_bits(name: str, abits: int) -> int:
+    """Width of the log-domain probability codes: FQ-ViT's 4 bits; RepQ-ViT's log-sqrt2 at the
+    activation width, capped at 5 bits (``2**-15`` at the bottom, like the 4-bit log2 code)."""
+    return 4 if recipe(name).softmax_output == "log2" else min(abits, 5)
+
+
+def hardware_gap(intvit) -> str | None:
+    """Why today's accelerator cannot run ``intvit`` (one line naming the recipe and the missing
+    features), or None when it can."""
+    rec = recipe(intvit.recipe)
+    missing = []
+    if rec.softmax_output == "log2":
+        missing.append("4-bit log2 softmax output with shift-add attention x V (FQ-ViT Log-Int-Softmax)")
+    elif rec.softmax_output == "log_sqrt2":
+        missing.append("log-sqrt2 softmax output (RepQ-ViT)")
+    abits = intvit.bits.get("activations", 8)
+    if abits < 8:
+        missing.append(f"{abits}-bit activations (the requantization saturates to int8 only)")
+    if not missing:
+        return None
+    return (f"recipe {rec.name} (W{intvit.bits.get('weights', 8)}A{abits}) needs "
+            f"{' and '.join(missing)}: not supported by the hardware yet (issue 23); its golden model runs "
+            f"(vitaccel quantize reports its accuracy)")

@@ -1,0 +1,133 @@
+"""The PTQ recipes (sw/recipes.py) and low bits: integer-only deterministic forwards, what each recipe
+promises of its parameters, the file format, and the one-line refusal of the hardware it lacks."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from vitaccel.config import AccelConfig
+from vitaccel.sw.compile_model import compile_model
+from vitaccel.sw.compiler import CompileError
+from vitaccel.sw.digits import digits_split
+from vitaccel.sw.forward import forward, quantize_input, trace
+from vitaccel.sw.intvit import IntViT
+from vitaccel.sw.quantize import QuantizeError, calibrate, evaluate, quantize
+from vitaccel.sw.recipes import RECIPES, hardware_gap
+from vitaccel.sw.vit import load_builtin
+
+SETTINGS = [(r, 8, 8) for r in RECIPES] + [("base", 4, 8), ("repq", 6, 6), ("fqvit", 8, 4)]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_builtin("tiny-digits")
+
+
+@pytest.fixture(scope="module")
+def stats(model):
+    return calibrate(model, digits_split("calib")[0])
+
+
+@pytest.fixture(scope="module")
+def intvits(model, stats):
+    return {s: quantize(model, stats, recipe=s[0], wbits=s[1], abits=s[2]) for s in SETTINGS}
+
+
+@pytest.fixture(scope="module")
+def images():
+    return digits_split("test")[0][:16]
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: f"{s[0]}-W{s[1]}A{s[2]}")
+def test_integer_only_and_deterministic(intvits, images, setting):
+    iv = intvits[setting]
+    x = quantize_input(iv, images)
+    blind = dataclasses.replace(iv, input_scale=float("nan"),
+                                scales={k: np.full_like(v, np.nan) for k, v in iv.scales.items()})
+    logits = forward(blind, x)
+    assert logits.dtype == np.int32 and np.array_equal(logits, forward(iv, x))
+
+
+def test_base_is_the_default(model, stats, intvits):
+    default = quantize(model, stats)
+    base = intvits[("base", 8, 8)]
+    assert all(np.array_equal(a, base.arrays()[k]) for k, a in default.arrays().items())
+    assert base.recipe == "base" and base.bits == {"weights": 8, "activations": 8} and base.version == 1
+
+
+def test_low_bits_are_in_range(intvits, images):
+    iv = intvits[("fqvit", 8, 4)]
+    t = trace(iv, quantize_input(iv, images))
+    for name in ("blocks.0.norm1", "blocks.0.qkv", "blocks.0.attn.out", "blocks.1.norm2", "blocks.1.gelu"):
+        assert t[name].min() >= -8 and t[name].max() <= 7, name
+    assert t["blocks.0.add1"].max() > 7           # the residual stream stays int8
+    w4 = intvits[("base", 4, 8)]
+    assert all(np.abs(b.fc1.weight).max() <= 7 and np.abs(b.qkv.weight).max() <= 7 for b in w4.blocks)
+    assert np.abs(w4.patch.weight).max() > 7      # the patch embedding stays at 8 bits
+    assert t["blocks.0.attn.codes"].dtype == np.uint8 and t["blocks.0.attn.codes"].max() <= 15
+
+
+def test_p2vit_requantizes_by_shifts(intvits):
+    iv = intvits[("p2vit", 8, 8)]
+
+    def pow2(a):
+        a = np.abs(np.asarray(a, dtype=np.int64))
+        return bool(((a & (a - 1)) == 0).all() and (a > 0).all())
+
+    linears = [iv.patch] + [getattr(b, n) for b in iv.blocks for n in ("qkv", "proj", "fc1", "fc2")]
+    assert all(pow2(layer.mult) for layer in linears)
+    assert all(pow2(b.attn.logit_mult) and pow2(b.attn.av_mult) for b in iv.blocks)
+    assert all(pow2(b.add1[:2]) and pow2(b.add2[:2]) for b in iv.blocks) and pow2(iv.embed_add[:2])
+
+
+def test_repq_reparameterizes_layernorm_into_the_next_weights(model, intvits):
+    base, repq = intvits[("base", 8, 8)], intvits[("repq", 8, 8)]
+    # Per-channel LayerNorm multipliers change and the qkv weight columns follow; the rest does not.
+    assert not np.array_equal(base.blocks[0].norm1.mult, repq.blocks[0].norm1.mult)
+    assert not np.array_equal(base.blocks[0].qkv.weight, repq.blocks[0].qkv.weight)
+    assert np.array_equal(base.blocks[0].proj.weight, repq.blocks[0].proj.weight)
+
+
+@pytest.mark.parametrize("setting, runs", [(("base", 8, 8), True), (("p2vit", 8, 8), True),
+                                           (("base", 4, 8), True), (("fqvit", 8, 8), False),
+                                           (("repq", 6, 6), False), (("fqvit", 8, 4), False)])
+def test_hardware_refuses_what_it_lacks(intvits, setting, runs):
+    iv = intvits[setting]
+    assert (hardware_gap(iv) is None) == runs
+    if runs:
+        compile_model(iv, AccelConfig())
+    else:
+        with pytest.raises(CompileError) as info:
+            compile_model(iv, AccelConfig())
+        text = str(info.value)
+        assert f"recipe {setting[0]}" in text and "not supported by the hardware yet" in text and "\n" not in text
+
+
+def test_file_keeps_recipe_and_bits(intvits, tmp_path):
+    iv = intvits[("repq", 6, 6)]
+    path = iv.save(tmp_path / "r.npz")
+    with np.load(path) as npz:
+        meta = json.loads(npz["meta"].tobytes())
+    assert meta["version"] == 2 and meta["recipe"] == "repq" and meta["bits"] == {"weights": 6, "activations": 6}
+    back = IntViT.load(path)
+    assert back.recipe == "repq" and back.bits == iv.bits
+    x = np.zeros((1, 1, 8, 8), np.int8)
+    assert np.array_equal(forward(back, x), forward(iv, x))
+
+
+def test_bad_recipe_and_bits(model, stats):
+    with pytest.raises(QuantizeError, match="unknown recipe 'nope' \\(recipes: base, fqvit, p2vit, repq\\)"):
+        quantize(model, stats, recipe="nope")
+    with pytest.raises(QuantizeError, match="wbits must be one of 8, 6, 4, not 5"):
+        quantize(model, stats, wbits=5)
+
+
+def test_accuracy_of_base(model, intvits):
+    """Issue 22's bars on the 360 held-out digits: base W8A8 within 0.5 pt of float, W4A8 within 1.5."""
+    x, y = digits_split("test")
+    fp = evaluate(model, intvits[("base", 8, 8)], x, y)
+    w4 = evaluate(model, intvits[("base", 4, 8)], x, y)
+    assert fp["fp_top1"] - fp["int_top1"] <= 0.005
+    assert fp["fp_top1"] - w4["int_top1"] <= 0.015
