@@ -33,8 +33,8 @@ from .build import TOP, YOSYS_PRELUDE, BuildFailed, Progress, make_plan, run_pla
 from .targets import Board, board, board_mem_bytes, check_fit
 from .top import System
 
-__all__ = ["estimate", "parse_stat", "count_resources", "record_estimate", "CELL_WEIGHTS", "FIELDS",
-           "MEASURED_DIR"]
+__all__ = ["estimate", "parse_stat", "count_resources", "record_estimate", "previous_seconds", "tool_phase",
+           "ToolWatch", "duration", "CELL_WEIGHTS", "FIELDS", "MEASURED_DIR", "ROUTER2_ITERATIONS"]
 
 #: Estimates measured with the tools and shipped with the package, one JSON file per design.
 MEASURED_DIR = Path(__file__).with_name("measured")
@@ -88,6 +88,9 @@ FIELDS = ("board", "part", "config", "config_slug", "mem_bytes", "clk_hz", "reso
           "fmax_mhz", "fmax_source", "timing_met", "placed", "memory_bandwidth", "capacity_source",
           "seconds", "cache_key", "provenance")
 
+#: The tool options of a synthesis-only estimate (``place=False``), for its cache key.
+_SYNTH_ONLY = "yosys only"
+
 _SYNTH_COMMAND = {"ecp5": "synth_ecp5", "ice40": "synth_ice40 -dsp", "xilinx7": "synth_xilinx -family xc7"}
 
 
@@ -136,8 +139,9 @@ def _cache_key(target: Board, design_text: str, options: str) -> str:
 
 
 def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,
-             seed: int = 1, route: bool | None = True, cache: bool = True, run_tools: bool = True,
-             timeout: float | None = NEXTPNR_TIMEOUT, progress: Progress = None) -> dict | None:
+             seed: int = 1, route: bool | None = True, place: bool = True, cache: bool = True,
+             run_tools: bool = True, timeout: float | None = NEXTPNR_TIMEOUT,
+             progress: Progress = None) -> dict | None:
     """Resources and Fmax of ``cfg`` on the board, from yosys and nextpnr; keys :data:`FIELDS`.
 
     ``resources[kind]`` (``lut``, ``ff``, ``dsp``, ``bram``) holds ``used``, ``available``,
@@ -155,7 +159,15 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     instead of the router's tens of minutes on `default`; ``route=None`` (only with
     ``run_tools=False``) looks for a routed estimate, then for a placement one. nextpnr is stopped
     after ``timeout`` seconds (``None``: no limit) and ``BuildFailed`` says so; nothing is cached
-    then. The fit check runs first and raises ``FitError``.
+    then. With ``place=False`` only yosys runs (resources; ``fmax_mhz`` None): what a design-space
+    sweep needs of most points (:mod:`vitaccel.explore`). The fit check runs first and raises
+    ``FitError``.
+
+    While a tool runs, ``progress`` gets, every few seconds, its phase read from its log (yosys'
+    pass, nextpnr's packing, placing or routing iteration), the time it has run and, where one is
+    known, the time left: from an earlier run of the same design's step on this board (this
+    machine's cache or a shipped record), and for router2's timing-driven rip-up from its
+    iteration rate and its limit of :data:`ROUTER2_ITERATIONS` iterations.
     """
     if route is None and run_tools:
         raise ValueError("route=None only looks estimates up: it needs run_tools=False")
@@ -180,6 +192,8 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
         options = {True: f"{YOSYS_PRELUDE} {_SYNTH_COMMAND[family]}"}
         route = True
     else:
+        if not place:
+            route = False
         plan = make_plan(board_name, cfg, mem_bytes=mem_bytes, clk_hz=clk_hz,
                          script_after_synth=f"tee -q -o {TOP}.stat.json stat -json",
                          nextpnr_opts=f"--report {TOP}.report.json --timing-allow-fail "
@@ -188,6 +202,8 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
         design = "".join(plan.files[name] if isinstance(plan.files[name], str) else plan.files[name].decode()
                          for name in sorted(plan.files) if not name.startswith("build_"))
         options = {routed: nextpnr_options(routed) for routed in (True, False)}
+        if not place:
+            options = {False: _SYNTH_ONLY}
     for routed in ((True, False) if route is None else (route,)):
         key = _cache_key(target, design, options[routed])
         run_dir = root / f"{board_name}-{cfg.slug}-{key}"
@@ -198,7 +214,7 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
             if found is not None:
                 return found
             if run_tools:
-                return _estimate_locked(target, cfg, run_dir, key, design, plan, route=routed,
+                return _estimate_locked(target, cfg, run_dir, key, design, plan, route=routed, place=place,
                                         mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed, modelled=modelled,
                                         timeout=timeout, progress=progress)
     return None
@@ -227,7 +243,7 @@ def record_estimate(result: dict, command: str) -> Path:
     return path
 
 
-def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_bytes, clk_hz, seed, modelled,
+def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, place, mem_bytes, clk_hz, seed, modelled,
                      timeout, progress):
     family = target.device.family
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -248,16 +264,18 @@ def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_byte
     else:
         plan.extract(run_dir)
         steps = {}
+        watch = ToolWatch(run_dir, progress, expected=previous_seconds(target.name, cfg), route=route)
 
         def timed(message):
             now = time.monotonic()
             steps[message] = now
-            if progress:
-                progress(message)
+            watch.step(message)
 
         limits = {"NEXTPNR_ECP5": timeout, "NEXTPNR_ICE40": timeout} if timeout else None
+        skip = ("ECPPACK", "ICEPACK") + (() if place else ("NEXTPNR_ECP5", "NEXTPNR_ICE40"))
         try:
-            run_plan(run_dir, skip=("ECPPACK", "ICEPACK"), progress=timed, timeout=limits)
+            with watch:
+                run_plan(run_dir, skip=skip, progress=timed, timeout=limits)
         except BuildFailed as error:
             if "did not finish" not in str(error):
                 raise
@@ -267,16 +285,141 @@ def _estimate_locked(target, cfg, run_dir, key, design, plan, *, route, mem_byte
                               f"longer limit") from None
         marks = sorted(steps.values()) + [time.monotonic()]
         seconds["synthesis"] = round(marks[1] - marks[0], 1)
-        seconds["place_route" if route else "place"] = round(marks[2] - marks[1], 1)
-    return _collect(target, cfg, run_dir, key, route=route, mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed,
-                    modelled=modelled, seconds=seconds)
+        if place:
+            seconds["place_route" if route else "place"] = round(marks[2] - marks[1], 1)
+    return _collect(target, cfg, run_dir, key, route=route, place=place, mem_bytes=mem_bytes, clk_hz=clk_hz,
+                    seed=seed, modelled=modelled, seconds=seconds)
+
+
+#: router2's iteration limit: with ``--tmg-ripup`` it keeps re-routing arcs that miss the
+#: constraint until this iteration (nextpnr 0.11), which bounds a routed estimate's last phase.
+ROUTER2_ITERATIONS = 1500
+
+
+def previous_seconds(board_name: str, cfg: AccelConfig) -> dict:
+    """The tool times (``seconds`` of :func:`estimate`: ``synthesis``, ``place``, ``place_route``)
+    of earlier estimates of ``cfg`` on the board, from this machine's cache and the shipped records,
+    newest first per step; an earlier netlist of the same config counts (it is a guide, not a promise)."""
+    reports = [*(build_root() / "estimate").glob(f"{board_name}-{cfg.slug}-*/estimate.json"),
+               *MEASURED_DIR.glob(f"{board_name}-{cfg.name}-*.json")]
+    found: dict = {}
+    for path in sorted(reports, key=lambda p: p.stat().st_mtime):
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if report.get("config_slug") == cfg.slug:
+            found.update(report.get("seconds", {}))
+    return found
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as ``M:SS`` or ``H:MM:SS``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+_YOSYS_PASS = re.compile(r"^(\d+(?:\.\d+)*)\. Executing (\S+)", re.MULTILINE)
+_ROUTER2_ITERATION = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+) overuse=\d+ tmgfail=(\d+)")
+_NEXTPNR_PHASES = (("Packing", "packing"), ("Running Static placer", "placing (analytic)"),
+                   ("Running HeAP", "placing (analytic)"), ("simulated annealing", "placing (annealing)"),
+                   ("Routing globals", "routing globals"), ("Running router2", "routing"),
+                   ("Running router1 to check", "checking the route"), ("Program finished", "writing reports"))
+
+
+def tool_phase(tool: str, log: str) -> tuple[str, tuple[int, int, int] | None]:
+    """What ``tool`` (``yosys``, ``nextpnr-...``) is doing, read from the end of its ``log``: a
+    phase for people and, while router2 iterates, ``(iteration, overused wires, arcs failing
+    timing)``; ``("starting", None)`` before the log says anything."""
+    if tool.startswith("yosys"):
+        passes = _YOSYS_PASS.findall(log)
+        return (f"{passes[-1][1]} pass (step {passes[-1][0]})" if passes else "starting"), None
+    phase, at = "starting", -1
+    for needle, name in _NEXTPNR_PHASES:
+        where = log.rfind(needle)
+        if where > at:
+            phase, at = name, where
+    iterations = list(_ROUTER2_ITERATION.finditer(log))
+    if phase == "routing" and iterations:
+        n, overused, failing = (int(x) for x in iterations[-1].groups())
+        return f"routing, iteration {n}: {overused} wires overused, {failing} arcs failing timing", (n, overused, failing)
+    return phase, None
+
+
+class ToolWatch:
+    """Shows what the tools of an estimate are doing while they run: every :attr:`INTERVAL` seconds
+    ``progress`` gets the tool, the time it has run, its phase (:func:`tool_phase`, from the log it
+    writes in ``run_dir``) and the time left where one is known (``expected``: the seconds of an
+    earlier run, :func:`previous_seconds`; router2's rip-up tail from its iteration rate).
+    A context manager; :meth:`step` is :func:`~vitaccel.boards.build.run_plan`'s ``progress``."""
+
+    INTERVAL = 5.0
+    LOGS = {"yosys": f"{TOP}.rpt", "nextpnr": f"{TOP}.tim"}
+
+    def __init__(self, run_dir: Path, progress: Progress, *, expected: dict, route: bool):
+        import threading
+
+        self.run_dir, self.progress, self.expected, self.route = run_dir, progress, expected, route
+        self.tool, self.started, self.iterations = None, time.monotonic(), []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True) if progress else None
+
+    def step(self, message: str) -> None:
+        """A new step of the build script starts (``message``: ``"yosys ..."``, ``"nextpnr-ecp5 ..."``)."""
+        self.tool, self.started, self.iterations = message.removesuffix(" ..."), time.monotonic(), []
+        self.report()
+
+    def __enter__(self):
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def _loop(self):
+        while not self._stop.wait(self.INTERVAL):
+            self.report()
+
+    def _log_tail(self) -> str:
+        name = self.LOGS["yosys" if self.tool.startswith("yosys") else "nextpnr"]
+        try:
+            with open(self.run_dir / name, "rb") as log:
+                log.seek(0, 2)
+                log.seek(max(0, log.tell() - 65536))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def report(self) -> None:
+        """Send the current line to ``progress``."""
+        if not self.progress or self.tool is None:
+            return
+        elapsed = time.monotonic() - self.started
+        phase, iteration = tool_phase(self.tool, self._log_tail())
+        step = "synthesis" if self.tool.startswith("yosys") else "place_route" if self.route else "place"
+        left = ""
+        if iteration is not None:
+            self.iterations.append((time.monotonic(), iteration[0]))
+            (t0, i0), (t1, i1) = self.iterations[0], self.iterations[-1]
+            if iteration[1] == 0 and iteration[2] and i1 > i0:
+                rest = (ROUTER2_ITERATIONS - i1) * (t1 - t0) / (i1 - i0)
+                left = f", at most ~{duration(rest)} left (timing rip-up stops at iteration {ROUTER2_ITERATIONS})"
+        if not left and step in self.expected:
+            before = self.expected[step]
+            left = (f", ~{duration(before - elapsed)} left (an earlier run took {duration(before)})"
+                    if before > elapsed else f", longer than an earlier run ({duration(before)})")
+        self.progress(f"{self.tool} {duration(elapsed)}: {phase}{left}")
 
 
 #: nextpnr's timing summary line in its log (after placement, and after routing).
 _MAX_FREQUENCY = re.compile(r"Max frequency for clock '([^']+)': ([0-9.]+) MHz")
 
 
-def _collect(target, cfg, run_dir, key, *, route, mem_bytes, clk_hz, seed, modelled, seconds):
+def _collect(target, cfg, run_dir, key, *, route, place=True, mem_bytes, clk_hz, seed, modelled, seconds):
     """The estimate from the tools' outputs in ``run_dir``, written to its ``estimate.json``."""
     family = target.device.family
     report_path = run_dir / "estimate.json"
@@ -284,6 +427,8 @@ def _collect(target, cfg, run_dir, key, *, route, mem_bytes, clk_hz, seed, model
         fmax, fmax_source, timing_met, placed = None, (
             "null: no open place-and-route for Xilinx 7-series here (nextpnr-xilinx is not packaged); "
             f"run build_{TOP}.sh from `build` with Vivado for timing"), None, None
+    elif not place:
+        fmax, fmax_source, timing_met, placed = None, "null: synthesis only (not placed)", None, None
     else:
         report = json.loads((run_dir / f"{TOP}.report.json").read_text())
         if route:

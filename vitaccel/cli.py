@@ -163,8 +163,9 @@ def cmd_estimate(args, say):
     _require(args.seed >= 1, f"--seed must be a positive integer, not {args.seed}")
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-    report, sim = estimate_model(args.board, cfg, args.model, engine=args.engine, route=not args.no_route,
-                                 seed=args.seed, timeout=args.timeout, progress=say)
+    _require(not (args.route and args.no_route), "give --route or --no-route, not both")
+    report, sim = estimate_model(args.board, cfg, args.model, engine=args.engine, seed=args.seed, timeout=args.timeout,
+                                 route=True if args.route else False if args.no_route else None, progress=say)
     if args.report:
         write_estimate_report(report, sim, Path(args.report))
     return report, (
@@ -305,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["perf", "rtl"], default="perf",
                    help="where the cycles come from: the performance model (default) or Verilator")
     p.add_argument("--report", metavar="DIR", help="also write DIR/estimate.md and a per-layer plot")
-    p.add_argument("--no-route", action="store_true",
-                   help="Fmax from nextpnr's placement estimate, without routing (minutes instead of tens of minutes)")
+    p.add_argument("--route", action="store_true", help="place and route for the Fmax (tens of minutes for `default`, said "
+                   "before it starts); default: a routed estimate of this design if one exists, else the placement's")
+    p.add_argument("--no-route", action="store_true", help="nextpnr's placement estimate even where a routed one exists")
     p.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help=(
         "stop nextpnr after this long with an error (default: two hours, vitaccel.boards.synth.NEXTPNR_TIMEOUT; "
@@ -345,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=8, help="test images run in Verilator (default 8)")
     p.add_argument("--board", default="ulx3s-85f", help="board to check the fit on, or 'none' (default ulx3s-85f)")
     p.add_argument("-o", "--output", default="build/demo", help="report directory (default build/demo)")
+    from vitaccel.explore import add_command as add_explore     # its options and handler live there
+    add_explore(command)
     return parser
 
 

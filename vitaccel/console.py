@@ -10,17 +10,32 @@ import sys
 __all__ = ["step_progress", "table", "runs_table"]
 
 
+class _Progress:
+    """A ``progress(message)`` callback: ``show`` the current step; :meth:`note` a line that stays."""
+
+    def __init__(self, show, note):
+        self._show, self.note = show, note
+
+    def __call__(self, message: str) -> None:
+        self._show(message)
+
+
 @contextlib.contextmanager
 def step_progress(quiet: bool):
-    """A ``progress(message)`` callback showing the current step on stderr (a spinner on a terminal)."""
+    """A ``progress(message)`` callback showing the current step on stderr (a spinner on a terminal),
+    with ``progress.note(message)`` for what must stay on screen (an expected duration said up front).
+    Both may be called from another thread (the tool watchers of ``boards/synth.py`` do)."""
     from rich.console import Console
 
     console = Console(stderr=True, log_path=False)
-    if quiet or not sys.stderr.isatty():
-        yield (lambda message: None) if quiet else console.log
+    if quiet:
+        yield _Progress(lambda message: None, lambda message: None)
+        return
+    if not sys.stderr.isatty():
+        yield _Progress(console.log, console.log)
         return
     with console.status("starting") as status:
-        yield status.update
+        yield _Progress(status.update, console.log)
 
 
 def table(title: str, columns, rows, justify=None) -> str:

@@ -98,7 +98,7 @@ def _board_estimate(board: str, cfg, cycles: int, progress) -> dict:
               "same_design": same_design}
     if found is None:
         result["next"] = (f"not measured for this design: `{command} --no-route` runs yosys and nextpnr's "
-                          f"placement (minutes); without --no-route, routing takes tens of minutes")
+                          f"placement (minutes); `--route` places and routes (tens of minutes)")
         return result
     fmax = found["fmax_mhz"]
     result.update(

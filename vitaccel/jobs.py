@@ -13,7 +13,7 @@ from typing import Callable
 from vitaccel.config import AccelConfig
 from vitaccel.files import atomic_write_text
 
-__all__ = ["generate", "build_board", "compile_program", "estimate_model", "write_estimate_report"]
+__all__ = ["generate", "build_board", "compile_program", "estimate_model", "route_expectation", "write_estimate_report"]
 
 
 def compile_program(model: str, cfg: AccelConfig, output: str, *, listing: bool = False,
@@ -52,11 +52,15 @@ def compile_program(model: str, cfg: AccelConfig, output: str, *, listing: bool 
     return report
 
 
-def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str = "perf", route: bool = True,
+def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str = "perf", route: bool | None = None,
                    seed: int = 1, timeout: float | None = None,
                    progress: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of ``model`` on ``board_name``.
 
+    ``route=None`` (the default, minutes): a routed estimate of the identical design if this machine
+    or a shipped record has one, else nextpnr's placement estimate (no routing); ``True`` places and
+    routes (tens of minutes for `default`; how long is stated before it starts, through ``progress``'s
+    ``note`` when it has one); ``False`` the placement estimate.
     The cycles come from ``engine`` (the performance model or the RTL, :func:`vitaccel.run.simulate_model`)
     at the board top's memory latency (:attr:`~vitaccel.boards.top.System.MEM_LATENCY`); the FPS
     at the Fmax, or at the board's target clock where no open tool gives one (said in
@@ -73,8 +77,14 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     target = board(board_name)
     # The model first: a bad model file fails in a second, not after the elaboration and the tools.
     intvit = load_intvit(model, cfg, say)
-    result = estimate(board_name, cfg, route=route, seed=seed, timeout=NEXTPNR_TIMEOUT if timeout is None else timeout,
-                      progress=say)
+    timeout = NEXTPNR_TIMEOUT if timeout is None else timeout
+    result = None
+    if route is None:
+        result = estimate(board_name, cfg, route=True, seed=seed, run_tools=False, progress=say)
+    elif route and target.device.family != "xilinx7":
+        getattr(say, "note", say)(route_expectation(board_name, cfg, timeout))
+    if result is None:
+        result = estimate(board_name, cfg, route=bool(route), seed=seed, timeout=timeout, progress=say)
     say("compiling " + model)
     program = compile_model(intvit, cfg)
     images, labels = model_images(intvit, 1)
@@ -94,6 +104,19 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
                   memory_bound_note="every weight and parameter byte read once per image at the board's "
                                     "peak external bandwidth")
     return report, sim.to_json()
+
+
+def route_expectation(board_name: str, cfg: AccelConfig, timeout: float) -> str:
+    """What placing and routing ``cfg`` on the board will take, said before it starts: an earlier
+    run's time where this machine or a shipped record has one, else the measured time of `default`."""
+    from vitaccel.boards.synth import duration, previous_seconds
+
+    before = previous_seconds(board_name, cfg).get("place_route")
+    expect = (f"an earlier run of this config took {duration(before)}" if before else
+              "tens of minutes for a design the size of `default` (about 28 minutes for it on the ULX3S-85F "
+              "here)")
+    return (f"placing and routing {cfg.name} on {board_name} with nextpnr: {expect}; stopped after "
+            f"{duration(timeout)} (--timeout). Without --route, estimate gives nextpnr's placement estimate in minutes")
 
 
 def write_estimate_report(report: dict, sim: dict, out_dir: Path) -> None:

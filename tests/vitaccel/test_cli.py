@@ -68,7 +68,7 @@ def test_estimate_cycles_at_the_board_memory_latency(monkeypatch, capsys):
 
     measured = {"board": "ulx3s-85f", "part": "test", "config": "tiny", "fmax_mhz": 50.0,
                 "fmax_source": "test", "resources": {}}
-    monkeypatch.setattr(synth, "estimate", lambda board, cfg, *, route=True, seed=1, timeout=None, progress=None: measured)
+    monkeypatch.setattr(synth, "estimate", lambda board, cfg, **options: measured)
     assert main(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--model", "tiny-digits", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     cfg = preset("tiny")
