@@ -1,5 +1,7 @@
-"""The whole core under cocotb (a Python memory model woken every clock) agrees with the C++ harness
-and with numpy on a small hand-assembled layer: same final image; with fixed timing, same cycles."""
+"""The whole core's AXI ports under cocotb and cocotbext-axi (AxiRam with random pauses on every
+channel, AxiLiteMaster for the CSRs, a monitor of every burst) agree with the C++ harness and with
+numpy on a small hand-assembled layer: same final image. (Cycles differ: AxiRam has its own timing;
+the C++ harness's memory profiles are the ones the perf model follows.)"""
 
 import fcntl
 import hashlib
@@ -22,7 +24,7 @@ from vitaccel.sw.golden import requantize
 CFG = preset("tiny")
 PROG = 0x20
 SEED = int(os.environ.get("VITACCEL_SEED", "5"))
-LATENCY, STALL = (1, 7), 0.4
+PAUSE = 0.4
 
 
 def layer_image():
@@ -85,16 +87,19 @@ def test_cocotb_system_matches_cpp_harness_and_numpy(tmp_path, monkeypatch):
         build_dir=build_dir, test_dir=tmp_path,
         extra_env={"VITACCEL_IMAGE": str(tmp_path / "image.bin"), "VITACCEL_OUT": str(tmp_path / "out-"),
                    "VITACCEL_PROG_ADDR": str(PROG), "VITACCEL_SEED": str(SEED),
-                   "VITACCEL_LATENCY": f"{LATENCY[0]},{LATENCY[1]}", "VITACCEL_STALL": str(STALL),
+                   "VITACCEL_PAUSE": str(PAUSE),
                    "COCOTB_REWRITE_ASSERTION_FILES": "cocotb_*.py"})
     cpp = run_image(CFG, image, PROG)
     assert cpp.error == ErrorCode.NONE and cpp.instret == n_instr
     y = np.frombuffer(cpp.image[y_addr:y_addr + expected.size], dtype=np.int8).reshape(expected.shape)
     np.testing.assert_array_equal(y, expected)
 
-    for name in ("fixed_timing", "random_timing"):
+    for name in ("no_pauses", "random_pauses"):
         stats = json.loads((tmp_path / f"out-{name}.json").read_text())
         assert (tmp_path / f"out-{name}.bin").read_bytes() == cpp.image, name
         assert stats["status"] == 2 and stats["instret"] == cpp.instret and stats["pc"] == cpp.pc, name
-    fixed = json.loads((tmp_path / "out-fixed_timing.json").read_text())
-    assert fixed["cycles"] == cpp.cycles
+        # 7 fetches and 3 LOADs read, 1 STORE writes: bursts of whole rows, every beat moved.
+        assert stats["bursts"]["read"] >= 10 and stats["bursts"]["write"] >= 1, stats
+        assert stats["beats"]["write"] == expected.size // CFG.bus_bytes, stats
+    quiet, paused = (json.loads((tmp_path / f"out-{name}.json").read_text()) for name in ("no_pauses", "random_pauses"))
+    assert paused["cycles"] > quiet["cycles"], "the pauses must have slowed the run down"
