@@ -1,0 +1,108 @@
+"""The PTQ recipes (sw/recipes.py) at each bit setting: accuracy on tiny-digits, logit error on DeiT-Tiny.
+
+    .venv/bin/python benchmarks/recipes.py [--json] [--deit-images N] [--settings W8A8,W4A8,...]
+
+For each recipe x bit setting:
+
+* **tiny-digits** (the trained built-in model): calibrated on the 180 digits of the calib split,
+  float top-1, integer top-1 (the golden integer forward, ``sw/forward.py``) and agreement
+  (share of images where both predict the same class) on the 360 held-out test digits;
+* **DeiT-Tiny-shaped** model with *random* weights (timm-style init, seed 0; no ImageNet and no
+  trained DeiT weights here): calibrated on 8 seeded N(0,1) images, the relative error of the
+  dequantized integer logits against the float logits, ``||z_int * s - z_fp|| / ||z_fp||`` averaged
+  over ``--deit-images`` other N(0,1) images (a measure of how far the integer model drifts, not
+  of accuracy);
+* the quantization wall time (``quantize`` on the calibration statistics; calibration itself is
+  shared by every setting and printed once) for both models.
+
+Whether today's hardware runs the result is shown too (``hw``: sw/recipes.hardware_gap).
+Nothing is asserted; the README's table is this script's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from vitaccel.sw import vit
+from vitaccel.sw.digits import digits_split
+from vitaccel.sw.forward import forward
+from vitaccel.sw.quantize import _one_thread, calibrate, evaluate, quantize
+from vitaccel.sw.recipes import RECIPES, hardware_gap
+
+SETTINGS = ("W8A8", "W6A6", "W4A8", "W4A4")
+
+
+def _bits(setting: str) -> tuple[int, int]:
+    w, a = setting[1:].split("A")
+    return int(w), int(a)
+
+
+def _timed(f, *args, **kwargs):
+    t = time.perf_counter()
+    out = f(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+def deit_logit_error(model, intvit, images) -> float:
+    with _one_thread(), torch.no_grad():
+        fp = model(images).double().numpy()
+    z = forward(intvit, images).astype(np.float64) * (intvit.scales["norm"] * intvit.scales["head.weight"])
+    return float(np.mean(np.linalg.norm(z - fp, axis=1) / np.linalg.norm(fp, axis=1)))
+
+
+def measure(settings=SETTINGS, recipes=tuple(RECIPES), deit_images: int = 4, progress=print) -> dict:
+    digits = vit.load_builtin("tiny-digits")
+    test_x, test_y = digits_split("test")
+    digits_stats, digits_calib_s = _timed(calibrate, digits, digits_split("calib")[0])
+    deit = vit.load_builtin("deit-tiny")
+    shape = (3, 224, 224)
+    deit_calib = torch.randn((8, *shape), generator=torch.Generator().manual_seed(0))
+    deit_test = torch.randn((deit_images, *shape), generator=torch.Generator().manual_seed(1))
+    deit_stats, deit_calib_s = _timed(calibrate, deit, deit_calib)
+    rows = []
+    for recipe in recipes:
+        for setting in settings:
+            wbits, abits = _bits(setting)
+            progress(f"{recipe} {setting}")
+            iv, q_s = _timed(quantize, digits, digits_stats, recipe=recipe, wbits=wbits, abits=abits)
+            r = evaluate(digits, iv, test_x, test_y)
+            div, deit_q_s = _timed(quantize, deit, deit_stats, recipe=recipe, wbits=wbits, abits=abits)
+            rows.append({"recipe": recipe, "bits": setting, "fp_top1": r["fp_top1"], "int_top1": r["int_top1"],
+                         "agreement": r["agreement"], "deit_logit_rel_error": deit_logit_error(deit, div, deit_test),
+                         "quantize_s": round(q_s, 3), "deit_quantize_s": round(deit_q_s, 3),
+                         "hardware": hardware_gap(iv) is None})
+    return {"digits_calibrate_s": round(digits_calib_s, 3), "deit_calibrate_s": round(deit_calib_s, 3),
+            "deit_images": deit_images, "test_images": len(test_x), "rows": rows}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--deit-images", type=int, default=4, help="random images for the DeiT logit error")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="bit settings, e.g. W8A8,W4A8")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="recipes to run")
+    args = parser.parse_args(argv)
+    quiet = (lambda message: None) if args.json else (lambda message: print(f"  ... {message}", flush=True))
+    result = measure(tuple(args.settings.split(",")), tuple(args.recipes.split(",")), args.deit_images, quiet)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"\ntiny-digits: {result['test_images']} held-out digits (calibration {result['digits_calibrate_s']} s); "
+          f"DeiT-Tiny shape, random weights: logit error on {result['deit_images']} random images "
+          f"(calibration {result['deit_calibrate_s']} s)\n")
+    print("| recipe | bits | float top-1 | integer top-1 | agreement | DeiT-T logit rel. error | quantize s "
+          "(digits / DeiT-T) | runs on today's hardware |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    for r in result["rows"]:
+        print(f"| {r['recipe']} | {r['bits']} | {100 * r['fp_top1']:.2f} % | {100 * r['int_top1']:.2f} % | "
+              f"{100 * r['agreement']:.2f} % | {r['deit_logit_rel_error']:.4f} | {r['quantize_s']:.2f} / "
+              f"{r['deit_quantize_s']:.2f} | {'yes' if r['hardware'] else 'no (issue 23)'} |")
+
+
+if __name__ == "__main__":
+    main()
