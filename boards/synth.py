@@ -156,10 +156,11 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     identical design. With ``run_tools=False`` it returns ``None`` instead of running the tools when
     neither has the design. With ``route=False`` nextpnr places without routing (``--no-route``)
     and ``fmax_mhz`` is its estimate from the placement (labelled so in ``fmax_source``): minutes
-    instead of the router's tens of minutes on `default`; ``route=None`` (only with
-    ``run_tools=False``) looks for a routed estimate, then for a placement one. nextpnr is stopped
-    after ``timeout`` seconds (``None``: no limit) and ``BuildFailed`` says so; nothing is cached
-    then. With ``place=False`` only yosys runs (resources; ``fmax_mhz`` None): what a design-space
+    instead of the router's tens of minutes on `default`; ``route=None`` looks for a routed
+    estimate, then for a placement one, and runs the placement when it finds neither (what
+    ``vitaccel estimate`` does by default: minutes, or nothing when the routed one is recorded).
+    nextpnr is stopped after ``timeout`` seconds (``None``: no limit) and ``BuildFailed`` says so;
+    nothing is cached then. With ``place=False`` only yosys runs (resources; ``fmax_mhz`` None): what a design-space
     sweep needs of most points (:mod:`vitaccel.explore`). The fit check runs first and raises
     ``FitError``.
 
@@ -169,8 +170,6 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
     machine's cache or a shipped record), and for router2's timing-driven rip-up from its
     iteration rate and its limit of :data:`ROUTER2_ITERATIONS` iterations.
     """
-    if route is None and run_tools:
-        raise ValueError("route=None only looks estimates up: it needs run_tools=False")
     target = board(board_name)
     family = target.device.family
     mem_bytes = board_mem_bytes(board_name, mem_bytes)
@@ -213,7 +212,7 @@ def estimate(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None,
             found = _cached(run_dir / "estimate.json", key) if cache else None
             if found is not None:
                 return found
-            if run_tools:
+            if run_tools and not (route is None and routed):
                 return _estimate_locked(target, cfg, run_dir, key, design, plan, route=routed, place=place,
                                         mem_bytes=mem_bytes, clk_hz=clk_hz, seed=seed, modelled=modelled,
                                         timeout=timeout, progress=progress)
@@ -320,7 +319,7 @@ def duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-_YOSYS_PASS = re.compile(r"^(\d+(?:\.\d+)*)\. Executing (\S+)", re.MULTILINE)
+_YOSYS_PASS = re.compile(r"^(\d+(?:\.\d+)*)\. Executing ([^(:\n]+?)\s*(?:[(:.]|$)", re.MULTILINE)
 _ROUTER2_ITERATION = re.compile(r"iter=(\d+) wires=\d+ overused=(\d+) overuse=\d+ tmgfail=(\d+)")
 _NEXTPNR_PHASES = (("Packing", "packing"), ("Running Static placer", "placing (analytic)"),
                    ("Running HeAP", "placing (analytic)"), ("simulated annealing", "placing (annealing)"),
@@ -334,7 +333,7 @@ def tool_phase(tool: str, log: str) -> tuple[str, tuple[int, int, int] | None]:
     timing)``; ``("starting", None)`` before the log says anything."""
     if tool.startswith("yosys"):
         passes = _YOSYS_PASS.findall(log)
-        return (f"{passes[-1][1]} pass (step {passes[-1][0]})" if passes else "starting"), None
+        return (f"{passes[-1][1]} (step {passes[-1][0]})" if passes else "starting"), None
     phase, at = "starting", -1
     for needle, name in _NEXTPNR_PHASES:
         where = log.rfind(needle)

@@ -285,8 +285,11 @@ class _Runner:
                 self.in_flight = []
                 done(job, result)
             return
-        import ray
-
+        try:
+            import ray
+        except ImportError:
+            raise SpaceError("Ray is not installed: pip install 'vitaccel[explore]' (make install does), or run "
+                             "serially with --workers 1") from None
         if not ray.is_initialized():
             import logging
 

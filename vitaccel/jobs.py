@@ -78,13 +78,9 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     # The model first: a bad model file fails in a second, not after the elaboration and the tools.
     intvit = load_intvit(model, cfg, say)
     timeout = NEXTPNR_TIMEOUT if timeout is None else timeout
-    result = None
-    if route is None:
-        result = estimate(board_name, cfg, route=True, seed=seed, run_tools=False, progress=say)
-    elif route and target.device.family != "xilinx7":
+    if route and target.device.family != "xilinx7":
         getattr(say, "note", say)(route_expectation(board_name, cfg, timeout))
-    if result is None:
-        result = estimate(board_name, cfg, route=bool(route), seed=seed, timeout=timeout, progress=say)
+    result = estimate(board_name, cfg, route=route, seed=seed, timeout=timeout, progress=say)
     say("compiling " + model)
     program = compile_model(intvit, cfg)
     images, labels = model_images(intvit, 1)

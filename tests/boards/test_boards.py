@@ -191,13 +191,6 @@ def test_cache_key_ignores_source_locations():
     assert _cache_key(target, here, "seed 1") != _cache_key(target, here.replace("8", "9"), "seed 1")
 
 
-def test_route_none_only_looks_up():
-    from vitaccel.boards import synth
-
-    with pytest.raises(ValueError, match="route=None only looks estimates up"):
-        synth.estimate("ulx3s-85f", preset("tiny"), route=None)
-
-
 def test_run_plan_stops_a_step_over_its_limit(tmp_path):
     """A step over its wall-clock limit is killed with the processes it started (here a background
     sleep that holds the output pipe: were it left running, the call would wait for it), the error
