@@ -360,13 +360,14 @@ class ToolWatch:
         import threading
 
         self.run_dir, self.progress, self.expected, self.route = run_dir, progress, expected, route
-        self.tool, self.started, self.iterations = None, time.monotonic(), []
+        self.tool, self.started, self.iterations, self.phase = None, time.monotonic(), [], "starting"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True) if progress else None
 
     def step(self, message: str) -> None:
         """A new step of the build script starts (``message``: ``"yosys ..."``, ``"nextpnr-ecp5 ..."``)."""
         self.tool, self.started, self.iterations = message.removesuffix(" ..."), time.monotonic(), []
+        self.phase = "starting"
         self.report()
 
     def __enter__(self):
@@ -399,6 +400,8 @@ class ToolWatch:
             return
         elapsed = time.monotonic() - self.started
         phase, iteration = tool_phase(self.tool, self._log_tail())
+        # A phase's first line can scroll out of the log's tail (the placer logs every iteration).
+        phase = self.phase = self.phase if phase == "starting" else phase
         step = "synthesis" if self.tool.startswith("yosys") else "place_route" if self.route else "place"
         left = ""
         if iteration is not None:

@@ -50,6 +50,11 @@ def test_tool_watch_reports_elapsed_phase_and_time_left(tmp_path, monkeypatch):
     assert lines[-1].endswith("longer than an earlier run (1:40)")
 
     watch.step("nextpnr-ecp5 ...")
+    (tmp_path / "top.tim").write_text("Info: Running Static placer...\n")
+    watch.report()
+    (tmp_path / "top.tim").write_text("Info: iter=516 steplen=1.941773 a=260.386993\n" * 3)   # its first line gone
+    watch.report()
+    assert lines[-1] == "nextpnr-ecp5 0:00: placing (analytic)"
     (tmp_path / "top.tim").write_text(NEXTPNR_LOG.format(n=100))
     watch.report()
     now[0] += 10
