@@ -348,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", default="ulx3s-85f", help="board to check the fit on, or 'none' (default ulx3s-85f)")
     p.add_argument("-o", "--output", default="build/demo", help="report directory (default build/demo)")
     from vitaccel.explore import add_command as add_explore     # its options and handler live there
-    add_explore(command)
+    add_explore(command, sub)
     return parser
 
 

@@ -50,7 +50,7 @@ from vitaccel.config import AccelConfig, ConfigError, load_config
 from vitaccel.files import atomic_write_text
 
 __all__ = ["SpaceError", "Space", "load_space", "Job", "NEEDS", "RETRIES", "run_job", "job_key", "explore",
-           "OBJECTIVES", "add_command"]
+           "OBJECTIVES", "simulate_spread", "add_command"]
 
 #: The CPUs and memory (bytes) a job of each stage declares to Ray: yosys and nextpnr on a
 #: `default`-sized design take 1-3 GB, a Verilator build about 2 GB.
@@ -463,6 +463,108 @@ def _clock(seconds: float) -> str:
     return duration(seconds)
 
 
+# ---- simulate --workers ----------------------------------------------------------------------
+
+
+def _simulate_images(intvit, config: dict, images, labels, options: dict) -> dict:
+    """One Ray task of :func:`simulate_spread`: the run service on a chunk of the images."""
+    from vitaccel.run import simulate_model
+
+    return simulate_model(intvit, AccelConfig.from_dict(config), images, labels, **options).to_json()
+
+
+def simulate_spread(simulate, workers: int, address: str | None = None):
+    """``simulate`` (:func:`vitaccel.run.simulate_model`, same arguments) with the images of an RTL
+    run spread over ``workers`` Ray tasks, one chunk each (each worker builds, or finds cached,
+    the Verilator model; builds are locked, so one builds and the others wait for it). The
+    merged report lists every image in order; ``cycles``, ``utilization``, ``perf_error``,
+    ``sim_cycles_per_s`` and ``top1`` are recomputed over all of them, ``wall_s`` is this call's
+    wall time, ``build_s`` the longest worker's and ``worker_wall_s`` the workers' run time summed.
+    A trace, if asked for, records the first image (in the first chunk)."""
+    def spread(intvit, cfg, images, labels=None, *, progress=None, trace=None, trace_instructions=None,
+               **options):
+        import numpy as np
+
+        if options.get("engine", "rtl") != "rtl" or workers == 1 or len(images) == 1:
+            return simulate(intvit, cfg, images, labels, progress=progress, trace=trace,
+                            trace_instructions=trace_instructions, **options)
+        import logging
+
+        import ray
+
+        from vitaccel.run import Report
+
+        say = progress or (lambda message: None)
+        own = not ray.is_initialized()
+        if own:
+            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR)
+        start = time.monotonic()
+        try:
+            chunks = [c for c in np.array_split(np.arange(len(images)), workers) if len(c)]
+            task = ray.remote(_simulate_images).options(num_cpus=NEEDS["verify"][0], memory=NEEDS["verify"][1],
+                                                        max_retries=RETRIES)
+            refs = [task.remote(intvit, cfg.to_dict(), images[c], None if labels is None else labels[c],
+                                dict(options, **({"trace": trace, "trace_instructions": trace_instructions}
+                                                 if i == 0 else {})))
+                    for i, c in enumerate(chunks)]
+            say(f"{len(images)} images on {len(chunks)} Ray workers")
+            parts = ray.get(refs)
+        finally:
+            if own:
+                ray.shutdown()
+        return _merge([Report.from_json(p) for p in parts], chunks, cfg, time.monotonic() - start)
+
+    return spread
+
+
+def _merge(parts, chunks, cfg, wall: float):
+    """One report of the chunks' reports (:func:`simulate_spread`)."""
+    from vitaccel.run import Report
+
+    runs = []
+    for part, chunk in zip(parts, chunks):
+        for run, index in zip(part.runs, chunk):
+            runs.append(dataclasses.replace(run, image=int(index)))
+    first = parts[0]
+    head = dict(first.head, images=len(runs))
+    figures = dict(first.figures)
+    mean = sum(r.cycles for r in runs) / len(runs)
+    worker_wall = sum(p.figures["wall_s"] for p in parts)
+    figures.update(cycles=round(mean), utilization=round(figures["macs"] / (cfg.macs * mean), 4),
+                   perf_error=round((figures["perf_cycles"] - mean) / mean, 5), wall_s=round(wall, 3),
+                   build_s=max(p.figures["build_s"] for p in parts), worker_wall_s=round(worker_wall, 3),
+                   workers=len(parts))
+    if figures.get("sim_cycles_per_s"):
+        cycles = sum(p.figures["sim_cycles_per_s"] * p.figures["wall_s"] for p in parts)
+        figures["sim_cycles_per_s"] = round(cycles / worker_wall) if worker_wall else None
+    if "top1" in figures:
+        figures["top1"] = round(sum(r.predicted == r.label for r in runs) / len(runs), 4)
+    bit_exact = all(r.bit_exact for r in runs)
+    return Report(head, bit_exact, runs, figures)
+
+
+def _with_workers(cmd_simulate):
+    """``vitaccel simulate`` with ``--workers K``: its handler as written, whose whole-model RTL
+    runs go through :func:`simulate_spread` (the run service's ``simulate_model`` is swapped for
+    the spreading one while the command runs: cli.py has no line to spare for the call)."""
+    def cmd(args, say):
+        if args.workers < 1:
+            raise SpaceError(f"--workers must be a positive integer, not {args.workers}")
+        if args.workers == 1 or args.model is None or args.engine != "rtl":
+            return cmd_simulate(args, say)
+        from vitaccel import run
+
+        original = run.simulate_model
+        run.simulate_model = simulate_spread(original, args.workers, args.address)
+        try:
+            return cmd_simulate(args, say)
+        finally:
+            run.simulate_model = original
+
+    return cmd
+
+
 # ---- the command -----------------------------------------------------------------------------
 
 EXAMPLE = ("example: vitaccel explore --board ulx3s-85f --model deit-tiny --space examples/space-small.toml "
@@ -471,8 +573,14 @@ EXAMPLE = ("example: vitaccel explore --board ulx3s-85f --model deit-tiny --spac
            "          then the same command with --address HEAD:6379 on the head)")
 
 
-def add_command(command) -> None:
-    """Register ``vitaccel explore`` with the CLI's ``command(name, help, func, ...)`` helper."""
+def add_command(command, sub) -> None:
+    """Register ``vitaccel explore`` with the CLI's ``command(name, help, func, ...)`` helper, and
+    ``--workers``/``--address`` of ``vitaccel simulate`` (``sub``: the CLI's subparsers)."""
+    simulate = sub.choices["simulate"]
+    simulate.add_argument("--workers", type=int, default=1, help="--model, rtl: spread the images over K Ray "
+                          "workers (default 1: here, without Ray)")
+    simulate.add_argument("--address", help="--workers: an existing Ray cluster (default: local Ray)")
+    simulate.set_defaults(func=_with_workers(simulate.get_default("func")))
     p = command("explore", "Sweep a design space on Ray (or serially): cycles, resources, Fmax; Pareto fronts.",
                 cmd_explore, config=None, config_help="base config the space's knobs vary (default: the space "
                 "file's base)", board=True, output="output directory: reports and the cache of results")

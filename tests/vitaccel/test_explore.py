@@ -147,3 +147,18 @@ def test_cli_explore_json_and_a_bad_space(tmp_path, capsys):
     assert main(["explore", "--board", "ulx3s-85f", "--model", "tiny-digits", "--space",
                  str(EXAMPLES / "space-tiny.toml"), "-o", str(out), "--route", "--perf-only", "--json"]) == 2
     assert "--route needs synthesis" in capsys.readouterr().err
+
+
+def test_simulate_workers_spreads_the_images_and_equals_one_process(local_ray, capsys):
+    """`vitaccel simulate --workers 2`: the images of an RTL run in two Ray tasks, merged in order,
+    with the figures of the same run in one process."""
+    argv = ["simulate", "--model", "tiny-digits", "--config", "tiny", "--images", "3", "--json"]
+    assert main(argv) == 0
+    here = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--workers", "2"]) == 0
+    spread = json.loads(capsys.readouterr().out)
+    keys = ("image", "label", "predicted", "golden", "bit_exact", "cycles")
+    assert [{k: r[k] for k in keys} for r in spread["runs"]] == [{k: r[k] for k in keys} for r in here["runs"]]
+    assert spread["workers"] == 2 and spread["bit_exact"] is True and spread["images"] == 3
+    for figure in ("cycles", "utilization", "perf_error", "top1"):
+        assert spread[figure] == here[figure]
