@@ -162,3 +162,21 @@ def test_simulate_workers_spreads_the_images_and_equals_one_process(local_ray, c
     assert spread["workers"] == 2 and spread["bit_exact"] is True and spread["images"] == 3
     for figure in ("cycles", "utilization", "perf_error", "top1"):
         assert spread[figure] == here[figure]
+
+
+def test_ctrl_c_keeps_what_finished_and_the_rerun_resumes(tmp_path):
+    """An interruption after two of four points (serially) writes the reports of those two (the
+    others incomplete) and re-raises; the rerun takes them from the cache and runs the other two."""
+    space = load_space(EXAMPLES / "space-tiny.toml")
+
+    def interrupt(message):
+        if message.startswith("explore: 2/4 points done"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        explore("ulx3s-85f", "tiny-digits", space, tmp_path, synth=False, workers=1, progress=interrupt)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["ok"], summary["incomplete"], summary["interrupted"]) == (2, 2, True)
+    assert "(the sweep was interrupted)" in (tmp_path / "summary.md").read_text()
+    again = explore("ulx3s-85f", "tiny-digits", space, tmp_path, synth=False, workers=1)
+    assert (again["ok"], again["jobs_cached"], again["jobs_run"]) == (4, 2, 2)
