@@ -12,7 +12,8 @@ The table also gives the share of entries the format turns into 0.
 Variants: ``e2softmax`` and ``shiftmax`` (int8 mantissa + row exponent, today's hardware),
 ``shiftmax16`` (15-bit mantissa + row exponent, I-ViT's 16-bit output class) and
 ``log_int_softmax`` at 4 bits (FQ-ViT's LIS, integer-only here) and ``log_sqrt2_softmax`` at 4 and
-5 bits (RepQ-ViT's log-sqrt2 quantizer, integer-only here). Targets (issue 22): 4-bit log2
+5 bits (RepQ-ViT's log-sqrt2 quantizer, integer-only here), and ``twin_softmax`` (PTQ4ViT's twin
+uniform 8-bit codes; ``m`` is searched per head by the recipe, fixed at 6 here). Targets (issue 22): 4-bit log2
 <= 0.03, 16-bit class <= 0.01. Nothing is asserted.
 """
 
@@ -33,6 +34,7 @@ VARIANTS = {
     "log_int_softmax (4-bit log2)": lambda x, m, s: softmax.log_int_softmax(x, m, s, bits=4),
     "log_sqrt2_softmax (4-bit)": lambda x, m, s: softmax.log_sqrt2_softmax(x, m, s, bits=4),
     "log_sqrt2_softmax (5-bit)": lambda x, m, s: softmax.log_sqrt2_softmax(x, m, s, bits=5),
+    "twin_softmax (8-bit, m=6)": lambda x, m, s: softmax.twin_softmax(x, m, s, 6),
 }
 TARGETS = {"log_int_softmax (4-bit log2)": 0.03, "shiftmax16 (int16 + row exp)": 0.01}
 

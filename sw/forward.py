@@ -18,13 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from vitaccel.sw.gelu import apply_gelu_table, shift_gelu
-from vitaccel.sw.golden import linear, matmul
+from vitaccel.sw.golden import linear, matmul, requantize
 from vitaccel.sw.intvit import IntViT, LayerNorm
 from vitaccel.sw.layernorm import ailayernorm, i_layernorm
 from vitaccel.sw.residual import residual_add
 from vitaccel.sw.recipes import recipe, softmax_bits
 from vitaccel.sw.softmax import (Probabilities, attention_matmul, e2softmax, log_attention_matmul,
-                                 log_int_softmax, log_sqrt2_softmax, shiftmax)
+                                 log_int_softmax, log_sqrt2_softmax, shiftmax, twin_attention_matmul,
+                                 twin_softmax)
 
 __all__ = ["quantize_input", "patches", "forward", "trace", "fake_quant_forward"]
 
@@ -95,6 +96,8 @@ def _attention(intvit: IntViT, block, x: np.ndarray, keep) -> np.ndarray:
                        for i in range(b)])
     keep("attn.logits", logits)
     output = recipe(intvit.recipe).softmax_output
+    if output == "twin":
+        return _twin_attention(intvit, a, logits, v, intvit.extra[f"{keep.prefix}twin_m"], keep)
     if output != "mantissa":
         return _log_attention(intvit, a, logits, v, output, keep)
     softmax = e2softmax if intvit.softmax == "e2softmax" else shiftmax
@@ -129,6 +132,30 @@ def _log_attention(intvit: IntViT, a, logits: np.ndarray, v: np.ndarray, output:
     return out
 
 
+def _twin_attention(intvit: IntViT, a, logits, v, twin_m, keep) -> np.ndarray:
+    """PTQ4ViT: twin-uniform softmax codes per head (shift ``twin_m[h]``), then attention x V."""
+    b, h = logits.shape[:2]
+    probs = [twin_softmax(logits[:, j], int(a.softmax_mult[j]), int(a.softmax_shift[j]), int(twin_m[j]))
+             for j in range(h)]
+    codes = np.stack([p.codes for p in probs], axis=1)
+    keep("attn.codes", codes)
+    out = _narrow(intvit, np.stack([np.concatenate([
+        twin_attention_matmul(probs[j]._replace(codes=codes[i, j]), v[i, :, j], a.av_mult[j], a.av_shift[j])
+        for j in range(h)], axis=-1) for i in range(b)]))
+    keep("attn.out", out)
+    return out
+
+
+def _twin_linear(intvit: IntViT, layer, codes: np.ndarray, m: int) -> np.ndarray:
+    """fc2 on PTQ4ViT's twin GELU codes: the input at the fine step is ``c << m`` for ``c >= 0``
+    and ``c`` below zero (up to ``7 + m`` bits), summed exactly, then the layer's requantization."""
+    x = codes.reshape(-1, codes.shape[-1]).astype(np.int64)
+    x = np.where(x >= 0, x << m, x)
+    acc = x @ layer.weight.astype(np.int64).T
+    y = requantize(acc, layer.bias, layer.mult, layer.shift, mult_bits=intvit.mult_bits)
+    return y.reshape(*codes.shape[:-1], -1)
+
+
 def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
     cfg = intvit.config
     tensors: dict[str, np.ndarray] = {}
@@ -137,6 +164,7 @@ def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
         def keep(name, value):
             if capture:
                 tensors[prefix + name] = value
+        keep.prefix = prefix
         return keep
 
     keep = keeper("")
@@ -163,7 +191,8 @@ def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
         g = _narrow(intvit, apply_gelu_table(f1, block.gelu) if intvit.gelu == "table"
                     else shift_gelu(f1, block.gelu_params))
         keep("gelu", g)
-        f2 = _linear(intvit, block.fc2, g)
+        gelu_m = intvit.extra.get(f"blocks.{i}.gelu_m")
+        f2 = _linear(intvit, block.fc2, g) if gelu_m is None else _twin_linear(intvit, block.fc2, g, int(gelu_m[0]))
         keep("fc2", f2)
         x = residual_add(x, f2, *block.add2)
         keep("add2", x)

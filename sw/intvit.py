@@ -205,6 +205,9 @@ class IntViT:
         output format and what the golden forward does with it.
     bits : dict
         ``{"weights": 8|6|4, "activations": 8|6|4}`` (sw/recipes.py says which tensors).
+    extra : dict[str, np.ndarray]
+        Integer arrays a recipe adds (``recipes.extra_schema``; PTQ4ViT's twin shifts), saved under
+        ``extra.<name>``.
     scales : dict[str, np.ndarray]
         float64 scales (0-d per tensor, (H,) per head, (N,) per weight channel, without the
         ``2**alpha`` factors); for reporting and :func:`vitaccel.sw.forward.fake_quant_forward`.
@@ -229,6 +232,7 @@ class IntViT:
     info: dict = field(default_factory=dict)
     recipe: str = "base"
     bits: dict = field(default_factory=lambda: {"weights": 8, "activations": 8})
+    extra: dict = field(default_factory=dict)
 
     @property
     def version(self) -> int:
@@ -264,6 +268,13 @@ class IntViT:
         if not (isinstance(self.bits, dict) and set(self.bits) == {"weights", "activations"}
                 and all(v in BITS for v in self.bits.values())):
             raise IntViTError(f"bits must be {{'weights': b, 'activations': b}} with b in {BITS}, not {self.bits!r}")
+        from vitaccel.sw.recipes import extra_schema
+
+        for name, (shape, dtype) in extra_schema(self.recipe, self.config).items():
+            a = self.extra.get(name)
+            if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
+                raise IntViTError(f"extra.{name} must be {dtype} {shape} for recipe {self.recipe}, got "
+                                  f"{'nothing' if a is None else f'{a.dtype} {a.shape}'}")
         if not 2 <= self.mult_bits <= 31:
             raise IntViTError(f"mult_bits must be between 2 and 31, not {self.mult_bits!r}")
         if not (np.isfinite(self.input_scale) and self.input_scale > 0):
@@ -311,6 +322,7 @@ class IntViT:
         path = Path(path)
         payload = dict(self.arrays())
         payload |= {f"scales.{k}": np.asarray(v, dtype=np.float64) for k, v in self.scales.items()}
+        payload |= {f"extra.{k}": v for k, v in self.extra.items()}
         payload["meta"] = np.frombuffer(json.dumps(self.meta()).encode(), dtype=np.uint8)
         with atomic_open(path) as f:
             np.savez(f, **payload)
@@ -335,6 +347,7 @@ class IntViT:
             gelu = meta["gelu"]
             scales = {k[len("scales."):]: payload.pop(k) for k in list(payload)
                       if k.startswith("scales.")}
+            meta["extra"] = {k[len("extra."):]: payload.pop(k) for k in list(payload) if k.startswith("extra.")}
             missing = sorted(set(schema(config, gelu)) - set(payload))
             if missing:
                 raise IntViTError(f"{str(path)!r} lacks arrays {missing[:4]}")
@@ -407,4 +420,4 @@ def _unflatten(a: dict, config: ViTConfig, meta: dict, scales: dict) -> IntViT:
                   blocks=[block(i) for i in range(config.depth)], norm=build(LayerNorm, "norm"),
                   head=build(Head, "head"), scales=scales, info=dict(meta.get("info", {})),
                   recipe=meta.get("recipe", "base"),
-                  bits=dict(meta.get("bits", {"weights": 8, "activations": 8})))
+                  bits=dict(meta.get("bits", {"weights": 8, "activations": 8})), extra=meta["extra"])

@@ -89,9 +89,11 @@ class TensorStats:
 
 @dataclass
 class Calibration:
-    """``stats``: activation name -> :class:`TensorStats`; ``images``: how many images were seen."""
+    """``stats``: activation name -> :class:`TensorStats`; ``images``: how many images were seen;
+    ``data``: the images themselves (recipes that search with the model, PTQ4ViT, run it again)."""
     stats: dict[str, TensorStats]
     images: int
+    data: torch.Tensor | None = dataclasses.field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> TensorStats:
         return self.stats[name]
@@ -166,7 +168,7 @@ def calibrate(model: vit.VisionTransformer, images: torch.Tensor, *, batch_size:
                 keep = max(1, SAMPLE_ELEMENTS // (x.shape[1] * len(batches)))
                 pick = rng.choice(len(x), size=keep, replace=False) if keep < len(x) else slice(None)
                 rows.setdefault(name, []).append(x[pick].astype(np.float32))
-    return Calibration({k: TensorStats(absmax[k], np.concatenate(rows[k])) for k in absmax}, len(images))
+    return Calibration({k: TensorStats(absmax[k], np.concatenate(rows[k])) for k in absmax}, len(images), images)
 
 
 def activation_scale(stats: TensorStats, observer: str = "mse", *,
@@ -349,10 +351,13 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     p2 = rec.power_of_two
     qa = (1 << (abits - 1)) - 1
     scales: dict[str, np.ndarray] = {}
+    extra: dict[str, np.ndarray] = {}
+    searched = _hessian_search(model, calib, wbits, abits) if rec.hessian else {}
 
     def scale(name, stream=False, low=False, divisor=None):
-        s = activation_scale(calib[name], observer, percentile=percentile,
-                             divisor=pow2 if stream else divisor, qmax=qa if low else 127, power_of_two=p2)
+        s = searched.get(name) or activation_scale(
+            calib[name], observer, percentile=percentile, divisor=pow2 if stream else divisor,
+            qmax=qa if low else 127, power_of_two=p2)
         scales[name] = np.float64(s)
         return s
 
@@ -386,8 +391,12 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     patch = linear(model.patch_embed.proj, s_in, s_patch * pow2, "patch", weights=8)
     sm_bits = softmax_bits(rec.name, abits)
     # attention x V requantizes with its shift raised by the probabilities' exponent: <= 63 in all.
+    # PTQ4ViT's twin shifts are capped so that the int32 accumulators of attention x V and fc2 hold
+    # (127 << m) * 128 summed over the row: m <= log2(2**31 / (127 * 128 * length)).
+    m_cap = {n: int(math.log2((2 ** 31 - 1) / (127 * 128 * n))) for n in (cfg.num_tokens, cfg.mlp_hidden)}
     av_room = {"mantissa": ROW_EXP_MAX, "log2": (1 << sm_bits) - 2,
-               "log_sqrt2": (((1 << sm_bits) - 2) >> 1) + LOG_FRAC}[rec.softmax_output]
+               "log_sqrt2": (((1 << sm_bits) - 2) >> 1) + LOG_FRAC,
+               "twin": 7 + m_cap[cfg.num_tokens]}[rec.softmax_output]
 
     blocks = []
     for i, module in enumerate(model.blocks):
@@ -417,6 +426,15 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
                          softmax_shift=shifts[1], av_mult=mults[2], av_shift=shifts[2])
         gelu_params = (gelu_table(s_fc1, s_gelu) if config.gelu == "table"
                        else np.array(shift_gelu_params(s_fc1, s_gelu), dtype=np.int32))
+        s_fc2_in = s_gelu
+        if rec.hessian:
+            # Twin uniform post-GELU: codes >= 0 at s_gelu, codes < 0 at s_gelu / 2**m; fc2 reads
+            # them at the finer step (x << m for the positive ones).
+            m = min(int(searched[p + "gelu_m"]), m_cap[cfg.mlp_hidden])
+            gelu_params, s_fc2_in = _twin_gelu_table(s_fc1, s_gelu, m, qa), s_gelu / 2 ** m
+            extra[p + "gelu_m"] = np.array([m], dtype=np.int32)
+            extra[p + "twin_m"] = np.minimum(np.array(searched[p + "twin_m"], dtype=np.int32),
+                                             m_cap[cfg.num_tokens])
         blocks.append(Block(
             norm1=_layernorm(module.norm1, alpha, s_n1, r1),
             qkv=linear(module.attn.qkv, s_n1, s_qkv_out, p + "qkv", columns=r1),
@@ -426,7 +444,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
             norm2=_layernorm(module.norm2, alpha, s_n2, r2),
             fc1=linear(module.mlp.fc1, s_n2, s_fc1, p + "fc1", columns=r2),
             gelu=gelu_params,
-            fc2=linear(module.mlp.fc2, s_gelu, s_fc2 * pow2, p + "fc2"),
+            fc2=linear(module.mlp.fc2, s_fc2_in, s_fc2 * pow2, p + "fc2"),
             add2=np.array(residual_params(s_add1, s_fc2, s_add2), dtype=np.int32)))
         s_x = s_add2
 
@@ -446,7 +464,25 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         scales=scales,
         info={"observer": observer, "percentile": percentile if observer == "percentile" else None,
               "calibration_images": calib.images},
-        recipe=rec.name, bits={"weights": wbits, "activations": abits}).validate()
+        recipe=rec.name, bits={"weights": wbits, "activations": abits}, extra=extra).validate()
+
+
+def _hessian_search(model, calib: Calibration, wbits: int, abits: int) -> dict:
+    from .ptq4vit import search
+
+    if calib.data is None:
+        raise QuantizeError("the ptq4vit recipe searches with the calibration images: calibrate() keeps them")
+    return search(model, calib.data, wbits=wbits, abits=abits)
+
+
+def _twin_gelu_table(s_in: float, s_pos: float, m: int, qmax: int) -> np.ndarray:
+    """PTQ4ViT's twin-uniform GELU output as an int8 table: ``GELU(x * s_in)`` at ``s_pos`` where
+    it is non-negative (codes 0..qmax), at ``s_pos / 2**m`` below zero (codes -qmax-1..0)."""
+    x = np.arange(-128, 128, dtype=np.float64) * s_in
+    g = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    pos = np.clip(np.floor(g / s_pos + 0.5), 0, qmax)
+    neg = np.clip(np.floor(g / (s_pos / 2 ** m) + 0.5), -qmax - 1, 0)
+    return np.where(g >= 0, pos, neg).astype(np.int8)
 
 
 def _recipe(name: str, wbits: int, abits: int):

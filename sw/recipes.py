@@ -23,9 +23,13 @@ repq       RepQ-ViT (Li et al., ICCV 2023): per-channel scales of the post-Layer
            reparameterized into one per-tensor scale by dividing LayerNorm's affine by
            ``r_c = s_c / mean(s)`` and multiplying the next layer's input columns (qkv, fc1) by
            ``r_c``; log-sqrt2 attention probabilities (``softmax.log_sqrt2_softmax``).
+ptq4vit    PTQ4ViT (Yuan et al., ECCV 2022): Hessian-guided steps (sw/ptq4vit.py), twin-uniform
+           post-softmax (``softmax.twin_softmax``) and post-GELU codes.
 =========  ==========================================================================================
 
-PTQ4ViT (twin uniform quantization, Hessian-guided scale search) is not implemented (issue 22).
+PTQ4ViT (Yuan et al., ECCV 2022) is ``ptq4vit``: Hessian-guided steps for the inputs of the linear
+layers and twin-uniform post-softmax (``softmax.twin_softmax``) and post-GELU codes, with the
+approximations sw/ptq4vit.py states (one parallel pass, the empirical Fisher, weights at minmax).
 
 The hardware implements ``base`` and ``p2vit`` at W8A8 and any weight width (int8 storage);
 :func:`hardware_gap` names what else a model needs (issue 23), and compiling such a model fails
@@ -36,7 +40,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Recipe", "RECIPES", "BITS", "LOW_BIT_ACTIVATIONS", "recipe", "hardware_gap", "check_bits"]
+__all__ = ["Recipe", "RECIPES", "BITS", "LOW_BIT_ACTIVATIONS", "recipe", "hardware_gap", "check_bits",
+           "extra_schema", "softmax_bits"]
 
 BITS = (8, 6, 4)
 """Weight and activation widths a recipe may be quantized at."""
@@ -51,9 +56,12 @@ class Recipe:
     name: str
     paper: str
     softmax_output: str = "mantissa"
-    """``mantissa`` (int8 + row exponent), ``log2`` (FQ-ViT LIS) or ``log_sqrt2`` (RepQ-ViT)."""
+    """``mantissa`` (int8 + row exponent), ``log2`` (FQ-ViT LIS), ``log_sqrt2`` (RepQ-ViT) or
+    ``twin`` (PTQ4ViT twin uniform)."""
     power_of_two: bool = False
     ln_reparam: bool = False
+    hessian: bool = False
+    """PTQ4ViT: Hessian-guided steps and twin-uniform post-GELU codes (sw/ptq4vit.py)."""
 
 
 RECIPES = {
@@ -61,7 +69,19 @@ RECIPES = {
     "fqvit": Recipe("fqvit", "FQ-ViT, IJCAI 2022", softmax_output="log2"),
     "p2vit": Recipe("p2vit", "P^2-ViT, arXiv 2405.19915", power_of_two=True),
     "repq": Recipe("repq", "RepQ-ViT, ICCV 2023", softmax_output="log_sqrt2", ln_reparam=True),
+    "ptq4vit": Recipe("ptq4vit", "PTQ4ViT, ECCV 2022", softmax_output="twin", hessian=True),
 }
+
+
+def extra_schema(name: str, config) -> dict:
+    """Arrays a recipe adds to the IntViT (``IntViT.extra``): name -> (shape, dtype)."""
+    if not recipe(name).hessian:
+        return {}
+    out = {}
+    for i in range(config.depth):
+        out[f"blocks.{i}.twin_m"] = ((config.num_heads,), "int32")
+        out[f"blocks.{i}.gelu_m"] = ((1,), "int32")
+    return out
 
 
 class RecipeError(ValueError):
@@ -98,6 +118,8 @@ def hardware_gap(intvit) -> str | None:
         missing.append("4-bit log2 softmax output with shift-add attention x V (FQ-ViT Log-Int-Softmax)")
     elif rec.softmax_output == "log_sqrt2":
         missing.append("log-sqrt2 softmax output (RepQ-ViT)")
+    elif rec.softmax_output == "twin":
+        missing.append("twin-uniform softmax and GELU outputs with shifted matmul operands (PTQ4ViT)")
     abits = intvit.bits.get("activations", 8)
     if abits < 8:
         missing.append(f"{abits}-bit activations (the requantization saturates to int8 only)")

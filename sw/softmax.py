@@ -53,7 +53,7 @@ from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECI
 __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabilities",
            "attention_matmul", "log2_exponent", "shift_exp", "shiftmax16", "LogProbabilities",
            "log_int_softmax", "log_sqrt2_softmax", "log_attention_matmul", "LOG2_TABLE", "LIS_ROUND",
-           "SQRT1_2", "row_log2_sum"]
+           "SQRT1_2", "row_log2_sum", "TwinCodes", "twin_softmax", "twin_attention_matmul"]
 
 class SoftmaxParams(NamedTuple):
     """The dyadic pre-multiply: ``mult / 2**shift ~= s * 2**LOG_FRAC * log2(e) / 1.4375``."""
@@ -371,3 +371,60 @@ def log_attention_matmul(p: LogProbabilities, v, mult, shift) -> np.ndarray:
     weight = np.where(k == p.zero, 0, weight)
     acc = weight @ v.astype(np.int64)
     return requantize(acc, 0, mult, np.asarray(shift, dtype=np.int64) + extra)
+
+
+class TwinCodes(NamedTuple):
+    """PTQ4ViT twin-uniform probabilities: ``codes`` uint8, bit 7 the range flag, bits 0..6 the value
+    ``c``; flag 0: ``p ~= c * 2**-(7 + m)`` (range R1, the small probabilities), flag 1:
+    ``p ~= c * 2**-7`` (R2, up to 1). ``m`` (0..24) is per head, from the calibration."""
+    codes: np.ndarray
+    m: int
+
+    def to_float(self) -> np.ndarray:
+        """The probabilities as float64 (for measurement, never on a data path)."""
+        c = np.asarray(self.codes, dtype=np.int64)
+        return np.where(c >> 7, (c & 127) * 2.0 ** -7, (c & 127) * 2.0 ** -(7 + self.m))
+
+
+def _times_pow2(mant, e):
+    # mant * 2**e rounded half up, for e of either sign (a left or a rounding right shift).
+    return np.where(e >= 0, mant << np.maximum(e, 0), round_shift(mant, np.maximum(-e, 0)))
+
+
+def twin_softmax(x, mult: int, shift: int, m: int) -> TwinCodes:
+    """PTQ4ViT's twin uniform quantization of the softmax output, 8 bits, integer-only.
+
+    The probabilities come from :func:`shiftmax16` (``p = mant * 2**-row_exp``, 15-bit
+    mantissas). R1 holds ``c1 = round(p * 2**(7+m))`` when ``c1 < 128`` (flag 0); otherwise R2 holds
+    ``c2 = min(round(p * 2**7), 127)`` (flag 1). Each rounding is a shift of ``mant`` by
+    ``7 + m - row_exp`` or ``7 - row_exp`` (left or rounding right), half up. PTQ4ViT fixes R2's step
+    at ``2**-7`` and searches R1's (``2**-(7+m)``: a power of two of R2's, so the two ranges meet
+    in the matmul by a shift, :func:`twin_attention_matmul`).
+
+    Reference: Z. Yuan et al., "PTQ4ViT: Post-training Quantization for Vision Transformers with
+    Twin Uniform Quantization", ECCV 2022, section 4.1.
+    """
+    if not 0 <= int(m) <= 24:
+        raise ValueError(f"m must be in 0..24, got {m!r}")
+    p = shiftmax16(x, mult, shift)
+    exact = np.asarray(p.mant).dtype == object
+    mant, row_exp = (np.asarray(a, dtype=object if exact else np.int64) for a in p)
+    e = (7 + int(m)) - row_exp
+    c1 = _times_pow2(mant, e)
+    c2 = np.minimum(_times_pow2(mant, e - like(int(m), e)), 127)
+    codes = np.where(c1 < 128, c1, c2 | 128)
+    return TwinCodes(finish(codes, np.uint8), int(m))
+
+
+def twin_attention_matmul(p: TwinCodes, v, mult, shift) -> np.ndarray:
+    """``softmax @ V`` with twin codes: ``requantize(sum_j (c_j << (m * flag_j)) * v_j, 0, mult,
+    shift + 7 + m)``: R2 entries are R1 entries shifted by ``m``, exact in int64 (``c << m`` is up to
+    ``7 + m`` bits, the array would take two passes or a wider operand). Reference: PTQ4ViT."""
+    c = np.asarray(p.codes)
+    v = np.asarray(v)
+    if c.dtype != np.uint8 or v.dtype != np.int8:
+        raise TypeError(f"p.codes must be uint8 and v int8, got {c.dtype} and {v.dtype}")
+    c = c.astype(np.int64)
+    weight = (c & 127) << ((c >> 7) * p.m)
+    acc = weight @ v.astype(np.int64)
+    return requantize(acc, 0, mult, np.asarray(shift, dtype=np.int64) + 7 + p.m)

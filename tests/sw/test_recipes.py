@@ -17,7 +17,7 @@ from vitaccel.sw.quantize import QuantizeError, calibrate, evaluate, quantize
 from vitaccel.sw.recipes import RECIPES, hardware_gap
 from vitaccel.sw.vit import load_builtin
 
-SETTINGS = [(r, 8, 8) for r in RECIPES] + [("base", 4, 8), ("repq", 6, 6), ("fqvit", 8, 4)]
+SETTINGS = [(r, 8, 8) for r in RECIPES] + [("base", 4, 8), ("repq", 6, 6), ("fqvit", 8, 4), ("ptq4vit", 6, 6)]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,8 @@ def test_repq_reparameterizes_layernorm_into_the_next_weights(model, intvits):
 
 @pytest.mark.parametrize("setting, runs", [(("base", 8, 8), True), (("p2vit", 8, 8), True),
                                            (("base", 4, 8), True), (("fqvit", 8, 8), False),
-                                           (("repq", 6, 6), False), (("fqvit", 8, 4), False)])
+                                           (("repq", 6, 6), False), (("fqvit", 8, 4), False),
+                                           (("ptq4vit", 8, 8), False)])
 def test_hardware_refuses_what_it_lacks(intvits, setting, runs):
     iv = intvits[setting]
     assert (hardware_gap(iv) is None) == runs
@@ -118,7 +119,7 @@ def test_file_keeps_recipe_and_bits(intvits, tmp_path):
 
 
 def test_bad_recipe_and_bits(model, stats):
-    with pytest.raises(QuantizeError, match="unknown recipe 'nope' \\(recipes: base, fqvit, p2vit, repq\\)"):
+    with pytest.raises(QuantizeError, match="unknown recipe 'nope' \\(recipes: base, fqvit, p2vit, repq, ptq4vit\\)"):
         quantize(model, stats, recipe="nope")
     with pytest.raises(QuantizeError, match="wbits must be one of 8, 6, 4, not 5"):
         quantize(model, stats, wbits=5)
@@ -131,3 +132,19 @@ def test_accuracy_of_base(model, intvits):
     w4 = evaluate(model, intvits[("base", 4, 8)], x, y)
     assert fp["fp_top1"] - fp["int_top1"] <= 0.005
     assert fp["fp_top1"] - w4["int_top1"] <= 0.015
+
+
+def test_ptq4vit_twin_parameters_round_trip(intvits, images, tmp_path):
+    iv = intvits[("ptq4vit", 6, 6)]
+    assert set(iv.extra) == {f"blocks.{i}.{k}" for i in range(2) for k in ("twin_m", "gelu_m")}
+    t = trace(iv, quantize_input(iv, images))
+    codes = t["blocks.0.attn.codes"]
+    assert codes.dtype == np.uint8 and (codes >> 7).any() and not (codes >> 7).all()
+    assert t["blocks.0.gelu"].min() < 0 <= t["blocks.0.gelu"].max() <= 31
+    back = IntViT.load(iv.save(tmp_path / "p.npz"))
+    assert all(np.array_equal(back.extra[k], v) for k, v in iv.extra.items())
+    x = quantize_input(iv, images)
+    assert np.array_equal(forward(back, x), forward(iv, x))
+    broken = dataclasses.replace(iv, extra={})
+    with pytest.raises(Exception, match="extra.blocks.0.twin_m must be int32"):
+        broken.validate()

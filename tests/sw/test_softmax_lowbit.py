@@ -116,3 +116,21 @@ def test_log_sqrt2_attention_matmul():
             if k != p.zero:
                 acc[i] += v[j].astype(np.int64) * (sm.SQRT1_2 if k % 2 else 256) * 2 ** (14 - k // 2)
     assert np.array_equal(sm.log_attention_matmul(p, v, 999, 12), requantize(acc, 0, 999, 12 + 14 + 8))
+
+
+@pytest.mark.parametrize("m", [0, 3, 9])
+def test_twin_softmax_codes_and_matmul(m):
+    x, scale = _rows(7, length=50, n=6, std=2.0)
+    params = sm.softmax_params(scale)
+    p = sm.twin_softmax(x, *params, m)
+    exact = sm.twin_softmax(x.astype(object), *params, m)
+    assert np.array_equal(exact.codes.astype(np.int64), p.codes)
+    ref = _float(x, scale)
+    small = (p.codes >> 7) == 0
+    # R1 is within half its step plus shiftmax16's exponential (its linear fraction, up to 6.1 %).
+    assert np.all(np.abs(p.to_float() - ref)[small] <= 2.0 ** -(8 + m) + 0.07 * ref[small])
+    assert np.all(ref[~small] >= 127.5 * 2.0 ** -(7 + m) * 0.97)
+    v = np.random.default_rng(2).integers(-128, 128, (50, 5)).astype(np.int8)
+    c = p.codes.astype(np.int64)
+    acc = np.where(c >> 7, (c & 127) << m, c & 127) @ v.astype(np.int64)
+    assert np.array_equal(sm.twin_attention_matmul(p, v, 77, 9), requantize(acc, 0, 77, 16 + m))
