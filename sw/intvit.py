@@ -265,9 +265,14 @@ class IntViT:
 
         if self.recipe not in RECIPES:
             raise IntViTError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
-        if not (isinstance(self.bits, dict) and set(self.bits) == {"weights", "activations"}
-                and all(v in BITS for v in self.bits.values())):
-            raise IntViTError(f"bits must be {{'weights': b, 'activations': b}} with b in {BITS}, not {self.bits!r}")
+        mixed = isinstance(self.bits, dict) and self.bits.get("weights") == "mixed"
+        if not (isinstance(self.bits, dict) and self.bits.get("activations") in BITS
+                and (self.bits.get("weights") in BITS or mixed)
+                and set(self.bits) == ({"weights", "activations", "layers", "weight_budget"} if mixed
+                                       else {"weights", "activations"})
+                and (not mixed or all(v in BITS for v in self.bits["layers"].values()))):
+            raise IntViTError(f"bits must be {{'weights': b, 'activations': b}} with b in {BITS} (or weights "
+                              f"'mixed' with per-layer 'layers' and 'weight_budget'), not {self.bits!r}")
         from vitaccel.sw.recipes import extra_schema
 
         for name, (shape, dtype) in extra_schema(self.recipe, self.config).items():

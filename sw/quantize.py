@@ -330,12 +330,16 @@ def _stream_alpha(calib: Calibration, depth: int) -> np.ndarray:
 def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str = "mse",
              percentile: float = DEFAULT_PERCENTILE, config: AccelConfig | None = None,
              softmax: str | None = None, layernorm: str | None = None,
-             gelu: str | None = None, recipe: str = "base", wbits: int = 8, abits: int = 8) -> IntViT:
+             gelu: str | None = None, recipe: str = "base", wbits: int = 8, abits: int = 8,
+             weight_budget: float | None = None) -> IntViT:
     """The :class:`IntViT` of ``model`` from calibration statistics (see the module docstring).
 
     Variants and ``mult_bits`` come from ``config`` (default ``AccelConfig()``); ``softmax``,
     ``layernorm`` and ``gelu`` override its variants. ``recipe`` (sw/recipes.py), ``wbits`` and
     ``abits`` (8, 6 or 4) choose the recipe and the widths; ``base`` at 8/8 is the recipe above.
+    ``weight_budget`` (0.5..1): mixed-precision weights instead of ``wbits``, per-layer 8/6/4 bits
+    chosen by sensitivity so the blocks' linear weights take at most that share of their 8-bit
+    size (sw/mixed.py); the choice is saved in ``bits['layers']``.
     """
     check_supported(model)
     config = _variant_config(config, softmax, layernorm, gelu)
@@ -353,6 +357,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     scales: dict[str, np.ndarray] = {}
     extra: dict[str, np.ndarray] = {}
     searched = _hessian_search(model, calib, wbits, abits) if rec.hessian else {}
+    layer_bits = _mixed_bits(model, calib, weight_budget) if weight_budget is not None else {}
 
     def scale(name, stream=False, low=False, divisor=None):
         s = searched.get(name) or activation_scale(
@@ -367,7 +372,8 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         scales[prefix + part] = s
         return s
 
-    def linear(module, s_in, s_out, name, *, weights=wbits, columns=None):
+    def linear(module, s_in, s_out, name, *, weights=None, columns=None):
+        weights = weights or layer_bits.get(name, wbits)
         return _linear(module, s_in, s_out, mb, name, scales, wbits=weights, power_of_two=p2, columns=columns)
 
     def reparam(name):
@@ -464,7 +470,19 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         scales=scales,
         info={"observer": observer, "percentile": percentile if observer == "percentile" else None,
               "calibration_images": calib.images},
-        recipe=rec.name, bits={"weights": wbits, "activations": abits}, extra=extra).validate()
+        recipe=rec.name, extra=extra,
+        bits={"weights": "mixed" if layer_bits else wbits, "activations": abits}
+        | ({"layers": layer_bits, "weight_budget": weight_budget} if layer_bits else {})).validate()
+
+
+def _mixed_bits(model, calib: Calibration, budget) -> dict:
+    from .mixed import chosen_bits
+
+    if not (isinstance(budget, (int, float)) and 0.5 <= budget <= 1):
+        raise QuantizeError(f"weight_budget must be a share of the 8-bit weight size in [0.5, 1], not {budget!r}")
+    if calib.data is None:
+        raise QuantizeError("mixed precision measures sensitivity on the calibration images: calibrate() keeps them")
+    return chosen_bits(model, calib.data, float(budget))[0]
 
 
 def _hessian_search(model, calib: Calibration, wbits: int, abits: int) -> dict:
@@ -610,7 +628,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
                    test: int | str | Path | None = None, labels: str | Path | None = None,
                    mean=None, std=None, crop_pct: float | None = None,
                    recipe: str = "base", wbits: int = 8, abits: int = 8,
-                   output: str | Path | None = None,
+                   weight_budget: float | None = None, output: str | Path | None = None,
                    progress: Callable[[str], None] | None = None) -> dict:
     """Quantize ``model`` and report what it cost and how accurate it is (a JSON-able dict).
 
@@ -624,7 +642,8 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     (:func:`vitaccel.sw.datasets.load_images`, preprocessed as timm's evaluation transform, whose
     defaults ``mean``/``std``/``crop_pct`` override); ``labels`` (a file) are those of ``test``.
     ``config``/``softmax``/``layernorm``/``gelu`` choose the variants and ``mult_bits``
-    (:func:`quantize`); ``recipe``, ``wbits``, ``abits`` the recipe and widths (sw/recipes.py).
+    (:func:`quantize`); ``recipe``, ``wbits``, ``abits``, ``weight_budget`` the recipe and widths
+    (sw/recipes.py, sw/mixed.py).
     ``output``: where to save the IntViT (atomically); None saves nothing.
     ``progress(message)`` is called as each step starts.
 
@@ -654,6 +673,8 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
         raise QuantizeError(f"percentile must be in (0, 100], not {percentile!r}")
     accel = _variant_config(config, softmax, layernorm, gelu)
     _recipe(recipe, wbits, abits)
+    if weight_budget is not None and not (isinstance(weight_budget, (int, float)) and 0.5 <= weight_budget <= 1):
+        raise QuantizeError(f"weight budget must be a share of the 8-bit weight size in [0.5, 1], not {weight_budget!r}")
     if output is not None and Path(output).is_dir():
         raise QuantizeError(f"output {str(output)!r} is a directory, not a file path")
     label, load = _resolve_model(model)
@@ -688,7 +709,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     say("quantizing")
     t = time.perf_counter()
     intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel,
-                      recipe=recipe, wbits=wbits, abits=abits)
+                      recipe=recipe, wbits=wbits, abits=abits, weight_budget=weight_budget)
     intvit.info["source"] = label
     intvit.info["preprocess"] = pre.to_json()
     seconds["quantize"] = time.perf_counter() - t

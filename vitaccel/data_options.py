@@ -44,10 +44,12 @@ def add_quantize_options(p) -> None:
     from vitaccel.sw.recipes import BITS, RECIPES
 
     p.add_argument("--recipe", default="base", choices=list(RECIPES),
-                   help="PTQ recipe: base (default), fqvit, p2vit, repq (sw/recipes.py says what each does)")
+                   help="PTQ recipe: base (default), fqvit, p2vit, repq, ptq4vit (sw/recipes.py says what each does)")
     p.add_argument("--wbits", type=int, default=8, choices=BITS, help="weight bits, per output channel (default 8)")
     p.add_argument("--abits", type=int, default=8, choices=BITS, help="bits of the activations that feed matmuls "
                    "(default 8)")
+    p.add_argument("--weight-budget", type=float, metavar="SHARE", help="mixed-precision weights instead of --wbits: "
+                   "per-layer 8/6/4 bits by sensitivity, at most SHARE (0.5-1) of the 8-bit size")
 
 
 def images_count(images: str, model: str | None = None) -> int | None:
@@ -75,7 +77,8 @@ def images_count(images: str, model: str | None = None) -> int | None:
 
 def quantize_options(args) -> dict:
     """The keyword arguments of :func:`vitaccel.sw.quantize.quantize_model` that this module's options give."""
-    return {k: getattr(args, k) for k in ("test", "labels", "mean", "std", "crop_pct", "recipe", "wbits", "abits")}
+    return {k: getattr(args, k) for k in ("test", "labels", "mean", "std", "crop_pct", "recipe", "wbits", "abits",
+                                          "weight_budget")}
 
 
 def simulate_images(intvit, args):
@@ -116,5 +119,10 @@ def describe_images(source: dict) -> str:
 
 def describe_sources(report: dict) -> str:
     """The line of ``quantize``'s output that says which images calibrated and tested the model."""
-    recipe = f"recipe {report['recipe']} W{report['bits']['weights']}A{report['bits']['activations']}; "
+    bits = report["bits"]
+    recipe = f"recipe {report['recipe']} W{bits['weights']}A{bits['activations']}; "
+    if "layers" in bits:
+        counts = {b: sum(v == b for v in bits["layers"].values()) for b in (8, 6, 4)}
+        recipe += (f"weight bits per layer (budget {bits['weight_budget']:g} of 8-bit): "
+                   + ", ".join(f"{n} layers at {b} bits" for b, n in counts.items() if n) + "; ")
     return recipe + f"calibrated on {describe_images(report['calib_source'])}; tested on {describe_images(report['test_source'])}"

@@ -148,3 +148,25 @@ def test_ptq4vit_twin_parameters_round_trip(intvits, images, tmp_path):
     broken = dataclasses.replace(iv, extra={})
     with pytest.raises(Exception, match="extra.blocks.0.twin_m must be int32"):
         broken.validate()
+
+
+def test_mixed_precision_under_a_budget(model, stats, images):
+    from vitaccel.sw.mixed import choose
+
+    iv = quantize(model, stats, weight_budget=0.6)
+    layers = iv.bits["layers"]
+    assert iv.bits["weights"] == "mixed" and set(layers) == {f"blocks.{i}.{n}" for i in range(2)
+                                                              for n in ("qkv", "proj", "fc1", "fc2")}
+    sizes = {k: getattr(iv.blocks[int(k.split(".")[1])], k.split(".")[2]).weight.size for k in layers}
+    assert sum(layers[k] * sizes[k] for k in layers) <= 0.6 * 8 * sum(sizes.values())
+    for k, b in layers.items():
+        assert np.abs(getattr(iv.blocks[int(k.split(".")[1])], k.split(".")[2]).weight).max() <= (1 << (b - 1)) - 1
+    assert hardware_gap(iv) is None
+    x = quantize_input(iv, images)
+    assert np.array_equal(forward(iv, x), forward(iv, x))
+    # The greedy choice lowers the layer whose next step costs least per bit saved.
+    sens = {"a": {8: 0, 6: 0.001, 4: 0.5}, "b": {8: 0, 6: 0.2, 4: 0.3}}
+    assert choose(sens, {"a": 100, "b": 100}, 0.875) == {"a": 6, "b": 8}
+    assert choose(sens, {"a": 100, "b": 100}, 0.5) == {"a": 4, "b": 4}
+    with pytest.raises(QuantizeError, match="weight_budget must be a share"):
+        quantize(model, stats, weight_budget=0.2)
