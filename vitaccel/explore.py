@@ -27,6 +27,9 @@ A rerun, or a larger space, runs only the jobs it has no result for (an unchange
 Ray at all); Ctrl-C stops the jobs in flight and writes the reports of what finished.
 Reports (:mod:`vitaccel.explore_report`): ``points.jsonl``, ``summary.md`` with the Pareto fronts,
 PNG plots and ``summary.json`` in ``DIR``.
+
+The same Ray runtime spreads the images of ``vitaccel simulate --model M --images N --workers K``
+over K tasks (:func:`simulate_spread`).
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ def load_space(path: str | os.PathLike, base: str | None = None) -> Space:
         if not isinstance(values, list) or not values:
             raise SpaceError(f"space file {str(path)!r}: knob {knob!r} needs a non-empty list of values, "
                              f"not {values!r}")
+        if len(set(map(repr, values))) != len(values):
+            raise SpaceError(f"space file {str(path)!r}: knob {knob!r} lists a value twice: {values!r}")
         if knob == "array" and ("rows" in knobs or "cols" in knobs):
             raise SpaceError(f"space file {str(path)!r}: knob 'array' sets rows and cols; give it or them")
     return Space(cfg, dict(knobs), str(path))

@@ -52,6 +52,7 @@ def test_space_points_names_and_array_knob(tmp_path):
     ('[knobs]\nwidth = [1]\n', "unknown knob 'width'"),
     ('[knobs]\nrows = 4\n', "knob 'rows' needs a non-empty list of values, not 4"),
     ('[knobs]\narray = [4]\nrows = [4]\n', "knob 'array' sets rows and cols"),
+    ('[knobs]\narray = [4, 8, 4]\n', "knob 'array' lists a value twice: [4, 8, 4]"),
     ('base = "huge"\n', "unknown config 'huge'"),
     ('bsae = "tiny"\n', "unknown key 'bsae'"),
     ('[knobs\n', "is not valid TOML"),
