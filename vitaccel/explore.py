@@ -609,12 +609,18 @@ def add_command(command, sub) -> None:
 
 
 def cmd_explore(args, say):
-    """``vitaccel explore``: the summary, and for people the counts, the chosen point and the files."""
+    """``vitaccel explore``: the summary, and for people the counts, the chosen point and the files.
+    Its progress goes to stderr with ``--json`` too (a sweep runs for long; stdout stays the JSON)."""
+    import contextlib
+
+    from vitaccel.console import step_progress
+
     space = load_space(args.space, base=args.config)
-    summary = explore(args.board, args.model, space, args.output, synth=not args.perf_only, route=args.route,
-                      seeds=tuple(args.seed), verify=args.verify, verify_points=args.verify_points,
-                      objective=args.objective, fps_target=args.fps_target, workers=args.workers,
-                      address=args.address, timeout=args.timeout, progress=say)
+    with step_progress(False) if args.json else contextlib.nullcontext(say) as show:
+        summary = explore(args.board, args.model, space, args.output, synth=not args.perf_only, route=args.route,
+                          seeds=tuple(args.seed), verify=args.verify, verify_points=args.verify_points,
+                          objective=args.objective, fps_target=args.fps_target, workers=args.workers,
+                          address=args.address, timeout=args.timeout, progress=show)
     fronts = "; ".join(f"{name}: {', '.join(points) or '-'}" for name, points in summary["fronts"].items())
     return summary, [
         f"{summary['points']} points on {summary['board']}: {summary['ok']} ok, {summary['failed']} failed, "
