@@ -7,6 +7,8 @@ error, so the CLI reports it in one line with exit status 2.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 __all__ = ["add_preprocess_options", "add_quantize_options", "add_simulate_images", "describe_images", "describe_sources",
            "images_count", "quantize_options",
            "simulate_images"]
@@ -102,6 +104,9 @@ def simulate_images(intvit, args):
     pre = default_preprocess(intvit.config, mean=args.mean or recorded.get("mean"),
                              std=args.std or recorded.get("std"),
                              crop_pct=args.crop_pct if args.crop_pct is not None else recorded.get("crop_pct"))
+    if recorded and not (args.mean or args.std or args.crop_pct is not None):
+        pre = replace(pre, source=f"as quantized ({recorded.get('source')})",
+                      interpolation=recorded.get("interpolation", pre.interpolation))
     data = load_images(args.images, pre, labels=args.labels)
     if len(data.images) == 0:
         raise DataError(f"{args.images}: no images")
