@@ -73,7 +73,14 @@ def _narrow(intvit: IntViT, x: np.ndarray) -> np.ndarray:
 def _layernorm(intvit: IntViT, ln: LayerNorm, x: np.ndarray) -> np.ndarray:
     if intvit.layernorm == "ailayernorm":
         return ailayernorm(x, ln.alpha, ln.params)
-    return i_layernorm(x, ln.params)
+    return i_layernorm(x, ln.params, in_bits=intvit.bits.get("residual", 8))
+
+
+def _add(intvit: IntViT, a, b, params, first: bool = False) -> np.ndarray:
+    """The residual add; the stream (``a``, and the output) is int16 with a 16-bit residual stream
+    (``first``: the position embedding's add, whose ``a`` is the int8 patch embedding)."""
+    rb = intvit.bits.get("residual", 8)
+    return residual_add(a, b, *params, a_bits=8 if first else rb, out_bits=rb)
 
 
 def _linear(intvit: IntViT, layer, x: np.ndarray) -> np.ndarray:
@@ -173,7 +180,7 @@ def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
     b = x.shape[0]
     pe = _linear(intvit, intvit.patch, patches(x, cfg.patch_size))
     keep("patch", pe)
-    embedded = residual_add(pe, np.broadcast_to(intvit.pos, pe.shape), *intvit.embed_add)
+    embedded = _add(intvit, pe, np.broadcast_to(intvit.pos, pe.shape), intvit.embed_add, first=True)
     x = np.concatenate([np.broadcast_to(intvit.cls_pos, (b, 1, cfg.embed_dim)), embedded], axis=1)
     keep("x0", x)
     for i, block in enumerate(intvit.blocks):
@@ -182,7 +189,7 @@ def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
         keep("norm1", n1)
         proj = _linear(intvit, block.proj, _attention(intvit, block, n1, keep))
         keep("proj", proj)
-        x = residual_add(x, proj, *block.add1)
+        x = _add(intvit, x, proj, block.add1)
         keep("add1", x)
         n2 = _narrow(intvit, _layernorm(intvit, block.norm2, x))
         keep("norm2", n2)
@@ -194,7 +201,7 @@ def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
         gelu_m = intvit.extra.get(f"blocks.{i}.gelu_m")
         f2 = _linear(intvit, block.fc2, g) if gelu_m is None else _twin_linear(intvit, block.fc2, g, int(gelu_m[0]))
         keep("fc2", f2)
-        x = residual_add(x, f2, *block.add2)
+        x = _add(intvit, x, f2, block.add2)
         keep("add2", x)
     keep = keeper("")
     xn = _layernorm(intvit, intvit.norm, x)

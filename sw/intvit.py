@@ -236,7 +236,7 @@ class IntViT:
 
     @property
     def version(self) -> int:
-        """The file version this model needs: 1 for ``base`` at W8A8, else 2."""
+        """The file version this model needs: 1 for ``base`` at W8A8 (8-bit stream), else 2."""
         return 1 if self.recipe == "base" and self.bits == {"weights": 8, "activations": 8} else VERSION
 
     @property
@@ -267,12 +267,15 @@ class IntViT:
             raise IntViTError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
         mixed = isinstance(self.bits, dict) and self.bits.get("weights") == "mixed"
         if not (isinstance(self.bits, dict) and self.bits.get("activations") in BITS
-                and (self.bits.get("weights") in BITS or mixed)
-                and set(self.bits) == ({"weights", "activations", "layers", "weight_budget"} if mixed
-                                       else {"weights", "activations"})
+                and (self.bits.get("weights") in BITS or mixed) and self.bits.get("residual", 8) in (8, 16)
+                and set(self.bits) - {"residual"} == ({"weights", "activations", "layers", "weight_budget"}
+                                                      if mixed else {"weights", "activations"})
                 and (not mixed or all(v in BITS for v in self.bits["layers"].values()))):
             raise IntViTError(f"bits must be {{'weights': b, 'activations': b}} with b in {BITS} (or weights "
-                              f"'mixed' with per-layer 'layers' and 'weight_budget'), not {self.bits!r}")
+                              f"'mixed' with per-layer 'layers' and 'weight_budget'; 'residual': 8 or 16), "
+                              f"not {self.bits!r}")
+        if self.bits.get("residual", 8) == 16 and self.layernorm != "i_layernorm":
+            raise IntViTError("a 16-bit residual stream needs the i_layernorm variant (I-ViT's)")
         from vitaccel.sw.recipes import extra_schema
 
         for name, (shape, dtype) in extra_schema(self.recipe, self.config).items():
@@ -287,7 +290,7 @@ class IntViT:
         if len(self.blocks) != self.config.depth:
             raise IntViTError(f"{len(self.blocks)} blocks for a model of depth {self.config.depth}")
         arrays = self.arrays()
-        expected = schema(self.config, self.gelu)
+        expected = schema(self.config, self.gelu, self.bits.get("residual", 8))
         if set(arrays) != set(expected):
             raise IntViTError(f"arrays {sorted(set(arrays) ^ set(expected))} do not match the schema")
         for name, (shape, dtype) in expected.items():
@@ -353,7 +356,7 @@ class IntViT:
             scales = {k[len("scales."):]: payload.pop(k) for k in list(payload)
                       if k.startswith("scales.")}
             meta["extra"] = {k[len("extra."):]: payload.pop(k) for k in list(payload) if k.startswith("extra.")}
-            missing = sorted(set(schema(config, gelu)) - set(payload))
+            missing = sorted(set(schema(config, gelu, meta.get("bits", {}).get("residual", 8))) - set(payload))
             if missing:
                 raise IntViTError(f"{str(path)!r} lacks arrays {missing[:4]}")
             return _unflatten(payload, config, meta, scales).validate()
@@ -363,8 +366,9 @@ class IntViT:
             raise IntViTError(f"{str(path)!r} has a malformed IntViT record: {exc!r}") from None
 
 
-def schema(config: ViTConfig, gelu: str = "table") -> dict[str, tuple[tuple[int, ...], type]]:
-    """The name, shape and dtype of every integer array of an IntViT of shape ``config``."""
+def schema(config: ViTConfig, gelu: str = "table", residual_bits: int = 8) -> dict[str, tuple[tuple[int, ...], type]]:
+    """The name, shape and dtype of every integer array of an IntViT of shape ``config``
+    (``residual_bits`` 16: ``cls_pos`` is int16, the class token's row of the 16-bit stream)."""
     d, h, f, c = config.embed_dim, config.num_heads, config.mlp_hidden, config.num_classes
     n, p = config.num_patches, config.in_chans * config.patch_size ** 2
     i32 = np.int32
@@ -377,7 +381,8 @@ def schema(config: ViTConfig, gelu: str = "table") -> dict[str, tuple[tuple[int,
         return {f"{name}.{k}": ((d,), i32) for k in ("alpha", "mult", "bias", "shift")}
 
     out = linear("patch", d, p)
-    out |= {"cls_pos": ((d,), np.int8), "pos": ((n, d), np.int8), "embed_add": ((3,), i32),
+    out |= {"cls_pos": ((d,), np.int8 if residual_bits == 8 else np.int16), "pos": ((n, d), np.int8),
+            "embed_add": ((3,), i32),
             "alpha": ((d,), i32)}
     for i in range(config.depth):
         b = f"blocks.{i}"

@@ -103,12 +103,13 @@ def ptf_alpha(channel_max, scale: float) -> np.ndarray:
     return np.clip(np.ceil(np.log2(ratio) - 1e-12), 0, MAX_ALPHA).astype(np.int64)
 
 
-def _check(x, params: LayerNormParams):
+def _check(x, params: LayerNormParams, in_bits: int = 8):
     x = int_array(x, "x")
     if x.ndim < 1 or not 2 <= x.shape[-1] <= 4096:
         raise ValueError(f"rows must have 2..4096 channels, got shape {x.shape}")
-    if np.min(x) < -128 or np.max(x) > 127:
-        raise ValueError(f"x must hold int8 values, got range [{np.min(x)}, {np.max(x)}]")
+    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+    if np.min(x) < lo or np.max(x) > hi:
+        raise ValueError(f"x must hold int{in_bits} values, got range [{np.min(x)}, {np.max(x)}]")
     if not isinstance(params, LayerNormParams):
         raise TypeError(f"params must be LayerNormParams, got {type(params).__name__}")
     for name, v in params._asdict().items():
@@ -209,8 +210,18 @@ def isqrt_newton(v) -> np.ndarray:
     return np.where(v == 0, 0, k)
 
 
-def i_layernorm(x, params: LayerNormParams) -> np.ndarray:
+I16_STD_FRAC, I16_EXTRA = 1, 12
+"""16-bit input (I-ViT's residual stream): ``std`` with 1 fraction bit (``var << 2`` stays below
+``2**48``), ``factor = (2**43 - 1) // std`` and ``z = round_shift(y * factor, 27)`` (products below
+``2**60``): the same ``z ~= y / sqrt(var) * 2**15``."""
+
+
+def i_layernorm(x, params: LayerNormParams, *, in_bits: int = 8) -> np.ndarray:
     """I-ViT I-LayerNorm over the last axis of int8 ``x`` (one scale for all channels).
+
+    ``in_bits=16``: int16 ``x``, I-ViT's 16-bit residual stream (issue 22); the steps below with
+    the mean over 15-bit magnitudes, ``std = isqrt_newton(var << 2)`` (1 fraction bit),
+    ``factor = (2**43 - 1) // std``, ``z = round_shift(y * factor, 27)`` (:data:`I16_STD_FRAC`).
 
     1. ``mean = row_mean(sum(x), C, 0, 7)``: the integer mean, rounded (as I-ViT).
     2. ``y = x - mean`` (9 bits); ``var = sum(y*y)`` (< 2**28).
@@ -225,13 +236,16 @@ def i_layernorm(x, params: LayerNormParams) -> np.ndarray:
     (Newton steps and ``factor``). Its single input scale is what AILayerNorm's power-of-two
     factors fix for rows with outlier channels.
     """
-    x = _check(x, params)
+    if in_bits not in (8, 16):
+        raise ValueError(f"in_bits must be 8 or 16, got {in_bits!r}")
+    x = _check(x, params, in_bits)
     c = x.shape[-1]
-    mean = row_mean(np.sum(x, axis=-1, keepdims=True), c, 0, 7)
+    frac, extra = (STD_FRAC, 0) if in_bits == 8 else (I16_STD_FRAC, I16_EXTRA)
+    mean = row_mean(np.sum(x, axis=-1, keepdims=True), c, 0, in_bits - 1)
     y = x - mean
-    std = isqrt_newton(np.sum(y * y, axis=-1, keepdims=True) << (2 * STD_FRAC))
-    factor = ((1 << 31) - 1) // np.maximum(std, 1)
-    return _affine(round_shift(y * factor, like(16 - STD_FRAC, x)), params)
+    std = isqrt_newton(np.sum(y * y, axis=-1, keepdims=True) << (2 * frac))
+    factor = ((1 << (31 + extra)) - 1) // np.maximum(std, 1)
+    return _affine(round_shift(y * factor, like(16 + extra - frac, x)), params)
 
 
 def pack_layernorm_params(cols: int, alpha, params: LayerNormParams, length: int,

@@ -331,7 +331,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
              percentile: float = DEFAULT_PERCENTILE, config: AccelConfig | None = None,
              softmax: str | None = None, layernorm: str | None = None,
              gelu: str | None = None, recipe: str = "base", wbits: int = 8, abits: int = 8,
-             weight_budget: float | None = None) -> IntViT:
+             weight_budget: float | None = None, residual_bits: int = 8) -> IntViT:
     """The :class:`IntViT` of ``model`` from calibration statistics (see the module docstring).
 
     Variants and ``mult_bits`` come from ``config`` (default ``AccelConfig()``); ``softmax``,
@@ -339,11 +339,18 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     ``abits`` (8, 6 or 4) choose the recipe and the widths; ``base`` at 8/8 is the recipe above.
     ``weight_budget`` (0.5..1): mixed-precision weights instead of ``wbits``, per-layer 8/6/4 bits
     chosen by sensitivity so the blocks' linear weights take at most that share of their 8-bit
-    size (sw/mixed.py); the choice is saved in ``bits['layers']``.
+    size (sw/mixed.py); the choice is saved in ``bits['layers']``. ``residual_bits`` 16: the
+    residual stream (``x0``, every ``add1``/``add2``, the LayerNorm inputs) int16, as I-ViT keeps
+    it; needs ``layernorm='i_layernorm'``.
     """
     check_supported(model)
     config = _variant_config(config, softmax, layernorm, gelu)
     rec = _recipe(recipe, wbits, abits)
+    if residual_bits not in (8, 16):
+        raise QuantizeError(f"residual bits must be 8 or 16, not {residual_bits!r}")
+    if residual_bits == 16 and config.layernorm != "i_layernorm":
+        raise QuantizeError("a 16-bit residual stream needs the i_layernorm variant (I-ViT's): "
+                            "give layernorm='i_layernorm' (--layernorm i_layernorm)")
     if observer not in OBSERVERS:
         raise QuantizeError(f"unknown observer {observer!r} (observers: {', '.join(OBSERVERS)})")
     cfg = model.config
@@ -359,10 +366,12 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     searched = _hessian_search(model, calib, wbits, abits) if rec.hessian else {}
     layer_bits = _mixed_bits(model, calib, weight_budget) if weight_budget is not None else {}
 
-    def scale(name, stream=False, low=False, divisor=None):
+    qs = (1 << (residual_bits - 1)) - 1
+
+    def scale(name, stream=False, low=False, divisor=None, wide=False):
         s = searched.get(name) or activation_scale(
             calib[name], observer, percentile=percentile, divisor=pow2 if stream else divisor,
-            qmax=qa if low else 127, power_of_two=p2)
+            qmax=qs if wide else qa if low else 127, power_of_two=p2)
         scales[name] = np.float64(s)
         return s
 
@@ -387,7 +396,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     s_in = activation_scale(calib["input"], "minmax", power_of_two=p2)
     scales["input"] = np.float64(s_in)
     s_patch = scale("patch", stream=True)
-    s_x0 = s_x = scale("x0", stream=True)
+    s_x0 = s_x = scale("x0", stream=True, wide=True)
     pos = model.pos_embed.detach().double().numpy()[0]
     cls_pos = model.cls_token.detach().double().numpy()[0, 0] + pos[0]
     s_pos = float(np.abs(pos[1:] / pow2).max()) / 127 or 1.0
@@ -417,9 +426,9 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
                 s_q[j] * s_k[j] * dh ** -0.5 / s_logits[j])) for j in range(h)])
             scales[p + "logits"] = s_logits
         s_attn = scale(p + "attn", low=True)
-        s_proj, s_add1 = scale(p + "proj", stream=True), scale(p + "add1", stream=True)
+        s_proj, s_add1 = scale(p + "proj", stream=True), scale(p + "add1", stream=True, wide=True)
         s_n2, s_fc1, s_gelu = scale(p + "norm2", low=True, divisor=r2), scale(p + "fc1"), scale(p + "gelu", low=True)
-        s_fc2, s_add2 = scale(p + "fc2", stream=True), scale(p + "add2", stream=True)
+        s_fc2, s_add2 = scale(p + "fc2", stream=True), scale(p + "add2", stream=True, wide=True)
 
         s_qkv_out = np.concatenate([np.repeat(s, dh) for s in (s_q, s_k, s_v)])
         logit_pairs = [requant_dyadic(float(s_q[j] * s_k[j] * dh ** -0.5 / s_logits[j]), mult_bits=mb)
@@ -461,7 +470,8 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     return IntViT(
         config=cfg, softmax=config.softmax, layernorm=config.layernorm, gelu=config.gelu,
         mult_bits=mb, input_scale=s_in, patch=patch,
-        cls_pos=_int8(cls_pos, s_x0 * pow2), pos=_int8(pos[1:], s_pos * pow2),
+        cls_pos=_int8(cls_pos, s_x0 * pow2) if residual_bits == 8 else
+        np.clip(_round(cls_pos / s_x0), -qs - 1, qs).astype(np.int16), pos=_int8(pos[1:], s_pos * pow2),
         embed_add=np.array(residual_params(s_patch, s_pos, s_x0), dtype=np.int32),
         alpha=alpha.astype(np.int32), blocks=blocks,
         norm=_layernorm(model.norm, alpha, s_norm),
@@ -472,7 +482,8 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
               "calibration_images": calib.images},
         recipe=rec.name, extra=extra,
         bits={"weights": "mixed" if layer_bits else wbits, "activations": abits}
-        | ({"layers": layer_bits, "weight_budget": weight_budget} if layer_bits else {})).validate()
+        | ({"layers": layer_bits, "weight_budget": weight_budget} if layer_bits else {})
+        | ({"residual": 16} if residual_bits == 16 else {})).validate()
 
 
 def _mixed_bits(model, calib: Calibration, budget) -> dict:
@@ -628,7 +639,8 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
                    test: int | str | Path | None = None, labels: str | Path | None = None,
                    mean=None, std=None, crop_pct: float | None = None,
                    recipe: str = "base", wbits: int = 8, abits: int = 8,
-                   weight_budget: float | None = None, output: str | Path | None = None,
+                   weight_budget: float | None = None, residual_bits: int = 8,
+                   output: str | Path | None = None,
                    progress: Callable[[str], None] | None = None) -> dict:
     """Quantize ``model`` and report what it cost and how accurate it is (a JSON-able dict).
 
@@ -643,7 +655,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     defaults ``mean``/``std``/``crop_pct`` override); ``labels`` (a file) are those of ``test``.
     ``config``/``softmax``/``layernorm``/``gelu`` choose the variants and ``mult_bits``
     (:func:`quantize`); ``recipe``, ``wbits``, ``abits``, ``weight_budget`` the recipe and widths
-    (sw/recipes.py, sw/mixed.py).
+    (sw/recipes.py, sw/mixed.py); ``residual_bits`` 8 or 16 (16 needs ``layernorm='i_layernorm'``).
     ``output``: where to save the IntViT (atomically); None saves nothing.
     ``progress(message)`` is called as each step starts.
 
@@ -673,6 +685,9 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
         raise QuantizeError(f"percentile must be in (0, 100], not {percentile!r}")
     accel = _variant_config(config, softmax, layernorm, gelu)
     _recipe(recipe, wbits, abits)
+    if residual_bits not in (8, 16) or (residual_bits == 16 and accel.layernorm != "i_layernorm"):
+        raise QuantizeError(f"--residual-bits {residual_bits}: 8, or 16 with the i_layernorm variant "
+                            f"(--layernorm i_layernorm, I-ViT's)")
     if weight_budget is not None and not (isinstance(weight_budget, (int, float)) and 0.5 <= weight_budget <= 1):
         raise QuantizeError(f"weight budget must be a share of the 8-bit weight size in [0.5, 1], not {weight_budget!r}")
     if output is not None and Path(output).is_dir():
@@ -709,7 +724,8 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     say("quantizing")
     t = time.perf_counter()
     intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel,
-                      recipe=recipe, wbits=wbits, abits=abits, weight_budget=weight_budget)
+                      recipe=recipe, wbits=wbits, abits=abits, weight_budget=weight_budget,
+                      residual_bits=residual_bits)
     intvit.info["source"] = label
     intvit.info["preprocess"] = pre.to_json()
     seconds["quantize"] = time.perf_counter() - t

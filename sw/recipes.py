@@ -123,6 +123,8 @@ def hardware_gap(intvit) -> str | None:
     abits = intvit.bits.get("activations", 8)
     if abits < 8:
         missing.append(f"{abits}-bit activations (the requantization saturates to int8 only)")
+    if intvit.bits.get("residual", 8) == 16:
+        missing.append("a 16-bit residual stream (ADD and LAYERNORM on int16)")
     if not missing:
         return None
     return (f"recipe {rec.name} (W{intvit.bits.get('weights', 8)}A{abits}) needs "

@@ -41,7 +41,8 @@ def residual_params(scale_a: float, scale_b: float, scale_out: float,
     return ResidualParams(mult_a, mult_b, shift)
 
 
-def residual_add(a, b, mult_a, mult_b, shift, *, mult_bits: int = UNIT_MULT_BITS) -> np.ndarray:
+def residual_add(a, b, mult_a, mult_b, shift, *, mult_bits: int = UNIT_MULT_BITS, a_bits: int = 8,
+                 out_bits: int = 8) -> np.ndarray:
     """Add two int8 tensors held at different scales into one int8 tensor at the output scale.
 
     ``y = sat8(round_shift(a*mult_a + b*mult_b, shift))``, with ``round_shift`` the rounding of
@@ -57,15 +58,19 @@ def residual_add(a, b, mult_a, mult_b, shift, *, mult_bits: int = UNIT_MULT_BITS
     per-channel power-of-two factors for :func:`vitaccel.sw.layernorm.ailayernorm`.
     Two multipliers per lane (8x16) in hardware.
 
+    ``a_bits``/``out_bits`` 16: ``a`` and ``y`` int16, I-ViT's 16-bit residual stream (the stream
+    is ``a``, the branch ``b`` stays int8; products 16+16 bits), saturated to 16 bits.
+
     Reference: dyadic rescaling as in I-ViT (Li and Gu, ICCV 2023) for the residual connection.
     """
     a = int_array(a, "a")
     b = int_array(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
-    for name, v in (("a", a), ("b", b)):
-        if v.size and (np.min(v) < INT8_MIN or np.max(v) > INT8_MAX):
-            raise ValueError(f"{name} must hold int8 values, got range [{np.min(v)}, {np.max(v)}]")
+    for name, v, bits in (("a", a, a_bits), ("b", b, 8)):
+        lo, hi = (INT8_MIN, INT8_MAX) if bits == 8 else (-(1 << 15), (1 << 15) - 1)
+        if v.size and (np.min(v) < lo or np.max(v) > hi):
+            raise ValueError(f"{name} must hold int{bits} values, got range [{np.min(v)}, {np.max(v)}]")
     lo, hi = -(1 << (mult_bits - 1)), (1 << (mult_bits - 1)) - 1
     ma, mb, sh = (like(int_array(p, n), a) for p, n in
                   ((mult_a, "mult_a"), (mult_b, "mult_b"), (shift, "shift")))
@@ -75,4 +80,4 @@ def residual_add(a, b, mult_a, mult_b, shift, *, mult_bits: int = UNIT_MULT_BITS
                              f"[{np.min(m)}, {np.max(m)}]")
     if sh.size and (np.min(sh) < 0 or np.max(sh) > 62):
         raise ValueError(f"shift must be in 0..62, got range [{np.min(sh)}, {np.max(sh)}]")
-    return finish(saturate(round_shift(a * ma + b * mb, sh)), np.int8)
+    return finish(saturate(round_shift(a * ma + b * mb, sh), out_bits), np.int8 if out_bits == 8 else np.int16)

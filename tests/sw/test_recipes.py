@@ -170,3 +170,32 @@ def test_mixed_precision_under_a_budget(model, stats, images):
     assert choose(sens, {"a": 100, "b": 100}, 0.5) == {"a": 4, "b": 4}
     with pytest.raises(QuantizeError, match="weight_budget must be a share"):
         quantize(model, stats, weight_budget=0.2)
+
+
+def test_residual_stream_at_16_bits(model, stats, images):
+    from vitaccel.sw import layernorm, residual
+
+    iv = quantize(model, stats, layernorm="i_layernorm", residual_bits=16)
+    t = trace(iv, quantize_input(iv, images))
+    for name in ("x0", "blocks.0.add1", "blocks.1.add2"):
+        assert t[name].dtype == np.int16 and np.abs(t[name]).max() > 127, name
+    assert t["blocks.0.norm1"].dtype == np.int8 and t["blocks.0.proj"].dtype == np.int8
+    assert iv.bits["residual"] == 16 and iv.cls_pos.dtype == np.int16
+    assert "16-bit residual stream" in hardware_gap(iv)
+    with pytest.raises(QuantizeError, match="needs the i_layernorm variant"):
+        quantize(model, stats, residual_bits=16)
+    # I-LayerNorm on int16 rows: exact in object arithmetic, close to float LayerNorm.
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((8, 36)) * 3000).astype(np.int16)
+    params = layernorm.layernorm_params(np.ones(36), np.zeros(36), 4 / 127)
+    y = layernorm.i_layernorm(x, params, in_bits=16)
+    assert np.array_equal(layernorm.i_layernorm(x.astype(object), params, in_bits=16).astype(np.int64), y)
+    ref = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True) / (4 / 127)
+    assert np.abs(y - np.clip(ref, -128, 127)).max() <= 1
+    with pytest.raises(ValueError, match="int8 values"):
+        layernorm.i_layernorm(x, params)
+    # The residual add keeps the stream at 16 bits.
+    a = np.array([30000, -30000, 5], dtype=np.int16)
+    b = np.array([127, -128, 0], dtype=np.int8)
+    out = residual.residual_add(a, b, 1 << 14, 1 << 14, 14, a_bits=16, out_bits=16)
+    assert out.dtype == np.int16 and out.tolist() == [30127, -30128, 5]
