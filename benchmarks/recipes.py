@@ -12,6 +12,7 @@ For each recipe x bit setting:
   dequantized integer logits against the float logits, ``||z_int * s - z_fp|| / ||z_fp||`` averaged
   over ``--deit-images`` other N(0,1) images (a measure of how far the integer model drifts, not
   of accuracy);
+* extra rows (``EXTRAS``): a 16-bit residual stream, mixed-precision weights under a budget;
 * the quantization wall time (``quantize`` on the calibration statistics; calibration itself is
   shared by every setting and printed once) for both models.
 
@@ -35,11 +36,20 @@ from vitaccel.sw.quantize import _one_thread, calibrate, evaluate, quantize
 from vitaccel.sw.recipes import RECIPES, hardware_gap
 
 SETTINGS = ("W8A8", "W6A6", "W4A8", "W4A4")
+EXTRAS = ("base:W8A8-R16", "base:Wmix0.6A8", "ptq4vit:Wmix0.6A8")
+"""Extra rows: ``-R16`` a 16-bit residual stream (with I-LayerNorm, as I-ViT), ``WmixS``
+mixed-precision weights under a budget of ``S`` of the 8-bit size."""
 
 
-def _bits(setting: str) -> tuple[int, int]:
-    w, a = setting[1:].split("A")
-    return int(w), int(a)
+def _options(setting: str) -> dict:
+    """``W8A8``, ``W8A8-R16``, ``Wmix0.6A8`` as keyword arguments of ``quantize``."""
+    main, _, residual = setting.partition("-R")
+    w, a = main[1:].split("A")
+    out = {"abits": int(a)}
+    out |= {"weight_budget": float(w[3:])} if w.startswith("mix") else {"wbits": int(w)}
+    if residual:
+        out |= {"residual_bits": int(residual), "layernorm": "i_layernorm"}
+    return out
 
 
 def _timed(f, *args, **kwargs):
@@ -55,7 +65,8 @@ def deit_logit_error(model, intvit, images) -> float:
     return float(np.mean(np.linalg.norm(z - fp, axis=1) / np.linalg.norm(fp, axis=1)))
 
 
-def measure(settings=SETTINGS, recipes=tuple(RECIPES), deit_images: int = 4, progress=print) -> dict:
+def measure(settings=SETTINGS, recipes=tuple(RECIPES), deit_images: int = 4, progress=print,
+            extras=EXTRAS) -> dict:
     digits = vit.load_builtin("tiny-digits")
     test_x, test_y = digits_split("test")
     digits_stats, digits_calib_s = _timed(calibrate, digits, digits_split("calib")[0])
@@ -65,17 +76,17 @@ def measure(settings=SETTINGS, recipes=tuple(RECIPES), deit_images: int = 4, pro
     deit_test = torch.randn((deit_images, *shape), generator=torch.Generator().manual_seed(1))
     deit_stats, deit_calib_s = _timed(calibrate, deit, deit_calib)
     rows = []
-    for recipe in recipes:
-        for setting in settings:
-            wbits, abits = _bits(setting)
-            progress(f"{recipe} {setting}")
-            iv, q_s = _timed(quantize, digits, digits_stats, recipe=recipe, wbits=wbits, abits=abits)
-            r = evaluate(digits, iv, test_x, test_y)
-            div, deit_q_s = _timed(quantize, deit, deit_stats, recipe=recipe, wbits=wbits, abits=abits)
-            rows.append({"recipe": recipe, "bits": setting, "fp_top1": r["fp_top1"], "int_top1": r["int_top1"],
-                         "agreement": r["agreement"], "deit_logit_rel_error": deit_logit_error(deit, div, deit_test),
-                         "quantize_s": round(q_s, 3), "deit_quantize_s": round(deit_q_s, 3),
-                         "hardware": hardware_gap(iv) is None})
+    runs = [(r, s) for r in recipes for s in settings] + [tuple(e.split(":")) for e in extras]
+    for recipe, setting in runs:
+        options = _options(setting)
+        progress(f"{recipe} {setting}")
+        iv, q_s = _timed(quantize, digits, digits_stats, recipe=recipe, **options)
+        r = evaluate(digits, iv, test_x, test_y)
+        div, deit_q_s = _timed(quantize, deit, deit_stats, recipe=recipe, **options)
+        rows.append({"recipe": recipe, "bits": setting, "fp_top1": r["fp_top1"], "int_top1": r["int_top1"],
+                     "agreement": r["agreement"], "deit_logit_rel_error": deit_logit_error(deit, div, deit_test),
+                     "quantize_s": round(q_s, 3), "deit_quantize_s": round(deit_q_s, 3),
+                     "hardware": hardware_gap(iv) is None})
     return {"digits_calibrate_s": round(digits_calib_s, 3), "deit_calibrate_s": round(deit_calib_s, 3),
             "deit_images": deit_images, "test_images": len(test_x), "rows": rows}
 
@@ -86,9 +97,11 @@ def main(argv=None) -> None:
     parser.add_argument("--deit-images", type=int, default=4, help="random images for the DeiT logit error")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="bit settings, e.g. W8A8,W4A8")
     parser.add_argument("--recipes", default=",".join(RECIPES), help="recipes to run")
+    parser.add_argument("--extras", default=",".join(EXTRAS), help="extra recipe:setting rows ('' for none)")
     args = parser.parse_args(argv)
     quiet = (lambda message: None) if args.json else (lambda message: print(f"  ... {message}", flush=True))
-    result = measure(tuple(args.settings.split(",")), tuple(args.recipes.split(",")), args.deit_images, quiet)
+    result = measure(tuple(args.settings.split(",")), tuple(args.recipes.split(",")), args.deit_images, quiet,
+                     tuple(e for e in args.extras.split(",") if e))
     if args.json:
         print(json.dumps(result))
         return
