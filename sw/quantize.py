@@ -1,6 +1,8 @@
 """Post-training quantization: a float ViT (sw/vit.py) to an integer-only IntViT (sw/intvit.py).
 
-Recipe (docs/numerics.md, DESIGN.md "Numerics"):
+The ``base`` recipe (docs/numerics.md, DESIGN.md "Numerics"); the seed papers' recipes, low bits,
+mixed-precision weights and the 16-bit residual stream change parts of it (sw/recipes.py,
+sw/ptq4vit.py, sw/mixed.py; docs/numerics.md "Recipes and low bits"):
 
 * **Calibration** (:func:`calibrate`): the float model runs on the calibration images (batches,
   one torch thread); for every activation the IntViT holds as int8 the exact per-channel maximum
@@ -22,8 +24,9 @@ Recipe (docs/numerics.md, DESIGN.md "Numerics"):
   ``attention x V`` a 16-bit multiplier with ``shift <= 40`` (the row exponent adds up to 23).
 
 :func:`quantize_model` is the whole flow behind ``vitaccel quantize``: it checks its arguments
-before any work, loads a built-in model or a checkpoint, calibrates, quantizes, measures float and
-integer accuracy on held-out images and writes the IntViT file.
+(and the user's image files, sw/datasets.py) before any work, loads a built-in model or a
+checkpoint, calibrates, quantizes, measures float and integer accuracy on held-out images and
+writes the IntViT file.
 """
 
 from __future__ import annotations
