@@ -96,3 +96,13 @@ def test_quantize_recipe_then_compile_refuses_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "recipe fqvit (W6A8) needs 4-bit log2 softmax output" in err and "not supported by the hardware yet" in err
     assert err.count("\n") == 1
+
+
+def test_quantize_mixed_and_16_bit_stream_flags(tmp_path, capsys):
+    argv = ["quantize", "--model", "tiny-digits", "--weight-budget", "0.7", "--layernorm", "i_layernorm",
+            "--residual-bits", "16", "-o", str(tmp_path / "m.npz")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "WmixedA8 with a 16-bit residual stream" in out and "weight bits per layer (budget 0.7 of 8-bit)" in out
+    assert main(["quantize", "--model", "tiny-digits", "--residual-bits", "16", "-o", str(tmp_path / "n.npz")]) == 2
+    assert "i_layernorm" in capsys.readouterr().err
