@@ -20,8 +20,9 @@ Addresses are byte addresses of whole words (their low bits are ignored); the bl
 ``0x05`` (write block) and ``0x06`` (read block) move ``count`` consecutive words from ``address``
 on, at ``address + k * W`` for word ``k``, so that a block costs 7 bytes of overhead instead of 5 or 6
 per word. A block of ``count = 0`` moves nothing: a write block still replies ``0x05``, a read
-block replies nothing. Register indices are :class:`vitaccel.hw.interfaces.CSR`: a run is started by
-writing 1 to CTRL (``0x03 0x00 01 00 00 00``) and polled by reading STATUS (``0x04 0x01``).
+block replies nothing. Register indices are :class:`vitaccel.hw.interfaces.CSR`, reached through the
+core's AXI4-Lite slave (index ``k`` at byte ``4 * k``): a run is started by writing 1 to CTRL
+(``0x03 0x00 01 00 00 00``) and polled by reading STATUS (``0x04 0x01``).
 
 One request is served at a time; the host waits for each reply before sending the next request,
 so no receive buffer is needed. Within a request the bytes must follow each other without a pause
@@ -37,7 +38,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from vitaccel.hw.interfaces import CsrBusSignature, MemoryPortSignature
+from vitaccel.hw.axi import CSR_ADDR_BITS, AxiLiteSignature
+
+from .axi_memory import WordPortSignature
 
 __all__ = ["HostLink", "UartRx", "UartTx", "WRITE_WORD", "READ_WORD", "WRITE_CSR", "READ_CSR", "WRITE_BLOCK",
            "READ_BLOCK", "NAK", "MAX_BLOCK_WORDS"]
@@ -144,10 +147,13 @@ class HostLink(wiring.Component):
     -----
     rx : In(1), tx : Out(1)
         The serial line (idle high).
-    mem : Out(MemoryPortSignature(addr_bits, bus_bits))
+    mem : Out(WordPortSignature(addr_bits, bus_bits))
         Word reads and writes, one outstanding at a time.
-    csr : Out(CsrBusSignature())
-        Register reads and writes of the core.
+    csr : Out(AxiLiteSignature())
+        Register reads and writes of the core, as an AXI4-Lite master: CSR ``k`` at byte ``4 * k``,
+        one transaction at a time (a write offers AW and W together and waits for B, a read
+        offers AR and waits for R); the reply goes out once the response is in. The response
+        code is not looked at (the core's CSR slave answers OKAY).
     """
 
     def __init__(self, addr_bits: int, bus_bits: int, *, clk_hz: int, baud: int = 115200, timeout_s: float = 0.25):
@@ -158,8 +164,8 @@ class HostLink(wiring.Component):
         super().__init__({
             "rx": In(1, init=1),
             "tx": Out(1, init=1),
-            "mem": Out(MemoryPortSignature(addr_bits, bus_bits)),
-            "csr": Out(CsrBusSignature()),
+            "mem": Out(WordPortSignature(addr_bits, bus_bits)),
+            "csr": Out(AxiLiteSignature(CSR_ADDR_BITS)),
         })
 
     def elaborate(self, platform):
@@ -194,13 +200,18 @@ class HostLink(wiring.Component):
         m.d.comb += [
             self.mem.cmd_addr.eq(address),
             self.mem.cmd_wdata.eq(args[32:32 + self._bus_bits]),
-            self.csr.addr.eq(args[:8]),
-            self.csr.w_data.eq(args[8:40]),
+            self.csr.awaddr.eq(args[:8] << 2),
+            self.csr.araddr.eq(args[:8] << 2),
+            self.csr.wdata.eq(args[8:40]),
+            self.csr.wstrb.eq(0b1111),
             utx.data.eq(reply[:8]),
         ]
         # remaining == 1 and command == READ_WORD, registered with them.
         last = Signal()
         reading_word = Signal()
+        # The AW and W of a CSR write already taken.
+        aw_sent = Signal()
+        w_sent = Signal()
 
         with m.FSM():
             with m.State("COMMAND"):
@@ -234,12 +245,10 @@ class HostLink(wiring.Component):
                         with m.If(self.mem.cmd_ready):
                             m.next = "ISSUED"
                     with m.Case(WRITE_CSR):
-                        m.d.comb += self.csr.w_en.eq(1)
-                        m.d.sync += [reply.eq(command), reply_bytes.eq(1)]
-                        m.next = "REPLY"
+                        m.d.sync += [aw_sent.eq(0), w_sent.eq(0)]
+                        m.next = "CSR_WRITE"
                     with m.Case(READ_CSR):
-                        m.d.sync += [reply.eq(self.csr.r_data), reply_bytes.eq(4)]
-                        m.next = "REPLY"
+                        m.next = "CSR_READ"
                     with m.Case(WRITE_BLOCK):
                         m.d.sync += [block.eq(1), remaining.eq(block_count), last.eq(block_count == 1),
                                      command.eq(WRITE_WORD), reading_word.eq(0), count.eq(4),
@@ -265,6 +274,28 @@ class HostLink(wiring.Component):
                     m.next = "ARGS"
                 with m.Else():
                     m.d.sync += [reply.eq(Mux(block, WRITE_BLOCK, WRITE_WORD)), reply_bytes.eq(1)]
+                    m.next = "REPLY"
+            with m.State("CSR_WRITE"):
+                # AW and W offered until each is taken (in one cycle or apart), then B awaited.
+                aw_taken = aw_sent | self.csr.awready
+                w_taken = w_sent | self.csr.wready
+                m.d.comb += [self.csr.awvalid.eq(~aw_sent), self.csr.wvalid.eq(~w_sent)]
+                m.d.sync += [aw_sent.eq(aw_taken), w_sent.eq(w_taken)]
+                with m.If(aw_taken & w_taken):
+                    m.next = "CSR_B"
+            with m.State("CSR_B"):
+                m.d.comb += self.csr.bready.eq(1)
+                with m.If(self.csr.bvalid):
+                    m.d.sync += [reply.eq(WRITE_CSR), reply_bytes.eq(1)]
+                    m.next = "REPLY"
+            with m.State("CSR_READ"):
+                m.d.comb += self.csr.arvalid.eq(1)
+                with m.If(self.csr.arready):
+                    m.next = "CSR_R"
+            with m.State("CSR_R"):
+                m.d.comb += self.csr.rready.eq(1)
+                with m.If(self.csr.rvalid):
+                    m.d.sync += [reply.eq(self.csr.rdata), reply_bytes.eq(4)]
                     m.next = "REPLY"
             with m.State("READ"):
                 m.d.comb += self.mem.rsp_ready.eq(1)
