@@ -593,7 +593,8 @@ def add_command(command, sub) -> None:
     p.add_argument("--model", required=True, help="tiny-digits, deit-tiny or an IntViT file")
     p.add_argument("--space", required=True, help="TOML file: base = PRESET, [knobs] knob = [values] "
                    "(examples/space-small.toml)")
-    p.add_argument("--perf-only", action="store_true", help="cycles only: no synthesis (seconds per point)")
+    p.add_argument("--perf-only", action="store_true",
+                   help="cycles only: no synthesis (DSP and block RAM from the fit model)")
     p.add_argument("--route", action="store_true", help="also place and route (Fmax; tens of minutes per point "
                    "the size of `default`)")
     p.add_argument("--seed", type=int, nargs="+", default=[1], help="--route: nextpnr seeds (default 1)")
