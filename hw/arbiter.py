@@ -5,7 +5,7 @@ The controller fetches instructions while the DMA may be running a LOAD (docs/ar
 returns in burst order (one ID), must go back to whoever issued each burst.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,8 +21,10 @@ class ReadArbiter(wiring.Component):
     Each requester drives ``araddr``, ``arlen`` and ``arvalid`` and sees the bursts' R beats in its
     own order; the arbiter drives the constant AR fields (INCR, full-width beats, ``AxCACHE``
     :data:`~vitaccel.hw.axi.CACHE`) and ignores the requesters' values of them. In a cycle, the
-    burst of the lowest-numbered requester with ``arvalid`` is offered; the others see ``arready``
-    low. A burst is issued only while fewer than ``max_outstanding`` bursts are unanswered: the
+    burst of the lowest-numbered requester with ``arvalid`` is offered, unless a burst offered in
+    the cycle before was not taken: that one is offered again (AXI4 keeps ARVALID and the address
+    stable until the handshake; every requester holds its burst until it is taken). The others see
+    ``arready`` low. A burst is issued only while fewer than ``max_outstanding`` bursts are unanswered: the
     arbiter remembers the requester of each burst in a FIFO of that depth, routes every R beat
     (and that requester's ``rready``) by its head, and pops it with the burst's last beat.
 
@@ -56,10 +58,17 @@ class ReadArbiter(wiring.Component):
         m.d.comb += [axi.arsize.eq(self._size), axi.arburst.eq(BURST_INCR), axi.arcache.eq(CACHE),
                      axi.arlock.eq(0), axi.arprot.eq(0)]
 
+        # The requester whose burst was offered and not taken in the cycle before, if any.
+        waiting = Signal(name="waiting")
+        waiter = Signal(range(len(reqs)), name="waiter")
+        offered = Signal(range(len(reqs)), name="offered")
+        m.d.sync += [waiting.eq(axi.arvalid & ~axi.arready), waiter.eq(offered)]
+
         earlier = None         # some requester before this one has a burst
         for index, req in enumerate(reqs):
             grant = Signal(name=f"grant{index}")
-            m.d.comb += grant.eq(req.arvalid if earlier is None else req.arvalid & ~earlier)
+            first = req.arvalid if earlier is None else req.arvalid & ~earlier
+            m.d.comb += grant.eq(Mux(waiting, waiter == index, first))
             earlier = req.arvalid if earlier is None else earlier | req.arvalid
             with m.If(grant):
                 m.d.comb += [
@@ -67,6 +76,7 @@ class ReadArbiter(wiring.Component):
                     axi.araddr.eq(req.araddr),
                     axi.arlen.eq(req.arlen),
                     tags.w_data.eq(index),
+                    offered.eq(index),
                 ]
             m.d.comb += req.arready.eq(grant & tags.w_rdy & axi.arready)
 
