@@ -22,7 +22,9 @@
 //   low and rvalid and bvalid withheld. One draw per cycle in begin(), one per read burst at the AR
 //   handshake when latency_max > latency, both from one splitmix64 generator seeded by `seed`.
 //
-// Protocol checks (end() returns false, error() says which, in which cycle, at which address): an
+// Protocol checks (end() returns false, error() says which, in which cycle, at which address; the
+// model then stays idle, every ready and valid low, so that a harness can still read the core's
+// CSRs to report where it stopped): an
 // address not aligned to the bus, a burst crossing 4 KiB or leaving the memory, AxSIZE not the full
 // width, AxBURST not INCR, a read accepted while a write is in flight or the reverse, wlast on the
 // wrong beat, a W beat with a strobe bit clear, an AR/AW/W valid dropped or its payload changed
@@ -109,7 +111,7 @@ class Dram {
         const uint64_t t = now_;
         bool stall = stall_threshold_ != 0 && (rng_.next() & 0xFFFFFFFFu) < stall_threshold_;
         out_ = DramOutputs{};
-        if (stall) return out_;
+        if (stall || !error_.empty()) return out_;
         out_.arready = reads_.size() < p_.max_bursts;
         out_.awready = writes_.size() < p_.max_bursts;
         if (!reads_.empty()) {
@@ -131,9 +133,10 @@ class Dram {
     const uint8_t* rdata() const { return &mem_[out_.raddr]; }
 
     // The cycle's handshakes; `wdata` is the W beat's bytes (read only on a W handshake). Returns
-    // false on a protocol error (error()), after which the model must not be stepped again.
+    // false in the cycle of a protocol error (error()); from then on the model is idle.
     bool end(const DramInputs& in, const uint8_t* wdata) {
-        const uint64_t t = now_;
+        const uint64_t t = now_++;
+        if (!error_.empty()) return true;
         if (out_.rvalid && in.rready) {
             Burst& h = reads_.front();
             move(t, false);
@@ -171,9 +174,7 @@ class Dram {
             if (!reads_.empty()) return fail(t, "write", in.awaddr, "accepted while a read burst is in flight");
             writes_.push_back(Burst{in.awaddr, in.awlen + 1u, 0, t, 0});
         }
-        if (!check_held(t, in)) return false;
-        ++now_;
-        return true;
+        return check_held(t, in);
     }
 
     // The cycle begin() and end() act in (cycles stepped so far).

@@ -1,30 +1,38 @@
 // Full-system Verilator harness of vitaccel_core (sim/verilator.py builds and drives it).
 //
-// The external memory is a byte image in this process: the program and the tensors are loaded once,
-// the core runs to `done` with no Python in the loop, and the final image is written back.
+// The external memory is a byte image in this process behind the DRAM model of sim/dram.h (an AXI4
+// slave with a profile's latency, bandwidth, turnaround and write latency, random stalls when asked,
+// and protocol checks): the program and the tensors are loaded once, the core runs to `done` with no
+// Python in the loop, and the final image is written back. The harness is the AXI4-Lite master of
+// the CSRs: reset (aresetn low), ID check, PROG_ADDR, CTRL, and after `done` the counters.
 //
-//   harness --image IN --out OUT [--prog-addr A] [--seed S] [--latency MIN MAX] [--cmd-stall P]
-//           [--max-cycles N] [--trace FILE.vcd] [--trace-instructions FILE.csv]
+//   harness --image IN --out OUT [--prog-addr A] [--seed S] [--latency MIN MAX] [--rate NUM DEN]
+//           [--turnaround T] [--write-latency LW] [--max-bursts Q] [--stall P] [--max-cycles N]
+//           [--trace FILE.vcd] [--trace-instructions FILE.csv]
+//
+// Memory (sim/dram.h, docs/architecture.md "External memory"): a read burst's first beat comes from
+// its AR handshake + L on, L uniform in [MIN, MAX] (default 1 1); beats pace at NUM/DEN bytes per
+// cycle (default one beat per cycle); T cycles turn the data bus around; B comes LW cycles after the
+// last W beat; at most Q bursts in flight per direction (default 16); with probability P per cycle
+// (from --seed) the memory stalls every channel. An illegal access is a harness error.
 //
 // --trace writes a VCD waveform of every signal (only in a build made with --trace: VM_TRACE). VCD
 // rather than FST: Verilator's FST writer needs liblz4's headers, which a fresh machine lacks.
 // --trace-instructions writes one CSV line "pc,start,end" per instruction the controller fetched:
 // the cycles [start, end) (counted from the start write, as CYCLES) in which CSR PC held that address.
-//
-// Memory model: a read command accepted in cycle t is answered from cycle t + L on, L uniform in
-// [MIN, MAX] (MIN >= 1), in command order; `mem_cmd_ready` is low with probability P in each cycle.
-// Both come from one seeded generator, so a run is reproducible. The response back-pressure is the
-// core's (`mem_rsp_ready`). A write is performed when accepted. An access that is misaligned or
-// reaches outside the image is a harness error.
+// It reads PC over AXI4-Lite every cycle (back-to-back reads: the R data of a cycle is PC of the
+// cycle before), which leaves the core's run untouched.
 //
 // Prints one JSON line on stdout:
 //   {"result": "done"|"timeout"|"harness_error", "cycles", "instret", "error", "status", "pc",
-//    "sim_cycles", "wall_s", "message"}
+//    "sim_cycles", "bytes_read", "bytes_written", "wall_s", "message"}
 // and exits 0 (done), 3 (timeout: --max-cycles cycles after the start without `done`), 2 (harness
-// error) or 1 (bad arguments or files). The image is written for done and timeout.
+// error) or 1 (bad arguments or files). The image is written for done and timeout. bytes_read and
+// bytes_written count the data beats the core moved over AXI4 (program fetch included).
 
 #include "Vvitaccel_core.h"
 #include "verilated.h"
+#include "dram.h"
 #include "vitaccel_csr.h"  // the CSR map: written into the build directory by sim/csr_header.py
 #if VM_TRACE
 #include "verilated_vcd_c.h"
@@ -35,7 +43,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -84,31 +91,15 @@ void get_word(const VlWide<N>& port, uint8_t* dst) {
     }
 }
 
-// splitmix64: small, fast, and the same sequence on every platform.
-struct Rng {
-    uint64_t state;
-    uint64_t next() {
-        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-};
-
-struct Response {
-    uint64_t due;  // first cycle in which it may be offered
-    uint8_t data[kBusBytes];
-};
-
 struct Options {
     std::string image_path, out_path, trace_path, instr_path;
-    uint64_t prog_addr = 0, seed = 0, max_cycles = 100000000;
-    uint64_t lat_min = 1, lat_max = 1;
-    double cmd_stall = 0.0;
+    uint64_t prog_addr = 0, max_cycles = 100000000;
+    vitaccel::DramParams dram;
 };
 
 struct Stats {
-    uint64_t cycles = 0, instret = 0, error = 0, status = 0, pc = 0, sim_cycles = 0;
+    uint64_t cycles = 0, instret = 0, error = 0, status = 0, pc = 0, sim_cycles = 0, bytes_read = 0,
+             bytes_written = 0;
     double wall_s = 0.0;
 };
 
@@ -124,16 +115,19 @@ std::string json_escape(const std::string& s) {
 
 void report(const char* result, const Stats& st, const std::string& message) {
     std::printf("{\"result\": \"%s\", \"cycles\": %llu, \"instret\": %llu, \"error\": %llu, \"status\": %llu, "
-                "\"pc\": %llu, \"sim_cycles\": %llu, \"wall_s\": %.6f, \"message\": \"%s\"}\n",
+                "\"pc\": %llu, \"sim_cycles\": %llu, \"bytes_read\": %llu, \"bytes_written\": %llu, "
+                "\"wall_s\": %.6f, \"message\": \"%s\"}\n",
                 result, (unsigned long long)st.cycles, (unsigned long long)st.instret,
                 (unsigned long long)st.error, (unsigned long long)st.status, (unsigned long long)st.pc,
-                (unsigned long long)st.sim_cycles, st.wall_s, json_escape(message).c_str());
+                (unsigned long long)st.sim_cycles, (unsigned long long)st.bytes_read,
+                (unsigned long long)st.bytes_written, st.wall_s, json_escape(message).c_str());
     std::fflush(stdout);
 }
 
 [[noreturn]] void usage(const std::string& why) {
     std::fprintf(stderr, "harness: %s\nusage: harness --image IN --out OUT [--prog-addr A] [--seed S] "
-                 "[--latency MIN MAX] [--cmd-stall P] [--max-cycles N]\n", why.c_str());
+                 "[--latency MIN MAX] [--rate NUM DEN] [--turnaround T] [--write-latency LW] [--max-bursts Q] "
+                 "[--stall P] [--max-cycles N] [--trace FILE.vcd] [--trace-instructions FILE.csv]\n", why.c_str());
     std::exit(1);
 }
 
@@ -146,43 +140,59 @@ uint64_t parse_uint(const char* s, const char* flag) {
 
 Options parse(int argc, char** argv) {
     Options o;
+    vitaccel::DramParams& d = o.dram;
+    d.bus_bytes = kBusBytes;
+    d.num = kBusBytes;
+    d.den = 1;
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
         auto need = [&](int n) {
             if (i + n >= argc) usage(a + " needs " + std::to_string(n) + " value(s)");
         };
+        auto uint = [&]() { return parse_uint(argv[++i], a.c_str()); };
         if (a == "--image") { need(1); o.image_path = argv[++i]; }
         else if (a == "--out") { need(1); o.out_path = argv[++i]; }
-        else if (a == "--prog-addr") { need(1); o.prog_addr = parse_uint(argv[++i], "--prog-addr"); }
-        else if (a == "--seed") { need(1); o.seed = parse_uint(argv[++i], "--seed"); }
-        else if (a == "--max-cycles") { need(1); o.max_cycles = parse_uint(argv[++i], "--max-cycles"); }
+        else if (a == "--prog-addr") { need(1); o.prog_addr = uint(); }
+        else if (a == "--seed") { need(1); d.seed = uint(); }
+        else if (a == "--max-cycles") { need(1); o.max_cycles = uint(); }
         else if (a == "--trace") { need(1); o.trace_path = argv[++i]; }
         else if (a == "--trace-instructions") { need(1); o.instr_path = argv[++i]; }
-        else if (a == "--latency") {
-            need(2);
-            o.lat_min = parse_uint(argv[++i], "--latency");
-            o.lat_max = parse_uint(argv[++i], "--latency");
-        } else if (a == "--cmd-stall") {
+        else if (a == "--latency") { need(2); d.latency = uint(); d.latency_max = uint(); }
+        else if (a == "--rate") { need(2); d.num = uint(); d.den = uint(); }
+        else if (a == "--turnaround") { need(1); d.turnaround = uint(); }
+        else if (a == "--write-latency") { need(1); d.write_latency = uint(); }
+        else if (a == "--max-bursts") { need(1); d.max_bursts = uint(); }
+        else if (a == "--stall") {
             need(1);
             char* end = nullptr;
-            o.cmd_stall = std::strtod(argv[++i], &end);
-            if (*end || !(o.cmd_stall >= 0.0 && o.cmd_stall < 1.0)) usage("--cmd-stall must be in [0, 1)");
+            d.stall = std::strtod(argv[++i], &end);
+            if (*end) usage("bad value for --stall");
         } else usage("unknown argument " + a);
     }
     if (o.image_path.empty() || o.out_path.empty()) usage("--image and --out are required");
 #if !VM_TRACE
     if (!o.trace_path.empty()) usage("--trace needs a harness built with --trace");
 #endif
-    if (o.lat_min < 1 || o.lat_max < o.lat_min) usage("--latency needs 1 <= MIN <= MAX");
+    std::string bad = d.check();
+    if (!bad.empty()) usage(bad);
     return o;
 }
 
+// The AXI4-Lite master's side of the CSR port in one cycle.
+struct LiteMaster {
+    bool awvalid = false, wvalid = false, bready = false, arvalid = false, rready = false;
+    uint32_t awaddr = 0, wdata = 0, araddr = 0;
+};
+
+// What the CSR port did in the last cycle.
+struct LiteEvents {
+    bool aw = false, w = false, b = false, ar = false, r = false;
+    uint32_t rdata = 0;
+};
+
 class System {
   public:
-    System(const Options& o, std::vector<uint8_t> image)
-        : opt_(o), image_(std::move(image)), rng_{o.seed * 0x2545F4914F6CDD1Dull + 1} {
-        // P(ready low) = stall: compare 32 random bits against a threshold.
-        stall_threshold_ = static_cast<uint64_t>(o.cmd_stall * 4294967296.0);
+    System(const Options& o, std::vector<uint8_t> image) : opt_(o), dram_(o.dram, std::move(image)) {
         ctx_.reset(new VerilatedContext);
 #if VM_TRACE
         if (!o.trace_path.empty()) ctx_->traceEverOn(true);
@@ -204,52 +214,145 @@ class System {
 #endif
     }
 
-    // One clock cycle: the memory model's inputs for this cycle, the handshakes, the rising edge.
-    // Returns false after a harness error (message in error_).
+    // One clock cycle: the memory's and the CSR master's outputs for this cycle, the handshakes, the
+    // rising edge. Returns false after a harness error (message in error()).
     bool cycle() {
         Vvitaccel_core& t = *top_;
-        bool offer = !pending_.empty() && pending_.front().due <= now_;
-        t.mem_cmd_ready = stall_threshold_ == 0 || (rng_.next() & 0xFFFFFFFFu) >= stall_threshold_;
-        t.mem_rsp_valid = offer;
-        if (offer) put_word(t.mem_rsp_data, pending_.front().data);
-        t.clk = 0;
+        const vitaccel::DramOutputs& m = dram_.begin();
+        t.m_axi_arready = m.arready;
+        t.m_axi_awready = m.awready;
+        t.m_axi_wready = m.wready;
+        t.m_axi_rvalid = m.rvalid;
+        t.m_axi_rlast = m.rlast;
+        t.m_axi_rresp = 0;
+        if (m.rvalid) put_word(t.m_axi_rdata, dram_.rdata());
+        t.m_axi_bvalid = m.bvalid;
+        t.m_axi_bresp = 0;
+        t.s_axi_awvalid = lite_.awvalid;
+        t.s_axi_awaddr = lite_.awaddr;
+        t.s_axi_awprot = 0;
+        t.s_axi_wvalid = lite_.wvalid;
+        t.s_axi_wdata = lite_.wdata;
+        t.s_axi_wstrb = 0xF;
+        t.s_axi_bready = lite_.bready;
+        t.s_axi_arvalid = lite_.arvalid;
+        t.s_axi_araddr = lite_.araddr;
+        t.s_axi_arprot = 0;
+        t.s_axi_rready = lite_.rready;
+        t.aclk = 0;
         t.eval();
         dump(2 * now_);
-        if (t.mem_cmd_valid && t.mem_cmd_ready && !command()) return false;
-        if (offer && t.mem_rsp_ready) pending_.pop_front();
-        t.clk = 1;
+
+        vitaccel::DramInputs in;
+        in.arvalid = t.m_axi_arvalid;
+        in.araddr = t.m_axi_araddr;
+        in.arlen = t.m_axi_arlen;
+        in.arsize = t.m_axi_arsize;
+        in.arburst = t.m_axi_arburst;
+        in.awvalid = t.m_axi_awvalid;
+        in.awaddr = t.m_axi_awaddr;
+        in.awlen = t.m_axi_awlen;
+        in.awsize = t.m_axi_awsize;
+        in.awburst = t.m_axi_awburst;
+        in.wvalid = t.m_axi_wvalid;
+        in.wlast = t.m_axi_wlast;
+        in.wstrb_full = static_cast<uint64_t>(t.m_axi_wstrb) == kFullStrobe;
+        in.rready = t.m_axi_rready;
+        in.bready = t.m_axi_bready;
+        if (in.wvalid) get_word(t.m_axi_wdata, wdata_);
+        events_.aw = lite_.awvalid && t.s_axi_awready;
+        events_.w = lite_.wvalid && t.s_axi_wready;
+        events_.b = lite_.bready && t.s_axi_bvalid;
+        events_.ar = lite_.arvalid && t.s_axi_arready;
+        events_.r = lite_.rready && t.s_axi_rvalid;
+        events_.rdata = t.s_axi_rdata;
+        bool ok = dram_.end(in, wdata_);
+
+        t.aclk = 1;
         t.eval();
         dump(2 * now_ + 1);
         ++now_;
+        return ok;
+    }
+
+    bool reset() {
+        top_->aresetn = 0;
+        for (int i = 0; i < 4; ++i)
+            if (!cycle()) return false;
+        top_->aresetn = 1;
         return true;
     }
 
-    void reset() {
-        top_->rst = 1;
-        for (int i = 0; i < 2; ++i) cycle();
-        top_->rst = 0;
+    // CSR `index` written with `value` over AXI4-Lite; `at` is the cycle of the write (the W
+    // handshake). False after a harness error or when the port never answers.
+    bool csr_write(uint32_t index, uint32_t value, uint64_t* at = nullptr) {
+        lite_.awvalid = lite_.wvalid = true;
+        lite_.awaddr = 4 * index;
+        lite_.wdata = value;
+        lite_.bready = true;
+        for (int i = 0; i < kCsrTimeout && (lite_.awvalid || lite_.wvalid || !events_.b); ++i) {
+            if (!cycle()) return false;
+            if (events_.aw) lite_.awvalid = false;
+            if (events_.w) {
+                lite_.wvalid = false;
+                if (at) *at = now_ - 1;
+            }
+            if (!lite_.awvalid && !lite_.wvalid && events_.b) {
+                lite_.bready = false;
+                return true;
+            }
+        }
+        error_ = "the CSR port did not answer a write to register " + std::to_string(index);
+        return false;
     }
 
-    void csr_write(uint32_t addr, uint32_t value) {
-        top_->csr_addr = addr;
-        top_->csr_w_data = value;
-        top_->csr_w_en = 1;
-        cycle();
-        top_->csr_w_en = 0;
+    // CSR `index` read over AXI4-Lite into `value`.
+    bool csr_read(uint32_t index, uint32_t* value) {
+        lite_.arvalid = lite_.rready = true;
+        lite_.araddr = 4 * index;
+        for (int i = 0; i < kCsrTimeout; ++i) {
+            if (!cycle()) return false;
+            if (events_.ar) lite_.arvalid = false;
+            if (!lite_.arvalid && events_.r) {
+                lite_.rready = false;
+                *value = events_.rdata;
+                return true;
+            }
+        }
+        error_ = "the CSR port did not answer a read of register " + std::to_string(index);
+        return false;
     }
 
-    uint32_t csr_read(uint32_t addr) {
-        top_->csr_addr = addr;
-        top_->eval();
-        return top_->csr_r_data;
+    // Back-to-back reads of CSR `index` from now on: in every cycle the port answers, events().rdata
+    // is the register's value in the cycle before. stop_reading() ends them (the last R is taken).
+    void keep_reading(uint32_t index) {
+        lite_.arvalid = lite_.rready = true;
+        lite_.araddr = 4 * index;
+    }
+
+    bool stop_reading() {
+        lite_.arvalid = false;
+        for (int i = 0; i < kCsrTimeout; ++i) {
+            if (!cycle()) return false;
+            if (!top_->s_axi_rvalid) {
+                lite_.rready = false;
+                return true;
+            }
+        }
+        error_ = "the CSR port kept answering reads";
+        return false;
     }
 
     bool done() const { return top_->done; }
     uint64_t now() const { return now_; }
-    const std::string& error() const { return error_; }
-    const std::vector<uint8_t>& image() const { return image_; }
+    const LiteEvents& events() const { return events_; }
+    const std::string& error() const { return error_.empty() ? dram_.error() : error_; }
+    const vitaccel::Dram& dram() const { return dram_; }
 
   private:
+    static constexpr int kCsrTimeout = 64;
+    static constexpr uint64_t kFullStrobe = (uint64_t{1} << kBusBytes) - 1;
+
     void dump(uint64_t time) {
 #if VM_TRACE
         if (wave_) wave_->dump(time);
@@ -258,38 +361,12 @@ class System {
 #endif
     }
 
-    bool command() {
-        Vvitaccel_core& t = *top_;
-        uint64_t addr = t.mem_cmd_addr;
-        bool write = t.mem_cmd_write;
-        if (addr % kBusBytes || addr + kBusBytes > image_.size()) {
-            char buf[200];
-            std::snprintf(buf, sizeof buf, "%s of %zu bytes at address 0x%llx in cycle %llu: %s (image of %zu bytes)",
-                          write ? "write" : "read", kBusBytes, (unsigned long long)addr,
-                          (unsigned long long)now_, addr % kBusBytes ? "misaligned" : "outside the image",
-                          image_.size());
-            error_ = buf;
-            return false;
-        }
-        if (write) {
-            get_word(t.mem_cmd_wdata, &image_[addr]);
-        } else {
-            uint64_t latency = opt_.lat_min;
-            if (opt_.lat_max > opt_.lat_min) latency += rng_.next() % (opt_.lat_max - opt_.lat_min + 1);
-            Response r;
-            r.due = now_ + latency;
-            std::memcpy(r.data, &image_[addr], kBusBytes);
-            pending_.push_back(r);
-        }
-        return true;
-    }
-
     Options opt_;
-    std::vector<uint8_t> image_;
-    Rng rng_;
-    uint64_t stall_threshold_ = 0;
+    vitaccel::Dram dram_;
     uint64_t now_ = 0;
-    std::deque<Response> pending_;
+    LiteMaster lite_;
+    LiteEvents events_;
+    uint8_t wdata_[kBusBytes] = {};
     std::string error_;
     std::unique_ptr<VerilatedContext> ctx_;
     std::unique_ptr<Vvitaccel_core> top_;
@@ -297,6 +374,43 @@ class System {
     std::unique_ptr<VerilatedVcdC> wave_;
 #endif
 };
+
+// Runs to `done` (or max_cycles after the start) writing the instruction trace. PC is read every
+// cycle, one cycle late, so the run goes on until PC of the cycle `done` is seen in has been read.
+// CYCLES counts the cycles from the one after the CTRL write (`start`) to the one before `done` is
+// seen: an instruction whose address PC first holds in cycle n starts at n - start - 2 (the
+// cycle, counted as CYCLES counts, in which the controller moved on to it), the first at 0, and
+// the last ends at CYCLES - 1, as the harness has always written them.
+bool run_traced(System& sys, uint64_t start, uint64_t max_cycles, const std::string& path) {
+    std::ofstream trace(path);
+    trace << "pc,start,end\n";
+    auto at = [&](uint64_t cycle) { return cycle - start - 2; };
+    sys.keep_reading(PC);
+    bool have = false;
+    uint32_t pc = 0;
+    uint64_t since = 0, done_cycle = 0;
+    bool done = false;
+    while (!done || sys.now() - 2 < done_cycle) {
+        if (!done && sys.now() - start - 1 >= max_cycles) break;
+        if (!sys.cycle()) return false;
+        if (!done && sys.done()) {
+            done = true;
+            done_cycle = sys.now();
+        }
+        if (!sys.events().r) continue;
+        uint64_t cycle = sys.now() - 2;  // the cycle whose PC the R data of this cycle holds
+        if (!have) {  // PC two cycles after the start: the first instruction is still being fetched
+            pc = sys.events().rdata;
+            have = true;
+        } else if (sys.events().rdata != pc) {
+            trace << pc << ',' << since << ',' << at(cycle) << '\n';
+            pc = sys.events().rdata;
+            since = at(cycle);
+        }
+    }
+    trace << pc << ',' << since << ',' << at(done ? done_cycle : sys.now()) << '\n';
+    return sys.stop_reading();
+}
 
 }  // namespace
 
@@ -306,58 +420,54 @@ int main(int argc, char** argv) {
     if (!in) usage("cannot read " + opt.image_path);
     std::vector<uint8_t> image((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 
-    auto start = std::chrono::steady_clock::now();
+    auto start_time = std::chrono::steady_clock::now();
     System sys(opt, std::move(image));
     Stats st;
-    sys.reset();
-    if (sys.csr_read(ID) != kIdValue) {
+    auto fail = [&](const std::string& message) {
+        st.sim_cycles = sys.now();
+        st.bytes_read = sys.dram().bytes_read();
+        st.bytes_written = sys.dram().bytes_written();
+        report("harness_error", st, message);
+        return 2;
+    };
+    uint32_t id = 0;
+    if (!sys.reset() || !sys.csr_read(ID, &id)) return fail(sys.error());
+    if (id != kIdValue) {
         char buf[80];
         std::snprintf(buf, sizeof buf, "CSR ID does not read 0x%08x: not a vitaccel core", kIdValue);
-        report("harness_error", st, buf);
-        return 2;
+        return fail(buf);
     }
-    sys.csr_write(PROG_ADDR, static_cast<uint32_t>(opt.prog_addr));
-    sys.csr_write(CTRL, 1);
+    uint64_t start = 0;
+    if (!sys.csr_write(PROG_ADDR, static_cast<uint32_t>(opt.prog_addr)) || !sys.csr_write(CTRL, 1, &start))
+        return fail(sys.error());
 
-    uint64_t first = sys.now();
     bool ok = true;
     if (opt.instr_path.empty()) {
-        while (!sys.done() && sys.now() - first < opt.max_cycles) {
+        while (!sys.done() && sys.now() - start - 1 < opt.max_cycles) {
             if (!sys.cycle()) { ok = false; break; }
         }
     } else {
-        // CSR reads are combinational: with the address held at PC, csr_r_data follows the
-        // controller's PC every cycle without disturbing the run.
-        std::ofstream trace(opt.instr_path);
-        trace << "pc,start,end\n";
-        uint32_t pc = sys.csr_read(PC);
-        uint64_t since = 0;
-        while (!sys.done() && sys.now() - first < opt.max_cycles) {
-            if (!sys.cycle()) { ok = false; break; }
-            uint32_t now_pc = sys.csr_read(PC);
-            if (now_pc != pc) {
-                trace << pc << ',' << since << ',' << (sys.now() - first - 1) << '\n';
-                pc = now_pc;
-                since = sys.now() - first - 1;
-            }
-        }
-        trace << pc << ',' << since << ',' << (sys.now() - first - 1) << '\n';
+        ok = run_traced(sys, start, opt.max_cycles, opt.instr_path);
     }
-    uint32_t lo = sys.csr_read(CYCLES_LO), hi = sys.csr_read(CYCLES_HI);
+    // After a memory protocol error the DRAM model idles: the counters still say where the core was.
+    std::string error = ok ? "" : sys.error();
+    uint32_t lo = 0, hi = 0, instret = 0, status = 0, pc = 0;
+    bool read = sys.csr_read(CYCLES_LO, &lo) && sys.csr_read(CYCLES_HI, &hi) && sys.csr_read(INSTRET, &instret)
+                && sys.csr_read(STATUS, &status) && sys.csr_read(PC, &pc);
     st.cycles = (static_cast<uint64_t>(hi) << 32) | lo;
-    st.instret = sys.csr_read(INSTRET);
-    st.status = sys.csr_read(STATUS);
-    st.error = (st.status >> 8) & ((1u << kErrorBits) - 1);  // STATUS bits 15:8 (hw/controller.py)
-    st.pc = sys.csr_read(PC);
+    st.instret = instret;
+    st.status = status;
+    st.error = (status >> 8) & ((1u << kErrorBits) - 1);  // STATUS bits 15:8 (hw/controller.py)
+    st.pc = pc;
+    st.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+    if (!ok || !read) return fail(ok ? sys.error() : error);
     st.sim_cycles = sys.now();
-    st.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    st.bytes_read = sys.dram().bytes_read();
+    st.bytes_written = sys.dram().bytes_written();
 
-    if (!ok) {
-        report("harness_error", st, sys.error());
-        return 2;
-    }
     std::ofstream out(opt.out_path, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(sys.image().data()), static_cast<std::streamsize>(sys.image().size()));
+    const std::vector<uint8_t>& final_image = sys.dram().memory();
+    out.write(reinterpret_cast<const char*>(final_image.data()), static_cast<std::streamsize>(final_image.size()));
     out.close();
     if (!out) {
         report("harness_error", st, "cannot write " + opt.out_path);

@@ -3,8 +3,9 @@
 :func:`build` compiles one binary per configuration, with the CSR header the harness includes
 generated from the Python definitions (:mod:`vitaccel.sim.csr_header`), and caches it under
 ``build/verilator/``, keyed by everything the generated hardware imports (:func:`hardware_sources`);
-:func:`run_image` loads a memory image into the harness's memory model, runs the program to
-``done`` with no Python in the loop and returns the final image and the counters.
+:func:`run_image` loads a memory image into the harness's DRAM model (``sim/dram.h``, timed by a
+:mod:`vitaccel.memory` profile), runs the program to ``done`` with no Python in the loop and returns
+the final image, the counters and the bytes the core moved.
 """
 
 import ast
@@ -24,12 +25,14 @@ from vitaccel.config import AccelConfig
 from vitaccel.files import build_root
 from vitaccel.hw.generate import TOP_NAME, verilog_text
 from vitaccel.isa import ErrorCode
+from vitaccel.memory import MemoryProfile, profile
 from vitaccel.sim.csr_header import HEADER_NAME, csr_header
 
 __all__ = ["SimResult", "SimulationError", "BuildError", "HarnessError", "SimTimeout",
            "hardware_sources", "hardware_digest", "build", "run_image"]
 
 HARNESS = Path(__file__).with_name("harness.cpp")
+DRAM_MODEL = Path(__file__).with_name("dram.h")
 BINARY = "Vvitaccel_core"
 # -O3 and single-threaded: a 2-thread model is several times slower on small machines. The model
 # is compiled with -O2 (Verilator's default is -Os) as one file: split output would use precompiled
@@ -51,7 +54,8 @@ class BuildError(SimulationError):
 
 
 class HarnessError(SimulationError):
-    """The harness refused the run: bad arguments, or the core made an illegal memory access."""
+    """The harness refused the run: bad arguments, or the core broke the AXI4 rules the DRAM model
+    checks (an access outside the image, a burst across 4 KiB, ...)."""
 
 
 class SimTimeout(SimulationError):
@@ -63,7 +67,9 @@ class SimResult:
     """What a run left behind: the final memory image and the core's counters.
 
     ``cycles``, ``instret``, ``error`` and ``pc`` are the CSRs after ``done``; ``sim_cycles`` counts
-    every clock the harness simulated (reset and CSR accesses included) in ``wall_s`` seconds.
+    every clock the harness simulated (reset and CSR accesses included) in ``wall_s`` seconds;
+    ``bytes_read`` and ``bytes_written`` are the bytes of the AXI4 data beats the core moved
+    (program fetch included), on memory profile ``memory``.
     """
     image: bytes
     cycles: int
@@ -74,6 +80,9 @@ class SimResult:
     wall_s: float
     #: With ``trace_instructions``: ``(pc, start, end)`` per instruction fetched, in cycles from the start.
     instructions: tuple = ()
+    bytes_read: int = 0
+    bytes_written: int = 0
+    memory: str = "onchip"
 
     @property
     def sim_cycles_per_s(self) -> float:
@@ -152,7 +161,7 @@ def hardware_digest() -> str:
     import amaranth
 
     digest = hashlib.sha256()
-    for source in [*hardware_sources(), HARNESS]:
+    for source in [*hardware_sources(), HARNESS, DRAM_MODEL]:
         digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
     digest.update(csr_header().encode() + b"\0")
     digest.update(f"amaranth {amaranth.__version__}; verilator {_verilator_version()}".encode())
@@ -202,6 +211,7 @@ def _compile(cfg, text, flags, root, final):
         (work / f"{TOP_NAME}.v").write_text(text)
         cfg.save(work / "config.json")
         shutil.copy(HARNESS, work / HARNESS.name)
+        shutil.copy(DRAM_MODEL, work / DRAM_MODEL.name)
         (work / HEADER_NAME).write_text(csr_header())
         tool = _verilator()
         # Verilator's wrapper runs its helpers (verilator_bin, verilator_includer) through PATH.
@@ -222,39 +232,47 @@ def _compile(cfg, text, flags, root, final):
         raise
 
 
-def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, seed: int = 0,
-              latency: tuple[int, int] = (1, 1), cmd_stall: float = 0.0,
+def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, memory: MemoryProfile | str = "onchip",
+              seed: int = 0, latency: tuple[int, int] | None = None, stall: float = 0.0,
               max_cycles: int = DEFAULT_MAX_CYCLES, trace: str | os.PathLike | None = None,
               trace_instructions: bool = False) -> SimResult:
     """Run the program at ``prog_addr`` of ``image`` (external memory from address 0) to ``done``.
 
-    The memory model answers reads after ``latency = (min, max)`` cycles (uniform, ``min >= 1``) and
-    refuses commands with probability ``cmd_stall`` per cycle, both from ``seed``. Raises
-    :class:`SimTimeout` after ``max_cycles`` cycles without ``done``, :class:`HarnessError` when the
-    core accesses memory outside the image or misaligned. An ISA error is no exception: it is
+    The DRAM model follows ``memory`` (a :class:`~vitaccel.memory.MemoryProfile` or its name);
+    ``latency = (min, max)`` overrides its read latency (each read burst's drawn uniformly from the
+    range, ``min >= 1``); with probability ``stall`` per cycle the memory stalls every channel; the
+    draws come from ``seed``. :class:`~vitaccel.memory.MemoryProfileError` when the image does not
+    fit the profile's capacity. Raises :class:`SimTimeout` after ``max_cycles`` cycles without
+    ``done``, :class:`HarnessError` when the core breaks the AXI4 rules the model checks (an access
+    outside the image, a burst across 4 KiB, ...). An ISA error is no exception: it is
     ``SimResult.error``.
 
     ``trace``: write a VCD waveform of the run there (GTKWave opens it; a separate, slower build).
     ``trace_instructions``: fill ``SimResult.instructions`` with each instruction's cycles.
     """
     image = bytes(image)
-    lo, hi = latency
+    memory = profile(memory)
+    lo, hi = (memory.latency, memory.latency) if latency is None else latency
     if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
         raise ValueError(f"latency must be (min, max) with 1 <= min <= max, not {latency!r}")
-    if not 0.0 <= cmd_stall < 1.0:
-        raise ValueError(f"cmd_stall must be a probability in [0, 1), not {cmd_stall!r}")
+    if not 0.0 <= stall < 1.0:
+        raise ValueError(f"stall must be a probability in [0, 1), not {stall!r}")
     if not 0 <= prog_addr < len(image):
         raise ValueError(f"prog_addr {prog_addr:#x} is outside the image of {len(image)} bytes")
     if max_cycles < 1:
         raise ValueError(f"max_cycles must be positive, not {max_cycles}")
+    memory.check_fits(len(image))
     binary = build(cfg, trace=trace is not None)
     runs = build_root() / "tmp"
     runs.mkdir(parents=True, exist_ok=True)
+    num, den = memory.rate(cfg.bus_bytes)
     with tempfile.TemporaryDirectory(dir=runs, prefix="run-") as tmp:
         src, dst = Path(tmp) / "image.bin", Path(tmp) / "final.bin"
         src.write_bytes(image)
         cmd = [str(binary), "--image", str(src), "--out", str(dst), "--prog-addr", str(prog_addr),
-               "--seed", str(seed), "--latency", str(lo), str(hi), "--cmd-stall", repr(float(cmd_stall)),
+               "--seed", str(seed), "--latency", str(lo), str(hi), "--rate", str(num), str(den),
+               "--turnaround", str(memory.turnaround), "--write-latency", str(memory.write_latency),
+               "--max-bursts", str(memory.max_bursts), "--stall", repr(float(stall)),
                "--max-cycles", str(max_cycles)]
         if trace is not None:
             cmd += ["--trace", str(Path(trace).resolve())]
@@ -278,4 +296,5 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, seed: int =
             instructions = tuple(tuple(int(v) for v in row.split(",")) for row in rows)
     return SimResult(image=final, cycles=stats["cycles"], instret=stats["instret"], error=ErrorCode(stats["error"]),
                      pc=stats["pc"], sim_cycles=stats["sim_cycles"], wall_s=stats["wall_s"],
-                     instructions=instructions)
+                     instructions=instructions, bytes_read=stats["bytes_read"],
+                     bytes_written=stats["bytes_written"], memory=memory.name)

@@ -17,6 +17,7 @@ from pathlib import Path
 from vitaccel.config import ConfigError, load_config
 from vitaccel.console import runs_table, step_progress, table
 from vitaccel.data_options import add_quantize_options, add_simulate_images, describe_images
+from vitaccel.memory import PROFILES, profile
 
 __all__ = ["main", "UserError"]
 
@@ -83,8 +84,8 @@ def cmd_simulate(args, say):
     from vitaccel.data_options import images_count, simulate_images
     from vitaccel.sw.zoo import load_intvit
 
-    cfg = load_config(args.config)
-    lo, hi = args.latency
+    cfg, memory = load_config(args.config), profile(args.memory)
+    lo, hi = args.latency or (1, 1)
     _require(1 <= lo <= hi, f"--latency MIN MAX needs 1 <= MIN <= MAX, not {lo} {hi}")
     _require(0.0 <= args.stall < 1.0, f"--stall must be a probability in [0, 1), not {args.stall}")
     _require((args.op is None) != (args.model is None), "give either --op (one operation) or --model (a whole ViT)")
@@ -95,8 +96,8 @@ def cmd_simulate(args, say):
     for flag, path in (("--trace", args.trace), ("--trace-instructions", args.trace_instructions)):
         if path is not None:
             _check_writable(path, flag)
-    common = dict(seed=args.seed, engine=args.engine, latency=(lo, hi), stall=args.stall, trace=args.trace,
-                  trace_instructions=args.trace_instructions, progress=say)
+    common = dict(seed=args.seed, engine=args.engine, memory=memory, latency=args.latency, stall=args.stall,
+                  trace=args.trace, trace_instructions=args.trace_instructions, progress=say)
     if args.model is not None:
         images_count(args.images, args.model)
         intvit = load_intvit(args.model, cfg, say)
@@ -288,9 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["rtl", "isa", "perf"], default="rtl", help="rtl: Verilator, cycle-accurate "
                    "(default); isa: functional ISA simulator; perf: analytic cycle model (--model only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random layer and memory model")
-    p.add_argument("--latency", type=int, nargs=2, default=(1, 1), metavar=("MIN", "MAX"),
-                   help="memory read latency range in cycles (random when MIN < MAX)")
-    p.add_argument("--stall", type=float, default=0.0, help="probability that memory refuses a command")
+    p.add_argument("--memory", default="onchip", help=f"external memory: {', '.join(PROFILES)} (default: onchip)")
+    p.add_argument("--latency", type=int, nargs=2, metavar=("MIN", "MAX"),
+                   help="override the profile's read latency: MIN..MAX cycles (random per burst when MIN < MAX)")
+    p.add_argument("--stall", type=float, default=0.0, help="probability per cycle that the memory stalls")
     p.add_argument("--trace", metavar="FILE.vcd",
                    help="rtl: write a VCD waveform (GTKWave opens it; --model: of the first image)")
     p.add_argument("--trace-instructions", metavar="FILE.csv",

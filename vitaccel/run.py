@@ -138,23 +138,31 @@ class IsaBackend(Backend):
 
 
 class RtlBackend(Backend):
-    """The Verilator model of ``cfg``'s core. Its memory answers a read after a uniform random
-    latency in ``latency = (MIN, MAX)`` cycles and refuses a command with probability ``stall``,
-    drawn from ``seed + k`` on the ``k``-th execution; ``trace`` (a .vcd path) and
-    ``trace_instructions`` (a .csv path, :func:`write_instruction_trace`) record the first; the
-    waveform is written under a temporary name beside ``trace`` and renamed when the run ends
-    (removed when it fails or is interrupted). :meth:`prepare` builds the models the runs need."""
+    """The Verilator model of ``cfg``'s core on the DRAM model of ``memory`` (a
+    :mod:`vitaccel.memory` profile or its name). ``latency = (MIN, MAX)`` overrides the profile's
+    read latency (uniform random per read burst); the memory stalls every channel with probability
+    ``stall`` per cycle; the draws come from ``seed + k`` on the ``k``-th execution. ``trace`` (a .vcd
+    path) and ``trace_instructions`` (a .csv path, :func:`write_instruction_trace`) record the first;
+    the waveform is written under a temporary name beside ``trace`` and renamed when the run ends
+    (removed when it fails or is interrupted). :meth:`prepare` refuses a program larger than the
+    memory and builds the models the runs need. An execution's details are the bytes the core read
+    and wrote over AXI4."""
     name = label = "rtl"
 
-    def __init__(self, cfg: AccelConfig, *, seed: int = 0, latency=(1, 1), stall: float = 0.0, trace=None,
-                 trace_instructions=None, progress: Progress = _silent):
-        self.cfg, self.seed, self.latency, self.stall = cfg, seed, tuple(latency), stall
+    def __init__(self, cfg: AccelConfig, *, memory="onchip", seed: int = 0, latency=None, stall: float = 0.0,
+                 trace=None, trace_instructions=None, progress: Progress = _silent):
+        from vitaccel.memory import profile
+
+        self.cfg, self.memory, self.seed, self.stall = cfg, profile(memory), seed, stall
+        self.latency = None if latency is None else tuple(latency)
         self.trace, self.trace_instructions, self.progress = trace, trace_instructions, progress
         self.executions = 0
 
     def prepare(self, program) -> None:
         from vitaccel.sim.verilator import build
 
+        if program is not None:
+            self.memory.check_fits(len(program.image), f"the program image for config {self.cfg.name!r}")
         self.progress(f"building the Verilator model of {self.cfg.name} (cached after the first run)")
         start = time.perf_counter()
         build(self.cfg)
@@ -170,17 +178,19 @@ class RtlBackend(Backend):
         first = self.executions == 0
         traced = first and self.trace is not None
         with atomic_path(self.trace) if traced else contextlib.nullcontext() as wave:
-            result = run_image(self.cfg, run.image, run.prog_addr, seed=self.seed + self.executions,
-                               latency=self.latency, cmd_stall=self.stall, trace=wave,
+            result = run_image(self.cfg, run.image, run.prog_addr, memory=self.memory,
+                               seed=self.seed + self.executions, latency=self.latency, stall=self.stall, trace=wave,
                                trace_instructions=first and self.trace_instructions is not None)
         if first and self.trace_instructions is not None:
             write_instruction_trace(run, result.instructions, self.trace_instructions)
         self.executions += 1
         return Execution(result.error.name, result.pc, {name: run.read_tensor(result.image, name) for name in outputs},
-                         result.wall_s, cycles=result.cycles, image=result.image, sim_cycles=result.sim_cycles)
+                         result.wall_s, cycles=result.cycles, image=result.image, sim_cycles=result.sim_cycles,
+                         details={"bytes_read": result.bytes_read, "bytes_written": result.bytes_written})
 
     def conditions(self) -> dict:
-        return {"latency": list(self.latency), "cmd_stall": self.stall}
+        latency = self.latency or (self.memory.latency,) * 2
+        return {"memory": self.memory.name, "latency": list(latency), "stall": self.stall}
 
 
 class BoardBackend(Backend):
@@ -228,14 +238,14 @@ class BoardBackend(Backend):
         return Execution(result.error_name, result.pc, read, t3 - t0, cycles=result.cycles, details=details)
 
 
-def backend(engine: str, cfg: AccelConfig, *, seed: int = 0, latency=(1, 1), stall: float = 0.0, trace=None,
-            trace_instructions=None, progress: Progress = _silent) -> Backend:
+def backend(engine: str, cfg: AccelConfig, *, memory="onchip", seed: int = 0, latency=None, stall: float = 0.0,
+            trace=None, trace_instructions=None, progress: Progress = _silent) -> Backend:
     """The simulator backend ``engine`` (``isa`` or ``rtl``) for ``cfg``; the memory conditions and
     traces apply to ``rtl``."""
     if engine == "isa":
         return IsaBackend()
     if engine == "rtl":
-        return RtlBackend(cfg, seed=seed, latency=latency, stall=stall, trace=trace,
+        return RtlBackend(cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
                           trace_instructions=trace_instructions, progress=progress)
     raise ValueError(f"engine must be isa or rtl to run a program, not {engine!r}")
 
@@ -357,6 +367,7 @@ def run_program(program, expected: Mapping[str, np.ndarray], engine: Backend, *,
     figures = {} if run.image is None else {"rtl_equals_isa": run.image == isa.image}
     figures.update(error=run.error, cycles=run.cycles, wall_s=round(run.wall_s, 4),
                    build_s=round(engine.build_s, 3))
+    figures.update({key: run.details[key] for key in ("bytes_read", "bytes_written") if key in run.details})
     if run.sim_cycles:
         figures["sim_cycles_per_s"] = round(run.sim_cycles / run.wall_s) if run.wall_s > 0 else 0
     figures.update(engine.conditions(), first_mismatch=mismatch and mismatch.to_json())
@@ -393,7 +404,7 @@ def _top1(runs: list[ImageRun], key: str) -> float:
 
 
 def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, engine: str = "rtl",
-                    latency=(1, 1), stall: float = 0.0, progress: Progress | None = None, trace=None,
+                    memory="onchip", latency=None, stall: float = 0.0, progress: Progress | None = None, trace=None,
                     trace_instructions=None) -> Report:
     """A seeded random linear layer ``(m, k) x (k, n)`` compiled for ``cfg``, run on ``engine``
     (:func:`run_program`) and checked against golden; with cycles, its MAC ``utilization``.
@@ -406,7 +417,7 @@ def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, 
     say(f"compiling linear ({m}, {k}, {n})")
     program = compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult, layer.shift)
     report = run_program(program, {"y": layer.golden()},
-                         backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
+                         backend(engine, cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
                                  trace_instructions=trace_instructions, progress=say),
                          subject={"op": "linear", "shape": [m, k, n], "macs": layer.macs}, seed=seed)
     if "cycles" in report.figures:
@@ -416,7 +427,7 @@ def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, 
 
 
 def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: int = 0, engine: str = "rtl",
-                    latency=(1, 1), stall: float = 0.0, progress: Progress | None = None, trace=None,
+                    memory="onchip", latency=None, stall: float = 0.0, progress: Progress | None = None, trace=None,
                     trace_instructions=None) -> Report:
     """A seeded random nonlinear op (``softmax``, ``layernorm``, ``gelu``, ``add``) of ``rows`` x
     ``length`` compiled for ``cfg``, run on ``engine`` and checked (softmax: its row exponents
@@ -436,7 +447,7 @@ def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: 
         expected["row_exp"] = padded.reshape(shape)
     variant = {"softmax": cfg.softmax, "layernorm": cfg.layernorm, "gelu": cfg.gelu, "add": "dyadic"}[op]
     report = run_program(program, expected,
-                         backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
+                         backend(engine, cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
                                  trace_instructions=trace_instructions, progress=say),
                          subject={"op": op, "variant": variant, "shape": [rows, length], "elements": work.elements},
                          seed=seed)
@@ -446,7 +457,7 @@ def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: 
 
 
 def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *, engine: str = "rtl",
-                   seed: int = 0, latency=(1, 1), stall: float = 0.0, program=None, progress: Progress | None = None,
+                   memory="onchip", seed: int = 0, latency=None, stall: float = 0.0, program=None, progress: Progress | None = None,
                    trace=None, trace_instructions=None) -> Report:
     """Run ``images`` (int8, ``(B, C, H, W)``) through ``intvit`` compiled for ``cfg`` (or the
     given ``program``) on ``engine`` (one of :data:`ENGINES`), every logit vector checked whole
@@ -459,7 +470,10 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
     ``rtl`` the error of the performance model against the measured cycles. ``trace`` (a .vcd path)
     and ``trace_instructions`` (a .csv path) record the first image's run (``rtl`` only).
 
-    ``latency = (MIN, MAX)`` is the memory's read latency in cycles: the RTL's memory model answers
+    ``memory`` is the :mod:`vitaccel.memory` profile (or its name) of the external memory; a
+    program larger than its capacity is refused after compiling, before any run. For ``rtl``,
+    ``bytes_read`` and ``bytes_written`` per image (in ``runs``) and their means. ``latency =
+    (MIN, MAX)`` overrides the profile's read latency in cycles: the RTL's memory model answers
     after a uniform random latency in that range; the performance model assumes a fixed latency of
     MIN (exact when MIN == MAX), reported as ``perf_mem_latency``. A board's cycles are those at
     ``(System.MEM_LATENCY,) * 2`` (boards/top.py).
@@ -468,9 +482,12 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
     from vitaccel.sw.compile_model import compile_model
     from vitaccel.sw.forward import forward, patches
 
+    from vitaccel.memory import profile
+
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    lo, hi = latency
+    memory = profile(memory)
+    lo, hi = (memory.latency,) * 2 if latency is None else latency
     if not 1 <= lo <= hi:
         raise ValueError(f"latency must be (min, max) with 1 <= min <= max, not {latency!r}")
     say = progress or _silent
@@ -480,13 +497,14 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         start = time.perf_counter()
         program = compile_model(intvit, cfg)
         compile_s = time.perf_counter() - start
+    memory.check_fits(len(program.image), f"{intvit.info.get('source', 'the model')} compiled for config {cfg.name!r}")
     model = perf.estimate(program, mem_latency=lo)
     build_s = 0.0
     if engine == "perf":
         runs, wall, sim_cycles = [ImageRun(i, None if labels is None else int(labels[i]), model.cycles)
                                   for i in range(len(images))], 0.0, 0
     else:
-        runner = backend(engine, cfg, seed=seed, latency=latency, stall=stall, trace=trace,
+        runner = backend(engine, cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
                          trace_instructions=trace_instructions, progress=say)
         runner.prepare(program)
         build_s = runner.build_s
@@ -499,6 +517,7 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         "cycles_source": {"rtl": "measured (Verilator)", "isa": "modelled (perf)", "perf": "modelled (perf)"}[engine],
         "perf_cycles": model.cycles,
         "perf_mem_latency": lo,
+        "memory": memory.name,
         "macs": model.macs,
         "wall_s": round(wall, 3),
         "build_s": round(build_s, 3),
@@ -512,7 +531,9 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         mean = sum(r.cycles for r in runs) / len(runs)
         figures.update(cycles=round(mean), utilization=round(model.macs / (cfg.macs * mean), 4),
                        sim_cycles_per_s=round(sim_cycles / wall) if wall else None,
-                       perf_error=round((model.cycles - mean) / mean, 5))
+                       perf_error=round((model.cycles - mean) / mean, 5),
+                       **{key: round(sum(r.details[key] for r in runs) / len(runs))
+                          for key in ("bytes_read", "bytes_written")})
     else:
         figures.update(cycles=model.cycles, utilization=round(model.macs / (cfg.macs * model.cycles), 4))
     if labels is not None and engine != "perf":

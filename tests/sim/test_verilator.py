@@ -1,6 +1,6 @@
-"""The Verilator full-system simulator on `tiny`: exact DMA round trips under random memory timing,
-ISA errors, harness errors, the build cache and its key, and a hand-assembled layer checked against
-numpy."""
+"""The Verilator full-system simulator on `tiny`: exact DMA round trips on every memory profile and
+under random memory timing, the bytes moved, ISA errors, harness errors, the build cache and its
+key, and a hand-assembled layer checked against numpy."""
 
 import importlib.util
 import random
@@ -11,6 +11,7 @@ import pytest
 
 from vitaccel.config import preset
 from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, encode, encode_program
+from vitaccel.memory import PROFILES, MemoryProfile, MemoryProfileError
 from vitaccel.sim import verilator
 from vitaccel.sim.verilator import HarnessError, SimTimeout, build, run_image
 from vitaccel.sw.golden import requantize
@@ -36,9 +37,12 @@ def image_with(program, size, **regions):
 
 
 @pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC, LocalMemory.PARAM])
-@pytest.mark.parametrize("latency,stall,seed", [((1, 1), 0.0, 0), ((1, 9), 0.5, 1), ((5, 5), 0.8, 2)])
-def test_load_store_round_trip(binary, mem, latency, stall, seed):
-    """Strided LOAD then STORE elsewhere moves exactly the row bytes and touches nothing else."""
+@pytest.mark.parametrize("memory,latency,stall,seed", [
+    ("onchip", None, 0.0, 0), ("onchip", (1, 9), 0.5, 1), ("onchip", (5, 5), 0.8, 2),
+    ("ulx3s-sdram", None, 0.0, 3), ("ulx3s-sdram", None, 0.3, 4), ("arty-ddr3", None, 0.0, 5)])
+def test_load_store_round_trip(binary, mem, memory, latency, stall, seed):
+    """Strided LOAD then STORE elsewhere moves exactly the row bytes and touches nothing else; the
+    harness counts the bytes the core moved."""
     row = CFG.spad_row_bytes if mem == LocalMemory.SPAD else CFG.acc_row_bytes
     rows, src, dst = 37, 0x1000, 0x3000
     src_stride, dst_stride = 2 * row + 4, row + 12
@@ -48,7 +52,7 @@ def test_load_store_round_trip(binary, mem, latency, stall, seed):
         END,
     ]
     image = image_with(program, 0x6000, data=(src, random.Random(seed).randbytes(rows * src_stride)))
-    result = run_image(CFG, bytes(image), PROG, seed=seed, latency=latency, cmd_stall=stall)
+    result = run_image(CFG, bytes(image), PROG, memory=memory, seed=seed, latency=latency, stall=stall)
     expected = bytearray(image)
     for r in range(rows):
         to, fro = dst + r * dst_stride, src + r * src_stride
@@ -57,12 +61,22 @@ def test_load_store_round_trip(binary, mem, latency, stall, seed):
     assert result.error == ErrorCode.NONE
     assert (result.instret, result.pc) == (3, PROG + 2 * INSTR_BYTES)
     assert 0 < result.cycles < result.sim_cycles and result.wall_s > 0
+    assert result.memory == memory and result.bytes_written == rows * row
+    assert result.bytes_read >= rows * row + 3 * INSTR_BYTES and result.bytes_read % CFG.bus_bytes == 0
+
+
+def test_slower_memory_takes_more_cycles(binary):
+    program = [encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=50, dram_addr=0x400, dram_stride=16),
+               encode(Opcode.STORE, mem=LocalMemory.ACC, rows=50, dram_addr=0x800, dram_stride=16), END]
+    image = bytes(image_with(program, 0x1000))
+    cycles = {name: run_image(CFG, image, PROG, memory=name).cycles for name in PROFILES}
+    assert cycles["onchip"] < cycles["arty-ddr3"] < cycles["ulx3s-sdram"]
 
 
 def test_same_seed_same_cycles(binary):
     program = [encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=50, dram_addr=0x400, dram_stride=16), END]
     image = bytes(image_with(program, 0x800))
-    runs = [run_image(CFG, image, PROG, seed=s, latency=(1, 6), cmd_stall=0.4) for s in (7, 7, 8)]
+    runs = [run_image(CFG, image, PROG, seed=s, latency=(1, 6), stall=0.4) for s in (7, 7, 8)]
     assert runs[0].cycles == runs[1].cycles != runs[2].cycles
 
 
@@ -83,7 +97,8 @@ def test_illegal_instruction_stops_with_error(binary, word, error):
 
 def test_access_outside_the_image_is_a_harness_error(binary):
     program = [encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=4, dram_addr=0x7F8, dram_stride=4), END]
-    with pytest.raises(HarnessError, match=r"read of 4 bytes at address 0x800 .*outside the image"):
+    with pytest.raises(HarnessError, match=r"^tiny: cycle \d+: read at address 0x800: a burst of \d+ beats reaches "
+                                           r"outside the memory \(2048 bytes\) \(pc 0x[0-9a-f]+, \d instructions retired\)$"):
         run_image(CFG, bytes(image_with(program, 0x800)), PROG)
 
 
@@ -96,10 +111,20 @@ def test_no_done_within_max_cycles_times_out(binary):
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="latency"):
         run_image(CFG, bytes(64), latency=(0, 1))
-    with pytest.raises(ValueError, match="cmd_stall"):
-        run_image(CFG, bytes(64), cmd_stall=1.0)
+    with pytest.raises(ValueError, match="stall"):
+        run_image(CFG, bytes(64), stall=1.0)
     with pytest.raises(ValueError, match="prog_addr"):
         run_image(CFG, bytes(64), prog_addr=64)
+    with pytest.raises(MemoryProfileError, match="unknown memory profile 'sram'"):
+        run_image(CFG, bytes(64), memory="sram")
+
+
+def test_an_image_larger_than_the_memory_is_refused_before_the_build(monkeypatch):
+    small = MemoryProfile("small", latency=2, bytes_per_cycle=None, turnaround=0, write_latency=1, max_bursts=2,
+                          capacity=1024)
+    monkeypatch.setattr(verilator, "build", lambda *args, **kwargs: pytest.fail("built"))
+    with pytest.raises(MemoryProfileError, match="needs 2,048 bytes but memory profile 'small' has 1,024 bytes"):
+        run_image(CFG, bytes(2048), memory=small)
 
 
 def test_second_build_is_cached(binary, monkeypatch):
@@ -143,7 +168,7 @@ def test_linear_layer_matches_numpy(cfg):
     ]
     params = np.stack([bias, mult, shift]).astype("<i4").tobytes()
     image = image_with(program, 0x800, x=(X, x.tobytes()), w=(W, wt.tobytes()), p=(P, params))
-    result = run_image(cfg, bytes(image), PROG, seed=3, latency=(1, 4), cmd_stall=0.2)
+    result = run_image(cfg, bytes(image), PROG, seed=3, latency=(1, 4), stall=0.2)
     assert result.error == ErrorCode.NONE and result.instret == len(program)
     acc = 2 * (x.astype(np.int64) @ wt.astype(np.int64))
     got_acc = np.frombuffer(result.image[C:C + 4 * m * n], dtype="<i4").reshape(m, n)
