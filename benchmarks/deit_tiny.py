@@ -3,9 +3,11 @@ quantized, compiled for an AccelConfig and run on the ISA simulator and in cycle
 
 Prints: quantization, compile and ISA-simulation wall times; RTL cycles, bit-exactness of the whole
 logit vector against the golden integer forward, RTL wall time and simulated cycles per second;
-MAC utilization over the whole inference; the performance model's cycles and its error against RTL.
+MAC utilization over the whole inference; the performance model's cycles and its error against RTL;
+the bytes the core read and wrote over its AXI4 port (counted by the harness's DRAM model).
 
-    python benchmarks/deit_tiny.py                 # default config, one image
+    python benchmarks/deit_tiny.py                          # default config, one image, on-chip memory
+    python benchmarks/deit_tiny.py --memory ulx3s-sdram     # the ULX3S's SDRAM behind LiteDRAM
     python benchmarks/deit_tiny.py --json --skip-rtl
 """
 
@@ -24,6 +26,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="default")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memory", default="onchip", help="memory profile (vitaccel.memory.PROFILES)")
     parser.add_argument("--skip-rtl", action="store_true", help="ISA simulator and performance model only")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -40,18 +43,20 @@ def main(argv=None):
     compile_s = time.perf_counter() - start
 
     isa = simulate_model(intvit, cfg, images, engine="isa", program=program, progress=say)
-    figures = {"config": cfg.name, "model": "deit-tiny (random weights)", "instructions": len(program.instructions),
+    figures = {"config": cfg.name, "memory": args.memory, "model": "deit-tiny (random weights)",
+               "instructions": len(program.instructions), "image_bytes": len(program.image),
                "quantize_or_load_s": round(quantize_s, 2), "compile_s": round(compile_s, 2),
                "isa_sim_s": round(isa["wall_s"], 2), "isa_bit_exact": isa.bit_exact}
     report = simulate_model(intvit, cfg, images, engine="perf" if args.skip_rtl else "rtl", seed=args.seed,
-                            program=program, progress=say)
+                            memory=args.memory, program=program, progress=say)
     figures.update(perf_cycles=report["perf_cycles"], macs=report["macs"])
     if args.skip_rtl:
         figures.update(utilization_modelled=report["utilization"])
     else:
         figures.update(rtl_bit_exact=report["bit_exact"], rtl_cycles=report["cycles"],
                        utilization=report["utilization"], rtl_wall_s=report["wall_s"],
-                       sim_cycles_per_s=report["sim_cycles_per_s"], perf_error=report["perf_error"])
+                       sim_cycles_per_s=report["sim_cycles_per_s"], perf_error=report["perf_error"],
+                       bytes_read=report.get("bytes_read"), bytes_written=report.get("bytes_written"))
     if args.json:
         print(json.dumps(figures))
     else:

@@ -7,28 +7,35 @@ instruction waits until no engine is busy, and no engine takes a command while b
 that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls). The model
 replays that timeline instruction by instruction with
 
-- **control**: ``F + L + C`` to fetch (``F = INSTR_BITS / bus_bits`` bus reads, the last answered
-  after the memory latency ``L``) and check (``C = Controller.CHECK_CYCLES``: decode, check),
-  plus ``Controller.DISPATCH_CYCLES`` (2) to dispatch; a vector instruction has ``ceil(length / cols) + 1`` more (the controller's
-  range check walks the tiles of a row, one per cycle, then registers its verdict); an instruction with ``rows == 0`` (or a
-  vector one with ``length == 0``) ``F + L + C``; END ``F + L + C + 1`` and then waits until no
-  engine is busy. The fetch starts in the cycle after
-  the previous instruction's dispatch, its reads wait for a STORE in flight to finish;
-- **engine**: the busy time of its engine, from the engines' own cycle formulas:
-  LOAD ``W + L + DMA.LOAD_EXTRA`` and STORE ``W + DMA.STORE_EXTRA`` (``W`` = bus words moved,
-  ``hw.dma.load_cycles`` and ``store_cycles``; its first read can be on the port
-  ``DMA.ISSUE_DELAY`` cycles after the dispatch); MATMUL
+- **control**: the fetch (one AXI4 burst of ``F = INSTR_BITS / bus_bits`` beats: ``F + L`` cycles
+  on an idle memory of read latency ``L`` and a beat per cycle) and the check
+  (``C = Controller.CHECK_CYCLES``: decode, check), plus ``Controller.DISPATCH_CYCLES`` (2) to
+  dispatch; a vector instruction has ``ceil(length / cols) + 1`` more (the controller's range check
+  walks the tiles of a row, one per cycle, then registers its verdict); an instruction with
+  ``rows == 0`` (or a vector one with ``length == 0``) fetch + ``C``; END fetch + ``C + 1`` and
+  then waits until no engine is busy. The fetch's burst is presented in the cycle after the
+  previous instruction's dispatch, and waits for a STORE in flight to finish;
+- **engine**: the busy time of its engine, from the engines' own cycle formulas: MATMUL
   ``hw.matmul.matmul_cycles``; REQUANT ``hw.requant.requant_cycles``; SOFTMAX
   ``hw.softmax.softmax_cycles``; LAYERNORM ``hw.layernorm.layernorm_cycles``; GELU
-  ``hw.gelu.gelu_cycles``; ADD ``hw.residual.add_cycles``. A LOAD shares the external port with
-  the fetches, which go first: every fetch read issued while the LOAD still has reads to issue
-  delays it by one cycle.
+  ``hw.gelu.gelu_cycles``; ADD ``hw.residual.add_cycles``; LOAD and STORE from their bursts
+  (``hw.dma.bursts``) on the memory's timeline: a LOAD's bursts are presented from
+  ``DMA.ISSUE_DELAY`` cycles after its dispatch, each the cycle after the previous one is taken,
+  and it ends ``DMA.LOAD_EXTRA - 1`` cycles after its last beat; a STORE's AW bursts likewise, its
+  W beats offered one per cycle from ``DMA.STORE_EXTRA`` cycles after its dispatch, and it ends
+  the cycle after its last B response (``W + L + LOAD_EXTRA`` and ``W + STORE_EXTRA + Lw`` on a
+  memory that moves a beat per cycle: ``hw.dma.load_cycles``, ``store_cycles``).
 
-The control and DMA terms were fitted to the Verilator model of the core (``run_image`` with
-memory latency 1, 3 and 5 on ``tiny``); tests/sw/test_perf.py holds compile_linear programs and the
-whole tiny-digits model to the RTL's CYCLES exactly and standalone vector-op programs
-(sw/compile_ops.py) within 0.1 %. The memory is assumed to accept a command every cycle (no
-back-pressure) with a fixed read latency.
+The memory is a :mod:`vitaccel.memory` profile (``onchip`` by default) whose timing rules
+:class:`~vitaccel.memory.DramTimeline` replays burst by burst, the same rules the Verilator harness's
+DRAM model (``sim/dram.h``) applies every cycle. The fetches and a LOAD share the read channel
+(``hw/arbiter.py``): bursts go in the order they are presented (the fetch's first in a tie) and
+are answered in that order, so a fetch presented while a LOAD streams waits for the LOAD's earlier
+bursts; those cycles count as the LOAD's. Random stalls and random latencies are not modelled.
+
+The control and DMA terms were fitted to the Verilator model of the core (``run_image``);
+tests/sw/test_perf.py holds compile_linear programs, vector-op programs and the whole tiny-digits
+model to the RTL's CYCLES exactly, on every memory profile.
 
 Per layer (:attr:`Program.layers`): cycles, array MACs (``rows * cfg.rows * cfg.cols`` per MATMUL,
 padding included), utilization (MACs over ``cycles * cfg.macs``) and the bound: the class of
@@ -45,7 +52,7 @@ from dataclasses import dataclass, field
 
 from vitaccel.config import AccelConfig
 from vitaccel.hw.controller import Controller
-from vitaccel.hw.dma import DMA, load_cycles, store_cycles
+from vitaccel.hw.dma import DMA, bursts
 from vitaccel.hw.gelu import gelu_cycles
 from vitaccel.hw.layernorm import layernorm_cycles
 from vitaccel.hw.matmul import matmul_cycles
@@ -53,6 +60,7 @@ from vitaccel.hw.requant import requant_cycles
 from vitaccel.hw.residual import add_cycles
 from vitaccel.hw.softmax import softmax_cycles
 from vitaccel.isa import INSTR_BITS, LocalMemory, Opcode, decode_fields
+from vitaccel.memory import DramTimeline, MemoryProfile, profile
 from vitaccel.sw.program import Program
 
 __all__ = ["InstructionCost", "InstructionTime", "LayerPerf", "PerfReport", "instruction_cost", "estimate",
@@ -95,18 +103,28 @@ class InstructionCost:
         return self.control + self.engine
 
 
-def instruction_cost(cfg: AccelConfig, word: int, *, mem_latency: int = 1) -> InstructionCost:
-    """The cost of the instruction ``word`` on ``cfg`` with an external memory of read latency
-    ``mem_latency`` cycles (the module docstring gives the formulas). Raises ValueError for an
-    illegal opcode (a program that stops with an error has no meaningful cycle count)."""
+def instruction_cost(cfg: AccelConfig, word: int, *, memory: MemoryProfile | str = "onchip",
+                     mem_latency: int | None = None) -> InstructionCost:
+    """The cost of the instruction ``word`` on ``cfg`` alone on the external memory ``memory`` (a
+    :mod:`vitaccel.memory` profile; ``mem_latency`` overrides its read latency) (the module
+    docstring gives the formulas). Raises ValueError for an illegal opcode (a program that stops
+    with an error has no meaningful cycle count)."""
     op, f = _decode(word)
-    return _op_cost(cfg, op, f, mem_latency=mem_latency)
+    memory = profile(memory)
+    return _op_cost(cfg, op, f, memory, mem_latency, _fetch_cycles(cfg, memory, mem_latency))
 
 
-def _op_cost(cfg: AccelConfig, op: Opcode, f: dict, *, mem_latency: int = 1) -> InstructionCost:
+def _fetch_cycles(cfg: AccelConfig, memory: MemoryProfile, mem_latency: int | None) -> int:
+    """Cycles from a fetch's burst to its last beat, both included, on an idle memory
+    (``INSTR_BITS / bus_bits + L`` on one beat per cycle)."""
+    return DramTimeline(memory, cfg.bus_bytes, latency=mem_latency).read_burst(0, INSTR_BITS // cfg.bus_bits).last + 1
+
+
+def _op_cost(cfg: AccelConfig, op: Opcode, f: dict, memory: MemoryProfile, mem_latency: int | None,
+             fetch_cycles: int) -> InstructionCost:
     """:func:`instruction_cost` of the instruction ``op`` with fields ``f`` (plain ints, as
-    ``isa.decode_fields`` returns them)."""
-    fetch = INSTR_BITS // cfg.bus_bits + mem_latency + Controller.CHECK_CYCLES
+    ``isa.decode_fields`` returns them), whose fetch takes ``fetch_cycles`` (:func:`_fetch_cycles`)."""
+    fetch = fetch_cycles + Controller.CHECK_CYCLES
     if op is Opcode.END:
         return InstructionCost(op, fetch + 1, 0, 0)
     if _no_op(op, f):
@@ -117,9 +135,7 @@ def _op_cost(cfg: AccelConfig, op: Opcode, f: dict, *, mem_latency: int = 1) -> 
         control += -(-f["length"] // cfg.cols) + Controller.VECTOR_CHECK_CYCLES
     macs = 0
     if op in (Opcode.LOAD, Opcode.STORE):
-        row_bytes = cfg.spad_row_bytes if f["mem"] == LocalMemory.SPAD.value else cfg.acc_row_bytes
-        words = f["rows"] * row_bytes // cfg.bus_bytes
-        engine = load_cycles(words, mem_latency) if op is Opcode.LOAD else store_cycles(words)
+        engine = _dma_cycles(cfg, op, f, memory, mem_latency)
     elif op is Opcode.MATMUL:
         engine = matmul_cycles(cfg, f["rows"])
         macs = f["rows"] * cfg.macs
@@ -153,41 +169,50 @@ class _Timeline:
     """The controller's and the engines' cycles as hw/controller.py schedules them (module docstring).
 
     Cycle 1 is the first fetch cycle. ``end[engine]`` is the last busy cycle of the engine's latest
-    instruction, ``latest[engine]`` that instruction's opcode and fields. A LOAD's end depends on the
-    fetch reads issued while it runs, so it is settled only when something waits for it.
+    instruction, ``latest[engine]`` that instruction's opcode and fields. The AXI4 read channel is
+    shared by the fetches and a LOAD's bursts (``hw/arbiter.py``): bursts are accepted in the order
+    they are presented, the controller's first when both come in the same cycle, and a presented
+    burst keeps its place until accepted. A LOAD's bursts are therefore placed on the memory's
+    timeline (:class:`~vitaccel.memory.DramTimeline`) lazily: those presented before a fetch's
+    burst when that fetch comes, the rest when something waits for the LOAD.
     """
 
-    def __init__(self, cfg: AccelConfig, mem_latency: int):
-        self.cfg, self.latency = cfg, mem_latency
+    def __init__(self, cfg: AccelConfig, memory: MemoryProfile, mem_latency: int | None):
+        self.cfg = cfg
+        self.dram = DramTimeline(memory, cfg.bus_bytes, latency=mem_latency)
         self.end = dict.fromkeys(_ENGINE.values(), 0)
         self.latest = {}            # engine -> (index, opcode, fields) of its latest instruction
-        self.load = None            # (first cycle its reads may issue, words) of an unsettled LOAD
-        self.fetch_reads = []       # (first, last) cycles of fetch reads since that LOAD's dispatch
+        self.load = None            # [next burst's presentation cycle, bursts left] of an unsettled LOAD
+        self.last_beat = 0          # the unsettled LOAD's last beat so far
+
+    def _load_bursts(self, before: int | None = None) -> None:
+        """Place the unsettled LOAD's bursts presented before cycle ``before`` (all: None)."""
+        if self.load is None:
+            return
+        present, left = self.load
+        while left and (before is None or present < before):
+            timing = self.dram.read_burst(present, left.pop(0))
+            present, self.last_beat = timing.accept + 1, timing.last
+        self.load[0] = present
+        if not left:
+            # The beat is registered in the cycle after it, shifted into the row; the row is written
+            # in the next (DMA.LOAD_EXTRA after the latency and the words).
+            self.end["dma"] = self.last_beat + DMA.LOAD_EXTRA - 1
+            self.load = None
 
     def engine_end(self, engine: str) -> int:
-        if engine == "dma" and self.load is not None:
-            cycle, words = self.load
-            for first, last in self.fetch_reads:
-                if last < cycle:
-                    continue
-                if first - cycle >= words:
-                    break
-                words -= max(0, first - cycle)
-                cycle = max(cycle, last + 1)
-            # The last read issues in cycle + words - 1; its row is written LOAD_EXTRA - ISSUE_DELAY
-            # cycles after its response.
-            self.end["dma"] = cycle + words - 1 + self.latency + DMA.LOAD_EXTRA - DMA.ISSUE_DELAY + 1
-            self.load = None
+        if engine == "dma":
+            self._load_bursts()
         return self.end[engine]
 
-    def fetch(self, f: int, reads: int) -> int:
-        """The first cycle of the reads of a fetch whose state is entered in cycle ``f``."""
+    def fetch(self, f: int, beats: int) -> tuple[int, int]:
+        """A fetch whose state is entered in cycle ``f``: the cycle its burst is presented and the
+        cycle of its last beat. Its burst waits while a STORE is in flight."""
         first = f
         if self.latest.get("dma", (0, None))[1] is Opcode.STORE:
             first = max(f, self.engine_end("dma") + 1)
-        if self.load is not None:
-            self.fetch_reads.append((first, first + reads - 1))
-        return first
+        self._load_bursts(before=first)
+        return first, self.dram.read_burst(first, beats).last
 
     def blockers(self, op: Opcode, f: dict) -> list[str]:
         """The engines whose latest instruction must finish before ``op`` is offered."""
@@ -209,9 +234,39 @@ class _Timeline:
         engine = _ENGINE[op]
         self.latest[engine] = (index, op, f)
         if op is Opcode.LOAD:
-            self.load, self.fetch_reads = (d + DMA.ISSUE_DELAY, engine_cycles - self.latency - DMA.LOAD_EXTRA), []
+            self.load = [d + DMA.ISSUE_DELAY, [beats for _, beats in _dma_bursts(self.cfg, f)]]
+        elif op is Opcode.STORE:
+            self.end["dma"] = _store_end(self.dram, self.cfg, f, d)
         else:
             self.end[engine] = d + engine_cycles
+
+
+def _dma_bursts(cfg: AccelConfig, f: dict) -> list[tuple[int, int]]:
+    row_bytes = cfg.spad_row_bytes if f["mem"] == LocalMemory.SPAD.value else cfg.acc_row_bytes
+    return bursts(cfg, f["dram_addr"], f["rows"], f["dram_stride"], row_bytes)
+
+
+def _store_end(dram: DramTimeline, cfg: AccelConfig, f: dict, d: int) -> int:
+    """The last busy cycle of a STORE accepted in cycle ``d``: its AW bursts presented from
+    ``d + ISSUE_DELAY`` on, one per cycle as they are taken; its W beats offered one per cycle from
+    ``d + STORE_EXTRA`` on; over the cycle after its last B response."""
+    present, offered, response = d + DMA.ISSUE_DELAY, d + DMA.STORE_EXTRA, d
+    for _, beats in _dma_bursts(cfg, f):
+        timing = dram.write_burst(present, beats, offered)
+        present, offered, response = timing.accept + 1, offered + beats, timing.response
+    return response + 1
+
+
+def _dma_cycles(cfg: AccelConfig, op: Opcode, f: dict, memory: MemoryProfile, mem_latency: int | None) -> int:
+    """The busy cycles of a LOAD or STORE alone on the memory (nothing else on the read channel)."""
+    dram = DramTimeline(memory, cfg.bus_bytes, latency=mem_latency)
+    if op is Opcode.STORE:
+        return _store_end(dram, cfg, f, 0)
+    present, last = DMA.ISSUE_DELAY, 0
+    for _, beats in _dma_bursts(cfg, f):
+        timing = dram.read_burst(present, beats)
+        present, last = timing.accept + 1, timing.last
+    return last + DMA.LOAD_EXTRA - 1
 
 
 def _written(f: dict) -> tuple[int, int]:
@@ -222,22 +277,27 @@ def _meet(x: tuple[int, int], y: tuple[int, int]) -> bool:
     return x[0] < y[1] and y[0] < x[1]
 
 
-def _timeline(cfg: AccelConfig, words: list[int], mem_latency: int) -> list[InstructionTime]:
-    reads = INSTR_BITS // cfg.bus_bits
-    timeline = _Timeline(cfg, mem_latency)
+def _timeline(cfg: AccelConfig, words: list[int], memory: MemoryProfile, mem_latency: int | None
+              ) -> tuple[list[InstructionTime], DramTimeline]:
+    beats = INSTR_BITS // cfg.bus_bits
+    fetch_cycles = _fetch_cycles(cfg, memory, mem_latency)
+    timeline = _Timeline(cfg, memory, mem_latency)
     control, waited, macs, ops = [], [], [], []
     f = 1
     for index, word in enumerate(words):
         op, fields = _decode(word)
-        cost = _op_cost(cfg, op, fields, mem_latency=mem_latency)
+        cost = _op_cost(cfg, op, fields, memory, mem_latency, fetch_cycles)
         ops.append(op)
         control.append(cost.control)
         waited.append(0)
         macs.append(cost.macs)
-        first = timeline.fetch(f, reads)
-        if first > f:
-            waited[timeline.latest["dma"][0]] += first - f
-        ready = first + cost.control - 1     # the dispatch (END: done) cycle if nothing is waited for
+        first, last = timeline.fetch(f, beats)
+        # Cycles the fetch lost to a STORE in flight or to a LOAD's beats ahead of its own: the
+        # DMA's instruction's (the program's first fetch can lose none).
+        lost = (first - f) + (last - (first + fetch_cycles - 1))
+        if lost:
+            waited[timeline.latest["dma"][0]] += lost
+        ready = last + cost.control - fetch_cycles     # the dispatch (END: done) cycle if nothing is waited for
         if _no_op(op, fields):
             f = ready + 1
             continue
@@ -252,7 +312,8 @@ def _timeline(cfg: AccelConfig, words: list[int], mem_latency: int) -> list[Inst
             break
         timeline.dispatch(index, op, fields, d, cost.engine)
         f = d + 1
-    return [InstructionTime(*row) for row in zip(ops, control, waited, macs)]
+    timeline.engine_end("dma")
+    return [InstructionTime(*row) for row in zip(ops, control, waited, macs)], timeline.dram
 
 
 @dataclass(frozen=True)
@@ -284,11 +345,15 @@ class LayerPerf:
 
 @dataclass(frozen=True)
 class PerfReport:
-    """:func:`estimate`'s result: per-instruction cycles (:class:`InstructionTime`) and per-layer totals."""
+    """:func:`estimate`'s result: per-instruction cycles (:class:`InstructionTime`), per-layer totals
+    and the bytes the program moves over the AXI4 port (fetches included)."""
     config: AccelConfig
+    memory: MemoryProfile
     mem_latency: int
     instructions: list
     layers: list
+    bytes_read: int = 0
+    bytes_written: int = 0
 
     @property
     def cycles(self) -> int:
@@ -336,12 +401,16 @@ class PerfReport:
         return "\n".join(lines)
 
 
-def estimate(program: Program, *, mem_latency: int = 1) -> PerfReport:
-    """The timeline of ``program`` (module docstring): every instruction's share of the cycles and
-    every layer of :attr:`Program.layers` (instructions outside every layer form a layer named
-    ``(unnamed)``). Instructions after the first END are never fetched and not reported."""
+def estimate(program: Program, *, memory: MemoryProfile | str = "onchip", mem_latency: int | None = None
+             ) -> PerfReport:
+    """The timeline of ``program`` (module docstring) on the external memory ``memory`` (a
+    :mod:`vitaccel.memory` profile; ``mem_latency`` overrides its read latency): every
+    instruction's share of the cycles and every layer of :attr:`Program.layers` (instructions
+    outside every layer form a layer named ``(unnamed)``). Instructions after the first END are
+    never fetched and not reported."""
     cfg = program.config
-    costs = _timeline(cfg, list(program.instructions), mem_latency)
+    memory = profile(memory)
+    costs, dram = _timeline(cfg, list(program.instructions), memory, mem_latency)
     spans, previous = [], 0
     for start, stop, name in program.layers:
         if start > previous:
@@ -360,4 +429,5 @@ def estimate(program: Program, *, mem_latency: int = 1) -> PerfReport:
             by_opcode[cost.opcode.name] = by_opcode.get(cost.opcode.name, 0) + 1
         layers.append(LayerPerf(name, start, stop, sum(by_class.values()),
                                 sum(c.macs for c in costs[start:stop]), cfg.macs, by_class, by_opcode))
-    return PerfReport(cfg, mem_latency, costs, layers)
+    return PerfReport(cfg, memory, memory.latency if mem_latency is None else mem_latency, costs, layers,
+                      dram.bytes_read, dram.bytes_written)

@@ -49,23 +49,36 @@ def test_linear_layers_match_the_rtl(binary, shape, latency):
     assert rtl.cycles == estimate(program, mem_latency=latency).cycles
 
 
-def test_vector_ops_match_the_rtl(binary):
+@pytest.mark.parametrize("memory", ["ulx3s-sdram", "arty-ddr3"])
+@pytest.mark.parametrize("shape", [(17, 36, 36), (50, 72, 36)])
+def test_linear_layers_match_the_rtl_on_dram(binary, shape, memory):
+    """On the DRAM profiles (latency, paced beats, turnaround, few bursts in flight) too."""
+    program = linear_program(*shape)
+    rtl = run_image(CFG, program.image, program.prog_addr, memory=memory)
+    assert rtl.cycles == estimate(program, memory=memory).cycles
+
+
+@pytest.mark.parametrize("memory", ["onchip", "ulx3s-sdram"])
+def test_vector_ops_match_the_rtl(binary, memory):
     rng = np.random.default_rng(1)
     x = rng.integers(-128, 128, (300, 37), dtype=np.int8)
     for op, params, kw in [("add", (3, 5, 2), {"x2": x[::-1].copy()}), ("softmax", (1000, 10), {}),
                            ("gelu", rng.integers(-128, 128, 256, dtype=np.int8), {})]:
         program = compile_vector_op(CFG, op, x, params, **kw)
-        assert run_image(CFG, program.image, 0).cycles == estimate(program).cycles, op
+        assert run_image(CFG, program.image, 0, memory=memory).cycles == estimate(program, memory=memory).cycles, op
 
 
-def test_whole_model_on_the_rtl(binary, digits):
+@pytest.mark.parametrize("memory", ["onchip", "ulx3s-sdram", "arty-ddr3"])
+def test_whole_model_on_the_rtl(binary, digits, memory):
     # The compiled tiny-digits model on the core: golden logits and exactly the estimated cycles.
     image = digits_split("test")[0][:1]
     program = compile_model(digits, CFG)
     program = program.with_tensors(input=patches(quantize_input(digits, image), 2)[0])
-    rtl = run_image(CFG, program.image, 0)
+    rtl = run_image(CFG, program.image, 0, memory=memory)
     assert np.array_equal(program.read_tensor(rtl.image, "logits"), forward(digits, image))
-    assert rtl.cycles == estimate(program).cycles
+    model = estimate(program, memory=memory)
+    assert rtl.cycles == model.cycles
+    assert (rtl.bytes_read, rtl.bytes_written) == (model.bytes_read, model.bytes_written)
 
 
 def test_instruction_formulas():
@@ -76,8 +89,9 @@ def test_instruction_formulas():
         return instruction_cost(cfg, encode(op, **fields), mem_latency=2)
 
     load = cost(Opcode.LOAD, mem=LocalMemory.SPAD, rows=10, dram_stride=12)
-    assert (load.control, load.engine) == (fetch + 2, 30 + 2 + 4)
-    assert cost(Opcode.STORE, mem=LocalMemory.ACC, rows=2).engine == 24 + READ_LATENCY + 4
+    assert (load.control, load.engine) == (fetch + 2, 30 + 2 + 3)    # words, latency, LOAD_EXTRA
+    # words, READ_LATENCY + 4, the B response's latency (1)
+    assert cost(Opcode.STORE, mem=LocalMemory.ACC, rows=2).engine == 24 + READ_LATENCY + 4 + 1
     mm = cost(Opcode.MATMUL, rows=197, transpose_b=1)
     assert (mm.engine, mm.macs) == (matmul_cycles(cfg, 197), 197 * 144)
     assert cost(Opcode.REQUANT, rows=5, row_shift=1).engine == requant_cycles(cfg, 5, True)
