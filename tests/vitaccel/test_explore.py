@@ -75,10 +75,15 @@ def _files(out):
     return {name: (Path(out) / name).read_text() for name in ("points.jsonl", "summary.md")}
 
 
-def test_perf_sweep_on_ray_equals_serial_and_the_rerun_runs_nothing(local_ray, tmp_path):
+def test_perf_sweep_on_ray_equals_serial_and_the_rerun_runs_nothing(local_ray, tmp_path, monkeypatch):
     """Four points, perf only, on local Ray: every point done; the same space serially
     (``workers=1``, no Ray) writes identical reports; a rerun into the first directory takes
-    every result from its cache and runs no job."""
+    every result from its cache and runs no job. (The sources' hash is held fixed: a source file
+    edited in the working tree during the test would rightly make the rerun's keys new.)"""
+    from vitaccel import explore as module
+
+    digests = {stage: module._sources_digest(stage) for stage in ("perf", "synth")}
+    monkeypatch.setattr(module, "_sources_digest", digests.__getitem__)
     space = load_space(EXAMPLES / "space-tiny.toml")
     ray_dir, serial_dir = tmp_path / "ray", tmp_path / "serial"
     on_ray = explore("ulx3s-85f", "tiny-digits", space, ray_dir, synth=False, workers=2)
