@@ -361,6 +361,8 @@ def explore(board_name: str, model: str, space: Space, out_dir: str | os.PathLik
         raise SpaceError("--verify and --verify-points must not be negative")
     if any(seed < 1 for seed in seeds):
         raise SpaceError(f"--seed values must be positive integers, not {list(seeds)}")
+    if timeout is not None and not timeout > 0:
+        raise SpaceError(f"--timeout must be a positive number of seconds, not {timeout:g}")
     timeout = NEXTPNR_TIMEOUT if timeout is None else timeout
     say = progress or (lambda message: None)
     ident = model_id(model)

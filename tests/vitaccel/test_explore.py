@@ -153,6 +153,13 @@ def test_cli_explore_json_and_a_bad_space(tmp_path, capsys):
     assert main(["explore", "--board", "ulx3s-85f", "--model", "tiny-digits", "--space",
                  str(EXAMPLES / "space-tiny.toml"), "-o", str(out), "--route", "--perf-only", "--json"]) == 2
     assert "--route needs synthesis" in capsys.readouterr().err
+    for flags, message in ((["--workers", "0"], "--workers must be a positive integer, not 0"),
+                           (["--route", "--timeout", "-5"], "--timeout must be a positive number of seconds, not -5"),
+                           (["--objective", "min-lut"], "objective min-lut needs --fps-target")):
+        assert main(["explore", "--board", "ulx3s-85f", "--model", "tiny-digits", "--space",
+                     str(EXAMPLES / "space-tiny.toml"), "-o", str(out), *flags, "--json"]) == 2
+        assert capsys.readouterr().err == f"vitaccel: error: {message}" + (
+            " and synthesis (not --perf-only)\n" if "min-lut" in message else "\n")
 
 
 def test_simulate_workers_spreads_the_images_and_equals_one_process(local_ray, capsys):
