@@ -498,7 +498,7 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
         program = compile_model(intvit, cfg)
         compile_s = time.perf_counter() - start
     memory.check_fits(len(program.image), f"{intvit.info.get('source', 'the model')} compiled for config {cfg.name!r}")
-    model = perf.estimate(program, mem_latency=lo)
+    model = perf.estimate(program, memory=memory, mem_latency=lo)
     build_s = 0.0
     if engine == "perf":
         runs, wall, sim_cycles = [ImageRun(i, None if labels is None else int(labels[i]), model.cycles)
