@@ -2,7 +2,7 @@
 
 :class:`AxiOnChipMemory` serves the core's AXI4 master (``hw/axi.py``) from ``size`` bytes of block
 RAM, one beat per cycle in steady state, with the timing of a memory profile
-(``vitaccel/memory.py``: :meth:`AxiOnChipMemory.profile_figures`), and has a second, simple port
+(``vitaccel/memory.py``: :meth:`AxiOnChipMemory.profile`), and has a second, simple port
 (``host``, :class:`WordPortSignature`) through which the UART host link loads the program and reads
 results. :class:`AxiLiteSlice` is a register slice on an AXI4-Lite link (the host link's path to the
 core's CSRs).
@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from vitaccel.hw.axi import BURST_INCR, RESP_OKAY, RESP_SLVERR, Axi4Signature, AxiLiteSignature, burst_size
 from vitaccel.hw.lib import RegisteredFIFO
+from vitaccel.memory import MemoryProfile
 
 __all__ = ["WordPortSignature", "AxiOnChipMemory", "AxiLiteSlice", "RESP_DECERR"]
 
@@ -82,7 +83,7 @@ class AxiOnChipMemory(wiring.Component):
     - Reads and writes may be in flight together; their order is then not defined (AXI4: a master
       that needs it waits for B).
 
-    These are the rules of a ``vitaccel.memory.MemoryProfile`` (:meth:`profile_figures`), so the
+    These are the rules of a ``vitaccel.memory.MemoryProfile`` (:meth:`profile`), so the
     performance model's cycles are the board's when the master takes every R beat and B response
     the cycle it is offered.
 
@@ -121,11 +122,17 @@ class AxiOnChipMemory(wiring.Component):
         super().__init__({"axi": In(Axi4Signature(addr_bits, data_bits)),
                           "host": In(WordPortSignature(addr_bits, data_bits))})
 
-    def profile_figures(self) -> dict:
-        """The ``vitaccel.memory.MemoryProfile`` parameters of this memory's timing (a master
-        taking every R beat and B the cycle it is offered): one beat per cycle, no turnaround."""
-        return {"latency": self.READ_LATENCY, "bytes_per_cycle": None, "turnaround": 0,
-                "write_latency": self.WRITE_RESPONSE_LATENCY, "max_bursts": self.bursts, "capacity": self.size}
+    @classmethod
+    def profile(cls, size: int, bursts: int = 4) -> MemoryProfile:
+        """The timing of a memory of ``size`` bytes holding ``bursts`` open as a
+        :class:`vitaccel.memory.MemoryProfile` (what ``perf.estimate`` and the Verilator harness
+        take): one beat per cycle, no turnaround, :attr:`READ_LATENCY`,
+        :attr:`WRITE_RESPONSE_LATENCY`. Exact for a master that takes every R beat and B response
+        the cycle it is offered."""
+        return MemoryProfile(
+            "board-bram", latency=cls.READ_LATENCY, bytes_per_cycle=None, turnaround=0,
+            write_latency=cls.WRITE_RESPONSE_LATENCY, max_bursts=bursts, capacity=size,
+            source="boards/axi_memory.py AxiOnChipMemory: the board top's block RAM behind its AXI4 slave")
 
     def elaborate(self, platform):
         m = Module()

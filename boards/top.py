@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from vitaccel.config import AccelConfig
 from vitaccel.hw.axi import CSR_ADDR_BITS
 from vitaccel.hw.core import Core
+from vitaccel.memory import MemoryProfile
 
 from .axi_memory import AxiLiteSlice, AxiOnChipMemory
 from .hostlink import HostLink
@@ -48,7 +49,7 @@ class System(wiring.Component):
     done: Out(1)
 
     #: Cycles from the core's read burst accepted on AR to its first beat on the board (the
-    #: ``latency`` of its memory profile, :meth:`AxiOnChipMemory.profile_figures`).
+    #: ``latency`` of :meth:`memory_profile`).
     MEM_LATENCY = AxiOnChipMemory.READ_LATENCY
     #: Read and write bursts the board's memory holds open, per direction.
     MEM_BURSTS = 4
@@ -63,15 +64,18 @@ class System(wiring.Component):
         self.baud = baud
         super().__init__()
 
-    def memory(self) -> AxiOnChipMemory:
-        """The board's memory, as :meth:`elaborate` builds it."""
-        return AxiOnChipMemory(self.cfg.addr_bits, self.cfg.bus_bits, self.mem_bytes, bursts=self.MEM_BURSTS)
+    @classmethod
+    def memory_profile(cls, mem_bytes: int) -> MemoryProfile:
+        """The timing of the board's memory (``mem_bytes`` of it) as a :mod:`vitaccel.memory`
+        profile: ``perf.estimate(program, memory=System.memory_profile(mem_bytes))`` is the
+        CYCLES a run on the board counts."""
+        return AxiOnChipMemory.profile(mem_bytes, cls.MEM_BURSTS)
 
     def elaborate(self, platform):
         cfg = self.cfg
         m = Module()
         m.submodules.core = core = Core(cfg, dsp_sites=self.dsp_sites)
-        m.submodules.memory = mem = self.memory()
+        m.submodules.memory = mem = AxiOnChipMemory(cfg.addr_bits, cfg.bus_bits, self.mem_bytes, bursts=self.MEM_BURSTS)
         wiring.connect(m, core.m_axi, mem.axi)
         m.submodules.host = host = HostLink(cfg.addr_bits, cfg.bus_bits, clk_hz=self.clk_hz, baud=self.baud)
         m.submodules.csr_slice = csr_slice = AxiLiteSlice(CSR_ADDR_BITS)

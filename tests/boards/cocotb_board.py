@@ -6,12 +6,13 @@ The PC's end of the line is :class:`SimUart`: it drives ``rx`` bit by bit (8 dat
 host driver's own conversations (``vitaccel.boards.host``: the code ``vitaccel run`` uses) write
 the compiled program's whole memory image, then per image write the input, start, poll STATUS and
 read the logits, which must equal the golden integer model's, whole vectors, and the CYCLES the
-board reports, which must equal the perf model's at the board's memory latency
-(``System.MEM_LATENCY``) exactly.
+board reports, which must equal the perf model's on the board memory's profile
+(``System.memory_profile``: the core's AXI4 master on the on-chip AXI memory) exactly.
 
 Settings: VITACCEL_PROGRAM (a program file), VITACCEL_INPUTS and VITACCEL_GOLDEN (``.npy``: the
 images' patches and the golden logits), VITACCEL_IMAGES (the images' indices in the digits test
-split, for messages), VITACCEL_SEED, VITACCEL_CLOCK_NS, VITACCEL_BIT_CLOCKS.
+split, for messages), VITACCEL_MEM_BYTES (the System's memory), VITACCEL_SEED, VITACCEL_CLOCK_NS,
+VITACCEL_BIT_CLOCKS.
 """
 
 import os
@@ -91,7 +92,8 @@ async def tiny_digits_over_uart(dut):
     inputs = np.load(os.environ["VITACCEL_INPUTS"])
     golden = np.load(os.environ["VITACCEL_GOLDEN"])
     images = [int(i) for i in os.environ["VITACCEL_IMAGES"].split(",")]
-    modelled = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
+    memory = System.memory_profile(int(os.environ["VITACCEL_MEM_BYTES"]))
+    modelled = perf.estimate(program, memory=memory).cycles
 
     cocotb.start_soon(Clock(dut.clk, clock_ns, unit="ns").start())
     dut.rx.value = 1
@@ -120,10 +122,10 @@ async def tiny_digits_over_uart(dut):
                                  f"{want.tolist()}; first mismatch at logit {j}: {got[j]} != {want[j]}")
         assert result.cycles == modelled, (
             f"seed {seed}: image {k} ({index} in the digits test split): the board counted {result.cycles:,} "
-            f"cycles, the perf model at memory latency {System.MEM_LATENCY} {modelled:,} "
+            f"cycles, the perf model on memory {memory.name} {modelled:,} "
             f"({result.cycles - modelled:+,})")
         dut._log.info(f"image {index}: bit-exact, class {int(np.argmax(got))}, {result.cycles:,} cycles "
-                      f"(= perf model at memory latency {System.MEM_LATENCY}), {result.instret:,} instructions")
+                      f"(= perf model on memory {memory.name}), {result.instret:,} instructions")
     assert uart.frame_errors == 0, f"{uart.frame_errors} bad frames on tx"
     assert not uart.received, f"the board top sent {len(uart.received)} bytes nobody asked for"
     dut._log.info(f"{get_sim_time('ms'):.1f} simulated ms, {time.perf_counter() - wall:.1f} s")

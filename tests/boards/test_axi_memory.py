@@ -241,3 +241,81 @@ def test_axi_lite_slice(seed):
         assert got == want, f"seed {seed}"
 
     simulate(dut, testbench)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_its_profile(seed):
+    """The memory moves every beat and response in the cycle ``vitaccel.memory.DramTimeline``
+    computes for ``AxiOnChipMemory.profile`` (the performance model's rules), for random bursts
+    presented at random cycles, reads and writes apart (as the core issues them), the master
+    taking every R beat and B response at once: the board's CYCLES are the perf model's."""
+    from vitaccel.memory import DramTimeline
+
+    rng = random.Random(seed)
+    mem = AxiOnChipMemory(16, 32, 4096, bursts=3)
+    axi = mem.axi
+    cycle = 0
+
+    def bursts():
+        out, at = [], 0
+        for _ in range(12):
+            at += rng.choice([0, 0, 1, 2, rng.randint(0, 40)])
+            out.append((at, rng.choice([1, 2, 3, rng.randint(1, 20)])))
+        return out
+
+    async def run(ctx, write, plan):
+        nonlocal cycle
+        start = cycle
+        timeline = DramTimeline(AxiOnChipMemory.profile(4096, 3), 4)
+        expected = [(timeline.write_burst if write else timeline.read_burst)(start + at, n) for at, n in plan]
+        addr, valid, ready, last = ("aw", "awvalid", "awready", None) if write else ("ar", "arvalid", "arready", None)
+        accepts, beats, responses = [], [], []
+        a_i = w_i = w_k = 0
+        ctx.set(axi.rready, 1)
+        ctx.set(axi.bready, 1)
+        ctx.set(axi.wstrb, 0xF)
+        while len(responses) < len(plan):
+            offer = a_i < len(plan) and cycle >= start + plan[a_i][0]
+            ctx.set(getattr(axi, valid), offer)
+            if a_i < len(plan):
+                ctx.set(getattr(axi, f"{addr}addr"), 4 * rng.randrange(512))
+                ctx.set(getattr(axi, f"{addr}len"), plan[a_i][1] - 1)
+                ctx.set(getattr(axi, f"{addr}size"), 2)
+                ctx.set(getattr(axi, f"{addr}burst"), 1)
+            w_offer = write and w_i < len(plan) and cycle >= start + plan[w_i][0]
+            ctx.set(axi.wvalid, w_offer)
+            ctx.set(axi.wlast, w_offer and w_k == plan[w_i][1] - 1)
+            await ctx.delay(1e-9)
+            if offer and ctx.get(getattr(axi, ready)):
+                accepts.append(cycle)
+                a_i += 1
+            if w_offer and ctx.get(axi.wready):
+                beats.append(cycle)
+                w_k += 1
+                if w_k == plan[w_i][1]:
+                    w_i, w_k = w_i + 1, 0
+            if not write and ctx.get(axi.rvalid):
+                beats.append(cycle)
+                if ctx.get(axi.rlast):
+                    responses.append(cycle)
+            if write and ctx.get(axi.bvalid):
+                responses.append(cycle)
+            await ctx.tick()
+            cycle += 1
+            assert cycle < start + 5000, f"seed {seed}: stuck"
+        ctx.set(getattr(axi, valid), 0)
+        ctx.set(axi.wvalid, 0)
+        for _ in range(10):             # all quiet before the next direction
+            await ctx.tick()
+            cycle += 1
+        kind = "write" if write else "read"
+        assert accepts == [t.accept for t in expected], f"seed {seed}: {kind} accepts"
+        assert beats == [c for t in expected for c in t.beats], f"seed {seed}: {kind} beats"
+        assert responses == [t.response for t in expected], f"seed {seed}: {kind} responses"
+
+    async def testbench(ctx):
+        for _ in range(3):
+            await run(ctx, True, bursts())
+            await run(ctx, False, bursts())
+
+    simulate(mem, testbench)

@@ -1,7 +1,7 @@
 """The board top in Verilator, driven over its UART pins by the host driver's own protocol code.
 
-:class:`~vitaccel.boards.top.System` for the ``tiny`` config (core, 128 KiB of on-chip memory, host
-link at 4 clocks per bit) runs under cocotb (tests/boards/cocotb_board.py): the tiny-digits
+:class:`~vitaccel.boards.top.System` for the ``tiny`` config (core, 128 KiB of on-chip AXI memory,
+host link at 4 clocks per bit) runs under cocotb (tests/boards/cocotb_board.py): the tiny-digits
 program image goes in over ``rx`` in block writes, two seeded-random held-out digits are run one
 after the other (the second on what the first left in the memories), and their logits come back
 over ``tx`` equal to the golden integer model's. VITACCEL_SEED picks the images.
@@ -56,6 +56,7 @@ def test_tiny_digits_over_uart(tmp_path, monkeypatch):
         "VITACCEL_INPUTS": str(tmp_path / "inputs.npy"),
         "VITACCEL_GOLDEN": str(tmp_path / "golden.npy"),
         "VITACCEL_IMAGES": ",".join(map(str, pick)),
+        "VITACCEL_MEM_BYTES": str(MEM_BYTES),
         "VITACCEL_SEED": str(SEED),
         "VITACCEL_CLOCK_NS": str(CLOCK_NS),
         "VITACCEL_BIT_CLOCKS": str(BIT_CLOCKS),
