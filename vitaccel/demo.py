@@ -145,8 +145,11 @@ def summary(report: dict) -> list[tuple[str, str, str]]:
         if board.get("measured"):
             res = ", ".join(f"{k.upper()} {r['used']:,} ({r['percent']:g}%)" for k, r in board["resources"].items())
             rows += [("resources", res, "yosys, " + board["provenance"].split(":")[0] + _netlist(board)),
-                     ("Fmax", f"{board['fmax_mhz']} MHz", board["fmax_source"] + _netlist(board)),
-                     (f"FPS on {board['board']}", f"{board['fps']:,}", "cycles per image at Fmax")]
+                     # An Artix-7 estimate has no Fmax (no open place-and-route), hence no FPS.
+                     ("Fmax", f"{board['fmax_mhz']} MHz" if board["fmax_mhz"] else "-",
+                      board["fmax_source"] + _netlist(board)),
+                     (f"FPS on {board['board']}", f"{board['fps']:,}" if board["fps"] else "-",
+                      "cycles per image at Fmax")]
         elif board["fits"]:
             rows.append(("resources, Fmax, FPS", "not measured", board["next"]))
     return rows
