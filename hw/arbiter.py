@@ -12,7 +12,10 @@ from amaranth.lib.wiring import In, Out
 from .axi import AxiReadSignature, BURST_INCR, CACHE, burst_size
 from .lib import RegisteredFIFO
 
-__all__ = ["ReadArbiter"]
+__all__ = ["ReadArbiter", "MAX_OUTSTANDING"]
+
+#: Unanswered read bursts the core's arbiter allows (more than any memory profile takes in flight).
+MAX_OUTSTANDING = 32
 
 
 class ReadArbiter(wiring.Component):
@@ -21,10 +24,10 @@ class ReadArbiter(wiring.Component):
     Each requester drives ``araddr``, ``arlen`` and ``arvalid`` and sees the bursts' R beats in its
     own order; the arbiter drives the constant AR fields (INCR, full-width beats, ``AxCACHE``
     :data:`~vitaccel.hw.axi.CACHE`) and ignores the requesters' values of them. In a cycle, the
-    burst of the lowest-numbered requester with ``arvalid`` is offered, unless a burst offered in
-    the cycle before was not taken: that one is offered again (AXI4 keeps ARVALID and the address
-    stable until the handshake; every requester holds its burst until it is taken). The others see
-    ``arready`` low. A burst is issued only while fewer than ``max_outstanding`` bursts are unanswered: the
+    burst of the lowest-numbered requester with ``arvalid`` is granted, unless a burst granted in
+    the cycle before was not taken: that one keeps the grant (AXI4 keeps ARVALID and the address
+    stable until the handshake; every requester holds its burst until it is taken), so bursts are
+    taken in the order they were first granted. The others see ``arready`` low. A burst is issued only while fewer than ``max_outstanding`` bursts are unanswered: the
     arbiter remembers the requester of each burst in a FIFO of that depth, routes every R beat
     (and that requester's ``rready``) by its head, and pops it with the burst's last beat.
 
@@ -35,10 +38,12 @@ class ReadArbiter(wiring.Component):
     requesters : int
         Number of requester ports, at least 2.
     max_outstanding : int
-        Unanswered bursts allowed at once, at least 1.
+        Unanswered bursts allowed at once, at least 1. The default, 32, is more than any memory
+        profile of :mod:`vitaccel.memory` takes in flight, so that on the simulated memories the
+        slave's ``arready`` alone holds bursts back (what the performance model assumes).
     """
 
-    def __init__(self, addr_bits: int, data_bits: int, *, requesters: int = 2, max_outstanding: int = 16):
+    def __init__(self, addr_bits: int, data_bits: int, *, requesters: int = 2, max_outstanding: int = MAX_OUTSTANDING):
         if not isinstance(requesters, int) or requesters < 2:
             raise ValueError(f"Requester count must be an integer of at least 2, not {requesters!r}")
         if not isinstance(max_outstanding, int) or max_outstanding < 1:
@@ -58,11 +63,13 @@ class ReadArbiter(wiring.Component):
         m.d.comb += [axi.arsize.eq(self._size), axi.arburst.eq(BURST_INCR), axi.arcache.eq(CACHE),
                      axi.arlock.eq(0), axi.arprot.eq(0)]
 
-        # The requester whose burst was offered and not taken in the cycle before, if any.
+        # The requester whose burst was granted and not taken in the cycle before (the slave did
+        # not take it, or every tag was in use), if any: it keeps the grant.
         waiting = Signal(name="waiting")
         waiter = Signal(range(len(reqs)), name="waiter")
         offered = Signal(range(len(reqs)), name="offered")
-        m.d.sync += [waiting.eq(axi.arvalid & ~axi.arready), waiter.eq(offered)]
+        granted = Signal(name="granted")
+        m.d.sync += [waiting.eq(granted & ~(axi.arvalid & axi.arready)), waiter.eq(offered)]
 
         earlier = None         # some requester before this one has a burst
         for index, req in enumerate(reqs):
@@ -72,6 +79,7 @@ class ReadArbiter(wiring.Component):
             earlier = req.arvalid if earlier is None else earlier | req.arvalid
             with m.If(grant):
                 m.d.comb += [
+                    granted.eq(1),
                     axi.arvalid.eq(tags.w_rdy),
                     axi.araddr.eq(req.araddr),
                     axi.arlen.eq(req.arlen),

@@ -78,7 +78,7 @@ class DMA(wiring.Component):
     instruction is accepted (:attr:`ISSUE_DELAY`), then one per cycle while the channel takes them.
 
     LOAD issues all its read bursts back to back; the engine itself does not limit the bursts in
-    flight (in the core, ``hw/arbiter.py`` allows 16) and takes beats whenever they come
+    flight (in the core, ``hw/arbiter.py`` allows 32) and takes beats whenever they come
     (``rready`` is always high), so it sustains one word per cycle when the memory does. Every beat
     is registered before it is used (``rvalid`` and ``rdata`` reach flip-flops directly); a row is
     written to local memory two cycles after its last word arrives.
@@ -221,11 +221,14 @@ class DMA(wiring.Component):
         ends = seg <= room
         beats = Mux(ends, seg, room)
         with m.If(~command.busy):
-            row_words = Mux(instr.mem == LocalMemory.SPAD, command.spad_words, command.acc_words)
-            contiguous = instr.dram_stride == row_words * cfg.bus_bytes
+            to_spad = instr.mem == LocalMemory.SPAD
+            row_words = Mux(to_spad, command.spad_words, command.acc_words)
+            contiguous = instr.dram_stride == Mux(to_spad, cfg.spad_row_bytes, cfg.acc_row_bytes)
+            # rows * row_words as shifted adds of constants: a multiplier here would take a DSP.
+            words = Mux(to_spad, _times(instr.rows, command.spad_words), _times(instr.rows, command.acc_words))
             m.d.sync += [
                 addr.eq(instr.dram_addr), base.eq(instr.dram_addr),
-                seg.eq(Mux(contiguous, instr.rows * row_words, row_words)),
+                seg.eq(Mux(contiguous, words, row_words)),
                 left.eq(Mux(contiguous, 1, instr.rows)),
                 bursts.more.eq(instr.rows != 0), bursts.out_valid.eq(0),
             ]
@@ -523,6 +526,15 @@ class DMA(wiring.Component):
             m.d.sync += staged.eq(terms[0])
             terms = [staged]
         m.d.comb += gen.made_wdata.eq(terms[0])
+
+
+def _times(value, constant: int):
+    """``value * constant`` as a sum of shifted copies of ``value`` (no multiplier cell)."""
+    terms = [value << k for k in range(constant.bit_length()) if constant >> k & 1]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 class _RowWalk:

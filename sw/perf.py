@@ -51,6 +51,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vitaccel.config import AccelConfig
+from vitaccel.hw.arbiter import MAX_OUTSTANDING
 from vitaccel.hw.controller import Controller
 from vitaccel.hw.dma import DMA, bursts
 from vitaccel.hw.gelu import gelu_cycles
@@ -178,6 +179,9 @@ class _Timeline:
     """
 
     def __init__(self, cfg: AccelConfig, memory: MemoryProfile, mem_latency: int | None):
+        if memory.max_bursts > MAX_OUTSTANDING:
+            raise ValueError(f"memory profile {memory.name!r} takes {memory.max_bursts} read bursts in flight, more "
+                             f"than the core's arbiter issues ({MAX_OUTSTANDING}): not modelled")
         self.cfg = cfg
         self.dram = DramTimeline(memory, cfg.bus_bytes, latency=mem_latency)
         self.end = dict.fromkeys(_ENGINE.values(), 0)
