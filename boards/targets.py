@@ -65,7 +65,8 @@ class Board:
     ``memory_bandwidth`` is the peak of the external memory in bytes per second (interface width
     times transfer rate, from the datasheets named in ``memory_source``), an upper bound for the
     accelerator's DMA. ``mem_bytes`` is the default size of the board top's on-chip program and
-    data memory. ``clk_hz`` is the accelerator's clock in :func:`~vitaccel.boards.build.build`
+    data memory; ``memory_profile`` names the :mod:`vitaccel.memory` profile of its external RAM,
+    which ``vitaccel estimate`` times the model on by default. ``clk_hz`` is the accelerator's clock in :func:`~vitaccel.boards.build.build`
     (one the current core meets, so that the bitstream works); ``target_hz`` the clock constraint
     :func:`~vitaccel.boards.synth.estimate` places and routes for (nextpnr's timing-driven placer
     works towards it, so it is set at the frequency the design aims for).
@@ -80,6 +81,8 @@ class Board:
     memory_bandwidth: float
     memory_source: str
     mem_bytes: int
+    #: The :mod:`vitaccel.memory` profile of the board's external RAM (None: it has none).
+    memory_profile: str | None = None
 
     def platform_class(self):
         """The amaranth-boards platform class (imported on demand: amaranth-boards is optional)."""
@@ -130,7 +133,8 @@ _ARTY_MEMORY = dict(
     memory="256 MiB DDR3L, 16-bit (Micron MT41K128M16JT-125)",
     memory_bandwidth=2 * 666.67e6,
     memory_source="Digilent Arty A7 Reference Manual, 'DDR3L Memory': 16-bit bus at 667 MT/s through the "
-                  "MIG (333.33 MHz memory clock): 2 bytes x 667 MT/s = 1.33 GB/s peak")
+                  "MIG (333.33 MHz memory clock): 2 bytes x 667 MT/s = 1.33 GB/s peak",
+    memory_profile="arty-ddr3")
 
 BOARDS: dict[str, Board] = {
     "ulx3s-85f": Board(
@@ -140,7 +144,7 @@ BOARDS: dict[str, Board] = {
         memory="32 MiB SDR SDRAM, 16-bit", memory_bandwidth=2 * 166e6,
         memory_source="ULX3S README/schematic (radiona.org/ulx3s): 32 MB SDRAM on a 16-bit bus; SDRAM "
                       "datasheet (AS4C32M16SB / IS42S16160, -6 grade): 166 MHz: 2 bytes x 166 MHz = 332 MB/s peak",
-        mem_bytes=64 * 1024),
+        mem_bytes=64 * 1024, memory_profile="ulx3s-sdram"),
     "icebreaker": Board(
         name="icebreaker", device=ICE40_UP5K, platform="ICEBreakerPlatform", platform_module="icebreaker",
         clk_hz=12_000_000, target_hz=12_000_000,

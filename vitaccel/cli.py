@@ -157,7 +157,7 @@ def cmd_build(args, say):
 
 
 def cmd_estimate(args, say):
-    """Resources, Fmax, cycles (at the board top's memory latency), FPS and GOPS (vitaccel/jobs.py)."""
+    """Resources, Fmax, cycles (on the board's memory), FPS and GOPS (vitaccel/jobs.py)."""
     from vitaccel.jobs import estimate_model, write_estimate_report
 
     cfg = _board_config(args)
@@ -166,7 +166,8 @@ def cmd_estimate(args, say):
         raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     _require(not (args.route and args.no_route), "give --route or --no-route, not both")
     report, sim = estimate_model(args.board, cfg, args.model, engine=args.engine, seed=args.seed, timeout=args.timeout,
-                                 route=True if args.route else False if args.no_route else None, progress=say)
+                                 route=True if args.route else False if args.no_route else None, progress=say,
+                                 memory=args.memory)
     if args.report:
         write_estimate_report(report, sim, Path(args.report))
     return report, (
@@ -174,8 +175,8 @@ def cmd_estimate(args, say):
         + [f"  {kind:<5} {r['used']:>8} of {r['available']:<8} ({r['percent']:.1f} %)  [{r['source']}]"
            for kind, r in report["resources"].items()]
         + [f"  Fmax  {report['fmax_mhz']} MHz [{report['fmax_source']}]",
-           f"  {args.model}: {report['cycles']:,} cycles [{report['cycles_source']}, memory latency "
-           f"{report['mem_latency']}] -> {report['fps']} FPS at {report['clock_mhz_for_fps']:.1f} MHz "
+           f"  {args.model}: {report['cycles']:,} cycles [{report['cycles_source']}, memory "
+           f"{report['memory']}] -> {report['fps']} FPS at {report['clock_mhz_for_fps']:.1f} MHz "
            f"[{report['clock_source']}], {report['gops']} GOPS of {report['peak_gops']} peak; "
            f"memory-bandwidth bound {report['memory_bound_fps']} FPS"])
 
@@ -307,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tiny-digits", help=MODEL_HELP)
     p.add_argument("--engine", choices=["perf", "rtl"], default="perf",
                    help="where the cycles come from: the performance model (default) or Verilator")
+    p.add_argument("--memory", help=f"the memory the cycles are timed on: the board's RAM profile (default), "
+                   f"board-bram (the board top's on-chip memory) or one of {', '.join(PROFILES)}")
     p.add_argument("--report", metavar="DIR", help="also write DIR/estimate.md and a per-layer plot")
     p.add_argument("--route", action="store_true", help="place and route for the Fmax (tens of minutes for `default`, said "
                    "before it starts); default: a routed estimate of this design if one exists, else the placement's")

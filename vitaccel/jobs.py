@@ -53,7 +53,7 @@ def compile_program(model: str, cfg: AccelConfig, output: str, *, listing: bool 
 
 
 def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str = "perf", route: bool | None = None,
-                   seed: int = 1, timeout: float | None = None,
+                   seed: int = 1, timeout: float | None = None, memory: str | None = None,
                    progress: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of ``model`` on ``board_name``.
 
@@ -62,9 +62,13 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     routes (tens of minutes for `default`; how long is stated before it starts, through ``progress``'s
     ``note`` when it has one); ``False`` the placement estimate.
     The cycles come from ``engine`` (the performance model or the RTL, :func:`vitaccel.run.simulate_model`)
-    at the board top's memory latency (:attr:`~vitaccel.boards.top.System.MEM_LATENCY`); the FPS
-    at the Fmax, or at the board's target clock where no open tool gives one (said in
-    ``clock_source``). Returns the report and the simulate report it took its cycles from.
+    on the external memory ``memory``: a :mod:`vitaccel.memory` profile name, ``board-bram`` (the
+    board top's on-chip AXI memory, :meth:`~vitaccel.boards.top.System.memory_profile`), or None:
+    the board's RAM (:attr:`~vitaccel.boards.targets.Board.memory_profile`; the board top's memory
+    where it has none). The FPS is at the Fmax (or the board's target clock where no open tool gives
+    one), except on a profile whose cycle figures assume a clock (the SoC clock of its memory
+    controller): at that clock when the Fmax reaches it (said in ``clock_source``). Returns the
+    report and the simulate report it took its cycles from.
     """
     from vitaccel.boards.synth import NEXTPNR_TIMEOUT, estimate
     from vitaccel.boards.targets import board
@@ -73,8 +77,12 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     from vitaccel.sw.compile_model import compile_model
     from vitaccel.sw.zoo import load_intvit, model_images
 
+    from vitaccel.memory import profile
+
     say = progress or (lambda message: None)
     target = board(board_name)
+    memory = memory or target.memory_profile or "board-bram"
+    ram = System.memory_profile(target.mem_bytes) if memory == "board-bram" else profile(memory)
     # The model first: a bad model file fails in a second, not after the elaboration and the tools.
     intvit = load_intvit(model, cfg, say)
     timeout = NEXTPNR_TIMEOUT if timeout is None else timeout
@@ -84,16 +92,18 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     say("compiling " + model)
     program = compile_model(intvit, cfg)
     images, labels = model_images(intvit, 1)
-    sim = simulate_model(intvit, cfg, images, labels, engine=engine, program=program, progress=say,
-                         latency=(System.MEM_LATENCY, System.MEM_LATENCY))
+    sim = simulate_model(intvit, cfg, images, labels, engine=engine, program=program, progress=say, memory=ram)
     cycles = sim["cycles"]
     fmax = result.get("fmax_mhz")
     clock_mhz = fmax if fmax else target.target_hz / 1e6
+    clock_source = "nextpnr Fmax" if fmax else "board target clock (no Fmax from an open tool)"
+    if ram.clock_mhz and clock_mhz >= ram.clock_mhz:
+        clock_mhz, clock_source = ram.clock_mhz, f"the SoC clock memory profile {ram.name} assumes ({clock_source} reaches it)"
     weights_bytes = sum(s.nbytes for s in program.symbols.values() if s.role in ("weight", "param"))
     fps = clock_mhz * 1e6 / cycles
     report = dict(result, model=model, cycles=cycles, cycles_source=sim["cycles_source"],
-                  mem_latency=System.MEM_LATENCY, clock_mhz_for_fps=clock_mhz,
-                  clock_source="nextpnr Fmax" if fmax else "board target clock (no Fmax from an open tool)",
+                  memory=ram.name, mem_latency=ram.latency, bytes_per_image=sim.get("bytes_read", 0) + sim.get(
+                      "bytes_written", 0) if engine == "rtl" else None, clock_mhz_for_fps=clock_mhz, clock_source=clock_source,
                   fps=round(fps, 3), gops=round(2 * sim["macs"] * fps / 1e9, 3),
                   peak_gops=round(2 * cfg.macs * clock_mhz * 1e6 / 1e9, 3),
                   memory_bound_fps=round(target.memory_bandwidth / weights_bytes, 3),
@@ -126,8 +136,8 @@ def write_estimate_report(report: dict, sim: dict, out_dir: Path) -> None:
     for kind, r in report["resources"].items():
         lines.append(f"| {kind} | {r['used']} of {r['available']} ({r['percent']:.1f} %) | {r['source']} |")
     lines += [f"| Fmax | {report['fmax_mhz']} MHz | {report['fmax_source']} |",
-              f"| cycles per image | {report['cycles']:,} | {report['cycles_source']}, memory latency "
-              f"{report['mem_latency']} (the board top's) |",
+              f"| cycles per image | {report['cycles']:,} | {report['cycles_source']}, memory {report['memory']} "
+              f"(read latency {report['mem_latency']}) |",
               f"| FPS | {report['fps']} | at {report['clock_mhz_for_fps']:.1f} MHz ({report['clock_source']}) |",
               f"| GOPS (peak) | {report['gops']} ({report['peak_gops']}) | 2 x MACs x FPS |",
               f"| memory-bandwidth bound | {report['memory_bound_fps']} FPS | {report['memory_bound_note']} |",

@@ -55,10 +55,10 @@ def test_board_and_model_errors_are_one_line(argv, message, capsys):
     assert err.startswith("vitaccel: error: ") and message in err and err.count("\n") == 1
 
 
-def test_estimate_cycles_at_the_board_memory_latency(monkeypatch, capsys):
-    """`vitaccel estimate` models a board's cycles at its board top's memory latency
-    (``System.MEM_LATENCY``), not at the simulator's 1, and says which; FPS follow from them. The
-    tools' numbers are stood in for (estimate() is tested in tests/boards/test_boards.py)."""
+def test_estimate_cycles_on_the_board_memory(monkeypatch, capsys):
+    """`vitaccel estimate` models a board's cycles on its RAM's memory profile (or, asked, on the
+    board top's block RAM), not on the simulator's one-cycle memory, and says which; FPS follow
+    from them. The tools' numbers are stood in for (estimate() is tested in tests/boards/test_boards.py)."""
     from vitaccel.boards import synth
     from vitaccel.boards.top import System
     from vitaccel.config import preset
@@ -66,18 +66,33 @@ def test_estimate_cycles_at_the_board_memory_latency(monkeypatch, capsys):
     from vitaccel.sw import perf
     from vitaccel.sw.compile_model import compile_model
 
-    measured = {"board": "ulx3s-85f", "part": "test", "config": "tiny", "fmax_mhz": 50.0,
+    measured = {"board": "ulx3s-85f", "part": "test", "config": "tiny", "fmax_mhz": 60.0,
                 "fmax_source": "test", "resources": {}}
     monkeypatch.setattr(synth, "estimate", lambda board, cfg, **options: measured)
-    assert main(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--model", "tiny-digits", "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
     cfg = preset("tiny")
     program = compile_model(load_intvit("tiny-digits", cfg), cfg)
-    cycles = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
-    assert cycles != perf.estimate(program).cycles
-    assert report["cycles"] == cycles and report["mem_latency"] == System.MEM_LATENCY
+
+    # By default on the board's RAM: the ULX3S's SDRAM profile, at the 50 MHz SoC clock it assumes.
+    assert main(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--model", "tiny-digits", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cycles = perf.estimate(program, memory="ulx3s-sdram").cycles
+    assert cycles > perf.estimate(program).cycles
+    assert report["cycles"] == cycles and report["memory"] == "ulx3s-sdram"
     assert report["cycles_source"] == "modelled (perf)"
-    assert report["fps"] == round(50e6 / cycles, 3)
+    assert report["fps"] == round(50e6 / cycles, 3) and "ulx3s-sdram" in report["clock_source"]
+
+    # On the board top's own block RAM (64 KiB: tiny-digits fits for `default`, not for `tiny`): its
+    # AXI memory's timing, at the Fmax.
+    assert main(["estimate", "--board", "ulx3s-85f", "--config", "default", "--model", "tiny-digits", "--memory",
+                 "board-bram", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cfg = preset("default")
+    program = compile_model(load_intvit("tiny-digits", cfg), cfg)
+    cycles = perf.estimate(program, memory=System.memory_profile(64 * 1024)).cycles
+    assert report["cycles"] == cycles and report["mem_latency"] == System.MEM_LATENCY
+    assert report["fps"] == round(60e6 / cycles, 3) and report["clock_source"] == "nextpnr Fmax"
+    assert _user_error(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--memory", "dram9"],
+                       capsys).startswith("vitaccel: error: unknown memory profile 'dram9'")
 
 
 def _user_error(argv, capsys) -> str:
