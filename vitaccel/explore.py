@@ -155,9 +155,12 @@ def _perf(board_name, model, cfg, options):
     from vitaccel.sw.zoo import load_intvit
 
     program = compile_model(load_intvit(model, cfg), cfg)
-    modelled = perf.estimate(program, mem_latency=System.MEM_LATENCY)
+    # The board top's block RAM (its exact AXI timing), whatever its size: explore compares designs
+    # on one memory; `vitaccel estimate` times a model on the board's DRAM profile instead.
+    memory = System.memory_profile(1 << cfg.addr_bits)
+    modelled = perf.estimate(program, memory=memory)
     return {"cycles": modelled.cycles, "macs": modelled.macs, "instructions": len(program.instructions),
-            "utilization": round(modelled.macs / (cfg.macs * modelled.cycles), 4), "mem_latency": System.MEM_LATENCY}
+            "utilization": round(modelled.macs / (cfg.macs * modelled.cycles), 4), "mem_latency": memory.latency}
 
 
 def _synth(board_name, model, cfg, options):
@@ -183,7 +186,7 @@ def _verify(board_name, model, cfg, options):
 
     intvit = load_intvit(model, cfg)
     images, labels = model_images(intvit, options["images"])
-    report = simulate_model(intvit, cfg, images, labels, engine="rtl", latency=(System.MEM_LATENCY,) * 2)
+    report = simulate_model(intvit, cfg, images, labels, engine="rtl", memory=System.memory_profile(1 << cfg.addr_bits))
     return {"images": options["images"], "bit_exact": report.bit_exact, "cycles": report["cycles"],
             "perf_error": report["perf_error"], "build_s": report["build_s"], "wall_s": report["wall_s"]}
 
