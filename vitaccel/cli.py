@@ -294,10 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=int, nargs=2, metavar=("MIN", "MAX"),
                    help="override the profile's read latency: MIN..MAX cycles (random per burst when MIN < MAX)")
     p.add_argument("--stall", type=float, default=0.0, help="probability per cycle that the memory stalls")
-    p.add_argument("--trace", metavar="FILE.vcd",
-                   help="rtl: write a VCD waveform (GTKWave opens it; --model: of the first image)")
-    p.add_argument("--trace-instructions", metavar="FILE.csv",
-                   help="rtl: write each instruction's start and end cycles (--model: first image)")
+    p.add_argument("--trace", metavar="FILE.vcd", help="rtl: write a VCD waveform (--model: of the first image)")
+    p.add_argument("--trace-instructions", metavar="FILE.csv", help="rtl: each instruction's start and end cycles")
 
     p = command("build", "Write Verilog, constraints and the build script for a board (and a bitstream).", cmd_build,
                 config="board", config_help=BOARD_CONFIG_HELP, board=True, output="output directory")
@@ -306,8 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("estimate", "Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of a model on a board.",
                 cmd_estimate, config="board", config_help=BOARD_CONFIG_HELP, board=True)
     p.add_argument("--model", default="tiny-digits", help=MODEL_HELP)
-    p.add_argument("--engine", choices=["perf", "rtl"], default="perf",
-                   help="where the cycles come from: the performance model (default) or Verilator")
+    p.add_argument("--engine", choices=["perf", "rtl"], default="perf", help="cycles from: perf (default) or rtl")
     p.add_argument("--memory", help=f"the memory the cycles are timed on: the board's RAM profile (default), "
                    f"board-bram (the board top's on-chip memory) or one of {', '.join(PROFILES)}")
     p.add_argument("--report", metavar="DIR", help="also write DIR/estimate.md and a per-layer plot")
