@@ -18,6 +18,7 @@ CFG = preset("tiny")
 # A row is 4 (SPAD) or 16 (ACC) words of an 8-bit bus, 1 or 4 words of a 128-bit one.
 NARROW = AccelConfig(name="bus8", bus_bits=8)
 WIDE = AccelConfig(name="bus128", rows=16, cols=16, bus_bits=128)
+BUS64 = AccelConfig(name="bus64", rows=16, cols=16, bus_bits=64)
 
 
 class Bench(Elaboratable):
@@ -85,7 +86,7 @@ def simulate(bench, mem_model, body):
 @pytest.mark.parametrize("mem", [LocalMemory.SPAD, LocalMemory.ACC, LocalMemory.PARAM])
 @pytest.mark.parametrize("latency,stall,seed,cfg", [
     ((1, 1), 0.0, 1, CFG), ((1, 6), 0.4, 2, CFG), ((3, 3), 0.7, 3, CFG),
-    ((1, 4), 0.3, 4, NARROW), ((1, 4), 0.3, 5, WIDE),
+    ((1, 4), 0.3, 4, NARROW), ((1, 4), 0.3, 5, WIDE), ((2, 5), 0.3, 6, BUS64),
 ], ids=lambda v: v.name if isinstance(v, AccelConfig) else None)
 def test_load_then_store_round_trips(mem, latency, stall, seed, cfg):
     """LOAD rows with a stride, check local memory, STORE them elsewhere with another stride."""
@@ -121,7 +122,7 @@ def test_load_then_store_round_trips(mem, latency, stall, seed, cfg):
                                 + [("write", *b) for b in bursts(cfg, dst, rows, dst_stride, nbytes)])
 
 
-@pytest.mark.parametrize("cfg", [CFG, NARROW, WIDE], ids=lambda cfg: cfg.name)
+@pytest.mark.parametrize("cfg", [CFG, NARROW, BUS64, WIDE], ids=lambda cfg: cfg.name)
 @pytest.mark.parametrize("start", [0, 4096 - 48, 3 * 4096 - 16])
 def test_contiguous_rows_go_in_long_bursts_that_never_cross_4k(cfg, start):
     """Rows back to back (stride = row bytes) are one segment: bursts of up to 256 beats, cut at
