@@ -76,7 +76,8 @@ def cmd_generate(args, say):
     from vitaccel.jobs import generate
 
     report = generate(load_config(args.config), args.output, progress=say)
-    return report, [f"wrote {report['verilog']} ({report['bytes']} bytes) and {report['config_file']}"]
+    return report, [f"wrote {report['verilog']} ({report['bytes']} bytes), {report['config_file']} and the CSR map "
+                    f"{' and '.join(report['csr_map'])}"]
 
 
 def cmd_simulate(args, say):

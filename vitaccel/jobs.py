@@ -146,12 +146,14 @@ def write_estimate_report(report: dict, sim: dict, out_dir: Path) -> None:
 
 
 def generate(cfg: AccelConfig, output: str, *, progress: Callable[[str], None] | None = None) -> dict:
-    """Write the Verilog of ``cfg``'s core and the config it came from into ``output``; report the files."""
+    """Write the Verilog of ``cfg``'s core (AXI4 master ``m_axi_*``, AXI4-Lite CSR slave ``s_axi_*``),
+    the config it came from and the CSR map (JSON, Markdown) into ``output``; report the files."""
     from vitaccel.hw.generate import generate_verilog
 
     (progress or (lambda message: None))(f"Elaborating {cfg.name} ({cfg.rows}x{cfg.cols} array)")
     path = generate_verilog(cfg, output)
     return {"config": cfg.name, "verilog": str(path), "config_file": str(path.parent / "config.json"),
+            "csr_map": [str(path.parent / "csr_map.json"), str(path.parent / "csr_map.md")],
             "bytes": path.stat().st_size}
 
 
