@@ -585,7 +585,7 @@ def run_board(board_name: str, port: str, model: str, cfg: AccelConfig, *, image
         raise FitError(f"{model} compiled for config {cfg.name!r} needs {need:,} bytes of board memory (program, "
                        f"weights and tensors) but the {target.name} board top has {mem_bytes:,} bytes "
                        f"({mem_bytes // 1024} KiB) of on-chip memory")
-    modelled = perf.estimate(program, mem_latency=System.MEM_LATENCY).cycles
+    modelled = perf.estimate(program, memory=System.memory_profile(mem_bytes)).cycles
     if timeout_s is None:
         timeout_s = 5.0 + 20 * modelled / clk_hz
     pictures, labels = model_images(intvit, images)
