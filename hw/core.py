@@ -12,7 +12,7 @@ from vitaccel.config import AccelConfig
 
 from .arbiter import ReadArbiter
 from .axi import Axi4Signature, AxiLiteCsr, AxiLiteSignature, connect_members
-from .controller import Controller
+from .controller import Controller, Engine
 from .dma import DMA
 from .gelu import GeluEngine
 from .interfaces import CSR_INDEX_BITS, checked_config, acc_row, spad_row
@@ -79,6 +79,9 @@ class Core(wiring.Component):
         ``4 * k``) through a :class:`~vitaccel.hw.axi.AxiLiteCsr`.
     busy, done : Out(1)
         STATUS bits 0 and 1: a run is in progress; the last run has finished (END or an error).
+    engines_busy : Out(len(Engine))
+        Each engine's ``busy`` (bit ``engine.value - 1`` of :class:`~vitaccel.hw.controller.Engine`),
+        for the simulation harness's engine timeline; a board top leaves it unconnected.
 
     ``dsp_sites`` (a board's :attr:`~vitaccel.boards.targets.Device.dsp_sites`) floorplans the
     systolic array's DSP blocks (:func:`~vitaccel.hw.array.dsp_floorplan`); empty: no floorplan.
@@ -104,6 +107,7 @@ class Core(wiring.Component):
             "s_axi": In(AxiLiteSignature()),
             "busy": Out(1),
             "done": Out(1),
+            "engines_busy": Out(len(Engine)),
         })
 
     def elaborate(self, platform):
@@ -133,6 +137,7 @@ class Core(wiring.Component):
         for name, engine in [("dma", dma), ("matmul", mm), ("requant", rq), *vector]:
             wiring.connect(m, getattr(ctrl, f"{name}_cmd"), engine.cmd)
             m.d.comb += getattr(ctrl, f"{name}_busy").eq(engine.busy)
+            m.d.comb += self.engines_busy[Engine[name.upper()].value - 1].eq(engine.busy)
         m.d.comb += [self.busy.eq(ctrl.busy), self.done.eq(ctrl.done)]
 
         # An engine owns its ports while busy: none uses them in the cycle it accepts a command

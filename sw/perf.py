@@ -156,6 +156,11 @@ class InstructionTime:
     control: int
     waited: int
     macs: int
+    #: The engine that ran it (``dma``, ``matmul``, ...; "" for END and no-ops) and its busy interval:
+    #: the cycle it was dispatched and its engine's last busy cycle for it (cycle 1 = first fetch).
+    engine: str = ""
+    start: int = 0
+    end: int = 0
 
     @property
     def cycles(self) -> int:
@@ -187,6 +192,7 @@ class _Timeline:
         self.end = dict.fromkeys(_ENGINE.values(), 0)
         self.latest = {}            # engine -> (index, opcode, fields) of its latest instruction
         self.load = None            # [next burst's presentation cycle, bursts left] of an unsettled LOAD
+        self.spans = {}             # instruction index -> (engine, dispatch cycle, last busy cycle)
         self.last_beat = 0          # the unsettled LOAD's last beat so far
 
     def _load_bursts(self, before: int | None = None) -> None:
@@ -202,6 +208,8 @@ class _Timeline:
             # The beat is registered in the cycle after it, shifted into the row; the row is written
             # in the next (DMA.LOAD_EXTRA after the latency and the words).
             self.end["dma"] = self.last_beat + DMA.LOAD_EXTRA - 1
+            index = self.latest["dma"][0]
+            self.spans[index] = ("dma", self.spans[index][1], self.end["dma"])
             self.load = None
 
     def engine_end(self, engine: str) -> int:
@@ -239,10 +247,13 @@ class _Timeline:
         self.latest[engine] = (index, op, f)
         if op is Opcode.LOAD:
             self.load = [d + DMA.ISSUE_DELAY, [beats for _, beats in _dma_bursts(self.cfg, f)]]
-        elif op is Opcode.STORE:
+            self.spans[index] = ("dma", d, None)       # its end is settled by _load_bursts
+            return
+        if op is Opcode.STORE:
             self.end["dma"] = _store_end(self.dram, self.cfg, f, d)
         else:
             self.end[engine] = d + engine_cycles
+        self.spans[index] = (engine, d, self.end[engine])
 
 
 def _dma_bursts(cfg: AccelConfig, f: dict) -> list[tuple[int, int]]:
@@ -317,7 +328,8 @@ def _timeline(cfg: AccelConfig, words: list[int], memory: MemoryProfile, mem_lat
         timeline.dispatch(index, op, fields, d, cost.engine)
         f = d + 1
     timeline.engine_end("dma")
-    return [InstructionTime(*row) for row in zip(ops, control, waited, macs)], timeline.dram
+    return [InstructionTime(*row, *timeline.spans.get(index, ("", 0, 0)))
+            for index, row in enumerate(zip(ops, control, waited, macs))], timeline.dram
 
 
 @dataclass(frozen=True)
