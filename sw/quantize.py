@@ -212,10 +212,16 @@ def _mse_sample(mags: np.ndarray) -> np.ndarray:
     return mags[np.random.default_rng(0).permutation(len(mags))[:1 << 15]]
 
 
+POT_CANDIDATES = (-1, 0, 1, 2)
+"""P^2-ViT's adaptive power-of-two rounding: the step ``2**(floor(log2 s) + j)`` for these ``j``
+(its observers' ``round_x``), the one with the least squared error."""
+
+
 def _power_of_two_step(step: float, x: np.ndarray, qmax: int) -> float:
-    """``2**floor(log2 step)`` or ``2**ceil(...)``, the one with the smaller squared error on ``x``."""
+    """P^2-ViT's adaptive rounding of an activation step: among ``2**(floor(log2 step) + j)``,
+    ``j`` in :data:`POT_CANDIDATES`, the one with the smallest squared error on ``x``."""
     low = 2.0 ** math.floor(math.log2(step))
-    candidates = (low, 2 * low)
+    candidates = [low * 2.0 ** j for j in POT_CANDIDATES]
     errors = [np.mean((x - np.minimum(np.floor(x / c + 0.5), qmax) * c) ** 2) for c in candidates]
     return candidates[int(np.argmin(errors))]
 
@@ -278,11 +284,36 @@ def _int8(x: np.ndarray, scale, qmax: int = 127) -> np.ndarray:
     return np.clip(_round(x / scale), -128 if qmax == 127 else -qmax, qmax).astype(np.int8)
 
 
-def _weight_scale(w: np.ndarray, qmax: int = 127, power_of_two: bool = False) -> np.ndarray:
+def _weight_scale(w: np.ndarray, qmax: int = 127, power_of_two: bool = False,
+                  x: np.ndarray | None = None) -> np.ndarray:
+    """Per output channel ``max|w| / qmax``. ``power_of_two``: P^2-ViT's adaptive rounding, per
+    channel the step ``2**(floor(log2 s) + j)``, ``j`` in :data:`POT_CANDIDATES`, with the least
+    squared error of the layer's output on the calibration inputs ``x`` (rows, float), or of the
+    weights themselves without ``x``."""
     m = np.abs(w).max(axis=1) / qmax
     m = np.where(m > 0, m, 1.0)
-    # Power-of-two steps round up: a weight never clips (P^2-ViT's per-channel weight scales).
-    return np.exp2(np.ceil(np.log2(m))) if power_of_two else m
+    if not power_of_two:
+        return m
+    low = np.exp2(np.floor(np.log2(m)))
+    lower = -qmax - 1 if qmax == 127 else -qmax
+    errors = []
+    for j in POT_CANDIDATES:
+        c = low * 2.0 ** j
+        d = np.clip(_round(w / c[:, None]), lower, qmax) * c[:, None] - w
+        errors.append(np.sum((x @ d.T) ** 2, axis=0) if x is not None else np.sum(d ** 2, axis=1))
+    return low * np.exp2(np.array(POT_CANDIDATES, dtype=np.float64)[np.argmin(errors, axis=0)])
+
+
+def _head_step(w: np.ndarray, power_of_two: bool, x: np.ndarray) -> float:
+    """One step for the whole head: ``max|w| / 127``, or P^2-ViT's adaptive power-of-two rounding
+    of it by the squared error of the logits on the calibration rows ``x``."""
+    step = float(np.abs(w).max()) / 127 or 1.0
+    if not power_of_two:
+        return step
+    low = 2.0 ** math.floor(math.log2(step))
+    errors = [float(np.sum((x @ (np.clip(_round(w / c), -128, 127) * c - w).T) ** 2))
+              for c in (low * 2.0 ** j for j in POT_CANDIDATES)]
+    return low * 2.0 ** POT_CANDIDATES[int(np.argmin(errors))]
 
 
 def _bias(b: np.ndarray, scale: np.ndarray, name: str) -> np.ndarray:
@@ -294,30 +325,82 @@ def _bias(b: np.ndarray, scale: np.ndarray, name: str) -> np.ndarray:
 
 def _linear(module: nn.Linear, s_in: float, s_out: np.ndarray, mult_bits: int, name: str,
             scales: dict, *, wbits: int = 8, power_of_two: bool = False,
-            columns: np.ndarray | None = None) -> Linear:
-    """``columns``: factors of the input channels folded into the weight (RepQ-ViT's
-    reparameterization of the LayerNorm before it)."""
+            columns: np.ndarray | None = None, offset: np.ndarray | None = None,
+            x: np.ndarray | None = None) -> Linear:
+    """``columns``: factors of the input channels folded into the weight, ``offset``: per input
+    channel values subtracted from the input and added back through the bias (``b + W @ offset``,
+    with the original ``W``): RepQ-ViT's reparameterization of the LayerNorm before it. ``x``:
+    calibration inputs (rows) for P^2-ViT's weight steps (:func:`_weight_scale`)."""
     w = module.weight.detach().double().numpy().reshape(module.weight.shape[0], -1)
+    bias = module.bias.detach().double().numpy()
+    if offset is not None:
+        bias = bias + w @ offset
     if columns is not None:
         w = w * columns[None, :]
     qmax = (1 << (wbits - 1)) - 1
-    s_w = _weight_scale(w, qmax, power_of_two)
+    s_w = _weight_scale(w, qmax, power_of_two, x)
     s_out = np.broadcast_to(np.asarray(s_out, dtype=np.float64), s_w.shape)
     pairs = [requant_dyadic(float(s_in * sw / so), mult_bits=mult_bits) for sw, so in zip(s_w, s_out)]
     scales[f"{name}.weight"] = s_w
     return Linear(weight=_int8(w, s_w[:, None], qmax),
-                  bias=_bias(module.bias.detach().double().numpy(), s_in * s_w, name),
+                  bias=_bias(bias, s_in * s_w, name),
                   mult=np.array([m for m, _ in pairs], dtype=np.int32),
                   shift=np.array([s for _, s in pairs], dtype=np.int32))
 
 
 def _layernorm(module: nn.LayerNorm, alpha: np.ndarray, s_out: float,
-               reparam: np.ndarray | None = None) -> LayerNorm:
-    """``reparam``: RepQ-ViT's per-channel ``r_c`` dividing the affine (the next layer multiplies)."""
-    r = 1.0 if reparam is None else reparam
+               reparam: tuple[np.ndarray, np.ndarray] | None = None) -> LayerNorm:
+    """``reparam``: RepQ-ViT's per-channel ``(r_c, c_c)``: the output becomes ``(y - c) / r``
+    (``gamma / r``, ``(beta - c) / r``); the next layer multiplies its columns by ``r`` and adds
+    ``W @ c`` to its bias (:func:`_linear`), so the float model is unchanged."""
+    r, c = (1.0, 0.0) if reparam is None else reparam
     params = layernorm_params(module.weight.detach().double().numpy() / r,
-                              module.bias.detach().double().numpy() / r, s_out)
+                              (module.bias.detach().double().numpy() - c) / r, s_out)
     return LayerNorm(alpha.astype(np.int32), *(v.astype(np.int32) for v in params))
+
+
+REPQ_PERCENTILES = (0.999, 0.9999, 0.99999)
+"""RepQ-ViT's per-channel range candidates (its ``UniformQuantizer.init_quantization_scale``)."""
+
+
+def repq_reparam(stats: TensorStats, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """RepQ-ViT's reparameterization of one post-LayerNorm activation: ``(r, c)`` per channel.
+
+    Per channel, the asymmetric ``bits``-bit range ``[lo, hi]`` among the quantiles ``(1 - p, p)``,
+    ``p`` in :data:`REPQ_PERCENTILES`, with the least squared error on the calibration sample (as
+    RepQ-ViT's per-channel quantizer); its step ``(hi - lo) / (2**bits - 1)`` divided by the mean
+    step is ``r_c`` and its centre ``(hi + lo) / 2`` is ``c_c``. RepQ-ViT folds the per-channel
+    zero points into the LayerNorm bias and the next layer's bias the same way; here the centre
+    takes the zero point's place, so the per-tensor quantizer after it is symmetric (the hardware
+    has no zero points). ``r`` is clamped to ``2**-REPARAM_RANGE..2**REPARAM_RANGE`` (a dead
+    channel must not blow up the affine).
+    """
+    x = stats.sample.astype(np.float64)
+    levels = (1 << bits) - 1
+    lo = np.empty(x.shape[1])
+    hi = np.empty(x.shape[1])
+    for ch in range(x.shape[1]):
+        v = x[:, ch]
+        best = None
+        for pct in REPQ_PERCENTILES:
+            top, bottom = np.quantile(v, pct), np.quantile(v, 1 - pct)
+            step = max(top - bottom, 1e-12) / levels
+            zero = np.floor(-bottom / step + 0.5)
+            q = (np.clip(np.floor(v / step + 0.5) + zero, 0, levels) - zero) * step
+            err = float(np.mean((v - q) ** 2))
+            if best is None or err < best[0]:
+                best = (err, bottom, top)
+        lo[ch], hi[ch] = best[1], best[2]
+    half = (hi - lo) / 2
+    r = half / half.mean() if half.mean() > 0 else np.ones_like(half)
+    r = np.clip(np.where(r > 0, r, 1.0), 2.0 ** -REPARAM_RANGE, 2.0 ** REPARAM_RANGE)
+    return r, (hi + lo) / 2
+
+
+def _reparam_stats(stats: TensorStats, r: np.ndarray, c: np.ndarray) -> TensorStats:
+    """The statistics of ``(x - c) / r`` (the reparameterized LayerNorm output)."""
+    sample = (stats.sample.astype(np.float64) - c) / r
+    return TensorStats(np.abs(sample).max(axis=0), sample.astype(np.float32))
 
 
 def _stream_alpha(calib: Calibration, depth: int) -> np.ndarray:
@@ -347,8 +430,9 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     it; needs ``layernorm='i_layernorm'``.
     """
     check_supported(model)
-    config = _variant_config(config, softmax, layernorm, gelu)
     rec = _recipe(recipe, wbits, abits)
+    # A recipe may name its softmax unit (p2vit: shiftmax); an explicit ``softmax`` wins.
+    config = _variant_config(config, softmax or rec.softmax_unit, layernorm, gelu)
     if residual_bits not in (8, 16):
         raise QuantizeError(f"residual bits must be 8 or 16, not {residual_bits!r}")
     if residual_bits == 16 and config.layernorm != "i_layernorm":
@@ -371,9 +455,9 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
 
     qs = (1 << (residual_bits - 1)) - 1
 
-    def scale(name, stream=False, low=False, divisor=None, wide=False):
+    def scale(name, stream=False, low=False, divisor=None, wide=False, stats=None):
         s = searched.get(name) or activation_scale(
-            calib[name], observer, percentile=percentile, divisor=pow2 if stream else divisor,
+            stats or calib[name], observer, percentile=percentile, divisor=pow2 if stream else divisor,
             qmax=qs if wide else qa if low else 127, power_of_two=p2)
         scales[name] = np.float64(s)
         return s
@@ -384,17 +468,19 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         scales[prefix + part] = s
         return s
 
-    def linear(module, s_in, s_out, name, *, weights=None, columns=None):
+    def linear(module, s_in, s_out, name, *, weights=None, reparam=None, inputs=None):
         weights = weights or layer_bits.get(name, wbits)
-        return _linear(module, s_in, s_out, mb, name, scales, wbits=weights, power_of_two=p2, columns=columns)
+        columns, offset = reparam or (None, None)
+        x = calib[inputs].sample.astype(np.float64) if p2 and inputs else None
+        return _linear(module, s_in, s_out, mb, name, scales, wbits=weights, power_of_two=p2,
+                       columns=columns, offset=offset, x=x)
 
     def reparam(name):
-        # RepQ-ViT: per-channel steps s_c of the LayerNorm output, r_c = s_c / mean(s_c).
-        if not rec.ln_reparam:
-            return None
-        m = calib[name].absmax
-        r = m / m.mean() if m.mean() > 0 else np.ones_like(m)
-        return np.clip(np.where(r > 0, r, 1.0), 2.0 ** -REPARAM_RANGE, 2.0 ** REPARAM_RANGE)
+        # RepQ-ViT: per-channel ranges of the LayerNorm output folded into its affine (repq_reparam).
+        return repq_reparam(calib[name], abits) if rec.ln_reparam else None
+
+    def ln_stats(name, rc):
+        return None if rc is None else _reparam_stats(calib[name], *rc)
 
     s_in = activation_scale(calib["input"], "minmax", power_of_two=p2)
     scales["input"] = np.float64(s_in)
@@ -420,7 +506,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     for i, module in enumerate(model.blocks):
         p = f"blocks.{i}."
         r1, r2 = reparam(p + "norm1"), reparam(p + "norm2")
-        s_n1 = scale(p + "norm1", low=True, divisor=r1)
+        s_n1 = scale(p + "norm1", low=True, stats=ln_stats(p + "norm1", r1))
         s_q, s_k, s_v = (per_head(p, part) for part in ("q", "k", "v"))
         s_logits = per_head(p, "logits", low=False)
         if p2:
@@ -430,7 +516,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
             scales[p + "logits"] = s_logits
         s_attn = scale(p + "attn", low=True)
         s_proj, s_add1 = scale(p + "proj", stream=True), scale(p + "add1", stream=True, wide=True)
-        s_n2, s_fc1, s_gelu = scale(p + "norm2", low=True, divisor=r2), scale(p + "fc1"), scale(p + "gelu", low=True)
+        s_n2, s_fc1, s_gelu = scale(p + "norm2", low=True, stats=ln_stats(p + "norm2", r2)), scale(p + "fc1"), scale(p + "gelu", low=True)
         s_fc2, s_add2 = scale(p + "fc2", stream=True), scale(p + "add2", stream=True, wide=True)
 
         s_qkv_out = np.concatenate([np.repeat(s, dh) for s in (s_q, s_k, s_v)])
@@ -455,20 +541,25 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
                                              m_cap[cfg.num_tokens])
         blocks.append(Block(
             norm1=_layernorm(module.norm1, alpha, s_n1, r1),
-            qkv=linear(module.attn.qkv, s_n1, s_qkv_out, p + "qkv", columns=r1),
+            qkv=linear(module.attn.qkv, s_n1, s_qkv_out, p + "qkv", reparam=r1, inputs=p + "norm1"),
             attn=attn,
-            proj=linear(module.attn.proj, s_attn, s_proj * pow2, p + "proj"),
+            proj=linear(module.attn.proj, s_attn, s_proj * pow2, p + "proj", inputs=p + "attn"),
             add1=np.array(residual_params(s_x, s_proj, s_add1), dtype=np.int32),
             norm2=_layernorm(module.norm2, alpha, s_n2, r2),
-            fc1=linear(module.mlp.fc1, s_n2, s_fc1, p + "fc1", columns=r2),
+            fc1=linear(module.mlp.fc1, s_n2, s_fc1, p + "fc1", reparam=r2, inputs=p + "norm2"),
             gelu=gelu_params,
-            fc2=linear(module.mlp.fc2, s_fc2_in, s_fc2 * pow2, p + "fc2"),
+            fc2=linear(module.mlp.fc2, s_fc2_in, s_fc2 * pow2, p + "fc2", inputs=p + "gelu"),
             add2=np.array(residual_params(s_add1, s_fc2, s_add2), dtype=np.int32)))
         s_x = s_add2
 
     s_norm = scale("norm")
     head_w = model.head.weight.detach().double().numpy()
-    s_head = _weight_scale(head_w, 127, p2)
+    if rec.name == "base":
+        s_head = _weight_scale(head_w, 127, p2)
+    else:
+        # One step for every class: the int32 logits are then comparable across classes, so their
+        # argmax is the dequantized logits' argmax (per-class steps bias it; base keeps them).
+        s_head = _head_step(head_w, p2, calib["norm"].sample.astype(np.float64)[:, :]) * np.ones(len(head_w))
     scales["head.weight"] = s_head
     return IntViT(
         config=cfg, softmax=config.softmax, layernorm=config.layernorm, gelu=config.gelu,
@@ -727,7 +818,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     say("quantizing")
     t = time.perf_counter()
     intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel,
-                      recipe=recipe, wbits=wbits, abits=abits, weight_budget=weight_budget,
+                      softmax=softmax, recipe=recipe, wbits=wbits, abits=abits, weight_budget=weight_budget,
                       residual_bits=residual_bits)
     intvit.info["source"] = label
     intvit.info["preprocess"] = pre.to_json()
