@@ -88,7 +88,7 @@ class ArrayProbe(Elaboratable):
         m = Module()
         m.submodules.array = array = self.array
         inputs = Cat(array.a_row.as_value(), array.w_row.as_value(), array.w_index, array.w_en,
-                     array.w_transpose, array.a_valid)
+                     array.w_transpose, array.a_valid, array.a_first)
         shift = Signal(len(inputs))
         outputs = Signal(len(array.out_row.as_value()))
         m.d.sync += [shift.eq(Cat(self.din, shift[:-1])), outputs.eq(array.out_row.as_value()),

@@ -15,7 +15,7 @@ from vitaccel.config import AccelConfig
 from .interfaces import checked_config
 from .lib import Mult18x18D, delayed, fanned_out, is_ecp5
 
-__all__ = ["SystolicArray", "array_latency", "dsp_floorplan", "MULTIPLIERS"]
+__all__ = ["SystolicArray", "array_latency", "swap_cycle", "dsp_floorplan", "MULTIPLIERS"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
 #: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the operand and product registers inside),
@@ -34,6 +34,13 @@ def array_latency(cfg: AccelConfig) -> int:
     A function of the config alone, so that performance models need not build the hardware.
     """
     return cfg.rows + cfg.cols + 2
+
+
+def swap_cycle(first: int, i: int, j: int) -> int:
+    """The cycle at whose end PE ``(i, j)`` copies its shadow weight into its weight register, for a
+    row with ``a_first`` presented in cycle ``first``: ``first + max(i, 1) + j - 1``, the cycle
+    before that row's element reaches the PE."""
+    return first + max(i, 1) + j - 1
 
 
 def dsp_floorplan(rows: int, cols: int, site_rows) -> dict[tuple[int, int], str] | None:
@@ -92,16 +99,22 @@ class SystolicArray(wiring.Component):
     Attributes
     ----------
     w_en : In(1)
-        Load a weight row: in a cycle with ``w_en`` high, ``W[w_index][j] = w_row[j]`` for every
-        ``j``, for the input rows presented from the next cycle on.
+        Load a weight row into the shadow tile: in a cycle with ``w_en`` high,
+        ``S[w_index][j] = w_row[j]`` for every ``j``. The shadow tile ``S`` becomes the weights the
+        PEs multiply with (``W``) when an input row with ``a_first`` reaches them (double buffering,
+        as Gemmini's preload): the next tile loads while the current one streams.
     w_index : In(range(rows))
         The PE row loaded (the PE column, with ``w_transpose``).
     w_transpose : In(1)
-        With ``w_en``: load a weight column instead, ``W[i][w_index] = w_row[i]`` for every ``i``.
+        With ``w_en``: load a weight column instead, ``S[i][w_index] = w_row[i]`` for every ``i``.
     w_row : In(ArrayLayout(signed(data_width), cols))
         The weights of that PE row, one per column.
     a_valid : In(1)
         ``a_row`` holds an input row this cycle.
+    a_first : In(1)
+        With ``a_valid``: this row is the first of a new tile. Each PE copies its shadow weight into
+        ``W`` as the row reaches it, so this row and the ones after it use the shadow tile, the
+        rows before it the previous one.
     a_row : In(ArrayLayout(signed(data_width), rows))
         One input row, element ``i`` for array row ``i``; not skewed.
     out_valid : Out(1)
@@ -113,13 +126,16 @@ class SystolicArray(wiring.Component):
     Notes
     -----
     Throughput is one row per cycle with no back-pressure; rows may arrive with or without gaps.
-    Element ``i`` of an input row reaches PE row ``i`` ``max(i, 1)`` cycles after it is presented,
-    and a weight loaded in cycle ``t`` is in its PE from cycle ``t + 2`` (the load is decoded a
-    cycle ahead), so it is used by the inputs presented in cycle ``t + 1`` or later;
-    loading weights while earlier inputs are still in the array mixes old and new weights for them.
-    Reset clears ``out_valid``, the weights and the multiplier registers; the data registers
-    (skew, inputs moving right, product copies, partial sums, deskew) have no reset, so ``out_row``
-    means something only with ``out_valid``.
+    Element ``i`` of an input row reaches PE row ``i`` ``max(i, 1)`` cycles after it is presented
+    and PE ``(i, j)`` ``j`` cycles later. A shadow weight loaded in cycle ``t`` is in its register
+    from cycle ``t + 2`` (the load is decoded a cycle ahead). A row with ``a_first`` presented in
+    cycle ``F`` copies the shadow of PE ``(i, j)`` at the end of cycle ``s = F + max(i, 1) + j - 1``
+    (:func:`swap_cycle`): that shadow must be loaded in cycle ``s - 2`` or earlier and may be
+    reloaded from cycle ``s`` on. The matmul engine loads a tile's rows in the ``rows`` cycles
+    before its first input row and the next tile after its last (``hw/matmul.py`` keeps the gap).
+    Reset clears ``out_valid``, the weights, the shadow tile and the multiplier registers; the data
+    registers (skew, inputs moving right, product copies, partial sums, deskew) have no reset, so
+    ``out_row`` means something only with ``out_valid``.
     """
 
     def __init__(self, cfg: AccelConfig, *, multiplier: str = "auto", dsp_sites=()):
@@ -134,6 +150,7 @@ class SystolicArray(wiring.Component):
             "w_transpose": In(1),
             "w_row": In(data.ArrayLayout(signed(cfg.data_width), cfg.cols)),
             "a_valid": In(1),
+            "a_first": In(1),
             "a_row": In(data.ArrayLayout(signed(cfg.data_width), cfg.rows)),
             "out_valid": Out(1),
             "out_row": Out(data.ArrayLayout(signed(cfg.psum_width), cfg.cols)),
@@ -171,6 +188,8 @@ class SystolicArray(wiring.Component):
             # Every multiplier operand comes from a register: row 0 gets one too, paid for by
             # taking its product as the partial sum, with no register in between.
             a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}", reset_less=True)
+            # The swap travels a cycle ahead of the tile's first row (swap_cycle).
+            swap = delayed(m, self.a_first & self.a_valid, max(i, 1) - 1, name=f"swap_skew_{i}")
             for j in range(cfg.cols):
                 copy = copies[halves * i + (j * halves // cfg.cols)]
                 col_load = copy[:cfg.cols]
@@ -178,9 +197,13 @@ class SystolicArray(wiring.Component):
                 w_row = self.w_row.shape()(copy[cfg.cols + 1:])
                 if j > 0:
                     a_in = delayed(m, a_in, 1, name=f"a_{i}_{j}", reset_less=True)
+                    swap = delayed(m, swap, 1, name=f"swap_{i}_{j}")
+                shadow = Signal(signed(cfg.data_width), name=f"shadow_{i}_{j}")
                 weight = Signal(signed(cfg.data_width), name=f"w_{i}_{j}")
                 with m.If(row_load[i] | col_load[j]):
-                    m.d.sync += weight.eq(Mux(w_transpose, w_row[i], w_row[j]))
+                    m.d.sync += shadow.eq(Mux(w_transpose, w_row[i], w_row[j]))
+                with m.If(swap):
+                    m.d.sync += weight.eq(shadow)
                 if multiplier == "mult18x18d":
                     m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(registered_inputs=True,
                                                                       site=self._floorplan.get((i, j)))

@@ -69,14 +69,18 @@ class Controller(wiring.Component):
     - Any other instruction is offered on its engine's command stream once the scoreboard allows
       (judging the engines idle :attr:`BUSY_LAG` cycles after their ``busy`` falls), and counted
       when accepted. Each command stream's payload is a register of its own, loaded from the
-      instruction register every cycle (it is the instruction from DECODE on). An engine must accept a command in any cycle its ``busy`` is low (every
-      engine's ``cmd.ready`` is ``~busy``): the controller counts an offer as accepted. A LOAD into SPAD and a MATMUL may be in flight together: each is
-      offered while the other's engine is busy if no other engine is busy and the scratchpad rows
-      the LOAD writes, ``[local_addr, local_addr + rows)``, meet none the MATMUL reads,
-      ``[a_addr, a_addr + rows)`` and ``[b_addr, b_addr + cfg.rows)`` (else it waits for the other
-      to finish: read after write, or write after read). An instruction is never offered to a busy
-      engine, and every other instruction waits until no engine is busy. So at most one instruction
-      per engine is in flight and the program's effect is that of sequential execution.
+      instruction register every cycle (it is the instruction from DECODE on). An engine must
+      accept a command in any cycle its ``cmd.ready`` is high (every engine's ``cmd.ready`` is
+      ``~busy`` but the matmul engine's): the controller counts an offer as accepted. A LOAD into
+      SPAD and a MATMUL may be in flight together: each is offered while the other's engine is busy
+      if no other engine is busy and the scratchpad rows the LOAD writes, ``[local_addr, local_addr
+      + rows)``, meet none the latest MATMUL reads, ``[a_addr, a_addr + rows)`` and ``[b_addr,
+      b_addr + cfg.rows)`` (else it waits for the other to finish: read after write, or write after
+      read). A MATMUL is also offered while the matmul engine is busy but ready (the previous
+      MATMUL's rows drain through the array, in order, while the next loads: ``hw/matmul.py``;
+      judged like busy, :attr:`BUSY_LAG` cycles after ready rises). No other instruction is
+      offered to a busy engine, and every other instruction waits until no engine is busy. So the
+      program's effect is that of sequential execution.
     - END waits until no engine is busy, is counted, then ``busy`` falls and ``done`` rises with
       error NONE; PC stays at the END.
     - PC is the address of the instruction being fetched, checked or offered.
@@ -461,9 +465,14 @@ class Controller(wiring.Component):
         may_offer = Signal()      # from registers; registered as `offer_ok` for the next cycle
         offer_ok = Signal()
         m.d.sync += offer_ok.eq(may_offer)
+        # The matmul engine takes its next MATMUL while the previous one's rows drain (hw/matmul.py):
+        # its ready, registered like busy (it falls only when it takes a command of ours).
+        matmul_ready_r = Signal(name="matmul_ready_r")
+        m.d.sync += matmul_ready_r.eq(engines[Engine.MATMUL][0].ready)
         with m.If(decoded.is_matmul):
-            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.DMA)
-                                     & (~busy_r[Engine.DMA] | (dma_spad_load & ~raw)))
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.DMA, Engine.MATMUL)
+                                     & (~busy_r[Engine.DMA] | (dma_spad_load & ~raw))
+                                     & (~busy_r[Engine.MATMUL] | matmul_ready_r))
         with m.Elif(decoded.is_spad_load):
             m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL) & (~busy_r[Engine.MATMUL] | ~war))
         with m.Else():

@@ -12,7 +12,7 @@ from .array import SystolicArray, array_latency
 from .lib import Engine, delayed, fanned_out
 from .memories import READ_LATENCY
 
-__all__ = ["MatmulEngine", "matmul_cycles"]
+__all__ = ["MatmulEngine", "matmul_cycles", "matmul_issue_cycles"]
 
 
 def matmul_cycles(cfg: AccelConfig, rows: int) -> int:
@@ -21,10 +21,19 @@ def matmul_cycles(cfg: AccelConfig, rows: int) -> int:
     ``0`` for ``rows == 0``, else ``cfg.rows + rows + array_latency(cfg) + READ_LATENCY``: the
     weight tile reads, the input row reads, the scratchpad's read latency
     (:data:`vitaccel.hw.memories.READ_LATENCY`) and the array; the accumulator is read ahead
-    (:attr:`MatmulEngine.ACC_READ_AHEAD`) and written in the cycle the array's output appears. The
-    engine accepts its next command in the cycle after ``busy`` falls.
+    (:attr:`MatmulEngine.ACC_READ_AHEAD`) and written in the cycle the array's output appears.
+    The engine takes its next command earlier, after :func:`matmul_issue_cycles`.
     """
     return 0 if rows == 0 else cfg.rows + rows + array_latency(cfg) + READ_LATENCY
+
+
+def matmul_issue_cycles(cfg: AccelConfig, rows: int) -> int:
+    """Cycles from the cycle after a MATMUL of ``rows > 0`` rows is accepted to the last before the
+    engine is ready for the next: ``cfg.rows + max(rows, MatmulEngine.min_stream(cfg))``, its
+    scratchpad reads (weights, then inputs; at least ``min_stream`` cycles for the inputs, so that
+    the next tile's weights reach each PE's shadow register after the PE has taken this tile's:
+    :func:`~vitaccel.hw.array.swap_cycle`). Its outputs drain while the next MATMUL loads."""
+    return 0 if rows == 0 else cfg.rows + max(rows, MatmulEngine.min_stream(cfg))
 
 
 class MatmulEngine(Engine):
@@ -44,12 +53,15 @@ class MatmulEngine(Engine):
     Attributes
     ----------
     cmd, busy
-        As :class:`~vitaccel.hw.lib.Engine`: the instruction is ``cmd.payload.matmul``, its work
-        ``rows > 0``; ``busy`` ends with the last accumulator write, :func:`matmul_cycles` cycles.
+        As :class:`~vitaccel.hw.lib.Engine`, but pipelined: ``cmd.ready`` rises
+        :func:`matmul_issue_cycles` cycles after acceptance, once the command's scratchpad reads are
+        done, while its rows still drain through the array; ``busy`` stays high until the last
+        accumulator write of every accepted command (:func:`matmul_cycles` after the latest's
+        acceptance).
     spad_rd : In(local_port_signature(cfg, "spad_rd"))
-        Scratchpad read port: ``cfg.rows`` weight rows, then ``rows`` input rows, one per cycle;
-        the array's strobes (weight load and index, input valid) follow each read by
-        ``READ_LATENCY`` cycles, with its data.
+        Scratchpad read port: ``cfg.rows`` weight rows (into the array's shadow tile), then
+        ``rows`` input rows, one per cycle; the array's strobes (weight load and index, input
+        valid, first row) follow each read by ``READ_LATENCY`` cycles, with its data.
     acc_rd : In(local_port_signature(cfg, "acc_rd"))
         Accumulator read port, for ``accumulate``: row ``c_addr + r`` :attr:`ACC_READ_AHEAD` cycles
         before its write (its read data, ``READ_LATENCY`` cycles after the read, is registered
@@ -59,12 +71,17 @@ class MatmulEngine(Engine):
 
     Notes
     -----
-    Throughput: one row per cycle, no bubbles. Input row ``r`` is read in the cycle
-    ``cfg.rows + 1 + r`` counted from the accepting cycle and written to the accumulator
-    ``READ_LATENCY + array_latency(cfg)`` cycles later (:data:`vitaccel.hw.memories.READ_LATENCY`:
-    the scratchpad's read latency). The rows ``c_addr .. c_addr + rows - 1`` must be distinct (no
-    wrap-around past ``acc_rows``; the controller checks it), since a row is read before the
-    previous rows' writes are performed.
+    Throughput: one row per cycle, no bubbles within a command; between two commands the
+    ``cfg.rows`` cycles of the next weight tile's reads (the array double-buffers its weights),
+    plus up to ``min_stream - rows`` cycles after a short command. Input row ``r`` is read in the
+    cycle ``cfg.rows + 1 + r`` counted from the accepting cycle and written to the accumulator
+    ``READ_LATENCY + array_latency(cfg)`` cycles later; its accumulator row and ``accumulate`` flag
+    travel with it through the pipeline, so two commands' rows can be in flight. The rows
+    ``c_addr .. c_addr + rows - 1`` must be distinct (no wrap-around past ``acc_rows``; the
+    controller checks it), since a row is read before the previous rows' writes are performed. A
+    later command's read of a row comes after an earlier command's write of it: the acceptance
+    cycle and the ``cfg.rows`` weight reads separate their input rows, at least the
+    ``ACC_READ_AHEAD`` cycles a read needs after a write (so ``cfg.rows >= ACC_READ_AHEAD - 1``).
     """
 
     #: Cycles from an accumulator row's read to its write: the shared memory's read latency, then
@@ -73,60 +90,83 @@ class MatmulEngine(Engine):
 
     busy_cycles = staticmethod(matmul_cycles)
 
+    #: ``cmd.ready`` rises before ``busy`` falls (the rows drain while the next command loads).
+    PIPELINED = True
+
+    @staticmethod
+    def min_stream(cfg: AccelConfig) -> int:
+        """The fewest cycles a command's input reads take (short ones wait out the rest): the next
+        tile's first weight row reaches the array ``min_stream + 1`` cycles after this tile's first
+        input row, and PE ``(0, cols - 1)`` takes its shadow ``cols - 1`` cycles after that row
+        (:func:`~vitaccel.hw.array.swap_cycle`): ``cols - 2``."""
+        return max(cfg.cols - 2, 1)
+
     def __init__(self, cfg: AccelConfig, *, dsp_sites=()):
         self._dsp_sites = dsp_sites
         super().__init__(cfg, "spad_rd", "acc_rd", "acc_wr")
+        if cfg.rows < self.ACC_READ_AHEAD - 1:
+            raise ValueError(f"rows={cfg.rows}: the pipelined matmul engine needs at least {self.ACC_READ_AHEAD - 1} "
+                             f"array rows (the weight reads separate two commands' accumulator accesses)")
 
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
         m.submodules.array = array = SystolicArray(cfg, dsp_sites=self._dsp_sites)
+        min_stream = self.min_stream(cfg)
 
         instr = self.cmd.payload.matmul
         a_addr = Signal.like(instr.a_addr)
         rows = Signal.like(instr.rows)
         accumulate = Signal()
         transpose_b = Signal()
+        total = Signal(len(instr.rows) + 1)    # matmul_cycles of the command
+        short = Signal()                       # rows < min_stream
+        hold = Signal(range(min_stream + 1))   # cycles the short command still waits
         spad_addr = Signal.like(instr.a_addr)  # the scratchpad row read in this cycle
+        c_addr = Signal.like(instr.c_addr)     # the accumulator row of the input row read in this cycle
+        first = Signal()                       # this cycle's input row is the command's first
         issued = Signal(range(cfg.rows))       # weight rows read
         issued_last = Signal()                 # issued == rows - 1, registered with it
         left = Signal.like(instr.rows)         # input rows still to read after this cycle's
         last = Signal()                        # left == 0
-        wr_left = Signal.like(instr.rows)      # accumulator rows still to write
-        wr_last = Signal()                     # wr_left == 1
+        busy_left = Signal.like(total)         # cycles busy still lasts, this one included
+        busy = Signal(name="busy")             # busy_left != 0, as a flip-flop of its own
 
         taken = [
             a_addr.eq(instr.a_addr), rows.eq(instr.rows), accumulate.eq(instr.accumulate),
             transpose_b.eq(instr.transpose_b), spad_addr.eq(instr.b_addr), issued.eq(0),
-            issued_last.eq(cfg.rows == 1), wr_left.eq(instr.rows), wr_last.eq(instr.rows == 1),
+            issued_last.eq(cfg.rows == 1), c_addr.eq(instr.c_addr),
+            total.eq(instr.rows + matmul_cycles(cfg, 1) - 1),
+            short.eq(instr.rows < min_stream), hold.eq(min_stream - instr.rows),
         ]
         # busy is a flip-flop of its own: the core selects this engine's memory ports with it
-        # (hw/core.py).
-        with self.command_fsm(m, work=instr.rows != 0, taken=taken, start="LOAD_WEIGHTS",
-                              busy_register=True) as fsm:
+        # (hw/core.py). It covers every accepted command's drain, which outlasts the FSM.
+        with self.command_fsm(m, work=instr.rows != 0, taken=taken, start="LOAD_WEIGHTS", busy=busy) as fsm:
             with m.State("LOAD_WEIGHTS"):
                 m.d.sync += [issued.eq(issued + 1), issued_last.eq(issued == cfg.rows - 2),
                              spad_addr.eq(spad_addr + 1)]
                 with m.If(issued_last):
-                    m.d.sync += [spad_addr.eq(a_addr), left.eq(rows - 1), last.eq(rows == 1)]
+                    m.d.sync += [spad_addr.eq(a_addr), left.eq(rows - 1), last.eq(rows == 1), first.eq(1)]
                     m.next = "STREAM"
             with m.State("STREAM"):
-                m.d.sync += [spad_addr.eq(spad_addr + 1), left.eq(left - 1), last.eq(left == 1)]
+                m.d.sync += [spad_addr.eq(spad_addr + 1), c_addr.eq(c_addr + 1), left.eq(left - 1),
+                             last.eq(left == 1), first.eq(0)]
                 with m.If(last):
-                    m.next = "DRAIN"
-            with m.State("DRAIN"):
-                with m.If(array.out_valid & wr_last):
+                    with m.If(short):
+                        m.next = "HOLD"
+                    with m.Else():
+                        fsm.finish()
+            with m.State("HOLD"):
+                m.d.sync += hold.eq(hold - 1)
+                with m.If(hold == 1):
                     fsm.finish()
+        with m.If(fsm.accepted):
+            m.d.sync += [busy_left.eq(total), busy.eq(1)]
+        with m.Elif(busy_left != 0):
+            m.d.sync += [busy_left.eq(busy_left - 1), busy.eq(busy_left != 1)]
 
         loading = fsm.ongoing("LOAD_WEIGHTS")
         streaming = fsm.ongoing("STREAM")
-        # `streamed[k]` is `streaming` delayed by k cycles, through plain registers: its taps are
-        # the array's input valid and the accumulator's read strobe (`early`).
-        streamed = [streaming]
-        for k in range(max(READ_LATENCY, array.latency + READ_LATENCY - self.ACC_READ_AHEAD)):
-            register = Signal(name=f"streamed_d{k + 1}")
-            m.d.sync += register.eq(streamed[-1])
-            streamed.append(register)
         m.d.comb += [
             self.spad_rd.en.eq(loading | streaming),
             self.spad_rd.addr.eq(spad_addr),
@@ -137,35 +177,32 @@ class MatmulEngine(Engine):
             array.a_row.eq(self.spad_rd.data),
             array.w_en.eq(delayed(m, loading, READ_LATENCY, "w_en")),
             array.w_index.eq(delayed(m, issued, READ_LATENCY, "w_index")),
-            array.a_valid.eq(streamed[READ_LATENCY]),
+            array.a_valid.eq(delayed(m, streaming, READ_LATENCY, "a_valid")),
+            array.a_first.eq(delayed(m, streaming & first, READ_LATENCY, "a_first")),
         ]
-        # transpose_b holds from the cycle after the command is accepted to the end of it: one
-        # register is enough to be in place for every delayed weight load.
+        # transpose_b holds from the cycle after the command is accepted to the end of its weight
+        # reads: one register is enough to be in place for every delayed weight load.
         m.d.sync += array.w_transpose.eq(transpose_b)
 
         # Read-modify-write: the accumulator row is read ACC_READ_AHEAD cycles before the array's
-        # output for it appears (`early` is the array's out_valid that far ahead), its data
-        # arrives READ_LATENCY cycles after the read and is registered, so that the read data
-        # meets only that register (no adder) in its cycle. Outputs come in order: rows are read
-        # and written at running addresses.
-        early = streamed[array.latency + READ_LATENCY - self.ACC_READ_AHEAD]
-        rd_addr = Signal.like(instr.c_addr)
-        wr_addr = Signal.like(instr.c_addr)
+        # output for it appears, its data arrives READ_LATENCY cycles after the read and is
+        # registered, so that the read data meets only that register (no adder) in its cycle.
+        # Each input row's accumulator row and accumulate flag travel beside it in plain
+        # registers (two commands' rows can be in the pipeline), from its read to the
+        # accumulator read (`early`) and on to the write.
+        ahead = READ_LATENCY + array.latency - self.ACC_READ_AHEAD
+        early = delayed(m, streaming, ahead, "early")
+        rd_addr = delayed(m, c_addr, ahead, "rd_addr", reset_less=True)
+        rd_accumulate = delayed(m, accumulate, ahead, "rd_accumulate")
+        wr_addr = delayed(m, rd_addr, self.ACC_READ_AHEAD, "wr_addr", reset_less=True)
         acc_in = Signal.like(self.acc_rd.data, reset_less=True)     # used only with out_valid
-        with m.If(fsm.ongoing("IDLE")):
-            m.d.sync += [rd_addr.eq(instr.c_addr), wr_addr.eq(instr.c_addr)]
-        with m.If(early):
-            m.d.sync += rd_addr.eq(rd_addr + 1)
-        with m.If(array.out_valid):
-            m.d.sync += [wr_addr.eq(wr_addr + 1), wr_left.eq(wr_left - 1), wr_last.eq(wr_left == 2)]
         # The clear of acc_in (a synchronous reset of 32 * cols flip-flops) comes from one register
-        # per column; it lags `accumulate` by a cycle, while the first output row comes rows +
-        # latency cycles after `accumulate` is taken.
-        clear = fanned_out(m, ~accumulate, cfg.cols, "acc_clear")
+        # per column, the flag of the row whose read data arrives in that cycle.
+        clear = fanned_out(m, delayed(m, ~rd_accumulate, READ_LATENCY - 1, "acc_clear_lag"), cfg.cols, "acc_clear")
         for j in range(cfg.cols):
             m.d.sync += acc_in[j].eq(Mux(clear[j], 0, self.acc_rd.data[j]))
         m.d.comb += [
-            self.acc_rd.en.eq(accumulate),
+            self.acc_rd.en.eq(early & rd_accumulate),
             self.acc_rd.addr.eq(rd_addr),
             self.acc_wr.en.eq(array.out_valid),
             self.acc_wr.addr.eq(wr_addr),

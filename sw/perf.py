@@ -4,7 +4,9 @@ The controller dispatches in order (docs/architecture.md, "Controller"): it fetc
 while the previous ones run, checks it, and offers it to its engine as soon as the scoreboard
 allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together, every other
 instruction waits until no engine is busy, and no engine takes a command while busy (an offer
-that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls). The model
+that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls)
+but the matmul engine, which takes the next MATMUL ``hw.matmul.matmul_issue_cycles`` after the
+previous one, while that one's rows drain through the array (its weights double-buffered). The model
 replays that timeline instruction by instruction with
 
 - **control**: the fetch (one AXI4 burst of ``F = INSTR_BITS / bus_bits`` beats: ``F + L`` cycles
@@ -56,7 +58,7 @@ from vitaccel.hw.controller import Controller
 from vitaccel.hw.dma import DMA, bursts
 from vitaccel.hw.gelu import gelu_cycles
 from vitaccel.hw.layernorm import layernorm_cycles
-from vitaccel.hw.matmul import matmul_cycles
+from vitaccel.hw.matmul import matmul_cycles, matmul_issue_cycles
 from vitaccel.hw.requant import requant_cycles
 from vitaccel.hw.residual import add_cycles
 from vitaccel.hw.softmax import softmax_cycles
@@ -190,6 +192,7 @@ class _Timeline:
         self.cfg = cfg
         self.dram = DramTimeline(memory, cfg.bus_bytes, latency=mem_latency)
         self.end = dict.fromkeys(_ENGINE.values(), 0)
+        self.issued = 0             # the last cycle before the matmul engine is ready again
         self.latest = {}            # engine -> (index, opcode, fields) of its latest instruction
         self.load = None            # [next burst's presentation cycle, bursts left] of an unsettled LOAD
         self.spans = {}             # instruction index -> (engine, dispatch cycle, last busy cycle)
@@ -216,6 +219,14 @@ class _Timeline:
         if engine == "dma":
             self._load_bursts()
         return self.end[engine]
+
+    def last_in_the_way(self, op: Opcode, engine: str) -> int:
+        """The last cycle ``engine`` keeps ``op`` from being offered: its busy end, or for a MATMUL
+        on the matmul engine, the last cycle before that engine is ready again (it takes the next
+        MATMUL while the previous one's rows drain: hw/matmul.py)."""
+        if op is Opcode.MATMUL and engine == "matmul":
+            return self.issued
+        return self.engine_end(engine)
 
     def fetch(self, f: int, beats: int) -> tuple[int, int]:
         """A fetch whose state is entered in cycle ``f``: the cycle its burst is presented and the
@@ -253,6 +264,8 @@ class _Timeline:
             self.end["dma"] = _store_end(self.dram, self.cfg, f, d)
         else:
             self.end[engine] = d + engine_cycles
+        if op is Opcode.MATMUL:
+            self.issued = d + matmul_issue_cycles(self.cfg, f["rows"])
         self.spans[index] = (engine, d, self.end[engine])
 
 
@@ -319,7 +332,7 @@ def _timeline(cfg: AccelConfig, words: list[int], memory: MemoryProfile, mem_lat
         d = ready
         for engine in (timeline.blockers(op, fields) if op is not Opcode.END else list(timeline.end)):
             # The controller sees an engine idle BUSY_LAG cycles after its busy falls (END: at once).
-            free = timeline.engine_end(engine) + 1 + (Controller.BUSY_LAG if op is not Opcode.END else 0)
+            free = timeline.last_in_the_way(op, engine) + 1 + (Controller.BUSY_LAG if op is not Opcode.END else 0)
             if free > d:
                 waited[timeline.latest[engine][0]] += free - d
                 d = free

@@ -14,11 +14,13 @@ __all__ = ["Engine", "CommandFSM"]
 class CommandFSM:
     """The engine's FSM as :meth:`Engine.command_fsm` opened it."""
 
-    def __init__(self, m: Module, fsm, busy):
+    def __init__(self, m: Module, fsm, busy, accepted):
         self._m = m
         self._busy = busy
         #: The Amaranth FSM (for ``ongoing``).
         self.fsm = fsm
+        #: High in the cycle a command with work is accepted (combinational).
+        self.accepted = accepted
 
     def ongoing(self, state: str):
         """The FSM is in ``state`` in this cycle."""
@@ -68,7 +70,8 @@ class Engine(wiring.Component):
         return type(self).busy_cycles(self._cfg, *args)
 
     @contextmanager
-    def command_fsm(self, m: Module, *, work, taken, start: str, started=(), busy_register: bool = False):
+    def command_fsm(self, m: Module, *, work, taken, start: str, started=(), busy_register: bool = False,
+                    busy=None):
         """Open the engine's FSM with its IDLE state; yields a :class:`CommandFSM`. Add the
         command's states inside the ``with`` block and leave the last with
         :meth:`CommandFSM.finish`; ``busy`` is driven when the block closes.
@@ -86,18 +89,27 @@ class Engine(wiring.Component):
         :meth:`CommandFSM.finish`), for an engine whose ``busy`` the core selects memory ports
         with (hw/core.py); otherwise it is ``~ongoing("IDLE")``. The same function of the state
         either way.
+
+        ``busy``: a signal of the engine's own that drives ``busy`` instead, for an engine whose work
+        outlasts its FSM (a pipeline that drains while IDLE already takes the next command).
         """
         nonempty = Signal(name="nonempty")
         m.d.sync += nonempty.eq(work)
-        busy = Signal(name="busy") if busy_register else None
+        accepted = Signal(name="accepted")
+        own_busy = busy
+        busy = Signal(name="busy") if busy_register and own_busy is None else None
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(1)
                 m.d.sync += taken
                 with m.If(self.cmd.valid & nonempty):
+                    m.d.comb += accepted.eq(1)
                     m.d.sync += started
                     if busy is not None:
                         m.d.sync += busy.eq(1)
                     m.next = start
-            yield CommandFSM(m, fsm, busy)
-        m.d.comb += self.busy.eq(busy if busy is not None else ~fsm.ongoing("IDLE"))
+            yield CommandFSM(m, fsm, busy, accepted)
+        if own_busy is not None:
+            m.d.comb += self.busy.eq(own_busy)
+        else:
+            m.d.comb += self.busy.eq(busy if busy is not None else ~fsm.ongoing("IDLE"))

@@ -62,6 +62,7 @@ def test_mult18x18d_path_equals_inferred(n, seed):
             w_transpose = int(rng.random() < 0.5)
             w_row = rng.integers(-128, 128, n).tolist()
             a_valid = int(rng.random() < 0.7)
+            a_first = int(rng.random() < 0.1)
             a_row = rng.integers(-128, 128, n).tolist()
             for dut in (pair.inferred, pair.dsp):
                 ctx.set(dut.w_en, w_en)
@@ -69,6 +70,7 @@ def test_mult18x18d_path_equals_inferred(n, seed):
                 ctx.set(dut.w_transpose, w_transpose)
                 ctx.set(dut.w_row, w_row)
                 ctx.set(dut.a_valid, a_valid)
+                ctx.set(dut.a_first, a_first)
                 ctx.set(dut.a_row, a_row)
             want = [ctx.get(pair.inferred.out_row[j]) for j in range(n)], ctx.get(pair.inferred.out_valid)
             got = [ctx.get(pair.dsp.out_row[j]) for j in range(n)], ctx.get(pair.dsp.out_valid)

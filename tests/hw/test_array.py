@@ -22,7 +22,9 @@ def square(n):
 
 
 def run_array(cfg, weights, inputs, valid):
-    """Load ``weights``, present ``inputs[t]`` in cycle t (where ``valid[t]``), return per-cycle outputs."""
+    """Load ``weights`` into the shadow tile, wait a cycle (``swap_cycle``: a 1- or 2-row array
+    needs it), present ``inputs[t]`` in cycle t (where ``valid[t]``; the first valid one with
+    ``a_first``), return per-cycle outputs."""
     dut = SystolicArray(cfg)
     assert dut.latency == array_latency(cfg)
     cycles = len(inputs) + dut.latency + 2
@@ -35,9 +37,12 @@ def run_array(cfg, weights, inputs, valid):
             ctx.set(dut.w_row, row.tolist())
             await ctx.tick()
         ctx.set(dut.w_en, 0)
+        await ctx.tick()
+        first = int(np.argmax(valid))
         for t in range(cycles):
             if t < len(inputs):
                 ctx.set(dut.a_valid, int(valid[t]))
+                ctx.set(dut.a_first, int(t == first))
                 ctx.set(dut.a_row, inputs[t].tolist())
             else:
                 ctx.set(dut.a_valid, 0)

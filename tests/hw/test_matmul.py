@@ -17,7 +17,7 @@ from amaranth.back import verilog
 
 from vitaccel.config import preset
 from vitaccel.hw.array import array_latency
-from vitaccel.hw.matmul import MatmulEngine, matmul_cycles
+from vitaccel.hw.matmul import MatmulEngine, matmul_cycles, matmul_issue_cycles
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw.golden import matmul
@@ -25,7 +25,7 @@ from vitaccel.sw.golden import matmul
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_bench import EngineBench, run_commands  # noqa: E402
+from engine_bench import EngineBench, contents, run_commands, simulate  # noqa: E402
 
 
 def small(name, **changes):
@@ -75,7 +75,7 @@ def test_cycle_formula():
 
 @pytest.mark.parametrize("name,changes,seed", [
     ("tiny", {}, 10),
-    ("tiny", dict(rows=3, cols=3, bus_bits=8, requant_lanes=1, vector_lanes=1), 11),
+    ("tiny", dict(rows=5, cols=5, bus_bits=8, requant_lanes=1, vector_lanes=1), 11),
     ("default", {}, 12),
 ])
 def test_sequence_of_commands(name, changes, seed):
@@ -116,6 +116,71 @@ def test_extreme_values(a, w):
         cmd(a_addr=0, b_addr=32, c_addr=0, rows=6, accumulate=1),
         cmd(a_addr=0, b_addr=32, c_addr=8, rows=6, accumulate=0),
     ], seed=None)
+
+
+def run_back_to_back(cfg, spad, acc, commands, seed, gaps):
+    """Offer each command ``gaps[n]`` cycles after the engine is ready (0: in the cycle ready
+    rises); check that ready rises :func:`matmul_issue_cycles` after each acceptance, that busy
+    falls :func:`matmul_cycles` after the last, and the whole accumulator at the end."""
+    engine = MatmulEngine(cfg)
+    bench = EngineBench(engine, cfg, spad=spad, acc=acc)
+    expected = acc.copy()
+    for c in commands:
+        model(cfg, spad, expected, c)
+
+    async def testbench(ctx):
+        for n, c in enumerate(commands):
+            where = f"seed {seed}, command {n} {c}"
+            waited = 0
+            while not ctx.get(engine.cmd.ready) or waited < gaps[n]:
+                waited += ctx.get(engine.cmd.ready)
+                await ctx.tick()
+            ctx.set(engine.cmd.payload.bits, encode(Opcode.MATMUL, **c))
+            await ctx.tick()
+            ctx.set(engine.cmd.valid, 1)
+            await ctx.tick()
+            ctx.set(engine.cmd.valid, 0)
+            issuing = 0
+            while not ctx.get(engine.cmd.ready):
+                issuing += 1
+                await ctx.tick()
+            assert issuing == matmul_issue_cycles(cfg, c["rows"]), f"{where}: ready after {issuing} cycles"
+        # The last command was accepted matmul_issue_cycles ago (+1: its acceptance cycle).
+        busy = matmul_issue_cycles(cfg, commands[-1]["rows"])
+        while ctx.get(engine.busy):
+            busy += 1
+            await ctx.tick()
+        assert busy == matmul_cycles(cfg, commands[-1]["rows"]), f"seed {seed}: busy {busy}"
+        await ctx.tick().repeat(2)
+        got = contents(ctx, bench.memories["acc"])
+        mismatch = np.argwhere(got != expected)
+        assert np.array_equal(got, expected), f"seed {seed}: first mismatch at acc[row, col] = {mismatch[0]}"
+
+    simulate(bench, testbench)
+
+
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", {}, 30),
+    ("tiny", dict(rows=5, cols=5, bus_bits=8, requant_lanes=1, vector_lanes=1), 31),
+    ("default", {}, 32),
+])
+def test_back_to_back_commands_overlap_their_drain(name, changes, seed):
+    """Commands offered as soon as the engine is ready (their rows drain meanwhile), short and long,
+    transposed or not, accumulating into the rows the previous one writes: the accumulator equals
+    running them one at a time, and every command's timing follows the formulas."""
+    cfg = small(name, **changes)
+    rng = np.random.default_rng(seed)
+    spad, acc = random_memories(cfg, rng)
+    commands, gaps = [], []
+    for _ in range(14):
+        rows = int(rng.choice([1, 2, cfg.cols - 3, cfg.cols - 2, cfg.cols - 1, 9, 17]))
+        rows = max(1, min(rows, cfg.acc_rows))
+        commands.append(cmd(a_addr=int(rng.integers(0, cfg.spad_rows - rows)),
+                            b_addr=int(rng.integers(0, cfg.spad_rows - cfg.rows)),
+                            c_addr=int(rng.integers(0, 3)), rows=rows, accumulate=int(rng.random() < 0.7),
+                            transpose_b=int(rng.random() < 0.4)))
+        gaps.append(int(rng.choice([0, 0, 0, 1, 3])))
+    run_back_to_back(cfg, spad, acc, commands, seed, gaps)
 
 
 @pytest.mark.parametrize("name", ["tiny", "default"])

@@ -112,8 +112,9 @@ def test_report(digits):
     qkv = next(layer for layer in report.layers if layer.name == "blocks.0.qkv")
     patch = next(layer for layer in report.layers if layer.name == "patch_embed")
     assert patch.bound == "memory"  # 16 patches: loading the weights outlasts the MATMULs
-    # The fused block double-buffers qkv's weight columns: their LOADs hide behind the MATMULs.
-    assert qkv.bound == "compute" and qkv.by_class["compute"] > 0 and qkv.macs > 0 and 0 < qkv.utilization < 1
+    # The MATMULs of 17 rows now follow each other without their drain (the array double-buffers
+    # its weights), and qkv's weight-column LOADs are what the controller waits for most.
+    assert qkv.bound == "memory" and qkv.by_class["compute"] > 0 and qkv.macs > 0 and 0 < qkv.utilization < 1
     assert next(layer for layer in report.layers if layer.name == "blocks.0.norm1").bound == "nonlinear"
     assert all(layer.bound in BOUNDS for layer in report.layers)
     attn = next(layer for layer in report.grouped() if layer.name == "blocks.0.attn")
