@@ -20,6 +20,9 @@ $(STAMP): constraints.txt pyproject.toml
 	@# Icarus Verilog (Debian's package) for the 4-state cross-simulation test; installed when missing and
 	@# root, else that test is skipped.
 	command -v iverilog >/dev/null || { [ "$$(id -u)" != 0 ] || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q iverilog >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iverilog >/dev/null; }; } || echo "note: could not install iverilog; the Icarus test will be skipped"; }
+	@# lz4 headers (Debian's liblz4-dev) for Verilator's FST waveforms (simulate --trace FILE.fst); without them
+	@# only VCD is offered.
+	[ -e /usr/include/lz4.h ] || { [ "$$(id -u)" != 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q liblz4-dev >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q liblz4-dev >/dev/null; }; } || echo "note: could not install liblz4-dev; --trace writes VCD only"
 	touch $(STAMP)
 
 # The default test run (README, CI): everything but the tests marked slow.

@@ -8,7 +8,8 @@
 //
 //   harness --image IN --out OUT [--prog-addr A] [--seed S] [--latency MIN MAX] [--rate NUM DEN]
 //           [--turnaround T] [--write-latency LW] [--max-bursts Q] [--stall P] [--max-cycles N]
-//           [--trace FILE.vcd] [--trace-instructions FILE.csv]
+//           [--trace FILE.vcd|FILE.fst] [--trace-from C] [--trace-to C] [--trace-instructions FILE.csv]
+//           [--trace-engines FILE.csv]
 //
 // Memory (sim/dram.h, docs/architecture.md "External memory"): a read burst's first beat comes from
 // its AR handshake + L on, L uniform in [MIN, MAX] (default 1 1); beats pace at NUM/DEN bytes per
@@ -16,12 +17,19 @@
 // last W beat; at most Q bursts in flight per direction (default 16); with probability P per cycle
 // (from --seed) the memory stalls every channel. An illegal access is a harness error.
 //
-// --trace writes a VCD waveform of every signal (only in a build made with --trace: VM_TRACE). VCD
-// rather than FST: Verilator's FST writer needs liblz4's headers, which a fresh machine lacks.
+// --trace writes a waveform of every signal: VCD from a build made with --trace, FST from one made
+// with --trace-fst (VM_TRACE_FST; Verilator's FST writer needs the lz4 and zlib headers and libraries).
+// --trace-from/--trace-to dump only the cycles [C_from, C_to) counted as CYCLES counts (the origin of
+// --trace-instructions); the waveform's time is then 2 C (a cycle's falling half at 2 C, its rising
+// edge at 2 C + 1). Without them the whole run is dumped, reset included, at time 2 n for the
+// harness's n-th clock.
 // --trace-instructions writes one CSV line "pc,start,end" per instruction the controller fetched:
 // the cycles [start, end) (counted from the start write, as CYCLES) in which CSR PC held that address.
 // It reads PC over AXI4-Lite every cycle (back-to-back reads: the R data of a cycle is PC of the
 // cycle before), which leaves the core's run untouched.
+// --trace-engines writes one CSV line "engine,start,end" per interval in which an engine's bit of the
+// core's `engines_busy` output was 1 (bit k: hw/controller.py's Engine of value k + 1): the cycles
+// [start, end), counted as --trace-instructions counts them, in the order they began.
 //
 // Prints one JSON line on stdout:
 //   {"result": "done"|"timeout"|"harness_error", "cycles", "instret", "error", "status", "pc",
@@ -34,10 +42,15 @@
 #include "verilated.h"
 #include "dram.h"
 #include "vitaccel_csr.h"  // the CSR map: written into the build directory by sim/csr_header.py
-#if VM_TRACE
+#if VM_TRACE_FST
+#include "verilated_fst_c.h"
+using Waveform = VerilatedFstC;
+#elif VM_TRACE
 #include "verilated_vcd_c.h"
+using Waveform = VerilatedVcdC;
 #endif
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -92,8 +105,11 @@ void get_word(const VlWide<N>& port, uint8_t* dst) {
 }
 
 struct Options {
-    std::string image_path, out_path, trace_path, instr_path;
+    std::string image_path, out_path, trace_path, instr_path, engines_path;
     uint64_t prog_addr = 0, max_cycles = 100000000;
+    // The waveform's window in CYCLES' count, [trace_from, trace_to); windowed when either is given.
+    uint64_t trace_from = 0, trace_to = UINT64_MAX;
+    bool windowed = false;
     vitaccel::DramParams dram;
 };
 
@@ -127,7 +143,8 @@ void report(const char* result, const Stats& st, const std::string& message) {
 [[noreturn]] void usage(const std::string& why) {
     std::fprintf(stderr, "harness: %s\nusage: harness --image IN --out OUT [--prog-addr A] [--seed S] "
                  "[--latency MIN MAX] [--rate NUM DEN] [--turnaround T] [--write-latency LW] [--max-bursts Q] "
-                 "[--stall P] [--max-cycles N] [--trace FILE.vcd] [--trace-instructions FILE.csv]\n", why.c_str());
+                 "[--stall P] [--max-cycles N] [--trace FILE.vcd|FILE.fst] [--trace-from C] [--trace-to C] "
+                 "[--trace-instructions FILE.csv] [--trace-engines FILE.csv]\n", why.c_str());
     std::exit(1);
 }
 
@@ -156,7 +173,10 @@ Options parse(int argc, char** argv) {
         else if (a == "--seed") { need(1); d.seed = uint(); }
         else if (a == "--max-cycles") { need(1); o.max_cycles = uint(); }
         else if (a == "--trace") { need(1); o.trace_path = argv[++i]; }
+        else if (a == "--trace-from") { need(1); o.trace_from = uint(); o.windowed = true; }
+        else if (a == "--trace-to") { need(1); o.trace_to = uint(); o.windowed = true; }
         else if (a == "--trace-instructions") { need(1); o.instr_path = argv[++i]; }
+        else if (a == "--trace-engines") { need(1); o.engines_path = argv[++i]; }
         else if (a == "--latency") { need(2); d.latency = uint(); d.latency_max = uint(); }
         else if (a == "--rate") { need(2); d.num = uint(); d.den = uint(); }
         else if (a == "--turnaround") { need(1); d.turnaround = uint(); }
@@ -171,12 +191,52 @@ Options parse(int argc, char** argv) {
     }
     if (o.image_path.empty() || o.out_path.empty()) usage("--image and --out are required");
 #if !VM_TRACE
-    if (!o.trace_path.empty()) usage("--trace needs a harness built with --trace");
+    if (!o.trace_path.empty()) usage("--trace needs a harness built with --trace or --trace-fst");
 #endif
+    if (o.windowed && o.trace_path.empty()) usage("--trace-from and --trace-to need --trace");
+    if (o.trace_from >= o.trace_to) usage("--trace-from must be below --trace-to");
     std::string bad = d.check();
     if (!bad.empty()) usage(bad);
     return o;
 }
+
+// Each engine's busy intervals, from the core's `engines_busy` output sampled once per cycle
+// (--trace-engines).
+class EngineLog {
+  public:
+    void sample(uint64_t cycle, unsigned bits) {
+        unsigned changed = bits ^ bits_;
+        for (unsigned k = 0; changed >> k; ++k) {
+            if (!((changed >> k) & 1)) continue;
+            if ((bits >> k) & 1) since_[k] = cycle;
+            else spans_.push_back({since_[k], cycle, k});
+        }
+        bits_ = bits;
+    }
+
+    // Writes the intervals in CYCLES' count (harness cycle `origin` is 0), those still open ending
+    // at harness cycle `now`, ordered by their start.
+    bool write(const std::string& path, uint64_t origin, uint64_t now) {
+        for (unsigned k = 0; bits_ >> k; ++k)
+            if ((bits_ >> k) & 1) spans_.push_back({since_[k], now, k});
+        bits_ = 0;
+        std::stable_sort(spans_.begin(), spans_.end(), [](const Span& x, const Span& y) { return x.start < y.start; });
+        std::ofstream out(path);
+        out << "engine,start,end\n";
+        for (const Span& s : spans_) out << s.engine << ',' << s.start - origin << ',' << s.end - origin << '\n';
+        out.close();
+        return static_cast<bool>(out);
+    }
+
+  private:
+    struct Span {
+        uint64_t start, end;
+        unsigned engine;
+    };
+    unsigned bits_ = 0;
+    uint64_t since_[32] = {};
+    std::vector<Span> spans_;
+};
 
 // The AXI4-Lite master's side of the CSR port in one cycle.
 struct LiteMaster {
@@ -200,7 +260,8 @@ class System {
         top_.reset(new Vvitaccel_core{ctx_.get()});
 #if VM_TRACE
         if (!o.trace_path.empty()) {
-            wave_.reset(new VerilatedVcdC);
+            wave_.reset(new Waveform);
+            if (o.windowed) wave_from_ = UINT64_MAX;  // nothing before the start (window())
             top_->trace(wave_.get(), 99);
             wave_->open(o.trace_path.c_str());
         }
@@ -242,6 +303,7 @@ class System {
         t.aclk = 0;
         t.eval();
         dump(2 * now_);
+        if (engines_) engines_->sample(now_, t.engines_busy);
 
         vitaccel::DramInputs in;
         in.arvalid = t.m_axi_arvalid;
@@ -343,6 +405,16 @@ class System {
         return false;
     }
 
+    // The waveform's cycles [from, to) of CYCLES' count now that its origin, harness cycle
+    // `origin`, is known; their time is counted from it.
+    void window(uint64_t origin, uint64_t from, uint64_t to) {
+        wave_origin_ = origin;
+        wave_from_ = origin + from;
+        wave_to_ = to > UINT64_MAX - origin ? UINT64_MAX : origin + to;
+    }
+
+    void log_engines(EngineLog* log) { engines_ = log; }
+
     bool done() const { return top_->done; }
     uint64_t now() const { return now_; }
     const LiteEvents& events() const { return events_; }
@@ -355,7 +427,7 @@ class System {
 
     void dump(uint64_t time) {
 #if VM_TRACE
-        if (wave_) wave_->dump(time);
+        if (wave_ && now_ >= wave_from_ && now_ < wave_to_) wave_->dump(time - 2 * wave_origin_);
 #else
         (void)time;
 #endif
@@ -371,8 +443,10 @@ class System {
     std::unique_ptr<VerilatedContext> ctx_;
     std::unique_ptr<Vvitaccel_core> top_;
 #if VM_TRACE
-    std::unique_ptr<VerilatedVcdC> wave_;
+    std::unique_ptr<Waveform> wave_;
 #endif
+    uint64_t wave_origin_ = 0, wave_from_ = 0, wave_to_ = UINT64_MAX;
+    EngineLog* engines_ = nullptr;
 };
 
 // Runs to `done` (or max_cycles after the start) writing the instruction trace. PC is read every
@@ -441,6 +515,11 @@ int main(int argc, char** argv) {
     if (!sys.csr_write(PROG_ADDR, static_cast<uint32_t>(opt.prog_addr)) || !sys.csr_write(CTRL, 1, &start))
         return fail(sys.error());
 
+    // CYCLES counts from harness cycle start + 2 (run_traced).
+    const uint64_t origin = start + 2;
+    if (opt.windowed) sys.window(origin, opt.trace_from, opt.trace_to);
+    EngineLog engines;
+    if (!opt.engines_path.empty()) sys.log_engines(&engines);
     bool ok = true;
     if (opt.instr_path.empty()) {
         while (!sys.done() && sys.now() - start - 1 < opt.max_cycles) {
@@ -449,6 +528,9 @@ int main(int argc, char** argv) {
     } else {
         ok = run_traced(sys, start, opt.max_cycles, opt.instr_path);
     }
+    sys.log_engines(nullptr);
+    if (!opt.engines_path.empty() && !engines.write(opt.engines_path, origin, sys.now()))
+        usage("cannot write " + opt.engines_path);
     // After a memory protocol error the DRAM model idles: the counters still say where the core was.
     std::string error = ok ? "" : sys.error();
     uint32_t lo = 0, hi = 0, instret = 0, status = 0, pc = 0;

@@ -10,6 +10,7 @@ the final image, the counters and the bytes the core moved.
 
 import ast
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -23,13 +24,15 @@ from pathlib import Path
 
 from vitaccel.config import AccelConfig
 from vitaccel.files import build_root
+from vitaccel.hw.controller import Engine
 from vitaccel.hw.generate import TOP_NAME, verilog_text
 from vitaccel.isa import ErrorCode
 from vitaccel.memory import MemoryProfile, profile
 from vitaccel.sim.csr_header import HEADER_NAME, csr_header
 
 __all__ = ["SimResult", "SimulationError", "BuildError", "HarnessError", "SimTimeout",
-           "hardware_sources", "hardware_digest", "build", "run_image"]
+           "hardware_sources", "hardware_digest", "build", "run_image", "WAVEFORMS", "waveform_format",
+           "fst_missing"]
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 DRAM_MODEL = Path(__file__).with_name("dram.h")
@@ -43,6 +46,8 @@ VERILATOR_FLAGS = [
     "-MAKEFLAGS", "OPT_FAST=-O2",
 ]
 DEFAULT_MAX_CYCLES = 1_000_000_000
+#: Waveform formats by file suffix, and the Verilator flag of the build that writes each.
+WAVEFORMS = {".vcd": "--trace", ".fst": "--trace-fst"}
 
 
 class SimulationError(RuntimeError):
@@ -80,6 +85,9 @@ class SimResult:
     wall_s: float
     #: With ``trace_instructions``: ``(pc, start, end)`` per instruction fetched, in cycles from the start.
     instructions: tuple = ()
+    #: With ``trace_engines``: ``(engine, start, end)`` per interval ``[start, end)`` in which an engine
+    #: (:class:`~vitaccel.hw.controller.Engine` name in lower case) was busy, counted as ``instructions``.
+    engines: tuple = ()
     bytes_read: int = 0
     bytes_written: int = 0
     memory: str = "onchip"
@@ -177,25 +185,58 @@ def _verilator_version() -> str:
         return "unknown"
 
 
-def build(cfg: AccelConfig, *, trace: bool = False) -> Path:
+def waveform_format(path: str | os.PathLike) -> str:
+    """The waveform format file name ``path`` asks for by its suffix: ``.vcd`` or ``.fst``
+    (:data:`WAVEFORMS`); ValueError for another."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in WAVEFORMS:
+        raise ValueError(f"a waveform is written as .vcd or .fst, not {str(path)!r}")
+    return suffix
+
+
+@functools.cache
+def fst_missing() -> str | None:
+    """Why this machine cannot build the model that writes FST (Verilator's FST writer compiles
+    against lz4 and zlib), or None when it can: a C++ compiler links a program including their
+    headers against both libraries (a fraction of a second)."""
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        return "no C++ compiler found"
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([compiler, "-x", "c++", "-", "-o", str(Path(tmp) / "probe"), "-llz4", "-lz"],
+                              input="#include <lz4.h>\n#include <zlib.h>\nint main() { return 0; }\n",
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        return ("Verilator's FST writer needs the lz4 and zlib headers and libraries, which this machine lacks "
+                "(Debian: apt-get install liblz4-dev zlib1g-dev; `make install` does it as root)")
+    return None
+
+
+def build(cfg: AccelConfig, *, trace: bool | str = False) -> Path:
     """Path of the simulator binary for ``cfg``, compiling it unless a cached build exists.
 
     A build lives in ``build/verilator/<cfg.slug>-<hash>/`` where the hash covers the config, the
     hardware sources (:func:`hardware_digest`) and the Verilator flags. ``trace`` selects a separate
-    build with VCD waveform support (slower: use it only to write waveforms). It is compiled in a temporary directory
-    and renamed into place; a file lock makes concurrent callers wait for one build.
+    build that writes waveforms (slower: use it only to write them): ``".vcd"`` (or True) VCD,
+    ``".fst"`` FST (:func:`fst_missing` says whether this machine can build it). It is compiled in a
+    temporary directory and renamed into place; a file lock makes concurrent callers wait for one build.
     """
     if not isinstance(cfg, AccelConfig):
         raise TypeError(f"cfg must be an AccelConfig, not {cfg!r}")
     cfg = cfg.validate()
+    trace = ".vcd" if trace is True else trace or None
+    if trace is not None and trace not in WAVEFORMS:
+        raise ValueError(f"trace must be one of {', '.join(WAVEFORMS)}, not {trace!r}")
     if (cfg, trace) in _built and _built[cfg, trace].exists():
         return _built[cfg, trace]
+    if trace == ".fst" and fst_missing():
+        raise BuildError(fst_missing())
     flags = [*VERILATOR_FLAGS, "-CFLAGS", f"-DVITACCEL_BUS_BYTES={cfg.bus_bytes}", "--top-module", TOP_NAME,
-             *(["--trace"] if trace else [])]
+             *([WAVEFORMS[trace]] if trace else [])]
     digest = hashlib.sha256("\0".join([cfg.to_json(), hardware_digest(), " ".join(flags)]).encode()).hexdigest()[:12]
     root = build_root() / "verilator"
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{cfg.slug}{'-trace' if trace else ''}-{digest}"
+    final = root / f"{cfg.slug}{'-trace' if trace == '.vcd' else '-fst' if trace else ''}-{digest}"
     binary = final / BINARY
     with open(root / f"{final.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -235,7 +276,8 @@ def _compile(cfg, text, flags, root, final):
 def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, memory: MemoryProfile | str = "onchip",
               seed: int = 0, latency: tuple[int, int] | None = None, stall: float = 0.0,
               max_cycles: int = DEFAULT_MAX_CYCLES, trace: str | os.PathLike | None = None,
-              trace_instructions: bool = False) -> SimResult:
+              trace_window: tuple[int | None, int | None] | None = None, trace_format: str | None = None,
+              trace_instructions: bool = False, trace_engines: bool = False) -> SimResult:
     """Run the program at ``prog_addr`` of ``image`` (external memory from address 0) to ``done``.
 
     The DRAM model follows ``memory`` (a :class:`~vitaccel.memory.MemoryProfile` or its name);
@@ -247,8 +289,13 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, memory: Mem
     outside the image, a burst across 4 KiB, ...). An ISA error is no exception: it is
     ``SimResult.error``.
 
-    ``trace``: write a VCD waveform of the run there (GTKWave opens it; a separate, slower build).
-    ``trace_instructions``: fill ``SimResult.instructions`` with each instruction's cycles.
+    ``trace``: write a waveform of the run there (GTKWave opens it; a separate, slower build), VCD
+    or FST as its suffix says (or ``trace_format``, ``".vcd"``/``".fst"``, for another name);
+    ``trace_window = (from, to)``: only the cycles ``[from, to)`` counted as CYCLES counts (either
+    may be None: from the start, to the end), at waveform time ``2 * cycle``.
+    ``trace_instructions``: fill ``SimResult.instructions`` with each instruction's cycles;
+    ``trace_engines``: ``SimResult.engines`` with each engine's busy intervals (and
+    ``SimResult.instructions``, which name the instructions each interval ran).
     """
     image = bytes(image)
     memory = profile(memory)
@@ -261,8 +308,16 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, memory: Mem
         raise ValueError(f"prog_addr {prog_addr:#x} is outside the image of {len(image)} bytes")
     if max_cycles < 1:
         raise ValueError(f"max_cycles must be positive, not {max_cycles}")
+    if trace_window is not None and tuple(trace_window) == (None, None):
+        trace_window = None
+    if trace_window is not None:
+        start_at, stop_at = trace_window
+        start_at = 0 if start_at is None else start_at
+        if trace is None or start_at < 0 or (stop_at is not None and stop_at <= start_at):
+            raise ValueError(f"trace_window must be (from, to) with 0 <= from < to, with a trace, not {trace_window!r}")
+    wave = None if trace is None else trace_format or waveform_format(trace)
     memory.check_fits(len(image))
-    binary = build(cfg, trace=trace is not None)
+    binary = build(cfg, trace=wave)
     runs = build_root() / "tmp"
     runs.mkdir(parents=True, exist_ok=True)
     num, den = memory.rate(cfg.bus_bytes)
@@ -276,8 +331,12 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, memory: Mem
                "--max-cycles", str(max_cycles)]
         if trace is not None:
             cmd += ["--trace", str(Path(trace).resolve())]
-        if trace_instructions:
+        if trace_window is not None:
+            cmd += ["--trace-from", str(start_at), *(["--trace-to", str(stop_at)] if stop_at is not None else [])]
+        if trace_instructions or trace_engines:
             cmd += ["--trace-instructions", str(Path(tmp) / "instructions.csv")]
+        if trace_engines:
+            cmd += ["--trace-engines", str(Path(tmp) / "engines.csv")]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode == 1 or not lines:
@@ -291,10 +350,15 @@ def run_image(cfg: AccelConfig, image: bytes, prog_addr: int = 0, *, memory: Mem
                              f"{stats['instret']} instructions retired)")
         final = dst.read_bytes()
         instructions = ()
-        if trace_instructions:
+        if trace_instructions or trace_engines:
             rows = (Path(tmp) / "instructions.csv").read_text().splitlines()[1:]
             instructions = tuple(tuple(int(v) for v in row.split(",")) for row in rows)
+        engines = ()
+        if trace_engines:
+            rows = (Path(tmp) / "engines.csv").read_text().splitlines()[1:]
+            names = {engine.value - 1: engine.name.lower() for engine in Engine}
+            engines = tuple((names[int(k)], int(a), int(b)) for k, a, b in (row.split(",") for row in rows))
     return SimResult(image=final, cycles=stats["cycles"], instret=stats["instret"], error=ErrorCode(stats["error"]),
                      pc=stats["pc"], sim_cycles=stats["sim_cycles"], wall_s=stats["wall_s"],
-                     instructions=instructions, bytes_read=stats["bytes_read"],
+                     instructions=instructions, engines=engines, bytes_read=stats["bytes_read"],
                      bytes_written=stats["bytes_written"], memory=memory.name)
