@@ -84,6 +84,7 @@ def cmd_simulate(args, say):
     from vitaccel import run
     from vitaccel.data_options import images_count, simulate_images
     from vitaccel.sw.zoo import load_intvit
+    from vitaccel.timeline import request_problem
 
     cfg, memory = load_config(args.config), profile(args.memory)
     lo, hi = args.latency or (1, 1)
@@ -92,13 +93,17 @@ def cmd_simulate(args, say):
     _require((args.op is None) != (args.model is None), "give either --op (one operation) or --model (a whole ViT)")
     _require(args.engine == "rtl" or not (args.trace or args.trace_instructions),
              "--trace and --trace-instructions need --engine rtl")
-    _require(not args.trace or args.trace.endswith(".vcd"),
-             f"--trace writes a VCD waveform: give a .vcd file name, not {args.trace!r}")
-    for flag, path in (("--trace", args.trace), ("--trace-instructions", args.trace_instructions)):
+    for problem in (run.trace_problem(args.trace, args.trace_from, args.trace_to),
+                    request_problem(args.engine, args.timeline, args.timeline_from, args.timeline_to)):
+        _require(problem is None, problem)
+    for flag, path in (("--trace", args.trace), ("--trace-instructions", args.trace_instructions),
+                       *(("--timeline", path) for path in args.timeline)):
         if path is not None:
             _check_writable(path, flag)
     common = dict(seed=args.seed, engine=args.engine, memory=memory, latency=args.latency, stall=args.stall,
-                  trace=args.trace, trace_instructions=args.trace_instructions, progress=say)
+                  trace=args.trace, trace_window=(args.trace_from, args.trace_to) if args.trace else None,
+                  trace_instructions=args.trace_instructions, timeline=args.timeline,
+                  timeline_window=(args.timeline_from, args.timeline_to), progress=say)
     if args.model is not None:
         images_count(args.images, args.model)
         intvit = load_intvit(args.model, cfg, say)
@@ -127,6 +132,8 @@ def _model_lines(args, cfg, report: dict) -> list:
              f"{report['utilization']:.1%}, wall {report['wall_s']} s (building the simulator: {report['build_s']} s)"
              + (f", {report['sim_cycles_per_s']:,} simulated cycles/s, perf model error {report['perf_error']:+.2%}"
                 if report.get("sim_cycles_per_s") else "")]
+    if "timeline" in report:
+        lines.append(f"engine timeline ({report['timeline']['source']}): {', '.join(report['timeline']['files'])}")
     if args.report:
         total = sum(layer["cycles"] for layer in report["layers_modelled"]) or 1
         lines += ["", f"{'layer':<14} {'cycles':>12} {'share':>6} {'MACs':>13} {'util':>6}  bound   (modelled)"]
@@ -295,8 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=int, nargs=2, metavar=("MIN", "MAX"),
                    help="override the profile's read latency: MIN..MAX cycles (random per burst when MIN < MAX)")
     p.add_argument("--stall", type=float, default=0.0, help="probability per cycle that the memory stalls")
-    p.add_argument("--trace", metavar="FILE.vcd", help="rtl: write a VCD waveform (--model: of the first image)")
+    p.add_argument("--trace", metavar="FILE", help="rtl: write a waveform, FILE.vcd or FILE.fst (--model: of the "
+                   "first image; a whole tiny-digits run is ~340 MB of VCD: give a window)")
+    for name, what in (("trace", "--trace"), ("timeline", "--timeline")):
+        p.add_argument(f"--{name}-from", type=int, metavar="C", help=f"{what} from cycle C (as CYCLES counts)")
+        p.add_argument(f"--{name}-to", type=int, metavar="C", help=f"{what} up to cycle C (excluded)")
     p.add_argument("--trace-instructions", metavar="FILE.csv", help="rtl: each instruction's start and end cycles")
+    p.add_argument("--timeline", action="append", default=[], metavar="FILE", help="rtl or perf: each engine's busy "
+                   "intervals as a picture (.png/.svg/.pdf) or data (.csv/.json); repeatable")
 
     p = command("build", "Write Verilog, constraints and the build script for a board (and a bitstream).", cmd_build,
                 config="board", config_help=BOARD_CONFIG_HELP, board=True, output="output directory")
@@ -364,8 +377,10 @@ def _domain_errors() -> tuple:
     from vitaccel.sw.program import ProgramError
     from vitaccel.sw.quantize import QuantizeError
     from vitaccel.sw.vit import CheckpointError
+    from vitaccel.timeline import TimelineError
 
-    return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError, FitError, LinkError)
+    return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError, FitError, LinkError,
+            TimelineError)
 
 
 def _message(exc: Exception) -> str:

@@ -24,6 +24,7 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -33,7 +34,7 @@ from vitaccel.files import atomic_open, atomic_path
 
 __all__ = ["ENGINES", "Mismatch", "first_mismatch", "Execution", "Backend", "IsaBackend", "RtlBackend",
            "BoardBackend", "backend", "ImageRun", "Report", "run_program", "run_images", "simulate_linear",
-           "simulate_vector", "simulate_model", "run_board", "write_instruction_trace"]
+           "simulate_vector", "simulate_model", "run_board", "write_instruction_trace", "trace_problem"]
 
 ENGINES = ("rtl", "isa", "perf")
 
@@ -150,16 +151,22 @@ class RtlBackend(Backend):
     name = label = "rtl"
 
     def __init__(self, cfg: AccelConfig, *, memory="onchip", seed: int = 0, latency=None, stall: float = 0.0,
-                 trace=None, trace_instructions=None, progress: Progress = _silent):
+                 trace=None, trace_window=None, trace_instructions=None, trace_engines: bool = False,
+                 progress: Progress = _silent):
         from vitaccel.memory import profile
 
         self.cfg, self.memory, self.seed, self.stall = cfg, profile(memory), seed, stall
         self.latency = None if latency is None else tuple(latency)
         self.trace, self.trace_instructions, self.progress = trace, trace_instructions, progress
+        self.trace_window, self.trace_engines = trace_window, trace_engines
         self.executions = 0
+        #: With ``trace_engines``, of the first execution: the busy intervals ``(engine, start, end)``
+        #: and the instructions' ``(pc, start, end)`` (``SimResult.engines``, ``.instructions``).
+        self.engines: tuple = ()
+        self.instruction_spans: tuple = ()
 
     def prepare(self, program) -> None:
-        from vitaccel.sim.verilator import build
+        from vitaccel.sim.verilator import build, waveform_format
 
         if program is not None:
             self.memory.check_fits(len(program.image), f"the program image for config {self.cfg.name!r}")
@@ -168,11 +175,11 @@ class RtlBackend(Backend):
         build(self.cfg)
         if self.trace is not None:
             self.progress(f"building the tracing Verilator model of {self.cfg.name} (cached after the first run)")
-            build(self.cfg, trace=True)
+            build(self.cfg, trace=waveform_format(self.trace))
         self.build_s = time.perf_counter() - start
 
     def execute(self, program, inputs, outputs):
-        from vitaccel.sim.verilator import run_image
+        from vitaccel.sim.verilator import run_image, waveform_format
 
         run = program.with_tensors(**inputs) if inputs else program
         first = self.executions == 0
@@ -180,9 +187,14 @@ class RtlBackend(Backend):
         with atomic_path(self.trace) if traced else contextlib.nullcontext() as wave:
             result = run_image(self.cfg, run.image, run.prog_addr, memory=self.memory,
                                seed=self.seed + self.executions, latency=self.latency, stall=self.stall, trace=wave,
-                               trace_instructions=first and self.trace_instructions is not None)
+                               trace_window=self.trace_window if traced else None,
+                               trace_format=waveform_format(self.trace) if traced else None,
+                               trace_instructions=first and self.trace_instructions is not None,
+                               trace_engines=first and self.trace_engines)
         if first and self.trace_instructions is not None:
             write_instruction_trace(run, result.instructions, self.trace_instructions)
+        if first and self.trace_engines:
+            self.engines, self.instruction_spans = result.engines, result.instructions
         self.executions += 1
         return Execution(result.error.name, result.pc, {name: run.read_tensor(result.image, name) for name in outputs},
                          result.wall_s, cycles=result.cycles, image=result.image, sim_cycles=result.sim_cycles,
@@ -239,15 +251,37 @@ class BoardBackend(Backend):
 
 
 def backend(engine: str, cfg: AccelConfig, *, memory="onchip", seed: int = 0, latency=None, stall: float = 0.0,
-            trace=None, trace_instructions=None, progress: Progress = _silent) -> Backend:
+            trace=None, trace_window=None, trace_instructions=None, trace_engines: bool = False,
+            progress: Progress = _silent) -> Backend:
     """The simulator backend ``engine`` (``isa`` or ``rtl``) for ``cfg``; the memory conditions and
     traces apply to ``rtl``."""
     if engine == "isa":
         return IsaBackend()
     if engine == "rtl":
         return RtlBackend(cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
-                          trace_instructions=trace_instructions, progress=progress)
+                          trace_window=trace_window, trace_instructions=trace_instructions,
+                          trace_engines=trace_engines, progress=progress)
     raise ValueError(f"engine must be isa or rtl to run a program, not {engine!r}")
+
+
+def trace_problem(trace, start: int | None, stop: int | None) -> str | None:
+    """What is wrong with a waveform ``trace`` (a file name or None) of the cycles ``[start, stop)``
+    (None: from the start, to the end), in one line for the CLI; None if nothing. An FST name is
+    refused here when this machine cannot build the FST-writing model
+    (:func:`vitaccel.sim.verilator.fst_missing`), before any build."""
+    if trace is None:
+        return None if (start, stop) == (None, None) else "--trace-from and --trace-to need --trace"
+    suffix = Path(trace).suffix.lower()
+    if suffix not in (".vcd", ".fst"):
+        return f"--trace writes a waveform: give a .vcd or .fst file name, not {str(trace)!r}"
+    if (start is not None and start < 0) or (stop is not None and stop <= (start or 0)):
+        return f"--trace-from/--trace-to need 0 <= from < to, not {start} .. {stop}"
+    if suffix == ".fst":
+        from vitaccel.sim.verilator import fst_missing
+
+        if fst_missing():
+            return f"--trace {trace}: {fst_missing()}; write a .vcd"
+    return None
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -403,12 +437,36 @@ def _top1(runs: list[ImageRun], key: str) -> float:
 # ---- jobs ------------------------------------------------------------------------------------
 
 
+def _write_timelines(report: Report, paths, window, make, say: Progress) -> None:
+    """Each of ``paths`` (:meth:`vitaccel.timeline.Timeline.write`) from the timeline ``make()``
+    returns, cut to the cycles ``window = (from, to)``; its summary into the report as ``timeline``."""
+    if not paths:
+        return
+    view = make().window(*(window or (None, None)))
+    for path in paths:
+        say(f"writing the engine timeline {path}")
+        view.write(path)
+    report.figures["timeline"] = {**view.summary(), "files": [str(path) for path in paths]}
+
+
+def _op_timeline(program, runner: Backend, report: Report, title: str):
+    """The RTL's timeline of an operation's run (:func:`simulate_linear`, :func:`simulate_vector`)."""
+    from vitaccel.timeline import Timeline
+
+    if runner.name != "rtl":
+        raise ValueError("a timeline needs cycles: engine rtl")
+    cycles = report.figures["cycles"]
+    return Timeline.from_rtl(program, runner.engines, runner.instruction_spans, cycles,
+                             title=f"{title} on {program.config.name}", utilization=report.figures.get("utilization"))
+
+
 def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, engine: str = "rtl",
                     memory="onchip", latency=None, stall: float = 0.0, progress: Progress | None = None, trace=None,
-                    trace_instructions=None) -> Report:
+                    trace_window=None, trace_instructions=None, timeline=(), timeline_window=None) -> Report:
     """A seeded random linear layer ``(m, k) x (k, n)`` compiled for ``cfg``, run on ``engine``
     (:func:`run_program`) and checked against golden; with cycles, its MAC ``utilization``.
-    The report of ``vitaccel simulate --op linear``."""
+    The report of ``vitaccel simulate --op linear``. ``timeline``: files to write the run's engine
+    timeline to (``rtl``; :mod:`vitaccel.timeline`), of the cycles ``timeline_window = (from, to)``."""
     from vitaccel.sw.compiler import compile_linear
     from vitaccel.sw.workloads import random_linear
 
@@ -416,22 +474,26 @@ def simulate_linear(cfg: AccelConfig, m: int, k: int, n: int, *, seed: int = 0, 
     layer = random_linear(m, k, n, seed=seed, mult_bits=cfg.mult_bits)
     say(f"compiling linear ({m}, {k}, {n})")
     program = compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult, layer.shift)
-    report = run_program(program, {"y": layer.golden()},
-                         backend(engine, cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
-                                 trace_instructions=trace_instructions, progress=say),
+    runner = backend(engine, cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
+                     trace_window=trace_window, trace_instructions=trace_instructions, trace_engines=bool(timeline),
+                     progress=say)
+    report = run_program(program, {"y": layer.golden()}, runner,
                          subject={"op": "linear", "shape": [m, k, n], "macs": layer.macs}, seed=seed)
     if "cycles" in report.figures:
         cycles = report.figures["cycles"]
         report.figures["utilization"] = round(layer.macs / (cfg.macs * cycles), 4) if cycles else 0.0
+    _write_timelines(report, timeline, timeline_window,
+                     lambda: _op_timeline(program, runner, report, f"linear ({m}, {k}, {n})"), say)
     return report
 
 
 def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: int = 0, engine: str = "rtl",
                     memory="onchip", latency=None, stall: float = 0.0, progress: Progress | None = None, trace=None,
-                    trace_instructions=None) -> Report:
+                    trace_window=None, trace_instructions=None, timeline=(), timeline_window=None) -> Report:
     """A seeded random nonlinear op (``softmax``, ``layernorm``, ``gelu``, ``add``) of ``rows`` x
     ``length`` compiled for ``cfg``, run on ``engine`` and checked (softmax: its row exponents
-    too); with cycles, ``elements_per_cycle``. The report of ``vitaccel simulate --op OP``."""
+    too); with cycles, ``elements_per_cycle``. The report of ``vitaccel simulate --op OP``; the
+    traces and the timeline as in :func:`simulate_linear`."""
     from vitaccel.sw.compile_ops import compile_vector_op
     from vitaccel.sw.workloads import random_vector_op
 
@@ -446,19 +508,22 @@ def simulate_vector(cfg: AccelConfig, op: str, rows: int, length: int, *, seed: 
         padded[:rows] = work.row_exp
         expected["row_exp"] = padded.reshape(shape)
     variant = {"softmax": cfg.softmax, "layernorm": cfg.layernorm, "gelu": cfg.gelu, "add": "dyadic"}[op]
-    report = run_program(program, expected,
-                         backend(engine, cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
-                                 trace_instructions=trace_instructions, progress=say),
+    runner = backend(engine, cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
+                     trace_window=trace_window, trace_instructions=trace_instructions, trace_engines=bool(timeline),
+                     progress=say)
+    report = run_program(program, expected, runner,
                          subject={"op": op, "variant": variant, "shape": [rows, length], "elements": work.elements},
                          seed=seed)
     if report.figures.get("cycles"):
         report.figures["elements_per_cycle"] = round(work.elements / report.figures["cycles"], 4)
+    _write_timelines(report, timeline, timeline_window,
+                     lambda: _op_timeline(program, runner, report, f"{op} ({rows}, {length})"), say)
     return report
 
 
 def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *, engine: str = "rtl",
                    memory="onchip", seed: int = 0, latency=None, stall: float = 0.0, program=None, progress: Progress | None = None,
-                   trace=None, trace_instructions=None) -> Report:
+                   trace=None, trace_window=None, trace_instructions=None, timeline=(), timeline_window=None) -> Report:
     """Run ``images`` (int8, ``(B, C, H, W)``) through ``intvit`` compiled for ``cfg`` (or the
     given ``program``) on ``engine`` (one of :data:`ENGINES`), every logit vector checked whole
     against the golden integer forward. The report of ``vitaccel simulate --model``.
@@ -467,8 +532,11 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
     ``wall_s`` (the runs), ``build_s`` (building the simulator, apart from them), ``sim_cycles_per_s``
     (rtl), ``cycles_source``, the per-unit busy cycles and
     per-layer figures of the performance model (labelled modelled), ``top1`` with labels, and for
-    ``rtl`` the error of the performance model against the measured cycles. ``trace`` (a .vcd path)
-    and ``trace_instructions`` (a .csv path) record the first image's run (``rtl`` only).
+    ``rtl`` the error of the performance model against the measured cycles. ``trace`` (a .vcd or .fst
+    path) and ``trace_instructions`` (a .csv path) record the first image's run (``rtl`` only), the waveform
+    of the cycles ``trace_window = (from, to)`` only when given. ``timeline``: files to write the
+    engine timeline to (:mod:`vitaccel.timeline`; ``perf``: the model's, ``rtl``: the first image's),
+    of the cycles ``timeline_window = (from, to)``; its summary is the report's ``timeline``.
 
     ``memory`` is the :mod:`vitaccel.memory` profile (or its name) of the external memory; a
     program larger than its capacity is refused after compiling, before any run. For ``rtl``,
@@ -505,7 +573,8 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
                                   for i in range(len(images))], 0.0, 0
     else:
         runner = backend(engine, cfg, memory=memory, seed=seed, latency=latency, stall=stall, trace=trace,
-                         trace_instructions=trace_instructions, progress=say)
+                         trace_window=trace_window, trace_instructions=trace_instructions,
+                         trace_engines=bool(timeline), progress=say)
         runner.prepare(program)
         build_s = runner.build_s
         runs, wall, sim_cycles = run_images(program, runner, patches(images, intvit.config.patch_size),
@@ -539,7 +608,24 @@ def simulate_model(intvit, cfg: AccelConfig, images: np.ndarray, labels=None, *,
     if labels is not None and engine != "perf":
         figures["top1"] = _top1(runs, "predicted")
     bit_exact = None if engine == "perf" else all(r.bit_exact for r in runs)
-    return Report(head, bit_exact, runs, figures)
+    report = Report(head, bit_exact, runs, figures)
+    _write_timelines(report, timeline, timeline_window,
+                     lambda: _model_timeline(program, model, engine, runner if engine == "rtl" else None, runs,
+                                             f"{head['model']} on {cfg.name}"), say)
+    return report
+
+
+def _model_timeline(program, model, engine: str, runner, runs: list[ImageRun], title: str):
+    """The engine timeline of a model job: the perf model's, or the RTL's first image's."""
+    from vitaccel.timeline import Timeline
+
+    if engine == "perf":
+        return Timeline.from_perf(model, program, title=title)
+    if engine != "rtl":
+        raise ValueError("a timeline needs cycles: engine perf or rtl")
+    cycles = runs[0].cycles
+    return Timeline.from_rtl(program, runner.engines, runner.instruction_spans, cycles, title=f"{title}, image 0",
+                             utilization=model.macs / (program.config.macs * cycles) if cycles else None)
 
 
 def run_board(board_name: str, port: str, model: str, cfg: AccelConfig, *, images: int = 8, baud: int = 115200,
