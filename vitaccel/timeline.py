@@ -260,6 +260,7 @@ class Timeline:
         most 60 layers fall in the window, their names along the top."""
         from matplotlib.figure import Figure
         from matplotlib.patches import Patch
+        from matplotlib.ticker import FuncFormatter
 
         lo, hi = self.span
         busy = self.busy_cycles()
@@ -277,6 +278,8 @@ class Timeline:
                            linewidth=0.3)
         ax.set_yticks(range(len(ROWS)), [f"{name}  {busy[name] / length:.0%}" for name in reversed(ROWS)])
         ax.set_xlim(lo, hi)
+        # Plain cycle numbers (millions past 10 M), never matplotlib's "1e7" offset in a corner.
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e6:g} M" if hi >= 10**7 else f"{x:,.0f}"))
         ax.set_ylim(-0.6, len(ROWS) - 0.4)
         ax.set_xlabel("cycle (as CYCLES counts)")
         ax.grid(axis="x", alpha=0.3)

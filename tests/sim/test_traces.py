@@ -3,6 +3,7 @@ window) and the engine timeline from the core's engines_busy, held equal to the 
 
 import csv
 import json
+import struct
 
 import pytest
 
@@ -33,6 +34,23 @@ def test_vcd_waveform(tmp_path):
                  "--trace", str(path), "--json"]) == 0
     text = path.read_text()
     assert text.startswith("$version") and "$enddefinitions" in text and " aclk " in text and "m_axi_arvalid" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", ["vcd", "fst"])
+def test_waveform_of_a_cycle_window(tmp_path, suffix):
+    """--trace-from/--trace-to: only cycles [20, 30) of the CYCLES count, at times 2C and 2C + 1; the file
+    under its own name, no temporary left. FST's header holds its first and last time."""
+    path = tmp_path / f"run.{suffix}"
+    assert main(["simulate", "--op", "gelu", "--rows", "2", "--length", "5", "--config", "tiny", "--trace", str(path),
+                 "--trace-from", "20", "--trace-to", "30", "--json"]) == 0
+    if suffix == "vcd":
+        times = [int(line[1:]) for line in path.read_text().splitlines() if line.startswith("#")]
+        assert times[0] == 40 and times[-1] == 59
+    else:
+        head = path.read_bytes()[:25]
+        assert head[0] == 0 and struct.unpack(">QQ", head[9:25]) == (40, 59)  # FST_BL_HDR: start, end time
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_trace_needs_rtl_and_a_waveform_name(capsys):
