@@ -64,9 +64,10 @@ def patches(images: np.ndarray, patch_size: int) -> np.ndarray:
     return x.reshape(b, (h // p) * (w // p), c * p * p)
 
 
-def _narrow(intvit: IntViT, x: np.ndarray) -> np.ndarray:
-    """Activations that feed a matmul, saturated to ``bits['activations']`` (a no-op at 8)."""
-    b = intvit.bits["activations"]
+def _narrow(intvit: IntViT, x: np.ndarray, name: str | None = None) -> np.ndarray:
+    """Activations that feed a matmul, saturated to ``bits['activations']`` (a no-op at 8), or to
+    ``bits['act_layers'][name]`` for the inputs a BOPs budget chose (sw/mixed.py)."""
+    b = intvit.bits.get("act_layers", {}).get(name, intvit.bits["activations"])
     return x if b == 8 else np.clip(x, -(1 << (b - 1)), (1 << (b - 1)) - 1).astype(x.dtype)
 
 
@@ -117,7 +118,7 @@ def _attention(intvit: IntViT, block, x: np.ndarray, keep) -> np.ndarray:
     out = np.stack([np.concatenate([
         attention_matmul(Probabilities(mant[i, j], row_exp[i, j]), v[i, :, j], a.av_mult[j],
                          a.av_shift[j]) for j in range(h)], axis=-1) for i in range(b)])
-    out = _narrow(intvit, out)
+    out = _narrow(intvit, out, keep.prefix + "attn")
     keep("attn.out", out)
     return out
 
@@ -134,7 +135,7 @@ def _log_attention(intvit: IntViT, a, logits: np.ndarray, v: np.ndarray, output:
     out = np.stack([np.concatenate([
         log_attention_matmul(probs[j]._replace(k=codes[i, j]), v[i, :, j], a.av_mult[j], a.av_shift[j])
         for j in range(h)], axis=-1) for i in range(b)])
-    out = _narrow(intvit, out)
+    out = _narrow(intvit, out, keep.prefix + "attn")
     keep("attn.out", out)
     return out
 
@@ -148,7 +149,7 @@ def _twin_attention(intvit: IntViT, a, logits, v, twin_m, keep) -> np.ndarray:
     keep("attn.codes", codes)
     out = _narrow(intvit, np.stack([np.concatenate([
         twin_attention_matmul(probs[j]._replace(codes=codes[i, j]), v[i, :, j], a.av_mult[j], a.av_shift[j])
-        for j in range(h)], axis=-1) for i in range(b)]))
+        for j in range(h)], axis=-1) for i in range(b)]), keep.prefix + "attn")
     keep("attn.out", out)
     return out
 
@@ -185,18 +186,18 @@ def _run(intvit: IntViT, images, capture: bool) -> tuple[np.ndarray, dict]:
     keep("x0", x)
     for i, block in enumerate(intvit.blocks):
         keep = keeper(f"blocks.{i}.")
-        n1 = _narrow(intvit, _layernorm(intvit, block.norm1, x))
+        n1 = _narrow(intvit, _layernorm(intvit, block.norm1, x), f"blocks.{i}.norm1")
         keep("norm1", n1)
         proj = _linear(intvit, block.proj, _attention(intvit, block, n1, keep))
         keep("proj", proj)
         x = _add(intvit, x, proj, block.add1)
         keep("add1", x)
-        n2 = _narrow(intvit, _layernorm(intvit, block.norm2, x))
+        n2 = _narrow(intvit, _layernorm(intvit, block.norm2, x), f"blocks.{i}.norm2")
         keep("norm2", n2)
         f1 = _linear(intvit, block.fc1, n2)
         keep("fc1", f1)
         g = _narrow(intvit, apply_gelu_table(f1, block.gelu) if intvit.gelu == "table"
-                    else shift_gelu(f1, block.gelu_params))
+                    else shift_gelu(f1, block.gelu_params), f"blocks.{i}.gelu")
         keep("gelu", g)
         gelu_m = intvit.extra.get(f"blocks.{i}.gelu_m")
         f2 = _linear(intvit, block.fc2, g) if gelu_m is None else _twin_linear(intvit, block.fc2, g, int(gelu_m[0]))

@@ -204,7 +204,10 @@ class IntViT:
         The quantization recipe (:data:`vitaccel.sw.recipes.RECIPES`): it decides the softmax
         output format and what the golden forward does with it.
     bits : dict
-        ``{"weights": 8|6|4, "activations": 8|6|4}`` (sw/recipes.py says which tensors).
+        ``{"weights": 8|6|4, "activations": 8|6|4}`` (sw/recipes.py says which tensors); mixed
+        precision (sw/mixed.py): ``weights`` ``"mixed"`` with ``layers`` (bits per block linear
+        layer) and ``weight_budget``, or with ``layers``, ``act_layers`` (bits of each layer's input,
+        by activation name) and ``bops_budget``; ``residual``: 16 for the int16 stream.
     extra : dict[str, np.ndarray]
         Integer arrays a recipe adds (``recipes.extra_schema``; PTQ4ViT's twin shifts), saved under
         ``extra.<name>``.
@@ -266,14 +269,17 @@ class IntViT:
         if self.recipe not in RECIPES:
             raise IntViTError(f"recipe must be one of {', '.join(RECIPES)}, not {self.recipe!r}")
         mixed = isinstance(self.bits, dict) and self.bits.get("weights") == "mixed"
+        bops = isinstance(self.bits, dict) and "bops_budget" in self.bits
+        keys = ({"weights", "activations", "layers", "act_layers", "bops_budget"} if bops else
+                {"weights", "activations", "layers", "weight_budget"} if mixed else {"weights", "activations"})
         if not (isinstance(self.bits, dict) and self.bits.get("activations") in BITS
                 and (self.bits.get("weights") in BITS or mixed) and self.bits.get("residual", 8) in (8, 16)
-                and set(self.bits) - {"residual"} == ({"weights", "activations", "layers", "weight_budget"}
-                                                      if mixed else {"weights", "activations"})
-                and (not mixed or all(v in BITS for v in self.bits["layers"].values()))):
+                and set(self.bits) - {"residual"} == keys
+                and (not mixed or all(v in BITS for v in self.bits["layers"].values()))
+                and (not bops or all(v in BITS for v in self.bits["act_layers"].values()))):
             raise IntViTError(f"bits must be {{'weights': b, 'activations': b}} with b in {BITS} (or weights "
-                              f"'mixed' with per-layer 'layers' and 'weight_budget'; 'residual': 8 or 16), "
-                              f"not {self.bits!r}")
+                              f"'mixed' with per-layer 'layers' and 'weight_budget', or 'layers', "
+                              f"'act_layers' and 'bops_budget'; 'residual': 8 or 16), not {self.bits!r}")
         if self.bits.get("residual", 8) == 16 and self.layernorm != "i_layernorm":
             raise IntViTError("a 16-bit residual stream needs the i_layernorm variant (I-ViT's)")
         from vitaccel.sw.recipes import extra_schema

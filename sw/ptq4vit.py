@@ -1,27 +1,34 @@
 """PTQ4ViT's calibration: Hessian-guided scale search and the twin-uniform parameters (recipe ``ptq4vit``).
 
-:func:`search` runs the float model on the calibration images once, with gradients, and chooses
-for every block:
+:func:`search` runs the float model on the calibration images once, with gradients, keeps every
+searched layer's float input, output and the gradient ``g`` of the loss at its output, then
+searches, layer by layer, the steps PTQ4ViT searches (its ``PTQSL*`` modules with ``metric =
+"hessian"``): the candidate with the least Hessian-guided distance of the layer's output,
+``sum((g * (O_quant - O))**2)`` (the diagonal-Fisher approximation of the change in loss,
+PTQ4ViT eq. 6-8), candidates ``(EQ_ALPHA + i (EQ_BETA - EQ_ALPHA) / n) * minmax`` for ``i < n``:
 
-* the steps of the inputs of the four linear layers (``norm1`` -> qkv, ``attn`` -> proj,
-  ``norm2`` -> fc1, ``gelu`` -> fc2) among ``CANDIDATES`` fractions ``1.2 * i / n`` of the
-  minmax step (PTQ4ViT's ``eq_alpha = 0``, ``eq_beta = 1.2``), the one with the least
-  Hessian-guided distance of the layer's output, ``sum((g * (O_quant - O))**2)``;
-* the twin-uniform post-GELU split: positive values at the searched step, negative ones (GELU's
-  dip to -0.17) at that step divided by ``2**gelu_m``, the finest power of two that still reaches
-  -0.17;
-* the twin-uniform post-softmax split per head: R2 at ``2**-7`` (fixed, as PTQ4ViT), R1 at
-  ``2**-(7+m)``, ``m`` in ``0..M_MAX`` by the same distance at the attention output (``A @ V``).
+* **linear layers** (qkv, proj, fc1, fc2): the weight steps (per output channel here; PTQ4ViT one
+  per layer, or per q/k/v) and the input step, alternately, :data:`SEARCH_ROUNDS` rounds starting
+  from minmax, weights first (its ``calibration_step2``). The input of fc2 is the twin-uniform
+  post-GELU code: positive values at the searched step, negative ones (GELU's dip to -0.17) at that
+  step divided by ``2**gelu_m``, the finest power of two that still reaches -0.17;
+* **Q K^T** per head: the steps of ``q`` and ``k``, alternately, by the distance at the attention
+  logits (the softmax input);
+* **attention x V** per head: the twin-uniform post-softmax split (R2 at ``2**-7``, fixed as in
+  PTQ4ViT, R1 at ``2**-(7+m)``, ``m`` in ``0..M_MAX``) and the step of ``v``, alternately, by the
+  distance at the attention output.
 
-``g`` is the gradient of the loss at the layer's output. PTQ4ViT takes the KL divergence between
-the quantized model's prediction and the float one's, quantizing layer after layer; this takes the
-cross entropy of the float model against its own predictions, in one parallel pass (the empirical
-Fisher, the same diagonal approximation of the Hessian without the sequential quantization). The
-weights keep their per-channel minmax steps (PTQ4ViT searches one per layer). Everything here is
-parameter derivation (floats allowed); the forward that uses the results is integer-only.
+Layers are searched in parallel, each on the float model's inputs (PTQ4ViT's example calibrates
+with ``sequential=False``). ``g`` is the gradient of the cross entropy of the float model against
+its own predictions (the empirical Fisher): PTQ4ViT's code takes the KL divergence between the
+model's prediction and the float one, whose gradient vanishes when the two are the same model
+(parallel calibration), so only its rounding noise would weigh the distance. At most
+:data:`ROWS` token rows per layer (seeded sample) take part. Everything here is parameter
+derivation (floats allowed); the forward that uses the results is integer-only.
 
 Reference: Z. Yuan et al., "PTQ4ViT: Post-training Quantization for Vision Transformers with Twin
-Uniform Quantization", ECCV 2022, sections 4.1-4.2.
+Uniform Quantization", ECCV 2022, sections 4.1-4.2; its code, github.com/hahnyuan/PTQ4ViT
+(configs/PTQ4ViT.py: ``eq_alpha 0.01, eq_beta 1.2, eq_n 100, search_round 3``).
 """
 
 from __future__ import annotations
@@ -33,13 +40,22 @@ import torch
 
 from . import vit
 
-__all__ = ["CANDIDATES", "M_MAX", "GELU_MIN", "search", "gelu_m", "twin_probs"]
+__all__ = ["CANDIDATES", "EQ_ALPHA", "EQ_BETA", "SEARCH_ROUNDS", "M_MAX", "GELU_MIN", "search", "gelu_m",
+           "twin_probs"]
 
-CANDIDATES = 20
-"""Step candidates per activation (PTQ4ViT: 20 or more change accuracy by less than 0.3 %)."""
+CANDIDATES = 100
+"""Candidates per step (PTQ4ViT's ``eq_n``)."""
+EQ_ALPHA, EQ_BETA = 0.01, 1.2
+"""The candidates span ``EQ_ALPHA..EQ_BETA`` times the minmax step (PTQ4ViT's ``eq_alpha``, ``eq_beta``)."""
+SEARCH_ROUNDS = 3
+"""Alternations of the two steps of a layer (PTQ4ViT's ``search_round``)."""
 M_MAX = 12
 ROWS = 512
-"""At most this many token rows per layer take part in the search (seeded sample)."""
+"""At most this many token rows per linear layer take part in the search (seeded sample)."""
+QUERIES = 256
+"""At most this many query rows per head for the attention searches (from at most
+:data:`IMAGES` images, the same rows of each, with all the keys of their image)."""
+IMAGES = 8
 GELU_MIN = 0.17
 """``-min GELU(x)`` is 0.16997: the negative range of the twin post-GELU quantizer."""
 
@@ -50,47 +66,92 @@ def gelu_m(step: float, qmax: int) -> int:
     return max(0, min(M_MAX, math.floor(math.log2(step * (qmax + 1) / GELU_MIN))))
 
 
-def twin_probs(a: np.ndarray, m: int) -> np.ndarray:
+def twin_probs(a, m: int):
     """Float twin-uniform quantization of probabilities (the search's model of ``twin_softmax``)."""
-    c1 = np.floor(a * 2.0 ** (7 + m) + 0.5)
-    return np.where(c1 < 128, c1 * 2.0 ** -(7 + m), np.minimum(np.floor(a * 128 + 0.5), 127) / 128)
+    lib = torch if isinstance(a, torch.Tensor) else np
+    c1 = lib.floor(a * 2.0 ** (7 + m) + 0.5)
+    return lib.where(c1 < 128, c1 * 2.0 ** -(7 + m), lib.clip(lib.floor(a * 128 + 0.5), None, 127) / 128)
 
 
 def _fake(x, step, lo, hi):
     return torch.clamp(torch.floor(x / step + 0.5), lo, hi) * step
 
 
-def _weights(linear: torch.nn.Linear, wbits: int) -> torch.Tensor:
-    w = linear.weight.detach().double()
-    qmax = (1 << (wbits - 1)) - 1
-    s = (w.abs().amax(dim=1, keepdim=True) / qmax).clamp_min(1e-12)
-    return _fake(w, s, -qmax, qmax)
+def _grid(top):
+    return [top * (EQ_ALPHA + i * (EQ_BETA - EQ_ALPHA) / CANDIDATES) for i in range(1, CANDIDATES + 1)]
 
 
-def _best_step(x, out, grad, w, bias, qmax, twin=False) -> tuple[float, int]:
-    top = float(x.abs().max()) / qmax or 1.0
-    best = None
-    for i in range(1, CANDIDATES + 1):
-        step = 1.2 * i / CANDIDATES * top
-        if twin:
-            m = gelu_m(step, qmax)
-            xq = torch.where(x >= 0, _fake(x, step, 0, qmax), _fake(x, step / 2 ** m, -qmax - 1, 0))
-        else:
-            m = 0
-            xq = _fake(x, step, -qmax - 1, qmax)
-        distance = float(((grad * (xq @ w.T + bias - out)) ** 2).sum())
-        if best is None or distance < best[0]:
-            best = (distance, step, m)
-    return best[1], best[2]
+def _act(x, step, qmax, twin):
+    if not twin:
+        return _fake(x, step, -qmax - 1, qmax), 0
+    m = gelu_m(float(step), qmax)
+    return torch.where(x >= 0, _fake(x, step, 0, qmax), _fake(x, step / 2 ** m, -qmax - 1, 0)), m
+
+
+def _search_linear(x, out, grad, w, bias, qa, qw, twin=False):
+    """Alternating search of one linear layer: ``(input step, gelu m, weight steps per channel)``."""
+    w_top = (w.abs().amax(dim=1) / qw).clamp_min(1e-12)
+    s_w = w_top.clone()
+    s_a = float(x.abs().max()) / qa or 1.0
+    a_top = s_a
+    xq, m = _act(x, s_a, qa, twin)
+    for _ in range(SEARCH_ROUNDS):
+        best = torch.full((len(w),), float("inf"), dtype=x.dtype)
+        for step in _grid(w_top):
+            d = ((grad * (xq @ _fake(w, step[:, None], -qw, qw).T + bias - out)) ** 2).sum(dim=0)
+            better = d < best
+            best = torch.where(better, d, best)
+            s_w = torch.where(better, step, s_w)
+        wq = _fake(w, s_w[:, None], -qw, qw)
+        best_a = None
+        for step in _grid(a_top):
+            cand, cm = _act(x, step, qa, twin)
+            d = float(((grad * (cand @ wq.T + bias - out)) ** 2).sum())
+            if best_a is None or d < best_a[0]:
+                best_a = (d, step, cm)
+        _, s_a, m = best_a
+        xq, _ = _act(x, s_a, qa, twin)
+    return float(s_a), m, s_w.double().numpy()
+
+
+def _search_qk(q, k, g, scale, qa):
+    """Steps of ``q`` and ``k`` (one head) by the distance at the logits ``(q k^T) * scale``."""
+    ref = (q @ k.transpose(-2, -1)) * scale
+    s_q, s_k = float(q.abs().max()) / qa or 1.0, float(k.abs().max()) / qa or 1.0
+    tops = (s_q, s_k)
+    for _ in range(SEARCH_ROUNDS):
+        kq = _fake(k, s_k, -qa - 1, qa)
+        s_q = min(_grid(tops[0]), key=lambda s: float(
+            ((g * ((_fake(q, s, -qa - 1, qa) @ kq.transpose(-2, -1)) * scale - ref)) ** 2).sum()))
+        qq = _fake(q, s_q, -qa - 1, qa)
+        s_k = min(_grid(tops[1]), key=lambda s: float(
+            ((g * ((qq @ _fake(k, s, -qa - 1, qa).transpose(-2, -1)) * scale - ref)) ** 2).sum()))
+    return float(s_q), float(s_k)
+
+
+def _search_av(a, v, g, qa):
+    """Twin ``m`` of the probabilities and the step of ``v`` (one head), by the distance at A @ V."""
+    ref = a @ v
+    s_v = float(v.abs().max()) / qa or 1.0
+    top, m = s_v, 0
+    probs = {mm: twin_probs(a, mm) for mm in range(M_MAX + 1)}
+    for _ in range(SEARCH_ROUNDS):
+        vq = _fake(v, s_v, -qa - 1, qa)
+        m = min(range(M_MAX + 1), key=lambda mm: float(((g * (probs[mm] @ vq - ref)) ** 2).sum()))
+        s_v = min(_grid(top), key=lambda s: float(((g * (probs[m] @ _fake(v, s, -qa - 1, qa) - ref)) ** 2).sum()))
+    return m, float(s_v)
 
 
 def search(model: vit.VisionTransformer, images: torch.Tensor, *, wbits: int = 8, abits: int = 8,
            seed: int = 0) -> dict:
     """Steps and twin parameters for every block (see the module docstring): a dict with, per block
-    ``blocks.i.``, ``norm1``, ``attn``, ``norm2``, ``gelu`` (steps, floats), ``gelu_m`` (int) and
-    ``twin_m`` (int per head)."""
+    ``blocks.i.``, ``norm1``, ``attn``, ``norm2``, ``gelu`` (input steps of qkv, proj, fc1, fc2,
+    floats), ``qkv.weight`` ... ``fc2.weight`` (weight steps per output channel), ``q``, ``k``,
+    ``v`` (steps per head), ``gelu_m`` (int) and ``twin_m`` (int per head)."""
     cfg = model.config
     qa = (1 << (abits - 1)) - 1
+    qw = (1 << (wbits - 1)) - 1
+    h, dh = cfg.num_heads, cfg.head_dim
     seen: dict[str, torch.Tensor] = {}
     hooks = []
 
@@ -108,6 +169,7 @@ def search(model: vit.VisionTransformer, images: torch.Tensor, *, wbits: int = 8
             keep(p + name + ".in", module, True)
             keep(p + name + ".out", module, False)
         keep(p + "probs", block.attn.softmax, False)
+        keep(p + "logits", block.attn.softmax, True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -115,37 +177,47 @@ def search(model: vit.VisionTransformer, images: torch.Tensor, *, wbits: int = 8
         logits = model(images.double())
         torch.nn.functional.cross_entropy(logits, logits.argmax(1).detach(), reduction="sum").backward()
     finally:
-        for h in hooks:
-            h.remove()
+        for hk in hooks:
+            hk.remove()
         model.float().zero_grad(set_to_none=True)
-        torch.set_num_threads(threads)
 
     rng = np.random.default_rng(seed)
     out: dict = {}
-    with torch.no_grad():
-        for i, block in enumerate(model.blocks):
-            p = f"blocks.{i}."
-            for act, layer, module in (("norm1", "qkv", block.attn.qkv), ("attn", "proj", block.attn.proj),
-                                       ("norm2", "fc1", block.mlp.fc1), ("gelu", "fc2", block.mlp.fc2)):
-                x, o = seen[p + layer + ".in"].detach(), seen[p + layer + ".out"]
-                g = o.grad.reshape(-1, o.shape[-1])
-                x, o = x.reshape(-1, x.shape[-1]), o.detach().reshape(-1, o.shape[-1])
-                pick = torch.from_numpy(rng.permutation(len(x))[:ROWS])
-                step, m = _best_step(x[pick], o[pick], g[pick], _weights(module, wbits),
-                                     module.bias.detach().double(), qa, twin=act == "gelu")
-                out[p + act] = step
-                if act == "gelu":
-                    out[p + "gelu_m"] = m
-            # Twin softmax: the distance at the attention output A @ V, weighted by its gradient.
-            probs = seen[p + "probs"].detach().numpy()
-            qkv = seen[p + "qkv.out"].detach().numpy()
-            b, t = qkv.shape[:2]
-            v = qkv.reshape(b, t, 3, cfg.num_heads, cfg.head_dim)[:, :, 2].transpose(0, 2, 1, 3)
-            grad = seen[p + "proj.in"].grad.numpy().reshape(b, t, cfg.num_heads, cfg.head_dim).transpose(0, 2, 1, 3)
-            ms = []
-            for h in range(cfg.num_heads):
-                a = probs[:, h]
-                dist = [float(np.sum((grad[:, h] * ((twin_probs(a, m) - a) @ v[:, h])) ** 2)) for m in range(M_MAX + 1)]
-                ms.append(int(np.argmin(dist)))
-            out[p + "twin_m"] = ms
+    try:
+        with torch.no_grad():
+            for i, block in enumerate(model.blocks):
+                p = f"blocks.{i}."
+                for act, layer, module in (("norm1", "qkv", block.attn.qkv), ("attn", "proj", block.attn.proj),
+                                           ("norm2", "fc1", block.mlp.fc1), ("gelu", "fc2", block.mlp.fc2)):
+                    x, o = seen[p + layer + ".in"].detach(), seen[p + layer + ".out"]
+                    g = o.grad.reshape(-1, o.shape[-1])
+                    x, o = x.reshape(-1, x.shape[-1]), o.detach().reshape(-1, o.shape[-1])
+                    pick = torch.from_numpy(rng.permutation(len(x))[:ROWS])
+                    # The distances in float32 (a search; the chosen steps are returned as float64).
+                    step, m, s_w = _search_linear(*(a.float() for a in (x[pick], o[pick], g[pick], module.weight,
+                                                                        module.bias.detach())), qa, qw,
+                                                  twin=act == "gelu")
+                    out[p + act] = step
+                    out[p + layer + ".weight"] = s_w
+                    if act == "gelu":
+                        out[p + "gelu_m"] = m
+                qkv = seen[p + "qkv.out"].detach().float()
+                b, t = qkv.shape[:2]
+                q, k, v = qkv.reshape(b, t, 3, h, dh).permute(2, 0, 3, 1, 4)
+                probs = seen[p + "probs"].detach().float()
+                g_logits = seen[p + "logits"].grad.float()
+                g_out = seen[p + "proj.in"].grad.float().reshape(b, t, h, dh).transpose(1, 2)
+                img = torch.from_numpy(np.sort(rng.permutation(b)[:IMAGES]))
+                tok = torch.from_numpy(np.sort(rng.permutation(t)[:max(1, QUERIES // len(img))]))
+                sq, sk, sv, ms = [], [], [], []
+                for j in range(h):
+                    # Sampled query rows of sampled images, with all the keys of their image.
+                    qs, gl = q[img, j][:, tok], g_logits[img, j][:, tok]
+                    s_q, s_k = _search_qk(qs, k[img, j], gl, dh ** -0.5, qa)
+                    m, s_v = _search_av(probs[img, j][:, tok], v[img, j], g_out[img, j][:, tok], qa)
+                    sq.append(s_q), sk.append(s_k), sv.append(s_v), ms.append(m)
+                out[p + "q"], out[p + "k"], out[p + "v"] = (np.array(s) for s in (sq, sk, sv))
+                out[p + "twin_m"] = ms
+    finally:
+        torch.set_num_threads(threads)
     return out

@@ -326,11 +326,12 @@ def _bias(b: np.ndarray, scale: np.ndarray, name: str) -> np.ndarray:
 def _linear(module: nn.Linear, s_in: float, s_out: np.ndarray, mult_bits: int, name: str,
             scales: dict, *, wbits: int = 8, power_of_two: bool = False,
             columns: np.ndarray | None = None, offset: np.ndarray | None = None,
-            x: np.ndarray | None = None) -> Linear:
+            x: np.ndarray | None = None, steps: np.ndarray | None = None) -> Linear:
     """``columns``: factors of the input channels folded into the weight, ``offset``: per input
     channel values subtracted from the input and added back through the bias (``b + W @ offset``,
     with the original ``W``): RepQ-ViT's reparameterization of the LayerNorm before it. ``x``:
-    calibration inputs (rows) for P^2-ViT's weight steps (:func:`_weight_scale`)."""
+    calibration inputs (rows) for P^2-ViT's weight steps (:func:`_weight_scale`). ``steps``: the
+    weight steps per output channel, searched by the recipe (PTQ4ViT), instead."""
     w = module.weight.detach().double().numpy().reshape(module.weight.shape[0], -1)
     bias = module.bias.detach().double().numpy()
     if offset is not None:
@@ -338,7 +339,7 @@ def _linear(module: nn.Linear, s_in: float, s_out: np.ndarray, mult_bits: int, n
     if columns is not None:
         w = w * columns[None, :]
     qmax = (1 << (wbits - 1)) - 1
-    s_w = _weight_scale(w, qmax, power_of_two, x)
+    s_w = _weight_scale(w, qmax, power_of_two, x) if steps is None else np.asarray(steps, dtype=np.float64)
     s_out = np.broadcast_to(np.asarray(s_out, dtype=np.float64), s_w.shape)
     pairs = [requant_dyadic(float(s_in * sw / so), mult_bits=mult_bits) for sw, so in zip(s_w, s_out)]
     scales[f"{name}.weight"] = s_w
@@ -417,7 +418,8 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
              percentile: float = DEFAULT_PERCENTILE, config: AccelConfig | None = None,
              softmax: str | None = None, layernorm: str | None = None,
              gelu: str | None = None, recipe: str = "base", wbits: int = 8, abits: int = 8,
-             weight_budget: float | None = None, residual_bits: int = 8) -> IntViT:
+             weight_budget: float | None = None, residual_bits: int = 8,
+             bops_budget: float | None = None) -> IntViT:
     """The :class:`IntViT` of ``model`` from calibration statistics (see the module docstring).
 
     Variants and ``mult_bits`` come from ``config`` (default ``AccelConfig()``); ``softmax``,
@@ -427,7 +429,10 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     chosen by sensitivity so the blocks' linear weights take at most that share of their 8-bit
     size (sw/mixed.py); the choice is saved in ``bits['layers']``. ``residual_bits`` 16: the
     residual stream (``x0``, every ``add1``/``add2``, the LayerNorm inputs) int16, as I-ViT keeps
-    it; needs ``layernorm='i_layernorm'``.
+    it; needs ``layernorm='i_layernorm'``. ``bops_budget`` (0.25..1, with ``wbits = abits = 8``
+    and no ``weight_budget``): per-layer 8/6/4-bit weights *and* inputs of the blocks' linear
+    layers so their bit-operations are at most that share of W8A8's (sw/mixed.py), saved in
+    ``bits['layers']`` and ``bits['act_layers']``.
     """
     check_supported(model)
     rec = _recipe(recipe, wbits, abits)
@@ -450,19 +455,29 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     qa = (1 << (abits - 1)) - 1
     scales: dict[str, np.ndarray] = {}
     extra: dict[str, np.ndarray] = {}
+    if bops_budget is not None and (weight_budget is not None or wbits != 8 or abits != 8):
+        raise QuantizeError("bops_budget chooses the weight and input widths from W8A8: give it without "
+                            "weight_budget and with wbits = abits = 8")
     searched = _hessian_search(model, calib, wbits, abits) if rec.hessian else {}
     layer_bits = _mixed_bits(model, calib, weight_budget) if weight_budget is not None else {}
+    act_bits: dict[str, int] = {}
+    if bops_budget is not None:
+        layer_bits, act_bits = _mixed_bops(model, calib, bops_budget, observer, percentile, rec)
 
     qs = (1 << (residual_bits - 1)) - 1
 
     def scale(name, stream=False, low=False, divisor=None, wide=False, stats=None):
-        s = searched.get(name) or activation_scale(
+        width = act_bits.get(name, abits)
+        s = (searched.get(name) if width == abits else None) or activation_scale(
             stats or calib[name], observer, percentile=percentile, divisor=pow2 if stream else divisor,
-            qmax=qs if wide else qa if low else 127, power_of_two=p2)
+            qmax=qs if wide else (1 << (width - 1)) - 1 if low else 127, power_of_two=p2)
         scales[name] = np.float64(s)
         return s
 
     def per_head(prefix, part, low=True):
+        if prefix + part in searched:
+            scales[prefix + part] = s = np.asarray(searched[prefix + part], dtype=np.float64)
+            return s
         s = np.array([activation_scale(calib[f"{prefix}{part}.{j}"], observer, percentile=percentile,
                                        qmax=qa if low else 127, power_of_two=p2) for j in range(h)])
         scales[prefix + part] = s
@@ -472,8 +487,9 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         weights = weights or layer_bits.get(name, wbits)
         columns, offset = reparam or (None, None)
         x = calib[inputs].sample.astype(np.float64) if p2 and inputs else None
+        steps = searched.get(name + ".weight") if weights == wbits else None
         return _linear(module, s_in, s_out, mb, name, scales, wbits=weights, power_of_two=p2,
-                       columns=columns, offset=offset, x=x)
+                       columns=columns, offset=offset, x=x, steps=steps)
 
     def reparam(name):
         # RepQ-ViT: per-channel ranges of the LayerNorm output folded into its affine (repq_reparam).
@@ -576,7 +592,8 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
               "calibration_images": calib.images},
         recipe=rec.name, extra=extra,
         bits={"weights": "mixed" if layer_bits else wbits, "activations": abits}
-        | ({"layers": layer_bits, "weight_budget": weight_budget} if layer_bits else {})
+        | ({"layers": layer_bits, "weight_budget": weight_budget} if weight_budget is not None else {})
+        | ({"layers": layer_bits, "act_layers": act_bits, "bops_budget": bops_budget} if act_bits else {})
         | ({"residual": 16} if residual_bits == 16 else {})).validate()
 
 
@@ -588,6 +605,27 @@ def _mixed_bits(model, calib: Calibration, budget) -> dict:
     if calib.data is None:
         raise QuantizeError("mixed precision measures sensitivity on the calibration images: calibrate() keeps them")
     return chosen_bits(model, calib.data, float(budget))[0]
+
+
+def _mixed_bops(model, calib: Calibration, budget, observer, percentile, rec) -> tuple[dict, dict]:
+    """Per-layer weight bits and input bits (by activation name) under a BOPs budget (sw/mixed.py)."""
+    from .mixed import INPUTS, LAYERS, activation_sensitivity, choose_bops, layer_sizes, sensitivity
+
+    if not (isinstance(budget, (int, float)) and 0.25 <= budget <= 1):
+        raise QuantizeError(f"bops_budget must be a share of the W8A8 bit-operations in [0.25, 1], not {budget!r}")
+    if calib.data is None:
+        raise QuantizeError("mixed precision measures sensitivity on the calibration images: calibrate() keeps them")
+    depth = model.config.depth
+    steps = {f"blocks.{i}.{a}": {b: activation_scale(calib[f"blocks.{i}.{a}"], observer, percentile=percentile,
+                                                     qmax=(1 << (b - 1)) - 1) for b in (6, 4)}
+             for i in range(depth) for a in INPUTS.values()}
+    wsens = sensitivity(model, calib.data)
+    asens = activation_sensitivity(model, calib.data, steps)
+    # PTQ4ViT's fc2 reads twin-uniform GELU codes at the activation width: that input stays at 8 bits.
+    fixed = tuple(f"blocks.{i}.fc2" for i in range(depth)) if rec.hessian else ()
+    wb, ab = choose_bops(wsens, asens, layer_sizes(model), float(budget), fixed)
+    names = {f"blocks.{i}.{n.split('.')[1]}": f"blocks.{i}.{INPUTS[n]}" for i in range(depth) for n in LAYERS}
+    return wb, {names[k]: b for k, b in ab.items()}
 
 
 def _hessian_search(model, calib: Calibration, wbits: int, abits: int) -> dict:
@@ -734,6 +772,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
                    mean=None, std=None, crop_pct: float | None = None,
                    recipe: str = "base", wbits: int = 8, abits: int = 8,
                    weight_budget: float | None = None, residual_bits: int = 8,
+                   bops_budget: float | None = None,
                    output: str | Path | None = None,
                    progress: Callable[[str], None] | None = None) -> dict:
     """Quantize ``model`` and report what it cost and how accurate it is (a JSON-able dict).
@@ -749,7 +788,8 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     defaults ``mean``/``std``/``crop_pct`` override); ``labels`` (a file) are those of ``test``.
     ``config``/``softmax``/``layernorm``/``gelu`` choose the variants and ``mult_bits``
     (:func:`quantize`); ``recipe``, ``wbits``, ``abits``, ``weight_budget`` the recipe and widths
-    (sw/recipes.py, sw/mixed.py); ``residual_bits`` 8 or 16 (16 needs ``layernorm='i_layernorm'``).
+    (sw/recipes.py, sw/mixed.py), ``bops_budget`` mixed weights and inputs
+    under a bit-operations budget (:func:`quantize`); ``residual_bits`` 8 or 16 (16 needs ``layernorm='i_layernorm'``).
     ``output``: where to save the IntViT (atomically); None saves nothing.
     ``progress(message)`` is called as each step starts.
 
@@ -784,6 +824,12 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
                             f"(--layernorm i_layernorm, I-ViT's)")
     if weight_budget is not None and not (isinstance(weight_budget, (int, float)) and 0.5 <= weight_budget <= 1):
         raise QuantizeError(f"weight budget must be a share of the 8-bit weight size in [0.5, 1], not {weight_budget!r}")
+    if bops_budget is not None:
+        if not (isinstance(bops_budget, (int, float)) and 0.25 <= bops_budget <= 1):
+            raise QuantizeError(f"BOPs budget must be a share of the W8A8 bit-operations in [0.25, 1], not {bops_budget!r}")
+        if weight_budget is not None or wbits != 8 or abits != 8:
+            raise QuantizeError("the BOPs budget chooses weight and input widths from W8A8: give it without the "
+                                "weight budget and without --wbits/--abits")
     if output is not None and Path(output).is_dir():
         raise QuantizeError(f"output {str(output)!r} is a directory, not a file path")
     label, load = _resolve_model(model)
@@ -819,7 +865,7 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     t = time.perf_counter()
     intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel,
                       softmax=softmax, recipe=recipe, wbits=wbits, abits=abits, weight_budget=weight_budget,
-                      residual_bits=residual_bits)
+                      residual_bits=residual_bits, bops_budget=bops_budget)
     intvit.info["source"] = label
     intvit.info["preprocess"] = pre.to_json()
     seconds["quantize"] = time.perf_counter() - t

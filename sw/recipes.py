@@ -125,6 +125,8 @@ def hardware_gap(intvit) -> str | None:
     abits = intvit.bits.get("activations", 8)
     if abits < 8:
         missing.append(f"{abits}-bit activations (the requantization saturates to int8 only)")
+    elif min(intvit.bits.get("act_layers", {}).values(), default=8) < 8:
+        missing.append("mixed-precision activations below 8 bits (the requantization saturates to int8 only)")
     if intvit.bits.get("residual", 8) == 16:
         missing.append("a 16-bit residual stream (ADD and LAYERNORM on int16)")
     if not missing:

@@ -52,6 +52,9 @@ def add_quantize_options(p) -> None:
                    "(default 8)")
     p.add_argument("--weight-budget", type=float, metavar="SHARE", help="mixed-precision weights instead of --wbits: "
                    "per-layer 8/6/4 bits by sensitivity, at most SHARE (0.5-1) of the 8-bit size")
+    p.add_argument("--bops-budget", type=float, metavar="SHARE", help="mixed-precision weights and inputs of the "
+                   "blocks' linear layers: per-layer 8/6/4 bits by sensitivity, at most SHARE (0.25-1) of W8A8's "
+                   "bit-operations")
     p.add_argument("--residual-bits", type=int, default=8, choices=(8, 16), help="16: keep the residual stream "
                    "(LayerNorm inputs) at 16 bits, as I-ViT (with --layernorm i_layernorm)")
 
@@ -82,7 +85,7 @@ def images_count(images: str, model: str | None = None) -> int | None:
 def quantize_options(args) -> dict:
     """The keyword arguments of :func:`vitaccel.sw.quantize.quantize_model` that this module's options give."""
     return {k: getattr(args, k) for k in ("test", "labels", "mean", "std", "crop_pct", "recipe", "wbits", "abits",
-                                          "weight_budget", "residual_bits")}
+                                          "weight_budget", "residual_bits", "bops_budget")}
 
 
 def simulate_images(intvit, args):
@@ -127,10 +130,15 @@ def describe_images(source: dict) -> str:
 def describe_sources(report: dict) -> str:
     """The line of ``quantize``'s output that says which images calibrated and tested the model."""
     bits = report["bits"]
-    recipe = f"recipe {report['recipe']} W{bits['weights']}A{bits['activations']}"
+    recipe = f"recipe {report['recipe']} W{bits['weights']}A{'mixed' if 'act_layers' in bits else bits['activations']}"
     recipe += " with a 16-bit residual stream; " if bits.get("residual") == 16 else "; "
     if "layers" in bits:
         counts = {b: sum(v == b for v in bits["layers"].values()) for b in (8, 6, 4)}
-        recipe += (f"weight bits per layer (budget {bits['weight_budget']:g} of 8-bit): "
+        budget = (f"BOPs budget {bits['bops_budget']:g} of W8A8" if "bops_budget" in bits
+                  else f"budget {bits['weight_budget']:g} of 8-bit")
+        recipe += (f"weight bits per layer ({budget}): "
                    + ", ".join(f"{n} layers at {b} bits" for b, n in counts.items() if n) + "; ")
+    if "act_layers" in bits:
+        counts = {b: sum(v == b for v in bits["act_layers"].values()) for b in (8, 6, 4)}
+        recipe += "input bits per layer: " + ", ".join(f"{n} at {b} bits" for b, n in counts.items() if n) + "; "
     return recipe + f"calibrated on {describe_images(report['calib_source'])}; tested on {describe_images(report['test_source'])}"
