@@ -392,6 +392,21 @@ class PerfReport:
     def macs(self) -> int:
         return sum(c.macs for c in self.instructions)
 
+    def breakdown(self) -> dict[str, float]:
+        """Where the cycles go, as shares of :attr:`cycles` that sum to 1: ``mac floor`` (one cycle
+        per row a MATMUL streams through the array, padding included: the utilization),
+        ``matmul overhead`` (the rest of the MATMULs' cycles: their weight reads and the
+        controller's), then each other opcode's cycles (its own control cycles and the cycles the
+        controller waited for it), largest first."""
+        floor = self.macs // self.config.macs
+        cycles = {}
+        for c in self.instructions:
+            cycles[c.opcode.name] = cycles.get(c.opcode.name, 0) + c.cycles
+        shares = {"mac floor": floor, "matmul overhead": cycles.pop("MATMUL", 0) - floor}
+        shares.update(sorted(cycles.items(), key=lambda kv: -kv[1]))
+        total = self.cycles or 1
+        return {name: value / total for name, value in shares.items()}
+
     def seconds(self, clock_hz: float) -> float:
         """Wall time of the program at ``clock_hz``."""
         return self.cycles / clock_hz

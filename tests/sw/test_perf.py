@@ -124,3 +124,11 @@ def test_report(digits):
     table = report.table().splitlines()
     assert table[0].split()[:3] == ["layer", "instrs", "cycles"] and table[-1].startswith("total")
     assert report.seconds(100e6) == report.cycles / 100e6
+
+
+def test_breakdown_adds_up(digits):
+    report = estimate(compile_model(digits, preset("default")))
+    shares = report.breakdown()
+    assert list(shares)[:2] == ["mac floor", "matmul overhead"] and "MATMUL" not in shares
+    assert abs(sum(shares.values()) - 1) < 1e-12 and all(v >= 0 for v in shares.values())
+    assert shares["mac floor"] == report.macs / (report.cycles * report.config.macs)
