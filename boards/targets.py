@@ -83,6 +83,10 @@ class Board:
     mem_bytes: int
     #: The :mod:`vitaccel.memory` profile of the board's external RAM (None: it has none).
     memory_profile: str | None = None
+    #: ``"litex"``: the board's top is the LiteX SoC of :mod:`vitaccel.boards.litex_soc` (the core on
+    #: the board's SDRAM, a UARTBone host bridge); None: the Amaranth board top of boards/top.py (the
+    #: core on ``mem_bytes`` of block RAM, the UART host link of boards/hostlink.py).
+    soc: str | None = None
 
     def platform_class(self):
         """The amaranth-boards platform class (imported on demand: amaranth-boards is optional)."""
@@ -144,7 +148,7 @@ BOARDS: dict[str, Board] = {
         memory="32 MiB SDR SDRAM, 16-bit", memory_bandwidth=2 * 166e6,
         memory_source="ULX3S README/schematic (radiona.org/ulx3s): 32 MB SDRAM on a 16-bit bus; SDRAM "
                       "datasheet (AS4C32M16SB / IS42S16160, -6 grade): 166 MHz: 2 bytes x 166 MHz = 332 MB/s peak",
-        mem_bytes=64 * 1024, memory_profile="ulx3s-sdram"),
+        mem_bytes=64 * 1024, memory_profile="ulx3s-sdram", soc="litex"),
     "icebreaker": Board(
         name="icebreaker", device=ICE40_UP5K, platform="ICEBreakerPlatform", platform_module="icebreaker",
         clk_hz=12_000_000, target_hz=12_000_000,

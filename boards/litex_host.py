@@ -1,0 +1,196 @@
+"""The host side of the LiteX SoC (boards/litex_soc.py): LiteX's UARTBone protocol, in-process.
+
+The run service (``vitaccel/run.py``) runs a model on a board through the host conversations of
+:mod:`vitaccel.boards.host` (write memory, write a CSR, poll STATUS, read a tensor), which it hands
+to a transport as requests. :class:`SoCLink` is that transport for the SoC: it performs each request
+as UARTBone bus accesses (the wire carries only UARTBone frames, as LiteX's ``litex_server`` /
+``RemoteClient`` send them) and answers the conversation as the old host link would have. So the
+same host code drives the SoC on a board (pyserial on ``/dev/ttyUSB0``) and in the RTL simulation
+(pyserial on ``socket://``, :mod:`vitaccel.boards.litex_sim`).
+
+UARTBone (``litex.soc.cores.uart.UARTBone``): a write is ``0x01, n, word address (4 bytes, big
+endian), n data words (big endian)`` and has no reply; a read is ``0x02, n, word address`` and
+replies ``n`` words, big endian. Words are the 32-bit Wishbone words of the SoC bus: memory byte
+``a`` is bits [8(a%4), 8(a%4)+8) of the word at ``a // 4 * 4`` (LiteX is little-endian, as is the
+core). Memory is the SoC's main RAM (:data:`~vitaccel.boards.litex_soc.MAIN_RAM` + core address),
+CSR ``k`` is at :data:`~vitaccel.boards.litex_soc.CSR_ORIGIN` + 4k.
+
+:func:`open_soc_link` reads the SoC's identity block before anything is written, and refuses with
+one line a port where no SoC answers, a device that is not a vitaccel SoC, and a bitstream built for
+another config.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from vitaccel.config import AccelConfig
+
+from .host import LinkError, SerialTransport
+from .hostlink import READ_BLOCK, READ_CSR, READ_WORD, WRITE_BLOCK, WRITE_CSR, WRITE_WORD
+from .litex_soc import CSR_ORIGIN, INFO_MAGIC, INFO_ORIGIN, MAIN_RAM, SDRAM_BYTES, config_crc
+
+__all__ = ["SoCLink", "SoCIdentity", "ConfigMismatch", "open_soc_link", "soc_run_options", "WRITE_BURST",
+           "READ_BURST"]
+
+#: Words per UARTBone write: LiteX's own host (``CommUART``) writes 8 at a time, the line having no
+#: flow control.
+WRITE_BURST = 8
+#: Words per UARTBone read (the length field is one byte).
+READ_BURST = 255
+_UB_WRITE, _UB_READ = 0x01, 0x02
+
+
+class ConfigMismatch(LinkError):
+    """The SoC on the port was built for another accelerator config."""
+
+
+class SoCIdentity:
+    """The identity block the SoC was built with (:func:`vitaccel.boards.litex_soc.info_words`)."""
+
+    def __init__(self, words: list[int]):
+        self.magic, self.config_crc, self.bus_bits, self.sdram_bytes, self.clk_hz = words[:5]
+
+
+class SoCLink:
+    """The host conversations' transport (``write(request)``, ``read(n)``) for the SoC: each request
+    of :mod:`vitaccel.boards.host` becomes UARTBone reads and writes over ``wire`` (a byte transport
+    such as :class:`~vitaccel.boards.host.SerialTransport`), for a core whose bus has
+    ``word_bytes`` bytes (a multiple of 4)."""
+
+    def __init__(self, wire, word_bytes: int):
+        if word_bytes % 4:
+            raise ValueError(f"the SoC bridge moves 32-bit words: the core's bus must be a multiple of 32 bits, "
+                             f"not {8 * word_bytes}")
+        self.wire, self.word_bytes = wire, word_bytes
+        self._replies: deque[int] = deque()
+
+    # ---- the SoC bus over UARTBone --------------------------------------------------------------
+
+    def bus_read(self, addr: int, count: int) -> list[int]:
+        """``count`` 32-bit words from bus address ``addr`` on."""
+        words = []
+        while len(words) < count:
+            n = min(READ_BURST, count - len(words))
+            self.wire.write(bytes([_UB_READ, n]) + ((addr >> 2) + len(words)).to_bytes(4, "big"))
+            data = self.wire.read(4 * n)
+            words += [int.from_bytes(data[4 * i:4 * i + 4], "big") for i in range(n)]
+        return words
+
+    def bus_write(self, addr: int, words: list[int]) -> None:
+        """Write the 32-bit ``words`` from bus address ``addr`` on."""
+        for first in range(0, len(words), WRITE_BURST):
+            chunk = words[first:first + WRITE_BURST]
+            self.wire.write(bytes([_UB_WRITE, len(chunk)]) + ((addr >> 2) + first).to_bytes(4, "big")
+                            + b"".join(w.to_bytes(4, "big") for w in chunk))
+
+    def read_bytes(self, addr: int, nbytes: int) -> bytes:
+        words = self.bus_read(addr, nbytes // 4)
+        return b"".join(w.to_bytes(4, "little") for w in words)
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        self.bus_write(addr, [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)])
+
+    def identity(self) -> SoCIdentity:
+        return SoCIdentity(self.bus_read(INFO_ORIGIN, 5))
+
+    # ---- the host conversations' transport -----------------------------------------------------
+
+    def _memory(self, addr: int, nbytes: int) -> int:
+        if addr % self.word_bytes or addr + nbytes > SDRAM_BYTES:
+            raise LinkError(f"memory access at {addr:#x} ({nbytes} bytes) is not whole words within the SoC's "
+                            f"{SDRAM_BYTES // 2**20} MiB of SDRAM")
+        return MAIN_RAM + addr
+
+    def write(self, data: bytes) -> None:
+        """Perform one request of the host link protocol (:mod:`vitaccel.boards.hostlink`)."""
+        data = bytes(data)
+        command, w = data[0], self.word_bytes
+        if command in (WRITE_WORD, READ_WORD, WRITE_BLOCK, READ_BLOCK):
+            addr = int.from_bytes(data[1:5], "little")
+        if command == WRITE_WORD:
+            self.write_bytes(self._memory(addr, w), data[5:5 + w])
+            reply = bytes([WRITE_WORD])
+        elif command == READ_WORD:
+            reply = self.read_bytes(self._memory(addr, w), w)
+        elif command == WRITE_CSR:
+            self.bus_write(CSR_ORIGIN + 4 * data[1], [int.from_bytes(data[2:6], "little")])
+            reply = bytes([WRITE_CSR])
+        elif command == READ_CSR:
+            reply = self.bus_read(CSR_ORIGIN + 4 * data[1], 1)[0].to_bytes(4, "little")
+        elif command == WRITE_BLOCK:
+            count = int.from_bytes(data[5:7], "little")
+            self.write_bytes(self._memory(addr, count * w), data[7:7 + count * w])
+            reply = bytes([WRITE_BLOCK])
+        elif command == READ_BLOCK:
+            count = int.from_bytes(data[5:7], "little")
+            reply = self.read_bytes(self._memory(addr, count * w), count * w)
+        else:
+            raise ValueError(f"not a host link request: command {command:#04x}")
+        self._replies.extend(reply)
+
+    def read(self, n: int) -> bytes:
+        if len(self._replies) < n:
+            raise LinkError(f"the SoC link holds {len(self._replies)} reply bytes, {n} were asked for")
+        return bytes(self._replies.popleft() for _ in range(n))
+
+    def discard_input(self) -> None:
+        self._replies.clear()
+        if hasattr(self.wire, "discard_input"):
+            self.wire.discard_input()
+
+    @property
+    def bytes_sent(self):
+        return getattr(self.wire, "bytes_sent", None)
+
+    @property
+    def bytes_received(self):
+        return getattr(self.wire, "bytes_received", None)
+
+    def close(self) -> None:
+        self.wire.close()
+
+
+def check_identity(link: SoCLink, cfg: AccelConfig, where: str, *, settle_s: float = 0.3) -> SoCIdentity:
+    """Read the SoC's identity block (once more after ``settle_s`` if the first read fails: a
+    command a previous host left half-sent times out in the bridge) and check it against ``cfg``."""
+    try:
+        ident = link.identity()
+    except LinkError:
+        time.sleep(settle_s)
+        link.discard_input()
+        ident = link.identity()
+    if ident.magic != INFO_MAGIC:
+        raise LinkError(f"the device on {where} is not a vitaccel LiteX SoC (it read {ident.magic:#010x} at "
+                        f"{INFO_ORIGIN:#x}, not {INFO_MAGIC:#010x})")
+    if ident.config_crc != config_crc(cfg) or ident.bus_bits != cfg.bus_bits:
+        raise ConfigMismatch(f"the SoC on {where} was built for another config (config CRC {ident.config_crc:#010x}, "
+                             f"{ident.bus_bits}-bit bus), not {cfg.name!r} ({config_crc(cfg):#010x}): give --config "
+                             f"the config its bitstream was built with, or rebuild it")
+    return ident
+
+
+def open_soc_link(port: str, baud: int, cfg: AccelConfig, *, timeout_s: float = 1.0) -> tuple[SoCLink, SoCIdentity]:
+    """Open ``port`` (a reply may take ``timeout_s`` beyond its line time), check that the SoC there
+    was built for ``cfg``; the link and what the SoC says of itself. Nothing is written to the SoC's
+    memory or CSRs."""
+    wire = SerialTransport(port, baud, timeout_s=timeout_s)
+    link = SoCLink(wire, cfg.bus_bytes)
+    try:
+        return link, check_identity(link, cfg, port)
+    except BaseException:
+        link.close()
+        raise
+
+
+def soc_run_options(board_name: str, port: str, baud: int, cfg: AccelConfig, *, timeout_s: float = 1.0) -> dict:
+    """For a board whose top is the LiteX SoC: the run service's board options (``transport``: an
+    open, checked :class:`SoCLink`, which the caller closes; ``mem_bytes``: the SDRAM; ``clk_hz``: the
+    clock the SoC reports). ``{}`` for other boards."""
+    from .targets import board
+
+    if board(board_name).soc != "litex":
+        return {}
+    link, ident = open_soc_link(port, baud, cfg, timeout_s=timeout_s)
+    return {"transport": link, "mem_bytes": SDRAM_BYTES, "clk_hz": ident.clk_hz}

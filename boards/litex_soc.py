@@ -1,0 +1,235 @@
+"""The LiteX SoC around the vitaccel core: the ULX3S board top (and its simulation twin).
+
+:func:`ulx3s_soc` builds LiteX's own ULX3S target (``litex_boards.targets.radiona_ulx3s.BaseSoC``:
+its PLL, its SDRAM clock and ``GENSDRPHY``), without a CPU, with a UARTBone host bridge on the
+board's FTDI UART and LiteDRAM on the board revision's SDRAM chip, and adds the core with
+:func:`add_vitaccel`. :func:`sim_soc` is the same SoC for an RTL simulation: the same
+:func:`add_vitaccel`, LiteDRAM controller and crossbar, UARTBone and memory map, with LiteDRAM's
+``SDRAMPHYModel`` (a behavioural SDRAM with the chip's geometry and the controller's timings) in place
+of the PHY and the pins, LiteX's stream model of a UART (``RS232PHYModel``: one byte per
+handshake) in place of the serial line, and the clock from a top-level input instead of the PLL.
+
+How the core meets the SoC (:func:`add_vitaccel`):
+
+- **Its AXI4 master goes to a LiteDRAM crossbar port** (``LiteDRAMAXI2Native`` on
+  ``crossbar.get_port(data_width=cfg.bus_bits)``), not onto the SoC bus with ``bus.add_master``.
+  That path has the fewest conversions: AXI bursts become native commands beat by beat, and the
+  crossbar's port converter adapts ``bus_bits`` to the controller's width (16 bits on the ULX3S
+  SDR SDRAM at 1:1), in the sys clock domain the controller runs in (no clock crossing). On the
+  SoC bus the same traffic would go AXI -> Wishbone (one beat per transaction) -> the interconnect
+  -> a Wishbone-to-native converter, shared with the host bridge. Core byte address ``a`` is
+  SDRAM byte ``a``, which the host sees at :data:`MAIN_RAM` + ``a``.
+- **Its AXI4-Lite CSR slave is a region of the SoC bus** at :data:`CSR_ORIGIN` (``bus.add_slave``;
+  LiteX inserts the Wishbone-to-AXI-Lite bridge): CSR ``k`` at :data:`CSR_ORIGIN` + 4k.
+- **The main RAM has no L2 cache** (``l2_size=0``): the host's writes over UARTBone must reach
+  the SDRAM before the core reads them through its own port, and the logits the core writes must
+  not hide behind a stale cache line when the host reads them.
+- **A read-only identity block** at :data:`INFO_ORIGIN` (:func:`info_words`) holds a magic word,
+  the CRC-32 of the config the core was generated from, its bus width, the SDRAM size and the
+  system clock, so that the host refuses, before writing anything, a board built for another
+  config (:mod:`vitaccel.boards.litex_host`).
+
+The core's Verilog is Amaranth's (:func:`vitaccel.hw.generate.generate_verilog`, module
+``vitaccel_core``); LiteX instantiates it and adds the file to the platform's sources.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import zlib
+from pathlib import Path
+
+from vitaccel.config import AccelConfig
+
+__all__ = ["SYS_CLK_HZ", "SDRAM_MODULES", "DEFAULT_SDRAM_MODULE", "MAIN_RAM", "CSR_ORIGIN", "INFO_ORIGIN",
+           "INFO_MAGIC", "SDRAM_BYTES", "BUILD_NAME", "config_crc", "info_words", "add_vitaccel", "ulx3s_soc",
+           "sim_soc", "write_soc", "quiet"]
+
+#: The system clock of LiteX's ULX3S target (its default): the SDRAM controller, the bridge and the
+#: core all run on it.
+SYS_CLK_HZ = 50_000_000
+#: The SDRAM chips of the ULX3S revisions, as litedram.modules names them: v3.0.x boards carry a
+#: 32 MB IS42S16160 (the default here), earlier ones an MT48LC16M16 or AS4C16M16 (32 MB), some an
+#: AS4C32M16 (64 MB; the host still uses only :data:`SDRAM_BYTES`).
+SDRAM_MODULES = ("IS42S16160", "MT48LC16M16", "AS4C16M16", "AS4C32M16")
+DEFAULT_SDRAM_MODULE = "IS42S16160"
+#: What the host may use of the SDRAM: the 32 MB every ULX3S revision has.
+SDRAM_BYTES = 32 * 1024 * 1024
+#: Where the host sees the SDRAM (LiteX's main_ram), the core's CSRs and the identity block.
+MAIN_RAM = 0x4000_0000
+CSR_ORIGIN = 0x3000_0000
+INFO_ORIGIN = 0x3000_1000
+#: First word of the identity block: "VSOC".
+INFO_MAGIC = 0x56534F43
+#: The name LiteX's builder gives the SoC's files (``gateware/vitaccel_soc.v`` ...).
+BUILD_NAME = "vitaccel_soc"
+#: The UART bit rate of the UARTBone bridge (LiteX's default).
+BAUD = 115200
+
+
+def config_crc(cfg: AccelConfig) -> int:
+    """CRC-32 of the config's canonical JSON (sorted keys): what the identity block records."""
+    return zlib.crc32(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+
+
+def info_words(cfg: AccelConfig, sys_clk_hz: int) -> list[int]:
+    """The identity block's 32-bit words: magic, config CRC, bus bits, SDRAM bytes, clock in Hz."""
+    return [INFO_MAGIC, config_crc(cfg), cfg.bus_bits, SDRAM_BYTES, int(sys_clk_hz)]
+
+
+def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike) -> None:
+    """Add the core (``core_verilog``, module ``vitaccel_core``) to ``soc``, which has LiteDRAM as
+    ``soc.sdram``: its AXI4 master on a crossbar port, its CSR slave on the bus, the identity block."""
+    from litedram.frontend.axi import LiteDRAMAXI2Native
+    from litex.soc.integration.soc import SoCRegion
+    from litex.soc.interconnect import axi
+    from migen import ClockSignal, Instance, ResetSignal, Signal
+
+    master = axi.AXIInterface(data_width=cfg.bus_bits, address_width=32, id_width=1)
+    port = soc.sdram.crossbar.get_port(data_width=cfg.bus_bits)
+    soc.submodules.vitaccel_axi = LiteDRAMAXI2Native(master, port, base_address=0)
+
+    csr = axi.AXILiteInterface(data_width=32, address_width=32)
+    soc.bus.add_slave("vitaccel", csr, region=SoCRegion(origin=CSR_ORIGIN, size=0x1000, cached=False))
+    words = info_words(cfg, soc.sys_clk_freq)
+    soc.add_rom("vitaccel_info", origin=INFO_ORIGIN, size=4 * len(words), contents=words)
+
+    aw, w, b, ar, r = master.aw, master.w, master.b, master.ar, master.r
+    soc.specials += Instance(
+        "vitaccel_core",
+        name="vitaccel",
+        i_aclk=ClockSignal("sys"), i_aresetn=~ResetSignal("sys"),
+        o_busy=Signal(name="vitaccel_busy"), o_done=Signal(name="vitaccel_done"),
+        o_m_axi_awvalid=aw.valid, i_m_axi_awready=aw.ready, o_m_axi_awaddr=aw.addr, o_m_axi_awid=aw.id,
+        o_m_axi_awlen=aw.len, o_m_axi_awsize=aw.size, o_m_axi_awburst=aw.burst, o_m_axi_awlock=aw.lock,
+        o_m_axi_awcache=aw.cache, o_m_axi_awprot=aw.prot,
+        o_m_axi_wvalid=w.valid, i_m_axi_wready=w.ready, o_m_axi_wdata=w.data, o_m_axi_wstrb=w.strb,
+        o_m_axi_wlast=w.last,
+        i_m_axi_bvalid=b.valid, o_m_axi_bready=b.ready, i_m_axi_bresp=b.resp, i_m_axi_bid=b.id,
+        o_m_axi_arvalid=ar.valid, i_m_axi_arready=ar.ready, o_m_axi_araddr=ar.addr, o_m_axi_arid=ar.id,
+        o_m_axi_arlen=ar.len, o_m_axi_arsize=ar.size, o_m_axi_arburst=ar.burst, o_m_axi_arlock=ar.lock,
+        o_m_axi_arcache=ar.cache, o_m_axi_arprot=ar.prot,
+        i_m_axi_rvalid=r.valid, o_m_axi_rready=r.ready, i_m_axi_rdata=r.data, i_m_axi_rresp=r.resp,
+        i_m_axi_rlast=r.last, i_m_axi_rid=r.id,
+        i_s_axi_awvalid=csr.aw.valid, o_s_axi_awready=csr.aw.ready, i_s_axi_awaddr=csr.aw.addr[:12],
+        i_s_axi_awprot=csr.aw.prot,
+        i_s_axi_wvalid=csr.w.valid, o_s_axi_wready=csr.w.ready, i_s_axi_wdata=csr.w.data, i_s_axi_wstrb=csr.w.strb,
+        o_s_axi_bvalid=csr.b.valid, i_s_axi_bready=csr.b.ready, o_s_axi_bresp=csr.b.resp,
+        i_s_axi_arvalid=csr.ar.valid, o_s_axi_arready=csr.ar.ready, i_s_axi_araddr=csr.ar.addr[:12],
+        i_s_axi_arprot=csr.ar.prot,
+        o_s_axi_rvalid=csr.r.valid, i_s_axi_rready=csr.r.ready, o_s_axi_rdata=csr.r.data, o_s_axi_rresp=csr.r.resp,
+    )
+    soc.platform.add_source(str(Path(core_verilog).resolve()))
+
+
+def _check_module(sdram_module: str) -> str:
+    if sdram_module not in SDRAM_MODULES:
+        raise ValueError(f"SDRAM module must be one of {', '.join(SDRAM_MODULES)}, not {sdram_module!r}")
+    return sdram_module
+
+
+def ulx3s_soc(cfg: AccelConfig, core_verilog: str | os.PathLike, *, device: str = "LFE5U-85F",
+              sdram_module: str = DEFAULT_SDRAM_MODULE, sys_clk_hz: int = SYS_CLK_HZ, revision: str = "2.0"):
+    """LiteX's ULX3S SoC (no CPU, UARTBone on the FTDI UART, LiteDRAM on ``sdram_module``) with the core.
+
+    ``revision`` is litex-boards' pinout revision of the platform ("2.0": every board from v2.x on,
+    v3.x included; "1.7" for the old ones); the SDRAM chip is chosen apart from it, by ``sdram_module``.
+    """
+    from litex_boards.targets.radiona_ulx3s import BaseSoC
+
+    soc = BaseSoC(device=device, revision=revision, toolchain="trellis", sys_clk_freq=sys_clk_hz,
+                  sdram_module_cls=_check_module(sdram_module), with_led_chaser=False,
+                  cpu_type="None", integrated_sram_size=0, with_uart=False, with_timer=False,
+                  with_uartbone=True, uart_baudrate=BAUD, l2_size=0)
+    add_vitaccel(soc, cfg, core_verilog)
+    return soc
+
+
+def _sim_io():
+    from litex.build.generic_platform import Pins, Subsignal
+
+    return [("sys_clk", 0, Pins(1)), ("sys_rst", 0, Pins(1)),
+            ("serial", 0, Subsignal("source_valid", Pins(1)), Subsignal("source_ready", Pins(1)),
+             Subsignal("source_data", Pins(8)), Subsignal("sink_valid", Pins(1)), Subsignal("sink_ready", Pins(1)),
+             Subsignal("sink_data", Pins(8)))]
+
+
+class _VerilogOnly:
+    """The simulation platform's toolchain here: it writes the SoC's Verilog (and its memory init
+    files) into the build directory and nothing else; the Verilator build is
+    :mod:`vitaccel.boards.litex_sim`'s, with its own harness."""
+
+    def build(self, platform, fragment, build_dir="build", build_name=BUILD_NAME, **kwargs):
+        cwd = os.getcwd()
+        os.makedirs(build_dir, exist_ok=True)
+        os.chdir(build_dir)
+        try:
+            platform.get_verilog(fragment, name=build_name).write(f"{build_name}.v")
+        finally:
+            os.chdir(cwd)
+
+
+def sim_soc(cfg: AccelConfig, core_verilog: str | os.PathLike, *, sdram_module: str = DEFAULT_SDRAM_MODULE,
+            sys_clk_hz: int = SYS_CLK_HZ):
+    """The ULX3S SoC for an RTL simulation (module docstring): ``SDRAMPHYModel`` for the SDRAM and
+    its PHY, a stream UART for the serial line; everything between them and the core is the board's."""
+    from litedram import modules as litedram_modules
+    from litedram.phy.model import SDRAMPHYModel
+    from litex.build.sim import SimPlatform
+    from litex.soc.cores import uart
+    from litex.soc.integration.soc_core import SoCCore
+    from migen.genlib.io import CRG
+
+    platform = SimPlatform("SIM", _sim_io())
+    platform.toolchain = _VerilogOnly()
+    module = getattr(litedram_modules, _check_module(sdram_module))(sys_clk_hz, "1:1")
+
+    class SimSoC(SoCCore):
+        def __init__(self):
+            self.crg = CRG(platform.request("sys_clk"), rst=platform.request("sys_rst"))
+            SoCCore.__init__(self, platform, sys_clk_hz, ident="vitaccel SoC simulation", cpu_type="None",
+                             with_uart=False, with_timer=False, integrated_sram_size=0)
+            self.sdrphy = SDRAMPHYModel(module=module, data_width=16, clk_freq=sys_clk_hz)
+            self.add_sdram("sdram", phy=self.sdrphy, module=module, size=0x40000000, l2_cache_size=0)
+            phy = uart.RS232PHYModel(platform.request("serial"))
+            self.uartbone_phy = phy
+            self.uartbone = uart.UARTBone(phy=phy, clk_freq=sys_clk_hz, address_width=self.bus.address_width)
+            self.bus.add_master(name="uartbone", master=self.uartbone.wishbone)
+
+    soc = SimSoC()
+    add_vitaccel(soc, cfg, core_verilog)
+    return soc
+
+
+@contextlib.contextmanager
+def quiet():
+    """LiteX's report of the SoC it builds (its module tree, bus and region tables, on stdout and
+    through logging) kept off the console; its errors still raise."""
+    loggers = [logging.getLogger(name) for name in ("SoC", "SoCBusHandler", "SoCCSRHandler", "SoCIRQHandler",
+                                                     "SoCLocHandler")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def write_soc(soc, out_dir: str | os.PathLike, *, run: bool = False, **build_kwargs) -> Path:
+    """LiteX's builder on ``soc`` into ``out_dir``: ``gateware/`` (the SoC's Verilog, named
+    :data:`BUILD_NAME`, and the toolchain's scripts), ``csr.csv`` and ``csr.json``. ``run`` runs
+    the toolchain (yosys, nextpnr, ecppack for the ULX3S). Returns the Verilog's path."""
+    from litex.soc.integration.builder import Builder
+
+    out_dir = Path(out_dir)
+    builder = Builder(soc, output_dir=str(out_dir), compile_software=False, compile_gateware=run,
+                      csr_csv=str(out_dir / "csr.csv"), csr_json=str(out_dir / "csr.json"))
+    builder.build(build_name=BUILD_NAME, run=run, **build_kwargs)
+    return out_dir / "gateware" / f"{BUILD_NAME}.v"
