@@ -122,6 +122,8 @@ def build(board_name: str, cfg: AccelConfig, out_dir: str | os.PathLike, bitstre
           mem_bytes: int | None = None, clk_hz: int | None = None, progress: Progress = None) -> Path:
     """Write the board build files for ``cfg`` into ``out_dir``; with ``bitstream``, make the bitstream.
 
+    A board whose top is the LiteX SoC (:attr:`~vitaccel.boards.targets.Board.soc`, the ULX3S) gets
+    :func:`~vitaccel.boards.litex_soc.build_soc`'s files instead.
     Checks the fit first (:func:`~vitaccel.boards.targets.check_fit`, raising ``FitError``).
     ``bitstream=True`` is for ECP5 and iCE40 boards only (``ValueError`` for Artix-7: no open
     toolchain); it returns the path of ``top.bit``, otherwise the path of ``out_dir``. The files
@@ -129,6 +131,15 @@ def build(board_name: str, cfg: AccelConfig, out_dir: str | os.PathLike, bitstre
     step succeeded, so a failed build leaves no partial output.
     """
     target = board(board_name)
+    if target.soc == "litex":
+        from .litex_soc import build_soc
+
+        if bitstream:
+            raise ValueError(f"{board_name}: the LiteX SoC's bitstream flow (LiteX's yosys/nextpnr/ecppack "
+                             f"script with YoWASP, timing checked) is not implemented yet; build without "
+                             f"--bitstream for its Verilog and scripts")
+        check_fit(board_name, cfg, 0)   # the program and tensors live in the SDRAM
+        return build_soc(cfg, out_dir, progress=progress)
     if bitstream and target.device.family == "xilinx7":
         raise ValueError(f"{board_name}: no open toolchain makes Xilinx 7-series bitstreams; build "
                          f"without a bitstream and run build_{TOP}.sh (Vivado)")

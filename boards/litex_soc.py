@@ -47,7 +47,7 @@ from vitaccel.config import AccelConfig
 
 __all__ = ["SYS_CLK_HZ", "SDRAM_MODULES", "DEFAULT_SDRAM_MODULE", "MAIN_RAM", "CSR_ORIGIN", "INFO_ORIGIN",
            "INFO_MAGIC", "SDRAM_BYTES", "BUILD_NAME", "config_crc", "info_words", "add_vitaccel", "ulx3s_soc",
-           "sim_soc", "write_soc", "quiet"]
+           "sim_soc", "write_soc", "quiet", "build_soc"]
 
 #: The system clock of LiteX's ULX3S target (its default): the SDRAM controller, the bridge and the
 #: core all run on it.
@@ -209,17 +209,12 @@ def sim_soc(cfg: AccelConfig, core_verilog: str | os.PathLike, *, sdram_module: 
 def quiet():
     """LiteX's report of the SoC it builds (its module tree, bus and region tables, on stdout and
     through logging) kept off the console; its errors still raise."""
-    loggers = [logging.getLogger(name) for name in ("SoC", "SoCBusHandler", "SoCCSRHandler", "SoCIRQHandler",
-                                                     "SoCLocHandler")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
+    logging.disable(logging.INFO)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        logging.disable(logging.NOTSET)
 
 
 def write_soc(soc, out_dir: str | os.PathLike, *, run: bool = False, **build_kwargs) -> Path:
@@ -233,3 +228,35 @@ def write_soc(soc, out_dir: str | os.PathLike, *, run: bool = False, **build_kwa
                       csr_csv=str(out_dir / "csr.csv"), csr_json=str(out_dir / "csr.json"))
     builder.build(build_name=BUILD_NAME, run=run, **build_kwargs)
     return out_dir / "gateware" / f"{BUILD_NAME}.v"
+
+
+def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str = DEFAULT_SDRAM_MODULE,
+              progress=None) -> Path:
+    """Write the ULX3S SoC's build files for ``cfg`` into ``out_dir``: ``core/`` (the core's Verilog,
+    config and CSR map, :func:`~vitaccel.hw.generate.generate_verilog`), ``gateware/`` (the SoC's
+    Verilog :data:`BUILD_NAME`.v with LiteDRAM, UARTBone and the core instance, the LPF pin
+    constraints, LiteX's yosys script and ``build_vitaccel_soc.sh``), ``csr.csv``/``csr.json`` (the
+    SoC's map) and ``config.json``. The files are written beside ``out_dir`` and moved into place
+    when all are written. Returns ``out_dir``."""
+    import shutil
+
+    from vitaccel.hw.generate import generate_verilog
+
+    say = progress or (lambda message: None)
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    say(f"elaborating the {cfg.name} core")
+    core = generate_verilog(cfg, staging / "core")
+    say(f"generating the LiteX SoC (LiteDRAM on {sdram_module}, UARTBone)")
+    with quiet():
+        write_soc(ulx3s_soc(cfg, core, sdram_module=sdram_module), staging)
+    cfg.save(staging / "config.json")
+    # LiteX writes absolute paths into its scripts: point them at where the files end up.
+    for script in (staging / "gateware").glob("*"):
+        if script.suffix in (".ys", ".sh"):
+            script.write_text(script.read_text().replace(str(staging.resolve()), str(out_dir.resolve())))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    return out_dir
