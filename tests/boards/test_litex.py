@@ -1,0 +1,114 @@
+"""The ULX3S LiteX SoC (boards/litex_soc.py, litex_host.py, litex_sim.py): its generated Verilog,
+its host link, and tiny-digits run bit-exact through the simulated SoC's SDRAM and UARTBone."""
+
+import os
+
+import numpy as np
+import pytest
+
+from vitaccel.boards.host import LinkError
+from vitaccel.boards.litex_host import ConfigMismatch, SoCLink, check_identity, open_soc_link, soc_run_options
+from vitaccel.boards.litex_soc import (CSR_ORIGIN, INFO_MAGIC, INFO_ORIGIN, MAIN_RAM, config_crc, info_words, quiet,
+                                       ulx3s_soc, write_soc)
+from vitaccel.config import preset
+
+pytest.importorskip("litex")
+
+
+def test_ulx3s_soc_verilog_names_the_core_litedram_and_uartbone(tmp_path):
+    """The SoC's Verilog (the core's file is only referenced, so none is generated here)."""
+    with quiet():
+        verilog = write_soc(ulx3s_soc(preset("tiny"), tmp_path / "vitaccel_core.v"), tmp_path / "soc")
+    text = verilog.read_text()
+    assert "// Instance vitaccel of vitaccel_core Module." in text and "EHXPLLL" in text
+    assert "bankmachine" in text and "uartbone" in text and "sdram_dq" in text
+    assert "m_axi_arvalid" in text and "s_axi_awvalid" in text
+    csv = (tmp_path / "soc" / "csr.csv").read_text()
+    assert f"memory_region,main_ram,{MAIN_RAM:#010x},33554432" in csv
+    assert f"memory_region,vitaccel,{CSR_ORIGIN:#010x},4096,io" in csv
+    assert f"memory_region,vitaccel_info,{INFO_ORIGIN:#010x}" in csv
+    script = (tmp_path / "soc" / "gateware" / "vitaccel_soc.ys").read_text()
+    assert "vitaccel_core.v" in script and "synth_ecp5" in script
+
+
+def test_identity_words_tell_configs_apart():
+    tiny, default = preset("tiny"), preset("default")
+    assert info_words(tiny, 50e6)[0] == INFO_MAGIC and info_words(tiny, 50e6)[4] == 50_000_000
+    assert config_crc(tiny) == config_crc(preset("tiny")) != config_crc(default)
+
+
+class FakeWire:
+    """A UARTBone device in Python: 32-bit words, reads answered from ``memory``."""
+
+    def __init__(self, memory):
+        self.memory, self.pending, self.closed = memory, b"", False
+
+    def write(self, data):
+        cmd, n, addr = data[0], data[1], int.from_bytes(data[2:6], "big") * 4
+        if cmd == 0x01:
+            for i in range(n):
+                self.memory[addr + 4 * i] = int.from_bytes(data[6 + 4 * i:10 + 4 * i], "big")
+        else:
+            self.pending += b"".join(self.memory.get(addr + 4 * i, 0).to_bytes(4, "big") for i in range(n))
+
+    def read(self, n):
+        if len(self.pending) < n:
+            raise LinkError("no reply")
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+    def discard_input(self):
+        self.pending = b""
+
+    def close(self):
+        self.closed = True
+
+
+def test_soc_link_moves_bytes_little_endian_and_checks_the_config():
+    memory = {INFO_ORIGIN + 4 * i: w for i, w in enumerate(info_words(preset("tiny"), 50e6))}
+    link = SoCLink(FakeWire(memory), 4)
+    link.write_bytes(MAIN_RAM + 64, bytes(range(40)))
+    assert memory[MAIN_RAM + 64] == 0x03020100
+    assert link.read_bytes(MAIN_RAM + 64, 40) == bytes(range(40))
+    assert check_identity(link, preset("tiny"), "fake").clk_hz == 50_000_000
+    with pytest.raises(ConfigMismatch, match="built for another config"):
+        check_identity(link, preset("default"), "fake", settle_s=0)
+    with pytest.raises(LinkError, match="not a vitaccel LiteX SoC"):
+        check_identity(SoCLink(FakeWire({}), 4), preset("tiny"), "fake", settle_s=0)
+
+
+def test_no_soc_on_the_port_is_one_line():
+    with pytest.raises(LinkError, match="cannot open serial port"):
+        open_soc_link("/dev/nonexistent-vitaccel", 115200, preset("tiny"))
+    with pytest.raises(LinkError, match="no reply"):
+        open_soc_link("loop://", 115200, preset("tiny"), timeout_s=0.05)
+
+
+@pytest.mark.slow
+def test_tiny_digits_bit_exact_through_the_simulated_soc():
+    """The simulated SoC (LiteDRAM on SDRAMPHYModel, UARTBone over a TCP bridge) runs tiny-digits on
+    `tiny` through the run service's board backend, as `vitaccel run --board ulx3s-85f` does: program
+    and weights into SDRAM once, then per image input, start, poll, logits; whole logits equal golden."""
+    from vitaccel.boards.litex_sim import SimulatedSoC, build_sim
+    from vitaccel.run import run_board
+
+    cfg = preset("tiny")
+    images = int(os.environ.get("VITACCEL_SOC_IMAGES", "3"))
+    binary = build_sim(cfg)
+    with SimulatedSoC(binary) as sim:
+        options = soc_run_options("ulx3s-85f", sim.url, 115200, cfg, timeout_s=30)
+        link = options["transport"]
+        try:
+            with pytest.raises(ConfigMismatch):
+                check_identity(link, preset("default"), sim.url, settle_s=0)
+            report = run_board("ulx3s-85f", sim.url, "tiny-digits", cfg, images=images, timeout_s=600, **options)
+        finally:
+            link.close()
+    data = report.to_json()
+    for i, run in enumerate(data["runs"]):
+        assert run["bit_exact"], f"image {i} (tiny-digits test split, images from the start): first mismatch " \
+                                 f"{run.get('first_mismatch')}; logits {run.get('logits')}"
+    assert data["bit_exact"] is True
+    assert data["clk_hz"] == 50_000_000 and data["mem_bytes"] == 32 * 1024 * 1024
+    assert all(run["error"] == "NONE" and run["cycles"] > 0 for run in data["runs"])
+    assert np.isclose(data["top1"], data["golden_top1"])
