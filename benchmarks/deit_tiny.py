@@ -19,6 +19,7 @@ import time
 from vitaccel.config import load_config
 from vitaccel.run import simulate_model
 from vitaccel.sw.compile_model import compile_model
+from vitaccel.sw.perf import estimate
 from vitaccel.sw.zoo import load_intvit, model_images
 
 
@@ -57,11 +58,19 @@ def main(argv=None):
                        utilization=report["utilization"], rtl_wall_s=report["wall_s"],
                        sim_cycles_per_s=report["sim_cycles_per_s"], perf_error=report["perf_error"],
                        bytes_read=report.get("bytes_read"), bytes_written=report.get("bytes_written"))
+    # Where the cycles go (the performance model equals the RTL's cycles): issue 21's table.
+    shares = estimate(program, memory=args.memory).breakdown()
+    figures["cycle_shares"] = {name: round(share, 4) for name, share in shares.items()}
     if args.json:
         print(json.dumps(figures))
     else:
         for key, value in figures.items():
-            print(f"{key:>20}: {value}")
+            if isinstance(value, dict):
+                print(f"{key:>20}:")
+                for name, share in value.items():
+                    print(f"{name:>24}  {share:6.1%}")
+            else:
+                print(f"{key:>20}: {value}")
     exact = figures["isa_bit_exact"] and figures.get("rtl_bit_exact", True)
     return 0 if exact else 1
 
