@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import Callable
 
 from vitaccel.config import AccelConfig
 
 from .host import LinkError, SerialTransport
 from .hostlink import READ_BLOCK, READ_CSR, READ_WORD, WRITE_BLOCK, WRITE_CSR, WRITE_WORD
-from .litex_soc import CSR_ORIGIN, INFO_MAGIC, INFO_ORIGIN, MAIN_RAM, SDRAM_BYTES, config_crc
+from .litex_soc import (CSR_ORIGIN, DFII_ADDRESS, DFII_BITS, DFII_COMMAND, DFII_CONTROL, INFO_MAGIC, INFO_ORIGIN,
+                        INIT_CONTROL, MAIN_RAM, SDRAM_BYTES, config_crc)
 
-__all__ = ["SoCLink", "SoCIdentity", "ConfigMismatch", "open_soc_link", "soc_run_options", "WRITE_BURST",
+__all__ = ["SoCLink", "SoCIdentity", "ConfigMismatch", "open_soc_link", "init_sdram", "check_identity", "soc_run_options", "WRITE_BURST",
            "READ_BURST"]
 
 #: Words per UARTBone write: LiteX's own host (``CommUART``) writes 8 at a time, the line having no
@@ -47,10 +49,11 @@ class ConfigMismatch(LinkError):
 
 
 class SoCIdentity:
-    """The identity block the SoC was built with (:func:`vitaccel.boards.litex_soc.info_words`)."""
+    """The identity block the SoC was built with (:func:`vitaccel.boards.litex_soc.info_words`); its
+    SDRAM init steps are read by :func:`init_sdram`."""
 
     def __init__(self, words: list[int]):
-        self.magic, self.config_crc, self.bus_bits, self.sdram_bytes, self.clk_hz = words[:5]
+        self.magic, self.config_crc, self.bus_bits, self.sdram_bytes, self.clk_hz, self.init_count = words[:6]
 
 
 class SoCLink:
@@ -93,7 +96,7 @@ class SoCLink:
         self.bus_write(addr, [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)])
 
     def identity(self) -> SoCIdentity:
-        return SoCIdentity(self.bus_read(INFO_ORIGIN, 5))
+        return SoCIdentity(self.bus_read(INFO_ORIGIN, 6))
 
     # ---- the host conversations' transport -----------------------------------------------------
 
@@ -171,14 +174,38 @@ def check_identity(link: SoCLink, cfg: AccelConfig, where: str, *, settle_s: flo
     return ident
 
 
+def init_sdram(link: SoCLink, ident: SoCIdentity, *, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Initialize the SDRAM chip as LiteX's BIOS does: DFII in software control, the SoC's init
+    steps (from its identity block) issued one by one, then the controller back in control. Memory
+    contents survive it (no step writes data). Returns the number of steps."""
+    count = min(ident.init_count, 64)
+    words = link.bus_read(INFO_ORIGIN + 24, 4 * count) if count else []
+    soft = DFII_BITS["DFII_CONTROL_CKE"] | DFII_BITS["DFII_CONTROL_ODT"] | DFII_BITS["DFII_CONTROL_RESET_N"]
+    link.bus_write(DFII_CONTROL, [soft])
+    for k in range(count):
+        address, bank, bits, delay = words[4 * k:4 * k + 4]
+        link.bus_write(DFII_ADDRESS, [address, bank])
+        if bits & INIT_CONTROL:
+            link.bus_write(DFII_CONTROL, [bits & ~INIT_CONTROL])
+        else:
+            link.bus_write(DFII_COMMAND, [bits, 1])
+        if delay:
+            sleep(delay / ident.clk_hz)
+    link.bus_write(DFII_CONTROL, [DFII_BITS["DFII_CONTROL_SEL"]])
+    link.bus_read(DFII_CONTROL, 1)   # every write above has reached the SoC
+    return count
+
+
 def open_soc_link(port: str, baud: int, cfg: AccelConfig, *, timeout_s: float = 1.0) -> tuple[SoCLink, SoCIdentity]:
     """Open ``port`` (a reply may take ``timeout_s`` beyond its line time), check that the SoC there
-    was built for ``cfg``; the link and what the SoC says of itself. Nothing is written to the SoC's
-    memory or CSRs."""
+    was built for ``cfg`` (nothing is written before that), and initialize its SDRAM
+    (:func:`init_sdram`); the link and what the SoC says of itself."""
     wire = SerialTransport(port, baud, timeout_s=timeout_s)
     link = SoCLink(wire, cfg.bus_bytes)
     try:
-        return link, check_identity(link, cfg, port)
+        ident = check_identity(link, cfg, port)
+        init_sdram(link, ident)
+        return link, ident
     except BaseException:
         link.close()
         raise

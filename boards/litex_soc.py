@@ -27,7 +27,9 @@ How the core meets the SoC (:func:`add_vitaccel`):
 - **A read-only identity block** at :data:`INFO_ORIGIN` (:func:`info_words`) holds a magic word,
   the CRC-32 of the config the core was generated from, its bus width, the SDRAM size and the
   system clock, so that the host refuses, before writing anything, a board built for another
-  config (:mod:`vitaccel.boards.litex_host`).
+  config (:mod:`vitaccel.boards.litex_host`); and LiteDRAM's init sequence of the SDRAM chip
+  (precharge, refreshes, mode register with the CAS latency), which LiteX's BIOS would replay on a
+  SoC with a CPU and the host replays here through LiteDRAM's DFII registers before it uses the SDRAM.
 
 The core's Verilog is Amaranth's (:func:`vitaccel.hw.generate.generate_verilog`, module
 ``vitaccel_core``); LiteX instantiates it and adds the file to the platform's sources.
@@ -46,7 +48,7 @@ from pathlib import Path
 from vitaccel.config import AccelConfig
 
 __all__ = ["SYS_CLK_HZ", "SDRAM_MODULES", "DEFAULT_SDRAM_MODULE", "MAIN_RAM", "CSR_ORIGIN", "INFO_ORIGIN",
-           "INFO_MAGIC", "SDRAM_BYTES", "BUILD_NAME", "config_crc", "info_words", "add_vitaccel", "ulx3s_soc",
+           "INFO_MAGIC", "SDRAM_BYTES", "init_steps", "INIT_CONTROL", "DFII_BITS", "BUILD_NAME", "config_crc", "info_words", "add_vitaccel", "ulx3s_soc",
            "sim_soc", "write_soc", "quiet", "build_soc"]
 
 #: The system clock of LiteX's ULX3S target (its default): the SDRAM controller, the bridge and the
@@ -76,9 +78,39 @@ def config_crc(cfg: AccelConfig) -> int:
     return zlib.crc32(json.dumps(cfg.to_dict(), sort_keys=True).encode())
 
 
-def info_words(cfg: AccelConfig, sys_clk_hz: int) -> list[int]:
-    """The identity block's 32-bit words: magic, config CRC, bus bits, SDRAM bytes, clock in Hz."""
-    return [INFO_MAGIC, config_crc(cfg), cfg.bus_bits, SDRAM_BYTES, int(sys_clk_hz)]
+#: The DFII bits of LiteDRAM's init sequences (litedram.init's C header: DFII_COMMAND_*, DFII_CONTROL_*).
+DFII_BITS = {"DFII_COMMAND_CS": 0x01, "DFII_COMMAND_WE": 0x02, "DFII_COMMAND_CAS": 0x04, "DFII_COMMAND_RAS": 0x08,
+             "DFII_COMMAND_WRDATA": 0x10, "DFII_COMMAND_RDDATA": 0x20, "DFII_CONTROL_SEL": 0x01,
+             "DFII_CONTROL_CKE": 0x02, "DFII_CONTROL_ODT": 0x04, "DFII_CONTROL_RESET_N": 0x08}
+#: A step of the SDRAM init sequence that writes DFII's control register (not a command).
+INIT_CONTROL = 1 << 31
+#: LiteDRAM's DFII registers on the CSR bus (csr.csv: sdram_dfii_control ... of both SoCs, tested).
+DFII_CONTROL, DFII_COMMAND, DFII_ISSUE, DFII_ADDRESS, DFII_BADDRESS = 0x1000, 0x1004, 0x1008, 0x100C, 0x1010
+
+
+def init_steps(phy_settings, timing_settings) -> list[tuple[int, int, int, int]]:
+    """LiteDRAM's init sequence of the SDRAM (what LiteX's BIOS replays when a CPU boots; here the
+    host does, :func:`vitaccel.boards.litex_host.init_sdram`): (address, bank, DFII bits, delay in
+    cycles) per step; a step whose bits have :data:`INIT_CONTROL` writes DFII's control register."""
+    from litedram.init import get_sdram_phy_init_sequence
+
+    sequence, _ = get_sdram_phy_init_sequence(phy_settings, timing_settings)
+    steps = []
+    for _comment, address, bank, command, delay in sequence:
+        bits = 0
+        for name in command.split("|"):
+            bits |= DFII_BITS[name.strip()]
+        steps.append((address, bank, bits | (INIT_CONTROL if command.startswith("DFII_CONTROL") else 0), delay))
+    return steps
+
+
+def info_words(cfg: AccelConfig, sys_clk_hz: int, steps=()) -> list[int]:
+    """The identity block's 32-bit words: magic, config CRC, bus bits, SDRAM bytes, clock in Hz, the
+    number of SDRAM init steps and each step's four words (:func:`init_steps`)."""
+    words = [INFO_MAGIC, config_crc(cfg), cfg.bus_bits, SDRAM_BYTES, int(sys_clk_hz), len(steps)]
+    for step in steps:
+        words += list(step)
+    return words
 
 
 def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike) -> None:
@@ -95,7 +127,8 @@ def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike) -> None
 
     csr = axi.AXILiteInterface(data_width=32, address_width=32)
     soc.bus.add_slave("vitaccel", csr, region=SoCRegion(origin=CSR_ORIGIN, size=0x1000, cached=False))
-    words = info_words(cfg, soc.sys_clk_freq)
+    settings = soc.sdram.controller.settings
+    words = info_words(cfg, soc.sys_clk_freq, init_steps(settings.phy, settings.timing))
     soc.add_rom("vitaccel_info", origin=INFO_ORIGIN, size=4 * len(words), contents=words)
 
     aw, w, b, ar, r = master.aw, master.w, master.b, master.ar, master.r

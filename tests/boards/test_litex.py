@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from vitaccel.boards.host import LinkError
-from vitaccel.boards.litex_host import ConfigMismatch, SoCLink, check_identity, open_soc_link, soc_run_options
-from vitaccel.boards.litex_soc import (CSR_ORIGIN, INFO_MAGIC, INFO_ORIGIN, MAIN_RAM, config_crc, info_words, quiet,
+from vitaccel.boards.litex_host import (ConfigMismatch, SoCIdentity, SoCLink, check_identity, init_sdram,
+                                        open_soc_link, soc_run_options)
+from vitaccel.boards.litex_soc import (CSR_ORIGIN, DFII_ADDRESS, DFII_BADDRESS, DFII_COMMAND, DFII_CONTROL, DFII_ISSUE,
+                                       INFO_MAGIC, INFO_ORIGIN, MAIN_RAM, config_crc, info_words, quiet,
                                        ulx3s_soc, write_soc)
 from vitaccel.config import preset
 
@@ -27,6 +29,9 @@ def test_ulx3s_soc_verilog_names_the_core_litedram_and_uartbone(tmp_path):
     assert f"memory_region,main_ram,{MAIN_RAM:#010x},33554432" in csv
     assert f"memory_region,vitaccel,{CSR_ORIGIN:#010x},4096,io" in csv
     assert f"memory_region,vitaccel_info,{INFO_ORIGIN:#010x}" in csv
+    for name, addr in [("control", DFII_CONTROL), ("pi0_command", DFII_COMMAND), ("pi0_command_issue", DFII_ISSUE),
+                       ("pi0_address", DFII_ADDRESS), ("pi0_baddress", DFII_BADDRESS)]:
+        assert f"csr_register,sdram_dfii_{name},{addr:#010x}," in csv
     script = (tmp_path / "soc" / "gateware" / "vitaccel_soc.ys").read_text()
     assert "vitaccel_core.v" in script and "synth_ecp5" in script
 
@@ -75,6 +80,35 @@ def test_soc_link_moves_bytes_little_endian_and_checks_the_config():
         check_identity(link, preset("default"), "fake", settle_s=0)
     with pytest.raises(LinkError, match="not a vitaccel LiteX SoC"):
         check_identity(SoCLink(FakeWire({}), 4), preset("tiny"), "fake", settle_s=0)
+
+
+def test_sdram_init_replays_litedram_sequence_through_dfii():
+    """The SDR init sequence (CKE, precharge, mode register with the CAS latency, refreshes) from the
+    identity block, issued through DFII in software control, then hardware control again."""
+    from litedram.init import get_sdr_phy_init_sequence
+    from litedram.phy.model import get_sdram_phy_settings
+
+    from vitaccel.boards.litex_soc import INIT_CONTROL, init_steps
+
+    phy = get_sdram_phy_settings(memtype="SDR", data_width=16, clk_freq=50e6)
+    steps = init_steps(phy, None)
+    assert len(steps) == len(get_sdr_phy_init_sequence(phy, None)[0]) == 7
+    assert steps[0][2] & INIT_CONTROL and steps[2][2] == 0x0F and steps[2][0] == (phy.cl << 4) + 0x100
+    memory = {INFO_ORIGIN + 4 * i: w for i, w in enumerate(info_words(preset("tiny"), 50e6, steps))}
+    writes = []
+
+    class Recording(FakeWire):
+        def write(self, data):
+            if data[0] == 0x01:
+                writes.append((int.from_bytes(data[2:6], "big") * 4, data[6:]))
+            super().write(data)
+
+    link = SoCLink(Recording(memory), 4)
+    ident = check_identity(link, preset("tiny"), "fake")
+    assert isinstance(ident, SoCIdentity) and init_sdram(link, ident, sleep=lambda s: None) == 7
+    assert writes[0] == (DFII_CONTROL, (0x0E).to_bytes(4, "big")) and writes[-1] == (DFII_CONTROL, (1).to_bytes(4, "big"))
+    issued = [w for w in writes if w[0] == DFII_COMMAND]
+    assert len(issued) == 6 and all(w[1][4:] == (1).to_bytes(4, "big") for w in issued)
 
 
 def test_no_soc_on_the_port_is_one_line():
