@@ -5,22 +5,54 @@ Prints: quantization, compile and ISA-simulation wall times; RTL cycles, bit-exa
 logit vector against the golden integer forward, RTL wall time and simulated cycles per second;
 MAC utilization over the whole inference; the performance model's cycles and its error against RTL;
 the bytes the core read and wrote over its AXI4 port (counted by the harness's DRAM model).
+Simulation speed (issue 25), measured in the same run: ``sim_cycles_per_s`` of the core,
+``array_alone_cycles_per_s`` of the config's systolic array alone under the same Verilator flags
+(``benchmarks/array_alone.py``), their ratio ``sim_to_array_ratio``, ``rtl_wall_s``, ``build_s``
+(the core model's build in this run: 0 when cached; with ``--cold-build`` a build from nothing in a
+temporary build directory, the cache untouched) and ``load`` (the 1-minute load average at the end:
+the figures depend on what else the machine runs).
 
     python benchmarks/deit_tiny.py                          # default config, one image, on-chip memory
     python benchmarks/deit_tiny.py --memory ulx3s-sdram     # the ULX3S's SDRAM behind LiteDRAM
     python benchmarks/deit_tiny.py --json --skip-rtl
+    python benchmarks/deit_tiny.py --json --cold-build      # build_s of a cold Verilator build too
 """
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from vitaccel.config import load_config
 from vitaccel.run import simulate_model
 from vitaccel.sw.compile_model import compile_model
 from vitaccel.sw.perf import estimate
 from vitaccel.sw.zoo import load_intvit, model_images
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import array_alone  # noqa: E402  (benchmarks/array_alone.py, beside this file)
+
+
+def cold_build_s(cfg_name: str) -> float:
+    """Seconds to build the core's Verilator model of ``cfg_name`` from nothing: in a fresh process
+    with a temporary build directory (VITACCEL_BUILD_DIR), so the cache is neither used nor touched."""
+    from vitaccel.files import build_root
+
+    build_root().mkdir(parents=True, exist_ok=True)
+    work = tempfile.mkdtemp(dir=build_root(), prefix="cold-build-")
+    try:
+        code = ("from vitaccel.config import load_config; from vitaccel.sim.verilator import build; "
+                f"build(load_config({cfg_name!r}))")
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], env=dict(os.environ, VITACCEL_BUILD_DIR=work), check=True)
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv=None):
@@ -29,8 +61,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory", default="onchip", help="memory profile (vitaccel.memory.PROFILES)")
     parser.add_argument("--skip-rtl", action="store_true", help="ISA simulator and performance model only")
+    parser.add_argument("--cold-build", action="store_true",
+                        help="also time a Verilator build of the core from nothing (build_s; about a minute)")
+    parser.add_argument("--array-cycles", type=int, default=array_alone.DEFAULT_CYCLES,
+                        help="cycles of the array-alone run (default %(default)s)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.array_cycles < 1:
+        parser.error(f"--array-cycles must be positive, not {args.array_cycles}")
     cfg = load_config(args.config)
     say = (lambda m: None) if args.json else (lambda m: print(f"  {m}", file=sys.stderr))
 
@@ -58,6 +96,14 @@ def main(argv=None):
                        utilization=report["utilization"], rtl_wall_s=report["wall_s"],
                        sim_cycles_per_s=report["sim_cycles_per_s"], perf_error=report["perf_error"],
                        bytes_read=report.get("bytes_read"), bytes_written=report.get("bytes_written"))
+        array = array_alone.measure(cfg, args.array_cycles, say)
+        figures.update(array_alone_cycles_per_s=array["array_alone_cycles_per_s"], array=array["array"],
+                       sim_to_array_ratio=round(report["sim_cycles_per_s"] / array["array_alone_cycles_per_s"], 3),
+                       build_s=report.get("build_s"))
+        if args.cold_build:
+            say("timing a cold Verilator build of the core (temporary build directory)")
+            figures.update(build_s=round(cold_build_s(args.config), 1), build_cold=True)
+        figures.update(load=round(os.getloadavg()[0], 2), cpus=os.cpu_count())
     # Where the cycles go (the performance model equals the RTL's cycles): issue 21's table.
     shares = estimate(program, memory=args.memory).breakdown()
     figures["cycle_shares"] = {name: round(share, 4) for name, share in shares.items()}
