@@ -93,7 +93,12 @@ class SoCLink:
         return b"".join(w.to_bytes(4, "little") for w in words)
 
     def write_bytes(self, addr: int, data: bytes) -> None:
+        """Write ``data`` (whole 32-bit words) at ``addr``, then read its last word back: UARTBone
+        writes have no reply, so the read is what says the SoC has taken them (and keeps the bytes in
+        flight to one block, however deep the port's buffers are)."""
         self.bus_write(addr, [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)])
+        if data:
+            self.bus_read(addr + len(data) - 4, 1)
 
     def identity(self) -> SoCIdentity:
         return SoCIdentity(self.bus_read(INFO_ORIGIN, 6))
@@ -211,7 +216,7 @@ def open_soc_link(port: str, baud: int, cfg: AccelConfig, *, timeout_s: float = 
         raise
 
 
-def soc_run_options(board_name: str, port: str, baud: int, cfg: AccelConfig, *, timeout_s: float = 1.0) -> dict:
+def soc_run_options(board_name: str, port: str, baud: int, cfg: AccelConfig, *, timeout_s: float = 2.0) -> dict:
     """For a board whose top is the LiteX SoC: the run service's board options (``transport``: an
     open, checked :class:`SoCLink`, which the caller closes; ``mem_bytes``: the SDRAM; ``clk_hz``: the
     clock the SoC reports). ``{}`` for other boards."""

@@ -146,3 +146,25 @@ def test_tiny_digits_bit_exact_through_the_simulated_soc():
     assert data["clk_hz"] == 50_000_000 and data["mem_bytes"] == 32 * 1024 * 1024
     assert all(run["error"] == "NONE" and run["cycles"] > 0 for run in data["runs"])
     assert np.isclose(data["top1"], data["golden_top1"])
+
+
+@pytest.mark.slow
+def test_vitaccel_run_drives_the_simulated_soc(capsys):
+    """`vitaccel run --board ulx3s-85f` on the simulated SoC's port: bit-exact (exit 0); with a config
+    the SoC was not built for, one line and exit 2 before anything is written."""
+    import json
+
+    from vitaccel.boards.litex_sim import SimulatedSoC, build_sim
+    from vitaccel.cli import main
+
+    binary = build_sim(preset("tiny"))
+    with SimulatedSoC(binary) as sim:
+        assert main(["run", "--board", "ulx3s-85f", "--config", "tiny", "--port", sim.url, "--model", "tiny-digits",
+                     "--images", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bit_exact"] is True and report["clk_hz"] == 50_000_000
+    with SimulatedSoC(binary) as sim:
+        assert main(["run", "--board", "ulx3s-85f", "--config", "default", "--port", sim.url, "--model",
+                     "tiny-digits", "--images", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "built for another config" in err[0]
