@@ -24,8 +24,10 @@ from vitaccel.hw.interfaces import CSR
 sys.path.insert(0, str(Path(__file__).parent))
 from board_emulator import BoardEmulator  # noqa: E402
 
-BOARD = "ulx3s-85f"
-MEM_BYTES = 64 * 1024        # the ULX3S board top's on-chip memory
+# A board whose top is the Amaranth block-RAM top with the UART host link (the ULX3S's is the LiteX
+# SoC now: tests/boards/test_litex.py).
+BOARD = "arty-a7-35"
+MEM_BYTES = 64 * 1024        # the Arty board top's on-chip memory
 
 
 # ---- requests and conversations ---------------------------------------------------------------
@@ -139,9 +141,9 @@ def test_run_json(capsys):
     assert report["bit_exact"] is True and all(r["bit_exact"] and r["error"] == "NONE" for r in report["runs"])
     assert [r["predicted"] for r in report["runs"]] == [r["golden"] for r in report["runs"]]
     assert report["top1"] == pytest.approx(sum(r["predicted"] == r["label"] for r in report["runs"]) / 3)
-    # The cycles are the CYCLES CSR (the emulator's stand-in number), the compute time at the 25 MHz board clock.
-    assert report["cycles"] == 123_456 and report["clk_hz"] == 25_000_000
-    assert report["compute_s"] == pytest.approx(123_456 / 25e6)
+    # The cycles are the CYCLES CSR (the emulator's stand-in number), the compute time at the 100 MHz board clock.
+    assert report["cycles"] == 123_456 and report["clk_hz"] == 100_000_000
+    assert report["compute_s"] == pytest.approx(123_456 / 100e6)
     # What the board should count: the perf model at the board top's memory latency (not the simulator's 1).
     assert report["cycles_modelled"] == board_cycles(cfg) and report["mem_latency_modelled"] == System.MEM_LATENCY
     assert report["image_bytes"] == 47_552 and report["mem_bytes"] == MEM_BYTES
@@ -156,7 +158,7 @@ def test_run_table(capsys):
         code, out, err = run_cli(capsys, "--board", BOARD, "--config", "default", "--port", board.port,
                                  "--model", "tiny-digits", "--images", "1")
     assert code == 0, err
-    assert "bit-exact: yes" in out and "123,456 cycles per image = 4.938 ms at 25 MHz" in out
+    assert "bit-exact: yes" in out and "123,456 cycles per image = 1.235 ms at 100 MHz" in out
 
 
 def test_run_reports_the_board_error(capsys):
@@ -177,7 +179,7 @@ def test_run_fit_error_before_any_transfer(capsys):
                                  "--model", "tiny-digits", "--images", "1", "--json")
     assert code == 2 and out == ""
     assert err == ("vitaccel: error: tiny-digits compiled for config 'tiny' needs 80,960 bytes of board memory "
-                   "(program, weights and tensors) but the ulx3s-85f board top has 65,536 bytes (64 KiB) of "
+                   "(program, weights and tensors) but the arty-a7-35 board top has 65,536 bytes (64 KiB) of "
                    "on-chip memory\n")
     assert board.received == 0
 
