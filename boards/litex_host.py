@@ -68,6 +68,9 @@ class SoCLink:
                              f"not {8 * word_bytes}")
         self.wire, self.word_bytes = wire, word_bytes
         self._replies: deque[int] = deque()
+        #: Called once before the first memory access of a host request (:func:`open_soc_link`:
+        #: the SDRAM init), so that a run refused before it writes nothing to the SoC.
+        self.before_memory: Callable[[], None] | None = None
 
     # ---- the SoC bus over UARTBone --------------------------------------------------------------
 
@@ -106,6 +109,9 @@ class SoCLink:
     # ---- the host conversations' transport -----------------------------------------------------
 
     def _memory(self, addr: int, nbytes: int) -> int:
+        if self.before_memory is not None:
+            prepare, self.before_memory = self.before_memory, None
+            prepare()
         if addr % self.word_bytes or addr + nbytes > SDRAM_BYTES:
             raise LinkError(f"memory access at {addr:#x} ({nbytes} bytes) is not whole words within the SoC's "
                             f"{SDRAM_BYTES // 2**20} MiB of SDRAM")
@@ -202,14 +208,14 @@ def init_sdram(link: SoCLink, ident: SoCIdentity, *, sleep: Callable[[float], No
 
 
 def open_soc_link(port: str, baud: int, cfg: AccelConfig, *, timeout_s: float = 1.0) -> tuple[SoCLink, SoCIdentity]:
-    """Open ``port`` (a reply may take ``timeout_s`` beyond its line time), check that the SoC there
-    was built for ``cfg`` (nothing is written before that), and initialize its SDRAM
-    (:func:`init_sdram`); the link and what the SoC says of itself."""
+    """Open ``port`` (a reply may take ``timeout_s`` beyond its line time) and check that the SoC
+    there was built for ``cfg``, writing nothing; the link and what the SoC says of itself. The link
+    initializes the SDRAM (:func:`init_sdram`) before its first memory access."""
     wire = SerialTransport(port, baud, timeout_s=timeout_s)
     link = SoCLink(wire, cfg.bus_bytes)
     try:
         ident = check_identity(link, cfg, port)
-        init_sdram(link, ident)
+        link.before_memory = lambda: init_sdram(link, ident)
         return link, ident
     except BaseException:
         link.close()

@@ -76,6 +76,14 @@ def test_soc_link_moves_bytes_little_endian_and_checks_the_config():
     assert memory[MAIN_RAM + 64] == 0x03020100
     assert link.read_bytes(MAIN_RAM + 64, 40) == bytes(range(40))
     assert check_identity(link, preset("tiny"), "fake").clk_hz == 50_000_000
+    calls = []
+    link.before_memory = lambda: calls.append("init")
+    link.write(bytes([0x04, 7]))            # a CSR read: no memory access, no SDRAM init yet
+    link.read(4)
+    link.write(bytes([0x06]) + (64).to_bytes(4, "little") + (2).to_bytes(2, "little"))
+    assert link.read(8) == bytes(range(8)) and calls == ["init"]
+    link.write(bytes([0x06]) + (64).to_bytes(4, "little") + (1).to_bytes(2, "little"))
+    assert link.read(4) == bytes(range(4)) and calls == ["init"]
     with pytest.raises(ConfigMismatch, match="built for another config"):
         check_identity(link, preset("default"), "fake", settle_s=0)
     with pytest.raises(LinkError, match="not a vitaccel LiteX SoC"):
