@@ -50,7 +50,7 @@ from vitaccel.config import AccelConfig
 
 __all__ = ["SYS_CLK_HZ", "SDRAM_MODULES", "DEFAULT_SDRAM_MODULE", "MAIN_RAM", "CSR_ORIGIN", "INFO_ORIGIN",
            "INFO_MAGIC", "SDRAM_BYTES", "init_steps", "INIT_CONTROL", "DFII_BITS", "BUILD_NAME", "config_crc", "info_words", "add_vitaccel", "ulx3s_soc",
-           "sim_soc", "write_soc", "quiet", "build_soc", "core_stub", "soc_resources", "design_text"]
+           "sim_soc", "arty_soc", "write_soc", "quiet", "build_soc", "core_stub", "soc_resources", "design_text"]
 
 #: The system clock of LiteX's ULX3S target (its default): the SDRAM controller, the bridge and the
 #: core all run on it.
@@ -195,6 +195,24 @@ def _sim_io():
             ("serial", 0, Subsignal("source_valid", Pins(1)), Subsignal("source_ready", Pins(1)),
              Subsignal("source_data", Pins(8)), Subsignal("sink_valid", Pins(1)), Subsignal("sink_ready", Pins(1)),
              Subsignal("sink_data", Pins(8)))]
+
+
+def arty_soc(cfg: AccelConfig, core_verilog: str | os.PathLike, *, variant: str = "a7-35",
+             sys_clk_hz: int = 100_000_000, identity: bool = True):
+    """The same SoC shape on the Arty A7 (LiteX's ``digilent_arty.BaseSoC``: no CPU, UARTBone on the
+    FTDI UART, LiteDRAM on the MT41K128M16 DDR3 through ``A7DDRPHY`` at 1:4, no L2 cache) with the
+    core. Vivado builds it (no open place-and-route exists for the Artix-7). The DDR3 needs read
+    leveling, which LiteX's BIOS does with a CPU; the host here does not yet (its init replay is the
+    mode-register sequence only, and its DFII registers sit at 0x1800 here, after the DDR PHY's,
+    not at :data:`DFII_CONTROL`), so this SoC is Verilog and a Vivado script, not a working board
+    yet; ``vitaccel build --board arty-a7-*`` still writes the Amaranth block-RAM top."""
+    from litex_boards.targets.digilent_arty import BaseSoC
+
+    soc = BaseSoC(variant=variant, toolchain="vivado", sys_clk_freq=sys_clk_hz, with_led_chaser=False,
+                  cpu_type="None", integrated_sram_size=0, with_uart=False, with_timer=False,
+                  with_uartbone=True, uart_baudrate=BAUD, l2_size=0)
+    add_vitaccel(soc, cfg, core_verilog, identity=identity)
+    return soc
 
 
 class _VerilogOnly:

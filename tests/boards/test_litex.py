@@ -36,6 +36,19 @@ def test_ulx3s_soc_verilog_names_the_core_litedram_and_uartbone(tmp_path):
     assert "vitaccel_core.v" in script and "synth_ecp5" in script
 
 
+def test_arty_soc_verilog_and_vivado_script(tmp_path):
+    """The same SoC shape on the Arty A7: LiteDRAM's DDR3 PHY, the core instance, Vivado's Tcl."""
+    from vitaccel.boards.litex_soc import arty_soc
+
+    with quiet():
+        verilog = write_soc(arty_soc(preset("tiny"), tmp_path / "vitaccel_core.v"), tmp_path / "soc")
+    text = verilog.read_text()
+    assert "// Instance vitaccel of vitaccel_core Module." in text and "ISERDESE2" in text and "uartbone" in text
+    tcl = (tmp_path / "soc" / "gateware" / "vitaccel_soc.tcl").read_text()
+    assert "vitaccel_core.v" in tcl and "synth_design" in tcl and "xc7a35ticsg324-1L" in tcl
+    assert f"memory_region,main_ram,{MAIN_RAM:#010x},268435456" in (tmp_path / "soc" / "csr.csv").read_text()
+
+
 def test_identity_words_tell_configs_apart():
     tiny, default = preset("tiny"), preset("default")
     assert info_words(tiny, 50e6)[0] == INFO_MAGIC and info_words(tiny, 50e6)[4] == 50_000_000
