@@ -161,7 +161,13 @@ def cmd_build(args, say):
     cfg = _board_config(args)
     _require(not (args.bitstream and args.board == "ulx3s-85f"), "ulx3s-85f: the LiteX SoC's bitstream flow is "
              "not implemented yet; build without --bitstream for its Verilog and LiteX's build script")
-    report = build_board(args.board, cfg, args.output, bitstream=args.bitstream, progress=say)
+    if args.sdram_module:
+        from vitaccel.boards.litex_soc import SDRAM_MODULES
+
+        _require(args.board == "ulx3s-85f" and args.sdram_module in SDRAM_MODULES, f"--sdram-module is for the "
+                 f"ulx3s-85f SoC: one of {', '.join(SDRAM_MODULES)}, not {args.sdram_module!r} on {args.board}")
+    report = build_board(args.board, cfg, args.output, bitstream=args.bitstream, sdram_module=args.sdram_module,
+                         progress=say)
     return report, [f"{args.board} / {cfg.name}: {len(report['files'])} files in {args.output}"
                     + (f", bitstream {report['bitstream']}" if args.bitstream else "")]
 
@@ -184,6 +190,8 @@ def cmd_estimate(args, say):
         [f"{args.board} ({report['part']}), config {cfg.name}:"]
         + [f"  {kind:<5} {r['used']:>8} of {r['available']:<8} ({r['percent']:.1f} %)  [{r['source']}]"
            for kind, r in report["resources"].items()]
+        + ([f"  SoC around the core: LUT {report['soc_resources']['lut']['used']}, FF "
+            f"{report['soc_resources']['ff']['used']} [yosys, the core a blackbox]"] if "soc_resources" in report else [])
         + [f"  Fmax  {report['fmax_mhz']} MHz [{report['fmax_source']}]",
            f"  {args.model}: {report['cycles']:,} cycles [{report['cycles_source']}, memory "
            f"{report['memory']}] -> {report['fps']} FPS at {report['clock_mhz_for_fps']:.1f} MHz "
@@ -323,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("build", "Write Verilog, constraints and the build script for a board (and a bitstream).", cmd_build,
                 config="board", config_help=BOARD_CONFIG_HELP, board=True, output="output directory")
     p.add_argument("--bitstream", action="store_true", help="run yosys/nextpnr/pack (ECP5 and iCE40)")
+    p.add_argument("--sdram-module", help="ulx3s-85f: the SDRAM chip of the board revision (default IS42S16160)")
 
     p = command("estimate", "Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of a model on a board.",
                 cmd_estimate, config="board", config_help=BOARD_CONFIG_HELP, board=True)

@@ -168,12 +168,12 @@ def generate(cfg: AccelConfig, output: str, *, progress: Callable[[str], None] |
 
 
 def build_board(board_name: str, cfg: AccelConfig, output: str, *, bitstream: bool = False,
-                progress: Callable[[str], None] | None = None) -> dict:
+                sdram_module: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """Write the build files of ``cfg`` on ``board_name`` into ``output`` (with ``bitstream``, run the
-    tools that make one); report the files written."""
+    tools that make one; ``sdram_module``: the LiteX SoC's SDRAM chip); report the files written."""
     from vitaccel.boards.build import build
 
-    path = build(board_name, cfg, output, bitstream=bitstream, progress=progress)
+    path = build(board_name, cfg, output, bitstream=bitstream, sdram_module=sdram_module, progress=progress)
     files = sorted(str(p.relative_to(output)) for p in Path(output).rglob("*") if p.is_file())
     return {"board": board_name, "config": cfg.name, "output": output, "bitstream": str(path) if bitstream else None,
             "files": files}
