@@ -120,12 +120,15 @@ def run_plan(out_dir: Path, *, skip: tuple[str, ...] = (), progress: Progress = 
 
 def build(board_name: str, cfg: AccelConfig, out_dir: str | os.PathLike, bitstream: bool = False, *,
           mem_bytes: int | None = None, clk_hz: int | None = None, sdram_module: str | None = None,
-          progress: Progress = None) -> Path:
+          allow_timing_failure: bool = False, progress: Progress = None) -> Path:
     """Write the board build files for ``cfg`` into ``out_dir``; with ``bitstream``, make the bitstream.
 
     A board whose top is the LiteX SoC (:attr:`~vitaccel.boards.targets.Board.soc`, the ULX3S) gets
     :func:`~vitaccel.boards.litex_soc.build_soc`'s files instead, LiteDRAM on ``sdram_module``
-    (default :data:`~vitaccel.boards.litex_soc.DEFAULT_SDRAM_MODULE`; ignored on other boards).
+    (default :data:`~vitaccel.boards.litex_soc.DEFAULT_SDRAM_MODULE`; ignored on other boards); its
+    bitstream is :func:`~vitaccel.boards.litex_soc.make_bitstream`'s (LiteX's script with YoWASP, the
+    routed Fmax in ``gateware/timing.json``, ``TimingFailed`` and no bitstream when a clock misses its
+    constraint, unless ``allow_timing_failure``); it returns the path of ``gateware/vitaccel_soc.bit``.
     Checks the fit first (:func:`~vitaccel.boards.targets.check_fit`, raising ``FitError``).
     ``bitstream=True`` is for ECP5 and iCE40 boards only (``ValueError`` for Artix-7: no open
     toolchain); it returns the path of ``top.bit``, otherwise the path of ``out_dir``. The files
@@ -136,13 +139,14 @@ def build(board_name: str, cfg: AccelConfig, out_dir: str | os.PathLike, bitstre
     if target.soc == "litex":
         from .litex_soc import build_soc
 
-        if bitstream:
-            raise ValueError(f"{board_name}: the LiteX SoC's bitstream flow (LiteX's yosys/nextpnr/ecppack "
-                             f"script with YoWASP, timing checked) is not implemented yet; build without "
-                             f"--bitstream for its Verilog and scripts")
+        from .litex_soc import BUILD_NAME, make_bitstream
+
         check_fit(board_name, cfg, 0)   # the program and tensors live in the SDRAM
-        return build_soc(cfg, out_dir, progress=progress,
-                         **({"sdram_module": sdram_module} if sdram_module else {}))
+        out = build_soc(cfg, out_dir, progress=progress, **({"sdram_module": sdram_module} if sdram_module else {}))
+        if not bitstream:
+            return out
+        make_bitstream(out, allow_timing_failure=allow_timing_failure, progress=progress)
+        return out / "gateware" / f"{BUILD_NAME}.bit"
     if bitstream and target.device.family == "xilinx7":
         raise ValueError(f"{board_name}: no open toolchain makes Xilinx 7-series bitstreams; build "
                          f"without a bitstream and run build_{TOP}.sh (Vivado)")

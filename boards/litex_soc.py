@@ -50,7 +50,7 @@ from vitaccel.config import AccelConfig
 
 __all__ = ["SYS_CLK_HZ", "SDRAM_MODULES", "DEFAULT_SDRAM_MODULE", "MAIN_RAM", "CSR_ORIGIN", "INFO_ORIGIN",
            "INFO_MAGIC", "SDRAM_BYTES", "init_steps", "INIT_CONTROL", "DFII_BITS", "BUILD_NAME", "config_crc", "info_words", "add_vitaccel", "ulx3s_soc",
-           "sim_soc", "arty_soc", "write_soc", "quiet", "build_soc", "core_stub", "soc_resources", "design_text"]
+           "sim_soc", "arty_soc", "write_soc", "quiet", "build_soc", "core_stub", "soc_resources", "design_text", "make_bitstream", "routed_timing", "TimingFailed"]
 
 #: The system clock of LiteX's ULX3S target (its default): the SDRAM controller, the bridge and the
 #: core all run on it.
@@ -309,10 +309,19 @@ def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str
     with quiet():
         write_soc(ulx3s_soc(cfg, core, sdram_module=sdram_module), staging)
     cfg.save(staging / "config.json")
-    # LiteX writes absolute paths into its scripts: point them at where the files end up.
+    # LiteX writes absolute paths into its scripts: point them at where the files end up. Its yosys
+    # script gets the project's ECP5 synthesis (boards/build.py): the prelude that keeps yosys 0.70's
+    # ABC off Amaranth's hierarchical names, and -nodsp, so that only the core's instantiated
+    # MULT18X18Ds are DSPs (`default` needs 152 of the 156 that way).
+    from .build import ECP5_SYNTH_OPTS, YOSYS_PRELUDE
+
     for script in (staging / "gateware").glob("*"):
         if script.suffix in (".ys", ".sh"):
-            script.write_text(script.read_text().replace(str(staging.resolve()), str(out_dir.resolve())))
+            text = script.read_text().replace(str(staging.resolve()), str(out_dir.resolve()))
+            if script.suffix == ".ys":
+                text = text.replace(f"synth_ecp5  -top {BUILD_NAME}", YOSYS_PRELUDE.format(top=BUILD_NAME).replace(
+                    "; ", "\n") + f"\nsynth_ecp5 {ECP5_SYNTH_OPTS} -top {BUILD_NAME}")
+            script.write_text(text)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
@@ -389,3 +398,63 @@ def soc_resources(cfg: AccelConfig, *, sdram_module: str = DEFAULT_SDRAM_MODULE,
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)
     return result
+
+
+class TimingFailed(RuntimeError):
+    """nextpnr's routed Fmax of the system clock is below the clock the SoC was built for."""
+
+
+_FMAX = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)")
+
+
+def routed_timing(log: str) -> dict:
+    """The last routed Fmax per clock in a nextpnr log: ``{clock: (fmax_mhz, target_mhz, met)}``."""
+    clocks = {}
+    for name, fmax, verdict, target in _FMAX.findall(log):
+        clocks[name] = (float(fmax), float(target), verdict == "PASS")
+    return clocks
+
+
+def make_bitstream(out_dir: str | os.PathLike, *, allow_timing_failure: bool = False, progress=None) -> dict:
+    """Run LiteX's build script of :func:`build_soc`'s ``out_dir`` with the YoWASP tools (shims named
+    ``yosys``, ``nextpnr-ecp5``, ``ecppack`` in ``out_dir/tools``): synthesis, place-and-route, then,
+    unless a clock misses its constraint (:class:`TimingFailed`, one line, no bitstream) or
+    ``allow_timing_failure``, the bitstream ``gateware/vitaccel_soc.bit``. Writes and returns the
+    routed timing (``gateware/timing.json``: per clock the Fmax, the target and whether it is met)."""
+    import subprocess
+    import sys
+
+    say = progress or (lambda message: None)
+    out_dir = Path(out_dir).resolve()
+    gateware = out_dir / "gateware"
+    tools = out_dir / "tools"
+    tools.mkdir(exist_ok=True)
+    bindir = Path(sys.executable).parent
+    for name in ("yosys", "nextpnr-ecp5", "ecppack"):
+        shim = tools / name
+        real = bindir / f"yowasp-{name}"
+        shim.write_text(f'#!/bin/sh\nexec "{real if real.exists() else "yowasp-" + name}" "$@"\n')
+        shim.chmod(0o755)
+    env = dict(os.environ, PATH=f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
+    steps = [line for line in (gateware / f"build_{BUILD_NAME}.sh").read_text().splitlines()
+             if line.split(" ", 1)[0] in ("yosys", "nextpnr-ecp5", "ecppack")]
+    timing: dict = {}
+    for step in steps:
+        tool = step.split(" ", 1)[0]
+        if tool == "ecppack":
+            failing = {k: v for k, v in timing.items() if not v[2]}
+            if failing and not allow_timing_failure:
+                name, (fmax, target, _) = next(iter(failing.items()))
+                raise TimingFailed(f"timing fails: clock {name} routes at {fmax:.2f} MHz, under its {target:.2f} MHz; "
+                                   f"no bitstream written (--allow-timing-failure writes it anyway)")
+        say(f"{tool} ...")
+        done = subprocess.run(["sh", "-c", step], cwd=gateware, env=env, capture_output=True, text=True)
+        if done.returncode:
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+            raise RuntimeError(f"{tool} failed in {gateware} (exit {done.returncode}):\n{tail}")
+        if tool == "nextpnr-ecp5":
+            (gateware / "nextpnr.log").write_text(done.stdout + done.stderr)
+            timing = routed_timing(done.stdout + done.stderr)
+            (gateware / "timing.json").write_text(json.dumps(
+                {name: {"fmax_mhz": f, "target_mhz": t, "met": m} for name, (f, t, m) in timing.items()}, indent=2))
+    return timing

@@ -159,17 +159,17 @@ def cmd_build(args, say):
     from vitaccel.jobs import build_board
 
     cfg = _board_config(args)
-    _require(not (args.bitstream and args.board == "ulx3s-85f"), "ulx3s-85f: the LiteX SoC's bitstream flow is "
-             "not implemented yet; build without --bitstream for its Verilog and LiteX's build script")
     if args.sdram_module:
         from vitaccel.boards.litex_soc import SDRAM_MODULES
 
         _require(args.board == "ulx3s-85f" and args.sdram_module in SDRAM_MODULES, f"--sdram-module is for the "
                  f"ulx3s-85f SoC: one of {', '.join(SDRAM_MODULES)}, not {args.sdram_module!r} on {args.board}")
     report = build_board(args.board, cfg, args.output, bitstream=args.bitstream, sdram_module=args.sdram_module,
-                         progress=say)
+                         allow_timing_failure=args.allow_timing_failure, progress=say)
+    timing = "".join(f"; {name} routed at {t['fmax_mhz']} MHz for {t['target_mhz']} MHz ({'met' if t['met'] else 'NOT met'})"
+                     for name, t in report.get("timing", {}).items())
     return report, [f"{args.board} / {cfg.name}: {len(report['files'])} files in {args.output}"
-                    + (f", bitstream {report['bitstream']}" if args.bitstream else "")]
+                    + (f", bitstream {report['bitstream']}" if args.bitstream else "") + timing]
 
 
 def cmd_estimate(args, say):
@@ -331,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("build", "Write Verilog, constraints and the build script for a board (and a bitstream).", cmd_build,
                 config="board", config_help=BOARD_CONFIG_HELP, board=True, output="output directory")
     p.add_argument("--bitstream", action="store_true", help="run yosys/nextpnr/pack (ECP5 and iCE40)")
+    p.add_argument("--allow-timing-failure", action="store_true",
+                   help="ulx3s-85f: write the bitstream even when the routed Fmax misses the SoC clock")
     p.add_argument("--sdram-module", help="ulx3s-85f: the SDRAM chip of the board revision (default IS42S16160)")
 
     p = command("estimate", "Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of a model on a board.",
@@ -397,8 +399,10 @@ def _domain_errors() -> tuple:
     from vitaccel.sw.vit import CheckpointError
     from vitaccel.timeline import TimelineError
 
+    from vitaccel.boards.litex_soc import TimingFailed
+
     return (CompileError, IntViTError, ProgramError, QuantizeError, CheckpointError, FitError, LinkError,
-            TimelineError)
+            TimelineError, TimingFailed)
 
 
 def _message(exc: Exception) -> str:

@@ -168,12 +168,21 @@ def generate(cfg: AccelConfig, output: str, *, progress: Callable[[str], None] |
 
 
 def build_board(board_name: str, cfg: AccelConfig, output: str, *, bitstream: bool = False,
-                sdram_module: str | None = None, progress: Callable[[str], None] | None = None) -> dict:
+                sdram_module: str | None = None, allow_timing_failure: bool = False,
+                progress: Callable[[str], None] | None = None) -> dict:
     """Write the build files of ``cfg`` on ``board_name`` into ``output`` (with ``bitstream``, run the
-    tools that make one; ``sdram_module``: the LiteX SoC's SDRAM chip); report the files written."""
+    tools that make one; ``sdram_module``: the LiteX SoC's SDRAM chip); report the files written and,
+    for the LiteX SoC's bitstream, the routed timing per clock (``timing``)."""
+    import json
+
     from vitaccel.boards.build import build
 
-    path = build(board_name, cfg, output, bitstream=bitstream, sdram_module=sdram_module, progress=progress)
+    path = build(board_name, cfg, output, bitstream=bitstream, sdram_module=sdram_module,
+                 allow_timing_failure=allow_timing_failure, progress=progress)
     files = sorted(str(p.relative_to(output)) for p in Path(output).rglob("*") if p.is_file())
-    return {"board": board_name, "config": cfg.name, "output": output, "bitstream": str(path) if bitstream else None,
-            "files": files}
+    report = {"board": board_name, "config": cfg.name, "output": output,
+              "bitstream": str(path) if bitstream else None, "files": files}
+    timing = Path(output) / "gateware" / "timing.json"
+    if bitstream and timing.is_file():
+        report["timing"] = json.loads(timing.read_text())
+    return report

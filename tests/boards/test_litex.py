@@ -49,6 +49,14 @@ def test_arty_soc_verilog_and_vivado_script(tmp_path):
     assert f"memory_region,main_ram,{MAIN_RAM:#010x},268435456" in (tmp_path / "soc" / "csr.csv").read_text()
 
 
+def test_routed_timing_reads_nextpnr_fmax_lines():
+    from vitaccel.boards.litex_soc import routed_timing
+
+    log = ("Info: Max frequency for clock '$glbnet$crg_clkout': 40.00 MHz (FAIL at 50.00 MHz)\n"
+           "Info: Max frequency for clock '$glbnet$crg_clkout': 61.23 MHz (PASS at 50.00 MHz)\n")
+    assert routed_timing(log) == {"$glbnet$crg_clkout": (61.23, 50.0, True)}   # the last (routed) report
+
+
 def test_identity_words_tell_configs_apart():
     tiny, default = preset("tiny"), preset("default")
     assert info_words(tiny, 50e6)[0] == INFO_MAGIC and info_words(tiny, 50e6)[4] == 50_000_000
