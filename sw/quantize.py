@@ -398,6 +398,16 @@ def repq_reparam(stats: TensorStats, bits: int = 8) -> tuple[np.ndarray, np.ndar
     return r, (hi + lo) / 2
 
 
+def pot_smoothing(stats: TensorStats, weight: np.ndarray) -> np.ndarray:
+    """P^2-ViT's PoT-aware smoothing factors of one post-LayerNorm activation (SmoothQuant with
+    ``alpha = 0.5`` and power-of-two factors): ``2**round(log2 sqrt(max|x_c| / max_o |W_oc|))``,
+    rounded to the nearer power of two in the linear domain (its ``round_ln``). The activation is
+    divided by them (folded into LayerNorm's affine), the next layer's columns multiplied."""
+    f = np.sqrt(np.maximum(stats.absmax, 1e-12) / np.maximum(np.abs(weight).max(axis=0), 1e-12))
+    low = np.floor(np.log2(f))
+    return np.exp2(low + ((f - np.exp2(low)) > (np.exp2(low + 1) - f)))
+
+
 def _reparam_stats(stats: TensorStats, r: np.ndarray, c: np.ndarray) -> TensorStats:
     """The statistics of ``(x - c) / r`` (the reparameterized LayerNorm output)."""
     sample = (stats.sample.astype(np.float64) - c) / r
@@ -414,7 +424,7 @@ def _stream_alpha(calib: Calibration, depth: int) -> np.ndarray:
     return alpha
 
 
-def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str = "mse",
+def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str | None = None,
              percentile: float = DEFAULT_PERCENTILE, config: AccelConfig | None = None,
              softmax: str | None = None, layernorm: str | None = None,
              gelu: str | None = None, recipe: str = "base", wbits: int = 8, abits: int = 8,
@@ -436,6 +446,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     """
     check_supported(model)
     rec = _recipe(recipe, wbits, abits)
+    observer = observer or rec.observer       # None: the recipe's (mse; fqvit minmax, as FQ-ViT)
     # A recipe may name its softmax unit (p2vit: shiftmax); an explicit ``softmax`` wins.
     config = _variant_config(config, softmax or rec.softmax_unit, layernorm, gelu)
     if residual_bits not in (8, 16):
@@ -487,13 +498,21 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         weights = weights or layer_bits.get(name, wbits)
         columns, offset = reparam or (None, None)
         x = calib[inputs].sample.astype(np.float64) if p2 and inputs else None
+        if x is not None and reparam is not None:
+            x = (x - offset) / columns          # the layer reads the reparameterized activation
         steps = searched.get(name + ".weight") if weights == wbits else None
         return _linear(module, s_in, s_out, mb, name, scales, wbits=weights, power_of_two=p2,
                        columns=columns, offset=offset, x=x, steps=steps)
 
-    def reparam(name):
-        # RepQ-ViT: per-channel ranges of the LayerNorm output folded into its affine (repq_reparam).
-        return repq_reparam(calib[name], abits) if rec.ln_reparam else None
+    def reparam(name, nxt):
+        # RepQ-ViT: per-channel ranges of the LayerNorm output folded into its affine (repq_reparam);
+        # P^2-ViT: power-of-two smoothing factors folded the same way (pot_smoothing).
+        if rec.ln_reparam:
+            return repq_reparam(calib[name], abits)
+        if rec.pot_smoothing:
+            r = pot_smoothing(calib[name], nxt.weight.detach().double().numpy())
+            return r, np.zeros_like(r)
+        return None
 
     def ln_stats(name, rc):
         return None if rc is None else _reparam_stats(calib[name], *rc)
@@ -521,7 +540,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     blocks = []
     for i, module in enumerate(model.blocks):
         p = f"blocks.{i}."
-        r1, r2 = reparam(p + "norm1"), reparam(p + "norm2")
+        r1, r2 = reparam(p + "norm1", module.attn.qkv), reparam(p + "norm2", module.mlp.fc1)
         s_n1 = scale(p + "norm1", low=True, stats=ln_stats(p + "norm1", r1))
         s_q, s_k, s_v = (per_head(p, part) for part in ("q", "k", "v"))
         s_logits = per_head(p, "logits", low=False)
@@ -765,7 +784,7 @@ def _user_data(model: vit.VisionTransformer, label: str, calib, test, labels, pr
 
 
 def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | None = None,
-                   observer: str = "mse", percentile: float = DEFAULT_PERCENTILE,
+                   observer: str | None = None, percentile: float = DEFAULT_PERCENTILE,
                    config: AccelConfig | str | None = None, softmax: str | None = None,
                    layernorm: str | None = None, gelu: str | None = None,
                    test: int | str | Path | None = None, labels: str | Path | None = None,
@@ -813,12 +832,12 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
         raise QuantizeError("labels are those of the test images: give test (--test PATH) with them")
     if calib == 0:
         raise QuantizeError("calib=0: the calibration set is empty, calibrate on at least one image")
-    if observer not in OBSERVERS:
+    if observer is not None and observer not in OBSERVERS:
         raise QuantizeError(f"unknown observer {observer!r} (observers: {', '.join(OBSERVERS)})")
     if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
         raise QuantizeError(f"percentile must be in (0, 100], not {percentile!r}")
     accel = _variant_config(config, softmax, layernorm, gelu)
-    _recipe(recipe, wbits, abits)
+    observer = observer or _recipe(recipe, wbits, abits).observer
     if residual_bits not in (8, 16) or (residual_bits == 16 and accel.layernorm != "i_layernorm"):
         raise QuantizeError(f"--residual-bits {residual_bits}: 8, or 16 with the i_layernorm variant "
                             f"(--layernorm i_layernorm, I-ViT's)")

@@ -62,14 +62,20 @@ class Recipe:
     ln_reparam: bool = False
     hessian: bool = False
     """PTQ4ViT: Hessian-guided steps and twin-uniform post-GELU codes (sw/ptq4vit.py)."""
+    pot_smoothing: bool = False
+    """P^2-ViT: power-of-two smoothing factors of the LayerNorm outputs folded into the affine and the
+    next layer's columns."""
+    observer: str = "mse"
+    """The activation observer unless the caller names one (``--observer``)."""
     softmax_unit: str | None = None
     """The accelerator's softmax unit the recipe uses unless the caller names one (``--softmax``)."""
 
 
 RECIPES = {
     "base": Recipe("base", "SOLE (ICCAD 2023) units, FQ-ViT power-of-two factors"),
-    "fqvit": Recipe("fqvit", "FQ-ViT, IJCAI 2022", softmax_output="log2"),
-    "p2vit": Recipe("p2vit", "P^2-ViT, arXiv 2405.19915", power_of_two=True, softmax_unit="shiftmax"),
+    "fqvit": Recipe("fqvit", "FQ-ViT, IJCAI 2022", softmax_output="log2", observer="minmax"),
+    "p2vit": Recipe("p2vit", "P^2-ViT, arXiv 2405.19915", power_of_two=True, pot_smoothing=True,
+                    softmax_unit="shiftmax"),
     "repq": Recipe("repq", "RepQ-ViT, ICCV 2023", softmax_output="log_sqrt2", ln_reparam=True),
     "ptq4vit": Recipe("ptq4vit", "PTQ4ViT, ECCV 2022", softmax_output="twin", hessian=True),
 }

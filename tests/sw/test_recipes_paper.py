@@ -54,8 +54,12 @@ def test_repq_quantized_layernorm_output_is_centred(model, stats):
 
 def test_p2vit_weight_steps_are_the_adaptive_power_of_two(model, stats):
     iv = quantize(model, stats, recipe="p2vit")
+    from vitaccel.sw.quantize import pot_smoothing
+
     w = model.blocks[0].mlp.fc1.weight.detach().double().numpy()
-    x = stats["blocks.0.norm2"].sample.astype(np.float64)
+    r = pot_smoothing(stats["blocks.0.norm2"], w)
+    # The smoothed layer: columns times r, inputs divided by r.
+    w, x = w * r, stats["blocks.0.norm2"].sample.astype(np.float64) / r
     s = iv.scales["blocks.0.fc1.weight"]
     assert np.array_equal(np.exp2(np.round(np.log2(s))), s)
     low = np.exp2(np.floor(np.log2(np.abs(w).max(axis=1) / 127)))
@@ -80,3 +84,30 @@ def test_p2vit_uses_shiftmax_unless_named(model, stats):
     assert quantize(model, stats, recipe="p2vit").softmax == "shiftmax"
     assert quantize(model, stats, recipe="p2vit", softmax="e2softmax").softmax == "e2softmax"
     assert quantize(model, stats).softmax == "e2softmax"
+
+
+def test_p2vit_smoothing_is_a_power_of_two_and_exact_in_float(model, stats):
+    from vitaccel.sw.quantize import pot_smoothing
+
+    rep = copy.deepcopy(model).double()
+    with torch.no_grad():
+        for i, block in enumerate(rep.blocks):
+            for norm, nxt, name in ((block.norm1, block.attn.qkv, "norm1"), (block.norm2, block.mlp.fc1, "norm2")):
+                r = pot_smoothing(stats[f"blocks.{i}.{name}"], nxt.weight.numpy())
+                assert np.array_equal(np.exp2(np.round(np.log2(r))), r) and (r != 1).any()
+                r = torch.from_numpy(r)
+                nxt.weight *= r
+                norm.bias /= r
+                norm.weight /= r
+        x = digits_split("test")[0][:64].double()
+        ref = model.double()(x)
+        model.float()
+        assert torch.allclose(rep(x), ref, rtol=0, atol=1e-10)
+    iv = quantize(model, stats, recipe="p2vit")
+    assert iv.info["observer"] == "mse"
+
+
+def test_fqvit_observer_is_minmax_unless_named(model, stats):
+    assert quantize(model, stats, recipe="fqvit").info["observer"] == "minmax"
+    assert quantize(model, stats, recipe="fqvit", observer="mse").info["observer"] == "mse"
+    assert quantize(model, stats).info["observer"] == "mse"
