@@ -15,21 +15,25 @@ base       today's: per-tensor activations (observer), per-channel weights, FQ-V
            factors on the residual stream (``ailayernorm``), int8 softmax mantissas + row exponent.
 fqvit      FQ-ViT (Lin et al., IJCAI 2022): Power-of-Two Factor on LayerNorm inputs (as ``base``) and
            Log-Int-Softmax, 4-bit log2 attention probabilities (``softmax.log_int_softmax``) with
-           ``attention x V`` as shifts (``softmax.log_attention_matmul``).
+           ``attention x V`` as shifts (``softmax.log_attention_matmul``); minmax observer (its runs).
 p2vit      P^2-ViT (Shi et al., 2024): every activation and weight scale a power of two, so every
            requantization (linear layers, Q K^T, attention x V, residual adds) multiplies by a power of
-           two: a shift. The nonlinear units keep their own parameters.
+           two: a shift; its adaptive rounding (``2**(floor + j)``, j in -1..2, least output error)
+           and PoT-aware smoothing of the LayerNorm outputs (``quantize.pot_smoothing``). The
+           nonlinear units keep their own parameters; softmax on the shiftmax unit (its code keeps
+           softmax in float; e2softmax put 15 % error on the probabilities).
 repq       RepQ-ViT (Li et al., ICCV 2023): per-channel scales of the post-LayerNorm activations,
-           reparameterized into one per-tensor scale by dividing LayerNorm's affine by
-           ``r_c = s_c / mean(s)`` and multiplying the next layer's input columns (qkv, fc1) by
-           ``r_c``; log-sqrt2 attention probabilities (``softmax.log_sqrt2_softmax``).
-ptq4vit    PTQ4ViT (Yuan et al., ECCV 2022): Hessian-guided steps (sw/ptq4vit.py), twin-uniform
-           post-softmax (``softmax.twin_softmax``) and post-GELU codes.
+           reparameterized into one per-tensor scale: per-channel ranges by its percentile search,
+           LayerNorm's affine divided by ``r_c`` and shifted by the centre ``c_c`` (its zero
+           point), the next layer's columns times ``r_c`` and its bias plus ``W @ c``
+           (``quantize.repq_reparam``); log-sqrt2 attention probabilities.
+ptq4vit    PTQ4ViT (Yuan et al., ECCV 2022): Hessian-guided weight and activation steps searched
+           alternately (sw/ptq4vit.py), twin-uniform post-softmax and post-GELU codes.
 =========  ==========================================================================================
 
-PTQ4ViT (Yuan et al., ECCV 2022) is ``ptq4vit``: Hessian-guided steps for the inputs of the linear
-layers and twin-uniform post-softmax (``softmax.twin_softmax``) and post-GELU codes, with the
-approximations sw/ptq4vit.py states (one parallel pass, the empirical Fisher, weights at minmax).
+Every recipe but ``base`` gives the head one step for all classes (the int32 logits' argmax is then
+the dequantized logits' argmax). PTQ4ViT's search states its one approximation in sw/ptq4vit.py
+(the empirical Fisher instead of the KL gradient, which vanishes in parallel calibration).
 
 The hardware implements ``base`` and ``p2vit`` at W8A8 and any weight width (int8 storage);
 :func:`hardware_gap` names what else a model needs (issue 23), and compiling such a model fails
