@@ -52,25 +52,36 @@ def _fake_weights(linear: torch.nn.Linear, bits: int) -> None:
 
 
 @torch.no_grad()
-def sensitivity(model: vit.VisionTransformer, images: torch.Tensor) -> dict[str, dict[int, float]]:
-    """``{layer: {bits: mean KL(float || that layer at bits)}}`` for every block linear layer."""
+def _per_layer_kl(model: vit.VisionTransformer, images: torch.Tensor, layers, trial_logits
+                  ) -> dict[str, dict[int, float]]:
+    """``{layer: {bits: mean KL(float || trial)}}`` over the block linear layers ``layers``:
+    ``trial_logits(block, name, bits)`` gives the logits with that one layer changed at ``bits``
+    (8 bits is the float model itself: 0). One thread: the trials are many small forwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         reference = torch.log_softmax(model(images).double(), dim=-1)
         out: dict[str, dict[int, float]] = {}
         for i in range(model.config.depth):
-            for name in LAYERS:
+            for name in layers:
                 key = f"blocks.{i}.{name.split('.')[1]}"
                 out[key] = {8: 0.0}
                 for bits in STEPS[1:]:
-                    trial = copy.deepcopy(model)
-                    _fake_weights(trial.blocks[i].get_submodule(name), bits)
-                    logp = torch.log_softmax(trial(images).double(), dim=-1)
+                    logp = torch.log_softmax(trial_logits(i, name, bits).double(), dim=-1)
                     out[key][bits] = float(torch.sum(reference.exp() * (reference - logp), dim=-1).mean())
         return out
     finally:
         torch.set_num_threads(threads)
+
+
+def sensitivity(model: vit.VisionTransformer, images: torch.Tensor) -> dict[str, dict[int, float]]:
+    """``{layer: {bits: mean KL(float || that layer at bits)}}`` for every block linear layer."""
+    def trial_logits(i, name, bits):
+        trial = copy.deepcopy(model)
+        _fake_weights(trial.blocks[i].get_submodule(name), bits)
+        return trial(images)
+
+    return _per_layer_kl(model, images, LAYERS, trial_logits)
 
 
 def choose(sens: dict[str, dict[int, float]], sizes: dict[str, int], budget: float) -> dict[str, int]:
@@ -110,36 +121,23 @@ def bops_fraction(bits: dict[str, int], sizes: dict[str, int]) -> float:
     return float(np.sum([bits[k] * sizes[k] for k in bits]) / (8 * sum(sizes.values())))
 
 
-@torch.no_grad()
 def activation_sensitivity(model: vit.VisionTransformer, images: torch.Tensor, steps: dict[str, dict[int, float]],
                            layers: tuple[str, ...] = LAYERS) -> dict[str, dict[int, float]]:
     """``{layer: {bits: mean KL(float || that layer's input at bits)}}``: the input of one block
     linear layer fake-quantized (``steps[activation][bits]``, per tensor, symmetric), the rest float."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reference = torch.log_softmax(model(images).double(), dim=-1)
-        out: dict[str, dict[int, float]] = {}
-        for i in range(model.config.depth):
-            for name in layers:
-                key = f"blocks.{i}.{name.split('.')[1]}"
-                act = f"blocks.{i}.{INPUTS[name]}"
-                out[key] = {8: 0.0}
-                for bits in STEPS[1:]:
-                    step, qmax = steps[act][bits], (1 << (bits - 1)) - 1
+    def trial_logits(i, name, bits):
+        step, qmax = steps[f"blocks.{i}.{INPUTS[name]}"][bits], (1 << (bits - 1)) - 1
 
-                    def fake(module, inputs, step=step, qmax=qmax):
-                        return (torch.clamp(torch.floor(inputs[0] / step + 0.5), -qmax - 1, qmax) * step,)
+        def fake(module, inputs):
+            return (torch.clamp(torch.floor(inputs[0] / step + 0.5), -qmax - 1, qmax) * step,)
 
-                    hook = model.blocks[i].get_submodule(name).register_forward_pre_hook(fake)
-                    try:
-                        logp = torch.log_softmax(model(images).double(), dim=-1)
-                    finally:
-                        hook.remove()
-                    out[key][bits] = float(torch.sum(reference.exp() * (reference - logp), dim=-1).mean())
-        return out
-    finally:
-        torch.set_num_threads(threads)
+        hook = model.blocks[i].get_submodule(name).register_forward_pre_hook(fake)
+        try:
+            return model(images)
+        finally:
+            hook.remove()
+
+    return _per_layer_kl(model, images, layers, trial_logits)
 
 
 def choose_bops(wsens: dict[str, dict[int, float]], asens: dict[str, dict[int, float]], sizes: dict[str, int],

@@ -9,21 +9,10 @@ from vitaccel.sw.digits import digits_split
 from vitaccel.sw.forward import forward, quantize_input, trace
 from vitaccel.sw.intvit import IntViT
 from vitaccel.sw.mixed import bops_share, choose_bops, layer_sizes
-from vitaccel.sw.quantize import QuantizeError, calibrate, quantize
+from vitaccel.sw.quantize import QuantizeError, quantize
 from vitaccel.sw.recipes import hardware_gap
-from vitaccel.sw.vit import load_builtin
 
 INPUT_OF = {"qkv": "norm1", "proj": "attn", "fc1": "norm2", "fc2": "gelu"}
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_builtin("tiny-digits")
-
-
-@pytest.fixture(scope="module")
-def stats(model):
-    return calibrate(model, digits_split("calib")[0])
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,10 @@ from vitaccel.sw.compiler import CompileError
 from vitaccel.sw.digits import digits_split
 from vitaccel.sw.forward import forward, quantize_input, trace
 from vitaccel.sw.intvit import IntViT
-from vitaccel.sw.quantize import QuantizeError, calibrate, evaluate, quantize
+from vitaccel.sw.quantize import QuantizeError, evaluate, quantize
 from vitaccel.sw.recipes import RECIPES, hardware_gap
-from vitaccel.sw.vit import load_builtin
 
 SETTINGS = [(r, 8, 8) for r in RECIPES] + [("base", 4, 8), ("repq", 6, 6), ("fqvit", 8, 4), ("ptq4vit", 6, 6)]
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_builtin("tiny-digits")
-
-
-@pytest.fixture(scope="module")
-def stats(model):
-    return calibrate(model, digits_split("calib")[0])
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,7 @@ import torch
 
 from vitaccel.sw.digits import digits_split
 from vitaccel.sw.forward import forward, quantize_input
-from vitaccel.sw.quantize import POT_CANDIDATES, calibrate, quantize, repq_reparam
-from vitaccel.sw.vit import load_builtin
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_builtin("tiny-digits")
-
-
-@pytest.fixture(scope="module")
-def stats(model):
-    return calibrate(model, digits_split("calib")[0])
+from vitaccel.sw.quantize import POT_CANDIDATES, quantize, repq_reparam
 
 
 def test_repq_reparameterization_is_exact_in_float(model, stats):
