@@ -9,7 +9,7 @@ A row is ``spad_row_bytes / bus_bytes`` bus words (SPAD) or ``acc_row_bytes / bu
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
@@ -216,10 +216,18 @@ class DMA(wiring.Component):
             wr.awsize.eq(size), wr.awburst.eq(BURST_INCR), wr.awcache.eq(CACHE),
         ]
         taken = Mux(command.storing, wr.awready, rd.arready)
-        room = Signal(9)          # beats to the next boundary
-        m.d.comb += room.eq(MAX_BURST - addr[size:size + 8])
+        # `room` (beats from `addr` to the next MAX_BURST-beat boundary) and `next_base` (the next
+        # segment's address) are registers kept beside `addr` and `base`, so that planning a burst
+        # is one compare beside two subtractions, all from flip-flops: no carry chain feeds another
+        # (the comparison of `seg` with a `room` computed from `addr` and the add after it were
+        # the ULX3S build's critical path).
+        room = Signal(9, name="b_room")
+        next_base = Signal(cfg.addr_bits, name="b_next_base")
+
+        def room_at(address):
+            return MAX_BURST - address[size:size + 8]
+
         ends = seg <= room
-        beats = Mux(ends, seg, room)
         with m.If(~command.busy):
             to_spad = instr.mem == LocalMemory.SPAD
             row_words = Mux(to_spad, command.spad_words, command.acc_words)
@@ -227,7 +235,8 @@ class DMA(wiring.Component):
             # rows * row_words as shifted adds of constants: a multiplier here would take a DSP.
             words = Mux(to_spad, _times(instr.rows, command.spad_words), _times(instr.rows, command.acc_words))
             m.d.sync += [
-                addr.eq(instr.dram_addr), base.eq(instr.dram_addr),
+                addr.eq(instr.dram_addr), base.eq(instr.dram_addr), room.eq(room_at(instr.dram_addr)),
+                next_base.eq(instr.dram_addr + instr.dram_stride),
                 seg.eq(Mux(contiguous, words, row_words)),
                 left.eq(Mux(contiguous, 1, instr.rows)),
                 bursts.more.eq(instr.rows != 0), bursts.out_valid.eq(0),
@@ -235,12 +244,17 @@ class DMA(wiring.Component):
         with m.Elif(~bursts.out_valid | taken):
             m.d.sync += bursts.out_valid.eq(bursts.more)
             with m.If(bursts.more):
-                m.d.sync += [out_addr.eq(addr), out_len.eq(beats - 1)]
+                m.d.sync += out_addr.eq(addr)
                 with m.If(ends):
-                    m.d.sync += [left.eq(left - 1), bursts.more.eq(left != 1), seg.eq(command.row_words),
-                                 base.eq(base + command.stride), addr.eq(base + command.stride)]
+                    # The segment ends in this burst: the next one starts at the next row.
+                    m.d.sync += [out_len.eq(seg - 1),
+                                 left.eq(left - 1), bursts.more.eq(left != 1), seg.eq(command.row_words),
+                                 base.eq(next_base), addr.eq(next_base), room.eq(room_at(next_base)),
+                                 next_base.eq(next_base + command.stride)]
                 with m.Else():
-                    m.d.sync += [seg.eq(seg - beats), addr.eq(addr + (beats << size))]
+                    # The burst runs to the boundary: the rest of the segment starts on it.
+                    m.d.sync += [out_len.eq(room - 1), seg.eq(seg - room),
+                                 addr.eq(Cat(Const(0, size + 8), addr[size + 8:] + 1)), room.eq(MAX_BURST)]
 
         # Write bursts issued and not yet answered; every B response is taken at once.
         pending = Signal(rows_bits + 1, name="b_pending")
