@@ -24,21 +24,23 @@ __all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
 class Requantizer(wiring.Component):
     """One requantization lane: ``y = requantize(acc, bias, mult, shift)``, fully pipelined.
 
-    Equal, bit for bit, to :func:`vitaccel.sw.golden.requantize`:
-    ``sat8((wrap32(acc + bias) * mult + ((1 << shift) >> 1)) >> shift)``, with one signed
-    ``32 x mult_bits`` multiplier.
+    Equal, bit for bit, to :func:`vitaccel.sw.golden.requantize` with ``requant=cfg.requant``:
+    ``sat8((wrap32(acc + bias) * mult + ((1 << shift) >> 1)) >> shift)``. With ``requant``
+    ``dyadic`` the lane has one signed ``32 x mult_bits`` multiplier; with ``shift`` it has none:
+    ``mult`` counts only through its leading one ``L`` (``mult <= 0`` gives 0), and the lane
+    shifts the sum right by ``shift - L`` with the same rounding, or left by ``L - shift``.
 
     Parameters
     ----------
     cfg : AccelConfig
-        Uses ``acc_width``, ``mult_bits``, ``shift_bits`` and ``data_width``.
+        Uses ``requant``, ``acc_width``, ``mult_bits``, ``shift_bits`` and ``data_width``.
 
     Attributes
     ----------
     acc, bias : In(signed(acc_width))
         The accumulator value and the bias; their sum wraps to ``acc_width`` bits.
     mult : In(signed(mult_bits))
-        The dyadic multiplier.
+        The dyadic multiplier (a power of two on a ``shift`` build).
     shift : In(shift_bits)
         The right shift, 0 to 63.
     y : Out(signed(data_width))
@@ -46,18 +48,17 @@ class Requantizer(wiring.Component):
 
     Notes
     -----
-    Throughput one result per cycle. Stages: sum; the multipliers' operand registers; two partial
-    products; product; shift by the multiple of 8 in ``shift``; shift by the rest; round and
-    saturate. The ``acc_width x mult_bits`` multiply is split at bit :attr:`LOW_BITS` of the sum,
-    ``p = (hi * mult << LOW_BITS) + lo * mult``, so that on ECP5 each partial product is one
-    MULT18X18D with its operand and output registers inside
+    Throughput one result per cycle, :attr:`LATENCY` the same for both rescales (the REQUANT
+    cycles do not depend on ``requant``). Stages (``dyadic``): sum; the multipliers' operand
+    registers; two partial products; product; shift by the multiple of 8 in ``shift``; shift by
+    the rest; round and saturate. The ``acc_width x mult_bits`` multiply is split at bit
+    :attr:`LOW_BITS` of the sum, ``p = (hi * mult << LOW_BITS) + lo * mult``, so that on ECP5 each
+    partial product is one MULT18X18D with its operand and output registers inside
     (:class:`~vitaccel.hw.lib.Mult18x18D`): the sum's register can sit by its adder and the wire
     to the DSP gets a cycle of its own. Elsewhere (simulation, other devices) the same two
-    products are inferred, with the same timing.
-
-    At shift 63 the result is that of the documented formula (0 for every input), whereas
-    ``golden.requantize`` computes its rounding constant ``(1 << 63) >> 1`` in int64, where it
-    overflows to ``-2**62`` and makes the result -1.
+    products are inferred, with the same timing. Stages (``shift``): sum; leading one of ``mult``;
+    net shift ``d = shift - L``; the sum (right, ``d >= 0``) or ``sat8(sum)`` (left) beside it;
+    the two right shifts, or the left shift by ``min(-d, 8)``; round and saturate.
     """
 
     #: Cycles from the inputs to ``y``.
@@ -91,7 +92,34 @@ class Requantizer(wiring.Component):
             shift[0].eq(self.shift),
         ]
         m.d.sync += [shift[k + 1].eq(shift[k]) for k in range(4)]
+        if cfg.requant == "shift":
+            product, right_shift, left = self._net_shift(m, total, mult, shift[1])
+        else:
+            product, right_shift, left = self._product(m, platform, total, mult), shift, None
 
+        # Rounding half up as (p + 2**(s-1)) >> s == ((p << 1 >> s) + 1) >> 1 needs no rounding
+        # constant, and holds for s == 0 too: ((2p + 1) >> 1) == p. The shift takes two stages,
+        # by the multiple of 8 in s, then by the rest (floor division twice is floor division by
+        # the product), so that each is one 8-way multiplexer.
+        coarse = Signal(signed(product.shape().width + 1))
+        halves = Signal(signed(product.shape().width + 1))
+        m.d.sync += [
+            coarse.eq((product << 1) >> Cat(C(0, 3), right_shift[3][3:])),
+            halves.eq(coarse >> right_shift[4][:3]),
+        ]
+
+        # rounded = (halves + 1) >> 1 saturates below -128 iff halves < -257, above 127 iff
+        # halves > 254; in between its low 8 bits come from the low 10 bits of halves.
+        rounded = ((halves[:10] + 1) >> 1)[:cfg.data_width]
+        result = Mux(halves < 2 * INT8_MIN - 1, INT8_MIN, Mux(halves > 2 * INT8_MAX, INT8_MAX, rounded))
+        if left is not None:
+            result = Mux(left.zero, 0, Mux(left.active, left.y, result))
+        m.d.sync += self.y.eq(result)
+        return m
+
+    def _product(self, m, platform, total, mult):
+        """``total * mult``, registered three cycles after ``total`` (the dyadic rescale)."""
+        cfg = self._cfg
         # Partial products: lo (LOW_BITS, unsigned: a non-negative signed operand) and hi (signed).
         lo = Cat(total[:self.LOW_BITS], 0).as_signed()
         hi = total[self.LOW_BITS:].as_signed()
@@ -115,24 +143,52 @@ class Requantizer(wiring.Component):
 
         product = Signal(signed(cfg.acc_width + cfg.mult_bits))
         m.d.sync += product.eq((partials[1] << self.LOW_BITS) + partials[0])
+        return product
 
-        # Rounding half up as (p + 2**(s-1)) >> s == ((p << 1 >> s) + 1) >> 1 needs no rounding
-        # constant, and holds for s == 0 too: ((2p + 1) >> 1) == p. The shift takes two stages,
-        # by the multiple of 8 in s, then by the rest (floor division twice is floor division by
-        # the product), so that each is one 8-way multiplexer.
-        coarse = Signal(signed(product.shape().width + 1))
-        halves = Signal(signed(product.shape().width + 1))
+    def _net_shift(self, m, total, mult, shift):
+        """The shift rescale: ``total`` registered three cycles later, the right shift by
+        ``d = shift - L`` (0 when ``d < 0``) at the stages where the dyadic path has ``shift[3]``
+        and ``shift[4]``, and the left path (``active`` when ``d < 0``: ``y = sat8(sat8(total) <<
+        min(-d, 8))``, which equals ``sat8(total << -d)``; ``zero`` when ``mult <= 0``) valid at the
+        last stage."""
+        cfg = self._cfg
+        # Leading one of a positive mult: 0 .. mult_bits - 2; mult <= 0 multiplies by 0.
+        lead = C(0, range(cfg.mult_bits))
+        for bit in range(cfg.mult_bits - 1):
+            lead = Mux(mult[bit], bit, lead)
+        lead_1 = Signal(range(cfg.mult_bits), name="lead")
+        zero_1 = Signal(name="zero")
+        m.d.sync += [lead_1.eq(lead), zero_1.eq(mult <= 0)]
+        net = Signal(signed(cfg.shift_bits + 2), name="net_shift")
+        m.d.sync += net.eq(shift - lead_1)   # `shift` is registered alongside `lead_1`
+        total_3 = delayed(m, total, 2, "total", reset_less=True)
+        zero_2 = delayed(m, zero_1, 1, "zero_early")
+
+        # Stage 4: the operand of the right shifts, the net shift as a right shift, the left path's
+        # saturated operand and its shift.
+        operand = Signal(signed(cfg.acc_width), name="operand")
+        right = Signal(unsigned(cfg.shift_bits), name="right_shift")
+        left_in = Signal(signed(cfg.data_width), name="left_in")
+        left_by = Signal(range(cfg.data_width + 1), name="left_by")
         m.d.sync += [
-            coarse.eq((product << 1) >> Cat(C(0, 3), shift[3][3:])),
-            halves.eq(coarse >> shift[4][:3]),
+            operand.eq(total_3),
+            right.eq(Mux(net < 0, 0, net[:cfg.shift_bits])),
+            left_in.eq(Mux(total_3 < INT8_MIN, INT8_MIN, Mux(total_3 > INT8_MAX, INT8_MAX, total_3))),
+            left_by.eq(Mux(net < -cfg.data_width, cfg.data_width, -net)),
         ]
-
-        # rounded = (halves + 1) >> 1 saturates below -128 iff halves < -257, above 127 iff
-        # halves > 254; in between its low 8 bits come from the low 10 bits of halves.
-        rounded = ((halves[:10] + 1) >> 1)[:cfg.data_width]
-        m.d.sync += self.y.eq(Mux(halves < 2 * INT8_MIN - 1, INT8_MIN,
-                                  Mux(halves > 2 * INT8_MAX, INT8_MAX, rounded)))
-        return m
+        left_4 = Signal(name="left_active")
+        m.d.sync += left_4.eq(net < 0)
+        right_5 = delayed(m, right, 1, "right_shift")
+        # Stage 5: the left shift; stage 6: saturated.
+        shifted = Signal(signed(2 * cfg.data_width), name="left_shifted")
+        left_y = Signal(signed(cfg.data_width), name="left_y")
+        m.d.sync += [
+            shifted.eq(left_in << left_by),
+            left_y.eq(Mux(shifted < INT8_MIN, INT8_MIN, Mux(shifted > INT8_MAX, INT8_MAX, shifted))),
+        ]
+        left = SimpleNamespace(active=delayed(m, left_4, 2, "left_active"),
+                               zero=delayed(m, zero_2, 3, "zero_late"), y=left_y)
+        return operand, {3: right, 4: right_5}, left
 
 
 def requant_cycles(cfg: AccelConfig, rows: int, row_shift: bool = False) -> int:

@@ -7,9 +7,12 @@ the rounding rule and the bit widths.
 
 import numpy as np
 
-from vitaccel.numerics import INT8_MAX, INT8_MIN, wrap32
+from vitaccel.numerics import INT8_MAX, INT8_MIN, leading_one, wrap32
 
-__all__ = ["matmul", "requantize", "linear"]
+__all__ = ["matmul", "requantize", "linear", "REQUANT_KINDS"]
+
+#: The rescales of :func:`requantize`, as ``AccelConfig.requant`` names them.
+REQUANT_KINDS = ("dyadic", "shift")
 
 
 def matmul(a, b, acc=None, *, transpose_b: bool = False) -> np.ndarray:
@@ -27,7 +30,7 @@ def matmul(a, b, acc=None, *, transpose_b: bool = False) -> np.ndarray:
     return wrap32(out).astype(np.int32)
 
 
-def requantize(acc, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
+def requantize(acc, bias, mult, shift, *, mult_bits: int = 16, requant: str = "dyadic") -> np.ndarray:
     """Dyadic requantization of int32 accumulators to int8.
 
     ``y = sat8(((wrap32(acc + bias) * mult) + round) >> shift)`` with ``round = (1 << shift) >> 1``
@@ -38,9 +41,20 @@ def requantize(acc, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
     ``shift`` in 0..63; the product is exact in 64 bits. ``bias``, ``mult`` and ``shift`` broadcast
     against ``acc`` (per output channel: shape ``(N,)`` against ``(M, N)``).
 
+    ``requant="shift"`` is the build without multipliers (``AccelConfig.requant``, P^2-ViT): the
+    same formula with ``mult`` replaced by its largest power of two ``2**L <= mult`` (0 for
+    ``mult <= 0``), so that for a power-of-two ``mult`` it is the dyadic result, computed as
+    ``sat8(round_shift(total, shift - L))`` (``sat8(total << (L - shift))`` when ``L > shift``).
+    The compiler only gives a shift build powers of two; the rest of the domain is defined so that
+    every input has one answer.
+
     Reference: Jacob et al., "Quantization and Training of Neural Networks for Efficient
-    Integer-Arithmetic-Only Inference", CVPR 2018 (dyadic multiplier), as used by I-ViT and FQ-ViT.
+    Integer-Arithmetic-Only Inference", CVPR 2018 (dyadic multiplier), as used by I-ViT and FQ-ViT;
+    Shi et al., "P^2-ViT: Power-of-Two Post-Training Quantization and Acceleration for Fully
+    Quantized Vision Transformer", arXiv 2405.19915 (power-of-two scales: requantization by shifts).
     """
+    if requant not in REQUANT_KINDS:
+        raise ValueError(f"requant must be one of {', '.join(REQUANT_KINDS)}, not {requant!r}")
     acc = np.asarray(acc, dtype=np.int64)
     mult = np.asarray(mult, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
@@ -50,6 +64,8 @@ def requantize(acc, bias, mult, shift, *, mult_bits: int = 16) -> np.ndarray:
                          f"[{mult.min()}, {mult.max()}]")
     if shift.size and (shift.min() < 0 or shift.max() > 63):
         raise ValueError(f"shift must be in 0..63, got range [{shift.min()}, {shift.max()}]")
+    if requant == "shift":
+        mult = np.where(mult > 0, np.int64(1) << np.maximum(leading_one(np.maximum(mult, 0)), 0), 0)
     total = wrap32(acc + np.asarray(bias, dtype=np.int64))
     # 2**(shift-1), or 0 for shift 0; written so that shift 63 does not overflow int64.
     rounding = np.where(shift > 0, np.int64(1) << np.maximum(shift - 1, 0), 0)

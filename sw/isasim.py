@@ -195,7 +195,7 @@ class _Machine:
                                (1 << cfg.shift_bits) - 1)
         acc = self.mems[LocalMemory.ACC][f["acc_addr"]:f["acc_addr"] + rows]
         self.mems[LocalMemory.SPAD][f["spad_addr"]:f["spad_addr"] + rows] = requantize(
-            acc, bias, mult, shift, mult_bits=cfg.mult_bits)
+            acc, bias, mult, shift, mult_bits=cfg.mult_bits, requant=cfg.requant)
 
 
     # ---- vector operations (SOFTMAX, LAYERNORM, GELU, ADD) ---------------------------------------

@@ -25,7 +25,7 @@ except ModuleNotFoundError:  # Python 3.10
 from vitaccel.files import atomic_write_text
 from vitaccel.isa import DmaInstr
 
-__all__ = ["AccelConfig", "ConfigError", "PRESETS", "preset", "load_config"]
+__all__ = ["AccelConfig", "ConfigError", "PRESETS", "FEATURES", "preset", "load_config"]
 
 #: Width of the instruction fields that hold local addresses and row counts.
 LOCAL_ADDR_BITS = DmaInstr.as_shape()["local_addr"].width
@@ -36,6 +36,20 @@ VARIANTS = {
     "layernorm": ("ailayernorm", "i_layernorm"),
     "gelu": ("table", "shift"),
 }
+"""The nonlinear units' variants; the model (IntViT) names the same ones."""
+
+REQUANT = ("dyadic", "shift")
+"""The REQUANT lanes' rescales (``AccelConfig.requant``): a property of the build, not of the model."""
+
+#: What a build can carry, by name: the compiler refuses a model that needs a feature its config
+#: lacks (``AccelConfig.features``; the model's needs: ``vitaccel.sw.compile_model.model_features``).
+FEATURES = {
+    "requant-multiplier": "REQUANT multipliers that are not powers of two (requant='dyadic')",
+}
+
+#: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
+#: default, so that existing configs keep their slugs, build directories and cache keys.
+_OMITTED_AT_DEFAULT = ("requant",)
 
 
 class ConfigError(ValueError):
@@ -83,6 +97,10 @@ class AccelConfig:
         Elements per cycle of the nonlinear units; must divide ``cols``.
     max_row : int
         Longest softmax or LayerNorm row (the units buffer one row). Power of two.
+    requant : str
+        The REQUANT lanes' rescale: ``dyadic`` (a ``mult_bits`` multiplier, then the rounding
+        shift) or ``shift`` (P^2-ViT: no multiplier; ``mult`` must be a power of two, the lanes
+        shift by ``shift - log2(mult)``; see :func:`vitaccel.sw.golden.requantize`).
     """
 
     name: str = "custom"
@@ -102,6 +120,7 @@ class AccelConfig:
     gelu: str = "table"
     vector_lanes: int = 4
     max_row: int = 256
+    requant: str = "dyadic"
 
     # ---- derived properties -------------------------------------------------------------------
 
@@ -153,6 +172,11 @@ class AccelConfig:
     def onchip_bits(self) -> int:
         """Block RAM bits of the scratchpad, accumulator and parameter memories together."""
         return self.spad_bits + self.acc_bits + self.param_bits
+
+    @property
+    def features(self) -> frozenset[str]:
+        """The :data:`FEATURES` this build carries."""
+        return frozenset({"requant-multiplier"} if self.requant == "dyadic" else ())
 
     @property
     def slug(self) -> str:
@@ -219,6 +243,8 @@ class AccelConfig:
         for knob, choices in VARIANTS.items():
             if getattr(self, knob) not in choices:
                 raise ConfigError(f"{knob} must be one of {', '.join(choices)}, not {getattr(self, knob)!r}")
+        if self.requant not in REQUANT:
+            raise ConfigError(f"requant must be one of {', '.join(REQUANT)}, not {self.requant!r}")
         if self.vector_lanes < 1 or self.cols % self.vector_lanes:
             raise ConfigError(f"vector_lanes={self.vector_lanes} must divide cols={self.cols}")
         if not _is_pow2(self.max_row) or not 8 <= self.max_row <= 4096:
@@ -234,7 +260,11 @@ class AccelConfig:
     # ---- files -------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for name in _OMITTED_AT_DEFAULT:
+            if data[name] == AccelConfig.__dataclass_fields__[name].default:
+                del data[name]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -49,21 +49,11 @@ def random_params(rng, n, mult_bits):
     return bias, mult, shift
 
 
-def test_requantizer_lane():
-    cfg = preset("tiny")
-    seed = 20
-    rng = np.random.default_rng(seed)
-    n = 3000
-    acc = rng.integers(INT32_MIN, INT32_MAX + 1, n, dtype=np.int64)
-    bias, mult, shift = random_params(rng, n, cfg.mult_bits)
-    # acc + bias wraps both ways; small totals with shift 0 hit saturation and the exact range
-    acc[10:14], bias[10:14] = [INT32_MAX, INT32_MIN, INT32_MAX, 100], [1, -1, INT32_MAX, -100]
-    acc[20:30], bias[20:30], shift[20:30] = np.arange(-150, 150, 30), 0, 0
-    mult[20:30] = 1
-    expected = exact_requantize(acc, bias, mult, shift)
-
+def simulate_lane(cfg, acc, bias, mult, shift):
+    """The outputs of one :class:`Requantizer` of ``cfg`` fed one input per cycle."""
     dut = Requantizer(cfg)
     got = []
+    n = len(acc)
 
     async def testbench(ctx):
         for t in range(n + dut.LATENCY):
@@ -77,12 +67,65 @@ def test_requantizer_lane():
                 got.append(ctx.get(dut.y))
 
     simulate(dut, testbench)
-    got = np.array(got[:n])
+    return np.array(got[:n])
+
+
+def assert_lane_equal(seed, got, expected, acc, bias, mult, shift):
     bad = np.flatnonzero(got != expected)
     assert np.array_equal(got, expected), (
-        f"seed {seed}: first mismatch at {bad[0]}: acc={acc[bad[0]]} bias={bias[bad[0]]} "
+        f"seed {seed}: {len(bad)} of {len(got)} differ, first at {bad[0]}: acc={acc[bad[0]]} bias={bias[bad[0]]} "
         f"mult={mult[bad[0]]} shift={shift[bad[0]]} got {got[bad[0]]} want {expected[bad[0]]}")
+
+
+def test_requantizer_lane():
+    cfg = preset("tiny")
+    seed = 20
+    rng = np.random.default_rng(seed)
+    n = 3000
+    acc = rng.integers(INT32_MIN, INT32_MAX + 1, n, dtype=np.int64)
+    bias, mult, shift = random_params(rng, n, cfg.mult_bits)
+    # acc + bias wraps both ways; small totals with shift 0 hit saturation and the exact range
+    acc[10:14], bias[10:14] = [INT32_MAX, INT32_MIN, INT32_MAX, 100], [1, -1, INT32_MAX, -100]
+    acc[20:30], bias[20:30], shift[20:30] = np.arange(-150, 150, 30), 0, 0
+    mult[20:30] = 1
+    expected = exact_requantize(acc, bias, mult, shift)
+    got = simulate_lane(cfg, acc, bias, mult, shift)
+    assert_lane_equal(seed, got, expected, acc, bias, mult, shift)
     assert (expected == -128).any() and (expected == 127).any() and (np.abs(expected) < 100).any()
+
+
+@pytest.mark.parametrize("mult_bits,seed", [(16, 21), (31, 22)])
+def test_shift_lane_equals_golden(mult_bits, seed):
+    """requant='shift': no multiplier, the same results as golden for power-of-two mults (so the
+    dyadic results too) and golden's shift rule (mult's leading one) for every other mult."""
+    cfg = dataclasses.replace(preset("tiny"), requant="shift", mult_bits=mult_bits).validate()
+    rng = np.random.default_rng(seed)
+    n = 4000
+    acc = rng.integers(INT32_MIN, INT32_MAX + 1, n, dtype=np.int64)
+    # Sums of every magnitude: the shift decides little unless the sum is near the int8 range.
+    acc >>= rng.integers(0, 32, n)
+    bias = np.where(rng.random(n) < 0.8, 0, rng.integers(INT32_MIN, INT32_MAX + 1, n, dtype=np.int64))
+    lead = rng.integers(0, mult_bits - 1, n)
+    mult = np.int64(1) << lead
+    shift = np.clip(lead + rng.integers(-10, 20, n), 0, 63)
+    # A quarter of the mults anything in the signed range (zero and negative included); shifts
+    # below, at and far above the leading one; wrapping sums; exact ties.
+    other = rng.random(n) < 0.25
+    mult[other] = rng.integers(-(1 << (mult_bits - 1)), 1 << (mult_bits - 1), other.sum())
+    mult[:6] = [0, -1, 1, (1 << (mult_bits - 2)), (1 << (mult_bits - 1)) - 1, -(1 << (mult_bits - 1))]
+    shift[:12] = [0, 63, 0, 63, 0, 1, 0, 63, 62, 7, 8, 9]
+    acc[40:44], bias[40:44] = [INT32_MAX, INT32_MIN, INT32_MAX, 3], [1, -1, INT32_MAX, 0]
+    acc[50:80], bias[50:80], mult[50:80], shift[50:80] = np.arange(-15, 15), 0, 1, 1  # halves round up
+    acc[80:110], bias[80:110], mult[80:110], shift[80:110] = np.arange(-15, 15), 0, 8, 0  # left by 3
+    expected = requantize(acc, bias, mult, shift, mult_bits=mult_bits, requant="shift")
+    pow2 = mult > 0
+    pow2[pow2] = (mult[pow2] & (mult[pow2] - 1)) == 0
+    assert np.array_equal(expected[pow2], requantize(acc[pow2], bias[pow2], mult[pow2], shift[pow2],
+                                                     mult_bits=mult_bits))
+    got = simulate_lane(cfg, acc, bias, mult, shift)
+    assert_lane_equal(seed, got, expected, acc, bias, mult, shift)
+    net = shift - np.where(pow2, lead, 0)
+    assert (expected == -128).any() and (expected == 127).any() and (np.abs(expected[pow2 & (net < 0)]) < 100).any()
 
 
 def small(name, **changes):
@@ -120,7 +163,9 @@ def run(cfg, commands, seed):
             if c.get("row_shift", 0):
                 exps = param[c["exp_addr"]:].reshape(-1)[:c["rows"]] & 63
                 shift = np.minimum(shift[None, :] + exps[:, None], 63)
-            expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = exact_requantize(rows, bias, mult, shift)
+            expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = (
+                exact_requantize(rows, bias, mult, shift) if cfg.requant == "dyadic"
+                else requantize(rows, bias, mult, shift, mult_bits=cfg.mult_bits, requant=cfg.requant))
 
     def cycles(c):
         row_shift = c.get("row_shift", 0)
@@ -145,6 +190,8 @@ def test_cycle_formula():
     ("tiny", dict(requant_lanes=1), 32),
     ("default", {}, 33),                   # 12 columns, 4 lanes
     ("default", dict(requant_lanes=12), 34),
+    ("tiny", dict(requant="shift"), 35),
+    ("default", dict(requant="shift"), 36),
 ])
 def test_sequence_of_commands(name, changes, seed):
     cfg = small(name, **changes)
@@ -161,6 +208,7 @@ def test_sequence_of_commands(name, changes, seed):
     ("tiny", dict(requant_lanes=1), 41),
     ("default", {}, 42),
     ("default", dict(requant_lanes=12), 43),
+    ("default", dict(requant="shift"), 44),
 ])
 def test_row_shift_adds_each_rows_exponent(name, changes, seed):
     """Softmax row exponents (several PARAM rows of them) raise each row's shift, saturating at 63."""

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from vitaccel.config import PRESETS, AccelConfig, ConfigError, load_config, preset
+from vitaccel.config import FEATURES, PRESETS, AccelConfig, ConfigError, load_config, preset
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -31,6 +31,7 @@ def test_default_fits_ecp5_85f():
     ({"name": "a b"}, "name must be a non-empty string"),
     ({"mult_bits": 12}, "mult_bits must be between 16 and 31, not 12: the quantizer fits the residual adds"),
     ({"mult_bits": 32}, "mult_bits must be between 16 and 31, not 32"),
+    ({"requant": "pow2"}, "requant must be one of dyadic, shift, not 'pow2'"),
 ])
 def test_bad_values_are_named(change, message):
     with pytest.raises(ConfigError) as info:
@@ -63,3 +64,20 @@ def test_slug_changes_with_any_field():
     a = preset("tiny")
     assert a.slug != dataclasses.replace(a, acc_rows=512).slug
     assert a.slug == preset("tiny").slug
+
+
+def test_requant_field_keeps_existing_slugs():
+    """requant was added after configs were hashed: at its default it is left out of the file and
+    the slug (build directories and caches of every existing config stay), otherwise written."""
+    assert preset("tiny").slug == "tiny-5f034ecd5d" and preset("default").slug == "default-6a560a3378"
+    assert "requant" not in preset("default").to_dict()
+    shift = dataclasses.replace(preset("default"), requant="shift").validate()
+    assert shift.to_dict()["requant"] == "shift" and shift.slug != preset("default").slug
+    assert AccelConfig.from_dict(shift.to_dict()) == shift
+    assert AccelConfig.from_dict(preset("default").to_dict()) == preset("default")
+
+
+def test_features_follow_requant():
+    assert "requant-multiplier" in preset("default").features
+    assert dataclasses.replace(preset("default"), requant="shift").features == frozenset()
+    assert set(preset("default").features) <= set(FEATURES)
