@@ -173,7 +173,7 @@ class Requantizer(wiring.Component):
         m.d.sync += [
             operand.eq(total_3),
             right.eq(Mux(net < 0, 0, net[:cfg.shift_bits])),
-            left_in.eq(Mux(total_3 < INT8_MIN, INT8_MIN, Mux(total_3 > INT8_MAX, INT8_MAX, total_3))),
+            left_in.eq(_saturated(total_3, cfg.data_width)),
             left_by.eq(Mux(net < -cfg.data_width, cfg.data_width, -net)),
         ]
         left_4 = Signal(name="left_active")
@@ -184,11 +184,19 @@ class Requantizer(wiring.Component):
         left_y = Signal(signed(cfg.data_width), name="left_y")
         m.d.sync += [
             shifted.eq(left_in << left_by),
-            left_y.eq(Mux(shifted < INT8_MIN, INT8_MIN, Mux(shifted > INT8_MAX, INT8_MAX, shifted))),
+            left_y.eq(_saturated(shifted, cfg.data_width)),
         ]
         left = SimpleNamespace(active=delayed(m, left_4, 2, "left_active"),
                                zero=delayed(m, zero_2, 3, "zero_late"), y=left_y)
         return operand, {3: right, 4: right_5}, left
+
+
+def _saturated(value, bits: int):
+    """``value`` (signed) clamped to signed ``bits``: in range when the bits from ``bits - 1`` up
+    are all equal (a LUT reduction, where comparisons with constants take carry chains)."""
+    top = value[bits - 1:]
+    in_range = (top == 0) | (top == (1 << len(top)) - 1)
+    return Mux(in_range, value[:bits], Mux(value[-1], C(1 << (bits - 1), bits), C((1 << (bits - 1)) - 1, bits)))
 
 
 def requant_cycles(cfg: AccelConfig, rows: int, row_shift: bool = False) -> int:
