@@ -79,11 +79,12 @@ import numpy as np
 from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.compile_ops import vector_param_rows
-from vitaccel.sw.compiler import MAX_ROWS, CompileError, pack_linear_params, plan_linear, schedule_linear
+from vitaccel.sw.compiler import (MAX_ROWS, CompileError, check_features, pack_linear_params, plan_linear,
+                                  requant_features, schedule_linear)
 from vitaccel.sw.intvit import IntViT, IntViTError
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
-__all__ = ["compile_model", "ATTENTION_PARAM_ROWS"]
+__all__ = ["compile_model", "model_features", "ATTENTION_PARAM_ROWS"]
 
 #: PARAM rows of one head's attention constants: logits REQUANT (bias 0, mult, shift), the SOFTMAX
 #: row (mult, shift), and the attention x V REQUANT (bias 0, mult, shift).
@@ -638,6 +639,20 @@ def _check(intvit: IntViT, cfg: AccelConfig, name: str) -> None:
         if getattr(intvit, knob) != getattr(cfg, knob):
             raise CompileError(f"{name}: the model's {knob}={getattr(intvit, knob)!r} differs from the "
                                f"accelerator's {knob}={getattr(cfg, knob)!r}")
+    check_features(cfg, model_features(intvit), name)
+
+
+def model_features(intvit: IntViT) -> dict[str, str]:
+    """The :data:`vitaccel.config.FEATURES` the model needs of a build: feature -> the first
+    array that needs it (checked by :func:`~vitaccel.sw.compiler.check_features`)."""
+    needs = {}
+    arrays = intvit.arrays()
+    requant = ["patch.mult"] + [f"blocks.{i}.{array}" for i in range(len(intvit.blocks)) for array in
+                                ("qkv.mult", "attn.logit_mult", "attn.av_mult", "proj.mult", "fc1.mult", "fc2.mult")]
+    for array in requant:
+        for feature, where in requant_features(arrays[array], array).items():
+            needs.setdefault(feature, where)
+    return needs
 
 
 def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",

@@ -36,12 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vitaccel.config import AccelConfig
+from vitaccel.config import FEATURES, AccelConfig
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
 __all__ = ["compile_linear", "plan_linear", "schedule_linear", "pack_linear_params", "LinearPlan", "CostModel",
-           "CompileError", "MAX_ROWS"]
+           "CompileError", "MAX_ROWS", "check_features", "requant_features"]
 
 #: The largest ``rows`` an instruction can hold (a 16-bit field).
 MAX_ROWS = (1 << 16) - 1
@@ -50,6 +50,28 @@ MAX_ROWS = (1 << 16) - 1
 class CompileError(ValueError):
     """A layer that cannot be mapped, or invalid layer data. The message names the layer, the
     dimension or tensor, and the limit."""
+
+
+def requant_features(mult, where: str) -> dict[str, str]:
+    """The features REQUANT multipliers ``mult`` need (feature -> what needs it, for
+    :func:`check_features`): ``requant-multiplier`` unless each is 0 or a positive power of two,
+    which a shift build computes exactly (``golden.requantize(requant="shift")``)."""
+    mult = np.asarray(mult, dtype=np.int64).reshape(-1)
+    bad = np.flatnonzero((mult < 0) | ((mult & (mult - 1)) != 0))
+    if not bad.size:
+        return {}
+    return {"requant-multiplier": f"{where}[{bad[0]}] = {mult[bad[0]]}"}
+
+
+def check_features(cfg: AccelConfig, needs: dict[str, str], name: str) -> None:
+    """:class:`CompileError` naming the first feature of ``needs`` (feature -> what needs it) that
+    ``cfg`` does not carry (:attr:`AccelConfig.features`), and the config's knob that decides it."""
+    for feature, where in needs.items():
+        if feature not in cfg.features:
+            knob, value, what, without = FEATURES[feature]
+            raise CompileError(f"{name} needs feature {feature} ({what}: {where}), which config {cfg.name!r} "
+                               f"lacks ({knob}={getattr(cfg, knob)!r}; the feature needs {knob}={value!r}); "
+                               f"{without} does not need it")
 
 
 @dataclass(frozen=True)
@@ -318,6 +340,7 @@ def compile_linear(cfg: AccelConfig, x, w, bias, mult, shift, *, name: str = "li
     bias = _check_int_array(name, "bias", bias, (n,), -2**31, 2**31 - 1)
     mult = _check_int_array(name, "mult", mult, (n,), -2**(cfg.mult_bits - 1), 2**(cfg.mult_bits - 1) - 1)
     shift = _check_int_array(name, "shift", shift, (n,), 0, (1 << cfg.shift_bits) - 1)
+    check_features(cfg, requant_features(mult, "mult"), name)
     if prog_addr < 0 or prog_addr % cfg.bus_bytes:
         raise CompileError(f"{name}: prog_addr={prog_addr:#x} must be a non-negative multiple of "
                            f"{cfg.bus_bytes} (the bus width in bytes)")

@@ -50,6 +50,8 @@ def load_intvit(model: str, cfg: AccelConfig, progress: Callable[[str], None] | 
             raise QuantizeError(f"model {model!r} is neither a built-in model ({', '.join(NAMED_MODELS)}) "
                                 f"nor an IntViT file")
         return _for_hardware(IntViT.load(path), path)
+    from vitaccel.sw.compiler import check_features     # built-in models: recipe base, dyadic multipliers
+    check_features(cfg, {"requant-multiplier": "built-in models are quantized with recipe base"}, model)
     variants = f"{cfg.softmax}-{cfg.layernorm}-{cfg.gelu}-m{cfg.mult_bits}"
     cached = _cache_dir() / f"{model}-{variants}.intvit.npz"
     if not cached.is_file():

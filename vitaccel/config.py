@@ -41,10 +41,13 @@ VARIANTS = {
 REQUANT = ("dyadic", "shift")
 """The REQUANT lanes' rescales (``AccelConfig.requant``): a property of the build, not of the model."""
 
-#: What a build can carry, by name: the compiler refuses a model that needs a feature its config
-#: lacks (``AccelConfig.features``; the model's needs: ``vitaccel.sw.compile_model.model_features``).
+#: What a build can carry, by name: ``feature -> (knob, value, what it is, what needs none)``,
+#: carried when the knob has that value (:attr:`AccelConfig.features`). The compiler refuses, in one
+#: line naming both, a model that needs a feature its config lacks
+#: (``vitaccel.sw.compile_model.model_features``, ``vitaccel.sw.compiler.check_features``).
 FEATURES = {
-    "requant-multiplier": "REQUANT multipliers that are not powers of two (requant='dyadic')",
+    "requant-multiplier": ("requant", "dyadic", "REQUANT multipliers that are not powers of two",
+                           "a model quantized with --recipe p2vit"),
 }
 
 #: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
@@ -176,7 +179,7 @@ class AccelConfig:
     @property
     def features(self) -> frozenset[str]:
         """The :data:`FEATURES` this build carries."""
-        return frozenset({"requant-multiplier"} if self.requant == "dyadic" else ())
+        return frozenset(name for name, (knob, value, *_) in FEATURES.items() if getattr(self, knob) == value)
 
     @property
     def slug(self) -> str:
