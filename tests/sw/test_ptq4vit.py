@@ -52,3 +52,23 @@ def test_quantize_uses_the_searched_steps():
     w = model.blocks[0].attn.qkv.weight.detach().double().numpy()
     ratio = found["blocks.0.qkv.weight"] / (np.abs(w).max(axis=1) / 127)
     assert (ratio < 0.999).any() and (ratio >= ptq4vit.EQ_ALPHA).all() and (ratio <= ptq4vit.EQ_BETA * (1 + 1e-6)).all()
+
+
+def test_sequential_search_quantizes_earlier_modules_and_finds_the_same_parameters():
+    """PTQ4ViT's sequential mode: every parameter the parallel search gives, within the candidate
+    range, and (earlier modules quantized) a non-zero KL gradient, so the steps differ from parallel."""
+    model = load_builtin("tiny-digits")
+    stats = calibrate(model, digits_split("calib")[0])
+    par = ptq4vit.search(model, stats.data)
+    seq = ptq4vit.search(model, stats.data, sequential=True, loss="kl")
+    assert seq.keys() == par.keys()
+    assert any(not np.array_equal(np.asarray(seq[k]), np.asarray(par[k])) for k in par)
+    w = model.blocks[1].mlp.fc2.weight.detach().double().numpy()
+    ratio = seq["blocks.1.fc2.weight"] / (np.abs(w).max(axis=1) / 127)
+    assert (ratio >= ptq4vit.EQ_ALPHA).all() and (ratio <= ptq4vit.EQ_BETA * (1 + 1e-6)).all()
+    assert all(0 <= m <= ptq4vit.M_MAX for m in seq["blocks.0.twin_m"])
+    # The model is left as it was (float32, no fake weights).
+    assert next(model.parameters()).dtype == torch.float32
+    assert torch.equal(model.blocks[0].attn.qkv.weight, load_builtin("tiny-digits").blocks[0].attn.qkv.weight)
+    with pytest.raises(ValueError, match="loss"):
+        ptq4vit.search(model, stats.data, loss="kl")
