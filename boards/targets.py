@@ -234,7 +234,7 @@ def resource_need(device: Device, cfg: AccelConfig, mem_bytes: int = 0) -> dict:
     on-chip memory, ``bus_bits`` wide) on ``device``.
 
     DSPs: one per array multiplier (int8 x int8), per requant lane the DSPs of one
-    ``acc_width x mult_bits`` multiply, per vector lane those of :func:`vector_lane_multipliers`
+    ``acc_width x mult_bits`` multiply (none with ``requant="shift"``), per vector lane those of :func:`vector_lane_multipliers`
     (none where :attr:`Device.vector_dsps` is false: those multiplies are in LUTs there).
     Block RAM: the SPAD, ACC and PARAM memories and the board memory, each mapped on its own to
     the device's block RAM aspect ratios; the vector units' row buffers and tables (a few blocks)
@@ -242,7 +242,7 @@ def resource_need(device: Device, cfg: AccelConfig, mem_bytes: int = 0) -> dict:
     """
     cfg = cfg.validate()
     array = cfg.macs * dsps_per_multiply(device, cfg.data_width, cfg.data_width)
-    requant = cfg.requant_lanes * dsps_per_multiply(device, cfg.acc_width, cfg.mult_bits)
+    requant = cfg.requant_lanes * dsps_per_multiply(device, cfg.acc_width, cfg.mult_bits) * (cfg.requant == "dyadic")
     vector = cfg.vector_lanes * sum(dsps_per_multiply(device, a, b) for a, b in vector_lane_multipliers(cfg))
     if not device.vector_dsps:
         vector = 0
