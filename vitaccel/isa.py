@@ -103,7 +103,9 @@ class RequantInstr(data.Struct):
 
     The per-column parameters are three consecutive PARAM rows: ``bias = param[param_addr]``,
     ``mult = param[param_addr + 1]`` (its low ``mult_bits`` bits, signed) and
-    ``shift = param[param_addr + 2]`` (its low 6 bits). ``requantize`` is ``vitaccel.sw.golden.requantize``.
+    ``shift = param[param_addr + 2]`` (its low 6 bits). ``requantize`` is ``vitaccel.sw.golden.requantize``
+    with ``requant=AccelConfig.requant``: on a ``shift`` build (no multipliers) ``mult`` counts by its
+    leading one only, and the compiler gives such a build powers of two (``requant-multiplier`` feature).
     ``shift_r = shift``, or with ``row_shift`` set ``min(shift + e_r, 63)`` where ``e_r`` is the low 6
     bits of ``param[exp_addr + r // cols][r % cols]``: the per-row exponent a SOFTMAX wrote, which
     scales ``probabilities @ V`` (see docs/numerics.md).
