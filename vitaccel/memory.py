@@ -127,6 +127,21 @@ PROFILES: dict[str, MemoryProfile] = {p.name: p for p in (
         write_latency=4, max_bursts=4, capacity=32 * 2 ** 20, clock_mhz=50.0,
         source="derived from the MT48LC16M16A2/IS42S16160 datasheets and LiteDRAM's GENSDRPHY and controller "
                "code at a 50 MHz SoC clock; not measured on a board"),
+    # The same SDRAM as the vitaccel LiteX SoC (boards/litex_soc.py) drives it, calibrated against the
+    # SoC's Verilator simulation (LiteDRAM on SDRAMPHYModel; per-burst AXI handshakes from
+    # boards/litex_timing.py, tiny-digits and a 64x128x48 linear layer on `tiny`, 32-bit bus): a read
+    # alone on the bus has its first beat 13 cycles after its address (the most common case, a row hit);
+    # beats stream at 3 cycles per 32-bit beat (LiteDRAM's 32-to-16-bit port down-converter takes one
+    # cycle to accept a command and two to issue its halves), less ~11 cycles of every 391 for refresh
+    # (tREFI) = 4/3 x 380/391 B/cycle; B comes ~19 cycles after a write's W beat (the write buffer
+    # drains to the controller first); up to 8 read bursts were seen in flight. Figures for the core's
+    # 32-bit bus only (a wider bus converts at another rate).
+    MemoryProfile(
+        "ulx3s-litedram", latency=13, bytes_per_cycle=Fraction(4, 3) * _refresh_efficiency(391, 11), turnaround=3,
+        write_latency=19, max_bursts=8, capacity=32 * 2 ** 20, clock_mhz=50.0,
+        source="calibrated against the Verilator simulation of the vitaccel LiteX SoC (LiteDRAM 2024.12 on "
+               "SDRAMPHYModel, IS42S16160 at 50 MHz, 32-bit core bus): per-burst figures of its AXI log; "
+               "not measured on a board"),
     # 256 MB DDR3L MT41K128M16JT-125 behind LiteDRAM's A7DDRPHY (4:1) at litex-boards' digilent_arty
     # default sys_clk_freq = 100 MHz (DDR3-800, CL 6 + 1 without ODELAY, CWL 5): 16 bits x 8 transfers =
     # 16 bytes per cycle, less refresh (tREFI 7.8 us = 780 cycles; tRFC 160 ns = 16 + tRP 2 + tRCD 2 +
