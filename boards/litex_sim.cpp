@@ -7,7 +7,11 @@
 // land before the core, on its own LiteDRAM port, reads the memory (and the core's last write before
 // the host reads it back); an unpaced stream would reach the SoC faster than any UART can.
 //
-// Usage: vitaccel_soc_sim --port N [--byte-cycles N] [--max-cycles N]. Prints "listening on PORT" (the port
+// --axi-log FILE writes every handshake of the core's AXI4 master (the SoC's axi_monitor outputs) with
+// its cycle, one per line: "AR presented accepted addr len", "R cycle last", "AW presented accepted addr
+// len", "W cycle last", "B cycle", and "BUSY cycle 0|1" when the core's busy changes.
+//
+// Usage: vitaccel_soc_sim --port N [--byte-cycles N] [--max-cycles N] [--axi-log FILE]. Prints "listening on PORT" (the port
 // actually bound when N is 0), waits for one connection, holds reset for 16 cycles, then runs until
 // the host closes the connection (or max-cycles pass) and prints "cycles N".
 #include "Vvitaccel_soc.h"
@@ -28,10 +32,18 @@
 int main(int argc, char **argv) {
     int port = 0;
     unsigned long long max_cycles = 0, byte_cycles = 32, next_byte = 32;
+    FILE *axi_log = nullptr;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--byte-cycles") && i + 1 < argc) byte_cycles = strtoull(argv[++i], nullptr, 10);
         else if (!strcmp(argv[i], "--max-cycles") && i + 1 < argc) max_cycles = strtoull(argv[++i], nullptr, 10);
+        else if (!strcmp(argv[i], "--axi-log") && i + 1 < argc) {
+            axi_log = fopen(argv[++i], "w");
+            if (!axi_log) {
+                fprintf(stderr, "cannot write %s: %s\n", argv[i], strerror(errno));
+                return 2;
+            }
+        }
     }
     int server = socket(AF_INET, SOCK_STREAM, 0);
     int yes = 1;
@@ -60,6 +72,8 @@ int main(int argc, char **argv) {
     std::deque<unsigned char> to_soc, to_host;
     unsigned long long cycle = 0;
     bool open = true;
+    long long ar_since = -1, aw_since = -1;
+    int busy = 0;
     top.sys_clk = 0;
     top.sys_rst = 1;
     top.serial_sink_valid = 0;
@@ -97,6 +111,26 @@ int main(int argc, char **argv) {
         bool took = top.serial_sink_valid && top.serial_sink_ready;
         bool gave = top.serial_source_valid && top.serial_source_ready;
         unsigned char byte = top.serial_source_data;
+        if (axi_log) {
+            unsigned long long c = cycle;
+            if (top.axi_monitor_arvalid && ar_since < 0) ar_since = c;
+            if (top.axi_monitor_awvalid && aw_since < 0) aw_since = c;
+            if (top.axi_monitor_arvalid && top.axi_monitor_arready) {
+                fprintf(axi_log, "AR %lld %llu %u %u\n", ar_since, c, top.axi_monitor_araddr, top.axi_monitor_arlen);
+                ar_since = -1;
+            }
+            if (top.axi_monitor_awvalid && top.axi_monitor_awready) {
+                fprintf(axi_log, "AW %lld %llu %u %u\n", aw_since, c, top.axi_monitor_awaddr, top.axi_monitor_awlen);
+                aw_since = -1;
+            }
+            if (top.axi_monitor_rvalid && top.axi_monitor_rready) fprintf(axi_log, "R %llu %u\n", c, top.axi_monitor_rlast);
+            if (top.axi_monitor_wvalid && top.axi_monitor_wready) fprintf(axi_log, "W %llu %u\n", c, top.axi_monitor_wlast);
+            if (top.axi_monitor_bvalid && top.axi_monitor_bready) fprintf(axi_log, "B %llu\n", c);
+            if (top.axi_monitor_busy != busy) {
+                busy = top.axi_monitor_busy;
+                fprintf(axi_log, "BUSY %llu %d\n", c, busy);
+            }
+        }
         top.sys_clk = 1;
         top.eval();
         top.sys_clk = 0;
@@ -106,6 +140,7 @@ int main(int argc, char **argv) {
         cycle++;
     }
     top.final();
+    if (axi_log) fclose(axi_log);
     printf("cycles %llu\n", cycle);
     close(conn);
     close(server);

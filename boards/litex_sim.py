@@ -85,14 +85,18 @@ def build_sim(cfg: AccelConfig, *, sdram_module: str = DEFAULT_SDRAM_MODULE, sys
 class SimulatedSoC:
     """The SoC simulation ``binary`` running, listening on 127.0.0.1 (``port`` 0: a free one), as a
     context manager; :attr:`url` is the pyserial URL of its UART. The process is stopped on exit;
-    :attr:`output` holds what it printed (``cycles N`` when it ended by itself)."""
+    :attr:`output` holds what it printed (``cycles N`` when it ended by itself). ``axi_log``: a file
+    the harness writes every handshake of the core's AXI4 master into, with its cycle
+    (:func:`vitaccel.boards.litex_timing.read_axi_log` reads it)."""
 
-    def __init__(self, binary: Path, port: int = 0):
+    def __init__(self, binary: Path, port: int = 0, *, axi_log: str | os.PathLike | None = None):
         self.binary, self.port, self.output = Path(binary), port, ""
+        self.axi_log = None if axi_log is None else Path(axi_log).resolve()
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> SimulatedSoC:
-        self.process = subprocess.Popen([str(self.binary), "--port", str(self.port)], cwd=self.binary.parent,
+        extra = [] if self.axi_log is None else ["--axi-log", str(self.axi_log)]
+        self.process = subprocess.Popen([str(self.binary), "--port", str(self.port), *extra], cwd=self.binary.parent,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         line = self.process.stdout.readline()
         if not line.startswith("listening on "):

@@ -124,6 +124,8 @@ def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike, *, iden
     from migen import ClockSignal, Instance, ResetSignal, Signal
 
     master = axi.AXIInterface(data_width=cfg.bus_bits, address_width=32, id_width=1)
+    soc.vitaccel_master = master
+    soc.vitaccel_busy = Signal(name="vitaccel_busy")
     port = soc.sdram.crossbar.get_port(data_width=cfg.bus_bits)
     soc.submodules.vitaccel_axi = LiteDRAMAXI2Native(master, port, base_address=0)
 
@@ -140,7 +142,7 @@ def add_vitaccel(soc, cfg: AccelConfig, core_verilog: str | os.PathLike, *, iden
         "vitaccel_core",
         name="vitaccel",
         i_aclk=ClockSignal("sys"), i_aresetn=~ResetSignal("sys"),
-        o_busy=Signal(name="vitaccel_busy"), o_done=Signal(name="vitaccel_done"),
+        o_busy=soc.vitaccel_busy, o_done=Signal(name="vitaccel_done"),
         o_m_axi_awvalid=aw.valid, i_m_axi_awready=aw.ready, o_m_axi_awaddr=aw.addr, o_m_axi_awid=aw.id,
         o_m_axi_awlen=aw.len, o_m_axi_awsize=aw.size, o_m_axi_awburst=aw.burst, o_m_axi_awlock=aw.lock,
         o_m_axi_awcache=aw.cache, o_m_axi_awprot=aw.prot,
@@ -194,7 +196,16 @@ def _sim_io():
     return [("sys_clk", 0, Pins(1)), ("sys_rst", 0, Pins(1)),
             ("serial", 0, Subsignal("source_valid", Pins(1)), Subsignal("source_ready", Pins(1)),
              Subsignal("source_data", Pins(8)), Subsignal("sink_valid", Pins(1)), Subsignal("sink_ready", Pins(1)),
-             Subsignal("sink_data", Pins(8)))]
+             Subsignal("sink_data", Pins(8))),
+            ("axi_monitor", 0, *(Subsignal(name, Pins(width)) for name, width in _MONITOR))]
+
+
+#: The core's AXI4 master signals the simulated SoC brings out to top-level outputs (``axi_monitor_*``),
+#: so that the harness can log every handshake with its cycle (``litex_sim.cpp --axi-log``): where the
+#: cycles of a run go between the core and LiteDRAM.
+_MONITOR = (("arvalid", 1), ("arready", 1), ("arlen", 8), ("araddr", 32), ("rvalid", 1), ("rready", 1),
+            ("rlast", 1), ("awvalid", 1), ("awready", 1), ("awlen", 8), ("awaddr", 32), ("wvalid", 1),
+            ("wready", 1), ("wlast", 1), ("bvalid", 1), ("bready", 1), ("busy", 1))
 
 
 def arty_soc(cfg: AccelConfig, core_verilog: str | os.PathLike, *, variant: str = "a7-35",
@@ -259,6 +270,16 @@ def sim_soc(cfg: AccelConfig, core_verilog: str | os.PathLike, *, sdram_module: 
 
     soc = SimSoC()
     add_vitaccel(soc, cfg, core_verilog)
+    pads = platform.request("axi_monitor")
+    channels = {"ar": soc.vitaccel_master.ar, "aw": soc.vitaccel_master.aw, "r": soc.vitaccel_master.r,
+                "w": soc.vitaccel_master.w, "b": soc.vitaccel_master.b}
+    for name, _ in _MONITOR:
+        if name == "busy":
+            signal = soc.vitaccel_busy
+        else:
+            prefix = name[:2] if name[:2] in ("ar", "aw") else name[0]
+            signal = getattr(channels[prefix], name[len(prefix):])
+        soc.comb += getattr(pads, name).eq(signal)
     return soc
 
 
