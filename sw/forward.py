@@ -129,7 +129,8 @@ def _log_attention(intvit: IntViT, a, logits: np.ndarray, v: np.ndarray, output:
     b, h = logits.shape[:2]
     f = log_int_softmax if output == "log2" else log_sqrt2_softmax
     bits = softmax_bits(intvit.recipe, intvit.bits["activations"])
-    probs = [f(logits[:, j], int(a.softmax_mult[j]), int(a.softmax_shift[j]), bits) for j in range(h)]
+    more = (int(intvit.extra[f"{keep.prefix}lsq2_offset"][0]),) if output == "log_sqrt2" else ()
+    probs = [f(logits[:, j], int(a.softmax_mult[j]), int(a.softmax_shift[j]), bits, *more) for j in range(h)]
     codes = np.stack([p.k for p in probs], axis=1)
     keep("attn.codes", codes)
     out = np.stack([np.concatenate([

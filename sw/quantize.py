@@ -54,7 +54,7 @@ from .intvit import Attention, Block, Head, IntViT, LayerNorm, Linear
 from .layernorm import layernorm_params, ptf_alpha
 from .residual import residual_params
 from .recipes import softmax_bits
-from .softmax import softmax_params
+from .softmax import LSQ2_OFFSET_MAX, softmax_params
 
 __all__ = ["OBSERVERS", "DEFAULT_PERCENTILE", "SAMPLE_ELEMENTS", "QuantizeError", "TensorStats",
            "Calibration", "calibrate", "check_supported", "activation_scale", "quantize",
@@ -470,6 +470,8 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         raise QuantizeError("bops_budget chooses the weight and input widths from W8A8: give it without "
                             "weight_budget and with wbits = abits = 8")
     searched = _hessian_search(model, calib, wbits, abits) if rec.hessian else {}
+    lsq2_offsets = _log_sqrt2_offsets(model, calib, softmax_bits(rec.name, abits)) \
+        if rec.softmax_output == "log_sqrt2" else None
     layer_bits = _mixed_bits(model, calib, weight_budget) if weight_budget is not None else {}
     act_bits: dict[str, int] = {}
     if bops_budget is not None:
@@ -558,7 +560,11 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
         logit_pairs = [requant_dyadic(float(s_q[j] * s_k[j] * dh ** -0.5 / s_logits[j]), mult_bits=mb)
                        for j in range(h)]
         soft = [softmax_params(float(s)) for s in s_logits]
-        av = [signed_dyadic(float(s_v[j] / s_attn), 16, 63 - av_room) for j in range(h)]
+        # RepQ-ViT: p ~= delta * 2**(-k/2); delta (as its integer offset) goes into the requantization.
+        delta = 1.0 if lsq2_offsets is None else 2.0 ** (lsq2_offsets[i] / (1 << (LOG_FRAC + 1)))
+        if lsq2_offsets is not None:
+            extra[p + "lsq2_offset"] = np.array([lsq2_offsets[i]], dtype=np.int32)
+        av = [signed_dyadic(float(s_v[j] * delta / s_attn), 16, 63 - av_room) for j in range(h)]
         mults, shifts = ([np.array([pair[k] for pair in pairs], dtype=np.int32)
                           for pairs in (logit_pairs, soft, av)] for k in (0, 1))
         attn = Attention(logit_mult=mults[0], logit_shift=shifts[0], softmax_mult=mults[1],
@@ -653,6 +659,46 @@ def _hessian_search(model, calib: Calibration, wbits: int, abits: int) -> dict:
     if calib.data is None:
         raise QuantizeError("the ptq4vit recipe searches with the calibration images: calibrate() keeps them")
     return search(model, calib.data, wbits=wbits, abits=abits)
+
+
+LSQ2_PERCENTILES = (0.999, 0.9999, 0.99999)
+"""RepQ-ViT's candidates for the log-sqrt2 scale ``delta``: quantiles of the calibration
+probabilities (``LogSqrt2Quantizer.init_quantization_scale``)."""
+LSQ2_IMAGES = 32
+"""At most this many calibration images give the probabilities (RepQ-ViT calibrates on 32)."""
+
+
+def _log_sqrt2_quant(x: np.ndarray, delta: float, bits: int) -> np.ndarray:
+    """RepQ-ViT's ``LogSqrt2Quantizer.quantize`` (float, parameter search only)."""
+    with np.errstate(divide="ignore"):
+        xi = np.round(-2 * np.log2(x / delta))
+    q = np.clip(xi, 0, (1 << bits) - 2)                 # the top code is our zero
+    v = 2.0 ** -np.ceil(q / 2) * np.where(q % 2 == 1, math.sqrt(2), 1.0) * delta
+    return np.where(xi > (1 << bits) - 2, 0.0, v)
+
+
+def _log_sqrt2_offsets(model, calib: Calibration, bits: int) -> list[int]:
+    """Per block, RepQ-ViT's log-sqrt2 scale: ``delta`` the quantile of the block's calibration
+    probabilities (all heads, at most :data:`LSQ2_IMAGES` images) among :data:`LSQ2_PERCENTILES`
+    with the least squared quantization error, as the integer offset ``round(2**9 log2 delta)``
+    of ``softmax.log_sqrt2_softmax`` (``delta`` rounded to ``2**(offset / 2**9)``, >= 2**-4)."""
+    if calib.data is None:
+        raise QuantizeError("the repq recipe searches its log-sqrt2 scale with the calibration images: "
+                            "calibrate() keeps them")
+    probs = vit.capture_activations(model, calib.data[:LSQ2_IMAGES],
+                                    [f"blocks.{i}.attn.softmax" for i in range(model.config.depth)])
+    out = []
+    for i in range(model.config.depth):
+        x = probs[f"blocks.{i}.attn.softmax"].output.double().numpy().ravel()
+        best = None
+        for pct in LSQ2_PERCENTILES:
+            offset = int(np.clip(round(math.log2(float(np.quantile(x, pct))) * (1 << (LOG_FRAC + 1))),
+                                 -LSQ2_OFFSET_MAX, 0))
+            err = float(np.mean((x - _log_sqrt2_quant(x, 2.0 ** (offset / (1 << (LOG_FRAC + 1))), bits)) ** 2))
+            if best is None or err < best[0]:
+                best = (err, offset)
+        out.append(best[1])
+    return out
 
 
 def _twin_gelu_table(s_in: float, s_pos: float, m: int, qmax: int) -> np.ndarray:

@@ -26,7 +26,8 @@ repq       RepQ-ViT (Li et al., ICCV 2023): per-channel scales of the post-Layer
            reparameterized into one per-tensor scale: per-channel ranges by its percentile search,
            LayerNorm's affine divided by ``r_c`` and shifted by the centre ``c_c`` (its zero
            point), the next layer's columns times ``r_c`` and its bias plus ``W @ c``
-           (``quantize.repq_reparam``); log-sqrt2 attention probabilities.
+           (``quantize.repq_reparam``); log-sqrt2 attention probabilities ``delta * 2**(-k/2)``
+           with its ``delta`` per block from its percentile search (``extra['blocks.i.lsq2_offset']``).
 ptq4vit    PTQ4ViT (Yuan et al., ECCV 2022): Hessian-guided weight and activation steps searched
            alternately (sw/ptq4vit.py), twin-uniform post-softmax and post-GELU codes.
 =========  ==========================================================================================
@@ -87,7 +88,11 @@ RECIPES = {
 
 def extra_schema(name: str, config) -> dict:
     """Arrays a recipe adds to the IntViT (``IntViT.extra``): name -> (shape, dtype)."""
-    if not recipe(name).hessian:
+    rec = recipe(name)
+    if rec.softmax_output == "log_sqrt2":
+        # RepQ-ViT's log-sqrt2 scale delta per block, as softmax.log_sqrt2_softmax's offset.
+        return {f"blocks.{i}.lsq2_offset": ((1,), "int32") for i in range(config.depth)}
+    if not rec.hessian:
         return {}
     out = {}
     for i in range(config.depth):

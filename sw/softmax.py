@@ -52,7 +52,7 @@ from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECI
 
 __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabilities",
            "attention_matmul", "log2_exponent", "shift_exp", "shiftmax16", "LogProbabilities",
-           "log_int_softmax", "log_sqrt2_softmax", "log_attention_matmul", "LOG2_TABLE", "LIS_ROUND",
+           "log_int_softmax", "log_sqrt2_softmax", "LSQ2_OFFSET_MAX", "log_attention_matmul", "LOG2_TABLE", "LIS_ROUND",
            "SQRT1_2", "row_log2_sum", "TwinCodes", "twin_softmax", "twin_attention_matmul"]
 
 class SoftmaxParams(NamedTuple):
@@ -320,11 +320,18 @@ def _minus_log2_p(x, mult: int, shift: int) -> np.ndarray:
     return row_log2_sum(shift_exp(t)) - like(EXP_BITS << LOG_FRAC, t) - t
 
 
-def log_sqrt2_softmax(x, mult: int, shift: int, bits: int = 4) -> LogProbabilities:
+LSQ2_OFFSET_MAX = 4 << (LOG_FRAC + 1)
+"""Most negative :func:`log_sqrt2_softmax` offset: ``delta >= 2**-4``."""
+
+
+def log_sqrt2_softmax(x, mult: int, shift: int, bits: int = 4, offset: int = 0) -> LogProbabilities:
     """RepQ-ViT's log-sqrt2 quantizer of the attention probabilities, integer-only.
 
-    ``a`` is ``-log2 p`` in ``2**-8`` units as in :func:`log_int_softmax`; ``k = (2a + 2**7) >> 8``
-    (``-log_sqrt2 p`` rounded half up), ``p ~= 2**(-k/2)``; ``k > 2**bits - 2`` becomes the zero code.
+    ``a`` is ``-log2 p`` in ``2**-8`` units as in :func:`log_int_softmax`; ``k = (2a + offset +
+    2**7) >> 8`` (``-log_sqrt2 (p / delta)`` rounded half up, ``offset = round(2**9 log2 delta)``
+    <= 0, RepQ-ViT's scale ``delta`` <= 1; 0 is ``delta = 1``), ``p ~= delta * 2**(-k/2)``;
+    ``k < 0`` (``p > delta``) saturates to 0 as RepQ-ViT's clamp does, ``k > 2**bits - 2`` becomes
+    the zero code; ``delta`` itself goes into the ``attention x V`` requantization.
     Half-octave steps halve the log2 code's worst relative error (``2**0.25`` against ``2**0.5``) at
     the cost of range (4 bits reach ``2**-7``, 5 bits ``2**-15``). RepQ-ViT quantizes the float
     softmax output this way and reparameterizes the scale into ``2**-k/2`` for the matmul; here the
@@ -335,9 +342,11 @@ def log_sqrt2_softmax(x, mult: int, shift: int, bits: int = 4) -> LogProbabiliti
     """
     if bits not in (4, 5):
         raise ValueError(f"bits must be 4 or 5, got {bits!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or not -LSQ2_OFFSET_MAX <= offset <= 0:
+        raise ValueError(f"offset must be an integer in -{LSQ2_OFFSET_MAX}..0, got {offset!r}")
     x = _check_logits(x, mult, shift)
     a = _minus_log2_p(x, mult, shift)
-    k = np.maximum(2 * a + like(1 << (LOG_FRAC - 1), a), 0) >> like(LOG_FRAC, a)
+    k = np.maximum(2 * a + like(int(offset) + (1 << (LOG_FRAC - 1)), a), 0) >> like(LOG_FRAC, a)
     return LogProbabilities(finish(np.minimum(k, (1 << bits) - 1), np.uint8), bits, True)
 
 

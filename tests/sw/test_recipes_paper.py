@@ -100,3 +100,31 @@ def test_fqvit_observer_is_minmax_unless_named(model, stats):
     assert quantize(model, stats, recipe="fqvit").info["observer"] == "minmax"
     assert quantize(model, stats, recipe="fqvit", observer="mse").info["observer"] == "mse"
     assert quantize(model, stats).info["observer"] == "mse"
+
+
+def test_repq_log_sqrt2_scale_is_its_percentile_search(model, stats):
+    """RepQ-ViT's delta: one of the 0.999/0.9999/0.99999 quantiles of the block's calibration
+    probabilities (the least squared error), stored as the log-sqrt2 offset; the codes are those
+    of ``p / delta``."""
+    import math
+
+    from vitaccel.sw import softmax
+    from vitaccel.sw.quantize import LSQ2_IMAGES, LSQ2_PERCENTILES
+    from vitaccel.sw.vit import capture_activations
+
+    iv = quantize(model, stats, recipe="repq")
+    probs = capture_activations(model, stats.data[:LSQ2_IMAGES], ["blocks.0.attn.softmax"])
+    x = probs["blocks.0.attn.softmax"].output.double().numpy().ravel()
+    offset = int(iv.extra["blocks.0.lsq2_offset"][0])
+    assert offset in [round(math.log2(float(np.quantile(x, pct))) * 512) for pct in LSQ2_PERCENTILES]
+    assert offset < 0
+    logits = np.stack([np.arange(-128 + j, 128, 8) for j in range(8)]).astype(np.int8)
+    mult, shift = softmax.softmax_params(0.25)
+    plain = softmax.log_sqrt2_softmax(logits, mult, shift, bits=5)
+    half = softmax.log_sqrt2_softmax(logits, mult, shift, bits=5, offset=-512)      # delta = 1/2
+    k, kept = plain.k.astype(np.int64), plain.k < plain.zero
+    assert kept.sum() >= 40 and (k == 0).any() and (~kept).any()
+    assert np.array_equal(half.k[kept], np.maximum(k[kept] - 2, 0))
+    assert (half.k[~kept] >= plain.zero - 2).all()
+    with pytest.raises(ValueError, match="offset"):
+        softmax.log_sqrt2_softmax(logits, mult, shift, bits=5, offset=1)
