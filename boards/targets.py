@@ -148,7 +148,7 @@ BOARDS: dict[str, Board] = {
         memory="32 MiB SDR SDRAM, 16-bit", memory_bandwidth=2 * 166e6,
         memory_source="ULX3S README/schematic (radiona.org/ulx3s): 32 MB SDRAM on a 16-bit bus; SDRAM "
                       "datasheet (AS4C32M16SB / IS42S16160, -6 grade): 166 MHz: 2 bytes x 166 MHz = 332 MB/s peak",
-        mem_bytes=64 * 1024, memory_profile="ulx3s-sdram", soc="litex"),
+        mem_bytes=64 * 1024, memory_profile="ulx3s-litedram", soc="litex"),
     "icebreaker": Board(
         name="icebreaker", device=ICE40_UP5K, platform="ICEBreakerPlatform", platform_module="icebreaker",
         clk_hz=12_000_000, target_hz=12_000_000,

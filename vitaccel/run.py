@@ -647,13 +647,16 @@ def run_board(board_name: str, port: str, model: str, cfg: AccelConfig, *, image
     ``first_mismatch``), ``error``, ``pc``, ``cycles`` (the CYCLES CSR), ``compute_s`` (cycles /
     ``clk_hz``, the board's clock by default), ``transfer_s`` and ``wall_s``; overall ``top1`` and
     ``golden_top1`` (with labels), ``upload_s``, the bytes sent and received, and
-    ``cycles_modelled``: the perf model's cycles at the board top's memory latency
-    (``mem_latency_modelled``, :attr:`~vitaccel.boards.top.System.MEM_LATENCY`), which the CYCLES
-    CSR should equal.
+    ``cycles_modelled``: the perf model's cycles on the board's memory (``memory_modelled``, whose
+    read latency is ``mem_latency_modelled``): the board top's on-chip AXI memory
+    (:meth:`~vitaccel.boards.top.System.memory_profile`, which the CYCLES CSR should equal), or on a
+    LiteX SoC its SDRAM's profile (:attr:`~vitaccel.boards.targets.Board.memory_profile`, calibrated
+    against the SoC's simulation: its source says how closely).
     """
     from vitaccel.boards.host import SerialTransport, image_bytes
     from vitaccel.boards.targets import FitError, board, board_mem_bytes
     from vitaccel.boards.top import System
+    from vitaccel.memory import profile
     from vitaccel.sw import perf
     from vitaccel.sw.compile_model import compile_model
     from vitaccel.sw.forward import forward, patches
@@ -668,10 +671,12 @@ def run_board(board_name: str, port: str, model: str, cfg: AccelConfig, *, image
     program = compile_model(intvit, cfg)
     need = image_bytes(program)
     if need > mem_bytes:
+        where = f"SoC has {mem_bytes:,} bytes ({mem_bytes / 2 ** 20:g} MiB) of SDRAM" if target.soc else (
+            f"board top has {mem_bytes:,} bytes ({mem_bytes // 1024} KiB) of on-chip memory")
         raise FitError(f"{model} compiled for config {cfg.name!r} needs {need:,} bytes of board memory (program, "
-                       f"weights and tensors) but the {target.name} board top has {mem_bytes:,} bytes "
-                       f"({mem_bytes // 1024} KiB) of on-chip memory")
-    modelled = perf.estimate(program, memory=System.memory_profile(mem_bytes)).cycles
+                       f"weights and tensors) but the {target.name} {where}")
+    memory = profile(target.memory_profile) if target.soc else System.memory_profile(mem_bytes)
+    modelled = perf.estimate(program, memory=memory).cycles
     if timeout_s is None:
         timeout_s = 5.0 + 20 * modelled / clk_hz
     pictures, labels = model_images(intvit, images)
@@ -698,7 +703,8 @@ def run_board(board_name: str, port: str, model: str, cfg: AccelConfig, *, image
         "cycles": round(cycles),
         "cycles_source": "measured (CYCLES CSR of the board)",
         "cycles_modelled": modelled,
-        "mem_latency_modelled": System.MEM_LATENCY,
+        "memory_modelled": memory.name,
+        "mem_latency_modelled": memory.latency,
         "clk_hz": clk_hz,
         "compute_s": cycles / clk_hz,
         "compute_note": f"CYCLES / {clk_hz / 1e6:g} MHz (the clock `vitaccel build` gives {target.name})",

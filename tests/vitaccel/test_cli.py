@@ -69,17 +69,21 @@ def test_estimate_cycles_on_the_board_memory(monkeypatch, capsys):
     measured = {"board": "ulx3s-85f", "part": "test", "config": "tiny", "fmax_mhz": 60.0,
                 "fmax_source": "test", "resources": {}}
     monkeypatch.setattr(synth, "estimate", lambda board, cfg, **options: measured)
+    # The ULX3S is the LiteX SoC: its whole-SoC estimate and the SoC-around-the-core synthesis.
+    from vitaccel.boards import litex_estimate, litex_soc
+    monkeypatch.setattr(litex_estimate, "soc_estimate", lambda cfg, **options: measured)
+    monkeypatch.setattr(litex_soc, "soc_resources", lambda cfg, **options: {"cells": {}})
     cfg = preset("tiny")
     program = compile_model(load_intvit("tiny-digits", cfg), cfg)
 
-    # By default on the board's RAM: the ULX3S's SDRAM profile, at the 50 MHz SoC clock it assumes.
+    # By default on the board's RAM: the ULX3S SoC's SDRAM profile, at the 50 MHz SoC clock it assumes.
     assert main(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--model", "tiny-digits", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    cycles = perf.estimate(program, memory="ulx3s-sdram").cycles
+    cycles = perf.estimate(program, memory="ulx3s-litedram").cycles
     assert cycles > perf.estimate(program).cycles
-    assert report["cycles"] == cycles and report["memory"] == "ulx3s-sdram"
+    assert report["cycles"] == cycles and report["memory"] == "ulx3s-litedram"
     assert report["cycles_source"] == "modelled (perf)"
-    assert report["fps"] == round(50e6 / cycles, 3) and "ulx3s-sdram" in report["clock_source"]
+    assert report["fps"] == round(50e6 / cycles, 3) and "ulx3s-litedram" in report["clock_source"]
 
     # On the board top's own block RAM (64 KiB: tiny-digits fits for `default`, not for `tiny`): its
     # AXI memory's timing, at the Fmax.
