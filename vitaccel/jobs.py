@@ -88,7 +88,12 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     timeout = NEXTPNR_TIMEOUT if timeout is None else timeout
     if route and target.device.family != "xilinx7":
         getattr(say, "note", say)(route_expectation(board_name, cfg, timeout))
-    result = estimate(board_name, cfg, route=route, seed=seed, timeout=timeout, progress=say)
+    if target.soc == "litex":
+        from vitaccel.boards.litex_estimate import soc_estimate
+
+        result = soc_estimate(cfg, route=bool(route), seed=seed, timeout=timeout, progress=say)
+    else:
+        result = estimate(board_name, cfg, route=route, seed=seed, timeout=timeout, progress=say)
     say("compiling " + model)
     program = compile_model(intvit, cfg)
     images, labels = model_images(intvit, 1)
@@ -115,10 +120,9 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
 
         soc = soc_resources(cfg, progress=say)
         report["soc_resources"] = count_resources(target, soc["cells"])
-        report["soc_note"] = ("the LiteX SoC around the core (LiteDRAM controller and SDR PHY, UARTBone, bus bridges, "
-                              "PLL), from yosys synth_ecp5 with the core a blackbox; `resources` are the core in the "
-                              "Amaranth block-RAM board top (core + 64 KiB block RAM + UART link); the SoC's whole "
-                              "netlist is not placed yet, so the Fmax is the block-RAM top's")
+        report["soc_note"] = ("`resources` and the Fmax are the whole LiteX SoC's (core + LiteDRAM, SDR PHY, UARTBone, "
+                              "bridges, PLL: one yosys synthesis, one nextpnr run); `soc_resources` is the SoC around "
+                              "the core alone (yosys synth_ecp5 with the core a blackbox)")
     return report, sim.to_json()
 
 
