@@ -34,9 +34,10 @@ from .targets import board
 
 __all__ = ["soc_estimate", "SYS_CLOCK"]
 
-#: nextpnr's name of the SoC's system clock (LiteX's CRG: the PLL output that clocks LiteDRAM, the
-#: bridge and the core); its Fmax is the estimate's ``fmax_mhz``. Every clock's figure is in ``clocks``.
-SYS_CLOCK = "$glbnet$crg_clkout"
+#: The SoC's system clock (LiteX's CRG: the PLL output that clocks LiteDRAM, the bridge and the core)
+#: is constrained to this frequency; the estimate's ``fmax_mhz`` is the lowest Fmax nextpnr reports
+#: among the clocks constrained to it. Every clock's figure is in ``clocks``.
+SYS_CLOCK = SYS_CLK_HZ / 1e6
 
 _MAX_FREQUENCY = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at ([\d.]+) MHz\)")
 
@@ -58,8 +59,8 @@ def soc_estimate(cfg: AccelConfig, *, route: bool = False, seed: int = 1, sdram_
     """Resources (yosys ``synth_ecp5`` of the whole SoC) and Fmax (nextpnr-ecp5, placement estimate
     unless ``route``) of the ULX3S SoC with ``cfg``'s core; the keys of
     :func:`vitaccel.boards.synth.estimate` and ``clocks`` (per nextpnr clock: Fmax, constraint, met).
-    ``fmax_mhz`` is the system clock's (:data:`SYS_CLOCK`), constrained to LiteX's
-    :data:`~vitaccel.boards.litex_soc.SYS_CLK_HZ`. nextpnr is stopped after ``timeout`` seconds
+    ``fmax_mhz`` is the system clock's (the lowest of the clocks constrained to LiteX's
+    :data:`~vitaccel.boards.litex_soc.SYS_CLK_HZ`, :data:`SYS_CLOCK` MHz). nextpnr is stopped after ``timeout`` seconds
     (``BuildFailed``; nothing is cached)."""
     say = progress or (lambda message: None)
     target = board("ulx3s-85f")
@@ -112,10 +113,11 @@ def soc_estimate(cfg: AccelConfig, *, route: bool = False, seed: int = 1, sdram_
         raise BuildFailed(f"nextpnr-ecp5 failed on the SoC in {gateware}:\n" + "\n".join(log.splitlines()[-20:]))
     clocks = {name: {"fmax_mhz": float(fmax), "target_mhz": float(target_mhz), "met": verdict == "PASS"}
               for name, fmax, verdict, target_mhz in _MAX_FREQUENCY.findall(log)}   # the last report wins
-    if SYS_CLOCK not in clocks:
-        raise BuildFailed(f"nextpnr reported no figure for the system clock {SYS_CLOCK} in {gateware}/nextpnr.log")
+    system = [c["fmax_mhz"] for c in clocks.values() if abs(c["target_mhz"] - SYS_CLOCK) < 0.01]
+    if not system:
+        raise BuildFailed(f"nextpnr reported no clock constrained to {SYS_CLOCK:g} MHz in {gateware}/nextpnr.log")
     report = json.loads((gateware / "report.json").read_text())
-    fmax = clocks[SYS_CLOCK]["fmax_mhz"]
+    fmax = min(system)
     result = {
         "board": target.name, "part": target.device.part, "config": cfg.name, "config_slug": cfg.slug,
         "mem_bytes": 32 * 2 ** 20, "clk_hz": SYS_CLK_HZ, "sdram_module": sdram_module,
