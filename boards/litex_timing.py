@@ -144,3 +144,102 @@ def burst_stats(log: AxiLog, bus_bytes: int) -> dict:
         "read_rate": rate(reads), "write_rate": rate(writes),
         "read_beats": sum(b.beats for b in reads), "write_beats": sum(b.beats for b in writes),
     }
+
+
+def calibrate(cfg_name: str = "tiny", *, images: int = 1, linear=(64, 128, 48), out_dir: str | Path | None = None,
+              profiles=("ulx3s-sdram", "ulx3s-litedram"), progress=None) -> dict:
+    """Run tiny-digits (``images`` images) and a seeded random linear layer ``linear = (m, k, n)`` on
+    ``cfg_name`` through the simulated SoC with the AXI log, and compare each run's CYCLES with the
+    performance model on ``profiles``; with the per-burst figures of each run (:func:`burst_stats`).
+    The logs go to ``out_dir`` (default ``build/litex-sim/axi-logs``)."""
+    from vitaccel.config import preset
+    from vitaccel.files import build_root
+    from vitaccel.run import BoardBackend, run_board, run_program
+    from vitaccel.sw import perf
+    from vitaccel.sw.compile_model import compile_model
+    from vitaccel.sw.compiler import compile_linear
+    from vitaccel.sw.workloads import random_linear
+    from vitaccel.sw.zoo import load_intvit
+
+    from .litex_host import soc_run_options
+    from .litex_sim import SimulatedSoC, build_sim
+    from .litex_soc import SYS_CLK_HZ
+
+    say = progress or (lambda message: None)
+    cfg = preset(cfg_name)
+    out = Path(out_dir) if out_dir else build_root() / "litex-sim" / "axi-logs"
+    out.mkdir(parents=True, exist_ok=True)
+    binary = build_sim(cfg, progress=say)
+    layer = random_linear(*linear, seed=0, mult_bits=cfg.mult_bits)
+    programs = {"tiny-digits": compile_model(load_intvit("tiny-digits", cfg), cfg),
+                "linear-{}x{}x{}".format(*linear): compile_linear(cfg, layer.x, layer.w, layer.bias, layer.mult,
+                                                                  layer.shift)}
+    result = {"config": cfg.name, "bus_bytes": cfg.bus_bytes, "programs": {}}
+    for name, program in programs.items():
+        log_path = out / f"{cfg.slug}-{name}.log"
+        say(f"running {name} through the simulated SoC")
+        with SimulatedSoC(binary, axi_log=log_path) as sim:
+            options = soc_run_options("ulx3s-85f", sim.url, 115200, cfg, timeout_s=30)
+            try:
+                if name == "tiny-digits":
+                    report = run_board("ulx3s-85f", sim.url, "tiny-digits", cfg, images=images, timeout_s=600,
+                                       **options).to_json()
+                    cycles = [run["cycles"] for run in report["runs"]]
+                else:
+                    report = run_program(program, {"y": layer.golden()},
+                                         BoardBackend(options["transport"], "simulated SoC", SYS_CLK_HZ, 600)).to_json()
+                    cycles = [report["cycles"]]
+            finally:
+                options["transport"].close()
+        log = read_axi_log(log_path)
+        start, end = log.busy[-1]
+        simulated = cycles[-1]
+        modelled = {p: perf.estimate(program, memory=p).cycles for p in profiles}
+        result["programs"][name] = {
+            "bit_exact": report["bit_exact"], "cycles_simulated": cycles, "cycles_modelled": modelled,
+            "error": {p: round((c - simulated) / simulated, 4) for p, c in modelled.items()},
+            "axi_log": str(log_path), "bursts": burst_stats(log.within(start, end + 1), cfg.bus_bytes)}
+    return result
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    import sys
+
+    from vitaccel.config import ConfigError, preset
+
+    parser = argparse.ArgumentParser(prog="python -m vitaccel.boards.litex_timing", description=(
+        "Run tiny-digits and a linear layer through the simulated ULX3S LiteX SoC with the AXI log; print the "
+        "simulated cycles against the performance model's memory profiles and the per-burst figures."))
+    parser.add_argument("--config", default="tiny", help="accelerator config (default: tiny)")
+    parser.add_argument("--images", type=int, default=1, help="tiny-digits images (default: 1)")
+    parser.add_argument("--linear", default="64,128,48", help="the linear layer's m,k,n (default: 64,128,48)")
+    parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        preset(args.config)
+        linear = tuple(int(v) for v in args.linear.split(",") if v.strip().isdigit())
+        if len(linear) != 3 or len(args.linear.split(",")) != 3 or min(linear) < 1 or args.images < 1:
+            raise ValueError(f"--linear takes three positive integers m,k,n and --images a positive number, "
+                             f"not {args.linear!r} and {args.images}")
+    except (ValueError, ConfigError) as error:
+        print(f"litex_timing: error: {error}", file=sys.stderr)
+        return 2
+    result = calibrate(args.config, images=args.images, linear=linear,
+                       progress=None if args.json else lambda m: print(m, flush=True))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for name, r in result["programs"].items():
+        print(f"{name} on {result['config']}: simulated {r['cycles_simulated']} cycles (bit-exact {r['bit_exact']}); "
+              + ", ".join(f"{p} {c:,} ({100 * r['error'][p]:+.1f} %)" for p, c in r["cycles_modelled"].items()))
+        b = r["bursts"]
+        print(f"  read latency median {b['read_latency']['median']}, beat gap mean {b['read_beat_gap']['mean']}, "
+              f"B after last W median {b['write_response']['median']}, {b['read_bursts']} read and "
+              f"{b['write_bursts']} write bursts")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
