@@ -114,6 +114,13 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
                   memory_bound_fps=round(target.memory_bandwidth / weights_bytes, 3),
                   memory_bound_note="every weight and parameter byte read once per image at the board's "
                                     "peak external bandwidth")
+    if target.soc == "litex" and ram.bytes_per_cycle:
+        # The SoC clocks the SDRAM at its system clock, far under the chip's rating: its own rate bounds it.
+        rate = float(ram.bytes_per_cycle) * clock_mhz * 1e6
+        report.update(memory_bound_fps=round(rate / weights_bytes, 3),
+                      memory_bound_note=f"every weight and parameter byte read once per image at the SoC's sustained "
+                                        f"SDRAM rate ({ram.name}: {float(ram.bytes_per_cycle):.3g} B/cycle at "
+                                        f"{clock_mhz:g} MHz = {rate / 1e6:.1f} MB/s)")
     if target.soc == "litex":
         from vitaccel.boards.litex_soc import soc_resources
         from vitaccel.boards.synth import count_resources
