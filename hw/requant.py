@@ -56,9 +56,10 @@ class Requantizer(wiring.Component):
     partial product is one MULT18X18D with its operand and output registers inside
     (:class:`~vitaccel.hw.lib.Mult18x18D`): the sum's register can sit by its adder and the wire
     to the DSP gets a cycle of its own. Elsewhere (simulation, other devices) the same two
-    products are inferred, with the same timing. Stages (``shift``): sum; leading one of ``mult``;
-    net shift ``d = shift - L``; the sum (right, ``d >= 0``) or ``sat8(sum)`` (left) beside it;
-    the two right shifts, or the left shift by ``min(-d, 8)``; round and saturate.
+    products are inferred, with the same timing. Stages (``shift``): sum; the net shift
+    ``d = shift - L`` (``L`` the leading one of ``mult``); the two right shifts by ``d`` beside
+    ``sat8(sum)`` and its left shift by ``min(-d, 8)``; round and saturate; pick; a register that
+    keeps :attr:`LATENCY`. It shifts the 32-bit sum, where the dyadic lane shifts the 48-bit product.
     """
 
     #: Cycles from the inputs to ``y``.
@@ -91,31 +92,32 @@ class Requantizer(wiring.Component):
             mult.eq(self.mult),
             shift[0].eq(self.shift),
         ]
-        m.d.sync += [shift[k + 1].eq(shift[k]) for k in range(4)]
         if cfg.requant == "shift":
-            product, right_shift, left = self._net_shift(m, total, mult, shift[1])
-        else:
-            product, right_shift, left = self._product(m, platform, total, mult), shift, None
+            m.d.sync += self.y.eq(self._shifted(m, total, mult, shift[0]))
+            return m
+        m.d.sync += [shift[k + 1].eq(shift[k]) for k in range(4)]
+        product = self._product(m, platform, total, mult)
+        m.d.sync += self.y.eq(self._round_shift(m, product, shift[3], shift[4]))
+        return m
 
+    def _round_shift(self, m, value, coarse_shift, fine_shift):
+        """``sat8((value + 2**(s-1)) >> s)``, valid two cycles after ``value``: ``s`` is
+        ``coarse_shift`` (its multiple of 8 is taken with ``value``) and ``fine_shift`` (the same
+        shift a cycle later: its rest)."""
         # Rounding half up as (p + 2**(s-1)) >> s == ((p << 1 >> s) + 1) >> 1 needs no rounding
         # constant, and holds for s == 0 too: ((2p + 1) >> 1) == p. The shift takes two stages,
         # by the multiple of 8 in s, then by the rest (floor division twice is floor division by
         # the product), so that each is one 8-way multiplexer.
-        coarse = Signal(signed(product.shape().width + 1))
-        halves = Signal(signed(product.shape().width + 1))
+        coarse = Signal(signed(value.shape().width + 1), name="coarse")
+        halves = Signal(signed(value.shape().width + 1), name="halves")
         m.d.sync += [
-            coarse.eq((product << 1) >> Cat(C(0, 3), right_shift[3][3:])),
-            halves.eq(coarse >> right_shift[4][:3]),
+            coarse.eq((value << 1) >> Cat(C(0, 3), coarse_shift[3:])),
+            halves.eq(coarse >> fine_shift[:3]),
         ]
-
         # rounded = (halves + 1) >> 1 saturates below -128 iff halves < -257, above 127 iff
         # halves > 254; in between its low 8 bits come from the low 10 bits of halves.
-        rounded = ((halves[:10] + 1) >> 1)[:cfg.data_width]
-        result = Mux(halves < 2 * INT8_MIN - 1, INT8_MIN, Mux(halves > 2 * INT8_MAX, INT8_MAX, rounded))
-        if left is not None:
-            result = Mux(left.zero, 0, Mux(left.active, left.y, result))
-        m.d.sync += self.y.eq(result)
-        return m
+        rounded = ((halves[:10] + 1) >> 1)[:self._cfg.data_width]
+        return Mux(halves < 2 * INT8_MIN - 1, INT8_MIN, Mux(halves > 2 * INT8_MAX, INT8_MAX, rounded))
 
     def _product(self, m, platform, total, mult):
         """``total * mult``, registered three cycles after ``total`` (the dyadic rescale)."""
@@ -145,50 +147,40 @@ class Requantizer(wiring.Component):
         m.d.sync += product.eq((partials[1] << self.LOW_BITS) + partials[0])
         return product
 
-    def _net_shift(self, m, total, mult, shift):
-        """The shift rescale: ``total`` registered three cycles later, the right shift by
-        ``d = shift - L`` (0 when ``d < 0``) at the stages where the dyadic path has ``shift[3]``
-        and ``shift[4]``, and the left path (``active`` when ``d < 0``: ``y = sat8(sat8(total) <<
-        min(-d, 8))``, which equals ``sat8(total << -d)``; ``zero`` when ``mult <= 0``) valid at the
-        last stage."""
+    def _shifted(self, m, total, mult, shift):
+        """The shift rescale of ``total``, ``mult`` and ``shift`` (registered together): the
+        result, valid five cycles later (the caller adds the last stage). Stage 2: the net shift
+        ``d = shift - L`` (``L`` the leading one of ``mult``) beside the sum; 3-4: the right shift
+        by ``d`` and its rounding (:meth:`_round_shift`), beside ``sat8(sum) << min(-d, 8)``, which
+        equals ``sat8(sum << -d)`` for ``d < 0``; 5: the one that applies (0 for ``mult <= 0``)."""
         cfg = self._cfg
         # Leading one of a positive mult: 0 .. mult_bits - 2; mult <= 0 multiplies by 0.
         lead = C(0, range(cfg.mult_bits))
         for bit in range(cfg.mult_bits - 1):
             lead = Mux(mult[bit], bit, lead)
-        lead_1 = Signal(range(cfg.mult_bits), name="lead")
-        zero_1 = Signal(name="zero")
-        m.d.sync += [lead_1.eq(lead), zero_1.eq(mult <= 0)]
         net = Signal(signed(cfg.shift_bits + 2), name="net_shift")
-        m.d.sync += net.eq(shift - lead_1)   # `shift` is registered alongside `lead_1`
-        total_3 = delayed(m, total, 2, "total", reset_less=True)
-        zero_2 = delayed(m, zero_1, 1, "zero_early")
-
-        # Stage 4: the operand of the right shifts, the net shift as a right shift, the left path's
-        # saturated operand and its shift.
-        operand = Signal(signed(cfg.acc_width), name="operand")
+        total_2 = Signal.like(total, name="total_2", reset_less=True)
+        m.d.sync += [net.eq(shift - lead), total_2.eq(total)]
+        zero = delayed(m, mult <= 0, 4, "zero")
+        left = delayed(m, net < 0, 3, "left")
         right = Signal(unsigned(cfg.shift_bits), name="right_shift")
+        m.d.comb += right.eq(Mux(net < 0, 0, net[:cfg.shift_bits]))
+        right_y = Signal(signed(cfg.data_width), name="right_y")
+        m.d.sync += right_y.eq(self._round_shift(m, total_2, right, delayed(m, right, 1, "right_shift")))
+
         left_in = Signal(signed(cfg.data_width), name="left_in")
         left_by = Signal(range(cfg.data_width + 1), name="left_by")
-        m.d.sync += [
-            operand.eq(total_3),
-            right.eq(Mux(net < 0, 0, net[:cfg.shift_bits])),
-            left_in.eq(_saturated(total_3, cfg.data_width)),
-            left_by.eq(Mux(net < -cfg.data_width, cfg.data_width, -net)),
-        ]
-        left_4 = Signal(name="left_active")
-        m.d.sync += left_4.eq(net < 0)
-        right_5 = delayed(m, right, 1, "right_shift")
-        # Stage 5: the left shift; stage 6: saturated.
         shifted = Signal(signed(2 * cfg.data_width), name="left_shifted")
         left_y = Signal(signed(cfg.data_width), name="left_y")
         m.d.sync += [
+            left_in.eq(_saturated(total_2, cfg.data_width)),
+            left_by.eq(Mux(net < -cfg.data_width, cfg.data_width, -net)),
             shifted.eq(left_in << left_by),
             left_y.eq(_saturated(shifted, cfg.data_width)),
         ]
-        left = SimpleNamespace(active=delayed(m, left_4, 2, "left_active"),
-                               zero=delayed(m, zero_2, 3, "zero_late"), y=left_y)
-        return operand, {3: right, 4: right_5}, left
+        result = Signal(signed(cfg.data_width), name="shifted_y")
+        m.d.sync += result.eq(Mux(zero, 0, Mux(left, left_y, right_y)))
+        return result
 
 
 def _saturated(value, bits: int):
