@@ -286,7 +286,7 @@ class DMA(wiring.Component):
         segment_ends = walk.last & (~command.contiguous | walk.last_row)
         m.d.sync += [gen.made_valid.eq(gen.go),
                      made_last.eq(segment_ends | (c_addr[size:size + 8] == MAX_BURST - 1))]
-        room, gen.out_valid = self._output_queue(m, gen.made_valid, made_last, gen.made_wdata)
+        room, gen.out_valid = self._output_queue(m, gen.made_valid, gen.go, made_last, gen.made_wdata)
         m.d.comb += gen.go.eq(gen.valid & room)
         with m.If(~command.busy):
             m.d.sync += walk.start(instr, command)
@@ -300,10 +300,11 @@ class DMA(wiring.Component):
                 m.d.sync += c_addr.eq(c_addr + cfg.bus_bytes)
         return gen
 
-    def _output_queue(self, m, made_valid, made_last, made_wdata):
+    def _output_queue(self, m, made_valid, made_next, made_last, made_wdata):
         """The three-slot output queue whose head drives the W channel, filled from the stage's
-        ``made_*``. Returns ``(room, out_valid)``: whether the queue has room for a beat made now
-        and the one in the stage (from registers), and whether it holds a beat.
+        ``made_*`` (``made_next``: ``made_valid``'s next value). Returns ``(room, out_valid)``:
+        whether the queue has room for a beat made now and the one in the stage (a register), and
+        whether it holds a beat.
 
         The slots are written in turn (`w_slot`) and sent in turn (`r_slot`), both one-hot, so
         that ``wready`` moves only the queue's pointer and flags, never the enables of the wide
@@ -318,7 +319,12 @@ class DMA(wiring.Component):
         held_cmds = Signal(slots)       # thermometer: bit k set when the queue holds more than k
         out_valid = held_cmds[0]
         pop = out_valid & self.wr.wready
-        room = ~held_cmds[2] & ~(held_cmds[1] & made_valid)
+        # room = ~held_cmds[2] & ~(held_cmds[1] & made_valid), kept as a register of its own,
+        # loaded with the next values of both: it gates the STORE's local reads, whose enable
+        # crosses the die to the memories (hw/core.py), so it must not start behind two LUTs.
+        room = Signal(name="queue_room", init=1)
+        held_next = Signal(slots)
+        m.d.comb += held_next.eq(held_cmds)
         m.d.comb += [
             self.wr.wvalid.eq(out_valid),
             self.wr.wlast.eq(one_hot_select(r_slot, slot_last)),
@@ -333,9 +339,10 @@ class DMA(wiring.Component):
         with m.If(pop):
             m.d.sync += r_slot.eq(r_slot.rotate_left(1))
         with m.If(made_valid & ~pop):
-            m.d.sync += held_cmds.eq(Cat(1, held_cmds[:-1]))
+            m.d.comb += held_next.eq(Cat(1, held_cmds[:-1]))
         with m.Elif(pop & ~made_valid):
-            m.d.sync += held_cmds.eq(held_cmds[1:])
+            m.d.comb += held_next.eq(held_cmds[1:])
+        m.d.sync += [held_cmds.eq(held_next), room.eq(~held_next[2] & ~(held_next[1] & made_next))]
         return room, out_valid
 
     def _load(self, m, command, gen):
@@ -435,6 +442,11 @@ class DMA(wiring.Component):
         arrive = Signal()
         free = Signal(range(max(rings_s, rings_w) + 1))
         held = Signal(range(max(rings_s, rings_w) + 1))
+        # free != 0 and held != 0 as registers of their own, loaded with the counters' next values:
+        # rd_issue (from them, the queue's room and the walk's flags) crosses the die to the
+        # memories' enables (hw/core.py), so it starts at flip-flops.
+        free_next, held_next = Signal.like(free), Signal.like(held)
+        any_free, any_held = Signal(name="any_free"), Signal(name="any_held")
         fill_s = Signal(rings_s)
         fill_w = Signal(rings_w)
         # Row data registers: meaningful only with their fill flags, so without reset.
@@ -447,14 +459,16 @@ class DMA(wiring.Component):
                 rd_more.eq(instr.rows != 0),
                 rd_addr.eq(instr.local_addr),
                 free.eq(Mux(instr.mem == LocalMemory.SPAD, rings_s, rings_w)),
+                any_free.eq(1),
                 held.eq(0),
+                any_held.eq(0),
                 fill_s.eq(1),
                 fill_w.eq(1),
             ]
 
         finishing = gen.go & gen.walk.last
         m.d.comb += [
-            rd_issue.eq(command.storing & rd_more & ((free != 0) | finishing)),
+            rd_issue.eq(command.storing & rd_more & (any_free | finishing)),
             self.spad_rd.addr.eq(rd_addr),
             self.spad_rd.en.eq(rd_issue & command.sel_spad),
             self.acc_rd.addr.eq(rd_addr),
@@ -488,8 +502,10 @@ class DMA(wiring.Component):
                     m.d.sync += row_w[k][q * part:(q + 1) * part].eq(wide_data[q * part:(q + 1) * part])
 
         with m.If(command.storing):
-            m.d.comb += gen.valid.eq(held != 0)
-            m.d.sync += [held.eq(held + arrive - finishing), free.eq(free - rd_issue + finishing)]
+            m.d.comb += [gen.valid.eq(any_held),
+                         held_next.eq(held + arrive - finishing), free_next.eq(free - rd_issue + finishing)]
+            m.d.sync += [held.eq(held_next), any_held.eq(held_next != 0),
+                         free.eq(free_next), any_free.eq(free_next != 0)]
             # Over once every beat has left and every burst is issued and answered.
             with m.If(~gen.walk.more & ~gen.made_valid & ~gen.out_valid & ~bursts.more & ~bursts.out_valid
                       & bursts.answered):
