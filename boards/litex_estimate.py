@@ -86,7 +86,7 @@ def soc_estimate(cfg: AccelConfig, *, route: bool = False, seed: int = 1, sdram_
         shutil.rmtree(work)
         return json.loads((final / "estimate.json").read_text())
     tools = _tools()
-    script = (gateware / f"{BUILD_NAME}.ys").read_text() + "tee -q -o stat.json stat -json\n"
+    script = (gateware / f"{BUILD_NAME}.ys").read_text().rstrip("\n") + "\ntee -q -o stat.json stat -json\n"
     (gateware / f"{BUILD_NAME}.ys").write_text(script)
     seconds = {}
     watch = _Watch(gateware, say, expected={}, route=route)

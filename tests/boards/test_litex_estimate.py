@@ -20,7 +20,9 @@ def test_soc_estimate_runs_litex_yosys_script_and_nextpnr_placement(tmp_path, mo
     def fake_run(argv, cwd, **kwargs):
         calls.append(argv)
         if "yosys" in argv[0]:
-            assert argv[-1] == "vitaccel_soc.ys" and "stat -json" in (cwd / "vitaccel_soc.ys").read_text()
+            lines = (cwd / "vitaccel_soc.ys").read_text().splitlines()
+            assert argv[-1] == "vitaccel_soc.ys" and lines[-1] == "tee -q -o stat.json stat -json"
+            assert lines[-2].split() == ["write_json", "vitaccel_soc.json"]
             (cwd / "stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {
                 "LUT4": 100, "CCU2C": 10, "TRELLIS_FF": 50, "MULT18X18D": 24, "DP16KD": 20}}}))
         else:
