@@ -664,6 +664,9 @@ def _hessian_search(model, calib: Calibration, wbits: int, abits: int) -> dict:
 LSQ2_PERCENTILES = (0.999, 0.9999, 0.99999)
 """RepQ-ViT's candidates for the log-sqrt2 scale ``delta``: quantiles of the calibration
 probabilities (``LogSqrt2Quantizer.init_quantization_scale``)."""
+LSQ2_DELTA = "search"
+"""``search``: RepQ-ViT's delta (below); ``one``: delta = 1 (offset 0), for comparison
+(``benchmarks/recipe_ablations.py``)."""
 LSQ2_IMAGES = 32
 """At most this many calibration images give the probabilities (RepQ-ViT calibrates on 32)."""
 
@@ -682,6 +685,8 @@ def _log_sqrt2_offsets(model, calib: Calibration, bits: int) -> list[int]:
     probabilities (all heads, at most :data:`LSQ2_IMAGES` images) among :data:`LSQ2_PERCENTILES`
     with the least squared quantization error, as the integer offset ``round(2**9 log2 delta)``
     of ``softmax.log_sqrt2_softmax`` (``delta`` rounded to ``2**(offset / 2**9)``, >= 2**-4)."""
+    if LSQ2_DELTA == "one":
+        return [0] * model.config.depth
     if calib.data is None:
         raise QuantizeError("the repq recipe searches its log-sqrt2 scale with the calibration images: "
                             "calibrate() keeps them")

@@ -72,3 +72,17 @@ def test_sequential_search_quantizes_earlier_modules_and_finds_the_same_paramete
     assert torch.equal(model.blocks[0].attn.qkv.weight, load_builtin("tiny-digits").blocks[0].attn.qkv.weight)
     with pytest.raises(ValueError, match="loss"):
         ptq4vit.search(model, stats.data, loss="kl")
+
+
+def test_per_layer_weight_steps_as_ptq4vit_n_v():
+    """``groups``: one weight step per group of output channels (PTQ4ViT's n_V), the best for the group."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(128, 8, generator=gen)
+    w = torch.randn(6, 8, generator=gen) * torch.tensor([1, 2, 3, 1, 1, 1.0])[:, None]
+    b = torch.zeros(6)
+    out, g = x @ w.T, torch.ones(128, 6)
+    s_a, _, s_w = ptq4vit._search_linear(x, out, g, w, b, 127, 7, groups=3)
+    assert np.all(s_w[0::2] == s_w[1::2]) and len(set(s_w.tolist())) <= 3
+    s_a1, _, s_w1 = ptq4vit._search_linear(x, out, g, w, b, 127, 7, groups=1)
+    assert len(set(s_w1.tolist())) == 1
+    assert float(s_w1[0]) <= float(w.abs().max()) / 7 * ptq4vit.EQ_BETA * (1 + 1e-6)
