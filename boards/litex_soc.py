@@ -324,8 +324,8 @@ def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str
     out_dir = Path(out_dir)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    say(f"elaborating the {cfg.name} core")
-    core = generate_verilog(cfg, staging / "core")
+    say(f"elaborating the {cfg.name} core for the ECP5")
+    core = generate_verilog(cfg, staging / "core", **ecp5_core_options())
     say(f"generating the LiteX SoC (LiteDRAM on {sdram_module}, UARTBone)")
     with quiet():
         write_soc(ulx3s_soc(cfg, core, sdram_module=sdram_module), staging)
@@ -347,6 +347,18 @@ def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return out_dir
+
+
+def ecp5_core_options() -> dict:
+    """What the core is elaborated with for the ULX3S's ECP5 (``generate_verilog``'s ``platform`` and
+    ``dsp_sites``): its multiplies on MULT18X18D instances with their registers inside, floorplanned on
+    the device's DSP sites, as the Amaranth board top has them. Without it every multiply would be
+    LUTs (LiteX's script synthesizes with ``-nodsp``: 56,112 LUT4 and no DSP for `default`)."""
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+    from .targets import board
+
+    return {"platform": ULX3S_85F_Platform(), "dsp_sites": board("ulx3s-85f").device.dsp_sites}
 
 
 def design_text(verilog: Path) -> str:

@@ -42,8 +42,8 @@ class _FlatTop(Elaboratable):
     """The core with each interface member brought out as a plain signal (``m_axi_arvalid``, ...)
     and its clock and reset as ``aclk`` and ``aresetn``."""
 
-    def __init__(self, cfg: AccelConfig):
-        self.core = Core(cfg)
+    def __init__(self, cfg: AccelConfig, dsp_sites=()):
+        self.core = Core(cfg, dsp_sites=dsp_sites)
         self.aclk = Signal(name="aclk")
         self.aresetn = Signal(name="aresetn")
         self.ports = [self.aclk, self.aresetn]
@@ -64,13 +64,15 @@ class _FlatTop(Elaboratable):
         return m
 
 
-def verilog_text(cfg: AccelConfig, *, simulation: bool = False) -> str:
+def verilog_text(cfg: AccelConfig, *, simulation: bool = False, platform=None, dsp_sites=()) -> str:
     """The Verilog of the core for ``cfg`` (module :data:`TOP_NAME`, flat ports).
 
     ``simulation``: the text for the Verilator model (one module, :data:`SIMULATION_PASSES`); the
-    same logic, faster to simulate. The default is the text ``vitaccel generate`` writes."""
-    top = _FlatTop(checked_config(cfg))
-    return rtlil_to_verilog(rtlil.convert(top, name=TOP_NAME, ports=top.ports, emit_src=False),
+    same logic, faster to simulate. The default is the text ``vitaccel generate`` writes.
+    ``platform``: elaborate for it (an ECP5 platform puts the multiplies on MULT18X18D instances,
+    placed on ``dsp_sites``), as a board build does; the default is the portable text."""
+    top = _FlatTop(checked_config(cfg), dsp_sites)
+    return rtlil_to_verilog(rtlil.convert(top, name=TOP_NAME, platform=platform, ports=top.ports, emit_src=False),
                             simulation=simulation)
 
 
@@ -84,15 +86,15 @@ def rtlil_to_verilog(text: str, *, simulation: bool = False) -> str:
     return yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
 
 
-def generate_verilog(cfg: AccelConfig, out_dir: str | os.PathLike) -> Path:
+def generate_verilog(cfg: AccelConfig, out_dir: str | os.PathLike, *, platform=None, dsp_sites=()) -> Path:
     """Write ``vitaccel_core.v``, ``config.json`` (the config it came from) and the CSR map
     (``csr_map.json``, ``csr_map.md``: :func:`~vitaccel.hw.interfaces.csr_map`) into ``out_dir``.
 
     The files are written atomically (a reader sees the old file or the new one, never a part).
-    Returns the path of the Verilog file.
+    ``platform``, ``dsp_sites``: as :func:`verilog_text`. Returns the path of the Verilog file.
     """
     path = Path(out_dir) / f"{TOP_NAME}.v"
-    atomic_write_text(path, verilog_text(cfg))
+    atomic_write_text(path, verilog_text(cfg, platform=platform, dsp_sites=dsp_sites))
     cfg.save(path.parent / "config.json")
     atomic_write_text(path.parent / "csr_map.json", json.dumps(csr_map(), indent=2) + "\n")
     atomic_write_text(path.parent / "csr_map.md", csr_map_markdown())
