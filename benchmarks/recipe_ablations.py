@@ -7,7 +7,7 @@ For each ablation x bit setting: mean KL(float || int) of the integer model's pr
 integer top-1 on the test digits (float 98.61 %). The integer logits are dequantized by the head's
 steps for the KL and the top-1 (their argmax, as ``benchmarks/recipes.py``'s KL column).
 
-Ablations (module settings, restored after each row):
+Ablations (module settings for the quantization and the forward, restored after each row):
 
 * ``ptq4vit`` (parallel, empirical Fisher, per-channel weight steps: the recipe);
   ``ptq4vit seq-kl`` (PTQ4ViT's sequential mode with its KL gradient, ``ptq4vit.SEQUENTIAL``,
@@ -86,10 +86,11 @@ def measure(settings=SETTINGS, ablations=tuple(ABLATIONS), progress=print) -> di
         for setting in settings:
             w, a = setting[1:].split("A")
             progress(f"{name} {setting}")
+            # Inside the settings: some act in quantize, LIS_ROUND in the forward.
             with _settings(changes):
                 iv = q.quantize(model, stats, recipe=recipe, wbits=int(w), abits=int(a), **kwargs)
-            calib_kl, _ = _kl_top1(iv, calib_x, fp_calib)
-            test_kl, top1 = _kl_top1(iv, test_x, fp_test, test_y.numpy())
+                calib_kl, _ = _kl_top1(iv, calib_x, fp_calib)
+                test_kl, top1 = _kl_top1(iv, test_x, fp_test, test_y.numpy())
             rows.append({"ablation": name, "bits": setting, "calib_kl": calib_kl, "test_kl": test_kl,
                          "int_top1": top1})
     fp_top1 = float(np.mean(fp_test.argmax(1) == test_y.numpy()))
