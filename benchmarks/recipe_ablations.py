@@ -15,8 +15,8 @@ Ablations (module settings for the quantization and the forward, restored after 
   ``ptq4vit.WEIGHT_STEPS = "layer"``);
 * ``repq`` (RepQ-ViT's log-sqrt2 delta searched: the recipe); ``repq delta1`` (delta = 1,
   ``quantize.LSQ2_DELTA = "one"``);
-* ``fqvit`` (LIS rounded at the geometric midpoint: the recipe); ``fqvit log_round`` (FQ-ViT's
-  threshold 1.5, ``softmax.LIS_ROUND = 106``);
+* ``fqvit`` (LIS rounded as FQ-ViT's ``log_round``, threshold 1.5: the recipe); ``fqvit
+  geometric`` (rounded at the geometric midpoint, ``softmax.LIS_ROUND = 128``, before);
 * ``p2vit`` with the mse / minmax / percentile observer (P^2-ViT runs minmax).
 
 Nothing is asserted.
@@ -45,7 +45,7 @@ ABLATIONS = {
     "repq": ("repq", {}, {}),
     "repq delta1": ("repq", {}, {(q, "LSQ2_DELTA"): "one"}),
     "fqvit": ("fqvit", {}, {}),
-    "fqvit log_round": ("fqvit", {}, {(softmax, "LIS_ROUND"): 106}),
+    "fqvit geometric": ("fqvit", {}, {(softmax, "LIS_ROUND"): 128}),
     "p2vit": ("p2vit", {}, {}),
     "p2vit minmax": ("p2vit", {"observer": "minmax"}, {}),
     "p2vit percentile": ("p2vit", {"observer": "percentile"}, {}),
