@@ -18,7 +18,7 @@ What the core's master does (docs/architecture.md, "External memory"):
   where the controller supports it.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -156,10 +156,13 @@ class AxiLiteCsr(wiring.Component):
     (``hw.interfaces.CsrBusSignature``): register ``k`` at byte address ``4 * k``.
 
     A write takes its address and data together (AW and W both valid; both accepted in the same
-    cycle, the register written in that cycle) and answers OKAY on B the cycle after; a read
-    registers the register's value in the cycle AR is accepted and offers it on R the cycle after.
-    One transaction of each kind at a time. Strobes are ignored (32-bit registers, written whole);
-    address bits outside the register index select nothing more (the window aliases).
+    cycle), registers them, writes the register in the next cycle and answers OKAY on B the cycle
+    after that, once the write has taken effect (the write strobe reaches the register block from
+    flip-flops: in the controller it starts a run, whose strobe fans out to every run register).
+    A read registers the register's value in the cycle AR is accepted and offers it on R the cycle
+    after; no read is accepted while a write is being taken or written. One transaction of each
+    kind at a time. Strobes are ignored (32-bit registers, written whole); address bits outside the
+    register index select nothing more (the window aliases).
     """
 
     def __init__(self, index_bits: int, addr_bits: int = CSR_ADDR_BITS):
@@ -176,18 +179,22 @@ class AxiLiteCsr(wiring.Component):
         rvalid = Signal()
         bvalid = Signal()
         rdata = Signal(32)
-        # Back to back: a new transaction is taken in the cycle the previous response is.
-        write = bus.awvalid & bus.wvalid & (~bvalid | bus.bready)
-        read = bus.arvalid & (~rvalid | bus.rready) & ~write
+        writing = Signal()                          # a taken write is applied in this cycle
+        w_addr = Signal(self.index_bits, reset_less=True)
+        w_data = Signal(32, reset_less=True)
+        # A new transaction is taken in the cycle the previous response is.
+        write = bus.awvalid & bus.wvalid & ~writing & (~bvalid | bus.bready)
+        read = bus.arvalid & (~rvalid | bus.rready) & ~write & ~writing
         m.d.comb += [
             bus.awready.eq(write), bus.wready.eq(write), bus.bvalid.eq(bvalid), bus.bresp.eq(RESP_OKAY),
             bus.arready.eq(read), bus.rvalid.eq(rvalid), bus.rdata.eq(rdata), bus.rresp.eq(RESP_OKAY),
-            csr.w_en.eq(write), csr.w_data.eq(bus.wdata),
-            csr.addr.eq(bus.awaddr[2:2 + self.index_bits]),
+            csr.w_en.eq(writing), csr.w_data.eq(w_data),
+            csr.addr.eq(Mux(writing, w_addr, bus.araddr[2:2 + self.index_bits])),
         ]
-        with m.If(~write):
-            m.d.comb += csr.addr.eq(bus.araddr[2:2 + self.index_bits])
+        m.d.sync += writing.eq(write)
         with m.If(write):
+            m.d.sync += [w_addr.eq(bus.awaddr[2:2 + self.index_bits]), w_data.eq(bus.wdata)]
+        with m.If(writing):
             m.d.sync += bvalid.eq(1)
         with m.Elif(bus.bready):
             m.d.sync += bvalid.eq(0)

@@ -206,16 +206,6 @@ class DMA(wiring.Component):
         left = Signal(rows_bits, name="b_left")     # segments left, the current one included
         bursts = SimpleNamespace(more=Signal(name="b_more"), out_valid=Signal(name="a_valid"),
                                  answered=Signal(name="answered"))
-        out_addr = Signal(cfg.addr_bits, name="a_addr", reset_less=True)
-        out_len = Signal(8, name="a_len", reset_less=True)
-        rd, wr = self.rd, self.wr
-        m.d.comb += [
-            rd.arvalid.eq(bursts.out_valid & command.loading), rd.araddr.eq(out_addr), rd.arlen.eq(out_len),
-            rd.arsize.eq(size), rd.arburst.eq(BURST_INCR), rd.arcache.eq(CACHE),
-            wr.awvalid.eq(bursts.out_valid & command.storing), wr.awaddr.eq(out_addr), wr.awlen.eq(out_len),
-            wr.awsize.eq(size), wr.awburst.eq(BURST_INCR), wr.awcache.eq(CACHE),
-        ]
-        taken = Mux(command.storing, wr.awready, rd.arready)
         # `room` (beats from `addr` to the next MAX_BURST-beat boundary) and `next_base` (the next
         # segment's address) are registers kept beside `addr` and `base`, so that planning a burst
         # is one compare beside two subtractions, all from flip-flops: no carry chain feeds another
@@ -228,6 +218,41 @@ class DMA(wiring.Component):
             return MAX_BURST - address[size:size + 8]
 
         ends = seg <= room
+        # The planned bursts wait in a two-slot queue whose head is on the channel: the planner
+        # fills a slot whenever fewer than two are held (a register), so that the channel's
+        # handshake (through the read arbiter, behind the controller's fetch) moves only the
+        # queue's pointer and count, never the planner's registers. The channel sees the same
+        # bursts in the same cycles as with one output register that the planner refills in the
+        # cycle its burst is taken: the second slot is planned while the head waits.
+        slot_addr = [Signal(cfg.addr_bits, name=f"a_addr{k}", reset_less=True) for k in range(2)]
+        slot_len = [Signal(8, name=f"a_len{k}", reset_less=True) for k in range(2)]
+        queued = Signal(2, name="a_queued")     # thermometer: bit k set when more than k are held
+        w_slot = Signal(name="a_w_slot")         # the slot the planner fills next
+        r_slot = Signal(name="a_r_slot")         # the head
+        out_addr = Mux(r_slot, slot_addr[1], slot_addr[0])
+        out_len = Mux(r_slot, slot_len[1], slot_len[0])
+        m.d.comb += bursts.out_valid.eq(queued[0])
+        rd, wr = self.rd, self.wr
+        m.d.comb += [
+            rd.arvalid.eq(bursts.out_valid & command.loading), rd.araddr.eq(out_addr), rd.arlen.eq(out_len),
+            rd.arsize.eq(size), rd.arburst.eq(BURST_INCR), rd.arcache.eq(CACHE),
+            wr.awvalid.eq(bursts.out_valid & command.storing), wr.awaddr.eq(out_addr), wr.awlen.eq(out_len),
+            wr.awsize.eq(size), wr.awburst.eq(BURST_INCR), wr.awcache.eq(CACHE),
+        ]
+        taken = Mux(command.storing, wr.awready, rd.arready)
+        pop = queued[0] & taken
+        push = Signal()
+        with m.If(push & ~pop):
+            m.d.sync += queued.eq(Cat(1, queued[0]))
+        with m.Elif(pop & ~push):
+            m.d.sync += queued.eq(queued[1:])
+        with m.If(pop):
+            m.d.sync += r_slot.eq(~r_slot)
+        with m.If(push):
+            m.d.sync += w_slot.eq(~w_slot)
+            for k in range(2):
+                with m.If(w_slot == k):
+                    m.d.sync += [slot_addr[k].eq(addr), slot_len[k].eq(Mux(ends, seg - 1, room - 1))]
         with m.If(~command.busy):
             to_spad = instr.mem == LocalMemory.SPAD
             row_words = Mux(to_spad, command.spad_words, command.acc_words)
@@ -239,21 +264,19 @@ class DMA(wiring.Component):
                 next_base.eq(instr.dram_addr + instr.dram_stride),
                 seg.eq(Mux(contiguous, words, row_words)),
                 left.eq(Mux(contiguous, 1, instr.rows)),
-                bursts.more.eq(instr.rows != 0), bursts.out_valid.eq(0),
+                bursts.more.eq(instr.rows != 0), queued.eq(0), w_slot.eq(0), r_slot.eq(0),
             ]
-        with m.Elif(~bursts.out_valid | taken):
-            m.d.sync += bursts.out_valid.eq(bursts.more)
+        with m.Elif(~queued[1]):
+            m.d.comb += push.eq(bursts.more)
             with m.If(bursts.more):
-                m.d.sync += out_addr.eq(addr)
                 with m.If(ends):
                     # The segment ends in this burst: the next one starts at the next row.
-                    m.d.sync += [out_len.eq(seg - 1),
-                                 left.eq(left - 1), bursts.more.eq(left != 1), seg.eq(command.row_words),
+                    m.d.sync += [left.eq(left - 1), bursts.more.eq(left != 1), seg.eq(command.row_words),
                                  base.eq(next_base), addr.eq(next_base), room.eq(room_at(next_base)),
                                  next_base.eq(next_base + command.stride)]
                 with m.Else():
                     # The burst runs to the boundary: the rest of the segment starts on it.
-                    m.d.sync += [out_len.eq(room - 1), seg.eq(seg - room),
+                    m.d.sync += [seg.eq(seg - room),
                                  addr.eq(Cat(Const(0, size + 8), addr[size + 8:] + 1)), room.eq(MAX_BURST)]
 
         # Write bursts issued and not yet answered; every B response is taken at once.
