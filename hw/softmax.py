@@ -208,7 +208,14 @@ class _RowBuffers(Elaboratable):
         fill_first = Signal(init=1)
         fill_left = Signal(range(cfg.max_row + 1))   # elements of the row from this beat on
         left = Mux(fill_first, length, fill_left)
-        fill_last = left <= lanes
+        # Whether this beat is the row's last (left <= lanes): for a row's first beat from
+        # `length`, which may change right before it; for the others from a register loaded with
+        # its next value (the compare behind the mux of `left` was the start of the ULX3S build's
+        # critical path).
+        later_last = Signal(name="fill_later_last")
+        with m.If(accept):
+            m.d.sync += later_last.eq(left <= 2 * lanes)
+        fill_last = Mux(fill_first, length <= lanes, later_last)
         m.d.comb += self._logits.ready.eq(~Mux(wb, taken[1], taken[0]))
         for b in range(2):
             m.d.sync += [
