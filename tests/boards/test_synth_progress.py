@@ -82,25 +82,34 @@ def test_previous_seconds_and_route_expectation(tmp_path, monkeypatch):
 
 
 def test_estimate_routes_only_when_asked_and_says_how_long_first(monkeypatch, capsys):
-    """By default estimate asks for a recorded routed estimate or nextpnr's placement (route=None);
-    --route says the expected time before it starts (a line that stays, not the spinner's);
-    --route with --no-route is one line, exit status 2."""
+    """By default estimate asks for a recorded routed estimate or nextpnr's placement (route=None;
+    the ULX3S's LiteX SoC estimate places unless asked to route); --route says the expected time
+    before it starts (a line that stays, not the spinner's); --route with --no-route is one line,
+    exit status 2. The tools are stood in for (also the SoC's: a real one takes many minutes)."""
+    from vitaccel.boards import litex_estimate
+
+    board = "ulx3s-85f"
     calls = []
-    measured = {"board": "ulx3s-85f", "part": "test", "config": "tiny", "fmax_mhz": 50.0, "fmax_source": "test",
+    measured = {"board": board, "part": "test", "config": "tiny", "fmax_mhz": 50.0, "fmax_source": "test",
                 "resources": {}}
 
     def fake(board, cfg, **options):
         calls.append(options["route"])
         return measured
 
+    def fake_soc(cfg, **options):
+        calls.append(options["route"])
+        return measured
+
     monkeypatch.setattr(synth, "estimate", fake)
-    argv = ["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--model", "tiny-digits"]
+    monkeypatch.setattr(litex_estimate, "soc_estimate", fake_soc)
+    argv = ["estimate", "--board", board, "--config", "tiny", "--model", "tiny-digits"]
     assert main(argv) == 0
     assert main([*argv, "--no-route"]) == 0
     assert "placing and routing" not in capsys.readouterr().err
     assert main([*argv, "--route"]) == 0
-    assert calls == [None, False, True]
-    assert "placing and routing tiny on ulx3s-85f with nextpnr:" in capsys.readouterr().err
+    assert calls == [False, False, True]
+    assert f"placing and routing tiny on {board} with nextpnr:" in capsys.readouterr().err
     assert main([*argv, "--route", "--no-route", "--json"]) == 2
     assert capsys.readouterr().err == "vitaccel: error: give --route or --no-route, not both\n"
 
