@@ -345,8 +345,9 @@ class System {
         return true;
     }
 
-    // CSR `index` written with `value` over AXI4-Lite; `at` is the cycle of the write (the W
-    // handshake). False after a harness error or when the port never answers.
+    // CSR `index` written with `value` over AXI4-Lite; `at` is the cycle the core applies the write:
+    // the cycle after the W handshake (hw.axi.AxiLiteCsr registers a write and applies it the next
+    // cycle). False after a harness error or when the port never answers.
     bool csr_write(uint32_t index, uint32_t value, uint64_t* at = nullptr) {
         lite_.awvalid = lite_.wvalid = true;
         lite_.awaddr = 4 * index;
@@ -357,7 +358,7 @@ class System {
             if (events_.aw) lite_.awvalid = false;
             if (events_.w) {
                 lite_.wvalid = false;
-                if (at) *at = now_ - 1;
+                if (at) *at = now_;
             }
             if (!lite_.awvalid && !lite_.wvalid && events_.b) {
                 lite_.bready = false;
