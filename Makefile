@@ -27,11 +27,11 @@ $(STAMP): constraints.txt pyproject.toml
 
 # The default test run (README, CI): everything but the tests marked slow.
 test: install
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q --durations=30
 
 # The long end-to-end tests (place-and-route, DeiT-Tiny-shaped blocks in Verilator); CI runs them too.
 test-slow: install
-	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -m slow -q --durations=15
 
 demo: install
 	$(BIN)/vitaccel demo
