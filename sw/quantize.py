@@ -447,8 +447,9 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     check_supported(model)
     rec = _recipe(recipe, wbits, abits)
     observer = observer or rec.observer       # None: the recipe's (mse; fqvit minmax, as FQ-ViT)
-    # A recipe may name its softmax unit (p2vit: shiftmax); an explicit ``softmax`` wins.
-    config = _variant_config(config, softmax or rec.softmax_unit, layernorm, gelu)
+    # A recipe may name its softmax unit (p2vit: shiftmax) or LayerNorm unit (repq: i_layernorm); an
+    # explicit ``softmax`` / ``layernorm`` wins.
+    config = _variant_config(config, softmax or rec.softmax_unit, layernorm or rec.layernorm_unit, gelu)
     if residual_bits not in (8, 16):
         raise QuantizeError(f"residual bits must be 8 or 16, not {residual_bits!r}")
     if residual_bits == 16 and config.layernorm != "i_layernorm":
@@ -887,8 +888,9 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
         raise QuantizeError(f"unknown observer {observer!r} (observers: {', '.join(OBSERVERS)})")
     if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
         raise QuantizeError(f"percentile must be in (0, 100], not {percentile!r}")
-    accel = _variant_config(config, softmax, layernorm, gelu)
-    observer = observer or _recipe(recipe, wbits, abits).observer
+    rec = _recipe(recipe, wbits, abits)
+    accel = _variant_config(config, softmax, layernorm or rec.layernorm_unit, gelu)
+    observer = observer or rec.observer
     if residual_bits not in (8, 16) or (residual_bits == 16 and accel.layernorm != "i_layernorm"):
         raise QuantizeError(f"--residual-bits {residual_bits}: 8, or 16 with the i_layernorm variant "
                             f"(--layernorm i_layernorm, I-ViT's)")
@@ -934,7 +936,8 @@ def quantize_model(model: str | Path | nn.Module, *, calib: int | str | Path | N
     say("quantizing")
     t = time.perf_counter()
     intvit = quantize(float_model, stats, observer=observer, percentile=percentile, config=accel,
-                      softmax=softmax, recipe=recipe, wbits=wbits, abits=abits, weight_budget=weight_budget,
+                      softmax=softmax, layernorm=accel.layernorm, recipe=recipe, wbits=wbits, abits=abits,
+                      weight_budget=weight_budget,
                       residual_bits=residual_bits, bops_budget=bops_budget)
     intvit.info["source"] = label
     intvit.info["preprocess"] = pre.to_json()

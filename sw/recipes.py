@@ -28,6 +28,9 @@ repq       RepQ-ViT (Li et al., ICCV 2023): per-channel scales of the post-Layer
            point), the next layer's columns times ``r_c`` and its bias plus ``W @ c``
            (``quantize.repq_reparam``); log-sqrt2 attention probabilities ``delta * 2**(-k/2)``
            with its ``delta`` per block from its percentile search (``extra['blocks.i.lsq2_offset']``).
+           LayerNorm on the I-LayerNorm unit (exact integer statistics, no power-of-two factors:
+           RepQ-ViT has no PTF and keeps LayerNorm in float; lower calibration KL than AILayerNorm
+           with PTF at all four bit settings, ``benchmarks/recipe_ablations.py``).
 ptq4vit    PTQ4ViT (Yuan et al., ECCV 2022): Hessian-guided weight and activation steps searched
            alternately (sw/ptq4vit.py), twin-uniform post-softmax and post-GELU codes.
 =========  ==========================================================================================
@@ -74,6 +77,8 @@ class Recipe:
     """The activation observer unless the caller names one (``--observer``)."""
     softmax_unit: str | None = None
     """The accelerator's softmax unit the recipe uses unless the caller names one (``--softmax``)."""
+    layernorm_unit: str | None = None
+    """The accelerator's LayerNorm unit the recipe uses unless the caller names one (``--layernorm``)."""
 
 
 RECIPES = {
@@ -81,7 +86,8 @@ RECIPES = {
     "fqvit": Recipe("fqvit", "FQ-ViT, IJCAI 2022", softmax_output="log2", observer="minmax"),
     "p2vit": Recipe("p2vit", "P^2-ViT, arXiv 2405.19915", power_of_two=True, pot_smoothing=True,
                     softmax_unit="shiftmax"),
-    "repq": Recipe("repq", "RepQ-ViT, ICCV 2023", softmax_output="log_sqrt2", ln_reparam=True),
+    "repq": Recipe("repq", "RepQ-ViT, ICCV 2023", softmax_output="log_sqrt2", ln_reparam=True,
+                   layernorm_unit="i_layernorm"),
     "ptq4vit": Recipe("ptq4vit", "PTQ4ViT, ECCV 2022", softmax_output="twin", hessian=True),
 }
 

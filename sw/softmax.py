@@ -52,7 +52,9 @@ from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECI
 
 __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabilities",
            "attention_matmul", "log2_exponent", "shift_exp", "shiftmax16", "LogProbabilities",
-           "log_int_softmax", "log_sqrt2_softmax", "LSQ2_OFFSET_MAX", "log_attention_matmul", "LOG2_TABLE", "LIS_ROUND",
+           "log_int_softmax", "log_sqrt2_softmax", "LSQ2_OFFSET_MAX", "log_attention_matmul", "LOG2_TABLE", "LIS_THRESHOLD",
+           "LIS_GEOMETRIC",
+           "exp2_quadratic", "EXP_QUAD", "LOG_EXP",
            "SQRT1_2", "row_log2_sum", "TwinCodes", "twin_softmax", "twin_attention_matmul"]
 
 class SoftmaxParams(NamedTuple):
@@ -244,13 +246,56 @@ def _log2_table() -> np.ndarray:
 LOG2_TABLE = _log2_table()
 """128 x 8-bit ROM: ``log2(1 + (i + 1/2)/128) * 2**8`` rounded half up (a parameter, like RECIP)."""
 
-LIS_ROUND = 106
-"""Rounding offset of :func:`log_int_softmax` in ``2**-8`` log2 units: ``k = (a + LIS_ROUND) >> 8``,
-FQ-ViT's ``log_round`` (``1/p`` rounds up at ``1.5 * 2**floor``: a fraction of ``log2(1.5) =
-0.585`` rounds up; ``256 * (1 - 0.585) = 106``). The geometric midpoint (128) gave a lower worst
-mean KL on the rows of ``benchmarks/softmax_kl.py`` (0.022 against 0.029), but on the calibration
-digits FQ-ViT's rule gave the lower KL in three of four bit settings
-(``benchmarks/recipe_ablations.py``), and it is the paper's."""
+def _lis_thresholds() -> np.ndarray:
+    # FQ-ViT rounds y = round(1/p) to an integer, then log_round(y) = b + (y >= 1.5 * 2**b) for
+    # b = floor(log2 y). In -log2 p = b + frac: k = b + 1 from 1/p >= ceil(1.5 * 2**b) - 1/2, a
+    # fraction of log2((ceil(1.5 * 2**b) - 1/2) / 2**b), in 2**-LOG_FRAC units rounded up.
+    b = np.arange(16, dtype=np.float64)
+    y = np.ceil(1.5 * 2 ** b) - 0.5
+    return np.ceil(np.log2(y / 2 ** b) * (1 << LOG_FRAC)).astype(np.int64)
+
+
+LIS_THRESHOLD = _lis_thresholds()
+"""Rounding of :func:`log_int_softmax`, per level ``b = floor(-log2 p)`` (``b >= 15`` uses the last):
+``k = b + 1`` when the fraction of ``-log2 p`` (``2**-8`` units) is at least ``LIS_THRESHOLD[b]``.
+FQ-ViT's ``QIntSoftmax``: ``round(sum / exp)`` to an integer, then ``log_round`` (up from
+``1.5 * 2**b``): fractions 150 (``log2 1.5``), 83 (``log2 2.5/2``), 118, 134, 142, 146, 148, 149,
+then 150. Before: 150 at every level (``log_round`` without the integer rounding of ``1/p``); the
+geometric midpoint is 128 everywhere (``benchmarks/recipe_ablations.py`` compares them)."""
+
+LIS_GEOMETRIC = np.full(16, 1 << (LOG_FRAC - 1), dtype=np.int64)
+"""The geometric midpoint (``-log2 p`` rounded half up) as a :func:`log_int_softmax` threshold
+table: the lower worst KL on ``benchmarks/softmax_kl.py``'s rows (FQ-ViT's own rounding splits
+near-uniform 197-long rows, ``1/p`` around 192, between ``2**-7`` and ``2**-8``)."""
+
+EXP_QUAD = 22
+"""Second-order term of :func:`exp2_quadratic`: ``2**-x ~= 1 - x/2 - (22/256) x (1 - x)`` on a
+fraction ``x`` of an octave (least worst relative error, 0.32 %, for a ``>> 8``)."""
+
+LOG_EXP = "quadratic"
+"""The exponentials whose row sum gives ``log2(sum)`` in :func:`log_int_softmax` and
+:func:`log_sqrt2_softmax`, and that :func:`twin_softmax` normalizes: ``quadratic`` (:func:`exp2_quadratic`, within 0.32 %, as FQ-ViT's
+second-order I-BERT exponential) or ``linear`` (:func:`shift_exp`, I-ViT's, up to 6.1 % high:
+``-log2 p`` comes out up to 0.086 too large, every probability rounded low; before, and for
+``benchmarks/recipe_ablations.py``)."""
+
+
+def exp2_quadratic(t) -> np.ndarray:
+    """``2**EXP_BITS * 2**(t / 2**LOG_FRAC)`` for ``t <= 0``, the octave's fraction to second order.
+
+    With ``a = -t = q*2**8 + f``: :func:`shift_exp`'s chord ``2**15 - 64 f`` minus
+    ``(f * (256 - f) * EXP_QUAD + 2**7) >> 8``, then the rounding right shift by ``q`` (clamped to
+    ``EXP_BITS + 2``). Within 0.32 % of ``2**(t/256)`` (the chord alone: 6.1 % high). FQ-ViT's
+    ``int_exp`` is I-BERT's second-order polynomial on ``[-ln 2, 0]``; this is the same order on
+    the log2 octave, one 16 x 5-bit constant multiply after the 8 x 8-bit product ``f (256 - f)``.
+    Widths: ``f`` 8 bits, the product 14 bits, times 22: 19 bits; ``E`` 16 bits unsigned.
+    """
+    a = -t
+    q = np.minimum(a >> LOG_FRAC, EXP_BITS + 2)
+    f = a & ((1 << LOG_FRAC) - 1)
+    chord = ((2 << LOG_FRAC) - f) << (EXP_BITS - LOG_FRAC - 1)
+    bend = (f * ((1 << LOG_FRAC) - f) * like(EXP_QUAD, f) + (1 << 7)) >> 8
+    return round_shift(chord - bend, q)
 
 
 class LogProbabilities(NamedTuple):
@@ -281,33 +326,41 @@ def row_log2_sum(e) -> np.ndarray:
     return (n << LOG_FRAC) + like(LOG2_TABLE, e)[np.asarray(idx, dtype=np.int64)]
 
 
-def log_int_softmax(x, mult: int, shift: int, bits: int = 4) -> LogProbabilities:
+def log_int_softmax(x, mult: int, shift: int, bits: int = 4, thresholds=None) -> LogProbabilities:
     """FQ-ViT's Log-Int-Softmax: softmax probabilities as ``bits``-bit powers of two.
 
     1. ``d = x - max(x)``; ``t = log2_exponent(d, mult, shift)`` (``log2 exp(d*s)`` in
-       ``2**-8`` units), ``E = shift_exp(t)`` (16 bits) as :func:`shiftmax`.
+       ``2**-8`` units), ``E = exp2_quadratic(t)`` (16 bits, within 0.32 %; see :data:`LOG_EXP`).
     2. ``L = row_log2_sum(E)``: ``log2(sum E)`` in ``2**-8`` units, by leading one and table.
     3. ``a = L - (EXP_BITS << 8) - t``: ``-log2 p`` in ``2**-8`` units (``t`` is the exact log2
-       of the exponential, not of its linear-fraction approximation); ``k = (a + LIS_ROUND) >> 8``.
+       of the exponential); ``b = a >> 8``, ``k = b + (a & 255 >= LIS_THRESHOLD[min(b, 15)])``:
+       FQ-ViT's ``log_round(round(sum / E))`` (a 16 x 8-bit table of thresholds, see
+       :data:`LIS_THRESHOLD`; ``thresholds`` gives another table, e.g. :data:`LIS_GEOMETRIC`).
     4. ``k > 2**bits - 2`` becomes :attr:`LogProbabilities.zero` (``p = 0``), the rest are
-       ``p ~= 2**-k``. Rounded at ``log2(1.5)`` as FQ-ViT's ``QIntSoftmax.log_round`` (see
-       :data:`LIS_ROUND`); FQ-ViT keeps levels ``0..2**bits - 1`` plus a
-       mask for zero; here the zero is one of the ``2**bits`` codes, so the output is ``bits`` wide.
+       ``p ~= 2**-k``. FQ-ViT keeps levels ``0..2**bits - 1`` plus a mask for zero; here the zero
+       is one of the ``2**bits`` codes, so the output is ``bits`` wide (the level ``2**-15`` is
+       lost at 4 bits).
 
     FQ-ViT computes ``round(sum / E)`` with a divider and an I-BERT polynomial exponential; this
     takes the log2 of the sum from a table and the entries' log2 from the exponent stage, so no
-    divider and no multiplier follow the pre-multiply. ``attention x V`` is then shifts and adds
-    (:func:`log_attention_matmul`). Hardware: the 9x16 pre-multiply, a 32-bit leading-one detector,
-    the 128 x 8-bit ROM, adders and shifters.
+    divider follows the pre-multiply (the sum's exponentials take one small constant multiply).
+    ``attention x V`` is then shifts and adds (:func:`log_attention_matmul`). Hardware: the 9x16
+    pre-multiply, the 8x8-bit product of :func:`exp2_quadratic`, a 32-bit leading-one detector,
+    the 128 x 8-bit ROM, the 16-entry threshold table, adders and shifters.
 
     Reference: Y. Lin et al., "FQ-ViT: Post-Training Quantization for Fully Quantized Vision
     Transformer", IJCAI 2022, section 3.3 (Log-Int-Softmax).
     """
     if bits not in (3, 4, 5):
         raise ValueError(f"bits must be 3, 4 or 5, got {bits!r}")
+    table = np.asarray(LIS_THRESHOLD if thresholds is None else thresholds, dtype=np.int64)
+    if table.shape != (16,) or table.min() < 0 or table.max() > (1 << LOG_FRAC):
+        raise ValueError(f"thresholds must be 16 integers in 0..{1 << LOG_FRAC}")
     x = _check_logits(x, mult, shift)
-    a = _minus_log2_p(x, mult, shift)
-    k = np.maximum(a + like(LIS_ROUND, a), 0) >> like(LOG_FRAC, a)
+    a = np.maximum(_minus_log2_p(x, mult, shift), 0)
+    b = a >> like(LOG_FRAC, a)
+    level = np.asarray(np.minimum(b, len(table) - 1), dtype=np.int64)
+    k = b + ((a & like((1 << LOG_FRAC) - 1, a)) >= like(table, a)[level])
     zero = (1 << bits) - 1
     return LogProbabilities(finish(np.minimum(k, zero), np.uint8), bits)
 
@@ -319,7 +372,8 @@ SQRT1_2 = 181
 def _minus_log2_p(x, mult: int, shift: int) -> np.ndarray:
     # -log2 p in 2**-LOG_FRAC units: log2 of the row sum (table) minus each entry's exact exponent.
     t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
-    return row_log2_sum(shift_exp(t)) - like(EXP_BITS << LOG_FRAC, t) - t
+    e = exp2_quadratic(t) if LOG_EXP == "quadratic" else shift_exp(t)
+    return row_log2_sum(e) - like(EXP_BITS << LOG_FRAC, t) - t
 
 
 LSQ2_OFFSET_MAX = 4 << (LOG_FRAC + 1)
@@ -405,8 +459,10 @@ def _times_pow2(mant, e):
 def twin_softmax(x, mult: int, shift: int, m: int) -> TwinCodes:
     """PTQ4ViT's twin uniform quantization of the softmax output, 8 bits, integer-only.
 
-    The probabilities come from :func:`shiftmax16` (``p = mant * 2**-row_exp``, 15-bit
-    mantissas). R1 holds ``c1 = round(p * 2**(7+m))`` when ``c1 < 128`` (flag 0); otherwise R2 holds
+    The probabilities are :func:`shiftmax16`'s (``p = mant * 2**-row_exp``, 15-bit mantissas) with
+    the exponentials of :func:`exp2_quadratic` (within 0.32 %) instead of the linear fraction (up
+    to 6.1 % high, which moved half of the codes off PTQ4ViT's on the tiny-digits calibration
+    logits; :data:`LOG_EXP` ``linear`` gives the shiftmax16 ones, for comparison). R1 holds ``c1 = round(p * 2**(7+m))`` when ``c1 < 128`` (flag 0); otherwise R2 holds
     ``c2 = min(round(p * 2**7), 127)`` (flag 1). Each rounding is a shift of ``mant`` by
     ``7 + m - row_exp`` or ``7 - row_exp`` (left or rounding right), half up. PTQ4ViT fixes R2's step
     at ``2**-7`` and searches R1's (``2**-(7+m)``: a power of two of R2's, so the two ranges meet
@@ -417,7 +473,12 @@ def twin_softmax(x, mult: int, shift: int, m: int) -> TwinCodes:
     """
     if not 0 <= int(m) <= 24:
         raise ValueError(f"m must be in 0..24, got {m!r}")
-    p = shiftmax16(x, mult, shift)
+    if LOG_EXP == "quadratic":
+        x = _check_logits(x, mult, shift)
+        t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
+        p = _normalize(exp2_quadratic(t), out_bits=16)
+    else:
+        p = shiftmax16(x, mult, shift)
     exact = np.asarray(p.mant).dtype == object
     mant, row_exp = (np.asarray(a, dtype=object if exact else np.int64) for a in p)
     e = (7 + int(m)) - row_exp

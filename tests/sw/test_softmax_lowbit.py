@@ -43,11 +43,31 @@ def test_log_int_softmax_rounds_minus_log2_p(seed):
     ref = -np.log2(_float(x, scale))
     kept = p.k != p.zero
     # log2 of the sum from a 7-bit table (<= 0.006), of each entry from the pre-multiply (2**-8
-    # steps), the exponentials' linear fraction in the sum (<= 0.09): rounded up from a fraction of
-    # log2(1.5) = 0.585 (FQ-ViT's log_round, LIS_ROUND 106), plus that.
+    # steps), the sum's second-order exponentials (<= 0.01): rounded up from a fraction of
+    # log2(2.5/2) = 0.32 .. log2(1.5) = 0.585 (FQ-ViT's log_round of round(1/p), LIS_THRESHOLD),
+    # plus that.
     d = p.k[kept] - ref[kept]
-    assert d.max() <= (1 - 0.585) + 0.1 and d.min() >= -0.585 - 0.1
-    assert (ref[~kept] >= 14.585 - 0.1).all()
+    assert d.max() <= (1 - 0.32) + 0.02 and d.min() >= -0.585 - 0.02
+    assert (ref[~kept] >= 14.585 - 0.02).all()
+
+
+def test_log_int_softmax_is_fqvits_log_round():
+    # FQ-ViT: k = log_round(round(1/p)), levels 0..14 here (15 is the zero code).
+    x, scale = _rows(3)
+    p = sm.log_int_softmax(x, *sm.softmax_params(scale))
+    y = np.round(1 / _float(x, scale))
+    big = np.floor(np.log2(y))
+    big = np.where(y - 2 ** big >= 2 ** (big - 1), big + 1, big)
+    want = np.where(big > 14, 15, big)
+    assert np.mean(p.k == want) > 0.99
+    assert list(sm.LIS_THRESHOLD[:3]) == [150, 83, 118]
+
+
+def test_exp2_quadratic():
+    t = -np.arange(0, 256 * 6)
+    e = sm.exp2_quadratic(t)
+    assert np.abs(e / (2.0 ** 15 * 2.0 ** (t / 256)) - 1).max() < 0.0035 + 2.0 ** -(15 - 5)
+    assert np.array_equal(sm.exp2_quadratic(t.astype(object)).astype(np.int64), e)
 
 
 @pytest.mark.parametrize("f", [sm.shiftmax16, sm.log_int_softmax])
