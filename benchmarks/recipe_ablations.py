@@ -22,7 +22,7 @@ Ablations (module settings for the quantization and the forward, restored after 
   ``fqvit log2(1.5)`` (``log_round`` without the integer rounding of ``1/p``: threshold 150 at
   every level); ``fqvit geometric`` (the geometric midpoint, 128); ``fqvit linear-exp`` (the row
   sum of I-ViT's linear-fraction exponentials, up to 6.1 % high); ``fqvit before`` (both: the
-  recipe before this change);
+  recipe before this change); ``fqvit mse`` (the mse observer instead of FQ-ViT's minmax);
 * ``repq linear-exp``: RepQ-ViT's codes from the linear-fraction row sum (before); ``repq
   ailayernorm``: LayerNorm on AILayerNorm with the power-of-two factors (before; the recipe now
   takes the I-LayerNorm unit, ``recipes.Recipe.layernorm_unit``);
@@ -82,6 +82,7 @@ ABLATIONS = {
     "fqvit geometric": ("fqvit", {}, {(softmax, "LIS_THRESHOLD"): np.full(16, 128)}),
     "fqvit linear-exp": ("fqvit", {}, {(softmax, "LOG_EXP"): "linear"}),
     "fqvit before": ("fqvit", {}, {(softmax, "LOG_EXP"): "linear", (softmax, "LIS_THRESHOLD"): np.full(16, 150)}),
+    "fqvit mse": ("fqvit", {"observer": "mse"}, {}),
     "p2vit": ("p2vit", {}, {}),
     "p2vit minmax": ("p2vit", {"observer": "minmax"}, {}),
     "p2vit percentile": ("p2vit", {"observer": "percentile"}, {}),
