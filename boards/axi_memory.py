@@ -81,7 +81,10 @@ class AxiOnChipMemory(wiring.Component):
       last beat was taken, once the block RAM holds that beat (a read issued after B sees it);
       ``bvalid`` and ``bresp`` come from registers.
     - Reads and writes may be in flight together; their order is then not defined (AXI4: a master
-      that needs it waits for B).
+      that needs it waits for B). A read of a word in the cycle the block RAM writes it returns
+      undefined data on the board: its build declares such collisions undefined
+      (:data:`vitaccel.boards.build.BOARD_MEMORY_COLLISIONS`), sparing the soft logic that would
+      order them (simulation returns the old word).
 
     These are the rules of a ``vitaccel.memory.MemoryProfile`` (:meth:`profile`), so the
     performance model's cycles are the board's when the master takes every R beat and B response

@@ -23,7 +23,8 @@ from vitaccel.config import AccelConfig
 from .targets import board, check_fit
 from .top import BoardTop
 
-__all__ = ["build", "BuildFailed", "make_plan", "run_plan", "TOP", "YOSYS_PRELUDE", "ECP5_SYNTH_OPTS", "tool_env"]
+__all__ = ["build", "BuildFailed", "make_plan", "run_plan", "TOP", "YOSYS_PRELUDE", "ECP5_SYNTH_OPTS", "tool_env",
+           "BOARD_MEMORY_COLLISIONS", "board_prelude"]
 
 TOP = "top"
 
@@ -40,6 +41,14 @@ YOSYS_PRELUDE = ("hierarchy -top {top}; proc; flatten; "
 #: partial products, :class:`vitaccel.hw.lib.Mult18x18D`) are DSPs; every other multiply is
 #: built from LUTs, so that `default` fits the 156 multipliers of the LFE5U-85F.
 ECP5_SYNTH_OPTS = "-nodsp"
+#: Run before flattening in the board flows: a read and a write of the same word of the board's
+#: memory (:class:`~vitaccel.boards.axi_memory.AxiOnChipMemory`, module ``{top}.system.memory``)
+#: in the same cycle read undefined data, as its contract allows. Amaranth's read ports are
+#: read-first on such a collision, which the block RAM's two ports do not provide: yosys emulated
+#: it with a delayed write and a bypass register on the memory's 32 DP16KD (86 FF and 92 LUT4),
+#: whose address compare between the host link's and the AXI side's requests was the routed
+#: critical path of `default` on the ULX3S-85F (76.8 MHz, python benchmarks/critical_path.py).
+BOARD_MEMORY_COLLISIONS = "setparam -set COLLISION_X_MASK 1'1 {top}.system.memory/t:$memrd_v2"
 Progress = Callable[[str], None] | None
 
 
@@ -62,13 +71,19 @@ def tool_env() -> dict:
     return env
 
 
+def board_prelude(top: str) -> str:
+    """:data:`YOSYS_PRELUDE` with :data:`BOARD_MEMORY_COLLISIONS` before the flattening: the yosys
+    commands a board top's build runs before synthesis."""
+    return YOSYS_PRELUDE.format(top=top).replace("proc; ", f"proc; {BOARD_MEMORY_COLLISIONS.format(top=top)}; ", 1)
+
+
 def make_plan(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,
               **overrides):
     """The amaranth-boards build plan of :class:`BoardTop` for the board (nothing is run).
 
     ``overrides`` are the platform's toolchain overrides (``synth_opts``, ``nextpnr_opts``, ...).
     iCE40 synthesis gets ``-dsp`` (amaranth leaves it out), so that multipliers use the SB_MAC16s;
-    every flow runs :data:`YOSYS_PRELUDE` before synthesis.
+    every flow runs :func:`board_prelude` (:data:`YOSYS_PRELUDE`) before synthesis.
     """
     target = board(board_name)
     platform = target.platform_class()()
@@ -76,7 +91,7 @@ def make_plan(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None
         overrides["synth_opts"] = ("-dsp " + overrides.get("synth_opts", "")).strip()
     if target.device.family == "ecp5":
         overrides["synth_opts"] = (ECP5_SYNTH_OPTS + " " + overrides.get("synth_opts", "")).strip()
-    overrides.setdefault("script_after_read", YOSYS_PRELUDE.format(top=TOP))
+    overrides.setdefault("script_after_read", board_prelude(TOP))
     top = BoardTop(cfg, board_name, mem_bytes=mem_bytes, clk_hz=clk_hz)
     return platform.build(top, name=TOP, do_build=False, **overrides)
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from amaranth.hdl import ClockDomain, Const, Elaboratable, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, Const, Elaboratable, Module, Signal
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 from cocotb_tools.check_results import get_results
@@ -319,3 +319,54 @@ def test_matches_its_profile(seed):
             await run(ctx, False, bursts())
 
     simulate(mem, testbench)
+
+
+class _BoardNames(Elaboratable):
+    """An :class:`AxiOnChipMemory` at the board top's place in the hierarchy (``top.system.memory``)."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+        self.sink = Signal(name="sink") if inner is None else inner.sink
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.inner is None:
+            m.submodules.memory = memory = AxiOnChipMemory(ADDR_BITS, 32, 4096)
+            # Every input a register of a free-running counter, every output into an XOR: nothing is optimized away.
+            count = Signal(96)
+            m.d.sync += count.eq(count + 1)
+            outputs = []
+            for k, (path, member, signal) in enumerate(memory.signature.flatten(memory)):
+                if member.flow == wiring.In:
+                    m.d.comb += signal.eq(count.rotate_left(k)[:len(signal)])
+                else:
+                    outputs.append(signal)
+            m.d.sync += self.sink.eq(Cat(*outputs).xor())
+        else:
+            m.submodules.system = self.inner
+        return m
+
+
+def test_board_build_leaves_block_ram_collisions_undefined(tmp_path):
+    """The board flow's yosys prelude declares same-word read/write collisions of the board memory
+    undefined (boards/build.py BOARD_MEMORY_COLLISIONS): no read-first emulation (a delayed write
+    and a bypass register in soft logic) around its block RAM, which the plain prelude makes."""
+    import json
+    import subprocess
+
+    from amaranth.back import rtlil
+
+    from vitaccel.boards.build import YOSYS_PRELUDE, board_prelude, tool_env
+
+    top = _BoardNames(_BoardNames())
+    (tmp_path / "top.il").write_text(rtlil.convert(top, name="top", ports=[top.sink]))
+    flip_flops = {}
+    for label, prelude in (("plain", YOSYS_PRELUDE.format(top="top")), ("board", board_prelude("top"))):
+        script = f"read_rtlil top.il; {prelude}; synth_ecp5 -top top; tee -q -o {label}.json stat -json"
+        result = subprocess.run([tool_env()["YOSYS"], "-q", "-l", f"{label}.log", "-p", script], cwd=tmp_path,
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        cells = json.loads((tmp_path / f"{label}.json").read_text())["design"]["num_cells_by_type"]
+        assert cells.get("DP16KD", 0) >= 2, cells
+        flip_flops[label] = cells["TRELLIS_FF"]
+    assert flip_flops["board"] + 32 <= flip_flops["plain"], flip_flops
