@@ -209,6 +209,11 @@ class HostLink(wiring.Component):
         # remaining == 1 and command == READ_WORD, registered with them.
         last = Signal()
         reading_word = Signal()
+        # The memory request, from flip-flops: high exactly while the state is EXECUTE with a word
+        # command (loaded on the way in), so that the block RAM's enables across the die start at
+        # a register, not at the state decode (a path of the routed critical path at 76.8 MHz).
+        mem_valid = Signal()
+        m.d.comb += [self.mem.cmd_valid.eq(mem_valid), self.mem.cmd_write.eq(~reading_word)]
         # The AW and W of a CSR write already taken.
         aw_sent = Signal()
         w_sent = Signal()
@@ -226,6 +231,7 @@ class HostLink(wiring.Component):
                         m.next = "REPLY"
             with m.State("ARGS"):
                 with m.If(count == needed):
+                    m.d.sync += mem_valid.eq(command.matches(WRITE_WORD, READ_WORD))
                     m.next = "EXECUTE"
                 with m.Elif(urx.valid):
                     with m.Switch(count):
@@ -240,9 +246,9 @@ class HostLink(wiring.Component):
             with m.State("EXECUTE"):
                 with m.Switch(command):
                     with m.Case(WRITE_WORD, READ_WORD):
-                        m.d.comb += [self.mem.cmd_valid.eq(1), self.mem.cmd_write.eq(command == WRITE_WORD)]
                         # The memory's ready (from across the die) moves only the state.
                         with m.If(self.mem.cmd_ready):
+                            m.d.sync += mem_valid.eq(0)
                             m.next = "ISSUED"
                     with m.Case(WRITE_CSR):
                         m.d.sync += [aw_sent.eq(0), w_sent.eq(0)]
@@ -264,6 +270,8 @@ class HostLink(wiring.Component):
                                      needed.eq(arguments_of(READ_WORD))]
                         with m.If(block_count == 0):
                             m.next = "COMMAND"
+                        with m.Else():
+                            m.d.sync += mem_valid.eq(1)     # its first word, read from EXECUTE
             with m.State("ISSUED"):
                 with m.If(reading_word):
                     m.next = "READ"
@@ -310,7 +318,7 @@ class HostLink(wiring.Component):
                         with m.If(block & reading_word & ~last):
                             # The next word of a block read, read while this one goes out.
                             m.d.sync += [remaining.eq(remaining - 1), last.eq(remaining == 2),
-                                         address.eq(address + word_bytes)]
+                                         address.eq(address + word_bytes), mem_valid.eq(1)]
                             m.next = "EXECUTE"
                         with m.Else():
                             m.next = "COMMAND"
