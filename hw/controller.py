@@ -1,5 +1,5 @@
 """The controller: fetch, decode, check and dispatch instructions in order, with a scoreboard that
-lets a scratchpad LOAD and a MATMUL run together; the CSR registers.
+lets a scratchpad LOAD or a REQUANT run beside MATMULs; the CSR registers.
 
 This is the executable form of the "Controller" section of docs/architecture.md.
 """
@@ -16,6 +16,7 @@ from vitaccel.isa import INSTR_BITS, INSTR_BYTES, ErrorCode, Instruction, LocalM
 from .axi import AxiReadSignature, BURST_INCR, CACHE, burst_size
 from .interfaces import checked_config, CSR, CsrBusSignature, engine_cmd_signature
 from .lib import fanned_out
+from .matmul import matmul_cycles
 
 __all__ = ["Controller", "Engine", "EXECUTED_OPCODES"]
 
@@ -76,7 +77,13 @@ class Controller(wiring.Component):
       if no other engine is busy and the scratchpad rows the LOAD writes, ``[local_addr, local_addr
       + rows)``, meet none the latest MATMUL reads, ``[a_addr, a_addr + rows)`` and ``[b_addr,
       b_addr + cfg.rows)`` (else it waits for the other to finish: read after write, or write after
-      read). A MATMUL is also offered while the matmul engine is busy but ready (the previous
+      read). A REQUANT and MATMULs may be in flight together when their accumulator rows are in
+      different banks (hw/memories.py BankedMemory: the address's top bit) and the scratchpad rows
+      the REQUANT writes meet none the MATMUL reads: a REQUANT is offered while the matmul engine
+      is busy if no MATMUL it has taken in the last ``matmul_cycles(rows)`` cycles (the engine's
+      busy time for that MATMUL, which the controller assumes) used one of the REQUANT's banks; a
+      MATMUL while the requant engine is busy if the REQUANT's banks and rows are not the
+      MATMUL's. A MATMUL is also offered while the matmul engine is busy but ready (the previous
       MATMUL's rows drain through the array, in order, while the next loads: ``hw/matmul.py``;
       judged like busy, :attr:`BUSY_LAG` cycles after ready rises). No other instruction is
       offered to a busy engine, and every other instruction waits until no engine is busy. So the
@@ -381,7 +388,7 @@ class Controller(wiring.Component):
     def _decode(self, m, instr, decoding):
         """The instruction's class, registered in the cycle ``decoding`` is high (DECODE), as a
         namespace: ``to_engine`` (one flag per :class:`Engine`, set for the engine that executes
-        it), ``is_end``, ``is_vector``, ``is_matmul``, ``is_spad_load`` (a LOAD into SPAD) and
+        it), ``is_end``, ``is_vector``, ``is_matmul``, ``is_requant``, ``is_spad_load`` (a LOAD into SPAD) and
         ``rows_zero`` (it is a no-op: no rows, or a vector instruction without elements)."""
         op = instr.end.opcode
         rows = Signal(16)
@@ -401,6 +408,7 @@ class Controller(wiring.Component):
         decoded = SimpleNamespace(
             to_engine={which: Signal(name=f"to_{which.name.lower()}") for which in Engine},
             is_end=Signal(name="is_end"), is_vector=Signal(name="is_vector_r"), is_matmul=Signal(name="is_matmul"),
+            is_requant=Signal(name="is_requant"),
             is_spad_load=Signal(name="is_spad_load_r"), rows_zero=Signal(name="rows_zero"))
         with m.If(decoding):
             m.d.sync += [flag.eq(0) for flag in decoded.to_engine.values()]
@@ -410,7 +418,8 @@ class Controller(wiring.Component):
                         m.d.sync += decoded.to_engine[which].eq(1)
             m.d.sync += [
                 decoded.is_end.eq(op == Opcode.END), decoded.is_vector.eq(is_vector),
-                decoded.is_matmul.eq(op == Opcode.MATMUL), decoded.is_spad_load.eq(_is_spad_load(instr)),
+                decoded.is_matmul.eq(op == Opcode.MATMUL), decoded.is_requant.eq(op == Opcode.REQUANT),
+                decoded.is_spad_load.eq(_is_spad_load(instr)),
                 decoded.rows_zero.eq(rows == 0),
             ]
         return decoded
@@ -421,29 +430,57 @@ class Controller(wiring.Component):
         latest instruction is a STORE.
 
         A MATMUL may be offered while the DMA is busy with a LOAD into SPAD whose rows its reads
-        do not meet (read after write), a LOAD into SPAD while the matmul engine is busy with a
-        MATMUL whose reads its rows do not meet (write after read); anything else only while no
-        engine is busy. The instruction's row ranges are registered in DECODE (``decoding``), the
-        hazards' comparisons in CHECK (``checking``).
+        do not meet (read after write), and while the requant engine is busy with a REQUANT whose
+        accumulator banks its accumulator rows are not in and whose scratchpad rows its reads do
+        not meet (write after read, read after write); a LOAD into SPAD while the matmul engine is
+        busy with a MATMUL whose reads its rows do not meet (write after read); a REQUANT while the
+        matmul engine is busy when no MATMUL in flight uses its accumulator banks (each bank's
+        MATMULs are counted down: ``acc_bank_busy``) and the latest MATMUL's reads do not meet
+        the scratchpad rows it writes; anything else only while no engine is busy. The
+        instruction's row ranges are registered in DECODE (``decoding``), the hazards'
+        comparisons in CHECK (``checking``).
         """
         cfg = self.cfg
         # Only the latest instruction of an engine can be in flight (none is offered to a busy
-        # engine), so one record per engine suffices; it matters only while that engine is busy.
+        # engine, and the matmul engine's earlier MATMULs have done their reads), so one record
+        # per engine suffices; it matters only while that engine is busy.
         dma_store = Signal()        # the DMA's latest instruction is a STORE
         dma_spad_load = Signal()    # ... a LOAD into SPAD, writing rows [load_lo, load_hi)
         load_lo, load_hi = Signal(17), Signal(17)
         mm_a_lo, mm_a_hi, mm_b_lo, mm_b_hi = Signal(17), Signal(17), Signal(17), Signal(17)
-        dma, mm = instr.dma, instr.matmul
+        rq_lo, rq_hi = Signal(17, name="rq_spad_lo"), Signal(17, name="rq_spad_hi")   # REQUANT's SPAD rows
+        rq_banks = Signal(2, name="rq_acc_banks")        # ... and its ACC banks
+        dma, mm, rq = instr.dma, instr.matmul, instr.requant
         # The row ranges of the instruction being checked, registered in DECODE.
         new_load = (Signal(17, name="new_load_lo"), Signal(17, name="new_load_hi"))
         new_a = (Signal(17, name="new_a_lo"), Signal(17, name="new_a_hi"))
         new_b = (Signal(17, name="new_b_lo"), Signal(17, name="new_b_hi"))
+        new_rq = (Signal(17, name="new_rq_lo"), Signal(17, name="new_rq_hi"))
+        # The ACC banks (hw/memories.py BankedMemory: the address's top bit) of a MATMUL's c rows
+        # and a REQUANT's acc rows: the first row's bank registered in DECODE with the end row,
+        # the bank flags (bit b: touches bank b) in CHECK.
+        half = cfg.acc_rows // 2
+        top = (cfg.acc_rows - 1).bit_length() - 1
+        acc_lo_bank, acc_end = Signal(name="new_acc_lo_bank"), Signal(17, name="new_acc_end")
+        new_banks = Signal(2, name="new_acc_banks")
+        # A MATMUL's busy cycles, less its rows (hw/matmul.py matmul_cycles): each ACC bank it uses
+        # is counted busy for as long as the engine is busy for it.
+        mm_fixed = matmul_cycles(cfg, 1) - 1
+        new_mm_cycles = Signal(17, name="new_mm_cycles")
         with m.If(decoding):
             m.d.sync += [
                 new_load[0].eq(dma.local_addr), new_load[1].eq(dma.local_addr + dma.rows),
                 new_a[0].eq(mm.a_addr), new_a[1].eq(mm.a_addr + mm.rows),
                 new_b[0].eq(mm.b_addr), new_b[1].eq(mm.b_addr + cfg.rows),
+                new_rq[0].eq(rq.spad_addr), new_rq[1].eq(rq.spad_addr + rq.rows),
+                new_mm_cycles.eq(mm.rows + mm_fixed),
             ]
+            with m.If(decoded_op_is(instr, Opcode.MATMUL)):
+                m.d.sync += [acc_lo_bank.eq(mm.c_addr[top]), acc_end.eq(mm.c_addr + mm.rows)]
+            with m.Else():
+                m.d.sync += [acc_lo_bank.eq(rq.acc_addr[top]), acc_end.eq(rq.acc_addr + rq.rows)]
+        with m.If(checking):
+            m.d.sync += new_banks.eq(Cat(~acc_lo_bank, acc_end > half))
 
         def meet(x, y, name):
             """Whether row ranges ``x`` and ``y`` overlap, from its two comparisons, each
@@ -454,13 +491,31 @@ class Controller(wiring.Component):
             return below[0] & below[1]
 
         # The hazards are registered in CHECK: the ranges they compare were registered in DECODE
-        # (this instruction's) or when the DMA or the matmul engine took its command (an earlier
-        # instruction's, before this one's fetch), so they hold still until this one is offered.
+        # (this instruction's) or when an engine took its command (an earlier instruction's,
+        # before this one's fetch), so they hold still until this one is offered.
         raw = meet(new_a, (load_lo, load_hi), "raw_a") | meet(new_b, (load_lo, load_hi), "raw_b")
         war = meet(new_load, (mm_a_lo, mm_a_hi), "war_a") | meet(new_load, (mm_b_lo, mm_b_hi), "war_b")
+        rq_war = meet(new_rq, (mm_a_lo, mm_a_hi), "rq_war_a") | meet(new_rq, (mm_b_lo, mm_b_hi), "rq_war_b")
+        mm_raw = meet(new_a, (rq_lo, rq_hi), "mm_raw_a") | meet(new_b, (rq_lo, rq_hi), "mm_raw_b")
         # The engines' busy, registered (BUSY_LAG), for the offer.
         busy_r = {engine: Signal(name=f"{engine.name.lower()}_busy_r") for engine in engines}
         m.d.sync += [busy_r[engine].eq(engine_busy) for engine, (_, engine_busy) in engines.items()]
+
+        # Each ACC bank is busy while a MATMUL that uses it is (a countdown from its acceptance;
+        # a later MATMUL always ends after an earlier one, so a load replaces the count), and
+        # that busy is registered like the engines' (BUSY_LAG).
+        matmul_cmd = engines[Engine.MATMUL][0]
+        bank_busy_r = Signal(2, name="acc_bank_busy_r")
+        for b in range(2):
+            count = Signal(17, name=f"acc_bank{b}_count")
+            bank_busy = Signal(name=f"acc_bank{b}_busy")
+            with m.If(matmul_cmd.valid & matmul_cmd.ready & new_banks[b]):
+                m.d.sync += [count.eq(new_mm_cycles), bank_busy.eq(1)]
+            with m.Elif(bank_busy):
+                m.d.sync += count.eq(count - 1)
+                with m.If(count == 1):
+                    m.d.sync += bank_busy.eq(0)
+            m.d.sync += bank_busy_r[b].eq(bank_busy)
 
         may_offer = Signal()      # from registers; registered as `offer_ok` for the next cycle
         offer_ok = Signal()
@@ -468,22 +523,28 @@ class Controller(wiring.Component):
         # The matmul engine takes its next MATMUL while the previous one's rows drain (hw/matmul.py):
         # its ready, registered like busy (it falls only when it takes a command of ours).
         matmul_ready_r = Signal(name="matmul_ready_r")
-        m.d.sync += matmul_ready_r.eq(engines[Engine.MATMUL][0].ready)
+        m.d.sync += matmul_ready_r.eq(matmul_cmd.ready)
         with m.If(decoded.is_matmul):
-            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.DMA, Engine.MATMUL)
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.DMA, Engine.MATMUL, Engine.REQUANT)
                                      & (~busy_r[Engine.DMA] | (dma_spad_load & ~raw))
+                                     & (~busy_r[Engine.REQUANT] | ~((new_banks & rq_banks).any() | mm_raw))
                                      & (~busy_r[Engine.MATMUL] | matmul_ready_r))
         with m.Elif(decoded.is_spad_load):
             m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL) & (~busy_r[Engine.MATMUL] | ~war))
+        with m.Elif(decoded.is_requant):
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL) & ~(new_banks & bank_busy_r).any()
+                                     & (~busy_r[Engine.MATMUL] | ~rq_war))
         with m.Else():
             m.d.comb += may_offer.eq(~_any_except(busy_r))
 
-        dma_cmd, matmul_cmd = engines[Engine.DMA][0], engines[Engine.MATMUL][0]
+        dma_cmd, rq_cmd = engines[Engine.DMA][0], engines[Engine.REQUANT][0]
         with m.If(dma_cmd.valid & dma_cmd.ready):
             m.d.sync += [dma_store.eq(instr.end.opcode == Opcode.STORE), dma_spad_load.eq(_is_spad_load(instr)),
                          load_lo.eq(new_load[0]), load_hi.eq(new_load[1])]
         with m.If(matmul_cmd.valid & matmul_cmd.ready):
             m.d.sync += [mm_a_lo.eq(new_a[0]), mm_a_hi.eq(new_a[1]), mm_b_lo.eq(new_b[0]), mm_b_hi.eq(new_b[1])]
+        with m.If(rq_cmd.valid & rq_cmd.ready):
+            m.d.sync += [rq_lo.eq(new_rq[0]), rq_hi.eq(new_rq[1]), rq_banks.eq(new_banks)]
         return offer_ok, dma_store
 
 
@@ -540,6 +601,11 @@ class _Fetch:
             m.d.sync += self.word_at.eq(self.word_at << 1)
             with m.If(self.word_at[-1]):
                 m.next = then
+
+
+def decoded_op_is(instr, opcode):
+    """Whether ``instr``'s opcode is ``opcode``."""
+    return instr.end.opcode == opcode
 
 
 def _is_spad_load(instr):

@@ -18,7 +18,7 @@ from .gelu import GeluEngine
 from .interfaces import CSR_INDEX_BITS, checked_config, acc_row, spad_row
 from .layernorm import LayerNormEngine
 from .matmul import MatmulEngine
-from .memories import SharedMemory
+from .memories import BankedMemory, SharedMemory
 from .requant import RequantEngine
 from .residual import ResidualAddEngine
 from .softmax import SoftmaxEngine
@@ -86,14 +86,17 @@ class Core(wiring.Component):
     ``dsp_sites`` (a board's :attr:`~vitaccel.boards.targets.Device.dsp_sites`) floorplans the
     systolic array's DSP blocks (:func:`~vitaccel.hw.array.dsp_floorplan`); empty: no floorplan.
 
-    The SPAD, ACC and PARAM memories (:class:`~vitaccel.hw.memories.SharedMemory`) have one read
-    port, :data:`~vitaccel.hw.memories.READ_LATENCY` cycles from address to data, and one write
-    port each. An
-    engine owns the ports it uses while its ``busy`` is high (from the cycle after it accepts a
-    command: no engine touches a port in the cycle of acceptance). Only a SPAD LOAD and a MATMUL are ever active together
-    (the controller's scoreboard); then the DMA owns the SPAD write port and the matmul engine the
-    SPAD read and ACC ports, which are all each uses. Memory contents are not reset: they persist
-    across runs.
+    The SPAD and PARAM memories (:class:`~vitaccel.hw.memories.SharedMemory`) have one read port,
+    :data:`~vitaccel.hw.memories.READ_LATENCY` cycles from address to data, and one write port
+    each; ACC (:class:`~vitaccel.hw.memories.BankedMemory`) is two banks with a read port of its
+    own for the matmul engine (or the DMA) and one for the requant engine, each access routed to
+    the bank its address names. An engine owns the ports it uses while its ``busy`` is high (from
+    the cycle after it accepts a command: no engine touches a port in the cycle of acceptance).
+    Only a SPAD LOAD and MATMULs, or a REQUANT and MATMULs, are ever active together (the
+    controller's scoreboard): then the DMA owns the SPAD write port and the matmul engine the SPAD
+    read and ACC ports; or the requant engine owns the SPAD write port, ACC's second read port
+    (in the bank no MATMUL in flight uses) and the PARAM read port. Memory contents are not
+    reset: they persist across runs.
     """
 
     def __init__(self, cfg: AccelConfig, *, dsp_sites=()):
@@ -128,7 +131,9 @@ class Core(wiring.Component):
         # each with its own address registers: about a dozen block RAMs per address net.
         slices = next(n for n in range(MEMORY_SLICES, 0, -1) if cfg.cols % n == 0)
         m.submodules.spad = spad = SharedMemory(spad_row(cfg), cfg.spad_rows, slices=slices)
-        m.submodules.acc = acc = SharedMemory(acc_row(cfg), cfg.acc_rows, slices=slices)
+        # ACC in two banks (the address's top bit), each with its read port: a REQUANT reads one
+        # while MATMULs accumulate into the other (the scoreboard keeps them apart).
+        m.submodules.acc = acc = BankedMemory(acc_row(cfg), cfg.acc_rows, readers=2, slices=slices)
         m.submodules.param = param = SharedMemory(acc_row(cfg), cfg.param_rows, slices=slices)
 
         m.submodules.csr = csr = AxiLiteCsr(CSR_INDEX_BITS)
@@ -162,7 +167,9 @@ class Core(wiring.Component):
                + [(sel, e.spad_rd) for sel, e in by_vec])
         _share(m, spad.write, [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
                + [(sel, e.spad_wr) for sel, e in by_vec])
-        _share(m, acc.read, [(by_dma_alone, dma.acc_rd), (by_mm, mm.acc_rd), (by_rq, rq.acc_rd)])
+        # ACC's first read port is the matmul engine's or the DMA's, its second the requantizer's.
+        _share(m, acc.reads[0], [(by_mm, mm.acc_rd), (by_dma_alone, dma.acc_rd)])
+        wiring.connect(m, acc.reads[1], rq.acc_rd)
         # Two-source ports: the first select drives the address and data multiplexer (see _share),
         # so it is a flip-flop (by_mm, not by_dma_alone, which is a LUT), and the softmax's exponent
         # rows, zero above each column's low bits, come first: those bits then become a reset

@@ -15,14 +15,14 @@ its own and the data crossing two:
 Like a plain synchronous read port, ``data`` holds its value while no read is presented.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import Out
 
 from .interfaces import local_addr_width
 from .lib import fanned_out
 
-__all__ = ["SharedMemory", "READ_LATENCY", "WRITE_LATENCY"]
+__all__ = ["SharedMemory", "BankedMemory", "READ_LATENCY", "WRITE_LATENCY"]
 
 #: Cycles from a read's ``en``/``addr`` to its ``data`` on a :class:`SharedMemory` read port.
 READ_LATENCY = 4
@@ -111,4 +111,89 @@ class SharedMemory(wiring.Component):
             wr_data = Signal(width, name=f"wr_data_q{k}", reset_less=True)
             m.d.sync += wr_data.eq(self.write.data.as_value()[bits])
             m.d.comb += [wr.en.eq(wr_ens[k]), wr.addr.eq(wr_addrs[k]), wr.data.eq(wr_data)]
+        return m
+
+
+class BankedMemory(wiring.Component):
+    """A shared memory in two banks, each a :class:`SharedMemory` of half the rows with its own
+    ports, so that two engines can read it in the same cycle when they read different banks.
+
+    Row ``r`` lives in bank ``r >> (addr_width - 1)`` (the address's top bit: rows ``[0, depth /
+    2)`` in bank 0, the rest in bank 1). Each of the ``readers`` read ports and the write port has
+    :class:`SharedMemory`'s timing (:data:`READ_LATENCY`, :data:`WRITE_LATENCY`); an access is
+    routed to the bank its address names, and a read's data comes back from the bank it read
+    (a register, loaded as the data arrives, picks the bank: it holds between reads like a plain
+    port's data).
+
+    Contract: two read ports never read the same bank in the same cycle (the controller's
+    scoreboard keeps the engines that read concurrently in different banks: docs/architecture.md).
+    Where two do, the lower-numbered port's read is performed and the other's data is that row.
+    A port's data holds between its reads while no other port reads the bank it last read (the
+    bank's data is shared; the engines that run together never read each other's banks).
+
+    Parameters
+    ----------
+    shape, depth, slices : as :class:`SharedMemory` (``depth`` a power of two, at least 2).
+    readers : int
+        Read ports.
+
+    Attributes
+    ----------
+    reads : list of Out(memory.ReadPort.Signature)
+        The read ports, memory side.
+    write : Out(memory.WritePort.Signature)
+        The write port, memory side.
+    banks : list of SharedMemory
+        The two banks (tests: :meth:`row`).
+    """
+
+    def __init__(self, shape, depth: int, *, readers: int = 2, slices: int = 1):
+        if depth < 2 or depth & (depth - 1):
+            raise ValueError(f"a banked memory's depth must be a power of two of at least 2, not {depth}")
+        addr_width = local_addr_width(depth)
+        self.banks = [SharedMemory(shape, depth // 2, slices=slices) for _ in range(2)]
+        super().__init__({
+            **{f"read{k}": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape))
+               for k in range(readers)},
+            "write": Out(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
+        })
+        self.reads = [getattr(self, f"read{k}") for k in range(readers)]
+
+    @property
+    def depth(self):
+        return 2 * self.banks[0].depth
+
+    def row(self, ctx, addr):
+        """Row ``addr``'s element values, read in a simulation testbench (``ctx``)."""
+        half = self.banks[0].depth
+        return self.banks[addr // half].row(ctx, addr % half)
+
+    def elaborate(self, platform):
+        m = Module()
+        top = len(self.write.addr) - 1
+        for b, bank in enumerate(self.banks):
+            m.submodules[f"bank{b}"] = bank
+            # The write port: one writer at a time, to the bank its address names.
+            m.d.comb += [bank.write.en.eq(self.write.en & (self.write.addr[top] == b)),
+                         bank.write.addr.eq(self.write.addr[:top]), bank.write.data.eq(self.write.data)]
+            # The read port: the first reader that reads this bank in this cycle (a read port's
+            # enable is 1 by default: cleared first).
+            m.d.comb += bank.read.en.eq(0)
+            for port in reversed(self.reads):
+                with m.If(port.en & (port.addr[top] == b)):
+                    m.d.comb += [bank.read.en.eq(1), bank.read.addr.eq(port.addr[:top])]
+        for k, port in enumerate(self.reads):
+            # The bank of each read, carried alongside it; the data's bank is loaded as the data
+            # arrives (READ_LATENCY after the read) and holds until the next read's data.
+            pending = port.en
+            bank_of = port.addr[top]
+            for stage in range(READ_LATENCY - 1):
+                pending_q, bank_q = Signal(name=f"r{k}_en_q{stage}"), Signal(name=f"r{k}_bank_q{stage}")
+                m.d.sync += [pending_q.eq(pending), bank_q.eq(bank_of)]
+                pending, bank_of = pending_q, bank_q
+            data_bank = Signal(name=f"r{k}_data_bank")
+            with m.If(pending):
+                m.d.sync += data_bank.eq(bank_of)
+            m.d.comb += port.data.eq(Mux(data_bank, self.banks[1].read.data.as_value(),
+                                         self.banks[0].read.data.as_value()))
         return m

@@ -72,6 +72,7 @@ result stays; unfused ops use the memories from row 0.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,7 +81,7 @@ from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.compile_ops import vector_param_rows
 from vitaccel.sw.compiler import (MAX_ROWS, CompileError, check_features, pack_linear_params, plan_linear,
-                                  requant_features, schedule_linear)
+                                  requant_features, requant_slot, schedule_linear)
 from vitaccel.sw.intvit import IntViT, IntViTError
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
@@ -318,21 +319,45 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3 * nt, dram_addr=p_sym.addr,
            dram_stride=cfg.acc_row_bytes)
     stage = free + 2 * kt * c
+    # Software pipelining (issue 21): output tile j accumulates in ACC bank j % 2 and its REQUANT
+    # runs beside tile j + 1's MATMULs in the other bank, its STORE (if any) after them.
+    half = cfg.acc_rows // 2
+    pipelined = m <= half and nt > 1
+    pending = []            # the previous tile's (REQUANT, STORE) emitters
 
     def tile(j):
         rows = short[1] if j < short[0] else m
+        acc = j % 2 * half if pipelined else 0
+        dst = local.get(j, stage)
 
-        def body(addr):
-            for kk in range(kt):
-                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=0, rows=rows,
-                       accumulate=int(kk > 0))
-            dst = local.get(j, stage)
-            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=dst, rows=rows, param_addr=3 * j)
+        def requant():
+            b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=dst, rows=rows, param_addr=3 * j)
+
+        def store():
             if y is not None and (j not in local or b.keep):
                 _load_tiles(b, dst, y, 0, rows, j, 1, m, Opcode.STORE)
+
+        def body(addr):
+            previous = pending.pop() if pending else None
+            slot = requant_slot(cfg, kt, rows, kt * c if j + 1 < nt else 0)
+            for kk in range(kt):
+                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=rows,
+                       accumulate=int(kk > 0))
+                if previous and kk == slot:
+                    previous[0]()
+            if previous:
+                previous[1]()
+            if pipelined:
+                pending.append((requant, store))
+            else:
+                requant()
+                store()
         return kt * c, w_sym.addr + j * cfg.spad_row_bytes, w_sym.row_stride, body
 
     _weight_stream(b, free, [tile(j) for j in range(nt)])
+    for requant, store in pending:
+        requant()
+        store()
 
 
 def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tensor | None) -> _Local:
@@ -354,7 +379,15 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     m, dt = x.rows, x.tiles
     hidden, d = blk.fc1.weight.shape[0], blk.fc2.weight.shape[0]
     ht, ot = _ceil(hidden, c), _ceil(d, c)
-    acc_a = min(ot, cfg.acc_rows // m - 1)
+    # Software pipelining (issue 21): fc1's output tiles alternate between ACC rows 0 and the
+    # first rows of bank 1 (hw/memories.py BankedMemory), each tile's REQUANT beside the next
+    # tile's MATMULs; pass A's fc2 tiles take the other m-row slots of both banks.
+    half = cfg.acc_rows // 2
+    pipelined = m <= half and half // m >= 2
+    fc1_acc = (0, half) if pipelined else (0, 0)
+    slots = ([bank * half + k * m for bank in (0, 1) for k in range(1, half // m)] if pipelined
+             else [(1 + n) * m for n in range(cfg.acc_rows // m - 1)])
+    acc_a = min(ot, len(slots))
     w1_sym, p1_sym = _linear_constants(b, p + "fc1", blk.fc1.weight, blk.fc1.bias, blk.fc1.mult, blk.fc1.shift)
     w2_sym, p2_sym = _linear_constants(b, p + "fc2", blk.fc2.weight, blk.fc2.bias, blk.fc2.mult, blk.fc2.shift)
     g_rows = vector_param_rows(cfg, Opcode.GELU, hidden, gelu)
@@ -364,8 +397,9 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=local, rows=rows, dram_addr=addr,
                dram_stride=cfg.acc_row_bytes)
 
-    def fc2_step(k0, ks, n, a_base, acc0, loads=()):
-        """fc2's weights of hidden tiles ``ks`` for output tile ``n``; MATMUL the tiles at ``a_base``.
+    def fc2_step(k0, ks, n, a_base, c_addr, loads=()):
+        """fc2's weights of hidden tiles ``ks`` for output tile ``n``; MATMUL the tiles at ``a_base``
+        into ACC rows from ``c_addr``.
         ``loads`` (LOADs of the next K chunk) go between the MATMULs, from the fifth on every
         third: by then the DMA has loaded the next weights and is idle, and a tile of x loads in
         about the time of three MATMULs, so each overlaps MATMULs and none holds them up."""
@@ -373,7 +407,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             pending = list(loads)
             for i, kk in enumerate(ks):
                 b.emit(Opcode.MATMUL, a_addr=a_base + (kk - k0) * m, b_addr=addr + (kk - k0) * c,
-                       c_addr=(acc0 + n) * m, rows=m, accumulate=int(kk > 0))
+                       c_addr=c_addr, rows=m, accumulate=int(kk > 0))
                 if pending and i >= 4 and (i - 4) % 3 == 0:
                     pending.pop(0)()
             for load in pending:
@@ -381,11 +415,11 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         return (len(ks) * c, w2_sym.addr + k0 * c * w2_sym.row_stride + n * cfg.spad_row_bytes, w2_sym.row_stride,
                 body)
 
-    def requant(tiles, acc0):
-        """LOAD PARAM fc2's rows (fc1's are dead); REQUANT its output ``tiles`` from ACC tile ``acc0 + n``."""
+    def requant(tiles, acc_of):
+        """LOAD PARAM fc2's rows (fc1's are dead); REQUANT its output ``tiles`` from ACC rows ``acc_of(n)``."""
         load_param(0, 3 * ot, p2_sym.addr)
         for n in tiles:
-            b.emit(Opcode.REQUANT, acc_addr=(acc0 + n) * m, spad_addr=x.addr + n * m, rows=m, param_addr=3 * n)
+            b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=x.addr + n * m, rows=m, param_addr=3 * n)
 
     with b.layer(p + "mlp"):
         gp = len(g_rows)
@@ -395,15 +429,28 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
         w2 = stage + group * m
 
+        pending = []        # the previous fc1 tile's REQUANT, run beside this tile's MATMULs
+
         def fc1_step(j):
             h0 = j - j % group
             tiles = range(h0, min(h0 + group, ht))
+            acc = fc1_acc[j % 2]
+
+            def requant_fc1():
+                b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=stage + (j - h0) * m, rows=m, param_addr=gp + 3 * j)
 
             def body(addr):
+                previous = pending.pop() if pending else None
+                slot = requant_slot(cfg, dt, m, dt * c if j + 1 < ht else 0)
                 for kk in range(dt):
-                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=0, rows=m,
+                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=m,
                            accumulate=int(kk > 0))
-                b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=stage + (j - h0) * m, rows=m, param_addr=gp + 3 * j)
+                    if previous and kk == slot:
+                        previous()
+                if pipelined and j + 1 < tiles.stop:
+                    pending.append(requant_fc1)      # the group's last tile is REQUANTized now: GELU needs it
+                    return
+                requant_fc1()
                 if j + 1 < tiles.stop:
                     return
                 if pre is not None:
@@ -413,11 +460,11 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                 if acc_a < ot or b.keep:
                     _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
                 if acc_a:
-                    _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, 1) for n in range(acc_a)])
+                    _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)])
             return dt * c, w1_sym.addr + j * cfg.spad_row_bytes, w1_sym.row_stride, body
 
         _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
-        requant(range(acc_a), 1)
+        requant(range(acc_a), lambda n: slots[n])
     if acc_a == ot:
         return _Local(x.addr, m, d, ot)
     with b.layer(p + "fc2"):
@@ -439,9 +486,10 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             for ci, ks in enumerate(ks_all):
                 nxt = [x_load(ci + 1, kk) for kk in ks_all[ci + 1]] if ci + 1 < len(ks_all) else []
                 share = _ceil(len(nxt), len(outs))
-                _weight_stream(b, w_b, [fc2_step(ks.start, ks, n, regions[ci % 2], -n0, nxt[i * share:(i + 1) * share])
+                _weight_stream(b, w_b, [fc2_step(ks.start, ks, n, regions[ci % 2], (n - n0) * m,
+                                                 nxt[i * share:(i + 1) * share])
                                         for i, n in enumerate(outs)])
-            requant(outs, -n0)
+            requant(outs, lambda n: (n - n0) * m)
     return _Local(x.addr, m, d, ot)
 
 
@@ -556,15 +604,24 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     exp_addr = ATTENTION_PARAM_ROWS
     for q0 in range(0, out.rows, chunk):
         n = min(chunk, out.rows - q0)
+        # Software pipelining (issue 21): each output tile of q k.T and of attention x V
+        # accumulates in the ACC bank of its parity; its REQUANT runs beside the next tile's
+        # MATMULs (after the second), the last one's before SOFTMAX or the STORE.
+        half = cfg.acc_rows // 2
+        bank = (lambda tile: tile % 2 * half) if n <= half else (lambda tile: 0)
+        pending = []
         if "q" not in have:
             _load_tiles(b, q_base, qkv, q0, n, q_tile, dt, n)
         for kt in range(tt):
             for i in range(dt):
                 # Logit columns past the T keys come from stale rows of the key region: SOFTMAX
                 # reads only `length` = T of them.
-                b.emit(Opcode.MATMUL, a_addr=q_base + i * n, b_addr=k_base + i * tp + kt * c, c_addr=0,
+                b.emit(Opcode.MATMUL, a_addr=q_base + i * n, b_addr=k_base + i * tp + kt * c, c_addr=bank(kt),
                        rows=n, accumulate=int(i > 0), transpose_b=1)
-            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=l_base + kt * n, rows=n, param_addr=0)
+                _run_deferred(pending, i, dt)
+            pending.append(functools.partial(b.emit, Opcode.REQUANT, acc_addr=bank(kt), spad_addr=l_base + kt * n,
+                                             rows=n, param_addr=0))
+        pending.pop()()
         b.emit(Opcode.SOFTMAX, src=l_base, src2=exp_addr, dst=l_base, rows=n, length=t, tile_stride=n,
                param_addr=3)
         # The next head's tiles, one LOAD every third MATMUL (a tile loads in about three).
@@ -573,17 +630,28 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
         for j in range(dt):
             for kt in range(tt):
                 # Mantissas past T are 0 (SOFTMAX zeroes them), so stale value rows add nothing.
-                b.emit(Opcode.MATMUL, a_addr=l_base + kt * n, b_addr=v_base + j * tp + kt * c, c_addr=0,
+                b.emit(Opcode.MATMUL, a_addr=l_base + kt * n, b_addr=v_base + j * tp + kt * c, c_addr=bank(j),
                        rows=n, accumulate=int(kt > 0))
                 if loads and (j * tt + kt) % 3 == 0:
                     local, rows, tile = loads.pop(0)
                     _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
-            b.emit(Opcode.REQUANT, acc_addr=0, spad_addr=o_base + j * n, rows=n, param_addr=4, row_shift=1,
-                   exp_addr=exp_addr)
+                _run_deferred(pending, kt, tt)
+            pending.append(functools.partial(b.emit, Opcode.REQUANT, acc_addr=bank(j), spad_addr=o_base + j * n,
+                                             rows=n, param_addr=4, row_shift=1, exp_addr=exp_addr))
+        pending.pop()()
         for local, rows, tile in loads:
             _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
         _load_tiles(b, o_base, out, q0, n, h * dt, dt, n, Opcode.STORE)
     return ahead
+
+
+def _run_deferred(pending: list, index: int, count: int) -> None:
+    """Emit the REQUANT deferred from the previous tile (``pending``, its emitter) after this tile's
+    MATMUL ``index`` of ``count``: after the second (``requant_slot`` of no load), so that the
+    previous tile's MATMULs have drained from their accumulator bank and the REQUANT runs beside
+    the later ones in the other bank."""
+    if pending and index == min(1, count - 1):
+        pending.pop()()
 
 
 def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, qkv_cols: int, attn_cols: int, hidden: int,

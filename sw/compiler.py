@@ -41,7 +41,7 @@ from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_progra
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
 __all__ = ["compile_linear", "plan_linear", "schedule_linear", "pack_linear_params", "LinearPlan", "CostModel",
-           "CompileError", "MAX_ROWS", "check_features", "requant_features"]
+           "CompileError", "MAX_ROWS", "check_features", "requant_features", "requant_slot"]
 
 #: The largest ``rows`` an instruction can hold (a 16-bit field).
 MAX_ROWS = (1 << 16) - 1
@@ -126,8 +126,14 @@ class LinearPlan:
     params_resident : bool
         All ``3 * n_tiles`` parameter rows are loaded once; else 3 rows before each REQUANT.
     w_buffers : int
-        Weight regions in SPAD, each ``max(k_chunk * cols, m_chunk)`` rows: 2 (double buffering: the
-        next column's LOAD overlaps this column's MATMULs) when they fit, else 1.
+        Weight regions in SPAD, each ``max(k_chunk * cols, m_chunk)`` rows (pipelined: ``k_chunk *
+        cols``): 2 (double buffering: the next column's LOAD overlaps this column's MATMULs) when
+        they fit, else 1.
+    pipelined : bool
+        Software-pipelined: output tile ``n`` accumulates in ACC bank ``n % 2`` and its REQUANT (into
+        an output region of ``m_chunk`` SPAD rows) runs beside the MATMULs of tile ``n + 1`` in the
+        other bank; its STORE follows them. Needs one output tile per group, x resident (no K
+        chunks), parameters resident and ``m_chunk <= acc_rows / 2``.
     spad_x_rows, spad_w_rows, acc_rows_used : int
         On-chip footprint: x chunk region, weight/output regions (all buffers), accumulator rows.
     instructions : dict
@@ -155,6 +161,7 @@ class LinearPlan:
     n_groups: int
     params_resident: bool
     w_buffers: int
+    pipelined: bool
     spad_x_rows: int
     spad_w_rows: int
     acc_rows_used: int
@@ -197,9 +204,12 @@ def _distinct_chunk_sizes(total: int) -> list[int]:
     return sorted({-(-total // parts) for parts in range(1, total + 1)}, reverse=True)
 
 
-def _max_m_chunk(cfg: AccelConfig, m: int, x_tiles: int, w_rows: int, n_group: int, buffers: int) -> int:
+def _max_m_chunk(cfg: AccelConfig, m: int, x_tiles: int, w_rows: int, n_group: int, buffers: int,
+                 pipelined: bool = False) -> int:
     """Largest M chunk for which SPAD holds ``x_tiles * Mc + buffers * max(w_rows, Mc)`` rows and ACC
-    ``n_group * Mc``."""
+    ``n_group * Mc`` (pipelined: SPAD ``(x_tiles + 1) * Mc + buffers * w_rows``, an ACC bank ``Mc``)."""
+    if pipelined:
+        return min((cfg.spad_rows - buffers * w_rows) // (x_tiles + 1), cfg.acc_rows // 2, m, MAX_ROWS)
     s = cfg.spad_rows
     below = min(w_rows, (s - buffers * w_rows) // x_tiles) if s >= buffers * w_rows else 0  # output fits a weight region
     above = s // (x_tiles + buffers)                                                         # output region larger
@@ -208,9 +218,9 @@ def _max_m_chunk(cfg: AccelConfig, m: int, x_tiles: int, w_rows: int, n_group: i
 
 
 def _plan(cfg: AccelConfig, m: int, k: int, n: int, k_chunk: int, n_group: int, buffers: int,
-          cost: CostModel) -> LinearPlan | None:
-    """The plan with these K-chunk and group sizes and weight buffers and the largest M chunk that
-    fits, or None."""
+          cost: CostModel, pipelined: bool = False) -> LinearPlan | None:
+    """The plan with these K-chunk and group sizes and weight buffers (and pipelining) and the
+    largest M chunk that fits, or None."""
     c = cfg.cols
     kt, nt = -(-k // c), -(-n // c)
     k_chunks, n_groups = -(-kt // k_chunk), -(-nt // n_group)
@@ -218,7 +228,9 @@ def _plan(cfg: AccelConfig, m: int, k: int, n: int, k_chunk: int, n_group: int, 
     w_rows = k_chunk * c
     if w_rows > MAX_ROWS:
         return None
-    m_max = _max_m_chunk(cfg, m, x_tiles, w_rows, n_group, buffers)
+    if pipelined and (n_group != 1 or k_chunks != 1 or 3 * nt > cfg.param_rows):
+        return None
+    m_max = _max_m_chunk(cfg, m, x_tiles, w_rows, n_group, buffers, pipelined)
     if m_max < 1:
         return None
     m_chunks = -(-m // m_max)
@@ -247,11 +259,15 @@ def _plan(cfg: AccelConfig, m: int, k: int, n: int, k_chunk: int, n_group: int, 
         # A weight LOAD runs during the previous column's MATMULs: it costs only what they do not hide.
         w_load = cost.dma(cfg, w_rows, spad_b)
         cycles -= sum(min(w_load, k_chunk * cost.matmul(cfg, rows)) for rows in chunks) * nt * k_chunks
+    if pipelined:
+        # Every REQUANT but each chunk's last runs beside the next tile's MATMULs (after its first two).
+        cycles -= sum(min(cost.requant(cfg, rows), max(kt - 2, 0) * cost.matmul(cfg, rows)) for rows in chunks) * (nt - 1)
     return LinearPlan(
         m=m, k=k, n=n, k_tiles=kt, n_tiles=nt, m_chunk=m_chunk, m_chunks=m_chunks, k_chunk=k_chunk,
         k_chunks=k_chunks, n_group=n_group, n_groups=n_groups, params_resident=params_resident,
-        w_buffers=buffers, spad_x_rows=x_tiles * m_chunk, spad_w_rows=buffers * max(w_rows, m_chunk),
-        acc_rows_used=n_group * m_chunk,
+        w_buffers=buffers, pipelined=pipelined, spad_x_rows=x_tiles * m_chunk,
+        spad_w_rows=buffers * w_rows + m_chunk if pipelined else buffers * max(w_rows, m_chunk),
+        acc_rows_used=cfg.acc_rows // 2 + m_chunk if pipelined else n_group * m_chunk,
         instructions=instructions, dma_bytes=dma_bytes, matmul_rows=kt * nt * m, cycles=cycles,
         macs=m * k * n, array_macs=cfg.macs)
 
@@ -270,14 +286,15 @@ def plan_linear(cfg: AccelConfig, m: int, k: int, n: int, *, name: str = "linear
             raise CompileError(f"{name}: dimension {dim} must be a positive integer, not {value!r}")
     kt, nt = -(-k // cfg.cols), -(-n // cfg.cols)
     best = None
-    for buffers in (2, 1):
-        for k_chunk in _distinct_chunk_sizes(kt):
-            # Without K chunks, one output tile at a time needs the least ACC and loses nothing.
-            groups = [1] if k_chunk == kt else _distinct_chunk_sizes(nt)
-            for n_group in groups:
-                plan = _plan(cfg, int(m), int(k), int(n), k_chunk, n_group, buffers, cost)
-                if plan and (best is None or (plan.cycles, plan.instruction_count) < (best.cycles, best.instruction_count)):
-                    best = plan
+    for pipelined in (False, True):
+        for buffers in (2, 1):
+            for k_chunk in _distinct_chunk_sizes(kt):
+                # Without K chunks, one output tile at a time needs the least ACC and loses nothing.
+                groups = [1] if k_chunk == kt else _distinct_chunk_sizes(nt)
+                for n_group in groups:
+                    plan = _plan(cfg, int(m), int(k), int(n), k_chunk, n_group, buffers, cost, pipelined)
+                    if plan and (best is None or (plan.cycles, plan.instruction_count) < (best.cycles, best.instruction_count)):
+                        best = plan
     # k_chunk = n_group = 1 with one buffer always fits a validated config (spad_rows >= 2 * rows,
     # acc_rows >= rows).
     assert best is not None
@@ -400,6 +417,8 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
     sequentially (sw/isasim.py) the order is correct on its own; the hardware runs the moved weight
     LOADs alongside MATMULs.
     """
+    if plan.pipelined:
+        return _schedule_pipelined(cfg, plan, x, w_t, params, y)
     c = cfg.cols
     kt, nt = plan.k_tiles, plan.n_tiles
     spad_b, acc_b = cfg.spad_row_bytes, cfg.acc_row_bytes
@@ -466,3 +485,76 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
         if index not in hoisted:
             order.append(op)
     return iter(order)
+
+
+def requant_slot(cfg: AccelConfig, matmuls: int, rows: int, loaded_rows: int) -> int:
+    """After which of a tile's ``matmuls`` MATMULs of ``rows`` rows (0-based) to place the previous
+    tile's REQUANT, so that it runs beside the later ones: it needs the DMA idle, so after those
+    that cover a LOAD of ``loaded_rows`` SPAD rows issued before them (``rows + cfg.rows`` cycles
+    each, the matmul engine's issue rate), and after the second at the least (the previous tile's
+    MATMULs must have drained from its accumulator bank)."""
+    load = CostModel().dma(cfg, loaded_rows, cfg.spad_row_bytes) if loaded_rows else 0
+    return min(matmuls - 1, max(1, -(-load // (rows + cfg.rows))))
+
+
+def _schedule_pipelined(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: TensorSymbol,
+                        params: TensorSymbol, y: TensorSymbol):
+    """:func:`schedule_linear` of a pipelined plan (:attr:`LinearPlan.pipelined`): x resident, one
+    output tile at a time, parameters resident. Output tile ``n`` accumulates in ACC bank ``n % 2``
+    (rows from ``(n % 2) * acc_rows / 2``); its REQUANT, into the output region after the weight
+    regions, is placed after the MATMULs of tile ``n + 1`` that cover the weight LOAD running beside
+    them, the second at the least (the controller runs the REQUANT beside tile ``n + 1``'s later
+    MATMULs, in the other bank, once tile ``n``'s have drained and the DMA is idle) and
+    its STORE after tile ``n + 1``'s last MATMUL (so the next REQUANT, which overwrites the output
+    region, follows it). Weight LOADs alternate between two regions (one when two do not fit) and
+    each but the first is moved up to just before the previous tile's first MATMUL, as in the
+    plain schedule; with one weight region, each waits for the previous tile's MATMULs anyway.
+    """
+    c = cfg.cols
+    kt, nt = plan.k_tiles, plan.n_tiles
+    spad_b, acc_b = cfg.spad_row_bytes, cfg.acc_row_bytes
+    half = cfg.acc_rows // 2
+    w_rows = kt * c
+    out_region = plan.spad_x_rows + plan.w_buffers * w_rows
+
+    def load(mem, local_addr, rows, dram_addr, dram_stride):
+        return Opcode.LOAD, dict(mem=mem, local_addr=local_addr, rows=rows, dram_addr=dram_addr,
+                                 dram_stride=dram_stride)
+
+    def w_load(t, m_chunk_index):
+        region = plan.spad_x_rows + (m_chunk_index * nt + t) % plan.w_buffers * w_rows
+        return region, load(LocalMemory.SPAD, region, w_rows, w_t.addr + t * spad_b, w_t.row_stride)
+
+    ops = [load(LocalMemory.PARAM, 0, 3 * nt, params.addr, acc_b)]
+    m0 = 0
+    for chunk, rows in enumerate(_balanced(plan.m, plan.m_chunks)):
+        def finish(t):
+            return [(Opcode.REQUANT, dict(acc_addr=t % 2 * half, spad_addr=out_region, rows=rows, param_addr=3 * t)),
+                    (Opcode.STORE, dict(mem=LocalMemory.SPAD, local_addr=out_region, rows=rows,
+                                        dram_addr=y.addr + m0 * y.row_stride + t * spad_b, dram_stride=y.row_stride))]
+
+        for kk in range(kt):
+            ops.append(load(LocalMemory.SPAD, kk * rows, rows, x.addr + m0 * x.row_stride + kk * spad_b, x.row_stride))
+        region, first = w_load(0, chunk)
+        ops.append(first)
+        for t in range(nt):
+            after = None
+            if t + 1 < nt and plan.w_buffers == 2:
+                _, after = w_load(t + 1, chunk)       # the next tile's weights, during these MATMULs
+                ops.append(after)
+            pending = finish(t - 1) if t > 0 else []
+            requant_after = requant_slot(cfg, kt, rows, w_rows if after else 0)
+            for kk in range(kt):
+                ops.append((Opcode.MATMUL, dict(a_addr=kk * rows, b_addr=region + kk * c, c_addr=t % 2 * half,
+                                                rows=rows, accumulate=int(kk > 0))))
+                if kk == requant_after and pending:
+                    ops.append(pending[0])            # REQUANT of the previous tile, beside these MATMULs
+            if pending:
+                ops.append(pending[1])                # its STORE, after them
+            if t + 1 < nt:
+                region, load_next = w_load(t + 1, chunk)
+                if plan.w_buffers == 1:
+                    ops.append(load_next)
+        ops.extend(finish(nt - 1))
+        m0 += rows
+    return iter(ops)

@@ -2,8 +2,10 @@
 
 The controller dispatches in order (docs/architecture.md, "Controller"): it fetches an instruction
 while the previous ones run, checks it, and offers it to its engine as soon as the scoreboard
-allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together, every other
-instruction waits until no engine is busy, and no engine takes a command while busy (an offer
+allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together, so do a
+REQUANT and MATMULs in the other accumulator bank (each bank counted busy until the end of the
+latest MATMUL in it), every other instruction waits until no engine is busy, and no engine takes a
+command while busy (an offer
 that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls)
 but the matmul engine, which takes the next MATMUL ``hw.matmul.matmul_issue_cycles`` after the
 previous one, while that one's rows drain through the array (its weights double-buffered). The model
@@ -191,7 +193,7 @@ class _Timeline:
                              f"than the core's arbiter issues ({MAX_OUTSTANDING}): not modelled")
         self.cfg = cfg
         self.dram = DramTimeline(memory, cfg.bus_bytes, latency=mem_latency)
-        self.end = dict.fromkeys(_ENGINE.values(), 0)
+        self.end = dict.fromkeys([*_ENGINE.values(), "acc_bank0", "acc_bank1"], 0)
         self.issued = 0             # the last cycle before the matmul engine is ready again
         self.latest = {}            # engine -> (index, opcode, fields) of its latest instruction
         self.load = None            # [next burst's presentation cycle, bursts left] of an unsettled LOAD
@@ -237,21 +239,38 @@ class _Timeline:
         self._load_bursts(before=first)
         return first, self.dram.read_burst(first, beats).last
 
+    def _acc_banks(self, lo: int, rows: int) -> set[str]:
+        """The ACC banks (hw/memories.py BankedMemory: the address's top bit) of rows ``[lo, lo + rows)``."""
+        half = self.cfg.acc_rows // 2
+        return {name for name, hit in (("acc_bank0", lo < half), ("acc_bank1", lo + rows > half)) if hit}
+
     def blockers(self, op: Opcode, f: dict) -> list[str]:
-        """The engines whose latest instruction must finish before ``op`` is offered."""
+        """The engines (and ACC banks) whose latest instruction must finish before ``op`` is offered."""
+        engines = [e for e in self.end if not e.startswith("acc_bank")]
         if op is Opcode.MATMUL:
             a, b = (f["a_addr"], f["a_addr"] + f["rows"]), (f["b_addr"], f["b_addr"] + self.cfg.rows)
             _, latest, g = self.latest.get("dma", (0, None, None))
-            independent = (latest is Opcode.LOAD and g["mem"] == LocalMemory.SPAD.value
-                           and not any(_meet(r, _written(g)) for r in (a, b)))
-            return [e for e in self.end if e != "dma" or not independent]
+            independent = {"dma": latest is Opcode.LOAD and g["mem"] == LocalMemory.SPAD.value
+                           and not any(_meet(r, _written(g)) for r in (a, b))}
+            _, _, q = self.latest.get("requant", (0, None, None))
+            independent["requant"] = q is None or not (
+                self._acc_banks(f["c_addr"], f["rows"]) & self._acc_banks(q["acc_addr"], q["rows"])
+                or any(_meet(r, (q["spad_addr"], q["spad_addr"] + q["rows"])) for r in (a, b)))
+            return [e for e in engines if not independent.get(e, False)]
         if op is Opcode.LOAD and f["mem"] == LocalMemory.SPAD.value:
-            _, _, g = self.latest.get("matmul", (0, None, None))
-            independent = g is None or not any(
-                _meet(_written(f), r) for r in ((g["a_addr"], g["a_addr"] + g["rows"]),
-                                                (g["b_addr"], g["b_addr"] + self.cfg.rows)))
-            return [e for e in self.end if e != "matmul" or not independent]
-        return list(self.end)
+            independent = not self._meets_matmul_reads((f["local_addr"], f["local_addr"] + f["rows"]))
+            return [e for e in engines if e != "matmul" or not independent]
+        if op is Opcode.REQUANT:
+            banks = sorted(self._acc_banks(f["acc_addr"], f["rows"]))
+            independent = not self._meets_matmul_reads((f["spad_addr"], f["spad_addr"] + f["rows"]))
+            return [e for e in engines if e != "matmul" or not independent] + banks
+        return engines
+
+    def _meets_matmul_reads(self, rows: tuple[int, int]) -> bool:
+        """Whether scratchpad ``rows`` meet the latest MATMUL's reads (its inputs and weights)."""
+        _, _, g = self.latest.get("matmul", (0, None, None))
+        return g is not None and any(_meet(rows, r) for r in ((g["a_addr"], g["a_addr"] + g["rows"]),
+                                                             (g["b_addr"], g["b_addr"] + self.cfg.rows)))
 
     def dispatch(self, index: int, op: Opcode, f: dict, d: int, engine_cycles: int) -> None:
         engine = _ENGINE[op]
@@ -266,6 +285,10 @@ class _Timeline:
             self.end[engine] = d + engine_cycles
         if op is Opcode.MATMUL:
             self.issued = d + matmul_issue_cycles(self.cfg, f["rows"])
+            # The controller counts each ACC bank the MATMUL uses busy as long as the engine is for it.
+            for bank in self._acc_banks(f["c_addr"], f["rows"]):
+                self.end[bank] = self.end[engine]
+                self.latest[bank] = (index, op, f)
         self.spans[index] = (engine, d, self.end[engine])
 
 

@@ -7,10 +7,11 @@ import pytest
 from amaranth.sim import Simulator
 
 from vitaccel.config import AccelConfig, preset
+from vitaccel.hw.matmul import matmul_cycles, matmul_issue_cycles
 from vitaccel.hw.controller import Controller, Engine
 from vitaccel.sw import isasim
 from vitaccel.hw.interfaces import CSR
-from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, encode, encode_program
+from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, decode_fields, encode, encode_program
 from vitaccel.sim.extmem import ExternalMemory
 
 CFG = preset("tiny")
@@ -47,6 +48,28 @@ class EngineModel:
             self.spans.append((self.which, word, accepted, cycle - 1))
 
 
+class MatmulModel(EngineModel):
+    """The matmul engine's timing (hw/matmul.py): ready again ``matmul_issue_cycles`` after taking a
+    MATMUL, while its rows drain, busy until ``matmul_cycles`` after the latest (the controller
+    counts each accumulator bank busy for as long as the engine is for the MATMULs that use it)."""
+
+    async def testbench(self, ctx):
+        cycle, ready_at, end = 0, 0, -1
+        taken = []          # (word, accepting cycle, last busy cycle)
+        while True:
+            ctx.set(self.cmd.ready, int(cycle >= ready_at))
+            ctx.set(self.busy, int(cycle <= end))
+            _, _, valid, ready, word = await ctx.tick().sample(self.cmd.valid, self.cmd.ready,
+                                                               self.cmd.payload.as_value())
+            if valid and ready:
+                rows = decode_fields(word)[1]["rows"]
+                self.log.append((self.which, word))
+                ready_at = cycle + 1 + matmul_issue_cycles(CFG, rows)
+                end = cycle + matmul_cycles(CFG, rows)
+                self.spans.append((self.which, word, cycle, end))
+            cycle += 1
+
+
 async def csr_write(ctx, ctrl, addr, value):
     ctx.set(ctrl.csr.addr, addr)
     ctx.set(ctrl.csr.w_data, value)
@@ -61,16 +84,19 @@ def csr_read(ctx, ctrl, addr):
 
 
 def run_program(words, *, cfg=CFG, latency=(1, 4), cmd_stall=0.3, seed=0, max_cycles=3000, body=None,
-                busy_cycles=(1, 6)):
+                busy_cycles=(1, 6), matmul_timing=False):
     """Run ``words`` at PROG; returns (state dict of CSRs and ``spans``, engine log, memory model).
+    ``matmul_timing``: the matmul engine's stand-in keeps its timing (:class:`MatmulModel`), which
+    the scoreboard's accumulator banks assume; else it is a plain :class:`EngineModel`.
 
     ``state["spans"]`` lists every command as (engine, word, accepting cycle, last busy cycle)."""
     ctrl = Controller(cfg)
     image = bytes(PROG) + encode_program(words) + bytes(64)
     mem = ExternalMemory(ctrl.mem, image, bus_bytes=cfg.bus_bytes, latency=latency, stall=cmd_stall, seed=seed)
     log = []
-    models = [EngineModel(which, getattr(ctrl, f"{which.name.lower()}_cmd"),
-                          getattr(ctrl, f"{which.name.lower()}_busy"), log, seed * 10 + i, busy_cycles)
+    models = [(MatmulModel if which is Engine.MATMUL and matmul_timing else EngineModel)(
+                  which, getattr(ctrl, f"{which.name.lower()}_cmd"), getattr(ctrl, f"{which.name.lower()}_busy"), log,
+                  seed * 10 + i, busy_cycles)
               for i, which in enumerate(Engine)]
     state = {}
 
@@ -302,12 +328,45 @@ def test_adjacent_ranges_are_independent(name, first, second):
 @pytest.mark.parametrize("second", [
     encode(Opcode.LOAD, mem=LocalMemory.ACC, rows=1),            # only SPAD LOADs overlap
     encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=500, rows=1),
-    encode(Opcode.REQUANT, acc_addr=100, spad_addr=500, rows=1),
+    encode(Opcode.REQUANT, acc_addr=100, spad_addr=500, rows=1),   # the MATMUL's ACC bank (rows 0 .. 127)
     vec(Opcode.GELU, src=500, dst=500, rows=1, length=4),
-], ids=["load-acc", "store", "requant", "gelu"])
+], ids=["load-acc", "store", "requant-same-bank", "gelu"])
 def test_other_instructions_wait_for_all_engines(second):
-    state, _, _ = run_program([mm(), second, END], busy_cycles=SLOW)
+    state, _, _ = run_program([mm(), second, END], busy_cycles=SLOW, matmul_timing=True)
     assert not in_flight_together(state["spans"], mm(), second)
+
+
+HALF = CFG.acc_rows // 2      # the first row of ACC bank 1 (hw/memories.py BankedMemory)
+
+
+def rq(**fields):
+    return encode(Opcode.REQUANT, **{"acc_addr": HALF, "spad_addr": 500, "rows": 4, **fields})
+
+
+@pytest.mark.parametrize("name,first,second,together", [
+    ("other-bank", mm(), rq(), True),                             # MATMUL in bank 0, REQUANT reads bank 1
+    ("matmul-after", rq(), mm(), True),                           # ... in either order
+    ("same-bank", mm(c_addr=HALF + 8), rq(), False),              # both in bank 1 (rows apart: banks decide)
+    ("straddles", mm(c_addr=HALF - 4), rq(), False),              # the MATMUL's rows reach into bank 1
+    ("requant-straddles", mm(), rq(acc_addr=HALF - 1), False),
+    ("war", mm(), rq(spad_addr=100 + 7), False),                  # REQUANT writes a row the MATMUL reads
+    ("raw", rq(spad_addr=200 + 2), mm(), False),                  # MATMUL reads a weight row REQUANT writes
+])
+def test_requant_runs_beside_matmul_in_the_other_bank(name, first, second, together):
+    state, log, _ = run_program([first, second, END], busy_cycles=SLOW, matmul_timing=True)
+    assert state["error"] == ErrorCode.NONE and [word for _, word in log] == [first, second]
+    assert in_flight_together(state["spans"], first, second) == together, name
+
+
+def test_requant_waits_for_every_matmul_in_its_bank():
+    """The matmul engine takes the next MATMUL while the previous drains: a REQUANT of the bank the
+    previous one writes waits for it, though the latest MATMUL is in the other bank."""
+    first, second, third = mm(c_addr=HALF, rows=1), mm(rows=1), rq(rows=1)
+    state, _, _ = run_program([first, second, third, END], busy_cycles=SLOW, matmul_timing=True, cmd_stall=0,
+                              latency=(1, 1))
+    spans = {word: (start, end) for _, word, start, end in state["spans"]}
+    assert spans[second][0] <= spans[first][1], "the second MATMUL was taken while the first drained"
+    assert spans[third][0] > spans[first][1], "REQUANT of bank 1 while bank 1's MATMUL was in flight"
 
 
 def test_no_fetch_while_a_store_is_in_flight():
