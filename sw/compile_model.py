@@ -618,7 +618,7 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
                 # reads only `length` = T of them.
                 b.emit(Opcode.MATMUL, a_addr=q_base + i * n, b_addr=k_base + i * tp + kt * c, c_addr=bank(kt),
                        rows=n, accumulate=int(i > 0), transpose_b=1)
-                _run_deferred(pending, i, dt)
+                _run_deferred(cfg, pending, i, dt, n)
             pending.append(functools.partial(b.emit, Opcode.REQUANT, acc_addr=bank(kt), spad_addr=l_base + kt * n,
                                              rows=n, param_addr=0))
         pending.pop()()
@@ -635,7 +635,7 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
                 if loads and (j * tt + kt) % 3 == 0:
                     local, rows, tile = loads.pop(0)
                     _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
-                _run_deferred(pending, kt, tt)
+                _run_deferred(cfg, pending, kt, tt, n)
             pending.append(functools.partial(b.emit, Opcode.REQUANT, acc_addr=bank(j), spad_addr=o_base + j * n,
                                              rows=n, param_addr=4, row_shift=1, exp_addr=exp_addr))
         pending.pop()()
@@ -645,12 +645,12 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     return ahead
 
 
-def _run_deferred(pending: list, index: int, count: int) -> None:
+def _run_deferred(cfg: AccelConfig, pending: list, index: int, count: int, rows: int) -> None:
     """Emit the REQUANT deferred from the previous tile (``pending``, its emitter) after this tile's
-    MATMUL ``index`` of ``count``: after the second (``requant_slot`` of no load), so that the
-    previous tile's MATMULs have drained from their accumulator bank and the REQUANT runs beside
-    the later ones in the other bank."""
-    if pending and index == min(1, count - 1):
+    MATMUL ``index`` of ``count`` (of ``rows`` rows) named by ``requant_slot``, so that the previous
+    tile's MATMULs have drained from their accumulator bank and the REQUANT runs beside the later
+    ones in the other bank."""
+    if pending and index == requant_slot(cfg, count, rows, 0):
         pending.pop()()
 
 

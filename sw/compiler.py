@@ -491,10 +491,16 @@ def requant_slot(cfg: AccelConfig, matmuls: int, rows: int, loaded_rows: int) ->
     """After which of a tile's ``matmuls`` MATMULs of ``rows`` rows (0-based) to place the previous
     tile's REQUANT, so that it runs beside the later ones: it needs the DMA idle, so after those
     that cover a LOAD of ``loaded_rows`` SPAD rows issued before them (``rows + cfg.rows`` cycles
-    each, the matmul engine's issue rate), and after the second at the least (the previous tile's
-    MATMULs must have drained from its accumulator bank)."""
-    load = CostModel().dma(cfg, loaded_rows, cfg.spad_row_bytes) if loaded_rows else 0
-    return min(matmuls - 1, max(1, -(-load // (rows + cfg.rows))))
+    each, the matmul engine's issue rate), after the second at the least (the previous tile's
+    MATMULs must have drained from its accumulator bank), and otherwise as late as the MATMULs
+    after it still cover the REQUANT (:class:`CostModel` cycles)."""
+    issue, cost = rows + cfg.rows, CostModel()
+    after_load = -(-cost.dma(cfg, loaded_rows, cfg.spad_row_bytes) // issue) if loaded_rows else 0
+    # As late as still leaves MATMULs enough (and one more) to cover the REQUANT itself: the LOAD
+    # ahead of it may take longer than on-chip memory's (external memory), and the REQUANT waits
+    # for it in program order, holding up the MATMULs behind it.
+    late = matmuls - 2 - -(-cost.requant(cfg, rows) // issue)
+    return min(matmuls - 1, max(1, after_load, late))
 
 
 def _schedule_pipelined(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: TensorSymbol,
