@@ -149,6 +149,7 @@ class BankedMemory(wiring.Component):
 
     def __init__(self, shape, depth: int, *, readers: int = 2, slices: int = 1):
         if depth < 2 or depth & (depth - 1):
+            self._MustUse__silence = True      # rejected: nothing to elaborate, nothing to warn about
             raise ValueError(f"a banked memory's depth must be a power of two of at least 2, not {depth}")
         addr_width = local_addr_width(depth)
         self.banks = [SharedMemory(shape, depth // 2, slices=slices) for _ in range(2)]
