@@ -99,6 +99,7 @@ def run_cocotb(simulator, tmp_path, monkeypatch, image):
             for name in ("no_pauses", "random_pauses")}
 
 
+@pytest.mark.slow      # 216 s of the default run's 16 min (clean-clone CI, --durations): in make test-slow
 def test_cocotb_system_matches_cpp_harness_and_numpy(tmp_path, monkeypatch):
     image, n_instr, (y_addr, expected) = layer_image()
     runs = run_cocotb("verilator", tmp_path, monkeypatch, image)
