@@ -1,27 +1,17 @@
 """benchmarks/paths.py on a small synthesized design: it finds the register-to-register paths and
 names their source lines."""
 
-import importlib.util
 import json
 import subprocess
-from pathlib import Path
 
 from amaranth.back import rtlil
 from amaranth.hdl import Module, Signal
 
 from vitaccel.boards.build import tool_env
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _paths_module():
-    spec = importlib.util.spec_from_file_location("paths", ROOT / "benchmarks" / "paths.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_paths_ranks_a_deep_path_above_a_shallow_one(tmp_path):
+def test_paths_ranks_a_deep_path_above_a_shallow_one(tmp_path, benchmark_module):
     m = Module()
     a, b, deep, shallow, x = Signal(16), Signal(16), Signal(16), Signal(16), Signal(16)
     m.d.sync += [a.eq(a + x), b.eq(b ^ x)]
@@ -30,7 +20,7 @@ def test_paths_ranks_a_deep_path_above_a_shallow_one(tmp_path):
     (tmp_path / "t.il").write_text(rtlil.convert(m, ports=[x, deep, shallow]))
     subprocess.run([tool_env()["YOSYS"], "-q", "-p", "read_rtlil t.il; synth_ecp5 -nodsp -top top; write_json t.json"],
                    cwd=tmp_path, check=True)
-    paths = _paths_module()
+    paths = benchmark_module("paths")
     endpoints, names, loops = paths.analyse(json.loads((tmp_path / "t.json").read_text()))
     assert not loops and endpoints
     worst_ns, worst_cell, _, worst_path = endpoints[0]
@@ -40,11 +30,11 @@ def test_paths_ranks_a_deep_path_above_a_shallow_one(tmp_path):
     assert shallow_ends and max(shallow_ends) < worst_ns
 
 
-def test_routed_arrivals_from_nextpnr_report():
+def test_routed_arrivals_from_nextpnr_report(benchmark_module):
     """--routed reads nextpnr's detailed report as it is: arrival times at endpoints (the worst over
     the nets reaching one), the halves of a carry cell under the yosys cell's name (which may hold
     a ``$`` of its own)."""
-    paths = _paths_module()
+    paths = benchmark_module("paths")
     report = {"detailed_net_timings": [
         {"driver": "ff1", "port": "Q", "net": "n1", "endpoints": [
             {"cell": "ff2", "port": "DI", "delay": [0.9, 1.1]},
