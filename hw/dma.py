@@ -48,11 +48,12 @@ def bursts(cfg: AccelConfig, dram_addr: int, rows: int, stride: int, row_bytes: 
     return out
 
 
-def load_cycles(words: int, mem_latency: int) -> int:
+def load_cycles(words: int, mem_latency: int, packed: bool = False) -> int:
     """Cycles a LOAD of ``words`` bus words keeps :attr:`DMA.busy` high on a memory that accepts a
     burst every cycle, answers its first beat ``mem_latency`` cycles after accepting it and moves a
-    beat every cycle: ``words + mem_latency + DMA.LOAD_EXTRA``."""
-    return words + mem_latency + DMA.LOAD_EXTRA
+    beat every cycle: ``words + mem_latency + DMA.LOAD_EXTRA``, plus :attr:`DMA.PACKED_EXTRA` for a
+    packed LOAD of at least one pair (its words are half those of the same rows unpacked)."""
+    return words + mem_latency + DMA.LOAD_EXTRA + (DMA.PACKED_EXTRA if packed and words else 0)
 
 
 def store_cycles(words: int, write_latency: int = 1) -> int:
@@ -116,6 +117,9 @@ class DMA(wiring.Component):
     #: channel in cycle :attr:`ISSUE_DELAY`; the cycle after the last beat registers it and shifts
     #: it into the row, the next writes the row.
     LOAD_EXTRA = 3
+    #: A packed LOAD's busy time beyond LOAD_EXTRA: the last pair's second row is written in the
+    #: cycle after its first.
+    PACKED_EXTRA = 1
     #: A STORE's busy time beyond its words and the write latency: the local read (issued in the
     #: first busy cycle, its data READ_LATENCY cycles later), the row register, the stage, the
     #: output queue, the B response's count and the cycle after it.

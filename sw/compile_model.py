@@ -57,7 +57,11 @@ where every op LOADs its operands from and STOREs its result to external memory:
 Memory plan: constants (weights, parameter rows, ``pos``) each have a symbol named after their
 layer (``blocks.0.qkv.w_t``, ``blocks.0.qkv.params``, ...). Activations live in scratch buffers
 ``scratch.N`` (symbols of shape ``(1, bytes)``): a buffer is reused as soon as the tensor in it is
-dead, GELU and the residual ADDs write in place. ``x0`` and ``input`` are never reused, so a
+dead, GELU and the residual ADDs write in place. On a build with ``packed_weights`` the blocks'
+linear weights of a model quantized with 4-bit weights (``IntViT.bits``) are stored two per byte,
+tile column by tile column (``TensorSymbol.packed``), and loaded with packed LOADs
+(:func:`~vitaccel.sw.compiler.weight_source`): half their bytes; on other builds, and for 8-bit
+layers (patch embedding, head, 8-bit models), weights are int8. ``x0`` and ``input`` are never reused, so a
 program can be rerun with only ``input`` rewritten. With ``keep_intermediates=True`` every
 activation gets its own symbol named as in :func:`vitaccel.sw.forward.trace` (``blocks.0.qkv``
 in the padded per-head layout), for op-by-op debugging: the fused schedule then also STOREs the
@@ -73,6 +77,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +86,7 @@ from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.compile_ops import vector_param_rows
 from vitaccel.sw.compiler import (MAX_ROWS, CompileError, check_features, pack_linear_params, plan_linear,
+                                  weight_source,
                                   requant_features, requant_slot, schedule_linear)
 from vitaccel.sw.intvit import IntViT, IntViTError
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
@@ -153,6 +159,7 @@ class _Builder:
         self.free: list[tuple[int, int]] = []             # dead scratch buffers (addr, bytes)
         self.pinned: set[tuple[int, int]] = set()
         self.scratch = 0                                  # scratch buffers so far
+        self.weight_bits = lambda name: 8                 # declared weight bits of a linear layer
 
     # ---- instructions -------------------------------------------------------------------------
 
@@ -175,12 +182,17 @@ class _Builder:
         self.size = _align(addr + nbytes)
         return addr
 
-    def constant(self, name: str, array, dtype: str = "int8", role: str = "weight") -> TensorSymbol:
-        """A compile-time tensor: int8 padded to whole tiles, or int32 rows of ``cols`` (PARAM/ACC rows)."""
+    def constant(self, name: str, array, dtype: str = "int8", role: str = "weight",
+                 packed: bool = False) -> TensorSymbol:
+        """A compile-time tensor: int8 padded to whole tiles, or int32 rows of ``cols`` (PARAM/ACC rows);
+        ``packed``: 4-bit values two per byte, tile column by tile column (:attr:`TensorSymbol.packed`)."""
         array = np.asarray(array)
         stride = (_ceil(array.shape[1], self.cfg.cols) * self.cfg.spad_row_bytes if dtype == "int8"
                   else array.shape[1] * 4)
-        sym = TensorSymbol(self._allocate(array.shape[0] * stride), array.shape, stride, dtype, role)
+        if packed:
+            stride //= 2
+        sym = TensorSymbol(self._allocate(array.shape[0] * stride), array.shape, stride, dtype, role,
+                           packed=self.cfg.cols if packed else 0)
         self.symbols[name] = sym
         self.data.append((name, array))
         return sym
@@ -241,7 +253,7 @@ class _Builder:
                 words.append(encode(op, **fields))
         except ValueError as exc:
             raise CompileError(f"{name}: {exc}") from None
-        symbols = {n: TensorSymbol(s.addr + base, s.shape, s.row_stride, s.dtype, s.role)
+        symbols = {n: dataclasses.replace(s, addr=s.addr + base)
                    for n, s in self.symbols.items()}
         image = bytearray(total)
         code = encode_program(words)
@@ -273,28 +285,47 @@ def _linear_constants(b: _Builder, name: str, w: np.ndarray, bias, mult, shift) 
     n, k = w.shape
     w_t = np.zeros((_ceil(k, c) * c, n), dtype=np.int8)
     w_t[:k] = w.T
-    return (b.constant(f"{name}.w_t", w_t),
+    return (b.constant(f"{name}.w_t", w_t, packed=_packs(b, name, w_t)),
             b.constant(f"{name}.params", pack_linear_params(b.cfg, bias, mult, shift), "int32", "param"))
+
+
+def _packs(b: _Builder, name: str, w_t: np.ndarray) -> bool:
+    """Whether layer ``name``'s weights are stored packed: on a build with ``packed_weights``, when
+    the model declares them 4-bit and every value fits 4 bits (an 8-bit layer never is)."""
+    return bool(b.cfg.packed_weights and b.weight_bits(name) == 4
+                and (not w_t.size or (w_t.min() >= -8 and w_t.max() <= 7)))
+
+
+def weight_bits(intvit: IntViT, layer: str) -> int:
+    """The weight bits ``intvit.bits`` declares for linear layer ``layer`` (``blocks.i.qkv``, ...):
+    ``bits['weights']``, or with mixed precision ``bits['layers'][layer]`` (8 when absent); the
+    patch embedding and the head are quantized at 8 bits whatever the width (sw/quantize.py)."""
+    if layer in ("patch", "head"):
+        return 8
+    weights = intvit.bits.get("weights", 8)
+    if weights == "mixed":
+        return int(intvit.bits.get("layers", {}).get(layer, 8))
+    return int(weights)
 
 
 def _weight_stream(b: _Builder, region: int, steps: list) -> None:
     """Weight tiles through two SPAD regions, from row ``region`` (``rows`` of the largest step
     apart), the next step's LOAD issued before this step's MATMULs.
 
-    ``steps`` holds ``(rows, dram_addr, dram_stride, body)``: LOAD ``rows`` SPAD rows, then
+    ``steps`` holds ``(rows, source, body)``: LOAD ``rows`` SPAD rows from ``source`` (the LOAD's
+    ``dram_addr``, ``dram_stride`` and ``packed`` fields, :func:`~vitaccel.sw.compiler.weight_source`), then
     ``body(addr)`` emits what uses them at ``addr``. In order the cost is that of loading right
     before use; a controller that runs a SPAD LOAD beside a MATMUL reading other rows (the double-
     buffered weight regions of sw/compiler.py's schedule) overlaps each LOAD with the step before.
     """
-    size = max(rows for rows, _, _, _ in steps)
+    size = max(rows for rows, _, _ in steps)
 
     def load(i):
-        rows, addr, stride, _ = steps[i]
-        b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=region + i % 2 * size, rows=rows, dram_addr=addr,
-               dram_stride=stride)
+        rows, source, _ = steps[i]
+        b.emit(Opcode.LOAD, local_addr=region + i % 2 * size, rows=rows, **source)
 
     load(0)
-    for i, (_, _, _, body) in enumerate(steps):
+    for i, (_, _, body) in enumerate(steps):
         if i + 1 < len(steps):
             load(i + 1)
         body(region + i % 2 * size)
@@ -352,7 +383,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
             else:
                 requant()
                 store()
-        return kt * c, w_sym.addr + j * cfg.spad_row_bytes, w_sym.row_stride, body
+        return kt * c, weight_source(cfg, w_sym, 0, kt * c, j), body
 
     _weight_stream(b, free, [tile(j) for j in range(nt)])
     for requant, store in pending:
@@ -412,8 +443,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     pending.pop(0)()
             for load in pending:
                 load()
-        return (len(ks) * c, w2_sym.addr + k0 * c * w2_sym.row_stride + n * cfg.spad_row_bytes, w2_sym.row_stride,
-                body)
+        return len(ks) * c, weight_source(cfg, w2_sym, k0 * c, len(ks) * c, n), body
 
     def requant(tiles, acc_of):
         """LOAD PARAM fc2's rows (fc1's are dead); REQUANT its output ``tiles`` from ACC rows ``acc_of(n)``."""
@@ -461,7 +491,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
                 if acc_a:
                     _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)])
-            return dt * c, w1_sym.addr + j * cfg.spad_row_bytes, w1_sym.row_stride, body
+            return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
         _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
         requant(range(acc_a), lambda n: slots[n])
@@ -762,6 +792,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     dhp = _ceil(dh, c) * c
     dt, hdt, tp = _ceil(d, c), dhp // c, _ceil(t, c) * c
     b = _Builder(cfg, keep_intermediates)
+    b.weight_bits = functools.partial(weight_bits, intvit)
 
     def layernorm(lname, ln, x, rows=None):
         src = x if rows is None else x.rows_from(0, rows)
@@ -933,8 +964,8 @@ def _head(b: _Builder, head, xn: _Tensor) -> None:
         b.emit(Opcode.LOAD, mem=LocalMemory.ACC, local_addr=0, rows=g,
                dram_addr=bias_sym.addr + g0 * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
         for j in range(g):
-            b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=w_base, rows=dt * c,
-                   dram_addr=w_sym.addr + (g0 + j) * cfg.spad_row_bytes, dram_stride=w_sym.row_stride)
+            b.emit(Opcode.LOAD, local_addr=w_base, rows=dt * c,
+                   **weight_source(cfg, w_sym, 0, dt * c, g0 + j))
             for k in range(dt):
                 b.emit(Opcode.MATMUL, a_addr=x_base + k, b_addr=w_base + k * c, c_addr=j, rows=1, accumulate=1)
         b.emit(Opcode.STORE, mem=LocalMemory.ACC, local_addr=0, rows=g,

@@ -41,7 +41,7 @@ from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_progra
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
 __all__ = ["compile_linear", "plan_linear", "schedule_linear", "pack_linear_params", "LinearPlan", "CostModel",
-           "CompileError", "MAX_ROWS", "check_features", "requant_features", "requant_slot"]
+           "CompileError", "MAX_ROWS", "check_features", "requant_features", "requant_slot", "weight_source"]
 
 #: The largest ``rows`` an instruction can hold (a 16-bit field).
 MAX_ROWS = (1 << 16) - 1
@@ -455,8 +455,8 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
                 for j, nn in enumerate(group):
                     w_region = plan.spad_x_rows + len(w_loads) % plan.w_buffers * w_size
                     w_loads.append(len(ops))
-                    ops.append(load(LocalMemory.SPAD, w_region, len(k_tiles) * c,
-                                    w_t.addr + k0 * c * w_t.row_stride + nn * spad_b, w_t.row_stride))
+                    ops.append((Opcode.LOAD, dict(local_addr=w_region, rows=len(k_tiles) * c,
+                                                  **weight_source(cfg, w_t, k0 * c, len(k_tiles) * c, nn))))
                     first_matmuls.append(len(ops))
                     for kk in k_tiles:
                         ops.append((Opcode.MATMUL, dict(a_addr=x_region + (kk - k0) * rows,
@@ -485,6 +485,21 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
         if index not in hoisted:
             order.append(op)
     return iter(order)
+
+
+def weight_source(cfg: AccelConfig, w_t: TensorSymbol, row: int, rows: int, tile: int) -> dict:
+    """The LOAD fields ``mem``, ``dram_addr``, ``dram_stride`` (and ``packed``) that bring ``rows``
+    rows of the weight ``w_t`` from logical row ``row`` of column tile ``tile`` (``cols`` columns)
+    into consecutive SPAD rows: a strided LOAD of int8 rows, or of a packed ``w_t``
+    (:attr:`TensorSymbol.packed`, 4-bit weights two per byte) a packed LOAD of the tile's rows,
+    pairs back to back (``dram_stride = cols``, docs/isa.md ``DmaInstr``)."""
+    if w_t.packed:
+        assert w_t.packed == cfg.cols and row % 2 == 0 and rows % 2 == 0 and row + rows <= w_t.shape[0], \
+            (w_t, row, rows)
+        return dict(mem=LocalMemory.SPAD, dram_addr=w_t.tile_addr(row, tile), dram_stride=cfg.spad_row_bytes,
+                    packed=1)
+    return dict(mem=LocalMemory.SPAD, dram_addr=w_t.addr + row * w_t.row_stride + tile * cfg.spad_row_bytes,
+                dram_stride=w_t.row_stride)
 
 
 def requant_slot(cfg: AccelConfig, matmuls: int, rows: int, loaded_rows: int) -> int:
@@ -529,7 +544,7 @@ def _schedule_pipelined(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t
 
     def w_load(t, m_chunk_index):
         region = plan.spad_x_rows + (m_chunk_index * nt + t) % plan.w_buffers * w_rows
-        return region, load(LocalMemory.SPAD, region, w_rows, w_t.addr + t * spad_b, w_t.row_stride)
+        return region, (Opcode.LOAD, dict(local_addr=region, rows=w_rows, **weight_source(cfg, w_t, 0, w_rows, t)))
 
     ops = [load(LocalMemory.PARAM, 0, 3 * nt, params.addr, acc_b)]
     m0 = 0

@@ -32,7 +32,7 @@ from vitaccel.sw.golden import matmul, requantize
 from vitaccel.sw.layernorm import LayerNormParams, ailayernorm, i_layernorm
 from vitaccel.sw.residual import residual_add
 from vitaccel.sw.softmax import e2softmax, shiftmax
-from vitaccel.sw.program import Program, param_rows
+from vitaccel.sw.program import Program, param_rows, unpack_nibbles
 
 __all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS", "VECTOR_OPS"]
 
@@ -124,9 +124,10 @@ class _Machine:
         cfg = self.cfg
         if op in (Opcode.LOAD, Opcode.STORE):
             mem = _MEMORIES.get(f["mem"])
-            if mem is None:
+            if mem is None or (f["packed"] and not (op is Opcode.LOAD and mem is LocalMemory.SPAD
+                                                    and cfg.packed_weights)):
                 return ErrorCode.ILLEGAL_MEMORY
-            if f["dram_addr"] % cfg.bus_bytes or f["dram_stride"] % cfg.bus_bytes:
+            if f["dram_addr"] % cfg.bus_bytes or f["dram_stride"] % cfg.bus_bytes or f["packed"] and f["rows"] % 2:
                 return ErrorCode.MISALIGNED
             if f["local_addr"] + f["rows"] > self.mems[mem].shape[0]:
                 return ErrorCode.LOCAL_RANGE
@@ -153,6 +154,12 @@ class _Machine:
 
     def load(self, f: dict) -> None:
         mem = self.mems[_MEMORIES[f["mem"]]]
+        if f["packed"]:
+            # Pairs of SPAD rows, each pair one unpacked row's bytes (vitaccel/isa.py DmaInstr).
+            pairs = f["rows"] // 2
+            idx = self._byte_indices(f["dram_addr"], pairs, f["dram_stride"], self.cfg.cols, "packed LOAD")
+            mem[f["local_addr"]:f["local_addr"] + 2 * pairs] = unpack_nibbles(self.image[idx]).reshape(-1, self.cfg.cols)
+            return
         rows, row_bytes = f["rows"], mem.shape[1] * mem.itemsize
         idx = self._byte_indices(f["dram_addr"], rows, f["dram_stride"], row_bytes, "LOAD")
         data = self.image[idx].view(mem.dtype.newbyteorder("<")).reshape(rows, mem.shape[1])

@@ -196,7 +196,8 @@ class _Timeline:
         self.end = dict.fromkeys([*_ENGINE.values(), "acc_bank0", "acc_bank1"], 0)
         self.issued = 0             # the last cycle before the matmul engine is ready again
         self.latest = {}            # engine -> (index, opcode, fields) of its latest instruction
-        self.load = None            # [next burst's presentation cycle, bursts left] of an unsettled LOAD
+        self.load = None            # [next burst's presentation cycle, bursts left, last beat to end] of an
+        #                             unsettled LOAD
         self.spans = {}             # instruction index -> (engine, dispatch cycle, last busy cycle)
         self.last_beat = 0          # the unsettled LOAD's last beat so far
 
@@ -204,7 +205,7 @@ class _Timeline:
         """Place the unsettled LOAD's bursts presented before cycle ``before`` (all: None)."""
         if self.load is None:
             return
-        present, left = self.load
+        present, left, _ = self.load
         while left and (before is None or present < before):
             timing = self.dram.read_burst(present, left.pop(0))
             present, self.last_beat = timing.accept + 1, timing.last
@@ -212,7 +213,7 @@ class _Timeline:
         if not left:
             # The beat is registered in the cycle after it, shifted into the row; the row is written
             # in the next (DMA.LOAD_EXTRA after the latency and the words).
-            self.end["dma"] = self.last_beat + DMA.LOAD_EXTRA - 1
+            self.end["dma"] = self.last_beat + self.load[2]
             index = self.latest["dma"][0]
             self.spans[index] = ("dma", self.spans[index][1], self.end["dma"])
             self.load = None
@@ -276,7 +277,7 @@ class _Timeline:
         engine = _ENGINE[op]
         self.latest[engine] = (index, op, f)
         if op is Opcode.LOAD:
-            self.load = [d + DMA.ISSUE_DELAY, [beats for _, beats in _dma_bursts(self.cfg, f)]]
+            self.load = [d + DMA.ISSUE_DELAY, [beats for _, beats in _dma_bursts(self.cfg, f)], _load_tail(f)]
             self.spans[index] = ("dma", d, None)       # its end is settled by _load_bursts
             return
         if op is Opcode.STORE:
@@ -293,8 +294,18 @@ class _Timeline:
 
 
 def _dma_bursts(cfg: AccelConfig, f: dict) -> list[tuple[int, int]]:
+    if f.get("packed"):
+        # A packed LOAD: pairs of SPAD rows, each pair one SPAD row's bytes (vitaccel/isa.py DmaInstr).
+        return bursts(cfg, f["dram_addr"], f["rows"] // 2, f["dram_stride"], cfg.spad_row_bytes)
     row_bytes = cfg.spad_row_bytes if f["mem"] == LocalMemory.SPAD.value else cfg.acc_row_bytes
     return bursts(cfg, f["dram_addr"], f["rows"], f["dram_stride"], row_bytes)
+
+
+def _load_tail(f: dict) -> int:
+    """Cycles a LOAD stays busy after its last beat: DMA.LOAD_EXTRA - 1 (the beat is registered in
+    the cycle after it and shifted into the row, the row is written in the next), one more for a
+    packed LOAD (the pair's second row is written in the cycle after the first)."""
+    return DMA.LOAD_EXTRA - 1 + (DMA.PACKED_EXTRA if f.get("packed") and f["rows"] else 0)
 
 
 def _store_end(dram: DramTimeline, cfg: AccelConfig, f: dict, d: int) -> int:
@@ -317,7 +328,7 @@ def _dma_cycles(cfg: AccelConfig, op: Opcode, f: dict, memory: MemoryProfile, me
     for _, beats in _dma_bursts(cfg, f):
         timing = dram.read_burst(present, beats)
         present, last = timing.accept + 1, timing.last
-    return last + DMA.LOAD_EXTRA - 1
+    return last + _load_tail(f)
 
 
 def _written(f: dict) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from vitaccel.files import atomic_open, format_error, read_npz
 from vitaccel.isa import INSTR_BYTES, Opcode, decode, encode_program
 
 __all__ = ["Program", "TensorSymbol", "ProgramError", "FORMAT", "FORMAT_VERSION", "TENSOR_ALIGN",
-           "DTYPES", "ROLES", "param_rows"]
+           "DTYPES", "ROLES", "param_rows", "pack_nibbles", "unpack_nibbles"]
 
 FORMAT = "vitaccel.program"
 #: Bumped whenever the file layout or the meaning of a field changes.
@@ -59,6 +59,25 @@ def param_rows(cfg: AccelConfig, op: Opcode, length: int) -> int:
     return 1
 
 
+def unpack_nibbles(packed) -> np.ndarray:
+    """int8 values of packed bytes (uint8 ``(..., n)``): ``(..., 2n)``, element ``2i`` from the low
+    nibble of byte ``i``, ``2i + 1`` from its high nibble, each a sign-extended 4-bit value."""
+    packed = np.asarray(packed, dtype=np.uint8)
+    nibbles = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1).astype(np.int8)
+    return np.where(nibbles >= 8, nibbles - 16, nibbles).astype(np.int8)
+
+
+def pack_nibbles(values) -> np.ndarray:
+    """The inverse of :func:`unpack_nibbles`: int values in [-8, 7], ``(..., 2n)`` -> uint8 ``(..., n)``."""
+    values = np.asarray(values, dtype=np.int64)
+    if values.shape[-1] % 2:
+        raise ValueError(f"packing needs an even number of values per row, not {values.shape[-1]}")
+    if values.size and (values.min() < -8 or values.max() > 7):
+        raise ValueError(f"values [{values.min()}, {values.max()}] do not fit 4 bits")
+    nib = (values & 0xF).astype(np.uint8)
+    return nib[..., 0::2] | (nib[..., 1::2] << 4)
+
+
 class ProgramError(ValueError):
     """A program or program file that is inconsistent, of another format version or another config."""
 
@@ -79,6 +98,13 @@ class TensorSymbol:
         ``"int8"`` or ``"int32"`` (little-endian).
     role : str
         ``"input"``, ``"weight"``, ``"param"`` (filled by the compiler) or ``"output"`` (written by the run).
+    packed : int
+        0, or the tile width ``C`` (``AccelConfig.cols``) of an int8 tensor of 4-bit values stored two
+        per byte for packed LOADs (vitaccel/isa.py ``DmaInstr``): tile column by tile column, column
+        tile ``t`` (logical columns ``t*C .. t*C + C - 1``, zero past the last) at ``addr + t * R * C / 2``,
+        its ``R * C`` elements row-major, element ``e`` in the low nibble of byte ``e // 2`` when ``e``
+        is even, else the high nibble. ``row_stride`` is then ``ceil(cols / C) * C / 2`` (the bytes
+        per logical row) and ``R * C`` must be even.
     """
 
     addr: int
@@ -86,6 +112,7 @@ class TensorSymbol:
     row_stride: int
     dtype: str
     role: str
+    packed: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -97,6 +124,10 @@ class TensorSymbol:
             raise ProgramError(f"tensor shape must be 2-D with positive sizes, not {self.shape}")
         if self.addr < 0:
             raise ProgramError(f"tensor address must be non-negative, not {self.addr}")
+        if self.packed and (self.dtype != "int8" or self.packed % 2
+                            or self.row_stride != -(-self.shape[1] // self.packed) * self.packed // 2):
+            raise ProgramError(f"a packed tensor must be int8 with an even tile width and row_stride "
+                               f"ceil(cols / C) * C / 2, not {self.dtype}, C={self.packed}, row_stride={self.row_stride}")
         if self.row_stride < self.row_bytes:
             raise ProgramError(f"row_stride={self.row_stride} is less than a row of {self.shape[1]} "
                                f"{self.dtype} ({self.row_bytes} bytes)")
@@ -108,6 +139,8 @@ class TensorSymbol:
     @property
     def row_bytes(self) -> int:
         """Bytes of logical data in one row (without padding)."""
+        if self.packed:
+            return -(-self.shape[1] // 2)
         return self.shape[1] * DTYPES[self.dtype].itemsize
 
     @property
@@ -129,6 +162,10 @@ class TensorSymbol:
             raise ProgramError(f"tensor must hold integers, not {array.dtype}")
         if array.size and (array.min() < info.min or array.max() > info.max):
             raise ProgramError(f"tensor values [{array.min()}, {array.max()}] do not fit {self.dtype}")
+        if self.packed:
+            if array.size and (array.min() < -8 or array.max() > 7):
+                raise ProgramError(f"packed tensor values [{array.min()}, {array.max()}] do not fit 4 bits")
+            return pack_nibbles(self._tiles(array)).tobytes()
         rows = np.zeros((self.shape[0], self.row_stride), dtype=np.uint8)
         rows[:, :self.row_bytes] = array.astype(self.np_dtype).view(np.uint8).reshape(self.shape[0], -1)
         return rows.tobytes()
@@ -139,12 +176,33 @@ class TensorSymbol:
         if self.end > buf.size:
             raise ProgramError(f"tensor at [{self.addr:#x}, {self.end:#x}) runs past the end of an image of "
                                f"{buf.size} bytes")
+        if self.packed:
+            c, (r, n) = self.packed, self.shape
+            tiles = unpack_nibbles(buf[self.addr:self.end]).reshape(-1, r, c)
+            return np.ascontiguousarray(tiles.transpose(1, 0, 2).reshape(r, -1)[:, :n])
         rows = buf[self.addr:self.end].reshape(self.shape[0], self.row_stride)[:, :self.row_bytes]
         return np.ascontiguousarray(rows).view(self.np_dtype).reshape(self.shape).copy()
 
+    def _tiles(self, array) -> np.ndarray:
+        """``array`` padded to whole tiles, one row of ``R * C`` elements per column tile."""
+        c, (r, n) = self.packed, self.shape
+        padded = np.zeros((r, -(-n // c) * c), dtype=np.int64)
+        padded[:, :n] = array
+        return padded.reshape(r, -1, c).transpose(1, 0, 2).reshape(-1, r * c)
+
+    def tile_addr(self, row: int, tile: int) -> int:
+        """Packed tensors: the byte address of logical row ``row`` (even) of column tile ``tile``; a
+        packed LOAD of rows from there with ``dram_stride = C`` reads them (pairs back to back)."""
+        if not self.packed:
+            raise ProgramError("tile_addr is for packed tensors")
+        return self.addr + tile * self.shape[0] * self.packed // 2 + row * self.packed // 2
+
     def to_dict(self) -> dict:
-        return {"addr": self.addr, "shape": list(self.shape), "row_stride": self.row_stride,
-                "dtype": self.dtype, "role": self.role}
+        out = {"addr": self.addr, "shape": list(self.shape), "row_stride": self.row_stride,
+               "dtype": self.dtype, "role": self.role}
+        if self.packed:
+            out["packed"] = self.packed
+        return out
 
 
 @dataclass(frozen=True)
@@ -304,7 +362,7 @@ class Program:
         instructions = [int.from_bytes(row.tobytes(), "little") for row in arrays["instructions"]]
         try:
             symbols = {name: TensorSymbol(addr=s["addr"], shape=tuple(s["shape"]), row_stride=s["row_stride"],
-                                          dtype=s["dtype"], role=s["role"])
+                                          dtype=s["dtype"], role=s["role"], packed=s.get("packed", 0))
                        for name, s in meta["symbols"].items()}
             prog_addr, name = meta["prog_addr"], meta["name"]
             layers = [tuple(layer) for layer in meta.get("layers", [])]

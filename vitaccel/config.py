@@ -48,11 +48,13 @@ REQUANT = ("dyadic", "shift")
 FEATURES = {
     "requant-multiplier": ("requant", "dyadic", "REQUANT multipliers that are not powers of two",
                            "a model quantized with --recipe p2vit"),
+    "packed-weights": ("packed_weights", True, "packed LOADs: 4-bit weights two per byte, unpacked by the DMA",
+                       "4-bit weights stored one per byte (unpacked LOADs)"),
 }
 
 #: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
 #: default, so that existing configs keep their slugs, build directories and cache keys.
-_OMITTED_AT_DEFAULT = ("requant",)
+_OMITTED_AT_DEFAULT = ("requant", "packed_weights")
 
 
 class ConfigError(ValueError):
@@ -104,6 +106,11 @@ class AccelConfig:
         The REQUANT lanes' rescale: ``dyadic`` (a ``mult_bits`` multiplier, then the rounding
         shift) or ``shift`` (P^2-ViT: no multiplier; ``mult`` must be a power of two, the lanes
         shift by ``shift - log2(mult)``; see :func:`vitaccel.sw.golden.requantize`).
+    packed_weights : bool
+        The DMA's nibble unpacker: packed LOADs (docs/isa.md, ``DmaInstr``) bring 4-bit weights
+        stored two per byte into SPAD rows, half the bytes and bus beats of int8 storage. Needs an
+        even ``cols`` of at least two bus words (the unpacker writes a pair of SPAD rows per ``cols``
+        bytes, one row a cycle). Without it 4-bit weights are stored and loaded as int8.
     """
 
     name: str = "custom"
@@ -124,6 +131,7 @@ class AccelConfig:
     vector_lanes: int = 4
     max_row: int = 256
     requant: str = "dyadic"
+    packed_weights: bool = False
 
     # ---- derived properties -------------------------------------------------------------------
 
@@ -202,6 +210,8 @@ class AccelConfig:
                 raise ConfigError(f"{field.name} must be a string, not {value!r}")
             if field.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
                 raise ConfigError(f"{field.name} must be an integer, not {value!r}")
+            if field.type == "bool" and not isinstance(value, bool):
+                raise ConfigError(f"{field.name} must be true or false, not {value!r}")
         if not isinstance(self.name, str) or not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"name must be a non-empty string of letters, digits, '-' and '_', not {self.name!r}")
         if self.data_width != 8:
@@ -248,6 +258,11 @@ class AccelConfig:
                 raise ConfigError(f"{knob} must be one of {', '.join(choices)}, not {getattr(self, knob)!r}")
         if self.requant not in REQUANT:
             raise ConfigError(f"requant must be one of {', '.join(REQUANT)}, not {self.requant!r}")
+        if self.packed_weights and (self.cols % 2 or self.spad_row_bytes < 2 * self.bus_bytes):
+            raise ConfigError(
+                f"packed_weights needs an even cols of at least two bus words ({2 * self.bus_bytes} bytes at "
+                f"bus_bits={self.bus_bits}), not cols={self.cols}: the DMA writes the two SPAD rows of each "
+                f"cols-byte packed pair on two cycles")
         if self.vector_lanes < 1 or self.cols % self.vector_lanes:
             raise ConfigError(f"vector_lanes={self.vector_lanes} must divide cols={self.cols}")
         if not _is_pow2(self.max_row) or not 8 <= self.max_row <= 4096:

@@ -55,8 +55,8 @@ class ErrorCode(enum.Enum, shape=8):
     """Why a run stopped early. The first failing check, in this order, sets the code."""
     NONE = 0
     ILLEGAL_OPCODE = 1   #: The opcode is none of :class:`Opcode`.
-    ILLEGAL_MEMORY = 2   #: The ``mem`` field is no :class:`LocalMemory`.
-    MISALIGNED = 3       #: A DMA address or stride is not a multiple of the bus width in bytes.
+    ILLEGAL_MEMORY = 2   #: The ``mem`` field is no :class:`LocalMemory`, or ``packed`` is set on anything but a LOAD into SPAD on a build with ``AccelConfig.packed_weights``.
+    MISALIGNED = 3       #: A DMA address or stride is not a multiple of the bus width in bytes, or a packed LOAD's ``rows`` is odd.
     LOCAL_RANGE = 4      #: An address range runs past the end of its local memory.
     ROW_LENGTH = 5       #: SOFTMAX/LAYERNORM ``length`` exceeds the unit's row buffer (``max_row``).
 
@@ -68,10 +68,27 @@ class DmaInstr(data.Struct):
     ``local_addr + r``. A row is ``cols`` bytes (SPAD) or ``4 * cols`` bytes (ACC, PARAM; int32
     little-endian). ``dram_addr`` and ``dram_stride`` must be multiples of the bus width in bytes.
     LOAD writes the local memory; STORE writes external memory.
+
+    Packed LOAD (``packed`` set; only a LOAD into SPAD on a build with ``AccelConfig.packed_weights``,
+    else ILLEGAL_MEMORY): 4-bit values, two per byte, for 4-bit weights. The ``rows`` SPAD rows
+    (an even number, else MISALIGNED) come in pairs: pair ``p`` (SPAD rows ``local_addr + 2p`` and
+    ``local_addr + 2p + 1``) is the ``cols`` bytes at ``dram_addr + p * dram_stride``, which hold
+    the pair's ``2 * cols`` elements in row-major order: element ``e`` (row ``2p + e // cols``,
+    column ``e % cols``) is the low nibble of byte ``e // 2`` when ``e`` is even, its high nibble
+    when odd, a two's complement 4-bit value sign-extended to int8 in SPAD. A pair is as many bytes
+    as one unpacked SPAD row, a whole number of bus words (``AccelConfig.validate``), so a packed
+    LOAD moves whole bus words and has the alignment rules of any LOAD, whatever ``cols`` is (with
+    ``cols = 12`` and a 4-byte bus a single packed row would be 6 bytes); with ``dram_stride = cols``
+    the pairs are back to back and a tile of ``cols`` rows is ``cols * cols / 2`` contiguous bytes
+    (the compiler stores 4-bit weights so, tile column by tile column). It moves half the bytes and
+    bus beats of the same rows unpacked; the DMA writes the pair's second row one cycle after its
+    first, so the LOAD is busy one cycle longer than an unpacked LOAD of its words
+    (``vitaccel.hw.dma.load_cycles``).
     """
     opcode: Opcode
     mem: LocalMemory
-    reserved: 6
+    packed: 1
+    reserved: 5
     local_addr: 16
     rows: 16
     dram_addr: 32
@@ -201,7 +218,8 @@ class Instr:
     def __str__(self):
         name = self.opcode.name if isinstance(self.opcode, Opcode) else f"ILLEGAL({self.opcode})"
         args = ", ".join(f"{k}={v.name if isinstance(v, enum.Enum) else v}"
-                         for k, v in self.fields.items() if k not in ("opcode", "reserved"))
+                         for k, v in self.fields.items()
+                         if k not in ("opcode", "reserved") and not (k == "packed" and not v))
         return f"{name.lower()} {args}".rstrip()
 
 

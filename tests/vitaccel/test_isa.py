@@ -21,8 +21,10 @@ def test_every_format_fits_the_instruction_word():
 
 
 @pytest.mark.parametrize("opcode, fields", [
-    (Opcode.LOAD, dict(mem=LocalMemory.PARAM, local_addr=65535, rows=1, dram_addr=0xFFFF_FFFC, dram_stride=4)),
-    (Opcode.STORE, dict(mem=LocalMemory.SPAD, local_addr=7, rows=300, dram_addr=64, dram_stride=192)),
+    (Opcode.LOAD, dict(mem=LocalMemory.PARAM, packed=0, local_addr=65535, rows=1, dram_addr=0xFFFF_FFFC,
+                       dram_stride=4)),
+    (Opcode.LOAD, dict(mem=LocalMemory.SPAD, packed=1, local_addr=3, rows=24, dram_addr=64, dram_stride=12)),
+    (Opcode.STORE, dict(mem=LocalMemory.SPAD, packed=0, local_addr=7, rows=300, dram_addr=64, dram_stride=192)),
     (Opcode.MATMUL, dict(accumulate=1, transpose_b=1, a_addr=1, b_addr=2, c_addr=3, rows=65535)),
     (Opcode.REQUANT, dict(row_shift=1, acc_addr=10, spad_addr=20, rows=30, param_addr=40, exp_addr=50)),
     (Opcode.SOFTMAX, dict(src=1, src2=2, dst=3, rows=197, length=197, tile_stride=197, param_addr=9)),
