@@ -104,6 +104,16 @@ class DMA(wiring.Component):
     Every burst address is a multiple of ``bus_bytes`` when ``dram_addr`` and ``dram_stride``
     are (the controller's MISALIGNED check).
 
+    Packed LOAD (``cfg.packed_weights`` builds; docs/isa.md ``DmaInstr``): the engine walks and
+    bursts ``rows / 2`` pairs of ``cols`` bytes exactly as it does ``rows / 2`` unpacked SPAD rows
+    (half the words); when a pair is in the row register it writes its first row (the low ``cols``
+    nibbles, each sign-extended) as it would write an unpacked row, keeps the high nibbles in a
+    register and writes the second row in the next cycle, so a LOAD is busy
+    :attr:`PACKED_EXTRA` cycle longer than an unpacked LOAD of its words. The next pair's first row
+    comes at least two beats later (``AccelConfig.validate``: a pair is at least two bus words), so
+    the single SPAD write port keeps up with a beat per cycle. Builds without the feature have none
+    of this logic.
+
     Parameters
     ----------
     cfg : AccelConfig
@@ -163,6 +173,14 @@ class DMA(wiring.Component):
             stride=Signal(cfg.addr_bits, name="stride"), last_word=Signal(range(acc_words), name="last_word"),
             one_word=Signal(name="one_word"), spad_words=spad_words, acc_words=acc_words,
             row_words=Signal(range(acc_words + 1), name="row_words"), contiguous=Signal(name="contiguous"))
+        # A packed LOAD (cfg.packed_weights builds only) walks pairs of SPAD rows: rows / 2 "rows" of
+        # spad_words words each (vitaccel/isa.py DmaInstr; the controller has checked rows even).
+        if cfg.packed_weights:
+            command.sel_packed = Signal(name="sel_packed")
+            command.rows = Mux(instr.packed, instr.rows >> 1, instr.rows)
+        else:
+            command.sel_packed = Const(0)
+            command.rows = instr.rows
         # The `busy` and `ready` ports come from a copy of `busy` of their own (loaded with the same
         # values, kept apart by its name: hw/lib/registers.py fanned_out): `command.busy` enables the
         # idle-cycle loads of hundreds of registers here, and the controller's end-of-run check
@@ -192,6 +210,8 @@ class DMA(wiring.Component):
                 # Rows back to back in external memory: one segment, walked in long bursts.
                 command.contiguous.eq(instr.dram_stride == Mux(to_spad, cfg.spad_row_bytes, cfg.acc_row_bytes)),
             ]
+            if cfg.packed_weights:
+                m.d.sync += command.sel_packed.eq(instr.packed)
         return command
 
     def _bursts(self, m, command):
@@ -269,13 +289,14 @@ class DMA(wiring.Component):
             row_words = Mux(to_spad, command.spad_words, command.acc_words)
             contiguous = instr.dram_stride == Mux(to_spad, cfg.spad_row_bytes, cfg.acc_row_bytes)
             # rows * row_words as shifted adds of constants: a multiplier here would take a DSP.
-            words = Mux(to_spad, _times(instr.rows, command.spad_words), _times(instr.rows, command.acc_words))
+            rows = command.rows     # a packed LOAD: its pairs of rows
+            words = Mux(to_spad, _times(rows, command.spad_words), _times(rows, command.acc_words))
             m.d.sync += [
                 addr.eq(instr.dram_addr), base.eq(instr.dram_addr), room.eq(room_at(instr.dram_addr)),
                 next_base.eq(instr.dram_addr + instr.dram_stride),
                 seg.eq(Mux(contiguous, words, row_words)),
-                left.eq(Mux(contiguous, 1, instr.rows)),
-                bursts.more.eq(instr.rows != 0), queued.eq(0), w_slot.eq(0), r_slot.eq(0),
+                left.eq(Mux(contiguous, 1, rows)),
+                bursts.more.eq(rows != 0), queued.eq(0), w_slot.eq(0), r_slot.eq(0),
             ]
         with m.Elif(~queued[1]):
             m.d.comb += push.eq(bursts.more)
@@ -409,14 +430,17 @@ class DMA(wiring.Component):
         # flip-flop drove 32 * cols enables.
         asm_parts = 4 if acc_bits % 4 == 0 else 1
         shifts = fanned_out(m, self.rd.rvalid & command.loading, asm_parts, "asm_shift")
+        # A packed LOAD writes a pair's second row (`wr_hi`) in the cycle after its first.
+        wr_hi = Signal(name="wr_hi")
         with m.If(command.loading):
             # The last row is written in the cycle after its last word is shifted in, the first
-            # cycle in which r_more is low: busy may drop at the following clock edge.
-            with m.If(~walk.more):
+            # cycle in which r_more is low: busy may drop at the following clock edge (a packed
+            # LOAD's: one cycle later, with the pair's second row).
+            with m.If(~walk.more & ~(wr_spad & command.sel_packed)):
                 m.d.sync += [command.busy.eq(0), command.port_busy.eq(0), command.loading.eq(0)]
 
         with m.If(~command.busy):
-            m.d.sync += walk.start(instr, command)
+            m.d.sync += walk.start(instr, command, command.rows)
         row_done = rsp_valid & walk.last
         m.d.sync += [
             wr_spad.eq(row_done & command.sel_spad),
@@ -436,12 +460,29 @@ class DMA(wiring.Component):
 
         with m.If(~command.busy):
             m.d.sync += wr_addr.eq(instr.local_addr)
-        with m.Elif(wr_spad | wr_acc | wr_param):
+        with m.Elif(wr_spad | wr_acc | wr_param | wr_hi):
             m.d.sync += wr_addr.eq(wr_addr + 1)
+        row = asm[acc_bits - spad_bits:]
+        spad_data = row
+        if cfg.packed_weights:
+            # The unpacker: a pair's cols bytes are its 2 * cols nibbles, the first row's the low
+            # cols of them (element 2i the low nibble of byte i), each sign-extended to int8. The
+            # first row is written from the row register as an unpacked row is; the second row's
+            # nibbles wait a cycle in `hi_nibbles` (the next beat may shift the row register).
+            cols = cfg.cols
+
+            def widen(nibbles):
+                return Cat(*(Cat(nibbles[4 * j:4 * j + 4], nibbles[4 * j + 3].replicate(4)) for j in range(cols)))
+
+            hi_nibbles = Signal(4 * cols, name="hi_nibbles", reset_less=True)
+            m.d.sync += wr_hi.eq(wr_spad & command.sel_packed)
+            with m.If(wr_spad):
+                m.d.sync += hi_nibbles.eq(row[4 * cols:])
+            spad_data = Mux(wr_hi, widen(hi_nibbles), Mux(command.sel_packed, widen(row[:4 * cols]), row))
         m.d.comb += [
             self.spad_wr.addr.eq(wr_addr),
-            self.spad_wr.data.eq(asm[acc_bits - spad_bits:]),
-            self.spad_wr.en.eq(wr_spad),
+            self.spad_wr.data.eq(spad_data),
+            self.spad_wr.en.eq(wr_spad | wr_hi),
             self.acc_wr.addr.eq(wr_addr),
             self.acc_wr.data.eq(asm),
             self.acc_wr.en.eq(wr_acc),
@@ -614,11 +655,12 @@ class _RowWalk:
         self.more = Signal(name=f"{name}_more")
         self.last_row = Signal(name=f"{name}_last_row")    # left == 1
 
-    def start(self, instr, command):
-        """The walk at the command ``instr``: all its rows to go, word 0."""
-        return [self.left.eq(instr.rows), self.word.eq(0), self.last_row.eq(instr.rows == 1),
+    def start(self, instr, command, rows=None):
+        """The walk at the command ``instr``: all its ``rows`` (default ``instr.rows``) to go, word 0."""
+        rows = instr.rows if rows is None else rows
+        return [self.left.eq(rows), self.word.eq(0), self.last_row.eq(rows == 1),
                 self.last.eq(Mux(instr.mem == LocalMemory.SPAD, command.spad_words == 1, command.acc_words == 1)),
-                self.more.eq(instr.rows != 0)]
+                self.more.eq(rows != 0)]
 
     def next_row(self, command):
         """After the last word of a row."""

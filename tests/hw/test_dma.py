@@ -226,3 +226,79 @@ def test_address_wraps():
             assert local_row(ctx, bench, LocalMemory.SPAD, r) == image[addr:addr + 4]
 
     simulate(bench, mem_model, body)
+
+
+# Packed LOADs (AccelConfig.packed_weights): a pair of SPAD rows is 2, 3, 4 or 2 bus words.
+PACKED = [AccelConfig(name="packed-bus16", spad_rows=64, bus_bits=16, packed_weights=True),
+          AccelConfig(name="packed-c12", rows=12, cols=12, spad_rows=64, bus_bits=32, packed_weights=True),
+          AccelConfig(name="packed-bus8", spad_rows=64, bus_bits=8, packed_weights=True),
+          AccelConfig(name="packed-bus64", rows=16, cols=16, spad_rows=64, bus_bits=64, packed_weights=True)]
+
+
+def nibble_rows(cfg, blob):
+    """The SPAD rows of packed pairs ``blob`` (cols bytes each): plain Python, element 2i the low
+    nibble of byte i, 2i + 1 the high one, sign-extended, as int8 bytes."""
+    out = []
+    for p in range(len(blob) // cfg.cols):
+        nibbles = [n for b in blob[p * cfg.cols:(p + 1) * cfg.cols] for n in (b & 15, b >> 4)]
+        values = [n - 16 if n >= 8 else n for n in nibbles]
+        out += [bytes(v & 0xFF for v in values[:cfg.cols]), bytes(v & 0xFF for v in values[cfg.cols:])]
+    return out
+
+
+@pytest.mark.parametrize("latency,stall,seed,gap", [((1, 1), 0.0, 11, 0), ((1, 6), 0.4, 12, 1), ((3, 3), 0.7, 13, 0)])
+@pytest.mark.parametrize("cfg", PACKED, ids=lambda cfg: cfg.name)
+def test_packed_load_unpacks_nibbles(cfg, latency, stall, seed, gap):
+    """Random nibbles: a packed LOAD into the middle of SPAD, then an unpacked LOAD after it (the
+    packed flag must not stick); the whole SPAD equals plain Python's unpacking, and the bursts are
+    those of rows / 2 rows of cols bytes."""
+    rng = random.Random(seed)
+    c = cfg.cols
+    rows, local = 10, 7
+    stride = c + gap * cfg.bus_bytes
+    src, plain_src = 64, 2048
+    image = bytearray(rng.randbytes(4096))
+    bench = Bench(cfg)
+    dma = bench.dma
+    mem_model = ExternalMemory(dma.rd, image, write=dma.wr, bus_bytes=cfg.bus_bytes, latency=latency,
+                               stall=stall, seed=seed)
+    got = []
+
+    async def body(ctx):
+        await run_instr(ctx, dma, encode(Opcode.LOAD, mem=LocalMemory.SPAD, packed=1, local_addr=local, rows=rows,
+                                         dram_addr=src, dram_stride=stride))
+        await run_instr(ctx, dma, encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=local + rows, rows=2,
+                                         dram_addr=plain_src, dram_stride=c))
+        got.extend(local_row(ctx, bench, LocalMemory.SPAD, r) for r in range(cfg.spad_rows))
+
+    simulate(bench, mem_model, body)
+    pairs = b"".join(bytes(image[src + p * stride:src + p * stride + c]) for p in range(rows // 2))
+    want = [bytes(c)] * cfg.spad_rows
+    want[local:local + rows] = nibble_rows(cfg, pairs)
+    want[local + rows:local + rows + 2] = [bytes(image[plain_src:plain_src + c]), bytes(image[plain_src + c:plain_src + 2 * c])]
+    bad = [r for r in range(cfg.spad_rows) if got[r] != want[r]]
+    assert not bad, f"seed {seed}: first mismatch at SPAD row {bad[0]}: {got[bad[0]].hex()} != {want[bad[0]].hex()}"
+    assert mem_model.bursts == ([("read", *b) for b in bursts(cfg, src, rows // 2, stride, c)]
+                                + [("read", *b) for b in bursts(cfg, plain_src, 2, c, c)])
+
+
+@pytest.mark.parametrize("gap", [0, 1], ids=["contiguous", "gapped"])
+@pytest.mark.parametrize("cfg", PACKED, ids=lambda cfg: cfg.name)
+def test_packed_load_cycles_on_fast_memory(cfg, gap):
+    """Half the words of the same rows unpacked, one word per cycle, and DMA.PACKED_EXTRA more
+    (hw.dma.load_cycles(packed=True), which the performance model uses)."""
+    rows = 16
+    words = rows // 2 * cfg.spad_row_bytes // cfg.bus_bytes
+    bench = Bench(cfg)
+    mem_model = ExternalMemory(bench.dma.rd, bytes(4096), write=bench.dma.wr, bus_bytes=cfg.bus_bytes, latency=(4, 4))
+    taken = {}
+
+    async def body(ctx):
+        stride = cfg.spad_row_bytes + gap * cfg.bus_bytes
+        taken["packed"] = await run_instr(ctx, bench.dma, encode(Opcode.LOAD, mem=LocalMemory.SPAD, packed=1,
+                                                                 rows=rows, dram_stride=stride))
+        taken["plain"] = await run_instr(ctx, bench.dma, encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=rows // 2,
+                                                                dram_stride=stride))
+
+    simulate(bench, mem_model, body)
+    assert taken["packed"] == load_cycles(words, 4, packed=True) + 1 == taken["plain"] + DMA.PACKED_EXTRA, taken
