@@ -50,11 +50,16 @@ from vitaccel.config import AccelConfig
 
 __all__ = ["SYS_CLK_HZ", "SDRAM_MODULES", "DEFAULT_SDRAM_MODULE", "MAIN_RAM", "CSR_ORIGIN", "INFO_ORIGIN",
            "INFO_MAGIC", "SDRAM_BYTES", "init_steps", "INIT_CONTROL", "DFII_BITS", "BUILD_NAME", "config_crc", "info_words", "add_vitaccel", "ulx3s_soc",
-           "sim_soc", "arty_soc", "write_soc", "quiet", "build_soc", "core_stub", "soc_resources", "design_text", "make_bitstream", "routed_timing", "TimingFailed"]
+           "sim_soc", "arty_soc", "write_soc", "quiet", "build_soc", "core_stub", "soc_resources", "design_text", "make_bitstream", "routed_timing", "TimingFailed",
+           "SDRAM_MAX_HZ", "pll_clock_hz", "sdram_timings", "profile_clock_note"]
 
 #: The system clock of LiteX's ULX3S target (its default): the SDRAM controller, the bridge and the
 #: core all run on it.
 SYS_CLK_HZ = 50_000_000
+#: The fastest system clock the SoC is built at: LiteDRAM runs the SDR SDRAM at the system clock
+#: (GENSDRPHY at 1:1) and picks CAS latency 2 up to 100 MHz, 3 above (litedram.common.get_default_cl_cwl);
+#: the calibrated memory profile (``ulx3s-litedram``) and the host's init replay were made with CL 2.
+SDRAM_MAX_HZ = 100_000_000
 #: The SDRAM chips of the ULX3S revisions, as litedram.modules names them: v3.0.x boards carry a
 #: 32 MB IS42S16160 (the default here), earlier ones an MT48LC16M16 or AS4C16M16 (32 MB), some an
 #: AS4C32M16 (64 MB; the host still uses only :data:`SDRAM_BYTES`).
@@ -308,13 +313,66 @@ def write_soc(soc, out_dir: str | os.PathLike, *, run: bool = False, **build_kwa
     return out_dir / "gateware" / f"{BUILD_NAME}.v"
 
 
+def pll_clock_hz(limit_mhz: float) -> int:
+    """The system clock for a design that meets ``limit_mhz``: the highest clock <= ``limit_mhz`` and
+    <= :data:`SDRAM_MAX_HZ` that LiteX's ECP5 PLL search (``ECP5PLL.compute_config``, the ULX3S CRG's
+    two outputs: sys and the SDRAM's sys_ps at 90 degrees, from the 25 MHz oscillator) makes exactly,
+    among whole multiples of 5 MHz (the whole-MHz clocks it makes exactly from 30 to 100 MHz are the
+    multiples of 5). ``ValueError`` under 25 MHz."""
+    from litex.soc.cores.clock.lattice_ecp5 import ECP5PLL
+    from migen import ClockDomain, Signal
+
+    mhz = int(min(limit_mhz, SDRAM_MAX_HZ / 1e6) // 5 * 5)
+    while mhz >= 25:
+        with quiet():
+            pll = ECP5PLL()
+            pll.register_clkin(Signal(), 25e6)
+            pll.create_clkout(ClockDomain("sys"), mhz * 1e6)
+            pll.create_clkout(ClockDomain("sys_ps"), mhz * 1e6, phase=90)
+            made = pll.compute_config()["clko0_freq"]
+        if abs(made - mhz * 1e6) < 1:
+            return mhz * 1_000_000
+        mhz -= 5
+    raise ValueError(f"no system clock of at least 25 MHz fits under {limit_mhz:g} MHz")
+
+
+def sdram_timings(sys_clk_hz: int, sdram_module: str = DEFAULT_SDRAM_MODULE) -> dict:
+    """LiteDRAM's SDRAM timings in system-clock cycles at ``sys_clk_hz`` (the controller's
+    ``TimingSettings`` of ``sdram_module`` at 1:1, and the CAS latency GENSDRPHY picks)."""
+    from litedram import modules as litedram_modules
+    from litedram.common import get_default_cl
+
+    settings = getattr(litedram_modules, _check_module(sdram_module))(sys_clk_hz, "1:1").timing_settings
+    timings = {k: getattr(settings, k) for k in ("tRP", "tRCD", "tWR", "tWTR", "tREFI", "tRFC", "tCCD")}
+    timings["CL"] = get_default_cl("SDR", 1 / sys_clk_hz)
+    return timings
+
+
+def profile_clock_note(sys_clk_hz: int, profile_mhz: float, sdram_module: str = DEFAULT_SDRAM_MODULE) -> str:
+    """What running the SoC at ``sys_clk_hz`` does to the cycle figures of a memory profile calibrated
+    at ``profile_mhz`` (LiteDRAM's SDRAM timings in cycles at both clocks)."""
+    here, there = sdram_timings(sys_clk_hz, sdram_module), sdram_timings(int(profile_mhz * 1e6), sdram_module)
+    if abs(sys_clk_hz - profile_mhz * 1e6) < 1:
+        return f"the memory profile's cycle figures were calibrated at this clock ({profile_mhz:g} MHz)"
+    changed = [f"{k} {there[k]} -> {here[k]}" for k in here if k != "tREFI" and here[k] != there[k]]
+    refresh = f"a refresh every {here['tREFI']} cycles instead of {there['tREFI']}"
+    if not changed:
+        return (f"LiteDRAM's SDRAM timings in cycles at {sys_clk_hz / 1e6:g} MHz equal those at {profile_mhz:g} MHz "
+                f"(the profile's calibration) but for {refresh}: the profile's cycle counts hold"
+                + (" (slightly pessimistic)" if here["tREFI"] > there["tREFI"] else " (slightly optimistic)"))
+    return (f"the memory profile was calibrated at {profile_mhz:g} MHz; at {sys_clk_hz / 1e6:g} MHz LiteDRAM's timings "
+            f"in cycles change ({', '.join(changed)}; {refresh}): row misses cost more cycles than the profile "
+            f"counts, so its cycle figures are optimistic by up to those extra cycles per row miss")
+
+
 def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str = DEFAULT_SDRAM_MODULE,
-              progress=None) -> Path:
+              sys_clk_hz: int = SYS_CLK_HZ, progress=None) -> Path:
     """Write the ULX3S SoC's build files for ``cfg`` into ``out_dir``: ``core/`` (the core's Verilog,
     config and CSR map, :func:`~vitaccel.hw.generate.generate_verilog`), ``gateware/`` (the SoC's
     Verilog :data:`BUILD_NAME`.v with LiteDRAM, UARTBone and the core instance, the LPF pin
     constraints, LiteX's yosys script and ``build_vitaccel_soc.sh``), ``csr.csv``/``csr.json`` (the
-    SoC's map) and ``config.json``. The files are written beside ``out_dir`` and moved into place
+    SoC's map) and ``config.json``; the system clock (PLL, LiteDRAM's timings, identity block) is
+    ``sys_clk_hz``. The files are written beside ``out_dir`` and moved into place
     when all are written. Returns ``out_dir``."""
     import shutil
 
@@ -326,10 +384,11 @@ def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str
     shutil.rmtree(staging, ignore_errors=True)
     say(f"elaborating the {cfg.name} core for the ECP5")
     core = generate_verilog(cfg, staging / "core", **ecp5_core_options())
-    say(f"generating the LiteX SoC (LiteDRAM on {sdram_module}, UARTBone)")
+    say(f"generating the LiteX SoC at {sys_clk_hz / 1e6:g} MHz (LiteDRAM on {sdram_module}, UARTBone)")
     with quiet():
-        write_soc(ulx3s_soc(cfg, core, sdram_module=sdram_module), staging)
+        write_soc(ulx3s_soc(cfg, core, sdram_module=sdram_module, sys_clk_hz=sys_clk_hz), staging)
     cfg.save(staging / "config.json")
+    (staging / "soc.json").write_text(json.dumps({"sys_clk_hz": int(sys_clk_hz), "sdram_module": sdram_module}) + "\n")
     # LiteX writes absolute paths into its scripts: point them at where the files end up. Its yosys
     # script gets the project's ECP5 synthesis (boards/build.py): the prelude that keeps yosys 0.70's
     # ABC off Amaranth's hierarchical names, and -nodsp, so that only the core's instantiated
@@ -448,46 +507,48 @@ def routed_timing(log: str) -> dict:
     return clocks
 
 
-def make_bitstream(out_dir: str | os.PathLike, *, allow_timing_failure: bool = False, progress=None) -> dict:
-    """Run LiteX's build script of :func:`build_soc`'s ``out_dir`` with the YoWASP tools (shims named
-    ``yosys``, ``nextpnr-ecp5``, ``ecppack`` in ``out_dir/tools``): synthesis, place-and-route, then,
-    unless a clock misses its constraint (:class:`TimingFailed`, one line, no bitstream) or
-    ``allow_timing_failure``, the bitstream ``gateware/vitaccel_soc.bit``. Writes and returns the
-    routed timing (``gateware/timing.json``: per clock the Fmax, the target and whether it is met)."""
+def make_bitstream(out_dir: str | os.PathLike, *, allow_timing_failure: bool = False, seed: int = 1,
+                   timeout: float | None = None, wrap: dict[str, list[str]] | None = None, progress=None) -> dict:
+    """Synthesize, place and route :func:`build_soc`'s ``out_dir`` (LiteX's yosys script with the
+    project's ECP5 synthesis; nextpnr-ecp5 with LiteX's device options and the project's placer and
+    router, :func:`vitaccel.boards.litex_estimate.run_tools`, which also caches the routed estimate
+    where ``vitaccel estimate`` and the next build's default clock find it), then, unless the system
+    clock misses its constraint (:class:`TimingFailed`, one line, no bitstream) or
+    ``allow_timing_failure``, pack the bitstream ``gateware/vitaccel_soc.bit`` with LiteX's ecppack
+    options. ``wrap`` puts a command before a tool (a lock, ``nice``). Writes ``gateware/timing.json``
+    (per clock the Fmax, the target and whether it is met) and ``gateware/estimate.json``; returns
+    the timing."""
     import subprocess
     import sys
+
+    from vitaccel.config import AccelConfig as _Config
+
+    from .litex_estimate import run_tools
 
     say = progress or (lambda message: None)
     out_dir = Path(out_dir).resolve()
     gateware = out_dir / "gateware"
-    tools = out_dir / "tools"
-    tools.mkdir(exist_ok=True)
-    bindir = Path(sys.executable).parent
-    for name in ("yosys", "nextpnr-ecp5", "ecppack"):
-        shim = tools / name
-        real = bindir / f"yowasp-{name}"
-        shim.write_text(f'#!/bin/sh\nexec "{real if real.exists() else "yowasp-" + name}" "$@"\n')
-        shim.chmod(0o755)
-    env = dict(os.environ, PATH=f"{tools}{os.pathsep}{os.environ.get('PATH', '')}")
-    steps = [line for line in (gateware / f"build_{BUILD_NAME}.sh").read_text().splitlines()
-             if line.split(" ", 1)[0] in ("yosys", "nextpnr-ecp5", "ecppack")]
-    timing: dict = {}
-    for step in steps:
-        tool = step.split(" ", 1)[0]
-        if tool == "ecppack":
-            failing = {k: v for k, v in timing.items() if not v[2]}
-            if failing and not allow_timing_failure:
-                name, (fmax, target, _) = next(iter(failing.items()))
-                raise TimingFailed(f"timing fails: clock {name} routes at {fmax:.2f} MHz, under its {target:.2f} MHz; "
-                                   f"no bitstream written (--allow-timing-failure writes it anyway)")
-        say(f"{tool} ...")
-        done = subprocess.run(["sh", "-c", step], cwd=gateware, env=env, capture_output=True, text=True)
-        if done.returncode:
-            tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-            raise RuntimeError(f"{tool} failed in {gateware} (exit {done.returncode}):\n{tail}")
-        if tool == "nextpnr-ecp5":
-            (gateware / "nextpnr.log").write_text(done.stdout + done.stderr)
-            timing = routed_timing(done.stdout + done.stderr)
-            (gateware / "timing.json").write_text(json.dumps(
-                {name: {"fmax_mhz": f, "target_mhz": t, "met": m} for name, (f, t, m) in timing.items()}, indent=2))
+    cfg = _Config.load(out_dir / "config.json")
+    info = json.loads((out_dir / "soc.json").read_text())
+    result = run_tools(out_dir, cfg, route=True, seed=seed, sys_clk_hz=info["sys_clk_hz"],
+                       sdram_module=info["sdram_module"], timeout=timeout, progress=say, textcfg=True, wrap=wrap)
+    timing = {name: (c["fmax_mhz"], c["target_mhz"], c["met"]) for name, c in result["clocks"].items()}
+    (gateware / "timing.json").write_text(json.dumps(result["clocks"], indent=2) + "\n")
+    failing = {k: v for k, v in timing.items() if not v[2]}
+    if failing and not allow_timing_failure:
+        name, (fmax, target, _) = next(iter(failing.items()))
+        raise TimingFailed(f"timing fails: clock {name} routes at {fmax:.2f} MHz, under its {target:.2f} MHz; no "
+                           f"bitstream written (rebuild with --sys-clk-mhz {pll_clock_hz(fmax) // 10**6} or lower, "
+                           f"or --allow-timing-failure)" if fmax >= 25 else
+                           f"timing fails: clock {name} routes at {fmax:.2f} MHz, under its {target:.2f} MHz; no "
+                           f"bitstream written (--allow-timing-failure writes it anyway)")
+    ecppack = next(line for line in (gateware / f"build_{BUILD_NAME}.sh").read_text().splitlines()
+                   if line.startswith("ecppack "))
+    real = Path(sys.executable).with_name("yowasp-ecppack")
+    say("ecppack ...")
+    done = subprocess.run([str(real) if real.exists() else "yowasp-ecppack", *ecppack.split()[1:]], cwd=gateware,
+                          capture_output=True, text=True)
+    if done.returncode:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        raise RuntimeError(f"ecppack failed in {gateware} (exit {done.returncode}):\n{tail}")
     return timing

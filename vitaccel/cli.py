@@ -159,17 +159,35 @@ def cmd_build(args, say):
     from vitaccel.jobs import build_board
 
     cfg = _board_config(args)
+    soc = args.board == "ulx3s-85f"
     if args.sdram_module:
         from vitaccel.boards.litex_soc import SDRAM_MODULES
 
-        _require(args.board == "ulx3s-85f" and args.sdram_module in SDRAM_MODULES, f"--sdram-module is for the "
+        _require(soc and args.sdram_module in SDRAM_MODULES, f"--sdram-module is for the "
                  f"ulx3s-85f SoC: one of {', '.join(SDRAM_MODULES)}, not {args.sdram_module!r} on {args.board}")
+    _check_soc_clock(args)
+    _require(args.seed >= 1, f"--seed must be a positive integer, not {args.seed}")
+    _require(soc or not (args.allow_timing_failure or args.seed != 1),
+             "--allow-timing-failure and --seed are for the ulx3s-85f SoC's bitstream")
     report = build_board(args.board, cfg, args.output, bitstream=args.bitstream, sdram_module=args.sdram_module,
-                         allow_timing_failure=args.allow_timing_failure, progress=say)
+                         allow_timing_failure=args.allow_timing_failure, sys_clk_mhz=args.sys_clk_mhz, seed=args.seed,
+                         progress=say)
     timing = "".join(f"; {name} routed at {t['fmax_mhz']} MHz for {t['target_mhz']} MHz ({'met' if t['met'] else 'NOT met'})"
                      for name, t in report.get("timing", {}).items())
+    clock = [f"system clock {report['sys_clk_mhz']:g} MHz [{report['sys_clk_source']}]; {report['memory_profile_note']}"] \
+        if "sys_clk_mhz" in report else []
     return report, [f"{args.board} / {cfg.name}: {len(report['files'])} files in {args.output}"
-                    + (f", bitstream {report['bitstream']}" if args.bitstream else "") + timing]
+                    + (f", bitstream {report['bitstream']}" if args.bitstream else "") + timing] + clock
+
+
+def _check_soc_clock(args) -> None:
+    if getattr(args, "sys_clk_mhz", None) is None:
+        return
+    from vitaccel.boards.litex_soc import SDRAM_MAX_HZ
+
+    _require(args.board == "ulx3s-85f", f"--sys-clk-mhz is for the ulx3s-85f SoC, not {args.board}")
+    _require(25 <= args.sys_clk_mhz <= SDRAM_MAX_HZ / 1e6, f"--sys-clk-mhz must be from 25 to "
+             f"{SDRAM_MAX_HZ / 1e6:g} MHz (LiteDRAM's CAS latency 2 on the SDRAM), not {args.sys_clk_mhz:g}")
 
 
 def cmd_estimate(args, say):
@@ -181,9 +199,10 @@ def cmd_estimate(args, say):
     if args.timeout is not None and not args.timeout > 0:
         raise UserError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     _require(not (args.route and args.no_route), "give --route or --no-route, not both")
+    _check_soc_clock(args)
     report, sim = estimate_model(args.board, cfg, args.model, engine=args.engine, seed=args.seed, timeout=args.timeout,
                                  route=True if args.route else False if args.no_route else None, progress=say,
-                                 memory=args.memory)
+                                 memory=args.memory, sys_clk_mhz=args.sys_clk_mhz)
     if args.report:
         write_estimate_report(report, sim, Path(args.report))
     return report, (
@@ -196,7 +215,9 @@ def cmd_estimate(args, say):
            f"  {args.model}: {report['cycles']:,} cycles [{report['cycles_source']}, memory "
            f"{report['memory']}] -> {report['fps']} FPS at {report['clock_mhz_for_fps']:.1f} MHz "
            f"[{report['clock_source']}], {report['gops']} GOPS of {report['peak_gops']} peak; "
-           f"memory-bandwidth bound {report['memory_bound_fps']} FPS"])
+           f"memory-bandwidth bound {report['memory_bound_fps']} FPS"]
+        + ([f"  SoC system clock {report['sys_clk_mhz']:g} MHz [{report['sys_clk_source']}]; "
+            f"{report['memory_profile_note']}"] if "sys_clk_mhz" in report else []))
 
 
 def cmd_run(args, say):
@@ -328,12 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeline", action="append", default=[], metavar="FILE", help="rtl or perf: each engine's busy "
                    "intervals as a picture (.png/.svg/.pdf) or data (.csv/.json); repeatable")
 
+    SYS_CLK_HELP = ("ulx3s-85f: the SoC's system clock, rounded down to what the PLL makes exactly (multiples of "
+                    "5 MHz, at most 100). Default: the routed Fmax of this config's SoC from an earlier --bitstream "
+                    "build or `estimate --route` (this machine's cache, else boards/measured), rounded down the "
+                    "same way; 50 MHz (LiteX's) when there is none")
     p = command("build", "Write Verilog, constraints and the build script for a board (and a bitstream).", cmd_build,
                 config="board", config_help=BOARD_CONFIG_HELP, board=True, output="output directory")
     p.add_argument("--bitstream", action="store_true", help="run yosys/nextpnr/pack (ECP5 and iCE40)")
     p.add_argument("--allow-timing-failure", action="store_true",
                    help="ulx3s-85f: write the bitstream even when the routed Fmax misses the SoC clock")
     p.add_argument("--sdram-module", help="ulx3s-85f: the SDRAM chip of the board revision (default IS42S16160)")
+    p.add_argument("--sys-clk-mhz", type=float, metavar="MHZ", help=SYS_CLK_HELP)
+    p.add_argument("--seed", type=int, default=1, help="ulx3s-85f --bitstream: nextpnr's placement seed (default 1)")
 
     p = command("estimate", "Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of a model on a board.",
                 cmd_estimate, config="board", config_help=BOARD_CONFIG_HELP, board=True)
@@ -346,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "before it starts); default: a routed estimate of this design if one exists, else the placement's")
     p.add_argument("--no-route", action="store_true", help="nextpnr's placement estimate even where a routed one exists")
     p.add_argument("--seed", type=int, default=1, help="nextpnr's placement seed (default 1)")
+    p.add_argument("--sys-clk-mhz", type=float, metavar="MHZ", help=SYS_CLK_HELP)
     p.add_argument("--timeout", type=float, metavar="SECONDS", help=(
         "stop nextpnr after this long with an error (default: two hours, vitaccel.boards.synth.NEXTPNR_TIMEOUT; "
         "its router never gives up by itself on a congested placement, and re-routes arcs that miss the "

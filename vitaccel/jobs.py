@@ -54,7 +54,7 @@ def compile_program(model: str, cfg: AccelConfig, output: str, *, listing: bool 
 
 def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str = "perf", route: bool | None = None,
                    seed: int = 1, timeout: float | None = None, memory: str | None = None,
-                   progress: Callable[[str], None] | None = None) -> tuple[dict, dict]:
+                   sys_clk_mhz: float | None = None, progress: Callable[[str], None] | None = None) -> tuple[dict, dict]:
     """Resources (yosys), Fmax (nextpnr), cycles, FPS and GOPS of ``model`` on ``board_name``.
 
     ``route=None`` (the default, minutes): a routed estimate of the identical design if this machine
@@ -67,8 +67,12 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     the board's RAM (:attr:`~vitaccel.boards.targets.Board.memory_profile`; the board top's memory
     where it has none). The FPS is at the Fmax (or the board's target clock where no open tool gives
     one), except on a profile whose cycle figures assume a clock (the SoC clock of its memory
-    controller): at that clock when the Fmax reaches it (said in ``clock_source``). Returns the
-    report and the simulate report it took its cycles from.
+    controller): at that clock when the Fmax reaches it (said in ``clock_source``). On the LiteX SoC
+    the FPS is at the system clock its bitstream is built at (``sys_clk_mhz`` rounded down to what
+    the PLL makes, else :func:`~vitaccel.boards.litex_estimate.default_sys_clock`, as
+    ``vitaccel build`` chooses it; ``sys_clk_source``), the resources and Fmax are those of the SoC
+    built at that clock, and ``memory_profile_note`` says what that clock does to the memory
+    profile's cycle figures. Returns the report and the simulate report it took its cycles from.
     """
     from vitaccel.boards.synth import NEXTPNR_TIMEOUT, estimate
     from vitaccel.boards.targets import board
@@ -89,9 +93,16 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     if route and target.device.family != "xilinx7":
         getattr(say, "note", say)(route_expectation(board_name, cfg, timeout))
     if target.soc == "litex":
-        from vitaccel.boards.litex_estimate import soc_estimate
+        from vitaccel.boards.litex_estimate import default_sys_clock, soc_estimate
+        from vitaccel.boards.litex_soc import pll_clock_hz, profile_clock_note
 
-        result = soc_estimate(cfg, route=bool(route), seed=seed, timeout=timeout, progress=say)
+        if sys_clk_mhz is not None:
+            sys_clk_hz = pll_clock_hz(sys_clk_mhz)
+            sys_clk_source = f"--sys-clk-mhz {sys_clk_mhz:g}" + (
+                f", rounded down to {sys_clk_hz / 1e6:g} MHz (what the PLL makes exactly)" if sys_clk_hz != sys_clk_mhz * 1e6 else "")
+        else:
+            sys_clk_hz, sys_clk_source = default_sys_clock(cfg)
+        result = soc_estimate(cfg, route=route, seed=seed, sys_clk_hz=sys_clk_hz, timeout=timeout, progress=say)
     else:
         result = estimate(board_name, cfg, route=route, seed=seed, timeout=timeout, progress=say)
     say("compiling " + model)
@@ -102,7 +113,12 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
     fmax = result.get("fmax_mhz")
     clock_mhz = fmax if fmax else target.target_hz / 1e6
     clock_source = "nextpnr Fmax" if fmax else "board target clock (no Fmax from an open tool)"
-    if ram.clock_mhz and clock_mhz >= ram.clock_mhz:
+    if target.soc == "litex" and memory != "board-bram":
+        clock_mhz = sys_clk_hz / 1e6
+        clock_source = (f"the SoC's system clock, as `vitaccel build --bitstream` builds it ({sys_clk_source}); "
+                        + (f"its Fmax {fmax} MHz meets it" if fmax and fmax >= clock_mhz else
+                           f"its Fmax {fmax} MHz does NOT meet it: the build would refuse this clock"))
+    elif ram.clock_mhz and clock_mhz >= ram.clock_mhz:
         clock_mhz, clock_source = ram.clock_mhz, f"the SoC clock memory profile {ram.name} assumes ({clock_source} reaches it)"
     weights_bytes = sum(s.nbytes for s in program.symbols.values() if s.role in ("weight", "param"))
     fps = clock_mhz * 1e6 / cycles
@@ -127,6 +143,9 @@ def estimate_model(board_name: str, cfg: AccelConfig, model: str, *, engine: str
 
         soc = soc_resources(cfg, progress=say)
         report["soc_resources"] = count_resources(target, soc["cells"])
+        report.update(sys_clk_mhz=sys_clk_hz / 1e6, sys_clk_source=sys_clk_source,
+                      memory_profile_note=profile_clock_note(sys_clk_hz, ram.clock_mhz) if ram.clock_mhz else
+                      f"memory {ram.name} assumes no clock")
         report["soc_note"] = ("`resources` and the Fmax are the whole LiteX SoC's (core + LiteDRAM, SDR PHY, UARTBone, "
                               "bridges, PLL: one yosys synthesis, one nextpnr run); `soc_resources` is the SoC around "
                               "the core alone (yosys synth_ecp5 with the core a blackbox)")
@@ -179,20 +198,52 @@ def generate(cfg: AccelConfig, output: str, *, progress: Callable[[str], None] |
 
 
 def build_board(board_name: str, cfg: AccelConfig, output: str, *, bitstream: bool = False,
-                sdram_module: str | None = None, allow_timing_failure: bool = False,
+                sdram_module: str | None = None, allow_timing_failure: bool = False, sys_clk_mhz: float | None = None,
+                seed: int = 1, wrap: dict[str, list[str]] | None = None,
                 progress: Callable[[str], None] | None = None) -> dict:
     """Write the build files of ``cfg`` on ``board_name`` into ``output`` (with ``bitstream``, run the
     tools that make one; ``sdram_module``: the LiteX SoC's SDRAM chip); report the files written and,
-    for the LiteX SoC's bitstream, the routed timing per clock (``timing``)."""
+    for the LiteX SoC, its system clock and where it comes from (``sys_clk_mhz`` rounded down to what
+    the PLL makes, else :func:`~vitaccel.boards.litex_estimate.default_sys_clock`: the routed Fmax
+    of an earlier place-and-route of this config), and with a bitstream the routed timing per clock
+    (``timing``), the place-and-route ``seed`` and its resources. ``wrap``: commands put before the
+    tools (a lock, ``nice``)."""
     import json
 
     from vitaccel.boards.build import build
+    from vitaccel.boards.targets import board, check_fit
 
-    path = build(board_name, cfg, output, bitstream=bitstream, sdram_module=sdram_module,
-                 allow_timing_failure=allow_timing_failure, progress=progress)
+    report = {"board": board_name, "config": cfg.name, "output": output}
+    if board(board_name).soc == "litex":
+        from vitaccel.boards.litex_estimate import default_sys_clock
+        from vitaccel.boards.litex_soc import (BUILD_NAME, DEFAULT_SDRAM_MODULE, build_soc, make_bitstream,
+                                               pll_clock_hz, profile_clock_note)
+        from vitaccel.memory import profile
+
+        check_fit(board_name, cfg, 0)   # the program and tensors live in the SDRAM
+        if sys_clk_mhz is not None:
+            clk_hz = pll_clock_hz(sys_clk_mhz)
+            source = f"--sys-clk-mhz {sys_clk_mhz:g}" + (f", rounded down to {clk_hz / 1e6:g} MHz (what the PLL "
+                                                         f"makes exactly)" if clk_hz != sys_clk_mhz * 1e6 else "")
+        else:
+            clk_hz, source = default_sys_clock(cfg)
+        module = sdram_module or DEFAULT_SDRAM_MODULE
+        report.update(sys_clk_mhz=clk_hz / 1e6, sys_clk_source=source,
+                      memory_profile_note=profile_clock_note(clk_hz, profile(board(board_name).memory_profile).clock_mhz,
+                                                             module))
+        out = build_soc(cfg, output, sdram_module=module, sys_clk_hz=clk_hz, progress=progress)
+        path = out
+        if bitstream:
+            make_bitstream(out, allow_timing_failure=allow_timing_failure, seed=seed, wrap=wrap, progress=progress)
+            path = out / "gateware" / f"{BUILD_NAME}.bit"
+            routed = json.loads((out / "gateware" / "estimate.json").read_text())
+            report.update(seed=seed, fmax_mhz=routed["fmax_mhz"], timing_met=routed["timing_met"],
+                          resources={k: v["used"] for k, v in routed["resources"].items()},
+                          seconds=routed["seconds"])
+    else:
+        path = build(board_name, cfg, output, bitstream=bitstream, progress=progress)
     files = sorted(str(p.relative_to(output)) for p in Path(output).rglob("*") if p.is_file())
-    report = {"board": board_name, "config": cfg.name, "output": output,
-              "bitstream": str(path) if bitstream else None, "files": files}
+    report.update(bitstream=str(path) if bitstream else None, files=files)
     timing = Path(output) / "gateware" / "timing.json"
     if bitstream and timing.is_file():
         report["timing"] = json.loads(timing.read_text())

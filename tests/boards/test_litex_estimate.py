@@ -33,11 +33,64 @@ def test_soc_estimate_runs_litex_yosys_script_and_nextpnr_placement(tmp_path, mo
         return subprocess.CompletedProcess(argv, 0, "", "")
 
     monkeypatch.setattr(litex_estimate.subprocess, "run", fake_run)
-    result = litex_estimate.soc_estimate(preset("tiny"))
+    result = litex_estimate.soc_estimate(preset("tiny"), sys_clk_hz=50_000_000)
     nextpnr = calls[1]
     assert "--no-route" in nextpnr and "--85k" in nextpnr and nextpnr.count("--seed") == 1
     assert "--textcfg" not in nextpnr and "--report" in nextpnr
     assert result["fmax_mhz"] == 55.1 and result["timing_met"] is True and "placement estimate" in result["fmax_source"]
     assert result["resources"]["lut"]["used"] == 120 and result["resources"]["dsp"]["used"] == 24
     assert set(result["clocks"]) == {"$glbnet$crg_clkout", "$glbnet$clk25"}
-    assert litex_estimate.soc_estimate(preset("tiny")) == result and len(calls) == 2   # cached: no tool ran
+    assert litex_estimate.soc_estimate(preset("tiny"), sys_clk_hz=50_000_000) == result and len(calls) == 2   # cached
+
+
+def test_system_clock_is_what_the_pll_makes_under_a_limit():
+    from vitaccel.boards.litex_soc import pll_clock_hz, profile_clock_note, sdram_timings
+
+    assert pll_clock_hz(93.86) == 90_000_000 and pll_clock_hz(57.9) == 55_000_000 and pll_clock_hz(50) == 50_000_000
+    assert pll_clock_hz(180) == 100_000_000   # LiteDRAM's CAS latency 2 ends at 100 MHz
+    with pytest.raises(ValueError, match="no system clock"):
+        pll_clock_hz(24)
+    assert sdram_timings(50_000_000)["tRP"] == 1 and sdram_timings(55_000_000)["tRP"] == 2
+    assert sdram_timings(100_000_000)["CL"] == 2
+    assert "calibrated at this clock" in profile_clock_note(50_000_000, 50.0)
+    assert "tRCD 1 -> 2" in profile_clock_note(80_000_000, 50.0)
+
+
+def test_bitstream_refuses_failing_timing_and_the_next_build_takes_the_routed_clock(tmp_path, monkeypatch):
+    """make_bitstream: routed with the project's placer/router and a textual config; a system clock
+    under its constraint is TimingFailed (one line naming a clock that would pass) before ecppack;
+    the routed estimate is cached, and default_sys_clock takes it (rounded down to the PLL's)."""
+    from vitaccel.boards import litex_estimate
+    from vitaccel.boards.litex_soc import TimingFailed, build_soc, make_bitstream
+
+    monkeypatch.setenv("VITACCEL_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(litex_estimate, "MEASURED_DIR", tmp_path / "measured")
+    calls = []
+
+    real_run = subprocess.run
+
+    def fake_run(argv, cwd=None, **kwargs):
+        if argv[0] == "git":   # LiteX's header asks git for the revision
+            return real_run(argv, cwd=cwd, **kwargs)
+        calls.append(argv)
+        if "yosys" in argv[0]:
+            (cwd / "stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {"LUT4": 100, "TRELLIS_FF": 5}}}))
+        elif "nextpnr" in argv[0]:
+            kwargs["stdout"].write("Info: Max frequency for clock '$glbnet$crg_clkout': 47.31 MHz (FAIL at 50.00 MHz)\n")
+            (cwd / "report.json").write_text(json.dumps({"utilization": {}}))
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    cfg = preset("tiny")
+    assert litex_estimate.default_sys_clock(cfg)[0] == 50_000_000
+    out = build_soc(cfg, tmp_path / "soc")
+    with pytest.raises(TimingFailed, match=r"^timing fails: clock \$glbnet\$crg_clkout routes at 47.31 MHz, under its "
+                                           r"50.00 MHz; no bitstream written \(rebuild with --sys-clk-mhz 45 or lower"):
+        make_bitstream(out)
+    nextpnr = calls[1]
+    assert "--textcfg" in nextpnr and "router2" in nextpnr and "static" in nextpnr and len(calls) == 2
+    assert not (out / "gateware" / "vitaccel_soc.bit").exists()
+    clk, source = litex_estimate.default_sys_clock(cfg)
+    assert clk == 45_000_000 and "routed at 47.31 MHz" in source
+    assert make_bitstream(out, allow_timing_failure=True) == {"$glbnet$crg_clkout": (47.31, 50.0, False)}
+    assert "ecppack" in calls[-1][0] and "--bit" in calls[-1]

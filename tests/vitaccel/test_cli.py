@@ -73,6 +73,7 @@ def test_estimate_cycles_on_the_board_memory(monkeypatch, capsys):
     from vitaccel.boards import litex_estimate, litex_soc
     monkeypatch.setattr(litex_estimate, "soc_estimate", lambda cfg, **options: measured)
     monkeypatch.setattr(litex_soc, "soc_resources", lambda cfg, **options: {"cells": {}})
+    monkeypatch.setattr(litex_estimate, "default_sys_clock", lambda cfg: (50_000_000, "test: LiteX's clock"))
     cfg = preset("tiny")
     program = compile_model(load_intvit("tiny-digits", cfg), cfg)
 
@@ -83,7 +84,17 @@ def test_estimate_cycles_on_the_board_memory(monkeypatch, capsys):
     assert cycles > perf.estimate(program).cycles
     assert report["cycles"] == cycles and report["memory"] == "ulx3s-litedram"
     assert report["cycles_source"] == "modelled (perf)"
-    assert report["fps"] == round(50e6 / cycles, 3) and "ulx3s-litedram" in report["clock_source"]
+    assert report["fps"] == round(50e6 / cycles, 3) and "system clock" in report["clock_source"]
+    assert report["sys_clk_mhz"] == 50 and "calibrated at this clock" in report["memory_profile_note"]
+    # At the clock the bitstream is built at: --sys-clk-mhz rounded down to what the PLL makes; the
+    # profile's cycles (calibrated at 50 MHz) with what LiteDRAM's timings in cycles do there.
+    assert main(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--model", "tiny-digits", "--sys-clk-mhz",
+                 "58", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["sys_clk_mhz"] == 55 and report["fps"] == round(55e6 / cycles, 3)
+    assert "Fmax 60.0 MHz meets it" in report["clock_source"] and "tRP 1 -> 2" in report["memory_profile_note"]
+    assert _user_error(["estimate", "--board", "ulx3s-85f", "--config", "tiny", "--sys-clk-mhz", "120"],
+                       capsys).startswith("vitaccel: error: --sys-clk-mhz must be from 25 to 100 MHz")
 
     # On the board top's own block RAM (64 KiB: tiny-digits fits for `default`, not for `tiny`): its
     # AXI memory's timing, at the Fmax.
