@@ -15,6 +15,24 @@ replies ``n`` words, big endian. Words are the 32-bit Wishbone words of the SoC 
 core). Memory is the SoC's main RAM (:data:`~vitaccel.boards.litex_soc.MAIN_RAM` + core address),
 CSR ``k`` is at :data:`~vitaccel.boards.litex_soc.CSR_ORIGIN` + 4k.
 
+**The host/core fence.** The host's writes reach the SDRAM through the SoC bus's LiteDRAM port,
+the core's reads through its own port: nothing in the bus orders one port's writes before another
+port's later reads, except LiteDRAM's controller, and only once the write has reached it. So every
+memory write of the host (:meth:`SoCLink.write_bytes`, every ``WRITE_BLOCK``/``WRITE_WORD``) ends
+by reading back its last word and waiting for the reply, before the host sends anything else (a
+START among them). LiteDRAM orders that read behind every earlier write of the same port: a port
+presents one command at a time to the crossbar, whose bank arbiter accepts it into the bank
+machine's command buffer (``cmd.ready``); the bridge's 32-to-16-bit converter and the Wishbone
+bridge keep the port's order; a port cannot be granted another bank while its current bank still
+holds its commands (the crossbar's bank lock); and each bank machine issues its commands in order.
+So when the read's data come back, each earlier write is issued or queued ahead in its bank
+machine, and any later read of the core into that bank queues behind it. The fence rests on that
+order, not on the UART's byte time (test: tests/boards/test_litex.py, the link never sends a START
+before the read-back's reply; the simulated SoC runs tiny-digits bit-exact through it). The core's
+own results go the other way: it reports done once its writes are answered (AXI B), which
+``LiteDRAMAXI2Native`` gives when the controller has taken the write, so the host's later reads of
+the logits queue behind them in the same way.
+
 :func:`open_soc_link` reads the SoC's identity block before anything is written, and refuses with
 one line a port where no SoC answers, a device that is not a vitaccel SoC, and a bitstream built for
 another config.
@@ -96,12 +114,19 @@ class SoCLink:
         return b"".join(w.to_bytes(4, "little") for w in words)
 
     def write_bytes(self, addr: int, data: bytes) -> None:
-        """Write ``data`` (whole 32-bit words) at ``addr``, then read its last word back: UARTBone
-        writes have no reply, so the read is what says the SoC has taken them (and keeps the bytes in
-        flight to one block, however deep the port's buffers are)."""
-        self.bus_write(addr, [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)])
-        if data:
-            self.bus_read(addr + len(data) - 4, 1)
+        """Write ``data`` (whole 32-bit words) at ``addr``, then read its last word back and check it:
+        the host/core fence (module docstring). UARTBone writes have no reply; the read-back's reply
+        is what says the SoC's SDRAM controller holds every write before it, so nothing the host
+        sends next (the START of a run) can overtake them, and it keeps the bytes in flight to one
+        block, however deep the port's buffers are."""
+        words = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
+        self.bus_write(addr, words)
+        if words:
+            last = addr + 4 * (len(words) - 1)
+            back = self.bus_read(last, 1)[0]
+            if back != words[-1]:
+                raise LinkError(f"the SoC read back {back:#010x} at {last:#x} right after {words[-1]:#010x} was "
+                                f"written there: the link or the SDRAM is not working")
 
     def identity(self) -> SoCIdentity:
         return SoCIdentity(self.bus_read(INFO_ORIGIN, 6))

@@ -111,6 +111,64 @@ def test_soc_link_moves_bytes_little_endian_and_checks_the_config():
         check_identity(SoCLink(FakeWire({}), 4), preset("tiny"), "fake", settle_s=0)
 
 
+def test_host_writes_are_fenced_before_the_core_starts():
+    """The host/core fence (boards/litex_host.py): every memory write request ends with a read-back
+    of its last word, whose reply the link has taken before it sends the next request (a START); a
+    read-back that differs from what was written is one LinkError."""
+    events = []
+
+    class Recording(FakeWire):
+        def write(self, data):
+            events.append(("write" if data[0] == 0x01 else "read", int.from_bytes(data[2:6], "big") * 4, data[1]))
+            super().write(data)
+
+        def read(self, n):
+            events.append(("reply", n))
+            return super().read(n)
+
+    memory = {}
+    wire = Recording(memory)
+    link = SoCLink(wire, 4)
+    words = 3 * 8 + 5   # four UARTBone write frames
+    link.write(bytes([0x05]) + (256).to_bytes(4, "little") + words.to_bytes(2, "little") + bytes(range(4 * words)))
+    assert link.read(1) == bytes([0x05])
+    link.write(bytes([0x03, 0]) + (1).to_bytes(4, "little"))     # START (CSR 0)
+    start = events.index(("write", CSR_ORIGIN, 1))
+    assert [e[0] for e in events[:start]] == ["write"] * 4 + ["read", "reply"]
+    assert events[4] == ("read", MAIN_RAM + 256 + 4 * (words - 1), 1) and not wire.pending
+    link.write(bytes([0x01]) + (512).to_bytes(4, "little") + bytes([1, 2, 3, 4]))    # a word write: fenced too
+    assert [e[0] for e in events[-3:]] == ["write", "read", "reply"]
+
+    class Dropping(FakeWire):
+        def write(self, data):
+            if data[0] == 0x01:
+                data = data[:6] + bytes(len(data) - 6)   # the words arrive as zeros
+            super().write(data)
+
+    with pytest.raises(LinkError, match="read back 0x00000000 at 0x40000004 right after 0x08070605"):
+        SoCLink(Dropping({}), 4).write_bytes(MAIN_RAM, bytes(range(1, 9)))
+
+
+def test_model_too_large_for_the_sdram_is_refused_before_anything_is_written():
+    """A model that does not fit the SoC's SDRAM (tiny-digits against a 4 KiB SDRAM standing in for a
+    model over 32 MB) is one FitError naming the SDRAM, raised before the link sends a byte."""
+    from vitaccel.boards.targets import FitError
+    from vitaccel.run import run_board
+
+    sent = []
+
+    class Recording(FakeWire):
+        def write(self, data):
+            sent.append(data)
+            super().write(data)
+
+    link = SoCLink(Recording({}), 4)
+    with pytest.raises(FitError, match=r"needs [\d,]+ bytes of board memory .* but the ulx3s-85f SoC has 4,096 bytes "
+                                       r"\(0.00390625 MiB\) of SDRAM"):
+        run_board("ulx3s-85f", "fake", "tiny-digits", preset("tiny"), images=1, mem_bytes=4096, transport=link)
+    assert sent == []
+
+
 def test_sdram_init_replays_litedram_sequence_through_dfii():
     """The SDR init sequence (CKE, precharge, mode register with the CAS latency, refreshes) from the
     identity block, issued through DFII in software control, then hardware control again."""
