@@ -24,17 +24,20 @@ from .memories import READ_LATENCY
 __all__ = ["DMA", "bursts", "load_cycles", "store_cycles"]
 
 
-def bursts(cfg: AccelConfig, dram_addr: int, rows: int, stride: int, row_bytes: int) -> list[tuple[int, int]]:
+def bursts(cfg: AccelConfig, dram_addr: int, rows: int, stride: int, row_bytes: int,
+           packed: bool = False) -> list[tuple[int, int]]:
     """The AXI4 bursts ``(address, beats)`` in which the DMA moves ``rows`` rows of ``row_bytes``
-    bytes, row ``r`` at ``dram_addr + r * stride`` (wrapping at ``2**addr_bits``), in order.
+    bytes, row ``r`` at ``dram_addr + r * stride`` (wrapping at ``2**addr_bits``), in order
+    (a packed LOAD: ``rows`` pairs of ``spad_row_bytes``).
 
-    The words form segments: all of them when the rows are back to back (``stride == row_bytes``),
-    else one per row; a segment is cut at every ``MAX_BURST * bus_bytes``-byte boundary of the
+    The words form segments: all of them when the rows are back to back (``stride == row_bytes``)
+    and the LOAD is not ``packed``, else one per row (pair); a segment is cut at every
+    ``MAX_BURST * bus_bytes``-byte boundary of the
     address (at most 4 KiB), so a burst has at most MAX_BURST beats and never crosses 4 KiB.
     """
     words = row_bytes // cfg.bus_bytes
     wrap = (1 << cfg.addr_bits) - 1
-    if rows and stride & wrap == row_bytes:
+    if rows and stride & wrap == row_bytes and not packed:
         segments = [(dram_addr, rows * words)]
     else:
         segments = [((dram_addr + r * stride) & wrap, words) for r in range(rows)]
@@ -106,7 +109,8 @@ class DMA(wiring.Component):
 
     Packed LOAD (``cfg.packed_weights`` builds; docs/isa.md ``DmaInstr``): the engine walks and
     bursts ``rows / 2`` pairs of ``cols`` bytes exactly as it does ``rows / 2`` unpacked SPAD rows
-    (half the words); when a pair is in the row register it writes its first row (the low ``cols``
+    (half the words), but always in a burst per pair (:func:`bursts`); when a pair is in the row
+    register it writes its first row (the low ``cols``
     nibbles, each sign-extended) as it would write an unpacked row, keeps the high nibbles in a
     register and writes the second row in the next cycle, so a LOAD is busy
     :attr:`PACKED_EXTRA` cycle longer than an unpacked LOAD of its words. The next pair's first row
@@ -288,6 +292,12 @@ class DMA(wiring.Component):
             to_spad = instr.mem == LocalMemory.SPAD
             row_words = Mux(to_spad, command.spad_words, command.acc_words)
             contiguous = instr.dram_stride == Mux(to_spad, cfg.spad_row_bytes, cfg.acc_row_bytes)
+            if cfg.packed_weights:
+                # A packed LOAD goes in a burst per pair even when the pairs are back to back (the
+                # compiler's weight tiles): a burst of a whole weight column (up to 256 beats) would
+                # hold up the instruction fetch behind it on the shared read channel (DeiT-Tiny on
+                # default, performance model: 14,250,913 cycles with long bursts, 14,069,293 per pair).
+                contiguous = contiguous & ~instr.packed
             # rows * row_words as shifted adds of constants: a multiplier here would take a DSP.
             rows = command.rows     # a packed LOAD: its pairs of rows
             words = Mux(to_spad, _times(rows, command.spad_words), _times(rows, command.acc_words))

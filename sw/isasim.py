@@ -158,7 +158,8 @@ class _Machine:
             # Pairs of SPAD rows, each pair one unpacked row's bytes (vitaccel/isa.py DmaInstr).
             pairs = f["rows"] // 2
             idx = self._byte_indices(f["dram_addr"], pairs, f["dram_stride"], self.cfg.cols, "packed LOAD")
-            mem[f["local_addr"]:f["local_addr"] + 2 * pairs] = unpack_nibbles(self.image[idx]).reshape(-1, self.cfg.cols)
+            rows = unpack_nibbles(self.image[idx]).reshape(-1, self.cfg.cols)
+            mem[f["local_addr"]:f["local_addr"] + 2 * pairs] = rows
             return
         rows, row_bytes = f["rows"], mem.shape[1] * mem.itemsize
         idx = self._byte_indices(f["dram_addr"], rows, f["dram_stride"], row_bytes, "LOAD")

@@ -296,7 +296,7 @@ class _Timeline:
 def _dma_bursts(cfg: AccelConfig, f: dict) -> list[tuple[int, int]]:
     if f.get("packed"):
         # A packed LOAD: pairs of SPAD rows, each pair one SPAD row's bytes (vitaccel/isa.py DmaInstr).
-        return bursts(cfg, f["dram_addr"], f["rows"] // 2, f["dram_stride"], cfg.spad_row_bytes)
+        return bursts(cfg, f["dram_addr"], f["rows"] // 2, f["dram_stride"], cfg.spad_row_bytes, packed=True)
     row_bytes = cfg.spad_row_bytes if f["mem"] == LocalMemory.SPAD.value else cfg.acc_row_bytes
     return bursts(cfg, f["dram_addr"], f["rows"], f["dram_stride"], row_bytes)
 

@@ -55,8 +55,12 @@ class ErrorCode(enum.Enum, shape=8):
     """Why a run stopped early. The first failing check, in this order, sets the code."""
     NONE = 0
     ILLEGAL_OPCODE = 1   #: The opcode is none of :class:`Opcode`.
-    ILLEGAL_MEMORY = 2   #: The ``mem`` field is no :class:`LocalMemory`, or ``packed`` is set on anything but a LOAD into SPAD on a build with ``AccelConfig.packed_weights``.
-    MISALIGNED = 3       #: A DMA address or stride is not a multiple of the bus width in bytes, or a packed LOAD's ``rows`` is odd.
+    #: The ``mem`` field is no :class:`LocalMemory`, or ``packed`` is set on anything but a LOAD
+    #: into SPAD on a build with ``AccelConfig.packed_weights``.
+    ILLEGAL_MEMORY = 2
+    #: A DMA address or stride is not a multiple of the bus width in bytes, or a packed LOAD's
+    #: ``rows`` is odd.
+    MISALIGNED = 3
     LOCAL_RANGE = 4      #: An address range runs past the end of its local memory.
     ROW_LENGTH = 5       #: SOFTMAX/LAYERNORM ``length`` exceeds the unit's row buffer (``max_row``).
 

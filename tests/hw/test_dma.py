@@ -251,7 +251,7 @@ def nibble_rows(cfg, blob):
 def test_packed_load_unpacks_nibbles(cfg, latency, stall, seed, gap):
     """Random nibbles: a packed LOAD into the middle of SPAD, then an unpacked LOAD after it (the
     packed flag must not stick); the whole SPAD equals plain Python's unpacking, and the bursts are
-    those of rows / 2 rows of cols bytes."""
+    those of rows / 2 rows of cols bytes, one per pair."""
     rng = random.Random(seed)
     c = cfg.cols
     rows, local = 10, 7
@@ -278,7 +278,7 @@ def test_packed_load_unpacks_nibbles(cfg, latency, stall, seed, gap):
     want[local + rows:local + rows + 2] = [bytes(image[plain_src:plain_src + c]), bytes(image[plain_src + c:plain_src + 2 * c])]
     bad = [r for r in range(cfg.spad_rows) if got[r] != want[r]]
     assert not bad, f"seed {seed}: first mismatch at SPAD row {bad[0]}: {got[bad[0]].hex()} != {want[bad[0]].hex()}"
-    assert mem_model.bursts == ([("read", *b) for b in bursts(cfg, src, rows // 2, stride, c)]
+    assert mem_model.bursts == ([("read", *b) for b in bursts(cfg, src, rows // 2, stride, c, packed=True)]
                                 + [("read", *b) for b in bursts(cfg, plain_src, 2, c, c)])
 
 

@@ -5,7 +5,7 @@ blocks' linear weights are stored two per byte and loaded with packed LOADs; the
 it equal to the golden forward with fewer bytes read; the same model on a build without the unpacker
 runs unpacked (int8 storage), and an 8-bit model never uses packed LOADs. Slow: the Verilator RTL of
 the packed build runs it bit-exact (whole logit vectors) with cycles equal to the performance model,
-on chip and on the ULX3S SDRAM profile.
+on chip and on every external memory profile (ulx3s-sdram, ulx3s-litedram, arty-ddr3).
 """
 
 import dataclasses
@@ -71,7 +71,7 @@ def test_8bit_model_never_packed():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("memory", ["onchip", "ulx3s-sdram"])
+@pytest.mark.parametrize("memory", ["onchip", "ulx3s-sdram", "ulx3s-litedram", "arty-ddr3"])
 def test_w4_model_packed_in_rtl(w4, memory):
     """The Verilator RTL of the packed build: bit-exact logits, cycles equal to the performance model."""
     images, labels = model_images(w4, 2)
