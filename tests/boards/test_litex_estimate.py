@@ -56,12 +56,12 @@ def test_system_clock_is_what_the_pll_makes_under_a_limit():
     assert "tRCD 1 -> 2" in profile_clock_note(80_000_000, 50.0)
 
 
-def test_bitstream_refuses_failing_timing_and_the_next_build_takes_the_routed_clock(tmp_path, monkeypatch):
+def test_bitstream_refuses_failing_timing_and_the_next_build_takes_the_routed_clock(tmp_path, monkeypatch, capsys):
     """make_bitstream: routed with the project's placer/router and a textual config; a system clock
     under its constraint is TimingFailed (one line naming a clock that would pass) before ecppack;
     the routed estimate is cached, and default_sys_clock takes it (rounded down to the PLL's)."""
     from vitaccel.boards import litex_estimate
-    from vitaccel.boards.litex_soc import TimingFailed, build_soc, make_bitstream
+    from vitaccel.boards.litex_soc import make_bitstream
 
     monkeypatch.setenv("VITACCEL_BUILD_DIR", str(tmp_path))
     monkeypatch.setattr(litex_estimate, "MEASURED_DIR", tmp_path / "measured")
@@ -83,10 +83,14 @@ def test_bitstream_refuses_failing_timing_and_the_next_build_takes_the_routed_cl
     monkeypatch.setattr(subprocess, "run", fake_run)
     cfg = preset("tiny")
     assert litex_estimate.default_sys_clock(cfg)[0] == 50_000_000
-    out = build_soc(cfg, tmp_path / "soc")
-    with pytest.raises(TimingFailed, match=r"^timing fails: clock \$glbnet\$crg_clkout routes at 47.31 MHz, under its "
-                                           r"50.00 MHz; no bitstream written \(rebuild with --sys-clk-mhz 45 or lower"):
-        make_bitstream(out)
+    out = tmp_path / "soc"
+    from vitaccel.cli import main
+
+    assert main(["build", "--board", "ulx3s-85f", "--config", "tiny", "-o", str(out), "--bitstream", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "vitaccel: error: timing fails: clock $glbnet$crg_clkout routes at 47.31 MHz, under its 50.00 MHz; no "
+        "bitstream written (rebuild with --sys-clk-mhz 45 or lower")
     nextpnr = calls[1]
     assert "--textcfg" in nextpnr and "router2" in nextpnr and "static" in nextpnr and len(calls) == 2
     assert not (out / "gateware" / "vitaccel_soc.bit").exists()
