@@ -64,6 +64,19 @@ def test_w4_model_packed_on_the_isa_simulator(w4):
         assert_bit_exact(simulate_model(w4, cfg, images, labels, engine="isa", seed=SEED))
 
 
+def test_packed_program_file_round_trip(w4, tmp_path):
+    """A program file keeps the packed symbols: the weights read back equal the model's."""
+    from vitaccel.sw.program import Program
+
+    program = compile_model(w4, PACKED, name="w4")
+    program.save(tmp_path / "w4.npz")
+    loaded = Program.load(tmp_path / "w4.npz")
+    assert loaded.symbols == program.symbols
+    w_t = loaded.read_tensor(loaded.image, "blocks.0.fc1.w_t")
+    assert loaded.symbols["blocks.0.fc1.w_t"].packed == PACKED.cols
+    assert (w_t[:w4.blocks[0].fc1.weight.shape[1]] == w4.blocks[0].fc1.weight.T).all()
+
+
 def test_8bit_model_never_packed():
     intvit = load_intvit("tiny-digits", PACKED)
     program = compile_model(intvit, PACKED, name="w8")
