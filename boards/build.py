@@ -24,7 +24,7 @@ from .targets import board, check_fit
 from .top import BoardTop
 
 __all__ = ["build", "BuildFailed", "make_plan", "run_plan", "TOP", "YOSYS_PRELUDE", "ECP5_SYNTH_OPTS", "tool_env",
-           "BOARD_MEMORY_COLLISIONS", "board_prelude"]
+           "BOARD_MEMORY_COLLISIONS", "CORE_MEMORY_COLLISIONS", "board_prelude"]
 
 TOP = "top"
 
@@ -49,6 +49,13 @@ ECP5_SYNTH_OPTS = "-nodsp"
 #: whose address compare between the host link's and the AXI side's requests was the routed
 #: critical path of `default` on the ULX3S-85F (76.8 MHz, python benchmarks/critical_path.py).
 BOARD_MEMORY_COLLISIONS = "setparam -set COLLISION_X_MASK 1'1 {top}.system.memory/t:$memrd_v2"
+#: The same for the core's shared memories (SPAD, ACC in its two banks, PARAM; ``{core}`` is the
+#: core instance's module path): the engines never read and write one of their rows in the same
+#: cycle, which every Verilator run checks (the core's ``memory_collision`` output,
+#: :mod:`vitaccel.hw.memories`). yosys's read-first emulation cost `default` about 1,900 flip-flops
+#: and as many LUTs next to the block RAMs (ACC alone, yosys synth_ecp5: 3,132 -> 1,966 FF).
+CORE_MEMORY_COLLISIONS = ("setparam -set COLLISION_X_MASK 1'1 {core}.spad/t:$memrd_v2 {core}.acc/t:$memrd_v2 "
+                          "{core}.param/t:$memrd_v2")
 Progress = Callable[[str], None] | None
 
 
@@ -72,9 +79,10 @@ def tool_env() -> dict:
 
 
 def board_prelude(top: str) -> str:
-    """:data:`YOSYS_PRELUDE` with :data:`BOARD_MEMORY_COLLISIONS` before the flattening: the yosys
-    commands a board top's build runs before synthesis."""
-    return YOSYS_PRELUDE.format(top=top).replace("proc; ", f"proc; {BOARD_MEMORY_COLLISIONS.format(top=top)}; ", 1)
+    """:data:`YOSYS_PRELUDE` with :data:`BOARD_MEMORY_COLLISIONS` and :data:`CORE_MEMORY_COLLISIONS`
+    before the flattening: the yosys commands a board top's build runs before synthesis."""
+    collisions = f"{BOARD_MEMORY_COLLISIONS.format(top=top)}; {CORE_MEMORY_COLLISIONS.format(core=f'{top}.system.core')}"
+    return YOSYS_PRELUDE.format(top=top).replace("proc; ", f"proc; {collisions}; ", 1)
 
 
 def make_plan(board_name: str, cfg: AccelConfig, *, mem_bytes: int | None = None, clk_hz: int | None = None,

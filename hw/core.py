@@ -82,6 +82,10 @@ class Core(wiring.Component):
     engines_busy : Out(len(Engine))
         Each engine's ``busy`` (bit ``engine.value - 1`` of :class:`~vitaccel.hw.controller.Engine`),
         for the simulation harness's engine timeline; a board top leaves it unconnected.
+    memory_collision : Out(1)
+        SPAD, ACC or PARAM performs a read and a write of the same row in this cycle, which the
+        engines never do (:mod:`vitaccel.hw.memories`): the simulation harness stops with an error
+        when it rises; a board top leaves it unconnected.
 
     ``dsp_sites`` (a board's :attr:`~vitaccel.boards.targets.Device.dsp_sites`) floorplans the
     systolic array's DSP blocks (:func:`~vitaccel.hw.array.dsp_floorplan`); empty: no floorplan.
@@ -111,6 +115,7 @@ class Core(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "engines_busy": Out(len(Engine)),
+            "memory_collision": Out(1),
         })
 
     def elaborate(self, platform):
@@ -135,6 +140,7 @@ class Core(wiring.Component):
         # while MATMULs accumulate into the other (the scoreboard keeps them apart).
         m.submodules.acc = acc = BankedMemory(acc_row(cfg), cfg.acc_rows, readers=2, slices=slices)
         m.submodules.param = param = SharedMemory(acc_row(cfg), cfg.param_rows, slices=slices)
+        m.d.comb += self.memory_collision.eq(spad.collision | acc.collision | param.collision)
 
         m.submodules.csr = csr = AxiLiteCsr(CSR_INDEX_BITS)
         wiring.connect(m, wiring.flipped(self.s_axi), csr.s_axi)

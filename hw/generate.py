@@ -3,7 +3,8 @@
 The ports follow the names Vivado's IP packager and cocotbext-axi infer interfaces from: ``aclk``,
 ``aresetn`` (synchronous, active low), the AXI4 master ``m_axi_*`` (``m_axi_arvalid``, ...: the
 AMBA names, no ID signals), the AXI4-Lite CSR slave ``s_axi_*``, the status outputs ``busy`` and
-``done`` and each engine's busy bit ``engines_busy`` (for a simulation's engine timeline). The text
+``done``, each engine's busy bit ``engines_busy`` (for a simulation's engine timeline) and
+``memory_collision`` (a check the simulation harness makes: :mod:`vitaccel.hw.memories`). The text
 is deterministic (no source locations), so its hash identifies a build.
 
 The combinational logic is written as continuous assignments (yosys ``proc`` with multiplexers,

@@ -13,14 +13,25 @@ its own and the data crossing two:
   (``WRITE_LATENCY`` 1): a read presented in cycle t+1 or later sees it.
 
 Like a plain synchronous read port, ``data`` holds its value while no read is presented.
+
+A read and a write of the same row performed in the same cycle (presented in the same cycle) do
+not happen in the core: the engines' pipelines and the controller's scoreboard order every read
+after the writes it depends on and before the writes that replace what it reads. The block RAMs
+then need no read-old-data behaviour across their ports (which the ECP5's DP16KD lacks: yosys
+emulates it with a delayed copy of each write and a bypass multiplexer on the read data, about
+a register and a LUT per bit next to the block RAMs, undone by the boards' synthesis script,
+:data:`vitaccel.boards.build.CORE_MEMORY_COLLISIONS`). Each memory's ``collision`` output is high in
+a cycle in which it performs such a pair; the core ORs them into its ``memory_collision`` output,
+and the Verilator harness stops a run with an error the cycle it rises, so that every simulated
+program checks that the board's memories behave as the simulation's (old data) do.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import Out
 
 from .interfaces import local_addr_width
-from .lib import fanned_out
+from .lib import delayed, fanned_out
 
 __all__ = ["SharedMemory", "BankedMemory", "READ_LATENCY", "WRITE_LATENCY"]
 
@@ -55,6 +66,8 @@ class SharedMemory(wiring.Component):
         cycles from address to data.
     write : Out(memory.WritePort.Signature)
         The write port, memory side, performed :data:`WRITE_LATENCY` cycle later.
+    collision : Out(1)
+        A read and a write of the same row are performed in this cycle (see the module's text).
     slices : list of amaranth.lib.memory.Memory
         The storage, for tests that read or preset it (:meth:`row`).
     """
@@ -72,6 +85,7 @@ class SharedMemory(wiring.Component):
         super().__init__({
             "read": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape)),
             "write": Out(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
+            "collision": Out(1),
         })
 
     @property
@@ -94,6 +108,7 @@ class SharedMemory(wiring.Component):
         rd_addrs = fanned_out(m, self.read.addr, slices, "rd_addr", reset_less=True)
         wr_ens = fanned_out(m, self.write.en, slices, "wr_en")
         wr_addrs = fanned_out(m, self.write.addr, slices, "wr_addr", reset_less=True)
+        m.d.comb += self.collision.eq(_collision(rd_ens[0], rd_addrs[0], wr_ens[0], wr_addrs[0]))
         for k, mem in enumerate(self.slices):
             m.submodules[f"slice{k}"] = mem
             rd, wr = mem.read_port(), mem.write_port()
@@ -114,22 +129,45 @@ class SharedMemory(wiring.Component):
         return m
 
 
+def _collision(rd_en, rd_addr, wr_en, wr_addr):
+    """A read and a write of the same row performed in this cycle: from the registers in front
+    of the block RAMs (a simulation check; nothing on a board uses it, synthesis removes it)."""
+    return rd_en & wr_en & (rd_addr == wr_addr)
+
+
+class _Bank:
+    """A bank's storage: ``slices`` memories side by side, each ``depth`` rows of a slice of the row."""
+
+    def __init__(self, shape, depth: int, slices: int):
+        width = shape.length // slices
+        self.slices = [memory.Memory(shape=data.ArrayLayout(shape.elem_shape, width), depth=depth, init=[])
+                       for _ in range(slices)]
+
+    @property
+    def depth(self):
+        return self.slices[0].depth
+
+    def row(self, ctx, addr):
+        """Row ``addr``'s element values, read in a simulation testbench (``ctx``)."""
+        return [value for mem in self.slices for value in ctx.get(mem.data[addr])]
+
+
 class BankedMemory(wiring.Component):
-    """A shared memory in two banks, each a :class:`SharedMemory` of half the rows with its own
-    ports, so that two engines can read it in the same cycle when they read different banks.
+    """A shared memory in two banks of half the rows each, so that two engines can read it in the
+    same cycle when they read different banks.
 
     Row ``r`` lives in bank ``r >> (addr_width - 1)`` (the address's top bit: rows ``[0, depth /
     2)`` in bank 0, the rest in bank 1). Each of the ``readers`` read ports and the write port has
-    :class:`SharedMemory`'s timing (:data:`READ_LATENCY`, :data:`WRITE_LATENCY`); an access is
-    routed to the bank its address names, and a read's data comes back from the bank it read
-    (a register, loaded as the data arrives, picks the bank: it holds between reads like a plain
-    port's data).
+    :class:`SharedMemory`'s timing (:data:`READ_LATENCY`, :data:`WRITE_LATENCY`) and register
+    stages: a read is routed to the bank its address names; the bank's block RAMs and its first
+    data stage are the bank's own, and the second data stage is the read port's own register,
+    loaded from the bank the read named when its data arrives, so that a port's data holds
+    between its reads whatever the other ports read. The write's registers (address, data) are
+    shared by the banks, only the enables are per bank: a write goes to one bank at a time.
 
     Contract: two read ports never read the same bank in the same cycle (the controller's
     scoreboard keeps the engines that read concurrently in different banks: docs/architecture.md).
     Where two do, the lower-numbered port's read is performed and the other's data is that row.
-    A port's data holds between its reads while no other port reads the bank it last read (the
-    bank's data is shared; the engines that run together never read each other's banks).
 
     Parameters
     ----------
@@ -143,20 +181,27 @@ class BankedMemory(wiring.Component):
         The read ports, memory side.
     write : Out(memory.WritePort.Signature)
         The write port, memory side.
-    banks : list of SharedMemory
-        The two banks (tests: :meth:`row`).
+    collision : Out(1)
+        A read and a write of the same row are performed in this cycle (as :class:`SharedMemory`).
+    banks : list
+        The two banks' storage (tests: ``banks[b].row(ctx, addr)``, ``banks[b].slices``).
     """
 
     def __init__(self, shape, depth: int, *, readers: int = 2, slices: int = 1):
         if depth < 2 or depth & (depth - 1):
             self._MustUse__silence = True      # rejected: nothing to elaborate, nothing to warn about
             raise ValueError(f"a banked memory's depth must be a power of two of at least 2, not {depth}")
+        if not isinstance(slices, int) or slices < 1 or shape.length % slices:
+            self._MustUse__silence = True
+            raise ValueError(f"slices must be a positive integer dividing the row's {shape.length} elements, "
+                             f"not {slices!r}")
         addr_width = local_addr_width(depth)
-        self.banks = [SharedMemory(shape, depth // 2, slices=slices) for _ in range(2)]
+        self.banks = [_Bank(shape, depth // 2, slices) for _ in range(2)]
         super().__init__({
             **{f"read{k}": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape))
                for k in range(readers)},
             "write": Out(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
+            "collision": Out(1),
         })
         self.reads = [getattr(self, f"read{k}") for k in range(readers)]
 
@@ -172,29 +217,46 @@ class BankedMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         top = len(self.write.addr) - 1
-        for b, bank in enumerate(self.banks):
-            m.submodules[f"bank{b}"] = bank
-            # The write port: one writer at a time, to the bank its address names.
-            m.d.comb += [bank.write.en.eq(self.write.en & (self.write.addr[top] == b)),
-                         bank.write.addr.eq(self.write.addr[:top]), bank.write.data.eq(self.write.data)]
-            # The read port: the first reader that reads this bank in this cycle (a read port's
-            # enable is 1 by default: cleared first).
-            m.d.comb += bank.read.en.eq(0)
+        slices = len(self.banks[0].slices)
+        width = len(self.write.data.as_value()) // slices
+        # The write's address stage, shared by the banks (one bank is written at a time); the
+        # enables say which (registered copies per slice, as in SharedMemory).
+        wr_addrs = fanned_out(m, self.write.addr[:top], slices, "wr_addr", reset_less=True)
+        wr_ens = [fanned_out(m, self.write.en & (self.write.addr[top] == b), slices, f"b{b}_wr_en")
+                  for b in range(2)]
+        # Each bank's read address stage: the first reader that reads the bank in this cycle.
+        rd_ens, rd_addrs = [], []
+        for b in range(2):
+            en, addr = Signal(name=f"b{b}_rd_en"), Signal(top, name=f"b{b}_rd_addr")
             for port in reversed(self.reads):
                 with m.If(port.en & (port.addr[top] == b)):
-                    m.d.comb += [bank.read.en.eq(1), bank.read.addr.eq(port.addr[:top])]
-        for k, port in enumerate(self.reads):
-            # The bank of each read, carried alongside it; the data's bank is loaded as the data
-            # arrives (READ_LATENCY after the read) and holds until the next read's data.
-            pending = port.en
-            bank_of = port.addr[top]
-            for stage in range(READ_LATENCY - 1):
-                pending_q, bank_q = Signal(name=f"r{k}_en_q{stage}"), Signal(name=f"r{k}_bank_q{stage}")
-                m.d.sync += [pending_q.eq(pending), bank_q.eq(bank_of)]
-                pending, bank_of = pending_q, bank_q
-            data_bank = Signal(name=f"r{k}_data_bank")
-            with m.If(pending):
-                m.d.sync += data_bank.eq(bank_of)
-            m.d.comb += port.data.eq(Mux(data_bank, self.banks[1].read.data.as_value(),
-                                         self.banks[0].read.data.as_value()))
+                    m.d.comb += [en.eq(1), addr.eq(port.addr[:top])]
+            rd_ens.append(fanned_out(m, en, slices, f"b{b}_rd_en"))
+            rd_addrs.append(fanned_out(m, addr, slices, f"b{b}_rd_addr", reset_less=True))
+        m.d.comb += self.collision.eq(Cat(_collision(rd_ens[b][0], rd_addrs[b][0], wr_ens[b][0], wr_addrs[0])
+                                          for b in range(2)).any())
+        # The block RAMs and each bank's first data stage, next to them.
+        first = [[None] * slices for _ in range(2)]
+        for k in range(slices):
+            bits = slice(k * width, (k + 1) * width)
+            wr_data = Signal(width, name=f"wr_data_q{k}", reset_less=True)
+            m.d.sync += wr_data.eq(self.write.data.as_value()[bits])
+            for b, bank in enumerate(self.banks):
+                mem = bank.slices[k]
+                m.submodules[f"bank{b}_slice{k}"] = mem
+                rd, wr = mem.read_port(), mem.write_port()
+                m.d.comb += [rd.en.eq(rd_ens[b][k]), rd.addr.eq(rd_addrs[b][k]),
+                             wr.en.eq(wr_ens[b][k]), wr.addr.eq(wr_addrs[k]), wr.data.eq(wr_data)]
+                first[b][k] = Signal(width, name=f"b{b}_rd_data_q{k}", reset_less=True)
+                m.d.sync += first[b][k].eq(rd.data)
+        # Each port's second data stage: loaded from the bank its read named, as the read's data
+        # reaches the first stage (READ_LATENCY - 1 cycles after the read), held otherwise.
+        for p, port in enumerate(self.reads):
+            pending = delayed(m, port.en, READ_LATENCY - 1, f"r{p}_en")
+            bank_of = delayed(m, port.addr[top], READ_LATENCY - 1, f"r{p}_bank")
+            for k in range(slices):
+                second = Signal(width, name=f"r{p}_rd_data_qq{k}", reset_less=True)
+                with m.If(pending):
+                    m.d.sync += second.eq(Mux(bank_of, first[1][k], first[0][k]))
+                m.d.comb += port.data.as_value()[k * width:(k + 1) * width].eq(second)
         return m

@@ -15,7 +15,8 @@
 // its AR handshake + L on, L uniform in [MIN, MAX] (default 1 1); beats pace at NUM/DEN bytes per
 // cycle (default one beat per cycle); T cycles turn the data bus around; B comes LW cycles after the
 // last W beat; at most Q bursts in flight per direction (default 16); with probability P per cycle
-// (from --seed) the memory stalls every channel. An illegal access is a harness error.
+// (from --seed) the memory stalls every channel. An illegal access is a harness error, and so is a
+// cycle in which the core's `memory_collision` output is high (hw/memories.py).
 //
 // --trace writes a waveform of every signal: VCD from a build made with --trace, FST from one made
 // with --trace-fst (VM_TRACE_FST; Verilator's FST writer needs the lz4 and zlib headers and libraries).
@@ -304,6 +305,14 @@ class System {
         t.eval();
         dump(2 * now_);
         if (engines_) engines_->sample(now_, t.engines_busy);
+        if (t.memory_collision) {
+            // hw/memories.py: the engines never read and write one row of SPAD, ACC or PARAM in the
+            // same cycle; the board's block RAMs would return undefined data where this model
+            // returns the old row.
+            error_ = "harness cycle " + std::to_string(now_) + ": a core memory (SPAD, ACC or PARAM) read and "
+                     "wrote the same row in one cycle, undefined on a board (hw/memories.py)";
+            return false;
+        }
 
         vitaccel::DramInputs in;
         in.arvalid = t.m_axi_arvalid;

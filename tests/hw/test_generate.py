@@ -26,7 +26,7 @@ PORTS = {
     "aclk": "input", "aresetn": "input",
     **{f"m_axi_{name}": "output" if name in MASTER_DRIVES else "input" for name in AXI4},
     **{f"s_axi_{name}": "input" if name in MASTER_DRIVES else "output" for name in AXI_LITE},
-    "busy": "output", "done": "output", "engines_busy": "output",
+    "busy": "output", "done": "output", "engines_busy": "output", "memory_collision": "output",
 }
 
 
