@@ -282,8 +282,8 @@ def test_packed_load_unpacks_nibbles(cfg, latency, stall, seed, gap):
                                 + [("read", *b) for b in bursts(cfg, plain_src, 2, c, c)])
 
 
-@pytest.mark.parametrize("gap", [0, 1], ids=["contiguous", "gapped"])
-@pytest.mark.parametrize("cfg", PACKED, ids=lambda cfg: cfg.name)
+@pytest.mark.parametrize("cfg, gap", [(cfg, k % 2) for k, cfg in enumerate(PACKED)],
+                         ids=[f"{cfg.name}-{'gapped' if k % 2 else 'contiguous'}" for k, cfg in enumerate(PACKED)])
 def test_packed_load_cycles_on_fast_memory(cfg, gap):
     """Half the words of the same rows unpacked, one word per cycle, and DMA.PACKED_EXTRA more
     (hw.dma.load_cycles(packed=True), which the performance model uses)."""
