@@ -159,11 +159,11 @@ class BankedMemory(wiring.Component):
     Row ``r`` lives in bank ``r >> (addr_width - 1)`` (the address's top bit: rows ``[0, depth /
     2)`` in bank 0, the rest in bank 1). Each of the ``readers`` read ports and the write port has
     :class:`SharedMemory`'s timing (:data:`READ_LATENCY`, :data:`WRITE_LATENCY`) and register
-    stages: a read is routed to the bank its address names; the bank's block RAMs and its first
-    data stage are the bank's own, and the second data stage is the read port's own register,
-    loaded from the bank the read named when its data arrives, so that a port's data holds
-    between its reads whatever the other ports read. The write's registers (address, data) are
-    shared by the banks, only the enables are per bank: a write goes to one bank at a time.
+    stages: the address stage registers what each port presents, and after it each bank's block
+    RAMs take the read of the port whose address names the bank and the write if it names the
+    bank (a LUT next to the block RAMs); each bank has its own first data stage, and the second
+    is each read port's own register, loaded from the bank its read named when the data
+    arrives, so that a port's data holds between its reads whatever the other ports read.
 
     Contract: two read ports never read the same bank in the same cycle (the controller's
     scoreboard keeps the engines that read concurrently in different banks: docs/architecture.md).
@@ -219,24 +219,17 @@ class BankedMemory(wiring.Component):
         top = len(self.write.addr) - 1
         slices = len(self.banks[0].slices)
         width = len(self.write.data.as_value()) // slices
-        # The write's address stage, shared by the banks (one bank is written at a time); the
-        # enables say which (registered copies per slice, as in SharedMemory).
-        wr_addrs = fanned_out(m, self.write.addr[:top], slices, "wr_addr", reset_less=True)
-        wr_ens = [fanned_out(m, self.write.en & (self.write.addr[top] == b), slices, f"b{b}_wr_en")
-                  for b in range(2)]
-        # Each bank's read address stage: the first reader that reads the bank in this cycle.
-        rd_ens, rd_addrs = [], []
-        for b in range(2):
-            en, addr = Signal(name=f"b{b}_rd_en"), Signal(top, name=f"b{b}_rd_addr")
-            for port in reversed(self.reads):
-                with m.If(port.en & (port.addr[top] == b)):
-                    m.d.comb += [en.eq(1), addr.eq(port.addr[:top])]
-            rd_ens.append(fanned_out(m, en, slices, f"b{b}_rd_en"))
-            rd_addrs.append(fanned_out(m, addr, slices, f"b{b}_rd_addr", reset_less=True))
-        m.d.comb += self.collision.eq(Cat(_collision(rd_ens[b][0], rd_addrs[b][0], wr_ens[b][0], wr_addrs[0])
-                                          for b in range(2)).any())
-        # The block RAMs and each bank's first data stage, next to them.
+        # The address stage registers what the ports present, per slice, as SharedMemory's does
+        # (the engines' multiplexers end there); the steering to the banks comes after it, a LUT
+        # next to each slice's block RAMs (before the registers it sat on the long wires from
+        # the engines: 9.6 ns of routing, the critical path of a routed probe). A write goes to
+        # the bank its address names; a bank's read is the first port's that names the bank.
+        wr_ens = fanned_out(m, self.write.en, slices, "wr_en")
+        wr_addrs = fanned_out(m, self.write.addr, slices, "wr_addr", reset_less=True)
+        rd_ens = [fanned_out(m, port.en, slices, f"r{p}_en") for p, port in enumerate(self.reads)]
+        rd_addrs = [fanned_out(m, port.addr, slices, f"r{p}_addr", reset_less=True) for p, port in enumerate(self.reads)]
         first = [[None] * slices for _ in range(2)]
+        collisions = []
         for k in range(slices):
             bits = slice(k * width, (k + 1) * width)
             wr_data = Signal(width, name=f"wr_data_q{k}", reset_less=True)
@@ -245,10 +238,19 @@ class BankedMemory(wiring.Component):
                 mem = bank.slices[k]
                 m.submodules[f"bank{b}_slice{k}"] = mem
                 rd, wr = mem.read_port(), mem.write_port()
-                m.d.comb += [rd.en.eq(rd_ens[b][k]), rd.addr.eq(rd_addrs[b][k]),
-                             wr.en.eq(wr_ens[b][k]), wr.addr.eq(wr_addrs[k]), wr.data.eq(wr_data)]
+                # A read port's enable is 1 by default: cleared first.
+                m.d.comb += rd.en.eq(0)
+                for p in reversed(range(len(self.reads))):
+                    with m.If(rd_ens[p][k] & (rd_addrs[p][k][top] == b)):
+                        m.d.comb += [rd.en.eq(1), rd.addr.eq(rd_addrs[p][k][:top])]
+                m.d.comb += [wr.en.eq(wr_ens[k] & (wr_addrs[k][top] == b)), wr.addr.eq(wr_addrs[k][:top]),
+                             wr.data.eq(wr_data)]
+                if k == 0:
+                    collisions.append(_collision(rd.en, rd.addr, wr.en, wr.addr))
+                # The bank's first data stage, next to its block RAMs.
                 first[b][k] = Signal(width, name=f"b{b}_rd_data_q{k}", reset_less=True)
                 m.d.sync += first[b][k].eq(rd.data)
+        m.d.comb += self.collision.eq(Cat(collisions).any())
         # Each port's second data stage: loaded from the bank its read named, as the read's data
         # reaches the first stage (READ_LATENCY - 1 cycles after the read), held otherwise.
         for p, port in enumerate(self.reads):
