@@ -150,6 +150,13 @@ class Controller(wiring.Component):
         aligned = Const(1)
         if align:
             aligned = (dma.dram_addr[:align] == 0) & (dma.dram_stride[:align] == 0)
+        # A packed LOAD (vitaccel/isa.py DmaInstr): only a LOAD into SPAD on a packed_weights build
+        # (else ILLEGAL_MEMORY), its rows in pairs (else MISALIGNED), as the ISA simulator checks.
+        if cfg.packed_weights:
+            legal_mem = legal_mem & (~dma.packed | ((op == Opcode.LOAD) & (dma.mem == LocalMemory.SPAD)))
+            aligned = aligned & ~(dma.packed & dma.rows[0])
+        else:
+            legal_mem = legal_mem & ~dma.packed
 
         mm, rq = instr.matmul, instr.requant
         # The end rows (exclusive) of the ranges, registered in DECODE, compared in CHECK.
