@@ -347,26 +347,15 @@ class _BoardNames(Elaboratable):
         return m
 
 
-def test_board_build_leaves_block_ram_collisions_undefined(tmp_path):
+def test_board_build_leaves_block_ram_collisions_undefined(tmp_path, ecp5_cells_by_prelude):
     """The board flow's yosys prelude declares same-word read/write collisions of the board memory
     undefined (boards/build.py BOARD_MEMORY_COLLISIONS): no read-first emulation (a delayed write
     and a bypass register in soft logic) around its block RAM, which the plain prelude makes."""
-    import json
-    import subprocess
-
     from amaranth.back import rtlil
-
-    from vitaccel.boards.build import YOSYS_PRELUDE, board_prelude, tool_env
 
     top = _BoardNames(_BoardNames())
     (tmp_path / "top.il").write_text(rtlil.convert(top, name="top", ports=[top.sink]))
-    flip_flops = {}
-    for label, prelude in (("plain", YOSYS_PRELUDE.format(top="top")), ("board", board_prelude("top"))):
-        script = f"read_rtlil top.il; {prelude}; synth_ecp5 -top top; tee -q -o {label}.json stat -json"
-        result = subprocess.run([tool_env()["YOSYS"], "-q", "-l", f"{label}.log", "-p", script], cwd=tmp_path,
-                                capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
-        cells = json.loads((tmp_path / f"{label}.json").read_text())["design"]["num_cells_by_type"]
-        assert cells.get("DP16KD", 0) >= 2, cells
-        flip_flops[label] = cells["TRELLIS_FF"]
+    counts = ecp5_cells_by_prelude(tmp_path)
+    assert all(cells.get("DP16KD", 0) >= 2 for cells in counts.values()), counts
+    flip_flops = {label: cells["TRELLIS_FF"] for label, cells in counts.items()}
     assert flip_flops["board"] + 32 <= flip_flops["plain"], flip_flops

@@ -12,7 +12,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import data
 
-from vitaccel.boards.build import YOSYS_PRELUDE, board_prelude, tool_env
+from vitaccel.boards.build import board_prelude, tool_env
 from vitaccel.hw.memories import BankedMemory, SharedMemory
 
 ROW = data.ArrayLayout(32, 2)
@@ -65,16 +65,10 @@ def test_board_prelude_marks_every_core_memory_read_port(tmp_path):
 
 
 @pytest.mark.slow
-def test_board_build_leaves_core_memory_collisions_undefined(tmp_path):
+def test_board_build_leaves_core_memory_collisions_undefined(tmp_path, ecp5_cells_by_prelude):
     _write_top(tmp_path / "top.il")
-    flip_flops = {}
-    for label, prelude in (("plain", YOSYS_PRELUDE.format(top="top")), ("board", board_prelude("top"))):
-        script = f"read_rtlil top.il; {prelude}; synth_ecp5 -top top; tee -q -o {label}.json stat -json"
-        result = subprocess.run([tool_env()["YOSYS"], "-q", "-l", f"{label}.log", "-p", script], cwd=tmp_path,
-                                capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
-        cells = json.loads((tmp_path / f"{label}.json").read_text())["design"]["num_cells_by_type"]
-        assert cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0) >= 4, cells
-        flip_flops[label] = cells["TRELLIS_FF"]
+    counts = ecp5_cells_by_prelude(tmp_path)
+    assert all(cells.get("DP16KD", 0) + cells.get("PDPW16KD", 0) >= 4 for cells in counts.values()), counts
+    flip_flops = {label: cells["TRELLIS_FF"] for label, cells in counts.items()}
     # The emulation registers a copy of each written row (32 bits SPAD, 2 x 64 ACC, 64 PARAM).
     assert flip_flops["board"] + 150 <= flip_flops["plain"], flip_flops
