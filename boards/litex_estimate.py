@@ -88,8 +88,10 @@ def routed_records(cfg: AccelConfig) -> list[dict]:
         except (OSError, ValueError):
             continue
         if result.get("routed") and result.get("config_slug") == cfg.slug:
-            found.append((path.stat().st_mtime, result))
-    return [r for _, r in sorted(found, key=lambda item: -item[0])]
+            # When it was measured (a checkout gives every shipped record the same file time).
+            when = result.get("measured_at") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
+            found.append((when, result))
+    return [r for _, r in sorted(found, key=lambda item: item[0], reverse=True)]
 
 
 def default_sys_clock(cfg: AccelConfig) -> tuple[int, str]:
@@ -162,7 +164,7 @@ def run_tools(work: Path, cfg: AccelConfig, *, route: bool, seed: int, sys_clk_h
         "resources": count_resources(target, parse_stat(gateware / "stat.json")),
         "resources_source": "the whole LiteX SoC (core, LiteDRAM and its SDR PHY, UARTBone, bus bridges, PLL) from "
                             "one yosys run of LiteX's script with the project's ECP5 synthesis (prelude, -nodsp)",
-        "fmax_mhz": fmax, "routed": route, "seed": seed,
+        "fmax_mhz": fmax, "routed": route, "seed": seed, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "fmax_source": (f"nextpnr-ecp5 place-and-route of the SoC, system clock, seed {seed}" if route else
                         f"nextpnr-ecp5 placement estimate of the SoC (not routed: --no-route), system clock, "
                         f"seed {seed}") + f", constraint {sys_clk_hz / 1e6:g} MHz (the SoC's system clock)",
