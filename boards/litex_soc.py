@@ -384,6 +384,10 @@ def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str
     shutil.rmtree(staging, ignore_errors=True)
     say(f"elaborating the {cfg.name} core for the ECP5")
     core = generate_verilog(cfg, staging / "core", **ecp5_core_options())
+    # The same elaboration as RTLIL, which the ECP5 synthesis reads instead of the Verilog: its
+    # memories' read ports are $memrd_v2 cells whose collision behaviour yosys can be told (below);
+    # the Verilog (for LiteX's sources and Verilator) has them as read-first always blocks.
+    core_rtlil(cfg, staging / "core" / "vitaccel_core.il")
     say(f"generating the LiteX SoC at {sys_clk_hz / 1e6:g} MHz (LiteDRAM on {sdram_module}, UARTBone)")
     with quiet():
         write_soc(ulx3s_soc(cfg, core, sdram_module=sdram_module, sys_clk_hz=sys_clk_hz), staging)
@@ -393,19 +397,43 @@ def build_soc(cfg: AccelConfig, out_dir: str | os.PathLike, *, sdram_module: str
     # script gets the project's ECP5 synthesis (boards/build.py): the prelude that keeps yosys 0.70's
     # ABC off Amaranth's hierarchical names, and -nodsp, so that only the core's instantiated
     # MULT18X18Ds are DSPs (`default` needs 152 of the 156 that way).
-    from .build import ECP5_SYNTH_OPTS, YOSYS_PRELUDE
+    from .build import CORE_MEMORY_COLLISIONS, ECP5_SYNTH_OPTS, YOSYS_PRELUDE
+
+    # As in the board top (boards/build.py board_prelude): the core's memories' same-row read/write
+    # collisions are undefined (the engines never make one; every Verilator run checks it), so yosys
+    # does not emulate read-first around their block RAMs. The core's modules keep Amaranth's names.
+    prelude = YOSYS_PRELUDE.format(top=BUILD_NAME).replace(
+        "proc; ", f"proc; {CORE_MEMORY_COLLISIONS.format(core='vitaccel_core.core')}; ", 1)
 
     for script in (staging / "gateware").glob("*"):
         if script.suffix in (".ys", ".sh"):
             text = script.read_text().replace(str(staging.resolve()), str(out_dir.resolve()))
             if script.suffix == ".ys":
-                text = text.replace(f"synth_ecp5  -top {BUILD_NAME}", YOSYS_PRELUDE.format(top=BUILD_NAME).replace(
+                core_v = str((out_dir / "core" / "vitaccel_core.v").resolve())
+                text = text.replace(f"read_verilog {core_v}", f"read_rtlil {core_v[:-2]}.il")
+                text = text.replace(f"synth_ecp5  -top {BUILD_NAME}", prelude.replace(
                     "; ", "\n") + f"\nsynth_ecp5 {ECP5_SYNTH_OPTS} -top {BUILD_NAME}")
             script.write_text(text)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return out_dir
+
+
+def core_rtlil(cfg: AccelConfig, path: Path) -> Path:
+    """Write the core's RTLIL for the ECP5 (the elaboration of ``generate_verilog`` with
+    :func:`ecp5_core_options`, module ``vitaccel_core``): what the SoC's yosys script reads."""
+    from amaranth.back import rtlil
+
+    from vitaccel.files import atomic_write_text
+    from vitaccel.hw.generate import TOP_NAME, _FlatTop
+    from vitaccel.hw.interfaces import checked_config
+
+    options = ecp5_core_options()
+    top = _FlatTop(checked_config(cfg), options["dsp_sites"])
+    atomic_write_text(path, rtlil.convert(top, name=TOP_NAME, platform=options["platform"], ports=top.ports,
+                                          emit_src=False))
+    return path
 
 
 def ecp5_core_options() -> dict:

@@ -23,6 +23,11 @@ def test_soc_estimate_runs_litex_yosys_script_and_nextpnr_placement(tmp_path, mo
             lines = (cwd / "vitaccel_soc.ys").read_text().splitlines()
             assert argv[-1] == "vitaccel_soc.ys" and lines[-1] == "tee -q -o stat.json stat -json"
             assert lines[-2].split() == ["write_json", "vitaccel_soc.json"]
+            # The core as RTLIL, its memories' collisions undefined before the flattening (as the board top).
+            text = "\n".join(lines)
+            assert "read_rtlil " in text and text.count("core/vitaccel_core.il") == 1 and "vitaccel_core.v" not in text
+            assert text.index("setparam -set COLLISION_X_MASK 1'1 vitaccel_core.core.spad/t:$memrd_v2") < text.index(
+                "flatten")
             (cwd / "stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {
                 "LUT4": 100, "CCU2C": 10, "TRELLIS_FF": 50, "MULT18X18D": 24, "DP16KD": 20}}}))
         else:
