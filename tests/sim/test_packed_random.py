@@ -2,7 +2,10 @@
 Verilator: packed and unpacked LOADs into a few dozen shared scratchpad rows (back-to-back and gapped
 pairs, random nibbles), MATMULs reading them (a packed LOAD beside a MATMUL when their rows do not
 meet), REQUANTs and STOREs. The final memory image equals the ISA simulator's, the run ends without
-error, and CYCLES equals the performance model's. Slow: a Verilator build of the packed config."""
+error, and CYCLES equals the performance model's. Bad packed LOADs (to ACC or PARAM, a packed
+STORE, odd rows, a misaligned stride, a build without the unpacker) stop the RTL with the ISA
+simulator's error code, PC and INSTRET. Slow: Verilator builds of the packed config (and of the
+same config without the unpacker)."""
 
 import dataclasses
 import os
@@ -89,3 +92,33 @@ def test_random_packed_programs_rtl_equal_sequential(case, memory):
         f"seed {seed}: images differ first at byte {int(np.argmax(a != b)) if a.shape == b.shape else 'size'}")
     assert got.instret == want.instret
     assert got.cycles == estimate(program, memory=memory).cycles, f"seed {seed}: RTL {got.cycles} cycles, perf differs"
+
+
+BAD_PACKED = [
+    pytest.param(dict(mem=LocalMemory.ACC, rows=2, dram_stride=CFG.spad_row_bytes), "ILLEGAL_MEMORY", id="to-acc"),
+    pytest.param(dict(mem=LocalMemory.PARAM, rows=2, dram_stride=CFG.spad_row_bytes), "ILLEGAL_MEMORY", id="to-param"),
+    pytest.param(dict(opcode=Opcode.STORE, rows=2, dram_stride=CFG.spad_row_bytes), "ILLEGAL_MEMORY", id="store"),
+    pytest.param(dict(rows=3, dram_stride=CFG.spad_row_bytes), "MISALIGNED", id="odd-rows"),
+    pytest.param(dict(rows=2, dram_stride=CFG.spad_row_bytes + 1), "MISALIGNED", id="stride"),
+    pytest.param(dict(rows=2, dram_stride=CFG.spad_row_bytes, build=False), "ILLEGAL_MEMORY", id="build-without"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fields, error", BAD_PACKED)
+def test_bad_packed_loads_stop_with_the_isa_simulators_error(fields, error):
+    """The controller's checks of a packed LOAD: the RTL stops with the ISA simulator's code at its PC."""
+    fields = dict(fields)
+    cfg = CFG if fields.pop("build", True) else dataclasses.replace(CFG, name="tiny-bus16",
+                                                                      packed_weights=False).validate()
+    opcode = fields.pop("opcode", Opcode.LOAD)
+    fields.setdefault("mem", LocalMemory.SPAD)
+    words = [encode(Opcode.LOAD, mem=LocalMemory.SPAD, rows=2, dram_addr=0, dram_stride=CFG.spad_row_bytes),
+             encode(opcode, packed=1, local_addr=4, dram_addr=64, **fields), encode(Opcode.END)]
+    prog_addr = 1024
+    image = bytes(prog_addr) + b"".join(w.to_bytes(INSTR_BYTES, "little") for w in words)
+    program = Program(cfg, words, image, prog_addr=prog_addr, name="bad-packed")
+    want = isasim.run(program)
+    assert want.error.name == error and want.pc == prog_addr + INSTR_BYTES
+    got = run_image(cfg, program.image, program.prog_addr)
+    assert (got.error.name, got.pc, got.instret) == (want.error.name, want.pc, want.instret)
