@@ -82,8 +82,8 @@ def test_previous_seconds_and_route_expectation(tmp_path, monkeypatch):
 
 
 def test_estimate_routes_only_when_asked_and_says_how_long_first(monkeypatch, capsys):
-    """By default estimate asks for a recorded routed estimate or nextpnr's placement (route=None;
-    the ULX3S's LiteX SoC estimate places unless asked to route); --route says the expected time
+    """By default estimate asks for a recorded routed estimate or nextpnr's placement (route=None,
+    for the ULX3S's LiteX SoC too: litex_estimate.soc_estimate); --route says the expected time
     before it starts (a line that stays, not the spinner's); --route with --no-route is one line,
     exit status 2. The tools are stood in for (also the SoC's: a real one takes many minutes)."""
     from vitaccel.boards import litex_estimate
@@ -108,7 +108,7 @@ def test_estimate_routes_only_when_asked_and_says_how_long_first(monkeypatch, ca
     assert main([*argv, "--no-route"]) == 0
     assert "placing and routing" not in capsys.readouterr().err
     assert main([*argv, "--route"]) == 0
-    assert calls == [False, False, True]
+    assert calls == [None, False, True]
     assert f"placing and routing tiny on {board} with nextpnr:" in capsys.readouterr().err
     assert main([*argv, "--route", "--no-route", "--json"]) == 2
     assert capsys.readouterr().err == "vitaccel: error: give --route or --no-route, not both\n"
