@@ -386,3 +386,41 @@ def test_error_stops_after_the_instructions_in_flight():
     assert (state["instret"], state["pc"]) == (1, PROG + INSTR_BYTES)
     (_, _, accepted, last_busy), = state["spans"]
     assert state["host_cycles"] > last_busy - accepted
+
+
+def test_cycle_count_carries_into_the_high_word():
+    """CYCLES' two 32-bit halves (controller _RunRegisters): the low word's wrap reaches the high
+    word one cycle later, and the 64-bit count is exact from the cycle after counting stops."""
+    from amaranth.hdl import Module, Signal
+    from vitaccel.hw.controller import _RunRegisters
+
+    run = _RunRegisters(CFG)
+    start = 0xFFFF_FFFD
+    run.cycles_lo = Signal(32, init=start)
+    m = Module()
+    run.count(m)
+    stop_after = 6
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(run.counting, 1)
+        for _ in range(stop_after):
+            await ctx.tick()
+            seen.append((ctx.get(run.cycles_hi) << 32) | ctx.get(run.cycles_lo))
+        ctx.set(run.counting, 0)
+        await ctx.tick()
+        seen.append((ctx.get(run.cycles_hi) << 32) | ctx.get(run.cycles_lo))
+        await ctx.tick()
+        seen.append((ctx.get(run.cycles_hi) << 32) | ctx.get(run.cycles_lo))
+
+    sim.add_testbench(bench)
+    sim.run()
+    exact = [start + k for k in range(1, stop_after + 1)]
+    # The cycle of the wrap shows the low word at 0 and the high word not yet carried.
+    wrap = exact.index(1 << 32)
+    assert seen[:wrap] == exact[:wrap]
+    assert seen[wrap] == 0
+    assert seen[wrap + 1:stop_after] == exact[wrap + 1:]
+    assert seen[stop_after:] == [exact[-1], exact[-1]]
