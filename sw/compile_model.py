@@ -97,6 +97,9 @@ __all__ = ["compile_model", "model_features", "ATTENTION_PARAM_ROWS"]
 #: row (mult, shift), and the attention x V REQUANT (bias 0, mult, shift).
 ATTENTION_PARAM_ROWS = 7
 
+#: ``Z - 1`` for 4-bit log2 codes: the attention x V REQUANT's extra shift on a log2 build.
+LOG2_EXTRA_SHIFT = 14
+
 
 def _ceil(a: int, b: int) -> int:
     return -(-a // b)
@@ -160,6 +163,7 @@ class _Builder:
         self.pinned: set[tuple[int, int]] = set()
         self.scratch = 0                                  # scratch buffers so far
         self.weight_bits = lambda name: 8                 # declared weight bits of a linear layer
+        self.log2 = False                                 # FQ-ViT log2 attention (log2 SOFTMAX, log2_a MATMUL)
 
     # ---- instructions -------------------------------------------------------------------------
 
@@ -653,21 +657,22 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
                                              rows=n, param_addr=0))
         pending.pop()()
         b.emit(Opcode.SOFTMAX, src=l_base, src2=exp_addr, dst=l_base, rows=n, length=t, tile_stride=n,
-               param_addr=3)
+               param_addr=3, log2=int(b.log2))
         # The next head's tiles, one LOAD every third MATMUL (a tile loads in about three).
         loads = [(k_base + i * tp, t, k_tile + dt + i) for i in range(dt) if "k" in ahead]
         loads += [(q_base + i * n, n, q_tile + dt + i) for i in range(dt) if "q" in ahead]
         for j in range(dt):
             for kt in range(tt):
-                # Mantissas past T are 0 (SOFTMAX zeroes them), so stale value rows add nothing.
+                # Mantissas past T are 0 (SOFTMAX zeroes them), so stale value rows add nothing;
+                # so are log2 codes (0 is p = 0).
                 b.emit(Opcode.MATMUL, a_addr=l_base + kt * n, b_addr=v_base + j * tp + kt * c, c_addr=bank(j),
-                       rows=n, accumulate=int(kt > 0))
+                       rows=n, accumulate=int(kt > 0), log2_a=int(b.log2))
                 if loads and (j * tt + kt) % 3 == 0:
                     local, rows, tile = loads.pop(0)
                     _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
                 _run_deferred(cfg, pending, kt, tt, n)
             pending.append(functools.partial(b.emit, Opcode.REQUANT, acc_addr=bank(j), spad_addr=o_base + j * n,
-                                             rows=n, param_addr=4, row_shift=1, exp_addr=exp_addr))
+                                             rows=n, param_addr=4, row_shift=int(not b.log2), exp_addr=exp_addr))
         pending.pop()()
         for local, rows, tile in loads:
             _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
@@ -701,8 +706,9 @@ def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, qkv_cols: int, attn_co
             and 2 * dt * m <= s)                                   # add2
 
 
-def _attention_params(cfg: AccelConfig, attn) -> np.ndarray:
-    """Per head the :data:`ATTENTION_PARAM_ROWS` PARAM rows of :func:`_attention_head`."""
+def _attention_params(cfg: AccelConfig, attn, log2: bool = False, name: str = "attn") -> np.ndarray:
+    """Per head the :data:`ATTENTION_PARAM_ROWS` PARAM rows of :func:`_attention_head`; ``log2``:
+    FQ-ViT's log2 codes (the attention x V shift raised by :data:`LOG2_EXTRA_SHIFT`)."""
     c = cfg.cols
     rows = np.zeros((len(attn.logit_mult) * ATTENTION_PARAM_ROWS, c), dtype=np.int64)
     for h in range(len(attn.logit_mult)):
@@ -712,6 +718,13 @@ def _attention_params(cfg: AccelConfig, attn) -> np.ndarray:
         # Padded features of v are exactly 0 (zero weights and parameters in qkv), so their outputs
         # are requantize(0) = 0 with any mult: one parameter set serves every tile of the head.
         rows[r + 5], rows[r + 6] = attn.av_mult[h], attn.av_shift[h]
+        if log2:
+            # Log2 codes (FQ-ViT): the array sums v << (Z - 1 - k) (isa.MatmulInstr log2_a), so the
+            # requantization shifts Z - 1 = 14 more (softmax.log_attention_matmul); no row exponent.
+            rows[r + 6] += LOG2_EXTRA_SHIFT
+            if rows[r + 6].max() > 63:
+                raise CompileError(f"{name}: head {h}'s attention x V shift {int(attn.av_shift[h].max())} + "
+                                   f"{LOG2_EXTRA_SHIFT} (log2 codes) exceeds the REQUANT shift range 0..63")
     return rows
 
 
@@ -731,8 +744,8 @@ def _check(intvit: IntViT, cfg: AccelConfig, name: str) -> None:
     except IntViTError as exc:
         raise CompileError(f"{name}: invalid IntViT: {exc}") from None
     from vitaccel.sw.recipes import hardware_gap     # issue 22: recipes the hardware lacks (issue 23)
-    if hardware_gap(intvit):
-        raise CompileError(f"{name}: {hardware_gap(intvit)}")
+    if hardware_gap(intvit, cfg):
+        raise CompileError(f"{name}: {hardware_gap(intvit, cfg)}")
     for knob in ("softmax", "layernorm", "gelu", "mult_bits"):
         if getattr(intvit, knob) != getattr(cfg, knob):
             raise CompileError(f"{name}: the model's {knob}={getattr(intvit, knob)!r} differs from the "
@@ -750,6 +763,9 @@ def model_features(intvit: IntViT) -> dict[str, str]:
     for array in requant:
         for feature, where in requant_features(arrays[array], array).items():
             needs.setdefault(feature, where)
+    from vitaccel.sw.recipes import recipe
+    if recipe(intvit.recipe).softmax_output == "log2":
+        needs.setdefault("log2-attention", f"blocks.0.attn, recipe {intvit.recipe}'s 4-bit log2 softmax")
     return needs
 
 
@@ -793,6 +809,8 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     dt, hdt, tp = _ceil(d, c), dhp // c, _ceil(t, c) * c
     b = _Builder(cfg, keep_intermediates)
     b.weight_bits = functools.partial(weight_bits, intvit)
+    from vitaccel.sw.recipes import recipe
+    b.log2 = recipe(intvit.recipe).softmax_output == "log2"     # FQ-ViT: log2 SOFTMAX, log2_a MATMULs
 
     def layernorm(lname, ln, x, rows=None):
         src = x if rows is None else x.rows_from(0, rows)
@@ -864,7 +882,8 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 qkv = _linear(b, p + "qkv", n1, *qkv_args)
                 b.release(n1)
         attn = b.activation(p + "attn.out", m, heads * dhp)
-        a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn), "int32", "param")
+        a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn, b.log2, name + ": " + p + "attn"),
+                           "int32", "param")
         have = frozenset("kvq" if fused and on_chip else "")
         for h in range(heads):
             with b.layer(f"{p}attn.{h}"):

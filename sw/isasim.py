@@ -31,7 +31,7 @@ from vitaccel.sw.gelu import ShiftGeluParams, apply_gelu_table, shift_gelu
 from vitaccel.sw.golden import matmul, requantize
 from vitaccel.sw.layernorm import LayerNormParams, ailayernorm, i_layernorm
 from vitaccel.sw.residual import residual_add
-from vitaccel.sw.softmax import e2softmax, shiftmax
+from vitaccel.sw.softmax import e2softmax, log2_operand, log2_spad_codes, log_int_softmax, shiftmax
 from vitaccel.sw.program import Program, param_rows, unpack_nibbles
 
 __all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS", "VECTOR_OPS"]
@@ -187,7 +187,10 @@ class _Machine:
             return
         spad, acc = self.mems[LocalMemory.SPAD], self.mems[LocalMemory.ACC]
         c = slice(f["c_addr"], f["c_addr"] + rows)
-        acc[c] = matmul(spad[f["a_addr"]:f["a_addr"] + rows], spad[f["b_addr"]:f["b_addr"] + self.cfg.rows],
+        a = spad[f["a_addr"]:f["a_addr"] + rows]
+        if f["log2_a"] and self.cfg.log2_attention:
+            a = log2_operand(a)          # log2 probability codes: 0 or 2**(s - 1) (isa.MatmulInstr)
+        acc[c] = matmul(a, spad[f["b_addr"]:f["b_addr"] + self.cfg.rows],
                         acc[c] if f["accumulate"] else None, transpose_b=f["transpose_b"])
 
     def requant(self, f: dict) -> None:
@@ -233,10 +236,14 @@ class _Machine:
         x = self._gather(f["src"], f)
         if op is Opcode.SOFTMAX:
             mult, shift = (int(v) for v in self._params(f, 2))
-            probs = (e2softmax if cfg.softmax == "e2softmax" else shiftmax)(x, mult, shift)
-            y = probs.mant
             exps = np.zeros(_ceil(f["rows"], cfg.cols) * cfg.cols, dtype=np.int32)
-            exps[:f["rows"]] = np.asarray(probs.row_exp).reshape(-1)
+            if f["log2"] and cfg.log2_attention:
+                # FQ-ViT Log-Int-Softmax codes as the array reads them; exponent rows zero.
+                y = log2_spad_codes(log_int_softmax(x, mult, shift, 4))
+            else:
+                probs = (e2softmax if cfg.softmax == "e2softmax" else shiftmax)(x, mult, shift)
+                y = probs.mant
+                exps[:f["rows"]] = np.asarray(probs.row_exp).reshape(-1)
             self.mems[LocalMemory.PARAM][f["src2"]:f["src2"] + len(exps) // cfg.cols] = exps.reshape(-1, cfg.cols)
         elif op is Opcode.LAYERNORM:
             tiles = _ceil(length, cfg.cols)

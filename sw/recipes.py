@@ -132,13 +132,20 @@ def softmax_bits(name: str, abits: int) -> int:
     return 4 if recipe(name).softmax_output == "log2" else min(abits, 5)
 
 
-def hardware_gap(intvit) -> str | None:
+def hardware_gap(intvit, cfg=None) -> str | None:
     """Why today's accelerator cannot run ``intvit`` (one line naming the recipe and the missing
-    features), or None when it can."""
+    features), or None when it can.
+
+    ``cfg`` (an :class:`~vitaccel.config.AccelConfig`) is the build to run on: what a build may carry
+    (``config.FEATURES``: FQ-ViT's log2 softmax, ``log2_attention``) is then left to
+    :func:`vitaccel.sw.compiler.check_features`, which names the feature and the config. Without
+    ``cfg`` (the recipe alone) such features count as missing."""
     rec = recipe(intvit.recipe)
     missing = []
     if rec.softmax_output == "log2":
-        missing.append("4-bit log2 softmax output with shift-add attention x V (FQ-ViT Log-Int-Softmax)")
+        if cfg is None:
+            missing.append("4-bit log2 softmax output with shift-add attention x V (FQ-ViT Log-Int-Softmax; "
+                           "a build with log2_attention = true)")
     elif rec.softmax_output == "log_sqrt2":
         missing.append("log-sqrt2 softmax output (RepQ-ViT)")
     elif rec.softmax_output == "twin":

@@ -55,7 +55,8 @@ __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabil
            "log_int_softmax", "log_sqrt2_softmax", "LSQ2_OFFSET_MAX", "log_attention_matmul", "LOG2_TABLE", "LIS_THRESHOLD",
            "LIS_GEOMETRIC",
            "exp2_quadratic", "EXP_QUAD", "LOG_EXP",
-           "SQRT1_2", "row_log2_sum", "TwinCodes", "twin_softmax", "twin_attention_matmul"]
+           "SQRT1_2", "row_log2_sum", "TwinCodes", "twin_softmax", "twin_attention_matmul",
+           "log2_spad_codes", "log2_operand"]
 
 class SoftmaxParams(NamedTuple):
     """The dyadic pre-multiply: ``mult / 2**shift ~= s * 2**LOG_FRAC * log2(e) / 1.4375``."""
@@ -436,6 +437,23 @@ def log_attention_matmul(p: LogProbabilities, v, mult, shift) -> np.ndarray:
     weight = np.where(k == p.zero, 0, weight)
     acc = weight @ v.astype(np.int64)
     return requantize(acc, 0, mult, np.asarray(shift, dtype=np.int64) + extra)
+
+
+def log2_spad_codes(p: LogProbabilities) -> np.ndarray:
+    """The bytes a log2 SOFTMAX writes to the scratchpad (docs/isa.md): ``s = Z - k`` for the
+    4-bit codes ``k`` (``Z = 15``), int8 ``0..15``; ``s = 0`` is the zero code (``p = 0``), so the
+    zero bytes of padding and of the SOFTMAX output past ``length`` add nothing in a MATMUL."""
+    if p.bits != 4 or p.sqrt2:
+        raise ValueError(f"the hardware's log2 codes are 4-bit log2 (not log-sqrt2), got bits={p.bits}")
+    return finish(p.zero - np.asarray(p.k, dtype=np.int64), np.int8)
+
+
+def log2_operand(s) -> np.ndarray:
+    """A MATMUL ``log2_a`` input byte as the array's operand: its low 4 bits ``s``, ``0`` for
+    ``s == 0``, else ``2**(s - 1)`` (``2**(Z - 1 - k)``, the weight of :func:`log_attention_matmul`).
+    int64, ``0 .. 2**14``."""
+    s = np.asarray(s).astype(np.int64) & 15
+    return np.where(s == 0, 0, np.int64(1) << np.maximum(s - 1, 0))
 
 
 class TwinCodes(NamedTuple):

@@ -49,7 +49,7 @@ def load_intvit(model: str, cfg: AccelConfig, progress: Callable[[str], None] | 
         if not path.is_file():
             raise QuantizeError(f"model {model!r} is neither a built-in model ({', '.join(NAMED_MODELS)}) "
                                 f"nor an IntViT file")
-        return _for_hardware(IntViT.load(path), path)
+        return _for_hardware(IntViT.load(path), path, cfg)
     from vitaccel.sw.compiler import check_features     # built-in models: recipe base, dyadic multipliers
     check_features(cfg, {"requant-multiplier": "built-in models are quantized with recipe base"}, model)
     variants = f"{cfg.softmax}-{cfg.layernorm}-{cfg.gelu}-m{cfg.mult_bits}"
@@ -60,11 +60,11 @@ def load_intvit(model: str, cfg: AccelConfig, progress: Callable[[str], None] | 
     return IntViT.load(cached)
 
 
-def _for_hardware(intvit, path: Path):
+def _for_hardware(intvit, path: Path, cfg):
     from vitaccel.sw.intvit import IntViTError
     from vitaccel.sw.recipes import hardware_gap
 
-    gap = hardware_gap(intvit)
+    gap = hardware_gap(intvit, cfg)
     if gap:
         raise IntViTError(f"{path}: {gap}")
     return intvit

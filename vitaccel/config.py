@@ -50,11 +50,14 @@ FEATURES = {
                            "a model quantized with --recipe p2vit"),
     "packed-weights": ("packed_weights", True, "packed LOADs: 4-bit weights two per byte, unpacked by the DMA",
                        "4-bit weights stored one per byte (unpacked LOADs)"),
+    "log2-attention": ("log2_attention", True,
+                       "4-bit log2 softmax output (FQ-ViT Log-Int-Softmax) and attention x V by shifts in the array",
+                       "a recipe without log2 softmax output (e.g. base)"),
 }
 
 #: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
 #: default, so that existing configs keep their slugs, build directories and cache keys.
-_OMITTED_AT_DEFAULT = ("requant", "packed_weights")
+_OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention")
 
 
 class ConfigError(ValueError):
@@ -111,6 +114,11 @@ class AccelConfig:
         stored two per byte into SPAD rows, half the bytes and bus beats of int8 storage. Needs an
         even ``cols`` of at least two bus words (the unpacker writes a pair of SPAD rows per ``cols``
         bytes, one row a cycle). Without it 4-bit weights are stored and loaded as int8.
+    log2_attention : bool
+        FQ-ViT's Log-Int-Softmax in hardware (docs/isa.md: SOFTMAX ``log2``, MATMUL ``log2_a``):
+        4-bit log2 probability codes, which the array's input edge decodes into powers of two, so
+        ``attention x V`` takes shifts and adds at MATMUL's speed. The array's input operands and
+        partial sums widen (:attr:`psum_width`); the multipliers (18x18 on ECP5) do not change.
     """
 
     name: str = "custom"
@@ -132,6 +140,7 @@ class AccelConfig:
     max_row: int = 256
     requant: str = "dyadic"
     packed_weights: bool = False
+    log2_attention: bool = False
 
     # ---- derived properties -------------------------------------------------------------------
 
@@ -154,8 +163,22 @@ class AccelConfig:
 
     @property
     def psum_width(self) -> int:
-        """Width of a partial sum inside the array: a product plus log2(rows) bits of growth."""
-        return 2 * self.data_width + max(1, math.ceil(math.log2(self.rows)))
+        """Width of a partial sum inside the array: a product plus log2(rows) bits of growth.
+        A product is ``2 * data_width`` bits, or with :attr:`log2_attention` ``data_width + 15``
+        (a decoded log2 operand is up to ``2**14``, 16 bits signed)."""
+        return self.product_width + max(1, math.ceil(math.log2(self.rows)))
+
+    @property
+    def operand_width(self) -> int:
+        """Width of the array's input operand: ``data_width``, or 16 with :attr:`log2_attention`
+        (a decoded log2 code, ``0`` or ``2**(s - 1)`` up to ``2**14``, signed)."""
+        return 16 if self.log2_attention else self.data_width
+
+    @property
+    def product_width(self) -> int:
+        """Width of one PE's product: ``2 * data_width``, or ``data_width + 15`` with
+        :attr:`log2_attention` (``|2**14 * w| <= 2**21``)."""
+        return self.data_width + 15 if self.log2_attention else 2 * self.data_width
 
     @property
     def shift_bits(self) -> int:

@@ -108,11 +108,20 @@ class MatmulInstr(data.Struct):
     row by row). The input row ``spad[a_addr + r]`` holds
     one int8 value per array row (the reduction dimension). Products are exact; sums wrap to int32.
     With ``accumulate`` set the result is added to the accumulator row, else it overwrites it.
+
+    With ``log2_a`` set (on a build with ``AccelConfig.log2_attention``; elsewhere the bit is
+    reserved and ignored) each input byte is a log2 probability code, as a log2 SOFTMAX writes
+    them: its low 4 bits ``s`` stand for the operand ``0`` when ``s == 0``, else ``2**(s - 1)``
+    (``s = 15 - k`` for FQ-ViT's code ``k``: ``p ~= 2**-k = 2**(s - 1) / 2**14``; a zero byte,
+    as padding and SOFTMAX's output past ``length`` are, adds nothing). The weights stay int8, the
+    products (up to ``2**21``) are exact: ``attention x V`` as shifts of ``V`` and adds, in
+    MATMUL's cycles (the array decodes each input row at its edge).
     """
     opcode: Opcode
     accumulate: 1
     transpose_b: 1
-    reserved: 6
+    log2_a: 1
+    reserved: 5
     a_addr: 16
     b_addr: 16
     c_addr: 16
@@ -153,7 +162,11 @@ class VectorInstr(data.Struct):
     - SOFTMAX (variant ``AccelConfig.softmax``): ``param[param_addr][0:2] = mult, shift``. The
       output is the probability mantissas (int8, 0..127); row ``r``'s exponent goes to
       ``param[src2 + r // cols][r % cols]``: the ``ceil(rows / cols)`` PARAM rows from ``src2`` are
-      overwritten, zero past ``rows``. ``length <= max_row``.
+      overwritten, zero past ``rows``. ``length <= max_row``. With ``log2`` set (a build with
+      ``AccelConfig.log2_attention``; elsewhere the bit is reserved and ignored): FQ-ViT's
+      Log-Int-Softmax, ``k = log_int_softmax(x, mult, shift, 4).k`` (whatever the variant), written
+      as ``s = 15 - k`` (0..15; 0 is ``p = 0``): the input of a MATMUL with ``log2_a``; the
+      exponent rows are written as zeros.
     - LAYERNORM (variant ``AccelConfig.layernorm``): per-channel planes ``alpha``, ``mult``,
       ``bias``, ``shift`` at ``param_addr + p*T + t`` (p = 0..3, ``alpha`` unused by i_layernorm),
       then ``param[param_addr + 4T][0:2] = m, k``, the row-mean constants. ``length <= max_row``.
@@ -169,7 +182,8 @@ class VectorInstr(data.Struct):
     sw/layernorm.py, sw/gelu.py and sw/residual.py; sw/isasim.py is the executable semantics.
     """
     opcode: Opcode
-    reserved: 8
+    log2: 1
+    reserved: 7
     src: 16
     src2: 16
     dst: 16
@@ -207,6 +221,10 @@ LAYOUT_OF = {
 }
 
 
+#: Flags added after listings were first written, shown only when set.
+_HIDDEN_AT_ZERO = ("packed", "log2_a", "log2")
+
+
 @dataclass(frozen=True)
 class Instr:
     """A decoded instruction: its opcode and its fields as plain Python values."""
@@ -223,7 +241,7 @@ class Instr:
         name = self.opcode.name if isinstance(self.opcode, Opcode) else f"ILLEGAL({self.opcode})"
         args = ", ".join(f"{k}={v.name if isinstance(v, enum.Enum) else v}"
                          for k, v in self.fields.items()
-                         if k not in ("opcode", "reserved") and not (k == "packed" and not v))
+                         if k not in ("opcode", "reserved") and not (k in _HIDDEN_AT_ZERO and not v))
         return f"{name.lower()} {args}".rstrip()
 
 
