@@ -15,7 +15,7 @@ from vitaccel.config import AccelConfig
 from .interfaces import checked_config
 from .lib import Mult18x18D, delayed, fanned_out, is_ecp5
 
-__all__ = ["SystolicArray", "array_latency", "swap_cycle", "dsp_floorplan", "MULTIPLIERS"]
+__all__ = ["SystolicArray", "array_latency", "swap_cycle", "dsp_floorplan", "log2_decode", "MULTIPLIERS"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
 #: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the operand and product registers inside),
@@ -41,6 +41,23 @@ def swap_cycle(first: int, i: int, j: int) -> int:
     row with ``a_first`` presented in cycle ``first``: ``first + max(i, 1) + j - 1``, the cycle
     before that row's element reaches the PE."""
     return first + max(i, 1) + j - 1
+
+
+def log2_decode(m: Module, code, log2, width: int = 16) -> Signal:
+    """The array's operand of input byte ``code``: with ``log2`` its low 4 bits ``s`` as ``0``
+    (``s == 0``) or ``2**(s - 1)`` (``vitaccel.sw.softmax.log2_operand``), else ``code`` itself,
+    sign-extended; ``signed(width)``, combinational (a 4-input decode and a 2:1 select per bit)."""
+    out = Signal(signed(width))
+    with m.If(log2):
+        with m.Switch(code[:4]):
+            for s in range(1, 16):
+                with m.Case(s):
+                    m.d.comb += out.eq(1 << (s - 1))
+            with m.Default():
+                m.d.comb += out.eq(0)
+    with m.Else():
+        m.d.comb += out.eq(code)
+    return out
 
 
 def dsp_floorplan(rows: int, cols: int, site_rows) -> dict[tuple[int, int], str] | None:
@@ -117,11 +134,19 @@ class SystolicArray(wiring.Component):
         rows before it the previous one.
     a_row : In(ArrayLayout(signed(data_width), rows))
         One input row, element ``i`` for array row ``i``; not skewed.
+    a_log2 : In(1)
+        Only with ``cfg.log2_attention``: with ``a_valid``, ``a_row`` holds log2 probability codes
+        (``vitaccel.isa.MatmulInstr`` ``log2_a``): element ``i``'s low 4 bits ``s`` stand for the
+        operand ``0`` (``s == 0``) or ``2**(s - 1)``. The flag travels with the row through the
+        skew; each array row decodes its element after the skew (:func:`log2_decode`), so the
+        operands moving right are 16 bits (:attr:`AccelConfig.operand_width`) and the products
+        ``data_width + 15`` bits; the latency does not change.
     out_valid : Out(1)
         ``a_valid`` delayed by :attr:`latency` cycles.
     out_row : Out(ArrayLayout(signed(psum_width), cols))
         With ``out_valid``: ``out_row[j] = sum_i a_row[i] * W[i][j]`` for the ``a_row`` presented
-        :attr:`latency` cycles earlier. Exact: ``psum_width`` bits hold ``rows`` int8 products.
+        :attr:`latency` cycles earlier (``a_row[i]`` decoded with ``a_log2``). Exact: ``psum_width``
+        bits hold ``rows`` products.
 
     Notes
     -----
@@ -152,6 +177,7 @@ class SystolicArray(wiring.Component):
             "a_valid": In(1),
             "a_first": In(1),
             "a_row": In(data.ArrayLayout(signed(cfg.data_width), cfg.rows)),
+            **({"a_log2": In(1)} if cfg.log2_attention else {}),
             "out_valid": Out(1),
             "out_row": Out(data.ArrayLayout(signed(cfg.psum_width), cfg.cols)),
         })
@@ -188,6 +214,10 @@ class SystolicArray(wiring.Component):
             # Every multiplier operand comes from a register: row 0 gets one too, paid for by
             # taking its product as the partial sum, with no register in between.
             a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}", reset_less=True)
+            if cfg.log2_attention:
+                # The log2 flag is skewed with the row's element and decoded at the array's edge.
+                log2 = delayed(m, self.a_log2, max(i, 1), name=f"log2_skew_{i}", reset_less=True)
+                a_in = log2_decode(m, a_in, log2, cfg.operand_width)
             # The swap travels a cycle ahead of the tile's first row (swap_cycle).
             swap = delayed(m, self.a_first & self.a_valid, max(i, 1) - 1, name=f"swap_skew_{i}")
             for j in range(cfg.cols):
@@ -205,12 +235,13 @@ class SystolicArray(wiring.Component):
                 with m.If(swap):
                     m.d.sync += weight.eq(shadow)
                 if multiplier == "mult18x18d":
-                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(registered_inputs=True,
+                    m.submodules[f"mult_{i}_{j}"] = mult = Mult18x18D(cfg.operand_width, cfg.data_width,
+                                                                      registered_inputs=True,
                                                                       site=self._floorplan.get((i, j)))
                     m.d.comb += [mult.a.eq(a_in), mult.b.eq(weight)]
                     product = mult.p
                 else:
-                    product = Signal(signed(2 * cfg.data_width), name=f"product_{i}_{j}")
+                    product = Signal(signed(cfg.operand_width + cfg.data_width), name=f"product_{i}_{j}")
                     m.d.sync += product.eq(delayed(m, a_in, 1, name=f"operand_a_{i}_{j}")
                                            * delayed(m, weight, 1, name=f"operand_w_{i}_{j}"))
                 product = delayed(m, product, 1, name=f"product_copy_{i}_{j}", reset_less=True)

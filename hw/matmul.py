@@ -41,7 +41,9 @@ class MatmulEngine(Engine):
 
     The weight tile ``W`` is ``spad[b_addr + i]`` for ``i < cfg.rows`` (row ``i`` for array row
     ``i``). Sums wrap to int32; with ``accumulate`` the accumulator rows are read, added to and
-    written back in a read-modify-write pipeline, otherwise they are overwritten.
+    written back in a read-modify-write pipeline, otherwise they are overwritten. On a
+    ``log2_attention`` build, ``log2_a`` makes the input rows log2 codes, decoded by the array
+    (:class:`~vitaccel.hw.array.SystolicArray` ``a_log2``) in the same cycles.
 
     Parameters
     ----------
@@ -119,6 +121,7 @@ class MatmulEngine(Engine):
         rows = Signal.like(instr.rows)
         accumulate = Signal()
         transpose_b = Signal()
+        log2_a = Signal()                      # the input rows are log2 codes (log2_attention builds)
         total = Signal(len(instr.rows) + 1)    # matmul_cycles of the command
         short = Signal()                       # rows < min_stream
         hold = Signal(range(min_stream + 1))   # cycles the short command still waits
@@ -134,7 +137,8 @@ class MatmulEngine(Engine):
 
         taken = [
             a_addr.eq(instr.a_addr), rows.eq(instr.rows), accumulate.eq(instr.accumulate),
-            transpose_b.eq(instr.transpose_b), spad_addr.eq(instr.b_addr), issued.eq(0),
+            transpose_b.eq(instr.transpose_b), log2_a.eq(instr.log2_a & cfg.log2_attention),
+            spad_addr.eq(instr.b_addr), issued.eq(0),
             issued_last.eq(cfg.rows == 1), c_addr.eq(instr.c_addr),
             total.eq(instr.rows + matmul_cycles(cfg, 1) - 1),
             short.eq(instr.rows < min_stream), hold.eq(min_stream - instr.rows),
@@ -180,6 +184,10 @@ class MatmulEngine(Engine):
             array.a_valid.eq(delayed(m, streaming, READ_LATENCY, "a_valid")),
             array.a_first.eq(delayed(m, streaming & first, READ_LATENCY, "a_first")),
         ]
+        if cfg.log2_attention:
+            # The log2 flag of each input row, delayed with its data (two commands' rows may be in
+            # the array: the flag travels with the row through the skew, hw/array.py).
+            m.d.comb += array.a_log2.eq(delayed(m, streaming & log2_a, READ_LATENCY, "a_log2"))
         # transpose_b holds from the cycle after the command is accepted to the end of its weight
         # reads: one register is enough to be in place for every delayed weight load.
         m.d.sync += array.w_transpose.eq(transpose_b)

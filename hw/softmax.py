@@ -641,6 +641,11 @@ class SoftmaxEngine(Engine):
 
     def __init__(self, cfg: AccelConfig):
         super().__init__(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr")
+        if cfg.log2_attention:
+            # The array decodes log2 codes (hw/array.py); the unit's log2 output is not built yet.
+            raise ValueError(f"config {cfg.name!r}: log2_attention needs the softmax unit's 4-bit log2 output "
+                             f"(FQ-ViT Log-Int-Softmax), not in the RTL yet (issue 23); the ISA simulator and the "
+                             f"performance model run it (--engine isa)")
 
     def elaborate(self, platform):
         cfg = self._cfg

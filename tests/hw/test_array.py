@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 from vitaccel.config import preset
 from vitaccel.hw.array import SystolicArray, array_latency
 from vitaccel.sw.golden import matmul
+from vitaccel.sw.softmax import log2_operand
 
 TINY = preset("tiny")
 
@@ -21,11 +22,11 @@ def square(n):
     return dataclasses.replace(TINY, rows=n, cols=n, bus_bits=8, requant_lanes=1, vector_lanes=1).validate()
 
 
-def run_array(cfg, weights, inputs, valid):
+def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto"):
     """Load ``weights`` into the shadow tile, wait a cycle (``swap_cycle``: a 1- or 2-row array
     needs it), present ``inputs[t]`` in cycle t (where ``valid[t]``; the first valid one with
     ``a_first``), return per-cycle outputs."""
-    dut = SystolicArray(cfg)
+    dut = SystolicArray(cfg, multiplier=multiplier)
     assert dut.latency == array_latency(cfg)
     cycles = len(inputs) + dut.latency + 2
     seen = []
@@ -44,6 +45,8 @@ def run_array(cfg, weights, inputs, valid):
                 ctx.set(dut.a_valid, int(valid[t]))
                 ctx.set(dut.a_first, int(t == first))
                 ctx.set(dut.a_row, inputs[t].tolist())
+                if log2 is not None:
+                    ctx.set(dut.a_log2, int(log2[t]))
             else:
                 ctx.set(dut.a_valid, 0)
             seen.append((ctx.get(dut.out_valid), [ctx.get(dut.out_row[j]) for j in range(cfg.cols)]))
@@ -56,9 +59,10 @@ def run_array(cfg, weights, inputs, valid):
     return dut.latency, seen
 
 
-def check(cfg, weights, inputs, valid, seed):
-    latency, seen = run_array(cfg, weights, inputs, valid)
-    expected = matmul(inputs, weights)
+def check(cfg, weights, inputs, valid, seed, log2=None, multiplier="auto"):
+    latency, seen = run_array(cfg, weights, inputs, valid, log2, multiplier)
+    a = inputs if log2 is None else np.where(log2[:, None], log2_operand(inputs), inputs)
+    expected = matmul(a, weights)
     out_valid = np.array([v for v, _ in seen], dtype=bool)
     want_valid = np.zeros(len(seen), dtype=bool)
     want_valid[latency:latency + len(inputs)] = valid
@@ -83,6 +87,23 @@ def test_random_rows_with_gaps(n, seed):
     inputs = rng.integers(-128, 128, (20, n), dtype=np.int8)
     valid = rng.random(20) < 0.7
     check(cfg, weights, inputs, valid, seed)
+
+
+@pytest.mark.parametrize("n,seed,multiplier", [(4, 5, "inferred"), (3, 6, "mult18x18d"), (12, 7, "inferred")])
+def test_log2_rows_mixed_with_int8_rows(n, seed, multiplier):
+    """log2_attention build: each row's a_log2 flag at random (with gaps); log2 rows' bytes decode
+    to 0 or 2**(s - 1) from their low 4 bits, the others stay int8; one row of 2**14 codes."""
+    cfg = dataclasses.replace(square(n), log2_attention=True).validate()
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(-128, 128, (n, n), dtype=np.int8)
+    inputs = rng.integers(-128, 128, (24, n), dtype=np.int8)
+    inputs[3] = 15
+    weights[:, 0] = -128
+    valid = rng.random(24) < 0.7
+    valid[3] = True
+    log2 = rng.random(24) < 0.5
+    log2[3] = True
+    check(cfg, weights, inputs, valid, seed, log2, multiplier)
 
 
 @pytest.mark.parametrize("a,w", [(-128, -128), (127, 127), (-128, 127)])

@@ -21,6 +21,7 @@ from vitaccel.hw.matmul import MatmulEngine, matmul_cycles, matmul_issue_cycles
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw.golden import matmul
+from vitaccel.sw.softmax import log2_operand
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
@@ -39,7 +40,10 @@ def model(cfg, spad, acc, cmd):
     if rows == 0:
         return
     c = slice(cmd["c_addr"], cmd["c_addr"] + rows)
-    acc[c] = matmul(spad[cmd["a_addr"]:cmd["a_addr"] + rows], spad[cmd["b_addr"]:cmd["b_addr"] + cfg.rows],
+    a = spad[cmd["a_addr"]:cmd["a_addr"] + rows]
+    if cmd.get("log2_a") and cfg.log2_attention:
+        a = log2_operand(a)
+    acc[c] = matmul(a, spad[cmd["b_addr"]:cmd["b_addr"] + cfg.rows],
                     acc[c] if cmd["accumulate"] else None, transpose_b=cmd.get("transpose_b", 0))
 
 
@@ -60,9 +64,9 @@ def random_memories(cfg, rng):
     return spad, acc
 
 
-def cmd(a_addr, b_addr, c_addr, rows, accumulate, transpose_b=0):
+def cmd(a_addr, b_addr, c_addr, rows, accumulate, transpose_b=0, log2_a=0):
     return dict(a_addr=a_addr, b_addr=b_addr, c_addr=c_addr, rows=rows, accumulate=accumulate,
-                transpose_b=transpose_b)
+                transpose_b=transpose_b, log2_a=log2_a)
 
 
 def test_cycle_formula():
@@ -192,3 +196,41 @@ def test_converts_to_verilog(name):
 def test_rejects_what_is_not_a_config():
     with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
         MatmulEngine("tiny")
+
+
+@pytest.mark.parametrize("name,seed", [("tiny", 30), ("default", 31)])
+def test_log2_codes(name, seed):
+    """A log2_attention build: log2_a commands (random bytes: only the low 4 bits count, 0 is 0)
+    back to back with int8 ones and transposed ones, accumulating and not; the same cycles."""
+    cfg = small(name, log2_attention=True)
+    rng = np.random.default_rng(seed)
+    spad, acc = random_memories(cfg, rng)
+    spad[5:9, 0] = 0          # zero codes
+    spad[5:9, 1] = 15         # 2**14
+    n = cfg.rows
+    run(cfg, spad, acc, [
+        cmd(a_addr=5, b_addr=40, c_addr=0, rows=19, accumulate=0, log2_a=1),
+        cmd(a_addr=30, b_addr=20, c_addr=0, rows=19, accumulate=1),
+        cmd(a_addr=5, b_addr=40, c_addr=10, rows=9, accumulate=1, transpose_b=1, log2_a=1),
+        cmd(a_addr=0, b_addr=64 - n, c_addr=31, rows=1, accumulate=1, log2_a=1),
+        cmd(a_addr=63, b_addr=1, c_addr=30, rows=1, accumulate=0),
+        cmd(a_addr=2, b_addr=50, c_addr=20, rows=3, accumulate=0, log2_a=1),
+    ], seed)
+
+
+@pytest.mark.parametrize("w", [-128, 127])
+def test_log2_extremes_fit_the_partial_sums(w):
+    """Every code 15 (2**14) against weights -128 or 127: rows * 2**14 * w, exact (psum_width)."""
+    cfg = small("default", log2_attention=True)
+    spad = np.full((cfg.spad_rows, cfg.cols), 15, dtype=np.int8)
+    spad[32:32 + cfg.rows] = w
+    acc = np.zeros((cfg.acc_rows, cfg.cols), dtype=np.int32)
+    run(cfg, spad, acc, [cmd(a_addr=0, b_addr=32, c_addr=0, rows=6, accumulate=1, log2_a=1),
+                         cmd(a_addr=0, b_addr=32, c_addr=8, rows=6, accumulate=0, log2_a=1)], seed=None)
+
+
+def test_log2_flag_is_ignored_without_the_feature():
+    cfg = small("tiny")
+    rng = np.random.default_rng(32)
+    spad, acc = random_memories(cfg, rng)
+    run(cfg, spad, acc, [cmd(a_addr=5, b_addr=40, c_addr=0, rows=7, accumulate=0, log2_a=1)], seed=32)
