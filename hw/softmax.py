@@ -13,8 +13,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS, ROW_EXP_MAX, SOFTMAX_MAX_SHIFT,
-                               UNIT_MULT_BITS)
+from vitaccel.numerics import (EXP_BITS, EXP_QUAD, K_MAX, LIS_THRESHOLD, LOG2_TABLE, LOG_FRAC, LOG_RANGE, RECIP,
+                               RECIP_BITS, ROW_EXP_MAX, SOFTMAX_MAX_SHIFT, UNIT_MULT_BITS)
 
 from .interfaces import checked_config
 from .lib import Engine, RowGatherer, delayed, one_hot_select, radix4_pair_sums, radix4_products, read_room
@@ -118,6 +118,7 @@ class SoftmaxUnit(wiring.Component):
             "mult": In(signed(MULT_BITS)),
             "shift": In(unsigned(SHIFT_BITS)),
             "length": In(range(cfg.max_row + 1)),
+            **({"log2": In(1)} if cfg.log2_attention else {}),
             "i": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
             "o": Out(stream.Signature(data.StructLayout({
                 "mant": data.ArrayLayout(signed(8), lanes),
@@ -143,10 +144,11 @@ class SoftmaxUnit(wiring.Component):
         tags = [buffers.tag] + [Signal.like(buffers.tag, name=f"tag_{k}") for k in range(1, n_tags)]
         with m.If(advance):
             m.d.sync += [tags[k + 1].eq(tags[k]) for k in range(n_tags - 1)]
+        log2 = self.log2 if self._cfg.log2_attention else Const(0, 1)
         m.submodules.exponent = exponent = _Exponent(self._cfg, advance, tags, buffers.data, buffers.row_max,
-                                                     self.mult, self.shift)
+                                                     self.mult, self.shift, log2)
         m.submodules.normalizer = normalizer = _Normalizer(self._cfg, advance, tags, exponent.exps)
-        m.submodules.output = _OutputStage(self._cfg, advance, tags, exponent, normalizer, self.o)
+        m.submodules.output = _OutputStage(self._cfg, advance, tags, exponent, normalizer, self.o, log2)
         return m
 
 
@@ -327,11 +329,14 @@ class _Exponent(Elaboratable):
         E2Softmax only: lane ``j``'s ``k`` at stage 12 (``w = R << (15 - k)`` is a shift).
     """
 
-    def __init__(self, cfg: AccelConfig, advance, tags, buf_data, row_max, mult, shift):
+    def __init__(self, cfg: AccelConfig, advance, tags, buf_data, row_max, mult, shift, log2):
         self._cfg = cfg
         self._advance, self._tags = advance, tags
         self._data, self._row_max, self._mult, self._shift = buf_data, row_max, mult, shift
+        self._log2 = log2
         self.exps, self.ks = [], []
+        #: log2_attention builds: lane ``j``'s ``t`` at stage 12 (for the log2 codes).
+        self.ts = []
 
     def elaborate(self, platform):
         advance, mult, shift = self._advance, self._mult, self._shift
@@ -370,7 +375,36 @@ class _Exponent(Elaboratable):
                     t.eq(u + (u >> 1) - (u >> 4)),
                 ]
             self._exponential(m, t, j)
+            if self._cfg.log2_attention:
+                self._quadratic(m, t, j)
         return m
+
+    def _quadratic(self, m, t, j):
+        """log2_attention builds, stages 11 and 12 of lane ``j``: ``E = exp2_quadratic(t)``
+        (sw/softmax.py), the exponentials whose row sum gives ``log2(sum)`` for the log2 codes,
+        replacing the variant's ``E`` while ``log2`` is set; and ``t`` kept to stage 12."""
+        advance, tags = self._advance, self._tags
+        a = Signal(LOG_FRAC + 8, name=f"qa_{j}")
+        f = Signal(LOG_FRAC, name=f"qf_{j}")
+        q = Signal(range(EXP_BITS + 3), name=f"qq_{j}")
+        poly = Signal(signed(EXP_BITS + 3), name=f"qpoly_{j}")
+        exp = Signal(EXP_BITS + 1, name=f"qexp_{j}")
+        t11, t12 = (Signal.like(t, name=f"t{k}_{j}") for k in (11, 12))
+        m.d.comb += [a.eq(-t), f.eq(a[:LOG_FRAC])]
+        # (f * (256 - f) * 22 + 128) >> 8, the product an 8 x 9-bit LUT multiply, * 22 as shifts.
+        bend = f * ((1 << LOG_FRAC) - f)
+        bend = ((bend << 4) + (bend << 2) + (bend << 1) + (1 << 7)) >> 8
+        assert EXP_QUAD == 16 + 4 + 2
+        chord = ((2 << LOG_FRAC) - f) << (EXP_BITS - LOG_FRAC - 1)
+        with m.If(advance):
+            m.d.sync += [
+                t11.eq(t), t12.eq(t11),
+                q.eq(Mux((a >> LOG_FRAC) > EXP_BITS + 2, EXP_BITS + 2, a >> LOG_FRAC)),
+                poly.eq(chord - bend),
+                exp.eq(Mux(tags[SoftmaxUnit.EXP_STAGE - 1].live[j], (((poly << 1) >> q) + 1) >> 1, 0)),
+            ]
+        self.ts.append(t12)
+        self.exps[j] = Mux(self._log2, exp, self.exps[j])
 
     def _exponential(self, m, t, j):
         """Stages 11 and 12 of lane ``j``: from ``t`` (log2 domain, stage 10) to ``E`` (and ``k``)."""
@@ -424,6 +458,8 @@ class _Normalizer(Elaboratable):
         self._advance, self._tags, self._exps = advance, tags, exps
         self.recip_r = Signal(EXP_BITS)
         self.row_exp = Signal(ROW_EXP_BITS)
+        #: log2_attention builds: ``log2(S)`` in ``2**-LOG_FRAC`` units (``row_log2_sum``), with R.
+        self.log2_sum = Signal(16)
 
     def elaborate(self, platform):
         advance, tags, cfg = self._advance, self._tags, self._cfg
@@ -431,6 +467,10 @@ class _Normalizer(Elaboratable):
         m.submodules.recip = recip = Memory(shape=unsigned(EXP_BITS), depth=1 << RECIP_BITS,
                                             init=[int(r) for r in RECIP])
         recip_rd = recip.read_port(domain="comb")
+        if cfg.log2_attention:
+            m.submodules.log2_table = log2_table = Memory(shape=unsigned(LOG_FRAC), depth=1 << RECIP_BITS,
+                                                          init=[int(v) for v in LOG2_TABLE])
+            log2_rd = log2_table.read_port(domain="comb")
         s = SoftmaxUnit.SUM_STAGE
         levels = (cfg.vector_lanes - 1).bit_length()
         total = Signal(EXP_BITS + 1 + (cfg.max_row - 1).bit_length())  # S <= max_row * 2**15
@@ -452,6 +492,8 @@ class _Normalizer(Elaboratable):
         index = Signal(RECIP_BITS)
         sum_done = [tags[s + i].valid & ~tags[s + i].norm & tags[s + i].last for i in (1, 2, 3)]
         m.d.comb += recip_rd.addr.eq(index)
+        if cfg.log2_attention:
+            m.d.comb += log2_rd.addr.eq(index)
         with m.If(advance):
             with m.If(sum_done[0]):
                 m.d.sync += one_hot.eq(Cat(
@@ -465,6 +507,9 @@ class _Normalizer(Elaboratable):
             with m.If(sum_done[2]):
                 # n - 8 = (n - RECIP_BITS) - 1: the exponent of the mantissas' step.
                 m.d.sync += [self.recip_r.eq(recip_rd.data), self.row_exp.eq(lead - 1)]
+                if cfg.log2_attention:
+                    # The leading one is at lead + RECIP_BITS; the table gives log2 of the 7 bits after it.
+                    m.d.sync += self.log2_sum.eq(((lead + RECIP_BITS) << LOG_FRAC) + log2_rd.data)
         return m
 
 
@@ -478,10 +523,11 @@ class _OutputStage(Elaboratable):
     of its own that moves with the tags: the engine's output side hangs on it).
     """
 
-    def __init__(self, cfg: AccelConfig, advance, tags, exponent, normalizer, probs):
+    def __init__(self, cfg: AccelConfig, advance, tags, exponent, normalizer, probs, log2):
         self._cfg = cfg
         self._advance, self._tags, self._exponent, self._normalizer = advance, tags, exponent, normalizer
         self._probs = probs
+        self._log2 = log2
 
     def elaborate(self, platform):
         cfg, advance, tags, probs = self._cfg, self._advance, self._tags, self._probs
@@ -517,17 +563,53 @@ class _OutputStage(Elaboratable):
             with m.If(tags[pipeline - 2].valid & tags[pipeline - 2].norm):
                 m.d.sync += carry.eq(sums[-1][:_STEP])
 
+        codes = self._log2_codes(m) if cfg.log2_attention else None
         # Stage 15 -> 16: the mantissas, differences of the rounded running sums, saturated.
         with m.If(advance):
             for j in range(lanes):
                 step = (steps[j] - (steps[j - 1] if j else 0))[:9]
-                m.d.sync += probs.payload.mant[j].eq(Mux(step > 127, 127, step))
-            m.d.sync += probs.payload.row_exp.eq(self._normalizer.row_exp)
+                mant = Mux(step > 127, 127, step)
+                m.d.sync += probs.payload.mant[j].eq(mant if codes is None else Mux(self._log2, codes[j], mant))
+            m.d.sync += probs.payload.row_exp.eq(Mux(self._log2, 0, self._normalizer.row_exp))
         out_valid = Signal()
         with m.If(advance):
             m.d.sync += out_valid.eq(tags[pipeline - 1].valid & tags[pipeline - 1].norm)
         m.d.comb += [probs.valid.eq(out_valid), probs.payload.last.eq(tags[pipeline].last)]
         return m
+
+
+    def _log2_codes(self, m):
+        """log2_attention builds, stages 13 to 15 of the normalizing pass with ``log2``: per lane
+        ``a = max(log2(S) - (EXP_BITS << 8) - t, 0)`` (``-log2 p`` in ``2**-8`` units; past the row
+        ``a`` is all ones, the zero code), ``k = min(b + (a % 256 >= LIS_THRESHOLD[min(b, 15)]), 15)``
+        with ``b = a >> 8``, then the byte ``15 - k`` (:func:`vitaccel.sw.softmax.log2_spad_codes`
+        of :func:`~vitaccel.sw.softmax.log_int_softmax`)."""
+        advance, tags = self._advance, self._tags
+        log2_sum = self._normalizer.log2_sum
+        codes = []
+        for j in range(self._cfg.vector_lanes):
+            t = self._exponent.ts[j]
+            live = tags[SoftmaxUnit.EXP_STAGE].live[j]
+            diff = log2_sum - (EXP_BITS << LOG_FRAC) - t
+            a = Signal(16, name=f"lis_a_{j}")
+            k = Signal(range(16), name=f"lis_k_{j}")
+            code = Signal(4, name=f"lis_code_{j}")
+            b = a[LOG_FRAC:]
+            level = Mux(b > 15, 15, b[:4])
+            threshold = Signal(LOG_FRAC + 1, name=f"lis_threshold_{j}")
+            with m.Switch(level):
+                for lv in range(16):
+                    with m.Case(lv):
+                        m.d.comb += threshold.eq(int(LIS_THRESHOLD[lv]))
+            k_full = b + (a[:LOG_FRAC] >= threshold)
+            with m.If(advance):
+                m.d.sync += [
+                    a.eq(Mux(~live, 0xFFFF, Mux(diff < 0, 0, diff))),
+                    k.eq(Mux(k_full > 15, 15, k_full)),
+                    code.eq(15 - k),
+                ]
+            codes.append(code)
+        return codes
 
 
 def _bigger(a, b):
@@ -641,11 +723,6 @@ class SoftmaxEngine(Engine):
 
     def __init__(self, cfg: AccelConfig):
         super().__init__(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr")
-        if cfg.log2_attention:
-            # The array decodes log2 codes (hw/array.py); the unit's log2 output is not built yet.
-            raise ValueError(f"config {cfg.name!r}: log2_attention needs the softmax unit's 4-bit log2 output "
-                             f"(FQ-ViT Log-Int-Softmax), not in the RTL yet (issue 23); the ISA simulator and the "
-                             f"performance model run it (--engine isa)")
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -660,6 +737,12 @@ class SoftmaxEngine(Engine):
         param_read = Signal()   # the PARAM row is read in this cycle
         loading = delayed(m, param_read, READ_LATENCY, "loading")   # ... and is on param_rd.data
         m.d.comb += unit.length.eq(length)
+        log2_taken = []
+        if cfg.log2_attention:
+            # SOFTMAX log2: the unit's log2 codes, held for the command like length.
+            log2 = Signal()
+            m.d.comb += unit.log2.eq(log2)
+            log2_taken = [log2.eq(instr.log2)]
         with m.If(loading):
             m.d.sync += [unit.mult.eq(self.param_rd.data[0][:MULT_BITS]),
                          unit.shift.eq(self.param_rd.data[1][:SHIFT_BITS])]
@@ -668,7 +751,8 @@ class SoftmaxEngine(Engine):
 
         with self.command_fsm(m, work=(instr.rows != 0) & (instr.length != 0), start="PARAM",
                               taken=[length.eq(instr.length), stride.eq(instr.tile_stride),
-                                     param_addr.eq(instr.param_addr), *feed_taken, *collect_taken],
+                                     param_addr.eq(instr.param_addr), *feed_taken, *collect_taken,
+                                     *log2_taken],
                               started=[rd_more.eq(1)], busy_register=True) as fsm:
             with m.State("PARAM"):
                 m.d.comb += [self.param_rd.addr.eq(param_addr), self.param_rd.en.eq(1),

@@ -46,7 +46,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .golden import requantize
-from vitaccel.numerics import (EXP_BITS, K_MAX, LOG_FRAC, LOG_RANGE, RECIP, RECIP_BITS, SHIFT_ADD_LOG2E, SOFTMAX_MAX_SHIFT,
+from vitaccel.numerics import (EXP_BITS, EXP_QUAD, K_MAX, LIS_THRESHOLD, LOG2_TABLE, LOG_FRAC, LOG_RANGE, RECIP,
+                               RECIP_BITS, SHIFT_ADD_LOG2E, SOFTMAX_MAX_SHIFT,
                                UNIT_MULT_BITS, finish,
                                int_array, leading_one, like, round_shift, saturate, signed_dyadic)
 
@@ -238,26 +239,9 @@ def shiftmax16(x, mult: int, shift: int) -> Probabilities:
     return _normalize(shift_exp(t), out_bits=16)
 
 
-def _log2_table() -> np.ndarray:
-    # log2(1 + f) in 2**-LOG_FRAC units at the middle of each of the 2**RECIP_BITS intervals of f.
-    f = (np.arange(1 << RECIP_BITS) + 0.5) / (1 << RECIP_BITS)
-    return np.floor(np.log2(1 + f) * (1 << LOG_FRAC) + 0.5).astype(np.int64)
+"""LOG2_TABLE (vitaccel.numerics): 128 x 8-bit ROM, ``log2(1 + (i + 1/2)/128) * 2**8`` rounded half up.
 
-
-LOG2_TABLE = _log2_table()
-"""128 x 8-bit ROM: ``log2(1 + (i + 1/2)/128) * 2**8`` rounded half up (a parameter, like RECIP)."""
-
-def _lis_thresholds() -> np.ndarray:
-    # FQ-ViT rounds y = round(1/p) to an integer, then log_round(y) = b + (y >= 1.5 * 2**b) for
-    # b = floor(log2 y). In -log2 p = b + frac: k = b + 1 from 1/p >= ceil(1.5 * 2**b) - 1/2, a
-    # fraction of log2((ceil(1.5 * 2**b) - 1/2) / 2**b), in 2**-LOG_FRAC units rounded up.
-    b = np.arange(16, dtype=np.float64)
-    y = np.ceil(1.5 * 2 ** b) - 0.5
-    return np.ceil(np.log2(y / 2 ** b) * (1 << LOG_FRAC)).astype(np.int64)
-
-
-LIS_THRESHOLD = _lis_thresholds()
-"""Rounding of :func:`log_int_softmax`, per level ``b = floor(-log2 p)`` (``b >= 15`` uses the last):
+LIS_THRESHOLD (vitaccel.numerics): rounding of :func:`log_int_softmax`, per level ``b = floor(-log2 p)`` (``b >= 15`` uses the last):
 ``k = b + 1`` when the fraction of ``-log2 p`` (``2**-8`` units) is at least ``LIS_THRESHOLD[b]``.
 FQ-ViT's ``QIntSoftmax``: ``round(sum / exp)`` to an integer, then ``log_round`` (up from
 ``1.5 * 2**b``): fractions 150 (``log2 1.5``), 83 (``log2 2.5/2``), 118, 134, 142, 146, 148, 149,
@@ -269,8 +253,7 @@ LIS_GEOMETRIC = np.full(16, 1 << (LOG_FRAC - 1), dtype=np.int64)
 table: the lower worst KL on ``benchmarks/softmax_kl.py``'s rows (FQ-ViT's own rounding splits
 near-uniform 197-long rows, ``1/p`` around 192, between ``2**-7`` and ``2**-8``)."""
 
-EXP_QUAD = 22
-"""Second-order term of :func:`exp2_quadratic`: ``2**-x ~= 1 - x/2 - (22/256) x (1 - x)`` on a
+"""EXP_QUAD (vitaccel.numerics) = 22: second-order term of :func:`exp2_quadratic`: ``2**-x ~= 1 - x/2 - (22/256) x (1 - x)`` on a
 fraction ``x`` of an octave (least worst relative error, 0.32 %, for a ``>> 8``)."""
 
 LOG_EXP = "quadratic"

@@ -26,7 +26,7 @@ __all__ = [
     "INT8_MIN", "INT8_MAX", "int_array", "like", "finish", "wrap32", "round_shift", "saturate", "leading_one",
     "requant_dyadic", "signed_dyadic", "UNIT_MULT_BITS",
     "LOG_FRAC", "LOG_RANGE", "EXP_BITS", "K_MAX", "RECIP_BITS", "SHIFT_ADD_LOG2E", "RECIP", "SOFTMAX_MAX_SHIFT",
-    "ROW_EXP_MIN", "ROW_EXP_MAX",
+    "ROW_EXP_MIN", "ROW_EXP_MAX", "LOG2_TABLE", "LIS_THRESHOLD", "EXP_QUAD",
     "MAX_ALPHA", "MEAN_FRAC", "Z_FRAC", "ISQRT_STEPS", "STD_FRAC", "MAX_OUT_SHIFT", "MEAN_FORMAT", "MAG_BITS",
     "squares", "RSQRT_SEED", "row_mean_constants", "SIGMOID_BITS",
 ]
@@ -186,6 +186,32 @@ def _recip_table() -> np.ndarray:
 
 RECIP = _recip_table()
 """uint15[128]: ``RECIP[j] = round(2**15 / (1 + (j + 0.5)/128))``, 32640 down to 16448."""
+
+def _log2_table() -> np.ndarray:
+    # log2(1 + f) in 2**-LOG_FRAC units at the middle of each of the 2**RECIP_BITS intervals of f.
+    f = (np.arange(1 << RECIP_BITS) + 0.5) / (1 << RECIP_BITS)
+    return np.floor(np.log2(1 + f) * (1 << LOG_FRAC) + 0.5).astype(np.int64)
+
+
+LOG2_TABLE = _log2_table()
+"""128 x 8-bit ROM: ``log2(1 + (i + 1/2)/128) * 2**8`` rounded half up (a parameter, like RECIP).
+Used by ``vitaccel.sw.softmax.row_log2_sum`` and the softmax unit's log2 output."""
+
+
+def _lis_thresholds() -> np.ndarray:
+    # FQ-ViT rounds y = round(1/p) to an integer, then log_round(y) = b + (y >= 1.5 * 2**b) for
+    # b = floor(log2 y). In -log2 p = b + frac: k = b + 1 from 1/p >= ceil(1.5 * 2**b) - 1/2, a
+    # fraction of log2((ceil(1.5 * 2**b) - 1/2) / 2**b), in 2**-LOG_FRAC units rounded up.
+    b = np.arange(16, dtype=np.float64)
+    y = np.ceil(1.5 * 2 ** b) - 0.5
+    return np.ceil(np.log2(y / 2 ** b) * (1 << LOG_FRAC)).astype(np.int64)
+
+
+LIS_THRESHOLD = _lis_thresholds()
+"""The rounding thresholds of ``vitaccel.sw.softmax.log_int_softmax`` (documented there)."""
+
+EXP_QUAD = 22
+"""Second-order term of ``vitaccel.sw.softmax.exp2_quadratic`` (documented there)."""
 
 SIGMOID_BITS = 15
 """ShiftGELU's sigmoid is an unsigned fixed-point fraction ``sig / 2**15``, ``0..2**15``."""

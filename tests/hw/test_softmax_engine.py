@@ -20,7 +20,7 @@ from vitaccel.config import preset
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.hw.softmax import SoftmaxEngine, SoftmaxUnit, softmax_beats, softmax_cycles
 from vitaccel.isa import Opcode, encode
-from vitaccel.sw.softmax import e2softmax, shiftmax, softmax_params
+from vitaccel.sw.softmax import e2softmax, log2_spad_codes, log_int_softmax, shiftmax, softmax_params
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
@@ -40,15 +40,21 @@ def reference(cfg, spad, param, c):
         for t in range(tiles):
             x[r, t * cols:(t + 1) * cols] = spad[c["src"] + t * c["tile_stride"] + r]
     mult, shift = (int(v) for v in param[c["param_addr"], :2])
-    golden = e2softmax if cfg.softmax == "e2softmax" else shiftmax
-    p = golden(x[:, :length], mult, shift)
     out = np.zeros((rows, tiles * cols), dtype=np.int64)
-    out[:, :length] = p.mant
+    if c.get("log2") and cfg.log2_attention:
+        # Log2 codes 15 - k of FQ-ViT's Log-Int-Softmax; the exponent rows are written as zeros.
+        out[:, :length] = log2_spad_codes(log_int_softmax(x[:, :length], mult, shift, 4))
+        row_exp = np.zeros((rows, 1), dtype=np.int64)
+    else:
+        golden = e2softmax if cfg.softmax == "e2softmax" else shiftmax
+        p = golden(x[:, :length], mult, shift)
+        out[:, :length] = p.mant
+        row_exp = p.row_exp
     for r in range(rows):
         for t in range(tiles):
             spad[c["dst"] + t * c["tile_stride"] + r] = out[r, t * cols:(t + 1) * cols]
     exps = np.zeros(-(-rows // cols) * cols, dtype=np.int64)
-    exps[:rows] = p.row_exp[:, 0]
+    exps[:rows] = row_exp[:, 0]
     param[c["src2"]:c["src2"] + len(exps) // cols] = exps.reshape(-1, cols)
     return spad, param
 
@@ -78,6 +84,10 @@ def commands(cfg):
         free = dst + size
         out.append((dict(src=src, dst=dst, rows=rows, length=length, tile_stride=stride,
                          param_addr=param_addr, src2=src2), kind))
+    if cfg.log2_attention:
+        # log2 codes on every command but the second (the unit switches back and forth).
+        for i, (c, _) in enumerate(out):
+            c["log2"] = int(i != 1)
     assert free <= cfg.spad_rows
     return out
 
@@ -116,6 +126,17 @@ def run(cfg, seed):
 
 @pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
 @pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", dict(log2_attention=True), 44),
+    ("default", dict(log2_attention=True, vector_lanes=3), 45),
+])
+def test_log2_codes(name, changes, seed, softmax):
+    """log2_attention builds: SOFTMAX log2 writes FQ-ViT's codes as 15 - k, zero exponent rows,
+    in softmax_cycles; the variant's output between them."""
+    run(small(name, softmax=softmax, **changes), seed)
+
+
+@pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
+@pytest.mark.parametrize("name,changes,seed", [
     ("tiny", {}, 40),                      # lanes == cols
     ("tiny", dict(vector_lanes=1), 41),
     ("default", {}, 42),                   # 12 columns, 4 lanes
@@ -134,8 +155,38 @@ def test_cycle_formula():
     assert SoftmaxEngine.INPUT_SLOTS == READ_LATENCY + 2
 
 
+@pytest.mark.parametrize("log2", [False, True])
 @pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
-def test_converts_to_verilog(softmax):
-    cfg = dataclasses.replace(preset("default"), softmax=softmax)
+def test_converts_to_verilog(softmax, log2):
+    cfg = dataclasses.replace(preset("default"), softmax=softmax, log2_attention=log2)
     text = verilog.convert(SoftmaxEngine(cfg), name="softmax_engine")
     assert "module softmax_engine" in text
+
+
+@pytest.mark.parametrize("name,changes,seed", [("tiny", {}, 46), ("default", dict(vector_lanes=3), 47)])
+def test_log2_codes_of_many_rows(name, changes, seed):
+    """log2 SOFTMAX over 4 x 24 random rows at four logit scales (every code level, rows of 1 .. 64):
+    the whole scratchpad and PARAM after each command equal the golden codes."""
+    cfg = dataclasses.replace(small(name, log2_attention=True, **changes), spad_rows=2048).validate()
+    rng = np.random.default_rng(seed)
+    spad = rng.integers(-128, 128, (cfg.spad_rows, cfg.cols), dtype=np.int64)
+    param = np.zeros((cfg.param_rows, cfg.cols), dtype=np.int64)
+    todo, free = [], 0
+    for p, scale in enumerate((0.01, 0.05, 0.2, 1.0)):
+        param[p, :2] = softmax_params(scale)
+        length = int(rng.integers(1, cfg.max_row + 1)) if p else cfg.max_row
+        size = -(-length // cfg.cols) * 24
+        todo.append(dict(src=free, dst=free, rows=24, length=length, tile_stride=24, param_addr=p,
+                         src2=4, log2=1))
+        free += size
+    assert free <= cfg.spad_rows
+    engine = SoftmaxEngine(cfg)
+    expected = {"spad": spad, "param": param}
+
+    def model(c):
+        expected["spad"], expected["param"] = reference(cfg, expected["spad"], expected["param"], c)
+
+    run_commands(EngineBench(engine, cfg, spad=spad.astype(np.int8), param=param.astype(np.int32)), todo,
+                 lambda c: encode(Opcode.SOFTMAX, **c),
+                 lambda c: (softmax_cycles(cfg, c["rows"], c["length"]), engine.cycles(c["rows"], c["length"])),
+                 model, expected, seed)
