@@ -163,7 +163,10 @@ def test_converts_to_verilog(softmax, log2):
     assert "module softmax_engine" in text
 
 
-@pytest.mark.parametrize("name,changes,seed", [("tiny", {}, 46), ("default", dict(vector_lanes=3), 47)])
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", {}, 46),
+    pytest.param("default", dict(vector_lanes=3), 47, marks=pytest.mark.slow),    # 8 s
+])
 def test_log2_codes_of_many_rows(name, changes, seed):
     """log2 SOFTMAX over 4 x 24 random rows at four logit scales (every code level, rows of 1 .. 64):
     the whole scratchpad and PARAM after each command equal the golden codes."""
