@@ -244,7 +244,9 @@ class SystolicArray(wiring.Component):
                     product = Signal(signed(cfg.operand_width + cfg.data_width), name=f"product_{i}_{j}")
                     m.d.sync += product.eq(delayed(m, a_in, 1, name=f"operand_a_{i}_{j}")
                                            * delayed(m, weight, 1, name=f"operand_w_{i}_{j}"))
-                product = delayed(m, product, 1, name=f"product_copy_{i}_{j}", reset_less=True)
+                # The copy keeps product_width bits (the log2 operand's products fit 22 of the 24).
+                product = delayed(m, product[:cfg.product_width].as_signed(), 1, name=f"product_copy_{i}_{j}",
+                                  reset_less=True)
                 if i == 0:
                     psum_above[j] = product
                 else:

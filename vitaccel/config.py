@@ -164,8 +164,8 @@ class AccelConfig:
     @property
     def psum_width(self) -> int:
         """Width of a partial sum inside the array: a product plus log2(rows) bits of growth.
-        A product is ``2 * data_width`` bits, or with :attr:`log2_attention` ``data_width + 15``
-        (a decoded log2 operand is up to ``2**14``, 16 bits signed)."""
+        A product is :attr:`product_width` bits (``data_width + 14`` with :attr:`log2_attention`:
+        a decoded log2 operand is up to ``2**14``)."""
         return self.product_width + max(1, math.ceil(math.log2(self.rows)))
 
     @property
@@ -176,9 +176,10 @@ class AccelConfig:
 
     @property
     def product_width(self) -> int:
-        """Width of one PE's product: ``2 * data_width``, or ``data_width + 15`` with
-        :attr:`log2_attention` (``|2**14 * w| <= 2**21``)."""
-        return self.data_width + 15 if self.log2_attention else 2 * self.data_width
+        """Width of one PE's product as the array keeps it: ``2 * data_width``, or with
+        :attr:`log2_attention` ``data_width + 14`` (``-2**21 <= 2**14 * w < 2**21`` for int8 ``w``;
+        the multiplier's wider output is cut to it)."""
+        return max(2 * self.data_width, self.data_width + 14) if self.log2_attention else 2 * self.data_width
 
     @property
     def shift_bits(self) -> int:
