@@ -226,14 +226,16 @@ def vector_lane_multipliers(cfg: AccelConfig) -> list[tuple[int, int]]:
         "ailayernorm": [], "i_layernorm": [],
         "table": [], "shift": [(9, mb), (16, 15), (8, 16), (24, mb)],
     }
-    return per_variant[cfg.softmax] + per_variant[cfg.layernorm] + per_variant[cfg.gelu]
+    # log2_attention: the softmax's quadratic exponential, an 8 x 9-bit product (hw/softmax.py).
+    log2 = [(8, 9)] if cfg.log2_attention else []
+    return per_variant[cfg.softmax] + log2 + per_variant[cfg.layernorm] + per_variant[cfg.gelu]
 
 
 def resource_need(device: Device, cfg: AccelConfig, mem_bytes: int = 0) -> dict:
     """The modelled DSP and block RAM need of ``cfg`` (and a board top's ``mem_bytes`` of
     on-chip memory, ``bus_bits`` wide) on ``device``.
 
-    DSPs: one per array multiplier (int8 x int8), per requant lane the DSPs of one
+    DSPs: one per array multiplier (``operand_width`` x int8), per requant lane the DSPs of one
     ``acc_width x mult_bits`` multiply (none with ``requant="shift"``), per vector lane those of :func:`vector_lane_multipliers`
     (none where :attr:`Device.vector_dsps` is false: those multiplies are in LUTs there).
     Block RAM: the SPAD, ACC and PARAM memories and the board memory, each mapped on its own to
@@ -241,7 +243,7 @@ def resource_need(device: Device, cfg: AccelConfig, mem_bytes: int = 0) -> dict:
     are not modelled, :func:`~vitaccel.boards.synth.estimate` measures them.
     """
     cfg = cfg.validate()
-    array = cfg.macs * dsps_per_multiply(device, cfg.data_width, cfg.data_width)
+    array = cfg.macs * dsps_per_multiply(device, cfg.operand_width, cfg.data_width)
     requant = cfg.requant_lanes * dsps_per_multiply(device, cfg.acc_width, cfg.mult_bits) * (cfg.requant == "dyadic")
     vector = cfg.vector_lanes * sum(dsps_per_multiply(device, a, b) for a, b in vector_lane_multipliers(cfg))
     if not device.vector_dsps:
