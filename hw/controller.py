@@ -306,8 +306,14 @@ class Controller(wiring.Component):
         pc_next = Signal.like(run.pc)
         m.d.sync += pc_next.eq(run.pc + INSTR_BYTES)
 
+        # Likewise the retired count's next value: instret changes at most every three cycles (an
+        # instruction's DECODE, CHECK and DECIDE come between two), so the register is current
+        # whenever it is taken, and the engines' busy that ends a run (STOP) reaches no carry chain.
+        instret_next = Signal.like(run.instret)
+        m.d.sync += instret_next.eq(run.instret + 1)
+
         def next_instruction():
-            m.d.sync += run.instret.eq(run.instret + 1)
+            m.d.sync += run.instret.eq(instret_next)
             fetch_at(pc_next)
 
         with m.FSM():
@@ -364,7 +370,7 @@ class Controller(wiring.Component):
                 with m.If(~_any_except({engine: busy for engine, (_, busy) in engines.items()})):
                     m.d.sync += [run.running.eq(0), run.counting.eq(0), run.done.eq(1)]
                     with m.If(run.error == ErrorCode.NONE):
-                        m.d.sync += run.instret.eq(run.instret + 1)
+                        m.d.sync += run.instret.eq(instret_next)
                     m.next = "IDLE"
         return m
 
