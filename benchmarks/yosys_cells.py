@@ -1,5 +1,5 @@
 """Cell counts of one Amaranth component after yosys ``synth_ecp5``: the helper the cost benchmarks
-share (requant_cost.py, packed_weights.py, log2_attention.py).
+share (requant_cost.py, packed_weights.py, log2_attention.py, nonlinear.py).
 
     from yosys_cells import synthesize_cells     # benchmarks/ is on sys.path when a script there runs
 """
@@ -17,7 +17,7 @@ CELLS = {"LUT4": "lut4", "CCU2C": "ccu2c", "TRELLIS_FF": "ff", "MULT18X18D": "ds
 
 
 def synthesize_cells(component, name: str, subdir: str) -> dict:
-    """``{"lut", "ff", "dsp", "bram"}`` of ``component`` (top module ``name``) after yosys
+    """``{"lut", "ff", "dsp", "bram", "lut4", "ccu2c"}`` of ``component`` (top module ``name``) after yosys
     ``synth_ecp5``, no place-and-route. Flattened first (yosys 0.70 trips an ABC assertion
     otherwise); YoWASP runs in ``build/<subdir>/`` with relative names. LUTs count as
     boards/synth.py counts them: a CCU2C carry cell occupies two LUT4s."""
@@ -34,5 +34,5 @@ def synthesize_cells(component, name: str, subdir: str) -> dict:
     for cell, key in CELLS.items():
         found = re.search(rf"^\s+(\d+)\s+{cell}\s*$", stat, re.M) or re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
         counts[key] = int(found.group(1)) if found else 0
-    counts["lut"] = counts.pop("lut4") + 2 * counts.pop("ccu2c")
+    counts["lut"] = counts["lut4"] + 2 * counts["ccu2c"]
     return counts
