@@ -12,7 +12,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from vitaccel.config import AccelConfig
+from vitaccel.config import AccelConfig, ConfigError
 from vitaccel.numerics import (EXP_BITS, EXP_QUAD, K_MAX, LIS_THRESHOLD, LOG2_TABLE, LOG_FRAC, LOG_RANGE, RECIP,
                                RECIP_BITS, ROW_EXP_MAX, SOFTMAX_MAX_SHIFT, UNIT_MULT_BITS)
 
@@ -729,6 +729,9 @@ class SoftmaxEngine(Engine):
     busy_cycles = staticmethod(softmax_cycles)
 
     def __init__(self, cfg: AccelConfig):
+        if cfg.twin_uniform:
+            raise ConfigError("twin_uniform: the softmax engine has no twin-uniform output yet (issue 23 item 2: "
+                             "the ISA simulator and compiler have it, the RTL not); build without twin_uniform")
         super().__init__(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr")
 
     def elaborate(self, platform):

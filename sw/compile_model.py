@@ -164,11 +164,25 @@ class _Builder:
         self.scratch = 0                                  # scratch buffers so far
         self.weight_bits = lambda name: 8                 # declared weight bits of a linear layer
         self.log2 = False                                 # FQ-ViT log2 attention (log2 SOFTMAX, log2_a MATMUL)
+        self.twin_m = None                                # PTQ4ViT: this block's twin softmax m per head
+        self.fc2_fields: dict = {}                        # PTQ4ViT: fc2's MATMUL operand mode (twin GELU)
+        self.a_fields: dict = {}                          # extra fields of every MATMUL emitted now
 
     # ---- instructions -------------------------------------------------------------------------
 
     def emit(self, op: Opcode, **fields) -> None:
+        if op is Opcode.MATMUL and self.a_fields:
+            fields = {**fields, **self.a_fields}
         self.ops.append((op, fields))
+
+    @contextlib.contextmanager
+    def operand(self, **fields):
+        """MATMULs emitted inside take ``fields`` too (the input operand mode, isa.MatmulInstr)."""
+        saved, self.a_fields = self.a_fields, fields
+        try:
+            yield
+        finally:
+            self.a_fields = saved
 
     @contextlib.contextmanager
     def layer(self, name: str):
@@ -442,7 +456,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             pending = list(loads)
             for i, kk in enumerate(ks):
                 b.emit(Opcode.MATMUL, a_addr=a_base + (kk - k0) * m, b_addr=addr + (kk - k0) * c,
-                       c_addr=c_addr, rows=m, accumulate=int(kk > 0))
+                       c_addr=c_addr, rows=m, accumulate=int(kk > 0), **b.fc2_fields)
                 if pending and i >= 4 and (i - 4) % 3 == 0:
                     pending.pop(0)()
             for load in pending:
@@ -623,6 +637,9 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
         b.fail(f"{t} keys and values of {dhp} features ({2 * dt * tp} rows) and one query row "
                f"({dt + tt} rows) exceed spad_rows={cfg.spad_rows} (or param_rows={cfg.param_rows})")
     l_base = q_base + dt * chunk
+    # PTQ4ViT: twin SOFTMAX codes, read by the attention x V MATMULs as (c & 127) << (flag * m).
+    twin = {} if b.twin_m is None else {"twin": 1, "twin_m": int(b.twin_m[h])}
+    twin_a = {} if b.twin_m is None else {"twin_a": 1, "twin_m": int(b.twin_m[h])}
     single = chunk >= out.rows
     o_base = l_base + tt * out.rows if single and l_base + (tt + dt) * out.rows <= cfg.spad_rows else q_base
     b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=ATTENTION_PARAM_ROWS,
@@ -657,7 +674,7 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
                                              rows=n, param_addr=0))
         pending.pop()()
         b.emit(Opcode.SOFTMAX, src=l_base, src2=exp_addr, dst=l_base, rows=n, length=t, tile_stride=n,
-               param_addr=3, log2=int(b.log2))
+               param_addr=3, log2=int(b.log2), **twin)
         # The next head's tiles, one LOAD every third MATMUL (a tile loads in about three).
         loads = [(k_base + i * tp, t, k_tile + dt + i) for i in range(dt) if "k" in ahead]
         loads += [(q_base + i * n, n, q_tile + dt + i) for i in range(dt) if "q" in ahead]
@@ -666,13 +683,13 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
                 # Mantissas past T are 0 (SOFTMAX zeroes them), so stale value rows add nothing;
                 # so are log2 codes (0 is p = 0).
                 b.emit(Opcode.MATMUL, a_addr=l_base + kt * n, b_addr=v_base + j * tp + kt * c, c_addr=bank(j),
-                       rows=n, accumulate=int(kt > 0), log2_a=int(b.log2))
+                       rows=n, accumulate=int(kt > 0), log2_a=int(b.log2), **twin_a)
                 if loads and (j * tt + kt) % 3 == 0:
                     local, rows, tile = loads.pop(0)
                     _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
                 _run_deferred(cfg, pending, kt, tt, n)
             pending.append(functools.partial(b.emit, Opcode.REQUANT, acc_addr=bank(j), spad_addr=o_base + j * n,
-                                             rows=n, param_addr=4, row_shift=int(not b.log2), exp_addr=exp_addr))
+                                             rows=n, param_addr=4, row_shift=int(not (b.log2 or twin)), exp_addr=exp_addr))
         pending.pop()()
         for local, rows, tile in loads:
             _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
@@ -706,7 +723,7 @@ def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, qkv_cols: int, attn_co
             and 2 * dt * m <= s)                                   # add2
 
 
-def _attention_params(cfg: AccelConfig, attn, log2: bool = False, name: str = "attn") -> np.ndarray:
+def _attention_params(cfg: AccelConfig, attn, log2: bool = False, name: str = "attn", twin_m=None) -> np.ndarray:
     """Per head the :data:`ATTENTION_PARAM_ROWS` PARAM rows of :func:`_attention_head`; ``log2``:
     FQ-ViT's log2 codes (the attention x V shift raised by :data:`LOG2_EXTRA_SHIFT`)."""
     c = cfg.cols
@@ -725,6 +742,13 @@ def _attention_params(cfg: AccelConfig, attn, log2: bool = False, name: str = "a
             if rows[r + 6].max() > 63:
                 raise CompileError(f"{name}: head {h}'s attention x V shift {int(attn.av_shift[h].max())} + "
                                    f"{LOG2_EXTRA_SHIFT} (log2 codes) exceeds the REQUANT shift range 0..63")
+        if twin_m is not None:
+            # PTQ4ViT twin codes: the array sums (c << (flag * m)) * v at R1's step 2**-(7 + m)
+            # (softmax.twin_attention_matmul), so the requantization shifts 7 + m more; no row exponent.
+            rows[r + 6] += 7 + int(twin_m[h])
+            if rows[r + 6].max() > 63:
+                raise CompileError(f"{name}: head {h}'s attention x V shift {int(attn.av_shift[h].max())} + 7 + "
+                                   f"m={int(twin_m[h])} (twin codes) exceeds the REQUANT shift range 0..63")
     return rows
 
 
@@ -753,6 +777,22 @@ def _check(intvit: IntViT, cfg: AccelConfig, name: str) -> None:
     check_features(cfg, model_features(intvit), name)
 
 
+def _check_twin_m(intvit: IntViT, cfg: AccelConfig, name: str) -> None:
+    """One line naming the layer, its ``m`` and the limit when a PTQ4ViT range shift exceeds what
+    the array's operands hold (``AccelConfig.TWIN_M_MAX``)."""
+    limit = AccelConfig.TWIN_M_MAX
+    for i in range(len(intvit.blocks)):
+        p = f"blocks.{i}."
+        for h, m in enumerate(intvit.extra[p + "twin_m"]):
+            if int(m) > limit:
+                raise CompileError(f"{name}: {p}attn head {h}'s twin-uniform softmax m={int(m)} exceeds the "
+                                   f"hardware's limit {limit} (operands of 127 << m in 18 bits)")
+        m = int(intvit.extra[p + "gelu_m"][0])
+        if m > limit:
+            raise CompileError(f"{name}: {p}fc2's twin-uniform GELU m={m} exceeds the hardware's limit {limit} "
+                               f"(operands of 127 << m in 18 bits)")
+
+
 def model_features(intvit: IntViT) -> dict[str, str]:
     """The :data:`vitaccel.config.FEATURES` the model needs of a build: feature -> the first
     array that needs it (checked by :func:`~vitaccel.sw.compiler.check_features`)."""
@@ -766,6 +806,8 @@ def model_features(intvit: IntViT) -> dict[str, str]:
     from vitaccel.sw.recipes import recipe
     if recipe(intvit.recipe).softmax_output == "log2":
         needs.setdefault("log2-attention", f"blocks.0.attn, recipe {intvit.recipe}'s 4-bit log2 softmax")
+    if recipe(intvit.recipe).softmax_output == "twin":
+        needs.setdefault("twin-uniform", f"blocks.0.attn, recipe {intvit.recipe}'s twin-uniform softmax and GELU codes")
     return needs
 
 
@@ -811,6 +853,9 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     b.weight_bits = functools.partial(weight_bits, intvit)
     from vitaccel.sw.recipes import recipe
     b.log2 = recipe(intvit.recipe).softmax_output == "log2"     # FQ-ViT: log2 SOFTMAX, log2_a MATMULs
+    twin = recipe(intvit.recipe).softmax_output == "twin"       # PTQ4ViT: twin SOFTMAX, twin_a MATMULs
+    if twin:
+        _check_twin_m(intvit, cfg, name)
 
     def layernorm(lname, ln, x, rows=None):
         src = x if rows is None else x.rows_from(0, rows)
@@ -882,8 +927,11 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 qkv = _linear(b, p + "qkv", n1, *qkv_args)
                 b.release(n1)
         attn = b.activation(p + "attn.out", m, heads * dhp)
-        a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn, b.log2, name + ": " + p + "attn"),
-                           "int32", "param")
+        b.twin_m = intvit.extra[p + "twin_m"] if twin else None
+        # fc2 on twin GELU codes: operand c << m for c >= 0, else c (isa.MatmulInstr: twin_a with log2_a).
+        b.fc2_fields = {"twin_a": 1, "log2_a": 1, "twin_m": int(intvit.extra[p + "gelu_m"][0])} if twin else {}
+        a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn, b.log2, name + ": " + p + "attn",
+                                                                b.twin_m), "int32", "param")
         have = frozenset("kvq" if fused and on_chip else "")
         for h in range(heads):
             with b.layer(f"{p}attn.{h}"):
@@ -926,7 +974,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 g = b.reuse(f1, p + "gelu")
                 _vector(b, p + "gelu", Opcode.GELU, [f1], g, gelu_params)
                 b.release(f1, g)
-            with b.layer(p + "fc2"):
+            with b.layer(p + "fc2"), b.operand(**b.fc2_fields):
                 f2 = _linear(b, p + "fc2", g, blk.fc2.weight, blk.fc2.bias, blk.fc2.mult, blk.fc2.shift)
                 b.release(g)
         with b.layer(p + "add2"):

@@ -31,7 +31,8 @@ from vitaccel.sw.gelu import ShiftGeluParams, apply_gelu_table, shift_gelu
 from vitaccel.sw.golden import matmul, requantize
 from vitaccel.sw.layernorm import LayerNormParams, ailayernorm, i_layernorm
 from vitaccel.sw.residual import residual_add
-from vitaccel.sw.softmax import e2softmax, log2_operand, log2_spad_codes, log_int_softmax, shiftmax
+from vitaccel.sw.softmax import (e2softmax, log2_operand, log2_spad_codes, log_int_softmax, shiftmax, twin_operand,
+                                 twin_softmax)
 from vitaccel.sw.program import Program, param_rows, unpack_nibbles
 
 __all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS", "VECTOR_OPS"]
@@ -39,6 +40,12 @@ __all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS", "VECTO
 DEFAULT_MAX_INSTRUCTIONS = 1_000_000
 
 _MEMORIES = {m.value: m for m in LocalMemory}
+
+
+def _twin_m(f: dict, pc: int) -> None:
+    if f["twin_m"] > AccelConfig.TWIN_M_MAX:
+        raise IsaSimError(f"twin_m={f['twin_m']} at pc={pc:#x} exceeds the twin-uniform range shift limit "
+                          f"{AccelConfig.TWIN_M_MAX}")
 
 
 class IsaSimError(RuntimeError):
@@ -188,7 +195,10 @@ class _Machine:
         spad, acc = self.mems[LocalMemory.SPAD], self.mems[LocalMemory.ACC]
         c = slice(f["c_addr"], f["c_addr"] + rows)
         a = spad[f["a_addr"]:f["a_addr"] + rows]
-        if f["log2_a"] and self.cfg.log2_attention:
+        if f["twin_a"] and self.cfg.twin_uniform:
+            _twin_m(f, self.pc)
+            a = twin_operand(a, f["twin_m"], gelu=bool(f["log2_a"]))   # twin codes (isa.MatmulInstr)
+        elif f["log2_a"] and self.cfg.log2_attention:
             a = log2_operand(a)          # log2 probability codes: 0 or 2**(s - 1) (isa.MatmulInstr)
         acc[c] = matmul(a, spad[f["b_addr"]:f["b_addr"] + self.cfg.rows],
                         acc[c] if f["accumulate"] else None, transpose_b=f["transpose_b"])
@@ -237,7 +247,11 @@ class _Machine:
         if op is Opcode.SOFTMAX:
             mult, shift = (int(v) for v in self._params(f, 2))
             exps = np.zeros(_ceil(f["rows"], cfg.cols) * cfg.cols, dtype=np.int32)
-            if f["log2"] and cfg.log2_attention:
+            if f["twin"] and cfg.twin_uniform:
+                _twin_m(f, self.pc)
+                # PTQ4ViT twin-uniform codes (bit 7 the range flag) as int8 bytes; exponent rows zero.
+                y = twin_softmax(x, mult, shift, f["twin_m"]).codes.view(np.int8)
+            elif f["log2"] and cfg.log2_attention:
                 # FQ-ViT Log-Int-Softmax codes as the array reads them; exponent rows zero.
                 y = log2_spad_codes(log_int_softmax(x, mult, shift, 4))
             else:

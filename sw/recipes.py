@@ -137,7 +137,8 @@ def hardware_gap(intvit, cfg=None) -> str | None:
     features), or None when it can.
 
     ``cfg`` (an :class:`~vitaccel.config.AccelConfig`) is the build to run on: what a build may carry
-    (``config.FEATURES``: FQ-ViT's log2 softmax, ``log2_attention``) is then left to
+    (``config.FEATURES``: FQ-ViT's log2 softmax, ``log2_attention``; PTQ4ViT's twin-uniform codes,
+    ``twin_uniform``) is then left to
     :func:`vitaccel.sw.compiler.check_features`, which names the feature and the config. Without
     ``cfg`` (the recipe alone) such features count as missing."""
     rec = recipe(intvit.recipe)
@@ -149,7 +150,9 @@ def hardware_gap(intvit, cfg=None) -> str | None:
     elif rec.softmax_output == "log_sqrt2":
         missing.append("log-sqrt2 softmax output (RepQ-ViT)")
     elif rec.softmax_output == "twin":
-        missing.append("twin-uniform softmax and GELU outputs with shifted matmul operands (PTQ4ViT)")
+        if cfg is None:
+            missing.append("twin-uniform softmax and GELU outputs with shifted matmul operands (PTQ4ViT; "
+                           "a build with twin_uniform = true)")
     abits = intvit.bits.get("activations", 8)
     if abits < 8:
         missing.append(f"{abits}-bit activations (the requantization saturates to int8 only)")

@@ -56,7 +56,7 @@ __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabil
            "log_int_softmax", "log_sqrt2_softmax", "LSQ2_OFFSET_MAX", "log_attention_matmul", "LOG2_TABLE", "LIS_THRESHOLD",
            "LIS_GEOMETRIC",
            "exp2_quadratic", "EXP_QUAD", "LOG_EXP",
-           "SQRT1_2", "row_log2_sum", "TwinCodes", "twin_softmax", "twin_attention_matmul",
+           "SQRT1_2", "row_log2_sum", "TwinCodes", "twin_softmax", "twin_attention_matmul", "twin_operand",
            "log2_spad_codes", "log2_operand"]
 
 class SoftmaxParams(NamedTuple):
@@ -487,6 +487,19 @@ def twin_softmax(x, mult: int, shift: int, m: int) -> TwinCodes:
     c2 = np.minimum(_times_pow2(mant, e - like(int(m), e)), 127)
     codes = np.where(c1 < 128, c1, c2 | 128)
     return TwinCodes(finish(codes, np.uint8), int(m))
+
+
+def twin_operand(b, m: int, gelu: bool = False) -> np.ndarray:
+    """A MATMUL ``twin_a`` input byte as the array's operand (int64; isa.MatmulInstr): twin
+    probability codes (bit 7 the range flag, bits 0..6 ``c``): ``c << m`` with the flag, else ``c``
+    (:func:`twin_attention_matmul`); ``gelu``: twin GELU codes (int8 ``c``): ``c << m`` for
+    ``c >= 0``, else ``c`` (``sw/forward._twin_linear``)."""
+    c = np.asarray(b).astype(np.int64)
+    if gelu:
+        c = ((c + 128) & 255) - 128
+        return np.where(c >= 0, c << int(m), c)
+    c &= 255
+    return (c & 127) << ((c >> 7) * int(m))
 
 
 def twin_attention_matmul(p: TwinCodes, v, mult, shift) -> np.ndarray:

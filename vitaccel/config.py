@@ -53,11 +53,14 @@ FEATURES = {
     "log2-attention": ("log2_attention", True,
                        "4-bit log2 softmax output (FQ-ViT Log-Int-Softmax) and attention x V by shifts in the array",
                        "a recipe without log2 softmax output (e.g. base)"),
+    "twin-uniform": ("twin_uniform", True,
+                     "PTQ4ViT twin-uniform softmax and GELU codes read by the array as shifted operands",
+                     "a recipe without twin-uniform outputs (e.g. base)"),
 }
 
 #: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
 #: default, so that existing configs keep their slugs, build directories and cache keys.
-_OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention")
+_OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention", "twin_uniform")
 
 
 class ConfigError(ValueError):
@@ -119,6 +122,11 @@ class AccelConfig:
         4-bit log2 probability codes, which the array's input edge decodes into powers of two, so
         ``attention x V`` takes shifts and adds at MATMUL's speed. The array's input operands and
         partial sums widen (:attr:`psum_width`); the multipliers (18x18 on ECP5) do not change.
+    twin_uniform : bool
+        PTQ4ViT's twin-uniform outputs (docs/isa.md: SOFTMAX ``twin``, MATMUL ``twin_a``/``twin_m``):
+        softmax and GELU codes of two ranges, ``m`` bits apart (``m <= TWIN_M_MAX``), which the array's
+        input edge shifts into one operand, so ``attention x V`` and fc2 run at MATMUL's speed. The
+        operands widen to 18 bits (:attr:`operand_width`), products and partial sums with them.
     """
 
     name: str = "custom"
@@ -141,6 +149,11 @@ class AccelConfig:
     requant: str = "dyadic"
     packed_weights: bool = False
     log2_attention: bool = False
+    twin_uniform: bool = False
+
+    #: The largest twin-uniform range shift ``m`` a ``twin_uniform`` build takes (MATMUL/SOFTMAX
+    #: ``twin_m``): ``127 << 10`` is the widest operand an 18-bit signed multiplier input holds.
+    TWIN_M_MAX = 10
 
     # ---- derived properties -------------------------------------------------------------------
 
@@ -170,8 +183,11 @@ class AccelConfig:
 
     @property
     def operand_width(self) -> int:
-        """Width of the array's input operand: ``data_width``, or 16 with :attr:`log2_attention`
-        (a decoded log2 code, ``0`` or ``2**(s - 1)`` up to ``2**14``, signed)."""
+        """Width of the array's input operand: ``data_width``, 16 with :attr:`log2_attention`
+        (a decoded log2 code, ``0`` or ``2**(s - 1)`` up to ``2**14``, signed), 18 with
+        :attr:`twin_uniform` (a twin code shifted by up to :attr:`TWIN_M_MAX`: ``127 << 10``)."""
+        if self.twin_uniform:
+            return 18
         return 16 if self.log2_attention else self.data_width
 
     @property
@@ -179,6 +195,8 @@ class AccelConfig:
         """Width of one PE's product as the array keeps it: ``2 * data_width``, or with
         :attr:`log2_attention` ``data_width + 14`` (``-2**21 <= 2**14 * w < 2**21`` for int8 ``w``;
         the multiplier's wider output is cut to it)."""
+        if self.twin_uniform:       # |127 << 10| * 128 < 2**24
+            return max(2 * self.data_width, self.data_width + 17)
         return max(2 * self.data_width, self.data_width + 14) if self.log2_attention else 2 * self.data_width
 
     @property

@@ -116,12 +116,27 @@ class MatmulInstr(data.Struct):
     as padding and SOFTMAX's output past ``length`` are, adds nothing). The weights stay int8, the
     products (up to ``2**21``) are exact: ``attention x V`` as shifts of ``V`` and adds, in
     MATMUL's cycles (the array decodes each input row at its edge).
+
+    With ``twin_a`` set (a build with ``AccelConfig.twin_uniform``; elsewhere ``twin_a`` and
+    ``twin_m`` are reserved and ignored) each input byte is a PTQ4ViT twin-uniform code and
+    ``m = twin_m`` (``0 .. AccelConfig.TWIN_M_MAX``, 10) its range shift; ``log2_a`` then selects
+    which code (the two bits together are the operand mode: int8, log2, twin probability, twin GELU):
+
+    - ``log2_a = 0``, twin probability codes as a twin SOFTMAX writes them (bit 7 the range flag,
+      bits 0..6 ``c``): the operand is ``c << m`` when the flag is set, else ``c``
+      (``sw/softmax.twin_attention_matmul``);
+    - ``log2_a = 1``, twin GELU codes (int8 ``c``, as the GELU table of a PTQ4ViT model writes them):
+      ``c << m`` for ``c >= 0``, else ``c`` (``sw/forward._twin_linear``).
+
+    Operands are up to ``127 << 10`` (18 bits signed, the ECP5 multiplier's width); products and sums
+    exact as above.
     """
     opcode: Opcode
     accumulate: 1
     transpose_b: 1
     log2_a: 1
-    reserved: 5
+    twin_a: 1
+    twin_m: 4
     a_addr: 16
     b_addr: 16
     c_addr: 16
@@ -166,7 +181,11 @@ class VectorInstr(data.Struct):
       ``AccelConfig.log2_attention``; elsewhere the bit is reserved and ignored): FQ-ViT's
       Log-Int-Softmax, ``k = log_int_softmax(x, mult, shift, 4).k`` (whatever the variant), written
       as ``s = 15 - k`` (0..15; 0 is ``p = 0``): the input of a MATMUL with ``log2_a``; the
-      exponent rows are written as zeros.
+      exponent rows are written as zeros. With ``twin`` set instead (a build with
+      ``AccelConfig.twin_uniform``; elsewhere ``twin`` and ``twin_m`` are reserved and ignored):
+      PTQ4ViT's twin-uniform codes ``twin_softmax(x, mult, shift, twin_m).codes`` (bit 7 the range
+      flag, bits 0..6 the value; ``twin_m`` 0..10, whatever the variant), the input of a MATMUL with
+      ``twin_a`` and the same ``twin_m``; the exponent rows are written as zeros.
     - LAYERNORM (variant ``AccelConfig.layernorm``): per-channel planes ``alpha``, ``mult``,
       ``bias``, ``shift`` at ``param_addr + p*T + t`` (p = 0..3, ``alpha`` unused by i_layernorm),
       then ``param[param_addr + 4T][0:2] = m, k``, the row-mean constants. ``length <= max_row``.
@@ -183,7 +202,9 @@ class VectorInstr(data.Struct):
     """
     opcode: Opcode
     log2: 1
-    reserved: 7
+    twin: 1
+    twin_m: 4
+    reserved: 2
     src: 16
     src2: 16
     dst: 16
@@ -222,7 +243,7 @@ LAYOUT_OF = {
 
 
 #: Flags added after listings were first written, shown only when set.
-_HIDDEN_AT_ZERO = ("packed", "log2_a", "log2")
+_HIDDEN_AT_ZERO = ("packed", "log2_a", "log2", "twin_a", "twin_m", "twin")
 
 
 @dataclass(frozen=True)

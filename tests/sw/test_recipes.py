@@ -100,6 +100,14 @@ def test_hardware_refuses_what_it_lacks(intvits, setting, runs):
             assert "\n" not in text
             compile_model(iv, AccelConfig(softmax=iv.softmax, log2_attention=True))
             return
+        if setting == ("ptq4vit", 8, 8):
+            # A build feature (twin_uniform): refused by check_features, naming feature and config;
+            # a build with it compiles the model (tests/sim/test_twin_uniform.py runs it).
+            assert hardware_gap(iv, AccelConfig(softmax=iv.softmax)) is None
+            assert text.startswith("vit needs feature twin-uniform") and "config 'custom' lacks" in text
+            assert "\n" not in text
+            compile_model(iv, AccelConfig(softmax=iv.softmax, twin_uniform=True))
+            return
         assert f"recipe {setting[0]}" in text and "not supported by the hardware yet" in text and "\n" not in text
 
 
