@@ -15,7 +15,7 @@ from vitaccel.config import AccelConfig
 from .interfaces import checked_config
 from .lib import Mult18x18D, delayed, fanned_out, is_ecp5
 
-__all__ = ["SystolicArray", "array_latency", "swap_cycle", "dsp_floorplan", "log2_decode", "MULTIPLIERS"]
+__all__ = ["SystolicArray", "array_latency", "swap_cycle", "dsp_floorplan", "log2_decode", "twin_decode", "MULTIPLIERS"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
 #: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the operand and product registers inside),
@@ -57,6 +57,22 @@ def log2_decode(m: Module, code, log2, width: int = 16) -> Signal:
                 m.d.comb += out.eq(0)
     with m.Else():
         m.d.comb += out.eq(code)
+    return out
+
+
+def twin_decode(m: Module, code, twin, gelu, shift, width: int = 18) -> Signal:
+    """The array's operand of input byte ``code`` with ``twin`` (``vitaccel.sw.softmax.twin_operand``):
+    twin probability codes (bit 7 the flag, bits 0..6 ``c``): ``c << shift`` with the flag, else
+    ``c``; with ``gelu``, twin GELU codes (int8 ``c``): ``c << shift`` for ``c >= 0``, else ``c``.
+    Without ``twin``: ``code`` sign-extended. ``signed(width)``, combinational: a 2:1 select of the
+    value and a barrel shifter of ``shift`` (4 bits; ``shift <= 10`` keeps ``127 << shift`` in
+    18 bits, larger values are invalid programs)."""
+    value = Signal(signed(9))
+    m.d.comb += value.eq(Mux(twin & ~gelu, code[:7], code.as_signed()))
+    shifted = Signal()
+    m.d.comb += shifted.eq(twin & (code[7] ^ gelu))
+    out = Signal(signed(width))
+    m.d.comb += out.eq(Mux(shifted, (value << shift)[:width].as_signed(), value))
     return out
 
 
@@ -141,6 +157,12 @@ class SystolicArray(wiring.Component):
         skew; each array row decodes its element after the skew (:func:`log2_decode`), so the
         operands moving right are 16 bits (:attr:`AccelConfig.operand_width`) and the products
         ``data_width + 15`` bits; the latency does not change.
+    a_twin, a_twin_gelu, a_twin_m : In(1), In(1), In(4)
+        Only with ``cfg.twin_uniform``: with ``a_valid``, ``a_row`` holds PTQ4ViT twin codes
+        (``vitaccel.isa.MatmulInstr`` ``twin_a``; ``a_twin_gelu``: GELU codes, from ``log2_a``),
+        shifted by ``a_twin_m`` as :func:`twin_decode` says. They travel with the row through the
+        skew like ``a_log2``; operands are 18 bits (:attr:`AccelConfig.operand_width`); the latency
+        does not change. ``a_log2`` (on a build with both features) takes precedence.
     out_valid : Out(1)
         ``a_valid`` delayed by :attr:`latency` cycles.
     out_row : Out(ArrayLayout(signed(psum_width), cols))
@@ -178,6 +200,7 @@ class SystolicArray(wiring.Component):
             "a_first": In(1),
             "a_row": In(data.ArrayLayout(signed(cfg.data_width), cfg.rows)),
             **({"a_log2": In(1)} if cfg.log2_attention else {}),
+            **({"a_twin": In(1), "a_twin_gelu": In(1), "a_twin_m": In(4)} if cfg.twin_uniform else {}),
             "out_valid": Out(1),
             "out_row": Out(data.ArrayLayout(signed(cfg.psum_width), cfg.cols)),
         })
@@ -213,11 +236,18 @@ class SystolicArray(wiring.Component):
         for i in range(cfg.rows):
             # Every multiplier operand comes from a register: row 0 gets one too, paid for by
             # taking its product as the partial sum, with no register in between.
-            a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}", reset_less=True)
+            a_raw = a_in = delayed(m, self.a_row[i], max(i, 1), name=f"skew_{i}", reset_less=True)
+            if cfg.twin_uniform:
+                # The twin mode and shift are skewed with the row's element; a shifter per array row.
+                twin, gelu, shift = (delayed(m, sig, max(i, 1), name=f"{name}_skew_{i}", reset_less=True)
+                                     for sig, name in ((self.a_twin, "twin"), (self.a_twin_gelu, "twin_gelu"),
+                                                       (self.a_twin_m, "twin_m")))
+                a_in = twin_decode(m, a_raw, twin, gelu, shift, cfg.operand_width)
             if cfg.log2_attention:
                 # The log2 flag is skewed with the row's element and decoded at the array's edge.
                 log2 = delayed(m, self.a_log2, max(i, 1), name=f"log2_skew_{i}", reset_less=True)
-                a_in = log2_decode(m, a_in, log2, cfg.operand_width)
+                decoded = log2_decode(m, a_raw, log2, cfg.operand_width)
+                a_in = Mux(log2, decoded, a_in) if cfg.twin_uniform else decoded
             # The swap travels a cycle ahead of the tile's first row (swap_cycle).
             swap = delayed(m, self.a_first & self.a_valid, max(i, 1) - 1, name=f"swap_skew_{i}")
             for j in range(cfg.cols):

@@ -43,7 +43,9 @@ class MatmulEngine(Engine):
     ``i``). Sums wrap to int32; with ``accumulate`` the accumulator rows are read, added to and
     written back in a read-modify-write pipeline, otherwise they are overwritten. On a
     ``log2_attention`` build, ``log2_a`` makes the input rows log2 codes, decoded by the array
-    (:class:`~vitaccel.hw.array.SystolicArray` ``a_log2``) in the same cycles.
+    (:class:`~vitaccel.hw.array.SystolicArray` ``a_log2``) in the same cycles; on a ``twin_uniform``
+    build ``twin_a`` (with ``log2_a``: the GELU decode) and ``twin_m`` make them twin-uniform codes,
+    shifted by the array (``a_twin``, ``a_twin_gelu``, ``a_twin_m``), in the same cycles too.
 
     Parameters
     ----------
@@ -122,6 +124,9 @@ class MatmulEngine(Engine):
         accumulate = Signal()
         transpose_b = Signal()
         log2_a = Signal()                      # the input rows are log2 codes (log2_attention builds)
+        twin_a = Signal()                      # ... twin codes (twin_uniform builds)
+        twin_gelu = Signal()                   # ... twin GELU codes (twin_a with log2_a)
+        twin_m = Signal(4)                     # the twin codes' range shift
         total = Signal(len(instr.rows) + 1)    # matmul_cycles of the command
         short = Signal()                       # rows < min_stream
         hold = Signal(range(min_stream + 1))   # cycles the short command still waits
@@ -137,7 +142,10 @@ class MatmulEngine(Engine):
 
         taken = [
             a_addr.eq(instr.a_addr), rows.eq(instr.rows), accumulate.eq(instr.accumulate),
-            transpose_b.eq(instr.transpose_b), log2_a.eq(instr.log2_a & cfg.log2_attention),
+            transpose_b.eq(instr.transpose_b),
+            # With twin_a (twin_uniform builds) log2_a selects the twin GELU decode instead.
+            log2_a.eq(instr.log2_a & cfg.log2_attention & ~(instr.twin_a & cfg.twin_uniform)),
+            twin_a.eq(instr.twin_a & cfg.twin_uniform), twin_gelu.eq(instr.log2_a), twin_m.eq(instr.twin_m),
             spad_addr.eq(instr.b_addr), issued.eq(0),
             issued_last.eq(cfg.rows == 1), c_addr.eq(instr.c_addr),
             total.eq(instr.rows + matmul_cycles(cfg, 1) - 1),
@@ -188,6 +196,11 @@ class MatmulEngine(Engine):
             # The log2 flag of each input row, delayed with its data (two commands' rows may be in
             # the array: the flag travels with the row through the skew, hw/array.py).
             m.d.comb += array.a_log2.eq(delayed(m, streaming & log2_a, READ_LATENCY, "a_log2"))
+        if cfg.twin_uniform:
+            # The twin mode and shift of each input row, delayed with its data (as log2).
+            m.d.comb += [array.a_twin.eq(delayed(m, streaming & twin_a, READ_LATENCY, "a_twin")),
+                         array.a_twin_gelu.eq(delayed(m, twin_gelu, READ_LATENCY, "a_twin_gelu")),
+                         array.a_twin_m.eq(delayed(m, twin_m, READ_LATENCY, "a_twin_m"))]
         # transpose_b holds from the cycle after the command is accepted to the end of its weight
         # reads: one register is enough to be in place for every delayed weight load.
         m.d.sync += array.w_transpose.eq(transpose_b)

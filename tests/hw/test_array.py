@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from vitaccel.config import preset
 from vitaccel.hw.array import SystolicArray, array_latency
 from vitaccel.sw.golden import matmul
-from vitaccel.sw.softmax import log2_operand
+from vitaccel.sw.softmax import log2_operand, twin_operand
 
 TINY = preset("tiny")
 
@@ -22,7 +22,7 @@ def square(n):
     return dataclasses.replace(TINY, rows=n, cols=n, bus_bits=8, requant_lanes=1, vector_lanes=1).validate()
 
 
-def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto"):
+def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto", twin=None):
     """Load ``weights`` into the shadow tile, wait a cycle (``swap_cycle``: a 1- or 2-row array
     needs it), present ``inputs[t]`` in cycle t (where ``valid[t]``; the first valid one with
     ``a_first``), return per-cycle outputs."""
@@ -47,6 +47,10 @@ def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto"):
                 ctx.set(dut.a_row, inputs[t].tolist())
                 if log2 is not None:
                     ctx.set(dut.a_log2, int(log2[t]))
+                if twin is not None:
+                    ctx.set(dut.a_twin, int(twin[0][t]))
+                    ctx.set(dut.a_twin_gelu, int(twin[1][t]))
+                    ctx.set(dut.a_twin_m, int(twin[2][t]))
             else:
                 ctx.set(dut.a_valid, 0)
             seen.append((ctx.get(dut.out_valid), [ctx.get(dut.out_row[j]) for j in range(cfg.cols)]))
@@ -59,9 +63,12 @@ def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto"):
     return dut.latency, seen
 
 
-def check(cfg, weights, inputs, valid, seed, log2=None, multiplier="auto"):
-    latency, seen = run_array(cfg, weights, inputs, valid, log2, multiplier)
+def check(cfg, weights, inputs, valid, seed, log2=None, multiplier="auto", twin=None):
+    latency, seen = run_array(cfg, weights, inputs, valid, log2, multiplier, twin)
     a = inputs if log2 is None else np.where(log2[:, None], log2_operand(inputs), inputs)
+    if twin is not None:
+        a = np.array([twin_operand(inputs[t], twin[2][t], bool(twin[1][t])) if twin[0][t] else a[t]
+                      for t in range(len(inputs))], dtype=np.int64)
     expected = matmul(a, weights)
     out_valid = np.array([v for v, _ in seen], dtype=bool)
     want_valid = np.zeros(len(seen), dtype=bool)
@@ -123,3 +130,20 @@ def test_converts_to_verilog(name):
 def test_rejects_what_is_not_a_config():
     with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
         SystolicArray("tiny")
+
+
+@pytest.mark.parametrize("n,seed,multiplier", [(4, 8, "inferred"), (3, 9, "mult18x18d"), (12, 10, "inferred")])
+def test_twin_rows_mixed_with_int8_rows(n, seed, multiplier):
+    """twin_uniform build: each row's a_twin, a_twin_gelu and a_twin_m (0..10) at random, with gaps;
+    twin rows decode as sw/softmax.twin_operand, the others stay int8; rows of 127 << 10 against -128."""
+    cfg = dataclasses.replace(square(n), twin_uniform=True).validate()
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(-128, 128, (n, n), dtype=np.int8)
+    inputs = rng.integers(-128, 128, (24, n), dtype=np.int8)
+    inputs[3], inputs[4] = -1, 127
+    weights[:, 0] = -128
+    valid = rng.random(24) < 0.7
+    valid[3:5] = True
+    twin = (rng.random(24) < 0.6, rng.random(24) < 0.5, rng.integers(0, 11, 24))
+    twin[0][3:5], twin[1][3], twin[1][4], twin[2][3:5] = True, False, True, 10
+    check(cfg, weights, inputs, valid, seed, multiplier=multiplier, twin=twin)

@@ -21,7 +21,7 @@ from vitaccel.hw.matmul import MatmulEngine, matmul_cycles, matmul_issue_cycles
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw.golden import matmul
-from vitaccel.sw.softmax import log2_operand
+from vitaccel.sw.softmax import log2_operand, twin_operand
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
@@ -41,7 +41,9 @@ def model(cfg, spad, acc, cmd):
         return
     c = slice(cmd["c_addr"], cmd["c_addr"] + rows)
     a = spad[cmd["a_addr"]:cmd["a_addr"] + rows]
-    if cmd.get("log2_a") and cfg.log2_attention:
+    if cmd.get("twin_a") and cfg.twin_uniform:
+        a = twin_operand(a, cmd["twin_m"], gelu=bool(cmd.get("log2_a")))
+    elif cmd.get("log2_a") and cfg.log2_attention:
         a = log2_operand(a)
     acc[c] = matmul(a, spad[cmd["b_addr"]:cmd["b_addr"] + cfg.rows],
                     acc[c] if cmd["accumulate"] else None, transpose_b=cmd.get("transpose_b", 0))
@@ -64,9 +66,9 @@ def random_memories(cfg, rng):
     return spad, acc
 
 
-def cmd(a_addr, b_addr, c_addr, rows, accumulate, transpose_b=0, log2_a=0):
+def cmd(a_addr, b_addr, c_addr, rows, accumulate, transpose_b=0, log2_a=0, twin_a=0, twin_m=0):
     return dict(a_addr=a_addr, b_addr=b_addr, c_addr=c_addr, rows=rows, accumulate=accumulate,
-                transpose_b=transpose_b, log2_a=log2_a)
+                transpose_b=transpose_b, log2_a=log2_a, twin_a=twin_a, twin_m=twin_m)
 
 
 def test_cycle_formula():
@@ -234,3 +236,54 @@ def test_log2_flag_is_ignored_without_the_feature():
     rng = np.random.default_rng(32)
     spad, acc = random_memories(cfg, rng)
     run(cfg, spad, acc, [cmd(a_addr=5, b_addr=40, c_addr=0, rows=7, accumulate=0, log2_a=1)], seed=32)
+
+
+@pytest.mark.parametrize("name,changes,seed", [("tiny", {}, 40), ("default", {}, 41),
+                                               ("tiny", dict(log2_attention=True), 42)])
+def test_twin_codes_back_to_back(name, changes, seed):
+    """A twin_uniform build: twin probability and twin GELU commands with different m (0..10),
+    offered as soon as the engine is ready, between int8 (and log2) ones, transposed or not,
+    accumulating or not: the accumulator equals the golden decode (sw/softmax.twin_operand), the
+    flags and shifts travel with each command's rows, every command's timing is MATMUL's."""
+    cfg = small(name, twin_uniform=True, **changes)
+    rng = np.random.default_rng(seed)
+    spad, acc = random_memories(cfg, rng)
+    acc[:] = 0     # 127 << 10 products: keep the sums away from the int32 wrap the model also does
+    commands, gaps = [], []
+    for k in range(14):
+        rows = int(rng.choice([1, 2, cfg.cols - 1, 9, 17]))
+        rows = max(1, min(rows, cfg.acc_rows))
+        mode = k % 4 if not cfg.log2_attention else k % 5
+        commands.append(cmd(a_addr=int(rng.integers(0, cfg.spad_rows - rows)),
+                            b_addr=int(rng.integers(0, cfg.spad_rows - cfg.rows)),
+                            c_addr=int(rng.integers(0, 3)), rows=rows, accumulate=int(rng.random() < 0.7),
+                            transpose_b=int(rng.random() < 0.4), twin_a=int(mode in (1, 2)),
+                            log2_a=int(mode in (2, 4)), twin_m=int(rng.choice([0, 1, 5, 9, 10]))))
+        gaps.append(int(rng.choice([0, 0, 1, 3])))
+    run_back_to_back(cfg, spad, acc, commands, seed, gaps)
+
+
+@pytest.mark.parametrize("w", [-128, 127])
+@pytest.mark.parametrize("code,gelu", [(-1, 0), (127, 1), (-128, 1)])
+def test_twin_extremes_fit_the_partial_sums(w, code, gelu):
+    """Every operand 127 << 10 (a flagged 127, or GELU 127) or -128 (GELU) against weights -128
+    or 127: rows * operand * w, exact (18-bit operands, product_width, psum_width)."""
+    cfg = small("default", twin_uniform=True)
+    spad = np.full((cfg.spad_rows, cfg.cols), code, dtype=np.int8)
+    spad[32:32 + cfg.rows] = w
+    acc = np.zeros((cfg.acc_rows, cfg.cols), dtype=np.int32)
+    run(cfg, spad, acc, [cmd(a_addr=0, b_addr=32, c_addr=0, rows=6, accumulate=1, twin_a=1, log2_a=gelu, twin_m=10),
+                         cmd(a_addr=0, b_addr=32, c_addr=8, rows=6, accumulate=0, twin_a=1, log2_a=gelu, twin_m=10)],
+        seed=None)
+
+
+def test_twin_flags_are_ignored_without_the_feature():
+    cfg = small("tiny")
+    rng = np.random.default_rng(33)
+    spad, acc = random_memories(cfg, rng)
+    run(cfg, spad, acc, [cmd(a_addr=5, b_addr=40, c_addr=0, rows=7, accumulate=0, twin_a=1, twin_m=7)], seed=33)
+
+
+def test_twin_build_converts_to_verilog():
+    text = verilog.convert(MatmulEngine(small("tiny", twin_uniform=True, log2_attention=True)), name="matmul_engine")
+    assert "module matmul_engine" in text
