@@ -126,6 +126,7 @@ class SoftmaxUnit(wiring.Component):
             "shift": In(unsigned(SHIFT_BITS)),
             "length": In(range(cfg.max_row + 1)),
             **({"log2": In(1)} if cfg.log2_attention else {}),
+            **({"twin": In(1), "twin_m": In(4)} if cfg.twin_uniform else {}),
             "i": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
             "o": Out(stream.Signature(data.StructLayout({
                 "mant": data.ArrayLayout(signed(8), lanes),
@@ -152,10 +153,13 @@ class SoftmaxUnit(wiring.Component):
         with m.If(advance):
             m.d.sync += [tags[k + 1].eq(tags[k]) for k in range(n_tags - 1)]
         log2 = self.log2 if self._cfg.log2_attention else Const(0, 1)
+        twin = self.twin if self._cfg.twin_uniform else Const(0, 1)
+        twin_m = self.twin_m if self._cfg.twin_uniform else Const(0, 4)
         m.submodules.exponent = exponent = _Exponent(self._cfg, advance, tags, buffers.data, buffers.row_max,
-                                                     self.mult, self.shift, log2)
+                                                     self.mult, self.shift, log2 | twin)
         m.submodules.normalizer = normalizer = _Normalizer(self._cfg, advance, tags, exponent.exps)
-        m.submodules.output = _OutputStage(self._cfg, advance, tags, exponent, normalizer, self.o, log2)
+        m.submodules.output = _OutputStage(self._cfg, advance, tags, exponent, normalizer, self.o, log2,
+                                           twin, twin_m)
         return m
 
 
@@ -382,7 +386,7 @@ class _Exponent(Elaboratable):
                     t.eq(u + (u >> 1) - (u >> 4)),
                 ]
             self._exponential(m, t, j)
-            if self._cfg.log2_attention:
+            if self._cfg.log2_attention or self._cfg.twin_uniform:
                 self._quadratic(m, t, j)
         return m
 
@@ -530,11 +534,12 @@ class _OutputStage(Elaboratable):
     of its own that moves with the tags: the engine's output side hangs on it).
     """
 
-    def __init__(self, cfg: AccelConfig, advance, tags, exponent, normalizer, probs, log2):
+    def __init__(self, cfg: AccelConfig, advance, tags, exponent, normalizer, probs, log2, twin=None, twin_m=None):
         self._cfg = cfg
         self._advance, self._tags, self._exponent, self._normalizer = advance, tags, exponent, normalizer
         self._probs = probs
         self._log2 = log2
+        self._twin, self._twin_m = twin, twin_m
 
     def elaborate(self, platform):
         cfg, advance, tags, probs = self._cfg, self._advance, self._tags, self._probs
@@ -544,9 +549,12 @@ class _OutputStage(Elaboratable):
         weights = []
         for j in range(lanes):
             if cfg.softmax == "e2softmax":
-                w = Signal(2 * EXP_BITS, name=f"w_{j}")
+                w = Signal(2 * EXP_BITS + (1 if cfg.twin_uniform else 0), name=f"w_{j}")
                 live = tags[SoftmaxUnit.EXP_STAGE].live[j]
                 value = Mux(live, (recip_r << EXP_BITS) >> self._exponent.ks[j], 0)
+                if cfg.twin_uniform:
+                    # Twin codes: w = E * R of the quadratic exponentials (a 16 x 15 product per lane).
+                    value = Mux(self._twin, self._exponent.exps[j] * recip_r, value)
             else:
                 w = Signal(2 * EXP_BITS + 1, name=f"w_{j}")
                 value = self._exponent.exps[j] * recip_r
@@ -571,19 +579,63 @@ class _OutputStage(Elaboratable):
                 m.d.sync += carry.eq(sums[-1][:_STEP])
 
         codes = self._log2_codes(m) if cfg.log2_attention else None
+        twin_codes = self._twin_codes(m, prefix) if cfg.twin_uniform else None
         # Stage 15 -> 16: the mantissas, differences of the rounded running sums, saturated.
         with m.If(advance):
             for j in range(lanes):
                 step = (steps[j] - (steps[j - 1] if j else 0))[:9]
                 mant = Mux(step > 127, 127, step)
-                m.d.sync += probs.payload.mant[j].eq(mant if codes is None else Mux(self._log2, codes[j], mant))
-            m.d.sync += probs.payload.row_exp.eq(Mux(self._log2, 0, self._normalizer.row_exp))
+                out = mant if codes is None else Mux(self._log2, codes[j], mant)
+                out = out if twin_codes is None else Mux(self._twin, twin_codes[j], out)
+                m.d.sync += probs.payload.mant[j].eq(out)
+            m.d.sync += probs.payload.row_exp.eq(Mux(self._log2 | (self._twin if cfg.twin_uniform else 0), 0,
+                                                     self._normalizer.row_exp))
         out_valid = Signal()
         with m.If(advance):
             m.d.sync += out_valid.eq(tags[pipeline - 1].valid & tags[pipeline - 1].norm)
         m.d.comb += [probs.valid.eq(out_valid), probs.payload.last.eq(tags[pipeline].last)]
         return m
 
+
+    def _twin_codes(self, m, prefix):
+        """twin_uniform builds, stages 15 and 16 with ``twin``: the running sums of ``w = E * R``
+        rounded to 16-bit mantissa steps (``2**-15``, the carry of 15 bits, ``2**14`` at the row
+        start: :func:`vitaccel.sw.softmax.shiftmax16`'s normalization of ``exp2_quadratic``), then
+        per lane the mantissa ``mant`` (saturated at 32767) and with ``n = row_exp + 8``, ``m =
+        twin_m``: ``c1 = mant * 2**(7 + m - n)`` (a left shift or a rounding right shift, half up),
+        ``c2 = min(round(mant * 2**(7 - n)), 127)``, the byte ``c1`` if ``c1 < 128`` else
+        ``c2 | 128`` (:func:`~vitaccel.sw.softmax.twin_softmax`)."""
+        advance, tags = self._advance, self._tags
+        pipeline = SoftmaxUnit.PIPELINE
+        step16 = 2 * EXP_BITS - 7 - 8
+        carry = Signal(step16, name="twin_carry")
+        start = Mux(tags[pipeline - 2].first, 1 << (step16 - 1), carry)
+        sums = [start + p for p in prefix]
+        steps = [Signal(17, name=f"twin_rounded_{j}") for j in range(len(prefix))]
+        with m.If(advance):
+            m.d.sync += [r.eq(v >> step16) for r, v in zip(steps, sums)]
+            with m.If(tags[pipeline - 2].valid & tags[pipeline - 2].norm):
+                m.d.sync += carry.eq(sums[-1][:step16])
+        row_exp = self._normalizer.row_exp
+        # 7 + m - n = m - 1 - row_exp: a right shift by s1 = row_exp + 1 - m (a left one when < 0).
+        s1 = Signal(signed(ROW_EXP_BITS + 2), name="twin_s1")
+        s2 = Signal(ROW_EXP_BITS + 1, name="twin_s2")
+        m.d.comb += [s1.eq(row_exp + 1 - self._twin_m), s2.eq(row_exp + 1)]
+        codes = []
+        for j in range(len(prefix)):
+            diff = (steps[j] - (steps[j - 1] if j else 0))[:17]
+            mant = Signal(16, name=f"twin_mant_{j}")
+            m.d.comb += mant.eq(Mux(diff > 32767, 32767, diff))
+            right = Signal(17, name=f"twin_right_{j}")
+            m.d.comb += right.eq((((mant << 1) >> s1[:ROW_EXP_BITS + 1]) + 1) >> 1)
+            c1 = Signal(19, name=f"twin_c1_{j}")
+            m.d.comb += c1.eq(Mux(s1 < 0, mant << (-s1)[:2], right))
+            c2 = Signal(17, name=f"twin_c2_{j}")
+            m.d.comb += c2.eq((((mant << 1) >> s2) + 1) >> 1)
+            code = Signal(8, name=f"twin_code_{j}")
+            m.d.comb += code.eq(Mux(c1 < 128, c1[:7], Cat(Mux(c2 > 127, 127, c2)[:7], Const(1, 1))))
+            codes.append(code)
+        return codes
 
     def _log2_codes(self, m):
         """log2_attention builds, stages 13 to 15 of the normalizing pass with ``log2``: per lane
@@ -729,9 +781,6 @@ class SoftmaxEngine(Engine):
     busy_cycles = staticmethod(softmax_cycles)
 
     def __init__(self, cfg: AccelConfig):
-        if cfg.twin_uniform:
-            raise ConfigError("twin_uniform: the softmax engine has no twin-uniform output yet (issue 23 item 2: "
-                             "the ISA simulator and compiler have it, the RTL not); build without twin_uniform")
         super().__init__(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr")
 
     def elaborate(self, platform):
@@ -753,6 +802,11 @@ class SoftmaxEngine(Engine):
             log2 = Signal()
             m.d.comb += unit.log2.eq(log2)
             log2_taken = [log2.eq(instr.log2)]
+        if cfg.twin_uniform:
+            # SOFTMAX twin: the unit's twin-uniform codes with shift twin_m, held like length.
+            twin, twin_m = Signal(), Signal(4)
+            m.d.comb += [unit.twin.eq(twin), unit.twin_m.eq(twin_m)]
+            log2_taken += [twin.eq(instr.twin), twin_m.eq(instr.twin_m)]
         with m.If(loading):
             m.d.sync += [unit.mult.eq(self.param_rd.data[0][:MULT_BITS]),
                          unit.shift.eq(self.param_rd.data[1][:SHIFT_BITS])]

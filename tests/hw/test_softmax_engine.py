@@ -20,7 +20,8 @@ from vitaccel.config import preset
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.hw.softmax import SoftmaxEngine, SoftmaxUnit, softmax_beats, softmax_cycles
 from vitaccel.isa import Opcode, encode
-from vitaccel.sw.softmax import e2softmax, log2_spad_codes, log_int_softmax, shiftmax, softmax_params
+from vitaccel.sw.softmax import (e2softmax, log2_spad_codes, log_int_softmax, shiftmax, softmax_params,
+                                 twin_softmax)
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
@@ -41,7 +42,11 @@ def reference(cfg, spad, param, c):
             x[r, t * cols:(t + 1) * cols] = spad[c["src"] + t * c["tile_stride"] + r]
     mult, shift = (int(v) for v in param[c["param_addr"], :2])
     out = np.zeros((rows, tiles * cols), dtype=np.int64)
-    if c.get("log2") and cfg.log2_attention:
+    if c.get("twin") and cfg.twin_uniform:
+        # PTQ4ViT twin-uniform codes (bit 7 the range flag) as bytes; the exponent rows as zeros.
+        out[:, :length] = twin_softmax(x[:, :length], mult, shift, c["twin_m"]).codes.view(np.int8)
+        row_exp = np.zeros((rows, 1), dtype=np.int64)
+    elif c.get("log2") and cfg.log2_attention:
         # Log2 codes 15 - k of FQ-ViT's Log-Int-Softmax; the exponent rows are written as zeros.
         out[:, :length] = log2_spad_codes(log_int_softmax(x[:, :length], mult, shift, 4))
         row_exp = np.zeros((rows, 1), dtype=np.int64)
@@ -88,6 +93,11 @@ def commands(cfg):
         # log2 codes on every command but the second (the unit switches back and forth).
         for i, (c, _) in enumerate(out):
             c["log2"] = int(i != 1)
+    if cfg.twin_uniform:
+        # twin codes on every other command, m from 0 to 10 (a log2 command between them, if any).
+        for i, (c, _) in enumerate(out):
+            if i % 2 == 0:
+                c.update(twin=1, twin_m=(0, 3, 10)[i // 2 % 3], log2=0)
     assert free <= cfg.spad_rows
     return out
 
@@ -155,10 +165,11 @@ def test_cycle_formula():
     assert SoftmaxEngine.INPUT_SLOTS == READ_LATENCY + 2
 
 
-@pytest.mark.parametrize("log2", [False, True])
+@pytest.mark.parametrize("log2", [False, True, "twin"])
 @pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
 def test_converts_to_verilog(softmax, log2):
-    cfg = dataclasses.replace(preset("default"), softmax=softmax, log2_attention=log2)
+    cfg = dataclasses.replace(preset("default"), softmax=softmax, log2_attention=log2 is True,
+                              twin_uniform=log2 == "twin")
     text = verilog.convert(SoftmaxEngine(cfg), name="softmax_engine")
     assert "module softmax_engine" in text
 
@@ -181,6 +192,46 @@ def test_log2_codes_of_many_rows(name, changes, seed):
         size = -(-length // cfg.cols) * 24
         todo.append(dict(src=free, dst=free, rows=24, length=length, tile_stride=24, param_addr=p,
                          src2=4, log2=1))
+        free += size
+    assert free <= cfg.spad_rows
+    engine = SoftmaxEngine(cfg)
+    expected = {"spad": spad, "param": param}
+
+    def model(c):
+        expected["spad"], expected["param"] = reference(cfg, expected["spad"], expected["param"], c)
+
+    run_commands(EngineBench(engine, cfg, spad=spad.astype(np.int8), param=param.astype(np.int32)), todo,
+                 lambda c: encode(Opcode.SOFTMAX, **c),
+                 lambda c: (softmax_cycles(cfg, c["rows"], c["length"]), engine.cycles(c["rows"], c["length"])),
+                 model, expected, seed)
+
+
+@pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", dict(twin_uniform=True), 54),
+    ("tiny", dict(twin_uniform=True, log2_attention=True), 55),
+])
+def test_twin_codes(name, changes, seed, softmax):
+    """twin_uniform builds: SOFTMAX twin writes twin_softmax's codes (m 0, 3, 10), zero exponent
+    rows, in softmax_cycles; the variant's output (and log2 codes) between them."""
+    run(small(name, softmax=softmax, **changes), seed)
+
+
+@pytest.mark.parametrize("name,changes,seed", [("tiny", {}, 56)])
+def test_twin_codes_of_many_rows(name, changes, seed):
+    """twin SOFTMAX over 4 x 24 random rows at four logit scales and m 1, 4, 7, 10 (both ranges,
+    rows of 1 .. 64): the whole scratchpad and PARAM after each command equal the golden codes."""
+    cfg = dataclasses.replace(small(name, twin_uniform=True, **changes), spad_rows=2048).validate()
+    rng = np.random.default_rng(seed)
+    spad = rng.integers(-128, 128, (cfg.spad_rows, cfg.cols), dtype=np.int64)
+    param = np.zeros((cfg.param_rows, cfg.cols), dtype=np.int64)
+    todo, free = [], 0
+    for p, scale in enumerate((0.01, 0.05, 0.2, 1.0)):
+        param[p, :2] = softmax_params(scale)
+        length = int(rng.integers(1, cfg.max_row + 1)) if p else cfg.max_row
+        size = -(-length // cfg.cols) * 24
+        todo.append(dict(src=free, dst=free, rows=24, length=length, tile_stride=24, param_addr=p,
+                         src2=4, twin=1, twin_m=1 + 3 * p))
         free += size
     assert free <= cfg.spad_rows
     engine = SoftmaxEngine(cfg)

@@ -228,10 +228,3 @@ def test_m_above_the_limit_is_refused_naming_the_layer(ptq4vit):
     with pytest.raises(CompileError, match=r"^big-m: blocks.0.fc2's twin-uniform GELU m=12 exceeds the hardware's limit 10"):
         compile_model(intvit, TWIN, name="big-m")
 
-
-def test_rtl_refuses_twin_builds_until_the_softmax_unit_has_it():
-    """Honest until the softmax unit writes twin codes: a twin_uniform build is refused in one line."""
-    from vitaccel.config import ConfigError
-    from vitaccel.hw.softmax import SoftmaxEngine
-    with pytest.raises(ConfigError, match=r"^twin_uniform: the softmax engine has no twin-uniform output yet"):
-        SoftmaxEngine(TWIN)
