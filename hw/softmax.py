@@ -67,6 +67,13 @@ class SoftmaxUnit(wiring.Component):
         ``exp2_quadratic``'s exponentials, its log2 from a 128 x 8 table (``LOG2_TABLE``) beside
         ``RECIP``, and stages 13 to 15 turn ``-log2 p`` into ``k`` by the 16-entry
         ``LIS_THRESHOLD`` table.
+    twin, twin_m : In(1), In(4)
+        Only with ``cfg.twin_uniform``: the output is PTQ4ViT's twin-uniform codes
+        (``twin_softmax(row, mult, shift, twin_m).codes``, bit 7 the range flag, 0 past ``length``)
+        and ``row_exp`` 0, in the same timing; held like ``mult``. Both passes use
+        ``exp2_quadratic``'s exponentials, ``w = E * R`` (a 16 x 15 product per lane), the running
+        sums are rounded to 16-bit mantissas, and stage 16 shifts each by ``twin_m - 1 - row_exp``
+        into the two ranges (:meth:`_OutputStage._twin_codes`).
     i : In(stream.Signature(data.ArrayLayout(signed(8), lanes)))
         Input beats. ``ready`` depends on registers only: high unless both row buffers hold a row
         not yet normalized.
