@@ -210,6 +210,8 @@ def test_log2_codes_of_many_rows(name, changes, seed):
 @pytest.mark.parametrize("name,changes,seed", [
     ("tiny", dict(twin_uniform=True), 54),
     ("tiny", dict(twin_uniform=True, log2_attention=True), 55),
+    ("default", dict(twin_uniform=True, vector_lanes=3), 57),
+    ("default", dict(twin_uniform=True), 58),
 ])
 def test_twin_codes(name, changes, seed, softmax):
     """twin_uniform builds: SOFTMAX twin writes twin_softmax's codes (m 0, 3, 10), zero exponent
