@@ -298,6 +298,15 @@ class ElementwiseEngine(Engine):
                                wr=_TileWalk("wr", 1, instr, addr_width, next_tile),
                                slot=Signal(range(period), name="slot"), wr_final=Signal(name="wr_final"))
 
+        # The payload's decodes the walk starts from, registered a cycle ahead (the payload holds
+        # from the cycle before `valid`, hw/interfaces.py): while waiting, the walk's registers
+        # then load registers, not comparators and adders behind the controller's payload copy.
+        ahead = SimpleNamespace(nonempty=Signal(name="ahead_nonempty"), rows_m1=Signal.like(instr.rows, name="ahead_rows_m1"),
+                                rows_one=Signal(name="ahead_rows_one"), last_tile=Signal(name="ahead_last_tile"))
+        m.d.sync += [ahead.nonempty.eq((instr.rows != 0) & (instr.length != 0)),
+                     ahead.rows_m1.eq(instr.rows - 1), ahead.rows_one.eq(instr.rows == 1),
+                     ahead.last_tile.eq(instr.length <= cfg.cols)]
+
         # A command is accepted whenever one is offered while waiting, empty or not: `valid`
         # only moves the state (no comparator behind it). Whether the command is empty is
         # registered beside it; after an empty one the engine keeps waiting in PARAMS.
@@ -328,14 +337,14 @@ class ElementwiseEngine(Engine):
             # The walk's registers follow the payload while waiting.
             m.d.comb += [self.cmd.ready.eq(1), idle.eq(1)]
             m.d.sync += [
-                nonempty.eq((instr.rows != 0) & (instr.length != 0)),
-                next_tile.rows_m1.eq(instr.rows - 1),
-                next_tile.rows_one.eq(instr.rows == 1),
+                nonempty.eq(ahead.nonempty),
+                next_tile.rows_m1.eq(ahead.rows_m1),
+                next_tile.rows_one.eq(ahead.rows_one),
                 next_tile.stride.eq(instr.tile_stride),
                 param_addr.eq(instr.param_addr),
                 walk.slot.eq(0),
-                *walk.rd.begin([instr.src, instr.src2][:self.operands], cfg.cols),
-                *walk.wr.begin([instr.dst], cfg.cols),
+                *walk.rd.begin([instr.src, instr.src2][:self.operands], ahead),
+                *walk.wr.begin([instr.dst], ahead),
             ]
 
         walk.walking = fsm.ongoing("WALK")
@@ -447,13 +456,14 @@ class _TileWalk:
         self.left = Signal.like(instr.length, name=f"{name}_left")
         self.last_tile = Signal(name=f"{name}_last_tile")   # left <= cols
 
-    def begin(self, bases, cols):
-        """Statements that start the walk at the command, from the tensors' ``bases``."""
+    def begin(self, bases, ahead):
+        """Statements that start the walk at the command, from the tensors' ``bases`` and the
+        payload's decodes registered a cycle ahead (``ahead.rows_m1``, ``rows_one``, ``last_tile``)."""
         instr = self._instr
         return [*(a.eq(b) for a, b in zip(self.addr, bases)),
                 *(a.eq(b) for a, b in zip(self.base, bases)),
-                self.rows_left.eq(instr.rows - 1), self.last_row.eq(instr.rows == 1),
-                self.left.eq(instr.length), self.last_tile.eq(instr.length <= cols)]
+                self.rows_left.eq(ahead.rows_m1), self.last_row.eq(ahead.rows_one),
+                self.left.eq(instr.length), self.last_tile.eq(ahead.last_tile)]
 
     def step(self, m, cols):
         """Statements (under the caller's condition) that move to the next row."""
