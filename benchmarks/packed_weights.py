@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 
 import numpy as np
 
@@ -35,13 +34,9 @@ from vitaccel.sw.intvit import IntViT
 from vitaccel.sw.perf import estimate
 from vitaccel.sw.quantize import quantize_model
 from vitaccel.sw.zoo import model_images
-from yosys_cells import synthesize_cells
+from yosys_cells import board_cells, say, synthesize_cells
 
 MODELS = ("tiny-digits", "deit-tiny")
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def w4_model(name: str, cfg) -> IntViT:
@@ -96,14 +91,7 @@ def cost(base, board: str | None) -> list:
         say(f"synthesizing the DMA (packed_weights={packed}) ...")
         row["dma"] = synthesize_dma(cfg)
         if board:
-            from vitaccel.boards.synth import estimate as board_estimate
-
-            say(f"synthesizing the {board} top of {cfg.name} (packed_weights={packed}), about 2-3 minutes ...")
-            start = time.monotonic()
-            found = board_estimate(board, cfg, place=False, progress=lambda m: say(f"  {m}"))
-            row["board"] = {kind: {k: found["resources"][kind][k] for k in ("used", "available", "percent")}
-                            for kind in ("lut", "ff", "dsp", "bram")}
-            row["board_seconds"] = round(time.monotonic() - start, 1)
+            row["board"], row["board_seconds"] = board_cells(board, cfg, f"packed_weights={packed}")
         rows.append(row)
     return rows
 

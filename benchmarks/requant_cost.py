@@ -17,12 +17,10 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 
-from vitaccel.boards.synth import estimate
 from vitaccel.config import REQUANT, load_config
 from vitaccel.hw.requant import RequantEngine
-from yosys_cells import synthesize_cells
+from yosys_cells import board_cells, synthesize_cells
 
 
 
@@ -46,15 +44,7 @@ def main(argv=None):
         print(f"synthesizing the REQUANT engine ({requant}) ...", file=sys.stderr, flush=True)
         row["engine"] = synthesize_engine(cfg)
         if not args.skip_board:
-            print(f"synthesizing the {args.board} top of {cfg.name} ({requant}), about 2-3 minutes ...",
-                  file=sys.stderr, flush=True)
-            start = time.monotonic()
-            found = estimate(args.board, cfg, place=False,
-                             progress=lambda message: print(f"  {message}", file=sys.stderr, flush=True))
-            row["board"] = {kind: {k: found["resources"][kind][k] for k in ("used", "available", "percent")}
-                            for kind in ("lut", "ff", "dsp", "bram")}
-            row["board_source"] = found["resources"]["dsp"]["source"]
-            row["board_seconds"] = round(time.monotonic() - start, 1)
+            row["board"], row["board_seconds"] = board_cells(args.board, cfg, requant)
         rows.append(row)
     report = {"config": base.name, "board": None if args.skip_board else args.board,
               "requant_lanes": base.requant_lanes, "mult_bits": base.mult_bits, "rows": rows}

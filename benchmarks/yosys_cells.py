@@ -1,5 +1,6 @@
-"""Cell counts of one Amaranth component after yosys ``synth_ecp5``: the helper the cost benchmarks
-share (requant_cost.py, packed_weights.py, log2_attention.py, nonlinear.py).
+"""Cell counts after yosys ``synth_ecp5``, of one Amaranth component or of a board's whole design:
+the helpers the cost benchmarks share (requant_cost.py, packed_weights.py, feature_bench.py for
+log2_attention.py and twin_uniform.py, nonlinear.py).
 
     from yosys_cells import synthesize_cells     # benchmarks/ is on sys.path when a script there runs
 """
@@ -7,6 +8,7 @@ share (requant_cost.py, packed_weights.py, log2_attention.py, nonlinear.py).
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -36,3 +38,23 @@ def synthesize_cells(component, name: str, subdir: str) -> dict:
         counts[key] = int(found.group(1)) if found else 0
     counts["lut"] = counts["lut4"] + 2 * counts["ccu2c"]
     return counts
+
+
+def say(message: str) -> None:
+    """A progress line on stderr (stdout carries the report)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def board_cells(board: str, cfg, what: str) -> tuple[dict, float]:
+    """The LUT, FF, DSP and block RAM use (``{kind: {used, available, percent}}``) of ``board``'s
+    whole design for ``cfg``, as ``vitaccel estimate --board B --config C --json`` counts it
+    (yosys only, no place-and-route; a few minutes on `default`), and the seconds it took; ``what``
+    names the variant in the progress lines."""
+    from vitaccel.boards.synth import estimate
+
+    say(f"synthesizing the {board} top of {cfg.name} ({what}), a few minutes ...")
+    start = time.monotonic()
+    found = estimate(board, cfg, place=False, progress=lambda message: say(f"  {message}"))
+    cells = {kind: {k: found["resources"][kind][k] for k in ("used", "available", "percent")}
+             for kind in ("lut", "ff", "dsp", "bram")}
+    return cells, round(time.monotonic() - start, 1)

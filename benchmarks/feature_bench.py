@@ -1,0 +1,146 @@
+"""What a recipe's build feature costs and saves (issue 23): the shared body of
+benchmarks/log2_attention.py and benchmarks/twin_uniform.py.
+
+Cycles (performance model, on-chip memory; equal to the RTL's, tests/sim/test_<feature>.py): the
+recipe ``base`` on the config and the feature's recipe on the config with the feature, for
+tiny-digits (trained; one image also through the ISA simulator, whole logits against the golden
+forward) and DeiT-Tiny (random weights; the cycles do not depend on the values).
+
+With ``--cost``: yosys ``synth_ecp5`` cell counts (no place-and-route) of the matmul engine (the
+array with its operand decode) and the softmax engine (the feature's output) alone, with and
+without the feature, and of the board top (``--board``, default ulx3s-85f, as ``vitaccel estimate
+--board B --config C --json`` counts it; about 3-5 minutes each) unless ``--skip-board``.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from vitaccel.config import load_config
+from vitaccel.files import build_root
+from vitaccel.isa import Opcode, decode_fields
+from vitaccel.sw import isasim
+from vitaccel.sw.compile_model import compile_model
+from vitaccel.sw.forward import forward, patches, quantize_input
+from vitaccel.sw.intvit import IntViT
+from vitaccel.sw.perf import estimate
+from vitaccel.sw.quantize import quantize_model
+from vitaccel.sw.zoo import model_images
+from yosys_cells import board_cells, say, synthesize_cells
+
+MODELS = ("tiny-digits", "deit-tiny")
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A build feature of issue 23 and the recipe that needs it."""
+    knob: str           # the AccelConfig field
+    recipe: str         # the recipe run on a build with it
+    short: str          # names the synthesized designs and the config (``<config>-<short>``)
+    what: str           # for the printed header
+    counts: tuple       # (column, opcode, flag): instructions of that opcode with that flag set
+
+
+LOG2 = Feature("log2_attention", "fqvit", "log2", "log2 attention",
+               (("log2_matmuls", Opcode.MATMUL, "log2_a"), ("log2_softmaxes", Opcode.SOFTMAX, "log2")))
+TWIN = Feature("twin_uniform", "ptq4vit", "twin", "twin-uniform",
+               (("twin_matmuls", Opcode.MATMUL, "twin_a"), ("twin_softmaxes", Opcode.SOFTMAX, "twin")))
+
+
+def model(name: str, recipe: str, cfg) -> IntViT:
+    """``name`` quantized with ``recipe`` and ``cfg``'s variants, cached by name, recipe and variants."""
+    path = (build_root() / "log2_attention" /
+            f"{name}-{recipe}-{cfg.softmax}-{cfg.layernorm}-{cfg.gelu}-m{cfg.mult_bits}.npz")
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        say(f"quantizing {name} with recipe {recipe} (cached in {path}) ...")
+        quantize_model(name, recipe=recipe, config=cfg, output=path)
+    return IntViT.load(path)
+
+
+def isa_bit_exact(intvit: IntViT, program) -> bool:
+    """One image through the ISA simulator: the whole logit vector equals the golden forward's."""
+    images, _ = model_images(intvit, 1)
+    x = patches(quantize_input(intvit, images[:1]), intvit.config.patch_size)[0]
+    run = isasim.run(program.with_tensors(input=x))
+    return bool(run.ok and np.array_equal(program.read_tensor(run.image, "logits")[0], forward(intvit, images[:1])[0]))
+
+
+def cycles(feature: Feature, intvit: IntViT, cfg, check: bool) -> dict:
+    program = compile_model(intvit, cfg, name=intvit.recipe)
+    fields = [decode_fields(w) for w in program.instructions]
+    row = {"recipe": intvit.recipe, "config": cfg.name, feature.knob: getattr(cfg, feature.knob),
+           "cycles": estimate(program).cycles, "instructions": len(program.instructions)}
+    for column, opcode, flag in feature.counts:
+        row[column] = sum(1 for op, f in fields if op == opcode and f.get(flag))
+    if check:
+        row["isa_bit_exact"] = isa_bit_exact(intvit, program)
+    return row
+
+
+def cost(feature: Feature, base, board: str | None) -> list:
+    from vitaccel.hw.matmul import MatmulEngine
+    from vitaccel.hw.softmax import SoftmaxEngine
+
+    rows = []
+    for on in (False, True):
+        cfg = dataclasses.replace(base, **{feature.knob: on}).validate()
+        tag, where = feature.short if on else "int8", f"{feature.knob}/synth/{cfg.slug}"
+        say(f"synthesizing the matmul engine and the softmax engine ({feature.knob}={on}) ...")
+        row = {feature.knob: on, "config_slug": cfg.slug,
+               "matmul": synthesize_cells(MatmulEngine(cfg), f"matmul_{tag}", where),
+               "softmax": synthesize_cells(SoftmaxEngine(cfg), f"softmax_{tag}", where)}
+        if board:
+            row["board"], row["board_seconds"] = board_cells(board, cfg, f"{feature.knob}={on}")
+        rows.append(row)
+    return rows
+
+
+def main(feature: Feature, script: str, argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=script, description=f"Benchmark: {feature.what} "
+                                     f"(AccelConfig.{feature.knob}, recipe {feature.recipe}): cycles and cost.",
+                                     epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="default", help="preset or .toml/.json file (default: default)")
+    parser.add_argument("--skip-deit", action="store_true", help="tiny-digits only")
+    parser.add_argument("--cost", action="store_true", help="also the LUT/FF/DSP/BRAM cost from yosys")
+    parser.add_argument("--skip-board", action="store_true", help="--cost: the engines alone, not the board top")
+    parser.add_argument("--board", default="ulx3s-85f", help="--cost: board of the whole-design synthesis")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    try:
+        base = dataclasses.replace(load_config(args.config), **{feature.knob: False}).validate()
+        built = dataclasses.replace(base, name=f"{base.name}-{feature.short}", **{feature.knob: True}).validate()
+    except ValueError as exc:
+        print(f"{script}: error: {exc}", file=sys.stderr)
+        return 2
+    report = {"config": base.name, "models": {}}
+    for name in MODELS[:1] if args.skip_deit else MODELS:
+        say(f"{name}: compiling and modelling base on {base.name}, {feature.recipe} on {built.name} ...")
+        check = name == "tiny-digits"
+        report["models"][name] = [cycles(feature, model(name, "base", base), base, check),
+                                  cycles(feature, model(name, feature.recipe, built), built, check)]
+    if args.cost:
+        report["cost"] = cost(feature, base, None if args.skip_board else args.board)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    column = feature.counts[0][0]
+    print(f"performance model, on-chip memory; base on {base.name}, {feature.recipe} ({feature.what}) on {built.name}")
+    print(f"{'model':<12}{'recipe':<9}{'config':<16}{'cycles':>12}{column:>16}")
+    for name, rows in report["models"].items():
+        for row in rows:
+            print(f"{name:<12}{row['recipe']:<9}{row['config']:<16}{row['cycles']:>12,}{row[column]:>16,}")
+    for row in report.get("cost", []):
+        mm, sm = row["matmul"], row["softmax"]
+        line = (f"{feature.knob}={row[feature.knob]}: matmul engine {mm['lut']} LUT {mm['ff']} FF {mm['dsp']} DSP; "
+                f"softmax engine {sm['lut']} LUT {sm['ff']} FF {sm['dsp']} DSP {sm['bram']} BRAM")
+        if "board" in row:
+            b = row["board"]
+            line += (f"; {args.board} top {b['lut']['used']} LUT {b['ff']['used']} FF {b['dsp']['used']} DSP "
+                     f"{b['bram']['used']} BRAM")
+        print(line)
+    return 0
