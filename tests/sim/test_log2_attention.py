@@ -16,7 +16,7 @@ import pytest
 
 from vitaccel.cli import main
 from vitaccel.config import AccelConfig, preset
-from vitaccel.isa import INSTR_BYTES, Opcode, encode, encode_program
+from vitaccel.isa import Opcode, encode, encode_program
 from vitaccel.run import simulate_model
 from vitaccel.sw import isasim
 from vitaccel.sw.compile_model import compile_model, model_features
@@ -191,76 +191,13 @@ def test_fqvit_bit_exact_in_rtl_with_cycles_of_the_perf_model(tmp_path, capsys):
     assert [r["cycles"] for r in report["runs"]] == [report["perf_cycles"]] * 3 and report["perf_error"] == 0.0
 
 
-def _random_log2_program(rng):
-    """A random program on LOG2 (tiny): SPAD LOADs of random bytes, MATMULs with and without
-    log2_a (back to back, accumulating, transposed), SOFTMAXes in place with and without log2 on
-    rows of 1 .. 12 logits, REQUANTs; then everything it touched STOREd. Returns the Program."""
-    from vitaccel.isa import LocalMemory
-    from vitaccel.sw.program import Program
-
-    cfg, spad_b, acc_b = LOG2, LOG2.spad_row_bytes, LOG2.acc_row_bytes
-    data, out, spad_used, acc_used = 4096, 4096, 48, 12
-    words = [encode(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=5, dram_addr=0, dram_stride=acc_b),
-             encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=0, rows=spad_used, dram_addr=1024,
-                    dram_stride=spad_b)]
-    for _ in range(int(rng.integers(30, 60))):
-        kind = rng.choice(["load", "matmul", "matmul", "matmul", "softmax", "softmax", "requant"])
-        if kind == "load":
-            rows = int(rng.integers(1, 9))
-            words.append(encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=int(rng.integers(0, spad_used - rows)),
-                                rows=rows, dram_addr=int(rng.integers(64, (data - rows * spad_b) // spad_b)) * spad_b,
-                                dram_stride=spad_b))
-        elif kind == "matmul":
-            rows = int(rng.choice([1, 2, 3, 5, 9]))
-            words.append(encode(Opcode.MATMUL, a_addr=int(rng.integers(0, spad_used - rows)),
-                                b_addr=int(rng.integers(0, spad_used - cfg.rows)),
-                                c_addr=int(rng.integers(0, acc_used - rows + 1)), rows=rows,
-                                accumulate=int(rng.random() < 0.6), transpose_b=int(rng.random() < 0.3),
-                                log2_a=int(rng.random() < 0.5)))
-        elif kind == "softmax":
-            rows, length = int(rng.integers(1, 5)), int(rng.integers(1, 13))
-            span = (-(-length // cfg.cols) - 1) * rows + rows
-            src = int(rng.integers(0, spad_used - span + 1))
-            words.append(encode(Opcode.SOFTMAX, src=src, dst=src, src2=3, rows=rows, length=length, tile_stride=rows,
-                                param_addr=4, log2=int(rng.random() < 0.6)))
-        else:
-            rows = int(rng.integers(1, 9))
-            words.append(encode(Opcode.REQUANT, acc_addr=int(rng.integers(0, acc_used - rows + 1)),
-                                spad_addr=int(rng.integers(0, spad_used - rows)), rows=rows, param_addr=0))
-    words.append(encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=0, rows=spad_used, dram_addr=data,
-                        dram_stride=spad_b))
-    words.append(encode(Opcode.STORE, mem=LocalMemory.ACC, local_addr=0, rows=acc_used, dram_addr=data + 1024,
-                        dram_stride=acc_b))
-    words.append(encode(Opcode.STORE, mem=LocalMemory.PARAM, local_addr=3, rows=1, dram_addr=data + 2048,
-                        dram_stride=acc_b))
-    words.append(encode(Opcode.END))
-    prog_addr = data + out
-    image = bytearray(rng.integers(0, 256, data, dtype=np.uint8).tobytes())
-    params = np.zeros((5, cfg.cols), dtype="<i4")
-    params[0] = rng.integers(-2 ** 20, 2 ** 20, cfg.cols)                 # REQUANT bias, mult, shift
-    params[1] = rng.integers(1, 2 ** (cfg.mult_bits - 1), cfg.cols)
-    params[2] = rng.integers(10, 41, cfg.cols)
-    params[4, :2] = softmax_params(float(rng.choice([0.02, 0.1, 0.5])))  # SOFTMAX mult, shift
-    image[:params.nbytes] = params.tobytes()
-    image += bytes(prog_addr - data)
-    image += encode_program(words)
-    return Program(cfg, words, bytes(image), prog_addr=prog_addr, name="random-log2")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("case", range(4))
-def test_random_log2_programs_rtl_equals_isa(case):
+def test_random_log2_programs_rtl_equals_isa(case, feature_program, rtl_equals_isa):
     """Random programs with log2 and int8 MATMULs and SOFTMAXes mixed through the whole core in
     Verilator: the final image equals the ISA simulator's, CYCLES the performance model's."""
-    from vitaccel.sim.verilator import run_image
-    from vitaccel.sw.perf import estimate
-
     seed = SEED * 1000 + case
-    program = _random_log2_program(np.random.default_rng(seed))
-    want = isasim.run(program)
-    assert want.ok, f"seed {seed}: the ISA simulator stopped with {want.error}"
-    got = run_image(LOG2, program.image, program.prog_addr)
-    assert got.error.name == "NONE", f"seed {seed}: the core stopped with {got.error.name} at pc {got.pc:#x}"
-    a, b = np.frombuffer(got.image, np.uint8), np.frombuffer(want.image, np.uint8)
-    assert np.array_equal(a, b), f"seed {seed}: images differ first at byte {int(np.argmax(a != b))}"
-    assert got.cycles == estimate(program).cycles, f"seed {seed}: RTL {got.cycles} cycles, perf model differs"
+    rng = np.random.default_rng(seed)
+    program = feature_program(LOG2, rng, matmul_flags=lambda r: dict(log2_a=int(r.random() < 0.5)),
+                              softmax_flags=lambda r: dict(log2=int(r.random() < 0.6)), name="random-log2")
+    rtl_equals_isa(LOG2, program, seed)
