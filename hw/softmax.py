@@ -250,15 +250,19 @@ class _RowBuffers(Elaboratable):
         f1 = Signal(data.StructLayout({"valid": 1, "last": 1, "buf": 1, "live": lanes}))
         f1_data = Signal.like(self._logits.payload)
         f1_addr = Signal.like(buf_wr.addr)
+        # The lanes past the row's end are masked to -128 on the way into f1 (beside f1.live, from
+        # the same compares), so the maximum tree starts at registers: with the mask after f1,
+        # f1.live's route to every lane's mux began the ULX3S build's critical path (88.71 MHz).
+        masked = [Signal(signed(8), name=f"f1_masked_{j}") for j in range(lanes)]
         m.d.sync += [
             f1.valid.eq(accept), f1.last.eq(fill_last), f1.buf.eq(wb),
             f1.live.eq(Cat(left > j for j in range(lanes))),
             f1_data.eq(self._logits.payload), f1_addr.eq(Cat(fill_beat, wb)),
+            *(masked[j].eq(Mux(left > j, self._logits.payload[j], -128)) for j in range(lanes)),
         ]
         m.d.comb += [buf_wr.en.eq(f1.valid), buf_wr.addr.eq(f1_addr), buf_wr.data.eq(f1_data)]
 
         levels = (lanes - 1).bit_length()
-        masked = [Mux(f1.live[j], f1_data[j], -128) for j in range(lanes)]
         f2 = Signal.like(f1)
         f3 = Signal.like(f1)
         half_max = _tree(masked, _bigger, (levels + 1) // 2)
