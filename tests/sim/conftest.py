@@ -1,6 +1,9 @@
 """Fixtures of tests/sim: random programs for a build feature's MATMUL and SOFTMAX modes (issue 23:
 log2 attention, twin-uniform), and their check through the whole core in Verilator against the ISA
-simulator and the performance model (tests/sim/test_log2_attention.py, test_twin_uniform.py)."""
+simulator and the performance model (tests/sim/test_log2_attention.py, test_twin_uniform.py); and
+the issue's commands for a recipe (``vitaccel quantize``, then ``vitaccel simulate --engine rtl``)."""
+
+import json
 
 import numpy as np
 import pytest
@@ -90,3 +93,32 @@ def feature_program():
 def rtl_equals_isa():
     """:func:`assert_rtl_equals_isa`."""
     return assert_rtl_equals_isa
+
+
+def assert_recipe_runs_in_rtl(tmp_path, capsys, cfg, recipe: str, *quantize_args: str, images: int = 3,
+                              seed: int = 0) -> dict:
+    """The commands of issue 23 for one recipe: ``vitaccel quantize --model tiny-digits --recipe
+    RECIPE [quantize_args]``, then ``vitaccel simulate --engine rtl --images N --json`` on ``cfg``
+    (saved as a TOML file): every image bit-exact (whole logit vectors), every run's Verilator cycles
+    equal to the performance model's. Returns the simulate report."""
+    from vitaccel.cli import main
+
+    model, config = tmp_path / f"{recipe}.npz", tmp_path / "build.toml"
+    cfg.save(config)
+    assert main(["quantize", "--model", "tiny-digits", "--recipe", recipe, *quantize_args, "-o", str(model)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", "--model", str(model), "--config", str(config), "--engine", "rtl",
+                 "--images", str(images), "--seed", str(seed), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    bad = [r for r in report["runs"] if not r["bit_exact"]]
+    assert report["bit_exact"] and not bad, f"seed {seed}: first image not bit-exact: {bad[0] if bad else report}"
+    assert [r["cycles"] for r in report["runs"]] == [report["perf_cycles"]] * images, \
+        f"seed {seed}: RTL cycles {[r['cycles'] for r in report['runs']]}, perf model {report['perf_cycles']}"
+    assert report["perf_error"] == 0.0
+    return report
+
+
+@pytest.fixture
+def recipe_runs_in_rtl():
+    """:func:`assert_recipe_runs_in_rtl`."""
+    return assert_recipe_runs_in_rtl

@@ -231,22 +231,11 @@ def test_m_above_the_limit_is_refused_naming_the_layer(ptq4vit):
 
 
 @pytest.mark.slow
-def test_ptq4vit_bit_exact_in_rtl_with_cycles_of_the_perf_model(tmp_path, capsys):
+def test_ptq4vit_bit_exact_in_rtl_with_cycles_of_the_perf_model(tmp_path, capsys, recipe_runs_in_rtl):
     """The commands of the issue: vitaccel quantize --recipe ptq4vit, then vitaccel simulate --engine
     rtl on a tiny build with twin_uniform: 3 images bit-exact (whole logit vectors), every run's
     Verilator cycles equal to the performance model's."""
-    import json
-
-    model, config = tmp_path / "ptq4vit.npz", tmp_path / "tiny-twin.toml"
-    TWIN.save(config)
-    assert main(["quantize", "--model", "tiny-digits", "--recipe", "ptq4vit", "-o", str(model)]) == 0
-    capsys.readouterr()
-    assert main(["simulate", "--model", str(model), "--config", str(config), "--engine", "rtl", "--images", "3",
-                 "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    bad = [r for r in report["runs"] if not r["bit_exact"]]
-    assert report["bit_exact"] and not bad, f"seed {SEED}: first image not bit-exact: {bad[0] if bad else report}"
-    assert [r["cycles"] for r in report["runs"]] == [report["perf_cycles"]] * 3 and report["perf_error"] == 0.0
+    recipe_runs_in_rtl(tmp_path, capsys, TWIN, "ptq4vit", seed=SEED)
 
 
 @pytest.mark.slow
