@@ -83,6 +83,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitaccel.config import AccelConfig
+from vitaccel.numerics import saturate
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.compile_ops import vector_param_rows
 from vitaccel.sw.compiler import (MAX_ROWS, CompileError, check_features, pack_linear_params, plan_linear,
@@ -166,14 +167,27 @@ class _Builder:
         self.log2 = False                                 # FQ-ViT log2 attention (log2 SOFTMAX, log2_a MATMUL)
         self.twin_m = None                                # PTQ4ViT: this block's twin softmax m per head
         self.fc2_fields: dict = {}                        # PTQ4ViT: fc2's MATMUL operand mode (twin GELU)
+        self.attn_narrow: dict = {}                       # this block's attention x V REQUANT narrowing
         self.a_fields: dict = {}                          # extra fields of every MATMUL emitted now
+        self.r_fields: dict = {}                          # extra fields of every REQUANT emitted now
 
     # ---- instructions -------------------------------------------------------------------------
 
     def emit(self, op: Opcode, **fields) -> None:
         if op is Opcode.MATMUL and self.a_fields:
             fields = {**fields, **self.a_fields}
+        if op is Opcode.REQUANT and self.r_fields:
+            fields = {**fields, **self.r_fields}
         self.ops.append((op, fields))
+
+    @contextlib.contextmanager
+    def narrowed(self, narrow: int):
+        """REQUANTs emitted inside saturate to ``8 - narrow`` bits (isa.RequantInstr ``narrow``)."""
+        saved, self.r_fields = self.r_fields, ({"narrow": narrow} if narrow else {})
+        try:
+            yield
+        finally:
+            self.r_fields = saved
 
     @contextlib.contextmanager
     def operand(self, **fields):
@@ -689,7 +703,8 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
                     _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
                 _run_deferred(cfg, pending, kt, tt, n)
             pending.append(functools.partial(b.emit, Opcode.REQUANT, acc_addr=bank(j), spad_addr=o_base + j * n,
-                                             rows=n, param_addr=4, row_shift=int(not (b.log2 or twin)), exp_addr=exp_addr))
+                                             rows=n, param_addr=4, row_shift=int(not (b.log2 or twin)), exp_addr=exp_addr,
+                                             **b.attn_narrow))
         pending.pop()()
         for local, rows, tile in loads:
             _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
@@ -775,6 +790,11 @@ def _check(intvit: IntViT, cfg: AccelConfig, name: str) -> None:
             raise CompileError(f"{name}: the model's {knob}={getattr(intvit, knob)!r} differs from the "
                                f"accelerator's {knob}={getattr(cfg, knob)!r}")
     check_features(cfg, model_features(intvit), name)
+    if intvit.gelu != "table":
+        for where, narrow in _narrow_widths(intvit).items():
+            if where.endswith(".gelu") and narrow:
+                raise CompileError(f"{name}: {where} is {8 - narrow}-bit, which only the GELU table saturates "
+                                   f"(gelu='table'; this model and config use gelu={intvit.gelu!r})")
 
 
 def _check_twin_m(intvit: IntViT, cfg: AccelConfig, name: str) -> None:
@@ -808,7 +828,25 @@ def model_features(intvit: IntViT) -> dict[str, str]:
         needs.setdefault("log2-attention", f"blocks.0.attn, recipe {intvit.recipe}'s 4-bit log2 softmax")
     if recipe(intvit.recipe).softmax_output == "twin":
         needs.setdefault("twin-uniform", f"blocks.0.attn, recipe {intvit.recipe}'s twin-uniform softmax and GELU codes")
+    narrow = _narrow_widths(intvit)
+    if any(narrow.values()):
+        first = next(k for k, v in narrow.items() if v)
+        needs.setdefault("narrow-activations", f"{first}, {8 - narrow[first]}-bit activations")
     return needs
+
+
+def _narrow_widths(intvit: IntViT) -> dict[str, int]:
+    """``8 -`` the width of each activation the golden model saturates (sw/forward.py ``_narrow``):
+    ``blocks.i.{norm1,qkv,attn,norm2,gelu}`` -> the ``narrow`` its producer (LAYERNORM, REQUANT,
+    REQUANT, LAYERNORM, the GELU table) saturates to; 0 for int8."""
+    from vitaccel.sw.forward import activation_bits
+    out = {}
+    for i in range(len(intvit.blocks)):
+        p = f"blocks.{i}."
+        for part, key in (("norm1", p + "norm1"), ("qkv", None), ("attn", p + "attn"), ("norm2", p + "norm2"),
+                          ("gelu", p + "gelu")):
+            out[p + part] = 8 - activation_bits(intvit, key)
+    return out
 
 
 def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
@@ -857,10 +895,12 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     if twin:
         _check_twin_m(intvit, cfg, name)
 
+    narrow = _narrow_widths(intvit)
+
     def layernorm(lname, ln, x, rows=None):
         src = x if rows is None else x.rows_from(0, rows)
         y = b.activation(lname, src.rows, d)
-        _vector(b, lname, Opcode.LAYERNORM, [src], y, (ln.alpha, ln.params))
+        _vector(b, lname, Opcode.LAYERNORM, [src], y, (ln.alpha, ln.params, narrow.get(lname, 0)))
         return y
 
     def kept(lname, xl):
@@ -894,7 +934,10 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         # After the last block's keys and values only the class token's row reaches the head.
         m = 1 if i == len(intvit.blocks) - 1 else t
         hidden = blk.fc1.weight.shape[0]
-        gelu_params = blk.gelu if intvit.gelu == "table" else blk.gelu_params
+        # Activations below 8 bits: the GELU table's entries saturated (the same as saturating its output).
+        gelu_params = (saturate(blk.gelu, 8 - narrow[p + "gelu"]).astype(np.int8) if intvit.gelu == "table"
+                       else blk.gelu_params)
+        b.attn_narrow = {"narrow": narrow[p + "attn"]} if narrow[p + "attn"] else {}
         fused = _fused_fits(cfg, t, m, d, 3 * heads * dhp, heads * dhp, hidden,
                             len(vector_param_rows(cfg, Opcode.GELU, hidden, gelu_params)))
         qkv_args = (_head_layout(blk.qkv.weight, heads, dh, dhp, 0),
@@ -905,7 +948,8 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
             with b.layer(p + "norm1"):
                 # At the top of SPAD, where the previous add2 left x, out of the attention's way.
                 xl = resident or _spad_in(b, x, cfg.spad_rows - dt * t)
-                _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl, (blk.norm1.alpha, blk.norm1.params))
+                _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl,
+                              (blk.norm1.alpha, blk.norm1.params, narrow[p + "norm1"]))
                 kept(p + "norm1", xl)
             with b.layer(p + "qkv"):
                 qkv = b.activation(p + "qkv", t, 3 * heads * dhp)
@@ -918,13 +962,15 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 local = {part * heads * hdt + i: base + i * stride for part, base, stride in
                          ((0, q_base, m), (1, k_base, tp), (2, v_base, tp)) for i in range(hdt)} if on_chip else {}
                 # Only the attention's m query rows are needed (all of them for keep_intermediates).
-                _linear_local(b, p + "qkv", xl, *qkv_args, free=free if on_chip else 0, local=local, y=qkv,
-                              short=(0, 0) if b.keep else (heads * hdt, m))
+                with b.narrowed(narrow[p + "qkv"]):
+                    _linear_local(b, p + "qkv", xl, *qkv_args, free=free if on_chip else 0, local=local, y=qkv,
+                                  short=(0, 0) if b.keep else (heads * hdt, m))
         else:
             with b.layer(p + "norm1"):
                 n1 = layernorm(p + "norm1", blk.norm1, x)
             with b.layer(p + "qkv"):
-                qkv = _linear(b, p + "qkv", n1, *qkv_args)
+                with b.narrowed(narrow[p + "qkv"]):
+                    qkv = _linear(b, p + "qkv", n1, *qkv_args)
                 b.release(n1)
         attn = b.activation(p + "attn.out", m, heads * dhp)
         b.twin_m = intvit.extra[p + "twin_m"] if twin else None
@@ -953,7 +999,8 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 b.release(x, x1)
                 x = x1
             with b.layer(p + "norm2"):
-                _vector_local(b, p + "norm2", Opcode.LAYERNORM, [xl], xl, (blk.norm2.alpha, blk.norm2.params))
+                _vector_local(b, p + "norm2", Opcode.LAYERNORM, [xl], xl,
+                              (blk.norm2.alpha, blk.norm2.params, narrow[p + "norm2"]))
                 kept(p + "norm2", xl)
             g = b.activation(p + "gelu", m, hidden)
             f2l = _mlp_local(b, p, xl, blk, gelu_params, g, b.activation(p + "fc1", m, hidden) if b.keep else None)

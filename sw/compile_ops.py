@@ -47,15 +47,16 @@ def vector_param_rows(cfg: AccelConfig, op: Opcode, length: int, params) -> np.n
     """The PARAM rows (int64 values of int32 range, shape ``(n, cols)``) that ``op`` reads.
 
     ``params`` is, per op and variant (``cfg.softmax``/``cfg.layernorm``/``cfg.gelu``):
-    SOFTMAX ``(mult, shift)``; LAYERNORM ``(alpha, LayerNormParams)``; GELU ``table`` (int8[256])
+    SOFTMAX ``(mult, shift)``; LAYERNORM ``(alpha, LayerNormParams)`` or ``(alpha, LayerNormParams,
+    narrow)`` (output saturated to ``8 - narrow`` bits on a ``narrow_activations`` build); GELU ``table`` (int8[256])
     or ``ShiftGeluParams``; ADD ``(mult_a, mult_b, shift)``.
     """
     count = param_rows(cfg, op, length)
     if op is Opcode.LAYERNORM:
         from vitaccel.sw.layernorm import pack_layernorm_params
 
-        alpha, ln = params
-        return pack_layernorm_params(cfg.cols, alpha, ln, length, cfg.layernorm)
+        alpha, ln, *narrow = params
+        return pack_layernorm_params(cfg.cols, alpha, ln, length, cfg.layernorm, *narrow)
     if op is Opcode.GELU and cfg.gelu == "table":
         table = np.asarray(params)
         if table.shape != (256,) or table.dtype != np.int8:

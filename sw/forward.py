@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from vitaccel.sw.gelu import apply_gelu_table, shift_gelu
+from vitaccel.numerics import saturate
 from vitaccel.sw.golden import linear, matmul, requantize
 from vitaccel.sw.intvit import IntViT, LayerNorm
 from vitaccel.sw.layernorm import ailayernorm, i_layernorm
@@ -27,7 +28,7 @@ from vitaccel.sw.softmax import (Probabilities, attention_matmul, e2softmax, log
                                  log_int_softmax, log_sqrt2_softmax, shiftmax, twin_attention_matmul,
                                  twin_softmax)
 
-__all__ = ["quantize_input", "patches", "forward", "trace", "fake_quant_forward"]
+__all__ = ["quantize_input", "patches", "forward", "trace", "fake_quant_forward", "activation_bits"]
 
 
 def quantize_input(intvit: IntViT, images) -> np.ndarray:
@@ -67,8 +68,14 @@ def patches(images: np.ndarray, patch_size: int) -> np.ndarray:
 def _narrow(intvit: IntViT, x: np.ndarray, name: str | None = None) -> np.ndarray:
     """Activations that feed a matmul, saturated to ``bits['activations']`` (a no-op at 8), or to
     ``bits['act_layers'][name]`` for the inputs a BOPs budget chose (sw/mixed.py)."""
-    b = intvit.bits.get("act_layers", {}).get(name, intvit.bits["activations"])
-    return x if b == 8 else np.clip(x, -(1 << (b - 1)), (1 << (b - 1)) - 1).astype(x.dtype)
+    b = activation_bits(intvit, name)
+    return x if b == 8 else saturate(x, b).astype(x.dtype)
+
+
+def activation_bits(intvit: IntViT, name: str | None = None) -> int:
+    """The width :func:`_narrow` saturates activation ``name`` to (``blocks.i.norm1``, ``attn``,
+    ``norm2``, ``gelu``; ``None``: qkv, at ``bits['activations']``): 8 leaves it int8."""
+    return intvit.bits.get("act_layers", {}).get(name, intvit.bits["activations"])
 
 
 def _layernorm(intvit: IntViT, ln: LayerNorm, x: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 from vitaccel.config import AccelConfig
 from vitaccel.isa import INSTR_BYTES, ErrorCode, LocalMemory, Opcode, decode_fields
 from vitaccel.sw.gelu import ShiftGeluParams, apply_gelu_table, shift_gelu
+from vitaccel.numerics import saturate
 from vitaccel.sw.golden import matmul, requantize
 from vitaccel.sw.layernorm import LayerNormParams, ailayernorm, i_layernorm
 from vitaccel.sw.residual import residual_add
@@ -215,8 +216,10 @@ class _Machine:
             shift = np.minimum(shift[None, :] + (exps[:, None] & ((1 << cfg.shift_bits) - 1)),
                                (1 << cfg.shift_bits) - 1)
         acc = self.mems[LocalMemory.ACC][f["acc_addr"]:f["acc_addr"] + rows]
-        self.mems[LocalMemory.SPAD][f["spad_addr"]:f["spad_addr"] + rows] = requantize(
-            acc, bias, mult, shift, mult_bits=cfg.mult_bits, requant=cfg.requant)
+        y = requantize(acc, bias, mult, shift, mult_bits=cfg.mult_bits, requant=cfg.requant)
+        if f["narrow"] and cfg.narrow_activations:
+            y = saturate(y, 8 - f["narrow"])      # activations below 8 bits (isa.RequantInstr)
+        self.mems[LocalMemory.SPAD][f["spad_addr"]:f["spad_addr"] + rows] = y
 
 
     # ---- vector operations (SOFTMAX, LAYERNORM, GELU, ADD) ---------------------------------------
@@ -267,6 +270,9 @@ class _Machine:
                 y = ailayernorm(x, planes[0], params)
             else:
                 y = i_layernorm(x, params)
+            narrow = int(self._params(f, 4 * tiles * cfg.cols + 3)[-1]) & 7 if cfg.narrow_activations else 0
+            if narrow:
+                y = saturate(y, 8 - narrow)         # the mean constants' row: m, k, narrow (isa.VectorInstr)
         elif op is Opcode.GELU:
             if cfg.gelu == "table":
                 table = self._params(f, 256).astype(np.uint32).astype(np.uint8).view(np.int8)

@@ -249,12 +249,14 @@ def i_layernorm(x, params: LayerNormParams, *, in_bits: int = 8) -> np.ndarray:
 
 
 def pack_layernorm_params(cols: int, alpha, params: LayerNormParams, length: int,
-                          variant: str) -> np.ndarray:
+                          variant: str, narrow: int = 0) -> np.ndarray:
     """The PARAM rows of a LAYERNORM over rows of ``length`` channels: int32 ``(4T + 1, cols)``.
 
     ``T = ceil(length / cols)``. Row ``p*T + t`` (plane ``p`` = alpha, mult, bias, shift) holds
     that parameter for channels ``t*cols .. t*cols + cols - 1``, zero past ``length``; row ``4T``
-    is ``[m, k, 0, ...]`` from :func:`row_mean_constants` with the variant's :data:`MEAN_FORMAT`.
+    is ``[m, k, narrow, 0, ...]``: :func:`row_mean_constants` with the variant's :data:`MEAN_FORMAT`,
+    and ``narrow`` (0..7; the output saturated to ``8 - narrow`` bits on a build with
+    ``narrow_activations``; only 0 fits ``cols < 3``).
     ``alpha`` (``0..MAX_ALPHA``, shape ``(length,)``) is ignored for ``i_layernorm`` (its plane is
     zero) and may be ``None`` there. This is the layout of :class:`vitaccel.isa.VectorInstr`; the
     compiler, the ISA simulator and the hardware tests all build it here.
@@ -289,4 +291,9 @@ def pack_layernorm_params(cols: int, alpha, params: LayerNormParams, length: int
     rows = np.zeros((4 * tiles + 1, cols), dtype=np.int64)
     rows[:4 * tiles] = planes.reshape(4 * tiles, cols)
     rows[4 * tiles, :2] = row_mean_constants(length, *MEAN_FORMAT[variant])
+    if narrow:
+        if not isinstance(narrow, int) or not 0 <= narrow <= 7 or cols < 3:
+            raise ValueError(f"narrow must be an integer 0..7 (nonzero only with cols >= 3), got {narrow!r} "
+                             f"with cols={cols}")
+        rows[4 * tiles, 2] = narrow
     return rows.astype(np.int32)

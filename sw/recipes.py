@@ -39,7 +39,8 @@ Every recipe but ``base`` gives the head one step for all classes (the int32 log
 the dequantized logits' argmax). PTQ4ViT's search states its one approximation in sw/ptq4vit.py
 (the empirical Fisher instead of the KL gradient, which vanishes in parallel calibration).
 
-The hardware implements ``base`` and ``p2vit`` at W8A8 and any weight width (int8 storage);
+The hardware implements ``base`` and ``p2vit`` at W8A8 and any weight width (int8 storage), and
+activations below 8 bits on a build with ``narrow_activations``;
 :func:`hardware_gap` names what else a model needs (issue 23), and compiling such a model fails
 with that one line.
 """
@@ -138,7 +139,7 @@ def hardware_gap(intvit, cfg=None) -> str | None:
 
     ``cfg`` (an :class:`~vitaccel.config.AccelConfig`) is the build to run on: what a build may carry
     (``config.FEATURES``: FQ-ViT's log2 softmax, ``log2_attention``; PTQ4ViT's twin-uniform codes,
-    ``twin_uniform``) is then left to
+    ``twin_uniform``; activations below 8 bits, ``narrow_activations``) is then left to
     :func:`vitaccel.sw.compiler.check_features`, which names the feature and the config. Without
     ``cfg`` (the recipe alone) such features count as missing."""
     rec = recipe(intvit.recipe)
@@ -154,10 +155,10 @@ def hardware_gap(intvit, cfg=None) -> str | None:
             missing.append("twin-uniform softmax and GELU outputs with shifted matmul operands (PTQ4ViT; "
                            "a build with twin_uniform = true)")
     abits = intvit.bits.get("activations", 8)
-    if abits < 8:
-        missing.append(f"{abits}-bit activations (the requantization saturates to int8 only)")
-    elif min(intvit.bits.get("act_layers", {}).values(), default=8) < 8:
-        missing.append("mixed-precision activations below 8 bits (the requantization saturates to int8 only)")
+    if cfg is None and abits < 8:
+        missing.append(f"{abits}-bit activations (a build with narrow_activations = true)")
+    elif cfg is None and min(intvit.bits.get("act_layers", {}).values(), default=8) < 8:
+        missing.append("mixed-precision activations below 8 bits (a build with narrow_activations = true)")
     if intvit.bits.get("residual", 8) == 16:
         missing.append("a 16-bit residual stream (ADD and LAYERNORM on int16)")
     if not missing:

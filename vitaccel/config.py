@@ -56,11 +56,14 @@ FEATURES = {
     "twin-uniform": ("twin_uniform", True,
                      "PTQ4ViT twin-uniform softmax and GELU codes read by the array as shifted operands",
                      "a recipe without twin-uniform outputs (e.g. base)"),
+    "narrow-activations": ("narrow_activations", True,
+                           "REQUANT and LAYERNORM outputs saturated to 6 or 4 bits (activations below 8 bits)",
+                           "a model quantized with --abits 8 (and no --bops-budget)"),
 }
 
 #: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
 #: default, so that existing configs keep their slugs, build directories and cache keys.
-_OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention", "twin_uniform")
+_OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention", "twin_uniform", "narrow_activations")
 
 
 class ConfigError(ValueError):
@@ -127,6 +130,11 @@ class AccelConfig:
         softmax and GELU codes of two ranges, ``m`` bits apart (``m <= TWIN_M_MAX``), which the array's
         input edge shifts into one operand, so ``attention x V`` and fc2 run at MATMUL's speed. The
         operands widen to 18 bits (:attr:`operand_width`), products and partial sums with them.
+    narrow_activations : bool
+        Activations below 8 bits (docs/isa.md: REQUANT ``narrow``, LAYERNORM's ``narrow``
+        parameter): the REQUANT lanes and the LayerNorm output saturate to ``8 - narrow`` bits in
+        their last pipeline stage, at no cost in cycles. Needs ``cols >= 3`` (LAYERNORM's
+        ``narrow`` sits in the row of its mean constants).
     """
 
     name: str = "custom"
@@ -150,6 +158,7 @@ class AccelConfig:
     packed_weights: bool = False
     log2_attention: bool = False
     twin_uniform: bool = False
+    narrow_activations: bool = False
 
     #: The largest twin-uniform range shift ``m`` a ``twin_uniform`` build takes (MATMUL/SOFTMAX
     #: ``twin_m``): ``127 << 10`` is the widest operand an 18-bit signed multiplier input holds.
@@ -305,6 +314,9 @@ class AccelConfig:
                 f"packed_weights needs an even cols of at least two bus words ({2 * self.bus_bytes} bytes at "
                 f"bus_bits={self.bus_bits}), not cols={self.cols}: the DMA writes the two SPAD rows of each "
                 f"cols-byte packed pair on two cycles")
+        if self.narrow_activations and self.cols < 3:
+            raise ConfigError(f"narrow_activations needs cols >= 3, not cols={self.cols}: LAYERNORM's narrow "
+                              f"parameter is the third value of its mean constants' PARAM row")
         if self.vector_lanes < 1 or self.cols % self.vector_lanes:
             raise ConfigError(f"vector_lanes={self.vector_lanes} must divide cols={self.cols}")
         if not _is_pow2(self.max_row) or not 8 <= self.max_row <= 4096:

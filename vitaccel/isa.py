@@ -154,10 +154,16 @@ class RequantInstr(data.Struct):
     ``shift_r = shift``, or with ``row_shift`` set ``min(shift + e_r, 63)`` where ``e_r`` is the low 6
     bits of ``param[exp_addr + r // cols][r % cols]``: the per-row exponent a SOFTMAX wrote, which
     scales ``probabilities @ V`` (see docs/numerics.md).
+
+    With ``narrow`` nonzero (a build with ``AccelConfig.narrow_activations``; elsewhere the field is
+    reserved and ignored) each result is then saturated to ``8 - narrow`` bits,
+    ``vitaccel.numerics.saturate(y, 8 - narrow)``: activations below 8 bits (``abits`` 6 or 4), at
+    no cost in cycles.
     """
     opcode: Opcode
     row_shift: 1
-    reserved: 7
+    narrow: 3
+    reserved: 4
     acc_addr: 16
     spad_addr: 16
     rows: 16
@@ -189,9 +195,14 @@ class VectorInstr(data.Struct):
     - LAYERNORM (variant ``AccelConfig.layernorm``): per-channel planes ``alpha``, ``mult``,
       ``bias``, ``shift`` at ``param_addr + p*T + t`` (p = 0..3, ``alpha`` unused by i_layernorm),
       then ``param[param_addr + 4T][0:2] = m, k``, the row-mean constants. ``length <= max_row``.
+      On a build with ``AccelConfig.narrow_activations``, ``n = param[param_addr + 4T][2]`` (its
+      low 3 bits; 0 elsewhere, and ignored without the feature) narrows the output: each value is
+      saturated to ``8 - n`` bits (``vitaccel.numerics.saturate``), as REQUANT's ``narrow``.
     - GELU (variant ``AccelConfig.gelu``): ``table``: entry ``x + 128`` of the 256-entry table at
       ``param[param_addr + (x+128) // cols][(x+128) % cols]``; ``shift``:
-      ``param[param_addr][0:4] = exp_mult, exp_shift, out_mult, out_shift``.
+      ``param[param_addr][0:4] = exp_mult, exp_shift, out_mult, out_shift``. (A GELU output
+      below 8 bits needs no field: the compiler saturates the table's entries; the ``shift``
+      variant has no narrowing.)
     - ADD: ``param[param_addr][0:3] = mult_a, mult_b, shift``.
 
     Parameter values must lie in the domain of the golden function (as the ``*_params`` helpers of
@@ -243,7 +254,7 @@ LAYOUT_OF = {
 
 
 #: Flags added after listings were first written, shown only when set.
-_HIDDEN_AT_ZERO = ("packed", "log2_a", "log2", "twin_a", "twin_m", "twin")
+_HIDDEN_AT_ZERO = ("packed", "log2_a", "log2", "twin_a", "twin_m", "twin", "narrow")
 
 
 @dataclass(frozen=True)

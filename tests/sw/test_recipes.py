@@ -108,6 +108,16 @@ def test_hardware_refuses_what_it_lacks(intvits, setting, runs):
             assert "\n" not in text
             compile_model(iv, AccelConfig(softmax=iv.softmax, twin_uniform=True))
             return
+        if setting == ("fqvit", 8, 4):
+            # Two build features: log2-attention named first, then narrow-activations; a build
+            # with both compiles it (tests/sim/test_low_bit_activations.py runs such models).
+            assert hardware_gap(iv, AccelConfig(softmax=iv.softmax)) is None
+            assert text.startswith("vit needs feature log2-attention") and "\n" not in text
+            with pytest.raises(CompileError, match="^vit needs feature narrow-activations .*blocks.0.norm1, "
+                                                   "4-bit activations.* config 'custom' lacks"):
+                compile_model(iv, AccelConfig(softmax=iv.softmax, log2_attention=True))
+            compile_model(iv, AccelConfig(softmax=iv.softmax, log2_attention=True, narrow_activations=True))
+            return
         assert f"recipe {setting[0]}" in text and "not supported by the hardware yet" in text and "\n" not in text
 
 
