@@ -792,6 +792,9 @@ class SoftmaxEngine(Engine):
     busy_cycles = staticmethod(softmax_cycles)
 
     def __init__(self, cfg: AccelConfig):
+        if cfg.log_sqrt2_attention:
+            raise ConfigError("log_sqrt2_attention: the softmax engine has no log-sqrt2 output yet (issue 23: the "
+                              "ISA simulator and compiler have it, the RTL not); build without log_sqrt2_attention")
         super().__init__(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr")
 
     def elaborate(self, platform):

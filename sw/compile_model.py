@@ -85,6 +85,7 @@ import numpy as np
 from vitaccel.config import AccelConfig
 from vitaccel.numerics import saturate
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
+from vitaccel.numerics import LSQ2_UNIT
 from vitaccel.sw.compile_ops import vector_param_rows
 from vitaccel.sw.compiler import (MAX_ROWS, CompileError, check_features, pack_linear_params, plan_linear,
                                   weight_source,
@@ -166,6 +167,7 @@ class _Builder:
         self.weight_bits = lambda name: 8                 # declared weight bits of a linear layer
         self.log2 = False                                 # FQ-ViT log2 attention (log2 SOFTMAX, log2_a MATMUL)
         self.twin_m = None                                # PTQ4ViT: this block's twin softmax m per head
+        self.lsq2_bits = None                             # RepQ-ViT: log-sqrt2 code width (4 or 5)
         self.fc2_fields: dict = {}                        # PTQ4ViT: fc2's MATMUL operand mode (twin GELU)
         self.attn_narrow: dict = {}                       # this block's attention x V REQUANT narrowing
         self.a_fields: dict = {}                          # extra fields of every MATMUL emitted now
@@ -654,6 +656,10 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     # PTQ4ViT: twin SOFTMAX codes, read by the attention x V MATMULs as (c & 127) << (flag * m).
     twin = {} if b.twin_m is None else {"twin": 1, "twin_m": int(b.twin_m[h])}
     twin_a = {} if b.twin_m is None else {"twin_a": 1, "twin_m": int(b.twin_m[h])}
+    if b.lsq2_bits:
+        # RepQ-ViT: log-sqrt2 SOFTMAX codes of lsq2_bits bits (log2 with twin_m = the width), read
+        # by the attention x V MATMULs as 2**(16 - k/2) (isa.MatmulInstr: log2_a with twin_m).
+        twin = twin_a = {"twin_m": int(b.lsq2_bits)}
     single = chunk >= out.rows
     o_base = l_base + tt * out.rows if single and l_base + (tt + dt) * out.rows <= cfg.spad_rows else q_base
     b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=ATTENTION_PARAM_ROWS,
@@ -688,7 +694,7 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
                                              rows=n, param_addr=0))
         pending.pop()()
         b.emit(Opcode.SOFTMAX, src=l_base, src2=exp_addr, dst=l_base, rows=n, length=t, tile_stride=n,
-               param_addr=3, log2=int(b.log2), **twin)
+               param_addr=3, log2=int(b.log2 or bool(b.lsq2_bits)), **twin)
         # The next head's tiles, one LOAD every third MATMUL (a tile loads in about three).
         loads = [(k_base + i * tp, t, k_tile + dt + i) for i in range(dt) if "k" in ahead]
         loads += [(q_base + i * n, n, q_tile + dt + i) for i in range(dt) if "q" in ahead]
@@ -697,7 +703,7 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
                 # Mantissas past T are 0 (SOFTMAX zeroes them), so stale value rows add nothing;
                 # so are log2 codes (0 is p = 0).
                 b.emit(Opcode.MATMUL, a_addr=l_base + kt * n, b_addr=v_base + j * tp + kt * c, c_addr=bank(j),
-                       rows=n, accumulate=int(kt > 0), log2_a=int(b.log2), **twin_a)
+                       rows=n, accumulate=int(kt > 0), log2_a=int(b.log2 or bool(b.lsq2_bits)), **twin_a)
                 if loads and (j * tt + kt) % 3 == 0:
                     local, rows, tile = loads.pop(0)
                     _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
@@ -738,9 +744,12 @@ def _fused_fits(cfg: AccelConfig, t: int, m: int, d: int, qkv_cols: int, attn_co
             and 2 * dt * m <= s)                                   # add2
 
 
-def _attention_params(cfg: AccelConfig, attn, log2: bool = False, name: str = "attn", twin_m=None) -> np.ndarray:
+def _attention_params(cfg: AccelConfig, attn, log2: bool = False, name: str = "attn", twin_m=None,
+                      lsq2_offset=None) -> np.ndarray:
     """Per head the :data:`ATTENTION_PARAM_ROWS` PARAM rows of :func:`_attention_head`; ``log2``:
-    FQ-ViT's log2 codes (the attention x V shift raised by :data:`LOG2_EXTRA_SHIFT`)."""
+    FQ-ViT's log2 codes (the attention x V shift raised by :data:`LOG2_EXTRA_SHIFT`); ``twin_m``:
+    PTQ4ViT's per head shifts; ``lsq2_offset``: RepQ-ViT's log-sqrt2 offset of the block (the
+    SOFTMAX parameter row's third value, the attention x V shift raised by ``LSQ2_UNIT``)."""
     c = cfg.cols
     rows = np.zeros((len(attn.logit_mult) * ATTENTION_PARAM_ROWS, c), dtype=np.int64)
     for h in range(len(attn.logit_mult)):
@@ -764,6 +773,14 @@ def _attention_params(cfg: AccelConfig, attn, log2: bool = False, name: str = "a
             if rows[r + 6].max() > 63:
                 raise CompileError(f"{name}: head {h}'s attention x V shift {int(attn.av_shift[h].max())} + 7 + "
                                    f"m={int(twin_m[h])} (twin codes) exceeds the REQUANT shift range 0..63")
+        if lsq2_offset is not None:
+            # RepQ-ViT log-sqrt2 codes: the array sums 2**(16 - k/2) * v (softmax.log_attention_matmul),
+            # so the requantization shifts LSQ2_UNIT more; the SOFTMAX reads the offset beside mult, shift.
+            rows[r + 3, 2] = int(lsq2_offset)
+            rows[r + 6] += LSQ2_UNIT
+            if rows[r + 6].max() > 63:
+                raise CompileError(f"{name}: head {h}'s attention x V shift {int(attn.av_shift[h].max())} + "
+                                   f"{LSQ2_UNIT} (log-sqrt2 codes) exceeds the REQUANT shift range 0..63")
     return rows
 
 
@@ -826,6 +843,8 @@ def model_features(intvit: IntViT) -> dict[str, str]:
     from vitaccel.sw.recipes import recipe
     if recipe(intvit.recipe).softmax_output == "log2":
         needs.setdefault("log2-attention", f"blocks.0.attn, recipe {intvit.recipe}'s 4-bit log2 softmax")
+    if recipe(intvit.recipe).softmax_output == "log_sqrt2":
+        needs.setdefault("log-sqrt2-attention", f"blocks.0.attn, recipe {intvit.recipe}'s log-sqrt2 softmax")
     if recipe(intvit.recipe).softmax_output == "twin":
         needs.setdefault("twin-uniform", f"blocks.0.attn, recipe {intvit.recipe}'s twin-uniform softmax and GELU codes")
     narrow = _narrow_widths(intvit)
@@ -894,6 +913,10 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     twin = recipe(intvit.recipe).softmax_output == "twin"       # PTQ4ViT: twin SOFTMAX, twin_a MATMULs
     if twin:
         _check_twin_m(intvit, cfg, name)
+    lsq2 = recipe(intvit.recipe).softmax_output == "log_sqrt2"  # RepQ-ViT: log-sqrt2 SOFTMAX, log2_a MATMULs
+    if lsq2:
+        from vitaccel.sw.recipes import softmax_bits
+        b.lsq2_bits = softmax_bits(intvit.recipe, intvit.bits.get("activations", 8))
 
     narrow = _narrow_widths(intvit)
 
@@ -976,8 +999,9 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         b.twin_m = intvit.extra[p + "twin_m"] if twin else None
         # fc2 on twin GELU codes: operand c << m for c >= 0, else c (isa.MatmulInstr: twin_a with log2_a).
         b.fc2_fields = {"twin_a": 1, "log2_a": 1, "twin_m": int(intvit.extra[p + "gelu_m"][0])} if twin else {}
-        a_sym = b.constant(p + "attn.params", _attention_params(cfg, blk.attn, b.log2, name + ": " + p + "attn",
-                                                                b.twin_m), "int32", "param")
+        a_sym = b.constant(p + "attn.params", _attention_params(
+            cfg, blk.attn, b.log2, name + ": " + p + "attn", b.twin_m,
+            int(intvit.extra[p + "lsq2_offset"][0]) if lsq2 else None), "int32", "param")
         have = frozenset("kvq" if fused and on_chip else "")
         for h in range(heads):
             with b.layer(f"{p}attn.{h}"):

@@ -32,7 +32,8 @@ from vitaccel.numerics import saturate
 from vitaccel.sw.golden import matmul, requantize
 from vitaccel.sw.layernorm import LayerNormParams, ailayernorm, i_layernorm
 from vitaccel.sw.residual import residual_add
-from vitaccel.sw.softmax import (e2softmax, log2_operand, log2_spad_codes, log_int_softmax, shiftmax, twin_operand,
+from vitaccel.sw.softmax import (LSQ2_OFFSET_MAX, e2softmax, log2_operand, log2_spad_codes, log_int_softmax,
+                                 log_sqrt2_operand, log_sqrt2_softmax, log_sqrt2_spad_codes, shiftmax, twin_operand,
                                  twin_softmax)
 from vitaccel.sw.program import Program, param_rows, unpack_nibbles
 
@@ -47,6 +48,17 @@ def _twin_m(f: dict, pc: int) -> None:
     if f["twin_m"] > AccelConfig.TWIN_M_MAX:
         raise IsaSimError(f"twin_m={f['twin_m']} at pc={pc:#x} exceeds the twin-uniform range shift limit "
                           f"{AccelConfig.TWIN_M_MAX}")
+
+
+def _sqrt2(f: dict, cfg: AccelConfig, pc: int, flag: str) -> bool:
+    # RepQ-ViT log-sqrt2 codes (isa.MatmulInstr, VectorInstr): the log2 flag with twin_m 4 or 5
+    # (the code width), on a build with log_sqrt2_attention (twin, on a twin build, comes first).
+    if not (f[flag] and f["twin_m"] and cfg.log_sqrt2_attention):
+        return False
+    if f["twin_m"] not in (4, 5):
+        raise IsaSimError(f"twin_m={f['twin_m']} with {flag} at pc={pc:#x}: log-sqrt2 codes are 4 or 5 bits "
+                          f"(twin_m 0 is FQ-ViT's log2)")
+    return True
 
 
 class IsaSimError(RuntimeError):
@@ -199,6 +211,8 @@ class _Machine:
         if f["twin_a"] and self.cfg.twin_uniform:
             _twin_m(f, self.pc)
             a = twin_operand(a, f["twin_m"], gelu=bool(f["log2_a"]))   # twin codes (isa.MatmulInstr)
+        elif _sqrt2(f, self.cfg, self.pc, "log2_a"):
+            a = log_sqrt2_operand(a)     # log-sqrt2 codes: 0 or 2**(16 - k/2), k = 31 - s (isa.MatmulInstr)
         elif f["log2_a"] and self.cfg.log2_attention:
             a = log2_operand(a)          # log2 probability codes: 0 or 2**(s - 1) (isa.MatmulInstr)
         acc[c] = matmul(a, spad[f["b_addr"]:f["b_addr"] + self.cfg.rows],
@@ -254,6 +268,14 @@ class _Machine:
                 _twin_m(f, self.pc)
                 # PTQ4ViT twin-uniform codes (bit 7 the range flag) as int8 bytes; exponent rows zero.
                 y = twin_softmax(x, mult, shift, f["twin_m"]).codes.view(np.int8)
+            elif _sqrt2(f, cfg, self.pc, "log2"):
+                # RepQ-ViT log-sqrt2 codes of twin_m bits with the offset param[param_addr][2], as
+                # the array reads them (31 - k, 0 for p = 0); exponent rows zero.
+                offset = int(self._params(f, 3)[2])
+                if not -LSQ2_OFFSET_MAX <= offset <= 0:
+                    raise IsaSimError(f"log-sqrt2 SOFTMAX at pc={self.pc:#x}: offset {offset} (param[{f['param_addr']}][2]) "
+                                      f"outside -{LSQ2_OFFSET_MAX}..0")
+                y = log_sqrt2_spad_codes(log_sqrt2_softmax(x, mult, shift, f["twin_m"], offset))
             elif f["log2"] and cfg.log2_attention:
                 # FQ-ViT Log-Int-Softmax codes as the array reads them; exponent rows zero.
                 y = log2_spad_codes(log_int_softmax(x, mult, shift, 4))

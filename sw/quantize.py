@@ -54,7 +54,7 @@ from .intvit import Attention, Block, Head, IntViT, LayerNorm, Linear
 from .layernorm import layernorm_params, ptf_alpha
 from .residual import residual_params
 from .recipes import softmax_bits
-from .softmax import LSQ2_OFFSET_MAX, softmax_params
+from .softmax import LSQ2_OFFSET_MAX, LSQ2_UNIT, softmax_params
 
 __all__ = ["OBSERVERS", "DEFAULT_PERCENTILE", "SAMPLE_ELEMENTS", "QuantizeError", "TensorStats",
            "Calibration", "calibrate", "check_supported", "activation_scale", "quantize",
@@ -537,7 +537,7 @@ def quantize(model: vit.VisionTransformer, calib: Calibration, *, observer: str 
     # (127 << m) * 128 summed over the row: m <= log2(2**31 / (127 * 128 * length)).
     m_cap = {n: int(math.log2((2 ** 31 - 1) / (127 * 128 * n))) for n in (cfg.num_tokens, cfg.mlp_hidden)}
     av_room = {"mantissa": ROW_EXP_MAX, "log2": (1 << sm_bits) - 2,
-               "log_sqrt2": (((1 << sm_bits) - 2) >> 1) + LOG_FRAC,
+               "log_sqrt2": LSQ2_UNIT,
                "twin": 7 + m_cap[cfg.num_tokens]}[rec.softmax_output]
 
     blocks = []

@@ -139,7 +139,8 @@ def hardware_gap(intvit, cfg=None) -> str | None:
 
     ``cfg`` (an :class:`~vitaccel.config.AccelConfig`) is the build to run on: what a build may carry
     (``config.FEATURES``: FQ-ViT's log2 softmax, ``log2_attention``; PTQ4ViT's twin-uniform codes,
-    ``twin_uniform``; activations below 8 bits, ``narrow_activations``) is then left to
+    ``twin_uniform``; activations below 8 bits, ``narrow_activations``; RepQ-ViT's log-sqrt2 codes,
+    ``log_sqrt2_attention``) is then left to
     :func:`vitaccel.sw.compiler.check_features`, which names the feature and the config. Without
     ``cfg`` (the recipe alone) such features count as missing."""
     rec = recipe(intvit.recipe)
@@ -149,7 +150,8 @@ def hardware_gap(intvit, cfg=None) -> str | None:
             missing.append("4-bit log2 softmax output with shift-add attention x V (FQ-ViT Log-Int-Softmax; "
                            "a build with log2_attention = true)")
     elif rec.softmax_output == "log_sqrt2":
-        missing.append("log-sqrt2 softmax output (RepQ-ViT)")
+        if cfg is None:
+            missing.append("log-sqrt2 softmax output (RepQ-ViT; a build with log_sqrt2_attention = true)")
     elif rec.softmax_output == "twin":
         if cfg is None:
             missing.append("twin-uniform softmax and GELU outputs with shifted matmul operands (PTQ4ViT; "

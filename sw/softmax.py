@@ -47,7 +47,7 @@ import numpy as np
 
 from .golden import requantize
 from vitaccel.numerics import (EXP_BITS, EXP_QUAD, K_MAX, LIS_THRESHOLD, LOG2_TABLE, LOG_FRAC, LOG_RANGE, RECIP,
-                               RECIP_BITS, SHIFT_ADD_LOG2E, SOFTMAX_MAX_SHIFT,
+                               LSQ2_CODES, LSQ2_OPERAND, LSQ2_UNIT, SQRT1_2, RECIP_BITS, SHIFT_ADD_LOG2E, SOFTMAX_MAX_SHIFT,
                                UNIT_MULT_BITS, finish,
                                int_array, leading_one, like, round_shift, saturate, signed_dyadic)
 
@@ -57,7 +57,8 @@ __all__ = ["e2softmax", "shiftmax", "softmax_params", "SoftmaxParams", "Probabil
            "LIS_GEOMETRIC",
            "exp2_quadratic", "EXP_QUAD", "LOG_EXP",
            "SQRT1_2", "row_log2_sum", "TwinCodes", "twin_softmax", "twin_attention_matmul", "twin_operand",
-           "log2_spad_codes", "log2_operand"]
+           "log2_spad_codes", "log2_operand", "LSQ2_OPERAND", "LSQ2_UNIT", "log_sqrt2_spad_codes",
+           "log_sqrt2_operand"]
 
 class SoftmaxParams(NamedTuple):
     """The dyadic pre-multiply: ``mult / 2**shift ~= s * 2**LOG_FRAC * log2(e) / 1.4375``."""
@@ -349,10 +350,6 @@ def log_int_softmax(x, mult: int, shift: int, bits: int = 4, thresholds=None) ->
     return LogProbabilities(finish(np.minimum(k, zero), np.uint8), bits)
 
 
-SQRT1_2 = 181
-"""``1/sqrt(2)`` in ``2**-8`` units (0.70703, 0.01 % low): the odd half-octave of :func:`log_sqrt2_softmax`."""
-
-
 def _minus_log2_p(x, mult: int, shift: int) -> np.ndarray:
     # -log2 p in 2**-LOG_FRAC units: log2 of the row sum (table) minus each entry's exact exponent.
     t = log2_exponent(x - np.max(x, axis=-1, keepdims=True), mult, shift)
@@ -396,10 +393,18 @@ def log_attention_matmul(p: LogProbabilities, v, mult, shift) -> np.ndarray:
     Log2 codes (:func:`log_int_softmax`): ``requantize(sum_j (v_j << (Z - 1 - k_j)), 0, mult,
     shift + Z - 1)`` with ``Z = 2**bits - 1`` and zero-coded entries skipped: each ``2**-k * v``
     is a left shift of int8 ``v`` (up to 13 bits for 4-bit ``k``), summed exactly.
-    Log-sqrt2 codes (:func:`log_sqrt2_softmax`): ``2**(-k/2) = 2**-(k>>1) * (1/sqrt2 if k odd)``,
-    so the term is ``(v_j * (SQRT1_2 if k_j odd else 256)) << (H - (k_j >> 1))`` with
-    ``H = (Z - 1) >> 1`` and the shift raised by ``H + 8`` (one 8x8-bit constant multiply per term,
-    a shift-add ``128 + 32 + 16 + 4 + 1`` in hardware).
+    Log-sqrt2 codes (:func:`log_sqrt2_softmax`): ``2**(-k/2) = 2**-(k>>1) * (1/sqrt2 if k odd)``;
+    the term is ``LSQ2_OPERAND[k_j] * v_j`` with ``LSQ2_OPERAND[k] = round_shift((SQRT1_2 if k odd
+    else 256) << 8, k >> 1)`` (vitaccel.numerics: ``2**(-k/2)`` in ``2**-16`` units, :data:`LSQ2_UNIT`)
+    and the shift raised by 16. Exact for ``k <= 17`` (the 4-bit codes all: the same result as
+    ``(v * (181 or 256)) << (7 - (k >> 1))`` with the shift raised by 15); for ``k >= 18``
+    (``p <= 2**-9 delta``) the operand is rounded half up to an integer, within 0.5 of
+    ``2**(16 - k/2) * 181/256`` (the smallest, ``k = 29, 30``, are 3 and 2). Why this form and not
+    ``(v * (181 or 256)) << (15 - (k >> 1))``, exact for 5-bit codes: the hardware's array decodes
+    each code at its input edge into one multiplier operand, which must fit the 18-bit signed
+    input of an ECP5 MULT18X18D (``2**16``: 17 bits; the exact form needs 24), and the products
+    ``2**16 * 128 = 2**23`` summed over a row stay well inside the 32-bit accumulator (the exact
+    form's ``2**30`` products overflow it after two terms).
     ``p.k`` (M, L) uint8, ``v`` (L, N) int8; ``mult / 2**shift ~= s_v / s_out``; the total shift
     must stay <= 63. Reference: FQ-ViT section 3.3; RepQ-ViT section 3.3.
     """
@@ -412,9 +417,7 @@ def log_attention_matmul(p: LogProbabilities, v, mult, shift) -> np.ndarray:
     top = p.zero - 1
     kk = np.minimum(k.astype(np.int64), top)
     if p.sqrt2:
-        top >>= 1
-        weight = np.where(kk & 1, SQRT1_2, 1 << LOG_FRAC) << (top - (kk >> 1))
-        extra = top + LOG_FRAC
+        weight, extra = LSQ2_OPERAND[kk], LSQ2_UNIT
     else:
         weight, extra = np.int64(1) << (top - kk), top
     weight = np.where(k == p.zero, 0, weight)
@@ -437,6 +440,25 @@ def log2_operand(s) -> np.ndarray:
     int64, ``0 .. 2**14``."""
     s = np.asarray(s).astype(np.int64) & 15
     return np.where(s == 0, 0, np.int64(1) << np.maximum(s - 1, 0))
+
+
+def log_sqrt2_spad_codes(p: LogProbabilities) -> np.ndarray:
+    """The bytes a log-sqrt2 SOFTMAX writes to the scratchpad (docs/isa.md): ``s = 31 - k`` for
+    the codes ``k`` of either width (``LSQ2_CODES = 31``), ``s = 0`` for the zero code (``p = 0``),
+    int8 ``0..31``; so the byte's meaning does not depend on the width, and zero bytes (padding,
+    SOFTMAX's output past ``length``) add nothing in a MATMUL."""
+    if not p.sqrt2 or p.bits not in (4, 5):
+        raise ValueError(f"the hardware's log-sqrt2 codes are 4 or 5 bits, got bits={p.bits}, sqrt2={p.sqrt2}")
+    k = np.asarray(p.k, dtype=np.int64)
+    return finish(np.where(k == p.zero, 0, LSQ2_CODES - k), np.int8)
+
+
+def log_sqrt2_operand(s) -> np.ndarray:
+    """A MATMUL log-sqrt2 input byte (``log2_a`` with ``twin_m`` 4 or 5) as the array's operand:
+    its low 5 bits ``s``, ``0`` for ``s == 0``, else ``LSQ2_OPERAND[31 - s]`` (the weight of
+    :func:`log_attention_matmul`). int64, ``0 .. 2**16``."""
+    s = np.asarray(s).astype(np.int64) & 31
+    return np.where(s == 0, 0, LSQ2_OPERAND[np.maximum(LSQ2_CODES - s, 0) % LSQ2_CODES])
 
 
 class TwinCodes(NamedTuple):

@@ -59,11 +59,15 @@ FEATURES = {
     "narrow-activations": ("narrow_activations", True,
                            "REQUANT and LAYERNORM outputs saturated to 6 or 4 bits (activations below 8 bits)",
                            "a model quantized with --abits 8 (and no --bops-budget)"),
+    "log-sqrt2-attention": ("log_sqrt2_attention", True,
+                            "RepQ-ViT log-sqrt2 softmax codes (4 or 5 bits) read by the array as 2**(-k/2) operands",
+                            "a recipe without log-sqrt2 softmax output (e.g. base)"),
 }
 
 #: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
 #: default, so that existing configs keep their slugs, build directories and cache keys.
-_OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention", "twin_uniform", "narrow_activations")
+_OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention", "twin_uniform", "narrow_activations",
+                       "log_sqrt2_attention")
 
 
 class ConfigError(ValueError):
@@ -135,6 +139,12 @@ class AccelConfig:
         parameter): the REQUANT lanes and the LayerNorm output saturate to ``8 - narrow`` bits in
         their last pipeline stage, at no cost in cycles. Needs ``cols >= 3`` (LAYERNORM's
         ``narrow`` sits in the row of its mean constants).
+    log_sqrt2_attention : bool
+        RepQ-ViT's log-sqrt2 attention (docs/isa.md: SOFTMAX and MATMUL ``log2``/``log2_a`` with
+        ``twin_m`` 4 or 5): 4- or 5-bit codes ``k`` of ``p ~= delta * 2**(-k/2)``, which the array's
+        input edge decodes into ``2**(16 - k/2)`` (a 31-entry ROM), so ``attention x V`` runs at
+        MATMUL's speed. The operands widen to 18 bits (:attr:`operand_width`), products to
+        ``data_width + 16`` bits.
     """
 
     name: str = "custom"
@@ -159,6 +169,7 @@ class AccelConfig:
     log2_attention: bool = False
     twin_uniform: bool = False
     narrow_activations: bool = False
+    log_sqrt2_attention: bool = False
 
     #: The largest twin-uniform range shift ``m`` a ``twin_uniform`` build takes (MATMUL/SOFTMAX
     #: ``twin_m``): ``127 << 10`` is the widest operand an 18-bit signed multiplier input holds.
@@ -195,7 +206,7 @@ class AccelConfig:
         """Width of the array's input operand: ``data_width``, 16 with :attr:`log2_attention`
         (a decoded log2 code, ``0`` or ``2**(s - 1)`` up to ``2**14``, signed), 18 with
         :attr:`twin_uniform` (a twin code shifted by up to :attr:`TWIN_M_MAX`: ``127 << 10``)."""
-        if self.twin_uniform:
+        if self.twin_uniform or self.log_sqrt2_attention:     # log-sqrt2: up to 2**16
             return 18
         return 16 if self.log2_attention else self.data_width
 
@@ -206,6 +217,8 @@ class AccelConfig:
         the multiplier's wider output is cut to it)."""
         if self.twin_uniform:       # |127 << 10| * 128 < 2**24
             return max(2 * self.data_width, self.data_width + 17)
+        if self.log_sqrt2_attention:        # -2**23 <= 2**16 * w < 2**23
+            return max(2 * self.data_width, self.data_width + 16)
         return max(2 * self.data_width, self.data_width + 14) if self.log2_attention else 2 * self.data_width
 
     @property

@@ -130,6 +130,14 @@ class MatmulInstr(data.Struct):
 
     Operands are up to ``127 << 10`` (18 bits signed, the ECP5 multiplier's width); products and sums
     exact as above.
+
+    With ``log2_a`` set, ``twin_a`` clear and ``twin_m`` 4 or 5 (on a build with
+    ``AccelConfig.log_sqrt2_attention``; elsewhere ``twin_m`` is ignored there, other nonzero values
+    are invalid programs) each input byte is a RepQ-ViT log-sqrt2 code as a log-sqrt2 SOFTMAX writes
+    them: its low 5 bits ``s`` stand for ``0`` when ``s == 0``, else ``LSQ2_OPERAND[31 - s]``
+    (``vitaccel.numerics``: ``2**(16 - k/2)`` for the code ``k = 31 - s``, rounded half up past
+    ``k = 17``; ``sw/softmax.log_attention_matmul``), up to ``2**16``; the same decode for both
+    code widths. The compiler writes the SOFTMAX's ``twin_m`` (the width) here too.
     """
     opcode: Opcode
     accumulate: 1
@@ -191,7 +199,13 @@ class VectorInstr(data.Struct):
       ``AccelConfig.twin_uniform``; elsewhere ``twin`` and ``twin_m`` are reserved and ignored):
       PTQ4ViT's twin-uniform codes ``twin_softmax(x, mult, shift, twin_m).codes`` (bit 7 the range
       flag, bits 0..6 the value; ``twin_m`` 0..10, whatever the variant), the input of a MATMUL with
-      ``twin_a`` and the same ``twin_m``; the exponent rows are written as zeros.
+      ``twin_a`` and the same ``twin_m``; the exponent rows are written as zeros. With ``log2`` set,
+      ``twin`` clear and ``twin_m`` 4 or 5 (a build with ``AccelConfig.log_sqrt2_attention``;
+      elsewhere ``twin_m`` is ignored there, other nonzero values are invalid programs): RepQ-ViT's
+      log-sqrt2 codes of ``twin_m`` bits, ``k = log_sqrt2_softmax(x, mult, shift, twin_m,
+      offset).k`` with ``offset = param[param_addr][2]`` (``-2048 .. 0``, the scale ``delta =
+      2**(offset / 512)``), written as ``s = 31 - k`` (0 for the zero code, ``p = 0``): the input of
+      a MATMUL with ``log2_a`` and the same ``twin_m``; the exponent rows are written as zeros.
     - LAYERNORM (variant ``AccelConfig.layernorm``): per-channel planes ``alpha``, ``mult``,
       ``bias``, ``shift`` at ``param_addr + p*T + t`` (p = 0..3, ``alpha`` unused by i_layernorm),
       then ``param[param_addr + 4T][0:2] = m, k``, the row-mean constants. ``length <= max_row``.

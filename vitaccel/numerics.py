@@ -27,6 +27,7 @@ __all__ = [
     "requant_dyadic", "signed_dyadic", "UNIT_MULT_BITS",
     "LOG_FRAC", "LOG_RANGE", "EXP_BITS", "K_MAX", "RECIP_BITS", "SHIFT_ADD_LOG2E", "RECIP", "SOFTMAX_MAX_SHIFT",
     "ROW_EXP_MIN", "ROW_EXP_MAX", "LOG2_TABLE", "LIS_THRESHOLD", "EXP_QUAD",
+    "SQRT1_2", "LSQ2_UNIT", "LSQ2_CODES", "LSQ2_OPERAND",
     "MAX_ALPHA", "MEAN_FRAC", "Z_FRAC", "ISQRT_STEPS", "STD_FRAC", "MAX_OUT_SHIFT", "MEAN_FORMAT", "MAG_BITS",
     "squares", "RSQRT_SEED", "row_mean_constants", "SIGMOID_BITS",
 ]
@@ -212,6 +213,27 @@ LIS_THRESHOLD = _lis_thresholds()
 
 EXP_QUAD = 22
 """Second-order term of ``vitaccel.sw.softmax.exp2_quadratic`` (documented there)."""
+
+SQRT1_2 = 181
+"""``1/sqrt(2)`` in ``2**-8`` units (0.70703, 0.01 % low): the odd half-octave of the log-sqrt2 codes."""
+
+LSQ2_UNIT = 16
+"""The log-sqrt2 ``attention x V`` operand is ``2**-k/2`` in ``2**-LSQ2_UNIT`` units (``2**16`` at
+``k = 0``: 17 bits unsigned, inside the 18-bit signed multiplier input)."""
+
+LSQ2_CODES = 31
+"""Log-sqrt2 codes ``k`` are ``0 .. LSQ2_CODES - 1`` (5 bits at most; the zero code apart)."""
+
+
+def _lsq2_operands() -> np.ndarray:
+    k = np.arange(LSQ2_CODES, dtype=np.int64)
+    return round_shift(np.where(k & 1, SQRT1_2, 256) << (LSQ2_UNIT - 8), k >> 1)
+
+
+LSQ2_OPERAND = _lsq2_operands()
+"""``round_shift((SQRT1_2 if k odd else 256) << 8, k >> 1)`` for ``k = 0 .. 30``: the operand of
+``vitaccel.sw.softmax.log_attention_matmul`` for a log-sqrt2 code ``k`` (documented there), a
+31 x 17-bit ROM in the array's decode."""
 
 SIGMOID_BITS = 15
 """ShiftGELU's sigmoid is an unsigned fixed-point fraction ``sig / 2**15``, ``0..2**15``."""

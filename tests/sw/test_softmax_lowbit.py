@@ -136,8 +136,32 @@ def test_log_sqrt2_attention_matmul():
         for j in range(30):
             k = int(p.k[i, j])
             if k != p.zero:
-                acc[i] += v[j].astype(np.int64) * (sm.SQRT1_2 if k % 2 else 256) * 2 ** (14 - k // 2)
-    assert np.array_equal(sm.log_attention_matmul(p, v, 999, 12), requantize(acc, 0, 999, 12 + 14 + 8))
+                # 2**(-k/2) in 2**-16 units, rounded half up past k = 17 (the hardware's 17-bit operand).
+                w = ((sm.SQRT1_2 if k % 2 else 256) * 256 + (1 << (k // 2) >> 1)) >> (k // 2)
+                acc[i] += v[j].astype(np.int64) * w
+    assert np.array_equal(sm.log_attention_matmul(p, v, 999, 12), requantize(acc, 0, 999, 12 + 16))
+    assert (p.k >= 18).any() and (p.k < p.zero).any()     # the rounded operands are exercised
+
+
+def test_log_sqrt2_operand_is_the_matmul_weight():
+    """Every byte a log-sqrt2 SOFTMAX writes decodes to log_attention_matmul's weight, 4 and 5 bits:
+    2**(16 - k/2) (181/256 for sqrt(1/2)), exact up to k = 17, within 0.5 after."""
+    for bits in (4, 5):
+        k = np.arange(1 << bits, dtype=np.uint8)
+        p = sm.LogProbabilities(k[None], bits, True)
+        s = sm.log_sqrt2_spad_codes(p)[0]
+        assert s[-1] == 0 and s.min() >= 0 and s.max() == 31 and len(set(s.tolist())) == 1 << bits
+        got = sm.log_sqrt2_operand(s)
+        ideal = np.where(k % 2, 181 / 256, 1.0) * 2.0 ** (16 - k // 2)
+        assert got[-1] == 0
+        exact = k[:-1] <= 17
+        assert np.array_equal(got[:-1][exact], ideal[:-1][exact])
+        assert np.abs(got[:-1] - ideal[:-1]).max() <= 0.5
+        # The matmul with V = one-hot columns picks the weights (shift 0 after the 2**-16 unit).
+        v = np.eye(1 << bits, dtype=np.int8)
+        acc = sm.log_attention_matmul(p, v, 1, 0)     # requantize(w, 0, 1, 16): round(w / 2**16)
+        assert np.array_equal(acc[0], requantize(got[None], 0, 1, 16)[0])
+    assert sm.log_sqrt2_operand(np.array([0, 31, 30, 1, 32 + 31])).tolist() == [0, 1 << 16, 46336, 2, 1 << 16]
 
 
 @pytest.mark.parametrize("m", [0, 3, 9])
