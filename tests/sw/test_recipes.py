@@ -118,6 +118,18 @@ def test_hardware_refuses_what_it_lacks(intvits, setting, runs):
                 compile_model(iv, AccelConfig(softmax=iv.softmax, log2_attention=True))
             compile_model(iv, AccelConfig(softmax=iv.softmax, log2_attention=True, narrow_activations=True))
             return
+        if setting == ("repq", 6, 6):
+            # Build features (log_sqrt2_attention, narrow_activations) and I-LayerNorm: refused first
+            # for the LayerNorm variant, then for the features; a build with all compiles it
+            # (tests/sim/test_log_sqrt2.py runs repq at A8).
+            assert hardware_gap(iv, AccelConfig(softmax=iv.softmax)) is None
+            assert text.startswith("vit: the model's layernorm='i_layernorm' differs") and "\n" not in text
+            ln = AccelConfig(softmax=iv.softmax, layernorm="i_layernorm")
+            with pytest.raises(CompileError, match="^vit needs feature log-sqrt2-attention .* config 'custom' lacks"):
+                compile_model(iv, ln)
+            compile_model(iv, AccelConfig(softmax=iv.softmax, layernorm="i_layernorm", log_sqrt2_attention=True,
+                                          narrow_activations=True))
+            return
         assert f"recipe {setting[0]}" in text and "not supported by the hardware yet" in text and "\n" not in text
 
 
