@@ -16,7 +16,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
-from vitaccel.numerics import (INT8_MAX, INT8_MIN, ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MAX_OUT_SHIFT, MEAN_FORMAT,
+from vitaccel.numerics import (I16_EXTRA, I16_STD_FRAC, INT8_MAX, INT8_MIN, ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MAX_OUT_SHIFT, MEAN_FORMAT,
                                RSQRT_SEED, STD_FRAC, UNIT_MULT_BITS, row_mean_constants, squares)
 
 from .interfaces import checked_config
@@ -38,6 +38,11 @@ U_LO, U_HI = 1 << 14, 1 << 16
 FACTOR_DIVIDEND = (1 << 31) - 1
 FACTOR_BITS = 23
 Z_SHIFT_I = 16 - STD_FRAC   # z = round_shift(y * factor, 8)
+# I-LayerNorm of int16 rows (residual16 builds, LAYERNORM ``wide``; sw/layernorm.i_layernorm in_bits 16):
+# std = isqrt(var << 2), factor = (2**43 - 1) // std < 2**42 (std >= 2), z = round_shift(y * factor, 27).
+FACTOR_DIVIDEND_16 = (1 << (31 + I16_EXTRA)) - 1
+FACTOR_BITS_16 = 42
+Z_SHIFT_16 = 16 + I16_EXTRA - I16_STD_FRAC
 
 
 def _bits(value: int) -> int:
@@ -53,11 +58,18 @@ class _Sizes:
         self.beats = -(-cfg.max_row // cfg.vector_lanes)      # row buffer depth
         self.ai = cfg.layernorm == "ailayernorm"
         self.frac, self.in_bits = MEAN_FORMAT[cfg.layernorm]
+        # residual16: int16 lanes (in_bits 15) for every row; a row of int8 values (no `wide`)
+        # takes the 8-bit constants (offset, fraction bits, dividend, z shift) through muxes.
+        self.wide = cfg.residual16
+        narrow_in_bits = self.in_bits
+        if self.wide:
+            self.in_bits = 15
         self.offset = 1 << (self.in_bits + self.frac)          # row_mean's b
         self.elem_bits = self.in_bits + 1                      # a = x << alpha (11) or x (8)
         self.sum_bits = _bits(cfg.max_row << self.in_bits) + 1
         self.num_bits = _bits(2 * cfg.max_row * (2 * self.offset + 1))
-        consts = [row_mean_constants(c, self.frac, self.in_bits) for c in range(1, cfg.max_row + 1)]
+        consts = [row_mean_constants(c, self.frac, b) for c in range(1, cfg.max_row + 1)
+                  for b in {self.in_bits, narrow_in_bits}]
         self.m_bits = max(_bits(m) for m, _ in consts)
         self.k_max = max(k for _, k in consts)
         self.mean_bits = self.in_bits + self.frac + 2
@@ -69,10 +81,16 @@ class _Sizes:
         else:
             self.stat_bits = _bits(cfg.max_row * 255 * 255)   # var = sum(y*y), |y| <= 255
             self.w_bits = self.stat_bits + 2 * STD_FRAC        # w = var << 16
+            self.factor_bits = FACTOR_BITS
+            if self.wide:
+                # |y| <= 2**16 - 1; w = var << 2 (int16 rows) or var << 16 (int8 rows: smaller).
+                self.stat_bits = _bits(cfg.max_row * 65535 * 65535)
+                self.w_bits = max(self.stat_bits + 2 * I16_STD_FRAC, self.w_bits)
+                self.factor_bits = FACTOR_BITS_16
             self.seed_steps = (self.w_bits - 1) >> 1
             self.k_bits = self.seed_steps + 2                  # k0 = 2 << (leading_one(w) >> 1)
             # Every Newton iterate is >= isqrt(w), so w // k <= isqrt(w) + 3.
-            self.q_bits = max(FACTOR_BITS, (self.w_bits + 1) // 2 + 1)
+            self.q_bits = max(self.factor_bits, (self.w_bits + 1) // 2 + 1)
         # The serial multiplier's operands: the mean's numerator by m, or rsqrt's (up to 19 bits).
         self.mul_a_bits = max(self.num_bits, 19)
         self.mul_b_bits = max(self.m_bits, 17)
@@ -96,12 +114,13 @@ def layernorm_param_signature(cfg: AccelConfig) -> wiring.Signature:
     })
 
 
-def unit_stats_cycles(cfg: AccelConfig, length: int) -> int:
+def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
     """Cycles of :class:`LayerNormUnit` from its first input beat of a row to the issue of the
-    first read of the output pass (the row's statistics), with input beats back to back."""
+    first read of the output pass (the row's statistics), with input beats back to back (``wide``:
+    a row of int16 values on a ``residual16`` build; there every row takes the int16 widths' steps)."""
     s = _Sizes(cfg)
     beats = -(-length // s.lanes)
-    _, k = row_mean_constants(length, s.frac, s.in_bits)
+    _, k = row_mean_constants(length, s.frac, s.in_bits if wide else MEAN_FORMAT[cfg.layernorm][1])
     stats = beats + LayerNormUnit.IN_LATENCY + (1 + k + 1) + (beats + LayerNormUnit.VAR_LATENCY) + 1
     if s.ai:
         # NORM, the seed, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
@@ -110,10 +129,10 @@ def unit_stats_cycles(cfg: AccelConfig, length: int) -> int:
     return stats + s.seed_steps + (ISQRT_STEPS + 1) * (s.q_bits + 2) + 1
 
 
-def unit_row_cycles(cfg: AccelConfig, length: int) -> int:
+def unit_row_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
     """Cycles from a row's first input beat to the next row's, with input beats back to back and
     the output always ready: the row period of :class:`LayerNormUnit`."""
-    return unit_stats_cycles(cfg, length) + -(-length // cfg.vector_lanes) + LayerNormUnit.OUT_LATENCY
+    return unit_stats_cycles(cfg, length, wide) + -(-length // cfg.vector_lanes) + LayerNormUnit.OUT_LATENCY
 
 
 class LayerNormUnit(wiring.Component):
@@ -194,6 +213,8 @@ class LayerNormUnit(wiring.Component):
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
+        if cfg.residual16:
+            raise NotImplementedError("residual16: the LayerNorm unit's int16 input is not built yet")
         self._sizes = s = _Sizes(cfg)
         lanes = data.ArrayLayout(signed(cfg.data_width), cfg.vector_lanes)
         super().__init__({
@@ -713,7 +734,7 @@ class _OutputStage(Elaboratable):
         return m
 
 
-def layernorm_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
+def layernorm_cycles(cfg: AccelConfig, rows: int, length: int, wide: bool = False) -> int:
     """Cycles a LAYERNORM of ``rows`` rows of ``length`` channels keeps :attr:`LayerNormEngine.busy`
     high.
 
@@ -727,7 +748,7 @@ def layernorm_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     """
     if rows == 0 or length == 0:
         return 0
-    return 4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + rows * unit_row_cycles(cfg, length)
+    return 4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + rows * unit_row_cycles(cfg, length, wide)
 
 
 class LayerNormEngine(Engine):

@@ -167,8 +167,12 @@ def tiles(cfg: AccelConfig, length: int) -> int:
     return -(-length // cfg.cols)
 
 
-def add_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
+def add_cycles(cfg: AccelConfig, rows: int, length: int, wide: bool = False) -> int:
     """Cycles an ADD of ``rows`` x ``length`` keeps :attr:`ResidualAddEngine.busy` high.
+
+    ``wide`` (an ADD with ``wide`` on a ``residual16`` build): the same with ``R = rows *
+    ceil(2 * length / cols)`` output rows of ``cols / 2`` int16 elements, each ``cols / (2 *
+    lanes)`` beats.
 
     ``0`` if ``rows == 0`` or ``length == 0``, else ``(R - 1) * P + cols / lanes +
     ResidualAddUnit.LATENCY + READ_LATENCY + 5`` with ``R = rows * ceil(length / cols)`` output
@@ -182,6 +186,8 @@ def add_cycles(cfg: AccelConfig, rows: int, length: int) -> int:
     if rows == 0 or length == 0:
         return 0
     chunks = cfg.cols // cfg.vector_lanes
+    if wide:
+        chunks, length = chunks // 2, 2 * length
     return ((rows * tiles(cfg, length) - 1) * max(2, chunks) + chunks + ResidualAddUnit.LATENCY
             + READ_LATENCY + 5)
 

@@ -84,6 +84,7 @@ import numpy as np
 
 from vitaccel.config import AccelConfig
 from vitaccel.numerics import saturate
+from vitaccel.numerics import row_mean_constants
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.numerics import LSQ2_UNIT
 from vitaccel.sw.compile_ops import vector_param_rows
@@ -566,13 +567,19 @@ def _load_tiles(b: _Builder, local: int, t: _Tensor, row0: int, rows: int, tile0
                dram_addr=t.addr + row0 * t.stride + (tile0 + i) * b.cfg.spad_row_bytes, dram_stride=t.stride)
 
 
-def _vector_params(b: _Builder, name: str, opcode: Opcode, length: int, params) -> None:
-    """Check a vector op's row length and parameters and LOAD PARAM them from row 0."""
+def _vector_params(b: _Builder, name: str, opcode: Opcode, length: int, params, wide: bool = False) -> None:
+    """Check a vector op's row length and parameters and LOAD PARAM them from row 0 (``wide``: a
+    LAYERNORM of int16 rows takes the row-mean constants of 15-bit magnitudes)."""
     cfg = b.cfg
     if opcode in (Opcode.SOFTMAX, Opcode.LAYERNORM) and length > cfg.max_row:
         b.fail(f"rows of {length} elements exceed max_row={cfg.max_row}, the row buffer of the "
                f"{opcode.name.lower()} unit")
     rows_p = vector_param_rows(cfg, opcode, length, params)
+    if wide and opcode is Opcode.LAYERNORM:
+        m, k = row_mean_constants(length, 0, 15)
+        if m >= 1 << 31:
+            b.fail(f"rows of {length} int16 elements need a row-mean multiplier of {m.bit_length()} bits, more than int32")
+        rows_p[-1, :2] = m, k
     if len(rows_p) > cfg.param_rows:
         b.fail(f"{len(rows_p)} parameter rows exceed param_rows={cfg.param_rows}")
     p_sym = b.constant(f"{name}.params", rows_p, "int32", "param")
@@ -580,24 +587,28 @@ def _vector_params(b: _Builder, name: str, opcode: Opcode, length: int, params) 
            dram_stride=cfg.acc_row_bytes)
 
 
-def _vector(b: _Builder, name: str, opcode: Opcode, srcs: list[_Tensor], dst: _Tensor, params) -> None:
+def _vector(b: _Builder, name: str, opcode: Opcode, srcs: list[_Tensor], dst: _Tensor, params,
+            wide: bool = False) -> None:
     """One vector op over all rows of ``srcs`` into ``dst``, in row chunks that fit the scratchpad,
-    computed in place on chip."""
+    computed in place on chip. ``wide`` (ADD, LAYERNORM of a 16-bit residual stream): ``srcs[0]``
+    (and ADD's ``dst``) are int16 tensors held as the int8 tensors of their little-endian bytes."""
     cfg = b.cfg
-    rows, length = srcs[0].rows, srcs[0].cols
-    tiles = _ceil(length, cfg.cols)
-    _vector_params(b, name, opcode, length, params)
-    chunk = min(rows, MAX_ROWS, cfg.spad_rows // (len(srcs) * tiles))
+    rows = srcs[0].rows
+    length = srcs[0].cols // 2 if wide else srcs[0].cols
+    tiles = [_ceil(src.cols, cfg.cols) for src in srcs]
+    _vector_params(b, name, opcode, length, params, wide)
+    chunk = min(rows, MAX_ROWS, cfg.spad_rows // sum(tiles))
     if chunk < 1:
-        b.fail(f"one row of {length} elements ({tiles} tiles, {len(srcs)} operands) exceeds "
+        b.fail(f"one row of {length} elements ({sum(tiles)} tiles, {len(srcs)} operands) exceeds "
                f"spad_rows={cfg.spad_rows}")
+    flags = {"wide": 1} if wide else {}
     for r0 in range(0, rows, chunk):
         n = min(chunk, rows - r0)
         for j, src in enumerate(srcs):
-            _load_tiles(b, j * tiles * n, src, r0, n, 0, tiles, n)
-        b.emit(opcode, src=0, src2=tiles * n if len(srcs) > 1 else 0, dst=0, rows=n, length=length,
-               tile_stride=n, param_addr=0)
-        _load_tiles(b, 0, dst, r0, n, 0, tiles, n, Opcode.STORE)
+            _load_tiles(b, sum(tiles[:j]) * n, src, r0, n, 0, tiles[j], n)
+        b.emit(opcode, src=0, src2=tiles[0] * n if len(srcs) > 1 else 0, dst=0, rows=n, length=length,
+               tile_stride=n, param_addr=0, **flags)
+        _load_tiles(b, 0, dst, r0, n, 0, _ceil(dst.cols, cfg.cols), n, Opcode.STORE)
 
 
 def _vector_local(b: _Builder, name: str, opcode: Opcode, srcs: list[_Local], dst: _Local, params) -> None:
@@ -851,6 +862,8 @@ def model_features(intvit: IntViT) -> dict[str, str]:
     if any(narrow.values()):
         first = next(k for k, v in narrow.items() if v)
         needs.setdefault("narrow-activations", f"{first}, {8 - narrow[first]}-bit activations")
+    if intvit.bits.get("residual", 8) == 16:
+        needs.setdefault("residual16", "x0, the model's 16-bit residual stream")
     return needs
 
 
@@ -917,13 +930,18 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     if lsq2:
         from vitaccel.sw.recipes import softmax_bits
         b.lsq2_bits = softmax_bits(intvit.recipe, intvit.bits.get("activations", 8))
+    # I-ViT's 16-bit residual stream: x0 and the adds' outputs are int16, held as the int8 tensors
+    # of their little-endian bytes (2d columns); ADD and LAYERNORM read them with `wide`; the blocks
+    # take the external-memory schedule.
+    wide = intvit.bits.get("residual", 8) == 16
+    xd = 2 * d if wide else d
 
     narrow = _narrow_widths(intvit)
 
     def layernorm(lname, ln, x, rows=None):
         src = x if rows is None else x.rows_from(0, rows)
         y = b.activation(lname, src.rows, d)
-        _vector(b, lname, Opcode.LAYERNORM, [src], y, (ln.alpha, ln.params, narrow.get(lname, 0)))
+        _vector(b, lname, Opcode.LAYERNORM, [src], y, (ln.alpha, ln.params, narrow.get(lname, 0)), wide)
         return y
 
     def kept(lname, xl):
@@ -934,7 +952,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
 
     def residual(lname, x, branch, params):
         y = b.reuse(x, lname)
-        _vector(b, lname, Opcode.ADD, [x, branch], y, [int(v) for v in params])
+        _vector(b, lname, Opcode.ADD, [x, branch], y, [int(v) for v in params], wide)
         b.release(x, y)
         b.release(branch)
         return y
@@ -943,12 +961,18 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     with b.layer("patch_embed"):
         pe = _linear(b, "patch", patches, intvit.patch.weight, intvit.patch.bias, intvit.patch.mult,
                      intvit.patch.shift)
-    x = b.activation("x0", t, d, pinned="output")
-    b.data.append(("x0", np.concatenate([intvit.cls_pos[None], np.zeros((t - 1, d), np.int8)])))
+    x = b.activation("x0", t, xd, pinned="output")
+    b.data.append(("x0", np.concatenate([_stream_bytes(intvit.cls_pos[None], wide), np.zeros((t - 1, xd), np.int8)])))
     with b.layer("pos_embed"):
-        pos = b.constant("pos", intvit.pos)
-        pos_t = _Tensor("pos", pos.addr, pos.shape[0], d, pos.row_stride, (pos.addr, pos.nbytes))
-        _vector(b, "pos_embed", Opcode.ADD, [pe, pos_t], x.rows_from(1, t - 1), list(intvit.embed_add))
+        pos = b.constant("pos", _stream_bytes(intvit.pos, wide))
+        pos_t = _Tensor("pos", pos.addr, pos.shape[0], xd, pos.row_stride, (pos.addr, pos.nbytes))
+        if wide:
+            # The wide ADD's int16 operand is a: pos (int16 in the image), its multiplier swapped with the
+            # patch embedding's (the same sum, so the same result).
+            mult_a, mult_b, shift = (int(v) for v in intvit.embed_add)
+            _vector(b, "pos_embed", Opcode.ADD, [pos_t, pe], x.rows_from(1, t - 1), [mult_b, mult_a, shift], True)
+        else:
+            _vector(b, "pos_embed", Opcode.ADD, [pe, pos_t], x.rows_from(1, t - 1), list(intvit.embed_add))
         b.release(pe)
 
     resident = None     # the previous fused add2's result, still in SPAD from row 0
@@ -961,7 +985,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         gelu_params = (saturate(blk.gelu, 8 - narrow[p + "gelu"]).astype(np.int8) if intvit.gelu == "table"
                        else blk.gelu_params)
         b.attn_narrow = {"narrow": narrow[p + "attn"]} if narrow[p + "attn"] else {}
-        fused = _fused_fits(cfg, t, m, d, 3 * heads * dhp, heads * dhp, hidden,
+        fused = not wide and _fused_fits(cfg, t, m, d, 3 * heads * dhp, heads * dhp, hidden,
                             len(vector_param_rows(cfg, Opcode.GELU, hidden, gelu_params)))
         qkv_args = (_head_layout(blk.qkv.weight, heads, dh, dhp, 0),
                     *(_head_layout(v, heads, dh, dhp, 0) for v in (blk.qkv.bias, blk.qkv.mult, blk.qkv.shift)))
@@ -1073,6 +1097,15 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
     with b.layer("head"):
         _head(b, intvit.head, xn)
     return b.program(name)
+
+
+def _stream_bytes(values, wide: bool) -> np.ndarray:
+    """``values`` (rows, d) as the residual stream holds them: int8, or with ``wide`` the int8 tensor
+    (rows, 2d) of their int16 little-endian bytes (docs/isa.md, VectorInstr ``wide``)."""
+    values = np.asarray(values)
+    if not wide:
+        return values.astype(np.int8)
+    return np.ascontiguousarray(values.astype("<i2")).view(np.int8).reshape(values.shape[0], 2 * values.shape[1])
 
 
 def _head(b: _Builder, head, xn: _Tensor) -> None:

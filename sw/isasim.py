@@ -163,8 +163,12 @@ class _Machine:
         elif op in VECTOR_OPS and f["rows"] and f["length"]:
             tiles = _ceil(f["length"], cfg.cols)
             span = (tiles - 1) * f["tile_stride"] + f["rows"]
-            bases = [f["src"], f["dst"]] + ([f["src2"]] if op is Opcode.ADD else [])
-            if (any(base + span > cfg.spad_rows for base in bases)
+            # wide (residual16): int16 tensors take twice the bytes (ADD's src and dst, LAYERNORM's src).
+            wide = _wide(cfg, op, f)
+            span16 = (_ceil(2 * f["length"], cfg.cols) - 1) * f["tile_stride"] + f["rows"] if wide else span
+            spans = [(f["src"], span16), (f["dst"], span16 if op is Opcode.ADD else span)]
+            spans += [(f["src2"], span)] if op is Opcode.ADD else []
+            if (any(base + n > cfg.spad_rows for base, n in spans)
                     or f["param_addr"] + param_rows(cfg, op, f["length"]) > cfg.param_rows
                     or (op is Opcode.SOFTMAX and f["src2"] + _ceil(f["rows"], cfg.cols) > cfg.param_rows)):
                 return ErrorCode.LOCAL_RANGE
@@ -238,14 +242,21 @@ class _Machine:
 
     # ---- vector operations (SOFTMAX, LAYERNORM, GELU, ADD) ---------------------------------------
 
-    def _gather(self, base: int, f: dict) -> np.ndarray:
-        """The (rows, length) int8 tensor stored tile by tile from scratchpad row ``base``."""
+    def _gather(self, base: int, f: dict, wide: bool = False) -> np.ndarray:
+        """The (rows, length) int8 tensor stored tile by tile from scratchpad row ``base``; ``wide``:
+        the int16 tensor stored as the int8 tensor of its little-endian bytes."""
+        if wide:
+            pairs = self._gather(base, dict(f, length=2 * f["length"])).astype(np.int8)
+            return np.ascontiguousarray(pairs).view("<i2").astype(np.int64)
         cols, rows, tiles = self.cfg.cols, f["rows"], _ceil(f["length"], self.cfg.cols)
         index = base + np.arange(tiles)[:, None] * f["tile_stride"] + np.arange(rows)[None, :]
         tensor = self.mems[LocalMemory.SPAD][index]                    # (tiles, rows, cols)
         return tensor.transpose(1, 0, 2).reshape(rows, tiles * cols)[:, :f["length"]].astype(np.int64)
 
-    def _scatter(self, base: int, f: dict, values: np.ndarray) -> None:
+    def _scatter(self, base: int, f: dict, values: np.ndarray, wide: bool = False) -> None:
+        if wide:
+            pairs = np.ascontiguousarray(np.asarray(values).astype("<i2")).view(np.int8)
+            return self._scatter(base, dict(f, length=2 * f["length"]), pairs)
         cols, rows, tiles = self.cfg.cols, f["rows"], _ceil(f["length"], self.cfg.cols)
         padded = np.zeros((rows, tiles * cols), dtype=np.int8)
         padded[:, :f["length"]] = values
@@ -260,7 +271,8 @@ class _Machine:
         cfg, length = self.cfg, f["length"]
         if not f["rows"] or not length:
             return
-        x = self._gather(f["src"], f)
+        wide = _wide(cfg, op, f)
+        x = self._gather(f["src"], f, wide)
         if op is Opcode.SOFTMAX:
             mult, shift = (int(v) for v in self._params(f, 2))
             exps = np.zeros(_ceil(f["rows"], cfg.cols) * cfg.cols, dtype=np.int32)
@@ -291,7 +303,7 @@ class _Machine:
             if cfg.layernorm == "ailayernorm":
                 y = ailayernorm(x, planes[0], params)
             else:
-                y = i_layernorm(x, params)
+                y = i_layernorm(x, params, in_bits=16 if wide else 8)
             narrow = int(self._params(f, 4 * tiles * cfg.cols + 3)[-1]) & 7 if cfg.narrow_activations else 0
             if narrow:
                 y = saturate(y, 8 - narrow)         # the mean constants' row: m, k, narrow (isa.VectorInstr)
@@ -303,11 +315,19 @@ class _Machine:
                 y = shift_gelu(x, ShiftGeluParams(*(int(v) for v in self._params(f, 4))))
         else:
             mult_a, mult_b, shift = (int(v) for v in self._params(f, 3))
-            y = residual_add(x, self._gather(f["src2"], f), mult_a, mult_b, shift, mult_bits=cfg.mult_bits)
+            y = residual_add(x, self._gather(f["src2"], f), mult_a, mult_b, shift, mult_bits=cfg.mult_bits,
+                             a_bits=16 if wide else 8, out_bits=16 if wide else 8)
+            self._scatter(f["dst"], f, y, wide)
+            return
         self._scatter(f["dst"], f, y)
 
 
 VECTOR_OPS = (Opcode.SOFTMAX, Opcode.LAYERNORM, Opcode.GELU, Opcode.ADD)
+
+
+def _wide(cfg, op: Opcode, f: dict) -> bool:
+    """Whether a vector instruction's ``wide`` flag applies: ADD or LAYERNORM on a residual16 build."""
+    return bool(f.get("wide")) and cfg.residual16 and op in (Opcode.ADD, Opcode.LAYERNORM)
 
 
 def _ceil(a: int, b: int) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 
 from vitaccel.numerics import (ISQRT_STEPS, MAG_BITS, MAX_ALPHA, MAX_OUT_SHIFT, MEAN_FRAC, RSQRT_SEED, STD_FRAC,
                                UNIT_MULT_BITS, Z_FRAC, finish, int_array, leading_one, like, round_shift, row_mean_constants,
-                               MEAN_FORMAT, saturate, signed_dyadic, squares)
+                               MEAN_FORMAT, saturate, signed_dyadic, squares, I16_STD_FRAC, I16_EXTRA)
 
 __all__ = ["ailayernorm", "i_layernorm", "layernorm_params", "LayerNormParams", "ptf_alpha",
            "isqrt_newton", "rsqrt", "row_mean", "pack_layernorm_params"]
@@ -210,10 +210,6 @@ def isqrt_newton(v) -> np.ndarray:
     return np.where(v == 0, 0, k)
 
 
-I16_STD_FRAC, I16_EXTRA = 1, 12
-"""16-bit input (I-ViT's residual stream): ``std`` with 1 fraction bit (``var << 2`` stays below
-``2**48``), ``factor = (2**43 - 1) // std`` and ``z = round_shift(y * factor, 27)`` (products below
-``2**60``): the same ``z ~= y / sqrt(var) * 2**15``."""
 
 
 def i_layernorm(x, params: LayerNormParams, *, in_bits: int = 8) -> np.ndarray:

@@ -147,7 +147,8 @@ def _op_cost(cfg: AccelConfig, op: Opcode, f: dict, memory: MemoryProfile, mem_l
     elif op is Opcode.REQUANT:
         engine = requant_cycles(cfg, f["rows"], bool(f["row_shift"]))
     else:
-        engine = _VECTOR[op](cfg, f["rows"], f["length"])
+        wide = {"wide": True} if op in (Opcode.ADD, Opcode.LAYERNORM) and f.get("wide") and cfg.residual16 else {}
+        engine = _VECTOR[op](cfg, f["rows"], f["length"], **wide)
     return InstructionCost(op, control, engine, macs)
 
 

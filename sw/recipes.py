@@ -140,7 +140,7 @@ def hardware_gap(intvit, cfg=None) -> str | None:
     ``cfg`` (an :class:`~vitaccel.config.AccelConfig`) is the build to run on: what a build may carry
     (``config.FEATURES``: FQ-ViT's log2 softmax, ``log2_attention``; PTQ4ViT's twin-uniform codes,
     ``twin_uniform``; activations below 8 bits, ``narrow_activations``; RepQ-ViT's log-sqrt2 codes,
-    ``log_sqrt2_attention``) is then left to
+    ``log_sqrt2_attention``; I-ViT's 16-bit residual stream, ``residual16``) is then left to
     :func:`vitaccel.sw.compiler.check_features`, which names the feature and the config. Without
     ``cfg`` (the recipe alone) such features count as missing."""
     rec = recipe(intvit.recipe)
@@ -161,8 +161,8 @@ def hardware_gap(intvit, cfg=None) -> str | None:
         missing.append(f"{abits}-bit activations (a build with narrow_activations = true)")
     elif cfg is None and min(intvit.bits.get("act_layers", {}).values(), default=8) < 8:
         missing.append("mixed-precision activations below 8 bits (a build with narrow_activations = true)")
-    if intvit.bits.get("residual", 8) == 16:
-        missing.append("a 16-bit residual stream (ADD and LAYERNORM on int16)")
+    if intvit.bits.get("residual", 8) == 16 and cfg is None:
+        missing.append("a 16-bit residual stream (ADD and LAYERNORM on int16; a build with residual16 = true)")
     if not missing:
         return None
     return (f"recipe {rec.name} (W{intvit.bits.get('weights', 8)}A{abits}) needs "

@@ -62,12 +62,15 @@ FEATURES = {
     "log-sqrt2-attention": ("log_sqrt2_attention", True,
                             "RepQ-ViT log-sqrt2 softmax codes (4 or 5 bits) read by the array as 2**(-k/2) operands",
                             "a recipe without log-sqrt2 softmax output (e.g. base)"),
+    "residual16": ("residual16", True,
+                   "a 16-bit residual stream (I-ViT): ADD and LAYERNORM on int16, stored as little-endian byte pairs",
+                   "a model quantized with an 8-bit residual stream (--residual-bits 8)"),
 }
 
 #: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
 #: default, so that existing configs keep their slugs, build directories and cache keys.
 _OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention", "twin_uniform", "narrow_activations",
-                       "log_sqrt2_attention")
+                       "log_sqrt2_attention", "residual16")
 
 
 class ConfigError(ValueError):
@@ -145,6 +148,12 @@ class AccelConfig:
         input edge decodes into ``2**(16 - k/2)`` (a 31-entry ROM), so ``attention x V`` runs at
         MATMUL's speed. The operands widen to 18 bits (:attr:`operand_width`), products to
         ``data_width + 16`` bits.
+    residual16 : bool
+        I-ViT's 16-bit residual stream (docs/isa.md: ADD and LAYERNORM ``wide``): int16 tensors are
+        the int8 tensors of their little-endian bytes (element ``e``'s low byte is byte ``2e``), the
+        ADD lanes take an int16 ``a`` and saturate to int16, the I-LayerNorm unit reads int16 rows.
+        Needs ``layernorm = "i_layernorm"`` and ``cols`` a multiple of ``2 * vector_lanes`` (a
+        scratchpad row holds whole beats of int16 lanes).
     """
 
     name: str = "custom"
@@ -170,6 +179,7 @@ class AccelConfig:
     twin_uniform: bool = False
     narrow_activations: bool = False
     log_sqrt2_attention: bool = False
+    residual16: bool = False
 
     #: The largest twin-uniform range shift ``m`` a ``twin_uniform`` build takes (MATMUL/SOFTMAX
     #: ``twin_m``): ``127 << 10`` is the widest operand an 18-bit signed multiplier input holds.
@@ -332,6 +342,9 @@ class AccelConfig:
                               f"parameter is the third value of its mean constants' PARAM row")
         if self.vector_lanes < 1 or self.cols % self.vector_lanes:
             raise ConfigError(f"vector_lanes={self.vector_lanes} must divide cols={self.cols}")
+        if self.residual16 and (self.layernorm != "i_layernorm" or self.cols % (2 * self.vector_lanes)):
+            raise ConfigError(f"residual16 needs layernorm = \"i_layernorm\" and cols a multiple of 2 * vector_lanes, "
+                              f"not layernorm={self.layernorm!r}, cols={self.cols}, vector_lanes={self.vector_lanes}")
         if not _is_pow2(self.max_row) or not 8 <= self.max_row <= 4096:
             raise ConfigError(f"max_row must be a power of two between 8 and 4096, not {self.max_row}")
         if not 16 <= self.mult_bits <= 31:

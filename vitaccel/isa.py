@@ -219,6 +219,15 @@ class VectorInstr(data.Struct):
       variant has no narrowing.)
     - ADD: ``param[param_addr][0:3] = mult_a, mult_b, shift``.
 
+    ``wide`` (a build with ``AccelConfig.residual16``; elsewhere reserved and ignored): I-ViT's
+    16-bit residual stream. An int16 tensor of ``length`` elements is stored as the int8 tensor of
+    its ``2 * length`` little-endian bytes (element ``e``: low byte at byte ``2e``, high byte at
+    ``2e + 1``; tiles of ``cols / 2`` elements, ``ceil(2 * length / cols)`` of them). ADD with
+    ``wide``: ``a`` (``src``) and the output (``dst``) are int16 so stored, ``b`` (``src2``) int8,
+    ``y = sat16(round_shift(a*mult_a + b*mult_b, shift))``. LAYERNORM with ``wide``: the input is
+    int16 so stored (the output int8), ``i_layernorm(x, in_bits=16)``, its ``m, k`` row from
+    ``row_mean_constants(length, 0, 15)``.
+
     Parameter values must lie in the domain of the golden function (as the ``*_params`` helpers of
     sw/ produce them); the engines read only the bits that domain needs.
     ``rows == 0`` or ``length == 0`` is a no-op (and its ranges are not checked). The output must
@@ -229,7 +238,8 @@ class VectorInstr(data.Struct):
     log2: 1
     twin: 1
     twin_m: 4
-    reserved: 2
+    wide: 1
+    reserved: 1
     src: 16
     src2: 16
     dst: 16
@@ -268,7 +278,7 @@ LAYOUT_OF = {
 
 
 #: Flags added after listings were first written, shown only when set.
-_HIDDEN_AT_ZERO = ("packed", "log2_a", "log2", "twin_a", "twin_m", "twin", "narrow")
+_HIDDEN_AT_ZERO = ("packed", "log2_a", "log2", "twin_a", "twin_m", "twin", "narrow", "wide")
 
 
 @dataclass(frozen=True)

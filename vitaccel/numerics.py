@@ -28,7 +28,7 @@ __all__ = [
     "LOG_FRAC", "LOG_RANGE", "EXP_BITS", "K_MAX", "RECIP_BITS", "SHIFT_ADD_LOG2E", "RECIP", "SOFTMAX_MAX_SHIFT",
     "ROW_EXP_MIN", "ROW_EXP_MAX", "LOG2_TABLE", "LIS_THRESHOLD", "EXP_QUAD",
     "SQRT1_2", "LSQ2_UNIT", "LSQ2_CODES", "LSQ2_OPERAND",
-    "MAX_ALPHA", "MEAN_FRAC", "Z_FRAC", "ISQRT_STEPS", "STD_FRAC", "MAX_OUT_SHIFT", "MEAN_FORMAT", "MAG_BITS",
+    "MAX_ALPHA", "MEAN_FRAC", "I16_STD_FRAC", "I16_EXTRA", "Z_FRAC", "ISQRT_STEPS", "STD_FRAC", "MAX_OUT_SHIFT", "MEAN_FORMAT", "MAG_BITS",
     "squares", "RSQRT_SEED", "row_mean_constants", "SIGMOID_BITS",
 ]
 
@@ -251,6 +251,10 @@ ISQRT_STEPS = 5
 """Newton steps of ``isqrt_newton`` from the leading-one seed; enough for any ``v < 2**48``."""
 STD_FRAC = 8
 """I-LayerNorm's standard deviation keeps 8 fraction bits (``isqrt(var << 16)``)."""
+I16_STD_FRAC, I16_EXTRA = 1, 12
+"""I-LayerNorm of int16 input (I-ViT's 16-bit residual stream): ``std`` with 1 fraction bit
+(``var << 2`` stays below ``2**48``), ``factor = (2**43 - 1) // std`` and ``z = round_shift(y *
+factor, 27)`` (products below ``2**60``): the same ``z ~= y / sqrt(var) * 2**15``."""
 MAX_OUT_SHIFT = 24
 """The largest shift of the per-channel output stage."""
 MEAN_FORMAT = {"ailayernorm": (MEAN_FRAC, 10), "i_layernorm": (0, 7)}

@@ -27,8 +27,8 @@ def test_every_format_fits_the_instruction_word():
     (Opcode.STORE, dict(mem=LocalMemory.SPAD, packed=0, local_addr=7, rows=300, dram_addr=64, dram_stride=192)),
     (Opcode.MATMUL, dict(accumulate=1, transpose_b=1, log2_a=1, twin_a=1, twin_m=10, a_addr=1, b_addr=2, c_addr=3, rows=65535)),
     (Opcode.REQUANT, dict(row_shift=1, narrow=5, acc_addr=10, spad_addr=20, rows=30, param_addr=40, exp_addr=50)),
-    (Opcode.SOFTMAX, dict(log2=1, twin=1, twin_m=7, src=1, src2=2, dst=3, rows=197, length=197, tile_stride=197, param_addr=9)),
-    (Opcode.ADD, dict(log2=0, twin=0, twin_m=0, src=1, src2=2, dst=3, rows=4, length=192, tile_stride=4, param_addr=0)),
+    (Opcode.SOFTMAX, dict(log2=1, twin=1, twin_m=7, wide=0, src=1, src2=2, dst=3, rows=197, length=197, tile_stride=197, param_addr=9)),
+    (Opcode.ADD, dict(log2=0, twin=0, twin_m=0, wide=1, src=1, src2=2, dst=3, rows=4, length=192, tile_stride=4, param_addr=0)),
     (Opcode.END, {}),
 ])
 def test_encode_decode_round_trip(opcode, fields):
