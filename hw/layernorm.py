@@ -20,7 +20,7 @@ from vitaccel.numerics import (I16_EXTRA, I16_STD_FRAC, INT8_MAX, INT8_MIN, ISQR
                                RSQRT_SEED, STD_FRAC, UNIT_MULT_BITS, row_mean_constants, squares)
 
 from .interfaces import checked_config
-from .lib import Engine, delayed, radix4_pair_sums, radix4_products, read_room
+from .lib import Engine, delayed, narrowed, radix4_pair_sums, radix4_products, read_room
 from .memories import READ_LATENCY
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
@@ -163,6 +163,10 @@ class LayerNormUnit(wiring.Component):
     mean_mult, mean_shift : In
         ``m, k = row_mean_constants(length, *MEAN_FORMAT[cfg.layernorm])``: the row mean is
         ``floor(num * m / 2**k)`` computed in ``k`` cycles.
+    narrow : In(3)
+        Only with ``cfg.narrow_activations``: the outputs are saturated to ``8 - narrow`` bits
+        (:func:`~vitaccel.hw.lib.narrowed`, in the last output stage: same cycles). Held while a
+        row is in flight, like ``length``.
     params : In(layernorm_param_signature(cfg))
         Writes the per-channel parameters (alpha, mult, bias, shift) into the unit's planes
         (``ceil(max_row / L)`` entries each). Write them only while no row is in flight, and
@@ -224,6 +228,7 @@ class LayerNormUnit(wiring.Component):
             "mean_mult": In(unsigned(s.m_bits)),
             "mean_shift": In(range(s.k_max + 1)),
             "params": In(layernorm_param_signature(cfg)),
+            **({"narrow": In(3)} if cfg.narrow_activations else {}),
         })
 
     def row_cycles(self, length: int) -> int:
@@ -264,7 +269,8 @@ class LayerNormUnit(wiring.Component):
         m.submodules.receive = _Receive(cfg, s, self.i.payload, control, plane_rd.get(0), buf_wr, s1)
         m.d.comb += [buf_rd.addr.eq(control.issue), buf_rd.en.eq(control.in_var | advance)]
         m.submodules.variance = _VariancePass(s, buf_rd.data, control, stat)
-        m.submodules.output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.o, out_last)
+        m.submodules.output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.o, out_last,
+                                           self.narrow if cfg.narrow_activations else None)
         return m
 
 
@@ -651,8 +657,9 @@ class _OutputStage(Elaboratable):
     ``o`` and ``out_last`` (the output beat is its row's last).
     """
 
-    def __init__(self, cfg: AccelConfig, s: _Sizes, buf_data, plane_rd, control, advance, out, out_last):
-        self._cfg, self._s = cfg, s
+    def __init__(self, cfg: AccelConfig, s: _Sizes, buf_data, plane_rd, control, advance, out, out_last,
+                 narrow=None):
+        self._cfg, self._s, self._narrow = cfg, s, narrow
         self._buf_data, self._plane_rd, self._control = buf_data, plane_rd, control
         self._advance, self._out, self._out_last = advance, out, out_last
 
@@ -722,11 +729,12 @@ class _OutputStage(Elaboratable):
             shift11 = stage(shift10[:3], f"out_shift11_{i}")
             fine2 = stage(coarse2 >> shift11, f"out_fine2_{i}")
             rounded = stage((fine2 + 1) >> 1, f"out_rounded_{i}")
-            # 15: saturated, and 0 past the row
+            # 15: saturated (to 8 - narrow bits with narrow_activations), and 0 past the row
+            saturated = Mux(rounded < INT8_MIN, INT8_MIN, Mux(rounded > INT8_MAX, INT8_MAX, rounded))
+            if self._narrow is not None:
+                saturated = narrowed(saturated, self._narrow, cfg.data_width)
             with m.If(advance):
-                m.d.sync += result[i].eq(Mux(~masks[-1][i], 0,
-                                             Mux(rounded < INT8_MIN, INT8_MIN,
-                                                 Mux(rounded > INT8_MAX, INT8_MAX, rounded))))
+                m.d.sync += result[i].eq(Mux(~masks[-1][i], 0, saturated))
         out_valid = Signal()
         with m.If(advance):
             m.d.sync += [out_valid.eq(valid[-1]), self._out_last.eq(lasts[-1])]
@@ -878,6 +886,8 @@ class LayerNormEngine(Engine):
                      unit.params.addr.eq(w_beat), unit.params.data.eq(param_q[w_chunk])]
         with m.If(mk_valid):
             m.d.sync += [unit.mean_mult.eq(self.param_rd.data[0]), unit.mean_shift.eq(self.param_rd.data[1])]
+            if cfg.narrow_activations:      # the third value of the row (cols >= 3: AccelConfig.validate)
+                m.d.sync += unit.narrow.eq(self.param_rd.data[2][:3])
         self._feed(m, unit, cmd, feed, f_done, f_wrap, feed_ok)
         self._collect(m, unit, cmd, collect, row_end)
         return m

@@ -15,7 +15,7 @@ from vitaccel.config import AccelConfig
 from vitaccel.numerics import INT8_MAX, INT8_MIN
 
 from .interfaces import checked_config
-from .lib import Engine, Mult18x18D, RowGatherer, delayed, fanned_out, is_ecp5
+from .lib import Engine, Mult18x18D, RowGatherer, delayed, fanned_out, is_ecp5, narrowed
 from .memories import READ_LATENCY
 
 __all__ = ["Requantizer", "RequantEngine", "requant_cycles"]
@@ -45,6 +45,11 @@ class Requantizer(wiring.Component):
         The right shift, 0 to 63.
     y : Out(signed(data_width))
         The result for the inputs presented :attr:`LATENCY` cycles earlier.
+    narrow : In(3)
+        Only with ``cfg.narrow_activations``: the result entering ``y`` at the next clock edge is
+        saturated to ``8 - narrow`` bits (:func:`~vitaccel.hw.lib.narrowed`, in the last stage:
+        :attr:`LATENCY` unchanged). It applies at the output, not with the inputs: the engine
+        holds it for a whole command.
 
     Notes
     -----
@@ -78,6 +83,7 @@ class Requantizer(wiring.Component):
             "mult": In(signed(cfg.mult_bits)),
             "shift": In(unsigned(cfg.shift_bits)),
             "y": Out(signed(cfg.data_width)),
+            **({"narrow": In(3)} if cfg.narrow_activations else {}),
         })
 
     def elaborate(self, platform):
@@ -93,12 +99,16 @@ class Requantizer(wiring.Component):
             shift[0].eq(self.shift),
         ]
         if cfg.requant == "shift":
-            m.d.sync += self.y.eq(self._shifted(m, total, mult, shift[0]))
+            m.d.sync += self.y.eq(self._narrowed(self._shifted(m, total, mult, shift[0])))
             return m
         m.d.sync += [shift[k + 1].eq(shift[k]) for k in range(4)]
         product = self._product(m, platform, total, mult)
-        m.d.sync += self.y.eq(self._round_shift(m, product, shift[3], shift[4]))
+        m.d.sync += self.y.eq(self._narrowed(self._round_shift(m, product, shift[3], shift[4])))
         return m
+
+    def _narrowed(self, y):
+        """``y`` saturated to ``8 - narrow`` bits on a ``narrow_activations`` build."""
+        return narrowed(y, self.narrow, self._cfg.data_width) if self._cfg.narrow_activations else y
 
     def _round_shift(self, m, value, coarse_shift, fine_shift):
         """``sat8((value + 2**(s-1)) >> s)``, valid two cycles after ``value``: ``s`` is
@@ -216,6 +226,8 @@ class RequantEngine(Engine):
     ``param[param_addr + 1]`` and ``shift`` the low 6 bits of ``param[param_addr + 2]``, per column.
     With ``row_shift`` set, ``shift_r = min(shift + e_r, 63)`` where ``e_r`` is the low 6 bits of
     ``param[exp_addr + r // cols][r % cols]`` (softmax row exponents, see vitaccel.isa.RequantInstr).
+    With ``cfg.narrow_activations`` the results are saturated to ``8 - narrow`` bits in the lanes'
+    last stage (same cycles); elsewhere ``narrow`` is ignored.
 
     Parameters
     ----------
@@ -295,6 +307,7 @@ class RequantEngine(Engine):
             wr_left=Signal.like(instr.rows, name="wr_left"),           # scratchpad rows still to write
             wr_last=Signal(name="wr_last"),                            # wr_left == 1
             row_shift=Signal(name="row_shift"),
+            narrow=Signal(3, name="narrow"),                           # held for the command (lanes' output)
             param_index=Signal(range(4), name="param_index"),
             chunk=Signal(range(chunks), name="chunk"),                 # chunk of `row` read in this cycle
             group_pos=Signal(range(cfg.cols), name="group_pos"),       # row % cols: its column of exponents
@@ -311,6 +324,7 @@ class RequantEngine(Engine):
         taken = [
             acc_addr.eq(instr.acc_addr), walk.spad_addr.eq(instr.spad_addr), param_addr.eq(instr.param_addr),
             exp_addr.eq(instr.exp_addr), exp_next.eq(instr.exp_addr + 1), walk.row_shift.eq(instr.row_shift),
+            walk.narrow.eq(instr.narrow if cfg.narrow_activations else 0),
             param_index.eq(0), params_last.eq(0), row_left.eq(instr.rows), row_last.eq(instr.rows == 1),
             group_pos.eq(0), chunk.eq(0), chunk_last.eq(chunks == 1),
             walk.wr_left.eq(instr.rows), walk.wr_last.eq(instr.rows == 1),
@@ -425,5 +439,7 @@ class RequantEngine(Engine):
                 requantizer.mult.eq(params.mult[in_chunk][lane]),
                 requantizer.shift.eq(Mux(raised > max_shift, max_shift, raised)),
             ]
+            if cfg.narrow_activations:
+                m.d.comb += requantizer.narrow.eq(walk.narrow)
             results.append(requantizer.y)
         return results

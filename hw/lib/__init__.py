@@ -14,6 +14,7 @@
   enabled by flip-flops.
 - :func:`radix4_products`, :func:`radix4_pair_sums`: a multiply as radix-4 digit multiplexers
   over registered multiples, summed in pairs.
+- :func:`narrowed`: a signed value saturated to fewer bits chosen at run time, by a bit-range test.
 - :class:`Engine`: an engine's members, cycle formula and IDLE state (registered ``nonempty``,
   fields taken in every idle cycle, ``busy``).
 """
@@ -23,7 +24,9 @@ from .engine import CommandFSM, Engine
 from .fifo import RegisteredFIFO
 from .radix4 import radix4_pair_sums, radix4_products
 from .registers import delayed, fanned_out, read_room
+from .saturate import narrowed
 from .select import RowGatherer, one_hot_select
 
 __all__ = ["delayed", "fanned_out", "read_room", "RegisteredFIFO", "Mult18x18D", "is_ecp5",
-           "one_hot_select", "RowGatherer", "radix4_products", "radix4_pair_sums", "Engine", "CommandFSM"]
+           "one_hot_select", "RowGatherer", "radix4_products", "radix4_pair_sums", "Engine", "CommandFSM",
+           "narrowed"]

@@ -49,15 +49,17 @@ def isa_layernorm(cfg, spad, param, f):
         y = ln.ailayernorm(x, planes[0], params)
     else:
         y = ln.i_layernorm(x, params)
+    narrow = int(param[p + 4 * tiles, 2]) & 7 if cfg.narrow_activations else 0   # else ignored
+    y = saturate(y, 8 - narrow)
     out = np.zeros((rows, tiles * cols), dtype=np.int8)
     out[:, :length] = y
     spad[tile_rows(f["dst"])] = out.reshape(rows, tiles, cols).transpose(1, 0, 2)
 
 
-def small(variant, cols, lanes):
+def small(variant, cols, lanes, **changes):
     return dataclasses.replace(preset("tiny"), rows=cols, cols=cols, spad_rows=64, param_rows=64,
                                acc_rows=max(32, cols), requant_lanes=cols, vector_lanes=lanes,
-                               max_row=64, layernorm=variant).validate()
+                               max_row=64, layernorm=variant, **changes).validate()
 
 
 def layer_params(rng, length, variant):
@@ -81,12 +83,13 @@ def run(cfg, commands, seed):
     for c in commands:
         if c["rows"] and c["length"]:
             alpha, params = layer_params(rng, c["length"], cfg.layernorm)
-            packed = ln.pack_layernorm_params(cfg.cols, alpha, params, c["length"], cfg.layernorm)
+            packed = ln.pack_layernorm_params(cfg.cols, alpha, params, c["length"], cfg.layernorm,
+                                              c.get("narrow", 0))
             param[c["param_addr"]:c["param_addr"] + len(packed)] = packed
     engine = LayerNormEngine(cfg)
     expected = spad.copy()
     run_commands(EngineBench(engine, cfg, spad=spad, param=param), commands,
-                 lambda c: encode(Opcode.LAYERNORM, **c),
+                 lambda c: encode(Opcode.LAYERNORM, **{k: v for k, v in c.items() if k != "narrow"}),
                  lambda c: (layernorm_cycles(cfg, c["rows"], c["length"]), engine.cycles(c["rows"], c["length"])),
                  lambda c: isa_layernorm(cfg, expected, param, c), {"spad": expected}, seed)
 
@@ -110,6 +113,23 @@ def test_sequence_of_commands(variant, cols, lanes):
         cmd(src=3, dst=0, rows=4, length=0, tile_stride=1, param_addr=0),
         cmd(src=60, dst=50, rows=1, length=2, tile_stride=2, param_addr=4 * t(2 * cols + 1) + 1),
         cmd(src=30, dst=33, rows=3, length=1, tile_stride=3, param_addr=50),
+    ], seed)
+
+
+@pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
+@pytest.mark.parametrize("cols,lanes,feature", [(4, 4, True), (12, 4, True), (4, 4, False)])
+def test_narrow_outputs(variant, cols, lanes, feature):
+    """narrow_activations: each command's outputs saturated to 8 - narrow bits, narrow the third
+    value of its mean constants' row (2, 4, 0, 7 one after another); without the feature the
+    value is ignored."""
+    cfg = small(variant, cols, lanes, narrow_activations=feature)
+    seed = SEED + 100 + 10 * cols + feature
+    print(f"seed {seed}")
+    run(cfg, [
+        dict(cmd(src=0, dst=40, rows=3, length=2 * cols + 1, tile_stride=4, param_addr=0), narrow=2),
+        dict(cmd(src=20, dst=20, rows=2, length=cols, tile_stride=9, param_addr=40), narrow=4),
+        cmd(src=10, dst=30, rows=2, length=cols - 1, tile_stride=2, param_addr=50),
+        dict(cmd(src=60, dst=50, rows=1, length=cols, tile_stride=2, param_addr=20), narrow=7),
     ], seed)
 
 

@@ -14,6 +14,7 @@ from amaranth.back import verilog
 from vitaccel.config import preset
 from vitaccel.hw.requant import Requantizer, RequantEngine, requant_cycles
 from vitaccel.isa import Opcode, encode
+from vitaccel.numerics import saturate
 from vitaccel.sw.golden import requantize
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
@@ -49,8 +50,9 @@ def random_params(rng, n, mult_bits):
     return bias, mult, shift
 
 
-def simulate_lane(cfg, acc, bias, mult, shift):
-    """The outputs of one :class:`Requantizer` of ``cfg`` fed one input per cycle."""
+def simulate_lane(cfg, acc, bias, mult, shift, narrow=None):
+    """The outputs of one :class:`Requantizer` of ``cfg`` fed one input per cycle; ``narrow[t]``
+    (a ``narrow_activations`` build) is set when input ``t``'s result enters ``y``."""
     dut = Requantizer(cfg)
     got = []
     n = len(acc)
@@ -62,6 +64,8 @@ def simulate_lane(cfg, acc, bias, mult, shift):
                 ctx.set(dut.bias, int(bias[t]))
                 ctx.set(dut.mult, int(mult[t]))
                 ctx.set(dut.shift, int(shift[t]))
+            if narrow is not None and 0 <= t - (dut.LATENCY - 1) < n:
+                ctx.set(dut.narrow, int(narrow[t - (dut.LATENCY - 1)]))
             await ctx.tick()
             if t + 1 >= dut.LATENCY:
                 got.append(ctx.get(dut.y))
@@ -128,12 +132,39 @@ def test_shift_lane_equals_golden(mult_bits, seed):
     assert (expected == -128).any() and (expected == 127).any() and (np.abs(expected[pow2 & (net < 0)]) < 100).any()
 
 
+@pytest.mark.parametrize("requant,seed", [("dyadic", 23), ("shift", 24)])
+def test_narrow_lane_equals_saturated_golden(requant, seed):
+    """narrow_activations: the lane's result saturated to 8 - narrow bits (narrow 0..7 changing
+    every cycle) equals numerics.saturate of golden's, for both rescales."""
+    cfg = dataclasses.replace(preset("tiny"), requant=requant, narrow_activations=True).validate()
+    rng = np.random.default_rng(seed)
+    n = 2000
+    # Sums near the int8 range, so that every width saturates some results and keeps others.
+    acc = rng.integers(-400, 400, n, dtype=np.int64) << rng.integers(0, 8, n)
+    bias = np.zeros(n, np.int64)
+    mult = np.int64(1) << rng.integers(0, 15, n)
+    shift = np.clip(rng.integers(0, 15, n) + np.log2(mult).astype(np.int64) - 3, 0, 63)
+    if requant == "dyadic":
+        mult = np.where(rng.random(n) < 0.5, rng.integers(-(1 << 15), 1 << 15, n), mult)
+    narrow = rng.integers(0, 8, n)
+    narrow[:8] = np.arange(8)
+    y = requantize(acc, bias, mult, shift, mult_bits=cfg.mult_bits, requant=requant)
+    expected = saturate(y, 8 - narrow)
+    got = simulate_lane(cfg, acc, bias, mult, shift, narrow)
+    bad = np.flatnonzero(got != expected)
+    assert not bad.size, (f"seed {seed}: {bad.size} of {n} differ, first at {bad[0]}: y={y[bad[0]]} "
+                          f"narrow={narrow[bad[0]]} got {got[bad[0]]} want {expected[bad[0]]}")
+    for k in range(1, 8):   # each narrower width both saturates and passes values
+        lo, hi = -(1 << (7 - k)), (1 << (7 - k)) - 1
+        assert ((y < lo) | (y > hi))[narrow == k].any() and ((y >= lo) & (y <= hi))[narrow == k].any()
+
+
 def small(name, **changes):
     return dataclasses.replace(preset(name), spad_rows=64, acc_rows=32, param_rows=16, **changes).validate()
 
 
-def cmd(acc_addr, spad_addr, param_addr, rows, exp_addr=None):
-    fields = dict(acc_addr=acc_addr, spad_addr=spad_addr, param_addr=param_addr, rows=rows)
+def cmd(acc_addr, spad_addr, param_addr, rows, exp_addr=None, narrow=0):
+    fields = dict(acc_addr=acc_addr, spad_addr=spad_addr, param_addr=param_addr, rows=rows, narrow=narrow)
     if exp_addr is not None:
         fields.update(row_shift=1, exp_addr=exp_addr)
     return fields
@@ -163,9 +194,11 @@ def run(cfg, commands, seed):
             if c.get("row_shift", 0):
                 exps = param[c["exp_addr"]:].reshape(-1)[:c["rows"]] & 63
                 shift = np.minimum(shift[None, :] + exps[:, None], 63)
-            expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = (
-                exact_requantize(rows, bias, mult, shift) if cfg.requant == "dyadic"
-                else requantize(rows, bias, mult, shift, mult_bits=cfg.mult_bits, requant=cfg.requant))
+            y = (exact_requantize(rows, bias, mult, shift) if cfg.requant == "dyadic"
+                 else requantize(rows, bias, mult, shift, mult_bits=cfg.mult_bits, requant=cfg.requant))
+            if cfg.narrow_activations:      # else narrow is reserved and ignored
+                y = saturate(y, 8 - c["narrow"])
+            expected[c["spad_addr"]:c["spad_addr"] + c["rows"]] = y
 
     def cycles(c):
         row_shift = c.get("row_shift", 0)
@@ -217,6 +250,24 @@ def test_row_shift_adds_each_rows_exponent(name, changes, seed):
         cmd(acc_addr=0, spad_addr=0, param_addr=0, rows=2 * cfg.cols + 3, exp_addr=4),
         cmd(acc_addr=3, spad_addr=40, param_addr=0, rows=1, exp_addr=9),
         cmd(acc_addr=1, spad_addr=50, param_addr=12, rows=cfg.cols, exp_addr=8),
+    ], seed)
+
+
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", dict(narrow_activations=True), 45),
+    ("default", dict(narrow_activations=True), 46),
+    ("default", dict(narrow_activations=True, requant="shift", requant_lanes=12), 47),
+    ("tiny", {}, 48),                      # no feature: narrow ignored
+])
+def test_narrow_commands_back_to_back(name, changes, seed):
+    """REQUANT narrow 2, 4, 0, 7 (with and without row_shift) one after another: each command's
+    results saturated to its own width (the engine holds narrow per command)."""
+    cfg = small(name, **changes)
+    run(cfg, [
+        cmd(acc_addr=0, spad_addr=3, param_addr=0, rows=13, narrow=2),
+        cmd(acc_addr=20, spad_addr=40, param_addr=5, rows=2, narrow=4, exp_addr=9),
+        cmd(acc_addr=7, spad_addr=20, param_addr=0, rows=3),
+        cmd(acc_addr=31, spad_addr=63, param_addr=13, rows=1, narrow=7),
     ], seed)
 
 
