@@ -11,11 +11,13 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from vitaccel.config import AccelConfig
+from vitaccel.numerics import LSQ2_CODES, LSQ2_OPERAND
 
 from .interfaces import checked_config
 from .lib import Mult18x18D, delayed, fanned_out, is_ecp5
 
-__all__ = ["SystolicArray", "array_latency", "swap_cycle", "dsp_floorplan", "log2_decode", "twin_decode", "MULTIPLIERS"]
+__all__ = ["SystolicArray", "array_latency", "swap_cycle", "dsp_floorplan", "log2_decode", "twin_decode", "log_sqrt2_decode",
+           "MULTIPLIERS"]
 
 #: The ways a PE can multiply: ``"inferred"`` (``*`` with fabric registers, for simulation and any
 #: device), ``"mult18x18d"`` (an ECP5 MULT18X18D with the operand and product registers inside),
@@ -53,6 +55,24 @@ def log2_decode(m: Module, code, log2, width: int = 16) -> Signal:
             for s in range(1, 16):
                 with m.Case(s):
                     m.d.comb += out.eq(1 << (s - 1))
+            with m.Default():
+                m.d.comb += out.eq(0)
+    with m.Else():
+        m.d.comb += out.eq(code)
+    return out
+
+
+def log_sqrt2_decode(m: Module, code, sqrt2, width: int = 18) -> Signal:
+    """The array's operand of input byte ``code`` with ``sqrt2``: its low 5 bits ``s`` as ``0``
+    (``s == 0``) or ``LSQ2_OPERAND[31 - s]`` (``2**(16 - k/2)`` of the log-sqrt2 code ``k = 31 - s``,
+    ``vitaccel.sw.softmax.log_sqrt2_operand``), else ``code`` sign-extended; ``signed(width)``,
+    combinational (a 32 x 17-bit ROM in LUTs, 5 inputs per bit, and a 2:1 select)."""
+    out = Signal(signed(width))
+    with m.If(sqrt2):
+        with m.Switch(code[:5]):
+            for s in range(1, LSQ2_CODES + 1):
+                with m.Case(s):
+                    m.d.comb += out.eq(int(LSQ2_OPERAND[LSQ2_CODES - s]))
             with m.Default():
                 m.d.comb += out.eq(0)
     with m.Else():
@@ -157,6 +177,12 @@ class SystolicArray(wiring.Component):
         skew; each array row decodes its element after the skew (:func:`log2_decode`), so the
         operands moving right are 16 bits (:attr:`AccelConfig.operand_width`) and the products
         ``data_width + 15`` bits; the latency does not change.
+    a_sqrt2 : In(1)
+        Only with ``cfg.log_sqrt2_attention``: with ``a_valid``, ``a_row`` holds RepQ-ViT log-sqrt2
+        codes (``vitaccel.isa.MatmulInstr`` ``log2_a`` with ``twin_m`` 4 or 5): element ``i``'s
+        low 5 bits ``s`` stand for ``0`` (``s == 0``) or ``LSQ2_OPERAND[31 - s]`` (up to ``2**16``,
+        :func:`log_sqrt2_decode`). Skewed and decoded like ``a_log2``; operands 18 bits. At most one
+        of ``a_log2``, ``a_sqrt2`` and ``a_twin`` is set (the matmul engine's decode).
     a_twin, a_twin_gelu, a_twin_m : In(1), In(1), In(4)
         Only with ``cfg.twin_uniform``: with ``a_valid``, ``a_row`` holds PTQ4ViT twin codes
         (``vitaccel.isa.MatmulInstr`` ``twin_a``; ``a_twin_gelu``: GELU codes, from ``log2_a``),
@@ -200,6 +226,7 @@ class SystolicArray(wiring.Component):
             "a_first": In(1),
             "a_row": In(data.ArrayLayout(signed(cfg.data_width), cfg.rows)),
             **({"a_log2": In(1)} if cfg.log2_attention else {}),
+            **({"a_sqrt2": In(1)} if cfg.log_sqrt2_attention else {}),
             **({"a_twin": In(1), "a_twin_gelu": In(1), "a_twin_m": In(4)} if cfg.twin_uniform else {}),
             "out_valid": Out(1),
             "out_row": Out(data.ArrayLayout(signed(cfg.psum_width), cfg.cols)),
@@ -248,6 +275,11 @@ class SystolicArray(wiring.Component):
                 log2 = delayed(m, self.a_log2, max(i, 1), name=f"log2_skew_{i}", reset_less=True)
                 decoded = log2_decode(m, a_raw, log2, cfg.operand_width)
                 a_in = Mux(log2, decoded, a_in) if cfg.twin_uniform else decoded
+            if cfg.log_sqrt2_attention:
+                # The log-sqrt2 flag likewise, decoded by a 31-entry ROM at the array's edge.
+                sqrt2 = delayed(m, self.a_sqrt2, max(i, 1), name=f"sqrt2_skew_{i}", reset_less=True)
+                decoded = log_sqrt2_decode(m, a_raw, sqrt2, cfg.operand_width)
+                a_in = Mux(sqrt2, decoded, a_in) if cfg.twin_uniform or cfg.log2_attention else decoded
             # The swap travels a cycle ahead of the tile's first row (swap_cycle).
             swap = delayed(m, self.a_first & self.a_valid, max(i, 1) - 1, name=f"swap_skew_{i}")
             for j in range(cfg.cols):

@@ -127,6 +127,7 @@ class MatmulEngine(Engine):
         twin_a = Signal()                      # ... twin codes (twin_uniform builds)
         twin_gelu = Signal()                   # ... twin GELU codes (twin_a with log2_a)
         twin_m = Signal(4)                     # the twin codes' range shift
+        sqrt2_a = Signal()                     # ... log-sqrt2 codes (log_sqrt2_attention builds)
         total = Signal(len(instr.rows) + 1)    # matmul_cycles of the command
         short = Signal()                       # rows < min_stream
         hold = Signal(range(min_stream + 1))   # cycles the short command still waits
@@ -144,7 +145,11 @@ class MatmulEngine(Engine):
             a_addr.eq(instr.a_addr), rows.eq(instr.rows), accumulate.eq(instr.accumulate),
             transpose_b.eq(instr.transpose_b),
             # With twin_a (twin_uniform builds) log2_a selects the twin GELU decode instead.
-            log2_a.eq(instr.log2_a & cfg.log2_attention & ~(instr.twin_a & cfg.twin_uniform)),
+            # log2_a with twin_m != 0 (log_sqrt2_attention builds) selects the log-sqrt2 decode.
+            log2_a.eq(instr.log2_a & cfg.log2_attention & ~(instr.twin_a & cfg.twin_uniform)
+                      & ~(cfg.log_sqrt2_attention & (instr.twin_m != 0))),
+            sqrt2_a.eq(instr.log2_a & cfg.log_sqrt2_attention & ~(instr.twin_a & cfg.twin_uniform)
+                       & (instr.twin_m != 0)),
             twin_a.eq(instr.twin_a & cfg.twin_uniform), twin_gelu.eq(instr.log2_a), twin_m.eq(instr.twin_m),
             spad_addr.eq(instr.b_addr), issued.eq(0),
             issued_last.eq(cfg.rows == 1), c_addr.eq(instr.c_addr),
@@ -196,6 +201,9 @@ class MatmulEngine(Engine):
             # The log2 flag of each input row, delayed with its data (two commands' rows may be in
             # the array: the flag travels with the row through the skew, hw/array.py).
             m.d.comb += array.a_log2.eq(delayed(m, streaming & log2_a, READ_LATENCY, "a_log2"))
+        if cfg.log_sqrt2_attention:
+            # The log-sqrt2 flag of each input row, delayed with its data (as log2).
+            m.d.comb += array.a_sqrt2.eq(delayed(m, streaming & sqrt2_a, READ_LATENCY, "a_sqrt2"))
         if cfg.twin_uniform:
             # The twin mode and shift of each input row, delayed with its data (as log2).
             m.d.comb += [array.a_twin.eq(delayed(m, streaming & twin_a, READ_LATENCY, "a_twin")),

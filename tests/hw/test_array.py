@@ -13,7 +13,7 @@ from amaranth.sim import Simulator
 from vitaccel.config import preset
 from vitaccel.hw.array import SystolicArray, array_latency
 from vitaccel.sw.golden import matmul
-from vitaccel.sw.softmax import log2_operand, twin_operand
+from vitaccel.sw.softmax import log2_operand, log_sqrt2_operand, twin_operand
 
 TINY = preset("tiny")
 
@@ -22,7 +22,7 @@ def square(n):
     return dataclasses.replace(TINY, rows=n, cols=n, bus_bits=8, requant_lanes=1, vector_lanes=1).validate()
 
 
-def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto", twin=None):
+def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto", twin=None, sqrt2=None):
     """Load ``weights`` into the shadow tile, wait a cycle (``swap_cycle``: a 1- or 2-row array
     needs it), present ``inputs[t]`` in cycle t (where ``valid[t]``; the first valid one with
     ``a_first``), return per-cycle outputs."""
@@ -47,6 +47,8 @@ def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto", twin=No
                 ctx.set(dut.a_row, inputs[t].tolist())
                 if log2 is not None:
                     ctx.set(dut.a_log2, int(log2[t]))
+                if sqrt2 is not None:
+                    ctx.set(dut.a_sqrt2, int(sqrt2[t]))
                 if twin is not None:
                     ctx.set(dut.a_twin, int(twin[0][t]))
                     ctx.set(dut.a_twin_gelu, int(twin[1][t]))
@@ -63,9 +65,11 @@ def run_array(cfg, weights, inputs, valid, log2=None, multiplier="auto", twin=No
     return dut.latency, seen
 
 
-def check(cfg, weights, inputs, valid, seed, log2=None, multiplier="auto", twin=None):
-    latency, seen = run_array(cfg, weights, inputs, valid, log2, multiplier, twin)
+def check(cfg, weights, inputs, valid, seed, log2=None, multiplier="auto", twin=None, sqrt2=None):
+    latency, seen = run_array(cfg, weights, inputs, valid, log2, multiplier, twin, sqrt2)
     a = inputs if log2 is None else np.where(log2[:, None], log2_operand(inputs), inputs)
+    if sqrt2 is not None:
+        a = np.where(sqrt2[:, None], log_sqrt2_operand(inputs), a)
     if twin is not None:
         a = np.array([twin_operand(inputs[t], twin[2][t], bool(twin[1][t])) if twin[0][t] else a[t]
                       for t in range(len(inputs))], dtype=np.int64)
@@ -147,3 +151,25 @@ def test_twin_rows_mixed_with_int8_rows(n, seed, multiplier):
     twin = (rng.random(24) < 0.6, rng.random(24) < 0.5, rng.integers(0, 11, 24))
     twin[0][3:5], twin[1][3], twin[1][4], twin[2][3:5] = True, False, True, 10
     check(cfg, weights, inputs, valid, seed, multiplier=multiplier, twin=twin)
+
+
+@pytest.mark.parametrize("n,seed,multiplier,log2", [(4, 11, "inferred", False), (3, 12, "mult18x18d", True),
+                                                    (12, 13, "inferred", True)])
+def test_log_sqrt2_rows_mixed_with_int8_rows(n, seed, multiplier, log2):
+    """log_sqrt2_attention build (with log2_attention too, or not): each row's a_sqrt2 (or a_log2,
+    never both) at random, with gaps; log-sqrt2 rows decode as sw/softmax.log_sqrt2_operand (every
+    5-bit code occurs), the others stay int8 or log2; rows of 2**16 (byte 31) against -128."""
+    cfg = dataclasses.replace(square(n), log_sqrt2_attention=True, log2_attention=log2).validate()
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(-128, 128, (n, n), dtype=np.int8)
+    inputs = rng.integers(-128, 128, (40, n), dtype=np.int8)
+    inputs[5:37, 0] = np.arange(32)
+    inputs[3], inputs[4] = 31, -97                       # -97 & 31 == 31: the high bits are ignored
+    weights[:, 0] = -128
+    valid = rng.random(40) < 0.7
+    valid[3:37] = True
+    sqrt2 = rng.random(40) < 0.5
+    sqrt2[3:37] = True
+    flags = rng.random(40) < 0.5
+    check(cfg, weights, inputs, valid, seed, log2=(flags & ~sqrt2) if log2 else None, multiplier=multiplier,
+          sqrt2=sqrt2)

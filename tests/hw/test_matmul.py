@@ -21,7 +21,7 @@ from vitaccel.hw.matmul import MatmulEngine, matmul_cycles, matmul_issue_cycles
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw.golden import matmul
-from vitaccel.sw.softmax import log2_operand, twin_operand
+from vitaccel.sw.softmax import log2_operand, log_sqrt2_operand, twin_operand
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
@@ -43,6 +43,8 @@ def model(cfg, spad, acc, cmd):
     a = spad[cmd["a_addr"]:cmd["a_addr"] + rows]
     if cmd.get("twin_a") and cfg.twin_uniform:
         a = twin_operand(a, cmd["twin_m"], gelu=bool(cmd.get("log2_a")))
+    elif cmd.get("log2_a") and cfg.log_sqrt2_attention and cmd.get("twin_m"):
+        a = log_sqrt2_operand(a)
     elif cmd.get("log2_a") and cfg.log2_attention:
         a = log2_operand(a)
     acc[c] = matmul(a, spad[cmd["b_addr"]:cmd["b_addr"] + cfg.rows],
@@ -286,4 +288,54 @@ def test_twin_flags_are_ignored_without_the_feature():
 
 def test_twin_build_converts_to_verilog():
     text = verilog.convert(MatmulEngine(small("tiny", twin_uniform=True, log2_attention=True)), name="matmul_engine")
+    assert "module matmul_engine" in text
+
+
+@pytest.mark.parametrize("name,changes,seed", [("tiny", {}, 50), ("default", {}, 51),
+                                               ("tiny", dict(log2_attention=True, twin_uniform=True), 52)])
+def test_log_sqrt2_codes_back_to_back(name, changes, seed):
+    """A log_sqrt2_attention build: log-sqrt2 commands (log2_a with twin_m 4 or 5) offered as soon
+    as the engine is ready, between int8 (log2, twin) ones, transposed or not, accumulating or not:
+    the accumulator equals the golden decode (sw/softmax.log_sqrt2_operand), the flag travels with
+    each command's rows, every command's timing is MATMUL's."""
+    cfg = small(name, log_sqrt2_attention=True, **changes)
+    rng = np.random.default_rng(seed)
+    spad, acc = random_memories(cfg, rng)
+    acc[:] = 0     # 2**16 operands: keep the sums away from the int32 wrap
+    commands, gaps = [], []
+    for k in range(14):
+        rows = int(rng.choice([1, 2, cfg.cols - 1, 9, 17]))
+        modes = [0, 1, 1, 2] + ([3] if cfg.twin_uniform else [])     # int8, log-sqrt2, log2 (or int8), twin
+        mode = modes[k % len(modes)]
+        commands.append(cmd(a_addr=int(rng.integers(0, cfg.spad_rows - rows)),
+                            b_addr=int(rng.integers(0, cfg.spad_rows - cfg.rows)),
+                            c_addr=int(rng.integers(0, 3)), rows=rows, accumulate=int(rng.random() < 0.7),
+                            transpose_b=int(rng.random() < 0.4), log2_a=int(mode in (1, 2)), twin_a=int(mode == 3),
+                            twin_m=int(rng.choice([4, 5])) if mode in (1, 3) else 0))
+        gaps.append(int(rng.choice([0, 0, 1, 3])))
+    run_back_to_back(cfg, spad, acc, commands, seed, gaps)
+
+
+@pytest.mark.parametrize("w", [-128, 127])
+def test_log_sqrt2_extremes_fit_the_partial_sums(w):
+    """Every operand 2**16 (byte 31) against weights -128 or 127: rows * 2**16 * w, exact."""
+    cfg = small("default", log_sqrt2_attention=True)
+    spad = np.full((cfg.spad_rows, cfg.cols), 31, dtype=np.int8)
+    spad[32:32 + cfg.rows] = w
+    acc = np.zeros((cfg.acc_rows, cfg.cols), dtype=np.int32)
+    run(cfg, spad, acc, [cmd(a_addr=0, b_addr=32, c_addr=0, rows=6, accumulate=1, log2_a=1, twin_m=5),
+                         cmd(a_addr=0, b_addr=32, c_addr=8, rows=6, accumulate=0, log2_a=1, twin_m=4)], seed=None)
+
+
+@pytest.mark.parametrize("changes", [{}, dict(log2_attention=True)])
+def test_log_sqrt2_width_is_ignored_without_the_feature(changes):
+    """tiny: log2_a with twin_m 5 reads int8 bytes; a log2 build reads FQ-ViT's log2 codes."""
+    cfg = small("tiny", **changes)
+    rng = np.random.default_rng(34)
+    spad, acc = random_memories(cfg, rng)
+    run(cfg, spad, acc, [cmd(a_addr=5, b_addr=40, c_addr=0, rows=7, accumulate=0, log2_a=1, twin_m=5)], seed=34)
+
+
+def test_log_sqrt2_build_converts_to_verilog():
+    text = verilog.convert(MatmulEngine(small("tiny", log_sqrt2_attention=True)), name="matmul_engine")
     assert "module matmul_engine" in text
