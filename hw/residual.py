@@ -32,9 +32,9 @@ def lanes_layout(cfg: AccelConfig) -> data.ArrayLayout:
     return data.ArrayLayout(signed(cfg.data_width), cfg.vector_lanes)
 
 
-def saturating_round_shift(m: Module, value, shift, enable) -> Signal:
+def saturating_round_shift(m: Module, value, shift, enable, bits: int = 8) -> Signal:
     """``sat8(round_shift(value, shift))`` in three register stages (three cycles), advancing on
-    ``enable``.
+    ``enable`` (``bits`` 16: saturated to int16, the same way).
 
     ``round_shift(p, s) = (p + ((1 << s) >> 1)) >> s`` is computed as ``((p << 1 >> s) + 1) >> 1``,
     which needs no rounding constant and holds for ``s == 0``; for every ``s`` up to 63 it is the
@@ -45,13 +45,14 @@ def saturating_round_shift(m: Module, value, shift, enable) -> Signal:
     """
     coarse = Signal(signed(len(value) + 1))
     halves = Signal(signed(len(value) + 1))
-    y = Signal(signed(8))
+    y = Signal(signed(bits))
+    hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
     with m.If(enable):
         m.d.sync += coarse.eq((value << 1) >> (shift & 0o70))
         m.d.sync += halves.eq(coarse >> shift[:3])
-        low = (halves[:9] + 1)[1:9]
-        m.d.sync += y.eq(Mux(halves >= 2 * INT8_MAX + 1, INT8_MAX,
-                             Mux(halves < 2 * INT8_MIN - 1, INT8_MIN, low)))
+        low = (halves[:bits + 1] + 1)[1:bits + 1]
+        m.d.sync += y.eq(Mux(halves >= 2 * hi + 1, hi,
+                             Mux(halves < 2 * lo - 1, lo, low)))
     return y
 
 
@@ -112,13 +113,20 @@ class ResidualAddUnit(wiring.Component):
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
         beat = lanes_layout(cfg)
-        super().__init__({
+        ports = {
             "i": In(stream.Signature(data.StructLayout({"a": beat, "b": beat}))),
             "o": Out(stream.Signature(beat)),
             "mult_a": In(signed(cfg.mult_bits)),
             "mult_b": In(signed(cfg.mult_bits)),
             "shift": In(unsigned(cfg.shift_bits)),
-        })
+        }
+        if cfg.residual16:
+            # I-ViT's int16 stream: lane a and the output int16; `wide` low saturates to int8
+            # (int8 `a` comes sign-extended), as stable as `shift`.
+            wide_beat = data.ArrayLayout(signed(16), cfg.vector_lanes)
+            ports |= {"i": In(stream.Signature(data.StructLayout({"a": wide_beat, "b": beat}))),
+                      "o": Out(stream.Signature(wide_beat)), "wide": In(1)}
+        super().__init__(ports)
 
     @property
     def latency(self) -> int:
@@ -138,6 +146,9 @@ class ResidualAddUnit(wiring.Component):
             # 3 mult as a shift and an add: `mult * 3` would be a multiplier (a DSP48 on Xilinx).
             m.d.sync += [regs[0].eq(mult), regs[1].eq((mult << 1) + mult), regs[2].eq(-mult)]
             multiples.append(regs)
+        if cfg.residual16:
+            self._wide_lanes(m, advance, width, multiples)
+            return m
         for lane in range(cfg.vector_lanes):
             operands = [Signal(signed(cfg.data_width), name=f"{name}_in_{lane}") for name in "ab"]
             nibbles = [Signal(signed(width), name=f"{name}_{half}_{lane}")
@@ -160,6 +171,33 @@ class ResidualAddUnit(wiring.Component):
                 m.d.sync += total.eq((a_lo + b_lo) + ((a_hi + b_hi) << 4))
             m.d.comb += self.o.payload[lane].eq(saturating_round_shift(m, total, self.shift, advance))
         return m
+
+    def _wide_lanes(self, m, advance, width, multiples):
+        """The lanes of a ``residual16`` build: ``a`` int16 (eight radix-4 products, four nibble
+        sums), the same stages; the output saturated to int16, then to int8 unless ``wide``."""
+        cfg = self._cfg
+        wide = Signal(name="wide_q")
+        m.d.sync += wide.eq(self.wide)
+        for lane in range(cfg.vector_lanes):
+            a_in = Signal(signed(16), name=f"a_in_{lane}")
+            b_in = Signal(signed(cfg.data_width), name=f"b_in_{lane}")
+            a_p = [Signal(signed(cfg.mult_bits + 2), name=f"a_pair{p}_{lane}") for p in range(8)]
+            b_p = [Signal(signed(cfg.mult_bits + 2), name=f"b_pair{p}_{lane}") for p in range(4)]
+            a_n = [Signal(signed(width), name=f"a_nib{n}_{lane}") for n in range(4)]
+            b_n = [Signal(signed(width), name=f"b_nib{n}_{lane}") for n in range(2)]
+            total = Signal(signed(16 + cfg.mult_bits + 1), name=f"total_{lane}")
+            with m.If(advance):
+                m.d.sync += [a_in.eq(self.i.payload.a[lane]), b_in.eq(self.i.payload.b[lane])]
+                for operand, (one, three, minus), prods, nibs in ((a_in, multiples[0], a_p, a_n),
+                                                                  (b_in, multiples[1], b_p, b_n)):
+                    m.d.sync += [q.eq(v) for q, v in zip(prods, radix4_products(
+                        operand, one, one << 1, three, minus=(minus, minus << 1)))]
+                    m.d.sync += [n.eq(v) for n, v in zip(nibs, radix4_pair_sums(prods))]
+                m.d.sync += total.eq(((a_n[0] + b_n[0]) + ((a_n[1] + b_n[1]) << 4))
+                                     + ((a_n[2] + (a_n[3] << 4)) << 8))
+            y = saturating_round_shift(m, total, self.shift, advance, bits=16)
+            m.d.comb += self.o.payload[lane].eq(Mux(wide | ((y >= INT8_MIN) & (y <= INT8_MAX)), y,
+                                                    Mux(y < 0, INT8_MIN, INT8_MAX)))
 
 
 def tiles(cfg: AccelConfig, length: int) -> int:
@@ -287,6 +325,10 @@ class ElementwiseEngine(Engine):
         cfg = self._cfg
         chunks = cfg.cols // cfg.vector_lanes
         period = max(2, chunks) if self.operands == 2 else chunks   # cycles per output row
+        # residual16 (ADD only): `wide` commands walk int16 rows of cols / 2 elements, chunks / 2 beats.
+        r16 = cfg.residual16 and self.operands == 2
+        wide = Signal(name="wide") if r16 else None
+        period16 = max(2, chunks // 2)
         instr = self.cmd.payload.vector
         addr_width = local_addr_width(cfg.spad_rows)
         param_addr = Signal.like(instr.param_addr)
@@ -300,9 +342,10 @@ class ElementwiseEngine(Engine):
         next_tile = SimpleNamespace(rows_m1=Signal.like(instr.rows, name="rows_m1"),     # rows - 1
                                     rows_one=Signal(name="rows_one"),                    # rows == 1
                                     stride=Signal(addr_width, name="stride"))
-        walk = SimpleNamespace(rd=_TileWalk("rd", self.operands, instr, addr_width, next_tile),
-                               wr=_TileWalk("wr", 1, instr, addr_width, next_tile),
-                               slot=Signal(range(period), name="slot"), wr_final=Signal(name="wr_final"))
+        walk = SimpleNamespace(rd=_TileWalk("rd", self.operands, instr, addr_width, next_tile, wide),
+                               wr=_TileWalk("wr", 1, instr, addr_width, next_tile, wide),
+                               slot=Signal(range(period), name="slot"), wr_final=Signal(name="wr_final"),
+                               wide=wide)
 
         # The payload's decodes the walk starts from, registered a cycle ahead (the payload holds
         # from the cycle before `valid`, hw/interfaces.py): while waiting, the walk's registers
@@ -312,6 +355,8 @@ class ElementwiseEngine(Engine):
         m.d.sync += [ahead.nonempty.eq((instr.rows != 0) & (instr.length != 0)),
                      ahead.rows_m1.eq(instr.rows - 1), ahead.rows_one.eq(instr.rows == 1),
                      ahead.last_tile.eq(instr.length <= cfg.cols)]
+        if r16:
+            m.d.sync += ahead.last_tile.eq(Mux(instr.wide, instr.length <= cfg.cols // 2, instr.length <= cfg.cols))
 
         # A command is accepted whenever one is offered while waiting, empty or not: `valid`
         # only moves the state (no comparator behind it). Whether the command is empty is
@@ -330,7 +375,8 @@ class ElementwiseEngine(Engine):
                     m.next = "WALK"
             with m.State("WALK"):
                 m.d.sync += walk.slot.eq(walk.slot + 1)
-                with m.If(walk.slot == period - 1):
+                with m.If(walk.slot == (Mux(wide, period16 - 1, period - 1) if r16 and period16 != period
+                                        else period - 1)):
                     m.d.sync += walk.slot.eq(0)
                     walk.rd.step(m, cfg.cols)
                     with m.If(walk.rd.last_row & walk.rd.last_tile):
@@ -348,6 +394,7 @@ class ElementwiseEngine(Engine):
                 next_tile.rows_one.eq(ahead.rows_one),
                 next_tile.stride.eq(instr.tile_stride),
                 param_addr.eq(instr.param_addr),
+                *([wide.eq(instr.wide)] if r16 else []),
                 walk.slot.eq(0),
                 *walk.rd.begin([instr.src, instr.src2][:self.operands], ahead),
                 *walk.wr.begin([instr.dst], ahead),
@@ -386,6 +433,7 @@ class ElementwiseEngine(Engine):
             m.d.sync += [read.eq(walk.walking), read_chunk.eq(walk.slot), rd_addr.eq(walk.rd.addr[0]),
                          row.eq(self.spad_rd.data), beat_valid.eq(got), beat_chunk.eq(got_chunk)]
             m.d.comb += unit.i.payload.eq(self._chunk_of(row, beat_chunk))
+            last_chunk = beat_chunk == chunks - 1
         else:
             # Two operands: a at slot 0, b at slot 1. `a_held` keeps a while b is read; both move
             # to `a_row`/`b_row`, which feed the row's beats while the next row is being read
@@ -400,19 +448,41 @@ class ElementwiseEngine(Engine):
                                     for name in ("a_held", "a_row", "b_row"))
             with m.If(got_a):
                 m.d.sync += a_held.eq(self.spad_rd.data)
+            wide = walk.wide
+            last_chunk = (beat_chunk == chunks - 1) if wide is None else \
+                (beat_chunk == Mux(wide, chunks // 2 - 1, chunks - 1))
             with m.If(beat_valid):
                 m.d.sync += beat_chunk.eq(beat_chunk + 1)
-                with m.If(beat_chunk == chunks - 1):
+                with m.If(last_chunk):
                     m.d.sync += [beat_chunk.eq(0), beat_valid.eq(0)]
             with m.If(got_b):
                 m.d.sync += [a_row.eq(a_held), b_row.eq(self.spad_rd.data),
                              beat_valid.eq(1), beat_chunk.eq(0)]
-            m.d.comb += [
-                unit.i.payload.a.eq(self._chunk_of(a_row, beat_chunk)),
-                unit.i.payload.b.eq(self._chunk_of(b_row, beat_chunk)),
-            ]
+            if wide is None:
+                m.d.comb += [
+                    unit.i.payload.a.eq(self._chunk_of(a_row, beat_chunk)),
+                    unit.i.payload.b.eq(self._chunk_of(b_row, beat_chunk)),
+                ]
+            else:
+                # A wide row of a holds cols / 2 int16 elements (little-endian byte pairs); its
+                # b elements are half `b_half` of b's row (b's tile is a's tile // 2).
+                read_half = Signal()
+                m.d.sync += read_half.eq(walk.rd.half)
+                got_half = delayed(m, read_half, READ_LATENCY, "got_half")
+                b_half = Signal()
+                with m.If(got_b):
+                    m.d.sync += b_half.eq(got_half)
+                a16 = data.View(data.ArrayLayout(data.ArrayLayout(signed(16), cfg.vector_lanes), max(1, chunks // 2)),
+                                a_row)
+                a8 = self._chunk_of(a_row, beat_chunk)
+                b_index = Mux(wide, b_half * (chunks // 2) + beat_chunk, beat_chunk)
+                m.d.comb += [
+                    unit.wide.eq(wide),
+                    *(unit.i.payload.a[j].eq(Mux(wide, a16[beat_chunk][j], a8[j])) for j in range(cfg.vector_lanes)),
+                    unit.i.payload.b.eq(self._chunk_of(b_row, b_index)),
+                ]
         m.d.comb += [unit.i.valid.eq(beat_valid), unit.o.ready.eq(1)]
-        return beat_valid & (beat_chunk == chunks - 1)
+        return beat_valid & last_chunk
 
     def _results_out(self, m, unit, walk, last_beat):
         """The unit's result beats, gathered into rows and written to the rows ``walk.wr`` walks
@@ -424,12 +494,22 @@ class ElementwiseEngine(Engine):
         # the last completes the row, which goes to the registered write port. The unit is never
         # refused, so its last beat of a row comes out exactly `latency` cycles after it went
         # in: `row_done` is that beat's entry, delayed.
-        out = RowGatherer(m, unit.o.payload, unit.o.valid, cols // cfg.vector_lanes, "out")
+        wide = getattr(walk, "wide", None)
+        if wide is None:
+            out = RowGatherer(m, unit.o.payload, unit.o.valid, cols // cfg.vector_lanes, "out")
+            row = out.row
+        else:
+            # residual16: int8 rows gather the low bytes of the lanes (saturated to int8 by the
+            # unit), wide rows the int16 lanes (little-endian byte pairs), cols / 2 per row.
+            low = Cat(unit.o.payload[j][:8] for j in range(cfg.vector_lanes))
+            out = RowGatherer(m, low, unit.o.valid & ~wide, cols // cfg.vector_lanes, "out")
+            out16 = RowGatherer(m, unit.o.payload, unit.o.valid & wide, cols // (2 * cfg.vector_lanes), "out16")
+            row = Mux(wide, out16.row, out.row)
         row_done = Signal()
         last_in = Signal(unit.latency)
         m.d.sync += last_in.eq(Cat(last_beat, last_in[:-1]))
         m.d.comb += row_done.eq(last_in[-1])
-        result = data.View(data.ArrayLayout(signed(cfg.data_width), cols), out.row)
+        result = data.View(data.ArrayLayout(signed(cfg.data_width), cols), row)
         wr_en, wr_addr = Signal(), Signal(local_addr_width(cfg.spad_rows))
         wr_data = Signal.like(self.spad_wr.data)
         wr = walk.wr
@@ -439,7 +519,11 @@ class ElementwiseEngine(Engine):
             walk.wr_final.eq(row_done & wr.last_row & wr.last_tile),
         ]
         # `wr.left` exceeds cols except in the last tile: only there are elements zeroed.
-        m.d.sync += [wr_data[j].eq(Mux(wr.left > j, result[j], 0)) for j in range(cols)]
+        if wide is None:
+            m.d.sync += [wr_data[j].eq(Mux(wr.left > j, result[j], 0)) for j in range(cols)]
+        else:
+            m.d.sync += [wr_data[j].eq(Mux(Mux(wide, wr.left > j // 2, wr.left > j), result[j], 0))
+                         for j in range(cols)]
         m.d.comb += [self.spad_wr.en.eq(wr_en), self.spad_wr.addr.eq(wr_addr), self.spad_wr.data.eq(wr_data)]
         with m.If(row_done):
             wr.step(m, cols)
@@ -452,9 +536,13 @@ class _TileWalk:
     division by cols in hardware). ``next_tile`` holds the command's ``rows_m1``, ``rows_one``
     and ``stride`` registers, which a new tile starts from."""
 
-    def __init__(self, name, n, instr, addr_width, next_tile):
+    def __init__(self, name, n, instr, addr_width, next_tile, wide=None):
         self._next_tile = next_tile
         self._instr = instr
+        # residual16 (``wide``, a Signal): a wide command's tiles hold cols / 2 elements; with two
+        # tensors the second (b, int8) moves to its next tile every other tile (``half``).
+        self._wide = wide
+        self.half = Signal(name=f"{name}_half") if wide is not None else None
         self.addr = [Signal(addr_width, name=f"{name}_addr_{k}") for k in range(n)]
         self.base = [Signal(addr_width, name=f"{name}_base_{k}") for k in range(n)]
         self.rows_left = Signal.like(instr.rows, name=f"{name}_rows_left")   # after this row
@@ -468,16 +556,29 @@ class _TileWalk:
         instr = self._instr
         return [*(a.eq(b) for a, b in zip(self.addr, bases)),
                 *(a.eq(b) for a, b in zip(self.base, bases)),
+                *([self.half.eq(0)] if self.half is not None else []),
                 self.rows_left.eq(ahead.rows_m1), self.last_row.eq(ahead.rows_one),
                 self.left.eq(instr.length), self.last_tile.eq(ahead.last_tile)]
 
     def step(self, m, cols):
         """Statements (under the caller's condition) that move to the next row."""
         next_tile = self._next_tile
+        wide = self._wide
         with m.If(self.last_row):
-            m.d.sync += [self.rows_left.eq(next_tile.rows_m1), self.last_row.eq(next_tile.rows_one),
-                         self.left.eq(self.left - cols), self.last_tile.eq(self.left <= 2 * cols)]
-            for addr, base in zip(self.addr, self.base):
+            m.d.sync += [self.rows_left.eq(next_tile.rows_m1), self.last_row.eq(next_tile.rows_one)]
+            if wide is None:
+                m.d.sync += [self.left.eq(self.left - cols), self.last_tile.eq(self.left <= 2 * cols)]
+            else:
+                m.d.sync += [self.left.eq(self.left - Mux(wide, cols // 2, cols)),
+                             self.last_tile.eq(self.left <= Mux(wide, cols, 2 * cols)), self.half.eq(~self.half)]
+            for k, (addr, base) in enumerate(zip(self.addr, self.base)):
+                if wide is not None and k == 1:
+                    # b: the next tile after an odd (second-half) one, or every tile of an int8 ADD.
+                    with m.If(~wide | self.half):
+                        m.d.sync += [addr.eq(base + next_tile.stride), base.eq(base + next_tile.stride)]
+                    with m.Else():
+                        m.d.sync += addr.eq(base)
+                    continue
                 m.d.sync += [addr.eq(base + next_tile.stride), base.eq(base + next_tile.stride)]
         with m.Else():
             m.d.sync += [self.rows_left.eq(self.rows_left - 1), self.last_row.eq(self.rows_left == 1)]

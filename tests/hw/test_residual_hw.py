@@ -109,3 +109,70 @@ def test_converts_to_verilog(component):
 def test_rejects_what_is_not_a_config(component):
     with pytest.raises(TypeError, match=r"cfg must be an AccelConfig, not 'tiny'"):
         component("tiny")
+
+
+# ---- residual16: ADD with `wide` (int16 a and y as little-endian byte pairs, int8 b) -------------
+
+def _int16(spad_rows):
+    """Rows of int8 bytes (little-endian pairs) as int16 values."""
+    return np.ascontiguousarray(spad_rows.astype(np.int8)).view("<i2").astype(np.int64)
+
+
+def add16_reference(cfg, params):
+    def reference(spad, c):
+        if c["rows"] == 0 or c["length"] == 0:
+            return
+        if not c.get("wide"):
+            return add_reference(cfg, params)(spad, c)
+        n = c["length"]
+        a = _int16(gather(cfg, spad, c["src"], c["rows"], 2 * n, c["tile_stride"]))
+        b = gather(cfg, spad, c["src2"], c["rows"], n, c["tile_stride"])
+        y = residual_add(a, b, *params[c["param_addr"]], mult_bits=cfg.mult_bits, a_bits=16, out_bits=16)
+        pairs = np.ascontiguousarray(y.astype("<i2")).view(np.int8).astype(np.int64)
+        scatter(cfg, spad, c["dst"], c["rows"], 2 * n, c["tile_stride"], pairs)
+    return reference
+
+
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", dict(vector_lanes=2), 50),     # 2 chunks, 1 wide beat per row: 2 cycles per row both
+    ("default", dict(vector_lanes=2), 51),  # 6 chunks, 3 wide beats: 6 and 3 cycles per row
+    ("default", dict(vector_lanes=6), 52),  # 2 chunks, 1 wide beat
+])
+def test_engine_wide(name, changes, seed):
+    """Wide ADDs (int16 stream) mixed with int8 ADDs on residual16 builds: the whole scratchpad equals
+    the golden residual_add (a_bits/out_bits 16) after each command, busy == add_cycles(wide)."""
+    from engine_bench import EngineBench, run_commands
+    from vitaccel.isa import encode
+
+    cfg = small(name, layernorm="i_layernorm", residual16=True, **changes)
+    rng = np.random.default_rng(seed)
+    spad = rng.integers(-128, 128, (cfg.spad_rows, cfg.cols))
+    param = rng.integers(-(1 << 31), 1 << 31, (cfg.param_rows, cfg.cols))
+    params = {}
+    for p, (mult_a, mult_b, shift) in enumerate(PARAMS + [(1 << 14, 7, 14), (3, 20000, 18)]):
+        param[p, :3] = mult_a, mult_b, shift
+        params[p] = (mult_a, mult_b, shift)
+    w = dict(wide=1)
+    commands = [
+        add(src=0, src2=300, dst=600, rows=3, length=37, stride=7, param_addr=4) | w,    # stride > rows
+        add(src=10, src2=20, dst=30, rows=1, length=1, stride=1, param_addr=0) | w,
+        add(src=40, src2=50, dst=60, rows=2, length=7, stride=2, param_addr=2),           # int8
+        add(src=100, src2=200, dst=100, rows=4, length=36, stride=4, param_addr=5) | w,  # in place
+        add(src=0, src2=0, dst=0, rows=0, length=64, stride=1, param_addr=0) | w,         # no-op
+        add(src=120, src2=220, dst=320, rows=5, length=13, stride=5, param_addr=1) | w,
+        add(src=400, src2=500, dst=400, rows=2, length=25, stride=2, param_addr=3),      # int8, in place
+        add(src=700, src2=650, dst=700, rows=1, length=96, stride=1, param_addr=3) | w,
+    ]
+    engine = ResidualAddEngine(cfg)
+    run_commands(EngineBench(engine, cfg, spad=spad, param=param), commands,
+                 lambda c: encode(c["opcode"], **{k: v for k, v in c.items() if k != "opcode"}),
+                 lambda c: (add_cycles(cfg, c["rows"], c["length"], bool(c.get("wide"))),),
+                 lambda c: add16_reference(cfg, params)(expected, c), {"spad": (expected := spad.astype(np.int64).copy())},
+                 seed)
+
+
+def test_wide_cycle_formula():
+    cfg = small("default", layernorm="i_layernorm", residual16=True, vector_lanes=2)
+    # 192 int16 elements: 32 rows of 6 per row; 3 beats each.
+    assert add_cycles(cfg, 2, 192, wide=True) == (2 * 32 - 1) * 3 + 3 + ResidualAddUnit.LATENCY + READ_LATENCY + 5
+    assert add_cycles(cfg, 2, 192) == (2 * 16 - 1) * 6 + 6 + ResidualAddUnit.LATENCY + READ_LATENCY + 5
