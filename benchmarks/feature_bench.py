@@ -1,14 +1,14 @@
 """What a recipe's build feature costs and saves (issue 23): the shared body of
-benchmarks/log2_attention.py and benchmarks/twin_uniform.py.
+benchmarks/log2_attention.py, benchmarks/twin_uniform.py and benchmarks/low_bit_activations.py.
 
 Cycles (performance model, on-chip memory; equal to the RTL's, tests/sim/test_<feature>.py): the
 recipe ``base`` on the config and the feature's recipe on the config with the feature, for
 tiny-digits (trained; one image also through the ISA simulator, whole logits against the golden
 forward) and DeiT-Tiny (random weights; the cycles do not depend on the values).
 
-With ``--cost``: yosys ``synth_ecp5`` cell counts (no place-and-route) of the matmul engine (the
-array with its operand decode) and the softmax engine (the feature's output) alone, with and
-without the feature, and of the board top (``--board``, default ulx3s-85f, as ``vitaccel estimate
+With ``--cost``: yosys ``synth_ecp5`` cell counts (no place-and-route) of the engines the feature
+changes (log2/twin: the matmul engine, the array with its operand decode, and the softmax engine;
+activations below 8 bits: the requant and LayerNorm engines) alone, with and without the feature, and of the board top (``--board``, default ulx3s-85f, as ``vitaccel estimate
 --board B --config C --json`` counts it; about 3-5 minutes each) unless ``--skip-board``.
 """
 
@@ -43,22 +43,31 @@ class Feature:
     short: str          # names the synthesized designs and the config (``<config>-<short>``)
     what: str           # for the printed header
     counts: tuple       # (column, opcode, flag): instructions of that opcode with that flag set
+    quantize: tuple = ()    # (argument, value) of quantize_model for the feature's model
+    engines: tuple = (("matmul", "vitaccel.hw.matmul", "MatmulEngine"),
+                      ("softmax", "vitaccel.hw.softmax", "SoftmaxEngine"))   # synthesized alone by --cost
 
 
 LOG2 = Feature("log2_attention", "fqvit", "log2", "log2 attention",
                (("log2_matmuls", Opcode.MATMUL, "log2_a"), ("log2_softmaxes", Opcode.SOFTMAX, "log2")))
 TWIN = Feature("twin_uniform", "ptq4vit", "twin", "twin-uniform",
                (("twin_matmuls", Opcode.MATMUL, "twin_a"), ("twin_softmaxes", Opcode.SOFTMAX, "twin")))
+NARROW = Feature("narrow_activations", "base", "narrow", "activations below 8 bits (W4A4)",
+                 (("narrow_requants", Opcode.REQUANT, "narrow"),), quantize=(("wbits", 4), ("abits", 4)),
+                 engines=(("requant", "vitaccel.hw.requant", "RequantEngine"),
+                          ("layernorm", "vitaccel.hw.layernorm", "LayerNormEngine")))
 
 
-def model(name: str, recipe: str, cfg) -> IntViT:
-    """``name`` quantized with ``recipe`` and ``cfg``'s variants, cached by name, recipe and variants."""
+def model(name: str, recipe: str, cfg, **quantize) -> IntViT:
+    """``name`` quantized with ``recipe``, ``cfg``'s variants and ``quantize`` (more arguments of
+    quantize_model), cached by all of them."""
+    more = "".join(f"-{k}{v}" for k, v in quantize.items())
     path = (build_root() / "log2_attention" /
-            f"{name}-{recipe}-{cfg.softmax}-{cfg.layernorm}-{cfg.gelu}-m{cfg.mult_bits}.npz")
+            f"{name}-{recipe}-{cfg.softmax}-{cfg.layernorm}-{cfg.gelu}-m{cfg.mult_bits}{more}.npz")
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        say(f"quantizing {name} with recipe {recipe} (cached in {path}) ...")
-        quantize_model(name, recipe=recipe, config=cfg, output=path)
+        say(f"quantizing {name} with recipe {recipe} {quantize or ''} (cached in {path}) ...")
+        quantize_model(name, recipe=recipe, config=cfg, output=path, **quantize)
     return IntViT.load(path)
 
 
@@ -83,17 +92,17 @@ def cycles(feature: Feature, intvit: IntViT, cfg, check: bool) -> dict:
 
 
 def cost(feature: Feature, base, board: str | None) -> list:
-    from vitaccel.hw.matmul import MatmulEngine
-    from vitaccel.hw.softmax import SoftmaxEngine
+    import importlib
 
     rows = []
     for on in (False, True):
         cfg = dataclasses.replace(base, **{feature.knob: on}).validate()
         tag, where = feature.short if on else "int8", f"{feature.knob}/synth/{cfg.slug}"
-        say(f"synthesizing the matmul engine and the softmax engine ({feature.knob}={on}) ...")
-        row = {feature.knob: on, "config_slug": cfg.slug,
-               "matmul": synthesize_cells(MatmulEngine(cfg), f"matmul_{tag}", where),
-               "softmax": synthesize_cells(SoftmaxEngine(cfg), f"softmax_{tag}", where)}
+        say(f"synthesizing the {' and the '.join(e[0] for e in feature.engines)} engines ({feature.knob}={on}) ...")
+        row = {feature.knob: on, "config_slug": cfg.slug}
+        for engine, module, cls in feature.engines:
+            component = getattr(importlib.import_module(module), cls)(cfg)
+            row[engine] = synthesize_cells(component, f"{engine}_{tag}", where)
         if board:
             row["board"], row["board_seconds"] = board_cells(board, cfg, f"{feature.knob}={on}")
         rows.append(row)
@@ -122,7 +131,8 @@ def main(feature: Feature, script: str, argv=None) -> int:
         say(f"{name}: compiling and modelling base on {base.name}, {feature.recipe} on {built.name} ...")
         check = name == "tiny-digits"
         report["models"][name] = [cycles(feature, model(name, "base", base), base, check),
-                                  cycles(feature, model(name, feature.recipe, built), built, check)]
+                                  cycles(feature, model(name, feature.recipe, built, **dict(feature.quantize)),
+                                         built, check)]
     if args.cost:
         report["cost"] = cost(feature, base, None if args.skip_board else args.board)
     if args.json:
@@ -135,9 +145,9 @@ def main(feature: Feature, script: str, argv=None) -> int:
         for row in rows:
             print(f"{name:<12}{row['recipe']:<9}{row['config']:<16}{row['cycles']:>12,}{row[column]:>16,}")
     for row in report.get("cost", []):
-        mm, sm = row["matmul"], row["softmax"]
-        line = (f"{feature.knob}={row[feature.knob]}: matmul engine {mm['lut']} LUT {mm['ff']} FF {mm['dsp']} DSP; "
-                f"softmax engine {sm['lut']} LUT {sm['ff']} FF {sm['dsp']} DSP {sm['bram']} BRAM")
+        line = f"{feature.knob}={row[feature.knob]}: " + "; ".join(
+            f"{e} engine {row[e]['lut']} LUT {row[e]['ff']} FF {row[e]['dsp']} DSP {row[e]['bram']} BRAM"
+            for e, *_ in feature.engines)
         if "board" in row:
             b = row["board"]
             line += (f"; {args.board} top {b['lut']['used']} LUT {b['ff']['used']} FF {b['dsp']['used']} DSP "
