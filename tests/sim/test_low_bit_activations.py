@@ -148,8 +148,13 @@ def test_base_bit_exact_in_rtl_with_cycles_of_the_perf_model(tmp_path, capsys, r
 
 
 @pytest.mark.slow
-def test_p2vit_a6_bit_exact_in_rtl_on_a_shift_build(tmp_path, capsys, recipe_runs_in_rtl):
-    """P²-ViT at A6 on tiny + shiftmax + shift requantization + narrow_activations (the narrowing
-    of the shift lanes)."""
-    cfg = dataclasses.replace(NARROW, name="tiny-p2vit-narrow", softmax="shiftmax", requant="shift").validate()
-    recipe_runs_in_rtl(tmp_path, capsys, cfg, "p2vit", "--abits", "6", seed=SEED)
+@pytest.mark.parametrize("recipe,changes,abits", [
+    ("p2vit", dict(softmax="shiftmax", requant="shift"), "6"),     # the narrowing of the shift lanes
+    ("fqvit", dict(log2_attention=True), "4"),                     # log2 attention x V's REQUANT narrowed
+    ("ptq4vit", dict(twin_uniform=True), "6"),                     # twin GELU codes from a saturated table
+])
+def test_recipes_with_their_features_bit_exact_in_rtl(tmp_path, capsys, recipe_runs_in_rtl, recipe, changes, abits):
+    """Other recipes below 8 bits on tiny + their feature + narrow_activations: 3 images bit-exact,
+    cycles == perf model."""
+    cfg = dataclasses.replace(NARROW, name=f"tiny-{recipe}-narrow", **changes).validate()
+    recipe_runs_in_rtl(tmp_path, capsys, cfg, recipe, "--wbits", abits, "--abits", abits, seed=SEED)
