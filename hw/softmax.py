@@ -67,6 +67,13 @@ class SoftmaxUnit(wiring.Component):
         ``exp2_quadratic``'s exponentials, its log2 from a 128 x 8 table (``LOG2_TABLE``) beside
         ``RECIP``, and stages 13 to 15 turn ``-log2 p`` into ``k`` by the 16-entry
         ``LIS_THRESHOLD`` table.
+    sqrt2, sqrt2_wide, offset : In(1), In(1), In(signed(12))
+        Only with ``cfg.log_sqrt2_attention``: the output is RepQ-ViT's log-sqrt2 codes of 5 bits
+        (``sqrt2_wide``) or 4 as ``31 - k`` (``log_sqrt2_spad_codes(log_sqrt2_softmax(row, mult,
+        shift, bits, offset))``, 0 for the zero code and past ``length``) and ``row_exp`` 0. The
+        same exponentials and ``log2(S)`` as ``log2`` (built for either feature); stages 13 to 15
+        take ``k = min(max(2a + offset + 128, 0) >> 8, zero)`` of ``a = log2(S) - (15 << 8) - t``
+        (:meth:`_OutputStage._sqrt2_codes`). ``twin`` comes first, then ``sqrt2``, then ``log2``.
     twin, twin_m : In(1), In(4)
         Only with ``cfg.twin_uniform``: the output is PTQ4ViT's twin-uniform codes
         (``twin_softmax(row, mult, shift, twin_m).codes``, bit 7 the range flag, 0 past ``length``)
@@ -134,6 +141,7 @@ class SoftmaxUnit(wiring.Component):
             "length": In(range(cfg.max_row + 1)),
             **({"log2": In(1)} if cfg.log2_attention else {}),
             **({"twin": In(1), "twin_m": In(4)} if cfg.twin_uniform else {}),
+            **({"sqrt2": In(1), "sqrt2_wide": In(1), "offset": In(signed(12))} if cfg.log_sqrt2_attention else {}),
             "i": In(stream.Signature(data.ArrayLayout(signed(8), lanes))),
             "o": Out(stream.Signature(data.StructLayout({
                 "mant": data.ArrayLayout(signed(8), lanes),
@@ -162,11 +170,13 @@ class SoftmaxUnit(wiring.Component):
         log2 = self.log2 if self._cfg.log2_attention else Const(0, 1)
         twin = self.twin if self._cfg.twin_uniform else Const(0, 1)
         twin_m = self.twin_m if self._cfg.twin_uniform else Const(0, 4)
+        sqrt2 = self.sqrt2 if self._cfg.log_sqrt2_attention else Const(0, 1)
         m.submodules.exponent = exponent = _Exponent(self._cfg, advance, tags, buffers.data, buffers.row_max,
-                                                     self.mult, self.shift, log2 | twin)
+                                                     self.mult, self.shift, log2 | twin | sqrt2)
         m.submodules.normalizer = normalizer = _Normalizer(self._cfg, advance, tags, exponent.exps)
         m.submodules.output = _OutputStage(self._cfg, advance, tags, exponent, normalizer, self.o, log2,
-                                           twin, twin_m)
+                                           twin, twin_m, sqrt2, *((self.sqrt2_wide, self.offset)
+                                                                  if self._cfg.log_sqrt2_attention else ()))
         return m
 
 
@@ -397,7 +407,7 @@ class _Exponent(Elaboratable):
                     t.eq(u + (u >> 1) - (u >> 4)),
                 ]
             self._exponential(m, t, j)
-            if self._cfg.log2_attention or self._cfg.twin_uniform:
+            if self._cfg.log2_attention or self._cfg.twin_uniform or self._cfg.log_sqrt2_attention:
                 self._quadratic(m, t, j)
         return m
 
@@ -489,7 +499,7 @@ class _Normalizer(Elaboratable):
         m.submodules.recip = recip = Memory(shape=unsigned(EXP_BITS), depth=1 << RECIP_BITS,
                                             init=[int(r) for r in RECIP])
         recip_rd = recip.read_port(domain="comb")
-        if cfg.log2_attention:
+        if cfg.log2_attention or cfg.log_sqrt2_attention:
             m.submodules.log2_table = log2_table = Memory(shape=unsigned(LOG_FRAC), depth=1 << RECIP_BITS,
                                                           init=[int(v) for v in LOG2_TABLE])
             log2_rd = log2_table.read_port(domain="comb")
@@ -514,7 +524,7 @@ class _Normalizer(Elaboratable):
         index = Signal(RECIP_BITS)
         sum_done = [tags[s + i].valid & ~tags[s + i].norm & tags[s + i].last for i in (1, 2, 3)]
         m.d.comb += recip_rd.addr.eq(index)
-        if cfg.log2_attention:
+        if cfg.log2_attention or cfg.log_sqrt2_attention:
             m.d.comb += log2_rd.addr.eq(index)
         with m.If(advance):
             with m.If(sum_done[0]):
@@ -529,7 +539,7 @@ class _Normalizer(Elaboratable):
             with m.If(sum_done[2]):
                 # n - 8 = (n - RECIP_BITS) - 1: the exponent of the mantissas' step.
                 m.d.sync += [self.recip_r.eq(recip_rd.data), self.row_exp.eq(lead - 1)]
-                if cfg.log2_attention:
+                if cfg.log2_attention or cfg.log_sqrt2_attention:
                     # The leading one is at lead + RECIP_BITS; the table gives log2 of the 7 bits after it.
                     m.d.sync += self.log2_sum.eq(((lead + RECIP_BITS) << LOG_FRAC) + log2_rd.data)
         return m
@@ -545,12 +555,14 @@ class _OutputStage(Elaboratable):
     of its own that moves with the tags: the engine's output side hangs on it).
     """
 
-    def __init__(self, cfg: AccelConfig, advance, tags, exponent, normalizer, probs, log2, twin=None, twin_m=None):
+    def __init__(self, cfg: AccelConfig, advance, tags, exponent, normalizer, probs, log2, twin=None, twin_m=None,
+                 sqrt2=None, sqrt2_wide=None, offset=None):
         self._cfg = cfg
         self._advance, self._tags, self._exponent, self._normalizer = advance, tags, exponent, normalizer
         self._probs = probs
         self._log2 = log2
         self._twin, self._twin_m = twin, twin_m
+        self._sqrt2, self._sqrt2_wide, self._offset = sqrt2, sqrt2_wide, offset
 
     def elaborate(self, platform):
         cfg, advance, tags, probs = self._cfg, self._advance, self._tags, self._probs
@@ -591,15 +603,17 @@ class _OutputStage(Elaboratable):
 
         codes = self._log2_codes(m) if cfg.log2_attention else None
         twin_codes = self._twin_codes(m, prefix) if cfg.twin_uniform else None
+        sqrt2_codes = self._sqrt2_codes(m) if cfg.log_sqrt2_attention else None
         # Stage 15 -> 16: the mantissas, differences of the rounded running sums, saturated.
         with m.If(advance):
             for j in range(lanes):
                 step = (steps[j] - (steps[j - 1] if j else 0))[:9]
                 mant = Mux(step > 127, 127, step)
                 out = mant if codes is None else Mux(self._log2, codes[j], mant)
+                out = out if sqrt2_codes is None else Mux(self._sqrt2, sqrt2_codes[j], out)
                 out = out if twin_codes is None else Mux(self._twin, twin_codes[j], out)
                 m.d.sync += probs.payload.mant[j].eq(out)
-            m.d.sync += probs.payload.row_exp.eq(Mux(self._log2 | (self._twin if cfg.twin_uniform else 0), 0,
+            m.d.sync += probs.payload.row_exp.eq(Mux(self._log2 | self._sqrt2 | (self._twin if cfg.twin_uniform else 0), 0,
                                                      self._normalizer.row_exp))
         out_valid = Signal()
         with m.If(advance):
@@ -645,6 +659,34 @@ class _OutputStage(Elaboratable):
             m.d.comb += c2.eq((((mant << 1) >> s2) + 1) >> 1)
             code = Signal(8, name=f"twin_code_{j}")
             m.d.comb += code.eq(Mux(c1 < 128, c1[:7], Cat(Mux(c2 > 127, 127, c2)[:7], Const(1, 1))))
+            codes.append(code)
+        return codes
+
+    def _sqrt2_codes(self, m):
+        """log_sqrt2_attention builds, stages 13 to 15 of the normalizing pass with ``sqrt2``: per
+        lane ``v = 2 (log2(S) - (EXP_BITS << 8) - t) + offset + 128`` (twice ``-log2 p`` in
+        ``2**-8`` units, the scale's offset, half a step; past the row ``2**17``, the zero code),
+        ``k = min(max(v, 0) >> 8, zero)`` with ``zero`` 31 (``sqrt2_wide``) or 15, then the byte
+        ``31 - k``, 0 for the zero code (:func:`vitaccel.sw.softmax.log_sqrt2_spad_codes` of
+        :func:`~vitaccel.sw.softmax.log_sqrt2_softmax`)."""
+        advance, tags = self._advance, self._tags
+        log2_sum = self._normalizer.log2_sum
+        zero = Mux(self._sqrt2_wide, 31, 15)
+        codes = []
+        for j in range(self._cfg.vector_lanes):
+            t = self._exponent.ts[j]
+            live = tags[SoftmaxUnit.EXP_STAGE].live[j]
+            v_full = ((log2_sum - (EXP_BITS << LOG_FRAC) - t) << 1) + self._offset + (1 << (LOG_FRAC - 1))
+            v = Signal(signed(20), name=f"lsq2_v_{j}")
+            k = Signal(range(32), name=f"lsq2_k_{j}")
+            code = Signal(5, name=f"lsq2_code_{j}")
+            b = Mux(v < 0, 0, v[LOG_FRAC:])
+            with m.If(advance):
+                m.d.sync += [
+                    v.eq(Mux(~live, 1 << 17, v_full)),
+                    k.eq(Mux(b > zero, zero, b[:5])),
+                    code.eq(Mux(k == zero, 0, 31 - k)),
+                ]
             codes.append(code)
         return codes
 
@@ -792,9 +834,6 @@ class SoftmaxEngine(Engine):
     busy_cycles = staticmethod(softmax_cycles)
 
     def __init__(self, cfg: AccelConfig):
-        if cfg.log_sqrt2_attention:
-            raise ConfigError("log_sqrt2_attention: the softmax engine has no log-sqrt2 output yet (issue 23: the "
-                              "ISA simulator and compiler have it, the RTL not); build without log_sqrt2_attention")
         super().__init__(cfg, "spad_rd", "spad_wr", "param_rd", "param_wr")
 
     def elaborate(self, platform):
@@ -816,6 +855,17 @@ class SoftmaxEngine(Engine):
             log2 = Signal()
             m.d.comb += unit.log2.eq(log2)
             log2_taken = [log2.eq(instr.log2)]
+        if cfg.log_sqrt2_attention:
+            # SOFTMAX log2 with twin_m 4 or 5: the unit's log-sqrt2 codes of that width (twin_m[0]),
+            # held like length; FQ-ViT's log2 codes only with twin_m 0. The offset is the
+            # parameter row's third value, latched with mult and shift.
+            sqrt2, wide = Signal(), Signal()
+            m.d.comb += [unit.sqrt2.eq(sqrt2), unit.sqrt2_wide.eq(wide)]
+            log2_taken += [sqrt2.eq(instr.log2 & (instr.twin_m != 0)), wide.eq(instr.twin_m[0])]
+            if cfg.log2_attention:
+                log2_taken = [log2.eq(instr.log2 & (instr.twin_m == 0))] + log2_taken[1:]
+            with m.If(loading):
+                m.d.sync += unit.offset.eq(self.param_rd.data[2][:12])
         if cfg.twin_uniform:
             # SOFTMAX twin: the unit's twin-uniform codes with shift twin_m, held like length.
             twin, twin_m = Signal(), Signal(4)

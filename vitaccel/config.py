@@ -147,7 +147,8 @@ class AccelConfig:
         ``twin_m`` 4 or 5): 4- or 5-bit codes ``k`` of ``p ~= delta * 2**(-k/2)``, which the array's
         input edge decodes into ``2**(16 - k/2)`` (a 31-entry ROM), so ``attention x V`` runs at
         MATMUL's speed. The operands widen to 18 bits (:attr:`operand_width`), products to
-        ``data_width + 16`` bits.
+        ``data_width + 16`` bits. Needs ``cols >= 3`` (the SOFTMAX's offset is the third value of
+        its PARAM row).
     residual16 : bool
         I-ViT's 16-bit residual stream (docs/isa.md: ADD and LAYERNORM ``wide``): int16 tensors are
         the int8 tensors of their little-endian bytes (element ``e``'s low byte is byte ``2e``), the
@@ -340,6 +341,9 @@ class AccelConfig:
         if self.narrow_activations and self.cols < 3:
             raise ConfigError(f"narrow_activations needs cols >= 3, not cols={self.cols}: LAYERNORM's narrow "
                               f"parameter is the third value of its mean constants' PARAM row")
+        if self.log_sqrt2_attention and self.cols < 3:
+            raise ConfigError(f"log_sqrt2_attention needs cols >= 3, not cols={self.cols}: the log-sqrt2 SOFTMAX's "
+                              f"offset is the third value of its PARAM row")
         if self.vector_lanes < 1 or self.cols % self.vector_lanes:
             raise ConfigError(f"vector_lanes={self.vector_lanes} must divide cols={self.cols}")
         if self.residual16 and (self.layernorm != "i_layernorm" or self.cols % (2 * self.vector_lanes)):

@@ -20,8 +20,8 @@ from vitaccel.config import preset
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.hw.softmax import SoftmaxEngine, SoftmaxUnit, softmax_beats, softmax_cycles
 from vitaccel.isa import Opcode, encode
-from vitaccel.sw.softmax import (e2softmax, log2_spad_codes, log_int_softmax, shiftmax, softmax_params,
-                                 twin_softmax)
+from vitaccel.sw.softmax import (e2softmax, log2_spad_codes, log_int_softmax, log_sqrt2_softmax,
+                                 log_sqrt2_spad_codes, shiftmax, softmax_params, twin_softmax)
 
 # The bench shared with the other engine tests sits beside this file, which pytest (importlib mode)
 # does not put on sys.path.
@@ -45,6 +45,11 @@ def reference(cfg, spad, param, c):
     if c.get("twin") and cfg.twin_uniform:
         # PTQ4ViT twin-uniform codes (bit 7 the range flag) as bytes; the exponent rows as zeros.
         out[:, :length] = twin_softmax(x[:, :length], mult, shift, c["twin_m"]).codes.view(np.int8)
+        row_exp = np.zeros((rows, 1), dtype=np.int64)
+    elif c.get("log2") and c.get("twin_m") and cfg.log_sqrt2_attention:
+        # RepQ-ViT log-sqrt2 codes of twin_m bits as 31 - k, the offset the row's third value.
+        p = log_sqrt2_softmax(x[:, :length], mult, shift, c["twin_m"], int(param[c["param_addr"], 2]))
+        out[:, :length] = log_sqrt2_spad_codes(p)
         row_exp = np.zeros((rows, 1), dtype=np.int64)
     elif c.get("log2") and cfg.log2_attention:
         # Log2 codes 15 - k of FQ-ViT's Log-Int-Softmax; the exponent rows are written as zeros.
@@ -98,6 +103,11 @@ def commands(cfg):
         for i, (c, _) in enumerate(out):
             if i % 2 == 0:
                 c.update(twin=1, twin_m=(0, 3, 10)[i // 2 % 3], log2=0)
+    if cfg.log_sqrt2_attention:
+        # log-sqrt2 codes (5, 4, 5 bits) on commands 0, 2 and 5 (unless twin, which comes first).
+        for i, (c, _) in enumerate(out):
+            if i in (0, 2, 5) and not c.get("twin"):
+                c.update(log2=1, twin_m=(5, 4, 5)[(0, 2, 5).index(i)])
     assert free <= cfg.spad_rows
     return out
 
@@ -122,6 +132,8 @@ def run(cfg, seed):
     for p, scale in ((0, 0.09), (1, 0.02), (2, 1.5)):
         param[p, :2] = softmax_params(scale)
     param[3, :2] = 1 << 14, 12                  # a pure shift: mult a power of two
+    if cfg.log_sqrt2_attention:
+        param[:4, 2] = 0, -2048, -513, -1000     # log-sqrt2 offsets (delta 1, 2**-4, ...)
     engine = SoftmaxEngine(cfg)
     expected = {"spad": spad, "param": param}
 
@@ -165,11 +177,11 @@ def test_cycle_formula():
     assert SoftmaxEngine.INPUT_SLOTS == READ_LATENCY + 2
 
 
-@pytest.mark.parametrize("log2", [False, True, "twin"])
+@pytest.mark.parametrize("log2", [False, True, "twin", "sqrt2"])
 @pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
 def test_converts_to_verilog(softmax, log2):
     cfg = dataclasses.replace(preset("default"), softmax=softmax, log2_attention=log2 is True,
-                              twin_uniform=log2 == "twin")
+                              twin_uniform=log2 == "twin", log_sqrt2_attention=log2 == "sqrt2")
     text = verilog.convert(SoftmaxEngine(cfg), name="softmax_engine")
     assert "module softmax_engine" in text
 
@@ -234,6 +246,53 @@ def test_twin_codes_of_many_rows(name, changes, seed):
         size = -(-length // cfg.cols) * 24
         todo.append(dict(src=free, dst=free, rows=24, length=length, tile_stride=24, param_addr=p,
                          src2=4, twin=1, twin_m=1 + 3 * p))
+        free += size
+    assert free <= cfg.spad_rows
+    engine = SoftmaxEngine(cfg)
+    expected = {"spad": spad, "param": param}
+
+    def model(c):
+        expected["spad"], expected["param"] = reference(cfg, expected["spad"], expected["param"], c)
+
+    run_commands(EngineBench(engine, cfg, spad=spad.astype(np.int8), param=param.astype(np.int32)), todo,
+                 lambda c: encode(Opcode.SOFTMAX, **c),
+                 lambda c: (softmax_cycles(cfg, c["rows"], c["length"]), engine.cycles(c["rows"], c["length"])),
+                 model, expected, seed)
+
+
+@pytest.mark.parametrize("softmax", ["e2softmax", "shiftmax"])
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", dict(log_sqrt2_attention=True), 60),
+    ("tiny", dict(log_sqrt2_attention=True, log2_attention=True), 61),
+    ("default", dict(log_sqrt2_attention=True, vector_lanes=3), 62),
+    ("tiny", dict(log_sqrt2_attention=True, log2_attention=True, twin_uniform=True), 63),
+])
+def test_log_sqrt2_codes(name, changes, seed, softmax):
+    """log_sqrt2_attention builds: SOFTMAX log2 with twin_m 4 or 5 writes RepQ-ViT's codes as
+    31 - k with the PARAM row's offset, zero exponent rows, in softmax_cycles; the variant's output
+    (log2, twin codes) between them."""
+    run(small(name, softmax=softmax, **changes), seed)
+
+
+@pytest.mark.parametrize("name,changes,seed", [
+    ("tiny", {}, 64),
+    pytest.param("default", dict(vector_lanes=3), 65, marks=pytest.mark.slow),
+])
+def test_log_sqrt2_codes_of_many_rows(name, changes, seed):
+    """log-sqrt2 SOFTMAX over 4 x 24 random rows at four logit scales, 4- and 5-bit codes, offsets
+    0 .. -2048 (every code level, rows of 1 .. 64): the whole scratchpad and PARAM after each
+    command equal the golden codes."""
+    cfg = dataclasses.replace(small(name, log_sqrt2_attention=True, **changes), spad_rows=2048).validate()
+    rng = np.random.default_rng(seed)
+    spad = rng.integers(-128, 128, (cfg.spad_rows, cfg.cols), dtype=np.int64)
+    param = np.zeros((cfg.param_rows, cfg.cols), dtype=np.int64)
+    todo, free = [], 0
+    for p, (scale, offset) in enumerate(((0.01, 0), (0.05, -2048), (0.2, -300), (1.0, -1)),):
+        param[p, :3] = *softmax_params(scale), offset
+        length = int(rng.integers(1, cfg.max_row + 1)) if p else cfg.max_row
+        size = -(-length // cfg.cols) * 24
+        todo.append(dict(src=free, dst=free, rows=24, length=length, tile_stride=24, param_addr=p,
+                         src2=4, log2=1, twin_m=5 - p % 2))
         free += size
     assert free <= cfg.spad_rows
     engine = SoftmaxEngine(cfg)

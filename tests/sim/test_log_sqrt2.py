@@ -38,6 +38,8 @@ SEED = int(os.environ.get("VITACCEL_SEED", "0"))
 #: tiny with RepQ-ViT's log-sqrt2 codes and the array's 2**(-k/2) decode (repq needs I-LayerNorm).
 LSQ2 = dataclasses.replace(preset("tiny"), name="tiny-lsq2", layernorm="i_layernorm",
                            log_sqrt2_attention=True).validate()
+#: ... with activations below 8 bits (repq at A4 and A6).
+LSQ2_A4 = dataclasses.replace(LSQ2, name="tiny-lsq2-narrow", narrow_activations=True).validate()
 
 
 @pytest.fixture(scope="module")
@@ -207,14 +209,18 @@ def test_repq_runs_on_the_isa_simulator(repq):
             assert not first_mismatch(got, expected, f"image {i} {name}"), first_mismatch(got, expected, f"image {i} {name}")
 
 
-def test_repq_w4a8_runs_on_the_isa_simulator(tmp_path):
-    """W4A8 (4-bit weights, 5-bit codes) on the same build: 2 images bit-exact."""
-    path = tmp_path / "repq-w4.npz"
-    quantize_model("tiny-digits", recipe="repq", config=LSQ2, output=path, wbits=4)
+def test_repq_a4_runs_on_the_isa_simulator(tmp_path):
+    """W8A4: 4-bit log-sqrt2 codes (softmax_bits), on a build with narrow_activations too: 2 images
+    bit-exact, the program's SOFTMAXes and attention x V MATMULs with twin_m 4."""
+    path = tmp_path / "repq-a4.npz"
+    quantize_model("tiny-digits", recipe="repq", config=LSQ2_A4, output=path, abits=4)
     intvit = IntViT.load(path)
     images, labels = model_images(intvit, 2)
-    report = simulate_model(intvit, LSQ2, images, labels, engine="isa", seed=SEED)
+    report = simulate_model(intvit, LSQ2_A4, images, labels, engine="isa", seed=SEED)
     assert report["bit_exact"], f"seed {SEED}: {[r for r in report['runs'] if not r['bit_exact']][:1]}"
+    fields = [decode_fields(w) for w in compile_model(intvit, LSQ2_A4).instructions]
+    assert any(op == Opcode.SOFTMAX and f["log2"] and f["twin_m"] == 4 for op, f in fields)
+    assert not any(op in (Opcode.SOFTMAX, Opcode.MATMUL) and f["twin_m"] == 5 for op, f in fields)
 
 
 def test_repq_is_refused_without_the_feature(repq, capsys):
@@ -239,7 +245,14 @@ def test_repq_bit_exact_in_rtl_with_cycles_of_the_perf_model(tmp_path, capsys, r
 
 @pytest.mark.slow
 def test_repq_w4a8_bit_exact_in_rtl(tmp_path, capsys, recipe_runs_in_rtl):
-    recipe_runs_in_rtl(tmp_path, capsys, LSQ2, "repq", "--weight-bits", "4", images=2, seed=SEED)
+    """W4A8 (5-bit codes, 4-bit weights): 2 images bit-exact in Verilator, cycles == perf."""
+    recipe_runs_in_rtl(tmp_path, capsys, LSQ2, "repq", "--wbits", "4", images=2, seed=SEED)
+
+
+@pytest.mark.slow
+def test_repq_w8a4_bit_exact_in_rtl(tmp_path, capsys, recipe_runs_in_rtl):
+    """W8A4 (4-bit codes) on a build with narrow_activations too: 2 images bit-exact, cycles == perf."""
+    recipe_runs_in_rtl(tmp_path, capsys, LSQ2_A4, "repq", "--abits", "4", images=2, seed=SEED)
 
 
 def _with_offset(program: Program, rng) -> Program:
