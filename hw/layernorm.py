@@ -217,11 +217,9 @@ class LayerNormUnit(wiring.Component):
 
     def __init__(self, cfg: AccelConfig):
         self._cfg = checked_config(cfg)
-        if cfg.residual16:
-            raise NotImplementedError("residual16: the LayerNorm unit's int16 input is not built yet")
         self._sizes = s = _Sizes(cfg)
         lanes = data.ArrayLayout(signed(cfg.data_width), cfg.vector_lanes)
-        super().__init__({
+        ports = {
             "i": In(stream.Signature(lanes)),
             "o": Out(stream.Signature(lanes)),
             "length": In(range(cfg.max_row + 1)),
@@ -229,7 +227,12 @@ class LayerNormUnit(wiring.Component):
             "mean_shift": In(range(s.k_max + 1)),
             "params": In(layernorm_param_signature(cfg)),
             **({"narrow": In(3)} if cfg.narrow_activations else {}),
-        })
+        }
+        if s.wide:
+            # residual16: int16 input lanes (int8 rows come sign-extended); `wide` (held like
+            # `length`) picks the int16 constants of sw/layernorm.i_layernorm (in_bits 16).
+            ports |= {"i": In(stream.Signature(data.ArrayLayout(signed(16), cfg.vector_lanes))), "wide": In(1)}
+        super().__init__(ports)
 
     def row_cycles(self, length: int) -> int:
         """:func:`unit_row_cycles` for this unit's config."""
@@ -269,8 +272,9 @@ class LayerNormUnit(wiring.Component):
         m.submodules.receive = _Receive(cfg, s, self.i.payload, control, plane_rd.get(0), buf_wr, s1)
         m.d.comb += [buf_rd.addr.eq(control.issue), buf_rd.en.eq(control.in_var | advance)]
         m.submodules.variance = _VariancePass(s, buf_rd.data, control, stat)
-        m.submodules.output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.o, out_last,
-                                           self.narrow if cfg.narrow_activations else None)
+        m.submodules.output = output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.o, out_last,
+                                                    self.narrow if cfg.narrow_activations else None)
+        output._wide = self.wide if s.wide else None
         return m
 
 
@@ -366,7 +370,7 @@ class _RowControl(Elaboratable):
         self.in_var, self.in_out, self.reading = (Signal(name=n) for n in ("in_var", "in_out", "reading"))
         self.in_mask = Signal(s.lanes)
         self.mean = Signal(signed(s.mean_bits))
-        scale_bits = 17 if s.ai else FACTOR_BITS
+        scale_bits = 17 if s.ai else s.factor_bits
         # The output pass multiplies by the row's scale (rsqrt's y or I-LayerNorm's factor) in
         # radix 4: its multiples, registered when the pass starts.
         self.scale_x = [Signal(signed(scale_bits + 3), name=f"scale_x{n}") for n in (1, 3, -1, -2)]
@@ -385,6 +389,13 @@ class _RowControl(Elaboratable):
         drain = Signal(range(max(LayerNormUnit.IN_LATENCY, LayerNormUnit.VAR_LATENCY)))
         # The mean's numerator without the sum: length * (2 * offset + 1), registered.
         len_term = _staged(m, (length << (s.in_bits + s.frac + 1)) + length, "len_term")
+        offset = s.offset
+        if s.wide:
+            # An int8 row (no `wide`): the 8-bit mean's offset 2**7 and numerator.
+            narrow_bits = MEAN_FORMAT[cfg.layernorm][1] + s.frac
+            m.d.sync += len_term.eq(Mux(unit.wide, (length << (s.in_bits + s.frac + 1)) + length,
+                                        (length << (narrow_bits + 1)) + length))
+            offset = Mux(unit.wide, s.offset, 1 << narrow_bits)
 
         row_left = Mux(in_first, length, in_left)   # a row starts with `length` channels left
         # Registered comparisons of the channels left: the beat on `i` is the row's last
@@ -425,7 +436,7 @@ class _RowControl(Elaboratable):
                 mul.wait("MEAN_DONE")
             with m.State("MEAN_DONE"):
                 m.d.comb += self.stat_clear.eq(1)
-                m.d.sync += [self.mean.eq(mul.acc - s.offset), *start_pass()]
+                m.d.sync += [self.mean.eq(mul.acc - offset), *start_pass()]
                 m.next = "VAR"
             with m.State("VAR"):
                 m.d.comb += [self.in_var.eq(1), self.reading.eq(issue_more)]
@@ -503,7 +514,7 @@ class _RowControl(Elaboratable):
         t = Signal(s.w_bits)
         k = Signal(s.k_bits)
         step = Signal(range(ISQRT_STEPS + 1))
-        div_r = Signal(s.w_bits)
+        div_r = Signal(max(s.w_bits, FACTOR_DIVIDEND_16.bit_length()) if s.wide else s.w_bits)
         div_d = Signal(s.k_bits + s.q_bits - 1)
         div_q = Signal(s.q_bits)
         div_n = Signal(range(max(s.q_bits, s.seed_steps) + 1))
@@ -513,6 +524,8 @@ class _RowControl(Elaboratable):
             # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
             # so its factor does not matter.
             w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
+            if s.wide:
+                w_value = Mux(stat == 0, 1, Mux(self._unit.wide, stat << 2 * I16_STD_FRAC, stat << 2 * STD_FRAC))
             m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(s.seed_steps),
                          div_last.eq(s.seed_steps <= 1)]
             m.next = "SEED"
@@ -525,7 +538,8 @@ class _RowControl(Elaboratable):
                 m.next = "DIV_LOAD"
         with m.State("DIV_LOAD"):
             # Each Newton step divides w by k; then the factor is (2**31 - 1) // std.
-            m.d.sync += [div_r.eq(Mux(step == ISQRT_STEPS, FACTOR_DIVIDEND, w)),
+            dividend = Mux(self._unit.wide, FACTOR_DIVIDEND_16, FACTOR_DIVIDEND) if s.wide else FACTOR_DIVIDEND
+            m.d.sync += [div_r.eq(Mux(step == ISQRT_STEPS, dividend, w)),
                          div_d.eq(k << (s.q_bits - 1)), div_q.eq(0), div_n.eq(s.q_bits),
                          div_last.eq(s.q_bits <= 1)]
             m.next = "DIV"
@@ -543,7 +557,7 @@ class _RowControl(Elaboratable):
                 halfway = (k + div_q) >> 1
                 m.d.sync += [k.eq(Mux(halfway < k, halfway, k)), step.eq(step + 1)]
                 m.next = "DIV_LOAD"
-        return div_q[:FACTOR_BITS]
+        return div_q[:s.factor_bits]
 
 
 class _Receive(Elaboratable):
@@ -568,7 +582,7 @@ class _Receive(Elaboratable):
         rx_x = _staged(m, self._payload, "rx_x", control.accept)
         rx_mask = _staged(m, control.in_mask, "rx_mask", control.accept)
         rx_masked = _staged(m, Cat(Mux(rx_mask[i], rx_x[i], 0) for i in range(L)), "rx_masked")
-        rx_masked = data.View(_lanes_of(L, signed(cfg.data_width)), rx_masked)
+        rx_masked = data.View(_lanes_of(L, signed(16 if s.wide else cfg.data_width)), rx_masked)
         if s.ai:
             m.d.comb += self._alpha_rd.addr.eq(control.in_beat)
             rx_alpha = _staged(m, self._alpha_rd.data, "rx_alpha")
@@ -629,6 +643,15 @@ class _VariancePass(Elaboratable):
                 e6 = _staged(m, e5, f"var_e6_{i}")
                 table = Array(Const(int(v), 2 * MAG_BITS + 2) for v in squares(MAG_BITS))
                 terms.append(_staged(m, (table[code] << (e6 << 1))[:32], f"var_term_{i}"))
+            elif s.wide:
+                # 3: |y| < 2**16; 4: masked; 5: the three 8x8 products of its bytes; 6: the square;
+                # 7: registered again, in step with AILayerNorm's term
+                mag = _staged(m, abs(elem_v[i] - mean)[:16], f"var_mag_{i}")
+                mag4 = _staged(m, Mux(var_mask[2][i], mag, 0), f"var_mag4_{i}")
+                lo, hi = mag4[:8], mag4[8:16]
+                ll, lh, hh = (_staged(m, u * v, f"var_{n}_{i}") for n, u, v in (("ll", lo, lo), ("lh", lo, hi), ("hh", hi, hi)))
+                square = _staged(m, (ll + (lh << 9) + (hh << 16))[:32], f"var_square_{i}")
+                terms.append(_staged(m, square, f"var_term_{i}"))
             else:
                 # 3: |y| <= 255; 4: masked, and 3|y|; 5: y*y as two sums of radix-4 products
                 mag = _staged(m, abs(elem_v[i] - mean)[:8], f"var_mag_{i}")
@@ -681,9 +704,10 @@ class _OutputStage(Elaboratable):
             return _staged(m, expr, name, advance)
 
         def quad_sums(pairs):
-            """Sums of two consecutive pair sums: ``q_2h + (q_2h+1 << 4)``, at most two of them."""
+            """Sums of two consecutive pair sums: ``q_2h + (q_2h+1 << 4)``, at most two of them (three
+            for the 17-bit ``y`` of int16 rows)."""
             quads = [sum(q << 4 * n for n, q in enumerate(pairs[h:h + 2])) for h in range(0, len(pairs), 2)]
-            assert len(quads) == 2
+            assert len(quads) in ((2, 3) if s.wide else (2,))
             return quads
 
         x1, x3, xn1, xn2 = control.scale_x
@@ -697,12 +721,17 @@ class _OutputStage(Elaboratable):
             # 4: D * scale as sums of pairs of radix-4 products; 5: two partial sums
             pps = radix4_products(d, x1, x1 << 1, x3, minus=(xn1, xn2))
             pairs = [stage(v, f"out_dp{n}_{i}") for n, v in enumerate(radix4_pair_sums(pps))]
-            pa, pb = (stage(v, f"out_dq{n}_{i}") for n, v in enumerate(quad_sums(pairs)))
+            quads = [stage(v, f"out_dq{n}_{i}") for n, v in enumerate(quad_sums(pairs))]
             # 6: the product, shifted by 8 * z_shift[3:] (AILayerNorm)
-            product = pa + (pb << 8)
+            product = quads[0] + (quads[1] << 8)
+            if s.wide:
+                product = product + (quads[2] << 16)
             if s.ai:
                 coarse = stage(((product << 1) >> Cat(Const(0, 3), z_shift[3:]))[:26], f"out_coarse_{i}")
                 shifted = coarse.as_signed() >> z_shift[:3]
+            elif s.wide:
+                coarse = stage(product, f"out_coarse_{i}")
+                shifted = Mux(self._wide, coarse >> (Z_SHIFT_16 - 1), coarse >> (Z_SHIFT_I - 1))
             else:
                 coarse = stage(product, f"out_coarse_{i}")
                 shifted = coarse >> (Z_SHIFT_I - 1)
@@ -829,8 +858,10 @@ class LayerNormEngine(Engine):
         m.submodules.unit = unit = LayerNormUnit(cfg)
 
         instr = self.cmd.payload.vector
-        cmd = _Command(instr)
+        cmd = _Command(instr, cfg.residual16)
         m.d.comb += unit.length.eq(cmd.length)
+        if cfg.residual16:
+            m.d.comb += unit.wide.eq(cmd.wide)
         # ---- parameters: PARAM rows -> the unit's planes ----------------------------------------
         p_row = Signal.like(instr.param_addr)
         p_plane = Signal(range(4))
@@ -847,7 +878,8 @@ class LayerNormEngine(Engine):
         mk_read = Signal()
         with self.command_fsm(m, work=(instr.rows != 0) & (instr.length != 0), start="PARAMS", taken=[
             *cmd.take(instr, L), p_row.eq(instr.param_addr), p_plane.eq(0), p_beat.eq(0), *param.begin(instr, L),
-            *feed.begin(instr, L), f_done.eq(0), f_wrap.eq(chunks == 1), feed_ok.eq(0), *collect.begin(instr, L),
+            *feed.begin(instr, L), f_done.eq(0), f_wrap.eq(self._wrap_at(instr.wide if cfg.residual16 else None, 1)),
+            feed_ok.eq(0), *collect.begin(instr, L),
         ]) as fsm:
             with m.State("PARAMS"):
                 m.d.sync += [p_beat.eq(p_beat + 1), param.left.eq(param.left - L),
@@ -892,6 +924,14 @@ class LayerNormEngine(Engine):
         self._collect(m, unit, cmd, collect, row_end)
         return m
 
+    def _wrap_at(self, wide, left):
+        """Whether a feed chunk ``left`` before a tile's last is its first: ``chunks == left`` (``wide``:
+        a tile of an int16 row holds ``chunks / 2`` beats)."""
+        chunks = self._cfg.cols // self._cfg.vector_lanes
+        if wide is None:
+            return chunks == left
+        return Mux(wide, chunks // 2 == left, chunks == left)
+
     def _feed(self, m, unit, cmd, feed, f_done, f_wrap, feed_ok):
         """The feeder.
 
@@ -912,7 +952,7 @@ class LayerNormEngine(Engine):
         fifo_out = Signal(range(slots))         # the head slot
         fifo_rows = Signal(range(slots + 1))    # rows arrived in the FIFO, not yet in the input register
         room = Signal()     # fewer than `slots` reads whose rows are not in the input register yet
-        in_valid, in_chunk = Signal(), Signal.like(feed.chunk)
+        in_valid, in_chunk = Signal(), Signal.like(feed.chunk, name="in_chunk")
         spad_q = Signal(_chunked(cfg, signed(cfg.data_width)))
         issue = feed_ok & room
         arrived = delayed(m, issue, READ_LATENCY, "arrived")
@@ -929,21 +969,29 @@ class LayerNormEngine(Engine):
             m.d.sync += fifo_out.eq(Mux(fifo_out == slots - 1, 0, fifo_out + 1))
         m.d.sync += fifo_rows.eq(fifo_rows + arrived - copy)
         m.d.comb += room.eq(read_room(m, issue, copy, slots, "feed"))
+        wide = cmd.wide if cfg.residual16 else None
         with m.If(issue):
             m.d.sync += [feed.chunk.eq(feed.chunk + 1), feed.left.eq(feed.left - L),
-                         feed.end.eq(feed.left <= 2 * L), f_wrap.eq(feed.chunk == chunks - 2)]
+                         feed.end.eq(feed.left <= 2 * L),
+                         f_wrap.eq(feed.chunk == (chunks - 2 if wide is None else Mux(wide, chunks // 2 - 2, chunks - 2)))]
             with m.If(feed.end):
-                m.d.sync += [*feed.next_row(cmd, cmd.src), f_wrap.eq(chunks == 1)]
+                m.d.sync += [*feed.next_row(cmd, cmd.src), f_wrap.eq(self._wrap_at(wide, 1))]
                 with m.If(feed.last_row):
                     m.d.sync += [f_done.eq(1), feed_ok.eq(0)]
             with m.Elif(f_wrap):
-                m.d.sync += [feed.base.eq(feed.base + cmd.stride), feed.chunk.eq(0), f_wrap.eq(chunks == 1)]
+                m.d.sync += [feed.base.eq(feed.base + cmd.stride), feed.chunk.eq(0), f_wrap.eq(self._wrap_at(wide, 1))]
         m.d.comb += [
             self.spad_rd.en.eq(issue),
             self.spad_rd.addr.eq(feed.base + feed.row),
             unit.i.valid.eq(in_valid),
-            unit.i.payload.eq(spad_q[in_chunk]),
         ]
+        if wide is None:
+            m.d.comb += unit.i.payload.eq(spad_q[in_chunk])
+        else:
+            # residual16: a wide row's tile is cols / 2 int16 values (little-endian byte pairs),
+            # an int8 row's lanes are sign-extended.
+            q16 = data.View(data.ArrayLayout(data.ArrayLayout(signed(16), L), max(1, chunks // 2)), spad_q.as_value())
+            m.d.comb += [unit.i.payload[j].eq(Mux(wide, q16[in_chunk][j], spad_q[in_chunk][j])) for j in range(L)]
 
     def _collect(self, m, unit, cmd, collect, row_end):
         """The collector: a tile is written when its last beat arrives, or the row's last beat (the
@@ -980,14 +1028,16 @@ class _Command:
     comparisons the walks need, registered: ``len_end`` (``length <= L``) and ``rows_m2``
     (``rows - 2``: the row before is the second to last)."""
 
-    def __init__(self, instr):
+    def __init__(self, instr, wide=False):
+        self.wide = Signal(name="wide") if wide else None
         self.src, self.dst, self.stride = Signal.like(instr.src), Signal.like(instr.dst), Signal.like(instr.tile_stride)
         self.length = Signal.like(instr.length)
         self.len_end = Signal(name="len_end")
         self.rows_m2 = Signal.like(instr.rows, name="rows_m2")
 
     def take(self, instr, L):
-        return [self.src.eq(instr.src), self.dst.eq(instr.dst), self.stride.eq(instr.tile_stride),
+        return [*([self.wide.eq(instr.wide)] if self.wide is not None else []),
+                self.src.eq(instr.src), self.dst.eq(instr.dst), self.stride.eq(instr.tile_stride),
                 self.rows_m2.eq(instr.rows - 2), self.length.eq(instr.length),
                 self.len_end.eq(instr.length <= L)]
 

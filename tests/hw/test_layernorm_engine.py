@@ -150,3 +150,67 @@ def test_converts_to_verilog(variant):
     cfg = dataclasses.replace(preset("tiny"), layernorm=variant)
     text = verilog.convert(LayerNormEngine(cfg), name="layernorm_engine")
     assert "module layernorm_engine" in text
+
+
+# ---- residual16: LAYERNORM with `wide` (int16 rows as little-endian byte pairs) ------------------
+
+def isa_layernorm16(cfg, spad, param, f):
+    """LAYERNORM with ``wide`` as the VectorInstr docstring states it: the input the int16 tensor of
+    the byte pairs of ``2 * length`` int8 elements, ``i_layernorm(x, in_bits=16)``, output int8."""
+    if not f.get("wide"):
+        return isa_layernorm(cfg, spad, param, f)
+    rows, length, cols = f["rows"], f["length"], cfg.cols
+    if rows == 0 or length == 0:
+        return
+    tiles, tiles16 = -(-length // cols), -(-2 * length // cols)
+    tile_rows = lambda base, n: base + np.arange(n)[:, None] * f["tile_stride"] + np.arange(rows)[None, :]  # noqa: E731
+    pairs = spad[tile_rows(f["src"], tiles16)].transpose(1, 0, 2).reshape(rows, tiles16 * cols)[:, :2 * length]
+    x = np.ascontiguousarray(pairs.astype(np.int8)).view("<i2").astype(np.int64)
+    p = f["param_addr"]
+    planes = param[p:p + 4 * tiles].reshape(4, tiles * cols)[:, :length].astype(np.int64)
+    assert tuple(param[p + 4 * tiles, :2]) == numerics.row_mean_constants(length, 0, 15)
+    params = ln.LayerNormParams(planes[1], planes[2], planes[3])
+    if length == 1:
+        y = np.broadcast_to(saturate(round_shift(planes[2], planes[3])), (rows, 1))
+    else:
+        y = ln.i_layernorm(x, params, in_bits=16)
+    out = np.zeros((rows, tiles * cols), dtype=np.int8)
+    out[:, :length] = y
+    spad[tile_rows(f["dst"], tiles)] = out.reshape(rows, tiles, cols).transpose(1, 0, 2)
+
+
+@pytest.mark.parametrize("cols,lanes", [(4, 2), (12, 2), (12, 6)])
+def test_wide_rows_residual16(cols, lanes):
+    """Wide (int16) and int8 LAYERNORMs mixed on residual16 builds: the whole scratchpad equals
+    i_layernorm (in_bits 16 / 8) after each command, busy == layernorm_cycles(wide)."""
+    cfg = dataclasses.replace(small("i_layernorm", cols, lanes), spad_rows=128, residual16=True).validate()
+    seed = SEED + 100 + 10 * cols + lanes
+    rng = np.random.default_rng(seed)
+    spad = rng.integers(-128, 128, (cfg.spad_rows, cfg.cols)).astype(np.int8)
+    spad[5:9] = 17                       # constant int16 rows (0x1111) for a command that reads there
+    spad[100:104, 1::2] = rng.integers(-2, 2, (4, cols // 2))   # small int16 values: |x| < 512
+    param = rng.integers(-2**31, 2**31, (cfg.param_rows, cfg.cols), dtype=np.int64).astype(np.int32)
+    t = lambda length: -(-length // cols)   # noqa: E731
+    w = dict(wide=1)
+    commands = [
+        cmd(src=0, dst=40, rows=3, length=cols + 3, tile_stride=4, param_addr=0) | w,       # 2T+ tiles
+        cmd(src=5, dst=60, rows=2, length=cols // 2, tile_stride=2, param_addr=20) | w,     # constant rows
+        cmd(src=70, dst=70, rows=2, length=cols, tile_stride=2, param_addr=30) | w,         # in place
+        cmd(src=10, dst=90, rows=2, length=cols + 1, tile_stride=3, param_addr=40),         # int8 row
+        cmd(src=100, dst=110, rows=4, length=cols // 2, tile_stride=4, param_addr=50) | w,  # small values
+        cmd(src=3, dst=0, rows=0, length=7, tile_stride=1, param_addr=0) | w,               # no-op
+        cmd(src=20, dst=30, rows=1, length=1, tile_stride=1, param_addr=56) | w,
+    ]
+    for c in commands:
+        if c["rows"] and c["length"]:
+            _, params = layer_params(rng, c["length"], "i_layernorm")
+            packed = ln.pack_layernorm_params(cfg.cols, None, params, c["length"], "i_layernorm")
+            if c.get("wide"):
+                packed[-1, :2] = numerics.row_mean_constants(c["length"], 0, 15)
+            param[c["param_addr"]:c["param_addr"] + len(packed)] = packed
+    engine = LayerNormEngine(cfg)
+    expected = spad.copy()
+    run_commands(EngineBench(engine, cfg, spad=spad, param=param), commands,
+                 lambda c: encode(Opcode.LAYERNORM, **c),
+                 lambda c: (layernorm_cycles(cfg, c["rows"], c["length"], bool(c.get("wide"))),),
+                 lambda c: isa_layernorm16(cfg, expected, param, c), {"spad": expected}, seed)
