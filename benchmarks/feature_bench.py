@@ -1,5 +1,6 @@
 """What a recipe's build feature costs and saves (issue 23): the shared body of
-benchmarks/log2_attention.py, benchmarks/twin_uniform.py and benchmarks/low_bit_activations.py.
+benchmarks/log2_attention.py, benchmarks/twin_uniform.py, benchmarks/log_sqrt2_attention.py and
+benchmarks/low_bit_activations.py.
 
 Cycles (performance model, on-chip memory; equal to the RTL's, tests/sim/test_<feature>.py): the
 recipe ``base`` on the config and the feature's recipe on the config with the feature, for
@@ -46,12 +47,16 @@ class Feature:
     quantize: tuple = ()    # (argument, value) of quantize_model for the feature's model
     engines: tuple = (("matmul", "vitaccel.hw.matmul", "MatmulEngine"),
                       ("softmax", "vitaccel.hw.softmax", "SoftmaxEngine"))   # synthesized alone by --cost
+    config: tuple = ()      # (field, value) the recipe needs of every config compared (with and without)
 
 
 LOG2 = Feature("log2_attention", "fqvit", "log2", "log2 attention",
                (("log2_matmuls", Opcode.MATMUL, "log2_a"), ("log2_softmaxes", Opcode.SOFTMAX, "log2")))
 TWIN = Feature("twin_uniform", "ptq4vit", "twin", "twin-uniform",
                (("twin_matmuls", Opcode.MATMUL, "twin_a"), ("twin_softmaxes", Opcode.SOFTMAX, "twin")))
+LSQ2 = Feature("log_sqrt2_attention", "repq", "lsq2", "log-sqrt2 attention",
+               (("lsq2_matmuls", Opcode.MATMUL, "twin_m"), ("lsq2_softmaxes", Opcode.SOFTMAX, "twin_m")),
+               config=(("layernorm", "i_layernorm"),))
 NARROW = Feature("narrow_activations", "base", "narrow", "activations below 8 bits (W4A4)",
                  (("narrow_requants", Opcode.REQUANT, "narrow"),), quantize=(("wbits", 4), ("abits", 4)),
                  engines=(("requant", "vitaccel.hw.requant", "RequantEngine"),
@@ -121,7 +126,8 @@ def main(feature: Feature, script: str, argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
-        base = dataclasses.replace(load_config(args.config), **{feature.knob: False}).validate()
+        base = dataclasses.replace(load_config(args.config), **dict(feature.config),
+                                   **{feature.knob: False}).validate()
         built = dataclasses.replace(base, name=f"{base.name}-{feature.short}", **{feature.knob: True}).validate()
     except ValueError as exc:
         print(f"{script}: error: {exc}", file=sys.stderr)

@@ -226,9 +226,9 @@ def vector_lane_multipliers(cfg: AccelConfig) -> list[tuple[int, int]]:
         "ailayernorm": [], "i_layernorm": [],
         "table": [], "shift": [(9, mb), (16, 15), (8, 16), (24, mb)],
     }
-    # log2_attention and twin_uniform: the softmax's quadratic exponential, an 8 x 9-bit product;
-    # twin_uniform on e2softmax also its E * R product, 16 x 15 (hw/softmax.py).
-    codes = [(8, 9)] if cfg.log2_attention or cfg.twin_uniform else []
+    # log2_attention, twin_uniform and log_sqrt2_attention: the softmax's quadratic exponential, an
+    # 8 x 9-bit product; twin_uniform on e2softmax also its E * R product, 16 x 15 (hw/softmax.py).
+    codes = [(8, 9)] if cfg.log2_attention or cfg.twin_uniform or cfg.log_sqrt2_attention else []
     if cfg.twin_uniform and cfg.softmax == "e2softmax":
         codes.append((16, 15))
     return per_variant[cfg.softmax] + codes + per_variant[cfg.layernorm] + per_variant[cfg.gelu]
