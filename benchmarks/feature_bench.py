@@ -61,6 +61,12 @@ NARROW = Feature("narrow_activations", "base", "narrow", "activations below 8 bi
                  (("narrow_requants", Opcode.REQUANT, "narrow"),), quantize=(("wbits", 4), ("abits", 4)),
                  engines=(("requant", "vitaccel.hw.requant", "RequantEngine"),
                           ("layernorm", "vitaccel.hw.layernorm", "LayerNormEngine")))
+R16 = Feature("residual16", "base", "r16", "16-bit residual stream (I-ViT)",
+              (("wide_adds", Opcode.ADD, "wide"), ("wide_layernorms", Opcode.LAYERNORM, "wide")),
+              quantize=(("residual_bits", 16),),
+              engines=(("add", "vitaccel.hw.residual", "ResidualAddEngine"),
+                       ("layernorm", "vitaccel.hw.layernorm", "LayerNormEngine")),
+              config=(("layernorm", "i_layernorm"), ("vector_lanes", 6)))
 
 
 def model(name: str, recipe: str, cfg, **quantize) -> IntViT:

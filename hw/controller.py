@@ -254,6 +254,22 @@ class Controller(wiring.Component):
                 m.d.sync += walking.eq(0)
                 m.d.comb += ready.eq(1)
 
+        if cfg.residual16:
+            # `wide` ADD/LAYERNORM: src (and ADD's dst) are int16, ceil(2 * length / cols) tiles: two
+            # per tile of the walk, less one when the last tile holds at most cols / 2 elements
+            # (decided from the constant comparisons of `remaining`, as the walk's own).
+            src16_end, dst16_end = Signal(35, name="src16_end"), Signal(35, name="dst16_end")
+            half = cfg.cols // 2
+            with m.If(start):
+                extra = Mux((v.length > half) & (v.length <= cfg.cols), v.tile_stride, 0)
+                m.d.sync += [src16_end.eq(v.src + v.rows + extra), dst16_end.eq(v.dst + v.rows + extra)]
+            with m.Elif(walking & more_tiles):
+                last_extra = Mux((remaining <= 2 * cfg.cols) & (remaining > 3 * half), v.tile_stride, 0)
+                m.d.sync += [src16_end.eq(src16_end + (v.tile_stride << 1) + last_extra),
+                             dst16_end.eq(dst16_end + (v.tile_stride << 1) + last_extra)]
+            wide = v.wide & ((op == Opcode.ADD) | (op == Opcode.LAYERNORM))
+            src_end = Mux(wide, src16_end, src_end)
+            dst_end = Mux(wide & (op == Opcode.ADD), dst16_end, dst_end)
         in_range = ((src_end <= cfg.spad_rows) & (dst_end <= cfg.spad_rows)
                     & ((op != Opcode.ADD) | (src2_end <= cfg.spad_rows))
                     & (param_end <= cfg.param_rows)

@@ -114,3 +114,107 @@ def test_r16_bit_exact_in_rtl_with_cycles_of_the_perf_model(tmp_path, capsys, re
     vectors), every run's Verilator cycles equal to the performance model's."""
     recipe_runs_in_rtl(tmp_path, capsys, R16, "base", "--layernorm", "i_layernorm", "--residual-bits", "16",
                        seed=SEED)
+
+
+def random_r16_program(cfg, rng, name="random-r16", out_of_range=False):
+    """A random program on ``cfg`` (residual16): SPAD LOADs of random bytes, wide and int8 ADDs and
+    LAYERNORMs (rows 1..4, in place or not) with their parameters in PARAM; then SPAD STOREd.
+    ``out_of_range``: one wide ADD whose int16 tensors end past the scratchpad, though their int8
+    view would fit (LOCAL_RANGE, as the ISA simulator says)."""
+    from vitaccel.isa import LocalMemory, encode, encode_program
+    from vitaccel.numerics import row_mean_constants
+    from vitaccel.sw import layernorm as ln
+    from vitaccel.sw.program import Program
+
+    spad_b, acc_b = cfg.spad_row_bytes, cfg.acc_row_bytes
+    data, spad_used = 4096, 64
+    add_params = [(21845, 5680, 15), (-300, 1200, 9), (1 << 14, 3, 14), (3, 20000, 18)]
+    params = np.zeros((cfg.param_rows, cfg.cols), dtype="<i4")
+    for p, values in enumerate(add_params):
+        params[p, :3] = values
+    ln_sets = {}                # (wide, length) -> param_addr
+    at = len(add_params)
+    for wide, length in ((1, 5), (0, 6), (1, 2)):
+        lp = ln.layernorm_params(rng.normal(1, 0.3, length), rng.normal(0, 0.5, length), 3.0 / 127)
+        packed = ln.pack_layernorm_params(cfg.cols, None, lp, length, "i_layernorm")
+        if wide:
+            packed[-1, :2] = row_mean_constants(length, 0, 15)
+        params[at:at + len(packed)] = packed
+        ln_sets[(wide, length)] = at
+        at += len(packed)
+    words = [encode(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=at, dram_addr=0, dram_stride=acc_b),
+             encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=0, rows=spad_used, dram_addr=2048,
+                    dram_stride=spad_b)]
+
+    def span(length, rows, wide):
+        return (-(-(2 * length if wide else length) // cfg.cols) - 1) * rows + rows
+
+    for _ in range(int(rng.integers(20, 40))):
+        kind = rng.choice(["load", "add", "add", "layernorm", "layernorm"])
+        wide = int(rng.random() < 0.7)
+        rows = int(rng.integers(1, 5))
+        if kind == "load":
+            n = int(rng.integers(1, 9))
+            words.append(encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=int(rng.integers(0, spad_used - n)),
+                                rows=n, dram_addr=int(rng.integers(64, 1000)) * spad_b // spad_b * spad_b,
+                                dram_stride=spad_b))
+        elif kind == "add":
+            length = int(rng.integers(1, 14))
+            # a (and an in-place output) below 32, b from 32, other outputs from spad_used: no
+            # overlap but exactly in place.
+            a = int(rng.integers(0, 32 - span(length, rows, wide) + 1))
+            b = int(rng.integers(32, spad_used - span(length, rows, 0) + 1))
+            dst = a if rng.random() < 0.5 else int(rng.integers(spad_used, cfg.spad_rows - span(length, rows, wide)))
+            words.append(encode(Opcode.ADD, src=a, src2=b, dst=dst, rows=rows, length=length, tile_stride=rows,
+                                param_addr=int(rng.integers(0, len(add_params))), wide=wide))
+        else:
+            length = 6 if not wide else int(rng.choice([5, 2]))
+            src = int(rng.integers(0, spad_used - span(length, rows, wide) + 1))
+            dst = src if rng.random() < 0.5 else int(rng.integers(spad_used, cfg.spad_rows - span(length, rows, 0)))
+            words.append(encode(Opcode.LAYERNORM, src=src, dst=dst, rows=rows, length=length, tile_stride=rows,
+                                param_addr=ln_sets[(wide, length)], wide=wide))
+    if out_of_range:
+        # 6 int16 elements on 4 columns: 3 tiles (int8 view: 2), stride 4, 2 rows: rows base..base+9.
+        base = cfg.spad_rows - 9
+        words.append(encode(Opcode.ADD, src=base, src2=0, dst=base, rows=2, length=6, tile_stride=4,
+                            param_addr=0, wide=1))
+    words.append(encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=0, rows=cfg.spad_rows, dram_addr=data,
+                        dram_stride=spad_b))
+    words.append(encode(Opcode.END))
+    prog_addr = data + cfg.spad_rows * spad_b
+    image = bytearray(params.tobytes())
+    image += bytes(2048 - len(image))
+    image += rng.integers(0, 256, data - 2048, dtype=np.uint8).tobytes()
+    image += bytes(prog_addr - data)
+    image += encode_program(words)
+    return Program(cfg, words, bytes(image), prog_addr=prog_addr, name=name)
+
+
+def test_random_r16_programs_on_the_isa_simulator():
+    """The generator's programs run on the ISA simulator (fast: what the slow RTL test compares)."""
+    for case in range(3):
+        result = isasim.run(random_r16_program(R16, np.random.default_rng(SEED * 1000 + case)))
+        assert result.ok, f"seed {SEED * 1000 + case}: {result.error}"
+    bad = isasim.run(random_r16_program(R16, np.random.default_rng(SEED), out_of_range=True))
+    assert bad.error.name == "LOCAL_RANGE"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", range(3))
+def test_random_r16_programs_rtl_equals_isa(case, rtl_equals_isa):
+    """Random wide and int8 ADD/LAYERNORM programs through the whole core in Verilator: the final
+    image equals the ISA simulator's, CYCLES the performance model's."""
+    seed = SEED * 1000 + case
+    rtl_equals_isa(R16, random_r16_program(R16, np.random.default_rng(seed)), seed)
+
+
+@pytest.mark.slow
+def test_wide_out_of_range_is_refused_by_the_core():
+    """A wide ADD whose int16 tensors end past the scratchpad (their int8 view would fit): the core
+    stops with LOCAL_RANGE, as the ISA simulator."""
+    from vitaccel.sim.verilator import run_image
+
+    program = random_r16_program(R16, np.random.default_rng(SEED), out_of_range=True)
+    want = isasim.run(program)
+    got = run_image(R16, program.image, program.prog_addr)
+    assert want.error.name == "LOCAL_RANGE" and got.error.name == "LOCAL_RANGE", (want.error, got.error)
