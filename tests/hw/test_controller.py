@@ -424,3 +424,25 @@ def test_cycle_count_carries_into_the_high_word():
     assert seen[wrap] == 0
     assert seen[wrap + 1:stop_after] == exact[wrap + 1:]
     assert seen[stop_after:] == [exact[-1], exact[-1]]
+
+
+# residual16: a wide ADD's src and dst and a wide LAYERNORM's src are int16, ceil(2 * length / cols)
+# tiles; the exact fit is legal, one row further is LOCAL_RANGE, as in the ISA simulator.
+R16_CFG = AccelConfig(name="tiny-r16", layernorm="i_layernorm", vector_lanes=2, residual16=True).validate()
+
+
+@pytest.mark.parametrize("op,field", [(Opcode.ADD, "src"), (Opcode.ADD, "dst"), (Opcode.LAYERNORM, "src")])
+@pytest.mark.parametrize("length,stride,rows", [(1, 1, 1), (2, 3, 2), (3, 3, 2), (5, 4, 3), (6, 2, 1), (7, 3, 2), (8, 2, 1), (9, 5, 2), (12, 1, 1)])
+def test_wide_range_check(op, field, length, stride, rows):
+    if op is Opcode.LAYERNORM and length == 1:
+        pytest.skip("the golden LayerNorm needs two channels")
+    cfg = R16_CFG
+    s = cfg.spad_rows
+    end = (-(-2 * length // cfg.cols) - 1) * stride + rows
+    for over, error in ((0, ErrorCode.NONE), (1, ErrorCode.LOCAL_RANGE)):
+        fields = dict(rows=rows, length=length, tile_stride=stride, wide=1, **{field: s - end + over})
+        word = encode(op, **fields)
+        state, _, _ = run_program([word, END], cfg=cfg, seed=length)
+        image = bytes(PROG) + encode_program([word, END]) + bytes(1024)
+        expected = isasim.run(image, config=cfg, prog_addr=PROG).error
+        assert state["error"] == error == expected, (fields, state["error"], expected)
