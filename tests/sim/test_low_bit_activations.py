@@ -148,13 +148,16 @@ def test_base_bit_exact_in_rtl_with_cycles_of_the_perf_model(tmp_path, capsys, r
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe,changes,abits", [
-    ("p2vit", dict(softmax="shiftmax", requant="shift"), "6"),     # the narrowing of the shift lanes
-    ("fqvit", dict(log2_attention=True), "4"),                     # log2 attention x V's REQUANT narrowed
-    ("ptq4vit", dict(twin_uniform=True), "6"),                     # twin GELU codes from a saturated table
+@pytest.mark.parametrize("recipe,changes,bits,more", [
+    ("p2vit", dict(softmax="shiftmax", requant="shift"), "6", ()),     # the narrowing of the shift lanes
+    ("fqvit", dict(log2_attention=True), "4", ()),                     # log2 attention x V's REQUANT narrowed
+    ("ptq4vit", dict(twin_uniform=True), "6", ()),                     # twin GELU codes from a saturated table
+    ("base", dict(layernorm="i_layernorm", vector_lanes=2, residual16=True), "4",   # int16 LayerNorm inputs
+     ("--layernorm", "i_layernorm", "--residual-bits", "16")),
 ])
-def test_recipes_with_their_features_bit_exact_in_rtl(tmp_path, capsys, recipe_runs_in_rtl, recipe, changes, abits):
-    """Other recipes below 8 bits on tiny + their feature + narrow_activations: 3 images bit-exact,
-    cycles == perf model."""
+def test_recipes_with_their_features_bit_exact_in_rtl(tmp_path, capsys, recipe_runs_in_rtl, recipe, changes, bits,
+                                                      more):
+    """Other recipes (and base with a 16-bit residual stream) below 8 bits on tiny + their feature +
+    narrow_activations: 3 images bit-exact, cycles == perf model."""
     cfg = dataclasses.replace(NARROW, name=f"tiny-{recipe}-narrow", **changes).validate()
-    recipe_runs_in_rtl(tmp_path, capsys, cfg, recipe, "--wbits", abits, "--abits", abits, seed=SEED)
+    recipe_runs_in_rtl(tmp_path, capsys, cfg, recipe, "--wbits", bits, "--abits", bits, *more, seed=SEED)
