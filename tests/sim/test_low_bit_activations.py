@@ -106,6 +106,18 @@ def test_runs_on_the_isa_simulator(models, which):
     assert differs, f"seed {SEED}: narrowing changed no activation"
 
 
+@pytest.mark.parametrize("which", ["w4a4", "bops"])
+def test_fused_schedule_on_default(models, which):
+    """On default + narrow_activations the blocks run fused (LAYERNORM on chip, _linear_local):
+    logits of 2 images equal the golden forward there too."""
+    cfg = dataclasses.replace(preset("default"), name="default-narrow", narrow_activations=True).validate()
+    intvit = models[which]
+    images, labels = model_images(intvit, 2)
+    report = simulate_model(intvit, cfg, images, labels, engine="isa", seed=SEED)
+    bad = [r for r in report["runs"] if not r["bit_exact"]]
+    assert not bad, f"seed {SEED}: first image not bit-exact: {bad[0]}"
+
+
 def test_cycles_unchanged_by_the_feature(models, tmp_path):
     """The same program shape and engine timings: perf cycles equal on builds with and without the
     feature for the same model's int8 counterpart."""
