@@ -609,6 +609,11 @@ class ResidualAddEngine(ElementwiseEngine):
     Throughput: one output row per ``max(2, cols / vector_lanes)`` cycles (the single read port
     takes ``a`` and ``b`` in two cycles; with ``cols / vector_lanes >= 2`` the unit is the limit).
     Uses ``2 * vector_lanes`` LUT multipliers, pipelined (:class:`ResidualAddUnit`).
+
+    On a ``residual16`` build an ADD with ``wide`` (vitaccel/isa.py) reads ``a`` and writes ``y`` as
+    int16 tensors stored as their little-endian bytes: output rows of ``cols / 2`` elements, one per
+    ``max(2, cols / (2 * lanes))`` cycles (:func:`add_cycles` with ``wide``), ``b``'s row read once
+    per output row and its half ``t % 2`` used for int16 tile ``t``.
     """
 
     busy_cycles = staticmethod(add_cycles)
