@@ -93,8 +93,10 @@ def isa_bit_exact(intvit: IntViT, program) -> bool:
 def cycles(feature: Feature, intvit: IntViT, cfg, check: bool) -> dict:
     program = compile_model(intvit, cfg, name=intvit.recipe)
     fields = [decode_fields(w) for w in program.instructions]
+    model = estimate(program)
     row = {"recipe": intvit.recipe, "config": cfg.name, feature.knob: getattr(cfg, feature.knob),
-           "cycles": estimate(program).cycles, "instructions": len(program.instructions)}
+           "cycles": model.cycles, "instructions": len(program.instructions),
+           "bytes_read": model.bytes_read, "bytes_written": model.bytes_written}
     for column, opcode, flag in feature.counts:
         row[column] = sum(1 for op, f in fields if op == opcode and f.get(flag))
     if check:
