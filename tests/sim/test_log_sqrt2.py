@@ -233,6 +233,11 @@ def test_repq_is_refused_without_the_feature(repq, capsys):
     assert ("which config 'tiny-iln' lacks (log_sqrt2_attention=False; the feature needs "
             "log_sqrt2_attention=True)") in message
     assert "\n" not in message
+    config = repq.parent / "tiny-iln.toml"
+    plain.save(config)
+    assert main(["simulate", "--model", str(repq), "--config", str(config), "--engine", "isa"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("vitaccel: error: vit needs feature log-sqrt2-attention") and "'tiny-iln' lacks" in last
 
 
 @pytest.mark.slow
