@@ -82,6 +82,9 @@ class _Sizes:
             self.stat_bits = _bits(cfg.max_row * 255 * 255)   # var = sum(y*y), |y| <= 255
             self.w_bits = self.stat_bits + 2 * STD_FRAC        # w = var << 16
             self.factor_bits = FACTOR_BITS
+            # int8 rows on a residual16 build keep the 8-bit unit's step counts (Mux on `wide`).
+            self.seed_steps8 = (self.w_bits - 1) >> 1
+            self.q_bits8 = max(FACTOR_BITS, (self.w_bits + 1) // 2 + 1)
             if self.wide:
                 # |y| <= 2**16 - 1; w = var << 2 (int16 rows) or var << 16 (int8 rows: smaller).
                 self.stat_bits = _bits(cfg.max_row * 65535 * 65535)
@@ -117,7 +120,7 @@ def layernorm_param_signature(cfg: AccelConfig) -> wiring.Signature:
 def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
     """Cycles of :class:`LayerNormUnit` from its first input beat of a row to the issue of the
     first read of the output pass (the row's statistics), with input beats back to back (``wide``:
-    a row of int16 values on a ``residual16`` build; there every row takes the int16 widths' steps)."""
+    a row of int16 values on a ``residual16`` build; its int8 rows take the 8-bit unit's steps)."""
     s = _Sizes(cfg)
     beats = -(-length // s.lanes)
     _, k = row_mean_constants(length, s.frac, s.in_bits if wide else MEAN_FORMAT[cfg.layernorm][1])
@@ -126,7 +129,8 @@ def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
         # NORM, the seed, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
         return stats + s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1
     # SEED, then ISQRT_STEPS Newton steps and the factor: a load, a division and an update each.
-    return stats + s.seed_steps + (ISQRT_STEPS + 1) * (s.q_bits + 2) + 1
+    seed_steps, q_bits = (s.seed_steps, s.q_bits) if wide or not s.wide else (s.seed_steps8, s.q_bits8)
+    return stats + seed_steps + (ISQRT_STEPS + 1) * (q_bits + 2) + 1
 
 
 def unit_row_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
@@ -526,8 +530,9 @@ class _RowControl(Elaboratable):
             w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
             if s.wide:
                 w_value = Mux(stat == 0, 1, Mux(self._unit.wide, stat << 2 * I16_STD_FRAC, stat << 2 * STD_FRAC))
-            m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(s.seed_steps),
-                         div_last.eq(s.seed_steps <= 1)]
+            seed_steps = Mux(self._unit.wide, s.seed_steps, s.seed_steps8) if s.wide else s.seed_steps
+            m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(seed_steps),
+                         div_last.eq(seed_steps <= 1)]
             m.next = "SEED"
         with m.State("SEED"):
             # k0 = 2 << (leading_one(w) >> 1), two bits of w per cycle.
@@ -539,9 +544,14 @@ class _RowControl(Elaboratable):
         with m.State("DIV_LOAD"):
             # Each Newton step divides w by k; then the factor is (2**31 - 1) // std.
             dividend = Mux(self._unit.wide, FACTOR_DIVIDEND_16, FACTOR_DIVIDEND) if s.wide else FACTOR_DIVIDEND
+            if s.wide:
+                q_bits = Mux(self._unit.wide, s.q_bits, s.q_bits8)
+                divisor = Mux(self._unit.wide, k << (s.q_bits - 1), k << (s.q_bits8 - 1))
+            else:
+                q_bits, divisor = s.q_bits, k << (s.q_bits - 1)
             m.d.sync += [div_r.eq(Mux(step == ISQRT_STEPS, dividend, w)),
-                         div_d.eq(k << (s.q_bits - 1)), div_q.eq(0), div_n.eq(s.q_bits),
-                         div_last.eq(s.q_bits <= 1)]
+                         div_d.eq(divisor), div_q.eq(0), div_n.eq(q_bits),
+                         div_last.eq(q_bits <= 1)]
             m.next = "DIV"
         with m.State("DIV"):
             # Restoring division, one quotient bit per cycle (the quotient is < 2**q_bits).
