@@ -838,8 +838,8 @@ class LayerNormEngine(Engine):
     -----
     On a ``residual16`` build a LAYERNORM with ``wide`` reads int16 rows stored as their
     little-endian bytes (tiles of ``cols / 2`` elements, one read per beat as for int8 rows) into
-    the unit's int16 lanes; int8 rows are sign-extended. Every row then takes the int16 widths'
-    steps (:func:`layernorm_cycles`).
+    the unit's int16 lanes; int8 rows are sign-extended and keep the 8-bit unit's step counts
+    (:func:`layernorm_cycles` with ``wide``).
 
     Rows go through the unit one at a time (see :class:`LayerNormUnit`); the input of the next
     row is read while the current one is finishing. The output may overwrite the input in place
