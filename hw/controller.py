@@ -125,6 +125,10 @@ class Controller(wiring.Component):
                for member, flow in (("cmd", Out(engine_cmd_signature())), ("busy", In(1)))},
             "busy": Out(1),
             "done": Out(1),
+            # Bit engine.value - 1: the instruction being decoded or offered is that engine's
+            # (``to_engine``); the core's Verilator model clocks the engine from then on
+            # (hw/core.py, gated_engine_clocks). Nothing else reads it.
+            "engine_next": Out(len(Engine)),
         })
 
     def _checks(self, m, instr, decode):
@@ -303,6 +307,7 @@ class Controller(wiring.Component):
 
         decoding, checking = Signal(), Signal()
         decoded = self._decode(m, instr, decoding)
+        m.d.comb += [self.engine_next[which.value - 1].eq(flag) for which, flag in decoded.to_engine.items()]
         offer_ok, dma_store = self._scoreboard(m, instr, engines, decoded, decoding, checking)
         fetch = _Fetch(cfg)
         m.d.comb += self.mem.rready.eq(1)     # beats in any cycle (_Fetch says why)

@@ -4,7 +4,7 @@ This is the top of the hardware (docs/architecture.md, "The machine"); ``hw/gene
 into Verilog and board tops wrap it.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value
+from amaranth.hdl import ClockDomain, Const, DomainRenamer, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,6 +29,9 @@ __all__ = ["Core", "MIN_COLS"]
 MEMORY_SLICES = 4
 #: ShiftGELU's four scalars (exp_mult, exp_shift, out_mult, out_shift) share one PARAM row.
 MIN_COLS = 4
+#: With ``gated_engine_clocks``: cycles an engine's clock keeps running after its command stream
+#: and ``busy`` have gone quiet, before it stops.
+GATE_SETTLE_CYCLES = 16
 
 
 def _share(m, target, sources):
@@ -90,22 +93,29 @@ class Core(wiring.Component):
     ``dsp_sites`` (a board's :attr:`~vitaccel.boards.targets.Device.dsp_sites`) floorplans the
     systolic array's DSP blocks (:func:`~vitaccel.hw.array.dsp_floorplan`); empty: no floorplan.
 
-    The SPAD and PARAM memories (:class:`~vitaccel.hw.memories.SharedMemory`) have one read port,
-    :data:`~vitaccel.hw.memories.READ_LATENCY` cycles from address to data, and one write port
-    each; ACC (:class:`~vitaccel.hw.memories.BankedMemory`) is two banks with a read port of its
-    own for the matmul engine (or the DMA) and one for the requant engine, each access routed to
-    the bank its address names. An engine owns the ports it uses while its ``busy`` is high (from
-    the cycle after it accepts a command: no engine touches a port in the cycle of acceptance).
-    Only a SPAD LOAD and MATMULs, or a REQUANT and MATMULs, are ever active together (the
-    controller's scoreboard): then the DMA owns the SPAD write port and the matmul engine the SPAD
-    read and ACC ports; or the requant engine owns the SPAD write port, ACC's second read port
-    (in the bank no MATMUL in flight uses) and the PARAM read port. Memory contents are not
-    reset: they persist across runs.
+    ``gated_engine_clocks`` (the Verilator model only, ``hw.generate.verilog_text(simulation=True)``;
+    never a board): each engine (bit ``engine.value - 1`` of :class:`~vitaccel.hw.controller.Engine`)
+    runs on a clock of its own, and everything it reads from the rest of the core (its command, the
+    memories' read data, the bus inputs) passes through registers on a second clock of its own. The
+    output ``engine_enables`` says which engines are active: from the decode of an instruction for
+    it (the controller's ``engine_next``: engines register decodes of the command's payload a cycle
+    ahead of the offer) while it is offered, ``busy`` high or high within
+    :data:`GATE_SETTLE_CYCLES` cycles, or reset. The simulation harness
+    (sim/harness.cpp) takes it after each cycle and, in the next, pulses the inputs
+    ``engine_samples`` (with the core's falling edge, when every signal has settled) and
+    ``engine_clocks`` (after the core's rising edge, in an evaluation of their own) of those
+    engines only. So an engine's rising edge sees what the core's rising edge saw, and the core's
+    sees the engines' outputs from before theirs, in whatever order a simulator orders logic;
+    an idle engine keeps its registers (it waits for a command), so the model computes what the
+    ungated core does, cycle for cycle, while Verilator evaluates an engine's logic only when its
+    clocks pulse (issue 25: most engines are idle most of the time). Every Verilator run of the
+    test suite checks it: images bit-exact against the ISA simulator, cycles equal to the model's.
     """
 
-    def __init__(self, cfg: AccelConfig, *, dsp_sites=()):
+    def __init__(self, cfg: AccelConfig, *, dsp_sites=(), gated_engine_clocks: bool = False):
         self.cfg = checked_config(cfg)
         self._dsp_sites = dsp_sites
+        self._gated = gated_engine_clocks
         if cfg.cols < MIN_COLS:
             raise ValueError(f"cols={cfg.cols}: the core needs at least {MIN_COLS} columns (the nonlinear engines "
                              f"read their scalar parameters, up to {MIN_COLS}, from one PARAM row)")
@@ -116,6 +126,8 @@ class Core(wiring.Component):
             "done": Out(1),
             "engines_busy": Out(len(Engine)),
             "memory_collision": Out(1),
+            **({"engine_clocks": In(len(Engine)), "engine_samples": In(len(Engine)),
+                "engine_enables": Out(len(Engine))} if gated_engine_clocks else {}),
         })
 
     def elaborate(self, platform):
@@ -123,13 +135,17 @@ class Core(wiring.Component):
         m = Module()
 
         m.submodules.controller = ctrl = Controller(cfg)
-        m.submodules.dma = dma = DMA(cfg)
-        m.submodules.matmul = mm = MatmulEngine(cfg, dsp_sites=self._dsp_sites)
-        m.submodules.requant = rq = RequantEngine(cfg)
-        m.submodules.softmax = sm = SoftmaxEngine(cfg)
-        m.submodules.layernorm = ln = LayerNormEngine(cfg)
-        m.submodules.gelu = ge = GeluEngine(cfg)
-        m.submodules.add = ad = ResidualAddEngine(cfg)
+        self._engine_next = ctrl.engine_next
+        engines = {"dma": DMA(cfg), "matmul": MatmulEngine(cfg, dsp_sites=self._dsp_sites),
+                   "requant": RequantEngine(cfg), "softmax": SoftmaxEngine(cfg), "layernorm": LayerNormEngine(cfg),
+                   "gelu": GeluEngine(cfg), "add": ResidualAddEngine(cfg)}
+        for name, engine in engines.items():
+            if self._gated:
+                m.submodules[name], engines[name] = self._gate(m, name, engine)
+            else:
+                m.submodules[name] = engine
+        dma, mm, rq = engines["dma"], engines["matmul"], engines["requant"]
+        sm, ln, ge, ad = engines["softmax"], engines["layernorm"], engines["gelu"], engines["add"]
         vector = [("softmax", sm), ("layernorm", ln), ("gelu", ge), ("add", ad)]
 
         # Each memory in MEMORY_SLICES slices side by side (fewer if cols has no such divisor),
@@ -185,3 +201,30 @@ class Core(wiring.Component):
                + [(sel, e.param_rd) for sel, e in by_vec])
         _share(m, param.write, [(by_sm, sm.param_wr), (by_dma, dma.param_wr)])
         return m
+
+    def _gate(self, m, name: str, engine):
+        """``engine`` on its own clock (``gated_engine_clocks``): returns the engine in its clock
+        domain and the interface the rest of the core connects to in its place (the same members;
+        what the core drives reaches the engine through the registers of the sample clock)."""
+        bit = Engine[name.upper()].value - 1
+        proxy = engine.signature.create(path=(f"{name}_outside",))
+        domain = ClockDomain(f"{name}_clock", local=True)
+        sample = ClockDomain(f"{name}_sample", reset_less=True, local=True)
+        m.domains += [domain, sample]
+        # Active from the decode of its instruction (the engine registers decodes of its command's
+        # payload a cycle ahead of the offer), while offered, while busy.
+        active = self._engine_next[bit] | proxy.cmd.valid | engine.busy
+        settle = Signal(range(GATE_SETTLE_CYCLES + 1), name=f"{name}_settle")
+        m.d.sync += settle.eq(Mux(active, GATE_SETTLE_CYCLES, Mux(settle == 0, 0, settle - 1)))
+        m.d.comb += [self.engine_enables[bit].eq(active | (settle != 0) | ResetSignal("sync")),
+                     domain.clk.eq(self.engine_clocks[bit]), domain.rst.eq(ResetSignal("sync")),
+                     sample.clk.eq(self.engine_samples[bit])]
+        for path, member, outside in engine.signature.flatten(proxy):
+            inside = engine
+            for part in path:
+                inside = inside[part] if isinstance(part, int) else getattr(inside, part)
+            if member.flow == In:
+                m.d[sample.name] += inside.eq(outside)
+            else:
+                m.d.comb += outside.eq(inside)
+        return DomainRenamer({"sync": domain.name})(engine), proxy

@@ -43,8 +43,8 @@ class _FlatTop(Elaboratable):
     """The core with each interface member brought out as a plain signal (``m_axi_arvalid``, ...)
     and its clock and reset as ``aclk`` and ``aresetn``."""
 
-    def __init__(self, cfg: AccelConfig, dsp_sites=()):
-        self.core = Core(cfg, dsp_sites=dsp_sites)
+    def __init__(self, cfg: AccelConfig, dsp_sites=(), gated_engine_clocks: bool = False):
+        self.core = Core(cfg, dsp_sites=dsp_sites, gated_engine_clocks=gated_engine_clocks)
         self.aclk = Signal(name="aclk")
         self.aresetn = Signal(name="aresetn")
         self.ports = [self.aclk, self.aresetn]
@@ -68,11 +68,13 @@ class _FlatTop(Elaboratable):
 def verilog_text(cfg: AccelConfig, *, simulation: bool = False, platform=None, dsp_sites=()) -> str:
     """The Verilog of the core for ``cfg`` (module :data:`TOP_NAME`, flat ports).
 
-    ``simulation``: the text for the Verilator model (one module, :data:`SIMULATION_PASSES`); the
-    same logic, faster to simulate. The default is the text ``vitaccel generate`` writes.
+    ``simulation``: the text for the Verilator model (one module, :data:`SIMULATION_PASSES`, and
+    each engine on a clock the harness raises only while the engine is active: the ports
+    ``engine_clocks`` and ``engine_clock_enables``, :class:`~vitaccel.hw.core.Core`'s
+    ``gated_engine_clocks``); the same cycles and results, faster to simulate. The default is the text ``vitaccel generate`` writes.
     ``platform``: elaborate for it (an ECP5 platform puts the multiplies on MULT18X18D instances,
     placed on ``dsp_sites``), as a board build does; the default is the portable text."""
-    top = _FlatTop(checked_config(cfg), dsp_sites)
+    top = _FlatTop(checked_config(cfg), dsp_sites, gated_engine_clocks=simulation)
     return rtlil_to_verilog(rtlil.convert(top, name=TOP_NAME, platform=platform, ports=top.ports, emit_src=False),
                             simulation=simulation)
 

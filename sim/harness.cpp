@@ -302,6 +302,12 @@ class System {
         t.s_axi_arprot = 0;
         t.s_axi_rready = lite_.rready;
         t.aclk = 0;
+#ifdef VITACCEL_GATED_ENGINES
+        // hw/core.py, gated_engine_clocks: the enabled engines sample their inputs now, when
+        // everything has settled, and take their rising edge after the core's.
+        t.engine_clocks = 0;
+        t.engine_samples = engine_enables_;
+#endif
         t.eval();
         dump(2 * now_);
         if (engines_) engines_->sample(now_, t.engines_busy);
@@ -340,7 +346,15 @@ class System {
         bool ok = dram_.end(in, wdata_);
 
         t.aclk = 1;
+#ifdef VITACCEL_GATED_ENGINES
+        t.engine_samples = 0;
+#endif
         t.eval();
+#ifdef VITACCEL_GATED_ENGINES
+        t.engine_clocks = engine_enables_;
+        t.eval();
+        engine_enables_ = t.engine_enables;  // for the next cycle
+#endif
         dump(2 * now_ + 1);
         ++now_;
         return ok;
@@ -446,6 +460,9 @@ class System {
     Options opt_;
     vitaccel::Dram dram_;
     uint64_t now_ = 0;
+#ifdef VITACCEL_GATED_ENGINES
+    uint32_t engine_enables_ = 0x7F;  // all seven engines (hw.controller.Engine) clocked at first
+#endif
     LiteMaster lite_;
     LiteEvents events_;
     uint8_t wdata_[kBusBytes] = {};

@@ -237,8 +237,10 @@ def build(cfg: AccelConfig, *, trace: bool | str = False) -> Path:
         return _built[cfg, trace]
     if trace == ".fst" and fst_missing():
         raise BuildError(fst_missing())
+    # The model without waveforms is the simulation text, whose engines the harness clocks
+    # (hw.core.Core's gated_engine_clocks); a waveform keeps the module hierarchy and one clock.
     flags = [*VERILATOR_FLAGS, "-CFLAGS", f"-DVITACCEL_BUS_BYTES={cfg.bus_bytes}", "--top-module", TOP_NAME,
-             *([WAVEFORMS[trace]] if trace else [])]
+             *([WAVEFORMS[trace]] if trace else ["-CFLAGS", "-DVITACCEL_GATED_ENGINES"])]
     digest = hashlib.sha256("\0".join([cfg.to_json(), hardware_digest(), " ".join(flags)]).encode()).hexdigest()[:12]
     root = build_root() / "verilator"
     root.mkdir(parents=True, exist_ok=True)
@@ -247,7 +249,7 @@ def build(cfg: AccelConfig, *, trace: bool | str = False) -> Path:
     with open(root / f"{final.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not binary.exists():
-            # The flattened, optimized text runs faster; a waveform keeps the module hierarchy.
+            # The flattened, optimized, engine-gated text runs faster; a waveform keeps the hierarchy.
             _compile(cfg, verilog_text(cfg, simulation=trace is None), flags, root, final)
     _built[cfg, trace] = binary
     return binary
