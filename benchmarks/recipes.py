@@ -21,7 +21,9 @@ For each recipe x bit setting:
 * the quantization wall time (``quantize`` on the calibration statistics; calibration itself is
   shared by every setting and printed once) for both models.
 
-Whether today's hardware runs the result is shown too (``hw``: sw/recipes.hardware_gap).
+Which build runs the result is shown too: ``yes`` for ``default``, else the ``AccelConfig`` knobs of
+the build features the model needs (``vitaccel.config.FEATURES``, from
+``sw.compile_model.model_features``; the RTL runs of each are in tests/sim/test_<feature>.py).
 Nothing is asserted; the README's table is this script's output.
 """
 
@@ -38,7 +40,9 @@ from vitaccel.sw import vit
 from vitaccel.sw.digits import digits_split
 from vitaccel.sw.forward import forward
 from vitaccel.sw.quantize import _one_thread, calibrate, evaluate, quantize
-from vitaccel.sw.recipes import RECIPES, hardware_gap
+from vitaccel.config import FEATURES, preset
+from vitaccel.sw.compile_model import model_features
+from vitaccel.sw.recipes import RECIPES
 
 SETTINGS = ("W8A8", "W6A6", "W4A8", "W4A4")
 EXTRAS = ("base:W8A8-R16", "base:Wmix0.6A8", "ptq4vit:Wmix0.6A8", "base:BOPs0.4", "ptq4vit:BOPs0.4")
@@ -105,9 +109,20 @@ def measure(settings=SETTINGS, recipes=tuple(RECIPES), deit_images: int = 4, pro
                      "agreement": r["agreement"], "digits_kl": digits_kl(iv, digits_fp, test_x),
                      "deit_logit_rel_error": deit_logit_error(deit, div, deit_test),
                      "quantize_s": round(q_s, 3), "deit_quantize_s": round(deit_q_s, 3),
-                     "hardware": hardware_gap(iv) is None})
+                     "build_features": build_features(iv)})
     return {"digits_calibrate_s": round(digits_calib_s, 3), "deit_calibrate_s": round(deit_calib_s, 3),
             "deit_images": deit_images, "test_images": len(test_x), "rows": rows}
+
+
+def build_features(intvit) -> list[str]:
+    """What a build needs beyond ``default`` to run ``intvit``: the unit variants the model was
+    quantized for where they differ (``softmax = "shiftmax"``, ...) and the ``AccelConfig`` knobs of
+    the build features it needs (``config.FEATURES``); empty when ``default`` runs it."""
+    default = preset("default")
+    variants = [f'{name} = "{getattr(intvit, name)}"' for name in ("softmax", "layernorm", "gelu")
+                if getattr(intvit, name) != getattr(default, name)]
+    return variants + [FEATURES[f][0] for f in model_features(intvit)
+                       if getattr(default, FEATURES[f][0]) != FEATURES[f][1]]
 
 
 def main(argv=None) -> None:
@@ -128,12 +143,16 @@ def main(argv=None) -> None:
           f"DeiT-Tiny shape, random weights: logit error on {result['deit_images']} random images "
           f"(calibration {result['deit_calibrate_s']} s)\n")
     print("| recipe | bits | float top-1 | integer top-1 | agreement | KL(float ‖ int) | DeiT-T logit rel. error "
-          "| quantize s (digits / DeiT-T) | runs on today's hardware |")
+          "| quantize s (digits / DeiT-T) | runs on |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in result["rows"]:
         print(f"| {r['recipe']} | {r['bits']} | {100 * r['fp_top1']:.2f} % | {100 * r['int_top1']:.2f} % | "
               f"{100 * r['agreement']:.2f} % | {r['digits_kl']:.4f} | {r['deit_logit_rel_error']:.4f} | {r['quantize_s']:.2f} / "
-              f"{r['deit_quantize_s']:.2f} | {'yes' if r['hardware'] else 'no (issue 23)'} |")
+              f"{r['deit_quantize_s']:.2f} | {_runs_on(r['build_features'])} |")
+
+
+def _runs_on(knobs) -> str:
+    return "`default`" if not knobs else "a build with " + " + ".join(f"`{k}`" for k in knobs)
 
 
 if __name__ == "__main__":
