@@ -30,6 +30,7 @@ from vitaccel.sw.perf import estimate
 from vitaccel.sw.quantize import quantize_model
 from vitaccel.sw.recipes import hardware_gap
 from vitaccel.sw.zoo import model_images
+from vitaccel import testing
 
 SEED = int(os.environ.get("VITACCEL_SEED", "0"))
 
@@ -47,9 +48,7 @@ def models(tmp_path_factory):
 
 
 def first_mismatch(got, expected, what):
-    bad = np.argwhere(np.asarray(got) != np.asarray(expected))
-    return (f"seed {SEED}: {what} differs first at {tuple(bad[0])}: {np.asarray(got)[tuple(bad[0])]} != "
-            f"{np.asarray(expected)[tuple(bad[0])]}" if bad.size else "")
+    return testing.first_mismatch(got, expected, what, SEED)
 
 
 def test_knob_keeps_slugs_and_names_the_feature():

@@ -30,6 +30,7 @@ from vitaccel.sw.quantize import quantize_model
 from vitaccel.sw.recipes import hardware_gap
 from vitaccel.sw.softmax import softmax_params, twin_attention_matmul, twin_operand, twin_softmax
 from vitaccel.sw.zoo import model_images
+from vitaccel import testing
 
 SEED = int(os.environ.get("VITACCEL_SEED", "0"))
 
@@ -45,9 +46,7 @@ def ptq4vit(tmp_path_factory):
 
 
 def first_mismatch(got, expected, what):
-    bad = np.argwhere(np.asarray(got) != np.asarray(expected))
-    return (f"seed {SEED}: {what} differs first at {tuple(bad[0])}: {np.asarray(got)[tuple(bad[0])]} != "
-            f"{np.asarray(expected)[tuple(bad[0])]}" if bad.size else "")
+    return testing.first_mismatch(got, expected, what, SEED)
 
 
 def test_knob_keeps_slugs_and_names_the_feature():
