@@ -35,7 +35,7 @@ from vitaccel.sw.residual import residual_add
 from vitaccel.sw.softmax import (LSQ2_OFFSET_MAX, e2softmax, log2_operand, log2_spad_codes, log_int_softmax,
                                  log_sqrt2_operand, log_sqrt2_softmax, log_sqrt2_spad_codes, shiftmax, twin_operand,
                                  twin_softmax)
-from vitaccel.sw.program import Program, param_rows, unpack_nibbles
+from vitaccel.sw.program import Program, param_rows, unpack_nibbles, vector_spans
 
 __all__ = ["run", "IsaResult", "IsaSimError", "DEFAULT_MAX_INSTRUCTIONS", "VECTOR_OPS"]
 
@@ -161,14 +161,8 @@ class _Machine:
                     or (f["row_shift"] and f["exp_addr"] + _ceil(f["rows"], cfg.cols) > cfg.param_rows)):
                 return ErrorCode.LOCAL_RANGE
         elif op in VECTOR_OPS and f["rows"] and f["length"]:
-            tiles = _ceil(f["length"], cfg.cols)
-            span = (tiles - 1) * f["tile_stride"] + f["rows"]
             # wide (residual16): int16 tensors take twice the bytes (ADD's src and dst, LAYERNORM's src).
-            wide = _wide(cfg, op, f)
-            span16 = (_ceil(2 * f["length"], cfg.cols) - 1) * f["tile_stride"] + f["rows"] if wide else span
-            spans = [(f["src"], span16), (f["dst"], span16 if op is Opcode.ADD else span)]
-            spans += [(f["src2"], span)] if op is Opcode.ADD else []
-            if (any(base + n > cfg.spad_rows for base, n in spans)
+            if (any(base + n > cfg.spad_rows for base, n in vector_spans(cfg, op, f))
                     or f["param_addr"] + param_rows(cfg, op, f["length"]) > cfg.param_rows
                     or (op is Opcode.SOFTMAX and f["src2"] + _ceil(f["rows"], cfg.cols) > cfg.param_rows)):
                 return ErrorCode.LOCAL_RANGE

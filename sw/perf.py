@@ -66,7 +66,7 @@ from vitaccel.hw.residual import add_cycles
 from vitaccel.hw.softmax import softmax_cycles
 from vitaccel.isa import INSTR_BITS, LocalMemory, Opcode, decode_fields
 from vitaccel.memory import DramTimeline, MemoryProfile, profile
-from vitaccel.sw.program import Program
+from vitaccel.sw.program import Program, vector_spans
 
 __all__ = ["InstructionCost", "InstructionTime", "LayerPerf", "PerfReport", "instruction_cost", "estimate",
            "BOUNDS"]
@@ -78,6 +78,8 @@ _CLASS = {Opcode.LOAD: "memory", Opcode.STORE: "memory", Opcode.MATMUL: "compute
           Opcode.ADD: "nonlinear", Opcode.END: "control"}
 _VECTOR = {Opcode.SOFTMAX: softmax_cycles, Opcode.LAYERNORM: layernorm_cycles, Opcode.GELU: gelu_cycles,
            Opcode.ADD: add_cycles}
+#: The timeline's names of the vector engines.
+_VECTOR_ENGINES = ("softmax", "layernorm", "gelu", "add")
 #: Cycles from the end of the check to the fetch of the next instruction when nothing holds up the
 #: dispatch: the offer's verdict is registered before it is offered.
 DISPATCH = Controller.DISPATCH_CYCLES
@@ -234,7 +236,8 @@ class _Timeline:
 
     def fetch(self, f: int, beats: int) -> tuple[int, int]:
         """A fetch whose state is entered in cycle ``f``: the cycle its burst is presented and the
-        cycle of its last beat. Its burst waits while a STORE is in flight."""
+        cycle of its last beat. Its burst waits while a STORE is in flight (it may write the
+        program, and the external memory takes no read while a write is in flight)."""
         first = f
         if self.latest.get("dma", (0, None))[1] is Opcode.STORE:
             first = max(f, self.engine_end("dma") + 1)
@@ -243,8 +246,16 @@ class _Timeline:
 
     def _acc_banks(self, lo: int, rows: int) -> set[str]:
         """The ACC banks (hw/memories.py BankedMemory: the address's top bit) of rows ``[lo, lo + rows)``."""
-        half = self.cfg.acc_rows // 2
-        return {name for name, hit in (("acc_bank0", lo < half), ("acc_bank1", lo + rows > half)) if hit}
+        return {f"acc_bank{b}" for b in _banks(self.cfg.acc_rows, lo, rows)}
+
+    def _vector_banks(self, op: Opcode, f: dict) -> set[int]:
+        """The SPAD banks a vector instruction touches: those of all its tensors' rows, inputs and
+        output (so that its writes never meet a MATMUL's reads either)."""
+        return set().union(*(_banks(self.cfg.spad_rows, base, n) for base, n in vector_spans(self.cfg, op, f)))
+
+    def _matmul_reads(self, f: dict) -> set[int]:
+        """The SPAD banks of a MATMUL's inputs and weights."""
+        return _banks(self.cfg.spad_rows, f["a_addr"], f["rows"]) | _banks(self.cfg.spad_rows, f["b_addr"], self.cfg.rows)
 
     def blockers(self, op: Opcode, f: dict) -> list[str]:
         """The engines (and ACC banks) whose latest instruction must finish before ``op`` is offered."""
@@ -258,9 +269,18 @@ class _Timeline:
             independent["requant"] = q is None or not (
                 self._acc_banks(f["c_addr"], f["rows"]) & self._acc_banks(q["acc_addr"], q["rows"])
                 or any(_meet(r, (q["spad_addr"], q["spad_addr"] + q["rows"])) for r in (a, b)))
+            for engine in _VECTOR_ENGINES:
+                _, v_op, v = self.latest.get(engine, (0, None, None))
+                independent[engine] = v is None or not self._vector_banks(v_op, v) & self._matmul_reads(f)
             return [e for e in engines if not independent.get(e, False)]
         if op is Opcode.LOAD and f["mem"] == LocalMemory.SPAD.value:
             independent = not self._meets_matmul_reads((f["local_addr"], f["local_addr"] + f["rows"]))
+            return [e for e in engines if e != "matmul" or not independent]
+        if op in _VECTOR:
+            # Beside MATMULs whose reads are in the other SPAD bank (hw/core.py: the vector engines
+            # use the second read port).
+            _, _, g = self.latest.get("matmul", (0, None, None))
+            independent = g is None or not self._vector_banks(op, f) & self._matmul_reads(g)
             return [e for e in engines if e != "matmul" or not independent]
         if op is Opcode.REQUANT:
             banks = sorted(self._acc_banks(f["acc_addr"], f["rows"]))
@@ -330,6 +350,12 @@ def _dma_cycles(cfg: AccelConfig, op: Opcode, f: dict, memory: MemoryProfile, me
         timing = dram.read_burst(present, beats)
         present, last = timing.accept + 1, timing.last
     return last + _load_tail(f)
+
+
+def _banks(depth: int, lo: int, rows: int) -> set[int]:
+    """The banks (hw/memories.py BankedMemory: the address's top bit) of rows ``[lo, lo + rows)``."""
+    half = depth // 2
+    return {b for b, hit in ((0, lo < half), (1, lo + rows > half)) if hit}
 
 
 def _written(f: dict) -> tuple[int, int]:

@@ -59,6 +59,20 @@ def param_rows(cfg: AccelConfig, op: Opcode, length: int) -> int:
     return 1
 
 
+def vector_spans(cfg: AccelConfig, op: Opcode, f: dict) -> list[tuple[int, int]]:
+    """The scratchpad rows a vector instruction (``op``, decoded ``f``) touches, as ``(base, rows)``
+    spans: its input at ``src``, its output at ``dst`` and ADD's second input at ``src2`` (tile
+    ``t`` of a tensor starts ``t * tile_stride`` rows after its base; a ``wide`` int16 tensor of a
+    residual16 build has twice the tiles). What the controller's range check covers (LOCAL_RANGE)
+    and what its scoreboard compares."""
+    tiles = -(-f["length"] // cfg.cols)
+    span = (tiles - 1) * f["tile_stride"] + f["rows"]
+    wide = bool(f.get("wide")) and cfg.residual16 and op in (Opcode.ADD, Opcode.LAYERNORM)
+    span16 = (-(-2 * f["length"] // cfg.cols) - 1) * f["tile_stride"] + f["rows"] if wide else span
+    spans = [(f["src"], span16), (f["dst"], span16 if op is Opcode.ADD else span)]
+    return spans + ([(f["src2"], span)] if op is Opcode.ADD else [])
+
+
 def unpack_nibbles(packed) -> np.ndarray:
     """int8 values of packed bytes (uint8 ``(..., n)``): ``(..., 2n)``, element ``2i`` from the low
     nibble of byte ``i``, ``2i + 1`` from its high nibble, each a sign-extended 4-bit value."""
