@@ -211,14 +211,17 @@ class Controller(wiring.Component):
         return error, failing
 
     def _vector_checks(self, m, instr, decode, start):
-        """LOCAL_RANGE and ROW_LENGTH of a vector instruction, over several cycles.
+        """LOCAL_RANGE and ROW_LENGTH of a vector instruction, over several cycles, and the SPAD
+        banks its tensors touch (for the scoreboard).
 
         The last tile of a row starts ``(tiles - 1) * tile_stride`` rows after the first, with
         ``tiles = ceil(length / cols)``: rather than a divider and a multiplier, a walk subtracts
         ``cols`` from the length and adds ``tile_stride`` once per tile, one tile per cycle, to
         the end row of every tensor (and 4 PARAM rows per tile to LayerNorm's). Starting in a
         cycle with ``start``, it raises ``ready`` (for one cycle) when ``error`` is valid; then
-        ``error`` compares registers with constants only.
+        ``error`` compares registers with constants only. Returns ``(ready, error, banks)``:
+        ``banks`` (bit b: a row of the input, output or ADD's second input lies in SPAD bank b,
+        ``hw/memories.py`` BankedMemory), registered with ``ready`` (``sw/program.py`` vector_spans).
         """
         cfg = self.cfg
         v = instr.vector
@@ -283,7 +286,13 @@ class Controller(wiring.Component):
             m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
         with m.Elif(too_long):
             m.d.comb += error.eq(ErrorCode.ROW_LENGTH)
-        return ready, error
+        half = cfg.spad_rows // 2
+        is_add = op == Opcode.ADD
+        banks = Signal(2, name="new_vector_banks")
+        with m.If(ready):
+            m.d.sync += banks.eq(Cat((v.src < half) | (v.dst < half) | (is_add & (v.src2 < half)),
+                                     (src_end > half) | (dst_end > half) | (is_add & (src2_end > half))))
+        return ready, error, banks
 
     def elaborate(self, platform):
         cfg = self.cfg
@@ -308,13 +317,13 @@ class Controller(wiring.Component):
         decoding, checking = Signal(), Signal()
         decoded = self._decode(m, instr, decoding)
         m.d.comb += [self.engine_next[which.value - 1].eq(flag) for which, flag in decoded.to_engine.items()]
-        offer_ok, dma_store = self._scoreboard(m, instr, engines, decoded, decoding, checking)
+        vector_start = Signal()
+        vector_ready, vector_error, vector_banks = self._vector_checks(m, instr, decoding, vector_start)
+        offer_ok, dma_store = self._scoreboard(m, instr, engines, decoded, decoding, checking, vector_banks)
         fetch = _Fetch(cfg)
         m.d.comb += self.mem.rready.eq(1)     # beats in any cycle (_Fetch says why)
         error_now, failing = self._checks(m, instr, decoding)    # from checks registered in DECODE
         error_r, failed = Signal(ErrorCode), Signal()   # ... and registered in CHECK
-        vector_start = Signal()
-        vector_ready, vector_error = self._vector_checks(m, instr, decoding, vector_start)
         vector_verdict = Signal(ErrorCode)
         settled = Signal()        # OFFER's first cycle has passed: offer_ok saw this instruction
 
@@ -458,7 +467,7 @@ class Controller(wiring.Component):
             ]
         return decoded
 
-    def _scoreboard(self, m, instr, engines, decoded, decoding, checking):
+    def _scoreboard(self, m, instr, engines, decoded, decoding, checking, new_vector_banks):
         """``(offer_ok, dma_store)``: whether the instruction in OFFER may be offered, registered
         (from registered copies of the engines' ``busy``, :attr:`BUSY_LAG`), and whether the DMA's
         latest instruction is a STORE.
@@ -470,9 +479,11 @@ class Controller(wiring.Component):
         busy with a MATMUL whose reads its rows do not meet (write after read); a REQUANT while the
         matmul engine is busy when no MATMUL in flight uses its accumulator banks (each bank's
         MATMULs are counted down: ``acc_bank_busy``) and the latest MATMUL's reads do not meet
-        the scratchpad rows it writes; anything else only while no engine is busy. The
-        instruction's row ranges are registered in DECODE (``decoding``), the hazards'
-        comparisons in CHECK (``checking``).
+        the scratchpad rows it writes; a vector instruction while the matmul engine is busy when
+        the SPAD banks of its tensors (``new_vector_banks``, from the range check) are not those of
+        the latest MATMUL's reads, and a MATMUL while a vector engine is busy on the same terms;
+        anything else only while no engine is busy. The instruction's row ranges are registered
+        in DECODE (``decoding``), the hazards' comparisons in CHECK (``checking``).
         """
         cfg = self.cfg
         # Only the latest instruction of an engine can be in flight (none is offered to a busy
@@ -513,8 +524,16 @@ class Controller(wiring.Component):
                 m.d.sync += [acc_lo_bank.eq(mm.c_addr[top]), acc_end.eq(mm.c_addr + mm.rows)]
             with m.Else():
                 m.d.sync += [acc_lo_bank.eq(rq.acc_addr[top]), acc_end.eq(rq.acc_addr + rq.rows)]
+        # The SPAD banks (hw/memories.py BankedMemory) of a MATMUL's reads, registered in CHECK, and
+        # those of the latest MATMUL and of the vector engines' latest instruction (only one
+        # vector engine is busy at a time).
+        spad_half = cfg.spad_rows // 2
+        new_mm_banks = Signal(2, name="new_matmul_spad_banks")
+        mm_banks, vec_banks = Signal(2, name="matmul_spad_banks"), Signal(2, name="vector_spad_banks")
         with m.If(checking):
-            m.d.sync += new_banks.eq(Cat(~acc_lo_bank, acc_end > half))
+            m.d.sync += [new_banks.eq(Cat(~acc_lo_bank, acc_end > half)),
+                         new_mm_banks.eq(Cat((new_a[0] < spad_half) | (new_b[0] < spad_half),
+                                             (new_a[1] > spad_half) | (new_b[1] > spad_half)))]
 
         def meet(x, y, name):
             """Whether row ranges ``x`` and ``y`` overlap, from its two comparisons, each
@@ -558,16 +577,22 @@ class Controller(wiring.Component):
         # its ready, registered like busy (it falls only when it takes a command of ours).
         matmul_ready_r = Signal(name="matmul_ready_r")
         m.d.sync += matmul_ready_r.eq(matmul_cmd.ready)
+        vector_engines = [_ENGINE_OF[op] for op in VECTOR_OPCODES]
+        vector_busy_r = Cat(busy_r[engine] for engine in vector_engines).any()
         with m.If(decoded.is_matmul):
-            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.DMA, Engine.MATMUL, Engine.REQUANT)
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.DMA, Engine.MATMUL, Engine.REQUANT, *vector_engines)
                                      & (~busy_r[Engine.DMA] | (dma_spad_load & ~raw))
                                      & (~busy_r[Engine.REQUANT] | ~((new_banks & rq_banks).any() | mm_raw))
+                                     & (~vector_busy_r | ~(new_mm_banks & vec_banks).any())
                                      & (~busy_r[Engine.MATMUL] | matmul_ready_r))
         with m.Elif(decoded.is_spad_load):
             m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL) & (~busy_r[Engine.MATMUL] | ~war))
         with m.Elif(decoded.is_requant):
             m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL) & ~(new_banks & bank_busy_r).any()
                                      & (~busy_r[Engine.MATMUL] | ~rq_war))
+        with m.Elif(decoded.is_vector):
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL)
+                                     & (~busy_r[Engine.MATMUL] | ~(new_vector_banks & mm_banks).any()))
         with m.Else():
             m.d.comb += may_offer.eq(~_any_except(busy_r))
 
@@ -576,7 +601,10 @@ class Controller(wiring.Component):
             m.d.sync += [dma_store.eq(instr.end.opcode == Opcode.STORE), dma_spad_load.eq(_is_spad_load(instr)),
                          load_lo.eq(new_load[0]), load_hi.eq(new_load[1])]
         with m.If(matmul_cmd.valid & matmul_cmd.ready):
-            m.d.sync += [mm_a_lo.eq(new_a[0]), mm_a_hi.eq(new_a[1]), mm_b_lo.eq(new_b[0]), mm_b_hi.eq(new_b[1])]
+            m.d.sync += [mm_a_lo.eq(new_a[0]), mm_a_hi.eq(new_a[1]), mm_b_lo.eq(new_b[0]), mm_b_hi.eq(new_b[1]),
+                         mm_banks.eq(new_mm_banks)]
+        with m.If(Cat(engines[engine][0].valid & engines[engine][0].ready for engine in vector_engines).any()):
+            m.d.sync += vec_banks.eq(new_vector_banks)
         with m.If(rq_cmd.valid & rq_cmd.ready):
             m.d.sync += [rq_lo.eq(new_rq[0]), rq_hi.eq(new_rq[1]), rq_banks.eq(new_banks)]
         return offer_ok, dma_store

@@ -151,7 +151,9 @@ class Core(wiring.Component):
         # Each memory in MEMORY_SLICES slices side by side (fewer if cols has no such divisor),
         # each with its own address registers: about a dozen block RAMs per address net.
         slices = next(n for n in range(MEMORY_SLICES, 0, -1) if cfg.cols % n == 0)
-        m.submodules.spad = spad = SharedMemory(spad_row(cfg), cfg.spad_rows, slices=slices)
+        # SPAD in two banks (the address's top bit), each with its read port: a vector engine reads
+        # one while MATMULs read the other (the scoreboard keeps them apart).
+        m.submodules.spad = spad = BankedMemory(spad_row(cfg), cfg.spad_rows, readers=2, slices=slices)
         # ACC in two banks (the address's top bit), each with its read port: a REQUANT reads one
         # while MATMULs accumulate into the other (the scoreboard keeps them apart).
         m.submodules.acc = acc = BankedMemory(acc_row(cfg), cfg.acc_rows, readers=2, slices=slices)
@@ -171,8 +173,7 @@ class Core(wiring.Component):
         # (busy rises in the next), so the selects come from the engines' state registers alone
         # and not from the controller's offer.
         by_dma, by_mm, by_rq = dma.busy, mm.busy, rq.busy
-        # With a MATMUL alongside, the DMA runs a SPAD LOAD: the ports the engine reads through
-        # are the matmul engine's.
+        # With a MATMUL alongside, the DMA runs a SPAD LOAD: the ACC ports are the matmul engine's.
         by_dma_alone = by_dma & ~by_mm
         by_vec = [(engine.busy, engine) for _, engine in vector]
         by_sm = sm.busy
@@ -185,8 +186,10 @@ class Core(wiring.Component):
         wiring.connect(m, dma.rd, arbiter.requesters[1])
         connect_members(m, arbiter.axi, self.m_axi, arbiter.axi.signature.members.keys())
         connect_members(m, dma.wr, self.m_axi, dma.wr.signature.members.keys())
-        _share(m, spad.read, [(by_dma_alone, dma.spad_rd), (by_mm, mm.spad_rd)]
-               + [(sel, e.spad_rd) for sel, e in by_vec])
+        # SPAD's first read port is the matmul engine's, its second the DMA's (STORE) and the vector
+        # engines'.
+        _share(m, spad.reads[0], [(by_mm, mm.spad_rd)])
+        _share(m, spad.reads[1], [(by_dma, dma.spad_rd)] + [(sel, e.spad_rd) for sel, e in by_vec])
         _share(m, spad.write, [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
                + [(sel, e.spad_wr) for sel, e in by_vec])
         # ACC's first read port is the matmul engine's or the DMA's, its second the requantizer's.

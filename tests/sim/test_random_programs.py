@@ -1,8 +1,8 @@
 """Random programs full of dependencies through the whole core in Verilator: LOADs into the
-scratchpad, MATMULs and REQUANTs on a few dozen shared rows (read after write, write after read,
-MATMULs accumulating into the rows the previous one is still writing while its rows drain, REQUANTs
-beside MATMULs in the other accumulator bank: the rows straddle the banks' boundary), STOREs of
-both memories. The final memory image equals the ISA simulator's (sequential execution), the run ends
+scratchpad, MATMULs, REQUANTs and residual ADDs on a few dozen shared rows (read after write, write
+after read, MATMULs accumulating into the rows the previous one is still writing while its rows
+drain, REQUANTs beside MATMULs in the other accumulator bank, ADDs beside MATMULs that read the other
+scratchpad bank: the rows straddle both memories' bank boundaries), STOREs of both memories. The final memory image equals the ISA simulator's (sequential execution), the run ends
 with ``done`` and no error (no dependency pattern can hang the controller), and CYCLES equals the
 performance model's."""
 
@@ -23,42 +23,58 @@ CFG = preset("tiny")
 DATA = 4096          # bytes of random input data at address 0
 OUT = 4096           # the STOREs' region, after the data
 SPAD_USED = 40       # scratchpad rows the program plays on: ranges meet often
+SPAD_BASE = CFG.spad_rows // 2 - SPAD_USED // 2   # ... straddling the two banks (hw/memories.py)
 ACC_USED = 12
 ACC_BASE = CFG.acc_rows // 2 - ACC_USED // 2      # the ACC rows straddle the two banks (hw/memories.py)
-PARAMS = 3 * CFG.acc_row_bytes                     # REQUANT's bias, mult, shift rows, at address 0
+PARAMS = 4 * CFG.acc_row_bytes     # REQUANT's bias, mult, shift rows and ADD's mult_a, mult_b, shift, at 0
 
 
 def random_program(rng) -> Program:
     cfg, spad_b, acc_b = CFG, CFG.spad_row_bytes, CFG.acc_row_bytes
-    words = [encode(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3, dram_addr=0, dram_stride=acc_b)]
+    words = [encode(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=4, dram_addr=0, dram_stride=acc_b)]
+
+    def spad(rows):
+        """A random first row of ``rows`` scratchpad rows in the region the program plays on."""
+        return SPAD_BASE + int(rng.integers(0, SPAD_USED - rows))
+
     for _ in range(int(rng.integers(30, 70))):
-        kind = rng.choice(["load", "matmul", "matmul", "matmul", "requant", "requant", "store"])
+        kind = rng.choice(["load", "matmul", "matmul", "matmul", "requant", "requant", "store", "add", "add"])
         if kind == "load":
             rows = int(rng.integers(1, 13))
-            words.append(encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=int(rng.integers(0, SPAD_USED - rows)),
+            words.append(encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=spad(rows),
                                 rows=rows, dram_addr=int(rng.integers(0, (DATA - rows * spad_b) // spad_b)) * spad_b,
                                 dram_stride=spad_b))
+        elif kind == "add":
+            # In place (dst == src); the second input the first or rows apart from it.
+            rows, length = int(rng.integers(1, 7)), int(rng.integers(1, 2 * cfg.cols + 1))
+            stride = rows + int(rng.integers(0, 4))
+            span = (-(-length // cfg.cols) - 1) * stride + rows
+            src = spad(span)
+            src2 = src if rng.random() < 0.3 else spad(span)
+            while src2 != src and src2 < src + span and src < src2 + span:
+                src2 = spad(span)
+            words.append(encode(Opcode.ADD, src=src, src2=src2, dst=src, rows=rows, length=length,
+                                tile_stride=stride, param_addr=3))
         elif kind == "matmul":
             rows = int(rng.choice([1, 2, 3, 5, 9, 14]))
-            words.append(encode(Opcode.MATMUL, a_addr=int(rng.integers(0, SPAD_USED - rows)),
-                                b_addr=int(rng.integers(0, SPAD_USED - cfg.rows)),
+            words.append(encode(Opcode.MATMUL, a_addr=spad(rows), b_addr=spad(cfg.rows),
                                 c_addr=ACC_BASE + (int(rng.integers(0, ACC_USED - min(rows, ACC_USED) + 1))
                                                    if rows <= ACC_USED else int(rng.integers(0, 4))),
                                 rows=rows, accumulate=int(rng.random() < 0.7), transpose_b=int(rng.random() < 0.3)))
         elif kind == "requant":
             rows = int(rng.integers(1, 9))
             words.append(encode(Opcode.REQUANT, acc_addr=ACC_BASE + int(rng.integers(0, ACC_USED - rows + 1)),
-                                spad_addr=int(rng.integers(0, SPAD_USED - rows)), rows=rows, param_addr=0))
+                                spad_addr=spad(rows), rows=rows, param_addr=0))
         else:
             mem, row_b = (LocalMemory.ACC, acc_b) if rng.random() < 0.5 else (LocalMemory.SPAD, spad_b)
-            base, depth = (ACC_BASE, ACC_USED + 4) if mem is LocalMemory.ACC else (0, SPAD_USED)
+            base, depth = (ACC_BASE, ACC_USED + 4) if mem is LocalMemory.ACC else (SPAD_BASE, SPAD_USED)
             rows = int(rng.integers(1, 6))
             words.append(encode(Opcode.STORE, mem=mem, local_addr=base + int(rng.integers(0, depth - rows)), rows=rows,
                                 dram_addr=DATA + int(rng.integers(0, (OUT - rows * row_b) // row_b)) * row_b,
                                 dram_stride=row_b))
     # Everything the program touched, into external memory for the comparison.
-    words.append(encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=0, rows=SPAD_USED, dram_addr=DATA + OUT,
-                        dram_stride=spad_b))
+    words.append(encode(Opcode.STORE, mem=LocalMemory.SPAD, local_addr=SPAD_BASE, rows=SPAD_USED,
+                        dram_addr=DATA + OUT, dram_stride=spad_b))
     words.append(encode(Opcode.STORE, mem=LocalMemory.ACC, local_addr=ACC_BASE, rows=ACC_USED + 4,
                         dram_addr=DATA + OUT + SPAD_USED * spad_b, dram_stride=acc_b))
     words.append(encode(Opcode.END))
@@ -67,6 +83,10 @@ def random_program(rng) -> Program:
     # REQUANT's parameters: bias, a positive mult of mult_bits bits, a shift of 0..40 per column.
     params = np.stack([rng.integers(-2 ** 20, 2 ** 20, cfg.cols), rng.integers(1, 2 ** (cfg.mult_bits - 1), cfg.cols),
                        rng.integers(0, 41, cfg.cols)]).astype("<i4")
+    # ADD's: y = sat8(round_shift(a*mult_a + b*mult_b, shift)), multipliers of 16 bits.
+    add = np.zeros(cfg.cols, "<i4")
+    add[:3] = [rng.integers(-2 ** 15, 2 ** 15), rng.integers(-2 ** 15, 2 ** 15), rng.integers(8, 20)]
+    params = np.concatenate([params, add[None]])
     image[:PARAMS] = params.tobytes()
     image += bytes(prog_addr - DATA)
     image += b"".join(w.to_bytes(INSTR_BYTES, "little") for w in words)
