@@ -83,7 +83,11 @@ class Controller(wiring.Component):
       is busy if no MATMUL it has taken in the last ``matmul_cycles(rows)`` cycles (the engine's
       busy time for that MATMUL, which the controller assumes) used one of the REQUANT's banks; a
       MATMUL while the requant engine is busy if the REQUANT's banks and rows are not the
-      MATMUL's. A MATMUL is also offered while the matmul engine is busy but ready (the previous
+      MATMUL's. A vector instruction and MATMULs may be in flight together when no SPAD bank of
+      the vector instruction's tensors (input, output, ADD's second input) is one the MATMUL reads
+      (SPAD is a BankedMemory too: the matmul engine reads through one port, the vector engines
+      through the other): each is offered while the other's engine is busy if so and no other
+      engine is busy. A MATMUL is also offered while the matmul engine is busy but ready (the previous
       MATMUL's rows drain through the array, in order, while the next loads: ``hw/matmul.py``;
       judged like busy, :attr:`BUSY_LAG` cycles after ready rises). No other instruction is
       offered to a busy engine, and every other instruction waits until no engine is busy. So the
@@ -98,8 +102,9 @@ class Controller(wiring.Component):
     :class:`~vitaccel.hw.arbiter.MemoryArbiter`: the controller's reads never depend on the DMA's
     except through the STORE rule above. An engine owns the local memory ports it uses while its
     ``busy`` is high (``hw/core.py``); the rules above keep
-    two owners of one port apart, since a SPAD LOAD uses only the SPAD write port and a MATMUL only
-    the SPAD read and ACC ports.
+    two owners of one port apart, since a SPAD LOAD uses only the SPAD write port, a MATMUL only
+    SPAD's first read port and the ACC ports, and a vector engine SPAD's second read port (in the
+    bank the MATMUL does not read), its write port and PARAM.
     """
 
     #: Cycles from the arrival of an instruction's last word to the end of its check (DECODE,

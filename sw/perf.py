@@ -4,7 +4,9 @@ The controller dispatches in order (docs/architecture.md, "Controller"): it fetc
 while the previous ones run, checks it, and offers it to its engine as soon as the scoreboard
 allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together, so do a
 REQUANT and MATMULs in the other accumulator bank (each bank counted busy until the end of the
-latest MATMUL in it), every other instruction waits until no engine is busy, and no engine takes a
+latest MATMUL in it), so do a vector instruction and MATMULs whose reads are in the other
+scratchpad bank than any of its tensors' rows, every other instruction waits until no engine is
+busy, and no engine takes a
 command while busy (an offer
 that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls)
 but the matmul engine, which takes the next MATMUL ``hw.matmul.matmul_issue_cycles`` after the
