@@ -87,7 +87,10 @@ class Controller(wiring.Component):
       the vector instruction's tensors (input, output, ADD's second input) is one the MATMUL reads
       (SPAD is a BankedMemory too: the matmul engine reads through one port, the vector engines
       through the other): each is offered while the other's engine is busy if so and no other
-      engine is busy. A MATMUL is also offered while the matmul engine is busy but ready (the previous
+      engine is busy. A STORE from SPAD is offered while the matmul engine is busy (and no other)
+      on the same terms: its rows' banks are not those the latest MATMUL reads (the DMA reads
+      through the second port too); no MATMUL comes while it runs, since the next fetch waits for
+      it. A MATMUL is also offered while the matmul engine is busy but ready (the previous
       MATMUL's rows drain through the array, in order, while the next loads: ``hw/matmul.py``;
       judged like busy, :attr:`BUSY_LAG` cycles after ready rises). No other instruction is
       offered to a busy engine, and every other instruction waits until no engine is busy. So the
@@ -436,7 +439,8 @@ class Controller(wiring.Component):
     def _decode(self, m, instr, decoding):
         """The instruction's class, registered in the cycle ``decoding`` is high (DECODE), as a
         namespace: ``to_engine`` (one flag per :class:`Engine`, set for the engine that executes
-        it), ``is_end``, ``is_vector``, ``is_matmul``, ``is_requant``, ``is_spad_load`` (a LOAD into SPAD) and
+        it), ``is_end``, ``is_vector``, ``is_matmul``, ``is_requant``, ``is_spad_load`` (a LOAD into SPAD),
+        ``is_spad_store`` (a STORE from SPAD) and
         ``rows_zero`` (it is a no-op: no rows, or a vector instruction without elements)."""
         op = instr.end.opcode
         rows = Signal(16)
@@ -457,7 +461,8 @@ class Controller(wiring.Component):
             to_engine={which: Signal(name=f"to_{which.name.lower()}") for which in Engine},
             is_end=Signal(name="is_end"), is_vector=Signal(name="is_vector_r"), is_matmul=Signal(name="is_matmul"),
             is_requant=Signal(name="is_requant"),
-            is_spad_load=Signal(name="is_spad_load_r"), rows_zero=Signal(name="rows_zero"))
+            is_spad_load=Signal(name="is_spad_load_r"), is_spad_store=Signal(name="is_spad_store_r"),
+            rows_zero=Signal(name="rows_zero"))
         with m.If(decoding):
             m.d.sync += [flag.eq(0) for flag in decoded.to_engine.values()]
             with m.Switch(op):
@@ -468,6 +473,7 @@ class Controller(wiring.Component):
                 decoded.is_end.eq(op == Opcode.END), decoded.is_vector.eq(is_vector),
                 decoded.is_matmul.eq(op == Opcode.MATMUL), decoded.is_requant.eq(op == Opcode.REQUANT),
                 decoded.is_spad_load.eq(_is_spad_load(instr)),
+                decoded.is_spad_store.eq((op == Opcode.STORE) & (instr.dma.mem == LocalMemory.SPAD)),
                 decoded.rows_zero.eq(rows == 0),
             ]
         return decoded
@@ -486,8 +492,9 @@ class Controller(wiring.Component):
         MATMULs are counted down: ``acc_bank_busy``) and the latest MATMUL's reads do not meet
         the scratchpad rows it writes; a vector instruction while the matmul engine is busy when
         the SPAD banks of its tensors (``new_vector_banks``, from the range check) are not those of
-        the latest MATMUL's reads, and a MATMUL while a vector engine is busy on the same terms;
-        anything else only while no engine is busy. The instruction's row ranges are registered
+        the latest MATMUL's reads, and a MATMUL while a vector engine is busy on the same terms; a
+        STORE from SPAD while the matmul engine is busy when its rows' SPAD banks are not those of
+        the latest MATMUL's reads; anything else only while no engine is busy. The instruction's row ranges are registered
         in DECODE (``decoding``), the hazards' comparisons in CHECK (``checking``).
         """
         cfg = self.cfg
@@ -534,11 +541,13 @@ class Controller(wiring.Component):
         # vector engine is busy at a time).
         spad_half = cfg.spad_rows // 2
         new_mm_banks = Signal(2, name="new_matmul_spad_banks")
+        new_store_banks = Signal(2, name="new_store_spad_banks")
         mm_banks, vec_banks = Signal(2, name="matmul_spad_banks"), Signal(2, name="vector_spad_banks")
         with m.If(checking):
             m.d.sync += [new_banks.eq(Cat(~acc_lo_bank, acc_end > half)),
                          new_mm_banks.eq(Cat((new_a[0] < spad_half) | (new_b[0] < spad_half),
-                                             (new_a[1] > spad_half) | (new_b[1] > spad_half)))]
+                                             (new_a[1] > spad_half) | (new_b[1] > spad_half))),
+                         new_store_banks.eq(Cat(new_load[0] < spad_half, new_load[1] > spad_half))]
 
         def meet(x, y, name):
             """Whether row ranges ``x`` and ``y`` overlap, from its two comparisons, each
@@ -598,6 +607,10 @@ class Controller(wiring.Component):
         with m.Elif(decoded.is_vector):
             m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL)
                                      & (~busy_r[Engine.MATMUL] | ~(new_vector_banks & mm_banks).any()))
+        with m.Elif(decoded.is_spad_store):
+            # No MATMUL is offered while a STORE runs (the fetch waits for it), so only this side.
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL)
+                                     & (~busy_r[Engine.MATMUL] | ~(new_store_banks & mm_banks).any()))
         with m.Else():
             m.d.comb += may_offer.eq(~_any_except(busy_r))
 

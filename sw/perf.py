@@ -4,8 +4,8 @@ The controller dispatches in order (docs/architecture.md, "Controller"): it fetc
 while the previous ones run, checks it, and offers it to its engine as soon as the scoreboard
 allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together, so do a
 REQUANT and MATMULs in the other accumulator bank (each bank counted busy until the end of the
-latest MATMUL in it), so do a vector instruction and MATMULs whose reads are in the other
-scratchpad bank than any of its tensors' rows, every other instruction waits until no engine is
+latest MATMUL in it), so do a vector instruction (or a STORE from SPAD) and MATMULs whose reads
+are in the other scratchpad bank than any of its rows, every other instruction waits until no engine is
 busy, and no engine takes a
 command while busy (an offer
 that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls)
@@ -250,9 +250,11 @@ class _Timeline:
         """The ACC banks (hw/memories.py BankedMemory: the address's top bit) of rows ``[lo, lo + rows)``."""
         return {f"acc_bank{b}" for b in _banks(self.cfg.acc_rows, lo, rows)}
 
-    def _vector_banks(self, op: Opcode, f: dict) -> set[int]:
-        """The SPAD banks a vector instruction touches: those of all its tensors' rows, inputs and
-        output (so that its writes never meet a MATMUL's reads either)."""
+    def _spad_banks(self, op: Opcode, f: dict) -> set[int]:
+        """The SPAD banks a vector instruction touches (those of all its tensors' rows, inputs and
+        output, so that its writes never meet a MATMUL's reads either), or a STORE's rows."""
+        if op is Opcode.STORE:
+            return _banks(self.cfg.spad_rows, f["local_addr"], f["rows"])
         return set().union(*(_banks(self.cfg.spad_rows, base, n) for base, n in vector_spans(self.cfg, op, f)))
 
     def _matmul_reads(self, f: dict) -> set[int]:
@@ -273,16 +275,17 @@ class _Timeline:
                 or any(_meet(r, (q["spad_addr"], q["spad_addr"] + q["rows"])) for r in (a, b)))
             for engine in _VECTOR_ENGINES:
                 _, v_op, v = self.latest.get(engine, (0, None, None))
-                independent[engine] = v is None or not self._vector_banks(v_op, v) & self._matmul_reads(f)
+                independent[engine] = v is None or not self._spad_banks(v_op, v) & self._matmul_reads(f)
             return [e for e in engines if not independent.get(e, False)]
         if op is Opcode.LOAD and f["mem"] == LocalMemory.SPAD.value:
             independent = not self._meets_matmul_reads((f["local_addr"], f["local_addr"] + f["rows"]))
             return [e for e in engines if e != "matmul" or not independent]
-        if op in _VECTOR:
+        if op in _VECTOR or (op is Opcode.STORE and f["mem"] == LocalMemory.SPAD.value):
             # Beside MATMULs whose reads are in the other SPAD bank (hw/core.py: the vector engines
-            # use the second read port).
+            # and the DMA use the second read port). No MATMUL comes while a STORE runs: the next
+            # fetch waits for it.
             _, _, g = self.latest.get("matmul", (0, None, None))
-            independent = g is None or not self._vector_banks(op, f) & self._matmul_reads(g)
+            independent = g is None or not self._spad_banks(op, f) & self._matmul_reads(g)
             return [e for e in engines if e != "matmul" or not independent]
         if op is Opcode.REQUANT:
             banks = sorted(self._acc_banks(f["acc_addr"], f["rows"]))

@@ -1,8 +1,8 @@
 """Random programs full of dependencies through the whole core in Verilator: LOADs into the
 scratchpad, MATMULs, REQUANTs and residual ADDs on a few dozen shared rows (read after write, write
 after read, MATMULs accumulating into the rows the previous one is still writing while its rows
-drain, REQUANTs beside MATMULs in the other accumulator bank, ADDs beside MATMULs that read the other
-scratchpad bank: the rows straddle both memories' bank boundaries), STOREs of both memories. The final memory image equals the ISA simulator's (sequential execution), the run ends
+drain, REQUANTs beside MATMULs in the other accumulator bank, ADDs and STOREs beside MATMULs that read
+the other scratchpad bank: the rows straddle both memories' bank boundaries), STOREs of both memories. The final memory image equals the ISA simulator's (sequential execution), the run ends
 with ``done`` and no error (no dependency pattern can hang the controller), and CYCLES equals the
 performance model's."""
 
@@ -33,8 +33,13 @@ def random_program(rng) -> Program:
     cfg, spad_b, acc_b = CFG, CFG.spad_row_bytes, CFG.acc_row_bytes
     words = [encode(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=4, dram_addr=0, dram_stride=acc_b)]
 
-    def spad(rows):
-        """A random first row of ``rows`` scratchpad rows in the region the program plays on."""
+    def spad(rows, bank=None):
+        """A random first row of ``rows`` scratchpad rows in the region the program plays on; half
+        the time, with ``bank``, in that SPAD bank's half of it (so that ADDs and STOREs often run
+        beside MATMULs reading the other bank)."""
+        half = SPAD_USED // 2
+        if bank is not None and rows <= half and rng.random() < 0.5:
+            return SPAD_BASE + bank * half + int(rng.integers(0, half - rows + 1))
         return SPAD_BASE + int(rng.integers(0, SPAD_USED - rows))
 
     for _ in range(int(rng.integers(30, 70))):
@@ -49,15 +54,16 @@ def random_program(rng) -> Program:
             rows, length = int(rng.integers(1, 7)), int(rng.integers(1, 2 * cfg.cols + 1))
             stride = rows + int(rng.integers(0, 4))
             span = (-(-length // cfg.cols) - 1) * stride + rows
-            src = spad(span)
-            src2 = src if rng.random() < 0.3 else spad(span)
+            src = spad(span, bank=1)
+            src2 = src if rng.random() < 0.3 else spad(span, bank=1)
             while src2 != src and src2 < src + span and src < src2 + span:
                 src2 = spad(span)
             words.append(encode(Opcode.ADD, src=src, src2=src2, dst=src, rows=rows, length=length,
                                 tile_stride=stride, param_addr=3))
         elif kind == "matmul":
             rows = int(rng.choice([1, 2, 3, 5, 9, 14]))
-            words.append(encode(Opcode.MATMUL, a_addr=spad(rows), b_addr=spad(cfg.rows),
+            bank = 0 if rng.random() < 0.5 else None
+            words.append(encode(Opcode.MATMUL, a_addr=spad(rows, bank), b_addr=spad(cfg.rows, bank),
                                 c_addr=ACC_BASE + (int(rng.integers(0, ACC_USED - min(rows, ACC_USED) + 1))
                                                    if rows <= ACC_USED else int(rng.integers(0, 4))),
                                 rows=rows, accumulate=int(rng.random() < 0.7), transpose_b=int(rng.random() < 0.3)))
@@ -67,9 +73,10 @@ def random_program(rng) -> Program:
                                 spad_addr=spad(rows), rows=rows, param_addr=0))
         else:
             mem, row_b = (LocalMemory.ACC, acc_b) if rng.random() < 0.5 else (LocalMemory.SPAD, spad_b)
-            base, depth = (ACC_BASE, ACC_USED + 4) if mem is LocalMemory.ACC else (SPAD_BASE, SPAD_USED)
             rows = int(rng.integers(1, 6))
-            words.append(encode(Opcode.STORE, mem=mem, local_addr=base + int(rng.integers(0, depth - rows)), rows=rows,
+            local = (ACC_BASE + int(rng.integers(0, ACC_USED + 4 - rows)) if mem is LocalMemory.ACC
+                     else spad(rows, bank=1))
+            words.append(encode(Opcode.STORE, mem=mem, local_addr=local, rows=rows,
                                 dram_addr=DATA + int(rng.integers(0, (OUT - rows * row_b) // row_b)) * row_b,
                                 dram_stride=row_b))
     # Everything the program touched, into external memory for the comparison.
