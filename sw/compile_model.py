@@ -367,7 +367,7 @@ def _weight_stream(b: _Builder, region: int, steps: list) -> None:
 
 
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
-                  local: dict, y: _Tensor | None = None, short: tuple = (0, 0)) -> None:
+                  local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None) -> None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
     LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
@@ -375,8 +375,11 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     from the second), REQUANT. Output tile ``j`` in ``local`` stays on chip from SPAD row
     ``local[j]``; the others are REQUANTized after the weights and STOREd to ``y`` (with
     ``keep_intermediates`` every tile is). ``short = (tiles, rows)``: the first ``tiles`` output tiles only for the first ``rows`` rows
-    (the last block's queries). The caller checks that the regions and parameters fit
-    (:func:`_fused_fits`).
+    (the last block's queries). ``weights``: the weight regions start there and the staging
+    region of the STOREd tiles at ``free`` (default: the weights at ``free``, the staging region
+    after them); with x and the weights in one SPAD bank and the staging region in the other, each
+    STORE runs beside the MATMULs in flight (docs/architecture.md). The caller checks that the
+    regions and parameters fit (:func:`_fused_fits`).
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
@@ -384,7 +387,8 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     w_sym, p_sym = _linear_constants(b, name, w, bias, mult, shift)
     b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3 * nt, dram_addr=p_sym.addr,
            dram_stride=cfg.acc_row_bytes)
-    stage = free + 2 * kt * c
+    stage = free + 2 * kt * c if weights is None else free
+    weights = free if weights is None else weights
     # Software pipelining (issue 21): output tile j accumulates in ACC bank j % 2 and its REQUANT
     # runs beside tile j + 1's MATMULs in the other bank, its STORE (if any) after them.
     half = cfg.acc_rows // 2
@@ -420,7 +424,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                 store()
         return kt * c, weight_source(cfg, w_sym, 0, kt * c, j), body
 
-    _weight_stream(b, free, [tile(j) for j in range(nt)])
+    _weight_stream(b, weights, [tile(j) for j in range(nt)])
     for requant, store in pending:
         requant()
         store()
@@ -1008,10 +1012,14 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 on_chip = chunk >= m and free + 2 * dt * c + t <= xl.addr and (m == t or not b.keep)
                 local = {part * heads * hdt + i: base + i * stride for part, base, stride in
                          ((0, q_base, m), (1, k_base, tp), (2, v_base, tp)) for i in range(hdt)} if on_chip else {}
+                # x is in the upper SPAD bank: the weights go there too if they fit, and the tiles
+                # STOREd are staged in the lower one, so that each STORE runs beside MATMULs.
+                half = cfg.spad_rows // 2
+                weights = half if (on_chip and free + t <= half <= xl.addr - 2 * dt * c) else None
                 # Only the attention's m query rows are needed (all of them for keep_intermediates).
                 with b.narrowed(narrow[p + "qkv"]):
                     _linear_local(b, p + "qkv", xl, *qkv_args, free=free if on_chip else 0, local=local, y=qkv,
-                                  short=(0, 0) if b.keep else (heads * hdt, m))
+                                  short=(0, 0) if b.keep else (heads * hdt, m), weights=weights)
         else:
             with b.layer(p + "norm1"):
                 n1 = layernorm(p + "norm1", blk.norm1, x)
