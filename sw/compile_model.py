@@ -437,7 +437,9 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     receives the tiles before the GELU). When ``x`` and the fc1 weight regions fit SPAD bank 0
     and a group tile bank 1, the group starts at bank 1 and each hidden tile gets its own GELU,
     emitted after its REQUANT among the next tile's MATMULs (which read bank 0 only), so the
-    controller runs it beside them (issue 21); the group's last tile's GELU follows its REQUANT.
+    controller runs it beside them (issue 21); the group's last tile's too, with the group's STORE
+    and fc2 steps after the next tile's MATMULs (that tile's REQUANT into the next group follows
+    them; only the model's last hidden tile is REQUANTized and GELUed with nothing beside).
     Then per fc2 output tile ``< nA`` its weights for the group's
     hidden rows, MATMUL-accumulating the group into its ACC tile. Then REQUANT those into ``x``'s
     rows (dead by then). Pass B (the layer ``fc2``): the other fc2 output tiles as
@@ -528,8 +530,21 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                 b.emit(Opcode.GELU, src=dst, src2=0, dst=dst, rows=m, length=min(hidden, (j + 1) * c) - j * c,
                        tile_stride=m, param_addr=0)
 
+            def finish():
+                """The group is complete (its last tile REQUANTized, with per_tile GELUed): the
+                group-wide GELU otherwise, the STORE to ``g``, pass A's fc2 steps over it."""
+                if not per_tile:
+                    if pre is not None:
+                        _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
+                    b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m,
+                           length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
+                if acc_a < ot or b.keep:
+                    _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
+                if acc_a:
+                    _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)])
+
             def body(addr):
-                previous = pending.pop() if pending else []
+                previous, after = pending.pop() if pending else ([], None)
                 loaded = dt * c if j + 1 < ht else 0
                 if previous and per_tile:
                     # The previous tile's REQUANT (if pipelined) and GELU, each after the MATMULs
@@ -552,29 +567,27 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     for (emit, _), s in zip(previous, at_mm):
                         if s == kk:
                             emit()
+                if after:
+                    after()         # the previous tile's group is complete
                 last = j + 1 == tiles.stop
+                if per_tile and pipelined and j + 1 < ht:
+                    # REQUANT and GELU beside the next tile's MATMULs, even for the group's last
+                    # tile: the next tile stays in its ACC bank (its REQUANT, into the next group,
+                    # follows the group's STORE and fc2 steps, which go after its MATMULs).
+                    pending.append(([(requant_fc1, requant_cost), (gelu_fc1, gelu_cost)], finish if last else None))
+                    return
                 if pipelined and not last:
                     # the group's last tile is REQUANTized now: the STORE and fc2 need it
-                    pending.append([(requant_fc1, requant_cost)] + ([(gelu_fc1, gelu_cost)] if per_tile else []))
+                    pending.append(([(requant_fc1, requant_cost)], None))
                     return
                 requant_fc1()
                 if per_tile and not last:
-                    pending.append([(gelu_fc1, gelu_cost)])
+                    pending.append(([(gelu_fc1, gelu_cost)], None))
                     return
                 if per_tile:
                     gelu_fc1()
-                    # the group's last tile ends it: nothing in bank 0 is left to run beside
-                if not last:
-                    return
-                if not per_tile:
-                    if pre is not None:
-                        _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
-                    b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m,
-                           length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
-                if acc_a < ot or b.keep:
-                    _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
-                if acc_a:
-                    _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)])
+                if last:
+                    finish()
             return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
         _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
