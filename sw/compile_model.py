@@ -434,8 +434,9 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     A, per group of hidden tiles that fits SPAD after ``x`` and two fc1 weight columns: per hidden
     tile its fc1 weight column, MATMUL over ``x``'s tiles, REQUANT into the group; GELU over the
     group in place; STORE it to ``g`` (when pass B needs it, or ``keep_intermediates``; ``pre``
-    receives the tiles before the GELU). When ``x`` and the fc1 weight regions fit SPAD bank 0
-    and a group tile bank 1, the group starts at bank 1 and each hidden tile gets its own GELU,
+    receives the tiles before the GELU). When ``x`` and the fc1 weight regions fit SPAD bank 0,
+    a group tile bank 1, and a tile's MATMULs are long enough to cover the next weight LOAD, a
+    REQUANT and a GELU, the group starts at bank 1 and each hidden tile gets its own GELU,
     emitted after its REQUANT among the next tile's MATMULs (which read bank 0 only), so the
     controller runs it beside them (issue 21); the group's last tile's too, with the group's STORE
     and fc2 steps after the next tile's MATMULs (that tile's REQUANT into the next group follows
@@ -499,18 +500,23 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         stage = x.end + 2 * dt * c
         # Per-tile GELU beside the MATMULs (issue 21): x and the fc1 weight regions in SPAD bank 0,
         # the group in bank 1 (the controller runs a vector instruction beside MATMULs whose reads
-        # are in the other bank).
-        half_spad = cfg.spad_rows // 2
-        per_tile = x.addr < half_spad and stage <= half_spad and half_spad + m + 2 * c <= cfg.spad_rows
-        if per_tile:
-            stage = half_spad
-        group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
-        w2 = stage + group * m
+        # are in the other bank), where a tile's MATMULs cover the next weight LOAD, the previous
+        # tile's REQUANT (if pipelined) and its GELU, one more to spare (with a few short MATMULs,
+        # the table's parameter phase once per group costs less).
         issue = m + cfg.rows                    # a MATMUL's issue interval (requant_slot)
         # A per-tile GELU's cycles as hw/gelu.py gelu_cycles counts them (the table's 256 entries or
         # one parameter read, one beat per vector_lanes elements, a few cycles of latency).
         gelu_cost = (256 if cfg.gelu == "table" else 1) + m * (c // cfg.vector_lanes) + 20
         requant_cost = -(-m * c // cfg.requant_lanes) + 3
+        covered = (-(-CostModel().dma(cfg, dt * c, cfg.spad_row_bytes) // issue) + 1
+                   + (-(-requant_cost // issue) if pipelined else 0) + -(-gelu_cost // issue) + 1)
+        half_spad = cfg.spad_rows // 2
+        per_tile = (x.addr < half_spad and stage <= half_spad and half_spad + m + 2 * c <= cfg.spad_rows
+                    and covered <= dt)
+        if per_tile:
+            stage = half_spad
+        group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
+        w2 = stage + group * m
 
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
 
@@ -552,11 +558,10 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     # waits for both and would hold up the MATMULs behind it), the GELU early
                     # enough that the later MATMULs (one more) cover it: the next LOAD waits for it.
                     after_load = -(-CostModel().dma(cfg, loaded, cfg.spad_row_bytes) // issue) if loaded else 0
-                    at_mm, at = [], dt - 1
+                    at_mm, at = [], dt - 2
                     for _, cost in reversed(previous):
                         at -= -(-cost // issue)
                         at_mm.insert(0, at)
-                    at_mm[-1] -= 1
                     low = max(int(pipelined), after_load)
                     at_mm = [min(dt - 1, max(low, s)) for s in at_mm]
                 else:

@@ -1,11 +1,13 @@
 """fc1's GELU beside the array (issue 21, sw/compile_model.py ``_mlp_local``): where x and fc1's
 weight regions fit SPAD bank 0 and a hidden tile bank 1, each hidden tile gets its own GELU,
-placed among the next hidden tile's MATMULs, and the performance model runs it beside them; elsewhere
-the group-wide GELU stays. Either way the logits and intermediates equal the golden forward."""
+placed among the next hidden tile's MATMULs, and the performance model runs it beside them;
+elsewhere (and where a tile's MATMULs are too short to cover it) the group-wide GELU stays.
+Either way the logits and intermediates equal the golden forward."""
 
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from vitaccel.config import preset
@@ -98,18 +100,21 @@ def test_deit_tiny_gelu_beside_fc1_matmuls():
     assert_golden(program, iv, image)
 
 
-def test_group_gelu_where_the_banks_cannot_be_separated():
-    # 92 features on tiny (4 columns): block 0's x (23 tiles of 17 rows) and fc1's weight regions
-    # end at SPAD row 575, past bank 1's first row (512): the group-wide GELU (3 groups of 46
-    # hidden tiles); block 1 (the class token's row only) fits and takes one GELU per tile. The
-    # keep_intermediates path STOREs fc1's tiles before their GELU on both.
+@pytest.mark.parametrize("spad_rows, gelus", [(1024, 3), (2048, 46)])
+def test_group_or_tile_gelu_equal_golden(spad_rows, gelus):
+    # 92 features on tiny (4 columns). With 1024 SPAD rows block 0's x (23 tiles of 17 rows) and
+    # fc1's weight regions end at row 575, past bank 1's first row (512): the group-wide GELU (3
+    # groups of the 46 hidden tiles); with 2048 they fit bank 0 and each hidden tile has its GELU.
+    # Block 1 (the class token's row only) has MATMULs too short to hide a GELU table's 256
+    # parameter cycles: one GELU for its one group. keep_intermediates STOREs fc1's tiles before
+    # their GELU either way.
     iv = random_intvit(ViTConfig(img_size=8, patch_size=2, in_chans=1, num_classes=10, embed_dim=92, depth=2,
                                  num_heads=4, mlp_ratio=2.0), seed=1)
-    cfg = dataclasses.replace(preset("tiny"), param_rows=256).validate()
+    cfg = dataclasses.replace(preset("tiny"), param_rows=256, spad_rows=spad_rows).validate()
     images = torch.randn((2, 1, 8, 8), generator=torch.Generator().manual_seed(3))
     for keep in (False, True):
         program = compile_model(iv, cfg, keep_intermediates=keep)
-        assert len(_gelus(program, "blocks.0.mlp")) == 3
-        assert len(_gelus(program, "blocks.1.mlp")) == 46
+        assert len(_gelus(program, "blocks.0.mlp")) == gelus
+        assert len(_gelus(program, "blocks.1.mlp")) == 1
         assert_golden(program, iv, images, [f"blocks.{i}.{op}" for i in (0, 1) for op in ("fc1", "gelu", "fc2")]
                       if keep else ())
