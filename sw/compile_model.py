@@ -88,8 +88,8 @@ from vitaccel.numerics import row_mean_constants
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.numerics import LSQ2_UNIT
 from vitaccel.sw.compile_ops import vector_param_rows
-from vitaccel.sw.compiler import (MAX_ROWS, CompileError, check_features, pack_linear_params, plan_linear,
-                                  weight_source,
+from vitaccel.sw.compiler import (MAX_ROWS, CompileError, CostModel, check_features, pack_linear_params,
+                                  plan_linear, weight_source,
                                   requant_features, requant_slot, schedule_linear)
 from vitaccel.sw.intvit import IntViT, IntViTError
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
@@ -438,7 +438,14 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     A, per group of hidden tiles that fits SPAD after ``x`` and two fc1 weight columns: per hidden
     tile its fc1 weight column, MATMUL over ``x``'s tiles, REQUANT into the group; GELU over the
     group in place; STORE it to ``g`` (when pass B needs it, or ``keep_intermediates``; ``pre``
-    receives the tiles before the GELU); per fc2 output tile ``< nA`` its weights for the group's
+    receives the tiles before the GELU). When ``x`` and the fc1 weight regions fit SPAD bank 0,
+    a group tile bank 1, and a tile's MATMULs are long enough to cover the next weight LOAD, a
+    REQUANT and a GELU, the group starts at bank 1 and each hidden tile gets its own GELU,
+    emitted after its REQUANT among the next tile's MATMULs (which read bank 0 only), so the
+    controller runs it beside them (issue 21); the group's last tile's too, with the group's STORE
+    and fc2 steps after the next tile's MATMULs (that tile's REQUANT into the next group follows
+    them; only the model's last hidden tile is REQUANTized and GELUed with nothing beside).
+    Then per fc2 output tile ``< nA`` its weights for the group's
     hidden rows, MATMUL-accumulating the group into its ACC tile. Then REQUANT those into ``x``'s
     rows (dead by then). Pass B (the layer ``fc2``): the other fc2 output tiles as
     :func:`schedule_linear` with K chunks, ``g`` loaded per chunk after ``x``, REQUANT into ``x``'s
@@ -495,41 +502,101 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         load_param(0, gp, g_sym.addr)
         load_param(gp, 3 * ht, p1_sym.addr)
         stage = x.end + 2 * dt * c
+        # Per-tile GELU beside the MATMULs (issue 21): x and the fc1 weight regions in SPAD bank 0,
+        # the group in bank 1 (the controller runs a vector instruction beside MATMULs whose reads
+        # are in the other bank), where a tile's MATMULs cover the next weight LOAD, the previous
+        # tile's REQUANT (if pipelined) and its GELU, one more to spare (with a few short MATMULs,
+        # the table's parameter phase once per group costs less).
+        issue = m + cfg.rows                    # a MATMUL's issue interval (requant_slot)
+        # A per-tile GELU's cycles as hw/gelu.py gelu_cycles counts them (the table's 256 entries or
+        # one parameter read, one beat per vector_lanes elements, a few cycles of latency).
+        gelu_cost = (256 if cfg.gelu == "table" else 1) + m * (c // cfg.vector_lanes) + 20
+        requant_cost = -(-m * c // cfg.requant_lanes) + 3
+        covered = (-(-CostModel().dma(cfg, dt * c, cfg.spad_row_bytes) // issue) + 1
+                   + (-(-requant_cost // issue) if pipelined else 0) + -(-gelu_cost // issue) + 1)
+        half_spad = cfg.spad_rows // 2
+        per_tile = (x.addr < half_spad and stage <= half_spad and half_spad + m + 2 * c <= cfg.spad_rows
+                    and covered <= dt)
+        if per_tile:
+            stage = half_spad
         group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
         w2 = stage + group * m
 
-        pending = []        # the previous fc1 tile's REQUANT, run beside this tile's MATMULs
+        pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
 
         def fc1_step(j):
             h0 = j - j % group
             tiles = range(h0, min(h0 + group, ht))
             acc = fc1_acc[j % 2]
+            dst = stage + (j - h0) * m
 
             def requant_fc1():
-                b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=stage + (j - h0) * m, rows=m, param_addr=gp + 3 * j)
+                b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=dst, rows=m, param_addr=gp + 3 * j)
 
-            def body(addr):
-                previous = pending.pop() if pending else None
-                slot = requant_slot(cfg, dt, m, dt * c if j + 1 < ht else 0)
-                for kk in range(dt):
-                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=m,
-                           accumulate=int(kk > 0))
-                    if previous and kk == slot:
-                        previous()
-                if pipelined and j + 1 < tiles.stop:
-                    pending.append(requant_fc1)      # the group's last tile is REQUANTized now: GELU needs it
-                    return
-                requant_fc1()
-                if j + 1 < tiles.stop:
-                    return
+            def gelu_fc1():
+                """This tile's STORE to ``pre`` (if any) and its GELU in place."""
                 if pre is not None:
-                    _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
-                b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m,
-                       length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
+                    _load_tiles(b, dst, pre, 0, m, j, 1, m, Opcode.STORE)
+                b.emit(Opcode.GELU, src=dst, src2=0, dst=dst, rows=m, length=min(hidden, (j + 1) * c) - j * c,
+                       tile_stride=m, param_addr=0)
+
+            def finish():
+                """The group is complete (its last tile REQUANTized, with per_tile GELUed): the
+                group-wide GELU otherwise, the STORE to ``g``, pass A's fc2 steps over it."""
+                if not per_tile:
+                    if pre is not None:
+                        _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
+                    b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m,
+                           length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
                 if acc_a < ot or b.keep:
                     _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
                 if acc_a:
                     _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)])
+
+            def body(addr):
+                previous, after = pending.pop() if pending else ([], None)
+                loaded = dt * c if j + 1 < ht else 0
+                if previous and per_tile:
+                    # The previous tile's REQUANT (if pipelined) and GELU, each after the MATMULs
+                    # covering the instruction before it (the weight LOAD, the REQUANT: a GELU
+                    # waits for both and would hold up the MATMULs behind it), the GELU early
+                    # enough that the later MATMULs (one more) cover it: the next LOAD waits for it.
+                    after_load = -(-CostModel().dma(cfg, loaded, cfg.spad_row_bytes) // issue) if loaded else 0
+                    at_mm, at = [], dt - 2
+                    for _, cost in reversed(previous):
+                        at -= -(-cost // issue)
+                        at_mm.insert(0, at)
+                    low = max(int(pipelined), after_load)
+                    at_mm = [min(dt - 1, max(low, s)) for s in at_mm]
+                else:
+                    at_mm = [requant_slot(cfg, dt, m, loaded)] * len(previous)
+                for kk in range(dt):
+                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=m,
+                           accumulate=int(kk > 0))
+                    for (emit, _), s in zip(previous, at_mm):
+                        if s == kk:
+                            emit()
+                if after:
+                    after()         # the previous tile's group is complete
+                last = j + 1 == tiles.stop
+                if per_tile and pipelined and j + 1 < ht:
+                    # REQUANT and GELU beside the next tile's MATMULs, even for the group's last
+                    # tile: the next tile stays in its ACC bank (its REQUANT, into the next group,
+                    # follows the group's STORE and fc2 steps, which go after its MATMULs).
+                    pending.append(([(requant_fc1, requant_cost), (gelu_fc1, gelu_cost)], finish if last else None))
+                    return
+                if pipelined and not last:
+                    # the group's last tile is REQUANTized now: the STORE and fc2 need it
+                    pending.append(([(requant_fc1, requant_cost)], None))
+                    return
+                requant_fc1()
+                if per_tile and not last:
+                    pending.append(([(gelu_fc1, gelu_cost)], None))
+                    return
+                if per_tile:
+                    gelu_fc1()
+                if last:
+                    finish()
             return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
         _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
