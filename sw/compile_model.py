@@ -88,7 +88,7 @@ from vitaccel.numerics import row_mean_constants
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.numerics import LSQ2_UNIT
 from vitaccel.sw.compile_ops import vector_param_rows
-from vitaccel.sw.compiler import (MAX_ROWS, CompileError, check_features, pack_linear_params, plan_linear,
+from vitaccel.sw.compiler import (MAX_ROWS, CompileError, CostModel, check_features, pack_linear_params, plan_linear,
                                   weight_source,
                                   requant_features, requant_slot, schedule_linear)
 from vitaccel.sw.intvit import IntViT, IntViTError
@@ -641,6 +641,76 @@ def _attention_regions(cfg: AccelConfig, t: int, dhp: int) -> tuple:
     return 0, dt * tp, q_base, chunk
 
 
+@dataclass(frozen=True)
+class _Split:
+    """One head's SPAD layout for the bank-split schedule (:func:`_attention_split`): keys, values
+    and queries (query stride ``t``), the two query chunks' logits (rows ``[0, nx)`` at ``lx``, in
+    the values' bank, rows ``[nx, t)`` at ``ly``, in the other bank) and the outputs (stride ``t``)."""
+    k: int
+    v: int
+    q: int
+    lx: int
+    ly: int
+    o: int
+    nx: int
+    delay: int = 0      # attention x V MATMULs of chunk y that the SOFTMAX of chunk y may still run beside
+
+
+def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) -> tuple | None:
+    """The layouts (head 0's, the later heads') of the bank-split attention schedule
+    (:func:`_attention_head_split`), or None where it does not fit or would not be faster.
+
+    The logits are requantized in two query chunks into the two SPAD banks: the chunk in the
+    values' bank is softmaxed first, then the other chunk's SOFTMAX runs beside the first chunk's
+    attention x V MATMULs (their reads are all in the other bank; issue 21's vector-beside-MATMUL
+    rule). Head 0 finds its keys, values and queries where :func:`_attention_regions` put them
+    (qkv leaves them there); the later heads' keys go to row 0 and their queries to the top of SPAD
+    (LOADed by the previous head after its SOFTMAXes), their values to the bottom of bank 1 (LOADed
+    between their q k.T MATMULs). The chunk sizes minimize a cycle estimate of the softmaxes and
+    attention x V MATMULs (exact timing: sw/perf.py)."""
+    c, s = cfg.cols, cfg.spad_rows
+    dt, tt = dhp // c, _ceil(t, c)
+    kv, qsz, half, acc_half = dt * tt * c, dt * t, s // 2, cfg.acc_rows // 2
+    k_base, v_base, q_base, chunk = _attention_regions(cfg, t, dhp)
+    if (rows != t or t < 2 or chunk < t or t > acc_half or _ceil(dt, 2) * t > acc_half
+            or _ceil(t, c) + 1 + ATTENTION_PARAM_ROWS > cfg.param_rows or v_base + kv > half):
+        return None
+    beats = -(-t // cfg.vector_lanes)
+
+    def softmax(n):
+        return n * (2 * beats + 6) + beats + 30 if n else 0
+
+    def av(n):
+        return dt * tt * (cfg.rows + max(n, c - 2)) if n else 0
+
+    def cost(nx):
+        return softmax(nx) + max(av(nx), softmax(t - nx)) + av(t - nx)
+
+    def best(lo, hi):
+        options = [nx for nx in range(max(1, lo), min(t - 1, hi) + 1)
+                   if _ceil(nx, c) + _ceil(t - nx, c) + ATTENTION_PARAM_ROWS <= cfg.param_rows]
+        return min(options, key=cost, default=None)
+
+    # Head 0: values at v_base (bank 0), chunk x after the queries in bank 0, chunk y from the
+    # bottom of bank 1 up to the next head's queries; the outputs over the dead queries.
+    lx0 = q_base + qsz
+    nx0 = best(t - (s - qsz - half) // tt, (half - lx0) // tt)
+    def delay(nx):
+        return _ceil(max(0, softmax(t - nx) - av(nx)), cfg.rows + max(t - nx, c - 2))
+
+    first = _Split(k_base, v_base, q_base, lx0, half, q_base, nx0, delay(nx0)) if nx0 else None
+    # Later heads: keys at 0, chunk y after them (bank 0); values, chunk x and the outputs over
+    # chunk x in bank 1 below the queries at the top.
+    nx = best(max(_ceil(qsz, tt), t - (half - kv) // tt), (s - qsz - half - kv) // tt)
+    later = _Split(0, half, s - qsz, half + kv, kv, half + kv, nx, delay(nx)) if nx else None
+    if first is None or (heads > 1 and later is None):
+        return None
+    old = softmax(t) + av(t)
+    if cost(first.nx) >= old or (heads > 1 and cost(later.nx) >= old):
+        return None
+    return first, later
+
+
 def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
                     p_sym: TensorSymbol, have: frozenset = frozenset()) -> frozenset:
     """Head ``h``: ``attention_matmul(softmax(requantize(q_h @ k_h.T)), v_h)`` for the first
@@ -659,6 +729,9 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     dt, tt, tp = dhp // c, _ceil(t, c), _ceil(t, c) * c
     if t > cfg.max_row:
         b.fail(f"softmax rows of {t} tokens exceed max_row={cfg.max_row}, the row buffer of the softmax unit")
+    split = _attention_split(cfg, t, dhp, out.rows, heads)
+    if split is not None:
+        return _attention_head_split(b, block, h, qkv, out, dhp, p_sym, have, split)
     k_base, v_base, q_base, chunk = _attention_regions(cfg, t, dhp)
     if chunk < 1:
         b.fail(f"{t} keys and values of {dhp} features ({2 * dt * tp} rows) and one query row "
@@ -727,6 +800,117 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
             _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
         _load_tiles(b, o_base, out, q0, n, h * dt, dt, n, Opcode.STORE)
     return ahead
+
+
+def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
+                          p_sym: TensorSymbol, have: frozenset, plan: tuple) -> frozenset:
+    """:func:`_attention_head` on the bank-split layouts of :func:`_attention_split` (all queries
+    at once, ``out.rows == qkv.rows``).
+
+    LOAD PARAM; head 0 LOADs its keys, values and queries unless ``have`` names them. Per key tile
+    MATMUL transpose_b over the feature tiles (all queries) and two REQUANTs, rows ``[0, nx)`` into
+    chunk x's logits and the others into chunk y's, beside the next tile's MATMULs (this head's
+    value tiles LOAD between them, except head 0's). SOFTMAX chunk x; SOFTMAX chunk y beside chunk
+    x's attention x V MATMULs (no other instruction between them: in order, it would wait for the
+    SOFTMAX). Every attention x V output tile has its own ACC rows, so their REQUANTs (row_shift)
+    and the next head's key and query LOADs wait until chunk y's MATMULs, between which they are
+    placed once the SOFTMAX is estimated done; STORE the outputs."""
+    cfg, c = b.cfg, b.cfg.cols
+    a = block.attn
+    t = qkv.rows
+    heads = len(a.logit_mult)
+    dt, tt, tp = dhp // c, _ceil(t, c), _ceil(t, c) * c
+    lay = plan[0] if h == 0 else plan[1]
+    nxt = plan[1] if h + 1 < heads else None
+    nx, ny = lay.nx, t - lay.nx
+    if h > 0 and "split" not in have:
+        b.fail(f"head {h}: the previous head did not LOAD this head's keys and queries")
+    log2 = int(b.log2 or bool(b.lsq2_bits))
+    twin = {} if b.twin_m is None else {"twin": 1, "twin_m": int(b.twin_m[h])}
+    twin_a = {} if b.twin_m is None else {"twin_a": 1, "twin_m": int(b.twin_m[h])}
+    if b.lsq2_bits:
+        twin = twin_a = {"twin_m": int(b.lsq2_bits)}
+    cost, acc_half = CostModel(), cfg.acc_rows // 2
+    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=ATTENTION_PARAM_ROWS,
+           dram_addr=p_sym.addr + h * ATTENTION_PARAM_ROWS * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
+    q_tile, k_tile, v_tile = (part * heads * dt + h * dt for part in range(3))
+    if h == 0 and "k" not in have:
+        _load_tiles(b, lay.k, qkv, 0, t, k_tile, dt, tp)
+    if h == 0 and "q" not in have:
+        _load_tiles(b, lay.q, qkv, 0, t, q_tile, dt, t)
+    load_cycles = cost.dma(cfg, t, cfg.spad_row_bytes)
+
+    def load(local, tile):
+        return load_cycles, functools.partial(_load_tiles, b, local, qkv, 0, t, tile, 1, t)
+
+    vloads = [] if h == 0 and "v" in have else [load(lay.v + i * tp, v_tile + i) for i in range(dt)]
+
+    def place(matmuls: list, side: list, issue: int, start: int, eligible=lambda item, g: True) -> None:
+        """Emit ``matmuls`` and, from after MATMUL ``start`` on, the ``side`` items ``(cycles,
+        emitter, ...)`` one at a time, each after the MATMULs that cover the one before; the rest after them."""
+        next_at = start
+        for g, matmul in enumerate(matmuls):
+            matmul()
+            if g >= next_at:
+                item = next((item for item in side if eligible(item, g)), None)
+                if item is not None:
+                    side.remove(item)
+                    item[1]()
+                    next_at = g + max(1, _ceil(item[0], issue))
+        for item in side:
+            item[1]()
+        side.clear()
+
+    # q k.T: logit tile kt accumulates in the ACC bank of its parity; its two REQUANTs (and a value
+    # tile's LOAD) run beside tile kt + 1's MATMULs.
+    issue = cfg.rows + max(t, c - 2)
+    slot = requant_slot(cfg, dt, t, 0)
+    pending = []
+    for kt in range(tt):
+        acc = kt % 2 * acc_half
+        matmuls = [functools.partial(b.emit, Opcode.MATMUL, a_addr=lay.q + i * t, b_addr=lay.k + i * tp + kt * c,
+                                     c_addr=acc, rows=t, accumulate=int(i > 0), transpose_b=1) for i in range(dt)]
+        place(matmuls, pending + vloads[:1], issue, slot)
+        del vloads[:1]
+        pending = [(cost.requant(cfg, n), functools.partial(b.emit, Opcode.REQUANT, acc_addr=acc + r0,
+                                                            spad_addr=base + kt * n, rows=n, param_addr=0))
+                   for r0, n, base in ((0, nx, lay.lx), (nx, ny, lay.ly))]
+    for item in pending + vloads:
+        item[1]()
+    exp_x, exp_y = ATTENTION_PARAM_ROWS, ATTENTION_PARAM_ROWS + _ceil(nx, c)
+    for base, n, exp in ((lay.lx, nx, exp_x), (lay.ly, ny, exp_y)):
+        b.emit(Opcode.SOFTMAX, src=base, src2=exp, dst=base, rows=n, length=t, tile_stride=n,
+               param_addr=3, log2=log2, **twin)
+
+    # attention x V: output tile j of chunk x (y) in ACC bank j % 2, rows (j // 2) * t (+ nx).
+    def acc_of(j, r0):
+        return j % 2 * acc_half + j // 2 * t + r0
+
+    def av(base, n, r0, j, kt):
+        return functools.partial(b.emit, Opcode.MATMUL, a_addr=base + kt * n, b_addr=lay.v + j * tp + kt * c,
+                                 c_addr=acc_of(j, r0), rows=n, accumulate=int(kt > 0), log2_a=log2, **twin_a)
+
+    for j in range(dt):
+        for kt in range(tt):
+            av(lay.lx, nx, 0, j, kt)()
+    side = [(cost.requant(cfg, n), functools.partial(
+                b.emit, Opcode.REQUANT, acc_addr=acc_of(j, r0), spad_addr=lay.o + j * t + r0, rows=n, param_addr=4,
+                row_shift=int(not (b.log2 or twin)), exp_addr=exp, **b.attn_narrow), j % 2, j if r0 else -1)
+            for r0, n, exp in ((0, nx, exp_x), (nx, ny, exp_y)) for j in range(dt)]
+    if nxt is not None:
+        side += [(*load(nxt.k + i * tp, k_tile + dt + i), None, -1) for i in range(dt)]
+        side += [(*load(nxt.q + i * t, q_tile + dt + i), None, -1) for i in range(dt)]
+
+    def eligible(item, g):
+        # A REQUANT once its tile is done, beside MATMULs of the other ACC bank that follow one
+        # in it (the bank's MATMULs have drained); a LOAD any time.
+        j, kt = divmod(g, tt)
+        return item[2] is None or (item[2] != j % 2 and item[3] < j and kt >= 1)
+
+    place([av(lay.ly, ny, nx, j, kt) for j in range(dt) for kt in range(tt)], side,
+          cfg.rows + max(ny, c - 2), lay.delay, eligible)
+    _load_tiles(b, lay.o, out, 0, t, h * dt, dt, t, Opcode.STORE)
+    return frozenset({"split"})
 
 
 def _run_deferred(cfg: AccelConfig, pending: list, index: int, count: int, rows: int) -> None:
