@@ -1,0 +1,68 @@
+"""Overlap the compiler builds for issue 21's vector-beside-MATMUL rule (sw/perf.py at a617035),
+shown on the performance model's instruction spans."""
+
+import numpy as np
+import pytest
+import torch
+
+from vitaccel.config import preset
+from vitaccel.isa import Opcode
+from vitaccel.sw import isasim
+from vitaccel.sw.compile_model import compile_model
+from vitaccel.sw.forward import forward, patches, quantize_input
+from vitaccel.sw.perf import estimate
+from vitaccel.sw.quantize import calibrate, quantize
+from vitaccel.sw.vit import VisionTransformer, ViTConfig
+
+
+def _deit_tiny_shaped(depth: int, seed: int = 0):
+    """A random DeiT-Tiny-shaped IntViT (197 tokens, dim 192, 3 heads of 64) of ``depth`` blocks."""
+    config = ViTConfig(depth=depth)
+    torch.manual_seed(seed)
+    model = VisionTransformer(config).eval()
+    calib = torch.randn((2, 3, 224, 224), generator=torch.Generator().manual_seed(seed))
+    return quantize(model, calibrate(model, calib))
+
+
+def _overlap(a, b) -> int:
+    """Cycles two inclusive busy spans ``(start, end)`` share."""
+    return max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
+
+
+@pytest.fixture(scope="module")
+def deit_block():
+    # Two blocks: the first computes every token (the bank-split attention), the last only the
+    # class token's queries (the old schedule).
+    iv = _deit_tiny_shaped(depth=2)
+    return iv, compile_model(iv, preset("default"))
+
+
+def test_softmax_runs_beside_attention_matmuls(deit_block):
+    iv, program = deit_block
+    report = estimate(program)
+    spans = report.instructions
+    for h in range(3):
+        start, stop = next((s, e) for s, e, name in program.layers if name == f"blocks.0.attn.{h}")
+        softmaxes = [i for i in range(start, stop) if spans[i].opcode is Opcode.SOFTMAX]
+        matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
+        assert len(softmaxes) == 2, h
+        # The first chunk's SOFTMAX runs alone; the second's beside the first chunk's attention x V
+        # MATMULs, which cover most of it.
+        first, second = ((spans[i].start, spans[i].end) for i in softmaxes)
+        assert not any(_overlap(first, m) for m in matmuls), h
+        beside = sum(_overlap(second, m) for m in matmuls)
+        busy = second[1] - second[0] + 1
+        assert beside >= (0.25 if h == 0 else 0.9) * busy, (h, beside, busy)
+    # The last block (one query) keeps one SOFTMAX per head, alone.
+    for h in range(3):
+        start, stop = next((s, e) for s, e, name in program.layers if name == f"blocks.1.attn.{h}")
+        assert sum(spans[i].opcode is Opcode.SOFTMAX for i in range(start, stop)) == 1
+
+
+def test_bank_split_attention_equals_golden(deit_block):
+    iv, program = deit_block
+    image = torch.randn((1, 3, 224, 224), generator=torch.Generator().manual_seed(7))
+    tokens = patches(quantize_input(iv, image), iv.config.patch_size)
+    result = isasim.run(program.with_tensors(input=tokens[0]))
+    assert result.ok, result.error
+    assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
