@@ -705,7 +705,10 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
     later = _Split(0, half, s - qsz, half + kv, kv, half + kv, nx, delay(nx)) if nx else None
     if first is None or (heads > 1 and later is None):
         return None
-    old = softmax(t) + av(t)
+    # Against the one-chunk schedule, also count a fetch for each instruction the split adds (a
+    # REQUANT per logit tile, a SOFTMAX, a MATMUL per output and key tile, a REQUANT per output
+    # tile): on small shapes they are not hidden and outweigh the overlap (tiny-digits on tiny).
+    old = softmax(t) + av(t) - (tt + 1 + dt * tt + dt) * CostModel().fetch(cfg)
     if cost(first.nx) >= old or (heads > 1 and cost(later.nx) >= old):
         return None
     return first, later

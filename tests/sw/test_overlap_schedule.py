@@ -66,3 +66,37 @@ def test_bank_split_attention_equals_golden(deit_block):
     result = isasim.run(program.with_tensors(input=tokens[0]))
     assert result.ok, result.error
     assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
+
+
+@pytest.mark.parametrize("variants", [{}, {"softmax": "shiftmax", "layernorm": "i_layernorm", "gelu": "shift"}])
+def test_bank_split_attention_on_tiny_equals_golden(monkeypatch, variants):
+    # On tiny the split is not chosen (its extra instructions' fetches outweigh the overlap);
+    # with fetches counted free it is, and the ISA simulator's logits still equal the golden's.
+    import dataclasses
+
+    import vitaccel.sw.compile_model as cm
+    from vitaccel.sw.digits import digits_split
+    from vitaccel.sw.vit import load_builtin
+
+    class FreeFetch(cm.CostModel):
+        def fetch(self, cfg):
+            return -10 ** 6
+
+    model = load_builtin("tiny-digits")
+    iv = quantize(model, calibrate(model, digits_split("calib")[0][:16]), **variants)
+    cfg = dataclasses.replace(preset("tiny"), **iv.variants).validate()
+    c = iv.config
+    dhp = -(-c.head_dim // cfg.cols) * cfg.cols
+    assert cm._attention_split(cfg, c.num_tokens, dhp, c.num_tokens, c.num_heads) is None
+    monkeypatch.setattr(cm, "CostModel", FreeFetch)
+    assert cm._attention_split(cfg, c.num_tokens, dhp, c.num_tokens, c.num_heads) is not None
+    program = compile_model(iv, cfg)
+    assert sum(w & 0xFF == Opcode.SOFTMAX.value for w in program.instructions) == 2 * c.num_heads + c.num_heads
+    images = digits_split("test")[0][:4]
+    tokens = patches(quantize_input(iv, images), c.patch_size)
+    got = []
+    for t in tokens:
+        result = isasim.run(program.with_tensors(input=t))
+        assert result.ok, result.error
+        got.append(program.read_tensor(result.image, "logits"))
+    assert np.array_equal(np.concatenate(got), forward(iv, images))
