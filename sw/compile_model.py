@@ -654,6 +654,7 @@ class _Split:
     o: int
     nx: int
     delay: int = 0      # attention x V MATMULs of chunk y that the SOFTMAX of chunk y may still run beside
+    early: int = 0      # > 0: q k.T per chunk, chunk x's SOFTMAX beside chunk y's first ``early`` MATMULs
 
 
 def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) -> tuple | None:
@@ -686,30 +687,60 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
     def cost(nx):
         return softmax(nx) + max(av(nx), softmax(t - nx)) + av(t - nx)
 
-    def best(lo, hi):
+    def best(lo, hi, key=cost):
         options = [nx for nx in range(max(1, lo), min(t - 1, hi) + 1)
                    if _ceil(nx, c) + _ceil(t - nx, c) + ATTENTION_PARAM_ROWS <= cfg.param_rows]
-        return min(options, key=cost, default=None)
+        return min(options, key=key, default=None)
 
-    # Head 0: values at v_base (bank 0), chunk x after the queries in bank 0, chunk y from the
-    # bottom of bank 1 up to the next head's queries; the outputs over the dead queries.
-    lx0 = q_base + qsz
-    nx0 = best(t - (s - qsz - half) // tt, (half - lx0) // tt)
     def delay(nx):
         return _ceil(max(0, softmax(t - nx) - av(nx)), cfg.rows + max(t - nx, c - 2))
 
-    first = _Split(k_base, v_base, q_base, lx0, half, q_base, nx0, delay(nx0)) if nx0 else None
-    # Later heads: keys at 0, chunk y after them (bank 0); values, chunk x and the outputs over
-    # chunk x in bank 1 below the queries at the top.
-    nx = best(max(_ceil(qsz, tt), t - (half - kv) // tt), (s - qsz - half - kv) // tt)
-    later = _Split(0, half, s - qsz, half + kv, kv, half + kv, nx, delay(nx)) if nx else None
+    def requants(n):
+        return tt * CostModel().requant(cfg, n)
+
+    def early_cost(nx):
+        # Later heads with chunk x's SOFTMAX beside chunk y's q k.T MATMULs: q k.T of each chunk
+        # (av: the same MATMULs), chunk y's REQUANTs after that SOFTMAX, beside the MATMULs left.
+        ny = t - nx
+        return (av(nx) + max(softmax(nx), av(ny)) + max(0, requants(ny) - max(0, av(ny) - softmax(nx)))
+                + max(av(nx), softmax(ny)) + av(ny))
+
+    def early_delay(nx):
+        return _ceil(softmax(nx), cfg.rows + max(t - nx, c - 2))
+
+    # Head 0: values at v_base (bank 0), chunk x after the queries in bank 0, chunk y from the
+    # bottom of bank 1; the outputs after chunk y (the next head's queries then go to the top of
+    # bank 0, "early" layouts) or over the dead queries.
+    lx0 = q_base + qsz
+    first = later = None
+    # Later heads, early: keys at 0, chunk y after them and the queries at the top of bank 0;
+    # values, chunk x and the outputs over chunk x in bank 1.
+    q1 = half - qsz
+    nx = best(max(_ceil(qsz, tt), t - (q1 - kv) // tt, t - acc_half // _ceil(tt, 2)), (half - kv) // tt,
+              early_cost)
+    nx0 = best(t - (s - half - qsz) // tt, (half - lx0) // tt)
+    if nx and nx0 and q1 >= v_base + kv:
+        first = _Split(k_base, v_base, q_base, lx0, half, half + tt * (t - nx0), nx0, delay(nx0))
+        later = _Split(0, half, q1, half + kv, kv, half + kv, nx, delay(nx), early_delay(nx))
+    elif heads > 1 or nx0 is None:
+        # Later heads: keys at 0, chunk y after them (bank 0); values, chunk x and the outputs
+        # over chunk x in bank 1 below the queries at the top.
+        nx0 = best(t - (s - qsz - half) // tt, (half - lx0) // tt)
+        first = _Split(k_base, v_base, q_base, lx0, half, q_base, nx0, delay(nx0)) if nx0 else None
+        nx = best(max(_ceil(qsz, tt), t - (half - kv) // tt), (s - qsz - half - kv) // tt)
+        later = _Split(0, half, s - qsz, half + kv, kv, half + kv, nx, delay(nx)) if nx else None
     if first is None or (heads > 1 and later is None):
         return None
     # Against the one-chunk schedule, also count a fetch for each instruction the split adds (a
     # REQUANT per logit tile, a SOFTMAX, a MATMUL per output and key tile, a REQUANT per output
-    # tile): on small shapes they are not hidden and outweigh the overlap (tiny-digits on tiny).
-    old = softmax(t) + av(t) - (tt + 1 + dt * tt + dt) * CostModel().fetch(cfg)
-    if cost(first.nx) >= old or (heads > 1 and cost(later.nx) >= old):
+    # tile; early: a MATMUL per key and feature tile more): on small shapes they are not hidden
+    # and outweigh the overlap (tiny-digits on tiny).
+    fetch = CostModel().fetch(cfg)
+    old = softmax(t) + av(t) - (tt + 1 + dt * tt + dt) * fetch
+    if cost(first.nx) >= old:
+        return None
+    if heads > 1 and (early_cost(later.nx) + dt * tt * fetch >= old + av(t) if later.early
+                      else cost(later.nx) >= old):
         return None
     return first, later
 
@@ -864,26 +895,53 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
             item[1]()
         side.clear()
 
-    # q k.T: logit tile kt accumulates in the ACC bank of its parity; its two REQUANTs (and a value
-    # tile's LOAD) run beside tile kt + 1's MATMULs.
-    issue = cfg.rows + max(t, c - 2)
-    slot = requant_slot(cfg, dt, t, 0)
+    # q k.T: logit tile kt accumulates in the ACC bank of its parity; its REQUANTs (and a value
+    # tile's LOAD) run beside tile kt + 1's MATMULs. Early: chunk x's rows first, then chunk y's
+    # beside chunk x's SOFTMAX, each logit tile in ACC rows of its own, REQUANTed once that SOFTMAX
+    # is estimated done.
+    exp_x, exp_y = ATTENTION_PARAM_ROWS, ATTENTION_PARAM_ROWS + _ceil(nx, c)
+
+    def softmax(base, n, exp):
+        b.emit(Opcode.SOFTMAX, src=base, src2=exp, dst=base, rows=n, length=t, tile_stride=n,
+               param_addr=3, log2=log2, **twin)
+
+    rows, parts = (nx, ((0, nx, lay.lx),)) if lay.early else (t, ((0, nx, lay.lx), (nx, ny, lay.ly)))
+    issue = cfg.rows + max(rows, c - 2)
+    slot = requant_slot(cfg, dt, rows, 0)
     pending = []
     for kt in range(tt):
         acc = kt % 2 * acc_half
         matmuls = [functools.partial(b.emit, Opcode.MATMUL, a_addr=lay.q + i * t, b_addr=lay.k + i * tp + kt * c,
-                                     c_addr=acc, rows=t, accumulate=int(i > 0), transpose_b=1) for i in range(dt)]
-        place(matmuls, pending + vloads[:1], issue, slot)
-        del vloads[:1]
+                                     c_addr=acc, rows=rows, accumulate=int(i > 0), transpose_b=1) for i in range(dt)]
+        # A value tile's LOAD every other tile where they fit (a LOAD and the REQUANTs take longer
+        # than a tile's MATMULs).
+        take = vloads[:1] if kt % 2 or len(vloads) > (tt - kt) // 2 else []
+        place(matmuls, pending + take, issue, slot)
+        del vloads[:len(take)]
         pending = [(cost.requant(cfg, n), functools.partial(b.emit, Opcode.REQUANT, acc_addr=acc + r0,
                                                             spad_addr=base + kt * n, rows=n, param_addr=0))
-                   for r0, n, base in ((0, nx, lay.lx), (nx, ny, lay.ly))]
+                   for r0, n, base in parts]
     for item in pending + vloads:
         item[1]()
-    exp_x, exp_y = ATTENTION_PARAM_ROWS, ATTENTION_PARAM_ROWS + _ceil(nx, c)
-    for base, n, exp in ((lay.lx, nx, exp_x), (lay.ly, ny, exp_y)):
-        b.emit(Opcode.SOFTMAX, src=base, src2=exp, dst=base, rows=n, length=t, tile_stride=n,
-               param_addr=3, log2=log2, **twin)
+    softmax(lay.lx, nx, exp_x)
+    if lay.early:
+        def y_acc(kt):
+            return kt % 2 * acc_half + kt // 2 * ny
+
+        matmuls = [functools.partial(b.emit, Opcode.MATMUL, a_addr=lay.q + i * t + nx, b_addr=lay.k + i * tp + kt * c,
+                                     c_addr=y_acc(kt), rows=ny, accumulate=int(i > 0), transpose_b=1)
+                   for kt in range(tt) for i in range(dt)]
+        side = [(cost.requant(cfg, ny), functools.partial(b.emit, Opcode.REQUANT, acc_addr=y_acc(kt),
+                                                          spad_addr=lay.ly + kt * ny, rows=ny, param_addr=0), kt % 2, kt)
+                for kt in range(tt)]
+
+        def done(item, g):
+            # Beside MATMULs of the other ACC bank, one of them in it (the tile's have drained).
+            kt, i = divmod(g, dt)
+            return item[2] != kt % 2 and item[3] < kt and i >= 1
+
+        place(matmuls, side, cfg.rows + max(ny, c - 2), lay.early, done)
+    softmax(lay.ly, ny, exp_y)
 
     # attention x V: output tile j of chunk x (y) in ACC bank j % 2, rows (j // 2) * t (+ nx).
     def acc_of(j, r0):

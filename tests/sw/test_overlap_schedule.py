@@ -46,13 +46,16 @@ def test_softmax_runs_beside_attention_matmuls(deit_block):
         softmaxes = [i for i in range(start, stop) if spans[i].opcode is Opcode.SOFTMAX]
         matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
         assert len(softmaxes) == 2, h
-        # The first chunk's SOFTMAX runs alone; the second's beside the first chunk's attention x V
-        # MATMULs, which cover most of it.
+        # Head 0 (its keys, values and queries where qkv left them, all in bank 0): the first
+        # chunk's SOFTMAX runs alone, the second's beside the first chunk's attention x V MATMULs.
+        # The later heads: the first beside the second chunk's q k.T MATMULs too; the MATMULs cover
+        # almost all of both.
         first, second = ((spans[i].start, spans[i].end) for i in softmaxes)
-        assert not any(_overlap(first, m) for m in matmuls), h
-        beside = sum(_overlap(second, m) for m in matmuls)
-        busy = second[1] - second[0] + 1
-        assert beside >= (0.25 if h == 0 else 0.9) * busy, (h, beside, busy)
+        beside = [sum(_overlap(s, m) for m in matmuls) / (s[1] - s[0] + 1) for s in (first, second)]
+        if h == 0:
+            assert beside[0] == 0 and beside[1] >= 0.2, (h, beside)
+        else:
+            assert min(beside) >= 0.9, (h, beside)
     # The last block (one query) keeps one SOFTMAX per head, alone.
     for h in range(3):
         start, stop = next((s, e) for s, e, name in program.layers if name == f"blocks.1.attn.{h}")
