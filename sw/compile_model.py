@@ -44,7 +44,12 @@ where every op LOADs its operands from and STOREs its result to external memory:
                      the key tiles) and REQUANT row_shift -> into q_h's rows (after the logits
                      if they fit); STORE -> attn. With one query chunk, the next head's k (and q,
                      if the outputs went after the logits) tiles LOAD between the attention x V
-                     MATMULs, where the scoreboard overlaps them
+                     MATMULs, where the scoreboard overlaps them. Where it fits and is estimated
+                     faster (_attention_split; DeiT-Tiny on default, all queries of a block), the
+                     logits go to the two SPAD banks in two query chunks so that SOFTMAXes run
+                     beside MATMULs reading the other bank (issue 21): chunk y's SOFTMAX beside
+                     chunk x's attention x V MATMULs; after head 0, q k.T per chunk and chunk x's
+                     SOFTMAX beside chunk y's q k.T too (_attention_head_split)
     blocks.i.proj    linear attn (M, H*dhp) -> proj (its weight's K rows padded to match)
     blocks.i.add1    ADD x + proj per chunk
     blocks.i.norm2, fc1, gelu (in place), fc2, add2   as above
@@ -754,7 +759,9 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     ``"q"`` (one chunk of queries), left by qkv or by the previous head. With one query chunk and
     a next head, the keys' region is dead once the logits are computed, and so is the queries' if
     the outputs fit after the logits (they go there then): the next head's keys (and queries) load
-    between this head's attention x V MATMULs, where they overlap them. Returns what it loaded so.
+    between this head's attention x V MATMULs, where they overlap them. Returns what it loaded so
+    (``"split"``: the next head's keys and queries, where :func:`_attention_split`'s layouts
+    apply, and then :func:`_attention_head_split` schedules the head).
     """
     cfg, c = b.cfg, b.cfg.cols
     a = block.attn
