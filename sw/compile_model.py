@@ -658,7 +658,6 @@ class _Split:
     ly: int
     o: int
     nx: int
-    delay: int = 0      # attention x V MATMULs of chunk y that the SOFTMAX of chunk y may still run beside
     early: int = 0      # > 0: q k.T per chunk, chunk x's SOFTMAX beside chunk y's first ``early`` MATMULs
 
 
@@ -697,9 +696,6 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
                    if _ceil(nx, c) + _ceil(t - nx, c) + ATTENTION_PARAM_ROWS <= cfg.param_rows]
         return min(options, key=key, default=None)
 
-    def delay(nx):
-        return _ceil(max(0, softmax(t - nx) - av(nx)), cfg.rows + max(t - nx, c - 2))
-
     def requants(n):
         return tt * CostModel().requant(cfg, n)
 
@@ -725,15 +721,15 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
               early_cost)
     nx0 = best(t - (s - half - qsz) // tt, (half - lx0) // tt)
     if nx and nx0 and q1 >= v_base + kv:
-        first = _Split(k_base, v_base, q_base, lx0, half, half + tt * (t - nx0), nx0, delay(nx0))
-        later = _Split(0, half, q1, half + kv, kv, half + kv, nx, delay(nx), early_delay(nx))
+        first = _Split(k_base, v_base, q_base, lx0, half, half + tt * (t - nx0), nx0)
+        later = _Split(0, half, q1, half + kv, kv, half + kv, nx, early_delay(nx))
     elif heads > 1 or nx0 is None:
         # Later heads: keys at 0, chunk y after them (bank 0); values, chunk x and the outputs
         # over chunk x in bank 1 below the queries at the top.
         nx0 = best(t - (s - qsz - half) // tt, (half - lx0) // tt)
-        first = _Split(k_base, v_base, q_base, lx0, half, q_base, nx0, delay(nx0)) if nx0 else None
+        first = _Split(k_base, v_base, q_base, lx0, half, q_base, nx0) if nx0 else None
         nx = best(max(_ceil(qsz, tt), t - (half - kv) // tt), (s - qsz - half - kv) // tt)
-        later = _Split(0, half, s - qsz, half + kv, kv, half + kv, nx, delay(nx)) if nx else None
+        later = _Split(0, half, s - qsz, half + kv, kv, half + kv, nx) if nx else None
     if first is None or (heads > 1 and later is None):
         return None
     # Against the one-chunk schedule, also count a fetch for each instruction the split adds (a
@@ -854,8 +850,8 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
     value tiles LOAD between them, except head 0's). SOFTMAX chunk x; SOFTMAX chunk y beside chunk
     x's attention x V MATMULs (no other instruction between them: in order, it would wait for the
     SOFTMAX). Every attention x V output tile has its own ACC rows, so their REQUANTs (row_shift)
-    and the next head's key and query LOADs wait until chunk y's MATMULs, between which they are
-    placed once the SOFTMAX is estimated done; STORE the outputs."""
+    and the next head's key and query LOADs wait until chunk y's MATMULs (which wait for chunk y's
+    SOFTMAX: they read its logits), between which they are placed; STORE the outputs."""
     cfg, c = b.cfg, b.cfg.cols
     a = block.attn
     t = qkv.rows
@@ -976,7 +972,7 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
         return item[2] is None or (item[2] != j % 2 and item[3] < j and kt >= 1)
 
     place([av(lay.ly, ny, nx, j, kt) for j in range(dt) for kt in range(tt)], side,
-          cfg.rows + max(ny, c - 2), lay.delay, eligible)
+          cfg.rows + max(ny, c - 2), 0, eligible)
     _load_tiles(b, lay.o, out, 0, t, h * dt, dt, t, Opcode.STORE)
     return frozenset({"split"})
 
