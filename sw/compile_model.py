@@ -44,7 +44,12 @@ where every op LOADs its operands from and STOREs its result to external memory:
                      the key tiles) and REQUANT row_shift -> into q_h's rows (after the logits
                      if they fit); STORE -> attn. With one query chunk, the next head's k (and q,
                      if the outputs went after the logits) tiles LOAD between the attention x V
-                     MATMULs, where the scoreboard overlaps them
+                     MATMULs, where the scoreboard overlaps them. Where it fits and is estimated
+                     faster (_attention_split; DeiT-Tiny on default, all queries of a block), the
+                     logits go to the two SPAD banks in two query chunks so that SOFTMAXes run
+                     beside MATMULs reading the other bank (issue 21): chunk y's SOFTMAX beside
+                     chunk x's attention x V MATMULs; after head 0, q k.T per chunk and chunk x's
+                     SOFTMAX beside chunk y's q k.T too (_attention_head_split)
     blocks.i.proj    linear attn (M, H*dhp) -> proj (its weight's K rows padded to match)
     blocks.i.add1    ADD x + proj per chunk
     blocks.i.norm2, fc1, gelu (in place), fc2, add2   as above
@@ -712,6 +717,106 @@ def _attention_regions(cfg: AccelConfig, t: int, dhp: int) -> tuple:
     return 0, dt * tp, q_base, chunk
 
 
+@dataclass(frozen=True)
+class _Split:
+    """One head's SPAD layout for the bank-split schedule (:func:`_attention_split`): keys, values
+    and queries (query stride ``t``), the two query chunks' logits (rows ``[0, nx)`` at ``lx``, in
+    the values' bank, rows ``[nx, t)`` at ``ly``, in the other bank) and the outputs (stride ``t``)."""
+    k: int
+    v: int
+    q: int
+    lx: int
+    ly: int
+    o: int
+    nx: int
+    early: int = 0      # > 0: q k.T per chunk, chunk x's SOFTMAX beside chunk y's first ``early`` MATMULs
+
+
+def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) -> tuple | None:
+    """The layouts (head 0's, the later heads') of the bank-split attention schedule
+    (:func:`_attention_head_split`), or None where it does not fit or would not be faster.
+
+    The logits are requantized in two query chunks into the two SPAD banks: the chunk in the
+    values' bank is softmaxed first, then the other chunk's SOFTMAX runs beside the first chunk's
+    attention x V MATMULs (their reads are all in the other bank; issue 21's vector-beside-MATMUL
+    rule). Head 0 finds its keys, values and queries where :func:`_attention_regions` put them
+    (qkv leaves them there); the later heads' keys go to row 0 and their queries to the top of SPAD
+    (LOADed by the previous head after its SOFTMAXes), their values to the bottom of bank 1 (LOADed
+    between their q k.T MATMULs). The chunk sizes minimize a cycle estimate of the softmaxes and
+    attention x V MATMULs (exact timing: sw/perf.py)."""
+    c, s = cfg.cols, cfg.spad_rows
+    dt, tt = dhp // c, _ceil(t, c)
+    kv, qsz, half, acc_half = dt * tt * c, dt * t, s // 2, cfg.acc_rows // 2
+    k_base, v_base, q_base, chunk = _attention_regions(cfg, t, dhp)
+    if (rows != t or t < 2 or chunk < t or t > acc_half or _ceil(dt, 2) * t > acc_half
+            or _ceil(t, c) + 1 + ATTENTION_PARAM_ROWS > cfg.param_rows or v_base + kv > half):
+        return None
+    beats = -(-t // cfg.vector_lanes)
+
+    def softmax(n):
+        return n * (2 * beats + 6) + beats + 30 if n else 0
+
+    def av(n):
+        return dt * tt * (cfg.rows + max(n, c - 2)) if n else 0
+
+    def cost(nx):
+        return softmax(nx) + max(av(nx), softmax(t - nx)) + av(t - nx)
+
+    def best(lo, hi, key=cost):
+        options = [nx for nx in range(max(1, lo), min(t - 1, hi) + 1)
+                   if _ceil(nx, c) + _ceil(t - nx, c) + ATTENTION_PARAM_ROWS <= cfg.param_rows]
+        return min(options, key=key, default=None)
+
+    def requants(n):
+        return tt * CostModel().requant(cfg, n)
+
+    def early_cost(nx):
+        # Later heads with chunk x's SOFTMAX beside chunk y's q k.T MATMULs: q k.T of each chunk
+        # (av: the same MATMULs), chunk y's REQUANTs after that SOFTMAX, beside the MATMULs left.
+        ny = t - nx
+        return (av(nx) + max(softmax(nx), av(ny)) + max(0, requants(ny) - max(0, av(ny) - softmax(nx)))
+                + max(av(nx), softmax(ny)) + av(ny))
+
+    def early_delay(nx):
+        return _ceil(softmax(nx), cfg.rows + max(t - nx, c - 2))
+
+    # Head 0: values at v_base (bank 0), chunk x after the queries in bank 0, chunk y from the
+    # bottom of bank 1; the outputs after chunk y (the next head's queries then go to the top of
+    # bank 0, "early" layouts) or over the dead queries.
+    lx0 = q_base + qsz
+    first = later = None
+    # Later heads, early: keys at 0, chunk y after them and the queries at the top of bank 0;
+    # values, chunk x and the outputs over chunk x in bank 1.
+    q1 = half - qsz
+    nx = best(max(_ceil(qsz, tt), t - (q1 - kv) // tt, t - acc_half // _ceil(tt, 2)), (half - kv) // tt,
+              early_cost)
+    nx0 = best(t - (s - half - qsz) // tt, (half - lx0) // tt)
+    if nx and nx0 and q1 >= v_base + kv:
+        first = _Split(k_base, v_base, q_base, lx0, half, half + tt * (t - nx0), nx0)
+        later = _Split(0, half, q1, half + kv, kv, half + kv, nx, early_delay(nx))
+    elif heads > 1 or nx0 is None:
+        # Later heads: keys at 0, chunk y after them (bank 0); values, chunk x and the outputs
+        # over chunk x in bank 1 below the queries at the top.
+        nx0 = best(t - (s - qsz - half) // tt, (half - lx0) // tt)
+        first = _Split(k_base, v_base, q_base, lx0, half, q_base, nx0) if nx0 else None
+        nx = best(max(_ceil(qsz, tt), t - (half - kv) // tt), (s - qsz - half - kv) // tt)
+        later = _Split(0, half, s - qsz, half + kv, kv, half + kv, nx) if nx else None
+    if first is None or (heads > 1 and later is None):
+        return None
+    # Against the one-chunk schedule, also count a fetch for each instruction the split adds (a
+    # REQUANT per logit tile, a SOFTMAX, a MATMUL per output and key tile, a REQUANT per output
+    # tile; early: a MATMUL per key and feature tile more): on small shapes they are not hidden
+    # and outweigh the overlap (tiny-digits on tiny).
+    fetch = CostModel().fetch(cfg)
+    old = softmax(t) + av(t) - (tt + 1 + dt * tt + dt) * fetch
+    if cost(first.nx) >= old:
+        return None
+    if heads > 1 and (early_cost(later.nx) + dt * tt * fetch >= old + av(t) if later.early
+                      else cost(later.nx) >= old):
+        return None
+    return first, later
+
+
 def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
                     p_sym: TensorSymbol, have: frozenset = frozenset()) -> frozenset:
     """Head ``h``: ``attention_matmul(softmax(requantize(q_h @ k_h.T)), v_h)`` for the first
@@ -721,7 +826,9 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     ``"q"`` (one chunk of queries), left by qkv or by the previous head. With one query chunk and
     a next head, the keys' region is dead once the logits are computed, and so is the queries' if
     the outputs fit after the logits (they go there then): the next head's keys (and queries) load
-    between this head's attention x V MATMULs, where they overlap them. Returns what it loaded so.
+    between this head's attention x V MATMULs, where they overlap them. Returns what it loaded so
+    (``"split"``: the next head's keys and queries, where :func:`_attention_split`'s layouts
+    apply, and then :func:`_attention_head_split` schedules the head).
     """
     cfg, c = b.cfg, b.cfg.cols
     a = block.attn
@@ -730,6 +837,9 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
     dt, tt, tp = dhp // c, _ceil(t, c), _ceil(t, c) * c
     if t > cfg.max_row:
         b.fail(f"softmax rows of {t} tokens exceed max_row={cfg.max_row}, the row buffer of the softmax unit")
+    split = _attention_split(cfg, t, dhp, out.rows, heads)
+    if split is not None:
+        return _attention_head_split(b, block, h, qkv, out, dhp, p_sym, have, split)
     k_base, v_base, q_base, chunk = _attention_regions(cfg, t, dhp)
     if chunk < 1:
         b.fail(f"{t} keys and values of {dhp} features ({2 * dt * tp} rows) and one query row "
@@ -798,6 +908,144 @@ def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp:
             _load_tiles(b, local, qkv, 0, rows, tile, 1, rows)
         _load_tiles(b, o_base, out, q0, n, h * dt, dt, n, Opcode.STORE)
     return ahead
+
+
+def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
+                          p_sym: TensorSymbol, have: frozenset, plan: tuple) -> frozenset:
+    """:func:`_attention_head` on the bank-split layouts of :func:`_attention_split` (all queries
+    at once, ``out.rows == qkv.rows``).
+
+    LOAD PARAM; head 0 LOADs its keys, values and queries unless ``have`` names them. Per key tile
+    MATMUL transpose_b over the feature tiles (all queries) and two REQUANTs, rows ``[0, nx)`` into
+    chunk x's logits and the others into chunk y's, beside the next tile's MATMULs (this head's
+    value tiles LOAD between them, except head 0's). SOFTMAX chunk x; SOFTMAX chunk y beside chunk
+    x's attention x V MATMULs (no other instruction between them: in order, it would wait for the
+    SOFTMAX). Every attention x V output tile has its own ACC rows, so their REQUANTs (row_shift)
+    and the next head's key and query LOADs wait until chunk y's MATMULs (which wait for chunk y's
+    SOFTMAX: they read its logits), between which they are placed; STORE the outputs."""
+    cfg, c = b.cfg, b.cfg.cols
+    a = block.attn
+    t = qkv.rows
+    heads = len(a.logit_mult)
+    dt, tt, tp = dhp // c, _ceil(t, c), _ceil(t, c) * c
+    lay = plan[0] if h == 0 else plan[1]
+    nxt = plan[1] if h + 1 < heads else None
+    nx, ny = lay.nx, t - lay.nx
+    if h > 0 and "split" not in have:
+        b.fail(f"head {h}: the previous head did not LOAD this head's keys and queries")
+    log2 = int(b.log2 or bool(b.lsq2_bits))
+    twin = {} if b.twin_m is None else {"twin": 1, "twin_m": int(b.twin_m[h])}
+    twin_a = {} if b.twin_m is None else {"twin_a": 1, "twin_m": int(b.twin_m[h])}
+    if b.lsq2_bits:
+        twin = twin_a = {"twin_m": int(b.lsq2_bits)}
+    cost, acc_half = CostModel(), cfg.acc_rows // 2
+    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=ATTENTION_PARAM_ROWS,
+           dram_addr=p_sym.addr + h * ATTENTION_PARAM_ROWS * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
+    q_tile, k_tile, v_tile = (part * heads * dt + h * dt for part in range(3))
+    if h == 0 and "k" not in have:
+        _load_tiles(b, lay.k, qkv, 0, t, k_tile, dt, tp)
+    if h == 0 and "q" not in have:
+        _load_tiles(b, lay.q, qkv, 0, t, q_tile, dt, t)
+    load_cycles = cost.dma(cfg, t, cfg.spad_row_bytes)
+
+    def load(local, tile):
+        return load_cycles, functools.partial(_load_tiles, b, local, qkv, 0, t, tile, 1, t)
+
+    vloads = [] if h == 0 and "v" in have else [load(lay.v + i * tp, v_tile + i) for i in range(dt)]
+
+    def place(matmuls: list, side: list, issue: int, start: int, eligible=lambda item, g: True) -> None:
+        """Emit ``matmuls`` and, from after MATMUL ``start`` on, the ``side`` items ``(cycles,
+        emitter, ...)`` one at a time, each after the MATMULs that cover the one before; the rest after them."""
+        next_at = start
+        for g, matmul in enumerate(matmuls):
+            matmul()
+            if g >= next_at:
+                item = next((item for item in side if eligible(item, g)), None)
+                if item is not None:
+                    side.remove(item)
+                    item[1]()
+                    next_at = g + max(1, _ceil(item[0], issue))
+        for item in side:
+            item[1]()
+        side.clear()
+
+    # q k.T: logit tile kt accumulates in the ACC bank of its parity; its REQUANTs (and a value
+    # tile's LOAD) run beside tile kt + 1's MATMULs. Early: chunk x's rows first, then chunk y's
+    # beside chunk x's SOFTMAX, each logit tile in ACC rows of its own, REQUANTed once that SOFTMAX
+    # is estimated done.
+    exp_x, exp_y = ATTENTION_PARAM_ROWS, ATTENTION_PARAM_ROWS + _ceil(nx, c)
+
+    def softmax(base, n, exp):
+        b.emit(Opcode.SOFTMAX, src=base, src2=exp, dst=base, rows=n, length=t, tile_stride=n,
+               param_addr=3, log2=log2, **twin)
+
+    rows, parts = (nx, ((0, nx, lay.lx),)) if lay.early else (t, ((0, nx, lay.lx), (nx, ny, lay.ly)))
+    issue = cfg.rows + max(rows, c - 2)
+    slot = requant_slot(cfg, dt, rows, 0)
+    pending = []
+    for kt in range(tt):
+        acc = kt % 2 * acc_half
+        matmuls = [functools.partial(b.emit, Opcode.MATMUL, a_addr=lay.q + i * t, b_addr=lay.k + i * tp + kt * c,
+                                     c_addr=acc, rows=rows, accumulate=int(i > 0), transpose_b=1) for i in range(dt)]
+        # A value tile's LOAD every other tile where they fit (a LOAD and the REQUANTs take longer
+        # than a tile's MATMULs).
+        take = vloads[:1] if kt % 2 or len(vloads) > (tt - kt) // 2 else []
+        place(matmuls, pending + take, issue, slot)
+        del vloads[:len(take)]
+        pending = [(cost.requant(cfg, n), functools.partial(b.emit, Opcode.REQUANT, acc_addr=acc + r0,
+                                                            spad_addr=base + kt * n, rows=n, param_addr=0))
+                   for r0, n, base in parts]
+    for item in pending + vloads:
+        item[1]()
+    softmax(lay.lx, nx, exp_x)
+    if lay.early:
+        def y_acc(kt):
+            return kt % 2 * acc_half + kt // 2 * ny
+
+        matmuls = [functools.partial(b.emit, Opcode.MATMUL, a_addr=lay.q + i * t + nx, b_addr=lay.k + i * tp + kt * c,
+                                     c_addr=y_acc(kt), rows=ny, accumulate=int(i > 0), transpose_b=1)
+                   for kt in range(tt) for i in range(dt)]
+        side = [(cost.requant(cfg, ny), functools.partial(b.emit, Opcode.REQUANT, acc_addr=y_acc(kt),
+                                                          spad_addr=lay.ly + kt * ny, rows=ny, param_addr=0), kt % 2, kt)
+                for kt in range(tt)]
+
+        def done(item, g):
+            # Beside MATMULs of the other ACC bank, one of them in it (the tile's have drained).
+            kt, i = divmod(g, dt)
+            return item[2] != kt % 2 and item[3] < kt and i >= 1
+
+        place(matmuls, side, cfg.rows + max(ny, c - 2), lay.early, done)
+    softmax(lay.ly, ny, exp_y)
+
+    # attention x V: output tile j of chunk x (y) in ACC bank j % 2, rows (j // 2) * t (+ nx).
+    def acc_of(j, r0):
+        return j % 2 * acc_half + j // 2 * t + r0
+
+    def av(base, n, r0, j, kt):
+        return functools.partial(b.emit, Opcode.MATMUL, a_addr=base + kt * n, b_addr=lay.v + j * tp + kt * c,
+                                 c_addr=acc_of(j, r0), rows=n, accumulate=int(kt > 0), log2_a=log2, **twin_a)
+
+    for j in range(dt):
+        for kt in range(tt):
+            av(lay.lx, nx, 0, j, kt)()
+    side = [(cost.requant(cfg, n), functools.partial(
+                b.emit, Opcode.REQUANT, acc_addr=acc_of(j, r0), spad_addr=lay.o + j * t + r0, rows=n, param_addr=4,
+                row_shift=int(not (b.log2 or twin)), exp_addr=exp, **b.attn_narrow), j % 2, j if r0 else -1)
+            for r0, n, exp in ((0, nx, exp_x), (nx, ny, exp_y)) for j in range(dt)]
+    if nxt is not None:
+        side += [(*load(nxt.k + i * tp, k_tile + dt + i), None, -1) for i in range(dt)]
+        side += [(*load(nxt.q + i * t, q_tile + dt + i), None, -1) for i in range(dt)]
+
+    def eligible(item, g):
+        # A REQUANT once its tile is done, beside MATMULs of the other ACC bank that follow one
+        # in it (the bank's MATMULs have drained); a LOAD any time.
+        j, kt = divmod(g, tt)
+        return item[2] is None or (item[2] != j % 2 and item[3] < j and kt >= 1)
+
+    place([av(lay.ly, ny, nx, j, kt) for j in range(dt) for kt in range(tt)], side,
+          cfg.rows + max(ny, c - 2), 0, eligible)
+    _load_tiles(b, lay.o, out, 0, t, h * dt, dt, t, Opcode.STORE)
+    return frozenset({"split"})
 
 
 def _run_deferred(cfg: AccelConfig, pending: list, index: int, count: int, rows: int) -> None:
