@@ -22,14 +22,19 @@ where every op LOADs its operands from and STOREs its result to external memory:
     blocks.i.qkv     LOAD PARAM; per output tile LOAD the weight column, MATMUL per input tile,
                      REQUANT, STORE -> qkv, each head's q, k, v padded to dhp = ceil(dh / C) * C;
                      head 0's tiles instead stay where its attention reads them (if one query
-                     chunk and qkv's weights fit below x); queries for the M rows only
+                     chunk and qkv's weights fit below x); queries for the M rows only; the
+                     weights in x's SPAD bank if they fit there, the STOREd tiles staged in the
+                     other, so that each STORE runs beside the MATMULs in flight (issue 21)
     blocks.i.attn.h  as unfused; head 0 loads nothing but its PARAM rows when qkv left its tiles
     blocks.i.proj    LOAD attn; linear as qkv, the output tiles stay in SPAD
     blocks.i.add1    LOAD x over the dead attn tiles; ADD in place; STORE -> x1
     blocks.i.norm2   LAYERNORM in place
-    blocks.i.mlp     per group of hidden tiles: fc1 tiles as qkv's into SPAD, GELU over the group,
-                     STORE -> gelu (if fc2 needs it again), and fc2's first output tiles (as many
-                     as ACC holds besides fc1's tile) MATMUL-accumulate the group; REQUANT them
+    blocks.i.mlp     per group of hidden tiles: fc1 tiles as qkv's into SPAD, GELU over the group
+                     (or, where x and the weights fit one SPAD bank and the group the other and a
+                     tile's MATMULs are long enough, each tile's GELU beside the next tile's
+                     MATMULs: issue 21), STORE -> gelu (if fc2 needs it again), and fc2's first
+                     output tiles (as many as ACC holds besides fc1's tile) MATMUL-accumulate the
+                     group; REQUANT them
     blocks.i.fc2     (only if ACC could not hold every output tile) the other output tiles, K
                      chunks of gelu through two regions (the next chunk's LOADs between this
                      chunk's MATMULs), REQUANT
