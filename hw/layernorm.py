@@ -24,7 +24,7 @@ from .lib import Engine, delayed, narrowed, radix4_pair_sums, radix4_products, r
 from .memories import READ_LATENCY
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
-           "unit_row_cycles", "unit_stats_cycles"]
+           "unit_drain_cycles", "unit_row_cycles", "unit_stats_cycles"]
 
 # Widths fixed by the golden definitions (sw/layernorm.py): the per-channel output stage.
 MULT_BITS = UNIT_MULT_BITS              # LayerNormParams.mult, signed
@@ -55,7 +55,8 @@ class _Sizes:
     def __init__(self, cfg: AccelConfig):
         self.lanes = cfg.vector_lanes
         self.max_row = cfg.max_row
-        self.beats = -(-cfg.max_row // cfg.vector_lanes)      # row buffer depth
+        self.beats = -(-cfg.max_row // cfg.vector_lanes)      # beats of a row
+        self.buf_bits = max(1, (self.beats - 1).bit_length())  # a beat's index in a row buffer
         self.ai = cfg.layernorm == "ailayernorm"
         self.frac, self.in_bits = MEAN_FORMAT[cfg.layernorm]
         # residual16: int16 lanes (in_bits 15) for every row; a row of int8 values (no `wide`)
@@ -135,8 +136,16 @@ def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
 
 def unit_row_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
     """Cycles from a row's first input beat to the next row's, with input beats back to back and
-    the output always ready: the row period of :class:`LayerNormUnit`."""
-    return unit_stats_cycles(cfg, length, wide) + -(-length // cfg.vector_lanes) + LayerNormUnit.OUT_LATENCY
+    the output always ready: the row period of :class:`LayerNormUnit`, its statistics
+    (:func:`unit_stats_cycles`; the next row is received while the row's output pass runs)."""
+    return unit_stats_cycles(cfg, length, wide)
+
+
+def unit_drain_cycles(cfg: AccelConfig, length: int) -> int:
+    """Cycles from the issue of a row's first output read to its last output beat, inclusive,
+    with the output always ready: ``ceil(length / L) + OUT_LATENCY``. The last row of a command
+    ends this long after the row period."""
+    return -(-length // cfg.vector_lanes) + LayerNormUnit.OUT_LATENCY
 
 
 class LayerNormUnit(wiring.Component):
@@ -155,8 +164,9 @@ class LayerNormUnit(wiring.Component):
     i : In(stream.Signature(ArrayLayout(signed(8), L)))
         The rows, ``ceil(length / L)`` beats each; beat ``i`` holds channels ``i*L .. i*L + L-1``.
         Lanes past ``length`` in a row's last beat are ignored. Ready only while a row is being
-        received: after a row's last input beat, ``ready`` stays low until that row's last output
-        beat has been transferred (one row buffer).
+        received: after a row's last input beat, ``ready`` stays low until that row's statistics
+        are known and the row before has sent its last output beat (two row buffers: a row is
+        received while the row before is output).
     o : Out(stream.Signature(ArrayLayout(signed(8), L)))
         The normalized rows, in the same beats; lanes past ``length`` are 0. Back-pressure stalls
         the output pipeline.
@@ -173,7 +183,8 @@ class LayerNormUnit(wiring.Component):
         row is in flight, like ``length``.
     params : In(layernorm_param_signature(cfg))
         Writes the per-channel parameters (alpha, mult, bias, shift) into the unit's planes
-        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight, and
+        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight (nor
+        being output), and
         alpha at least one cycle before the next row's first beat; they apply to every
         following row.
 
@@ -181,15 +192,18 @@ class LayerNormUnit(wiring.Component):
     -----
     Timing, with the input valid and the output ready whenever the unit wants them: a row takes
     :func:`unit_row_cycles` cycles from its first input beat to the next row's first input beat,
-    ``3 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row`` (e.g.
-    AILayerNorm, ``max_row`` 1024: 93; I-LayerNorm: 197). Passes per row: receive (one beat per
+    ``2 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row`` (e.g.
+    AILayerNorm, ``max_row`` 1024: 82; I-LayerNorm: 185). Passes per row: receive (one beat per
     cycle; sum, :attr:`IN_LATENCY` cycles of drain), ``k`` cycles for the mean, a pass over the
-    row buffer for the variance (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic,
-    and the output pass, whose first beat appears :attr:`OUT_LATENCY` cycles after the pass
-    starts (one beat per cycle). So a
-    row's first output beat comes ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its
-    first input beat. With gaps in the input or back-pressure on the output the passes wait; the
-    statistics take the same cycles.
+    row buffer for the variance (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic
+    (these are :func:`unit_stats_cycles`), and the output pass, whose first beat appears
+    :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle). The output pass runs
+    from the other row buffer while the next row is received and its statistics computed, so the
+    row period is the statistics' time; a row's first output beat comes
+    ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its first input beat, its last
+    :func:`unit_drain_cycles` cycles after the period. With gaps in the input or back-pressure on
+    the output the passes wait (a row's hand-over to the output pass waits for the row before's
+    last output beat); the statistics take the same cycles.
 
     Per-row arithmetic (fixed cycle counts, independent of the data): AILayerNorm normalizes ``Q``
     two bits per cycle (``max((Qbits - 15) >> 1, 7)`` cycles) and runs rsqrt's three multiplies on
@@ -247,10 +261,12 @@ class LayerNormUnit(wiring.Component):
         L = s.lanes
         m = Module()
 
-        # ---- storage: the row buffer and the parameter planes -----------------------------------
-        m.submodules.row_buffer = row_buffer = Memory(shape=_lanes_of(L, signed(s.elem_bits)), depth=s.beats,
-                                                      init=[])
-        buf_wr, buf_rd = row_buffer.write_port(), row_buffer.read_port()
+        # ---- storage: the two row buffers and the parameter planes -----------------------------
+        # Buffer `b` is entries [b << buf_bits, (b + 1) << buf_bits): the receive and variance passes
+        # use the control's `wsel`, the output pass (of the row before) `osel`; one read port each.
+        m.submodules.row_buffer = row_buffer = Memory(shape=_lanes_of(L, signed(s.elem_bits)),
+                                                      depth=2 << s.buf_bits, init=[])
+        buf_wr, var_rd, out_rd = row_buffer.write_port(), row_buffer.read_port(), row_buffer.read_port()
         plane_shapes = {1: signed(MULT_BITS), 2: signed(32), 3: unsigned(SHIFT_BITS)}
         if s.ai:
             plane_shapes[0] = unsigned(ALPHA_BITS)
@@ -274,9 +290,10 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
         m.submodules.control = control = _RowControl(cfg, s, self, s1, stat, advance, out_last)
         m.submodules.receive = _Receive(cfg, s, self.i.payload, control, plane_rd.get(0), buf_wr, s1)
-        m.d.comb += [buf_rd.addr.eq(control.issue), buf_rd.en.eq(control.in_var | advance)]
-        m.submodules.variance = _VariancePass(s, buf_rd.data, control, stat)
-        m.submodules.output = output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.o, out_last,
+        m.d.comb += [var_rd.addr.eq(Cat(control.issue[:s.buf_bits], control.wsel)),
+                     out_rd.addr.eq(Cat(control.out_issue[:s.buf_bits], control.osel)), out_rd.en.eq(advance)]
+        m.submodules.variance = _VariancePass(s, var_rd.data, control, stat)
+        m.submodules.output = output = _OutputStage(cfg, s, out_rd.data, plane_rd, control, advance, self.o, out_last,
                                                     self.narrow if cfg.narrow_activations else None)
         output._wide = self.wide if s.wide else None
         return m
@@ -334,31 +351,40 @@ class _SerialMultiplier:
 
 
 class _RowControl(Elaboratable):
-    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic, one FSM.
+    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic: one FSM for a
+    row's statistics (the front) and a counter for the output pass of the row before (the back),
+    on two row buffers used in turn.
 
-    Receives the row (``i.ready`` high in state IN; the accepted beat's index ``in_beat`` and
-    lanes in the row ``in_mask``), waits :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum
-    ``s1``, computes the mean on the serial multiplier (``k`` cycles), issues the variance pass's
-    reads (``in_var``, ``reading``: one beat per cycle), waits
-    :attr:`LayerNormUnit.VAR_LATENCY` cycles for ``stat``, computes the row's scale (AILayerNorm:
-    rsqrt of ``Q`` with its shift ``z_shift``; I-LayerNorm: the factor after an integer square
-    root), registers its radix-4 multiples (``scale_x``) and issues the output pass's reads
-    (``in_out``, ``reading`` with ``advance``) until the row's last output beat is taken. Clears
-    ``s1`` (``s1_clear``, at the row's end) and ``stat`` (``stat_clear``, when the mean is known).
+    The FSM receives the row into row buffer ``wsel`` (``i.ready`` high in state IN; the accepted
+    beat's index ``in_beat`` and lanes in the row ``in_mask``), waits
+    :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum ``s1``, computes the mean on the serial
+    multiplier (``k`` cycles), issues the variance pass's reads of buffer ``wsel``
+    (``var_reading``: one beat per cycle), waits :attr:`LayerNormUnit.VAR_LATENCY` cycles for
+    ``stat``, computes the row's scale (AILayerNorm: rsqrt of ``Q`` with its shift; I-LayerNorm:
+    the factor after an integer square root). Then, once the output pass of the row before has
+    sent its last beat (``out_active`` low), it hands the row to the output pass in one cycle
+    (OUT_LOAD: the radix-4 multiples of the scale ``scale_x``, ``mean_o``, ``z_shift``, ``osel``
+    from ``wsel``, which flips) and receives the next row while the output pass issues its reads
+    (``out_reading``, with ``advance``) until the row's last output beat is taken. Clears ``s1``
+    (``s1_clear``) and ``stat`` (``stat_clear``) when the mean is known.
 
     Attributes
     ----------
-    accept, in_beat, in_mask, s1_clear, stat_clear, in_var, in_out, reading : Value
+    accept, in_beat, in_mask, s1_clear, stat_clear, var_reading, out_reading : Value
         As above, in this cycle.
     issue : Signal
-        The row buffer index of the pass's read; ``issue_left`` the channels at and after it,
-        ``read_mask`` which of its lanes are in the row.
+        The row buffer index of the variance pass's read; ``issue_left`` the channels at and after
+        it, ``read_mask`` which of its lanes are in the row. ``out_issue``, ``out_left`` and
+        ``out_mask`` the same for the output pass.
+    wsel, osel : Signal
+        The row buffers of the receive and variance passes and of the output pass.
     mean : Signal
-        The row mean (in the variant's fixed point), from the variance pass on.
+        The row mean (in the variant's fixed point), from the variance pass on; ``mean_o`` that of
+        the output pass's row.
     scale_x : list of Signal
-        ``(1, 3, -1, -2)`` times the row's scale, from the output pass on.
+        ``(1, 3, -1, -2)`` times the output pass's row's scale.
     z_shift : Signal
-        AILayerNorm only: the output's shift, ``7 + j``.
+        AILayerNorm only: the output pass's shift, ``7 + j``.
     """
 
     def __init__(self, cfg: AccelConfig, s: _Sizes, unit, s1, stat, advance, out_last):
@@ -369,16 +395,22 @@ class _RowControl(Elaboratable):
         self.issue = count("issue")
         self.issue_left = Signal(range(cfg.max_row + 1), name="issue_left")
         self.read_mask = Cat(self.issue_left > i for i in range(s.lanes))
+        self.out_issue = count("out_issue")
+        self.out_left = Signal(range(cfg.max_row + 1), name="out_left")
+        self.out_mask = Cat(self.out_left > i for i in range(s.lanes))
+        self.wsel, self.osel = Signal(name="wsel"), Signal(name="osel")
         self.accept, self.s1_clear, self.stat_clear = (Signal(name=n) for n in ("accept", "s1_clear", "stat_clear"))
-        # A read of the variance or output pass is issued this cycle (`reading`), in which pass.
-        self.in_var, self.in_out, self.reading = (Signal(name=n) for n in ("in_var", "in_out", "reading"))
+        # A read of the variance or the output pass is issued this cycle.
+        self.var_reading, self.out_reading = Signal(name="var_reading"), Signal(name="out_reading")
         self.in_mask = Signal(s.lanes)
         self.mean = Signal(signed(s.mean_bits))
+        self.mean_o = Signal(signed(s.mean_bits))
         scale_bits = 17 if s.ai else s.factor_bits
         # The output pass multiplies by the row's scale (rsqrt's y or I-LayerNorm's factor) in
         # radix 4: its multiples, registered when the pass starts.
         self.scale_x = [Signal(signed(scale_bits + 3), name=f"scale_x{n}") for n in (1, 3, -1, -2)]
         self.z_shift = Signal(range(7 + 16)) if s.ai else None
+        self._z_shift_f = Signal(range(7 + 16), name="z_shift_f") if s.ai else None   # the FSM's row's
 
     def elaborate(self, platform):
         cfg, s, unit = self._cfg, self._s, self._unit
@@ -418,6 +450,17 @@ class _RowControl(Elaboratable):
 
         next_issue = [issue.eq(issue + 1), issue_left.eq(Mux(issue_left > L, issue_left - L, 0)),
                       issue_more.eq(issue_left > L)]
+        # The output pass (of the row handed over by OUT_LOAD, in buffer `osel`): one read per cycle
+        # with `advance`, active until its last beat is taken.
+        out_issue, out_left = self.out_issue, self.out_left
+        out_more = Signal()     # out_left != 0
+        out_active = Signal()
+        m.d.comb += self.out_reading.eq(self._advance & out_more)
+        with m.If(self.out_reading):
+            m.d.sync += [out_issue.eq(out_issue + 1), out_left.eq(Mux(out_left > L, out_left - L, 0)),
+                         out_more.eq(out_left > L)]
+        with m.If(unit.o.valid & unit.o.ready & self._out_last):
+            m.d.sync += out_active.eq(0)
         with m.FSM():
             with m.State("IN"):
                 m.d.sync += drain.eq(0)
@@ -439,11 +482,11 @@ class _RowControl(Elaboratable):
             with m.State("MEAN_MUL"):
                 mul.wait("MEAN_DONE")
             with m.State("MEAN_DONE"):
-                m.d.comb += self.stat_clear.eq(1)
+                m.d.comb += [self.stat_clear.eq(1), self.s1_clear.eq(1)]
                 m.d.sync += [self.mean.eq(mul.acc - offset), *start_pass()]
                 m.next = "VAR"
             with m.State("VAR"):
-                m.d.comb += [self.in_var.eq(1), self.reading.eq(issue_more)]
+                m.d.comb += self.var_reading.eq(issue_more)
                 with m.If(issue_more):
                     m.d.sync += next_issue
                 with m.Else():
@@ -453,17 +496,19 @@ class _RowControl(Elaboratable):
                         m.next = "STAT_LOAD"
             scale = self._rsqrt_states(m, mul) if s.ai else self._isqrt_states(m)
             with m.State("OUT_LOAD"):
-                x1, x3, xn1, xn2 = self.scale_x
-                m.d.sync += [*start_pass(), x1.eq(scale), x3.eq((scale << 1) + scale), xn1.eq(-scale),
-                             xn2.eq(-(scale << 1))]
-                m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [self.in_out.eq(1), self.reading.eq(self._advance & issue_more)]
-                with m.If(self.reading):
-                    m.d.sync += next_issue
-                with m.If(unit.o.valid & unit.o.ready & self._out_last):
-                    m.d.comb += self.s1_clear.eq(1)
-                    m.d.sync += [in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
+                # Waits for the output pass of the row before (not with the input valid and the
+                # output ready: that pass ends ~100 cycles earlier), then hands the row over.
+                # AILayerNorm's scale is the serial multiplier's product: held while waiting.
+                if s.ai:
+                    m.d.sync += mul.acc.eq(mul.acc)
+                with m.If(~out_active):
+                    x1, x3, xn1, xn2 = self.scale_x
+                    m.d.sync += [x1.eq(scale), x3.eq((scale << 1) + scale), xn1.eq(-scale), xn2.eq(-(scale << 1)),
+                                 self.mean_o.eq(self.mean), self.osel.eq(self.wsel), self.wsel.eq(~self.wsel),
+                                 out_issue.eq(0), out_left.eq(length), out_more.eq(length != 0), out_active.eq(1),
+                                 in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
+                    if s.ai:
+                        m.d.sync += self.z_shift.eq(self._z_shift_f)
                     m.next = "IN"
         return m
 
@@ -488,7 +533,7 @@ class _RowControl(Elaboratable):
             with m.If(mul.last):
                 m.next = "SEED"
         with m.State("SEED"):
-            m.d.sync += [y0.eq(seed[(u >> 10)[:6]]), self.z_shift.eq(7 + j)]
+            m.d.sync += [y0.eq(seed[(u >> 10)[:6]]), self._z_shift_f.eq(7 + j)]
             m.next = "MUL1_LOAD"
         with m.State("MUL1_LOAD"):
             # t1 = round_shift(y0 * y0, 16)
@@ -600,7 +645,7 @@ class _Receive(Elaboratable):
         else:
             a_value = rx_masked.as_value()
         a = data.View(_lanes_of(L, signed(s.elem_bits)), _staged(m, a_value, "rx_a"))
-        m.d.comb += [self._buf_wr.en.eq(rx_valid[-1]), self._buf_wr.addr.eq(rx_beat[-1]),
+        m.d.comb += [self._buf_wr.en.eq(rx_valid[-1]), self._buf_wr.addr.eq(Cat(rx_beat[-1][:s.buf_bits], control.wsel)),
                      self._buf_wr.data.eq(a)]
         with m.If(control.s1_clear):
             m.d.sync += s1.eq(0)
@@ -611,7 +656,7 @@ class _Receive(Elaboratable):
 
 class _VariancePass(Elaboratable):
     """The variance pass of :class:`LayerNormUnit`: ``stat += `` the lanes' terms of each beat
-    read (``in_var & reading``), :attr:`LayerNormUnit.VAR_LATENCY` cycles after its read; the
+    read (``var_reading``), :attr:`LayerNormUnit.VAR_LATENCY` cycles after its read; the
     control's ``stat_clear`` zeroes it.
 
     Stage 1 is the row buffer's data, 2 its register, 3 the centered magnitude, 4..7 the term
@@ -627,7 +672,7 @@ class _VariancePass(Elaboratable):
         L = s.lanes
         m = Module()
         mean = control.mean
-        var_valid = _chain(m, control.in_var & control.reading, LayerNormUnit.VAR_LATENCY, "var_valid")
+        var_valid = _chain(m, control.var_reading, LayerNormUnit.VAR_LATENCY, "var_valid")
         var_mask = _chain(m, control.read_mask, 5, "var_mask")
         elem_v = data.View(_lanes_of(L, signed(s.elem_bits)), _staged(m, self._buf_data.as_value(), "var_elem"))
         terms = []
@@ -701,11 +746,11 @@ class _OutputStage(Elaboratable):
         L = s.lanes
         m = Module()
         depth = LayerNormUnit.OUT_LATENCY - 1
-        out_first = control.in_out & control.reading
+        out_first = control.out_reading
         valid = _chain(m, out_first, depth, "out_stage_valid", advance)
-        masks = _chain(m, control.read_mask, depth, "out_mask", advance)
-        lasts = _chain(m, out_first & (control.issue_left <= L), depth, "out_last", advance)
-        beat = [control.issue] + _chain(m, control.issue, 9, "out_beat", advance)
+        masks = _chain(m, control.out_mask, depth, "out_mask", advance)
+        lasts = _chain(m, out_first & (control.out_left <= L), depth, "out_last", advance)
+        beat = [control.out_issue] + _chain(m, control.out_issue, 9, "out_beat", advance)
         for p, at in ((1, 8), (2, 9), (3, 10)):
             # plane p's data is at stage `at`, registered at the next
             m.d.comb += [plane_rd[p].addr.eq(beat[at - 1]), plane_rd[p].en.eq(advance)]
@@ -726,7 +771,7 @@ class _OutputStage(Elaboratable):
         elem_o = data.View(_lanes_of(L, signed(s.elem_bits)), stage(self._buf_data.as_value(), "out_elem"))
         for i in range(L):
             # 3: D = (a << frac) - mean (y in I-LayerNorm)
-            d = stage((elem_o[i] << s.frac) - control.mean, f"out_d_{i}")
+            d = stage((elem_o[i] << s.frac) - control.mean_o, f"out_d_{i}")
             d = d[:D_BITS].as_signed() if s.ai else d[:s.elem_bits + 1].as_signed()
             # 4: D * scale as sums of pairs of radix-4 products; 5: two partial sums
             pps = radix4_products(d, x1, x1 << 1, x3, minus=(xn1, xn2))
@@ -786,16 +831,18 @@ def layernorm_cycles(cfg: AccelConfig, rows: int, length: int, wide: bool = Fals
     high.
 
     ``0`` if ``rows == 0`` or ``length == 0``, else ``4 * ceil(length / L) + READ_LATENCY + 2 +
-    rows * unit_row_cycles(cfg, length)``: the four parameter planes, one beat of ``L`` channels
-    per cycle; then the first input read (issued with the row-mean constants' read), the
-    scratchpad's :data:`~vitaccel.hw.memories.READ_LATENCY` to its data, its registering in the
-    engine's input FIFO and its move to the input register; then the rows back to back (the last
-    row's last output beat is written in the cycle it leaves the unit). The engine accepts its next
-    command in the cycle after ``busy`` falls.
+    rows * unit_row_cycles(cfg, length) + unit_drain_cycles(cfg, length)``: the four parameter
+    planes, one beat of ``L`` channels per cycle; then the first input read (issued with the
+    row-mean constants' read), the scratchpad's :data:`~vitaccel.hw.memories.READ_LATENCY` to its
+    data, its registering in the engine's input FIFO and its move to the input register; then the
+    rows back to back, each received while the row before is output; then the last row's output
+    pass (its last output beat is written in the cycle it leaves the unit). The engine accepts its
+    next command in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
-    return 4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + rows * unit_row_cycles(cfg, length, wide)
+    return (4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + rows * unit_row_cycles(cfg, length, wide)
+            + unit_drain_cycles(cfg, length))
 
 
 class LayerNormEngine(Engine):

@@ -14,7 +14,8 @@ import pytest
 from amaranth.back import verilog
 
 from vitaccel.config import preset
-from vitaccel.hw.layernorm import LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_row_cycles
+from vitaccel.hw.layernorm import (LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_drain_cycles,
+                                   unit_row_cycles, unit_stats_cycles)
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw import layernorm as ln
@@ -137,12 +138,15 @@ def test_cycle_formula():
     cfg = preset("default")
     assert (LayerNormUnit.IN_LATENCY, LayerNormUnit.VAR_LATENCY, LayerNormUnit.OUT_LATENCY) == (3, 8, 15)
     assert layernorm_cycles(cfg, 0, 192) == layernorm_cycles(cfg, 197, 0) == 0
-    # AILayerNorm at max_row 1024: 3 passes of 48 beats, k = 33 for the mean, 95 cycles of the rest.
-    assert unit_row_cycles(cfg, 192) == 3 * 48 + 33 + 97
+    # AILayerNorm at max_row 1024: the receive and variance passes of 48 beats, k = 33 for the
+    # mean, 82 cycles of the rest; the output pass (48 beats) overlaps the next row's statistics.
+    assert unit_row_cycles(cfg, 192) == unit_stats_cycles(cfg, 192) == 2 * 48 + 33 + 82
+    assert unit_drain_cycles(cfg, 192) == 48 + LayerNormUnit.OUT_LATENCY
     assert READ_LATENCY == 4
-    assert layernorm_cycles(cfg, 197, 192) == 4 * 48 + READ_LATENCY + 2 + 197 * unit_row_cycles(cfg, 192)
+    assert layernorm_cycles(cfg, 197, 192) == 4 * 48 + READ_LATENCY + 2 + 197 * unit_row_cycles(cfg, 192) + 48 + 15
+    assert layernorm_cycles(cfg, 197, 192) == 41_828
     ilnorm = dataclasses.replace(cfg, layernorm="i_layernorm")
-    assert unit_row_cycles(ilnorm, 192) == 3 * 48 + 26 + 200
+    assert unit_row_cycles(ilnorm, 192) == 2 * 48 + 26 + 185
 
 
 @pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
