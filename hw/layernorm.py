@@ -888,10 +888,11 @@ class LayerNormEngine(Engine):
     the unit's int16 lanes; int8 rows are sign-extended and keep the 8-bit unit's step counts
     (:func:`layernorm_cycles` with ``wide``).
 
-    Rows go through the unit one at a time (see :class:`LayerNormUnit`); the input of the next
-    row is read while the current one is finishing. The output may overwrite the input in place
-    (``dst == src``) when ``tile_stride >= rows``; otherwise the input and output tiles must not
-    overlap, since a row's output is written before the next rows are read.
+    Rows go through the unit back to back (see :class:`LayerNormUnit`): the next row is read and
+    received while a row's output is written (and the first beats of the row after it are read
+    ahead). The output may overwrite the input in place (``dst == src``) when ``tile_stride >=
+    rows`` (a row's output tiles are then no other row's input tiles); otherwise the input and
+    output tiles must not overlap, since rows' outputs and later rows' reads interleave.
 
     Timing: the shared memories' reads are registered on both sides
     (:class:`~vitaccel.hw.memories.SharedMemory`); here a PARAM row is registered before its
