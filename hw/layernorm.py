@@ -5,9 +5,11 @@
 compressed squares, seed table and one Newton step for the reciprocal square root) or
 ``i_layernorm`` (I-ViT, a leading-one-seeded integer Newton square root and a per-row integer
 division). Per-row arithmetic (the mean's multiply-shift, rsqrt, square root and division) runs on
-one sequential shift-add multiplier and one restoring divider, a bit per cycle, so the statistics
-need no DSP multiplier; the per-lane data path has the multipliers docs/numerics.md lists.
-:func:`layernorm_cycles` is the engine's exact busy time, for the performance model.
+sequential shift-add multipliers (the mean's; AILayerNorm's rsqrt's) and one restoring divider, a
+bit per cycle, so the statistics need no DSP multiplier; the per-lane data path has the
+multipliers docs/numerics.md lists. Rows overlap in three stages (statistics, scale, output
+pass) on three row buffers. :func:`layernorm_cycles` is the engine's exact busy time, for the
+performance model.
 """
 
 from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
@@ -24,7 +26,7 @@ from .lib import Engine, delayed, narrowed, radix4_pair_sums, radix4_products, r
 from .memories import READ_LATENCY
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
-           "unit_drain_cycles", "unit_row_cycles", "unit_stats_cycles"]
+           "unit_drain_cycles", "unit_row_cycles", "unit_schedule", "unit_stats_cycles"]
 
 # Widths fixed by the golden definitions (sw/layernorm.py): the per-channel output stage.
 MULT_BITS = UNIT_MULT_BITS              # LayerNormParams.mult, signed
@@ -118,34 +120,66 @@ def layernorm_param_signature(cfg: AccelConfig) -> wiring.Signature:
     })
 
 
-def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
-    """Cycles of :class:`LayerNormUnit` from its first input beat of a row to the issue of the
-    first read of the output pass (the row's statistics), with input beats back to back (``wide``:
-    a row of int16 values on a ``residual16`` build; its int8 rows take the 8-bit unit's steps)."""
+def _unit_phases(cfg: AccelConfig, length: int, wide: bool = False):
+    """``(beats, front, middle)`` of a row of ``length`` channels: the front's cycles from the row's
+    first input beat to its hand-over to the middle (STAT_LOAD, inclusive), with input beats back
+    to back; the middle's from the cycle after to its hand-over to the output pass (OUT_LOAD,
+    inclusive), without waiting."""
     s = _Sizes(cfg)
     beats = -(-length // s.lanes)
     _, k = row_mean_constants(length, s.frac, s.in_bits if wide else MEAN_FORMAT[cfg.layernorm][1])
-    stats = beats + LayerNormUnit.IN_LATENCY + (1 + k + 1) + (beats + LayerNormUnit.VAR_LATENCY) + 1
+    front = beats + LayerNormUnit.IN_LATENCY + (1 + k + 1) + (beats + LayerNormUnit.VAR_LATENCY) + 1
     if s.ai:
         # NORM, the seed, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
-        return stats + s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1
+        return beats, front, s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1
     # SEED, then ISQRT_STEPS Newton steps and the factor: a load, a division and an update each.
     seed_steps, q_bits = (s.seed_steps, s.q_bits) if wide or not s.wide else (s.seed_steps8, s.q_bits8)
-    return stats + seed_steps + (ISQRT_STEPS + 1) * (q_bits + 2) + 1
+    return beats, front, seed_steps + (ISQRT_STEPS + 1) * (q_bits + 2) + 1
+
+
+def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
+    """Cycles of :class:`LayerNormUnit` from its first input beat of a row to the issue of the
+    first read of the output pass (the row's statistics), with input beats back to back and no
+    row before it in the unit (``wide``: a row of int16 values on a ``residual16`` build; its int8
+    rows take the 8-bit unit's steps)."""
+    _, front, middle = _unit_phases(cfg, length, wide)
+    return front + middle
 
 
 def unit_row_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
     """Cycles from a row's first input beat to the next row's, with input beats back to back and
-    the output always ready: the row period of :class:`LayerNormUnit`, its statistics
-    (:func:`unit_stats_cycles`; the next row is received while the row's output pass runs)."""
-    return unit_stats_cycles(cfg, length, wide)
+    the output always ready, once the unit's three stages are in step: the row period of
+    :class:`LayerNormUnit`, its slowest stage's (the front's receive, mean and variance passes; the
+    middle's scale; the output pass and its last beat's hand-back), see :func:`unit_schedule`."""
+    beats, front, middle = _unit_phases(cfg, length, wide)
+    return max(front, middle + 1, beats + LayerNormUnit.OUT_LATENCY + 1)
 
 
 def unit_drain_cycles(cfg: AccelConfig, length: int) -> int:
     """Cycles from the issue of a row's first output read to its last output beat, inclusive,
-    with the output always ready: ``ceil(length / L) + OUT_LATENCY``. The last row of a command
-    ends this long after the row period."""
+    with the output always ready: ``ceil(length / L) + OUT_LATENCY``."""
     return -(-length // cfg.vector_lanes) + LayerNormUnit.OUT_LATENCY
+
+
+def unit_schedule(cfg: AccelConfig, length: int, rows: int, wide: bool = False):
+    """The cycles of ``rows`` rows through :class:`LayerNormUnit`, the input valid and the output
+    ready whenever it wants them, from the first row's first input beat (cycle 0): ``(starts,
+    firsts, last)``, each row's first input beat and first output beat, and the last row's last
+    output beat. A row's hand-over from the front to the middle waits for the middle to be idle,
+    from the middle to the output pass for the row before's last output beat (its first read
+    the cycle after). The last beat is ``unit_stats_cycles + (rows - 1) * unit_row_cycles +
+    unit_drain_cycles - 1`` (a max-plus recurrence whose longest path stays in the slowest stage)."""
+    beats, front, middle = _unit_phases(cfg, length, wide)
+    starts, firsts = [], []
+    start, out_load, last = 0, None, None
+    for _ in range(rows):
+        starts.append(start)
+        hand = start + front - 1 if out_load is None else max(start + front - 1, out_load + 1)
+        out_load = hand + middle if last is None else max(hand + middle, last + 1)
+        firsts.append(out_load + 1 + LayerNormUnit.OUT_LATENCY)
+        last = out_load + beats + LayerNormUnit.OUT_LATENCY
+        start = hand + 1
+    return starts, firsts, last
 
 
 class LayerNormUnit(wiring.Component):
@@ -164,9 +198,10 @@ class LayerNormUnit(wiring.Component):
     i : In(stream.Signature(ArrayLayout(signed(8), L)))
         The rows, ``ceil(length / L)`` beats each; beat ``i`` holds channels ``i*L .. i*L + L-1``.
         Lanes past ``length`` in a row's last beat are ignored. Ready only while a row is being
-        received: after a row's last input beat, ``ready`` stays low until that row's statistics
-        are known and the row before has sent its last output beat (two row buffers: a row is
-        received while the row before is output).
+        received: after a row's last input beat, ``ready`` stays low until that row's mean and
+        variance statistic are known and the row before has left the middle stage (three row
+        buffers: a row is received while the one before gets its scale and the one before that
+        is output).
     o : Out(stream.Signature(ArrayLayout(signed(8), L)))
         The normalized rows, in the same beats; lanes past ``length`` are 0. Back-pressure stalls
         the output pipeline.
@@ -183,27 +218,27 @@ class LayerNormUnit(wiring.Component):
         row is in flight, like ``length``.
     params : In(layernorm_param_signature(cfg))
         Writes the per-channel parameters (alpha, mult, bias, shift) into the unit's planes
-        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight (nor
-        being output), and
-        alpha at least one cycle before the next row's first beat; they apply to every
-        following row.
+        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight (until
+        the last row's last output beat), and alpha at least one cycle before the next row's
+        first beat; they apply to every following row.
 
     Notes
     -----
-    Timing, with the input valid and the output ready whenever the unit wants them: a row takes
-    :func:`unit_row_cycles` cycles from its first input beat to the next row's first input beat,
-    ``2 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row`` (e.g.
-    AILayerNorm, ``max_row`` 1024: 82; I-LayerNorm: 185). Passes per row: receive (one beat per
-    cycle; sum, :attr:`IN_LATENCY` cycles of drain), ``k`` cycles for the mean, a pass over the
-    row buffer for the variance (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic
-    (these are :func:`unit_stats_cycles`), and the output pass, whose first beat appears
-    :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle). The output pass runs
-    from the other row buffer while the next row is received and its statistics computed, so the
-    row period is the statistics' time; a row's first output beat comes
-    ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its first input beat, its last
-    :func:`unit_drain_cycles` cycles after the period. With gaps in the input or back-pressure on
-    the output the passes wait (a row's hand-over to the output pass waits for the row before's
-    last output beat); the statistics take the same cycles.
+    Timing, with the input valid and the output ready whenever the unit wants them. A row goes
+    through three stages, each on its own row buffer: the front (receive, one beat per cycle, sum,
+    :attr:`IN_LATENCY` cycles of drain; ``k`` cycles for the mean on its serial multiplier; a pass
+    over the row buffer for the variance, :attr:`VAR_LATENCY` cycles of drain; a hand-over cycle),
+    the middle (the per-row arithmetic: the scale; a hand-over cycle) and the output pass, whose
+    first beat appears :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle).
+    Without waiting, a row's first output beat comes ``unit_stats_cycles(cfg, length) +
+    OUT_LATENCY`` cycles after its first input beat (``2 * ceil(length / L) + k + c`` with a
+    constant ``c`` of the variant and ``max_row``, e.g. 82 for AILayerNorm at ``max_row`` 1024,
+    185 for I-LayerNorm). A stage hands a row on only when the next stage is free (the output
+    pass: the row before's last output beat taken), so rows follow each other every
+    :func:`unit_row_cycles`, the slowest stage's time (AILayerNorm: the front,
+    ``2 * ceil(length / L) + k + 14``; I-LayerNorm at 192 channels: the middle), once in step;
+    :func:`unit_schedule` gives every row's cycles. With gaps in the input or back-pressure on
+    the output the passes wait; the front and the middle take the same cycles.
 
     Per-row arithmetic (fixed cycle counts, independent of the data): AILayerNorm normalizes ``Q``
     two bits per cycle (``max((Qbits - 15) >> 1, 7)`` cycles) and runs rsqrt's three multiplies on
@@ -261,11 +296,11 @@ class LayerNormUnit(wiring.Component):
         L = s.lanes
         m = Module()
 
-        # ---- storage: the two row buffers and the parameter planes -----------------------------
+        # ---- storage: the three row buffers and the parameter planes ---------------------------
         # Buffer `b` is entries [b << buf_bits, (b + 1) << buf_bits): the receive and variance passes
-        # use the control's `wsel`, the output pass (of the row before) `osel`; one read port each.
+        # use the control's `wsel`, the output pass (of an earlier row) `osel`; one read port each.
         m.submodules.row_buffer = row_buffer = Memory(shape=_lanes_of(L, signed(s.elem_bits)),
-                                                      depth=2 << s.buf_bits, init=[])
+                                                      depth=3 << s.buf_bits, init=[])
         buf_wr, var_rd, out_rd = row_buffer.write_port(), row_buffer.read_port(), row_buffer.read_port()
         plane_shapes = {1: signed(MULT_BITS), 2: signed(32), 3: unsigned(SHIFT_BITS)}
         if s.ai:
@@ -323,20 +358,21 @@ def _chain(m, first, stages, name, en=None):
 
 
 class _SerialMultiplier:
-    """The unit's sequential shift-add multiplier, added to ``m``: ``acc <- (acc + (b & 1) * a) >> 1``
-    in every cycle, ``n`` steps after a load give ``acc = floor((c + a*b) / 2**n)`` for ``b < 2**n``.
+    """A sequential shift-add multiplier of the unit (the front's for the mean, the middle's for
+    rsqrt), added to ``m``: ``acc <- (acc + (b & 1) * a) >> 1`` in every cycle, ``n`` steps after a
+    load give ``acc = floor((c + a*b) / 2**n)`` for ``b < 2**n``.
 
     Its users load it (:meth:`load`, from an FSM state: a later assignment than the step) and
     wait for the last step (:meth:`wait`); a product is read in the cycle after it. ``last``
     (``n <= 1``, registered) also times AILayerNorm's NORM."""
 
-    def __init__(self, m, s):
+    def __init__(self, m, s, name="mul"):
         self._m = m
-        self.acc = Signal(max(s.mul_a_bits, 17) + 1, name="mul_acc")
-        self.a = Signal(s.mul_a_bits, name="mul_a")
-        self.b = Signal(s.mul_b_bits, name="mul_b")
-        self.n = Signal(s.mul_n_bits, name="mul_n")
-        self.last = Signal(name="mul_last")
+        self.acc = Signal(max(s.mul_a_bits, 17) + 1, name=f"{name}_acc")
+        self.a = Signal(s.mul_a_bits, name=f"{name}_a")
+        self.b = Signal(s.mul_b_bits, name=f"{name}_b")
+        self.n = Signal(s.mul_n_bits, name=f"{name}_n")
+        self.last = Signal(name=f"{name}_last")
         m.d.sync += [self.acc.eq((self.acc + Mux(self.b[0], self.a, 0)) >> 1), self.b.eq(self.b >> 1),
                      self.n.eq(self.n - 1), self.last.eq(self.n <= 2)]
 
@@ -351,22 +387,24 @@ class _SerialMultiplier:
 
 
 class _RowControl(Elaboratable):
-    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic: one FSM for a
-    row's statistics (the front) and a counter for the output pass of the row before (the back),
-    on two row buffers used in turn.
+    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic, in three stages
+    on three row buffers used in turn: an FSM for a row's statistics (the front), an FSM for its
+    scale (the middle) and a counter for its output pass.
 
-    The FSM receives the row into row buffer ``wsel`` (``i.ready`` high in state IN; the accepted
-    beat's index ``in_beat`` and lanes in the row ``in_mask``), waits
-    :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum ``s1``, computes the mean on the serial
-    multiplier (``k`` cycles), issues the variance pass's reads of buffer ``wsel``
+    The front receives the row into row buffer ``wsel`` (``i.ready`` high in state IN; the
+    accepted beat's index ``in_beat`` and lanes in the row ``in_mask``), waits
+    :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum ``s1``, computes the mean on its
+    serial multiplier (``k`` cycles), issues the variance pass's reads of buffer ``wsel``
     (``var_reading``: one beat per cycle), waits :attr:`LayerNormUnit.VAR_LATENCY` cycles for
-    ``stat``, computes the row's scale (AILayerNorm: rsqrt of ``Q`` with its shift; I-LayerNorm:
-    the factor after an integer square root). Then, once the output pass of the row before has
-    sent its last beat (``out_active`` low), it hands the row to the output pass in one cycle
-    (OUT_LOAD: the radix-4 multiples of the scale ``scale_x``, ``mean_o``, ``z_shift``, ``osel``
-    from ``wsel``, which flips) and receives the next row while the output pass issues its reads
-    (``out_reading``, with ``advance``) until the row's last output beat is taken. Clears ``s1``
-    (``s1_clear``) and ``stat`` (``stat_clear``) when the mean is known.
+    ``stat``; then, once the middle is idle, hands the row over in one cycle (STAT_LOAD: ``stat``
+    into the middle's registers, ``mean_m``, ``msel`` from ``wsel``, which moves to the next
+    buffer) and receives the next row. The middle computes the row's scale (AILayerNorm: rsqrt of
+    ``Q`` with its shift, on a second serial multiplier; I-LayerNorm: the factor after an integer
+    square root); then, once the output pass of the row before has sent its last beat
+    (``out_active`` low), hands the row to the output pass in one cycle (OUT_LOAD: the radix-4
+    multiples of the scale ``scale_x``, ``mean_o``, ``z_shift``, ``osel`` from ``msel``), which
+    issues its reads (``out_reading``, with ``advance``) until the row's last output beat is
+    taken. Clears ``s1`` (``s1_clear``) and ``stat`` (``stat_clear``) when the mean is known.
 
     Attributes
     ----------
@@ -376,11 +414,11 @@ class _RowControl(Elaboratable):
         The row buffer index of the variance pass's read; ``issue_left`` the channels at and after
         it, ``read_mask`` which of its lanes are in the row. ``out_issue``, ``out_left`` and
         ``out_mask`` the same for the output pass.
-    wsel, osel : Signal
-        The row buffers of the receive and variance passes and of the output pass.
+    wsel, msel, osel : Signal
+        The row buffers (0, 1, 2) of the front's, the middle's and the output pass's rows.
     mean : Signal
-        The row mean (in the variant's fixed point), from the variance pass on; ``mean_o`` that of
-        the output pass's row.
+        The row mean (in the variant's fixed point), from the variance pass on; ``mean_m`` and
+        ``mean_o`` those of the middle's and the output pass's rows.
     scale_x : list of Signal
         ``(1, 3, -1, -2)`` times the output pass's row's scale.
     z_shift : Signal
@@ -398,12 +436,14 @@ class _RowControl(Elaboratable):
         self.out_issue = count("out_issue")
         self.out_left = Signal(range(cfg.max_row + 1), name="out_left")
         self.out_mask = Cat(self.out_left > i for i in range(s.lanes))
-        self.wsel, self.osel = Signal(name="wsel"), Signal(name="osel")
+        # Row buffers 0, 1, 2 in turn: the front's (receive, variance), the middle's, the output's.
+        self.wsel, self.msel, self.osel = (Signal(range(3), name=n) for n in ("wsel", "msel", "osel"))
         self.accept, self.s1_clear, self.stat_clear = (Signal(name=n) for n in ("accept", "s1_clear", "stat_clear"))
         # A read of the variance or the output pass is issued this cycle.
         self.var_reading, self.out_reading = Signal(name="var_reading"), Signal(name="out_reading")
         self.in_mask = Signal(s.lanes)
         self.mean = Signal(signed(s.mean_bits))
+        self.mean_m = Signal(signed(s.mean_bits))
         self.mean_o = Signal(signed(s.mean_bits))
         scale_bits = 17 if s.ai else s.factor_bits
         # The output pass multiplies by the row's scale (rsqrt's y or I-LayerNorm's factor) in
@@ -416,7 +456,7 @@ class _RowControl(Elaboratable):
         cfg, s, unit = self._cfg, self._s, self._unit
         L = s.lanes
         m = Module()
-        mul = _SerialMultiplier(m, s)
+        mul = _SerialMultiplier(m, s, "mean_mul")      # the front's
         length = unit.length
         # Row progress: `left` channels of the row at and after the current beat of a pass.
         in_beat, in_left = self.in_beat, Signal(range(cfg.max_row + 1))
@@ -461,7 +501,37 @@ class _RowControl(Elaboratable):
                          out_more.eq(out_left > L)]
         with m.If(unit.o.valid & unit.o.ready & self._out_last):
             m.d.sync += out_active.eq(0)
-        with m.FSM():
+        # The middle: the row's scale, from the front's hand-over (`hand`, with the STAT_LOAD
+        # statements `stat_load`) to OUT_LOAD, which hands it to the output pass.
+        hand = Signal()
+        mid_idle = Signal()
+        with m.FSM(name="middle") as middle:
+            with m.State("IDLE"):
+                with m.If(hand):
+                    m.next = "NORM" if s.ai else "SEED"
+            if s.ai:
+                rmul = _SerialMultiplier(m, s, "rsqrt_mul")
+                stat_load, scale = self._rsqrt_states(m, rmul)
+            else:
+                stat_load, scale = self._isqrt_states(m)
+            with m.State("OUT_LOAD"):
+                # Waits for the output pass of the row before (not with the input valid and the
+                # output ready: that pass ends earlier), then hands the row over.
+                # AILayerNorm's scale is the serial multiplier's product: held while waiting.
+                if s.ai:
+                    m.d.sync += rmul.acc.eq(rmul.acc)
+                with m.If(~out_active):
+                    x1, x3, xn1, xn2 = self.scale_x
+                    m.d.sync += [x1.eq(scale), x3.eq((scale << 1) + scale), xn1.eq(-scale), xn2.eq(-(scale << 1)),
+                                 self.mean_o.eq(self.mean_m), self.osel.eq(self.msel),
+                                 out_issue.eq(0), out_left.eq(length), out_more.eq(length != 0), out_active.eq(1)]
+                    if s.ai:
+                        m.d.sync += self.z_shift.eq(self._z_shift_f)
+                    m.next = "IDLE"
+        m.d.comb += mid_idle.eq(middle.ongoing("IDLE"))
+
+        # The front: a row's receive, mean and variance passes; hands the statistic to the middle.
+        with m.FSM(name="front"):
             with m.State("IN"):
                 m.d.sync += drain.eq(0)
                 with m.If(self.accept):
@@ -494,36 +564,28 @@ class _RowControl(Elaboratable):
                     m.d.sync += drain.eq(drain + 1)
                     with m.If(drain == LayerNormUnit.VAR_LATENCY - 1):
                         m.next = "STAT_LOAD"
-            scale = self._rsqrt_states(m, mul) if s.ai else self._isqrt_states(m)
-            with m.State("OUT_LOAD"):
-                # Waits for the output pass of the row before (not with the input valid and the
-                # output ready: that pass ends ~100 cycles earlier), then hands the row over.
-                # AILayerNorm's scale is the serial multiplier's product: held while waiting.
-                if s.ai:
-                    m.d.sync += mul.acc.eq(mul.acc)
-                with m.If(~out_active):
-                    x1, x3, xn1, xn2 = self.scale_x
-                    m.d.sync += [x1.eq(scale), x3.eq((scale << 1) + scale), xn1.eq(-scale), xn2.eq(-(scale << 1)),
-                                 self.mean_o.eq(self.mean), self.osel.eq(self.wsel), self.wsel.eq(~self.wsel),
-                                 out_issue.eq(0), out_left.eq(length), out_more.eq(length != 0), out_active.eq(1),
+            with m.State("STAT_LOAD"):
+                # Once the middle is idle: the statistic goes to the middle's registers, the row
+                # buffer to the middle, and the next row is received into the next buffer.
+                with m.If(mid_idle):
+                    m.d.comb += hand.eq(1)
+                    m.d.sync += [*stat_load, self.mean_m.eq(self.mean), self.msel.eq(self.wsel),
+                                 self.wsel.eq(Mux(self.wsel == 2, 0, self.wsel + 1)),
                                  in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
-                    if s.ai:
-                        m.d.sync += self.z_shift.eq(self._z_shift_f)
                     m.next = "IN"
         return m
 
     def _rsqrt_states(self, m, mul):
-        """AILayerNorm's states from STAT_LOAD to OUT_LOAD: ``y = rsqrt(Q)``; returns ``y``."""
+        """AILayerNorm's states from NORM to OUT_LOAD: ``y = rsqrt(Q)``; returns the statements that
+        load ``Q`` (the front's STAT_LOAD, a cycle before NORM) and ``y``."""
         s = self._s
         u = Signal(max(s.stat_bits, 17))
         j = Signal(signed(6))
         y0 = Signal(16)
         seed = Array(Const(int(RSQRT_SEED[i - 16]) if i >= 16 else 0, 16) for i in range(64))
         stat = self._stat
-        with m.State("STAT_LOAD"):
-            m.d.sync += [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul.n.eq(s.norm_steps),
-                         mul.last.eq(s.norm_steps <= 1)]
-            m.next = "NORM"
+        stat_load = [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul.n.eq(s.norm_steps),
+                     mul.last.eq(s.norm_steps <= 1)]
         with m.State("NORM"):
             # u = Q >> 2j (or Q << -2j) in [2**14, 2**16): two bits per cycle.
             with m.If(u >= U_HI):
@@ -553,11 +615,12 @@ class _RowControl(Elaboratable):
             m.next = "MUL3"
         with m.State("MUL3"):
             mul.wait("OUT_LOAD")
-        return mul.acc[:17]
+        return stat_load, mul.acc[:17]
 
     def _isqrt_states(self, m):
-        """I-LayerNorm's states from STAT_LOAD to OUT_LOAD: the factor ``(2**31 - 1) // std`` after
-        a leading-one seed and ``ISQRT_STEPS`` Newton steps, on a restoring divider; returns it."""
+        """I-LayerNorm's states from SEED to OUT_LOAD: the factor ``(2**31 - 1) // std`` after a
+        leading-one seed and ``ISQRT_STEPS`` Newton steps, on a restoring divider; returns the
+        statements that load ``var`` (the front's STAT_LOAD, a cycle before SEED) and the factor."""
         s = self._s
         w = Signal(s.w_bits)
         t = Signal(s.w_bits)
@@ -569,16 +632,14 @@ class _RowControl(Elaboratable):
         div_n = Signal(range(max(s.q_bits, s.seed_steps) + 1))
         div_last = Signal()     # div_n <= 1, registered
         stat = self._stat
-        with m.State("STAT_LOAD"):
-            # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
-            # so its factor does not matter.
-            w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
-            if s.wide:
-                w_value = Mux(stat == 0, 1, Mux(self._unit.wide, stat << 2 * I16_STD_FRAC, stat << 2 * STD_FRAC))
-            seed_steps = Mux(self._unit.wide, s.seed_steps, s.seed_steps8) if s.wide else s.seed_steps
-            m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(seed_steps),
-                         div_last.eq(seed_steps <= 1)]
-            m.next = "SEED"
+        # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
+        # so its factor does not matter.
+        w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
+        if s.wide:
+            w_value = Mux(stat == 0, 1, Mux(self._unit.wide, stat << 2 * I16_STD_FRAC, stat << 2 * STD_FRAC))
+        seed_steps = Mux(self._unit.wide, s.seed_steps, s.seed_steps8) if s.wide else s.seed_steps
+        stat_load = [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(seed_steps),
+                     div_last.eq(seed_steps <= 1)]
         with m.State("SEED"):
             # k0 = 2 << (leading_one(w) >> 1), two bits of w per cycle.
             with m.If(t >= 4):
@@ -612,7 +673,7 @@ class _RowControl(Elaboratable):
                 halfway = (k + div_q) >> 1
                 m.d.sync += [k.eq(Mux(halfway < k, halfway, k)), step.eq(step + 1)]
                 m.next = "DIV_LOAD"
-        return div_q[:s.factor_bits]
+        return stat_load, div_q[:s.factor_bits]
 
 
 class _Receive(Elaboratable):
@@ -831,18 +892,19 @@ def layernorm_cycles(cfg: AccelConfig, rows: int, length: int, wide: bool = Fals
     high.
 
     ``0`` if ``rows == 0`` or ``length == 0``, else ``4 * ceil(length / L) + READ_LATENCY + 2 +
-    rows * unit_row_cycles(cfg, length) + unit_drain_cycles(cfg, length)``: the four parameter
-    planes, one beat of ``L`` channels per cycle; then the first input read (issued with the
-    row-mean constants' read), the scratchpad's :data:`~vitaccel.hw.memories.READ_LATENCY` to its
-    data, its registering in the engine's input FIFO and its move to the input register; then the
-    rows back to back, each received while the row before is output; then the last row's output
-    pass (its last output beat is written in the cycle it leaves the unit). The engine accepts its
-    next command in the cycle after ``busy`` falls.
+    unit_stats_cycles(cfg, length) + (rows - 1) * unit_row_cycles(cfg, length) +
+    unit_drain_cycles(cfg, length)``: the four parameter planes, one beat of ``L`` channels per
+    cycle; then the first input read (issued with the row-mean constants' read), the scratchpad's
+    :data:`~vitaccel.hw.memories.READ_LATENCY` to its data, its registering in the engine's input
+    FIFO and its move to the input register; then the rows through the unit's three stages
+    (:func:`unit_schedule`: the first row's statistics, a row period for each further row, the
+    last row's output pass; its last output beat is written in the cycle it leaves the unit). The
+    engine accepts its next command in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
-    return (4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + rows * unit_row_cycles(cfg, length, wide)
-            + unit_drain_cycles(cfg, length))
+    return (4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + unit_stats_cycles(cfg, length, wide)
+            + (rows - 1) * unit_row_cycles(cfg, length, wide) + unit_drain_cycles(cfg, length))
 
 
 class LayerNormEngine(Engine):
@@ -888,8 +950,8 @@ class LayerNormEngine(Engine):
     the unit's int16 lanes; int8 rows are sign-extended and keep the 8-bit unit's step counts
     (:func:`layernorm_cycles` with ``wide``).
 
-    Rows go through the unit back to back (see :class:`LayerNormUnit`): the next row is read and
-    received while a row's output is written (and the first beats of the row after it are read
+    Rows go through the unit back to back (see :class:`LayerNormUnit`): later rows are read and
+    received while a row's output is written (and the first beats of the row after them are read
     ahead). The output may overwrite the input in place (``dst == src``) when ``tile_stride >=
     rows`` (a row's output tiles are then no other row's input tiles); otherwise the input and
     output tiles must not overlap, since rows' outputs and later rows' reads interleave.
