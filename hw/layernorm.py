@@ -505,15 +505,12 @@ class _RowControl(Elaboratable):
         # statements `stat_load`) to OUT_LOAD, which hands it to the output pass.
         hand = Signal()
         mid_idle = Signal()
+        rmul = _SerialMultiplier(m, s, "rsqrt_mul") if s.ai else None
         with m.FSM(name="middle") as middle:
             with m.State("IDLE"):
                 with m.If(hand):
                     m.next = "NORM" if s.ai else "SEED"
-            if s.ai:
-                rmul = _SerialMultiplier(m, s, "rsqrt_mul")
-                stat_load, scale = self._rsqrt_states(m, rmul)
-            else:
-                stat_load, scale = self._isqrt_states(m)
+            stat_load, scale = self._rsqrt_states(m, rmul) if s.ai else self._isqrt_states(m)
             with m.State("OUT_LOAD"):
                 # Waits for the output pass of the row before (not with the input valid and the
                 # output ready: that pass ends earlier), then hands the row over.
