@@ -7,8 +7,8 @@ compressed squares, seed table and one Newton step for the reciprocal square roo
 division). Per-row arithmetic (the mean's multiply-shift, rsqrt, square root and division) runs on
 sequential shift-add multipliers (the mean's; AILayerNorm's rsqrt's) and one restoring divider, a
 bit per cycle, so the statistics need no DSP multiplier; the per-lane data path has the
-multipliers docs/numerics.md lists. Rows overlap in three stages (statistics, scale, output
-pass) on three row buffers. :func:`layernorm_cycles` is the engine's exact busy time, for the
+multipliers docs/numerics.md lists. Rows overlap in four stages (receive, statistics, scale,
+output pass) on four row buffers. :func:`layernorm_cycles` is the engine's exact busy time, for the
 performance model.
 """
 
@@ -121,38 +121,39 @@ def layernorm_param_signature(cfg: AccelConfig) -> wiring.Signature:
 
 
 def _unit_phases(cfg: AccelConfig, length: int, wide: bool = False):
-    """``(beats, front, middle)`` of a row of ``length`` channels: the front's cycles from the row's
-    first input beat to its hand-over to the middle (STAT_LOAD, inclusive), with input beats back
-    to back; the middle's from the cycle after to its hand-over to the output pass (OUT_LOAD,
-    inclusive), without waiting."""
+    """``(beats, (receive, stats, middle))`` of a row of ``length`` channels: the cycles of each of
+    the unit's first three stages from the cycle after the stage before hands the row over (the
+    receive: from the row's first input beat, input beats back to back) to its own hand-over,
+    inclusive, without waiting: the receive (to MEAN_LOAD), the statistics (to STAT_LOAD), the
+    middle (to OUT_LOAD)."""
     s = _Sizes(cfg)
     beats = -(-length // s.lanes)
     _, k = row_mean_constants(length, s.frac, s.in_bits if wide else MEAN_FORMAT[cfg.layernorm][1])
-    front = beats + LayerNormUnit.IN_LATENCY + (1 + k + 1) + (beats + LayerNormUnit.VAR_LATENCY) + 1
+    receive = beats + LayerNormUnit.IN_LATENCY + 1
+    stats = k + 1 + (beats + LayerNormUnit.VAR_LATENCY) + 1
     if s.ai:
         # NORM, the seed, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
-        return beats, front, s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1
+        return beats, (receive, stats, s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1)
     # SEED, then ISQRT_STEPS Newton steps and the factor: a load, a division and an update each.
     seed_steps, q_bits = (s.seed_steps, s.q_bits) if wide or not s.wide else (s.seed_steps8, s.q_bits8)
-    return beats, front, seed_steps + (ISQRT_STEPS + 1) * (q_bits + 2) + 1
+    return beats, (receive, stats, seed_steps + (ISQRT_STEPS + 1) * (q_bits + 2) + 1)
 
 
 def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
     """Cycles of :class:`LayerNormUnit` from its first input beat of a row to the issue of the
-    first read of the output pass (the row's statistics), with input beats back to back and no
-    row before it in the unit (``wide``: a row of int16 values on a ``residual16`` build; its int8
-    rows take the 8-bit unit's steps)."""
-    _, front, middle = _unit_phases(cfg, length, wide)
-    return front + middle
+    first read of the output pass (the row's statistics and scale), with input beats back to back
+    and no row before it in the unit (``wide``: a row of int16 values on a ``residual16`` build;
+    its int8 rows take the 8-bit unit's steps)."""
+    return sum(_unit_phases(cfg, length, wide)[1])
 
 
 def unit_row_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
     """Cycles from a row's first input beat to the next row's, with input beats back to back and
-    the output always ready, once the unit's three stages are in step: the row period of
-    :class:`LayerNormUnit`, its slowest stage's (the front's receive, mean and variance passes; the
+    the output always ready, once the unit's four stages are in step: the row period of
+    :class:`LayerNormUnit`, its slowest stage's (the receive; the mean and variance pass; the
     middle's scale; the output pass and its last beat's hand-back), see :func:`unit_schedule`."""
-    beats, front, middle = _unit_phases(cfg, length, wide)
-    return max(front, middle + 1, beats + LayerNormUnit.OUT_LATENCY + 1)
+    beats, (receive, stats, middle) = _unit_phases(cfg, length, wide)
+    return max(receive, stats + 1, middle + 1, beats + LayerNormUnit.OUT_LATENCY + 1)
 
 
 def unit_drain_cycles(cfg: AccelConfig, length: int) -> int:
@@ -165,20 +166,22 @@ def unit_schedule(cfg: AccelConfig, length: int, rows: int, wide: bool = False):
     """The cycles of ``rows`` rows through :class:`LayerNormUnit`, the input valid and the output
     ready whenever it wants them, from the first row's first input beat (cycle 0): ``(starts,
     firsts, last)``, each row's first input beat and first output beat, and the last row's last
-    output beat. A row's hand-over from the front to the middle waits for the middle to be idle,
-    from the middle to the output pass for the row before's last output beat (its first read
-    the cycle after). The last beat is ``unit_stats_cycles + (rows - 1) * unit_row_cycles +
-    unit_drain_cycles - 1`` (a max-plus recurrence whose longest path stays in the slowest stage)."""
-    beats, front, middle = _unit_phases(cfg, length, wide)
+    output beat. A stage hands a row on when the next stage is idle (the output pass: the row
+    before's last output beat taken, its first read the cycle after). The last beat is
+    ``unit_stats_cycles + (rows - 1) * unit_row_cycles + unit_drain_cycles - 1`` (a max-plus
+    recurrence whose longest path stays in the slowest stage)."""
+    beats, (receive, stats, middle) = _unit_phases(cfg, length, wide)
     starts, firsts = [], []
-    start, out_load, last = 0, None, None
+    start, hands, last = 0, None, None
     for _ in range(rows):
         starts.append(start)
-        hand = start + front - 1 if out_load is None else max(start + front - 1, out_load + 1)
-        out_load = hand + middle if last is None else max(hand + middle, last + 1)
+        h_in = start + receive - 1 if hands is None else max(start + receive - 1, hands[0] + 1)
+        h_stat = h_in + stats if hands is None else max(h_in + stats, hands[1] + 1)
+        out_load = h_stat + middle if last is None else max(h_stat + middle, last + 1)
+        hands = (h_stat, out_load)
         firsts.append(out_load + 1 + LayerNormUnit.OUT_LATENCY)
         last = out_load + beats + LayerNormUnit.OUT_LATENCY
-        start = hand + 1
+        start = h_in + 1
     return starts, firsts, last
 
 
@@ -198,10 +201,10 @@ class LayerNormUnit(wiring.Component):
     i : In(stream.Signature(ArrayLayout(signed(8), L)))
         The rows, ``ceil(length / L)`` beats each; beat ``i`` holds channels ``i*L .. i*L + L-1``.
         Lanes past ``length`` in a row's last beat are ignored. Ready only while a row is being
-        received: after a row's last input beat, ``ready`` stays low until that row's mean and
-        variance statistic are known and the row before has left the middle stage (three row
-        buffers: a row is received while the one before gets its scale and the one before that
-        is output).
+        received: after a row's last input beat, ``ready`` stays low until the row is handed to
+        the statistics stage (once the row before has left it; four row buffers: a row is
+        received while the three before it get their mean and variance, their scale and their
+        output pass).
     o : Out(stream.Signature(ArrayLayout(signed(8), L)))
         The normalized rows, in the same beats; lanes past ``length`` are 0. Back-pressure stalls
         the output pipeline.
@@ -225,20 +228,21 @@ class LayerNormUnit(wiring.Component):
     Notes
     -----
     Timing, with the input valid and the output ready whenever the unit wants them. A row goes
-    through three stages, each on its own row buffer: the front (receive, one beat per cycle, sum,
-    :attr:`IN_LATENCY` cycles of drain; ``k`` cycles for the mean on its serial multiplier; a pass
-    over the row buffer for the variance, :attr:`VAR_LATENCY` cycles of drain; a hand-over cycle),
-    the middle (the per-row arithmetic: the scale; a hand-over cycle) and the output pass, whose
-    first beat appears :attr:`OUT_LATENCY` cycles after the pass starts (one beat per cycle).
-    Without waiting, a row's first output beat comes ``unit_stats_cycles(cfg, length) +
-    OUT_LATENCY`` cycles after its first input beat (``2 * ceil(length / L) + k + c`` with a
-    constant ``c`` of the variant and ``max_row``, e.g. 82 for AILayerNorm at ``max_row`` 1024,
-    185 for I-LayerNorm). A stage hands a row on only when the next stage is free (the output
-    pass: the row before's last output beat taken), so rows follow each other every
-    :func:`unit_row_cycles`, the slowest stage's time (AILayerNorm: the front,
-    ``2 * ceil(length / L) + k + 14``; I-LayerNorm at 192 channels: the middle), once in step;
-    :func:`unit_schedule` gives every row's cycles. With gaps in the input or back-pressure on
-    the output the passes wait; the front and the middle take the same cycles.
+    through four stages, each on its own row buffer: the receive (one beat per cycle, sum,
+    :attr:`IN_LATENCY` cycles of drain, a hand-over cycle), the statistics (``k`` cycles for the
+    mean on a serial multiplier; a pass over the row buffer for the variance, :attr:`VAR_LATENCY`
+    cycles of drain; a hand-over cycle), the middle (the per-row arithmetic: the scale; a
+    hand-over cycle) and the output pass, whose first beat appears :attr:`OUT_LATENCY` cycles
+    after the pass starts (one beat per cycle). Without waiting, a row's first output beat comes
+    ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its first input beat
+    (``2 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row``, e.g.
+    82 for AILayerNorm at ``max_row`` 1024, 185 for I-LayerNorm). A stage hands a row on only
+    when the next stage is free (the output pass: the row before's last output beat taken), so
+    rows follow each other every :func:`unit_row_cycles`, the slowest stage's time (AILayerNorm
+    at 192 channels: the statistics, ``ceil(length / L) + k + 11``; I-LayerNorm: the middle),
+    once in step; :func:`unit_schedule` gives every row's cycles. With gaps in the input or
+    back-pressure on the output the passes wait; the statistics and the middle take the same
+    cycles.
 
     Per-row arithmetic (fixed cycle counts, independent of the data): AILayerNorm normalizes ``Q``
     two bits per cycle (``max((Qbits - 15) >> 1, 7)`` cycles) and runs rsqrt's three multiplies on
@@ -296,11 +300,11 @@ class LayerNormUnit(wiring.Component):
         L = s.lanes
         m = Module()
 
-        # ---- storage: the three row buffers and the parameter planes ---------------------------
+        # ---- storage: the four row buffers and the parameter planes ----------------------------
         # Buffer `b` is entries [b << buf_bits, (b + 1) << buf_bits): the receive and variance passes
         # use the control's `wsel`, the output pass (of an earlier row) `osel`; one read port each.
         m.submodules.row_buffer = row_buffer = Memory(shape=_lanes_of(L, signed(s.elem_bits)),
-                                                      depth=3 << s.buf_bits, init=[])
+                                                      depth=4 << s.buf_bits, init=[])
         buf_wr, var_rd, out_rd = row_buffer.write_port(), row_buffer.read_port(), row_buffer.read_port()
         plane_shapes = {1: signed(MULT_BITS), 2: signed(32), 3: unsigned(SHIFT_BITS)}
         if s.ai:
@@ -325,7 +329,7 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
         m.submodules.control = control = _RowControl(cfg, s, self, s1, stat, advance, out_last)
         m.submodules.receive = _Receive(cfg, s, self.i.payload, control, plane_rd.get(0), buf_wr, s1)
-        m.d.comb += [var_rd.addr.eq(Cat(control.issue[:s.buf_bits], control.wsel)),
+        m.d.comb += [var_rd.addr.eq(Cat(control.issue[:s.buf_bits], control.ssel)),
                      out_rd.addr.eq(Cat(control.out_issue[:s.buf_bits], control.osel)), out_rd.en.eq(advance)]
         m.submodules.variance = _VariancePass(s, var_rd.data, control, stat)
         m.submodules.output = output = _OutputStage(cfg, s, out_rd.data, plane_rd, control, advance, self.o, out_last,
@@ -358,7 +362,7 @@ def _chain(m, first, stages, name, en=None):
 
 
 class _SerialMultiplier:
-    """A sequential shift-add multiplier of the unit (the front's for the mean, the middle's for
+    """A sequential shift-add multiplier of the unit (the statistics' for the mean, the middle's for
     rsqrt), added to ``m``: ``acc <- (acc + (b & 1) * a) >> 1`` in every cycle, ``n`` steps after a
     load give ``acc = floor((c + a*b) / 2**n)`` for ``b < 2**n``.
 
@@ -387,24 +391,26 @@ class _SerialMultiplier:
 
 
 class _RowControl(Elaboratable):
-    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic, in three stages
-    on three row buffers used in turn: an FSM for a row's statistics (the front), an FSM for its
-    scale (the middle) and a counter for its output pass.
+    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic, in four stages on
+    four row buffers used in turn: FSMs for a row's receive, its statistics and its scale (the
+    middle), and a counter for its output pass.
 
-    The front receives the row into row buffer ``wsel`` (``i.ready`` high in state IN; the
-    accepted beat's index ``in_beat`` and lanes in the row ``in_mask``), waits
-    :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum ``s1``, computes the mean on its
-    serial multiplier (``k`` cycles), issues the variance pass's reads of buffer ``wsel``
-    (``var_reading``: one beat per cycle), waits :attr:`LayerNormUnit.VAR_LATENCY` cycles for
-    ``stat``; then, once the middle is idle, hands the row over in one cycle (STAT_LOAD: ``stat``
-    into the middle's registers, ``mean_m``, ``msel`` from ``wsel``, which moves to the next
-    buffer) and receives the next row. The middle computes the row's scale (AILayerNorm: rsqrt of
-    ``Q`` with its shift, on a second serial multiplier; I-LayerNorm: the factor after an integer
-    square root); then, once the output pass of the row before has sent its last beat
-    (``out_active`` low), hands the row to the output pass in one cycle (OUT_LOAD: the radix-4
-    multiples of the scale ``scale_x``, ``mean_o``, ``z_shift``, ``osel`` from ``msel``), which
-    issues its reads (``out_reading``, with ``advance``) until the row's last output beat is
-    taken. Clears ``s1`` (``s1_clear``) and ``stat`` (``stat_clear``) when the mean is known.
+    The receive takes the row into row buffer ``wsel`` (``i.ready`` high in state IN; the
+    accepted beat's index ``in_beat`` and lanes in the row ``in_mask``) and waits
+    :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum ``s1``; then, once the statistics
+    stage is idle, hands the row over in one cycle (MEAN_LOAD: the mean's multiply loaded from
+    ``s1``, which ``s1_clear`` zeroes, ``ssel`` from ``wsel``, which moves to the next buffer) and
+    receives the next row. The statistics compute the mean on their serial multiplier (``k``
+    cycles), issue the variance pass's reads of buffer ``ssel`` (``var_reading``: one beat per
+    cycle; ``stat_clear`` zeroes ``stat`` first) and wait :attr:`LayerNormUnit.VAR_LATENCY` cycles
+    for ``stat``; then, once the middle is idle, hand the row over in one cycle (STAT_LOAD:
+    ``stat`` into the middle's registers, ``mean_m``, ``msel``). The middle computes the row's
+    scale (AILayerNorm: rsqrt of ``Q`` with its shift, on a second serial multiplier; I-LayerNorm:
+    the factor after an integer square root); then, once the output pass of the row before has
+    sent its last beat (``out_active`` low), hands the row to the output pass in one cycle
+    (OUT_LOAD: the radix-4 multiples of the scale ``scale_x``, ``mean_o``, ``z_shift``, ``osel``),
+    which issues its reads (``out_reading``, with ``advance``) until the row's last output beat is
+    taken.
 
     Attributes
     ----------
@@ -414,8 +420,9 @@ class _RowControl(Elaboratable):
         The row buffer index of the variance pass's read; ``issue_left`` the channels at and after
         it, ``read_mask`` which of its lanes are in the row. ``out_issue``, ``out_left`` and
         ``out_mask`` the same for the output pass.
-    wsel, msel, osel : Signal
-        The row buffers (0, 1, 2) of the front's, the middle's and the output pass's rows.
+    wsel, ssel, msel, osel : Signal
+        The row buffers (0 .. 3) of the receive's, the statistics', the middle's and the output
+        pass's rows.
     mean : Signal
         The row mean (in the variant's fixed point), from the variance pass on; ``mean_m`` and
         ``mean_o`` those of the middle's and the output pass's rows.
@@ -436,8 +443,9 @@ class _RowControl(Elaboratable):
         self.out_issue = count("out_issue")
         self.out_left = Signal(range(cfg.max_row + 1), name="out_left")
         self.out_mask = Cat(self.out_left > i for i in range(s.lanes))
-        # Row buffers 0, 1, 2 in turn: the front's (receive, variance), the middle's, the output's.
-        self.wsel, self.msel, self.osel = (Signal(range(3), name=n) for n in ("wsel", "msel", "osel"))
+        # Row buffers 0 .. 3 in turn: the receive's, the statistics', the middle's, the output's.
+        self.wsel, self.ssel, self.msel, self.osel = (Signal(2, name=n)
+                                                      for n in ("wsel", "ssel", "msel", "osel"))
         self.accept, self.s1_clear, self.stat_clear = (Signal(name=n) for n in ("accept", "s1_clear", "stat_clear"))
         # A read of the variance or the output pass is issued this cycle.
         self.var_reading, self.out_reading = Signal(name="var_reading"), Signal(name="out_reading")
@@ -456,13 +464,14 @@ class _RowControl(Elaboratable):
         cfg, s, unit = self._cfg, self._s, self._unit
         L = s.lanes
         m = Module()
-        mul = _SerialMultiplier(m, s, "mean_mul")      # the front's
+        mul = _SerialMultiplier(m, s, "mean_mul")      # the statistics' 
         length = unit.length
         # Row progress: `left` channels of the row at and after the current beat of a pass.
         in_beat, in_left = self.in_beat, Signal(range(cfg.max_row + 1))
         in_first = Signal(init=1)     # the next input beat is a row's first
         issue, issue_left = self.issue, self.issue_left
-        drain = Signal(range(max(LayerNormUnit.IN_LATENCY, LayerNormUnit.VAR_LATENCY)))
+        in_drain = Signal(range(LayerNormUnit.IN_LATENCY), name="in_drain")
+        drain = Signal(range(LayerNormUnit.VAR_LATENCY), name="var_drain")
         # The mean's numerator without the sum: length * (2 * offset + 1), registered.
         len_term = _staged(m, (length << (s.in_bits + s.frac + 1)) + length, "len_term")
         offset = s.offset
@@ -501,7 +510,7 @@ class _RowControl(Elaboratable):
                          out_more.eq(out_left > L)]
         with m.If(unit.o.valid & unit.o.ready & self._out_last):
             m.d.sync += out_active.eq(0)
-        # The middle: the row's scale, from the front's hand-over (`hand`, with the STAT_LOAD
+        # The middle: the row's scale, from the statistics' hand-over (`hand`, with the STAT_LOAD
         # statements `stat_load`) to OUT_LOAD, which hands it to the output pass.
         hand = Signal()
         mid_idle = Signal()
@@ -527,29 +536,18 @@ class _RowControl(Elaboratable):
                     m.next = "IDLE"
         m.d.comb += mid_idle.eq(middle.ongoing("IDLE"))
 
-        # The front: a row's receive, mean and variance passes; hands the statistic to the middle.
-        with m.FSM(name="front"):
-            with m.State("IN"):
-                m.d.sync += drain.eq(0)
-                with m.If(self.accept):
-                    m.d.sync += [in_beat.eq(in_beat + 1), in_left.eq(row_left - L), in_first.eq(0),
-                                 left_end.eq(row_left <= 2 * L),
-                                 left_mask.eq(Cat(row_left > L + i for i in range(L)))]
-                    with m.If(in_end):
-                        m.d.sync += in_ready.eq(0)
-                        m.next = "IN_DRAIN"
-            with m.State("IN_DRAIN"):
-                # The last beat's values reach s1 IN_LATENCY cycles after it is accepted.
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == LayerNormUnit.IN_LATENCY - 1):
-                    m.next = "MEAN_LOAD"
-            with m.State("MEAN_LOAD"):
-                m.d.sync += mul.load((self._s1 << (s.frac + 1)) + len_term, unit.mean_mult, unit.mean_shift)
-                m.next = "MEAN_MUL"
+        # The statistics: a row's mean and variance pass, from the receive's hand-over (`hand_in`,
+        # which loads the mean's multiply) to STAT_LOAD, which hands the statistic to the middle.
+        hand_in = Signal()
+        stats_idle = Signal()
+        with m.FSM(name="stats") as stats:
+            with m.State("IDLE"):
+                with m.If(hand_in):
+                    m.next = "MEAN_MUL"
             with m.State("MEAN_MUL"):
                 mul.wait("MEAN_DONE")
             with m.State("MEAN_DONE"):
-                m.d.comb += [self.stat_clear.eq(1), self.s1_clear.eq(1)]
+                m.d.comb += self.stat_clear.eq(1)
                 m.d.sync += [self.mean.eq(mul.acc - offset), *start_pass()]
                 m.next = "VAR"
             with m.State("VAR"):
@@ -563,18 +561,43 @@ class _RowControl(Elaboratable):
                         m.next = "STAT_LOAD"
             with m.State("STAT_LOAD"):
                 # Once the middle is idle: the statistic goes to the middle's registers, the row
-                # buffer to the middle, and the next row is received into the next buffer.
+                # buffer to the middle.
                 with m.If(mid_idle):
                     m.d.comb += hand.eq(1)
-                    m.d.sync += [*stat_load, self.mean_m.eq(self.mean), self.msel.eq(self.wsel),
-                                 self.wsel.eq(Mux(self.wsel == 2, 0, self.wsel + 1)),
+                    m.d.sync += [*stat_load, self.mean_m.eq(self.mean), self.msel.eq(self.ssel)]
+                    m.next = "IDLE"
+        m.d.comb += stats_idle.eq(stats.ongoing("IDLE"))
+
+        # The receive: a row into buffer `wsel` and its sum; hands the row to the statistics.
+        with m.FSM(name="receive"):
+            with m.State("IN"):
+                m.d.sync += in_drain.eq(0)
+                with m.If(self.accept):
+                    m.d.sync += [in_beat.eq(in_beat + 1), in_left.eq(row_left - L), in_first.eq(0),
+                                 left_end.eq(row_left <= 2 * L),
+                                 left_mask.eq(Cat(row_left > L + i for i in range(L)))]
+                    with m.If(in_end):
+                        m.d.sync += in_ready.eq(0)
+                        m.next = "IN_DRAIN"
+            with m.State("IN_DRAIN"):
+                # The last beat's values reach s1 IN_LATENCY cycles after it is accepted.
+                m.d.sync += in_drain.eq(in_drain + 1)
+                with m.If(in_drain == LayerNormUnit.IN_LATENCY - 1):
+                    m.next = "MEAN_LOAD"
+            with m.State("MEAN_LOAD"):
+                # Once the statistics are idle: the mean's multiply starts from s1 (cleared), the
+                # row buffer goes to the statistics, and the next row is received into the next.
+                with m.If(stats_idle):
+                    m.d.comb += [hand_in.eq(1), self.s1_clear.eq(1)]
+                    m.d.sync += [*mul.load((self._s1 << (s.frac + 1)) + len_term, unit.mean_mult,
+                                           unit.mean_shift), self.ssel.eq(self.wsel), self.wsel.eq(self.wsel + 1),
                                  in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
                     m.next = "IN"
         return m
 
     def _rsqrt_states(self, m, mul):
         """AILayerNorm's states from NORM to OUT_LOAD: ``y = rsqrt(Q)``; returns the statements that
-        load ``Q`` (the front's STAT_LOAD, a cycle before NORM) and ``y``."""
+        load ``Q`` (the statistics' STAT_LOAD, a cycle before NORM) and ``y``."""
         s = self._s
         u = Signal(max(s.stat_bits, 17))
         j = Signal(signed(6))
@@ -617,7 +640,7 @@ class _RowControl(Elaboratable):
     def _isqrt_states(self, m):
         """I-LayerNorm's states from SEED to OUT_LOAD: the factor ``(2**31 - 1) // std`` after a
         leading-one seed and ``ISQRT_STEPS`` Newton steps, on a restoring divider; returns the
-        statements that load ``var`` (the front's STAT_LOAD, a cycle before SEED) and the factor."""
+        statements that load ``var`` (the statistics' STAT_LOAD, a cycle before SEED) and the factor."""
         s = self._s
         w = Signal(s.w_bits)
         t = Signal(s.w_bits)
@@ -893,7 +916,7 @@ def layernorm_cycles(cfg: AccelConfig, rows: int, length: int, wide: bool = Fals
     unit_drain_cycles(cfg, length)``: the four parameter planes, one beat of ``L`` channels per
     cycle; then the first input read (issued with the row-mean constants' read), the scratchpad's
     :data:`~vitaccel.hw.memories.READ_LATENCY` to its data, its registering in the engine's input
-    FIFO and its move to the input register; then the rows through the unit's three stages
+    FIFO and its move to the input register; then the rows through the unit's four stages
     (:func:`unit_schedule`: the first row's statistics, a row period for each further row, the
     last row's output pass; its last output beat is written in the cycle it leaves the unit). The
     engine accepts its next command in the cycle after ``busy`` falls.
