@@ -458,13 +458,13 @@ class _RowControl(Elaboratable):
         # radix 4: its multiples, registered when the pass starts.
         self.scale_x = [Signal(signed(scale_bits + 3), name=f"scale_x{n}") for n in (1, 3, -1, -2)]
         self.z_shift = Signal(range(7 + 16)) if s.ai else None
-        self._z_shift_f = Signal(range(7 + 16), name="z_shift_f") if s.ai else None   # the FSM's row's
+        self._z_shift_f = Signal(range(7 + 16), name="z_shift_f") if s.ai else None   # the middle's row's
 
     def elaborate(self, platform):
         cfg, s, unit = self._cfg, self._s, self._unit
         L = s.lanes
         m = Module()
-        mul = _SerialMultiplier(m, s, "mean_mul")      # the statistics' 
+        mul = _SerialMultiplier(m, s, "mean_mul")      # the statistics stage's
         length = unit.length
         # Row progress: `left` channels of the row at and after the current beat of a pass.
         in_beat, in_left = self.in_beat, Signal(range(cfg.max_row + 1))
