@@ -5,9 +5,11 @@
 compressed squares, seed table and one Newton step for the reciprocal square root) or
 ``i_layernorm`` (I-ViT, a leading-one-seeded integer Newton square root and a per-row integer
 division). Per-row arithmetic (the mean's multiply-shift, rsqrt, square root and division) runs on
-one sequential shift-add multiplier and one restoring divider, a bit per cycle, so the statistics
-need no DSP multiplier; the per-lane data path has the multipliers docs/numerics.md lists.
-:func:`layernorm_cycles` is the engine's exact busy time, for the performance model.
+sequential shift-add multipliers (the mean's; AILayerNorm's rsqrt's) and one restoring divider, a
+bit per cycle, so the statistics need no DSP multiplier; the per-lane data path has the
+multipliers docs/numerics.md lists. Rows overlap in four stages (receive, statistics, scale,
+output pass) on four row buffers. :func:`layernorm_cycles` is the engine's exact busy time, for the
+performance model.
 """
 
 from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
@@ -24,7 +26,7 @@ from .lib import Engine, delayed, narrowed, radix4_pair_sums, radix4_products, r
 from .memories import READ_LATENCY
 
 __all__ = ["LayerNormUnit", "LayerNormEngine", "layernorm_param_signature", "layernorm_cycles",
-           "unit_row_cycles", "unit_stats_cycles"]
+           "unit_drain_cycles", "unit_row_cycles", "unit_schedule", "unit_stats_cycles"]
 
 # Widths fixed by the golden definitions (sw/layernorm.py): the per-channel output stage.
 MULT_BITS = UNIT_MULT_BITS              # LayerNormParams.mult, signed
@@ -55,7 +57,8 @@ class _Sizes:
     def __init__(self, cfg: AccelConfig):
         self.lanes = cfg.vector_lanes
         self.max_row = cfg.max_row
-        self.beats = -(-cfg.max_row // cfg.vector_lanes)      # row buffer depth
+        self.beats = -(-cfg.max_row // cfg.vector_lanes)      # beats of a row
+        self.buf_bits = max(1, (self.beats - 1).bit_length())  # a beat's index in a row buffer
         self.ai = cfg.layernorm == "ailayernorm"
         self.frac, self.in_bits = MEAN_FORMAT[cfg.layernorm]
         # residual16: int16 lanes (in_bits 15) for every row; a row of int8 values (no `wide`)
@@ -117,26 +120,69 @@ def layernorm_param_signature(cfg: AccelConfig) -> wiring.Signature:
     })
 
 
-def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
-    """Cycles of :class:`LayerNormUnit` from its first input beat of a row to the issue of the
-    first read of the output pass (the row's statistics), with input beats back to back (``wide``:
-    a row of int16 values on a ``residual16`` build; its int8 rows take the 8-bit unit's steps)."""
+def _unit_phases(cfg: AccelConfig, length: int, wide: bool = False):
+    """``(beats, (receive, stats, middle))`` of a row of ``length`` channels: the cycles of each of
+    the unit's first three stages from the cycle after the stage before hands the row over (the
+    receive: from the row's first input beat, input beats back to back) to its own hand-over,
+    inclusive, without waiting: the receive (to MEAN_LOAD), the statistics (to STAT_LOAD), the
+    middle (to OUT_LOAD)."""
     s = _Sizes(cfg)
     beats = -(-length // s.lanes)
     _, k = row_mean_constants(length, s.frac, s.in_bits if wide else MEAN_FORMAT[cfg.layernorm][1])
-    stats = beats + LayerNormUnit.IN_LATENCY + (1 + k + 1) + (beats + LayerNormUnit.VAR_LATENCY) + 1
+    receive = beats + LayerNormUnit.IN_LATENCY + 1
+    stats = k + 1 + (beats + LayerNormUnit.VAR_LATENCY) + 1
     if s.ai:
         # NORM, the seed, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
-        return stats + s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1
+        return beats, (receive, stats, s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1)
     # SEED, then ISQRT_STEPS Newton steps and the factor: a load, a division and an update each.
     seed_steps, q_bits = (s.seed_steps, s.q_bits) if wide or not s.wide else (s.seed_steps8, s.q_bits8)
-    return stats + seed_steps + (ISQRT_STEPS + 1) * (q_bits + 2) + 1
+    return beats, (receive, stats, seed_steps + (ISQRT_STEPS + 1) * (q_bits + 2) + 1)
+
+
+def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
+    """Cycles of :class:`LayerNormUnit` from its first input beat of a row to the issue of the
+    first read of the output pass (the row's statistics and scale), with input beats back to back
+    and no row before it in the unit (``wide``: a row of int16 values on a ``residual16`` build;
+    its int8 rows take the 8-bit unit's steps)."""
+    return sum(_unit_phases(cfg, length, wide)[1])
 
 
 def unit_row_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
     """Cycles from a row's first input beat to the next row's, with input beats back to back and
-    the output always ready: the row period of :class:`LayerNormUnit`."""
-    return unit_stats_cycles(cfg, length, wide) + -(-length // cfg.vector_lanes) + LayerNormUnit.OUT_LATENCY
+    the output always ready, once the unit's four stages are in step: the row period of
+    :class:`LayerNormUnit`, its slowest stage's (the receive; the mean and variance pass; the
+    middle's scale; the output pass and its last beat's hand-back), see :func:`unit_schedule`."""
+    beats, (receive, stats, middle) = _unit_phases(cfg, length, wide)
+    return max(receive, stats + 1, middle + 1, beats + LayerNormUnit.OUT_LATENCY + 1)
+
+
+def unit_drain_cycles(cfg: AccelConfig, length: int) -> int:
+    """Cycles from the issue of a row's first output read to its last output beat, inclusive,
+    with the output always ready: ``ceil(length / L) + OUT_LATENCY``."""
+    return -(-length // cfg.vector_lanes) + LayerNormUnit.OUT_LATENCY
+
+
+def unit_schedule(cfg: AccelConfig, length: int, rows: int, wide: bool = False):
+    """The cycles of ``rows`` rows through :class:`LayerNormUnit`, the input valid and the output
+    ready whenever it wants them, from the first row's first input beat (cycle 0): ``(starts,
+    firsts, last)``, each row's first input beat and first output beat, and the last row's last
+    output beat. A stage hands a row on when the next stage is idle (the output pass: the row
+    before's last output beat taken, its first read the cycle after). The last beat is
+    ``unit_stats_cycles + (rows - 1) * unit_row_cycles + unit_drain_cycles - 1`` (a max-plus
+    recurrence whose longest path stays in the slowest stage)."""
+    beats, (receive, stats, middle) = _unit_phases(cfg, length, wide)
+    starts, firsts = [], []
+    start, hands, last = 0, None, None
+    for _ in range(rows):
+        starts.append(start)
+        h_in = start + receive - 1 if hands is None else max(start + receive - 1, hands[0] + 1)
+        h_stat = h_in + stats if hands is None else max(h_in + stats, hands[1] + 1)
+        out_load = h_stat + middle if last is None else max(h_stat + middle, last + 1)
+        hands = (h_stat, out_load)
+        firsts.append(out_load + 1 + LayerNormUnit.OUT_LATENCY)
+        last = out_load + beats + LayerNormUnit.OUT_LATENCY
+        start = h_in + 1
+    return starts, firsts, last
 
 
 class LayerNormUnit(wiring.Component):
@@ -155,8 +201,10 @@ class LayerNormUnit(wiring.Component):
     i : In(stream.Signature(ArrayLayout(signed(8), L)))
         The rows, ``ceil(length / L)`` beats each; beat ``i`` holds channels ``i*L .. i*L + L-1``.
         Lanes past ``length`` in a row's last beat are ignored. Ready only while a row is being
-        received: after a row's last input beat, ``ready`` stays low until that row's last output
-        beat has been transferred (one row buffer).
+        received: after a row's last input beat, ``ready`` stays low until the row is handed to
+        the statistics stage (once the row before has left it; four row buffers: a row is
+        received while the three before it get their mean and variance, their scale and their
+        output pass).
     o : Out(stream.Signature(ArrayLayout(signed(8), L)))
         The normalized rows, in the same beats; lanes past ``length`` are 0. Back-pressure stalls
         the output pipeline.
@@ -173,23 +221,28 @@ class LayerNormUnit(wiring.Component):
         row is in flight, like ``length``.
     params : In(layernorm_param_signature(cfg))
         Writes the per-channel parameters (alpha, mult, bias, shift) into the unit's planes
-        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight, and
-        alpha at least one cycle before the next row's first beat; they apply to every
-        following row.
+        (``ceil(max_row / L)`` entries each). Write them only while no row is in flight (until
+        the last row's last output beat), and alpha at least one cycle before the next row's
+        first beat; they apply to every following row.
 
     Notes
     -----
-    Timing, with the input valid and the output ready whenever the unit wants them: a row takes
-    :func:`unit_row_cycles` cycles from its first input beat to the next row's first input beat,
-    ``3 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row`` (e.g.
-    AILayerNorm, ``max_row`` 1024: 93; I-LayerNorm: 197). Passes per row: receive (one beat per
-    cycle; sum, :attr:`IN_LATENCY` cycles of drain), ``k`` cycles for the mean, a pass over the
-    row buffer for the variance (:attr:`VAR_LATENCY` cycles of drain), the per-row arithmetic,
-    and the output pass, whose first beat appears :attr:`OUT_LATENCY` cycles after the pass
-    starts (one beat per cycle). So a
-    row's first output beat comes ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its
-    first input beat. With gaps in the input or back-pressure on the output the passes wait; the
-    statistics take the same cycles.
+    Timing, with the input valid and the output ready whenever the unit wants them. A row goes
+    through four stages, each on its own row buffer: the receive (one beat per cycle, sum,
+    :attr:`IN_LATENCY` cycles of drain, a hand-over cycle), the statistics (``k`` cycles for the
+    mean on a serial multiplier; a pass over the row buffer for the variance, :attr:`VAR_LATENCY`
+    cycles of drain; a hand-over cycle), the middle (the per-row arithmetic: the scale; a
+    hand-over cycle) and the output pass, whose first beat appears :attr:`OUT_LATENCY` cycles
+    after the pass starts (one beat per cycle). Without waiting, a row's first output beat comes
+    ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its first input beat
+    (``2 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row``, e.g.
+    82 for AILayerNorm at ``max_row`` 1024, 185 for I-LayerNorm). A stage hands a row on only
+    when the next stage is free (the output pass: the row before's last output beat taken), so
+    rows follow each other every :func:`unit_row_cycles`, the slowest stage's time (AILayerNorm
+    at 192 channels: the statistics, ``ceil(length / L) + k + 11``; I-LayerNorm: the middle),
+    once in step; :func:`unit_schedule` gives every row's cycles. With gaps in the input or
+    back-pressure on the output the passes wait; the statistics and the middle take the same
+    cycles.
 
     Per-row arithmetic (fixed cycle counts, independent of the data): AILayerNorm normalizes ``Q``
     two bits per cycle (``max((Qbits - 15) >> 1, 7)`` cycles) and runs rsqrt's three multiplies on
@@ -247,10 +300,12 @@ class LayerNormUnit(wiring.Component):
         L = s.lanes
         m = Module()
 
-        # ---- storage: the row buffer and the parameter planes -----------------------------------
-        m.submodules.row_buffer = row_buffer = Memory(shape=_lanes_of(L, signed(s.elem_bits)), depth=s.beats,
-                                                      init=[])
-        buf_wr, buf_rd = row_buffer.write_port(), row_buffer.read_port()
+        # ---- storage: the four row buffers and the parameter planes ----------------------------
+        # Buffer `b` is entries [b << buf_bits, (b + 1) << buf_bits): the receive and variance passes
+        # use the control's `wsel`, the output pass (of an earlier row) `osel`; one read port each.
+        m.submodules.row_buffer = row_buffer = Memory(shape=_lanes_of(L, signed(s.elem_bits)),
+                                                      depth=4 << s.buf_bits, init=[])
+        buf_wr, var_rd, out_rd = row_buffer.write_port(), row_buffer.read_port(), row_buffer.read_port()
         plane_shapes = {1: signed(MULT_BITS), 2: signed(32), 3: unsigned(SHIFT_BITS)}
         if s.ai:
             plane_shapes[0] = unsigned(ALPHA_BITS)
@@ -274,9 +329,10 @@ class LayerNormUnit(wiring.Component):
         m.d.comb += advance.eq(~self.o.valid | self.o.ready)
         m.submodules.control = control = _RowControl(cfg, s, self, s1, stat, advance, out_last)
         m.submodules.receive = _Receive(cfg, s, self.i.payload, control, plane_rd.get(0), buf_wr, s1)
-        m.d.comb += [buf_rd.addr.eq(control.issue), buf_rd.en.eq(control.in_var | advance)]
-        m.submodules.variance = _VariancePass(s, buf_rd.data, control, stat)
-        m.submodules.output = output = _OutputStage(cfg, s, buf_rd.data, plane_rd, control, advance, self.o, out_last,
+        m.d.comb += [var_rd.addr.eq(Cat(control.issue[:s.buf_bits], control.ssel)),
+                     out_rd.addr.eq(Cat(control.out_issue[:s.buf_bits], control.osel)), out_rd.en.eq(advance)]
+        m.submodules.variance = _VariancePass(s, var_rd.data, control, stat)
+        m.submodules.output = output = _OutputStage(cfg, s, out_rd.data, plane_rd, control, advance, self.o, out_last,
                                                     self.narrow if cfg.narrow_activations else None)
         output._wide = self.wide if s.wide else None
         return m
@@ -306,20 +362,21 @@ def _chain(m, first, stages, name, en=None):
 
 
 class _SerialMultiplier:
-    """The unit's sequential shift-add multiplier, added to ``m``: ``acc <- (acc + (b & 1) * a) >> 1``
-    in every cycle, ``n`` steps after a load give ``acc = floor((c + a*b) / 2**n)`` for ``b < 2**n``.
+    """A sequential shift-add multiplier of the unit (the statistics' for the mean, the middle's for
+    rsqrt), added to ``m``: ``acc <- (acc + (b & 1) * a) >> 1`` in every cycle, ``n`` steps after a
+    load give ``acc = floor((c + a*b) / 2**n)`` for ``b < 2**n``.
 
     Its users load it (:meth:`load`, from an FSM state: a later assignment than the step) and
     wait for the last step (:meth:`wait`); a product is read in the cycle after it. ``last``
     (``n <= 1``, registered) also times AILayerNorm's NORM."""
 
-    def __init__(self, m, s):
+    def __init__(self, m, s, name="mul"):
         self._m = m
-        self.acc = Signal(max(s.mul_a_bits, 17) + 1, name="mul_acc")
-        self.a = Signal(s.mul_a_bits, name="mul_a")
-        self.b = Signal(s.mul_b_bits, name="mul_b")
-        self.n = Signal(s.mul_n_bits, name="mul_n")
-        self.last = Signal(name="mul_last")
+        self.acc = Signal(max(s.mul_a_bits, 17) + 1, name=f"{name}_acc")
+        self.a = Signal(s.mul_a_bits, name=f"{name}_a")
+        self.b = Signal(s.mul_b_bits, name=f"{name}_b")
+        self.n = Signal(s.mul_n_bits, name=f"{name}_n")
+        self.last = Signal(name=f"{name}_last")
         m.d.sync += [self.acc.eq((self.acc + Mux(self.b[0], self.a, 0)) >> 1), self.b.eq(self.b >> 1),
                      self.n.eq(self.n - 1), self.last.eq(self.n <= 2)]
 
@@ -334,31 +391,45 @@ class _SerialMultiplier:
 
 
 class _RowControl(Elaboratable):
-    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic, one FSM.
+    """The :class:`LayerNormUnit`'s passes over a row and its per-row arithmetic, in four stages on
+    four row buffers used in turn: FSMs for a row's receive, its statistics and its scale (the
+    middle), and a counter for its output pass.
 
-    Receives the row (``i.ready`` high in state IN; the accepted beat's index ``in_beat`` and
-    lanes in the row ``in_mask``), waits :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum
-    ``s1``, computes the mean on the serial multiplier (``k`` cycles), issues the variance pass's
-    reads (``in_var``, ``reading``: one beat per cycle), waits
-    :attr:`LayerNormUnit.VAR_LATENCY` cycles for ``stat``, computes the row's scale (AILayerNorm:
-    rsqrt of ``Q`` with its shift ``z_shift``; I-LayerNorm: the factor after an integer square
-    root), registers its radix-4 multiples (``scale_x``) and issues the output pass's reads
-    (``in_out``, ``reading`` with ``advance``) until the row's last output beat is taken. Clears
-    ``s1`` (``s1_clear``, at the row's end) and ``stat`` (``stat_clear``, when the mean is known).
+    The receive takes the row into row buffer ``wsel`` (``i.ready`` high in state IN; the
+    accepted beat's index ``in_beat`` and lanes in the row ``in_mask``) and waits
+    :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum ``s1``; then, once the statistics
+    stage is idle, hands the row over in one cycle (MEAN_LOAD: the mean's multiply loaded from
+    ``s1``, which ``s1_clear`` zeroes, ``ssel`` from ``wsel``, which moves to the next buffer) and
+    receives the next row. The statistics compute the mean on their serial multiplier (``k``
+    cycles), issue the variance pass's reads of buffer ``ssel`` (``var_reading``: one beat per
+    cycle; ``stat_clear`` zeroes ``stat`` first) and wait :attr:`LayerNormUnit.VAR_LATENCY` cycles
+    for ``stat``; then, once the middle is idle, hand the row over in one cycle (STAT_LOAD:
+    ``stat`` into the middle's registers, ``mean_m``, ``msel``). The middle computes the row's
+    scale (AILayerNorm: rsqrt of ``Q`` with its shift, on a second serial multiplier; I-LayerNorm:
+    the factor after an integer square root); then, once the output pass of the row before has
+    sent its last beat (``out_active`` low), hands the row to the output pass in one cycle
+    (OUT_LOAD: the radix-4 multiples of the scale ``scale_x``, ``mean_o``, ``z_shift``, ``osel``),
+    which issues its reads (``out_reading``, with ``advance``) until the row's last output beat is
+    taken.
 
     Attributes
     ----------
-    accept, in_beat, in_mask, s1_clear, stat_clear, in_var, in_out, reading : Value
+    accept, in_beat, in_mask, s1_clear, stat_clear, var_reading, out_reading : Value
         As above, in this cycle.
     issue : Signal
-        The row buffer index of the pass's read; ``issue_left`` the channels at and after it,
-        ``read_mask`` which of its lanes are in the row.
+        The row buffer index of the variance pass's read; ``issue_left`` the channels at and after
+        it, ``read_mask`` which of its lanes are in the row. ``out_issue``, ``out_left`` and
+        ``out_mask`` the same for the output pass.
+    wsel, ssel, msel, osel : Signal
+        The row buffers (0 .. 3) of the receive's, the statistics', the middle's and the output
+        pass's rows.
     mean : Signal
-        The row mean (in the variant's fixed point), from the variance pass on.
+        The row mean (in the variant's fixed point), from the variance pass on; ``mean_m`` and
+        ``mean_o`` those of the middle's and the output pass's rows.
     scale_x : list of Signal
-        ``(1, 3, -1, -2)`` times the row's scale, from the output pass on.
+        ``(1, 3, -1, -2)`` times the output pass's row's scale.
     z_shift : Signal
-        AILayerNorm only: the output's shift, ``7 + j``.
+        AILayerNorm only: the output pass's shift, ``7 + j``.
     """
 
     def __init__(self, cfg: AccelConfig, s: _Sizes, unit, s1, stat, advance, out_last):
@@ -369,28 +440,38 @@ class _RowControl(Elaboratable):
         self.issue = count("issue")
         self.issue_left = Signal(range(cfg.max_row + 1), name="issue_left")
         self.read_mask = Cat(self.issue_left > i for i in range(s.lanes))
+        self.out_issue = count("out_issue")
+        self.out_left = Signal(range(cfg.max_row + 1), name="out_left")
+        self.out_mask = Cat(self.out_left > i for i in range(s.lanes))
+        # Row buffers 0 .. 3 in turn: the receive's, the statistics', the middle's, the output's.
+        self.wsel, self.ssel, self.msel, self.osel = (Signal(2, name=n)
+                                                      for n in ("wsel", "ssel", "msel", "osel"))
         self.accept, self.s1_clear, self.stat_clear = (Signal(name=n) for n in ("accept", "s1_clear", "stat_clear"))
-        # A read of the variance or output pass is issued this cycle (`reading`), in which pass.
-        self.in_var, self.in_out, self.reading = (Signal(name=n) for n in ("in_var", "in_out", "reading"))
+        # A read of the variance or the output pass is issued this cycle.
+        self.var_reading, self.out_reading = Signal(name="var_reading"), Signal(name="out_reading")
         self.in_mask = Signal(s.lanes)
         self.mean = Signal(signed(s.mean_bits))
+        self.mean_m = Signal(signed(s.mean_bits))
+        self.mean_o = Signal(signed(s.mean_bits))
         scale_bits = 17 if s.ai else s.factor_bits
         # The output pass multiplies by the row's scale (rsqrt's y or I-LayerNorm's factor) in
         # radix 4: its multiples, registered when the pass starts.
         self.scale_x = [Signal(signed(scale_bits + 3), name=f"scale_x{n}") for n in (1, 3, -1, -2)]
         self.z_shift = Signal(range(7 + 16)) if s.ai else None
+        self._z_shift_f = Signal(range(7 + 16), name="z_shift_f") if s.ai else None   # the middle's row's
 
     def elaborate(self, platform):
         cfg, s, unit = self._cfg, self._s, self._unit
         L = s.lanes
         m = Module()
-        mul = _SerialMultiplier(m, s)
+        mul = _SerialMultiplier(m, s, "mean_mul")      # the statistics stage's
         length = unit.length
         # Row progress: `left` channels of the row at and after the current beat of a pass.
         in_beat, in_left = self.in_beat, Signal(range(cfg.max_row + 1))
         in_first = Signal(init=1)     # the next input beat is a row's first
         issue, issue_left = self.issue, self.issue_left
-        drain = Signal(range(max(LayerNormUnit.IN_LATENCY, LayerNormUnit.VAR_LATENCY)))
+        in_drain = Signal(range(LayerNormUnit.IN_LATENCY), name="in_drain")
+        drain = Signal(range(LayerNormUnit.VAR_LATENCY), name="var_drain")
         # The mean's numerator without the sum: length * (2 * offset + 1), registered.
         len_term = _staged(m, (length << (s.in_bits + s.frac + 1)) + length, "len_term")
         offset = s.offset
@@ -418,9 +499,79 @@ class _RowControl(Elaboratable):
 
         next_issue = [issue.eq(issue + 1), issue_left.eq(Mux(issue_left > L, issue_left - L, 0)),
                       issue_more.eq(issue_left > L)]
-        with m.FSM():
+        # The output pass (of the row handed over by OUT_LOAD, in buffer `osel`): one read per cycle
+        # with `advance`, active until its last beat is taken.
+        out_issue, out_left = self.out_issue, self.out_left
+        out_more = Signal()     # out_left != 0
+        out_active = Signal()
+        m.d.comb += self.out_reading.eq(self._advance & out_more)
+        with m.If(self.out_reading):
+            m.d.sync += [out_issue.eq(out_issue + 1), out_left.eq(Mux(out_left > L, out_left - L, 0)),
+                         out_more.eq(out_left > L)]
+        with m.If(unit.o.valid & unit.o.ready & self._out_last):
+            m.d.sync += out_active.eq(0)
+        # The middle: the row's scale, from the statistics' hand-over (`hand`, with the STAT_LOAD
+        # statements `stat_load`) to OUT_LOAD, which hands it to the output pass.
+        hand = Signal()
+        mid_idle = Signal()
+        rmul = _SerialMultiplier(m, s, "rsqrt_mul") if s.ai else None
+        with m.FSM(name="middle") as middle:
+            with m.State("IDLE"):
+                with m.If(hand):
+                    m.next = "NORM" if s.ai else "SEED"
+            stat_load, scale = self._rsqrt_states(m, rmul) if s.ai else self._isqrt_states(m)
+            with m.State("OUT_LOAD"):
+                # Waits for the output pass of the row before (not with the input valid and the
+                # output ready: that pass ends earlier), then hands the row over.
+                # AILayerNorm's scale is the serial multiplier's product: held while waiting.
+                if s.ai:
+                    m.d.sync += rmul.acc.eq(rmul.acc)
+                with m.If(~out_active):
+                    x1, x3, xn1, xn2 = self.scale_x
+                    m.d.sync += [x1.eq(scale), x3.eq((scale << 1) + scale), xn1.eq(-scale), xn2.eq(-(scale << 1)),
+                                 self.mean_o.eq(self.mean_m), self.osel.eq(self.msel),
+                                 out_issue.eq(0), out_left.eq(length), out_more.eq(length != 0), out_active.eq(1)]
+                    if s.ai:
+                        m.d.sync += self.z_shift.eq(self._z_shift_f)
+                    m.next = "IDLE"
+        m.d.comb += mid_idle.eq(middle.ongoing("IDLE"))
+
+        # The statistics: a row's mean and variance pass, from the receive's hand-over (`hand_in`,
+        # which loads the mean's multiply) to STAT_LOAD, which hands the statistic to the middle.
+        hand_in = Signal()
+        stats_idle = Signal()
+        with m.FSM(name="stats") as stats:
+            with m.State("IDLE"):
+                with m.If(hand_in):
+                    m.next = "MEAN_MUL"
+            with m.State("MEAN_MUL"):
+                mul.wait("MEAN_DONE")
+            with m.State("MEAN_DONE"):
+                m.d.comb += self.stat_clear.eq(1)
+                m.d.sync += [self.mean.eq(mul.acc - offset), *start_pass()]
+                m.next = "VAR"
+            with m.State("VAR"):
+                m.d.comb += self.var_reading.eq(issue_more)
+                with m.If(issue_more):
+                    m.d.sync += next_issue
+                with m.Else():
+                    # The last read's term reaches `stat` VAR_LATENCY cycles after it.
+                    m.d.sync += drain.eq(drain + 1)
+                    with m.If(drain == LayerNormUnit.VAR_LATENCY - 1):
+                        m.next = "STAT_LOAD"
+            with m.State("STAT_LOAD"):
+                # Once the middle is idle: the statistic goes to the middle's registers, the row
+                # buffer to the middle.
+                with m.If(mid_idle):
+                    m.d.comb += hand.eq(1)
+                    m.d.sync += [*stat_load, self.mean_m.eq(self.mean), self.msel.eq(self.ssel)]
+                    m.next = "IDLE"
+        m.d.comb += stats_idle.eq(stats.ongoing("IDLE"))
+
+        # The receive: a row into buffer `wsel` and its sum; hands the row to the statistics.
+        with m.FSM(name="receive"):
             with m.State("IN"):
-                m.d.sync += drain.eq(0)
+                m.d.sync += in_drain.eq(0)
                 with m.If(self.accept):
                     m.d.sync += [in_beat.eq(in_beat + 1), in_left.eq(row_left - L), in_first.eq(0),
                                  left_end.eq(row_left <= 2 * L),
@@ -430,55 +581,31 @@ class _RowControl(Elaboratable):
                         m.next = "IN_DRAIN"
             with m.State("IN_DRAIN"):
                 # The last beat's values reach s1 IN_LATENCY cycles after it is accepted.
-                m.d.sync += drain.eq(drain + 1)
-                with m.If(drain == LayerNormUnit.IN_LATENCY - 1):
+                m.d.sync += in_drain.eq(in_drain + 1)
+                with m.If(in_drain == LayerNormUnit.IN_LATENCY - 1):
                     m.next = "MEAN_LOAD"
             with m.State("MEAN_LOAD"):
-                m.d.sync += mul.load((self._s1 << (s.frac + 1)) + len_term, unit.mean_mult, unit.mean_shift)
-                m.next = "MEAN_MUL"
-            with m.State("MEAN_MUL"):
-                mul.wait("MEAN_DONE")
-            with m.State("MEAN_DONE"):
-                m.d.comb += self.stat_clear.eq(1)
-                m.d.sync += [self.mean.eq(mul.acc - offset), *start_pass()]
-                m.next = "VAR"
-            with m.State("VAR"):
-                m.d.comb += [self.in_var.eq(1), self.reading.eq(issue_more)]
-                with m.If(issue_more):
-                    m.d.sync += next_issue
-                with m.Else():
-                    # The last read's term reaches `stat` VAR_LATENCY cycles after it.
-                    m.d.sync += drain.eq(drain + 1)
-                    with m.If(drain == LayerNormUnit.VAR_LATENCY - 1):
-                        m.next = "STAT_LOAD"
-            scale = self._rsqrt_states(m, mul) if s.ai else self._isqrt_states(m)
-            with m.State("OUT_LOAD"):
-                x1, x3, xn1, xn2 = self.scale_x
-                m.d.sync += [*start_pass(), x1.eq(scale), x3.eq((scale << 1) + scale), xn1.eq(-scale),
-                             xn2.eq(-(scale << 1))]
-                m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [self.in_out.eq(1), self.reading.eq(self._advance & issue_more)]
-                with m.If(self.reading):
-                    m.d.sync += next_issue
-                with m.If(unit.o.valid & unit.o.ready & self._out_last):
-                    m.d.comb += self.s1_clear.eq(1)
-                    m.d.sync += [in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
+                # Once the statistics are idle: the mean's multiply starts from s1 (cleared), the
+                # row buffer goes to the statistics, and the next row is received into the next.
+                with m.If(stats_idle):
+                    m.d.comb += [hand_in.eq(1), self.s1_clear.eq(1)]
+                    m.d.sync += [*mul.load((self._s1 << (s.frac + 1)) + len_term, unit.mean_mult,
+                                           unit.mean_shift), self.ssel.eq(self.wsel), self.wsel.eq(self.wsel + 1),
+                                 in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
                     m.next = "IN"
         return m
 
     def _rsqrt_states(self, m, mul):
-        """AILayerNorm's states from STAT_LOAD to OUT_LOAD: ``y = rsqrt(Q)``; returns ``y``."""
+        """AILayerNorm's states from NORM to OUT_LOAD: ``y = rsqrt(Q)``; returns the statements that
+        load ``Q`` (the statistics' STAT_LOAD, a cycle before NORM) and ``y``."""
         s = self._s
         u = Signal(max(s.stat_bits, 17))
         j = Signal(signed(6))
         y0 = Signal(16)
         seed = Array(Const(int(RSQRT_SEED[i - 16]) if i >= 16 else 0, 16) for i in range(64))
         stat = self._stat
-        with m.State("STAT_LOAD"):
-            m.d.sync += [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul.n.eq(s.norm_steps),
-                         mul.last.eq(s.norm_steps <= 1)]
-            m.next = "NORM"
+        stat_load = [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul.n.eq(s.norm_steps),
+                     mul.last.eq(s.norm_steps <= 1)]
         with m.State("NORM"):
             # u = Q >> 2j (or Q << -2j) in [2**14, 2**16): two bits per cycle.
             with m.If(u >= U_HI):
@@ -488,7 +615,7 @@ class _RowControl(Elaboratable):
             with m.If(mul.last):
                 m.next = "SEED"
         with m.State("SEED"):
-            m.d.sync += [y0.eq(seed[(u >> 10)[:6]]), self.z_shift.eq(7 + j)]
+            m.d.sync += [y0.eq(seed[(u >> 10)[:6]]), self._z_shift_f.eq(7 + j)]
             m.next = "MUL1_LOAD"
         with m.State("MUL1_LOAD"):
             # t1 = round_shift(y0 * y0, 16)
@@ -508,11 +635,12 @@ class _RowControl(Elaboratable):
             m.next = "MUL3"
         with m.State("MUL3"):
             mul.wait("OUT_LOAD")
-        return mul.acc[:17]
+        return stat_load, mul.acc[:17]
 
     def _isqrt_states(self, m):
-        """I-LayerNorm's states from STAT_LOAD to OUT_LOAD: the factor ``(2**31 - 1) // std`` after
-        a leading-one seed and ``ISQRT_STEPS`` Newton steps, on a restoring divider; returns it."""
+        """I-LayerNorm's states from SEED to OUT_LOAD: the factor ``(2**31 - 1) // std`` after a
+        leading-one seed and ``ISQRT_STEPS`` Newton steps, on a restoring divider; returns the
+        statements that load ``var`` (the statistics' STAT_LOAD, a cycle before SEED) and the factor."""
         s = self._s
         w = Signal(s.w_bits)
         t = Signal(s.w_bits)
@@ -524,16 +652,14 @@ class _RowControl(Elaboratable):
         div_n = Signal(range(max(s.q_bits, s.seed_steps) + 1))
         div_last = Signal()     # div_n <= 1, registered
         stat = self._stat
-        with m.State("STAT_LOAD"):
-            # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
-            # so its factor does not matter.
-            w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
-            if s.wide:
-                w_value = Mux(stat == 0, 1, Mux(self._unit.wide, stat << 2 * I16_STD_FRAC, stat << 2 * STD_FRAC))
-            seed_steps = Mux(self._unit.wide, s.seed_steps, s.seed_steps8) if s.wide else s.seed_steps
-            m.d.sync += [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(seed_steps),
-                         div_last.eq(seed_steps <= 1)]
-            m.next = "SEED"
+        # A constant row (var 0) runs as w = 1 (golden's max(v, 1)); its y are all 0,
+        # so its factor does not matter.
+        w_value = Mux(stat == 0, 1, stat << 2 * STD_FRAC)
+        if s.wide:
+            w_value = Mux(stat == 0, 1, Mux(self._unit.wide, stat << 2 * I16_STD_FRAC, stat << 2 * STD_FRAC))
+        seed_steps = Mux(self._unit.wide, s.seed_steps, s.seed_steps8) if s.wide else s.seed_steps
+        stat_load = [w.eq(w_value), t.eq(w_value), k.eq(2), step.eq(0), div_n.eq(seed_steps),
+                     div_last.eq(seed_steps <= 1)]
         with m.State("SEED"):
             # k0 = 2 << (leading_one(w) >> 1), two bits of w per cycle.
             with m.If(t >= 4):
@@ -567,7 +693,7 @@ class _RowControl(Elaboratable):
                 halfway = (k + div_q) >> 1
                 m.d.sync += [k.eq(Mux(halfway < k, halfway, k)), step.eq(step + 1)]
                 m.next = "DIV_LOAD"
-        return div_q[:s.factor_bits]
+        return stat_load, div_q[:s.factor_bits]
 
 
 class _Receive(Elaboratable):
@@ -600,7 +726,7 @@ class _Receive(Elaboratable):
         else:
             a_value = rx_masked.as_value()
         a = data.View(_lanes_of(L, signed(s.elem_bits)), _staged(m, a_value, "rx_a"))
-        m.d.comb += [self._buf_wr.en.eq(rx_valid[-1]), self._buf_wr.addr.eq(rx_beat[-1]),
+        m.d.comb += [self._buf_wr.en.eq(rx_valid[-1]), self._buf_wr.addr.eq(Cat(rx_beat[-1][:s.buf_bits], control.wsel)),
                      self._buf_wr.data.eq(a)]
         with m.If(control.s1_clear):
             m.d.sync += s1.eq(0)
@@ -611,7 +737,7 @@ class _Receive(Elaboratable):
 
 class _VariancePass(Elaboratable):
     """The variance pass of :class:`LayerNormUnit`: ``stat += `` the lanes' terms of each beat
-    read (``in_var & reading``), :attr:`LayerNormUnit.VAR_LATENCY` cycles after its read; the
+    read (``var_reading``), :attr:`LayerNormUnit.VAR_LATENCY` cycles after its read; the
     control's ``stat_clear`` zeroes it.
 
     Stage 1 is the row buffer's data, 2 its register, 3 the centered magnitude, 4..7 the term
@@ -627,7 +753,7 @@ class _VariancePass(Elaboratable):
         L = s.lanes
         m = Module()
         mean = control.mean
-        var_valid = _chain(m, control.in_var & control.reading, LayerNormUnit.VAR_LATENCY, "var_valid")
+        var_valid = _chain(m, control.var_reading, LayerNormUnit.VAR_LATENCY, "var_valid")
         var_mask = _chain(m, control.read_mask, 5, "var_mask")
         elem_v = data.View(_lanes_of(L, signed(s.elem_bits)), _staged(m, self._buf_data.as_value(), "var_elem"))
         terms = []
@@ -701,11 +827,11 @@ class _OutputStage(Elaboratable):
         L = s.lanes
         m = Module()
         depth = LayerNormUnit.OUT_LATENCY - 1
-        out_first = control.in_out & control.reading
+        out_first = control.out_reading
         valid = _chain(m, out_first, depth, "out_stage_valid", advance)
-        masks = _chain(m, control.read_mask, depth, "out_mask", advance)
-        lasts = _chain(m, out_first & (control.issue_left <= L), depth, "out_last", advance)
-        beat = [control.issue] + _chain(m, control.issue, 9, "out_beat", advance)
+        masks = _chain(m, control.out_mask, depth, "out_mask", advance)
+        lasts = _chain(m, out_first & (control.out_left <= L), depth, "out_last", advance)
+        beat = [control.out_issue] + _chain(m, control.out_issue, 9, "out_beat", advance)
         for p, at in ((1, 8), (2, 9), (3, 10)):
             # plane p's data is at stage `at`, registered at the next
             m.d.comb += [plane_rd[p].addr.eq(beat[at - 1]), plane_rd[p].en.eq(advance)]
@@ -726,7 +852,7 @@ class _OutputStage(Elaboratable):
         elem_o = data.View(_lanes_of(L, signed(s.elem_bits)), stage(self._buf_data.as_value(), "out_elem"))
         for i in range(L):
             # 3: D = (a << frac) - mean (y in I-LayerNorm)
-            d = stage((elem_o[i] << s.frac) - control.mean, f"out_d_{i}")
+            d = stage((elem_o[i] << s.frac) - control.mean_o, f"out_d_{i}")
             d = d[:D_BITS].as_signed() if s.ai else d[:s.elem_bits + 1].as_signed()
             # 4: D * scale as sums of pairs of radix-4 products; 5: two partial sums
             pps = radix4_products(d, x1, x1 << 1, x3, minus=(xn1, xn2))
@@ -786,16 +912,19 @@ def layernorm_cycles(cfg: AccelConfig, rows: int, length: int, wide: bool = Fals
     high.
 
     ``0`` if ``rows == 0`` or ``length == 0``, else ``4 * ceil(length / L) + READ_LATENCY + 2 +
-    rows * unit_row_cycles(cfg, length)``: the four parameter planes, one beat of ``L`` channels
-    per cycle; then the first input read (issued with the row-mean constants' read), the
-    scratchpad's :data:`~vitaccel.hw.memories.READ_LATENCY` to its data, its registering in the
-    engine's input FIFO and its move to the input register; then the rows back to back (the last
-    row's last output beat is written in the cycle it leaves the unit). The engine accepts its next
-    command in the cycle after ``busy`` falls.
+    unit_stats_cycles(cfg, length) + (rows - 1) * unit_row_cycles(cfg, length) +
+    unit_drain_cycles(cfg, length)``: the four parameter planes, one beat of ``L`` channels per
+    cycle; then the first input read (issued with the row-mean constants' read), the scratchpad's
+    :data:`~vitaccel.hw.memories.READ_LATENCY` to its data, its registering in the engine's input
+    FIFO and its move to the input register; then the rows through the unit's four stages
+    (:func:`unit_schedule`: the first row's statistics, a row period for each further row, the
+    last row's output pass; its last output beat is written in the cycle it leaves the unit). The
+    engine accepts its next command in the cycle after ``busy`` falls.
     """
     if rows == 0 or length == 0:
         return 0
-    return 4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + rows * unit_row_cycles(cfg, length, wide)
+    return (4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2 + unit_stats_cycles(cfg, length, wide)
+            + (rows - 1) * unit_row_cycles(cfg, length, wide) + unit_drain_cycles(cfg, length))
 
 
 class LayerNormEngine(Engine):
@@ -841,10 +970,11 @@ class LayerNormEngine(Engine):
     the unit's int16 lanes; int8 rows are sign-extended and keep the 8-bit unit's step counts
     (:func:`layernorm_cycles` with ``wide``).
 
-    Rows go through the unit one at a time (see :class:`LayerNormUnit`); the input of the next
-    row is read while the current one is finishing. The output may overwrite the input in place
-    (``dst == src``) when ``tile_stride >= rows``; otherwise the input and output tiles must not
-    overlap, since a row's output is written before the next rows are read.
+    Rows go through the unit back to back (see :class:`LayerNormUnit`): later rows are read and
+    received while a row's output is written (and the first beats of the row after them are read
+    ahead). The output may overwrite the input in place (``dst == src``) when ``tile_stride >=
+    rows`` (a row's output tiles are then no other row's input tiles); otherwise the input and
+    output tiles must not overlap, since rows' outputs and later rows' reads interleave.
 
     Timing: the shared memories' reads are registered on both sides
     (:class:`~vitaccel.hw.memories.SharedMemory`); here a PARAM row is registered before its

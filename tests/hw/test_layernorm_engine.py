@@ -14,7 +14,8 @@ import pytest
 from amaranth.back import verilog
 
 from vitaccel.config import preset
-from vitaccel.hw.layernorm import LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_row_cycles
+from vitaccel.hw.layernorm import (LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_drain_cycles,
+                                   unit_row_cycles, unit_schedule, unit_stats_cycles)
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw import layernorm as ln
@@ -137,12 +138,39 @@ def test_cycle_formula():
     cfg = preset("default")
     assert (LayerNormUnit.IN_LATENCY, LayerNormUnit.VAR_LATENCY, LayerNormUnit.OUT_LATENCY) == (3, 8, 15)
     assert layernorm_cycles(cfg, 0, 192) == layernorm_cycles(cfg, 197, 0) == 0
-    # AILayerNorm at max_row 1024: 3 passes of 48 beats, k = 33 for the mean, 95 cycles of the rest.
-    assert unit_row_cycles(cfg, 192) == 3 * 48 + 33 + 97
+    # AILayerNorm at max_row 1024: the receive and variance passes of 48 beats, k = 33 for the
+    # mean, 82 cycles of the rest (4 in the receive, 10 in the statistics, 68 in the middle:
+    # rsqrt); the statistics stage (k, the variance pass, its hand-over and the idle cycle) sets
+    # the row period, the other stages overlap it.
+    assert unit_stats_cycles(cfg, 192) == 2 * 48 + 33 + 82
+    assert unit_row_cycles(cfg, 192) == 48 + 33 + 11
+    assert unit_drain_cycles(cfg, 192) == 48 + LayerNormUnit.OUT_LATENCY
     assert READ_LATENCY == 4
-    assert layernorm_cycles(cfg, 197, 192) == 4 * 48 + READ_LATENCY + 2 + 197 * unit_row_cycles(cfg, 192)
+    assert layernorm_cycles(cfg, 197, 192) == (4 * 48 + READ_LATENCY + 2 + unit_stats_cycles(cfg, 192)
+                                               + 196 * unit_row_cycles(cfg, 192) + 48 + 15)
+    assert layernorm_cycles(cfg, 197, 192) == 18_504
+    # I-LayerNorm: the middle (the integer square root and the factor, 171 cycles) is the slowest.
     ilnorm = dataclasses.replace(cfg, layernorm="i_layernorm")
-    assert unit_row_cycles(ilnorm, 192) == 3 * 48 + 26 + 200
+    assert unit_stats_cycles(ilnorm, 192) == 2 * 48 + 26 + 185
+    assert unit_row_cycles(ilnorm, 192) == 171 + 1
+
+
+@pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])
+@pytest.mark.parametrize("max_row,wide", [(64, False), (1024, False), (1024, True)])
+def test_schedule_matches_the_closed_form(variant, max_row, wide):
+    """unit_schedule's recurrence (cocotb_layernorm's timing test checks it on the RTL) ends where
+    layernorm_cycles' closed form says, for every length and a few row counts."""
+    if wide and variant == "ailayernorm":
+        pytest.skip("residual16 needs i_layernorm")
+    cfg = dataclasses.replace(preset("default"), layernorm=variant, max_row=max_row, residual16=wide,
+                              vector_lanes=2 if wide else 4).validate()
+    prefix = lambda length: 4 * -(-length // cfg.vector_lanes) + READ_LATENCY + 2  # noqa: E731
+    for length in range(1, max_row + 1, 1 if max_row <= 64 else 37):
+        for rows in (1, 2, 3, 4, 7, 197):
+            for w in ({False, wide}):
+                starts, firsts, last = unit_schedule(cfg, length, rows, w)
+                assert layernorm_cycles(cfg, rows, length, w) == prefix(length) + last + 1, (length, rows, w)
+                assert firsts[0] == unit_stats_cycles(cfg, length, w) + LayerNormUnit.OUT_LATENCY
 
 
 @pytest.mark.parametrize("variant", ["ailayernorm", "i_layernorm"])

@@ -1,5 +1,5 @@
 """LayerNormUnit's Verilog under cocotb + Verilator against vitaccel.sw.layernorm, both variants
-(max_row 1024, lengths 2 to 768, random back-pressure); the testbench is cocotb_layernorm.py."""
+(max_row 1024, lengths 2 to 768, random back-pressure, a slow output); the testbench is cocotb_layernorm.py."""
 
 import dataclasses
 import os
@@ -31,4 +31,4 @@ def test_unit_against_golden(variant, tmp_path, monkeypatch):
         "VITACCEL_MAX_ROW": str(cfg.max_row), "VITACCEL_SEED": str(SEED),
     })
     total, failed = get_results(results)
-    assert (total, failed) == (2, 0)
+    assert (total, failed) == (3, 0)
