@@ -822,6 +822,23 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
     return first, later
 
 
+def _head0_later(cfg: AccelConfig, t: int, dhp: int, m: int, heads: int, x: _Local) -> _Split | None:
+    """The later heads' bank-split layout (:func:`_attention_split`) if head 0 can take it in the
+    fused qkv of the resident ``x``: early (q k.T per chunk), keys from row 0 and queries up to the
+    middle of SPAD (bank 0) with qkv's staging region (``t`` rows) between them, values in bank 1
+    (STOREd by qkv, LOADed back by head 0) and qkv's two weight regions from the middle of SPAD
+    below x; else None."""
+    plan = _attention_split(cfg, t, dhp, m, heads) if m == t else None
+    if plan is None or plan[1] is None:
+        return None
+    lay, c, half = plan[1], cfg.cols, cfg.spad_rows // 2
+    dt, tp = dhp // c, _ceil(t, c) * c
+    if not (lay.early and lay.k == 0 and lay.q + dt * t == half and lay.k + dt * tp + t <= lay.q
+            and half + 2 * x.tiles * c <= x.addr and lay.v >= half):
+        return None
+    return lay
+
+
 def _attention_head(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor, dhp: int,
                     p_sym: TensorSymbol, have: frozenset = frozenset()) -> frozenset:
     """Head ``h``: ``attention_matmul(softmax(requantize(q_h @ k_h.T)), v_h)`` for the first
@@ -933,7 +950,8 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
     t = qkv.rows
     heads = len(a.logit_mult)
     dt, tt, tp = dhp // c, _ceil(t, c), _ceil(t, c) * c
-    lay = plan[0] if h == 0 else plan[1]
+    # "later": qkv left head 0's keys and queries where the later heads' layout has them.
+    lay = plan[0] if h == 0 and "later" not in have else plan[1]
     nxt = plan[1] if h + 1 < heads else None
     nx, ny = lay.nx, t - lay.nx
     if h > 0 and "split" not in have:
@@ -1336,6 +1354,15 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 # STOREd are staged in the lower one, so that each STORE runs beside MATMULs.
                 half = cfg.spad_rows // 2
                 weights = half if (on_chip and free + t <= half <= xl.addr - 2 * dt * c) else None
+                # Bank-split attention: head 0 takes the later heads' layout (its values in bank 1,
+                # its pipeline then overlaps like theirs) if its keys and queries, the staging
+                # region between them and the weights fit beside x; its values are STOREd (x
+                # holds bank 1 now) and LOADed back between its q k.T MATMULs.
+                later = _head0_later(cfg, t, dhp, m, heads, xl)
+                if later is not None:
+                    on_chip, weights, free = True, half, later.k + hdt * tp
+                    local = {part * heads * hdt + i: base + i * stride for part, base, stride in
+                             ((0, later.q, t), (1, later.k, tp)) for i in range(hdt)}
                 # Only the attention's m query rows are needed (all of them for keep_intermediates).
                 with b.narrowed(narrow[p + "qkv"]):
                     _linear_local(b, p + "qkv", xl, *qkv_args, free=free if on_chip else 0, local=local, y=qkv,
@@ -1355,6 +1382,8 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
             cfg, blk.attn, b.log2, name + ": " + p + "attn", b.twin_m,
             int(intvit.extra[p + "lsq2_offset"][0]) if lsq2 else None), "int32", "param")
         have = frozenset("kvq" if fused and on_chip else "")
+        if fused and later is not None:
+            have = frozenset({"k", "q", "later"})
         for h in range(heads):
             with b.layer(f"{p}attn.{h}"):
                 have = _attention_head(b, blk, h, qkv, attn, dhp, a_sym, have)

@@ -118,13 +118,15 @@ def test_deit_tiny_blocks_on_default():
     names = {name for _, _, name in program.layers}
     assert {"blocks.0.mlp", "blocks.0.fc2", "blocks.1.mlp"} <= names
     assert not names & {"blocks.0.fc1", "blocks.0.gelu", "blocks.1.fc2"}
-    # qkv leaves head 0's queries, keys and values where its attention reads them; each head loads
-    # the next head's keys and queries (6 tiles each) between its attention x V MATMULs, so only
-    # the values (6 tiles) and the PARAM rows are left to the head itself.
+    # qkv leaves head 0's queries and keys (and, in the last block, its values) where its
+    # attention reads them; each head loads the next head's keys and queries (6 tiles each)
+    # between its attention x V MATMULs, so only the values (6 tiles) and the PARAM rows are left
+    # to the head itself. The first block's head 0 takes the later heads' bank-split layout, its
+    # values in bank 1 (x's during qkv), so it loads them too.
     loads = {name: sum(w & 0xFF == Opcode.LOAD.value for w in program.instructions[start:stop])
              for start, stop, name in program.layers}
-    for i in (0, 1):
-        assert [loads[f"blocks.{i}.attn.{h}"] for h in range(3)] == [1 + 12, 1 + 6 + 12, 1 + 6]
+    assert [loads[f"blocks.0.attn.{h}"] for h in range(3)] == [1 + 6 + 12, 1 + 6 + 12, 1 + 6]
+    assert [loads[f"blocks.1.attn.{h}"] for h in range(3)] == [1 + 12, 1 + 6 + 12, 1 + 6]
     assert_logits(program, iv, image, seed=7)
     program = compile_model(iv, cfg, keep_intermediates=True)
     assert program.symbol("blocks.0.qkv").shape == (197, 3 * 3 * 72)

@@ -46,16 +46,13 @@ def test_softmax_runs_beside_attention_matmuls(deit_block):
         softmaxes = [i for i in range(start, stop) if spans[i].opcode is Opcode.SOFTMAX]
         matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
         assert len(softmaxes) == 2, h
-        # Head 0 (its keys, values and queries where qkv left them, all in bank 0): the first
-        # chunk's SOFTMAX runs alone, the second's beside the first chunk's attention x V MATMULs.
-        # The later heads: the first beside the second chunk's q k.T MATMULs too; the MATMULs cover
-        # almost all of both.
+        # Every head (head 0 too: qkv leaves its keys and queries where the later heads' layout
+        # has them, its values in bank 1): the first chunk's SOFTMAX beside the second chunk's
+        # q k.T MATMULs, the second's beside the first chunk's attention x V MATMULs; the MATMULs
+        # cover almost all of both.
         first, second = ((spans[i].start, spans[i].end) for i in softmaxes)
         beside = [sum(_overlap(s, m) for m in matmuls) / (s[1] - s[0] + 1) for s in (first, second)]
-        if h == 0:
-            assert beside[0] == 0 and beside[1] >= 0.2, (h, beside)
-        else:
-            assert min(beside) >= 0.9, (h, beside)
+        assert min(beside) >= 0.9, (h, beside)
     # The last block (one query) keeps one SOFTMAX per head, alone.
     for h in range(3):
         start, stop = next((s, e) for s, e, name in program.layers if name == f"blocks.1.attn.{h}")
