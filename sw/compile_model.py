@@ -22,10 +22,13 @@ where every op LOADs its operands from and STOREs its result to external memory:
     blocks.i.qkv     LOAD PARAM; per output tile LOAD the weight column, MATMUL per input tile,
                      REQUANT, STORE -> qkv, each head's q, k, v padded to dhp = ceil(dh / C) * C;
                      head 0's tiles instead stay where its attention reads them (if one query
-                     chunk and qkv's weights fit below x); queries for the M rows only; the
-                     weights in x's SPAD bank if they fit there, the STOREd tiles staged in the
-                     other, so that each STORE runs beside the MATMULs in flight (issue 21)
-    blocks.i.attn.h  as unfused; head 0 loads nothing but its PARAM rows when qkv left its tiles
+                     chunk and qkv's weights fit below x; with the bank-split attention's later
+                     layout, _head0_later, its q and k only: its v go to bank 1, x's now);
+                     queries for the M rows only; the weights in x's SPAD bank if they fit
+                     there, the STOREd tiles staged in the other, so that each STORE runs beside
+                     the MATMULs in flight, in pieces that one MATMUL each covers (issue 21)
+    blocks.i.attn.h  as unfused; head 0 loads nothing but its PARAM rows (and its values) when
+                     qkv left its tiles
     blocks.i.proj    LOAD attn; linear as qkv, the output tiles stay in SPAD
     blocks.i.add1    LOAD x over the dead attn tiles; ADD in place; STORE -> x1
     blocks.i.norm2   LAYERNORM in place
@@ -388,7 +391,8 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     (the last block's queries). ``weights``: the weight regions start there and the staging
     region of the STOREd tiles at ``free`` (default: the weights at ``free``, the staging region
     after them); with x and the weights in one SPAD bank and the staging region in the other, each
-    STORE runs beside the MATMULs in flight (docs/architecture.md). The caller checks that the
+    STORE runs beside the MATMULs in flight (docs/architecture.md), so it goes in pieces, one after
+    each of several of the next tile's MATMULs (:func:`_store_pieces`). The caller checks that the
     regions and parameters fit (:func:`_fused_fits`).
     """
     cfg, c = b.cfg, b.cfg.cols
@@ -400,10 +404,24 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     stage = free + 2 * kt * c if weights is None else free
     weights = free if weights is None else weights
     # Software pipelining (issue 21): output tile j accumulates in ACC bank j % 2 and its REQUANT
-    # runs beside tile j + 1's MATMULs in the other bank, its STORE (if any) after them.
+    # runs beside tile j + 1's MATMULs in the other bank, its STORE (if any) after them, or in
+    # pieces between them (below).
     half = cfg.acc_rows // 2
     pipelined = m <= half and nt > 1
-    pending = []            # the previous tile's (REQUANT, STORE) emitters
+    pending = []            # the previous tile's (REQUANT, STORE) emitters, rows and SPAD row
+    cost = CostModel()
+
+    def stores(j):
+        return y is not None and (j not in local or b.keep)
+
+    # The STOREd tiles staged in a SPAD bank that neither x nor the weights touch: each STORE runs
+    # beside the MATMULs in flight, so a tile's STORE goes in pieces, one after each of the next
+    # tile's MATMULs, each covered by the MATMUL in flight (_store_pieces).
+    def bank(lo, hi):
+        return {lo >= cfg.spad_rows // 2, hi - 1 >= cfg.spad_rows // 2}
+
+    beside = (pipelined and len(bank(stage, stage + m)) == 1
+              and not bank(stage, stage + m) & (bank(x.addr, x.end) | bank(weights, weights + 2 * kt * c)))
 
     def tile(j):
         rows = short[1] if j < short[0] else m
@@ -413,31 +431,59 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
         def requant():
             b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=dst, rows=rows, param_addr=3 * j)
 
-        def store():
-            if y is not None and (j not in local or b.keep):
-                _load_tiles(b, dst, y, 0, rows, j, 1, m, Opcode.STORE)
+        def store(r0=0, n=None):
+            if stores(j):
+                n = rows - r0 if n is None else n
+                _load_tiles(b, dst + r0, y, r0, n, j, 1, m, Opcode.STORE)
 
         def body(addr):
             previous = pending.pop() if pending else None
             slot = requant_slot(cfg, kt, rows, kt * c if j + 1 < nt else 0)
+            pieces = {}
+            if (previous and stores(j - 1) and beside
+                    and bank(previous[3], previous[3] + previous[2]) == bank(stage, stage + m)):
+                pieces = _store_pieces(cfg, kt, rows, previous[2], kt * c if j + 1 < nt else 0)
+                if pieces:
+                    slot = min(pieces) - 1 - -(-cost.requant(cfg, previous[2]) // (rows + cfg.rows))
             for kk in range(kt):
                 b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=rows,
                        accumulate=int(kk > 0))
                 if previous and kk == slot:
                     previous[0]()
-            if previous:
+                if kk in pieces:
+                    previous[1](*pieces[kk])
+            if previous and not pieces:
                 previous[1]()
             if pipelined:
-                pending.append((requant, store))
+                pending.append((requant, store, rows, dst))
             else:
                 requant()
                 store()
         return kt * c, weight_source(cfg, w_sym, 0, kt * c, j), body
 
     _weight_stream(b, weights, [tile(j) for j in range(nt)])
-    for requant, store in pending:
+    for requant, store, *_ in pending:
         requant()
         store()
+
+
+def _store_pieces(cfg: AccelConfig, matmuls: int, rows: int, stored: int, loaded_rows: int) -> dict:
+    """Where to STORE a staged tile of ``stored`` rows in pieces between a tile's ``matmuls``
+    MATMULs of ``rows`` rows, after the REQUANT that writes it: ``{MATMUL index: (first row,
+    rows)}``, one piece after each MATMUL from the one after the REQUANT's cover on, each short
+    enough for the MATMUL in flight to cover it (a STORE holds up the next fetch until it ends,
+    docs/architecture.md); the REQUANT itself after the MATMULs that cover the weight LOAD issued
+    before them (``loaded_rows``; it needs the DMA idle). Empty if they do not fit."""
+    cost, issue = CostModel(), rows + cfg.rows
+    budget = issue - 3 * cost.fetch(cfg) - cost.dma_latency
+    per = max(1, budget * cfg.bus_bytes // cfg.spad_row_bytes)
+    count = -(-stored // per)
+    after_load = -(-cost.dma(cfg, loaded_rows, cfg.spad_row_bytes) // issue) if loaded_rows else 0
+    first = max(1, after_load) + 1 + -(-cost.requant(cfg, stored) // issue)
+    if budget <= 0 or first + count > matmuls:
+        return {}
+    size = -(-stored // count)
+    return {first + i: (i * size, min(size, stored - i * size)) for i in range(count)}
 
 
 def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tensor | None) -> _Local:
