@@ -1020,7 +1020,13 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
     def load(local, tile):
         return load_cycles, functools.partial(_load_tiles, b, local, qkv, 0, t, tile, 1, t)
 
-    vloads = [] if h == 0 and "v" in have else [load(lay.v + i * tp, v_tile + i) for i in range(dt)]
+    # The value tiles in halves, one per key tile of q k.T (a whole tile's LOAD outlasts a key
+    # tile's MATMULs after its REQUANT, and the next REQUANT would wait for it).
+    halves = ((0, _ceil(t, 2)), (_ceil(t, 2), t - _ceil(t, 2)))
+    vloads = [] if h == 0 and "v" in have else [
+        (cost.dma(cfg, n, cfg.spad_row_bytes),
+         functools.partial(_load_tiles, b, lay.v + i * tp + r0, qkv, r0, n, v_tile + i, 1, tp))
+        for i in range(dt) for r0, n in halves]
 
     def place(matmuls: list, side: list, issue: int, start: int, eligible=lambda item, g: True) -> None:
         """Emit ``matmuls`` and, from after MATMUL ``start`` on, the ``side`` items ``(cycles,
@@ -1056,9 +1062,8 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
         acc = kt % 2 * acc_half
         matmuls = [functools.partial(b.emit, Opcode.MATMUL, a_addr=lay.q + i * t, b_addr=lay.k + i * tp + kt * c,
                                      c_addr=acc, rows=rows, accumulate=int(i > 0), transpose_b=1) for i in range(dt)]
-        # A value tile's LOAD every other tile where they fit (a LOAD and the REQUANTs take longer
-        # than a tile's MATMULs).
-        take = vloads[:1] if kt % 2 or len(vloads) > (tt - kt) // 2 else []
+        # Half a value tile's LOAD per key tile from the second on (the first has no REQUANTs).
+        take = vloads[:1] if kt or len(vloads) >= tt else []
         place(matmuls, pending + take, issue, slot)
         del vloads[:len(take)]
         pending = [(cost.requant(cfg, n), functools.partial(b.emit, Opcode.REQUANT, acc_addr=acc + r0,

@@ -122,10 +122,11 @@ def test_deit_tiny_blocks_on_default():
     # attention reads them; each head loads the next head's keys and queries (6 tiles each)
     # between its attention x V MATMULs, so only the values (6 tiles) and the PARAM rows are left
     # to the head itself. The first block's head 0 takes the later heads' bank-split layout, its
-    # values in bank 1 (x's during qkv), so it loads them too.
+    # values in bank 1 (x's during qkv), so it loads them too; the bank-split heads load their
+    # values in halves (12 LOADs), one beside each key tile's q k.T MATMULs.
     loads = {name: sum(w & 0xFF == Opcode.LOAD.value for w in program.instructions[start:stop])
              for start, stop, name in program.layers}
-    assert [loads[f"blocks.0.attn.{h}"] for h in range(3)] == [1 + 6 + 12, 1 + 6 + 12, 1 + 6]
+    assert [loads[f"blocks.0.attn.{h}"] for h in range(3)] == [1 + 12 + 12, 1 + 12 + 12, 1 + 12]
     assert [loads[f"blocks.1.attn.{h}"] for h in range(3)] == [1 + 12, 1 + 6 + 12, 1 + 6]
     assert_logits(program, iv, image, seed=7)
     program = compile_model(iv, cfg, keep_intermediates=True)
