@@ -57,7 +57,9 @@ where every op LOADs its operands from and STOREs its result to external memory:
                      logits go to the two SPAD banks in two query chunks so that SOFTMAXes run
                      beside MATMULs reading the other bank (issue 21): chunk y's SOFTMAX beside
                      chunk x's attention x V MATMULs; after head 0, q k.T per chunk and chunk x's
-                     SOFTMAX beside chunk y's q k.T too (_attention_head_split)
+                     SOFTMAX beside chunk y's q k.T too (_attention_head_split); the values
+                     LOADed in halves beside q k.T; a head's outputs, where the next head leaves
+                     them alone, STOREd by it in pieces beside its q k.T MATMULs (_defers)
     blocks.i.proj    linear attn (M, H*dhp) -> proj (its weight's K rows padded to match)
     blocks.i.add1    ADD x + proj per chunk
     blocks.i.norm2, fc1, gelu (in place), fc2, add2   as above
@@ -844,7 +846,10 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
     nx0 = best(t - (s - half - qsz) // tt, (half - lx0) // tt)
     if nx and nx0 and q1 >= v_base + kv:
         first = _Split(k_base, v_base, q_base, lx0, half, half + tt * (t - nx0), nx0)
-        later = _Split(0, half, q1, half + kv, kv, half + kv, nx, early_delay(nx))
+        # The outputs after chunk x where they fit, out of the next head's way: their STOREs
+        # then run in pieces beside its q k.T MATMULs (_attention_head_split).
+        o = half + kv + tt * nx if half + kv + tt * nx + dt * t <= s else half + kv
+        later = _Split(0, half, q1, half + kv, kv, o, nx, early_delay(nx))
     elif heads > 1 or nx0 is None:
         # Later heads: keys at 0, chunk y after them (bank 0); values, chunk x and the outputs
         # over chunk x in bank 1 below the queries at the top.
@@ -990,7 +995,9 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
     x's attention x V MATMULs (no other instruction between them: in order, it would wait for the
     SOFTMAX). Every attention x V output tile has its own ACC rows, so their REQUANTs (row_shift)
     and the next head's key and query LOADs wait until chunk y's MATMULs (which wait for chunk y's
-    SOFTMAX: they read its logits), between which they are placed; STORE the outputs."""
+    SOFTMAX: they read its logits), between which they are placed; STORE the outputs, or (where
+    :func:`_defers`) leave them to the next head, which STOREs them in pieces beside its q k.T
+    MATMULs (``have`` holds ``("stores", SPAD row, head)``), the rest before its first SOFTMAX."""
     cfg, c = b.cfg, b.cfg.cols
     a = block.attn
     t = qkv.rows
@@ -1028,18 +1035,23 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
          functools.partial(_load_tiles, b, lay.v + i * tp + r0, qkv, r0, n, v_tile + i, 1, tp))
         for i in range(dt) for r0, n in halves]
 
-    def place(matmuls: list, side: list, issue: int, start: int, eligible=lambda item, g: True) -> None:
+    def place(matmuls: list, side: list, issue: int, start: int, eligible=lambda item, g: True,
+              fill: list = ()) -> None:
         """Emit ``matmuls`` and, from after MATMUL ``start`` on, the ``side`` items ``(cycles,
-        emitter, ...)`` one at a time, each after the MATMULs that cover the one before; the rest after them."""
+        emitter, ...)`` one at a time, each after the MATMULs that cover the one before; the rest
+        after them. Where no side item is due, one ``fill`` emitter (a STORE piece the MATMUL in
+        flight covers) after a MATMUL."""
         next_at = start
         for g, matmul in enumerate(matmuls):
             matmul()
-            if g >= next_at:
-                item = next((item for item in side if eligible(item, g)), None)
-                if item is not None:
-                    side.remove(item)
-                    item[1]()
-                    next_at = g + max(1, _ceil(item[0], issue))
+            item = next((item for item in side if eligible(item, g)), None) if g >= next_at else None
+            if item is not None:
+                side.remove(item)
+                item[1]()
+                next_at = g + max(1, _ceil(item[0], issue))
+            elif fill and g >= next_at:
+                fill.pop(0)()
+                next_at = max(next_at, g + 1)
         for item in side:
             item[1]()
         side.clear()
@@ -1057,6 +1069,15 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
     rows, parts = (nx, ((0, nx, lay.lx),)) if lay.early else (t, ((0, nx, lay.lx), (nx, ny, lay.ly)))
     issue = cfg.rows + max(rows, c - 2)
     slot = requant_slot(cfg, dt, rows, 0)
+    # The previous head's output STOREs it left to this head (_defers), in pieces that the MATMUL
+    # in flight covers (a STORE holds up the next fetch until it ends).
+    pieces = []
+    for o, g in (item[1:] for item in have if isinstance(item, tuple) and item[0] == "stores"):
+        per = max(1, (issue - 3 * cost.fetch(cfg) - cost.dma_latency) * cfg.bus_bytes // cfg.spad_row_bytes)
+        count = _ceil(t, per)
+        size = _ceil(t, count)
+        pieces += [_Piece(b, o, out, t, g * dt + j, r0, min(size, t - r0), j) for j in range(dt)
+                   for r0 in range(0, t, size)]
     pending = []
     for kt in range(tt):
         acc = kt % 2 * acc_half
@@ -1064,13 +1085,17 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
                                      c_addr=acc, rows=rows, accumulate=int(i > 0), transpose_b=1) for i in range(dt)]
         # Half a value tile's LOAD per key tile from the second on (the first has no REQUANTs).
         take = vloads[:1] if kt or len(vloads) >= tt else []
-        place(matmuls, pending + take, issue, slot)
+        place(matmuls, pending + take, issue, slot, fill=pieces)
         del vloads[:len(take)]
         pending = [(cost.requant(cfg, n), functools.partial(b.emit, Opcode.REQUANT, acc_addr=acc + r0,
                                                             spad_addr=base + kt * n, rows=n, param_addr=0))
                    for r0, n, base in parts]
     for item in pending + vloads:
         item[1]()
+    # The pieces left, each tile's rest in one STORE.
+    for j in dict.fromkeys(piece.j for piece in pieces):
+        rest = [piece for piece in pieces if piece.j == j]
+        dataclasses.replace(rest[0], n=sum(piece.n for piece in rest))()
     softmax(lay.lx, nx, exp_x)
     if lay.early:
         def y_acc(kt):
@@ -1118,8 +1143,48 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
 
     place([av(lay.ly, ny, nx, j, kt) for j in range(dt) for kt in range(tt)], side,
           cfg.rows + max(ny, c - 2), 0, eligible)
+    # The outputs' STOREs: where the next head leaves them alone until its q k.T MATMULs (in
+    # the bank those do not read), in pieces beside them; else now.
+    if nxt is not None and _defers(cfg, lay, nxt, t, dt, tt):
+        return frozenset({"split", ("stores", lay.o, h)})
     _load_tiles(b, lay.o, out, 0, t, h * dt, dt, t, Opcode.STORE)
     return frozenset({"split"})
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """STORE rows ``[r0, r0 + n)`` of the output tile ``j`` (of ``t`` rows, tile ``tile`` of
+    ``out``) that a head left in SPAD from row ``o``."""
+    b: _Builder
+    o: int
+    out: _Tensor
+    t: int
+    tile: int
+    r0: int
+    n: int
+    j: int
+
+    def __call__(self) -> None:
+        _load_tiles(self.b, self.o + self.j * self.t + self.r0, self.out, self.r0, self.n, self.tile, 1, self.t,
+                    Opcode.STORE)
+
+
+def _defers(cfg: AccelConfig, lay: _Split, nxt: _Split, t: int, dt: int, tt: int) -> bool:
+    """Whether a head of layout ``lay`` can leave its outputs' STOREs to the next head (layout
+    ``nxt``, early): its outputs in one SPAD bank, not that of the next head's keys and queries,
+    and apart from every region the next head writes before its chunk x SOFTMAX (keys, queries
+    and values LOADed, chunk x's logits)."""
+    half, c = cfg.spad_rows // 2, cfg.cols
+    tp = tt * c
+    lo, hi = lay.o, lay.o + dt * t
+
+    def apart(a, n):
+        return a + n <= lo or hi <= a
+
+    return bool(nxt.early and (lo >= half) == (hi - 1 >= half) and (lo >= half) != (nxt.q >= half)
+                and (nxt.k >= half) == (nxt.q >= half) and (nxt.q + dt * t - 1 >= half) == (nxt.q >= half)
+                and apart(nxt.k, dt * tp) and apart(nxt.q, dt * t) and apart(nxt.v, dt * tp)
+                and apart(nxt.lx, tt * nxt.nx))
 
 
 def _run_deferred(cfg: AccelConfig, pending: list, index: int, count: int, rows: int) -> None:

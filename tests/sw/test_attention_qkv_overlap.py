@@ -111,3 +111,26 @@ def test_deit_block_equals_golden(deit_block):
     result = isasim.run(program.with_tensors(input=tokens[0]))
     assert result.ok, result.error
     assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
+
+
+def test_head_outputs_stored_beside_next_heads_matmuls(deit_block):
+    _, program, spans = deit_block
+    matmuls = [(s.start, s.end) for s in spans if s.opcode is Opcode.MATMUL]
+    stored = {}
+    for h in range(3):
+        start, stop = _layer(program, f"blocks.0.attn.{h}")
+        stores = [i for i in range(start, stop) if spans[i].opcode is Opcode.STORE]
+        stored[h] = sum(decode_fields(program.instructions[i])[1]["rows"] for i in stores)
+        if h == 0:
+            # Head 0 leaves its outputs' STOREs to head 1.
+            assert not stores
+        else:
+            # Heads 1 and 2 STORE the previous head's outputs, some in pieces beside their q k.T
+            # MATMULs, the rest before the first SOFTMAX.
+            first_softmax = next(i for i in range(start, stop) if spans[i].opcode is Opcode.SOFTMAX)
+            early = [i for i in stores if i < first_softmax]
+            assert sum(decode_fields(program.instructions[i])[1]["rows"] for i in early) == 6 * 197
+            beside = [i for i in early if _covered((spans[i].start, spans[i].end), matmuls) == 1.0]
+            assert len(beside) >= 8
+    # Head 2 STOREs its own outputs as well, at its end.
+    assert stored == {0: 0, 1: 6 * 197, 2: 12 * 197}
