@@ -1174,15 +1174,17 @@ def _defers(cfg: AccelConfig, lay: _Split, nxt: _Split, t: int, dt: int, tt: int
     ``nxt``, early): its outputs in one SPAD bank, not that of the next head's keys and queries,
     and apart from every region the next head writes before its chunk x SOFTMAX (keys, queries
     and values LOADed, chunk x's logits)."""
-    half, c = cfg.spad_rows // 2, cfg.cols
-    tp = tt * c
+    half, tp = cfg.spad_rows // 2, tt * cfg.cols
     lo, hi = lay.o, lay.o + dt * t
+
+    def bank(a, n):
+        return {a >= half, a + n - 1 >= half}
 
     def apart(a, n):
         return a + n <= lo or hi <= a
 
-    return bool(nxt.early and (lo >= half) == (hi - 1 >= half) and (lo >= half) != (nxt.q >= half)
-                and (nxt.k >= half) == (nxt.q >= half) and (nxt.q + dt * t - 1 >= half) == (nxt.q >= half)
+    return bool(nxt.early and len(bank(lo, hi - lo)) == 1
+                and not bank(lo, hi - lo) & (bank(nxt.k, dt * tp) | bank(nxt.q, dt * t))
                 and apart(nxt.k, dt * tp) and apart(nxt.q, dt * t) and apart(nxt.v, dt * tp)
                 and apart(nxt.lx, tt * nxt.nx))
 
