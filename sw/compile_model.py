@@ -831,7 +831,9 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
                 + max(av(nx), softmax(ny)) + av(ny))
 
     def early_delay(nx):
-        return _ceil(softmax(nx), cfg.rows + max(t - nx, c - 2))
+        # MATMULs of chunk y (each issued after its own dispatch cycles) that chunk x's SOFTMAX
+        # outlasts: the first REQUANT of chunk y after them waits for it little or not at all.
+        return max(1, softmax(nx) // (cfg.rows + max(t - nx, c - 2) + CostModel().dispatch))
 
     # Head 0: values at v_base (bank 0), chunk x after the queries in bank 0, chunk y from the
     # bottom of bank 1; the outputs after chunk y (the next head's queries then go to the top of
