@@ -517,9 +517,9 @@ class _SideQueue:
 
     def place(self, emit, cost: int, left: int | None = None) -> bool:
         """Emit ``emit`` after the latest MATMUL if the engines are free by then and (with
-        ``left``) it ends before the ``left`` MATMULs after it do (the stream's next fixed
-        instruction would wait for it)."""
-        if self.free > self.now or (left is not None and cost > left * self.issue):
+        ``left``) it ends before the MATMUL after the ``left`` more would come (the stream's next
+        fixed instruction, which it holds up, comes before that one)."""
+        if self.free > self.now or (left is not None and cost + 20 > (left + 1) * self.issue):
             return False
         emit()
         self.free = self.now + cost
@@ -539,8 +539,8 @@ class _SideQueue:
 
 def _add2_beside_fits(cfg: AccelConfig, m: int, d: int, hidden: int) -> bool:
     """Whether :func:`_mlp_local` can do add2 beside fc2's second pass (its ``add2``): pass A
-    pipelined and a second pass of one group (ACC holds its output tiles), fc2's K chunks and
-    weight regions of the second pass in SPAD bank 0, one tile of x1 and x1 (the sum, where the
+    pipelined and a second pass of one group (half its output tiles in each ACC bank), fc2's K
+    chunks and weight regions of the second pass in SPAD bank 0, one tile of x1 and x1 (the sum, where the
     next norm1 reads it) in bank 1, the ADD's PARAM row after fc2's, and a tile's LOAD, ADD and
     STORE covered by the MATMULs of one K chunk."""
     c, half = cfg.cols, cfg.spad_rows // 2
@@ -550,7 +550,7 @@ def _add2_beside_fits(cfg: AccelConfig, m: int, d: int, hidden: int) -> bool:
         return False
     acc_a = min(dt, 2 * (acc_half // m - 1))
     chunk = half // (2 * m + 2 * c)
-    if acc_a >= dt or dt - acc_a > cfg.acc_rows // m or chunk < 1:
+    if acc_a >= dt or _ceil(dt - acc_a, 2) > acc_half // m or chunk < 1:
         return False
     chunk = _ceil(ht, _ceil(ht, chunk))
     dma = CostModel().dma(cfg, m, cfg.spad_row_bytes)
@@ -643,10 +643,11 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
 
     g_load = CostModel().dma(cfg, m, cfg.spad_row_bytes)       # a tile of g's (or x1's) LOAD
 
-    def requant(tiles, acc_of, dst=lambda n: x.addr + n * m):
-        """LOAD PARAM fc2's rows (fc1's are dead); REQUANT its output ``tiles`` from ACC rows
-        ``acc_of(n)`` into SPAD rows ``dst(n)``."""
-        load_param(0, 3 * ot, p2_sym.addr)
+    def requant(tiles, acc_of, dst=lambda n: x.addr + n * m, params=True):
+        """LOAD PARAM fc2's rows (fc1's are dead; not if ``params`` is false: loaded before);
+        REQUANT its output ``tiles`` from ACC rows ``acc_of(n)`` into SPAD rows ``dst(n)``."""
+        if params:
+            load_param(0, 3 * ot, p2_sym.addr)
         for n in tiles:
             b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=dst(n), rows=m, param_addr=3 * n)
 
@@ -794,6 +795,24 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
     dt, half = _ceil(d, c), cfg.spad_rows // 2
     resident, slot, param = cfg.spad_rows - dt * m, half, 3 * dt
     outs = range(acc_a, dt)
+    chunk = _ceil(ht, _ceil(ht, half // (2 * m + 2 * c)))
+    ks_all = [range(k0, min(k0 + chunk, ht)) for k0 in range(0, ht, chunk)]
+    # Pass B's first tiles accumulate in ACC bank 0, the others in bank 1, the first ones' steps
+    # first in every chunk: after the last chunk's, their REQUANTs, ADDs and STOREs go beside the
+    # others' MATMULs (a REQUANT runs beside MATMULs into the other ACC bank). As many first
+    # tiles as the others' steps in the last chunk cover (their weight LOADs aside), each bank
+    # holding its tiles.
+    acc_half, issue = cfg.acc_rows // 2, m + cfg.rows
+    add_cost = _add_cost(cfg, m, c)
+    chain = CostModel().requant(cfg, m) + add_cost + len(_store_pieces(cfg, m)) * issue
+    step = len(ks_all[-1]) * issue - CostModel().dma(cfg, len(ks_all[-1]) * c, cfg.spad_row_bytes)
+    cap = acc_half // m
+    counts = range(max(0, len(outs) - cap), min(cap, len(outs) - 1) + 1)
+    k = max([k for k in counts if k * chain <= (len(outs) - k) * step], default=counts[0])
+    early, late = outs[:k], outs[k:]
+
+    def acc_of(n):
+        return (n - early.start) * m if n in early else acc_half + (n - late.start) * m
 
     def add(n, x1_at, f2_at, tiles):
         """ADD x1's ``tiles`` tiles from ``n`` at SPAD row ``x1_at`` and fc2's at ``f2_at`` into
@@ -806,22 +825,29 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
 
     with b.layer(p + "fc2"):
         _vector_params(b, p + "add2", Opcode.ADD, d, params, local=param)
-        # K chunks of g through two regions from row 0 (x is dead), the weights after them, all in
-        # bank 0; as many chunks as before, of balanced sizes.
-        chunk = _ceil(ht, _ceil(ht, half // (2 * m + 2 * c)))
+        # K chunks of g (as many as fit, of balanced sizes) through two regions from row 0 (x is
+        # dead), the weights after them, all in bank 0.
         regions, w_b = (0, chunk * m), 2 * chunk * m
-        ks_all = [range(k0, min(k0 + chunk, ht)) for k0 in range(0, ht, chunk)]
-        queue = _SideQueue(m + cfg.rows)
-        add_cost = _add_cost(cfg, m, c)
+        queue = _SideQueue(issue)
         for n in range(acc_a):
             queue.add(lambda n=n: _load_tiles(b, slot, x1, 0, m, n, 1, m), g_load)
             queue.add(lambda n=n: add(n, slot, resident + n * m, 1), add_cost)
-            queue.add(lambda n=n: store(n, 1), g_load)
+            for emit, cost in _store_tile(b, resident + n * m, y, n, m):
+                queue.add(emit, cost)
         for n in outs:
             queue.add(lambda n=n: _load_tiles(b, resident + n * m, x1, 0, m, n, 1, m), g_load)
 
         def x_load(ci, kk):
             return lambda: _load_tiles(b, regions[ci % 2] + (kk - ks_all[ci].start) * m, g, 0, m, kk, 1, m)
+
+        def enqueue_early():
+            """The first tiles are complete: REQUANT each to the slot, ADD x1's tile, STORE."""
+            for n in early:
+                queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=slot, rows=m,
+                                             param_addr=3 * n), CostModel().requant(cfg, m))
+                queue.add(lambda n=n: add(n, resident + n * m, slot, 1), add_cost)
+                for emit, cost in _store_tile(b, resident + n * m, y, n, m):
+                    queue.add(emit, cost)
 
         for kk in ks_all[0]:
             x_load(0, kk)()
@@ -833,23 +859,57 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
             # _weight_stream: the first two weight LOADs before the first step, one before each
             # other step but the last.
             before = [[w_load] * min(2, len(outs))] + [[w_load] * (i + 1 < len(outs)) for i in range(1, len(outs))]
-            _weight_stream(b, w_b, [fc2_step(ks.start, ks, n, regions[ci % 2], (n - acc_a) * m,
-                                             nxt[i * share:(i + 1) * share], queue, before[i])
-                                    for i, n in enumerate(outs)])
+            steps = [fc2_step(ks.start, ks, n, regions[ci % 2], acc_of(n), nxt[i * share:(i + 1) * share], queue,
+                              before[i]) for i, n in enumerate(outs)]
+            if ci + 1 == len(ks_all) and early:
+                rows, source, body = steps[len(early) - 1]
+                steps[len(early) - 1] = rows, source, _then(body, lambda: enqueue_early())
+            _weight_stream(b, w_b, steps)
+
         queue.flush()
-        # Pass B's tiles into the dead chunks (bank 0).
-        requant(outs, lambda n: (n - acc_a) * m, lambda n: (n - acc_a) * m)
+        # The other tiles into the dead chunks (bank 0).
+        requant(late, acc_of, lambda n: (n - late.start) * m, params=False)     # pass A loaded them
     with b.layer(p + "add2"):
-        add(acc_a, resident + acc_a * m, 0, len(outs))
-        store(acc_a, len(outs))
+        add(late.start, resident + late.start * m, 0, len(late))
+        store(late.start, len(late))
     return _Local(resident, m, d, dt)
+
+
+def _then(body, after):
+    """``body`` (a :func:`_weight_stream` step's emitter), then ``after()``."""
+    def both(addr):
+        body(addr)
+        after()
+    return both
+
+
+def _store_pieces(cfg: AccelConfig, m: int) -> list[tuple[int, int]]:
+    """``(first row, rows)`` of the STOREs of one tile of ``m`` rows beside MATMULs of ``m`` rows:
+    a STORE overlaps only the MATMUL in flight (the next fetch waits until it ends), so each
+    piece is short enough for that MATMUL's issue interval (``m + cfg.rows`` cycles) to cover it
+    and the next fetch."""
+    most = max(1, (m + cfg.rows - 40) * cfg.bus_bytes // cfg.spad_row_bytes)
+    count = _ceil(m, most)
+    size = _ceil(m, count)
+    return [(r0, min(size, m - r0)) for r0 in range(0, m, size)]
+
+
+def _store_tile(b: _Builder, local: int, t: _Tensor, tile: int, m: int) -> list:
+    """Emitters and cycles ``[(emit, cycles)]`` of the STOREs (:func:`_store_pieces`) of tile
+    ``tile`` of ``t`` (``m`` rows) from SPAD row ``local``."""
+    cfg = b.cfg
+
+    def piece(r0, rows):
+        return lambda: _load_tiles(b, local + r0, t, r0, rows, tile, 1, m, Opcode.STORE)
+    return [(piece(r0, rows), CostModel().dma(cfg, rows, cfg.spad_row_bytes)) for r0, rows in _store_pieces(cfg, m)]
 
 
 def _add1_costs(cfg: AccelConfig, m: int) -> list[int]:
     """The chain of :func:`_proj_add1` among a proj tile's MATMULs: the previous tile's REQUANT,
-    its ADD, its STORE, the LOAD of this tile of x (one tile of ``m`` rows each)."""
-    dma = CostModel().dma(cfg, m, cfg.spad_row_bytes)
-    return [CostModel().requant(cfg, m), _add_cost(cfg, m, cfg.cols), dma, dma]
+    its ADD, its STOREs (:func:`_store_pieces`), the LOAD of this tile of x (one tile of ``m``
+    rows each)."""
+    stores = [CostModel().dma(cfg, rows, cfg.spad_row_bytes) for _, rows in _store_pieces(cfg, m)]
+    return [CostModel().requant(cfg, m), _add_cost(cfg, m, cfg.cols), *stores, CostModel().dma(cfg, m, cfg.spad_row_bytes)]
 
 
 def _add1_beside_fits(cfg: AccelConfig, m: int, d: int, attn_cols: int) -> bool:
@@ -885,17 +945,15 @@ def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj
     half = cfg.spad_rows // 2
     xs = dt * m                         # the SPAD rows of one tile of x
     param = 3 * dt                      # the ADD's PARAM row, after proj's
-    _, add_cost, store_cost, load_cost = _add1_costs(cfg, m)
+    costs = _add1_costs(cfg, m)
+    add_cost, load_cost = costs[1], costs[-1]
 
     def add(j):
         b.emit(Opcode.ADD, src=xs, src2=j * m, dst=j * m, rows=m, length=min(d, (j + 1) * c) - j * c,
                tile_stride=m, param_addr=param)
 
-    def store(j):
-        _load_tiles(b, j * m, x1, 0, m, j, 1, m, Opcode.STORE)
-
     def side(j):
-        chain = [(lambda: add(j - 1), add_cost), (lambda: store(j - 1), store_cost)] if j else []
+        chain = [(lambda: add(j - 1), add_cost), *_store_tile(b, (j - 1) * m, x1, j - 1, m)] if j else []
         return chain + [(lambda: _load_tiles(b, xs, x, 0, m, j, 1, m), load_cost)]
 
     with b.layer(p + "proj"):
@@ -904,7 +962,7 @@ def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj
         _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: j * m for j in range(dt)}, side=side)
     with b.layer(p + "add1"):
         add(dt - 1)
-        store(dt - 1)
+        _load_tiles(b, (dt - 1) * m, x1, 0, m, dt - 1, 1, m, Opcode.STORE)
     return _Local(0, m, d, dt)
 
 
