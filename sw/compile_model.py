@@ -530,11 +530,21 @@ class _SideQueue:
         while self.items and self.place(*self.items[0], left):
             self.items.pop(0)
 
-    def flush(self) -> None:
-        """Emit what is left, in order."""
-        for emit, _ in self.items:
+    def flush(self, through=None) -> None:
+        """Emit what is left, in order (with ``through``: up to that emitter, if still queued)."""
+        if through is not None and through not in [emit for emit, _ in self.items]:
+            return
+        while self.items:
+            emit, _ = self.items.pop(0)
             emit()
-        self.items = []
+            if emit is through:
+                return
+
+
+def _loads_before(steps: int, cost: int) -> list[list[int]]:
+    """The cycles of the weight LOADs :func:`_weight_stream` emits before each of ``steps``
+    steps of LOADs of ``cost`` cycles: two before the first, one before each other but the last."""
+    return [[cost] * min(2, steps)] + [[cost] * (i + 1 < steps) for i in range(1, steps)]
 
 
 def _add2_beside_fits(cfg: AccelConfig, m: int, d: int, hidden: int) -> bool:
@@ -675,6 +685,16 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             stage = half_spad
         group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
         w2 = stage + group * m
+        beside = add2 is not None and not b.keep and _add2_beside_fits(cfg, m, d, hidden)
+        resident = cfg.spad_rows - dt * m
+        # With add2 beside (_fc2_add2): pass A's tiles in ACC bank 0 are REQUANTized beside the
+        # last group's fc2 steps into bank 1 (the others' MATMULs), to SPAD bank 1 rows that the
+        # last group does not read (where the sum's later tiles go), if there are such rows.
+        early_a = [n for n in range(acc_a) if slots[n] < half] if beside else []
+        temps = {n: resident + (acc_a + i) * m for i, n in enumerate(early_a)}
+        if not (early_a and len(early_a) < acc_a and stage + (ht - (ht - 1) // group * group) * m <= resident + acc_a * m
+                and resident + (acc_a + len(early_a)) * m <= min(w2, cfg.spad_rows)):
+            temps = {}
 
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
 
@@ -704,7 +724,23 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                            length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
                 if acc_a < ot or b.keep:
                     _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
-                if acc_a:
+                if acc_a and temps and tiles.stop == ht:
+                    load_param(0, 3 * ot, p2_sym.addr)      # fc1's and the GELU's are dead
+                    queue = _SideQueue(m + cfg.rows)
+                    before = _loads_before(acc_a, CostModel().dma(cfg, len(tiles) * c, cfg.spad_row_bytes))
+                    steps = [fc2_step(h0, tiles, n, stage, slots[n], queue=queue, before=before[n])
+                             for n in range(acc_a)]
+                    last = max(early_a)
+
+                    def requants():
+                        for n in early_a:
+                            queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=slots[n], spad_addr=temps[n],
+                                                         rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
+                    rows, source, body = steps[last]
+                    steps[last] = rows, source, _then(body, requants)
+                    _weight_stream(b, w2, steps)
+                    queue.flush()
+                elif acc_a:
                     _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)])
 
             def body(addr):
@@ -754,11 +790,12 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
         _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
-        beside = add2 is not None and not b.keep and _add2_beside_fits(cfg, m, d, hidden)
-        resident = cfg.spad_rows - dt * m
-        requant(range(acc_a), lambda n: slots[n], (lambda n: resident + n * m) if beside else (lambda n: x.addr + n * m))
+        if not temps:
+            requant(range(acc_a), lambda n: slots[n],
+                    (lambda n: resident + n * m) if beside else (lambda n: x.addr + n * m))
     if beside:
-        return _fc2_add2(b, p, m, d, ht, acc_a, g, fc2_step, requant, g_load, *add2)
+        pending_a = [(n, slots[n]) for n in range(acc_a) if n not in temps] if temps else []
+        return _fc2_add2(b, p, m, d, ht, acc_a, g, fc2_step, requant, g_load, temps, pending_a, *add2)
     if acc_a == ot:
         return _Local(x.addr, m, d, ot)
     with b.layer(p + "fc2"):
@@ -788,9 +825,12 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
 
 
 def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tensor, fc2_step, requant, g_load: int,
-              x1: _Tensor, y: _Tensor, params: list) -> _Local:
+              temps: dict, pending_a: list, x1: _Tensor, y: _Tensor, params: list) -> _Local:
     """:func:`_mlp_local`'s pass B with add2 beside it (its ``add2``; ``fc2_step``, ``requant``
-    and ``g_load`` are its own): layers ``p + "fc2"`` and ``p + "add2"``."""
+    and ``g_load`` are its own): layers ``p + "fc2"`` and ``p + "add2"``. Pass A's output tile
+    ``n`` is in SPAD at ``temps[n]``, or at the sum's rows (``resident + n * m``), or (``(n, ACC
+    row)`` in ``pending_a``, ACC bank 1) still in ACC: those are REQUANTized there beside the
+    first chunk's first steps (their MATMULs into ACC bank 0), before the steps into bank 1."""
     cfg, c = b.cfg, b.cfg.cols
     dt, half = _ceil(d, c), cfg.spad_rows // 2
     resident, slot, param = cfg.spad_rows - dt * m, half, 3 * dt
@@ -829,9 +869,17 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
         # dead), the weights after them, all in bank 0.
         regions, w_b = (0, chunk * m), 2 * chunk * m
         queue = _SideQueue(issue)
+        requants = [lambda n=n, row=row: b.emit(Opcode.REQUANT, acc_addr=row, spad_addr=resident + n * m, rows=m,
+                                                param_addr=3 * n) for n, row in pending_a]
+        if pending_a and not early:
+            for emit in requants:
+                emit()
+            requants = []
+        for emit in requants:
+            queue.add(emit, CostModel().requant(cfg, m))
         for n in range(acc_a):
             queue.add(lambda n=n: _load_tiles(b, slot, x1, 0, m, n, 1, m), g_load)
-            queue.add(lambda n=n: add(n, slot, resident + n * m, 1), add_cost)
+            queue.add(lambda n=n: add(n, slot, temps.get(n, resident + n * m), 1), add_cost)
             for emit, cost in _store_tile(b, resident + n * m, y, n, m):
                 queue.add(emit, cost)
         for n in outs:
@@ -854,13 +902,18 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
             queue.fixed(g_load)
         for ci, ks in enumerate(ks_all):
             nxt = [x_load(ci + 1, kk) for kk in ks_all[ci + 1]] if ci + 1 < len(ks_all) else []
-            share = _ceil(len(nxt), len(outs))
-            w_load = CostModel().dma(cfg, len(ks) * c, cfg.spad_row_bytes)
-            # _weight_stream: the first two weight LOADs before the first step, one before each
-            # other step but the last.
-            before = [[w_load] * min(2, len(outs))] + [[w_load] * (i + 1 < len(outs)) for i in range(1, len(outs))]
-            steps = [fc2_step(ks.start, ks, n, regions[ci % 2], acc_of(n), nxt[i * share:(i + 1) * share], queue,
-                              before[i]) for i, n in enumerate(outs)]
+            # The next chunk's LOADs beside the steps (in the first chunk, with pass A's REQUANTs
+            # beside the first steps, beside the others only).
+            carriers = [i for i, n in enumerate(outs) if not (ci == 0 and requants and n in early)]
+            share = _ceil(len(nxt), len(carriers))
+            loads = {i: nxt[r * share:(r + 1) * share] for r, i in enumerate(carriers)}
+            before = _loads_before(len(outs), CostModel().dma(cfg, len(ks) * c, cfg.spad_row_bytes))
+            steps = [fc2_step(ks.start, ks, n, regions[ci % 2], acc_of(n), loads.get(i, []), queue, before[i])
+                     for i, n in enumerate(outs)]
+            if ci == 0 and requants:
+                # pass A's REQUANTs done before the steps into their ACC rows
+                rows, source, body = steps[len(early) - 1]
+                steps[len(early) - 1] = rows, source, _then(body, lambda: queue.flush(through=requants[-1]))
             if ci + 1 == len(ks_all) and early:
                 rows, source, body = steps[len(early) - 1]
                 steps[len(early) - 1] = rows, source, _then(body, lambda: enqueue_early())

@@ -120,3 +120,19 @@ def test_old_adds_where_the_new_do_not_fit(deit_blocks):
     # Half the scratchpad: the attention output and proj's weights no longer fit one bank.
     small = dataclasses.replace(preset("default"), spad_rows=4096)
     assert not _add1_beside_fits(small, 197, 192, 3 * 72)
+
+
+def test_fc2_requants_run_beside_matmuls(deit_blocks):
+    # With add2 beside fc2's second pass, fc2's REQUANTs also run beside MATMULs: pass A's tiles
+    # in ACC bank 0 beside its last group's steps into bank 1, those in bank 1 beside the second
+    # pass's first steps (into bank 0), the second pass's first tiles beside its last steps. Alone
+    # are only fc1's last tile's (nothing follows it in pass A) and the second pass's last 5 tiles'.
+    iv, program = deit_blocks
+    spans = estimate(program).instructions
+    alone = {}
+    for layer in ("blocks.0.mlp", "blocks.0.fc2"):
+        start, stop = _layer(program, layer)
+        matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
+        requants = [(spans[i].start, spans[i].end) for i in _ops(program, layer, Opcode.REQUANT)]
+        alone[layer] = sum(sum(_overlap(r, mm) for mm in matmuls) < 0.9 * (r[1] - r[0] + 1) for r in requants)
+    assert alone == {"blocks.0.mlp": 1, "blocks.0.fc2": 5}
