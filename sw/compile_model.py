@@ -43,10 +43,10 @@ where every op LOADs its operands from and STOREs its result to external memory:
                      chunks of gelu through two regions (the next chunk's LOADs between this
                      chunk's MATMULs), REQUANT
     blocks.i.add2    LOAD x1 to the top of SPAD; ADD fc2's output in place; STORE -> x2 (stays).
-                     Where it fits (_add2_beside_fits), pass A's tiles are REQUANTized to the
-                     top of SPAD, pass B reads bank 0 only, and the LOADs of x1, pass A's tiles'
-                     ADDs and STOREs go among its MATMULs; add2 keeps pass B's tiles' ADD and
-                     STOREs (_fc2_add2)
+                     Where it fits (_add2_beside_fits), fc2's pass B reads SPAD bank 0 only, and
+                     x1's LOADs, the REQUANTs of pass A's tiles and of pass B's first tiles (ACC
+                     bank 0), their ADDs and STOREs go among MATMULs (_fc2_add2); add2 keeps pass
+                     B's last tiles' ADD and STOREs
   unfused block:
     blocks.i.norm1   LAYERNORM per chunk: LOAD tiles, LAYERNORM in place, STORE tiles
     blocks.i.qkv     linear (sw/compiler.py schedule) -> qkv, per-head padded as above
@@ -550,8 +550,8 @@ def _loads_before(steps: int, cost: int) -> list[list[int]]:
 def _add2_beside_fits(cfg: AccelConfig, m: int, d: int, hidden: int) -> bool:
     """Whether :func:`_mlp_local` can do add2 beside fc2's second pass (its ``add2``): pass A
     pipelined and a second pass of one group (half its output tiles in each ACC bank), fc2's K
-    chunks and weight regions of the second pass in SPAD bank 0, one tile of x1 and x1 (the sum, where the
-    next norm1 reads it) in bank 1, the ADD's PARAM row after fc2's, and a tile's LOAD, ADD and
+    chunks and weight regions of the second pass in SPAD bank 0, one tile of x1 and x1 (the sum,
+    where the next norm1 reads it) in bank 1, the ADD's PARAM row after fc2's, and a tile's LOAD, ADD and
     STORE covered by the MATMULs of one K chunk."""
     c, half = cfg.cols, cfg.spad_rows // 2
     dt, ht = _ceil(d, c), _ceil(hidden, c)
@@ -593,12 +593,15 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
 
     ``add2 = (x1, y, params)`` (where :func:`_add2_beside_fits`): also the block's add2, ``y =
     x1 + fc2``, left in SPAD bank 1 at the top (where the next norm1 reads it, returned) and STOREd
-    to ``y`` (issue 21). Pass A's output tiles are REQUANTized there; pass B's K chunks and weights
-    go to bank 0 (its MATMULs read nothing else), and among them (:class:`_SideQueue`, after the
-    next chunk's LOADs) per pass A tile the LOAD of x1's tile to a slot in bank 1, the ADD in place
-    and the STORE of the sum, then the LOADs of x1's other tiles to where the sum goes: the
-    controller runs the ADDs beside the MATMULs. The layer ``add2`` is left with pass B's tiles'
-    ADD (after their REQUANTs, into the dead chunks) and STOREs.
+    to ``y`` (issue 21). Pass A's output tiles in ACC bank 0 are REQUANTized beside its last
+    group's fc2 steps into bank 1 (to bank 1 rows that group does not read), if such rows are
+    free, the others beside pass B's first steps (else all after pass A, to the sum's rows). Pass B
+    (:func:`_fc2_add2`) reads SPAD bank 0 only; among its MATMULs (:class:`_SideQueue`, after
+    the next chunk's LOADs) go per pass A tile the LOAD of x1's tile to a slot in bank 1, the ADD
+    and the STOREs of the sum, then the LOADs of x1's other tiles to where the sum goes, and
+    after its last chunk's steps into ACC bank 0 those tiles' REQUANTs, ADDs and STOREs: the
+    controller runs them beside the MATMULs. The layer ``add2`` is left with pass B's other
+    tiles' ADD (after their REQUANTs) and STOREs.
     """
     cfg, c = b.cfg, b.cfg.cols
     m, dt = x.rows, x.tiles
@@ -692,7 +695,8 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         # last group does not read (where the sum's later tiles go), if there are such rows.
         early_a = [n for n in range(acc_a) if slots[n] < half] if beside else []
         temps = {n: resident + (acc_a + i) * m for i, n in enumerate(early_a)}
-        if not (early_a and len(early_a) < acc_a and stage + (ht - (ht - 1) // group * group) * m <= resident + acc_a * m
+        last_group = ht - (ht - 1) // group * group
+        if not (early_a and len(early_a) < acc_a and stage + last_group * m <= resident + acc_a * m
                 and resident + (acc_a + len(early_a)) * m <= min(w2, cfg.spad_rows)):
             temps = {}
 
@@ -962,7 +966,8 @@ def _add1_costs(cfg: AccelConfig, m: int) -> list[int]:
     its ADD, its STOREs (:func:`_store_pieces`), the LOAD of this tile of x (one tile of ``m``
     rows each)."""
     stores = [CostModel().dma(cfg, rows, cfg.spad_row_bytes) for _, rows in _store_pieces(cfg, m)]
-    return [CostModel().requant(cfg, m), _add_cost(cfg, m, cfg.cols), *stores, CostModel().dma(cfg, m, cfg.spad_row_bytes)]
+    return [CostModel().requant(cfg, m), _add_cost(cfg, m, cfg.cols), *stores,
+            CostModel().dma(cfg, m, cfg.spad_row_bytes)]
 
 
 def _add1_beside_fits(cfg: AccelConfig, m: int, d: int, attn_cols: int) -> bool:
