@@ -541,6 +541,13 @@ class _SideQueue:
                 return
 
 
+def _fc2_chunks(cfg: AccelConfig, m: int, ht: int) -> list[range]:
+    """The K chunks (hidden tiles) of :func:`_fc2_add2`'s pass B: as many as two regions of ``m``
+    rows per tile and two weight regions fit SPAD bank 0, of balanced sizes."""
+    chunk = _ceil(ht, _ceil(ht, cfg.spad_rows // 2 // (2 * m + 2 * cfg.cols)))
+    return [range(k0, min(k0 + chunk, ht)) for k0 in range(0, ht, chunk)]
+
+
 def _loads_before(steps: int, cost: int) -> list[list[int]]:
     """The cycles of the weight LOADs :func:`_weight_stream` emits before each of ``steps``
     steps of LOADs of ``cost`` cycles: two before the first, one before each other but the last."""
@@ -593,9 +600,11 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
 
     ``add2 = (x1, y, params)`` (where :func:`_add2_beside_fits`): also the block's add2, ``y =
     x1 + fc2``, left in SPAD bank 1 at the top (where the next norm1 reads it, returned) and STOREd
-    to ``y`` (issue 21). Pass A's output tiles in ACC bank 0 are REQUANTized beside its last
-    group's fc2 steps into bank 1 (to bank 1 rows that group does not read), if such rows are
-    free, the others beside pass B's first steps (else all after pass A, to the sum's rows). Pass B
+    to ``y`` (issue 21). Beside pass A's last group's fc2 steps (reading SPAD bank 1) go pass B's
+    first K chunk's LOADs (to bank 0) and the REQUANTs of pass A's output tiles in ACC bank 0,
+    once those steps are done, beside the steps into ACC bank 1 (to bank 1 rows that group does
+    not read), if such rows are free; the others beside pass B's first steps (else all after
+    pass A, to the sum's rows). Pass B
     (:func:`_fc2_add2`) reads SPAD bank 0 only; among its MATMULs (:class:`_SideQueue`, after
     the next chunk's LOADs) go per pass A tile the LOAD of x1's tile to a slot in bank 1, the ADD
     and the STOREs of the sum, then the LOADs of x1's other tiles to where the sum goes, and
@@ -728,20 +737,26 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                            length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
                 if acc_a < ot or b.keep:
                     _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
-                if acc_a and temps and tiles.stop == ht:
-                    load_param(0, 3 * ot, p2_sym.addr)      # fc1's and the GELU's are dead
+                if acc_a and beside and tiles.stop == ht:
+                    # The last group's steps (reading bank 1) with pass B's first K chunk's LOADs
+                    # (to bank 0, x is dead) beside, then (with temps) the REQUANTs.
                     queue = _SideQueue(m + cfg.rows)
+                    ks0 = _fc2_chunks(cfg, m, ht)[0]
+                    for kk in ks0:
+                        queue.add(lambda kk=kk: _load_tiles(b, (kk - ks0.start) * m, g, 0, m, kk, 1, m), g_load)
+                    if temps:
+                        load_param(0, 3 * ot, p2_sym.addr)      # fc1's and the GELU's are dead
                     before = _loads_before(acc_a, CostModel().dma(cfg, len(tiles) * c, cfg.spad_row_bytes))
                     steps = [fc2_step(h0, tiles, n, stage, slots[n], queue=queue, before=before[n])
                              for n in range(acc_a)]
-                    last = max(early_a)
 
                     def requants():
                         for n in early_a:
                             queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=slots[n], spad_addr=temps[n],
                                                          rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
-                    rows, source, body = steps[last]
-                    steps[last] = rows, source, _then(body, requants)
+                    if temps:
+                        rows, source, body = steps[max(early_a)]
+                        steps[max(early_a)] = rows, source, _then(body, requants)
                     _weight_stream(b, w2, steps)
                     queue.flush()
                 elif acc_a:
@@ -839,8 +854,8 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
     dt, half = _ceil(d, c), cfg.spad_rows // 2
     resident, slot, param = cfg.spad_rows - dt * m, half, 3 * dt
     outs = range(acc_a, dt)
-    chunk = _ceil(ht, _ceil(ht, half // (2 * m + 2 * c)))
-    ks_all = [range(k0, min(k0 + chunk, ht)) for k0 in range(0, ht, chunk)]
+    ks_all = _fc2_chunks(cfg, m, ht)
+    chunk = len(ks_all[0])
     # Pass B's first tiles accumulate in ACC bank 0, the others in bank 1, the first ones' steps
     # first in every chunk: after the last chunk's, their REQUANTs, ADDs and STOREs go beside the
     # others' MATMULs (a REQUANT runs beside MATMULs into the other ACC bank). As many first
@@ -901,9 +916,7 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
                 for emit, cost in _store_tile(b, resident + n * m, y, n, m):
                     queue.add(emit, cost)
 
-        for kk in ks_all[0]:
-            x_load(0, kk)()
-            queue.fixed(g_load)
+        # (the first chunk's LOADs went beside pass A's last steps)
         for ci, ks in enumerate(ks_all):
             nxt = [x_load(ci + 1, kk) for kk in ks_all[ci + 1]] if ci + 1 < len(ks_all) else []
             # The next chunk's LOADs beside the steps (in the first chunk, with pass A's REQUANTs
