@@ -36,9 +36,9 @@ where every op LOADs its operands from and STOREs its result to external memory:
     blocks.i.mlp     per group of hidden tiles: fc1 tiles as qkv's into SPAD, GELU over the group
                      (or, where x and the weights fit one SPAD bank and the group the other and a
                      tile's MATMULs are long enough, each tile's GELU beside the next tile's
-                     MATMULs: issue 21), STORE -> gelu (if fc2 needs it again), and fc2's first
-                     output tiles (as many as ACC holds besides fc1's tile) MATMUL-accumulate the
-                     group; REQUANT them
+                     MATMULs: issue 21, then the STORE -> gelu too, tile by tile), STORE ->
+                     gelu (if fc2 needs it again), and fc2's first output tiles (as many as ACC
+                     holds besides fc1's tile) MATMUL-accumulate the group; REQUANT them
     blocks.i.fc2     (only if ACC could not hold every output tile) the other output tiles, K
                      chunks of gelu through two regions (the next chunk's LOADs between this
                      chunk's MATMULs), REQUANT
@@ -590,7 +590,9 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     emitted after its REQUANT among the next tile's MATMULs (which read bank 0 only), so the
     controller runs it beside them (issue 21); the group's last tile's too, with the group's STORE
     and fc2 steps after the next tile's MATMULs (that tile's REQUANT into the next group follows
-    them; only the model's last hidden tile is REQUANTized and GELUed with nothing beside).
+    them; only the model's last hidden tile is REQUANTized and GELUed with nothing beside; when
+    pass B needs ``g``, each tile's STORE to it follows its GELU there, in pieces:
+    :func:`_store_pieces`).
     Then per fc2 output tile ``< nA`` its weights for the group's
     hidden rows, MATMUL-accumulating the group into its ACC tile. Then REQUANT those into ``x``'s
     rows (dead by then). Pass B (the layer ``fc2``): the other fc2 output tiles as
@@ -710,6 +712,10 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             temps = {}
 
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
+        # With per_tile GELUs, each tile's STORE to g (for pass B) beside the next tile's MATMULs
+        # too, in pieces (_store_pieces); `stored`: the tiles STOREd so.
+        store_g = per_tile and pipelined and acc_a < ot and not b.keep and pre is None
+        stored = set()
 
         def fc1_step(j):
             h0 = j - j % group
@@ -736,7 +742,9 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m,
                            length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
                 if acc_a < ot or b.keep:
-                    _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
+                    for t in tiles:
+                        if t not in stored:
+                            _load_tiles(b, stage + (t - h0) * m, g, 0, m, t, 1, m, Opcode.STORE)
                 if acc_a and beside and tiles.stop == ht:
                     # The last group's steps (reading bank 1) with pass B's first K chunk's LOADs
                     # (to bank 0, x is dead) beside, then (with temps) the REQUANTs.
@@ -792,7 +800,11 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     # REQUANT and GELU beside the next tile's MATMULs, even for the group's last
                     # tile: the next tile stays in its ACC bank (its REQUANT, into the next group,
                     # follows the group's STORE and fc2 steps, which go after its MATMULs).
-                    pending.append(([(requant_fc1, requant_cost), (gelu_fc1, gelu_cost)], finish if last else None))
+                    side = [(requant_fc1, requant_cost), (gelu_fc1, gelu_cost)]
+                    if store_g:
+                        side += _store_tile(b, dst, g, j, m)
+                        stored.add(j)
+                    pending.append((side, finish if last else None))
                     return
                 if pipelined and not last:
                     # the group's last tile is REQUANTized now: the STORE and fc2 need it

@@ -136,3 +136,17 @@ def test_fc2_requants_run_beside_matmuls(deit_blocks):
         requants = [(spans[i].start, spans[i].end) for i in _ops(program, layer, Opcode.REQUANT)]
         alone[layer] = sum(sum(_overlap(r, mm) for mm in matmuls) < 0.9 * (r[1] - r[0] + 1) for r in requants)
     assert alone == {"blocks.0.mlp": 1, "blocks.0.fc2": 5}
+
+
+def test_gelu_stores_run_beside_matmuls(deit_blocks):
+    # fc1's output after its GELU is STOREd for fc2's second pass tile by tile, in 4 pieces of at
+    # most 50 rows, each beside the next tile's MATMULs (which read the other SPAD bank); only the
+    # last hidden tile's (nothing follows it) is STOREd alone, whole.
+    iv, program = deit_blocks
+    spans = estimate(program).instructions
+    start, stop = _layer(program, "blocks.0.mlp")
+    matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
+    stores = [(spans[i].start, spans[i].end) for i in _ops(program, "blocks.0.mlp", Opcode.STORE)]
+    assert len(stores) == 63 * 4 + 1
+    alone = [s for s in stores if sum(_overlap(s, mm) for mm in matmuls) < 0.9 * (s[1] - s[0] + 1)]
+    assert len(alone) == 1 and alone[0] == stores[-1]
