@@ -29,9 +29,10 @@ where every op LOADs its operands from and STOREs its result to external memory:
     blocks.i.proj    LOAD attn; linear as qkv, the output tiles stay in SPAD
     blocks.i.add1    LOAD x over the dead attn tiles; ADD in place; STORE -> x1. Where it fits
                      (_add1_beside_fits; DeiT-Tiny on default, all rows of a block: issue 21),
-                     instead attn and the weights in SPAD bank 1, proj's tiles in bank 0 from
-                     row 0, and per tile its REQUANT, the ADD of x's tile (LOADed beside the
-                     MATMULs) and the STORE -> x1 among the next tile's MATMULs (_proj_add1)
+                     instead attn (LOADed among the first tile's MATMULs) and the weights in
+                     SPAD bank 1, proj's tiles in bank 0 from row 0, and per tile its REQUANT,
+                     the ADD of x's tile (LOADed beside the MATMULs) and the STORE -> x1 among
+                     the next tile's MATMULs (_proj_add1)
     blocks.i.norm2   LAYERNORM in place
     blocks.i.mlp     per group of hidden tiles: fc1 tiles as qkv's into SPAD, GELU over the group
                      (or, where x and the weights fit one SPAD bank and the group the other and a
@@ -414,7 +415,7 @@ def _add_cost(cfg: AccelConfig, rows: int, length: int) -> int:
 
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
                   local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None,
-                  side=None) -> None:
+                  side=None, x_loads: list | None = None) -> None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
     LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
@@ -429,8 +430,11 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     every tile in ``local``): side instructions ``[(emit, cycles)]`` chained after the previous
     tile's REQUANT among tile ``j``'s MATMULs (:func:`_chain_slots`, from the first MATMUL that
     the weight LOAD before them leaves the DMA free, the second at the least); the caller follows
-    the last tile's REQUANT with its own. The caller checks that the regions and parameters fit
-    (:func:`_fused_fits`) and the chains fit the MATMULs (:func:`_chain_fits`).
+    the last tile's REQUANT with its own. ``x_loads``: emitters of the LOADs of ``x``'s K tiles
+    (and any after them), the first two before the first tile's first MATMUL, each other after
+    one of its MATMULs, so that each MATMUL runs beside the next tile's LOAD. The caller checks
+    that the regions and parameters fit (:func:`_fused_fits`) and the chains fit the MATMULs
+    (:func:`_chain_fits`).
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
@@ -471,9 +475,14 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
             else:
                 chain = [(previous[0], 0)] if previous else []
                 slots = [requant_slot(cfg, kt, rows, loaded)]
+            lead = list(x_loads) if x_loads and j == 0 else []
+            for _ in range(min(len(lead), max(2, len(lead) - (kt - 1)))):
+                lead.pop(0)()
             for kk in range(kt):
                 b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=rows,
                        accumulate=int(kk > 0))
+                if lead:
+                    lead.pop(0)()
                 for (emit, _), s in zip(chain, slots):
                     if s == kk:
                         emit()
@@ -1036,13 +1045,21 @@ def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj
                tile_stride=m, param_addr=param)
 
     def side(j):
-        chain = [(lambda: add(j - 1), add_cost), *_store_tile(b, (j - 1) * m, x1, j - 1, m)] if j else []
-        return chain + [(lambda: _load_tiles(b, xs, x, 0, m, j, 1, m), load_cost)]
+        if not j:
+            return []           # x's tile 0 loads after the attention output (x_loads)
+        return [(lambda: add(j - 1), add_cost), *_store_tile(b, (j - 1) * m, x1, j - 1, m),
+                (lambda: _load_tiles(b, xs, x, 0, m, j, 1, m), load_cost)]
 
     with b.layer(p + "proj"):
-        al = _spad_in(b, attn, half)
+        at = _ceil(attn.cols, c)
+        al = _Local(half, m, attn.cols, at)
         _vector_params(b, p + "add1", Opcode.ADD, d, params, local=param)
-        _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: j * m for j in range(dt)}, side=side)
+        # The attention output's tiles load among the first tile's MATMULs, each beside the one
+        # before, then x's tile 0.
+        x_loads = [lambda kk=kk: _load_tiles(b, half + kk * m, attn, 0, m, kk, 1, m) for kk in range(at)]
+        x_loads.append(lambda: _load_tiles(b, xs, x, 0, m, 0, 1, m))
+        _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: j * m for j in range(dt)}, side=side,
+                      x_loads=x_loads)
     with b.layer(p + "add1"):
         add(dt - 1)
         _load_tiles(b, (dt - 1) * m, x1, 0, m, dt - 1, 1, m, Opcode.STORE)
