@@ -30,18 +30,27 @@ where every op LOADs its operands from and STOREs its result to external memory:
     blocks.i.attn.h  as unfused; head 0 loads nothing but its PARAM rows (and its values) when
                      qkv left its tiles
     blocks.i.proj    LOAD attn; linear as qkv, the output tiles stay in SPAD
-    blocks.i.add1    LOAD x over the dead attn tiles; ADD in place; STORE -> x1
+    blocks.i.add1    LOAD x over the dead attn tiles; ADD in place; STORE -> x1. Where it fits
+                     (_add1_beside_fits; DeiT-Tiny on default, all rows of a block: issue 21),
+                     instead attn (LOADed among the first tile's MATMULs) and the weights in
+                     SPAD bank 1, proj's tiles in bank 0 from row 0, and per tile its REQUANT,
+                     the ADD of x's tile (LOADed beside the MATMULs) and the STORE -> x1 among
+                     the next tile's MATMULs (_proj_add1)
     blocks.i.norm2   LAYERNORM in place
     blocks.i.mlp     per group of hidden tiles: fc1 tiles as qkv's into SPAD, GELU over the group
                      (or, where x and the weights fit one SPAD bank and the group the other and a
                      tile's MATMULs are long enough, each tile's GELU beside the next tile's
-                     MATMULs: issue 21), STORE -> gelu (if fc2 needs it again), and fc2's first
-                     output tiles (as many as ACC holds besides fc1's tile) MATMUL-accumulate the
-                     group; REQUANT them
+                     MATMULs: issue 21, then the STORE -> gelu too, tile by tile), STORE ->
+                     gelu (if fc2 needs it again), and fc2's first output tiles (as many as ACC
+                     holds besides fc1's tile) MATMUL-accumulate the group; REQUANT them
     blocks.i.fc2     (only if ACC could not hold every output tile) the other output tiles, K
                      chunks of gelu through two regions (the next chunk's LOADs between this
                      chunk's MATMULs), REQUANT
-    blocks.i.add2    LOAD x1 to the top of SPAD; ADD fc2's output in place; STORE -> x2 (stays)
+    blocks.i.add2    LOAD x1 to the top of SPAD; ADD fc2's output in place; STORE -> x2 (stays).
+                     Where it fits (_add2_beside_fits), fc2's pass B reads SPAD bank 0 only, and
+                     x1's LOADs, the REQUANTs of pass A's tiles and of pass B's first tiles (ACC
+                     bank 0), their ADDs and STOREs go among MATMULs (_fc2_add2); add2 keeps pass
+                     B's last tiles' ADD and STOREs
   unfused block:
     blocks.i.norm1   LAYERNORM per chunk: LOAD tiles, LAYERNORM in place, STORE tiles
     blocks.i.qkv     linear (sw/compiler.py schedule) -> qkv, per-head padded as above
@@ -381,8 +390,37 @@ def _weight_stream(b: _Builder, region: int, steps: list) -> None:
         body(region + i % 2 * size)
 
 
+def _chain_slots(cfg: AccelConfig, costs: list, matmuls: int, rows: int, first: int) -> list[int]:
+    """After which of a tile's ``matmuls`` MATMULs of ``rows`` rows (0-based) to place each of a
+    chain of side instructions of ``costs`` cycles, each waiting for the one before (the DMA, the
+    REQUANT and the vector engines take no command while another of them is busy): the first after
+    MATMUL ``first``, each next after as many more MATMULs (``rows + cfg.rows`` cycles apart, the
+    matmul engine's issue rate) as cover the one before, so that none holds up the MATMULs behind
+    it. Slots past the last MATMUL are returned as they are: the caller checks the chain fits
+    (:func:`_chain_fits`) or clamps them."""
+    issue, slots, at = rows + cfg.rows, [], first
+    for cost in costs:
+        slots.append(at)
+        at += -(-cost // issue)
+    return slots
+
+
+def _chain_fits(cfg: AccelConfig, costs: list, matmuls: int, rows: int, first: int) -> bool:
+    """Whether :func:`_chain_slots`'s chain ends, its last instruction covered too, before the
+    last of the ``matmuls`` MATMULs."""
+    slots = _chain_slots(cfg, [*costs, 0], matmuls, rows, first)
+    return slots[-1] <= matmuls - 1
+
+
+def _add_cost(cfg: AccelConfig, rows: int, length: int) -> int:
+    """About the cycles of an ADD of ``rows`` x ``length`` (hw/residual.py add_cycles: two reads or
+    the beats per output row, and a few cycles of latency)."""
+    return rows * _ceil(length, cfg.cols) * max(2, cfg.cols // cfg.vector_lanes) + cfg.cols // cfg.vector_lanes + 12
+
+
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
-                  local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None) -> None:
+                  local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None,
+                  side=None, x_loads: list | None = None) -> None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
     LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
@@ -393,9 +431,16 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     (the last block's queries). ``weights``: the weight regions start there and the staging
     region of the STOREd tiles at ``free`` (default: the weights at ``free``, the staging region
     after them); with x and the weights in one SPAD bank and the staging region in the other, each
-    STORE runs beside the MATMULs in flight (docs/architecture.md), so it goes in pieces, one after
-    each of several of the next tile's MATMULs (:func:`_store_pieces`). The caller checks that the
-    regions and parameters fit (:func:`_fused_fits`).
+    STORE runs beside the MATMULs in flight (docs/architecture.md), so it goes in pieces, one after each of several of the next tile's
+    MATMULs (:func:`_store_slots`). ``side(j)`` (pipelined only,
+    every tile in ``local``): side instructions ``[(emit, cycles)]`` chained after the previous
+    tile's REQUANT among tile ``j``'s MATMULs (:func:`_chain_slots`, from the first MATMUL that
+    the weight LOAD before them leaves the DMA free, the second at the least); the caller follows
+    the last tile's REQUANT with its own. ``x_loads``: emitters of the LOADs of ``x``'s K tiles
+    (and any after them), the first two before the first tile's first MATMUL, each other after
+    one of its MATMULs, so that each MATMUL runs beside the next tile's LOAD. The caller checks
+    that the regions and parameters fit (:func:`_fused_fits`) and the chains fit the MATMULs
+    (:func:`_chain_fits`).
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
@@ -418,12 +463,14 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
 
     # The STOREd tiles staged in a SPAD bank that neither x nor the weights touch: each STORE runs
     # beside the MATMULs in flight, so a tile's STORE goes in pieces, one after each of the next
-    # tile's MATMULs, each covered by the MATMUL in flight (_store_pieces).
+    # tile's MATMULs, each covered by the MATMUL in flight (_store_slots).
     def bank(lo, hi):
         return {lo >= cfg.spad_rows // 2, hi - 1 >= cfg.spad_rows // 2}
 
     beside = (pipelined and len(bank(stage, stage + m)) == 1
               and not bank(stage, stage + m) & (bank(x.addr, x.end) | bank(weights, weights + 2 * kt * c)))
+    if side is not None and not (pipelined and all(j in local for j in range(nt)) and not b.keep):
+        b.fail("side instructions need a pipelined linear whose output tiles all stay on chip")
 
     def tile(j):
         rows = short[1] if j < short[0] else m
@@ -440,18 +487,32 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
 
         def body(addr):
             previous = pending.pop() if pending else None
-            slot = requant_slot(cfg, kt, rows, kt * c if j + 1 < nt else 0)
+            loaded = kt * c if j + 1 < nt else 0
             pieces = {}
-            if (previous and stores(j - 1) and beside
-                    and bank(previous[3], previous[3] + previous[2]) == bank(stage, stage + m)):
-                pieces = _store_pieces(cfg, kt, rows, previous[2], kt * c if j + 1 < nt else 0)
-                if pieces:
-                    slot = min(pieces) - 1 - -(-cost.requant(cfg, previous[2]) // (rows + cfg.rows))
+            if side is not None:
+                chain = ([(previous[0], cost.requant(cfg, rows))] if previous else []) + side(j)
+                after_load = -(-cost.dma(cfg, loaded, cfg.spad_row_bytes) // (rows + cfg.rows)) if loaded else 0
+                slots = [min(kt - 1, s) for s in
+                         _chain_slots(cfg, [cycles for _, cycles in chain], kt, rows, max(int(bool(previous)), after_load))]
+            else:
+                slot = requant_slot(cfg, kt, rows, loaded)
+                if (previous and stores(j - 1) and beside
+                        and bank(previous[3], previous[3] + previous[2]) == bank(stage, stage + m)):
+                    pieces = _store_slots(cfg, kt, rows, previous[2], loaded)
+                    if pieces:
+                        slot = min(pieces) - 1 - -(-cost.requant(cfg, previous[2]) // (rows + cfg.rows))
+                chain, slots = ([(previous[0], 0)] if previous else []), [slot]
+            lead = list(x_loads) if x_loads and j == 0 else []
+            for _ in range(min(len(lead), max(2, len(lead) - (kt - 1)))):
+                lead.pop(0)()
             for kk in range(kt):
                 b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=rows,
                        accumulate=int(kk > 0))
-                if previous and kk == slot:
-                    previous[0]()
+                if lead:
+                    lead.pop(0)()
+                for (emit, _), s in zip(chain, slots):
+                    if s == kk:
+                        emit()
                 if kk in pieces:
                     previous[1](*pieces[kk])
             if previous and not pieces:
@@ -469,7 +530,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
         store()
 
 
-def _store_pieces(cfg: AccelConfig, matmuls: int, rows: int, stored: int, loaded_rows: int) -> dict:
+def _store_slots(cfg: AccelConfig, matmuls: int, rows: int, stored: int, loaded_rows: int) -> dict:
     """Where to STORE a staged tile of ``stored`` rows in pieces between a tile's ``matmuls``
     MATMULs of ``rows`` rows, after the REQUANT that writes it: ``{MATMUL index: (first row,
     rows)}``, one piece after each MATMUL from the one after the REQUANT's cover on, each short
@@ -488,7 +549,91 @@ def _store_pieces(cfg: AccelConfig, matmuls: int, rows: int, stored: int, loaded
     return {first + i: (i * size, min(size, stored - i * size)) for i in range(count)}
 
 
-def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tensor | None) -> _Local:
+class _SideQueue:
+    """Side instructions ``(emit, cycles)`` placed, in order, among a stream of MATMULs ``issue``
+    cycles apart, each as soon as the one before it has (by estimate) finished: the DMA, the
+    REQUANT and the vector engines take no command while another of them is busy, so an
+    instruction emitted earlier would hold up the MATMULs behind it. ``now`` estimates the cycle
+    of the latest MATMUL's dispatch, ``free`` the cycle those engines are free again."""
+
+    def __init__(self, issue: int):
+        self.issue, self.now, self.free, self.items = issue, 0, 0, []
+
+    def add(self, emit, cost: int) -> None:
+        """Queue ``emit`` (an instruction of about ``cost`` cycles) behind the others."""
+        self.items.append((emit, cost))
+
+    def fixed(self, cost: int) -> None:
+        """An instruction of ``cost`` cycles the stream emits now (a weight LOAD): it waits for
+        the engines, and the MATMULs after it for its dispatch."""
+        self.now = max(self.now, self.free)
+        self.free = self.now + cost
+
+    def matmul(self) -> None:
+        self.now += self.issue
+
+    def place(self, emit, cost: int, left: int | None = None) -> bool:
+        """Emit ``emit`` after the latest MATMUL if the engines are free by then and (with
+        ``left``) it ends before the MATMUL after the ``left`` more would come (the stream's next
+        fixed instruction, which it holds up, comes before that one)."""
+        if self.free > self.now or (left is not None and cost + 20 > (left + 1) * self.issue):
+            return False
+        emit()
+        self.free = self.now + cost
+        return True
+
+    def offer(self, left: int) -> None:
+        """Place the queued instructions that fit before the ``left`` MATMULs to come."""
+        while self.items and self.place(*self.items[0], left):
+            self.items.pop(0)
+
+    def flush(self, through=None) -> None:
+        """Emit what is left, in order (with ``through``: up to that emitter, if still queued)."""
+        if through is not None and through not in [emit for emit, _ in self.items]:
+            return
+        while self.items:
+            emit, _ = self.items.pop(0)
+            emit()
+            if emit is through:
+                return
+
+
+def _fc2_chunks(cfg: AccelConfig, m: int, ht: int) -> list[range]:
+    """The K chunks (hidden tiles) of :func:`_fc2_add2`'s pass B: as many as two regions of ``m``
+    rows per tile and two weight regions fit SPAD bank 0, of balanced sizes."""
+    chunk = _ceil(ht, _ceil(ht, cfg.spad_rows // 2 // (2 * m + 2 * cfg.cols)))
+    return [range(k0, min(k0 + chunk, ht)) for k0 in range(0, ht, chunk)]
+
+
+def _loads_before(steps: int, cost: int) -> list[list[int]]:
+    """The cycles of the weight LOADs :func:`_weight_stream` emits before each of ``steps``
+    steps of LOADs of ``cost`` cycles: two before the first, one before each other but the last."""
+    return [[cost] * min(2, steps)] + [[cost] * (i + 1 < steps) for i in range(1, steps)]
+
+
+def _add2_beside_fits(cfg: AccelConfig, m: int, d: int, hidden: int) -> bool:
+    """Whether :func:`_mlp_local` can do add2 beside fc2's second pass (its ``add2``): pass A
+    pipelined and a second pass of one group (half its output tiles in each ACC bank), fc2's K
+    chunks and weight regions of the second pass in SPAD bank 0, one tile of x1 and x1 (the sum,
+    where the next norm1 reads it) in bank 1, the ADD's PARAM row after fc2's, and a tile's LOAD, ADD and
+    STORE covered by the MATMULs of one K chunk."""
+    c, half = cfg.cols, cfg.spad_rows // 2
+    dt, ht = _ceil(d, c), _ceil(hidden, c)
+    acc_half = cfg.acc_rows // 2
+    if not (m <= acc_half and acc_half // m >= 2):
+        return False
+    acc_a = min(dt, 2 * (acc_half // m - 1))
+    chunk = half // (2 * m + 2 * c)
+    if acc_a >= dt or _ceil(dt - acc_a, 2) > acc_half // m or chunk < 1:
+        return False
+    chunk = _ceil(ht, _ceil(ht, chunk))
+    dma = CostModel().dma(cfg, m, cfg.spad_row_bytes)
+    return ((dt + 1) * m <= half and 3 * dt + 1 <= cfg.param_rows
+            and _chain_fits(cfg, [dma, _add_cost(cfg, m, c), dma], chunk * (dt - acc_a), m, 0))
+
+
+def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tensor | None,
+               add2: tuple | None = None) -> _Local:
     """``fc2(gelu(fc1(x)))`` of the resident ``x`` (norm2's output) into ``x``'s rows, as layers
     ``p + "mlp"`` and ``p + "fc2"`` (module docstring).
 
@@ -502,13 +647,29 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     emitted after its REQUANT among the next tile's MATMULs (which read bank 0 only), so the
     controller runs it beside them (issue 21); the group's last tile's too, with the group's STORE
     and fc2 steps after the next tile's MATMULs (that tile's REQUANT into the next group follows
-    them; only the model's last hidden tile is REQUANTized and GELUed with nothing beside).
+    them; only the model's last hidden tile is REQUANTized and GELUed with nothing beside; when
+    pass B needs ``g``, each tile's STORE to it follows its GELU there, in pieces:
+    :func:`_store_pieces`).
     Then per fc2 output tile ``< nA`` its weights for the group's
     hidden rows, MATMUL-accumulating the group into its ACC tile. Then REQUANT those into ``x``'s
     rows (dead by then). Pass B (the layer ``fc2``): the other fc2 output tiles as
     :func:`schedule_linear` with K chunks, ``g`` loaded per chunk after ``x``, REQUANT into ``x``'s
     rows. Weights go through :func:`_weight_stream`. The caller checks that everything fits
     (:func:`_fused_fits`).
+
+    ``add2 = (x1, y, params)`` (where :func:`_add2_beside_fits`): also the block's add2, ``y =
+    x1 + fc2``, left in SPAD bank 1 at the top (where the next norm1 reads it, returned) and STOREd
+    to ``y`` (issue 21). Beside pass A's last group's fc2 steps (reading SPAD bank 1) go pass B's
+    first K chunk's LOADs (to bank 0) and the REQUANTs of pass A's output tiles in ACC bank 0,
+    once those steps are done, beside the steps into ACC bank 1 (to bank 1 rows that group does
+    not read), if such rows are free; the others beside pass B's first steps (else all after
+    pass A, to the sum's rows). Pass B
+    (:func:`_fc2_add2`) reads SPAD bank 0 only; among its MATMULs (:class:`_SideQueue`, after
+    the next chunk's LOADs) go per pass A tile the LOAD of x1's tile to a slot in bank 1, the ADD
+    and the STOREs of the sum, then the LOADs of x1's other tiles to where the sum goes, and
+    after its last chunk's steps into ACC bank 0 those tiles' REQUANTs, ADDs and STOREs: the
+    controller runs them beside the MATMULs. The layer ``add2`` is left with pass B's other
+    tiles' ADD (after their REQUANTs) and STOREs.
     """
     cfg, c = b.cfg, b.cfg.cols
     m, dt = x.rows, x.tiles
@@ -532,28 +693,44 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=local, rows=rows, dram_addr=addr,
                dram_stride=cfg.acc_row_bytes)
 
-    def fc2_step(k0, ks, n, a_base, c_addr, loads=()):
+    def fc2_step(k0, ks, n, a_base, c_addr, loads=(), queue=None, before=()):
         """fc2's weights of hidden tiles ``ks`` for output tile ``n``; MATMUL the tiles at ``a_base``
         into ACC rows from ``c_addr``.
         ``loads`` (LOADs of the next K chunk) go between the MATMULs, from the fifth on every
         third: by then the DMA has loaded the next weights and is idle, and a tile of x loads in
-        about the time of three MATMULs, so each overlaps MATMULs and none holds them up."""
+        about the time of three MATMULs, so each overlaps MATMULs and none holds them up. With a
+        :class:`_SideQueue` ``queue`` (``before``: the cycles of the weight LOADs emitted before
+        this step), the ``loads`` and then the queue's instructions go where it places them."""
         def body(addr):
             pending = list(loads)
+            for cost in before if queue else ():
+                queue.fixed(cost)
             for i, kk in enumerate(ks):
                 b.emit(Opcode.MATMUL, a_addr=a_base + (kk - k0) * m, b_addr=addr + (kk - k0) * c,
                        c_addr=c_addr, rows=m, accumulate=int(kk > 0), **b.fc2_fields)
-                if pending and i >= 4 and (i - 4) % 3 == 0:
+                if queue:
+                    queue.matmul()
+                    while pending and queue.place(pending[0], g_load):
+                        pending.pop(0)
+                    if not pending:
+                        queue.offer(len(ks) - 1 - i)
+                elif pending and i >= 4 and (i - 4) % 3 == 0:
                     pending.pop(0)()
             for load in pending:
                 load()
+                if queue:
+                    queue.fixed(g_load)
         return len(ks) * c, weight_source(cfg, w2_sym, k0 * c, len(ks) * c, n), body
 
-    def requant(tiles, acc_of):
-        """LOAD PARAM fc2's rows (fc1's are dead); REQUANT its output ``tiles`` from ACC rows ``acc_of(n)``."""
-        load_param(0, 3 * ot, p2_sym.addr)
+    g_load = CostModel().dma(cfg, m, cfg.spad_row_bytes)       # a tile of g's (or x1's) LOAD
+
+    def requant(tiles, acc_of, dst=lambda n: x.addr + n * m, params=True):
+        """LOAD PARAM fc2's rows (fc1's are dead; not if ``params`` is false: loaded before);
+        REQUANT its output ``tiles`` from ACC rows ``acc_of(n)`` into SPAD rows ``dst(n)``."""
+        if params:
+            load_param(0, 3 * ot, p2_sym.addr)
         for n in tiles:
-            b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=x.addr + n * m, rows=m, param_addr=3 * n)
+            b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=dst(n), rows=m, param_addr=3 * n)
 
     with b.layer(p + "mlp"):
         gp = len(g_rows)
@@ -579,8 +756,23 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             stage = half_spad
         group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
         w2 = stage + group * m
+        beside = add2 is not None and not b.keep and _add2_beside_fits(cfg, m, d, hidden)
+        resident = cfg.spad_rows - dt * m
+        # With add2 beside (_fc2_add2): pass A's tiles in ACC bank 0 are REQUANTized beside the
+        # last group's fc2 steps into bank 1 (the others' MATMULs), to SPAD bank 1 rows that the
+        # last group does not read (where the sum's later tiles go), if there are such rows.
+        early_a = [n for n in range(acc_a) if slots[n] < half] if beside else []
+        temps = {n: resident + (acc_a + i) * m for i, n in enumerate(early_a)}
+        last_group = ht - (ht - 1) // group * group
+        if not (early_a and len(early_a) < acc_a and stage + last_group * m <= resident + acc_a * m
+                and resident + (acc_a + len(early_a)) * m <= min(w2, cfg.spad_rows)):
+            temps = {}
 
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
+        # With per_tile GELUs, each tile's STORE to g (for pass B) beside the next tile's MATMULs
+        # too, in pieces (_store_pieces); `stored`: the tiles STOREd so.
+        store_g = per_tile and pipelined and acc_a < ot and not b.keep and pre is None
+        stored = set()
 
         def fc1_step(j):
             h0 = j - j % group
@@ -607,8 +799,32 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     b.emit(Opcode.GELU, src=stage, src2=0, dst=stage, rows=m,
                            length=min(hidden, tiles.stop * c) - h0 * c, tile_stride=m, param_addr=0)
                 if acc_a < ot or b.keep:
-                    _load_tiles(b, stage, g, 0, m, h0, len(tiles), m, Opcode.STORE)
-                if acc_a:
+                    for t in tiles:
+                        if t not in stored:
+                            _load_tiles(b, stage + (t - h0) * m, g, 0, m, t, 1, m, Opcode.STORE)
+                if acc_a and beside and tiles.stop == ht:
+                    # The last group's steps (reading bank 1) with pass B's first K chunk's LOADs
+                    # (to bank 0, x is dead) beside, then (with temps) the REQUANTs.
+                    queue = _SideQueue(m + cfg.rows)
+                    ks0 = _fc2_chunks(cfg, m, ht)[0]
+                    for kk in ks0:
+                        queue.add(lambda kk=kk: _load_tiles(b, (kk - ks0.start) * m, g, 0, m, kk, 1, m), g_load)
+                    if temps:
+                        load_param(0, 3 * ot, p2_sym.addr)      # fc1's and the GELU's are dead
+                    before = _loads_before(acc_a, CostModel().dma(cfg, len(tiles) * c, cfg.spad_row_bytes))
+                    steps = [fc2_step(h0, tiles, n, stage, slots[n], queue=queue, before=before[n])
+                             for n in range(acc_a)]
+
+                    def requants():
+                        for n in early_a:
+                            queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=slots[n], spad_addr=temps[n],
+                                                         rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
+                    if temps:
+                        rows, source, body = steps[max(early_a)]
+                        steps[max(early_a)] = rows, source, _then(body, requants)
+                    _weight_stream(b, w2, steps)
+                    queue.flush()
+                elif acc_a:
                     _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)])
 
             def body(addr):
@@ -641,7 +857,11 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     # REQUANT and GELU beside the next tile's MATMULs, even for the group's last
                     # tile: the next tile stays in its ACC bank (its REQUANT, into the next group,
                     # follows the group's STORE and fc2 steps, which go after its MATMULs).
-                    pending.append(([(requant_fc1, requant_cost), (gelu_fc1, gelu_cost)], finish if last else None))
+                    side = [(requant_fc1, requant_cost), (gelu_fc1, gelu_cost)]
+                    if store_g:
+                        side += _store_tile(b, dst, g, j, m)
+                        stored.add(j)
+                    pending.append((side, finish if last else None))
                     return
                 if pipelined and not last:
                     # the group's last tile is REQUANTized now: the STORE and fc2 need it
@@ -658,7 +878,12 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
         _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
-        requant(range(acc_a), lambda n: slots[n])
+        if not temps:
+            requant(range(acc_a), lambda n: slots[n],
+                    (lambda n: resident + n * m) if beside else (lambda n: x.addr + n * m))
+    if beside:
+        pending_a = [(n, slots[n]) for n in range(acc_a) if n not in temps] if temps else []
+        return _fc2_add2(b, p, m, d, ht, acc_a, g, fc2_step, requant, g_load, temps, pending_a, *add2)
     if acc_a == ot:
         return _Local(x.addr, m, d, ot)
     with b.layer(p + "fc2"):
@@ -687,6 +912,208 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     return _Local(x.addr, m, d, ot)
 
 
+def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tensor, fc2_step, requant, g_load: int,
+              temps: dict, pending_a: list, x1: _Tensor, y: _Tensor, params: list) -> _Local:
+    """:func:`_mlp_local`'s pass B with add2 beside it (its ``add2``; ``fc2_step``, ``requant``
+    and ``g_load`` are its own): layers ``p + "fc2"`` and ``p + "add2"``. Pass A's output tile
+    ``n`` is in SPAD at ``temps[n]``, or at the sum's rows (``resident + n * m``), or (``(n, ACC
+    row)`` in ``pending_a``, ACC bank 1) still in ACC: those are REQUANTized there beside the
+    first chunk's first steps (their MATMULs into ACC bank 0), before the steps into bank 1."""
+    cfg, c = b.cfg, b.cfg.cols
+    dt, half = _ceil(d, c), cfg.spad_rows // 2
+    resident, slot, param = cfg.spad_rows - dt * m, half, 3 * dt
+    outs = range(acc_a, dt)
+    ks_all = _fc2_chunks(cfg, m, ht)
+    chunk = len(ks_all[0])
+    # Pass B's first tiles accumulate in ACC bank 0, the others in bank 1, the first ones' steps
+    # first in every chunk: after the last chunk's, their REQUANTs, ADDs and STOREs go beside the
+    # others' MATMULs (a REQUANT runs beside MATMULs into the other ACC bank). As many first
+    # tiles as the others' steps in the last chunk cover (their weight LOADs aside), each bank
+    # holding its tiles.
+    acc_half, issue = cfg.acc_rows // 2, m + cfg.rows
+    add_cost = _add_cost(cfg, m, c)
+    chain = CostModel().requant(cfg, m) + add_cost + len(_store_pieces(cfg, m)) * issue
+    step = len(ks_all[-1]) * issue - CostModel().dma(cfg, len(ks_all[-1]) * c, cfg.spad_row_bytes)
+    cap = acc_half // m
+    counts = range(max(0, len(outs) - cap), min(cap, len(outs) - 1) + 1)
+    k = max([k for k in counts if k * chain <= (len(outs) - k) * step], default=counts[0])
+    early, late = outs[:k], outs[k:]
+
+    def acc_of(n):
+        return (n - early.start) * m if n in early else acc_half + (n - late.start) * m
+
+    def add(n, x1_at, f2_at, tiles):
+        """ADD x1's ``tiles`` tiles from ``n`` at SPAD row ``x1_at`` and fc2's at ``f2_at`` into
+        the sum's rows (``resident + n * m``)."""
+        b.emit(Opcode.ADD, src=x1_at, src2=f2_at, dst=resident + n * m, rows=m,
+               length=min(d, (n + tiles) * c) - n * c, tile_stride=m, param_addr=param)
+
+    def store(n, tiles):
+        _load_tiles(b, resident + n * m, y, 0, m, n, tiles, m, Opcode.STORE)
+
+    with b.layer(p + "fc2"):
+        _vector_params(b, p + "add2", Opcode.ADD, d, params, local=param)
+        # K chunks of g (as many as fit, of balanced sizes) through two regions from row 0 (x is
+        # dead), the weights after them, all in bank 0.
+        regions, w_b = (0, chunk * m), 2 * chunk * m
+        queue = _SideQueue(issue)
+        requants = [lambda n=n, row=row: b.emit(Opcode.REQUANT, acc_addr=row, spad_addr=resident + n * m, rows=m,
+                                                param_addr=3 * n) for n, row in pending_a]
+        if pending_a and not early:
+            for emit in requants:
+                emit()
+            requants = []
+        for emit in requants:
+            queue.add(emit, CostModel().requant(cfg, m))
+        for n in range(acc_a):
+            queue.add(lambda n=n: _load_tiles(b, slot, x1, 0, m, n, 1, m), g_load)
+            queue.add(lambda n=n: add(n, slot, temps.get(n, resident + n * m), 1), add_cost)
+            for emit, cost in _store_tile(b, resident + n * m, y, n, m):
+                queue.add(emit, cost)
+        for n in outs:
+            queue.add(lambda n=n: _load_tiles(b, resident + n * m, x1, 0, m, n, 1, m), g_load)
+
+        def x_load(ci, kk):
+            return lambda: _load_tiles(b, regions[ci % 2] + (kk - ks_all[ci].start) * m, g, 0, m, kk, 1, m)
+
+        def enqueue_early():
+            """The first tiles are complete: REQUANT each to the slot, ADD x1's tile, STORE."""
+            for n in early:
+                queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=slot, rows=m,
+                                             param_addr=3 * n), CostModel().requant(cfg, m))
+                queue.add(lambda n=n: add(n, resident + n * m, slot, 1), add_cost)
+                for emit, cost in _store_tile(b, resident + n * m, y, n, m):
+                    queue.add(emit, cost)
+
+        # (the first chunk's LOADs went beside pass A's last steps)
+        for ci, ks in enumerate(ks_all):
+            nxt = [x_load(ci + 1, kk) for kk in ks_all[ci + 1]] if ci + 1 < len(ks_all) else []
+            # The next chunk's LOADs beside the steps (in the first chunk, with pass A's REQUANTs
+            # beside the first steps, beside the others only).
+            carriers = [i for i, n in enumerate(outs) if not (ci == 0 and requants and n in early)]
+            share = _ceil(len(nxt), len(carriers))
+            loads = {i: nxt[r * share:(r + 1) * share] for r, i in enumerate(carriers)}
+            before = _loads_before(len(outs), CostModel().dma(cfg, len(ks) * c, cfg.spad_row_bytes))
+            steps = [fc2_step(ks.start, ks, n, regions[ci % 2], acc_of(n), loads.get(i, []), queue, before[i])
+                     for i, n in enumerate(outs)]
+            if ci == 0 and requants:
+                # pass A's REQUANTs done before the steps into their ACC rows
+                rows, source, body = steps[len(early) - 1]
+                steps[len(early) - 1] = rows, source, _then(body, lambda: queue.flush(through=requants[-1]))
+            if ci + 1 == len(ks_all) and early:
+                rows, source, body = steps[len(early) - 1]
+                steps[len(early) - 1] = rows, source, _then(body, lambda: enqueue_early())
+            _weight_stream(b, w_b, steps)
+
+        queue.flush()
+        # The other tiles into the dead chunks (bank 0).
+        requant(late, acc_of, lambda n: (n - late.start) * m, params=False)     # pass A loaded them
+    with b.layer(p + "add2"):
+        add(late.start, resident + late.start * m, 0, len(late))
+        store(late.start, len(late))
+    return _Local(resident, m, d, dt)
+
+
+def _then(body, after):
+    """``body`` (a :func:`_weight_stream` step's emitter), then ``after()``."""
+    def both(addr):
+        body(addr)
+        after()
+    return both
+
+
+def _store_pieces(cfg: AccelConfig, m: int) -> list[tuple[int, int]]:
+    """``(first row, rows)`` of the STOREs of one tile of ``m`` rows beside MATMULs of ``m`` rows:
+    a STORE overlaps only the MATMUL in flight (the next fetch waits until it ends), so each
+    piece is short enough for that MATMUL's issue interval (``m + cfg.rows`` cycles) to cover it
+    and the next fetch."""
+    most = max(1, (m + cfg.rows - 40) * cfg.bus_bytes // cfg.spad_row_bytes)
+    count = _ceil(m, most)
+    size = _ceil(m, count)
+    return [(r0, min(size, m - r0)) for r0 in range(0, m, size)]
+
+
+def _store_tile(b: _Builder, local: int, t: _Tensor, tile: int, m: int) -> list:
+    """Emitters and cycles ``[(emit, cycles)]`` of the STOREs (:func:`_store_pieces`) of tile
+    ``tile`` of ``t`` (``m`` rows) from SPAD row ``local``."""
+    cfg = b.cfg
+
+    def piece(r0, rows):
+        return lambda: _load_tiles(b, local + r0, t, r0, rows, tile, 1, m, Opcode.STORE)
+    return [(piece(r0, rows), CostModel().dma(cfg, rows, cfg.spad_row_bytes)) for r0, rows in _store_pieces(cfg, m)]
+
+
+def _add1_costs(cfg: AccelConfig, m: int) -> list[int]:
+    """The chain of :func:`_proj_add1` among a proj tile's MATMULs: the previous tile's REQUANT,
+    its ADD, its STOREs (:func:`_store_pieces`), the LOAD of this tile of x (one tile of ``m``
+    rows each)."""
+    stores = [CostModel().dma(cfg, rows, cfg.spad_row_bytes) for _, rows in _store_pieces(cfg, m)]
+    return [CostModel().requant(cfg, m), _add_cost(cfg, m, cfg.cols), *stores,
+            CostModel().dma(cfg, m, cfg.spad_row_bytes)]
+
+
+def _add1_beside_fits(cfg: AccelConfig, m: int, d: int, attn_cols: int) -> bool:
+    """Whether :func:`_proj_add1` fits a fused block of ``m`` rows, ``d`` features and
+    ``attn_cols`` (padded) attention output features: the attention output and proj's two weight
+    regions in SPAD bank 1, proj's output tiles and one tile of x in bank 0, the ADD's PARAM row
+    after proj's, proj pipelined (:func:`_linear_local`), and each tile's chain of side
+    instructions (:func:`_add1_costs`) covered by the next tile's MATMULs."""
+    c, half = cfg.cols, cfg.spad_rows // 2
+    dt, at = _ceil(d, c), _ceil(attn_cols, c)
+    after_load = -(-CostModel().dma(cfg, at * c, cfg.spad_row_bytes) // (m + cfg.rows))
+    return (dt > 1 and m <= cfg.acc_rows // 2
+            and (dt + 1) * m <= half and half + at * m + 2 * at * c <= cfg.spad_rows
+            and 3 * dt + 1 <= cfg.param_rows
+            and _chain_fits(cfg, _add1_costs(cfg, m), at, m, max(1, after_load)))
+
+
+def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj_args: tuple, params: list) -> _Local:
+    """Layers ``p + "proj"`` and ``p + "add1"`` of a fused block where :func:`_add1_beside_fits`:
+    ``x1 = add1(x, proj(attn))`` left in SPAD from row 0 (where norm2 and the MLP read it) and
+    STOREd to ``x1``.
+
+    The attention output and proj's weight regions are in SPAD bank 1, proj's output tiles stay in
+    bank 0 from row 0 (tile ``j`` at ``j * m``), one tile of x after them. Among proj's tile
+    ``j``'s MATMULs (which read bank 1 only) go, each after the MATMULs that cover the one before
+    (:func:`_chain_slots`): tile ``j - 1``'s REQUANT, its ADD with x's tile (in place over the
+    proj tile), the STORE of the sum to ``x1``, the LOAD of x's tile ``j``; so the controller runs
+    the ADD beside the MATMULs (issue 21). The last tile's REQUANT, ADD and STORE (layer ``add1``)
+    have nothing beside them."""
+    cfg, c = b.cfg, b.cfg.cols
+    m, d = x.rows, x.cols
+    dt = _ceil(d, c)
+    half = cfg.spad_rows // 2
+    xs = dt * m                         # the SPAD rows of one tile of x
+    param = 3 * dt                      # the ADD's PARAM row, after proj's
+    costs = _add1_costs(cfg, m)
+    add_cost, load_cost = costs[1], costs[-1]
+
+    def add(j):
+        b.emit(Opcode.ADD, src=xs, src2=j * m, dst=j * m, rows=m, length=min(d, (j + 1) * c) - j * c,
+               tile_stride=m, param_addr=param)
+
+    def side(j):
+        if not j:
+            return []           # x's tile 0 loads after the attention output (x_loads)
+        return [(lambda: add(j - 1), add_cost), *_store_tile(b, (j - 1) * m, x1, j - 1, m),
+                (lambda: _load_tiles(b, xs, x, 0, m, j, 1, m), load_cost)]
+
+    with b.layer(p + "proj"):
+        at = _ceil(attn.cols, c)
+        al = _Local(half, m, attn.cols, at)
+        _vector_params(b, p + "add1", Opcode.ADD, d, params, local=param)
+        # The attention output's tiles load among the first tile's MATMULs, each beside the one
+        # before, then x's tile 0.
+        x_loads = [lambda kk=kk: _load_tiles(b, half + kk * m, attn, 0, m, kk, 1, m) for kk in range(at)]
+        x_loads.append(lambda: _load_tiles(b, xs, x, 0, m, 0, 1, m))
+        _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: j * m for j in range(dt)}, side=side,
+                      x_loads=x_loads)
+    with b.layer(p + "add1"):
+        add(dt - 1)
+        _load_tiles(b, (dt - 1) * m, x1, 0, m, dt - 1, 1, m, Opcode.STORE)
+    return _Local(0, m, d, dt)
+
+
 def _load_tiles(b: _Builder, local: int, t: _Tensor, row0: int, rows: int, tile0: int, tiles: int,
                 stride: int, op: Opcode = Opcode.LOAD) -> None:
     """LOAD (or STORE) tiles ``tile0 ..`` of rows ``row0 ..`` of ``t``, tile-major from SPAD row
@@ -696,8 +1123,9 @@ def _load_tiles(b: _Builder, local: int, t: _Tensor, row0: int, rows: int, tile0
                dram_addr=t.addr + row0 * t.stride + (tile0 + i) * b.cfg.spad_row_bytes, dram_stride=t.stride)
 
 
-def _vector_params(b: _Builder, name: str, opcode: Opcode, length: int, params, wide: bool = False) -> None:
-    """Check a vector op's row length and parameters and LOAD PARAM them from row 0 (``wide``: a
+def _vector_params(b: _Builder, name: str, opcode: Opcode, length: int, params, wide: bool = False,
+                   local: int = 0) -> None:
+    """Check a vector op's row length and parameters and LOAD PARAM them from row ``local`` (``wide``: a
     LAYERNORM of int16 rows takes the row-mean constants of 15-bit magnitudes)."""
     cfg = b.cfg
     if opcode in (Opcode.SOFTMAX, Opcode.LAYERNORM) and length > cfg.max_row:
@@ -709,10 +1137,11 @@ def _vector_params(b: _Builder, name: str, opcode: Opcode, length: int, params, 
         if m >= 1 << 31:
             b.fail(f"rows of {length} int16 elements need a row-mean multiplier of {m.bit_length()} bits, more than int32")
         rows_p[-1, :2] = m, k
-    if len(rows_p) > cfg.param_rows:
-        b.fail(f"{len(rows_p)} parameter rows exceed param_rows={cfg.param_rows}")
+    if local + len(rows_p) > cfg.param_rows:
+        b.fail(f"{len(rows_p)} parameter rows{f' from row {local}' if local else ''} exceed "
+               f"param_rows={cfg.param_rows}")
     p_sym = b.constant(f"{name}.params", rows_p, "int32", "param")
-    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=len(rows_p), dram_addr=p_sym.addr,
+    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=local, rows=len(rows_p), dram_addr=p_sym.addr,
            dram_stride=cfg.acc_row_bytes)
 
 
@@ -1509,26 +1938,39 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 have = _attention_head(b, blk, h, qkv, attn, dhp, a_sym, have)
         b.release(qkv)
         if fused:
-            with b.layer(p + "proj"):
-                al = _spad_in(b, attn, 0)
-                b.release(attn)
-                pl = _Local(al.end + 2 * al.tiles * c, m, d, dt)
-                _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: pl.addr + j * m for j in range(dt)})
-                kept(p + "proj", pl)
-            with b.layer(p + "add1"):
-                # x over the dead attention output; the sum stays there for norm2.
-                xl = _spad_in(b, x.rows_from(0, m), 0)
+            if not b.keep and _add1_beside_fits(cfg, m, d, heads * dhp):
+                # add1 per output tile of proj, beside the next tile's MATMULs (issue 21).
                 x1 = b.reuse(x.rows_from(0, m), p + "add1")
-                _vector_local(b, p + "add1", Opcode.ADD, [xl, pl], xl, [int(v) for v in blk.add1])
-                _spad_out(b, xl, x1)
+                xl = _proj_add1(b, p, attn, x.rows_from(0, m), x1, proj_args, [int(v) for v in blk.add1])
+                b.release(attn)
                 b.release(x, x1)
                 x = x1
+            else:
+                with b.layer(p + "proj"):
+                    al = _spad_in(b, attn, 0)
+                    b.release(attn)
+                    pl = _Local(al.end + 2 * al.tiles * c, m, d, dt)
+                    _linear_local(b, p + "proj", al, *proj_args, free=al.end,
+                                  local={j: pl.addr + j * m for j in range(dt)})
+                    kept(p + "proj", pl)
+                with b.layer(p + "add1"):
+                    # x over the dead attention output; the sum stays there for norm2.
+                    xl = _spad_in(b, x.rows_from(0, m), 0)
+                    x1 = b.reuse(x.rows_from(0, m), p + "add1")
+                    _vector_local(b, p + "add1", Opcode.ADD, [xl, pl], xl, [int(v) for v in blk.add1])
+                    _spad_out(b, xl, x1)
+                    b.release(x, x1)
+                    x = x1
             with b.layer(p + "norm2"):
                 _vector_local(b, p + "norm2", Opcode.LAYERNORM, [xl], xl,
                               (blk.norm2.alpha, blk.norm2.params, narrow[p + "norm2"]))
                 kept(p + "norm2", xl)
             g = b.activation(p + "gelu", m, hidden)
-            f2l = _mlp_local(b, p, xl, blk, gelu_params, g, b.activation(p + "fc1", m, hidden) if b.keep else None)
+            # add2 beside fc2's second pass where it fits (issue 21, _add2_beside_fits): then
+            # _mlp_local returns the sum, at the top of SPAD.
+            y = None if b.keep else b.reuse(x, p + "add2")
+            f2l = _mlp_local(b, p, xl, blk, gelu_params, g, b.activation(p + "fc1", m, hidden) if b.keep else None,
+                             None if b.keep else (x, y, [int(v) for v in blk.add2]))
             b.release(g)
             kept(p + "fc2", f2l)
         else:
@@ -1549,12 +1991,18 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
             with b.layer(p + "fc2"), b.operand(**b.fc2_fields):
                 f2 = _linear(b, p + "fc2", g, blk.fc2.weight, blk.fc2.bias, blk.fc2.mult, blk.fc2.shift)
                 b.release(g)
+        if fused and f2l.addr == cfg.spad_rows - dt * m:
+            # _mlp_local did add2 too.
+            resident = f2l
+            b.release(x, y)
+            x = y
+            continue
         with b.layer(p + "add2"):
             if fused:
                 # x1 at the top, apart from fc2's output; the sum stays there for the next norm1
                 # (or the final norm).
                 resident = _spad_in(b, x, cfg.spad_rows - dt * m)
-                y = b.reuse(x, p + "add2")
+                y = y or b.reuse(x, p + "add2")
                 _vector_local(b, p + "add2", Opcode.ADD, [resident, f2l], resident, [int(v) for v in blk.add2])
                 _spad_out(b, resident, y)
                 b.release(x, y)

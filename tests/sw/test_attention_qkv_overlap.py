@@ -10,7 +10,7 @@ import torch
 from vitaccel.config import preset
 from vitaccel.isa import Opcode, decode_fields
 from vitaccel.sw import isasim
-from vitaccel.sw.compile_model import _store_pieces, compile_model
+from vitaccel.sw.compile_model import _store_slots, compile_model
 from vitaccel.sw.forward import forward, patches, quantize_input
 from vitaccel.sw.perf import estimate
 from vitaccel.sw.quantize import calibrate, quantize
@@ -91,17 +91,17 @@ def test_qkv_stores_in_pieces_beside_matmuls(deit_block):
     assert (~busy[spans[start].start:spans[stop - 1].end + 1]).sum() < 6000
 
 
-def test_store_pieces_fit_or_fall_back():
+def test_store_slots_fit_or_fall_back():
     cfg = preset("default")
-    pieces = _store_pieces(cfg, 16, 197, 197, 16 * 12)
+    pieces = _store_slots(cfg, 16, 197, 197, 16 * 12)
     assert sum(n for _, n in pieces.values()) == 197
     assert [r0 for r0, _ in sorted(pieces.values())] == sorted(r0 for r0, _ in pieces.values())
     # Rows contiguous, no overlap.
     spans = sorted(pieces.values())
     assert all(a[0] + a[1] == b[0] for a, b in zip(spans, spans[1:]))
     # MATMULs of one row (the last block's queries) cover no STORE; too few MATMULs neither.
-    assert _store_pieces(cfg, 16, 1, 197, 192) == {}
-    assert _store_pieces(cfg, 3, 197, 197, 192) == {}
+    assert _store_slots(cfg, 16, 1, 197, 192) == {}
+    assert _store_slots(cfg, 3, 197, 197, 192) == {}
 
 
 def test_deit_block_equals_golden(deit_block):

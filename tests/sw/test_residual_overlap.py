@@ -1,0 +1,152 @@
+"""The residual adds beside the array (issue 21): in a fused block where they fit, add1 runs per
+output tile of proj beside the next tile's MATMULs (_proj_add1) and add2 per output tile of fc2's
+first pass beside the second pass's MATMULs (_fc2_add2); shown on the performance model's
+instruction spans, and the ISA simulator's logits still equal the golden's."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from vitaccel.config import preset
+from vitaccel.isa import Opcode
+from vitaccel.sw import isasim
+from vitaccel.sw.compile_model import _add1_beside_fits, _add2_beside_fits, compile_model
+from vitaccel.sw.forward import forward, patches, quantize_input
+from vitaccel.sw.perf import estimate
+from vitaccel.sw.quantize import calibrate, quantize
+from vitaccel.sw.vit import VisionTransformer, ViTConfig
+
+
+def _random_intvit(config: ViTConfig, seed: int = 0):
+    torch.manual_seed(seed)
+    model = VisionTransformer(config).eval()
+    calib = torch.randn((2, config.in_chans, config.img_size, config.img_size),
+                        generator=torch.Generator().manual_seed(seed))
+    return quantize(model, calibrate(model, calib))
+
+
+def _overlap(a, b) -> int:
+    """Cycles two inclusive busy spans ``(start, end)`` share."""
+    return max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
+
+
+def _layer(program, name):
+    return next((s, e) for s, e, n in program.layers if n == name)
+
+
+def _ops(program, name, opcode):
+    start, stop = _layer(program, name)
+    return [i for i in range(start, stop) if program.instructions[i] & 0xFF == opcode.value]
+
+
+def _assert_logits(program, iv, seed=7):
+    image = torch.randn((1, iv.config.in_chans, iv.config.img_size, iv.config.img_size),
+                        generator=torch.Generator().manual_seed(seed))
+    tokens = patches(quantize_input(iv, image), iv.config.patch_size)
+    result = isasim.run(program.with_tensors(input=tokens[0]))
+    assert result.ok, result.error
+    assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
+
+
+@pytest.fixture(scope="module")
+def deit_blocks():
+    # DeiT-Tiny-shaped, two blocks: the first computes every token (both adds beside MATMULs),
+    # the last only the class token (the old adds: too few rows for the MATMULs to cover them).
+    iv = _random_intvit(ViTConfig(depth=2))
+    return iv, compile_model(iv, preset("default"))
+
+
+def test_adds_run_beside_matmuls(deit_blocks):
+    iv, program = deit_blocks
+    spans = estimate(program).instructions
+    cfg = preset("default")
+    assert _add1_beside_fits(cfg, 197, 192, 3 * 72) and not _add1_beside_fits(cfg, 1, 192, 3 * 72)
+    assert _add2_beside_fits(cfg, 197, 192, 768) and not _add2_beside_fits(cfg, 1, 192, 768)
+
+    def beside(layer, count):
+        """Each ADD of ``layer`` (``count`` of them) spends most of its busy span beside MATMULs."""
+        start, stop = _layer(program, layer)
+        matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
+        adds = [(spans[i].start, spans[i].end) for i in _ops(program, layer, Opcode.ADD)]
+        assert len(adds) == count, layer
+        for add in adds:
+            assert sum(_overlap(add, mm) for mm in matmuls) / (add[1] - add[0] + 1) >= 0.9, (layer, add)
+
+    # add1: proj's 16 output tiles, each but the last ADDed beside the next tile's MATMULs; the
+    # layer add1 keeps the last tile's ADD and STORE only.
+    beside("blocks.0.proj", 15)
+    assert [program.instructions[i] & 0xFF for i in range(*_layer(program, "blocks.0.add1"))] == [
+        Opcode.ADD.value, Opcode.STORE.value]
+    # add2: the 8 output tiles of fc2's first pass beside the second pass's MATMULs, and the
+    # second pass's first 3 (ACC bank 0) beside its last chunk's MATMULs into bank 1; the layer
+    # add2 keeps one ADD of the second pass's other 5 tiles and their STOREs.
+    beside("blocks.0.fc2", 8 + 3)
+    assert len(_ops(program, "blocks.0.add2", Opcode.ADD)) == 1
+    assert len(_ops(program, "blocks.0.add2", Opcode.LOAD)) == 0
+    # The last block (one row) keeps the old adds: LOAD x (16 tiles) and PARAM, one ADD over all
+    # tiles, STORE.
+    for add in ("add1", "add2"):
+        assert len(_ops(program, f"blocks.1.{add}", Opcode.ADD)) == 1
+        assert len(_ops(program, f"blocks.1.{add}", Opcode.LOAD)) == 16 + 1
+
+
+def test_adds_beside_equal_golden(deit_blocks):
+    iv, program = deit_blocks
+    _assert_logits(program, iv)
+
+
+def test_adds_beside_with_a_partial_last_tile():
+    # 200 features (16 whole tiles of 12 and one of 8), 2 heads of 100 (padded to 108): the last
+    # tile's ADDs are shorter; 197 tokens as DeiT-Tiny's.
+    iv = _random_intvit(ViTConfig(img_size=112, patch_size=8, embed_dim=200, depth=2, num_heads=2, mlp_ratio=4.0),
+                        seed=3)
+    program = compile_model(iv, preset("default"))
+    assert len(_ops(program, "blocks.0.proj", Opcode.ADD)) == 16
+    # fc2's first pass's 8 tiles and 4 of its second pass's 9 (its last K chunk is short).
+    assert len(_ops(program, "blocks.0.fc2", Opcode.ADD)) == 8 + 4
+    _assert_logits(program, iv, seed=5)
+
+
+def test_old_adds_where_the_new_do_not_fit(deit_blocks):
+    iv, _ = deit_blocks
+    # keep_intermediates: the adds as before (proj's tiles STOREd, x LOADed over the attention).
+    program = compile_model(iv, preset("default"), keep_intermediates=True)
+    for add in ("add1", "add2"):
+        assert len(_ops(program, f"blocks.0.{add}", Opcode.ADD)) == 1
+        assert len(_ops(program, f"blocks.0.{add}", Opcode.LOAD)) == 16 + 1
+    assert not _ops(program, "blocks.0.proj", Opcode.ADD) and not _ops(program, "blocks.0.fc2", Opcode.ADD)
+    # Half the scratchpad: the attention output and proj's weights no longer fit one bank.
+    small = dataclasses.replace(preset("default"), spad_rows=4096)
+    assert not _add1_beside_fits(small, 197, 192, 3 * 72)
+
+
+def test_fc2_requants_run_beside_matmuls(deit_blocks):
+    # With add2 beside fc2's second pass, fc2's REQUANTs also run beside MATMULs: pass A's tiles
+    # in ACC bank 0 beside its last group's steps into bank 1, those in bank 1 beside the second
+    # pass's first steps (into bank 0), the second pass's first tiles beside its last steps. Alone
+    # are only fc1's last tile's (nothing follows it in pass A) and the second pass's last 5 tiles'.
+    iv, program = deit_blocks
+    spans = estimate(program).instructions
+    alone = {}
+    for layer in ("blocks.0.mlp", "blocks.0.fc2"):
+        start, stop = _layer(program, layer)
+        matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
+        requants = [(spans[i].start, spans[i].end) for i in _ops(program, layer, Opcode.REQUANT)]
+        alone[layer] = sum(sum(_overlap(r, mm) for mm in matmuls) < 0.9 * (r[1] - r[0] + 1) for r in requants)
+    assert alone == {"blocks.0.mlp": 1, "blocks.0.fc2": 5}
+
+
+def test_gelu_stores_run_beside_matmuls(deit_blocks):
+    # fc1's output after its GELU is STOREd for fc2's second pass tile by tile, in 4 pieces of at
+    # most 50 rows, each beside the next tile's MATMULs (which read the other SPAD bank); only the
+    # last hidden tile's (nothing follows it) is STOREd alone, whole.
+    iv, program = deit_blocks
+    spans = estimate(program).instructions
+    start, stop = _layer(program, "blocks.0.mlp")
+    matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
+    stores = [(spans[i].start, spans[i].end) for i in _ops(program, "blocks.0.mlp", Opcode.STORE)]
+    assert len(stores) == 63 * 4 + 1
+    alone = [s for s in stores if sum(_overlap(s, mm) for mm in matmuls) < 0.9 * (s[1] - s[0] + 1)]
+    assert len(alone) == 1 and alone[0] == stores[-1]
