@@ -461,17 +461,27 @@ class PerfReport:
     def breakdown(self) -> dict[str, float]:
         """Where the cycles go, as shares of :attr:`cycles` that sum to 1: ``mac floor`` (one cycle
         per row a MATMUL streams through the array, padding included: the utilization),
-        ``matmul overhead`` (the rest of the MATMULs' cycles: their weight reads and the
-        controller's), then each other opcode's cycles (its own control cycles and the cycles the
-        controller waited for it), largest first."""
-        floor = self.macs // self.config.macs
-        cycles = {}
+        ``matmul overhead`` (the rest of the cycles in which the matmul engine is busy: its weight
+        reads, fill and drain; also the MATMULs' own control cycles while it idles), then, largest
+        first, each other opcode's share of the cycles in which the matmul engine idles, charged to
+        the instruction the controller is at then (its own control cycles and the cycles it waits
+        for it): what holds the array up. Work that runs beside MATMULs costs nothing here."""
+        total = self.cycles
+        busy = bytearray(total)
         for c in self.instructions:
-            cycles[c.opcode.name] = cycles.get(c.opcode.name, 0) + c.cycles
-        shares = {"mac floor": floor, "matmul overhead": cycles.pop("MATMUL", 0) - floor}
-        shares.update(sorted(cycles.items(), key=lambda kv: -kv[1]))
-        total = self.cycles or 1
-        return {name: value / total for name, value in shares.items()}
+            if c.engine == "matmul":
+                lo, hi = max(0, c.start - 1), min(total, c.end - 1)     # 0-based, as Timeline.from_perf
+                if hi > lo:
+                    busy[lo:hi] = b"\x01" * (hi - lo)
+        floor = self.macs // self.config.macs
+        idle, at = {}, 0
+        for c in self.instructions:
+            name = "matmul overhead" if c.opcode is Opcode.MATMUL else c.opcode.name
+            idle[name] = idle.get(name, 0) + c.cycles - busy.count(1, at, at + c.cycles)
+            at += c.cycles
+        shares = {"mac floor": floor, "matmul overhead": busy.count(1) - floor + idle.pop("matmul overhead", 0)}
+        shares.update(sorted(idle.items(), key=lambda kv: -kv[1]))
+        return {name: value / (total or 1) for name, value in shares.items()}
 
     def seconds(self, clock_hz: float) -> float:
         """Wall time of the program at ``clock_hz``."""
