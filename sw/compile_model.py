@@ -774,6 +774,17 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         store_g = per_tile and pipelined and acc_a < ot and not b.keep and pre is None
         stored = set()
 
+        def first_fc2_tiles(n):
+            """Over how many of a group's ``n`` tiles pass A's first fc2 step goes (0: all), so that
+            its weight LOAD, issued after fc1's last MATMUL, is covered by that MATMUL in flight
+            and the next step's LOAD (the group's other tiles) by its own MATMULs: where the
+            first step's LOAD of the whole group would leave the array idle (issue 21)."""
+            dma = functools.partial(CostModel().dma, cfg, row_bytes=cfg.spad_row_bytes)
+            if dma(rows=n * c) <= issue:
+                return 0
+            k = next((k for k in range(1, n) if dma(rows=(n - k) * c) <= k * issue), 0)
+            return k if k and dma(rows=k * c) <= issue else 0
+
         def fc1_step(j):
             h0 = j - j % group
             tiles = range(h0, min(h0 + group, ht))
@@ -825,7 +836,13 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     _weight_stream(b, w2, steps)
                     queue.flush()
                 elif acc_a:
-                    _weight_stream(b, w2, [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)])
+                    steps = [fc2_step(h0, tiles, n, stage, slots[n]) for n in range(acc_a)]
+                    k = first_fc2_tiles(len(tiles)) if per_tile and pipelined else 0
+                    if k:
+                        # the first step over k tiles only (first_fc2_tiles), the rest after it
+                        steps[:1] = [fc2_step(h0, range(h0, h0 + k), 0, stage, slots[0]),
+                                     fc2_step(h0 + k, range(h0 + k, tiles.stop), 0, stage + k * m, slots[0])]
+                    _weight_stream(b, w2, steps)
 
             def body(addr):
                 previous, after = pending.pop() if pending else ([], None)
