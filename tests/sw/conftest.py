@@ -1,12 +1,16 @@
-"""Fixtures shared by the quantizer tests: the built-in tiny-digits model and its calibration
+"""Fixtures shared by the software tests: the built-in tiny-digits model and its calibration
 statistics (module scope, as each test file had them: a quantize call never shares state with
-another file's)."""
+another file's), and a DeiT-Tiny-shaped model compiled for `default` (the overlap tests')."""
 
 import pytest
+import torch
 
+from vitaccel.config import preset
+from vitaccel.sw.compile_model import compile_model
 from vitaccel.sw.digits import digits_split
-from vitaccel.sw.quantize import calibrate
-from vitaccel.sw.vit import load_builtin
+from vitaccel.sw.perf import estimate
+from vitaccel.sw.quantize import calibrate, quantize
+from vitaccel.sw.vit import VisionTransformer, ViTConfig, load_builtin
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +21,16 @@ def model():
 @pytest.fixture(scope="module")
 def stats(model):
     return calibrate(model, digits_split("calib")[0])
+
+
+@pytest.fixture(scope="session")
+def deit_two_blocks():
+    """Two DeiT-Tiny-shaped blocks (197 tokens, dim 192, 3 heads of 64, random weights of seed 0)
+    compiled for `default`: ``(intvit, program, the performance model's instruction spans)``. The
+    first block computes every token, the last only the class token."""
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(depth=2)).eval()
+    calib = torch.randn((2, 3, 224, 224), generator=torch.Generator().manual_seed(0))
+    iv = quantize(model, calibrate(model, calib))
+    program = compile_model(iv, preset("default"))
+    return iv, program, estimate(program).instructions

@@ -1,32 +1,21 @@
 """Overlap of the fused qkv and the bank-split attention on a DeiT-Tiny-shaped block (issue 21),
 shown on the performance model's instruction spans: head 0's SOFTMAXes beside MATMULs (qkv leaves
 its keys and queries where the later heads' layout has them and STOREs its values), and qkv's
-STOREs in pieces, each beside a MATMUL in flight."""
+STOREs in pieces, each beside a MATMUL in flight.
+The program's logits equal the golden forward: tests/sw/test_residual_overlap.py (the same
+program, conftest's ``deit_two_blocks``)."""
 
 import numpy as np
 import pytest
-import torch
 
 from vitaccel.config import preset
 from vitaccel.isa import Opcode, decode_fields
-from vitaccel.sw import isasim
-from vitaccel.sw.compile_model import _store_slots, compile_model
-from vitaccel.sw.forward import forward, patches, quantize_input
-from vitaccel.sw.perf import estimate
-from vitaccel.sw.quantize import calibrate, quantize
-from vitaccel.sw.vit import VisionTransformer, ViTConfig
+from vitaccel.sw.compile_model import _store_slots
 
 
 @pytest.fixture(scope="module")
-def deit_block():
-    # Two DeiT-Tiny-shaped blocks (197 tokens, dim 192, 3 heads of 64): the first computes every
-    # token (bank-split attention), the last only the class token's queries.
-    torch.manual_seed(0)
-    model = VisionTransformer(ViTConfig(depth=2)).eval()
-    calib = torch.randn((2, 3, 224, 224), generator=torch.Generator().manual_seed(0))
-    iv = quantize(model, calibrate(model, calib))
-    program = compile_model(iv, preset("default"))
-    return iv, program, estimate(program).instructions
+def deit_block(deit_two_blocks):
+    return deit_two_blocks
 
 
 def _layer(program, name):
@@ -102,15 +91,6 @@ def test_store_slots_fit_or_fall_back():
     # MATMULs of one row (the last block's queries) cover no STORE; too few MATMULs neither.
     assert _store_slots(cfg, 16, 1, 197, 192) == {}
     assert _store_slots(cfg, 3, 197, 197, 192) == {}
-
-
-def test_deit_block_equals_golden(deit_block):
-    iv, program, _ = deit_block
-    image = torch.randn((1, 3, 224, 224), generator=torch.Generator().manual_seed(3))
-    tokens = patches(quantize_input(iv, image), iv.config.patch_size)
-    result = isasim.run(program.with_tensors(input=tokens[0]))
-    assert result.ok, result.error
-    assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
 
 
 def test_head_outputs_stored_beside_next_heads_matmuls(deit_block):

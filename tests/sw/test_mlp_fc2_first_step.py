@@ -3,32 +3,19 @@
 group's next tile, is covered by that MATMUL in flight, and the next step's LOAD by its own
 MATMULs, so the array does not idle between fc1's and fc2's MATMULs at a group's end (before:
 about 440 cycles per group, the LOAD of the whole group's weights). Shown on the performance
-model's instruction spans of a DeiT-Tiny-shaped block; the logits equal the golden forward."""
+model's instruction spans of a DeiT-Tiny-shaped block. The program's logits equal the golden forward: tests/sw/test_residual_overlap.py (the same
+program, conftest's ``deit_two_blocks``)."""
 
-import numpy as np
 import pytest
-import torch
 
 from vitaccel.config import preset
 from vitaccel.isa import LocalMemory, Opcode, decode_fields
-from vitaccel.sw import isasim
 from vitaccel.sw.compile_model import compile_model
-from vitaccel.sw.forward import forward, patches, quantize_input
-from vitaccel.sw.perf import estimate
-from vitaccel.sw.quantize import calibrate, quantize
-from vitaccel.sw.vit import VisionTransformer, ViTConfig
 
 
 @pytest.fixture(scope="module")
-def deit_block():
-    # Two DeiT-Tiny-shaped blocks (197 tokens, dim 192, hidden 768 = 64 tiles of 12 on default,
-    # groups of 18): the first computes every token.
-    torch.manual_seed(0)
-    model = VisionTransformer(ViTConfig(depth=2)).eval()
-    calib = torch.randn((2, 3, 224, 224), generator=torch.Generator().manual_seed(0))
-    iv = quantize(model, calibrate(model, calib))
-    program = compile_model(iv, preset("default"))
-    return iv, program, estimate(program).instructions
+def deit_block(deit_two_blocks):
+    return deit_two_blocks
 
 
 def test_first_fc2_step_of_a_group_over_three_tiles(deit_block):
@@ -53,12 +40,3 @@ def test_first_fc2_step_of_a_group_over_three_tiles(deit_block):
     big = [g for g in gaps if g > 100]
     assert len(big) <= 1, gaps                # the last group's (its REQUANT, GELU, STORE)
     assert len([g for g in gaps if g > 12]) <= 4
-
-
-def test_deit_block_equals_golden(deit_block):
-    iv, program, _ = deit_block
-    image = torch.randn((1, 3, 224, 224), generator=torch.Generator().manual_seed(3))
-    tokens = patches(quantize_input(iv, image), iv.config.patch_size)
-    result = isasim.run(program.with_tensors(input=tokens[0]))
-    assert result.ok, result.error
-    assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))

@@ -51,11 +51,8 @@ def _assert_logits(program, iv, seed=7):
 
 
 @pytest.fixture(scope="module")
-def deit_blocks():
-    # DeiT-Tiny-shaped, two blocks: the first computes every token (both adds beside MATMULs),
-    # the last only the class token (the old adds: too few rows for the MATMULs to cover them).
-    iv = _random_intvit(ViTConfig(depth=2))
-    return iv, compile_model(iv, preset("default"))
+def deit_blocks(deit_two_blocks):
+    return deit_two_blocks[:2]
 
 
 def test_adds_run_beside_matmuls(deit_blocks):
