@@ -10,7 +10,6 @@ import pytest
 
 from vitaccel.config import preset
 from vitaccel.isa import LocalMemory, Opcode, decode_fields
-from vitaccel.sw.compile_model import compile_model
 
 
 @pytest.fixture(scope="module")
