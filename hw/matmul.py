@@ -10,30 +10,55 @@ from vitaccel.config import AccelConfig
 
 from .array import SystolicArray, array_latency
 from .lib import Engine, delayed, fanned_out
-from .memories import READ_LATENCY
+from .memories import READ_LATENCY, banks_of
 
-__all__ = ["MatmulEngine", "matmul_cycles", "matmul_issue_cycles"]
+__all__ = ["MatmulEngine", "matmul_cycles", "matmul_issue_cycles", "weights_apart", "APART_LEAD"]
 
 
-def matmul_cycles(cfg: AccelConfig, rows: int) -> int:
+#: Cycles from the cycle after a MATMUL is accepted to its first input row's read when its weight
+#: tile is read beside its input rows (:func:`weights_apart`): at least 3, so that each shadow
+#: weight is loaded two cycles before the PE takes it (:func:`~vitaccel.hw.array.swap_cycle`), and
+#: at least ``ACC_READ_AHEAD - 1`` (``READ_LATENCY``), so that two commands' input rows stay far
+#: enough apart for an accumulator row's write to come before the next command's read of it.
+APART_LEAD = max(3, READ_LATENCY)
+
+
+def weights_apart(cfg: AccelConfig, a_addr: int, rows: int, b_addr: int) -> bool:
+    """Whether a MATMUL's weight tile ``[b_addr, b_addr + cfg.rows)`` and input rows ``[a_addr,
+    a_addr + rows)`` lie in different scratchpad banks (``cfg.spad_banks``, hw/memories.py
+    :func:`~vitaccel.hw.memories.banks_of`), so that the engine reads its weights on its second
+    read port beside its input rows, after a lead of :data:`APART_LEAD` cycles instead of
+    ``cfg.rows``."""
+    return rows > 0 and not (banks_of(cfg.spad_rows, cfg.spad_banks, a_addr, rows)
+                             & banks_of(cfg.spad_rows, cfg.spad_banks, b_addr, cfg.rows))
+
+
+def _lead(cfg: AccelConfig, apart: bool) -> int:
+    return min(APART_LEAD, cfg.rows) if apart else cfg.rows
+
+
+def matmul_cycles(cfg: AccelConfig, rows: int, apart: bool = False) -> int:
     """Cycles a MATMUL of ``rows`` rows keeps :attr:`MatmulEngine.busy` high.
 
-    ``0`` for ``rows == 0``, else ``cfg.rows + rows + array_latency(cfg) + READ_LATENCY``: the
-    weight tile reads, the input row reads, the scratchpad's read latency
-    (:data:`vitaccel.hw.memories.READ_LATENCY`) and the array; the accumulator is read ahead
-    (:attr:`MatmulEngine.ACC_READ_AHEAD`) and written in the cycle the array's output appears.
-    The engine takes its next command earlier, after :func:`matmul_issue_cycles`.
+    ``0`` for ``rows == 0``, else ``lead + rows + array_latency(cfg) + READ_LATENCY``: the
+    weight tile's lead (``cfg.rows`` weight reads before the input rows, or with ``apart``
+    (:func:`weights_apart`) :data:`APART_LEAD` cycles, the rest read beside the input rows), the
+    input row reads, the scratchpad's read latency (:data:`vitaccel.hw.memories.READ_LATENCY`) and
+    the array; the accumulator is read ahead (:attr:`MatmulEngine.ACC_READ_AHEAD`) and written in
+    the cycle the array's output appears. The engine takes its next command earlier, after
+    :func:`matmul_issue_cycles`.
     """
-    return 0 if rows == 0 else cfg.rows + rows + array_latency(cfg) + READ_LATENCY
+    return 0 if rows == 0 else _lead(cfg, apart) + rows + array_latency(cfg) + READ_LATENCY
 
 
-def matmul_issue_cycles(cfg: AccelConfig, rows: int) -> int:
+def matmul_issue_cycles(cfg: AccelConfig, rows: int, apart: bool = False) -> int:
     """Cycles from the cycle after a MATMUL of ``rows > 0`` rows is accepted to the last before the
-    engine is ready for the next: ``cfg.rows + max(rows, MatmulEngine.min_stream(cfg))``, its
-    scratchpad reads (weights, then inputs; at least ``min_stream`` cycles for the inputs, so that
-    the next tile's weights reach each PE's shadow register after the PE has taken this tile's:
-    :func:`~vitaccel.hw.array.swap_cycle`). Its outputs drain while the next MATMUL loads."""
-    return 0 if rows == 0 else cfg.rows + max(rows, MatmulEngine.min_stream(cfg))
+    engine is ready for the next: ``lead + max(rows, MatmulEngine.min_stream(cfg))``, its
+    scratchpad reads (the weight tile's lead as :func:`matmul_cycles` says, then the inputs; at
+    least ``min_stream`` cycles for the inputs, so that the next tile's weights reach each PE's
+    shadow register after the PE has taken this tile's: :func:`~vitaccel.hw.array.swap_cycle`).
+    Its outputs drain while the next MATMUL loads."""
+    return 0 if rows == 0 else _lead(cfg, apart) + max(rows, MatmulEngine.min_stream(cfg))
 
 
 class MatmulEngine(Engine):

@@ -33,12 +33,19 @@ from amaranth.lib.wiring import Out
 from .interfaces import local_addr_width
 from .lib import delayed, fanned_out
 
-__all__ = ["SharedMemory", "BankedMemory", "READ_LATENCY", "WRITE_LATENCY"]
+__all__ = ["SharedMemory", "BankedMemory", "READ_LATENCY", "WRITE_LATENCY", "banks_of"]
 
 #: Cycles from a read's ``en``/``addr`` to its ``data`` on a :class:`SharedMemory` read port.
 READ_LATENCY = 4
 #: Cycles from a write's ``en`` to the write being performed (readable by a read presented then).
 WRITE_LATENCY = 1
+
+
+def banks_of(depth: int, banks: int, lo: int, rows: int) -> set[int]:
+    """The banks of a :class:`BankedMemory` of ``depth`` rows in ``banks`` banks that rows ``[lo, lo
+    + rows)`` touch (bank ``b`` holds rows ``[b * depth / banks, (b + 1) * depth / banks)``)."""
+    size = depth // banks
+    return {b for b in range(banks) if lo < (b + 1) * size and lo + rows > b * size}
 
 
 class SharedMemory(wiring.Component):

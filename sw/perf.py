@@ -62,7 +62,8 @@ from vitaccel.hw.controller import Controller
 from vitaccel.hw.dma import DMA, bursts
 from vitaccel.hw.gelu import gelu_cycles
 from vitaccel.hw.layernorm import layernorm_cycles
-from vitaccel.hw.matmul import matmul_cycles, matmul_issue_cycles
+from vitaccel.hw.memories import banks_of
+from vitaccel.hw.matmul import matmul_cycles, matmul_issue_cycles, weights_apart
 from vitaccel.hw.requant import requant_cycles
 from vitaccel.hw.residual import add_cycles
 from vitaccel.hw.softmax import softmax_cycles
@@ -146,7 +147,7 @@ def _op_cost(cfg: AccelConfig, op: Opcode, f: dict, memory: MemoryProfile, mem_l
     if op in (Opcode.LOAD, Opcode.STORE):
         engine = _dma_cycles(cfg, op, f, memory, mem_latency)
     elif op is Opcode.MATMUL:
-        engine = matmul_cycles(cfg, f["rows"])
+        engine = matmul_cycles(cfg, f["rows"], _apart(cfg, f))
         macs = f["rows"] * cfg.macs
     elif op is Opcode.REQUANT:
         engine = requant_cycles(cfg, f["rows"], bool(f["row_shift"]))
@@ -248,18 +249,18 @@ class _Timeline:
 
     def _acc_banks(self, lo: int, rows: int) -> set[str]:
         """The ACC banks (hw/memories.py BankedMemory: the address's top bit) of rows ``[lo, lo + rows)``."""
-        return {f"acc_bank{b}" for b in _banks(self.cfg.acc_rows, lo, rows)}
+        return {f"acc_bank{b}" for b in banks_of(self.cfg.acc_rows, 2, lo, rows)}
 
     def _spad_banks(self, op: Opcode, f: dict) -> set[int]:
         """The SPAD banks a vector instruction touches (those of all its tensors' rows, inputs and
         output, so that its writes never meet a MATMUL's reads either), or a STORE's rows."""
         if op is Opcode.STORE:
-            return _banks(self.cfg.spad_rows, f["local_addr"], f["rows"])
-        return set().union(*(_banks(self.cfg.spad_rows, base, n) for base, n in vector_spans(self.cfg, op, f)))
+            return _banks(self.cfg, f["local_addr"], f["rows"])
+        return set().union(*(_banks(self.cfg, base, n) for base, n in vector_spans(self.cfg, op, f)))
 
     def _matmul_reads(self, f: dict) -> set[int]:
         """The SPAD banks of a MATMUL's inputs and weights."""
-        return _banks(self.cfg.spad_rows, f["a_addr"], f["rows"]) | _banks(self.cfg.spad_rows, f["b_addr"], self.cfg.rows)
+        return _banks(self.cfg, f["a_addr"], f["rows"]) | _banks(self.cfg, f["b_addr"], self.cfg.rows)
 
     def blockers(self, op: Opcode, f: dict) -> list[str]:
         """The engines (and ACC banks) whose latest instruction must finish before ``op`` is offered."""
@@ -311,7 +312,7 @@ class _Timeline:
         else:
             self.end[engine] = d + engine_cycles
         if op is Opcode.MATMUL:
-            self.issued = d + matmul_issue_cycles(self.cfg, f["rows"])
+            self.issued = d + matmul_issue_cycles(self.cfg, f["rows"], _apart(self.cfg, f))
             # The controller counts each ACC bank the MATMUL uses busy as long as the engine is for it.
             for bank in self._acc_banks(f["c_addr"], f["rows"]):
                 self.end[bank] = self.end[engine]
@@ -357,10 +358,14 @@ def _dma_cycles(cfg: AccelConfig, op: Opcode, f: dict, memory: MemoryProfile, me
     return last + _load_tail(f)
 
 
-def _banks(depth: int, lo: int, rows: int) -> set[int]:
-    """The banks (hw/memories.py BankedMemory: the address's top bit) of rows ``[lo, lo + rows)``."""
-    half = depth // 2
-    return {b for b, hit in ((0, lo < half), (1, lo + rows > half)) if hit}
+def _banks(cfg: AccelConfig, lo: int, rows: int) -> set[int]:
+    """The SPAD banks (hw/memories.py BankedMemory: the address's top bits) of rows ``[lo, lo + rows)``."""
+    return banks_of(cfg.spad_rows, cfg.spad_banks, lo, rows)
+
+
+def _apart(cfg: AccelConfig, f: dict) -> bool:
+    """Whether a MATMUL reads its weight tile beside its input rows (hw/matmul.py weights_apart)."""
+    return weights_apart(cfg, f["a_addr"], f["rows"], f["b_addr"])
 
 
 def _written(f: dict) -> tuple[int, int]:

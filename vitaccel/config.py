@@ -70,7 +70,7 @@ FEATURES = {
 #: Fields added after configs were first hashed: left out of :meth:`AccelConfig.to_dict` at their
 #: default, so that existing configs keep their slugs, build directories and cache keys.
 _OMITTED_AT_DEFAULT = ("requant", "packed_weights", "log2_attention", "twin_uniform", "narrow_activations",
-                       "log_sqrt2_attention", "residual16")
+                       "log_sqrt2_attention", "residual16", "spad_banks")
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,11 @@ class AccelConfig:
         Width of the accumulator memory entries (int32 only).
     spad_rows : int
         Depth of the int8 scratchpad, in rows of ``cols`` bytes. Power of two.
+    spad_banks : int
+        Banks of the scratchpad (the address's top bits; :class:`vitaccel.hw.memories.BankedMemory`),
+        a power of two from 2 to 16 dividing ``spad_rows`` into banks of at least ``rows`` rows.
+        Engines reading different banks read in the same cycle: a vector instruction or a STORE
+        beside MATMULs, and a MATMUL's weight tile beside its own input rows (docs/architecture.md).
     acc_rows : int
         Depth of the accumulator memory, in rows of ``cols`` int32 values. Power of two.
     param_rows : int
@@ -181,6 +186,7 @@ class AccelConfig:
     narrow_activations: bool = False
     log_sqrt2_attention: bool = False
     residual16: bool = False
+    spad_banks: int = 2
 
     #: The largest twin-uniform range shift ``m`` a ``twin_uniform`` build takes (MATMUL/SOFTMAX
     #: ``twin_m``): ``127 << 10`` is the widest operand an 18-bit signed multiplier input holds.
@@ -322,6 +328,11 @@ class AccelConfig:
             raise ConfigError(
                 f"spad_rows={self.spad_rows} must hold at least a weight tile and an input tile "
                 f"(2 * rows = {2 * self.rows})")
+        if (not _is_pow2(self.spad_banks) or not 2 <= self.spad_banks <= 16
+                or self.spad_rows // self.spad_banks < self.rows):
+            raise ConfigError(
+                f"spad_banks must be a power of two from 2 to 16 leaving banks of at least rows={self.rows} rows "
+                f"of the spad_rows={self.spad_rows}, not {self.spad_banks}")
         if self.acc_rows < self.rows:
             raise ConfigError(f"acc_rows={self.acc_rows} must be at least rows={self.rows}")
         if self.param_rows < 3:
@@ -415,7 +426,8 @@ PRESETS: dict[str, AccelConfig] = {
     # Sized for an ECP5-85F: 144 of its 156 multipliers in the array, 8 for 4 requant lanes;
     # about 1.7 of its 3.7 Mbit of block RAM, leaving room for on-chip program memory.
     "default": AccelConfig(name="default", rows=12, cols=12, spad_rows=8192, acc_rows=2048,
-                           param_rows=256, bus_bits=32, requant_lanes=4, vector_lanes=4, max_row=1024),
+                           param_rows=256, bus_bits=32, requant_lanes=4, vector_lanes=4, max_row=1024,
+                           spad_banks=4),
 }
 
 
