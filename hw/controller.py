@@ -43,6 +43,16 @@ _ENGINE_OF = {Opcode.LOAD: Engine.DMA, Opcode.STORE: Engine.DMA, Opcode.MATMUL: 
               Opcode.REQUANT: Engine.REQUANT, Opcode.SOFTMAX: Engine.SOFTMAX,
               Opcode.LAYERNORM: Engine.LAYERNORM, Opcode.GELU: Engine.GELU, Opcode.ADD: Engine.ADD}
 
+def spad_bank_flags(cfg: AccelConfig, lo, end):
+    """Bit ``b`` set if scratchpad rows ``[lo, end)`` (``lo < end <= spad_rows``) meet bank ``b``
+    (hw/memories.py ``banks_of``): two comparisons with constants per bank (none for the first
+    bank's ``end > 0`` and the last's ``lo < spad_rows``)."""
+    size = cfg.spad_rows // cfg.spad_banks
+    true = Const(1, 1)
+    return Cat((lo < (b + 1) * size if b < cfg.spad_banks - 1 else true) & (end > b * size if b else true)
+               for b in range(cfg.spad_banks))
+
+
 class Controller(wiring.Component):
     """Runs a program: fetch, check and dispatch instructions in order, overlapping a scratchpad
     LOAD with a MATMUL when a scoreboard finds them independent.
@@ -294,12 +304,11 @@ class Controller(wiring.Component):
             m.d.comb += error.eq(ErrorCode.LOCAL_RANGE)
         with m.Elif(too_long):
             m.d.comb += error.eq(ErrorCode.ROW_LENGTH)
-        half = cfg.spad_rows // 2
         is_add = op == Opcode.ADD
-        banks = Signal(2, name="new_vector_banks")
+        banks = Signal(cfg.spad_banks, name="new_vector_banks")
         with m.If(ready):
-            m.d.sync += banks.eq(Cat((v.src < half) | (v.dst < half) | (is_add & (v.src2 < half)),
-                                     (src_end > half) | (dst_end > half) | (is_add & (src2_end > half))))
+            m.d.sync += banks.eq(spad_bank_flags(cfg, v.src, src_end) | spad_bank_flags(cfg, v.dst, dst_end)
+                                 | Mux(is_add, spad_bank_flags(cfg, v.src2, src2_end), 0))
         return ready, error, banks
 
     def elaborate(self, platform):
@@ -520,9 +529,11 @@ class Controller(wiring.Component):
         top = (cfg.acc_rows - 1).bit_length() - 1
         acc_lo_bank, acc_end = Signal(name="new_acc_lo_bank"), Signal(17, name="new_acc_end")
         new_banks = Signal(2, name="new_acc_banks")
-        # A MATMUL's busy cycles, less its rows (hw/matmul.py matmul_cycles): each ACC bank it uses
-        # is counted busy for as long as the engine is busy for it.
-        mm_fixed = matmul_cycles(cfg, 1) - 1
+        # A MATMUL's busy cycles (hw/matmul.py matmul_cycles: its rows and a fixed part, shorter
+        # when its weights are apart from its inputs): each ACC bank it uses is counted busy for
+        # as long as the engine is busy for it.
+        mm_fixed, mm_fixed_apart = matmul_cycles(cfg, 1) - 1, matmul_cycles(cfg, 1, apart=True) - 1
+        new_mm_rows = Signal.like(mm.rows, name="new_mm_rows")
         new_mm_cycles = Signal(17, name="new_mm_cycles")
         with m.If(decoding):
             m.d.sync += [
@@ -530,7 +541,7 @@ class Controller(wiring.Component):
                 new_a[0].eq(mm.a_addr), new_a[1].eq(mm.a_addr + mm.rows),
                 new_b[0].eq(mm.b_addr), new_b[1].eq(mm.b_addr + cfg.rows),
                 new_rq[0].eq(rq.spad_addr), new_rq[1].eq(rq.spad_addr + rq.rows),
-                new_mm_cycles.eq(mm.rows + mm_fixed),
+                new_mm_rows.eq(mm.rows),
             ]
             with m.If(decoded_op_is(instr, Opcode.MATMUL)):
                 m.d.sync += [acc_lo_bank.eq(mm.c_addr[top]), acc_end.eq(mm.c_addr + mm.rows)]
@@ -539,15 +550,18 @@ class Controller(wiring.Component):
         # The SPAD banks (hw/memories.py BankedMemory) of a MATMUL's reads, registered in CHECK, and
         # those of the latest MATMUL and of the vector engines' latest instruction (only one
         # vector engine is busy at a time).
-        spad_half = cfg.spad_rows // 2
-        new_mm_banks = Signal(2, name="new_matmul_spad_banks")
-        new_store_banks = Signal(2, name="new_store_spad_banks")
-        mm_banks, vec_banks = Signal(2, name="matmul_spad_banks"), Signal(2, name="vector_spad_banks")
+        nb = cfg.spad_banks
+        new_a_banks, new_b_banks = Signal(nb, name="new_a_spad_banks"), Signal(nb, name="new_b_spad_banks")
+        new_store_banks = Signal(nb, name="new_store_spad_banks")
+        mm_banks, vec_banks = Signal(nb, name="matmul_spad_banks"), Signal(nb, name="vector_spad_banks")
+        new_mm_banks = new_a_banks | new_b_banks
         with m.If(checking):
             m.d.sync += [new_banks.eq(Cat(~acc_lo_bank, acc_end > half)),
-                         new_mm_banks.eq(Cat((new_a[0] < spad_half) | (new_b[0] < spad_half),
-                                             (new_a[1] > spad_half) | (new_b[1] > spad_half))),
-                         new_store_banks.eq(Cat(new_load[0] < spad_half, new_load[1] > spad_half))]
+                         new_a_banks.eq(spad_bank_flags(cfg, *new_a)), new_b_banks.eq(spad_bank_flags(cfg, *new_b)),
+                         new_store_banks.eq(spad_bank_flags(cfg, *new_load))]
+        # In the cycle after CHECK (DECIDE), the busy cycles, whether apart or not; read from
+        # OFFER on.
+        m.d.sync += new_mm_cycles.eq(new_mm_rows + Mux((new_a_banks & new_b_banks).any(), mm_fixed, mm_fixed_apart))
 
         def meet(x, y, name):
             """Whether row ranges ``x`` and ``y`` overlap, from its two comparisons, each

@@ -151,9 +151,12 @@ class Core(wiring.Component):
         # Each memory in MEMORY_SLICES slices side by side (fewer if cols has no such divisor),
         # each with its own address registers: about a dozen block RAMs per address net.
         slices = next(n for n in range(MEMORY_SLICES, 0, -1) if cfg.cols % n == 0)
-        # SPAD in two banks (the address's top bit), each with its read port: a vector engine reads
-        # one while MATMULs read the other (the scoreboard keeps them apart).
-        m.submodules.spad = spad = BankedMemory(spad_row(cfg), cfg.spad_rows, readers=2, slices=slices)
+        # SPAD in cfg.spad_banks banks (the address's top bits) and three read ports: the matmul
+        # engine's input rows, its weight tile, and the DMA's or a vector engine's reads. A vector
+        # engine reads banks the MATMULs do not read, and a MATMUL reads its weights beside its
+        # inputs when they lie in different banks (the scoreboard keeps the engines apart).
+        m.submodules.spad = spad = BankedMemory(spad_row(cfg), cfg.spad_rows, banks=cfg.spad_banks, readers=3,
+                                                slices=slices)
         # ACC in two banks (the address's top bit), each with its read port: a REQUANT reads one
         # while MATMULs accumulate into the other (the scoreboard keeps them apart).
         m.submodules.acc = acc = BankedMemory(acc_row(cfg), cfg.acc_rows, readers=2, slices=slices)
@@ -186,10 +189,11 @@ class Core(wiring.Component):
         wiring.connect(m, dma.rd, arbiter.requesters[1])
         connect_members(m, arbiter.axi, self.m_axi, arbiter.axi.signature.members.keys())
         connect_members(m, dma.wr, self.m_axi, dma.wr.signature.members.keys())
-        # SPAD's first read port is the matmul engine's, its second the DMA's (STORE) and the vector
-        # engines'.
+        # SPAD's first two read ports are the matmul engine's (input rows, weights), its third the
+        # DMA's (STORE) and the vector engines'.
         _share(m, spad.reads[0], [(by_mm, mm.spad_rd)])
-        _share(m, spad.reads[1], [(by_dma, dma.spad_rd)] + [(sel, e.spad_rd) for sel, e in by_vec])
+        _share(m, spad.reads[1], [(by_mm, mm.spad_wrd)])
+        _share(m, spad.reads[2], [(by_dma, dma.spad_rd)] + [(sel, e.spad_rd) for sel, e in by_vec])
         _share(m, spad.write, [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
                + [(sel, e.spad_wr) for sel, e in by_vec])
         # ACC's first read port is the matmul engine's or the DMA's, its second the requantizer's.

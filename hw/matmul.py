@@ -5,10 +5,13 @@ weight load, and a busy time given by :func:`matmul_cycles`, which the performan
 """
 
 from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
 
 from vitaccel.config import AccelConfig
 
 from .array import SystolicArray, array_latency
+from .interfaces import checked_config, engine_members, local_port_signature
 from .lib import Engine, delayed, fanned_out
 from .memories import READ_LATENCY, banks_of
 
@@ -88,9 +91,15 @@ class MatmulEngine(Engine):
         accumulator write of every accepted command (:func:`matmul_cycles` after the latest's
         acceptance).
     spad_rd : In(local_port_signature(cfg, "spad_rd"))
-        Scratchpad read port: ``cfg.rows`` weight rows (into the array's shadow tile), then
-        ``rows`` input rows, one per cycle; the array's strobes (weight load and index, input
-        valid, first row) follow each read by ``READ_LATENCY`` cycles, with its data.
+        Scratchpad read port of the input rows: ``rows`` rows, one per cycle, from the cycle
+        ``lead + 1`` after the acceptance (``lead`` = ``cfg.rows``, or :data:`APART_LEAD` when
+        :func:`weights_apart`); the array's strobes (input valid, first row) follow each read by
+        ``READ_LATENCY`` cycles, with its data.
+    spad_wrd : In(local_port_signature(cfg, "spad_rd"))
+        Scratchpad read port of the weight tile: ``cfg.rows`` rows (into the array's shadow tile),
+        one per cycle from the cycle after the acceptance; the weight load strobes follow each
+        read by ``READ_LATENCY`` cycles. Before the input rows, or beside them when the two lie in
+        different banks (the core gives this port a read port of the scratchpad of its own).
     acc_rd : In(local_port_signature(cfg, "acc_rd"))
         Accumulator read port, for ``accumulate``: row ``c_addr + r`` :attr:`ACC_READ_AHEAD` cycles
         before its write (its read data, ``READ_LATENCY`` cycles after the read, is registered
@@ -101,16 +110,22 @@ class MatmulEngine(Engine):
     Notes
     -----
     Throughput: one row per cycle, no bubbles within a command; between two commands the
-    ``cfg.rows`` cycles of the next weight tile's reads (the array double-buffers its weights),
-    plus up to ``min_stream - rows`` cycles after a short command. Input row ``r`` is read in the
-    cycle ``cfg.rows + 1 + r`` counted from the accepting cycle and written to the accumulator
+    ``lead`` cycles of the next weight tile (the array double-buffers its weights: ``cfg.rows``
+    weight reads, or :data:`APART_LEAD` cycles when the tile and the input rows lie in different
+    scratchpad banks, the weights then read beside the first input rows), plus up to
+    ``min_stream - rows`` cycles after a short command. Input row ``r`` is read in the
+    cycle ``lead + 1 + r`` counted from the accepting cycle and written to the accumulator
     ``READ_LATENCY + array_latency(cfg)`` cycles later; its accumulator row and ``accumulate`` flag
     travel with it through the pipeline, so two commands' rows can be in flight. The rows
     ``c_addr .. c_addr + rows - 1`` must be distinct (no wrap-around past ``acc_rows``; the
     controller checks it), since a row is read before the previous rows' writes are performed. A
     later command's read of a row comes after an earlier command's write of it: the acceptance
-    cycle and the ``cfg.rows`` weight reads separate their input rows, at least the
-    ``ACC_READ_AHEAD`` cycles a read needs after a write (so ``cfg.rows >= ACC_READ_AHEAD - 1``).
+    cycle and the ``lead`` separate their input rows, at least the ``ACC_READ_AHEAD`` cycles a
+    read needs after a write (so ``cfg.rows >= ACC_READ_AHEAD - 1`` and ``APART_LEAD`` likewise).
+    Whether a command is apart is decided from its fields in the engine, a pipeline of two
+    registers during its lead (the bank numbers of its first and last rows, then their
+    comparison), so ``APART_LEAD >= 3``; ``busy`` is shortened by ``cfg.rows - APART_LEAD``
+    cycles when its lead ends.
     """
 
     #: Cycles from an accumulator row's read to its write: the shared memory's read latency, then
@@ -132,7 +147,10 @@ class MatmulEngine(Engine):
 
     def __init__(self, cfg: AccelConfig, *, dsp_sites=()):
         self._dsp_sites = dsp_sites
-        super().__init__(cfg, "spad_rd", "acc_rd", "acc_wr")
+        self._cfg = checked_config(cfg)
+        wiring.Component.__init__(self, {**engine_members(self._cfg, "spad_rd", "acc_rd", "acc_wr"),
+                                         "spad_wrd": In(local_port_signature(self._cfg, "spad_rd"))})
+        assert APART_LEAD >= 3, "the engine decides weights_apart in the lead's first three cycles"
         if cfg.rows < self.ACC_READ_AHEAD - 1:
             raise ValueError(f"rows={cfg.rows}: the pipelined matmul engine needs at least {self.ACC_READ_AHEAD - 1} "
                              f"array rows (the weight reads separate two commands' accumulator accesses)")
@@ -153,18 +171,33 @@ class MatmulEngine(Engine):
         twin_gelu = Signal()                   # ... twin GELU codes (twin_a with log2_a)
         twin_m = Signal(4)                     # the twin codes' range shift
         sqrt2_a = Signal()                     # ... log-sqrt2 codes (log_sqrt2_attention builds)
-        total = Signal(len(instr.rows) + 1)    # matmul_cycles of the command
+        total = Signal(len(instr.rows) + 1)    # matmul_cycles of the command, not apart
         short = Signal()                       # rows < min_stream
         hold = Signal(range(min_stream + 1))   # cycles the short command still waits
-        spad_addr = Signal.like(instr.a_addr)  # the scratchpad row read in this cycle
+        spad_addr = Signal.like(instr.a_addr)  # the input row read in this cycle
+        w_addr = Signal.like(instr.b_addr)     # the weight row read in this cycle
+        w_reading = Signal()                   # a weight row is read in this cycle
         c_addr = Signal.like(instr.c_addr)     # the accumulator row of the input row read in this cycle
         first = Signal()                       # this cycle's input row is the command's first
         issued = Signal(range(cfg.rows))       # weight rows read
         issued_last = Signal()                 # issued == rows - 1, registered with it
+        issued_lead = Signal()                 # issued == APART_LEAD - 1, registered with it
         left = Signal.like(instr.rows)         # input rows still to read after this cycle's
         last = Signal()                        # left == 0
         busy_left = Signal.like(total)         # cycles busy still lasts, this one included
         busy = Signal(name="busy")             # busy_left != 0, as a flip-flop of its own
+        # weights_apart, in two register stages from the command's registered fields: the bank
+        # numbers (the address's top bits) of the first and last input and weight rows, then
+        # whether the two ranges of banks are disjoint (they are contiguous).
+        low = (cfg.spad_rows // cfg.spad_banks - 1).bit_length()
+        lead = min(APART_LEAD, cfg.rows)
+        bank_bits = len(instr.a_addr) - low
+        a_lo, a_hi, b_lo, b_hi = (Signal(bank_bits, name=n) for n in ("a_lo_bank", "a_hi_bank", "b_lo_bank", "b_hi_bank"))
+        b_addr = Signal.like(instr.b_addr)
+        m.d.sync += [a_lo.eq(a_addr[low:]), a_hi.eq((a_addr + rows - 1)[low:len(instr.a_addr)]),
+                     b_lo.eq(b_addr[low:]), b_hi.eq((b_addr + cfg.rows - 1)[low:len(instr.b_addr)])]
+        apart = Signal()
+        m.d.sync += apart.eq((b_hi < a_lo) | (a_hi < b_lo))
 
         taken = [
             a_addr.eq(instr.a_addr), rows.eq(instr.rows), accumulate.eq(instr.accumulate),
@@ -176,18 +209,25 @@ class MatmulEngine(Engine):
             sqrt2_a.eq(instr.log2_a & cfg.log_sqrt2_attention & ~(instr.twin_a & cfg.twin_uniform)
                        & (instr.twin_m != 0)),
             twin_a.eq(instr.twin_a & cfg.twin_uniform), twin_gelu.eq(instr.log2_a), twin_m.eq(instr.twin_m),
-            spad_addr.eq(instr.b_addr), issued.eq(0),
-            issued_last.eq(cfg.rows == 1), c_addr.eq(instr.c_addr),
+            w_addr.eq(instr.b_addr), b_addr.eq(instr.b_addr), issued.eq(0),
+            issued_last.eq(cfg.rows == 1), issued_lead.eq(lead == 1), c_addr.eq(instr.c_addr),
             total.eq(instr.rows + matmul_cycles(cfg, 1) - 1),
             short.eq(instr.rows < min_stream), hold.eq(min_stream - instr.rows),
         ]
+        # The weight reads: cfg.rows rows from the cycle after the acceptance, whatever the FSM
+        # does meanwhile (beside the first input rows when apart).
+        with m.If(w_reading):
+            m.d.sync += [issued.eq(issued + 1), issued_last.eq(issued == cfg.rows - 2),
+                         issued_lead.eq(issued == lead - 2), w_addr.eq(w_addr + 1)]
+            with m.If(issued_last):
+                m.d.sync += w_reading.eq(0)
+        # The lead ends after the weight reads, or APART_LEAD cycles in when apart.
+        lead_done = issued_last | (apart & issued_lead)
         # busy is a flip-flop of its own: the core selects this engine's memory ports with it
         # (hw/core.py). It covers every accepted command's drain, which outlasts the FSM.
         with self.command_fsm(m, work=instr.rows != 0, taken=taken, start="LOAD_WEIGHTS", busy=busy) as fsm:
             with m.State("LOAD_WEIGHTS"):
-                m.d.sync += [issued.eq(issued + 1), issued_last.eq(issued == cfg.rows - 2),
-                             spad_addr.eq(spad_addr + 1)]
-                with m.If(issued_last):
+                with m.If(lead_done):
                     m.d.sync += [spad_addr.eq(a_addr), left.eq(rows - 1), last.eq(rows == 1), first.eq(1)]
                     m.next = "STREAM"
             with m.State("STREAM"):
@@ -203,22 +243,28 @@ class MatmulEngine(Engine):
                 with m.If(hold == 1):
                     fsm.finish()
         with m.If(fsm.accepted):
-            m.d.sync += [busy_left.eq(total), busy.eq(1)]
+            m.d.sync += [busy_left.eq(total), busy.eq(1), w_reading.eq(1)]
+        with m.Elif(fsm.ongoing("LOAD_WEIGHTS") & lead_done & ~issued_last):
+            # An apart command's lead ends early: so does its busy.
+            m.d.sync += busy_left.eq(busy_left - 1 - (cfg.rows - lead))
         with m.Elif(busy_left != 0):
             m.d.sync += [busy_left.eq(busy_left - 1), busy.eq(busy_left != 1)]
 
-        loading = fsm.ongoing("LOAD_WEIGHTS")
         streaming = fsm.ongoing("STREAM")
         m.d.comb += [
-            self.spad_rd.en.eq(loading | streaming),
+            self.spad_rd.en.eq(streaming),
             self.spad_rd.addr.eq(spad_addr),
+            self.spad_wrd.en.eq(w_reading),
+            self.spad_wrd.addr.eq(w_addr),
             # Read data arrives READ_LATENCY cycles after the address: the array sees it with
             # strobes delayed alike (plain shift registers). A scratchpad row is both a weight
             # row and an input row because the array is square.
-            array.w_row.eq(self.spad_rd.data),
+            array.w_row.eq(self.spad_wrd.data),
             array.a_row.eq(self.spad_rd.data),
-            array.w_en.eq(delayed(m, loading, READ_LATENCY, "w_en")),
+            array.w_en.eq(delayed(m, w_reading, READ_LATENCY, "w_en")),
             array.w_index.eq(delayed(m, issued, READ_LATENCY, "w_index")),
+            # The transpose flag of each weight read, delayed with it.
+            array.w_transpose.eq(delayed(m, transpose_b, READ_LATENCY, "w_transpose")),
             array.a_valid.eq(delayed(m, streaming, READ_LATENCY, "a_valid")),
             array.a_first.eq(delayed(m, streaming & first, READ_LATENCY, "a_first")),
         ]
@@ -234,9 +280,6 @@ class MatmulEngine(Engine):
             m.d.comb += [array.a_twin.eq(delayed(m, streaming & twin_a, READ_LATENCY, "a_twin")),
                          array.a_twin_gelu.eq(delayed(m, twin_gelu, READ_LATENCY, "a_twin_gelu")),
                          array.a_twin_m.eq(delayed(m, twin_m, READ_LATENCY, "a_twin_m"))]
-        # transpose_b holds from the cycle after the command is accepted to the end of its weight
-        # reads: one register is enough to be in place for every delayed weight load.
-        m.d.sync += array.w_transpose.eq(transpose_b)
 
         # Read-modify-write: the accumulator row is read ACC_READ_AHEAD cycles before the array's
         # output for it appears, its data arrives READ_LATENCY cycles after the read and is

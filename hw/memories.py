@@ -26,7 +26,7 @@ and the Verilator harness stops a run with an error the cycle it rises, so that 
 program checks that the board's memories behave as the simulation's (old data) do.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import Out
 
@@ -160,17 +160,17 @@ class _Bank:
 
 
 class BankedMemory(wiring.Component):
-    """A shared memory in two banks of half the rows each, so that two engines can read it in the
-    same cycle when they read different banks.
+    """A shared memory in ``banks`` banks of equal rows, so that engines can read it in the same
+    cycle when they read different banks.
 
-    Row ``r`` lives in bank ``r >> (addr_width - 1)`` (the address's top bit: rows ``[0, depth /
-    2)`` in bank 0, the rest in bank 1). Each of the ``readers`` read ports and the write port has
-    :class:`SharedMemory`'s timing (:data:`READ_LATENCY`, :data:`WRITE_LATENCY`) and register
-    stages: the address stage registers what each port presents, and after it each bank's block
-    RAMs take the read of the port whose address names the bank and the write if it names the
-    bank (a LUT next to the block RAMs); each bank has its own first data stage, and the second
-    is each read port's own register, loaded from the bank its read named when the data
-    arrives, so that a port's data holds between its reads whatever the other ports read.
+    Row ``r`` lives in bank ``r // (depth / banks)`` (the address's top bits: with two banks rows
+    ``[0, depth / 2)`` in bank 0, the rest in bank 1). Each of the ``readers`` read ports and the
+    write port has :class:`SharedMemory`'s timing (:data:`READ_LATENCY`, :data:`WRITE_LATENCY`) and
+    register stages: the address stage registers what each port presents, and after it each
+    bank's block RAMs take the read of the first port whose address names the bank and the write
+    if it names the bank (a LUT next to the block RAMs); each bank has its own first data stage,
+    and the second is each read port's own register, loaded from the bank its read named when the
+    data arrives, so that a port's data holds between its reads whatever the other ports read.
 
     Contract: two read ports never read the same bank in the same cycle (the controller's
     scoreboard keeps the engines that read concurrently in different banks: docs/architecture.md).
@@ -178,7 +178,9 @@ class BankedMemory(wiring.Component):
 
     Parameters
     ----------
-    shape, depth, slices : as :class:`SharedMemory` (``depth`` a power of two, at least 2).
+    shape, depth, slices : as :class:`SharedMemory` (``depth`` a power of two, at least ``banks``).
+    banks : int
+        Banks, a power of two from 2.
     readers : int
         Read ports.
 
@@ -191,19 +193,20 @@ class BankedMemory(wiring.Component):
     collision : Out(1)
         A read and a write of the same row are performed in this cycle (as :class:`SharedMemory`).
     banks : list
-        The two banks' storage (tests: ``banks[b].row(ctx, addr)``, ``banks[b].slices``).
+        The banks' storage (tests: ``banks[b].row(ctx, addr)``, ``banks[b].slices``).
     """
 
-    def __init__(self, shape, depth: int, *, readers: int = 2, slices: int = 1):
-        if depth < 2 or depth & (depth - 1):
+    def __init__(self, shape, depth: int, *, banks: int = 2, readers: int = 2, slices: int = 1):
+        if banks < 2 or banks & (banks - 1) or depth < banks or depth & (depth - 1):
             self._MustUse__silence = True      # rejected: nothing to elaborate, nothing to warn about
-            raise ValueError(f"a banked memory's depth must be a power of two of at least 2, not {depth}")
+            raise ValueError(f"a banked memory needs a power of two of at least 2 banks and a depth a power of "
+                             f"two of at least that, not {banks} banks of depth {depth}")
         if not isinstance(slices, int) or slices < 1 or shape.length % slices:
             self._MustUse__silence = True
             raise ValueError(f"slices must be a positive integer dividing the row's {shape.length} elements, "
                              f"not {slices!r}")
         addr_width = local_addr_width(depth)
-        self.banks = [_Bank(shape, depth // 2, slices) for _ in range(2)]
+        self.banks = [_Bank(shape, depth // banks, slices) for _ in range(banks)]
         super().__init__({
             **{f"read{k}": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape))
                for k in range(readers)},
@@ -214,34 +217,34 @@ class BankedMemory(wiring.Component):
 
     @property
     def depth(self):
-        return 2 * self.banks[0].depth
+        return len(self.banks) * self.banks[0].depth
 
     def row(self, ctx, addr):
         """Row ``addr``'s element values, read in a simulation testbench (``ctx``)."""
-        half = self.banks[0].depth
-        return self.banks[addr // half].row(ctx, addr % half)
+        size = self.banks[0].depth
+        return self.banks[addr // size].row(ctx, addr % size)
 
     def elaborate(self, platform):
         m = Module()
-        top = len(self.write.addr) - 1
+        # Row bits (the bank's address) below `low`, the bank's number from `low` up.
+        low = (self.banks[0].depth - 1).bit_length()
         slices = len(self.banks[0].slices)
         width = len(self.write.data.as_value()) // slices
         # The address stage registers what the ports present, one copy per bank and slice (the
         # engines' multiplexers end there; each copy sits by the block RAMs it drives), and the
-        # steering to the bank comes after it: one LUT level next to the block RAMs (a bank's
-        # address is the first port's that names the bank, else the next's: with two ports a LUT4
-        # of the first port's enable and top bit and the two address bits; the address matters
-        # only with the enable). Before the registers the steering sat on the long wires from the
-        # engines (9.6 ns of routing in a routed probe); behind copies shared by both banks, with
-        # a zero default (three LUT levels), its fan-out to twelve block RAMs took 13.3 ns (75 MHz).
+        # steering to the bank comes after it: next to the block RAMs (a bank's address is the
+        # first port's that names the bank, else the next's...; the address matters only with
+        # the enable). Before the registers the steering sat on the long wires from the engines
+        # (9.6 ns of routing in a routed probe); behind copies shared by both banks, with a zero
+        # default (three LUT levels), its fan-out to twelve block RAMs took 13.3 ns (75 MHz).
         # A write goes to the bank its address names.
-        copies = 2 * slices                 # copy b * slices + k: bank b, slice k
+        copies = len(self.banks) * slices          # copy b * slices + k: bank b, slice k
         wr_ens = fanned_out(m, self.write.en, copies, "wr_en")
         wr_addrs = fanned_out(m, self.write.addr, copies, "wr_addr", reset_less=True)
         rd_ens = [fanned_out(m, port.en, copies, f"r{p}_en") for p, port in enumerate(self.reads)]
         rd_addrs = [fanned_out(m, port.addr, copies, f"r{p}_addr", reset_less=True)
                     for p, port in enumerate(self.reads)]
-        first = [[None] * slices for _ in range(2)]
+        first = [[None] * slices for _ in self.banks]
         collisions = []
         for k in range(slices):
             bits = slice(k * width, (k + 1) * width)
@@ -252,12 +255,12 @@ class BankedMemory(wiring.Component):
                 mem = bank.slices[k]
                 m.submodules[f"bank{b}_slice{k}"] = mem
                 rd, wr = mem.read_port(), mem.write_port()
-                hits = [rd_ens[p][i] & (rd_addrs[p][i][top] == b) for p in range(len(self.reads))]
-                addr = rd_addrs[-1][i][:top]
+                hits = [rd_ens[p][i] & (rd_addrs[p][i][low:] == b) for p in range(len(self.reads))]
+                addr = rd_addrs[-1][i][:low]
                 for p in reversed(range(len(self.reads) - 1)):
-                    addr = Mux(hits[p], rd_addrs[p][i][:top], addr)
+                    addr = Mux(hits[p], rd_addrs[p][i][:low], addr)
                 m.d.comb += [rd.en.eq(Cat(hits).any()), rd.addr.eq(addr)]
-                m.d.comb += [wr.en.eq(wr_ens[i] & (wr_addrs[i][top] == b)), wr.addr.eq(wr_addrs[i][:top]),
+                m.d.comb += [wr.en.eq(wr_ens[i] & (wr_addrs[i][low:] == b)), wr.addr.eq(wr_addrs[i][:low]),
                              wr.data.eq(wr_data)]
                 if k == 0:
                     collisions.append(_collision(rd.en, rd.addr, wr.en, wr.addr))
@@ -269,10 +272,10 @@ class BankedMemory(wiring.Component):
         # reaches the first stage (READ_LATENCY - 1 cycles after the read), held otherwise.
         for p, port in enumerate(self.reads):
             pending = delayed(m, port.en, READ_LATENCY - 1, f"r{p}_en")
-            bank_of = delayed(m, port.addr[top], READ_LATENCY - 1, f"r{p}_bank")
+            bank_of = delayed(m, port.addr[low:], READ_LATENCY - 1, f"r{p}_bank")
             for k in range(slices):
                 second = Signal(width, name=f"r{p}_rd_data_qq{k}", reset_less=True)
                 with m.If(pending):
-                    m.d.sync += second.eq(Mux(bank_of, first[1][k], first[0][k]))
+                    m.d.sync += second.eq(Array(first[b][k] for b in range(len(self.banks)))[bank_of])
                 m.d.comb += port.data.as_value()[k * width:(k + 1) * width].eq(second)
         return m

@@ -78,9 +78,14 @@ class EngineBench(Elaboratable):
         for name, (shape, depth) in MEMORIES.items():
             if f"{name}_rd" in ports or f"{name}_wr" in ports:
                 rows = init.pop(name, None)
-                self.memories[name] = SharedMemory(shape(cfg), depth(cfg),
-                                                   init=() if rows is None else rows.tolist())
+                rows = () if rows is None else rows.tolist()
+                self.memories[name] = SharedMemory(shape(cfg), depth(cfg), init=rows)
+                if name == "spad" and "spad_wrd" in ports:
+                    # The matmul engine's weight port: in the core a second read port of the
+                    # banked SPAD; here a copy of the scratchpad (the engine does not write it).
+                    self.memories["spad_w"] = SharedMemory(shape(cfg), depth(cfg), init=rows)
         assert not init, f"the engine has no ports for memories {sorted(init)}"
+
         self.write_ports = [(name, getattr(engine, f"{name}_wr"))
                             for name in self.memories if f"{name}_wr" in ports]
 
@@ -90,7 +95,9 @@ class EngineBench(Elaboratable):
         ports = self.engine.signature.members
         for name, memory in self.memories.items():
             m.submodules[name] = memory
-            if f"{name}_rd" in ports:
+            if name == "spad_w":
+                wiring.connect(m, memory.read, self.engine.spad_wrd)
+            elif f"{name}_rd" in ports:
                 wiring.connect(m, memory.read, getattr(self.engine, f"{name}_rd"))
             if f"{name}_wr" in ports:
                 wiring.connect(m, memory.write, getattr(self.engine, f"{name}_wr"))

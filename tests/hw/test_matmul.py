@@ -17,7 +17,7 @@ from amaranth.back import verilog
 
 from vitaccel.config import preset
 from vitaccel.hw.array import array_latency
-from vitaccel.hw.matmul import MatmulEngine, matmul_cycles, matmul_issue_cycles
+from vitaccel.hw.matmul import MatmulEngine, matmul_cycles, matmul_issue_cycles, weights_apart
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw.golden import matmul
@@ -57,8 +57,12 @@ def run(cfg, spad, acc, commands, seed):
     expected = acc.copy()
     run_commands(EngineBench(engine, cfg, spad=spad, acc=acc), commands,
                  lambda cmd: encode(Opcode.MATMUL, **cmd),
-                 lambda cmd: (matmul_cycles(cfg, cmd["rows"]), engine.cycles(cmd["rows"])),
+                 lambda cmd: (matmul_cycles(cfg, cmd["rows"], apart(cfg, cmd)), engine.cycles(cmd["rows"], apart(cfg, cmd))),
                  lambda cmd: model(cfg, spad, expected, cmd), {"acc": expected}, seed)
+
+
+def apart(cfg, cmd):
+    return weights_apart(cfg, cmd["a_addr"], cmd["rows"], cmd["b_addr"])
 
 
 def random_memories(cfg, rng):
@@ -79,6 +83,13 @@ def test_cycle_formula():
     assert matmul_cycles(cfg, 0) == 0
     assert matmul_cycles(cfg, 197) == 12 + 197 + 26 + 4  # + READ_LATENCY
     assert MatmulEngine.ACC_READ_AHEAD == READ_LATENCY + 1
+    # A weight tile in another bank than the input rows: read beside them after a lead of 4.
+    assert cfg.spad_banks == 4 and cfg.spad_rows // 4 == 2048
+    assert weights_apart(cfg, 0, 197, 2048) and not weights_apart(cfg, 0, 197, 2047 - 11)
+    assert not weights_apart(cfg, 2040, 9, 2048) and weights_apart(cfg, 2040, 8, 2048)
+    assert matmul_cycles(cfg, 197, apart=True) == 4 + 197 + 26 + 4
+    assert matmul_issue_cycles(cfg, 197, apart=True) == 4 + 197
+    assert matmul_issue_cycles(cfg, 1, apart=True) == 4 + 10 and matmul_issue_cycles(cfg, 1) == 12 + 10
 
 
 @pytest.mark.parametrize("name,changes,seed", [
@@ -152,13 +163,13 @@ def run_back_to_back(cfg, spad, acc, commands, seed, gaps):
             while not ctx.get(engine.cmd.ready):
                 issuing += 1
                 await ctx.tick()
-            assert issuing == matmul_issue_cycles(cfg, c["rows"]), f"{where}: ready after {issuing} cycles"
+            assert issuing == matmul_issue_cycles(cfg, c["rows"], apart(cfg, c)), f"{where}: ready after {issuing} cycles"
         # The last command was accepted matmul_issue_cycles ago (+1: its acceptance cycle).
-        busy = matmul_issue_cycles(cfg, commands[-1]["rows"])
+        busy = matmul_issue_cycles(cfg, commands[-1]["rows"], apart(cfg, commands[-1]))
         while ctx.get(engine.busy):
             busy += 1
             await ctx.tick()
-        assert busy == matmul_cycles(cfg, commands[-1]["rows"]), f"seed {seed}: busy {busy}"
+        assert busy == matmul_cycles(cfg, commands[-1]["rows"], apart(cfg, commands[-1])), f"seed {seed}: busy {busy}"
         await ctx.tick().repeat(2)
         got = contents(ctx, bench.memories["acc"])
         mismatch = np.argwhere(got != expected)
@@ -171,6 +182,8 @@ def run_back_to_back(cfg, spad, acc, commands, seed, gaps):
     ("tiny", {}, 30),
     ("tiny", dict(rows=5, cols=5, bus_bits=8, requant_lanes=1, vector_lanes=1), 31),
     ("default", {}, 32),
+    ("default", {}, 33),
+    ("default", dict(spad_banks=2), 34),
 ])
 def test_back_to_back_commands_overlap_their_drain(name, changes, seed):
     """Commands offered as soon as the engine is ready (their rows drain meanwhile), short and long,

@@ -1,4 +1,4 @@
-"""The banked shared memory: two readers in different banks in the same cycle each get their own
+"""The banked shared memory: readers in different banks in the same cycle each get their own
 row READ_LATENCY cycles later, writes land in the bank the address names, and a port's data holds
 between its reads whatever the other port reads."""
 
@@ -18,10 +18,12 @@ def _row(addr, version):
     return [(addr * 1000 + version * 100 + j) & 0xFFFFFFFF for j in range(COLS)]
 
 
+@pytest.mark.parametrize("banks,readers", [(2, 2), (4, 3)])
 @pytest.mark.parametrize("seed", range(3))
-def test_two_readers_in_different_banks(seed):
+def test_readers_in_different_banks(seed, banks, readers):
     rng = random.Random(seed)
-    dut = BankedMemory(SHAPE, DEPTH, readers=2, slices=2)
+    dut = BankedMemory(SHAPE, DEPTH, banks=banks, readers=readers, slices=2)
+    size = DEPTH // banks
     model = {addr: _row(addr, 0) for addr in range(DEPTH)}
     problems = []
 
@@ -33,19 +35,14 @@ def test_two_readers_in_different_banks(seed):
             await ctx.tick()
         ctx.set(dut.write.en, 0)
         await ctx.tick()
-        expected = [[None] * (READ_LATENCY + 1) for _ in range(2)]   # per port: row due in k cycles
-        held = [None, None]
+        expected = [[None] * (READ_LATENCY + 1) for _ in range(readers)]   # per port: row due in k cycles
+        held = [None] * readers
         for cycle in range(300):
-            # Port 0 reads a random bank; port 1 the other one (or nothing); a write to a row
-            # neither reads now goes to a random bank.
-            reads = [None, None]
-            if rng.random() < 0.7:
-                bank = rng.randrange(2)
-                reads[0] = bank * DEPTH // 2 + rng.randrange(DEPTH // 2)
-                if rng.random() < 0.7:
-                    reads[1] = (1 - bank) * DEPTH // 2 + rng.randrange(DEPTH // 2)
-            elif rng.random() < 0.5:
-                reads[1] = rng.randrange(DEPTH)
+            # Each port reads (or not) a bank no other port reads now; a write to a row none
+            # reads now goes to a random bank.
+            free = rng.sample(range(banks), banks)
+            reads = [free.pop() * size + rng.randrange(size) if rng.random() < 0.7 else None
+                     for _ in range(readers)]
             for k, port in enumerate(dut.reads):
                 ctx.set(port.en, reads[k] is not None)
                 ctx.set(port.addr, reads[k] or 0)
