@@ -426,7 +426,7 @@ PRESETS: dict[str, AccelConfig] = {
     # Sized for an ECP5-85F: 144 of its 156 multipliers in the array, 8 for 4 requant lanes;
     # about 1.7 of its 3.7 Mbit of block RAM, leaving room for on-chip program memory.
     "default": AccelConfig(name="default", rows=12, cols=12, spad_rows=8192, acc_rows=2048,
-                           param_rows=256, bus_bits=32, requant_lanes=4, vector_lanes=4, max_row=1024,
+                           param_rows=256, bus_bits=32, requant_lanes=4, vector_lanes=12, max_row=1024,
                            spad_banks=4),
 }
 

@@ -135,7 +135,7 @@ def test_narrow_outputs(variant, cols, lanes, feature):
 
 
 def test_cycle_formula():
-    cfg = preset("default")
+    cfg = dataclasses.replace(preset("default"), vector_lanes=4)    # the figures below: 4 lanes
     assert (LayerNormUnit.IN_LATENCY, LayerNormUnit.VAR_LATENCY, LayerNormUnit.OUT_LATENCY) == (3, 8, 15)
     assert layernorm_cycles(cfg, 0, 192) == layernorm_cycles(cfg, 197, 0) == 0
     # AILayerNorm at max_row 1024: the receive and variance passes of 48 beats, k = 33 for the
