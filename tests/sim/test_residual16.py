@@ -50,7 +50,7 @@ def first_mismatch(got, expected, what):
 
 
 def test_knob_keeps_slugs_and_checks_its_needs():
-    assert preset("default").slug == "default-6a560a3378" and preset("tiny").slug == "tiny-5f034ecd5d"
+    assert dataclasses.replace(preset("default"), spad_banks=2, vector_lanes=4).slug == "default-6a560a3378" and preset("tiny").slug == "tiny-5f034ecd5d"
     assert "residual16" not in preset("default").to_dict() and "residual16" not in NO_R16.to_dict()
     assert R16.to_dict()["residual16"] is True and "residual16" in R16.features
     assert AccelConfig.from_dict(R16.to_dict()) == R16

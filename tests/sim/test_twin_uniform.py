@@ -50,7 +50,7 @@ def first_mismatch(got, expected, what):
 
 
 def test_knob_keeps_slugs_and_names_the_feature():
-    assert preset("default").slug == "default-6a560a3378" and preset("tiny").slug == "tiny-5f034ecd5d"
+    assert dataclasses.replace(preset("default"), spad_banks=2, vector_lanes=4).slug == "default-6a560a3378" and preset("tiny").slug == "tiny-5f034ecd5d"
     assert "twin_uniform" not in preset("default").to_dict()
     assert TWIN.to_dict()["twin_uniform"] is True and "twin-uniform" in TWIN.features
     assert "twin-uniform" not in preset("default").features

