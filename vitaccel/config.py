@@ -424,9 +424,11 @@ PRESETS: dict[str, AccelConfig] = {
     "tiny": AccelConfig(name="tiny", rows=4, cols=4, spad_rows=1024, acc_rows=256, param_rows=64,
                         bus_bits=32, requant_lanes=4, vector_lanes=4, max_row=256),
     # Sized for an ECP5-85F: 144 of its 156 multipliers in the array, 8 for 4 requant lanes;
-    # about 1.7 of its 3.7 Mbit of block RAM, leaving room for on-chip program memory.
+    # about 1.7 of its 3.7 Mbit of block RAM, leaving room for on-chip program memory. The
+    # scratchpad in 4 banks (a MATMUL's weights read beside its inputs, vector work beside both);
+    # 6 vector lanes (12 synthesize to more than YoWASP's yosys can hold: it aborts).
     "default": AccelConfig(name="default", rows=12, cols=12, spad_rows=8192, acc_rows=2048,
-                           param_rows=256, bus_bits=32, requant_lanes=4, vector_lanes=12, max_row=1024,
+                           param_rows=256, bus_bits=32, requant_lanes=4, vector_lanes=6, max_row=1024,
                            spad_banks=4),
 }
 
