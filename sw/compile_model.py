@@ -2068,6 +2068,13 @@ def _head(b: _Builder, head, xn: _Tensor) -> None:
     if dt * c + dt > cfg.spad_rows:
         b.fail(f"{d} features need {dt * c + dt} scratchpad rows, more than spad_rows={cfg.spad_rows}")
     x_base, w_base = 0, dt
+    # The weight tiles in the scratchpad bank after x's where they fit, so that each MATMUL reads
+    # its weights beside its input row (hw/matmul.py weights_apart), in two regions (the next
+    # tile's LOAD beside this tile's MATMULs) where those fit too.
+    bank = cfg.spad_rows // cfg.spad_banks
+    if dt <= bank and bank + dt * c <= cfg.spad_rows:
+        w_base = bank
+    regions = 2 if w_base + 2 * dt * c <= cfg.spad_rows else 1
     # The class token's tiles are consecutive bytes of its row: one LOAD, one SPAD row per tile.
     b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=x_base, rows=dt, dram_addr=xn.addr,
            dram_stride=cfg.spad_row_bytes)
@@ -2076,10 +2083,20 @@ def _head(b: _Builder, head, xn: _Tensor) -> None:
         g = min(group, nt - g0)
         b.emit(Opcode.LOAD, mem=LocalMemory.ACC, local_addr=0, rows=g,
                dram_addr=bias_sym.addr + g0 * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
-        for j in range(g):
-            b.emit(Opcode.LOAD, local_addr=w_base, rows=dt * c,
+
+        def w_load(j):
+            b.emit(Opcode.LOAD, local_addr=w_base + (g0 + j) % regions * dt * c, rows=dt * c,
                    **weight_source(cfg, w_sym, 0, dt * c, g0 + j))
+
+        if regions == 2:
+            w_load(0)
+        for j in range(g):
+            if regions == 1:
+                w_load(j)
+            elif j + 1 < g:
+                w_load(j + 1)
+            addr = w_base + (g0 + j) % regions * dt * c
             for k in range(dt):
-                b.emit(Opcode.MATMUL, a_addr=x_base + k, b_addr=w_base + k * c, c_addr=j, rows=1, accumulate=1)
+                b.emit(Opcode.MATMUL, a_addr=x_base + k, b_addr=addr + k * c, c_addr=j, rows=1, accumulate=1)
         b.emit(Opcode.STORE, mem=LocalMemory.ACC, local_addr=0, rows=g,
                dram_addr=logits.addr + g0 * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
