@@ -418,6 +418,30 @@ def _add_cost(cfg: AccelConfig, rows: int, length: int) -> int:
     return rows * _ceil(length, cfg.cols) * max(2, cfg.cols // cfg.vector_lanes) + cfg.cols // cfg.vector_lanes + 12
 
 
+def _banks(cfg: AccelConfig, lo: int, rows: int) -> set[int]:
+    """The scratchpad banks (``cfg.spad_banks``, the address's top bits: hw/memories.py
+    ``banks_of``) that rows ``[lo, lo + rows)`` touch."""
+    size = cfg.spad_rows // cfg.spad_banks
+    return set(range(lo // size, (lo + rows - 1) // size + 1)) if rows > 0 else set()
+
+
+def _region_apart(cfg: AccelConfig, size: int, avoid: set, busy: list, last: set = frozenset()) -> int | None:
+    """The lowest SPAD row of a region of ``size`` rows inside one scratchpad bank that is not in
+    ``avoid`` and meets none of the ``busy`` row ranges ``(lo, hi)`` (banks in ``last`` tried
+    after the others), or None: where a MATMUL's weight tiles go so that it reads them beside
+    its input rows in the banks ``avoid`` (hw/matmul.py ``weights_apart``)."""
+    bank = cfg.spad_rows // cfg.spad_banks
+    order = sorted(range(cfg.spad_banks), key=lambda k: k in last)
+    for k in order:
+        if k in avoid:
+            continue
+        lo, hi = k * bank, (k + 1) * bank
+        for start in sorted({lo} | {e for _, e in busy if lo <= e < hi}):
+            if start + size <= hi and not any(start < e and s < start + size for s, e in busy):
+                return start
+    return None
+
+
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
                   local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None,
                   side=None, x_loads: list | None = None) -> None:
@@ -465,9 +489,9 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     # beside the MATMULs in flight, so a tile's STORE goes in pieces, one after each of the next
     # tile's MATMULs, each covered by the MATMUL in flight (_store_slots).
     def bank(lo, hi):
-        return {lo >= cfg.spad_rows // 2, hi - 1 >= cfg.spad_rows // 2}
+        return _banks(cfg, lo, hi - lo)
 
-    beside = (pipelined and len(bank(stage, stage + m)) == 1
+    beside = (pipelined
               and not bank(stage, stage + m) & (bank(x.addr, x.end) | bank(weights, weights + 2 * kt * c)))
     if side is not None and not (pipelined and all(j in local for j in range(nt)) and not b.keep):
         b.fail("side instructions need a pipelined linear whose output tiles all stay on chip")
@@ -756,6 +780,23 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             stage = half_spad
         group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
         w2 = stage + group * m
+        w1 = x.end
+        # The weights in banks apart from the tiles their MATMULs read (hw/matmul.py
+        # weights_apart): with per-tile GELUs, fc2's pass A weight regions in the fc1 weights'
+        # bank after them (the group's tiles are in the others); else, where x and the group fit
+        # banks of their own, both weight regions in another bank.
+        w2_rows = 2 * group * c
+        if per_tile:
+            if (_banks(cfg, w1, 2 * dt * c + w2_rows) == _banks(cfg, w1, 2 * dt * c)
+                    and w1 + 2 * dt * c + w2_rows <= stage
+                    and not _banks(cfg, w1, 2 * dt * c) & _banks(cfg, stage, group * m)):
+                w2 = w1 + 2 * dt * c
+        else:
+            tiles_end = x.end + group * m
+            apart = _region_apart(cfg, 2 * dt * c + w2_rows, _banks(cfg, x.addr, tiles_end - x.addr),
+                                  [(x.addr, tiles_end), (cfg.spad_rows - dt * m, cfg.spad_rows)])
+            if apart is not None:
+                w1, stage, w2 = apart, x.end, apart + 2 * dt * c
         beside = add2 is not None and not b.keep and _add2_beside_fits(cfg, m, d, hidden)
         resident = cfg.spad_rows - dt * m
         # With add2 beside (_fc2_add2): pass A's tiles in ACC bank 0 are REQUANTized beside the
@@ -765,7 +806,8 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         temps = {n: resident + (acc_a + i) * m for i, n in enumerate(early_a)}
         last_group = ht - (ht - 1) // group * group
         if not (early_a and len(early_a) < acc_a and stage + last_group * m <= resident + acc_a * m
-                and resident + (acc_a + len(early_a)) * m <= min(w2, cfg.spad_rows)):
+                and resident + (acc_a + len(early_a)) * m <= cfg.spad_rows
+                and (resident + (acc_a + len(early_a)) * m <= w2 or resident + acc_a * m >= w2 + w2_rows)):
             temps = {}
 
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
@@ -894,7 +936,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     finish()
             return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
-        _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
+        _weight_stream(b, w1, [fc1_step(j) for j in range(ht)])
         if not temps:
             requant(range(acc_a), lambda n: slots[n],
                     (lambda n: resident + n * m) if beside else (lambda n: x.addr + n * m))
@@ -1929,6 +1971,17 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                     on_chip, weights, free = True, half, later.k + hdt * tp
                     local = {part * heads * hdt + i: base + i * stride for part, base, stride in
                              ((0, later.q, t), (1, later.k, tp)) for i in range(hdt)}
+                if on_chip:
+                    # The weights in a bank apart from x's (hw/matmul.py weights_apart), out of the
+                    # tiles' way, and where tiles are STOREd in another bank than their staging
+                    # region at ``free`` (t rows, below x: on_chip), for the STOREs beside MATMULs.
+                    rows = {j: m if j < (0 if b.keep else heads * hdt) else t for j in local}
+                    busy = [(a, a + rows[j]) for j, a in local.items()] + [(xl.addr, cfg.spad_rows), (free, free + t)]
+                    stored = b.keep or len(local) < 3 * heads * hdt
+                    apart = _region_apart(cfg, 2 * dt * c, _banks(cfg, xl.addr, xl.end - xl.addr), busy,
+                                          _banks(cfg, free, t) if stored else set())
+                    if apart is not None:
+                        weights = apart
                 # Only the attention's m query rows are needed (all of them for keep_intermediates).
                 with b.narrowed(narrow[p + "qkv"]):
                     _linear_local(b, p + "qkv", xl, *qkv_args, free=free if on_chip else 0, local=local, y=qkv,
