@@ -1014,7 +1014,12 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
         _vector_params(b, p + "add2", Opcode.ADD, d, params, local=param)
         # K chunks of g (as many as fit, of balanced sizes) through two regions from row 0 (x is
         # dead), the weights after them, all in bank 0.
-        regions, w_b = (0, chunk * m), 2 * chunk * m
+        regions, w_bs = (0, chunk * m), (2 * chunk * m,) * 2
+        bank = cfg.spad_rows // cfg.spad_banks
+        if 2 * bank <= half and chunk * m + 2 * chunk * c <= bank:
+            # Two banks in bank 0's half: each region in a bank of its own, the weights of the
+            # steps reading it in the other, after that one's region (hw/matmul.py weights_apart).
+            regions, w_bs = (0, bank), (bank + chunk * m, chunk * m)
         queue = _SideQueue(issue)
         requants = [lambda n=n, row=row: b.emit(Opcode.REQUANT, acc_addr=row, spad_addr=resident + n * m, rows=m,
                                                 param_addr=3 * n) for n, row in pending_a]
@@ -1062,7 +1067,7 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
             if ci + 1 == len(ks_all) and early:
                 rows, source, body = steps[len(early) - 1]
                 steps[len(early) - 1] = rows, source, _then(body, lambda: enqueue_early())
-            _weight_stream(b, w_b, steps)
+            _weight_stream(b, w_bs[ci % 2], steps)
 
         queue.flush()
         # The other tiles into the dead chunks (bank 0).
@@ -2020,8 +2025,11 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                     al = _spad_in(b, attn, 0)
                     b.release(attn)
                     pl = _Local(al.end + 2 * al.tiles * c, m, d, dt)
+                    # the weights in a bank apart from the attention output's (weights_apart)
+                    weights = _region_apart(cfg, 2 * al.tiles * c, _banks(cfg, al.addr, al.end - al.addr),
+                                            [(al.addr, pl.end)])
                     _linear_local(b, p + "proj", al, *proj_args, free=al.end,
-                                  local={j: pl.addr + j * m for j in range(dt)})
+                                  local={j: pl.addr + j * m for j in range(dt)}, weights=weights)
                     kept(p + "proj", pl)
                 with b.layer(p + "add1"):
                     # x over the dead attention output; the sum stays there for norm2.
