@@ -1345,6 +1345,12 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
         # then run in pieces beside its q k.T MATMULs (_attention_head_split).
         o = half + kv + tt * nx if half + kv + tt * nx + dt * t <= s else half + kv
         later = _Split(0, half, q1, half + kv, kv, o, nx, early_delay(nx))
+        # With finer banks (cfg.spad_banks): chunk x's logits from the middle, the outputs after
+        # them, the values at the top, where chunk x's attention x V MATMULs read them in another
+        # bank than their logits (hw/matmul.py weights_apart), if they fit.
+        if (half + tt * nx + dt * t + kv <= s
+                and not _banks(cfg, half, tt * nx) & _banks(cfg, s - kv, kv)):
+            later = _Split(0, s - kv, q1, half, kv, half + tt * nx, nx, early_delay(nx))
     elif heads > 1 or nx0 is None:
         # Later heads: keys at 0, chunk y after them (bank 0); values, chunk x and the outputs
         # over chunk x in bank 1 below the queries at the top.
