@@ -1,0 +1,73 @@
+"""Weight tiles apart from their input rows (issue 21): the compiler places each MATMUL's weight
+tile (a LOADed weight column, or in attention a key or value tile) in another scratchpad bank
+(``cfg.spad_banks``) than the input rows it reads, where the layout has room, so that the matmul
+engine reads the two beside each other (hw/matmul.py ``weights_apart``, ``APART_LEAD``). Shown on
+the DeiT-Tiny-shaped program (conftest ``deit_two_blocks``: block 0 computes every token, block
+1 only the class token), whose ISA simulation still equals the golden model."""
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from vitaccel.config import preset
+from vitaccel.hw.matmul import weights_apart
+from vitaccel.isa import Opcode, decode_fields
+from vitaccel.sw import isasim
+from vitaccel.sw.compile_model import compile_model
+from vitaccel.sw.forward import forward, patches, quantize_input
+
+
+def _apart(program) -> dict:
+    """``{layer: (MATMULs apart, MATMULs)}`` of the layers with MATMULs."""
+    cfg, fields = program.config, [decode_fields(word) for word in program.instructions]
+    counts = {}
+    for start, stop, name in program.layers:
+        mm = [f for op, f in fields[start:stop] if op is Opcode.MATMUL]
+        if mm:
+            counts[name] = (sum(weights_apart(cfg, f["a_addr"], f["rows"], f["b_addr"]) for f in mm), len(mm))
+    return counts
+
+
+def test_matmuls_apart_per_layer(deit_two_blocks):
+    _, program, _ = deit_two_blocks
+    counts = _apart(program)
+    # Every MATMUL apart: the patch embedding (weight regions from the bank after x), qkv
+    # (weights in a bank of their own beside x, the staging region and head 0's keys and
+    # queries), block 0's attention (the later heads' values at the top of SPAD, chunk x's logits
+    # in the middle), fc2's second pass (its two K chunk regions in banks 0 and 1, each step's
+    # weights in the other), the last block's proj and MLP and the head.
+    for layer in ("patch_embed", "blocks.0.qkv", "blocks.0.attn.0", "blocks.0.attn.1", "blocks.0.attn.2",
+                  "blocks.0.fc2", "blocks.1.qkv", "blocks.1.proj", "blocks.1.mlp", "head"):
+        apart, total = counts[layer]
+        assert apart == total, (layer, apart, total)
+    # Left: fc1's MATMULs over x's tiles in the fc1 weights' bank (x fills two banks, the group of
+    # GELU tiles the other two), proj's over the attention output's tiles in the weights' bank
+    # (the ADDs beside them hold the others), the last block's attention (one query row).
+    assert counts["blocks.0.mlp"] == (1152, 1536)
+    assert counts["blocks.0.proj"] == (160, 288)
+    for h in range(3):
+        assert counts[f"blocks.1.attn.{h}"] == (170, 204)
+    apart = sum(a for a, _ in counts.values())
+    total = sum(n for _, n in counts.values())
+    assert apart / total > 0.92, (apart, total)
+
+
+def test_golden_equals_isasim(deit_two_blocks):
+    iv, program, _ = deit_two_blocks
+    image = torch.randn((1, iv.config.in_chans, iv.config.img_size, iv.config.img_size),
+                        generator=torch.Generator().manual_seed(11))
+    tokens = patches(quantize_input(iv, image), iv.config.patch_size)
+    result = isasim.run(program.with_tensors(input=tokens[0]))
+    assert result.ok, result.error
+    assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
+
+
+def test_two_banks_keep_the_halves_layout(deit_two_blocks):
+    # With two banks (the halves) the layouts fall back to the halves' (tiny's): the program
+    # compiles and no MATMUL of a layer the finer banks fixed loses its apart share against it.
+    iv, program, _ = deit_two_blocks
+    two = compile_model(iv, dataclasses.replace(preset("default"), spad_banks=2))
+    assert two.instructions != program.instructions
+    counts, fine = _apart(two), _apart(program)
+    assert all(fine[layer][0] >= counts[layer][0] for layer in counts)
