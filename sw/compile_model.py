@@ -786,11 +786,22 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         # bank after them (the group's tiles are in the others); else, where x and the group fit
         # banks of their own, both weight regions in another bank.
         w2_rows = 2 * group * c
+        split = None        # (first K tile, SPAD row): fc1's last K tiles' weights apart from the others
         if per_tile:
             if (_banks(cfg, w1, 2 * dt * c + w2_rows) == _banks(cfg, w1, 2 * dt * c)
                     and w1 + 2 * dt * c + w2_rows <= stage
                     and not _banks(cfg, w1, 2 * dt * c) & _banks(cfg, stage, group * m)):
                 w2 = w1 + 2 * dt * c
+            # fc1's K tiles whose x rows are in the fc1 weights' bank (the last ones): their
+            # weights in two regions of their own at the top of SPAD (a bank the group's GELUs
+            # and STOREs beside them must then avoid: those MATMULs go first in each tile, the
+            # side instructions after them), apart from the group, fc2's weights and x.
+            near = [kk for kk in range(dt) if _banks(cfg, x.addr + kk * m, m) & _banks(cfg, w1, 2 * dt * c)]
+            top = cfg.spad_rows - 2 * len(near) * c
+            if (near and near == list(range(near[0], dt)) and len(near) < dt - 2
+                    and top >= max(stage + group * m, w2 + w2_rows)
+                    and not _banks(cfg, top, 2 * len(near) * c) & _banks(cfg, x.addr, x.end - x.addr)):
+                split = (near[0], top)
         else:
             tiles_end = x.end + group * m
             apart = _region_apart(cfg, 2 * dt * c + w2_rows, _banks(cfg, x.addr, tiles_end - x.addr),
@@ -901,13 +912,19 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                         at_mm.insert(0, at)
                     low = max(int(pipelined), after_load)
                     at_mm = [min(dt - 1, max(low, s)) for s in at_mm]
+                    if split:
+                        # the GELU and the STOREs after the MATMULs reading the top weights
+                        at_mm = at_mm[:1] + [max(s, dt - split[0]) for s in at_mm[1:]]
                 else:
                     at_mm = [requant_slot(cfg, dt, m, loaded)] * len(previous)
-                for kk in range(dt):
-                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=m,
-                           accumulate=int(kk > 0))
+                order = [*range(split[0], dt), *range(split[0])] if split else range(dt)
+                for i, kk in enumerate(order):
+                    w_at = (split[1] + j % 2 * (dt - split[0]) * c + (kk - split[0]) * c if split and kk >= split[0]
+                            else addr + kk * c)
+                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=m,
+                           accumulate=int(i > 0))
                     for (emit, _), s in zip(previous, at_mm):
-                        if s == kk:
+                        if s == i:
                             emit()
                 if after:
                     after()         # the previous tile's group is complete
@@ -936,7 +953,24 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     finish()
             return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
-        _weight_stream(b, w1, [fc1_step(j) for j in range(ht)])
+        if split:
+            # _weight_stream with each step's weights in two LOADs: K tiles from split[0] to the
+            # top regions, the others to fc1's regions
+            k0, near = split[0] * c, (dt - split[0]) * c
+            steps = [fc1_step(j) for j in range(ht)]
+
+            def load(j):
+                b.emit(Opcode.LOAD, local_addr=split[1] + j % 2 * near, rows=near,
+                       **weight_source(cfg, w1_sym, k0, near, j))
+                b.emit(Opcode.LOAD, local_addr=w1 + j % 2 * dt * c, rows=k0, **weight_source(cfg, w1_sym, 0, k0, j))
+
+            load(0)
+            for j, (_, _, body) in enumerate(steps):
+                if j + 1 < ht:
+                    load(j + 1)
+                body(w1 + j % 2 * dt * c)
+        else:
+            _weight_stream(b, w1, [fc1_step(j) for j in range(ht)])
         if not temps:
             requant(range(acc_a), lambda n: slots[n],
                     (lambda n: resident + n * m) if beside else (lambda n: x.addr + n * m))
