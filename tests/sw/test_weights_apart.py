@@ -8,6 +8,7 @@ the DeiT-Tiny-shaped program (conftest ``deit_two_blocks``: block 0 computes eve
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from vitaccel.config import preset
@@ -55,19 +56,26 @@ def test_matmuls_apart_per_layer(deit_two_blocks):
 
 def test_golden_equals_isasim(deit_two_blocks):
     iv, program, _ = deit_two_blocks
+    _assert_logits(iv, program, seed=11)
+
+
+def _assert_logits(iv, program, seed):
     image = torch.randn((1, iv.config.in_chans, iv.config.img_size, iv.config.img_size),
-                        generator=torch.Generator().manual_seed(11))
+                        generator=torch.Generator().manual_seed(seed))
     tokens = patches(quantize_input(iv, image), iv.config.patch_size)
     result = isasim.run(program.with_tensors(input=tokens[0]))
     assert result.ok, result.error
     assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
 
 
-def test_two_banks_keep_the_halves_layout(deit_two_blocks):
-    # With two banks (the halves) the layouts fall back to the halves' (tiny's): the program
-    # compiles and no MATMUL of a layer the finer banks fixed loses its apart share against it.
+@pytest.mark.parametrize("banks", [2, 8])
+def test_other_bank_counts(deit_two_blocks, banks):
+    # Two banks (the halves, as tiny): the layouts fall back to the halves' ones, no layer's apart
+    # share above the four banks'; eight: the layouts still fit. Both still mean the golden model.
     iv, program, _ = deit_two_blocks
-    two = compile_model(iv, dataclasses.replace(preset("default"), spad_banks=2))
-    assert two.instructions != program.instructions
-    counts, fine = _apart(two), _apart(program)
-    assert all(fine[layer][0] >= counts[layer][0] for layer in counts)
+    other = compile_model(iv, dataclasses.replace(preset("default"), spad_banks=banks).validate())
+    assert other.instructions != program.instructions
+    if banks == 2:
+        counts, fine = _apart(other), _apart(program)
+        assert all(fine[layer][0] >= counts[layer][0] for layer in counts)
+    _assert_logits(iv, other, seed=5)
