@@ -787,6 +787,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         # banks of their own, both weight regions in another bank.
         w2_rows = 2 * group * c
         split = None        # (first K tile, SPAD row): fc1's last K tiles' weights apart from the others
+        late_loads = []     # with split: a weight LOAD to emit after the next fc1 tile's first MATMUL
         if per_tile:
             if (_banks(cfg, w1, 2 * dt * c + w2_rows) == _banks(cfg, w1, 2 * dt * c)
                     and w1 + 2 * dt * c + w2_rows <= stage
@@ -923,6 +924,8 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                             else addr + kk * c)
                     b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=m,
                            accumulate=int(i > 0))
+                    while i == 0 and late_loads:
+                        late_loads.pop()()
                     for (emit, _), s in zip(previous, at_mm):
                         if s == i:
                             emit()
@@ -959,15 +962,21 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             k0, near = split[0] * c, (dt - split[0]) * c
             steps = [fc1_step(j) for j in range(ht)]
 
-            def load(j):
+            def load_near(j):
                 b.emit(Opcode.LOAD, local_addr=split[1] + j % 2 * near, rows=near,
                        **weight_source(cfg, w1_sym, k0, near, j))
+
+            def load_rest(j):
                 b.emit(Opcode.LOAD, local_addr=w1 + j % 2 * dt * c, rows=k0, **weight_source(cfg, w1_sym, 0, k0, j))
 
-            load(0)
+            load_near(0)
+            load_rest(0)
             for j, (_, _, body) in enumerate(steps):
                 if j + 1 < ht:
-                    load(j + 1)
+                    # the next tile's first weights now; the others, in the regions the MATMUL in
+                    # flight reads, after this tile's first MATMUL (reading the top regions)
+                    load_near(j + 1)
+                    late_loads.append(functools.partial(load_rest, j + 1))
                 body(w1 + j % 2 * dt * c)
         else:
             _weight_stream(b, w1, [fc1_step(j) for j in range(ht)])
