@@ -390,6 +390,34 @@ def _weight_stream(b: _Builder, region: int, steps: list) -> None:
         body(region + i % 2 * size)
 
 
+def _split_stream(b: _Builder, region: int, near: tuple, w_sym: TensorSymbol, kt: int, steps: list,
+                  late: list, near_first: bool) -> None:
+    """:func:`_weight_stream` of steps of ``kt`` K tiles of weights (``w_sym``, a column tile
+    per step) with each step's weights in two LOADs: the K tiles from ``near[0]`` to two regions
+    from SPAD row ``near[1]``, the others to two regions of ``near[0]`` tiles from ``region``.
+    The next step's LOAD into the regions that the step's last MATMULs read (the others' if its
+    MATMULs take the ``near`` tiles first) is left in ``late`` for the step's body to emit after
+    its first MATMUL: emitted before it, the LOAD would wait for the MATMUL in flight, and the
+    step's first MATMUL for the LOAD."""
+    cfg, c = b.cfg, b.cfg.cols
+    k0, rows = near[0] * c, (kt - near[0]) * c
+
+    def load_near(j):
+        b.emit(Opcode.LOAD, local_addr=near[1] + j % 2 * rows, rows=rows, **weight_source(cfg, w_sym, k0, rows, j))
+
+    def load_rest(j):
+        b.emit(Opcode.LOAD, local_addr=region + j % 2 * k0, rows=k0, **weight_source(cfg, w_sym, 0, k0, j))
+
+    load_near(0)
+    load_rest(0)
+    early, later = (load_near, load_rest) if near_first else (load_rest, load_near)
+    for j, (_, _, body) in enumerate(steps):
+        if j + 1 < len(steps):
+            early(j + 1)
+            late.append(functools.partial(later, j + 1))
+        body(region + j % 2 * k0)
+
+
 def _chain_slots(cfg: AccelConfig, costs: list, matmuls: int, rows: int, first: int) -> list[int]:
     """After which of a tile's ``matmuls`` MATMULs of ``rows`` rows (0-based) to place each of a
     chain of side instructions of ``costs`` cycles, each waiting for the one before (the DMA, the
@@ -444,7 +472,7 @@ def _region_apart(cfg: AccelConfig, size: int, avoid: set, busy: list, last: set
 
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
                   local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None,
-                  side=None, x_loads: list | None = None) -> None:
+                  side=None, x_loads: list | None = None, near: tuple | None = None) -> None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
     LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
@@ -464,7 +492,9 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     (and any after them), the first two before the first tile's first MATMUL, each other after
     one of its MATMULs, so that each MATMUL runs beside the next tile's LOAD. The caller checks
     that the regions and parameters fit (:func:`_fused_fits`) and the chains fit the MATMULs
-    (:func:`_chain_fits`).
+    (:func:`_chain_fits`). ``near = (k0, row)``: the weights of K tiles from ``k0`` (those whose
+    x rows are in the weight regions' bank) go to two regions of their own from SPAD row ``row``
+    (a bank apart from those x rows: hw/matmul.py weights_apart), a second LOAD per tile.
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
@@ -480,6 +510,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     half = cfg.acc_rows // 2
     pipelined = m <= half and nt > 1
     pending = []            # the previous tile's (REQUANT, STORE) emitters, rows and SPAD row
+    late = []               # with near: a weight LOAD to emit after the next tile's first MATMUL
     cost = CostModel()
 
     def stores(j):
@@ -492,7 +523,8 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
         return _banks(cfg, lo, hi - lo)
 
     beside = (pipelined
-              and not bank(stage, stage + m) & (bank(x.addr, x.end) | bank(weights, weights + 2 * kt * c)))
+              and not bank(stage, stage + m) & (bank(x.addr, x.end) | bank(weights, weights + 2 * kt * c)
+                                                  | (bank(near[1], near[1] + 2 * kt * c) if near else set())))
     if side is not None and not (pipelined and all(j in local for j in range(nt)) and not b.keep):
         b.fail("side instructions need a pipelined linear whose output tiles all stay on chip")
 
@@ -530,8 +562,12 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
             for _ in range(min(len(lead), max(2, len(lead) - (kt - 1)))):
                 lead.pop(0)()
             for kk in range(kt):
-                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=rows,
+                w_at = (near[1] + j % 2 * (kt - near[0]) * c + (kk - near[0]) * c if near and kk >= near[0]
+                        else addr + kk * c)
+                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=rows,
                        accumulate=int(kk > 0))
+                while kk == 0 and late:
+                    late.pop()()
                 if lead:
                     lead.pop(0)()
                 for (emit, _), s in zip(chain, slots):
@@ -548,7 +584,10 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                 store()
         return kt * c, weight_source(cfg, w_sym, 0, kt * c, j), body
 
-    _weight_stream(b, weights, [tile(j) for j in range(nt)])
+    if near:
+        _split_stream(b, weights, near, w_sym, kt, [tile(j) for j in range(nt)], late, False)
+    else:
+        _weight_stream(b, weights, [tile(j) for j in range(nt)])
     for requant, store, *_ in pending:
         requant()
         store()
@@ -957,27 +996,8 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
         if split:
-            # _weight_stream with each step's weights in two LOADs: K tiles from split[0] to the
-            # top regions, the others to fc1's regions
-            k0, near = split[0] * c, (dt - split[0]) * c
-            steps = [fc1_step(j) for j in range(ht)]
-
-            def load_near(j):
-                b.emit(Opcode.LOAD, local_addr=split[1] + j % 2 * near, rows=near,
-                       **weight_source(cfg, w1_sym, k0, near, j))
-
-            def load_rest(j):
-                b.emit(Opcode.LOAD, local_addr=w1 + j % 2 * dt * c, rows=k0, **weight_source(cfg, w1_sym, 0, k0, j))
-
-            load_near(0)
-            load_rest(0)
-            for j, (_, _, body) in enumerate(steps):
-                if j + 1 < ht:
-                    # the next tile's first weights now; the others, in the regions the MATMUL in
-                    # flight reads, after this tile's first MATMUL (reading the top regions)
-                    load_near(j + 1)
-                    late_loads.append(functools.partial(load_rest, j + 1))
-                body(w1 + j % 2 * dt * c)
+            # near MATMULs first in each tile: the others' LOAD late
+            _split_stream(b, w1, split, w1_sym, dt, [fc1_step(j) for j in range(ht)], late_loads, True)
         else:
             _weight_stream(b, w1, [fc1_step(j) for j in range(ht)])
         if not temps:
@@ -1207,14 +1227,25 @@ def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj
 
     with b.layer(p + "proj"):
         at = _ceil(attn.cols, c)
-        al = _Local(half, m, attn.cols, at)
+        al, near = _Local(half, m, attn.cols, at), None
+        # With finer banks (cfg.spad_banks): the attention output from a row that puts a tile
+        # boundary on the next bank boundary, the weights of its tiles after that boundary in
+        # two regions below it (hw/matmul.py weights_apart), the others' after the attention
+        # output, if they fit.
+        bank = cfg.spad_rows // cfg.spad_banks
+        for q in range(at - 1, 0, -1):
+            a0 = half + bank - q * m
+            if (2 * bank <= half and a0 >= half + 2 * (at - q) * c
+                    and a0 + at * m + 2 * q * c <= cfg.spad_rows):
+                al, near = _Local(a0, m, attn.cols, at), (q, half)
+                break
         _vector_params(b, p + "add1", Opcode.ADD, d, params, local=param)
         # The attention output's tiles load among the first tile's MATMULs, each beside the one
         # before, then x's tile 0.
-        x_loads = [lambda kk=kk: _load_tiles(b, half + kk * m, attn, 0, m, kk, 1, m) for kk in range(at)]
+        x_loads = [lambda kk=kk: _load_tiles(b, al.addr + kk * m, attn, 0, m, kk, 1, m) for kk in range(at)]
         x_loads.append(lambda: _load_tiles(b, xs, x, 0, m, 0, 1, m))
         _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: j * m for j in range(dt)}, side=side,
-                      x_loads=x_loads)
+                      x_loads=x_loads, near=near)
     with b.layer(p + "add1"):
         add(dt - 1)
         _load_tiles(b, (dt - 1) * m, x1, 0, m, dt - 1, 1, m, Opcode.STORE)

@@ -37,21 +37,21 @@ def test_matmuls_apart_per_layer(deit_two_blocks):
     # (weights in a bank of their own beside x, the staging region and head 0's keys and
     # queries), block 0's attention (the later heads' values at the top of SPAD, chunk x's logits
     # in the middle), fc2's second pass (its two K chunk regions in banks 0 and 1, each step's
-    # weights in the other), the MLP (fc1's last K tiles, whose x rows are in the fc1 weights'
-    # bank, with their weights at the top of SPAD; pass A's fc2 weights after fc1's), the last
-    # block's proj and the head.
+    # weights in the other), proj (the attention output with a tile boundary on a bank boundary,
+    # its last tiles' weights below it, the others' after it), the MLP (fc1's last K tiles, whose
+    # x rows are in the fc1 weights' bank, with their weights at the top of SPAD; pass A's fc2
+    # weights after fc1's), the last block's proj and the head.
     for layer in ("patch_embed", "blocks.0.qkv", "blocks.0.attn.0", "blocks.0.attn.1", "blocks.0.attn.2",
-                  "blocks.0.mlp", "blocks.0.fc2", "blocks.1.qkv", "blocks.1.proj", "blocks.1.mlp", "head"):
+                  "blocks.0.proj", "blocks.0.mlp", "blocks.0.fc2", "blocks.1.qkv", "blocks.1.proj", "blocks.1.mlp",
+                  "head"):
         apart, total = counts[layer]
         assert apart == total, (layer, apart, total)
-    # Left: proj's MATMULs over the attention output's tiles in the weights' bank (the ADDs
-    # beside them hold the other banks), the last block's attention (one query row).
-    assert counts["blocks.0.proj"] == (160, 288)
+    # Left: the last block's attention (one query row: its keys, values and logits share banks).
     for h in range(3):
         assert counts[f"blocks.1.attn.{h}"] == (170, 204)
     apart = sum(a for a, _ in counts.values())
     total = sum(n for _, n in counts.values())
-    assert apart / total > 0.95, (apart, total)
+    assert apart / total > 0.99, (apart, total)
 
 
 def test_golden_equals_isasim(deit_two_blocks):
