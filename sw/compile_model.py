@@ -390,6 +390,34 @@ def _weight_stream(b: _Builder, region: int, steps: list) -> None:
         body(region + i % 2 * size)
 
 
+def _split_stream(b: _Builder, region: int, near: tuple, w_sym: TensorSymbol, kt: int, steps: list,
+                  late: list, near_first: bool) -> None:
+    """:func:`_weight_stream` of steps of ``kt`` K tiles of weights (``w_sym``, a column tile
+    per step) with each step's weights in two LOADs: the K tiles from ``near[0]`` to two regions
+    from SPAD row ``near[1]``, the others to two regions of ``near[0]`` tiles from ``region``.
+    The next step's LOAD into the regions that the step's last MATMULs read (the others' if its
+    MATMULs take the ``near`` tiles first) is left in ``late`` for the step's body to emit after
+    its first MATMUL: emitted before it, the LOAD would wait for the MATMUL in flight, and the
+    step's first MATMUL for the LOAD."""
+    cfg, c = b.cfg, b.cfg.cols
+    k0, rows = near[0] * c, (kt - near[0]) * c
+
+    def load_near(j):
+        b.emit(Opcode.LOAD, local_addr=near[1] + j % 2 * rows, rows=rows, **weight_source(cfg, w_sym, k0, rows, j))
+
+    def load_rest(j):
+        b.emit(Opcode.LOAD, local_addr=region + j % 2 * k0, rows=k0, **weight_source(cfg, w_sym, 0, k0, j))
+
+    load_near(0)
+    load_rest(0)
+    early, later = (load_near, load_rest) if near_first else (load_rest, load_near)
+    for j, (_, _, body) in enumerate(steps):
+        if j + 1 < len(steps):
+            early(j + 1)
+            late.append(functools.partial(later, j + 1))
+        body(region + j % 2 * k0)
+
+
 def _chain_slots(cfg: AccelConfig, costs: list, matmuls: int, rows: int, first: int) -> list[int]:
     """After which of a tile's ``matmuls`` MATMULs of ``rows`` rows (0-based) to place each of a
     chain of side instructions of ``costs`` cycles, each waiting for the one before (the DMA, the
@@ -418,9 +446,33 @@ def _add_cost(cfg: AccelConfig, rows: int, length: int) -> int:
     return rows * _ceil(length, cfg.cols) * max(2, cfg.cols // cfg.vector_lanes) + cfg.cols // cfg.vector_lanes + 12
 
 
+def _banks(cfg: AccelConfig, lo: int, rows: int) -> set[int]:
+    """The scratchpad banks (``cfg.spad_banks``, the address's top bits: hw/memories.py
+    ``banks_of``) that rows ``[lo, lo + rows)`` touch."""
+    size = cfg.spad_rows // cfg.spad_banks
+    return set(range(lo // size, (lo + rows - 1) // size + 1)) if rows > 0 else set()
+
+
+def _region_apart(cfg: AccelConfig, size: int, avoid: set, busy: list, last: set = frozenset()) -> int | None:
+    """The lowest SPAD row of a region of ``size`` rows inside one scratchpad bank that is not in
+    ``avoid`` and meets none of the ``busy`` row ranges ``(lo, hi)`` (banks in ``last`` tried
+    after the others), or None: where a MATMUL's weight tiles go so that it reads them beside
+    its input rows in the banks ``avoid`` (hw/matmul.py ``weights_apart``)."""
+    bank = cfg.spad_rows // cfg.spad_banks
+    order = sorted(range(cfg.spad_banks), key=lambda k: k in last)
+    for k in order:
+        if k in avoid:
+            continue
+        lo, hi = k * bank, (k + 1) * bank
+        for start in sorted({lo} | {e for _, e in busy if lo <= e < hi}):
+            if start + size <= hi and not any(start < e and s < start + size for s, e in busy):
+                return start
+    return None
+
+
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
                   local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None,
-                  side=None, x_loads: list | None = None) -> None:
+                  side=None, x_loads: list | None = None, near: tuple | None = None) -> None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
     LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
@@ -440,7 +492,9 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     (and any after them), the first two before the first tile's first MATMUL, each other after
     one of its MATMULs, so that each MATMUL runs beside the next tile's LOAD. The caller checks
     that the regions and parameters fit (:func:`_fused_fits`) and the chains fit the MATMULs
-    (:func:`_chain_fits`).
+    (:func:`_chain_fits`). ``near = (k0, row)``: the weights of K tiles from ``k0`` (those whose
+    x rows are in the weight regions' bank) go to two regions of their own from SPAD row ``row``
+    (a bank apart from those x rows: hw/matmul.py weights_apart), a second LOAD per tile.
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
@@ -456,6 +510,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     half = cfg.acc_rows // 2
     pipelined = m <= half and nt > 1
     pending = []            # the previous tile's (REQUANT, STORE) emitters, rows and SPAD row
+    late = []               # with near: a weight LOAD to emit after the next tile's first MATMUL
     cost = CostModel()
 
     def stores(j):
@@ -465,10 +520,11 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     # beside the MATMULs in flight, so a tile's STORE goes in pieces, one after each of the next
     # tile's MATMULs, each covered by the MATMUL in flight (_store_slots).
     def bank(lo, hi):
-        return {lo >= cfg.spad_rows // 2, hi - 1 >= cfg.spad_rows // 2}
+        return _banks(cfg, lo, hi - lo)
 
-    beside = (pipelined and len(bank(stage, stage + m)) == 1
-              and not bank(stage, stage + m) & (bank(x.addr, x.end) | bank(weights, weights + 2 * kt * c)))
+    beside = (pipelined
+              and not bank(stage, stage + m) & (bank(x.addr, x.end) | bank(weights, weights + 2 * kt * c)
+                                                  | (bank(near[1], near[1] + 2 * kt * c) if near else set())))
     if side is not None and not (pipelined and all(j in local for j in range(nt)) and not b.keep):
         b.fail("side instructions need a pipelined linear whose output tiles all stay on chip")
 
@@ -506,8 +562,12 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
             for _ in range(min(len(lead), max(2, len(lead) - (kt - 1)))):
                 lead.pop(0)()
             for kk in range(kt):
-                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=rows,
+                w_at = (near[1] + j % 2 * (kt - near[0]) * c + (kk - near[0]) * c if near and kk >= near[0]
+                        else addr + kk * c)
+                b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=rows,
                        accumulate=int(kk > 0))
+                while kk == 0 and late:
+                    late.pop()()
                 if lead:
                     lead.pop(0)()
                 for (emit, _), s in zip(chain, slots):
@@ -524,7 +584,10 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                 store()
         return kt * c, weight_source(cfg, w_sym, 0, kt * c, j), body
 
-    _weight_stream(b, weights, [tile(j) for j in range(nt)])
+    if near:
+        _split_stream(b, weights, near, w_sym, kt, [tile(j) for j in range(nt)], late, False)
+    else:
+        _weight_stream(b, weights, [tile(j) for j in range(nt)])
     for requant, store, *_ in pending:
         requant()
         store()
@@ -756,6 +819,35 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
             stage = half_spad
         group = min(ht, (cfg.spad_rows - stage) // (m + 2 * c))
         w2 = stage + group * m
+        w1 = x.end
+        # The weights in banks apart from the tiles their MATMULs read (hw/matmul.py
+        # weights_apart): with per-tile GELUs, fc2's pass A weight regions in the fc1 weights'
+        # bank after them (the group's tiles are in the others); else, where x and the group fit
+        # banks of their own, both weight regions in another bank.
+        w2_rows = 2 * group * c
+        split = None        # (first K tile, SPAD row): fc1's last K tiles' weights apart from the others
+        late_loads = []     # with split: a weight LOAD to emit after the next fc1 tile's first MATMUL
+        if per_tile:
+            if (_banks(cfg, w1, 2 * dt * c + w2_rows) == _banks(cfg, w1, 2 * dt * c)
+                    and w1 + 2 * dt * c + w2_rows <= stage
+                    and not _banks(cfg, w1, 2 * dt * c) & _banks(cfg, stage, group * m)):
+                w2 = w1 + 2 * dt * c
+            # fc1's K tiles whose x rows are in the fc1 weights' bank (the last ones): their
+            # weights in two regions of their own at the top of SPAD (a bank the group's GELUs
+            # and STOREs beside them must then avoid: those MATMULs go first in each tile, the
+            # side instructions after them), apart from the group, fc2's weights and x.
+            near = [kk for kk in range(dt) if _banks(cfg, x.addr + kk * m, m) & _banks(cfg, w1, 2 * dt * c)]
+            top = cfg.spad_rows - 2 * len(near) * c
+            if (near and near == list(range(near[0], dt)) and len(near) < dt - 2
+                    and top >= max(stage + group * m, w2 + w2_rows)
+                    and not _banks(cfg, top, 2 * len(near) * c) & _banks(cfg, x.addr, x.end - x.addr)):
+                split = (near[0], top)
+        else:
+            tiles_end = x.end + group * m
+            apart = _region_apart(cfg, 2 * dt * c + w2_rows, _banks(cfg, x.addr, tiles_end - x.addr),
+                                  [(x.addr, tiles_end), (cfg.spad_rows - dt * m, cfg.spad_rows)])
+            if apart is not None:
+                w1, stage, w2 = apart, x.end, apart + 2 * dt * c
         beside = add2 is not None and not b.keep and _add2_beside_fits(cfg, m, d, hidden)
         resident = cfg.spad_rows - dt * m
         # With add2 beside (_fc2_add2): pass A's tiles in ACC bank 0 are REQUANTized beside the
@@ -765,7 +857,8 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         temps = {n: resident + (acc_a + i) * m for i, n in enumerate(early_a)}
         last_group = ht - (ht - 1) // group * group
         if not (early_a and len(early_a) < acc_a and stage + last_group * m <= resident + acc_a * m
-                and resident + (acc_a + len(early_a)) * m <= min(w2, cfg.spad_rows)):
+                and resident + (acc_a + len(early_a)) * m <= cfg.spad_rows
+                and (resident + (acc_a + len(early_a)) * m <= w2 or resident + acc_a * m >= w2 + w2_rows)):
             temps = {}
 
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
@@ -859,13 +952,21 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                         at_mm.insert(0, at)
                     low = max(int(pipelined), after_load)
                     at_mm = [min(dt - 1, max(low, s)) for s in at_mm]
+                    if split:
+                        # the GELU and the STOREs after the MATMULs reading the top weights
+                        at_mm = at_mm[:1] + [max(s, dt - split[0]) for s in at_mm[1:]]
                 else:
                     at_mm = [requant_slot(cfg, dt, m, loaded)] * len(previous)
-                for kk in range(dt):
-                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=addr + kk * c, c_addr=acc, rows=m,
-                           accumulate=int(kk > 0))
+                order = [*range(split[0], dt), *range(split[0])] if split else range(dt)
+                for i, kk in enumerate(order):
+                    w_at = (split[1] + j % 2 * (dt - split[0]) * c + (kk - split[0]) * c if split and kk >= split[0]
+                            else addr + kk * c)
+                    b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=m,
+                           accumulate=int(i > 0))
+                    while i == 0 and late_loads:
+                        late_loads.pop()()
                     for (emit, _), s in zip(previous, at_mm):
-                        if s == kk:
+                        if s == i:
                             emit()
                 if after:
                     after()         # the previous tile's group is complete
@@ -894,7 +995,11 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     finish()
             return dt * c, weight_source(cfg, w1_sym, 0, dt * c, j), body
 
-        _weight_stream(b, x.end, [fc1_step(j) for j in range(ht)])
+        if split:
+            # near MATMULs first in each tile: the others' LOAD late
+            _split_stream(b, w1, split, w1_sym, dt, [fc1_step(j) for j in range(ht)], late_loads, True)
+        else:
+            _weight_stream(b, w1, [fc1_step(j) for j in range(ht)])
         if not temps:
             requant(range(acc_a), lambda n: slots[n],
                     (lambda n: resident + n * m) if beside else (lambda n: x.addr + n * m))
@@ -972,7 +1077,12 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
         _vector_params(b, p + "add2", Opcode.ADD, d, params, local=param)
         # K chunks of g (as many as fit, of balanced sizes) through two regions from row 0 (x is
         # dead), the weights after them, all in bank 0.
-        regions, w_b = (0, chunk * m), 2 * chunk * m
+        regions, w_bs = (0, chunk * m), (2 * chunk * m,) * 2
+        bank = cfg.spad_rows // cfg.spad_banks
+        if 2 * bank <= half and chunk * m + 2 * chunk * c <= bank:
+            # Two banks in bank 0's half: each region in a bank of its own, the weights of the
+            # steps reading it in the other, after that one's region (hw/matmul.py weights_apart).
+            regions, w_bs = (0, bank), (bank + chunk * m, chunk * m)
         queue = _SideQueue(issue)
         requants = [lambda n=n, row=row: b.emit(Opcode.REQUANT, acc_addr=row, spad_addr=resident + n * m, rows=m,
                                                 param_addr=3 * n) for n, row in pending_a]
@@ -1020,7 +1130,7 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
             if ci + 1 == len(ks_all) and early:
                 rows, source, body = steps[len(early) - 1]
                 steps[len(early) - 1] = rows, source, _then(body, lambda: enqueue_early())
-            _weight_stream(b, w_b, steps)
+            _weight_stream(b, w_bs[ci % 2], steps)
 
         queue.flush()
         # The other tiles into the dead chunks (bank 0).
@@ -1117,14 +1227,25 @@ def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj
 
     with b.layer(p + "proj"):
         at = _ceil(attn.cols, c)
-        al = _Local(half, m, attn.cols, at)
+        al, near = _Local(half, m, attn.cols, at), None
+        # With finer banks (cfg.spad_banks): the attention output from a row that puts a tile
+        # boundary on the next bank boundary, the weights of its tiles after that boundary in
+        # two regions below it (hw/matmul.py weights_apart), the others' after the attention
+        # output, if they fit.
+        bank = cfg.spad_rows // cfg.spad_banks
+        for q in range(at - 1, 0, -1):
+            a0 = half + bank - q * m
+            if (2 * bank <= half and a0 >= half + 2 * (at - q) * c
+                    and a0 + at * m + 2 * q * c <= cfg.spad_rows):
+                al, near = _Local(a0, m, attn.cols, at), (q, half)
+                break
         _vector_params(b, p + "add1", Opcode.ADD, d, params, local=param)
         # The attention output's tiles load among the first tile's MATMULs, each beside the one
         # before, then x's tile 0.
-        x_loads = [lambda kk=kk: _load_tiles(b, half + kk * m, attn, 0, m, kk, 1, m) for kk in range(at)]
+        x_loads = [lambda kk=kk: _load_tiles(b, al.addr + kk * m, attn, 0, m, kk, 1, m) for kk in range(at)]
         x_loads.append(lambda: _load_tiles(b, xs, x, 0, m, 0, 1, m))
         _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: j * m for j in range(dt)}, side=side,
-                      x_loads=x_loads)
+                      x_loads=x_loads, near=near)
     with b.layer(p + "add1"):
         add(dt - 1)
         _load_tiles(b, (dt - 1) * m, x1, 0, m, dt - 1, 1, m, Opcode.STORE)
@@ -1298,6 +1419,12 @@ def _attention_split(cfg: AccelConfig, t: int, dhp: int, rows: int, heads: int) 
         # then run in pieces beside its q k.T MATMULs (_attention_head_split).
         o = half + kv + tt * nx if half + kv + tt * nx + dt * t <= s else half + kv
         later = _Split(0, half, q1, half + kv, kv, o, nx, early_delay(nx))
+        # With finer banks (cfg.spad_banks): chunk x's logits from the middle, the outputs after
+        # them, the values at the top, where chunk x's attention x V MATMULs read them in another
+        # bank than their logits (hw/matmul.py weights_apart), if they fit.
+        if (half + tt * nx + dt * t + kv <= s
+                and not _banks(cfg, half, tt * nx) & _banks(cfg, s - kv, kv)):
+            later = _Split(0, s - kv, q1, half, kv, half + tt * nx, nx, early_delay(nx))
     elif heads > 1 or nx0 is None:
         # Later heads: keys at 0, chunk y after them (bank 0); values, chunk x and the outputs
         # over chunk x in bank 1 below the queries at the top.
@@ -1929,6 +2056,17 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                     on_chip, weights, free = True, half, later.k + hdt * tp
                     local = {part * heads * hdt + i: base + i * stride for part, base, stride in
                              ((0, later.q, t), (1, later.k, tp)) for i in range(hdt)}
+                if on_chip:
+                    # The weights in a bank apart from x's (hw/matmul.py weights_apart), out of the
+                    # tiles' way, and where tiles are STOREd in another bank than their staging
+                    # region at ``free`` (t rows, below x: on_chip), for the STOREs beside MATMULs.
+                    rows = {j: m if j < (0 if b.keep else heads * hdt) else t for j in local}
+                    busy = [(a, a + rows[j]) for j, a in local.items()] + [(xl.addr, cfg.spad_rows), (free, free + t)]
+                    stored = b.keep or len(local) < 3 * heads * hdt
+                    apart = _region_apart(cfg, 2 * dt * c, _banks(cfg, xl.addr, xl.end - xl.addr), busy,
+                                          _banks(cfg, free, t) if stored else set())
+                    if apart is not None:
+                        weights = apart
                 # Only the attention's m query rows are needed (all of them for keep_intermediates).
                 with b.narrowed(narrow[p + "qkv"]):
                     _linear_local(b, p + "qkv", xl, *qkv_args, free=free if on_chip else 0, local=local, y=qkv,
@@ -1967,8 +2105,11 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                     al = _spad_in(b, attn, 0)
                     b.release(attn)
                     pl = _Local(al.end + 2 * al.tiles * c, m, d, dt)
+                    # the weights in a bank apart from the attention output's (weights_apart)
+                    weights = _region_apart(cfg, 2 * al.tiles * c, _banks(cfg, al.addr, al.end - al.addr),
+                                            [(al.addr, pl.end)])
                     _linear_local(b, p + "proj", al, *proj_args, free=al.end,
-                                  local={j: pl.addr + j * m for j in range(dt)})
+                                  local={j: pl.addr + j * m for j in range(dt)}, weights=weights)
                     kept(p + "proj", pl)
                 with b.layer(p + "add1"):
                     # x over the dead attention output; the sum stays there for norm2.
@@ -2068,6 +2209,13 @@ def _head(b: _Builder, head, xn: _Tensor) -> None:
     if dt * c + dt > cfg.spad_rows:
         b.fail(f"{d} features need {dt * c + dt} scratchpad rows, more than spad_rows={cfg.spad_rows}")
     x_base, w_base = 0, dt
+    # The weight tiles in the scratchpad bank after x's where they fit, so that each MATMUL reads
+    # its weights beside its input row (hw/matmul.py weights_apart), in two regions (the next
+    # tile's LOAD beside this tile's MATMULs) where those fit too.
+    bank = cfg.spad_rows // cfg.spad_banks
+    if dt <= bank and bank + dt * c <= cfg.spad_rows:
+        w_base = bank
+    regions = 2 if w_base + 2 * dt * c <= cfg.spad_rows else 1
     # The class token's tiles are consecutive bytes of its row: one LOAD, one SPAD row per tile.
     b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=x_base, rows=dt, dram_addr=xn.addr,
            dram_stride=cfg.spad_row_bytes)
@@ -2076,10 +2224,20 @@ def _head(b: _Builder, head, xn: _Tensor) -> None:
         g = min(group, nt - g0)
         b.emit(Opcode.LOAD, mem=LocalMemory.ACC, local_addr=0, rows=g,
                dram_addr=bias_sym.addr + g0 * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
-        for j in range(g):
-            b.emit(Opcode.LOAD, local_addr=w_base, rows=dt * c,
+
+        def w_load(j):
+            b.emit(Opcode.LOAD, local_addr=w_base + (g0 + j) % regions * dt * c, rows=dt * c,
                    **weight_source(cfg, w_sym, 0, dt * c, g0 + j))
+
+        if regions == 2:
+            w_load(0)
+        for j in range(g):
+            if regions == 1:
+                w_load(j)
+            elif j + 1 < g:
+                w_load(j + 1)
+            addr = w_base + (g0 + j) % regions * dt * c
             for k in range(dt):
-                b.emit(Opcode.MATMUL, a_addr=x_base + k, b_addr=w_base + k * c, c_addr=j, rows=1, accumulate=1)
+                b.emit(Opcode.MATMUL, a_addr=x_base + k, b_addr=addr + k * c, c_addr=j, rows=1, accumulate=1)
         b.emit(Opcode.STORE, mem=LocalMemory.ACC, local_addr=0, rows=g,
                dram_addr=logits.addr + g0 * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)

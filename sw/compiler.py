@@ -426,6 +426,7 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
     n_starts = range(0, nt, plan.n_group)
     x_region = 0
     w_size = plan.spad_w_rows // plan.w_buffers
+    w_base = _apart_base(cfg, plan)
 
     def load(mem, local_addr, rows, dram_addr, dram_stride):
         return Opcode.LOAD, dict(mem=mem, local_addr=local_addr, rows=rows, dram_addr=dram_addr,
@@ -453,7 +454,7 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
                         ops.append(load(LocalMemory.SPAD, x_region + (kk - k0) * rows, rows,
                                         x.addr + m0 * x.row_stride + kk * spad_b, x.row_stride))
                 for j, nn in enumerate(group):
-                    w_region = plan.spad_x_rows + len(w_loads) % plan.w_buffers * w_size
+                    w_region = w_base + len(w_loads) % plan.w_buffers * w_size
                     w_loads.append(len(ops))
                     ops.append((Opcode.LOAD, dict(local_addr=w_region, rows=len(k_tiles) * c,
                                                   **weight_source(cfg, w_t, k0 * c, len(k_tiles) * c, nn))))
@@ -485,6 +486,15 @@ def schedule_linear(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t: Te
         if index not in hoisted:
             order.append(op)
     return iter(order)
+
+
+def _apart_base(cfg: AccelConfig, plan: LinearPlan) -> int:
+    """The first SPAD row of a plan's weight (and output) regions: right after x's region, or
+    the start of the next scratchpad bank (``cfg.spad_banks``) where they still fit, so that each
+    MATMUL reads its weight tile beside its input rows (hw/matmul.py ``weights_apart``)."""
+    bank = cfg.spad_rows // cfg.spad_banks
+    aligned = -(-plan.spad_x_rows // bank) * bank
+    return aligned if aligned + plan.spad_w_rows <= cfg.spad_rows else plan.spad_x_rows
 
 
 def weight_source(cfg: AccelConfig, w_t: TensorSymbol, row: int, rows: int, tile: int) -> dict:
@@ -536,14 +546,15 @@ def _schedule_pipelined(cfg: AccelConfig, plan: LinearPlan, x: TensorSymbol, w_t
     spad_b, acc_b = cfg.spad_row_bytes, cfg.acc_row_bytes
     half = cfg.acc_rows // 2
     w_rows = kt * c
-    out_region = plan.spad_x_rows + plan.w_buffers * w_rows
+    w_base = _apart_base(cfg, plan)
+    out_region = w_base + plan.w_buffers * w_rows
 
     def load(mem, local_addr, rows, dram_addr, dram_stride):
         return Opcode.LOAD, dict(mem=mem, local_addr=local_addr, rows=rows, dram_addr=dram_addr,
                                  dram_stride=dram_stride)
 
     def w_load(t, m_chunk_index):
-        region = plan.spad_x_rows + (m_chunk_index * nt + t) % plan.w_buffers * w_rows
+        region = w_base + (m_chunk_index * nt + t) % plan.w_buffers * w_rows
         return region, (Opcode.LOAD, dict(local_addr=region, rows=w_rows, **weight_source(cfg, w_t, 0, w_rows, t)))
 
     ops = [load(LocalMemory.PARAM, 0, 3 * nt, params.addr, acc_b)]
