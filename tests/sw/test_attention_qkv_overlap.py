@@ -44,15 +44,19 @@ def test_head0_softmaxes_beside_matmuls(deit_block):
     # It LOADs its values (6 tiles, in halves) between its q k.T MATMULs, after its PARAM rows,
     # and the next head's keys and queries (12 tiles) between its attention x V MATMULs.
     assert ops.count(Opcode.LOAD) == 1 + 12 + 12
-    # No REQUANT of q k.T waits for a value LOAD: the array idles only around the SOFTMAXes.
+    # No REQUANT of q k.T waits for a value LOAD: the array idles only around the SOFTMAXes (a
+    # SOFTMAX issued in the gap, or running through it: the MATMULs beside a SOFTMAX, 8 cycles
+    # shorter each since their weights are read beside their inputs, end about 330 cycles before
+    # it, and the REQUANT after them waits for it).
     gaps = []
     last = None
     for i in range(start, stop):
         if spans[i].opcode is Opcode.MATMUL:
             if last is not None and spans[i].start > last + 1:
-                gaps.append((spans[i].start - last - 1, {spans[j].opcode for j in range(prev + 1, i)}))
+                gaps.append((spans[i].start - last - 1, {spans[j].opcode for j in range(prev + 1, i)},
+                             any(s[0] <= last + 1 <= s[1] for s in softmaxes)))
             last, prev = max(last or 0, spans[i].end), i
-    assert all(Opcode.SOFTMAX in ops or gap < 200 for gap, ops in gaps), gaps
+    assert all(Opcode.SOFTMAX in ops or softmax_running or gap < 200 for gap, ops, softmax_running in gaps), gaps
     # Head 0 now takes about as long as head 1 (before: 9,400 cycles more on this block).
     length = {}
     for h in (0, 1):

@@ -21,10 +21,11 @@ def test_first_fc2_step_of_a_group_over_three_tiles(deit_block):
     _, program, spans = deit_block
     start, stop = next((s, e) for s, e, n in program.layers if n == "blocks.0.mlp")
     ops = [decode_fields(program.instructions[i]) for i in range(start, stop)]
-    # fc2's weight LOADs (to bank 1, after the group) per output tile: the first group's first is
-    # 3 tiles (36 rows), its next the group's other 15 (180 rows), then the whole group's (216).
-    half = preset("default").spad_rows // 2
-    w2 = [f["rows"] for op, f in ops if op is Opcode.LOAD and f["mem"] == LocalMemory.SPAD.value and f["local_addr"] >= half]
+    # fc2's weight LOADs (the rows of its 768 x 192 weights, 192 bytes apart in DRAM; fc1's are
+    # 768 apart) per output tile: the first group's first is 3 tiles (36 rows), its next the
+    # group's other 15 (180 rows), then the whole group's (216).
+    w2 = [f["rows"] for op, f in ops
+          if op is Opcode.LOAD and f["mem"] == LocalMemory.SPAD.value and f["dram_stride"] == 192]
     assert w2[:3] == [36, 180, 216]
     assert w2.count(36) == 3                  # the three full groups; not the last (add2's path)
     # No idle array between fc1's and fc2's MATMULs at those groups' ends: every gap between
