@@ -8,7 +8,6 @@ program, conftest's ``deit_two_blocks``)."""
 
 import pytest
 
-from vitaccel.config import preset
 from vitaccel.isa import LocalMemory, Opcode, decode_fields
 
 
