@@ -102,8 +102,7 @@ class Controller(wiring.Component):
       through the second port too); no MATMUL comes while it runs, since the next fetch waits for
       it. A MATMUL is also offered while the matmul engine is busy but ready (the previous
       MATMUL's rows drain through the array, in order, while the next loads: ``hw/matmul.py``;
-      judged from the engine's ``ready_soon``, which rises :attr:`BUSY_LAG` cycles before its
-      ready, so the offer comes in the cycle ready rises). No other instruction is
+      judged like busy, :attr:`BUSY_LAG` cycles after ready rises). No other instruction is
       offered to a busy engine, and every other instruction waits until no engine is busy. So the
       program's effect is that of sequential execution.
     - END waits until no engine is busy, is counted, then ``busy`` falls and ``done`` rises with
@@ -142,9 +141,6 @@ class Controller(wiring.Component):
             "mem": Out(AxiReadSignature(cfg.addr_bits, cfg.bus_bits)),
             **{f"{engine.name.lower()}_{member}": flow for engine in Engine
                for member, flow in (("cmd", Out(engine_cmd_signature())), ("busy", In(1)))},
-            # The matmul engine will be ready for a command BUSY_LAG cycles from now, or is (it
-            # takes its next MATMUL while the previous one drains: hw/matmul.py ready_soon).
-            "matmul_ready_soon": In(1),
             "busy": Out(1),
             "done": Out(1),
             # Bit engine.value - 1: the instruction being decoded or offered is that engine's
@@ -606,11 +602,9 @@ class Controller(wiring.Component):
         offer_ok = Signal()
         m.d.sync += offer_ok.eq(may_offer)
         # The matmul engine takes its next MATMUL while the previous one's rows drain (hw/matmul.py):
-        # its ready, registered like busy, from the engine's announcement BUSY_LAG cycles ahead, so
-        # that the offer comes in the cycle the engine is ready (it falls only when it takes a
-        # command of ours).
+        # its ready, registered like busy (it falls only when it takes a command of ours).
         matmul_ready_r = Signal(name="matmul_ready_r")
-        m.d.sync += matmul_ready_r.eq(self.matmul_ready_soon)
+        m.d.sync += matmul_ready_r.eq(matmul_cmd.ready)
         vector_engines = [_ENGINE_OF[op] for op in VECTOR_OPCODES]
         vector_busy_r = Cat(busy_r[engine] for engine in vector_engines).any()
         with m.If(decoded.is_matmul):

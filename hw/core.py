@@ -170,7 +170,6 @@ class Core(wiring.Component):
             wiring.connect(m, getattr(ctrl, f"{name}_cmd"), engine.cmd)
             m.d.comb += getattr(ctrl, f"{name}_busy").eq(engine.busy)
             m.d.comb += self.engines_busy[Engine[name.upper()].value - 1].eq(engine.busy)
-        m.d.comb += ctrl.matmul_ready_soon.eq(mm.ready_soon)
         m.d.comb += [self.busy.eq(ctrl.busy), self.done.eq(ctrl.done)]
 
         # An engine owns its ports while busy: none uses them in the cycle it accepts a command

@@ -6,7 +6,7 @@ weight load, and a busy time given by :func:`matmul_cycles`, which the performan
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import In
 
 from vitaccel.config import AccelConfig
 
@@ -84,10 +84,6 @@ class MatmulEngine(Engine):
 
     Attributes
     ----------
-    ready_soon : Out(1)
-        ``cmd.ready`` is high, or will be two cycles from now (the controller's
-        :attr:`~vitaccel.hw.controller.Controller.BUSY_LAG`), for the controller's registered
-        verdict to offer the next MATMUL in the cycle the engine is ready.
     cmd, busy
         As :class:`~vitaccel.hw.lib.Engine`, but pipelined: ``cmd.ready`` rises
         :func:`matmul_issue_cycles` cycles after acceptance, once the command's scratchpad reads are
@@ -153,8 +149,7 @@ class MatmulEngine(Engine):
         self._dsp_sites = dsp_sites
         self._cfg = checked_config(cfg)
         wiring.Component.__init__(self, {**engine_members(self._cfg, "spad_rd", "acc_rd", "acc_wr"),
-                                         "spad_wrd": In(local_port_signature(self._cfg, "spad_rd")),
-                                         "ready_soon": Out(1)})
+                                         "spad_wrd": In(local_port_signature(self._cfg, "spad_rd"))})
         assert APART_LEAD >= 3, "the engine decides weights_apart in the lead's first three cycles"
         if cfg.rows < self.ACC_READ_AHEAD - 1:
             raise ValueError(f"rows={cfg.rows}: the pipelined matmul engine needs at least {self.ACC_READ_AHEAD - 1} "
@@ -256,14 +251,6 @@ class MatmulEngine(Engine):
             m.d.sync += [busy_left.eq(busy_left - 1), busy.eq(busy_left != 1)]
 
         streaming = fsm.ongoing("STREAM")
-        # ready_soon: cmd.ready is high now or will be within two cycles, and stays high until
-        # then: the FSM finishes in this cycle or the next (a long command's last two input rows,
-        # a short one's last two cycles of STREAM and HOLD).
-        m.d.comb += self.ready_soon.eq(
-            fsm.ongoing("IDLE")
-            | (streaming & ~short & (last | (left == 1)))
-            | (streaming & short & last & (hold == 1))
-            | (fsm.ongoing("HOLD") & ((hold == 2) | (hold == 1))))
         m.d.comb += [
             self.spad_rd.en.eq(streaming),
             self.spad_rd.addr.eq(spad_addr),

@@ -10,8 +10,7 @@ busy, and no engine takes a
 command while busy (an offer
 that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls)
 but the matmul engine, which takes the next MATMUL ``hw.matmul.matmul_issue_cycles`` after the
-previous one (offered in the cycle it is ready: the engine announces it ahead), while that one's
-rows drain through the array (its weights double-buffered). The model
+previous one, while that one's rows drain through the array (its weights double-buffered). The model
 replays that timeline instruction by instruction with
 
 - **control**: the fetch (one AXI4 burst of ``F = INSTR_BITS / bus_bits`` beats: ``F + L`` cycles
@@ -403,10 +402,8 @@ def _timeline(cfg: AccelConfig, words: list[int], memory: MemoryProfile, mem_lat
             continue
         d = ready
         for engine in (timeline.blockers(op, fields) if op is not Opcode.END else list(timeline.end)):
-            # The controller sees an engine idle BUSY_LAG cycles after its busy falls (END: at once;
-            # the matmul engine's ready for a MATMUL: at once, announced ahead by ready_soon).
-            at_once = op is Opcode.END or (op is Opcode.MATMUL and engine == "matmul")
-            free = timeline.last_in_the_way(op, engine) + 1 + (0 if at_once else Controller.BUSY_LAG)
+            # The controller sees an engine idle BUSY_LAG cycles after its busy falls (END: at once).
+            free = timeline.last_in_the_way(op, engine) + 1 + (Controller.BUSY_LAG if op is not Opcode.END else 0)
             if free > d:
                 waited[timeline.latest[engine][0]] += free - d
                 d = free

@@ -22,9 +22,8 @@ class EngineModel:
     """A stand-in engine: takes a command whenever idle (the engine convention of
     ``hw/interfaces.py``: ``cmd.ready`` is ``~busy``), then stays busy for a while."""
 
-    def __init__(self, which, cmd, busy, log, seed, busy_cycles=(1, 6), soon=None):
+    def __init__(self, which, cmd, busy, log, seed, busy_cycles=(1, 6)):
         self.which, self.cmd, self.busy, self.log = which, cmd, busy, log
-        self.soon = soon        # the matmul engine's ready_soon: here its ready
         self.busy_cycles = busy_cycles
         self.spans = []     # (engine, word, accepting cycle, last busy cycle)
         self.rng = random.Random(seed)
@@ -33,8 +32,6 @@ class EngineModel:
         cycle = 0
         while True:
             ctx.set(self.cmd.ready, 1)
-            if self.soon is not None:
-                ctx.set(self.soon, 1)
             # (Not `until`: a background testbench must not be left inside an async generator.)
             valid = False
             while not valid:
@@ -43,8 +40,6 @@ class EngineModel:
             self.log.append((self.which, word))
             accepted = cycle - 1
             ctx.set(self.cmd.ready, 0)
-            if self.soon is not None:
-                ctx.set(self.soon, 0)
             ctx.set(self.busy, 1)
             for _ in range(self.rng.randint(*self.busy_cycles)):
                 await ctx.tick()
@@ -63,7 +58,6 @@ class MatmulModel(EngineModel):
         taken = []          # (word, accepting cycle, last busy cycle)
         while True:
             ctx.set(self.cmd.ready, int(cycle >= ready_at))
-            ctx.set(self.soon, int(cycle + 2 >= ready_at))
             ctx.set(self.busy, int(cycle <= end))
             _, _, valid, ready, word = await ctx.tick().sample(self.cmd.valid, self.cmd.ready,
                                                                self.cmd.payload.as_value())
@@ -102,7 +96,7 @@ def run_program(words, *, cfg=CFG, latency=(1, 4), cmd_stall=0.3, seed=0, max_cy
     log = []
     models = [(MatmulModel if which is Engine.MATMUL and matmul_timing else EngineModel)(
                   which, getattr(ctrl, f"{which.name.lower()}_cmd"), getattr(ctrl, f"{which.name.lower()}_busy"), log,
-                  seed * 10 + i, busy_cycles, ctrl.matmul_ready_soon if which is Engine.MATMUL else None)
+                  seed * 10 + i, busy_cycles)
               for i, which in enumerate(Engine)]
     state = {}
 
