@@ -114,7 +114,7 @@ from vitaccel.numerics import LSQ2_UNIT
 from vitaccel.sw.compile_ops import vector_param_rows
 from vitaccel.sw.compiler import (MAX_ROWS, CompileError, CostModel, check_features, pack_linear_params,
                                   plan_linear, weight_source,
-                                  matmul_interval, requant_features, requant_slot, schedule_linear)
+                                  requant_features, requant_slot, schedule_linear)
 from vitaccel.sw.intvit import IntViT, IntViTError
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
@@ -422,11 +422,11 @@ def _chain_slots(cfg: AccelConfig, costs: list, matmuls: int, rows: int, first: 
     """After which of a tile's ``matmuls`` MATMULs of ``rows`` rows (0-based) to place each of a
     chain of side instructions of ``costs`` cycles, each waiting for the one before (the DMA, the
     REQUANT and the vector engines take no command while another of them is busy): the first after
-    MATMUL ``first``, each next after as many more MATMULs (``matmul_interval`` cycles apart, the
+    MATMUL ``first``, each next after as many more MATMULs (``rows + cfg.rows`` cycles apart, the
     matmul engine's issue rate) as cover the one before, so that none holds up the MATMULs behind
     it. Slots past the last MATMUL are returned as they are: the caller checks the chain fits
     (:func:`_chain_fits`) or clamps them."""
-    issue, slots, at = matmul_interval(cfg, rows), [], first
+    issue, slots, at = rows + cfg.rows, [], first
     for cost in costs:
         slots.append(at)
         at += -(-cost // issue)
@@ -547,7 +547,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
             pieces = {}
             if side is not None:
                 chain = ([(previous[0], cost.requant(cfg, rows))] if previous else []) + side(j)
-                after_load = -(-cost.dma(cfg, loaded, cfg.spad_row_bytes) // matmul_interval(cfg, rows)) if loaded else 0
+                after_load = -(-cost.dma(cfg, loaded, cfg.spad_row_bytes) // (rows + cfg.rows)) if loaded else 0
                 slots = [min(kt - 1, s) for s in
                          _chain_slots(cfg, [cycles for _, cycles in chain], kt, rows, max(int(bool(previous)), after_load))]
             else:
@@ -556,7 +556,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                         and bank(previous[3], previous[3] + previous[2]) == bank(stage, stage + m)):
                     pieces = _store_slots(cfg, kt, rows, previous[2], loaded)
                     if pieces:
-                        slot = min(pieces) - 1 - -(-cost.requant(cfg, previous[2]) // matmul_interval(cfg, rows))
+                        slot = min(pieces) - 1 - -(-cost.requant(cfg, previous[2]) // (rows + cfg.rows))
                 chain, slots = ([(previous[0], 0)] if previous else []), [slot]
             lead = list(x_loads) if x_loads and j == 0 else []
             for _ in range(min(len(lead), max(2, len(lead) - (kt - 1)))):
@@ -600,7 +600,7 @@ def _store_slots(cfg: AccelConfig, matmuls: int, rows: int, stored: int, loaded_
     enough for the MATMUL in flight to cover it (a STORE holds up the next fetch until it ends,
     docs/architecture.md); the REQUANT itself after the MATMULs that cover the weight LOAD issued
     before them (``loaded_rows``; it needs the DMA idle). Empty if they do not fit."""
-    cost, issue = CostModel(), matmul_interval(cfg, rows)
+    cost, issue = CostModel(), rows + cfg.rows
     budget = issue - 3 * cost.fetch(cfg) - cost.dma_latency
     per = max(1, budget * cfg.bus_bytes // cfg.spad_row_bytes)
     count = -(-stored // per)
@@ -805,7 +805,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         # are in the other bank), where a tile's MATMULs cover the next weight LOAD, the previous
         # tile's REQUANT (if pipelined) and its GELU, one more to spare (with a few short MATMULs,
         # the table's parameter phase once per group costs less).
-        issue = matmul_interval(cfg, m)          # a MATMUL's issue interval (requant_slot)
+        issue = m + cfg.rows                    # a MATMUL's issue interval (requant_slot)
         # A per-tile GELU's cycles as hw/gelu.py gelu_cycles counts them (the table's 256 entries or
         # one parameter read, one beat per vector_lanes elements, a few cycles of latency).
         gelu_cost = (256 if cfg.gelu == "table" else 1) + m * (c // cfg.vector_lanes) + 20
@@ -909,7 +909,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                 if acc_a and beside and tiles.stop == ht:
                     # The last group's steps (reading bank 1) with pass B's first K chunk's LOADs
                     # (to bank 0, x is dead) beside, then (with temps) the REQUANTs.
-                    queue = _SideQueue(matmul_interval(cfg, m))
+                    queue = _SideQueue(m + cfg.rows)
                     ks0 = _fc2_chunks(cfg, m, ht)[0]
                     for kk in ks0:
                         queue.add(lambda kk=kk: _load_tiles(b, (kk - ks0.start) * m, g, 0, m, kk, 1, m), g_load)
@@ -1052,7 +1052,7 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
     # others' MATMULs (a REQUANT runs beside MATMULs into the other ACC bank). As many first
     # tiles as the others' steps in the last chunk cover (their weight LOADs aside), each bank
     # holding its tiles.
-    acc_half, issue = cfg.acc_rows // 2, matmul_interval(cfg, m)
+    acc_half, issue = cfg.acc_rows // 2, m + cfg.rows
     add_cost = _add_cost(cfg, m, c)
     chain = CostModel().requant(cfg, m) + add_cost + len(_store_pieces(cfg, m)) * issue
     step = len(ks_all[-1]) * issue - CostModel().dma(cfg, len(ks_all[-1]) * c, cfg.spad_row_bytes)
@@ -1152,9 +1152,9 @@ def _then(body, after):
 def _store_pieces(cfg: AccelConfig, m: int) -> list[tuple[int, int]]:
     """``(first row, rows)`` of the STOREs of one tile of ``m`` rows beside MATMULs of ``m`` rows:
     a STORE overlaps only the MATMUL in flight (the next fetch waits until it ends), so each
-    piece is short enough for that MATMUL's issue interval (``matmul_interval`` cycles) to cover it
+    piece is short enough for that MATMUL's issue interval (``m + cfg.rows`` cycles) to cover it
     and the next fetch."""
-    most = max(1, (matmul_interval(cfg, m) - 40) * cfg.bus_bytes // cfg.spad_row_bytes)
+    most = max(1, (m + cfg.rows - 40) * cfg.bus_bytes // cfg.spad_row_bytes)
     count = _ceil(m, most)
     size = _ceil(m, count)
     return [(r0, min(size, m - r0)) for r0 in range(0, m, size)]
@@ -1187,7 +1187,7 @@ def _add1_beside_fits(cfg: AccelConfig, m: int, d: int, attn_cols: int) -> bool:
     instructions (:func:`_add1_costs`) covered by the next tile's MATMULs."""
     c, half = cfg.cols, cfg.spad_rows // 2
     dt, at = _ceil(d, c), _ceil(attn_cols, c)
-    after_load = -(-CostModel().dma(cfg, at * c, cfg.spad_row_bytes) // matmul_interval(cfg, m))
+    after_load = -(-CostModel().dma(cfg, at * c, cfg.spad_row_bytes) // (m + cfg.rows))
     return (dt > 1 and m <= cfg.acc_rows // 2
             and (dt + 1) * m <= half and half + at * m + 2 * at * c <= cfg.spad_rows
             and 3 * dt + 1 <= cfg.param_rows

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from vitaccel.config import FEATURES, AccelConfig
-from vitaccel.hw.matmul import matmul_issue_cycles
 from vitaccel.isa import INSTR_BYTES, LocalMemory, Opcode, encode, encode_program
 from vitaccel.sw.program import TENSOR_ALIGN, Program, TensorSymbol
 
@@ -513,22 +512,14 @@ def weight_source(cfg: AccelConfig, w_t: TensorSymbol, row: int, rows: int, tile
                 dram_stride=w_t.row_stride)
 
 
-def matmul_interval(cfg: AccelConfig, rows: int) -> int:
-    """The compiler's estimate of the cycles from one MATMUL of ``rows`` rows to the next in a
-    stream (the matmul engine's issue interval, ``hw.matmul.matmul_issue_cycles``): with more than
-    two scratchpad banks the weights are mostly apart from the inputs, and the shorter interval is
-    the safe one, since side work is placed for MATMULs to cover."""
-    return matmul_issue_cycles(cfg, rows, apart=cfg.spad_banks > 2)
-
-
 def requant_slot(cfg: AccelConfig, matmuls: int, rows: int, loaded_rows: int) -> int:
     """After which of a tile's ``matmuls`` MATMULs of ``rows`` rows (0-based) to place the previous
     tile's REQUANT, so that it runs beside the later ones: it needs the DMA idle, so after those
-    that cover a LOAD of ``loaded_rows`` SPAD rows issued before them (``matmul_interval`` cycles
+    that cover a LOAD of ``loaded_rows`` SPAD rows issued before them (``rows + cfg.rows`` cycles
     each, the matmul engine's issue rate), after the second at the least (the previous tile's
     MATMULs must have drained from its accumulator bank), and otherwise as late as the MATMULs
     after it still cover the REQUANT (:class:`CostModel` cycles)."""
-    issue, cost = matmul_interval(cfg, rows), CostModel()
+    issue, cost = rows + cfg.rows, CostModel()
     after_load = -(-cost.dma(cfg, loaded_rows, cfg.spad_row_bytes) // issue) if loaded_rows else 0
     # As late as still leaves MATMULs enough (and one more) to cover the REQUANT itself: the LOAD
     # ahead of it may take longer than on-chip memory's (external memory), and the REQUANT waits
