@@ -68,7 +68,7 @@ def test_dsp_model():
 
 
 def test_fit_error_names_dsps():
-    big = dataclasses.replace(preset("default"), rows=16, cols=16).validate()
+    big = dataclasses.replace(preset("default"), rows=16, cols=16, vector_lanes=4).validate()
     with pytest.raises(FitError, match=r"needs 264 MULT18X18D DSPs \(256 for the 16x16 array, 8 for 4 requant "
                                        r"lanes, 0 for 4 vector lanes\) but the LFE5U-85F-6BG381C has 156"):
         check_fit("ulx3s-85f", big)
@@ -87,7 +87,7 @@ def test_fit_error_names_block_ram():
 
 def test_build_checks_fit_before_anything(tmp_path):
     with pytest.raises(FitError):
-        build("ulx3s-85f", dataclasses.replace(preset("default"), rows=16, cols=16).validate(), tmp_path / "x")
+        build("ulx3s-85f", dataclasses.replace(preset("default"), rows=16, cols=16, vector_lanes=4).validate(), tmp_path / "x")
     assert not list(tmp_path.iterdir())
 
 
