@@ -132,7 +132,9 @@ def test_fc2_requants_run_beside_matmuls(deit_blocks):
         matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
         requants = [(spans[i].start, spans[i].end) for i in _ops(program, layer, Opcode.REQUANT)]
         alone[layer] = sum(sum(_overlap(r, mm) for mm in matmuls) < 0.9 * (r[1] - r[0] + 1) for r in requants)
-    assert alone == {"blocks.0.mlp": 1, "blocks.0.fc2": 5}
+    # (fc1 has one more REQUANT alone since its MATMULs read their weights beside their inputs:
+    # 8 cycles shorter each, they no longer cover it.)
+    assert alone == {"blocks.0.mlp": 2, "blocks.0.fc2": 5}
 
 
 def test_gelu_stores_run_beside_matmuls(deit_blocks):
