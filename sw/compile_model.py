@@ -418,6 +418,15 @@ def _split_stream(b: _Builder, region: int, near: tuple, w_sym: TensorSymbol, kt
         body(region + j % 2 * k0)
 
 
+def _weight_row(split, j: int, tiles: int, kk: int, addr: int, c: int) -> int:
+    """The SPAD row of K tile ``kk``'s weights of output tile ``j`` (``tiles`` K tiles, ``c`` rows
+    each, from ``addr``), or with ``split = (first, base)`` for the tiles from ``first`` on, in the
+    two alternating regions at ``base`` (output tile ``j``'s parity picks the region)."""
+    if split and kk >= split[0]:
+        return split[1] + j % 2 * (tiles - split[0]) * c + (kk - split[0]) * c
+    return addr + kk * c
+
+
 def _chain_slots(cfg: AccelConfig, costs: list, matmuls: int, rows: int, first: int) -> list[int]:
     """After which of a tile's ``matmuls`` MATMULs of ``rows`` rows (0-based) to place each of a
     chain of side instructions of ``costs`` cycles, each waiting for the one before (the DMA, the
@@ -562,8 +571,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
             for _ in range(min(len(lead), max(2, len(lead) - (kt - 1)))):
                 lead.pop(0)()
             for kk in range(kt):
-                w_at = (near[1] + j % 2 * (kt - near[0]) * c + (kk - near[0]) * c if near and kk >= near[0]
-                        else addr + kk * c)
+                w_at = _weight_row(near, j, kt, kk, addr, c)
                 b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=rows,
                        accumulate=int(kk > 0))
                 while kk == 0 and late:
@@ -959,8 +967,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     at_mm = [requant_slot(cfg, dt, m, loaded)] * len(previous)
                 order = [*range(split[0], dt), *range(split[0])] if split else range(dt)
                 for i, kk in enumerate(order):
-                    w_at = (split[1] + j % 2 * (dt - split[0]) * c + (kk - split[0]) * c if split and kk >= split[0]
-                            else addr + kk * c)
+                    w_at = _weight_row(split, j, dt, kk, addr, c)
                     b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=m,
                            accumulate=int(i > 0))
                     while i == 0 and late_loads:

@@ -5,15 +5,12 @@ instruction spans, and the ISA simulator's logits still equal the golden's."""
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
 from vitaccel.config import preset
 from vitaccel.isa import Opcode
-from vitaccel.sw import isasim
 from vitaccel.sw.compile_model import _add1_beside_fits, _add2_beside_fits, compile_model
-from vitaccel.sw.forward import forward, patches, quantize_input
 from vitaccel.sw.perf import estimate
 from vitaccel.sw.quantize import calibrate, quantize
 from vitaccel.sw.vit import VisionTransformer, ViTConfig
@@ -39,15 +36,6 @@ def _layer(program, name):
 def _ops(program, name, opcode):
     start, stop = _layer(program, name)
     return [i for i in range(start, stop) if program.instructions[i] & 0xFF == opcode.value]
-
-
-def _assert_logits(program, iv, seed=7):
-    image = torch.randn((1, iv.config.in_chans, iv.config.img_size, iv.config.img_size),
-                        generator=torch.Generator().manual_seed(seed))
-    tokens = patches(quantize_input(iv, image), iv.config.patch_size)
-    result = isasim.run(program.with_tensors(input=tokens[0]))
-    assert result.ok, result.error
-    assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +77,12 @@ def test_adds_run_beside_matmuls(deit_blocks):
         assert len(_ops(program, f"blocks.1.{add}", Opcode.LOAD)) == 16 + 1
 
 
-def test_adds_beside_equal_golden(deit_blocks):
+def test_adds_beside_equal_golden(deit_blocks, logits_equal_golden):
     iv, program = deit_blocks
-    _assert_logits(program, iv)
+    logits_equal_golden(program, iv, seed=7)
 
 
-def test_adds_beside_with_a_partial_last_tile():
+def test_adds_beside_with_a_partial_last_tile(logits_equal_golden):
     # 200 features (16 whole tiles of 12 and one of 8), 2 heads of 100 (padded to 108): the last
     # tile's ADDs are shorter; 197 tokens as DeiT-Tiny's.
     iv = _random_intvit(ViTConfig(img_size=112, patch_size=8, embed_dim=200, depth=2, num_heads=2, mlp_ratio=4.0),
@@ -103,7 +91,7 @@ def test_adds_beside_with_a_partial_last_tile():
     assert len(_ops(program, "blocks.0.proj", Opcode.ADD)) == 16
     # fc2's first pass's 8 tiles and 4 of its second pass's 9 (its last K chunk is short).
     assert len(_ops(program, "blocks.0.fc2", Opcode.ADD)) == 8 + 4
-    _assert_logits(program, iv, seed=5)
+    logits_equal_golden(program, iv, seed=5)
 
 
 def test_old_adds_where_the_new_do_not_fit(deit_blocks):

@@ -7,16 +7,12 @@ the DeiT-Tiny-shaped program (conftest ``deit_two_blocks``: block 0 computes eve
 
 import dataclasses
 
-import numpy as np
 import pytest
-import torch
 
 from vitaccel.config import preset
 from vitaccel.hw.matmul import weights_apart
 from vitaccel.isa import Opcode, decode_fields
-from vitaccel.sw import isasim
 from vitaccel.sw.compile_model import compile_model
-from vitaccel.sw.forward import forward, patches, quantize_input
 
 
 def _apart(program) -> dict:
@@ -54,22 +50,13 @@ def test_matmuls_apart_per_layer(deit_two_blocks):
     assert apart / total > 0.99, (apart, total)
 
 
-def test_golden_equals_isasim(deit_two_blocks):
+def test_golden_equals_isasim(deit_two_blocks, logits_equal_golden):
     iv, program, _ = deit_two_blocks
-    _assert_logits(iv, program, seed=11)
-
-
-def _assert_logits(iv, program, seed):
-    image = torch.randn((1, iv.config.in_chans, iv.config.img_size, iv.config.img_size),
-                        generator=torch.Generator().manual_seed(seed))
-    tokens = patches(quantize_input(iv, image), iv.config.patch_size)
-    result = isasim.run(program.with_tensors(input=tokens[0]))
-    assert result.ok, result.error
-    assert np.array_equal(program.read_tensor(result.image, "logits"), forward(iv, image))
+    logits_equal_golden(program, iv, seed=11)
 
 
 @pytest.mark.parametrize("banks", [2, 8])
-def test_other_bank_counts(deit_two_blocks, banks):
+def test_other_bank_counts(deit_two_blocks, banks, logits_equal_golden):
     # Two banks (the halves, as tiny): the layouts fall back to the halves' ones, no layer's apart
     # share above the four banks'; eight: the layouts still fit. Both still mean the golden model.
     iv, program, _ = deit_two_blocks
@@ -78,4 +65,4 @@ def test_other_bank_counts(deit_two_blocks, banks):
     if banks == 2:
         counts, fine = _apart(other), _apart(program)
         assert all(fine[layer][0] >= counts[layer][0] for layer in counts)
-    _assert_logits(iv, other, seed=5)
+    logits_equal_golden(other, iv, seed=5)
