@@ -100,7 +100,9 @@ class _Sizes:
         # The serial multiplier's operands: the mean's numerator by m, or rsqrt's (up to 19 bits).
         self.mul_a_bits = max(self.num_bits, 19)
         self.mul_b_bits = max(self.m_bits, 17)
-        self.mul_n_bits = _bits(max(self.k_max, 17))
+        # Its step counter counts single bits (two per step); AILayerNorm's NORM counts its
+        # cycles on it too (twice its steps).
+        self.mul_n_bits = _bits(max(self.k_max, 17, 2 * self.norm_steps if self.ai else 0) + 1)
 
 
 def layernorm_param_signature(cfg: AccelConfig) -> wiring.Signature:
@@ -129,14 +131,21 @@ def _unit_phases(cfg: AccelConfig, length: int, wide: bool = False):
     s = _Sizes(cfg)
     beats = -(-length // s.lanes)
     _, k = row_mean_constants(length, s.frac, s.in_bits if wide else MEAN_FORMAT[cfg.layernorm][1])
-    receive = beats + LayerNormUnit.IN_LATENCY + 1
-    stats = k + 1 + (beats + LayerNormUnit.VAR_LATENCY) + 1
+    # The receive: the beats, the drain into the row sum, the mean's multiply (a load cycle and
+    # its steps) and the hand-over. The statistics: the variance pass, its drain, the hand-over.
+    receive = beats + LayerNormUnit.IN_LATENCY + 1 + serial_steps(k) + 1
+    stats = (beats + LayerNormUnit.VAR_LATENCY) + 1
     if s.ai:
-        # NORM, the seed, then rsqrt's three multiplies of 16, 17 and 17 steps with a load cycle each.
-        return beats, (receive, stats, s.norm_steps + 1 + (1 + 16) + (1 + 17) + (1 + 17) + 1)
+        # NORM, the seed, then rsqrt's three multiplies of 16, 17 and 17 bits with a load cycle each.
+        return beats, (receive, stats, s.norm_steps + 1 + sum(1 + serial_steps(n) for n in (16, 17, 17)) + 1)
     # SEED, then ISQRT_STEPS Newton steps and the factor: a load, a division and an update each.
     seed_steps, q_bits = (s.seed_steps, s.q_bits) if wide or not s.wide else (s.seed_steps8, s.q_bits8)
     return beats, (receive, stats, seed_steps + (ISQRT_STEPS + 1) * (q_bits + 2) + 1)
+
+
+def serial_steps(bits: int) -> int:
+    """Cycles of the unit's serial multiplier for a multiplier of ``bits`` bits (two bits a cycle)."""
+    return max(1, (bits + 1) // 2)
 
 
 def unit_stats_cycles(cfg: AccelConfig, length: int, wide: bool = False) -> int:
@@ -214,7 +223,7 @@ class LayerNormUnit(wiring.Component):
         three inputs below.
     mean_mult, mean_shift : In
         ``m, k = row_mean_constants(length, *MEAN_FORMAT[cfg.layernorm])``: the row mean is
-        ``floor(num * m / 2**k)`` computed in ``k`` cycles.
+        ``floor(num * m / 2**k)`` computed in ``serial_steps(k)`` (``ceil(k / 2)``) cycles.
     narrow : In(3)
         Only with ``cfg.narrow_activations``: the outputs are saturated to ``8 - narrow`` bits
         (:func:`~vitaccel.hw.lib.narrowed`, in the last output stage: same cycles). Held while a
@@ -229,24 +238,24 @@ class LayerNormUnit(wiring.Component):
     -----
     Timing, with the input valid and the output ready whenever the unit wants them. A row goes
     through four stages, each on its own row buffer: the receive (one beat per cycle, sum,
-    :attr:`IN_LATENCY` cycles of drain, a hand-over cycle), the statistics (``k`` cycles for the
-    mean on a serial multiplier; a pass over the row buffer for the variance, :attr:`VAR_LATENCY`
-    cycles of drain; a hand-over cycle), the middle (the per-row arithmetic: the scale; a
+    :attr:`IN_LATENCY` cycles of drain, the mean on a serial multiplier: a load cycle and
+    ``ceil(k / 2)`` steps, a hand-over cycle), the statistics (a pass over the row buffer for the
+    variance, :attr:`VAR_LATENCY` cycles of drain; a hand-over cycle), the middle (the per-row arithmetic: the scale; a
     hand-over cycle) and the output pass, whose first beat appears :attr:`OUT_LATENCY` cycles
     after the pass starts (one beat per cycle). Without waiting, a row's first output beat comes
     ``unit_stats_cycles(cfg, length) + OUT_LATENCY`` cycles after its first input beat
-    (``2 * ceil(length / L) + k + c`` with a constant ``c`` of the variant and ``max_row``, e.g.
-    82 for AILayerNorm at ``max_row`` 1024, 185 for I-LayerNorm). A stage hands a row on only
+    (``2 * ceil(length / L) + ceil(k / 2) + c`` with a constant ``c`` of the variant and
+    ``max_row``, e.g. 58 for AILayerNorm at ``max_row`` 1024, 185 for I-LayerNorm). A stage hands a row on only
     when the next stage is free (the output pass: the row before's last output beat taken), so
     rows follow each other every :func:`unit_row_cycles`, the slowest stage's time (AILayerNorm
-    at 192 channels: the statistics, ``ceil(length / L) + k + 11``; I-LayerNorm: the middle),
+    at 192 channels: the receive, ``ceil(length / L) + ceil(k / 2) + 5``; I-LayerNorm: the middle),
     once in step; :func:`unit_schedule` gives every row's cycles. With gaps in the input or
     back-pressure on the output the passes wait; the statistics and the middle take the same
     cycles.
 
     Per-row arithmetic (fixed cycle counts, independent of the data): AILayerNorm normalizes ``Q``
     two bits per cycle (``max((Qbits - 15) >> 1, 7)`` cycles) and runs rsqrt's three multiplies on
-    the serial multiplier (16, 17, 17 cycles); I-LayerNorm finds the leading-one seed two bits per
+    the serial multiplier (8, 9, 9 cycles); I-LayerNorm finds the leading-one seed two bits per
     cycle, then each of the ``ISQRT_STEPS`` Newton steps and the factor are one restoring division
     (23 quotient bits for ``max_row <= 1024``).
 
@@ -362,27 +371,34 @@ def _chain(m, first, stages, name, en=None):
 
 
 class _SerialMultiplier:
-    """A sequential shift-add multiplier of the unit (the statistics' for the mean, the middle's for
-    rsqrt), added to ``m``: ``acc <- (acc + (b & 1) * a) >> 1`` in every cycle, ``n`` steps after a
-    load give ``acc = floor((c + a*b) / 2**n)`` for ``b < 2**n``.
+    """A sequential shift-add multiplier of the unit (the receive's for the mean, the middle's for
+    rsqrt), added to ``m``, two bits of ``b`` a cycle: ``acc <- (acc + (b & 3) * a) >> 2`` in every
+    cycle, :func:`serial_steps` ``(n)`` steps after a load give ``acc = floor((c + a*b) / 2**n)``
+    for ``b < 2**n`` (an odd ``n`` loads ``2c`` and ``2b``: the same quotient over ``2**(n+1)``).
 
     Its users load it (:meth:`load`, from an FSM state: a later assignment than the step) and
-    wait for the last step (:meth:`wait`); a product is read in the cycle after it. ``last``
-    (``n <= 1``, registered) also times AILayerNorm's NORM."""
+    wait for the last step (:meth:`wait`); a product is read in the cycle after it. ``n`` counts
+    the bits left (two a step) and ``last`` (``n <= 2``, registered) flags the last step; they
+    also time AILayerNorm's NORM (loaded with twice its cycles)."""
 
     def __init__(self, m, s, name="mul"):
         self._m = m
         self.acc = Signal(max(s.mul_a_bits, 17) + 1, name=f"{name}_acc")
         self.a = Signal(s.mul_a_bits, name=f"{name}_a")
-        self.b = Signal(s.mul_b_bits, name=f"{name}_b")
+        self.b = Signal(s.mul_b_bits + 1, name=f"{name}_b")
         self.n = Signal(s.mul_n_bits, name=f"{name}_n")
         self.last = Signal(name=f"{name}_last")
-        m.d.sync += [self.acc.eq((self.acc + Mux(self.b[0], self.a, 0)) >> 1), self.b.eq(self.b >> 1),
-                     self.n.eq(self.n - 1), self.last.eq(self.n <= 2)]
+        m.d.sync += [self.acc.eq((self.acc + Mux(self.b[0], self.a, 0) + Mux(self.b[1], self.a << 1, 0)) >> 2),
+                     self.b.eq(self.b >> 2), self.n.eq(self.n - 2), self.last.eq(self.n <= 4)]
 
     def load(self, a, b, n, c=0):
         """Statements that start ``floor((c + a*b) / 2**n)``."""
-        return [self.acc.eq(c), self.a.eq(a), self.b.eq(b), self.n.eq(n), self.last.eq(n <= 1)]
+        if isinstance(n, int):
+            odd = n & 1
+            return [self.acc.eq(c << odd), self.a.eq(a), self.b.eq(b << odd), self.n.eq(n), self.last.eq(n <= 2)]
+        odd = n[0]
+        return [self.acc.eq(Mux(odd, c << 1, c)), self.a.eq(a), self.b.eq(Mux(odd, b << 1, b)), self.n.eq(n),
+                self.last.eq(n <= 2)]
 
     def wait(self, next_state):
         """In a state waiting for the product: to ``next_state`` after the last step."""
@@ -397,12 +413,12 @@ class _RowControl(Elaboratable):
 
     The receive takes the row into row buffer ``wsel`` (``i.ready`` high in state IN; the
     accepted beat's index ``in_beat`` and lanes in the row ``in_mask``) and waits
-    :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum ``s1``; then, once the statistics
-    stage is idle, hands the row over in one cycle (MEAN_LOAD: the mean's multiply loaded from
-    ``s1``, which ``s1_clear`` zeroes, ``ssel`` from ``wsel``, which moves to the next buffer) and
-    receives the next row. The statistics compute the mean on their serial multiplier (``k``
-    cycles), issue the variance pass's reads of buffer ``ssel`` (``var_reading``: one beat per
-    cycle; ``stat_clear`` zeroes ``stat`` first) and wait :attr:`LayerNormUnit.VAR_LATENCY` cycles
+    :attr:`LayerNormUnit.IN_LATENCY` cycles for the row sum ``s1``, computes the mean on its
+    serial multiplier (MEAN_START loads it from ``s1``, which ``s1_clear`` zeroes; ``ceil(k / 2)``
+    steps); then, once the statistics stage is idle, hands the row over in one cycle (MEAN_LOAD:
+    ``mean``, ``ssel`` from ``wsel``, which moves to the next buffer; ``stat_clear`` zeroes
+    ``stat``) and receives the next row. The statistics issue the variance pass's reads of buffer
+    ``ssel`` (``var_reading``: one beat per cycle) and wait :attr:`LayerNormUnit.VAR_LATENCY` cycles
     for ``stat``; then, once the middle is idle, hand the row over in one cycle (STAT_LOAD:
     ``stat`` into the middle's registers, ``mean_m``, ``msel``). The middle computes the row's
     scale (AILayerNorm: rsqrt of ``Q`` with its shift, on a second serial multiplier; I-LayerNorm:
@@ -536,20 +552,15 @@ class _RowControl(Elaboratable):
                     m.next = "IDLE"
         m.d.comb += mid_idle.eq(middle.ongoing("IDLE"))
 
-        # The statistics: a row's mean and variance pass, from the receive's hand-over (`hand_in`,
-        # which loads the mean's multiply) to STAT_LOAD, which hands the statistic to the middle.
+        # The statistics: a row's variance pass, from the receive's hand-over (`hand_in`, which
+        # gives it the row's mean and starts the pass) to STAT_LOAD, which hands the statistic
+        # to the middle.
         hand_in = Signal()
         stats_idle = Signal()
         with m.FSM(name="stats") as stats:
             with m.State("IDLE"):
                 with m.If(hand_in):
-                    m.next = "MEAN_MUL"
-            with m.State("MEAN_MUL"):
-                mul.wait("MEAN_DONE")
-            with m.State("MEAN_DONE"):
-                m.d.comb += self.stat_clear.eq(1)
-                m.d.sync += [self.mean.eq(mul.acc - offset), *start_pass()]
-                m.next = "VAR"
+                    m.next = "VAR"
             with m.State("VAR"):
                 m.d.comb += self.var_reading.eq(issue_more)
                 with m.If(issue_more):
@@ -583,15 +594,23 @@ class _RowControl(Elaboratable):
                 # The last beat's values reach s1 IN_LATENCY cycles after it is accepted.
                 m.d.sync += in_drain.eq(in_drain + 1)
                 with m.If(in_drain == LayerNormUnit.IN_LATENCY - 1):
-                    m.next = "MEAN_LOAD"
+                    m.next = "MEAN_START"
+            with m.State("MEAN_START"):
+                # The mean's multiply starts from s1 (cleared for the next row).
+                m.d.comb += self.s1_clear.eq(1)
+                m.d.sync += mul.load((self._s1 << (s.frac + 1)) + len_term, unit.mean_mult, unit.mean_shift)
+                m.next = "MEAN_MUL"
+            with m.State("MEAN_MUL"):
+                mul.wait("MEAN_LOAD")
             with m.State("MEAN_LOAD"):
-                # Once the statistics are idle: the mean's multiply starts from s1 (cleared), the
-                # row buffer goes to the statistics, and the next row is received into the next.
+                # The product held; once the statistics are idle: the mean and the row buffer go
+                # to the statistics (its variance pass starts, `stat` cleared), and the next row is
+                # received into the next buffer.
+                m.d.sync += mul.acc.eq(mul.acc)
                 with m.If(stats_idle):
-                    m.d.comb += [hand_in.eq(1), self.s1_clear.eq(1)]
-                    m.d.sync += [*mul.load((self._s1 << (s.frac + 1)) + len_term, unit.mean_mult,
-                                           unit.mean_shift), self.ssel.eq(self.wsel), self.wsel.eq(self.wsel + 1),
-                                 in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
+                    m.d.comb += [hand_in.eq(1), self.stat_clear.eq(1)]
+                    m.d.sync += [self.mean.eq(mul.acc - offset), *start_pass(), self.ssel.eq(self.wsel),
+                                 self.wsel.eq(self.wsel + 1), in_beat.eq(0), in_first.eq(1), in_ready.eq(1)]
                     m.next = "IN"
         return m
 
@@ -604,7 +623,7 @@ class _RowControl(Elaboratable):
         y0 = Signal(16)
         seed = Array(Const(int(RSQRT_SEED[i - 16]) if i >= 16 else 0, 16) for i in range(64))
         stat = self._stat
-        stat_load = [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul.n.eq(s.norm_steps),
+        stat_load = [u.eq(Mux(stat == 0, U_LO, stat)), j.eq(0), mul.n.eq(2 * s.norm_steps),
                      mul.last.eq(s.norm_steps <= 1)]
         with m.State("NORM"):
             # u = Q >> 2j (or Q << -2j) in [2**14, 2**16): two bits per cycle.

@@ -15,7 +15,7 @@ from amaranth.back import verilog
 
 from vitaccel.config import preset
 from vitaccel.hw.layernorm import (LayerNormEngine, LayerNormUnit, layernorm_cycles, unit_drain_cycles,
-                                   unit_row_cycles, unit_schedule, unit_stats_cycles)
+                                   serial_steps, unit_row_cycles, unit_schedule, unit_stats_cycles)
 from vitaccel.hw.memories import READ_LATENCY
 from vitaccel.isa import Opcode, encode
 from vitaccel.sw import layernorm as ln
@@ -139,19 +139,21 @@ def test_cycle_formula():
     assert (LayerNormUnit.IN_LATENCY, LayerNormUnit.VAR_LATENCY, LayerNormUnit.OUT_LATENCY) == (3, 8, 15)
     assert layernorm_cycles(cfg, 0, 192) == layernorm_cycles(cfg, 197, 0) == 0
     # AILayerNorm at max_row 1024: the receive and variance passes of 48 beats, k = 33 for the
-    # mean, 82 cycles of the rest (4 in the receive, 10 in the statistics, 68 in the middle:
-    # rsqrt); the statistics stage (k, the variance pass, its hand-over and the idle cycle) sets
-    # the row period, the other stages overlap it.
-    assert unit_stats_cycles(cfg, 192) == 2 * 48 + 33 + 82
-    assert unit_row_cycles(cfg, 192) == 48 + 33 + 11
+    # mean (17 cycles of the serial multiplier, two bits a cycle), 58 cycles of the rest (5 in the
+    # receive: the drain, the multiply's load, the hand-over; 9 in the statistics; 44 in the
+    # middle: rsqrt); the receive (the beats, the mean, 5) sets the row period, the other stages
+    # overlap it.
+    assert serial_steps(33) == 17 and serial_steps(16) == 8 and serial_steps(1) == 1
+    assert unit_stats_cycles(cfg, 192) == 2 * 48 + 17 + 58
+    assert unit_row_cycles(cfg, 192) == 48 + 17 + 5
     assert unit_drain_cycles(cfg, 192) == 48 + LayerNormUnit.OUT_LATENCY
     assert READ_LATENCY == 4
     assert layernorm_cycles(cfg, 197, 192) == (4 * 48 + READ_LATENCY + 2 + unit_stats_cycles(cfg, 192)
                                                + 196 * unit_row_cycles(cfg, 192) + 48 + 15)
-    assert layernorm_cycles(cfg, 197, 192) == 18_504
+    assert layernorm_cycles(cfg, 197, 192) == 14_152
     # I-LayerNorm: the middle (the integer square root and the factor, 171 cycles) is the slowest.
     ilnorm = dataclasses.replace(cfg, layernorm="i_layernorm")
-    assert unit_stats_cycles(ilnorm, 192) == 2 * 48 + 26 + 185
+    assert unit_stats_cycles(ilnorm, 192) == 2 * 48 + 13 + 185
     assert unit_row_cycles(ilnorm, 192) == 171 + 1
 
 
