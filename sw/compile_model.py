@@ -1579,7 +1579,10 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
     and the next head's key and query LOADs wait until chunk y's MATMULs (which wait for chunk y's
     SOFTMAX: they read its logits), between which they are placed; STORE the outputs, or (where
     :func:`_defers`) leave them to the next head, which STOREs them in pieces beside its q k.T
-    MATMULs (``have`` holds ``("stores", SPAD row, head)``), the rest before its first SOFTMAX."""
+    MATMULs (``have`` holds ``("stores", SPAD row, head)``), the rest before its first SOFTMAX.
+    The last head (where :func:`_tail_outputs`) REQUANTs its outputs over chunk x's dead logits
+    and STOREs them in pieces beside chunk y's attention x V MATMULs, with the previous head's
+    pieces that those leave a bank for (:func:`_late_piece`) instead of before its first SOFTMAX."""
     cfg, c = b.cfg, b.cfg.cols
     a = block.attn
     t = qkv.rows
@@ -1660,6 +1663,12 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
         size = _ceil(t, count)
         pieces += [_Piece(b, o, out, t, g * dt + j, r0, min(size, t - r0), j) for j in range(dt)
                    for r0 in range(0, t, size)]
+    # The last head (_tail_outputs): those pieces that chunk y's attention x V MATMULs leave a
+    # bank for, over rows this head no longer writes after its q k.T, wait for those MATMULs
+    # (where its own STOREs leave the array side work to spare), the others go first.
+    tail = nxt is None and _tail_outputs(cfg, lay, t, dt, tt)
+    late = [piece for piece in pieces if tail and _late_piece(cfg, lay, piece, t, dt, tt)]
+    pieces = [piece for piece in pieces if all(piece is not other for other in late)]
     pending = []
     for kt in range(tt):
         acc = kt % 2 * acc_half
@@ -1709,13 +1718,16 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
     for j in range(dt):
         for kt in range(tt):
             av(lay.lx, nx, 0, j, kt)()
+    # The last head: its outputs over chunk x's logits where _tail_outputs allows, STOREd there
+    # in pieces beside chunk y's attention x V MATMULs (and the previous head's late pieces).
+    o = lay.lx if tail else lay.o
     side = [(cost.requant(cfg, n), functools.partial(
-                b.emit, Opcode.REQUANT, acc_addr=acc_of(j, r0), spad_addr=lay.o + j * t + r0, rows=n, param_addr=4,
-                row_shift=int(not (b.log2 or twin)), exp_addr=exp, **b.attn_narrow), j % 2, j if r0 else -1)
+                b.emit, Opcode.REQUANT, acc_addr=acc_of(j, r0), spad_addr=o + j * t + r0, rows=n, param_addr=4,
+                row_shift=int(not (b.log2 or twin)), exp_addr=exp, **b.attn_narrow), j % 2, j if r0 else -1, (j, r0))
             for r0, n, exp in ((0, nx, exp_x), (nx, ny, exp_y)) for j in range(dt)]
     if nxt is not None:
-        side += [(*load(nxt.k + i * tp, k_tile + dt + i), None, -1) for i in range(dt)]
-        side += [(*load(nxt.q + i * t, q_tile + dt + i), None, -1) for i in range(dt)]
+        side += [(*load(nxt.k + i * tp, k_tile + dt + i), None, -1, None) for i in range(dt)]
+        side += [(*load(nxt.q + i * t, q_tile + dt + i), None, -1, None) for i in range(dt)]
 
     def eligible(item, g):
         # A REQUANT once its tile is done, beside MATMULs of the other ACC bank that follow one
@@ -1723,14 +1735,92 @@ def _attention_head_split(b: _Builder, block, h: int, qkv: _Tensor, out: _Tensor
         j, kt = divmod(g, tt)
         return item[2] is None or (item[2] != j % 2 and item[3] < j and kt >= 1)
 
-    place([av(lay.ly, ny, nx, j, kt) for j in range(dt) for kt in range(tt)], side,
-          cfg.rows + max(ny, c - 2), 0, eligible)
+    issue_y = cfg.rows + max(ny, c - 2)
+    matmuls = [av(lay.ly, ny, nx, j, kt) for j in range(dt) for kt in range(tt)]
+    if tail:
+        _tail_place(cfg, b, matmuls, side, eligible, issue_y,
+                    _tail_pieces(cfg, b, o, out, t, nx, h * dt, dt, issue_y) + [(None, piece) for piece in late])
+        return frozenset({"split"})
+    place(matmuls, side, issue_y, 0, eligible)
     # The outputs' STOREs: where the next head leaves them alone until its q k.T MATMULs (in
     # the bank those do not read), in pieces beside them; else now.
     if nxt is not None and _defers(cfg, lay, nxt, t, dt, tt):
         return frozenset({"split", ("stores", lay.o, h)})
     _load_tiles(b, lay.o, out, 0, t, h * dt, dt, t, Opcode.STORE)
     return frozenset({"split"})
+
+
+def _tail_outputs(cfg: AccelConfig, lay: _Split, t: int, dt: int, tt: int) -> bool:
+    """Whether a head of layout ``lay`` with no next head can REQUANT its outputs (``dt`` tiles of
+    ``t`` rows) over chunk x's logits, dead once chunk x's attention x V MATMULs have read them:
+    they fit there, and their SPAD banks are none that chunk y's attention x V MATMULs read (its
+    logits and the values), so the outputs' STOREs run beside those MATMULs (issue 21)."""
+    ny, tp = t - lay.nx, tt * cfg.cols
+    return (dt * t <= tt * lay.nx
+            and not _banks(cfg, lay.lx, dt * t) & (_banks(cfg, lay.ly, tt * ny) | _banks(cfg, lay.v, dt * tp)))
+
+
+def _late_piece(cfg: AccelConfig, lay: _Split, piece: "_Piece", t: int, dt: int, tt: int) -> bool:
+    """Whether the previous head's output STORE ``piece`` may wait for the chunk y attention x V
+    MATMULs of a last head of layout ``lay`` (:func:`_tail_outputs`): its rows are in none of the
+    banks those read (chunk y's logits, the values) and apart from chunk y's logits, the only
+    region (besides chunk x's logits, apart by :func:`_defers`) that head writes after its q k.T."""
+    ny, tp = t - lay.nx, tt * cfg.cols
+    row = piece.o + piece.j * piece.t + piece.r0
+    return (not _banks(cfg, row, piece.n) & (_banks(cfg, lay.ly, tt * ny) | _banks(cfg, lay.v, dt * tp))
+            and (row + piece.n <= lay.ly or lay.ly + tt * ny <= row))
+
+
+def _tail_pieces(cfg: AccelConfig, b: _Builder, o: int, out: _Tensor, t: int, nx: int, tile: int, dt: int,
+                 issue: int) -> list[tuple]:
+    """The STORE pieces of a head's ``dt`` output tiles (of ``t`` rows, from SPAD row ``o``, tile
+    ``tile`` of ``out`` on): per tile its chunk x rows ``[0, nx)`` and its chunk y rows, each in
+    pieces short enough for a MATMUL of ``issue`` cycles to cover (a STORE holds up the next fetch
+    until it ends), as ``(REQUANT key (j, r0), piece)``."""
+    cost = CostModel()
+    per = max(1, (issue - 3 * cost.fetch(cfg) - cost.dma_latency) * cfg.bus_bytes // cfg.spad_row_bytes)
+    pieces = []
+    for j in range(dt):
+        for r0, n in ((0, nx), (nx, t - nx)):
+            count = _ceil(n, per)
+            size = _ceil(n, count)
+            pieces += [((j, r0), _Piece(b, o, out, t, tile + j, p0, min(size, r0 + n - p0), j))
+                       for p0 in range(r0, r0 + n, size)]
+    return pieces
+
+
+def _tail_place(cfg: AccelConfig, b: _Builder, matmuls: list, side: list, eligible, issue: int,
+                pieces: list) -> None:
+    """Emit ``matmuls`` with the ``side`` REQUANTs ``(cycles, emitter, bank, tile, key)`` one at a
+    time where ``eligible``, each after the MATMULs that cover the one before, and where none is
+    due a STORE piece of ``pieces`` whose REQUANT has been placed (key None: any time); then the
+    REQUANTs left and the pieces left (each tile's contiguous rest in one STORE)."""
+    done, next_at = {None}, 0
+    for g, matmul in enumerate(matmuls):
+        matmul()
+        if g < next_at:
+            continue
+        item = next((item for item in side if eligible(item, g)), None)
+        if item is not None:
+            side.remove(item)
+            item[1]()
+            done.add(item[4])
+            next_at = g + max(1, _ceil(item[0], issue))
+            continue
+        piece = next((piece for piece in pieces if piece[0] in done), None)
+        if piece is not None:
+            pieces.remove(piece)
+            piece[1]()
+            next_at = g + 1
+    for item in side:
+        item[1]()
+    rest = [piece for _, piece in pieces]
+    while rest:
+        first = rest.pop(0)
+        n = first.n
+        while rest and (rest[0].o, rest[0].j, rest[0].r0) == (first.o, first.j, first.r0 + n):
+            n += rest.pop(0).n
+        dataclasses.replace(first, n=n)()
 
 
 @dataclass(frozen=True)
