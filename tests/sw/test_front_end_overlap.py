@@ -1,0 +1,74 @@
+"""The on-chip front end (issue 21): where block 0 takes the fused schedule and it fits
+(_front_fits; DeiT-Tiny on default), the patch embedding runs K tile by K tile over two M chunks
+with the image's K tiles and the weights LOADed ahead beside the MATMULs, its output REQUANTed
+into x0 at the top of SPAD, the position ADD and x0's STOREs of the first chunk beside the
+second chunk's MATMULs, and x0 left where block 0's norm1 reads it (no LOADs there); shown on the
+performance model's instruction spans, and the ISA simulator's logits still equal the golden's."""
+
+from vitaccel.config import preset
+from vitaccel.isa import Opcode
+from vitaccel.sw.compile_model import _front_fits, compile_model
+
+
+def _overlap(a, b) -> int:
+    """Cycles two inclusive busy spans ``(start, end)`` share."""
+    return max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
+
+
+def _layer(program, name):
+    return next((s, e) for s, e, n in program.layers if n == name)
+
+
+def _ops(program, name, opcode):
+    start, stop = _layer(program, name)
+    return [i for i in range(start, stop) if program.instructions[i] & 0xFF == opcode.value]
+
+
+def test_front_end_layout_fits_deit_tiny():
+    lay = _front_fits(preset("default"), 196, 768, 192, 197, 1)
+    assert lay is not None and (lay.ma, lay.mb, lay.kt, lay.nt) == (98, 98, 64, 16)
+    assert lay.xa == 8192 - 16 * 197        # where block 0's fused norm1 reads x
+    # the rings in SPAD banks 0 and 1, x0 in banks 2 and 3
+    assert lay.xr == 0 and lay.wr == 2048 and lay.xa >= 4096
+    # a chunk's output tiles do not fit half the accumulator: no on-chip front end
+    assert _front_fits(preset("default"), 300, 768, 192, 301, 1) is None
+
+
+def test_front_end_side_work_beside_matmuls(deit_two_blocks):
+    _, program, spans = deit_two_blocks
+    matmuls = [(spans[i].start, spans[i].end) for i in _ops(program, "patch_embed", Opcode.MATMUL)]
+    assert len(matmuls) == 2 * 64 * 16
+
+    def beside(i):
+        return sum(_overlap((spans[i].start, spans[i].end), m) for m in matmuls)
+
+    # Every LOAD of the image's and the weights' K tiles but the first unit's runs beside MATMULs.
+    loads = _ops(program, "patch_embed", Opcode.LOAD)
+    big = [i for i in loads if program.instructions[i] >> 8 and spans[i].end - spans[i].start > 200]
+    assert sum(beside(i) > 0 for i in big) >= len(big) - 3
+    # The first chunk's ADDs and STOREs run beside the second chunk's MATMULs, most of its
+    # REQUANTs beside the last MATMULs of the other ACC bank.
+    for op in (Opcode.ADD, Opcode.STORE):
+        ops = _ops(program, "patch_embed", op)
+        assert len(ops) >= 16 and all(beside(i) > 0 for i in ops), op
+    requants = _ops(program, "patch_embed", Opcode.REQUANT)
+    assert len(requants) >= 16 and sum(beside(i) > 0 for i in requants) >= 16
+    # The array is busy through the patch embedding (a MATMUL of 98 rows every 105 cycles) but
+    # for its start and some of A's REQUANTs (the main schedule: 306k cycles, 95k idle).
+    start, stop = _layer(program, "patch_embed")
+    cycles = spans[stop - 1].end - spans[start].start
+    assert 2 * 64 * 16 * 105 < cycles < 2 * 64 * 16 * 105 + 6_000
+    # Block 0's norm1 LOADs nothing but its PARAM rows: x0 is resident.
+    assert [program.instructions[i] for i in _ops(program, "blocks.0.norm1", Opcode.LOAD)].__len__() == 1
+
+
+def test_golden_equals_isasim(deit_two_blocks, logits_equal_golden):
+    iv, program, _ = deit_two_blocks
+    logits_equal_golden(program, iv, seed=3)
+
+
+def test_fallback_with_keep_intermediates(deit_two_blocks, logits_equal_golden):
+    iv, _, _ = deit_two_blocks
+    program = compile_model(iv, preset("default"), keep_intermediates=True)
+    assert "patch.w_t" in program.symbols and "patch.w_k" not in program.symbols
+    logits_equal_golden(program, iv, seed=4)
