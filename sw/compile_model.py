@@ -2008,8 +2008,10 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                  else blk0.gelu_params)
         if _fused_fits(cfg, t, 1 if len(intvit.blocks) == 1 else t, d, 3 * heads * dhp, heads * dhp,
                        blk0.fc1.weight.shape[0], len(vector_param_rows(cfg, Opcode.GELU, blk0.fc1.weight.shape[0], gelu0))):
+            norm0 = ("blocks.0.norm1", (blk0.norm1.alpha, blk0.norm1.params, narrow["blocks.0.norm1"]))
             front = _front_fits(cfg, vit.num_patches, patches.cols, d, t,
-                                len(vector_param_rows(cfg, Opcode.ADD, d, list(intvit.embed_add))))
+                                len(vector_param_rows(cfg, Opcode.ADD, d, list(intvit.embed_add))),
+                                len(vector_param_rows(cfg, Opcode.LAYERNORM, d, norm0[1])))
     x = b.activation("x0", t, xd, pinned="output")
     b.data.append(("x0", np.concatenate([_stream_bytes(intvit.cls_pos[None], wide), np.zeros((t - 1, xd), np.int8)])))
 
@@ -2017,12 +2019,13 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         pos = b.constant("pos", _stream_bytes(intvit.pos, wide))
         return _Tensor("pos", pos.addr, pos.shape[0], xd, pos.row_stride, (pos.addr, pos.nbytes))
 
-    resident0 = None
+    resident0 = norm0_param = None
     if front is not None:
         # patch_embed and pos_embed on chip, x0 left in SPAD where block 0's norm1 reads it
         pos_t = position()
-        resident0 = _front_end(b, front, (intvit.patch.weight, intvit.patch.bias, intvit.patch.mult,
-                                          intvit.patch.shift), patches, x, pos_t, intvit.embed_add)
+        resident0, norm0_param = _front_end(b, front, (intvit.patch.weight, intvit.patch.bias, intvit.patch.mult,
+                                                       intvit.patch.shift), patches, x, pos_t, intvit.embed_add,
+                                            norm0)
     else:
         with b.layer("patch_embed"):
             pe = _linear(b, "patch", patches, intvit.patch.weight, intvit.patch.bias, intvit.patch.mult,
@@ -2058,8 +2061,14 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
             with b.layer(p + "norm1"):
                 # At the top of SPAD, where the previous add2 left x, out of the attention's way.
                 xl = resident or _spad_in(b, x, cfg.spad_rows - dt * t)
-                _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl,
-                              (blk.norm1.alpha, blk.norm1.params, narrow[p + "norm1"]))
+                if i == 0 and norm0_param is not None:
+                    # The front end normalised x0's rows from 1 + mb on beside its MATMULs, with
+                    # the PARAM rows it LOADed at norm0_param.
+                    b.emit(Opcode.LAYERNORM, src=xl.addr, src2=0, dst=xl.addr, rows=1 + front.mb, length=d,
+                           tile_stride=t, param_addr=norm0_param)
+                else:
+                    _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl,
+                                  (blk.norm1.alpha, blk.norm1.params, narrow[p + "norm1"]))
                 kept(p + "norm1", xl)
             with b.layer(p + "qkv"):
                 qkv = b.activation(p + "qkv", t, 3 * heads * dhp)
@@ -2292,9 +2301,11 @@ class _Front:
     window: int
 
 
-def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows: int) -> _Front | None:
+def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows: int,
+                ln_rows: int = 0) -> _Front | None:
     """The layout of :func:`_front_end` for ``patches`` patches of ``k`` values, ``d`` features and
-    ``t = patches + 1`` tokens (``add_rows``: the position ADD's PARAM rows), or None where it does
+    ``t = patches + 1`` tokens (``add_rows``, ``ln_rows``: the position ADD's and block 0's norm1's
+    PARAM rows), or None where it does
     not fit (the external-memory schedule then): each chunk's output tiles in ACC (half of them a
     bank), x0 at the top of SPAD in banks the rings (each in a bank of its own) and chunk B's
     position tiles stay out of, the parameter rows in PARAM."""
@@ -2304,7 +2315,7 @@ def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows
     ma = patches - mb
     if t != patches + 1 or ma < 1 or nt < 2 or _ceil(nt, 2) * mb > cfg.acc_rows // 2:
         return None
-    if 3 * nt + add_rows > cfg.param_rows or max(mb, nt * c) > MAX_ROWS:
+    if 3 * nt + add_rows + ln_rows > cfg.param_rows or max(mb, nt * c) > MAX_ROWS:
         return None
     xa = cfg.spad_rows - nt * t
     size = cfg.spad_rows // cfg.spad_banks
@@ -2336,7 +2347,8 @@ def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows
     return _Front(ma, mb, kt, nt, xa, xr, wr, ring, tuple(pos_b), window)
 
 
-def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, pos, embed_add) -> _Local:
+def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, pos, embed_add,
+               norm: tuple | None = None) -> tuple[_Local, int | None]:
     """Layers ``patch_embed`` and ``pos_embed`` on chip (issue 21): x0 left resident from SPAD row
     ``lay.xa`` (where block 0's fused norm1 reads it) and STOREd to ``x`` (rows 1..; row 0, the
     class token's, is in the image and LOADed).
@@ -2349,7 +2361,13 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
     beside the MATMULs. Beside them too, by estimated cycles (:class:`_FrontQueue`): the class
     token's row and pos's tiles LOADed; after A's last MATMULs (the window's K tiles one ACC bank
     at a time) A's REQUANTs into x0, then among B's MATMULs the position ADD of each of A's
-    tiles and its STORE in pieces; after B, B's REQUANTs, ADDs and STOREs (``pos_embed``)."""
+    tiles and its STORE in pieces; after B, B's REQUANTs, ADDs and STOREs (``pos_embed``).
+
+    ``norm = (name, params)``: block 0's norm1 (a LAYERNORM, :func:`_vector_params`' ``params``),
+    whose PARAM rows are LOADed first and whose LAYERNORM of A's rows (in place, after their
+    STOREs) runs beside B's MATMULs too, when the rings are loaded ahead far enough to cover it.
+    Returns x0 on chip and the PARAM row of norm1's parameters (None without ``norm``): norm1 is
+    left to do for x0's rows ``0 .. mb`` only."""
     cfg, c = b.cfg, b.cfg.cols
     weight, bias, mult, shift = patch
     n, k = weight.shape
@@ -2427,6 +2445,7 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
     for j in range(nt):
         q.add(lambda j=j: _load_tiles(b, lay.pos_b[j], pos, 0, mb, j, 1, 0), dma(rows=mb) + 12)
     param = 3 * nt
+    ln_param = param + len(vector_param_rows(cfg, Opcode.ADD, n, [int(v) for v in embed_add]))
 
     def requant(ch, j):
         first, rows = chunks[ch]
@@ -2452,6 +2471,9 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
             if r0 < ma:
                 rows = min(rows, ma - r0)
                 q.add(lambda j=j, r0=r0, rows=rows: store(0, j, r0, rows), dma(rows=rows) + 10, store=True)
+    if norm is not None:
+        q.add(lambda: b.emit(Opcode.LAYERNORM, src=xa + 1 + mb, src2=0, dst=xa + 1 + mb, rows=ma, length=n,
+                             tile_stride=t, param_addr=ln_param), _layernorm_cost(cfg, ma, n))
     for j in [*tiles(0), *tiles(1)]:
         q.add(lambda j=j: requant(1, j), cost.requant(cfg, mb) + 12, bank=int(j >= nb0), after=last_of_tile[1, j])
 
@@ -2459,6 +2481,8 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
         b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3 * nt, dram_addr=p_sym.addr,
                dram_stride=cfg.acc_row_bytes)
         _vector_params(b, "pos_embed", Opcode.ADD, n, [int(v) for v in embed_add], local=param)
+        if norm is not None:
+            _vector_params(b, norm[0], Opcode.LAYERNORM, n, norm[1], local=ln_param)
         parts = [(u, part) for u in range(len(units)) for part in (0, 1)]
         loaded = 0              # LOAD parts emitted
         ready = {}              # unit -> estimated end of its LOADs
@@ -2512,7 +2536,13 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
         for j in range(nt):
             add(1, j)
             store(1, j, 0, mb)
-    return _Local(xa, t, n, nt)
+    return _Local(xa, t, n, nt), (ln_param if norm is not None else None)
+
+
+def _layernorm_cost(cfg: AccelConfig, rows: int, length: int) -> int:
+    """About the cycles of a LAYERNORM of ``rows`` x ``length`` (hw/layernorm.py layernorm_cycles:
+    two passes over each row's beats and a few hundred cycles of latency), on the safe side."""
+    return rows * 2 * _ceil(length, cfg.vector_lanes) + 400
 
 
 class _FrontQueue:

@@ -6,7 +6,7 @@ second chunk's MATMULs, and x0 left where block 0's norm1 reads it (no LOADs the
 performance model's instruction spans, and the ISA simulator's logits still equal the golden's."""
 
 from vitaccel.config import preset
-from vitaccel.isa import Opcode
+from vitaccel.isa import LocalMemory, Opcode, decode_fields
 from vitaccel.sw.compile_model import _front_fits, compile_model
 
 
@@ -43,9 +43,10 @@ def test_front_end_side_work_beside_matmuls(deit_two_blocks):
         return sum(_overlap((spans[i].start, spans[i].end), m) for m in matmuls)
 
     # Every LOAD of the image's and the weights' K tiles but the first unit's runs beside MATMULs.
-    loads = _ops(program, "patch_embed", Opcode.LOAD)
-    big = [i for i in loads if program.instructions[i] >> 8 and spans[i].end - spans[i].start > 200]
-    assert sum(beside(i) > 0 for i in big) >= len(big) - 3
+    loads = [i for i in _ops(program, "patch_embed", Opcode.LOAD)
+             if decode_fields(program.instructions[i])[1]["mem"] == LocalMemory.SPAD.value]
+    big = [i for i in loads if spans[i].end - spans[i].start > 200]
+    assert len(big) >= 2 * 2 * 64 and sum(beside(i) > 0 for i in big) >= len(big) - 2
     # The first chunk's ADDs and STOREs run beside the second chunk's MATMULs, most of its
     # REQUANTs beside the last MATMULs of the other ACC bank.
     for op in (Opcode.ADD, Opcode.STORE):
@@ -58,8 +59,13 @@ def test_front_end_side_work_beside_matmuls(deit_two_blocks):
     start, stop = _layer(program, "patch_embed")
     cycles = spans[stop - 1].end - spans[start].start
     assert 2 * 64 * 16 * 105 < cycles < 2 * 64 * 16 * 105 + 6_000
-    # Block 0's norm1 LOADs nothing but its PARAM rows: x0 is resident.
-    assert [program.instructions[i] for i in _ops(program, "blocks.0.norm1", Opcode.LOAD)].__len__() == 1
+    # Block 0's norm1 LOADs nothing (x0 is resident, its PARAM rows loaded by the front end), and
+    # normalises the class token's and B's rows only: A's LAYERNORM ran beside B's MATMULs.
+    assert not _ops(program, "blocks.0.norm1", Opcode.LOAD)
+    (norm1,) = _ops(program, "blocks.0.norm1", Opcode.LAYERNORM)
+    assert decode_fields(program.instructions[norm1])[1]["rows"] == 1 + 98
+    (early,) = _ops(program, "patch_embed", Opcode.LAYERNORM)
+    assert decode_fields(program.instructions[early])[1]["rows"] == 98 and beside(early) > 9000
 
 
 def test_golden_equals_isasim(deit_two_blocks, logits_equal_golden):
