@@ -2288,7 +2288,8 @@ class _Front:
     for the image's K tiles (from ``xr``, ``mb`` rows a slot) and the weights of one K tile for
     every output tile (from ``wr``, ``nt * cols`` rows a slot), in two SPAD banks x0 does not
     touch; ``pos_b[n]``: the SPAD row of pos's tile ``n`` for chunk B; ``window``: K tiles at
-    the end of A (and at each end of B) whose MATMULs go one ACC bank at a time."""
+    the end of each chunk whose MATMULs go one ACC bank at a time, ``head`` those at the start
+    of B."""
     ma: int
     mb: int
     kt: int
@@ -2299,6 +2300,7 @@ class _Front:
     ring: int
     pos_b: tuple
     window: int
+    head: int
 
 
 def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows: int,
@@ -2342,9 +2344,12 @@ def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows
         return None
     # The REQUANTs of one ACC bank's tiles beside the other bank's MATMULs of the window's K tiles.
     nb0 = _ceil(nt, 2)
-    cover = (nt - nb0) * (ma + 4)
-    window = max(1, min((ring - 1) // 2, kt // 2, _ceil(nb0 * CostModel().requant(cfg, mb) + 40, cover)))
-    return _Front(ma, mb, kt, nt, xa, xr, wr, ring, tuple(pos_b), window)
+    # (A's last K tiles and B's first share the rings.)
+    per = _ceil(CostModel().requant(cfg, mb) + 12, ma + 7)
+    need = _ceil(nb0 * per + 3, nt - nb0)
+    window = max(1, min(need, ring - 5, kt // 2))
+    head = max(1, min(need, ring - 1 - window, kt // 2))
+    return _Front(ma, mb, kt, nt, xa, xr, wr, ring, tuple(pos_b), window, head)
 
 
 def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, pos, embed_add,
@@ -2400,7 +2405,8 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
     order = []
     for ch in range(2):
         us = [u for u in range(len(units)) if units[u][0] == ch]
-        head, body, tail = (us[:w] if ch else []), us[w if ch else 0:kt - w], us[kt - w:]
+        h = lay.head if ch else 0
+        head, body, tail = us[:h], us[h:kt - w], us[kt - w:]
         for group in (head, None, tail):
             if group is None:
                 order += [(u, bank) for u in body for bank in (0, 1)]
@@ -2497,7 +2503,7 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
             loaded += 1
 
         for i, (u, j) in enumerate(mms):
-            issue = rows_of(u) + 4
+            issue = rows_of(u) + 7     # the matmul engine's issue interval (weights apart) and a fetch
 
             def deadline():
                 if loaded >= len(parts):
@@ -2506,13 +2512,20 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
                 rest = sum(part_cost(v, part) for v, part in parts[loaded:loaded + 2] if v == nxt)
                 return q.now + (first_mm[nxt] - i) * issue - rest
 
-            # Prefetch and side work, while the engines are free by estimate. A LOAD into a
-            # ring slot waits until the MATMUL just before it no longer reads the slot.
+            # Prefetch and side work, while the engines are free by estimate: the next units'
+            # LOADs first, then the REQUANTs (their ACC bank is free for a while only), then
+            # the rings filled, then the other side work. A LOAD into a ring slot waits until
+            # the MATMUL just before it no longer reads the slot.
             while True:
                 can_load = loaded < len(parts) and q.free <= q.now and (
                     parts[loaded][0] < lay.ring or last_mm[parts[loaded][0] - lay.ring] < i - 1)
                 ahead = parts[loaded][0] - u if loaded < len(parts) else lay.ring
-                if can_load and ahead < 3:
+                if can_load and ahead < 2:
+                    load_next()
+                    continue
+                if q.banked() and q.offer(i, mms[i:i + 24], nb0, issue, deadline()):
+                    continue
+                if can_load and ahead < lay.ring - 2:
                     load_next()
                     continue
                 if q.offer(i, mms[i:i + 24], nb0, issue, deadline()):
@@ -2561,6 +2574,10 @@ class _FrontQueue:
     def add(self, emit, cost: int, *, bank: int | None = None, after: int = -1, store: bool = False):
         self.items.append((emit, cost, bank, after, store))
         return emit
+
+    def banked(self) -> bool:
+        """Whether the next queued instruction is a REQUANT (of an ACC bank)."""
+        return bool(self.items) and self.items[0][2] is not None
 
     def fixed(self, cost: int) -> int:
         """An instruction of ``cost`` cycles emitted now, waited for by what needs it: its end."""
