@@ -2288,8 +2288,9 @@ class _Front:
     for the image's K tiles (from ``xr``, ``mb`` rows a slot) and the weights of one K tile for
     every output tile (from ``wr``, ``nt * cols`` rows a slot), in two SPAD banks x0 does not
     touch; ``pos_b[n]``: the SPAD row of pos's tile ``n`` for chunk B; ``window``: K tiles at
-    the end of each chunk whose MATMULs go one ACC bank at a time, ``head`` those at the start
-    of B."""
+    the end of A whose MATMULs go one ACC bank at a time, ``head`` those at the start of B,
+    ``tail`` those at the end of B; ``apart``: the output tiles whose position tiles for B are
+    in a bank neither ring is in (their ADDs and STOREs go beside B's last MATMULs)."""
     ma: int
     mb: int
     kt: int
@@ -2301,6 +2302,8 @@ class _Front:
     pos_b: tuple
     window: int
     head: int
+    tail: int
+    apart: frozenset
 
 
 def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows: int,
@@ -2335,13 +2338,12 @@ def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows
         if lo > at:
             gaps.append((at, lo))
         at = max(at, hi)
-    pos_b = []
-    for lo, hi in gaps:
-        while lo + mb <= hi and len(pos_b) < nt:
-            pos_b.append(lo)
-            lo += mb
-    if len(pos_b) < nt:
+    slots = [lo + i * mb for lo, hi in gaps for i in range((hi - lo) // mb)]
+    rings = _banks(cfg, xr, 1) | _banks(cfg, wr, 1)
+    slots.sort(key=lambda lo: bool(_banks(cfg, lo, mb) & rings))         # those apart from the rings first
+    if len(slots) < nt:
         return None
+    pos_b = slots[:nt]
     # The REQUANTs of one ACC bank's tiles beside the other bank's MATMULs of the window's K tiles.
     nb0 = _ceil(nt, 2)
     # (A's last K tiles and B's first share the rings.)
@@ -2349,7 +2351,9 @@ def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows
     need = _ceil(nb0 * per + 3, nt - nb0)
     window = max(1, min(need, ring - 5, kt // 2))
     head = max(1, min(need, ring - 1 - window, kt // 2))
-    return _Front(ma, mb, kt, nt, xa, xr, wr, ring, tuple(pos_b), window, head)
+    apart = frozenset(j for j in range(nb0) if not _banks(cfg, pos_b[j], mb) & rings)
+    return _Front(ma, mb, kt, nt, xa, xr, wr, ring, tuple(pos_b), window, head, max(1, min(ring - 1, kt // 2)),
+                  apart)
 
 
 def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, pos, embed_add,
@@ -2405,7 +2409,7 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
     order = []
     for ch in range(2):
         us = [u for u in range(len(units)) if units[u][0] == ch]
-        h = lay.head if ch else 0
+        h, w = (lay.head, lay.tail) if ch else (0, lay.window)
         head, body, tail = us[:h], us[h:kt - w], us[kt - w:]
         for group in (head, None, tail):
             if group is None:
@@ -2480,8 +2484,16 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
     if norm is not None:
         q.add(lambda: b.emit(Opcode.LAYERNORM, src=xa + 1 + mb, src2=0, dst=xa + 1 + mb, rows=ma, length=n,
                              tile_stride=t, param_addr=ln_param), _layernorm_cost(cfg, ma, n))
-    for j in [*tiles(0), *tiles(1)]:
-        q.add(lambda j=j: requant(1, j), cost.requant(cfg, mb) + 12, bank=int(j >= nb0), after=last_of_tile[1, j])
+    # B's REQUANTs of ACC bank 0 beside its last MATMULs (bank 1's), then the ADDs and STOREs
+    # of those tiles whose position tiles are apart from the rings.
+    for j in tiles(0):
+        q.add(lambda j=j: requant(1, j), cost.requant(cfg, mb) + 12, bank=0, after=last_of_tile[1, j])
+    for j in sorted(lay.apart):
+        q.add(lambda j=j: add(1, j), _add_cost(cfg, mb, c) + 16)
+        for r0, rows in _store_pieces(cfg, mb):
+            q.add(lambda j=j, r0=r0, rows=rows: store(1, j, r0, rows), dma(rows=rows) + 10, store=True)
+    for j in tiles(1):
+        q.add(lambda j=j: requant(1, j), cost.requant(cfg, mb) + 12, bank=1, after=last_of_tile[1, j])
 
     with b.layer("patch_embed"):
         b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3 * nt, dram_addr=p_sym.addr,
@@ -2547,8 +2559,9 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
     with b.layer("pos_embed"):
         q.flush()
         for j in range(nt):
-            add(1, j)
-            store(1, j, 0, mb)
+            if j not in lay.apart:
+                add(1, j)
+                store(1, j, 0, mb)
     return _Local(xa, t, n, nt), (ln_param if norm is not None else None)
 
 
