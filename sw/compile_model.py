@@ -2349,11 +2349,10 @@ def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows
     # (A's last K tiles and B's first share the rings.)
     per = _ceil(CostModel().requant(cfg, mb) + 12, ma + 7)
     need = _ceil(nb0 * per + 3, nt - nb0)
-    window = max(1, min(need, ring - 5, kt // 2))
-    head = max(1, min(need, ring - 1 - window, kt // 2))
+    window = max(0, min(need, ring - 5, kt // 2))
+    head = max(0, min(need, ring - 1 - window, kt // 2))
     apart = frozenset(j for j in range(nb0) if not _banks(cfg, pos_b[j], mb) & rings)
-    return _Front(ma, mb, kt, nt, xa, xr, wr, ring, tuple(pos_b), window, head, max(1, min(ring - 1, kt // 2)),
-                  apart)
+    return _Front(ma, mb, kt, nt, xa, xr, wr, ring, tuple(pos_b), window, head, min(ring - 1, kt // 2), apart)
 
 
 def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, pos, embed_add,
@@ -2405,7 +2404,6 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
 
     # The MATMULs in order: per unit (chunk, K tile) bank 0's output tiles then bank 1's; at the
     # end of each chunk and the start of B, the window's units bank by bank.
-    w = lay.window
     order = []
     for ch in range(2):
         us = [u for u in range(len(units)) if units[u][0] == ch]
@@ -2505,9 +2503,11 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
         loaded = 0              # LOAD parts emitted
         ready = {}              # unit -> estimated end of its LOADs
 
-        def load_next(forced=False):
+        def load_next():
             nonlocal loaded
             u, part = parts[loaded]
+            # The slot's previous unit is done (a window holds fewer units than the ring).
+            assert u < lay.ring or last_mm[u - lay.ring] < i, (u, i)
             load_part(u, part)
             end = q.fixed(part_cost(u, part))
             if part:

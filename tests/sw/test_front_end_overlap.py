@@ -78,3 +78,22 @@ def test_fallback_with_keep_intermediates(deit_two_blocks, logits_equal_golden):
     program = compile_model(iv, preset("default"), keep_intermediates=True)
     assert "patch.w_t" in program.symbols and "patch.w_k" not in program.symbols
     logits_equal_golden(program, iv, seed=4)
+
+
+def test_small_models_golden(logits_equal_golden):
+    # One K tile of patch values (2 x 2 x 3 = 12: no K-tile windows) and a few: the front end on
+    # default, the external-memory schedule on tiny; logits equal the golden's either way.
+    import torch
+
+    from vitaccel.sw.quantize import calibrate, quantize
+    from vitaccel.sw.vit import VisionTransformer, ViTConfig
+    for config in (ViTConfig(img_size=8, patch_size=2, embed_dim=24, depth=1, num_heads=2, num_classes=7),
+                   ViTConfig(img_size=16, patch_size=4, embed_dim=36, depth=2, num_heads=3, num_classes=5)):
+        torch.manual_seed(0)
+        model = VisionTransformer(config).eval()
+        calib = torch.randn((2, 3, config.img_size, config.img_size), generator=torch.Generator().manual_seed(0))
+        iv = quantize(model, calibrate(model, calib))
+        for name, front in (("default", True), ("tiny", False)):
+            program = compile_model(iv, preset(name))
+            assert ("patch.w_k" in program.symbols) == front, (config, name)
+            logits_equal_golden(program, iv, seed=5)
