@@ -2550,12 +2550,11 @@ def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, po
                 load_next()
             ch, kk = units[u]
             if ch == 1 and kk == 0:
-                q.flush(through=requants[0, j], issue=issue)   # A's tile j leaves its ACC rows first
+                q.flush(through=requants[0, j])     # A's tile j leaves its ACC rows first
             q.now = max(q.now, ready[u])
             b.emit(Opcode.MATMUL, a_addr=lay.xr + u % lay.ring * mb, b_addr=lay.wr + u % lay.ring * nt * c + j * c,
                    c_addr=acc(j), rows=rows_of(u), accumulate=int(kk > 0))
             q.matmul(int(j >= nb0), issue, rows_of(u) + 34)
-            q.done = i
     with b.layer("pos_embed"):
         q.flush()
         for j in range(nt):
@@ -2581,7 +2580,7 @@ class _FrontQueue:
     are free and the MATMUL in flight covers it."""
 
     def __init__(self):
-        self.now, self.free, self.items, self.done = 0, 0, [], -1
+        self.now, self.free, self.items = 0, 0, []
         self.bank_end = [0, 0]
 
     def add(self, emit, cost: int, *, bank: int | None = None, after: int = -1, store: bool = False):
@@ -2629,7 +2628,7 @@ class _FrontQueue:
         self.free = start + cost    # a STORE: the next one only after the next MATMUL
         return True
 
-    def flush(self, through=None, issue: int = 0) -> None:
+    def flush(self, through=None) -> None:
         """Emit what is queued, in order (with ``through``: up to that emitter, if still queued)."""
         if through is not None and through not in [item[0] for item in self.items]:
             return
