@@ -2090,24 +2090,48 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         return y
 
     patches = b.activation("input", vit.num_patches, vit.in_chans * vit.patch_size ** 2, pinned="input")
-    with b.layer("patch_embed"):
-        pe = _linear(b, "patch", patches, intvit.patch.weight, intvit.patch.bias, intvit.patch.mult,
-                     intvit.patch.shift)
+    # The on-chip front end (issue 21) where block 0 takes the fused schedule and it fits.
+    front = None
+    if not wide and not b.keep and intvit.blocks:
+        blk0 = intvit.blocks[0]
+        gelu0 = (saturate(blk0.gelu, 8 - narrow["blocks.0.gelu"]).astype(np.int8) if intvit.gelu == "table"
+                 else blk0.gelu_params)
+        if _fused_fits(cfg, t, 1 if len(intvit.blocks) == 1 else t, d, 3 * heads * dhp, heads * dhp,
+                       blk0.fc1.weight.shape[0], len(vector_param_rows(cfg, Opcode.GELU, blk0.fc1.weight.shape[0], gelu0))):
+            norm0 = ("blocks.0.norm1", (blk0.norm1.alpha, blk0.norm1.params, narrow["blocks.0.norm1"]))
+            front = _front_fits(cfg, vit.num_patches, patches.cols, d, t,
+                                len(vector_param_rows(cfg, Opcode.ADD, d, list(intvit.embed_add))),
+                                len(vector_param_rows(cfg, Opcode.LAYERNORM, d, norm0[1])))
     x = b.activation("x0", t, xd, pinned="output")
     b.data.append(("x0", np.concatenate([_stream_bytes(intvit.cls_pos[None], wide), np.zeros((t - 1, xd), np.int8)])))
-    with b.layer("pos_embed"):
-        pos = b.constant("pos", _stream_bytes(intvit.pos, wide))
-        pos_t = _Tensor("pos", pos.addr, pos.shape[0], xd, pos.row_stride, (pos.addr, pos.nbytes))
-        if wide:
-            # The wide ADD's int16 operand is a: pos (int16 in the image), its multiplier swapped with the
-            # patch embedding's (the same sum, so the same result).
-            mult_a, mult_b, shift = (int(v) for v in intvit.embed_add)
-            _vector(b, "pos_embed", Opcode.ADD, [pos_t, pe], x.rows_from(1, t - 1), [mult_b, mult_a, shift], True)
-        else:
-            _vector(b, "pos_embed", Opcode.ADD, [pe, pos_t], x.rows_from(1, t - 1), list(intvit.embed_add))
-        b.release(pe)
 
-    resident = None     # the previous fused add2's result, still in SPAD from row 0
+    def position():
+        pos = b.constant("pos", _stream_bytes(intvit.pos, wide))
+        return _Tensor("pos", pos.addr, pos.shape[0], xd, pos.row_stride, (pos.addr, pos.nbytes))
+
+    resident0 = norm0_param = None
+    if front is not None:
+        # patch_embed and pos_embed on chip, x0 left in SPAD where block 0's norm1 reads it
+        pos_t = position()
+        resident0, norm0_param = _front_end(b, front, (intvit.patch.weight, intvit.patch.bias, intvit.patch.mult,
+                                                       intvit.patch.shift), patches, x, pos_t, intvit.embed_add,
+                                            norm0)
+    else:
+        with b.layer("patch_embed"):
+            pe = _linear(b, "patch", patches, intvit.patch.weight, intvit.patch.bias, intvit.patch.mult,
+                         intvit.patch.shift)
+        with b.layer("pos_embed"):
+            pos_t = position()
+            if wide:
+                # The wide ADD's int16 operand is a: pos (int16 in the image), its multiplier swapped with the
+                # patch embedding's (the same sum, so the same result).
+                mult_a, mult_b, shift = (int(v) for v in intvit.embed_add)
+                _vector(b, "pos_embed", Opcode.ADD, [pos_t, pe], x.rows_from(1, t - 1), [mult_b, mult_a, shift], True)
+            else:
+                _vector(b, "pos_embed", Opcode.ADD, [pe, pos_t], x.rows_from(1, t - 1), list(intvit.embed_add))
+            b.release(pe)
+
+    resident = resident0    # the previous fused add2's result (or the front end's x0), in SPAD
     for i, blk in enumerate(intvit.blocks):
         p = f"blocks.{i}."
         # After the last block's keys and values only the class token's row reaches the head.
@@ -2127,8 +2151,14 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
             with b.layer(p + "norm1"):
                 # At the top of SPAD, where the previous add2 left x, out of the attention's way.
                 xl = resident or _spad_in(b, x, cfg.spad_rows - dt * t)
-                _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl,
-                              (blk.norm1.alpha, blk.norm1.params, narrow[p + "norm1"]))
+                if i == 0 and norm0_param is not None:
+                    # The front end normalised x0's rows from 1 + mb on beside its MATMULs, with
+                    # the PARAM rows it LOADed at norm0_param.
+                    b.emit(Opcode.LAYERNORM, src=xl.addr, src2=0, dst=xl.addr, rows=1 + front.mb, length=d,
+                           tile_stride=t, param_addr=norm0_param)
+                else:
+                    _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl,
+                                  (blk.norm1.alpha, blk.norm1.params, narrow[p + "norm1"]))
                 kept(p + "norm1", xl)
             with b.layer(p + "qkv"):
                 qkv = b.activation(p + "qkv", t, 3 * heads * dhp)
@@ -2338,3 +2368,365 @@ def _head(b: _Builder, head, xn: _Tensor) -> None:
                 b.emit(Opcode.MATMUL, a_addr=x_base + k, b_addr=addr + k * c, c_addr=j, rows=1, accumulate=1)
         b.emit(Opcode.STORE, mem=LocalMemory.ACC, local_addr=0, rows=g,
                dram_addr=logits.addr + g0 * cfg.acc_row_bytes, dram_stride=cfg.acc_row_bytes)
+
+
+@dataclass(frozen=True)
+class _Front:
+    """The on-chip front end's layout (:func:`_front_fits`): the patches in two M chunks, A (the
+    last ``ma`` patches) then B (the first ``mb``), each K-tile-major; x0 resident from SPAD row
+    ``xa`` (tile-major, ``t`` rows a tile, where block 0's norm1 reads it); rings of ``ring`` slots
+    for the image's K tiles (from ``xr``, ``mb`` rows a slot) and the weights of one K tile for
+    every output tile (from ``wr``, ``nt * cols`` rows a slot), in two SPAD banks x0 does not
+    touch; ``pos_b[n]``: the SPAD row of pos's tile ``n`` for chunk B; ``window``: K tiles at
+    the end of A whose MATMULs go one ACC bank at a time, ``head`` those at the start of B,
+    ``tail`` those at the end of B; ``apart``: the output tiles whose position tiles for B are
+    in a bank neither ring is in (their ADDs and STOREs go beside B's last MATMULs)."""
+    ma: int
+    mb: int
+    kt: int
+    nt: int
+    xa: int
+    xr: int
+    wr: int
+    ring: int
+    pos_b: tuple
+    window: int
+    head: int
+    tail: int
+    apart: frozenset
+
+
+def _front_fits(cfg: AccelConfig, patches: int, k: int, d: int, t: int, add_rows: int,
+                ln_rows: int = 0) -> _Front | None:
+    """The layout of :func:`_front_end` for ``patches`` patches of ``k`` values, ``d`` features and
+    ``t = patches + 1`` tokens (``add_rows``, ``ln_rows``: the position ADD's and block 0's norm1's
+    PARAM rows), or None where it does
+    not fit (the external-memory schedule then): each chunk's output tiles in ACC (half of them a
+    bank), x0 at the top of SPAD in banks the rings (each in a bank of its own) and chunk B's
+    position tiles stay out of, the parameter rows in PARAM."""
+    c = cfg.cols
+    kt, nt = _ceil(k, c), _ceil(d, c)
+    mb = _ceil(patches, 2)
+    ma = patches - mb
+    if t != patches + 1 or ma < 1 or nt < 2 or _ceil(nt, 2) * mb > cfg.acc_rows // 2:
+        return None
+    if 3 * nt + add_rows + ln_rows > cfg.param_rows or max(mb, nt * c) > MAX_ROWS:
+        return None
+    xa = cfg.spad_rows - nt * t
+    size = cfg.spad_rows // cfg.spad_banks
+    free = [q for q in range(cfg.spad_banks) if (q + 1) * size <= xa]
+    if xa < 0 or len(free) < 2:
+        return None
+    xr, wr = free[0] * size, free[1] * size
+    ring = min(12, size // mb, size // (nt * c))
+    if ring < 3:
+        return None
+    # Chunk B's position tiles in the rows below x0 the rings leave.
+    taken = sorted([(xr, xr + ring * mb), (wr, wr + ring * nt * c)])
+    gaps, at = [], 0
+    for lo, hi in taken + [(xa, xa)]:
+        if lo > at:
+            gaps.append((at, lo))
+        at = max(at, hi)
+    slots = [lo + i * mb for lo, hi in gaps for i in range((hi - lo) // mb)]
+    rings = _banks(cfg, xr, 1) | _banks(cfg, wr, 1)
+    slots.sort(key=lambda lo: bool(_banks(cfg, lo, mb) & rings))         # those apart from the rings first
+    if len(slots) < nt:
+        return None
+    pos_b = slots[:nt]
+    # The REQUANTs of one ACC bank's tiles beside the other bank's MATMULs of the window's K tiles.
+    nb0 = _ceil(nt, 2)
+    # (A's last K tiles and B's first share the rings.)
+    per = _ceil(CostModel().requant(cfg, mb) + 12, ma + 7)
+    need = _ceil(nb0 * per + 3, nt - nb0)
+    window = max(0, min(need, ring - 5, kt // 2))
+    head = max(0, min(need, ring - 1 - window, kt // 2))
+    apart = frozenset(j for j in range(nb0) if not _banks(cfg, pos_b[j], mb) & rings)
+    return _Front(ma, mb, kt, nt, xa, xr, wr, ring, tuple(pos_b), window, head, min(ring - 1, kt // 2), apart)
+
+
+def _front_end(b: _Builder, lay: _Front, patch, patches: _Tensor, x: _Tensor, pos, embed_add,
+               norm: tuple | None = None) -> tuple[_Local, int | None]:
+    """Layers ``patch_embed`` and ``pos_embed`` on chip (issue 21): x0 left resident from SPAD row
+    ``lay.xa`` (where block 0's fused norm1 reads it) and STOREd to ``x`` (rows 1..; row 0, the
+    class token's, is in the image and LOADed).
+
+    The patch embedding (``patch``: weight, bias, mult, shift) runs K tile by K tile over each
+    M chunk (A: the last ``ma`` patches, then B: the first ``mb``), every output tile of the chunk
+    accumulating in ACC (tiles ``0 .. ceil(nt / 2) - 1`` in bank 0, the others in bank 1); each
+    K tile's image rows and its weights for every output tile (one LOAD each: the weights are
+    stored K tile by K tile, ``patch.w_k``) go to rings of slots in two SPAD banks, LOADed ahead
+    beside the MATMULs. Beside them too, by estimated cycles (:class:`_FrontQueue`): the class
+    token's row and pos's tiles LOADed; after A's last MATMULs (the window's K tiles one ACC bank
+    at a time) A's REQUANTs into x0, then among B's MATMULs the position ADD of each of A's
+    tiles and its STORE in pieces; after B, B's REQUANTs, ADDs and STOREs (``pos_embed``).
+
+    ``norm = (name, params)``: block 0's norm1 (a LAYERNORM, :func:`_vector_params`' ``params``),
+    whose PARAM rows are LOADed first and whose LAYERNORM of A's rows (in place, after their
+    STOREs) runs beside B's MATMULs too, when the rings are loaded ahead far enough to cover it.
+    Returns x0 on chip and the PARAM row of norm1's parameters (None without ``norm``): norm1 is
+    left to do for x0's rows ``0 .. mb`` only."""
+    cfg, c = b.cfg, b.cfg.cols
+    weight, bias, mult, shift = patch
+    n, k = weight.shape
+    ma, mb, kt, nt, xa, t = lay.ma, lay.mb, lay.kt, lay.nt, lay.xa, x.rows
+    half = cfg.acc_rows // 2
+    nb0 = _ceil(nt, 2)
+    w_t = np.zeros((kt * c, nt * c), dtype=np.int8)
+    w_t[:k, :n] = weight.T
+    # K tile kk's weights of every output tile, tile after tile: one LOAD of nt * c SPAD rows,
+    # each row a burst of its own (two K tiles' rows side by side, 2 * cols bytes apart), so that
+    # the instruction fetches go between its bursts (a LOAD of rows back to back is one long burst).
+    w_k = np.zeros((_ceil(kt, 2) * 2, nt * c, c), dtype=np.int8)
+    w_k[:kt] = w_t.reshape(kt, c, nt, c).transpose(0, 2, 1, 3).reshape(kt, nt * c, c)
+    w_k = w_k.reshape(-1, 2, nt * c, c).transpose(0, 2, 1, 3).reshape(-1, 2 * c)
+    w_sym = b.constant("patch.w_k", w_k)
+    p_sym = b.constant("patch.params", pack_linear_params(cfg, bias, mult, shift), "int32", "param")
+    cost = CostModel()
+    chunks = ((mb, ma), (0, mb))        # (first patch, rows) of A and of B
+    units = [(ch, kk) for ch in range(2) for kk in range(kt)]
+
+    def acc(j):
+        return half + (j - nb0) * mb if j >= nb0 else j * mb
+
+    def tiles(bank):
+        return range(nb0, nt) if bank else range(nb0)
+
+    # The MATMULs in order: per unit (chunk, K tile) bank 0's output tiles then bank 1's; at the
+    # end of each chunk and the start of B, the window's units bank by bank.
+    order = []
+    for ch in range(2):
+        us = [u for u in range(len(units)) if units[u][0] == ch]
+        h, w = (lay.head, lay.tail) if ch else (0, lay.window)
+        head, body, tail = us[:h], us[h:kt - w], us[kt - w:]
+        for group in (head, None, tail):
+            if group is None:
+                order += [(u, bank) for u in body for bank in (0, 1)]
+            else:
+                order += [(u, bank) for bank in (0, 1) for u in group]
+    mms = [(u, j) for u, bank in order for j in tiles(bank)]
+    first_mm, last_mm = {}, {}
+    for i, (u, _) in enumerate(mms):
+        first_mm.setdefault(u, i)
+        last_mm[u] = i
+    last_of_tile = {}
+    for i, (u, j) in enumerate(mms):
+        last_of_tile[units[u][0], j] = i
+
+    def rows_of(u):
+        return chunks[units[u][0]][1]
+
+    def part_cost(u, part):
+        return cost.dma(cfg, nt * c if part else rows_of(u), cfg.spad_row_bytes) + 12
+
+    def load_part(u, part):
+        """LOAD unit ``u``'s image K tile (part 0) or its weights (part 1) into its ring slot."""
+        ch, kk = units[u]
+        slot = u % lay.ring
+        if part:
+            b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=lay.wr + slot * nt * c, rows=nt * c,
+                   dram_addr=w_sym.addr + (kk // 2 * nt * c * 2 + kk % 2) * cfg.spad_row_bytes,
+                   dram_stride=w_sym.row_stride)
+        else:
+            b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=lay.xr + slot * mb, rows=rows_of(u),
+                   dram_addr=patches.addr + chunks[ch][0] * patches.stride + kk * cfg.spad_row_bytes,
+                   dram_stride=patches.stride)
+
+    q = _FrontQueue()
+    dma = functools.partial(cost.dma, cfg, row_bytes=cfg.spad_row_bytes)
+    # The class token's row and pos's tiles (A's into the rows B's outputs take later).
+    for j in range(nt):
+        q.add(lambda j=j: b.emit(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=xa + j * t, rows=1,
+                                 dram_addr=x.addr + j * cfg.spad_row_bytes, dram_stride=x.stride), dma(rows=1) + 12)
+    for j in range(nt):
+        q.add(lambda j=j: _load_tiles(b, xa + j * t + 1, pos, mb, ma, j, 1, 0), dma(rows=ma) + 12)
+    for j in range(nt):
+        q.add(lambda j=j: _load_tiles(b, lay.pos_b[j], pos, 0, mb, j, 1, 0), dma(rows=mb) + 12)
+    param = 3 * nt
+    ln_param = param + len(vector_param_rows(cfg, Opcode.ADD, n, [int(v) for v in embed_add]))
+
+    def requant(ch, j):
+        first, rows = chunks[ch]
+        b.emit(Opcode.REQUANT, acc_addr=acc(j), spad_addr=xa + j * t + 1 + first, rows=rows, param_addr=3 * j)
+
+    def add(ch, j):
+        first, rows = chunks[ch]
+        src2 = xa + j * t + 1 if ch == 0 else lay.pos_b[j]
+        b.emit(Opcode.ADD, src=xa + j * t + 1 + first, src2=src2, dst=xa + j * t + 1 + first, rows=rows,
+               length=min(n, (j + 1) * c) - j * c, tile_stride=rows, param_addr=param)
+
+    def store(ch, j, r0, rows):
+        first = chunks[ch][0]
+        _load_tiles(b, xa + j * t + 1 + first + r0, x, 1 + first + r0, rows, j, 1, 0, Opcode.STORE)
+
+    requants = {}
+    for j in [*tiles(0), *tiles(1)]:
+        requants[0, j] = q.add(lambda j=j: requant(0, j), cost.requant(cfg, ma) + 12, bank=int(j >= nb0),
+                               after=last_of_tile[0, j])
+    for j in range(nt):
+        q.add(lambda j=j: add(0, j), _add_cost(cfg, ma, c) + 16)
+        for r0, rows in _store_pieces(cfg, mb):
+            if r0 < ma:
+                rows = min(rows, ma - r0)
+                q.add(lambda j=j, r0=r0, rows=rows: store(0, j, r0, rows), dma(rows=rows) + 10, store=True)
+    if norm is not None:
+        q.add(lambda: b.emit(Opcode.LAYERNORM, src=xa + 1 + mb, src2=0, dst=xa + 1 + mb, rows=ma, length=n,
+                             tile_stride=t, param_addr=ln_param), _layernorm_cost(cfg, ma, n))
+    # B's REQUANTs of ACC bank 0 beside its last MATMULs (bank 1's), then the ADDs and STOREs
+    # of those tiles whose position tiles are apart from the rings.
+    for j in tiles(0):
+        q.add(lambda j=j: requant(1, j), cost.requant(cfg, mb) + 12, bank=0, after=last_of_tile[1, j])
+    for j in sorted(lay.apart):
+        q.add(lambda j=j: add(1, j), _add_cost(cfg, mb, c) + 16)
+        for r0, rows in _store_pieces(cfg, mb):
+            q.add(lambda j=j, r0=r0, rows=rows: store(1, j, r0, rows), dma(rows=rows) + 10, store=True)
+    for j in tiles(1):
+        q.add(lambda j=j: requant(1, j), cost.requant(cfg, mb) + 12, bank=1, after=last_of_tile[1, j])
+
+    with b.layer("patch_embed"):
+        b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3 * nt, dram_addr=p_sym.addr,
+               dram_stride=cfg.acc_row_bytes)
+        _vector_params(b, "pos_embed", Opcode.ADD, n, [int(v) for v in embed_add], local=param)
+        if norm is not None:
+            _vector_params(b, norm[0], Opcode.LAYERNORM, n, norm[1], local=ln_param)
+        parts = [(u, part) for u in range(len(units)) for part in (0, 1)]
+        loaded = 0              # LOAD parts emitted
+        ready = {}              # unit -> estimated end of its LOADs
+
+        def load_next():
+            nonlocal loaded
+            u, part = parts[loaded]
+            # The slot's previous unit is done (a window holds fewer units than the ring).
+            assert u < lay.ring or last_mm[u - lay.ring] < i, (u, i)
+            load_part(u, part)
+            end = q.fixed(part_cost(u, part))
+            if part:
+                ready[u] = end
+            loaded += 1
+
+        for i, (u, j) in enumerate(mms):
+            issue = rows_of(u) + 7     # the matmul engine's issue interval (weights apart) and a fetch
+
+            def deadline():
+                if loaded >= len(parts):
+                    return None
+                nxt = parts[loaded][0]
+                rest = sum(part_cost(v, part) for v, part in parts[loaded:loaded + 2] if v == nxt)
+                return q.now + (first_mm[nxt] - i) * issue - rest
+
+            # Prefetch and side work, while the engines are free by estimate: the next units'
+            # LOADs first, then the REQUANTs (their ACC bank is free for a while only), then
+            # the rings filled, then the other side work. A LOAD into a ring slot waits until
+            # the MATMUL just before it no longer reads the slot.
+            while True:
+                can_load = loaded < len(parts) and q.free <= q.now and (
+                    parts[loaded][0] < lay.ring or last_mm[parts[loaded][0] - lay.ring] < i - 1)
+                ahead = parts[loaded][0] - u if loaded < len(parts) else lay.ring
+                if can_load and ahead < 2:
+                    load_next()
+                    continue
+                if q.banked() and q.offer(i, mms[i:i + 24], nb0, issue, deadline()):
+                    continue
+                if can_load and ahead < lay.ring - 2:
+                    load_next()
+                    continue
+                if q.offer(i, mms[i:i + 24], nb0, issue, deadline()):
+                    continue
+                if can_load:
+                    load_next()
+                    continue
+                break
+            while loaded < len(parts) and parts[loaded][0] <= u:      # the MATMUL waits for it
+                load_next()
+            ch, kk = units[u]
+            if ch == 1 and kk == 0:
+                q.flush(through=requants[0, j])     # A's tile j leaves its ACC rows first
+            q.now = max(q.now, ready[u])
+            b.emit(Opcode.MATMUL, a_addr=lay.xr + u % lay.ring * mb, b_addr=lay.wr + u % lay.ring * nt * c + j * c,
+                   c_addr=acc(j), rows=rows_of(u), accumulate=int(kk > 0))
+            q.matmul(int(j >= nb0), issue, rows_of(u) + 34)
+    with b.layer("pos_embed"):
+        q.flush()
+        for j in range(nt):
+            if j not in lay.apart:
+                add(1, j)
+                store(1, j, 0, mb)
+    return _Local(xa, t, n, nt), (ln_param if norm is not None else None)
+
+
+def _layernorm_cost(cfg: AccelConfig, rows: int, length: int) -> int:
+    """About the cycles of a LAYERNORM of ``rows`` x ``length`` (hw/layernorm.py layernorm_cycles:
+    two passes over each row's beats and a few hundred cycles of latency), on the safe side."""
+    return rows * 2 * _ceil(length, cfg.vector_lanes) + 400
+
+
+class _FrontQueue:
+    """:func:`_front_end`'s side instructions, placed in order among its MATMULs by estimated
+    cycles (as :class:`_SideQueue`): ``now`` the next MATMUL's dispatch, ``free`` the cycle the DMA,
+    REQUANT and vector engines (which take no command while another of them is busy) are free,
+    ``bank_end`` the end of the latest MATMUL in each ACC bank. A REQUANT waits for the MATMULs
+    of its tile (``after``, an index among the MATMULs) and goes only where the MATMULs to come
+    leave its ACC bank alone long enough; a STORE (the next fetch waits for it) where the engines
+    are free and the MATMUL in flight covers it."""
+
+    def __init__(self):
+        self.now, self.free, self.items = 0, 0, []
+        self.bank_end = [0, 0]
+
+    def add(self, emit, cost: int, *, bank: int | None = None, after: int = -1, store: bool = False):
+        self.items.append((emit, cost, bank, after, store))
+        return emit
+
+    def banked(self) -> bool:
+        """Whether the next queued instruction is a REQUANT (of an ACC bank)."""
+        return bool(self.items) and self.items[0][2] is not None
+
+    def fixed(self, cost: int) -> int:
+        """An instruction of ``cost`` cycles emitted now, waited for by what needs it: its end."""
+        self.now = max(self.now, self.free)
+        self.free = self.now + cost
+        return self.free
+
+    def matmul(self, bank: int, issue: int, busy: int) -> None:
+        self.bank_end[bank] = self.now + busy
+        self.now += issue
+
+    def offer(self, index: int, coming: list, nb0: int, issue: int, deadline) -> bool:
+        """Emit the first queued instruction if it may go before MATMUL ``index`` (``coming``:
+        ``(unit, tile)`` of it and the next ones); whether it did."""
+        if not self.items or self.free > self.now:
+            return False
+        emit, cost, bank, after, store = self.items[0]
+        if after >= index:
+            return False
+        start = self.now
+        if bank is not None:
+            start = max(start, self.bank_end[bank] + 4)
+            clear = 0
+            for _, j in coming:
+                if int(j >= nb0) == bank:
+                    break
+                clear += 1
+            if start + cost > self.now + clear * issue or start > self.now + issue:
+                return False
+        if deadline is not None and start + cost > deadline:
+            return False
+        if store and cost > issue:
+            return False
+        self.items.pop(0)
+        emit()
+        self.free = start + cost    # a STORE: the next one only after the next MATMUL
+        return True
+
+    def flush(self, through=None) -> None:
+        """Emit what is queued, in order (with ``through``: up to that emitter, if still queued)."""
+        if through is not None and through not in [item[0] for item in self.items]:
+            return
+        while self.items:
+            emit, cost, bank, _, store = self.items.pop(0)
+            emit()
+            start = max(self.now, self.free, self.bank_end[bank] + 4 if bank is not None else 0)
+            self.free = start + cost
+            self.now = max(self.now, start if bank is None else self.free)
+            if emit is through:
+                return
