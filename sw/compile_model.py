@@ -15,6 +15,17 @@ where every op LOADs its operands from and STOREs its result to external memory:
 
     patch_embed      linear (sw/compiler.py schedule) input -> patch
     pos_embed        ADD patch + pos -> x0 rows 1..T-1 (x0 row 0 is cls_pos, written at compile time)
+  on-chip front end (where block 0 is fused and it fits, _front_fits; not wide, not
+  keep_intermediates; issue 21, _front_end):
+    patch_embed      the patches in two row halves (A the last rows, B the first), each K tile at
+                     a time with every output tile accumulating in ACC; each K tile's image rows
+                     and weights (the constant patch.w_k, one K tile per LOAD) LOADed ahead into
+                     rings in SPAD banks 0 and 1 beside the MATMULs; the outputs REQUANTed
+                     straight into x0's resident place at the top of SPAD; beside B's MATMULs the
+                     class-token row and pos LOADs, A's position ADDs, x0's STOREs in pieces and
+                     block 0's norm1 LAYERNORM of A's rows
+    pos_embed        what is left of B's REQUANTs, ADDs and x0 STOREs; block 0's norm1 then
+                     normalizes the class token's and B's rows only
   fused block (weights stream through two SPAD regions: the LOAD of the next tile's weights comes
   before this tile's MATMULs, see _weight_stream):
     blocks.i.norm1   LOAD x to the top of SPAD (unless the previous add2 left it there); LAYERNORM
