@@ -146,7 +146,7 @@ def test_run_json(capsys):
     assert report["compute_s"] == pytest.approx(123_456 / 100e6)
     # What the board should count: the perf model at the board top's memory latency (not the simulator's 1).
     assert report["cycles_modelled"] == board_cycles(cfg) and report["mem_latency_modelled"] == System.MEM_LATENCY
-    assert report["image_bytes"] == 47_552 and report["mem_bytes"] == MEM_BYTES
+    assert report["image_bytes"] == 48_256 and report["mem_bytes"] == MEM_BYTES
     # The image went over once in blocks (7 bytes of overhead per 1024 words), then per image the input.
     assert report["bytes_sent"] == board.received
     assert report["image_bytes"] < report["bytes_sent"] < report["image_bytes"] * 1.1
