@@ -869,6 +869,12 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                 and (resident + (acc_a + len(early_a)) * m <= w2 or resident + acc_a * m >= w2 + w2_rows)):
             temps = {}
 
+        # The model's last hidden tile (issue 21): with add2 beside, REQUANTized to SPAD row
+        # `tail_at` (a bank that the last group's other tiles and fc2's pass A weights are not
+        # in, meeting nothing live then), GELUed and STOREd there beside pass A's last steps over
+        # the group's other tiles, its own fc2 MATMULs after them (_mlp_tail_row).
+        tail_at = (_mlp_tail_row(cfg, m, ht, group, stage, w2, w2_rows, resident, fc1_acc, slots[:acc_a])
+                   if beside and acc_a and per_tile and pipelined else None)
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
         # With per_tile GELUs, each tile's STORE to g (for pass B) beside the next tile's MATMULs
         # too, in pieces (_store_pieces); `stored`: the tiles STOREd so.
@@ -902,9 +908,14 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                 b.emit(Opcode.GELU, src=dst, src2=0, dst=dst, rows=m, length=min(hidden, (j + 1) * c) - j * c,
                        tile_stride=m, param_addr=0)
 
-            def finish():
+            def finish(tail=None):
                 """The group is complete (its last tile REQUANTized, with per_tile GELUed): the
-                group-wide GELU otherwise, the STORE to ``g``, pass A's fc2 steps over it."""
+                group-wide GELU otherwise, the STORE to ``g``, pass A's fc2 steps over it. With
+                ``tail`` (the model's last hidden tile's REQUANT, GELU and STOREs at ``tail_at``, in
+                the last group where ``tail_at``): those beside pass A's steps over the group's other
+                tiles, that tile's own MATMULs after them."""
+                if tail:
+                    stored.add(ht - 1)
                 if not per_tile:
                     if pre is not None:
                         _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
@@ -918,20 +929,40 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     # The last group's steps (reading bank 1) with pass B's first K chunk's LOADs
                     # (to bank 0, x is dead) beside, then (with temps) the REQUANTs.
                     queue = _SideQueue(m + cfg.rows)
+                    for emit, cost in tail or ():
+                        queue.add(emit, cost)
                     ks0 = _fc2_chunks(cfg, m, ht)[0]
                     for kk in ks0:
                         queue.add(lambda kk=kk: _load_tiles(b, (kk - ks0.start) * m, g, 0, m, kk, 1, m), g_load)
-                    if temps:
+                    if temps and not tail:
                         load_param(0, 3 * ot, p2_sym.addr)      # fc1's and the GELU's are dead
-                    before = _loads_before(acc_a, CostModel().dma(cfg, len(tiles) * c, cfg.spad_row_bytes))
-                    steps = [fc2_step(h0, tiles, n, stage, slots[n], queue=queue, before=before[n])
+                    main = range(h0, ht - 1) if tail else tiles
+                    before = _loads_before(acc_a, CostModel().dma(cfg, len(main) * c, cfg.spad_row_bytes))
+                    steps = [fc2_step(h0, main, n, stage, slots[n], queue=queue, before=before[n])
                              for n in range(acc_a)]
 
                     def requants():
+                        if tail:
+                            # the tail's GELU read the table (emitted before): fc2's parameters over it
+                            load_param(0, 3 * ot, p2_sym.addr)
                         for n in early_a:
                             queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=slots[n], spad_addr=temps[n],
                                                          rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
-                    if temps:
+                    if tail:
+                        # The last tile's MATMULs (its GELU emitted before them): those of the
+                        # steps into ACC bank 0 after those steps (their REQUANTs follow), the
+                        # others' after theirs.
+                        w_one = CostModel().dma(cfg, c, cfg.spad_row_bytes)
+                        extra = [fc2_step(ht - 1, range(ht - 1, ht), n, tail_at, slots[n], queue=queue,
+                                          before=[w_one]) for n in range(acc_a)]
+                        cut = max(early_a) + 1 if temps else acc_a
+                        rows, source, body = steps[cut - 1]
+                        steps[cut - 1] = rows, source, _then(body, lambda: queue.flush(through=tail[-1][0]))
+                        steps = steps[:cut] + extra[:cut] + steps[cut:] + extra[cut:]
+                        if temps:
+                            rows, source, body = steps[2 * cut - 1]
+                            steps[2 * cut - 1] = rows, source, _then(body, requants)
+                    elif temps:
                         rows, source, body = steps[max(early_a)]
                         steps[max(early_a)] = rows, source, _then(body, requants)
                     _weight_stream(b, w2, steps)
@@ -992,6 +1023,15 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     # the group's last tile is REQUANTized now: the STORE and fc2 need it
                     pending.append(([(requant_fc1, requant_cost)], None))
                     return
+                if tail_at is not None and j + 1 == ht:
+                    def tail_requant():
+                        b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=tail_at, rows=m, param_addr=gp + 3 * j)
+
+                    def tail_gelu():
+                        b.emit(Opcode.GELU, src=tail_at, src2=0, dst=tail_at, rows=m,
+                               length=min(hidden, (j + 1) * c) - j * c, tile_stride=m, param_addr=0)
+                    finish([(tail_requant, requant_cost), (tail_gelu, gelu_cost), *_store_tile(b, tail_at, g, j, m)])
+                    return
                 requant_fc1()
                 if per_tile and not last:
                     pending.append(([(gelu_fc1, gelu_cost)], None))
@@ -1039,6 +1079,29 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                                         for i, n in enumerate(outs)])
             requant(outs, lambda n: (n - n0) * m)
     return _Local(x.addr, m, d, ot)
+
+
+def _mlp_tail_row(cfg: AccelConfig, m: int, ht: int, group: int, stage: int, w2: int, w2_rows: int,
+                  resident: int, fc1_acc: tuple, slots: list) -> int | None:
+    """Where :func:`_mlp_local` (with add2 beside) puts the model's last hidden tile so that its
+    REQUANT, GELU and STOREs run beside pass A's last steps over the last group's other tiles
+    (issue 21): the SPAD row of ``m`` rows in a bank that those tiles (from ``stage``) and fc2's
+    pass A weight regions (``w2``, ``w2_rows``) are not in, meeting neither them, pass B's first K
+    chunk (from row 0) nor the rows from ``resident`` on (the sum, x1's tiles, the temporaries);
+    None where there is no such row, the last group has one tile or the last tile's ACC bank is
+    that of pass A's first step (its REQUANT would wait for that step)."""
+    last_group = ht - (ht - 1) // group * group
+    if last_group < 2 or not slots:
+        return None
+    acc_half = cfg.acc_rows // 2
+    tail_bank = fc1_acc[(ht - 1) % 2] // acc_half
+    if slots[0] // acc_half == tail_bank:
+        return None
+    others = stage + (last_group - 1) * m
+    avoid = _banks(cfg, stage, others - stage) | _banks(cfg, w2, w2_rows)
+    chunk0 = len(_fc2_chunks(cfg, m, ht)[0]) * m
+    busy = [(0, chunk0), (stage, others), (w2, w2 + w2_rows), (resident, cfg.spad_rows)]
+    return _region_apart(cfg, m, avoid, busy)
 
 
 def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tensor, fc2_step, requant, g_load: int,

@@ -1,0 +1,49 @@
+"""The block's tail beside the array (issue 21, sw/compile_model.py ``_mlp_local``,
+``_mlp_tail_row``): on the DeiT-Tiny-shaped program the model's last hidden tile is REQUANTized,
+GELUed and STOREd beside pass A's last fc2 steps (over the last group's other tiles), its own fc2
+MATMULs after them, and the logits still equal the golden forward."""
+
+from vitaccel.config import preset
+from vitaccel.isa import Opcode
+from vitaccel.sw.compile_model import _mlp_tail_row
+
+
+def _spans(program, spans, name):
+    (start, stop), = [(a, b) for a, b, n in program.layers if n == name]
+    return [(i, spans[i]) for i in range(start, stop)]
+
+
+def _beside_matmul(spans, i):
+    s = spans[i]
+    return any(t.engine == "matmul" and t.start < s.end and s.start < t.end for t in spans if t is not s)
+
+
+def test_last_hidden_tile_gelu_beside_fc2(deit_two_blocks):
+    iv, program, spans = deit_two_blocks
+    mlp = _spans(program, spans, "blocks.0.mlp")
+    gelus = [i for i, s in mlp if s.opcode is Opcode.GELU]
+    # every hidden tile's GELU, the last one's too, runs beside MATMULs
+    assert len(gelus) == iv.blocks[0].fc1.weight.shape[0] // 12
+    assert all(_beside_matmul(spans, i) for i in gelus)
+    last = gelus[-1]
+    # the last GELU comes after fc1's last MATMUL and before the last fc2 MATMULs (which read it)
+    matmuls = [i for i, s in mlp if s.opcode is Opcode.MATMUL]
+    assert any(i > last for i in matmuls) and any(i < last for i in matmuls)
+    # the REQUANT just before it and the STOREs after it run beside MATMULs too
+    side = [i for i, s in mlp if i > gelus[-2] and s.opcode in (Opcode.REQUANT, Opcode.STORE)]
+    assert side and all(_beside_matmul(spans, i) for i in side if i < max(matmuls))
+
+
+def test_tail_row_none_where_it_does_not_fit():
+    cfg = preset("default")
+    # one tile in the last group: nothing to run beside
+    assert _mlp_tail_row(cfg, 197, 64, 21, 4096, 3536, 432, 5040, (0, 1024), [197]) is None
+    # the last tile's ACC bank is that of pass A's first step
+    assert _mlp_tail_row(cfg, 197, 63, 18, 4096, 3536, 432, 5040, (0, 1024), [197]) is None
+    row = _mlp_tail_row(cfg, 197, 64, 18, 4096, 3536, 432, 5040, (0, 1024), [197])
+    assert row is not None and row + 197 <= 2048
+
+
+def test_deit_two_blocks_logits_equal_golden(deit_two_blocks, logits_equal_golden):
+    iv, program, _ = deit_two_blocks
+    logits_equal_golden(program, iv, 3)
