@@ -875,6 +875,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
         # the group's other tiles, its own fc2 MATMULs after them (_mlp_tail_row).
         tail_at = (_mlp_tail_row(cfg, m, ht, group, stage, w2, w2_rows, resident, fc1_acc, slots[:acc_a])
                    if beside and acc_a and per_tile and pipelined else None)
+        add2_params = []    # add2's PARAM row loaded already (with tail_at)
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
         # With per_tile GELUs, each tile's STORE to g (for pass B) beside the next tile's MATMULs
         # too, in pieces (_store_pieces); `stored`: the tiles STOREd so.
@@ -943,8 +944,12 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
 
                     def requants():
                         if tail:
-                            # the tail's GELU read the table (emitted before): fc2's parameters over it
+                            # the tail's GELU read the table (emitted before): fc2's parameters over
+                            # it, and add2's after them now (a PARAM LOAD waits for every engine: the
+                            # two together, not one more where pass B starts)
                             load_param(0, 3 * ot, p2_sym.addr)
+                            _vector_params(b, p + "add2", Opcode.ADD, d, add2[2], local=3 * ot)
+                            add2_params.append(True)
                         for n in early_a:
                             queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=slots[n], spad_addr=temps[n],
                                                          rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
@@ -1052,7 +1057,8 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     (lambda n: resident + n * m) if beside else (lambda n: x.addr + n * m))
     if beside:
         pending_a = [(n, slots[n]) for n in range(acc_a) if n not in temps] if temps else []
-        return _fc2_add2(b, p, m, d, ht, acc_a, g, fc2_step, requant, g_load, temps, pending_a, *add2)
+        return _fc2_add2(b, p, m, d, ht, acc_a, g, fc2_step, requant, g_load, temps, pending_a, *add2,
+                         params_loaded=bool(add2_params))
     if acc_a == ot:
         return _Local(x.addr, m, d, ot)
     with b.layer(p + "fc2"):
@@ -1105,12 +1111,14 @@ def _mlp_tail_row(cfg: AccelConfig, m: int, ht: int, group: int, stage: int, w2:
 
 
 def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tensor, fc2_step, requant, g_load: int,
-              temps: dict, pending_a: list, x1: _Tensor, y: _Tensor, params: list) -> _Local:
+              temps: dict, pending_a: list, x1: _Tensor, y: _Tensor, params: list,
+              params_loaded: bool = False) -> _Local:
     """:func:`_mlp_local`'s pass B with add2 beside it (its ``add2``; ``fc2_step``, ``requant``
     and ``g_load`` are its own): layers ``p + "fc2"`` and ``p + "add2"``. Pass A's output tile
     ``n`` is in SPAD at ``temps[n]``, or at the sum's rows (``resident + n * m``), or (``(n, ACC
     row)`` in ``pending_a``, ACC bank 1) still in ACC: those are REQUANTized there beside the
-    first chunk's first steps (their MATMULs into ACC bank 0), before the steps into bank 1."""
+    first chunk's first steps (their MATMULs into ACC bank 0), before the steps into bank 1.
+    ``params_loaded``: the ADD's PARAM row is loaded already (by pass A, after fc2's)."""
     cfg, c = b.cfg, b.cfg.cols
     dt, half = _ceil(d, c), cfg.spad_rows // 2
     resident, slot, param = cfg.spad_rows - dt * m, half, 3 * dt
@@ -1144,15 +1152,19 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
         _load_tiles(b, resident + n * m, y, 0, m, n, tiles, m, Opcode.STORE)
 
     with b.layer(p + "fc2"):
-        _vector_params(b, p + "add2", Opcode.ADD, d, params, local=param)
+        if not params_loaded:
+            _vector_params(b, p + "add2", Opcode.ADD, d, params, local=param)
         # K chunks of g (as many as fit, of balanced sizes) through two regions from row 0 (x is
         # dead), the weights after them, all in bank 0.
         regions, w_bs = (0, chunk * m), (2 * chunk * m,) * 2
         bank = cfg.spad_rows // cfg.spad_banks
         if 2 * bank <= half and chunk * m + 2 * chunk * c <= bank:
             # Two banks in bank 0's half: each region in a bank of its own, the weights of the
-            # steps reading it in the other, after that one's region (hw/matmul.py weights_apart).
-            regions, w_bs = (0, bank), (bank + chunk * m, chunk * m)
+            # steps reading it in the other, after that one's region (hw/matmul.py weights_apart);
+            # the first region's at the top of its bank, where the first weight LOAD meets no row
+            # that pass A's last MATMUL reads (fc2's weights from row cfg.spad_rows / 2 - 2 * chunk
+            # * cols on) and runs beside it.
+            regions, w_bs = (0, bank), (2 * bank - 2 * chunk * c, chunk * m)
         queue = _SideQueue(issue)
         requants = [lambda n=n, row=row: b.emit(Opcode.REQUANT, acc_addr=row, spad_addr=resident + n * m, rows=m,
                                                 param_addr=3 * n) for n, row in pending_a]
