@@ -1138,9 +1138,16 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
     counts = range(max(0, len(outs) - cap), min(cap, len(outs) - 1) + 1)
     k = max([k for k in counts if k * chain <= (len(outs) - k) * step], default=counts[0])
     early, late = outs[:k], outs[k:]
+    # The last tile in ACC bank 0 too (after the first ones), where it fits, the last chunk reads
+    # the second region and the first holds the other tiles: their REQUANTs (into the first
+    # region, dead by then) run beside its last step (issue 21), not after it.
+    last0 = (len(late) >= 2 and (len(early) + 1) * m <= acc_half and len(ks_all) % 2 == 0
+             and len(late) - 1 <= chunk)
 
     def acc_of(n):
-        return (n - early.start) * m if n in early else acc_half + (n - late.start) * m
+        if n in early or (last0 and n == late[-1]):
+            return (min(n, early.stop) - early.start) * m
+        return acc_half + (n - late.start) * m
 
     def add(n, x1_at, f2_at, tiles):
         """ADD x1's ``tiles`` tiles from ``n`` at SPAD row ``x1_at`` and fc2's at ``f2_at`` into
@@ -1212,11 +1219,17 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
             if ci + 1 == len(ks_all) and early:
                 rows, source, body = steps[len(early) - 1]
                 steps[len(early) - 1] = rows, source, _then(body, lambda: enqueue_early())
+            if ci + 1 == len(ks_all) and last0:
+                rows, source, body = steps[-2]
+                steps[-2] = rows, source, _then(body, lambda: [
+                    queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=(n - late.start) * m,
+                                                 rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
+                    for n in late[:-1]])
             _weight_stream(b, w_bs[ci % 2], steps)
 
         queue.flush()
         # The other tiles into the dead chunks (bank 0).
-        requant(late, acc_of, lambda n: (n - late.start) * m, params=False)     # pass A loaded them
+        requant(late[-1:] if last0 else late, acc_of, lambda n: (n - late.start) * m, params=False)  # pass A loaded them
     with b.layer(p + "add2"):
         add(late.start, resident + late.start * m, 0, len(late))
         store(late.start, len(late))

@@ -47,3 +47,19 @@ def test_tail_row_none_where_it_does_not_fit():
 def test_deit_two_blocks_logits_equal_golden(deit_two_blocks, logits_equal_golden):
     iv, program, _ = deit_two_blocks
     logits_equal_golden(program, iv, 3)
+
+
+def test_second_pass_requant_beside_its_last_step(deit_two_blocks):
+    # add2 beside fc2's second pass (_fc2_add2): its last output tile accumulates in ACC bank 0,
+    # after the first ones, so a REQUANT of one of the others (ACC bank 1) runs beside its last
+    # step's MATMULs instead of after them.
+    iv, program, spans = deit_two_blocks
+    half = preset("default").acc_rows // 2
+    fc2 = _spans(program, spans, "blocks.0.fc2")
+    from vitaccel.isa import decode_fields
+    fields = {i: decode_fields(program.instructions[i])[1] for i, _ in fc2}
+    matmuls = [i for i, s in fc2 if s.opcode is Opcode.MATMUL]
+    last = [i for i in matmuls if fields[i]["c_addr"] == fields[matmuls[-1]]["c_addr"]][-8:]
+    assert fields[matmuls[-1]]["c_addr"] < half
+    requants = [i for i, s in fc2 if s.opcode is Opcode.REQUANT and fields[i]["acc_addr"] >= half]
+    assert any(spans[r].start < spans[mm].end and spans[mm].start < spans[r].end for r in requants for mm in last)

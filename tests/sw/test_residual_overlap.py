@@ -111,8 +111,9 @@ def test_fc2_requants_run_beside_matmuls(deit_blocks):
     # With add2 beside fc2's second pass, fc2's REQUANTs also run beside MATMULs: pass A's tiles
     # in ACC bank 0 beside its last group's steps into bank 1, those in bank 1 beside the second
     # pass's first steps (into bank 0), the second pass's first tiles beside its last steps. Alone
-    # are only the second pass's last 5 tiles' (fc1's last tile's runs beside pass A's last steps
-    # over the group's other tiles: _mlp_tail_row).
+    # are only 4 of the second pass's last 5 tiles' (fc1's last tile's runs beside pass A's last
+    # steps over the group's other tiles: _mlp_tail_row; the second pass's last tile accumulates
+    # in ACC bank 0, the first of the others' REQUANTs runs partly beside its last step).
     iv, program = deit_blocks
     spans = estimate(program).instructions
     alone = {}
@@ -121,7 +122,7 @@ def test_fc2_requants_run_beside_matmuls(deit_blocks):
         matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
         requants = [(spans[i].start, spans[i].end) for i in _ops(program, layer, Opcode.REQUANT)]
         alone[layer] = sum(sum(_overlap(r, mm) for mm in matmuls) < 0.9 * (r[1] - r[0] + 1) for r in requants)
-    assert alone == {"blocks.0.mlp": 0, "blocks.0.fc2": 5}
+    assert alone == {"blocks.0.mlp": 0, "blocks.0.fc2": 4}
 
 
 def test_gelu_stores_run_beside_matmuls(deit_blocks):
