@@ -574,8 +574,15 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                 w_at = _weight_row(near, j, kt, kk, addr, c)
                 b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=rows,
                        accumulate=int(kk > 0))
-                while kk == 0 and late:
-                    late.pop()()
+                # (with x_loads the first tile's MATMULs wait for their LOADs: its late LOAD goes
+                # two MATMULs after the next tile's own, where it holds up no MATMUL)
+                if not (x_loads and j == 0):
+                    if kk == 0:
+                        for _ in range(min(len(late), 1 if x_loads and j == 1 else len(late))):
+                            late.pop()()
+                    elif x_loads and j == 1 and kk == 2:
+                        while late:
+                            late.pop()()
                 if lead:
                     lead.pop(0)()
                 for (emit, _), s in zip(chain, slots):

@@ -63,3 +63,18 @@ def test_second_pass_requant_beside_its_last_step(deit_two_blocks):
     assert fields[matmuls[-1]]["c_addr"] < half
     requants = [i for i, s in fc2 if s.opcode is Opcode.REQUANT and fields[i]["acc_addr"] >= half]
     assert any(spans[r].start < spans[mm].end and spans[mm].start < spans[r].end for r in requants for mm in last)
+
+
+def test_proj_first_tile_loads_only_its_inputs(deit_two_blocks):
+    # proj's first tile waits for the attention output's LOADs (issue 21, _linear_local with
+    # x_loads): no weight LOAD of the next tile among its MATMULs (the late one goes among the next
+    # tile's), so each of its MATMULs waits for one LOAD of 197 rows only.
+    iv, program, spans = deit_two_blocks
+    from vitaccel.isa import decode_fields
+    proj = _spans(program, spans, "blocks.0.proj")
+    matmuls = [i for i, s in proj if s.opcode is Opcode.MATMUL]
+    first_c = decode_fields(program.instructions[matmuls[0]])[1]["c_addr"]
+    tile0 = [i for i in matmuls if decode_fields(program.instructions[i])[1]["c_addr"] == first_c][:18]
+    loads = [decode_fields(program.instructions[i])[1]["rows"] for i, s in proj
+             if tile0[0] < i < tile0[-1] and s.opcode is Opcode.LOAD]
+    assert loads and set(loads) == {197}
