@@ -585,8 +585,15 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                 w_at = _weight_row(near, j, kt, kk, addr, c)
                 b.emit(Opcode.MATMUL, a_addr=x.addr + kk * m, b_addr=w_at, c_addr=acc, rows=rows,
                        accumulate=int(kk > 0))
-                while kk == 0 and late:
-                    late.pop()()
+                # (with x_loads the first tile's MATMULs wait for their LOADs: its late LOAD goes
+                # two MATMULs after the next tile's own, where it holds up no MATMUL)
+                if not (x_loads and j == 0):
+                    if kk == 0:
+                        for _ in range(min(len(late), 1 if x_loads and j == 1 else len(late))):
+                            late.pop()()
+                    elif x_loads and j == 1 and kk == 2:
+                        while late:
+                            late.pop()()
                 if lead:
                     lead.pop(0)()
                 for (emit, _), s in zip(chain, slots):
@@ -880,6 +887,13 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                 and (resident + (acc_a + len(early_a)) * m <= w2 or resident + acc_a * m >= w2 + w2_rows)):
             temps = {}
 
+        # The model's last hidden tile (issue 21): with add2 beside, REQUANTized to SPAD row
+        # `tail_at` (a bank that the last group's other tiles and fc2's pass A weights are not
+        # in, meeting nothing live then), GELUed and STOREd there beside pass A's last steps over
+        # the group's other tiles, its own fc2 MATMULs after them (_mlp_tail_row).
+        tail_at = (_mlp_tail_row(cfg, m, ht, group, stage, w2, w2_rows, resident, fc1_acc, slots[:acc_a])
+                   if beside and acc_a and per_tile and pipelined else None)
+        add2_params = []    # add2's PARAM row loaded already (with tail_at)
         pending = []        # the previous fc1 tile's REQUANT (and GELU), run beside this tile's MATMULs
         # With per_tile GELUs, each tile's STORE to g (for pass B) beside the next tile's MATMULs
         # too, in pieces (_store_pieces); `stored`: the tiles STOREd so.
@@ -913,9 +927,14 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                 b.emit(Opcode.GELU, src=dst, src2=0, dst=dst, rows=m, length=min(hidden, (j + 1) * c) - j * c,
                        tile_stride=m, param_addr=0)
 
-            def finish():
+            def finish(tail=None):
                 """The group is complete (its last tile REQUANTized, with per_tile GELUed): the
-                group-wide GELU otherwise, the STORE to ``g``, pass A's fc2 steps over it."""
+                group-wide GELU otherwise, the STORE to ``g``, pass A's fc2 steps over it. With
+                ``tail`` (the model's last hidden tile's REQUANT, GELU and STOREs at ``tail_at``, in
+                the last group where ``tail_at``): those beside pass A's steps over the group's other
+                tiles, that tile's own MATMULs after them."""
+                if tail:
+                    stored.add(ht - 1)
                 if not per_tile:
                     if pre is not None:
                         _load_tiles(b, stage, pre, 0, m, h0, len(tiles), m, Opcode.STORE)
@@ -929,20 +948,44 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     # The last group's steps (reading bank 1) with pass B's first K chunk's LOADs
                     # (to bank 0, x is dead) beside, then (with temps) the REQUANTs.
                     queue = _SideQueue(m + cfg.rows)
+                    for emit, cost in tail or ():
+                        queue.add(emit, cost)
                     ks0 = _fc2_chunks(cfg, m, ht)[0]
                     for kk in ks0:
                         queue.add(lambda kk=kk: _load_tiles(b, (kk - ks0.start) * m, g, 0, m, kk, 1, m), g_load)
-                    if temps:
+                    if temps and not tail:
                         load_param(0, 3 * ot, p2_sym.addr)      # fc1's and the GELU's are dead
-                    before = _loads_before(acc_a, CostModel().dma(cfg, len(tiles) * c, cfg.spad_row_bytes))
-                    steps = [fc2_step(h0, tiles, n, stage, slots[n], queue=queue, before=before[n])
+                    main = range(h0, ht - 1) if tail else tiles
+                    before = _loads_before(acc_a, CostModel().dma(cfg, len(main) * c, cfg.spad_row_bytes))
+                    steps = [fc2_step(h0, main, n, stage, slots[n], queue=queue, before=before[n])
                              for n in range(acc_a)]
 
                     def requants():
+                        if tail:
+                            # the tail's GELU read the table (emitted before): fc2's parameters over
+                            # it, and add2's after them now (a PARAM LOAD waits for every engine: the
+                            # two together, not one more where pass B starts)
+                            load_param(0, 3 * ot, p2_sym.addr)
+                            _vector_params(b, p + "add2", Opcode.ADD, d, add2[2], local=3 * ot)
+                            add2_params.append(True)
                         for n in early_a:
                             queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=slots[n], spad_addr=temps[n],
                                                          rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
-                    if temps:
+                    if tail:
+                        # The last tile's MATMULs (its GELU emitted before them): those of the
+                        # steps into ACC bank 0 after those steps (their REQUANTs follow), the
+                        # others' after theirs.
+                        w_one = CostModel().dma(cfg, c, cfg.spad_row_bytes)
+                        extra = [fc2_step(ht - 1, range(ht - 1, ht), n, tail_at, slots[n], queue=queue,
+                                          before=[w_one]) for n in range(acc_a)]
+                        cut = max(early_a) + 1 if temps else acc_a
+                        rows, source, body = steps[cut - 1]
+                        steps[cut - 1] = rows, source, _then(body, lambda: queue.flush(through=tail[-1][0]))
+                        steps = steps[:cut] + extra[:cut] + steps[cut:] + extra[cut:]
+                        if temps:
+                            rows, source, body = steps[2 * cut - 1]
+                            steps[2 * cut - 1] = rows, source, _then(body, requants)
+                    elif temps:
                         rows, source, body = steps[max(early_a)]
                         steps[max(early_a)] = rows, source, _then(body, requants)
                     _weight_stream(b, w2, steps)
@@ -1003,6 +1046,15 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     # the group's last tile is REQUANTized now: the STORE and fc2 need it
                     pending.append(([(requant_fc1, requant_cost)], None))
                     return
+                if tail_at is not None and j + 1 == ht:
+                    def tail_requant():
+                        b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=tail_at, rows=m, param_addr=gp + 3 * j)
+
+                    def tail_gelu():
+                        b.emit(Opcode.GELU, src=tail_at, src2=0, dst=tail_at, rows=m,
+                               length=min(hidden, (j + 1) * c) - j * c, tile_stride=m, param_addr=0)
+                    finish([(tail_requant, requant_cost), (tail_gelu, gelu_cost), *_store_tile(b, tail_at, g, j, m)])
+                    return
                 requant_fc1()
                 if per_tile and not last:
                     pending.append(([(gelu_fc1, gelu_cost)], None))
@@ -1023,7 +1075,8 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                     (lambda n: resident + n * m) if beside else (lambda n: x.addr + n * m))
     if beside:
         pending_a = [(n, slots[n]) for n in range(acc_a) if n not in temps] if temps else []
-        return _fc2_add2(b, p, m, d, ht, acc_a, g, fc2_step, requant, g_load, temps, pending_a, *add2)
+        return _fc2_add2(b, p, m, d, ht, acc_a, g, fc2_step, requant, g_load, temps, pending_a, *add2,
+                         params_loaded=bool(add2_params))
     if acc_a == ot:
         return _Local(x.addr, m, d, ot)
     with b.layer(p + "fc2"):
@@ -1052,13 +1105,38 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
     return _Local(x.addr, m, d, ot)
 
 
+def _mlp_tail_row(cfg: AccelConfig, m: int, ht: int, group: int, stage: int, w2: int, w2_rows: int,
+                  resident: int, fc1_acc: tuple, slots: list) -> int | None:
+    """Where :func:`_mlp_local` (with add2 beside) puts the model's last hidden tile so that its
+    REQUANT, GELU and STOREs run beside pass A's last steps over the last group's other tiles
+    (issue 21): the SPAD row of ``m`` rows in a bank that those tiles (from ``stage``) and fc2's
+    pass A weight regions (``w2``, ``w2_rows``) are not in, meeting neither them, pass B's first K
+    chunk (from row 0) nor the rows from ``resident`` on (the sum, x1's tiles, the temporaries);
+    None where there is no such row, the last group has one tile or the last tile's ACC bank is
+    that of pass A's first step (its REQUANT would wait for that step)."""
+    last_group = ht - (ht - 1) // group * group
+    if last_group < 2 or not slots:
+        return None
+    acc_half = cfg.acc_rows // 2
+    tail_bank = fc1_acc[(ht - 1) % 2] // acc_half
+    if slots[0] // acc_half == tail_bank:
+        return None
+    others = stage + (last_group - 1) * m
+    avoid = _banks(cfg, stage, others - stage) | _banks(cfg, w2, w2_rows)
+    chunk0 = len(_fc2_chunks(cfg, m, ht)[0]) * m
+    busy = [(0, chunk0), (stage, others), (w2, w2 + w2_rows), (resident, cfg.spad_rows)]
+    return _region_apart(cfg, m, avoid, busy)
+
+
 def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tensor, fc2_step, requant, g_load: int,
-              temps: dict, pending_a: list, x1: _Tensor, y: _Tensor, params: list) -> _Local:
+              temps: dict, pending_a: list, x1: _Tensor, y: _Tensor, params: list,
+              params_loaded: bool = False) -> _Local:
     """:func:`_mlp_local`'s pass B with add2 beside it (its ``add2``; ``fc2_step``, ``requant``
     and ``g_load`` are its own): layers ``p + "fc2"`` and ``p + "add2"``. Pass A's output tile
     ``n`` is in SPAD at ``temps[n]``, or at the sum's rows (``resident + n * m``), or (``(n, ACC
     row)`` in ``pending_a``, ACC bank 1) still in ACC: those are REQUANTized there beside the
-    first chunk's first steps (their MATMULs into ACC bank 0), before the steps into bank 1."""
+    first chunk's first steps (their MATMULs into ACC bank 0), before the steps into bank 1.
+    ``params_loaded``: the ADD's PARAM row is loaded already (by pass A, after fc2's)."""
     cfg, c = b.cfg, b.cfg.cols
     dt, half = _ceil(d, c), cfg.spad_rows // 2
     resident, slot, param = cfg.spad_rows - dt * m, half, 3 * dt
@@ -1078,9 +1156,16 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
     counts = range(max(0, len(outs) - cap), min(cap, len(outs) - 1) + 1)
     k = max([k for k in counts if k * chain <= (len(outs) - k) * step], default=counts[0])
     early, late = outs[:k], outs[k:]
+    # The last tile in ACC bank 0 too (after the first ones), where it fits, the last chunk reads
+    # the second region and the first holds the other tiles: their REQUANTs (into the first
+    # region, dead by then) run beside its last step (issue 21), not after it.
+    last0 = (len(late) >= 2 and (len(early) + 1) * m <= acc_half and len(ks_all) % 2 == 0
+             and len(late) - 1 <= chunk)
 
     def acc_of(n):
-        return (n - early.start) * m if n in early else acc_half + (n - late.start) * m
+        if n in early or (last0 and n == late[-1]):
+            return (min(n, early.stop) - early.start) * m
+        return acc_half + (n - late.start) * m
 
     def add(n, x1_at, f2_at, tiles):
         """ADD x1's ``tiles`` tiles from ``n`` at SPAD row ``x1_at`` and fc2's at ``f2_at`` into
@@ -1092,15 +1177,19 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
         _load_tiles(b, resident + n * m, y, 0, m, n, tiles, m, Opcode.STORE)
 
     with b.layer(p + "fc2"):
-        _vector_params(b, p + "add2", Opcode.ADD, d, params, local=param)
+        if not params_loaded:
+            _vector_params(b, p + "add2", Opcode.ADD, d, params, local=param)
         # K chunks of g (as many as fit, of balanced sizes) through two regions from row 0 (x is
         # dead), the weights after them, all in bank 0.
         regions, w_bs = (0, chunk * m), (2 * chunk * m,) * 2
         bank = cfg.spad_rows // cfg.spad_banks
         if 2 * bank <= half and chunk * m + 2 * chunk * c <= bank:
             # Two banks in bank 0's half: each region in a bank of its own, the weights of the
-            # steps reading it in the other, after that one's region (hw/matmul.py weights_apart).
-            regions, w_bs = (0, bank), (bank + chunk * m, chunk * m)
+            # steps reading it in the other, after that one's region (hw/matmul.py weights_apart);
+            # the first region's at the top of its bank, where the first weight LOAD meets no row
+            # that pass A's last MATMUL reads (fc2's weights from row cfg.spad_rows / 2 - 2 * chunk
+            # * cols on) and runs beside it.
+            regions, w_bs = (0, bank), (2 * bank - 2 * chunk * c, chunk * m)
         queue = _SideQueue(issue)
         requants = [lambda n=n, row=row: b.emit(Opcode.REQUANT, acc_addr=row, spad_addr=resident + n * m, rows=m,
                                                 param_addr=3 * n) for n, row in pending_a]
@@ -1148,11 +1237,17 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
             if ci + 1 == len(ks_all) and early:
                 rows, source, body = steps[len(early) - 1]
                 steps[len(early) - 1] = rows, source, _then(body, lambda: enqueue_early())
+            if ci + 1 == len(ks_all) and last0:
+                rows, source, body = steps[-2]
+                steps[-2] = rows, source, _then(body, lambda: [
+                    queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=(n - late.start) * m,
+                                                 rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
+                    for n in late[:-1]])
             _weight_stream(b, w_bs[ci % 2], steps)
 
         queue.flush()
         # The other tiles into the dead chunks (bank 0).
-        requant(late, acc_of, lambda n: (n - late.start) * m, params=False)     # pass A loaded them
+        requant(late[-1:] if last0 else late, acc_of, lambda n: (n - late.start) * m, params=False)  # pass A loaded them
     with b.layer(p + "add2"):
         add(late.start, resident + late.start * m, 0, len(late))
         store(late.start, len(late))

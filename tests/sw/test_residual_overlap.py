@@ -111,7 +111,9 @@ def test_fc2_requants_run_beside_matmuls(deit_blocks):
     # With add2 beside fc2's second pass, fc2's REQUANTs also run beside MATMULs: pass A's tiles
     # in ACC bank 0 beside its last group's steps into bank 1, those in bank 1 beside the second
     # pass's first steps (into bank 0), the second pass's first tiles beside its last steps. Alone
-    # are only fc1's last tile's (nothing follows it in pass A) and the second pass's last 5 tiles'.
+    # are only 4 of the second pass's last 5 tiles' (fc1's last tile's runs beside pass A's last
+    # steps over the group's other tiles: _mlp_tail_row; the second pass's last tile accumulates
+    # in ACC bank 0, the first of the others' REQUANTs runs partly beside its last step).
     iv, program = deit_blocks
     spans = estimate(program).instructions
     alone = {}
@@ -120,20 +122,20 @@ def test_fc2_requants_run_beside_matmuls(deit_blocks):
         matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
         requants = [(spans[i].start, spans[i].end) for i in _ops(program, layer, Opcode.REQUANT)]
         alone[layer] = sum(sum(_overlap(r, mm) for mm in matmuls) < 0.9 * (r[1] - r[0] + 1) for r in requants)
-    # (fc1 has one more REQUANT alone since its MATMULs read their weights beside their inputs:
-    # 8 cycles shorter each, they no longer cover it.)
-    assert alone == {"blocks.0.mlp": 2, "blocks.0.fc2": 5}
+    assert alone == {"blocks.0.mlp": 0, "blocks.0.fc2": 4}
 
 
 def test_gelu_stores_run_beside_matmuls(deit_blocks):
     # fc1's output after its GELU is STOREd for fc2's second pass tile by tile, in 4 pieces of at
-    # most 50 rows, each beside the next tile's MATMULs (which read the other SPAD bank); only the
-    # last hidden tile's (nothing follows it) is STOREd alone, whole.
+    # most 50 rows, each beside the next tile's MATMULs (which read the other SPAD bank); the last
+    # hidden tile's beside pass A's last steps over the group's other tiles (_mlp_tail_row; its
+    # first piece, placed by _SideQueue's estimate, starts ~100 cycles late and half overlaps).
     iv, program = deit_blocks
     spans = estimate(program).instructions
     start, stop = _layer(program, "blocks.0.mlp")
     matmuls = [(spans[i].start, spans[i].end) for i in range(start, stop) if spans[i].opcode is Opcode.MATMUL]
     stores = [(spans[i].start, spans[i].end) for i in _ops(program, "blocks.0.mlp", Opcode.STORE)]
-    assert len(stores) == 63 * 4 + 1
+    assert len(stores) == 64 * 4
     alone = [s for s in stores if sum(_overlap(s, mm) for mm in matmuls) < 0.9 * (s[1] - s[0] + 1)]
-    assert len(alone) == 1 and alone[0] == stores[-1]
+    assert len(alone) <= 1
+    assert all(sum(_overlap(s, mm) for mm in matmuls) >= 0.5 * (s[1] - s[0] + 1) for s in stores)
