@@ -5,6 +5,9 @@ STOREs in pieces, each beside a MATMUL in flight.
 The program's logits equal the golden forward: tests/sw/test_residual_overlap.py (the same
 program, conftest's ``deit_two_blocks``)."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,24 +15,13 @@ from vitaccel.config import preset
 from vitaccel.isa import Opcode, decode_fields
 from vitaccel.sw.compile_model import _attention_split, _store_slots
 
+sys.path.insert(0, str(Path(__file__).parent))
+from overlap_spans import covered as _covered, layer as _layer  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def deit_block(deit_two_blocks):
     return deit_two_blocks
-
-
-def _layer(program, name):
-    return next((s, e) for s, e, n in program.layers if n == name)
-
-
-def _covered(span, spans) -> float:
-    """The share of the inclusive busy span ``span`` during which one of ``spans`` is busy too."""
-    busy = np.zeros(span[1] - span[0] + 1, bool)
-    for a, z in spans:
-        lo, hi = max(a, span[0]), min(z, span[1])
-        if lo <= hi:
-            busy[lo - span[0]:hi - span[0] + 1] = True
-    return busy.mean()
 
 
 def test_head0_softmaxes_beside_matmuls(deit_block):

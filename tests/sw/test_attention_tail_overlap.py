@@ -5,6 +5,9 @@ y's attention x V MATMULs do not read) and STOREs them in pieces beside those MA
 in six whole-tile STOREs after them with the array idle. The program still equals the golden
 forward."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -12,19 +15,8 @@ from vitaccel.config import preset
 from vitaccel.isa import Opcode, decode_fields
 from vitaccel.sw.compile_model import _attention_split
 
-
-def _layer(program, name):
-    return next((s, e) for s, e, n in program.layers if n == name)
-
-
-def _covered(span, spans) -> float:
-    """The share of the inclusive busy span ``span`` during which one of ``spans`` is busy too."""
-    busy = np.zeros(span[1] - span[0] + 1, bool)
-    for a, z in spans:
-        lo, hi = max(a, span[0]), min(z, span[1])
-        if lo <= hi:
-            busy[lo - span[0]:hi - span[0] + 1] = True
-    return busy.mean()
+sys.path.insert(0, str(Path(__file__).parent))
+from overlap_spans import covered as _covered, layer as _layer  # noqa: E402
 
 
 def test_last_head_stores_beside_matmuls(deit_two_blocks):

@@ -5,23 +5,15 @@ into x0 at the top of SPAD, the position ADD and x0's STOREs of the first chunk 
 second chunk's MATMULs, and x0 left where block 0's norm1 reads it (no LOADs there); shown on the
 performance model's instruction spans, and the ISA simulator's logits still equal the golden's."""
 
+import sys
+from pathlib import Path
+
 from vitaccel.config import preset
 from vitaccel.isa import LocalMemory, Opcode, decode_fields
 from vitaccel.sw.compile_model import _front_fits, compile_model
 
-
-def _overlap(a, b) -> int:
-    """Cycles two inclusive busy spans ``(start, end)`` share."""
-    return max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
-
-
-def _layer(program, name):
-    return next((s, e) for s, e, n in program.layers if n == name)
-
-
-def _ops(program, name, opcode):
-    start, stop = _layer(program, name)
-    return [i for i in range(start, stop) if program.instructions[i] & 0xFF == opcode.value]
+sys.path.insert(0, str(Path(__file__).parent))
+from overlap_spans import layer as _layer, ops as _ops, overlap as _overlap  # noqa: E402
 
 
 def test_front_end_layout_fits_deit_tiny():

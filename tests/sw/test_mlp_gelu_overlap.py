@@ -5,6 +5,8 @@ elsewhere (and where a tile's MATMULs are too short to cover it) the group-wide 
 Either way the logits and intermediates equal the golden forward."""
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +21,9 @@ from vitaccel.sw.perf import estimate
 from vitaccel.sw.program import vector_spans
 from vitaccel.sw.quantize import calibrate, quantize
 from vitaccel.sw.vit import VisionTransformer, ViTConfig
+
+sys.path.insert(0, str(Path(__file__).parent))
+from overlap_spans import layer as _layer  # noqa: E402
 
 
 def random_intvit(config: ViTConfig, seed: int):
@@ -48,11 +53,6 @@ def assert_golden(program, intvit, images, names=()):
         for name in names:
             value = program.read_tensor(r.image, name)
             np.testing.assert_array_equal(value, tr[name][i][:value.shape[0]], err_msg=f"image {i}: {name}")
-
-
-def _layer(program, name):
-    (start, stop), = [(a, b) for a, b, n in program.layers if n == name]
-    return start, stop
 
 
 def _gelus(program, name):

@@ -1,6 +1,9 @@
 """Overlap the compiler builds for issue 21's vector-beside-MATMUL rule (sw/perf.py at a617035),
 shown on the performance model's instruction spans."""
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +17,9 @@ from vitaccel.sw.perf import estimate
 from vitaccel.sw.quantize import calibrate, quantize
 from vitaccel.sw.vit import VisionTransformer, ViTConfig
 
+sys.path.insert(0, str(Path(__file__).parent))
+from overlap_spans import overlap as _overlap  # noqa: E402
+
 
 def _deit_tiny_shaped(depth: int, seed: int = 0):
     """A random DeiT-Tiny-shaped IntViT (197 tokens, dim 192, 3 heads of 64) of ``depth`` blocks."""
@@ -22,11 +28,6 @@ def _deit_tiny_shaped(depth: int, seed: int = 0):
     model = VisionTransformer(config).eval()
     calib = torch.randn((2, 3, 224, 224), generator=torch.Generator().manual_seed(seed))
     return quantize(model, calibrate(model, calib))
-
-
-def _overlap(a, b) -> int:
-    """Cycles two inclusive busy spans ``(start, end)`` share."""
-    return max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
 
 
 @pytest.fixture(scope="module")

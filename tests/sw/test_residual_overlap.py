@@ -4,6 +4,8 @@ first pass beside the second pass's MATMULs (_fc2_add2); shown on the performanc
 instruction spans, and the ISA simulator's logits still equal the golden's."""
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +17,9 @@ from vitaccel.sw.perf import estimate
 from vitaccel.sw.quantize import calibrate, quantize
 from vitaccel.sw.vit import VisionTransformer, ViTConfig
 
+sys.path.insert(0, str(Path(__file__).parent))
+from overlap_spans import layer as _layer, ops as _ops, overlap as _overlap  # noqa: E402
+
 
 def _random_intvit(config: ViTConfig, seed: int = 0):
     torch.manual_seed(seed)
@@ -22,20 +27,6 @@ def _random_intvit(config: ViTConfig, seed: int = 0):
     calib = torch.randn((2, config.in_chans, config.img_size, config.img_size),
                         generator=torch.Generator().manual_seed(seed))
     return quantize(model, calibrate(model, calib))
-
-
-def _overlap(a, b) -> int:
-    """Cycles two inclusive busy spans ``(start, end)`` share."""
-    return max(0, min(a[1], b[1]) - max(a[0], b[0]) + 1)
-
-
-def _layer(program, name):
-    return next((s, e) for s, e, n in program.layers if n == name)
-
-
-def _ops(program, name, opcode):
-    start, stop = _layer(program, name)
-    return [i for i in range(start, stop) if program.instructions[i] & 0xFF == opcode.value]
 
 
 @pytest.fixture(scope="module")
