@@ -378,7 +378,7 @@ def weight_bits(intvit: IntViT, layer: str) -> int:
     return int(weights)
 
 
-def _weight_stream(b: _Builder, region: int, steps: list) -> None:
+def _weight_stream(b: _Builder, region, steps: list) -> None:
     """Weight tiles through two SPAD regions, from row ``region`` (``rows`` of the largest step
     apart), the next step's LOAD issued before this step's MATMULs.
 
@@ -389,16 +389,17 @@ def _weight_stream(b: _Builder, region: int, steps: list) -> None:
     buffered weight regions of sw/compiler.py's schedule) overlaps each LOAD with the step before.
     """
     size = max(rows for rows, _, _ in steps)
+    base = region if callable(region) else (lambda i: region)
 
     def load(i):
         rows, source, _ = steps[i]
-        b.emit(Opcode.LOAD, local_addr=region + i % 2 * size, rows=rows, **source)
+        b.emit(Opcode.LOAD, local_addr=base(i) + i % 2 * size, rows=rows, **source)
 
     load(0)
     for i, (_, _, body) in enumerate(steps):
         if i + 1 < len(steps):
             load(i + 1)
-        body(region + i % 2 * size)
+        body(base(i) + i % 2 * size)
 
 
 def _split_stream(b: _Builder, region: int, near: tuple, w_sym: TensorSymbol, kt: int, steps: list,
@@ -643,14 +644,18 @@ class _SideQueue:
     cycles apart, each as soon as the one before it has (by estimate) finished: the DMA, the
     REQUANT and the vector engines take no command while another of them is busy, so an
     instruction emitted earlier would hold up the MATMULs behind it. ``now`` estimates the cycle
-    of the latest MATMUL's dispatch, ``free`` the cycle those engines are free again."""
+    of the latest MATMUL's dispatch, ``free`` the cycle those engines are free again, ``bank``
+    the ACC bank the latest MATMUL writes (when the stream tells it): a REQUANT runs beside
+    MATMULs into the other ACC bank only, so one queued with ``avoid`` waits for such a MATMUL
+    (issue 21)."""
 
     def __init__(self, issue: int):
-        self.issue, self.now, self.free, self.items = issue, 0, 0, []
+        self.issue, self.now, self.free, self.items, self.bank = issue, 0, 0, [], None
 
-    def add(self, emit, cost: int) -> None:
-        """Queue ``emit`` (an instruction of about ``cost`` cycles) behind the others."""
-        self.items.append((emit, cost))
+    def add(self, emit, cost: int, avoid: int | None = None) -> None:
+        """Queue ``emit`` (an instruction of about ``cost`` cycles; ``avoid``: not beside a
+        MATMUL into that ACC bank) behind the others."""
+        self.items.append((emit, cost, avoid))
 
     def fixed(self, cost: int) -> None:
         """An instruction of ``cost`` cycles the stream emits now (a weight LOAD): it waits for
@@ -658,14 +663,17 @@ class _SideQueue:
         self.now = max(self.now, self.free)
         self.free = self.now + cost
 
-    def matmul(self) -> None:
+    def matmul(self, bank: int | None = None) -> None:
         self.now += self.issue
+        self.bank = bank
 
-    def place(self, emit, cost: int, left: int | None = None) -> bool:
+    def place(self, emit, cost: int, left: int | None = None, avoid: int | None = None) -> bool:
         """Emit ``emit`` after the latest MATMUL if the engines are free by then and (with
         ``left``) it ends before the MATMUL after the ``left`` more would come (the stream's next
-        fixed instruction, which it holds up, comes before that one)."""
-        if self.free > self.now or (left is not None and cost + 20 > (left + 1) * self.issue):
+        fixed instruction, which it holds up, comes before that one); with ``avoid``, not after a
+        MATMUL into that ACC bank."""
+        if (self.free > self.now or (left is not None and cost + 20 > (left + 1) * self.issue)
+                or (avoid is not None and avoid == self.bank)):
             return False
         emit()
         self.free = self.now + cost
@@ -673,15 +681,15 @@ class _SideQueue:
 
     def offer(self, left: int) -> None:
         """Place the queued instructions that fit before the ``left`` MATMULs to come."""
-        while self.items and self.place(*self.items[0], left):
+        while self.items and self.place(*self.items[0][:2], left, self.items[0][2]):
             self.items.pop(0)
 
     def flush(self, through=None) -> None:
         """Emit what is left, in order (with ``through``: up to that emitter, if still queued)."""
-        if through is not None and through not in [emit for emit, _ in self.items]:
+        if through is not None and through not in [item[0] for item in self.items]:
             return
         while self.items:
-            emit, _ = self.items.pop(0)
+            emit = self.items.pop(0)[0]
             emit()
             if emit is through:
                 return
@@ -798,7 +806,7 @@ def _mlp_local(b: _Builder, p: str, x: _Local, blk, gelu, g: _Tensor, pre: _Tens
                 b.emit(Opcode.MATMUL, a_addr=a_base + (kk - k0) * m, b_addr=addr + (kk - k0) * c,
                        c_addr=c_addr, rows=m, accumulate=int(kk > 0), **b.fc2_fields)
                 if queue:
-                    queue.matmul()
+                    queue.matmul(c_addr // (cfg.acc_rows // 2))
                     while pending and queue.place(pending[0], g_load):
                         pending.pop(0)
                     if not pending:
@@ -1161,8 +1169,16 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
     # region, dead by then) run beside its last step (issue 21), not after it.
     last0 = (len(late) >= 2 and (len(early) + 1) * m <= acc_half and len(ks_all) % 2 == 0
              and len(late) - 1 <= chunk)
+    # Or (issue 21, _fc2_staggers) the tiles alternate between the ACC banks and finish one at a
+    # time in the last two chunks (_stagger_order), each tile's REQUANT, ADD and STOREs beside the
+    # next steps (into the other bank): only the last tile's are left after the last MATMUL.
+    stagger = _fc2_staggers(cfg, m, len(outs), len(ks_all))
+    if stagger:
+        early = [n for n in outs if (n - outs.start) % 2 == 0]    # bank 0's, first in each chunk
 
     def acc_of(n):
+        if stagger:
+            return (n - outs.start) % 2 * acc_half + (n - outs.start) // 2 * m
         if n in early or (last0 and n == late[-1]):
             return (min(n, early.stop) - early.start) * m
         return acc_half + (n - late.start) * m
@@ -1210,6 +1226,15 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
         def x_load(ci, kk):
             return lambda: _load_tiles(b, regions[ci % 2] + (kk - ks_all[ci].start) * m, g, 0, m, kk, 1, m)
 
+        def finish(n):
+            """Tile ``n`` is complete: its REQUANT to the slot (beside MATMULs into the other ACC
+            bank), the ADD of x1's tile, its STOREs."""
+            queue.add(lambda: b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=slot, rows=m, param_addr=3 * n),
+                      CostModel().requant(cfg, m), acc_of(n) // acc_half)
+            queue.add(lambda: add(n, resident + n * m, slot, 1), add_cost)
+            for emit, cost in _store_tile(b, resident + n * m, y, n, m):
+                queue.add(emit, cost)
+
         def enqueue_early():
             """The first tiles are complete: REQUANT each to the slot, ADD x1's tile, STORE."""
             for n in early:
@@ -1220,16 +1245,17 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
                     queue.add(emit, cost)
 
         # (the first chunk's LOADs went beside pass A's last steps)
-        for ci, ks in enumerate(ks_all):
+        order = [*early, *[n for n in outs if n not in early]] if stagger else outs
+        for ci, ks in enumerate(ks_all[:-2] if stagger else ks_all):
             nxt = [x_load(ci + 1, kk) for kk in ks_all[ci + 1]] if ci + 1 < len(ks_all) else []
             # The next chunk's LOADs beside the steps (in the first chunk, with pass A's REQUANTs
             # beside the first steps, beside the others only).
-            carriers = [i for i, n in enumerate(outs) if not (ci == 0 and requants and n in early)]
+            carriers = [i for i, n in enumerate(order) if not (ci == 0 and requants and n in early)]
             share = _ceil(len(nxt), len(carriers))
             loads = {i: nxt[r * share:(r + 1) * share] for r, i in enumerate(carriers)}
             before = _loads_before(len(outs), CostModel().dma(cfg, len(ks) * c, cfg.spad_row_bytes))
             steps = [fc2_step(ks.start, ks, n, regions[ci % 2], acc_of(n), loads.get(i, []), queue, before[i])
-                     for i, n in enumerate(outs)]
+                     for i, n in enumerate(order)]
             if ci == 0 and requants:
                 # pass A's REQUANTs done before the steps into their ACC rows
                 rows, source, body = steps[len(early) - 1]
@@ -1245,13 +1271,82 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
                     for n in late[:-1]])
             _weight_stream(b, w_bs[ci % 2], steps)
 
-        queue.flush()
-        # The other tiles into the dead chunks (bank 0).
-        requant(late[-1:] if last0 else late, acc_of, lambda n: (n - late.start) * m, params=False)  # pass A loaded them
+        if stagger:
+            # The last two chunks in one stream (weights where the last chunk's are apart from
+            # its tiles), the last chunk's LOADs beside the first steps, as many as cover them.
+            last = len(ks_all) - 2
+            nxt = [x_load(last + 1, kk) for kk in ks_all[last + 1]]
+            cost = CostModel().dma(cfg, len(ks_all[last + 1]) * c, cfg.spad_row_bytes)
+            per = max(1, (len(ks_all[last]) * issue - cost) // g_load)
+            head = min(len(outs), _ceil(len(nxt), per))
+            share = _ceil(len(nxt), head)
+            seq = _stagger_order(len(outs), head)
+            before = _loads_before(len(seq), cost)
+            steps = []
+            for pos, (two, i) in enumerate(seq):
+                ks, n = ks_all[last + two], outs[i]
+                steps.append(fc2_step(ks.start, ks, n, regions[(last + two) % 2], acc_of(n),
+                                      nxt[pos * share:(pos + 1) * share] if pos < head else [], queue, before[pos]))
+                if two and pos + 1 < len(seq):
+                    rows, source, body = steps[-1]
+                    steps[-1] = rows, source, _then(body, lambda n=n: finish(n))
+            _weight_stream(b, lambda i: w_bs[(last + seq[i][0]) % 2], steps)
+            queue.flush()
+            n = outs[seq[-1][1]]
+            b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=slot, rows=m, param_addr=3 * n)
+        else:
+            queue.flush()
+            # The other tiles into the dead chunks (bank 0).
+            requant(late[-1:] if last0 else late, acc_of, lambda n: (n - late.start) * m, params=False)  # pass A loaded them
     with b.layer(p + "add2"):
-        add(late.start, resident + late.start * m, 0, len(late))
-        store(late.start, len(late))
+        if stagger:
+            add(n, resident + n * m, slot, 1)
+            store(n, 1)
+        else:
+            add(late.start, resident + late.start * m, 0, len(late))
+            store(late.start, len(late))
     return _Local(resident, m, d, dt)
+
+
+def _fc2_staggers(cfg: AccelConfig, m: int, tiles: int, chunks: int) -> bool:
+    """Whether :func:`_fc2_add2` finishes its ``tiles`` output tiles one at a time (issue 21,
+    :func:`_stagger_order`): at least three K chunks (the first's steps take pass A's REQUANTs
+    beside them, the last two make one stream), two tiles or more, half of them (rounded up) in
+    each ACC bank."""
+    return chunks >= 3 and tiles >= 2 and _ceil(tiles, 2) <= cfg.acc_rows // 2 // m
+
+
+def _stagger_order(tiles: int, head: int) -> list[tuple[int, int]]:
+    """The order of :func:`_fc2_add2`'s steps over its last two K chunks, ``(chunk, tile)``
+    (chunk 0 or 1 of the two, tile index; even tiles in ACC bank 0, odd ones in bank 1): first
+    the first chunk's steps of the first ``head`` tiles (the second chunk's LOADs beside them),
+    then the other steps, the second of each tile's two completing it. The other tiles' first
+    steps are spread evenly among the completing ones, so that the tiles complete one at a time
+    over the stream and each one's REQUANT, ADD and STOREs go beside the steps after it; the
+    tiles complete in order where they can, and the step after a completing one is into the
+    other ACC bank where one is ready (the REQUANT runs beside MATMULs into the other bank only).
+    """
+    seq, rest, done = [(0, t) for t in range(head)], list(range(head, tiles)), set()
+    total = tiles + len(rest)
+    firsts = {round((k + 1) * total / (len(rest) + 1)) for k in range(len(rest))}
+
+    def pick(ready):
+        """The first of ``ready`` in the other ACC bank than a completing step just before."""
+        if seq[head:] and seq[-1][0] == 1:
+            other = [t for t in ready if t % 2 != seq[-1][1] % 2]
+            return (other or ready)[0]
+        return ready[0]
+    for pos in range(total):
+        ready = [t for t in range(tiles) if t not in done and t not in rest]
+        if rest and (pos in firsts or not ready):
+            t = pick(rest)
+            rest.remove(t)
+            seq.append((0, t))
+        else:
+            t = pick(ready)
+            done.add(t)
+            seq.append((1, t))
+    return seq
 
 
 def _then(body, after):
