@@ -50,9 +50,10 @@ def test_deit_two_blocks_logits_equal_golden(deit_two_blocks, logits_equal_golde
 
 
 def test_second_pass_requant_beside_its_last_step(deit_two_blocks):
-    # add2 beside fc2's second pass (_fc2_add2): its last output tile accumulates in ACC bank 0,
-    # after the first ones, so a REQUANT of one of the others (ACC bank 1) runs beside its last
-    # step's MATMULs instead of after them.
+    # add2 beside fc2's second pass (_fc2_add2): its output tiles alternate between the ACC banks
+    # and complete one at a time (_stagger_order), so the tile completed before the last one has
+    # its REQUANT (into the other ACC bank) beside the steps before the last and its ADD beside
+    # the last step's MATMULs instead of after them.
     iv, program, spans = deit_two_blocks
     half = preset("default").acc_rows // 2
     fc2 = _spans(program, spans, "blocks.0.fc2")
@@ -60,9 +61,14 @@ def test_second_pass_requant_beside_its_last_step(deit_two_blocks):
     fields = {i: decode_fields(program.instructions[i])[1] for i, _ in fc2}
     matmuls = [i for i, s in fc2 if s.opcode is Opcode.MATMUL]
     last = [i for i in matmuls if fields[i]["c_addr"] == fields[matmuls[-1]]["c_addr"]][-8:]
-    assert fields[matmuls[-1]]["c_addr"] < half
-    requants = [i for i, s in fc2 if s.opcode is Opcode.REQUANT and fields[i]["acc_addr"] >= half]
-    assert any(spans[r].start < spans[mm].end and spans[mm].start < spans[r].end for r in requants for mm in last)
+    bank = fields[matmuls[-1]]["c_addr"] // half
+    requants = [i for i, s in fc2 if s.opcode is Opcode.REQUANT and fields[i]["acc_addr"] // half != bank]
+    adds = [i for i, s in fc2 if s.opcode is Opcode.ADD]
+
+    def beside_last(i):
+        return any(spans[i].start < spans[mm].end and spans[mm].start < spans[i].end for mm in last)
+    assert requants and not beside_last(requants[-1]) and spans[requants[-1]].end < spans[last[0]].end
+    assert beside_last(adds[-1]) and adds[-1] > requants[-1]
 
 
 def test_proj_first_tile_loads_only_its_inputs(deit_two_blocks):
