@@ -1246,6 +1246,11 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
 
         # (the first chunk's LOADs went beside pass A's last steps)
         order = [*early, *[n for n in outs if n not in early]] if stagger else outs
+        # With stagger, all of pass B's steps in one weight stream (each step's weights apart from
+        # its tiles): each chunk's first weights load beside the chunk before's last step.
+        stream, bases = [], []
+        wt = CostModel().dma(cfg, len(ks_all[-1]) * c, cfg.spad_row_bytes)
+        fixed = _loads_before(len(outs) * len(ks_all), wt)
         for ci, ks in enumerate(ks_all[:-2] if stagger else ks_all):
             nxt = [x_load(ci + 1, kk) for kk in ks_all[ci + 1]] if ci + 1 < len(ks_all) else []
             # The next chunk's LOADs beside the steps (in the first chunk, with pass A's REQUANTs
@@ -1253,7 +1258,8 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
             carriers = [i for i, n in enumerate(order) if not (ci == 0 and requants and n in early)]
             share = _ceil(len(nxt), len(carriers))
             loads = {i: nxt[r * share:(r + 1) * share] for r, i in enumerate(carriers)}
-            before = _loads_before(len(outs), CostModel().dma(cfg, len(ks) * c, cfg.spad_row_bytes))
+            before = (fixed[len(stream):] if stagger
+                      else _loads_before(len(outs), CostModel().dma(cfg, len(ks) * c, cfg.spad_row_bytes)))
             steps = [fc2_step(ks.start, ks, n, regions[ci % 2], acc_of(n), loads.get(i, []), queue, before[i])
                      for i, n in enumerate(order)]
             if ci == 0 and requants:
@@ -1269,28 +1275,31 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
                     queue.add(lambda n=n: b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=(n - late.start) * m,
                                                  rows=m, param_addr=3 * n), CostModel().requant(cfg, m))
                     for n in late[:-1]])
-            _weight_stream(b, w_bs[ci % 2], steps)
+            if stagger:
+                stream += steps
+                bases += [w_bs[ci % 2]] * len(steps)
+            else:
+                _weight_stream(b, w_bs[ci % 2], steps)
 
         if stagger:
-            # The last two chunks in one stream (weights where the last chunk's are apart from
-            # its tiles), the last chunk's LOADs beside the first steps, as many as cover them.
+            # The last two chunks' steps in _stagger_order, the last chunk's LOADs beside the
+            # first ones, as many as cover them.
             last = len(ks_all) - 2
             nxt = [x_load(last + 1, kk) for kk in ks_all[last + 1]]
-            cost = CostModel().dma(cfg, len(ks_all[last + 1]) * c, cfg.spad_row_bytes)
-            per = max(1, (len(ks_all[last]) * issue - cost) // g_load)
+            per = max(1, (len(ks_all[last]) * issue - wt) // g_load)
             head = min(len(outs), _ceil(len(nxt), per))
             share = _ceil(len(nxt), head)
             seq = _stagger_order(len(outs), head)
-            before = _loads_before(len(seq), cost)
-            steps = []
             for pos, (two, i) in enumerate(seq):
                 ks, n = ks_all[last + two], outs[i]
-                steps.append(fc2_step(ks.start, ks, n, regions[(last + two) % 2], acc_of(n),
-                                      nxt[pos * share:(pos + 1) * share] if pos < head else [], queue, before[pos]))
+                step = fc2_step(ks.start, ks, n, regions[(last + two) % 2], acc_of(n),
+                                nxt[pos * share:(pos + 1) * share] if pos < head else [], queue,
+                                fixed[len(stream)])
                 if two and pos + 1 < len(seq):
-                    rows, source, body = steps[-1]
-                    steps[-1] = rows, source, _then(body, lambda n=n: finish(n))
-            _weight_stream(b, lambda i: w_bs[(last + seq[i][0]) % 2], steps)
+                    step = *step[:2], _then(step[2], lambda n=n: finish(n))
+                stream.append(step)
+                bases.append(w_bs[(last + two) % 2])
+            _weight_stream(b, bases.__getitem__, stream)
             queue.flush()
             n = outs[seq[-1][1]]
             b.emit(Opcode.REQUANT, acc_addr=acc_of(n), spad_addr=slot, rows=m, param_addr=3 * n)
