@@ -1331,10 +1331,12 @@ def _fc2_add2(b: _Builder, p: str, m: int, d: int, ht: int, acc_a: int, g: _Tens
 
 def _fc2_staggers(cfg: AccelConfig, m: int, tiles: int, chunks: int) -> bool:
     """Whether :func:`_fc2_add2` finishes its ``tiles`` output tiles one at a time (issue 21,
-    :func:`_stagger_order`): at least three K chunks (the first's steps take pass A's REQUANTs
-    beside them, the last two make one stream), two tiles or more, half of them (rounded up) in
-    each ACC bank."""
-    return chunks >= 3 and tiles >= 2 and _ceil(tiles, 2) <= cfg.acc_rows // 2 // m
+    :func:`_stagger_order`): at least four K chunks (the first's steps take pass A's REQUANTs
+    beside them, the last two make one stream; with three, pass A's tiles' LOADs, ADDs and STOREs
+    still fill the side engines when the last two start, and a 3-chunk DeiT-Tiny-shaped MLP of
+    ratio 1.5 measured 80 cycles more), two tiles or more, half of them (rounded up) in each ACC
+    bank."""
+    return chunks >= 4 and tiles >= 2 and _ceil(tiles, 2) <= cfg.acc_rows // 2 // m
 
 
 def _stagger_order(tiles: int, head: int) -> list[tuple[int, int]]:

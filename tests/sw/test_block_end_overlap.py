@@ -31,7 +31,7 @@ def test_stagger_order():
             assert all(seq.index((0, t)) < seq.index((1, t)) for t in range(tiles))
             assert seq[-1][0] == 1
     cfg = preset("default")
-    assert _fc2_staggers(cfg, 197, 8, 8) and not _fc2_staggers(cfg, 197, 8, 2)
+    assert _fc2_staggers(cfg, 197, 8, 8) and not _fc2_staggers(cfg, 197, 8, 3)
     assert not _fc2_staggers(cfg, 197, 1, 8) and not _fc2_staggers(cfg, 197, 12, 8)
 
 
