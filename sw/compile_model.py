@@ -555,6 +555,8 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                                                   | (bank(near[1], near[1] + 2 * kt * c) if near else set())))
     if side is not None and not (pipelined and all(j in local for j in range(nt)) and not b.keep):
         b.fail("side instructions need a pipelined linear whose output tiles all stay on chip")
+    if first and (side is None or not x_loads or short[0] or first >= nt or 2 * m > half):
+        b.fail("the first tiles K tile by K tile need side instructions, x_loads, all rows and later tiles")
 
     def tile(j):
         rows = short[1] if j < short[0] else m
@@ -613,7 +615,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                 chain, slots = ([(previous[0], 0)] if previous else []), [slot]
             lead = list(x_loads) if x_loads and j == 0 else []
             late_at = (-1, -1)
-            if first and near:
+            if first and j == first and near:
                 rest, near_cost = (cost.dma(cfg, n * c, cfg.spad_row_bytes) for n in (near[0], kt - near[0]))
                 late_at = _chain_slots(cfg, [near_cost, near_cost], kt, rows, -(-rest // (rows + cfg.rows)) - 1)
             for _ in range(min(len(lead), max(2, len(lead) - (kt - 1)))):
@@ -687,9 +689,9 @@ def _first_tiles(b: _Builder, x: _Local, kt: int, accs: list, w_rows: list, lead
     per K tile of ``x`` one MATMUL per tile (``accs``: its ACC row and rows; ``w_rows[i * kt +
     kk]``: the SPAD row of tile ``i``'s weights of K tile ``kk``, both weight regions resident),
     then the next of the ``lead`` LOADs (x's K tiles and any after them; two before the first
-    MATMUL, and ``late``'s weight LOAD). Each LOAD of x takes about as long as the MATMULs of
-    all those tiles, so the matmul engine, not waiting on the DMA one MATMUL in two, does the
-    work of two tiles in the time the one-tile schedule spends on one."""
+    MATMUL, and ``late``'s weight LOAD). Each LOAD of x takes longer than a MATMUL, so the one-
+    tile schedule's MATMULs wait for the DMA; here the array does the work of every first tile
+    beside each LOAD instead of one tile's."""
     for _ in range(min(2, len(lead))):
         lead.pop(0)()
     while late:
