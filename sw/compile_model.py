@@ -497,7 +497,7 @@ def _region_apart(cfg: AccelConfig, size: int, avoid: set, busy: list, last: set
 
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
                   local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None,
-                  side=None, x_loads: list | None = None, near: tuple | None = None) -> None:
+                  side=None, x_loads: list | None = None, near: tuple | None = None, first: int = 0) -> None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
     LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
@@ -520,6 +520,10 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     (:func:`_chain_fits`). ``near = (k0, row)``: the weights of K tiles from ``k0`` (those whose
     x rows are in the weight regions' bank) go to two regions of their own from SPAD row ``row``
     (a bank apart from those x rows: hw/matmul.py weights_apart), a second LOAD per tile.
+    ``first`` (2, with ``x_loads`` and ``side``; :func:`_first_tiles_fit`): the first two output
+    tiles run K tile by K tile (:func:`_first_tiles`), both weight regions resident, so that
+    twice the MATMULs cover each LOAD of x; their side work then queues with the later tiles'
+    (issue 21).
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
@@ -537,6 +541,10 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     pending = []            # the previous tile's (REQUANT, STORE) emitters, rows and SPAD row
     late = []               # with near: a weight LOAD to emit after the next tile's first MATMUL
     cost = CostModel()
+    # With first (issue 21): the first tiles' REQUANTs {tile: (emit, ACC row)} not yet emitted,
+    # the side instructions [(emit, cycles, tile whose REQUANT they follow)] not yet placed, the
+    # tiles whose REQUANT is emitted and the tiles whose side(j) is queued.
+    firsts, backlog, done, sided = {}, [], set(), [0]
 
     def stores(j):
         return y is not None and (j not in local or b.keep)
@@ -552,14 +560,23 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                                                   | (bank(near[1], near[1] + 2 * kt * c) if near else set())))
     if side is not None and not (pipelined and all(j in local for j in range(nt)) and not b.keep):
         b.fail("side instructions need a pipelined linear whose output tiles all stay on chip")
+    if first and (side is None or not x_loads or short[0] or first >= nt or 2 * m > half):
+        b.fail("the first tiles K tile by K tile need side instructions, x_loads, all rows and later tiles")
 
     def tile(j):
         rows = short[1] if j < short[0] else m
         acc = j % 2 * half if pipelined else 0
+        if j < first:
+            # (issue 21) ACC bank (j + 1) % 2 after the rows the pipelined tiles take: the REQUANT
+            # waits for a later tile's MATMULs into the other bank, whose rows it leaves alone.
+            acc = (j + 1) % 2 * half + m
         dst = local.get(j, stage)
 
         def requant():
             b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=dst, rows=rows, param_addr=3 * j)
+
+        if j < first:
+            firsts[j] = (requant, acc)
 
         def store(r0=0, n=None):
             if stores(j):
@@ -567,10 +584,28 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                 _load_tiles(b, dst + r0, y, r0, n, j, 1, m, Opcode.STORE)
 
         def body(addr):
+            if j < first:
+                if not j:
+                    _first_tiles(b, x, kt, [(acc_at, rows) for _, acc_at in firsts.values()],
+                                 [_weight_row(near, i, kt, kk, addr + i * (near[0] * c if near else kt * c), c)
+                                  for i in range(first) for kk in range(kt)], list(x_loads), late)
+                return
             previous = pending.pop() if pending else None
             loaded = kt * c if j + 1 < nt else 0
             pieces = {}
-            if side is not None:
+            if first:
+                # (issue 21) the chain's first instruction may wait a quarter of an issue interval
+                # for the weight LOADs: the MATMUL behind it dispatches a whole interval later.
+                # The first of these tiles also takes the late weight LOAD the one before left.
+                if j == first and near:
+                    loaded += (kt - near[0]) * c
+                issue = rows + cfg.rows
+                after_load = -(-(cost.dma(cfg, loaded, cfg.spad_row_bytes) - issue // 4) // issue) if loaded else 0
+                chain = _queued(cfg, j, kt, rows, max(1, after_load), previous and (previous[0], cost.requant(cfg, rows)),
+                                firsts, backlog, done, sided, side)
+                slots = [min(kt - 1, s) for s in _chain_slots(cfg, [cycles for _, cycles in chain], kt, rows,
+                                                               max(1, after_load))]
+            elif side is not None:
                 chain = ([(previous[0], cost.requant(cfg, rows))] if previous else []) + side(j)
                 after_load = -(-cost.dma(cfg, loaded, cfg.spad_row_bytes) // (rows + cfg.rows)) if loaded else 0
                 slots = [min(kt - 1, s) for s in
@@ -584,6 +619,10 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                         slot = min(pieces) - 1 - -(-cost.requant(cfg, previous[2]) // (rows + cfg.rows))
                 chain, slots = ([(previous[0], 0)] if previous else []), [slot]
             lead = list(x_loads) if x_loads and j == 0 else []
+            late_at = (-1, -1)
+            if first and j == first and near:
+                rest, near_cost = (cost.dma(cfg, n * c, cfg.spad_row_bytes) for n in (near[0], kt - near[0]))
+                late_at = _chain_slots(cfg, [near_cost, near_cost], kt, rows, -(-rest // (rows + cfg.rows)) - 1)
             for _ in range(min(len(lead), max(2, len(lead) - (kt - 1)))):
                 lead.pop(0)()
             for kk in range(kt):
@@ -592,11 +631,19 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
                        accumulate=int(kk > 0))
                 # (with x_loads the first tile's MATMULs wait for their LOADs: its late LOAD goes
                 # two MATMULs after the next tile's own, where it holds up no MATMUL)
-                if not (x_loads and j == 0):
+                if not (x_loads and j == 0) and not (first and j == first):
                     if kk == 0:
                         for _ in range(min(len(late), 1 if x_loads and j == 1 else len(late))):
                             late.pop()()
                     elif x_loads and j == 1 and kk == 2:
+                        while late:
+                            late.pop()()
+                elif first and j == first:
+                    # (issue 21) the two late LOADs, of the tile before's weights and this one's:
+                    # each after the MATMULs that cover the LOAD before it
+                    if kk == late_at[0] and late:
+                        late.pop()()
+                    elif kk == late_at[1]:
                         while late:
                             late.pop()()
                 if lead:
@@ -622,6 +669,79 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     for requant, store, *_ in pending:
         requant()
         store()
+    if first:
+        # (issue 21) what the MATMULs could not cover: the first tiles' REQUANTs left, then the
+        # side instructions queued behind them, in order.
+        for i in range(first):
+            if i in firsts:
+                firsts.pop(i)[0]()
+        for emit, *_ in backlog:
+            emit()
+
+
+def _first_tiles_fit(cfg: AccelConfig, m: int, kt: int, nt: int) -> int:
+    """How many output tiles :func:`_linear_local` runs K tile by K tile among the LOADs of ``x``'s
+    ``kt`` tiles of ``m`` rows (``x_loads``): 2 where each LOAD takes longer than a MATMUL's issue
+    interval (the single tile's MATMULs wait for it, issue 21), the two tiles' ACC rows fit
+    after the pipelined tiles' in both ACC banks and a later tile is left to cover their side
+    work; else 0 (the one-tile-at-a-time schedule)."""
+    return 2 if (CostModel().dma(cfg, m, cfg.spad_row_bytes) > m + cfg.rows and 2 * m <= cfg.acc_rows // 2
+                 and nt > 2 and kt > 1) else 0
+
+
+def _first_tiles(b: _Builder, x: _Local, kt: int, accs: list, w_rows: list, lead: list, late: list) -> None:
+    """The MATMULs of :func:`_linear_local`'s first output tiles, K tile by K tile (issue 21):
+    per K tile of ``x`` one MATMUL per tile (``accs``: its ACC row and rows; ``w_rows[i * kt +
+    kk]``: the SPAD row of tile ``i``'s weights of K tile ``kk``, both weight regions resident),
+    then the next of the ``lead`` LOADs (x's K tiles and any after them; two before the first
+    MATMUL, and ``late``'s weight LOAD). Each LOAD of x takes longer than a MATMUL, so the one-
+    tile schedule's MATMULs wait for the DMA; here the array does the work of every first tile
+    beside each LOAD instead of one tile's."""
+    for _ in range(min(2, len(lead))):
+        lead.pop(0)()
+    while late:
+        late.pop()()
+    for kk in range(kt):
+        for i, (acc, rows) in enumerate(accs):
+            b.emit(Opcode.MATMUL, a_addr=x.addr + kk * x.rows, b_addr=w_rows[i * kt + kk], c_addr=acc, rows=rows,
+                   accumulate=int(kk > 0))
+        if lead:
+            lead.pop(0)()
+    while lead:
+        lead.pop(0)()
+
+
+def _queued(cfg: AccelConfig, j: int, kt: int, rows: int, first: int, previous, firsts: dict, backlog: list,
+            done: set, sided: list, side) -> list:
+    """The chain of side instructions ``[(emit, cycles)]`` of :func:`_linear_local`'s tile ``j``
+    (after :func:`_first_tiles`, issue 21): the previous tile's REQUANT (``previous``, or None),
+    the first tiles' REQUANTs left (``firsts``: ``{tile: (emit, ACC row)}``) whose ACC bank is
+    not tile ``j``'s (a REQUANT runs beside MATMULs into the other bank only), then the side
+    instructions of ``side(i)`` for the tiles up to ``j`` (queued in ``backlog`` as ``(emit,
+    cycles, tile)``, each after tile ``i - 1``'s REQUANT, ``done`` once emitted), in order, as
+    many as :func:`_chain_fits` among the tile's ``kt`` MATMULs from MATMUL ``first``; the
+    others wait for the next tile (``sided[0]``: the next tile whose ``side`` to queue)."""
+    requant = CostModel().requant(cfg, rows)
+    chain = []
+    if previous:
+        chain.append(previous)
+        done.add(j - 1)
+    while sided[0] <= j:
+        backlog.extend((emit, cycles, sided[0] - 1) for emit, cycles in side(sided[0]))
+        sided[0] += 1
+
+    def fits(cycles):
+        return _chain_fits(cfg, [cost for _, cost in chain] + [cycles], kt, rows, first)
+
+    for i, (emit, acc) in list(firsts.items()):
+        if acc // (cfg.acc_rows // 2) != j % 2 and fits(requant):
+            chain.append((emit, requant))
+            done.add(i)
+            del firsts[i]
+    while backlog and (backlog[0][2] < 0 or backlog[0][2] in done) and fits(backlog[0][1]):
+        emit, cycles, _ = backlog.pop(0)
+        chain.append((emit, cycles))
+    return chain
 
 
 def _store_slots(cfg: AccelConfig, matmuls: int, rows: int, stored: int, loaded_rows: int) -> dict:
@@ -1445,6 +1565,7 @@ def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj
     param = 3 * dt                      # the ADD's PARAM row, after proj's
     costs = _add1_costs(cfg, m)
     add_cost, load_cost = costs[1], costs[-1]
+    first = _first_tiles_fit(cfg, m, _ceil(attn.cols, c), dt)
 
     def add(j):
         b.emit(Opcode.ADD, src=xs, src2=j * m, dst=j * m, rows=m, length=min(d, (j + 1) * c) - j * c,
@@ -1453,8 +1574,13 @@ def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj
     def side(j):
         if not j:
             return []           # x's tile 0 loads after the attention output (x_loads)
-        return [(lambda: add(j - 1), add_cost), *_store_tile(b, (j - 1) * m, x1, j - 1, m),
-                (lambda: _load_tiles(b, xs, x, 0, m, j, 1, m), load_cost)]
+        load = (lambda: _load_tiles(b, xs, x, 0, m, j, 1, m), load_cost)
+        if first:
+            # (issue 21) x's next tile right after the ADD that frees its region, the STOREs
+            # last: one MATMUL each, they fill what a tile's MATMULs have left when side work
+            # queues from tile to tile (_queued)
+            return [(lambda: add(j - 1), add_cost), load, *_store_tile(b, (j - 1) * m, x1, j - 1, m)]
+        return [(lambda: add(j - 1), add_cost), *_store_tile(b, (j - 1) * m, x1, j - 1, m), load]
 
     with b.layer(p + "proj"):
         at = _ceil(attn.cols, c)
@@ -1476,7 +1602,7 @@ def _proj_add1(b: _Builder, p: str, attn: _Tensor, x: _Tensor, x1: _Tensor, proj
         x_loads = [lambda kk=kk: _load_tiles(b, al.addr + kk * m, attn, 0, m, kk, 1, m) for kk in range(at)]
         x_loads.append(lambda: _load_tiles(b, xs, x, 0, m, 0, 1, m))
         _linear_local(b, p + "proj", al, *proj_args, free=al.end, local={j: j * m for j in range(dt)}, side=side,
-                      x_loads=x_loads, near=near)
+                      x_loads=x_loads, near=near, first=first)
     with b.layer(p + "add1"):
         add(dt - 1)
         _load_tiles(b, (dt - 1) * m, x1, 0, m, dt - 1, 1, m, Opcode.STORE)
