@@ -54,8 +54,8 @@ def spad_bank_flags(cfg: AccelConfig, lo, end):
 
 
 class Controller(wiring.Component):
-    """Runs a program: fetch, check and dispatch instructions in order, overlapping a scratchpad
-    LOAD with a MATMUL when a scoreboard finds them independent.
+    """Runs a program: fetch, check and dispatch instructions in order, overlapping MATMULs, a
+    scratchpad LOAD, a REQUANT or a vector instruction when a scoreboard finds them independent.
 
     Contract (docs/architecture.md, "Controller"):
 
@@ -100,7 +100,11 @@ class Controller(wiring.Component):
       engine is busy. A STORE from SPAD is offered while the matmul engine is busy (and no other)
       on the same terms: its rows' banks are not those the latest MATMUL reads (the DMA reads
       through the second port too); no MATMUL comes while it runs, since the next fetch waits for
-      it. A MATMUL is also offered while the matmul engine is busy but ready (the previous
+      it. A LOAD into SPAD and a REQUANT or a vector instruction may be in flight together (with
+      MATMULs or not) when the LOAD's rows lie in other SPAD banks than the REQUANT's output rows
+      or any row of the vector instruction's tensors: each is offered while the other's engine is
+      busy if so (SPAD has a write port for the DMA and one for the requant and vector engines).
+      A MATMUL is also offered while the matmul engine is busy but ready (the previous
       MATMUL's rows drain through the array, in order, while the next loads: ``hw/matmul.py``;
       judged like busy, :attr:`BUSY_LAG` cycles after ready rises). No other instruction is
       offered to a busy engine, and every other instruction waits until no engine is busy. So the
@@ -115,9 +119,11 @@ class Controller(wiring.Component):
     :class:`~vitaccel.hw.arbiter.MemoryArbiter`: the controller's reads never depend on the DMA's
     except through the STORE rule above. An engine owns the local memory ports it uses while its
     ``busy`` is high (``hw/core.py``); the rules above keep
-    two owners of one port apart, since a SPAD LOAD uses only the SPAD write port, a MATMUL only
-    SPAD's first read port and the ACC ports, and a vector engine SPAD's second read port (in the
-    bank the MATMUL does not read), its write port and PARAM.
+    two owners of one port apart, since a SPAD LOAD uses only SPAD's first write port, a MATMUL
+    only SPAD's first two read ports and the ACC ports, a REQUANT ACC's second read port, PARAM's
+    read port and SPAD's second write port, and a vector engine SPAD's third read port (in the
+    bank the MATMUL does not read), its second write port (in banks the LOAD does not write) and
+    PARAM.
     """
 
     #: Cycles from the arrival of an instruction's last word to the end of its check (DECODE,
@@ -503,7 +509,10 @@ class Controller(wiring.Component):
         the SPAD banks of its tensors (``new_vector_banks``, from the range check) are not those of
         the latest MATMUL's reads, and a MATMUL while a vector engine is busy on the same terms; a
         STORE from SPAD while the matmul engine is busy when its rows' SPAD banks are not those of
-        the latest MATMUL's reads; anything else only while no engine is busy. The instruction's row ranges are registered
+        the latest MATMUL's reads; a LOAD into SPAD while the requant engine or a vector engine is
+        busy when its rows' SPAD banks are not those the REQUANT writes or the vector instruction's
+        tensors touch, and a REQUANT or a vector instruction while the DMA is busy with a LOAD
+        into SPAD on the same terms; anything else only while no engine is busy. The instruction's row ranges are registered
         in DECODE (``decoding``), the hazards' comparisons in CHECK (``checking``).
         """
         cfg = self.cfg
@@ -552,13 +561,16 @@ class Controller(wiring.Component):
         # vector engine is busy at a time).
         nb = cfg.spad_banks
         new_a_banks, new_b_banks = Signal(nb, name="new_a_spad_banks"), Signal(nb, name="new_b_spad_banks")
-        new_store_banks = Signal(nb, name="new_store_spad_banks")
+        new_store_banks = Signal(nb, name="new_store_spad_banks")      # a LOAD's or STORE's rows
+        new_rq_banks = Signal(nb, name="new_rq_spad_banks")            # a REQUANT's output rows
         mm_banks, vec_banks = Signal(nb, name="matmul_spad_banks"), Signal(nb, name="vector_spad_banks")
+        load_banks, rq_spad_banks = Signal(nb, name="load_spad_banks"), Signal(nb, name="rq_spad_banks")
         new_mm_banks = new_a_banks | new_b_banks
         with m.If(checking):
             m.d.sync += [new_banks.eq(Cat(~acc_lo_bank, acc_end > half)),
                          new_a_banks.eq(spad_bank_flags(cfg, *new_a)), new_b_banks.eq(spad_bank_flags(cfg, *new_b)),
-                         new_store_banks.eq(spad_bank_flags(cfg, *new_load))]
+                         new_store_banks.eq(spad_bank_flags(cfg, *new_load)),
+                         new_rq_banks.eq(spad_bank_flags(cfg, *new_rq))]
         # In the cycle after CHECK (DECIDE), the busy cycles, whether apart or not; read from
         # OFFER on.
         m.d.sync += new_mm_cycles.eq(new_mm_rows + Mux((new_a_banks & new_b_banks).any(), mm_fixed, mm_fixed_apart))
@@ -613,14 +625,22 @@ class Controller(wiring.Component):
                                      & (~busy_r[Engine.REQUANT] | ~((new_banks & rq_banks).any() | mm_raw))
                                      & (~vector_busy_r | ~(new_mm_banks & vec_banks).any())
                                      & (~busy_r[Engine.MATMUL] | matmul_ready_r))
+        # A LOAD into SPAD and a REQUANT or a vector instruction in flight together write SPAD
+        # banks apart (each engine's rows: its own write port, hw/core.py).
+        beside_load = ~busy_r[Engine.DMA] | dma_spad_load
         with m.Elif(decoded.is_spad_load):
-            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL) & (~busy_r[Engine.MATMUL] | ~war))
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL, Engine.REQUANT, *vector_engines)
+                                     & (~busy_r[Engine.MATMUL] | ~war)
+                                     & (~busy_r[Engine.REQUANT] | ~(new_store_banks & rq_spad_banks).any())
+                                     & (~vector_busy_r | ~(new_store_banks & vec_banks).any()))
         with m.Elif(decoded.is_requant):
-            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL) & ~(new_banks & bank_busy_r).any()
-                                     & (~busy_r[Engine.MATMUL] | ~rq_war))
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL, Engine.DMA) & ~(new_banks & bank_busy_r).any()
+                                     & (~busy_r[Engine.MATMUL] | ~rq_war)
+                                     & (beside_load & ~(busy_r[Engine.DMA] & (new_rq_banks & load_banks).any())))
         with m.Elif(decoded.is_vector):
-            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL)
-                                     & (~busy_r[Engine.MATMUL] | ~(new_vector_banks & mm_banks).any()))
+            m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL, Engine.DMA)
+                                     & (~busy_r[Engine.MATMUL] | ~(new_vector_banks & mm_banks).any())
+                                     & (beside_load & ~(busy_r[Engine.DMA] & (new_vector_banks & load_banks).any())))
         with m.Elif(decoded.is_spad_store):
             # No MATMUL is offered while a STORE runs (the fetch waits for it), so only this side.
             m.d.comb += may_offer.eq(~_any_except(busy_r, Engine.MATMUL)
@@ -631,14 +651,15 @@ class Controller(wiring.Component):
         dma_cmd, rq_cmd = engines[Engine.DMA][0], engines[Engine.REQUANT][0]
         with m.If(dma_cmd.valid & dma_cmd.ready):
             m.d.sync += [dma_store.eq(instr.end.opcode == Opcode.STORE), dma_spad_load.eq(_is_spad_load(instr)),
-                         load_lo.eq(new_load[0]), load_hi.eq(new_load[1])]
+                         load_lo.eq(new_load[0]), load_hi.eq(new_load[1]), load_banks.eq(new_store_banks)]
         with m.If(matmul_cmd.valid & matmul_cmd.ready):
             m.d.sync += [mm_a_lo.eq(new_a[0]), mm_a_hi.eq(new_a[1]), mm_b_lo.eq(new_b[0]), mm_b_hi.eq(new_b[1]),
                          mm_banks.eq(new_mm_banks)]
         with m.If(Cat(engines[engine][0].valid & engines[engine][0].ready for engine in vector_engines).any()):
             m.d.sync += vec_banks.eq(new_vector_banks)
         with m.If(rq_cmd.valid & rq_cmd.ready):
-            m.d.sync += [rq_lo.eq(new_rq[0]), rq_hi.eq(new_rq[1]), rq_banks.eq(new_banks)]
+            m.d.sync += [rq_lo.eq(new_rq[0]), rq_hi.eq(new_rq[1]), rq_banks.eq(new_banks),
+                         rq_spad_banks.eq(new_rq_banks)]
         return offer_ok, dma_store
 
 

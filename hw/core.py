@@ -156,12 +156,14 @@ class Core(wiring.Component):
         # Each memory in MEMORY_SLICES slices side by side (fewer if cols has no such divisor),
         # each with its own address registers: about a dozen block RAMs per address net.
         slices = next(n for n in range(MEMORY_SLICES, 0, -1) if cfg.cols % n == 0)
-        # SPAD in cfg.spad_banks banks (the address's top bits) and three read ports: the matmul
-        # engine's input rows, its weight tile, and the DMA's or a vector engine's reads. A vector
-        # engine reads banks the MATMULs do not read, and a MATMUL reads its weights beside its
-        # inputs when they lie in different banks (the scoreboard keeps the engines apart).
+        # SPAD in cfg.spad_banks banks (the address's top bits), three read ports (the matmul
+        # engine's input rows, its weight tile, and the DMA's or a vector engine's reads) and two
+        # write ports (the DMA's LOADs; the requant and vector engines'). A vector engine reads
+        # banks the MATMULs do not read, a MATMUL reads its weights beside its inputs when they
+        # lie in different banks, and a LOAD writes banks the requant or vector engine in flight
+        # does not use (the scoreboard keeps the engines apart).
         m.submodules.spad = spad = BankedMemory(spad_row(cfg), cfg.spad_rows, banks=cfg.spad_banks, readers=3,
-                                                slices=slices)
+                                                writers=2, slices=slices)
         # ACC in two banks (the address's top bit), each with its read port: a REQUANT reads one
         # while MATMULs accumulate into the other (the scoreboard keeps them apart).
         m.submodules.acc = acc = BankedMemory(acc_row(cfg), cfg.acc_rows, readers=2, slices=slices)
@@ -181,6 +183,9 @@ class Core(wiring.Component):
         # (busy rises in the next), so the selects come from the engines' state registers alone
         # and not from the controller's offer.
         by_dma, by_mm, by_rq = dma.busy, mm.busy, rq.busy
+        # A LOAD into SPAD runs beside the requant and vector engines (it writes only): the read
+        # ports the DMA shares with them are its while it STOREs.
+        by_store = dma.storing
         # With a MATMUL alongside, the DMA runs a SPAD LOAD: the ACC ports are the matmul engine's.
         by_dma_alone = by_dma & ~by_mm
         by_vec = [(engine.busy, engine) for _, engine in vector]
@@ -195,12 +200,13 @@ class Core(wiring.Component):
         connect_members(m, arbiter.axi, self.m_axi, arbiter.axi.signature.members.keys())
         connect_members(m, dma.wr, self.m_axi, dma.wr.signature.members.keys())
         # SPAD's first two read ports are the matmul engine's (input rows, weights), its third the
-        # DMA's (STORE) and the vector engines'.
+        # DMA's (STORE) and the vector engines'; its first write port the DMA's (LOAD), its second
+        # the requant and vector engines'.
         _share(m, spad.reads[0], [(by_mm, mm.spad_rd)])
         _share(m, spad.reads[1], [(by_mm, mm.spad_wrd)])
-        _share(m, spad.reads[2], [(by_dma, dma.spad_rd)] + [(sel, e.spad_rd) for sel, e in by_vec])
-        _share(m, spad.write, [(by_dma, dma.spad_wr), (by_rq, rq.spad_wr)]
-               + [(sel, e.spad_wr) for sel, e in by_vec])
+        _share(m, spad.reads[2], [(by_store, dma.spad_rd)] + [(sel, e.spad_rd) for sel, e in by_vec])
+        _share(m, spad.writes[0], [(by_dma, dma.spad_wr)])
+        _share(m, spad.writes[1], [(by_rq, rq.spad_wr)] + [(sel, e.spad_wr) for sel, e in by_vec])
         # ACC's first read port is the matmul engine's or the DMA's, its second the requantizer's.
         _share(m, acc.reads[0], [(by_mm, mm.acc_rd), (by_dma_alone, dma.acc_rd)])
         wiring.connect(m, acc.reads[1], rq.acc_rd)
@@ -209,7 +215,7 @@ class Core(wiring.Component):
         # rows, zero above each column's low bits, come first: those bits then become a reset
         # driven straight by the softmax's busy flip-flop.
         _share(m, acc.write, [(by_mm, mm.acc_wr), (by_dma_alone, dma.acc_wr)])
-        _share(m, param.read, [(by_dma, dma.param_rd), (by_rq, rq.param_rd)]
+        _share(m, param.read, [(by_store, dma.param_rd), (by_rq, rq.param_rd)]
                + [(sel, e.param_rd) for sel, e in by_vec])
         _share(m, param.write, [(by_sm, sm.param_wr), (by_dma, dma.param_wr)])
         return m

@@ -143,6 +143,8 @@ class DMA(wiring.Component):
         self.cfg = checked_config(cfg)
         super().__init__({
             **engine_members(cfg, "spad_wr", "acc_wr", "param_wr", "spad_rd", "acc_rd", "param_rd"),
+            # Busy with a STORE (its read ports in use; a LOAD writes only): a register.
+            "storing": Out(1),
             "rd": Out(AxiReadSignature(cfg.addr_bits, cfg.bus_bits)),
             "wr": Out(AxiWriteSignature(cfg.addr_bits, cfg.bus_bits)),
         })
@@ -191,7 +193,8 @@ class DMA(wiring.Component):
         # (every engine idle -> instret, running) sat behind that 396-load net (the routed seed-1
         # critical path at 80.7 MHz: DMA busy -> controller STOP -> instret).
         command.port_busy = Signal(name="busy_port_fanout_copy0", attrs={"keep": 1})
-        m.d.comb += [self.busy.eq(command.port_busy), self.cmd.ready.eq(~command.port_busy)]
+        m.d.comb += [self.busy.eq(command.port_busy), self.cmd.ready.eq(~command.port_busy),
+                     self.storing.eq(command.storing)]
         # Acceptance sets only busy, loading and storing; every other register of the command is
         # loaded from the payload in every idle cycle (the controller's payload holds still before
         # its offer), so that the controller's late `valid` has three loads here, not hundreds.

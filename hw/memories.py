@@ -160,21 +160,23 @@ class _Bank:
 
 
 class BankedMemory(wiring.Component):
-    """A shared memory in ``banks`` banks of equal rows, so that engines can read it in the same
-    cycle when they read different banks.
+    """A shared memory in ``banks`` banks of equal rows, so that engines can read it, or write it,
+    in the same cycle when they use different banks.
 
     Row ``r`` lives in bank ``r // (depth / banks)`` (the address's top bits: with two banks rows
     ``[0, depth / 2)`` in bank 0, the rest in bank 1). Each of the ``readers`` read ports and the
-    write port has :class:`SharedMemory`'s timing (:data:`READ_LATENCY`, :data:`WRITE_LATENCY`) and
-    register stages: the address stage registers what each port presents, and after it each
-    bank's block RAMs take the read of the first port whose address names the bank and the write
-    if it names the bank (a LUT next to the block RAMs); each bank has its own first data stage,
-    and the second is each read port's own register, loaded from the bank its read named when the
-    data arrives, so that a port's data holds between its reads whatever the other ports read.
+    ``writers`` write ports has :class:`SharedMemory`'s timing (:data:`READ_LATENCY`,
+    :data:`WRITE_LATENCY`) and register stages: the address stage registers what each port
+    presents, and after it each bank's block RAMs take the read of the first read port whose
+    address names the bank and the write of the first write port whose address names it (a LUT
+    next to the block RAMs); each bank has its own first data stage, and the second is each read
+    port's own register, loaded from the bank its read named when the data arrives, so that a
+    port's data holds between its reads whatever the other ports read.
 
-    Contract: two read ports never read the same bank in the same cycle (the controller's
-    scoreboard keeps the engines that read concurrently in different banks: docs/architecture.md).
-    Where two do, the lower-numbered port's read is performed and the other's data is that row.
+    Contract: two read ports never read the same bank in the same cycle, nor do two write ports
+    write one (the controller's scoreboard keeps the engines that use a memory concurrently in
+    different banks: docs/architecture.md). Where two do, the lower-numbered port's access is
+    performed (and the other read port's data is that row; the other write is lost).
 
     Parameters
     ----------
@@ -183,20 +185,23 @@ class BankedMemory(wiring.Component):
         Banks, a power of two from 2.
     readers : int
         Read ports.
+    writers : int
+        Write ports.
 
     Attributes
     ----------
     reads : list of Out(memory.ReadPort.Signature)
         The read ports, memory side.
-    write : Out(memory.WritePort.Signature)
-        The write port, memory side.
+    writes : list of Out(memory.WritePort.Signature)
+        The write ports, memory side; ``write`` is the first (``write1``... the others).
     collision : Out(1)
-        A read and a write of the same row are performed in this cycle (as :class:`SharedMemory`).
+        A read and a write of the same row are performed in a bank in this cycle (as
+        :class:`SharedMemory`).
     banks : list
         The banks' storage (tests: ``banks[b].row(ctx, addr)``, ``banks[b].slices``).
     """
 
-    def __init__(self, shape, depth: int, *, banks: int = 2, readers: int = 2, slices: int = 1):
+    def __init__(self, shape, depth: int, *, banks: int = 2, readers: int = 2, writers: int = 1, slices: int = 1):
         if banks < 2 or banks & (banks - 1) or depth < banks or depth & (depth - 1):
             self._MustUse__silence = True      # rejected: nothing to elaborate, nothing to warn about
             raise ValueError(f"a banked memory needs a power of two of at least 2 banks and a depth a power of "
@@ -210,10 +215,13 @@ class BankedMemory(wiring.Component):
         super().__init__({
             **{f"read{k}": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape))
                for k in range(readers)},
-            "write": Out(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
+            **{("write" if k == 0 else f"write{k}"): Out(memory.WritePort.Signature(addr_width=addr_width,
+                                                                                     shape=shape))
+               for k in range(writers)},
             "collision": Out(1),
         })
         self.reads = [getattr(self, f"read{k}") for k in range(readers)]
+        self.writes = [self.write] + [getattr(self, f"write{k}") for k in range(1, writers)]
 
     @property
     def depth(self):
@@ -237,10 +245,12 @@ class BankedMemory(wiring.Component):
         # the enable). Before the registers the steering sat on the long wires from the engines
         # (9.6 ns of routing in a routed probe); behind copies shared by both banks, with a zero
         # default (three LUT levels), its fan-out to twelve block RAMs took 13.3 ns (75 MHz).
-        # A write goes to the bank its address names.
+        # A write goes to the bank its address names, likewise steered after its registers.
         copies = len(self.banks) * slices          # copy b * slices + k: bank b, slice k
-        wr_ens = fanned_out(m, self.write.en, copies, "wr_en")
-        wr_addrs = fanned_out(m, self.write.addr, copies, "wr_addr", reset_less=True)
+        wr_ens = [fanned_out(m, port.en, copies, "wr_en" if p == 0 else f"w{p}_en")
+                  for p, port in enumerate(self.writes)]
+        wr_addrs = [fanned_out(m, port.addr, copies, "wr_addr" if p == 0 else f"w{p}_addr", reset_less=True)
+                    for p, port in enumerate(self.writes)]
         rd_ens = [fanned_out(m, port.en, copies, f"r{p}_en") for p, port in enumerate(self.reads)]
         rd_addrs = [fanned_out(m, port.addr, copies, f"r{p}_addr", reset_less=True)
                     for p, port in enumerate(self.reads)]
@@ -248,8 +258,9 @@ class BankedMemory(wiring.Component):
         collisions = []
         for k in range(slices):
             bits = slice(k * width, (k + 1) * width)
-            wr_data = Signal(width, name=f"wr_data_q{k}", reset_less=True)
-            m.d.sync += wr_data.eq(self.write.data.as_value()[bits])
+            wr_data = [Signal(width, name=f"wr_data_q{k}" if p == 0 else f"w{p}_data_q{k}", reset_less=True)
+                       for p in range(len(self.writes))]
+            m.d.sync += [data.eq(port.data.as_value()[bits]) for data, port in zip(wr_data, self.writes)]
             for b, bank in enumerate(self.banks):
                 i = b * slices + k
                 mem = bank.slices[k]
@@ -260,8 +271,11 @@ class BankedMemory(wiring.Component):
                 for p in reversed(range(len(self.reads) - 1)):
                     addr = Mux(hits[p], rd_addrs[p][i][:low], addr)
                 m.d.comb += [rd.en.eq(Cat(hits).any()), rd.addr.eq(addr)]
-                m.d.comb += [wr.en.eq(wr_ens[i] & (wr_addrs[i][low:] == b)), wr.addr.eq(wr_addrs[i][:low]),
-                             wr.data.eq(wr_data)]
+                w_hits = [wr_ens[p][i] & (wr_addrs[p][i][low:] == b) for p in range(len(self.writes))]
+                w_addr, w_data = wr_addrs[-1][i][:low], wr_data[-1]
+                for p in reversed(range(len(self.writes) - 1)):
+                    w_addr, w_data = Mux(w_hits[p], wr_addrs[p][i][:low], w_addr), Mux(w_hits[p], wr_data[p], w_data)
+                m.d.comb += [wr.en.eq(Cat(w_hits).any()), wr.addr.eq(w_addr), wr.data.eq(w_data)]
                 if k == 0:
                     collisions.append(_collision(rd.en, rd.addr, wr.en, wr.addr))
                 # The bank's first data stage, next to its block RAMs.

@@ -279,20 +279,35 @@ class _Timeline:
                 independent[engine] = v is None or not self._spad_banks(v_op, v) & self._matmul_reads(f)
             return [e for e in engines if not independent.get(e, False)]
         if op is Opcode.LOAD and f["mem"] == LocalMemory.SPAD.value:
-            independent = not self._meets_matmul_reads((f["local_addr"], f["local_addr"] + f["rows"]))
-            return [e for e in engines if e != "matmul" or not independent]
+            independent = {"matmul": not self._meets_matmul_reads((f["local_addr"], f["local_addr"] + f["rows"]))}
+            mine = _banks(self.cfg, f["local_addr"], f["rows"])
+            _, _, q = self.latest.get("requant", (0, None, None))
+            independent["requant"] = q is None or not mine & _banks(self.cfg, q["spad_addr"], q["rows"])
+            for engine in _VECTOR_ENGINES:
+                _, v_op, v = self.latest.get(engine, (0, None, None))
+                independent[engine] = v is None or not mine & self._spad_banks(v_op, v)
+            return [e for e in engines if not independent.get(e, False)]
         if op in _VECTOR or (op is Opcode.STORE and f["mem"] == LocalMemory.SPAD.value):
             # Beside MATMULs whose reads are in the other SPAD bank (hw/core.py: the vector engines
             # and the DMA use the second read port). No MATMUL comes while a STORE runs: the next
             # fetch waits for it.
             _, _, g = self.latest.get("matmul", (0, None, None))
-            independent = g is None or not self._spad_banks(op, f) & self._matmul_reads(g)
-            return [e for e in engines if e != "matmul" or not independent]
+            independent = {"matmul": g is None or not self._spad_banks(op, f) & self._matmul_reads(g)}
+            if op in _VECTOR:
+                independent["dma"] = self._beside_load(self._spad_banks(op, f))
+            return [e for e in engines if not independent.get(e, False)]
         if op is Opcode.REQUANT:
             banks = sorted(self._acc_banks(f["acc_addr"], f["rows"]))
-            independent = not self._meets_matmul_reads((f["spad_addr"], f["spad_addr"] + f["rows"]))
-            return [e for e in engines if e != "matmul" or not independent] + banks
+            independent = {"matmul": not self._meets_matmul_reads((f["spad_addr"], f["spad_addr"] + f["rows"])),
+                           "dma": self._beside_load(_banks(self.cfg, f["spad_addr"], f["rows"]))}
+            return [e for e in engines if not independent.get(e, False)] + banks
         return engines
+
+    def _beside_load(self, banks: set[int]) -> bool:
+        """Whether the DMA's latest instruction is a LOAD into SPAD banks other than ``banks``."""
+        _, latest, g = self.latest.get("dma", (0, None, None))
+        return (latest is Opcode.LOAD and g["mem"] == LocalMemory.SPAD.value
+                and not _banks(self.cfg, g["local_addr"], g["rows"]) & banks)
 
     def _meets_matmul_reads(self, rows: tuple[int, int]) -> bool:
         """Whether scratchpad ``rows`` meet the latest MATMUL's reads (its inputs and weights)."""

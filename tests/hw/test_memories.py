@@ -1,6 +1,7 @@
 """The banked shared memory: readers in different banks in the same cycle each get their own
-row READ_LATENCY cycles later, writes land in the bank the address names, and a port's data holds
-between its reads whatever the other port reads."""
+row READ_LATENCY cycles later, writes (by several write ports in the same cycle, in different
+banks) land in the bank the address names, and a port's data holds between its reads whatever the
+other port reads."""
 
 import random
 
@@ -18,11 +19,11 @@ def _row(addr, version):
     return [(addr * 1000 + version * 100 + j) & 0xFFFFFFFF for j in range(COLS)]
 
 
-@pytest.mark.parametrize("banks,readers", [(2, 2), (4, 3)])
+@pytest.mark.parametrize("banks,readers,writers", [(2, 2, 1), (4, 3, 1), (4, 3, 2)])
 @pytest.mark.parametrize("seed", range(3))
-def test_readers_in_different_banks(seed, banks, readers):
+def test_readers_in_different_banks(seed, banks, readers, writers):
     rng = random.Random(seed)
-    dut = BankedMemory(SHAPE, DEPTH, banks=banks, readers=readers, slices=2)
+    dut = BankedMemory(SHAPE, DEPTH, banks=banks, readers=readers, writers=writers, slices=2)
     size = DEPTH // banks
     model = {addr: _row(addr, 0) for addr in range(DEPTH)}
     problems = []
@@ -46,15 +47,20 @@ def test_readers_in_different_banks(seed, banks, readers):
             for k, port in enumerate(dut.reads):
                 ctx.set(port.en, reads[k] is not None)
                 ctx.set(port.addr, reads[k] or 0)
-            write = None
-            if rng.random() < 0.3:
-                write = rng.choice([a for a in range(DEPTH) if a not in reads])
-                model[write] = _row(write, cycle + 1)
-                ctx.set(dut.write.en, 1)
-                ctx.set(dut.write.addr, write)
-                ctx.set(dut.write.data, model[write])
-            else:
-                ctx.set(dut.write.en, 0)
+            # Each write port writes (or not) a row none reads now, in a bank no other port
+            # writes now.
+            written = set()
+            for w, port in enumerate(dut.writes):
+                rows = [a for a in range(DEPTH) if a not in reads and a // size not in written]
+                if rng.random() < 0.3 and rows:
+                    write = rng.choice(rows)
+                    written.add(write // size)
+                    model[write] = _row(write, 10 * cycle + w + 1)
+                    ctx.set(port.en, 1)
+                    ctx.set(port.addr, write)
+                    ctx.set(port.data, model[write])
+                else:
+                    ctx.set(port.en, 0)
             # The data on each port now is its read presented READ_LATENCY cycles ago, or held
             # whatever the other port has read since.
             for k, queue in enumerate(expected):

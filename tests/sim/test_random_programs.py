@@ -2,7 +2,8 @@
 scratchpad, MATMULs, REQUANTs and residual ADDs on a few dozen shared rows (read after write, write
 after read, MATMULs accumulating into the rows the previous one is still writing while its rows
 drain, REQUANTs beside MATMULs in the other accumulator bank, ADDs and STOREs beside MATMULs that read
-the other scratchpad bank: the rows straddle both memories' bank boundaries), STOREs of both memories. The final memory image equals the ISA simulator's (sequential execution), the run ends
+the other scratchpad bank, LOADs beside REQUANTs and ADDs writing the other scratchpad bank: the
+rows straddle both memories' bank boundaries), STOREs of both memories. The final memory image equals the ISA simulator's (sequential execution), the run ends
 with ``done`` and no error (no dependency pattern can hang the controller), and CYCLES equals the
 performance model's."""
 
@@ -46,7 +47,7 @@ def random_program(rng) -> Program:
         kind = rng.choice(["load", "matmul", "matmul", "matmul", "requant", "requant", "store", "add", "add"])
         if kind == "load":
             rows = int(rng.integers(1, 13))
-            words.append(encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=spad(rows),
+            words.append(encode(Opcode.LOAD, mem=LocalMemory.SPAD, local_addr=spad(rows, bank=0),
                                 rows=rows, dram_addr=int(rng.integers(0, (DATA - rows * spad_b) // spad_b)) * spad_b,
                                 dram_stride=spad_b))
         elif kind == "add":
