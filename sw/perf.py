@@ -5,8 +5,9 @@ while the previous ones run, checks it, and offers it to its engine as soon as t
 allows: a SPAD LOAD and a MATMUL whose scratchpad rows do not meet run together, so do a
 REQUANT and MATMULs in the other accumulator bank (each bank counted busy until the end of the
 latest MATMUL in it), so do a vector instruction (or a STORE from SPAD) and MATMULs whose reads
-are in the other scratchpad bank than any of its rows, every other instruction waits until no engine is
-busy, and no engine takes a
+are in the other scratchpad bank than any of its rows, so do a SPAD LOAD and a REQUANT or a vector
+instruction when the LOAD's scratchpad banks are none of theirs (SPAD has a write port for the DMA),
+every other instruction waits until no engine is busy, and no engine takes a
 command while busy (an offer
 that waited for an engine comes ``Controller.BUSY_LAG`` cycles after the cycle its busy falls)
 but the matmul engine, which takes the next MATMUL ``hw.matmul.matmul_issue_cycles`` after the
