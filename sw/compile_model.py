@@ -360,6 +360,15 @@ def _linear_constants(b: _Builder, name: str, w: np.ndarray, bias, mult, shift) 
             b.constant(f"{name}.params", pack_linear_params(b.cfg, bias, mult, shift), "int32", "param"))
 
 
+def _linear_params(b: _Builder, name: str, w: np.ndarray, bias, mult, shift, *, local: int = 0) -> tuple:
+    """A linear layer's constants (:func:`_linear_constants`) and the LOAD PARAM of its 3 parameter
+    rows per output tile from PARAM row ``local``: ``(weight symbol, local)``."""
+    w_sym, p_sym = _linear_constants(b, name, w, bias, mult, shift)
+    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=local, rows=3 * _ceil(w.shape[0], b.cfg.cols),
+           dram_addr=p_sym.addr, dram_stride=b.cfg.acc_row_bytes)
+    return w_sym, local
+
+
 def _packs(b: _Builder, name: str, w_t: np.ndarray) -> bool:
     """Whether layer ``name``'s weights are stored packed: on a build with ``packed_weights``, when
     the model declares them 4-bit and every value fits 4 bits (an 8-bit layer never is)."""
@@ -497,7 +506,8 @@ def _region_apart(cfg: AccelConfig, size: int, avoid: set, busy: list, last: set
 
 def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, shift, *, free: int,
                   local: dict, y: _Tensor | None = None, short: tuple = (0, 0), weights: int | None = None,
-                  side=None, x_loads: list | None = None, near: tuple | None = None, first: int = 0) -> None:
+                  side=None, x_loads: list | None = None, near: tuple | None = None, first: int = 0,
+                  params: tuple | None = None) -> None:
     """``golden.linear`` of the resident ``x`` (one M chunk: all its rows and K tiles on chip).
 
     LOAD PARAM all 3 rows per output tile; per output tile: its weight column (one strided LOAD,
@@ -523,14 +533,14 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
     ``first`` (2, with ``x_loads`` and ``side``; :func:`_first_tiles_fit`): the first two output
     tiles run K tile by K tile (:func:`_first_tiles`), both weight regions resident, so that
     twice the MATMULs cover each LOAD of x; their side work then queues with the later tiles'
-    (issue 21).
+    (issue 21). ``params``: :func:`_linear_params` of this layer, LOADed by the caller earlier
+    (before a LayerNorm, so that the weight LOADs after it run beside it: issue 21); default:
+    LOADed here, from PARAM row 0.
     """
     cfg, c = b.cfg, b.cfg.cols
     n, k = w.shape
     m, kt, nt = x.rows, _ceil(k, c), _ceil(n, c)
-    w_sym, p_sym = _linear_constants(b, name, w, bias, mult, shift)
-    b.emit(Opcode.LOAD, mem=LocalMemory.PARAM, local_addr=0, rows=3 * nt, dram_addr=p_sym.addr,
-           dram_stride=cfg.acc_row_bytes)
+    w_sym, p_base = params or _linear_params(b, name, w, bias, mult, shift)
     stage = free + 2 * kt * c if weights is None else free
     weights = free if weights is None else weights
     # Software pipelining (issue 21): output tile j accumulates in ACC bank j % 2 and its REQUANT
@@ -573,7 +583,7 @@ def _linear_local(b: _Builder, name: str, x: _Local, w: np.ndarray, bias, mult, 
         dst = local.get(j, stage)
 
         def requant():
-            b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=dst, rows=rows, param_addr=3 * j)
+            b.emit(Opcode.REQUANT, acc_addr=acc, spad_addr=dst, rows=rows, param_addr=p_base + 3 * j)
 
         if j < first:
             firsts[j] = (requant, acc)
@@ -2498,6 +2508,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
         proj_args = (_head_layout(blk.proj.weight, heads, dh, dhp, 1), blk.proj.bias, blk.proj.mult, blk.proj.shift)
         fc1_args = (blk.fc1.weight, blk.fc1.bias, blk.fc1.mult, blk.fc1.shift)
         if fused:
+            qkv_params = None
             with b.layer(p + "norm1"):
                 # At the top of SPAD, where the previous add2 left x, out of the attention's way.
                 xl = resident or _spad_in(b, x, cfg.spad_rows - dt * t)
@@ -2507,8 +2518,14 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                     b.emit(Opcode.LAYERNORM, src=xl.addr, src2=0, dst=xl.addr, rows=1 + front.mb, length=d,
                            tile_stride=t, param_addr=norm0_param)
                 else:
-                    _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl,
-                                  (blk.norm1.alpha, blk.norm1.params, narrow[p + "norm1"]))
+                    # qkv's parameter rows first, after the LayerNorm's (issue 21): with no PARAM
+                    # LOAD of qkv's left after the LayerNorm, qkv's first weight LOADs (in a bank
+                    # apart from x's) run beside it.
+                    ln_params = (blk.norm1.alpha, blk.norm1.params, narrow[p + "norm1"])
+                    ln_rows = len(vector_param_rows(cfg, Opcode.LAYERNORM, d, ln_params))
+                    if ln_rows + 3 * _ceil(qkv_args[0].shape[0], cfg.cols) <= cfg.param_rows:
+                        qkv_params = _linear_params(b, p + "qkv", *qkv_args, local=ln_rows)
+                    _vector_local(b, p + "norm1", Opcode.LAYERNORM, [xl], xl, ln_params)
                 kept(p + "norm1", xl)
             with b.layer(p + "qkv"):
                 qkv = b.activation(p + "qkv", t, 3 * heads * dhp)
@@ -2547,7 +2564,7 @@ def compile_model(intvit: IntViT, cfg: AccelConfig, *, name: str = "vit",
                 # Only the attention's m query rows are needed (all of them for keep_intermediates).
                 with b.narrowed(narrow[p + "qkv"]):
                     _linear_local(b, p + "qkv", xl, *qkv_args, free=free if on_chip else 0, local=local, y=qkv,
-                                  short=(0, 0) if b.keep else (heads * hdt, m), weights=weights)
+                                  short=(0, 0) if b.keep else (heads * hdt, m), weights=weights, params=qkv_params)
         else:
             with b.layer(p + "norm1"):
                 n1 = layernorm(p + "norm1", blk.norm1, x)
