@@ -27,6 +27,8 @@ import sys
 import time
 from collections import Counter
 
+import numpy as np
+
 from vitaccel.config import load_config
 from vitaccel.memory import PROFILES
 from vitaccel.sw.compile_model import compile_model
@@ -57,13 +59,21 @@ def headroom(timeline: Timeline, macs: int, array_macs: int) -> dict:
             busy[iv.start:iv.end] = b"\x01" * (iv.end - iv.start)
         lo_hi = spans.setdefault(iv.layer, [iv.start, iv.end])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], iv.start), max(lo_hi[1], iv.end)
-    # Layers run one after another: each idle cycle is charged to the layer whose span holds it
-    # (the span of a layer runs from its first instruction's dispatch to its last one's end).
+    # Layers run mostly one after another: each cycle is charged to the layer whose span holds it
+    # (the span of a layer runs from its first instruction's dispatch to its last one's end), the
+    # earliest begun where two spans meet (a layer's first LOADs may run beside the end of the
+    # previous layer, a LayerNorm: the array then waits for the previous one).
+    owner = np.full(cycles + 1, -1, np.int32)
+    layers = sorted(spans.items(), key=lambda kv: kv[1][0])
+    for index in reversed(range(len(layers))):
+        lo, hi = layers[index][1]
+        owner[lo:hi] = index
+    idle_at = owner[np.frombuffer(bytes(busy), np.uint8) == 0]
     total, idle = Counter(), Counter()
-    for layer, (lo, hi) in spans.items():
-        kind = layer_kind(layer)
-        total[kind] += hi - lo
-        idle[kind] += (hi - lo) - sum(busy[lo:hi])
+    for index, count in zip(*np.unique(owner[owner >= 0], return_counts=True)):
+        total[layer_kind(layers[index][0])] += int(count)
+    for index, count in zip(*np.unique(idle_at[idle_at >= 0], return_counts=True)):
+        idle[layer_kind(layers[index][0])] += int(count)
     matmul_busy = sum(busy[:cycles])
     utilization = macs / (cycles * array_macs)
     ceilings, hidden = [], 0
